@@ -1,0 +1,133 @@
+/* Heartbeat codec. Decoding is strict: a heartbeat is network input from a peer that may be
+ * buggy or hostile, and fleetd must never act on a half-understood one. */
+#include "common/heartbeat.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/json_input.h"
+
+#define HEARTBEAT_MAX_DEPTH 2
+
+int node_id_valid(const char *id)
+{
+        size_t n = strlen(id);
+
+        if (n == 0 || n > NODE_ID_MAX || id[0] == '-')
+                return 0;
+        for (size_t i = 0; i < n; i++) {
+                char c = id[i];
+
+                if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'))
+                        return 0;
+        }
+        return 1;
+}
+
+static int digest_hex_valid(const char *s)
+{
+        if (strlen(s) != DIGEST_HEX_LEN)
+                return 0;
+        for (const char *p = s; *p; p++)
+                if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+                        return 0;
+        return 1;
+}
+
+int heartbeat_encode(const struct heartbeat *hb, char *buf, size_t size)
+{
+        json_t *o;
+        size_t n;
+
+        if (!node_id_valid(hb->node_id) || !digest_hex_valid(hb->inventory_digest))
+                return -EINVAL;
+        o = json_pack("{s:i, s:s, s:I, s:I, s:I, s:i, s:f, s:I, s:I, s:I, s:I, s:i, s:s}",
+                      "v", HEARTBEAT_VERSION, "node", hb->node_id, "epoch", (json_int_t)hb->epoch,
+                      "seq", (json_int_t)hb->seq, "interval_ms", (json_int_t)hb->interval_ms,
+                      "cpus", (int)hb->cpus, "cpu_percent", hb->cpu_percent, "mem_total_mib",
+                      (json_int_t)hb->mem_total_mib, "mem_available_mib",
+                      (json_int_t)hb->mem_available_mib, "mem_committed_mib",
+                      (json_int_t)hb->mem_committed_mib, "libvirt_age_ms",
+                      (json_int_t)hb->libvirt_age_ms, "vm_count", (int)hb->vm_count,
+                      "inventory_digest", hb->inventory_digest);
+        if (!o)
+                return -EINVAL;
+        n = json_dumpb(o, buf, size, JSON_COMPACT | JSON_REAL_PRECISION(4));
+        json_decref(o);
+        if (n == 0 || n > size || n > HEARTBEAT_MAX_BYTES)
+                return -EMSGSIZE;
+        return (int)n;
+}
+
+static const char *const heartbeat_fields[] = {
+        "v",           "node",          "epoch",          "seq",
+        "interval_ms", "cpus",          "cpu_percent",    "mem_total_mib",
+        "mem_available_mib", "mem_committed_mib", "libvirt_age_ms", "vm_count",
+        "inventory_digest", NULL};
+
+static int heartbeat_decode_fields(const json_t *o, struct heartbeat *hb,
+                                   struct json_input_error *err)
+{
+        uint64_t v, cpus, vm_count;
+        int64_t age;
+        json_t *age_v;
+        int r = 0;
+
+        r = r ?: json_input_check_keys(o, heartbeat_fields, err);
+        r = r ?: json_input_get_uint(o, "v", true, 0, UINT32_MAX, &v, err);
+        if (r == 0 && v != HEARTBEAT_VERSION)
+                return json_input_fail(err, "unsupported heartbeat version %llu",
+                                       (unsigned long long)v);
+        r = r ?: json_input_copy_string(o, "node", true, hb->node_id, sizeof(hb->node_id), err);
+        if (r == 0 && !node_id_valid(hb->node_id))
+                return json_input_fail(err, "field 'node' is not a valid node id");
+        r = r ?: json_input_get_uint(o, "epoch", true, 1, INT64_MAX, &hb->epoch, err);
+        r = r ?: json_input_get_uint(o, "seq", true, 1, INT64_MAX, &hb->seq, err);
+        r = r ?: json_input_get_uint(o, "interval_ms", true, 100, 3600000, &hb->interval_ms, err);
+        r = r ?: json_input_get_uint(o, "cpus", true, 1, 4096, &cpus, err);
+        r = r ?: json_input_get_double(o, "cpu_percent", true, 0, 100, &hb->cpu_percent, err);
+        r = r ?: json_input_get_uint(o, "mem_total_mib", true, 1, 1ull << 32, &hb->mem_total_mib,
+                                     err);
+        r = r ?: json_input_get_uint(o, "mem_available_mib", true, 0, hb->mem_total_mib,
+                                     &hb->mem_available_mib, err);
+        r = r ?: json_input_get_uint(o, "mem_committed_mib", true, 0, 1ull << 32,
+                                     &hb->mem_committed_mib, err);
+        r = r ?: json_input_get_uint(o, "vm_count", true, 0, 100000, &vm_count, err);
+        r = r ?: json_input_copy_string(o, "inventory_digest", true, hb->inventory_digest,
+                                        sizeof(hb->inventory_digest), err);
+        if (r < 0)
+                return r;
+        if (!digest_hex_valid(hb->inventory_digest))
+                return json_input_fail(err, "field 'inventory_digest' is not 64 hex digits");
+        age_v = json_object_get(o, "libvirt_age_ms");
+        if (!json_is_integer(age_v) || (age = json_integer_value(age_v)) < -1)
+                return json_input_fail(err, "field 'libvirt_age_ms' must be an integer >= -1");
+        hb->libvirt_age_ms = age;
+        hb->cpus = (uint32_t)cpus;
+        hb->vm_count = (uint32_t)vm_count;
+        return 0;
+}
+
+int heartbeat_decode(const char *buf, size_t len, struct heartbeat *ret, char *err,
+                     size_t errsize)
+{
+        struct json_input_error jerr = {{0}};
+        struct heartbeat hb = {{0}};
+        json_t *o;
+        int r;
+
+        o = json_input_parse(buf, len, HEARTBEAT_MAX_BYTES, HEARTBEAT_MAX_DEPTH, &jerr);
+        if (!o) {
+                r = -EINVAL;
+                goto cleanup;
+        }
+        r = heartbeat_decode_fields(o, &hb, &jerr);
+        if (r == 0)
+                *ret = hb;
+cleanup:
+        if (r < 0 && err)
+                snprintf(err, errsize, "%s", jerr.text);
+        json_decref(o);
+        return r;
+}

@@ -1,0 +1,264 @@
+/* The admin REST API server (libmicrohttpd). Every request is matched against api_routes; a
+ * body is read up to max_body_bytes; every response carries X-Request-Id; every error is
+ * application/problem+json (RFC 9457). Handlers never see partial bodies. */
+#include "fleetd/api.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+
+const struct api_route api_routes[] = {
+        {"GET", "/v1/nodes", api_nodes_list, "list nodes with state and figures"},
+        {"GET", "/v1/nodes/{id}", api_nodes_get, "one node"},
+        {NULL, NULL, NULL, NULL},
+};
+
+struct api_conn {
+        char *body;
+        size_t len;
+        bool too_large;
+};
+
+void api_problem(struct api_response *resp, unsigned status, const char *type, const char *fmt,
+                 ...)
+{
+        static const struct {
+                unsigned status;
+                const char *title;
+        } titles[] = {{400, "Bad Request"},        {401, "Unauthorized"},
+                      {403, "Forbidden"},          {404, "Not Found"},
+                      {405, "Method Not Allowed"}, {409, "Conflict"},
+                      {410, "Gone"},               {413, "Content Too Large"},
+                      {415, "Unsupported Media Type"}, {422, "Unprocessable Content"},
+                      {429, "Too Many Requests"},  {500, "Internal Server Error"},
+                      {503, "Service Unavailable"}};
+        const char *title = "Error";
+        char detail[512], type_uri[128];
+        va_list ap;
+
+        for (size_t i = 0; i < sizeof(titles) / sizeof(titles[0]); i++)
+                if (titles[i].status == status)
+                        title = titles[i].title;
+        va_start(ap, fmt);
+        vsnprintf(detail, sizeof(detail), fmt, ap);
+        va_end(ap);
+        snprintf(type_uri, sizeof(type_uri), "https://totebox.example/problems/%s", type);
+        json_decref(resp->body);
+        resp->status = status;
+        resp->content_type = "application/problem+json";
+        resp->body = json_pack("{s:s, s:s, s:i, s:s}", "type", type_uri, "title", title,
+                               "status", (int)status, "detail", detail);
+}
+
+void api_ok(struct api_response *resp, json_t *body)
+{
+        json_decref(resp->body);
+        resp->status = 200;
+        resp->content_type = "application/json";
+        resp->body = body;
+}
+
+/* Matches path against pattern; copies {…} segments into req->params. */
+static bool api_match(const char *pattern, const char *path, struct api_request *req)
+{
+        char *out = req->param_buf, *end = req->param_buf + sizeof(req->param_buf);
+        unsigned np = 0;
+
+        while (*pattern && *path) {
+                if (*pattern == '{') {
+                        const char *seg_end = strchr(path, '/');
+                        size_t n = seg_end ? (size_t)(seg_end - path) : strlen(path);
+
+                        if (n == 0 || np >= API_MAX_PARAMS || out + n + 1 > end)
+                                return false;
+                        memcpy(out, path, n);
+                        out[n] = '\0';
+                        req->params[np++] = out;
+                        out += n + 1;
+                        path += n;
+                        pattern = strchr(pattern, '}') + 1;
+                        continue;
+                }
+                if (*pattern++ != *path++)
+                        return false;
+        }
+        return *pattern == '\0' && *path == '\0';
+}
+
+static void api_dispatch(struct api_request *req, struct api_response *resp)
+{
+        bool path_known = false;
+
+        for (const struct api_route *r = api_routes; r->pattern; r++) {
+                if (!api_match(r->pattern, req->path, req))
+                        continue;
+                path_known = true;
+                if (strcmp(r->method, req->method) == 0) {
+                        r->handler(req, resp);
+                        return;
+                }
+        }
+        if (path_known)
+                api_problem(resp, 405, "method-not-allowed", "method '%s' is not allowed on '%s'",
+                            req->method, req->path);
+        else
+                api_problem(resp, 404, "not-found", "no resource at '%s'", req->path);
+}
+
+static void api_new_request_id(struct MHD_Connection *conn, char *buf, size_t size)
+{
+        const char *given = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
+        uint8_t raw[16];
+        bool ok = given && strlen(given) > 0 && strlen(given) < size;
+
+        for (const char *p = given; ok && *p; p++)
+                ok = (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') ||
+                     (*p >= 'A' && *p <= 'Z') || *p == '-' || *p == '_';
+        if (ok) {
+                snprintf(buf, size, "%s", given);
+                return;
+        }
+        randombytes_buf(raw, sizeof(raw));
+        sodium_bin2hex(buf, size, raw, sizeof(raw));
+}
+
+static enum MHD_Result api_send(struct MHD_Connection *conn, struct api_request *req,
+                                struct api_response *resp)
+{
+        char *text = resp->body ? json_dumps(resp->body, JSON_COMPACT) : strdup("{}");
+        struct MHD_Response *r;
+        enum MHD_Result ret;
+
+        if (!text)
+                return MHD_NO;
+        r = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+        MHD_add_response_header(r, "Content-Type", resp->content_type);
+        MHD_add_response_header(r, "X-Request-Id", req->request_id);
+        MHD_add_response_header(r, "Cache-Control", "no-store");
+        ret = MHD_queue_response(conn, resp->status, r);
+        MHD_destroy_response(r);
+        return ret;
+}
+
+/* Accumulates the body; returns false while more is to come. */
+static bool api_read_body(struct fleetd *f, struct api_conn *c, const char *data,
+                          size_t *size)
+{
+        if (*size == 0)
+                return true;
+        if (!c->too_large && c->len + *size <= f->cfg.max_body_bytes) {
+                char *nb = realloc(c->body, c->len + *size + 1);
+
+                if (nb) {
+                        memcpy(nb + c->len, data, *size);
+                        c->body = nb;
+                        c->len += *size;
+                        c->body[c->len] = '\0';
+                } else {
+                        c->too_large = true;
+                }
+        } else {
+                c->too_large = true;
+        }
+        *size = 0;
+        return false;
+}
+
+static enum MHD_Result api_access(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+        struct fleetd *f = cls;
+        struct api_conn *c = *con_cls;
+        struct api_request req = {.f = f, .method = method, .path = url, .body = ""};
+        struct api_response resp = {0};
+        enum MHD_Result ret;
+
+        if (!c) {
+                c = calloc(1, sizeof(*c));
+                if (!c)
+                        return MHD_NO;
+                *con_cls = c;
+                return MHD_YES;
+        }
+        if (!api_read_body(f, c, upload_data, upload_data_size))
+                return MHD_YES;
+        api_new_request_id(conn, req.request_id, sizeof(req.request_id));
+        if (c->too_large) {
+                api_problem(&resp, 413, "body-too-large", "request body exceeds %llu bytes",
+                            (unsigned long long)f->cfg.max_body_bytes);
+        } else {
+                req.body = c->body ? c->body : "";
+                req.body_len = c->len;
+                api_dispatch(&req, &resp);
+        }
+        ret = api_send(conn, &req, &resp);
+        json_decref(resp.body);
+        return ret;
+}
+
+static void api_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                          enum MHD_RequestTerminationCode toe)
+{
+        struct api_conn *c = *con_cls;
+
+        if (c) {
+                free(c->body);
+                free(c);
+                *con_cls = NULL;
+        }
+}
+
+static int api_listen_one(struct fleetd *f, const char *address)
+{
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)f->cfg.api_port)};
+        struct MHD_Daemon *d;
+
+        if (inet_pton(AF_INET, address, &sa.sin_addr) != 1 || f->n_http >= FLEETD_LISTEN_MAX)
+                return -EINVAL;
+        d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL_LINUX_ONLY, 0, NULL,
+                             NULL, api_access, f, MHD_OPTION_SOCK_ADDR, &sa,
+                             MHD_OPTION_NOTIFY_COMPLETED, api_completed, f,
+                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)256,
+                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
+                             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)65536, MHD_OPTION_END);
+        if (!d)
+                return -EADDRNOTAVAIL;
+        f->http[f->n_http++] = d;
+        return 0;
+}
+
+int api_start(struct fleetd *f)
+{
+        char list[sizeof(f->cfg.api_listen)], *save = NULL;
+
+        snprintf(list, sizeof(list), "%s", f->cfg.api_listen);
+        for (char *a = strtok_r(list, ", ", &save); a; a = strtok_r(NULL, ", ", &save)) {
+                int r = api_listen_one(f, a);
+
+                if (r < 0) {
+                        log_error("cannot serve the REST API on '%s' port %llu", a,
+                                  (unsigned long long)f->cfg.api_port);
+                        api_stop(f);
+                        return r;
+                }
+                log_info("REST API listening on '%s' port %llu", a,
+                         (unsigned long long)f->cfg.api_port);
+        }
+        return 0;
+}
+
+void api_stop(struct fleetd *f)
+{
+        for (unsigned i = 0; i < f->n_http; i++)
+                MHD_stop_daemon(f->http[i]);
+        f->n_http = 0;
+}

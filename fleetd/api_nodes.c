@@ -1,0 +1,67 @@
+/* GET /v1/nodes and /v1/nodes/{id}: the node table as the operator sees it. */
+#include <stdint.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "fleetd/api.h"
+
+json_t *api_node_to_json(const struct fleet_node *n, const struct fleetd_config *cfg,
+                         uint64_t now_ms)
+{
+        const struct roster_node *rn = n->rn;
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s}", "id", rn->id, "name", rn->name, "role",
+                              roster_role_name(rn->role), "mesh_address", rn->mesh_address,
+                              "state", node_state_name(node_state_at(n, cfg, now_ms)));
+
+        if (!n->seen) {
+                json_object_set_new(o, "heartbeat_age_ms", json_null());
+                return o;
+        }
+        json_object_set_new(o, "heartbeat_age_ms", json_integer((json_int_t)(now_ms - n->last_seen_ms)));
+        json_object_set_new(o, "heartbeats", json_integer((json_int_t)n->heartbeats));
+        json_object_set_new(o, "cpus", json_integer(n->hb.cpus));
+        json_object_set_new(o, "cpu_percent", json_real(n->hb.cpu_percent));
+        json_object_set_new(o, "mem_total_mib", json_integer((json_int_t)n->hb.mem_total_mib));
+        json_object_set_new(o, "mem_available_mib", json_integer((json_int_t)n->hb.mem_available_mib));
+        json_object_set_new(o, "mem_committed_mib", json_integer((json_int_t)n->hb.mem_committed_mib));
+        json_object_set_new(o, "libvirt_age_ms", json_integer(n->hb.libvirt_age_ms));
+        json_object_set_new(o, "vm_count", json_integer(n->hb.vm_count));
+        return o;
+}
+
+void api_nodes_list(struct api_request *req, struct api_response *resp)
+{
+        struct fleetd *f = req->f;
+        uint64_t now = clock_monotonic_ms();
+        json_t *nodes = json_array();
+
+        pthread_mutex_lock(&f->lock);
+        for (size_t i = 0; i < f->table.roster->n_nodes; i++)
+                json_array_append_new(nodes, api_node_to_json(&f->table.nodes[i], &f->cfg, now));
+        pthread_mutex_unlock(&f->lock);
+        api_ok(resp, json_pack("{s:o}", "nodes", nodes));
+}
+
+void api_nodes_get(struct api_request *req, struct api_response *resp)
+{
+        struct fleetd *f = req->f;
+        const struct roster_node *rn;
+        json_t *o = NULL;
+
+        if (!node_id_valid(req->params[0])) {
+                api_problem(resp, 400, "invalid-node-id", "'%.64s' is not a valid node id",
+                            req->params[0]);
+                return;
+        }
+        pthread_mutex_lock(&f->lock);
+        rn = roster_find_by_id(f->table.roster, req->params[0]);
+        if (rn)
+                o = api_node_to_json(&f->table.nodes[rn - f->table.roster->nodes], &f->cfg,
+                                     clock_monotonic_ms());
+        pthread_mutex_unlock(&f->lock);
+        if (!o)
+                api_problem(resp, 404, "unknown-node", "no node '%s' in the roster",
+                            req->params[0]);
+        else
+                api_ok(resp, o);
+}

@@ -1,0 +1,33 @@
+/* fleetd's config keys: one table read by the loader, --help, --print-config and the docs. */
+#include <stddef.h>
+
+#include "fleetd/fleetd.h"
+
+#define K(name, type, field, min, max, def, help)                                                  \
+        {name, type, offsetof(struct fleetd_config, field), min, max, def, help}
+
+const struct config_key fleetd_config_table[] = {
+        K("api_listen", CONFIG_STRING, api_listen, 256, 256, "127.0.0.1",
+          "addresses for the admin REST API, comma-separated (the mesh address and loopback)"),
+        K("api_port", CONFIG_UINT, api_port, 1, 65535, "9170", "TCP port of the admin REST API"),
+        K("heartbeat_listen", CONFIG_STRING, heartbeat_listen, 64, 64, "0.0.0.0",
+          "address the heartbeat listener binds (the mesh address)"),
+        K("heartbeat_port", CONFIG_UINT, heartbeat_port, 1, 65535, "9171",
+          "UDP port for heartbeats"),
+        K("roster_file", CONFIG_STRING, roster_file, 4096, 4096, "/var/lib/totebox/roster.json",
+          "the fleet roster: which mesh address belongs to which node"),
+        K("state_dir", CONFIG_STRING, state_dir, 4096, 4096, "/var/lib/totebox/fleetd",
+          "directory for fleetd's durable state (SQLite)"),
+        K("heartbeat_interval", CONFIG_DURATION, heartbeat_interval_ms, 100, 3600000, "10s",
+          "expected heartbeat interval"),
+        K("suspect_after", CONFIG_DURATION, suspect_after_ms, 100, 86400000, "20s",
+          "a node silent for longer than this is suspect"),
+        K("evict_after", CONFIG_DURATION, evict_after_ms, 100, 86400000, "30s",
+          "a node silent for longer than this is evicted from placement"),
+        K("max_body_bytes", CONFIG_UINT, max_body_bytes, 256, 1048576, "65536",
+          "largest REST request body accepted"),
+        K("max_json_depth", CONFIG_UINT, max_json_depth, 2, 64, "8",
+          "deepest JSON nesting accepted in a REST body"),
+        K("log_level", CONFIG_STRING, log_level, 16, 16, "info", "error, warn, info or debug"),
+        {0},
+};

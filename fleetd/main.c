@@ -1,0 +1,94 @@
+/* fleetd (service-vm-fleet): start-up, the main loop (heartbeats and signals) and shutdown.
+ * The REST API runs on libmicrohttpd's own threads and shares the node table under a lock. */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "common/daemon.h"
+#include "common/log.h"
+#include "fleetd/fleetd.h"
+
+static int fleetd_setup(struct fleetd *f)
+{
+        char err[512];
+        struct roster *roster = roster_load_file(f->cfg.roster_file, err, sizeof(err));
+        int r;
+
+        if (!roster) {
+                log_error("%s", err);
+                return -EINVAL;
+        }
+        log_info("roster version %llu with %zu nodes loaded from '%s'",
+                 (unsigned long long)roster->version, roster->n_nodes, f->cfg.roster_file);
+        r = node_table_init(&f->table, roster);
+        if (r < 0) {
+                roster_free(roster);
+                return r;
+        }
+        r = heartbeat_listener_open(&f->cfg, &f->udp_fd);
+        if (r < 0) {
+                log_error("cannot listen for heartbeats on '%s' port %llu: %s",
+                          f->cfg.heartbeat_listen, (unsigned long long)f->cfg.heartbeat_port,
+                          strerror(-r));
+                return r;
+        }
+        log_info("heartbeats on UDP '%s' port %llu", f->cfg.heartbeat_listen,
+                 (unsigned long long)f->cfg.heartbeat_port);
+        return api_start(f);
+}
+
+static int fleetd_run(struct fleetd *f, int sfd)
+{
+        struct pollfd fds[2] = {{.fd = f->udp_fd, .events = POLLIN}, {.fd = sfd, .events = POLLIN}};
+
+        for (;;) {
+                if (poll(fds, 2, 1000) < 0 && errno != EINTR)
+                        return -errno;
+                if (fds[0].revents & POLLIN)
+                        heartbeat_listener_drain(f);
+                if (fds[1].revents & POLLIN) {
+                        struct signalfd_siginfo si;
+
+                        if (read(sfd, &si, sizeof(si)) == sizeof(si) && si.ssi_signo != SIGHUP) {
+                                log_info("signal %u: shutting down", si.ssi_signo);
+                                return 0;
+                        }
+                }
+        }
+}
+
+int main(int argc, char **argv)
+{
+        static struct fleetd f = {.lock = PTHREAD_MUTEX_INITIALIZER, .udp_fd = -1};
+        const struct daemon_args args = {
+                .program = "fleetd",
+                .summary = "Totebox fleet controller: liveness, placement and the admin REST API.",
+                .table = fleetd_config_table,
+                .cfg = &f.cfg,
+                .default_config = "/etc/totebox/fleetd.conf",
+        };
+        enum log_level level = LOG_LEVEL_INFO;
+        int r, sfd;
+
+        r = daemon_parse_args(&args, argc, argv);
+        if (r != 0)
+                return r < 0 ? 2 : 0;
+        if (log_level_parse(f.cfg.log_level, &level) < 0) {
+                fprintf(stderr, "fleetd: unknown log_level '%s'\n", f.cfg.log_level);
+                return 2;
+        }
+        log_init("fleetd", level);
+        sfd = daemon_signalfd();
+        r = sfd < 0 ? sfd : fleetd_setup(&f);
+        if (r == 0)
+                r = fleetd_run(&f, sfd);
+        api_stop(&f);
+        if (f.udp_fd >= 0)
+                close(f.udp_fd);
+        node_table_done(&f.table);
+        return r < 0 ? 1 : 0;
+}

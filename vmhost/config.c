@@ -1,0 +1,30 @@
+/* vmhost's config keys: one table read by the loader, --help, --print-config and the docs. */
+#include <stddef.h>
+
+#include "vmhost/vmhost.h"
+
+#define K(name, type, field, min, max, def, help)                                                  \
+        {name, type, offsetof(struct vmhost_config, field), min, max, def, help}
+
+const struct config_key vmhost_config_table[] = {
+        K("node_id", CONFIG_STRING, node_id, NODE_ID_MAX + 1, NODE_ID_MAX + 1, "node1",
+          "this node's id, as in the roster"),
+        K("fleetd_address", CONFIG_STRING, fleetd_address, 64, 64, "127.0.0.1",
+          "the fleet controller's mesh address"),
+        K("fleetd_port", CONFIG_UINT, fleetd_port, 1, 65535, "9171",
+          "the fleet controller's heartbeat UDP port"),
+        K("heartbeat_source", CONFIG_STRING, heartbeat_source, 64, 64, "",
+          "source address of heartbeats (this node's mesh address); empty lets routing choose"),
+        K("heartbeat_interval", CONFIG_DURATION, heartbeat_interval_ms, 100, 3600000, "10s",
+          "how often to sample the node and send a heartbeat"),
+        K("libvirt_uri", CONFIG_STRING, libvirt_uri, 512, 512, "qemu:///system",
+          "libvirt connection URI; qemu:///embed?root=DIR needs no daemon"),
+        K("virt_type", CONFIG_STRING, virt_type, 8, 8, "auto",
+          "kvm, qemu (TCG) or auto (kvm where /dev/kvm boots guests)"),
+        K("state_dir", CONFIG_STRING, state_dir, 4096, 4096, "/var/lib/totebox/vmhost",
+          "directory for vmhost's state: storage pool, channel sockets, seeds"),
+        K("safety_margin_mib", CONFIG_UINT, safety_margin_mib, 0, 1048576, "512",
+          "available RAM that must remain after a VM is created"),
+        K("log_level", CONFIG_STRING, log_level, 16, 16, "info", "error, warn, info or debug"),
+        {0},
+};

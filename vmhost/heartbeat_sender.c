@@ -1,0 +1,82 @@
+/* The heartbeat sender: one UDP socket connected to fleetd, one datagram per interval. The
+ * epoch (start time) and sequence let fleetd drop replayed or reordered heartbeats. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "vmhost/vmhost.h"
+
+int heartbeat_sender_open(struct heartbeat_sender *s, const struct vmhost_config *cfg)
+{
+        struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons((uint16_t)cfg->fleetd_port)};
+        struct sockaddr_in src = {.sin_family = AF_INET};
+        int fd, r;
+
+        if (inet_pton(AF_INET, cfg->fleetd_address, &dst.sin_addr) != 1)
+                return -EINVAL;
+        if (cfg->heartbeat_source[0] && inet_pton(AF_INET, cfg->heartbeat_source, &src.sin_addr) != 1)
+                return -EINVAL;
+        fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+                return -errno;
+        if ((cfg->heartbeat_source[0] && bind(fd, (struct sockaddr *)&src, sizeof(src)) < 0) ||
+            connect(fd, (struct sockaddr *)&dst, sizeof(dst)) < 0) {
+                r = -errno;
+                close(fd);
+                return r;
+        }
+        memset(s, 0, sizeof(*s));
+        s->fd = fd;
+        s->epoch = clock_realtime_ms();
+        sample_read_cpu(&s->last_cpu);
+        return 0;
+}
+
+void heartbeat_sender_close(struct heartbeat_sender *s)
+{
+        if (s->fd >= 0)
+                close(s->fd);
+        s->fd = -1;
+}
+
+int heartbeat_sender_sample(struct heartbeat_sender *s, const struct vmhost_config *cfg,
+                            struct heartbeat *hb)
+{
+        struct cpu_sample cpu;
+        struct mem_sample mem;
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        int r;
+
+        r = sample_read_cpu(&cpu);
+        if (r == 0)
+                r = sample_read_mem(&mem);
+        if (r < 0)
+                return r;
+        memset(hb, 0, sizeof(*hb));
+        snprintf(hb->node_id, sizeof(hb->node_id), "%s", cfg->node_id);
+        hb->epoch = s->epoch;
+        hb->seq = ++s->seq;
+        hb->interval_ms = cfg->heartbeat_interval_ms;
+        hb->cpus = cpus > 0 ? (uint32_t)cpus : 1;
+        hb->cpu_percent = sample_cpu_percent(&s->last_cpu, &cpu);
+        hb->mem_total_mib = mem.total_kib / 1024;
+        hb->mem_available_mib = mem.available_kib / 1024;
+        hb->libvirt_age_ms = -1;
+        s->last_cpu = cpu;
+        return 0;
+}
+
+int heartbeat_sender_send(struct heartbeat_sender *s, const struct heartbeat *hb)
+{
+        char buf[HEARTBEAT_MAX_BYTES];
+        int n = heartbeat_encode(hb, buf, sizeof(buf));
+
+        if (n < 0)
+                return n;
+        if (send(s->fd, buf, (size_t)n, 0) < 0)
+                return -errno;
+        return 0;
+}
