@@ -1,26 +1,14 @@
 #!/usr/bin/env bash
-# Installs every Debian package Totebox Fleet needs to build, test and run.
-# Idempotent: apt-get skips what is already installed. Runs as root or through sudo.
+# Installs every Debian package Totebox Fleet needs to build, test and run: the union of the
+# lists in scripts/packages/*.txt (one file per part; '#' starts a comment).
+# Idempotent: only missing packages are installed. Runs as root or through sudo.
 set -euo pipefail
 
+here=$(cd "$(dirname "$0")" && pwd)
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-PACKAGES=(
-  # build
-  build-essential cmake pkg-config clang libclang-rt-14-dev clang-format git
-  # libraries
-  libvirt-dev libjansson-dev libmicrohttpd-dev libsodium-dev libmnl-dev
-  libsqlite3-dev libcmocka-dev libcurl4-openssl-dev
-  # virtualisation
-  libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
-  # networking: mesh and namespaces
-  wireguard-go wireguard-tools iproute2 iptables
-  # images: test image and cloud-init seeds
-  busybox-static cpio genisoimage cloud-image-utils e2fsprogs
-  # tests and tools
-  python3-jsonschema python3-pytest sqlite3 curl jq shellcheck
-)
+mapfile -t PACKAGES < <(sed 's/#.*//' "$here"/packages/*.txt | tr -s ' \t' '\n' | sed '/^$/d' | sort -u)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

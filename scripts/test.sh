@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The README's test command: installs what is needed, builds twice (strict warnings; and
+# ASan+UBSan), runs the unit tests under the sanitizers, then every test on the normal build.
+# Set TOTEBOX_TEST_ARGS to pass extra ctest arguments (e.g. "-LE slow" to skip slow tests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+
+bash scripts/install-deps.sh
+
+cmake -S . -B build -DTOTEBOX_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j"$(nproc)"
+cmake -S . -B build-asan -DTOTEBOX_WERROR=ON -DTOTEBOX_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
+cmake --build build-asan -j"$(nproc)"
+
+echo "== unit tests under ASan+UBSan"
+(cd build-asan && ctest -L unit --output-on-failure)
+
+echo "== all tests"
+# shellcheck disable=SC2086
+(cd build && ctest --output-on-failure ${TOTEBOX_TEST_ARGS:-})
+echo "test.sh: finished in $(( $(date +%s) - start )) s"
