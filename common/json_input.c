@@ -109,7 +109,7 @@ static int json_input_lookup(const json_t *obj, const char *key, bool required, 
 int json_input_get_string(const json_t *obj, const char *key, bool required, size_t max_len,
                           const char **ret, struct json_input_error *err)
 {
-        json_t *v;
+        json_t *v = NULL;
         int r = json_input_lookup(obj, key, required, &v, err);
 
         if (r <= 0)
@@ -139,7 +139,7 @@ int json_input_copy_string(const json_t *obj, const char *key, bool required, ch
 int json_input_get_uint(const json_t *obj, const char *key, bool required, uint64_t min,
                         uint64_t max, uint64_t *ret, struct json_input_error *err)
 {
-        json_t *v;
+        json_t *v = NULL;
         json_int_t n;
         int r = json_input_lookup(obj, key, required, &v, err);
 
@@ -159,7 +159,7 @@ int json_input_get_uint(const json_t *obj, const char *key, bool required, uint6
 int json_input_get_double(const json_t *obj, const char *key, bool required, double min,
                           double max, double *ret, struct json_input_error *err)
 {
-        json_t *v;
+        json_t *v = NULL;
         double d;
         int r = json_input_lookup(obj, key, required, &v, err);
 
@@ -178,7 +178,7 @@ int json_input_get_double(const json_t *obj, const char *key, bool required, dou
 int json_input_get_bool(const json_t *obj, const char *key, bool required, bool *ret,
                         struct json_input_error *err)
 {
-        json_t *v;
+        json_t *v = NULL;
         int r = json_input_lookup(obj, key, required, &v, err);
 
         if (r <= 0)
