@@ -80,7 +80,8 @@ int json_input_check_keys(const json_t *obj, const char *const *allowed,
 
         if (!json_is_object(obj))
                 return json_input_fail(err, "expected a JSON object");
-        json_object_foreach((json_t *)obj, key, value) {
+        json_object_foreach((json_t *)obj, key, value)
+        {
                 bool known = false;
 
                 for (const char *const *a = allowed; *a && !known; a++)
@@ -156,8 +157,8 @@ int json_input_get_uint(const json_t *obj, const char *key, bool required, uint6
         return 0;
 }
 
-int json_input_get_double(const json_t *obj, const char *key, bool required, double min,
-                          double max, double *ret, struct json_input_error *err)
+int json_input_get_double(const json_t *obj, const char *key, bool required, double min, double max,
+                          double *ret, struct json_input_error *err)
 {
         json_t *v = NULL;
         double d;
@@ -169,8 +170,7 @@ int json_input_get_double(const json_t *obj, const char *key, bool required, dou
                 return json_input_fail(err, "field '%s' must be a number", key);
         d = json_number_value(v);
         if (!isfinite(d) || d < min || d > max)
-                return json_input_fail(err, "field '%s' = %g is outside %g..%g", key, d, min,
-                                       max);
+                return json_input_fail(err, "field '%s' = %g is outside %g..%g", key, d, min, max);
         *ret = d;
         return 0;
 }

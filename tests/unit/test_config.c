@@ -22,12 +22,12 @@ struct test_cfg {
 };
 
 static const struct config_key test_table[] = {
-        {"name", CONFIG_STRING, offsetof(struct test_cfg, name), 16, 16, "node1", "a name"},
-        {"port", CONFIG_UINT, offsetof(struct test_cfg, port), 1, 65535, "9170", "a port"},
-        {"interval", CONFIG_DURATION, offsetof(struct test_cfg, interval_ms), 100, 60000, "10s",
-         "an interval"},
-        {"enabled", CONFIG_BOOL, offsetof(struct test_cfg, enabled), 0, 0, "yes", "a switch"},
-        {0},
+    {"name", CONFIG_STRING, offsetof(struct test_cfg, name), 16, 16, "node1", "a name"},
+    {"port", CONFIG_UINT, offsetof(struct test_cfg, port), 1, 65535, "9170", "a port"},
+    {"interval", CONFIG_DURATION, offsetof(struct test_cfg, interval_ms), 100, 60000, "10s",
+     "an interval"},
+    {"enabled", CONFIG_BOOL, offsetof(struct test_cfg, enabled), 0, 0, "yes", "a switch"},
+    {0},
 };
 
 static char *write_temp(const char *text)
@@ -150,12 +150,12 @@ static void test_print_golden_roundtrip(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_defaults),
-                cmocka_unit_test(test_file_values),
-                cmocka_unit_test(test_errors_name_line_and_token),
-                cmocka_unit_test(test_long_line_refused),
-                cmocka_unit_test(test_set_option),
-                cmocka_unit_test(test_print_golden_roundtrip),
+            cmocka_unit_test(test_defaults),
+            cmocka_unit_test(test_file_values),
+            cmocka_unit_test(test_errors_name_line_and_token),
+            cmocka_unit_test(test_long_line_refused),
+            cmocka_unit_test(test_set_option),
+            cmocka_unit_test(test_print_golden_roundtrip),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,10 +16,16 @@
 
 static struct heartbeat sample_hb(void)
 {
-        struct heartbeat hb = {.epoch = 1795000000000ull, .seq = 42, .interval_ms = 10000,
-                               .cpus = 2, .cpu_percent = 12.5, .mem_total_mib = 24000,
-                               .mem_available_mib = 20000, .mem_committed_mib = 1024,
-                               .libvirt_age_ms = 150, .vm_count = 1};
+        struct heartbeat hb = {.epoch = 1795000000000ull,
+                               .seq = 42,
+                               .interval_ms = 10000,
+                               .cpus = 2,
+                               .cpu_percent = 12.5,
+                               .mem_total_mib = 24000,
+                               .mem_available_mib = 20000,
+                               .mem_committed_mib = 1024,
+                               .libvirt_age_ms = 150,
+                               .vm_count = 1};
 
         strcpy(hb.node_id, "laptop-a");
         strcpy(hb.inventory_digest, DIGEST);
@@ -137,18 +143,19 @@ static void test_node_id_rules(void **state)
         assert_false(node_id_valid(""));
         assert_false(node_id_valid("-a"));
         assert_false(node_id_valid("a_b"));
-        assert_false(node_id_valid("0123456789012345678901234567890123456789012345678901234567890123"));
+        assert_false(
+            node_id_valid("0123456789012345678901234567890123456789012345678901234567890123"));
 }
 
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_encode_golden),
-                cmocka_unit_test(test_roundtrip),
-                cmocka_unit_test(test_strict_decoding),
-                cmocka_unit_test(test_oversized_refused),
-                cmocka_unit_test(test_encode_refuses_bad_fields),
-                cmocka_unit_test(test_node_id_rules),
+            cmocka_unit_test(test_encode_golden),
+            cmocka_unit_test(test_roundtrip),
+            cmocka_unit_test(test_strict_decoding),
+            cmocka_unit_test(test_oversized_refused),
+            cmocka_unit_test(test_encode_refuses_bad_fields),
+            cmocka_unit_test(test_node_id_rules),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

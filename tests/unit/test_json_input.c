@@ -45,8 +45,8 @@ static void test_limits(void **state)
 static void test_getters(void **state)
 {
         struct json_input_error err;
-        json_t *o = parse("{\"s\":\"hi\",\"n\":5,\"neg\":-1,\"d\":1.5,\"b\":true,\"z\":null}", 4,
-                          &err);
+        json_t *o =
+            parse("{\"s\":\"hi\",\"n\":5,\"neg\":-1,\"d\":1.5,\"b\":true,\"z\":null}", 4, &err);
         static const char *const allowed[] = {"s", "n", "neg", "d", "b", "z", NULL};
         static const char *const fewer[] = {"s", NULL};
         const char *s = NULL;
@@ -96,10 +96,10 @@ static void test_embedded_nul_refused(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_depth_scan),
-                cmocka_unit_test(test_limits),
-                cmocka_unit_test(test_getters),
-                cmocka_unit_test(test_embedded_nul_refused),
+            cmocka_unit_test(test_depth_scan),
+            cmocka_unit_test(test_limits),
+            cmocka_unit_test(test_getters),
+            cmocka_unit_test(test_embedded_nul_refused),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

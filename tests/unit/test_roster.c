@@ -114,9 +114,9 @@ static void test_sign_verify(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_parse_and_lookup),
-                cmocka_unit_test(test_rejects),
-                cmocka_unit_test(test_sign_verify),
+            cmocka_unit_test(test_parse_and_lookup),
+            cmocka_unit_test(test_rejects),
+            cmocka_unit_test(test_sign_verify),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
