@@ -194,7 +194,8 @@ static int seal_list_inbox(int inbox_fd, char ***ret, size_t *ret_n)
                 n++;
         }
         closedir(d);
-        qsort(names, n, sizeof(*names), seal_cmp_names);
+        if (n > 1)
+                qsort(names, n, sizeof(*names), seal_cmp_names);
         *ret = names;
         *ret_n = n;
         return 0;
