@@ -81,7 +81,9 @@ void ledger_line_hash(const char *line, size_t len, uint8_t ret[32]);
 bool ledger_path_valid(const char *path);
 
 struct ledger {
-        struct ledger_entry *entries; /* parsed lines; a bad line leaves seq 0 */
+        struct ledger_entry *entries; /* parsed lines (a bad line: seq 0); NULL when seq_only */
+        uint64_t *seqs;               /* seq_only: just the sequence numbers */
+        bool seq_only;                /* the daemon's copy: leaves and seqs, no entries */
         merkle_hash *leaves;          /* one per line, over the line's exact bytes */
         size_t n, cap;
         struct merkle_frontier frontier;
@@ -93,6 +95,7 @@ struct ledger {
 };
 
 void ledger_init(struct ledger *l);
+uint64_t ledger_seq_at(const struct ledger *l, size_t i);
 void ledger_done(struct ledger *l);
 /* Reads the ledger file at path. Structural problems become mismatches (edited, deleted,
  * reordered, truncated); only an unreadable file is an error (-errno). */

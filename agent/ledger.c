@@ -152,11 +152,21 @@ void ledger_init(struct ledger *l)
 
 void ledger_done(struct ledger *l)
 {
+        bool seq_only;
+
         if (!l)
                 return;
+        seq_only = l->seq_only;
         free(l->entries);
+        free(l->seqs);
         free(l->leaves);
         ledger_init(l);
+        l->seq_only = seq_only;
+}
+
+uint64_t ledger_seq_at(const struct ledger *l, size_t i)
+{
+        return l->seq_only ? l->seqs[i] : l->entries[i].seq;
 }
 
 static int ledger_grow(struct ledger *l)
@@ -165,10 +175,17 @@ static int ledger_grow(struct ledger *l)
         struct ledger_entry *e;
         merkle_hash *h;
 
-        e = realloc(l->entries, cap * sizeof(*e));
-        if (!e)
-                return -ENOMEM;
-        l->entries = e;
+        if (l->seq_only) {
+                uint64_t *q = realloc(l->seqs, cap * sizeof(*q));
+                if (!q)
+                        return -ENOMEM;
+                l->seqs = q;
+        } else {
+                e = realloc(l->entries, cap * sizeof(*e));
+                if (!e)
+                        return -ENOMEM;
+                l->entries = e;
+        }
         h = realloc(l->leaves, cap * sizeof(*h));
         if (!h)
                 return -ENOMEM;
@@ -185,7 +202,10 @@ static int ledger_add_line(struct ledger *l, const struct ledger_entry *e, const
 
         if (l->n == l->cap && (r = ledger_grow(l)) < 0)
                 return r;
-        l->entries[l->n] = *e;
+        if (l->seq_only)
+                l->seqs[l->n] = e->seq;
+        else
+                l->entries[l->n] = *e;
         merkle_leaf_hash((const uint8_t *)line, len, l->leaves[l->n]);
         merkle_frontier_append(&l->frontier, l->leaves[l->n]);
         ledger_line_hash(line, len, l->last_line_hash);
@@ -274,8 +294,8 @@ static void ledger_check_sequence(struct ledger *l, struct mismatch_list *mm)
         if (!seqs)
                 return;
         for (size_t i = 0; i < l->n; i++)
-                if (l->entries[i].seq)
-                        seqs[k++] = l->entries[i].seq;
+                if (ledger_seq_at(l, i))
+                        seqs[k++] = ledger_seq_at(l, i);
         qsort(seqs, k, sizeof(*seqs), ledger_cmp_u64);
         for (size_t i = 0; i < k; i++) {
                 if (i > 0 && seqs[i] == seqs[i - 1]) {

@@ -5,6 +5,7 @@
  * arrives meanwhile). */
 #include <errno.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <sodium.h>
@@ -78,6 +79,7 @@ static void agent_verify(struct agent *a, const char *trigger, const char *reque
                          vr.mm.items[i].detail);
         verify_result_done(&a->last);
         a->last = vr;
+        malloc_trim(0); /* the re-read ledger and hash buffers are gone; give the pages back */
         agent_report(a, trigger, request_id, &a->last);
         a->next_verify_ms = clock_monotonic_ms() + a->cfg.verify_interval_ms;
 }

@@ -1,9 +1,9 @@
 /* Sealing: a record that has been renamed into app-console-input/ is hashed (BLAKE2b-256, the
  * hash `b2sum -l 256` prints), moved into assets/ under its sequence number, made immutable (or
  * read-only where the file system refuses the flag), and appended to the ledger. Files still
- * being written are left alone: dot-files and names ending in .part or .tmp, files someone holds open for
- * writing (a read lease cannot be taken), and files that change while being hashed.
- * The work per record is O(record size + log n). */
+ * being written are left alone: dot-files and names ending in .part or .tmp, files someone holds
+ * open for writing (a read lease cannot be taken), and files that change while being hashed. The
+ * work per record is O(record size + log n). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -84,7 +84,7 @@ static bool seal_writer_open(int fd)
 static bool seal_supersedes_known(const struct ledger *l, uint64_t seq)
 {
         for (size_t i = l->n; i-- > 0;)
-                if (l->entries[i].seq == seq)
+                if (ledger_seq_at(l, i) == seq)
                         return true;
         return false;
 }

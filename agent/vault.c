@@ -381,6 +381,7 @@ int vault_open(struct vault *v, const char *dir, const char *key_file, bool read
         v->ledger_fd = -1;
         v->read_only = read_only;
         ledger_init(&v->ledger);
+        v->ledger.seq_only = !read_only; /* the daemon re-reads entries when it verifies */
         err[0] = '\0';
         snprintf(v->dir, sizeof(v->dir), "%s", dir);
         r = vault_layout(v, err, errlen);
