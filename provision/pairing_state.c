@@ -42,9 +42,9 @@ int pair_state_path(const char *dir, const char *name, char *buf, size_t size)
 
 int pair_state_mkdir(const char *dir)
 {
-        if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+        if (mkdir(dir, 0711) < 0 && errno != EEXIST)
                 return -errno;
-        return chmod(dir, 0700) < 0 ? -errno : 0;
+        return chmod(dir, 0711) < 0 ? -errno : 0; /* traverse only: fleetd reads roster.json */
 }
 
 /* Writes buf to dir/name atomically with the given mode. */
