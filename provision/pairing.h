@@ -215,6 +215,8 @@ int pair_send_sealed(int fd, struct pair_session *s, const struct pair_msg *inne
 int pair_recv_sealed(int fd, int timeout_ms, struct pair_session *s, struct pair_msg *ret,
                      char *err, size_t errsize);
 int pair_send_error(int fd, struct pair_session *s, enum pair_error e, const char *detail);
+/* Shuts down writing, drains what the peer still sends (briefly), closes. */
+void pair_close_gently(int fd);
 /* Reads one line from fd into buf (no stdio buffering, so it mixes with poll()). -ETIMEDOUT,
  * or 0 with an empty line on EOF. */
 int pair_read_line(int fd, int timeout_ms, char *buf, size_t size);

@@ -87,8 +87,8 @@ static enum pair_error pair_join_handshake(struct pair_join *j)
         pair_session_init(&j->s, true, j->o->name);
         snprintf(out.id, sizeof(out.id), "%s", j->o->name);
         memcpy(out.nonce, j->s.nonce_self, PAIR_NONCE_LEN);
-        if (pair_send(j->fd, &out) < 0)
-                return pair_join_fail(j, PAIR_ERR_PROTOCOL, "cannot send hello");
+        /* A refusal may already be waiting even when the send fails: read it either way. */
+        pair_send(j->fd, &out);
         r = pair_recv(j->fd, j->io_ms, &m, j->err, sizeof(j->err));
         if (r == 0 && m.type == PAIR_MSG_ERROR)
                 return pair_join_refused(j, &m);
@@ -236,8 +236,8 @@ static enum pair_error pair_join_exchange(struct pair_join *j)
         snprintf(req.endpoint, sizeof(req.endpoint), "%s", o->endpoint ? o->endpoint : "");
         if (pair_state_mkdir(o->state_dir) < 0 || pair_join_wg_key(o, req.wg_public_key) < 0)
                 return pair_join_fail(j, PAIR_ERR_INTERNAL, "cannot create this node's key");
-        if (pair_send_sealed(j->fd, &j->s, &req) < 0)
-                return pair_join_fail(j, PAIR_ERR_PROTOCOL, "cannot send the join request");
+        /* If the genesis refused meanwhile, the send may fail: its reason is read below. */
+        pair_send_sealed(j->fd, &j->s, &req);
         fprintf(o->out, "SAS confirmed here; waiting for the genesis operator\n");
         fflush(o->out);
         r = pair_recv_sealed(j->fd, (int)o->sas_timeout_s * 1000 + j->io_ms, &j->s, &acc, j->err,
@@ -286,7 +286,7 @@ int pair_join_run(const struct pair_join_opts *o)
                 ret = -EACCES;
         }
         pair_session_wipe(&j.s);
-        close(j.fd);
+        pair_close_gently(j.fd);
         if (ret == 0 && !o->no_wg && pair_mesh_up(o->state_dir, j.err, sizeof(j.err)) < 0) {
                 fprintf(stderr, "joined, but the mesh interface failed: %s\n", j.err);
                 ret = -EIO;

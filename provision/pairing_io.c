@@ -8,6 +8,7 @@
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 int pair_send(int fd, const struct pair_msg *m)
@@ -102,6 +103,21 @@ int pair_send_error(int fd, struct pair_session *s, enum pair_error e, const cha
         if (s && s->keyed)
                 return pair_send_sealed(fd, s, &m);
         return pair_send(fd, &m);
+}
+
+void pair_close_gently(int fd)
+{
+        char buf[512];
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+
+        /* Closing with unread input sends a reset that can destroy our last message (the
+         * reason for a refusal) before the peer reads it: finish writing, drain, then close. */
+        shutdown(fd, SHUT_WR);
+        for (int i = 0; i < 20 && poll(&p, 1, 100) > 0; i++) {
+                if (read(fd, buf, sizeof(buf)) <= 0)
+                        break;
+        }
+        close(fd);
 }
 
 int pair_read_line(int fd, int timeout_ms, char *buf, size_t size)

@@ -458,7 +458,7 @@ static void *pair_worker(void *arg)
                 fflush(sv->o->out);
         }
         pair_session_wipe(&c.s);
-        close(c.fd);
+        pair_close_gently(c.fd);
         return NULL;
 }
 
@@ -485,8 +485,14 @@ static int pair_listen(const struct pair_server_opts *o)
 /* Answers a connection that cannot run a ceremony: busy, used or expired. */
 static void pair_refuse(int fd, enum pair_error e)
 {
+        char *buf = NULL;
+        size_t len = 0;
+
+        /* Take the hello first (briefly) so the joiner's send never meets a closed socket. */
+        if (pair_frame_read(fd, 1000, &buf, &len) == 0)
+                free(buf);
         pair_send_error(fd, NULL, e, NULL);
-        close(fd);
+        pair_close_gently(fd);
 }
 
 static void pair_on_connection(struct pair_server *sv, int fd)
