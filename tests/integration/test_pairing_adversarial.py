@@ -261,6 +261,7 @@ class Recorder:
         self.port = self.lsock.getsockname()[1]
         self.target = target_port
         self.frames = []
+        self.replies = []
         threading.Thread(target=self.run, daemon=True).start()
 
     def run(self):
@@ -272,8 +273,7 @@ class Recorder:
                 f = read_frame(src)
                 if f is None:
                     break
-                if record:
-                    self.frames.append(f)
+                (self.frames if record else self.replies).append(f)
                 dst.sendall(frame(f))
             dst.close()
 
@@ -447,3 +447,26 @@ def test_roster_other_key_or_older_refused(work):
     assert r.returncode != 0 and "not signed" in r.stderr, r.stderr
     assert roster_version(node) == 2
     assert forged["version"] == 1
+
+
+def test_wire_messages_match_schema(work):
+    """Every frame of a real ceremony, both directions, validates against
+    schemas/pairing-message.schema.json."""
+    jsonschema = pytest.importorskip("jsonschema")
+    source = os.environ.get("TOTEBOX_SOURCE_DIR", os.path.join(BUILD, ".."))
+    schema = json.load(open(os.path.join(source, "schemas", "pairing-message.schema.json")))
+    validator = jsonschema.Draft202012Validator(schema)
+    d, procs = work
+    state = genesis(d)
+    port = free_port()
+    g, code = serve(procs, state, port)
+    rec = Recorder(port)
+    j = join(procs, d, code, rec.port)
+    confirm(g, j)
+    assert finish(j)[0] == 0
+    finish(g)
+    frames = rec.frames + rec.replies
+    assert {f["type"] for f in frames} == {"hello", "share", "confirm", "sealed"}
+    for f in frames:
+        errors = [e.message for e in validator.iter_errors(f)]
+        assert not errors, (f, errors)
