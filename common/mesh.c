@@ -1,11 +1,19 @@
-/* Roster -> WireGuard peers. The plan (mesh_plan_peers) is pure so the topology is unit-tested;
- * mesh_apply_roster diffs it against the live interface, so unchanged peers keep their sessions. */
+/* Roster -> WireGuard peers, and the roster rules of a node's mesh state (only higher versions
+ * signed by the genesis key are stored and applied). The plan (mesh_plan_peers) is pure so the
+ * topology is unit-tested; mesh_apply_roster diffs it against the live interface, so unchanged
+ * peers keep their sessions. */
 #include "common/mesh.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <sodium.h>
 #include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 const struct roster_node *mesh_hub(const struct roster *r)
 {
@@ -151,5 +159,123 @@ int mesh_interface_setup(const char *ifname, const char *key_path, uint16_t port
                 ret = wg_interface_set_address(ifname, addr, MESH_PREFIX_LEN);
 cleanup:
         wg_device_free(d);
+        return ret;
+}
+
+int mesh_genesis_pub_load(const char *state_dir, uint8_t pk[32])
+{
+        char path[PATH_MAX], buf[128];
+        size_t bin = 0;
+        ssize_t n;
+        int fd;
+
+        if (snprintf(path, sizeof(path), "%s/genesis.pub", state_dir) >= (int)sizeof(path))
+                return -ENAMETOOLONG;
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+                return -errno;
+        n = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        if (n <= 0)
+                return n < 0 ? -errno : -EINVAL;
+        while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+                n--;
+        if (sodium_base642bin(pk, 32, buf, (size_t)n, NULL, &bin, NULL,
+                              sodium_base64_VARIANT_ORIGINAL) != 0 ||
+            bin != 32)
+                return -EINVAL;
+        return 0;
+}
+
+int mesh_roster_store(const char *state_dir, const struct roster *r)
+{
+        char path[PATH_MAX], tmp[PATH_MAX];
+        json_t *o = roster_to_json(r);
+        char *s = o ? json_dumps(o, JSON_SORT_KEYS | JSON_INDENT(2)) : NULL;
+        size_t len = s ? strlen(s) : 0;
+        int fd = -1, ret = 0;
+
+        json_decref(o);
+        if (!s)
+                return -ENOMEM;
+        if (snprintf(path, sizeof(path), "%s/roster.json", state_dir) >= (int)sizeof(path) ||
+            snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp)) {
+                ret = -ENAMETOOLONG;
+                goto cleanup;
+        }
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+        if (fd < 0) {
+                ret = -errno;
+                goto cleanup;
+        }
+        if (fchmod(fd, 0644) < 0 || write(fd, s, len) != (ssize_t)len || fsync(fd) < 0 ||
+            rename(tmp, path) < 0)
+                ret = errno ? -errno : -EIO;
+cleanup:
+        if (fd >= 0)
+                close(fd);
+        if (ret < 0 && fd >= 0)
+                unlink(tmp);
+        free(s);
+        return ret;
+}
+
+int mesh_roster_accept(const char *state_dir, const struct roster *r, char *err, size_t errsize)
+{
+        char path[PATH_MAX], e[256];
+        struct roster *cur = NULL;
+        uint8_t pk[32];
+        int ret = mesh_genesis_pub_load(state_dir, pk);
+
+        if (ret < 0) {
+                snprintf(err, errsize, "no genesis public key in '%s': %s", state_dir,
+                         strerror(-ret));
+                return -ENOKEY;
+        }
+        if (roster_verify(r, pk) < 0) {
+                snprintf(err, errsize,
+                         "roster version %llu is not signed by this fleet's genesis key; refused",
+                         (unsigned long long)r->version);
+                return -EBADMSG;
+        }
+        if (snprintf(path, sizeof(path), "%s/roster.json", state_dir) < (int)sizeof(path) &&
+            access(path, F_OK) == 0)
+                cur = roster_load_file(path, e, sizeof(e));
+        if (cur && r->version <= cur->version) {
+                snprintf(err, errsize,
+                         "roster version %llu is not newer than the stored version %llu; refused",
+                         (unsigned long long)r->version, (unsigned long long)cur->version);
+                ret = -ESTALE;
+        } else if (cur && strcmp(cur->fleet_id, r->fleet_id) != 0) {
+                snprintf(err, errsize, "roster is for fleet '%s', not '%s'; refused", r->fleet_id,
+                         cur->fleet_id);
+                ret = -EBADMSG;
+        } else {
+                ret = mesh_roster_store(state_dir, r);
+                if (ret < 0)
+                        snprintf(err, errsize, "cannot store the roster in '%s': %s", state_dir,
+                                 strerror(-ret));
+        }
+        roster_free(cur);
+        return ret;
+}
+
+int mesh_roster_update(const char *state_dir, const char *body, size_t len, const char *ifname,
+                       const char *self_id, char *err, size_t errsize)
+{
+        struct roster *r = roster_parse(body, len, err, errsize);
+        int ret;
+
+        if (!r)
+                return -EINVAL;
+        ret = mesh_roster_accept(state_dir, r, err, errsize);
+        if (ret == 0) {
+                ret = mesh_apply_roster(ifname, r, self_id);
+                if (ret < 0)
+                        snprintf(err, errsize,
+                                 "roster version %llu stored but not applied to '%s': %s",
+                                 (unsigned long long)r->version, ifname, strerror(-ret));
+        }
+        roster_free(r);
         return ret;
 }

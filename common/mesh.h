@@ -26,3 +26,17 @@ int mesh_apply_roster(const char *ifname, const struct roster *r, const char *se
  * key_path, the listen port, addr/MESH_PREFIX_LEN, and sets it up. */
 int mesh_interface_setup(const char *ifname, const char *key_path, uint16_t port,
                          struct in_addr addr);
+
+/* A node's mesh state directory (totebox-pair --state-dir, docs/mesh.md) holds genesis.pub (the
+ * genesis Ed25519 key learned at pairing) and roster.json (the last accepted roster). */
+int mesh_genesis_pub_load(const char *state_dir, uint8_t pk[32]);
+/* Writes state_dir/roster.json atomically (0644). */
+int mesh_roster_store(const char *state_dir, const struct roster *r);
+/* Stores r only when the stored genesis key signed it, it is for the same fleet and its version
+ * is higher than the stored one: -ENOKEY (no genesis key), -EBADMSG (signature or fleet),
+ * -ESTALE (not newer); err says which, with the versions. */
+int mesh_roster_accept(const char *state_dir, const struct roster *r, char *err, size_t errsize);
+/* For vmhost's POST /v1/roster: parse body, accept it as above, then apply it to ifname as
+ * self_id. -EINVAL on a malformed roster; the roster is stored before it is applied. */
+int mesh_roster_update(const char *state_dir, const char *body, size_t len, const char *ifname,
+                       const char *self_id, char *err, size_t errsize);

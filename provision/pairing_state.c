@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "common/config.h"
+#include "common/mesh.h"
 
 #define K(name, type, field, min, max, def, help)                                                  \
         {                                                                                          \
@@ -184,7 +185,7 @@ int pair_genesis_pub_save(const char *dir, const uint8_t pk[32])
 
 int pair_genesis_pub_load(const char *dir, uint8_t pk[32])
 {
-        return pair_key_load(dir, "genesis.pub", false, pk, 32);
+        return mesh_genesis_pub_load(dir, pk);
 }
 
 struct roster *pair_roster_load(const char *dir, char *err, size_t errsize)
@@ -200,52 +201,10 @@ struct roster *pair_roster_load(const char *dir, char *err, size_t errsize)
 
 int pair_roster_store(const char *dir, const struct roster *r)
 {
-        json_t *o = roster_to_json(r);
-        char *s = o ? json_dumps(o, JSON_SORT_KEYS | JSON_INDENT(2)) : NULL;
-        int ret;
-
-        json_decref(o);
-        if (!s)
-                return -ENOMEM;
-        ret = pair_state_write(dir, "roster.json", s, strlen(s), 0644);
-        free(s);
-        return ret;
+        return mesh_roster_store(dir, r);
 }
 
 int pair_roster_accept(const char *dir, const struct roster *r, char *err, size_t errsize)
 {
-        struct roster *cur;
-        uint8_t pk[32];
-        char e[256];
-        int ret = pair_genesis_pub_load(dir, pk);
-
-        if (ret < 0) {
-                snprintf(err, errsize, "no genesis public key in '%s': %s", dir, strerror(-ret));
-                return -ENOKEY;
-        }
-        if (roster_verify(r, pk) < 0) {
-                snprintf(err, errsize,
-                         "roster version %llu is not signed by this fleet's genesis key; refused",
-                         (unsigned long long)r->version);
-                return -EBADMSG;
-        }
-        cur = pair_roster_load(dir, e, sizeof(e));
-        if (cur && r->version <= cur->version) {
-                snprintf(err, errsize,
-                         "roster version %llu is not newer than the stored version %llu; refused",
-                         (unsigned long long)r->version, (unsigned long long)cur->version);
-                roster_free(cur);
-                return -ESTALE;
-        }
-        if (cur && strcmp(cur->fleet_id, r->fleet_id) != 0) {
-                snprintf(err, errsize, "roster is for fleet '%s', not '%s'; refused", r->fleet_id,
-                         cur->fleet_id);
-                roster_free(cur);
-                return -EBADMSG;
-        }
-        roster_free(cur);
-        ret = pair_roster_store(dir, r);
-        if (ret < 0)
-                snprintf(err, errsize, "cannot store roster in '%s': %s", dir, strerror(-ret));
-        return ret;
+        return mesh_roster_accept(dir, r, err, errsize);
 }
