@@ -253,7 +253,7 @@ int cpace_start(struct cpace_ctx *c, enum cpace_role role, const uint8_t *prs, s
         if (ret < 0)
                 goto cleanup;
         c->role = role;
-        if (ad_len)
+        if (ad_len) /* ad may be NULL when empty; memcpy(dst, NULL, 0) is undefined */
                 memcpy(c->own_ad, ad, ad_len);
         c->own_ad_len = ad_len;
         if (sid_len)
