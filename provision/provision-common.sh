@@ -323,7 +323,8 @@ stop_direct() {
 start_direct() {
         local name=$1 bin=$2
         stop_direct "$name"
-        nohup "$bin" --config "$CONF_DIR/$name.conf" >>"$STATE_DIR/log/$name.log" 2>&1 </dev/null &
+        # Its own session: the daemon outlives this script and whatever signals the script's group.
+        setsid nohup "$bin" --config "$CONF_DIR/$name.conf" >>"$STATE_DIR/log/$name.log" 2>&1 </dev/null &
         echo $! >"$STATE_DIR/run/$name.pid"
         say "started $name (pid $!, log $STATE_DIR/log/$name.log)"
 }

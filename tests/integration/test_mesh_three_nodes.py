@@ -46,6 +46,16 @@ def need_root_tools():
         pytest.skip("totebox-pair not built")
 
 
+def kill_group(p):
+    """Ends a script we started and what it runs in the foreground (its process group)."""
+    if p.poll() is None:
+        try:
+            os.killpg(p.pid, 9)
+        except OSError:
+            pass
+        p.wait()
+
+
 class Mesh:
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="tbmesh-")
@@ -77,7 +87,8 @@ class Mesh:
 
     def popen(self, node, args):
         p = subprocess.Popen(in_ns(node, *args), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True, bufsize=1)
+                             stderr=subprocess.STDOUT, text=True, bufsize=1,
+                             start_new_session=True)
         self.procs.append(p)
         return p
 
@@ -93,9 +104,7 @@ class Mesh:
 
     def teardown(self):
         for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+            kill_group(p)
         self.stop_daemons()
         for node in NODES:
             sh("ip", "-n", ns(node), "link", "del", ifname(node), check=False)
@@ -249,3 +258,56 @@ def test_fleetd_sees_heartbeats_from_all(joined):
             break
         assert time.time() < deadline, "fleetd saw heartbeats only from %s: %s" % (live, r.stdout)
         time.sleep(1)
+
+
+def test_rerun_is_idempotent(joined):
+    """Re-running a join script on a joined node reuses its state: same key, same address,
+    same roster version, no ceremony."""
+    key = open(os.path.join(joined.state("cloud"), "mesh", "wg.key")).read()
+    p = joined.popen("cloud", ["bash", CLOUD, "--join", "00000-00000", "--genesis-endpoint",
+                               NODES["genesis"] + ":9173"] + joined.script_args("cloud"))
+    out, _ = p.communicate(timeout=120)
+    assert p.returncode == 0, out
+    assert "already joined" in out
+    assert open(os.path.join(joined.state("cloud"), "mesh", "wg.key")).read() == key
+    assert mesh_address(joined, "cloud") == "10.77.0.3"
+
+
+def test_refused_sas_adds_no_peer(joined):
+    """A join whose operator refuses the SAS changes neither the roster nor the genesis'
+    WireGuard peers."""
+    def peers():
+        return sh(*in_ns("genesis", "wg", "show", ifname("genesis"), "peers")).stdout.split()
+
+    before = peers()
+    assert len(before) == 2
+    g = joined.popen("genesis", ["bash", ONPREM, "--genesis", "--pair-listen", NODES["genesis"]]
+                     + joined.script_args("genesis"))
+    code = read_until(g, r"pairing code: (\S+)").group(1)
+    j = joined.popen("relay", [PAIR, "join", code, "--genesis", NODES["genesis"], "--name",
+                               "intruder", "--state-dir", os.path.join(joined.dir, "intruder"),
+                               "--ifname", "tbx%s" % TAG, "--endpoint", "192.168.77.2:51999"])
+    read_until(j, r"SAS: ")
+    read_until(g, r"SAS: ")
+    j.stdin.write("no\n")
+    j.stdin.flush()
+    out, _ = j.communicate(timeout=60)
+    assert j.returncode != 0 and "sas-not-confirmed" in out, out
+    kill_group(g)
+    assert peers() == before
+    r = json.load(open(os.path.join(joined.state("genesis"), "mesh", "roster.json")))
+    assert r["version"] == 3
+    assert sh("ip", "-n", ns("relay"), "link", "show", "tbx%s" % TAG, check=False).returncode
+
+
+def test_private_keys_never_logged(joined):
+    secrets = [open(os.path.join(joined.state(n), "mesh", "wg.key")).read().strip()
+               for n in NODES]
+    secrets.append(open(os.path.join(joined.state("genesis"), "mesh",
+                                     "genesis.key")).read().strip())
+    for node in NODES:
+        logdir = os.path.join(joined.state(node), "log")
+        for name in os.listdir(logdir):
+            text = open(os.path.join(logdir, name), errors="replace").read()
+            for s in secrets:
+                assert s not in text, (node, name)
