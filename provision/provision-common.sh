@@ -31,6 +31,8 @@ LIBVIRT_URI=qemu:///system
 FLEETD_API_PORT=9170
 FLEETD_HB_PORT=9171
 LOG_LEVEL=info
+UNITS_DIR=/etc/systemd/system
+UNITS_ONLY=0
 
 die() {
         echo "$PROG: error: $*" >&2
@@ -62,6 +64,8 @@ Options:
   --build-dir DIR           take binaries from a build tree instead of PATH
   --heartbeat-interval DUR  vmhost heartbeat interval (default 10s)
   --libvirt-uri URI         vmhost libvirt URI (default qemu:///system)
+  --units-dir DIR           where systemd units go (default /etc/systemd/system)
+  --units-only              with --refresh: write the configs and units, start nothing (review)
 The SAS: both nodes print it; type the one the OTHER node shows when asked (stdin).
 USAGE
 }
@@ -92,6 +96,8 @@ parse_common() {
                 --libvirt-uri) LIBVIRT_URI=${2:?}; shift ;;
                 --fleetd-api-port) FLEETD_API_PORT=${2:?}; shift ;;
                 --log-level) LOG_LEVEL=${2:?}; shift ;;
+                --units-dir) UNITS_DIR=${2:?}; shift ;;
+                --units-only) UNITS_ONLY=1 ;;
                 -h | --help) usage; exit 0 ;;
                 *) usage >&2; die "unknown option '$1'" ;;
                 esac
@@ -270,7 +276,7 @@ UNIT
 
 install_units() {
         local vmhost=$1 fleetd=$2
-        write_file /etc/systemd/system/totebox-mesh.service 0644 <<UNIT
+        write_file "$UNITS_DIR/totebox-mesh.service" 0644 <<UNIT
 [Unit]
 Description=Totebox mesh: WireGuard interface and peers from the stored roster
 After=network-online.target
@@ -287,19 +293,20 @@ UNIT
         # vmhost needs root: the libvirt system socket and WireGuard (netlink or the UAPI socket).
         [ -n "$vmhost" ] && unit_file vmhost "$vmhost --config $CONF_DIR/vmhost.conf" "" \
                 "CapabilityBoundingSet=CAP_NET_ADMIN CAP_DAC_OVERRIDE CAP_CHOWN CAP_FOWNER CAP_KILL CAP_SETUID CAP_SETGID" |
-                write_file /etc/systemd/system/totebox-vmhost.service 0644
+                write_file "$UNITS_DIR/totebox-vmhost.service" 0644
         # fleetd parses network input and needs no privilege: a dynamic user.
         [ -n "$fleetd" ] && unit_file fleetd "$fleetd --config $CONF_DIR/fleetd.conf" \
                 "DynamicUser=yes
 User=totebox-fleetd
 StateDirectory=totebox/fleetd" "CapabilityBoundingSet=" |
-                write_file /etc/systemd/system/totebox-fleetd.service 0644
+                write_file "$UNITS_DIR/totebox-fleetd.service" 0644
+        [ "$UNITS_ONLY" -eq 0 ] || return 0
         systemctl daemon-reload
         systemctl enable --now totebox-mesh.service
         [ -n "$vmhost" ] && systemctl enable totebox-vmhost.service && systemctl restart totebox-vmhost.service
         if [ -n "$fleetd" ]; then
                 systemctl enable totebox-fleetd.service && systemctl restart totebox-fleetd.service
-        elif [ -f /etc/systemd/system/totebox-fleetd.service ]; then
+        elif [ -f "$UNITS_DIR/totebox-fleetd.service" ]; then
                 systemctl disable --now totebox-fleetd.service || true
         fi
 }
@@ -336,6 +343,12 @@ start_daemons() {
         [ -n "$vmhost" ] || say "warning: no vmhost binary found; not started"
         if [ "$IS_CONTROLLER" -eq 1 ] && [ -z "$fleetd" ]; then
                 say "warning: no fleetd binary found; not started"
+        fi
+        if [ "$UNITS_ONLY" -eq 1 ]; then
+                mkdir -p "$UNITS_DIR"
+                install_units "$vmhost" "$fleetd"
+                say "units written to $UNITS_DIR; nothing started (--units-only)"
+                return 0
         fi
         if [ "$NO_SYSTEMD" -eq 0 ] && [ -d /run/systemd/system ]; then
                 install_units "$vmhost" "$fleetd"

@@ -311,3 +311,25 @@ def test_private_keys_never_logged(joined):
             text = open(os.path.join(logdir, name), errors="replace").read()
             for s in secrets:
                 assert s not in text, (node, name)
+
+
+def test_systemd_units_hardened(joined):
+    """The units the scripts install (written with --units-only for review) score well under
+    systemd-analyze security --offline; fleetd runs as a dynamic user without capabilities."""
+    if not shutil.which("systemd-analyze"):
+        pytest.skip("systemd-analyze not installed")
+    units = os.path.join(joined.dir, "units")
+    p = joined.popen("cloud", ["bash", CLOUD, "--refresh", "--units-only", "--units-dir", units]
+                     + joined.script_args("cloud"))
+    out, _ = p.communicate(timeout=120)
+    assert p.returncode == 0, out
+    fleetd = open(os.path.join(units, "totebox-fleetd.service")).read()
+    assert "DynamicUser=yes" in fleetd and "NoNewPrivileges=yes" in fleetd
+    assert "ProtectSystem=strict" in open(os.path.join(units, "totebox-vmhost.service")).read()
+    for unit, limit in (("totebox-fleetd.service", 2.5), ("totebox-vmhost.service", 4.5)):
+        r = sh("systemd-analyze", "security", "--offline=yes", os.path.join(units, unit),
+               check=False)
+        m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", r.stdout + r.stderr)
+        assert m, r.stdout + r.stderr
+        print("\n%s exposure %s" % (unit, m.group(1)))
+        assert float(m.group(1)) <= limit, r.stdout
