@@ -1,5 +1,6 @@
 /* totebox-pair: the pairing tool. Subcommands come from one table (name, handler, usage); each
  * parses its own options. See docs/mesh.md for the ceremony and the state directory. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -174,7 +175,7 @@ static int pair_role(const char *s, enum roster_role *ret)
         return -EINVAL;
 }
 
-static int cmd_genesis(const struct pair_args *a)
+static int cmd_genesis(const struct pair_args *a, const char *arg)
 {
         struct pair_genesis_opts o = {.state_dir = a->state_dir,
                                       .name = a->name,
@@ -195,7 +196,7 @@ static int cmd_genesis(const struct pair_args *a)
         return pair_genesis_init(&o);
 }
 
-static int cmd_serve(const struct pair_args *a)
+static int cmd_serve(const struct pair_args *a, const char *arg)
 {
         struct pair_server_opts o = {.state_dir = a->state_dir,
                                      .listen_addr = a->listen,
@@ -211,8 +212,9 @@ static int cmd_serve(const struct pair_args *a)
         return pair_server_run(&o);
 }
 
-static int cmd_join(const struct pair_args *a, const char *code)
+static int cmd_join(const struct pair_args *a, const char *arg)
 {
+        const char *code = arg;
         struct pair_join_opts o = {.state_dir = a->state_dir,
                                    .genesis = a->genesis,
                                    .name = a->name,
@@ -242,8 +244,9 @@ static int cmd_join(const struct pair_args *a, const char *code)
         return ret;
 }
 
-static int cmd_apply_roster(const struct pair_args *a, const char *file)
+static int cmd_apply_roster(const struct pair_args *a, const char *arg)
 {
+        const char *file = arg;
         char err[320];
         int ret;
 
@@ -257,7 +260,7 @@ static int cmd_apply_roster(const struct pair_args *a, const char *file)
         return ret;
 }
 
-static int cmd_up(const struct pair_args *a)
+static int cmd_up(const struct pair_args *a, const char *arg)
 {
         char err[320];
         int ret = pair_mesh_up(a->state_dir, err, sizeof(err));
@@ -268,7 +271,7 @@ static int cmd_up(const struct pair_args *a)
 }
 
 /* Prints node.conf and what the roster says (controller and its mesh address). */
-static int cmd_show(const struct pair_args *a)
+static int cmd_show(const struct pair_args *a, const char *arg)
 {
         struct pair_node_conf c;
         struct roster *r;
@@ -301,24 +304,64 @@ static int cmd_show(const struct pair_args *a)
         return 0;
 }
 
+/* Lists the interface's peers as WireGuard reports them: key, endpoint, allowed IPs, age of the
+ * latest handshake (the read side of common/wg.h). */
+static int cmd_peers(const struct pair_args *a, const char *arg)
+{
+        struct pair_node_conf c;
+        struct wg_device *d = NULL;
+        char key[WG_KEY_B64_SIZE], addr[INET_ADDRSTRLEN];
+        int ret = pair_conf_load(a->state_dir, &c);
+
+        if (ret == 0)
+                ret = wg_device_get(c.ifname, &d);
+        if (ret < 0) {
+                fprintf(stderr, "peers: cannot read the mesh interface: %s\n", strerror(-ret));
+                return ret;
+        }
+        printf("interface %s backend %s listen_port %u peers %zu\n", d->ifname,
+               wg_backend_name(wg_backend_detect(d->ifname)), d->listen_port, d->n_peers);
+        for (size_t i = 0; i < d->n_peers; i++) {
+                const struct wg_peer *p = &d->peers[i];
+
+                wg_key_to_base64(key, p->public_key);
+                printf("peer %s", key);
+                if (p->has_endpoint) {
+                        inet_ntop(AF_INET, &p->endpoint.sin_addr, addr, sizeof(addr));
+                        printf(" endpoint %s:%u", addr, ntohs(p->endpoint.sin_port));
+                }
+                for (size_t k = 0; k < p->n_allowed_ips; k++) {
+                        inet_ntop(AF_INET, &p->allowed_ips[k].addr, addr, sizeof(addr));
+                        printf(" allowed %s/%u", addr, p->allowed_ips[k].cidr);
+                }
+                printf(" keepalive %u latest_handshake %lld\n", p->keepalive_s,
+                       (long long)p->last_handshake_sec);
+        }
+        wg_device_free(d);
+        return 0;
+}
+
 static const struct pair_command {
         const char *name;
         int nargs;
+        int (*run)(const struct pair_args *a, const char *arg);
         const char *usage;
 } pair_commands[] = {
-    {"genesis", 0,
+    {"genesis", 0, cmd_genesis,
      "genesis --name N [--endpoint IP:PORT] [--role node|relay|cloud] "
      "[--ifname wg0] [--wg-port 51820] [--subnet 10.77.0.0/24] [--fleet-id ID] "
      "[--no-wg]"},
-    {"serve", 0,
+    {"serve", 0, cmd_serve,
      "serve [--listen 0.0.0.0] [--pair-port 9173] [--code-ttl 600] "
      "[--sas-timeout 300] [--io-timeout 30] [--node-api-port 9172]"},
-    {"join", 1,
+    {"join", 1, cmd_join,
      "join CODE|- --genesis HOST[:9173] --name N [--role node|relay|cloud] "
      "[--endpoint IP:PORT] [--ifname wg0] [--wg-port 51820] [--no-wg]"},
-    {"apply-roster", 1, "apply-roster ROSTER-FILE [--no-wg]"},
-    {"up", 0, "up (create the interface from the state and apply the stored roster)"},
-    {"show", 0, "show [--field node_id|mesh_address|controller_address|roster_version|...]"},
+    {"apply-roster", 1, cmd_apply_roster, "apply-roster ROSTER-FILE [--no-wg]"},
+    {"up", 0, cmd_up, "up (create the interface from the state and apply the stored roster)"},
+    {"peers", 0, cmd_peers, "peers (the interface's peers and their latest handshakes)"},
+    {"show", 0, cmd_show,
+     "show [--field node_id|mesh_address|controller_address|roster_version|...]"},
 };
 
 static void pair_usage(FILE *f)
@@ -327,21 +370,6 @@ static void pair_usage(FILE *f)
         for (size_t i = 0; i < sizeof(pair_commands) / sizeof(pair_commands[0]); i++)
                 fprintf(f, "  totebox-pair %s\n", pair_commands[i].usage);
         fprintf(f, "SAS confirmation: type the SAS shown by the other node on stdin.\n");
-}
-
-static int pair_dispatch(const char *cmd, const struct pair_args *a, const char *arg)
-{
-        if (strcmp(cmd, "genesis") == 0)
-                return cmd_genesis(a);
-        if (strcmp(cmd, "serve") == 0)
-                return cmd_serve(a);
-        if (strcmp(cmd, "join") == 0)
-                return cmd_join(a, arg);
-        if (strcmp(cmd, "apply-roster") == 0)
-                return cmd_apply_roster(a, arg);
-        if (strcmp(cmd, "up") == 0)
-                return cmd_up(a);
-        return cmd_show(a);
 }
 
 int main(int argc, char **argv)
@@ -379,7 +407,7 @@ int main(int argc, char **argv)
                 }
                 arg = argv[optind + 1];
         }
-        ret = pair_dispatch(cmd->name, &a, arg);
+        ret = cmd->run(&a, arg);
         curl_global_cleanup();
         return ret < 0 ? 1 : 0;
 }

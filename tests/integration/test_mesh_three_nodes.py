@@ -294,7 +294,7 @@ def test_refused_sas_adds_no_peer(joined):
     out, _ = j.communicate(timeout=60)
     assert j.returncode != 0 and "sas-not-confirmed" in out, out
     kill_group(g)
-    assert peers() == before
+    assert sorted(peers()) == sorted(before)
     r = json.load(open(os.path.join(joined.state("genesis"), "mesh", "roster.json")))
     assert r["version"] == 3
     assert sh("ip", "-n", ns("relay"), "link", "show", "tbx%s" % TAG, check=False).returncode
@@ -333,3 +333,17 @@ def test_systemd_units_hardened(joined):
         assert m, r.stdout + r.stderr
         print("\n%s exposure %s" % (unit, m.group(1)))
         assert float(m.group(1)) <= limit, r.stdout
+
+
+def test_peers_and_handshakes_read_back(joined):
+    """The read side of the WireGuard API: each node lists the other two with their /32 and a
+    recent handshake (the ping test made traffic)."""
+    for node in NODES:
+        r = sh(*in_ns(node, PAIR, "peers", "--state-dir",
+                      os.path.join(joined.state(node), "mesh")))
+        lines = [l for l in r.stdout.splitlines() if l.startswith("peer ")]
+        assert "backend wireguard-go" in r.stdout
+        assert len(lines) == 2, r.stdout
+        for l in lines:
+            assert re.search(r"allowed 10\.77\.0\.\d/32", l), l
+            assert int(re.search(r"latest_handshake (\d+)", l).group(1)) > 1600000000, l
