@@ -354,6 +354,13 @@ static enum pair_error pair_admit(struct pair_ceremony *c, const struct pair_msg
         if (!cur || pair_genesis_key_load(sv->o->state_dir, sk) < 0)
                 return pair_fail(c, PAIR_ERR_INTERNAL, "cannot load the roster or genesis key");
         crypto_sign_ed25519_sk_to_pk(pk, sk);
+        /* The name was bound into CPace's CI through the hello: it may not change now. */
+        if (strcmp(req->name, c->s.peer_id) != 0) {
+                e = pair_fail(c, PAIR_ERR_PROTOCOL,
+                              "the join request names another node than "
+                              "the hello");
+                goto cleanup;
+        }
         if (roster_find_by_id(cur, req->name)) {
                 e = pair_fail(c, PAIR_ERR_NAME_TAKEN, NULL);
                 goto cleanup;
