@@ -470,3 +470,15 @@ def test_wire_messages_match_schema(work):
     for f in frames:
         errors = [e.message for e in validator.iter_errors(f)]
         assert not errors, (f, errors)
+
+
+def test_name_taken_refused(work):
+    d, procs = work
+    state = genesis(d)
+    port = free_port()
+    g, code = serve(procs, state, port)
+    j = join(procs, d, code, port, name="gen")
+    confirm(g, j)
+    rc, out = finish(j)
+    assert rc != 0 and "name-taken" in out, out
+    assert roster_version(state) == 1
