@@ -2,7 +2,8 @@
  * over generic netlink (libmnl) and links/addresses over rtnetlink; where the module is missing,
  * userspace wireguard-go is started and driven over its UAPI socket
  * /var/run/wireguard/IFNAME.sock. IPv4 only (the mesh plan is IPv4). Private keys are generated
- * with libsodium, stored 0600, never logged, and wiped: wg_device_free() zeroes them. */
+ * with libsodium, stored 0600, never logged, and wiped: wg_device_free() zeroes them. Callers
+ * must have called sodium_init() (UAPI buffers come from sodium_malloc). */
 #pragma once
 #include <linux/netlink.h>
 #include <net/if.h>
