@@ -92,8 +92,12 @@ static void test_libvirt_age(void **state)
 static void test_replay_and_address(void **state)
 {
         struct node_table *t = table_new(2);
-        struct heartbeat hb = {.epoch = 5, .seq = 1, .interval_ms = 10000, .cpus = 1,
-                               .mem_total_mib = 100, .node_id = "n1"};
+        struct heartbeat hb = {.epoch = 5,
+                               .seq = 1,
+                               .interval_ms = 10000,
+                               .cpus = 1,
+                               .mem_total_mib = 100,
+                               .node_id = "n1"};
         char buf[HEARTBEAT_MAX_BYTES], err[256];
         int len;
 
@@ -150,10 +154,9 @@ static void test_tick_logs_once(void **state)
         assert_int_equal(liveness_tick(&f, t0 + 60000), 0);
         entries = audit_list(f.store, 0, 100, "node.state");
         assert_int_equal(json_array_size(entries), 3);
-        assert_string_equal(
-                json_string_value(json_object_get(
-                        json_object_get(json_array_get(entries, 2), "detail"), "to")),
-                "evicted");
+        assert_string_equal(json_string_value(json_object_get(
+                                json_object_get(json_array_get(entries, 2), "detail"), "to")),
+                            "evicted");
         json_decref(entries);
         fleetd_close(&f);
         tfu_rmdir(dir);
@@ -178,13 +181,13 @@ static void test_id_index(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_boundaries_exact),
-                cmocka_unit_test(test_boundaries_configurable),
-                cmocka_unit_test(test_libvirt_age),
-                cmocka_unit_test(test_replay_and_address),
-                cmocka_unit_test(test_digest_change_wants_inventory),
-                cmocka_unit_test(test_tick_logs_once),
-                cmocka_unit_test(test_id_index),
+            cmocka_unit_test(test_boundaries_exact),
+            cmocka_unit_test(test_boundaries_configurable),
+            cmocka_unit_test(test_libvirt_age),
+            cmocka_unit_test(test_replay_and_address),
+            cmocka_unit_test(test_digest_change_wants_inventory),
+            cmocka_unit_test(test_tick_logs_once),
+            cmocka_unit_test(test_id_index),
         };
 
         log_init("test", LOG_LEVEL_ERROR);

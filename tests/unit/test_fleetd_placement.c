@@ -75,7 +75,7 @@ static void test_most_ram_and_ties(void **state)
         tfu_heartbeat(&f->table, 3, 1, 9000, 10, NULL, 1000);
         tfu_heartbeat(&f->table, 4, 1, 2000, 10, NULL, 1000);
         assert_string_equal(chosen_id(f, choose(f, 1024, 1000, c)), "n2"); /* n2 < n3 */
-        assert_int_equal(c[4].verdict, CAND_FITS); /* 2000 - 1024 leaves 976 */
+        assert_int_equal(c[4].verdict, CAND_FITS);         /* 2000 - 1024 leaves 976 */
         assert_int_equal(c[0].verdict, CAND_NO_HEARTBEAT); /* ctl */
         /* deterministic: the same answer every time */
         for (int i = 0; i < 10; i++)
@@ -224,8 +224,12 @@ static void test_drop_and_expired(void **state)
 {
         struct fixture *fx = *state;
         struct fleetd *f = &fx->f;
-        struct plan_row row = {.id = "00000000000000000000000000000001", .node_id = "n1",
-                               .state = "open", .created_ms = 1, .expires_ms = 2, .body = "{}"};
+        struct plan_row row = {.id = "00000000000000000000000000000001",
+                               .node_id = "n1",
+                               .state = "open",
+                               .created_ms = 1,
+                               .expires_ms = 2,
+                               .body = "{}"};
         struct plan_outcome o;
 
         row.req = req_of("old", 1024);
@@ -251,41 +255,42 @@ static void test_request_parse(void **state)
         const char *ok = "{\"entity\":\"acme-1\",\"memory_mib\":2048,\"vcpus\":2,\"image\":"
                          "\"base.qcow2\",\"vault_disk_mib\":1024}";
         const char *bad[] = {
-                "{\"entity\":\"Acme\",\"memory_mib\":2048,\"vcpus\":2,\"image\":\"b\","
-                "\"vault_disk_mib\":1024}",
-                "{\"entity\":\"a\",\"memory_mib\":-1,\"vcpus\":2,\"image\":\"b\","
-                "\"vault_disk_mib\":1024}",
-                "{\"entity\":\"a\",\"memory_mib\":2048,\"vcpus\":2,\"image\":\"../x\","
-                "\"vault_disk_mib\":1024}",
-                "{\"entity\":\"a\",\"memory_mib\":2048,\"vcpus\":2,\"image\":\"b\","
-                "\"vault_disk_mib\":1024,\"node\":\"n1\"}",
-                "{\"entity\":\"a\",\"memory_mib\":\"2048\",\"vcpus\":2,\"image\":\"b\","
-                "\"vault_disk_mib\":1024}",
-                "[1]", "", "{\"entity\":\"a\"}",
+            "{\"entity\":\"Acme\",\"memory_mib\":2048,\"vcpus\":2,\"image\":\"b\","
+            "\"vault_disk_mib\":1024}",
+            "{\"entity\":\"a\",\"memory_mib\":-1,\"vcpus\":2,\"image\":\"b\","
+            "\"vault_disk_mib\":1024}",
+            "{\"entity\":\"a\",\"memory_mib\":2048,\"vcpus\":2,\"image\":\"../x\","
+            "\"vault_disk_mib\":1024}",
+            "{\"entity\":\"a\",\"memory_mib\":2048,\"vcpus\":2,\"image\":\"b\","
+            "\"vault_disk_mib\":1024,\"node\":\"n1\"}",
+            "{\"entity\":\"a\",\"memory_mib\":\"2048\",\"vcpus\":2,\"image\":\"b\","
+            "\"vault_disk_mib\":1024}",
+            "[1]",
+            "",
+            "{\"entity\":\"a\"}",
         };
 
         assert_int_equal(plan_request_parse(ok, strlen(ok), 8, &r, err, sizeof(err)), 0);
         assert_string_equal(r.entity, "acme-1");
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-                assert_int_equal(plan_request_parse(bad[i], strlen(bad[i]), 8, &r, err,
-                                                    sizeof(err)),
-                                 -EINVAL);
+                assert_int_equal(
+                    plan_request_parse(bad[i], strlen(bad[i]), 8, &r, err, sizeof(err)), -EINVAL);
 }
 
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test_setup_teardown(test_most_ram_and_ties, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_margin_exact, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_committed_memory_counts, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_reservations, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_stale_and_unhealthy, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_back_to_back_confirms, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_confirm_idempotent_and_one_per_entity, setup,
-                                                teardown),
-                cmocka_unit_test_setup_teardown(test_no_fit_says_why, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_drop_and_expired, setup, teardown),
-                cmocka_unit_test(test_request_parse),
+            cmocka_unit_test_setup_teardown(test_most_ram_and_ties, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_margin_exact, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_committed_memory_counts, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_reservations, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_stale_and_unhealthy, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_back_to_back_confirms, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_confirm_idempotent_and_one_per_entity, setup,
+                                            teardown),
+            cmocka_unit_test_setup_teardown(test_no_fit_says_why, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_drop_and_expired, setup, teardown),
+            cmocka_unit_test(test_request_parse),
         };
 
         log_init("test", LOG_LEVEL_ERROR);

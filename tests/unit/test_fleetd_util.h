@@ -65,8 +65,12 @@ static inline struct in_addr tfu_addr(unsigned i)
 static inline int tfu_heartbeat(struct node_table *t, unsigned i, uint64_t seq, uint64_t avail,
                                 int64_t libvirt_age, const char *digest, uint64_t now)
 {
-        struct heartbeat hb = {.epoch = 1000, .seq = seq, .interval_ms = 10000, .cpus = 4,
-                               .mem_total_mib = 32768, .mem_available_mib = avail,
+        struct heartbeat hb = {.epoch = 1000,
+                               .seq = seq,
+                               .interval_ms = 10000,
+                               .cpus = 4,
+                               .mem_total_mib = 32768,
+                               .mem_available_mib = avail,
                                .libvirt_age_ms = libvirt_age};
         char buf[HEARTBEAT_MAX_BYTES], err[256];
         int len;
