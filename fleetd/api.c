@@ -230,16 +230,17 @@ static bool api_is_panel_path(const char *path)
 
 static void api_dispatch(struct api_request *req, struct api_response *resp)
 {
-        const char *allow = NULL;
+        bool path_known = false;
 
         if (api_is_panel_path(req->path)) {
                 if (strcmp(req->method, "GET") == 0) {
                         api_panel_get(req, resp);
                         return;
                 }
-                allow = "GET";
+                snprintf(resp->allow, sizeof(resp->allow), "GET");
+                path_known = true;
         }
-        for (const struct api_route *r = api_routes; !allow && r->pattern; r++) {
+        for (const struct api_route *r = api_routes; r->pattern; r++) {
                 if (!api_match(r->pattern, req->path, req))
                         continue;
                 if (strcmp(r->method, req->method) == 0) {
@@ -247,13 +248,17 @@ static void api_dispatch(struct api_request *req, struct api_response *resp)
                                 r->handler(req, resp);
                         return;
                 }
-                allow = r->method;
+                if (strlen(resp->allow) + strlen(r->method) + 3 < sizeof(resp->allow))
+                        snprintf(resp->allow + strlen(resp->allow),
+                                 sizeof(resp->allow) - strlen(resp->allow), "%s%s",
+                                 resp->allow[0] ? ", " : "", r->method);
+                path_known = true;
         }
-        if (allow) {
+        if (path_known) {
                 api_problem(resp, 405, "method-not-allowed",
                             "method '%.16s' is not allowed on '%.128s'", req->method, req->path);
                 resp->header_name = "Allow";
-                resp->header_value = allow;
+                resp->header_value = resp->allow;
         } else {
                 api_problem(resp, 404, "not-found", "no resource at '%.128s'", req->path);
         }

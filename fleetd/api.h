@@ -29,6 +29,7 @@ struct api_response {
         size_t raw_len;
         const char *content_type;
         const char *header_name, *header_value; /* one extra header (Allow, WWW-Authenticate) */
+        char allow[64];
 };
 
 typedef void (*api_handler)(struct api_request *req, struct api_response *resp);

@@ -45,6 +45,9 @@ static int fleetd_run(struct fleetd *f, int sfd)
 
                 if (poll(fds, 2, 250) < 0 && errno != EINTR)
                         return -errno;
+                /* record silences before a heartbeat can end them, so that every state a
+                 * node went through is logged and audited */
+                liveness_tick(f, clock_monotonic_ms());
                 if (fds[0].revents & POLLIN)
                         heartbeat_listener_drain(f);
                 now = clock_monotonic_ms();
