@@ -74,7 +74,7 @@ static int panel_read(const char *dir, const char *rel, struct api_response *res
         ssize_t n;
         int fd, r = -ENOENT;
 
-        snprintf(path, sizeof(path), "%s/%s", dir, rel[0] ? rel : "index.html");
+        snprintf(path, sizeof(path), "%.3000s/%.600s", dir, rel[0] ? rel : "index.html");
         if (!realpath(dir, realdir) || !realpath(path, real) ||
             strncmp(real, realdir, strlen(realdir)) != 0 || real[strlen(realdir)] != '/')
                 return -ENOENT;

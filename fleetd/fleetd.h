@@ -266,6 +266,10 @@ const char *fleet_integrity_status(struct fleetd *f, json_t **ret_mismatched);
 /* node_client.c: the libcurl transport */
 void node_client_init(struct fleet_transport *t);
 
+/* heartbeat_fast.c: 1 and ret filled when buf is a valid heartbeat it can decode on its own,
+ * 0 when the caller must use heartbeat_decode (which may accept or refuse it). */
+int heartbeat_decode_fast(const char *buf, size_t len, struct heartbeat *ret);
+
 /* heartbeat_listener.c */
 int heartbeat_listener_open(const struct fleetd_config *cfg, int *ret_fd);
 void heartbeat_listener_drain(struct fleetd *f);

@@ -121,7 +121,8 @@ int node_table_ingest(struct node_table *t, const char *buf, size_t len, struct 
                 snprintf(err, errsize, "address is not in the roster");
                 return node_table_drop(t, HB_DROP_UNKNOWN_ADDRESS);
         }
-        if (heartbeat_decode(buf, len, &hb, err, errsize) < 0)
+        if (!heartbeat_decode_fast(buf, len, &hb) &&
+            heartbeat_decode(buf, len, &hb, err, errsize) < 0)
                 return node_table_drop(t, HB_DROP_MALFORMED);
         if (strcmp(hb.node_id, rn->id) != 0) {
                 snprintf(err, errsize, "names node '%s' but the roster says '%s'", hb.node_id,
