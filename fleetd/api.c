@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <malloc.h>
 #include <microhttpd.h>
 #include <sodium.h>
 #include <stdarg.h>
@@ -349,6 +350,7 @@ static enum MHD_Result api_access(void *cls, struct MHD_Connection *conn, const 
         struct api_response resp = {0};
         enum MHD_Result ret;
         struct timespec t0, t1;
+        bool big;
 
         if (!c) {
                 c = calloc(1, sizeof(*c));
@@ -369,9 +371,12 @@ static enum MHD_Result api_access(void *cls, struct MHD_Connection *conn, const 
                 req.body_len = c->len;
                 api_dispatch(&req, &resp);
         }
+        big = json_array_size(json_object_get(resp.body, "candidates")) > 1000;
         ret = api_send(conn, &req, &resp);
         json_decref(resp.body);
         free(resp.raw);
+        if (big)
+                malloc_trim(0); /* give a big answer's memory back to the system */
         clock_gettime(CLOCK_MONOTONIC, &t1);
         metrics_observe_latency(f, (double)(t1.tv_sec - t0.tv_sec) +
                                        (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);

@@ -13,15 +13,35 @@
 #include "fleetd/fleetd.h"
 
 enum hb_field {
-        F_V, F_NODE, F_EPOCH, F_SEQ, F_INTERVAL, F_CPUS, F_CPU_PERCENT, F_MEM_TOTAL,
-        F_MEM_AVAILABLE, F_MEM_COMMITTED, F_LIBVIRT_AGE, F_VM_COUNT, F_DIGEST, F_MAX
+        F_V,
+        F_NODE,
+        F_EPOCH,
+        F_SEQ,
+        F_INTERVAL,
+        F_CPUS,
+        F_CPU_PERCENT,
+        F_MEM_TOTAL,
+        F_MEM_AVAILABLE,
+        F_MEM_COMMITTED,
+        F_LIBVIRT_AGE,
+        F_VM_COUNT,
+        F_DIGEST,
+        F_MAX
 };
 
-static const char *const hb_fast_names[F_MAX] = {
-        "v",           "node",          "epoch",          "seq",
-        "interval_ms", "cpus",          "cpu_percent",    "mem_total_mib",
-        "mem_available_mib", "mem_committed_mib", "libvirt_age_ms", "vm_count",
-        "inventory_digest"};
+static const char *const hb_fast_names[F_MAX] = {"v",
+                                                 "node",
+                                                 "epoch",
+                                                 "seq",
+                                                 "interval_ms",
+                                                 "cpus",
+                                                 "cpu_percent",
+                                                 "mem_total_mib",
+                                                 "mem_available_mib",
+                                                 "mem_committed_mib",
+                                                 "libvirt_age_ms",
+                                                 "vm_count",
+                                                 "inventory_digest"};
 
 struct hb_cursor {
         const char *p, *end;
@@ -82,8 +102,8 @@ static bool hb_int(struct hb_cursor *c, bool allow_neg, int64_t *ret)
                 digits++;
         }
         if (digits == 0 || digits > 18 ||
-            (c->p < c->end && (*c->p == '.' || *c->p == 'e' || *c->p == 'E' ||
-                               (*c->p >= '0' && *c->p <= '9'))))
+            (c->p < c->end &&
+             (*c->p == '.' || *c->p == 'e' || *c->p == 'E' || (*c->p >= '0' && *c->p <= '9'))))
                 return false;
         *ret = neg ? -v : v;
         return true;

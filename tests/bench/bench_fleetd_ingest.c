@@ -126,8 +126,8 @@ int main(int argc, char **argv)
                 if (pass) {
                         f.udp_fd = r->fd;
                         r->f = &f;
-                        fleetd_rate = bench_run(r, fleetd_thread, &fl, ntohs(sa.sin_port),
-                                                &sent_fleetd);
+                        fleetd_rate =
+                            bench_run(r, fleetd_thread, &fl, ntohs(sa.sin_port), &sent_fleetd);
                 } else {
                         sink_rate = bench_run(r, sink_thread, &fl, ntohs(sa.sin_port), &sent_sink);
                 }

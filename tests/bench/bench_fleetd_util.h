@@ -22,8 +22,8 @@ static inline double bench_now(void)
 
 static inline struct in_addr bench_addr(unsigned i)
 {
-        struct in_addr a = {htonl((127u << 24) | ((1 + i / 65536) << 16) | (((i / 256) % 256) << 8) |
-                                  (i % 256))};
+        struct in_addr a = {
+            htonl((127u << 24) | ((1 + i / 65536) << 16) | (((i / 256) % 256) << 8) | (i % 256))};
 
         return a;
 }
@@ -34,18 +34,19 @@ static inline char *bench_roster(unsigned n)
         size_t cap = 256 + (size_t)n * 96, len;
         char *s = malloc(cap);
 
-        len = (size_t)snprintf(s, cap,
-                               "{\"v\":1,\"version\":1,\"fleet_id\":\"bench\",\"controller\":\"ctl\","
-                               "\"nodes\":[{\"id\":\"ctl\",\"role\":\"cloud\",\"mesh_address\":"
-                               "\"127.0.0.1\"}");
+        len =
+            (size_t)snprintf(s, cap,
+                             "{\"v\":1,\"version\":1,\"fleet_id\":\"bench\",\"controller\":\"ctl\","
+                             "\"nodes\":[{\"id\":\"ctl\",\"role\":\"cloud\",\"mesh_address\":"
+                             "\"127.0.0.1\"}");
         for (unsigned i = 1; i <= n; i++) {
                 char a[INET_ADDRSTRLEN];
                 struct in_addr in = bench_addr(i);
 
                 inet_ntop(AF_INET, &in, a, sizeof(a));
-                len += (size_t)snprintf(s + len, cap - len,
-                                        ",{\"id\":\"n%u\",\"role\":\"node\",\"mesh_address\":\"%s\"}",
-                                        i, a);
+                len += (size_t)snprintf(
+                    s + len, cap - len,
+                    ",{\"id\":\"n%u\",\"role\":\"node\",\"mesh_address\":\"%s\"}", i, a);
         }
         snprintf(s + len, cap - len, "]}");
         return s;
@@ -53,10 +54,16 @@ static inline char *bench_roster(unsigned n)
 
 static inline int bench_heartbeat(unsigned i, uint64_t seq, char *buf, size_t size)
 {
-        struct heartbeat hb = {.epoch = 1000, .seq = seq, .interval_ms = 10000, .cpus = 8,
-                               .cpu_percent = 12.5, .mem_total_mib = 65536,
+        struct heartbeat hb = {.epoch = 1000,
+                               .seq = seq,
+                               .interval_ms = 10000,
+                               .cpus = 8,
+                               .cpu_percent = 12.5,
+                               .mem_total_mib = 65536,
                                .mem_available_mib = 20000 + (i * 7919u) % 30000,
-                               .mem_committed_mib = 1024, .libvirt_age_ms = 20, .vm_count = 3};
+                               .mem_committed_mib = 1024,
+                               .libvirt_age_ms = 20,
+                               .vm_count = 3};
 
         snprintf(hb.node_id, sizeof(hb.node_id), "n%u", i);
         memset(hb.inventory_digest, 'a', DIGEST_HEX_LEN);
@@ -84,7 +91,8 @@ static inline int bench_flood_init(struct bench_flood *fl, unsigned nodes, unsig
                 for (unsigned i = 0; i < nodes; i++) {
                         size_t k = (size_t)r * nodes + i;
 
-                        fl->lens[k] = bench_heartbeat(i + 1, r + 1, fl->bufs[k], HEARTBEAT_MAX_BYTES);
+                        fl->lens[k] =
+                            bench_heartbeat(i + 1, r + 1, fl->bufs[k], HEARTBEAT_MAX_BYTES);
                         if (fl->lens[k] < 0)
                                 return -1;
                 }
@@ -96,8 +104,8 @@ static inline double bench_flood_send(const struct bench_flood *fl, uint16_t por
 {
         enum { BATCH = 64 };
         int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons(port),
-                                  .sin_addr = {htonl(INADDR_LOOPBACK)}};
+        struct sockaddr_in dst = {
+            .sin_family = AF_INET, .sin_port = htons(port), .sin_addr = {htonl(INADDR_LOOPBACK)}};
         struct mmsghdr msgs[BATCH];
         struct iovec iov[BATCH];
         char cbuf[BATCH][CMSG_SPACE(sizeof(struct in_pktinfo))];

@@ -16,8 +16,12 @@ static struct fleetd *fuzz_fleetd(void)
         static const char roster[] = "{\"v\":1,\"version\":1,\"fleet_id\":\"f\",\"controller\":"
                                      "\"n1\",\"nodes\":[{\"id\":\"n1\",\"role\":\"node\","
                                      "\"mesh_address\":\"127.0.0.2\"}]}";
-        struct fleet_vm vm = {.id = "tbx-acme-000000", .entity = "acme", .node_id = "n1",
-                              .status = VM_ACTIVE, .integrity = "ok", .memory_mib = 64};
+        struct fleet_vm vm = {.id = "tbx-acme-000000",
+                              .entity = "acme",
+                              .node_id = "n1",
+                              .status = VM_ACTIVE,
+                              .integrity = "ok",
+                              .memory_mib = 64};
         struct config_error cerr;
         char err[256];
 
