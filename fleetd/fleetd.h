@@ -58,13 +58,17 @@ enum node_state {
 enum inventory_status { INV_NONE, INV_WANTED, INV_OK, INV_FAILED };
 
 struct fleet_node {
-        const struct roster_node *rn; /* the roster entry; owned by the roster */
+        /* what placement reads, first, so that a scan of 10,000 nodes touches one cache line
+         * per node */
         bool seen;
-        struct heartbeat hb;   /* the last accepted heartbeat */
-        uint64_t last_seen_ms; /* monotonic */
+        uint64_t last_seen_ms;     /* monotonic */
+        uint64_t reserved_mib;     /* promised to confirmed creations not yet reflected */
+        int64_t hb_avail_mib;      /* min(MemAvailable, total - committed) of the last heartbeat */
+        int64_t hb_libvirt_age_ms; /* of the last heartbeat */
+        const struct roster_node *rn; /* the roster entry; owned by the roster */
         uint64_t heartbeats;
         enum node_state reported; /* the state last logged and audited */
-        uint64_t reserved_mib;    /* promised to confirmed creations not yet reflected */
+        struct heartbeat hb;      /* the last accepted heartbeat */
         enum inventory_status inv;
         char inv_digest[DIGEST_HEX_LEN + 1]; /* digest of the inventory last reconciled */
         uint64_t inv_next_ms;                /* monotonic: next fetch attempt */
@@ -167,6 +171,8 @@ void node_table_done(struct node_table *t);
  * into the new table t, by node id. */
 void node_table_carry(struct node_table *t, const struct node_table *old);
 struct fleet_node *node_table_find(const struct node_table *t, const char *id);
+/* Recomputes the placement figures (hb_avail_mib, hb_libvirt_age_ms) from n->hb. */
+void node_refresh_figures(struct fleet_node *n);
 /* Applies one datagram from src; returns 0 when accepted, else -(1 + enum hb_drop) with a
  * reason in err. */
 int node_table_ingest(struct node_table *t, const char *buf, size_t len, struct in_addr src,

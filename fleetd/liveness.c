@@ -25,8 +25,8 @@ enum node_state node_state_at(const struct fleet_node *n, const struct fleetd_co
                 return NODE_EVICTED;
         if (age > cfg->suspect_after_ms)
                 return NODE_SUSPECT;
-        if (n->hb.libvirt_age_ms < 0 ||
-            (uint64_t)n->hb.libvirt_age_ms > 3 * cfg->heartbeat_interval_ms)
+        if (n->hb_libvirt_age_ms < 0 ||
+            (uint64_t)n->hb_libvirt_age_ms > 3 * cfg->heartbeat_interval_ms)
                 return NODE_UNHEALTHY;
         return NODE_ALIVE;
 }

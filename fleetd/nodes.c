@@ -97,6 +97,15 @@ void node_table_carry(struct node_table *t, const struct node_table *old)
         }
 }
 
+void node_refresh_figures(struct fleet_node *n)
+{
+        int64_t by_commit = (int64_t)n->hb.mem_total_mib - (int64_t)n->hb.mem_committed_mib;
+        int64_t avail = (int64_t)n->hb.mem_available_mib;
+
+        n->hb_avail_mib = by_commit < avail ? by_commit : avail;
+        n->hb_libvirt_age_ms = n->hb.libvirt_age_ms;
+}
+
 static int node_table_drop(struct node_table *t, enum hb_drop reason)
 {
         t->dropped[reason]++;
@@ -143,6 +152,7 @@ int node_table_ingest(struct node_table *t, const char *buf, size_t len, struct 
                 n->inv_next_ms = now_ms;
         }
         n->hb = hb;
+        node_refresh_figures(n);
         n->seen = true;
         n->last_seen_ms = now_ms;
         n->heartbeats++;

@@ -29,12 +29,7 @@ const char *cand_verdict_reason(enum cand_verdict v)
 
 int64_t node_available_mib(const struct fleet_node *n)
 {
-        int64_t by_commit = (int64_t)n->hb.mem_total_mib - (int64_t)n->hb.mem_committed_mib;
-        int64_t avail = (int64_t)n->hb.mem_available_mib;
-
-        if (by_commit < avail)
-                avail = by_commit;
-        return avail - (int64_t)n->reserved_mib;
+        return n->hb_avail_mib - (int64_t)n->reserved_mib;
 }
 
 void placement_check_node(const struct fleet_node *n, const struct fleetd_config *cfg,

@@ -106,6 +106,7 @@ static void test_committed_memory_counts(void **state)
 
         tfu_heartbeat(&f->table, 1, 1, 30000, 10, NULL, 0);
         n1->hb.mem_committed_mib = 30000; /* guests defined but not touching their memory */
+        node_refresh_figures(n1);
         assert_int_equal(node_available_mib(n1), 32768 - 30000);
         assert_int_equal(choose(f, 4096, 0, c), -1);
 }
