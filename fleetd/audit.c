@@ -131,17 +131,17 @@ static json_t *audit_row_json(sqlite3_stmt *st)
                          "hash", sqlite3_column_text(st, 7));
 }
 
-json_t *audit_list(struct store *s, uint64_t after, unsigned limit, const char *kind)
+static void audit_list_locked(struct store *s, uint64_t after, unsigned limit, const char *kind,
+                              json_t *a)
 {
         sqlite3_stmt *st = NULL;
-        json_t *a = json_array();
 
         if (sqlite3_prepare_v2(s->db,
                                "SELECT seq, time_ms, kind, subject, actor, detail, prev_hash, hash"
                                " FROM audit WHERE seq > ? AND (?2 IS NULL OR kind = ?2)"
                                " ORDER BY seq LIMIT ?3",
                                -1, &st, NULL) != SQLITE_OK)
-                return a;
+                return;
         sqlite3_bind_int64(st, 1, (sqlite3_int64)after);
         if (kind)
                 sqlite3_bind_text(st, 2, kind, -1, SQLITE_TRANSIENT);
@@ -149,6 +149,15 @@ json_t *audit_list(struct store *s, uint64_t after, unsigned limit, const char *
         while (sqlite3_step(st) == SQLITE_ROW)
                 json_array_append_new(a, audit_row_json(st));
         sqlite3_finalize(st);
+}
+
+json_t *audit_list(struct store *s, uint64_t after, unsigned limit, const char *kind)
+{
+        json_t *a = json_array();
+
+        pthread_mutex_lock(&s->mu);
+        audit_list_locked(s, after, limit, kind, a);
+        pthread_mutex_unlock(&s->mu);
         return a;
 }
 
@@ -183,7 +192,7 @@ static int audit_verify_row(sqlite3_stmt *st, uint64_t expect_seq, char prev[AUD
         return r;
 }
 
-int audit_verify(struct store *s, uint64_t *ret_count, char *err, size_t errsize)
+static int audit_verify_locked(struct store *s, uint64_t *ret_count, char *err, size_t errsize)
 {
         char prev[AUDIT_HASH_HEX + 1];
         sqlite3_stmt *st = NULL;
@@ -206,5 +215,15 @@ int audit_verify(struct store *s, uint64_t *ret_count, char *err, size_t errsize
         sqlite3_finalize(st);
         if (r == 0)
                 *ret_count = n;
+        return r;
+}
+
+int audit_verify(struct store *s, uint64_t *ret_count, char *err, size_t errsize)
+{
+        int r;
+
+        pthread_mutex_lock(&s->mu);
+        r = audit_verify_locked(s, ret_count, err, errsize);
+        pthread_mutex_unlock(&s->mu);
         return r;
 }

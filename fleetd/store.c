@@ -54,7 +54,15 @@ int store_open(const char *dir, struct store **ret)
         s = calloc(1, sizeof(*s));
         if (!s)
                 return -ENOMEM;
-        pthread_mutex_init(&s->mu, NULL);
+        {
+                pthread_mutexattr_t a;
+
+                /* recursive: reads take it too, also from inside a transaction of their thread */
+                pthread_mutexattr_init(&a);
+                pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
+                pthread_mutex_init(&s->mu, &a);
+                pthread_mutexattr_destroy(&a);
+        }
         snprintf(path, sizeof(path), "%s/%s", dir, STORE_FILE);
         if (sqlite3_open_v2(path, &s->db,
                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
@@ -164,7 +172,7 @@ static void store_copy_col(sqlite3_stmt *st, int col, char *buf, size_t size)
         snprintf(buf, size, "%s", t ? (const char *)t : "");
 }
 
-int store_plan_get(struct store *s, const char *id, struct plan_row *ret)
+static int store_plan_get_locked(struct store *s, const char *id, struct plan_row *ret)
 {
         sqlite3_stmt *st = store_prepare(
             s,
@@ -198,6 +206,16 @@ int store_plan_get(struct store *s, const char *id, struct plan_row *ret)
                 return -ENOMEM;
         *ret = p;
         return 0;
+}
+
+int store_plan_get(struct store *s, const char *id, struct plan_row *ret)
+{
+        int r;
+
+        pthread_mutex_lock(&s->mu);
+        r = store_plan_get_locked(s, id, ret);
+        pthread_mutex_unlock(&s->mu);
+        return r;
 }
 
 int store_plan_set_state(struct store *s, const char *id, const char *state, const char *vm_id)
@@ -264,7 +282,8 @@ static void store_vm_from_row(sqlite3_stmt *st, struct fleet_vm *v)
                 v->lifecycle = VM_LC_ACTIVE;
 }
 
-int store_vm_load(struct store *s, int (*fn)(void *ctx, const struct fleet_vm *vm), void *ctx)
+static int store_vm_load_locked(struct store *s, int (*fn)(void *ctx, const struct fleet_vm *vm),
+                                void *ctx)
 {
         sqlite3_stmt *st = store_prepare(
             s,
@@ -282,6 +301,16 @@ int store_vm_load(struct store *s, int (*fn)(void *ctx, const struct fleet_vm *v
                 r = fn(ctx, &v);
         }
         sqlite3_finalize(st);
+        return r;
+}
+
+int store_vm_load(struct store *s, int (*fn)(void *ctx, const struct fleet_vm *vm), void *ctx)
+{
+        int r;
+
+        pthread_mutex_lock(&s->mu);
+        r = store_vm_load_locked(s, fn, ctx);
+        pthread_mutex_unlock(&s->mu);
         return r;
 }
 
@@ -361,6 +390,7 @@ int store_token_check(struct store *s, const char *token, char *ret_name)
         if (strlen(token) != TOKEN_TEXT_LEN || strncmp(token, TOKEN_PREFIX, 4) != 0)
                 return -EACCES;
         token_hash_hex(token, hash);
+        pthread_mutex_lock(&s->mu);
         st = store_prepare(s, "SELECT name FROM tokens WHERE hash = ? AND revoked_ms IS NULL", "t",
                            hash);
         if (st && sqlite3_step(st) == SQLITE_ROW) {
@@ -368,6 +398,7 @@ int store_token_check(struct store *s, const char *token, char *ret_name)
                 r = 0;
         }
         sqlite3_finalize(st);
+        pthread_mutex_unlock(&s->mu);
         return r;
 }
 
@@ -388,5 +419,6 @@ json_t *store_token_list(struct store *s)
                 json_array_append_new(a, o);
         }
         sqlite3_finalize(st);
+        pthread_mutex_unlock(&s->mu);
         return a;
 }

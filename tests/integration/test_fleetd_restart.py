@@ -134,6 +134,7 @@ def test_kill9_during_confirm_loses_nothing_and_doubles_nothing():
                 answered[pid] = result["doc"]["id"]
             f.start()
             beat()
+            f.wait(lambda: f.node("n1")["state"] == "alive", what="alive after restart")
             if i % 3 == 0:  # sometimes the operator repeats the confirm after the crash
                 st, doc = f.json("POST", "/v1/plans/%s/confirm" % pid)
                 assert st in (200, 201), doc
