@@ -97,13 +97,13 @@ static bool hb_int(struct hb_cursor *c, bool allow_neg, int64_t *ret)
         }
         if (c->p < c->end && *c->p == '0' && c->p + 1 < c->end && c->p[1] >= '0' && c->p[1] <= '9')
                 return false;
-        while (c->p < c->end && *c->p >= '0' && *c->p <= '9' && digits < 19) {
+        while (c->p < c->end && *c->p >= '0' && *c->p <= '9') {
+                if (digits == 18)
+                        return false; /* the strict decoder handles the big ones */
                 v = v * 10 + (*c->p++ - '0');
                 digits++;
         }
-        if (digits == 0 || digits > 18 ||
-            (c->p < c->end &&
-             (*c->p == '.' || *c->p == 'e' || *c->p == 'E' || (*c->p >= '0' && *c->p <= '9'))))
+        if (digits == 0 || (c->p < c->end && (*c->p == '.' || *c->p == 'e' || *c->p == 'E')))
                 return false;
         *ret = neg ? -v : v;
         return true;
