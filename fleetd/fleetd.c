@@ -29,8 +29,6 @@ int fleetd_open(struct fleetd *f)
         int r;
 
         f->started_ms = clock_monotonic_ms();
-        if (!f->transport.call)
-                node_client_init(&f->transport);
         r = store_open(f->cfg.state_dir, &f->store);
         if (r < 0) {
                 log_error("cannot open the state database in '%s': %s", f->cfg.state_dir,
@@ -40,6 +38,11 @@ int fleetd_open(struct fleetd *f)
         r = roster_reload(f, true);
         if (r < 0)
                 return r;
+        if (!f->transport.call) {
+                struct fleet_node *self = node_table_find(&f->table, f->table.roster->controller);
+
+                node_client_init(&f->transport, self ? self->rn->mesh_address : NULL);
+        }
         pthread_mutex_lock(&f->lock);
         r = store_vm_load(f->store, fleetd_load_vm, f);
         pthread_mutex_unlock(&f->lock);

@@ -269,8 +269,8 @@ int inventory_apply(struct fleetd *f, const char *node_id, const char *expected_
                     const char *text, size_t len, char *err, size_t errsize);
 const char *fleet_integrity_status(struct fleetd *f, json_t **ret_mismatched);
 
-/* node_client.c: the libcurl transport */
-void node_client_init(struct fleet_transport *t);
+/* node_client.c: the libcurl transport; calls leave from source (an IPv4 address) when set */
+void node_client_init(struct fleet_transport *t, const char *source);
 
 /* heartbeat_fast.c: 1 and ret filled when buf is a valid heartbeat it can decode on its own,
  * 0 when the caller must use heartbeat_decode (which may accept or refuse it). */

@@ -1,7 +1,9 @@
 /* The node API client (libcurl): one short-lived easy handle per call to a node's vmhost, with a
- * timeout and a cap on the answer's size (an inventory is at most NODE_ANSWER_MAX bytes). */
+ * timeout and a cap on the answer's size (an inventory is at most NODE_ANSWER_MAX bytes). Calls
+ * leave from the controller's mesh address: vmhost answers only that address. */
 #include <curl/curl.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,6 +69,8 @@ static int node_client_call(void *ctx, const char *address, uint16_t port, const
         h = curl_slist_append(h, "Content-Type: application/json");
         h = curl_slist_append(h, "Accept: application/json");
         curl_easy_setopt(c, CURLOPT_URL, url);
+        if (ctx)
+                curl_easy_setopt(c, CURLOPT_INTERFACE, (const char *)ctx);
         curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
         curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
         curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
@@ -90,8 +94,14 @@ static int node_client_call(void *ctx, const char *address, uint16_t port, const
         return r;
 }
 
-void node_client_init(struct fleet_transport *t)
+void node_client_init(struct fleet_transport *t, const char *source)
 {
+        static char iface[INET_ADDRSTRLEN + 8]; /* one fleetd per process */
+
         t->call = node_client_call;
         t->ctx = NULL;
+        if (source && source[0]) {
+                snprintf(iface, sizeof(iface), "host!%s", source);
+                t->ctx = iface;
+        }
 }
