@@ -335,3 +335,54 @@ def test_random_input_never_5xx(fleet):
         st, h, body = fleet.request(method, path, raw=raw if method != "GET" else None)
         check_problem(st, h, body)
     st, doc = fleet.json("GET", "/v1/health", expect=200)
+
+
+def test_inventory_integrity_and_lifecycle_end_to_end():
+    f = H.Fleetd(nodes=1, settings={"heartbeat_interval": "500ms", "suspect_after": "1s",
+                                    "evict_after": "1500ms", "dispatch_backoff": "50ms"})
+    node = H.FakeNode(H.node_address(1), f.node_api_port, "n1")
+    try:
+        f.start()
+        beat = lambda: f.hb(1, avail=16000, digest=node.digest())
+        beat()
+        f.wait(lambda: f.node("n1")["state"] == "alive")
+        _, plan = f.json("POST", "/v1/plans", plan_body("acme", 1024), expect=201)
+        _, vm = f.json("POST", "/v1/plans/%s/confirm" % plan["id"], expect=201)
+        f.wait(lambda: f.json("GET", "/v1/vms/" + vm["id"])[1]["status"] == "active")
+        beat()
+        f.wait(lambda: f.node("n1")["reserved_mib"] == 0, what="reservation released")
+        assert f.json("GET", "/v1/health")[1]["integrity"]["status"] == "ok"
+        # the vault reports a mismatch, and a VM nobody placed appears
+        with node.lock:
+            node.vms[vm["id"]]["integrity"] = {"status": "mismatch", "root": "ab" * 32,
+                                               "tree_size": 9, "mismatches": [
+                                                   {"kind": "modified-asset", "path": "/v/a",
+                                                    "detail": "hash differs"}]}
+            node.vms["intruder"] = {"id": "intruder", "state": "running"}
+        beat()
+        f.wait(lambda: f.json("GET", "/v1/health")[1]["status"] == "integrity-mismatch",
+               what="fleet-level integrity")
+        health = f.json("GET", "/v1/health")[1]
+        assert health["integrity"]["mismatched_vms"][0]["vm_id"] == vm["id"]
+        entries = f.audit("integrity.mismatch")
+        assert len(entries) == 1 and entries[0]["detail"]["integrity"]["mismatches"][0]["kind"] == "modified-asset"
+        assert f.node("n1")["unknown_vms"] == ["intruder"]
+        assert len(f.audit("vm.unknown")) == 1
+        text = f.request("GET", "/metrics")[2].decode()
+        assert metric(text, "totebox_fleetd_integrity_mismatch_vms") == 1
+        assert metric(text, "totebox_fleetd_integrity_mismatches_total") == 1
+        # lifecycle through the node
+        _, v = f.json("POST", "/v1/vms/%s/suspend" % vm["id"], expect=200)
+        assert v["lifecycle"] == "suspended"
+        f.json("POST", "/v1/vms/%s/suspend" % vm["id"], expect=409)
+        _, v = f.json("POST", "/v1/vms/%s/archive" % vm["id"], expect=200)
+        f.json("POST", "/v1/vms/%s/resume" % vm["id"], expect=409)
+        # an evicted node's VMs are unreachable, not moved
+        f.wait(lambda: f.json("GET", "/v1/vms/" + vm["id"])[1]["state"] == "unreachable",
+               what="unreachable")
+        v = f.json("GET", "/v1/vms/" + vm["id"])[1]
+        assert v["node_id"] == "n1" and v["lifecycle"] == "archived"
+    finally:
+        node.shutdown()
+        node.server_close()
+        f.close()

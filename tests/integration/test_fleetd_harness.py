@@ -4,12 +4,14 @@ and a small HTTP client. Other test_fleetd*/test_fleetctl* modules import it; it
 check the harness and fleetd's command line."""
 import hashlib
 import http.client
+import http.server
 import json
 import os
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 
 BUILD = os.environ.get("TOTEBOX_BUILD_DIR", os.path.join(os.path.dirname(__file__), "../../build"))
@@ -182,6 +184,68 @@ class Fleetd:
 def inventory_digest(vms):
     canon = json.dumps(sorted(vms, key=lambda v: v["id"]), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canon.encode()).hexdigest()
+
+
+class FakeNode(http.server.ThreadingHTTPServer):
+    """The node API of one node: POST /v1/vms (idempotent by request_id), GET /v1/inventory."""
+
+    def __init__(self, address, port, node_id):
+        self.node_id = node_id
+        self.vms = {}          # vm_id -> vm
+        self.posts = []        # (vm_id, request_id) of every POST
+        self.lock = threading.Lock()
+        super().__init__((address, port), FakeNodeHandler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def digest(self):
+        vms = sorted(self.vms.values(), key=lambda v: v["id"])
+        canon = json.dumps(vms, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canon.encode()).hexdigest()
+
+
+class FakeNodeHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+
+    def answer(self, status, doc):
+        body = json.dumps(doc).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        s = self.server
+        with s.lock:
+            vms = sorted(s.vms.values(), key=lambda v: v["id"])
+            self.answer(200, {"node": s.node_id, "digest": s.digest(), "vms": vms})
+
+    def do_POST(self):
+        s = self.server
+        req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        parts = self.path.split("/")
+        if len(parts) == 5 and parts[2] == "vms":  # /v1/vms/ID/VERB
+            with s.lock:
+                vm = s.vms.get(parts[3])
+                if not vm:
+                    return self.answer(404, {"type": "unknown-vm", "detail": "no such VM"})
+                vm["lifecycle"] = {"suspend": "suspended", "resume": "active",
+                                   "archive": "archived"}[parts[4]]
+                return self.answer(200, vm)
+        with s.lock:
+            s.posts.append((req["vm_id"], req["request_id"]))
+            old = s.vms.get(req["vm_id"])
+            if old and old["request_id"] != req["request_id"]:
+                return self.answer(409, {"type": "exists", "detail": "other request"})
+            if old:
+                return self.answer(200, old)
+            vm = {"id": req["vm_id"], "entity": req["entity"], "state": "running",
+                  "lifecycle": "active", "memory_mib": req["memory_mib"],
+                  "request_id": req["request_id"], "integrity": {"status": "ok"}}
+            s.vms[req["vm_id"]] = vm
+            self.answer(201, vm)
+
 
 
 # -- the harness's own checks -----------------------------------------------------------------

@@ -2,8 +2,6 @@
 state from heartbeats within one interval; kill -9 at random moments during confirmations loses
 no confirmed VM and creates none twice (a fake node API on 127.0.1.1 counts creations by
 request id, idempotently, as the node API contract says)."""
-import hashlib
-import http.server
 import json
 import random
 import signal
@@ -11,58 +9,6 @@ import threading
 import time
 
 import test_fleetd_harness as H
-
-
-class FakeNode(http.server.ThreadingHTTPServer):
-    """The node API of one node: POST /v1/vms (idempotent by request_id), GET /v1/inventory."""
-
-    def __init__(self, address, port, node_id):
-        self.node_id = node_id
-        self.vms = {}          # vm_id -> vm
-        self.posts = []        # (vm_id, request_id) of every POST
-        self.lock = threading.Lock()
-        super().__init__((address, port), FakeNodeHandler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    def digest(self):
-        vms = sorted(self.vms.values(), key=lambda v: v["id"])
-        canon = json.dumps(vms, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canon.encode()).hexdigest()
-
-
-class FakeNodeHandler(http.server.BaseHTTPRequestHandler):
-    def log_message(self, *a):
-        pass
-
-    def answer(self, status, doc):
-        body = json.dumps(doc).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self):
-        s = self.server
-        with s.lock:
-            vms = sorted(s.vms.values(), key=lambda v: v["id"])
-            self.answer(200, {"node": s.node_id, "digest": s.digest(), "vms": vms})
-
-    def do_POST(self):
-        s = self.server
-        req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        with s.lock:
-            s.posts.append((req["vm_id"], req["request_id"]))
-            old = s.vms.get(req["vm_id"])
-            if old and old["request_id"] != req["request_id"]:
-                return self.answer(409, {"type": "exists", "detail": "other request"})
-            if old:
-                return self.answer(200, old)
-            vm = {"id": req["vm_id"], "entity": req["entity"], "state": "running",
-                  "lifecycle": "active", "memory_mib": req["memory_mib"],
-                  "request_id": req["request_id"], "integrity": {"status": "ok"}}
-            s.vms[req["vm_id"]] = vm
-            self.answer(201, vm)
 
 
 def test_restart_keeps_state_and_rebuilds_soft_state():
@@ -96,7 +42,7 @@ def test_restart_keeps_state_and_rebuilds_soft_state():
 def test_kill9_during_confirm_loses_nothing_and_doubles_nothing():
     f = H.Fleetd(nodes=1, settings={"dispatch_backoff": "50ms", "dispatch_backoff_max": "200ms",
                                     "dispatch_attempts": "100"})
-    node = FakeNode(H.node_address(1), f.node_api_port, "n1")
+    node = H.FakeNode(H.node_address(1), f.node_api_port, "n1")
     rng = random.Random(7)
     answered = {}  # plan id -> vm id, for every confirm that got an answer
     try:
