@@ -1,18 +1,26 @@
-/* fleetd's shared state and the interfaces between its files. */
+/* fleetd's shared state and the interfaces between its files. Locking: f->lock guards the node
+ * table, the VM table and the metrics; the store has its own mutex and is always taken last. */
 #pragma once
+#include <jansson.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "common/config.h"
 #include "common/heartbeat.h"
 #include "common/roster.h"
 
 #define FLEETD_LISTEN_MAX 4
+#define ENTITY_MAX        48
+#define VM_ID_MAX         63
+#define PLAN_ID_LEN       32 /* hex */
+#define IMAGE_MAX         128
+#define REASON_MAX        256
 
 struct fleetd_config {
-        char api_listen[256];   /* comma-separated IPv4 addresses */
+        char api_listen[256]; /* comma-separated IPv4 addresses */
         uint64_t api_port;
         char heartbeat_listen[64];
         uint64_t heartbeat_port;
@@ -21,21 +29,51 @@ struct fleetd_config {
         uint64_t heartbeat_interval_ms;
         uint64_t suspect_after_ms;
         uint64_t evict_after_ms;
+        uint64_t safety_margin_mib;
+        uint64_t plan_ttl_ms;
+        uint64_t node_api_port;
+        uint64_t node_api_timeout_ms;
+        uint64_t dispatch_attempts;
+        uint64_t dispatch_backoff_ms;
+        uint64_t dispatch_backoff_max_ms;
         uint64_t max_body_bytes;
         uint64_t max_json_depth;
+        bool auth;
+        char panel_dir[4096];
         char log_level[16];
 };
 
 extern const struct config_key fleetd_config_table[];
 
-enum node_state { NODE_UNSEEN, NODE_ALIVE, NODE_SUSPECT, NODE_EVICTED };
+/* Liveness, worst last. UNHEALTHY: heartbeats arrive but vmhost's libvirt calls do not succeed. */
+enum node_state {
+        NODE_UNSEEN,
+        NODE_ALIVE,
+        NODE_UNHEALTHY,
+        NODE_SUSPECT,
+        NODE_EVICTED,
+        NODE_STATE_MAX
+};
+
+enum inventory_status { INV_NONE, INV_WANTED, INV_OK, INV_FAILED };
 
 struct fleet_node {
-        const struct roster_node *rn; /* the roster entry; owned by the roster */
+        /* what placement reads, first, so that a scan of 10,000 nodes touches one cache line
+         * per node */
         bool seen;
-        struct heartbeat hb;          /* the last accepted heartbeat */
-        uint64_t last_seen_ms;        /* monotonic */
+        uint64_t last_seen_ms;     /* monotonic */
+        uint64_t reserved_mib;     /* promised to confirmed creations not yet reflected */
+        int64_t hb_avail_mib;      /* min(MemAvailable, total - committed) of the last heartbeat */
+        int64_t hb_libvirt_age_ms; /* of the last heartbeat */
+        const struct roster_node *rn; /* the roster entry; owned by the roster */
         uint64_t heartbeats;
+        enum node_state reported; /* the state last logged and audited */
+        struct heartbeat hb;      /* the last accepted heartbeat */
+        enum inventory_status inv;
+        char inv_digest[DIGEST_HEX_LEN + 1]; /* digest of the inventory last reconciled */
+        uint64_t inv_next_ms;                /* monotonic: next fetch attempt */
+        unsigned inv_failures;
+        json_t *unknown_vms; /* ids the node reports that fleetd never placed (array) */
 };
 
 enum hb_drop {
@@ -47,40 +85,213 @@ enum hb_drop {
         HB_DROP_MAX
 };
 
+struct node_id_index {
+        const char *id;
+        uint32_t node;
+};
+
 struct node_table {
         struct roster *roster;
-        struct fleet_node *nodes; /* parallel to roster->nodes */
+        struct fleet_node *nodes;    /* parallel to roster->nodes */
+        struct node_id_index *by_id; /* sorted by id: O(log n) lookups */
         uint64_t received;
         uint64_t accepted;
         uint64_t dropped[HB_DROP_MAX];
 };
 
+enum vm_status { VM_CREATING, VM_ACTIVE, VM_FAILED };
+enum vm_lifecycle { VM_LC_ACTIVE, VM_LC_SUSPENDED, VM_LC_ARCHIVED };
+
+struct fleet_vm {
+        char id[VM_ID_MAX + 1];
+        char entity[ENTITY_MAX + 1];
+        char node_id[NODE_ID_MAX + 1];
+        char plan_id[PLAN_ID_LEN + 1];
+        char request_id[PLAN_ID_LEN + 1];
+        char image[IMAGE_MAX + 1];
+        uint64_t memory_mib, vcpus, vault_disk_mib;
+        uint64_t created_ms; /* wall clock */
+        enum vm_status status;
+        enum vm_lifecycle lifecycle;
+        char reason[REASON_MAX];
+        /* soft state */
+        unsigned attempts;
+        uint64_t next_attempt_ms; /* monotonic */
+        bool reserved;            /* memory_mib counted in its node's reserved_mib */
+        bool missing;             /* the node's inventory lacks it */
+        char observed[16];        /* libvirt state from the last inventory, "" if none */
+        char integrity[16];       /* unknown / ok / mismatch */
+        json_t *integrity_obj;    /* the last integrity object, or NULL */
+};
+
+struct fleet_transport {
+        /* Calls the node API; *ret_body is malloc'd (or NULL). Returns 0 when an HTTP answer
+         * came back (any status), a negative errno when none did. */
+        int (*call)(void *ctx, const char *address, uint16_t port, const char *method,
+                    const char *path, const char *body, uint64_t timeout_ms, long *ret_status,
+                    char **ret_body);
+        void *ctx;
+};
+
+#define LATENCY_BUCKETS 10
+struct fleet_metrics {
+        uint64_t plans_created, plans_rejected, confirmations, confirm_rejected;
+        uint64_t dispatch_attempts, dispatch_failures, inventory_fetches, inventory_failures;
+        uint64_t integrity_mismatches, state_changes, requests;
+        uint64_t latency_bucket[LATENCY_BUCKETS + 1]; /* cumulative at render time */
+        double latency_sum_s;
+        uint64_t latency_count;
+};
+
+struct store;
+
 struct fleetd {
         struct fleetd_config cfg;
-        pthread_mutex_t lock; /* guards table */
+        pthread_mutex_t lock; /* guards table, vms, metrics */
         struct node_table table;
+        struct fleet_vm *vms;
+        size_t n_vms, cap_vms;
+        struct fleet_metrics metrics;
+        struct store *store;
+        struct fleet_transport transport;
         int udp_fd;
         struct MHD_Daemon *http[FLEETD_LISTEN_MAX];
         unsigned n_http;
+        pthread_t dispatcher;
+        pthread_cond_t wake;
+        bool dispatcher_running, stopping;
+        struct timespec roster_mtime;
+        uint64_t started_ms;
 };
 
 /* nodes.c */
 int node_table_init(struct node_table *t, struct roster *roster);
 void node_table_done(struct node_table *t);
+/* Moves soft state (heartbeats, reservations, inventories) of nodes still in the roster from old
+ * into the new table t, by node id. */
+void node_table_carry(struct node_table *t, const struct node_table *old);
+struct fleet_node *node_table_find(const struct node_table *t, const char *id);
+/* Recomputes the placement figures (hb_avail_mib, hb_libvirt_age_ms) from n->hb. */
+void node_refresh_figures(struct fleet_node *n);
 /* Applies one datagram from src; returns 0 when accepted, else -(1 + enum hb_drop) with a
- * reason in err. Takes ownership of nothing. */
+ * reason in err. */
 int node_table_ingest(struct node_table *t, const char *buf, size_t len, struct in_addr src,
                       uint64_t now_ms, char *err, size_t errsize);
-enum node_state node_state_at(const struct fleet_node *n, const struct fleetd_config *cfg,
-                              uint64_t now_ms);
 const char *node_state_name(enum node_state s);
 const char *hb_drop_name(enum hb_drop d);
 
+/* liveness.c */
+enum node_state node_state_at(const struct fleet_node *n, const struct fleetd_config *cfg,
+                              uint64_t now_ms);
+uint64_t node_heartbeat_age(const struct fleet_node *n, uint64_t now_ms);
+/* Logs and audits every node whose state changed since the last tick; returns how many. */
+unsigned liveness_tick(struct fleetd *f, uint64_t now_ms);
+
+/* placement.c */
+struct plan_request {
+        char entity[ENTITY_MAX + 1];
+        uint64_t memory_mib, vcpus, vault_disk_mib;
+        char image[IMAGE_MAX + 1];
+};
+
+enum cand_verdict {
+        CAND_CHOSEN,
+        CAND_FITS, /* fits, but another node has more room */
+        CAND_NOT_ALIVE,
+        CAND_UNHEALTHY,
+        CAND_STALE,
+        CAND_NO_HEARTBEAT,
+        CAND_BELOW_MARGIN,
+};
+
+struct plan_candidate {
+        uint32_t node; /* index in the node table */
+        enum node_state state;
+        int64_t available_mib; /* after reservations */
+        int64_t left_mib;      /* available - the VM */
+        uint64_t heartbeat_age_ms;
+        enum cand_verdict verdict;
+};
+
+/* Fills cands (n_nodes long) and returns the index of the chosen node in the table, or -1.
+ * Pure: reads the table, never changes it. */
+long placement_choose(const struct node_table *t, const struct fleetd_config *cfg,
+                      const struct plan_request *req, uint64_t now_ms,
+                      struct plan_candidate *cands);
+/* Evaluates one node alone (the re-check on confirm). */
+void placement_check_node(const struct fleet_node *n, const struct fleetd_config *cfg,
+                          uint64_t memory_mib, uint64_t now_ms, struct plan_candidate *ret);
+const char *cand_verdict_reason(enum cand_verdict v);
+int64_t node_available_mib(const struct fleet_node *n);
+int plan_request_parse(const char *body, size_t len, unsigned max_depth, struct plan_request *ret,
+                       char *err, size_t errsize);
+bool entity_valid(const char *s);
+
+/* vms.c: the VM table (durable rows mirrored in memory) */
+struct fleet_vm *vm_table_find(struct fleetd *f, const char *id);
+struct fleet_vm *vm_table_find_entity(struct fleetd *f, const char *entity);
+struct fleet_vm *vm_table_add(struct fleetd *f, const struct fleet_vm *vm);
+void vm_table_free(struct fleetd *f);
+void vm_reserve(struct fleetd *f, struct fleet_vm *vm);
+void vm_release(struct fleetd *f, struct fleet_vm *vm);
+json_t *vm_to_json(struct fleetd *f, const struct fleet_vm *vm, uint64_t now_ms);
+const char *vm_status_name(enum vm_status s);
+const char *vm_lifecycle_name(enum vm_lifecycle l);
+int vm_lifecycle_parse(const char *s, enum vm_lifecycle *ret);
+
+/* plans.c: plan, confirm, drop (the operator's placement verbs) */
+struct plan_outcome {
+        unsigned status;     /* HTTP status */
+        const char *problem; /* NULL on success */
+        char detail[512];
+        json_t *body; /* the plan or the VM (new reference) */
+};
+void plans_create(struct fleetd *f, const struct plan_request *req, const char *actor,
+                  struct plan_outcome *ret);
+void plans_confirm(struct fleetd *f, const char *plan_id, const char *actor,
+                   struct plan_outcome *ret);
+void plans_drop(struct fleetd *f, const char *plan_id, const char *actor, struct plan_outcome *ret);
+void plans_get(struct fleetd *f, const char *plan_id, struct plan_outcome *ret);
+
+/* dispatch.c: creations and inventory fetches, retried with backoff, off the request threads */
+int dispatch_start(struct fleetd *f);
+void dispatch_stop(struct fleetd *f);
+void dispatch_wake(struct fleetd *f);
+/* One pass of the dispatcher at now (unit tests call this directly). */
+void dispatch_run_once(struct fleetd *f, uint64_t now_ms);
+/* Runs one lifecycle verb on the VM's node synchronously. */
+void dispatch_lifecycle(struct fleetd *f, const char *vm_id, const char *verb, const char *actor,
+                        struct plan_outcome *ret);
+
+/* inventory.c */
+/* Reconciles a node's inventory (JSON text) with fleetd's records; returns 0 or -EINVAL. */
+int inventory_apply(struct fleetd *f, const char *node_id, const char *expected_digest,
+                    const char *text, size_t len, char *err, size_t errsize);
+const char *fleet_integrity_status(struct fleetd *f, json_t **ret_mismatched);
+
+/* node_client.c: the libcurl transport; calls leave from source (an IPv4 address) when set */
+void node_client_init(struct fleet_transport *t, const char *source);
+
+/* heartbeat_fast.c: 1 and ret filled when buf is a valid heartbeat it can decode on its own,
+ * 0 when the caller must use heartbeat_decode (which may accept or refuse it). */
+int heartbeat_decode_fast(const char *buf, size_t len, struct heartbeat *ret);
+
 /* heartbeat_listener.c */
 int heartbeat_listener_open(const struct fleetd_config *cfg, int *ret_fd);
-/* Receives every datagram waiting on fd and applies them. */
 void heartbeat_listener_drain(struct fleetd *f);
+
+/* roster_watch.c */
+/* Reloads the roster when forced or when the file's mtime changed; keeps the old one on error. */
+int roster_reload(struct fleetd *f, bool force);
+
+/* metrics.c */
+void metrics_observe_latency(struct fleetd *f, double seconds);
+char *metrics_render(struct fleetd *f);
 
 /* api.c */
 int api_start(struct fleetd *f);
 void api_stop(struct fleetd *f);
+
+/* fleetd.c: start-up and shutdown of everything but the sockets */
+int fleetd_open(struct fleetd *f);
+void fleetd_close(struct fleetd *f);

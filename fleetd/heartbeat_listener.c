@@ -15,7 +15,8 @@
 
 int heartbeat_listener_open(const struct fleetd_config *cfg, int *ret_fd)
 {
-        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)cfg->heartbeat_port)};
+        struct sockaddr_in sa = {.sin_family = AF_INET,
+                                 .sin_port = htons((uint16_t)cfg->heartbeat_port)};
         int fd, one = 1, rcvbuf = 4 * 1024 * 1024;
 
         if (inet_pton(AF_INET, cfg->heartbeat_listen, &sa.sin_addr) != 1)

@@ -1,0 +1,85 @@
+/* fleetctl's HTTP client (libcurl): JSON in and out, the bearer token, and problem+json errors
+ * printed as one line. */
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fleetctl/fleetctl.h"
+
+#define CTL_ANSWER_MAX (64u * 1024 * 1024)
+
+struct ctl_buf {
+        char *data;
+        size_t len;
+};
+
+static size_t ctl_write(char *p, size_t size, size_t n, void *arg)
+{
+        struct ctl_buf *b = arg;
+        char *nb;
+
+        if (b->len + size * n > CTL_ANSWER_MAX)
+                return 0;
+        nb = realloc(b->data, b->len + size * n + 1);
+        if (!nb)
+                return 0;
+        memcpy(nb + b->len, p, size * n);
+        b->data = nb;
+        b->len += size * n;
+        b->data[b->len] = '\0';
+        return size * n;
+}
+
+long ctl_call(struct ctl *c, const char *method, const char *path, json_t *body, json_t **ret)
+{
+        struct ctl_buf b = {0};
+        struct curl_slist *h = NULL;
+        char url[2048], auth[256];
+        char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+        CURL *e = curl_easy_init();
+        long status = -1;
+        CURLcode rc;
+
+        snprintf(url, sizeof(url), "%s%s", c->url, path);
+        h = curl_slist_append(h, "Accept: application/json");
+        if (text)
+                h = curl_slist_append(h, "Content-Type: application/json");
+        if (c->token) {
+                snprintf(auth, sizeof(auth), "Authorization: Bearer %.200s", c->token);
+                h = curl_slist_append(h, auth);
+        }
+        curl_easy_setopt(e, CURLOPT_URL, url);
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+        curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+        curl_easy_setopt(e, CURLOPT_TIMEOUT, 60L);
+        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, ctl_write);
+        curl_easy_setopt(e, CURLOPT_WRITEDATA, &b);
+        if (text)
+                curl_easy_setopt(e, CURLOPT_POSTFIELDS, text);
+        else if (strcmp(method, "POST") == 0)
+                curl_easy_setopt(e, CURLOPT_POSTFIELDS, "");
+        rc = curl_easy_perform(e);
+        if (rc != CURLE_OK) {
+                fprintf(stderr, "fleetctl: cannot reach fleetd at '%s': %s\n", c->url,
+                        curl_easy_strerror(rc));
+        } else {
+                curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+                *ret = b.data ? json_loads(b.data, 0, NULL) : NULL;
+        }
+        free(b.data);
+        free(text);
+        curl_slist_free_all(h);
+        curl_easy_cleanup(e);
+        return status;
+}
+
+int ctl_problem(long status, json_t *answer)
+{
+        const char *title = json_string_value(json_object_get(answer, "title"));
+        const char *detail = json_string_value(json_object_get(answer, "detail"));
+
+        fprintf(stderr, "fleetctl: %s (%ld): %s\n", title ? title : "error", status,
+                detail ? detail : "no detail");
+        return 1;
+}

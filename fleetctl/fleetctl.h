@@ -1,0 +1,48 @@
+/* fleetctl's shared pieces: options, the HTTP client, table output, the command table. */
+#pragma once
+#include <jansson.h>
+#include <stdbool.h>
+
+struct ctl {
+        const char *url;       /* fleetd's REST API */
+        const char *token;     /* bearer token */
+        const char *state_dir; /* for the local commands */
+        bool json, yes;
+        const char *entity, *image, *kind;
+        const char *memory, *vcpus, *disk, *after, *limit;
+        int argc; /* positional arguments after the command */
+        char **argv;
+};
+
+struct ctl_command {
+        const char *name;
+        int (*run)(struct ctl *c);
+        const char *usage;
+        const char *help;
+};
+
+extern const struct ctl_command ctl_commands[];
+
+/* client.c: one call; *ret is the parsed JSON answer (or NULL). Returns the HTTP status, or -1
+ * when fleetd did not answer (message printed). */
+long ctl_call(struct ctl *c, const char *method, const char *path, json_t *body, json_t **ret);
+/* Prints a problem+json answer as "fleetctl: TITLE (STATUS): DETAIL"; returns 1. */
+int ctl_problem(long status, json_t *answer);
+
+/* output.c */
+void ctl_table(const char *const *heads, size_t ncols, json_t *rows /* arrays of strings */);
+void ctl_print_json(json_t *o);
+const char *ctl_str(json_t *o, const char *key); /* a field as text ("-" when absent) */
+
+/* commands.c and local.c */
+int ctl_cmd_nodes(struct ctl *c);
+int ctl_cmd_vms(struct ctl *c);
+int ctl_cmd_plan(struct ctl *c);
+int ctl_cmd_confirm(struct ctl *c);
+int ctl_cmd_drop(struct ctl *c);
+int ctl_cmd_verb(struct ctl *c);
+int ctl_cmd_audit(struct ctl *c);
+int ctl_cmd_health(struct ctl *c);
+int ctl_cmd_roster(struct ctl *c);
+int ctl_cmd_token(struct ctl *c);
+int ctl_cmd_audit_verify(struct ctl *c);

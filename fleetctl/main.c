@@ -1,0 +1,146 @@
+/* fleetctl: the operator's client for fleetd. Options anywhere, then a command from the table
+ * below; tables for people by default, --json for scripts. Exit status: 0 done, 1 refused or
+ * failed, 2 usage, 3 fleetd unreachable. */
+#include <curl/curl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fleetctl/fleetctl.h"
+
+const struct ctl_command ctl_commands[] = {
+    {"nodes", ctl_cmd_nodes, "nodes [ID]", "list nodes (or one) with liveness and RAM"},
+    {"vms", ctl_cmd_vms, "vms [ID]", "list Totebox VMs (or one)"},
+    {"plan", ctl_cmd_plan, "plan --entity E --memory MIB --vcpus N --image NAME --disk MIB [--yes]",
+     "ask for a plan, show it, and confirm it on 'y' (or --yes)"},
+    {"confirm", ctl_cmd_confirm, "confirm PLAN", "confirm a plan: create the VM"},
+    {"drop", ctl_cmd_drop, "drop PLAN", "drop an unconfirmed plan"},
+    {"suspend", ctl_cmd_verb, "suspend VM", "suspend an active VM"},
+    {"resume", ctl_cmd_verb, "resume VM", "resume a suspended VM"},
+    {"archive", ctl_cmd_verb, "archive VM", "archive a VM (kept with its disks, never started)"},
+    {"audit", ctl_cmd_audit, "audit [--after N] [--limit N] [--kind K] | audit verify",
+     "read the audit record, or verify its hash chain (state dir)"},
+    {"health", ctl_cmd_health, "health", "fleet health, integrity first"},
+    {"roster", ctl_cmd_roster, "roster", "the roster fleetd uses"},
+    {"token", ctl_cmd_token, "token create NAME | token revoke NAME | token list",
+     "API tokens (state dir; the token is printed once)"},
+    {NULL, NULL, NULL, NULL},
+};
+
+static void ctl_usage(FILE *out)
+{
+        fprintf(out,
+                "usage: fleetctl [--url URL] [--token TOKEN] [--state-dir DIR] [--json] "
+                "COMMAND ...\n\n"
+                "  --url URL        fleetd's REST API (env FLEETCTL_URL; default "
+                "http://127.0.0.1:9170)\n"
+                "  --token TOKEN    bearer token (env FLEETCTL_TOKEN)\n"
+                "  --state-dir DIR  fleetd's state directory for token and audit verify\n"
+                "                   (env FLEETCTL_STATE_DIR; default /var/lib/totebox/fleetd)\n"
+                "  --json           machine-readable output\n  --yes            do not ask\n\n"
+                "commands:\n");
+        for (const struct ctl_command *c = ctl_commands; c->name; c++)
+                fprintf(out, "  %-62s %s\n", c->usage, c->help);
+}
+
+static int ctl_parse(struct ctl *c, int argc, char **argv)
+{
+        static const struct option opts[] = {{"url", required_argument, NULL, 'u'},
+                                             {"token", required_argument, NULL, 't'},
+                                             {"state-dir", required_argument, NULL, 'S'},
+                                             {"json", no_argument, NULL, 'j'},
+                                             {"yes", no_argument, NULL, 'y'},
+                                             {"entity", required_argument, NULL, 'e'},
+                                             {"memory", required_argument, NULL, 'm'},
+                                             {"vcpus", required_argument, NULL, 'c'},
+                                             {"image", required_argument, NULL, 'i'},
+                                             {"disk", required_argument, NULL, 'd'},
+                                             {"after", required_argument, NULL, 'a'},
+                                             {"limit", required_argument, NULL, 'l'},
+                                             {"kind", required_argument, NULL, 'k'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
+        int o;
+
+        while ((o = getopt_long(argc, argv, "u:t:S:jyh", opts, NULL)) != -1) {
+                switch (o) {
+                case 'u':
+                        c->url = optarg;
+                        break;
+                case 't':
+                        c->token = optarg;
+                        break;
+                case 'S':
+                        c->state_dir = optarg;
+                        break;
+                case 'j':
+                        c->json = true;
+                        break;
+                case 'y':
+                        c->yes = true;
+                        break;
+                case 'e':
+                        c->entity = optarg;
+                        break;
+                case 'm':
+                        c->memory = optarg;
+                        break;
+                case 'c':
+                        c->vcpus = optarg;
+                        break;
+                case 'i':
+                        c->image = optarg;
+                        break;
+                case 'd':
+                        c->disk = optarg;
+                        break;
+                case 'a':
+                        c->after = optarg;
+                        break;
+                case 'l':
+                        c->limit = optarg;
+                        break;
+                case 'k':
+                        c->kind = optarg;
+                        break;
+                case 'h':
+                        ctl_usage(stdout);
+                        return 1;
+                default:
+                        ctl_usage(stderr);
+                        return -1;
+                }
+        }
+        return 0;
+}
+
+int main(int argc, char **argv)
+{
+        struct ctl c = {
+            .url = getenv("FLEETCTL_URL") ? getenv("FLEETCTL_URL") : "http://127.0.0.1:9170",
+            .token = getenv("FLEETCTL_TOKEN"),
+            .state_dir = getenv("FLEETCTL_STATE_DIR") ? getenv("FLEETCTL_STATE_DIR")
+                                                      : "/var/lib/totebox/fleetd",
+        };
+        int r = ctl_parse(&c, argc, argv);
+
+        if (r != 0)
+                return r < 0 ? 2 : 0;
+        if (optind >= argc) {
+                ctl_usage(stderr);
+                return 2;
+        }
+        for (const struct ctl_command *cmd = ctl_commands; cmd->name; cmd++) {
+                if (strcmp(cmd->name, argv[optind]) != 0)
+                        continue;
+                c.argv = &argv[optind + 1];
+                c.argc = argc - optind - 1;
+                curl_global_init(CURL_GLOBAL_DEFAULT);
+                r = cmd->run(&c);
+                curl_global_cleanup();
+                return r;
+        }
+        fprintf(stderr, "fleetctl: unknown command '%s' (fleetctl --help)\n", argv[optind]);
+        return 2;
+}

@@ -1,0 +1,67 @@
+/* Start-up and shutdown of fleetd's state: the store, the roster, the VM table rebuilt from the
+ * store (creations still in flight get their reservation back and are dispatched again with the
+ * same request id, so kill -9 neither loses nor doubles one), and the dispatcher. */
+#include <curl/curl.h>
+#include <errno.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "fleetd/store.h"
+
+static int fleetd_load_vm(void *ctx, const struct fleet_vm *vm)
+{
+        struct fleetd *f = ctx;
+        struct fleet_vm *added = vm_table_add(f, vm);
+
+        if (!added)
+                return -ENOMEM;
+        if (added->status == VM_CREATING) {
+                vm_reserve(f, added);
+                log_info("VM '%s' was being created on node '%s': dispatching again", added->id,
+                         added->node_id);
+        }
+        return 0;
+}
+
+int fleetd_open(struct fleetd *f)
+{
+        int r;
+
+        f->started_ms = clock_monotonic_ms();
+        r = store_open(f->cfg.state_dir, &f->store);
+        if (r < 0) {
+                log_error("cannot open the state database in '%s': %s", f->cfg.state_dir,
+                          strerror(-r));
+                return r;
+        }
+        r = roster_reload(f, true);
+        if (r < 0)
+                return r;
+        if (!f->transport.call) {
+                struct fleet_node *self = node_table_find(&f->table, f->table.roster->controller);
+
+                node_client_init(&f->transport, self ? self->rn->mesh_address : NULL);
+        }
+        pthread_mutex_lock(&f->lock);
+        r = store_vm_load(f->store, fleetd_load_vm, f);
+        pthread_mutex_unlock(&f->lock);
+        if (r < 0) {
+                log_error("cannot load the VMs from the state database");
+                return r;
+        }
+        log_info("%zu VMs loaded from '%s'", f->n_vms, f->cfg.state_dir);
+        audit_append(
+            f->store, false, "fleetd.started", "", "fleetd",
+            json_pack("{s:s, s:I}", "version", TOTEBOX_VERSION, "vms", (json_int_t)f->n_vms));
+        return 0;
+}
+
+void fleetd_close(struct fleetd *f)
+{
+        dispatch_stop(f);
+        vm_table_free(f);
+        node_table_done(&f->table);
+        store_close(f->store);
+        f->store = NULL;
+}

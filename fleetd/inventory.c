@@ -1,0 +1,265 @@
+/* Inventory reconciliation: what a node's vmhost says it holds against what fleetd placed there.
+ * A VM the node reports that fleetd never placed is flagged "unknown" (never adopted); a VM
+ * fleetd created there that the node lacks is flagged "missing" (never dropped). A VM pinned
+ * elsewhere is flagged "misplaced". A new integrity mismatch is appended to the audit record and
+ * raised at fleet level (/v1/health, /metrics). Each flag is logged and audited once. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/json_input.h"
+#include "common/log.h"
+#include "fleetd/store.h"
+
+#define INVENTORY_MAX_BYTES (8u * 1024 * 1024)
+#define INVENTORY_MAX_DEPTH 8
+#define INVENTORY_MAX_VMS   10000
+
+static bool inventory_vm_id_valid(const char *s)
+{
+        size_t n = strlen(s);
+
+        if (n == 0 || n > VM_ID_MAX)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+                      (s[i] >= '0' && s[i] <= '9') || s[i] == '-' || s[i] == '_' || s[i] == '.'))
+                        return false;
+        return true;
+}
+
+/* Checks the fields fleetd uses; other fields of a vm object are vmhost's business. */
+static int inventory_check_vm(const json_t *v, struct json_input_error *e)
+{
+        const char *id = NULL, *state = NULL, *lc = NULL, *st = NULL;
+        json_t *integ;
+        int r = 0;
+
+        if (!json_is_object(v))
+                return json_input_fail(e, "every entry of 'vms' must be an object");
+        r = r ?: json_input_get_string(v, "id", true, VM_ID_MAX, &id, e);
+        r = r ?: json_input_get_string(v, "state", false, 15, &state, e);
+        r = r ?: json_input_get_string(v, "lifecycle", false, 15, &lc, e);
+        if (r < 0)
+                return r;
+        if (!inventory_vm_id_valid(id))
+                return json_input_fail(e, "VM id '%.64s' is not valid", id);
+        integ = json_object_get(v, "integrity");
+        if (integ && !json_is_null(integ)) {
+                if (!json_is_object(integ))
+                        return json_input_fail(e, "VM '%s': 'integrity' must be an object", id);
+                r = json_input_get_string(integ, "status", true, 15, &st, e);
+                if (r < 0)
+                        return r;
+                if (strcmp(st, "ok") && strcmp(st, "mismatch") && strcmp(st, "unknown"))
+                        return json_input_fail(e, "VM '%s': integrity status '%.16s' is unknown",
+                                               id, st);
+        }
+        return 0;
+}
+
+static int inventory_check(const json_t *o, const char *node_id, struct json_input_error *e)
+{
+        static const char *const fields[] = {"node", "digest", "vms", NULL};
+        const char *node = NULL, *digest = NULL;
+        json_t *vms = json_object_get(o, "vms");
+        int r = 0;
+
+        r = r ?: json_input_check_keys(o, fields, e);
+        r = r ?: json_input_get_string(o, "node", true, NODE_ID_MAX, &node, e);
+        r = r ?: json_input_get_string(o, "digest", true, DIGEST_HEX_LEN, &digest, e);
+        if (r < 0)
+                return r;
+        if (strcmp(node, node_id) != 0)
+                return json_input_fail(e, "inventory names node '%s', expected '%s'", node,
+                                       node_id);
+        if (strlen(digest) != DIGEST_HEX_LEN)
+                return json_input_fail(e, "field 'digest' is not 64 hex digits");
+        if (!json_is_array(vms) || json_array_size(vms) > INVENTORY_MAX_VMS)
+                return json_input_fail(e, "field 'vms' must be an array of at most %d VMs",
+                                       INVENTORY_MAX_VMS);
+        for (size_t i = 0; i < json_array_size(vms); i++) {
+                r = inventory_check_vm(json_array_get(vms, i), e);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static void inventory_integrity(struct fleetd *f, struct fleet_vm *vm, json_t *integ)
+{
+        const char *st = json_string_value(json_object_get(integ, "status"));
+        const char *root = json_string_value(json_object_get(integ, "root"));
+        const char *old_root = json_string_value(json_object_get(vm->integrity_obj, "root"));
+        bool was = strcmp(vm->integrity, "mismatch") == 0;
+        bool is = st && strcmp(st, "mismatch") == 0;
+        bool changed_root =
+            vm->integrity_obj && (root ? !old_root || strcmp(root, old_root) : old_root != NULL);
+        bool persist = st && strcmp(st, vm->integrity) != 0;
+
+        if (is && (!was || changed_root)) {
+                f->metrics.integrity_mismatches++;
+                log_warn("integrity mismatch in VM '%s' on node '%s' (entity '%s')", vm->id,
+                         vm->node_id, vm->entity);
+                audit_append(f->store, false, "integrity.mismatch", vm->id, "fleetd",
+                             json_pack("{s:s, s:s, s:O}", "node_id", vm->node_id, "entity",
+                                       vm->entity, "integrity", integ));
+        } else if (was && st && !is) {
+                log_info("VM '%s' integrity is now '%s'", vm->id, st);
+                audit_append(f->store, false, "integrity.status", vm->id, "fleetd",
+                             json_pack("{s:s, s:s}", "node_id", vm->node_id, "status", st));
+        }
+        if (st)
+                snprintf(vm->integrity, sizeof(vm->integrity), "%s", st);
+        json_decref(vm->integrity_obj);
+        vm->integrity_obj = json_deep_copy(integ);
+        if (persist)
+                store_vm_update(f->store, vm);
+}
+
+static void inventory_known_vm(struct fleetd *f, struct fleet_vm *vm, const char *node_id,
+                               json_t *v)
+{
+        const char *state = json_string_value(json_object_get(v, "state"));
+        json_t *integ = json_object_get(v, "integrity");
+
+        if (strcmp(vm->node_id, node_id) != 0) {
+                log_warn("node '%s' reports VM '%s', which is pinned to node '%s'", node_id, vm->id,
+                         vm->node_id);
+                audit_append(
+                    f->store, false, "vm.misplaced", vm->id, "fleetd",
+                    json_pack("{s:s, s:s}", "reported_by", node_id, "pinned_to", vm->node_id));
+                return;
+        }
+        vm_release(f, vm); /* the node's figures now include it */
+        if (vm->missing) {
+                vm->missing = false;
+                log_info("VM '%s' is back in node '%s''s inventory", vm->id, node_id);
+                audit_append(f->store, false, "vm.found", vm->id, "fleetd",
+                             json_pack("{s:s}", "node_id", node_id));
+        }
+        if (vm->status != VM_ACTIVE) {
+                /* the node holds it: a lost answer, a restart, or a creation given up on */
+                vm->status = VM_ACTIVE;
+                vm->reason[0] = '\0';
+                store_vm_update(f->store, vm);
+                audit_append(f->store, false, "vm.created", vm->id, "fleetd",
+                             json_pack("{s:s, s:s}", "node_id", node_id, "source", "inventory"));
+        }
+        snprintf(vm->observed, sizeof(vm->observed), "%s", state ? state : "");
+        if (json_is_object(integ))
+                inventory_integrity(f, vm, integ);
+}
+
+static bool inventory_has(json_t *vms, const char *id)
+{
+        for (size_t i = 0; i < json_array_size(vms); i++)
+                if (strcmp(json_string_value(json_object_get(json_array_get(vms, i), "id")), id) ==
+                    0)
+                        return true;
+        return false;
+}
+
+static bool json_array_has_string(json_t *a, const char *s)
+{
+        for (size_t i = 0; i < json_array_size(a); i++)
+                if (strcmp(json_string_value(json_array_get(a, i)), s) == 0)
+                        return true;
+        return false;
+}
+
+static void inventory_reconcile(struct fleetd *f, struct fleet_node *node, json_t *vms)
+{
+        const char *node_id = node->rn->id;
+        json_t *unknown = json_array();
+
+        for (size_t i = 0; i < json_array_size(vms); i++) {
+                json_t *v = json_array_get(vms, i);
+                const char *id = json_string_value(json_object_get(v, "id"));
+                struct fleet_vm *vm = vm_table_find(f, id);
+
+                if (vm) {
+                        inventory_known_vm(f, vm, node_id, v);
+                        continue;
+                }
+                json_array_append_new(unknown, json_string(id));
+                if (json_array_has_string(node->unknown_vms, id))
+                        continue;
+                log_warn("node '%s' reports VM '%s', which fleetd never placed; flagged, not "
+                         "adopted",
+                         node_id, id);
+                audit_append(f->store, false, "vm.unknown", id, "fleetd",
+                             json_pack("{s:s}", "node_id", node_id));
+        }
+        json_decref(node->unknown_vms);
+        node->unknown_vms = unknown;
+        for (size_t i = 0; i < f->n_vms; i++) {
+                struct fleet_vm *vm = &f->vms[i];
+
+                if (strcmp(vm->node_id, node_id) != 0 || vm->status != VM_ACTIVE || vm->missing ||
+                    inventory_has(vms, vm->id))
+                        continue;
+                vm->missing = true;
+                log_warn("node '%s' lacks VM '%s' that fleetd placed there; flagged, not dropped",
+                         node_id, vm->id);
+                audit_append(f->store, false, "vm.missing", vm->id, "fleetd",
+                             json_pack("{s:s}", "node_id", node_id));
+        }
+}
+
+int inventory_apply(struct fleetd *f, const char *node_id, const char *expected_digest,
+                    const char *text, size_t len, char *err, size_t errsize)
+{
+        struct json_input_error e = {{0}};
+        json_t *o = json_input_parse(text, len, INVENTORY_MAX_BYTES, INVENTORY_MAX_DEPTH, &e);
+        struct fleet_node *node;
+        int r = o ? inventory_check(o, node_id, &e) : -EINVAL;
+
+        if (r < 0) {
+                snprintf(err, errsize, "%s", e.text);
+                json_decref(o);
+                return r;
+        }
+        pthread_mutex_lock(&f->lock);
+        node = node_table_find(&f->table, node_id);
+        if (!node) {
+                snprintf(err, errsize, "node '%s' is not in the roster", node_id);
+                r = -ENOENT;
+        } else {
+                const char *digest = json_string_value(json_object_get(o, "digest"));
+
+                inventory_reconcile(f, node, json_object_get(o, "vms"));
+                snprintf(node->inv_digest, sizeof(node->inv_digest), "%s", digest);
+                node->inv =
+                    expected_digest && strcmp(expected_digest, digest) ? INV_WANTED : INV_OK;
+                node->inv_failures = 0;
+                if (strcmp(node->hb.inventory_digest, digest) != 0 && node->inv == INV_OK) {
+                        /* changed again since the heartbeat: fetch once more */
+                        node->inv = INV_WANTED;
+                }
+        }
+        pthread_mutex_unlock(&f->lock);
+        json_decref(o);
+        return r;
+}
+
+const char *fleet_integrity_status(struct fleetd *f, json_t **ret_mismatched)
+{
+        json_t *bad = json_array();
+        bool unknown = false;
+
+        for (size_t i = 0; i < f->n_vms; i++) {
+                const struct fleet_vm *vm = &f->vms[i];
+
+                if (strcmp(vm->integrity, "mismatch") == 0)
+                        json_array_append_new(bad, json_pack("{s:s, s:s, s:s}", "vm_id", vm->id,
+                                                             "entity", vm->entity, "node_id",
+                                                             vm->node_id));
+                else if (vm->status == VM_ACTIVE && strcmp(vm->integrity, "ok") != 0)
+                        unknown = true;
+        }
+        *ret_mismatched = bad;
+        if (json_array_size(bad))
+                return "mismatch";
+        return unknown ? "unknown" : "ok";
+}

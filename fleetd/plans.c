@@ -1,0 +1,377 @@
+/* Plans and confirmations: the operator's placement verbs. A plan is a quote (it changes nothing
+ * but its own row); a confirmation is the explicit action that creates a VM. Confirmations run
+ * one at a time under f->lock and inside one SQLite transaction: the plan is re-checked against
+ * the node's current figures and reservations, the VM row, the plan's new state and the audit
+ * entry commit together, and only then is the memory reserved and the creation dispatched. So two
+ * back-to-back confirms never oversubscribe a node, and kill -9 either loses the whole
+ * confirmation (the client saw no answer and may repeat it) or keeps all of it. */
+#include <errno.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "fleetd/store.h"
+
+static void plan_fail(struct plan_outcome *o, unsigned status, const char *problem, const char *fmt,
+                      ...) __attribute__((format(printf, 4, 5)));
+
+static void plan_fail(struct plan_outcome *o, unsigned status, const char *problem, const char *fmt,
+                      ...)
+{
+        va_list ap;
+
+        o->status = status;
+        o->problem = problem;
+        va_start(ap, fmt);
+        vsnprintf(o->detail, sizeof(o->detail), fmt, ap);
+        va_end(ap);
+}
+
+static bool plan_id_valid(const char *id)
+{
+        if (strlen(id) != PLAN_ID_LEN)
+                return false;
+        for (const char *p = id; *p; p++)
+                if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+                        return false;
+        return true;
+}
+
+static json_t *plan_candidate_json(const struct node_table *t, const struct plan_candidate *c)
+{
+        const struct fleet_node *n = &t->nodes[c->node];
+
+        return json_pack("{s:s, s:s, s:I, s:I, s:o, s:b, s:s, s:s}", "node_id", n->rn->id, "state",
+                         node_state_name(c->state), "available_mib", (json_int_t)c->available_mib,
+                         "left_after_mib", (json_int_t)c->left_mib, "heartbeat_age_ms",
+                         n->seen ? json_integer((json_int_t)c->heartbeat_age_ms) : json_null(),
+                         "chosen", c->verdict == CAND_CHOSEN, "verdict",
+                         c->verdict == CAND_CHOSEN || c->verdict == CAND_FITS ? "fits" : "refused",
+                         "reason", cand_verdict_reason(c->verdict));
+}
+
+static const struct node_table *plan_sort_table;
+
+static int plan_candidate_cmp(const void *a, const void *b)
+{
+        const struct plan_candidate *x = a, *y = b;
+
+        if (x->verdict != y->verdict)
+                return (int)x->verdict - (int)y->verdict;
+        if (x->available_mib != y->available_mib)
+                return x->available_mib > y->available_mib ? -1 : 1;
+        return strcmp(plan_sort_table->nodes[x->node].rn->id,
+                      plan_sort_table->nodes[y->node].rn->id);
+}
+
+static json_t *plan_candidates_json(const struct node_table *t, struct plan_candidate *c, size_t n)
+{
+        json_t *a = json_array();
+
+        plan_sort_table = t; /* under f->lock: one sort at a time */
+        qsort(c, n, sizeof(*c), plan_candidate_cmp);
+        for (size_t i = 0; i < n; i++)
+                json_array_append_new(a, plan_candidate_json(t, &c[i]));
+        return a;
+}
+
+static json_t *plan_request_json(const struct plan_request *r)
+{
+        return json_pack("{s:s, s:I, s:I, s:s, s:I}", "entity", r->entity, "memory_mib",
+                         (json_int_t)r->memory_mib, "vcpus", (json_int_t)r->vcpus, "image",
+                         r->image, "vault_disk_mib", (json_int_t)r->vault_disk_mib);
+}
+
+static json_t *plan_body(struct fleetd *f, const struct plan_row *p, json_t *cands)
+{
+        char created[40], expires[40];
+
+        clock_format_rfc3339(p->created_ms, created, sizeof(created));
+        clock_format_rfc3339(p->expires_ms, expires, sizeof(expires));
+        return json_pack("{s:s, s:s, s:o, s:s, s:I, s:s, s:s, s:I, s:o, s:n}", "id", p->id, "state",
+                         "open", "request", plan_request_json(&p->req), "node_id", p->node_id,
+                         "safety_margin_mib", (json_int_t)f->cfg.safety_margin_mib, "created_at",
+                         created, "expires_at", expires, "expires_ms", (json_int_t)p->expires_ms,
+                         "candidates", cands, "vm_id");
+}
+
+/* Called with f->lock held. */
+static void plans_quote(struct fleetd *f, const struct plan_request *req, const char *actor,
+                        struct plan_outcome *o)
+{
+        size_t n = f->table.roster->n_nodes;
+        struct plan_candidate *c = calloc(n ? n : 1, sizeof(*c));
+        struct plan_row p = {.req = *req};
+        uint8_t raw[PLAN_ID_LEN / 2];
+        long best;
+
+        if (!c) {
+                plan_fail(o, 500, "out-of-memory", "cannot allocate %zu candidates", n);
+                return;
+        }
+        best = placement_choose(&f->table, &f->cfg, req, clock_monotonic_ms(), c);
+        if (best < 0) {
+                f->metrics.plans_rejected++;
+                plan_fail(o, 422, "no-node-fits",
+                          "no node can hold %llu MiB with a safety margin of %llu MiB",
+                          (unsigned long long)req->memory_mib,
+                          (unsigned long long)f->cfg.safety_margin_mib);
+                o->body = json_pack("{s:o}", "candidates", plan_candidates_json(&f->table, c, n));
+                free(c);
+                return;
+        }
+        randombytes_buf(raw, sizeof(raw));
+        sodium_bin2hex(p.id, sizeof(p.id), raw, sizeof(raw));
+        snprintf(p.node_id, sizeof(p.node_id), "%s", f->table.roster->nodes[best].id);
+        snprintf(p.state, sizeof(p.state), "open");
+        p.created_ms = clock_realtime_ms();
+        p.expires_ms = p.created_ms + f->cfg.plan_ttl_ms;
+        o->body = plan_body(f, &p, plan_candidates_json(&f->table, c, n));
+        free(c);
+        p.body = json_dumps(o->body, JSON_COMPACT);
+        if (!p.body || store_plan_insert(f->store, &p) < 0 ||
+            audit_append(f->store, false, "plan.created", p.id, actor,
+                         json_pack("{s:s, s:s, s:I}", "entity", req->entity, "node_id", p.node_id,
+                                   "memory_mib", (json_int_t)req->memory_mib)) < 0) {
+                json_decref(o->body);
+                o->body = NULL;
+                plan_fail(o, 500, "store-failed", "cannot record the plan");
+        } else {
+                f->metrics.plans_created++;
+                o->status = 201;
+        }
+        free(p.body);
+}
+
+void plans_create(struct fleetd *f, const struct plan_request *req, const char *actor,
+                  struct plan_outcome *o)
+{
+        struct fleet_vm *vm;
+
+        memset(o, 0, sizeof(*o));
+        pthread_mutex_lock(&f->lock);
+        vm = vm_table_find_entity(f, req->entity);
+        if (vm) {
+                f->metrics.plans_rejected++;
+                plan_fail(o, 409, "entity-has-vm",
+                          "entity '%s' already has Totebox VM '%s' on node '%s'", req->entity,
+                          vm->id, vm->node_id);
+        } else {
+                plans_quote(f, req, actor, o);
+        }
+        pthread_mutex_unlock(&f->lock);
+}
+
+/* Checks whether plan p can still be confirmed; with f->lock held and the transaction open. */
+static bool plans_recheck(struct fleetd *f, const struct plan_row *p, struct plan_outcome *o)
+{
+        struct fleet_node *n = node_table_find(&f->table, p->node_id);
+        struct plan_candidate c;
+        struct fleet_vm *vm;
+
+        if (strcmp(p->state, "dropped") == 0) {
+                plan_fail(o, 410, "plan-dropped", "plan '%s' was dropped", p->id);
+                return false;
+        }
+        if (clock_realtime_ms() > p->expires_ms) {
+                plan_fail(o, 410, "plan-expired", "plan '%s' expired; ask for a new plan", p->id);
+                return false;
+        }
+        vm = vm_table_find_entity(f, p->req.entity);
+        if (vm) {
+                plan_fail(o, 409, "entity-has-vm",
+                          "entity '%s' already has Totebox VM '%s' on node '%s'", p->req.entity,
+                          vm->id, vm->node_id);
+                return false;
+        }
+        if (!n) {
+                plan_fail(o, 409, "plan-stale",
+                          "node '%s' is no longer in the roster; ask for "
+                          "a new plan",
+                          p->node_id);
+                return false;
+        }
+        placement_check_node(n, &f->cfg, p->req.memory_mib, clock_monotonic_ms(), &c);
+        if (c.verdict != CAND_FITS) {
+                plan_fail(o, 409, "plan-stale",
+                          "node '%s' no longer fits the VM (%s; %lld MiB available after "
+                          "reservations); ask for a new plan",
+                          p->node_id, cand_verdict_reason(c.verdict), (long long)c.available_mib);
+                return false;
+        }
+        return true;
+}
+
+static void plans_vm_from_plan(const struct plan_row *p, struct fleet_vm *vm)
+{
+        memset(vm, 0, sizeof(*vm));
+        snprintf(vm->id, sizeof(vm->id), "tbx-%s-%.6s", p->req.entity, p->id);
+        snprintf(vm->entity, sizeof(vm->entity), "%s", p->req.entity);
+        snprintf(vm->node_id, sizeof(vm->node_id), "%s", p->node_id);
+        snprintf(vm->plan_id, sizeof(vm->plan_id), "%s", p->id);
+        snprintf(vm->request_id, sizeof(vm->request_id), "%s", p->id);
+        snprintf(vm->image, sizeof(vm->image), "%s", p->req.image);
+        snprintf(vm->integrity, sizeof(vm->integrity), "unknown");
+        vm->memory_mib = p->req.memory_mib;
+        vm->vcpus = p->req.vcpus;
+        vm->vault_disk_mib = p->req.vault_disk_mib;
+        vm->created_ms = clock_realtime_ms();
+        vm->status = VM_CREATING;
+        vm->lifecycle = VM_LC_ACTIVE;
+}
+
+/* With f->lock held and the transaction open; commits or rolls back. */
+static void plans_confirm_locked(struct fleetd *f, struct plan_row *p, const char *actor,
+                                 struct plan_outcome *o)
+{
+        struct fleet_vm vm, *added;
+        int r;
+
+        if (strcmp(p->state, "confirmed") == 0) {
+                struct fleet_vm *v = vm_table_find(f, p->vm_id);
+
+                store_rollback(f->store);
+                o->status = 200; /* idempotent: the same VM again */
+                if (v)
+                        o->body = vm_to_json(f, v, clock_monotonic_ms());
+                else
+                        plan_fail(o, 409, "plan-confirmed", "plan '%s' created VM '%s'", p->id,
+                                  p->vm_id);
+                return;
+        }
+        if (!plans_recheck(f, p, o)) {
+                store_rollback(f->store);
+                f->metrics.confirm_rejected++;
+                return;
+        }
+        plans_vm_from_plan(p, &vm);
+        r = store_vm_insert(f->store, &vm);
+        r = r ?: store_plan_set_state(f->store, p->id, "confirmed", vm.id);
+        r = r
+                ?: audit_append(f->store, true, "vm.confirmed", vm.id, actor,
+                                json_pack("{s:s, s:s, s:s, s:I, s:I, s:s}", "plan_id", p->id,
+                                          "entity", vm.entity, "node_id", vm.node_id, "memory_mib",
+                                          (json_int_t)vm.memory_mib, "vcpus", (json_int_t)vm.vcpus,
+                                          "image", vm.image));
+        if (r < 0) {
+                store_rollback(f->store);
+                plan_fail(o, r == -EEXIST ? 409 : 500,
+                          r == -EEXIST ? "entity-has-vm" : "store-failed",
+                          "cannot record the confirmation of plan '%s'", p->id);
+                return;
+        }
+        if (store_commit(f->store) < 0) {
+                plan_fail(o, 500, "store-failed", "cannot commit the confirmation of plan '%s'",
+                          p->id);
+                return;
+        }
+        added = vm_table_add(f, &vm);
+        if (added)
+                vm_reserve(f, added);
+        f->metrics.confirmations++;
+        log_info("plan '%s' confirmed by '%s': VM '%s' for entity '%s' on node '%s'", p->id, actor,
+                 vm.id, vm.entity, vm.node_id);
+        o->status = 201;
+        o->body = vm_to_json(f, added ? added : &vm, clock_monotonic_ms());
+}
+
+void plans_confirm(struct fleetd *f, const char *plan_id, const char *actor, struct plan_outcome *o)
+{
+        struct plan_row p = {{0}};
+        int r;
+
+        memset(o, 0, sizeof(*o));
+        if (!plan_id_valid(plan_id)) {
+                plan_fail(o, 404, "unknown-plan", "no plan '%.40s'", plan_id);
+                return;
+        }
+        pthread_mutex_lock(&f->lock);
+        r = store_begin(f->store);
+        if (r == 0) {
+                r = store_plan_get(f->store, plan_id, &p);
+                if (r < 0) {
+                        store_rollback(f->store);
+                        if (r == -ENOENT)
+                                plan_fail(o, 404, "unknown-plan", "no plan '%s'", plan_id);
+                        else
+                                plan_fail(o, 500, "store-failed", "cannot read plan '%s'", plan_id);
+                } else {
+                        plans_confirm_locked(f, &p, actor, o);
+                }
+        } else {
+                plan_fail(o, 500, "store-failed", "cannot open a transaction");
+        }
+        pthread_mutex_unlock(&f->lock);
+        plan_row_done(&p);
+        if (o->status == 201)
+                dispatch_wake(f);
+}
+
+void plans_drop(struct fleetd *f, const char *plan_id, const char *actor, struct plan_outcome *o)
+{
+        struct plan_row p = {{0}};
+        int r;
+
+        memset(o, 0, sizeof(*o));
+        if (!plan_id_valid(plan_id)) {
+                plan_fail(o, 404, "unknown-plan", "no plan '%.40s'", plan_id);
+                return;
+        }
+        if (store_begin(f->store) < 0) {
+                plan_fail(o, 500, "store-failed", "cannot open a transaction");
+                return;
+        }
+        r = store_plan_get(f->store, plan_id, &p);
+        if (r < 0) {
+                store_rollback(f->store);
+                if (r == -ENOENT)
+                        plan_fail(o, 404, "unknown-plan", "no plan '%s'", plan_id);
+                else
+                        plan_fail(o, 500, "store-failed", "cannot read plan '%s'", plan_id);
+        } else if (strcmp(p.state, "confirmed") == 0) {
+                store_rollback(f->store);
+                plan_fail(o, 409, "plan-confirmed",
+                          "plan '%s' was confirmed (VM '%s'); a Totebox VM is never deleted",
+                          plan_id, p.vm_id);
+        } else if (strcmp(p.state, "dropped") == 0) {
+                store_rollback(f->store);
+                o->status = 200;
+        } else if (store_plan_set_state(f->store, plan_id, "dropped", NULL) < 0 ||
+                   audit_append(f->store, true, "plan.dropped", plan_id, actor, NULL) < 0) {
+                store_rollback(f->store);
+                plan_fail(o, 500, "store-failed", "cannot drop plan '%s'", plan_id);
+        } else {
+                o->status = store_commit(f->store) == 0 ? 200 : 500;
+        }
+        if (o->status == 200)
+                o->body = json_pack("{s:s, s:s}", "id", plan_id, "state", "dropped");
+        plan_row_done(&p);
+}
+
+void plans_get(struct fleetd *f, const char *plan_id, struct plan_outcome *o)
+{
+        struct plan_row p = {{0}};
+        json_t *body;
+
+        memset(o, 0, sizeof(*o));
+        if (!plan_id_valid(plan_id) || store_plan_get(f->store, plan_id, &p) < 0) {
+                plan_fail(o, 404, "unknown-plan", "no plan '%.40s'", plan_id);
+                return;
+        }
+        body = json_loads(p.body, 0, NULL);
+        if (body) {
+                if (strcmp(p.state, "open") == 0 && clock_realtime_ms() > p.expires_ms)
+                        snprintf(p.state, sizeof(p.state), "expired");
+                json_object_set_new(body, "state", json_string(p.state));
+                json_object_set_new(body, "vm_id", p.vm_id[0] ? json_string(p.vm_id) : json_null());
+                o->status = 200;
+                o->body = body;
+        } else {
+                plan_fail(o, 500, "store-failed", "plan '%s' is unreadable", plan_id);
+        }
+        plan_row_done(&p);
+}

@@ -1,0 +1,424 @@
+/* The SQLite store: schema, transactions, plans, VMs and tokens. WAL with synchronous=FULL, so a
+ * committed confirmation survives kill -9 and power loss; every write a caller relies on is
+ * committed before the caller answers. The audit record lives in audit.c over the same handle. */
+#include "fleetd/store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+
+static const char store_schema[] =
+    "CREATE TABLE IF NOT EXISTS tokens(name TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE,"
+    " created_ms INTEGER NOT NULL, revoked_ms INTEGER);"
+    "CREATE TABLE IF NOT EXISTS plans(id TEXT PRIMARY KEY, entity TEXT NOT NULL,"
+    " memory_mib INTEGER NOT NULL, vcpus INTEGER NOT NULL, image TEXT NOT NULL,"
+    " vault_disk_mib INTEGER NOT NULL, node_id TEXT, state TEXT NOT NULL, vm_id TEXT,"
+    " created_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL, body TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS vms(id TEXT PRIMARY KEY, entity TEXT NOT NULL,"
+    " node_id TEXT NOT NULL, plan_id TEXT NOT NULL UNIQUE, request_id TEXT NOT NULL,"
+    " image TEXT NOT NULL, memory_mib INTEGER NOT NULL, vcpus INTEGER NOT NULL,"
+    " vault_disk_mib INTEGER NOT NULL, created_ms INTEGER NOT NULL, status TEXT NOT NULL,"
+    " lifecycle TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',"
+    " integrity TEXT NOT NULL DEFAULT 'unknown');"
+    "CREATE UNIQUE INDEX IF NOT EXISTS vms_one_per_entity ON vms(entity)"
+    " WHERE status != 'failed';"
+    "CREATE TABLE IF NOT EXISTS audit(seq INTEGER PRIMARY KEY, time_ms INTEGER NOT NULL,"
+    " kind TEXT NOT NULL, subject TEXT NOT NULL, actor TEXT NOT NULL, detail TEXT NOT NULL,"
+    " prev_hash TEXT NOT NULL, hash TEXT NOT NULL);"
+    "CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit"
+    " BEGIN SELECT RAISE(ABORT, 'the audit record is append-only'); END;"
+    "CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit"
+    " BEGIN SELECT RAISE(ABORT, 'the audit record is append-only'); END;";
+
+static int store_exec(struct store *s, const char *sql)
+{
+        return sqlite3_exec(s->db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -EIO;
+}
+
+int store_open(const char *dir, struct store **ret)
+{
+        char path[4200];
+        struct store *s;
+        int r = -ENOMEM;
+
+        if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+                return -errno;
+        s = calloc(1, sizeof(*s));
+        if (!s)
+                return -ENOMEM;
+        {
+                pthread_mutexattr_t a;
+
+                /* recursive: reads take it too, also from inside a transaction of their thread */
+                pthread_mutexattr_init(&a);
+                pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
+                pthread_mutex_init(&s->mu, &a);
+                pthread_mutexattr_destroy(&a);
+        }
+        snprintf(path, sizeof(path), "%s/%s", dir, STORE_FILE);
+        if (sqlite3_open_v2(path, &s->db,
+                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                            NULL) != SQLITE_OK) {
+                r = -EIO;
+                goto cleanup;
+        }
+        chmod(path, 0600);
+        sqlite3_busy_timeout(s->db, 5000);
+        r = store_exec(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                          " PRAGMA foreign_keys=ON;");
+        if (r == 0)
+                r = store_exec(s, store_schema);
+        if (r == 0)
+                r = audit_load_head(s);
+cleanup:
+        if (r < 0) {
+                store_close(s);
+                return r;
+        }
+        *ret = s;
+        return 0;
+}
+
+void store_close(struct store *s)
+{
+        if (!s)
+                return;
+        sqlite3_close(s->db);
+        pthread_mutex_destroy(&s->mu);
+        free(s);
+}
+
+int store_begin(struct store *s)
+{
+        pthread_mutex_lock(&s->mu);
+        if (store_exec(s, "BEGIN IMMEDIATE") < 0) {
+                pthread_mutex_unlock(&s->mu);
+                return -EIO;
+        }
+        return 0;
+}
+
+int store_commit(struct store *s)
+{
+        int r = store_exec(s, "COMMIT");
+
+        if (r < 0) {
+                store_exec(s, "ROLLBACK");
+                audit_load_head(s);
+        }
+        pthread_mutex_unlock(&s->mu);
+        return r;
+}
+
+void store_rollback(struct store *s)
+{
+        store_exec(s, "ROLLBACK");
+        audit_load_head(s);
+        pthread_mutex_unlock(&s->mu);
+}
+
+/* Prepares sql and binds "t" text / "i" int64 arguments from a format string. */
+static sqlite3_stmt *store_prepare(struct store *s, const char *sql, const char *fmt, ...)
+{
+        sqlite3_stmt *st = NULL;
+        va_list ap;
+
+        if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+                return NULL;
+        va_start(ap, fmt);
+        for (int i = 0; fmt[i]; i++) {
+                if (fmt[i] == 't')
+                        sqlite3_bind_text(st, i + 1, va_arg(ap, const char *), -1,
+                                          SQLITE_TRANSIENT);
+                else
+                        sqlite3_bind_int64(st, i + 1, (sqlite3_int64)va_arg(ap, uint64_t));
+        }
+        va_end(ap);
+        return st;
+}
+
+static int store_step_done(sqlite3_stmt *st)
+{
+        int rc = st ? sqlite3_step(st) : SQLITE_ERROR;
+
+        sqlite3_finalize(st);
+        if (rc == SQLITE_CONSTRAINT)
+                return -EEXIST;
+        return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+int store_plan_insert(struct store *s, const struct plan_row *p)
+{
+        return store_step_done(store_prepare(
+            s,
+            "INSERT INTO plans(id, entity, memory_mib, vcpus, image, vault_disk_mib, node_id,"
+            " state, vm_id, created_ms, expires_ms, body) VALUES (?,?,?,?,?,?,?,?,NULL,?,?,?)",
+            "ttiitittiit", p->id, p->req.entity, p->req.memory_mib, p->req.vcpus, p->req.image,
+            p->req.vault_disk_mib, p->node_id, p->state, p->created_ms, p->expires_ms, p->body));
+}
+
+static void store_copy_col(sqlite3_stmt *st, int col, char *buf, size_t size)
+{
+        const unsigned char *t = sqlite3_column_text(st, col);
+
+        snprintf(buf, size, "%s", t ? (const char *)t : "");
+}
+
+static int store_plan_get_locked(struct store *s, const char *id, struct plan_row *ret)
+{
+        sqlite3_stmt *st = store_prepare(
+            s,
+            "SELECT entity, memory_mib, vcpus, image, vault_disk_mib, node_id, state, vm_id,"
+            " created_ms, expires_ms, body FROM plans WHERE id = ?",
+            "t", id);
+        struct plan_row p = {{0}};
+        int rc;
+
+        if (!st)
+                return -EIO;
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+                snprintf(p.id, sizeof(p.id), "%s", id);
+                store_copy_col(st, 0, p.req.entity, sizeof(p.req.entity));
+                p.req.memory_mib = (uint64_t)sqlite3_column_int64(st, 1);
+                p.req.vcpus = (uint64_t)sqlite3_column_int64(st, 2);
+                store_copy_col(st, 3, p.req.image, sizeof(p.req.image));
+                p.req.vault_disk_mib = (uint64_t)sqlite3_column_int64(st, 4);
+                store_copy_col(st, 5, p.node_id, sizeof(p.node_id));
+                store_copy_col(st, 6, p.state, sizeof(p.state));
+                store_copy_col(st, 7, p.vm_id, sizeof(p.vm_id));
+                p.created_ms = (uint64_t)sqlite3_column_int64(st, 8);
+                p.expires_ms = (uint64_t)sqlite3_column_int64(st, 9);
+                p.body = strdup((const char *)sqlite3_column_text(st, 10));
+        }
+        sqlite3_finalize(st);
+        if (rc != SQLITE_ROW)
+                return rc == SQLITE_DONE ? -ENOENT : -EIO;
+        if (!p.body)
+                return -ENOMEM;
+        *ret = p;
+        return 0;
+}
+
+int store_plan_get(struct store *s, const char *id, struct plan_row *ret)
+{
+        int r;
+
+        pthread_mutex_lock(&s->mu);
+        r = store_plan_get_locked(s, id, ret);
+        pthread_mutex_unlock(&s->mu);
+        return r;
+}
+
+int store_plan_set_state(struct store *s, const char *id, const char *state, const char *vm_id)
+{
+        return store_step_done(store_prepare(s,
+                                             "UPDATE plans SET state = ?, vm_id = ? WHERE id = ?",
+                                             "ttt", state, vm_id ? vm_id : "", id));
+}
+
+void plan_row_done(struct plan_row *p)
+{
+        if (!p)
+                return;
+        free(p->body);
+        p->body = NULL;
+}
+
+int store_vm_insert(struct store *s, const struct fleet_vm *v)
+{
+        return store_step_done(store_prepare(
+            s,
+            "INSERT INTO vms(id, entity, node_id, plan_id, request_id, image, memory_mib,"
+            " vcpus, vault_disk_mib, created_ms, status, lifecycle, reason, integrity)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "ttttttiiiitttt", v->id, v->entity, v->node_id, v->plan_id, v->request_id, v->image,
+            v->memory_mib, v->vcpus, v->vault_disk_mib, v->created_ms, vm_status_name(v->status),
+            vm_lifecycle_name(v->lifecycle), v->reason,
+            v->integrity[0] ? v->integrity : "unknown"));
+}
+
+int store_vm_update(struct store *s, const struct fleet_vm *v)
+{
+        if (!s)
+                return -ENODEV;
+        return store_step_done(store_prepare(
+            s, "UPDATE vms SET status = ?, lifecycle = ?, reason = ?, integrity = ? WHERE id = ?",
+            "ttttt", vm_status_name(v->status), vm_lifecycle_name(v->lifecycle), v->reason,
+            v->integrity[0] ? v->integrity : "unknown", v->id));
+}
+
+static void store_vm_from_row(sqlite3_stmt *st, struct fleet_vm *v)
+{
+        char status[16], lc[16];
+
+        memset(v, 0, sizeof(*v));
+        store_copy_col(st, 0, v->id, sizeof(v->id));
+        store_copy_col(st, 1, v->entity, sizeof(v->entity));
+        store_copy_col(st, 2, v->node_id, sizeof(v->node_id));
+        store_copy_col(st, 3, v->plan_id, sizeof(v->plan_id));
+        store_copy_col(st, 4, v->request_id, sizeof(v->request_id));
+        store_copy_col(st, 5, v->image, sizeof(v->image));
+        v->memory_mib = (uint64_t)sqlite3_column_int64(st, 6);
+        v->vcpus = (uint64_t)sqlite3_column_int64(st, 7);
+        v->vault_disk_mib = (uint64_t)sqlite3_column_int64(st, 8);
+        v->created_ms = (uint64_t)sqlite3_column_int64(st, 9);
+        store_copy_col(st, 10, status, sizeof(status));
+        store_copy_col(st, 11, lc, sizeof(lc));
+        store_copy_col(st, 12, v->reason, sizeof(v->reason));
+        store_copy_col(st, 13, v->integrity, sizeof(v->integrity));
+        v->status = strcmp(status, "active") == 0   ? VM_ACTIVE
+                    : strcmp(status, "failed") == 0 ? VM_FAILED
+                                                    : VM_CREATING;
+        if (vm_lifecycle_parse(lc, &v->lifecycle) < 0)
+                v->lifecycle = VM_LC_ACTIVE;
+}
+
+static int store_vm_load_locked(struct store *s, int (*fn)(void *ctx, const struct fleet_vm *vm),
+                                void *ctx)
+{
+        sqlite3_stmt *st = store_prepare(
+            s,
+            "SELECT id, entity, node_id, plan_id, request_id, image, memory_mib, vcpus,"
+            " vault_disk_mib, created_ms, status, lifecycle, reason, integrity FROM vms"
+            " ORDER BY created_ms, id",
+            "");
+        struct fleet_vm v;
+        int rc, r = 0;
+
+        if (!st)
+                return -EIO;
+        while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+                store_vm_from_row(st, &v);
+                r = fn(ctx, &v);
+        }
+        sqlite3_finalize(st);
+        return r;
+}
+
+int store_vm_load(struct store *s, int (*fn)(void *ctx, const struct fleet_vm *vm), void *ctx)
+{
+        int r;
+
+        pthread_mutex_lock(&s->mu);
+        r = store_vm_load_locked(s, fn, ctx);
+        pthread_mutex_unlock(&s->mu);
+        return r;
+}
+
+bool token_name_valid(const char *name)
+{
+        size_t n = strlen(name);
+
+        if (n == 0 || n > TOKEN_NAME_MAX)
+                return false;
+        for (size_t i = 0; i < n; i++) {
+                char c = name[i];
+
+                if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                      c == '-' || c == '_' || c == '.' || c == '@'))
+                        return false;
+        }
+        return true;
+}
+
+static void token_hash_hex(const char *token, char out[65])
+{
+        uint8_t h[crypto_hash_sha256_BYTES];
+
+        crypto_hash_sha256(h, (const uint8_t *)token, strlen(token));
+        sodium_bin2hex(out, 65, h, sizeof(h));
+}
+
+int store_token_create(struct store *s, const char *name, char ret_token[TOKEN_TEXT_LEN + 1])
+{
+        uint8_t raw[32];
+        char token[TOKEN_TEXT_LEN + 8], hash[65];
+        int r;
+
+        if (!token_name_valid(name))
+                return -EINVAL;
+        randombytes_buf(raw, sizeof(raw));
+        memcpy(token, TOKEN_PREFIX, 4);
+        sodium_bin2base64(token + 4, sizeof(token) - 4, raw, sizeof(raw),
+                          sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+        sodium_memzero(raw, sizeof(raw));
+        token_hash_hex(token, hash);
+        pthread_mutex_lock(&s->mu);
+        r = store_step_done(store_prepare(
+            s, "INSERT INTO tokens(name, hash, created_ms, revoked_ms) VALUES (?,?,?,NULL)", "tti",
+            name, hash, clock_realtime_ms()));
+        pthread_mutex_unlock(&s->mu);
+        if (r == 0) {
+                memcpy(ret_token, token, TOKEN_TEXT_LEN + 1);
+                audit_append(s, false, "token.created", name, "cli", NULL);
+        }
+        sodium_memzero(token, sizeof(token));
+        return r;
+}
+
+int store_token_revoke(struct store *s, const char *name)
+{
+        int r;
+
+        pthread_mutex_lock(&s->mu);
+        r = store_step_done(store_prepare(
+            s, "UPDATE tokens SET revoked_ms = ? WHERE name = ? AND revoked_ms IS NULL", "it",
+            clock_realtime_ms(), name));
+        if (r == 0 && sqlite3_changes(s->db) == 0)
+                r = -ENOENT;
+        pthread_mutex_unlock(&s->mu);
+        if (r == 0)
+                audit_append(s, false, "token.revoked", name, "cli", NULL);
+        return r;
+}
+
+int store_token_check(struct store *s, const char *token, char *ret_name)
+{
+        char hash[65];
+        sqlite3_stmt *st;
+        int r = -EACCES;
+
+        if (strlen(token) != TOKEN_TEXT_LEN || strncmp(token, TOKEN_PREFIX, 4) != 0)
+                return -EACCES;
+        token_hash_hex(token, hash);
+        pthread_mutex_lock(&s->mu);
+        st = store_prepare(s, "SELECT name FROM tokens WHERE hash = ? AND revoked_ms IS NULL", "t",
+                           hash);
+        if (st && sqlite3_step(st) == SQLITE_ROW) {
+                store_copy_col(st, 0, ret_name, TOKEN_NAME_MAX + 1);
+                r = 0;
+        }
+        sqlite3_finalize(st);
+        pthread_mutex_unlock(&s->mu);
+        return r;
+}
+
+json_t *store_token_list(struct store *s)
+{
+        sqlite3_stmt *st = store_prepare(
+            s, "SELECT name, created_ms, revoked_ms FROM tokens ORDER BY created_ms, name", "");
+        json_t *a = json_array();
+
+        while (st && sqlite3_step(st) == SQLITE_ROW) {
+                json_t *o = json_pack("{s:s, s:I}", "name", sqlite3_column_text(st, 0),
+                                      "created_ms", (json_int_t)sqlite3_column_int64(st, 1));
+
+                json_object_set_new(o, "revoked_ms",
+                                    sqlite3_column_type(st, 2) == SQLITE_NULL
+                                        ? json_null()
+                                        : json_integer(sqlite3_column_int64(st, 2)));
+                json_array_append_new(a, o);
+        }
+        sqlite3_finalize(st);
+        pthread_mutex_unlock(&s->mu);
+        return a;
+}

@@ -1,0 +1,75 @@
+/* fleetd's durable state: one SQLite database in WAL mode holding only what fleetd alone knows
+ * (tokens, plans, confirmed VMs and their pins, the audit record). Shared by fleetd and fleetctl,
+ * which opens the same file for the commands that work on the state directory. */
+#pragma once
+#include <jansson.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "fleetd/fleetd.h"
+
+#define STORE_FILE     "fleetd.db"
+#define TOKEN_NAME_MAX 48
+#define TOKEN_PREFIX   "tbx_"
+#define TOKEN_TEXT_LEN (4 + 43) /* prefix + base64url of 32 bytes, no padding */
+#define AUDIT_HASH_HEX 64
+
+struct store {
+        sqlite3 *db;
+        pthread_mutex_t mu; /* one writer at a time inside this process; taken last */
+        char last_hash[AUDIT_HASH_HEX + 1];
+        uint64_t last_seq;
+};
+
+struct plan_row {
+        char id[PLAN_ID_LEN + 1];
+        struct plan_request req;
+        char node_id[NODE_ID_MAX + 1];
+        char state[16]; /* open, confirmed, dropped */
+        char vm_id[VM_ID_MAX + 1];
+        uint64_t created_ms, expires_ms; /* wall clock */
+        char *body;                      /* the plan as answered (malloc'd) */
+};
+
+/* Opens (creating when absent, mode 0700 dir / 0600 file) dir/fleetd.db. */
+int store_open(const char *dir, struct store **ret);
+void store_close(struct store *s);
+int store_begin(struct store *s);  /* takes s->mu and BEGIN IMMEDIATE */
+int store_commit(struct store *s); /* COMMIT and releases s->mu */
+void store_rollback(struct store *s);
+
+/* Plans (inside or outside a transaction). */
+int store_plan_insert(struct store *s, const struct plan_row *p);
+/* Fills ret (ret->body malloc'd); -ENOENT when absent. */
+int store_plan_get(struct store *s, const char *id, struct plan_row *ret);
+int store_plan_set_state(struct store *s, const char *id, const char *state, const char *vm_id);
+void plan_row_done(struct plan_row *p);
+
+/* VMs. */
+int store_vm_insert(struct store *s, const struct fleet_vm *vm);
+int store_vm_update(struct store *s, const struct fleet_vm *vm);
+/* Calls fn for every stored VM, in creation order. */
+int store_vm_load(struct store *s, int (*fn)(void *ctx, const struct fleet_vm *vm), void *ctx);
+
+/* Tokens: secrets are shown once and stored as SHA-256 hashes. */
+int store_token_create(struct store *s, const char *name, char ret_token[TOKEN_TEXT_LEN + 1]);
+int store_token_revoke(struct store *s, const char *name);
+/* 0 when token is a live token (its name in ret_name, size >= TOKEN_NAME_MAX + 1), else -EACCES. */
+int store_token_check(struct store *s, const char *token, char *ret_name);
+json_t *store_token_list(struct store *s);
+bool token_name_valid(const char *name);
+
+/* audit.c: the append-only hash-chained record. Each entry's hash is SHA-256 over the canonical
+ * JSON of {seq, time_ms, kind, subject, actor, detail, prev_hash}. */
+/* Appends one entry (detail: an object, reference stolen; may be NULL). Takes s->mu unless
+ * called inside store_begin/commit (in_tx). */
+int audit_append(struct store *s, bool in_tx, const char *kind, const char *subject,
+                 const char *actor, json_t *detail);
+/* Entries with seq > after, at most limit, oldest first; kind filters when non-NULL. */
+json_t *audit_list(struct store *s, uint64_t after, unsigned limit, const char *kind);
+/* Checks every link; 0 with the count, or -EBADMSG with the first broken seq and why. */
+int audit_verify(struct store *s, uint64_t *ret_count, char *err, size_t errsize);
+/* Loads the chain head into s (at open). */
+int audit_load_head(struct store *s);

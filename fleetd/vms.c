@@ -1,0 +1,135 @@
+/* The VM table: every VM fleetd confirmed, mirrored from the store, plus what the last inventory
+ * of its node said (soft state). A VM is pinned to node_id for life. Reservations: a VM being
+ * created holds its memory on its node until the node's inventory shows it (or it fails). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "fleetd/fleetd.h"
+
+static const char *const vm_status_names[] = {"creating", "active", "failed"};
+static const char *const vm_lifecycle_names[] = {"active", "suspended", "archived"};
+
+const char *vm_status_name(enum vm_status s)
+{
+        return vm_status_names[s];
+}
+
+const char *vm_lifecycle_name(enum vm_lifecycle l)
+{
+        return vm_lifecycle_names[l];
+}
+
+int vm_lifecycle_parse(const char *s, enum vm_lifecycle *ret)
+{
+        for (unsigned i = 0; i < 3; i++) {
+                if (strcmp(s, vm_lifecycle_names[i]) == 0) {
+                        *ret = (enum vm_lifecycle)i;
+                        return 0;
+                }
+        }
+        return -EINVAL;
+}
+
+struct fleet_vm *vm_table_find(struct fleetd *f, const char *id)
+{
+        for (size_t i = 0; i < f->n_vms; i++)
+                if (strcmp(f->vms[i].id, id) == 0)
+                        return &f->vms[i];
+        return NULL;
+}
+
+struct fleet_vm *vm_table_find_entity(struct fleetd *f, const char *entity)
+{
+        for (size_t i = 0; i < f->n_vms; i++)
+                if (f->vms[i].status != VM_FAILED && strcmp(f->vms[i].entity, entity) == 0)
+                        return &f->vms[i];
+        return NULL;
+}
+
+struct fleet_vm *vm_table_add(struct fleetd *f, const struct fleet_vm *vm)
+{
+        if (f->n_vms == f->cap_vms) {
+                size_t nc = f->cap_vms ? f->cap_vms * 2 : 16;
+                struct fleet_vm *nv = realloc(f->vms, nc * sizeof(*nv));
+
+                if (!nv)
+                        return NULL;
+                f->vms = nv;
+                f->cap_vms = nc;
+        }
+        f->vms[f->n_vms] = *vm;
+        f->vms[f->n_vms].integrity_obj = json_incref(vm->integrity_obj);
+        return &f->vms[f->n_vms++];
+}
+
+void vm_table_free(struct fleetd *f)
+{
+        for (size_t i = 0; i < f->n_vms; i++)
+                json_decref(f->vms[i].integrity_obj);
+        free(f->vms);
+        f->vms = NULL;
+        f->n_vms = f->cap_vms = 0;
+}
+
+void vm_reserve(struct fleetd *f, struct fleet_vm *vm)
+{
+        struct fleet_node *n = node_table_find(&f->table, vm->node_id);
+
+        if (vm->reserved || !n)
+                return;
+        n->reserved_mib += vm->memory_mib;
+        vm->reserved = true;
+}
+
+void vm_release(struct fleetd *f, struct fleet_vm *vm)
+{
+        struct fleet_node *n = node_table_find(&f->table, vm->node_id);
+
+        if (!vm->reserved)
+                return;
+        vm->reserved = false;
+        if (n)
+                n->reserved_mib =
+                    n->reserved_mib > vm->memory_mib ? n->reserved_mib - vm->memory_mib : 0;
+}
+
+static const char *vm_observed_state(struct fleetd *f, const struct fleet_vm *vm,
+                                     enum node_state ns)
+{
+        if (ns == NODE_EVICTED || ns == NODE_UNSEEN)
+                return "unreachable";
+        if (vm->missing)
+                return "missing";
+        return vm->observed[0] ? vm->observed : "unknown";
+}
+
+json_t *vm_to_json(struct fleetd *f, const struct fleet_vm *vm, uint64_t now_ms)
+{
+        struct fleet_node *n = node_table_find(&f->table, vm->node_id);
+        enum node_state ns = n ? node_state_at(n, &f->cfg, now_ms) : NODE_UNSEEN;
+        char when[40];
+        json_t *o;
+
+        clock_format_rfc3339(vm->created_ms, when, sizeof(when));
+        o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:s, s:s, s:s, s:s, "
+                      "s:{s:s, s:s}, s:b}",
+                      "id", vm->id, "entity", vm->entity, "node_id", vm->node_id, "plan_id",
+                      vm->plan_id, "request_id", vm->request_id, "image", vm->image, "memory_mib",
+                      (json_int_t)vm->memory_mib, "vcpus", (json_int_t)vm->vcpus, "vault_disk_mib",
+                      (json_int_t)vm->vault_disk_mib, "created_at", when, "status",
+                      vm_status_name(vm->status), "lifecycle", vm_lifecycle_name(vm->lifecycle),
+                      "state", vm_observed_state(f, vm, ns), "node_state",
+                      n ? node_state_name(ns) : "not-in-roster", "pin", "fleet_id",
+                      f->table.roster ? f->table.roster->fleet_id : "", "node_id", vm->node_id,
+                      "reserved", vm->reserved);
+        json_object_set_new(o, "reason", vm->reason[0] ? json_string(vm->reason) : json_null());
+        if (vm->integrity_obj)
+                json_object_set(o, "integrity", vm->integrity_obj);
+        else
+                json_object_set_new(
+                    o, "integrity",
+                    json_pack("{s:s}", "status", vm->integrity[0] ? vm->integrity : "unknown"));
+        return o;
+}

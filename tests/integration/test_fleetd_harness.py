@@ -1,0 +1,267 @@
+"""Harness for fleetd's black-box tests: a private fleetd (ports, state dir, roster of synthetic
+nodes on 127.0.1.x), heartbeats sent over real UDP from sockets bound to each node's address,
+and a small HTTP client. Other test_fleetd*/test_fleetctl* modules import it; its own tests
+check the harness and fleetd's command line."""
+import hashlib
+import http.client
+import http.server
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+BUILD = os.environ.get("TOTEBOX_BUILD_DIR", os.path.join(os.path.dirname(__file__), "../../build"))
+SOURCE = os.environ.get("TOTEBOX_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "../.."))
+FLEETD = os.path.join(BUILD, "fleetd", "fleetd")
+FLEETCTL = os.path.join(BUILD, "fleetctl", "fleetctl")
+ZERO_DIGEST = "0" * 64
+
+
+def free_port(kind=socket.SOCK_STREAM):
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def node_address(i):
+    return "127.%d.%d.%d" % (1 + i // 65536, (i // 256) % 256, i % 256)
+
+
+def roster_doc(n, version=1, extra=()):
+    nodes = [{"id": "ctl", "role": "cloud", "mesh_address": "127.0.0.1"}]
+    nodes += [{"id": "n%d" % i, "role": "node", "mesh_address": node_address(i)} for i in range(1, n + 1)]
+    nodes += list(extra)
+    return {"v": 1, "version": version, "fleet_id": "f1", "controller": "ctl", "nodes": nodes}
+
+
+def heartbeat(node, seq, avail=16000, total=32768, committed=0, libvirt_age=10, digest=ZERO_DIGEST,
+              epoch=1000, interval=10000):
+    return {"v": 1, "node": node, "epoch": epoch, "seq": seq, "interval_ms": interval, "cpus": 4,
+            "cpu_percent": 3.5, "mem_total_mib": total, "mem_available_mib": avail,
+            "mem_committed_mib": committed, "libvirt_age_ms": libvirt_age, "vm_count": 0,
+            "inventory_digest": digest}
+
+
+class Fleetd:
+    """One private fleetd. settings are extra --set keys."""
+
+    def __init__(self, nodes=3, settings=None, auth=True, state_dir=None):
+        self.tmp = tempfile.TemporaryDirectory(prefix="fleetd-it-")
+        self.dir = self.tmp.name
+        self.state_dir = state_dir or os.path.join(self.dir, "state")
+        self.roster_file = os.path.join(self.dir, "roster.json")
+        self.write_roster(roster_doc(nodes))
+        self.api_port = free_port()
+        self.hb_port = free_port(socket.SOCK_DGRAM)
+        self.node_api_port = free_port()
+        self.settings = {"api_listen": "127.0.0.1", "api_port": self.api_port,
+                         "heartbeat_listen": "127.0.0.1", "heartbeat_port": self.hb_port,
+                         "roster_file": self.roster_file, "state_dir": self.state_dir,
+                         "node_api_port": self.node_api_port, "node_api_timeout": "2s",
+                         "auth": "true" if auth else "false", "log_level": "debug"}
+        self.settings.update(settings or {})
+        self.token = self.ctl("token", "create", "tester").stdout.strip() if auth else None
+        self.seq = {}
+        self.proc = None
+        self.log_path = os.path.join(self.dir, "fleetd.log")
+
+    def write_roster(self, doc):
+        tmp = self.roster_file + ".new"
+        with open(tmp, "w") as f:
+            json.dump(doc, f)
+        os.replace(tmp, self.roster_file)
+
+    def start(self, wait=True):
+        args = [FLEETD]
+        for k, v in self.settings.items():
+            args += ["--set", "%s=%s" % (k, v)]
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log)
+        if wait:
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                try:
+                    self.request("GET", "/v1/openapi.json")
+                    return self
+                except OSError:
+                    if self.proc.poll() is not None:
+                        raise RuntimeError("fleetd exited: " + self.read_log())
+                    time.sleep(0.02)
+            raise RuntimeError("fleetd did not start: " + self.read_log())
+        return self
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc:
+            self.log.close()
+        self.proc = None
+
+    def close(self):
+        self.stop()
+        self.tmp.cleanup()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def read_log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def ctl(self, *args, input=None, check=True, token=True):
+        env = dict(os.environ, FLEETCTL_STATE_DIR=self.state_dir,
+                   FLEETCTL_URL="http://127.0.0.1:%d" % getattr(self, "api_port", 1))
+        if token and getattr(self, "token", None):
+            env["FLEETCTL_TOKEN"] = self.token
+        r = subprocess.run([FLEETCTL] + list(args), input=input, capture_output=True, text=True,
+                           env=env, timeout=60)
+        if check and r.returncode != 0:
+            raise AssertionError("fleetctl %s failed (%d): %s" % (args, r.returncode, r.stderr))
+        return r
+
+    def send_raw(self, source, payload):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((source, 0))
+            s.sendto(payload, ("127.0.0.1", self.hb_port))
+
+    def hb(self, i, **kw):
+        node = "n%d" % i
+        self.seq[node] = self.seq.get(node, 0) + 1
+        doc = heartbeat(node, kw.pop("seq", self.seq[node]), **kw)
+        self.send_raw(node_address(i), json.dumps(doc).encode())
+
+    def request(self, method, path, body=None, token=None, headers=None, raw=None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.api_port, timeout=30)
+        h = dict(headers or {})
+        tok = self.token if token is None else token
+        if tok:
+            h.setdefault("Authorization", "Bearer " + tok)
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        if data is not None:
+            h.setdefault("Content-Type", "application/json")
+        conn.request(method, path, body=data, headers=h)
+        r = conn.getresponse()
+        payload = r.read()
+        conn.close()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, payload
+
+    def json(self, method, path, body=None, expect=None, **kw):
+        st, h, payload = self.request(method, path, body, **kw)
+        doc = json.loads(payload) if payload else None
+        if expect is not None:
+            assert st == expect, (st, doc)
+        return st, doc
+
+    def wait(self, cond, timeout=10, what="condition"):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            v = cond()
+            if v:
+                return v
+            time.sleep(0.05)
+        raise AssertionError("timed out waiting for " + what + "\n" + self.read_log()[-3000:])
+
+    def node(self, node_id):
+        return self.json("GET", "/v1/nodes/" + node_id, expect=200)[1]
+
+    def audit(self, kind=None):
+        q = "/v1/audit?limit=1000" + ("&kind=" + kind if kind else "")
+        return self.json("GET", q, expect=200)[1]["entries"]
+
+
+def inventory_digest(vms):
+    canon = json.dumps(sorted(vms, key=lambda v: v["id"]), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canon.encode()).hexdigest()
+
+
+class FakeNode(http.server.ThreadingHTTPServer):
+    """The node API of one node: POST /v1/vms (idempotent by request_id), GET /v1/inventory."""
+
+    def __init__(self, address, port, node_id):
+        self.node_id = node_id
+        self.vms = {}          # vm_id -> vm
+        self.posts = []        # (vm_id, request_id) of every POST
+        self.lock = threading.Lock()
+        super().__init__((address, port), FakeNodeHandler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def digest(self):
+        vms = sorted(self.vms.values(), key=lambda v: v["id"])
+        canon = json.dumps(vms, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canon.encode()).hexdigest()
+
+
+class FakeNodeHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+
+    def answer(self, status, doc):
+        body = json.dumps(doc).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        s = self.server
+        with s.lock:
+            vms = sorted(s.vms.values(), key=lambda v: v["id"])
+            self.answer(200, {"node": s.node_id, "digest": s.digest(), "vms": vms})
+
+    def do_POST(self):
+        s = self.server
+        req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        parts = self.path.split("/")
+        if len(parts) == 5 and parts[2] == "vms":  # /v1/vms/ID/VERB
+            with s.lock:
+                vm = s.vms.get(parts[3])
+                if not vm:
+                    return self.answer(404, {"type": "unknown-vm", "detail": "no such VM"})
+                vm["lifecycle"] = {"suspend": "suspended", "resume": "active",
+                                   "archive": "archived"}[parts[4]]
+                return self.answer(200, vm)
+        with s.lock:
+            s.posts.append((req["vm_id"], req["request_id"]))
+            old = s.vms.get(req["vm_id"])
+            if old and old["request_id"] != req["request_id"]:
+                return self.answer(409, {"type": "exists", "detail": "other request"})
+            if old:
+                return self.answer(200, old)
+            vm = {"id": req["vm_id"], "entity": req["entity"], "state": "running",
+                  "lifecycle": "active", "memory_mib": req["memory_mib"],
+                  "request_id": req["request_id"], "integrity": {"status": "ok"}}
+            s.vms[req["vm_id"]] = vm
+            self.answer(201, vm)
+
+
+
+# -- the harness's own checks -----------------------------------------------------------------
+
+def test_check_config_and_help():
+    r = subprocess.run([FLEETD, "--help"], capture_output=True, text=True)
+    assert r.returncode == 0
+    for key in ("suspect_after", "evict_after", "safety_margin_mib", "panel_dir", "plan_ttl"):
+        assert key in r.stdout
+    r = subprocess.run([FLEETD, "--set", "evict_after=nonsense", "--check-config"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "evict_after" in r.stderr
+
+
+def test_start_and_stop():
+    with Fleetd(nodes=1) as f:
+        st, doc = f.json("GET", "/v1/health", expect=200)
+        assert doc["status"] in ("ok", "degraded")
+    assert f.proc is None
