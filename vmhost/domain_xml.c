@@ -88,22 +88,29 @@ static void domain_xml_os(struct xml_out *x, const struct vm_spec *s)
         xml_printf(x, "  </os>\n  <features><acpi/></features>\n");
 }
 
+static void domain_xml_disk(struct xml_out *x, const struct vm_spec *s, const char *volume,
+                            const char *dev, const char *serial)
+{
+        if (s->in_pool)
+                xml_printf(x,
+                           "    <disk type='volume' device='disk'>\n"
+                           "      <driver name='qemu' type='qcow2'/>\n"
+                           "      <source pool='%s' volume='%s'/>\n",
+                           VMHOST_POOL_VMS, volume);
+        else
+                xml_printf(x,
+                           "    <disk type='file' device='disk'>\n"
+                           "      <driver name='qemu' type='qcow2'/>\n"
+                           "      <source file='%s'/>\n",
+                           volume);
+        xml_printf(x, "      <target dev='%s' bus='virtio'/>\n      <serial>%s</serial>\n"
+                      "    </disk>\n", dev, serial);
+}
+
 static void domain_xml_disks(struct xml_out *x, const struct vm_spec *s)
 {
-        xml_printf(x,
-                   "    <disk type='volume' device='disk'>\n"
-                   "      <driver name='qemu' type='qcow2' discard='unmap'/>\n"
-                   "      <source pool='%s' volume='%s'/>\n"
-                   "      <target dev='vda' bus='virtio'/>\n      <serial>os</serial>\n"
-                   "    </disk>\n",
-                   VMHOST_POOL_VMS, s->os_volume);
-        xml_printf(x,
-                   "    <disk type='volume' device='disk'>\n"
-                   "      <driver name='qemu' type='qcow2'/>\n"
-                   "      <source pool='%s' volume='%s'/>\n"
-                   "      <target dev='vdb' bus='virtio'/>\n      <serial>vault</serial>\n"
-                   "    </disk>\n",
-                   VMHOST_POOL_VMS, s->vault_volume);
+        domain_xml_disk(x, s, s->os_volume, "vda", "os");
+        domain_xml_disk(x, s, s->vault_volume, "vdb", "vault");
         xml_printf(x,
                    "    <disk type='file' device='disk'>\n"
                    "      <driver name='qemu' type='raw'/>\n"

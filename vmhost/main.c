@@ -97,6 +97,9 @@ static int vmhost_start(struct vmhost *vh)
 {
         int r = roster_update_start(vh);
 
+        r = r ?: images_prepare_dirs(vh);
+        if (r == 0 && virt_embed_prepare(vh->cfg.libvirt_uri) < 0)
+                log_warn("cannot write the qemu.conf of '%s'", vh->cfg.libvirt_uri);
         r = r ?: virt_start(vh);
         r = r ?: agent_chan_start(vh);
         if (r < 0) {

@@ -4,6 +4,9 @@
  * of the last successful libvirt call goes into every heartbeat, so a wedged connection shows. */
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <sys/stat.h>
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
 #include <string.h>
@@ -24,6 +27,42 @@ const char *virt_resolve_type(const char *configured)
         if (fd >= 0)
                 close(fd);
         return policy_virt_type(configured, usable, access("/sys/module/kvm_pvm", F_OK) == 0);
+}
+
+static int virt_mkdirs(char *path)
+{
+        for (char *p = path + 1; *p; p++) {
+                if (*p != '/')
+                        continue;
+                *p = '\0';
+                if (mkdir(path, 0700) < 0 && errno != EEXIST) {
+                        *p = '/';
+                        return -errno;
+                }
+                *p = '/';
+        }
+        return 0;
+}
+
+int virt_embed_prepare(const char *uri)
+{
+        static const char prefix[] = "qemu:///embed?root=";
+        struct passwd *pw = getpwuid(getuid());
+        struct group *gr = getgrgid(getgid());
+        char path[4200];
+        FILE *f;
+
+        if (strncmp(uri, prefix, sizeof(prefix) - 1) != 0 || !pw || !gr)
+                return 0;
+        snprintf(path, sizeof(path), "%s/etc/qemu.conf", uri + sizeof(prefix) - 1);
+        if (access(path, F_OK) == 0)
+                return 0;
+        if (virt_mkdirs(path) < 0 || !(f = fopen(path, "wxe")))
+                return -errno;
+        fprintf(f, "# written by vmhost for an embedded driver: QEMU runs as vmhost's user\n"
+                   "user = \"%s\"\ngroup = \"%s\"\nstdio_handler = \"file\"\n",
+                pw->pw_name, gr->gr_name);
+        return fclose(f) == 0 ? 0 : -EIO;
 }
 
 void virt_touch(struct vmhost *vh)

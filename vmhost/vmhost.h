@@ -125,8 +125,9 @@ struct vm_spec {
         uint64_t memory_mib;
         uint64_t vcpus;
         const struct vm_meta *meta;
-        const char *os_volume;     /* in VMHOST_POOL_VMS */
-        const char *vault_volume;  /* in VMHOST_POOL_VMS */
+        bool in_pool;              /* disks are volumes of VMHOST_POOL_VMS, else files */
+        const char *os_volume;     /* volume name, or file path when !in_pool */
+        const char *vault_volume;
         const char *seed_path;     /* the NoCloud ISO */
         const char *kernel_path;   /* NULL: boot from the OS disk */
         const char *initrd_path;
@@ -139,6 +140,21 @@ struct vm_spec {
 int xml_escape(const char *text, char *buf, size_t size);
 /* Returns the domain XML (malloc'd) or NULL on invalid input/ENOMEM. */
 char *domain_xml_build(const struct vm_spec *spec);
+
+struct vmhost;
+
+/* storage.c: the disks of a VM (pool volumes, or qemu-img files without a storage driver). */
+struct vm_disks {
+        bool in_pool;
+        char os_volume[VM_ID_MAX + 16];
+        char vault_volume[VM_ID_MAX + 16];
+        char os_path[4200];
+        char vault_path[4200];
+};
+
+int storage_make_disks(struct vmhost *vh, void *conn, const char *vm_id,
+                       const struct image_info *img, uint64_t vault_mib, struct vm_disks *d,
+                       char *err, size_t errsize);
 
 /* policy.c: the refusals, as pure functions (unit-tested). */
 enum refusal {
@@ -252,6 +268,9 @@ int64_t virt_age_ms(struct vmhost *vh);
 /* Returns a new reference to the connection (virConnectPtr) or NULL when disconnected. */
 void *virt_conn_ref(struct vmhost *vh);
 void virt_request_refresh(struct vmhost *vh);
+/* For qemu:///embed?root=DIR: writes DIR/etc/qemu.conf (QEMU runs as vmhost's own user, console
+ * logs straight to files) unless the operator wrote one. */
+int virt_embed_prepare(const char *uri);
 /* Resolves virt_type auto against this machine. */
 const char *virt_resolve_type(const char *configured);
 
@@ -320,6 +339,8 @@ struct image_info {
         uint64_t virtual_size;
 };
 
+int images_prepare_dirs(struct vmhost *vh);
+/* Ensures the storage pools; called on every (re)connect. */
 int images_start(struct vmhost *vh);
 int images_lookup(struct vmhost *vh, const char *name, struct image_info *ret);
 json_t *images_list(struct vmhost *vh);

@@ -77,51 +77,6 @@ static json_t *vms_vm_json(struct vmhost *vh, virDomainPtr dom, const struct vm_
                                  agent_chan_status(vh, id));
 }
 
-static int vms_volume(virStoragePoolPtr pool, const char *name, const char *xml)
-{
-        virStorageVolPtr v = virStorageVolLookupByName(pool, name);
-
-        if (!v) /* a volume left by an earlier failed attempt for this id is reused, never deleted */
-                v = virStorageVolCreateXML(pool, xml, 0);
-        if (!v)
-                return -EIO;
-        virStorageVolFree(v);
-        return 0;
-}
-
-static int vms_make_volumes(virConnectPtr c, const struct vm_create_req *q,
-                            const struct image_info *img, char *os, char *vault, size_t size)
-{
-        virStoragePoolPtr pool = virStoragePoolLookupByName(c, VMHOST_POOL_VMS);
-        char xml[8192], esc[4200];
-        const char *fmt = strstr(img->disk_path, ".raw") ? "raw" : "qcow2";
-        int r;
-
-        if (!pool || xml_escape(img->disk_path, esc, sizeof(esc)) < 0) {
-                if (pool)
-                        virStoragePoolFree(pool);
-                return -EIO;
-        }
-        snprintf(os, size, "%s-os.qcow2", q->vm_id);
-        snprintf(vault, size, "%s-vault.qcow2", q->vm_id);
-        snprintf(xml, sizeof(xml),
-                 "<volume><name>%s</name><capacity unit='bytes'>%llu</capacity>"
-                 "<target><format type='qcow2'/><permissions><mode>0600</mode></permissions>"
-                 "</target><backingStore><path>%s</path><format type='%s'/></backingStore>"
-                 "</volume>",
-                 os, (unsigned long long)(img->virtual_size ? img->virtual_size : 1ULL << 30), esc,
-                 fmt);
-        r = vms_volume(pool, os, xml);
-        snprintf(xml, sizeof(xml),
-                 "<volume><name>%s</name><capacity unit='MiB'>%llu</capacity>"
-                 "<target><format type='qcow2'/><permissions><mode>0600</mode></permissions>"
-                 "</target></volume>",
-                 vault, (unsigned long long)q->vault_disk_mib);
-        r = r ?: vms_volume(pool, vault, xml);
-        virStoragePoolFree(pool);
-        return r;
-}
-
 static void vms_meta_new(struct vmhost *vh, const struct vm_create_req *q, struct vm_meta *m)
 {
         uint8_t raw[16];
@@ -140,7 +95,8 @@ static void vms_meta_new(struct vmhost *vh, const struct vm_create_req *q, struc
 static int vms_define(struct vmhost *vh, virConnectPtr c, const struct vm_create_req *q,
                       const struct image_info *img, virDomainPtr *ret, struct vm_problem *p)
 {
-        char os[128], vault[128], seed[4200], console[4200], err[256];
+        char seed[4200], console[4200], err[256];
+        struct vm_disks d;
         char *chan = agent_chan_socket_path(vh, q->vm_id), *xml = NULL;
         struct vm_meta m;
         struct vm_spec s;
@@ -149,10 +105,10 @@ static int vms_define(struct vmhost *vh, virConnectPtr c, const struct vm_create
         vms_meta_new(vh, q, &m);
         snprintf(seed, sizeof(seed), "%s/seeds/%s.iso", vh->cfg.state_dir, q->vm_id);
         snprintf(console, sizeof(console), "%s/console/%s.log", vh->cfg.state_dir, q->vm_id);
-        r = vms_make_volumes(c, q, img, os, vault, sizeof(os));
+        r = storage_make_disks(vh, c, q->vm_id, img, q->vault_disk_mib, &d, err, sizeof(err));
         if (r < 0) {
                 vms_problem(p, 500, "storage", "cannot create the disks of '%s': %s", q->vm_id,
-                            virGetLastErrorMessage());
+                            err);
                 goto cleanup;
         }
         r = seed_build(seed, q->vm_id, &m, err, sizeof(err));
@@ -162,7 +118,10 @@ static int vms_define(struct vmhost *vh, virConnectPtr c, const struct vm_create
         }
         s = (struct vm_spec){.name = q->vm_id, .virt_type = vh->virt_type,
                              .memory_mib = q->memory_mib, .vcpus = q->vcpus, .meta = &m,
-                             .os_volume = os, .vault_volume = vault, .seed_path = seed,
+                             .in_pool = d.in_pool,
+                             .os_volume = d.in_pool ? d.os_volume : d.os_path,
+                             .vault_volume = d.in_pool ? d.vault_volume : d.vault_path,
+                             .seed_path = seed,
                              .channel_path = chan, .console_log = console};
         if (img->kernel_path[0]) {
                 s.kernel_path = img->kernel_path;
@@ -400,9 +359,33 @@ static void vms_archive_expire(struct vmhost *vh)
                 virConnectClose(c);
 }
 
+/* Archived VMs still running (e.g. after a vmhost restart) get a grace period from now. */
+static void vms_archive_adopt(struct vmhost *vh)
+{
+        uint64_t deadline = clock_monotonic_ms() + vh->cfg.archive_grace_ms;
+        json_t *v;
+        size_t i;
+
+        pthread_mutex_lock(&vh->state_lock);
+        json_array_foreach(vh->vms, i, v) {
+                const char *id = json_string_value(json_object_get(v, "id"));
+                bool tracked = false;
+
+                if (strcmp(json_string_value(json_object_get(v, "lifecycle")), "archived") != 0 ||
+                    strcmp(json_string_value(json_object_get(v, "state")), "running") != 0)
+                        continue;
+                for (unsigned k = 0; k < VMS_MAX_ARCHIVING; k++)
+                        tracked = tracked || strcmp(vms_archiving[k].id, id) == 0;
+                if (!tracked)
+                        vms_archive_track(id, deadline);
+        }
+        pthread_mutex_unlock(&vh->state_lock);
+}
+
 void vms_archive_timers(struct vmhost *vh)
 {
         pthread_mutex_lock(&vh->ops_lock);
+        vms_archive_adopt(vh);
         vms_archive_expire(vh);
         pthread_mutex_unlock(&vh->ops_lock);
 }
