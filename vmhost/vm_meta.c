@@ -233,7 +233,8 @@ int vm_meta_parse(const char *xml, size_t len, struct vm_meta *ret)
                             XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
         if (!doc)
                 return -EINVAL;
-        r = vm_meta_walk(xmlDocGetRootElement(doc), &m);
+        /* A DOCTYPE could define entities; the element vmhost writes never has one. */
+        r = doc->intSubset || doc->extSubset ? -EINVAL : vm_meta_walk(xmlDocGetRootElement(doc), &m);
         xmlFreeDoc(doc);
         if (r == 0)
                 *ret = m;
