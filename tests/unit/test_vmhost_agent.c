@@ -190,6 +190,73 @@ static void test_consistency_request_flow(void **state)
         free(two), free(four);
 }
 
+/* A report line whose STH is the real root of the first n of leaves. */
+static char *report_root(const merkle_hash *leaves, uint64_t n)
+{
+        merkle_hash root;
+        char *line = report_line(n, 0, pk, sk, NULL), hex[65], zero[65];
+
+        merkle_root(leaves, n, root);
+        sodium_bin2hex(hex, sizeof(hex), root, 32);
+        memset(zero, '0', 64);
+        zero[64] = 0;
+        /* re-sign over the real root */
+        {
+                struct sth s = {.size = n, .time_ms = 1000 + n};
+                char b64[128], *old;
+
+                memcpy(s.root, root, 32);
+                sth_sign(&s, sk);
+                sodium_bin2base64(b64, sizeof(b64), s.signature, 64, sodium_base64_VARIANT_ORIGINAL);
+                free(line);
+                old = NULL;
+                assert_true(asprintf(&old,
+                                     "{\"v\":1,\"type\":\"report\",\"trigger\":\"seal\","
+                                     "\"vault_id\":\"v\",\"public_key\":\"IVL40Zt5HSRFMkLhXy6rbLfP+"
+                                     "ntqXtMAl5YOBpiB2xI=\",\"sth\":{\"size\":%llu,\"root\":\"%s\","
+                                     "\"time_ms\":%llu,\"signature\":\"%s\"},\"records\":1,"
+                                     "\"bytes\":2,\"duration_ms\":3,\"mismatches\":[]}",
+                                     (unsigned long long)n, hex, (unsigned long long)s.time_ms,
+                                     b64) > 0);
+                line = old;
+        }
+        return line;
+}
+
+static void test_consistency_valid_proof(void **state)
+{
+        merkle_hash leaves[7], proof[MERKLE_MAX_PROOF];
+        struct integrity in;
+        struct agent_msg m;
+        char *three, *seven, line[4096], err[256], hex[65];
+        size_t len = 0, o;
+
+        for (uint8_t i = 0; i < 7; i++)
+                merkle_leaf_hash(&i, 1, leaves[i]);
+        three = report_root(leaves, 3);
+        seven = report_root(leaves, 7);
+        integrity_init(&in);
+        feed(&in, three);
+        assert_int_equal(feed(&in, seven), VERIFY_NEED_CONSISTENCY);
+        assert_int_equal(merkle_consistency_proof(leaves, 7, 3, proof, &len), 0);
+        o = (size_t)snprintf(line, sizeof(line),
+                             "{\"v\":1,\"type\":\"consistency\",\"request_id\":\"%s\","
+                             "\"from_size\":3,\"to_size\":7,\"proof\":[",
+                             in.pending_id);
+        for (size_t i = 0; i < len; i++) {
+                sodium_bin2hex(hex, sizeof(hex), proof[i], 32);
+                o += (size_t)snprintf(line + o, sizeof(line) - o, "%s\"%s\"", i ? "," : "", hex);
+        }
+        snprintf(line + o, sizeof(line) - o, "]}");
+        assert_int_equal(agent_line_parse(line, strlen(line), &m, err, sizeof(err)), 0);
+        integrity_on_consistency(&in, &m, 9);
+        agent_msg_clear(&m);
+        assert_int_equal(json_array_size(in.mismatches), 0);
+        assert_int_equal(in.sth.size, 7); /* accepted after the proof verified */
+        integrity_clear(&in);
+        free(three), free(seven);
+}
+
 static void test_policy(void **state)
 {
         struct vm_meta m = {.lifecycle = VM_ACTIVE};
@@ -271,6 +338,7 @@ int main(void)
                 cmocka_unit_test(test_rollback_and_same_size),
                 cmocka_unit_test(test_agent_mismatches_are_kept),
                 cmocka_unit_test(test_consistency_request_flow),
+                cmocka_unit_test(test_consistency_valid_proof),
                 cmocka_unit_test(test_policy),
                 cmocka_unit_test(test_create_request),
                 cmocka_unit_test(test_inventory_digest),
