@@ -8,7 +8,7 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from test_vmhost_harness import Vmhost, destroy_all, make_root, remove_root  # noqa: E402
+from test_vmhost_harness import Vmhost, destroy_all, make_root, remove_root, validate  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +24,7 @@ def vh():
 def problem(vh, method, path, body=None):
     status, doc, ctype = vh.call(method, path, body)
     assert ctype == "application/problem+json", (status, doc)
+    validate(doc, "problem.schema.json")
     assert doc["status"] == status
     return status, doc["type"].rsplit("/", 1)[1], doc["detail"]
 
@@ -38,6 +39,7 @@ def test_empty_inventory(vh):
     status, inv, _ = vh.call("GET", "/v1/inventory")
     assert status == 200
     assert inv["vms"] == []
+    validate(inv, "inventory.schema.json")
     # SHA-256("[]")
     assert inv["digest"] == "4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945"
 

@@ -19,6 +19,21 @@ BUILD = os.environ.get("TOTEBOX_BUILD_DIR", os.path.join(SRC, "build"))
 VMHOST = os.path.join(BUILD, "vmhost", "vmhost")
 
 
+def validate(instance, schema_name):
+    """Validates against schemas/<schema_name>, resolving references between our schemas."""
+    import jsonschema
+    d = os.path.join(SRC, "schemas")
+    store = {}
+    for name in os.listdir(d):
+        if name.endswith(".schema.json"):
+            with open(os.path.join(d, name)) as f:
+                doc = json.load(f)
+            store[doc["$id"]] = doc
+    schema = store["https://totebox.example/schemas/" + schema_name]
+    resolver = jsonschema.RefResolver.from_schema(schema, store=store)
+    jsonschema.Draft202012Validator(schema, resolver=resolver).validate(instance)
+
+
 def free_port(kind=socket.SOCK_STREAM):
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))

@@ -1,3 +1,4 @@
+# ctest-labels: slow
 """vmhost against real libvirt (qemu:///embed, TCG): import the test image, create a VM that
 boots it, see it in the inventory and in heartbeats, read its agent's report over the channel,
 suspend, resume, archive it, and see each refusal (checksum mismatch, image in use, not enough
@@ -12,7 +13,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 from test_vmhost_harness import (Vmhost, build_image, destroy_all, make_root, remove_root,  # noqa: E402
-                                 sha256, wait_for)
+                                 sha256, validate, wait_for)
 
 FIXED_KEY = "IVL40Zt5HSRFMkLhXy6rbLfP+ntqXtMAl5YOBpiB2xI="
 CREATE = {"request_id": "req-a", "vm_id": "vm-a", "entity": "Acme <&> \"Co\"", "memory_mib": 256,
@@ -69,6 +70,7 @@ def test_create_boots_and_is_in_inventory(env):
     status, other, _ = vh.call("POST", "/v1/vms", dict(CREATE, request_id="req-b"))
     assert status == 409 and other["type"].endswith("/vm-exists"), other
     status, inv, _ = vh.call("GET", "/v1/inventory")
+    validate(inv, "inventory.schema.json")
     assert [v["id"] for v in inv["vms"]] == ["vm-a"]
     canonical = json.dumps(inv["vms"], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     assert inv["digest"] == hashlib.sha256(canonical.encode()).hexdigest()
@@ -79,6 +81,7 @@ def test_agent_report_arrives_over_the_channel(env):
         v = vm(env)
         return v if v["agent"] and v["agent"]["reports"] >= 1 else None
     v = wait_for(reported, 120, "the guest agent's first report")
+    validate(v, "vm.schema.json")
     assert v["agent"]["connected"] is True
     assert v["agent"]["last_report"]["type"] == "report"
     assert v["vault_public_key"] == FIXED_KEY          # pinned at first use
@@ -115,6 +118,7 @@ def test_suspend_and_resume(env):
     status, body, _ = vh.call("POST", "/v1/vms/vm-a/suspend")
     assert status == 200, body
     assert body["state"] == "saved" and body["lifecycle"] == "suspended"
+    validate(body, "vm.schema.json")
     status, body, _ = vh.call("POST", "/v1/vms/vm-a/resume")
     assert status == 200, body
     assert body["state"] == "running" and body["lifecycle"] == "active"
