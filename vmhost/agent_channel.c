@@ -106,8 +106,8 @@ static void chan_on_report(struct vmhost *vh, struct agent_chan *c, const struct
                 c->meta_dirty = true;
         if (json_array_size(c->in.mismatches) > before)
                 log_warn("VM '%s': integrity mismatch '%s'", c->id,
-                         json_string_value(json_object_get(
-                                 json_array_get(c->in.mismatches, before), "kind")));
+                         json_string_value(
+                             json_object_get(json_array_get(c->in.mismatches, before), "kind")));
         if (a == VERIFY_NEED_CONSISTENCY)
                 chan_send(c, json_pack("{s:i, s:s, s:s, s:I, s:I}", "v", 1, "type",
                                        "consistency-request", "request_id", c->in.pending_id,
@@ -315,8 +315,7 @@ json_t *agent_chan_status(struct vmhost *vh, const char *id)
         if (c)
                 o = json_pack("{s:b, s:I, s:I, s:I, s:O?}", "connected", c->fd >= 0, "lines",
                               (json_int_t)c->lines, "malformed", (json_int_t)c->in.malformed,
-                              "reports", (json_int_t)c->in.reports, "last_report",
-                              c->last_report);
+                              "reports", (json_int_t)c->in.reports, "last_report", c->last_report);
         if (o)
                 json_object_set_new(o, "last_report_ms",
                                     c->last_report_ms ? json_integer((json_int_t)c->last_report_ms)
@@ -325,8 +324,7 @@ json_t *agent_chan_status(struct vmhost *vh, const char *id)
         return o;
 }
 
-int agent_chan_request_verify(struct vmhost *vh, const char *id, char *ret_request_id,
-                              size_t size)
+int agent_chan_request_verify(struct vmhost *vh, const char *id, char *ret_request_id, size_t size)
 {
         struct agent_chan *c;
         uint8_t raw[8];

@@ -12,11 +12,13 @@
 #define AGENT_MAX_DEPTH 4
 #define AGENT_STR_MAX   4096
 
-static const char *const agent_mismatch_kinds[] = {
-        "modified-asset",   "deleted-asset",  "unrecorded-file",        "ledger-edited",
-        "ledger-truncated", "ledger-reordered", "ledger-deleted",       "flag-cleared",
-        "forged-tree-head", "rollback",       "inconsistent-tree-head", "key-changed",
-        "malformed-report", NULL};
+static const char *const agent_mismatch_kinds[] = {"modified-asset",         "deleted-asset",
+                                                   "unrecorded-file",        "ledger-edited",
+                                                   "ledger-truncated",       "ledger-reordered",
+                                                   "ledger-deleted",         "flag-cleared",
+                                                   "forged-tree-head",       "rollback",
+                                                   "inconsistent-tree-head", "key-changed",
+                                                   "malformed-report",       NULL};
 
 bool agent_mismatch_kind_valid(const char *kind)
 {
@@ -99,17 +101,18 @@ static int agent_parse_mismatch(const json_t *o, struct json_input_error *err)
 
 static int agent_parse_report(const json_t *o, struct agent_msg *m, struct json_input_error *err)
 {
-        static const char *const fields[] = {"v",       "type",    "trigger",     "request_id",
-                                             "vault_id", "public_key", "sth",     "records",
-                                             "bytes",   "duration_ms", "mismatches", NULL};
+        static const char *const fields[] = {"v",        "type",        "trigger",    "request_id",
+                                             "vault_id", "public_key",  "sth",        "records",
+                                             "bytes",    "duration_ms", "mismatches", NULL};
         static const char *const triggers[] = {"start", "seal", "schedule", "request", NULL};
         json_t *mm = json_object_get(o, "mismatches");
         int r = 0;
 
         r = r ?: json_input_check_keys(o, fields, err);
         r = r ?: json_input_copy_string(o, "trigger", true, m->trigger, sizeof(m->trigger), err);
-        r = r ?: json_input_copy_string(o, "request_id", false, m->request_id,
-                                        sizeof(m->request_id), err);
+        r = r
+                ?: json_input_copy_string(o, "request_id", false, m->request_id,
+                                          sizeof(m->request_id), err);
         r = r ?: json_input_copy_string(o, "vault_id", true, m->vault_id, sizeof(m->vault_id), err);
         r = r ?: agent_get_b64(o, "public_key", m->public_key, sizeof(m->public_key), err);
         r = r ?: agent_parse_sth(json_object_get(o, "sth"), &m->sth, err);
@@ -143,8 +146,9 @@ static int agent_parse_consistency(const json_t *o, struct agent_msg *m,
         int r = 0;
 
         r = r ?: json_input_check_keys(o, fields, err);
-        r = r ?: json_input_copy_string(o, "request_id", true, m->request_id,
-                                        sizeof(m->request_id), err);
+        r = r
+                ?: json_input_copy_string(o, "request_id", true, m->request_id,
+                                          sizeof(m->request_id), err);
         r = r ?: json_input_get_uint(o, "from_size", true, 0, INT64_MAX, &m->from_size, err);
         r = r ?: json_input_get_uint(o, "to_size", true, 0, INT64_MAX, &m->to_size, err);
         if (r < 0)
@@ -168,8 +172,9 @@ static int agent_parse_error(const json_t *o, struct agent_msg *m, struct json_i
         int r = 0;
 
         r = r ?: json_input_check_keys(o, fields, err);
-        r = r ?: json_input_copy_string(o, "request_id", false, m->request_id,
-                                        sizeof(m->request_id), err);
+        r = r
+                ?: json_input_copy_string(o, "request_id", false, m->request_id,
+                                          sizeof(m->request_id), err);
         r = r ?: json_input_copy_string(o, "detail", true, m->detail, sizeof(m->detail), err);
         return r;
 }
@@ -204,8 +209,7 @@ static int agent_parse_object(const json_t *o, struct agent_msg *m, struct json_
         return json_input_fail(err, "unknown message type '%s'", type);
 }
 
-int agent_line_parse(const char *line, size_t len, struct agent_msg *ret, char *err,
-                     size_t errsize)
+int agent_line_parse(const char *line, size_t len, struct agent_msg *ret, char *err, size_t errsize)
 {
         struct json_input_error jerr = {{0}};
         struct agent_msg m;

@@ -65,8 +65,7 @@ static bool integrity_check_key(struct integrity *in, const struct agent_msg *m)
 }
 
 static int integrity_verify_consistency(uint64_t size1, uint64_t size2, const merkle_hash r1,
-                                        const merkle_hash r2, const merkle_hash *proof,
-                                        size_t len)
+                                        const merkle_hash r2, const merkle_hash *proof, size_t len)
 {
 #ifdef VMHOST_HAVE_MERKLE
         return merkle_verify_consistency(size1, size2, r1, r2, proof, len);

@@ -20,12 +20,24 @@ int xml_escape(const char *text, char *buf, size_t size)
                 size_t n;
 
                 switch (*p) {
-                case '&': rep = "&amp;"; break;
-                case '<': rep = "&lt;"; break;
-                case '>': rep = "&gt;"; break;
-                case '"': rep = "&quot;"; break;
-                case '\'': rep = "&apos;"; break;
-                default: rep = one; break;
+                case '&':
+                        rep = "&amp;";
+                        break;
+                case '<':
+                        rep = "&lt;";
+                        break;
+                case '>':
+                        rep = "&gt;";
+                        break;
+                case '"':
+                        rep = "&quot;";
+                        break;
+                case '\'':
+                        rep = "&apos;";
+                        break;
+                default:
+                        rep = one;
+                        break;
                 }
                 if ((unsigned char)*p < 0x20 && *p != '\t' && *p != '\n')
                         return -EINVAL; /* not representable in XML 1.0 */
@@ -103,8 +115,10 @@ static void domain_xml_disk(struct xml_out *x, const struct vm_spec *s, const ch
                            "      <driver name='qemu' type='qcow2'/>\n"
                            "      <source file='%s'/>\n",
                            volume);
-        xml_printf(x, "      <target dev='%s' bus='virtio'/>\n      <serial>%s</serial>\n"
-                      "    </disk>\n", dev, serial);
+        xml_printf(x,
+                   "      <target dev='%s' bus='virtio'/>\n      <serial>%s</serial>\n"
+                   "    </disk>\n",
+                   dev, serial);
 }
 
 static void domain_xml_disks(struct xml_out *x, const struct vm_spec *s)
@@ -134,9 +148,9 @@ static void domain_xml_devices(struct xml_out *x, const struct vm_spec *s)
                    "    <channel type='unix'>\n      <source mode='bind' path='%s'/>\n"
                    "      <target type='virtio' name='%s'/>\n    </channel>\n",
                    s->channel_path, AGENT_CHANNEL_NAME);
-        xml_printf(x,
-                   "    <rng model='virtio'>\n      <backend model='random'>/dev/urandom</backend>\n"
-                   "    </rng>\n    <memballoon model='none'/>\n  </devices>\n");
+        xml_printf(
+            x, "    <rng model='virtio'>\n      <backend model='random'>/dev/urandom</backend>\n"
+               "    </rng>\n    <memballoon model='none'/>\n  </devices>\n");
 }
 
 char *domain_xml_build(const struct vm_spec *s)
@@ -145,9 +159,9 @@ char *domain_xml_build(const struct vm_spec *s)
         char *buf = NULL, *meta;
         size_t len = 0;
 
-        if (!s->name || !vm_id_valid(s->name) || !s->meta || !s->os_volume ||
-            !s->vault_volume || !s->seed_path || !s->channel_path || !s->console_log ||
-            s->memory_mib == 0 || s->vcpus == 0 || !s->virt_type)
+        if (!s->name || !vm_id_valid(s->name) || !s->meta || !s->os_volume || !s->vault_volume ||
+            !s->seed_path || !s->channel_path || !s->console_log || s->memory_mib == 0 ||
+            s->vcpus == 0 || !s->virt_type)
                 return NULL;
         meta = vm_meta_format(s->meta);
         x.f = meta ? open_memstream(&buf, &len) : NULL;

@@ -61,8 +61,8 @@ static int images_pool(virConnectPtr c, const char *name, const char *path)
 
 int images_prepare_dirs(struct vmhost *vh)
 {
-        static const char *const dirs[] = {"", "vms", "images", "manifests", "channels",
-                                           "console", "seeds", NULL};
+        static const char *const dirs[] = {"",         "vms",     "images", "manifests",
+                                           "channels", "console", "seeds",  NULL};
         int r = 0;
 
         for (const char *const *d = dirs; *d && r == 0; d++)
@@ -85,7 +85,8 @@ int images_start(struct vmhost *vh)
         r = r ?: images_pool(c, VMHOST_POOL_IMAGES, path);
         if (r < 0 && virGetLastErrorCode() == VIR_ERR_NO_SUPPORT) {
                 log_info("libvirt '%s' has no storage driver: disks are made with qemu-img in "
-                         "the same layout", vh->cfg.libvirt_uri);
+                         "the same layout",
+                         vh->cfg.libvirt_uri);
                 return 0;
         }
         if (r < 0)
@@ -172,15 +173,16 @@ int images_lookup(struct vmhost *vh, const char *name, struct image_info *ret)
                 return -ENOENT;
         files = json_object_get(m, "files");
         snprintf(ii.name, sizeof(ii.name), "%s", name);
-        snprintf(ii.kind, sizeof(ii.kind), "%s", json_string_value(json_object_get(m, "kind")) ?: "disk");
+        snprintf(ii.kind, sizeof(ii.kind), "%s",
+                 json_string_value(json_object_get(m, "kind")) ?: "disk");
         snprintf(ii.cmdline, sizeof(ii.cmdline), "%s",
                  json_string_value(json_object_get(m, "cmdline")) ?: "");
         ii.virtual_size = (uint64_t)json_integer_value(json_object_get(m, "virtual_size"));
         for (unsigned i = 0; i < 3; i++) {
                 char *dst = i == 0 ? ii.disk_path : i == 1 ? ii.kernel_path : ii.initrd_path;
 
-                v = json_string_value(json_object_get(json_object_get(files, image_roles[i]),
-                                                      "volume"));
+                v = json_string_value(
+                    json_object_get(json_object_get(files, image_roles[i]), "volume"));
                 if (v)
                         snprintf(dst, sizeof(ii.disk_path), "%s/images/%s", vh->cfg.state_dir, v);
         }
@@ -198,9 +200,9 @@ static bool images_in_use(struct vmhost *vh, const char *name)
         size_t i;
 
         pthread_mutex_lock(&vh->state_lock);
-        json_array_foreach(vh->vms, i, v)
-                if (strcmp(json_string_value(json_object_get(v, "image")) ?: "", name) == 0)
-                        used = true;
+        json_array_foreach(vh->vms, i,
+                           v) if (strcmp(json_string_value(json_object_get(v, "image")) ?: "",
+                                         name) == 0) used = true;
         pthread_mutex_unlock(&vh->state_lock);
         return used;
 }
@@ -225,7 +227,8 @@ json_t *images_list(struct vmhost *vh)
                         snprintf(name, sizeof(name), "%.*s", (int)(len - 5), ents[i]->d_name);
                         m = images_manifest_load(vh, name);
                         if (m) {
-                                json_object_set_new(m, "in_use", json_boolean(images_in_use(vh, name)));
+                                json_object_set_new(m, "in_use",
+                                                    json_boolean(images_in_use(vh, name)));
                                 json_array_append_new(list, m);
                         }
                 }
@@ -261,8 +264,8 @@ static int images_fetch(struct vmhost *vh, struct image_file *f, struct vm_probl
         if (sodium_memcmp(got, f->want, DIGEST_HEX_LEN) != 0) {
                 unlink(tmp);
                 return vms_problem(p, 422, "checksum-mismatch",
-                                   "%s '%s' has SHA-256 %s, expected %s; refused", f->role,
-                                   f->src, got, f->want);
+                                   "%s '%s' has SHA-256 %s, expected %s; refused", f->role, f->src,
+                                   got, f->want);
         }
         if (stat(tmp, &st) < 0)
                 st.st_size = 0;
@@ -337,7 +340,8 @@ static int images_from_manifest(const char *path, const char *text, size_t len,
                     !images_hex_valid(sum) || (size_t)(dir_end - path) + strlen(fp) + 2 > 4096)
                         r = vms_problem(p, 422, "bad-manifest",
                                         "manifest '%s': files.%s needs a plain 'path' and a hex "
-                                        "'sha256'", path, image_roles[i]);
+                                        "'sha256'",
+                                        path, image_roles[i]);
                 else {
                         snprintf(files[i].src, sizeof(files[i].src), "%.*s/%s",
                                  (int)(dir_end - path), path, fp);
@@ -358,9 +362,9 @@ static int images_write_manifest(struct vmhost *vh, const char *name, json_t *m)
         if (path) {
                 snprintf(tmp, sizeof(tmp), "%s.tmp", path);
                 r = json_dump_file(m, tmp, JSON_INDENT(2) | JSON_SORT_KEYS) == 0 &&
-                                    rename(tmp, path) == 0
-                            ? 0
-                            : -EIO;
+                            rename(tmp, path) == 0
+                        ? 0
+                        : -EIO;
         }
         free(path);
         return r;
@@ -377,13 +381,12 @@ static json_t *images_manifest_new(const char *name, const char *src, const char
                         json_object_set_new(fs, image_roles[i],
                                             json_pack("{s:s, s:s, s:I, s:s}", "volume",
                                                       files[i].volume, "sha256", files[i].want,
-                                                      "size", (json_int_t)files[i].size,
-                                                      "format", files[i].format));
+                                                      "size", (json_int_t)files[i].size, "format",
+                                                      files[i].format));
         return json_pack("{s:i, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:o}", "v", 1, "name", name,
-                         "kind", kernel ? "direct-kernel" : "disk", "source", src,
-                         "source_sha256", sum, "cmdline", cmdline, "virtual_size",
-                         (json_int_t)vsize, "imported_at_ms", (json_int_t)clock_realtime_ms(),
-                         "files", fs);
+                         "kind", kernel ? "direct-kernel" : "disk", "source", src, "source_sha256",
+                         sum, "cmdline", cmdline, "virtual_size", (json_int_t)vsize,
+                         "imported_at_ms", (json_int_t)clock_realtime_ms(), "files", fs);
 }
 
 /* The virtual size of a disk: the qcow2 header's size field (big-endian u64 at offset 24), or
@@ -459,14 +462,15 @@ static int images_import_locked(struct vmhost *vh, const char *name, const char 
                 json_decref(man);
                 return vms_problem(p, 409, "image-exists",
                                    "image '%s' exists and is never replaced in place; import the "
-                                   "new version under a new name", name);
+                                   "new version under a new name",
+                                   name);
         }
         if (len > 5 && strcmp(path + len - 5, ".json") == 0) {
                 uint8_t d[crypto_hash_sha256_BYTES];
 
                 if (images_read_small(path, &text, &tlen) < 0)
-                        return vms_problem(p, 422, "image-unreadable",
-                                           "cannot read manifest '%s'", path);
+                        return vms_problem(p, 422, "image-unreadable", "cannot read manifest '%s'",
+                                           path);
                 crypto_hash_sha256(d, (const uint8_t *)text, tlen);
                 sodium_bin2hex(got, sizeof(got), d, sizeof(d));
                 if (strcmp(got, sum) != 0)
@@ -542,7 +546,8 @@ int images_remove(struct vmhost *vh, const char *name, struct vm_problem *p)
                                 "image '%s' is the base of at least one VM and cannot be removed",
                                 name);
         if (r == 0) {
-                json_object_foreach(json_object_get(m, "files"), k, f) {
+                json_object_foreach(json_object_get(m, "files"), k, f)
+                {
                         char path[4400];
 
                         snprintf(path, sizeof(path), "%s/images/%s", vh->cfg.state_dir,

@@ -103,8 +103,8 @@ json_t *inventory_vm_json(void *dom, const struct vm_meta *m, const char *id, js
                       inventory_state_name(dom, state), "lifecycle",
                       vm_lifecycle_name(m->lifecycle), "memory_mib",
                       (json_int_t)(info.maxMem / 1024), "vcpus", (int)info.nrVirtCpu, "image",
-                      m->image, "pin", "fleet_id", m->fleet_id, "node_id", m->node_id,
-                      "request_id", m->request_id, "integrity", integrity, "agent", agent);
+                      m->image, "pin", "fleet_id", m->fleet_id, "node_id", m->node_id, "request_id",
+                      m->request_id, "integrity", integrity, "agent", agent);
         if (!o)
                 return NULL;
         if (m->has_vault_key) {
@@ -148,7 +148,7 @@ static json_t *inventory_build(struct vmhost *vh, virConnectPtr c, uint64_t *com
                                                      agent_chan_status(vh, id));
                         if (items[k] && m.lifecycle == VM_ACTIVE)
                                 *committed += (uint64_t)json_integer_value(
-                                        json_object_get(items[k], "memory_mib"));
+                                    json_object_get(items[k], "memory_mib"));
                         if (items[k])
                                 k++;
                 }
@@ -197,9 +197,8 @@ json_t *inventory_get(struct vmhost *vh, const char *id)
         size_t i;
 
         pthread_mutex_lock(&vh->state_lock);
-        json_array_foreach(vh->vms, i, v)
-                if (strcmp(json_string_value(json_object_get(v, "id")), id) == 0)
-                        found = json_incref(v);
+        json_array_foreach(vh->vms, i, v) if (strcmp(json_string_value(json_object_get(v, "id")),
+                                                     id) == 0) found = json_incref(v);
         pthread_mutex_unlock(&vh->state_lock);
         return found;
 }

@@ -128,18 +128,18 @@ static void vmhost_stop(struct vmhost *vh)
 int main(int argc, char **argv)
 {
         static struct vmhost vh = {
-                .conn_lock = PTHREAD_MUTEX_INITIALIZER,
-                .ops_lock = PTHREAD_MUTEX_INITIALIZER,
-                .state_lock = PTHREAD_MUTEX_INITIALIZER,
-                .refresh_cond = PTHREAD_COND_INITIALIZER,
-                .chan_timer = -1,
+            .conn_lock = PTHREAD_MUTEX_INITIALIZER,
+            .ops_lock = PTHREAD_MUTEX_INITIALIZER,
+            .state_lock = PTHREAD_MUTEX_INITIALIZER,
+            .refresh_cond = PTHREAD_COND_INITIALIZER,
+            .chan_timer = -1,
         };
         const struct daemon_args args = {
-                .program = "vmhost",
-                .summary = "Totebox node daemon: node figures, heartbeats and the node's VMs.",
-                .table = vmhost_config_table,
-                .cfg = &vh.cfg,
-                .default_config = "/etc/totebox/vmhost.conf",
+            .program = "vmhost",
+            .summary = "Totebox node daemon: node figures, heartbeats and the node's VMs.",
+            .table = vmhost_config_table,
+            .cfg = &vh.cfg,
+            .default_config = "/etc/totebox/vmhost.conf",
         };
         struct heartbeat_sender s = {.fd = -1};
         enum log_level level = LOG_LEVEL_INFO;
@@ -172,8 +172,9 @@ int main(int argc, char **argv)
         inventory_digest(json_array(), vh.digest); /* "[]" until the first refresh */
         r = vmhost_start(&vh);
         if (r == 0) {
-                log_info("node '%s' sends heartbeats to '%s' port %llu every %llu ms", vh.cfg.node_id,
-                         vh.cfg.fleetd_address, (unsigned long long)vh.cfg.fleetd_port,
+                log_info("node '%s' sends heartbeats to '%s' port %llu every %llu ms",
+                         vh.cfg.node_id, vh.cfg.fleetd_address,
+                         (unsigned long long)vh.cfg.fleetd_port,
                          (unsigned long long)vh.cfg.heartbeat_interval_ms);
                 r = vmhost_run(&vh, &s, sfd);
         }

@@ -192,19 +192,19 @@ static void node_roster(struct node_req *q, struct node_resp *resp)
 }
 
 static const struct node_route node_routes[] = {
-        {"GET", "/v1/inventory", NULL, node_inventory, "every Totebox VM of this node"},
-        {"POST", "/v1/vms", NULL, node_vm_create, "create a VM (idempotent by request_id)"},
-        {"GET", "/v1/vms/", "", node_vm_get, "one VM"},
-        {"POST", "/v1/vms/", "/start", node_vm_start, "start (refused: pinned elsewhere, archived)"},
-        {"POST", "/v1/vms/", "/suspend", node_vm_suspend, "suspend to a managed save (frees RAM)"},
-        {"POST", "/v1/vms/", "/resume", node_vm_resume, "resume from suspend"},
-        {"POST", "/v1/vms/", "/archive", node_vm_archive, "shut down and keep; never starts again"},
-        {"POST", "/v1/vms/", "/verify", node_vm_verify, "ask the agent for a full verification"},
-        {"GET", "/v1/images", NULL, node_images_list, "base images and their manifests"},
-        {"POST", "/v1/images", NULL, node_images_import, "import a base image (checksum verified)"},
-        {"DELETE", "/v1/images/", "", node_images_remove, "remove an image no VM uses"},
-        {"POST", "/v1/roster", NULL, node_roster, "a signed roster from the genesis key"},
-        {NULL, NULL, NULL, NULL, NULL},
+    {"GET", "/v1/inventory", NULL, node_inventory, "every Totebox VM of this node"},
+    {"POST", "/v1/vms", NULL, node_vm_create, "create a VM (idempotent by request_id)"},
+    {"GET", "/v1/vms/", "", node_vm_get, "one VM"},
+    {"POST", "/v1/vms/", "/start", node_vm_start, "start (refused: pinned elsewhere, archived)"},
+    {"POST", "/v1/vms/", "/suspend", node_vm_suspend, "suspend to a managed save (frees RAM)"},
+    {"POST", "/v1/vms/", "/resume", node_vm_resume, "resume from suspend"},
+    {"POST", "/v1/vms/", "/archive", node_vm_archive, "shut down and keep; never starts again"},
+    {"POST", "/v1/vms/", "/verify", node_vm_verify, "ask the agent for a full verification"},
+    {"GET", "/v1/images", NULL, node_images_list, "base images and their manifests"},
+    {"POST", "/v1/images", NULL, node_images_import, "import a base image (checksum verified)"},
+    {"DELETE", "/v1/images/", "", node_images_remove, "remove an image no VM uses"},
+    {"POST", "/v1/roster", NULL, node_roster, "a signed roster from the genesis key"},
+    {NULL, NULL, NULL, NULL, NULL},
 };
 
 /* Matches url against a route; copies the {id} segment into q. */
@@ -292,9 +292,8 @@ static bool node_read_body(struct vmhost *vh, struct node_conn *c, const char *d
 }
 
 static enum MHD_Result node_access(void *cls, struct MHD_Connection *conn, const char *url,
-                                   const char *method, const char *version,
-                                   const char *upload_data, size_t *upload_data_size,
-                                   void **con_cls)
+                                   const char *method, const char *version, const char *upload_data,
+                                   size_t *upload_data_size, void **con_cls)
 {
         struct vmhost *vh = cls;
         struct node_conn *c = *con_cls;
@@ -375,13 +374,11 @@ int node_api_start(struct vmhost *vh)
         /* One address: the mesh address (a second would need a second daemon). */
         if (!a || inet_pton(AF_INET, a, &sa.sin_addr) != 1)
                 return -EINVAL;
-        vh->http = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL_LINUX_ONLY,
-                                    0, node_accept, vh, node_access, vh, MHD_OPTION_SOCK_ADDR, &sa,
-                                    MHD_OPTION_NOTIFY_COMPLETED, node_completed, vh,
-                                    MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
-                                    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
-                                    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)65536,
-                                    MHD_OPTION_END);
+        vh->http = MHD_start_daemon(
+            MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL_LINUX_ONLY, 0, node_accept, vh,
+            node_access, vh, MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_NOTIFY_COMPLETED, node_completed,
+            vh, MHD_OPTION_CONNECTION_LIMIT, (unsigned)64, MHD_OPTION_CONNECTION_TIMEOUT,
+            (unsigned)30, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)65536, MHD_OPTION_END);
         if (!vh->http)
                 return -EADDRNOTAVAIL;
         log_info("node API listening on '%s' port %llu", a,

@@ -7,9 +7,9 @@
 
 const char *refusal_name(enum refusal r)
 {
-        static const char *const names[] = {"none", "pinned-elsewhere", "archived",
-                                            "insufficient-memory", "wrong-state",
-                                            "not-totebox"};
+        static const char *const names[] = {"none",        "pinned-elsewhere",
+                                            "archived",    "insufficient-memory",
+                                            "wrong-state", "not-totebox"};
 
         return names[r];
 }

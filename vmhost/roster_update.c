@@ -34,8 +34,10 @@ static int roster_genesis_key(struct vmhost *vh, uint8_t pk[32])
         const char *b64 = vh->cfg.genesis_public_key;
         size_t n = 0;
 
-        if (!b64[0] || sodium_base642bin(pk, 32, b64, strlen(b64), NULL, &n, NULL,
-                                         sodium_base64_VARIANT_ORIGINAL) != 0 || n != 32)
+        if (!b64[0] ||
+            sodium_base642bin(pk, 32, b64, strlen(b64), NULL, &n, NULL,
+                              sodium_base64_VARIANT_ORIGINAL) != 0 ||
+            n != 32)
                 return -ENOKEY;
         return 0;
 }
@@ -83,7 +85,8 @@ int roster_update_start(struct vmhost *vh)
         free(path);
         if (!r) {
                 log_info("starting without a roster (%s): the node API answers only "
-                         "node_api_allow", err);
+                         "node_api_allow",
+                         err);
                 return 0;
         }
         log_info("roster version %llu: controller '%s'", (unsigned long long)r->version,
@@ -141,8 +144,8 @@ int roster_update_apply(struct vmhost *vh, const char *body, size_t len, json_t 
                          (unsigned long long)r->version, vh->cfg.wg_interface, strerror(-wg));
         log_info("roster version %llu accepted: controller '%s', %zu nodes",
                  (unsigned long long)r->version, r->controller, r->n_nodes);
-        *ret = json_pack("{s:I, s:b, s:s}", "version", (json_int_t)r->version, "applied",
-                         wg == 0, "interface", vh->cfg.wg_interface);
+        *ret = json_pack("{s:I, s:b, s:s}", "version", (json_int_t)r->version, "applied", wg == 0,
+                         "interface", vh->cfg.wg_interface);
         roster_install(vh, r);
         return 0;
 }

@@ -48,7 +48,8 @@ static char *seed_quote(const char *s)
 
 static int seed_texts(const char *dir, const char *vm_id, const struct vm_meta *m)
 {
-        char *id = seed_quote(vm_id), *entity = seed_quote(m->entity), *fleet = seed_quote(m->fleet_id);
+        char *id = seed_quote(vm_id), *entity = seed_quote(m->entity),
+             *fleet = seed_quote(m->fleet_id);
         char *node = seed_quote(m->node_id), *vault = seed_quote(m->vault_id);
         char *meta = NULL, *user = NULL;
         int r = -ENOMEM;
@@ -78,7 +79,7 @@ static int seed_run(const char *iso, const char *dir, char *err, size_t errsize)
 {
         char ud[4200], md[4200], nc[4200];
         char *argv[] = {"genisoimage", "-quiet", "-output", (char *)iso, "-volid", "cidata",
-                        "-joliet", "-rock", ud, md, nc, NULL};
+                        "-joliet",     "-rock",  ud,        md,          nc,       NULL};
         posix_spawn_file_actions_t fa;
         int status = 0, r;
         pid_t pid;

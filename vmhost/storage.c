@@ -40,8 +40,8 @@ static int storage_qemu_img(const char *path, const char *backing, const char *b
                             uint64_t bytes)
 {
         char size[32], opt[64];
-        char *argv[] = {"qemu-img", "create", "-q", "-f", "qcow2", "-o", opt, (char *)path,
-                        size, NULL, NULL, NULL, NULL, NULL};
+        char *argv[] = {"qemu-img",   "create", "-q", "-f", "qcow2", "-o", opt,
+                        (char *)path, size,     NULL, NULL, NULL,    NULL, NULL};
 
         if (access(path, F_OK) == 0)
                 return 0;
@@ -69,9 +69,8 @@ static int storage_pool_volume(virStoragePoolPtr pool, const char *name, const c
         return 0;
 }
 
-static int storage_pool_make(virStoragePoolPtr pool, const struct vm_disks *d,
-                             const char *base_esc, const char *fmt, uint64_t base_size,
-                             uint64_t vault_mib)
+static int storage_pool_make(virStoragePoolPtr pool, const struct vm_disks *d, const char *base_esc,
+                             const char *fmt, uint64_t base_size, uint64_t vault_mib)
 {
         char xml[8192];
         int r;

@@ -59,8 +59,9 @@ int virt_embed_prepare(const char *uri)
                 return 0;
         if (virt_mkdirs(path) < 0 || !(f = fopen(path, "wxe")))
                 return -errno;
-        fprintf(f, "# written by vmhost for an embedded driver: QEMU runs as vmhost's user\n"
-                   "user = \"%s\"\ngroup = \"%s\"\nstdio_handler = \"file\"\n",
+        fprintf(f,
+                "# written by vmhost for an embedded driver: QEMU runs as vmhost's user\n"
+                "user = \"%s\"\ngroup = \"%s\"\nstdio_handler = \"file\"\n",
                 pw->pw_name, gr->gr_name);
         return fclose(f) == 0 ? 0 : -EIO;
 }
@@ -107,12 +108,11 @@ static void *virt_loop_main(void *arg)
         return NULL;
 }
 
-static int virt_lifecycle(virConnectPtr conn, virDomainPtr dom, int event, int detail,
-                          void *opaque)
+static int virt_lifecycle(virConnectPtr conn, virDomainPtr dom, int event, int detail, void *opaque)
 {
-        static const char *const names[] = {"defined", "undefined", "started", "suspended",
-                                            "resumed", "stopped",   "shutdown", "pmsuspended",
-                                            "crashed"};
+        static const char *const names[] = {"defined",   "undefined",   "started",
+                                            "suspended", "resumed",     "stopped",
+                                            "shutdown",  "pmsuspended", "crashed"};
         struct vmhost *vh = opaque;
         const char *id = virDomainGetName(dom);
 
@@ -165,9 +165,9 @@ static int virt_connect(struct vmhost *vh)
         if (virConnectSetKeepAlive(c, 5, 3) < 0)
                 log_debug("libvirt keepalive not set: %s", virGetLastErrorMessage());
         virConnectRegisterCloseCallback(c, virt_closed, vh, NULL);
-        vh->lifecycle_cb = virConnectDomainEventRegisterAny(
-                c, NULL, VIR_DOMAIN_EVENT_ID_LIFECYCLE, VIR_DOMAIN_EVENT_CALLBACK(virt_lifecycle),
-                vh, NULL);
+        vh->lifecycle_cb =
+            virConnectDomainEventRegisterAny(c, NULL, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                                             VIR_DOMAIN_EVENT_CALLBACK(virt_lifecycle), vh, NULL);
         if (vh->lifecycle_cb < 0)
                 log_warn("no libvirt lifecycle events: %s", virGetLastErrorMessage());
         pthread_mutex_lock(&vh->conn_lock);

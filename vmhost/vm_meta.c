@@ -181,12 +181,11 @@ static int vm_meta_attr(struct vm_meta *m, const char *name, const char *val)
                 return vm_lifecycle_parse(val, &m->lifecycle);
         if (strcmp(name, "vault-key") == 0) {
                 m->has_vault_key = true;
-                return sodium_base642bin(m->vault_key, sizeof(m->vault_key), val, strlen(val),
-                                         NULL, &bin_len, NULL,
-                                         sodium_base64_VARIANT_ORIGINAL) == 0 &&
-                                       bin_len == sizeof(m->vault_key)
-                               ? 0
-                               : -EINVAL;
+                return sodium_base642bin(m->vault_key, sizeof(m->vault_key), val, strlen(val), NULL,
+                                         &bin_len, NULL, sodium_base64_VARIANT_ORIGINAL) == 0 &&
+                               bin_len == sizeof(m->vault_key)
+                           ? 0
+                           : -EINVAL;
         }
         if (strcmp(name, "sth-size") == 0) {
                 m->has_sth = true;
@@ -197,15 +196,15 @@ static int vm_meta_attr(struct vm_meta *m, const char *name, const char *val)
         if (strcmp(name, "sth-root") == 0)
                 return strlen(val) == 64 && sodium_hex2bin(m->sth_root, sizeof(m->sth_root), val,
                                                            64, NULL, &bin_len, NULL) == 0
-                               ? 0
-                               : -EINVAL;
+                           ? 0
+                           : -EINVAL;
         return -EINVAL;
 }
 
 static int vm_meta_walk(xmlNode *root, struct vm_meta *m)
 {
-        if (!root || root->type != XML_ELEMENT_NODE || strcmp((const char *)root->name, "vm") != 0 ||
-            root->children)
+        if (!root || root->type != XML_ELEMENT_NODE ||
+            strcmp((const char *)root->name, "vm") != 0 || root->children)
                 return -EINVAL;
         for (xmlAttr *a = root->properties; a; a = a->next) {
                 xmlChar *v = xmlNodeListGetString(root->doc, a->children, 1);
@@ -234,7 +233,8 @@ int vm_meta_parse(const char *xml, size_t len, struct vm_meta *ret)
         if (!doc)
                 return -EINVAL;
         /* A DOCTYPE could define entities; the element vmhost writes never has one. */
-        r = doc->intSubset || doc->extSubset ? -EINVAL : vm_meta_walk(xmlDocGetRootElement(doc), &m);
+        r = doc->intSubset || doc->extSubset ? -EINVAL
+                                             : vm_meta_walk(xmlDocGetRootElement(doc), &m);
         xmlFreeDoc(doc);
         if (r == 0)
                 *ret = m;

@@ -17,16 +17,16 @@
 #include "common/roster.h"
 #include "common/sth.h"
 
-#define VM_ID_MAX        63
-#define VM_ENTITY_MAX    128
-#define IMAGE_NAME_MAX   63
-#define REQUEST_ID_MAX   64
-#define VMHOST_XMLNS     "https://totebox.example/xmlns/vm/1"
+#define VM_ID_MAX           63
+#define VM_ENTITY_MAX       128
+#define IMAGE_NAME_MAX      63
+#define REQUEST_ID_MAX      64
+#define VMHOST_XMLNS        "https://totebox.example/xmlns/vm/1"
 #define VMHOST_XMLNS_PREFIX "totebox"
-#define AGENT_CHANNEL_NAME "org.totebox.agent.0"
-#define AGENT_LINE_MAX   65536
-#define VMHOST_POOL_VMS  "totebox-vms"
-#define VMHOST_POOL_IMAGES "totebox-images"
+#define AGENT_CHANNEL_NAME  "org.totebox.agent.0"
+#define AGENT_LINE_MAX      65536
+#define VMHOST_POOL_VMS     "totebox-vms"
+#define VMHOST_POOL_IMAGES  "totebox-images"
 
 struct vmhost_config {
         char node_id[NODE_ID_MAX + 1];
@@ -36,16 +36,16 @@ struct vmhost_config {
         char heartbeat_source[64]; /* source address to bind; empty: let routing choose */
         uint64_t heartbeat_interval_ms;
         char libvirt_uri[512];
-        char virt_type[8];         /* kvm, qemu or auto */
+        char virt_type[8]; /* kvm, qemu or auto */
         char state_dir[4096];
         uint64_t safety_margin_mib;
         char node_api_listen[256]; /* comma-separated IPv4 addresses */
         uint64_t node_api_port;
-        char node_api_allow[256];  /* comma-separated; empty: the roster's controller */
+        char node_api_allow[256]; /* comma-separated; empty: the roster's controller */
         uint64_t max_body_bytes;
-        char roster_file[4096];    /* initial roster until one is pushed */
+        char roster_file[4096];      /* initial roster until one is pushed */
         char genesis_public_key[64]; /* base64 Ed25519 */
-        char wg_interface[32];     /* empty: no WireGuard interface to apply rosters to */
+        char wg_interface[32];       /* empty: no WireGuard interface to apply rosters to */
         uint64_t archive_grace_ms;
         char log_level[16];
 };
@@ -120,19 +120,19 @@ struct image_info; /* images.h */
 
 struct vm_spec {
         const char *name;
-        const char *uuid;          /* may be NULL: libvirt chooses */
-        const char *virt_type;     /* "kvm" or "qemu" */
+        const char *uuid;      /* may be NULL: libvirt chooses */
+        const char *virt_type; /* "kvm" or "qemu" */
         uint64_t memory_mib;
         uint64_t vcpus;
         const struct vm_meta *meta;
-        bool in_pool;              /* disks are volumes of VMHOST_POOL_VMS, else files */
-        const char *os_volume;     /* volume name, or file path when !in_pool */
+        bool in_pool;          /* disks are volumes of VMHOST_POOL_VMS, else files */
+        const char *os_volume; /* volume name, or file path when !in_pool */
         const char *vault_volume;
-        const char *seed_path;     /* the NoCloud ISO */
-        const char *kernel_path;   /* NULL: boot from the OS disk */
+        const char *seed_path;   /* the NoCloud ISO */
+        const char *kernel_path; /* NULL: boot from the OS disk */
         const char *initrd_path;
         const char *cmdline;
-        const char *channel_path;  /* unix socket QEMU binds for the agent channel */
+        const char *channel_path; /* unix socket QEMU binds for the agent channel */
         const char *console_log;
 };
 
@@ -202,15 +202,15 @@ struct integrity {
         bool has_key;
         uint8_t key[STH_PUBLIC_KEY_LEN];
         bool has_sth;
-        struct sth sth;             /* last accepted */
-        bool pending;               /* waiting for a consistency proof */
+        struct sth sth; /* last accepted */
+        bool pending;   /* waiting for a consistency proof */
         struct sth pending_sth;
         char pending_id[REQUEST_ID_MAX + 1];
         uint64_t checked_at_ms;
         uint64_t malformed;
         uint64_t reports;
-        json_t *mismatches;         /* kept: array of {kind, path, detail} */
-        bool key_pinned_now;        /* set when this report pinned the key (TOFU) */
+        json_t *mismatches;  /* kept: array of {kind, path, detail} */
+        bool key_pinned_now; /* set when this report pinned the key (TOFU) */
         bool sth_accepted_now;
 };
 
@@ -228,8 +228,8 @@ void integrity_on_consistency(struct integrity *in, const struct agent_msg *m, u
 json_t *integrity_to_json(const struct integrity *in);
 
 /* seed.c: the cloud-init NoCloud seed (cloud-localds). */
-int seed_build(const char *path, const char *vm_id, const struct vm_meta *meta,
-               char *err, size_t errsize);
+int seed_build(const char *path, const char *vm_id, const struct vm_meta *meta, char *err,
+               size_t errsize);
 
 /* The daemon's shared state. */
 struct agent_chan;
@@ -239,7 +239,7 @@ struct vmhost {
         const char *virt_type; /* resolved: "kvm" or "qemu" */
         void *conn;            /* virConnectPtr; NULL while disconnected */
         pthread_mutex_t conn_lock;
-        atomic_int_fast64_t last_ok_ms;   /* monotonic ms of the last successful libvirt call */
+        atomic_int_fast64_t last_ok_ms; /* monotonic ms of the last successful libvirt call */
         atomic_bool conn_closed;
         atomic_bool stopping;
         pthread_t loop_thread, refresh_thread;
@@ -249,7 +249,7 @@ struct vmhost {
         pthread_cond_t refresh_cond;
         bool refresh_wanted;
         /* inventory cache, under state_lock */
-        json_t *vms;           /* sorted by id */
+        json_t *vms; /* sorted by id */
         char digest[DIGEST_HEX_LEN + 1];
         uint64_t committed_mib;
         uint32_t vm_count;
@@ -279,8 +279,8 @@ int inventory_digest(json_t *vms, char hex[DIGEST_HEX_LEN + 1]);
 int inventory_refresh(struct vmhost *vh);
 /* A new reference to the vm object for id from the cache, or NULL. */
 json_t *inventory_get(struct vmhost *vh, const char *id);
-json_t *inventory_vm_json(void *dom, const struct vm_meta *m, const char *id,
-                          json_t *integrity, json_t *agent);
+json_t *inventory_vm_json(void *dom, const struct vm_meta *m, const char *id, json_t *integrity,
+                          json_t *agent);
 int inventory_vm_meta(void *dom, struct vm_meta *ret);
 /* Writes m as the domain's metadata (live and persistent). */
 int inventory_set_meta(void *dom, const struct vm_meta *m);
@@ -297,8 +297,7 @@ bool agent_chan_take_meta(struct vmhost *vh, const char *id, struct vm_meta *m);
 /* New references for the inventory; NULL when no channel state exists. */
 json_t *agent_chan_integrity(struct vmhost *vh, const char *id);
 json_t *agent_chan_status(struct vmhost *vh, const char *id);
-int agent_chan_request_verify(struct vmhost *vh, const char *id, char *ret_request_id,
-                              size_t size);
+int agent_chan_request_verify(struct vmhost *vh, const char *id, char *ret_request_id, size_t size);
 char *agent_chan_socket_path(const struct vmhost *vh, const char *id);
 
 /* vms.c: the verbs. Each fills a problem (status, type, detail) on refusal. */
@@ -326,14 +325,14 @@ int vms_action(struct vmhost *vh, const char *id, const char *verb, json_t **ret
                struct vm_problem *p);
 void vms_archive_timers(struct vmhost *vh);
 int vms_problem(struct vm_problem *p, unsigned status, const char *type, const char *fmt, ...)
-        __attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 
 /* images.c: the base-image store. */
 struct image_info {
         char name[IMAGE_NAME_MAX + 1];
-        char kind[16];                  /* "direct-kernel" or "disk" */
+        char kind[16]; /* "direct-kernel" or "disk" */
         char disk_path[8192];
-        char kernel_path[8192];         /* empty for "disk" */
+        char kernel_path[8192]; /* empty for "disk" */
         char initrd_path[8192];
         char cmdline[512];
         uint64_t virtual_size;

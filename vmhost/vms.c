@@ -38,9 +38,9 @@ int vms_problem(struct vm_problem *p, unsigned status, const char *type, const c
 int vm_create_req_parse(const char *body, size_t len, struct vm_create_req *ret,
                         struct vm_problem *p)
 {
-        static const char *const fields[] = {"request_id", "vm_id", "entity", "memory_mib",
-                                             "vcpus", "image", "vault_disk_mib", "fleet_id",
-                                             NULL};
+        static const char *const fields[] = {"request_id",     "vm_id",    "entity",
+                                             "memory_mib",     "vcpus",    "image",
+                                             "vault_disk_mib", "fleet_id", NULL};
         struct json_input_error err = {{0}};
         struct vm_create_req q = {0};
         json_t *o = json_input_parse(body, len, 65536, 2, &err);
@@ -49,14 +49,18 @@ int vm_create_req_parse(const char *body, size_t len, struct vm_create_req *ret,
         if (o && r < 0)
                 json_input_fail(&err, "the body must be a JSON object");
         r = r ?: json_input_check_keys(o, fields, &err);
-        r = r ?: json_input_copy_string(o, "request_id", true, q.request_id, sizeof(q.request_id), &err);
+        r = r
+                ?: json_input_copy_string(o, "request_id", true, q.request_id, sizeof(q.request_id),
+                                          &err);
         r = r ?: json_input_copy_string(o, "vm_id", true, q.vm_id, sizeof(q.vm_id), &err);
         r = r ?: json_input_copy_string(o, "entity", true, q.entity, sizeof(q.entity), &err);
         r = r ?: json_input_copy_string(o, "image", true, q.image, sizeof(q.image), &err);
         r = r ?: json_input_copy_string(o, "fleet_id", false, q.fleet_id, sizeof(q.fleet_id), &err);
         r = r ?: json_input_get_uint(o, "memory_mib", true, 64, 1048576, &q.memory_mib, &err);
         r = r ?: json_input_get_uint(o, "vcpus", true, 1, 64, &q.vcpus, &err);
-        r = r ?: json_input_get_uint(o, "vault_disk_mib", true, 16, 16777216, &q.vault_disk_mib, &err);
+        r = r
+                ?: json_input_get_uint(o, "vault_disk_mib", true, 16, 16777216, &q.vault_disk_mib,
+                                       &err);
         json_decref(o);
         if (r < 0)
                 return vms_problem(p, 400, "bad-request", "%s", err.text);
@@ -82,7 +86,8 @@ static void vms_meta_new(struct vmhost *vh, const struct vm_create_req *q, struc
         uint8_t raw[16];
 
         memset(m, 0, sizeof(*m));
-        snprintf(m->fleet_id, sizeof(m->fleet_id), "%s", q->fleet_id[0] ? q->fleet_id : vh->cfg.fleet_id);
+        snprintf(m->fleet_id, sizeof(m->fleet_id), "%s",
+                 q->fleet_id[0] ? q->fleet_id : vh->cfg.fleet_id);
         snprintf(m->node_id, sizeof(m->node_id), "%s", vh->cfg.node_id);
         snprintf(m->entity, sizeof(m->entity), "%s", q->entity);
         snprintf(m->request_id, sizeof(m->request_id), "%s", q->request_id);
@@ -116,13 +121,17 @@ static int vms_define(struct vmhost *vh, virConnectPtr c, const struct vm_create
                 vms_problem(p, 500, "seed", "cannot build the seed of '%s': %s", q->vm_id, err);
                 goto cleanup;
         }
-        s = (struct vm_spec){.name = q->vm_id, .virt_type = vh->virt_type,
-                             .memory_mib = q->memory_mib, .vcpus = q->vcpus, .meta = &m,
+        s = (struct vm_spec){.name = q->vm_id,
+                             .virt_type = vh->virt_type,
+                             .memory_mib = q->memory_mib,
+                             .vcpus = q->vcpus,
+                             .meta = &m,
                              .in_pool = d.in_pool,
                              .os_volume = d.in_pool ? d.os_volume : d.os_path,
                              .vault_volume = d.in_pool ? d.vault_volume : d.vault_path,
                              .seed_path = seed,
-                             .channel_path = chan, .console_log = console};
+                             .channel_path = chan,
+                             .console_log = console};
         if (img->kernel_path[0]) {
                 s.kernel_path = img->kernel_path;
                 s.initrd_path = img->initrd_path[0] ? img->initrd_path : NULL;
@@ -130,8 +139,9 @@ static int vms_define(struct vmhost *vh, virConnectPtr c, const struct vm_create
         }
         xml = chan ? domain_xml_build(&s) : NULL;
         *ret = xml ? virDomainDefineXML(c, xml) : NULL;
-        r = *ret ? 0 : vms_problem(p, 500, "define", "cannot define '%s': %s", q->vm_id,
-                                   xml ? virGetLastErrorMessage() : "invalid domain XML");
+        r = *ret ? 0
+                 : vms_problem(p, 500, "define", "cannot define '%s': %s", q->vm_id,
+                               xml ? virGetLastErrorMessage() : "invalid domain XML");
 cleanup:
         free(chan);
         free(xml);
@@ -348,7 +358,8 @@ static void vms_archive_expire(struct vmhost *vh)
                 /* Power-off, not undefine: the domain and its disks stay. */
                 if (dom && virDomainIsActive(dom) == 1) {
                         log_info("VM '%s': not shut down within the archive grace period; "
-                                 "powering it off", vms_archiving[i].id);
+                                 "powering it off",
+                                 vms_archiving[i].id);
                         virDomainDestroy(dom);
                 }
                 if (dom)
@@ -367,7 +378,8 @@ static void vms_archive_adopt(struct vmhost *vh)
         size_t i;
 
         pthread_mutex_lock(&vh->state_lock);
-        json_array_foreach(vh->vms, i, v) {
+        json_array_foreach(vh->vms, i, v)
+        {
                 const char *id = json_string_value(json_object_get(v, "id"));
                 bool tracked = false;
 

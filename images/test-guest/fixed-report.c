@@ -15,12 +15,12 @@
 #define PORT "/dev/virtio-ports/org.totebox.agent.0"
 
 static const char report_line[] =
-        "{\"v\":1,\"type\":\"report\",\"trigger\":\"%s\",\"vault_id\":\"test-vault\","
-        "\"public_key\":\"IVL40Zt5HSRFMkLhXy6rbLfP+ntqXtMAl5YOBpiB2xI=\",\"sth\":{\"size\":1,"
-        "\"root\":\"4af229a98ad34f4efd7cfadea1f7a153d3a629f3cbab9c610be67c790351d401\","
-        "\"time_ms\":1795000000000,\"signature\":\"4eYXdyxhWeBmKVOQlhptGbSETnsl6Rvx/"
-        "SrwFYQMV9S1HgbzrgzsaDkBwUkktJ/daMo3fC1NwV39Wzurv1QeDw==\"},\"records\":0,\"bytes\":0,"
-        "\"duration_ms\":0,\"mismatches\":[]}\n";
+    "{\"v\":1,\"type\":\"report\",\"trigger\":\"%s\",\"vault_id\":\"test-vault\","
+    "\"public_key\":\"IVL40Zt5HSRFMkLhXy6rbLfP+ntqXtMAl5YOBpiB2xI=\",\"sth\":{\"size\":1,"
+    "\"root\":\"4af229a98ad34f4efd7cfadea1f7a153d3a629f3cbab9c610be67c790351d401\","
+    "\"time_ms\":1795000000000,\"signature\":\"4eYXdyxhWeBmKVOQlhptGbSETnsl6Rvx/"
+    "SrwFYQMV9S1HgbzrgzsaDkBwUkktJ/daMo3fC1NwV39Wzurv1QeDw==\"},\"records\":0,\"bytes\":0,"
+    "\"duration_ms\":0,\"mismatches\":[]}\n";
 
 static int write_all(int fd, const char *buf, size_t len)
 {
@@ -53,7 +53,7 @@ static void send_report(int fd, const char *trigger)
 int main(void)
 {
         static const char unsupported[] =
-                "{\"v\":1,\"type\":\"error\",\"detail\":\"the test guest answers no requests\"}\n";
+            "{\"v\":1,\"type\":\"error\",\"detail\":\"the test guest answers no requests\"}\n";
         char buf[4096];
         int fd;
 

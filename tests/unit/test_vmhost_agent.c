@@ -75,18 +75,18 @@ static void test_parse_valid_and_strict(void **state)
 {
         char *ok = report_line(3, 1, pk, sk, NULL), err[256];
         static const char *const bad[] = {
-                "",
-                "[]",
-                "{\"v\":2,\"type\":\"report\"}",
-                "{\"v\":1,\"type\":\"hello\"}",
-                "{\"v\":1,\"type\":\"error\",\"detail\":\"x\",\"extra\":1}",
-                "{\"v\":1,\"type\":\"error\"}",
-                "{\"v\":1,\"type\":\"consistency\",\"request_id\":\"r\",\"from_size\":1,"
-                "\"to_size\":2,\"proof\":[\"zz\"]}",
-                "{\"v\":1,\"type\":\"consistency\",\"request_id\":\"r\",\"from_size\":-1,"
-                "\"to_size\":2,\"proof\":[]}",
-                "{\"v\":1,\"v\":1,\"type\":\"error\",\"detail\":\"dup\"}",
-                "{\"a\":[[[[[[]]]]]]}",
+            "",
+            "[]",
+            "{\"v\":2,\"type\":\"report\"}",
+            "{\"v\":1,\"type\":\"hello\"}",
+            "{\"v\":1,\"type\":\"error\",\"detail\":\"x\",\"extra\":1}",
+            "{\"v\":1,\"type\":\"error\"}",
+            "{\"v\":1,\"type\":\"consistency\",\"request_id\":\"r\",\"from_size\":1,"
+            "\"to_size\":2,\"proof\":[\"zz\"]}",
+            "{\"v\":1,\"type\":\"consistency\",\"request_id\":\"r\",\"from_size\":-1,"
+            "\"to_size\":2,\"proof\":[]}",
+            "{\"v\":1,\"v\":1,\"type\":\"error\",\"detail\":\"dup\"}",
+            "{\"a\":[[[[[[]]]]]]}",
         };
         struct agent_msg m;
 
@@ -152,8 +152,8 @@ static void test_rollback_and_same_size(void **state)
 static void test_agent_mismatches_are_kept(void **state)
 {
         struct integrity in;
-        char *r = report_line(1, 1, pk, sk,
-                              "[{\"kind\":\"modified-asset\",\"path\":\"/vault/a\",\"detail\":\"x\"}]");
+        char *r = report_line(
+            1, 1, pk, sk, "[{\"kind\":\"modified-asset\",\"path\":\"/vault/a\",\"detail\":\"x\"}]");
 
         integrity_init(&in);
         feed(&in, r);
@@ -207,7 +207,8 @@ static char *report_root(const merkle_hash *leaves, uint64_t n)
 
                 memcpy(s.root, root, 32);
                 sth_sign(&s, sk);
-                sodium_bin2base64(b64, sizeof(b64), s.signature, 64, sodium_base64_VARIANT_ORIGINAL);
+                sodium_bin2base64(b64, sizeof(b64), s.signature, 64,
+                                  sodium_base64_VARIANT_ORIGINAL);
                 free(line);
                 old = NULL;
                 assert_true(asprintf(&old,
@@ -284,15 +285,15 @@ static void test_create_request(void **state)
                                  "\"memory_mib\":512,\"vcpus\":1,\"image\":\"img\","
                                  "\"vault_disk_mib\":64,\"fleet_id\":\"f\"}";
         static const char *const bad[] = {
-                "{\"request_id\":\"r1\",\"vm_id\":\"VM\",\"entity\":\"A\",\"memory_mib\":512,"
-                "\"vcpus\":1,\"image\":\"i\",\"vault_disk_mib\":64}",
-                "{\"request_id\":\"r1\",\"vm_id\":\"v\",\"entity\":\"A\",\"memory_mib\":1,"
-                "\"vcpus\":1,\"image\":\"i\",\"vault_disk_mib\":64}",
-                "{\"request_id\":\"r1\",\"vm_id\":\"v\",\"entity\":\"A\",\"memory_mib\":512,"
-                "\"vcpus\":1,\"image\":\"i\",\"vault_disk_mib\":64,\"migrate\":true}",
-                "{\"request_id\":\"\",\"vm_id\":\"v\",\"entity\":\"A\",\"memory_mib\":512,"
-                "\"vcpus\":1,\"image\":\"i\",\"vault_disk_mib\":64}",
-                "[]",
+            "{\"request_id\":\"r1\",\"vm_id\":\"VM\",\"entity\":\"A\",\"memory_mib\":512,"
+            "\"vcpus\":1,\"image\":\"i\",\"vault_disk_mib\":64}",
+            "{\"request_id\":\"r1\",\"vm_id\":\"v\",\"entity\":\"A\",\"memory_mib\":1,"
+            "\"vcpus\":1,\"image\":\"i\",\"vault_disk_mib\":64}",
+            "{\"request_id\":\"r1\",\"vm_id\":\"v\",\"entity\":\"A\",\"memory_mib\":512,"
+            "\"vcpus\":1,\"image\":\"i\",\"vault_disk_mib\":64,\"migrate\":true}",
+            "{\"request_id\":\"\",\"vm_id\":\"v\",\"entity\":\"A\",\"memory_mib\":512,"
+            "\"vcpus\":1,\"image\":\"i\",\"vault_disk_mib\":64}",
+            "[]",
         };
         struct vm_create_req q;
         struct vm_problem p;
@@ -315,7 +316,8 @@ static void test_inventory_digest(void **state)
 
         assert_int_equal(inventory_digest(json_array(), hex), 0);
         /* SHA-256("[]") */
-        assert_string_equal(hex, "4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945");
+        assert_string_equal(hex,
+                            "4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945");
         inventory_digest(a, hex);
         inventory_digest(b, hex2); /* key order does not matter: JSON_SORT_KEYS */
         assert_string_equal(hex, hex2);
@@ -333,16 +335,16 @@ static void test_allow_list(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_parse_valid_and_strict),
-                cmocka_unit_test(test_tofu_and_forgery),
-                cmocka_unit_test(test_rollback_and_same_size),
-                cmocka_unit_test(test_agent_mismatches_are_kept),
-                cmocka_unit_test(test_consistency_request_flow),
-                cmocka_unit_test(test_consistency_valid_proof),
-                cmocka_unit_test(test_policy),
-                cmocka_unit_test(test_create_request),
-                cmocka_unit_test(test_inventory_digest),
-                cmocka_unit_test(test_allow_list),
+            cmocka_unit_test(test_parse_valid_and_strict),
+            cmocka_unit_test(test_tofu_and_forgery),
+            cmocka_unit_test(test_rollback_and_same_size),
+            cmocka_unit_test(test_agent_mismatches_are_kept),
+            cmocka_unit_test(test_consistency_request_flow),
+            cmocka_unit_test(test_consistency_valid_proof),
+            cmocka_unit_test(test_policy),
+            cmocka_unit_test(test_create_request),
+            cmocka_unit_test(test_inventory_digest),
+            cmocka_unit_test(test_allow_list),
         };
 
         return cmocka_run_group_tests(tests, setup, NULL);

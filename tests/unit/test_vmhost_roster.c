@@ -21,9 +21,9 @@ static char *roster_text(uint64_t version, const uint8_t *sk)
 {
         char err[256], *text;
         static const char base[] =
-                "{\"v\":1,\"version\":1,\"fleet_id\":\"f\",\"controller\":\"n1\",\"nodes\":["
-                "{\"id\":\"n1\",\"role\":\"cloud\",\"mesh_address\":\"10.77.0.1\"},"
-                "{\"id\":\"n2\",\"role\":\"node\",\"mesh_address\":\"10.77.0.2\"}]}";
+            "{\"v\":1,\"version\":1,\"fleet_id\":\"f\",\"controller\":\"n1\",\"nodes\":["
+            "{\"id\":\"n1\",\"role\":\"cloud\",\"mesh_address\":\"10.77.0.1\"},"
+            "{\"id\":\"n2\",\"role\":\"node\",\"mesh_address\":\"10.77.0.2\"}]}";
         struct roster *r = roster_parse(base, strlen(base), err, sizeof(err));
         json_t *j;
 
@@ -91,7 +91,7 @@ static void test_roster_push(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_roster_push),
+            cmocka_unit_test(test_roster_push),
         };
 
         if (sodium_init() < 0)

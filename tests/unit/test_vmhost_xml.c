@@ -37,9 +37,14 @@ static struct vm_meta test_meta(void)
 
 static struct vm_spec test_spec(const struct vm_meta *m)
 {
-        return (struct vm_spec){.name = "vm-1", .virt_type = "qemu", .memory_mib = 512,
-                                .vcpus = 2, .meta = m, .in_pool = true,
-                                .os_volume = "vm-1-os.qcow2", .vault_volume = "vm-1-vault.qcow2",
+        return (struct vm_spec){.name = "vm-1",
+                                .virt_type = "qemu",
+                                .memory_mib = 512,
+                                .vcpus = 2,
+                                .meta = m,
+                                .in_pool = true,
+                                .os_volume = "vm-1-os.qcow2",
+                                .vault_volume = "vm-1-vault.qcow2",
                                 .seed_path = "/var/lib/t/seeds/vm-1.iso",
                                 .kernel_path = "/var/lib/t/images/x.vmlinuz",
                                 .initrd_path = "/var/lib/t/images/x.initrd",
@@ -127,15 +132,15 @@ static void test_meta_strict(void **state)
 {
         struct vm_meta m = test_meta();
         static const char *const bad[] = {
-                "<vm fleet='f' node='n' entity='e' extra='x'/>",
-                "<vm fleet='f' node='N!' entity='e'/>",
-                "<vm fleet='f' node='n' entity='e' lifecycle='gone'/>",
-                "<vm fleet='f' node='n' entity='e' vault-key='short'/>",
-                "<vm fleet='f' node='n' entity='e' sth-size='-1'/>",
-                "<vm fleet='f' node='n' entity='e'><child/></vm>",
-                "<other fleet='f' node='n' entity='e'/>",
-                "<!DOCTYPE vm [<!ENTITY x 'y'>]><vm fleet='f' node='n' entity='&x;'/>",
-                "not xml",
+            "<vm fleet='f' node='n' entity='e' extra='x'/>",
+            "<vm fleet='f' node='N!' entity='e'/>",
+            "<vm fleet='f' node='n' entity='e' lifecycle='gone'/>",
+            "<vm fleet='f' node='n' entity='e' vault-key='short'/>",
+            "<vm fleet='f' node='n' entity='e' sth-size='-1'/>",
+            "<vm fleet='f' node='n' entity='e'><child/></vm>",
+            "<other fleet='f' node='n' entity='e'/>",
+            "<!DOCTYPE vm [<!ENTITY x 'y'>]><vm fleet='f' node='n' entity='&x;'/>",
+            "not xml",
         };
 
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
@@ -164,13 +169,13 @@ static void test_names(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_escape),
-                cmocka_unit_test(test_domain_xml_well_formed),
-                cmocka_unit_test(test_domain_xml_files_and_disk_boot),
-                cmocka_unit_test(test_domain_xml_refuses_bad_input),
-                cmocka_unit_test(test_meta_round_trip),
-                cmocka_unit_test(test_meta_strict),
-                cmocka_unit_test(test_names),
+            cmocka_unit_test(test_escape),
+            cmocka_unit_test(test_domain_xml_well_formed),
+            cmocka_unit_test(test_domain_xml_files_and_disk_boot),
+            cmocka_unit_test(test_domain_xml_refuses_bad_input),
+            cmocka_unit_test(test_meta_round_trip),
+            cmocka_unit_test(test_meta_strict),
+            cmocka_unit_test(test_names),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);
