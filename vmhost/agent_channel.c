@@ -173,6 +173,7 @@ static void chan_io(int watch, int fd, int events, void *opaque)
         struct agent_chan *c;
         char data[8192];
         ssize_t n = read(fd, data, sizeof(data));
+        bool dirty = false;
 
         pthread_mutex_lock(&vh->state_lock);
         for (c = vh->chans; c && c->watch != watch; c = c->next)
@@ -183,8 +184,9 @@ static void chan_io(int watch, int fd, int events, void *opaque)
                 log_info("VM '%s': agent channel closed", c->id);
                 chan_close(c);
         }
+        dirty = c && c->meta_dirty;
         pthread_mutex_unlock(&vh->state_lock);
-        if (c && c->meta_dirty)
+        if (dirty)
                 virt_request_refresh(vh);
 }
 

@@ -169,7 +169,8 @@ int main(int argc, char **argv)
                 return 1;
         }
         memset(vh.digest, '0', DIGEST_HEX_LEN);
-        inventory_digest(json_array(), vh.digest); /* "[]" until the first refresh */
+        vh.vms = json_array(); /* "[]" until the first refresh */
+        inventory_digest(vh.vms, vh.digest);
         r = vmhost_start(&vh);
         if (r == 0) {
                 log_info("node '%s' sends heartbeats to '%s' port %llu every %llu ms",

@@ -313,8 +313,10 @@ static void test_inventory_digest(void **state)
         json_t *a = json_loads("[{\"id\":\"b\",\"a\":1}]", 0, NULL);
         json_t *b = json_loads("[{\"a\":1,\"id\":\"b\"}]", 0, NULL);
         char hex2[DIGEST_HEX_LEN + 1];
+        json_t *empty = json_array();
 
-        assert_int_equal(inventory_digest(json_array(), hex), 0);
+        assert_int_equal(inventory_digest(empty, hex), 0);
+        json_decref(empty);
         /* SHA-256("[]") */
         assert_string_equal(hex,
                             "4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945");
