@@ -20,6 +20,9 @@
 
 #define CHAN_RETRY_MS 2000
 
+struct agent_chan;
+static void chan_handle_line(struct vmhost *vh, struct agent_chan *c, const char *line, size_t len);
+
 struct agent_chan {
         struct agent_chan *next;
         char id[VM_ID_MAX + 1];
@@ -115,7 +118,50 @@ static void chan_on_report(struct vmhost *vh, struct agent_chan *c, const struct
                                        (json_int_t)c->in.pending_sth.size));
 }
 
+/* Mismatches are kept across vmhost restarts: state_dir/integrity/ID.json. */
+static char *chan_integrity_path(struct vmhost *vh, const char *id)
+{
+        char *p = NULL;
+
+        return asprintf(&p, "%s/integrity/%s.json", vh->cfg.state_dir, id) < 0 ? NULL : p;
+}
+
+static void chan_save_mismatches(struct vmhost *vh, struct agent_chan *c)
+{
+        char *path = chan_integrity_path(vh, c->id), tmp[4400];
+
+        if (path) {
+                snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+                if (json_dump_file(c->in.mismatches, tmp, JSON_COMPACT) != 0 ||
+                    rename(tmp, path) != 0)
+                        log_warn("VM '%s': cannot keep its mismatches in '%s'", c->id, path);
+        }
+        free(path);
+}
+
+static void chan_load_mismatches(struct vmhost *vh, struct agent_chan *c)
+{
+        char *path = chan_integrity_path(vh, c->id);
+        json_t *a = path ? json_load_file(path, JSON_REJECT_DUPLICATES, NULL) : NULL;
+
+        if (json_is_array(a)) {
+                json_decref(c->in.mismatches);
+                c->in.mismatches = json_incref(a);
+        }
+        json_decref(a);
+        free(path);
+}
+
 static void chan_on_line(struct vmhost *vh, struct agent_chan *c, const char *line, size_t len)
+{
+        size_t before = json_array_size(c->in.mismatches);
+
+        chan_handle_line(vh, c, line, len);
+        if (json_array_size(c->in.mismatches) != before)
+                chan_save_mismatches(vh, c);
+}
+
+static void chan_handle_line(struct vmhost *vh, struct agent_chan *c, const char *line, size_t len)
 {
         struct agent_msg m;
         char err[256];
@@ -264,6 +310,7 @@ void agent_chan_sync(struct vmhost *vh, const char *id, const struct vm_meta *m,
                 c->in.sth.size = m->sth_size;
                 memcpy(c->in.sth.root, m->sth_root, sizeof(c->in.sth.root));
                 c->in.sth.time_ms = m->sth_time_ms;
+                chan_load_mismatches(vh, c);
         }
         if (c) {
                 c->running = running;

@@ -61,8 +61,8 @@ static int images_pool(virConnectPtr c, const char *name, const char *path)
 
 int images_prepare_dirs(struct vmhost *vh)
 {
-        static const char *const dirs[] = {"",         "vms",     "images", "manifests",
-                                           "channels", "console", "seeds",  NULL};
+        static const char *const dirs[] = {"",        "vms",   "images",    "manifests", "channels",
+                                           "console", "seeds", "integrity", NULL};
         int r = 0;
 
         for (const char *const *d = dirs; *d && r == 0; d++)

@@ -142,3 +142,6 @@ def test_pinned_elsewhere_is_refused(env):
     assert "pinned to node 'node1'" in body["detail"]
     status, inv, _ = env["vh"].call("GET", "/v1/inventory")
     assert inv["vms"][0]["pin"]["node_id"] == "node1"
+    # The pinned key and the accepted tree head survived the restart (domain metadata).
+    assert inv["vms"][0]["vault_public_key"] == FIXED_KEY
+    assert inv["vms"][0]["integrity"]["tree_size"] == 1
