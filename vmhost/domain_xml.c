@@ -101,20 +101,20 @@ static void domain_xml_os(struct xml_out *x, const struct vm_spec *s)
 }
 
 static void domain_xml_disk(struct xml_out *x, const struct vm_spec *s, const char *volume,
-                            const char *dev, const char *serial)
+                            const char *format, const char *dev, const char *serial)
 {
         if (s->in_pool)
                 xml_printf(x,
                            "    <disk type='volume' device='disk'>\n"
-                           "      <driver name='qemu' type='qcow2'/>\n"
+                           "      <driver name='qemu' type='%s'/>\n"
                            "      <source pool='%s' volume='%s'/>\n",
-                           VMHOST_POOL_VMS, volume);
+                           format, VMHOST_POOL_VMS, volume);
         else
                 xml_printf(x,
                            "    <disk type='file' device='disk'>\n"
-                           "      <driver name='qemu' type='qcow2'/>\n"
+                           "      <driver name='qemu' type='%s'/>\n"
                            "      <source file='%s'/>\n",
-                           volume);
+                           format, volume);
         xml_printf(x,
                    "      <target dev='%s' bus='virtio'/>\n      <serial>%s</serial>\n"
                    "    </disk>\n",
@@ -123,8 +123,8 @@ static void domain_xml_disk(struct xml_out *x, const struct vm_spec *s, const ch
 
 static void domain_xml_disks(struct xml_out *x, const struct vm_spec *s)
 {
-        domain_xml_disk(x, s, s->os_volume, "vda", "os");
-        domain_xml_disk(x, s, s->vault_volume, "vdb", "vault");
+        domain_xml_disk(x, s, s->os_volume, "qcow2", "vda", "os");
+        domain_xml_disk(x, s, s->vault_volume, "raw", "vdb", "vault");
         xml_printf(x,
                    "    <disk type='file' device='disk'>\n"
                    "      <driver name='qemu' type='raw'/>\n"

@@ -75,14 +75,13 @@ cleanup:
         return r;
 }
 
-static int seed_run(const char *iso, const char *dir, char *err, size_t errsize)
+static int seed_spawn(const char *iso, const char *dir, pid_t *ret_pid, char *err, size_t errsize)
 {
         char ud[4200], md[4200], nc[4200];
         char *argv[] = {"genisoimage", "-quiet", "-output", (char *)iso, "-volid", "cidata",
                         "-joliet",     "-rock",  ud,        md,          nc,       NULL};
         posix_spawn_file_actions_t fa;
-        int status = 0, r;
-        pid_t pid;
+        int r;
 
         snprintf(ud, sizeof(ud), "%s/user-data", dir);
         snprintf(md, sizeof(md), "%s/meta-data", dir);
@@ -90,12 +89,19 @@ static int seed_run(const char *iso, const char *dir, char *err, size_t errsize)
         posix_spawn_file_actions_init(&fa);
         posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
         posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-        r = posix_spawnp(&pid, "genisoimage", &fa, NULL, argv, environ);
+        r = posix_spawnp(ret_pid, "genisoimage", &fa, NULL, argv, environ);
         posix_spawn_file_actions_destroy(&fa);
         if (r != 0) {
                 snprintf(err, errsize, "cannot run genisoimage: %s", strerror(r));
                 return -r;
         }
+        return 0;
+}
+
+int seed_wait(pid_t pid, char *err, size_t errsize)
+{
+        int status = 0;
+
         while (waitpid(pid, &status, 0) < 0)
                 if (errno != EINTR)
                         return -errno;
@@ -106,8 +112,8 @@ static int seed_run(const char *iso, const char *dir, char *err, size_t errsize)
         return 0;
 }
 
-int seed_build(const char *path, const char *vm_id, const struct vm_meta *meta, char *err,
-               size_t errsize)
+int seed_start(const char *path, const char *vm_id, const struct vm_meta *meta, pid_t *ret_pid,
+               char *err, size_t errsize)
 {
         char dir[4200];
         int r;
@@ -123,6 +129,15 @@ int seed_build(const char *path, const char *vm_id, const struct vm_meta *meta, 
                 snprintf(err, errsize, "cannot write the seed files in '%s': %s", dir,
                          strerror(-r));
         else
-                r = seed_run(path, dir, err, errsize);
+                r = seed_spawn(path, dir, ret_pid, err, errsize);
         return r;
+}
+
+int seed_build(const char *path, const char *vm_id, const struct vm_meta *meta, char *err,
+               size_t errsize)
+{
+        pid_t pid;
+        int r = seed_start(path, vm_id, meta, &pid, err, errsize);
+
+        return r < 0 ? r : seed_wait(pid, err, errsize);
 }

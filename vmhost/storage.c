@@ -1,8 +1,9 @@
 /* VM disks: the OS disk is a qcow2 copy-on-write overlay of the local base image and the vault
  * is its own qcow2 disk, both in state_dir/vms. With a libvirt storage driver (qemu:///system)
- * they are volumes of the "totebox-vms" pool; the embedded driver (qemu:///embed) has no storage
- * driver, so there the same files are made with qemu-img, the tool libvirt's own dir pool runs.
- * A disk left by an earlier failed attempt for the same VM id is reused, never deleted. */
+ * they are volumes of the "totebox-vms" pool (the vault a sparse raw volume); the embedded driver
+ * (qemu:///embed) has no storage driver, so there the same files are made with qemu-img, the tool
+ * libvirt's own dir pool runs. A disk left by an earlier failed attempt for the same VM id is
+ * reused, never deleted. */
 #include <errno.h>
 #include <fcntl.h>
 #include <libvirt/libvirt.h>
@@ -57,6 +58,19 @@ static int storage_qemu_img(const char *path, const char *backing, const char *b
         return storage_run(argv);
 }
 
+/* The vault: a sparse raw file (no format layer between the archive and the guest). */
+static int storage_sparse_file(const char *path, uint64_t bytes)
+{
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600), r = 0;
+
+        if (fd < 0)
+                return errno == EEXIST ? 0 : -errno;
+        if (ftruncate(fd, (off_t)bytes) < 0)
+                r = -errno;
+        close(fd);
+        return r;
+}
+
 static int storage_pool_volume(virStoragePoolPtr pool, const char *name, const char *xml)
 {
         virStorageVolPtr v = virStorageVolLookupByName(pool, name);
@@ -84,8 +98,8 @@ static int storage_pool_make(virStoragePoolPtr pool, const struct vm_disks *d, c
         r = storage_pool_volume(pool, d->os_volume, xml);
         snprintf(xml, sizeof(xml),
                  "<volume><name>%s</name><capacity unit='MiB'>%llu</capacity>"
-                 "<target><format type='qcow2'/><permissions><mode>0600</mode></permissions>"
-                 "</target></volume>",
+                 "<allocation>0</allocation><target><format type='raw'/><permissions>"
+                 "<mode>0600</mode></permissions></target></volume>",
                  d->vault_volume, (unsigned long long)vault_mib);
         return r ?: storage_pool_volume(pool, d->vault_volume, xml);
 }
@@ -101,7 +115,7 @@ int storage_make_disks(struct vmhost *vh, void *conn, const char *vm_id,
         int r;
 
         snprintf(d->os_volume, sizeof(d->os_volume), "%s-os.qcow2", vm_id);
-        snprintf(d->vault_volume, sizeof(d->vault_volume), "%s-vault.qcow2", vm_id);
+        snprintf(d->vault_volume, sizeof(d->vault_volume), "%s-vault.img", vm_id);
         snprintf(d->os_path, sizeof(d->os_path), "%s/vms/%s", vh->cfg.state_dir, d->os_volume);
         snprintf(d->vault_path, sizeof(d->vault_path), "%s/vms/%s", vh->cfg.state_dir,
                  d->vault_volume);
@@ -115,7 +129,7 @@ int storage_make_disks(struct vmhost *vh, void *conn, const char *vm_id,
                 return r;
         }
         r = storage_qemu_img(d->os_path, img->disk_path, fmt, base_size);
-        r = r ?: storage_qemu_img(d->vault_path, NULL, NULL, vault_mib << 20);
+        r = r ?: storage_sparse_file(d->vault_path, vault_mib << 20);
         if (r < 0)
                 snprintf(err, errsize, "qemu-img create failed: %s", strerror(-r));
         return r;

@@ -11,6 +11,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "common/config.h"
 #include "common/heartbeat.h"
@@ -227,9 +228,13 @@ enum verify_action integrity_on_report(struct integrity *in, const struct agent_
 void integrity_on_consistency(struct integrity *in, const struct agent_msg *m, uint64_t now_ms);
 json_t *integrity_to_json(const struct integrity *in);
 
-/* seed.c: the cloud-init NoCloud seed (cloud-localds). */
+/* seed.c: the cloud-init NoCloud seed (genisoimage, label cidata). */
 int seed_build(const char *path, const char *vm_id, const struct vm_meta *meta, char *err,
                size_t errsize);
+/* The same in two halves, so the seed is built while the disks are made. */
+int seed_start(const char *path, const char *vm_id, const struct vm_meta *meta, pid_t *ret_pid,
+               char *err, size_t errsize);
+int seed_wait(pid_t pid, char *err, size_t errsize);
 
 /* The daemon's shared state. */
 struct agent_chan;

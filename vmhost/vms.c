@@ -100,8 +100,10 @@ static void vms_meta_new(struct vmhost *vh, const struct vm_create_req *q, struc
 static int vms_define(struct vmhost *vh, virConnectPtr c, const struct vm_create_req *q,
                       const struct image_info *img, virDomainPtr *ret, struct vm_problem *p)
 {
-        char seed[4200], console[4200], err[256];
+        char seed[4200], console[4200], err[256], err2[256];
         struct vm_disks d;
+        pid_t seed_pid;
+        int r2;
         char *chan = agent_chan_socket_path(vh, q->vm_id), *xml = NULL;
         struct vm_meta m;
         struct vm_spec s;
@@ -110,14 +112,21 @@ static int vms_define(struct vmhost *vh, virConnectPtr c, const struct vm_create
         vms_meta_new(vh, q, &m);
         snprintf(seed, sizeof(seed), "%s/seeds/%s.iso", vh->cfg.state_dir, q->vm_id);
         snprintf(console, sizeof(console), "%s/console/%s.log", vh->cfg.state_dir, q->vm_id);
+        r = seed_start(seed, q->vm_id, &m, &seed_pid, err, sizeof(err));
+        if (r < 0) {
+                vms_problem(p, 500, "seed", "cannot build the seed of '%s': %s", q->vm_id, err);
+                goto cleanup;
+        }
         r = storage_make_disks(vh, c, q->vm_id, img, q->vault_disk_mib, &d, err, sizeof(err));
+        r2 = seed_wait(seed_pid, err2, sizeof(err2)); /* always reaped */
         if (r < 0) {
                 vms_problem(p, 500, "storage", "cannot create the disks of '%s': %s", q->vm_id,
                             err);
                 goto cleanup;
         }
-        r = seed_build(seed, q->vm_id, &m, err, sizeof(err));
+        r = r2;
         if (r < 0) {
+                snprintf(err, sizeof(err), "%s", err2);
                 vms_problem(p, 500, "seed", "cannot build the seed of '%s': %s", q->vm_id, err);
                 goto cleanup;
         }
@@ -186,6 +195,7 @@ static int vms_create_locked(struct vmhost *vh, virConnectPtr c, const struct vm
                              json_t **ret_vm, struct vm_problem *p)
 {
         virDomainPtr dom = virDomainLookupByName(c, q->vm_id);
+        uint64_t t0 = clock_monotonic_ms(), t1, t2;
         struct image_info img;
         struct vm_meta m;
         int r;
@@ -203,7 +213,12 @@ static int vms_create_locked(struct vmhost *vh, virConnectPtr c, const struct vm
         if (r < 0)
                 return r;
         virt_touch(vh);
-        if (virDomainCreate(dom) < 0) {
+        t1 = clock_monotonic_ms();
+        r = virDomainCreate(dom);
+        t2 = clock_monotonic_ms();
+        log_info("VM '%s': disks, seed and definition in %llu ms, started in %llu ms", q->vm_id,
+                 (unsigned long long)(t1 - t0), (unsigned long long)(t2 - t1));
+        if (r < 0) {
                 r = vms_problem(p, 500, "start", "VM '%s' is defined but did not start: %s",
                                 q->vm_id, virGetLastErrorMessage());
         } else if (inventory_vm_meta(dom, &m) == 0) {

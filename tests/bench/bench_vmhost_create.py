@@ -45,8 +45,7 @@ def virsh(env, *args):
 
 
 def bench_vmhost(root, env, manifest, runs):
-    os.environ.update({k: env[k] for k in ("HOME", "XDG_RUNTIME_DIR")})
-    vh = Vmhost(root, libvirt_uri="qemu:///session", log_level="info")
+    vh = Vmhost(root, libvirt_uri="qemu:///session", log_level="info", env=env)
     times, floor = [], []
     try:
         status, body, _ = vh.call("POST", "/v1/images", {"name": "bench", "path": manifest,
@@ -60,7 +59,9 @@ def bench_vmhost(root, env, manifest, runs):
             status, body, _ = vh.call("POST", "/v1/vms", req)
             dt = time.monotonic() - t0
             assert status == 201 and body["state"] == "running", body
-            virsh(env, "destroy", req["vm_id"])
+            r = virsh(env, "destroy", req["vm_id"])
+            if r.returncode != 0:
+                raise RuntimeError("virsh destroy failed: " + r.stderr)
             if i > 0:  # the first includes QEMU's one-time capability probe for both tools
                 times.append(dt)
                 # The floor: libvirt starting the same, already defined domain.

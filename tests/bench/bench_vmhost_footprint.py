@@ -39,12 +39,10 @@ def cpu_seconds(pid):
 def measure(label, uri, idle, extra_env=None):
     root = make_root("tbx-foot-")
     env = session_env(root) if extra_env else None
-    if env:
-        os.environ.update({k: env[k] for k in ("HOME", "XDG_RUNTIME_DIR")})
     vh = None
     try:
         manifest = build_image(root + "/image")
-        opts = {"libvirt_uri": uri} if uri else {}
+        opts = {"libvirt_uri": uri, "env": env} if uri else {}
         vh = Vmhost(root, log_level="info", heartbeat_interval="10s", **opts)
         vh.call("POST", "/v1/images", {"name": "t", "path": manifest, "sha256": sha256(manifest)})
         for i in range(3):

@@ -80,6 +80,7 @@ class Vmhost:
         self.root = root
         self.port = free_port()
         self.hb_port = settings.pop("hb_port", None) or free_port(socket.SOCK_DGRAM)
+        extra_env = settings.pop("env", None) or {}
         self.uri = "qemu:///embed?root=%s/libvirt" % root
         self.log_path = os.path.join(root, "vmhost-%s.log" % node_id)
         opts = {"node_id": node_id, "libvirt_uri": self.uri, "state_dir": root + "/state",
@@ -95,8 +96,8 @@ class Vmhost:
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
                                      user=ids[0] if ids else None,
                                      group=ids[1] if ids else None,
-                                     env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                                          "HOME": root})
+                                     env=dict({"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                                               "HOME": root}, **extra_env))
         deadline = time.time() + 30
         while time.time() < deadline:
             try:
