@@ -11,13 +11,15 @@
 
 int heartbeat_sender_open(struct heartbeat_sender *s, const struct vmhost_config *cfg)
 {
-        struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons((uint16_t)cfg->fleetd_port)};
+        struct sockaddr_in dst = {.sin_family = AF_INET,
+                                  .sin_port = htons((uint16_t)cfg->fleetd_port)};
         struct sockaddr_in src = {.sin_family = AF_INET};
         int fd, r;
 
         if (inet_pton(AF_INET, cfg->fleetd_address, &dst.sin_addr) != 1)
                 return -EINVAL;
-        if (cfg->heartbeat_source[0] && inet_pton(AF_INET, cfg->heartbeat_source, &src.sin_addr) != 1)
+        if (cfg->heartbeat_source[0] &&
+            inet_pton(AF_INET, cfg->heartbeat_source, &src.sin_addr) != 1)
                 return -EINVAL;
         fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (fd < 0)

@@ -1,5 +1,8 @@
-/* vmhost (service-vm-host): start-up, the heartbeat loop and shutdown. */
+/* vmhost (service-vm-host): start-up, the heartbeat loop and shutdown. The heartbeat carries the
+ * node figures, the inventory digest and the age of the last successful libvirt call, all read
+ * from the cache the refresher thread keeps, so a wedged libvirt never stops heartbeats. */
 #include <errno.h>
+#include <malloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <sodium.h>
@@ -13,35 +16,31 @@
 #include "common/log.h"
 #include "vmhost/vmhost.h"
 
-/* The inventory digest: SHA-256 of the canonical inventory JSON ("[]" while it is empty). */
-static void vmhost_inventory_digest(char *hex, size_t size)
-{
-        uint8_t d[crypto_hash_sha256_BYTES];
-
-        crypto_hash_sha256(d, (const uint8_t *)"[]", 2);
-        sodium_bin2hex(hex, size, d, sizeof(d));
-}
-
-static void vmhost_beat(struct heartbeat_sender *s, const struct vmhost_config *cfg)
+static void vmhost_beat(struct vmhost *vh, struct heartbeat_sender *s)
 {
         struct heartbeat hb;
-        int r = heartbeat_sender_sample(s, cfg, &hb);
+        int r = heartbeat_sender_sample(s, &vh->cfg, &hb);
 
         if (r == 0) {
-                vmhost_inventory_digest(hb.inventory_digest, sizeof(hb.inventory_digest));
+                pthread_mutex_lock(&vh->state_lock);
+                memcpy(hb.inventory_digest, vh->digest, sizeof(hb.inventory_digest));
+                hb.mem_committed_mib = vh->committed_mib;
+                hb.vm_count = vh->vm_count;
+                pthread_mutex_unlock(&vh->state_lock);
+                hb.libvirt_age_ms = virt_age_ms(vh);
                 r = heartbeat_sender_send(s, &hb);
         }
         if (r < 0)
                 log_warn("heartbeat %llu to '%s' port %llu not sent: %s",
-                         (unsigned long long)s->seq, cfg->fleetd_address,
-                         (unsigned long long)cfg->fleetd_port, strerror(-r));
+                         (unsigned long long)s->seq, vh->cfg.fleetd_address,
+                         (unsigned long long)vh->cfg.fleetd_port, strerror(-r));
         else
-                log_debug("heartbeat %llu sent: cpu %.1f%% available %llu MiB",
+                log_debug("heartbeat %llu sent: cpu %.1f%% available %llu MiB libvirt age %lld ms",
                           (unsigned long long)hb.seq, hb.cpu_percent,
-                          (unsigned long long)hb.mem_available_mib);
+                          (unsigned long long)hb.mem_available_mib, (long long)hb.libvirt_age_ms);
 }
 
-static int vmhost_run(const struct vmhost_config *cfg, struct heartbeat_sender *s, int sfd)
+static int vmhost_run(struct vmhost *vh, struct heartbeat_sender *s, int sfd)
 {
         struct pollfd pfd = {.fd = sfd, .events = POLLIN};
         uint64_t next = clock_monotonic_ms();
@@ -50,10 +49,10 @@ static int vmhost_run(const struct vmhost_config *cfg, struct heartbeat_sender *
                 uint64_t now = clock_monotonic_ms();
 
                 if (now >= next) {
-                        vmhost_beat(s, cfg);
-                        next += cfg->heartbeat_interval_ms;
+                        vmhost_beat(vh, s);
+                        next += vh->cfg.heartbeat_interval_ms;
                         if (next <= now)
-                                next = now + cfg->heartbeat_interval_ms;
+                                next = now + vh->cfg.heartbeat_interval_ms;
                         continue;
                 }
                 if (poll(&pfd, 1, (int)(next - now)) < 0 && errno != EINTR)
@@ -69,15 +68,78 @@ static int vmhost_run(const struct vmhost_config *cfg, struct heartbeat_sender *
         }
 }
 
+static int vmhost_check_config(struct vmhost *vh)
+{
+        uint8_t pk[32];
+        size_t n = 0;
+        const char *gk = vh->cfg.genesis_public_key;
+
+        vh->virt_type = virt_resolve_type(vh->cfg.virt_type);
+        if (!vh->virt_type) {
+                fprintf(stderr, "vmhost: virt_type '%s' is not kvm, qemu or auto\n",
+                        vh->cfg.virt_type);
+                return -EINVAL;
+        }
+        if (!node_id_valid(vh->cfg.fleet_id)) {
+                fprintf(stderr, "vmhost: invalid fleet_id '%s'\n", vh->cfg.fleet_id);
+                return -EINVAL;
+        }
+        if (gk[0] && (sodium_base642bin(pk, sizeof(pk), gk, strlen(gk), NULL, &n, NULL,
+                                        sodium_base64_VARIANT_ORIGINAL) != 0 ||
+                      n != sizeof(pk))) {
+                fprintf(stderr, "vmhost: genesis_public_key is not a base64 Ed25519 key\n");
+                return -EINVAL;
+        }
+        return 0;
+}
+
+static int vmhost_start(struct vmhost *vh)
+{
+        int r = roster_update_start(vh);
+
+        r = r ?: images_prepare_dirs(vh);
+        if (r == 0 && virt_embed_prepare(vh->cfg.libvirt_uri) < 0)
+                log_warn("cannot write the qemu.conf of '%s'", vh->cfg.libvirt_uri);
+        r = r ?: virt_start(vh);
+        r = r ?: agent_chan_start(vh);
+        if (r < 0) {
+                log_error("cannot start the libvirt side: %s", strerror(-r));
+                return r;
+        }
+        r = node_api_start(vh);
+        if (r < 0)
+                log_error("cannot serve the node API on '%s' port %llu: %s",
+                          vh->cfg.node_api_listen, (unsigned long long)vh->cfg.node_api_port,
+                          strerror(-r));
+        /* Start-up (libvirt's capabilities probe) leaves freed heap behind; give it back. */
+        malloc_trim(0);
+        return r;
+}
+
+static void vmhost_stop(struct vmhost *vh)
+{
+        node_api_stop(vh);
+        agent_chan_stop(vh);
+        virt_stop(vh);
+        json_decref(vh->vms);
+        roster_free(vh->roster);
+}
+
 int main(int argc, char **argv)
 {
-        static struct vmhost_config cfg;
+        static struct vmhost vh = {
+            .conn_lock = PTHREAD_MUTEX_INITIALIZER,
+            .ops_lock = PTHREAD_MUTEX_INITIALIZER,
+            .state_lock = PTHREAD_MUTEX_INITIALIZER,
+            .refresh_cond = PTHREAD_COND_INITIALIZER,
+            .chan_timer = -1,
+        };
         const struct daemon_args args = {
-                .program = "vmhost",
-                .summary = "Totebox node daemon: node figures, heartbeats and the node's VMs.",
-                .table = vmhost_config_table,
-                .cfg = &cfg,
-                .default_config = "/etc/totebox/vmhost.conf",
+            .program = "vmhost",
+            .summary = "Totebox node daemon: node figures, heartbeats and the node's VMs.",
+            .table = vmhost_config_table,
+            .cfg = &vh.cfg,
+            .default_config = "/etc/totebox/vmhost.conf",
         };
         struct heartbeat_sender s = {.fd = -1};
         enum log_level level = LOG_LEVEL_INFO;
@@ -86,25 +148,38 @@ int main(int argc, char **argv)
         r = daemon_parse_args(&args, argc, argv);
         if (r != 0)
                 return r < 0 ? 2 : 0;
-        if (log_level_parse(cfg.log_level, &level) < 0 || !node_id_valid(cfg.node_id)) {
-                fprintf(stderr, "vmhost: invalid log_level '%s' or node_id '%s'\n", cfg.log_level,
-                        cfg.node_id);
+        if (log_level_parse(vh.cfg.log_level, &level) < 0 || !node_id_valid(vh.cfg.node_id)) {
+                fprintf(stderr, "vmhost: invalid log_level '%s' or node_id '%s'\n",
+                        vh.cfg.log_level, vh.cfg.node_id);
                 return 2;
         }
         if (sodium_init() < 0)
                 return 1;
+        if (vmhost_check_config(&vh) < 0)
+                return 2;
+        /* Few threads, small heap: one arena keeps the idle footprint down. */
+        mallopt(M_ARENA_MAX, 1);
         log_init("vmhost", level);
         sfd = daemon_signalfd();
-        r = sfd < 0 ? sfd : heartbeat_sender_open(&s, &cfg);
+        r = sfd < 0 ? sfd : heartbeat_sender_open(&s, &vh.cfg);
         if (r < 0) {
                 log_error("cannot open the heartbeat socket to '%s' port %llu: %s",
-                          cfg.fleetd_address, (unsigned long long)cfg.fleetd_port, strerror(-r));
+                          vh.cfg.fleetd_address, (unsigned long long)vh.cfg.fleetd_port,
+                          strerror(-r));
                 return 1;
         }
-        log_info("node '%s' sends heartbeats to '%s' port %llu every %llu ms", cfg.node_id,
-                 cfg.fleetd_address, (unsigned long long)cfg.fleetd_port,
-                 (unsigned long long)cfg.heartbeat_interval_ms);
-        r = vmhost_run(&cfg, &s, sfd);
+        memset(vh.digest, '0', DIGEST_HEX_LEN);
+        vh.vms = json_array(); /* "[]" until the first refresh */
+        inventory_digest(vh.vms, vh.digest);
+        r = vmhost_start(&vh);
+        if (r == 0) {
+                log_info("node '%s' sends heartbeats to '%s' port %llu every %llu ms",
+                         vh.cfg.node_id, vh.cfg.fleetd_address,
+                         (unsigned long long)vh.cfg.fleetd_port,
+                         (unsigned long long)vh.cfg.heartbeat_interval_ms);
+                r = vmhost_run(&vh, &s, sfd);
+        }
+        vmhost_stop(&vh);
         heartbeat_sender_close(&s);
         return r < 0 ? 1 : 0;
 }

@@ -1,20 +1,53 @@
-/* vmhost's shared state and the interfaces between its files. */
+/* vmhost's shared state and the interfaces between its files.
+ *
+ * Threads: main (signals, heartbeats), the libvirt event loop (lifecycle events, agent channel
+ * I/O, timers), the refresher (rebuilds the inventory and its digest, reconnects libvirt) and the
+ * node API (libmicrohttpd, one thread). Locks: ops_lock serialises the verbs (create, start, ...)
+ * and may be held across libvirt calls; state_lock guards the inventory cache and the agent
+ * channel table and is never held across a libvirt call that could wait on the event loop. */
 #pragma once
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "common/config.h"
 #include "common/heartbeat.h"
+#include "common/roster.h"
+#include "common/sth.h"
+
+#define VM_ID_MAX           63
+#define VM_ENTITY_MAX       128
+#define IMAGE_NAME_MAX      63
+#define REQUEST_ID_MAX      64
+#define VMHOST_XMLNS        "https://totebox.example/xmlns/vm/1"
+#define VMHOST_XMLNS_PREFIX "totebox"
+#define AGENT_CHANNEL_NAME  "org.totebox.agent.0"
+#define AGENT_LINE_MAX      65536
+#define VMHOST_POOL_VMS     "totebox-vms"
+#define VMHOST_POOL_IMAGES  "totebox-images"
 
 struct vmhost_config {
         char node_id[NODE_ID_MAX + 1];
+        char fleet_id[NODE_ID_MAX + 1];
         char fleetd_address[64];
         uint64_t fleetd_port;
         char heartbeat_source[64]; /* source address to bind; empty: let routing choose */
         uint64_t heartbeat_interval_ms;
         char libvirt_uri[512];
-        char virt_type[8];         /* kvm, qemu or auto */
+        char virt_type[8]; /* kvm, qemu or auto */
         char state_dir[4096];
         uint64_t safety_margin_mib;
+        char node_api_listen[256]; /* comma-separated IPv4 addresses */
+        uint64_t node_api_port;
+        char node_api_allow[256]; /* comma-separated; empty: the roster's controller */
+        uint64_t max_body_bytes;
+        char roster_file[4096];      /* initial roster until one is pushed */
+        char genesis_public_key[64]; /* base64 Ed25519 */
+        char wg_interface[32];       /* empty: no WireGuard interface to apply rosters to */
+        uint64_t archive_grace_ms;
         char log_level[16];
 };
 
@@ -52,3 +85,285 @@ void heartbeat_sender_close(struct heartbeat_sender *s);
 int heartbeat_sender_sample(struct heartbeat_sender *s, const struct vmhost_config *cfg,
                             struct heartbeat *hb);
 int heartbeat_sender_send(struct heartbeat_sender *s, const struct heartbeat *hb);
+
+/* vm_meta.c: the domain metadata element in its own namespace (pin, entity, lifecycle, the
+ * vault key once known, the last accepted tree head). */
+enum vm_lifecycle { VM_ACTIVE, VM_SUSPENDED, VM_ARCHIVED };
+
+struct vm_meta {
+        char fleet_id[NODE_ID_MAX + 1];
+        char node_id[NODE_ID_MAX + 1];
+        char entity[VM_ENTITY_MAX + 1];
+        char request_id[REQUEST_ID_MAX + 1];
+        char image[IMAGE_NAME_MAX + 1];
+        char vault_id[33];
+        enum vm_lifecycle lifecycle;
+        bool has_vault_key;
+        uint8_t vault_key[STH_PUBLIC_KEY_LEN];
+        bool has_sth;
+        uint64_t sth_size;
+        uint8_t sth_root[MERKLE_HASH_LEN];
+        uint64_t sth_time_ms;
+};
+
+const char *vm_lifecycle_name(enum vm_lifecycle l);
+int vm_lifecycle_parse(const char *s, enum vm_lifecycle *ret);
+/* The element (without namespace declaration prefix handling: libvirt adds it). malloc'd. */
+char *vm_meta_format(const struct vm_meta *m);
+/* Strict: unknown attributes, bad ids or keys are errors. ret untouched on failure. */
+int vm_meta_parse(const char *xml, size_t len, struct vm_meta *ret);
+bool vm_id_valid(const char *id);
+bool vm_entity_valid(const char *s);
+bool image_name_valid(const char *s);
+
+/* domain_xml.c: the domain XML, every value escaped. */
+struct image_info; /* images.h */
+
+struct vm_spec {
+        const char *name;
+        const char *uuid;      /* may be NULL: libvirt chooses */
+        const char *virt_type; /* "kvm" or "qemu" */
+        uint64_t memory_mib;
+        uint64_t vcpus;
+        const struct vm_meta *meta;
+        bool in_pool;          /* disks are volumes of VMHOST_POOL_VMS, else files */
+        const char *os_volume; /* volume name, or file path when !in_pool */
+        const char *vault_volume;
+        const char *seed_path;   /* the NoCloud ISO */
+        const char *kernel_path; /* NULL: boot from the OS disk */
+        const char *initrd_path;
+        const char *cmdline;
+        const char *channel_path; /* unix socket QEMU binds for the agent channel */
+        const char *console_log;
+};
+
+/* Appends text to buf with XML escaping of & < > " '. */
+int xml_escape(const char *text, char *buf, size_t size);
+/* Returns the domain XML (malloc'd) or NULL on invalid input/ENOMEM. */
+char *domain_xml_build(const struct vm_spec *spec);
+
+struct vmhost;
+
+/* storage.c: the disks of a VM (pool volumes, or qemu-img files without a storage driver). */
+struct vm_disks {
+        bool in_pool;
+        char os_volume[VM_ID_MAX + 16];
+        char vault_volume[VM_ID_MAX + 16];
+        char os_path[4200];
+        char vault_path[4200];
+};
+
+int storage_make_disks(struct vmhost *vh, void *conn, const char *vm_id,
+                       const struct image_info *img, uint64_t vault_mib, struct vm_disks *d,
+                       char *err, size_t errsize);
+
+/* policy.c: the refusals, as pure functions (unit-tested). */
+enum refusal {
+        REFUSE_NONE = 0,
+        REFUSE_PINNED_ELSEWHERE,
+        REFUSE_ARCHIVED,
+        REFUSE_INSUFFICIENT_MEMORY,
+        REFUSE_WRONG_STATE,
+        REFUSE_NOT_TOTEBOX,
+};
+
+const char *refusal_name(enum refusal r);
+enum refusal policy_check_start(const struct vm_meta *m, const char *node_id);
+enum refusal policy_check_memory(uint64_t available_mib, uint64_t want_mib, uint64_t margin_mib);
+/* auto: kvm only when /dev/kvm is usable and is not the PVM flavour (which cannot boot guests). */
+const char *policy_virt_type(const char *configured, bool kvm_usable, bool kvm_pvm);
+
+/* agent_line.c: one line from the agent channel, parsed strictly. */
+enum agent_msg_type { AGENT_MSG_REPORT, AGENT_MSG_CONSISTENCY, AGENT_MSG_ERROR };
+
+#define AGENT_MAX_MISMATCHES 256
+
+struct agent_msg {
+        enum agent_msg_type type;
+        char trigger[16];
+        char request_id[REQUEST_ID_MAX + 1];
+        char vault_id[65];
+        uint8_t public_key[STH_PUBLIC_KEY_LEN];
+        struct sth sth;
+        uint64_t records, bytes, duration_ms;
+        json_t *mismatches; /* report: array of {kind, path, detail}; owned */
+        uint64_t from_size, to_size;
+        size_t proof_len;
+        merkle_hash proof[MERKLE_MAX_PROOF];
+        char detail[512];
+};
+
+int agent_line_parse(const char *line, size_t len, struct agent_msg *ret, char *err,
+                     size_t errsize);
+void agent_msg_clear(struct agent_msg *m);
+bool agent_mismatch_kind_valid(const char *kind);
+
+/* agent_verify.c: the checks on a report, as a state machine without I/O. */
+struct integrity {
+        bool has_key;
+        uint8_t key[STH_PUBLIC_KEY_LEN];
+        bool has_sth;
+        struct sth sth; /* last accepted */
+        bool pending;   /* waiting for a consistency proof */
+        struct sth pending_sth;
+        char pending_id[REQUEST_ID_MAX + 1];
+        uint64_t checked_at_ms;
+        uint64_t malformed;
+        uint64_t reports;
+        json_t *mismatches;  /* kept: array of {kind, path, detail} */
+        bool key_pinned_now; /* set when this report pinned the key (TOFU) */
+        bool sth_accepted_now;
+};
+
+enum verify_action { VERIFY_DONE, VERIFY_NEED_CONSISTENCY };
+
+void integrity_init(struct integrity *in);
+void integrity_clear(struct integrity *in);
+void integrity_add_mismatch(struct integrity *in, const char *kind, const char *path,
+                            const char *detail);
+/* Applies a report; VERIFY_NEED_CONSISTENCY means: send a consistency-request with
+ * in->pending_id from in->sth.size to in->pending_sth.size. */
+enum verify_action integrity_on_report(struct integrity *in, const struct agent_msg *m,
+                                       uint64_t now_ms);
+void integrity_on_consistency(struct integrity *in, const struct agent_msg *m, uint64_t now_ms);
+json_t *integrity_to_json(const struct integrity *in);
+
+/* seed.c: the cloud-init NoCloud seed (genisoimage, label cidata). */
+int seed_build(const char *path, const char *vm_id, const struct vm_meta *meta, char *err,
+               size_t errsize);
+/* The same in two halves, so the seed is built while the disks are made. */
+int seed_start(const char *path, const char *vm_id, const struct vm_meta *meta, pid_t *ret_pid,
+               char *err, size_t errsize);
+int seed_wait(pid_t pid, char *err, size_t errsize);
+
+/* The daemon's shared state. */
+struct agent_chan;
+
+struct vmhost {
+        struct vmhost_config cfg;
+        const char *virt_type; /* resolved: "kvm" or "qemu" */
+        void *conn;            /* virConnectPtr; NULL while disconnected */
+        pthread_mutex_t conn_lock;
+        atomic_int_fast64_t last_ok_ms; /* monotonic ms of the last successful libvirt call */
+        atomic_bool conn_closed;
+        atomic_bool stopping;
+        pthread_t loop_thread, refresh_thread;
+        int lifecycle_cb;
+        pthread_mutex_t ops_lock;
+        pthread_mutex_t state_lock;
+        pthread_cond_t refresh_cond;
+        bool refresh_wanted;
+        /* inventory cache, under state_lock */
+        json_t *vms; /* sorted by id */
+        char digest[DIGEST_HEX_LEN + 1];
+        uint64_t committed_mib;
+        uint32_t vm_count;
+        /* agent channels, under state_lock */
+        struct agent_chan *chans;
+        int chan_timer;
+        struct roster *roster; /* the accepted roster, under state_lock */
+        void *http;            /* struct MHD_Daemon * */
+};
+
+/* virt.c: the libvirt connection and its event loop. */
+int virt_start(struct vmhost *vh);
+void virt_stop(struct vmhost *vh);
+void virt_touch(struct vmhost *vh);
+int64_t virt_age_ms(struct vmhost *vh);
+/* Returns a new reference to the connection (virConnectPtr) or NULL when disconnected. */
+void *virt_conn_ref(struct vmhost *vh);
+void virt_request_refresh(struct vmhost *vh);
+/* For qemu:///embed?root=DIR: writes DIR/etc/qemu.conf (QEMU runs as vmhost's own user, console
+ * logs straight to files) unless the operator wrote one. */
+int virt_embed_prepare(const char *uri);
+/* Resolves virt_type auto against this machine. */
+const char *virt_resolve_type(const char *configured);
+
+/* inventory.c */
+int inventory_digest(json_t *vms, char hex[DIGEST_HEX_LEN + 1]);
+int inventory_refresh(struct vmhost *vh);
+/* A new reference to the vm object for id from the cache, or NULL. */
+json_t *inventory_get(struct vmhost *vh, const char *id);
+json_t *inventory_vm_json(void *dom, const struct vm_meta *m, const char *id, json_t *integrity,
+                          json_t *agent);
+int inventory_vm_meta(void *dom, struct vm_meta *ret);
+/* Writes m as the domain's metadata (live and persistent). */
+int inventory_set_meta(void *dom, const struct vm_meta *m);
+
+/* agent_channel.c */
+int agent_chan_start(struct vmhost *vh);
+void agent_chan_stop(struct vmhost *vh);
+void agent_chan_domain_started(struct vmhost *vh, const char *id);
+void agent_chan_domain_stopped(struct vmhost *vh, const char *id);
+/* Creates the channel state of a Totebox domain from its metadata (pinned key, last tree head). */
+void agent_chan_sync(struct vmhost *vh, const char *id, const struct vm_meta *m, bool running);
+/* True (and m updated) when the key or the accepted tree head changed since the last call. */
+bool agent_chan_take_meta(struct vmhost *vh, const char *id, struct vm_meta *m);
+/* New references for the inventory; NULL when no channel state exists. */
+json_t *agent_chan_integrity(struct vmhost *vh, const char *id);
+json_t *agent_chan_status(struct vmhost *vh, const char *id);
+int agent_chan_request_verify(struct vmhost *vh, const char *id, char *ret_request_id, size_t size);
+char *agent_chan_socket_path(const struct vmhost *vh, const char *id);
+
+/* vms.c: the verbs. Each fills a problem (status, type, detail) on refusal. */
+struct vm_problem {
+        unsigned status;
+        char type[48];
+        char detail[512];
+};
+
+struct vm_create_req {
+        char request_id[REQUEST_ID_MAX + 1];
+        char vm_id[VM_ID_MAX + 1];
+        char entity[VM_ENTITY_MAX + 1];
+        char image[IMAGE_NAME_MAX + 1];
+        char fleet_id[NODE_ID_MAX + 1];
+        uint64_t memory_mib, vcpus, vault_disk_mib;
+};
+
+int vm_create_req_parse(const char *body, size_t len, struct vm_create_req *ret,
+                        struct vm_problem *p);
+/* 201 created, 200 done before; *ret_vm is a new reference. */
+int vms_create(struct vmhost *vh, const struct vm_create_req *req, json_t **ret_vm,
+               struct vm_problem *p);
+int vms_action(struct vmhost *vh, const char *id, const char *verb, json_t **ret_vm,
+               struct vm_problem *p);
+void vms_archive_timers(struct vmhost *vh);
+int vms_problem(struct vm_problem *p, unsigned status, const char *type, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* images.c: the base-image store. */
+struct image_info {
+        char name[IMAGE_NAME_MAX + 1];
+        char kind[16]; /* "direct-kernel" or "disk" */
+        char disk_path[8192];
+        char kernel_path[8192]; /* empty for "disk" */
+        char initrd_path[8192];
+        char cmdline[512];
+        uint64_t virtual_size;
+};
+
+int images_prepare_dirs(struct vmhost *vh);
+/* Ensures the storage pools; called on every (re)connect. */
+int images_start(struct vmhost *vh);
+int images_lookup(struct vmhost *vh, const char *name, struct image_info *ret);
+json_t *images_list(struct vmhost *vh);
+int images_import(struct vmhost *vh, const char *body, size_t len, json_t **ret,
+                  struct vm_problem *p);
+int images_remove(struct vmhost *vh, const char *name, struct vm_problem *p);
+/* Streams path into a new file dst (O_EXCL) and returns its SHA-256 in hex. */
+int images_copy_hash(const char *src, const char *dst, uint64_t max_bytes,
+                     char hex[DIGEST_HEX_LEN + 1]);
+
+/* roster_update.c */
+int roster_update_start(struct vmhost *vh);
+int roster_update_apply(struct vmhost *vh, const char *body, size_t len, json_t **ret,
+                        struct vm_problem *p);
+/* The WireGuard side: applies r's peers to cfg.wg_interface (a no-op when empty). */
+int roster_apply_wireguard(struct vmhost *vh, const struct roster *r);
+bool roster_update_allowed(struct vmhost *vh, const char *addr);
+
+/* node_api.c */
+int node_api_start(struct vmhost *vh);
+void node_api_stop(struct vmhost *vh);
+bool node_api_address_allowed(const char *allow_list, const char *addr);

@@ -1,0 +1,86 @@
+#!/usr/bin/python3
+"""Footprint: vmhost's resident memory and CPU use, idle, with three running Totebox VMs (the
+test image under TCG), for the embedded driver (qemu:///embed: libvirt's QEMU driver runs inside
+vmhost) and for a libvirt daemon (qemu:///session: vmhost is a client, as with qemu:///system).
+RSS counts shared library pages; Private (Private_Clean + Private_Dirty) is what vmhost alone
+adds; PSS splits the shared pages between the processes that map them. Target: RSS < 8 MiB.
+
+usage: tests/bench/bench_vmhost_footprint.py [--idle SECONDS]
+"""
+import argparse
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "integration"))
+sys.path.insert(0, HERE)
+from bench_vmhost_create import session_env, virsh  # noqa: E402
+from test_vmhost_harness import (Vmhost, build_image, destroy_all, make_root, remove_root,  # noqa: E402
+                                 sha256)
+
+
+def mem(pid):
+    out = {}
+    with open("/proc/%d/smaps_rollup" % pid) as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in ("Rss", "Pss", "Private_Clean", "Private_Dirty"):
+                out[k] = int(v.split()[0])
+    return out
+
+
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(label, uri, idle, extra_env=None):
+    root = make_root("tbx-foot-")
+    env = session_env(root) if extra_env else None
+    vh = None
+    try:
+        manifest = build_image(root + "/image")
+        opts = {"libvirt_uri": uri, "env": env} if uri else {}
+        vh = Vmhost(root, log_level="info", heartbeat_interval="10s", **opts)
+        vh.call("POST", "/v1/images", {"name": "t", "path": manifest, "sha256": sha256(manifest)})
+        for i in range(3):
+            s, body, _ = vh.call("POST", "/v1/vms", {
+                "request_id": "f%d" % i, "vm_id": "foot-%d" % i, "entity": "e",
+                "memory_mib": 128, "vcpus": 1, "image": "t", "vault_disk_mib": 32})
+            assert s == 201, body
+        time.sleep(20)  # guests boot, agents report, vmhost settles
+        pid = vh.proc.pid
+        c0, t0 = cpu_seconds(pid), time.monotonic()
+        time.sleep(idle)
+        cpu = (cpu_seconds(pid) - c0) / (time.monotonic() - t0) * 100
+        m = mem(pid)
+        print("%-30s RSS %5.1f MiB  PSS %5.1f MiB  private %4.1f MiB  idle CPU %.3f %% of one core"
+              % (label, m["Rss"] / 1024, m["Pss"] / 1024,
+                 (m["Private_Clean"] + m["Private_Dirty"]) / 1024, cpu))
+    finally:
+        if vh:
+            vh.stop()
+        if env:
+            for name in virsh(env, "list", "--name").stdout.split():
+                virsh(env, "destroy", name)
+            for pool in ("totebox-vms", "totebox-images"):
+                virsh(env, "pool-destroy", pool)
+                virsh(env, "pool-undefine", pool)
+        else:
+            destroy_all(root)
+        remove_root(root)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--idle", type=int, default=60)
+    a = ap.parse_args()
+    print("vmhost idle with 3 running VMs (test image, TCG), over %d s:" % a.idle)
+    measure("qemu:///embed (in-process)", None, a.idle)
+    measure("qemu:///session (daemon)", "qemu:///session", a.idle, extra_env=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""Shared helpers for vmhost's integration tests: build the test image, start a private vmhost
+on free loopback ports with its own state directory and qemu:///embed root, call its node API,
+and clean up every domain it started. As root, vmhost runs as 'nobody' (the embedded QEMU
+driver refuses root without a libvirt-qemu user)."""
+import hashlib
+import http.client
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+SRC = os.environ.get("TOTEBOX_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
+BUILD = os.environ.get("TOTEBOX_BUILD_DIR", os.path.join(SRC, "build"))
+VMHOST = os.path.join(BUILD, "vmhost", "vmhost")
+# The kernel .deb cache, fixed at import: some tests and benchmarks change HOME later.
+DEB_CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                         "totebox", "debs")
+
+
+def validate(instance, schema_name):
+    """Validates against schemas/<schema_name>, resolving references between our schemas."""
+    import jsonschema
+    d = os.path.join(SRC, "schemas")
+    store = {}
+    for name in os.listdir(d):
+        if name.endswith(".schema.json"):
+            with open(os.path.join(d, name)) as f:
+                doc = json.load(f)
+            store[doc["$id"]] = doc
+    schema = store["https://totebox.example/schemas/" + schema_name]
+    resolver = jsonschema.RefResolver.from_schema(schema, store=store)
+    jsonschema.Draft202012Validator(schema, resolver=resolver).validate(instance)
+
+
+def free_port(kind=socket.SOCK_STREAM):
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_as():
+    """(uid, gid) to run vmhost as: nobody when we are root, else ourselves."""
+    if os.getuid() != 0:
+        return None
+    pw = pwd.getpwnam("nobody")
+    return pw.pw_uid, pw.pw_gid
+
+
+def give(path):
+    ids = run_as()
+    if ids:
+        os.chown(path, *ids)
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def build_image(out):
+    subprocess.run([os.path.join(SRC, "images", "build-test-image"), out, "--cache", DEB_CACHE],
+                   check=True,
+                   stdout=subprocess.DEVNULL)
+    os.chmod(out, 0o755)
+    for name in os.listdir(out):
+        os.chmod(os.path.join(out, name), 0o644)
+    return os.path.join(out, "manifest.json")
+
+
+class Vmhost:
+    def __init__(self, root, node_id="node1", **settings):
+        self.root = root
+        self.port = free_port()
+        self.hb_port = settings.pop("hb_port", None) or free_port(socket.SOCK_DGRAM)
+        extra_env = settings.pop("env", None) or {}
+        self.uri = "qemu:///embed?root=%s/libvirt" % root
+        self.log_path = os.path.join(root, "vmhost-%s.log" % node_id)
+        opts = {"node_id": node_id, "libvirt_uri": self.uri, "state_dir": root + "/state",
+                "virt_type": "qemu", "node_api_port": self.port, "node_api_listen": "127.0.0.1",
+                "node_api_allow": "127.0.0.1", "fleetd_port": self.hb_port,
+                "heartbeat_interval": "1s", "archive_grace": "2s", "log_level": "debug"}
+        opts.update(settings)
+        args = [VMHOST]
+        for k, v in opts.items():
+            args += ["--set", "%s=%s" % (k, v)]
+        ids = run_as()
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
+                                     user=ids[0] if ids else None,
+                                     group=ids[1] if ids else None,
+                                     env=dict({"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                                               "HOME": root}, **extra_env))
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                if self.call("GET", "/v1/inventory")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("vmhost did not answer; log:\n" + self.read_log())
+
+    def read_log(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def call(self, method, path, body=None, source=None, timeout=120):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout,
+                                          source_address=(source, 0) if source else None)
+        data = body if isinstance(body, (bytes, str)) or body is None else json.dumps(body)
+        conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        raw = r.read()
+        conn.close()
+        return r.status, (json.loads(raw) if raw else None), r.getheader("Content-Type")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def virsh(root, *args):
+    ids = run_as()
+    return subprocess.run(["virsh", "-q", "-c", "qemu:///embed?root=%s/libvirt" % root] +
+                          list(args), capture_output=True, text=True,
+                          user=ids[0] if ids else None, group=ids[1] if ids else None,
+                          env={"PATH": "/usr/bin:/bin", "HOME": root})
+
+
+def destroy_all(root):
+    """Powers off every domain of the embed root (vmhost must be stopped)."""
+    if not os.path.isdir(os.path.join(root, "libvirt")):
+        return
+    names = virsh(root, "list", "--name").stdout.split()
+    for name in names:
+        virsh(root, "destroy", name)
+
+
+def make_root(prefix):
+    root = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    os.chmod(root, 0o755)
+    give(root)
+    return root
+
+
+def remove_root(root):
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def wait_for(fn, timeout, what):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(0.5)
+    raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
+
+
+def test_build_test_image_manifest_matches_files():
+    """images/build-test-image (the script other parts reuse) writes a manifest whose sizes and
+    checksums are those of the files beside it."""
+    out = tempfile.mkdtemp(prefix="tbx-img-")
+    try:
+        manifest = build_image(out)
+        with open(manifest) as f:
+            m = json.load(f)
+        assert m["kind"] == "direct-kernel"
+        for role in ("disk", "kernel", "initrd"):
+            entry = m["files"][role]
+            path = os.path.join(out, entry["path"])
+            assert os.path.getsize(path) == entry["size"]
+            assert sha256(path) == entry["sha256"]
+    finally:
+        shutil.rmtree(out, ignore_errors=True)

@@ -1,0 +1,147 @@
+# ctest-labels: slow
+"""vmhost against real libvirt (qemu:///embed, TCG): import the test image, create a VM that
+boots it, see it in the inventory and in heartbeats, read its agent's report over the channel,
+suspend, resume, archive it, and see each refusal (checksum mismatch, image in use, not enough
+RAM, another request for the same id, archived, pinned elsewhere)."""
+import hashlib
+import json
+import os
+import socket
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from test_vmhost_harness import (Vmhost, build_image, destroy_all, make_root, remove_root,  # noqa: E402
+                                 sha256, validate, wait_for)
+
+FIXED_KEY = "IVL40Zt5HSRFMkLhXy6rbLfP+ntqXtMAl5YOBpiB2xI="
+CREATE = {"request_id": "req-a", "vm_id": "vm-a", "entity": "Acme <&> \"Co\"", "memory_mib": 256,
+          "vcpus": 1, "image": "test", "vault_disk_mib": 64, "fleet_id": "fleet-t"}
+
+
+@pytest.fixture(scope="module")
+def env():
+    root = make_root("tbx-vmhost-")
+    hb = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    hb.bind(("127.0.0.1", 0))
+    hb.settimeout(5)
+    manifest = build_image(os.path.join(root, "image"))
+    vh = Vmhost(root, hb_port=hb.getsockname()[1])
+    state = {"root": root, "vh": vh, "manifest": manifest, "hb": hb}
+    yield state
+    state["vh"].stop()
+    destroy_all(root)
+    hb.close()
+    remove_root(root)
+
+
+def vm(env, vm_id="vm-a"):
+    status, body, _ = env["vh"].call("GET", "/v1/vms/" + vm_id)
+    assert status == 200, body
+    return body
+
+
+def test_image_import_checks_the_checksum(env):
+    vh = env["vh"]
+    bad = {"name": "test", "path": env["manifest"], "sha256": "0" * 64}
+    status, body, ctype = vh.call("POST", "/v1/images", bad)
+    assert status == 422 and body["type"].endswith("/checksum-mismatch"), body
+    assert ctype == "application/problem+json"
+    good = dict(bad, sha256=sha256(env["manifest"]))
+    status, body, _ = vh.call("POST", "/v1/images", good)
+    assert status == 201, body
+    assert body["kind"] == "direct-kernel"
+    status, body, _ = vh.call("POST", "/v1/images", good)
+    assert status == 409 and body["type"].endswith("/image-exists"), body
+    status, body, _ = vh.call("GET", "/v1/images")
+    assert [i["name"] for i in body["images"]] == ["test"]
+
+
+def test_create_boots_and_is_in_inventory(env):
+    vh = env["vh"]
+    status, body, _ = vh.call("POST", "/v1/vms", CREATE)
+    assert status == 201, body
+    assert body["state"] == "running" and body["lifecycle"] == "active"
+    assert body["pin"] == {"fleet_id": "fleet-t", "node_id": "node1"}
+    assert body["entity"] == CREATE["entity"]
+    status, again, _ = vh.call("POST", "/v1/vms", CREATE)
+    assert status == 200 and again["uuid"] == body["uuid"]
+    status, other, _ = vh.call("POST", "/v1/vms", dict(CREATE, request_id="req-b"))
+    assert status == 409 and other["type"].endswith("/vm-exists"), other
+    status, inv, _ = vh.call("GET", "/v1/inventory")
+    validate(inv, "inventory.schema.json")
+    assert [v["id"] for v in inv["vms"]] == ["vm-a"]
+    canonical = json.dumps(inv["vms"], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert inv["digest"] == hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def test_agent_report_arrives_over_the_channel(env):
+    def reported():
+        v = vm(env)
+        return v if v["agent"] and v["agent"]["reports"] >= 1 else None
+    v = wait_for(reported, 120, "the guest agent's first report")
+    validate(v, "vm.schema.json")
+    assert v["agent"]["connected"] is True
+    assert v["agent"]["last_report"]["type"] == "report"
+    assert v["vault_public_key"] == FIXED_KEY          # pinned at first use
+    assert v["integrity"]["status"] == "ok"
+    assert v["integrity"]["tree_size"] == 1
+    status, body, _ = env["vh"].call("POST", "/v1/vms/vm-a/verify")
+    assert status == 202, body
+
+
+def test_heartbeat_carries_libvirt_and_inventory(env):
+    status, inv, _ = env["vh"].call("GET", "/v1/inventory")
+    for _ in range(30):
+        hb = json.loads(env["hb"].recv(2048))
+        if hb["inventory_digest"] == inv["digest"]:
+            break
+    assert hb["node"] == "node1"
+    assert hb["vm_count"] == 1
+    assert hb["mem_committed_mib"] == 256
+    assert 0 <= hb["libvirt_age_ms"] < 15000
+
+
+def test_refusals_memory_and_image_in_use(env):
+    vh = env["vh"]
+    status, body, _ = vh.call("POST", "/v1/vms", dict(CREATE, request_id="r-big", vm_id="vm-big",
+                                                       memory_mib=1048576))
+    assert status == 422 and body["type"].endswith("/insufficient-memory"), body
+    status, body, _ = vh.call("DELETE", "/v1/images/test")
+    assert status == 409 and body["type"].endswith("/image-in-use"), body
+    assert "insufficient-memory" in vh.read_log()
+
+
+def test_suspend_and_resume(env):
+    vh = env["vh"]
+    status, body, _ = vh.call("POST", "/v1/vms/vm-a/suspend")
+    assert status == 200, body
+    assert body["state"] == "saved" and body["lifecycle"] == "suspended"
+    validate(body, "vm.schema.json")
+    status, body, _ = vh.call("POST", "/v1/vms/vm-a/resume")
+    assert status == 200, body
+    assert body["state"] == "running" and body["lifecycle"] == "active"
+
+
+def test_archive_then_start_is_refused(env):
+    vh = env["vh"]
+    status, body, _ = vh.call("POST", "/v1/vms/vm-a/archive")
+    assert status == 200 and body["lifecycle"] == "archived", body
+    status, body, _ = vh.call("POST", "/v1/vms/vm-a/start")
+    assert status == 409 and body["type"].endswith("/archived"), body
+    # The guest ignores ACPI; after the grace period vmhost powers it off (kept, not undefined).
+    wait_for(lambda: vm(env)["state"] == "shutoff", 60, "the archived VM to power off")
+
+
+def test_pinned_elsewhere_is_refused(env):
+    env["vh"].stop()
+    env["vh"] = Vmhost(env["root"], node_id="node2", hb_port=env["hb"].getsockname()[1])
+    status, body, _ = env["vh"].call("POST", "/v1/vms/vm-a/start")
+    assert status == 409 and body["type"].endswith("/pinned-elsewhere"), body
+    assert "pinned to node 'node1'" in body["detail"]
+    status, inv, _ = env["vh"].call("GET", "/v1/inventory")
+    assert inv["vms"][0]["pin"]["node_id"] == "node1"
+    # The pinned key and the accepted tree head survived the restart (domain metadata).
+    assert inv["vms"][0]["vault_public_key"] == FIXED_KEY
+    assert inv["vms"][0]["integrity"]["tree_size"] == 1

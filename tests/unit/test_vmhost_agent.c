@@ -1,0 +1,353 @@
+/* vmhost: the agent-line parser, the integrity checks (TOFU, STH signatures, rollback,
+ * consistency), the refusal policy, the create-request parser and the inventory digest. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/merkle.h"
+#include "vmhost/vmhost.h"
+
+static uint8_t pk[32], sk[64], pk2[32], sk2[64];
+
+static int setup(void **state)
+{
+        uint8_t seed[32];
+
+        if (sodium_init() < 0)
+                return -1;
+        memset(seed, 0x42, sizeof(seed));
+        crypto_sign_seed_keypair(pk, sk, seed);
+        memset(seed, 0x43, sizeof(seed));
+        crypto_sign_seed_keypair(pk2, sk2, seed);
+        return 0;
+}
+
+/* A report line for an STH of size n whose root is filled with byte fill, signed by key. */
+static char *report_line(uint64_t n, uint8_t fill, const uint8_t *pub, const uint8_t *sec,
+                         const char *mismatches)
+{
+        struct sth s = {.size = n, .time_ms = 1000 + n};
+        char b64pk[64], b64sig[128], root[65], *line = NULL;
+
+        memset(s.root, fill, sizeof(s.root));
+        sth_sign(&s, sec);
+        sodium_bin2base64(b64pk, sizeof(b64pk), pub, 32, sodium_base64_VARIANT_ORIGINAL);
+        sodium_bin2base64(b64sig, sizeof(b64sig), s.signature, 64, sodium_base64_VARIANT_ORIGINAL);
+        sodium_bin2hex(root, sizeof(root), s.root, 32);
+        assert_true(asprintf(&line,
+                             "{\"v\":1,\"type\":\"report\",\"trigger\":\"seal\",\"vault_id\":\"v\","
+                             "\"public_key\":\"%s\",\"sth\":{\"size\":%llu,\"root\":\"%s\","
+                             "\"time_ms\":%llu,\"signature\":\"%s\"},\"records\":1,\"bytes\":2,"
+                             "\"duration_ms\":3,\"mismatches\":%s}",
+                             b64pk, (unsigned long long)n, root, (unsigned long long)s.time_ms,
+                             b64sig, mismatches ? mismatches : "[]") > 0);
+        return line;
+}
+
+static enum verify_action feed(struct integrity *in, const char *line)
+{
+        struct agent_msg m;
+        char err[256];
+        enum verify_action a;
+
+        assert_int_equal(agent_line_parse(line, strlen(line), &m, err, sizeof(err)), 0);
+        a = integrity_on_report(in, &m, 5);
+        agent_msg_clear(&m);
+        return a;
+}
+
+static const char *last_kind(const struct integrity *in)
+{
+        size_t n = json_array_size(in->mismatches);
+
+        return n ? json_string_value(json_object_get(json_array_get(in->mismatches, n - 1), "kind"))
+                 : "";
+}
+
+static void test_parse_valid_and_strict(void **state)
+{
+        char *ok = report_line(3, 1, pk, sk, NULL), err[256];
+        static const char *const bad[] = {
+            "",
+            "[]",
+            "{\"v\":2,\"type\":\"report\"}",
+            "{\"v\":1,\"type\":\"hello\"}",
+            "{\"v\":1,\"type\":\"error\",\"detail\":\"x\",\"extra\":1}",
+            "{\"v\":1,\"type\":\"error\"}",
+            "{\"v\":1,\"type\":\"consistency\",\"request_id\":\"r\",\"from_size\":1,"
+            "\"to_size\":2,\"proof\":[\"zz\"]}",
+            "{\"v\":1,\"type\":\"consistency\",\"request_id\":\"r\",\"from_size\":-1,"
+            "\"to_size\":2,\"proof\":[]}",
+            "{\"v\":1,\"v\":1,\"type\":\"error\",\"detail\":\"dup\"}",
+            "{\"a\":[[[[[[]]]]]]}",
+        };
+        struct agent_msg m;
+
+        assert_int_equal(agent_line_parse(ok, strlen(ok), &m, err, sizeof(err)), 0);
+        assert_int_equal(m.type, AGENT_MSG_REPORT);
+        assert_int_equal(m.sth.size, 3);
+        assert_string_equal(m.trigger, "seal");
+        agent_msg_clear(&m);
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+                assert_int_equal(agent_line_parse(bad[i], strlen(bad[i]), &m, err, sizeof(err)),
+                                 -EINVAL);
+        free(ok);
+        ok = report_line(3, 1, pk, sk, "[{\"kind\":\"no-such-kind\"}]");
+        assert_int_equal(agent_line_parse(ok, strlen(ok), &m, err, sizeof(err)), -EINVAL);
+        free(ok);
+}
+
+static void test_tofu_and_forgery(void **state)
+{
+        struct integrity in;
+        char *a = report_line(1, 1, pk, sk, NULL), *b = report_line(1, 1, pk2, sk2, NULL);
+        char *forged = report_line(1, 1, pk, sk2, NULL);
+        json_t *j;
+
+        integrity_init(&in);
+        assert_int_equal(feed(&in, a), VERIFY_DONE);
+        assert_true(in.key_pinned_now);
+        assert_true(in.has_sth);
+        j = integrity_to_json(&in);
+        assert_string_equal(json_string_value(json_object_get(j, "status")), "ok");
+        json_decref(j);
+        feed(&in, b); /* another key: a mismatch, kept */
+        assert_string_equal(last_kind(&in), "key-changed");
+        assert_memory_equal(in.key, pk, 32);
+        feed(&in, forged); /* the pinned key, but signed by another */
+        assert_string_equal(last_kind(&in), "forged-tree-head");
+        feed(&in, a); /* a good report does not clear the mismatches */
+        j = integrity_to_json(&in);
+        assert_string_equal(json_string_value(json_object_get(j, "status")), "mismatch");
+        assert_int_equal(json_array_size(json_object_get(j, "mismatches")), 2);
+        json_decref(j);
+        integrity_clear(&in);
+        free(a), free(b), free(forged);
+}
+
+static void test_rollback_and_same_size(void **state)
+{
+        struct integrity in;
+        char *five = report_line(5, 1, pk, sk, NULL), *three = report_line(3, 1, pk, sk, NULL);
+        char *five_other = report_line(5, 2, pk, sk, NULL);
+
+        integrity_init(&in);
+        feed(&in, five);
+        feed(&in, three);
+        assert_string_equal(last_kind(&in), "rollback");
+        feed(&in, five_other);
+        assert_string_equal(last_kind(&in), "inconsistent-tree-head");
+        assert_int_equal(in.sth.size, 5);
+        integrity_clear(&in);
+        free(five), free(three), free(five_other);
+}
+
+static void test_agent_mismatches_are_kept(void **state)
+{
+        struct integrity in;
+        char *r = report_line(
+            1, 1, pk, sk, "[{\"kind\":\"modified-asset\",\"path\":\"/vault/a\",\"detail\":\"x\"}]");
+
+        integrity_init(&in);
+        feed(&in, r);
+        assert_string_equal(last_kind(&in), "modified-asset");
+        integrity_clear(&in);
+        free(r);
+}
+
+static void test_consistency_request_flow(void **state)
+{
+        struct integrity in;
+        char *two = report_line(2, 1, pk, sk, NULL), *four = report_line(4, 2, pk, sk, NULL);
+        char line[512];
+        struct agent_msg m;
+        char err[256];
+
+        integrity_init(&in);
+        feed(&in, two);
+        assert_int_equal(feed(&in, four), VERIFY_NEED_CONSISTENCY);
+        assert_true(in.pending);
+        assert_int_equal(in.sth.size, 2); /* not accepted before the proof */
+        /* A reply for another request is ignored; a proof that does not verify is a mismatch. */
+        snprintf(line, sizeof(line),
+                 "{\"v\":1,\"type\":\"consistency\",\"request_id\":\"%s\",\"from_size\":2,"
+                 "\"to_size\":4,\"proof\":[\"%064d\"]}",
+                 in.pending_id, 0);
+        assert_int_equal(agent_line_parse(line, strlen(line), &m, err, sizeof(err)), 0);
+        integrity_on_consistency(&in, &m, 9);
+        assert_false(in.pending);
+        assert_string_equal(last_kind(&in), "inconsistent-tree-head");
+        assert_int_equal(in.sth.size, 2);
+        agent_msg_clear(&m);
+        integrity_clear(&in);
+        free(two), free(four);
+}
+
+/* A report line whose STH is the real root of the first n of leaves. */
+static char *report_root(const merkle_hash *leaves, uint64_t n)
+{
+        merkle_hash root;
+        char *line = report_line(n, 0, pk, sk, NULL), hex[65], zero[65];
+
+        merkle_root(leaves, n, root);
+        sodium_bin2hex(hex, sizeof(hex), root, 32);
+        memset(zero, '0', 64);
+        zero[64] = 0;
+        /* re-sign over the real root */
+        {
+                struct sth s = {.size = n, .time_ms = 1000 + n};
+                char b64[128], *old;
+
+                memcpy(s.root, root, 32);
+                sth_sign(&s, sk);
+                sodium_bin2base64(b64, sizeof(b64), s.signature, 64,
+                                  sodium_base64_VARIANT_ORIGINAL);
+                free(line);
+                old = NULL;
+                assert_true(asprintf(&old,
+                                     "{\"v\":1,\"type\":\"report\",\"trigger\":\"seal\","
+                                     "\"vault_id\":\"v\",\"public_key\":\"IVL40Zt5HSRFMkLhXy6rbLfP+"
+                                     "ntqXtMAl5YOBpiB2xI=\",\"sth\":{\"size\":%llu,\"root\":\"%s\","
+                                     "\"time_ms\":%llu,\"signature\":\"%s\"},\"records\":1,"
+                                     "\"bytes\":2,\"duration_ms\":3,\"mismatches\":[]}",
+                                     (unsigned long long)n, hex, (unsigned long long)s.time_ms,
+                                     b64) > 0);
+                line = old;
+        }
+        return line;
+}
+
+static void test_consistency_valid_proof(void **state)
+{
+        merkle_hash leaves[7], proof[MERKLE_MAX_PROOF];
+        struct integrity in;
+        struct agent_msg m;
+        char *three, *seven, line[4096], err[256], hex[65];
+        size_t len = 0, o;
+
+        for (uint8_t i = 0; i < 7; i++)
+                merkle_leaf_hash(&i, 1, leaves[i]);
+        three = report_root(leaves, 3);
+        seven = report_root(leaves, 7);
+        integrity_init(&in);
+        feed(&in, three);
+        assert_int_equal(feed(&in, seven), VERIFY_NEED_CONSISTENCY);
+        assert_int_equal(merkle_consistency_proof(leaves, 7, 3, proof, &len), 0);
+        o = (size_t)snprintf(line, sizeof(line),
+                             "{\"v\":1,\"type\":\"consistency\",\"request_id\":\"%s\","
+                             "\"from_size\":3,\"to_size\":7,\"proof\":[",
+                             in.pending_id);
+        for (size_t i = 0; i < len; i++) {
+                sodium_bin2hex(hex, sizeof(hex), proof[i], 32);
+                o += (size_t)snprintf(line + o, sizeof(line) - o, "%s\"%s\"", i ? "," : "", hex);
+        }
+        snprintf(line + o, sizeof(line) - o, "]}");
+        assert_int_equal(agent_line_parse(line, strlen(line), &m, err, sizeof(err)), 0);
+        integrity_on_consistency(&in, &m, 9);
+        agent_msg_clear(&m);
+        assert_int_equal(json_array_size(in.mismatches), 0);
+        assert_int_equal(in.sth.size, 7); /* accepted after the proof verified */
+        integrity_clear(&in);
+        free(three), free(seven);
+}
+
+static void test_policy(void **state)
+{
+        struct vm_meta m = {.lifecycle = VM_ACTIVE};
+
+        strcpy(m.node_id, "n1");
+        assert_int_equal(policy_check_start(&m, "n1"), REFUSE_NONE);
+        assert_int_equal(policy_check_start(&m, "n2"), REFUSE_PINNED_ELSEWHERE);
+        m.lifecycle = VM_ARCHIVED;
+        assert_int_equal(policy_check_start(&m, "n1"), REFUSE_ARCHIVED);
+        assert_int_equal(policy_check_start(NULL, "n1"), REFUSE_NOT_TOTEBOX);
+        assert_int_equal(policy_check_memory(2048, 1024, 512), REFUSE_NONE);
+        assert_int_equal(policy_check_memory(2048, 1537, 512), REFUSE_INSUFFICIENT_MEMORY);
+        assert_int_equal(policy_check_memory(100, 1024, 0), REFUSE_INSUFFICIENT_MEMORY);
+        assert_string_equal(refusal_name(REFUSE_PINNED_ELSEWHERE), "pinned-elsewhere");
+        assert_string_equal(policy_virt_type("auto", true, true), "qemu"); /* PVM KVM here */
+        assert_string_equal(policy_virt_type("auto", true, false), "kvm");
+        assert_string_equal(policy_virt_type("auto", false, false), "qemu");
+        assert_string_equal(policy_virt_type("kvm", false, false), "kvm");
+        assert_null(policy_virt_type("xen", true, false));
+}
+
+static void test_create_request(void **state)
+{
+        static const char ok[] = "{\"request_id\":\"r1\",\"vm_id\":\"vm-1\",\"entity\":\"Acme\","
+                                 "\"memory_mib\":512,\"vcpus\":1,\"image\":\"img\","
+                                 "\"vault_disk_mib\":64,\"fleet_id\":\"f\"}";
+        static const char *const bad[] = {
+            "{\"request_id\":\"r1\",\"vm_id\":\"VM\",\"entity\":\"A\",\"memory_mib\":512,"
+            "\"vcpus\":1,\"image\":\"i\",\"vault_disk_mib\":64}",
+            "{\"request_id\":\"r1\",\"vm_id\":\"v\",\"entity\":\"A\",\"memory_mib\":1,"
+            "\"vcpus\":1,\"image\":\"i\",\"vault_disk_mib\":64}",
+            "{\"request_id\":\"r1\",\"vm_id\":\"v\",\"entity\":\"A\",\"memory_mib\":512,"
+            "\"vcpus\":1,\"image\":\"i\",\"vault_disk_mib\":64,\"migrate\":true}",
+            "{\"request_id\":\"\",\"vm_id\":\"v\",\"entity\":\"A\",\"memory_mib\":512,"
+            "\"vcpus\":1,\"image\":\"i\",\"vault_disk_mib\":64}",
+            "[]",
+        };
+        struct vm_create_req q;
+        struct vm_problem p;
+
+        assert_int_equal(vm_create_req_parse(ok, strlen(ok), &q, &p), 0);
+        assert_string_equal(q.vm_id, "vm-1");
+        assert_int_equal(q.memory_mib, 512);
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                assert_int_equal(vm_create_req_parse(bad[i], strlen(bad[i]), &q, &p), -EINVAL);
+                assert_int_equal(p.status, 400);
+        }
+}
+
+static void test_inventory_digest(void **state)
+{
+        char hex[DIGEST_HEX_LEN + 1];
+        json_t *a = json_loads("[{\"id\":\"b\",\"a\":1}]", 0, NULL);
+        json_t *b = json_loads("[{\"a\":1,\"id\":\"b\"}]", 0, NULL);
+        char hex2[DIGEST_HEX_LEN + 1];
+        json_t *empty = json_array();
+
+        assert_int_equal(inventory_digest(empty, hex), 0);
+        json_decref(empty);
+        /* SHA-256("[]") */
+        assert_string_equal(hex,
+                            "4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945");
+        inventory_digest(a, hex);
+        inventory_digest(b, hex2); /* key order does not matter: JSON_SORT_KEYS */
+        assert_string_equal(hex, hex2);
+        json_decref(a);
+        json_decref(b);
+}
+
+static void test_allow_list(void **state)
+{
+        assert_true(node_api_address_allowed("10.0.0.1, 127.0.0.1", "127.0.0.1"));
+        assert_false(node_api_address_allowed("10.0.0.1", "10.0.0.10"));
+        assert_false(node_api_address_allowed("", "127.0.0.1"));
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+            cmocka_unit_test(test_parse_valid_and_strict),
+            cmocka_unit_test(test_tofu_and_forgery),
+            cmocka_unit_test(test_rollback_and_same_size),
+            cmocka_unit_test(test_agent_mismatches_are_kept),
+            cmocka_unit_test(test_consistency_request_flow),
+            cmocka_unit_test(test_consistency_valid_proof),
+            cmocka_unit_test(test_policy),
+            cmocka_unit_test(test_create_request),
+            cmocka_unit_test(test_inventory_digest),
+            cmocka_unit_test(test_allow_list),
+        };
+
+        return cmocka_run_group_tests(tests, setup, NULL);
+}

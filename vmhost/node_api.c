@@ -1,0 +1,394 @@
+/* The node API (docs/contracts.md section 2): HTTP/JSON on libmicrohttpd, one thread, TCP 9172
+ * on the mesh address. A connection is accepted only from the controller's address (the
+ * roster's controller, or node_api_allow); others are dropped at accept. Routes are a table;
+ * bodies are bounded (max_body_bytes); errors are application/problem+json (RFC 9457). There is
+ * no migrate, undefine or disk-delete route, and none may be added. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "vmhost/vmhost.h"
+
+#define NODE_API_MAX_LISTEN 4
+
+struct node_req {
+        struct vmhost *vh;
+        const char *method;
+        const char *param; /* the {…} segment, if any */
+        char param_buf[128];
+        const char *body;
+        size_t body_len;
+};
+
+struct node_resp {
+        unsigned status;
+        json_t *body;
+        const char *content_type;
+};
+
+typedef void (*node_handler)(struct node_req *q, struct node_resp *resp);
+
+struct node_route {
+        const char *method;
+        const char *prefix; /* the path up to {id}, or the whole path */
+        const char *suffix; /* after {id}; NULL when the route has no parameter */
+        node_handler handler;
+        const char *summary;
+};
+
+static void node_problem(struct node_resp *resp, const struct vm_problem *p)
+{
+        char type[128];
+
+        snprintf(type, sizeof(type), "https://totebox.example/problems/%s", p->type);
+        json_decref(resp->body);
+        resp->status = p->status;
+        resp->content_type = "application/problem+json";
+        resp->body = json_pack("{s:s, s:s, s:i, s:s}", "type", type, "title", p->type, "status",
+                               (int)p->status, "detail", p->detail);
+}
+
+static void node_json(struct node_resp *resp, unsigned status, json_t *body)
+{
+        json_decref(resp->body);
+        resp->status = status;
+        resp->content_type = "application/json";
+        resp->body = body;
+}
+
+static void node_inventory(struct node_req *q, struct node_resp *resp)
+{
+        struct vmhost *vh = q->vh;
+        json_t *o;
+
+        inventory_refresh(vh);
+        pthread_mutex_lock(&vh->state_lock);
+        o = json_pack("{s:s, s:s, s:O}", "node", vh->cfg.node_id, "digest", vh->digest, "vms",
+                      vh->vms ? vh->vms : json_array());
+        pthread_mutex_unlock(&vh->state_lock);
+        node_json(resp, 200, o);
+}
+
+static void node_vm_get(struct node_req *q, struct node_resp *resp)
+{
+        struct vm_problem p;
+        json_t *vm;
+
+        inventory_refresh(q->vh);
+        vm = inventory_get(q->vh, q->param);
+        if (vm)
+                node_json(resp, 200, vm);
+        else {
+                vms_problem(&p, 404, "not-found", "no Totebox VM '%s'", q->param);
+                node_problem(resp, &p);
+        }
+}
+
+static void node_vm_create(struct node_req *q, struct node_resp *resp)
+{
+        struct vm_create_req cr;
+        struct vm_problem p;
+        json_t *vm = NULL;
+        int r = vm_create_req_parse(q->body, q->body_len, &cr, &p);
+
+        if (r == 0)
+                r = vms_create(q->vh, &cr, &vm, &p);
+        if (r < 0)
+                node_problem(resp, &p);
+        else
+                node_json(resp, (unsigned)r, vm);
+}
+
+static void node_vm_verb(struct node_req *q, struct node_resp *resp, const char *verb)
+{
+        struct vm_problem p;
+        json_t *vm = NULL;
+
+        if (vms_action(q->vh, q->param, verb, &vm, &p) < 0)
+                node_problem(resp, &p);
+        else
+                node_json(resp, 200, vm);
+}
+
+static void node_vm_start(struct node_req *q, struct node_resp *resp)
+{
+        node_vm_verb(q, resp, "start");
+}
+
+static void node_vm_suspend(struct node_req *q, struct node_resp *resp)
+{
+        node_vm_verb(q, resp, "suspend");
+}
+
+static void node_vm_resume(struct node_req *q, struct node_resp *resp)
+{
+        node_vm_verb(q, resp, "resume");
+}
+
+static void node_vm_archive(struct node_req *q, struct node_resp *resp)
+{
+        node_vm_verb(q, resp, "archive");
+}
+
+static void node_vm_verify(struct node_req *q, struct node_resp *resp)
+{
+        char rid[32];
+        struct vm_problem p;
+        json_t *vm = inventory_get(q->vh, q->param);
+
+        if (!vm) {
+                vms_problem(&p, 404, "not-found", "no Totebox VM '%s'", q->param);
+                node_problem(resp, &p);
+        } else if (agent_chan_request_verify(q->vh, q->param, rid, sizeof(rid)) < 0) {
+                vms_problem(&p, 409, "agent-not-connected",
+                            "VM '%s' has no connected agent channel", q->param);
+                node_problem(resp, &p);
+        } else {
+                log_info("VM '%s': full verification requested ('%s')", q->param, rid);
+                node_json(resp, 202, json_pack("{s:s, s:s}", "vm", q->param, "request_id", rid));
+        }
+        json_decref(vm);
+}
+
+static void node_images_list(struct node_req *q, struct node_resp *resp)
+{
+        node_json(resp, 200, json_pack("{s:o}", "images", images_list(q->vh)));
+}
+
+static void node_images_import(struct node_req *q, struct node_resp *resp)
+{
+        struct vm_problem p;
+        json_t *m = NULL;
+
+        if (images_import(q->vh, q->body, q->body_len, &m, &p) < 0)
+                node_problem(resp, &p);
+        else
+                node_json(resp, 201, m);
+}
+
+static void node_images_remove(struct node_req *q, struct node_resp *resp)
+{
+        struct vm_problem p;
+
+        if (images_remove(q->vh, q->param, &p) < 0)
+                node_problem(resp, &p);
+        else
+                node_json(resp, 200, json_pack("{s:s, s:b}", "image", q->param, "removed", 1));
+}
+
+static void node_roster(struct node_req *q, struct node_resp *resp)
+{
+        struct vm_problem p;
+        json_t *o = NULL;
+
+        if (roster_update_apply(q->vh, q->body, q->body_len, &o, &p) < 0)
+                node_problem(resp, &p);
+        else
+                node_json(resp, 200, o);
+}
+
+static const struct node_route node_routes[] = {
+    {"GET", "/v1/inventory", NULL, node_inventory, "every Totebox VM of this node"},
+    {"POST", "/v1/vms", NULL, node_vm_create, "create a VM (idempotent by request_id)"},
+    {"GET", "/v1/vms/", "", node_vm_get, "one VM"},
+    {"POST", "/v1/vms/", "/start", node_vm_start, "start (refused: pinned elsewhere, archived)"},
+    {"POST", "/v1/vms/", "/suspend", node_vm_suspend, "suspend to a managed save (frees RAM)"},
+    {"POST", "/v1/vms/", "/resume", node_vm_resume, "resume from suspend"},
+    {"POST", "/v1/vms/", "/archive", node_vm_archive, "shut down and keep; never starts again"},
+    {"POST", "/v1/vms/", "/verify", node_vm_verify, "ask the agent for a full verification"},
+    {"GET", "/v1/images", NULL, node_images_list, "base images and their manifests"},
+    {"POST", "/v1/images", NULL, node_images_import, "import a base image (checksum verified)"},
+    {"DELETE", "/v1/images/", "", node_images_remove, "remove an image no VM uses"},
+    {"POST", "/v1/roster", NULL, node_roster, "a signed roster from the genesis key"},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+/* Matches url against a route; copies the {id} segment into q. */
+static bool node_match(const struct node_route *rt, const char *url, struct node_req *q)
+{
+        size_t plen = strlen(rt->prefix), n;
+        const char *seg, *end;
+
+        if (!rt->suffix)
+                return strcmp(url, rt->prefix) == 0;
+        if (strncmp(url, rt->prefix, plen) != 0)
+                return false;
+        seg = url + plen;
+        end = strchr(seg, '/');
+        n = end ? (size_t)(end - seg) : strlen(seg);
+        if (n == 0 || n >= sizeof(q->param_buf) || strcmp(seg + n, rt->suffix) != 0)
+                return false;
+        memcpy(q->param_buf, seg, n);
+        q->param_buf[n] = '\0';
+        q->param = q->param_buf;
+        return true;
+}
+
+static void node_dispatch(struct node_req *q, const char *url, struct node_resp *resp)
+{
+        struct vm_problem p;
+        bool known = false;
+
+        for (const struct node_route *rt = node_routes; rt->method; rt++) {
+                if (!node_match(rt, url, q))
+                        continue;
+                known = true;
+                if (strcmp(rt->method, q->method) == 0) {
+                        rt->handler(q, resp);
+                        return;
+                }
+        }
+        if (known)
+                vms_problem(&p, 405, "method-not-allowed", "method '%s' is not allowed on '%s'",
+                            q->method, url);
+        else
+                vms_problem(&p, 404, "not-found", "no resource at '%s'", url);
+        node_problem(resp, &p);
+}
+
+struct node_conn {
+        char *body;
+        size_t len;
+        bool too_large;
+};
+
+static enum MHD_Result node_send(struct MHD_Connection *conn, struct node_resp *resp)
+{
+        char *text = resp->body ? json_dumps(resp->body, JSON_COMPACT) : strdup("{}");
+        struct MHD_Response *r;
+        enum MHD_Result ret;
+
+        if (!text)
+                return MHD_NO;
+        r = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+        MHD_add_response_header(r, "Content-Type", resp->content_type);
+        MHD_add_response_header(r, "Cache-Control", "no-store");
+        ret = MHD_queue_response(conn, resp->status, r);
+        MHD_destroy_response(r);
+        return ret;
+}
+
+static bool node_read_body(struct vmhost *vh, struct node_conn *c, const char *data, size_t *size)
+{
+        char *nb;
+
+        if (*size == 0)
+                return true;
+        if (!c->too_large && c->len + *size <= vh->cfg.max_body_bytes &&
+            (nb = realloc(c->body, c->len + *size + 1))) {
+                memcpy(nb + c->len, data, *size);
+                c->body = nb;
+                c->len += *size;
+                c->body[c->len] = '\0';
+        } else {
+                c->too_large = true;
+        }
+        *size = 0;
+        return false;
+}
+
+static enum MHD_Result node_access(void *cls, struct MHD_Connection *conn, const char *url,
+                                   const char *method, const char *version, const char *upload_data,
+                                   size_t *upload_data_size, void **con_cls)
+{
+        struct vmhost *vh = cls;
+        struct node_conn *c = *con_cls;
+        struct node_req q = {.vh = vh, .method = method, .body = ""};
+        struct node_resp resp = {0};
+        struct vm_problem p;
+        enum MHD_Result ret;
+
+        if (!c) {
+                c = calloc(1, sizeof(*c));
+                *con_cls = c;
+                return c ? MHD_YES : MHD_NO;
+        }
+        if (!node_read_body(vh, c, upload_data, upload_data_size))
+                return MHD_YES;
+        if (c->too_large) {
+                vms_problem(&p, 413, "body-too-large", "request body exceeds %llu bytes",
+                            (unsigned long long)vh->cfg.max_body_bytes);
+                node_problem(&resp, &p);
+        } else {
+                q.body = c->body ? c->body : "";
+                q.body_len = c->len;
+                node_dispatch(&q, url, &resp);
+        }
+        ret = node_send(conn, &resp);
+        json_decref(resp.body);
+        return ret;
+}
+
+static void node_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                           enum MHD_RequestTerminationCode toe)
+{
+        struct node_conn *c = *con_cls;
+
+        if (c) {
+                free(c->body);
+                free(c);
+                *con_cls = NULL;
+        }
+}
+
+bool node_api_address_allowed(const char *allow_list, const char *addr)
+{
+        char list[256], *save = NULL;
+
+        snprintf(list, sizeof(list), "%s", allow_list);
+        for (char *a = strtok_r(list, ", ", &save); a; a = strtok_r(NULL, ", ", &save))
+                if (strcmp(a, addr) == 0)
+                        return true;
+        return false;
+}
+
+static enum MHD_Result node_accept(void *cls, const struct sockaddr *sa, socklen_t len)
+{
+        struct vmhost *vh = cls;
+        char addr[INET_ADDRSTRLEN] = "";
+        bool ok;
+
+        if (sa->sa_family != AF_INET)
+                return MHD_NO;
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, addr, sizeof(addr));
+        ok = vh->cfg.node_api_allow[0] ? node_api_address_allowed(vh->cfg.node_api_allow, addr)
+                                       : roster_update_allowed(vh, addr);
+        if (!ok)
+                log_warn("node API connection from '%s' refused: not the controller", addr);
+        return ok ? MHD_YES : MHD_NO;
+}
+
+int node_api_start(struct vmhost *vh)
+{
+        char list[256], *save = NULL;
+        struct sockaddr_in sa = {.sin_family = AF_INET,
+                                 .sin_port = htons((uint16_t)vh->cfg.node_api_port)};
+        char *a;
+
+        snprintf(list, sizeof(list), "%s", vh->cfg.node_api_listen);
+        a = strtok_r(list, ", ", &save);
+        /* One address: the mesh address (a second would need a second daemon). */
+        if (!a || inet_pton(AF_INET, a, &sa.sin_addr) != 1)
+                return -EINVAL;
+        vh->http = MHD_start_daemon(
+            MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL_LINUX_ONLY, 0, node_accept, vh,
+            node_access, vh, MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_NOTIFY_COMPLETED, node_completed,
+            vh, MHD_OPTION_CONNECTION_LIMIT, (unsigned)64, MHD_OPTION_CONNECTION_TIMEOUT,
+            (unsigned)30, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)65536, MHD_OPTION_END);
+        if (!vh->http)
+                return -EADDRNOTAVAIL;
+        log_info("node API listening on '%s' port %llu", a,
+                 (unsigned long long)vh->cfg.node_api_port);
+        return 0;
+}
+
+void node_api_stop(struct vmhost *vh)
+{
+        if (vh->http)
+                MHD_stop_daemon(vh->http);
+        vh->http = NULL;
+}

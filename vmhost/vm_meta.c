@@ -1,0 +1,242 @@
+/* The Totebox metadata element of a domain, in its own XML namespace: the pin (fleet id, node
+ * id), the entity, the create request id, the image, the lifecycle, the vault's identity and, once
+ * the agent has reported, its public key and the last accepted tree head. All attributes on one
+ * element, so parsing is a flat, strict walk (libxml2, no network, no entity expansion). */
+#include <errno.h>
+#include <libxml/parser.h>
+#include <libxml/tree.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vmhost/vmhost.h"
+
+#define VM_META_MAX_BYTES 8192
+
+static const char *const vm_lifecycle_names[] = {"active", "suspended", "archived"};
+
+const char *vm_lifecycle_name(enum vm_lifecycle l)
+{
+        return vm_lifecycle_names[l];
+}
+
+int vm_lifecycle_parse(const char *s, enum vm_lifecycle *ret)
+{
+        for (unsigned i = 0; i < 3; i++) {
+                if (strcmp(s, vm_lifecycle_names[i]) == 0) {
+                        *ret = (enum vm_lifecycle)i;
+                        return 0;
+                }
+        }
+        return -EINVAL;
+}
+
+static bool vm_chars_valid(const char *s, size_t max, const char *extra)
+{
+        size_t n = strlen(s);
+
+        if (n == 0 || n > max || s[0] == '-' || s[0] == '.')
+                return false;
+        for (size_t i = 0; i < n; i++) {
+                char c = s[i];
+
+                if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+                      strchr(extra, c)))
+                        return false;
+        }
+        return true;
+}
+
+bool vm_id_valid(const char *id)
+{
+        return vm_chars_valid(id, VM_ID_MAX, "");
+}
+
+bool image_name_valid(const char *s)
+{
+        return vm_chars_valid(s, IMAGE_NAME_MAX, "._") && !strstr(s, "..");
+}
+
+/* An entity is a display name: any UTF-8 without control characters. */
+bool vm_entity_valid(const char *s)
+{
+        size_t n = strlen(s);
+
+        if (n == 0 || n > VM_ENTITY_MAX)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+                        return false;
+        return xmlCheckUTF8((const xmlChar *)s) != 0;
+}
+
+static int vm_meta_put(char **buf, size_t *len, size_t *cap, const char *name, const char *val)
+{
+        size_t need = strlen(name) + 6 * strlen(val) + 8;
+        char *p;
+        int n;
+
+        if (*len + need > *cap) {
+                size_t ncap = (*len + need) * 2;
+
+                p = realloc(*buf, ncap);
+                if (!p)
+                        return -ENOMEM;
+                *buf = p;
+                *cap = ncap;
+        }
+        n = snprintf(*buf + *len, *cap - *len, " %s=\"", name);
+        *len += (size_t)n;
+        n = xml_escape(val, *buf + *len, *cap - *len);
+        if (n < 0)
+                return n;
+        *len += (size_t)n;
+        (*buf)[(*len)++] = '"';
+        (*buf)[*len] = '\0';
+        return 0;
+}
+
+char *vm_meta_format(const struct vm_meta *m)
+{
+        char b64[sodium_base64_ENCODED_LEN(STH_PUBLIC_KEY_LEN, sodium_base64_VARIANT_ORIGINAL)];
+        char hex[MERKLE_HASH_LEN * 2 + 1], num[2][24];
+        size_t len = 0, cap = 512;
+        char *buf = malloc(cap);
+        int r = 0;
+
+        if (!buf)
+                return NULL;
+        len = (size_t)snprintf(buf, cap, "<vm");
+        r = r ?: vm_meta_put(&buf, &len, &cap, "fleet", m->fleet_id);
+        r = r ?: vm_meta_put(&buf, &len, &cap, "node", m->node_id);
+        r = r ?: vm_meta_put(&buf, &len, &cap, "entity", m->entity);
+        r = r ?: vm_meta_put(&buf, &len, &cap, "request", m->request_id);
+        r = r ?: vm_meta_put(&buf, &len, &cap, "image", m->image);
+        r = r ?: vm_meta_put(&buf, &len, &cap, "vault-id", m->vault_id);
+        r = r ?: vm_meta_put(&buf, &len, &cap, "lifecycle", vm_lifecycle_name(m->lifecycle));
+        if (r == 0 && m->has_vault_key) {
+                sodium_bin2base64(b64, sizeof(b64), m->vault_key, sizeof(m->vault_key),
+                                  sodium_base64_VARIANT_ORIGINAL);
+                r = vm_meta_put(&buf, &len, &cap, "vault-key", b64);
+        }
+        if (r == 0 && m->has_sth) {
+                sodium_bin2hex(hex, sizeof(hex), m->sth_root, sizeof(m->sth_root));
+                snprintf(num[0], sizeof(num[0]), "%llu", (unsigned long long)m->sth_size);
+                snprintf(num[1], sizeof(num[1]), "%llu", (unsigned long long)m->sth_time_ms);
+                r = r ?: vm_meta_put(&buf, &len, &cap, "sth-size", num[0]);
+                r = r ?: vm_meta_put(&buf, &len, &cap, "sth-root", hex);
+                r = r ?: vm_meta_put(&buf, &len, &cap, "sth-time", num[1]);
+        }
+        if (r == 0 && len + 4 > cap)
+                r = -ENOMEM;
+        if (r < 0) {
+                free(buf);
+                return NULL;
+        }
+        memcpy(buf + len, "/>", 3);
+        return buf;
+}
+
+static int vm_meta_copy(char *dst, size_t size, const char *val)
+{
+        if (strlen(val) >= size)
+                return -EINVAL;
+        memcpy(dst, val, strlen(val) + 1);
+        return 0;
+}
+
+static int vm_meta_u64(const char *val, uint64_t *ret)
+{
+        char *end;
+        unsigned long long v;
+
+        if (!*val || *val < '0' || *val > '9')
+                return -EINVAL;
+        errno = 0;
+        v = strtoull(val, &end, 10);
+        if (errno || *end)
+                return -EINVAL;
+        *ret = v;
+        return 0;
+}
+
+static int vm_meta_attr(struct vm_meta *m, const char *name, const char *val)
+{
+        size_t bin_len = 0;
+
+        if (strcmp(name, "fleet") == 0)
+                return vm_meta_copy(m->fleet_id, sizeof(m->fleet_id), val);
+        if (strcmp(name, "node") == 0)
+                return vm_meta_copy(m->node_id, sizeof(m->node_id), val);
+        if (strcmp(name, "entity") == 0)
+                return vm_meta_copy(m->entity, sizeof(m->entity), val);
+        if (strcmp(name, "request") == 0)
+                return vm_meta_copy(m->request_id, sizeof(m->request_id), val);
+        if (strcmp(name, "image") == 0)
+                return vm_meta_copy(m->image, sizeof(m->image), val);
+        if (strcmp(name, "vault-id") == 0)
+                return vm_meta_copy(m->vault_id, sizeof(m->vault_id), val);
+        if (strcmp(name, "lifecycle") == 0)
+                return vm_lifecycle_parse(val, &m->lifecycle);
+        if (strcmp(name, "vault-key") == 0) {
+                m->has_vault_key = true;
+                return sodium_base642bin(m->vault_key, sizeof(m->vault_key), val, strlen(val), NULL,
+                                         &bin_len, NULL, sodium_base64_VARIANT_ORIGINAL) == 0 &&
+                               bin_len == sizeof(m->vault_key)
+                           ? 0
+                           : -EINVAL;
+        }
+        if (strcmp(name, "sth-size") == 0) {
+                m->has_sth = true;
+                return vm_meta_u64(val, &m->sth_size);
+        }
+        if (strcmp(name, "sth-time") == 0)
+                return vm_meta_u64(val, &m->sth_time_ms);
+        if (strcmp(name, "sth-root") == 0)
+                return strlen(val) == 64 && sodium_hex2bin(m->sth_root, sizeof(m->sth_root), val,
+                                                           64, NULL, &bin_len, NULL) == 0
+                           ? 0
+                           : -EINVAL;
+        return -EINVAL;
+}
+
+static int vm_meta_walk(xmlNode *root, struct vm_meta *m)
+{
+        if (!root || root->type != XML_ELEMENT_NODE ||
+            strcmp((const char *)root->name, "vm") != 0 || root->children)
+                return -EINVAL;
+        for (xmlAttr *a = root->properties; a; a = a->next) {
+                xmlChar *v = xmlNodeListGetString(root->doc, a->children, 1);
+                int r = vm_meta_attr(m, (const char *)a->name, v ? (const char *)v : "");
+
+                xmlFree(v);
+                if (r < 0)
+                        return r;
+        }
+        if (!node_id_valid(m->node_id) || !node_id_valid(m->fleet_id) ||
+            !vm_entity_valid(m->entity))
+                return -EINVAL;
+        return 0;
+}
+
+int vm_meta_parse(const char *xml, size_t len, struct vm_meta *ret)
+{
+        struct vm_meta m = {.lifecycle = VM_ACTIVE};
+        xmlDoc *doc;
+        int r;
+
+        if (len == 0 || len > VM_META_MAX_BYTES)
+                return -EINVAL;
+        doc = xmlReadMemory(xml, (int)len, "metadata.xml", NULL,
+                            XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+        if (!doc)
+                return -EINVAL;
+        /* A DOCTYPE could define entities; the element vmhost writes never has one. */
+        r = doc->intSubset || doc->extSubset ? -EINVAL
+                                             : vm_meta_walk(xmlDocGetRootElement(doc), &m);
+        xmlFreeDoc(doc);
+        if (r == 0)
+                *ret = m;
+        return r;
+}

@@ -1,0 +1,462 @@
+/* The verbs on Totebox VMs: create (idempotent by request id), start, suspend (managed save),
+ * resume, archive (graceful shutdown, then power-off after a grace period; kept, never started
+ * again). There is no migrate, no undefine and no disk delete here, and none may be added.
+ * Every refusal is logged once and returned as a problem (status, type, detail). */
+#include <errno.h>
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "common/json_input.h"
+#include "common/log.h"
+#include "vmhost/vmhost.h"
+
+#define VMS_MAX_ARCHIVING 64
+
+static struct {
+        char id[VM_ID_MAX + 1];
+        uint64_t deadline_ms;
+} vms_archiving[VMS_MAX_ARCHIVING];
+
+int vms_problem(struct vm_problem *p, unsigned status, const char *type, const char *fmt, ...)
+{
+        va_list ap;
+
+        p->status = status;
+        snprintf(p->type, sizeof(p->type), "%s", type);
+        va_start(ap, fmt);
+        vsnprintf(p->detail, sizeof(p->detail), fmt, ap);
+        va_end(ap);
+        return -EINVAL;
+}
+
+int vm_create_req_parse(const char *body, size_t len, struct vm_create_req *ret,
+                        struct vm_problem *p)
+{
+        static const char *const fields[] = {"request_id",     "vm_id",    "entity",
+                                             "memory_mib",     "vcpus",    "image",
+                                             "vault_disk_mib", "fleet_id", NULL};
+        struct json_input_error err = {{0}};
+        struct vm_create_req q = {0};
+        json_t *o = json_input_parse(body, len, 65536, 2, &err);
+        int r = o && json_is_object(o) ? 0 : -EINVAL;
+
+        if (o && r < 0)
+                json_input_fail(&err, "the body must be a JSON object");
+        r = r ?: json_input_check_keys(o, fields, &err);
+        r = r
+                ?: json_input_copy_string(o, "request_id", true, q.request_id, sizeof(q.request_id),
+                                          &err);
+        r = r ?: json_input_copy_string(o, "vm_id", true, q.vm_id, sizeof(q.vm_id), &err);
+        r = r ?: json_input_copy_string(o, "entity", true, q.entity, sizeof(q.entity), &err);
+        r = r ?: json_input_copy_string(o, "image", true, q.image, sizeof(q.image), &err);
+        r = r ?: json_input_copy_string(o, "fleet_id", false, q.fleet_id, sizeof(q.fleet_id), &err);
+        r = r ?: json_input_get_uint(o, "memory_mib", true, 64, 1048576, &q.memory_mib, &err);
+        r = r ?: json_input_get_uint(o, "vcpus", true, 1, 64, &q.vcpus, &err);
+        r = r
+                ?: json_input_get_uint(o, "vault_disk_mib", true, 16, 16777216, &q.vault_disk_mib,
+                                       &err);
+        json_decref(o);
+        if (r < 0)
+                return vms_problem(p, 400, "bad-request", "%s", err.text);
+        if (!vm_id_valid(q.vm_id) || !vm_entity_valid(q.entity) || !image_name_valid(q.image) ||
+            (q.fleet_id[0] && !node_id_valid(q.fleet_id)) || !q.request_id[0])
+                return vms_problem(p, 400, "bad-request",
+                                   "vm_id, fleet_id ([a-z0-9-]), image, entity (no control "
+                                   "characters) or request_id is not valid");
+        *ret = q;
+        return 0;
+}
+
+static json_t *vms_vm_json(struct vmhost *vh, virDomainPtr dom, const struct vm_meta *m)
+{
+        const char *id = virDomainGetName(dom);
+
+        return inventory_vm_json(dom, m, id, agent_chan_integrity(vh, id),
+                                 agent_chan_status(vh, id));
+}
+
+static void vms_meta_new(struct vmhost *vh, const struct vm_create_req *q, struct vm_meta *m)
+{
+        uint8_t raw[16];
+
+        memset(m, 0, sizeof(*m));
+        snprintf(m->fleet_id, sizeof(m->fleet_id), "%s",
+                 q->fleet_id[0] ? q->fleet_id : vh->cfg.fleet_id);
+        snprintf(m->node_id, sizeof(m->node_id), "%s", vh->cfg.node_id);
+        snprintf(m->entity, sizeof(m->entity), "%s", q->entity);
+        snprintf(m->request_id, sizeof(m->request_id), "%s", q->request_id);
+        snprintf(m->image, sizeof(m->image), "%s", q->image);
+        randombytes_buf(raw, sizeof(raw));
+        sodium_bin2hex(m->vault_id, sizeof(m->vault_id), raw, sizeof(raw));
+        m->lifecycle = VM_ACTIVE;
+}
+
+static int vms_define(struct vmhost *vh, virConnectPtr c, const struct vm_create_req *q,
+                      const struct image_info *img, virDomainPtr *ret, struct vm_problem *p)
+{
+        char seed[4200], console[4200], err[256], err2[256];
+        struct vm_disks d;
+        pid_t seed_pid;
+        int r2;
+        char *chan = agent_chan_socket_path(vh, q->vm_id), *xml = NULL;
+        struct vm_meta m;
+        struct vm_spec s;
+        int r;
+
+        vms_meta_new(vh, q, &m);
+        snprintf(seed, sizeof(seed), "%s/seeds/%s.iso", vh->cfg.state_dir, q->vm_id);
+        snprintf(console, sizeof(console), "%s/console/%s.log", vh->cfg.state_dir, q->vm_id);
+        r = seed_start(seed, q->vm_id, &m, &seed_pid, err, sizeof(err));
+        if (r < 0) {
+                vms_problem(p, 500, "seed", "cannot build the seed of '%s': %s", q->vm_id, err);
+                goto cleanup;
+        }
+        r = storage_make_disks(vh, c, q->vm_id, img, q->vault_disk_mib, &d, err, sizeof(err));
+        r2 = seed_wait(seed_pid, err2, sizeof(err2)); /* always reaped */
+        if (r < 0) {
+                vms_problem(p, 500, "storage", "cannot create the disks of '%s': %s", q->vm_id,
+                            err);
+                goto cleanup;
+        }
+        r = r2;
+        if (r < 0) {
+                snprintf(err, sizeof(err), "%s", err2);
+                vms_problem(p, 500, "seed", "cannot build the seed of '%s': %s", q->vm_id, err);
+                goto cleanup;
+        }
+        s = (struct vm_spec){.name = q->vm_id,
+                             .virt_type = vh->virt_type,
+                             .memory_mib = q->memory_mib,
+                             .vcpus = q->vcpus,
+                             .meta = &m,
+                             .in_pool = d.in_pool,
+                             .os_volume = d.in_pool ? d.os_volume : d.os_path,
+                             .vault_volume = d.in_pool ? d.vault_volume : d.vault_path,
+                             .seed_path = seed,
+                             .channel_path = chan,
+                             .console_log = console};
+        if (img->kernel_path[0]) {
+                s.kernel_path = img->kernel_path;
+                s.initrd_path = img->initrd_path[0] ? img->initrd_path : NULL;
+                s.cmdline = img->cmdline;
+        }
+        xml = chan ? domain_xml_build(&s) : NULL;
+        *ret = xml ? virDomainDefineXML(c, xml) : NULL;
+        r = *ret ? 0
+                 : vms_problem(p, 500, "define", "cannot define '%s': %s", q->vm_id,
+                               xml ? virGetLastErrorMessage() : "invalid domain XML");
+cleanup:
+        free(chan);
+        free(xml);
+        return r;
+}
+
+static int vms_memory_check(struct vmhost *vh, uint64_t want, struct vm_problem *p)
+{
+        struct mem_sample mem;
+
+        if (sample_read_mem(&mem) < 0)
+                return vms_problem(p, 500, "internal", "cannot read /proc/meminfo");
+        if (policy_check_memory(mem.available_kib / 1024, want, vh->cfg.safety_margin_mib) !=
+            REFUSE_NONE)
+                return vms_problem(p, 422, "insufficient-memory",
+                                   "available RAM %llu MiB minus %llu MiB would fall below the "
+                                   "safety margin of %llu MiB",
+                                   (unsigned long long)(mem.available_kib / 1024),
+                                   (unsigned long long)want,
+                                   (unsigned long long)vh->cfg.safety_margin_mib);
+        return 0;
+}
+
+/* The domain exists already: the same request is answered again, another is a conflict. */
+static int vms_create_again(struct vmhost *vh, virDomainPtr dom, const struct vm_create_req *q,
+                            json_t **ret_vm, struct vm_problem *p)
+{
+        struct vm_meta m;
+
+        if (inventory_vm_meta(dom, &m) < 0)
+                return vms_problem(p, 409, "vm-exists", "domain '%s' exists and is not a Totebox",
+                                   q->vm_id);
+        if (strcmp(m.request_id, q->request_id) != 0)
+                return vms_problem(p, 409, "vm-exists",
+                                   "VM '%s' exists, created by request '%s', not '%s'", q->vm_id,
+                                   m.request_id, q->request_id);
+        *ret_vm = vms_vm_json(vh, dom, &m);
+        return *ret_vm ? 200 : vms_problem(p, 500, "internal", "cannot describe '%s'", q->vm_id);
+}
+
+static int vms_create_locked(struct vmhost *vh, virConnectPtr c, const struct vm_create_req *q,
+                             json_t **ret_vm, struct vm_problem *p)
+{
+        virDomainPtr dom = virDomainLookupByName(c, q->vm_id);
+        uint64_t t0 = clock_monotonic_ms(), t1, t2;
+        struct image_info img;
+        struct vm_meta m;
+        int r;
+
+        if (dom) {
+                r = vms_create_again(vh, dom, q, ret_vm, p);
+                virDomainFree(dom);
+                return r;
+        }
+        r = vms_memory_check(vh, q->memory_mib, p);
+        if (r == 0 && images_lookup(vh, q->image, &img) < 0)
+                r = vms_problem(p, 422, "unknown-image", "no base image '%s' on node '%s'",
+                                q->image, vh->cfg.node_id);
+        r = r ?: vms_define(vh, c, q, &img, &dom, p);
+        if (r < 0)
+                return r;
+        virt_touch(vh);
+        t1 = clock_monotonic_ms();
+        r = virDomainCreate(dom);
+        t2 = clock_monotonic_ms();
+        log_info("VM '%s': disks, seed and definition in %llu ms, started in %llu ms", q->vm_id,
+                 (unsigned long long)(t1 - t0), (unsigned long long)(t2 - t1));
+        if (r < 0) {
+                r = vms_problem(p, 500, "start", "VM '%s' is defined but did not start: %s",
+                                q->vm_id, virGetLastErrorMessage());
+        } else if (inventory_vm_meta(dom, &m) == 0) {
+                agent_chan_sync(vh, q->vm_id, &m, true);
+                agent_chan_domain_started(vh, q->vm_id);
+                *ret_vm = vms_vm_json(vh, dom, &m);
+                r = 201;
+        } else {
+                r = vms_problem(p, 500, "internal", "VM '%s' has no readable metadata", q->vm_id);
+        }
+        virDomainFree(dom);
+        return r;
+}
+
+int vms_create(struct vmhost *vh, const struct vm_create_req *q, json_t **ret_vm,
+               struct vm_problem *p)
+{
+        virConnectPtr c = virt_conn_ref(vh);
+        int r;
+
+        if (!c)
+                return vms_problem(p, 503, "libvirt-unavailable", "no libvirt connection");
+        pthread_mutex_lock(&vh->ops_lock);
+        r = vms_create_locked(vh, c, q, ret_vm, p);
+        pthread_mutex_unlock(&vh->ops_lock);
+        virConnectClose(c);
+        if (r == 201)
+                log_info("VM '%s' created for entity '%s' by request '%s' (%llu MiB, image '%s')",
+                         q->vm_id, q->entity, q->request_id, (unsigned long long)q->memory_mib,
+                         q->image);
+        else if (r < 0)
+                log_warn("create of VM '%s' (request '%s') refused: %s: %s", q->vm_id,
+                         q->request_id, p->type, p->detail);
+        virt_request_refresh(vh);
+        return r;
+}
+
+static int vms_set_lifecycle(virDomainPtr dom, struct vm_meta *m, enum vm_lifecycle l)
+{
+        m->lifecycle = l;
+        return inventory_set_meta(dom, m);
+}
+
+static int vms_refuse_start(struct vmhost *vh, const char *id, const struct vm_meta *m,
+                            struct vm_problem *p)
+{
+        switch (policy_check_start(m, vh->cfg.node_id)) {
+        case REFUSE_NONE:
+                return 0;
+        case REFUSE_PINNED_ELSEWHERE:
+                return vms_problem(p, 409, "pinned-elsewhere",
+                                   "VM '%s' is pinned to node '%s' of fleet '%s'; this is node "
+                                   "'%s'; refused",
+                                   id, m->node_id, m->fleet_id, vh->cfg.node_id);
+        case REFUSE_ARCHIVED:
+                return vms_problem(p, 409, "archived", "VM '%s' is archived and never starts again",
+                                   id);
+        default:
+                return vms_problem(p, 409, "wrong-state", "VM '%s' cannot start", id);
+        }
+}
+
+static int vms_do_start(struct vmhost *vh, virDomainPtr dom, struct vm_meta *m,
+                        struct vm_problem *p)
+{
+        const char *id = virDomainGetName(dom);
+        int state = 0, reason = 0;
+        int r = vms_refuse_start(vh, id, m, p);
+
+        if (r < 0)
+                return r;
+        if (virDomainGetState(dom, &state, &reason, 0) < 0)
+                return vms_problem(p, 500, "libvirt", "%s", virGetLastErrorMessage());
+        if (state == VIR_DOMAIN_PAUSED && virDomainResume(dom) < 0)
+                return vms_problem(p, 500, "libvirt", "cannot resume '%s': %s", id,
+                                   virGetLastErrorMessage());
+        /* virDomainCreate restores a managed save when there is one. */
+        if (virDomainIsActive(dom) != 1 && virDomainCreate(dom) < 0)
+                return vms_problem(p, 500, "libvirt", "cannot start '%s': %s", id,
+                                   virGetLastErrorMessage());
+        if (m->lifecycle != VM_ACTIVE && vms_set_lifecycle(dom, m, VM_ACTIVE) < 0)
+                return vms_problem(p, 500, "libvirt", "cannot record '%s' as active: %s", id,
+                                   virGetLastErrorMessage());
+        agent_chan_domain_started(vh, id);
+        return 0;
+}
+
+static int vms_do_suspend(struct vmhost *vh, virDomainPtr dom, struct vm_meta *m,
+                          struct vm_problem *p)
+{
+        const char *id = virDomainGetName(dom);
+
+        if (m->lifecycle == VM_ARCHIVED)
+                return vms_problem(p, 409, "archived", "VM '%s' is archived", id);
+        if (virDomainIsActive(dom) != 1) {
+                if (m->lifecycle == VM_SUSPENDED)
+                        return 0;
+                return vms_problem(p, 409, "wrong-state", "VM '%s' is not running", id);
+        }
+        /* Recorded first, so the saved live definition already says "suspended". */
+        if (vms_set_lifecycle(dom, m, VM_SUSPENDED) < 0 || virDomainManagedSave(dom, 0) < 0)
+                return vms_problem(p, 500, "libvirt", "cannot suspend '%s': %s", id,
+                                   virGetLastErrorMessage());
+        agent_chan_domain_stopped(vh, id);
+        return 0;
+}
+
+static void vms_archive_expire(struct vmhost *vh);
+
+static void vms_archive_track(const char *id, uint64_t deadline)
+{
+        for (unsigned i = 0; i < VMS_MAX_ARCHIVING; i++) {
+                if (!vms_archiving[i].id[0] || strcmp(vms_archiving[i].id, id) == 0) {
+                        snprintf(vms_archiving[i].id, sizeof(vms_archiving[i].id), "%s", id);
+                        vms_archiving[i].deadline_ms = deadline;
+                        return;
+                }
+        }
+}
+
+static int vms_do_archive(struct vmhost *vh, virDomainPtr dom, struct vm_meta *m,
+                          struct vm_problem *p)
+{
+        const char *id = virDomainGetName(dom);
+
+        if (m->lifecycle != VM_ARCHIVED && vms_set_lifecycle(dom, m, VM_ARCHIVED) < 0)
+                return vms_problem(p, 500, "libvirt", "cannot record '%s' as archived: %s", id,
+                                   virGetLastErrorMessage());
+        if (virDomainIsActive(dom) == 1) {
+                if (virDomainShutdown(dom) < 0)
+                        log_warn("VM '%s': graceful shutdown not requested: %s", id,
+                                 virGetLastErrorMessage());
+                vms_archive_track(id, clock_monotonic_ms() + vh->cfg.archive_grace_ms);
+                if (vh->cfg.archive_grace_ms == 0)
+                        vms_archive_expire(vh);
+        }
+        return 0;
+}
+
+/* Powers off archived VMs whose grace period is over; the caller holds ops_lock. */
+static void vms_archive_expire(struct vmhost *vh)
+{
+        virConnectPtr c = virt_conn_ref(vh);
+        uint64_t now = clock_monotonic_ms();
+
+        for (unsigned i = 0; c && i < VMS_MAX_ARCHIVING; i++) {
+                virDomainPtr dom;
+
+                if (!vms_archiving[i].id[0] || vms_archiving[i].deadline_ms > now)
+                        continue;
+                dom = virDomainLookupByName(c, vms_archiving[i].id);
+                /* Power-off, not undefine: the domain and its disks stay. */
+                if (dom && virDomainIsActive(dom) == 1) {
+                        log_info("VM '%s': not shut down within the archive grace period; "
+                                 "powering it off",
+                                 vms_archiving[i].id);
+                        virDomainDestroy(dom);
+                }
+                if (dom)
+                        virDomainFree(dom);
+                vms_archiving[i].id[0] = '\0';
+        }
+        if (c)
+                virConnectClose(c);
+}
+
+/* Archived VMs still running (e.g. after a vmhost restart) get a grace period from now. */
+static void vms_archive_adopt(struct vmhost *vh)
+{
+        uint64_t deadline = clock_monotonic_ms() + vh->cfg.archive_grace_ms;
+        json_t *v;
+        size_t i;
+
+        pthread_mutex_lock(&vh->state_lock);
+        json_array_foreach(vh->vms, i, v)
+        {
+                const char *id = json_string_value(json_object_get(v, "id"));
+                bool tracked = false;
+
+                if (strcmp(json_string_value(json_object_get(v, "lifecycle")), "archived") != 0 ||
+                    strcmp(json_string_value(json_object_get(v, "state")), "running") != 0)
+                        continue;
+                for (unsigned k = 0; k < VMS_MAX_ARCHIVING; k++)
+                        tracked = tracked || strcmp(vms_archiving[k].id, id) == 0;
+                if (!tracked)
+                        vms_archive_track(id, deadline);
+        }
+        pthread_mutex_unlock(&vh->state_lock);
+}
+
+void vms_archive_timers(struct vmhost *vh)
+{
+        pthread_mutex_lock(&vh->ops_lock);
+        vms_archive_adopt(vh);
+        vms_archive_expire(vh);
+        pthread_mutex_unlock(&vh->ops_lock);
+}
+
+static int vms_dispatch(struct vmhost *vh, virDomainPtr dom, struct vm_meta *m, const char *verb,
+                        struct vm_problem *p)
+{
+        if (strcmp(verb, "start") == 0 || strcmp(verb, "resume") == 0)
+                return vms_do_start(vh, dom, m, p);
+        if (strcmp(verb, "suspend") == 0)
+                return vms_do_suspend(vh, dom, m, p);
+        if (strcmp(verb, "archive") == 0)
+                return vms_do_archive(vh, dom, m, p);
+        return vms_problem(p, 404, "not-found", "no verb '%s'", verb);
+}
+
+int vms_action(struct vmhost *vh, const char *id, const char *verb, json_t **ret_vm,
+               struct vm_problem *p)
+{
+        virConnectPtr c = virt_conn_ref(vh);
+        virDomainPtr dom = NULL;
+        struct vm_meta m;
+        int r = 0;
+
+        if (!c)
+                return vms_problem(p, 503, "libvirt-unavailable", "no libvirt connection");
+        pthread_mutex_lock(&vh->ops_lock);
+        dom = vm_id_valid(id) ? virDomainLookupByName(c, id) : NULL;
+        if (!dom || inventory_vm_meta(dom, &m) < 0)
+                r = vms_problem(p, 404, "not-found", "no Totebox VM '%s' on node '%s'", id,
+                                vh->cfg.node_id);
+        r = r ?: vms_dispatch(vh, dom, &m, verb, p);
+        if (r == 0) {
+                virt_touch(vh);
+                *ret_vm = vms_vm_json(vh, dom, &m);
+        }
+        pthread_mutex_unlock(&vh->ops_lock);
+        if (dom)
+                virDomainFree(dom);
+        virConnectClose(c);
+        if (r == 0)
+                log_info("VM '%s': %s done", id, verb);
+        else
+                log_warn("VM '%s': %s refused: %s: %s", id, verb, p->type, p->detail);
+        virt_request_refresh(vh);
+        return r;
+}
