@@ -13,7 +13,7 @@
 #define CONFIG_FILE_MAX (64 * 1024)
 
 static int config_fail(struct config_error *err, const char *fmt, ...)
-        __attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 static int config_fail(struct config_error *err, const char *fmt, ...)
 {
@@ -94,8 +94,8 @@ static int config_parse_bool(const char *s, bool *ret)
         return -EINVAL;
 }
 
-int config_set_value(const struct config_key *table, void *cfg, const char *key,
-                     const char *value, const char *where, struct config_error *err)
+int config_set_value(const struct config_key *table, void *cfg, const char *key, const char *value,
+                     const char *where, struct config_error *err)
 {
         const struct config_key *k = config_find(table, key);
         char *field;
@@ -113,13 +113,13 @@ int config_set_value(const struct config_key *table, void *cfg, const char *key,
                 return 0;
         case CONFIG_BOOL:
                 if (config_parse_bool(value, (bool *)field) < 0)
-                        return config_fail(err, "%s: '%s' is not a boolean for '%s'", where,
-                                           value, key);
+                        return config_fail(err, "%s: '%s' is not a boolean for '%s'", where, value,
+                                           key);
                 return 0;
         case CONFIG_UINT:
                 if (config_parse_uint(value, &n) < 0)
-                        return config_fail(err, "%s: '%s' is not a whole number for '%s'",
-                                           where, value, key);
+                        return config_fail(err, "%s: '%s' is not a whole number for '%s'", where,
+                                           value, key);
                 break;
         case CONFIG_DURATION:
                 if (config_parse_duration(value, &n) < 0)
@@ -216,8 +216,7 @@ int config_load_file(const struct config_key *table, void *cfg, const char *path
                 if (!*s || *s == '#')
                         continue;
                 if (config_parse_line(s, &key, &value) < 0) {
-                        ret = config_fail(err, "%s: expected 'key = value', got '%.80s'", where,
-                                          s);
+                        ret = config_fail(err, "%s: expected 'key = value', got '%.80s'", where, s);
                         goto cleanup;
                 }
                 ret = config_set_value(table, cfg, key, value, where, err);
@@ -244,8 +243,7 @@ int config_set_option(const struct config_key *table, void *cfg, const char *ass
         return config_set_value(table, cfg, key, value, "--set", err);
 }
 
-static void config_format_value(const struct config_key *k, const void *cfg, char *buf,
-                                size_t size)
+static void config_format_value(const struct config_key *k, const void *cfg, char *buf, size_t size)
 {
         const char *field = (const char *)cfg + k->offset;
         uint64_t n;

@@ -18,7 +18,7 @@ struct config_key {
         enum config_type type;
         size_t offset; /* offsetof() into the daemon's config struct */
         uint64_t min, max;
-        const char *def;  /* default, in the same syntax as the file */
+        const char *def; /* default, in the same syntax as the file */
         const char *help;
 };
 
@@ -35,8 +35,8 @@ int config_load_file(const struct config_key *table, void *cfg, const char *path
 int config_set_option(const struct config_key *table, void *cfg, const char *assignment,
                       struct config_error *err);
 /* Applies one key; where names the origin in errors ("file.conf:3", "--set"). */
-int config_set_value(const struct config_key *table, void *cfg, const char *key,
-                     const char *value, const char *where, struct config_error *err);
+int config_set_value(const struct config_key *table, void *cfg, const char *key, const char *value,
+                     const char *where, struct config_error *err);
 /* Writes every key and its current value, in file syntax (golden-testable). */
 void config_print(const struct config_key *table, const void *cfg, FILE *out);
 /* Writes the key reference: name, type, bounds, default, help. */

@@ -47,24 +47,39 @@ static int daemon_load(const struct daemon_args *d, const char *path, int argc, 
 
 int daemon_parse_args(const struct daemon_args *d, int argc, char **argv)
 {
-        static const struct option opts[] = {
-                {"config", required_argument, NULL, 'c'}, {"set", required_argument, NULL, 's'},
-                {"check-config", no_argument, NULL, 'C'}, {"print-config", no_argument, NULL, 'P'},
-                {"help", no_argument, NULL, 'h'},         {"version", no_argument, NULL, 'V'},
-                {NULL, 0, NULL, 0}};
+        static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                             {"set", required_argument, NULL, 's'},
+                                             {"check-config", no_argument, NULL, 'C'},
+                                             {"print-config", no_argument, NULL, 'P'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {"version", no_argument, NULL, 'V'},
+                                             {NULL, 0, NULL, 0}};
         const char *path = NULL;
         int check = 0, print = 0, c, r;
 
         optind = 1;
         while ((c = getopt_long(argc, argv, "c:s:hV", opts, NULL)) != -1) {
                 switch (c) {
-                case 'c': path = optarg; break;
-                case 's': break; /* applied in order after the file */
-                case 'C': check = 1; break;
-                case 'P': print = 1; break;
-                case 'h': daemon_usage(d, stdout); return 1;
-                case 'V': printf("%s %s\n", d->program, TOTEBOX_VERSION); return 1;
-                default: daemon_usage(d, stderr); return -EINVAL;
+                case 'c':
+                        path = optarg;
+                        break;
+                case 's':
+                        break; /* applied in order after the file */
+                case 'C':
+                        check = 1;
+                        break;
+                case 'P':
+                        print = 1;
+                        break;
+                case 'h':
+                        daemon_usage(d, stdout);
+                        return 1;
+                case 'V':
+                        printf("%s %s\n", d->program, TOTEBOX_VERSION);
+                        return 1;
+                default:
+                        daemon_usage(d, stderr);
+                        return -EINVAL;
                 }
         }
         if (optind < argc) {

@@ -42,15 +42,14 @@ int heartbeat_encode(const struct heartbeat *hb, char *buf, size_t size)
 
         if (!node_id_valid(hb->node_id) || !digest_hex_valid(hb->inventory_digest))
                 return -EINVAL;
-        o = json_pack("{s:i, s:s, s:I, s:I, s:I, s:i, s:f, s:I, s:I, s:I, s:I, s:i, s:s}",
-                      "v", HEARTBEAT_VERSION, "node", hb->node_id, "epoch", (json_int_t)hb->epoch,
-                      "seq", (json_int_t)hb->seq, "interval_ms", (json_int_t)hb->interval_ms,
-                      "cpus", (int)hb->cpus, "cpu_percent", hb->cpu_percent, "mem_total_mib",
-                      (json_int_t)hb->mem_total_mib, "mem_available_mib",
-                      (json_int_t)hb->mem_available_mib, "mem_committed_mib",
-                      (json_int_t)hb->mem_committed_mib, "libvirt_age_ms",
-                      (json_int_t)hb->libvirt_age_ms, "vm_count", (int)hb->vm_count,
-                      "inventory_digest", hb->inventory_digest);
+        o = json_pack(
+            "{s:i, s:s, s:I, s:I, s:I, s:i, s:f, s:I, s:I, s:I, s:I, s:i, s:s}", "v",
+            HEARTBEAT_VERSION, "node", hb->node_id, "epoch", (json_int_t)hb->epoch, "seq",
+            (json_int_t)hb->seq, "interval_ms", (json_int_t)hb->interval_ms, "cpus", (int)hb->cpus,
+            "cpu_percent", hb->cpu_percent, "mem_total_mib", (json_int_t)hb->mem_total_mib,
+            "mem_available_mib", (json_int_t)hb->mem_available_mib, "mem_committed_mib",
+            (json_int_t)hb->mem_committed_mib, "libvirt_age_ms", (json_int_t)hb->libvirt_age_ms,
+            "vm_count", (int)hb->vm_count, "inventory_digest", hb->inventory_digest);
         if (!o)
                 return -EINVAL;
         n = json_dumpb(o, buf, size, JSON_COMPACT | JSON_REAL_PRECISION(4));
@@ -60,11 +59,20 @@ int heartbeat_encode(const struct heartbeat *hb, char *buf, size_t size)
         return (int)n;
 }
 
-static const char *const heartbeat_fields[] = {
-        "v",           "node",          "epoch",          "seq",
-        "interval_ms", "cpus",          "cpu_percent",    "mem_total_mib",
-        "mem_available_mib", "mem_committed_mib", "libvirt_age_ms", "vm_count",
-        "inventory_digest", NULL};
+static const char *const heartbeat_fields[] = {"v",
+                                               "node",
+                                               "epoch",
+                                               "seq",
+                                               "interval_ms",
+                                               "cpus",
+                                               "cpu_percent",
+                                               "mem_total_mib",
+                                               "mem_available_mib",
+                                               "mem_committed_mib",
+                                               "libvirt_age_ms",
+                                               "vm_count",
+                                               "inventory_digest",
+                                               NULL};
 
 static int heartbeat_decode_fields(const json_t *o, struct heartbeat *hb,
                                    struct json_input_error *err)
@@ -87,15 +95,19 @@ static int heartbeat_decode_fields(const json_t *o, struct heartbeat *hb,
         r = r ?: json_input_get_uint(o, "interval_ms", true, 100, 3600000, &hb->interval_ms, err);
         r = r ?: json_input_get_uint(o, "cpus", true, 1, 4096, &cpus, err);
         r = r ?: json_input_get_double(o, "cpu_percent", true, 0, 100, &hb->cpu_percent, err);
-        r = r ?: json_input_get_uint(o, "mem_total_mib", true, 1, 1ull << 32, &hb->mem_total_mib,
-                                     err);
-        r = r ?: json_input_get_uint(o, "mem_available_mib", true, 0, hb->mem_total_mib,
-                                     &hb->mem_available_mib, err);
-        r = r ?: json_input_get_uint(o, "mem_committed_mib", true, 0, 1ull << 32,
-                                     &hb->mem_committed_mib, err);
+        r = r
+                ?: json_input_get_uint(o, "mem_total_mib", true, 1, 1ull << 32, &hb->mem_total_mib,
+                                       err);
+        r = r
+                ?: json_input_get_uint(o, "mem_available_mib", true, 0, hb->mem_total_mib,
+                                       &hb->mem_available_mib, err);
+        r = r
+                ?: json_input_get_uint(o, "mem_committed_mib", true, 0, 1ull << 32,
+                                       &hb->mem_committed_mib, err);
         r = r ?: json_input_get_uint(o, "vm_count", true, 0, 100000, &vm_count, err);
-        r = r ?: json_input_copy_string(o, "inventory_digest", true, hb->inventory_digest,
-                                        sizeof(hb->inventory_digest), err);
+        r = r
+                ?: json_input_copy_string(o, "inventory_digest", true, hb->inventory_digest,
+                                          sizeof(hb->inventory_digest), err);
         if (r < 0)
                 return r;
         if (!digest_hex_valid(hb->inventory_digest))
@@ -109,8 +121,7 @@ static int heartbeat_decode_fields(const json_t *o, struct heartbeat *hb,
         return 0;
 }
 
-int heartbeat_decode(const char *buf, size_t len, struct heartbeat *ret, char *err,
-                     size_t errsize)
+int heartbeat_decode(const char *buf, size_t len, struct heartbeat *ret, char *err, size_t errsize)
 {
         struct json_input_error jerr = {{0}};
         struct heartbeat hb = {{0}};

@@ -11,15 +11,15 @@
 
 struct heartbeat {
         char node_id[NODE_ID_MAX + 1];
-        uint64_t epoch;          /* vmhost start, wall-clock ms: a restart starts a new epoch */
-        uint64_t seq;            /* increases within an epoch; old or repeated ones are dropped */
-        uint64_t interval_ms;    /* the sender's heartbeat interval */
-        uint32_t cpus;           /* online CPUs */
-        double cpu_percent;      /* utilisation over the last interval, 0..100 of all CPUs */
+        uint64_t epoch;       /* vmhost start, wall-clock ms: a restart starts a new epoch */
+        uint64_t seq;         /* increases within an epoch; old or repeated ones are dropped */
+        uint64_t interval_ms; /* the sender's heartbeat interval */
+        uint32_t cpus;        /* online CPUs */
+        double cpu_percent;   /* utilisation over the last interval, 0..100 of all CPUs */
         uint64_t mem_total_mib;
-        uint64_t mem_available_mib;  /* MemAvailable */
-        uint64_t mem_committed_mib;  /* memory of defined Totebox domains */
-        int64_t libvirt_age_ms;      /* since vmhost's last successful libvirt call; -1 if none */
+        uint64_t mem_available_mib; /* MemAvailable */
+        uint64_t mem_committed_mib; /* memory of defined Totebox domains */
+        int64_t libvirt_age_ms;     /* since vmhost's last successful libvirt call; -1 if none */
         uint32_t vm_count;
         char inventory_digest[DIGEST_HEX_LEN + 1]; /* hex SHA-256 of the inventory */
 };
@@ -28,7 +28,6 @@ struct heartbeat {
 int heartbeat_encode(const struct heartbeat *hb, char *buf, size_t size);
 /* Decodes one datagram strictly: version, types, bounds, no unknown fields. Returns 0 or
  * -EINVAL with a reason in err (size errsize). ret is untouched on failure. */
-int heartbeat_decode(const char *buf, size_t len, struct heartbeat *ret, char *err,
-                     size_t errsize);
+int heartbeat_decode(const char *buf, size_t len, struct heartbeat *ret, char *err, size_t errsize);
 /* True when id is a valid node id: 1..63 of [a-z0-9-], not starting with '-'. */
 int node_id_valid(const char *id);

@@ -80,7 +80,8 @@ int json_input_check_keys(const json_t *obj, const char *const *allowed,
 
         if (!json_is_object(obj))
                 return json_input_fail(err, "expected a JSON object");
-        json_object_foreach((json_t *)obj, key, value) {
+        json_object_foreach((json_t *)obj, key, value)
+        {
                 bool known = false;
 
                 for (const char *const *a = allowed; *a && !known; a++)
@@ -109,7 +110,7 @@ static int json_input_lookup(const json_t *obj, const char *key, bool required, 
 int json_input_get_string(const json_t *obj, const char *key, bool required, size_t max_len,
                           const char **ret, struct json_input_error *err)
 {
-        json_t *v;
+        json_t *v = NULL;
         int r = json_input_lookup(obj, key, required, &v, err);
 
         if (r <= 0)
@@ -139,7 +140,7 @@ int json_input_copy_string(const json_t *obj, const char *key, bool required, ch
 int json_input_get_uint(const json_t *obj, const char *key, bool required, uint64_t min,
                         uint64_t max, uint64_t *ret, struct json_input_error *err)
 {
-        json_t *v;
+        json_t *v = NULL;
         json_int_t n;
         int r = json_input_lookup(obj, key, required, &v, err);
 
@@ -156,10 +157,10 @@ int json_input_get_uint(const json_t *obj, const char *key, bool required, uint6
         return 0;
 }
 
-int json_input_get_double(const json_t *obj, const char *key, bool required, double min,
-                          double max, double *ret, struct json_input_error *err)
+int json_input_get_double(const json_t *obj, const char *key, bool required, double min, double max,
+                          double *ret, struct json_input_error *err)
 {
-        json_t *v;
+        json_t *v = NULL;
         double d;
         int r = json_input_lookup(obj, key, required, &v, err);
 
@@ -169,8 +170,7 @@ int json_input_get_double(const json_t *obj, const char *key, bool required, dou
                 return json_input_fail(err, "field '%s' must be a number", key);
         d = json_number_value(v);
         if (!isfinite(d) || d < min || d > max)
-                return json_input_fail(err, "field '%s' = %g is outside %g..%g", key, d, min,
-                                       max);
+                return json_input_fail(err, "field '%s' = %g is outside %g..%g", key, d, min, max);
         *ret = d;
         return 0;
 }
@@ -178,7 +178,7 @@ int json_input_get_double(const json_t *obj, const char *key, bool required, dou
 int json_input_get_bool(const json_t *obj, const char *key, bool required, bool *ret,
                         struct json_input_error *err)
 {
-        json_t *v;
+        json_t *v = NULL;
         int r = json_input_lookup(obj, key, required, &v, err);
 
         if (r <= 0)

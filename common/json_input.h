@@ -20,13 +20,14 @@ unsigned json_input_depth(const char *buf, size_t len);
 /* obj must be an object whose keys are all in allowed (NULL-terminated); else -EINVAL. */
 int json_input_check_keys(const json_t *obj, const char *const *allowed,
                           struct json_input_error *err);
-/* A missing optional field leaves *ret untouched and returns 0. Type or bound errors are -EINVAL. */
+/* A missing optional field leaves *ret untouched and returns 0. Type or bound errors are -EINVAL.
+ */
 int json_input_get_string(const json_t *obj, const char *key, bool required, size_t max_len,
                           const char **ret, struct json_input_error *err);
 int json_input_get_uint(const json_t *obj, const char *key, bool required, uint64_t min,
                         uint64_t max, uint64_t *ret, struct json_input_error *err);
-int json_input_get_double(const json_t *obj, const char *key, bool required, double min,
-                          double max, double *ret, struct json_input_error *err);
+int json_input_get_double(const json_t *obj, const char *key, bool required, double min, double max,
+                          double *ret, struct json_input_error *err);
 int json_input_get_bool(const json_t *obj, const char *key, bool required, bool *ret,
                         struct json_input_error *err);
 /* Copies a string field into a fixed buffer (size includes the NUL). */
@@ -34,4 +35,4 @@ int json_input_copy_string(const json_t *obj, const char *key, bool required, ch
                            size_t size, struct json_input_error *err);
 /* Error text helper: printf into err, returns -EINVAL. */
 int json_input_fail(struct json_input_error *err, const char *fmt, ...)
-        __attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));

@@ -5,7 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MERKLE_HASH_LEN 32
+#define MERKLE_HASH_LEN  32
 #define MERKLE_MAX_PROOF 64 /* log2 of any tree we can hold */
 
 typedef uint8_t merkle_hash[MERKLE_HASH_LEN];
@@ -26,5 +26,30 @@ int merkle_consistency_proof(const merkle_hash *leaves, uint64_t n, uint64_t m,
 int merkle_verify_inclusion(uint64_t index, uint64_t size, const merkle_hash leaf,
                             const merkle_hash *proof, size_t proof_len, const merkle_hash root);
 int merkle_verify_consistency(uint64_t size1, uint64_t size2, const merkle_hash root1,
-                              const merkle_hash root2, const merkle_hash *proof,
-                              size_t proof_len);
+                              const merkle_hash root2, const merkle_hash *proof, size_t proof_len);
+
+/* Wire-level verification for hashes that arrive with a length (decoded hex or base64 from a
+ * peer). Every hash must be exactly MERKLE_HASH_LEN bytes or the proof is refused (-EBADMSG);
+ * the one exception is consistency between equal sizes, which only compares the two roots. */
+struct merkle_span {
+        const uint8_t *data;
+        size_t len;
+};
+
+int merkle_verify_inclusion_span(uint64_t index, uint64_t size, struct merkle_span leaf,
+                                 const struct merkle_span *proof, size_t proof_len,
+                                 struct merkle_span root);
+int merkle_verify_consistency_span(uint64_t size1, uint64_t size2, struct merkle_span root1,
+                                   struct merkle_span root2, const struct merkle_span *proof,
+                                   size_t proof_len);
+
+/* Incremental root over an append-only list of leaves: O(log n) memory and work per append.
+ * full[i] holds the root of a perfect subtree of 2^i leaves when bit i of count is set. */
+struct merkle_frontier {
+        uint64_t count;
+        merkle_hash full[MERKLE_MAX_PROOF];
+};
+
+void merkle_frontier_init(struct merkle_frontier *f);
+int merkle_frontier_append(struct merkle_frontier *f, const merkle_hash leaf);
+void merkle_frontier_root(const struct merkle_frontier *f, merkle_hash ret);

@@ -41,10 +41,9 @@ void roster_free(struct roster *r)
         free(r);
 }
 
-static int roster_parse_node(const json_t *o, struct roster_node *n,
-                             struct json_input_error *err)
+static int roster_parse_node(const json_t *o, struct roster_node *n, struct json_input_error *err)
 {
-        static const char *const fields[] = {"id", "name", "role", "wg_public_key",
+        static const char *const fields[] = {"id",           "name",     "role", "wg_public_key",
                                              "mesh_address", "endpoint", NULL};
         char role[16] = "";
         int r = 0;
@@ -53,12 +52,15 @@ static int roster_parse_node(const json_t *o, struct roster_node *n,
         r = r ?: json_input_copy_string(o, "id", true, n->id, sizeof(n->id), err);
         r = r ?: json_input_copy_string(o, "name", false, n->name, sizeof(n->name), err);
         r = r ?: json_input_copy_string(o, "role", true, role, sizeof(role), err);
-        r = r ?: json_input_copy_string(o, "wg_public_key", false, n->wg_public_key,
-                                        sizeof(n->wg_public_key), err);
-        r = r ?: json_input_copy_string(o, "mesh_address", true, n->mesh_address,
-                                        sizeof(n->mesh_address), err);
-        r = r ?: json_input_copy_string(o, "endpoint", false, n->endpoint, sizeof(n->endpoint),
-                                        err);
+        r = r
+                ?: json_input_copy_string(o, "wg_public_key", false, n->wg_public_key,
+                                          sizeof(n->wg_public_key), err);
+        r = r
+                ?: json_input_copy_string(o, "mesh_address", true, n->mesh_address,
+                                          sizeof(n->mesh_address), err);
+        r = r
+                ?: json_input_copy_string(o, "endpoint", false, n->endpoint, sizeof(n->endpoint),
+                                          err);
         if (r < 0)
                 return r;
         if (!node_id_valid(n->id))
@@ -129,8 +131,8 @@ static int roster_parse_signature(const json_t *o, struct roster *r, struct json
 
         if (ret < 0 || !sig)
                 return ret;
-        if (sodium_base642bin(r->signature, sizeof(r->signature), sig, strlen(sig), NULL,
-                              &bin_len, NULL, sodium_base64_VARIANT_ORIGINAL) != 0 ||
+        if (sodium_base642bin(r->signature, sizeof(r->signature), sig, strlen(sig), NULL, &bin_len,
+                              NULL, sodium_base64_VARIANT_ORIGINAL) != 0 ||
             bin_len != sizeof(r->signature))
                 return json_input_fail(err, "field 'signature' is not a base64 Ed25519 signature");
         r->signed_ = true;
@@ -139,8 +141,9 @@ static int roster_parse_signature(const json_t *o, struct roster *r, struct json
 
 static int roster_parse_object(const json_t *o, struct roster *r, struct json_input_error *err)
 {
-        static const char *const fields[] = {"v", "version", "fleet_id", "controller",
-                                             "genesis_public_key", "nodes", "signature", NULL};
+        static const char *const fields[] = {
+            "v",     "version",   "fleet_id", "controller", "genesis_public_key",
+            "nodes", "signature", NULL};
         json_t *nodes;
         uint64_t v;
         int ret = 0;
@@ -148,11 +151,14 @@ static int roster_parse_object(const json_t *o, struct roster *r, struct json_in
         ret = ret ?: json_input_check_keys(o, fields, err);
         ret = ret ?: json_input_get_uint(o, "v", true, 1, 1, &v, err);
         ret = ret ?: json_input_get_uint(o, "version", true, 1, INT64_MAX, &r->version, err);
-        ret = ret ?: json_input_copy_string(o, "fleet_id", true, r->fleet_id, sizeof(r->fleet_id),
+        ret = ret
+                  ?: json_input_copy_string(o, "fleet_id", true, r->fleet_id, sizeof(r->fleet_id),
                                             err);
-        ret = ret ?: json_input_copy_string(o, "controller", true, r->controller,
+        ret = ret
+                  ?: json_input_copy_string(o, "controller", true, r->controller,
                                             sizeof(r->controller), err);
-        ret = ret ?: json_input_copy_string(o, "genesis_public_key", false, r->genesis_public_key,
+        ret = ret
+                  ?: json_input_copy_string(o, "genesis_public_key", false, r->genesis_public_key,
                                             sizeof(r->genesis_public_key), err);
         ret = ret ?: roster_parse_signature(o, r, err);
         if (ret < 0)
@@ -262,9 +268,9 @@ static json_t *roster_to_json_unsigned(const struct roster *r)
 
         for (size_t i = 0; i < r->n_nodes; i++)
                 json_array_append_new(nodes, roster_node_to_json(&r->nodes[i]));
-        o = json_pack("{s:i, s:I, s:s, s:s, s:s, s:o}", "v", 1, "version",
-                      (json_int_t)r->version, "fleet_id", r->fleet_id, "controller",
-                      r->controller, "genesis_public_key", r->genesis_public_key, "nodes", nodes);
+        o = json_pack("{s:i, s:I, s:s, s:s, s:s, s:o}", "v", 1, "version", (json_int_t)r->version,
+                      "fleet_id", r->fleet_id, "controller", r->controller, "genesis_public_key",
+                      r->genesis_public_key, "nodes", nodes);
         return o;
 }
 
@@ -313,8 +319,8 @@ int roster_verify(const struct roster *r, const uint8_t pk[32])
         if (!msg)
                 return -ENOMEM;
         ret = crypto_sign_verify_detached(r->signature, (const uint8_t *)msg, strlen(msg), pk) == 0
-                      ? 0
-                      : -EBADMSG;
+                  ? 0
+                  : -EBADMSG;
         free(msg);
         return ret;
 }

@@ -10,11 +10,11 @@
 
 #include "common/heartbeat.h"
 
-#define ROSTER_MAX_BYTES (4 * 1024 * 1024)
-#define ROSTER_MAX_NODES 16384
-#define ROSTER_NAME_MAX  63
+#define ROSTER_MAX_BYTES    (4 * 1024 * 1024)
+#define ROSTER_MAX_NODES    16384
+#define ROSTER_NAME_MAX     63
 #define ROSTER_ENDPOINT_MAX 63
-#define WG_KEY_B64_LEN 44
+#define WG_KEY_B64_LEN      44
 
 enum roster_role { ROSTER_ROLE_NODE, ROSTER_ROLE_RELAY, ROSTER_ROLE_CLOUD };
 
@@ -31,7 +31,7 @@ struct roster_node {
 struct roster {
         uint64_t version;
         char fleet_id[NODE_ID_MAX + 1];
-        char controller[NODE_ID_MAX + 1]; /* node id running fleetd */
+        char controller[NODE_ID_MAX + 1];            /* node id running fleetd */
         char genesis_public_key[WG_KEY_B64_LEN + 1]; /* base64 Ed25519, informative */
         size_t n_nodes;
         struct roster_node *nodes;

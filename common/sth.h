@@ -5,7 +5,7 @@
 
 #include "common/merkle.h"
 
-#define STH_SIGNATURE_LEN 64
+#define STH_SIGNATURE_LEN  64
 #define STH_PUBLIC_KEY_LEN 32
 #define STH_SECRET_KEY_LEN 64
 

@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 start=$(date +%s)
 
 bash scripts/install-deps.sh
+# playwright-core for the browser tests, pinned by tests/browser/package-lock.json
+npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 
 cmake -S . -B build -DTOTEBOX_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$(nproc)"

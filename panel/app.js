@@ -1,0 +1,259 @@
+/* The F9 panel: a thin client of fleetd's admin REST API (/v1). It holds no state of its own
+ * beyond the API token (sessionStorage) and redraws from the API every two seconds. Creating a
+ * VM is two explicit steps: POST /v1/plans shows the plan; only "Confirm" creates. */
+"use strict";
+
+const REFRESH_MS = 2000;
+const $ = (sel) => document.querySelector(sel);
+let token = sessionStorage.getItem("totebox-token") || "";
+let currentPlan = null;
+let timer = null;
+let auditEntries = [];   /* the audit record read so far, oldest first */
+let auditAfter = 0;      /* the last sequence number read (GET /v1/audit?after=N) */
+
+class ApiError extends Error {
+  constructor(status, problem) {
+    super((problem && (problem.detail || problem.title)) || `HTTP ${status}`);
+    this.status = status;
+    this.problem = problem || {};
+  }
+}
+
+async function api(method, path, body) {
+  const headers = { Authorization: `Bearer ${token}` };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const r = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await r.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch (e) { data = null; }
+  if (!r.ok) throw new ApiError(r.status, data);
+  return data;
+}
+
+/* Builds an element: el("td", {class: "x"}, "text", child...). Text is never parsed as HTML. */
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else if (v !== undefined && v !== null) e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(c ?? ""));
+  return e;
+}
+
+function fill(tbody, rows) {
+  tbody.replaceChildren(...rows);
+}
+
+const mib = (v) => (v === undefined || v === null ? "—" : `${v} MiB`);
+const age = (ms) => (ms === undefined || ms === null ? "never" : ms < 1000 ? `${ms} ms ago` : `${(ms / 1000).toFixed(1)} s ago`);
+
+function renderNodes(nodes) {
+  fill($("#nodes tbody"), nodes.map((n) => el("tr", { "data-node": n.id },
+    el("td", {}, n.name && n.name !== n.id ? `${n.id} (${n.name})` : n.id),
+    el("td", {}, n.role),
+    el("td", { class: `state-${n.state}` }, n.state),
+    el("td", {}, n.cpu_percent === undefined ? "—" : `${n.cpu_percent.toFixed(1)} % of ${n.cpus}`),
+    el("td", {}, n.mem_available_mib === undefined ? "—" : `${mib(n.mem_available_mib)} of ${mib(n.mem_total_mib)}`),
+    el("td", {}, n.vm_count ?? "—"),
+    el("td", {}, age(n.heartbeat_age_ms)))));
+}
+
+function integrityOf(vm) {
+  const i = vm.integrity || {};
+  return i.status || "unknown";
+}
+
+function vmActions(vm) {
+  const verbs = [];
+  if (vm.lifecycle === "active") verbs.push("suspend", "archive");
+  if (vm.lifecycle === "suspended") verbs.push("resume", "archive");
+  return verbs.map((verb) => el("button", {
+    "data-action": verb,
+    onclick: async () => {
+      if (!confirm(`${verb} ${vm.id}?${verb === "archive" ? " An archived VM keeps its disks but will not start again." : ""}`)) return;
+      try { await api("POST", `/v1/vms/${encodeURIComponent(vm.id)}/${verb}`); } catch (e) { alert(e.message); }
+      refresh();
+    },
+  }, verb));
+}
+
+function renderVms(vms) {
+  fill($("#vms tbody"), vms.map((vm) => {
+    const integrity = integrityOf(vm);
+    const mismatches = (vm.integrity && vm.integrity.mismatches) || [];
+    return el("tr", { "data-vm": vm.id, class: integrity === "mismatch" ? "highlight-mismatch" : "" },
+      el("td", {}, vm.id),
+      el("td", {}, vm.entity),
+      el("td", { class: vm.node_state ? `state-${vm.node_state}` : "" }, vm.node_id || (vm.pin && vm.pin.node_id) || "—"),
+      el("td", { class: `status-${vm.status}`, title: vm.reason || "" }, vm.status + (vm.state && vm.state !== vm.status ? ` (${vm.state})` : "") + (vm.reason ? ` — ${vm.reason}` : "")),
+      el("td", {}, vm.lifecycle),
+      el("td", { title: mismatches.map((m) => `${m.kind} ${m.path || ""}`).join("\n") },
+        el("span", { class: `integrity-${integrity}` }, integrity + (mismatches.length ? ` (${mismatches.length})` : ""))),
+      el("td", {}, ...vmActions(vm)));
+  }));
+}
+
+function auditClass(e) {
+  const text = `${e.kind} ${JSON.stringify(e.detail || {})}`;
+  if (/mismatch/.test(text)) return "highlight-mismatch";
+  if (/evict/.test(text)) return "highlight-eviction";
+  return "";
+}
+
+function auditDetail(d) {
+  if (typeof d === "string") return d;
+  return Object.entries(d || {}).map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`).join(" ");
+}
+
+/* Reads the audit record forward from the last entry seen; shows the newest 200. */
+async function refreshAudit() {
+  for (let page = 0; page < 20; page++) {
+    const r = await api("GET", `/v1/audit?after=${auditAfter}`);
+    const entries = r.entries || [];
+    if (!entries.length) break;
+    auditEntries.push(...entries);
+    auditAfter = r.next_after;
+  }
+  auditEntries = auditEntries.slice(-200);
+  fill($("#audit tbody"), auditEntries.slice().reverse().map((e) => el("tr", { class: auditClass(e), "data-kind": e.kind },
+    el("td", {}, e.seq),
+    el("td", {}, e.time),
+    el("td", {}, e.kind),
+    el("td", {}, e.subject),
+    el("td", {}, auditDetail(e.detail)))));
+}
+
+function renderHealth(h) {
+  const b = $("#fleet-health");
+  const integrity = h && h.integrity ? h.integrity.status : "unknown";
+  const bad = integrity !== "ok";
+  const n = h && h.integrity ? (h.integrity.mismatched_vms || []).length : 0;
+  b.textContent = bad ? `integrity: ${integrity}${n ? ` (${n} VM${n > 1 ? "s" : ""})` : ""}` : "integrity: ok";
+  b.className = `badge ${bad ? "bad" : "ok"}`;
+}
+
+async function refresh() {
+  clearTimeout(timer);
+  try {
+    const [nodes, vms, health] = await Promise.all([
+      api("GET", "/v1/nodes"), api("GET", "/v1/vms"), api("GET", "/v1/health")]);
+    renderNodes(nodes.nodes || []);
+    renderVms(vms.vms || []);
+    renderHealth(health);
+    await refreshAudit();
+    $("#updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+  } catch (e) {
+    if (e.status === 401) return showLogin("The token was refused; log in again.");
+    $("#updated").textContent = `not updated: ${e.message}`;
+  }
+  timer = setTimeout(refresh, REFRESH_MS);
+}
+
+/* A plan (or, when no node fits, the refusal with its candidates) with every candidate's reason. */
+function renderPlan(plan, refusal) {
+  currentPlan = refusal ? null : plan;
+  const chosen = refusal ? null : plan.node_id;
+  $("#plan").hidden = false;
+  $("#plan-id").textContent = plan.id || "";
+  $("#plan-summary").textContent = chosen
+    ? `Chosen node: ${chosen}. The plan expires at ${plan.expires_at}.`
+    : `No node fits: ${refusal}`;
+  fill($("#candidates tbody"), (plan.candidates || []).map((c) => el("tr", { class: c.chosen ? "chosen" : "", "data-candidate": c.node_id },
+    el("td", {}, c.chosen ? `${c.node_id} ✔ chosen` : c.node_id),
+    el("td", {}, `${mib(c.available_mib)} (${mib(c.left_after_mib)} left after)`),
+    el("td", {}, age(c.heartbeat_age_ms)),
+    el("td", {}, `${c.verdict}: ${c.reason}`))));
+  $("#plan-margin").textContent = `Safety margin: ${mib(plan.safety_margin_mib)} must stay available after the VM.`;
+  $("#plan-ack").checked = false;
+  $("#plan-ack").disabled = !chosen;
+  $("#plan-confirm").disabled = true;
+}
+
+async function submitPlan(ev) {
+  ev.preventDefault();
+  const f = new FormData(ev.target);
+  const body = {};
+  for (const [k, v] of f.entries()) body[k] = ["entity", "image"].includes(k) ? v : Number(v);
+  $("#create-error").textContent = "";
+  try {
+    renderPlan(await api("POST", "/v1/plans", body));
+  } catch (e) {
+    if (e.problem.candidates) renderPlan(e.problem, e.message);
+    else $("#create-error").textContent = e.message;
+  }
+}
+
+async function confirmPlan() {
+  if (!currentPlan) return;
+  $("#plan-confirm").disabled = true;
+  try {
+    await api("POST", `/v1/plans/${encodeURIComponent(currentPlan.id)}/confirm`);
+    closeCreate();
+  } catch (e) {
+    $("#create-error").textContent = e.message;
+  }
+  refresh();
+}
+
+async function dropPlan() {
+  if (currentPlan) await api("DELETE", `/v1/plans/${encodeURIComponent(currentPlan.id)}`).catch(() => null);
+  closeCreate();
+}
+
+function openCreate() {
+  $("#create").hidden = false;
+  $("#plan").hidden = true;
+  $("#create-error").textContent = "";
+  $("#plan-form [name=entity]").focus();
+}
+
+function closeCreate() {
+  currentPlan = null;
+  $("#create").hidden = true;
+}
+
+function showLogin(message) {
+  clearTimeout(timer);
+  token = "";
+  sessionStorage.removeItem("totebox-token");
+  $("#main-view").hidden = true;
+  $("#logout").hidden = true;
+  $("#login-view").hidden = false;
+  $("#login-error").textContent = message || "";
+}
+
+async function login(ev) {
+  ev.preventDefault();
+  token = $("#token").value.trim();
+  try {
+    await api("GET", "/v1/nodes");
+  } catch (e) {
+    return showLogin(e.status === 401 ? "That token is not valid." : e.message);
+  }
+  sessionStorage.setItem("totebox-token", token);
+  $("#login-view").hidden = true;
+  $("#main-view").hidden = false;
+  $("#logout").hidden = false;
+  refresh();
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("#login-form").addEventListener("submit", login);
+  $("#logout").addEventListener("click", () => showLogin());
+  $("#new-vm").addEventListener("click", openCreate);
+  $("#create-cancel").addEventListener("click", closeCreate);
+  $("#plan-form").addEventListener("submit", submitPlan);
+  $("#plan-ack").addEventListener("change", (e) => { $("#plan-confirm").disabled = !e.target.checked; });
+  $("#plan-confirm").addEventListener("click", confirmPlan);
+  $("#plan-drop").addEventListener("click", dropPlan);
+  document.addEventListener("keydown", (e) => { if (e.key === "F9") { e.preventDefault(); openCreate(); } });
+  if (token) {
+    $("#login-view").hidden = true;
+    $("#main-view").hidden = false;
+    $("#logout").hidden = false;
+    refresh();
+  } else {
+    showLogin();
+  }
+});

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs every libFuzzer target for SECONDS each (default 60), starting from its seed corpus.
+# New inputs go to a scratch directory, never into the committed corpus.
+#   tests/fuzz/run-fuzzers.sh [SECONDS]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+secs=${1:-60}
+cmake -S . -B build-fuzz -DTOTEBOX_FUZZ=ON -DTOTEBOX_SANITIZE=ON -DCMAKE_C_COMPILER=clang >/dev/null
+cmake --build build-fuzz -j"$(nproc)" >/dev/null
+for bin in build-fuzz/tests/fuzz/fuzz_*; do
+  [ -x "$bin" ] || continue
+  name=$(basename "$bin")
+  scratch=$(mktemp -d)
+  echo "== $name for ${secs}s"
+  "$bin" -max_total_time="$secs" "$scratch" "tests/fuzz/corpus/$name" 2>&1 | grep -E "^#[0-9]+ +DONE|ERROR|SUMMARY" || true
+  rm -rf "$scratch"
+done

@@ -1,0 +1,162 @@
+"""The first vertical slice: real vmhost -> UDP heartbeat -> real fleetd -> REST.
+
+Starts both daemons on private ports and a private directory, sees the node appear with live
+figures, validates the REST output against schemas/, and checks that bad heartbeats (malformed,
+oversized, unknown address, wrong node id, replayed) are dropped without harm.
+"""
+import json
+import socket
+import subprocess
+
+import pytest
+
+from harness import BUILD, Daemon, Workdir, free_port, http, validate, wait_for
+
+FLEETD = f"{BUILD}/fleetd/fleetd"
+VMHOST = f"{BUILD}/vmhost/vmhost"
+DIGEST = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+@pytest.fixture
+def fleet():
+    wd = Workdir()
+    api, hb = free_port(), free_port(socket.SOCK_DGRAM)
+    roster = {"v": 1, "version": 1, "fleet_id": "test", "controller": "node1", "nodes": [
+        {"id": "node1", "role": "cloud", "mesh_address": "127.0.0.1"},
+        {"id": "node2", "role": "node", "mesh_address": "127.0.0.2"}]}
+    wd.write("roster.json", json.dumps(roster))
+    fleetd = Daemon(FLEETD, ["--set", "roster_file=roster.json", "--set", f"api_port={api}",
+                             "--set", f"heartbeat_port={hb}", "--set", "heartbeat_listen=127.0.0.1",
+                             "--set", f"state_dir={wd.path}", "--set", "log_level=debug"],
+                    wd.path, "fleetd")
+    base = f"http://127.0.0.1:{api}"
+    wait_for(lambda: _get_ok(base), what="fleetd REST API")
+    vmhost = Daemon(VMHOST, ["--set", "node_id=node1", "--set", f"fleetd_port={hb}",
+                             "--set", "heartbeat_interval=200ms", "--set", f"state_dir={wd.path}",
+                             "--set", "heartbeat_source=127.0.0.1"], wd.path, "vmhost")
+    yield {"base": base, "hb_port": hb, "fleetd": fleetd, "vmhost": vmhost}
+    for d in (vmhost, fleetd):
+        d.stop()
+    wd.cleanup()
+
+
+def _get_ok(base):
+    try:
+        return http("GET", base + "/v1/nodes")[0] == 200
+    except OSError:
+        return False
+
+
+def _node(base, node_id):
+    status, _, body = http("GET", f"{base}/v1/nodes/{node_id}")
+    return body if status == 200 else None
+
+
+def test_node_appears_with_live_figures(fleet):
+    base = fleet["base"]
+    node = wait_for(lambda: (n := _node(base, "node1")) and n["state"] == "alive" and n,
+                    what="node1 alive")
+    assert node["mem_total_mib"] > 0
+    assert 0 < node["mem_available_mib"] <= node["mem_total_mib"]
+    assert node["cpus"] >= 1 and 0 <= node["cpu_percent"] <= 100
+    assert node["heartbeat_age_ms"] < 2000
+    validate(node, "node.schema.json")
+    status, headers, listing = http("GET", base + "/v1/nodes")
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    assert len(headers["X-Request-Id"]) >= 16
+    validate(listing, "node.schema.json", "/$defs/node_list")
+    states = {n["id"]: n["state"] for n in listing["nodes"]}
+    assert states == {"node1": "alive", "node2": "unseen"}
+    # heartbeats keep coming: the count grows
+    first = node["heartbeats"]
+    wait_for(lambda: _node(base, "node1")["heartbeats"] > first + 2, what="more heartbeats")
+
+
+def test_heartbeat_output_matches_schema(fleet):
+    """Capture a real heartbeat datagram from vmhost and validate it."""
+    port = free_port(socket.SOCK_DGRAM)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", port))
+        s.settimeout(5)
+        out = subprocess.Popen([VMHOST, "--set", "node_id=capture", "--set", f"fleetd_port={port}",
+                                "--set", "heartbeat_interval=100ms"], stderr=subprocess.DEVNULL)
+        try:
+            data, _ = s.recvfrom(2048)
+        finally:
+            out.terminate()
+            out.wait()
+    assert len(data) <= 1200
+    validate(json.loads(data), "heartbeat.schema.json")
+
+
+def _send(port, payload, source="127.0.0.1"):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((source, 0))
+        s.sendto(payload, ("127.0.0.1", port))
+
+
+def _hb(node, seq, epoch=1, **kw):
+    hb = {"v": 1, "node": node, "epoch": epoch, "seq": seq, "interval_ms": 10000, "cpus": 1,
+          "cpu_percent": 1.0, "mem_total_mib": 1000, "mem_available_mib": 900,
+          "mem_committed_mib": 0, "libvirt_age_ms": -1, "vm_count": 0, "inventory_digest": DIGEST}
+    hb.update(kw)
+    return json.dumps(hb).encode()
+
+
+def test_bad_heartbeats_dropped_and_counted(fleet):
+    base, port = fleet["base"], fleet["hb_port"]
+    wait_for(lambda: _node(base, "node1"), what="node1")
+    bad = [
+        (b"not json at all", "malformed JSON"),
+        (b"{" + b" " * 1500 + b"}", "exceeds 1200"),
+        (_hb("node2", 1, cpu_percent=250), "cpu_percent"),
+        (_hb("node2", 1, extra=1), "unknown field 'extra'"),
+        (_hb("node1", 1), "names node 'node1' but the roster says 'node2'"),
+    ]
+    for payload, _ in bad:
+        _send(port, payload, source="127.0.0.2")
+    _send(port, _hb("node2", 1), source="127.0.0.3")  # not in the roster
+    log = wait_for(lambda: (t := fleet["fleetd"].text()).count("dropped") >= 6 and t,
+                   what="six drops logged")
+    for _, reason in bad:
+        assert reason in log, reason
+    assert "'127.0.0.3' dropped: address is not in the roster" in log
+    # none of it changed node2, and fleetd still serves
+    assert _node(base, "node2")["state"] == "unseen"
+    assert fleet["fleetd"].alive()
+
+    # a good heartbeat from node2's address is accepted; a replay of it is dropped
+    _send(port, _hb("node2", 5, epoch=7), source="127.0.0.2")
+    wait_for(lambda: _node(base, "node2")["state"] == "alive", what="node2 alive")
+    _send(port, _hb("node2", 5, epoch=7, mem_available_mib=1), source="127.0.0.2")
+    _send(port, _hb("node2", 4, epoch=7, mem_available_mib=1), source="127.0.0.2")
+    wait_for(lambda: fleet["fleetd"].text().count("is not newer than") >= 2, what="replays dropped")
+    assert _node(base, "node2")["mem_available_mib"] == 900
+
+
+def test_rest_errors_are_problem_json(fleet):
+    base = fleet["base"]
+    for method, path, code in [("GET", "/v1/nodes/nope", 404), ("GET", "/v1/nodes/UPPER", 400),
+                               ("POST", "/v1/nodes", 405), ("GET", "/nothing", 404)]:
+        status, headers, body = http(method, base + path, body=b"" if method == "POST" else None)
+        assert status == code, (path, status, body)
+        assert headers["Content-Type"] == "application/problem+json"
+        validate(body, "problem.schema.json")
+        assert body["status"] == code
+
+
+def test_check_config_reports_file_line_token(tmp_path):
+    conf = tmp_path / "bad.conf"
+    conf.write_text("api_port = 9170\nheartbeat_port = 99999\n")
+    r = subprocess.run([FLEETD, "--config", str(conf), "--check-config"], capture_output=True,
+                       text=True)
+    assert r.returncode == 2
+    assert f"{conf}:2: value '99999' for 'heartbeat_port' is outside 1..65535" in r.stderr
+    good = tmp_path / "good.conf"
+    good.write_text("api_port = 9170\n")
+    r = subprocess.run([VMHOST, "--config", str(good), "--check-config"], capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and "unknown key 'api_port'" in r.stderr
+    r = subprocess.run([FLEETD, "--config", str(good), "--check-config"], capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and "configuration OK" in r.stdout
