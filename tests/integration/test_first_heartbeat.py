@@ -5,6 +5,7 @@ figures, validates the REST output against schemas/, and checks that bad heartbe
 oversized, unknown address, wrong node id, replayed) are dropped without harm.
 """
 import json
+import re
 import socket
 import subprocess
 
@@ -13,6 +14,7 @@ import pytest
 from harness import BUILD, Daemon, Workdir, free_port, http, validate, wait_for
 
 FLEETD = f"{BUILD}/fleetd/fleetd"
+FLEETCTL = f"{BUILD}/fleetctl/fleetctl"
 VMHOST = f"{BUILD}/vmhost/vmhost"
 DIGEST = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
@@ -25,31 +27,47 @@ def fleet():
         {"id": "node1", "role": "cloud", "mesh_address": "127.0.0.1"},
         {"id": "node2", "role": "node", "mesh_address": "127.0.0.2"}]}
     wd.write("roster.json", json.dumps(roster))
+    out = subprocess.run([FLEETCTL, "--state-dir", wd.path, "token", "create", "test"],
+                         capture_output=True, text=True, check=True).stdout
+    token = re.search(r"(tbx_[A-Za-z0-9_-]{43})", out).group(1)
+    auth = {"Authorization": f"Bearer {token}"}
     fleetd = Daemon(FLEETD, ["--set", "roster_file=roster.json", "--set", f"api_port={api}",
                              "--set", f"heartbeat_port={hb}", "--set", "heartbeat_listen=127.0.0.1",
                              "--set", f"state_dir={wd.path}", "--set", "log_level=debug"],
                     wd.path, "fleetd")
     base = f"http://127.0.0.1:{api}"
-    wait_for(lambda: _get_ok(base), what="fleetd REST API")
+    wait_for(lambda: _get_ok(base, auth), what="fleetd REST API")
     vmhost = Daemon(VMHOST, ["--set", "node_id=node1", "--set", f"fleetd_port={hb}",
                              "--set", "heartbeat_interval=200ms", "--set", f"state_dir={wd.path}",
-                             "--set", "heartbeat_source=127.0.0.1"], wd.path, "vmhost")
-    yield {"base": base, "hb_port": hb, "fleetd": fleetd, "vmhost": vmhost}
+                             "--set", "heartbeat_source=127.0.0.1",
+                             "--set", f"node_api_port={free_port()}",
+                             "--set", f"libvirt_uri=qemu:///embed?root={wd.path}/libvirt"],
+                    wd.path, "vmhost")
+    yield {"base": base, "hb_port": hb, "fleetd": fleetd, "vmhost": vmhost, "auth": auth}
     for d in (vmhost, fleetd):
         d.stop()
     wd.cleanup()
 
 
-def _get_ok(base):
+def _get_ok(base, auth):
     try:
-        return http("GET", base + "/v1/nodes")[0] == 200
+        return http("GET", base + "/v1/nodes", headers=auth)[0] == 200
     except OSError:
         return False
 
 
+AUTH = {}
+
+
 def _node(base, node_id):
-    status, _, body = http("GET", f"{base}/v1/nodes/{node_id}")
+    status, _, body = http("GET", f"{base}/v1/nodes/{node_id}", headers=AUTH)
     return body if status == 200 else None
+
+
+@pytest.fixture(autouse=True)
+def _auth(fleet):
+    AUTH.clear()
+    AUTH.update(fleet["auth"])
 
 
 def test_node_appears_with_live_figures(fleet):
@@ -61,7 +79,7 @@ def test_node_appears_with_live_figures(fleet):
     assert node["cpus"] >= 1 and 0 <= node["cpu_percent"] <= 100
     assert node["heartbeat_age_ms"] < 2000
     validate(node, "node.schema.json")
-    status, headers, listing = http("GET", base + "/v1/nodes")
+    status, headers, listing = http("GET", base + "/v1/nodes", headers=AUTH)
     assert status == 200 and headers["Content-Type"] == "application/json"
     assert len(headers["X-Request-Id"]) >= 16
     validate(listing, "node.schema.json", "/$defs/node_list")
@@ -72,14 +90,18 @@ def test_node_appears_with_live_figures(fleet):
     wait_for(lambda: _node(base, "node1")["heartbeats"] > first + 2, what="more heartbeats")
 
 
-def test_heartbeat_output_matches_schema(fleet):
+def test_heartbeat_output_matches_schema(fleet, tmp_path):
     """Capture a real heartbeat datagram from vmhost and validate it."""
     port = free_port(socket.SOCK_DGRAM)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", port))
         s.settimeout(5)
         out = subprocess.Popen([VMHOST, "--set", "node_id=capture", "--set", f"fleetd_port={port}",
-                                "--set", "heartbeat_interval=100ms"], stderr=subprocess.DEVNULL)
+                                "--set", "heartbeat_interval=100ms",
+                                "--set", f"node_api_port={free_port()}",
+                                "--set", f"state_dir={tmp_path}",
+                                "--set", f"libvirt_uri=qemu:///embed?root={tmp_path}/libvirt"],
+                               stderr=subprocess.DEVNULL)
         try:
             data, _ = s.recvfrom(2048)
         finally:
@@ -138,11 +160,21 @@ def test_rest_errors_are_problem_json(fleet):
     base = fleet["base"]
     for method, path, code in [("GET", "/v1/nodes/nope", 404), ("GET", "/v1/nodes/UPPER", 400),
                                ("POST", "/v1/nodes", 405), ("GET", "/nothing", 404)]:
-        status, headers, body = http(method, base + path, body=b"" if method == "POST" else None)
+        status, headers, body = http(method, base + path, body=b"" if method == "POST" else None,
+                                     headers=AUTH)
         assert status == code, (path, status, body)
         assert headers["Content-Type"] == "application/problem+json"
         validate(body, "problem.schema.json")
         assert body["status"] == code
+
+
+def test_requests_without_a_valid_token_are_refused(fleet):
+    base = fleet["base"]
+    for headers in ({}, {"Authorization": "Bearer tbx_" + "A" * 43}, {"Authorization": "Basic x"}):
+        status, hdrs, body = http("GET", base + "/v1/nodes", headers=headers)
+        assert status == 401, (headers, status, body)
+        assert hdrs["Content-Type"] == "application/problem+json"
+        validate(body, "problem.schema.json")
 
 
 def test_check_config_reports_file_line_token(tmp_path):
