@@ -202,7 +202,7 @@ int agent_cmd_seal(int argc, char **argv)
                 if (r == 0)
                         r = vault_sign_sth(&v, clock_realtime_ms(), true, &s);
                 for (size_t i = 0; i < log.n; i++)
-                        fprintf(stderr, "cannot seal '%s': %s\n", log.items[i].path,
+                        fprintf(stderr, "%s '%s': %s\n", log.items[i].kind, log.items[i].path,
                                 log.items[i].detail);
                 printf("sealed %zu, skipped %zu, failed %zu; ledger size %zu\n", sr.sealed,
                        sr.skipped, sr.failed, v.ledger.n);

@@ -96,9 +96,17 @@ static void agent_scan(struct agent *a)
         r = seal_scan_inbox(&a->v, a->cfg.max_record_bytes, &sr, &log);
         if (r < 0 && r != -EROFS)
                 log_warn("inbox of '%s' not sealed: %s", a->v.dir,
-                         r == -EUCLEAN ? "the ledger does not end with a newline" : strerror(-r));
-        for (size_t i = 0; i < log.n; i++)
-                log_error("cannot seal '%s': %s", log.items[i].path, log.items[i].detail);
+                         r == -EUCLEAN  ? "the ledger does not end with a newline"
+                         : r == -EAGAIN ? "an interrupted seal is not resolved"
+                                        : strerror(-r));
+        for (size_t i = 0; i < log.n; i++) {
+                const struct mismatch *m = &log.items[i];
+
+                if (!strcmp(m->kind, "seal-failed"))
+                        log_error("cannot seal '%s': %s", m->path, m->detail);
+                else
+                        log_warn("%s '%s': %s", m->kind, m->path, m->detail);
+        }
         mismatch_list_done(&log);
         a->next_scan_ms = clock_monotonic_ms() + a->cfg.scan_interval_ms;
         if (r < 0 || sr.sealed == 0)

@@ -57,9 +57,7 @@ static int vault_subdir(int parent, const char *name, bool create, int *ret_fd)
         return 0;
 }
 
-/* Writes a small state file atomically (temporary name, fsync, rename). */
-static int vault_write_state(int state_fd, const char *name, const void *data, size_t len,
-                             mode_t mode)
+int vault_write_state(int state_fd, const char *name, const void *data, size_t len, mode_t mode)
 {
         char tmp[64];
         int fd, r = 0;
@@ -71,7 +69,10 @@ static int vault_write_state(int state_fd, const char *name, const void *data, s
         if (write(fd, data, len) != (ssize_t)len || fsync(fd) < 0)
                 r = errno ? -errno : -EIO;
         close(fd);
+        agent_fault_point("state-tmp");
         if (r == 0 && renameat(state_fd, tmp, state_fd, name) < 0)
+                r = -errno;
+        if (r == 0 && fsync(state_fd) < 0)
                 r = -errno;
         return r;
 }
@@ -276,6 +277,7 @@ static int vault_ledger_create(struct vault *v)
         fsync(fd);
         v->ledger_append_only = vault_set_flag(fd, FS_APPEND_FL) == 0;
         close(fd);
+        fsync(v->ledger_dir_fd);
         vault_meta_store(v);
         return 0;
 }

@@ -213,9 +213,10 @@ static int verify_cmp_str(const void *a, const void *b)
         return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* Names in dir_fd that are not in names[] (sorted); prefix makes the reported path. */
+/* Names in dir_fd that are not in names[] (sorted); prefix makes the reported path. pending is
+ * the asset name of an interrupted seal (or NULL), which gets a detail saying so. */
 static void verify_unrecorded(int dir_fd, const char **names, size_t n, const char *prefix,
-                              struct mismatch_list *mm)
+                              const char *pending, struct mismatch_list *mm)
 {
         int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
@@ -235,7 +236,13 @@ static void verify_unrecorded(int dir_fd, const char **names, size_t n, const ch
                 if (n && bsearch(&key, names, n, sizeof(*names), verify_cmp_str))
                         continue;
                 snprintf(path, sizeof(path), "%s%.*s", prefix, LEDGER_PATH_MAX, key);
-                mismatch_add(mm, "unrecorded-file", path, "no ledger entry records this file");
+                if (pending && !strcmp(key, pending))
+                        mismatch_add(mm, "unrecorded-file", path,
+                                     "an interrupted seal (.totebox-agent/intent); the agent "
+                                     "completes it when it next starts");
+                else
+                        mismatch_add(mm, "unrecorded-file", path,
+                                     "no ledger entry records this file");
         }
         closedir(d);
 }
@@ -245,6 +252,8 @@ static void verify_unrecorded_all(const struct vault *v, const struct ledger *l,
 {
         const char **names = calloc(l->n ? l->n : 1, sizeof(*names));
         const char *ledger_names[] = {LEDGER_FILE};
+        struct seal_intent in;
+        bool pending = intent_load(v->state_fd, &in) == 0;
         size_t n = 0;
 
         if (!names)
@@ -253,8 +262,8 @@ static void verify_unrecorded_all(const struct vault *v, const struct ledger *l,
                 if (l->entries[i].seq)
                         names[n++] = l->entries[i].path + 7;
         qsort(names, n, sizeof(*names), verify_cmp_str);
-        verify_unrecorded(v->assets_fd, names, n, "assets/", mm);
-        verify_unrecorded(v->ledger_dir_fd, ledger_names, 1, "ledger/", mm);
+        verify_unrecorded(v->assets_fd, names, n, "assets/", pending ? in.e.path + 7 : NULL, mm);
+        verify_unrecorded(v->ledger_dir_fd, ledger_names, 1, "ledger/", NULL, mm);
         free(names);
 }
 
