@@ -138,6 +138,14 @@ int vault_sth_load(int state_fd, struct sth *s);
 int vault_write_state(int state_fd, const char *name, const void *data, size_t len, mode_t mode);
 int sth_to_json_fields(const struct sth *s, char *root_hex, char *sig_b64);
 
+/* ---- privilege (privilege.c) ---- */
+/* Capability lists ending in -1: what run/seal and verify keep. */
+extern const int agent_caps_daemon[];
+extern const int agent_caps_verify[];
+/* Keeps only the listed capabilities (of those held) in every set, clears the bounding set of the
+ * rest where permitted, locks the securebits and sets no_new_privs. ret_kept: what remains. */
+int agent_drop_privileges(const int *keep, uint64_t *ret_kept, char *err, size_t errlen);
+
 /* ---- fault injection for crash tests (fault.c) ---- */
 /* TOTEBOX_AGENT_CRASH_AT=POINT[:N]: true the Nth time POINT is reached. */
 bool agent_fault_hit(const char *point);

@@ -209,15 +209,21 @@ static int agent_setup(struct agent *a)
 {
         struct mismatch_list scratch;
         char err[512], inbox[4200];
+        uint64_t kept = 0;
         int r;
 
         mismatch_list_init(&scratch);
         r = vault_open(&a->v, a->cfg.vault_dir, a->cfg.key_file, false, &scratch, err, sizeof(err));
         mismatch_list_done(&scratch);
+        if (r == 0)
+                r = agent_drop_privileges(agent_caps_daemon, &kept, err, sizeof(err));
         if (r < 0) {
                 log_error("%s", err);
                 return r;
         }
+        log_info("capabilities kept: 0x%" PRIx64 " (of immutable, fowner, dac_override, lease); "
+                 "no_new_privs set",
+                 kept);
         if (a->cfg.vault_id[0])
                 snprintf(a->vault_id, sizeof(a->vault_id), "%s", a->cfg.vault_id);
         else if (gethostname(a->vault_id, sizeof(a->vault_id) - 1) < 0)
