@@ -75,6 +75,11 @@ struct ledger_entry {
 /* Parses one line (without its newline). 0, or -EINVAL with err naming the field. */
 int ledger_entry_parse(const char *line, size_t len, struct ledger_entry *ret, char *err,
                        size_t errlen);
+/* The two halves of ledger_entry_parse: the canonical layout only (fast, no error text), and
+ * any valid JSON object with the entry's keys (jansson). Exposed for tests and fuzzing. */
+int ledger_entry_parse_canonical(const char *line, size_t len, struct ledger_entry *ret);
+int ledger_entry_parse_json(const char *line, size_t len, struct ledger_entry *ret, char *err,
+                            size_t errlen);
 /* Formats e canonically (no newline) into buf; returns the length or -ENOSPC. */
 int ledger_entry_format(const struct ledger_entry *e, char *buf, size_t size);
 void ledger_line_hash(const char *line, size_t len, uint8_t ret[32]);
