@@ -374,8 +374,10 @@ int verify_vault(struct vault *v, unsigned threads, const uint8_t *trusted_pk,
         memset(ret, 0, sizeof(*ret));
         mismatch_list_init(&ret->mm);
         /* the daemon compares a fresh read with what it sealed; offline, the read is the ledger */
-        ledger_done(disk);
-        ledger_init(disk);
+        if (disk == &own)
+                ledger_init(&own);
+        else
+                ledger_done(disk); /* empties it (read-only mode never loaded it) */
         snprintf(path, sizeof(path), "%s/ledger/" LEDGER_FILE, v->dir);
         r = ledger_load(disk, path, &ret->mm);
         if (r == -ENOENT)
