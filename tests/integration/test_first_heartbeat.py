@@ -120,7 +120,7 @@ def _send(port, payload, source="127.0.0.1"):
 def _hb(node, seq, epoch=1, **kw):
     hb = {"v": 1, "node": node, "epoch": epoch, "seq": seq, "interval_ms": 10000, "cpus": 1,
           "cpu_percent": 1.0, "mem_total_mib": 1000, "mem_available_mib": 900,
-          "mem_committed_mib": 0, "libvirt_age_ms": -1, "vm_count": 0, "inventory_digest": DIGEST}
+          "mem_committed_mib": 0, "libvirt_age_ms": 100, "vm_count": 0, "inventory_digest": DIGEST}
     hb.update(kw)
     return json.dumps(hb).encode()
 
@@ -147,6 +147,9 @@ def test_bad_heartbeats_dropped_and_counted(fleet):
     assert _node(base, "node2")["state"] == "unseen"
     assert fleet["fleetd"].alive()
 
+    # a heartbeat whose vmhost never reached libvirt makes the node unhealthy, not alive
+    _send(port, _hb("node2", 4, epoch=6, libvirt_age_ms=-1), source="127.0.0.2")
+    wait_for(lambda: _node(base, "node2")["state"] == "unhealthy", what="node2 unhealthy")
     # a good heartbeat from node2's address is accepted; a replay of it is dropped
     _send(port, _hb("node2", 5, epoch=7), source="127.0.0.2")
     wait_for(lambda: _node(base, "node2")["state"] == "alive", what="node2 alive")
