@@ -195,6 +195,17 @@ write_file() {
         mv -f "$tmp" "$path"
 }
 
+# The F9 panel's static files: the source tree's panel/ beside a build tree, else the installed copy.
+panel_dir() {
+        local here
+        here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+        if [ -n "$BUILD_DIR" ] && [ -f "$here/panel/index.html" ]; then
+                echo "$here/panel"
+        else
+                echo "/usr/share/totebox/panel"
+        fi
+}
+
 write_configs() {
         local self ctl
         self=$(pair show --field mesh_address)
@@ -213,6 +224,9 @@ libvirt_uri = "$LIBVIRT_URI"
 virt_type = auto
 state_dir = "$STATE_DIR/vmhost"
 safety_margin_mib = 512
+node_api_listen = "$self"
+mesh_state_dir = "$MESH_DIR"
+wg_interface = "$IFNAME"
 log_level = $LOG_LEVEL
 CONF
         if [ "$IS_CONTROLLER" -eq 1 ]; then
@@ -225,6 +239,7 @@ heartbeat_port = $FLEETD_HB_PORT
 roster_file = "$MESH_DIR/roster.json"
 state_dir = "$STATE_DIR/fleetd"
 heartbeat_interval = $HEARTBEAT_INTERVAL
+panel_dir = "$(panel_dir)"
 log_level = $LOG_LEVEL
 CONF
         fi
