@@ -164,6 +164,8 @@ static void plans_quote(struct fleetd *f, const struct plan_request *req, const 
                 plan_fail(o, 500, "store-failed", "cannot record the plan");
         } else {
                 o->status = 201;
+                /* a 10,000-node plan is 2 MB: keep old unconfirmed ones' rows, not their lists */
+                store_plan_prune(f->store, p.created_ms - 24 * 3600 * 1000);
         }
         free(p.body);
 }
@@ -397,6 +399,13 @@ void plans_get(struct fleetd *f, const char *plan_id, struct plan_outcome *o)
                 return;
         }
         body = json_loads(p.body, 0, NULL);
+        if (body && !json_object_get(body, "id")) { /* pruned: the row without its candidates */
+                json_decref(body);
+                body = json_pack("{s:s, s:o, s:s, s:I, s:s}", "id", p.id, "request",
+                                 plan_request_json(&p.req), "node_id", p.node_id, "expires_ms",
+                                 (json_int_t)p.expires_ms, "note",
+                                 "expired more than a day ago; its candidate list was dropped");
+        }
         if (body) {
                 if (strcmp(p.state, "open") == 0 && clock_realtime_ms() > p.expires_ms)
                         snprintf(p.state, sizeof(p.state), "expired");

@@ -225,6 +225,21 @@ int store_plan_set_state(struct store *s, const char *id, const char *state, con
                                              "ttt", state, vm_id ? vm_id : "", id));
 }
 
+int store_plan_prune(struct store *s, uint64_t before_ms)
+{
+        int r;
+
+        pthread_mutex_lock(&s->mu);
+        r = store_step_done(store_prepare(s,
+                                          "UPDATE plans SET body = '{}' WHERE state != 'confirmed'"
+                                          " AND expires_ms < ? AND body != '{}'",
+                                          "i", before_ms));
+        if (r == 0)
+                r = sqlite3_changes(s->db);
+        pthread_mutex_unlock(&s->mu);
+        return r;
+}
+
 void plan_row_done(struct plan_row *p)
 {
         if (!p)

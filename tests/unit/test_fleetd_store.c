@@ -172,6 +172,37 @@ static void test_roster_reload_keeps_state(void **state)
         tfu_rmdir(dir);
 }
 
+static void test_plan_prune(void **state)
+{
+        char *dir = tfu_tmpdir();
+        struct store *s = NULL;
+        struct plan_row old = {.id = "00000000000000000000000000000001",
+                               .node_id = "n1",
+                               .state = "open",
+                               .created_ms = 1,
+                               .expires_ms = 2,
+                               .body = "{\"id\":\"x\",\"candidates\":[1,2,3]}"};
+        struct plan_row kept = old, conf = old, got = {{0}};
+
+        snprintf(kept.id, sizeof(kept.id), "00000000000000000000000000000002");
+        kept.expires_ms = 5000;
+        snprintf(conf.id, sizeof(conf.id), "00000000000000000000000000000003");
+        snprintf(conf.state, sizeof(conf.state), "confirmed");
+        assert_int_equal(store_open(dir, &s), 0);
+        assert_int_equal(store_plan_insert(s, &old), 0);
+        assert_int_equal(store_plan_insert(s, &kept), 0);
+        assert_int_equal(store_plan_insert(s, &conf), 0);
+        assert_int_equal(store_plan_prune(s, 1000), 1);
+        assert_int_equal(store_plan_get(s, old.id, &got), 0);
+        assert_string_equal(got.body, "{}");
+        plan_row_done(&got);
+        assert_int_equal(store_plan_get(s, conf.id, &got), 0);
+        assert_non_null(strstr(got.body, "candidates"));
+        plan_row_done(&got);
+        store_close(s);
+        tfu_rmdir(dir);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -180,6 +211,7 @@ int main(void)
             cmocka_unit_test(test_tokens),
             cmocka_unit_test(test_restart_keeps_creation),
             cmocka_unit_test(test_roster_reload_keeps_state),
+            cmocka_unit_test(test_plan_prune),
         };
 
         log_init("test", LOG_LEVEL_ERROR);
