@@ -172,6 +172,30 @@ static void test_roster_reload_keeps_state(void **state)
         tfu_rmdir(dir);
 }
 
+/* fleetctl appends (token.created) through its own connection while fleetd runs */
+static void test_audit_two_writers(void **state)
+{
+        char *dir = tfu_tmpdir(), token[TOKEN_TEXT_LEN + 1], err[256];
+        struct store *a = NULL, *b = NULL;
+        uint64_t n = 0;
+
+        assert_int_equal(store_open(dir, &a), 0);
+        assert_int_equal(store_open(dir, &b), 0);
+        assert_int_equal(audit_append(a, false, "test.a", "1", "unit", NULL), 0);
+        assert_int_equal(store_token_create(b, "robot", token), 0);
+        assert_int_equal(audit_append(a, false, "test.a", "2", "unit", NULL), 0);
+        assert_int_equal(store_begin(a), 0);
+        assert_int_equal(audit_append(a, true, "test.a", "3", "unit", NULL), 0);
+        assert_int_equal(store_commit(a), 0);
+        assert_int_equal(store_token_revoke(b, "robot"), 0);
+        assert_int_equal(audit_append(a, false, "test.a", "4", "unit", NULL), 0);
+        assert_int_equal(audit_verify(b, &n, err, sizeof(err)), 0);
+        assert_int_equal(n, 6);
+        store_close(a);
+        store_close(b);
+        tfu_rmdir(dir);
+}
+
 static void test_plan_prune(void **state)
 {
         char *dir = tfu_tmpdir();
@@ -212,6 +236,7 @@ int main(void)
             cmocka_unit_test(test_restart_keeps_creation),
             cmocka_unit_test(test_roster_reload_keeps_state),
             cmocka_unit_test(test_plan_prune),
+            cmocka_unit_test(test_audit_two_writers),
         };
 
         log_init("test", LOG_LEVEL_ERROR);
