@@ -425,3 +425,17 @@ def test_openapi_document_is_consistent(fleet):
     for path, item in doc["paths"].items():
         for method, op in item.items():
             assert op["responses"], (path, method)
+
+
+def test_metrics_pass_promtool(fleet):
+    """promtool (Debian's prometheus package; set PROMTOOL to a binary extracted with dpkg-deb -x)
+    lints the exposition."""
+    import shutil
+    import subprocess
+    promtool = os.environ.get("PROMTOOL") or shutil.which("promtool")
+    if not promtool:
+        pytest.skip("promtool not installed (set PROMTOOL)")
+    fleet.hb(1)
+    body = fleet.request("GET", "/metrics")[2]
+    r = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True)
+    assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), r
