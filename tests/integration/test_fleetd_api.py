@@ -32,8 +32,9 @@ def schema(name):
 
 @pytest.fixture
 def fleet():
+    # a wide suspect window: the tick (every 250 ms) must see each state even on a loaded machine
     f = H.Fleetd(nodes=3, settings={"heartbeat_interval": "500ms", "suspect_after": "1s",
-                                    "evict_after": "1500ms"})
+                                    "evict_after": "2500ms"})
     f.start()
     yield f
     f.close()
