@@ -2,6 +2,7 @@
 #pragma once
 #include <jansson.h>
 #include <stdbool.h>
+#include <stddef.h>
 
 struct ctl {
         const char *url;       /* fleetd's REST API */
@@ -29,12 +30,17 @@ long ctl_call(struct ctl *c, const char *method, const char *path, json_t *body,
 /* Prints a problem+json answer as "fleetctl: TITLE (STATUS): DETAIL"; returns 1. */
 int ctl_problem(long status, json_t *answer);
 
+/* client_get.c */
+int ctl_get(struct ctl *c, const char *path, void (*show)(json_t *));
+json_t *ctl_row(int n, ...); /* a table row of n strings */
+int ctl_path_arg(struct ctl *c, const char *base, char *buf, size_t size);
+
 /* output.c */
 void ctl_table(const char *const *heads, size_t ncols, json_t *rows /* arrays of strings */);
 void ctl_print_json(json_t *o);
 const char *ctl_str(json_t *o, const char *key); /* a field as text ("-" when absent) */
 
-/* commands.c and local.c */
+/* cmd_*.c and local.c (token, audit verify) */
 int ctl_cmd_nodes(struct ctl *c);
 int ctl_cmd_vms(struct ctl *c);
 int ctl_cmd_plan(struct ctl *c);

@@ -56,11 +56,14 @@ int audit_load_head(struct store *s)
 static int audit_insert(struct store *s, const char *kind, const char *subject, const char *actor,
                         json_t *detail)
 {
-        uint64_t seq = s->last_seq + 1, now = clock_realtime_ms();
+        uint64_t seq, now = clock_realtime_ms();
         char hash[AUDIT_HASH_HEX + 1], *text;
         sqlite3_stmt *st = NULL;
-        int r;
+        int r = audit_load_head(s); /* fleetctl (another process) may have appended since */
 
+        if (r < 0)
+                return r;
+        seq = s->last_seq + 1;
         r = audit_hash(seq, now, kind, subject, actor, detail, s->last_hash, hash);
         if (r < 0)
                 return r;
@@ -103,15 +106,16 @@ int audit_append(struct store *s, bool in_tx, const char *kind, const char *subj
         }
         if (!detail)
                 detail = json_object();
-        if (!in_tx)
-                pthread_mutex_lock(&s->mu);
-        r = audit_insert(s, kind, subject ? subject : "", actor ? actor : "fleetd", detail);
-        if (!in_tx) {
-                /* a failed insert outside a transaction leaves the head as it was on disk */
-                if (r < 0)
-                        audit_load_head(s);
-                pthread_mutex_unlock(&s->mu);
+        /* a write transaction: the head read and the insert are atomic across processes */
+        if (!in_tx && store_begin(s) < 0) {
+                json_decref(detail);
+                return -EIO;
         }
+        r = audit_insert(s, kind, subject ? subject : "", actor ? actor : "fleetd", detail);
+        if (!in_tx && r == 0)
+                r = store_commit(s);
+        else if (!in_tx)
+                store_rollback(s);
         json_decref(detail);
         return r;
 }

@@ -181,9 +181,30 @@ const char *node_state_name(enum node_state s);
 const char *hb_drop_name(enum hb_drop d);
 
 /* liveness.c */
-enum node_state node_state_at(const struct fleet_node *n, const struct fleetd_config *cfg,
-                              uint64_t now_ms);
-uint64_t node_heartbeat_age(const struct fleet_node *n, uint64_t now_ms);
+static inline uint64_t node_heartbeat_age(const struct fleet_node *n, uint64_t now_ms)
+{
+        return now_ms > n->last_seen_ms ? now_ms - n->last_seen_ms : 0;
+}
+
+/* Silent for more than evict_after: evicted; more than suspect_after: suspect; heartbeats whose
+ * libvirt_age_ms is -1 or older than 3 intervals: unhealthy (a wedged vmhost); else alive. */
+static inline enum node_state node_state_at(const struct fleet_node *n,
+                                            const struct fleetd_config *cfg, uint64_t now_ms)
+{
+        uint64_t age;
+
+        if (!n->seen)
+                return NODE_UNSEEN;
+        age = node_heartbeat_age(n, now_ms);
+        if (age > cfg->evict_after_ms)
+                return NODE_EVICTED;
+        if (age > cfg->suspect_after_ms)
+                return NODE_SUSPECT;
+        if (n->hb_libvirt_age_ms < 0 ||
+            (uint64_t)n->hb_libvirt_age_ms > 3 * cfg->heartbeat_interval_ms)
+                return NODE_UNHEALTHY;
+        return NODE_ALIVE;
+}
 /* Logs and audits every node whose state changed since the last tick; returns how many. */
 unsigned liveness_tick(struct fleetd *f, uint64_t now_ms);
 
@@ -222,7 +243,10 @@ long placement_choose(const struct node_table *t, const struct fleetd_config *cf
 void placement_check_node(const struct fleet_node *n, const struct fleetd_config *cfg,
                           uint64_t memory_mib, uint64_t now_ms, struct plan_candidate *ret);
 const char *cand_verdict_reason(enum cand_verdict v);
-int64_t node_available_mib(const struct fleet_node *n);
+static inline int64_t node_available_mib(const struct fleet_node *n)
+{
+        return n->hb_avail_mib - (int64_t)n->reserved_mib;
+}
 int plan_request_parse(const char *body, size_t len, unsigned max_depth, struct plan_request *ret,
                        char *err, size_t errsize);
 bool entity_valid(const char *s);

@@ -1,5 +1,6 @@
-/* Liveness: a node's state is a pure function of its last heartbeat and "now" (so unit tests
- * drive it with a fake clock). Silent for more than suspect_after: suspect; more than
+/* Liveness: a node's state is a pure function of its last heartbeat and "now" (node_state_at,
+ * inline in fleetd.h because placement scans every node with it; unit tests drive it with a fake
+ * clock). Silent for more than suspect_after: suspect; more than
  * evict_after: evicted; heartbeats arriving but libvirt_age_ms older than 3 intervals (or no
  * libvirt call yet): unhealthy. The tick notices changes and logs and audits each one once. */
 #include <errno.h>
@@ -7,29 +8,6 @@
 
 #include "common/log.h"
 #include "fleetd/store.h"
-
-uint64_t node_heartbeat_age(const struct fleet_node *n, uint64_t now_ms)
-{
-        return now_ms > n->last_seen_ms ? now_ms - n->last_seen_ms : 0;
-}
-
-enum node_state node_state_at(const struct fleet_node *n, const struct fleetd_config *cfg,
-                              uint64_t now_ms)
-{
-        uint64_t age;
-
-        if (!n->seen)
-                return NODE_UNSEEN;
-        age = node_heartbeat_age(n, now_ms);
-        if (age > cfg->evict_after_ms)
-                return NODE_EVICTED;
-        if (age > cfg->suspect_after_ms)
-                return NODE_SUSPECT;
-        if (n->hb_libvirt_age_ms < 0 ||
-            (uint64_t)n->hb_libvirt_age_ms > 3 * cfg->heartbeat_interval_ms)
-                return NODE_UNHEALTHY;
-        return NODE_ALIVE;
-}
 
 struct liveness_event {
         uint32_t node;

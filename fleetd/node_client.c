@@ -74,6 +74,9 @@ static int node_client_call(void *ctx, const char *address, uint16_t port, const
         curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
         curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
         curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+        /* a peer whose tunnel is down should cost the dispatcher seconds, not the whole timeout */
+        curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS,
+                         (long)(timeout_ms < 3000 ? timeout_ms : 3000));
         curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
         curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http");
         curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);

@@ -27,11 +27,6 @@ const char *cand_verdict_reason(enum cand_verdict v)
         return cand_reasons[v];
 }
 
-int64_t node_available_mib(const struct fleet_node *n)
-{
-        return n->hb_avail_mib - (int64_t)n->reserved_mib;
-}
-
 void placement_check_node(const struct fleet_node *n, const struct fleetd_config *cfg,
                           uint64_t memory_mib, uint64_t now_ms, struct plan_candidate *c)
 {
@@ -61,6 +56,8 @@ long placement_choose(const struct node_table *t, const struct fleetd_config *cf
         for (size_t i = 0; i < t->roster->n_nodes; i++) {
                 struct plan_candidate *c = &cands[i];
 
+                if (i + 8 < t->roster->n_nodes) /* memory-bound: 10,000 nodes of 368 bytes */
+                        __builtin_prefetch(&t->nodes[i + 8]);
                 c->node = (uint32_t)i;
                 placement_check_node(&t->nodes[i], cfg, req->memory_mib, now_ms, c);
                 if (c->verdict != CAND_FITS)

@@ -41,41 +41,45 @@ static bool plan_id_valid(const char *id)
         return true;
 }
 
-static json_t *plan_candidate_json(const struct node_table *t, const struct plan_candidate *c)
-{
-        const struct fleet_node *n = &t->nodes[c->node];
+/* A candidate with what its JSON needs, copied under f->lock so that the (large) answer is built
+ * and stored without holding it: heartbeats keep flowing while a 10,000-node plan is written. */
+struct plan_cand {
+        struct plan_candidate c;
+        bool seen;
+        char id[NODE_ID_MAX + 1];
+};
 
-        return json_pack("{s:s, s:s, s:I, s:I, s:o, s:b, s:s, s:s}", "node_id", n->rn->id, "state",
+static json_t *plan_candidate_json(const struct plan_cand *x)
+{
+        const struct plan_candidate *c = &x->c;
+
+        return json_pack("{s:s, s:s, s:I, s:I, s:o, s:b, s:s, s:s}", "node_id", x->id, "state",
                          node_state_name(c->state), "available_mib", (json_int_t)c->available_mib,
                          "left_after_mib", (json_int_t)c->left_mib, "heartbeat_age_ms",
-                         n->seen ? json_integer((json_int_t)c->heartbeat_age_ms) : json_null(),
+                         x->seen ? json_integer((json_int_t)c->heartbeat_age_ms) : json_null(),
                          "chosen", c->verdict == CAND_CHOSEN, "verdict",
                          c->verdict == CAND_CHOSEN || c->verdict == CAND_FITS ? "fits" : "refused",
                          "reason", cand_verdict_reason(c->verdict));
 }
 
-static const struct node_table *plan_sort_table;
-
-static int plan_candidate_cmp(const void *a, const void *b)
+static int plan_cand_cmp(const void *a, const void *b)
 {
-        const struct plan_candidate *x = a, *y = b;
+        const struct plan_cand *x = a, *y = b;
 
-        if (x->verdict != y->verdict)
-                return (int)x->verdict - (int)y->verdict;
-        if (x->available_mib != y->available_mib)
-                return x->available_mib > y->available_mib ? -1 : 1;
-        return strcmp(plan_sort_table->nodes[x->node].rn->id,
-                      plan_sort_table->nodes[y->node].rn->id);
+        if (x->c.verdict != y->c.verdict)
+                return (int)x->c.verdict - (int)y->c.verdict;
+        if (x->c.available_mib != y->c.available_mib)
+                return x->c.available_mib > y->c.available_mib ? -1 : 1;
+        return strcmp(x->id, y->id);
 }
 
-static json_t *plan_candidates_json(const struct node_table *t, struct plan_candidate *c, size_t n)
+static json_t *plan_candidates_json(struct plan_cand *c, size_t n)
 {
         json_t *a = json_array();
 
-        plan_sort_table = t; /* under f->lock: one sort at a time */
-        qsort(c, n, sizeof(*c), plan_candidate_cmp);
+        qsort(c, n, sizeof(*c), plan_cand_cmp);
         for (size_t i = 0; i < n; i++)
-                json_array_append_new(a, plan_candidate_json(t, &c[i]));
+                json_array_append_new(a, plan_candidate_json(&c[i]));
         return a;
 }
 
@@ -99,39 +103,57 @@ static json_t *plan_body(struct fleetd *f, const struct plan_row *p, json_t *can
                          "candidates", cands, "vm_id");
 }
 
-/* Called with f->lock held. */
-static void plans_quote(struct fleetd *f, const struct plan_request *req, const char *actor,
-                        struct plan_outcome *o)
+/* Under f->lock: the choice, and a copy of every candidate; returns the chosen index or -1
+ * (-2 when out of memory). */
+static long plans_choose(struct fleetd *f, const struct plan_request *req, struct plan_cand **ret,
+                         size_t *ret_n, char chosen[NODE_ID_MAX + 1])
 {
         size_t n = f->table.roster->n_nodes;
         struct plan_candidate *c = calloc(n ? n : 1, sizeof(*c));
-        struct plan_row p = {.req = *req};
-        uint8_t raw[PLAN_ID_LEN / 2];
+        struct plan_cand *x = calloc(n ? n : 1, sizeof(*x));
         long best;
 
-        if (!c) {
-                plan_fail(o, 500, "out-of-memory", "cannot allocate %zu candidates", n);
-                return;
+        if (!c || !x) {
+                free(c);
+                free(x);
+                return -2;
         }
         best = placement_choose(&f->table, &f->cfg, req, clock_monotonic_ms(), c);
-        if (best < 0) {
-                f->metrics.plans_rejected++;
+        for (size_t i = 0; i < n; i++) {
+                x[i].c = c[i];
+                x[i].seen = f->table.nodes[c[i].node].seen;
+                memcpy(x[i].id, f->table.roster->nodes[c[i].node].id, sizeof(x[i].id));
+        }
+        if (best >= 0)
+                memcpy(chosen, f->table.roster->nodes[best].id, NODE_ID_MAX + 1);
+        free(c);
+        *ret = x;
+        *ret_n = n;
+        return best;
+}
+
+/* Without f->lock: writes the plan (or the refusal) and records it. */
+static void plans_quote(struct fleetd *f, const struct plan_request *req, const char *actor,
+                        struct plan_cand *c, size_t n, const char *chosen, struct plan_outcome *o)
+{
+        struct plan_row p = {.req = *req};
+        uint8_t raw[PLAN_ID_LEN / 2];
+
+        if (!chosen) {
                 plan_fail(o, 422, "no-node-fits",
                           "no node can hold %llu MiB with a safety margin of %llu MiB",
                           (unsigned long long)req->memory_mib,
                           (unsigned long long)f->cfg.safety_margin_mib);
-                o->body = json_pack("{s:o}", "candidates", plan_candidates_json(&f->table, c, n));
-                free(c);
+                o->body = json_pack("{s:o}", "candidates", plan_candidates_json(c, n));
                 return;
         }
         randombytes_buf(raw, sizeof(raw));
         sodium_bin2hex(p.id, sizeof(p.id), raw, sizeof(raw));
-        snprintf(p.node_id, sizeof(p.node_id), "%s", f->table.roster->nodes[best].id);
+        snprintf(p.node_id, sizeof(p.node_id), "%s", chosen);
         snprintf(p.state, sizeof(p.state), "open");
         p.created_ms = clock_realtime_ms();
         p.expires_ms = p.created_ms + f->cfg.plan_ttl_ms;
-        o->body = plan_body(f, &p, plan_candidates_json(&f->table, c, n));
-        free(c);
+        o->body = plan_body(f, &p, plan_candidates_json(c, n));
         p.body = json_dumps(o->body, JSON_COMPACT);
         if (!p.body || store_plan_insert(f->store, &p) < 0 ||
             audit_append(f->store, false, "plan.created", p.id, actor,
@@ -141,8 +163,9 @@ static void plans_quote(struct fleetd *f, const struct plan_request *req, const 
                 o->body = NULL;
                 plan_fail(o, 500, "store-failed", "cannot record the plan");
         } else {
-                f->metrics.plans_created++;
                 o->status = 201;
+                /* a 10,000-node plan is 2 MB: keep old unconfirmed ones' rows, not their lists */
+                store_plan_prune(f->store, p.created_ms - 24 * 3600 * 1000);
         }
         free(p.body);
 }
@@ -150,19 +173,32 @@ static void plans_quote(struct fleetd *f, const struct plan_request *req, const 
 void plans_create(struct fleetd *f, const struct plan_request *req, const char *actor,
                   struct plan_outcome *o)
 {
+        char chosen[NODE_ID_MAX + 1] = "";
+        struct plan_cand *c = NULL;
         struct fleet_vm *vm;
+        long best = -1;
+        size_t n = 0;
 
         memset(o, 0, sizeof(*o));
         pthread_mutex_lock(&f->lock);
         vm = vm_table_find_entity(f, req->entity);
-        if (vm) {
-                f->metrics.plans_rejected++;
+        if (vm)
                 plan_fail(o, 409, "entity-has-vm",
                           "entity '%s' already has Totebox VM '%s' on node '%s'", req->entity,
                           vm->id, vm->node_id);
-        } else {
-                plans_quote(f, req, actor, o);
-        }
+        else
+                best = plans_choose(f, req, &c, &n, chosen);
+        pthread_mutex_unlock(&f->lock);
+        if (best == -2)
+                plan_fail(o, 500, "out-of-memory", "cannot allocate the candidates");
+        else if (!vm)
+                plans_quote(f, req, actor, c, n, best >= 0 ? chosen : NULL, o);
+        free(c);
+        pthread_mutex_lock(&f->lock);
+        if (o->status == 201)
+                f->metrics.plans_created++;
+        else
+                f->metrics.plans_rejected++;
         pthread_mutex_unlock(&f->lock);
 }
 
@@ -363,6 +399,13 @@ void plans_get(struct fleetd *f, const char *plan_id, struct plan_outcome *o)
                 return;
         }
         body = json_loads(p.body, 0, NULL);
+        if (body && !json_object_get(body, "id")) { /* pruned: the row without its candidates */
+                json_decref(body);
+                body = json_pack("{s:s, s:o, s:s, s:I, s:s}", "id", p.id, "request",
+                                 plan_request_json(&p.req), "node_id", p.node_id, "expires_ms",
+                                 (json_int_t)p.expires_ms, "note",
+                                 "expired more than a day ago; its candidate list was dropped");
+        }
         if (body) {
                 if (strcmp(p.state, "open") == 0 && clock_realtime_ms() > p.expires_ms)
                         snprintf(p.state, sizeof(p.state), "expired");

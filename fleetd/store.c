@@ -225,6 +225,21 @@ int store_plan_set_state(struct store *s, const char *id, const char *state, con
                                              "ttt", state, vm_id ? vm_id : "", id));
 }
 
+int store_plan_prune(struct store *s, uint64_t before_ms)
+{
+        int r;
+
+        pthread_mutex_lock(&s->mu);
+        r = store_step_done(store_prepare(s,
+                                          "UPDATE plans SET body = '{}' WHERE state != 'confirmed'"
+                                          " AND expires_ms < ? AND body != '{}'",
+                                          "i", before_ms));
+        if (r == 0)
+                r = sqlite3_changes(s->db);
+        pthread_mutex_unlock(&s->mu);
+        return r;
+}
+
 void plan_row_done(struct plan_row *p)
 {
         if (!p)
@@ -352,15 +367,19 @@ int store_token_create(struct store *s, const char *name, char ret_token[TOKEN_T
                           sodium_base64_VARIANT_URLSAFE_NO_PADDING);
         sodium_memzero(raw, sizeof(raw));
         token_hash_hex(token, hash);
-        pthread_mutex_lock(&s->mu);
+        if (store_begin(s) < 0)
+                return -EIO;
         r = store_step_done(store_prepare(
             s, "INSERT INTO tokens(name, hash, created_ms, revoked_ms) VALUES (?,?,?,NULL)", "tti",
             name, hash, clock_realtime_ms()));
-        pthread_mutex_unlock(&s->mu);
-        if (r == 0) {
+        if (r == 0)
+                r = audit_append(s, true, "token.created", name, "cli", NULL);
+        if (r == 0)
+                r = store_commit(s);
+        else
+                store_rollback(s);
+        if (r == 0)
                 memcpy(ret_token, token, TOKEN_TEXT_LEN + 1);
-                audit_append(s, false, "token.created", name, "cli", NULL);
-        }
         sodium_memzero(token, sizeof(token));
         return r;
 }
@@ -369,15 +388,19 @@ int store_token_revoke(struct store *s, const char *name)
 {
         int r;
 
-        pthread_mutex_lock(&s->mu);
+        if (store_begin(s) < 0)
+                return -EIO;
         r = store_step_done(store_prepare(
             s, "UPDATE tokens SET revoked_ms = ? WHERE name = ? AND revoked_ms IS NULL", "it",
             clock_realtime_ms(), name));
         if (r == 0 && sqlite3_changes(s->db) == 0)
                 r = -ENOENT;
-        pthread_mutex_unlock(&s->mu);
         if (r == 0)
-                audit_append(s, false, "token.revoked", name, "cli", NULL);
+                r = audit_append(s, true, "token.revoked", name, "cli", NULL);
+        if (r == 0)
+                r = store_commit(s);
+        else
+                store_rollback(s);
         return r;
 }
 

@@ -46,6 +46,9 @@ int store_plan_insert(struct store *s, const struct plan_row *p);
 int store_plan_get(struct store *s, const char *id, struct plan_row *ret);
 int store_plan_set_state(struct store *s, const char *id, const char *state, const char *vm_id);
 void plan_row_done(struct plan_row *p);
+/* Drops the stored answers (candidate lists) of plans never confirmed that expired before
+ * before_ms; their rows stay. Returns how many. */
+int store_plan_prune(struct store *s, uint64_t before_ms);
 
 /* VMs. */
 int store_vm_insert(struct store *s, const struct fleet_vm *vm);

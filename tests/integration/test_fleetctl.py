@@ -71,6 +71,20 @@ def test_fleetctl_end_to_end():
         assert f.ctl("token", "revoke", "robot", check=False).returncode == 1
 
 
+def test_fleetctl_and_fleetd_share_the_audit_chain():
+    with H.Fleetd(nodes=1) as f:
+        f.hb(1)
+        f.wait(lambda: f.node("n1")["state"] == "alive")
+        f.ctl("token", "create", "other")  # appended by fleetctl's own process
+        _, plan = f.json("POST", "/v1/plans", {"entity": "acme", "memory_mib": 1024, "vcpus": 1,
+                                                "image": "base", "vault_disk_mib": 64}, expect=201)
+        f.ctl("token", "revoke", "other")
+        f.json("DELETE", "/v1/plans/" + plan["id"], expect=200)
+        kinds = [e["kind"] for e in f.audit()]
+        assert kinds[-4:] == ["token.created", "plan.created", "token.revoked", "plan.dropped"]
+        assert "intact" in f.ctl("audit", "verify").stdout
+
+
 def test_audit_verify_catches_rewrite():
     f = H.Fleetd(nodes=1)
     try:

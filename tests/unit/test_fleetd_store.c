@@ -172,6 +172,61 @@ static void test_roster_reload_keeps_state(void **state)
         tfu_rmdir(dir);
 }
 
+/* fleetctl appends (token.created) through its own connection while fleetd runs */
+static void test_audit_two_writers(void **state)
+{
+        char *dir = tfu_tmpdir(), token[TOKEN_TEXT_LEN + 1], err[256];
+        struct store *a = NULL, *b = NULL;
+        uint64_t n = 0;
+
+        assert_int_equal(store_open(dir, &a), 0);
+        assert_int_equal(store_open(dir, &b), 0);
+        assert_int_equal(audit_append(a, false, "test.a", "1", "unit", NULL), 0);
+        assert_int_equal(store_token_create(b, "robot", token), 0);
+        assert_int_equal(audit_append(a, false, "test.a", "2", "unit", NULL), 0);
+        assert_int_equal(store_begin(a), 0);
+        assert_int_equal(audit_append(a, true, "test.a", "3", "unit", NULL), 0);
+        assert_int_equal(store_commit(a), 0);
+        assert_int_equal(store_token_revoke(b, "robot"), 0);
+        assert_int_equal(audit_append(a, false, "test.a", "4", "unit", NULL), 0);
+        assert_int_equal(audit_verify(b, &n, err, sizeof(err)), 0);
+        assert_int_equal(n, 6);
+        store_close(a);
+        store_close(b);
+        tfu_rmdir(dir);
+}
+
+static void test_plan_prune(void **state)
+{
+        char *dir = tfu_tmpdir();
+        struct store *s = NULL;
+        struct plan_row old = {.id = "00000000000000000000000000000001",
+                               .node_id = "n1",
+                               .state = "open",
+                               .created_ms = 1,
+                               .expires_ms = 2,
+                               .body = "{\"id\":\"x\",\"candidates\":[1,2,3]}"};
+        struct plan_row kept = old, conf = old, got = {{0}};
+
+        snprintf(kept.id, sizeof(kept.id), "00000000000000000000000000000002");
+        kept.expires_ms = 5000;
+        snprintf(conf.id, sizeof(conf.id), "00000000000000000000000000000003");
+        snprintf(conf.state, sizeof(conf.state), "confirmed");
+        assert_int_equal(store_open(dir, &s), 0);
+        assert_int_equal(store_plan_insert(s, &old), 0);
+        assert_int_equal(store_plan_insert(s, &kept), 0);
+        assert_int_equal(store_plan_insert(s, &conf), 0);
+        assert_int_equal(store_plan_prune(s, 1000), 1);
+        assert_int_equal(store_plan_get(s, old.id, &got), 0);
+        assert_string_equal(got.body, "{}");
+        plan_row_done(&got);
+        assert_int_equal(store_plan_get(s, conf.id, &got), 0);
+        assert_non_null(strstr(got.body, "candidates"));
+        plan_row_done(&got);
+        store_close(s);
+        tfu_rmdir(dir);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -180,6 +235,8 @@ int main(void)
             cmocka_unit_test(test_tokens),
             cmocka_unit_test(test_restart_keeps_creation),
             cmocka_unit_test(test_roster_reload_keeps_state),
+            cmocka_unit_test(test_plan_prune),
+            cmocka_unit_test(test_audit_two_writers),
         };
 
         log_init("test", LOG_LEVEL_ERROR);

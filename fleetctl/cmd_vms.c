@@ -1,0 +1,65 @@
+/* fleetctl vms [ID], and the lifecycle verbs suspend / resume / archive VM. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fleetctl/fleetctl.h"
+
+static void ctl_show_vms(json_t *a)
+{
+        static const char *const h[] = {"ID",        "ENTITY", "NODE",      "STATUS",
+                                        "LIFECYCLE", "STATE",  "INTEGRITY", "REASON"};
+        json_t *vms = json_object_get(a, "vms"), *rows = json_array(), *v;
+        size_t i;
+
+        if (!vms)
+                vms = json_pack("[O]", a);
+        else
+                json_incref(vms);
+        json_array_foreach(vms, i, v) json_array_append_new(
+            rows,
+            ctl_row(8, ctl_str(v, "id"), ctl_str(v, "entity"), ctl_str(v, "node_id"),
+                    ctl_str(v, "status"), ctl_str(v, "lifecycle"), ctl_str(v, "state"),
+                    ctl_str(json_object_get(v, "integrity"), "status"), ctl_str(v, "reason")));
+        ctl_table(h, 8, rows);
+        json_decref(rows);
+        json_decref(vms);
+}
+
+int ctl_cmd_vms(struct ctl *c)
+{
+        char path[256];
+
+        return ctl_path_arg(c, "/v1/vms", path, sizeof(path)) < 0 ? 2
+                                                                  : ctl_get(c, path, ctl_show_vms);
+}
+
+int ctl_cmd_verb(struct ctl *c)
+{
+        char path[256], base[64];
+        json_t *a = NULL;
+        long st;
+
+        /* argv[-1] is the verb itself: main passes "suspend VM" as the command and its argument */
+        if (c->argc != 1) {
+                fprintf(stderr, "fleetctl: %s needs a VM id\n", c->argv[-1]);
+                return 2;
+        }
+        snprintf(base, sizeof(base), "/v1/vms");
+        if (ctl_path_arg(c, base, path, sizeof(path)) < 0)
+                return 2;
+        strncat(path, "/", sizeof(path) - strlen(path) - 1);
+        strncat(path, c->argv[-1], sizeof(path) - strlen(path) - 1);
+        st = ctl_call(c, "POST", path, NULL, &a);
+        if (st < 0)
+                return 3;
+        if (st != 200)
+                ctl_problem(st, a);
+        else if (c->json)
+                ctl_print_json(a);
+        else
+                printf("VM '%s' is now '%s'\n", ctl_str(a, "id"), ctl_str(a, "lifecycle"));
+        json_decref(a);
+        return st == 200 ? 0 : 1;
+}
