@@ -39,7 +39,7 @@ STAND_IN_AGENT = r"""
 int main(int argc, char **argv) {
   const char *port = "/dev/virtio-ports/org.totebox.agent.0";
   if (argc > 1 && strcmp(argv[1], "--version") == 0) { puts("totebox-agent-stand-in 0.0.0"); return 0; }
-  for (int i = 1; i + 1 < argc; i++) if (strcmp(argv[i], "--port") == 0) port = argv[i + 1];
+  for (int i = 1; i + 1 < argc; i++) if (strcmp(argv[i], "--channel") == 0) port = argv[i + 1];
   int fd = open(port, O_RDWR | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) { perror(port); return 1; }
   char line[512];
