@@ -217,7 +217,7 @@ def test_boot_with_vault_and_agent_reports(work, totebox_image, agent):
         "-nodefaults", "-display", "none", "-no-reboot", "-nic", "none", "-serial", "file:" + console,
         "-drive", f"file={osdisk},if=none,id=os,format=qcow2", "-device", "virtio-blk-pci,drive=os,bootindex=0",
         "-drive", f"file={vault},if=none,id=vault,format=raw",
-        "-device", "virtio-blk-pci,drive=vault,serial=totebox-vault",
+        "-device", "virtio-blk-pci,drive=vault,serial=vault",
         "-drive", f"file={d}/seed.iso,if=none,id=seed,format=raw,readonly=on", "-device", "virtio-blk-pci,drive=seed",
         "-device", "virtio-serial-pci", "-chardev", f"socket,id=agent,path={sock},server=on,wait=off",
         "-device", "virtserialport,chardev=agent,name=org.totebox.agent.0", "-device", "virtio-rng-pci"],
