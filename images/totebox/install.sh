@@ -48,10 +48,15 @@ say "ok step $step"
 step=verify
 # The units must load on this image's own systemd; warnings are shown, errors fail the build.
 if command -v systemd-analyze >/dev/null; then
+  # Only complaints about our own units fail the build: verify also loads their dependencies,
+  # and an image's other units may draw warnings that are not ours to fix.
+  rc=0
   out=$(systemd-analyze verify /etc/systemd/system/totebox-agent.service \
-    /etc/systemd/system/vault.mount /etc/systemd/system/totebox-vault-format.service 2>&1) ||
-    { say "systemd-analyze verify: $out"; exit 1; }
+    /etc/systemd/system/vault.mount /etc/systemd/system/totebox-vault-format.service 2>&1) || rc=$?
   [ -z "$out" ] || say "systemd-analyze verify says: $out"
+  if [ "$rc" -ne 0 ] && printf '%s' "$out" | grep -qE '(totebox-agent|totebox-vault-format)\.service|vault\.mount'; then
+    exit 1
+  fi
   score=$(systemd-analyze security totebox-agent.service 2>/dev/null | sed -n 's/.*Overall exposure level for [^:]*: //p')
   say "unit exposure: ${score:-unknown}"
 fi

@@ -39,7 +39,7 @@ STAND_IN_AGENT = r"""
 int main(int argc, char **argv) {
   const char *port = "/dev/virtio-ports/org.totebox.agent.0";
   if (argc > 1 && strcmp(argv[1], "--version") == 0) { puts("totebox-agent-stand-in 0.0.0"); return 0; }
-  for (int i = 1; i + 1 < argc; i++) if (strcmp(argv[i], "--port") == 0) port = argv[i + 1];
+  for (int i = 1; i + 1 < argc; i++) if (strcmp(argv[i], "--channel") == 0) port = argv[i + 1];
   int fd = open(port, O_RDWR | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) { perror(port); return 1; }
   char line[512];
@@ -217,7 +217,7 @@ def test_boot_with_vault_and_agent_reports(work, totebox_image, agent):
         "-nodefaults", "-display", "none", "-no-reboot", "-nic", "none", "-serial", "file:" + console,
         "-drive", f"file={osdisk},if=none,id=os,format=qcow2", "-device", "virtio-blk-pci,drive=os,bootindex=0",
         "-drive", f"file={vault},if=none,id=vault,format=raw",
-        "-device", "virtio-blk-pci,drive=vault,serial=totebox-vault",
+        "-device", "virtio-blk-pci,drive=vault,serial=vault",
         "-drive", f"file={d}/seed.iso,if=none,id=seed,format=raw,readonly=on", "-device", "virtio-blk-pci,drive=seed",
         "-device", "virtio-serial-pci", "-chardev", f"socket,id=agent,path={sock},server=on,wait=off",
         "-device", "virtserialport,chardev=agent,name=org.totebox.agent.0", "-device", "virtio-rng-pci"],
