@@ -77,8 +77,10 @@ int images_start(struct vmhost *vh)
 {
         virConnectPtr c = vh->conn;
         char path[4200];
-        int r = 0;
+        int r = images_prepare_dirs(vh);
 
+        if (r < 0)
+                return r;
         snprintf(path, sizeof(path), "%s/vms", vh->cfg.state_dir);
         r = images_pool(c, VMHOST_POOL_VMS, path);
         snprintf(path, sizeof(path), "%s/images", vh->cfg.state_dir);
