@@ -253,9 +253,11 @@ int cpace_start(struct cpace_ctx *c, enum cpace_role role, const uint8_t *prs, s
         if (ret < 0)
                 goto cleanup;
         c->role = role;
-        memcpy(c->own_ad, ad, ad_len);
+        if (ad_len) /* ad may be NULL when empty; memcpy(dst, NULL, 0) is undefined */
+                memcpy(c->own_ad, ad, ad_len);
         c->own_ad_len = ad_len;
-        memcpy(c->sid, sid, sid_len);
+        if (sid_len)
+                memcpy(c->sid, sid, sid_len);
         c->sid_len = sid_len;
         c->started = true;
         memcpy(ret_point, c->own_point, CPACE_POINT_LEN);

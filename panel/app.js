@@ -8,11 +8,14 @@ const $ = (sel) => document.querySelector(sel);
 let token = sessionStorage.getItem("totebox-token") || "";
 let currentPlan = null;
 let timer = null;
+let auditEntries = [];   /* the audit record read so far, oldest first */
+let auditAfter = 0;      /* the last sequence number read (GET /v1/audit?after=N) */
 
 class ApiError extends Error {
   constructor(status, problem) {
     super((problem && (problem.detail || problem.title)) || `HTTP ${status}`);
     this.status = status;
+    this.problem = problem || {};
   }
 }
 
@@ -92,40 +95,53 @@ function renderVms(vms) {
 }
 
 function auditClass(e) {
-  const kind = `${e.kind || e.type || e.event || ""}`;
-  if (/mismatch|integrity/.test(kind)) return "highlight-mismatch";
-  if (/evict/.test(kind) || /evicted/.test(`${e.detail || ""}`)) return "highlight-eviction";
+  const text = `${e.kind} ${JSON.stringify(e.detail || {})}`;
+  if (/mismatch/.test(text)) return "highlight-mismatch";
+  if (/evict/.test(text)) return "highlight-eviction";
   return "";
 }
 
-function renderAudit(entries) {
-  const recent = entries.slice(-100).reverse();
-  fill($("#audit tbody"), recent.map((e) => el("tr", { class: auditClass(e) },
-    el("td", {}, e.seq ?? e.id ?? ""),
-    el("td", {}, e.time || e.at || ""),
-    el("td", {}, e.kind || e.type || e.event || ""),
-    el("td", {}, e.subject || e.vm || e.node || ""),
-    el("td", {}, typeof e.detail === "string" ? e.detail : JSON.stringify(e.detail ?? "")))));
+function auditDetail(d) {
+  if (typeof d === "string") return d;
+  return Object.entries(d || {}).map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`).join(" ");
+}
+
+/* Reads the audit record forward from the last entry seen; shows the newest 200. */
+async function refreshAudit() {
+  for (let page = 0; page < 20; page++) {
+    const r = await api("GET", `/v1/audit?after=${auditAfter}`);
+    const entries = r.entries || [];
+    if (!entries.length) break;
+    auditEntries.push(...entries);
+    auditAfter = r.next_after;
+  }
+  auditEntries = auditEntries.slice(-200);
+  fill($("#audit tbody"), auditEntries.slice().reverse().map((e) => el("tr", { class: auditClass(e), "data-kind": e.kind },
+    el("td", {}, e.seq),
+    el("td", {}, e.time),
+    el("td", {}, e.kind),
+    el("td", {}, e.subject),
+    el("td", {}, auditDetail(e.detail)))));
 }
 
 function renderHealth(h) {
   const b = $("#fleet-health");
-  const integrity = h && (h.integrity || (h.fleet && h.fleet.integrity));
-  const bad = integrity && integrity !== "ok";
-  b.textContent = bad ? `integrity: ${integrity}` : "integrity: ok";
+  const integrity = h && h.integrity ? h.integrity.status : "unknown";
+  const bad = integrity !== "ok";
+  const n = h && h.integrity ? (h.integrity.mismatched_vms || []).length : 0;
+  b.textContent = bad ? `integrity: ${integrity}${n ? ` (${n} VM${n > 1 ? "s" : ""})` : ""}` : "integrity: ok";
   b.className = `badge ${bad ? "bad" : "ok"}`;
 }
 
 async function refresh() {
   clearTimeout(timer);
   try {
-    const [nodes, vms, audit, health] = await Promise.all([
-      api("GET", "/v1/nodes"), api("GET", "/v1/vms"), api("GET", "/v1/audit"),
-      api("GET", "/v1/health").catch(() => null)]);
+    const [nodes, vms, health] = await Promise.all([
+      api("GET", "/v1/nodes"), api("GET", "/v1/vms"), api("GET", "/v1/health")]);
     renderNodes(nodes.nodes || []);
     renderVms(vms.vms || []);
-    renderAudit(audit.entries || audit.audit || []);
     renderHealth(health);
+    await refreshAudit();
     $("#updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
   } catch (e) {
     if (e.status === 401) return showLogin("The token was refused; log in again.");
@@ -134,22 +150,20 @@ async function refresh() {
   timer = setTimeout(refresh, REFRESH_MS);
 }
 
-function renderPlan(plan) {
-  currentPlan = plan;
-  const chosen = plan.node || plan.chosen_node || plan.node_id;
+/* A plan (or, when no node fits, the refusal with its candidates) with every candidate's reason. */
+function renderPlan(plan, refusal) {
+  currentPlan = refusal ? null : plan;
+  const chosen = refusal ? null : plan.node_id;
   $("#plan").hidden = false;
   $("#plan-id").textContent = plan.id || "";
   $("#plan-summary").textContent = chosen
-    ? `Chosen node: ${chosen}. Expires ${plan.expires_at || "soon"}.`
-    : `No node fits: ${plan.reason || "see the candidates below"}.`;
-  fill($("#candidates tbody"), (plan.candidates || []).map((c) => {
-    const id = c.node || c.node_id || c.id;
-    return el("tr", { class: id === chosen ? "chosen" : "" },
-      el("td", {}, id === chosen ? `${id} ✔` : id),
-      el("td", {}, mib(c.available_mib ?? c.mem_available_mib)),
-      el("td", {}, age(c.heartbeat_age_ms)),
-      el("td", {}, c.reason || c.verdict || ""));
-  }));
+    ? `Chosen node: ${chosen}. The plan expires at ${plan.expires_at}.`
+    : `No node fits: ${refusal}`;
+  fill($("#candidates tbody"), (plan.candidates || []).map((c) => el("tr", { class: c.chosen ? "chosen" : "", "data-candidate": c.node_id },
+    el("td", {}, c.chosen ? `${c.node_id} ✔ chosen` : c.node_id),
+    el("td", {}, `${mib(c.available_mib)} (${mib(c.left_after_mib)} left after)`),
+    el("td", {}, age(c.heartbeat_age_ms)),
+    el("td", {}, `${c.verdict}: ${c.reason}`))));
   $("#plan-margin").textContent = `Safety margin: ${mib(plan.safety_margin_mib)} must stay available after the VM.`;
   $("#plan-ack").checked = false;
   $("#plan-ack").disabled = !chosen;
@@ -162,7 +176,12 @@ async function submitPlan(ev) {
   const body = {};
   for (const [k, v] of f.entries()) body[k] = ["entity", "image"].includes(k) ? v : Number(v);
   $("#create-error").textContent = "";
-  try { renderPlan(await api("POST", "/v1/plans", body)); } catch (e) { $("#create-error").textContent = e.message; }
+  try {
+    renderPlan(await api("POST", "/v1/plans", body));
+  } catch (e) {
+    if (e.problem.candidates) renderPlan(e.problem, e.message);
+    else $("#create-error").textContent = e.message;
+  }
 }
 
 async function confirmPlan() {

@@ -1,0 +1,224 @@
+/* totebox-agent's internal API: the vault (skeleton, key, state), the ledger (JSON Lines, one
+ * entry per sealed record), sealing, full verification, the host channel and reports. One file
+ * per concern; see docs/agent.md for the formats and the design. */
+#pragma once
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/config.h"
+#include "common/merkle.h"
+#include "common/sth.h"
+
+#define AGENT_HASH_LEN        32   /* BLAKE2b-256 content hash, as `b2sum -l 256` */
+#define LEDGER_LINE_MAX       1024 /* longest ledger line accepted */
+#define LEDGER_PATH_MAX       240  /* "assets/" + sequence + sanitized name */
+#define LEDGER_FILE           "ledger.jsonl"
+#define AGENT_STATE_DIR       ".totebox-agent"
+#define AGENT_MISMATCH_MAX    10000 /* kept in memory; the rest are only counted */
+#define AGENT_REPORT_MISMATCH 48    /* sent in one report line (65536 bytes at most) */
+#define CHANNEL_LINE_MAX      65536
+#define CHANNEL_ID_MAX        128
+
+/* ---- configuration (config.c) ---- */
+struct agent_config {
+        char vault_dir[4096];
+        char channel[4096];
+        char key_file[4096];
+        char vault_id[128];
+        uint64_t verify_interval_ms;
+        uint64_t scan_interval_ms;
+        uint64_t verify_threads;
+        uint64_t queue_max;
+        uint64_t max_record_bytes;
+        char log_level[16];
+};
+extern const struct config_key agent_config_table[];
+
+/* ---- mismatches (mismatch.c) ---- */
+struct mismatch {
+        const char *kind; /* one of the contract's kinds, a string literal */
+        char path[LEDGER_PATH_MAX + 16];
+        char detail[256];
+};
+
+struct mismatch_list {
+        struct mismatch *items;
+        size_t n, cap;
+        uint64_t total; /* including those beyond AGENT_MISMATCH_MAX */
+};
+
+void mismatch_list_init(struct mismatch_list *l);
+void mismatch_list_done(struct mismatch_list *l);
+void mismatch_list_clear(struct mismatch_list *l);
+void mismatch_add(struct mismatch_list *l, const char *kind, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+size_t mismatch_count_kind(const struct mismatch_list *l, const char *kind);
+bool mismatch_has_ledger_kind(const struct mismatch_list *l);
+
+/* ---- ledger entries and the ledger file (ledger.c) ---- */
+enum ledger_protect { LEDGER_PROTECT_IMMUTABLE, LEDGER_PROTECT_READ_ONLY };
+
+struct ledger_entry {
+        uint64_t seq;
+        char time[40];
+        char path[LEDGER_PATH_MAX + 1];
+        uint64_t size;
+        uint8_t hash[AGENT_HASH_LEN];
+        uint64_t supersedes; /* 0 when none */
+        enum ledger_protect protect;
+        uint8_t prev[32]; /* SHA-256 of the previous line's bytes; zeros for the first */
+};
+
+/* Parses one line (without its newline). 0, or -EINVAL with err naming the field. */
+int ledger_entry_parse(const char *line, size_t len, struct ledger_entry *ret, char *err,
+                       size_t errlen);
+/* Formats e canonically (no newline) into buf; returns the length or -ENOSPC. */
+int ledger_entry_format(const struct ledger_entry *e, char *buf, size_t size);
+void ledger_line_hash(const char *line, size_t len, uint8_t ret[32]);
+/* Asset paths are "assets/NAME" with NAME of [A-Za-z0-9._-], no leading dot. */
+bool ledger_path_valid(const char *path);
+
+struct ledger {
+        struct ledger_entry *entries; /* parsed lines (a bad line: seq 0); NULL when seq_only */
+        uint64_t *seqs;               /* seq_only: just the sequence numbers */
+        bool seq_only;                /* the daemon's copy: leaves and seqs, no entries */
+        merkle_hash *leaves;          /* one per line, over the line's exact bytes */
+        size_t n, cap;
+        struct merkle_frontier frontier;
+        uint8_t last_line_hash[32];
+        uint64_t next_seq; /* one above the highest sequence seen */
+        uint64_t bytes;    /* sum of recorded sizes */
+        bool ends_clean;   /* empty or ends with a newline */
+        bool exists;
+};
+
+void ledger_init(struct ledger *l);
+uint64_t ledger_seq_at(const struct ledger *l, size_t i);
+void ledger_done(struct ledger *l);
+/* Reads the ledger file at path. Structural problems become mismatches (edited, deleted,
+ * reordered, truncated); only an unreadable file is an error (-errno). */
+int ledger_load(struct ledger *l, const char *path, struct mismatch_list *mm);
+/* Adds one formatted line (already written to disk) to the in-memory ledger: O(log n). */
+int ledger_push(struct ledger *l, const struct ledger_entry *e, const char *line, size_t len);
+void ledger_root(const struct ledger *l, uint64_t size, merkle_hash ret);
+
+/* ---- the vault on disk (vault.c) ---- */
+struct vault {
+        char dir[4096];
+        int dir_fd, inbox_fd, assets_fd, ledger_dir_fd, state_fd;
+        int ledger_fd; /* O_APPEND writer; -1 in read-only mode */
+        bool read_only;
+        bool ledger_append_only; /* FS_APPEND_FL is set on the ledger */
+        bool have_key;
+        uint8_t pk[STH_PUBLIC_KEY_LEN];
+        uint8_t sk[STH_SECRET_KEY_LEN];
+        struct sth last_sth; /* the stored tree head (size 0 with no signature: none) */
+        bool have_sth;
+        struct ledger ledger;
+};
+
+/* Opens (and in writable mode creates) the skeleton, the key and the ledger. key_file "" means
+ * DIR/.totebox-agent/vault.key. err gets a one-line reason on failure. */
+int vault_open(struct vault *v, const char *dir, const char *key_file, bool read_only,
+               struct mismatch_list *mm, char *err, size_t errlen);
+void vault_close(struct vault *v);
+/* Signs a tree head over the whole ledger now; stores it when store is true. */
+int vault_sign_sth(struct vault *v, uint64_t time_ms, bool store, struct sth *ret);
+/* Best effort: sets FS_IMMUTABLE_FL (or FS_APPEND_FL) on fd. 0 when set. */
+int vault_set_flag(int fd, int flag);
+int vault_get_flags(int fd, int *ret_flags);
+/* Reads DIR/.totebox-agent/sth.json into s (signature unchecked). */
+int vault_sth_load(int state_fd, struct sth *s);
+int sth_to_json_fields(const struct sth *s, char *root_hex, char *sig_b64);
+
+/* ---- sealing (seal.c) ---- */
+struct seal_result {
+        size_t sealed;
+        size_t skipped; /* still being written, not regular, or refused */
+        size_t failed;
+};
+
+/* Seals every eligible file in the inbox. max_bytes bounds one record. */
+int seal_scan_inbox(struct vault *v, uint64_t max_bytes, struct seal_result *ret,
+                    struct mismatch_list *log);
+/* Splits "NAME.supersedes-N" into the kept name and N; returns 0 when there is no suffix. */
+uint64_t seal_parse_supersedes(const char *name, char *ret_name, size_t size);
+
+/* ---- full verification (verify.c) ---- */
+struct verify_result {
+        uint64_t records;
+        uint64_t bytes;
+        uint64_t duration_ms;
+        struct mismatch_list mm;
+};
+
+/* Full check of an open vault: ledger structure (already in mm from loading), every asset
+ * re-hashed on threads workers (0 = one per online CPU), flags, unrecorded files, and the stored
+ * signed tree head. trusted_pk / trusted_sth (may be NULL) come from whoever keeps the last
+ * accepted state (the host, or an operator's --public-key/--trusted-sth). */
+int verify_vault(struct vault *v, unsigned threads, const uint8_t *trusted_pk,
+                 const struct sth *trusted_sth, struct verify_result *ret);
+void verify_result_done(struct verify_result *r);
+/* Hashes a file with BLAKE2b-256; exposed for the seal path and tests. */
+int verify_hash_fd(int fd, uint8_t ret[AGENT_HASH_LEN], uint64_t *ret_size);
+
+/* ---- channel requests and reports (request.c, report.c) ---- */
+enum agent_request_type { AGENT_REQ_CONSISTENCY, AGENT_REQ_VERIFY };
+
+struct agent_request {
+        enum agent_request_type type;
+        char request_id[CHANNEL_ID_MAX + 1];
+        uint64_t from_size, to_size;
+};
+
+/* Parses one host line. On -EINVAL, err says why and ret->request_id holds the id when one
+ * could be read (so the error reply can name it). */
+int agent_request_parse(const char *line, size_t len, struct agent_request *ret, char *err,
+                        size_t errlen);
+
+/* Each returns a malloc'ed JSON line without the newline, or NULL. */
+char *report_build(const char *trigger, const char *request_id, const char *vault_id,
+                   const uint8_t pk[STH_PUBLIC_KEY_LEN], const struct sth *sth,
+                   const struct verify_result *vr);
+char *report_build_consistency(const char *request_id, uint64_t from, uint64_t to,
+                               const merkle_hash *proof, size_t len);
+char *report_build_error(const char *request_id, const char *detail);
+/* The consistency answer for a request against the in-memory ledger; NULL + err on refusal. */
+char *report_answer_consistency(const struct ledger *l, const struct agent_request *req, char *err,
+                                size_t errlen);
+
+/* ---- the host channel (channel.c) ---- */
+struct channel {
+        char path[4096];
+        int fd;
+        bool is_socket;
+        uint64_t retry_at_ms;
+        char **queue; /* ring of lines, each ending in '\n' */
+        size_t q_head, q_count, q_max, q_off;
+        uint64_t dropped;
+        char *rbuf;
+        size_t rlen;
+        bool discarding; /* inside an over-long line */
+};
+
+int channel_init(struct channel *c, const char *path, size_t queue_max);
+void channel_done(struct channel *c);
+/* Opens or reconnects when due; never blocks. 0 when open. */
+int channel_ensure_open(struct channel *c, uint64_t now_ms);
+/* Queues line (copied, newline added). When the queue is full the oldest line is dropped. */
+int channel_send(struct channel *c, const char *line);
+/* Writes what it can without blocking. */
+int channel_flush(struct channel *c, uint64_t now_ms);
+short channel_poll_events(const struct channel *c);
+/* Closes after a hang-up or error; reopened by channel_ensure_open a second later. */
+void channel_reset(struct channel *c, uint64_t now_ms);
+/* Reads what is there; calls fn for each complete line. Over-long lines call fn with NULL. */
+typedef void (*channel_line_fn)(void *ctx, const char *line, size_t len);
+int channel_read(struct channel *c, uint64_t now_ms, channel_line_fn fn, void *ctx);
+
+/* ---- subcommands ---- */
+int agent_cmd_run(int argc, char **argv);
+int agent_cmd_verify(int argc, char **argv);
+int agent_cmd_seal(int argc, char **argv);

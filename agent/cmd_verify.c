@@ -1,0 +1,214 @@
+/* `totebox-agent verify DIR` for an operator holding a copied vault offline, and
+ * `totebox-agent seal DIR` (one inbox pass, for scripts and tests). verify opens the vault
+ * read-only, checks everything the daemon checks, prints a human summary (or --json), and exits
+ * 0 only when everything checks, 1 on mismatches, 2 when the vault cannot be read. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "agent/agent.h"
+#include "common/clock.h"
+
+struct verify_opts {
+        bool json;
+        unsigned threads;
+        bool have_pk;
+        uint8_t pk[STH_PUBLIC_KEY_LEN];
+        bool have_sth;
+        struct sth sth;
+        const char *dir;
+};
+
+static int verify_parse_pk(const char *b64, uint8_t pk[STH_PUBLIC_KEY_LEN])
+{
+        size_t len = 0;
+
+        if (sodium_base642bin(pk, STH_PUBLIC_KEY_LEN, b64, strlen(b64), NULL, &len, NULL,
+                              sodium_base64_VARIANT_ORIGINAL) != 0 ||
+            len != STH_PUBLIC_KEY_LEN)
+                return -EINVAL;
+        return 0;
+}
+
+/* --trusted-sth FILE: a tree head the operator accepted earlier, as the host stores it. */
+static int verify_parse_sth(const char *path, struct sth *s)
+{
+        char dir[4096];
+        const char *slash = strrchr(path, '/');
+        const char *name = slash ? slash + 1 : path;
+        int fd, r;
+
+        snprintf(dir, sizeof(dir), "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".");
+        if (strcmp(name, "sth.json") != 0)
+                return -EINVAL;
+        fd = open(dir[0] ? dir : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        r = vault_sth_load(fd, s);
+        close(fd);
+        return r;
+}
+
+static void verify_usage(FILE *out)
+{
+        fprintf(out, "usage: totebox-agent verify [--json] [--threads N] [--public-key BASE64]\n"
+                     "                            [--trusted-sth DIR/sth.json] VAULT_DIR\n"
+                     "Checks a vault offline; exit 0 when everything checks, 1 on mismatches,\n"
+                     "2 when the vault cannot be read.\n");
+}
+
+static int verify_parse_args(int argc, char **argv, struct verify_opts *o)
+{
+        static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
+                                             {"threads", required_argument, NULL, 't'},
+                                             {"public-key", required_argument, NULL, 'k'},
+                                             {"trusted-sth", required_argument, NULL, 's'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
+        int c;
+
+        optind = 1;
+        while ((c = getopt_long(argc, argv, "jt:k:s:h", opts, NULL)) != -1) {
+                if (c == 'j')
+                        o->json = true;
+                else if (c == 't')
+                        o->threads = (unsigned)strtoul(optarg, NULL, 10);
+                else if (c == 'k' && verify_parse_pk(optarg, o->pk) == 0)
+                        o->have_pk = true;
+                else if (c == 's' && verify_parse_sth(optarg, &o->sth) == 0)
+                        o->have_sth = true;
+                else {
+                        if (c != 'h')
+                                fprintf(stderr, "totebox-agent verify: bad option or value\n");
+                        verify_usage(c == 'h' ? stdout : stderr);
+                        return c == 'h' ? 1 : -EINVAL;
+                }
+        }
+        if (optind + 1 != argc) {
+                verify_usage(stderr);
+                return -EINVAL;
+        }
+        o->dir = argv[optind];
+        return 0;
+}
+
+static void verify_print_human(const struct vault *v, const struct verify_result *vr)
+{
+        char root[65], pk[64];
+        merkle_hash r;
+
+        ledger_root(&v->ledger, v->ledger.n, r);
+        sodium_bin2hex(root, sizeof(root), r, MERKLE_HASH_LEN);
+        sodium_bin2base64(pk, sizeof(pk), v->pk, STH_PUBLIC_KEY_LEN,
+                          sodium_base64_VARIANT_ORIGINAL);
+        printf("vault '%s': %" PRIu64 " records, %" PRIu64 " bytes, verified in %" PRIu64 " ms\n",
+               v->dir, vr->records, vr->bytes, vr->duration_ms);
+        printf("tree: size %zu, root %s\n", v->ledger.n, root);
+        printf("public key: %s\n", v->have_key ? pk : "(missing)");
+        for (size_t i = 0; i < vr->mm.n; i++)
+                printf("MISMATCH %s '%s': %s\n", vr->mm.items[i].kind, vr->mm.items[i].path,
+                       vr->mm.items[i].detail);
+        if (vr->mm.total > vr->mm.n)
+                printf("... and %" PRIu64 " more mismatches\n", vr->mm.total - vr->mm.n);
+        if (vr->mm.total == 0)
+                printf("result: OK, everything checks\n");
+        else
+                printf("result: %" PRIu64 " mismatches\n", vr->mm.total);
+}
+
+static void verify_print_json(const struct vault *v, const struct verify_result *vr)
+{
+        char root[65], pk[64];
+        merkle_hash r;
+        json_t *o, *a = json_array();
+
+        ledger_root(&v->ledger, v->ledger.n, r);
+        sodium_bin2hex(root, sizeof(root), r, MERKLE_HASH_LEN);
+        sodium_bin2base64(pk, sizeof(pk), v->pk, STH_PUBLIC_KEY_LEN,
+                          sodium_base64_VARIANT_ORIGINAL);
+        for (size_t i = 0; i < vr->mm.n; i++)
+                json_array_append_new(a, json_pack("{s:s, s:s, s:s}", "kind", vr->mm.items[i].kind,
+                                                   "path", vr->mm.items[i].path, "detail",
+                                                   vr->mm.items[i].detail));
+        o = json_pack("{s:s, s:b, s:I, s:I, s:I, s:I, s:s, s:s?, s:I, s:o}", "vault", v->dir, "ok",
+                      vr->mm.total == 0, "records", (json_int_t)vr->records, "bytes",
+                      (json_int_t)vr->bytes, "duration_ms", (json_int_t)vr->duration_ms,
+                      "tree_size", (json_int_t)v->ledger.n, "root", root, "public_key",
+                      v->have_key ? pk : NULL, "mismatch_count", (json_int_t)vr->mm.total,
+                      "mismatches", a);
+        json_dumpf(o, stdout, JSON_INDENT(2));
+        printf("\n");
+        json_decref(o);
+}
+
+int agent_cmd_verify(int argc, char **argv)
+{
+        struct verify_opts o = {0};
+        struct mismatch_list scratch;
+        struct verify_result vr;
+        struct vault v;
+        char err[512];
+        int r = verify_parse_args(argc, argv, &o);
+
+        if (r != 0)
+                return r < 0 ? 2 : 0;
+        mismatch_list_init(&scratch);
+        r = vault_open(&v, o.dir, "", true, &scratch, err, sizeof(err));
+        mismatch_list_done(&scratch);
+        if (r < 0) {
+                fprintf(stderr, "totebox-agent verify: %s\n", err);
+                vault_close(&v);
+                return 2;
+        }
+        verify_vault(&v, o.threads, o.have_pk ? o.pk : NULL, o.have_sth ? &o.sth : NULL, &vr);
+        if (o.json)
+                verify_print_json(&v, &vr);
+        else
+                verify_print_human(&v, &vr);
+        r = vr.mm.total == 0 ? 0 : 1;
+        verify_result_done(&vr);
+        vault_close(&v);
+        return r;
+}
+
+int agent_cmd_seal(int argc, char **argv)
+{
+        struct mismatch_list scratch, log;
+        struct seal_result sr = {0};
+        struct vault v;
+        struct sth s;
+        char err[512];
+        int r;
+
+        if (argc != 2) {
+                fprintf(stderr, "usage: totebox-agent seal VAULT_DIR  (one pass over the inbox)\n");
+                return 2;
+        }
+        mismatch_list_init(&scratch);
+        mismatch_list_init(&log);
+        r = vault_open(&v, argv[1], "", false, &scratch, err, sizeof(err));
+        if (r < 0) {
+                fprintf(stderr, "totebox-agent seal: %s\n", err);
+        } else {
+                r = seal_scan_inbox(&v, UINT64_MAX / 2, &sr, &log);
+                if (r == 0)
+                        r = vault_sign_sth(&v, clock_realtime_ms(), true, &s);
+                for (size_t i = 0; i < log.n; i++)
+                        fprintf(stderr, "cannot seal '%s': %s\n", log.items[i].path,
+                                log.items[i].detail);
+                printf("sealed %zu, skipped %zu, failed %zu; ledger size %zu\n", sr.sealed,
+                       sr.skipped, sr.failed, v.ledger.n);
+        }
+        mismatch_list_done(&scratch);
+        mismatch_list_done(&log);
+        vault_close(&v);
+        return r < 0 || sr.failed ? 1 : 0;
+}

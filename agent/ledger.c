@@ -1,0 +1,369 @@
+/* The ledger: ledger/ledger.jsonl, one JSON object per sealed record, in a fixed key order so a
+ * line is byte-for-byte reproducible. Each entry names the SHA-256 of the previous line's bytes
+ * (a hash chain) and each line is a Merkle leaf. This file formats and strictly parses entries,
+ * and loads a ledger file, turning every structural problem into a named mismatch. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "agent/agent.h"
+#include "common/json_input.h"
+
+static const char *const ledger_keys[] = {"seq",        "time",    "path", "size", "blake2b_256",
+                                          "supersedes", "protect", "prev", NULL};
+
+static const char *ledger_protect_name(enum ledger_protect p)
+{
+        return p == LEDGER_PROTECT_IMMUTABLE ? "immutable" : "read-only";
+}
+
+bool ledger_path_valid(const char *path)
+{
+        const char *name;
+        size_t len = strlen(path);
+
+        if (strncmp(path, "assets/", 7) != 0 || len <= 7 || len > LEDGER_PATH_MAX)
+                return false;
+        name = path + 7;
+        if (name[0] == '.')
+                return false;
+        for (const char *p = name; *p; p++) {
+                char c = *p;
+                bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                          (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+                if (!ok)
+                        return false;
+        }
+        return true;
+}
+
+int ledger_entry_format(const struct ledger_entry *e, char *buf, size_t size)
+{
+        char hash[2 * AGENT_HASH_LEN + 1], prev[65], sup[24];
+        int n;
+
+        sodium_bin2hex(hash, sizeof(hash), e->hash, AGENT_HASH_LEN);
+        sodium_bin2hex(prev, sizeof(prev), e->prev, 32);
+        if (e->supersedes)
+                snprintf(sup, sizeof(sup), "%" PRIu64, e->supersedes);
+        else
+                snprintf(sup, sizeof(sup), "null");
+        n = snprintf(
+            buf, size,
+            "{\"seq\":%" PRIu64 ",\"time\":\"%s\",\"path\":\"%s\",\"size\":%" PRIu64
+            ",\"blake2b_256\":\"%s\",\"supersedes\":%s,\"protect\":\"%s\",\"prev\":\"%s\"}",
+            e->seq, e->time, e->path, e->size, hash, sup, ledger_protect_name(e->protect), prev);
+        if (n < 0 || (size_t)n >= size)
+                return -ENOSPC;
+        return n;
+}
+
+void ledger_line_hash(const char *line, size_t len, uint8_t ret[32])
+{
+        crypto_hash_sha256(ret, (const uint8_t *)line, len);
+}
+
+static int ledger_get_hex(const json_t *obj, const char *key, uint8_t *out, size_t outlen,
+                          struct json_input_error *err)
+{
+        const char *s = NULL;
+        size_t got = 0;
+        int r = json_input_get_string(obj, key, true, 2 * outlen, &s, err);
+
+        if (r < 0)
+                return r;
+        if (strlen(s) != 2 * outlen || strspn(s, "0123456789abcdef") != 2 * outlen ||
+            sodium_hex2bin(out, outlen, s, 2 * outlen, NULL, &got, NULL) != 0 || got != outlen)
+                return json_input_fail(err, "field '%s' is not %zu lowercase hex digits", key,
+                                       2 * outlen);
+        return 0;
+}
+
+static int ledger_get_fields(const json_t *o, struct ledger_entry *e, struct json_input_error *err)
+{
+        const json_t *sup = json_object_get(o, "supersedes");
+        const char *protect = NULL;
+        int r;
+
+        if ((r = json_input_get_uint(o, "seq", true, 1, INT64_MAX, &e->seq, err)) < 0 ||
+            (r = json_input_copy_string(o, "time", true, e->time, sizeof(e->time), err)) < 0 ||
+            (r = json_input_copy_string(o, "path", true, e->path, sizeof(e->path), err)) < 0 ||
+            (r = json_input_get_uint(o, "size", true, 0, INT64_MAX, &e->size, err)) < 0 ||
+            (r = ledger_get_hex(o, "blake2b_256", e->hash, AGENT_HASH_LEN, err)) < 0 ||
+            (r = ledger_get_hex(o, "prev", e->prev, 32, err)) < 0 ||
+            (r = json_input_get_string(o, "protect", true, 16, &protect, err)) < 0)
+                return r;
+        if (!ledger_path_valid(e->path))
+                return json_input_fail(err, "field 'path' ('%s') is not an asset path", e->path);
+        if (strcmp(protect, "immutable") == 0)
+                e->protect = LEDGER_PROTECT_IMMUTABLE;
+        else if (strcmp(protect, "read-only") == 0)
+                e->protect = LEDGER_PROTECT_READ_ONLY;
+        else
+                return json_input_fail(err,
+                                       "field 'protect' is neither 'immutable' nor 'read-only'");
+        if (!sup)
+                return json_input_fail(err, "field 'supersedes' is missing");
+        if (json_is_null(sup))
+                return 0;
+        r = json_input_get_uint(o, "supersedes", true, 1, e->seq - 1, &e->supersedes, err);
+        return r;
+}
+
+int ledger_entry_parse(const char *line, size_t len, struct ledger_entry *ret, char *err,
+                       size_t errlen)
+{
+        struct json_input_error jerr = {{0}};
+        struct ledger_entry e;
+        json_t *o = NULL;
+        int r = -EINVAL;
+
+        memset(&e, 0, sizeof(e));
+        o = json_input_parse(line, len, LEDGER_LINE_MAX, 2, &jerr);
+        if (!o)
+                goto cleanup;
+        if (!json_is_object(o)) {
+                json_input_fail(&jerr, "not a JSON object");
+                goto cleanup;
+        }
+        if (json_input_check_keys(o, ledger_keys, &jerr) < 0 || ledger_get_fields(o, &e, &jerr) < 0)
+                goto cleanup;
+        *ret = e;
+        r = 0;
+cleanup:
+        if (r < 0 && err)
+                snprintf(err, errlen, "%s", jerr.text);
+        json_decref(o);
+        return r;
+}
+
+void ledger_init(struct ledger *l)
+{
+        memset(l, 0, sizeof(*l));
+        merkle_frontier_init(&l->frontier);
+        l->next_seq = 1;
+        l->ends_clean = true;
+}
+
+void ledger_done(struct ledger *l)
+{
+        bool seq_only;
+
+        if (!l)
+                return;
+        seq_only = l->seq_only;
+        free(l->entries);
+        free(l->seqs);
+        free(l->leaves);
+        ledger_init(l);
+        l->seq_only = seq_only;
+}
+
+uint64_t ledger_seq_at(const struct ledger *l, size_t i)
+{
+        return l->seq_only ? l->seqs[i] : l->entries[i].seq;
+}
+
+static int ledger_grow(struct ledger *l)
+{
+        size_t cap = l->cap ? l->cap * 2 : 256;
+        struct ledger_entry *e;
+        merkle_hash *h;
+
+        if (l->seq_only) {
+                uint64_t *q = realloc(l->seqs, cap * sizeof(*q));
+                if (!q)
+                        return -ENOMEM;
+                l->seqs = q;
+        } else {
+                e = realloc(l->entries, cap * sizeof(*e));
+                if (!e)
+                        return -ENOMEM;
+                l->entries = e;
+        }
+        h = realloc(l->leaves, cap * sizeof(*h));
+        if (!h)
+                return -ENOMEM;
+        l->leaves = h;
+        l->cap = cap;
+        return 0;
+}
+
+/* Adds a line to the tree; e may be a zeroed entry for a line that did not parse. */
+static int ledger_add_line(struct ledger *l, const struct ledger_entry *e, const char *line,
+                           size_t len)
+{
+        int r;
+
+        if (l->n == l->cap && (r = ledger_grow(l)) < 0)
+                return r;
+        if (l->seq_only)
+                l->seqs[l->n] = e->seq;
+        else
+                l->entries[l->n] = *e;
+        merkle_leaf_hash((const uint8_t *)line, len, l->leaves[l->n]);
+        merkle_frontier_append(&l->frontier, l->leaves[l->n]);
+        ledger_line_hash(line, len, l->last_line_hash);
+        l->n++;
+        if (e->seq >= l->next_seq)
+                l->next_seq = e->seq + 1;
+        l->bytes += e->size;
+        return 0;
+}
+
+int ledger_push(struct ledger *l, const struct ledger_entry *e, const char *line, size_t len)
+{
+        return ledger_add_line(l, e, line, len);
+}
+
+void ledger_root(const struct ledger *l, uint64_t size, merkle_hash ret)
+{
+        if (size == l->n)
+                merkle_frontier_root(&l->frontier, ret);
+        else
+                merkle_root(l->leaves, size, ret);
+}
+
+/* Per-line checks while loading: parse, the chain link to the previous line, the order. */
+struct ledger_loader {
+        struct ledger *l;
+        struct mismatch_list *mm;
+        uint64_t lineno;
+        uint64_t last_seq; /* of the previous line when it parsed, else 0 */
+        uint64_t max_seq;
+        uint8_t prev_hash[32]; /* of the previous line's bytes */
+        char prev_path[LEDGER_PATH_MAX + 1];
+};
+
+static void ledger_check_line(struct ledger_loader *ld, const char *line, size_t len)
+{
+        struct ledger_entry e;
+        char err[256];
+        static const uint8_t zero[32];
+
+        memset(&e, 0, sizeof(e));
+        ld->lineno++;
+        if (ledger_entry_parse(line, len, &e, err, sizeof(err)) < 0) {
+                mismatch_add(ld->mm, "ledger-edited", "ledger/" LEDGER_FILE,
+                             "line %" PRIu64 " is not a ledger entry: %s", ld->lineno, err);
+                memset(&e, 0, sizeof(e));
+        } else if (ld->lineno == 1 && e.seq == 1 && memcmp(e.prev, zero, 32) != 0) {
+                mismatch_add(ld->mm, "ledger-edited", e.path,
+                             "entry seq 1 names a previous entry, but it is the first");
+        } else if (ld->last_seq && e.seq == ld->last_seq + 1 &&
+                   sodium_memcmp(e.prev, ld->prev_hash, 32) != 0) {
+                mismatch_add(ld->mm, "ledger-edited", ld->prev_path,
+                             "entry seq %" PRIu64 " (line %" PRIu64
+                             ") was changed: entry seq %" PRIu64 " names another previous hash",
+                             ld->last_seq, ld->lineno - 1, e.seq);
+        }
+        if (e.seq && e.seq <= ld->max_seq)
+                mismatch_add(ld->mm, "ledger-reordered", e.path,
+                             "entry seq %" PRIu64 " at line %" PRIu64
+                             " comes after entry seq %" PRIu64,
+                             e.seq, ld->lineno, ld->max_seq);
+        if (e.seq > ld->max_seq)
+                ld->max_seq = e.seq;
+        ld->last_seq = e.seq;
+        snprintf(ld->prev_path, sizeof(ld->prev_path), "%s",
+                 e.seq ? e.path : "ledger/" LEDGER_FILE);
+        ledger_line_hash(line, len, ld->prev_hash);
+        if (ledger_add_line(ld->l, &e, line, len) < 0)
+                mismatch_add(ld->mm, "ledger-edited", "ledger/" LEDGER_FILE, "out of memory");
+}
+
+static int ledger_cmp_u64(const void *a, const void *b)
+{
+        uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+        return x < y ? -1 : x > y;
+}
+
+/* After all lines: duplicate sequence numbers and gaps (entries deleted from the middle). */
+static void ledger_check_sequence(struct ledger *l, struct mismatch_list *mm)
+{
+        uint64_t *seqs = malloc((l->n ? l->n : 1) * sizeof(*seqs));
+        size_t k = 0;
+        uint64_t expect = 1;
+
+        if (!seqs)
+                return;
+        for (size_t i = 0; i < l->n; i++)
+                if (ledger_seq_at(l, i))
+                        seqs[k++] = ledger_seq_at(l, i);
+        qsort(seqs, k, sizeof(*seqs), ledger_cmp_u64);
+        for (size_t i = 0; i < k; i++) {
+                if (i > 0 && seqs[i] == seqs[i - 1]) {
+                        mismatch_add(mm, "ledger-edited", "ledger/" LEDGER_FILE,
+                                     "sequence %" PRIu64 " appears more than once", seqs[i]);
+                        continue;
+                }
+                if (seqs[i] > expect)
+                        mismatch_add(mm, "ledger-deleted", "ledger/" LEDGER_FILE,
+                                     "entries seq %" PRIu64 "..%" PRIu64 " are missing", expect,
+                                     seqs[i] - 1);
+                expect = seqs[i] + 1;
+        }
+        free(seqs);
+}
+
+static void ledger_feed(struct ledger_loader *ld, char *cur, size_t *curlen, bool *overlong,
+                        const char *buf, size_t n)
+{
+        for (size_t i = 0; i < n; i++) {
+                if (buf[i] == '\n') {
+                        if (*overlong)
+                                mismatch_add(ld->mm, "ledger-edited", "ledger/" LEDGER_FILE,
+                                             "line %" PRIu64 " is longer than %d bytes",
+                                             ++ld->lineno, LEDGER_LINE_MAX);
+                        else
+                                ledger_check_line(ld, cur, *curlen);
+                        *curlen = 0;
+                        *overlong = false;
+                } else if (*curlen < LEDGER_LINE_MAX) {
+                        cur[(*curlen)++] = buf[i];
+                } else {
+                        *overlong = true;
+                }
+        }
+}
+
+int ledger_load(struct ledger *l, const char *path, struct mismatch_list *mm)
+{
+        struct ledger_loader ld = {.l = l, .mm = mm};
+        char buf[65536], cur[LEDGER_LINE_MAX];
+        size_t curlen = 0;
+        bool overlong = false, any = false;
+        ssize_t n;
+        int fd, r = 0;
+
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+                return -errno;
+        l->exists = true;
+        while ((n = read(fd, buf, sizeof(buf))) != 0) {
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        r = -errno;
+                        goto cleanup;
+                }
+                any = true;
+                ledger_feed(&ld, cur, &curlen, &overlong, buf, (size_t)n);
+        }
+        if (any && (curlen > 0 || overlong)) {
+                l->ends_clean = false;
+                mismatch_add(mm, "ledger-truncated", "ledger/" LEDGER_FILE,
+                             "the last line (line %" PRIu64 ") has no newline: cut short",
+                             ld.lineno + 1);
+        }
+        ledger_check_sequence(l, mm);
+cleanup:
+        close(fd);
+        return r;
+}

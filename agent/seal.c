@@ -1,0 +1,235 @@
+/* Sealing: a record that has been renamed into app-console-input/ is hashed (BLAKE2b-256, the
+ * hash `b2sum -l 256` prints), moved into assets/ under its sequence number, made immutable (or
+ * read-only where the file system refuses the flag), and appended to the ledger. Files still
+ * being written are left alone: dot-files and names ending in .part or .tmp, files someone holds
+ * open for writing (a read lease cannot be taken), and files that change while being hashed. The
+ * work per record is O(record size + log n). */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "agent/agent.h"
+#include "common/clock.h"
+
+#define SEAL_SUFFIX ".supersedes-"
+
+uint64_t seal_parse_supersedes(const char *name, char *ret_name, size_t size)
+{
+        const char *p = strstr(name, SEAL_SUFFIX);
+        const char *digits;
+        char *end;
+        unsigned long long n;
+
+        snprintf(ret_name, size, "%s", name);
+        if (!p)
+                return 0;
+        while (strstr(p + 1, SEAL_SUFFIX))
+                p = strstr(p + 1, SEAL_SUFFIX);
+        digits = p + strlen(SEAL_SUFFIX);
+        if (*digits < '1' || *digits > '9')
+                return 0;
+        errno = 0;
+        n = strtoull(digits, &end, 10);
+        if (*end || errno || n > INT64_MAX)
+                return 0;
+        if ((size_t)(p - name) < size)
+                ret_name[p - name] = '\0';
+        return n;
+}
+
+static bool seal_name_in_progress(const char *name)
+{
+        size_t len = strlen(name);
+
+        if (name[0] == '.')
+                return true;
+        return (len > 5 && strcmp(name + len - 5, ".part") == 0) ||
+               (len > 4 && strcmp(name + len - 4, ".tmp") == 0);
+}
+
+/* The asset's file name: the sequence number, then the inbox name with anything outside
+ * [A-Za-z0-9._-] replaced, so every ledger path is plain ASCII needing no escaping. */
+static void seal_asset_name(uint64_t seq, const char *name, char *buf, size_t size)
+{
+        size_t n = (size_t)snprintf(buf, size, "%08" PRIu64 "-", seq);
+        size_t max = LEDGER_PATH_MAX - 7;
+
+        if (max > size - 1)
+                max = size - 1;
+        for (const char *p = name; *p && n < max; p++) {
+                char c = *p;
+                bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                          (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+                buf[n++] = ok ? c : '_';
+        }
+        buf[n] = '\0';
+}
+
+/* Nobody may hold the file open for writing: the kernel refuses a read lease then. */
+static bool seal_writer_open(int fd)
+{
+        if (fcntl(fd, F_SETLEASE, F_RDLCK) < 0)
+                return errno == EAGAIN || errno == EBUSY;
+        fcntl(fd, F_SETLEASE, F_UNLCK);
+        return false;
+}
+
+static bool seal_supersedes_known(const struct ledger *l, uint64_t seq)
+{
+        for (size_t i = l->n; i-- > 0;)
+                if (ledger_seq_at(l, i) == seq)
+                        return true;
+        return false;
+}
+
+static int seal_append(struct vault *v, struct ledger_entry *e)
+{
+        char line[LEDGER_LINE_MAX + 1];
+        int len = ledger_entry_format(e, line, sizeof(line) - 1);
+
+        if (len < 0)
+                return len;
+        line[len] = '\n';
+        if (write(v->ledger_fd, line, (size_t)len + 1) != len + 1) {
+                v->ledger.ends_clean = false;
+                return errno ? -errno : -EIO;
+        }
+        if (fdatasync(v->ledger_fd) < 0)
+                return -errno;
+        return ledger_push(&v->ledger, e, line, (size_t)len);
+}
+
+/* Moves the hashed file into assets/ and protects it; fills e's path and protect. */
+static int seal_move(struct vault *v, int fd, const char *name, struct ledger_entry *e)
+{
+        char kept[256], asset[LEDGER_PATH_MAX];
+
+        e->supersedes = seal_parse_supersedes(name, kept, sizeof(kept));
+        if (e->supersedes && !seal_supersedes_known(&v->ledger, e->supersedes)) {
+                e->supersedes = 0;
+                snprintf(kept, sizeof(kept), "%s", name);
+        }
+        seal_asset_name(e->seq, kept, asset, sizeof(asset));
+        if (renameat2(v->inbox_fd, name, v->assets_fd, asset, RENAME_NOREPLACE) < 0)
+                return -errno;
+        snprintf(e->path, sizeof(e->path), "assets/%.*s", LEDGER_PATH_MAX - 7, asset);
+        fchmod(fd, 0444);
+        e->protect = vault_set_flag(fd, FS_IMMUTABLE_FL) == 0 ? LEDGER_PROTECT_IMMUTABLE
+                                                              : LEDGER_PROTECT_READ_ONLY;
+        return 0;
+}
+
+/* 0 sealed, 1 skipped (not ready or not eligible), <0 failed. */
+static int seal_one(struct vault *v, const char *name, uint64_t max_bytes)
+{
+        struct ledger_entry e;
+        struct stat st, st2;
+        uint64_t size = 0;
+        int fd, r;
+
+        fd = openat(v->inbox_fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0)
+                return 1;
+        r = 1;
+        if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1 ||
+            (uint64_t)st.st_size > max_bytes || seal_writer_open(fd))
+                goto cleanup;
+        memset(&e, 0, sizeof(e));
+        r = verify_hash_fd(fd, e.hash, &size);
+        if (r < 0)
+                goto cleanup;
+        r = 1;
+        if (fstat(fd, &st2) < 0 || st2.st_size != st.st_size || (uint64_t)st.st_size != size ||
+            st2.st_mtim.tv_sec != st.st_mtim.tv_sec || st2.st_mtim.tv_nsec != st.st_mtim.tv_nsec)
+                goto cleanup;
+        e.seq = v->ledger.next_seq;
+        e.size = size;
+        clock_format_rfc3339(clock_realtime_ms(), e.time, sizeof(e.time));
+        memcpy(e.prev, v->ledger.n ? v->ledger.last_line_hash : (uint8_t[32]){0}, 32);
+        r = seal_move(v, fd, name, &e);
+        if (r == 0)
+                r = seal_append(v, &e);
+cleanup:
+        close(fd);
+        return r;
+}
+
+static int seal_cmp_names(const void *a, const void *b)
+{
+        return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Names in the inbox, sorted so that a batch is sealed in a reproducible order. */
+static int seal_list_inbox(int inbox_fd, char ***ret, size_t *ret_n)
+{
+        int fd = openat(inbox_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+        char **names = NULL;
+        size_t n = 0, cap = 0;
+        struct dirent *de;
+
+        if (!d) {
+                if (fd >= 0)
+                        close(fd);
+                return -errno;
+        }
+        while ((de = readdir(d)) && n < 100000) {
+                if (seal_name_in_progress(de->d_name))
+                        continue;
+                if (n == cap) {
+                        char **nn = realloc(names, (cap = cap ? cap * 2 : 32) * sizeof(*nn));
+                        if (!nn)
+                                break;
+                        names = nn;
+                }
+                if (!(names[n] = strdup(de->d_name)))
+                        break;
+                n++;
+        }
+        closedir(d);
+        if (n > 1)
+                qsort(names, n, sizeof(*names), seal_cmp_names);
+        *ret = names;
+        *ret_n = n;
+        return 0;
+}
+
+int seal_scan_inbox(struct vault *v, uint64_t max_bytes, struct seal_result *ret,
+                    struct mismatch_list *log)
+{
+        char **names = NULL;
+        size_t n = 0;
+        int r;
+
+        memset(ret, 0, sizeof(*ret));
+        if (v->read_only || v->ledger_fd < 0 || v->inbox_fd < 0)
+                return -EROFS;
+        if (!v->ledger.ends_clean)
+                return -EUCLEAN;
+        r = seal_list_inbox(v->inbox_fd, &names, &n);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++) {
+                int s = v->ledger.ends_clean ? seal_one(v, names[i], max_bytes) : 1;
+
+                if (s == 0)
+                        ret->sealed++;
+                else if (s > 0)
+                        ret->skipped++;
+                else {
+                        ret->failed++;
+                        if (log)
+                                mismatch_add(log, "seal-failed", names[i], "%s", strerror(-s));
+                }
+                free(names[i]);
+        }
+        free(names);
+        return 0;
+}

@@ -1,0 +1,385 @@
+/* Full verification: the ledger is re-read from disk (structure, chain, order), compared with
+ * what the agent itself sealed, every asset is re-hashed on worker threads (largest first, one
+ * per online CPU by default), flags and modes are checked, files nobody recorded are named, and
+ * the stored signed tree head, the trusted key and the trusted tree head are checked. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/fs.h>
+#include <pthread.h>
+#include <sodium.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "agent/agent.h"
+#include "common/clock.h"
+
+#define VERIFY_BUF (256 * 1024)
+
+static int verify_hash_fd_buf(int fd, uint8_t *buf, size_t bufsize, uint8_t ret[AGENT_HASH_LEN],
+                              uint64_t *ret_size)
+{
+        crypto_generichash_state st;
+        uint64_t total = 0;
+        ssize_t n;
+
+        posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+        crypto_generichash_init(&st, NULL, 0, AGENT_HASH_LEN);
+        while ((n = pread(fd, buf, bufsize, (off_t)total)) != 0) {
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                crypto_generichash_update(&st, buf, (size_t)n);
+                total += (uint64_t)n;
+        }
+        crypto_generichash_final(&st, ret, AGENT_HASH_LEN);
+        *ret_size = total;
+        return 0;
+}
+
+int verify_hash_fd(int fd, uint8_t ret[AGENT_HASH_LEN], uint64_t *ret_size)
+{
+        uint8_t *buf = malloc(VERIFY_BUF);
+        int r;
+
+        if (!buf)
+                return -ENOMEM;
+        r = verify_hash_fd_buf(fd, buf, VERIFY_BUF, ret, ret_size);
+        free(buf);
+        return r;
+}
+
+/* One asset to check; filled by a worker, judged by the main thread. */
+struct verify_job {
+        const struct ledger_entry *e;
+        int status; /* 0, or -errno of open/read */
+        bool regular;
+        mode_t mode;
+        int flags;
+        bool have_flags;
+        uint64_t size;
+        uint8_t hash[AGENT_HASH_LEN];
+};
+
+struct verify_pool {
+        struct verify_job *jobs;
+        size_t *order;
+        size_t n;
+        int assets_fd;
+        atomic_size_t next;
+};
+
+static void verify_job_run(struct verify_job *j, int assets_fd, uint8_t *buf)
+{
+        struct stat st;
+        int fd = openat(assets_fd, j->e->path + 7, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+
+        if (fd < 0) {
+                j->status = -errno;
+                return;
+        }
+        if (fstat(fd, &st) < 0) {
+                j->status = -errno;
+                goto cleanup;
+        }
+        j->regular = S_ISREG(st.st_mode);
+        j->mode = st.st_mode;
+        j->have_flags = vault_get_flags(fd, &j->flags) == 0;
+        if (j->regular)
+                j->status = verify_hash_fd_buf(fd, buf, VERIFY_BUF, j->hash, &j->size);
+cleanup:
+        close(fd);
+}
+
+static void *verify_worker(void *arg)
+{
+        struct verify_pool *p = arg;
+        uint8_t *buf = malloc(VERIFY_BUF);
+        size_t i;
+
+        while ((i = atomic_fetch_add(&p->next, 1)) < p->n) {
+                if (!buf) {
+                        p->jobs[p->order[i]].status = -ENOMEM;
+                        continue;
+                }
+                verify_job_run(&p->jobs[p->order[i]], p->assets_fd, buf);
+        }
+        free(buf);
+        return NULL;
+}
+
+static int verify_cmp_size(const void *a, const void *b, void *arg)
+{
+        const struct verify_job *jobs = arg;
+        uint64_t x = jobs[*(const size_t *)a].e->size;
+        uint64_t y = jobs[*(const size_t *)b].e->size;
+
+        return x > y ? -1 : x < y;
+}
+
+static int verify_run_pool(struct verify_pool *p, unsigned threads)
+{
+        pthread_t tids[256];
+        unsigned started = 0;
+
+        if (threads == 0) {
+                long c = sysconf(_SC_NPROCESSORS_ONLN);
+                threads = c > 0 ? (unsigned)c : 1;
+        }
+        if (threads > 256)
+                threads = 256;
+        if (threads > p->n)
+                threads = p->n ? (unsigned)p->n : 1;
+        for (size_t i = 0; i < p->n; i++)
+                p->order[i] = i;
+        qsort_r(p->order, p->n, sizeof(*p->order), verify_cmp_size, p->jobs);
+        atomic_store(&p->next, 0);
+        for (unsigned t = 1; t < threads; t++)
+                if (pthread_create(&tids[started], NULL, verify_worker, p) == 0)
+                        started++;
+        verify_worker(p);
+        for (unsigned t = 0; t < started; t++)
+                pthread_join(tids[t], NULL);
+        return 0;
+}
+
+static void verify_judge(const struct verify_job *j, struct mismatch_list *mm)
+{
+        const struct ledger_entry *e = j->e;
+        char want[65], got[65];
+
+        if (j->status == -ENOENT) {
+                mismatch_add(mm, "deleted-asset", e->path, "recorded as seq %" PRIu64 " but gone",
+                             e->seq);
+                return;
+        }
+        if (j->status < 0 || !j->regular) {
+                mismatch_add(mm, "modified-asset", e->path, "cannot be read as a file: %s",
+                             j->status < 0 ? strerror(-j->status) : "not a regular file");
+                return;
+        }
+        if (j->size != e->size || sodium_memcmp(j->hash, e->hash, AGENT_HASH_LEN) != 0) {
+                sodium_bin2hex(want, sizeof(want), e->hash, AGENT_HASH_LEN);
+                sodium_bin2hex(got, sizeof(got), j->hash, AGENT_HASH_LEN);
+                mismatch_add(mm, "modified-asset", e->path,
+                             "content is %" PRIu64 " bytes blake2b-256 '%.16s...' but seq %" PRIu64
+                             " recorded %" PRIu64 " bytes '%.16s...'",
+                             j->size, got, e->seq, e->size, want);
+        }
+        if (e->protect == LEDGER_PROTECT_IMMUTABLE &&
+            !(j->have_flags && (j->flags & FS_IMMUTABLE_FL)))
+                mismatch_add(mm, "flag-cleared", e->path, "the immutable flag is not set");
+        if (j->mode & 0222)
+                mismatch_add(mm, "flag-cleared", e->path, "writable (mode %04o), sealed read-only",
+                             (unsigned)(j->mode & 07777));
+}
+
+static int verify_assets(const struct ledger *l, int assets_fd, unsigned threads,
+                         struct verify_result *ret)
+{
+        struct verify_pool p = {.assets_fd = assets_fd};
+        int r = -ENOMEM;
+
+        p.jobs = calloc(l->n ? l->n : 1, sizeof(*p.jobs));
+        p.order = calloc(l->n ? l->n : 1, sizeof(*p.order));
+        if (!p.jobs || !p.order)
+                goto cleanup;
+        for (size_t i = 0; i < l->n; i++) {
+                if (!l->entries[i].seq)
+                        continue;
+                p.jobs[p.n++].e = &l->entries[i];
+                ret->records++;
+                ret->bytes += l->entries[i].size;
+        }
+        verify_run_pool(&p, threads);
+        for (size_t i = 0; i < p.n; i++)
+                verify_judge(&p.jobs[i], &ret->mm);
+        r = 0;
+cleanup:
+        free(p.jobs);
+        free(p.order);
+        return r;
+}
+
+static int verify_cmp_str(const void *a, const void *b)
+{
+        return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Names in dir_fd that are not in names[] (sorted); prefix makes the reported path. */
+static void verify_unrecorded(int dir_fd, const char **names, size_t n, const char *prefix,
+                              struct mismatch_list *mm)
+{
+        int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+        struct dirent *de;
+        char path[LEDGER_PATH_MAX + 16];
+
+        if (!d) {
+                if (fd >= 0)
+                        close(fd);
+                return;
+        }
+        while ((de = readdir(d))) {
+                const char *key = de->d_name;
+
+                if (!strcmp(key, ".") || !strcmp(key, ".."))
+                        continue;
+                if (n && bsearch(&key, names, n, sizeof(*names), verify_cmp_str))
+                        continue;
+                snprintf(path, sizeof(path), "%s%.*s", prefix, LEDGER_PATH_MAX, key);
+                mismatch_add(mm, "unrecorded-file", path, "no ledger entry records this file");
+        }
+        closedir(d);
+}
+
+static void verify_unrecorded_all(const struct vault *v, const struct ledger *l,
+                                  struct mismatch_list *mm)
+{
+        const char **names = calloc(l->n ? l->n : 1, sizeof(*names));
+        const char *ledger_names[] = {LEDGER_FILE};
+        size_t n = 0;
+
+        if (!names)
+                return;
+        for (size_t i = 0; i < l->n; i++)
+                if (l->entries[i].seq)
+                        names[n++] = l->entries[i].path + 7;
+        qsort(names, n, sizeof(*names), verify_cmp_str);
+        verify_unrecorded(v->assets_fd, names, n, "assets/", mm);
+        verify_unrecorded(v->ledger_dir_fd, ledger_names, 1, "ledger/", mm);
+        free(names);
+}
+
+/* The ledger on disk against what this agent sealed (daemon mode). */
+static void verify_against_sealed(const struct ledger *disk, const struct ledger *sealed,
+                                  struct mismatch_list *mm)
+{
+        merkle_hash a, b;
+
+        if (sealed->n == 0)
+                return;
+        if (disk->n < sealed->n) {
+                mismatch_add(mm, "ledger-truncated", "ledger/" LEDGER_FILE,
+                             "the ledger holds %zu entries but the agent sealed %zu", disk->n,
+                             sealed->n);
+                return;
+        }
+        ledger_root(disk, sealed->n, a);
+        ledger_root(sealed, sealed->n, b);
+        if (sodium_memcmp(a, b, MERKLE_HASH_LEN) != 0 && !mismatch_has_ledger_kind(mm))
+                mismatch_add(mm, "ledger-edited", "ledger/" LEDGER_FILE,
+                             "the first %zu lines differ from what the agent sealed", sealed->n);
+}
+
+/* A tree head (stored or trusted) against the ledger: size and root. */
+static void verify_tree_head(const struct ledger *l, const struct sth *s, bool trusted,
+                             struct mismatch_list *mm)
+{
+        merkle_hash root;
+
+        if (s->size > l->n) {
+                mismatch_add(mm, trusted ? "rollback" : "ledger-truncated", "ledger/" LEDGER_FILE,
+                             "the ledger holds %zu entries but a signed tree head covers %" PRIu64,
+                             l->n, s->size);
+                return;
+        }
+        ledger_root(l, s->size, root);
+        if (sodium_memcmp(root, s->root, MERKLE_HASH_LEN) == 0)
+                return;
+        if (trusted)
+                mismatch_add(mm, "inconsistent-tree-head", "ledger/" LEDGER_FILE,
+                             "the root of the first %" PRIu64
+                             " entries differs from the accepted tree head",
+                             s->size);
+        else if (!mismatch_has_ledger_kind(mm))
+                mismatch_add(mm, "ledger-edited", "ledger/" LEDGER_FILE,
+                             "the root of the first %" PRIu64
+                             " entries differs from the signed tree head",
+                             s->size);
+}
+
+static void verify_heads(const struct vault *v, const struct ledger *l, const uint8_t *trusted_pk,
+                         const struct sth *trusted_sth, struct mismatch_list *mm)
+{
+        const uint8_t *pk = trusted_pk ? trusted_pk : v->pk;
+        struct sth stored;
+        int r = v->state_fd >= 0 ? vault_sth_load(v->state_fd, &stored) : -ENOENT;
+
+        if (trusted_pk && (!v->have_key || sodium_memcmp(trusted_pk, v->pk, 32) != 0))
+                mismatch_add(mm, "key-changed", AGENT_STATE_DIR "/vault.pub",
+                             "the vault key is not the trusted one");
+        if (r < 0 && l->n > 0)
+                mismatch_add(mm, "forged-tree-head", AGENT_STATE_DIR "/sth.json",
+                             "no readable signed tree head for %zu entries", l->n);
+        if (r == 0 && (!v->have_key || sth_verify(&stored, v->pk) < 0))
+                mismatch_add(mm, "forged-tree-head", AGENT_STATE_DIR "/sth.json",
+                             "the signature does not verify with the vault key");
+        else if (r == 0)
+                verify_tree_head(l, &stored, false, mm);
+        if (!trusted_sth)
+                return;
+        if (sth_verify(trusted_sth, pk) < 0)
+                mismatch_add(mm, "forged-tree-head", "",
+                             "the trusted tree head's signature does not verify");
+        else
+                verify_tree_head(l, trusted_sth, true, mm);
+}
+
+static void verify_ledger_flag(const struct vault *v, struct mismatch_list *mm)
+{
+        int fd, flags = 0;
+
+        if (!v->ledger_append_only)
+                return;
+        fd = openat(v->ledger_dir_fd, LEDGER_FILE, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+                return;
+        if (vault_get_flags(fd, &flags) < 0 || !(flags & FS_APPEND_FL))
+                mismatch_add(mm, "flag-cleared", "ledger/" LEDGER_FILE,
+                             "the append-only flag is not set");
+        close(fd);
+}
+
+int verify_vault(struct vault *v, unsigned threads, const uint8_t *trusted_pk,
+                 const struct sth *trusted_sth, struct verify_result *ret)
+{
+        uint64_t start = clock_monotonic_ms();
+        struct ledger disk;
+        char path[4200];
+        int r;
+
+        memset(ret, 0, sizeof(*ret));
+        mismatch_list_init(&ret->mm);
+        ledger_init(&disk);
+        snprintf(path, sizeof(path), "%s/ledger/" LEDGER_FILE, v->dir);
+        r = ledger_load(&disk, path, &ret->mm);
+        if (r == -ENOENT)
+                mismatch_add(&ret->mm, "ledger-deleted", "ledger/" LEDGER_FILE,
+                             "the ledger file is missing");
+        else if (r < 0)
+                mismatch_add(&ret->mm, "ledger-edited", "ledger/" LEDGER_FILE,
+                             "the ledger cannot be read: %s", strerror(-r));
+        if (!v->read_only)
+                verify_against_sealed(&disk, &v->ledger, &ret->mm);
+        verify_heads(v, &disk, trusted_pk, trusted_sth, &ret->mm);
+        verify_ledger_flag(v, &ret->mm);
+        r = verify_assets(&disk, v->assets_fd, threads, ret);
+        verify_unrecorded_all(v, &disk, &ret->mm);
+        ledger_done(&disk);
+        ret->duration_ms = clock_monotonic_ms() - start;
+        return r;
+}
+
+void verify_result_done(struct verify_result *r)
+{
+        if (r)
+                mismatch_list_done(&r->mm);
+}

@@ -1,0 +1,365 @@
+"""totebox-agent, black-box: seal real files into a vault in a private temp directory, tamper
+with it in every way the issue lists, and check that `totebox-agent verify` names each one
+(exit 1, the right mismatch kind), never crashes on bad ledger input, and exits 0 only on a
+clean vault. Content hashes are checked against coreutils `b2sum -l 256`."""
+import base64
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+
+import jsonschema
+import pytest
+
+BUILD = os.environ.get("TOTEBOX_BUILD_DIR", "build")
+SOURCE = os.environ.get("TOTEBOX_SOURCE_DIR", ".")
+AGENT = os.path.join(BUILD, "agent", "totebox-agent")
+
+
+def run(*args, check=False):
+    return subprocess.run(list(args), capture_output=True, text=True, timeout=60, check=check)
+
+
+def unprotect(path):
+    subprocess.run(["chattr", "-R", "-i", "-a", path], capture_output=True)
+
+
+@pytest.fixture
+def tmp():
+    d = tempfile.mkdtemp(prefix="totebox-agent-test-")
+    yield d
+    unprotect(d)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def put(vault, name, data):
+    """Write like a well-behaved producer: a dot-file, then a rename into the inbox."""
+    inbox = os.path.join(vault, "app-console-input")
+    os.makedirs(inbox, exist_ok=True)
+    tmpname = os.path.join(inbox, "." + name + ".part")
+    with open(tmpname, "wb") as f:
+        f.write(data)
+    os.rename(tmpname, os.path.join(inbox, name))
+
+
+def seal(vault):
+    r = run(AGENT, "seal", vault)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def verify(vault, *extra):
+    r = run(AGENT, "verify", "--json", *extra, vault)
+    assert r.returncode in (0, 1), (r.returncode, r.stdout, r.stderr)
+    out = json.loads(r.stdout)
+    assert out["ok"] == (r.returncode == 0)
+    return r.returncode, out
+
+
+def kinds(out):
+    return {m["kind"] for m in out["mismatches"]}
+
+
+def make_vault(tmp, n=3, name="v"):
+    vault = os.path.join(tmp, name)
+    seal(vault)  # first start: skeleton, key, empty ledger
+    for i in range(n):
+        put(vault, "record-%d.txt" % i, ("record %d\n" % i).encode() * (i + 1))
+    seal(vault)
+    return vault
+
+
+def ledger_path(vault):
+    return os.path.join(vault, "ledger", "ledger.jsonl")
+
+
+def ledger_lines(vault):
+    with open(ledger_path(vault), "rb") as f:
+        return f.read().split(b"\n")[:-1]
+
+
+def rewrite_ledger(vault, data):
+    p = ledger_path(vault)
+    subprocess.run(["chattr", "-a", p], capture_output=True)
+    with open(p, "wb") as f:
+        f.write(data)
+    subprocess.run(["chattr", "+a", p], capture_output=True)
+
+
+def asset(vault, seq):
+    entry = json.loads(ledger_lines(vault)[seq - 1])
+    return os.path.join(vault, entry["path"])
+
+
+def test_clean_vault_checks_and_matches_b2sum(tmp):
+    vault = make_vault(tmp)
+    rc, out = verify(vault)
+    assert rc == 0 and out["records"] == 3 and out["tree_size"] == 3, out
+    schema = json.load(open(os.path.join(SOURCE, "schemas", "ledger-entry.schema.json")))
+    for line in ledger_lines(vault):
+        entry = json.loads(line)
+        jsonschema.validate(entry, schema)
+        b2 = run("b2sum", "-l", "256", os.path.join(vault, entry["path"]), check=True)
+        assert b2.stdout.split()[0] == entry["blake2b_256"]
+    human = run(AGENT, "verify", vault)
+    assert human.returncode == 0 and "everything checks" in human.stdout
+    key = os.path.join(vault, ".totebox-agent", "vault.key")
+    assert os.stat(key).st_mode & 0o777 == 0o600
+
+
+def test_files_being_written_are_not_sealed(tmp):
+    vault = make_vault(tmp, n=0)
+    inbox = os.path.join(vault, "app-console-input")
+    with open(os.path.join(inbox, "open-for-writing.bin"), "wb") as busy:
+        busy.write(b"half")
+        busy.flush()
+        open(os.path.join(inbox, ".hidden"), "wb").close()
+        open(os.path.join(inbox, "upload.part"), "wb").close()
+        os.mkfifo(os.path.join(inbox, "a-fifo"))
+        os.mkdir(os.path.join(inbox, "a-dir"))
+        out = seal(vault)
+        assert "sealed 0" in out, out
+    out = seal(vault)  # closed now: sealed
+    assert "sealed 1" in out, out
+    assert len(ledger_lines(vault)) == 1
+
+
+def test_supersedes(tmp):
+    vault = make_vault(tmp, n=2)
+    put(vault, "record-0.txt.supersedes-1", b"corrected\n")
+    seal(vault)
+    last = json.loads(ledger_lines(vault)[-1])
+    assert last["supersedes"] == 1 and last["path"].endswith("-record-0.txt")
+    assert verify(vault)[0] == 0
+
+
+def modify_asset(vault):
+    p = asset(vault, 2)
+    unprotect(p)
+    os.chmod(p, 0o644)
+    with open(p, "ab") as f:
+        f.write(b"tampered")
+    os.chmod(p, 0o444)
+    subprocess.run(["chattr", "+i", p], capture_output=True)
+
+
+def delete_asset(vault):
+    p = asset(vault, 2)
+    unprotect(p)
+    os.unlink(p)
+
+
+def unrecorded_asset(vault):
+    with open(os.path.join(vault, "assets", "smuggled.bin"), "wb") as f:
+        f.write(b"x")
+
+
+def unrecorded_ledger_dir(vault):
+    with open(os.path.join(vault, "ledger", "notes.txt"), "wb") as f:
+        f.write(b"x")
+
+
+def edit_entry(vault):
+    lines = ledger_lines(vault)
+    lines[1] = lines[1].replace(b'"size":', b'"size":1')
+    rewrite_ledger(vault, b"\n".join(lines) + b"\n")
+
+
+def edit_last_entry(vault):
+    lines = ledger_lines(vault)
+    lines[2] = lines[2].replace(b'"size":', b'"size":1')
+    rewrite_ledger(vault, b"\n".join(lines) + b"\n")
+
+
+def delete_entry(vault):
+    lines = ledger_lines(vault)
+    del lines[1]
+    rewrite_ledger(vault, b"\n".join(lines) + b"\n")
+
+
+def delete_ledger(vault):
+    unprotect(ledger_path(vault))
+    os.unlink(ledger_path(vault))
+
+
+def reorder_entries(vault):
+    lines = ledger_lines(vault)
+    lines[1], lines[2] = lines[2], lines[1]
+    rewrite_ledger(vault, b"\n".join(lines) + b"\n")
+
+
+def truncate_entries(vault):
+    lines = ledger_lines(vault)
+    rewrite_ledger(vault, b"\n".join(lines[:2]) + b"\n")
+
+
+def truncate_mid_line(vault):
+    data = open(ledger_path(vault), "rb").read()
+    rewrite_ledger(vault, data[:-40])
+
+
+def clear_immutable(vault):
+    subprocess.run(["chattr", "-i", asset(vault, 1)], check=True)
+
+
+def make_asset_writable(vault):
+    p = asset(vault, 1)
+    subprocess.run(["chattr", "-i", p], check=True)
+    os.chmod(p, 0o644)
+
+
+def clear_append_only(vault):
+    subprocess.run(["chattr", "-a", ledger_path(vault)], check=True)
+
+
+def forge_tree_head(vault):
+    p = os.path.join(vault, ".totebox-agent", "sth.json")
+    sth = json.load(open(p))
+    sig = bytearray(base64.b64decode(sth["signature"]))
+    sig[0] ^= 1
+    sth["signature"] = base64.b64encode(bytes(sig)).decode()
+    json.dump(sth, open(p, "w"))
+
+
+def forge_root(vault):
+    p = os.path.join(vault, ".totebox-agent", "sth.json")
+    sth = json.load(open(p))
+    sth["root"] = "00" * 32
+    json.dump(sth, open(p, "w"))
+
+
+TAMPERS = [
+    (modify_asset, "modified-asset"),
+    (delete_asset, "deleted-asset"),
+    (unrecorded_asset, "unrecorded-file"),
+    (unrecorded_ledger_dir, "unrecorded-file"),
+    (edit_entry, "ledger-edited"),
+    (edit_last_entry, "ledger-edited"),
+    (delete_entry, "ledger-deleted"),
+    (delete_ledger, "ledger-deleted"),
+    (reorder_entries, "ledger-reordered"),
+    (truncate_entries, "ledger-truncated"),
+    (truncate_mid_line, "ledger-truncated"),
+    (clear_immutable, "flag-cleared"),
+    (make_asset_writable, "flag-cleared"),
+    (clear_append_only, "flag-cleared"),
+    (forge_tree_head, "forged-tree-head"),
+    (forge_root, "forged-tree-head"),
+]
+
+
+@pytest.mark.parametrize("tamper,kind", TAMPERS, ids=[t[0].__name__ for t in TAMPERS])
+def test_tamper_is_named(tmp, tamper, kind):
+    vault = make_vault(tmp)
+    assert verify(vault)[0] == 0
+    tamper(vault)
+    rc, out = verify(vault)
+    assert rc == 1, out
+    assert kind in kinds(out), out["mismatches"]
+    human = run(AGENT, "verify", vault)
+    assert human.returncode == 1 and ("MISMATCH " + kind) in human.stdout
+
+
+def copy_vault(src, dst):
+    unprotect(src)
+    shutil.copytree(src, dst, symlinks=True)
+    # restore the protection the copy lost (chattr flags are not copied)
+    for d in (src, dst):
+        for name in os.listdir(os.path.join(d, "assets")):
+            subprocess.run(["chattr", "+i", os.path.join(d, "assets", name)], capture_output=True)
+        subprocess.run(["chattr", "+a", ledger_path(d)], capture_output=True)
+
+
+def test_rollback_against_trusted_head(tmp):
+    vault = make_vault(tmp, n=2)
+    old = os.path.join(tmp, "old")
+    copy_vault(vault, old)
+    put(vault, "later.txt", b"later\n")
+    seal(vault)
+    trusted = os.path.join(tmp, "trusted", "sth.json")
+    os.makedirs(os.path.dirname(trusted))
+    shutil.copy(os.path.join(vault, ".totebox-agent", "sth.json"), trusted)
+    assert verify(vault, "--trusted-sth", trusted)[0] == 0
+    rc, out = verify(old, "--trusted-sth", trusted)  # the vault restored from an old copy
+    assert rc == 1 and "rollback" in kinds(out), out
+
+
+def test_inconsistent_tree_head(tmp):
+    vault = make_vault(tmp, n=2)
+    fork = os.path.join(tmp, "fork")
+    copy_vault(vault, fork)
+    put(vault, "a.txt", b"history A\n")
+    seal(vault)
+    put(fork, "b.txt", b"history B\n")
+    seal(fork)
+    trusted = os.path.join(tmp, "trusted", "sth.json")
+    os.makedirs(os.path.dirname(trusted))
+    shutil.copy(os.path.join(vault, ".totebox-agent", "sth.json"), trusted)
+    rc, out = verify(fork, "--trusted-sth", trusted)
+    assert rc == 1 and "inconsistent-tree-head" in kinds(out), out
+
+
+def test_key_changed(tmp):
+    a = make_vault(tmp, n=1, name="a")
+    b = make_vault(tmp, n=1, name="b")
+    pk_a = open(os.path.join(a, ".totebox-agent", "vault.pub")).read().strip()
+    assert verify(a, "--public-key", pk_a)[0] == 0
+    rc, out = verify(b, "--public-key", pk_a)
+    assert rc == 1 and "key-changed" in kinds(out), out
+
+
+BAD_LEDGERS = [
+    b"not json at all\n",
+    b"\x00\xff\xfe binary \x80\n",
+    b"{}\n",
+    b"[1,2,3]\n",
+    b'{"seq":"1"}\n',
+    b"\n",
+    b"{" * 5000 + b"\n",
+    b"x" * 100000 + b"\n",
+    b'{"seq":1,"time":"t","path":"assets/../../etc/passwd","size":1,"blake2b_256":"'
+    + b"0" * 64 + b'","supersedes":null,"protect":"immutable","prev":"' + b"0" * 64 + b'"}\n',
+    b'{"seq":1,"seq":2}\n',
+]
+
+
+@pytest.mark.parametrize("garbage", BAD_LEDGERS, ids=range(len(BAD_LEDGERS)))
+def test_bad_ledger_input_is_a_named_mismatch(tmp, garbage):
+    vault = make_vault(tmp, n=2)
+    rewrite_ledger(vault, open(ledger_path(vault), "rb").read() + garbage)
+    rc, out = verify(vault)
+    assert rc == 1 and "ledger-edited" in kinds(out), out
+
+
+def test_unreadable_layout_is_refused(tmp):
+    bad = os.path.join(tmp, "notavault")
+    os.makedirs(bad)
+    r = run(AGENT, "verify", bad)
+    assert r.returncode == 2 and "layout" in r.stderr
+    open(os.path.join(tmp, "file"), "w").close()
+    r = run(AGENT, "seal", os.path.join(tmp, "file"))
+    assert r.returncode != 0 and "layout" in r.stderr
+
+
+def test_read_only_fallback_without_the_capability(tmp):
+    """As an unprivileged user chattr +i is refused: the asset is read-only and the ledger says so."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv missing")
+    vault = os.path.join(tmp, "v")
+    os.makedirs(vault)
+    os.chmod(tmp, 0o755)
+    os.chown(vault, 65534, 65534)
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    r = subprocess.run(as_nobody + [AGENT, "seal", vault], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    inbox = os.path.join(vault, "app-console-input")
+    with open(os.path.join(inbox, "x.txt"), "wb") as f:
+        f.write(b"data")
+    os.chown(os.path.join(inbox, "x.txt"), 65534, 65534)
+    r = subprocess.run(as_nobody + [AGENT, "seal", vault], capture_output=True, text=True)
+    assert r.returncode == 0 and "sealed 1" in r.stdout, r.stdout + r.stderr
+    entry = json.loads(ledger_lines(vault)[0])
+    assert entry["protect"] == "read-only"
+    assert os.stat(os.path.join(vault, entry["path"])).st_mode & 0o777 == 0o444
+    assert verify(vault)[0] == 0

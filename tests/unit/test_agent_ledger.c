@@ -1,0 +1,214 @@
+/* Unit tests for the agent's ledger, requests, reports and channel queue: canonical format and
+ * strict parse round-trip, hostile lines refused with a reason, asset path rules, the
+ * supersedes suffix, request parsing, consistency answers, report size and the bounded queue. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+#include <sodium.h>
+
+#include "agent/agent.h"
+
+static void entry_fill(struct ledger_entry *e, uint64_t seq)
+{
+        memset(e, 0, sizeof(*e));
+        e->seq = seq;
+        snprintf(e->time, sizeof(e->time), "2026-11-23T10:00:00.000Z");
+        snprintf(e->path, sizeof(e->path), "assets/%08llu-x.txt", (unsigned long long)seq);
+        e->size = 1234;
+        memset(e->hash, 0x5a, sizeof(e->hash));
+        memset(e->prev, seq > 1 ? 0x11 : 0, sizeof(e->prev));
+        e->supersedes = seq > 1 ? seq - 1 : 0;
+}
+
+static void test_roundtrip(void **state)
+{
+        struct ledger_entry e, back;
+        char line[LEDGER_LINE_MAX], err[256], again[LEDGER_LINE_MAX];
+        int n;
+
+        for (uint64_t seq = 1; seq < 4; seq++) {
+                entry_fill(&e, seq);
+                n = ledger_entry_format(&e, line, sizeof(line));
+                assert_true(n > 0);
+                assert_int_equal(ledger_entry_parse(line, (size_t)n, &back, err, sizeof(err)), 0);
+                assert_int_equal(ledger_entry_format(&back, again, sizeof(again)), n);
+                assert_memory_equal(line, again, (size_t)n);
+        }
+        assert_non_null(strstr(line, "\"supersedes\":2"));
+        entry_fill(&e, 1);
+        n = ledger_entry_format(&e, line, sizeof(line));
+        assert_non_null(strstr(line, "\"supersedes\":null"));
+        assert_int_equal(ledger_entry_format(&e, line, 20), -ENOSPC);
+}
+
+static void test_hostile_lines(void **state)
+{
+        static const char *bad[] = {
+            "",
+            "{",
+            "[]",
+            "null",
+            "{\"seq\":1}",
+            "{\"seq\":1,\"seq\":1}",
+            "{\"seq\":0,\"time\":\"t\",\"path\":\"assets/a\",\"size\":1,\"blake2b_256\":"
+            "\"0000000000000000000000000000000000000000000000000000000000000000\","
+            "\"supersedes\":null,\"protect\":\"immutable\",\"prev\":"
+            "\"0000000000000000000000000000000000000000000000000000000000000000\"}",
+            "{\"seq\":1,\"time\":\"t\",\"path\":\"assets/../x\",\"size\":1,\"blake2b_256\":"
+            "\"0000000000000000000000000000000000000000000000000000000000000000\","
+            "\"supersedes\":null,\"protect\":\"immutable\",\"prev\":"
+            "\"0000000000000000000000000000000000000000000000000000000000000000\"}",
+            "{\"seq\":1,\"time\":\"t\",\"path\":\"assets/a\",\"size\":1,\"blake2b_256\":"
+            "\"ABCD000000000000000000000000000000000000000000000000000000000000\","
+            "\"supersedes\":null,\"protect\":\"immutable\",\"prev\":"
+            "\"0000000000000000000000000000000000000000000000000000000000000000\"}",
+            "{\"seq\":2,\"time\":\"t\",\"path\":\"assets/a\",\"size\":1,\"blake2b_256\":"
+            "\"0000000000000000000000000000000000000000000000000000000000000000\","
+            "\"supersedes\":2,\"protect\":\"immutable\",\"prev\":"
+            "\"0000000000000000000000000000000000000000000000000000000000000000\"}",
+            "{\"seq\":1,\"time\":\"t\",\"path\":\"assets/a\",\"size\":1,\"blake2b_256\":"
+            "\"0000000000000000000000000000000000000000000000000000000000000000\","
+            "\"supersedes\":null,\"protect\":\"maybe\",\"prev\":"
+            "\"0000000000000000000000000000000000000000000000000000000000000000\"}",
+            "{\"seq\":1,\"time\":\"t\",\"path\":\"assets/a\",\"size\":-1,\"blake2b_256\":"
+            "\"0000000000000000000000000000000000000000000000000000000000000000\","
+            "\"supersedes\":null,\"protect\":\"immutable\",\"prev\":"
+            "\"0000000000000000000000000000000000000000000000000000000000000000\"}",
+        };
+        struct ledger_entry e;
+        char err[256];
+
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                err[0] = '\0';
+                assert_int_equal(ledger_entry_parse(bad[i], strlen(bad[i]), &e, err, sizeof(err)),
+                                 -EINVAL);
+                assert_true(err[0] != '\0');
+        }
+}
+
+static void test_paths_and_supersedes(void **state)
+{
+        char name[256];
+
+        assert_true(ledger_path_valid("assets/00000001-a.txt"));
+        assert_false(ledger_path_valid("assets/"));
+        assert_false(ledger_path_valid("assets/.hidden"));
+        assert_false(ledger_path_valid("assets/a/b"));
+        assert_false(ledger_path_valid("ledger/x"));
+        assert_false(ledger_path_valid("assets/a b"));
+        assert_int_equal(seal_parse_supersedes("report.pdf.supersedes-12", name, sizeof(name)), 12);
+        assert_string_equal(name, "report.pdf");
+        assert_int_equal(seal_parse_supersedes("report.pdf", name, sizeof(name)), 0);
+        assert_int_equal(seal_parse_supersedes("x.supersedes-0", name, sizeof(name)), 0);
+        assert_int_equal(seal_parse_supersedes("x.supersedes-1a", name, sizeof(name)), 0);
+        assert_int_equal(
+            seal_parse_supersedes("x.supersedes-99999999999999999999999", name, sizeof(name)), 0);
+}
+
+static void test_requests(void **state)
+{
+        struct agent_request r;
+        char err[256];
+        const char *ok1 = "{\"v\":1,\"type\":\"verify-request\",\"request_id\":\"a\"}";
+        const char *ok2 = "{\"v\":1,\"type\":\"consistency-request\",\"request_id\":\"b\","
+                          "\"from_size\":2,\"to_size\":5}";
+        const char *bad_v = "{\"v\":2,\"type\":\"verify-request\",\"request_id\":\"c\"}";
+
+        assert_int_equal(agent_request_parse(ok1, strlen(ok1), &r, err, sizeof(err)), 0);
+        assert_int_equal(r.type, AGENT_REQ_VERIFY);
+        assert_string_equal(r.request_id, "a");
+        assert_int_equal(agent_request_parse(ok2, strlen(ok2), &r, err, sizeof(err)), 0);
+        assert_int_equal(r.type, AGENT_REQ_CONSISTENCY);
+        assert_int_equal(r.from_size, 2);
+        assert_int_equal(r.to_size, 5);
+        assert_int_equal(agent_request_parse(bad_v, strlen(bad_v), &r, err, sizeof(err)), -EINVAL);
+        assert_string_equal(r.request_id, "c");
+        assert_int_equal(agent_request_parse("{", 1, &r, err, sizeof(err)), -EINVAL);
+        assert_string_equal(r.request_id, "");
+}
+
+static void test_consistency_answer_and_report(void **state)
+{
+        struct ledger l;
+        struct ledger_entry e;
+        struct agent_request req = {.type = AGENT_REQ_CONSISTENCY, .from_size = 3, .to_size = 7};
+        struct verify_result vr;
+        struct sth s = {.size = 7};
+        uint8_t pk[32] = {0};
+        char line[LEDGER_LINE_MAX], err[256], *out;
+        json_t *o;
+
+        assert_true(sodium_init() >= 0);
+        ledger_init(&l);
+        for (uint64_t i = 1; i <= 7; i++) {
+                entry_fill(&e, i);
+                int n = ledger_entry_format(&e, line, sizeof(line));
+                assert_int_equal(ledger_push(&l, &e, line, (size_t)n), 0);
+        }
+        snprintf(req.request_id, sizeof(req.request_id), "q");
+        out = report_answer_consistency(&l, &req, err, sizeof(err));
+        assert_non_null(out);
+        o = json_loads(out, 0, NULL);
+        assert_int_equal(json_array_size(json_object_get(o, "proof")), 4);
+        json_decref(o);
+        free(out);
+        req.to_size = 8;
+        assert_null(report_answer_consistency(&l, &req, err, sizeof(err)));
+        req.from_size = 0;
+        req.to_size = 1;
+        assert_null(report_answer_consistency(&l, &req, err, sizeof(err)));
+
+        /* a report with the most mismatches stays under the line limit */
+        memset(&vr, 0, sizeof(vr));
+        mismatch_list_init(&vr.mm);
+        for (int i = 0; i < 1000; i++)
+                mismatch_add(&vr.mm, "modified-asset", "assets/\x01\xff-long-name", "%0250d", i);
+        out = report_build("schedule", NULL, "vault", pk, &s, &vr);
+        assert_non_null(out);
+        assert_true(strlen(out) < CHANNEL_LINE_MAX);
+        assert_null(strchr(out, '\x01'));
+        free(out);
+        assert_int_equal(vr.mm.total, 1000);
+        verify_result_done(&vr);
+        ledger_done(&l);
+}
+
+static void test_queue_bounded(void **state)
+{
+        struct channel c;
+
+        assert_int_equal(channel_init(&c, "", 3), 0);
+        for (int i = 0; i < 10; i++) {
+                char line[16];
+                snprintf(line, sizeof(line), "m%d", i);
+                assert_int_equal(channel_send(&c, line), 0);
+        }
+        assert_int_equal(c.q_count, 3);
+        assert_int_equal(c.dropped, 7);
+        assert_string_equal(c.queue[c.q_head], "m7\n");
+        assert_int_equal(channel_ensure_open(&c, 0), -EAGAIN);
+        channel_done(&c);
+        channel_done(NULL);
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+            cmocka_unit_test(test_roundtrip),
+            cmocka_unit_test(test_hostile_lines),
+            cmocka_unit_test(test_paths_and_supersedes),
+            cmocka_unit_test(test_requests),
+            cmocka_unit_test(test_consistency_answer_and_report),
+            cmocka_unit_test(test_queue_bounded),
+        };
+
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
