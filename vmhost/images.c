@@ -77,8 +77,10 @@ int images_start(struct vmhost *vh)
 {
         virConnectPtr c = vh->conn;
         char path[4200];
-        int r = 0;
+        int r = images_prepare_dirs(vh);
 
+        if (r < 0)
+                return r;
         snprintf(path, sizeof(path), "%s/vms", vh->cfg.state_dir);
         r = images_pool(c, VMHOST_POOL_VMS, path);
         snprintf(path, sizeof(path), "%s/images", vh->cfg.state_dir);
@@ -322,7 +324,7 @@ static int images_from_manifest(const char *path, const char *text, size_t len,
 {
         struct json_input_error jerr = {{0}};
         const char *dir_end = strrchr(path, '/');
-        json_t *m = json_input_parse(text, len, IMAGE_MANIFEST_MAX, 4, &jerr), *fs;
+        json_t *m = json_input_parse(text, len, IMAGE_MANIFEST_MAX, 4, &jerr), *fs = NULL;
         int r = 0;
 
         if (!m || !json_is_object(fs = json_object_get(m, "files")))
@@ -491,8 +493,12 @@ static int images_import_locked(struct vmhost *vh, const char *name, const char 
                         images_disk_format(files[i].src, files[i].format, sizeof(files[i].format));
                 else
                         snprintf(files[i].format, sizeof(files[i].format), "raw");
-                snprintf(files[i].volume, sizeof(files[i].volume), "%s.%s%s%s", name, suffix[i],
-                         i == 0 ? "." : "", i == 0 ? files[i].format : "");
+                if (strlen(name) > IMAGE_NAME_MAX) {
+                        r = vms_problem(p, 400, "bad-request", "image name too long");
+                        break;
+                }
+                snprintf(files[i].volume, sizeof(files[i].volume), "%.63s.%s%s%.7s", name,
+                         suffix[i], i == 0 ? "." : "", i == 0 ? files[i].format : "");
                 r = images_fetch(vh, &files[i], p);
         }
         if (r == 0) {

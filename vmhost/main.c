@@ -40,6 +40,23 @@ static void vmhost_beat(struct vmhost *vh, struct heartbeat_sender *s)
                           (unsigned long long)hb.mem_available_mib, (long long)hb.libvirt_age_ms);
 }
 
+/* The node API binds the mesh address, which may come up after vmhost (WireGuard); a failed
+ * bind is logged once and retried at every heartbeat. */
+static void vmhost_api_retry(struct vmhost *vh)
+{
+        static bool logged;
+        int r;
+
+        if (vh->http)
+                return;
+        r = node_api_start(vh);
+        if (r < 0 && !logged)
+                log_error("cannot serve the node API on '%s' port %llu: %s; retrying",
+                          vh->cfg.node_api_listen, (unsigned long long)vh->cfg.node_api_port,
+                          strerror(-r));
+        logged = r < 0;
+}
+
 static int vmhost_run(struct vmhost *vh, struct heartbeat_sender *s, int sfd)
 {
         struct pollfd pfd = {.fd = sfd, .events = POLLIN};
@@ -50,6 +67,7 @@ static int vmhost_run(struct vmhost *vh, struct heartbeat_sender *s, int sfd)
 
                 if (now >= next) {
                         vmhost_beat(vh, s);
+                        vmhost_api_retry(vh);
                         next += vh->cfg.heartbeat_interval_ms;
                         if (next <= now)
                                 next = now + vh->cfg.heartbeat_interval_ms;
@@ -93,12 +111,13 @@ static int vmhost_check_config(struct vmhost *vh)
         return 0;
 }
 
+/* Without its state directory or libvirt, vmhost still sends heartbeats (libvirt_age_ms -1)
+ * and keeps retrying; only what cannot be retried is fatal here. */
 static int vmhost_start(struct vmhost *vh)
 {
         int r = roster_update_start(vh);
 
-        r = r ?: images_prepare_dirs(vh);
-        if (r == 0 && virt_embed_prepare(vh->cfg.libvirt_uri) < 0)
+        if (r == 0 && images_prepare_dirs(vh) == 0 && virt_embed_prepare(vh->cfg.libvirt_uri) < 0)
                 log_warn("cannot write the qemu.conf of '%s'", vh->cfg.libvirt_uri);
         r = r ?: virt_start(vh);
         r = r ?: agent_chan_start(vh);
@@ -106,14 +125,10 @@ static int vmhost_start(struct vmhost *vh)
                 log_error("cannot start the libvirt side: %s", strerror(-r));
                 return r;
         }
-        r = node_api_start(vh);
-        if (r < 0)
-                log_error("cannot serve the node API on '%s' port %llu: %s",
-                          vh->cfg.node_api_listen, (unsigned long long)vh->cfg.node_api_port,
-                          strerror(-r));
+        vmhost_api_retry(vh);
         /* Start-up (libvirt's capabilities probe) leaves freed heap behind; give it back. */
         malloc_trim(0);
-        return r;
+        return 0;
 }
 
 static void vmhost_stop(struct vmhost *vh)

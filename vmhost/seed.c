@@ -83,9 +83,12 @@ static int seed_spawn(const char *iso, const char *dir, pid_t *ret_pid, char *er
         posix_spawn_file_actions_t fa;
         int r;
 
-        snprintf(ud, sizeof(ud), "%s/user-data", dir);
-        snprintf(md, sizeof(md), "%s/meta-data", dir);
-        snprintf(nc, sizeof(nc), "%s/network-config", dir);
+        if (snprintf(ud, sizeof(ud), "%s/user-data", dir) >= (int)sizeof(ud) ||
+            snprintf(md, sizeof(md), "%s/meta-data", dir) >= (int)sizeof(md) ||
+            snprintf(nc, sizeof(nc), "%s/network-config", dir) >= (int)sizeof(nc)) {
+                snprintf(err, errsize, "seed directory path too long");
+                return -ENAMETOOLONG;
+        }
         posix_spawn_file_actions_init(&fa);
         posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
         posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);

@@ -10,6 +10,7 @@
 #include <libvirt/virterror.h>
 #include <spawn.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -86,22 +87,29 @@ static int storage_pool_volume(virStoragePoolPtr pool, const char *name, const c
 static int storage_pool_make(virStoragePoolPtr pool, const struct vm_disks *d, const char *base_esc,
                              const char *fmt, uint64_t base_size, uint64_t vault_mib)
 {
-        char xml[8192];
+        char *xml = NULL;
         int r;
 
-        snprintf(xml, sizeof(xml),
-                 "<volume><name>%s</name><capacity unit='bytes'>%llu</capacity>"
-                 "<target><format type='qcow2'/><permissions><mode>0600</mode></permissions>"
-                 "</target><backingStore><path>%s</path><format type='%s'/></backingStore>"
-                 "</volume>",
-                 d->os_volume, (unsigned long long)base_size, base_esc, fmt);
+        if (asprintf(&xml,
+                     "<volume><name>%s</name><capacity unit='bytes'>%llu</capacity>"
+                     "<target><format type='qcow2'/><permissions><mode>0600</mode></permissions>"
+                     "</target><backingStore><path>%s</path><format type='%s'/></backingStore>"
+                     "</volume>",
+                     d->os_volume, (unsigned long long)base_size, base_esc, fmt) < 0)
+                return -ENOMEM;
         r = storage_pool_volume(pool, d->os_volume, xml);
-        snprintf(xml, sizeof(xml),
-                 "<volume><name>%s</name><capacity unit='MiB'>%llu</capacity>"
-                 "<allocation>0</allocation><target><format type='raw'/><permissions>"
-                 "<mode>0600</mode></permissions></target></volume>",
-                 d->vault_volume, (unsigned long long)vault_mib);
-        return r ?: storage_pool_volume(pool, d->vault_volume, xml);
+        free(xml);
+        if (r < 0)
+                return r;
+        if (asprintf(&xml,
+                     "<volume><name>%s</name><capacity unit='MiB'>%llu</capacity>"
+                     "<allocation>0</allocation><target><format type='raw'/><permissions>"
+                     "<mode>0600</mode></permissions></target></volume>",
+                     d->vault_volume, (unsigned long long)vault_mib) < 0)
+                return -ENOMEM;
+        r = storage_pool_volume(pool, d->vault_volume, xml);
+        free(xml);
+        return r;
 }
 
 int storage_make_disks(struct vmhost *vh, void *conn, const char *vm_id,

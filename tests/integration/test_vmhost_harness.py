@@ -92,6 +92,9 @@ class Vmhost:
         for k, v in opts.items():
             args += ["--set", "%s=%s" % (k, v)]
         ids = run_as()
+        for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):  # sanitizer runs
+            if k in os.environ:
+                extra_env.setdefault(k, os.environ[k])
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
                                      user=ids[0] if ids else None,
