@@ -276,7 +276,8 @@ struct pair_ceremony {
 static enum pair_error pair_fail(struct pair_ceremony *c, enum pair_error e, const char *detail)
 {
         pair_send_error(c->fd, c->s.keyed ? &c->s : NULL, e, NULL);
-        snprintf(c->err, sizeof(c->err), "%s", detail ? detail : pair_error_text(e));
+        if (detail != c->err) /* the caller may pass our own buffer back */
+                snprintf(c->err, sizeof(c->err), "%s", detail ? detail : pair_error_text(e));
         return e;
 }
 

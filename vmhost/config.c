@@ -40,6 +40,9 @@ const struct config_key vmhost_config_table[] = {
       "initial roster (used until a newer signed roster is pushed)"),
     K("genesis_public_key", CONFIG_STRING, genesis_public_key, 64, 64, "",
       "base64 Ed25519 genesis key that signs rosters; empty refuses every pushed roster"),
+    K("mesh_state_dir", CONFIG_STRING, mesh_state_dir, 4096, 4096, "",
+      "the node's mesh state (totebox-pair --state-dir): the genesis key learned at pairing and "
+      "the roster; accepted rosters are stored there too"),
     K("wg_interface", CONFIG_STRING, wg_interface, 32, 32, "",
       "WireGuard interface rosters are applied to; empty: none"),
     K("archive_grace", CONFIG_DURATION, archive_grace_ms, 0, 3600000, "60s",

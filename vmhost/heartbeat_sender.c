@@ -24,17 +24,30 @@ int heartbeat_sender_open(struct heartbeat_sender *s, const struct vmhost_config
         fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (fd < 0)
                 return -errno;
-        if ((cfg->heartbeat_source[0] && bind(fd, (struct sockaddr *)&src, sizeof(src)) < 0) ||
-            connect(fd, (struct sockaddr *)&dst, sizeof(dst)) < 0) {
+        /* not connected: the destination follows the roster's controller (sendto) */
+        if (cfg->heartbeat_source[0] && bind(fd, (struct sockaddr *)&src, sizeof(src)) < 0) {
                 r = -errno;
                 close(fd);
                 return r;
         }
         memset(s, 0, sizeof(*s));
         s->fd = fd;
+        s->dst = dst;
         s->epoch = clock_realtime_ms();
         sample_read_cpu(&s->last_cpu);
         return 0;
+}
+
+int heartbeat_sender_set_destination(struct heartbeat_sender *s, const char *address)
+{
+        struct in_addr a;
+
+        if (inet_pton(AF_INET, address, &a) != 1)
+                return -EINVAL;
+        if (a.s_addr == s->dst.sin_addr.s_addr)
+                return 0;
+        s->dst.sin_addr = a;
+        return 1;
 }
 
 void heartbeat_sender_close(struct heartbeat_sender *s)
@@ -78,7 +91,7 @@ int heartbeat_sender_send(struct heartbeat_sender *s, const struct heartbeat *hb
 
         if (n < 0)
                 return n;
-        if (send(s->fd, buf, (size_t)n, 0) < 0)
+        if (sendto(s->fd, buf, (size_t)n, 0, (const struct sockaddr *)&s->dst, sizeof(s->dst)) < 0)
                 return -errno;
         return 0;
 }

@@ -16,10 +16,31 @@
 #include "common/log.h"
 #include "vmhost/vmhost.h"
 
+/* Heartbeats go to the controller the roster names (it moves when a cloud node joins), else to
+ * the configured fleetd_address. */
+static void vmhost_follow_controller(struct vmhost *vh, struct heartbeat_sender *s)
+{
+        char addr[INET_ADDRSTRLEN] = "", id[NODE_ID_MAX + 1] = "";
+        const struct roster_node *n;
+
+        pthread_mutex_lock(&vh->state_lock);
+        if (vh->roster && (n = roster_find_by_id(vh->roster, vh->roster->controller))) {
+                snprintf(addr, sizeof(addr), "%s", n->mesh_address);
+                snprintf(id, sizeof(id), "%s", n->id);
+        }
+        pthread_mutex_unlock(&vh->state_lock);
+        if (heartbeat_sender_set_destination(s, addr[0] ? addr : vh->cfg.fleetd_address) > 0)
+                log_info("heartbeats now go to '%s' (%s)", addr[0] ? addr : vh->cfg.fleetd_address,
+                         addr[0] ? id : "fleetd_address");
+}
+
 static void vmhost_beat(struct vmhost *vh, struct heartbeat_sender *s)
 {
         struct heartbeat hb;
-        int r = heartbeat_sender_sample(s, &vh->cfg, &hb);
+        int r;
+
+        vmhost_follow_controller(vh, s);
+        r = heartbeat_sender_sample(s, &vh->cfg, &hb);
 
         if (r == 0) {
                 pthread_mutex_lock(&vh->state_lock);

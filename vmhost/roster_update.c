@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/mesh.h"
 #include "vmhost/vmhost.h"
 
 static char *roster_state_path(struct vmhost *vh)
@@ -25,8 +26,7 @@ int roster_apply_wireguard(struct vmhost *vh, const struct roster *r)
 {
         if (!vh->cfg.wg_interface[0])
                 return 0;
-        /* Wired to mesh_apply_roster() (common/mesh.h) once the mesh part lands. */
-        return -ENOSYS;
+        return mesh_apply_roster(vh->cfg.wg_interface, r, vh->cfg.node_id);
 }
 
 static int roster_genesis_key(struct vmhost *vh, uint8_t pk[32])
@@ -34,6 +34,9 @@ static int roster_genesis_key(struct vmhost *vh, uint8_t pk[32])
         const char *b64 = vh->cfg.genesis_public_key;
         size_t n = 0;
 
+        /* the key learned at pairing, unless the config names one */
+        if (!b64[0] && vh->cfg.mesh_state_dir[0])
+                return mesh_genesis_pub_load(vh->cfg.mesh_state_dir, pk) < 0 ? -ENOKEY : 0;
         if (!b64[0] ||
             sodium_base642bin(pk, 32, b64, strlen(b64), NULL, &n, NULL,
                               sodium_base64_VARIANT_ORIGINAL) != 0 ||
@@ -71,12 +74,37 @@ static void roster_install(struct vmhost *vh, struct roster *r)
         pthread_mutex_unlock(&vh->state_lock);
 }
 
+/* With a mesh state dir, the newer of the mesh's roster and vmhost's own copy. */
+static struct roster *roster_load_newest(struct vmhost *vh, const char *own, char *err,
+                                         size_t errsize)
+{
+        char *mesh = NULL;
+        struct roster *a = NULL, *b = NULL;
+
+        if (asprintf(&mesh, "%s/roster.json", vh->cfg.mesh_state_dir) >= 0 &&
+            access(mesh, R_OK) == 0)
+                a = roster_load_file(mesh, err, errsize);
+        if (own && access(own, R_OK) == 0)
+                b = roster_load_file(own, err, errsize);
+        free(mesh);
+        if (a && b && b->version > a->version) {
+                roster_free(a);
+                return b;
+        }
+        roster_free(b);
+        if (!a)
+                snprintf(err, errsize, "no roster in '%.200s'", vh->cfg.mesh_state_dir);
+        return a;
+}
+
 int roster_update_start(struct vmhost *vh)
 {
         char err[256], *path = roster_state_path(vh);
         struct roster *r = NULL;
 
-        if (path && access(path, R_OK) == 0)
+        if (vh->cfg.mesh_state_dir[0])
+                r = roster_load_newest(vh, path, err, sizeof(err));
+        else if (path && access(path, R_OK) == 0)
                 r = roster_load_file(path, err, sizeof(err));
         else if (vh->cfg.roster_file[0])
                 r = roster_load_file(vh->cfg.roster_file, err, sizeof(err));
@@ -138,6 +166,10 @@ int roster_update_apply(struct vmhost *vh, const char *body, size_t len, json_t 
                 roster_free(r);
                 return ret_code;
         }
+        /* the mesh tool's copy too, so that 'totebox-pair up' restores this version */
+        if (vh->cfg.mesh_state_dir[0] && mesh_roster_store(vh->cfg.mesh_state_dir, r) < 0)
+                log_warn("roster version %llu not written to the mesh state '%s'",
+                         (unsigned long long)r->version, vh->cfg.mesh_state_dir);
         wg = roster_apply_wireguard(vh, r);
         if (wg < 0)
                 log_warn("roster version %llu stored but not applied to '%s': %s",

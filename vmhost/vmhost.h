@@ -47,6 +47,7 @@ struct vmhost_config {
         char roster_file[4096];      /* initial roster until one is pushed */
         char genesis_public_key[64]; /* base64 Ed25519 */
         char wg_interface[32];       /* empty: no WireGuard interface to apply rosters to */
+        char mesh_state_dir[4096];   /* totebox-pair's state: genesis.pub and roster.json */
         uint64_t archive_grace_ms;
         char log_level[16];
 };
@@ -74,6 +75,7 @@ int sample_read_mem(struct mem_sample *ret);
 /* heartbeat_sender.c */
 struct heartbeat_sender {
         int fd;
+        struct sockaddr_in dst; /* the controller's heartbeat address */
         uint64_t epoch;
         uint64_t seq;
         struct cpu_sample last_cpu;
@@ -81,6 +83,8 @@ struct heartbeat_sender {
 
 int heartbeat_sender_open(struct heartbeat_sender *s, const struct vmhost_config *cfg);
 void heartbeat_sender_close(struct heartbeat_sender *s);
+/* Points heartbeats at address (dotted quad); 1 when it changed, 0 when not, -EINVAL. */
+int heartbeat_sender_set_destination(struct heartbeat_sender *s, const char *address);
 /* Samples the node and fills hb (everything but the libvirt fields). */
 int heartbeat_sender_sample(struct heartbeat_sender *s, const struct vmhost_config *cfg,
                             struct heartbeat *hb);
