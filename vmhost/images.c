@@ -414,6 +414,20 @@ static uint64_t images_virtual_size(struct vmhost *vh, const char *volume)
         return v;
 }
 
+/* Tells libvirt's storage driver (when there is one) that volumes came or went. */
+static void images_pool_refresh(struct vmhost *vh)
+{
+        virConnectPtr c = virt_conn_ref(vh);
+        virStoragePoolPtr pool = c ? virStoragePoolLookupByName(c, VMHOST_POOL_IMAGES) : NULL;
+
+        if (pool) {
+                virStoragePoolRefresh(pool, 0);
+                virStoragePoolFree(pool);
+        }
+        if (c)
+                virConnectClose(c);
+}
+
 static int images_parse_import(const char *body, size_t len, char *name, char *path, char *sum,
                                struct vm_problem *p)
 {
@@ -528,6 +542,7 @@ int images_import(struct vmhost *vh, const char *body, size_t len, json_t **ret,
         pthread_mutex_lock(&vh->ops_lock);
         r = images_import_locked(vh, name, path, sum, ret, p);
         pthread_mutex_unlock(&vh->ops_lock);
+        images_pool_refresh(vh);
         if (r == 0)
                 log_info("image '%s' imported from '%s' (sha256 %s)", name, path, sum);
         else
@@ -565,6 +580,7 @@ int images_remove(struct vmhost *vh, const char *name, struct vm_problem *p)
                         unlink(mp);
         }
         pthread_mutex_unlock(&vh->ops_lock);
+        images_pool_refresh(vh);
         json_decref(m);
         free(mp);
         if (r == 0)

@@ -95,3 +95,15 @@ def test_roster_needs_the_genesis_key(vh):
     assert (status, kind) == (403, "no-genesis-key")
     status, kind, _ = problem(vh, "POST", "/v1/roster", '{"v":1}')
     assert (status, kind) == (400, "bad-roster")
+
+
+@pytest.mark.skipif(not os.path.exists("/sys/module/kvm_pvm"), reason="needs this machine's PVM KVM")
+def test_virt_type_auto_picks_tcg_here():
+    """/dev/kvm exists here but is the PVM flavour that cannot boot guests: auto must pick qemu."""
+    root = make_root("tbx-vmhost-auto-")
+    v = Vmhost(root, virt_type="auto")
+    try:
+        assert "(virt_type 'qemu')" in v.read_log()
+    finally:
+        v.stop()
+        remove_root(root)

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import socket
+import subprocess
 import sys
 
 import pytest
@@ -69,6 +70,13 @@ def test_create_boots_and_is_in_inventory(env):
     assert status == 200 and again["uuid"] == body["uuid"]
     status, other, _ = vh.call("POST", "/v1/vms", dict(CREATE, request_id="req-b"))
     assert status == 409 and other["type"].endswith("/vm-exists"), other
+    seed = os.path.join(env["root"], "state", "seeds", "vm-a.iso")
+    label = subprocess.run(["isoinfo", "-d", "-i", seed], capture_output=True, text=True).stdout
+    assert "Volume id: cidata" in label
+    user_data = subprocess.run(["isoinfo", "-R", "-i", seed, "-x", "/user-data"],
+                               capture_output=True, text=True).stdout
+    assert user_data.startswith("#cloud-config\n")
+    assert 'entity: "Acme <&> \\"Co\\""' in user_data  # escaped as a JSON (YAML) string
     status, inv, _ = vh.call("GET", "/v1/inventory")
     validate(inv, "inventory.schema.json")
     assert [v["id"] for v in inv["vms"]] == ["vm-a"]
