@@ -278,10 +278,6 @@ class Fleet:
         self.genesis()
         for name, _, _ in NODES[1:]:
             self.join(name)
-        # The controller moved to the cloud node when it joined: the others re-read the roster
-        # and point their vmhost at it (the provision scripts' --refresh).
-        for name, _, _ in NODES[:2]:
-            self.refresh(name)
         for name in self.nodes:
             self.nodes[name]["mesh"] = self.mesh_address(name)
         log("mesh addresses: " + ", ".join(f"{k} {v['mesh']}" for k, v in self.nodes.items()))
