@@ -212,10 +212,11 @@ class Fleet:
             raise FleetError(f"{method} {path}: {status} {data}")
         return data
 
-    def fleetctl(self, *args):
+    def fleetctl(self, *args, check=True):
+        """fleetctl on the controller's state directory (tokens, audit verify)."""
         ctl = self.nodes[self.controller()]
         return sh(os.path.join(BUILD, "fleetctl", "fleetctl"), "--state-dir",
-                  os.path.join(ctl["state"], "fleetd"), *args)
+                  os.path.join(ctl["state"], "fleetd"), *args, check=check)
 
     def create_token(self, name="demo"):
         out = self.fleetctl("token", "create", name).stdout
@@ -244,20 +245,44 @@ class Fleet:
         self.image = out
         return out
 
+    def node_api(self, node, method, path, body=None):
+        """Calls node's vmhost API from the controller's mesh address (the only one it answers).
+        Returns (status, parsed JSON or text)."""
+        ctl = self.controller()
+        args = ["curl", "-s", "-o", "/dev/stdout", "-w", "\n%{http_code}", "--max-time", "30",
+                "--interface", self.nodes[ctl]["mesh"], "-X", method]
+        if body is not None:
+            args += ["-H", "Content-Type: application/json", "--data", json.dumps(body)]
+        r = sh(*self.in_ns(ctl, *args, f"http://{self.nodes[node]['mesh']}:{NODE_API_PORT}{path}"),
+               check=False)
+        text, _, code = r.stdout.rpartition("\n")
+        try:
+            return int(code), json.loads(text)
+        except ValueError:
+            return int(code or 0), text
+
+    def daemon_pid(self, node, name):
+        for n, d, pid in self.daemons():
+            if n == node and d == name:
+                return pid
+        return None
+
+    def stop_daemon(self, node, name, sig=signal.SIGTERM):
+        """Ends one of node's daemons by the PID its provision script recorded."""
+        pid = self.daemon_pid(node, name)
+        if pid is None:
+            raise FleetError(f"no {name} PID recorded on {node}")
+        os.kill(pid, sig)
+        wait(lambda: not os.path.exists(f"/proc/{pid}"), 20, f"{name} on {node} to exit")
+
     def import_image(self, node, name="totebox-test"):
-        """Imports the test image into node's store through its node API, from the controller
-        (the only address a node API answers)."""
+        """Imports the test image into node's store through its node API (checksum verified)."""
         manifest = os.path.join(self.image, "manifest.json")
         sha = sh("sha256sum", manifest).stdout.split()[0]
-        body = json.dumps({"name": name, "path": manifest, "sha256": sha})
-        addr = self.nodes[node]["mesh"]
-        ctl = self.controller()
-        r = sh(*self.in_ns(ctl, "curl", "-s", "-o", "/dev/stderr", "-w", "%{http_code}",
-                           "--interface", self.nodes[ctl]["mesh"], "-X", "POST",
-                           "-H", "Content-Type: application/json", "--data", body,
-                           f"http://{addr}:{NODE_API_PORT}/v1/images"), check=False)
-        if r.stdout not in ("201", "200", "409"):
-            raise FleetError(f"image import on {node}: {r.stdout} {r.stderr}")
+        status, body = self.node_api(node, "POST", "/v1/images",
+                                     {"name": name, "path": manifest, "sha256": sha})
+        if status not in (200, 201, 409):
+            raise FleetError(f"image import on {node}: {status} {body}")
 
     def plan(self, entity, memory_mib=256, vcpus=1, image="totebox-test", vault_disk_mib=64):
         return self.api_raw("POST", "/v1/plans", {"entity": entity, "memory_mib": memory_mib,
