@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "common/config.h"
 #include "common/merkle.h"
@@ -74,6 +75,11 @@ struct ledger_entry {
 /* Parses one line (without its newline). 0, or -EINVAL with err naming the field. */
 int ledger_entry_parse(const char *line, size_t len, struct ledger_entry *ret, char *err,
                        size_t errlen);
+/* The two halves of ledger_entry_parse: the canonical layout only (fast, no error text), and
+ * any valid JSON object with the entry's keys (jansson). Exposed for tests and fuzzing. */
+int ledger_entry_parse_canonical(const char *line, size_t len, struct ledger_entry *ret);
+int ledger_entry_parse_json(const char *line, size_t len, struct ledger_entry *ret, char *err,
+                            size_t errlen);
 /* Formats e canonically (no newline) into buf; returns the length or -ENOSPC. */
 int ledger_entry_format(const struct ledger_entry *e, char *buf, size_t size);
 void ledger_line_hash(const char *line, size_t len, uint8_t ret[32]);
@@ -117,6 +123,7 @@ struct vault {
         struct sth last_sth; /* the stored tree head (size 0 with no signature: none) */
         bool have_sth;
         struct ledger ledger;
+        bool intent_pending; /* a seal intent is stored and not yet resolved */
 };
 
 /* Opens (and in writable mode creates) the skeleton, the key and the ledger. key_file "" means
@@ -131,7 +138,38 @@ int vault_set_flag(int fd, int flag);
 int vault_get_flags(int fd, int *ret_flags);
 /* Reads DIR/.totebox-agent/sth.json into s (signature unchecked). */
 int vault_sth_load(int state_fd, struct sth *s);
+/* Writes a small file in the state directory atomically and durably (temporary name, fsync,
+ * rename, fsync of the directory). */
+int vault_write_state(int state_fd, const char *name, const void *data, size_t len, mode_t mode);
 int sth_to_json_fields(const struct sth *s, char *root_hex, char *sig_b64);
+
+/* ---- privilege (privilege.c) ---- */
+/* Capability lists ending in -1: what run/seal and verify keep. */
+extern const int agent_caps_daemon[];
+extern const int agent_caps_verify[];
+/* Keeps only the listed capabilities (of those held) in every set, clears the bounding set of the
+ * rest where permitted, locks the securebits and sets no_new_privs. ret_kept: what remains. */
+int agent_drop_privileges(const int *keep, uint64_t *ret_kept, char *err, size_t errlen);
+
+/* ---- fault injection for crash tests (fault.c) ---- */
+/* TOTEBOX_AGENT_CRASH_AT=POINT[:N]: true the Nth time POINT is reached. */
+bool agent_fault_hit(const char *point);
+void agent_fault_die(void) __attribute__((noreturn));
+/* SIGKILLs the process when agent_fault_hit(point). */
+void agent_fault_point(const char *point);
+
+/* ---- the seal intent (intent.c) ---- */
+struct seal_intent {
+        struct ledger_entry e; /* protect is decided after the move; stored as "immutable" */
+        char inbox[256];       /* the record's name in the inbox */
+};
+
+int intent_store(int state_fd, const struct seal_intent *in);
+/* -ENOENT when there is none, -EINVAL when it does not parse. */
+int intent_load(int state_fd, struct seal_intent *ret);
+int intent_remove(int state_fd);
+/* Renames an intent that cannot be acted on to intent.bad (kept as evidence). */
+int intent_set_aside(int state_fd);
 
 /* ---- sealing (seal.c) ---- */
 struct seal_result {
@@ -143,6 +181,16 @@ struct seal_result {
 /* Seals every eligible file in the inbox. max_bytes bounds one record. */
 int seal_scan_inbox(struct vault *v, uint64_t max_bytes, struct seal_result *ret,
                     struct mismatch_list *log);
+/* Makes a moved record read-only and immutable where allowed, durably; sets e->protect. Shared
+ * by sealing and recovery. */
+int seal_protect(int fd, struct ledger_entry *e);
+/* Appends line[from..len) and a newline with one write() and fdatasync, then adds e to the
+ * in-memory ledger. from > 0 completes a torn line this agent started. */
+int seal_append_line(struct vault *v, const struct ledger_entry *e, const char *line, size_t len,
+                     size_t from);
+/* Completes or abandons a seal cut short by a crash (recover.c); called before every inbox pass.
+ * Notes what it did in log (kinds "seal-recovered", "seal-abandoned", "seal-failed"). */
+int seal_recover(struct vault *v, struct mismatch_list *log);
 /* Splits "NAME.supersedes-N" into the kept name and N; returns 0 when there is no suffix. */
 uint64_t seal_parse_supersedes(const char *name, char *ret_name, size_t size);
 

@@ -162,6 +162,8 @@ int agent_cmd_verify(int argc, char **argv)
                 return r < 0 ? 2 : 0;
         mismatch_list_init(&scratch);
         r = vault_open(&v, o.dir, "", true, &scratch, err, sizeof(err));
+        if (r == 0)
+                r = agent_drop_privileges(agent_caps_verify, NULL, err, sizeof(err));
         mismatch_list_done(&scratch);
         if (r < 0) {
                 fprintf(stderr, "totebox-agent verify: %s\n", err);
@@ -195,6 +197,8 @@ int agent_cmd_seal(int argc, char **argv)
         mismatch_list_init(&scratch);
         mismatch_list_init(&log);
         r = vault_open(&v, argv[1], "", false, &scratch, err, sizeof(err));
+        if (r == 0)
+                r = agent_drop_privileges(agent_caps_daemon, NULL, err, sizeof(err));
         if (r < 0) {
                 fprintf(stderr, "totebox-agent seal: %s\n", err);
         } else {
@@ -202,7 +206,7 @@ int agent_cmd_seal(int argc, char **argv)
                 if (r == 0)
                         r = vault_sign_sth(&v, clock_realtime_ms(), true, &s);
                 for (size_t i = 0; i < log.n; i++)
-                        fprintf(stderr, "cannot seal '%s': %s\n", log.items[i].path,
+                        fprintf(stderr, "%s '%s': %s\n", log.items[i].kind, log.items[i].path,
                                 log.items[i].detail);
                 printf("sealed %zu, skipped %zu, failed %zu; ledger size %zu\n", sr.sealed,
                        sr.skipped, sr.failed, v.ledger.n);

@@ -115,8 +115,8 @@ static int ledger_get_fields(const json_t *o, struct ledger_entry *e, struct jso
         return r;
 }
 
-int ledger_entry_parse(const char *line, size_t len, struct ledger_entry *ret, char *err,
-                       size_t errlen)
+int ledger_entry_parse_json(const char *line, size_t len, struct ledger_entry *ret, char *err,
+                            size_t errlen)
 {
         struct json_input_error jerr = {{0}};
         struct ledger_entry e;
@@ -140,6 +140,114 @@ cleanup:
                 snprintf(err, errlen, "%s", jerr.text);
         json_decref(o);
         return r;
+}
+
+/* ---- the fast path: a line exactly as ledger_entry_format writes it ----
+ * Nearly every line of a real ledger is canonical, and a general JSON parse per line dominated
+ * verification of many small records. This scanner accepts only the canonical layout, with the
+ * same bounds as the JSON path, and then re-formats the entry and compares the bytes, so what it
+ * accepts is exactly what the JSON path would read. Anything else takes the JSON path. */
+static const char *ledger_lit(const char *p, const char *end, const char *lit)
+{
+        size_t n = strlen(lit);
+
+        return p && (size_t)(end - p) >= n && memcmp(p, lit, n) == 0 ? p + n : NULL;
+}
+
+static const char *ledger_u64(const char *p, const char *end, uint64_t *ret)
+{
+        uint64_t v = 0;
+        const char *start = p;
+
+        if (!p)
+                return NULL;
+        for (; p < end && *p >= '0' && *p <= '9' && p - start < 19; p++)
+                v = v * 10 + (uint64_t)(*p - '0');
+        if (p == start || v > INT64_MAX || (p < end && *p >= '0' && *p <= '9'))
+                return NULL;
+        *ret = v;
+        return p;
+}
+
+static bool ledger_time_char(char c)
+{
+        return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+               c == ':' || c == '.' || c == '+' || c == '-';
+}
+
+/* A string of [A-Za-z0-9:.+_/-] up to the closing quote, shorter than size (a path or a time;
+ * each is checked for its own characters afterwards). */
+static const char *ledger_str(const char *p, const char *end, char *buf, size_t size)
+{
+        size_t n = 0;
+
+        if (!p)
+                return NULL;
+        for (; p < end && *p != '"'; p++) {
+                if (n + 1 >= size || !(ledger_time_char(*p) || *p == '_' || *p == '/'))
+                        return NULL;
+                buf[n++] = *p;
+        }
+        buf[n] = '\0';
+        return p < end ? p + 1 : NULL;
+}
+
+static const char *ledger_hex(const char *p, const char *end, uint8_t *out, size_t outlen)
+{
+        size_t got = 0;
+
+        if (!p || (size_t)(end - p) < 2 * outlen + 1 || p[2 * outlen] != '"')
+                return NULL;
+        for (size_t i = 0; i < 2 * outlen; i++)
+                if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f')))
+                        return NULL;
+        if (sodium_hex2bin(out, outlen, p, 2 * outlen, NULL, &got, NULL) != 0 || got != outlen)
+                return NULL;
+        return p + 2 * outlen + 1;
+}
+
+int ledger_entry_parse_canonical(const char *line, size_t len, struct ledger_entry *ret)
+{
+        const char *end = line + len, *p, *q;
+        char again[LEDGER_LINE_MAX + 1];
+        struct ledger_entry e;
+
+        if (len > LEDGER_LINE_MAX)
+                return -EINVAL;
+        memset(&e, 0, sizeof(e));
+        p = ledger_u64(ledger_lit(line, end, "{\"seq\":"), end, &e.seq);
+        p = ledger_str(ledger_lit(p, end, ",\"time\":\""), end, e.time, sizeof(e.time));
+        p = ledger_str(ledger_lit(p, end, ",\"path\":\""), end, e.path, sizeof(e.path));
+        p = ledger_u64(ledger_lit(p, end, ",\"size\":"), end, &e.size);
+        p = ledger_hex(ledger_lit(p, end, ",\"blake2b_256\":\""), end, e.hash, AGENT_HASH_LEN);
+        p = ledger_lit(p, end, ",\"supersedes\":");
+        q = ledger_lit(p, end, "null");
+        p = q ? q : ledger_u64(p, end, &e.supersedes);
+        p = ledger_lit(p, end, ",\"protect\":\"");
+        q = ledger_lit(p, end, "immutable\"");
+        e.protect = q ? LEDGER_PROTECT_IMMUTABLE : LEDGER_PROTECT_READ_ONLY;
+        p = q ? q : ledger_lit(p, end, "read-only\"");
+        p = ledger_hex(ledger_lit(p, end, ",\"prev\":\""), end, e.prev, 32);
+        p = ledger_lit(p, end, "}");
+        if (p != end || e.seq < 1 || !ledger_path_valid(e.path) ||
+            (e.supersedes && e.supersedes >= e.seq))
+                return -EINVAL;
+        for (const char *t = e.time; *t; t++)
+                if (!ledger_time_char(*t))
+                        return -EINVAL;
+        if (ledger_entry_format(&e, again, sizeof(again)) != (int)len ||
+            memcmp(again, line, len) != 0)
+                return -EINVAL;
+        *ret = e;
+        return 0;
+}
+
+int ledger_entry_parse(const char *line, size_t len, struct ledger_entry *ret, char *err,
+                       size_t errlen)
+{
+        if (ledger_entry_parse_canonical(line, len, ret) == 0)
+                return 0;
+        return ledger_entry_parse_json(line, len, ret, err, errlen);
 }
 
 void ledger_init(struct ledger *l)
@@ -272,9 +380,9 @@ static void ledger_check_line(struct ledger_loader *ld, const char *line, size_t
         ld->last_seq = e.seq;
         snprintf(ld->prev_path, sizeof(ld->prev_path), "%s",
                  e.seq ? e.path : "ledger/" LEDGER_FILE);
-        ledger_line_hash(line, len, ld->prev_hash);
         if (ledger_add_line(ld->l, &e, line, len) < 0)
                 mismatch_add(ld->mm, "ledger-edited", "ledger/" LEDGER_FILE, "out of memory");
+        memcpy(ld->prev_hash, ld->l->last_line_hash, 32); /* computed once, by ledger_add_line */
 }
 
 static int ledger_cmp_u64(const void *a, const void *b)

@@ -96,9 +96,17 @@ static void agent_scan(struct agent *a)
         r = seal_scan_inbox(&a->v, a->cfg.max_record_bytes, &sr, &log);
         if (r < 0 && r != -EROFS)
                 log_warn("inbox of '%s' not sealed: %s", a->v.dir,
-                         r == -EUCLEAN ? "the ledger does not end with a newline" : strerror(-r));
-        for (size_t i = 0; i < log.n; i++)
-                log_error("cannot seal '%s': %s", log.items[i].path, log.items[i].detail);
+                         r == -EUCLEAN  ? "the ledger does not end with a newline"
+                         : r == -EAGAIN ? "an interrupted seal is not resolved"
+                                        : strerror(-r));
+        for (size_t i = 0; i < log.n; i++) {
+                const struct mismatch *m = &log.items[i];
+
+                if (!strcmp(m->kind, "seal-failed"))
+                        log_error("cannot seal '%s': %s", m->path, m->detail);
+                else
+                        log_warn("%s '%s': %s", m->kind, m->path, m->detail);
+        }
         mismatch_list_done(&log);
         a->next_scan_ms = clock_monotonic_ms() + a->cfg.scan_interval_ms;
         if (r < 0 || sr.sealed == 0)
@@ -201,15 +209,21 @@ static int agent_setup(struct agent *a)
 {
         struct mismatch_list scratch;
         char err[512], inbox[4200];
+        uint64_t kept = 0;
         int r;
 
         mismatch_list_init(&scratch);
         r = vault_open(&a->v, a->cfg.vault_dir, a->cfg.key_file, false, &scratch, err, sizeof(err));
         mismatch_list_done(&scratch);
+        if (r == 0)
+                r = agent_drop_privileges(agent_caps_daemon, &kept, err, sizeof(err));
         if (r < 0) {
                 log_error("%s", err);
                 return r;
         }
+        log_info("capabilities kept: 0x%" PRIx64 " (of immutable, fowner, dac_override, lease); "
+                 "no_new_privs set",
+                 kept);
         if (a->cfg.vault_id[0])
                 snprintf(a->vault_id, sizeof(a->vault_id), "%s", a->cfg.vault_id);
         else if (gethostname(a->vault_id, sizeof(a->vault_id) - 1) < 0)

@@ -3,7 +3,8 @@
  * read-only where the file system refuses the flag), and appended to the ledger. Files still
  * being written are left alone: dot-files and names ending in .part or .tmp, files someone holds
  * open for writing (a read lease cannot be taken), and files that change while being hashed. The
- * work per record is O(record size + log n). */
+ * work per record is O(record size + log n). Each seal is made crash-safe by an intent record
+ * stored before the move (intent.c) and completed after a crash by recover.c. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -89,25 +90,43 @@ static bool seal_supersedes_known(const struct ledger *l, uint64_t seq)
         return false;
 }
 
-static int seal_append(struct vault *v, struct ledger_entry *e)
+int seal_append_line(struct vault *v, const struct ledger_entry *e, const char *line, size_t len,
+                     size_t from)
 {
-        char line[LEDGER_LINE_MAX + 1];
-        int len = ledger_entry_format(e, line, sizeof(line) - 1);
+        char buf[LEDGER_LINE_MAX + 1];
+        size_t n = len - from + 1;
 
-        if (len < 0)
-                return len;
-        line[len] = '\n';
-        if (write(v->ledger_fd, line, (size_t)len + 1) != len + 1) {
+        if (len > LEDGER_LINE_MAX || from > len)
+                return -EINVAL;
+        memcpy(buf, line + from, len - from);
+        buf[len - from] = '\n';
+        if (agent_fault_hit("torn")) {
+                if (write(v->ledger_fd, buf, n / 2) >= 0)
+                        fdatasync(v->ledger_fd);
+                agent_fault_die();
+        }
+        errno = 0;
+        if (write(v->ledger_fd, buf, n) != (ssize_t)n) {
                 v->ledger.ends_clean = false;
                 return errno ? -errno : -EIO;
         }
+        agent_fault_point("appended");
         if (fdatasync(v->ledger_fd) < 0)
                 return -errno;
-        return ledger_push(&v->ledger, e, line, (size_t)len);
+        v->ledger.ends_clean = true;
+        return ledger_push(&v->ledger, e, line, len);
 }
 
-/* Moves the hashed file into assets/ and protects it; fills e's path and protect. */
-static int seal_move(struct vault *v, int fd, const char *name, struct ledger_entry *e)
+int seal_protect(int fd, struct ledger_entry *e)
+{
+        fchmod(fd, 0444);
+        e->protect = vault_set_flag(fd, FS_IMMUTABLE_FL) == 0 ? LEDGER_PROTECT_IMMUTABLE
+                                                              : LEDGER_PROTECT_READ_ONLY;
+        return fsync(fd) < 0 ? -errno : 0;
+}
+
+/* Names the asset and the superseded record; fills e's path and supersedes. */
+static void seal_plan(const struct vault *v, const char *name, struct ledger_entry *e)
 {
         char kept[256], asset[LEDGER_PATH_MAX];
 
@@ -117,13 +136,53 @@ static int seal_move(struct vault *v, int fd, const char *name, struct ledger_en
                 snprintf(kept, sizeof(kept), "%s", name);
         }
         seal_asset_name(e->seq, kept, asset, sizeof(asset));
-        if (renameat2(v->inbox_fd, name, v->assets_fd, asset, RENAME_NOREPLACE) < 0)
-                return -errno;
         snprintf(e->path, sizeof(e->path), "assets/%.*s", LEDGER_PATH_MAX - 7, asset);
-        fchmod(fd, 0444);
-        e->protect = vault_set_flag(fd, FS_IMMUTABLE_FL) == 0 ? LEDGER_PROTECT_IMMUTABLE
-                                                              : LEDGER_PROTECT_READ_ONLY;
-        return 0;
+}
+
+/* The durable part of a seal, in the order recovery relies on: the content is on disk, the
+ * intent is on disk, the move is on disk (both directories), the protection is on disk, the
+ * ledger line is on disk, and only then is the intent removed. A kill between any two steps
+ * leaves a state recover.c completes or abandons. */
+static int seal_commit(struct vault *v, int fd, const char *name, struct ledger_entry *e)
+{
+        struct seal_intent in = {.e = *e};
+        char line[LEDGER_LINE_MAX + 1];
+        int r, len;
+
+        if (fdatasync(fd) < 0)
+                return -errno;
+        agent_fault_point("hashed");
+        snprintf(in.inbox, sizeof(in.inbox), "%s", name);
+        r = intent_store(v->state_fd, &in);
+        if (r < 0)
+                return r;
+        v->intent_pending = true;
+        agent_fault_point("intent");
+        if (renameat2(v->inbox_fd, name, v->assets_fd, e->path + 7, RENAME_NOREPLACE) < 0) {
+                r = -errno;
+                if (intent_remove(v->state_fd) == 0)
+                        v->intent_pending = false;
+                return r;
+        }
+        if (fsync(v->assets_fd) < 0 || fsync(v->inbox_fd) < 0)
+                return -errno;
+        agent_fault_point("renamed");
+        r = seal_protect(fd, e);
+        if (r < 0)
+                return r;
+        agent_fault_point("protected");
+        len = ledger_entry_format(e, line, sizeof(line) - 1);
+        if (len < 0)
+                return len;
+        r = seal_append_line(v, e, line, (size_t)len, 0);
+        if (r < 0)
+                return r;
+        agent_fault_point("synced");
+        r = intent_remove(v->state_fd);
+        if (r == 0)
+                v->intent_pending = false;
+        agent_fault_point("done");
+        return r;
 }
 
 /* 0 sealed, 1 skipped (not ready or not eligible), <0 failed. */
@@ -139,7 +198,7 @@ static int seal_one(struct vault *v, const char *name, uint64_t max_bytes)
                 return 1;
         r = 1;
         if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1 ||
-            (uint64_t)st.st_size > max_bytes || seal_writer_open(fd))
+            (uint64_t)st.st_size > max_bytes || seal_writer_open(fd) || strlen(name) > 255)
                 goto cleanup;
         memset(&e, 0, sizeof(e));
         r = verify_hash_fd(fd, e.hash, &size);
@@ -153,9 +212,8 @@ static int seal_one(struct vault *v, const char *name, uint64_t max_bytes)
         e.size = size;
         clock_format_rfc3339(clock_realtime_ms(), e.time, sizeof(e.time));
         memcpy(e.prev, v->ledger.n ? v->ledger.last_line_hash : (uint8_t[32]){0}, 32);
-        r = seal_move(v, fd, name, &e);
-        if (r == 0)
-                r = seal_append(v, &e);
+        seal_plan(v, name, &e);
+        r = seal_commit(v, fd, name, &e);
 cleanup:
         close(fd);
         return r;
@@ -209,15 +267,22 @@ int seal_scan_inbox(struct vault *v, uint64_t max_bytes, struct seal_result *ret
         int r;
 
         memset(ret, 0, sizeof(*ret));
-        if (v->read_only || v->ledger_fd < 0 || v->inbox_fd < 0)
+        if (v->read_only || v->ledger_fd < 0 || v->inbox_fd < 0 || v->state_fd < 0)
                 return -EROFS;
+        seal_recover(v, log);
         if (!v->ledger.ends_clean)
                 return -EUCLEAN;
+        if (v->intent_pending)
+                return -EAGAIN;
         r = seal_list_inbox(v->inbox_fd, &names, &n);
         if (r < 0)
                 return r;
         for (size_t i = 0; i < n; i++) {
-                int s = v->ledger.ends_clean ? seal_one(v, names[i], max_bytes) : 1;
+                /* a seal that failed after storing its intent stops the batch: the next pass
+                 * resolves it before the sequence number is used again */
+                int s = v->ledger.ends_clean && !v->intent_pending
+                            ? seal_one(v, names[i], max_bytes)
+                            : 1;
 
                 if (s == 0)
                         ret->sealed++;

@@ -21,14 +21,15 @@
 
 #define VERIFY_BUF (256 * 1024)
 
-static int verify_hash_fd_buf(int fd, uint8_t *buf, size_t bufsize, uint8_t ret[AGENT_HASH_LEN],
-                              uint64_t *ret_size)
+static int verify_hash_fd_buf(int fd, uint8_t *buf, size_t bufsize, uint64_t size_hint,
+                              uint8_t ret[AGENT_HASH_LEN], uint64_t *ret_size)
 {
         crypto_generichash_state st;
         uint64_t total = 0;
         ssize_t n;
 
-        posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+        if (size_hint >= bufsize)
+                posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
         crypto_generichash_init(&st, NULL, 0, AGENT_HASH_LEN);
         while ((n = pread(fd, buf, bufsize, (off_t)total)) != 0) {
                 if (n < 0) {
@@ -38,6 +39,10 @@ static int verify_hash_fd_buf(int fd, uint8_t *buf, size_t bufsize, uint8_t ret[
                 }
                 crypto_generichash_update(&st, buf, (size_t)n);
                 total += (uint64_t)n;
+                /* a regular file read short of the buffer and of its size at fstat has ended;
+                 * one more read would return 0 (a file still growing is read on) */
+                if ((size_t)n < bufsize && total >= size_hint && size_hint != UINT64_MAX)
+                        break;
         }
         crypto_generichash_final(&st, ret, AGENT_HASH_LEN);
         *ret_size = total;
@@ -51,7 +56,7 @@ int verify_hash_fd(int fd, uint8_t ret[AGENT_HASH_LEN], uint64_t *ret_size)
 
         if (!buf)
                 return -ENOMEM;
-        r = verify_hash_fd_buf(fd, buf, VERIFY_BUF, ret, ret_size);
+        r = verify_hash_fd_buf(fd, buf, VERIFY_BUF, UINT64_MAX, ret, ret_size);
         free(buf);
         return r;
 }
@@ -93,7 +98,8 @@ static void verify_job_run(struct verify_job *j, int assets_fd, uint8_t *buf)
         j->mode = st.st_mode;
         j->have_flags = vault_get_flags(fd, &j->flags) == 0;
         if (j->regular)
-                j->status = verify_hash_fd_buf(fd, buf, VERIFY_BUF, j->hash, &j->size);
+                j->status = verify_hash_fd_buf(fd, buf, VERIFY_BUF, (uint64_t)st.st_size, j->hash,
+                                               &j->size);
 cleanup:
         close(fd);
 }
@@ -213,9 +219,10 @@ static int verify_cmp_str(const void *a, const void *b)
         return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* Names in dir_fd that are not in names[] (sorted); prefix makes the reported path. */
+/* Names in dir_fd that are not in names[] (sorted); prefix makes the reported path. pending is
+ * the asset name of an interrupted seal (or NULL), which gets a detail saying so. */
 static void verify_unrecorded(int dir_fd, const char **names, size_t n, const char *prefix,
-                              struct mismatch_list *mm)
+                              const char *pending, struct mismatch_list *mm)
 {
         int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
@@ -235,7 +242,13 @@ static void verify_unrecorded(int dir_fd, const char **names, size_t n, const ch
                 if (n && bsearch(&key, names, n, sizeof(*names), verify_cmp_str))
                         continue;
                 snprintf(path, sizeof(path), "%s%.*s", prefix, LEDGER_PATH_MAX, key);
-                mismatch_add(mm, "unrecorded-file", path, "no ledger entry records this file");
+                if (pending && !strcmp(key, pending))
+                        mismatch_add(mm, "unrecorded-file", path,
+                                     "an interrupted seal (.totebox-agent/intent); the agent "
+                                     "completes it when it next starts");
+                else
+                        mismatch_add(mm, "unrecorded-file", path,
+                                     "no ledger entry records this file");
         }
         closedir(d);
 }
@@ -245,6 +258,8 @@ static void verify_unrecorded_all(const struct vault *v, const struct ledger *l,
 {
         const char **names = calloc(l->n ? l->n : 1, sizeof(*names));
         const char *ledger_names[] = {LEDGER_FILE};
+        struct seal_intent in;
+        bool pending = intent_load(v->state_fd, &in) == 0;
         size_t n = 0;
 
         if (!names)
@@ -253,8 +268,8 @@ static void verify_unrecorded_all(const struct vault *v, const struct ledger *l,
                 if (l->entries[i].seq)
                         names[n++] = l->entries[i].path + 7;
         qsort(names, n, sizeof(*names), verify_cmp_str);
-        verify_unrecorded(v->assets_fd, names, n, "assets/", mm);
-        verify_unrecorded(v->ledger_dir_fd, ledger_names, 1, "ledger/", mm);
+        verify_unrecorded(v->assets_fd, names, n, "assets/", pending ? in.e.path + 7 : NULL, mm);
+        verify_unrecorded(v->ledger_dir_fd, ledger_names, 1, "ledger/", NULL, mm);
         free(names);
 }
 
@@ -352,15 +367,19 @@ int verify_vault(struct vault *v, unsigned threads, const uint8_t *trusted_pk,
                  const struct sth *trusted_sth, struct verify_result *ret)
 {
         uint64_t start = clock_monotonic_ms();
-        struct ledger disk;
+        struct ledger own, *disk = v->read_only ? &v->ledger : &own;
         char path[4200];
         int r;
 
         memset(ret, 0, sizeof(*ret));
         mismatch_list_init(&ret->mm);
-        ledger_init(&disk);
+        /* the daemon compares a fresh read with what it sealed; offline, the read is the ledger */
+        if (disk == &own)
+                ledger_init(&own);
+        else
+                ledger_done(disk); /* empties it (read-only mode never loaded it) */
         snprintf(path, sizeof(path), "%s/ledger/" LEDGER_FILE, v->dir);
-        r = ledger_load(&disk, path, &ret->mm);
+        r = ledger_load(disk, path, &ret->mm);
         if (r == -ENOENT)
                 mismatch_add(&ret->mm, "ledger-deleted", "ledger/" LEDGER_FILE,
                              "the ledger file is missing");
@@ -368,12 +387,13 @@ int verify_vault(struct vault *v, unsigned threads, const uint8_t *trusted_pk,
                 mismatch_add(&ret->mm, "ledger-edited", "ledger/" LEDGER_FILE,
                              "the ledger cannot be read: %s", strerror(-r));
         if (!v->read_only)
-                verify_against_sealed(&disk, &v->ledger, &ret->mm);
-        verify_heads(v, &disk, trusted_pk, trusted_sth, &ret->mm);
+                verify_against_sealed(disk, &v->ledger, &ret->mm);
+        verify_heads(v, disk, trusted_pk, trusted_sth, &ret->mm);
         verify_ledger_flag(v, &ret->mm);
-        r = verify_assets(&disk, v->assets_fd, threads, ret);
-        verify_unrecorded_all(v, &disk, &ret->mm);
-        ledger_done(&disk);
+        r = verify_assets(disk, v->assets_fd, threads, ret);
+        verify_unrecorded_all(v, disk, &ret->mm);
+        if (disk == &own)
+                ledger_done(&own);
         ret->duration_ms = clock_monotonic_ms() - start;
         return r;
 }

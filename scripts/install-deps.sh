@@ -22,9 +22,18 @@ done
 
 if [ "${#missing[@]}" -eq 0 ]; then
   echo "install-deps: all ${#PACKAGES[@]} packages present"
-  exit 0
+else
+  echo "install-deps: installing ${#missing[@]} packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-echo "install-deps: installing ${#missing[@]} packages: ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -q
-$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+
+# libvirt's QEMU driver, when privileged, resolves the 'libvirt-qemu' user at start even when
+# qemu.conf names another. Debian creates it in libvirt-daemon-system, which we do not install
+# (it starts libvirtd); create the same system user so qemu:///embed works for root.
+if ! getent passwd libvirt-qemu >/dev/null; then
+  $SUDO useradd --system --no-create-home --home-dir /var/lib/libvirt \
+    --shell /usr/sbin/nologin --user-group libvirt-qemu
+  echo "install-deps: created the system user 'libvirt-qemu'"
+fi

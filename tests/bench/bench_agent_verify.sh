@@ -49,24 +49,27 @@ cd "$V"
 du -sh assets | sed 's/^/vault size: /'
 cat assets/* >/dev/null  # warm the page cache for both tools
 
-best() { # best of 3 wall-clock seconds of a command
-        local b=
+best() { # best of 3 runs of a command: "WALL CPU" seconds (CPU = user + sys, less load-sensitive)
+        local bw= bc=
         for _ in 1 2 3; do
-                local s e
-                s=$(date +%s.%N)
-                "$@" >/dev/null
-                e=$(date +%s.%N)
-                b=$(echo "$e - $s" | bc -l | awk -v b="$b" '{ if (b == "" || $1 < b) print $1; else print b }')
+                local t
+                t=$( { /usr/bin/time -f "%e %U %S" "$@" >/dev/null; } 2>&1 | tail -1)
+                local w c
+                w=$(echo "$t" | awk '{print $1}')
+                c=$(echo "$t" | awk '{print $2 + $3}')
+                bw=$(awk -v a="$w" -v b="$bw" 'BEGIN { print (b == "" || a < b) ? a : b }')
+                bc=$(awk -v a="$c" -v b="$bc" 'BEGIN { print (b == "" || a < b) ? a : b }')
         done
-        echo "$b"
+        echo "$bw $bc"
 }
-T_AGENT=$(best "$AGENT" verify --json "$V")
-T_B2=$(best b2sum -l 256 assets/*)
+read -r T_AGENT C_AGENT < <(best "$AGENT" verify --json "$V")
+read -r T_B2 C_B2 < <(best b2sum -l 256 assets/*)
 RECORDS=$(ls assets | wc -l)
-echo "cores: $(nproc), records: $RECORDS"
-printf 'totebox-agent verify (full, %s threads): %.3f s\n' "$(nproc)" "$T_AGENT"
-printf 'b2sum -l 256 (coreutils, one run):      %.3f s\n' "$T_B2"
-printf 'ratio b2sum / agent: %.2fx\n' "$(echo "$T_B2 / $T_AGENT" | bc -l)"
+echo "cores: $(nproc), records: $RECORDS, load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+printf 'totebox-agent verify (full, %s threads): %.3f s wall, %.3f s user+sys\n' "$(nproc)" "$T_AGENT" "$C_AGENT"
+printf 'b2sum -l 256 (coreutils, one run):      %.3f s wall, %.3f s user+sys\n' "$T_B2" "$C_B2"
+printf 'ratio b2sum / agent: %.2fx wall, %.2fx user+sys\n' "$(echo "$T_B2 / $T_AGENT" | bc -l)" \
+        "$(echo "$C_B2 / $C_AGENT" | bc -l)"
 
 SIZE=$(stat -c %s "$AGENT")
 strip -o "$DIR/agent.stripped" "$AGENT"

@@ -1,0 +1,413 @@
+/* totebox-pair: the pairing tool. Subcommands come from one table (name, handler, usage); each
+ * parses its own options. See docs/mesh.md for the ceremony and the state directory. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "provision/pairing.h"
+
+struct pair_args {
+        const char *state_dir, *name, *endpoint, *role, *ifname, *subnet, *fleet_id, *listen;
+        const char *genesis, *code, *field;
+        unsigned wg_port, pair_port, code_ttl, sas_timeout, io_timeout, node_api_port;
+        bool no_wg;
+};
+
+enum {
+        OPT_STATE = 1000,
+        OPT_NAME,
+        OPT_ENDPOINT,
+        OPT_ROLE,
+        OPT_IFNAME,
+        OPT_PORT,
+        OPT_SUBNET,
+        OPT_FLEET,
+        OPT_LISTEN,
+        OPT_PAIR_PORT,
+        OPT_TTL,
+        OPT_SAS_TIMEOUT,
+        OPT_IO_TIMEOUT,
+        OPT_NODE_API,
+        OPT_GENESIS,
+        OPT_CODE,
+        OPT_NO_WG,
+        OPT_FIELD,
+};
+
+static const struct option pair_options[] = {
+    {"state-dir", required_argument, NULL, OPT_STATE},
+    {"name", required_argument, NULL, OPT_NAME},
+    {"endpoint", required_argument, NULL, OPT_ENDPOINT},
+    {"role", required_argument, NULL, OPT_ROLE},
+    {"ifname", required_argument, NULL, OPT_IFNAME},
+    {"wg-port", required_argument, NULL, OPT_PORT},
+    {"subnet", required_argument, NULL, OPT_SUBNET},
+    {"fleet-id", required_argument, NULL, OPT_FLEET},
+    {"listen", required_argument, NULL, OPT_LISTEN},
+    {"pair-port", required_argument, NULL, OPT_PAIR_PORT},
+    {"code-ttl", required_argument, NULL, OPT_TTL},
+    {"sas-timeout", required_argument, NULL, OPT_SAS_TIMEOUT},
+    {"io-timeout", required_argument, NULL, OPT_IO_TIMEOUT},
+    {"node-api-port", required_argument, NULL, OPT_NODE_API},
+    {"genesis", required_argument, NULL, OPT_GENESIS},
+    {"code", required_argument, NULL, OPT_CODE},
+    {"no-wg", no_argument, NULL, OPT_NO_WG},
+    {"field", required_argument, NULL, OPT_FIELD},
+    {NULL, 0, NULL, 0},
+};
+
+static int pair_parse_uint(const char *s, unsigned min, unsigned max, unsigned *ret)
+{
+        char *end;
+        unsigned long v;
+
+        errno = 0;
+        v = strtoul(s, &end, 10);
+        if (!*s || *end || errno || v < min || v > max) {
+                fprintf(stderr, "'%s' is not a number in %u..%u\n", s, min, max);
+                return -EINVAL;
+        }
+        *ret = (unsigned)v;
+        return 0;
+}
+
+static int pair_parse_args(int argc, char **argv, struct pair_args *a)
+{
+        int c, r = 0;
+
+        *a = (struct pair_args){.state_dir = "/var/lib/totebox/mesh",
+                                .role = "node",
+                                .ifname = "wg0",
+                                .subnet = "10.77.0.0/24",
+                                .listen = "0.0.0.0",
+                                .wg_port = 51820,
+                                .pair_port = PAIR_DEFAULT_PORT,
+                                .code_ttl = 600,
+                                .sas_timeout = 300,
+                                .io_timeout = 30,
+                                .node_api_port = 9172};
+        optind = 1;
+        while (r == 0 && (c = getopt_long(argc, argv, "", pair_options, NULL)) != -1) {
+                switch (c) {
+                case OPT_STATE:
+                        a->state_dir = optarg;
+                        break;
+                case OPT_NAME:
+                        a->name = optarg;
+                        break;
+                case OPT_ENDPOINT:
+                        a->endpoint = optarg;
+                        break;
+                case OPT_ROLE:
+                        a->role = optarg;
+                        break;
+                case OPT_IFNAME:
+                        a->ifname = optarg;
+                        break;
+                case OPT_PORT:
+                        r = pair_parse_uint(optarg, 1, 65535, &a->wg_port);
+                        break;
+                case OPT_SUBNET:
+                        a->subnet = optarg;
+                        break;
+                case OPT_FLEET:
+                        a->fleet_id = optarg;
+                        break;
+                case OPT_LISTEN:
+                        a->listen = optarg;
+                        break;
+                case OPT_PAIR_PORT:
+                        r = pair_parse_uint(optarg, 1, 65535, &a->pair_port);
+                        break;
+                case OPT_TTL:
+                        r = pair_parse_uint(optarg, 1, 86400, &a->code_ttl);
+                        break;
+                case OPT_SAS_TIMEOUT:
+                        r = pair_parse_uint(optarg, 1, 3600, &a->sas_timeout);
+                        break;
+                case OPT_IO_TIMEOUT:
+                        r = pair_parse_uint(optarg, 1, 600, &a->io_timeout);
+                        break;
+                case OPT_NODE_API:
+                        r = pair_parse_uint(optarg, 1, 65535, &a->node_api_port);
+                        break;
+                case OPT_GENESIS:
+                        a->genesis = optarg;
+                        break;
+                case OPT_CODE:
+                        a->code = optarg;
+                        break;
+                case OPT_NO_WG:
+                        a->no_wg = true;
+                        break;
+                case OPT_FIELD:
+                        a->field = optarg;
+                        break;
+                default:
+                        r = -EINVAL;
+                }
+        }
+        return r;
+}
+
+static int pair_need(const char *value, const char *option)
+{
+        if (value && *value)
+                return 0;
+        fprintf(stderr, "missing %s\n", option);
+        return -EINVAL;
+}
+
+static int pair_role(const char *s, enum roster_role *ret)
+{
+        if (roster_role_parse(s, ret) == 0)
+                return 0;
+        fprintf(stderr, "unknown role '%s' (node, relay or cloud)\n", s);
+        return -EINVAL;
+}
+
+static int cmd_genesis(const struct pair_args *a, const char *arg)
+{
+        struct pair_genesis_opts o = {.state_dir = a->state_dir,
+                                      .name = a->name,
+                                      .endpoint = a->endpoint,
+                                      .ifname = a->ifname,
+                                      .wg_port = a->wg_port,
+                                      .subnet = a->subnet,
+                                      .fleet_id = a->fleet_id,
+                                      .no_wg = a->no_wg,
+                                      .out = stdout};
+
+        if (pair_need(a->name, "--name") < 0 || pair_role(a->role, &o.role) < 0)
+                return -EINVAL;
+        if (!node_id_valid(a->name)) {
+                fprintf(stderr, "'%s' is not a valid node name (a-z, 0-9, '-')\n", a->name);
+                return -EINVAL;
+        }
+        return pair_genesis_init(&o);
+}
+
+static int cmd_serve(const struct pair_args *a, const char *arg)
+{
+        struct pair_server_opts o = {.state_dir = a->state_dir,
+                                     .listen_addr = a->listen,
+                                     .port = a->pair_port,
+                                     .code_ttl_s = a->code_ttl,
+                                     .sas_timeout_s = a->sas_timeout,
+                                     .io_timeout_s = a->io_timeout,
+                                     .node_api_port = a->node_api_port,
+                                     .out = stdout,
+                                     .confirm_in = stdin,
+                                     .code = a->code};
+
+        return pair_server_run(&o);
+}
+
+static int cmd_join(const struct pair_args *a, const char *arg)
+{
+        const char *code = arg;
+        struct pair_join_opts o = {.state_dir = a->state_dir,
+                                   .genesis = a->genesis,
+                                   .name = a->name,
+                                   .endpoint = a->endpoint,
+                                   .ifname = a->ifname,
+                                   .wg_port = a->wg_port,
+                                   .no_wg = a->no_wg,
+                                   .io_timeout_s = a->io_timeout,
+                                   .sas_timeout_s = a->sas_timeout,
+                                   .out = stdout,
+                                   .confirm_in = stdin};
+        char line[64];
+        int ret;
+
+        if (pair_need(code, "CODE") < 0 || pair_need(a->genesis, "--genesis HOST[:PORT]") < 0 ||
+            pair_need(a->name, "--name") < 0 || pair_role(a->role, &o.role) < 0)
+                return -EINVAL;
+        if (strcmp(code, "-") == 0) {
+                /* The code from the first line of stdin keeps it out of the process list. */
+                if (pair_read_line(STDIN_FILENO, a->sas_timeout * 1000, line, sizeof(line)) < 0)
+                        return -EINVAL;
+                code = line;
+        }
+        o.code = code;
+        ret = pair_join_run(&o);
+        sodium_memzero(line, sizeof(line));
+        return ret;
+}
+
+static int cmd_apply_roster(const struct pair_args *a, const char *arg)
+{
+        const char *file = arg;
+        char err[320];
+        int ret;
+
+        if (pair_need(file, "ROSTER-FILE") < 0)
+                return -EINVAL;
+        ret = pair_apply_roster_file(a->state_dir, file, a->no_wg, err, sizeof(err));
+        if (ret < 0)
+                fprintf(stderr, "apply-roster: %s\n", err);
+        else
+                printf("roster from '%s' accepted\n", file);
+        return ret;
+}
+
+static int cmd_up(const struct pair_args *a, const char *arg)
+{
+        char err[320];
+        int ret = pair_mesh_up(a->state_dir, err, sizeof(err));
+
+        if (ret < 0)
+                fprintf(stderr, "up: %s\n", err);
+        return ret;
+}
+
+/* Prints node.conf and what the roster says (controller and its mesh address). */
+static int cmd_show(const struct pair_args *a, const char *arg)
+{
+        struct pair_node_conf c;
+        struct roster *r;
+        const struct roster_node *ctl;
+        char err[256], version[24];
+        const char *fields[][2] = {
+            {"node_id", c.node_id},           {"ifname", c.ifname},        {"role", c.role},
+            {"mesh_address", c.mesh_address}, {"endpoint", c.endpoint},    {"controller", ""},
+            {"controller_address", ""},       {"roster_version", version}, {"fleet_id", ""}};
+
+        if (pair_conf_load(a->state_dir, &c) < 0) {
+                fprintf(stderr, "show: no node state in '%s'\n", a->state_dir);
+                return -ENOENT;
+        }
+        r = pair_roster_load(a->state_dir, err, sizeof(err));
+        ctl = r ? roster_find_by_id(r, r->controller) : NULL;
+        snprintf(version, sizeof(version), "%llu", r ? (unsigned long long)r->version : 0ULL);
+        if (r) {
+                fields[5][1] = r->controller;
+                fields[6][1] = ctl ? ctl->mesh_address : "";
+                fields[8][1] = r->fleet_id;
+        }
+        for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+                if (!a->field)
+                        printf("%s=%s\n", fields[i][0], fields[i][1]);
+                else if (strcmp(a->field, fields[i][0]) == 0)
+                        printf("%s\n", fields[i][1]);
+        }
+        roster_free(r);
+        return 0;
+}
+
+/* Lists the interface's peers as WireGuard reports them: key, endpoint, allowed IPs, age of the
+ * latest handshake (the read side of common/wg.h). */
+static int cmd_peers(const struct pair_args *a, const char *arg)
+{
+        struct pair_node_conf c;
+        struct wg_device *d = NULL;
+        char key[WG_KEY_B64_SIZE], addr[INET_ADDRSTRLEN];
+        int ret = pair_conf_load(a->state_dir, &c);
+
+        if (ret == 0)
+                ret = wg_device_get(c.ifname, &d);
+        if (ret < 0) {
+                fprintf(stderr, "peers: cannot read the mesh interface: %s\n", strerror(-ret));
+                return ret;
+        }
+        printf("interface %s backend %s listen_port %u peers %zu\n", d->ifname,
+               wg_backend_name(wg_backend_detect(d->ifname)), d->listen_port, d->n_peers);
+        for (size_t i = 0; i < d->n_peers; i++) {
+                const struct wg_peer *p = &d->peers[i];
+
+                wg_key_to_base64(key, p->public_key);
+                printf("peer %s", key);
+                if (p->has_endpoint) {
+                        inet_ntop(AF_INET, &p->endpoint.sin_addr, addr, sizeof(addr));
+                        printf(" endpoint %s:%u", addr, ntohs(p->endpoint.sin_port));
+                }
+                for (size_t k = 0; k < p->n_allowed_ips; k++) {
+                        inet_ntop(AF_INET, &p->allowed_ips[k].addr, addr, sizeof(addr));
+                        printf(" allowed %s/%u", addr, p->allowed_ips[k].cidr);
+                }
+                printf(" keepalive %u latest_handshake %lld\n", p->keepalive_s,
+                       (long long)p->last_handshake_sec);
+        }
+        wg_device_free(d);
+        return 0;
+}
+
+static const struct pair_command {
+        const char *name;
+        int nargs;
+        int (*run)(const struct pair_args *a, const char *arg);
+        const char *usage;
+} pair_commands[] = {
+    {"genesis", 0, cmd_genesis,
+     "genesis --name N [--endpoint IP:PORT] [--role node|relay|cloud] "
+     "[--ifname wg0] [--wg-port 51820] [--subnet 10.77.0.0/24] [--fleet-id ID] "
+     "[--no-wg]"},
+    {"serve", 0, cmd_serve,
+     "serve [--listen 0.0.0.0] [--pair-port 9173] [--code-ttl 600] "
+     "[--sas-timeout 300] [--io-timeout 30] [--node-api-port 9172]"},
+    {"join", 1, cmd_join,
+     "join CODE|- --genesis HOST[:9173] --name N [--role node|relay|cloud] "
+     "[--endpoint IP:PORT] [--ifname wg0] [--wg-port 51820] [--no-wg]"},
+    {"apply-roster", 1, cmd_apply_roster, "apply-roster ROSTER-FILE [--no-wg]"},
+    {"up", 0, cmd_up, "up (create the interface from the state and apply the stored roster)"},
+    {"peers", 0, cmd_peers, "peers (the interface's peers and their latest handshakes)"},
+    {"show", 0, cmd_show,
+     "show [--field node_id|mesh_address|controller_address|roster_version|...]"},
+};
+
+static void pair_usage(FILE *f)
+{
+        fprintf(f, "usage: totebox-pair COMMAND [--state-dir DIR] ...\n");
+        for (size_t i = 0; i < sizeof(pair_commands) / sizeof(pair_commands[0]); i++)
+                fprintf(f, "  totebox-pair %s\n", pair_commands[i].usage);
+        fprintf(f, "SAS confirmation: type the SAS shown by the other node on stdin.\n");
+}
+
+int main(int argc, char **argv)
+{
+        const struct pair_command *cmd = NULL;
+        struct pair_args a;
+        const char *arg = NULL;
+        int ret;
+
+        if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+                pair_usage(argc < 2 ? stderr : stdout);
+                return argc < 2 ? 2 : 0;
+        }
+        for (size_t i = 0; i < sizeof(pair_commands) / sizeof(pair_commands[0]); i++) {
+                if (strcmp(argv[1], pair_commands[i].name) == 0)
+                        cmd = &pair_commands[i];
+        }
+        if (!cmd) {
+                fprintf(stderr, "unknown command '%s'\n", argv[1]);
+                pair_usage(stderr);
+                return 2;
+        }
+        if (sodium_init() < 0 || curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
+                return 1;
+        signal(SIGPIPE, SIG_IGN);
+        setvbuf(stdout, NULL, _IOLBF, 0);
+        if (pair_parse_args(argc - 1, argv + 1, &a) < 0) {
+                pair_usage(stderr);
+                return 2;
+        }
+        if (cmd->nargs) {
+                if (optind + 1 != argc - 1) {
+                        fprintf(stderr, "usage: totebox-pair %s\n", cmd->usage);
+                        return 2;
+                }
+                arg = argv[optind + 1];
+        }
+        ret = cmd->run(&a, arg);
+        curl_global_cleanup();
+        return ret < 0 ? 1 : 0;
+}

@@ -1,0 +1,249 @@
+/* The pairing ceremony (docs/mesh.md): message codec, the CPace session and its key schedule,
+ * short codes and SAS, the node's state directory, and the two roles (genesis server, joiner).
+ * Everything here but pair_main.c is the mesh_core library that unit tests link. */
+#pragma once
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "common/cpace.h"
+#include "common/json_input.h"
+#include "common/roster.h"
+#include "common/wg.h"
+
+#define PAIR_PROTO        "totebox-pair/1"
+#define PAIR_FRAME_MAX    (64 * 1024) /* a join-accept carries the whole roster */
+#define PAIR_JSON_DEPTH   8
+#define PAIR_NONCE_LEN    16
+#define PAIR_DEFAULT_PORT 9173
+#define PAIR_CODE_CHARS   10 /* Crockford base32: 50 bits */
+#define PAIR_CODE_SIZE    (PAIR_CODE_CHARS + 2)
+#define PAIR_SAS_SIZE     8 /* "123 456" */
+#define PAIR_KEY_LEN      32
+#define PAIR_DETAIL_MAX   200
+
+/* --- messages (pairing_msg.c) --- */
+
+enum pair_msg_type {
+        PAIR_MSG_HELLO,
+        PAIR_MSG_SHARE,
+        PAIR_MSG_CONFIRM,
+        PAIR_MSG_SEALED,
+        PAIR_MSG_ERROR,
+        PAIR_MSG_JOIN_REQUEST, /* sealed */
+        PAIR_MSG_JOIN_ACCEPT,  /* sealed */
+        PAIR_MSG_ABORT,        /* sealed */
+};
+
+/* Why a ceremony failed; the names are what goes on the wire and in messages. */
+enum pair_error {
+        PAIR_ERR_NONE,
+        PAIR_ERR_EXPIRED,
+        PAIR_ERR_USED,
+        PAIR_ERR_BUSY,
+        PAIR_ERR_WRONG_CODE,
+        PAIR_ERR_VERSION,
+        PAIR_ERR_SAS_NOT_CONFIRMED,
+        PAIR_ERR_SAS_MISMATCH,
+        PAIR_ERR_NAME_TAKEN,
+        PAIR_ERR_PROTOCOL,
+        PAIR_ERR_INTERNAL,
+};
+
+struct pair_msg {
+        enum pair_msg_type type;
+        /* hello */
+        char id[NODE_ID_MAX + 1];
+        uint8_t nonce[PAIR_NONCE_LEN];
+        /* share */
+        uint8_t point[CPACE_POINT_LEN];
+        uint8_t ad[CPACE_AD_MAX];
+        size_t ad_len;
+        /* share (responder) and confirm */
+        bool has_tag;
+        uint8_t tag[CPACE_TAG_LEN];
+        /* sealed */
+        uint64_t seq;
+        uint8_t *box; /* malloc'd */
+        size_t box_len;
+        /* error and abort */
+        enum pair_error error;
+        char detail[PAIR_DETAIL_MAX + 1];
+        /* join-request */
+        char name[NODE_ID_MAX + 1];
+        enum roster_role role;
+        char wg_public_key[WG_KEY_B64_LEN + 1];
+        char endpoint[ROSTER_ENDPOINT_MAX + 1];
+        /* join-accept */
+        char node_id[NODE_ID_MAX + 1];
+        char mesh_address[16];
+        char genesis_public_key[WG_KEY_B64_LEN + 1];
+        json_t *roster; /* a reference */
+};
+
+const char *pair_error_name(enum pair_error e);
+/* A sentence for the operator. */
+const char *pair_error_text(enum pair_error e);
+int pair_error_parse(const char *s, enum pair_error *ret);
+/* Strict decode of one message (hostile input); err names the field. pair_msg_clear frees. */
+int pair_msg_decode(const char *buf, size_t len, struct pair_msg *ret,
+                    struct json_input_error *err);
+void pair_msg_clear(struct pair_msg *m);
+/* Encodes m as compact JSON (malloc'd). */
+char *pair_msg_encode(const struct pair_msg *m);
+/* Frames: u32 big-endian length (1..PAIR_FRAME_MAX) then the bytes. -ETIMEDOUT after timeout_ms
+ * without progress; -EPROTO on a bad length; -ECONNRESET on EOF. */
+int pair_frame_write(int fd, const char *buf, size_t len);
+int pair_frame_read(int fd, int timeout_ms, char **ret_buf, size_t *ret_len);
+
+/* --- the session (pairing.c) --- */
+
+/* Code: PAIR_CODE_CHARS Crockford base32 symbols from the CSPRNG, shown as "XXXXX-XXXXX". */
+void pair_code_generate(char out[PAIR_CODE_SIZE]);
+/* Canonical form (upper case, no separators, I/L->1, O->0); -EINVAL when not a code. */
+int pair_code_normalize(const char *in, char out[PAIR_CODE_CHARS + 1]);
+
+struct pair_session {
+        bool initiator; /* the joiner */
+        char self_id[NODE_ID_MAX + 1], peer_id[NODE_ID_MAX + 1];
+        uint8_t nonce_self[PAIR_NONCE_LEN], nonce_peer[PAIR_NONCE_LEN];
+        struct cpace_ctx cpace;
+        uint8_t point_self[CPACE_POINT_LEN], point_peer[CPACE_POINT_LEN];
+        uint8_t isk[CPACE_ISK_LEN];
+        uint8_t key_send[PAIR_KEY_LEN], key_recv[PAIR_KEY_LEN];
+        uint64_t seq_send, seq_recv;
+        char sas[PAIR_SAS_SIZE];
+        bool keyed;
+};
+
+void pair_session_init(struct pair_session *s, bool initiator, const char *self_id);
+void pair_session_wipe(struct pair_session *s);
+/* The AD each role sends: the protocol version and the role. */
+const char *pair_ad_for(bool initiator);
+/* After both hellos: computes this side's share from the code. */
+int pair_session_start(struct pair_session *s, const char *code, const char *peer_id,
+                       const uint8_t peer_nonce[PAIR_NONCE_LEN]);
+/* From the peer's share: ISK, then the AEAD keys and SAS. -EINVAL on a bad point,
+ * -EPROTONOSUPPORT when the peer's AD names another protocol version. */
+int pair_session_finish(struct pair_session *s, const struct pair_msg *share);
+void pair_session_tag(const struct pair_session *s, bool own, uint8_t tag[CPACE_TAG_LEN]);
+/* 0 when the peer's key confirmation tag is right, else -EBADMSG (wrong code or MITM). */
+int pair_session_check_tag(const struct pair_session *s, const uint8_t tag[CPACE_TAG_LEN]);
+/* AEAD (XChaCha20-Poly1305) under the direction's key, sequence numbers strictly in order. */
+int pair_session_seal(struct pair_session *s, const char *plain, struct pair_msg *ret_sealed);
+int pair_session_open(struct pair_session *s, const struct pair_msg *sealed, char **ret_plain,
+                      size_t *ret_len);
+/* Compares what the operator typed with our SAS (digits only, constant time). */
+bool pair_sas_matches(const struct pair_session *s, const char *typed);
+
+/* --- the node's state directory (pairing_state.c) --- */
+
+struct pair_node_conf {
+        char node_id[NODE_ID_MAX + 1];
+        char ifname[16];
+        uint64_t wg_port;
+        char role[8];
+        char mesh_address[16];
+        char endpoint[ROSTER_ENDPOINT_MAX + 1];
+        char subnet[20]; /* genesis only: the address plan, e.g. 10.77.0.0/24 */
+};
+
+/* Paths under the state directory. */
+int pair_state_path(const char *dir, const char *name, char *buf, size_t size);
+int pair_state_mkdir(const char *dir);
+int pair_conf_save(const char *dir, const struct pair_node_conf *c);
+int pair_conf_load(const char *dir, struct pair_node_conf *c);
+/* Genesis key (Ed25519): secret key file 0600 (refused when readable by others), public key. */
+int pair_genesis_key_save(const char *dir, const uint8_t sk[64]);
+int pair_genesis_key_load(const char *dir, uint8_t sk[64]);
+int pair_genesis_pub_save(const char *dir, const uint8_t pk[32]);
+int pair_genesis_pub_load(const char *dir, uint8_t pk[32]);
+/* The stored roster, or NULL (err filled). */
+struct roster *pair_roster_load(const char *dir, char *err, size_t errsize);
+/* Accepts r only when it is signed by the stored genesis key and its version is higher than the
+ * stored one: -EBADMSG (signature), -ESTALE (not newer), -ENOKEY (no genesis key stored). */
+int pair_roster_accept(const char *dir, const struct roster *r, char *err, size_t errsize);
+/* Writes without checks (genesis: version 1). */
+int pair_roster_store(const char *dir, const struct roster *r);
+
+/* --- the roles (pairing_server.c, pairing_client.c) --- */
+
+struct pair_server_opts {
+        const char *state_dir;
+        const char *listen_addr;
+        unsigned port;
+        unsigned code_ttl_s;
+        unsigned sas_timeout_s;
+        unsigned io_timeout_s;
+        unsigned node_api_port; /* where members' vmhost takes POST /v1/roster */
+        FILE *out;              /* announcements: code, SAS, results */
+        FILE *confirm_in;       /* the operator's SAS confirmation */
+        const char *code;       /* tests: a fixed code instead of a fresh one */
+};
+
+/* Runs one ceremony: one code, one attempt; returns 0 after a successful join, else a negative
+ * errno (the reason has been printed). */
+int pair_server_run(const struct pair_server_opts *o);
+
+struct pair_join_opts {
+        const char *state_dir;
+        const char *code;
+        const char *genesis; /* host[:port] */
+        const char *name;
+        enum roster_role role;
+        const char *endpoint; /* this node's WireGuard endpoint, may be empty */
+        const char *ifname;
+        unsigned wg_port;
+        bool no_wg; /* tests of the protocol alone: do not touch interfaces */
+        unsigned io_timeout_s;
+        unsigned sas_timeout_s;
+        FILE *out;
+        FILE *confirm_in;
+};
+
+int pair_join_run(const struct pair_join_opts *o);
+
+/* --- shared by both roles (pairing_io.c) --- */
+
+/* Sends one message / reads and decodes one (err describes a bad message). */
+int pair_send(int fd, const struct pair_msg *m);
+int pair_recv(int fd, int timeout_ms, struct pair_msg *ret, char *err, size_t errsize);
+int pair_send_sealed(int fd, struct pair_session *s, const struct pair_msg *inner);
+/* Reads a sealed message and decodes what is inside. */
+int pair_recv_sealed(int fd, int timeout_ms, struct pair_session *s, struct pair_msg *ret,
+                     char *err, size_t errsize);
+int pair_send_error(int fd, struct pair_session *s, enum pair_error e, const char *detail);
+/* Shuts down writing, drains what the peer still sends (briefly), closes. */
+void pair_close_gently(int fd);
+/* Reads one line from fd into buf (no stdio buffering, so it mixes with poll()). -ETIMEDOUT,
+ * or 0 with an empty line on EOF. */
+int pair_read_line(int fd, int timeout_ms, char *buf, size_t size);
+/* Waits for the operator to type the SAS seen on the other side while watching the peer socket:
+ * returns PAIR_ERR_NONE when it matches, PAIR_ERR_SAS_MISMATCH when another SAS was typed,
+ * PAIR_ERR_SAS_NOT_CONFIRMED on "no", EOF or timeout; *peer_spoke is set when the socket became
+ * readable first. */
+enum pair_error pair_confirm_sas(const struct pair_session *s, int in_fd, int sock, int timeout_ms,
+                                 FILE *out, bool *peer_spoke);
+
+struct pair_genesis_opts {
+        const char *state_dir;
+        const char *name;
+        const char *endpoint;
+        enum roster_role role;
+        const char *ifname;
+        unsigned wg_port;
+        const char *subnet;
+        const char *fleet_id;
+        bool no_wg;
+        FILE *out;
+};
+
+/* Creates the mesh (idempotent: an existing genesis state is reused and its interface set up). */
+int pair_genesis_init(const struct pair_genesis_opts *o);
+/* Verifies, stores and applies a roster (a node's own copy of what the genesis pushed). */
+int pair_apply_roster_file(const char *state_dir, const char *path, bool no_wg, char *err,
+                           size_t errsize);
+/* Sets up this node's interface from its state and applies the stored roster. */
+int pair_mesh_up(const char *state_dir, char *err, size_t errsize);

@@ -1,0 +1,177 @@
+/* Message I/O shared by the genesis server and the joiner: framed JSON in clear before the keys
+ * exist, sealed boxes after; and the operator's SAS confirmation, read while the peer socket is
+ * watched so that a refusal from the other side is reported at once. */
+#include "provision/pairing.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+int pair_send(int fd, const struct pair_msg *m)
+{
+        char *s = pair_msg_encode(m);
+        int ret;
+
+        if (!s)
+                return -ENOMEM;
+        ret = pair_frame_write(fd, s, strlen(s));
+        sodium_memzero(s, strlen(s));
+        free(s);
+        return ret;
+}
+
+int pair_recv(int fd, int timeout_ms, struct pair_msg *ret, char *err, size_t errsize)
+{
+        struct json_input_error jerr = {{0}};
+        char *buf = NULL;
+        size_t len = 0;
+        int r = pair_frame_read(fd, timeout_ms, &buf, &len);
+
+        if (r < 0) {
+                snprintf(err, errsize, "%s",
+                         r == -ETIMEDOUT    ? "timed out waiting for the other side"
+                         : r == -ECONNRESET ? "the other side closed the connection"
+                         : r == -EPROTO     ? "bad frame length"
+                                            : strerror(-r));
+                return r;
+        }
+        r = pair_msg_decode(buf, len, ret, &jerr);
+        if (r < 0)
+                snprintf(err, errsize, "malformed message: %s", jerr.text);
+        free(buf);
+        return r;
+}
+
+int pair_send_sealed(int fd, struct pair_session *s, const struct pair_msg *inner)
+{
+        struct pair_msg sealed;
+        char *plain = pair_msg_encode(inner);
+        int ret;
+
+        if (!plain)
+                return -ENOMEM;
+        ret = pair_session_seal(s, plain, &sealed);
+        sodium_memzero(plain, strlen(plain));
+        free(plain);
+        if (ret < 0)
+                return ret;
+        ret = pair_send(fd, &sealed);
+        pair_msg_clear(&sealed);
+        return ret;
+}
+
+int pair_recv_sealed(int fd, int timeout_ms, struct pair_session *s, struct pair_msg *ret,
+                     char *err, size_t errsize)
+{
+        struct json_input_error jerr = {{0}};
+        struct pair_msg box;
+        char *plain = NULL;
+        size_t len = 0;
+        int r = pair_recv(fd, timeout_ms, &box, err, errsize);
+
+        if (r < 0)
+                return r;
+        if (box.type == PAIR_MSG_ERROR) {
+                *ret = box; /* a clear-text refusal is still a precise answer */
+                return 0;
+        }
+        r = box.type == PAIR_MSG_SEALED ? pair_session_open(s, &box, &plain, &len) : -EBADMSG;
+        pair_msg_clear(&box);
+        if (r < 0) {
+                snprintf(err, errsize,
+                         "a sealed message failed authentication (replayed, "
+                         "reordered, reflected or forged)");
+                return -EBADMSG;
+        }
+        r = pair_msg_decode(plain, len, ret, &jerr);
+        if (r < 0)
+                snprintf(err, errsize, "malformed sealed message: %s", jerr.text);
+        sodium_memzero(plain, len);
+        free(plain);
+        return r;
+}
+
+int pair_send_error(int fd, struct pair_session *s, enum pair_error e, const char *detail)
+{
+        struct pair_msg m = {.type = s && s->keyed ? PAIR_MSG_ABORT : PAIR_MSG_ERROR, .error = e};
+
+        snprintf(m.detail, sizeof(m.detail), "%s", detail ? detail : pair_error_text(e));
+        if (s && s->keyed)
+                return pair_send_sealed(fd, s, &m);
+        return pair_send(fd, &m);
+}
+
+void pair_close_gently(int fd)
+{
+        char buf[512];
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+
+        /* Closing with unread input sends a reset that can destroy our last message (the
+         * reason for a refusal) before the peer reads it: finish writing, drain, then close. */
+        shutdown(fd, SHUT_WR);
+        for (int i = 0; i < 20 && poll(&p, 1, 100) > 0; i++) {
+                if (read(fd, buf, sizeof(buf)) <= 0)
+                        break;
+        }
+        close(fd);
+}
+
+int pair_read_line(int fd, int timeout_ms, char *buf, size_t size)
+{
+        size_t n = 0;
+
+        while (n + 1 < size) {
+                struct pollfd p = {.fd = fd, .events = POLLIN};
+                ssize_t r;
+                int k = poll(&p, 1, timeout_ms);
+
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k <= 0)
+                        return k == 0 ? -ETIMEDOUT : -errno;
+                r = read(fd, buf + n, 1);
+                if (r < 0 && errno == EINTR)
+                        continue;
+                if (r <= 0 || buf[n] == '\n')
+                        break;
+                n++;
+        }
+        buf[n] = '\0';
+        return 0;
+}
+
+static bool pair_typed_refusal(const char *s)
+{
+        while (*s == ' ')
+                s++;
+        return !*s || strncmp(s, "no", 2) == 0 || strncmp(s, "n", 2) == 0;
+}
+
+enum pair_error pair_confirm_sas(const struct pair_session *s, int in_fd, int sock, int timeout_ms,
+                                 FILE *out, bool *peer_spoke)
+{
+        struct pollfd p[2] = {{.fd = in_fd, .events = POLLIN}, {.fd = sock, .events = POLLIN}};
+        char line[64];
+        int k;
+
+        *peer_spoke = false;
+        fprintf(out, "SAS: %s\n", s->sas);
+        fprintf(out, "Compare with the other node, then type the SAS it shows (or 'no'):\n");
+        fflush(out);
+        do {
+                k = poll(p, 2, timeout_ms);
+        } while (k < 0 && errno == EINTR);
+        if (k <= 0)
+                return PAIR_ERR_SAS_NOT_CONFIRMED;
+        if (!(p[0].revents & (POLLIN | POLLHUP))) {
+                *peer_spoke = true;
+                return PAIR_ERR_SAS_NOT_CONFIRMED;
+        }
+        if (pair_read_line(in_fd, timeout_ms, line, sizeof(line)) < 0 || pair_typed_refusal(line))
+                return PAIR_ERR_SAS_NOT_CONFIRMED;
+        return pair_sas_matches(s, line) ? PAIR_ERR_NONE : PAIR_ERR_SAS_MISMATCH;
+}

@@ -1,0 +1,384 @@
+# shellcheck shell=bash
+# Shared by provision-vm-infrastructure-onprem.sh and provision-vm-infrastructure-cloud.sh:
+# option parsing, packages, WireGuard, the pairing ceremony (totebox-pair), configs for vmhost
+# and fleetd, and starting the daemons (systemd units with hardening, or directly with
+# --no-systemd). Every step is idempotent: a re-run reuses the state and rewrites the configs.
+
+PROG=${PROG:-provision}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+MODE=""            # genesis | join | refresh
+CODE=""
+GENESIS_ENDPOINT=""
+NAME=$(hostname -s 2>/dev/null | tr 'A-Z_.' 'a-z--' || echo node)
+ROLE=""
+ENDPOINT=""
+STATE_DIR=/var/lib/totebox
+CONF_DIR=""
+IFNAME=wg0
+WG_PORT=51820
+SUBNET=10.77.0.0/24
+PAIR_LISTEN=0.0.0.0
+PAIR_PORT=9173
+CODE_TTL=600
+SAS_TIMEOUT=300
+NO_SYSTEMD=0
+NO_INSTALL=0
+NO_PAIR=0
+BUILD_DIR=""
+HEARTBEAT_INTERVAL=10s
+LIBVIRT_URI=qemu:///system
+FLEETD_API_PORT=9170
+FLEETD_HB_PORT=9171
+LOG_LEVEL=info
+UNITS_DIR=/etc/systemd/system
+UNITS_ONLY=0
+
+die() {
+        echo "$PROG: error: $*" >&2
+        exit 1
+}
+
+say() {
+        echo "$PROG: $*"
+}
+
+usage_common() {
+        cat <<USAGE
+Options:
+  --name NAME               this node's name in the roster (default: short hostname)
+  --endpoint IP:PORT        this node's WireGuard endpoint as the others reach it (empty: behind NAT)
+  --genesis-endpoint HOST[:PORT]  the genesis pairing server (with --join; port 9173 by default)
+  --state-dir DIR           all state of this node (default /var/lib/totebox); configs in DIR/etc
+                            when given, else /etc/totebox
+  --ifname NAME             WireGuard interface (default wg0)
+  --wg-port PORT            WireGuard UDP port (default 51820)
+  --subnet CIDR             genesis: mesh address plan (default 10.77.0.0/24)
+  --pair-listen ADDR        genesis: pairing server address (default 0.0.0.0)
+  --pair-port PORT          pairing server port (default 9173)
+  --code-ttl SECONDS        genesis: code lifetime (default 600)
+  --no-pair                 genesis: create the mesh but open no ceremony now
+  --refresh                 rewrite configs from the stored roster and restart the daemons
+  --no-systemd              start the daemons directly (where systemd is not PID 1)
+  --no-install              do not install Debian packages
+  --build-dir DIR           take binaries from a build tree instead of PATH
+  --heartbeat-interval DUR  vmhost heartbeat interval (default 10s)
+  --libvirt-uri URI         vmhost libvirt URI (default qemu:///system)
+  --units-dir DIR           where systemd units go (default /etc/systemd/system)
+  --units-only              with --refresh: write the configs and units, start nothing (review)
+The SAS: both nodes print it; type the one the OTHER node shows when asked (stdin).
+USAGE
+}
+
+parse_common() {
+        while [ $# -gt 0 ]; do
+                case "$1" in
+                --genesis) MODE=genesis ;;
+                --join) MODE="join"; CODE=${2:?--join needs a code}; shift ;;
+                --refresh) MODE=refresh ;;
+                --genesis-endpoint) GENESIS_ENDPOINT=${2:?}; shift ;;
+                --name) NAME=${2:?}; shift ;;
+                --role) ROLE=${2:?}; shift ;;
+                --endpoint) ENDPOINT=${2:?}; shift ;;
+                --state-dir) STATE_DIR=${2:?}; CONF_DIR=${CONF_DIR:-}; shift ;;
+                --ifname) IFNAME=${2:?}; shift ;;
+                --wg-port) WG_PORT=${2:?}; shift ;;
+                --subnet) SUBNET=${2:?}; shift ;;
+                --pair-listen) PAIR_LISTEN=${2:?}; shift ;;
+                --pair-port) PAIR_PORT=${2:?}; shift ;;
+                --code-ttl) CODE_TTL=${2:?}; shift ;;
+                --sas-timeout) SAS_TIMEOUT=${2:?}; shift ;;
+                --no-pair) NO_PAIR=1 ;;
+                --no-systemd) NO_SYSTEMD=1 ;;
+                --no-install) NO_INSTALL=1 ;;
+                --build-dir) BUILD_DIR=${2:?}; shift ;;
+                --heartbeat-interval) HEARTBEAT_INTERVAL=${2:?}; shift ;;
+                --libvirt-uri) LIBVIRT_URI=${2:?}; shift ;;
+                --fleetd-api-port) FLEETD_API_PORT=${2:?}; shift ;;
+                --log-level) LOG_LEVEL=${2:?}; shift ;;
+                --units-dir) UNITS_DIR=${2:?}; shift ;;
+                --units-only) UNITS_ONLY=1 ;;
+                -h | --help) usage; exit 0 ;;
+                *) usage >&2; die "unknown option '$1'" ;;
+                esac
+                shift
+        done
+        if [ "$STATE_DIR" = /var/lib/totebox ]; then
+                CONF_DIR=/etc/totebox
+        else
+                CONF_DIR=$STATE_DIR/etc
+        fi
+        MESH_DIR=$STATE_DIR/mesh
+        [ -n "$MODE" ] || { usage >&2; die "one of --genesis, --join CODE or --refresh is required"; }
+        [[ "$NAME" =~ ^[a-z0-9][a-z0-9-]{0,62}$ ]] || die "node name '$NAME' must match [a-z0-9][a-z0-9-]*"
+        if [ "$MODE" = join ] && [ -z "$GENESIS_ENDPOINT" ]; then
+                die "--join needs --genesis-endpoint HOST[:PORT] (the genesis node's address)"
+        fi
+        [ "$(id -u)" -eq 0 ] || die "run as root (WireGuard and the daemons' units need it)"
+}
+
+# find_bin NAME SUBDIR: a binary from --build-dir, else from PATH.
+find_bin() {
+        local name=$1 sub=$2
+        if [ -n "$BUILD_DIR" ] && [ -x "$BUILD_DIR/$sub/$name" ]; then
+                echo "$BUILD_DIR/$sub/$name"
+        elif command -v "$name" >/dev/null 2>&1; then
+                command -v "$name"
+        fi
+}
+
+install_packages() {
+        [ "$NO_INSTALL" -eq 1 ] && return 0
+        local deps="$HERE/../scripts/install-deps.sh"
+        if [ -x "$deps" ] || [ -f "$deps" ]; then
+                bash "$deps" || die "installing Debian packages failed (see above)"
+        else
+                DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+                        wireguard-tools wireguard-go libsodium23 libjansson4 libmnl0 \
+                        libmicrohttpd12 libcurl4 || die "installing Debian packages failed"
+        fi
+}
+
+# The kernel module where present, else wireguard-go (totebox-pair picks the same way).
+check_wireguard() {
+        local probe="tbprobe$$"
+        if ip link add "$probe" type wireguard 2>/dev/null; then
+                ip link del "$probe"
+                say "WireGuard: kernel module"
+        elif command -v "${TOTEBOX_WIREGUARD_GO:-wireguard-go}" >/dev/null 2>&1; then
+                say "WireGuard: no kernel module; using userspace wireguard-go"
+        else
+                die "no WireGuard: neither the kernel module nor wireguard-go is available"
+        fi
+}
+
+pair() {
+        "$PAIR_BIN" "$@" --state-dir "$MESH_DIR"
+}
+
+run_ceremony() {
+        local role=$1
+        mkdir -p "$STATE_DIR"
+        chmod 0711 "$STATE_DIR"
+        case "$MODE" in
+        genesis)
+                pair genesis --name "$NAME" --role "$role" --endpoint "$ENDPOINT" \
+                        --ifname "$IFNAME" --wg-port "$WG_PORT" --subnet "$SUBNET" ||
+                        die "creating the mesh failed"
+                ;;
+        join)
+                if [ -f "$MESH_DIR/roster.json" ]; then
+                        say "already joined ($(pair show --field fleet_id)); setting up the interface"
+                        pair up || die "setting up the mesh interface failed"
+                        return 0
+                fi
+                pair join "$CODE" --genesis "$GENESIS_ENDPOINT" --name "$NAME" --role "$role" \
+                        --endpoint "$ENDPOINT" --ifname "$IFNAME" --wg-port "$WG_PORT" \
+                        --sas-timeout "$SAS_TIMEOUT" || die "joining the mesh failed (see above)"
+                ;;
+        refresh)
+                [ -f "$MESH_DIR/node.conf" ] || die "no mesh state in '$MESH_DIR'"
+                pair up || die "setting up the mesh interface failed"
+                ;;
+        esac
+        if [ "$role" = relay ]; then
+                # The relay is the hub for nodes that cannot reach each other: it forwards.
+                sysctl -q -w net.ipv4.ip_forward=1 || die "cannot enable IPv4 forwarding on the relay"
+        fi
+}
+
+write_file() {
+        local path=$1 mode=$2 tmp
+        tmp=$(mktemp "$path.XXXXXX")
+        cat >"$tmp"
+        chmod "$mode" "$tmp"
+        mv -f "$tmp" "$path"
+}
+
+write_configs() {
+        local self ctl
+        self=$(pair show --field mesh_address)
+        ctl=$(pair show --field controller_address)
+        IS_CONTROLLER=0
+        [ "$self" = "$ctl" ] && IS_CONTROLLER=1
+        mkdir -p "$CONF_DIR" "$STATE_DIR/vmhost" "$STATE_DIR/fleetd" "$STATE_DIR/log" "$STATE_DIR/run"
+        write_file "$CONF_DIR/vmhost.conf" 0644 <<CONF
+# vmhost: written by $PROG from the mesh state in $MESH_DIR; re-run with --refresh.
+node_id = "$(pair show --field node_id)"
+fleetd_address = "$ctl"
+fleetd_port = $FLEETD_HB_PORT
+heartbeat_source = "$self"
+heartbeat_interval = $HEARTBEAT_INTERVAL
+libvirt_uri = "$LIBVIRT_URI"
+virt_type = auto
+state_dir = "$STATE_DIR/vmhost"
+safety_margin_mib = 512
+log_level = $LOG_LEVEL
+CONF
+        if [ "$IS_CONTROLLER" -eq 1 ]; then
+                write_file "$CONF_DIR/fleetd.conf" 0644 <<CONF
+# fleetd: written by $PROG; this node is the fleet controller in the roster.
+api_listen = "$self,127.0.0.1"
+api_port = $FLEETD_API_PORT
+heartbeat_listen = "$self"
+heartbeat_port = $FLEETD_HB_PORT
+roster_file = "$MESH_DIR/roster.json"
+state_dir = "$STATE_DIR/fleetd"
+heartbeat_interval = $HEARTBEAT_INTERVAL
+log_level = $LOG_LEVEL
+CONF
+        fi
+        say "configs written to $CONF_DIR (mesh address $self, controller $ctl)"
+}
+
+# --- daemons ---
+
+unit_file() {
+        local name=$1 exec=$2 user=$3 caps=$4
+        cat <<UNIT
+[Unit]
+Description=Totebox $name
+After=network-online.target totebox-mesh.service
+Wants=network-online.target
+
+[Service]
+ExecStart=$exec
+Restart=on-failure
+RestartSec=2
+NoNewPrivileges=yes
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+PrivateDevices=$([ "$name" = vmhost ] && echo no || echo yes)
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+RestrictSUIDSGID=yes
+RestrictRealtime=yes
+RestrictNamespaces=yes
+LockPersonality=yes
+MemoryDenyWriteExecute=yes
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
+ReadWritePaths=$STATE_DIR /run /var/run/wireguard
+UMask=0077
+$user
+$caps
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+}
+
+install_units() {
+        local vmhost=$1 fleetd=$2
+        write_file "$UNITS_DIR/totebox-mesh.service" 0644 <<UNIT
+[Unit]
+Description=Totebox mesh: WireGuard interface and peers from the stored roster
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=$PAIR_BIN up --state-dir $MESH_DIR
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+        # vmhost needs root: the libvirt system socket and WireGuard (netlink or the UAPI socket).
+        [ -n "$vmhost" ] && unit_file vmhost "$vmhost --config $CONF_DIR/vmhost.conf" "" \
+                "CapabilityBoundingSet=CAP_NET_ADMIN CAP_DAC_OVERRIDE CAP_CHOWN CAP_FOWNER CAP_KILL CAP_SETUID CAP_SETGID" |
+                write_file "$UNITS_DIR/totebox-vmhost.service" 0644
+        # fleetd parses network input and needs no privilege: a dynamic user.
+        [ -n "$fleetd" ] && unit_file fleetd "$fleetd --config $CONF_DIR/fleetd.conf" \
+                "DynamicUser=yes
+User=totebox-fleetd
+StateDirectory=totebox/fleetd" "CapabilityBoundingSet=" |
+                write_file "$UNITS_DIR/totebox-fleetd.service" 0644
+        [ "$UNITS_ONLY" -eq 0 ] || return 0
+        systemctl daemon-reload
+        systemctl enable --now totebox-mesh.service
+        [ -n "$vmhost" ] && systemctl enable totebox-vmhost.service && systemctl restart totebox-vmhost.service
+        if [ -n "$fleetd" ]; then
+                systemctl enable totebox-fleetd.service && systemctl restart totebox-fleetd.service
+        elif [ -f "$UNITS_DIR/totebox-fleetd.service" ]; then
+                systemctl disable --now totebox-fleetd.service || true
+        fi
+}
+
+# Our own daemons only: the PID file must name a live process running that binary.
+stop_direct() {
+        local name=$1 pidfile="$STATE_DIR/run/$1.pid" pid
+        [ -f "$pidfile" ] || return 0
+        pid=$(cat "$pidfile")
+        if [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] &&
+                tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$name"; then
+                kill "$pid" 2>/dev/null || true
+                for _ in 1 2 3 4 5 6 7 8 9 10; do
+                        kill -0 "$pid" 2>/dev/null || break
+                        sleep 0.2
+                done
+        fi
+        rm -f "$pidfile"
+}
+
+start_direct() {
+        local name=$1 bin=$2
+        stop_direct "$name"
+        # Its own session: the daemon outlives this script and whatever signals the script's group.
+        setsid nohup "$bin" --config "$CONF_DIR/$name.conf" >>"$STATE_DIR/log/$name.log" 2>&1 </dev/null &
+        echo $! >"$STATE_DIR/run/$name.pid"
+        say "started $name (pid $!, log $STATE_DIR/log/$name.log)"
+}
+
+start_daemons() {
+        local vmhost fleetd=""
+        vmhost=$(find_bin vmhost vmhost)
+        [ "$IS_CONTROLLER" -eq 1 ] && fleetd=$(find_bin fleetd fleetd)
+        [ -n "$vmhost" ] || say "warning: no vmhost binary found; not started"
+        if [ "$IS_CONTROLLER" -eq 1 ] && [ -z "$fleetd" ]; then
+                say "warning: no fleetd binary found; not started"
+        fi
+        if [ "$UNITS_ONLY" -eq 1 ]; then
+                mkdir -p "$UNITS_DIR"
+                install_units "$vmhost" "$fleetd"
+                say "units written to $UNITS_DIR; nothing started (--units-only)"
+                return 0
+        fi
+        if [ "$NO_SYSTEMD" -eq 0 ] && [ -d /run/systemd/system ]; then
+                install_units "$vmhost" "$fleetd"
+                return 0
+        fi
+        [ "$NO_SYSTEMD" -eq 1 ] || say "systemd is not running; starting the daemons directly"
+        if [ -n "$fleetd" ]; then start_direct fleetd "$fleetd"; else stop_direct fleetd; fi
+        [ -n "$vmhost" ] && start_direct vmhost "$vmhost"
+        return 0
+}
+
+# main ROLE_DEFAULT
+provision_main() {
+        local role_default=$1
+        PAIR_BIN=$(find_bin totebox-pair provision)
+        [ -n "$PAIR_BIN" ] || die "totebox-pair not found (install it or pass --build-dir)"
+        ROLE=${ROLE:-$role_default}
+        install_packages
+        check_wireguard
+        run_ceremony "$ROLE"
+        write_configs
+        start_daemons
+        if [ "$MODE" = genesis ] && [ "$NO_PAIR" -eq 0 ]; then
+                say "opening the pairing ceremony on $PAIR_LISTEN:$PAIR_PORT"
+                pair serve --listen "$PAIR_LISTEN" --pair-port "$PAIR_PORT" \
+                        --code-ttl "$CODE_TTL" --sas-timeout "$SAS_TIMEOUT" ||
+                        die "the pairing ceremony did not complete"
+                # The roster changed: the controller may have moved.
+                write_configs
+                start_daemons
+        fi
+        say "done: node '$(pair show --field node_id)' mesh address $(pair show --field mesh_address)"
+}
