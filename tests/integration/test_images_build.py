@@ -240,3 +240,28 @@ def test_boot_with_vault_and_agent_reports(work, totebox_image, agent):
     if not agent[1]:
         assert report["vault_mounted"] is True  # the skeleton's ledger/ is there and writable
     assert "totebox-build" not in log  # nothing of the build boot leaks into an instance
+    check_vault_disk(vault, d, agent[1])
+
+
+def debugfs(image, request):
+    return subprocess.run(["debugfs", "-R", request, image], capture_output=True, text=True).stdout
+
+
+def check_vault_disk(vault, d, real_agent):
+    """The vault disk as the guest left it (QEMU was killed: replay the journal on a copy)."""
+    if not shutil.which("debugfs"):
+        return
+    copy = os.path.join(d, "vault-copy.raw")
+    shutil.copy(vault, copy)
+    subprocess.run(["e2fsck", "-fy", copy], capture_output=True)
+    label = subprocess.run(["blkid", "-o", "value", "-s", "LABEL", copy], capture_output=True, text=True).stdout
+    assert label.strip() == "totebox-vault"
+    listing = debugfs(copy, "ls -l /")
+    for name in ("app-console-input", "assets", "ledger"):
+        assert name in listing, listing
+    if real_agent:
+        # The hardened unit kept CAP_LINUX_IMMUTABLE: the ledger is append-only (FS_APPEND_FL).
+        assert '"ledger_append_only":true' in debugfs(copy, "cat /.totebox-agent/vault.json")
+        flags = [ln for ln in debugfs(copy, "stat /ledger/ledger.jsonl").splitlines() if "Flags:" in ln]
+        assert flags and int(flags[0].split("Flags:")[1].split()[0], 16) & 0x20, flags
+    os.unlink(copy)

@@ -136,7 +136,9 @@ def static_agent():
 
 
 def build(*args, env=None, timeout=120):
-    e = dict(os.environ, TOTEBOX_IMAGE_CACHE=tempfile.mkdtemp(prefix="tb-cache-"))
+    # Never Ubuntu's real host from a test: a closed loopback port unless a test serves a mirror.
+    e = dict(os.environ, TOTEBOX_IMAGE_CACHE=tempfile.mkdtemp(prefix="tb-cache-"),
+             TOTEBOX_UBUNTU_MIRROR="http://127.0.0.1:9")
     e.update(env or {})
     try:
         return run([BUILD] + list(args), env=e, timeout=timeout)
