@@ -17,6 +17,7 @@
 
 #include "common/clock.h"
 #include "common/json_input.h"
+#include "common/http_body.h"
 #include "common/log.h"
 #include "fleetd/store.h"
 
@@ -39,9 +40,7 @@ const struct api_route api_routes[] = {
 };
 
 struct api_conn {
-        char *body;
-        size_t len;
-        bool too_large;
+        struct http_body body;
 };
 
 void api_problem(struct api_response *resp, unsigned status, const char *type, const char *fmt, ...)
@@ -317,29 +316,6 @@ static enum MHD_Result api_send(struct MHD_Connection *conn, struct api_request 
         return ret;
 }
 
-/* Accumulates the body; returns false while more is to come. */
-static bool api_read_body(struct fleetd *f, struct api_conn *c, const char *data, size_t *size)
-{
-        if (*size == 0)
-                return true;
-        if (!c->too_large && c->len + *size <= f->cfg.max_body_bytes) {
-                char *nb = realloc(c->body, c->len + *size + 1);
-
-                if (nb) {
-                        memcpy(nb + c->len, data, *size);
-                        c->body = nb;
-                        c->len += *size;
-                        c->body[c->len] = '\0';
-                } else {
-                        c->too_large = true;
-                }
-        } else {
-                c->too_large = true;
-        }
-        *size = 0;
-        return false;
-}
-
 static enum MHD_Result api_access(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
@@ -359,16 +335,16 @@ static enum MHD_Result api_access(void *cls, struct MHD_Connection *conn, const 
                 *con_cls = c;
                 return MHD_YES;
         }
-        if (!api_read_body(f, c, upload_data, upload_data_size))
+        if (!http_body_feed(&c->body, upload_data, upload_data_size, f->cfg.max_body_bytes))
                 return MHD_YES;
         clock_gettime(CLOCK_MONOTONIC, &t0);
         api_new_request_id(conn, req.request_id, sizeof(req.request_id));
-        if (c->too_large) {
+        if (c->body.too_large) {
                 api_problem(&resp, 413, "body-too-large", "request body exceeds %llu bytes",
                             (unsigned long long)f->cfg.max_body_bytes);
         } else {
-                req.body = c->body ? c->body : "";
-                req.body_len = c->len;
+                req.body = http_body_text(&c->body);
+                req.body_len = c->body.len;
                 api_dispatch(&req, &resp);
         }
         big = json_array_size(json_object_get(resp.body, "candidates")) > 1000;
@@ -389,7 +365,7 @@ static void api_completed(void *cls, struct MHD_Connection *conn, void **con_cls
         struct api_conn *c = *con_cls;
 
         if (c) {
-                free(c->body);
+                http_body_done(&c->body);
                 free(c);
                 *con_cls = NULL;
         }

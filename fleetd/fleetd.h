@@ -10,6 +10,7 @@
 
 #include "common/config.h"
 #include "common/heartbeat.h"
+#include "common/vm_lifecycle.h"
 #include "common/roster.h"
 
 #define FLEETD_LISTEN_MAX 4
@@ -100,7 +101,6 @@ struct node_table {
 };
 
 enum vm_status { VM_CREATING, VM_ACTIVE, VM_FAILED };
-enum vm_lifecycle { VM_LC_ACTIVE, VM_LC_SUSPENDED, VM_LC_ARCHIVED };
 
 struct fleet_vm {
         char id[VM_ID_MAX + 1];
@@ -260,8 +260,6 @@ void vm_reserve(struct fleetd *f, struct fleet_vm *vm);
 void vm_release(struct fleetd *f, struct fleet_vm *vm);
 json_t *vm_to_json(struct fleetd *f, const struct fleet_vm *vm, uint64_t now_ms);
 const char *vm_status_name(enum vm_status s);
-const char *vm_lifecycle_name(enum vm_lifecycle l);
-int vm_lifecycle_parse(const char *s, enum vm_lifecycle *ret);
 
 /* plans.c: plan, confirm, drop (the operator's placement verbs) */
 struct plan_outcome {

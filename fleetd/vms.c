@@ -9,27 +9,10 @@
 #include "fleetd/fleetd.h"
 
 static const char *const vm_status_names[] = {"creating", "active", "failed"};
-static const char *const vm_lifecycle_names[] = {"active", "suspended", "archived"};
 
 const char *vm_status_name(enum vm_status s)
 {
         return vm_status_names[s];
-}
-
-const char *vm_lifecycle_name(enum vm_lifecycle l)
-{
-        return vm_lifecycle_names[l];
-}
-
-int vm_lifecycle_parse(const char *s, enum vm_lifecycle *ret)
-{
-        for (unsigned i = 0; i < 3; i++) {
-                if (strcmp(s, vm_lifecycle_names[i]) == 0) {
-                        *ret = (enum vm_lifecycle)i;
-                        return 0;
-                }
-        }
-        return -EINVAL;
 }
 
 struct fleet_vm *vm_table_find(struct fleetd *f, const char *id)

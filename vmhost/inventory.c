@@ -146,7 +146,7 @@ static json_t *inventory_build(struct vmhost *vh, virConnectPtr c, uint64_t *com
                         inventory_sync_agent(vh, doms[i], id, &m);
                         items[k] = inventory_vm_json(doms[i], &m, id, agent_chan_integrity(vh, id),
                                                      agent_chan_status(vh, id));
-                        if (items[k] && m.lifecycle == VM_ACTIVE)
+                        if (items[k] && m.lifecycle == VM_LC_ACTIVE)
                                 *committed += (uint64_t)json_integer_value(
                                     json_object_get(items[k], "memory_mib"));
                         if (items[k])

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/http_body.h"
 #include "common/log.h"
 #include "vmhost/vmhost.h"
 
@@ -251,9 +252,7 @@ static void node_dispatch(struct node_req *q, const char *url, struct node_resp 
 }
 
 struct node_conn {
-        char *body;
-        size_t len;
-        bool too_large;
+        struct http_body body;
 };
 
 static enum MHD_Result node_send(struct MHD_Connection *conn, struct node_resp *resp)
@@ -272,25 +271,6 @@ static enum MHD_Result node_send(struct MHD_Connection *conn, struct node_resp *
         return ret;
 }
 
-static bool node_read_body(struct vmhost *vh, struct node_conn *c, const char *data, size_t *size)
-{
-        char *nb;
-
-        if (*size == 0)
-                return true;
-        if (!c->too_large && c->len + *size <= vh->cfg.max_body_bytes &&
-            (nb = realloc(c->body, c->len + *size + 1))) {
-                memcpy(nb + c->len, data, *size);
-                c->body = nb;
-                c->len += *size;
-                c->body[c->len] = '\0';
-        } else {
-                c->too_large = true;
-        }
-        *size = 0;
-        return false;
-}
-
 static enum MHD_Result node_access(void *cls, struct MHD_Connection *conn, const char *url,
                                    const char *method, const char *version, const char *upload_data,
                                    size_t *upload_data_size, void **con_cls)
@@ -307,15 +287,15 @@ static enum MHD_Result node_access(void *cls, struct MHD_Connection *conn, const
                 *con_cls = c;
                 return c ? MHD_YES : MHD_NO;
         }
-        if (!node_read_body(vh, c, upload_data, upload_data_size))
+        if (!http_body_feed(&c->body, upload_data, upload_data_size, vh->cfg.max_body_bytes))
                 return MHD_YES;
-        if (c->too_large) {
+        if (c->body.too_large) {
                 vms_problem(&p, 413, "body-too-large", "request body exceeds %llu bytes",
                             (unsigned long long)vh->cfg.max_body_bytes);
                 node_problem(&resp, &p);
         } else {
-                q.body = c->body ? c->body : "";
-                q.body_len = c->len;
+                q.body = http_body_text(&c->body);
+                q.body_len = c->body.len;
                 node_dispatch(&q, url, &resp);
         }
         ret = node_send(conn, &resp);
@@ -329,7 +309,7 @@ static void node_completed(void *cls, struct MHD_Connection *conn, void **con_cl
         struct node_conn *c = *con_cls;
 
         if (c) {
-                free(c->body);
+                http_body_done(&c->body);
                 free(c);
                 *con_cls = NULL;
         }

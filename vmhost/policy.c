@@ -20,7 +20,7 @@ enum refusal policy_check_start(const struct vm_meta *m, const char *node_id)
                 return REFUSE_NOT_TOTEBOX;
         if (strcmp(m->node_id, node_id) != 0)
                 return REFUSE_PINNED_ELSEWHERE;
-        if (m->lifecycle == VM_ARCHIVED)
+        if (m->lifecycle == VM_LC_ARCHIVED)
                 return REFUSE_ARCHIVED;
         return REFUSE_NONE;
 }

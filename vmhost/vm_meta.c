@@ -14,23 +14,6 @@
 
 #define VM_META_MAX_BYTES 8192
 
-static const char *const vm_lifecycle_names[] = {"active", "suspended", "archived"};
-
-const char *vm_lifecycle_name(enum vm_lifecycle l)
-{
-        return vm_lifecycle_names[l];
-}
-
-int vm_lifecycle_parse(const char *s, enum vm_lifecycle *ret)
-{
-        for (unsigned i = 0; i < 3; i++) {
-                if (strcmp(s, vm_lifecycle_names[i]) == 0) {
-                        *ret = (enum vm_lifecycle)i;
-                        return 0;
-                }
-        }
-        return -EINVAL;
-}
 
 static bool vm_chars_valid(const char *s, size_t max, const char *extra)
 {
@@ -222,7 +205,7 @@ static int vm_meta_walk(xmlNode *root, struct vm_meta *m)
 
 int vm_meta_parse(const char *xml, size_t len, struct vm_meta *ret)
 {
-        struct vm_meta m = {.lifecycle = VM_ACTIVE};
+        struct vm_meta m = {.lifecycle = VM_LC_ACTIVE};
         xmlDoc *doc;
         int r;
 

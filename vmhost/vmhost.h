@@ -15,6 +15,7 @@
 
 #include "common/config.h"
 #include "common/heartbeat.h"
+#include "common/vm_lifecycle.h"
 #include "common/roster.h"
 #include "common/sth.h"
 
@@ -92,7 +93,6 @@ int heartbeat_sender_send(struct heartbeat_sender *s, const struct heartbeat *hb
 
 /* vm_meta.c: the domain metadata element in its own namespace (pin, entity, lifecycle, the
  * vault key once known, the last accepted tree head). */
-enum vm_lifecycle { VM_ACTIVE, VM_SUSPENDED, VM_ARCHIVED };
 
 struct vm_meta {
         char fleet_id[NODE_ID_MAX + 1];
@@ -110,8 +110,6 @@ struct vm_meta {
         uint64_t sth_time_ms;
 };
 
-const char *vm_lifecycle_name(enum vm_lifecycle l);
-int vm_lifecycle_parse(const char *s, enum vm_lifecycle *ret);
 /* The element (without namespace declaration prefix handling: libvirt adds it). malloc'd. */
 char *vm_meta_format(const struct vm_meta *m);
 /* Strict: unknown attributes, bad ids or keys are errors. ret untouched on failure. */

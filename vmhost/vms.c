@@ -94,7 +94,7 @@ static void vms_meta_new(struct vmhost *vh, const struct vm_create_req *q, struc
         snprintf(m->image, sizeof(m->image), "%s", q->image);
         randombytes_buf(raw, sizeof(raw));
         sodium_bin2hex(m->vault_id, sizeof(m->vault_id), raw, sizeof(raw));
-        m->lifecycle = VM_ACTIVE;
+        m->lifecycle = VM_LC_ACTIVE;
 }
 
 static int vms_define(struct vmhost *vh, virConnectPtr c, const struct vm_create_req *q,
@@ -299,7 +299,7 @@ static int vms_do_start(struct vmhost *vh, virDomainPtr dom, struct vm_meta *m,
         if (virDomainIsActive(dom) != 1 && virDomainCreate(dom) < 0)
                 return vms_problem(p, 500, "libvirt", "cannot start '%s': %s", id,
                                    virGetLastErrorMessage());
-        if (m->lifecycle != VM_ACTIVE && vms_set_lifecycle(dom, m, VM_ACTIVE) < 0)
+        if (m->lifecycle != VM_LC_ACTIVE && vms_set_lifecycle(dom, m, VM_LC_ACTIVE) < 0)
                 return vms_problem(p, 500, "libvirt", "cannot record '%s' as active: %s", id,
                                    virGetLastErrorMessage());
         agent_chan_domain_started(vh, id);
@@ -311,15 +311,15 @@ static int vms_do_suspend(struct vmhost *vh, virDomainPtr dom, struct vm_meta *m
 {
         const char *id = virDomainGetName(dom);
 
-        if (m->lifecycle == VM_ARCHIVED)
+        if (m->lifecycle == VM_LC_ARCHIVED)
                 return vms_problem(p, 409, "archived", "VM '%s' is archived", id);
         if (virDomainIsActive(dom) != 1) {
-                if (m->lifecycle == VM_SUSPENDED)
+                if (m->lifecycle == VM_LC_SUSPENDED)
                         return 0;
                 return vms_problem(p, 409, "wrong-state", "VM '%s' is not running", id);
         }
         /* Recorded first, so the saved live definition already says "suspended". */
-        if (vms_set_lifecycle(dom, m, VM_SUSPENDED) < 0 || virDomainManagedSave(dom, 0) < 0)
+        if (vms_set_lifecycle(dom, m, VM_LC_SUSPENDED) < 0 || virDomainManagedSave(dom, 0) < 0)
                 return vms_problem(p, 500, "libvirt", "cannot suspend '%s': %s", id,
                                    virGetLastErrorMessage());
         agent_chan_domain_stopped(vh, id);
@@ -344,7 +344,7 @@ static int vms_do_archive(struct vmhost *vh, virDomainPtr dom, struct vm_meta *m
 {
         const char *id = virDomainGetName(dom);
 
-        if (m->lifecycle != VM_ARCHIVED && vms_set_lifecycle(dom, m, VM_ARCHIVED) < 0)
+        if (m->lifecycle != VM_LC_ARCHIVED && vms_set_lifecycle(dom, m, VM_LC_ARCHIVED) < 0)
                 return vms_problem(p, 500, "libvirt", "cannot record '%s' as archived: %s", id,
                                    virGetLastErrorMessage());
         if (virDomainIsActive(dom) == 1) {

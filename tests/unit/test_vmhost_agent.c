@@ -247,12 +247,12 @@ static void test_consistency_valid_proof(void **state)
 
 static void test_policy(void **state)
 {
-        struct vm_meta m = {.lifecycle = VM_ACTIVE};
+        struct vm_meta m = {.lifecycle = VM_LC_ACTIVE};
 
         strcpy(m.node_id, "n1");
         assert_int_equal(policy_check_start(&m, "n1"), REFUSE_NONE);
         assert_int_equal(policy_check_start(&m, "n2"), REFUSE_PINNED_ELSEWHERE);
-        m.lifecycle = VM_ARCHIVED;
+        m.lifecycle = VM_LC_ARCHIVED;
         assert_int_equal(policy_check_start(&m, "n1"), REFUSE_ARCHIVED);
         assert_int_equal(policy_check_start(NULL, "n1"), REFUSE_NOT_TOTEBOX);
         assert_int_equal(policy_check_memory(2048, 1024, 512), REFUSE_NONE);

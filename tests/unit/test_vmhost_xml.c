@@ -24,7 +24,7 @@ static void test_escape(void **state)
 
 static struct vm_meta test_meta(void)
 {
-        struct vm_meta m = {.lifecycle = VM_ACTIVE};
+        struct vm_meta m = {.lifecycle = VM_LC_ACTIVE};
 
         strcpy(m.fleet_id, "fleet-1");
         strcpy(m.node_id, "node-a");
@@ -120,7 +120,7 @@ static void test_meta_round_trip(void **state)
         m.sth_size = 42;
         memset(m.sth_root, 0xab, sizeof(m.sth_root));
         m.sth_time_ms = 1234;
-        m.lifecycle = VM_ARCHIVED;
+        m.lifecycle = VM_LC_ARCHIVED;
         xml = vm_meta_format(&m);
         assert_non_null(xml);
         assert_int_equal(vm_meta_parse(xml, strlen(xml), &back), 0);
