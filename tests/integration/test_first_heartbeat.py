@@ -31,22 +31,27 @@ def fleet():
                          capture_output=True, text=True, check=True).stdout
     token = re.search(r"(tbx_[A-Za-z0-9_-]{43})", out).group(1)
     auth = {"Authorization": f"Bearer {token}"}
-    fleetd = Daemon(FLEETD, ["--set", "roster_file=roster.json", "--set", f"api_port={api}",
-                             "--set", f"heartbeat_port={hb}", "--set", "heartbeat_listen=127.0.0.1",
-                             "--set", f"state_dir={wd.path}", "--set", "log_level=debug"],
-                    wd.path, "fleetd")
-    base = f"http://127.0.0.1:{api}"
-    wait_for(lambda: _get_ok(base, auth), what="fleetd REST API")
-    vmhost = Daemon(VMHOST, ["--set", "node_id=node1", "--set", f"fleetd_port={hb}",
-                             "--set", "heartbeat_interval=200ms", "--set", f"state_dir={wd.path}",
-                             "--set", "heartbeat_source=127.0.0.1",
-                             "--set", f"node_api_port={free_port()}",
-                             "--set", f"libvirt_uri=qemu:///embed?root={wd.path}/libvirt"],
-                    wd.path, "vmhost")
-    yield {"base": base, "hb_port": hb, "fleetd": fleetd, "vmhost": vmhost, "auth": auth}
-    for d in (vmhost, fleetd):
-        d.stop()
-    wd.cleanup()
+    daemons = []
+    try:
+        fleetd = Daemon(FLEETD, ["--set", "roster_file=roster.json", "--set", f"api_port={api}",
+                                 "--set", f"heartbeat_port={hb}", "--set", "heartbeat_listen=127.0.0.1",
+                                 "--set", f"state_dir={wd.path}", "--set", "log_level=debug"],
+                        wd.path, "fleetd")
+        daemons.append(fleetd)
+        base = f"http://127.0.0.1:{api}"
+        wait_for(lambda: _get_ok(base, auth), what="fleetd REST API")
+        vmhost = Daemon(VMHOST, ["--set", "node_id=node1", "--set", f"fleetd_port={hb}",
+                                 "--set", "heartbeat_interval=200ms", "--set", f"state_dir={wd.path}",
+                                 "--set", "heartbeat_source=127.0.0.1",
+                                 "--set", f"node_api_port={free_port()}",
+                                 "--set", f"libvirt_uri=qemu:///embed?root={wd.path}/libvirt"],
+                        wd.path, "vmhost")
+        daemons.append(vmhost)
+        yield {"base": base, "hb_port": hb, "fleetd": fleetd, "vmhost": vmhost, "auth": auth}
+    finally:
+        for d in reversed(daemons):
+            d.stop()
+        wd.cleanup()
 
 
 def _get_ok(base, auth):
