@@ -124,13 +124,27 @@ async function refreshAudit() {
     el("td", {}, auditDetail(e.detail)))));
 }
 
+/* The fleet badge: an integrity mismatch is red and comes first; a VM whose agent has not
+ * reported yet (integrity "unknown") or a suspect, evicted or unhealthy node is amber; else green. */
 function renderHealth(h) {
   const b = $("#fleet-health");
   const integrity = h && h.integrity ? h.integrity.status : "unknown";
-  const bad = integrity !== "ok";
-  const n = h && h.integrity ? (h.integrity.mismatched_vms || []).length : 0;
-  b.textContent = bad ? `integrity: ${integrity}${n ? ` (${n} VM${n > 1 ? "s" : ""})` : ""}` : "integrity: ok";
-  b.className = `badge ${bad ? "bad" : "ok"}`;
+  const bad = (h && h.integrity && h.integrity.mismatched_vms) || [];
+  let text = "integrity: ok", level = "ok";
+  if (integrity === "mismatch") {
+    text = `integrity: MISMATCH (${bad.length} VM${bad.length === 1 ? "" : "s"}: ${bad.map((v) => v.vm_id || v).join(", ")})`;
+    level = "bad";
+  } else if (integrity !== "ok") {
+    text = "integrity: waiting for agent reports";
+    level = "warn";
+  }
+  if (h && h.status === "degraded") {
+    const n = h.nodes || {};
+    text += ` · nodes degraded (${["suspect", "evicted", "unhealthy"].filter((s) => n[s]).map((s) => `${n[s]} ${s}`).join(", ")})`;
+    if (level === "ok") level = "warn";
+  }
+  b.textContent = text;
+  b.className = `badge ${level}`;
 }
 
 async function refresh() {
