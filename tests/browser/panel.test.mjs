@@ -3,8 +3,9 @@
 //   PANEL_URL    fleetd's base URL (it serves the panel at /)
 //   PANEL_TOKEN  a valid API token (fleetctl token create)
 //   PANEL_IMAGE  the image name imported on every node
-// and talks to it over stdio at one point: this script prints "TAMPER <vm> <node>" once the VM is
-// suspended and waits for a line "done" (the harness changes the vault disk offline meanwhile).
+// and talks to it over stdio: it prints "SETTLE <vm> <node>" once the agent reported (the harness
+// waits until the guest's file system is on the disk image) and "TAMPER <vm> <node>" once the VM
+// is suspended (the harness changes the vault disk offline), and waits for "done" after each.
 // Every step asserts on the page's content and keeps a screenshot under artifacts/; any failed
 // step exits non-zero with the page's text and a screenshot named fail-*.
 import { createInterface } from "node:readline";
@@ -19,6 +20,13 @@ const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
 
 function log(msg) {
   console.log(`[${((Date.now() - t0) / 1000).toFixed(1)}s] ${msg}`);
+}
+
+/* Asks the harness to act outside the browser and waits for its "done". */
+async function ask(verb, ...args) {
+  console.log([verb, ...args].join(" "));
+  const answer = await lines.next();
+  check(!answer.done && answer.value.trim() === "done", `the harness did ${verb} (${answer.value})`);
 }
 
 function check(cond, what) {
@@ -56,7 +64,7 @@ async function run() {
   const browser = await launch();
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   const dialogs = [];
-  page.on("dialog", (d) => { dialogs.push(d.message()); d.accept(); });
+  page.on("dialog", (d) => { dialogs.push(`${d.type()}: ${d.message()}`); d.accept(); });
   page.on("pageerror", (e) => log(`page error: ${e.message}`));
   let vmId = null, nodeId = null;
   try {
@@ -155,18 +163,18 @@ async function run() {
       check(/\bok\b/.test(await page.locator("#fleet-health").getAttribute("class")), "badge is green");
     });
 
+    await ask("SETTLE", vmId, nodeId);
     await step(page, "07-suspended", async () => {
       await vmRow().locator("button[data-action=suspend]").click();
       await until(async () => { const c = await cells(vmRow()); return c[4] === "suspended" && /saved/.test(c[3]); },
         60000, "the VM to be suspended (managed save)");
-      check(dialogs.some((d) => d.startsWith(`suspend ${vmId}`)), "the action asked for confirmation");
+      check(dialogs.some((d) => d.startsWith(`confirm: suspend ${vmId}`)), "the action asked for confirmation");
+      check(!dialogs.some((d) => d.startsWith("alert")), `no error shown (${dialogs})`);
     });
 
     // The harness stops the node's vmhost, discards the saved RAM (so the guest boots cold and
     // reads its disk), smuggles a file into the vault's sealed assets, and restarts vmhost.
-    console.log(`TAMPER ${vmId} ${nodeId}`);
-    const answer = await lines.next();
-    check(!answer.done && answer.value.trim() === "done", `the harness tampered (${answer.value})`);
+    await ask("TAMPER", vmId, nodeId);
 
     await step(page, "08-resumed", async () => {
       const resume = vmRow().locator("button[data-action=resume]");
@@ -188,7 +196,7 @@ async function run() {
       await until(async () => (await audit.count()) === 1, 10000, "the audit entry");
       check(/highlight-mismatch/.test(await audit.getAttribute("class")), "the audit entry is highlighted");
       check((await audit.innerText()).includes(vmId), "the audit entry names the VM");
-      await until(async () => /mismatch/.test(await text(page, "#fleet-health")), 10000, "the badge");
+      await until(async () => /MISMATCH/.test(await text(page, "#fleet-health")), 10000, "the badge");
       check(/\bbad\b/.test(await page.locator("#fleet-health").getAttribute("class")), "the badge is red");
       const color = await page.locator("#fleet-health").evaluate((e) => getComputedStyle(e).backgroundColor);
       check(color === "rgb(179, 38, 30)", `the badge's colour (${color})`);

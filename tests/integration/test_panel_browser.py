@@ -64,10 +64,25 @@ def debugfs(image, *commands, write=False):
     r = subprocess.run(["debugfs"] + (["-w"] if write else []) + ["-f", "-", image],
                        input="\n".join(commands) + "\n", capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    return r.stdout
+    return r.stdout + r.stderr
 
 
-def tamper_offline(node, vm_id, tmpdir):
+def vault_image(node, vm_id):
+    return os.path.join(node["root"], "state", "vms", vm_id + "-vault.img")
+
+
+def settle(node, vm_id, tmpdir):
+    """Waits until the guest's vault skeleton is on the disk image, not only in the guest's page
+    cache: the vault is ext2 (no journal), and the test later discards the suspended VM's RAM, which
+    is a power loss. Read-only, while the VM runs (debugfs -c)."""
+    def on_disk():
+        r = subprocess.run(["debugfs", "-c", "-R", "ls -l /assets", vault_image(node, vm_id)],
+                           capture_output=True, text=True)
+        return r.returncode == 0 and "not a directory" not in r.stderr and "40755" in r.stdout
+    V.wait_for(on_disk, 60, "the vault skeleton written back to the disk image")
+
+
+def tamper(node, vm_id, tmpdir):
     """With the VM suspended: stop the node's vmhost (the embed root is then free), discard the
     managed save (the guest's page cache must not hide the change: it boots cold), put a file no
     ledger entry records into the vault's assets/, and start vmhost again on the same state."""
@@ -75,7 +90,7 @@ def tamper_offline(node, vm_id, tmpdir):
     vh.stop()
     r = V.virsh(node["root"], "managedsave-remove", vm_id)
     assert r.returncode == 0, r.stderr
-    vault = os.path.join(node["root"], "state", "vms", vm_id + "-vault.img")
+    vault = vault_image(node, vm_id)
     assert os.path.exists(vault), os.listdir(os.path.dirname(vault))
     listing = debugfs(vault, "ls -l /ledger")
     assert "ledger.jsonl" in listing, listing
@@ -83,7 +98,8 @@ def tamper_offline(node, vm_id, tmpdir):
     with open(smuggled, "wb") as f:
         f.write(b"not sealed by the agent\n")
     debugfs(vault, "cd /assets", "write %s smuggled.bin" % smuggled, write=True)
-    assert "smuggled.bin" in debugfs(vault, "ls -l /assets")
+    listing = debugfs(vault, "ls -l /assets")
+    assert "smuggled.bin" in listing, listing + debugfs(vault, "ls -l /", "stats")
     node["vh"] = NodeVmhost(node["root"], **node["args"])
 
 
@@ -97,7 +113,10 @@ def fleet():
     tmp = tempfile.mkdtemp(prefix="tbx-panel-")
     os.chmod(tmp, 0o755)
     f = F.Fleetd(nodes=3, settings={"panel_dir": os.path.join(F.SOURCE, "panel"),
-                                    "heartbeat_interval": "2s", "log_level": "info"})
+                                    "heartbeat_interval": "2s", "log_level": "info",
+                                    # a managed save or a cold create under TCG on a loaded
+                                    # 2-core machine takes longer than the harness's 2 s
+                                    "node_api_timeout": "60s"})
     nodes = {}
     try:
         manifest = build_image(os.path.join(tmp, "image"))
@@ -136,9 +155,10 @@ def test_panel_in_chromium(fleet):
         for line in proc.stdout:
             out.append(line)
             sys.stdout.write(line)
-            if line.startswith("TAMPER "):
-                _, vm_id, node_id = line.split()
-                tamper_offline(nodes[node_id], vm_id, tmp)
+            verb, *args = line.split() or [""]
+            if verb in ("SETTLE", "TAMPER"):
+                vm_id, node_id = args
+                {"SETTLE": settle, "TAMPER": tamper}[verb](nodes[node_id], vm_id, tmp)
                 proc.stdin.write("done\n")
                 proc.stdin.flush()
         rc = proc.wait(timeout=60)
