@@ -192,10 +192,14 @@ async function run() {
       check(await vmRow().locator(".integrity-mismatch").count() === 1, "the mismatch badge in the row");
       const title = await vmRow().locator("td").nth(5).getAttribute("title");
       check(/unrecorded-file/.test(title), `the mismatch kind on the VM (${title})`);
+      const shown = (await cells(vmRow()))[5];
+      check(/unrecorded-file assets\/smuggled\.bin/.test(shown), `the mismatch named in the row (${shown})`);
       const audit = page.locator("#audit tr[data-kind='integrity.mismatch']").first();
       await until(async () => (await audit.count()) === 1, 10000, "the audit entry");
       check(/highlight-mismatch/.test(await audit.getAttribute("class")), "the audit entry is highlighted");
-      check((await audit.innerText()).includes(vmId), "the audit entry names the VM");
+      const entry = await audit.innerText();
+      check(entry.includes(vmId) && /unrecorded-file assets\/smuggled\.bin/.test(entry),
+        `the audit entry names the VM and the mismatch (${entry})`);
       await until(async () => /MISMATCH/.test(await text(page, "#fleet-health")), 10000, "the badge");
       check(/\bbad\b/.test(await page.locator("#fleet-health").getAttribute("class")), "the badge is red");
       const color = await page.locator("#fleet-health").evaluate((e) => getComputedStyle(e).backgroundColor);
