@@ -88,8 +88,10 @@ function renderVms(vms) {
       el("td", { class: vm.node_state ? `state-${vm.node_state}` : "" }, vm.node_id || (vm.pin && vm.pin.node_id) || "—"),
       el("td", { class: `status-${vm.status}`, title: vm.reason || "" }, vm.status + (vm.state && vm.state !== vm.status ? ` (${vm.state})` : "") + (vm.reason ? ` — ${vm.reason}` : "")),
       el("td", {}, vm.lifecycle),
-      el("td", { title: mismatches.map((m) => `${m.kind} ${m.path || ""}`).join("\n") },
-        el("span", { class: `integrity-${integrity}` }, integrity + (mismatches.length ? ` (${mismatches.length})` : ""))),
+      el("td", { title: mismatches.map(mismatchText).join("\n") },
+        el("span", { class: `integrity-${integrity}` }, integrity + (mismatches.length ? ` (${mismatches.length})` : "")),
+        mismatches.length ? el("div", { class: "mismatch-list" }, ...mismatches.slice(0, 3).map((m) =>
+          el("div", {}, `${m.kind}${m.path ? ` ${m.path}` : ""}`))) : ""),
       el("td", {}, ...vmActions(vm)));
   }));
 }
@@ -101,9 +103,18 @@ function auditClass(e) {
   return "";
 }
 
+const mismatchText = (m) => `${m.kind}${m.path ? ` ${m.path}` : ""}${m.detail ? ` (${m.detail})` : ""}`;
+
+/* One line per audit entry; an integrity report is shown as its mismatches, not as raw JSON. */
 function auditDetail(d) {
   if (typeof d === "string") return d;
-  return Object.entries(d || {}).map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`).join(" ");
+  return Object.entries(d || {}).map(([k, v]) => {
+    if (k === "integrity" && v && typeof v === "object") {
+      const ms = v.mismatches || [];
+      return `integrity=${v.status}${ms.length ? `: ${ms.map(mismatchText).join("; ")}` : ""}`;
+    }
+    return `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`;
+  }).join(" ");
 }
 
 /* Reads the audit record forward from the last entry seen; shows the newest 200. */
@@ -118,19 +129,33 @@ async function refreshAudit() {
   auditEntries = auditEntries.slice(-200);
   fill($("#audit tbody"), auditEntries.slice().reverse().map((e) => el("tr", { class: auditClass(e), "data-kind": e.kind },
     el("td", {}, e.seq),
-    el("td", {}, e.time),
+    el("td", { title: e.time }, (e.time || "").replace("T", " ").replace(/\.\d+Z$/, "Z")),
     el("td", {}, e.kind),
     el("td", {}, e.subject),
     el("td", {}, auditDetail(e.detail)))));
 }
 
+/* The fleet badge: an integrity mismatch is red and comes first; a VM whose agent has not
+ * reported yet (integrity "unknown") or a suspect, evicted or unhealthy node is amber; else green. */
 function renderHealth(h) {
   const b = $("#fleet-health");
   const integrity = h && h.integrity ? h.integrity.status : "unknown";
-  const bad = integrity !== "ok";
-  const n = h && h.integrity ? (h.integrity.mismatched_vms || []).length : 0;
-  b.textContent = bad ? `integrity: ${integrity}${n ? ` (${n} VM${n > 1 ? "s" : ""})` : ""}` : "integrity: ok";
-  b.className = `badge ${bad ? "bad" : "ok"}`;
+  const bad = (h && h.integrity && h.integrity.mismatched_vms) || [];
+  let text = "integrity: ok", level = "ok";
+  if (integrity === "mismatch") {
+    text = `integrity: MISMATCH (${bad.length} VM${bad.length === 1 ? "" : "s"}: ${bad.map((v) => v.vm_id || v).join(", ")})`;
+    level = "bad";
+  } else if (integrity !== "ok") {
+    text = "integrity: waiting for agent reports";
+    level = "warn";
+  }
+  if (h && h.status === "degraded") {
+    const n = h.nodes || {};
+    text += ` · nodes degraded (${["suspect", "evicted", "unhealthy"].filter((s) => n[s]).map((s) => `${n[s]} ${s}`).join(", ")})`;
+    if (level === "ok") level = "warn";
+  }
+  b.textContent = text;
+  b.className = `badge ${level}`;
 }
 
 async function refresh() {
@@ -161,7 +186,7 @@ function renderPlan(plan, refusal) {
     : `No node fits: ${refusal}`;
   fill($("#candidates tbody"), (plan.candidates || []).map((c) => el("tr", { class: c.chosen ? "chosen" : "", "data-candidate": c.node_id },
     el("td", {}, c.chosen ? `${c.node_id} ✔ chosen` : c.node_id),
-    el("td", {}, `${mib(c.available_mib)} (${mib(c.left_after_mib)} left after)`),
+    el("td", {}, c.state === "unseen" ? "—" : `${mib(c.available_mib)} (${mib(c.left_after_mib)} left after)`),
     el("td", {}, age(c.heartbeat_age_ms)),
     el("td", {}, `${c.verdict}: ${c.reason}`))));
   $("#plan-margin").textContent = `Safety margin: ${mib(plan.safety_margin_mib)} must stay available after the VM.`;

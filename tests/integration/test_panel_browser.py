@@ -1,0 +1,181 @@
+# ctest-labels: slow browser
+"""The F9 panel in a real headless Chromium (tests/browser/panel.test.mjs, playwright-core with
+Debian's chromium) against real daemons on loopback: a private fleetd serving the repo's panel/,
+a roster of three nodes, two of them real vmhosts (qemu:///embed under TCG, node APIs on
+127.1.0.1 and 127.1.0.2) with the small test image carrying the real agent. The browser logs in
+(a wrong token refused first), watches the nodes, plans and confirms a VM, waits for the agent's
+report, suspends the VM; this module then changes the vault disk offline (a file smuggled into
+the sealed assets, the managed save discarded so the guest boots cold); the browser resumes the
+VM and must see the mismatch on the VM, in the audit record and on the fleet badge.
+Screenshots: tests/browser/artifacts/."""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+import test_fleetd_harness as F  # noqa: E402
+import test_vmhost_harness as V  # noqa: E402
+
+BROWSER_DIR = os.path.join(F.SOURCE, "tests", "browser")
+AGENT = os.path.join(F.BUILD, "agent", "totebox-agent")
+IMAGE = "totebox-test"
+
+
+class NodeVmhost(V.Vmhost):
+    """vmhost as one roster node: its node API on the node's own loopback address and on the port
+    fleetd calls every node on (the harness's Vmhost picks a free port on 127.0.0.1)."""
+
+    port = property(lambda self: self._fixed_port, lambda self, value: None)
+
+    def __init__(self, root, node_id, address, port, **settings):
+        self.address, self._fixed_port = address, port
+        super().__init__(root, node_id=node_id, node_api_listen=address, node_api_port=port,
+                         heartbeat_source=address, **settings)
+
+    def call(self, method, path, body=None, source="127.0.0.1", timeout=120):
+        import http.client
+        import json
+        conn = http.client.HTTPConnection(self.address, self._fixed_port, timeout=timeout,
+                                          source_address=(source, 0))
+        data = None if body is None else json.dumps(body)
+        conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        raw = r.read()
+        conn.close()
+        return r.status, (json.loads(raw) if raw else None), r.getheader("Content-Type")
+
+
+def build_image(out):
+    """The test image with the real agent (images/build-test-image --agent)."""
+    subprocess.run([os.path.join(F.SOURCE, "images", "build-test-image"), out, "--agent", AGENT,
+                    "--cache", V.DEB_CACHE], check=True, stdout=subprocess.DEVNULL)
+    os.chmod(out, 0o755)
+    for name in os.listdir(out):
+        os.chmod(os.path.join(out, name), 0o644)
+    return os.path.join(out, "manifest.json")
+
+
+def debugfs(image, *commands, write=False):
+    r = subprocess.run(["debugfs"] + (["-w"] if write else []) + ["-f", "-", image],
+                       input="\n".join(commands) + "\n", capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return r.stdout + r.stderr
+
+
+def vault_image(node, vm_id):
+    return os.path.join(node["root"], "state", "vms", vm_id + "-vault.img")
+
+
+def settle(node, vm_id, tmpdir):
+    """Waits until the guest's vault skeleton is on the disk image, not only in the guest's page
+    cache: the vault is ext2 (no journal), and the test later discards the suspended VM's RAM, which
+    is a power loss. Read-only, while the VM runs (debugfs -c)."""
+    def on_disk():
+        r = subprocess.run(["debugfs", "-c", "-R", "ls -l /assets", vault_image(node, vm_id)],
+                           capture_output=True, text=True)
+        return r.returncode == 0 and "not a directory" not in r.stderr and "40755" in r.stdout
+    V.wait_for(on_disk, 60, "the vault skeleton written back to the disk image")
+
+
+def tamper(node, vm_id, tmpdir):
+    """With the VM suspended: stop the node's vmhost (the embed root is then free), discard the
+    managed save (the guest's page cache must not hide the change: it boots cold), put a file no
+    ledger entry records into the vault's assets/, and start vmhost again on the same state."""
+    vh = node["vh"]
+    vh.stop()
+    r = V.virsh(node["root"], "managedsave-remove", vm_id)
+    assert r.returncode == 0, r.stderr
+    vault = vault_image(node, vm_id)
+    assert os.path.exists(vault), os.listdir(os.path.dirname(vault))
+    listing = debugfs(vault, "ls -l /ledger")
+    assert "ledger.jsonl" in listing, listing
+    smuggled = os.path.join(tmpdir, "smuggled.bin")
+    with open(smuggled, "wb") as f:
+        f.write(b"not sealed by the agent\n")
+    debugfs(vault, "cd /assets", "write %s smuggled.bin" % smuggled, write=True)
+    listing = debugfs(vault, "ls -l /assets")
+    assert "smuggled.bin" in listing, listing + debugfs(vault, "ls -l /", "stats")
+    node["vh"] = NodeVmhost(node["root"], **node["args"])
+
+
+@pytest.fixture
+def fleet():
+    for need in ("/usr/bin/chromium", "/usr/sbin/debugfs", AGENT, V.VMHOST, F.FLEETD):
+        if not os.path.exists(need):
+            pytest.fail("missing %s" % need)
+    if not os.path.isdir(os.path.join(BROWSER_DIR, "node_modules", "playwright-core")):
+        pytest.fail("playwright-core is not installed: npm ci --prefix tests/browser")
+    tmp = tempfile.mkdtemp(prefix="tbx-panel-")
+    os.chmod(tmp, 0o755)
+    f = F.Fleetd(nodes=3, settings={"panel_dir": os.path.join(F.SOURCE, "panel"),
+                                    "heartbeat_interval": "2s", "log_level": "info",
+                                    # a managed save or a cold create under TCG on a loaded
+                                    # 2-core machine takes longer than the harness's 2 s
+                                    "node_api_timeout": "60s"})
+    nodes = {}
+    try:
+        manifest = build_image(os.path.join(tmp, "image"))
+        for i in (1, 2):
+            nid = "n%d" % i
+            root = V.make_root("tbx-panel-%s-" % nid)
+            args = {"node_id": nid, "address": F.node_address(i), "port": f.node_api_port,
+                    "hb_port": f.hb_port, "fleetd_address": "127.0.0.1", "fleet_id": "f1",
+                    "node_api_allow": "127.0.0.1", "log_level": "info"}
+            nodes[nid] = {"root": root, "args": args, "vh": None}
+            nodes[nid]["vh"] = NodeVmhost(root, **args)
+            st, body, _ = nodes[nid]["vh"].call("POST", "/v1/images", {
+                "name": IMAGE, "path": manifest, "sha256": V.sha256(manifest)})
+            assert st == 201, body
+        f.start()
+        yield f, nodes, tmp
+    finally:
+        for n in nodes.values():
+            if n["vh"]:
+                n["vh"].stop()
+            V.destroy_all(n["root"])
+            V.remove_root(n["root"])
+        f.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_panel_in_chromium(fleet):
+    f, nodes, tmp = fleet
+    env = dict(os.environ, PANEL_URL="http://127.0.0.1:%d/" % f.api_port, PANEL_TOKEN=f.token,
+               PANEL_IMAGE=IMAGE)
+    start = time.monotonic()
+    proc = subprocess.Popen(["node", os.path.join(BROWSER_DIR, "panel.test.mjs")], env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+    out = []
+    try:
+        for line in proc.stdout:
+            out.append(line)
+            sys.stdout.write(line)
+            verb, *args = line.split() or [""]
+            if verb in ("SETTLE", "TAMPER"):
+                vm_id, node_id = args
+                {"SETTLE": settle, "TAMPER": tamper}[verb](nodes[node_id], vm_id, tmp)
+                proc.stdin.write("done\n")
+                proc.stdin.flush()
+        rc = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()  # playwright closes the browser on SIGTERM
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    print("browser test: %.1f s" % (time.monotonic() - start))
+    assert rc == 0, "browser test failed:\n" + "".join(out)
+    assert any("all steps passed" in line for line in out)
+    # What the browser showed is what fleetd recorded.
+    entries = f.audit("integrity.mismatch")
+    assert entries and any(m["kind"] == "unrecorded-file"
+                           for e in entries
+                           for m in e["detail"]["integrity"].get("mismatches", [])), entries
+    assert f.json("GET", "/v1/health", expect=200)[1]["status"] == "integrity-mismatch"
