@@ -374,6 +374,10 @@ static int vault_layout(struct vault *v, char *err, size_t errlen)
                 errno = -r;
                 goto fail;
         }
+        /* the skeleton must survive a power cut right after the first start: the new
+         * directory entries are durable only once the vault directory itself is synced */
+        if (create && fsync(v->dir_fd) < 0)
+                goto fail;
         return 0;
 fail:
         r = -errno;
