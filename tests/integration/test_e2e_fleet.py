@@ -40,6 +40,21 @@ def nodes(f):
     return {n["id"]: n for n in f.api("GET", "/v1/nodes")["nodes"]}
 
 
+def audit(f):
+    """The whole audit record, read forward page by page."""
+    entries, after = [], 0
+    while True:
+        page = f.api("GET", f"/v1/audit?after={after}")
+        if not page["entries"]:
+            return entries
+        entries += page["entries"]
+        after = page["next_after"]
+
+
+def node_api_ready(f, node):
+    wait(lambda: f.node_api(node, "GET", "/v1/inventory")[0] == 200, 60, f"{node}'s node API")
+
+
 def vm_when(f, vm_id, pred, timeout, what):
     return wait(lambda: (v := f.vm(vm_id)) and pred(v) and v, timeout, what)
 
@@ -180,21 +195,22 @@ def test_silent_node_is_evicted_and_its_vm_stays(fleet):
     node = vm["node_id"]
     fleet.stop_daemon(node, "vmhost")
     t0 = time.time()
-    wait(lambda: nodes(fleet)[node]["state"] == "suspect", 40, f"{node} suspect")
-    t_suspect = time.time() - t0
-    wait(lambda: nodes(fleet)[node]["state"] == "evicted", 40, f"{node} evicted")
-    t_evict = time.time() - t0
-    v = fleet.vm(vm["id"])
-    assert v["node_id"] == node, v  # pinned: nothing is moved
-    assert v["state"] == "unreachable" or v.get("node_state") == "evicted", v
-    # an evicted node is not a placement candidate
-    st, plan = fleet.plan("e2e-gamma", memory_mib=256)
-    assert st in (200, 201) and plan["node_id"] != node
-    fleet.api("DELETE", f"/v1/plans/{plan['id']}")
-    audit = fleet.api("GET", "/v1/audit?after=0&limit=1000")["entries"]
-    assert any(e["subject"] == node and "evicted" in json.dumps(e) for e in audit)
-    # the node comes back with its next heartbeat and reconciles; its VM is still there
-    fleet.refresh(node)
+    try:
+        wait(lambda: nodes(fleet)[node]["state"] == "suspect", 40, f"{node} suspect")
+        t_suspect = time.time() - t0
+        wait(lambda: nodes(fleet)[node]["state"] == "evicted", 40, f"{node} evicted")
+        t_evict = time.time() - t0
+        v = fleet.vm(vm["id"])
+        assert v["node_id"] == node, v  # pinned: nothing is moved
+        assert v["state"] == "unreachable" or v.get("node_state") == "evicted", v
+        # an evicted node is not a placement candidate
+        st, plan = fleet.plan("e2e-gamma", memory_mib=256)
+        assert st in (200, 201) and plan["node_id"] != node
+        fleet.api("DELETE", f"/v1/plans/{plan['id']}")
+        assert any(e["subject"] == node and "evicted" in json.dumps(e) for e in audit(fleet))
+    finally:
+        # the node comes back with its next heartbeat and reconciles; its VM is still there
+        fleet.refresh(node)
     wait(lambda: nodes(fleet)[node]["state"] == "alive", 60, f"{node} alive again")
     vm_when(fleet, vm["id"], lambda v: v["status"] == "active" and v["state"] != "unreachable",
             60, "the VM reachable again")
@@ -216,3 +232,104 @@ def test_fleetd_restart_loses_and_duplicates_nothing(fleet):
     out = fleet.fleetctl("audit", "verify", check=False)
     assert out.returncode == 0, out.stdout + out.stderr
     print(f"\nfleet view rebuilt {rebuilt:.1f} s after fleetd restarted")
+
+
+# --- vault tampering and rollback, through cold boots -------------------------------------
+# A Totebox VM's vault can only be edited from outside while the guest is not running. Each
+# "offline" step: suspend the VM through fleetd, stop its node's vmhost (the embedded libvirt root
+# is then free), drop the managed save so the guest boots cold (its page cache must not hide the
+# change), edit the vault disk with debugfs, restart vmhost with the node's provision script and
+# resume through fleetd. The agent seals what it finds in its inbox and verifies at start.
+
+def _debugfs(image, *commands, write=False):
+    r = sh("debugfs", *(["-w"] if write else []), "-f", "-", image,
+           input="\n".join(commands) + "\n", check=False)
+    assert r.returncode == 0, r.stderr
+    return r.stdout + r.stderr
+
+
+def _vault(fleet, vm):
+    return os.path.join(fleet.nodes[vm["node_id"]]["state"], "vmhost", "vms",
+                        vm["id"] + "-vault.img")
+
+
+def _offline(fleet, vm, edit):
+    node = vm["node_id"]
+    fleet.api("POST", f"/v1/vms/{vm['id']}/suspend")
+    vm_when(fleet, vm["id"], lambda v: v["lifecycle"] == "suspended", 120, "suspended")
+    fleet.stop_daemon(node, "vmhost")
+    root = os.path.join(fleet.nodes[node]["state"], "libvirt")
+    r = sh("virsh", "-q", "-c", f"qemu:///embed?root={root}", "managedsave-remove", vm["id"],
+           check=False)
+    assert r.returncode == 0, r.stderr
+    edit(_vault(fleet, vm))
+    fleet.refresh(node)
+    wait(lambda: nodes(fleet)[node]["state"] == "alive", 60, f"{node} alive")
+    node_api_ready(fleet, node)
+    fleet.api("POST", f"/v1/vms/{vm['id']}/resume")
+    return vm_when(fleet, vm["id"], lambda v: v["lifecycle"] == "active" and
+                   v["status"] == "active", 180, "resumed (cold boot)")
+
+
+def _add_records(tmpdir, names):
+    def edit(image):
+        cmds = ["cd /app-console-input"]
+        for n in names:
+            path = os.path.join(tmpdir, n)
+            with open(path, "w") as f:
+                f.write(f"record {n} for the e2e test\n")
+            cmds.append(f"write {path} {n}")
+        _debugfs(image, *cmds, write=True)
+    return edit
+
+
+def _tree_size(fleet, vm_id):
+    return ((fleet.vm(vm_id) or {}).get("integrity") or {}).get("tree_size") or 0
+
+
+def test_tampered_record_reaches_fleet_audit(fleet, tmp_path):
+    vm = STATE["b"]
+    _offline(fleet, vm, _add_records(str(tmp_path), ["deed-1.txt", "deed-2.txt"]))
+    wait(lambda: _tree_size(fleet, vm["id"]) >= 2, 180, "two records sealed")
+    assert fleet.vm(vm["id"])["integrity"]["status"] == "ok"
+    listing = _debugfs(_vault(fleet, vm), "ls /assets")
+
+    def replace_sealed_asset(image):
+        names = [w for w in _debugfs(image, "ls /assets").split() if "deed-1" in w]
+        assert names, listing
+        forged = os.path.join(str(tmp_path), "forged")
+        with open(forged, "w") as f:
+            f.write("a different deed\n")
+        _debugfs(image, "cd /assets", f"rm {names[0]}", f"write {forged} {names[0]}", write=True)
+
+    _offline(fleet, vm, replace_sealed_asset)
+    v = vm_when(fleet, vm["id"], lambda v: (v.get("integrity") or {}).get("status") == "mismatch",
+                180, "the mismatch at fleet level")
+    kinds = {m["kind"] for m in v["integrity"].get("mismatches", [])}
+    assert kinds & {"modified-asset", "flag-cleared"}, v["integrity"]
+    assert fleet.api("GET", "/v1/health")["integrity"]["status"] != "ok"
+    assert any(e["kind"] == "integrity.mismatch" and e["subject"] == vm["id"]
+               for e in audit(fleet))
+
+
+def test_rolled_back_vault_is_detected(fleet, tmp_path):
+    vm = STATE["a"]
+    backup = os.path.join(str(tmp_path), "vault-backup.img")
+    _offline(fleet, vm, _add_records(str(tmp_path), ["lease-1.txt", "lease-2.txt"]))
+    wait(lambda: _tree_size(fleet, vm["id"]) >= 2, 180, "two records sealed")
+    size_before = _tree_size(fleet, vm["id"])
+
+    def snapshot_then_add(image):
+        shutil.copyfile(image, backup)
+        _add_records(str(tmp_path), ["lease-3.txt"])(image)
+
+    _offline(fleet, vm, snapshot_then_add)
+    wait(lambda: _tree_size(fleet, vm["id"]) > size_before, 180, "the third record sealed")
+    assert fleet.vm(vm["id"])["integrity"]["status"] == "ok"
+    _offline(fleet, vm, lambda image: shutil.copyfile(backup, image))
+    v = vm_when(fleet, vm["id"], lambda v: (v.get("integrity") or {}).get("status") == "mismatch",
+                180, "the rollback at fleet level")
+    kinds = {m["kind"] for m in v["integrity"].get("mismatches", [])}
+    assert "rollback" in kinds, v["integrity"]
+    assert any(e["kind"] == "integrity.mismatch" and e["subject"] == vm["id"]
+               for e in audit(fleet))
