@@ -1,4 +1,4 @@
-# ctest-labels: slow
+# ctest-labels: slow image-build
 """End to end, under QEMU/TCG: build the offline Debian base image (images/build-debian-base),
 turn it into a Totebox image through the real entry point (images/build-totebox-image --base),
 boot the result with a blank vault disk and the agent's virtio-serial channel, and wait for the
