@@ -14,7 +14,6 @@
 
 #define VM_META_MAX_BYTES 8192
 
-
 static bool vm_chars_valid(const char *s, size_t max, const char *extra)
 {
         size_t n = strlen(s);

@@ -18,12 +18,12 @@ struct fuzz_cfg {
 };
 
 static const struct config_key fuzz_table[] = {
-        {"name", CONFIG_STRING, offsetof(struct fuzz_cfg, name), 32, 32, "x", "a string"},
-        {"port", CONFIG_UINT, offsetof(struct fuzz_cfg, port), 1, 65535, "1", "a number"},
-        {"interval", CONFIG_DURATION, offsetof(struct fuzz_cfg, interval_ms), 1, 86400000, "1s",
-         "a duration"},
-        {"on", CONFIG_BOOL, offsetof(struct fuzz_cfg, on), 0, 0, "no", "a switch"},
-        {0},
+    {"name", CONFIG_STRING, offsetof(struct fuzz_cfg, name), 32, 32, "x", "a string"},
+    {"port", CONFIG_UINT, offsetof(struct fuzz_cfg, port), 1, 65535, "1", "a number"},
+    {"interval", CONFIG_DURATION, offsetof(struct fuzz_cfg, interval_ms), 1, 86400000, "1s",
+     "a duration"},
+    {"on", CONFIG_BOOL, offsetof(struct fuzz_cfg, on), 0, 0, "no", "a switch"},
+    {0},
 };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
