@@ -240,9 +240,13 @@ def test_fleetd_sees_heartbeats_from_all(joined):
         pytest.skip("vmhost is not built in this tree: no heartbeats to see")
     if not os.path.exists(os.path.join(BUILD, "fleetd", "fleetd")):
         pytest.skip("fleetd is not built")
+    out = sh(os.path.join(BUILD, "fleetctl", "fleetctl"), "--state-dir",
+             os.path.join(joined.state("cloud"), "fleetd"), "token", "create", "mesh-test").stdout
+    token = re.search(r"(tbx_[A-Za-z0-9_-]{43})", out).group(1)
     deadline = time.time() + 30
     while True:
-        r = sh(*in_ns("cloud", "curl", "-s", "http://127.0.0.1:9170/v1/nodes"), check=False)
+        r = sh(*in_ns("cloud", "curl", "-s", "-H", "Authorization: Bearer " + token,
+                      "http://127.0.0.1:9170/v1/nodes"), check=False)
         live = set()
         try:
             body = json.loads(r.stdout)
