@@ -59,7 +59,7 @@ int heartbeat_encode(const struct heartbeat *hb, char *buf, size_t size)
         return (int)n;
 }
 
-static const char *const heartbeat_fields[] = {"v",
+const char *const heartbeat_fields[HEARTBEAT_FIELDS + 1] = {"v",
                                                "node",
                                                "epoch",
                                                "seq",

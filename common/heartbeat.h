@@ -24,6 +24,10 @@ struct heartbeat {
         char inventory_digest[DIGEST_HEX_LEN + 1]; /* hex SHA-256 of the inventory */
 };
 
+/* The heartbeat's field names in wire order, NULL-terminated (fleetd's fast decoder indexes it). */
+#define HEARTBEAT_FIELDS 13
+extern const char *const heartbeat_fields[HEARTBEAT_FIELDS + 1];
+
 /* Encodes hb into buf; returns the length, or -EMSGSIZE / -EINVAL. */
 int heartbeat_encode(const struct heartbeat *hb, char *buf, size_t size);
 /* Decodes one datagram strictly: version, types, bounds, no unknown fields. Returns 0 or

@@ -29,19 +29,9 @@ enum hb_field {
         F_MAX
 };
 
-static const char *const hb_fast_names[F_MAX] = {"v",
-                                                 "node",
-                                                 "epoch",
-                                                 "seq",
-                                                 "interval_ms",
-                                                 "cpus",
-                                                 "cpu_percent",
-                                                 "mem_total_mib",
-                                                 "mem_available_mib",
-                                                 "mem_committed_mib",
-                                                 "libvirt_age_ms",
-                                                 "vm_count",
-                                                 "inventory_digest"};
+/* F_* follow the codec's wire order: hb_fast_names[F_X] is the field's name. */
+#define hb_fast_names heartbeat_fields
+_Static_assert(F_MAX == HEARTBEAT_FIELDS, "the fast path knows every heartbeat field");
 
 struct hb_cursor {
         const char *p, *end;
