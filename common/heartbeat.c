@@ -60,19 +60,19 @@ int heartbeat_encode(const struct heartbeat *hb, char *buf, size_t size)
 }
 
 const char *const heartbeat_fields[HEARTBEAT_FIELDS + 1] = {"v",
-                                               "node",
-                                               "epoch",
-                                               "seq",
-                                               "interval_ms",
-                                               "cpus",
-                                               "cpu_percent",
-                                               "mem_total_mib",
-                                               "mem_available_mib",
-                                               "mem_committed_mib",
-                                               "libvirt_age_ms",
-                                               "vm_count",
-                                               "inventory_digest",
-                                               NULL};
+                                                            "node",
+                                                            "epoch",
+                                                            "seq",
+                                                            "interval_ms",
+                                                            "cpus",
+                                                            "cpu_percent",
+                                                            "mem_total_mib",
+                                                            "mem_available_mib",
+                                                            "mem_committed_mib",
+                                                            "libvirt_age_ms",
+                                                            "vm_count",
+                                                            "inventory_digest",
+                                                            NULL};
 
 static int heartbeat_decode_fields(const json_t *o, struct heartbeat *hb,
                                    struct json_input_error *err)
