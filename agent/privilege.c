@@ -74,19 +74,30 @@ static void privilege_bound(uint64_t keep)
 int agent_drop_privileges(const int *keep, uint64_t *ret_kept, char *err, size_t errlen)
 {
         uint64_t want = privilege_mask(keep), eff = 0, prm = 0;
+        const char *step = "capget";
         int r = privilege_get(&eff, &prm);
 
         if (r == 0) {
                 privilege_bound(want);
                 prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+                step = "capset";
                 r = privilege_set(prm & want);
         }
-        if (r == 0 && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        if (r == 0 && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
+                step = "prctl(PR_SET_NO_NEW_PRIVS)";
                 r = -errno;
-        if (r == 0 && (r = privilege_get(&eff, &prm)) == 0 && (prm & ~want))
+        }
+        if (r == 0) {
+                step = "capget";
+                r = privilege_get(&eff, &prm);
+        }
+        if (r == 0 && (prm & ~want)) {
+                step = "check";
                 r = -EPERM;
+        }
+        /* the step is named: a seccomp filter (systemd's @privileged holds capset) answers EPERM */
         if (r < 0) {
-                snprintf(err, errlen, "cannot drop capabilities: %s", strerror(-r));
+                snprintf(err, errlen, "cannot drop capabilities: %s: %s", step, strerror(-r));
                 return r;
         }
         if (ret_kept)

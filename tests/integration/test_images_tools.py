@@ -94,9 +94,24 @@ def test_agent_unit_hardening_score(tmp_path):
     r = run(["systemd-analyze", "security", "--offline=yes", str(unit)])
     m = re.search(r"Overall exposure level for totebox-agent.service: ([0-9.]+)", r.stdout)
     assert m, r.stdout + r.stderr
-    # systemd's scale: 0 (best) to 10; below 2.0 is "SAFE". The unit scores 0.9 here.
+    # systemd's scale: 0 (best) to 10; below 2.0 is "SAFE". The unit scores 1.2 here.
     assert float(m.group(1)) < 2.0
 
+
+def test_agent_unit_lets_capset_through():
+    """The agent drops its own capabilities (agent/privilege.c, capset) and exits when it cannot;
+    capset is in @privileged, which the unit denies, so a later SystemCallFilter= must allow it
+    again (allow-list mode: later lines add or remove in order)."""
+    allowed = None
+    with open(os.path.join(IMAGES, "totebox", "totebox-agent.service"), encoding="utf-8") as f:
+        for ln in f:
+            if not ln.startswith("SystemCallFilter="):
+                continue
+            v = ln.split("=", 1)[1].strip()
+            names = v.lstrip("~").split()
+            if "capset" in names or "@privileged" in names:
+                allowed = not v.startswith("~")
+    assert allowed is True, "totebox-agent.service's SystemCallFilter denies capset"
 
 def test_shell_scripts_are_shellcheck_clean():
     if not shutil.which("shellcheck"):
