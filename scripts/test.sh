@@ -19,10 +19,6 @@ echo "== unit tests under ASan+UBSan"
 (cd build-asan && ctest -L unit --output-on-failure)
 
 echo "== all tests"
-# The image-build test (Debian base -> Totebox image -> boot, ~5 min) runs on request only:
-# TOTEBOX_IMAGE_BUILD_TESTS=1. See docs/images.md for why it is not in the default run yet.
-default_args="-LE image-build"
-[ "${TOTEBOX_IMAGE_BUILD_TESTS:-0}" = 1 ] && default_args=""
 # shellcheck disable=SC2086
-(cd build && ctest --output-on-failure ${TOTEBOX_TEST_ARGS:-$default_args})
+(cd build && ctest --output-on-failure ${TOTEBOX_TEST_ARGS:-})
 echo "test.sh: finished in $(( $(date +%s) - start )) s"
