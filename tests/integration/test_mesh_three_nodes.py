@@ -9,10 +9,14 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 
 import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "scripts"))
+from fleet import Fleet  # noqa: E402
 
 BUILD = os.environ.get("TOTEBOX_BUILD_DIR", "build")
 SOURCE = os.environ.get("TOTEBOX_SOURCE_DIR", ".")
@@ -118,19 +122,8 @@ class Mesh:
 
 
 def read_until(p, pattern, timeout=60):
-    """Reads p's output lines until one matches; returns the match."""
-    deadline = time.time() + timeout
-    seen = []
-    while time.time() < deadline:
-        line = p.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        m = re.search(pattern, line)
-        if m:
-            return m
-    raise AssertionError("no line matching %r in:\n%s" % (pattern, "".join(seen)))
-
+    """Reads p's output lines until one matches (scripts/fleet.py's reader)."""
+    return Fleet.read_until(p, pattern, timeout)
 
 def ceremony(mesh, joiner, script, role):
     """Opens a ceremony on the genesis (re-running its script) and joins through joiner's

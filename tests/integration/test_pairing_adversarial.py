@@ -9,11 +9,15 @@ import shutil
 import socket
 import struct
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 
 import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "scripts"))
+from fleet import Fleet  # noqa: E402
 
 BUILD = os.environ.get("TOTEBOX_BUILD_DIR", "build")
 PAIR = os.path.join(BUILD, "provision", "totebox-pair")
@@ -50,18 +54,8 @@ def spawn(procs, *args):
 
 
 def read_until(p, pattern, timeout=30):
-    seen = []
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        line = p.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        m = re.search(pattern, line)
-        if m:
-            return m
-    raise AssertionError("no %r in:\n%s" % (pattern, "".join(seen)))
-
+    """Reads p's output lines until one matches (scripts/fleet.py's reader)."""
+    return Fleet.read_until(p, pattern, timeout)
 
 def genesis(d, name="gen"):
     state = os.path.join(d, name)
