@@ -17,46 +17,35 @@
 #include <unistd.h>
 
 #include "agent/agent.h"
+#include "agent/blake2b_lanes.h"
 #include "common/clock.h"
 
-#define VERIFY_BUF (256 * 1024)
-
-static int verify_hash_fd_buf(int fd, uint8_t *buf, size_t bufsize, uint64_t size_hint,
-                              uint8_t ret[AGENT_HASH_LEN], uint64_t *ret_size)
+/* One file, on one thread, for a seal and for recovery (full verification uses the lanes). */
+int verify_hash_fd(int fd, uint8_t ret[AGENT_HASH_LEN], uint64_t *ret_size)
 {
+        const size_t bufsize = 256 * 1024;
+        uint8_t *buf = malloc(bufsize);
         crypto_generichash_state st;
         uint64_t total = 0;
         ssize_t n;
-
-        if (size_hint >= bufsize)
-                posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-        crypto_generichash_init(&st, NULL, 0, AGENT_HASH_LEN);
-        while ((n = pread(fd, buf, bufsize, (off_t)total)) != 0) {
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                crypto_generichash_update(&st, buf, (size_t)n);
-                total += (uint64_t)n;
-                /* a regular file read short of the buffer and of its size at fstat has ended;
-                 * one more read would return 0 (a file still growing is read on) */
-                if ((size_t)n < bufsize && total >= size_hint && size_hint != UINT64_MAX)
-                        break;
-        }
-        crypto_generichash_final(&st, ret, AGENT_HASH_LEN);
-        *ret_size = total;
-        return 0;
-}
-
-int verify_hash_fd(int fd, uint8_t ret[AGENT_HASH_LEN], uint64_t *ret_size)
-{
-        uint8_t *buf = malloc(VERIFY_BUF);
-        int r;
+        int r = 0;
 
         if (!buf)
                 return -ENOMEM;
-        r = verify_hash_fd_buf(fd, buf, VERIFY_BUF, UINT64_MAX, ret, ret_size);
+        crypto_generichash_init(&st, NULL, 0, AGENT_HASH_LEN);
+        while ((n = pread(fd, buf, bufsize, (off_t)total)) != 0) {
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0) {
+                        r = -errno;
+                        goto cleanup;
+                }
+                crypto_generichash_update(&st, buf, (size_t)n);
+                total += (uint64_t)n;
+        }
+        crypto_generichash_final(&st, ret, AGENT_HASH_LEN);
+        *ret_size = total;
+cleanup:
         free(buf);
         return r;
 }
@@ -81,43 +70,174 @@ struct verify_pool {
         atomic_size_t next;
 };
 
-static void verify_job_run(struct verify_job *j, int assets_fd, uint8_t *buf)
+/* A worker hashes B2L_LANES files at once, one per lane of blake2b_lanes.c; each lane streams
+ * its file through its own buffer. buf[pos, len) is read but not yet hashed. */
+#define VERIFY_LANE_BUF (32 * 1024)
+
+struct verify_lane {
+        struct verify_job *job; /* NULL: the lane is idle */
+        int fd;
+        uint64_t size_hint; /* st_size at fstat */
+        uint64_t read;      /* bytes read from the file so far */
+        size_t pos, len;
+        bool eof;
+        uint8_t buf[VERIFY_LANE_BUF];
+        uint8_t last[B2L_BLOCK]; /* the zero-padded final block */
+};
+
+/* Open the job's asset and note its type, mode and flags; 1 when it is a regular file whose
+ * content the lane must now hash, 0 when the job is complete without hashing. */
+static int verify_lane_open(struct verify_lane *ln, struct verify_job *j, int assets_fd)
 {
         struct stat st;
-        int fd = openat(assets_fd, j->e->path + 7, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 
-        if (fd < 0) {
+        ln->fd = openat(assets_fd, j->e->path + 7, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (ln->fd < 0) {
                 j->status = -errno;
-                return;
+                return 0;
         }
-        if (fstat(fd, &st) < 0) {
+        if (fstat(ln->fd, &st) < 0) {
                 j->status = -errno;
                 goto cleanup;
         }
         j->regular = S_ISREG(st.st_mode);
         j->mode = st.st_mode;
-        j->have_flags = vault_get_flags(fd, &j->flags) == 0;
-        if (j->regular)
-                j->status = verify_hash_fd_buf(fd, buf, VERIFY_BUF, (uint64_t)st.st_size, j->hash,
-                                               &j->size);
+        j->have_flags = vault_get_flags(ln->fd, &j->flags) == 0;
+        if (!j->regular)
+                goto cleanup;
+        if ((uint64_t)st.st_size >= VERIFY_LANE_BUF)
+                posix_fadvise(ln->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+        ln->job = j;
+        ln->size_hint = (uint64_t)st.st_size;
+        ln->read = 0;
+        ln->pos = ln->len = 0;
+        ln->eof = false;
+        return 1;
 cleanup:
-        close(fd);
+        close(ln->fd);
+        ln->fd = -1;
+        return 0;
+}
+
+/* Give an idle lane the next job that has content to hash; false when the pool is empty. */
+static bool verify_lane_take(struct verify_pool *p, struct verify_lane *ln, struct b2l_state *s,
+                             unsigned lane)
+{
+        size_t i;
+
+        while ((i = atomic_fetch_add(&p->next, 1)) < p->n)
+                if (verify_lane_open(ln, &p->jobs[p->order[i]], p->assets_fd)) {
+                        b2l_lane_init(s, lane);
+                        return true;
+                }
+        return false;
+}
+
+/* Make sure more than one block is buffered, or the end of the file has been seen: a block may
+ * be compressed as non-final only when something follows it. */
+static int verify_lane_fill(struct verify_lane *ln)
+{
+        size_t left = ln->len - ln->pos, want;
+        ssize_t n;
+
+        while (!ln->eof && left <= B2L_BLOCK) {
+                memmove(ln->buf, ln->buf + ln->pos, left);
+                ln->pos = 0;
+                ln->len = left;
+                want = sizeof(ln->buf) - left;
+                n = pread(ln->fd, ln->buf + left, want, (off_t)ln->read);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0)
+                        return -errno;
+                ln->read += (uint64_t)n;
+                ln->len += (size_t)n;
+                left = ln->len;
+                /* a regular file read short of the buffer and of its size at fstat has ended;
+                 * one more read would return 0 (a file still growing is read on) */
+                ln->eof = n == 0 || ((size_t)n < want && ln->read >= ln->size_hint);
+        }
+        return 0;
+}
+
+/* Put the lane's next block into the step: a full block while more follows, else the last. */
+static void verify_lane_block(struct verify_lane *ln, struct b2l_step *step, unsigned lane)
+{
+        size_t left = ln->len - ln->pos;
+
+        if (left > B2L_BLOCK) {
+                step->block[lane] = ln->buf + ln->pos;
+                step->len[lane] = B2L_BLOCK;
+                step->last[lane] = false;
+                ln->pos += B2L_BLOCK;
+                return;
+        }
+        memset(ln->last, 0, sizeof(ln->last));
+        memcpy(ln->last, ln->buf + ln->pos, left);
+        step->block[lane] = ln->last;
+        step->len[lane] = (unsigned)left;
+        step->last[lane] = true;
+        ln->pos += left;
+}
+
+static void verify_lane_finish(struct verify_lane *ln, int status)
+{
+        ln->job->status = status;
+        ln->job->size = ln->read;
+        close(ln->fd);
+        ln->fd = -1;
+        ln->job = NULL;
+}
+
+/* One step: refill lanes, compress one block of every busy lane, collect finished digests.
+ * Returns false when every lane is idle and the pool is empty. */
+static bool verify_lanes_step(struct verify_pool *p, struct verify_lane *lanes, struct b2l_state *s)
+{
+        static const uint8_t idle[B2L_BLOCK];
+        struct b2l_step step;
+        unsigned busy = 0;
+
+        for (unsigned l = 0; l < B2L_LANES; l++) {
+                struct verify_lane *ln = &lanes[l];
+                int r;
+
+                while ((ln->job || verify_lane_take(p, ln, s, l)) && (r = verify_lane_fill(ln)) < 0)
+                        verify_lane_finish(ln, r);
+                if (!ln->job) {
+                        step.block[l] = idle;
+                        step.len[l] = 0;
+                        step.last[l] = false;
+                        continue;
+                }
+                verify_lane_block(ln, &step, l);
+                busy++;
+        }
+        if (!busy)
+                return false;
+        b2l_compress(s, &step);
+        for (unsigned l = 0; l < B2L_LANES; l++)
+                if (lanes[l].job && step.last[l]) {
+                        b2l_lane_digest(s, l, lanes[l].job->hash);
+                        verify_lane_finish(&lanes[l], 0);
+                }
+        return true;
 }
 
 static void *verify_worker(void *arg)
 {
         struct verify_pool *p = arg;
-        uint8_t *buf = malloc(VERIFY_BUF);
+        struct verify_lane *lanes = calloc(B2L_LANES, sizeof(*lanes));
+        struct b2l_state s = {0}; /* idle lanes compress whatever their state holds */
         size_t i;
 
-        while ((i = atomic_fetch_add(&p->next, 1)) < p->n) {
-                if (!buf) {
+        if (!lanes) {
+                while ((i = atomic_fetch_add(&p->next, 1)) < p->n)
                         p->jobs[p->order[i]].status = -ENOMEM;
-                        continue;
-                }
-                verify_job_run(&p->jobs[p->order[i]], p->assets_fd, buf);
+                return NULL;
         }
-        free(buf);
+        while (verify_lanes_step(p, lanes, &s))
+                ;
+        free(lanes);
         return NULL;
 }
 

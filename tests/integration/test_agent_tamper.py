@@ -108,6 +108,47 @@ def test_clean_vault_checks_and_matches_b2sum(tmp):
     assert os.stat(key).st_mode & 0o777 == 0o600
 
 
+BOUNDARY_SIZES = [0, 1, 127, 128, 129, 255, 256, 257, 32767, 32768, 32769, 32768 + 128,
+                  32768 + 129, 65536, 65537, 300001]
+
+
+@pytest.mark.parametrize("threads", ["1", "2", "5"])
+def test_sizes_at_block_and_buffer_boundaries(tmp, threads):
+    """Verification hashes several files at once, each streamed through a 32 KiB buffer in
+    128-byte blocks: sizes on either side of those edges, more files than lanes, agree with
+    b2sum, and a flipped last byte in any of them is named."""
+    vault = os.path.join(tmp, "v")
+    seal(vault)
+    for i, size in enumerate(BOUNDARY_SIZES):
+        put(vault, "size-%02d-%d.bin" % (i, size), os.urandom(size))
+    seal(vault)
+    rc, out = verify(vault, "--threads", threads)
+    assert rc == 0 and out["records"] == len(BOUNDARY_SIZES), out
+    for line in ledger_lines(vault):
+        entry = json.loads(line)
+        b2 = run("b2sum", "-l", "256", os.path.join(vault, entry["path"]), check=True)
+        assert b2.stdout.split()[0] == entry["blake2b_256"], entry
+    flipped = []
+    for line in ledger_lines(vault):
+        entry = json.loads(line)
+        if entry["size"] == 0:
+            continue
+        path = os.path.join(vault, entry["path"])
+        subprocess.run(["chattr", "-i", path], capture_output=True)
+        os.chmod(path, 0o644)
+        with open(path, "r+b") as f:
+            f.seek(entry["size"] - 1)
+            last = f.read(1)
+            f.seek(entry["size"] - 1)
+            f.write(bytes([last[0] ^ 1]))
+        os.chmod(path, 0o444)
+        subprocess.run(["chattr", "+i", path], capture_output=True)
+        flipped.append(entry["path"])
+    rc, out = verify(vault, "--threads", threads)
+    named = {m["path"] for m in out["mismatches"] if m["kind"] == "modified-asset"}
+    assert rc == 1 and named == set(flipped), out
+
+
 def test_files_being_written_are_not_sealed(tmp):
     vault = make_vault(tmp, n=0)
     inbox = os.path.join(vault, "app-console-input")
