@@ -13,6 +13,7 @@
 
 #include "agent/agent.h"
 #include "common/json_input.h"
+#include "common/sha256.h"
 
 static const char *const ledger_keys[] = {"seq",        "time",    "path", "size", "blake2b_256",
                                           "supersedes", "protect", "prev", NULL};
@@ -65,7 +66,7 @@ int ledger_entry_format(const struct ledger_entry *e, char *buf, size_t size)
 
 void ledger_line_hash(const char *line, size_t len, uint8_t ret[32])
 {
-        crypto_hash_sha256(ret, (const uint8_t *)line, len);
+        sha256_digest(line, len, ret);
 }
 
 static int ledger_get_hex(const json_t *obj, const char *key, uint8_t *out, size_t outlen,

@@ -4,6 +4,7 @@
  * with it; vmhost verifies with it. The verifiers are stricter than the RFC pseudo-code: they
  * refuse consistency from an empty tree and any hash that is not exactly 32 bytes. */
 #include "common/merkle.h"
+#include "common/sha256.h"
 
 #include <errno.h>
 #include <sodium.h>
@@ -12,14 +13,13 @@
 
 void merkle_leaf_hash(const uint8_t *data, size_t len, merkle_hash ret)
 {
-        crypto_hash_sha256_state st;
+        struct sha256 st;
         const uint8_t prefix = 0x00;
 
-        crypto_hash_sha256_init(&st);
-        crypto_hash_sha256_update(&st, &prefix, 1);
-        if (len > 0)
-                crypto_hash_sha256_update(&st, data, len);
-        crypto_hash_sha256_final(&st, ret);
+        sha256_init(&st);
+        sha256_update(&st, &prefix, 1);
+        sha256_update(&st, data, len);
+        sha256_final(&st, ret);
 }
 
 void merkle_node_hash(const merkle_hash left, const merkle_hash right, merkle_hash ret)
@@ -29,7 +29,7 @@ void merkle_node_hash(const merkle_hash left, const merkle_hash right, merkle_ha
         buf[0] = 0x01;
         memcpy(buf + 1, left, MERKLE_HASH_LEN);
         memcpy(buf + 1 + MERKLE_HASH_LEN, right, MERKLE_HASH_LEN);
-        crypto_hash_sha256(ret, buf, sizeof(buf));
+        sha256_digest(buf, sizeof(buf), ret);
 }
 
 void merkle_frontier_init(struct merkle_frontier *f)
@@ -60,7 +60,7 @@ void merkle_frontier_root(const struct merkle_frontier *f, merkle_hash ret)
         bool have = false;
 
         if (f->count == 0) {
-                crypto_hash_sha256(ret, NULL, 0);
+                sha256_digest(NULL, 0, ret);
                 return;
         }
         for (unsigned i = 0; i < MERKLE_MAX_PROOF; i++) {

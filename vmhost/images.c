@@ -18,6 +18,7 @@
 #include "common/clock.h"
 #include "common/json_input.h"
 #include "common/log.h"
+#include "common/sha256.h"
 #include "vmhost/vmhost.h"
 
 #define IMAGE_MANIFEST_MAX (64 * 1024)
@@ -99,8 +100,8 @@ int images_start(struct vmhost *vh)
 int images_copy_hash(const char *src, const char *dst, uint64_t max_bytes,
                      char hex[DIGEST_HEX_LEN + 1])
 {
-        crypto_hash_sha256_state st;
-        uint8_t d[crypto_hash_sha256_BYTES];
+        struct sha256 st;
+        uint8_t d[SHA256_LEN];
         static __thread char buf[1 << 16];
         uint64_t total = 0;
         struct stat sb;
@@ -113,13 +114,13 @@ int images_copy_hash(const char *src, const char *dst, uint64_t max_bytes,
                 r = -EINVAL;
         else if ((out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0)
                 r = -errno;
-        crypto_hash_sha256_init(&st);
+        sha256_init(&st);
         while (r == 0 && (n = read(in, buf, sizeof(buf))) != 0) {
                 if (n < 0 || (total += (uint64_t)n) > max_bytes) {
                         r = n < 0 ? -errno : -EFBIG;
                         break;
                 }
-                crypto_hash_sha256_update(&st, (const uint8_t *)buf, (size_t)n);
+                sha256_update(&st, buf, (size_t)n);
                 if (write(out, buf, (size_t)n) != n)
                         r = -EIO;
         }
@@ -134,7 +135,7 @@ int images_copy_hash(const char *src, const char *dst, uint64_t max_bytes,
                         unlink(dst);
                 return r;
         }
-        crypto_hash_sha256_final(&st, d);
+        sha256_final(&st, d);
         sodium_bin2hex(hex, DIGEST_HEX_LEN + 1, d, sizeof(d));
         return 0;
 }
