@@ -1,8 +1,10 @@
 #!/bin/bash
 # Benchmark: full verification of a ~1 GiB vault of ~10,000 files of mixed sizes by
-# `totebox-agent verify` (BLAKE2b-256 on every core) beside coreutils `b2sum -l 256` (one thread)
-# over the same files in one run, page cache warm. Prints both times and the ratio, then the
-# static binary's size and the daemon's idle RSS. Creates its data in a temp dir and removes it.
+# `totebox-agent verify` (BLAKE2b-256, eight files at once per core) beside coreutils
+# `b2sum -l 256` (one thread) over the same files in one run, page cache warm; then the same on
+# as many 4 KiB records. Prints both times and the ratios, then the static binary's size and
+# the daemon's idle RSS. Creates its data in a temp dir and removes it. The hash functions alone,
+# per instruction set, beside libsodium: build/tests/bench/bench_agent_hashing.
 # usage: tests/bench/bench_agent_verify.sh [BUILD_DIR] [TOTAL_MIB] [FILES]
 set -euo pipefail
 BUILD=${1:-build}
@@ -45,9 +47,7 @@ for i, x in enumerate(w):
     os.rename(tmp, os.path.join(inbox, "f%05d.bin" % i))
 PY
 "$AGENT" seal "$V"
-cd "$V"
-du -sh assets | sed 's/^/vault size: /'
-cat assets/* >/dev/null  # warm the page cache for both tools
+cat "$V"/assets/* >/dev/null  # warm the page cache for both tools
 
 best() { # best of 3 runs of a command: "WALL CPU" seconds (CPU = user + sys, less load-sensitive)
         local bw= bc=
@@ -62,14 +62,36 @@ best() { # best of 3 runs of a command: "WALL CPU" seconds (CPU = user + sys, le
         done
         echo "$bw $bc"
 }
-read -r T_AGENT C_AGENT < <(best "$AGENT" verify --json "$V")
-read -r T_B2 C_B2 < <(best b2sum -l 256 assets/*)
-RECORDS=$(ls assets | wc -l)
-echo "cores: $(nproc), records: $RECORDS, load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-printf 'totebox-agent verify (full, %s threads): %.3f s wall, %.3f s user+sys\n' "$(nproc)" "$T_AGENT" "$C_AGENT"
-printf 'b2sum -l 256 (coreutils, one run):      %.3f s wall, %.3f s user+sys\n' "$T_B2" "$C_B2"
-printf 'ratio b2sum / agent: %.2fx wall, %.2fx user+sys\n' "$(echo "$T_B2 / $T_AGENT" | bc -l)" \
-        "$(echo "$C_B2 / $C_AGENT" | bc -l)"
+compare() { # LABEL VAULT: the agent's full verification beside b2sum over the same assets
+        local t_agent c_agent t_b2 c_b2
+        read -r t_agent c_agent < <(best "$AGENT" verify --json "$2")
+        read -r t_b2 c_b2 < <(best b2sum -l 256 "$2"/assets/*)
+        echo "== $1: $(ls "$2/assets" | wc -l) records, $(du -sh "$2/assets" | cut -f1)"
+        printf 'totebox-agent verify (full, %s threads): %.3f s wall, %.3f s user+sys\n' "$(nproc)" \
+                "$t_agent" "$c_agent"
+        printf 'b2sum -l 256 (coreutils, one run):      %.3f s wall, %.3f s user+sys\n' "$t_b2" "$c_b2"
+        printf 'ratio b2sum / agent: %.2fx wall, %.2fx user+sys\n' "$(echo "$t_b2 / $t_agent" | bc -l)" \
+                "$(echo "$c_b2 / $c_agent" | bc -l)"
+}
+echo "cores: $(nproc), load average: $(cut -d' ' -f1-3 /proc/loadavg)," \
+        "CPU has: $(grep -o -w -E 'avx512f|avx2|sha_ni' /proc/cpuinfo | sort -u | tr '\n' ' ')"
+compare "mixed sizes" "$V"
+RECORDS=$(ls "$V/assets" | wc -l)
+
+# the same number of small records (4 KiB): the per-record cost (open, flags, ledger line)
+S="$DIR/small"
+"$AGENT" seal "$S" >/dev/null
+/usr/bin/python3 - "$S/app-console-input" "$FILES" <<'PY'
+import os, sys
+for i in range(int(sys.argv[2])):
+    tmp = os.path.join(sys.argv[1], ".s%05d" % i)
+    with open(tmp, "wb") as f:
+        f.write(os.urandom(4096))
+    os.rename(tmp, os.path.join(sys.argv[1], "s%05d.bin" % i))
+PY
+"$AGENT" seal "$S" >/dev/null
+cat "$S"/assets/* >/dev/null
+compare "small records" "$S"
 
 SIZE=$(stat -c %s "$AGENT")
 strip -o "$DIR/agent.stripped" "$AGENT"
