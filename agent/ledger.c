@@ -5,7 +5,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <sodium.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -303,9 +305,10 @@ static int ledger_grow(struct ledger *l)
         return 0;
 }
 
-/* Adds a line to the tree; e may be a zeroed entry for a line that did not parse. */
-static int ledger_add_line(struct ledger *l, const struct ledger_entry *e, const char *line,
-                           size_t len)
+/* Adds a line to the tree, given its leaf hash and its SHA-256; e may be a zeroed entry for a
+ * line that did not parse. */
+static int ledger_add_hashed(struct ledger *l, const struct ledger_entry *e, const merkle_hash leaf,
+                             const uint8_t line_hash[32])
 {
         int r;
 
@@ -315,9 +318,9 @@ static int ledger_add_line(struct ledger *l, const struct ledger_entry *e, const
                 l->seqs[l->n] = e->seq;
         else
                 l->entries[l->n] = *e;
-        merkle_leaf_hash((const uint8_t *)line, len, l->leaves[l->n]);
-        merkle_frontier_append(&l->frontier, l->leaves[l->n]);
-        ledger_line_hash(line, len, l->last_line_hash);
+        memcpy(l->leaves[l->n], leaf, MERKLE_HASH_LEN);
+        merkle_frontier_append(&l->frontier, leaf);
+        memcpy(l->last_line_hash, line_hash, 32);
         l->n++;
         if (e->seq >= l->next_seq)
                 l->next_seq = e->seq + 1;
@@ -327,7 +330,12 @@ static int ledger_add_line(struct ledger *l, const struct ledger_entry *e, const
 
 int ledger_push(struct ledger *l, const struct ledger_entry *e, const char *line, size_t len)
 {
-        return ledger_add_line(l, e, line, len);
+        merkle_hash leaf;
+        uint8_t h[32];
+
+        merkle_leaf_hash((const uint8_t *)line, len, leaf);
+        ledger_line_hash(line, len, h);
+        return ledger_add_hashed(l, e, leaf, h);
 }
 
 void ledger_root(const struct ledger *l, uint64_t size, merkle_hash ret)
@@ -337,6 +345,31 @@ void ledger_root(const struct ledger *l, uint64_t size, merkle_hash ret)
         else
                 merkle_root(l->leaves, size, ret);
 }
+
+/* Loading runs in batches of lines: each line is parsed and hashed (its Merkle leaf and its
+ * SHA-256 for the chain) on every CPU, then the batch is checked in order on this thread. */
+#define LEDGER_BATCH        2048
+#define LEDGER_LOAD_THREADS 8
+#define LEDGER_RUN          32
+
+struct ledger_line {
+        size_t off, len; /* in the batch's text */
+        bool overlong;
+        bool parsed;
+        struct ledger_entry e; /* zeroed when the line did not parse */
+        merkle_hash leaf;
+        uint8_t hash[32];
+};
+
+struct ledger_batch {
+        struct ledger_line *lines; /* LEDGER_BATCH of them */
+        char *text;                /* LEDGER_BATCH lines of up to LEDGER_LINE_MAX bytes */
+        size_t n, text_len;
+        size_t cur_len; /* bytes of the line being read, at text + text_len */
+        bool cur_overlong;
+        unsigned threads;
+        atomic_size_t next;
+};
 
 /* Per-line checks while loading: parse, the chain link to the previous line, the order. */
 struct ledger_loader {
@@ -349,18 +382,20 @@ struct ledger_loader {
         char prev_path[LEDGER_PATH_MAX + 1];
 };
 
-static void ledger_check_line(struct ledger_loader *ld, const char *line, size_t len)
+static void ledger_check_line(struct ledger_loader *ld, const char *line,
+                              const struct ledger_line *ln)
 {
-        struct ledger_entry e;
+        const struct ledger_entry e = ln->e;
+        struct ledger_entry scratch;
         char err[256];
         static const uint8_t zero[32];
 
-        memset(&e, 0, sizeof(e));
         ld->lineno++;
-        if (ledger_entry_parse(line, len, &e, err, sizeof(err)) < 0) {
+        if (!ln->parsed) {
+                /* parse again for the message; only bad lines pay for it */
+                ledger_entry_parse(line, ln->len, &scratch, err, sizeof(err));
                 mismatch_add(ld->mm, "ledger-edited", "ledger/" LEDGER_FILE,
                              "line %" PRIu64 " is not a ledger entry: %s", ld->lineno, err);
-                memset(&e, 0, sizeof(e));
         } else if (ld->lineno == 1 && e.seq == 1 && memcmp(e.prev, zero, 32) != 0) {
                 mismatch_add(ld->mm, "ledger-edited", e.path,
                              "entry seq 1 names a previous entry, but it is the first");
@@ -381,9 +416,9 @@ static void ledger_check_line(struct ledger_loader *ld, const char *line, size_t
         ld->last_seq = e.seq;
         snprintf(ld->prev_path, sizeof(ld->prev_path), "%s",
                  e.seq ? e.path : "ledger/" LEDGER_FILE);
-        if (ledger_add_line(ld->l, &e, line, len) < 0)
+        if (ledger_add_hashed(ld->l, &e, ln->leaf, ln->hash) < 0)
                 mismatch_add(ld->mm, "ledger-edited", "ledger/" LEDGER_FILE, "out of memory");
-        memcpy(ld->prev_hash, ld->l->last_line_hash, 32); /* computed once, by ledger_add_line */
+        memcpy(ld->prev_hash, ln->hash, 32);
 }
 
 static int ledger_cmp_u64(const void *a, const void *b)
@@ -421,39 +456,110 @@ static void ledger_check_sequence(struct ledger *l, struct mismatch_list *mm)
         free(seqs);
 }
 
-static void ledger_feed(struct ledger_loader *ld, char *cur, size_t *curlen, bool *overlong,
-                        const char *buf, size_t n)
+static void ledger_batch_parse(struct ledger_line *ln, const char *line)
+{
+        char err[8]; /* the message is made again, on this thread, for a bad line */
+
+        if (ln->overlong)
+                return;
+        memset(&ln->e, 0, sizeof(ln->e));
+        ln->parsed = ledger_entry_parse(line, ln->len, &ln->e, err, sizeof(err)) == 0;
+        if (!ln->parsed)
+                memset(&ln->e, 0, sizeof(ln->e));
+        merkle_leaf_hash((const uint8_t *)line, ln->len, ln->leaf);
+        ledger_line_hash(line, ln->len, ln->hash);
+}
+
+/* Takes lines in runs of LEDGER_RUN, so the threads rarely touch the same cache lines. */
+static void *ledger_batch_worker(void *arg)
+{
+        struct ledger_batch *b = arg;
+        size_t i;
+
+        while ((i = atomic_fetch_add(&b->next, LEDGER_RUN)) < b->n)
+                for (size_t end = i + LEDGER_RUN < b->n ? i + LEDGER_RUN : b->n; i < end; i++)
+                        ledger_batch_parse(&b->lines[i], b->text + b->lines[i].off);
+        return NULL;
+}
+
+static void ledger_batch_run(struct ledger_loader *ld, struct ledger_batch *b)
+{
+        pthread_t tids[LEDGER_LOAD_THREADS];
+        unsigned started = 0;
+
+        atomic_store(&b->next, 0);
+        for (unsigned t = 1; t < b->threads && b->n > LEDGER_RUN; t++)
+                if (pthread_create(&tids[started], NULL, ledger_batch_worker, b) == 0)
+                        started++;
+        ledger_batch_worker(b);
+        for (unsigned t = 0; t < started; t++)
+                pthread_join(tids[t], NULL);
+        for (size_t i = 0; i < b->n; i++) {
+                if (b->lines[i].overlong)
+                        mismatch_add(ld->mm, "ledger-edited", "ledger/" LEDGER_FILE,
+                                     "line %" PRIu64 " is longer than %d bytes", ++ld->lineno,
+                                     LEDGER_LINE_MAX);
+                else
+                        ledger_check_line(ld, b->text + b->lines[i].off, &b->lines[i]);
+        }
+        b->n = 0;
+        b->text_len = 0;
+}
+
+static void ledger_feed(struct ledger_loader *ld, struct ledger_batch *b, const char *buf, size_t n)
 {
         for (size_t i = 0; i < n; i++) {
                 if (buf[i] == '\n') {
-                        if (*overlong)
-                                mismatch_add(ld->mm, "ledger-edited", "ledger/" LEDGER_FILE,
-                                             "line %" PRIu64 " is longer than %d bytes",
-                                             ++ld->lineno, LEDGER_LINE_MAX);
-                        else
-                                ledger_check_line(ld, cur, *curlen);
-                        *curlen = 0;
-                        *overlong = false;
-                } else if (*curlen < LEDGER_LINE_MAX) {
-                        cur[(*curlen)++] = buf[i];
+                        b->lines[b->n++] = (struct ledger_line){
+                            .off = b->text_len, .len = b->cur_len, .overlong = b->cur_overlong};
+                        b->text_len += b->cur_overlong ? 0 : b->cur_len;
+                        b->cur_len = 0;
+                        b->cur_overlong = false;
+                        if (b->n == LEDGER_BATCH)
+                                ledger_batch_run(ld, b);
+                } else if (b->cur_len < LEDGER_LINE_MAX) {
+                        b->text[b->text_len + b->cur_len++] = buf[i];
                 } else {
-                        *overlong = true;
+                        b->cur_overlong = true;
                 }
         }
+}
+
+static int ledger_batch_init(struct ledger_batch *b)
+{
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+        memset(b, 0, sizeof(*b));
+        b->lines = malloc(LEDGER_BATCH * sizeof(*b->lines));
+        b->text = malloc((size_t)LEDGER_BATCH * LEDGER_LINE_MAX);
+        b->threads = cpus < 1                     ? 1
+                     : cpus > LEDGER_LOAD_THREADS ? LEDGER_LOAD_THREADS
+                                                  : (unsigned)cpus;
+        return b->lines && b->text ? 0 : -ENOMEM;
+}
+
+static void ledger_batch_done(struct ledger_batch *b)
+{
+        free(b->lines);
+        free(b->text);
 }
 
 int ledger_load(struct ledger *l, const char *path, struct mismatch_list *mm)
 {
         struct ledger_loader ld = {.l = l, .mm = mm};
-        char buf[65536], cur[LEDGER_LINE_MAX];
-        size_t curlen = 0;
-        bool overlong = false, any = false;
+        struct ledger_batch b;
+        char buf[65536];
+        bool any = false;
         ssize_t n;
-        int fd, r = 0;
+        int fd = -1, r;
 
+        if ((r = ledger_batch_init(&b)) < 0)
+                goto cleanup;
         fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-        if (fd < 0)
-                return -errno;
+        if (fd < 0) {
+                r = -errno;
+                goto cleanup;
+        }
         l->exists = true;
         while ((n = read(fd, buf, sizeof(buf))) != 0) {
                 if (n < 0) {
@@ -463,9 +569,10 @@ int ledger_load(struct ledger *l, const char *path, struct mismatch_list *mm)
                         goto cleanup;
                 }
                 any = true;
-                ledger_feed(&ld, cur, &curlen, &overlong, buf, (size_t)n);
+                ledger_feed(&ld, &b, buf, (size_t)n);
         }
-        if (any && (curlen > 0 || overlong)) {
+        ledger_batch_run(&ld, &b);
+        if (any && (b.cur_len > 0 || b.cur_overlong)) {
                 l->ends_clean = false;
                 mismatch_add(mm, "ledger-truncated", "ledger/" LEDGER_FILE,
                              "the last line (line %" PRIu64 ") has no newline: cut short",
@@ -473,6 +580,8 @@ int ledger_load(struct ledger *l, const char *path, struct mismatch_list *mm)
         }
         ledger_check_sequence(l, mm);
 cleanup:
-        close(fd);
+        if (fd >= 0)
+                close(fd);
+        ledger_batch_done(&b);
         return r;
 }

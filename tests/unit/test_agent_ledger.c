@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <jansson.h>
@@ -113,6 +114,85 @@ static void test_paths_and_supersedes(void **state)
             seal_parse_supersedes("x.supersedes-99999999999999999999999", name, sizeof(name)), 0);
 }
 
+/* A ledger file of n chained lines; line bad_at (1-based, 0: none) is replaced by junk and line
+ * long_at by one longer than LEDGER_LINE_MAX. */
+static void ledger_file_write(const char *path, size_t n, size_t bad_at, size_t long_at)
+{
+        FILE *f = fopen(path, "w");
+        uint8_t prev[32] = {0};
+
+        assert_non_null(f);
+        for (size_t i = 1; i <= n; i++) {
+                struct ledger_entry e;
+                char line[LEDGER_LINE_MAX];
+                int len;
+
+                entry_fill(&e, i);
+                e.supersedes = 0;
+                memcpy(e.prev, prev, sizeof(prev));
+                len = ledger_entry_format(&e, line, sizeof(line));
+                assert_true(len > 0);
+                ledger_line_hash(line, (size_t)len, prev);
+                if (i == bad_at)
+                        fprintf(f, "{\"seq\":\"junk\"}\n");
+                else if (i == long_at)
+                        fprintf(f, "%0*d\n", LEDGER_LINE_MAX + 10, 7);
+                else
+                        fprintf(f, "%s\n", line);
+        }
+        fclose(f);
+}
+
+static bool mismatch_named(const struct mismatch_list *mm, const char *kind, const char *text)
+{
+        for (size_t i = 0; i < mm->n; i++)
+                if (strcmp(mm->items[i].kind, kind) == 0 && strstr(mm->items[i].detail, text))
+                        return true;
+        return false;
+}
+
+/* Lines are parsed in batches on several threads: a clean ledger across batch edges loads with
+ * every leaf, and bad lines on either side of an edge are named with their line numbers. */
+static void test_load_across_batches(void **state)
+{
+        char path[] = "/tmp/totebox-ledger-test-XXXXXX";
+        int fd = mkstemp(path);
+        struct mismatch_list mm;
+        struct ledger l;
+        merkle_hash a, b;
+
+        (void)state;
+        assert_true(fd >= 0);
+        close(fd);
+        ledger_file_write(path, 5000, 0, 0);
+        ledger_init(&l);
+        mismatch_list_init(&mm);
+        assert_int_equal(ledger_load(&l, path, &mm), 0);
+        assert_int_equal(mm.n, 0);
+        assert_int_equal(l.n, 5000);
+        ledger_root(&l, 5000, a); /* the frontier, appended to in order */
+        merkle_root(l.leaves, 5000, b);
+        assert_memory_equal(a, b, sizeof(a));
+        for (size_t i = 0; i < l.n; i++)
+                assert_int_equal(l.entries[i].seq, i + 1);
+        ledger_done(&l);
+        mismatch_list_done(&mm);
+
+        ledger_file_write(path, 5000, 2048, 2049);
+        ledger_init(&l);
+        mismatch_list_init(&mm);
+        assert_int_equal(ledger_load(&l, path, &mm), 0);
+        assert_int_equal(l.n, 4999); /* the overlong line is not a leaf */
+        assert_true(mismatch_named(&mm, "ledger-edited", "line 2048 is not a ledger entry"));
+        assert_true(mismatch_named(&mm, "ledger-edited", "line 2049 is longer than"));
+        assert_int_equal(l.entries[2046].seq, 2047);
+        assert_int_equal(l.entries[2047].seq, 0);
+        assert_int_equal(l.entries[2048].seq, 2050);
+        ledger_done(&l);
+        mismatch_list_done(&mm);
+        unlink(path);
+}
+
 static void test_requests(void **state)
 {
         struct agent_request r;
@@ -205,6 +285,7 @@ int main(void)
             cmocka_unit_test(test_roundtrip),
             cmocka_unit_test(test_hostile_lines),
             cmocka_unit_test(test_paths_and_supersedes),
+            cmocka_unit_test(test_load_across_batches),
             cmocka_unit_test(test_requests),
             cmocka_unit_test(test_consistency_answer_and_report),
             cmocka_unit_test(test_queue_bounded),
