@@ -294,13 +294,13 @@ static void test_lifecycle(void **state)
         memcpy(node_table_find(&f->table, "n1")->inv_digest,
                node_table_find(&f->table, "n1")->hb.inventory_digest, DIGEST_HEX_LEN + 1);
         vm = confirm_one(f, "acme");
-        dispatch_lifecycle(f, vm->id, "suspend", "test", &o);
+        dispatch_vm_verb(f, vm->id, "suspend", "test", &o);
         assert_int_equal(o.status, 409); /* still creating */
         assert_string_equal(o.problem, "vm-not-active");
         fake.script[0].status = 201;
         dispatch_run_once(f, now);
         fake.script[1].status = 200;
-        dispatch_lifecycle(f, vm->id, "suspend", "test", &o);
+        dispatch_vm_verb(f, vm->id, "suspend", "test", &o);
         assert_int_equal(o.status, 200);
         json_decref(o.body);
         assert_int_equal(vm->lifecycle, VM_LC_SUSPENDED);
@@ -310,20 +310,20 @@ static void test_lifecycle(void **state)
                 snprintf(want, sizeof(want), "/v1/vms/%s/suspend", vm->id);
                 assert_string_equal(fake.path[1], want);
         }
-        dispatch_lifecycle(f, vm->id, "suspend", "test", &o); /* already suspended */
+        dispatch_vm_verb(f, vm->id, "suspend", "test", &o); /* already suspended */
         assert_int_equal(o.status, 409);
         assert_string_equal(o.problem, "wrong-lifecycle");
         fake.script[2].status = 200;
-        dispatch_lifecycle(f, vm->id, "archive", "test", &o);
+        dispatch_vm_verb(f, vm->id, "archive", "test", &o);
         assert_int_equal(o.status, 200);
         json_decref(o.body);
-        dispatch_lifecycle(f, vm->id, "resume", "test", &o);
+        dispatch_vm_verb(f, vm->id, "resume", "test", &o);
         assert_int_equal(o.status, 409);
         assert_string_equal(o.problem, "archived");
         assert_int_equal(fake.calls, 3);
         fake.script[3].status = 409;
         fake.script[3].body = "{\"type\":\"pinned-elsewhere\",\"detail\":\"no\"}";
-        dispatch_lifecycle(f, "nope", "suspend", "test", &o);
+        dispatch_vm_verb(f, "nope", "suspend", "test", &o);
         assert_int_equal(o.status, 404);
 }
 
