@@ -15,6 +15,7 @@
 #include "fleetd/store.h"
 
 #define DISPATCH_BATCH 64
+#define VERIFY_POLL_MS 120000 /* how long an awaited verification's node is polled */
 
 struct dispatch_job {
         char id[VM_ID_MAX + 1]; /* VM id, or node id for an inventory fetch */
@@ -214,6 +215,29 @@ static void dispatch_jobs_free(struct dispatch_job *jobs, size_t n)
         }
 }
 
+/* A node reports only an agent's last report, and the next scheduled one may replace the one
+ * asked for: while a verification is awaited, its node's inventory is fetched every backoff
+ * interval rather than only when the digest changes. */
+static void dispatch_poll_verifications(struct fleetd *f, uint64_t now)
+{
+        for (size_t i = 0; i < f->n_vms; i++) {
+                struct fleet_vm *vm = &f->vms[i];
+                struct fleet_node *node;
+
+                if (!vm->verify_poll_until_ms)
+                        continue;
+                if (now > vm->verify_poll_until_ms) {
+                        vm->verify_poll_until_ms = 0;
+                        log_warn("VM '%s': no report for the verification '%s' within %d s", vm->id,
+                                 vm->verify_request_id, VERIFY_POLL_MS / 1000);
+                        continue;
+                }
+                node = node_table_find(&f->table, vm->node_id);
+                if (node && node->inv == INV_OK)
+                        node->inv = INV_WANTED;
+        }
+}
+
 void dispatch_run_once(struct fleetd *f, uint64_t now_ms)
 {
         static __thread struct dispatch_job jobs[DISPATCH_BATCH];
@@ -231,6 +255,7 @@ void dispatch_run_once(struct fleetd *f, uint64_t now_ms)
         dispatch_jobs_free(jobs, n);
 
         pthread_mutex_lock(&f->lock);
+        dispatch_poll_verifications(f, now_ms);
         n = dispatch_collect_fetches(f, now_ms, jobs);
         pthread_mutex_unlock(&f->lock);
         for (size_t i = 0; i < n; i++) {
@@ -501,6 +526,7 @@ static void verb_apply_verify(struct fleetd *f, struct fleet_vm *vm, const struc
         snprintf(vm->verify_request_id, sizeof(vm->verify_request_id), "%s", rid);
         snprintf(vm->verify_actor, sizeof(vm->verify_actor), "%s", actor);
         vm->verify_requested_ms = clock_realtime_ms();
+        vm->verify_poll_until_ms = clock_monotonic_ms() + VERIFY_POLL_MS;
         audit_append(f->store, false, "vm.verify", vm->id, actor,
                      json_pack("{s:s, s:s, s:s}", "node_id", vm->node_id, "outcome", "requested",
                                "request_id", rid));

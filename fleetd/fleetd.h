@@ -131,8 +131,9 @@ struct fleet_vm {
         /* the last verification fleetd asked for, and the last full one the node reported */
         char verify_request_id[40];
         char verify_actor[64];
-        uint64_t verify_requested_ms; /* wall clock */
-        json_t *verification;         /* {trigger, request_id, at_ms, duration_ms, ...} or NULL */
+        uint64_t verify_requested_ms;  /* wall clock */
+        uint64_t verify_poll_until_ms; /* monotonic: fetch the inventory until then, or 0 */
+        json_t *verification;          /* {trigger, request_id, at_ms, duration_ms, ...} or NULL */
 };
 
 struct fleet_transport {

@@ -240,6 +240,7 @@ static void inventory_verification(struct fleetd *f, struct fleet_vm *vm, json_t
                 return;
         }
         if (rid && strcmp(rid, vm->verify_request_id) == 0) {
+                vm->verify_poll_until_ms = 0;
                 log_info(
                     "VM '%s': the verification '%s' asked by '%s' is done: %" JSON_INTEGER_FORMAT
                     " mismatches",

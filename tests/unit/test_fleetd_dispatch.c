@@ -419,12 +419,14 @@ static void test_verify_forwarded_and_reported(void **state)
         fake.script[2].body = inv_text("2", vm->id, "active", "seal", NULL);
         dispatch_run_once(f, now + 10);
         assert_null(vm->verification);
+        assert_int_not_equal(vm->verify_poll_until_ms, 0); /* still awaited: the node is polled */
         tfu_heartbeat(&f->table, 1, 3, 16000, 10,
                       "3333333333333333333333333333333333333333333333333333333333333333", now + 20);
         fake.script[3].status = 200;
         fake.script[3].body = inv_text("3", vm->id, "active", "request", "0a1b2c3d4e5f6071");
         dispatch_run_once(f, now + 20);
         assert_non_null(vm->verification);
+        assert_int_equal(vm->verify_poll_until_ms, 0);
         j = vm_to_json(f, vm, now);
         a = json_object_get(j, "verification");
         assert_false(json_is_true(json_object_get(a, "pending")));
