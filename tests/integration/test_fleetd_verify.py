@@ -53,6 +53,7 @@ class RelayHandler(http.server.BaseHTTPRequestHandler):
         pass
 
     def relay(self):
+        hold = self.server.hold  # as it was when the call came in
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n) if n else None
         conn = http.client.HTTPConnection("127.0.0.1", self.server.target_port, timeout=120)
@@ -61,7 +62,6 @@ class RelayHandler(http.server.BaseHTTPRequestHandler):
         r = conn.getresponse()
         payload = r.read()
         conn.close()
-        hold = self.server.hold
         if hold and self.path.endswith(hold):
             self.server.held.append((self.path, r.status))
             time.sleep(self.server.hold_s)
