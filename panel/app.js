@@ -110,6 +110,8 @@ function renderVms(vms) {
 
 function auditClass(e) {
   const text = `${e.kind} ${JSON.stringify(e.detail || {})}`;
+  // a verification's result counts its mismatches: highlighted only when there are some
+  if (e.kind === "vm.verified") return (e.detail && e.detail.result && e.detail.result.mismatches) ? "highlight-mismatch" : "";
   if (/mismatch/.test(text)) return "highlight-mismatch";
   if (/evict/.test(text)) return "highlight-eviction";
   return "";
