@@ -1,4 +1,5 @@
-/* fleetctl vms [ID], and the lifecycle verbs suspend / resume / archive VM. */
+/* fleetctl vms [ID], the lifecycle verbs suspend / resume / archive VM, and verify VM (a full
+ * verification of the vault, forwarded to the VM's node; its result shows in 'vms'). */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -6,10 +7,20 @@
 
 #include "fleetctl/fleetctl.h"
 
+/* When the last full verification ran, or "pending" while the one asked for is awaited. */
+static const char *ctl_verified(json_t *v)
+{
+        json_t *ver = json_object_get(v, "verification");
+
+        if (json_is_true(json_object_get(ver, "pending")))
+                return "pending";
+        return ctl_str(json_object_get(ver, "last"), "at");
+}
+
 static void ctl_show_vms(json_t *a)
 {
-        static const char *const h[] = {"ID",        "ENTITY", "NODE",      "STATUS",
-                                        "LIFECYCLE", "STATE",  "INTEGRITY", "REASON"};
+        static const char *const h[] = {"ID",    "ENTITY",    "NODE",     "STATUS", "LIFECYCLE",
+                                        "STATE", "INTEGRITY", "VERIFIED", "REASON"};
         json_t *vms = json_object_get(a, "vms"), *rows = json_array(), *v;
         size_t i;
 
@@ -18,11 +29,11 @@ static void ctl_show_vms(json_t *a)
         else
                 json_incref(vms);
         json_array_foreach(vms, i, v) json_array_append_new(
-            rows,
-            ctl_row(8, ctl_str(v, "id"), ctl_str(v, "entity"), ctl_str(v, "node_id"),
-                    ctl_str(v, "status"), ctl_str(v, "lifecycle"), ctl_str(v, "state"),
-                    ctl_str(json_object_get(v, "integrity"), "status"), ctl_str(v, "reason")));
-        ctl_table(h, 8, rows);
+            rows, ctl_row(9, ctl_str(v, "id"), ctl_str(v, "entity"), ctl_str(v, "node_id"),
+                          ctl_str(v, "status"), ctl_str(v, "lifecycle"), ctl_str(v, "state"),
+                          ctl_str(json_object_get(v, "integrity"), "status"), ctl_verified(v),
+                          ctl_str(v, "reason")));
+        ctl_table(h, 9, rows);
         json_decref(rows);
         json_decref(vms);
 }
@@ -54,12 +65,17 @@ int ctl_cmd_verb(struct ctl *c)
         st = ctl_call(c, "POST", path, NULL, &a);
         if (st < 0)
                 return 3;
-        if (st != 200)
+        if (st != 200 && st != 202)
                 ctl_problem(st, a);
         else if (c->json)
                 ctl_print_json(a);
+        else if (st == 202)
+                printf("verification of VM '%s' requested on node '%s' (request '%s'); its result "
+                       "shows in 'fleetctl vms %s'\n",
+                       ctl_str(a, "vm_id"), ctl_str(a, "node_id"), ctl_str(a, "request_id"),
+                       ctl_str(a, "vm_id"));
         else
                 printf("VM '%s' is now '%s'\n", ctl_str(a, "id"), ctl_str(a, "lifecycle"));
         json_decref(a);
-        return st == 200 ? 0 : 1;
+        return st == 200 || st == 202 ? 0 : 1;
 }

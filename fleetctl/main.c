@@ -19,6 +19,8 @@ const struct ctl_command ctl_commands[] = {
     {"suspend", ctl_cmd_verb, "suspend VM", "suspend an active VM"},
     {"resume", ctl_cmd_verb, "resume VM", "resume a suspended VM"},
     {"archive", ctl_cmd_verb, "archive VM", "archive a VM (kept with its disks, never started)"},
+    {"verify", ctl_cmd_verb, "verify VM",
+     "ask the VM's node for a full verification of its vault (result: 'vms VM')"},
     {"audit", ctl_cmd_audit, "audit [--after N] [--limit N] [--kind K] | audit verify",
      "read the audit record, or verify its hash chain (state dir)"},
     {"health", ctl_cmd_health, "health", "fleet health, integrity first"},

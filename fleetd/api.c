@@ -26,7 +26,7 @@ const struct api_route api_routes[] = {
     {"GET", "/v1/nodes/{id}", api_nodes_get, true, "one node"},
     {"GET", "/v1/vms", api_vms_list, true, "list Totebox VMs"},
     {"GET", "/v1/vms/{id}", api_vms_get, true, "one VM"},
-    {"POST", "/v1/vms/{id}/{verb}", api_vms_verb, true, "suspend, resume or archive a VM"},
+    {"POST", "/v1/vms/{id}/{verb}", api_vms_verb, true, "suspend, resume, archive or verify a VM"},
     {"POST", "/v1/plans", api_plans_create, true, "ask for a placement plan (changes nothing)"},
     {"GET", "/v1/plans/{id}", api_plans_get, true, "one plan"},
     {"DELETE", "/v1/plans/{id}", api_plans_drop, true, "drop an unconfirmed plan"},
@@ -61,7 +61,9 @@ void api_problem(struct api_response *resp, unsigned status, const char *type, c
                       {422, "Unprocessable Content"},
                       {429, "Too Many Requests"},
                       {500, "Internal Server Error"},
-                      {503, "Service Unavailable"}};
+                      {502, "Bad Gateway"},
+                      {503, "Service Unavailable"},
+                      {504, "Gateway Timeout"}};
         const char *title = "Error";
         char detail[512], type_uri[128];
         va_list ap;

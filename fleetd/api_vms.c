@@ -1,5 +1,5 @@
-/* GET /v1/vms[/{id}] and POST /v1/vms/{id}/suspend|resume|archive. There is no delete and no
- * migrate: a Totebox VM keeps its disks and stays on its node for life. */
+/* GET /v1/vms[/{id}] and POST /v1/vms/{id}/suspend|resume|archive|verify. There is no delete
+ * and no migrate: a Totebox VM keeps its disks and stays on its node for life. */
 #include <string.h>
 
 #include "common/clock.h"
@@ -44,19 +44,21 @@ void api_vms_verb(struct api_request *req, struct api_response *resp)
         struct plan_outcome o;
         const char *verb = req->params[1];
 
-        if (strcmp(verb, "suspend") && strcmp(verb, "resume") && strcmp(verb, "archive")) {
+        if (!dispatch_verb_known(verb)) {
                 api_problem(resp, 404, "not-found",
-                            "no verb '%.32s' on a VM (suspend, resume, archive; there is no "
-                            "delete or migrate)",
+                            "no verb '%.32s' on a VM (suspend, resume, archive, verify; there is "
+                            "no delete or migrate)",
                             verb);
                 return;
         }
-        if (strlen(req->params[0]) > VM_ID_MAX) {
-                api_problem(resp, 404, "unknown-vm", "no VM '%.64s'", req->params[0]);
+        if (!fleet_vm_id_valid(req->params[0])) {
+                api_problem(resp, 400, "invalid-vm-id",
+                            "'%.64s' is not a VM id (1..%d of [a-z0-9-])", req->params[0],
+                            VM_ID_MAX);
                 return;
         }
         if (!api_body_empty(req, resp))
                 return;
-        dispatch_lifecycle(req->f, req->params[0], verb, req->actor, &o);
+        dispatch_vm_verb(req->f, req->params[0], verb, req->actor, &o);
         api_from_outcome(resp, &o);
 }

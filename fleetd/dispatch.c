@@ -1,9 +1,11 @@
 /* The dispatcher: one thread that delivers confirmed creations to the nodes' vmhost (POST
  * /v1/vms, idempotent by request_id, retried with exponential backoff until dispatch_attempts)
  * and fetches inventories whose digest changed. Calls to nodes never hold f->lock: jobs are
- * copied out, run, and their outcomes applied under the lock. Lifecycle verbs run on the
- * request's own thread, since the operator waits for their answer. */
+ * copied out, run, and their outcomes applied under the lock. The VM verbs (suspend, resume,
+ * archive, verify) run on the request's own thread, since the operator waits for their answer;
+ * a lifecycle call without a clear answer asks for the node's inventory, which then decides. */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +15,7 @@
 #include "fleetd/store.h"
 
 #define DISPATCH_BATCH 64
+#define VERIFY_POLL_MS 120000 /* how long an awaited verification's node is polled */
 
 struct dispatch_job {
         char id[VM_ID_MAX + 1]; /* VM id, or node id for an inventory fetch */
@@ -157,6 +160,7 @@ static size_t dispatch_collect_fetches(struct fleetd *f, uint64_t now, struct di
                 memset(&jobs[n], 0, sizeof(jobs[n]));
                 snprintf(jobs[n].id, sizeof(jobs[n].id), "%s", node->rn->id);
                 snprintf(jobs[n].address, sizeof(jobs[n].address), "%s", node->rn->mesh_address);
+                node->inv_verb_mark = f->verb_events;
                 /* until it answers, do not ask again sooner than the backoff */
                 node->inv_next_ms = now + dispatch_backoff(&f->cfg, node->inv_failures + 1);
                 f->metrics.inventory_fetches++;
@@ -211,6 +215,29 @@ static void dispatch_jobs_free(struct dispatch_job *jobs, size_t n)
         }
 }
 
+/* A node reports only an agent's last report, and the next scheduled one may replace the one
+ * asked for: while a verification is awaited, its node's inventory is fetched every backoff
+ * interval rather than only when the digest changes. */
+static void dispatch_poll_verifications(struct fleetd *f, uint64_t now)
+{
+        for (size_t i = 0; i < f->n_vms; i++) {
+                struct fleet_vm *vm = &f->vms[i];
+                struct fleet_node *node;
+
+                if (!vm->verify_poll_until_ms)
+                        continue;
+                if (now > vm->verify_poll_until_ms) {
+                        vm->verify_poll_until_ms = 0;
+                        log_warn("VM '%s': no report for the verification '%s' within %d s", vm->id,
+                                 vm->verify_request_id, VERIFY_POLL_MS / 1000);
+                        continue;
+                }
+                node = node_table_find(&f->table, vm->node_id);
+                if (node && node->inv == INV_OK)
+                        node->inv = INV_WANTED;
+        }
+}
+
 void dispatch_run_once(struct fleetd *f, uint64_t now_ms)
 {
         static __thread struct dispatch_job jobs[DISPATCH_BATCH];
@@ -228,6 +255,7 @@ void dispatch_run_once(struct fleetd *f, uint64_t now_ms)
         dispatch_jobs_free(jobs, n);
 
         pthread_mutex_lock(&f->lock);
+        dispatch_poll_verifications(f, now_ms);
         n = dispatch_collect_fetches(f, now_ms, jobs);
         pthread_mutex_unlock(&f->lock);
         for (size_t i = 0; i < n; i++) {
@@ -297,121 +325,246 @@ void dispatch_wake(struct fleetd *f)
         pthread_mutex_unlock(&f->lock);
 }
 
-/* Lifecycle: which verbs apply in which lifecycle, and where they lead. */
-static const struct {
-        const char *verb;
+/* The VM verbs: in which lifecycles they apply, where they lead, what the node answers when it
+ * did it, and what is done with that answer. */
+struct vm_verb;
+typedef void (*vm_verb_apply)(struct fleetd *f, struct fleet_vm *vm, const struct vm_verb *v,
+                              const struct dispatch_job *j, const char *actor,
+                              struct plan_outcome *o);
+
+struct vm_verb {
+        const char *name;
         enum vm_lifecycle from_a, from_b, to;
-} lifecycle_verbs[] = {
-    {"suspend", VM_LC_ACTIVE, VM_LC_ACTIVE, VM_LC_SUSPENDED},
-    {"resume", VM_LC_SUSPENDED, VM_LC_SUSPENDED, VM_LC_ACTIVE},
-    {"archive", VM_LC_ACTIVE, VM_LC_SUSPENDED, VM_LC_ARCHIVED},
+        long success; /* the node's status when it did it */
+        vm_verb_apply apply;
 };
 
-/* Checks the verb under f->lock; fills job on success. */
-static int lifecycle_check(struct fleetd *f, const char *vm_id, unsigned verb,
-                           struct dispatch_job *job, struct plan_outcome *o)
+static void verb_apply_lifecycle(struct fleetd *f, struct fleet_vm *vm, const struct vm_verb *v,
+                                 const struct dispatch_job *j, const char *actor,
+                                 struct plan_outcome *o);
+static void verb_apply_verify(struct fleetd *f, struct fleet_vm *vm, const struct vm_verb *v,
+                              const struct dispatch_job *j, const char *actor,
+                              struct plan_outcome *o);
+
+static const struct vm_verb vm_verbs[] = {
+    {"suspend", VM_LC_ACTIVE, VM_LC_ACTIVE, VM_LC_SUSPENDED, 200, verb_apply_lifecycle},
+    {"resume", VM_LC_SUSPENDED, VM_LC_SUSPENDED, VM_LC_ACTIVE, 200, verb_apply_lifecycle},
+    {"archive", VM_LC_ACTIVE, VM_LC_SUSPENDED, VM_LC_ARCHIVED, 200, verb_apply_lifecycle},
+    {"verify", VM_LC_ACTIVE, VM_LC_ACTIVE, VM_LC_ACTIVE, 202, verb_apply_verify},
+};
+#define N_VM_VERBS (sizeof(vm_verbs) / sizeof(vm_verbs[0]))
+
+static const struct vm_verb *verb_find(const char *name)
+{
+        for (size_t i = 0; i < N_VM_VERBS; i++)
+                if (strcmp(vm_verbs[i].name, name) == 0)
+                        return &vm_verbs[i];
+        return NULL;
+}
+
+bool dispatch_verb_known(const char *verb)
+{
+        return verb_find(verb) != NULL;
+}
+
+static void verb_problem(struct plan_outcome *o, unsigned status, const char *problem,
+                         const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static void verb_problem(struct plan_outcome *o, unsigned status, const char *problem,
+                         const char *fmt, ...)
+{
+        va_list ap;
+
+        o->status = status;
+        o->problem = problem;
+        va_start(ap, fmt);
+        vsnprintf(o->detail, sizeof(o->detail), fmt, ap);
+        va_end(ap);
+}
+
+/* Checks the verb under f->lock; fills job and marks the VM busy on success. */
+static int verb_check(struct fleetd *f, const char *vm_id, const struct vm_verb *v,
+                      struct dispatch_job *job, struct plan_outcome *o)
 {
         struct fleet_vm *vm = vm_table_find(f, vm_id);
         struct fleet_node *node;
         enum node_state ns;
 
-        o->status = 409;
         if (!vm) {
-                o->status = 404;
-                o->problem = "unknown-vm";
-                snprintf(o->detail, sizeof(o->detail), "no VM '%.64s'", vm_id);
+                verb_problem(o, 404, "unknown-vm", "no VM '%.64s'", vm_id);
                 return -ENOENT;
         }
         node = node_table_find(&f->table, vm->node_id);
         ns = node ? node_state_at(node, &f->cfg, clock_monotonic_ms()) : NODE_UNSEEN;
-        if (vm->status != VM_ACTIVE) {
-                o->problem = "vm-not-active";
-                snprintf(o->detail, sizeof(o->detail), "VM '%s' is '%s', not created yet", vm->id,
-                         vm_status_name(vm->status));
-        } else if (vm->lifecycle != lifecycle_verbs[verb].from_a &&
-                   vm->lifecycle != lifecycle_verbs[verb].from_b) {
-                o->problem = vm->lifecycle == VM_LC_ARCHIVED ? "archived" : "wrong-lifecycle";
-                snprintf(o->detail, sizeof(o->detail), "cannot %s VM '%s': it is '%s'",
-                         lifecycle_verbs[verb].verb, vm->id, vm_lifecycle_name(vm->lifecycle));
-        } else if (!node || ns == NODE_EVICTED || ns == NODE_UNSEEN || ns == NODE_SUSPECT) {
-                o->problem = "node-unreachable";
-                snprintf(o->detail, sizeof(o->detail),
-                         "VM '%s' is pinned to node '%s', which is '%s'; it is not moved", vm->id,
-                         vm->node_id, node ? node_state_name(ns) : "not in the roster");
-        } else {
+        if (vm->status != VM_ACTIVE)
+                verb_problem(o, 409, "vm-not-active", "VM '%s' is '%s', not created yet", vm->id,
+                             vm_status_name(vm->status));
+        else if (vm->lifecycle != v->from_a && vm->lifecycle != v->from_b)
+                verb_problem(o, 409,
+                             vm->lifecycle == VM_LC_ARCHIVED ? "archived" : "wrong-lifecycle",
+                             "cannot %s VM '%s': it is '%s'", v->name, vm->id,
+                             vm_lifecycle_name(vm->lifecycle));
+        else if (vm->verb_busy)
+                verb_problem(o, 409, "vm-busy", "VM '%s' has a call to its node in flight", vm->id);
+        else if (!node || ns == NODE_EVICTED || ns == NODE_UNSEEN || ns == NODE_SUSPECT)
+                verb_problem(o, 409, "node-unreachable",
+                             "VM '%s' is pinned to node '%s', which is '%s'; it is not moved",
+                             vm->id, vm->node_id, node ? node_state_name(ns) : "not in the roster");
+        else {
                 snprintf(job->id, sizeof(job->id), "%s", vm->id);
                 snprintf(job->address, sizeof(job->address), "%s", node->rn->mesh_address);
+                vm->verb_busy = true;
+                vm->verb_mark = ++f->verb_events;
                 return 0;
         }
         return -EBUSY;
 }
 
-static void lifecycle_apply(struct fleetd *f, const struct dispatch_job *j, unsigned verb,
-                            const char *actor, struct plan_outcome *o)
+/* A call that did not do the verb: the node's refusal is a 409 with its reason; no answer is
+ * 504 (timed out) or 502 (no connection, a 5xx, or an answer that makes no sense). */
+static void verb_failed(const struct fleet_vm *vm, const struct vm_verb *v,
+                        const struct dispatch_job *j, struct plan_outcome *o)
 {
-        struct fleet_vm *vm = vm_table_find(f, j->id);
         char detail[240];
 
-        if (!vm) {
-                o->status = 404;
-                o->problem = "unknown-vm";
-                snprintf(o->detail, sizeof(o->detail), "no VM '%s'", j->id);
-                return;
-        }
-        if (j->err == 0 && j->status == 200) {
-                vm->lifecycle = lifecycle_verbs[verb].to;
-                store_vm_update(f->store, vm);
-                audit_append(f->store, false, "vm.lifecycle", vm->id, actor,
-                             json_pack("{s:s, s:s, s:s}", "verb", lifecycle_verbs[verb].verb,
-                                       "node_id", vm->node_id, "lifecycle",
-                                       vm_lifecycle_name(vm->lifecycle)));
-                log_info("VM '%s' is now '%s' (by '%s')", vm->id, vm_lifecycle_name(vm->lifecycle),
-                         actor);
-                o->status = 200;
-                o->body = vm_to_json(f, vm, clock_monotonic_ms());
-                return;
-        }
-        o->status = 409;
-        if (j->err == 0 && j->status >= 400 && j->status < 500) {
+        if (j->err == -ETIMEDOUT) {
+                verb_problem(o, 504, "node-timeout",
+                             "node '%s' did not answer the %s of VM '%s' in time", vm->node_id,
+                             v->name, vm->id);
+        } else if (j->err) {
+                verb_problem(o, 502, "node-unavailable", "node '%s' did not %s VM '%s': %s",
+                             vm->node_id, v->name, vm->id, strerror(-j->err));
+        } else if (j->status >= 400 && j->status < 500) {
                 dispatch_answer_detail(j->answer, detail, sizeof(detail));
-                o->problem = "node-refused";
-                snprintf(o->detail, sizeof(o->detail), "node '%s' refused to %s VM '%s' (%ld %s)",
-                         vm->node_id, lifecycle_verbs[verb].verb, vm->id, j->status, detail);
+                verb_problem(o, 409, "node-refused", "node '%s' refused to %s VM '%s' (%ld %s)",
+                             vm->node_id, v->name, vm->id, j->status, detail);
         } else {
-                o->problem = "node-unavailable";
-                snprintf(o->detail, sizeof(o->detail), "node '%s' did not %s VM '%s': %s",
-                         vm->node_id, lifecycle_verbs[verb].verb, vm->id,
-                         j->err ? strerror(-j->err) : "unexpected answer");
+                dispatch_answer_detail(j->answer, detail, sizeof(detail));
+                verb_problem(o, 502, "node-error",
+                             "node '%s' answered the %s of VM '%s' with %ld (%s)", vm->node_id,
+                             v->name, vm->id, j->status, detail);
         }
 }
 
-void dispatch_lifecycle(struct fleetd *f, const char *vm_id, const char *verb, const char *actor,
-                        struct plan_outcome *o)
+/* The node may or may not have done it: its next inventory decides (fetched at once). */
+static void verb_lifecycle_unsure(struct fleetd *f, struct fleet_vm *vm, const struct vm_verb *v,
+                                  const struct plan_outcome *o)
 {
+        struct fleet_node *node = node_table_find(&f->table, vm->node_id);
+
+        snprintf(vm->lc_unsure, sizeof(vm->lc_unsure), "%s: %.200s", v->name, o->detail);
+        if (node && node->inv != INV_WANTED) {
+                node->inv = INV_WANTED;
+                node->inv_next_ms = 0;
+        }
+        log_warn("VM '%s': %s; its node's next inventory decides its lifecycle", vm->id, o->detail);
+}
+
+static void verb_apply_lifecycle(struct fleetd *f, struct fleet_vm *vm, const struct vm_verb *v,
+                                 const struct dispatch_job *j, const char *actor,
+                                 struct plan_outcome *o)
+{
+        if (j->err || j->status != v->success) {
+                verb_failed(vm, v, j, o);
+                verb_lifecycle_unsure(f, vm, v, o);
+                return;
+        }
+        vm->lifecycle = v->to;
+        vm->lc_unsure[0] = '\0';
+        store_vm_update(f->store, vm);
+        audit_append(f->store, false, "vm.lifecycle", vm->id, actor,
+                     json_pack("{s:s, s:s, s:s}", "verb", v->name, "node_id", vm->node_id,
+                               "lifecycle", vm_lifecycle_name(vm->lifecycle)));
+        log_info("VM '%s' is now '%s' (by '%s')", vm->id, vm_lifecycle_name(vm->lifecycle), actor);
+        o->status = 200;
+        o->body = vm_to_json(f, vm, clock_monotonic_ms());
+}
+
+/* The node's request id: 1..39 of [A-Za-z0-9_-], else the answer makes no sense. */
+static const char *verb_request_id(const char *answer, json_t **ret_o)
+{
+        json_t *o = answer ? json_loads(answer, JSON_REJECT_DUPLICATES, NULL) : NULL;
+        const char *rid = json_string_value(json_object_get(o, "request_id"));
+        size_t n = rid ? strlen(rid) : 0;
+
+        for (size_t i = 0; i < n; i++)
+                if (!((rid[i] >= 'a' && rid[i] <= 'z') || (rid[i] >= 'A' && rid[i] <= 'Z') ||
+                      (rid[i] >= '0' && rid[i] <= '9') || rid[i] == '-' || rid[i] == '_'))
+                        n = 0;
+        *ret_o = o;
+        return n > 0 && n < 40 ? rid : NULL;
+}
+
+static void verb_apply_verify(struct fleetd *f, struct fleet_vm *vm, const struct vm_verb *v,
+                              const struct dispatch_job *j, const char *actor,
+                              struct plan_outcome *o)
+{
+        json_t *answer = NULL;
+        const char *rid = NULL;
+
+        f->metrics.verify_requests++;
+        if (!j->err && j->status == v->success)
+                rid = verb_request_id(j->answer, &answer);
+        if (!rid) {
+                if (!j->err && j->status == v->success)
+                        verb_problem(o, 502, "node-error",
+                                     "node '%s' accepted the verification of VM '%s' but gave no "
+                                     "valid request id",
+                                     vm->node_id, vm->id);
+                else
+                        verb_failed(vm, v, j, o);
+                f->metrics.verify_failures++;
+                audit_append(f->store, false, "vm.verify", vm->id, actor,
+                             json_pack("{s:s, s:s, s:I, s:s}", "node_id", vm->node_id, "outcome",
+                                       o->problem, "status", (json_int_t)o->status, "detail",
+                                       o->detail));
+                log_warn("verification of VM '%s' not requested (by '%s'): %s", vm->id, actor,
+                         o->detail);
+                json_decref(answer);
+                return;
+        }
+        snprintf(vm->verify_request_id, sizeof(vm->verify_request_id), "%s", rid);
+        snprintf(vm->verify_actor, sizeof(vm->verify_actor), "%s", actor);
+        vm->verify_requested_ms = clock_realtime_ms();
+        vm->verify_poll_until_ms = clock_monotonic_ms() + VERIFY_POLL_MS;
+        audit_append(f->store, false, "vm.verify", vm->id, actor,
+                     json_pack("{s:s, s:s, s:s}", "node_id", vm->node_id, "outcome", "requested",
+                               "request_id", rid));
+        log_info("verification of VM '%s' requested on node '%s' ('%s', by '%s')", vm->id,
+                 vm->node_id, rid, actor);
+        o->status = 202;
+        o->body = json_pack("{s:s, s:s, s:s, s:o}", "vm_id", vm->id, "node_id", vm->node_id,
+                            "request_id", rid, "vm", vm_to_json(f, vm, clock_monotonic_ms()));
+        json_decref(answer);
+}
+
+void dispatch_vm_verb(struct fleetd *f, const char *vm_id, const char *verb, const char *actor,
+                      struct plan_outcome *o)
+{
+        const struct vm_verb *v = verb_find(verb);
         struct dispatch_job job = {{0}};
+        struct fleet_vm *vm;
         char path[128];
-        unsigned v = 0;
 
         memset(o, 0, sizeof(*o));
-        while (v < 3 && strcmp(lifecycle_verbs[v].verb, verb) != 0)
-                v++;
-        if (v == 3) {
-                o->status = 404;
-                o->problem = "unknown-verb";
-                snprintf(o->detail, sizeof(o->detail), "no verb '%.32s'", verb);
+        if (!v) {
+                verb_problem(o, 404, "unknown-verb", "no verb '%.32s'", verb);
                 return;
         }
         pthread_mutex_lock(&f->lock);
-        if (lifecycle_check(f, vm_id, v, &job, o) < 0) {
+        if (verb_check(f, vm_id, v, &job, o) < 0) {
                 pthread_mutex_unlock(&f->lock);
                 return;
         }
         pthread_mutex_unlock(&f->lock);
-        snprintf(path, sizeof(path), "/v1/vms/%s/%s", job.id, verb);
+        snprintf(path, sizeof(path), "/v1/vms/%s/%s", job.id, v->name);
         job.body = strdup("{}");
         dispatch_call(f, &job, "POST", path);
         pthread_mutex_lock(&f->lock);
-        lifecycle_apply(f, &job, v, actor, o);
+        vm = vm_table_find(f, job.id); /* the table may have moved, never shrunk */
+        vm->verb_busy = false;
+        vm->verb_mark = ++f->verb_events;
+        v->apply(f, vm, v, &job, actor, o);
         pthread_mutex_unlock(&f->lock);
         dispatch_jobs_free(&job, 1);
 }

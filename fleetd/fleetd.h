@@ -74,7 +74,8 @@ struct fleet_node {
         char inv_digest[DIGEST_HEX_LEN + 1]; /* digest of the inventory last reconciled */
         uint64_t inv_next_ms;                /* monotonic: next fetch attempt */
         unsigned inv_failures;
-        json_t *unknown_vms; /* ids the node reports that fleetd never placed (array) */
+        json_t *unknown_vms;    /* ids the node reports that fleetd never placed (array) */
+        uint64_t inv_verb_mark; /* f->verb_events when the fetch in flight was sent */
 };
 
 enum hb_drop {
@@ -122,6 +123,17 @@ struct fleet_vm {
         char observed[16];        /* libvirt state from the last inventory, "" if none */
         char integrity[16];       /* unknown / ok / mismatch */
         json_t *integrity_obj;    /* the last integrity object, or NULL */
+        /* a verb call in flight, and f->verb_events at its last start or end: an inventory sent
+         * before that may predate the call, so its lifecycle is not trusted */
+        bool verb_busy;
+        uint64_t verb_mark;
+        char lc_unsure[REASON_MAX]; /* the last lifecycle call that got no clear answer, or "" */
+        /* the last verification fleetd asked for, and the last full one the node reported */
+        char verify_request_id[40];
+        char verify_actor[64];
+        uint64_t verify_requested_ms;  /* wall clock */
+        uint64_t verify_poll_until_ms; /* monotonic: fetch the inventory until then, or 0 */
+        json_t *verification;          /* {trigger, request_id, at_ms, duration_ms, ...} or NULL */
 };
 
 struct fleet_transport {
@@ -138,6 +150,7 @@ struct fleet_metrics {
         uint64_t plans_created, plans_rejected, confirmations, confirm_rejected;
         uint64_t dispatch_attempts, dispatch_failures, inventory_fetches, inventory_failures;
         uint64_t integrity_mismatches, state_changes, requests;
+        uint64_t verify_requests, verify_failures, lifecycle_corrections;
         uint64_t latency_bucket[LATENCY_BUCKETS + 1]; /* cumulative at render time */
         double latency_sum_s;
         uint64_t latency_count;
@@ -162,6 +175,7 @@ struct fleetd {
         bool dispatcher_running, stopping;
         struct timespec roster_mtime;
         uint64_t started_ms;
+        uint64_t verb_events; /* counts starts and ends of verb calls to nodes (under lock) */
 };
 
 /* nodes.c */
@@ -260,6 +274,8 @@ void vm_reserve(struct fleetd *f, struct fleet_vm *vm);
 void vm_release(struct fleetd *f, struct fleet_vm *vm);
 json_t *vm_to_json(struct fleetd *f, const struct fleet_vm *vm, uint64_t now_ms);
 const char *vm_status_name(enum vm_status s);
+/* A VM id fleetd could have made: 1..VM_ID_MAX of [a-z0-9-]. */
+bool fleet_vm_id_valid(const char *s);
 
 /* plans.c: plan, confirm, drop (the operator's placement verbs) */
 struct plan_outcome {
@@ -281,9 +297,12 @@ void dispatch_stop(struct fleetd *f);
 void dispatch_wake(struct fleetd *f);
 /* One pass of the dispatcher at now (unit tests call this directly). */
 void dispatch_run_once(struct fleetd *f, uint64_t now_ms);
-/* Runs one lifecycle verb on the VM's node synchronously. */
-void dispatch_lifecycle(struct fleetd *f, const char *vm_id, const char *verb, const char *actor,
-                        struct plan_outcome *ret);
+/* Runs one verb on the VM's node synchronously: the lifecycle verbs suspend, resume, archive
+ * (200 with the VM) and verify (202 with the node's request id). */
+void dispatch_vm_verb(struct fleetd *f, const char *vm_id, const char *verb, const char *actor,
+                      struct plan_outcome *ret);
+/* True when verb is one dispatch_vm_verb knows. */
+bool dispatch_verb_known(const char *verb);
 
 /* inventory.c */
 /* Reconciles a node's inventory (JSON text) with fleetd's records; returns 0 or -EINVAL. */

@@ -2,11 +2,15 @@
  * A VM the node reports that fleetd never placed is flagged "unknown" (never adopted); a VM
  * fleetd created there that the node lacks is flagged "missing" (never dropped). A VM pinned
  * elsewhere is flagged "misplaced". A new integrity mismatch is appended to the audit record and
- * raised at fleet level (/v1/health, /metrics). Each flag is logged and audited once. */
+ * raised at fleet level (/v1/health, /metrics). Each flag is logged and audited once. The node
+ * is the source of truth for a VM's lifecycle: fleetd's record follows it (audited) unless the
+ * inventory may predate a verb call to that VM. The last full verification the agent reported is
+ * kept, and the one fleetd asked for is audited when it arrives. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "common/json_input.h"
 #include "common/log.h"
 #include "fleetd/store.h"
@@ -28,6 +32,58 @@ static bool inventory_vm_id_valid(const char *s)
         return true;
 }
 
+static bool inventory_request_id_valid(const char *s)
+{
+        size_t n = strlen(s);
+
+        if (n == 0 || n > 39)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+                      (s[i] >= '0' && s[i] <= '9') || s[i] == '-' || s[i] == '_'))
+                        return false;
+        return true;
+}
+
+/* agent.last_report, when there is one: the agent's last report as vmhost received it. */
+static int inventory_check_report(const json_t *v, const char *id, struct json_input_error *e)
+{
+        json_t *agent = json_object_get(v, "agent"), *rep, *mm;
+        const char *trigger = NULL, *rid = NULL;
+        uint64_t n;
+        int r = 0;
+
+        if (!agent || json_is_null(agent))
+                return 0;
+        if (!json_is_object(agent))
+                return json_input_fail(e, "VM '%s': 'agent' must be an object", id);
+        if (json_object_get(agent, "last_report_ms") &&
+            !json_is_null(json_object_get(agent, "last_report_ms")))
+                r = json_input_get_uint(agent, "last_report_ms", true, 0, UINT64_MAX / 2, &n, e);
+        rep = json_object_get(agent, "last_report");
+        if (r < 0 || !rep || json_is_null(rep))
+                return r;
+        if (!json_is_object(rep))
+                return json_input_fail(e, "VM '%s': 'agent.last_report' must be an object", id);
+        r = r ?: json_input_get_string(rep, "trigger", true, 15, &trigger, e);
+        r = r ?: json_input_get_string(rep, "request_id", false, 39, &rid, e);
+        r = r ?: json_input_get_uint(rep, "duration_ms", true, 0, UINT64_MAX / 2, &n, e);
+        r = r ?: json_input_get_uint(rep, "records", true, 0, UINT64_MAX / 2, &n, e);
+        r = r ?: json_input_get_uint(rep, "bytes", true, 0, UINT64_MAX / 2, &n, e);
+        if (r < 0)
+                return r;
+        if (rid && !inventory_request_id_valid(rid))
+                return json_input_fail(e, "VM '%s': report request id '%.40s' is not valid", id,
+                                       rid);
+        mm = json_object_get(rep, "mismatches");
+        if (!json_is_array(mm))
+                return json_input_fail(e,
+                                       "VM '%s': 'agent.last_report.mismatches' must be an "
+                                       "array",
+                                       id);
+        return 0;
+}
+
 /* Checks the fields fleetd uses; other fields of a vm object are vmhost's business. */
 static int inventory_check_vm(const json_t *v, struct json_input_error *e)
 {
@@ -44,6 +100,15 @@ static int inventory_check_vm(const json_t *v, struct json_input_error *e)
                 return r;
         if (!inventory_vm_id_valid(id))
                 return json_input_fail(e, "VM id '%.64s' is not valid", id);
+        if (lc) {
+                enum vm_lifecycle l;
+
+                if (vm_lifecycle_parse(lc, &l) < 0)
+                        return json_input_fail(e, "VM '%s': lifecycle '%.16s' is unknown", id, lc);
+        }
+        r = inventory_check_report(v, id, e);
+        if (r < 0)
+                return r;
         integ = json_object_get(v, "integrity");
         if (integ && !json_is_null(integ)) {
                 if (!json_is_object(integ))
@@ -117,11 +182,85 @@ static void inventory_integrity(struct fleetd *f, struct fleet_vm *vm, json_t *i
                 store_vm_update(f->store, vm);
 }
 
-static void inventory_known_vm(struct fleetd *f, struct fleet_vm *vm, const char *node_id,
+/* Follows the node's lifecycle. Returns true when the inventory may predate a verb call to the
+ * VM and disagrees: then it is fetched again rather than believed. */
+static bool inventory_lifecycle(struct fleetd *f, const struct fleet_node *node,
+                                struct fleet_vm *vm, const char *lc)
+{
+        enum vm_lifecycle l, was = vm->lifecycle;
+
+        if (!lc || vm_lifecycle_parse(lc, &l) < 0)
+                return false;
+        if (vm->verb_busy || vm->verb_mark > node->inv_verb_mark)
+                return l != vm->lifecycle;
+        if (l == was) {
+                if (vm->lc_unsure[0])
+                        log_info("VM '%s': node '%s' confirms it is '%s' after '%s'", vm->id,
+                                 vm->node_id, lc, vm->lc_unsure);
+                vm->lc_unsure[0] = '\0';
+                return false;
+        }
+        vm->lifecycle = l;
+        f->metrics.lifecycle_corrections++;
+        log_warn("VM '%s': node '%s' says it is '%s', fleetd had '%s'%s%s; corrected", vm->id,
+                 vm->node_id, lc, vm_lifecycle_name(was), vm->lc_unsure[0] ? " after " : "",
+                 vm->lc_unsure);
+        audit_append(f->store, false, "vm.lifecycle", vm->id, "fleetd",
+                     json_pack("{s:s, s:s, s:s, s:s, s:s?}", "source", "inventory", "node_id",
+                               vm->node_id, "was", vm_lifecycle_name(was), "lifecycle", lc, "after",
+                               vm->lc_unsure[0] ? vm->lc_unsure : NULL));
+        vm->lc_unsure[0] = '\0';
+        store_vm_update(f->store, vm);
+        return false;
+}
+
+/* Keeps the last full verification (a report whose trigger is not "seal"); audits the arrival of
+ * the one fleetd asked for. Shapes were checked by inventory_check_report. */
+static void inventory_verification(struct fleetd *f, struct fleet_vm *vm, json_t *v)
+{
+        json_t *agent = json_object_get(v, "agent");
+        json_t *rep = json_object_get(agent, "last_report"),
+               *at = json_object_get(agent, "last_report_ms");
+        const char *trigger = json_string_value(json_object_get(rep, "trigger"));
+        const char *rid = json_string_value(json_object_get(rep, "request_id"));
+        json_int_t at_ms = json_is_integer(at) ? json_integer_value(at) : 0;
+        char when[40];
+        json_t *n;
+
+        if (!json_is_object(rep) || !trigger || strcmp(trigger, "seal") == 0)
+                return;
+        clock_format_rfc3339((uint64_t)at_ms, when, sizeof(when));
+        n = json_pack(
+            "{s:s, s:s?, s:I, s:s, s:O, s:O, s:O, s:I}", "trigger", trigger, "request_id", rid,
+            "at_ms", at_ms, "at", when, "duration_ms", json_object_get(rep, "duration_ms"),
+            "records", json_object_get(rep, "records"), "bytes", json_object_get(rep, "bytes"),
+            "mismatches", (json_int_t)json_array_size(json_object_get(rep, "mismatches")));
+        if (!n || (vm->verification && json_equal(n, vm->verification))) {
+                json_decref(n);
+                return;
+        }
+        if (rid && strcmp(rid, vm->verify_request_id) == 0) {
+                vm->verify_poll_until_ms = 0;
+                log_info(
+                    "VM '%s': the verification '%s' asked by '%s' is done: %" JSON_INTEGER_FORMAT
+                    " mismatches",
+                    vm->id, rid, vm->verify_actor,
+                    json_integer_value(json_object_get(n, "mismatches")));
+                audit_append(f->store, false, "vm.verified", vm->id, "fleetd",
+                             json_pack("{s:s, s:s, s:O}", "node_id", vm->node_id, "requested_by",
+                                       vm->verify_actor, "result", n));
+        }
+        json_decref(vm->verification);
+        vm->verification = n;
+}
+
+static bool inventory_known_vm(struct fleetd *f, struct fleet_node *node, struct fleet_vm *vm,
                                json_t *v)
 {
+        const char *node_id = node->rn->id;
         const char *state = json_string_value(json_object_get(v, "state"));
         json_t *integ = json_object_get(v, "integrity");
+        bool again;
 
         if (strcmp(vm->node_id, node_id) != 0) {
                 log_warn("node '%s' reports VM '%s', which is pinned to node '%s'", node_id, vm->id,
@@ -129,7 +268,7 @@ static void inventory_known_vm(struct fleetd *f, struct fleet_vm *vm, const char
                 audit_append(
                     f->store, false, "vm.misplaced", vm->id, "fleetd",
                     json_pack("{s:s, s:s}", "reported_by", node_id, "pinned_to", vm->node_id));
-                return;
+                return false;
         }
         vm_release(f, vm); /* the node's figures now include it */
         if (vm->missing) {
@@ -147,8 +286,12 @@ static void inventory_known_vm(struct fleetd *f, struct fleet_vm *vm, const char
                              json_pack("{s:s, s:s}", "node_id", node_id, "source", "inventory"));
         }
         snprintf(vm->observed, sizeof(vm->observed), "%s", state ? state : "");
+        again =
+            inventory_lifecycle(f, node, vm, json_string_value(json_object_get(v, "lifecycle")));
         if (json_is_object(integ))
                 inventory_integrity(f, vm, integ);
+        inventory_verification(f, vm, v);
+        return again;
 }
 
 static bool inventory_has(json_t *vms, const char *id)
@@ -168,10 +311,12 @@ static bool json_array_has_string(json_t *a, const char *s)
         return false;
 }
 
-static void inventory_reconcile(struct fleetd *f, struct fleet_node *node, json_t *vms)
+/* Returns true when the inventory must be fetched again (see inventory_lifecycle). */
+static bool inventory_reconcile(struct fleetd *f, struct fleet_node *node, json_t *vms)
 {
         const char *node_id = node->rn->id;
         json_t *unknown = json_array();
+        bool again = false;
 
         for (size_t i = 0; i < json_array_size(vms); i++) {
                 json_t *v = json_array_get(vms, i);
@@ -179,7 +324,7 @@ static void inventory_reconcile(struct fleetd *f, struct fleet_node *node, json_
                 struct fleet_vm *vm = vm_table_find(f, id);
 
                 if (vm) {
-                        inventory_known_vm(f, vm, node_id, v);
+                        again |= inventory_known_vm(f, node, vm, v);
                         continue;
                 }
                 json_array_append_new(unknown, json_string(id));
@@ -205,6 +350,7 @@ static void inventory_reconcile(struct fleetd *f, struct fleet_node *node, json_
                 audit_append(f->store, false, "vm.missing", vm->id, "fleetd",
                              json_pack("{s:s}", "node_id", node_id));
         }
+        return again;
 }
 
 int inventory_apply(struct fleetd *f, const char *node_id, const char *expected_digest,
@@ -227,8 +373,8 @@ int inventory_apply(struct fleetd *f, const char *node_id, const char *expected_
                 r = -ENOENT;
         } else {
                 const char *digest = json_string_value(json_object_get(o, "digest"));
+                bool again = inventory_reconcile(f, node, json_object_get(o, "vms"));
 
-                inventory_reconcile(f, node, json_object_get(o, "vms"));
                 snprintf(node->inv_digest, sizeof(node->inv_digest), "%s", digest);
                 node->inv =
                     expected_digest && strcmp(expected_digest, digest) ? INV_WANTED : INV_OK;
@@ -237,6 +383,8 @@ int inventory_apply(struct fleetd *f, const char *node_id, const char *expected_
                         /* changed again since the heartbeat: fetch once more */
                         node->inv = INV_WANTED;
                 }
+                if (again)
+                        node->inv = INV_WANTED; /* after the backoff set when it was sent */
         }
         pthread_mutex_unlock(&f->lock);
         json_decref(o);

@@ -109,6 +109,16 @@ static void metrics_vms(struct fleetd *f, FILE *out)
                 (unsigned long long)m->inventory_fetches);
         fprintf(out, "totebox_fleetd_inventory_fetches_total{outcome=\"failed\"} %llu\n",
                 (unsigned long long)m->inventory_failures);
+        metrics_head(out, "totebox_fleetd_verify_requests_total", "counter",
+                     "Full verifications forwarded to a node, by outcome.");
+        fprintf(out, "totebox_fleetd_verify_requests_total{outcome=\"accepted\"} %llu\n",
+                (unsigned long long)(m->verify_requests - m->verify_failures));
+        fprintf(out, "totebox_fleetd_verify_requests_total{outcome=\"failed\"} %llu\n",
+                (unsigned long long)m->verify_failures);
+        metrics_head(out, "totebox_fleetd_lifecycle_corrections_total", "counter",
+                     "VM lifecycles fleetd corrected from its node's inventory.");
+        fprintf(out, "totebox_fleetd_lifecycle_corrections_total %llu\n",
+                (unsigned long long)m->lifecycle_corrections);
 }
 
 static void metrics_latency(struct fleetd *f, FILE *out)

@@ -15,6 +15,18 @@ const char *vm_status_name(enum vm_status s)
         return vm_status_names[s];
 }
 
+bool fleet_vm_id_valid(const char *s)
+{
+        size_t n = strlen(s);
+
+        if (n == 0 || n > VM_ID_MAX)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
+                        return false;
+        return true;
+}
+
 struct fleet_vm *vm_table_find(struct fleetd *f, const char *id)
 {
         for (size_t i = 0; i < f->n_vms; i++)
@@ -44,13 +56,16 @@ struct fleet_vm *vm_table_add(struct fleetd *f, const struct fleet_vm *vm)
         }
         f->vms[f->n_vms] = *vm;
         f->vms[f->n_vms].integrity_obj = json_incref(vm->integrity_obj);
+        f->vms[f->n_vms].verification = json_incref(vm->verification);
         return &f->vms[f->n_vms++];
 }
 
 void vm_table_free(struct fleetd *f)
 {
-        for (size_t i = 0; i < f->n_vms; i++)
+        for (size_t i = 0; i < f->n_vms; i++) {
                 json_decref(f->vms[i].integrity_obj);
+                json_decref(f->vms[i].verification);
+        }
         free(f->vms);
         f->vms = NULL;
         f->n_vms = f->cap_vms = 0;
@@ -88,6 +103,28 @@ static const char *vm_observed_state(struct fleetd *f, const struct fleet_vm *vm
         return vm->observed[0] ? vm->observed : "unknown";
 }
 
+/* What the operator asked for and what the node last reported: pending until a report carries
+ * the request id fleetd was given. */
+static json_t *vm_verification_json(const struct fleet_vm *vm)
+{
+        const char *done = json_string_value(json_object_get(vm->verification, "request_id"));
+        json_t *o = json_object(), *req = json_null();
+        char when[40];
+
+        if (vm->verify_request_id[0]) {
+                clock_format_rfc3339(vm->verify_requested_ms, when, sizeof(when));
+                req = json_pack("{s:s, s:s, s:s}", "request_id", vm->verify_request_id, "at", when,
+                                "by", vm->verify_actor);
+        }
+        json_object_set_new(o, "requested", req);
+        json_object_set_new(o, "pending",
+                            json_boolean(vm->verify_request_id[0] &&
+                                         (!done || strcmp(done, vm->verify_request_id))));
+        json_object_set_new(o, "last",
+                            vm->verification ? json_copy(vm->verification) : json_null());
+        return o;
+}
+
 json_t *vm_to_json(struct fleetd *f, const struct fleet_vm *vm, uint64_t now_ms)
 {
         struct fleet_node *n = node_table_find(&f->table, vm->node_id);
@@ -114,5 +151,8 @@ json_t *vm_to_json(struct fleetd *f, const struct fleet_vm *vm, uint64_t now_ms)
                 json_object_set_new(
                     o, "integrity",
                     json_pack("{s:s}", "status", vm->integrity[0] ? vm->integrity : "unknown"));
+        json_object_set_new(o, "verification", vm_verification_json(vm));
+        json_object_set_new(o, "lifecycle_unconfirmed",
+                            vm->lc_unsure[0] ? json_string(vm->lc_unsure) : json_null());
         return o;
 }

@@ -64,14 +64,25 @@ function integrityOf(vm) {
   return i.status || "unknown";
 }
 
+// The last full verification, or that the one asked for is still awaited.
+function verificationText(vm) {
+  const v = vm.verification || {};
+  if (v.pending) return "verification pending";
+  if (!v.last) return "";
+  const l = v.last;
+  return `verified ${new Date(l.at).toLocaleString()} (${l.trigger}, ${l.duration_ms} ms, ${l.mismatches} mismatches)`;
+}
+
 function vmActions(vm) {
   const verbs = [];
-  if (vm.lifecycle === "active") verbs.push("suspend", "archive");
+  if (vm.lifecycle === "active") verbs.push("suspend", "verify", "archive");
   if (vm.lifecycle === "suspended") verbs.push("resume", "archive");
   return verbs.map((verb) => el("button", {
     "data-action": verb,
+    title: verb === "verify" ? "ask the VM's node for a full verification of its vault" : "",
     onclick: async () => {
-      if (!confirm(`${verb} ${vm.id}?${verb === "archive" ? " An archived VM keeps its disks but will not start again." : ""}`)) return;
+      // verify changes nothing, so it asks no question; the others change the VM's lifecycle
+      if (verb !== "verify" && !confirm(`${verb} ${vm.id}?${verb === "archive" ? " An archived VM keeps its disks but will not start again." : ""}`)) return;
       try { await api("POST", `/v1/vms/${encodeURIComponent(vm.id)}/${verb}`); } catch (e) { alert(e.message); }
       refresh();
     },
@@ -92,12 +103,15 @@ function renderVms(vms) {
         el("span", { class: `integrity-${integrity}` }, integrity + (mismatches.length ? ` (${mismatches.length})` : "")),
         mismatches.length ? el("div", { class: "mismatch-list" }, ...mismatches.slice(0, 3).map((m) =>
           el("div", {}, `${m.kind}${m.path ? ` ${m.path}` : ""}`))) : ""),
-      el("td", {}, ...vmActions(vm)));
+      el("td", {}, ...vmActions(vm),
+        verificationText(vm) ? el("div", { class: "verification" }, verificationText(vm)) : ""));
   }));
 }
 
 function auditClass(e) {
   const text = `${e.kind} ${JSON.stringify(e.detail || {})}`;
+  // a verification's result counts its mismatches: highlighted only when there are some
+  if (e.kind === "vm.verified") return (e.detail && e.detail.result && e.detail.result.mismatches) ? "highlight-mismatch" : "";
   if (/mismatch/.test(text)) return "highlight-mismatch";
   if (/evict/.test(text)) return "highlight-eviction";
   return "";

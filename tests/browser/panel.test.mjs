@@ -163,6 +163,17 @@ async function run() {
       check(/\bok\b/.test(await page.locator("#fleet-health").getAttribute("class")), "badge is green");
     });
 
+    await step(page, "06b-verified", async () => {
+      check(await vmRow().locator("button[data-action=resume]").count() === 0, "no resume on an active VM");
+      const before = dialogs.length;
+      await vmRow().locator("button[data-action=verify]").click();
+      await until(async () => /verified .*\(request, /.test(await vmRow().locator(".verification").innerText().catch(() => "")),
+        60000, "the requested verification's result on the VM");
+      check(dialogs.length === before, `verify asked nothing and showed no error (${dialogs.slice(before)})`);
+      await until(async () => (await page.locator("#audit tr[data-kind='vm.verified']").count()) >= 1, 10000,
+        "the verification in the audit record");
+    });
+
     await ask("SETTLE", vmId, nodeId);
     await step(page, "07-suspended", async () => {
       await vmRow().locator("button[data-action=suspend]").click();

@@ -44,6 +44,11 @@ def test_fleetctl_end_to_end():
         assert r.returncode == 1 and "already has Totebox VM" in r.stderr
         r = f.ctl("suspend", vm["id"], check=False)
         assert r.returncode == 1 and "not created yet" in r.stderr
+        r = f.ctl("verify", vm["id"], check=False)
+        assert r.returncode == 1 and "not created yet" in r.stderr
+        r = f.ctl("verify", "Not_An_Id", check=False)
+        assert r.returncode == 1 and "is not a VM id" in r.stderr
+        assert "verify VM" in f.ctl("--help", check=False).stdout + f.ctl("--help", check=False).stderr
         r = f.ctl("resume", "nope", check=False)
         assert r.returncode == 1 and "no VM" in r.stderr
         r = f.ctl("confirm", "0" * 32, check=False)

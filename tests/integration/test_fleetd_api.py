@@ -169,7 +169,8 @@ def test_health_metrics_openapi(fleet):
     assert doc["openapi"].startswith("3.1")
     for path in ("/v1/nodes", "/v1/nodes/{id}", "/v1/vms", "/v1/vms/{id}", "/v1/plans",
                  "/v1/plans/{id}", "/v1/plans/{id}/confirm", "/v1/vms/{id}/suspend",
-                 "/v1/vms/{id}/resume", "/v1/vms/{id}/archive", "/v1/audit", "/v1/roster",
+                 "/v1/vms/{id}/resume", "/v1/vms/{id}/archive", "/v1/vms/{id}/verify",
+                 "/v1/audit", "/v1/roster",
                  "/v1/health", "/v1/openapi.json", "/metrics"):
         assert path in doc["paths"], path
     st, roster = fleet.json("GET", "/v1/roster", expect=200)
@@ -222,6 +223,7 @@ def test_panel_static_files(tmp_path):
 
 ROUTES = [("GET", "/v1/nodes"), ("GET", "/v1/nodes/n1"), ("GET", "/v1/vms"), ("GET", "/v1/vms/x"),
           ("POST", "/v1/vms/x/suspend"), ("POST", "/v1/vms/x/resume"), ("POST", "/v1/vms/x/archive"),
+          ("POST", "/v1/vms/x/verify"),
           ("POST", "/v1/plans"), ("GET", "/v1/plans/" + "0" * 32),
           ("POST", "/v1/plans/%s/confirm" % ("0" * 32)), ("DELETE", "/v1/plans/" + "0" * 32),
           ("GET", "/v1/audit"), ("GET", "/v1/roster"), ("GET", "/v1/health"), ("GET", "/metrics")]
@@ -273,9 +275,19 @@ def test_bad_ids(fleet):
     check_problem(st, h, body, 404)
     for path in ("/v1/vms/nope", "/v1/vms/" + "x" * 100):
         check_problem(*fleet.request("GET", path), expect=404)
-    for verb in ("suspend", "resume", "archive"):
+    for verb in ("suspend", "resume", "archive", "verify"):
         check_problem(*fleet.request("POST", "/v1/vms/nope/" + verb, raw=b""), expect=404)
         check_problem(*fleet.request("POST", "/v1/vms/nope/" + verb, raw=b'{"force":true}'), expect=400)
+        # a malformed VM id is bad input, not an unknown VM
+        for bad in ("x" * 64, "UPPER", "a_b", "a%20b", "a.b", "%C3%A9"):
+            st, h, body = fleet.request("POST", "/v1/vms/%s/%s" % (bad, verb), raw=b"")
+            check_problem(st, h, body, 400)
+            assert json.loads(body)["type"].endswith("/invalid-vm-id"), body
+    # GET and the wrong method on verify
+    check_problem(*fleet.request("GET", "/v1/vms/nope/verify"), expect=405)
+    check_problem(*fleet.request("DELETE", "/v1/vms/nope/verify"), expect=405)
+    check_problem(*fleet.request("POST", "/v1/vms/nope/verify/now", raw=b""), expect=404)
+    assert fleet.audit("vm.verify") == []  # bad input changes nothing
     for pid in ("nothex", "0" * 31, "0" * 33, "G" * 32):
         check_problem(*fleet.request("GET", "/v1/plans/" + pid), expect=404)
         check_problem(*fleet.request("POST", "/v1/plans/%s/confirm" % pid, raw=b""), expect=404)
@@ -378,6 +390,9 @@ def test_inventory_integrity_and_lifecycle_end_to_end():
         f.json("POST", "/v1/vms/%s/suspend" % vm["id"], expect=409)
         _, v = f.json("POST", "/v1/vms/%s/archive" % vm["id"], expect=200)
         f.json("POST", "/v1/vms/%s/resume" % vm["id"], expect=409)
+        _, p = f.json("POST", "/v1/vms/%s/verify" % vm["id"], expect=409)
+        assert p["type"].endswith("/archived"), p
+        assert f.audit("vm.verify") == []  # refused before any call: nothing recorded
         # an evicted node's VMs are unreachable, not moved
         f.wait(lambda: f.json("GET", "/v1/vms/" + vm["id"])[1]["state"] == "unreachable",
                what="unreachable")

@@ -1,8 +1,10 @@
 /* The dispatcher and inventory reconciliation against a fake node transport: creation retried
  * with backoff and the same request id, outcomes visible on the VM, refusals failing with the
  * node's reason, inventories flagging unknown and missing VMs, reservations released when the
- * node reflects the VM, integrity mismatches audited once and raised at fleet level, and the
- * lifecycle verbs. */
+ * node reflects the VM, integrity mismatches audited once and raised at fleet level, the
+ * lifecycle verbs, the verify verb and its report, and a lifecycle corrected from the node's
+ * inventory after a call that got no answer (but not from an inventory that may predate a call).
+ * The clock is the now_ms passed to dispatch_run_once. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -25,6 +27,9 @@ struct fake {
                 const char *body;
         } script[FAKE_MAX];
         unsigned next;
+        /* run before answering call number hook_at (1-based), with no lock held */
+        void (*hook)(void);
+        unsigned hook_at;
 };
 
 static struct fake fake;
@@ -38,6 +43,8 @@ static int fake_call(void *ctx, const char *address, uint16_t port, const char *
         snprintf(fake.method[i], sizeof(fake.method[i]), "%s", method);
         snprintf(fake.path[i], sizeof(fake.path[i]), "%s", path);
         snprintf(fake.body[i], sizeof(fake.body[i]), "%s", body ? body : "");
+        if (fake.hook && fake.calls == fake.hook_at)
+                fake.hook();
         if (fake.script[a].err)
                 return fake.script[a].err;
         *ret_status = fake.script[a].status;
@@ -294,13 +301,13 @@ static void test_lifecycle(void **state)
         memcpy(node_table_find(&f->table, "n1")->inv_digest,
                node_table_find(&f->table, "n1")->hb.inventory_digest, DIGEST_HEX_LEN + 1);
         vm = confirm_one(f, "acme");
-        dispatch_lifecycle(f, vm->id, "suspend", "test", &o);
+        dispatch_vm_verb(f, vm->id, "suspend", "test", &o);
         assert_int_equal(o.status, 409); /* still creating */
         assert_string_equal(o.problem, "vm-not-active");
         fake.script[0].status = 201;
         dispatch_run_once(f, now);
         fake.script[1].status = 200;
-        dispatch_lifecycle(f, vm->id, "suspend", "test", &o);
+        dispatch_vm_verb(f, vm->id, "suspend", "test", &o);
         assert_int_equal(o.status, 200);
         json_decref(o.body);
         assert_int_equal(vm->lifecycle, VM_LC_SUSPENDED);
@@ -310,21 +317,322 @@ static void test_lifecycle(void **state)
                 snprintf(want, sizeof(want), "/v1/vms/%s/suspend", vm->id);
                 assert_string_equal(fake.path[1], want);
         }
-        dispatch_lifecycle(f, vm->id, "suspend", "test", &o); /* already suspended */
+        dispatch_vm_verb(f, vm->id, "suspend", "test", &o); /* already suspended */
         assert_int_equal(o.status, 409);
         assert_string_equal(o.problem, "wrong-lifecycle");
         fake.script[2].status = 200;
-        dispatch_lifecycle(f, vm->id, "archive", "test", &o);
+        dispatch_vm_verb(f, vm->id, "archive", "test", &o);
         assert_int_equal(o.status, 200);
         json_decref(o.body);
-        dispatch_lifecycle(f, vm->id, "resume", "test", &o);
+        dispatch_vm_verb(f, vm->id, "resume", "test", &o);
         assert_int_equal(o.status, 409);
         assert_string_equal(o.problem, "archived");
         assert_int_equal(fake.calls, 3);
         fake.script[3].status = 409;
         fake.script[3].body = "{\"type\":\"pinned-elsewhere\",\"detail\":\"no\"}";
-        dispatch_lifecycle(f, "nope", "suspend", "test", &o);
+        dispatch_vm_verb(f, "nope", "suspend", "test", &o);
         assert_int_equal(o.status, 404);
+}
+
+/* An inventory of n1 holding vm_id with that lifecycle and, when trigger is set, an agent report.
+ */
+static const char *inv_text(const char *digest_char, const char *vm_id, const char *lifecycle,
+                            const char *trigger, const char *request_id)
+{
+        static char buf[4][1024];
+        static unsigned k;
+        char *b = buf[k++ % 4], digest[65], agent[400] = "null";
+
+        memset(digest, digest_char[0], 64);
+        digest[64] = '\0';
+        if (trigger)
+                snprintf(agent, sizeof(agent),
+                         "{\"connected\":true,\"last_report_ms\":1700000000000,\"last_report\":{"
+                         "\"v\":1,\"type\":\"report\",\"trigger\":\"%s\"%s%s%s,"
+                         "\"duration_ms\":42,\"records\":7,\"bytes\":900,\"mismatches\":[]}}",
+                         trigger, request_id ? ",\"request_id\":\"" : "",
+                         request_id ? request_id : "", request_id ? "\"" : "");
+        snprintf(b, sizeof(buf[0]),
+                 "{\"node\":\"n1\",\"digest\":\"%s\",\"vms\":[{\"id\":\"%s\",\"state\":"
+                 "\"running\",\"lifecycle\":\"%s\",\"agent\":%s}]}",
+                 digest, vm_id, lifecycle, agent);
+        return b;
+}
+
+/* n1 alive at now with an active VM, its inventory reconciled; the fake's next answer is
+ * script[1]. */
+static struct fleet_vm *active_vm(struct fleetd *f, uint64_t now)
+{
+        struct fleet_vm *vm;
+
+        tfu_heartbeat(&f->table, 1, 1, 16000, 10, NULL, now);
+        node_table_find(&f->table, "n1")->inv = INV_OK;
+        memcpy(node_table_find(&f->table, "n1")->inv_digest,
+               node_table_find(&f->table, "n1")->hb.inventory_digest, DIGEST_HEX_LEN + 1);
+        vm = confirm_one(f, "acme");
+        fake.script[0].status = 201;
+        dispatch_run_once(f, now);
+        assert_int_equal(vm->status, VM_ACTIVE);
+        return vm;
+}
+
+static void test_verify_forwarded_and_reported(void **state)
+{
+        struct fixture *fx = *state;
+        struct fleetd *f = &fx->f;
+        uint64_t now = clock_monotonic_ms();
+        struct fleet_vm *vm = active_vm(f, now);
+        struct plan_outcome o;
+        char want[128];
+        json_t *j, *a;
+
+        fake.script[1].status = 202;
+        fake.script[1].body = "{\"vm\":\"x\",\"request_id\":\"0a1b2c3d4e5f6071\"}";
+        dispatch_vm_verb(f, vm->id, "verify", "token:ops", &o);
+        assert_int_equal(o.status, 202);
+        assert_null(o.problem);
+        assert_string_equal(json_string_value(json_object_get(o.body, "request_id")),
+                            "0a1b2c3d4e5f6071");
+        assert_string_equal(json_string_value(json_object_get(o.body, "node_id")), "n1");
+        json_decref(o.body);
+        snprintf(want, sizeof(want), "/v1/vms/%s/verify", vm->id);
+        assert_string_equal(fake.path[1], want);
+        assert_string_equal(fake.method[1], "POST");
+        assert_int_equal(vm->lifecycle, VM_LC_ACTIVE); /* verify changes no lifecycle */
+        a = audit_list(f->store, 0, 10, "vm.verify");
+        assert_int_equal(json_array_size(a), 1);
+        j = json_array_get(a, 0);
+        assert_string_equal(json_string_value(json_object_get(j, "actor")), "token:ops");
+        assert_string_equal(json_string_value(json_object_get(j, "subject")), vm->id);
+        assert_string_equal(
+            json_string_value(json_object_get(json_object_get(j, "detail"), "outcome")),
+            "requested");
+        json_decref(a);
+        j = vm_to_json(f, vm, now);
+        assert_true(json_is_true(json_object_get(json_object_get(j, "verification"), "pending")));
+        json_decref(j);
+
+        /* a seal report is not a verification; the requested one arrives in the next inventory */
+        tfu_heartbeat(&f->table, 1, 2, 16000, 10,
+                      "2222222222222222222222222222222222222222222222222222222222222222", now + 10);
+        fake.script[2].status = 200;
+        fake.script[2].body = inv_text("2", vm->id, "active", "seal", NULL);
+        dispatch_run_once(f, now + 10);
+        assert_null(vm->verification);
+        assert_int_not_equal(vm->verify_poll_until_ms, 0); /* still awaited: the node is polled */
+        tfu_heartbeat(&f->table, 1, 3, 16000, 10,
+                      "3333333333333333333333333333333333333333333333333333333333333333", now + 20);
+        fake.script[3].status = 200;
+        fake.script[3].body = inv_text("3", vm->id, "active", "request", "0a1b2c3d4e5f6071");
+        dispatch_run_once(f, now + 20);
+        assert_non_null(vm->verification);
+        assert_int_equal(vm->verify_poll_until_ms, 0);
+        j = vm_to_json(f, vm, now);
+        a = json_object_get(j, "verification");
+        assert_false(json_is_true(json_object_get(a, "pending")));
+        assert_int_equal(
+            json_integer_value(json_object_get(json_object_get(a, "last"), "duration_ms")), 42);
+        assert_int_equal(
+            json_integer_value(json_object_get(json_object_get(a, "last"), "mismatches")), 0);
+        json_decref(j);
+        assert_int_equal(audit_count(f, "vm.verified"), 1);
+        /* the same report again is not audited twice */
+        tfu_heartbeat(&f->table, 1, 4, 16000, 10,
+                      "4444444444444444444444444444444444444444444444444444444444444444", now + 30);
+        fake.script[4].status = 200;
+        fake.script[4].body = inv_text("4", vm->id, "active", "request", "0a1b2c3d4e5f6071");
+        dispatch_run_once(f, now + 30);
+        assert_int_equal(fake.calls, 5);
+        assert_int_equal(audit_count(f, "vm.verified"), 1);
+}
+
+static void test_verify_refusals(void **state)
+{
+        struct fixture *fx = *state;
+        struct fleetd *f = &fx->f;
+        uint64_t now = clock_monotonic_ms();
+        struct fleet_vm *vm = active_vm(f, now);
+        static const struct {
+                int err;
+                long status;
+                const char *body;
+                unsigned want;
+                const char *problem;
+        } cases[] = {
+            {-ETIMEDOUT, 0, NULL, 504, "node-timeout"},
+            {-ECONNREFUSED, 0, NULL, 502, "node-unavailable"},
+            {0, 409, "{\"type\":\"agent-not-connected\",\"detail\":\"no channel\"}", 409,
+             "node-refused"},
+            {0, 500, "{\"detail\":\"libvirt\"}", 502, "node-error"},
+            {0, 202, "{\"request_id\":\"../../x\"}", 502, "node-error"},
+            {0, 202, "not json", 502, "node-error"},
+        };
+        struct plan_outcome o;
+        unsigned calls;
+
+        for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                fake.script[1 + i].err = cases[i].err;
+                fake.script[1 + i].status = cases[i].status;
+                fake.script[1 + i].body = cases[i].body;
+                dispatch_vm_verb(f, vm->id, "verify", "test", &o);
+                assert_int_equal(o.status, cases[i].want);
+                assert_string_equal(o.problem, cases[i].problem);
+                assert_null(o.body);
+        }
+        assert_int_equal(audit_count(f, "vm.verify"), 6); /* each failed forward is recorded */
+        assert_string_equal(vm->verify_request_id, "");
+        calls = fake.calls;
+        /* refused before any call: unknown, suspended, archived, node evicted */
+        dispatch_vm_verb(f, "tbx-nope-000000", "verify", "test", &o);
+        assert_int_equal(o.status, 404);
+        vm->lifecycle = VM_LC_SUSPENDED;
+        dispatch_vm_verb(f, vm->id, "verify", "test", &o);
+        assert_int_equal(o.status, 409);
+        assert_string_equal(o.problem, "wrong-lifecycle");
+        vm->lifecycle = VM_LC_ARCHIVED;
+        dispatch_vm_verb(f, vm->id, "verify", "test", &o);
+        assert_int_equal(o.status, 409);
+        assert_string_equal(o.problem, "archived");
+        vm->lifecycle = VM_LC_ACTIVE;
+        node_table_find(&f->table, "n1")->last_seen_ms = now - 31000;
+        dispatch_vm_verb(f, vm->id, "verify", "test", &o);
+        assert_int_equal(o.status, 409);
+        assert_string_equal(o.problem, "node-unreachable");
+        assert_int_equal(fake.calls, calls);
+        assert_int_equal(audit_count(f, "vm.verify"), 6);
+        assert_true(dispatch_verb_known("verify"));
+        assert_false(dispatch_verb_known("migrate"));
+        assert_false(dispatch_verb_known("delete"));
+}
+
+static unsigned corrections(struct fleetd *f)
+{
+        json_t *a = audit_list(f->store, 0, 1000, "vm.lifecycle");
+        unsigned n = 0;
+
+        for (size_t i = 0; i < json_array_size(a); i++)
+                if (json_object_get(json_object_get(json_array_get(a, i), "detail"), "source"))
+                        n++;
+        json_decref(a);
+        return n;
+}
+
+static void test_lifecycle_timeout_corrected_by_inventory(void **state)
+{
+        struct fixture *fx = *state;
+        struct fleetd *f = &fx->f;
+        uint64_t now = clock_monotonic_ms();
+        struct fleet_vm *vm = active_vm(f, now);
+        struct fleet_node *n1 = node_table_find(&f->table, "n1");
+        struct plan_outcome o;
+        json_t *a, *d;
+
+        fake.script[1].err = -ETIMEDOUT; /* the node suspended it, but the answer never came */
+        dispatch_vm_verb(f, vm->id, "suspend", "token:ops", &o);
+        assert_int_equal(o.status, 504);
+        assert_string_equal(o.problem, "node-timeout");
+        assert_int_equal(vm->lifecycle, VM_LC_ACTIVE);
+        assert_non_null(strstr(vm->lc_unsure, "suspend"));
+        assert_int_equal(n1->inv, INV_WANTED); /* asked at once, without a digest change */
+        fake.script[2].status = 200;
+        fake.script[2].body = inv_text("1", vm->id, "suspended", NULL, NULL);
+        dispatch_run_once(f, now + 5);
+        assert_string_equal(fake.path[2], "/v1/inventory");
+        assert_int_equal(vm->lifecycle, VM_LC_SUSPENDED);
+        assert_string_equal(vm->lc_unsure, "");
+        assert_int_equal(f->metrics.lifecycle_corrections, 1);
+        a = audit_list(f->store, 0, 10, "vm.lifecycle");
+        assert_int_equal(json_array_size(a), 1);
+        d = json_object_get(json_array_get(a, 0), "detail");
+        assert_string_equal(json_string_value(json_object_get(d, "source")), "inventory");
+        assert_string_equal(json_string_value(json_object_get(d, "was")), "active");
+        assert_string_equal(json_string_value(json_object_get(d, "lifecycle")), "suspended");
+        assert_non_null(strstr(json_string_value(json_object_get(d, "after")), "suspend"));
+        assert_string_equal(json_string_value(json_object_get(json_array_get(a, 0), "actor")),
+                            "fleetd");
+        json_decref(a);
+        /* the correction is durable: reopening the store reads it back */
+        {
+                struct fleetd g;
+                char dir[512];
+
+                snprintf(dir, sizeof(dir), "%s", fx->dir);
+                fleetd_close(f);
+                assert_int_equal(tfu_fleetd_open(&g, dir, 2, NULL), 0);
+                assert_int_equal(vm_table_find(&g, g.vms[0].id)->lifecycle, VM_LC_SUSPENDED);
+                fleetd_close(&g);
+                memset(f, 0, sizeof(*f));
+                assert_int_equal(tfu_fleetd_open(f, dir, 2, NULL), 0);
+        }
+}
+
+static void test_lifecycle_timeout_confirmed_by_inventory(void **state)
+{
+        struct fixture *fx = *state;
+        struct fleetd *f = &fx->f;
+        uint64_t now = clock_monotonic_ms();
+        struct fleet_vm *vm = active_vm(f, now);
+        struct plan_outcome o;
+
+        fake.script[1].err = -ECONNREFUSED; /* never reached the node */
+        dispatch_vm_verb(f, vm->id, "archive", "test", &o);
+        assert_int_equal(o.status, 502);
+        assert_string_equal(o.problem, "node-unavailable");
+        fake.script[2].status = 200;
+        fake.script[2].body = inv_text("1", vm->id, "active", NULL, NULL);
+        dispatch_run_once(f, now + 5);
+        assert_int_equal(vm->lifecycle, VM_LC_ACTIVE);
+        assert_string_equal(vm->lc_unsure, "");
+        assert_int_equal(corrections(f), 0);
+        assert_int_equal(f->metrics.lifecycle_corrections, 0);
+}
+
+/* The inventory fetch overlaps a suspend that succeeds: the node may have answered the fetch
+ * before the suspend, so its "active" is not believed; the next fetch decides. */
+static struct fleetd *hook_f;
+static char hook_vm[VM_ID_MAX + 1];
+
+static void hook_suspend(void)
+{
+        struct plan_outcome o;
+
+        fake.hook = NULL;
+        dispatch_vm_verb(hook_f, hook_vm, "suspend", "test", &o);
+        assert_int_equal(o.status, 200);
+        json_decref(o.body);
+}
+
+static void test_inventory_overlapping_a_call_is_not_believed(void **state)
+{
+        struct fixture *fx = *state;
+        struct fleetd *f = &fx->f;
+        uint64_t now = clock_monotonic_ms();
+        struct fleet_vm *vm = active_vm(f, now);
+        struct fleet_node *n1 = node_table_find(&f->table, "n1");
+
+        tfu_heartbeat(&f->table, 1, 2, 16000, 10,
+                      "2222222222222222222222222222222222222222222222222222222222222222", now + 10);
+        hook_f = f;
+        snprintf(hook_vm, sizeof(hook_vm), "%s", vm->id);
+        fake.hook = hook_suspend;
+        fake.hook_at = 2;            /* the inventory fetch */
+        fake.script[1].status = 200; /* answers the fetch: from before the suspend */
+        fake.script[1].body = inv_text("2", vm->id, "active", NULL, NULL);
+        fake.script[2].status = 200; /* answers the suspend */
+        dispatch_run_once(f, now + 10);
+        assert_int_equal(fake.calls, 3);
+        assert_int_equal(vm->lifecycle, VM_LC_SUSPENDED);
+        assert_int_equal(corrections(f), 0);
+        assert_int_equal(n1->inv, INV_WANTED); /* fetched again, after the backoff */
+        dispatch_run_once(f, now + 10 + 999);
+        assert_int_equal(fake.calls, 3);
+        fake.script[3].status = 200;
+        fake.script[3].body = inv_text("3", vm->id, "suspended", NULL, NULL);
+        dispatch_run_once(f, now + 10 + 1000);
+        assert_int_equal(fake.calls, 4);
+        assert_int_equal(vm->lifecycle, VM_LC_SUSPENDED);
+        assert_int_equal(corrections(f), 0);
+        assert_int_equal(n1->inv, INV_WANTED); /* its digest is not the heartbeat's: once more */
 }
 
 int main(void)
@@ -336,6 +644,14 @@ int main(void)
             cmocka_unit_test_setup_teardown(test_inventory_reconcile, setup, teardown),
             cmocka_unit_test_setup_teardown(test_inventory_hostile, setup, teardown),
             cmocka_unit_test_setup_teardown(test_lifecycle, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_verify_forwarded_and_reported, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_verify_refusals, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_lifecycle_timeout_corrected_by_inventory, setup,
+                                            teardown),
+            cmocka_unit_test_setup_teardown(test_lifecycle_timeout_confirmed_by_inventory, setup,
+                                            teardown),
+            cmocka_unit_test_setup_teardown(test_inventory_overlapping_a_call_is_not_believed,
+                                            setup, teardown),
         };
 
         log_init("test", LOG_LEVEL_ERROR);
