@@ -255,6 +255,9 @@ def _vault(fleet, vm):
 
 def _offline(fleet, vm, edit):
     node = vm["node_id"]
+    # a previous step may have restarted fleetd (its VM was on the cloud node): every node must
+    # have been heard from again before fleetd accepts a verb for a VM on it
+    wait(fleet.nodes_alive, 60, "three nodes alive")
     fleet.api("POST", f"/v1/vms/{vm['id']}/suspend")
     vm_when(fleet, vm["id"], lambda v: v["lifecycle"] == "suspended", 120, "suspended")
     fleet.stop_daemon(node, "vmhost")
@@ -263,8 +266,8 @@ def _offline(fleet, vm, edit):
            check=False)
     assert r.returncode == 0, r.stderr
     edit(_vault(fleet, vm))
-    fleet.refresh(node)
-    wait(lambda: nodes(fleet)[node]["state"] == "alive", 60, f"{node} alive")
+    fleet.refresh(node)  # on the cloud node this restarts fleetd too: wait through it
+    wait(fleet.nodes_alive, 60, f"{node} and the others alive after the refresh")
     node_api_ready(fleet, node)
     fleet.api("POST", f"/v1/vms/{vm['id']}/resume")
     return vm_when(fleet, vm["id"], lambda v: v["lifecycle"] == "active" and
