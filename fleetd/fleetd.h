@@ -130,6 +130,7 @@ struct fleet_vm {
         char lc_unsure[REASON_MAX]; /* the last lifecycle call that got no clear answer, or "" */
         /* the last verification fleetd asked for, and the last full one the node reported */
         char verify_request_id[40];
+        char verify_done_id[40]; /* verify_request_id once its report has arrived */
         char verify_actor[64];
         uint64_t verify_requested_ms;  /* wall clock */
         uint64_t verify_poll_until_ms; /* monotonic: fetch the inventory until then, or 0 */

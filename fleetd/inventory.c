@@ -45,26 +45,23 @@ static bool inventory_request_id_valid(const char *s)
         return true;
 }
 
-/* agent.last_report, when there is one: the agent's last report as vmhost received it. */
-static int inventory_check_report(const json_t *v, const char *id, struct json_input_error *e)
+/* One of agent.last_report and agent.last_requested_report, when there is one: a report as
+ * vmhost received it from the agent; "key" names it, "at_key" its arrival time. */
+static int inventory_check_one_report(const json_t *agent, const char *key, const char *at_key,
+                                      const char *id, struct json_input_error *e)
 {
-        json_t *agent = json_object_get(v, "agent"), *rep, *mm;
         const char *trigger = NULL, *rid = NULL;
+        json_t *rep, *at = json_object_get(agent, at_key);
         uint64_t n;
         int r = 0;
 
-        if (!agent || json_is_null(agent))
-                return 0;
-        if (!json_is_object(agent))
-                return json_input_fail(e, "VM '%s': 'agent' must be an object", id);
-        if (json_object_get(agent, "last_report_ms") &&
-            !json_is_null(json_object_get(agent, "last_report_ms")))
-                r = json_input_get_uint(agent, "last_report_ms", true, 0, UINT64_MAX / 2, &n, e);
-        rep = json_object_get(agent, "last_report");
+        if (at && !json_is_null(at))
+                r = json_input_get_uint(agent, at_key, true, 0, UINT64_MAX / 2, &n, e);
+        rep = json_object_get(agent, key);
         if (r < 0 || !rep || json_is_null(rep))
                 return r;
         if (!json_is_object(rep))
-                return json_input_fail(e, "VM '%s': 'agent.last_report' must be an object", id);
+                return json_input_fail(e, "VM '%s': 'agent.%s' must be an object", id, key);
         r = r ?: json_input_get_string(rep, "trigger", true, 15, &trigger, e);
         r = r ?: json_input_get_string(rep, "request_id", false, 39, &rid, e);
         r = r ?: json_input_get_uint(rep, "duration_ms", true, 0, UINT64_MAX / 2, &n, e);
@@ -75,13 +72,23 @@ static int inventory_check_report(const json_t *v, const char *id, struct json_i
         if (rid && !inventory_request_id_valid(rid))
                 return json_input_fail(e, "VM '%s': report request id '%.40s' is not valid", id,
                                        rid);
-        mm = json_object_get(rep, "mismatches");
-        if (!json_is_array(mm))
-                return json_input_fail(e,
-                                       "VM '%s': 'agent.last_report.mismatches' must be an "
-                                       "array",
-                                       id);
+        if (!json_is_array(json_object_get(rep, "mismatches")))
+                return json_input_fail(e, "VM '%s': 'agent.%s.mismatches' must be an array", id,
+                                       key);
         return 0;
+}
+
+static int inventory_check_report(const json_t *v, const char *id, struct json_input_error *e)
+{
+        json_t *agent = json_object_get(v, "agent");
+
+        if (!agent || json_is_null(agent))
+                return 0;
+        if (!json_is_object(agent))
+                return json_input_fail(e, "VM '%s': 'agent' must be an object", id);
+        return inventory_check_one_report(agent, "last_report", "last_report_ms", id, e)
+                   ?: inventory_check_one_report(agent, "last_requested_report",
+                                                 "last_requested_report_ms", id, e);
 }
 
 /* Checks the fields fleetd uses; other fields of a vm object are vmhost's business. */
@@ -214,13 +221,10 @@ static bool inventory_lifecycle(struct fleetd *f, const struct fleet_node *node,
         return false;
 }
 
-/* Keeps the last full verification (a report whose trigger is not "seal"); audits the arrival of
- * the one fleetd asked for. Shapes were checked by inventory_check_report. */
-static void inventory_verification(struct fleetd *f, struct fleet_vm *vm, json_t *v)
+/* Keeps the last full verification (a report whose trigger is not "seal"); audits, once, the
+ * arrival of the one fleetd asked for. Shapes were checked by inventory_check_report. */
+static void inventory_take_report(struct fleetd *f, struct fleet_vm *vm, json_t *rep, json_t *at)
 {
-        json_t *agent = json_object_get(v, "agent");
-        json_t *rep = json_object_get(agent, "last_report"),
-               *at = json_object_get(agent, "last_report_ms");
         const char *trigger = json_string_value(json_object_get(rep, "trigger"));
         const char *rid = json_string_value(json_object_get(rep, "request_id"));
         json_int_t at_ms = json_is_integer(at) ? json_integer_value(at) : 0;
@@ -239,8 +243,10 @@ static void inventory_verification(struct fleetd *f, struct fleet_vm *vm, json_t
                 json_decref(n);
                 return;
         }
-        if (rid && strcmp(rid, vm->verify_request_id) == 0) {
+        if (rid && strcmp(rid, vm->verify_request_id) == 0 &&
+            strcmp(rid, vm->verify_done_id) != 0) {
                 vm->verify_poll_until_ms = 0;
+                snprintf(vm->verify_done_id, sizeof(vm->verify_done_id), "%s", rid);
                 log_info(
                     "VM '%s': the verification '%s' asked by '%s' is done: %" JSON_INTEGER_FORMAT
                     " mismatches",
@@ -252,6 +258,22 @@ static void inventory_verification(struct fleetd *f, struct fleet_vm *vm, json_t
         }
         json_decref(vm->verification);
         vm->verification = n;
+}
+
+/* vmhost keeps the last report that answered a request apart from the last report of any kind,
+ * since a scheduled one may follow it before this inventory: the awaited one is taken first. */
+static void inventory_verification(struct fleetd *f, struct fleet_vm *vm, json_t *v)
+{
+        json_t *agent = json_object_get(v, "agent");
+        json_t *req = json_object_get(agent, "last_requested_report");
+        const char *rid = json_string_value(json_object_get(req, "request_id"));
+
+        if (rid && vm->verify_request_id[0] && strcmp(rid, vm->verify_request_id) == 0 &&
+            strcmp(rid, vm->verify_done_id) != 0)
+                inventory_take_report(f, vm, req,
+                                      json_object_get(agent, "last_requested_report_ms"));
+        inventory_take_report(f, vm, json_object_get(agent, "last_report"),
+                              json_object_get(agent, "last_report_ms"));
 }
 
 static bool inventory_known_vm(struct fleetd *f, struct fleet_node *node, struct fleet_vm *vm,

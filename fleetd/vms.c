@@ -107,7 +107,6 @@ static const char *vm_observed_state(struct fleetd *f, const struct fleet_vm *vm
  * the request id fleetd was given. */
 static json_t *vm_verification_json(const struct fleet_vm *vm)
 {
-        const char *done = json_string_value(json_object_get(vm->verification, "request_id"));
         json_t *o = json_object(), *req = json_null();
         char when[40];
 
@@ -119,7 +118,7 @@ static json_t *vm_verification_json(const struct fleet_vm *vm)
         json_object_set_new(o, "requested", req);
         json_object_set_new(o, "pending",
                             json_boolean(vm->verify_request_id[0] &&
-                                         (!done || strcmp(done, vm->verify_request_id))));
+                                         strcmp(vm->verify_done_id, vm->verify_request_id)));
         json_object_set_new(o, "last",
                             vm->verification ? json_copy(vm->verification) : json_null());
         return o;

@@ -36,6 +36,10 @@ struct agent_chan {
         bool meta_dirty;
         uint64_t lines, last_report_ms;
         json_t *last_report;
+        /* the last report answering a verify-request: a scheduled report may follow it before
+         * fleetd next reads the inventory, so it is kept apart */
+        uint64_t last_requested_ms;
+        json_t *last_requested;
 };
 
 char *agent_chan_socket_path(const struct vmhost *vh, const char *id)
@@ -102,6 +106,11 @@ static void chan_on_report(struct vmhost *vh, struct agent_chan *c, const struct
         json_decref(c->last_report);
         c->last_report = json_loadb(line, len, 0, NULL);
         c->last_report_ms = clock_realtime_ms();
+        if (c->last_report && m->request_id[0]) {
+                json_decref(c->last_requested);
+                c->last_requested = json_incref(c->last_report);
+                c->last_requested_ms = c->last_report_ms;
+        }
         if (c->in.key_pinned_now)
                 log_info("VM '%s': vault key pinned at its first report (trust on first use)",
                          c->id);
@@ -365,10 +374,17 @@ json_t *agent_chan_status(struct vmhost *vh, const char *id)
                 o = json_pack("{s:b, s:I, s:I, s:I, s:O?}", "connected", c->fd >= 0, "lines",
                               (json_int_t)c->lines, "malformed", (json_int_t)c->in.malformed,
                               "reports", (json_int_t)c->in.reports, "last_report", c->last_report);
-        if (o)
+        if (o) {
                 json_object_set_new(o, "last_report_ms",
                                     c->last_report_ms ? json_integer((json_int_t)c->last_report_ms)
                                                       : json_null());
+                json_object_set(o, "last_requested_report",
+                                c->last_requested ? c->last_requested : json_null());
+                json_object_set_new(o, "last_requested_report_ms",
+                                    c->last_requested_ms
+                                        ? json_integer((json_int_t)c->last_requested_ms)
+                                        : json_null());
+        }
         pthread_mutex_unlock(&vh->state_lock);
         return o;
 }
@@ -414,6 +430,7 @@ void agent_chan_stop(struct vmhost *vh)
                 chan_close(c);
                 integrity_clear(&c->in);
                 json_decref(c->last_report);
+                json_decref(c->last_requested);
                 free(c->buf);
                 free(c);
         }

@@ -1,14 +1,13 @@
 # ctest-labels: slow
 """fleetd's verify verb and lifecycle self-correction with real daemons: a real fleetd, a real
-vmhost (qemu:///embed, TCG) booting the offline test image.
+vmhost (qemu:///embed, TCG) booting the offline test image with the real totebox-agent.
 fleetd forwards POST /v1/vms/{id}/verify to the node, answers 202 with the node's request id and
-audits it; the request reaches the guest over the agent channel, and the guest's scheduled
-full verifications show on the VM (verification.last). Then a suspend
+audits it; the request reaches the agent over the channel, the agent verifies its vault and its
+report comes back through vmhost's inventory: fleetd audits it once (vm.verified) and shows it
+on the VM (verification.last, pending false). Then a suspend
 whose answer is lost: an HTTP relay between fleetd and vmhost passes the call to vmhost but holds
 the answer past fleetd's node_api_timeout, so fleetd answers 504 while the node did suspend the
 VM; fleetd then corrects its record from the node's inventory and audits the correction.
-The test image's guest answers requests with an error (see test_verify_round_trip), so the
-requested report's arrival is covered by the unit tests only.
 Refusals: verify on a suspended and on an archived VM (409, nothing forwarded or audited)."""
 import http.client
 import http.server
@@ -82,7 +81,8 @@ def fleet():
     if not os.access(VMHOST, os.X_OK):
         pytest.skip("no vmhost binary in the build")
     root = make_root("tbx-fverify-")
-    manifest = build_image(os.path.join(root, "image"))
+    manifest = build_image(os.path.join(root, "image"),
+                           agent=os.path.join(H.BUILD, "agent", "totebox-agent"))
     f = H.Fleetd(nodes=1, settings={"heartbeat_interval": "2s", "suspect_after": "6s",
                                     "evict_after": "10s", "node_api_timeout": "2s",
                                     "dispatch_backoff": "200ms"})
@@ -132,23 +132,21 @@ def test_verify_round_trip(fleet):
     assert entries[0]["actor"] == "token:tester" and entries[0]["subject"] == vm_id
     assert entries[0]["detail"] == {"node_id": "n1", "outcome": "requested", "request_id": rid}
 
-    # The offline test image's guest is a fixed-report stub (images/test-guest/fixed-report.c):
-    # it reports like the agent but answers every request with an error. The request's path
-    # fleetd -> vmhost -> guest channel is real and checked here; the report of a requested
-    # verification reaching fleetd's view is checked by the unit tests against an inventory
-    # carrying it (test_fleetd_dispatch.c), since no image here answers a verify-request.
-    vh = fleet["vh"]
-    f.wait(lambda: "VM '%s': agent error: the test guest answers no requests" % vm_id
-           in vh.read_log(), timeout=30, what="the verify-request reaching the guest")
-    print("verify round trip (request to the guest's answer): %.1f s" % (time.time() - t0))
-    time.sleep(3)  # a few heartbeats and inventory polls
-    v = vm_of(f, vm_id)
-    assert v["verification"]["pending"] is True  # no report carries its request id
+    # the agent verifies and answers with the request id; vmhost keeps that report apart from
+    # the scheduled ones, and fleetd polls the node until it has it
+    v = f.wait(lambda: (lambda v: v if not v["verification"]["pending"] else None)(vm_of(f, vm_id)),
+               timeout=60, what="the requested verification's report in fleetd's view")
+    print("verify round trip (request to fleetd's view): %.1f s" % (time.time() - t0))
     assert v["verification"]["requested"]["request_id"] == rid
-    last = v["verification"]["last"]  # the guest's scheduled full verification
-    assert last and last["trigger"] in ("start", "schedule") and last["mismatches"] == 0
     assert v["integrity"]["status"] == "ok"
-    assert f.audit("vm.verified") == []
+    done = f.audit("vm.verified")
+    assert len(done) == 1, done
+    result = done[0]["detail"]["result"]
+    assert result["trigger"] == "request" and result["request_id"] == rid
+    assert result["mismatches"] == 0 and result["records"] >= 0
+    assert done[0]["detail"]["requested_by"] == "token:tester"
+    time.sleep(3)  # more inventory polls: the result is audited once
+    assert len(f.audit("vm.verified")) == 1
 
 
 def test_lost_suspend_answer_is_corrected_from_the_inventory(fleet):

@@ -65,8 +65,11 @@ def sha256(path):
     return h.hexdigest()
 
 
-def build_image(out):
-    subprocess.run([os.path.join(SRC, "images", "build-test-image"), out, "--cache", DEB_CACHE],
+def build_image(out, agent=None):
+    """The small offline test image; agent: a static program to run as the guest's agent (by
+    default the fixed-report stand-in, which boots fastest)."""
+    subprocess.run([os.path.join(SRC, "images", "build-test-image"), out, "--cache", DEB_CACHE]
+                   + (["--agent", agent] if agent else []),
                    check=True,
                    stdout=subprocess.DEVNULL)
     os.chmod(out, 0o755)

@@ -446,6 +446,67 @@ static void test_verify_forwarded_and_reported(void **state)
         assert_int_equal(audit_count(f, "vm.verified"), 1);
 }
 
+/* An inventory whose last report is a scheduled one, with the requested one kept apart by vmhost
+ * (agent.last_requested_report): the requested one is audited once, the scheduled one is "last". */
+#define REPORT_FMT                                                                                 \
+        "{\"v\":1,\"type\":\"report\",\"trigger\":\"%s\"%s%s%s,\"duration_ms\":%d,\"records\":7,"  \
+        "\"bytes\":900,\"mismatches\":[]}"
+
+static const char *inv_text_both(const char *digest_char, const char *vm_id, const char *rid)
+{
+        static char b[2048];
+        char digest[65];
+        char sched[300], req[300];
+
+        memset(digest, digest_char[0], 64);
+        digest[64] = '\0';
+        snprintf(sched, sizeof(sched), REPORT_FMT, "schedule", "", "", "", 50);
+        snprintf(req, sizeof(req), REPORT_FMT, "request", ",\"request_id\":\"", rid, "\"", 42);
+        snprintf(b, sizeof(b),
+                 "{\"node\":\"n1\",\"digest\":\"%s\",\"vms\":[{\"id\":\"%s\",\"state\":"
+                 "\"running\",\"lifecycle\":\"active\",\"agent\":{\"connected\":true,"
+                 "\"last_report_ms\":1700000002000,\"last_report\":%s,"
+                 "\"last_requested_report_ms\":1700000001000,\"last_requested_report\":%s}}]}",
+                 digest, vm_id, sched, req);
+        return b;
+}
+
+static void test_verify_report_kept_apart_by_the_node(void **state)
+{
+        struct fixture *fx = *state;
+        struct fleetd *f = &fx->f;
+        uint64_t now = clock_monotonic_ms();
+        struct fleet_vm *vm = active_vm(f, now);
+        struct plan_outcome o;
+        json_t *j, *v;
+
+        fake.script[1].status = 202;
+        fake.script[1].body = "{\"vm\":\"x\",\"request_id\":\"77aa\"}";
+        dispatch_vm_verb(f, vm->id, "verify", "token:ops", &o);
+        assert_int_equal(o.status, 202);
+        json_decref(o.body);
+        for (unsigned k = 2; k <= 3; k++) { /* the same inventory twice: one audit entry */
+                char d[2] = {(char)('0' + k), 0}, digest[65];
+
+                memset(digest, d[0], 64);
+                digest[64] = '\0';
+                tfu_heartbeat(&f->table, 1, k, 16000, 10, digest, now + 10 * k);
+                fake.script[k].status = 200;
+                fake.script[k].body = inv_text_both(d, vm->id, "77aa");
+                dispatch_run_once(f, now + 10 * k);
+                assert_int_equal(audit_count(f, "vm.verified"), 1);
+                j = vm_to_json(f, vm, now);
+                v = json_object_get(j, "verification");
+                assert_false(json_is_true(json_object_get(v, "pending")));
+                assert_string_equal(
+                    json_string_value(json_object_get(json_object_get(v, "last"), "trigger")),
+                    "schedule");
+                json_decref(j);
+        }
+        assert_int_equal(vm->verify_poll_until_ms, 0);
+        assert_int_equal(fake.calls, 4);
+}
+
 static void test_verify_refusals(void **state)
 {
         struct fixture *fx = *state;
@@ -644,6 +705,8 @@ int main(void)
             cmocka_unit_test_setup_teardown(test_inventory_reconcile, setup, teardown),
             cmocka_unit_test_setup_teardown(test_inventory_hostile, setup, teardown),
             cmocka_unit_test_setup_teardown(test_lifecycle, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_verify_report_kept_apart_by_the_node, setup,
+                                            teardown),
             cmocka_unit_test_setup_teardown(test_verify_forwarded_and_reported, setup, teardown),
             cmocka_unit_test_setup_teardown(test_verify_refusals, setup, teardown),
             cmocka_unit_test_setup_teardown(test_lifecycle_timeout_corrected_by_inventory, setup,
