@@ -56,12 +56,12 @@ static void sha256_blocks_generic(uint32_t h[8], const uint8_t *p, size_t blocks
                 }
                 memcpy(v, h, sizeof(v));
                 for (unsigned t = 0; t < 64; t++) {
-                        uint32_t s1 = sha256_rotr(v[4], 6) ^ sha256_rotr(v[4], 11) ^
-                                      sha256_rotr(v[4], 25);
+                        uint32_t s1 =
+                            sha256_rotr(v[4], 6) ^ sha256_rotr(v[4], 11) ^ sha256_rotr(v[4], 25);
                         uint32_t ch = (v[4] & v[5]) ^ (~v[4] & v[6]);
                         uint32_t t1 = v[7] + s1 + ch + sha256_k[t] + w[t];
-                        uint32_t s0 = sha256_rotr(v[0], 2) ^ sha256_rotr(v[0], 13) ^
-                                      sha256_rotr(v[0], 22);
+                        uint32_t s0 =
+                            sha256_rotr(v[0], 2) ^ sha256_rotr(v[0], 13) ^ sha256_rotr(v[0], 22);
                         uint32_t maj = (v[0] & v[1]) ^ (v[0] & v[2]) ^ (v[1] & v[2]);
 
                         v[7] = v[6], v[6] = v[5], v[5] = v[4], v[4] = v[3] + t1;

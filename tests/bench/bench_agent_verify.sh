@@ -50,7 +50,7 @@ PY
 cat "$V"/assets/* >/dev/null  # warm the page cache for both tools
 
 best() { # best of 3 runs of a command: "WALL CPU" seconds (CPU = user + sys, less load-sensitive)
-        local bw= bc=
+        local bw="" bc=""
         for _ in 1 2 3; do
                 local t
                 t=$( { /usr/bin/time -f "%e %U %S" "$@" >/dev/null; } 2>&1 | tail -1)
