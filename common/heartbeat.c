@@ -43,13 +43,14 @@ int heartbeat_encode(const struct heartbeat *hb, char *buf, size_t size)
         if (!node_id_valid(hb->node_id) || !digest_hex_valid(hb->inventory_digest))
                 return -EINVAL;
         o = json_pack(
-            "{s:i, s:s, s:I, s:I, s:I, s:i, s:f, s:I, s:I, s:I, s:I, s:i, s:s}", "v",
+            "{s:i, s:s, s:I, s:I, s:I, s:i, s:f, s:I, s:I, s:I, s:I, s:i, s:s, s:I}", "v",
             HEARTBEAT_VERSION, "node", hb->node_id, "epoch", (json_int_t)hb->epoch, "seq",
             (json_int_t)hb->seq, "interval_ms", (json_int_t)hb->interval_ms, "cpus", (int)hb->cpus,
             "cpu_percent", hb->cpu_percent, "mem_total_mib", (json_int_t)hb->mem_total_mib,
             "mem_available_mib", (json_int_t)hb->mem_available_mib, "mem_committed_mib",
             (json_int_t)hb->mem_committed_mib, "libvirt_age_ms", (json_int_t)hb->libvirt_age_ms,
-            "vm_count", (int)hb->vm_count, "inventory_digest", hb->inventory_digest);
+            "vm_count", (int)hb->vm_count, "inventory_digest", hb->inventory_digest, "creations",
+            (json_int_t)hb->creations);
         if (!o)
                 return -EINVAL;
         n = json_dumpb(o, buf, size, JSON_COMPACT | JSON_REAL_PRECISION(4));
@@ -72,6 +73,7 @@ const char *const heartbeat_fields[HEARTBEAT_FIELDS + 1] = {"v",
                                                             "libvirt_age_ms",
                                                             "vm_count",
                                                             "inventory_digest",
+                                                            "creations",
                                                             NULL};
 
 static int heartbeat_decode_fields(const json_t *o, struct heartbeat *hb,
@@ -108,6 +110,7 @@ static int heartbeat_decode_fields(const json_t *o, struct heartbeat *hb,
         r = r
                 ?: json_input_copy_string(o, "inventory_digest", true, hb->inventory_digest,
                                           sizeof(hb->inventory_digest), err);
+        r = r ?: json_input_get_uint(o, "creations", true, 0, INT64_MAX, &hb->creations, err);
         if (r < 0)
                 return r;
         if (!digest_hex_valid(hb->inventory_digest))

@@ -22,10 +22,14 @@ struct heartbeat {
         int64_t libvirt_age_ms;     /* since vmhost's last successful libvirt call; -1 if none */
         uint32_t vm_count;
         char inventory_digest[DIGEST_HEX_LEN + 1]; /* hex SHA-256 of the inventory */
+        /* the node's creation counter when the figures above were sampled: durable, it never
+         * goes back, and it increases after every domain vmhost defines and at every vmhost
+         * start, so figures carrying N reflect every creation acknowledged with N or less */
+        uint64_t creations;
 };
 
 /* The heartbeat's field names in wire order, NULL-terminated (fleetd's fast decoder indexes it). */
-#define HEARTBEAT_FIELDS 13
+#define HEARTBEAT_FIELDS 14
 extern const char *const heartbeat_fields[HEARTBEAT_FIELDS + 1];
 
 /* Encodes hb into buf; returns the length, or -EMSGSIZE / -EINVAL. */

@@ -91,7 +91,6 @@ static void dispatch_vm_outcome(struct fleetd *f, struct fleet_vm *vm, enum vm_s
         vm->status = st;
         snprintf(vm->reason, sizeof(vm->reason), "%s", reason);
         if (st == VM_FAILED) {
-                vm_release(f, vm);
                 f->metrics.dispatch_failures++;
                 log_warn("creation of VM '%s' on node '%s' failed: %s", vm->id, vm->node_id,
                          reason);
@@ -113,6 +112,7 @@ static void dispatch_apply_creation(struct fleetd *f, struct dispatch_job *j, ui
         if (!vm || vm->status != VM_CREATING)
                 return;
         if (j->err == 0 && (j->status == 200 || j->status == 201)) {
+                vm_acknowledged(f, vm, j->answer);
                 dispatch_vm_outcome(f, vm, VM_ACTIVE, "", "vm.created");
                 return;
         }
@@ -121,6 +121,7 @@ static void dispatch_apply_creation(struct fleetd *f, struct dispatch_job *j, ui
                 dispatch_answer_detail(j->answer, detail, sizeof(detail));
                 snprintf(reason, sizeof(reason), "node '%s' refused the creation (%ld %.150s)",
                          vm->node_id, j->status, detail);
+                vm_release(f, vm); /* refused: the node holds nothing for it */
                 dispatch_vm_outcome(f, vm, VM_FAILED, reason, "vm.failed");
                 return;
         }
@@ -134,6 +135,7 @@ static void dispatch_apply_creation(struct fleetd *f, struct dispatch_job *j, ui
 
                 snprintf(final, sizeof(final), "gave up after %u attempts; last: %.200s",
                          vm->attempts, reason);
+                vm_hold_until_listed(f, vm); /* the node may hold it all the same */
                 dispatch_vm_outcome(f, vm, VM_FAILED, final, "vm.failed");
                 return;
         }
@@ -161,6 +163,7 @@ static size_t dispatch_collect_fetches(struct fleetd *f, uint64_t now, struct di
                 snprintf(jobs[n].id, sizeof(jobs[n].id), "%s", node->rn->id);
                 snprintf(jobs[n].address, sizeof(jobs[n].address), "%s", node->rn->mesh_address);
                 node->inv_verb_mark = f->verb_events;
+                node->inv_fetch_sent = ++node->inv_fetches;
                 /* until it answers, do not ask again sooner than the backoff */
                 node->inv_next_ms = now + dispatch_backoff(&f->cfg, node->inv_failures + 1);
                 f->metrics.inventory_fetches++;

@@ -1,6 +1,8 @@
 /* Start-up and shutdown of fleetd's state: the store, the roster, the VM table rebuilt from the
- * store (creations still in flight get their reservation back and are dispatched again with the
- * same request id, so kill -9 neither loses nor doubles one), and the dispatcher. */
+ * store (creations still in flight are dispatched again with the same request id, so kill -9
+ * neither loses nor doubles one), and the dispatcher. Every VM gets its reservation back: the
+ * store does not say which ones the nodes' figures reflect, so each node's next inventory and
+ * heartbeat tell (docs/fleetd.md, "Reservations"). */
 #include <curl/curl.h>
 #include <errno.h>
 #include <string.h>
@@ -16,8 +18,10 @@ static int fleetd_load_vm(void *ctx, const struct fleet_vm *vm)
 
         if (!added)
                 return -ENOMEM;
+        vm_reserve(f, added);
+        if (added->status != VM_CREATING)
+                added->settle_fetch = 1; /* not dispatched again: the first inventory tells */
         if (added->status == VM_CREATING) {
-                vm_reserve(f, added);
                 log_info("VM '%s' was being created on node '%s': dispatching again", added->id,
                          added->node_id);
         }

@@ -74,8 +74,10 @@ struct fleet_node {
         char inv_digest[DIGEST_HEX_LEN + 1]; /* digest of the inventory last reconciled */
         uint64_t inv_next_ms;                /* monotonic: next fetch attempt */
         unsigned inv_failures;
-        json_t *unknown_vms;    /* ids the node reports that fleetd never placed (array) */
-        uint64_t inv_verb_mark; /* f->verb_events when the fetch in flight was sent */
+        json_t *unknown_vms;     /* ids the node reports that fleetd never placed (array) */
+        uint64_t inv_verb_mark;  /* f->verb_events when the fetch in flight was sent */
+        uint64_t inv_fetches;    /* inventory fetches sent to the node since fleetd started */
+        uint64_t inv_fetch_sent; /* the number of the fetch in flight (or last sent) */
 };
 
 enum hb_drop {
@@ -119,6 +121,10 @@ struct fleet_vm {
         unsigned attempts;
         uint64_t next_attempt_ms; /* monotonic */
         bool reserved;            /* memory_mib counted in its node's reserved_mib */
+        uint64_t reserve_until;   /* the node's creation counter whose figures reflect the VM;
+                                     0 while not known */
+        uint64_t settle_fetch;    /* not 0: an inventory of fetch number >= this that lacks the
+                                     VM shows that it holds no memory there */
         bool missing;             /* the node's inventory lacks it */
         char observed[16];        /* libvirt state from the last inventory, "" if none */
         char integrity[16];       /* unknown / ok / mismatch */
@@ -273,6 +279,19 @@ struct fleet_vm *vm_table_add(struct fleetd *f, const struct fleet_vm *vm);
 void vm_table_free(struct fleetd *f);
 void vm_reserve(struct fleetd *f, struct fleet_vm *vm);
 void vm_release(struct fleetd *f, struct fleet_vm *vm);
+/* The node acknowledged the creation with answer (its JSON body): the reservation lasts until a
+ * heartbeat's creation counter reaches the one the answer names. */
+void vm_acknowledged(struct fleetd *f, struct fleet_vm *vm, const char *answer);
+/* The node listed the VM in an inventory whose creation counter was creations (0: none). */
+void vm_listed(struct fleetd *f, struct fleet_vm *vm, uint64_t creations);
+/* The creation was given up without a clear answer: the node may hold the VM, so its memory
+ * stays reserved until an inventory fetched from now on lists it (then as vm_listed) or lacks
+ * it (then released). */
+void vm_hold_until_listed(struct fleetd *f, struct fleet_vm *vm);
+/* Releases the reservations on node n that its last heartbeat's figures reflect, and those
+ * that the inventory of fetch number fetch (0: none) shows to hold nothing; vms_listed is that
+ * inventory's vms array (or NULL). */
+void vm_settle_node(struct fleetd *f, struct fleet_node *n, uint64_t fetch, json_t *vms_listed);
 json_t *vm_to_json(struct fleetd *f, const struct fleet_vm *vm, uint64_t now_ms);
 const char *vm_status_name(enum vm_status s);
 /* A VM id fleetd could have made: 1..VM_ID_MAX of [a-z0-9-]. */
@@ -321,6 +340,10 @@ int heartbeat_decode_fast(const char *buf, size_t len, struct heartbeat *ret);
 /* heartbeat_listener.c */
 int heartbeat_listener_open(const struct fleetd_config *cfg, int *ret_fd);
 void heartbeat_listener_drain(struct fleetd *f);
+/* Applies one datagram (with f->lock held): node_table_ingest, then the reservations its
+ * figures now reflect are released. Returns what node_table_ingest returned. */
+int heartbeat_listener_apply(struct fleetd *f, const char *buf, size_t len, struct in_addr src,
+                             uint64_t now_ms, char *err, size_t errsize);
 
 /* roster_watch.c */
 /* Reloads the roster when forced or when the file's mtime changed; keeps the old one on error. */

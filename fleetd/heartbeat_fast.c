@@ -26,6 +26,7 @@ enum hb_field {
         F_LIBVIRT_AGE,
         F_VM_COUNT,
         F_DIGEST,
+        F_CREATIONS,
         F_MAX
 };
 
@@ -205,7 +206,8 @@ static bool hb_check(struct heartbeat *hb, const int64_t *v)
             !hb_uint_in(v[F_CPUS], 1, 4096) || !hb_uint_in(v[F_MEM_TOTAL], 1, 1ull << 32) ||
             !hb_uint_in(v[F_MEM_AVAILABLE], 0, (uint64_t)v[F_MEM_TOTAL]) ||
             !hb_uint_in(v[F_MEM_COMMITTED], 0, 1ull << 32) ||
-            !hb_uint_in(v[F_VM_COUNT], 0, 100000) || v[F_LIBVIRT_AGE] < -1)
+            !hb_uint_in(v[F_VM_COUNT], 0, 100000) || v[F_LIBVIRT_AGE] < -1 ||
+            !hb_uint_in(v[F_CREATIONS], 0, INT64_MAX))
                 return false;
         hb->epoch = (uint64_t)v[F_EPOCH];
         hb->seq = (uint64_t)v[F_SEQ];
@@ -216,6 +218,7 @@ static bool hb_check(struct heartbeat *hb, const int64_t *v)
         hb->mem_committed_mib = (uint64_t)v[F_MEM_COMMITTED];
         hb->libvirt_age_ms = v[F_LIBVIRT_AGE];
         hb->vm_count = (uint32_t)v[F_VM_COUNT];
+        hb->creations = (uint64_t)v[F_CREATIONS];
         return true;
 }
 

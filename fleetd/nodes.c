@@ -106,6 +106,17 @@ void node_refresh_figures(struct fleet_node *n)
         n->hb_libvirt_age_ms = n->hb.libvirt_age_ms;
 }
 
+/* A heartbeat whose creation counter is lower than the one of the figures fleetd holds was
+ * sampled before them (the counter never goes back): it counts for liveness, but the newer
+ * figures stay, so that no reservation released against them comes back uncovered. */
+static void node_keep_figures(struct heartbeat *hb, const struct heartbeat *old)
+{
+        hb->mem_total_mib = old->mem_total_mib;
+        hb->mem_available_mib = old->mem_available_mib;
+        hb->mem_committed_mib = old->mem_committed_mib;
+        hb->creations = old->creations;
+}
+
 static int node_table_drop(struct node_table *t, enum hb_drop reason)
 {
         t->dropped[reason]++;
@@ -151,6 +162,8 @@ int node_table_ingest(struct node_table *t, const char *buf, size_t len, struct 
                 n->inv = INV_WANTED;
                 n->inv_next_ms = now_ms;
         }
+        if (n->seen && hb.creations < n->hb.creations)
+                node_keep_figures(&hb, &n->hb);
         n->hb = hb;
         node_refresh_figures(n);
         n->seen = true;

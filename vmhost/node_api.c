@@ -68,8 +68,9 @@ static void node_inventory(struct node_req *q, struct node_resp *resp)
 
         inventory_refresh(vh);
         pthread_mutex_lock(&vh->state_lock);
-        o = json_pack("{s:s, s:s, s:O}", "node", vh->cfg.node_id, "digest", vh->digest, "vms",
-                      vh->vms ? vh->vms : json_array());
+        o = json_pack("{s:s, s:s, s:O, s:I}", "node", vh->cfg.node_id, "digest", vh->digest, "vms",
+                      vh->vms ? vh->vms : json_array(), "creations",
+                      (json_int_t)vh->cache_creations);
         pthread_mutex_unlock(&vh->state_lock);
         node_json(resp, 200, o);
 }

@@ -260,6 +260,10 @@ struct vmhost {
         char digest[DIGEST_HEX_LEN + 1];
         uint64_t committed_mib;
         uint32_t vm_count;
+        uint64_t cache_creations; /* the creation counter read before the listing above */
+        /* the creation counter (creations.c): written by creation requests under ops_lock */
+        atomic_uint_fast64_t creations;
+        bool creations_loaded;
         /* agent channels, under state_lock */
         struct agent_chan *chans;
         int chan_timer;
@@ -280,6 +284,13 @@ void virt_request_refresh(struct vmhost *vh);
 int virt_embed_prepare(const char *uri);
 /* Resolves virt_type auto against this machine. */
 const char *virt_resolve_type(const char *configured);
+
+/* creations.c: the node's durable creation counter */
+/* Loads the counter and increases it once (a restart counts as a creation); before any refresh. */
+int creations_start(struct vmhost *vh);
+/* Increases it after a creation request, durably; with ops_lock held. */
+int creations_bump(struct vmhost *vh, uint64_t *ret);
+uint64_t creations_current(struct vmhost *vh);
 
 /* inventory.c */
 int inventory_digest(json_t *vms, char hex[DIGEST_HEX_LEN + 1]);

@@ -135,7 +135,7 @@ def test_bad_input_changes_nothing(fleet):
     forged = json.dumps({"v": 1, "node": "cloud", "epoch": 1, "seq": 1, "interval_ms": 2000,
                          "cpus": 1, "cpu_percent": 99.0, "mem_total_mib": 1,
                          "mem_available_mib": 1, "mem_committed_mib": 0, "libvirt_age_ms": 1,
-                         "vm_count": 0, "inventory_digest": "0" * 64})
+                         "vm_count": 0, "inventory_digest": "0" * 64, "creations": 0})
     sh(*fleet.in_ns("laptop-a", "bash", "-c",
                     f"printf '%s' '{forged}' > /dev/udp/{fleet.nodes['cloud']['mesh']}/9171"))
     time.sleep(1)

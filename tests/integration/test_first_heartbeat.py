@@ -125,7 +125,8 @@ def _send(port, payload, source="127.0.0.1"):
 def _hb(node, seq, epoch=1, **kw):
     hb = {"v": 1, "node": node, "epoch": epoch, "seq": seq, "interval_ms": 10000, "cpus": 1,
           "cpu_percent": 1.0, "mem_total_mib": 1000, "mem_available_mib": 900,
-          "mem_committed_mib": 0, "libvirt_age_ms": 100, "vm_count": 0, "inventory_digest": DIGEST}
+          "mem_committed_mib": 0, "libvirt_age_ms": 100, "vm_count": 0, "inventory_digest": DIGEST,
+          "creations": 0}
     hb.update(kw)
     return json.dumps(hb).encode()
 

@@ -356,7 +356,7 @@ def test_inventory_integrity_and_lifecycle_end_to_end():
     node = H.FakeNode(H.node_address(1), f.node_api_port, "n1")
     try:
         f.start()
-        beat = lambda: f.hb(1, avail=16000, digest=node.digest())
+        beat = lambda: f.hb(1, avail=16000, **node.figures())
         beat()
         f.wait(lambda: f.node("n1")["state"] == "alive")
         _, plan = f.json("POST", "/v1/plans", plan_body("acme", 1024), expect=201)

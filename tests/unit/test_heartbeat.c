@@ -25,7 +25,8 @@ static struct heartbeat sample_hb(void)
                                .mem_available_mib = 20000,
                                .mem_committed_mib = 1024,
                                .libvirt_age_ms = 150,
-                               .vm_count = 1};
+                               .vm_count = 1,
+                               .creations = 7};
 
         strcpy(hb.node_id, "laptop-a");
         strcpy(hb.inventory_digest, DIGEST);
@@ -89,7 +90,8 @@ static void expect_reject(const char *text, const char *reason)
 
 #define HB_PREFIX "{\"v\":1,\"node\":\"n1\",\"epoch\":1,\"seq\":1,\"interval_ms\":10000,\"cpus\":2,"
 #define HB_MEM    "\"mem_total_mib\":100,\"mem_available_mib\":50,\"mem_committed_mib\":0,"
-#define HB_TAIL   "\"libvirt_age_ms\":-1,\"vm_count\":0,\"inventory_digest\":\"" DIGEST "\"}"
+#define HB_TAIL0  "\"libvirt_age_ms\":-1,\"vm_count\":0,\"inventory_digest\":\"" DIGEST "\""
+#define HB_TAIL   HB_TAIL0 ",\"creations\":0}"
 
 static void test_strict_decoding(void **state)
 {
@@ -103,6 +105,9 @@ static void test_strict_decoding(void **state)
         expect_reject(HB_PREFIX "\"cpu_percent\":1,\"mem_total_mib\":100,\"mem_available_mib\":"
                                 "200,\"mem_committed_mib\":0," HB_TAIL,
                       "'mem_available_mib' = 200");
+        expect_reject(HB_PREFIX "\"cpu_percent\":1," HB_MEM HB_TAIL0 "}", "'creations'");
+        expect_reject(HB_PREFIX "\"cpu_percent\":1," HB_MEM HB_TAIL0 ",\"creations\":-1}",
+                      "'creations'");
         expect_reject("{\"v\":2}", "unsupported heartbeat version 2");
         expect_reject("{\"v\":1,\"node\":\"Bad Id\"}", "not a valid node id");
         expect_reject("{\"v\":1,\"node\":\"n1\",\"node\":\"n2\"}", "malformed JSON");
