@@ -50,6 +50,8 @@ static int creations_read(const struct vmhost *vh, uint64_t *ret)
         if (n <= 0 || n > 20)
                 return -EBADMSG;
         buf[n] = '\0';
+        if (buf[0] < '0' || buf[0] > '9')
+                return -EBADMSG;
         for (ssize_t i = 0; i < n; i++) {
                 if (buf[i] == '\n' && i == n - 1)
                         break;
