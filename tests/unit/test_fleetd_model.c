@@ -186,7 +186,7 @@ static int m_create(struct m_node *n, const char *body, long *ret_status, char *
                 *ret_body = strdup("{\"type\":\"start\",\"detail\":\"model\"}");
                 return 0;
         }
-        if (asprintf(&ans, "{\"id\":\"%s\",\"creations\":%llu}", id,
+        if (asprintf(&ans, "{\"id\":\"%s\",\"creations\":%llu}", vm->id,
                      (unsigned long long)n->counter) < 0)
                 return -ENOMEM;
         *ret_status = 201;
@@ -197,12 +197,13 @@ static int m_create(struct m_node *n, const char *body, long *ret_status, char *
 /* GET /v1/inventory as vmhost answers it: a refresh, then the cache. */
 static int m_inventory(unsigned i, struct m_node *n, long *ret_status, char **ret_body)
 {
-        json_t *vms = json_array(), *o;
         char digest[DIGEST_HEX_LEN + 1], node[16];
+        json_t *vms, *o;
 
         if (chance(10))
                 return -ETIMEDOUT;
         m_refresh(n);
+        vms = json_array();
         for (unsigned k = 0; k < n->cache_n; k++)
                 json_array_append_new(vms, json_pack("{s:s, s:s, s:s}", "id", n->vms[k].id, "state",
                                                      "running", "lifecycle", "active"));
