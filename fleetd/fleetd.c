@@ -18,9 +18,7 @@ static int fleetd_load_vm(void *ctx, const struct fleet_vm *vm)
 
         if (!added)
                 return -ENOMEM;
-        vm_reserve(f, added);
-        if (added->status != VM_CREATING)
-                added->settle_fetch = 1; /* not dispatched again: the first inventory tells */
+        vm_reserve_again(f, added);
         if (added->status == VM_CREATING) {
                 log_info("VM '%s' was being created on node '%s': dispatching again", added->id,
                          added->node_id);

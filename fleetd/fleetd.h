@@ -77,7 +77,9 @@ struct fleet_node {
         json_t *unknown_vms;     /* ids the node reports that fleetd never placed (array) */
         uint64_t inv_verb_mark;  /* f->verb_events when the fetch in flight was sent */
         uint64_t inv_fetches;    /* inventory fetches sent to the node since fleetd started */
-        uint64_t inv_fetch_sent; /* the number of the fetch in flight (or last sent) */
+        uint64_t inv_fetch_sent; /* the number of the fetch in flight (or last sent); one
+                                    fetch per node is in flight at a time */
+        bool counter_reset; /* the last heartbeat's creation counter went back (set by ingest) */
 };
 
 enum hb_drop {
@@ -288,6 +290,9 @@ void vm_listed(struct fleetd *f, struct fleet_vm *vm, uint64_t creations);
  * stays reserved until an inventory fetched from now on lists it (then as vm_listed) or lacks
  * it (then released). */
 void vm_hold_until_listed(struct fleetd *f, struct fleet_vm *vm);
+/* Reserves vm again as if fleetd had just started: what reflects it is not known any more; the
+ * node's next inventory (and, for a creation in flight, its acknowledgement) tells. */
+void vm_reserve_again(struct fleetd *f, struct fleet_vm *vm);
 /* Releases the reservations on node n that its last heartbeat's figures reflect, and those
  * that the inventory of fetch number fetch (0: none) shows to hold nothing; vms_listed is that
  * inventory's vms array (or NULL). */

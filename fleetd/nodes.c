@@ -106,9 +106,12 @@ void node_refresh_figures(struct fleet_node *n)
         n->hb_libvirt_age_ms = n->hb.libvirt_age_ms;
 }
 
-/* A heartbeat whose creation counter is lower than the one of the figures fleetd holds was
- * sampled before them (the counter never goes back): it counts for liveness, but the newer
- * figures stay, so that no reservation released against them comes back uncovered. */
+/* A heartbeat of the same vmhost run (epoch) whose creation counter is lower than the one of
+ * the figures fleetd holds was sampled before them (the counter never goes back): it counts for
+ * liveness, but the newer figures stay, so that no reservation released against them comes back
+ * uncovered. From another run, a lower counter means the node lost its counter file (or that an
+ * older run's heartbeat got in): the figures are taken and every reservation on the node is
+ * taken again, as after a fleetd restart (vm_settle_node). */
 static void node_keep_figures(struct heartbeat *hb, const struct heartbeat *old)
 {
         hb->mem_total_mib = old->mem_total_mib;
@@ -162,8 +165,10 @@ int node_table_ingest(struct node_table *t, const char *buf, size_t len, struct 
                 n->inv = INV_WANTED;
                 n->inv_next_ms = now_ms;
         }
-        if (n->seen && hb.creations < n->hb.creations)
+        if (n->seen && hb.creations < n->hb.creations && hb.epoch == n->hb.epoch)
                 node_keep_figures(&hb, &n->hb);
+        else if (n->seen && hb.creations < n->hb.creations)
+                n->counter_reset = true;
         n->hb = hb;
         node_refresh_figures(n);
         n->seen = true;

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "common/clock.h"
+#include "common/log.h"
 #include "fleetd/fleetd.h"
 
 static const char *const vm_status_names[] = {"creating", "active", "failed"};
@@ -152,6 +153,20 @@ void vm_hold_until_listed(struct fleetd *f, struct fleet_vm *vm)
         }
 }
 
+void vm_reserve_again(struct fleetd *f, struct fleet_vm *vm)
+{
+        struct fleet_node *n = node_table_find(&f->table, vm->node_id);
+
+        vm_reserve(f, vm);
+        vm->reserve_until = 0;
+        /* a creation in flight is dispatched again: its acknowledgement gives the counter */
+        vm->settle_fetch = vm->status == VM_CREATING || !n ? 0 : n->inv_fetches + 1;
+        if (n && n->seen) {
+                n->inv = INV_WANTED;
+                n->inv_next_ms = 0;
+        }
+}
+
 static bool vm_listed_in(json_t *vms, const char *id)
 {
         for (size_t i = 0; i < json_array_size(vms); i++)
@@ -163,6 +178,17 @@ static bool vm_listed_in(json_t *vms, const char *id)
 
 void vm_settle_node(struct fleetd *f, struct fleet_node *n, uint64_t fetch, json_t *vms_listed)
 {
+        if (n->counter_reset) {
+                /* its counter file was lost: values before and after do not compare */
+                n->counter_reset = false;
+                log_warn("node '%s' restarted with creation counter %llu, lower than before: "
+                         "its counter was reset (state_dir lost?); its VMs are reserved again "
+                         "until its inventory tells",
+                         n->rn->id, (unsigned long long)n->hb.creations);
+                for (size_t i = 0; i < f->n_vms; i++)
+                        if (strcmp(f->vms[i].node_id, n->rn->id) == 0)
+                                vm_reserve_again(f, &f->vms[i]);
+        }
         for (size_t i = 0; n->reserved_mib && i < f->n_vms; i++) {
                 struct fleet_vm *vm = &f->vms[i];
 

@@ -243,6 +243,54 @@ static void test_gave_up_but_created(void **state)
         assert_int_equal(node_available_mib(node_table_find(&f->table, "n1")), 14000);
 }
 
+/* A heartbeat of n1 from vmhost run epoch, through fleetd's own path. */
+static void beat_n1(struct fleetd *f, uint64_t epoch, uint64_t seq, uint64_t avail,
+                    uint64_t committed, uint64_t creations, uint64_t now)
+{
+        char buf[HEARTBEAT_MAX_BYTES], err[256];
+        int len = tfu_heartbeat_encode(1, epoch, seq, avail, committed, creations, 10, NULL, buf);
+
+        assert_true(len > 0);
+        pthread_mutex_lock(&f->lock);
+        assert_int_equal(
+            heartbeat_listener_apply(f, buf, (size_t)len, tfu_addr(1), now, err, sizeof(err)), 0);
+        pthread_mutex_unlock(&f->lock);
+}
+
+/* Figures never go back to a sample older than the ones a reservation was released against;
+ * a counter that went back across a vmhost restart takes every reservation on the node again. */
+static void test_figures_never_go_back(void **state)
+{
+        struct fixture *fx = *state;
+        struct fleetd *f = &fx->f;
+        struct fleet_node *n1 = node_table_find(&f->table, "n1");
+        struct fleet_vm *vm;
+        uint64_t now = clock_monotonic_ms();
+
+        beat_n1(f, 1000, 1, 16000, 0, 5, now);
+        n1->inv = INV_OK;
+        memcpy(n1->inv_digest, n1->hb.inventory_digest, DIGEST_HEX_LEN + 1);
+        vm = confirm_one(f, "acme");
+        fake.script[0].status = 201;
+        fake.script[0].body = "{\"creations\":6}";
+        dispatch_run_once(f, now);
+        assert_int_equal(vm->status, VM_ACTIVE);
+        assert_true(vm->reserved);
+        assert_int_equal(node_available_mib(n1), 16000 - 1024);
+        beat_n1(f, 1000, 2, 15000, 1024, 6, now + 10); /* sampled after: reflects it */
+        assert_false(vm->reserved);
+        assert_int_equal(node_available_mib(n1), 15000);
+        beat_n1(f, 1000, 3, 16000, 0, 5, now + 20); /* an older sample: liveness only */
+        assert_int_equal(node_available_mib(n1), 15000);
+        assert_int_equal(n1->last_seen_ms, now + 20);
+        /* a new vmhost run whose counter went back (its file was lost) */
+        beat_n1(f, 2000, 1, 15000, 1024, 2, now + 30);
+        assert_true(vm->reserved);
+        assert_int_equal(vm->reserve_until, 0);
+        assert_int_equal(node_available_mib(n1), 15000 - 1024);
+        assert_int_equal(n1->inv, INV_WANTED);
+}
+
 #define INV_FMT                                                                                    \
         "{\"node\":\"n1\",\"digest\":\"%s\",\"vms\":["                                             \
         "{\"id\":\"%s\",\"state\":\"running\",\"lifecycle\":\"active\","                           \
@@ -756,6 +804,7 @@ int main(void)
             cmocka_unit_test_setup_teardown(test_refused_fails_with_reason, setup, teardown),
             cmocka_unit_test_setup_teardown(test_gives_up_after_attempts, setup, teardown),
             cmocka_unit_test_setup_teardown(test_gave_up_but_created, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_figures_never_go_back, setup, teardown),
             cmocka_unit_test_setup_teardown(test_inventory_reconcile, setup, teardown),
             cmocka_unit_test_setup_teardown(test_inventory_hostile, setup, teardown),
             cmocka_unit_test_setup_teardown(test_lifecycle, setup, teardown),

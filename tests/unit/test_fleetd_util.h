@@ -62,12 +62,13 @@ static inline struct in_addr tfu_addr(unsigned i)
         return a;
 }
 
-/* Encodes a heartbeat of node i into buf (HEARTBEAT_MAX_BYTES); returns its length. */
-static inline int tfu_heartbeat_encode(unsigned i, uint64_t seq, uint64_t avail, uint64_t committed,
-                                       uint64_t creations, int64_t libvirt_age, const char *digest,
-                                       char *buf)
+/* Encodes a heartbeat of node i (vmhost run epoch) into buf (HEARTBEAT_MAX_BYTES); returns its
+ * length. */
+static inline int tfu_heartbeat_encode(unsigned i, uint64_t epoch, uint64_t seq, uint64_t avail,
+                                       uint64_t committed, uint64_t creations, int64_t libvirt_age,
+                                       const char *digest, char *buf)
 {
-        struct heartbeat hb = {.epoch = 1000,
+        struct heartbeat hb = {.epoch = epoch,
                                .seq = seq,
                                .interval_ms = 10000,
                                .cpus = 4,
@@ -88,7 +89,7 @@ static inline int tfu_heartbeat(struct node_table *t, unsigned i, uint64_t seq, 
                                 int64_t libvirt_age, const char *digest, uint64_t now)
 {
         char buf[HEARTBEAT_MAX_BYTES], err[256];
-        int len = tfu_heartbeat_encode(i, seq, avail, 0, 0, libvirt_age, digest, buf);
+        int len = tfu_heartbeat_encode(i, 1000, seq, avail, 0, 0, libvirt_age, digest, buf);
 
         if (len < 0)
                 return len;
@@ -102,7 +103,8 @@ static inline int tfu_heartbeat_f(struct fleetd *f, unsigned i, uint64_t seq, ui
                                   uint64_t now)
 {
         char buf[HEARTBEAT_MAX_BYTES], err[256];
-        int len = tfu_heartbeat_encode(i, seq, avail, committed, creations, 10, digest, buf), r;
+        int len = tfu_heartbeat_encode(i, 1000, seq, avail, committed, creations, 10, digest, buf);
+        int r;
 
         if (len < 0)
                 return len;
