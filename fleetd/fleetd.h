@@ -103,6 +103,7 @@ struct node_table {
         uint64_t received;
         uint64_t accepted;
         uint64_t dropped[HB_DROP_MAX];
+        uint32_t last_accepted; /* the node of the last accepted heartbeat */
 };
 
 enum vm_status { VM_CREATING, VM_ACTIVE, VM_FAILED };

@@ -40,10 +40,9 @@ int heartbeat_listener_apply(struct fleetd *f, const char *buf, size_t len, stru
                              uint64_t now_ms, char *err, size_t errsize)
 {
         int r = node_table_ingest(&f->table, buf, len, src, now_ms, err, errsize);
-        const struct roster_node *rn;
 
-        if (r == 0 && (rn = roster_find_by_address(f->table.roster, src)))
-                vm_settle_node(f, &f->table.nodes[rn - f->table.roster->nodes], 0, NULL);
+        if (r == 0)
+                vm_settle_node(f, &f->table.nodes[f->table.last_accepted], 0, NULL);
         return r;
 }
 

@@ -175,5 +175,6 @@ int node_table_ingest(struct node_table *t, const char *buf, size_t len, struct 
         n->last_seen_ms = now_ms;
         n->heartbeats++;
         t->accepted++;
+        t->last_accepted = (uint32_t)(rn - t->roster->nodes);
         return 0;
 }
