@@ -530,6 +530,7 @@ static void test_model(void **state)
                "free than was free\n",
                rounds, first, first + rounds - 1, M.total_steps, M.confirms, M.creations,
                M.heartbeats, M.give_ups, M.restarts, M.evictions);
+        fflush(stdout);
 }
 
 int main(void)
