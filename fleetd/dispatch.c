@@ -85,9 +85,23 @@ static size_t dispatch_collect_creations(struct fleetd *f, const struct fleet_no
         return n;
 }
 
+/* Records the outcome with its audit entry first: what fleetd shows is what it has recorded. A
+ * store that refuses leaves the VM creating, asked again after the backoff. */
 static void dispatch_vm_outcome(struct fleetd *f, struct fleet_vm *vm, enum vm_status st,
-                                const char *reason, const char *kind)
+                                const char *reason, const char *kind, uint64_t now)
 {
+        struct fleet_vm next = *vm;
+
+        next.status = st;
+        snprintf(next.reason, sizeof(next.reason), "%s", reason);
+        if (store_vm_update_audited(f->store, &next, kind, "fleetd",
+                                    json_pack("{s:s, s:s, s:I}", "node_id", vm->node_id, "reason",
+                                              reason, "attempts", (json_int_t)vm->attempts)) < 0) {
+                log_error("cannot record the outcome of VM '%s' ('%s'); asked again later", vm->id,
+                          vm_status_name(st));
+                vm->next_attempt_ms = now + dispatch_backoff(&f->cfg, vm->attempts);
+                return;
+        }
         vm->status = st;
         snprintf(vm->reason, sizeof(vm->reason), "%s", reason);
         if (st == VM_FAILED) {
@@ -98,10 +112,6 @@ static void dispatch_vm_outcome(struct fleetd *f, struct fleet_vm *vm, enum vm_s
         } else {
                 log_info("VM '%s' created on node '%s'", vm->id, vm->node_id);
         }
-        if (store_vm_update_audited(f->store, vm, kind, "fleetd",
-                                    json_pack("{s:s, s:s, s:I}", "node_id", vm->node_id, "reason",
-                                              reason, "attempts", (json_int_t)vm->attempts)) < 0)
-                log_error("cannot record the outcome of VM '%s'", vm->id);
 }
 
 /* What a node's answer says: its problem type without the URI prefix, and the state and lifecycle
@@ -128,7 +138,8 @@ static void dispatch_reply_parse(const char *answer, struct node_reply *r)
 
 /* The node holds the VM: created when it runs, or when its lifecycle moved on since. A domain
  * that should run and does not (its start failed) is not a created VM, whatever the status. */
-static void dispatch_apply_held(struct fleetd *f, struct fleet_vm *vm, const char *answer)
+static void dispatch_apply_held(struct fleetd *f, struct fleet_vm *vm, const char *answer,
+                                uint64_t now)
 {
         struct node_reply rep;
         char reason[REASON_MAX];
@@ -141,10 +152,10 @@ static void dispatch_apply_held(struct fleetd *f, struct fleet_vm *vm, const cha
                 snprintf(reason, sizeof(reason),
                          "node '%s' holds VM '%s' but it is '%s', not running", vm->node_id, vm->id,
                          rep.state);
-                dispatch_vm_outcome(f, vm, VM_FAILED, reason, "vm.failed");
+                dispatch_vm_outcome(f, vm, VM_FAILED, reason, "vm.failed", now);
                 return;
         }
-        dispatch_vm_outcome(f, vm, VM_ACTIVE, "", "vm.created");
+        dispatch_vm_outcome(f, vm, VM_ACTIVE, "", "vm.created", now);
 }
 
 static void dispatch_apply_creation(struct fleetd *f, struct dispatch_job *j, uint64_t now)
@@ -156,7 +167,7 @@ static void dispatch_apply_creation(struct fleetd *f, struct dispatch_job *j, ui
         if (!vm || vm->status != VM_CREATING)
                 return;
         if (j->err == 0 && (j->status == 200 || j->status == 201)) {
-                dispatch_apply_held(f, vm, j->answer);
+                dispatch_apply_held(f, vm, j->answer, now);
                 return;
         }
         if (j->err == 0 && j->status >= 400 && j->status < 500 && j->status != 408 &&
@@ -164,7 +175,7 @@ static void dispatch_apply_creation(struct fleetd *f, struct dispatch_job *j, ui
                 dispatch_answer_detail(j->answer, detail, sizeof(detail));
                 snprintf(reason, sizeof(reason), "node '%s' refused the creation (%ld %.150s)",
                          vm->node_id, j->status, detail);
-                dispatch_vm_outcome(f, vm, VM_FAILED, reason, "vm.failed");
+                dispatch_vm_outcome(f, vm, VM_FAILED, reason, "vm.failed", now);
                 return;
         }
         dispatch_reply_parse(j->err ? NULL : j->answer, &rep);
@@ -173,7 +184,7 @@ static void dispatch_apply_creation(struct fleetd *f, struct dispatch_job *j, ui
                 dispatch_answer_detail(j->answer, detail, sizeof(detail));
                 snprintf(reason, sizeof(reason), "node '%s' could not start the VM (%ld %.150s)",
                          vm->node_id, j->status, detail);
-                dispatch_vm_outcome(f, vm, VM_FAILED, reason, "vm.failed");
+                dispatch_vm_outcome(f, vm, VM_FAILED, reason, "vm.failed", now);
                 return;
         }
         if (j->err)
@@ -189,7 +200,7 @@ static void dispatch_apply_creation(struct fleetd *f, struct dispatch_job *j, ui
 
                 snprintf(final, sizeof(final), "gave up after %u attempts; last: %.200s",
                          vm->attempts, reason);
-                dispatch_vm_outcome(f, vm, VM_FAILED, final, "vm.failed");
+                dispatch_vm_outcome(f, vm, VM_FAILED, final, "vm.failed", now);
                 return;
         }
         snprintf(vm->reason, sizeof(vm->reason), "retrying: %.230s", reason);
