@@ -63,6 +63,20 @@ static void dispatch_answer_detail(const char *answer, char *buf, size_t size)
         json_decref(o);
 }
 
+/* The end of the "detail" of a node's error answer, at most max - 1 bytes (QEMU says why last). */
+static void dispatch_answer_tail(const char *answer, char *buf, size_t max)
+{
+        json_t *o = answer ? json_loads(answer, 0, NULL) : NULL;
+        const char *d = json_string_value(json_object_get(o, "detail"));
+        size_t n = d ? strlen(d) : 0;
+
+        if (n < max)
+                snprintf(buf, max, "%s", d ? d : "no detail");
+        else
+                snprintf(buf, max, "...%s", d + n - (max - 4));
+        json_decref(o);
+}
+
 static size_t dispatch_collect_creations(struct fleetd *f, const struct fleet_node *node,
                                          uint64_t now, struct dispatch_job *jobs)
 {
@@ -181,9 +195,9 @@ static void dispatch_apply_creation(struct fleetd *f, struct dispatch_job *j, ui
         dispatch_reply_parse(j->err ? NULL : j->answer, &rep);
         if (j->err == 0 && j->status >= 500 && strcmp(rep.type, "start") == 0) {
                 /* the node defined it and QEMU would not start it: its word is the outcome */
-                dispatch_answer_detail(j->answer, detail, sizeof(detail));
-                snprintf(reason, sizeof(reason), "node '%s' could not start the VM (%ld %.150s)",
-                         vm->node_id, j->status, detail);
+                dispatch_answer_tail(j->answer, detail, 181);
+                snprintf(reason, sizeof(reason), "node '%.40s' could not start the VM: %.180s",
+                         vm->node_id, detail);
                 dispatch_vm_outcome(f, vm, VM_FAILED, reason, "vm.failed", now);
                 return;
         }
