@@ -1,9 +1,12 @@
-/* The dispatcher: one thread that delivers confirmed creations to the nodes' vmhost (POST
- * /v1/vms, idempotent by request_id, retried with exponential backoff until dispatch_attempts)
- * and fetches inventories whose digest changed. Calls to nodes never hold f->lock: jobs are
- * copied out, run, and their outcomes applied under the lock. The VM verbs (suspend, resume,
- * archive, verify) run on the request's own thread, since the operator waits for their answer;
- * a lifecycle call without a clear answer asks for the node's inventory, which then decides. */
+/* The dispatcher: delivers confirmed creations to the nodes' vmhost (POST /v1/vms, idempotent by
+ * request_id, retried with exponential backoff until dispatch_attempts) and fetches inventories
+ * whose digest changed. One thread finds the nodes with a call due and gives each its own worker
+ * thread, which calls that node serially and applies each outcome as its call returns: a node that
+ * does not answer holds up only itself. Calls to nodes never hold f->lock: jobs are copied out,
+ * run, and their outcomes applied under the lock; an outcome is shown once it is recorded with
+ * its audit entry. The VM verbs (suspend, resume, archive, verify) run on the request's own
+ * thread, since the operator waits for their answer; a lifecycle call without a clear answer asks
+ * for the node's inventory, which then decides. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -350,15 +353,15 @@ static size_t dispatch_node_round(struct fleetd *f, const char *node_id, uint64_
         return n + k;
 }
 
-/* With f->lock held: the ids (malloc'd array of NODE_ID_MAX + 1 slots) of the nodes with a
- * call due and no worker on them; *ret_n of them. */
+/* With f->lock held: the ids (a malloc'd array, *ret_n of them) of the nodes with a call due and
+ * no worker on them. */
 static char (*dispatch_due_nodes(struct fleetd *f, uint64_t now, size_t *ret_n))[NODE_ID_MAX + 1]
 {
-        size_t nn = f->table.roster ? f->table.roster->n_nodes : 0, n = 0;
+        size_t nn = f->table.roster ? f->table.roster->n_nodes : 0, n = 0, k = 0;
         bool *due = calloc(nn + 1, sizeof(*due));
-        char(*ids)[NODE_ID_MAX + 1] = calloc(nn + 1, sizeof(*ids));
+        char(*ids)[NODE_ID_MAX + 1] = NULL;
 
-        for (size_t i = 0; due && ids && i < f->n_vms; i++) {
+        for (size_t i = 0; due && i < f->n_vms; i++) {
                 const struct fleet_vm *vm = &f->vms[i];
                 struct fleet_node *node;
 
@@ -369,14 +372,17 @@ static char (*dispatch_due_nodes(struct fleetd *f, uint64_t now, size_t *ret_n))
                 if (node)
                         due[node - f->table.nodes] = true;
         }
-        for (size_t i = 0; due && ids && i < nn; i++) {
-                struct fleet_node *node = &f->table.nodes[i];
-
-                if ((due[i] || dispatch_fetch_due(f, node, now)) && !node->dispatch_busy)
-                        snprintf(ids[n++], sizeof(ids[0]), "%s", node->rn->id);
+        for (size_t i = 0; due && i < nn; i++) {
+                due[i] = (due[i] || dispatch_fetch_due(f, &f->table.nodes[i], now)) &&
+                         !f->table.nodes[i].dispatch_busy;
+                n += due[i];
         }
+        ids = due && n ? calloc(n, sizeof(*ids)) : NULL;
+        for (size_t i = 0; ids && i < nn; i++)
+                if (due[i])
+                        snprintf(ids[k++], sizeof(ids[0]), "%s", f->table.nodes[i].rn->id);
         free(due);
-        *ret_n = n;
+        *ret_n = k;
         return ids;
 }
 
