@@ -2,10 +2,12 @@
 killed with SIGKILL at a random moment of each (while it plans, confirms, dispatches or records
 the outcome) and restarted. After every kill the database as the crash left it, and after
 every restart the live one, must hold every state change with its audit entry: a plan row has
-its plan.created, a VM row its vm.confirmed, an active VM one vm.created, a failed VM its
-vm.failed, and no vm.created names a VM that is not active. No VM is lost (every answered
+its plan.created (a dropped one its plan.dropped), a VM row its vm.confirmed, an active VM one
+vm.created, a failed VM its vm.failed, a VM's stored lifecycle is the last one audited (some
+cycles suspend or resume an earlier VM), and no vm.created names a VM that is not active. No VM is lost (every answered
 confirmation is there) or duplicated (one request id per VM on the node, each VM held once),
 and `fleetctl audit verify` says the chain is intact."""
+import json
 import os
 import random
 import signal
@@ -23,11 +25,14 @@ def check_db(path):
     db = sqlite3.connect(path, timeout=10)
     try:
         db.execute("BEGIN")
-        vms = dict(db.execute("SELECT id, status FROM vms"))
+        rows = list(db.execute("SELECT id, status, lifecycle FROM vms"))
         plans = dict(db.execute("SELECT id, state FROM plans"))
-        audit = {}
-        for kind, subject in db.execute("SELECT kind, subject FROM audit"):
+        audit, last_lc = {}, {}
+        for kind, subject, detail in db.execute("SELECT kind, subject, detail FROM audit"
+                                                " ORDER BY seq"):
             audit.setdefault(kind, []).append(subject)
+            if kind == "vm.lifecycle":
+                last_lc[subject] = json.loads(detail)["lifecycle"]
         db.execute("COMMIT")
     finally:
         db.close()
@@ -36,6 +41,10 @@ def check_db(path):
         assert pid in audit.get("plan.created", []), "plan %s has no plan.created" % pid
         if state == "dropped":
             assert pid in audit.get("plan.dropped", []), "plan %s has no plan.dropped" % pid
+    vms = {vid: status for vid, status, _ in rows}
+    for vid, _, lifecycle in rows:  # the stored lifecycle is the last one audited
+        assert lifecycle == last_lc.get(vid, "active"), "VM %s is %s, audited %s" % (
+            vid, lifecycle, last_lc.get(vid))
     for vid, status in vms.items():
         assert vid in audit.get("vm.confirmed", []), "VM %s has no vm.confirmed" % vid
         if status == "active":
@@ -68,6 +77,7 @@ def test_kill9_keeps_every_state_change_with_its_audit_entry():
     db_path = os.path.join(f.state_dir, "fleetd.db")
     rng = random.Random(int(os.environ.get("TOTEBOX_SEED", "13")))
     answered_plans, answered_vms = set(), {}  # what fleetd answered before it died
+    dropped = set()
     seq = [0]
     stats = {"creating at a kill": 0}
 
@@ -75,15 +85,27 @@ def test_kill9_keeps_every_state_change_with_its_audit_entry():
         seq[0] += 1
         f.hb(1, seq=seq[0], avail=10000000, total=20000000, digest=node.digest())
 
-    def cycle(i, out):
+    def plan(entity):
+        st, doc = f.json("POST", "/v1/plans", {"entity": entity, "memory_mib": 64, "vcpus": 1,
+                                                "image": "base", "vault_disk_mib": 16})
+        return doc["id"] if st == 201 else None
+
+    def cycle(i, out, verb_on):
+        """A plan and its confirmation; every third cycle also a plan dropped, every fourth a
+        lifecycle verb on an earlier VM."""
         try:
-            st, plan = f.json("POST", "/v1/plans", {"entity": "e%d" % i, "memory_mib": 64,
-                                                     "vcpus": 1, "image": "base",
-                                                     "vault_disk_mib": 16})
-            if st != 201:
+            if verb_on:
+                f.json("POST", "/v1/vms/%s/%s" % verb_on)
+            if i % 3 == 0:
+                pid = plan("drop-%d" % i)
+                if pid:
+                    out["dropped"] = pid
+                    f.json("DELETE", "/v1/plans/" + pid)
+            pid = plan("e%d" % i)
+            if not pid:
                 return
-            out["plan"] = plan["id"]
-            st, vm = f.json("POST", "/v1/plans/%s/confirm" % plan["id"])
+            out["plan"] = pid
+            st, vm = f.json("POST", "/v1/plans/%s/confirm" % pid)
             if st in (200, 201):
                 out["vm"] = vm["id"]
         except (OSError, ValueError):
@@ -95,7 +117,11 @@ def test_kill9_keeps_every_state_change_with_its_audit_entry():
         f.wait(lambda: f.node("n1")["state"] == "alive")
         for i in range(CYCLES):
             out = {}
-            t = threading.Thread(target=cycle, args=(i, out))
+            verb_on = None
+            if i % 4 == 1 and answered_vms:
+                verb_on = (rng.choice(sorted(answered_vms.values())),
+                           rng.choice(("suspend", "resume")))
+            t = threading.Thread(target=cycle, args=(i, out, verb_on))
             node.answered.clear()
             t.start()
             if i % 2:  # anywhere in the cycle: planning, confirming, dispatching
@@ -107,6 +133,8 @@ def test_kill9_keeps_every_state_change_with_its_audit_entry():
             t.join()
             if "plan" in out:
                 answered_plans.add(out["plan"])
+            if "dropped" in out:
+                dropped.add(out["dropped"])
             if "vm" in out:
                 answered_vms[out["plan"]] = out["vm"]
             vms, plans = check_db(db_path)  # as the crash left it
@@ -138,8 +166,14 @@ def test_kill9_keeps_every_state_change_with_its_audit_entry():
             assert all(len(r) == 1 for r in by_vm.values()), by_vm
             assert sorted(node.vms) == sorted(ids)
         assert "intact" in f.ctl("audit", "verify").stdout
-        print("%d cycles: %d plans and %d VMs answered, %d VMs in all; %s" % (
-            CYCLES, len(answered_plans), len(set(answered_vms.values()) - set()), len(ids), stats))
+        kinds = {}
+        db = sqlite3.connect(db_path)
+        for kind, n in db.execute("SELECT kind, count(*) FROM audit GROUP BY kind"):
+            kinds[kind] = n
+        db.close()
+        print("%d cycles: %d plans and %d VMs answered, %d VMs in all, %d plans dropped; %s; "
+              "audit %s" % (CYCLES, len(answered_plans), len(answered_vms), len(ids),
+                            len(dropped), stats, kinds))
     finally:
         node.shutdown()
         node.server_close()
