@@ -14,7 +14,8 @@ PLAN = {"memory_mib": 1024, "vcpus": 1, "image": "base", "vault_disk_mib": 64}
 
 
 class Stub(H.FakeNode):
-    """A FakeNode whose POST /v1/vms first runs before_post(request) on the handler's thread."""
+    """A FakeNode whose POST /v1/vms first runs before_post(request) on the handler's thread; when
+    that returns False the creation is neither done nor answered."""
 
     def __init__(self, address, port, node_id, before_post):
         self.before_post = before_post
@@ -32,7 +33,8 @@ class StubHandler(H.FakeNodeHandler):
         orig = self.rfile
         if self.path == "/v1/vms":
             raw = self.rfile.read(int(self.headers["Content-Length"]))
-            self.server.before_post(json.loads(raw))
+            if self.server.before_post(json.loads(raw)) is False:
+                return  # no answer at all, nothing created
             self.rfile = io.BytesIO(raw)  # FakeNodeHandler reads the body again
         try:
             super().do_POST()
