@@ -11,7 +11,7 @@ import sys
 sys.path.insert(0, os.path.dirname(__file__))
 import test_fleetd_harness as H  # noqa: E402
 from test_vmhost_harness import (Vmhost, build_image, destroy_all, make_root, remove_root,  # noqa: E402
-                                 sha256, wait_for)
+                                 sha256)
 
 ENTITY = "no-start"
 
