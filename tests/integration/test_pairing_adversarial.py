@@ -2,6 +2,7 @@
 (--no-wg: the protocol alone; the mesh test covers the interfaces). Wrong code, expired code,
 concurrent joins, replayed and reflected messages, SAS not confirmed or mismatched, rosters
 signed by another key or older, and a man in the middle guessing (or knowing) the code."""
+import base64
 import json
 import os
 import re
@@ -303,53 +304,74 @@ def test_replayed_session_fails(work):
     assert roster_version(state) == 2
 
 
+WGKEY = base64.b64encode(b"\x01" * 32).decode()
+
+
+def evil_hello(s, v=2, proto="totebox-pair/2", name="evil"):
+    s.sendall(frame({"v": v, "type": "hello", "proto": proto, "id": name,
+                     "nonce": "AAAAAAAAAAAAAAAAAAAAAA=="}))
+    return read_frame(s)
+
+
+def evil_share(point):
+    return frame({"v": 2, "type": "share", "point": point, "role": "node",
+                  "wg_public_key": WGKEY, "endpoint": ""})
+
+
 def test_reflected_confirmation_fails(work):
     """A joiner without the code sends a valid point, then reflects the genesis' own key
-    confirmation tag back: refused as a wrong code."""
+    confirmation tag back: refused as a wrong code. Reflecting the genesis' own share, or
+    sending the identity, is no guess: the code stays good."""
     d, procs = work
     state = genesis(d)
     port = free_port()
     g, code = serve(procs, state, port)
     s = socket.create_connection(("127.0.0.1", port))
-    s.sendall(frame({"v": 1, "type": "hello", "proto": "totebox-pair/1", "id": "evil",
-                     "nonce": "AAAAAAAAAAAAAAAAAAAAAA=="}))
-    hello = read_frame(s)
-    assert hello["type"] == "hello"
-    # A valid ristretto255 encoding (draft-21 vector Ya); the AD claims the initiator role.
-    point = "1rrEgPLDhsOU78fEetuZJdzSYwtk8kDFD40O7EgrkVc="
-    import base64
-    ad = base64.b64encode(b"totebox-pair/1;initiator").decode()
-    s.sendall(frame({"v": 1, "type": "share", "point": point, "ad": ad}))
+    hello = evil_hello(s)
+    assert hello["type"] == "hello" and len(base64.b64decode(hello["commit"])) == 64
+    # A valid ristretto255 encoding (draft-21 vector Ya).
+    s.sendall(evil_share("1rrEgPLDhsOU78fEetuZJdzSYwtk8kDFD40O7EgrkVc="))
     share = read_frame(s)
     assert share["type"] == "share" and "tag" in share
-    s.sendall(frame({"v": 1, "type": "confirm", "tag": share["tag"]}))
+    s.sendall(frame({"v": 2, "type": "confirm", "tag": share["tag"]}))
     err = read_frame(s)
     assert err["type"] == "error" and err["code"] == "wrong-code", err
-    read_until(g, r"pairing failed: wrong-code")
-    # Reflecting the genesis' own point is refused too (a fresh ceremony).
+    read_until(g, r"pairing failed: wrong-code.*burned")
+    # A fresh ceremony: the identity point, then the genesis' own share reflected.
     port2 = free_port()
-    g2, _ = serve(procs, state, port2)
-    s = socket.create_connection(("127.0.0.1", port2))
-    s.sendall(frame({"v": 1, "type": "hello", "proto": "totebox-pair/1", "id": "evil",
-                     "nonce": "AAAAAAAAAAAAAAAAAAAAAA=="}))
-    read_frame(s)
-    s.sendall(frame({"v": 1, "type": "share", "point": "A" * 43 + "=", "ad": ad}))
-    err = read_frame(s)
-    assert err["type"] == "error" and err["code"] == "protocol", err
+    g2, code2 = serve(procs, state, port2)
+    for point in ["A" * 43 + "=", None]:
+        s = socket.create_connection(("127.0.0.1", port2))
+        hello = evil_hello(s)
+        if point is None:  # its own share is only known once opened: take one, then reflect
+            s.sendall(evil_share("1rrEgPLDhsOU78fEetuZJdzSYwtk8kDFD40O7EgrkVc="))
+            break
+        s.sendall(evil_share(point))
+        err = read_frame(s)
+        assert err["type"] == "error" and err["code"] == "protocol", err
+        read_until(g2, r"rejected before any guess: protocol: invalid or identity point.*still "
+                       r"valid")
     assert roster_version(state) == 1
 
 
 def test_version_mismatch_is_precise(work):
+    """A version-1 joiner (the protocol before the commitment) and a version-9 frame each get a
+    'version' error that names the versions; a v1 peer gets it framed in v1, so it can read it.
+    A version mismatch never reached the code: it is still good."""
     d, procs = work
     state = genesis(d)
     port = free_port()
     g, code = serve(procs, state, port)
     s = socket.create_connection(("127.0.0.1", port))
-    s.sendall(frame({"v": 1, "type": "hello", "proto": "totebox-pair/9", "id": "x",
-                     "nonce": "AAAAAAAAAAAAAAAAAAAAAA=="}))
-    err = read_frame(s)
-    assert err["type"] == "error" and err["code"] == "version", err
-    # A version mismatch never reached the code: it is still good.
+    err = evil_hello(s, v=1, proto="totebox-pair/1", name="x")
+    assert err["type"] == "error" and err["code"] == "version" and err["v"] == 1, err
+    assert "version 1 is not supported" in err["detail"], err
+    s = socket.create_connection(("127.0.0.1", port))
+    err = evil_hello(s, v=9, proto="totebox-pair/9", name="x")
+    assert err["type"] == "error" and err["code"] == "version" and err["v"] == 2, err
+    s = socket.create_connection(("127.0.0.1", port))
+    err = evil_hello(s, v=2, proto="totebox-pair/9", name="x")
+    assert err["code"] == "version", err
     j = join(procs, d, code, port)
     confirm(g, j)
     assert finish(j)[0] == 0
