@@ -400,6 +400,19 @@ def test_mitm_guessing_code_is_detected(work):
     assert not os.path.exists(os.path.join(d, "victim", "roster.json"))
 
 
+def operators_compare(g, victim, sas_victim, sas_genesis, genesis_outcome):
+    """Each operator types the SAS the other screen shows: they differ, the victim says
+    sas-mismatch, and the genesis prints genesis_outcome."""
+    assert sas_victim != sas_genesis
+    victim.stdin.write(sas_genesis + "\n")
+    victim.stdin.flush()
+    rc, out = finish(victim)
+    assert rc != 0 and "sas-mismatch" in out, out
+    g.stdin.write(sas_victim + "\n")
+    g.stdin.flush()
+    read_until(g, genesis_outcome)
+
+
 def test_mitm_knowing_code_caught_by_sas(work):
     """Even an attacker who learned the code (shoulder surfing) and relays between two sessions
     gets different SAS on the two honest sides: the joiner's operator types the genesis' SAS
@@ -415,15 +428,8 @@ def test_mitm_knowing_code_caught_by_sas(work):
     evil_j = join(procs, d, code, port, name="evil-joiner")
     sas_victim = read_until(victim, r"SAS: (\d{3} \d{3})").group(1)
     sas_genesis = read_until(g, r"SAS: (\d{3} \d{3})").group(1)
-    assert sas_victim != sas_genesis
-    victim.stdin.write(sas_genesis + "\n")
-    victim.stdin.flush()
-    rc, out = finish(victim)
-    assert rc != 0 and "sas-mismatch" in out, out
     # The genesis operator reads the SAS on the real joiner's screen: it does not match either.
-    g.stdin.write(sas_victim + "\n")
-    g.stdin.flush()
-    read_until(g, r"pairing failed: sas-mismatch")
+    operators_compare(g, victim, sas_victim, sas_genesis, r"pairing failed: sas-mismatch")
     assert roster_version(state) == 1
     assert not os.path.exists(os.path.join(d, "victim", "roster.json"))
     evil_j.kill()
@@ -567,15 +573,8 @@ def test_mitm_committed_share_gives_a_sas_it_did_not_choose(work):
     predicted = read_until(m, r"victim SAS will be '(\d{3} \d{3})'").group(1)
     sas_victim = read_until(victim, r"SAS: (\d{3} \d{3})").group(1)
     assert sas_victim == predicted  # the attacker knows it, but could not choose it
-    assert sas_victim != sas_genesis
-    victim.stdin.write(sas_genesis + "\n")
-    victim.stdin.flush()
-    rc, out = finish(victim)
-    assert rc != 0 and "sas-mismatch" in out, out
     # The genesis' operator types the victim's SAS (or the mitm has gone): refused, burned.
-    g.stdin.write(sas_victim + "\n")
-    g.stdin.flush()
-    read_until(g, r"pairing failed: .*; the code is burned")
+    operators_compare(g, victim, sas_victim, sas_genesis, r"pairing failed: .*; the code is burned")
     assert roster_version(state) == 1
 
 
@@ -590,7 +589,7 @@ def junk_connections(port):
         ("HTTP GET", b"GET / HTTP/1.1\r\nHost: genesis\r\n\r\n", True),
         ("zero length", struct.pack(">I", 0), True),
         ("huge length", struct.pack(">I", 0xFFFFFFFF), True),
-        ("10 MB frame", struct.pack(">I", 10 * 1024 * 1024) + b"x" * (1 << 20), True),
+        ("10 MB frame", struct.pack(">I", 10 << 20) + b"x" * (10 << 20), True),
         ("garbage JSON", struct.pack(">I", 5) + b"{nope", True),
         ("silence past the timeout", None, True),
         ("hello, then close", hello, False),
