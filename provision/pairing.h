@@ -255,6 +255,8 @@ int pair_recv_sealed(int fd, int64_t deadline_ms, struct pair_session *s, struct
 int pair_send_error(int fd, struct pair_session *s, enum pair_error e, const char *detail);
 /* A clear-text error framed in version v (a peer speaking an older version can read it). */
 int pair_send_error_v(int fd, unsigned v, enum pair_error e, const char *detail);
+/* Replaces all but printable ASCII in s (text quoting what a peer sent) with '?'. */
+void pair_printable(char *s);
 /* Shuts down writing, drains what the peer still sends (briefly), closes. */
 void pair_close_gently(int fd);
 /* Reads one line from fd into buf (no stdio buffering, so it mixes with poll()). -ETIMEDOUT,

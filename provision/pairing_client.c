@@ -104,9 +104,11 @@ static enum pair_error pair_join_fail(struct pair_join *j, enum pair_error e, co
 static enum pair_error pair_join_refused(struct pair_join *j, struct pair_msg *m)
 {
         enum pair_error e = m->error;
+        bool more = m->detail[0] && strcmp(m->detail, pair_error_text(e)) != 0;
 
-        snprintf(j->err, sizeof(j->err), "%s%s%s", pair_error_text(e), m->detail[0] ? ": " : "",
-                 strcmp(m->detail, pair_error_text(e)) ? m->detail : "");
+        snprintf(j->err, sizeof(j->err), "%s%s%s", pair_error_text(e), more ? ": " : "",
+                 more ? m->detail : "");
+        pair_printable(j->err);
         pair_msg_clear(m);
         return e;
 }

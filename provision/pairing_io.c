@@ -48,6 +48,15 @@ static void pair_frame_error(int r, size_t len, const uint8_t head[4], char *err
         }
 }
 
+/* The decoder may quote the peer's bytes: only printable ASCII reaches a console or a frame. */
+void pair_printable(char *s)
+{
+        for (; *s; s++) {
+                if (*s < 0x20 || *s > 0x7e)
+                        *s = '?';
+        }
+}
+
 int pair_recv(int fd, int64_t deadline_ms, struct pair_msg *ret, char *err, size_t errsize)
 {
         struct json_input_error jerr = {{0}};
@@ -62,9 +71,11 @@ int pair_recv(int fd, int64_t deadline_ms, struct pair_msg *ret, char *err, size
                 return r;
         }
         r = pair_msg_decode(buf, len, ret, &jerr);
-        if (r < 0)
+        if (r < 0) {
                 snprintf(err, errsize, "malformed message: %s",
                          jerr.text[0] ? jerr.text : "undecodable");
+                pair_printable(err);
+        }
         free(buf);
         return r;
 }
@@ -111,9 +122,11 @@ int pair_recv_sealed(int fd, int64_t deadline_ms, struct pair_session *s, struct
                 return -EBADMSG;
         }
         r = pair_msg_decode(plain, len, ret, &jerr);
-        if (r < 0)
+        if (r < 0) {
                 snprintf(err, errsize, "malformed sealed message: %s",
                          jerr.text[0] ? jerr.text : "undecodable");
+                pair_printable(err);
+        }
         sodium_memzero(plain, len);
         free(plain);
         return r;

@@ -580,7 +580,7 @@ def test_mitm_committed_share_gives_a_sas_it_did_not_choose(work):
 
 def junk_connections(port):
     """Each of these is no guess: (name, bytes to send or None, whether to wait for the
-    server to end the connection)."""
+    server to end the connection). What the genesis prints about them is printable ASCII."""
     hello = frame({"v": 2, "type": "hello", "proto": "totebox-pair/2", "id": "junk",
                    "nonce": "AAAAAAAAAAAAAAAAAAAAAA=="})
     return [
@@ -591,6 +591,7 @@ def junk_connections(port):
         ("huge length", struct.pack(">I", 0xFFFFFFFF), True),
         ("10 MB frame", struct.pack(">I", 10 << 20) + b"x" * (10 << 20), True),
         ("garbage JSON", struct.pack(">I", 5) + b"{nope", True),
+        ("terminal escapes", struct.pack(">I", 8) + b"\x1b[2J\x07\xff{\"", True),
         ("silence past the timeout", None, True),
         ("hello, then close", hello, False),
         ("hello, then an invalid share", hello + evil_share("A" * 43 + "="), True),
@@ -631,6 +632,7 @@ def test_junk_never_burns_the_code(work):
         line = read_until(g, r"pairing attempt from '127\.0\.0\.1' rejected before any guess: "
                              r"(\S+): (.*); the code is still valid")
         assert line.group(2).strip(), (name, line.group(0))
+        assert all(" " <= ch <= "~" for ch in line.group(0)), (name, line.group(0))
         print("%-30s -> %s" % (name, line.group(0)))
     j = join(procs, d, code, port)
     confirm(g, j)
