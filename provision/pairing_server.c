@@ -29,6 +29,7 @@ enum pair_code_state { PAIR_CODE_FRESH, PAIR_CODE_CLAIMED, PAIR_CODE_BURNED, PAI
  * keeps its slot until its worker has closed the socket. */
 struct pair_conn {
         int fd;
+        uint32_t addr; /* the peer's IPv4 address */
         int64_t started;
         bool active, dropped, claimed;
         char peer[INET_ADDRSTRLEN];
@@ -628,16 +629,32 @@ static int pair_listen(const struct pair_server_opts *o)
         return fd;
 }
 
+/* Under sv->lock: how many live connections come from k's address. */
+static size_t pair_conn_same_source(const struct pair_server *sv, const struct pair_conn *k)
+{
+        size_t n = 0;
+
+        for (size_t i = 0; i < 2 * PAIR_CONN_MAX; i++) {
+                const struct pair_conn *o = &sv->conns[i];
+
+                n += o->active && !o->dropped && o->addr == k->addr;
+        }
+        return n;
+}
+
 /* Under sv->lock: a free slot for a new connection. When PAIR_CONN_MAX connections are being
- * served, the oldest that has not claimed the code is dropped (shut down; its worker ends):
- * junk can delay a real joiner by at most its own handshake, never block it. */
+ * served, one that has not claimed the code is dropped (shut down; its worker ends): the oldest
+ * of the address that holds the most. Junk from one address can so only ever push out its own
+ * connections, and junk from many can delay a real joiner by its own handshake, never block
+ * it. */
 static struct pair_conn *pair_conn_slot(struct pair_server *sv)
 {
-        struct pair_conn *free_slot = NULL, *oldest = NULL;
-        size_t live = 0;
+        struct pair_conn *free_slot = NULL, *victim = NULL;
+        size_t live = 0, victim_n = 0;
 
         for (size_t i = 0; i < 2 * PAIR_CONN_MAX; i++) {
                 struct pair_conn *k = &sv->conns[i];
+                size_t n;
 
                 if (!k->active) {
                         free_slot = free_slot ? free_slot : k;
@@ -646,14 +663,20 @@ static struct pair_conn *pair_conn_slot(struct pair_server *sv)
                 if (k->dropped)
                         continue;
                 live++;
-                if (!k->claimed && (!oldest || k->started < oldest->started))
-                        oldest = k;
+                n = pair_conn_same_source(sv, k);
+                if (!k->claimed &&
+                    (!victim || n > victim_n || (n == victim_n && k->started < victim->started))) {
+                        victim = k;
+                        victim_n = n;
+                }
         }
-        if (live >= PAIR_CONN_MAX && oldest) {
-                shutdown(oldest->fd, SHUT_RDWR);
-                oldest->dropped = true;
-        }
-        return live >= PAIR_CONN_MAX && !oldest ? NULL : free_slot;
+        if (live < PAIR_CONN_MAX)
+                return free_slot;
+        if (!victim)
+                return NULL;
+        shutdown(victim->fd, SHUT_RDWR);
+        victim->dropped = true;
+        return free_slot;
 }
 
 static void pair_on_connection(struct pair_server *sv, int fd, const struct sockaddr_in *from)
@@ -666,7 +689,10 @@ static void pair_on_connection(struct pair_server *sv, int fd, const struct sock
 
         pthread_mutex_lock(&sv->lock);
         if (c && (k = pair_conn_slot(sv))) {
-                *k = (struct pair_conn){.fd = fd, .started = pair_clock_ms(), .active = true};
+                *k = (struct pair_conn){.fd = fd,
+                                        .addr = from->sin_addr.s_addr,
+                                        .started = pair_clock_ms(),
+                                        .active = true};
                 inet_ntop(AF_INET, &from->sin_addr, k->peer, sizeof(k->peer));
                 *c = (struct pair_ceremony){.sv = sv, .conn = k, .fd = fd};
                 c->io_ms = (int)sv->o->io_timeout_s * 1000;

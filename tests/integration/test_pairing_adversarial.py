@@ -705,19 +705,38 @@ def test_joiner_deadline_against_a_trickling_genesis(work):
 
 def test_junk_flood_does_not_block_a_real_joiner(work):
     """40 connections that say nothing (more than the 16 served at once) are open when the
-    real joiner arrives: the oldest junk is dropped to serve it, and the join succeeds."""
+    real joiner arrives, and another address keeps opening silent connections while it joins
+    (at most 200): the junk is dropped to serve the joiner, and the join succeeds."""
     d, procs = work
     state = genesis(d)
     port = free_port()
     g, code = serve(procs, state, port, "--io-timeout", "20")
     junk = [socket.create_connection(("127.0.0.1", port)) for _ in range(40)]
+    stop = threading.Event()
+    flood = []
+
+    def churn():
+        while not stop.is_set() and len(flood) < 200:
+            try:
+                flood.append(socket.create_connection(("127.0.0.1", port), timeout=5,
+                                                      source_address=("127.0.0.2", 0)))
+            except OSError:
+                time.sleep(0.01)
+            if len(flood) > 32:
+                flood[-33].close()
+
+    t = threading.Thread(target=churn, daemon=True)
+    t.start()
     j = join(procs, d, code, port)
     confirm(g, j)
     rc, out = finish(j)
+    stop.set()
+    t.join(30)
     assert rc == 0 and "joined: fleet" in out, out
-    for s in junk:
+    for s in junk + flood:
         s.close()
     assert roster_version(state) == 2
+    print("\nflood: %d silent connections from a second address during the join" % len(flood))
 
 
 def fake_genesis(reply):
