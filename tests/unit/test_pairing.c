@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -322,6 +323,42 @@ static void test_decode(void **state)
         pair_msg_clear(&m);
 }
 
+/* Frame reads end at an absolute deadline however the bytes trickle, and every failure has a
+ * reason: a partial frame, an HTTP request, a zero length, a closed peer. */
+static void test_frame_errors(void **state)
+{
+        static const struct {
+                const char *bytes;
+                size_t len;
+                int ret;
+                const char *reason;
+        } cases[] = {
+            {"\0\0\0\x64partial", 11, -ETIMEDOUT, "timed out"},
+            {"GET / HTTP/1.1\r\n", 16, -EPROTO, "an HTTP request"},
+            {"\0\0\0\0", 4, -EPROTO, "bad frame length 0"},
+            {"\x7f\xff\xff\xff", 4, -EPROTO, "bad frame length 2147483647"},
+            {"\0\0\0\x05{nope", 9, -EINVAL, "malformed message"},
+            {"\0\0\0\x12{\"v\":1,\"type\":\"x\"}", 22, -EPROTONOSUPPORT, "version 1"},
+            {"", 0, -ECONNRESET, "closed the connection"},
+        };
+
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                struct pair_msg m;
+                char err[256] = "";
+                int sv[2];
+
+                assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+                assert_int_equal(write(sv[1], cases[i].bytes, cases[i].len), (ssize_t)cases[i].len);
+                if (cases[i].ret != -ETIMEDOUT)
+                        shutdown(sv[1], SHUT_WR);
+                assert_int_equal(pair_recv(sv[0], pair_clock_ms() + 100, &m, err, sizeof(err)),
+                                 cases[i].ret);
+                assert_non_null(strstr(err, cases[i].reason));
+                close(sv[0]);
+                close(sv[1]);
+        }
+}
+
 static struct roster *roster_signed(uint64_t version, const uint8_t sk[64])
 {
         char buf[512];
@@ -387,7 +424,7 @@ int main(void)
             cmocka_unit_test(test_sealed),        cmocka_unit_test(test_version_and_reflection),
             cmocka_unit_test(test_codes),         cmocka_unit_test(test_decode),
             cmocka_unit_test(test_roster_accept), cmocka_unit_test(test_binding_tampered),
-            cmocka_unit_test(test_sas_grinding),
+            cmocka_unit_test(test_sas_grinding),  cmocka_unit_test(test_frame_errors),
         };
 
         if (sodium_init() < 0)
