@@ -323,6 +323,66 @@ static void test_decode(void **state)
         pair_msg_clear(&m);
 }
 
+/* One trial of the attack on a model SAS of one digit: returns whether the victim, in the old
+ * order (*old) and in the new one (*now), shows the same SAS as the genesis. The grinder gets
+ * 100 tries; in the new order a share that does not open the commitment is refused, so the best
+ * the attacker can still send is its committed share. */
+static void grind_trial(bool *old, bool *now)
+{
+        const char *code = "ABCDE-FGHJK";
+        struct pair_binding bj = binding(ROSTER_ROLE_NODE, ""), bm = binding(ROSTER_ROLE_NODE, "");
+        struct pair_session *ss = calloc(7, sizeof(*ss));
+        struct pair_session *m_g = &ss[0], *g = &ss[1], *j = &ss[2], *j_old = &ss[3], *m = &ss[4];
+        struct pair_session *t = &ss[5], *j_try = &ss[6];
+        struct pair_msg mj, mt;
+        int tries;
+
+        run(m_g, g, code, code);
+        pair_session_init(j, true, "laptop-b");
+        pair_session_init(m, false, "genesis");
+        assert_int_equal(pair_session_start(m, code, "laptop-b", j->nonce_self, &bm, NULL), 0);
+        assert_int_equal(pair_session_start(j, code, "genesis", m->nonce_self, &bj, m->commit), 0);
+        pair_session_share(j, &mj);
+        *j_old = *j;
+        *j_try = *j;
+        tries = grind(m, code, &mj, g->sas, 10, 100, t);
+        *old = false;
+        if (tries > 0) {
+                pair_session_share(t, &mt);
+                memcpy(j_old->commit, t->commit, PAIR_COMMIT_LEN);
+                *old = pair_session_finish(j_old, &mt) == 0 &&
+                       sas_value(j_old->sas) % 10 == sas_value(g->sas) % 10;
+                assert_int_equal(pair_session_finish(j_try, &mt), -EBADE);
+        }
+        assert_int_equal(pair_session_finish(m, &mj), 0);
+        pair_session_share(m, &mt);
+        assert_int_equal(pair_session_finish(j, &mt), 0);
+        *now = sas_value(j->sas) % 10 == sas_value(g->sas) % 10;
+        free(ss);
+}
+
+/* 200 trials: grinding wins (nearly) every time in the old order, and only by chance (about
+ * 1 in 10 on one digit) in the new. A trial's grinding fails with probability 0.9^100 < 3*10^-5,
+ * so fewer than 190 old wins needs 11 such failures (below 10^-40); 45 or more new wins at
+ * p = 0.1 has a probability below 10^-8. */
+static void test_sas_grinding_beyond_chance(void **state)
+{
+        int old_wins = 0, new_wins = 0;
+
+        for (int i = 0; i < 200; i++) {
+                bool o, n;
+
+                grind_trial(&o, &n);
+                old_wins += o;
+                new_wins += n;
+        }
+        print_message("one-digit SAS, 200 ceremonies: grinding matched %d in the old order, %d "
+                      "(chance: ~20) in the new\n",
+                      old_wins, new_wins);
+        assert_true(old_wins >= 190);
+        assert_true(new_wins < 45);
+}
+
 /* Frame reads end at an absolute deadline however the bytes trickle, and every failure has a
  * reason: a partial frame, an HTTP request, a zero length, a closed peer. */
 static void test_frame_errors(void **state)
@@ -420,11 +480,17 @@ static void test_roster_accept(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test(test_same_code),     cmocka_unit_test(test_wrong_code),
-            cmocka_unit_test(test_sealed),        cmocka_unit_test(test_version_and_reflection),
-            cmocka_unit_test(test_codes),         cmocka_unit_test(test_decode),
-            cmocka_unit_test(test_roster_accept), cmocka_unit_test(test_binding_tampered),
-            cmocka_unit_test(test_sas_grinding),  cmocka_unit_test(test_frame_errors),
+            cmocka_unit_test(test_same_code),
+            cmocka_unit_test(test_wrong_code),
+            cmocka_unit_test(test_sealed),
+            cmocka_unit_test(test_version_and_reflection),
+            cmocka_unit_test(test_codes),
+            cmocka_unit_test(test_decode),
+            cmocka_unit_test(test_roster_accept),
+            cmocka_unit_test(test_binding_tampered),
+            cmocka_unit_test(test_sas_grinding),
+            cmocka_unit_test(test_frame_errors),
+            cmocka_unit_test(test_sas_grinding_beyond_chance),
         };
 
         if (sodium_init() < 0)
