@@ -1,8 +1,10 @@
-/* The genesis side: creating the mesh (keys, address plan, genesis key, roster version 1) and
- * the pairing server. One server run is one ceremony: one code, good for one attempt, one join
- * at a time, expiring after code_ttl_s. The ceremony runs on a worker thread; the accept loop
- * answers "busy", "used" or "expired" to anyone else. After a join the new roster (signed by the
- * genesis key) is stored, applied to the local interface and pushed to every member's vmhost. */
+/* The genesis side: creating the mesh (keys, address plan, genesis key, roster version 1; a
+ * WireGuard port in use is named first, a failed genesis undone) and the pairing server. One
+ * server run is one ceremony: one code, good for one guess, one join at a time, expiring after
+ * code_ttl_s. Every connection has its own worker and absolute deadlines; the code is claimed
+ * when a well-formed share arrives and spent once it has been processed, so junk never burns it
+ * (docs/mesh.md). After a join the new roster (signed by the genesis key) is stored, applied to
+ * the local interface and pushed to every member's vmhost. */
 #include "provision/pairing.h"
 
 #include <arpa/inet.h>

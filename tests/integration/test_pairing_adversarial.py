@@ -1,7 +1,11 @@
 """The pairing ceremony under attack, on loopback with private ports and state directories
-(--no-wg: the protocol alone; the mesh test covers the interfaces). Wrong code, expired code,
-concurrent joins, replayed and reflected messages, SAS not confirmed or mismatched, rosters
-signed by another key or older, and a man in the middle guessing (or knowing) the code."""
+(--no-wg: the protocol alone; the mesh test covers the interfaces), and in network namespaces
+where the test needs a firewall or a port of its own. Wrong code, expired code, concurrent
+joins, replayed and reflected messages, SAS not confirmed or mismatched, rosters signed by
+another key or older, a man in the middle guessing (or knowing) the code, the SAS-grinding man
+in the middle (pair_mitm), a relay swapping bound keys, junk and floods that must not burn the
+code or block a joiner, trickles cut at the deadline, a black-holed genesis and a WireGuard port
+in use."""
 import base64
 import json
 import os
@@ -248,9 +252,11 @@ def read_frame(s):
 
 
 class Recorder:
-    """A TCP relay that records every frame the joiner sends."""
+    """A TCP relay that records every frame the joiner sends (and may rewrite frames:
+    rewrite(frame, from_joiner) returns the frame to pass on)."""
 
-    def __init__(self, target_port):
+    def __init__(self, target_port, rewrite=None):
+        self.rewrite = rewrite
         self.lsock = socket.socket()
         self.lsock.bind(("127.0.0.1", 0))
         self.lsock.listen(1)
@@ -265,12 +271,17 @@ class Recorder:
         s = socket.create_connection(("127.0.0.1", self.target))
 
         def pump(src, dst, record):
-            while True:
-                f = read_frame(src)
-                if f is None:
-                    break
-                (self.frames if record else self.replies).append(f)
-                dst.sendall(frame(f))
+            try:
+                while True:
+                    f = read_frame(src)
+                    if f is None:
+                        break
+                    (self.frames if record else self.replies).append(f)
+                    if self.rewrite:
+                        f = self.rewrite(f, record)
+                    dst.sendall(frame(f))
+            except OSError:  # one side reset the connection: the relay ends
+                pass
             dst.close()
 
         threading.Thread(target=pump, args=(s, c, False), daemon=True).start()
@@ -829,3 +840,33 @@ def test_wireguard_port_in_use_leaves_no_genesis(work, netns):
     assert "WireGuard port 51820/udp is already in use" in r.stderr, r.stderr
     assert "Invalid argument" not in r.stderr, r.stderr
     assert not os.path.exists(state) or os.listdir(state) == [], os.listdir(state)
+
+
+def test_relay_swapping_keys_without_the_code_fails(work):
+    """A relay without the code rewrites what a share binds: the joiner's WireGuard key (its
+    own key in, towards the genesis), or the genesis' endpoint (towards the joiner). The first
+    gives the two sides different ISKs: key confirmation fails, and the guess the genesis
+    processed burns the code; the second no longer opens the genesis' commitment. Nobody is
+    added either way."""
+    d, procs = work
+    state = genesis(d)
+    cases = [
+        (True, "wg_public_key", WGKEY, "wrong-code"),
+        (False, "endpoint", "203.0.113.9:51820",
+         "protocol: the genesis' share does not open the commitment"),
+    ]
+    for from_joiner, field, value, outcome in cases:
+        def rewrite(f, joiner, from_joiner=from_joiner, field=field, value=value):
+            if f.get("type") == "share" and joiner == from_joiner:
+                f = dict(f, **{field: value})
+            return f
+
+        port = free_port()
+        g, code = serve(procs, state, port)
+        rec = Recorder(port, rewrite)
+        rc, out = finish(join(procs, d, code, rec.port, name="victim"))
+        assert rc != 0 and outcome in out, (field, out)
+        if from_joiner:
+            read_until(g, r"pairing failed: wrong-code.*burned")
+        assert roster_version(state) == 1
+        assert not os.path.exists(os.path.join(d, "victim", "roster.json"))
