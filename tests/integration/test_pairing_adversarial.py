@@ -870,3 +870,18 @@ def test_relay_swapping_keys_without_the_code_fails(work):
             read_until(g, r"pairing failed: wrong-code.*burned")
         assert roster_version(state) == 1
         assert not os.path.exists(os.path.join(d, "victim", "roster.json"))
+
+
+def test_failed_interface_undoes_the_genesis(work, netns):
+    """A genesis whose WireGuard interface cannot be set up (here: the userspace WireGuard
+    program fails) is undone: no key, roster or node.conf stays to be 'reused' later."""
+    d, procs = work
+    state = os.path.join(d, "gen")
+    r = subprocess.run(["ip", "netns", "exec", netns, PAIR, "genesis", "--state-dir", state,
+                        "--name", "gen", "--ifname", "tbpf%d" % (os.getpid() % 10000),
+                        "--wg-port", "51821"], capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, TOTEBOX_WIREGUARD_GO="/bin/false"))
+    assert r.returncode != 0
+    assert "cannot set up the mesh interface" in r.stderr and "genesis undone" in r.stderr, \
+        r.stderr
+    assert not os.path.exists(state) or os.listdir(state) == [], os.listdir(state)
