@@ -77,7 +77,7 @@ struct pair_msg {
         /* error and abort */
         enum pair_error error;
         char detail[PAIR_DETAIL_MAX + 1];
-        /* join-request */
+        /* join-request (name) and the binding of share and join-request (the rest) */
         char name[NODE_ID_MAX + 1];
         enum roster_role role;
         char wg_public_key[WG_KEY_B64_LEN + 1];
@@ -220,7 +220,7 @@ struct pair_server_opts {
         const char *code;       /* tests: a fixed code instead of a fresh one */
 };
 
-/* Runs one ceremony: one code, one attempt; returns 0 after a successful join, else a negative
+/* Runs one ceremony: one code, one guess; returns 0 after a successful join, else a negative
  * errno (the reason has been printed). */
 int pair_server_run(const struct pair_server_opts *o);
 

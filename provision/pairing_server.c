@@ -799,7 +799,7 @@ int pair_server_run(const struct pair_server_opts *o)
         sv.expires = pair_clock_ms() + (int64_t)o->code_ttl_s * 1000;
         /* After expiry the server stays a little to say "expired" rather than go silent. */
         linger_until = sv.expires + 60000;
-        fprintf(o->out, "pairing code: %s (expires in %u s, good for one attempt)\n", sv.code,
+        fprintf(o->out, "pairing code: %s (expires in %u s, good for one guess)\n", sv.code,
                 o->code_ttl_s);
         fprintf(o->out, "pairing server listening on %s:%u\n", o->listen_addr, o->port);
         fflush(o->out);
