@@ -146,6 +146,23 @@ static int grind(const struct pair_session *m0, const char *code, const struct p
         return -1;
 }
 
+/* The man in the middle's two sessions: as a joiner with the real genesis g (m_g; g->sas is
+ * what the genesis operator will see), and as the genesis towards the victim j (m, which has
+ * committed to its share in its hello); mj is the victim's share. */
+static void mitm_setup(const char *code, struct pair_session *m_g, struct pair_session *g,
+                       struct pair_session *j, struct pair_session *m, struct pair_msg *mj)
+{
+        struct pair_binding bj = binding(ROSTER_ROLE_NODE, "192.0.2.2:51820");
+        struct pair_binding bm = binding(ROSTER_ROLE_NODE, "192.0.2.1:51820");
+
+        run(m_g, g, code, code);
+        pair_session_init(j, true, "laptop-b");
+        pair_session_init(m, false, "genesis");
+        assert_int_equal(pair_session_start(m, code, "laptop-b", j->nonce_self, &bm, NULL), 0);
+        assert_int_equal(pair_session_start(j, code, "genesis", m->nonce_self, &bj, m->commit), 0);
+        pair_session_share(j, mj);
+}
+
 /* SAS grinding, the attack of issue 14, on a model SAS of two digits (the full six cost 10^6
  * tries: tests/integration/pair_mitm.c measures the rate). In totebox-pair/1 the genesis sent
  * its share after seeing the joiner's, so the man in the middle could pick, among fresh shares,
@@ -156,8 +173,6 @@ static int grind(const struct pair_session *m0, const char *code, const struct p
 static void test_sas_grinding(void **state)
 {
         const char *code = "ABCDE-FGHJK";
-        struct pair_binding bj = binding(ROSTER_ROLE_NODE, "192.0.2.2:51820");
-        struct pair_binding bm = binding(ROSTER_ROLE_NODE, "192.0.2.1:51820");
         struct pair_session *m_g = calloc(1, sizeof(*m_g)), *g = calloc(1, sizeof(*g));
         struct pair_session *j = calloc(1, sizeof(*j)), *j_old = calloc(1, sizeof(*j_old));
         struct pair_session *m = calloc(1, sizeof(*m)), *t = calloc(1, sizeof(*t));
@@ -165,14 +180,7 @@ static void test_sas_grinding(void **state)
         struct pair_msg mj, mt, m0;
         int tries;
 
-        /* The attacker, as a joiner, with the real genesis: the SAS its operator will see. */
-        run(m_g, g, code, code);
-        /* The attacker, as the genesis, with the victim: it commits to m's share first. */
-        pair_session_init(j, true, "laptop-b");
-        pair_session_init(m, false, "genesis");
-        assert_int_equal(pair_session_start(m, code, "laptop-b", j->nonce_self, &bm, NULL), 0);
-        assert_int_equal(pair_session_start(j, code, "genesis", m->nonce_self, &bj, m->commit), 0);
-        pair_session_share(j, &mj);
+        mitm_setup(code, m_g, g, j, m, &mj);
         *j_old = *j;
         *j2 = *j;
         tries = grind(m, code, &mj, g->sas, 100, 5000, t);
@@ -330,19 +338,13 @@ static void test_decode(void **state)
 static void grind_trial(bool *old, bool *now)
 {
         const char *code = "ABCDE-FGHJK";
-        struct pair_binding bj = binding(ROSTER_ROLE_NODE, ""), bm = binding(ROSTER_ROLE_NODE, "");
         struct pair_session *ss = calloc(7, sizeof(*ss));
         struct pair_session *m_g = &ss[0], *g = &ss[1], *j = &ss[2], *j_old = &ss[3], *m = &ss[4];
         struct pair_session *t = &ss[5], *j_try = &ss[6];
         struct pair_msg mj, mt;
         int tries;
 
-        run(m_g, g, code, code);
-        pair_session_init(j, true, "laptop-b");
-        pair_session_init(m, false, "genesis");
-        assert_int_equal(pair_session_start(m, code, "laptop-b", j->nonce_self, &bm, NULL), 0);
-        assert_int_equal(pair_session_start(j, code, "genesis", m->nonce_self, &bj, m->commit), 0);
-        pair_session_share(j, &mj);
+        mitm_setup(code, m_g, g, j, m, &mj);
         *j_old = *j;
         *j_try = *j;
         tries = grind(m, code, &mj, g->sas, 10, 100, t);
