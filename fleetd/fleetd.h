@@ -76,6 +76,7 @@ struct fleet_node {
         unsigned inv_failures;
         json_t *unknown_vms;     /* ids the node reports that fleetd never placed (array) */
         uint64_t inv_verb_mark;  /* f->verb_events when the fetch in flight was sent */
+        bool dispatch_busy;      /* a dispatch worker is calling this node */
         uint64_t inv_fetches;    /* inventory fetches sent to the node since fleetd started */
         uint64_t inv_fetch_sent; /* the number of the fetch in flight (or last sent); one
                                     fetch per node is in flight at a time */
@@ -183,6 +184,7 @@ struct fleetd {
         pthread_t dispatcher;
         pthread_cond_t wake;
         bool dispatcher_running, stopping;
+        unsigned dispatch_workers; /* worker threads calling nodes (dispatch.c) */
         struct timespec roster_mtime;
         uint64_t started_ms;
         uint64_t verb_events; /* counts starts and ends of verb calls to nodes (under lock) */

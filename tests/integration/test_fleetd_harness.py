@@ -192,9 +192,10 @@ class FakeNode(http.server.ThreadingHTTPServer):
     /v1/vms, carried by its answers and inventories; heartbeats should carry it too (figures()),
     as vmhost's do."""
 
+    creations = 1  # as after vmhost's start-up increase (also for subclasses' own __init__)
+
     def __init__(self, address, port, node_id):
         self.node_id = node_id
-        self.creations = 1     # as after vmhost's start-up increase
         self.vms = {}          # vm_id -> vm
         self.posts = []        # (vm_id, request_id) of every POST
         self.lock = threading.Lock()
