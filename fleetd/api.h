@@ -8,6 +8,7 @@
 #include "fleetd/fleetd.h"
 
 #define API_MAX_PARAMS 2
+#define API_LIST_MAX   100000 /* the largest page of a list (and its default, but for plans) */
 
 struct api_request {
         struct fleetd *f;
@@ -29,18 +30,33 @@ struct api_response {
         size_t raw_len;
         const char *content_type;
         const char *header_name, *header_value; /* one extra header (Allow, WWW-Authenticate) */
+        bool etag; /* a list route's 200: tagged, and 304 when If-None-Match names the tag */
         char allow[64];
 };
 
 typedef void (*api_handler)(struct api_request *req, struct api_response *resp);
+
+/* What a route takes as a body: none (a body is refused: 400 unexpected-body), or JSON. */
+enum api_body { API_BODY_NONE, API_BODY_JSON };
+
+#define API_QUERY_MAX 8
 
 struct api_route {
         const char *method;
         const char *pattern; /* "/v1/nodes/{id}" */
         api_handler handler;
         bool auth; /* needs a bearer token (when the auth key is on) */
+        enum api_body body;
+        const char *query[API_QUERY_MAX]; /* the query parameters it takes; any other is a 400 */
+        bool etag; /* a list: answers carry an ETag, If-None-Match gets a 304 */
         const char *summary;
 };
+
+/* Longest path and largest request header block fleetd answers; longer ones get 414 / 431 as
+ * problem+json (libmicrohttpd's own HTML page only past API_CONN_MEMORY, its buffer limit). */
+#define API_PATH_MAX    4096
+#define API_HEADERS_MAX 16384
+#define API_CONN_MEMORY (512 * 1024)
 
 extern const struct api_route api_routes[];
 
@@ -54,6 +70,9 @@ void api_ok(struct api_response *resp, json_t *body);
 json_t *api_body_object(struct api_request *req, struct api_response *resp, bool allow_empty);
 /* A verb's body: empty or {}; false (problem in resp) otherwise. */
 bool api_body_empty(struct api_request *req, struct api_response *resp);
+/* Query argument as a string matching valid (or absent: *ret NULL); false with a problem. */
+bool api_query_string(struct api_request *req, struct api_response *resp, const char *name,
+                      bool (*valid)(const char *), const char *what, const char **ret);
 /* Query argument as an unsigned integer in min..max (def when absent); false with a problem. */
 bool api_query_uint(struct api_request *req, struct api_response *resp, const char *name,
                     uint64_t def, uint64_t min, uint64_t max, uint64_t *ret);
@@ -68,7 +87,12 @@ json_t *api_node_to_json(const struct fleet_node *n, const struct fleetd_config 
 void api_vms_list(struct api_request *req, struct api_response *resp);
 void api_vms_get(struct api_request *req, struct api_response *resp);
 void api_vms_verb(struct api_request *req, struct api_response *resp);
+/* Makes s valid UTF-8 in place: a byte that does not start or continue a well-formed sequence
+ * (including a sequence cut short by truncation) becomes '?'. */
+void api_utf8_sanitise(char *s);
+
 /* api_plans.c */
+void api_plans_list(struct api_request *req, struct api_response *resp);
 void api_plans_create(struct api_request *req, struct api_response *resp);
 void api_plans_get(struct api_request *req, struct api_response *resp);
 void api_plans_confirm(struct api_request *req, struct api_response *resp);

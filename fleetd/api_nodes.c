@@ -44,17 +44,77 @@ json_t *api_node_to_json(const struct fleet_node *n, const struct fleetd_config 
         return o;
 }
 
+static bool api_node_state_valid(const char *s)
+{
+        for (unsigned i = 0; i < NODE_STATE_MAX; i++)
+                if (strcmp(s, node_state_name((enum node_state)i)) == 0)
+                        return true;
+        return false;
+}
+
+static bool api_role_valid(const char *s)
+{
+        enum roster_role r;
+
+        return roster_role_parse(s, &r) == 0;
+}
+
+static bool api_node_id_valid(const char *s)
+{
+        return node_id_valid(s);
+}
+
+/* Index into t->by_id of the first id after `after` (byte order), or 0 without one. */
+static size_t api_nodes_first(const struct node_table *t, const char *after)
+{
+        size_t lo = 0, hi = after ? t->roster->n_nodes : 0;
+
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+
+                if (strcmp(t->by_id[mid].id, after) <= 0)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        return lo;
+}
+
+/* GET /v1/nodes[?state=S&role=R&after=ID&limit=N]: by id; next_after names the last node of
+ * a full page (null on the last page). */
 void api_nodes_list(struct api_request *req, struct api_response *resp)
 {
         struct fleetd *f = req->f;
-        uint64_t now = clock_monotonic_ms();
-        json_t *nodes = json_array();
+        const char *state, *role, *after;
+        uint64_t now = clock_monotonic_ms(), limit;
+        json_t *nodes = json_array(), *next = json_null();
 
+        if (!api_query_string(req, resp, "state", api_node_state_valid,
+                              "a node state (unseen, alive, unhealthy, suspect, evicted)",
+                              &state) ||
+            !api_query_string(req, resp, "role", api_role_valid, "node, relay or cloud", &role) ||
+            !api_query_string(req, resp, "after", api_node_id_valid, "a node id", &after) ||
+            !api_query_uint(req, resp, "limit", API_LIST_MAX, 1, API_LIST_MAX, &limit)) {
+                json_decref(nodes);
+                return;
+        }
         pthread_mutex_lock(&f->lock);
-        for (size_t i = 0; i < f->table.roster->n_nodes; i++)
-                json_array_append_new(nodes, api_node_to_json(&f->table.nodes[i], &f->cfg, now));
+        for (size_t i = api_nodes_first(&f->table, after); i < f->table.roster->n_nodes; i++) {
+                const struct fleet_node *n = &f->table.nodes[f->table.by_id[i].node];
+
+                if ((state && strcmp(state, node_state_name(node_state_at(n, &f->cfg, now)))) ||
+                    (role && strcmp(role, roster_role_name(n->rn->role))))
+                        continue;
+                if (json_array_size(nodes) == limit) {
+                        json_decref(next);
+                        next = json_string(json_string_value(json_object_get(
+                            json_array_get(nodes, json_array_size(nodes) - 1), "id")));
+                        break;
+                }
+                json_array_append_new(nodes, api_node_to_json(n, &f->cfg, now));
+        }
         pthread_mutex_unlock(&f->lock);
-        api_ok(resp, json_pack("{s:o}", "nodes", nodes));
+        api_ok(resp, json_pack("{s:o, s:o}", "nodes", nodes, "next_after", next));
 }
 
 void api_nodes_get(struct api_request *req, struct api_response *resp)

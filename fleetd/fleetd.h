@@ -316,6 +316,9 @@ void plans_confirm(struct fleetd *f, const char *plan_id, const char *actor,
                    struct plan_outcome *ret);
 void plans_drop(struct fleetd *f, const char *plan_id, const char *actor, struct plan_outcome *ret);
 void plans_get(struct fleetd *f, const char *plan_id, struct plan_outcome *ret);
+/* Plans in creation order (summaries without candidates): {plans, next_after}. */
+void plans_list(struct fleetd *f, const char *after, const char *state, unsigned limit,
+                struct plan_outcome *ret);
 
 /* dispatch.c: creations and inventory fetches, retried with backoff, off the request threads */
 int dispatch_start(struct fleetd *f);
