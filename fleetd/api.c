@@ -546,6 +546,39 @@ static char *api_text(struct api_response *resp, size_t *ret_len)
 }
 
 /* A strong ETag: BLAKE2b-128 of the answer's bytes, quoted. */
+static void api_etag(const char *text, size_t len, char buf[35]);
+
+struct api_shared *api_shared_new(char *text, size_t len)
+{
+        struct api_shared *s = text ? malloc(sizeof(*s)) : NULL;
+
+        if (!s) {
+                free(text);
+                return NULL;
+        }
+        s->refs = 1;
+        s->len = len;
+        s->text = text;
+        api_etag(s->text, len, s->etag);
+        return s;
+}
+
+struct api_shared *api_shared_ref(struct api_shared *s)
+{
+        __atomic_add_fetch(&s->refs, 1, __ATOMIC_RELAXED);
+        return s;
+}
+
+void api_shared_unref(void *p)
+{
+        struct api_shared *s = p;
+
+        if (s && __atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+                free(s->text);
+                free(s);
+        }
+}
+
 static void api_etag(const char *text, size_t len, char buf[35])
 {
         uint8_t h[16];
@@ -572,27 +605,35 @@ static enum MHD_Result api_send(struct MHD_Connection *conn, struct api_request 
         struct MHD_Response *r;
         enum MHD_Result ret;
         char etag[35];
-        size_t len;
-        char *text = api_text(resp, &len);
+        size_t len = 0;
+        char *text = resp->shared ? NULL : api_text(resp, &len);
 
-        if (!text)
+        if (!text && !resp->shared)
                 return MHD_NO;
-        if (resp->status >= 400)
-                tagged = false;
-        if (tagged)
+        if (tagged && resp->shared)
+                memcpy(etag, resp->shared->etag, sizeof(etag));
+        else if (tagged)
                 api_etag(text, len, etag);
         if (tagged && api_etag_matches(conn, etag)) {
                 free(text);
                 text = NULL;
-                len = 0;
+                api_shared_unref(resp->shared);
+                resp->shared = NULL;
                 status = 304;
         }
-        r = text ? MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE)
-                 : MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
-        if (!r) {
-                free(text);
-                return MHD_NO;
+        if (resp->shared) {
+                r = MHD_create_response_from_buffer_with_free_callback_cls(
+                    resp->shared->len, resp->shared->text, api_shared_unref, resp->shared);
+                if (r)
+                        resp->shared = NULL; /* the response holds the reference now */
+        } else {
+                r = text ? MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE)
+                         : MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+                if (!r)
+                        free(text);
         }
+        if (!r)
+                return MHD_NO;
         if (status != 304)
                 MHD_add_response_header(r, "Content-Type",
                                         resp->content_type ? resp->content_type
@@ -619,6 +660,7 @@ static enum MHD_Result api_answer(struct fleetd *f, struct MHD_Connection *conn,
 
         json_decref(resp->body);
         free(resp->raw);
+        api_shared_unref(resp->shared);
         if (big)
                 malloc_trim(0); /* give a big answer's memory back to the system */
         clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -696,6 +738,10 @@ static int api_listen_one(struct fleetd *f, const char *address)
 
 int api_start(struct fleetd *f)
 {
+        /* answers of megabytes (lists of 10,000 nodes) are mapped and unmapped whole, and a few
+         * arenas serve the connection threads: memory goes back to the system after a burst */
+        mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+        mallopt(M_ARENA_MAX, 4);
         char list[sizeof(f->cfg.api_listen)], *save = NULL;
 
         snprintf(list, sizeof(list), "%s", f->cfg.api_listen);

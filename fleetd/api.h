@@ -23,10 +23,24 @@ struct api_request {
         char actor[64]; /* the token's name, "anonymous" when auth is off */
 };
 
+/* An answer's bytes shared by every request that sends them (the cached node list): counted
+ * references, the ETag computed once. */
+struct api_shared {
+        int refs;
+        size_t len;
+        char etag[35];
+        char *text; /* owned */
+};
+/* Takes ownership of text (malloc'd, len bytes), also on failure; one reference, or NULL. */
+struct api_shared *api_shared_new(char *text, size_t len);
+struct api_shared *api_shared_ref(struct api_shared *s);
+void api_shared_unref(void *s); /* accepts NULL; the last reference frees */
+
 struct api_response {
         unsigned status;
         json_t *body; /* owned; JSON object */
         char *raw;    /* owned; a non-JSON body (metrics, files), sent instead of body */
+        struct api_shared *shared; /* one reference; sent instead of body and raw */
         size_t raw_len;
         const char *content_type;
         const char *header_name, *header_value; /* one extra header (Allow, WWW-Authenticate) */
@@ -81,8 +95,6 @@ void api_from_outcome(struct api_response *resp, struct plan_outcome *o);
 /* api_nodes.c */
 void api_nodes_list(struct api_request *req, struct api_response *resp);
 void api_nodes_get(struct api_request *req, struct api_response *resp);
-json_t *api_node_to_json(const struct fleet_node *n, const struct fleetd_config *cfg,
-                         uint64_t now_ms);
 /* api_vms.c */
 void api_vms_list(struct api_request *req, struct api_response *resp);
 void api_vms_get(struct api_request *req, struct api_response *resp);

@@ -299,3 +299,30 @@ def test_list_answers_match_the_openapi_document(fleet):
         schema = op["responses"]["200"]["content"]["application/json"]["schema"]
         st, h, body = fleet.request("GET", path)
         jsonschema.Draft202012Validator(schema, resolver=resolver).validate(json.loads(body))
+
+
+def test_node_list_is_the_nodes_answers_with_any_name():
+    """The list is written by hand (and cached); each entry must be what GET /v1/nodes/{id}
+    answers, JSON-escaped as jansson escapes, whatever bytes a roster name holds."""
+    odd = ['say "hi"\\', "tab\there\nnew", "\u00e9\u2713\U0001F600", "\u0001\u001f\u007f", "</script>"]
+    extra = [{"id": "x%d" % i, "name": name, "role": "node", "mesh_address": "127.0.8.%d" % (i + 1)}
+             for i, name in enumerate(odd)]
+    with H.Fleetd(nodes=2) as f:
+        f.write_roster(H.roster_doc(2, version=2, extra=extra))
+        f.wait(lambda: f.json("GET", "/v1/nodes/x0")[0] == 200, what="roster reload")
+        f.hb(1, avail=7000)
+        f.send_raw("127.0.8.1", json.dumps(H.heartbeat("x0", 1)).encode())
+        f.wait(lambda: f.node("x0")["state"] == "alive")
+        f.hb(2, avail=5000)
+        f.wait(lambda: f.node("n2")["state"] == "alive")
+        _, lst = f.json("GET", "/v1/nodes", expect=200)
+        names = {n["id"]: n["name"] for n in lst["nodes"]}
+        assert [names["x%d" % i] for i in range(len(odd))] == odd
+        for n in lst["nodes"]:
+            one = f.node(n["id"])
+            for k in ("heartbeat_age_ms",):
+                n.pop(k), one.pop(k)
+            assert n == one, n["id"]
+        assert isinstance(lst["nodes"][0]["reserved_mib"], int)
+        cpu = [n for n in lst["nodes"] if n["id"] == "n1"][0]["cpu_percent"]
+        assert cpu == 3.5
