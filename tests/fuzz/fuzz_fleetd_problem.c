@@ -40,8 +40,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         api_problem(&resp, 400, "unknown-query", "unknown query parameter '%s'", s);
         fuzz_check(&resp);
         api_utf8_sanitise(s);
-        if (!json_string(s)) /* leaks nothing: json_string only fails on invalid UTF-8 */
+        resp.body = json_string(s); /* NULL only for invalid UTF-8 */
+        if (!resp.body)
                 abort();
+        json_decref(resp.body);
         free(s);
         return 0;
 }
