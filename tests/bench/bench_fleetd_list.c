@@ -203,7 +203,8 @@ static pid_t peer_spawn(int fd, uint16_t port)
                                          .sin_addr = {htonl(INADDR_LOOPBACK)}};
                 size_t len = 0, got = 0;
                 struct MHD_Response *r;
-                char *body;
+                char *body, (*bufs0)[HEARTBEAT_MAX_BYTES];
+                int *lens0;
                 ssize_t n;
 
                 if (read(fd, &len, sizeof(len)) != sizeof(len) || len > (64u << 20) ||
@@ -256,7 +257,8 @@ static char *fetch_nodes(uint16_t port, size_t *ret_len)
         size_t cap = 8 << 20, bytes = 0;
         char *buf = malloc(cap), etag[64] = "";
         int fd = client_connect(port), st;
-        char *body;
+        char *body, (*bufs0)[HEARTBEAT_MAX_BYTES];
+        int *lens0;
 
         st = fd >= 0 && buf ? client_get(fd, "", etag, &bytes, buf, cap) : 0;
         if (fd >= 0)
@@ -302,7 +304,8 @@ int main(int argc, char **argv)
         struct hb_feed feed = {.port = hbp};
         pthread_t hb;
         size_t len = 0;
-        char *body;
+        char *body, (*bufs0)[HEARTBEAT_MAX_BYTES];
+        int *lens0;
         pid_t pid, peer;
 
         int pipefd[2];
@@ -321,6 +324,8 @@ int main(int argc, char **argv)
         bench_flood_send_range(&feed.fl, hbp, 0, nodes);
         usleep(1000000);
         feed.until = bench_now() + 2 * seconds + 1;
+        bufs0 = feed.fl.bufs;
+        lens0 = feed.fl.lens;
         feed.fl.bufs += nodes; /* round 1 is sent */
         feed.fl.lens += nodes;
         feed.fl.rounds--;
@@ -347,6 +352,8 @@ int main(int argc, char **argv)
         kill(peer, SIGTERM);
         waitpid(peer, NULL, 0);
         free(body);
+        free(bufs0);
+        free(lens0);
         snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
         return system(cmd) == 0 ? 0 : 1;
 }
