@@ -203,8 +203,7 @@ static pid_t peer_spawn(int fd, uint16_t port)
                                          .sin_addr = {htonl(INADDR_LOOPBACK)}};
                 size_t len = 0, got = 0;
                 struct MHD_Response *r;
-                char *body, (*bufs0)[HEARTBEAT_MAX_BYTES];
-                int *lens0;
+                char *body;
                 ssize_t n;
 
                 if (read(fd, &len, sizeof(len)) != sizeof(len) || len > (64u << 20) ||
@@ -257,8 +256,7 @@ static char *fetch_nodes(uint16_t port, size_t *ret_len)
         size_t cap = 8 << 20, bytes = 0;
         char *buf = malloc(cap), etag[64] = "";
         int fd = client_connect(port), st;
-        char *body, (*bufs0)[HEARTBEAT_MAX_BYTES];
-        int *lens0;
+        char *body;
 
         st = fd >= 0 && buf ? client_get(fd, "", etag, &bytes, buf, cap) : 0;
         if (fd >= 0)
