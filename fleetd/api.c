@@ -241,7 +241,8 @@ bool api_body_empty(struct api_request *req, struct api_response *resp)
         json_t *o = api_body_object(req, resp, true);
         bool ok = o && json_object_size(o) == 0;
 
-        if (o && !ok)
+        /* any field is the mistake here, whatever its value (even an integer past 64 bits) */
+        if ((o && !ok) || (!o && resp->status == 422))
                 api_problem(resp, 400, "unexpected-body", "this call takes no fields");
         json_decref(o);
         return ok;

@@ -230,7 +230,8 @@ static void api_nodes_render(struct fleetd *f, const char *state, const char *ro
  * inventory state or unknown VMs, or a new roster, changes it. Called under f->lock. */
 static uint64_t api_nodes_fingerprint(const struct fleetd *f)
 {
-        uint64_t h = (uint64_t)(uintptr_t)f->table.roster;
+        uint64_t h = (uint64_t)(uintptr_t)f->table.roster ^ f->table.roster->version << 32 ^
+                     f->table.roster->n_nodes;
 
         for (size_t i = 0; i < f->table.roster->n_nodes; i++) {
                 const struct fleet_node *n = &f->table.nodes[i];

@@ -117,6 +117,11 @@ HOSTILE = [
     ("POST", "/v1/plans", plan(mib=-2**63 - 1), {}, 422, "invalid-request"),
     ("POST", "/v1/plans", plan(mib=-1), {}, 422, "invalid-request"),
     ("POST", "/v1/plans", plan(vcpus=2**70), {}, 422, "invalid-request"),
+    # a verb takes no fields, whatever their value
+    ("POST", "/v1/vms/tbx-a-000000/suspend", b'{"x":1}', {}, 400, "unexpected-body"),
+    ("POST", "/v1/vms/tbx-a-000000/suspend", b'{"x":%d}' % 2**64, {}, 400, "unexpected-body"),
+    ("POST", "/v1/plans/%s/confirm" % ("0" * 32), b'{"x":%d}' % -2**64, {}, 400,
+     "unexpected-body"),
     # bodies on routes that take none
     ("DELETE", "/v1/plans/" + "0" * 32, b"{", {}, 400, "unexpected-body"),
     ("DELETE", "/v1/plans/" + "0" * 32, b"{}", {}, 400, "unexpected-body"),
