@@ -114,6 +114,8 @@ def test_heartbeat_output_matches_schema(fleet, tmp_path):
             out.wait()
     assert len(data) <= 1200
     validate(json.loads(data), "heartbeat.schema.json")
+    boot = json.loads(data)["boot"]  # vmhost names its run with a random boot id
+    assert len(boot) == 16 and int(boot, 16) >= 0
 
 
 def _send(port, payload, source="127.0.0.1"):
