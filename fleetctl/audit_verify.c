@@ -194,6 +194,9 @@ static void ctl_audit_print(struct ctl *c, const struct audit_report *rep, const
                        "consistent with %u signed checkpoint%s (largest %llu)\n",
                        (unsigned long long)rep->entries, rep->checked, rep->checked == 1 ? "" : "s",
                        (unsigned long long)rep->largest);
+        if (rep->n_findings == 0 && rep->checked == 0)
+                fprintf(stderr, "fleetctl: warning: no signed checkpoint to hold the record "
+                                "against; name the nodes that witness it (--node)\n");
 }
 
 /* Before fleetd's first start there is no key and no checkpoint: only the chain is checked. */

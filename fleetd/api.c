@@ -32,6 +32,8 @@ const struct api_route api_routes[] = {
     {"DELETE", "/v1/plans/{id}", api_plans_drop, true, "drop an unconfirmed plan"},
     {"POST", "/v1/plans/{id}/confirm", api_plans_confirm, true, "confirm: create the VM"},
     {"GET", "/v1/audit", api_audit_list, true, "the audit record"},
+    {"GET", "/v1/audit/checkpoint", api_audit_checkpoint_get, true,
+     "the latest signed audit checkpoint and what each node witnessed"},
     {"GET", "/v1/roster", api_roster_get, true, "the roster fleetd uses"},
     {"GET", "/v1/health", api_health_get, true, "fleet health, integrity first"},
     {"GET", "/v1/openapi.json", api_openapi_get, false, "this API's OpenAPI 3.1 document"},

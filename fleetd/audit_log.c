@@ -309,16 +309,16 @@ static void audit_check_one(struct audit_check *c, const struct audit_witness *w
                         c->own_cut = true;
                 if (own || c->own_cut)
                         audit_report_add(c->rep, AUDIT_TRUNCATED,
-                                         "truncation: the record holds %llu entries, but %s is "
-                                         "a signed checkpoint of %llu: entries %llu..%llu were cut",
+                                         "the record holds %llu entries, but %s holds a "
+                                         "checkpoint of %llu: entries %llu..%llu were cut",
                                          (unsigned long long)c->n, w->holder,
                                          (unsigned long long)cp.size, (unsigned long long)c->n + 1,
                                          (unsigned long long)cp.size);
                 else
                         audit_report_add(c->rep, AUDIT_ROLLED_BACK,
-                                         "rollback: %s witnessed %llu entries, but the record "
-                                         "and its own checkpoint stop at %llu: the database is "
-                                         "an older copy",
+                                         "%s holds a checkpoint of %llu entries, but the "
+                                         "record and its own checkpoint stop at %llu: the "
+                                         "database is an older copy",
                                          w->holder, (unsigned long long)cp.size,
                                          (unsigned long long)c->n);
                 return;
@@ -328,8 +328,9 @@ static void audit_check_one(struct audit_check *c, const struct audit_witness *w
                 audit_root_b64(cp.root, want);
                 audit_root_b64(root, got);
                 audit_report_add(c->rep, AUDIT_FORKED,
-                                 "fork: %s signed %llu entries with root %s, but the record's "
-                                 "first %llu entries hash to %s: its history was rewritten",
+                                 "%s holds a checkpoint of %llu entries with root %s, but the "
+                                 "record's first %llu entries hash to %s: its history was "
+                                 "rewritten",
                                  w->holder, (unsigned long long)cp.size, want,
                                  (unsigned long long)cp.size, got);
                 return;
@@ -340,7 +341,7 @@ static void audit_check_one(struct audit_check *c, const struct audit_witness *w
 static void audit_check_file(struct audit_check *c, const char *dir)
 {
         char path[4200], *note = malloc(TLOG_NOTE_MAX + 1);
-        struct audit_witness w = {.holder = "fleetd's checkpoint file"};
+        struct audit_witness w = {.holder = "the checkpoint file " AUDIT_CHECKPOINT_FILE};
         int n;
 
         if (!note)
@@ -371,13 +372,13 @@ int audit_log_check(struct store *s, const char *dir, const struct tlog_key *key
         if (r == -EIO || r == -ENOMEM)
                 return r;
         if (r < 0)
-                audit_report_add(rep, AUDIT_TAMPERED, "tampered: %s", err);
+                audit_report_add(rep, AUDIT_TAMPERED, "%s", err);
         c.leaves = leaves;
         rep->entries = c.n;
         own = audit_checkpoint_stored(s);
         if (own) {
                 struct audit_witness ow = {
-                    .holder = "the database's own checkpoint", .note = own, .len = strlen(own)};
+                    .holder = "the database", .note = own, .len = strlen(own)};
 
                 audit_check_one(&c, &ow, true);
         }

@@ -156,7 +156,8 @@ static struct audit_peer *audit_peer_get(struct audit_log *a, const char *id)
 
 /* The size of the checkpoint in a node's answer (GET or POST): 0 when it holds none, -EBADMSG
  * when the note is not ours or is not a prefix of this record (then diverged is set). */
-static int audit_push_held(struct audit_log *a, struct audit_peer *p, const char *body)
+static int audit_push_held(struct audit_log *a, struct audit_peer *p, const char *body,
+                           uint64_t *ret_size)
 {
         struct json_input_error jerr;
         json_t *o = json_input_parse(body, strlen(body), 64 * 1024, 8, &jerr);
@@ -171,6 +172,7 @@ static int audit_push_held(struct audit_log *a, struct audit_peer *p, const char
         } else if (json_is_string(note) &&
                    tlog_checkpoint_open(json_string_value(note), json_string_length(note),
                                         &a->key.pub, &c) == 0) {
+                *ret_size = c.size;
                 if (c.size <= a->n) {
                         merkle_root(a->leaves, c.size, root);
                         r = sodium_memcmp(root, c.root, MERKLE_HASH_LEN) == 0 ? 0 : -EBADMSG;
@@ -227,11 +229,37 @@ static void audit_push_failed(struct audit_peer *p, uint64_t now, const char *ad
         log_debug("audit checkpoint not delivered to node '%s' at '%s': %s", p->id, address, why);
 }
 
+/* The node holds a checkpoint this record does not extend: the checkpoint is sent once all the
+ * same, so that the node refuses it and keeps it, signed, as evidence of the two histories. */
+static void audit_push_evidence(struct fleetd *f, struct audit_log *a, struct audit_peer *p,
+                                const char *address, uint64_t node_size)
+{
+        char *answer = NULL, *body = audit_push_body(a, node_size);
+        long status = 0;
+        int r;
+
+        if (!body)
+                return;
+        r = f->transport.call(f->transport.ctx, address, (uint16_t)f->cfg.node_api_port, "POST",
+                              "/v1/audit-checkpoint", body, f->cfg.node_api_timeout_ms, &status,
+                              &answer);
+        log_error("node '%s' was sent the audit checkpoint of %llu entries against its %llu: %s "
+                  "(%ld)",
+                  p->id, (unsigned long long)a->n, (unsigned long long)node_size,
+                  r < 0           ? strerror(-r)
+                  : status == 409 ? "refused and kept as evidence"
+                                  : "answered",
+                  status);
+        free(body);
+        free(answer);
+}
+
 /* One node: learn what it holds, then send the checkpoint with a proof from there. */
 static void audit_push_peer(struct fleetd *f, struct audit_log *a, struct audit_peer *p,
                             const char *address, uint64_t now)
 {
         char *answer = NULL, *body;
+        uint64_t node_size = 0;
         long status = 0;
         int r;
 
@@ -239,7 +267,13 @@ static void audit_push_peer(struct fleetd *f, struct audit_log *a, struct audit_
                 r = f->transport.call(f->transport.ctx, address, (uint16_t)f->cfg.node_api_port,
                                       "GET", "/v1/audit-checkpoint", NULL,
                                       f->cfg.node_api_timeout_ms, &status, &answer);
-                if (r < 0 || status != 200 || !answer || audit_push_held(a, p, answer) < 0) {
+                if (r == 0 && status == 200 && answer &&
+                    audit_push_held(a, p, answer, &node_size) < 0 && p->diverged) {
+                        free(answer);
+                        audit_push_evidence(f, a, p, address, node_size);
+                        return;
+                }
+                if (r < 0 || status != 200 || !answer || p->held == AUDIT_HELD_UNKNOWN) {
                         audit_push_failed(p, now, address, r < 0 ? strerror(-r) : "no checkpoint");
                         free(answer);
                         return;
