@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/small_file.h"
 #include "fleetctl/fleetctl.h"
 #include "fleetd/audit_log.h"
 #include "fleetd/store.h"
@@ -74,36 +75,13 @@ static void ctl_witness_answer(struct ctl_witnesses *ws, json_t *doc, const char
         }
 }
 
-static char *ctl_read_file(const char *path, size_t *ret_len)
-{
-        struct stat st;
-        char *buf = NULL;
-        ssize_t n = -1;
-        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-
-        if (fd < 0)
-                return NULL;
-        if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size <= CTL_WITNESS_FILE_MAX)
-                buf = malloc((size_t)st.st_size + 1);
-        if (buf)
-                n = read(fd, buf, (size_t)st.st_size);
-        close(fd);
-        if (n < 0 || (size_t)n != (size_t)st.st_size) {
-                free(buf);
-                return NULL;
-        }
-        buf[n] = '\0';
-        *ret_len = (size_t)n;
-        return buf;
-}
-
 static void ctl_witness_file(struct ctl_witnesses *ws, const char *path)
 {
         size_t len = 0;
-        char *text = ctl_read_file(path, &len), holder[512];
+        char *text = NULL, holder[512];
         json_t *doc;
 
-        if (!text) {
+        if (small_file_read(path, CTL_WITNESS_FILE_MAX, false, &text, &len) < 0) {
                 fprintf(stderr,
                         "fleetctl: cannot read the witness file '%s' (a regular file of "
                         "at most 1 MiB)\n",

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/small_file.h"
 #include "fleetd/store.h"
 
 static void audit_path(char *buf, size_t size, const char *dir, const char *name)
@@ -20,56 +21,19 @@ static void audit_path(char *buf, size_t size, const char *dir, const char *name
         snprintf(buf, size, "%s/%s", dir, name);
 }
 
-/* Reads a small regular file (no FIFO, no device) into buf, NUL-terminated; returns its length.
- * When private, refuses a file group or others can read. */
+/* Reads a small file into buf (NUL-terminated); returns its length. */
 static int audit_read_small(const char *path, bool private, char *buf, size_t size)
 {
-        struct stat st;
-        ssize_t n;
-        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK), r = 0;
+        char *text = NULL;
+        size_t len = 0;
+        int r = small_file_read(path, size - 1, private, &text, &len);
 
-        if (fd < 0)
-                return -errno;
-        if (fstat(fd, &st) < 0)
-                r = -errno;
-        else if (!S_ISREG(st.st_mode))
-                r = -EINVAL;
-        else if (private && (st.st_mode & 077))
-                r = -EPERM;
-        else if ((size_t)st.st_size >= size)
-                r = -EFBIG;
-        if (r == 0) {
-                n = read(fd, buf, size - 1);
-                if (n < 0)
-                        r = -errno;
-                else {
-                        buf[n] = '\0';
-                        r = (int)n;
-                }
-        }
-        close(fd);
-        return r;
-}
-
-/* Writes buf to path through a temporary file, durable before the rename. */
-static int audit_write_file(const char *path, const char *buf, size_t len, mode_t mode)
-{
-        char tmp[4400];
-        int fd, r = 0;
-
-        snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-        unlink(tmp);
-        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-        if (fd < 0)
-                return -errno;
-        if (fchmod(fd, mode) < 0 || write(fd, buf, len) != (ssize_t)len || fsync(fd) < 0)
-                r = -EIO;
-        close(fd);
-        if (r == 0 && rename(tmp, path) < 0)
-                r = -errno;
         if (r < 0)
-                unlink(tmp);
-        return r;
+                return r;
+        memcpy(buf, text, len + 1);
+        sodium_memzero(text, len);
+        free(text);
+        return (int)len;
 }
 
 static void audit_chomp(char *s)
@@ -98,13 +62,13 @@ static int audit_key_create(const char *dir, const char *fleet_id, struct audit_
         }
         strcat(text, "\n");
         audit_path(path, sizeof(path), dir, AUDIT_KEY_FILE);
-        r = audit_write_file(path, text, strlen(text), 0600);
+        r = small_file_write(path, text, strlen(text), 0600);
         sodium_memzero(text, sizeof(text));
         if (r == 0) {
                 n = tlog_vkey_format(&ret->pub, text, sizeof(text) - 1);
                 strcat(text, "\n");
                 audit_path(path, sizeof(path), dir, AUDIT_PUB_FILE);
-                r = n < 0 ? n : audit_write_file(path, text, strlen(text), 0644);
+                r = n < 0 ? n : small_file_write(path, text, strlen(text), 0644);
         }
         if (r < 0)
                 snprintf(err, errsize, "cannot write '%s': %s", path, strerror(-r));
@@ -210,7 +174,7 @@ int audit_checkpoint_sign(struct store *s, const char *dir, const struct audit_k
         r = audit_checkpoint_store_row(s, n, buf);
         if (r == 0 && dir) {
                 audit_path(path, sizeof(path), dir, AUDIT_CHECKPOINT_FILE);
-                r = audit_write_file(path, buf, (size_t)len, 0644);
+                r = small_file_write(path, buf, (size_t)len, 0644);
         }
         return r;
 }

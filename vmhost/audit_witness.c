@@ -21,6 +21,7 @@
 #include "common/clock.h"
 #include "common/json_input.h"
 #include "common/log.h"
+#include "common/small_file.h"
 #include "common/tlog_checkpoint.h"
 #include "vmhost/vmhost.h"
 
@@ -57,48 +58,16 @@ static void witness_path(const struct vmhost *vh, const char *name, char *buf, s
         snprintf(buf, size, "%s/%s", vh->cfg.state_dir, name);
 }
 
-/* Reads a regular file of at most max bytes (malloc'd, NUL-terminated). */
 static char *witness_read(const char *path, size_t max, size_t *ret_len)
 {
-        struct stat st;
-        char *buf = NULL;
-        ssize_t n;
-        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+        char *text = NULL;
 
-        if (fd < 0)
-                return NULL;
-        if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (size_t)st.st_size <= max)
-                buf = malloc((size_t)st.st_size + 1);
-        n = buf ? read(fd, buf, (size_t)st.st_size) : -1;
-        close(fd);
-        if (n < 0 || (size_t)n != (size_t)st.st_size) {
-                free(buf);
-                return NULL;
-        }
-        buf[n] = '\0';
-        *ret_len = (size_t)n;
-        return buf;
+        return small_file_read(path, max, false, &text, ret_len) == 0 ? text : NULL;
 }
 
 static int witness_write(const char *path, const char *text)
 {
-        char tmp[4400];
-        size_t len = strlen(text);
-        int fd, r = 0;
-
-        snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-        unlink(tmp);
-        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (fd < 0)
-                return -errno;
-        if (write(fd, text, len) != (ssize_t)len || fsync(fd) < 0)
-                r = -EIO;
-        close(fd);
-        if (r == 0 && rename(tmp, path) < 0)
-                r = -errno;
-        if (r < 0)
-                unlink(tmp);
-        return r;
+        return small_file_write(path, text, strlen(text), 0600);
 }
 
 /* The held checkpoint; a file that does not verify under its own key counts as none held and

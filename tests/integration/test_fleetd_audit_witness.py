@@ -25,6 +25,7 @@ import time
 import pytest
 
 import test_fleetd_harness as H
+import test_vmhost_harness as V
 
 VMHOST = os.path.join(H.BUILD, "vmhost", "vmhost")
 NODES = 2
@@ -181,6 +182,8 @@ def copy_state(fleet, name):
 
 
 def test_intact_record_verifies_against_every_witness(fleet):
+    for i in range(1, NODES + 1):
+        V.validate(node_get(i, fleet["f"].node_api_port), "audit-checkpoint.schema.json")
     r = verify(fleet["f"], copy_state(fleet, "intact"))
     assert r.returncode == 0, r.stderr
     # the database's own checkpoint, the checkpoint file and the two nodes
@@ -275,12 +278,14 @@ def test_a_rolled_back_fleetd_is_refused_by_the_nodes(fleet):
                            for i in range(1, NODES + 1)), timeout=30,
                what="the nodes refuse the rolled-back checkpoint")
         held = node_get(1, f.node_api_port)
+        V.validate(held, "audit-checkpoint.schema.json")
         assert held["size"] == fleet["held"]  # unchanged
         assert "rollback" in held["refused"][0]["reason"]
         g.wait(lambda: g.json("GET", "/v1/health", expect=200)[1]["status"] == "audit-diverged",
                timeout=10, what="health audit-diverged")
         status = g.json("GET", "/v1/audit/checkpoint", expect=200)[1]
         assert all(w["diverged"] for w in status["witnesses"])
+        assert status["size"] < fleet["held"] and status["key"].startswith("fleetd.totebox/f1+")
         g.stop()
         r = verify(f, d)
         assert r.returncode == 1
