@@ -44,12 +44,29 @@ static void audit_chomp(char *s)
                 s[--n] = '\0';
 }
 
+/* audit.pub follows audit.key: written when absent or when it names another key. */
+static int audit_pub_sync(const char *dir, const struct tlog_key *pub)
+{
+        char path[4200], want[TLOG_VKEY_MAX + 2], have[TLOG_VKEY_MAX + 8];
+        int r;
+
+        r = tlog_vkey_format(pub, want, sizeof(want) - 1);
+        if (r < 0)
+                return r;
+        strcat(want, "\n");
+        audit_path(path, sizeof(path), dir, AUDIT_PUB_FILE);
+        r = audit_read_small(path, false, have, sizeof(have));
+        if (r >= 0 && strcmp(have, want) == 0)
+                return 0;
+        return small_file_write(path, want, strlen(want), 0644);
+}
+
 static int audit_key_create(const char *dir, const char *fleet_id, struct audit_key *ret, char *err,
                             size_t errsize)
 {
         char name[TLOG_NAME_MAX + 1], text[TLOG_SKEY_MAX + 2], path[4200];
         uint8_t pk[TLOG_PUBLIC_KEY_LEN];
-        int r, n;
+        int r;
 
         snprintf(name, sizeof(name), "%s%s", AUDIT_ORIGIN_PREFIX, fleet_id ? fleet_id : "");
         crypto_sign_keypair(pk, ret->sk);
@@ -64,12 +81,6 @@ static int audit_key_create(const char *dir, const char *fleet_id, struct audit_
         audit_path(path, sizeof(path), dir, AUDIT_KEY_FILE);
         r = small_file_write(path, text, strlen(text), 0600);
         sodium_memzero(text, sizeof(text));
-        if (r == 0) {
-                n = tlog_vkey_format(&ret->pub, text, sizeof(text) - 1);
-                strcat(text, "\n");
-                audit_path(path, sizeof(path), dir, AUDIT_PUB_FILE);
-                r = n < 0 ? n : small_file_write(path, text, strlen(text), 0644);
-        }
         if (r < 0)
                 snprintf(err, errsize, "cannot write '%s': %s", path, strerror(-r));
         return r;
@@ -86,6 +97,9 @@ int audit_key_load(const char *dir, bool create, const char *fleet_id, struct au
         r = audit_read_small(path, true, text, sizeof(text));
         if (r == -ENOENT && create) {
                 r = audit_key_create(dir, fleet_id, &k, err, errsize);
+                if (r == 0 && (r = audit_pub_sync(dir, &k.pub)) < 0)
+                        snprintf(err, errsize, "cannot write '%s/%s': %s", dir, AUDIT_PUB_FILE,
+                                 strerror(-r));
                 if (r == 0)
                         *ret = k;
                 sodium_memzero(&k, sizeof(k));
@@ -105,6 +119,8 @@ int audit_key_load(const char *dir, bool create, const char *fleet_id, struct au
                 snprintf(err, errsize, "'%s' is not a C2SP signer key", path);
                 return -EBADMSG;
         }
+        if (create && audit_pub_sync(dir, &k.pub) < 0) /* fleetctl (create false) writes nothing */
+                snprintf(err, errsize, "cannot write '%s/%s'", dir, AUDIT_PUB_FILE);
         *ret = k;
         sodium_memzero(&k, sizeof(k));
         return 0;

@@ -25,9 +25,9 @@ struct audit_key {
         uint8_t sk[TLOG_SECRET_KEY_LEN];
 };
 
-/* Loads dir/audit.key; when absent and create, makes one named AUDIT_ORIGIN_PREFIX fleet_id
- * (and audit.pub). -EPERM when the file is readable by group or others, -EBADMSG when it is no
- * signer key; err says which file and why. */
+/* Loads dir/audit.key; when absent and create, makes one named AUDIT_ORIGIN_PREFIX fleet_id.
+ * With create, audit.pub is (re)written when absent or naming another key. -EPERM when the file is
+ * readable by group or others, -EBADMSG when it is no signer key; err says which file and why. */
 int audit_key_load(const char *dir, bool create, const char *fleet_id, struct audit_key *ret,
                    char *err, size_t errsize);
 void audit_key_wipe(struct audit_key *k);

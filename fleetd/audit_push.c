@@ -40,7 +40,9 @@ struct audit_log {
         char note[TLOG_NOTE_MAX];
         struct audit_peer *peers;
         size_t n_peers;
-        pthread_mutex_t mu; /* guards note, peers (read by the API) */
+        char *body;                /* the last push body, for body_old -> body_n */
+        uint64_t body_old, body_n; /* nodes at the same size get the same proof */
+        pthread_mutex_t mu;        /* guards note, peers (read by the API) */
         pthread_t thread;
         bool running;
         atomic_bool stop;
@@ -195,9 +197,12 @@ static char *audit_push_body(struct audit_log *a, uint64_t old)
 {
         merkle_hash proof[MERKLE_MAX_PROOF];
         size_t len = 0;
-        json_t *o, *arr = json_array();
+        json_t *o, *arr;
         char *text;
 
+        if (a->body && a->body_old == old && a->body_n == a->n)
+                return strdup(a->body);
+        arr = json_array();
         if (old > 0 && old < a->n &&
             merkle_consistency_proof(a->leaves, a->n, old, proof, &len) < 0) {
                 json_decref(arr);
@@ -216,6 +221,10 @@ static char *audit_push_body(struct audit_log *a, uint64_t old)
         pthread_mutex_unlock(&a->mu);
         text = o ? json_dumps(o, JSON_COMPACT) : NULL;
         json_decref(o);
+        free(a->body);
+        a->body = text ? strdup(text) : NULL;
+        a->body_old = old;
+        a->body_n = a->n;
         return text;
 }
 
@@ -434,6 +443,7 @@ void audit_close(struct fleetd *f)
         audit_key_wipe(&a->key);
         free(a->leaves);
         free(a->peers);
+        free(a->body);
         pthread_mutex_destroy(&a->mu);
         free(a);
         f->audit = NULL;

@@ -84,6 +84,15 @@ static void test_key_file(void **state)
         assert_memory_equal(k.pub.pk, again.pub.pk, 32); /* loaded, not made again */
         assert_int_equal(audit_pub_load(dir, &pub, err, sizeof(err)), 0);
         assert_memory_equal(pub.pk, k.pub.pk, 32);
+        /* a lost or replaced audit.pub is written again from the key at the next start */
+        snprintf(path, sizeof(path), "%s/%s", dir, AUDIT_PUB_FILE);
+        fp = fopen(path, "w");
+        fputs("fleetd.totebox/f1+00000000+AQ==\n", fp);
+        fclose(fp);
+        assert_int_equal(audit_key_load(dir, true, "f1", &again, err, sizeof(err)), 0);
+        assert_int_equal(audit_pub_load(dir, &pub, err, sizeof(err)), 0);
+        assert_memory_equal(pub.pk, k.pub.pk, 32);
+        snprintf(path, sizeof(path), "%s/%s", dir, AUDIT_KEY_FILE);
         assert_int_equal(chmod(path, 0640), 0);
         assert_int_equal(audit_key_load(dir, true, "f1", &again, err, sizeof(err)), -EPERM);
         assert_non_null(strstr(err, "readable by others"));
