@@ -46,6 +46,7 @@ struct audit_log {
         pthread_t thread;
         bool running;
         atomic_bool stop;
+        bool shrunk; /* the record lost entries while fleetd ran (under mu) */
 };
 
 int audit_open(struct fleetd *f)
@@ -88,12 +89,36 @@ int audit_open(struct fleetd *f)
 }
 
 /* Appends the leaves committed since the last tick; a record that shrank is not followed. */
+/* Rows are deleted only by someone who dropped the triggers: noticed within a tick, logged
+ * once, and /v1/health says audit-diverged until a restart (which then refuses). */
+static bool audit_push_shrunk(struct fleetd *f, struct audit_log *a)
+{
+        uint64_t last;
+
+        pthread_mutex_lock(&f->store->mu);
+        audit_load_head(f->store);
+        last = f->store->last_seq;
+        pthread_mutex_unlock(&f->store->mu);
+        if (last >= a->n)
+                return false;
+        pthread_mutex_lock(&a->mu);
+        if (!a->shrunk)
+                log_error("the audit record lost entries while fleetd ran: %llu entries, %llu "
+                          "signed; run 'fleetctl audit verify'",
+                          (unsigned long long)last, (unsigned long long)a->n);
+        a->shrunk = true;
+        pthread_mutex_unlock(&a->mu);
+        return true;
+}
+
 static int audit_push_load(struct fleetd *f, struct audit_log *a)
 {
         merkle_hash *more = NULL, *nl;
         uint64_t m = 0;
         int r = audit_leaves_load(f->store, a->n, &more, &m);
 
+        if (r == 0 && m == 0 && audit_push_shrunk(f, a))
+                r = -EBADMSG;
         if (r < 0 || m == 0) {
                 free(more);
                 return r;
@@ -351,8 +376,8 @@ void audit_push_run_once(struct fleetd *f, uint64_t now)
         struct audit_target *t = NULL;
         size_t n;
 
-        if (!a || audit_push_load(f, a) < 0)
-                return;
+        if (!a || a->shrunk || audit_push_load(f, a) < 0)
+                return; /* a record that shrank is never signed again by this process */
         if (a->signed_size != a->n && audit_push_sign(f, a) < 0)
                 return;
         n = audit_push_targets(f, &t);
@@ -425,6 +450,7 @@ bool audit_diverged(struct fleetd *f)
         if (!a)
                 return false;
         pthread_mutex_lock(&a->mu);
+        d = a->shrunk;
         for (size_t i = 0; i < a->n_peers; i++)
                 d = d || a->peers[i].diverged;
         pthread_mutex_unlock(&a->mu);

@@ -342,7 +342,8 @@ int audit_push_start(struct fleetd *f);
 void audit_push_run_once(struct fleetd *f, uint64_t now_ms);
 /* {key, size, checkpoint, witnesses: [{node, held, diverged}]} (new reference). */
 json_t *audit_status_json(struct fleetd *f);
-/* True when a node holds a checkpoint this record does not extend. */
+/* True when a node holds a checkpoint this record does not extend, or the record lost entries
+ * while fleetd ran. */
 bool audit_diverged(struct fleetd *f);
 void audit_close(struct fleetd *f);
 

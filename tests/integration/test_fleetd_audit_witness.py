@@ -293,3 +293,23 @@ def test_a_rolled_back_fleetd_is_refused_by_the_nodes(fleet):
         assert "BROKEN (refused-checkpoint)" in r.stderr
     finally:
         g.close()
+
+
+def test_rows_deleted_while_fleetd_runs_turn_health_audit_diverged():
+    """No nodes needed: fleetd notices its own record shrinking within a tick."""
+    f = H.Fleetd(nodes=1)
+    try:
+        f.start()
+        for k in range(10):
+            f.ctl("token", "create", "r%d" % k)
+        db = os.path.join(f.state_dir, "fleetd.db")
+        f.wait(lambda: f.json("GET", "/v1/audit/checkpoint", expect=200)[1]["size"] == count(db),
+               timeout=15, what="a checkpoint of the whole record")
+        assert f.json("GET", "/v1/health", expect=200)[1]["status"] != "audit-diverged"
+        subprocess.run(["sqlite3", db, "DROP TRIGGER audit_no_delete;"
+                        " DELETE FROM audit WHERE seq > %d;" % (count(db) - 5)], check=True)
+        f.wait(lambda: f.json("GET", "/v1/health", expect=200)[1]["status"] == "audit-diverged",
+               timeout=15, what="health audit-diverged")
+        assert "lost entries while fleetd ran" in f.read_log()
+    finally:
+        f.close()
