@@ -283,6 +283,8 @@ def test_a_rolled_back_fleetd_is_refused_by_the_nodes(fleet):
         assert "rollback" in held["refused"][0]["reason"]
         g.wait(lambda: g.json("GET", "/v1/health", expect=200)[1]["status"] == "audit-diverged",
                timeout=10, what="health audit-diverged")
+        metrics = g.request("GET", "/metrics")[2].decode()
+        assert 'totebox_fleetd_audit_witnesses{state="diverged"} %d' % NODES in metrics
         status = g.json("GET", "/v1/audit/checkpoint", expect=200)[1]
         assert all(w["diverged"] for w in status["witnesses"])
         assert status["size"] < fleet["held"] and status["key"].startswith("fleetd.totebox/f1+")
