@@ -245,8 +245,8 @@ struct audit_check {
         const merkle_hash *leaves;
         uint64_t n;
         const struct tlog_key *key;
-        bool own_cut;      /* the database's own checkpoint is larger than the record */
-        uint64_t own_size; /* the database's own checkpoint size, if it verified */
+        bool own_cut;  /* the database's own checkpoint is larger than the record */
+        bool have_own; /* the database's own checkpoint verified */
         struct audit_report *rep;
 };
 
@@ -283,7 +283,7 @@ static void audit_check_one(struct audit_check *c, const struct audit_witness *w
         if (cp.size > c->rep->largest)
                 c->rep->largest = cp.size;
         if (own)
-                c->own_size = cp.size;
+                c->have_own = true;
         if (cp.size > c->n) {
                 if (own)
                         c->own_cut = true;
@@ -297,10 +297,14 @@ static void audit_check_one(struct audit_check *c, const struct audit_witness *w
                 else
                         audit_report_add(c->rep, AUDIT_ROLLED_BACK,
                                          "%s holds a checkpoint of %llu entries, but the "
-                                         "record and its own checkpoint stop at %llu: the "
-                                         "database is an older copy",
+                                         "record %s at %llu: %s",
                                          w->holder, (unsigned long long)cp.size,
-                                         (unsigned long long)c->n);
+                                         c->have_own ? "and its own checkpoint stop" : "stops",
+                                         (unsigned long long)c->n,
+                                         c->have_own ? "the database is an older copy"
+                                                     : "the database is an older copy, or its "
+                                                       "tail was cut and its own checkpoint "
+                                                       "removed");
                 return;
         }
         merkle_root(c->leaves, cp.size, root);

@@ -204,6 +204,27 @@ def test_a_deleted_tail_is_a_truncation(fleet):
     assert "node 'n1'" in r.stderr and "node 'n2'" in r.stderr
     assert "entries %d..%d were cut" % (fleet["size"] - 12, fleet["held"]) in r.stderr
     assert "intact" not in r.stdout
+    # the witnesses as given: a node's answer saved to a file, and a bare checkpoint note
+    answer = os.path.join(fleet["tmp"], "n1-answer.json")
+    note = os.path.join(fleet["tmp"], "n2-note")
+    with open(answer, "w") as out:
+        json.dump(node_get(1, fleet["f"].node_api_port), out)
+    with open(note, "w") as out:
+        out.write(node_get(2, fleet["f"].node_api_port)["checkpoint"])
+    os.unlink(os.path.join(d, "audit-checkpoint"))
+    subprocess.run(["sqlite3", os.path.join(d, "fleetd.db"), "DELETE FROM audit_checkpoint;"],
+                   check=True)
+    r = fleet["f"].ctl("--state-dir", d, "audit", "verify", "--witness", answer, "--witness", note,
+                       check=False)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.count("BROKEN (rollback)") == 2  # its own checkpoints gone: cut or old
+    assert "node 'n1' (%s)" % answer in r.stderr and "the checkpoint in '%s'" % note in r.stderr
+    r = fleet["f"].ctl("--state-dir", d, "audit", "verify", "--witness", "/dev/null", check=False)
+    assert r.returncode == 3 and "cannot read the witness file" in r.stderr
+    d = copy_state(fleet, "truncated-again")
+    subprocess.run(["sqlite3", os.path.join(d, "fleetd.db"),
+                    "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq > %d;"
+                    % (fleet["size"] - 13)], check=True)
     # without the nodes, fleetd's own checkpoints still name it; fleetd refuses to start
     r = verify(fleet["f"], d, nodes=False)
     assert r.returncode == 1 and "BROKEN (truncation)" in r.stderr
