@@ -1,10 +1,11 @@
-/* fleetctl audit verify [--node ADDR:PORT]... [--witness FILE]... [--key VKEY]: checks fleetd's
- * audit record in the state directory (fleetd running or not) entry by entry, and against
- * every signed checkpoint there is: the database's own, fleetd's checkpoint file, and each
- * node's witnessed checkpoint, fetched from its node API (GET /v1/audit-checkpoint) or read from
- * a file (that answer saved, or a bare checkpoint note). The key is --key, else the state
- * directory's audit.pub. Exit status: 0 intact, 1 a finding (each named: tampered, truncation,
- * rollback, fork, bad-witness, refused-checkpoint), 2 usage, 3 a witness could not be read. */
+/* fleetctl audit verify [--node ADDR:PORT]... [--witness FILE]... [--via-fleetd] [--key VKEY]:
+ * checks fleetd's audit record in the state directory (fleetd running or not) entry by entry,
+ * and against every signed checkpoint there is: the database's own, fleetd's checkpoint file,
+ * and each node's witnessed checkpoint, fetched from its node API (GET /v1/audit-checkpoint),
+ * relayed by fleetd (GET /v1/audit/witnesses), or read from a file (that answer saved, or a bare
+ * checkpoint note). The key is --key, else the state directory's audit.pub. Exit status: 0
+ * intact, 1 a finding (each named: tampered, truncation, rollback, fork, bad-witness,
+ * refused-checkpoint), 2 usage, 3 a witness could not be read. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -121,6 +122,36 @@ static void ctl_witness_node(struct ctl *c, struct ctl_witnesses *ws, const char
         ctl_witness_answer(ws, doc, addr);
 }
 
+/* The nodes' answers as fleetd relays them (GET /v1/audit/witnesses): convenient, but a fleetd
+ * that lies could leave a node out; --node asks the nodes themselves. */
+static void ctl_witness_fleetd(struct ctl *c, struct ctl_witnesses *ws)
+{
+        json_t *doc = NULL, *w;
+        long st = ctl_call(c, "GET", "/v1/audit/witnesses", NULL, &doc);
+        size_t i;
+
+        if (st != 200) {
+                if (st > 0)
+                        ctl_problem(st, doc);
+                ws->unreadable = true;
+        }
+        json_array_foreach(json_object_get(doc, "witnesses"), i, w)
+        {
+                json_t *answer = json_object_get(w, "answer");
+
+                if (json_is_object(answer))
+                        ctl_witness_answer(ws, json_incref(answer), "via fleetd");
+                else {
+                        fprintf(stderr,
+                                "fleetctl: fleetd got no audit checkpoint from node '%s': "
+                                "%s\n",
+                                ctl_str(w, "node"), ctl_str(w, "error"));
+                        ws->unreadable = true;
+                }
+        }
+        json_decref(doc);
+}
+
 static void ctl_witnesses_free(struct ctl_witnesses *ws)
 {
         for (size_t i = 0; i < ws->n_owned; i++)
@@ -209,7 +240,7 @@ int ctl_cmd_audit_verify(struct ctl *c)
         if (!ws || !rep || ctl_open_store(c, false, &s) < 0)
                 goto cleanup;
         own = audit_checkpoint_stored(s);
-        if (!c->audit_key && !own && !c->n_witness_nodes && !c->n_witness_files &&
+        if (!c->audit_key && !own && !c->n_witness_nodes && !c->n_witness_files && !c->via_fleetd &&
             audit_pub_load(c->state_dir, &key, vkey, sizeof(vkey)) == -ENOENT) {
                 r = ctl_audit_chain_only(c, s);
                 goto cleanup;
@@ -221,6 +252,8 @@ int ctl_cmd_audit_verify(struct ctl *c)
                 ctl_witness_node(c, ws, c->witness_nodes[i]);
         for (unsigned i = 0; i < c->n_witness_files; i++)
                 ctl_witness_file(ws, c->witness_files[i]);
+        if (c->via_fleetd)
+                ctl_witness_fleetd(c, ws);
         r = audit_log_check(s, c->state_dir, &key, ws->w, ws->n, rep);
         if (r == -EIO || r == -ENOMEM) {
                 fprintf(stderr, "fleetctl: cannot read the audit record: %s\n", strerror(-r));

@@ -19,7 +19,8 @@ struct ctl {
         const char *witness_files[CTL_WITNESS_MAX], *witness_nodes[CTL_WITNESS_MAX];
         unsigned n_witness_files, n_witness_nodes;
         const char *audit_key;
-        int argc; /* positional arguments after the command */
+        bool via_fleetd; /* audit verify: the nodes' checkpoints as fleetd relays them */
+        int argc;        /* positional arguments after the command */
         char **argv;
 };
 

@@ -23,7 +23,7 @@ const struct ctl_command ctl_commands[] = {
      "ask the VM's node for a full verification of its vault (result: 'vms VM')"},
     {"audit", ctl_cmd_audit,
      "audit [--after N] [--limit N] [--kind K] | audit verify [--node ADDR:PORT]... "
-     "[--witness FILE]... [--key VKEY]",
+     "[--witness FILE]... [--via-fleetd] [--key VKEY]",
      "read the audit record, or verify it (state dir) against fleetd's signed checkpoints and "
      "those the nodes witnessed"},
     {"health", ctl_cmd_health, "health", "fleet health, integrity first"},
@@ -67,6 +67,7 @@ static int ctl_parse(struct ctl *c, int argc, char **argv)
                                              {"node", required_argument, NULL, 'N'},
                                              {"witness", required_argument, NULL, 'W'},
                                              {"key", required_argument, NULL, 'K'},
+                                             {"via-fleetd", no_argument, NULL, 'V'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
         int o;
@@ -127,6 +128,9 @@ static int ctl_parse(struct ctl *c, int argc, char **argv)
                         break;
                 case 'K':
                         c->audit_key = optarg;
+                        break;
+                case 'V':
+                        c->via_fleetd = true;
                         break;
                 case 'h':
                         ctl_usage(stdout);

@@ -34,6 +34,8 @@ const struct api_route api_routes[] = {
     {"GET", "/v1/audit", api_audit_list, true, "the audit record"},
     {"GET", "/v1/audit/checkpoint", api_audit_checkpoint_get, true,
      "the latest signed audit checkpoint and what each node witnessed"},
+    {"GET", "/v1/audit/witnesses", api_audit_witnesses_get, true,
+     "each node's witnessed audit checkpoint, fetched from its node API now"},
     {"GET", "/v1/roster", api_roster_get, true, "the roster fleetd uses"},
     {"GET", "/v1/health", api_health_get, true, "fleet health, integrity first"},
     {"GET", "/v1/openapi.json", api_openapi_get, false, "this API's OpenAPI 3.1 document"},

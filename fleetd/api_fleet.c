@@ -47,6 +47,11 @@ void api_audit_checkpoint_get(struct api_request *req, struct api_response *resp
         api_ok(resp, audit_status_json(req->f));
 }
 
+void api_audit_witnesses_get(struct api_request *req, struct api_response *resp)
+{
+        api_ok(resp, audit_witnesses_fetch(req->f));
+}
+
 void api_roster_get(struct api_request *req, struct api_response *resp)
 {
         struct fleetd *f = req->f;

@@ -442,6 +442,33 @@ json_t *audit_status_json(struct fleetd *f)
         return o;
 }
 
+json_t *audit_witnesses_fetch(struct fleetd *f)
+{
+        struct audit_target *t = NULL;
+        size_t n = audit_push_targets(f, &t);
+        json_t *arr = json_array();
+
+        for (size_t i = 0; i < n; i++) {
+                struct json_input_error jerr;
+                char *answer = NULL;
+                long status = 0;
+                int r = f->transport.call(
+                    f->transport.ctx, t[i].address, (uint16_t)f->cfg.node_api_port, "GET",
+                    "/v1/audit-checkpoint", NULL, f->cfg.node_api_timeout_ms, &status, &answer);
+                json_t *doc = r == 0 && status == 200 && answer
+                                  ? json_input_parse(answer, strlen(answer), 256 * 1024, 8, &jerr)
+                                  : NULL;
+
+                json_array_append_new(arr,
+                                      doc ? json_pack("{s:s, s:o}", "node", t[i].id, "answer", doc)
+                                          : json_pack("{s:s, s:s}", "node", t[i].id, "error",
+                                                      r < 0 ? strerror(-r) : "no answer"));
+                free(answer);
+        }
+        free(t);
+        return json_pack("{s:o}", "witnesses", arr);
+}
+
 bool audit_diverged(struct fleetd *f)
 {
         struct audit_log *a = f->audit;

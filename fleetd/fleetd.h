@@ -342,6 +342,9 @@ int audit_push_start(struct fleetd *f);
 void audit_push_run_once(struct fleetd *f, uint64_t now_ms);
 /* {key, size, checkpoint, witnesses: [{node, held, diverged}]} (new reference). */
 json_t *audit_status_json(struct fleetd *f);
+/* {witnesses: [{node, answer} | {node, error}]}: each live node's GET /v1/audit-checkpoint,
+ * fetched now (one call per node, in turn). */
+json_t *audit_witnesses_fetch(struct fleetd *f);
 /* True when a node holds a checkpoint this record does not extend, or the record lost entries
  * while fleetd ran. */
 bool audit_diverged(struct fleetd *f);

@@ -309,6 +309,9 @@ def test_a_rolled_back_fleetd_is_refused_by_the_nodes(fleet):
         status = g.json("GET", "/v1/audit/checkpoint", expect=200)[1]
         assert all(w["diverged"] for w in status["witnesses"])
         assert status["size"] < fleet["held"] and status["key"].startswith("fleetd.totebox/f1+")
+        r = g.ctl("--state-dir", d, "audit", "verify", "--via-fleetd", check=False)
+        assert r.returncode == 1 and r.stderr.count("BROKEN (rollback)") == NODES, r.stderr
+        assert "(via fleetd)" in r.stderr
         g.stop()
         r = verify(f, d)
         assert r.returncode == 1
