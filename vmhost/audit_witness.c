@@ -40,6 +40,7 @@ struct witness_held {
         char note[TLOG_NOTE_MAX + 1];
         struct tlog_checkpoint cp;
         uint64_t received_ms;
+        json_t *previous, *proof; /* the checkpoint held before, and the proof from it */
 };
 
 struct witness_push {
@@ -96,17 +97,38 @@ static void witness_load(const struct vmhost *vh, struct witness_held *h)
                 snprintf(h->vkey, sizeof(h->vkey), "%s", vkey);
                 snprintf(h->note, sizeof(h->note), "%s", note);
                 h->received_ms = (uint64_t)json_integer_value(json_object_get(o, "received_ms"));
+                h->previous = json_incref(json_object_get(o, "previous"));
+                h->proof = json_incref(json_object_get(o, "proof"));
         } else
                 log_error("'%s' does not hold a verifiable audit checkpoint; ignored", path);
         json_decref(o);
 }
 
-static int witness_store(const struct vmhost *vh, const struct witness_push *w)
+static void witness_held_done(struct witness_held *h)
+{
+        json_decref(h->previous);
+        json_decref(h->proof);
+        h->previous = h->proof = NULL;
+}
+
+/* The new checkpoint, with the one it replaces and the proof that links them. */
+static int witness_store(const struct vmhost *vh, const struct witness_held *h,
+                         const struct witness_push *w)
 {
         char path[4200], *text;
-        json_t *o = json_pack("{s:i, s:s, s:s, s:I}", "v", 1, "key", w->vkey, "checkpoint", w->note,
-                              "received_ms", (json_int_t)clock_realtime_ms());
+        json_t *proof = json_array(), *o;
         int r;
+
+        for (size_t i = 0; h->have && i < w->proof_len; i++) {
+                char b64[48];
+
+                sodium_bin2base64(b64, sizeof(b64), w->proof_raw[i], MERKLE_HASH_LEN,
+                                  sodium_base64_VARIANT_ORIGINAL);
+                json_array_append_new(proof, json_string(b64));
+        }
+        o = json_pack("{s:i, s:s, s:s, s:I, s:o, s:o}", "v", 1, "key", w->vkey, "checkpoint",
+                      w->note, "received_ms", (json_int_t)clock_realtime_ms(), "previous",
+                      h->have ? json_string(h->note) : json_null(), "proof", proof);
 
         text = o ? json_dumps(o, JSON_COMPACT) : NULL;
         json_decref(o);
@@ -239,50 +261,61 @@ static bool witness_key_ok(const struct vmhost *vh, const struct witness_held *h
                             sodium_memcmp(h->key.pk, w->key.pk, TLOG_PUBLIC_KEY_LEN) == 0);
 }
 
-static int witness_decide(struct vmhost *vh, struct witness_push *w, const char *body, size_t len,
-                          struct vm_problem *p)
+static int witness_decide_held(struct vmhost *vh, const struct witness_held *h,
+                               struct witness_push *w, const char *body, size_t len,
+                               struct vm_problem *p)
 {
-        struct witness_held h;
         const char *why;
         int r;
 
-        witness_load(vh, &h);
         r = tlog_checkpoint_open(w->note, w->note_len, &w->key, &w->cp);
         if (r < 0 || strcmp(w->cp.origin, w->key.name) != 0)
                 return vms_problem(p, 422, "audit-bad-signature",
                                    "the checkpoint is not a C2SP checkpoint of origin '%s' "
                                    "signed by that key",
                                    w->key.name);
-        if (!witness_key_ok(vh, &h, w)) {
-                witness_keep(vh, &h, body, len, "signed by another key than fleetd's");
+        if (!witness_key_ok(vh, h, w)) {
+                witness_keep(vh, h, body, len, "signed by another key than fleetd's");
                 return vms_problem(p, 409, "audit-key-mismatch",
                                    "the checkpoint is signed by '%s', not by the key this node "
                                    "witnesses ('%s'); kept as evidence",
-                                   w->vkey, vh->cfg.audit_key[0] ? vh->cfg.audit_key : h.vkey);
+                                   w->vkey, vh->cfg.audit_key[0] ? vh->cfg.audit_key : h->vkey);
         }
-        if (h.have && w->cp.size > h.cp.size && w->old_size != h.cp.size)
+        if (h->have && w->cp.size > h->cp.size && w->old_size != h->cp.size)
                 return vms_problem(p, 409, "audit-stale",
                                    "the proof starts at %llu entries; this node holds %llu",
-                                   (unsigned long long)w->old_size, (unsigned long long)h.cp.size);
-        why = h.have ? witness_inconsistent(&h, w) : NULL;
+                                   (unsigned long long)w->old_size, (unsigned long long)h->cp.size);
+        why = h->have ? witness_inconsistent(h, w) : NULL;
         if (why) {
-                witness_keep(vh, &h, body, len, why);
+                witness_keep(vh, h, body, len, why);
                 log_error("audit checkpoint of %llu entries refused and kept as evidence: %s "
                           "(this node holds %llu)",
-                          (unsigned long long)w->cp.size, why, (unsigned long long)h.cp.size);
+                          (unsigned long long)w->cp.size, why, (unsigned long long)h->cp.size);
                 return vms_problem(p, 409, "audit-inconsistent",
                                    "checkpoint of %llu entries refused: %s; this node holds %llu "
                                    "and keeps the refused one as evidence",
                                    (unsigned long long)w->cp.size, why,
-                                   (unsigned long long)h.cp.size);
+                                   (unsigned long long)h->cp.size);
         }
-        if (h.have && w->cp.size == h.cp.size)
+        if (h->have && w->cp.size == h->cp.size)
                 return 200; /* the same checkpoint (or a re-signature of the same tree) */
-        r = witness_store(vh, w);
+        r = witness_store(vh, h, w);
         if (r < 0)
                 return vms_problem(p, 500, "storage", "cannot keep the checkpoint: %s",
                                    strerror(-r));
         return 200;
+}
+
+static int witness_decide(struct vmhost *vh, struct witness_push *w, const char *body, size_t len,
+                          struct vm_problem *p)
+{
+        struct witness_held h;
+        int r;
+
+        witness_load(vh, &h);
+        r = witness_decide_held(vh, &h, w, body, len, p);
+        witness_held_done(&h);
+        return r;
 }
 
 /* The newest pieces of evidence, newest first. */
@@ -332,13 +365,15 @@ json_t *audit_witness_state(struct vmhost *vh)
 
         pthread_mutex_lock(&witness_lock);
         witness_load(vh, &h);
-        o = json_pack("{s:i, s:s, s:o, s:o, s:o, s:o, s:i, s:o}", "v", 1, "node", vh->cfg.node_id,
-                      "key", h.have ? json_string(h.vkey) : json_null(), "checkpoint",
-                      h.have ? json_string(h.note) : json_null(), "size",
+        o = json_pack("{s:i, s:s, s:o, s:o, s:o, s:o, s:O, s:O, s:i, s:o}", "v", 1, "node",
+                      vh->cfg.node_id, "key", h.have ? json_string(h.vkey) : json_null(),
+                      "checkpoint", h.have ? json_string(h.note) : json_null(), "size",
                       h.have ? json_integer((json_int_t)h.cp.size) : json_null(), "received_ms",
-                      h.have ? json_integer((json_int_t)h.received_ms) : json_null(),
-                      "refused_total", (int)witness_evidence_count(vh), "refused",
-                      witness_evidence_json(vh));
+                      h.have ? json_integer((json_int_t)h.received_ms) : json_null(), "previous",
+                      h.previous ? h.previous : json_null(), "proof",
+                      h.proof ? h.proof : json_null(), "refused_total",
+                      (int)witness_evidence_count(vh), "refused", witness_evidence_json(vh));
+        witness_held_done(&h);
         pthread_mutex_unlock(&witness_lock);
         return o;
 }

@@ -139,6 +139,18 @@ static void test_consistent_accepted(void **state)
         assert_int_equal(push(fx, body_of(fx->good, 21, 20, &fx->key, fx->sk), type), 200);
         assert_int_equal(held_size(fx, &refused), 21);
         assert_int_equal(refused, 0);
+        {
+                /* the node keeps the checkpoint before and the proof that links the two */
+                json_t *st = audit_witness_state(&fx->vh);
+                struct tlog_checkpoint prev;
+                const char *note = json_string_value(json_object_get(st, "previous"));
+
+                assert_non_null(note);
+                assert_int_equal(tlog_checkpoint_open(note, strlen(note), &fx->key, &prev), 0);
+                assert_int_equal(prev.size, 20);
+                assert_true(json_array_size(json_object_get(st, "proof")) > 0);
+                json_decref(st);
+        }
 }
 
 static void test_inconsistent_refused_and_kept(void **state)
