@@ -76,6 +76,7 @@ struct fleet_node {
         unsigned inv_failures;
         json_t *unknown_vms;    /* ids the node reports that fleetd never placed (array) */
         uint64_t inv_verb_mark; /* f->verb_events when the fetch in flight was sent */
+        bool dispatch_busy;     /* a dispatch worker is calling this node */
 };
 
 enum hb_drop {
@@ -175,6 +176,7 @@ struct fleetd {
         pthread_t dispatcher;
         pthread_cond_t wake;
         bool dispatcher_running, stopping;
+        unsigned dispatch_workers; /* worker threads calling nodes (dispatch.c) */
         struct timespec roster_mtime;
         uint64_t started_ms;
         uint64_t verb_events;    /* counts starts and ends of verb calls to nodes (under lock) */
