@@ -193,6 +193,46 @@ def test_intact_record_verifies_against_every_witness(fleet):
     assert doc["ok"] and doc["entries"] == fleet["size"] and doc["findings"] == []
 
 
+def mth(leaves):
+    """RFC 9162 Merkle tree hash over leaf hashes, written independently of common/merkle.c."""
+    if not leaves:
+        return hashlib.sha256(b"").digest()
+    if len(leaves) == 1:
+        return leaves[0]
+    k = 1
+    while k * 2 < len(leaves):
+        k *= 2
+    return hashlib.sha256(b"\x01" + mth(leaves[:k]) + mth(leaves[k:])).digest()
+
+
+def test_checkpoint_verifies_with_an_independent_c2sp_reader(fleet):
+    """The note a node holds, checked the way stock C2SP tooling does (key id, signed-note split,
+    Ed25519), and its root recomputed from the database's rows without fleetd's code."""
+    ed = pytest.importorskip("cryptography.hazmat.primitives.asymmetric.ed25519")
+    import base64
+    with open(os.path.join(fleet["f"].state_dir, "audit.pub")) as f:
+        name, key_id, key = f.read().strip().split("+", 2)
+    raw = base64.b64decode(key)
+    assert raw[0] == 1 and len(raw) == 33
+    assert hashlib.sha256(name.encode() + b"\n" + raw).digest()[:4].hex() == key_id
+    note = node_get(1, fleet["f"].node_api_port)["checkpoint"].encode()
+    split = note.rindex(b"\n\n")
+    text, sigs = note[:split + 1], note[split + 2:]
+    line = sigs.decode().splitlines()[0]
+    assert line.startswith("\u2014 " + name + " ")
+    blob = base64.b64decode(line.split(" ")[2])
+    assert blob[:4].hex() == key_id
+    ed.Ed25519PublicKey.from_public_bytes(raw[1:]).verify(blob[4:], text)  # raises if bad
+    origin, size, root = text.decode().splitlines()
+    assert origin == name and int(size) == fleet["held"]
+    db = sqlite3.connect(os.path.join(fleet["f"].state_dir, "fleetd.db"))
+    rows = db.execute("SELECT seq, time_ms, kind, subject, actor, detail, prev_hash FROM audit"
+                      " WHERE seq <= ? ORDER BY seq", (int(size),)).fetchall()
+    db.close()
+    leaves = [hashlib.sha256(b"\x00" + canonical_entry(r)).digest() for r in rows]
+    assert base64.b64encode(mth(leaves)).decode() == root
+
+
 def test_a_deleted_tail_is_a_truncation(fleet):
     d = copy_state(fleet, "truncated")
     subprocess.run(["sqlite3", os.path.join(d, "fleetd.db"),
