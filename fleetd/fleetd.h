@@ -58,6 +58,18 @@ enum node_state {
 
 enum inventory_status { INV_NONE, INV_WANTED, INV_OK, INV_FAILED };
 
+/* Replay protection: the last accepted seq of each of a node's last few boots (boot id and
+ * epoch), so that a datagram of any boot still known is ordered within its own boot. */
+#define NODE_BOOTS     4
+#define NODE_FRESH_SEQ 3 /* a new boot may start at most this far in, plus its silence */
+struct node_boot {
+        char boot[HEARTBEAT_BOOT_LEN + 1];
+        uint64_t epoch;
+        uint64_t seq;      /* the last accepted */
+        uint64_t accepted; /* heartbeats accepted from this boot */
+        uint64_t last_ms;  /* monotonic: when its last one was accepted; 0: slot unused */
+};
+
 struct fleet_node {
         /* what placement reads, first, so that a scan of 10,000 nodes touches one cache line
          * per node */
@@ -77,6 +89,7 @@ struct fleet_node {
         json_t *unknown_vms;    /* ids the node reports that fleetd never placed (array) */
         uint64_t inv_verb_mark; /* f->verb_events when the fetch in flight was sent */
         bool dispatch_busy;     /* a dispatch worker is calling this node */
+        struct node_boot boots[NODE_BOOTS];
 };
 
 enum hb_drop {
@@ -205,8 +218,20 @@ static inline uint64_t node_heartbeat_age(const struct fleet_node *n, uint64_t n
         return now_ms > n->last_seen_ms ? now_ms - n->last_seen_ms : 0;
 }
 
-/* Silent for more than evict_after: evicted; more than suspect_after: suspect; heartbeats whose
- * libvirt_age_ms is -1 or older than 3 intervals: unhealthy (a wedged vmhost); else alive. */
+/* How long a node may be silent before it is suspect: suspect_after plus a quarter interval for
+ * jitter (a heartbeat sent late, or delivered late, after one that was lost: suspect_after is
+ * meant as "missed two", so one lost datagram with jitter must stay below it), never past
+ * evict_after. */
+static inline uint64_t node_suspect_bound(const struct fleetd_config *cfg)
+{
+        uint64_t b = cfg->suspect_after_ms + cfg->heartbeat_interval_ms / 4;
+
+        return b < cfg->evict_after_ms ? b : cfg->evict_after_ms;
+}
+
+/* Silent for more than evict_after: evicted; more than node_suspect_bound: suspect; heartbeats
+ * whose libvirt_age_ms is -1 or older than 3 intervals: unhealthy (a wedged vmhost); else
+ * alive. */
 static inline enum node_state node_state_at(const struct fleet_node *n,
                                             const struct fleetd_config *cfg, uint64_t now_ms)
 {
@@ -217,7 +242,7 @@ static inline enum node_state node_state_at(const struct fleet_node *n,
         age = node_heartbeat_age(n, now_ms);
         if (age > cfg->evict_after_ms)
                 return NODE_EVICTED;
-        if (age > cfg->suspect_after_ms)
+        if (age > node_suspect_bound(cfg))
                 return NODE_SUSPECT;
         if (n->hb_libvirt_age_ms < 0 ||
             (uint64_t)n->hb_libvirt_age_ms > 3 * cfg->heartbeat_interval_ms)
@@ -295,6 +320,9 @@ void plans_confirm(struct fleetd *f, const char *plan_id, const char *actor,
                    struct plan_outcome *ret);
 void plans_drop(struct fleetd *f, const char *plan_id, const char *actor, struct plan_outcome *ret);
 void plans_get(struct fleetd *f, const char *plan_id, struct plan_outcome *ret);
+/* Plans in creation order (summaries without candidates): {plans, next_after}. */
+void plans_list(struct fleetd *f, const char *after, const char *state, unsigned limit,
+                struct plan_outcome *ret);
 
 /* dispatch.c: creations and inventory fetches, retried with backoff, off the request threads */
 int dispatch_start(struct fleetd *f);

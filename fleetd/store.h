@@ -47,6 +47,11 @@ int store_plan_insert(struct store *s, const struct plan_row *p);
 int store_plan_get(struct store *s, const char *id, struct plan_row *ret);
 int store_plan_set_state(struct store *s, const char *id, const char *state, const char *vm_id);
 void plan_row_done(struct plan_row *p);
+/* Calls fn for at most limit plans in creation order, after the plan named after (NULL: from
+ * the first), whose state is state (NULL: any; "expired" is an open plan past its expiry at
+ * now_ms, and "open" one that is not); ret->body is not filled. */
+int store_plan_list(struct store *s, const char *after, const char *state, uint64_t now_ms,
+                    unsigned limit, int (*fn)(void *ctx, const struct plan_row *p), void *ctx);
 /* Drops the stored answers (candidate lists) of plans never confirmed that expired before
  * before_ms; their rows stay. Returns how many. */
 int store_plan_prune(struct store *s, uint64_t before_ms);

@@ -79,6 +79,7 @@ struct heartbeat_sender {
         int fd;
         struct sockaddr_in dst; /* the controller's heartbeat address */
         uint64_t epoch;
+        char boot[HEARTBEAT_BOOT_LEN + 1]; /* random, drawn at open: names this run */
         uint64_t seq;
         struct cpu_sample last_cpu;
 };

@@ -128,7 +128,7 @@ def test_bad_input_changes_nothing(fleet):
                  json.dumps({"entity": "x" * 5000}).encode()):
         req_status, problem = _raw_post(fleet, "/v1/plans", body)
         assert 400 <= req_status < 500, (body, req_status, problem)
-    assert fleet.api_raw("POST", "/v1/plans/nope/confirm")[0] == 404
+    assert fleet.api_raw("POST", "/v1/plans/nope/confirm")[0] == 400  # a malformed plan id
     assert fleet.api_raw("GET", "/v1/nodes", token="tbx_" + "x" * 43)[0] == 401
     assert fleet.api_raw("POST", "/v1/vms/" + STATE["a"]["id"] + "/migrate")[0] in (400, 404)
     # a heartbeat forged from laptop-a's namespace in cloud's name is dropped
