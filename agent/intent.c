@@ -34,24 +34,28 @@ int intent_store(int state_fd, const struct seal_intent *in)
         return vault_write_state(state_fd, INTENT_FILE, buf, (size_t)n, 0600);
 }
 
-static int intent_parse(char *buf, size_t len, struct seal_intent *ret)
+/* Line 1 a ledger entry, line 2 the inbox name in hex (no NUL, no '/'), nothing after. ret is
+ * untouched on failure. */
+int intent_parse(const char *buf, size_t len, struct seal_intent *ret)
 {
-        char *nl = memchr(buf, '\n', len), *hex, *end;
+        const char *nl = memchr(buf, '\n', len), *hex, *end;
+        struct seal_intent in;
         size_t got = 0;
 
-        if (!nl)
+        memset(&in, 0, sizeof(in));
+        if (!nl || len > INTENT_MAX)
                 return -EINVAL;
-        if (ledger_entry_parse(buf, (size_t)(nl - buf), &ret->e, NULL, 0) < 0)
+        if (ledger_entry_parse(buf, (size_t)(nl - buf), &in.e, NULL, 0) < 0)
                 return -EINVAL;
         hex = nl + 1;
         end = memchr(hex, '\n', len - (size_t)(hex - buf));
         if (!end || end == hex || (size_t)(end - hex) > 2 * 255 || end + 1 != buf + len)
                 return -EINVAL;
-        memset(ret->inbox, 0, sizeof(ret->inbox));
-        if (sodium_hex2bin((uint8_t *)ret->inbox, sizeof(ret->inbox) - 1, hex, (size_t)(end - hex),
+        if (sodium_hex2bin((uint8_t *)in.inbox, sizeof(in.inbox) - 1, hex, (size_t)(end - hex),
                            NULL, &got, NULL) != 0 ||
-            got == 0 || strlen(ret->inbox) != got || strchr(ret->inbox, '/'))
+            got == 0 || strlen(in.inbox) != got || strchr(in.inbox, '/'))
                 return -EINVAL;
+        *ret = in;
         return 0;
 }
 
@@ -64,9 +68,9 @@ int intent_load(int state_fd, struct seal_intent *ret)
 
         if (state_fd < 0)
                 return -ENOENT;
-        fd = openat(state_fd, INTENT_FILE, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        fd = vault_open_regular(state_fd, INTENT_FILE, O_RDONLY);
         if (fd < 0)
-                return -errno;
+                return fd;
         n = read(fd, buf, sizeof(buf));
         r = n < 0 ? -errno : 0;
         close(fd);
@@ -74,7 +78,6 @@ int intent_load(int state_fd, struct seal_intent *ret)
                 return r;
         if ((size_t)n > INTENT_MAX)
                 return -EINVAL;
-        memset(&in, 0, sizeof(in));
         r = intent_parse(buf, (size_t)n, &in);
         if (r == 0)
                 *ret = in;

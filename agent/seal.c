@@ -110,6 +110,7 @@ int seal_append_line(struct vault *v, const struct ledger_entry *e, const char *
                 v->ledger.ends_clean = false;
                 return errno ? -errno : -EIO;
         }
+        v->ledger.file_size -= from; /* counted when loaded; ledger_push adds the whole line */
         agent_fault_point("appended");
         if (fdatasync(v->ledger_fd) < 0)
                 return -errno;
@@ -117,8 +118,19 @@ int seal_append_line(struct vault *v, const struct ledger_entry *e, const char *
         return ledger_push(&v->ledger, e, line, len);
 }
 
+int seal_store_head(struct vault *v)
+{
+        struct sth s;
+
+        return vault_sign_sth(v, clock_realtime_ms(), true, &s);
+}
+
 int seal_protect(int fd, struct ledger_entry *e)
 {
+        /* the agent's own, read-only; best effort (unprivileged, the record is already ours
+         * or verification names it) */
+        if (fchown(fd, geteuid(), getegid()) < 0 && errno != EPERM)
+                return -errno;
         fchmod(fd, 0444);
         e->protect = vault_set_flag(fd, FS_IMMUTABLE_FL) == 0 ? LEDGER_PROTECT_IMMUTABLE
                                                               : LEDGER_PROTECT_READ_ONLY;
@@ -178,6 +190,11 @@ static int seal_commit(struct vault *v, int fd, const char *name, struct ledger_
         if (r < 0)
                 return r;
         agent_fault_point("synced");
+        /* the head covers the line before the intent goes: after a crash in between, recovery
+         * finds the intent's line just past the head and signs it; no other line ever is */
+        r = seal_store_head(v);
+        if (r < 0)
+                return r;
         r = intent_remove(v->state_fd);
         if (r == 0)
                 v->intent_pending = false;
@@ -259,6 +276,22 @@ static int seal_list_inbox(int inbox_fd, char ***ret, size_t *ret_n)
         return 0;
 }
 
+/* Lines appended or cut behind the agent's back while it runs: the ledger file is not the size
+ * the agent made it. Sealing on top would cover them with the agent's next head. */
+static void seal_check_ledger_size(struct vault *v)
+{
+        struct stat st;
+
+        if (!v->head_ok || fstat(v->ledger_fd, &st) < 0 ||
+            (uint64_t)st.st_size == v->ledger.file_size)
+                return;
+        v->head_ok = false;
+        snprintf(v->head_why, sizeof(v->head_why),
+                 "the ledger is %lld bytes on disk but the agent wrote %" PRIu64
+                 "; it changed behind the agent's back",
+                 (long long)st.st_size, v->ledger.file_size);
+}
+
 int seal_scan_inbox(struct vault *v, uint64_t max_bytes, struct seal_result *ret,
                     struct mismatch_list *log)
 {
@@ -269,9 +302,12 @@ int seal_scan_inbox(struct vault *v, uint64_t max_bytes, struct seal_result *ret
         memset(ret, 0, sizeof(*ret));
         if (v->read_only || v->ledger_fd < 0 || v->inbox_fd < 0 || v->state_fd < 0)
                 return -EROFS;
+        seal_check_ledger_size(v);
         seal_recover(v, log);
         if (!v->ledger.ends_clean)
                 return -EUCLEAN;
+        if (!v->head_ok)
+                return -ENOTRECOVERABLE;
         if (v->intent_pending)
                 return -EAGAIN;
         r = seal_list_inbox(v->inbox_fd, &names, &n);
