@@ -227,11 +227,14 @@ void agent_fault_point(const char *point);
 struct seal_intent {
         struct ledger_entry e; /* protect is decided after the move; stored as "immutable" */
         char inbox[256];       /* the record's name in the inbox */
+        uint8_t signature[64]; /* the vault key's, over the first two lines (intent_load checks) */
+        size_t signed_len;
 };
 
-int intent_store(int state_fd, const struct seal_intent *in);
-/* -ENOENT when there is none, -EINVAL when it does not parse, -AGENT_ENOTREG. */
-int intent_load(int state_fd, struct seal_intent *ret);
+int intent_store(int state_fd, const struct seal_intent *in, const uint8_t sk[STH_SECRET_KEY_LEN]);
+/* -ENOENT when there is none, -EINVAL when it does not parse, -AGENT_ENOTREG, -EKEYREJECTED
+ * when pk (NULL: no key to check with) did not sign it. */
+int intent_load(int state_fd, const uint8_t *pk, struct seal_intent *ret);
 /* The intent file's parser (exposed for fuzzing). */
 int intent_parse(const char *buf, size_t len, struct seal_intent *ret);
 int intent_remove(int state_fd);

@@ -211,7 +211,7 @@ int seal_recover(struct vault *v, struct mismatch_list *log)
 {
         struct seal_intent in;
         ssize_t at;
-        int r = intent_load(v->state_fd, &in);
+        int r = intent_load(v->state_fd, v->pk, &in);
 
         if (r == -ENOENT) {
                 v->intent_pending = false;
@@ -219,8 +219,10 @@ int seal_recover(struct vault *v, struct mismatch_list *log)
         }
         v->intent_pending = true;
         if (r < 0) {
-                recover_note(log, "seal-abandoned", AGENT_STATE_DIR "/intent",
-                             "the seal intent is unreadable; set aside as intent.bad");
+                recover_note(
+                    log, "seal-abandoned", AGENT_STATE_DIR "/intent",
+                    "the seal intent is unreadable or not signed by the vault key; set aside as "
+                    "intent.bad");
                 return recover_drop(v, true);
         }
         at = in.e.seq < v->ledger.next_seq && v->ledger.ends_clean

@@ -165,7 +165,7 @@ static int seal_commit(struct vault *v, int fd, const char *name, struct ledger_
                 return -errno;
         agent_fault_point("hashed");
         snprintf(in.inbox, sizeof(in.inbox), "%s", name);
-        r = intent_store(v->state_fd, &in);
+        r = intent_store(v->state_fd, &in, v->sk);
         if (r < 0)
                 return r;
         v->intent_pending = true;

@@ -417,7 +417,7 @@ static void verify_unrecorded_all(const struct vault *v, const struct ledger *l,
         const char **names = calloc(l->nrecs ? l->nrecs : 1, sizeof(*names));
         const char *ledger_names[] = {LEDGER_FILE};
         struct seal_intent in;
-        bool pending = intent_load(v->state_fd, &in) == 0;
+        bool pending = intent_load(v->state_fd, v->have_key ? v->pk : NULL, &in) == 0;
         size_t n = 0;
 
         if (!names)
@@ -575,7 +575,7 @@ static void verify_prepare(const struct vault *v, struct ledger *disk, const str
                 ledger_mark(disk, trusted_sth->size);
         if (!v->read_only)
                 ledger_mark(disk, v->ledger.n);
-        if (intent_load(v->state_fd, &in) == 0) {
+        if (intent_load(v->state_fd, v->have_key ? v->pk : NULL, &in) == 0) {
                 for (int p = 0; p < 2; p++) {
                         char line[LEDGER_LINE_MAX + 1];
                         int n;

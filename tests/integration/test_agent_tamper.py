@@ -712,3 +712,20 @@ def test_hostile_ledger_memory_is_bounded(tmp):
     peak_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", r.stderr).group(1))
     print("verify of 1 M garbage lines: peak RSS %.1f MiB" % (peak_kib / 1024))
     assert peak_kib < 40 * 1024, peak_kib  # was 411 MiB
+
+
+def test_forged_intent_does_not_get_a_forged_line_signed(tmp):
+    """The one line past the head that recovery signs is an interrupted seal's: the attacker
+    writes that story too (an intent naming the forged line, the asset in place) and runs seal.
+    The intent is signed by the vault key, so the forged one is set aside and nothing is signed."""
+    vault = make_vault(tmp)
+    head = sth_bytes(vault)
+    append_forged_entry(vault)
+    line = ledger_lines(vault)[-1]
+    with open(state(vault, "intent"), "wb") as f:
+        f.write(line + b"\n" + b"planted.txt".hex().encode() + b"\n")
+    r = seal_once(vault)
+    assert r.returncode != 0 and "signed tree head" in r.stderr, r.stdout + r.stderr
+    assert sth_bytes(vault) == head
+    rc, out = verify(vault)
+    assert rc == 1 and "unsigned" in kinds(out), out
