@@ -29,6 +29,8 @@ struct agent {
         int inotify_fd;
         uint64_t next_scan_ms, next_verify_ms;
         char vault_id[128];
+        int last_scan_error; /* logged once until it changes: a refusal lasts until an operator acts
+                              */
 };
 
 static void agent_send(struct agent *a, char *line, const char *what)
@@ -91,15 +93,17 @@ static void agent_scan(struct agent *a)
 
         mismatch_list_init(&log);
         r = seal_scan_inbox(&a->v, a->cfg.max_record_bytes, &sr, &log);
-        if (r < 0 && r != -EROFS)
+        if (r < 0 && r != -EROFS && r != a->last_scan_error)
                 log_warn("inbox of '%s' not sealed: %s", a->v.dir,
                          r == -EUCLEAN  ? "the ledger does not end with a newline"
                          : r == -EAGAIN ? "an interrupted seal is not resolved"
                          : r == -ENOTRECOVERABLE
                              ? "the ledger does not verify against the last signed tree head"
                              : agent_strerror(r));
-        if (r == -ENOTRECOVERABLE)
-                log_warn("vault '%s': %s; the head is kept", a->v.dir, a->v.head_why);
+        if (r == -ENOTRECOVERABLE && r != a->last_scan_error)
+                log_warn("vault '%s': %s; nothing is sealed and the head is kept", a->v.dir,
+                         a->v.head_why);
+        a->last_scan_error = r;
         for (size_t i = 0; i < log.n; i++) {
                 const struct mismatch *m = &log.items[i];
 
