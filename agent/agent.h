@@ -116,10 +116,14 @@ struct ledger {
         size_t nrecs, recs_cap;
         char *paths; /* the records' paths */
         size_t paths_len, paths_cap;
-        uint64_t *seqs;      /* seq_only: one per line (0: did not parse) */
+        uint64_t *seqs;      /* seq_only: one per kept line (0: did not parse) */
         bool seq_only;       /* the daemon's copy: leaves and seqs */
-        merkle_hash *leaves; /* seq_only: one per line, over the line's exact bytes */
+        merkle_hash *leaves; /* seq_only: one per kept line, over the line's exact bytes */
         size_t n, cap;       /* n: lines; cap: of seqs/leaves */
+        /* seq_only: the first kept lines (kept <= n); lines from keep_max on are not kept, so
+         * a hostile ledger past the signed head costs the daemon nothing per line either */
+        size_t kept;
+        uint64_t keep_max;
         struct merkle_frontier frontier;
         uint64_t mark_size[LEDGER_MARKS]; /* roots remembered while loading */
         merkle_hash mark_root[LEDGER_MARKS];

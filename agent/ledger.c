@@ -274,6 +274,7 @@ void ledger_init(struct ledger *l)
         l->ends_clean = true;
         l->signed_size = UINT64_MAX;
         l->first_immutable_line = UINT64_MAX;
+        l->keep_max = UINT64_MAX;
 }
 
 void ledger_done(struct ledger *l)
@@ -293,7 +294,7 @@ void ledger_done(struct ledger *l)
 
 uint64_t ledger_seq_at(const struct ledger *l, size_t i)
 {
-        return l->seq_only ? l->seqs[i] : 0;
+        return l->seq_only && i < l->kept ? l->seqs[i] : 0;
 }
 
 const char *ledger_record_path(const struct ledger *l, const struct ledger_record *r)
@@ -371,10 +372,12 @@ static int ledger_add_hashed(struct ledger *l, const struct ledger_entry *e, con
         int r;
 
         if (l->seq_only) {
-                if (l->n == l->cap && (r = ledger_grow(l)) < 0)
-                        return r;
-                l->seqs[l->n] = e->seq;
-                memcpy(l->leaves[l->n], leaf, MERKLE_HASH_LEN);
+                if (l->kept == l->n && l->n < l->keep_max) {
+                        if (l->kept == l->cap && (r = ledger_grow(l)) < 0)
+                                return r;
+                        l->seqs[l->kept] = e->seq;
+                        memcpy(l->leaves[l->kept++], leaf, MERKLE_HASH_LEN);
+                }
         } else if (e->seq && (r = ledger_add_record(l, e)) < 0) {
                 return r;
         }
@@ -410,7 +413,7 @@ int ledger_root(const struct ledger *l, uint64_t size, merkle_hash ret)
                 merkle_frontier_root(&l->frontier, ret);
                 return 0;
         }
-        if (size == 0 || (l->seq_only && size < l->n)) {
+        if (size == 0 || (l->seq_only && size <= l->kept)) {
                 merkle_root(l->leaves, size, ret);
                 return 0;
         }
@@ -532,7 +535,7 @@ static int ledger_cmp_u64(const void *a, const void *b)
 /* After all lines: duplicate sequence numbers and gaps (entries deleted from the middle). */
 static void ledger_check_sequence(struct ledger *l, struct mismatch_list *mm)
 {
-        size_t total = l->seq_only ? l->n : l->nrecs;
+        size_t total = l->seq_only ? l->kept : l->nrecs;
         uint64_t *seqs = malloc((total ? total : 1) * sizeof(*seqs));
         size_t k = 0;
         uint64_t expect = 1;

@@ -45,7 +45,7 @@ static ssize_t recover_in_ledger(const struct ledger *l, const struct seal_inten
         struct ledger_entry e;
         merkle_hash leaf;
 
-        for (size_t i = l->n; i-- > 0;) {
+        for (size_t i = l->kept; i-- > 0;) {
                 if (ledger_seq_at(l, i) != in->e.seq)
                         continue;
                 for (int p = 0; p < 2; p++) {

@@ -84,7 +84,7 @@ static bool seal_writer_open(int fd)
 
 static bool seal_supersedes_known(const struct ledger *l, uint64_t seq)
 {
-        for (size_t i = l->n; i-- > 0;)
+        for (size_t i = l->kept; i-- > 0;)
                 if (ledger_seq_at(l, i) == seq)
                         return true;
         return false;
@@ -129,8 +129,7 @@ int seal_protect(int fd, struct ledger_entry *e)
 {
         /* the agent's own, read-only; best effort (unprivileged, the record is already ours
          * or verification names it) */
-        if (fchown(fd, geteuid(), getegid()) < 0 && errno != EPERM)
-                return -errno;
+        (void)!fchown(fd, geteuid(), getegid());
         fchmod(fd, 0444);
         e->protect = vault_set_flag(fd, FS_IMMUTABLE_FL) == 0 ? LEDGER_PROTECT_IMMUTABLE
                                                               : LEDGER_PROTECT_READ_ONLY;

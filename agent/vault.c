@@ -372,8 +372,16 @@ static int vault_ledger_open(struct vault *v, struct mismatch_list *mm, char *er
         int r;
 
         snprintf(path, sizeof(path), "%s/" VAULT_LEDGER "/" LEDGER_FILE, v->dir);
+        /* the daemon keeps leaves up to one past a head that verifies: nothing after that can
+         * ever be signed or proven (vault_check_head refuses it) */
+        if (v->have_sth)
+                v->ledger.keep_max =
+                    v->have_key && sth_verify(&v->last_sth, v->pk) == 0 ? v->last_sth.size + 1 : 0;
+        else
+                v->ledger.keep_max = 1;
         /* read-only (the offline verifier): verify_vault reads the ledger once, itself */
         r = v->read_only ? vault_ledger_readable(path) : ledger_load(&v->ledger, path, mm);
+        v->ledger.keep_max = UINT64_MAX; /* own appends are kept while nothing was dropped */
         if (r == -ENOENT) {
                 bool fresh = vault_dir_empty(v->assets_fd) && (!v->have_sth || !v->last_sth.size);
 
