@@ -88,10 +88,10 @@ static ssize_t recover_torn_tail(const struct vault *v, char *buf, size_t size)
         ssize_t n;
         off_t from;
         char *nl;
-        int fd = openat(v->ledger_dir_fd, LEDGER_FILE, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        int fd = vault_open_regular(v->ledger_dir_fd, LEDGER_FILE, O_RDONLY);
 
         if (fd < 0)
-                return -errno;
+                return fd;
         if (fstat(fd, &st) < 0) {
                 close(fd);
                 return -errno;

@@ -63,7 +63,10 @@ int vault_write_state(int state_fd, const char *name, const void *data, size_t l
         int fd, r = 0;
 
         snprintf(tmp, sizeof(tmp), ".%s.tmp", name);
-        fd = openat(state_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+        /* whatever is left under the temporary name (a FIFO would block the open) goes first */
+        if (unlinkat(state_fd, tmp, 0) < 0 && errno != ENOENT)
+                return -errno;
+        fd = openat(state_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
         if (fd < 0)
                 return -errno;
         if (write(fd, data, len) != (ssize_t)len || fsync(fd) < 0)

@@ -751,3 +751,15 @@ def test_hostile_ledger_daemon_memory_is_bounded(tmp):
         p.wait(timeout=10)
     print("daemon start on 1 M garbage lines: peak RSS %.1f MiB" % (hwm / 1024))
     assert hwm < 40 * 1024, hwm
+
+
+@pytest.mark.parametrize("name", [".sth.json.tmp", ".intent.tmp", ".vault.pub.tmp"])
+def test_fifo_at_a_temporary_state_name_does_not_hang_the_agent(tmp, name):
+    """The agent writes its state files under a temporary name and renames them: a FIFO left
+    there must not block it."""
+    vault = make_vault(tmp)
+    os.mkfifo(state(vault, name))
+    put(vault, "next.txt", b"next\n")
+    r = subprocess.run([AGENT, "seal", vault], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0 and "sealed 1" in r.stdout, r.stdout + r.stderr
+    assert verify(vault)[0] == 0
