@@ -111,6 +111,8 @@ void api_plans_confirm(struct api_request *req, struct api_response *resp);
 void api_plans_drop(struct api_request *req, struct api_response *resp);
 /* api_fleet.c */
 void api_audit_list(struct api_request *req, struct api_response *resp);
+void api_audit_checkpoint_get(struct api_request *req, struct api_response *resp);
+void api_audit_witnesses_get(struct api_request *req, struct api_response *resp);
 void api_roster_get(struct api_request *req, struct api_response *resp);
 void api_health_get(struct api_request *req, struct api_response *resp);
 void api_openapi_get(struct api_request *req, struct api_response *resp);

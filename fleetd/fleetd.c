@@ -40,6 +40,9 @@ int fleetd_open(struct fleetd *f)
         r = roster_reload(f, true);
         if (r < 0)
                 return r;
+        r = audit_open(f);
+        if (r < 0)
+                return r;
         if (!f->transport.call) {
                 struct fleet_node *self = node_table_find(&f->table, f->table.roster->controller);
 
@@ -62,6 +65,7 @@ int fleetd_open(struct fleetd *f)
 void fleetd_close(struct fleetd *f)
 {
         dispatch_stop(f);
+        audit_close(f);
         vm_table_free(f);
         node_table_done(&f->table);
         store_close(f->store);

@@ -184,6 +184,7 @@ struct fleet_metrics {
 };
 
 struct store;
+struct audit_log;
 
 struct fleetd {
         struct fleetd_config cfg;
@@ -203,7 +204,8 @@ struct fleetd {
         unsigned dispatch_workers; /* worker threads calling nodes (dispatch.c) */
         struct timespec roster_mtime;
         uint64_t started_ms;
-        uint64_t verb_events; /* counts starts and ends of verb calls to nodes (under lock) */
+        uint64_t verb_events;    /* counts starts and ends of verb calls to nodes (under lock) */
+        struct audit_log *audit; /* audit_push.c: the key, checkpoints, the nodes' witness */
 };
 
 /* nodes.c */
@@ -391,6 +393,24 @@ int roster_reload(struct fleetd *f, bool force);
 /* metrics.c */
 void metrics_observe_latency(struct fleetd *f, double seconds);
 char *metrics_render(struct fleetd *f);
+
+/* audit_push.c: the audit record's key and checkpoints, witnessed by the nodes */
+/* Loads (or makes) the key and checks the record against fleetd's own last checkpoints:
+ * -EBADMSG (logged, finding by finding) when they disagree, and fleetd does not start. */
+int audit_open(struct fleetd *f);
+/* The thread that signs a checkpoint when the record grew and pushes it to every node. */
+int audit_push_start(struct fleetd *f);
+/* One pass of it (unit tests call this directly). */
+void audit_push_run_once(struct fleetd *f, uint64_t now_ms);
+/* {key, size, checkpoint, witnesses: [{node, held, diverged}]} (new reference). */
+json_t *audit_status_json(struct fleetd *f);
+/* {witnesses: [{node, answer} | {node, error}]}: each live node's GET /v1/audit-checkpoint,
+ * fetched now (one call per node, in turn). */
+json_t *audit_witnesses_fetch(struct fleetd *f);
+/* True when a node holds a checkpoint this record does not extend, or the record lost entries
+ * while fleetd ran. */
+bool audit_diverged(struct fleetd *f);
+void audit_close(struct fleetd *f);
 
 /* api.c */
 int api_start(struct fleetd *f);

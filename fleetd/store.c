@@ -32,9 +32,10 @@ static const char store_schema[] =
     " WHERE status != 'failed';"
     "CREATE TABLE IF NOT EXISTS audit(seq INTEGER PRIMARY KEY, time_ms INTEGER NOT NULL,"
     " kind TEXT NOT NULL, subject TEXT NOT NULL, actor TEXT NOT NULL, detail TEXT NOT NULL,"
-    " prev_hash TEXT NOT NULL, hash TEXT NOT NULL);"
-    "CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit"
-    " BEGIN SELECT RAISE(ABORT, 'the audit record is append-only'); END;"
+    " prev_hash TEXT NOT NULL, hash TEXT NOT NULL, leaf BLOB);"
+    "CREATE TABLE IF NOT EXISTS audit_checkpoint(id INTEGER PRIMARY KEY CHECK (id = 1),"
+    " size INTEGER NOT NULL, note TEXT NOT NULL, signed_ms INTEGER NOT "
+    "NULL);" AUDIT_NO_UPDATE_TRIGGER
     "CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit"
     " BEGIN SELECT RAISE(ABORT, 'the audit record is append-only'); END;";
 
@@ -76,6 +77,8 @@ int store_open(const char *dir, struct store **ret)
                           " PRAGMA foreign_keys=ON;");
         if (r == 0)
                 r = store_exec(s, store_schema);
+        if (r == 0)
+                r = audit_migrate(s);
         if (r == 0)
                 r = audit_load_head(s);
 cleanup:

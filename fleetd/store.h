@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/merkle.h"
 #include "fleetd/fleetd.h"
 
 #define STORE_FILE     "fleetd.db"
@@ -74,7 +75,13 @@ json_t *store_token_list(struct store *s);
 bool token_name_valid(const char *name);
 
 /* audit.c: the append-only hash-chained record. Each entry's hash is SHA-256 over the canonical
- * JSON of {seq, time_ms, kind, subject, actor, detail, prev_hash}. */
+ * JSON of {seq, time_ms, kind, subject, actor, detail, prev_hash}; its RFC 9162 leaf hash
+ * (SHA-256 of 0x00 and the same bytes) is kept in the row's leaf column. Checkpoints over the
+ * leaves, their signing and their witnesses are audit_log.h's. */
+#define AUDIT_NO_UPDATE_TRIGGER                                                                    \
+        "CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit"                      \
+        " BEGIN SELECT RAISE(ABORT, 'the audit record is append-only'); END;"
+
 /* Appends one entry (detail: an object, reference stolen; may be NULL). Takes s->mu unless
  * called inside store_begin/commit (in_tx). */
 int audit_append(struct store *s, bool in_tx, const char *kind, const char *subject,
@@ -85,3 +92,13 @@ json_t *audit_list(struct store *s, uint64_t after, unsigned limit, const char *
 int audit_verify(struct store *s, uint64_t *ret_count, char *err, size_t errsize);
 /* Loads the chain head into s (at open). */
 int audit_load_head(struct store *s);
+/* Walks every row as audit_verify does and returns the leaf hashes computed from the rows'
+ * content (malloc'd, in seq order), also when a row is broken: then -EBADMSG with the first
+ * problem in err. -EIO / -ENOMEM leave the out-parameters untouched. */
+int audit_walk(struct store *s, merkle_hash **ret_leaves, uint64_t *ret_n, char *err,
+               size_t errsize);
+/* The stored leaf column of the entries after seq `after`, in seq order (malloc'd, NULL when
+ * none); -EBADMSG if seqs have holes. */
+int audit_leaves_load(struct store *s, uint64_t after, merkle_hash **ret_leaves, uint64_t *ret_n);
+/* Schema 1 (hash chain) to 2 (leaf column): existing entries become the first leaves. */
+int audit_migrate(struct store *s);

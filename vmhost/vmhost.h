@@ -49,6 +49,7 @@ struct vmhost_config {
         char genesis_public_key[64]; /* base64 Ed25519 */
         char wg_interface[32];       /* empty: no WireGuard interface to apply rosters to */
         char mesh_state_dir[4096];   /* totebox-pair's state: genesis.pub and roster.json */
+        char audit_key[256];         /* fleetd's audit verifier key (C2SP vkey); empty: pin */
         uint64_t archive_grace_ms;
         char log_level[16];
 };
@@ -345,6 +346,15 @@ int vms_action(struct vmhost *vh, const char *id, const char *verb, json_t **ret
 void vms_archive_timers(struct vmhost *vh);
 int vms_problem(struct vm_problem *p, unsigned status, const char *type, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* audit_witness.c: this node as a witness of fleetd's audit log */
+/* POST /v1/audit-checkpoint: 200 with the held state in *ret_state, or a problem (409
+ * audit-inconsistent / audit-key-mismatch: refused and kept as evidence). */
+int audit_witness_accept(struct vmhost *vh, const char *body, size_t len, json_t **ret_state,
+                         struct vm_problem *p);
+/* GET /v1/audit-checkpoint: {v, node, key, checkpoint, size, received_ms, refused_total,
+ * refused: [{reason, received_ms, checkpoint}]} (new reference). */
+json_t *audit_witness_state(struct vmhost *vh);
 
 /* images.c: the base-image store. */
 struct image_info {
