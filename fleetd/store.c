@@ -175,6 +175,22 @@ static void store_copy_col(sqlite3_stmt *st, int col, char *buf, size_t size)
         snprintf(buf, size, "%s", t ? (const char *)t : "");
 }
 
+/* A plan's columns, entity to expires_ms in the order both plan queries select them, from
+ * column c on. */
+static void store_plan_cols(sqlite3_stmt *st, int c, struct plan_row *p)
+{
+        store_copy_col(st, c, p->req.entity, sizeof(p->req.entity));
+        p->req.memory_mib = (uint64_t)sqlite3_column_int64(st, c + 1);
+        p->req.vcpus = (uint64_t)sqlite3_column_int64(st, c + 2);
+        store_copy_col(st, c + 3, p->req.image, sizeof(p->req.image));
+        p->req.vault_disk_mib = (uint64_t)sqlite3_column_int64(st, c + 4);
+        store_copy_col(st, c + 5, p->node_id, sizeof(p->node_id));
+        store_copy_col(st, c + 6, p->state, sizeof(p->state));
+        store_copy_col(st, c + 7, p->vm_id, sizeof(p->vm_id));
+        p->created_ms = (uint64_t)sqlite3_column_int64(st, c + 8);
+        p->expires_ms = (uint64_t)sqlite3_column_int64(st, c + 9);
+}
+
 static int store_plan_get_locked(struct store *s, const char *id, struct plan_row *ret)
 {
         sqlite3_stmt *st = store_prepare(
@@ -190,16 +206,7 @@ static int store_plan_get_locked(struct store *s, const char *id, struct plan_ro
         rc = sqlite3_step(st);
         if (rc == SQLITE_ROW) {
                 snprintf(p.id, sizeof(p.id), "%s", id);
-                store_copy_col(st, 0, p.req.entity, sizeof(p.req.entity));
-                p.req.memory_mib = (uint64_t)sqlite3_column_int64(st, 1);
-                p.req.vcpus = (uint64_t)sqlite3_column_int64(st, 2);
-                store_copy_col(st, 3, p.req.image, sizeof(p.req.image));
-                p.req.vault_disk_mib = (uint64_t)sqlite3_column_int64(st, 4);
-                store_copy_col(st, 5, p.node_id, sizeof(p.node_id));
-                store_copy_col(st, 6, p.state, sizeof(p.state));
-                store_copy_col(st, 7, p.vm_id, sizeof(p.vm_id));
-                p.created_ms = (uint64_t)sqlite3_column_int64(st, 8);
-                p.expires_ms = (uint64_t)sqlite3_column_int64(st, 9);
+                store_plan_cols(st, 0, &p);
                 p.body = strdup((const char *)sqlite3_column_text(st, 10));
         }
         sqlite3_finalize(st);
@@ -230,16 +237,7 @@ int store_plan_list(struct store *s, const char *after, const char *state, uint6
                 struct plan_row p = {{0}};
 
                 store_copy_col(st, 0, p.id, sizeof(p.id));
-                store_copy_col(st, 1, p.req.entity, sizeof(p.req.entity));
-                p.req.memory_mib = (uint64_t)sqlite3_column_int64(st, 2);
-                p.req.vcpus = (uint64_t)sqlite3_column_int64(st, 3);
-                store_copy_col(st, 4, p.req.image, sizeof(p.req.image));
-                p.req.vault_disk_mib = (uint64_t)sqlite3_column_int64(st, 5);
-                store_copy_col(st, 6, p.node_id, sizeof(p.node_id));
-                store_copy_col(st, 7, p.state, sizeof(p.state));
-                store_copy_col(st, 8, p.vm_id, sizeof(p.vm_id));
-                p.created_ms = (uint64_t)sqlite3_column_int64(st, 9);
-                p.expires_ms = (uint64_t)sqlite3_column_int64(st, 10);
+                store_plan_cols(st, 1, &p);
                 r = fn(ctx, &p);
         }
         if (!st || (r == 0 && rc != SQLITE_DONE))
