@@ -316,6 +316,10 @@ install_units() {
         local vmhost=$1 fleetd=$2
         if use_shipped_units "$vmhost" "$fleetd"; then
                 remove_written_units
+                # A cmake --install ships the sysusers.d entry but does not apply it; a package does.
+                if [ -n "$fleetd" ] && ! getent passwd totebox-fleetd >/dev/null 2>&1; then
+                        systemd-sysusers || die "cannot create the system user 'totebox-fleetd'"
+                fi
                 say "using the installed units ($(dirname "$(shipped_unit totebox-mesh.service)"))"
         else
                 write_unit totebox-mesh.service "$PAIR_BIN"
