@@ -58,7 +58,8 @@ PACKAGE_FILES = {
     "totebox-mesh": ["usr/sbin/totebox-pair", "lib/systemd/system/totebox-mesh.service",
                      "usr/lib/tmpfiles.d/totebox.conf",
                      "usr/sbin/provision-vm-infrastructure-onprem.sh",
-                     "usr/sbin/provision-vm-infrastructure-cloud.sh", "usr/sbin/provision-common.sh",
+                     "usr/sbin/provision-vm-infrastructure-cloud.sh",
+                     "usr/sbin/provision-common.sh",
                      "usr/share/man/man8/totebox-pair.8.gz",
                      "usr/share/man/man8/provision-vm-infrastructure-onprem.sh.8.gz",
                      "usr/share/man/man8/provision-vm-infrastructure-cloud.sh.8.gz"],
@@ -75,6 +76,9 @@ TOOLCHAIN = re.compile(r"^(build-essential|gcc.*|clang.*|cmake|make|pkg-config|n
                        r"python3(-.*)?|.*-dev|libcmocka.*|cmocka|shellcheck|mmdebstrap|"
                        r"chromium.*|virtinst|help2man|lintian|debhelper|dpkg-dev|git|jq|socat|"
                        r"curl|sqlite3|busybox-static|cpio)$")
+# Units, programs and configs: each only in the package PACKAGE_FILES names.
+ROLE_PATHS = re.compile(r"^(lib/systemd/system/|usr/s?bin/|etc/|usr/libexec/|"
+                        r"usr/lib/(sysusers|tmpfiles)\.d/)")
 # Files Debian adds around what the build installs.
 DEBIAN_ONLY = re.compile(r"^usr/share/(doc|man|lintian)/")
 
@@ -196,7 +200,7 @@ def test_each_role_holds_its_files_and_only_its_own(built):
     # Units, binaries and configs only where PACKAGE_FILES puts them.
     expected = {f: pkg for pkg, fs in PACKAGE_FILES.items() for f in fs}
     for f, pkg in owner.items():
-        if re.match(r"^(lib/systemd/system/|usr/s?bin/|etc/|usr/libexec/|usr/lib/(sysusers|tmpfiles)\.d/)", f):
+        if ROLE_PATHS.match(f):
             assert expected.get(f) == pkg, "%s is shipped by %s" % (f, pkg)
     # The configs the provision scripts write from the mesh state are no package's file.
     for f in owner:
@@ -416,11 +420,14 @@ def test_installed_units_take_over_only_from_the_scripts_own_copies(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert not (units / "totebox-mesh.service").exists()
     assert (units / "totebox-vmhost.service").read_text() == operator
-    # A build tree or another state directory never uses the installed units.
-    for setup in ('BUILD_DIR=/src/build', 'STATE_DIR=/srv/tb', 'UNITS_ONLY=1',
-                  'UNITS_DIR=/tmp/u'):
+    # The default layout uses the installed units; a build tree, another state directory or
+    # redirected units never do.
+    for setup, want in (('true', "shipped"), ('BUILD_DIR=/src/build', "written"),
+                        ('STATE_DIR=/srv/tb', "written"), ('UNITS_ONLY=1', "written"),
+                        ('UNITS_DIR=/tmp/u', "written")):
         r = run(["bash", "-c", '. "$1"; BUILD_DIR=""; STATE_DIR=/var/lib/totebox; UNITS_ONLY=0; '
-                 'UNITS_DIR=/etc/systemd/system; %s; shipped_unit() { echo /lib/systemd/system/$1; }; '
+                 'UNITS_DIR=/etc/systemd/system; %s; '
+                 'shipped_unit() { echo /lib/systemd/system/$1; }; '
                  'use_shipped_units /usr/sbin/vmhost "" && echo shipped || echo written' % setup,
                  "-", COMMON])
-        assert r.stdout.split()[-1] == "written", (setup, r.stdout, r.stderr)
+        assert r.stdout.split()[-1] == want, (setup, r.stdout, r.stderr)
