@@ -2,11 +2,12 @@
 # ctest-timeout: 1800
 """The packages installed as an operator would: a throwaway Debian 12 root made by mmdebstrap
 (minbase), `apt-get install ./totebox-*.deb` inside it (Debian's own dependencies from the
-mirror; .deb files are cached in /var/cache/totebox-packages between runs, seeded from this
-machine's /var/cache/apt/archives), then: every package installed and configured, the units in
-/lib/systemd/system and enabled, fleetd's system user made by sysusers.d, /var/lib/totebox made
-by tmpfiles.d with its mode, the conffiles registered; and a purge of the node package removes
-the config the provision scripts wrote but never the mesh state. No systemd runs in the root
+mirror; the .deb files are kept in /var/cache/totebox-packages between runs, as hard links
+where this machine's /var/cache/apt/archives has them), then: every package installed and
+configured, the units in /lib/systemd/system and enabled, fleetd's system user made by
+sysusers.d, /var/lib/totebox made by tmpfiles.d with its mode, the conffiles registered; and a
+purge of the node package removes the config the provision scripts wrote but never the mesh
+state. No systemd runs in the root
 (booting it is the real-host rig's job); mmdebstrap's policy-rc.d keeps daemons from starting."""
 import os
 import shutil
@@ -82,7 +83,7 @@ def test_packages_install_configure_and_purge_in_a_debian_root(built):  # noqa: 
              "--customize-hook=cp %s \"$1\"/tmp/install.sh" % script,
              "--customize-hook=chroot \"$1\" sh /tmp/install.sh || "
              "{ tail -40 \"$1\"/root/results/apt.log; exit 1; }",
-             "--customize-hook=cp -n \"$1\"/var/cache/apt/archives/*.deb %s/ 2>/dev/null || true"
+             "--customize-hook=cp -n -l \"$1\"/var/cache/apt/archives/*.deb %s/ 2>/dev/null || true"
              % CACHE,
              "bookworm", root] + MIRRORS,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1700)
