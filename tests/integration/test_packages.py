@@ -431,3 +431,59 @@ def test_installed_units_take_over_only_from_the_scripts_own_copies(tmp_path):
                  'use_shipped_units /usr/sbin/vmhost "" && echo shipped || echo written' % setup,
                  "-", COMMON])
         assert r.stdout.split()[-1] == want, (setup, r.stdout, r.stderr)
+
+
+def unit_setpriv(unit_text):
+    """setpriv arguments for what a root unit's [Service] allows: its capability bounding set
+    (inheritable and ambient none) and no_new_privs."""
+    caps = re.search(r"^CapabilityBoundingSet=(.*)$", unit_text, re.M).group(1).split()
+    bounding = ",".join(["-all"] + ["+" + c.lower()[4:] for c in caps])
+    args = ["setpriv", "--bounding-set=" + bounding, "--inh-caps=-all"]
+    if re.search(r"^NoNewPrivileges=yes$", unit_text, re.M):
+        args.append("--no-new-privs")
+    return args
+
+
+def test_unit_privileges_suffice_for_what_they_run(tmp_path):
+    """The mesh unit's CAP_NET_ADMIN alone brings a WireGuard interface up (totebox-pair up and
+    the wireguard-go it starts, in a network namespace made here); the vault-format unit's empty
+    capability set formats a blank disk (a loop device). A unit that took away what its program
+    needs would fail here, not on an operator's first boot."""
+    pair = os.path.join(BUILD, "provision", "totebox-pair")
+    if os.geteuid() != 0 or not os.access(pair, os.X_OK) or not shutil.which("setpriv"):
+        pytest.skip("needs root, setpriv and the build tree's totebox-pair")
+    mesh = open(os.path.join(SRC, "systemd", "totebox-mesh.service")).read()
+    ns, state = "tbxpkg%d" % os.getpid(), str(tmp_path / "mesh")
+    ifname = "tbxpk%d" % (os.getpid() % 10000)
+    assert run(["ip", "netns", "add", ns]).returncode == 0
+    try:
+        r = run(["ip", "netns", "exec", ns, pair, "genesis", "--name", "a", "--ifname", ifname,
+                 "--wg-port", "51999", "--state-dir", state, "--no-wg"])
+        assert r.returncode == 0, r.stdout + r.stderr
+        umask = re.search(r"^UMask=(\d+)$", mesh, re.M).group(1)
+        r = run(["ip", "netns", "exec", ns] + unit_setpriv(mesh) +
+                ["sh", "-c", 'umask %s; exec "$0" up --state-dir "$1"' % umask, pair, state])
+        assert r.returncode == 0, r.stdout + r.stderr
+        addr = run(["ip", "-n", ns, "addr", "show", ifname])
+        assert "inet 10.77.0.1/24" in addr.stdout, addr.stdout + addr.stderr
+    finally:
+        for pid in run(["ip", "netns", "pids", ns]).stdout.split():
+            run(["kill", pid])
+        run(["ip", "netns", "del", ns])
+        if os.path.exists("/var/run/wireguard/%s.sock" % ifname):
+            os.unlink("/var/run/wireguard/%s.sock" % ifname)
+    fmt_unit = open(os.path.join(SRC, "images", "totebox", "totebox-vault-format.service")).read()
+    disk = tmp_path / "vault.raw"
+    disk.write_bytes(b"")
+    os.truncate(disk, 32 << 20)
+    r = run(["losetup", "--find", "--show", str(disk)])
+    if r.returncode != 0:
+        pytest.skip("no loop device: " + r.stderr)
+    dev = r.stdout.strip()
+    try:
+        r = run(unit_setpriv(fmt_unit) + [os.path.join(SRC, "images", "totebox", "vault-format"),
+                                          dev])
+        assert r.returncode == 0 and "formatted" in r.stdout, r.stdout + r.stderr
+        assert run(["blkid", "-o", "value", "-s", "LABEL", dev]).stdout.strip() == "totebox-vault"
+    finally:
+        run(["losetup", "-d", dev])
