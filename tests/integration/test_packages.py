@@ -93,6 +93,13 @@ def tree_state():
     return r.stdout if r.returncode == 0 else None
 
 
+def build_outputs_beside():
+    """What dpkg-buildpackage would leave in the source tree's parent directory."""
+    parent = os.path.dirname(SRC)
+    return sorted(f for f in os.listdir(parent)
+                  if re.search(r"\.(deb|changes|buildinfo|dsc|tar\.\w+)$", f))
+
+
 def copy_tree(dest):
     r = run(["git", "-C", SRC, "ls-files", "-z", "--cached", "--others", "--exclude-standard"])
     if r.returncode != 0:
@@ -129,7 +136,7 @@ def built():
         if not shutil.which(tool):
             pytest.skip("%s not installed (scripts/install-deps.sh, scripts/packages/"
                         "packages.txt)" % tool)
-    before, beside = tree_state(), sorted(os.listdir(os.path.dirname(SRC)))
+    before, beside = tree_state(), build_outputs_beside()
     work = tempfile.mkdtemp(prefix="totebox-packages-", dir="/var/tmp")
     b = Built(work)
     try:
@@ -146,7 +153,7 @@ def built():
                             for line in out.splitlines() if not line.startswith("d")}
             subprocess.run(["dpkg-deb", "-x", deb, b.root], check=True)
         b.tree_unchanged = tree_state() == before
-        b.beside_unchanged = sorted(os.listdir(os.path.dirname(SRC))) == beside
+        b.beside_unchanged = build_outputs_beside() == beside
         yield b
     finally:
         shutil.rmtree(work, ignore_errors=True)
