@@ -1,14 +1,15 @@
 # ctest-labels: slow packages
 # ctest-timeout: 1800
-"""The packages installed as an operator would: a throwaway Debian 12 root made by mmdebstrap
-(minbase), `apt-get install ./totebox-*.deb` inside it (Debian's own dependencies from the
-mirror; the .deb files are kept in /var/cache/totebox-packages between runs, as hard links
-where this machine's /var/cache/apt/archives has them), then: every package installed and
+"""The packages built and installed as an operator would, in a throwaway Debian 12 root made by
+mmdebstrap (minbase): the tree built there with `apt-get build-dep ./` and `dpkg-buildpackage`
+(so Build-Depends is complete), then `apt-get install ./totebox-*.deb` (Debian's dependencies
+from the mirror; .deb files are kept in /var/cache/totebox-packages between runs, as hard links
+where this machine's /var/cache/apt/archives has them). Then: every package installed and
 configured, the units in /lib/systemd/system and enabled, fleetd's system user made by
 sysusers.d, /var/lib/totebox made by tmpfiles.d with its mode, the conffiles registered; and a
 purge of the node package removes the config the provision scripts wrote but never the mesh
-state. No systemd runs in the root
-(booting it is the real-host rig's job); mmdebstrap's policy-rc.d keeps daemons from starting."""
+state. No systemd runs in the root (booting it is the real-host rig's job); mmdebstrap's
+policy-rc.d keeps daemons from starting."""
 import os
 import shutil
 import subprocess
@@ -16,7 +17,7 @@ import tempfile
 
 import pytest
 
-from test_packages import built  # noqa: F401  (the fixture: the packages, built out of tree)
+from test_packages import copy_tree
 
 CACHE = "/var/cache/totebox-packages"
 RESULTS = "/root/results/"  # in the root
@@ -29,7 +30,13 @@ ROLES = ["totebox-mesh", "totebox-node", "totebox-controller", "totebox-cli",
 # mmdebstrap empties /tmp when it finishes).
 INSTALL = r"""
 set -e
-mkdir -p /root/results
+mkdir -p /root/results /tmp/debs
+# The packages built here, from Build-Depends alone: nothing of the host's toolchain.
+cd /root/src
+apt-get build-dep -y -q --no-install-recommends ./ > /root/results/build-dep.log 2>&1
+DEB_BUILD_OPTIONS='parallel=2 noautodbgsym' dpkg-buildpackage -b -us -uc \
+  > /root/results/build.log 2>&1
+mv /root/*.deb /tmp/debs/
 cd /tmp/debs
 apt-get install -y -q --no-install-recommends ./totebox-*.deb > /root/results/apt.log 2>&1
 dpkg-query -W -f '${Package} ${Status}\n' 'totebox-*' > /root/results/status.txt
@@ -56,17 +63,15 @@ def cached_debs_to(dest):
                            "2>/dev/null || true" % (d, dest, d, dest), shell=True)
 
 
-def test_packages_install_configure_and_purge_in_a_debian_root(built):  # noqa: F811
+def test_packages_build_install_configure_and_purge_in_a_debian_root():
     if not shutil.which("mmdebstrap"):
         pytest.skip("mmdebstrap not installed")
     if os.path.exists("/etc/totebox-fresh-root"):
         pytest.skip("inside a fresh root: the outer run installs the packages")
     os.makedirs(CACHE, exist_ok=True)
     work = tempfile.mkdtemp(prefix="totebox-pkgroot-", dir="/var/tmp")
-    root, debs = os.path.join(work, "root"), os.path.join(work, "debs")
-    os.makedirs(debs)
-    for pkg in ROLES:
-        shutil.copy(built.debs[pkg], debs)
+    root, src = os.path.join(work, "root"), os.path.join(work, "src")
+    copy_tree(src)
     seed = os.path.join(work, "seed")
     os.makedirs(seed)
     cached_debs_to(seed)
@@ -79,10 +84,10 @@ def test_packages_install_configure_and_purge_in_a_debian_root(built):  # noqa: 
              "--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives",
              "--setup-hook=cp -n -l %s/*.deb \"$1\"/var/cache/apt/archives/ 2>/dev/null || true"
              % seed,
-             "--customize-hook=mkdir -p \"$1\"/tmp/debs && cp %s/*.deb \"$1\"/tmp/debs/" % debs,
+             "--customize-hook=cp -a %s \"$1\"/root/src" % src,
              "--customize-hook=cp %s \"$1\"/tmp/install.sh" % script,
-             "--customize-hook=chroot \"$1\" sh /tmp/install.sh || "
-             "{ tail -40 \"$1\"/root/results/apt.log; exit 1; }",
+             "--customize-hook=chroot \"$1\" sh /tmp/install.sh || { tail -n 40 "
+             "\"$1\"/root/results/*.log; exit 1; }",
              "--customize-hook=cp -n -l \"$1\"/var/cache/apt/archives/*.deb %s/ 2>/dev/null || true"
              % CACHE,
              "bookworm", root] + MIRRORS,
@@ -91,6 +96,8 @@ def test_packages_install_configure_and_purge_in_a_debian_root(built):  # noqa: 
 
         def read(p):
             return open(os.path.join(root, p.lstrip("/"))).read()
+        # Built in the root, from what Build-Depends names.
+        assert "binary-only upload" in read(RESULTS + "build.log"), read(RESULTS + "build.log")
         status = dict(line.split(" ", 1) for line in read(RESULTS + "status.txt").splitlines())
         for pkg in ROLES:
             assert status.get(pkg) == "install ok installed", (pkg, status)
