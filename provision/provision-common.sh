@@ -195,12 +195,16 @@ write_file() {
         mv -f "$tmp" "$path"
 }
 
-# The F9 panel's static files: the source tree's panel/ beside a build tree, else the installed copy.
+# The F9 panel's static files: the source tree's panel/ beside a build tree, else the copy
+# installed with this script (PREFIX/sbin beside PREFIX/share/totebox/panel: /usr for the
+# packages, /usr/local for a default cmake --install).
 panel_dir() {
         local here
-        here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+        here=$(cd "$HERE/.." && pwd)
         if [ -n "$BUILD_DIR" ] && [ -f "$here/panel/index.html" ]; then
                 echo "$here/panel"
+        elif [ -f "$here/share/totebox/panel/index.html" ]; then
+                echo "$here/share/totebox/panel"
         else
                 echo "/usr/share/totebox/panel"
         fi
@@ -248,80 +252,87 @@ CONF
 
 # --- daemons ---
 
-unit_file() {
-        local name=$1 exec=$2 user=$3 caps=$4
-        cat <<UNIT
-[Unit]
-Description=Totebox $name
-After=network-online.target totebox-mesh.service
-Wants=network-online.target
+# The units are files shipped in the tree (systemd/) and by the packages (/lib/systemd/system).
+# Installed units are used as they are when this node has the default paths and PATH's binaries;
+# otherwise (a build tree, --state-dir, --units-dir, --units-only) a copy with this node's paths
+# is written to UNITS_DIR, marked so a later package install can take over.
+UNIT_MARK="# Written by the Totebox provision scripts"
 
-[Service]
-ExecStart=$exec
-Restart=on-failure
-RestartSec=2
-NoNewPrivileges=yes
-ProtectSystem=strict
-ProtectHome=yes
-PrivateTmp=yes
-PrivateDevices=$([ "$name" = vmhost ] && echo no || echo yes)
-ProtectKernelTunables=yes
-ProtectKernelModules=yes
-ProtectKernelLogs=yes
-ProtectControlGroups=yes
-ProtectClock=yes
-ProtectHostname=yes
-RestrictSUIDSGID=yes
-RestrictRealtime=yes
-RestrictNamespaces=yes
-LockPersonality=yes
-MemoryDenyWriteExecute=yes
-SystemCallArchitectures=native
-SystemCallFilter=@system-service
-RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
-ReadWritePaths=$STATE_DIR /run /var/run/wireguard
-UMask=0077
-$user
-$caps
+# shipped_unit NAME: the installed unit file NAME (a package's or cmake --install's), if any.
+shipped_unit() {
+        local d
+        for d in /lib/systemd/system /usr/lib/systemd/system /usr/local/lib/systemd/system \
+                "$HERE/../lib/systemd/system"; do
+                [ -f "$d/$1" ] && { echo "$d/$1"; return 0; }
+        done
+        return 1
+}
 
-[Install]
-WantedBy=multi-user.target
-UNIT
+# unit_source NAME: the unit text to adapt: the source tree's, else the installed one.
+unit_source() {
+        if [ -f "$HERE/../systemd/$1" ]; then
+                echo "$HERE/../systemd/$1"
+        else
+                shipped_unit "$1" || die "no unit file '$1' (neither the source tree's systemd/ nor installed)"
+        fi
+}
+
+# write_unit NAME BINARY: NAME with this node's binary, configs and state written to UNITS_DIR.
+# Without the totebox-fleetd system user (the package makes it) the unit allocates it dynamically.
+write_unit() {
+        local name=$1 bin=$2 src dynamic=""
+        src=$(unit_source "$name")
+        getent passwd totebox-fleetd >/dev/null 2>&1 || dynamic="/^User=/i DynamicUser=yes"
+        {
+                echo "$UNIT_MARK ($PROG) from $src with this node's paths; re-run with --refresh."
+                sed -e "s#^ExecStart=[^ ]*/$(basename "$bin") #ExecStart=$bin #" \
+                        -e "s#/etc/totebox#$CONF_DIR#g" -e "s#/var/lib/totebox#$STATE_DIR#g" \
+                        -e "$dynamic" "$src"
+        } | write_file "$UNITS_DIR/$name" 0644
+}
+
+# The installed units fit: default paths, binaries from PATH, units not redirected.
+use_shipped_units() {
+        local vmhost=$1 fleetd=$2
+        [ "$STATE_DIR" = /var/lib/totebox ] && [ -z "$BUILD_DIR" ] && [ "$UNITS_ONLY" -eq 0 ] &&
+                [ "$UNITS_DIR" = /etc/systemd/system ] || return 1
+        shipped_unit totebox-mesh.service >/dev/null || return 1
+        [ -z "$vmhost" ] || shipped_unit totebox-vmhost.service >/dev/null || return 1
+        [ -z "$fleetd" ] || shipped_unit totebox-fleetd.service >/dev/null || return 1
+}
+
+# Copies this script wrote earlier would shadow the installed units: remove them.
+remove_written_units() {
+        local u
+        for u in totebox-mesh.service totebox-vmhost.service totebox-fleetd.service; do
+                if [ -f "$UNITS_DIR/$u" ] && head -n 1 "$UNITS_DIR/$u" | grep -qF "$UNIT_MARK"; then
+                        rm -f "$UNITS_DIR/$u"
+                        say "removed '$UNITS_DIR/$u' (the installed unit takes over)"
+                fi
+        done
 }
 
 install_units() {
         local vmhost=$1 fleetd=$2
-        write_file "$UNITS_DIR/totebox-mesh.service" 0644 <<UNIT
-[Unit]
-Description=Totebox mesh: WireGuard interface and peers from the stored roster
-After=network-online.target
-Wants=network-online.target
-
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-ExecStart=$PAIR_BIN up --state-dir $MESH_DIR
-
-[Install]
-WantedBy=multi-user.target
-UNIT
-        # vmhost needs root: the libvirt system socket and WireGuard (netlink or the UAPI socket).
-        [ -n "$vmhost" ] && unit_file vmhost "$vmhost --config $CONF_DIR/vmhost.conf" "" \
-                "CapabilityBoundingSet=CAP_NET_ADMIN CAP_DAC_OVERRIDE CAP_CHOWN CAP_FOWNER CAP_KILL CAP_SETUID CAP_SETGID" |
-                write_file "$UNITS_DIR/totebox-vmhost.service" 0644
-        # fleetd parses network input and needs no privilege: a dynamic user.
-        [ -n "$fleetd" ] && unit_file fleetd "$fleetd --config $CONF_DIR/fleetd.conf" \
-                "DynamicUser=yes
-User=totebox-fleetd
-StateDirectory=totebox/fleetd" "CapabilityBoundingSet=" |
-                write_file "$UNITS_DIR/totebox-fleetd.service" 0644
+        if use_shipped_units "$vmhost" "$fleetd"; then
+                remove_written_units
+                # A cmake --install ships the sysusers.d entry but does not apply it; a package does.
+                if [ -n "$fleetd" ] && ! getent passwd totebox-fleetd >/dev/null 2>&1; then
+                        systemd-sysusers || die "cannot create the system user 'totebox-fleetd'"
+                fi
+                say "using the installed units ($(dirname "$(shipped_unit totebox-mesh.service)"))"
+        else
+                write_unit totebox-mesh.service "$PAIR_BIN"
+                [ -z "$vmhost" ] || write_unit totebox-vmhost.service "$vmhost"
+                [ -z "$fleetd" ] || write_unit totebox-fleetd.service "$fleetd"
+        fi
         [ "$UNITS_ONLY" -eq 0 ] || return 0
         systemctl daemon-reload
-        systemctl enable --now totebox-mesh.service
+        systemctl enable totebox-mesh.service && systemctl restart totebox-mesh.service
         [ -n "$vmhost" ] && systemctl enable totebox-vmhost.service && systemctl restart totebox-vmhost.service
         if [ -n "$fleetd" ]; then
                 systemctl enable totebox-fleetd.service && systemctl restart totebox-fleetd.service
-        elif [ -f "$UNITS_DIR/totebox-fleetd.service" ]; then
+        elif [ -f "$UNITS_DIR/totebox-fleetd.service" ] || shipped_unit totebox-fleetd.service >/dev/null; then
                 systemctl disable --now totebox-fleetd.service || true
         fi
 }
