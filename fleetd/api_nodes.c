@@ -21,6 +21,8 @@ json_t *api_node_to_json(const struct fleet_node *n, const struct fleetd_config 
 
         json_object_set_new(o, "unknown_vms",
                             n->unknown_vms ? json_copy(n->unknown_vms) : json_array());
+        json_object_set_new(o, "misplaced_vms",
+                            n->misplaced_vms ? json_copy(n->misplaced_vms) : json_array());
         if (!n->seen) {
                 json_object_set_new(o, "heartbeat_age_ms", json_null());
                 return o;

@@ -260,6 +260,13 @@ static int cmd_apply_roster(const struct pair_args *a, const char *arg)
         return ret;
 }
 
+static int cmd_controller_key(const struct pair_args *a, const char *arg)
+{
+        if (pair_need(arg, "PIN-PUBLIC-KEY") < 0)
+                return -EINVAL;
+        return pair_controller_key_set(a->state_dir, arg, a->node_api_port, a->no_wg, stdout);
+}
+
 static int cmd_up(const struct pair_args *a, const char *arg)
 {
         char err[320];
@@ -358,6 +365,8 @@ static const struct pair_command {
      "join CODE|- --genesis HOST[:9173] --name N [--role node|relay|cloud] "
      "[--endpoint IP:PORT] [--ifname wg0] [--wg-port 51820] [--no-wg]"},
     {"apply-roster", 1, cmd_apply_roster, "apply-roster ROSTER-FILE [--no-wg]"},
+    {"controller-key", 1, cmd_controller_key,
+     "controller-key PIN-PUBLIC-KEY [--node-api-port 9172] (genesis: publish fleetd's pin key)"},
     {"up", 0, cmd_up, "up (create the interface from the state and apply the stored roster)"},
     {"peers", 0, cmd_peers, "peers (the interface's peers and their latest handshakes)"},
     {"show", 0, cmd_show,
