@@ -284,10 +284,11 @@ static int cmd_show(const struct pair_args *a, const char *arg)
         struct roster *r;
         const struct roster_node *ctl;
         char err[256], version[24];
-        const char *fields[][2] = {
-            {"node_id", c.node_id},           {"ifname", c.ifname},        {"role", c.role},
-            {"mesh_address", c.mesh_address}, {"endpoint", c.endpoint},    {"controller", ""},
-            {"controller_address", ""},       {"roster_version", version}, {"fleet_id", ""}};
+        const char *fields[][2] = {{"node_id", c.node_id},     {"ifname", c.ifname},
+                                   {"role", c.role},           {"mesh_address", c.mesh_address},
+                                   {"endpoint", c.endpoint},   {"controller", ""},
+                                   {"controller_address", ""}, {"roster_version", version},
+                                   {"fleet_id", ""},           {"controller_pin_key", ""}};
 
         if (pair_conf_load(a->state_dir, &c) < 0) {
                 fprintf(stderr, "show: no node state in '%s'\n", a->state_dir);
@@ -300,6 +301,7 @@ static int cmd_show(const struct pair_args *a, const char *arg)
                 fields[5][1] = r->controller;
                 fields[6][1] = ctl ? ctl->mesh_address : "";
                 fields[8][1] = r->fleet_id;
+                fields[9][1] = r->controller_pin_key;
         }
         for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
                 if (!a->field)

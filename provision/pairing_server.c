@@ -197,8 +197,12 @@ static struct roster *pair_roster_with(const struct roster *cur, const struct pa
                                         "wg_public_key", req->wg_public_key, "mesh_address", addr,
                                         "endpoint", req->endpoint));
         /* The cloud node runs the fleet controller once it has joined. */
-        if (req->role == ROSTER_ROLE_CLOUD)
+        if (req->role == ROSTER_ROLE_CLOUD) {
                 json_object_set_new(o, "controller", json_string(req->name));
+                /* the old controller's pin key names no one now: the new controller's fleetd
+                 * has its own, published with 'totebox-pair controller-key' */
+                json_object_del(o, "controller_pin_key");
+        }
         s = json_dumps(o, JSON_COMPACT);
         json_decref(o);
         if (s)
