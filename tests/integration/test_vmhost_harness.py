@@ -199,14 +199,18 @@ class FleetTrust:
     Tests that call a vmhost's node API directly play fleetd with it. pin_public: name another
     controller key in the roster (a real fleetd's, from its pin.pub) instead of our own."""
 
-    def __init__(self, nodes=("node1",), fleet_id="fleet-t", controller=None, pin_public=None,
+    def __init__(self, nodes=("node1",), fleet_id="fleet-t", controller="ctl", pin_public=None,
                  addresses=None):
+        """nodes: the vmhost nodes; the controller, unless one of them, is one more node at
+        127.0.0.1 (where the tests' heartbeat sockets listen: vmhost sends its heartbeats to
+        the roster's controller)."""
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
         from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
         self.fleet_id = fleet_id
-        self.nodes = list(nodes)
-        self.controller = controller or self.nodes[0]
-        self.addresses = addresses or {n: "10.255.0.%d" % (i + 1) for i, n in enumerate(nodes)}
+        self.nodes = ([] if controller in nodes else [controller]) + list(nodes)
+        self.controller = controller
+        self.addresses = addresses or dict(
+            {n: "10.255.0.%d" % (i + 1) for i, n in enumerate(nodes)}, **{controller: "127.0.0.1"})
         self.genesis = Ed25519PrivateKey.generate()
         self.pin_key = Ed25519PrivateKey.generate()
         self.pin_public = pin_public or _b64(self._raw_public(self.pin_key))
