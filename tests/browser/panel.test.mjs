@@ -161,6 +161,7 @@ async function run() {
         120000, "the agent's first report (integrity ok)");
       await until(async () => /integrity: ok/.test(await text(page, "#fleet-health")), 10000, "a green badge");
       check(/\bok\b/.test(await page.locator("#fleet-health").getAttribute("class")), "badge is green");
+      check(await page.locator("#misplaced-banner").isHidden(), "no misplaced banner");
     });
 
     await step(page, "06b-verified", async () => {

@@ -1,7 +1,7 @@
 /* Unit tests: the pin codec and its verification, played as the adversary who holds a node's
  * root account: another key, another node, another WireGuard key, an edited field, a truncated
  * or flipped signature, a valid pin of another VM, a pin signed as a roster, an unsigned pin;
- * and the roster field that publishes the controller's key. */
+ * the roster field that publishes the controller's key; and the pin in the domain metadata. */
 #include <errno.h>
 #include <setjmp.h>
 #include <sodium.h>
@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "common/pin.h"
+#include "vmhost/vmhost.h"
 
 #define WG_A "JHR0dMmP+2aDSCiGnJ3VmXmIxSNjSqN3qMm6XuZW9RM="
 #define WG_B "sbl+yj4UhuqVlf0f8Uz9jXEsySoH5QcTuUP8aoUGyRs="
@@ -249,6 +250,44 @@ static void test_roster_controller_key(void **state)
         roster_free(legacy);
 }
 
+/* The metadata element carries the pin; an edited or broken pin attribute leaves the domain
+ * listed (vm_meta_parse succeeds) but marked, so the gate refuses it and fleetd still sees it. */
+static void test_metadata_attribute(void **state)
+{
+        struct vm_meta m = {.lifecycle = VM_LC_ACTIVE}, back;
+        char *xml, *at, buf[8192];
+
+        snprintf(m.fleet_id, sizeof(m.fleet_id), "fleet-1");
+        snprintf(m.node_id, sizeof(m.node_id), "node-a");
+        snprintf(m.entity, sizeof(m.entity), "Acme <&> \"Co\" é");
+        snprintf(m.request_id, sizeof(m.request_id), "r1");
+        snprintf(m.image, sizeof(m.image), "test");
+        m.has_pin = true;
+        m.pin = make_pin("vm-a", "node-a", WG_A);
+        xml = vm_meta_format(&m);
+        assert_non_null(xml);
+        assert_int_equal(vm_meta_parse(xml, strlen(xml), &back), 0);
+        assert_true(back.has_pin);
+        assert_false(back.pin_bad);
+        assert_memory_equal(&back.pin, &m.pin, sizeof(m.pin));
+        assert_int_equal(pin_check(&back.pin, pk, &expect_a), PIN_OK);
+        /* the signature cut short inside the attribute */
+        at = strstr(xml, "signature&quot;:&quot;");
+        assert_non_null(at);
+        snprintf(buf, sizeof(buf), "%.*s%s", (int)(at - xml) + 22, xml, at + 30);
+        assert_int_equal(vm_meta_parse(buf, strlen(buf), &back), 0);
+        assert_false(back.has_pin);
+        assert_true(back.pin_bad);
+        /* no pin attribute at all: a legacy domain */
+        m.has_pin = false;
+        free(xml);
+        xml = vm_meta_format(&m);
+        assert_int_equal(vm_meta_parse(xml, strlen(xml), &back), 0);
+        assert_false(back.has_pin);
+        assert_false(back.pin_bad);
+        free(xml);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -260,6 +299,7 @@ int main(void)
             cmocka_unit_test(test_domain_separation),
             cmocka_unit_test(test_strict_parse),
             cmocka_unit_test(test_roster_controller_key),
+            cmocka_unit_test(test_metadata_attribute),
         };
 
         return cmocka_run_group_tests(tests, setup, NULL);
