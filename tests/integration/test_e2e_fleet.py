@@ -213,8 +213,12 @@ def test_copied_vm_refused_on_another_node(fleet):
     for f in os.listdir(os.path.join(dst["state"], "vmhost", "vms")):
         if f.startswith(vm["id"]):
             os.unlink(os.path.join(dst["state"], "vmhost", "vms", f))
-    fleet.refresh(dst_name)
-    wait(lambda: fleet.api("GET", "/v1/health")["misplaced"]["status"] == "ok", 60,
+    fleet.refresh(dst_name)  # restarts fleetd too when dst is the cloud node
+    # every node heard from again (the next test needs each one seen), and dst's inventory
+    # fetched without the copy
+    wait(fleet.nodes_alive, 60, "three nodes alive")
+    wait(lambda: nodes(fleet)[dst_name]["inventory"] == "ok" and
+         fleet.api("GET", "/v1/health")["misplaced"]["status"] == "ok", 60,
          "the misplaced alarm to end")
     assert len([e for e in audit(fleet) if e["kind"] == "vm.misplaced"]) == 1
 
