@@ -1,9 +1,12 @@
-/* The dispatcher: one thread that delivers confirmed creations to the nodes' vmhost (POST
- * /v1/vms, idempotent by request_id, retried with exponential backoff until dispatch_attempts)
- * and fetches inventories whose digest changed. Calls to nodes never hold f->lock: jobs are
- * copied out, run, and their outcomes applied under the lock. The VM verbs (suspend, resume,
- * archive, verify) run on the request's own thread, since the operator waits for their answer;
- * a lifecycle call without a clear answer asks for the node's inventory, which then decides. */
+/* The dispatcher: delivers confirmed creations to the nodes' vmhost (POST /v1/vms, idempotent by
+ * request_id, retried with exponential backoff until dispatch_attempts) and fetches inventories
+ * whose digest changed. One thread finds the nodes with a call due and gives each its own worker
+ * thread, which calls that node serially and applies each outcome as its call returns: a node that
+ * does not answer holds up only itself. Calls to nodes never hold f->lock: jobs are copied out,
+ * run, and their outcomes applied under the lock; an outcome is shown once it is recorded with
+ * its audit entry. The VM verbs (suspend, resume, archive, verify) run on the request's own
+ * thread, since the operator waits for their answer; a lifecycle call without a clear answer asks
+ * for the node's inventory, which then decides. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -14,8 +17,9 @@
 #include "common/log.h"
 #include "fleetd/store.h"
 
-#define DISPATCH_BATCH 64
-#define VERIFY_POLL_MS 120000 /* how long an awaited verification's node is polled */
+#define DISPATCH_BATCH   64     /* creations sent to one node in one round */
+#define DISPATCH_WORKERS 64     /* nodes called at once; beyond that, due nodes wait their turn */
+#define VERIFY_POLL_MS   120000 /* how long an awaited verification's node is polled */
 
 struct dispatch_job {
         char id[VM_ID_MAX + 1]; /* VM id, or node id for an inventory fetch */
@@ -66,21 +70,34 @@ static void dispatch_answer_detail(const char *answer, char *buf, size_t size)
         json_decref(o);
 }
 
-static size_t dispatch_collect_creations(struct fleetd *f, uint64_t now, struct dispatch_job *jobs)
+/* The end of the "detail" of a node's error answer, at most max - 1 bytes (QEMU says why last). */
+static void dispatch_answer_tail(const char *answer, char *buf, size_t max)
+{
+        json_t *o = answer ? json_loads(answer, 0, NULL) : NULL;
+        const char *d = json_string_value(json_object_get(o, "detail"));
+        size_t n = d ? strlen(d) : 0;
+
+        if (n < max)
+                snprintf(buf, max, "%s", d ? d : "no detail");
+        else
+                snprintf(buf, max, "...%s", d + n - (max - 4));
+        json_decref(o);
+}
+
+static size_t dispatch_collect_creations(struct fleetd *f, const struct fleet_node *node,
+                                         uint64_t now, struct dispatch_job *jobs)
 {
         size_t n = 0;
 
         for (size_t i = 0; i < f->n_vms && n < DISPATCH_BATCH; i++) {
                 struct fleet_vm *vm = &f->vms[i];
-                struct fleet_node *node;
 
-                if (vm->status != VM_CREATING || vm->next_attempt_ms > now)
+                if (vm->status != VM_CREATING || vm->next_attempt_ms > now ||
+                    strcmp(vm->node_id, node->rn->id) != 0)
                         continue;
-                node = node_table_find(&f->table, vm->node_id);
                 memset(&jobs[n], 0, sizeof(jobs[n]));
                 snprintf(jobs[n].id, sizeof(jobs[n].id), "%s", vm->id);
-                snprintf(jobs[n].address, sizeof(jobs[n].address), "%s",
-                         node ? node->rn->mesh_address : "");
+                snprintf(jobs[n].address, sizeof(jobs[n].address), "%s", node->rn->mesh_address);
                 jobs[n].body = dispatch_create_body(f, vm);
                 vm->attempts++;
                 f->metrics.dispatch_attempts++;
@@ -89,9 +106,23 @@ static size_t dispatch_collect_creations(struct fleetd *f, uint64_t now, struct 
         return n;
 }
 
+/* Records the outcome with its audit entry first: what fleetd shows is what it has recorded. A
+ * store that refuses leaves the VM creating, asked again after the backoff. */
 static void dispatch_vm_outcome(struct fleetd *f, struct fleet_vm *vm, enum vm_status st,
-                                const char *reason, const char *kind)
+                                const char *reason, const char *kind, uint64_t now)
 {
+        struct fleet_vm next = *vm;
+
+        next.status = st;
+        snprintf(next.reason, sizeof(next.reason), "%s", reason);
+        if (store_vm_update_audited(f->store, &next, kind, "fleetd",
+                                    json_pack("{s:s, s:s, s:I}", "node_id", vm->node_id, "reason",
+                                              reason, "attempts", (json_int_t)vm->attempts)) < 0) {
+                log_error("cannot record the outcome of VM '%s' ('%s'); asked again later", vm->id,
+                          vm_status_name(st));
+                vm->next_attempt_ms = now + dispatch_backoff(&f->cfg, vm->attempts);
+                return;
+        }
         vm->status = st;
         snprintf(vm->reason, sizeof(vm->reason), "%s", reason);
         if (st == VM_FAILED) {
@@ -102,22 +133,62 @@ static void dispatch_vm_outcome(struct fleetd *f, struct fleet_vm *vm, enum vm_s
         } else {
                 log_info("VM '%s' created on node '%s'", vm->id, vm->node_id);
         }
-        if (store_vm_update(f->store, vm) < 0)
-                log_error("cannot record the outcome of VM '%s'", vm->id);
-        audit_append(f->store, false, kind, vm->id, "fleetd",
-                     json_pack("{s:s, s:s, s:I}", "node_id", vm->node_id, "reason", reason,
-                               "attempts", (json_int_t)vm->attempts));
+}
+
+/* What a node's answer says: its problem type without the URI prefix, and the state and lifecycle
+ * of the VM it describes ("" where it says nothing). */
+struct node_reply {
+        char type[48];
+        char state[16];
+        char lifecycle[16];
+};
+
+static void dispatch_reply_parse(const char *answer, struct node_reply *r)
+{
+        json_t *o = answer ? json_loads(answer, 0, NULL) : NULL;
+        const char *t = json_string_value(json_object_get(o, "type"));
+        const char *st = json_string_value(json_object_get(o, "state"));
+        const char *lc = json_string_value(json_object_get(o, "lifecycle"));
+        const char *slash = t ? strrchr(t, '/') : NULL;
+
+        snprintf(r->type, sizeof(r->type), "%s", slash ? slash + 1 : t ? t : "");
+        snprintf(r->state, sizeof(r->state), "%s", st ? st : "");
+        snprintf(r->lifecycle, sizeof(r->lifecycle), "%s", lc ? lc : "");
+        json_decref(o);
+}
+
+/* The node holds the VM: created when it runs, or when its lifecycle moved on since. A domain
+ * that should run and does not (its start failed) is not a created VM, whatever the status. */
+static void dispatch_apply_held(struct fleetd *f, struct fleet_vm *vm, const char *answer,
+                                uint64_t now)
+{
+        struct node_reply rep;
+        char reason[REASON_MAX];
+
+        dispatch_reply_parse(answer, &rep);
+        if (rep.state[0])
+                snprintf(vm->observed, sizeof(vm->observed), "%s", rep.state);
+        if (rep.state[0] && strcmp(rep.state, "running") != 0 && strcmp(rep.state, "paused") != 0 &&
+            (!rep.lifecycle[0] || strcmp(rep.lifecycle, "active") == 0)) {
+                snprintf(reason, sizeof(reason),
+                         "node '%s' holds VM '%s' but it is '%s', not running", vm->node_id, vm->id,
+                         rep.state);
+                dispatch_vm_outcome(f, vm, VM_FAILED, reason, "vm.failed", now);
+                return;
+        }
+        dispatch_vm_outcome(f, vm, VM_ACTIVE, "", "vm.created", now);
 }
 
 static void dispatch_apply_creation(struct fleetd *f, struct dispatch_job *j, uint64_t now)
 {
         struct fleet_vm *vm = vm_table_find(f, j->id);
         char reason[REASON_MAX], detail[240];
+        struct node_reply rep;
 
         if (!vm || vm->status != VM_CREATING)
                 return;
         if (j->err == 0 && (j->status == 200 || j->status == 201)) {
-                dispatch_vm_outcome(f, vm, VM_ACTIVE, "", "vm.created");
+                dispatch_apply_held(f, vm, j->answer, now);
                 return;
         }
         if (j->err == 0 && j->status >= 400 && j->status < 500 && j->status != 408 &&
@@ -125,20 +196,32 @@ static void dispatch_apply_creation(struct fleetd *f, struct dispatch_job *j, ui
                 dispatch_answer_detail(j->answer, detail, sizeof(detail));
                 snprintf(reason, sizeof(reason), "node '%s' refused the creation (%ld %.150s)",
                          vm->node_id, j->status, detail);
-                dispatch_vm_outcome(f, vm, VM_FAILED, reason, "vm.failed");
+                dispatch_vm_outcome(f, vm, VM_FAILED, reason, "vm.failed", now);
+                return;
+        }
+        dispatch_reply_parse(j->err ? NULL : j->answer, &rep);
+        if (j->err == 0 && j->status >= 500 && strcmp(rep.type, "start") == 0) {
+                /* the node defined it and QEMU would not start it: its word is the outcome */
+                dispatch_answer_tail(j->answer, detail, 181);
+                snprintf(reason, sizeof(reason), "node '%.40s' could not start the VM: %.180s",
+                         vm->node_id, detail);
+                dispatch_vm_outcome(f, vm, VM_FAILED, reason, "vm.failed", now);
                 return;
         }
         if (j->err)
                 snprintf(reason, sizeof(reason), "node '%s' did not answer at '%s': %s",
                          vm->node_id, j->address, strerror(-j->err));
-        else
-                snprintf(reason, sizeof(reason), "node '%s' answered %ld", vm->node_id, j->status);
+        else {
+                dispatch_answer_detail(j->answer, detail, sizeof(detail));
+                snprintf(reason, sizeof(reason), "node '%s' answered %ld (%.150s)", vm->node_id,
+                         j->status, detail);
+        }
         if (vm->attempts >= f->cfg.dispatch_attempts) {
                 char final[REASON_MAX];
 
                 snprintf(final, sizeof(final), "gave up after %u attempts; last: %.200s",
                          vm->attempts, reason);
-                dispatch_vm_outcome(f, vm, VM_FAILED, final, "vm.failed");
+                dispatch_vm_outcome(f, vm, VM_FAILED, final, "vm.failed", now);
                 return;
         }
         snprintf(vm->reason, sizeof(vm->reason), "retrying: %.230s", reason);
@@ -147,30 +230,29 @@ static void dispatch_apply_creation(struct fleetd *f, struct dispatch_job *j, ui
                  reason);
 }
 
-static size_t dispatch_collect_fetches(struct fleetd *f, uint64_t now, struct dispatch_job *jobs)
+static bool dispatch_fetch_due(const struct fleetd *f, const struct fleet_node *node, uint64_t now)
 {
-        size_t n = 0;
+        enum node_state s;
 
-        for (size_t i = 0; f->table.roster && i < f->table.roster->n_nodes && n < DISPATCH_BATCH;
-             i++) {
-                struct fleet_node *node = &f->table.nodes[i];
-                enum node_state s;
+        if ((node->inv != INV_WANTED && node->inv != INV_FAILED) || node->inv_next_ms > now)
+                return false;
+        s = node_state_at(node, &f->cfg, now);
+        return s != NODE_EVICTED && s != NODE_UNSEEN;
+}
 
-                if ((node->inv != INV_WANTED && node->inv != INV_FAILED) || node->inv_next_ms > now)
-                        continue;
-                s = node_state_at(node, &f->cfg, now);
-                if (s == NODE_EVICTED || s == NODE_UNSEEN)
-                        continue;
-                memset(&jobs[n], 0, sizeof(jobs[n]));
-                snprintf(jobs[n].id, sizeof(jobs[n].id), "%s", node->rn->id);
-                snprintf(jobs[n].address, sizeof(jobs[n].address), "%s", node->rn->mesh_address);
-                node->inv_verb_mark = f->verb_events;
-                /* until it answers, do not ask again sooner than the backoff */
-                node->inv_next_ms = now + dispatch_backoff(&f->cfg, node->inv_failures + 1);
-                f->metrics.inventory_fetches++;
-                n++;
-        }
-        return n;
+static size_t dispatch_collect_fetch(struct fleetd *f, struct fleet_node *node, uint64_t now,
+                                     struct dispatch_job *j)
+{
+        if (!dispatch_fetch_due(f, node, now))
+                return 0;
+        memset(j, 0, sizeof(*j));
+        snprintf(j->id, sizeof(j->id), "%s", node->rn->id);
+        snprintf(j->address, sizeof(j->address), "%s", node->rn->mesh_address);
+        node->inv_verb_mark = f->verb_events;
+        /* until it answers, do not ask again sooner than the backoff */
+        node->inv_next_ms = now + dispatch_backoff(&f->cfg, node->inv_failures + 1);
+        f->metrics.inventory_fetches++;
+        return 1;
 }
 
 static void dispatch_apply_fetch(struct fleetd *f, struct dispatch_job *j, uint64_t now)
@@ -242,31 +324,141 @@ static void dispatch_poll_verifications(struct fleetd *f, uint64_t now)
         }
 }
 
-void dispatch_run_once(struct fleetd *f, uint64_t now_ms)
+/* One node's share of a round: its due creations, then its inventory fetch if due, one call
+ * after another, each outcome applied as soon as its call returns. Returns how many calls. */
+static size_t dispatch_node_round(struct fleetd *f, const char *node_id, uint64_t now)
 {
-        static __thread struct dispatch_job jobs[DISPATCH_BATCH];
-        size_t n;
+        struct dispatch_job jobs[DISPATCH_BATCH];
+        struct fleet_node *node;
+        size_t n = 0, k = 0;
 
         pthread_mutex_lock(&f->lock);
-        n = dispatch_collect_creations(f, now_ms, jobs);
+        node = f->stopping ? NULL : node_table_find(&f->table, node_id);
+        if (node)
+                n = dispatch_collect_creations(f, node, now, jobs);
         pthread_mutex_unlock(&f->lock);
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n; i++) {
                 dispatch_call(f, &jobs[i], "POST", "/v1/vms");
-        pthread_mutex_lock(&f->lock);
-        for (size_t i = 0; i < n; i++)
-                dispatch_apply_creation(f, &jobs[i], now_ms);
-        pthread_mutex_unlock(&f->lock);
+                pthread_mutex_lock(&f->lock);
+                dispatch_apply_creation(f, &jobs[i], now);
+                pthread_mutex_unlock(&f->lock);
+        }
         dispatch_jobs_free(jobs, n);
+        pthread_mutex_lock(&f->lock);
+        node = f->stopping ? NULL : node_table_find(&f->table, node_id);
+        if (node)
+                k = dispatch_collect_fetch(f, node, now, jobs);
+        pthread_mutex_unlock(&f->lock);
+        if (k) {
+                dispatch_call(f, jobs, "GET", "/v1/inventory");
+                dispatch_apply_fetch(f, jobs, now);
+                dispatch_jobs_free(jobs, 1);
+        }
+        return n + k;
+}
+
+/* With f->lock held: the ids (a malloc'd array, *ret_n of them) of the nodes with a call due and
+ * no worker on them. */
+static char (*dispatch_due_nodes(struct fleetd *f, uint64_t now, size_t *ret_n))[NODE_ID_MAX + 1]
+{
+        size_t nn = f->table.roster ? f->table.roster->n_nodes : 0, n = 0, k = 0;
+        bool *due = calloc(nn + 1, sizeof(*due));
+        char(*ids)[NODE_ID_MAX + 1] = NULL;
+
+        for (size_t i = 0; due && i < f->n_vms; i++) {
+                const struct fleet_vm *vm = &f->vms[i];
+                struct fleet_node *node;
+
+                if (vm->status != VM_CREATING || vm->next_attempt_ms > now)
+                        continue;
+                /* a VM whose node left the roster waits for it; it is not moved */
+                node = node_table_find(&f->table, vm->node_id);
+                if (node)
+                        due[node - f->table.nodes] = true;
+        }
+        for (size_t i = 0; due && i < nn; i++) {
+                due[i] = (due[i] || dispatch_fetch_due(f, &f->table.nodes[i], now)) &&
+                         !f->table.nodes[i].dispatch_busy;
+                n += due[i];
+        }
+        ids = due && n ? calloc(n, sizeof(*ids)) : NULL;
+        for (size_t i = 0; ids && i < nn; i++)
+                if (due[i])
+                        snprintf(ids[k++], sizeof(ids[0]), "%s", f->table.nodes[i].rn->id);
+        free(due);
+        *ret_n = k;
+        return ids;
+}
+
+void dispatch_run_once(struct fleetd *f, uint64_t now_ms)
+{
+        char(*ids)[NODE_ID_MAX + 1];
+        size_t n = 0;
 
         pthread_mutex_lock(&f->lock);
         dispatch_poll_verifications(f, now_ms);
-        n = dispatch_collect_fetches(f, now_ms, jobs);
+        ids = dispatch_due_nodes(f, now_ms, &n);
         pthread_mutex_unlock(&f->lock);
-        for (size_t i = 0; i < n; i++) {
-                dispatch_call(f, &jobs[i], "GET", "/v1/inventory");
-                dispatch_apply_fetch(f, &jobs[i], now_ms);
+        for (size_t i = 0; i < n; i++)
+                dispatch_node_round(f, ids[i], now_ms);
+        free(ids);
+}
+
+/* A worker calls one node until it has nothing due, then leaves: a node that does not answer
+ * holds only its own worker. */
+struct dispatch_worker {
+        struct fleetd *f;
+        char node_id[NODE_ID_MAX + 1];
+};
+
+static void *dispatch_worker_main(void *arg)
+{
+        struct dispatch_worker *w = arg;
+        struct fleetd *f = w->f;
+        struct fleet_node *node;
+
+        while (dispatch_node_round(f, w->node_id, clock_monotonic_ms()) > 0)
+                ;
+        pthread_mutex_lock(&f->lock);
+        node = node_table_find(&f->table, w->node_id);
+        if (node)
+                node->dispatch_busy = false;
+        f->dispatch_workers--;
+        pthread_cond_broadcast(&f->wake);
+        pthread_mutex_unlock(&f->lock);
+        free(w);
+        return NULL;
+}
+
+/* With f->lock held: a detached worker for each node with a call due and none on it yet. */
+static void dispatch_spawn_workers(struct fleetd *f, uint64_t now)
+{
+        pthread_attr_t a;
+        size_t n = 0;
+        char(*ids)[NODE_ID_MAX + 1] = dispatch_due_nodes(f, now, &n);
+
+        pthread_attr_init(&a);
+        pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+        pthread_attr_setstacksize(&a, 512 * 1024);
+        for (size_t i = 0; ids && i < n && f->dispatch_workers < DISPATCH_WORKERS; i++) {
+                struct dispatch_worker *w = calloc(1, sizeof(*w));
+                struct fleet_node *node = node_table_find(&f->table, ids[i]);
+                pthread_t t;
+
+                if (!w)
+                        break;
+                w->f = f;
+                snprintf(w->node_id, sizeof(w->node_id), "%s", ids[i]);
+                if (pthread_create(&t, &a, dispatch_worker_main, w) != 0) {
+                        free(w);
+                        log_warn("cannot start a dispatch worker for node '%s'", ids[i]);
+                        break;
+                }
+                node->dispatch_busy = true;
+                f->dispatch_workers++;
         }
-        dispatch_jobs_free(jobs, n);
+        pthread_attr_destroy(&a);
+        free(ids);
 }
 
 static void *dispatch_thread(void *arg)
@@ -276,12 +468,10 @@ static void *dispatch_thread(void *arg)
         pthread_mutex_lock(&f->lock);
         while (!f->stopping) {
                 struct timespec ts;
+                uint64_t now = clock_monotonic_ms();
 
-                pthread_mutex_unlock(&f->lock);
-                dispatch_run_once(f, clock_monotonic_ms());
-                pthread_mutex_lock(&f->lock);
-                if (f->stopping)
-                        break;
+                dispatch_poll_verifications(f, now);
+                dispatch_spawn_workers(f, now);
                 clock_gettime(CLOCK_MONOTONIC, &ts);
                 ts.tv_nsec += 200 * 1000000L;
                 if (ts.tv_nsec >= 1000000000L) {
@@ -308,15 +498,20 @@ int dispatch_start(struct fleetd *f)
         return 0;
 }
 
+/* Waits for the workers too: each ends after the call it is in (at most the node timeout). */
 void dispatch_stop(struct fleetd *f)
 {
         if (!f->dispatcher_running)
                 return;
         pthread_mutex_lock(&f->lock);
         f->stopping = true;
-        pthread_cond_signal(&f->wake);
+        pthread_cond_broadcast(&f->wake);
         pthread_mutex_unlock(&f->lock);
         pthread_join(f->dispatcher, NULL);
+        pthread_mutex_lock(&f->lock);
+        while (f->dispatch_workers > 0)
+                pthread_cond_wait(&f->wake, &f->lock);
+        pthread_mutex_unlock(&f->lock);
         f->dispatcher_running = false;
 }
 
@@ -325,7 +520,7 @@ void dispatch_wake(struct fleetd *f)
         if (!f->dispatcher_running)
                 return;
         pthread_mutex_lock(&f->lock);
-        pthread_cond_signal(&f->wake);
+        pthread_cond_broadcast(&f->wake);
         pthread_mutex_unlock(&f->lock);
 }
 
@@ -475,10 +670,11 @@ static void verb_apply_lifecycle(struct fleetd *f, struct fleet_vm *vm, const st
         }
         vm->lifecycle = v->to;
         vm->lc_unsure[0] = '\0';
-        store_vm_update(f->store, vm);
-        audit_append(f->store, false, "vm.lifecycle", vm->id, actor,
-                     json_pack("{s:s, s:s, s:s}", "verb", v->name, "node_id", vm->node_id,
-                               "lifecycle", vm_lifecycle_name(vm->lifecycle)));
+        if (store_vm_update_audited(f->store, vm, "vm.lifecycle", actor,
+                                    json_pack("{s:s, s:s, s:s}", "verb", v->name, "node_id",
+                                              vm->node_id, "lifecycle",
+                                              vm_lifecycle_name(vm->lifecycle))) < 0)
+                log_error("cannot record the lifecycle of VM '%s'", vm->id);
         log_info("VM '%s' is now '%s' (by '%s')", vm->id, vm_lifecycle_name(vm->lifecycle), actor);
         o->status = 200;
         o->body = vm_to_json(f, vm, clock_monotonic_ms());

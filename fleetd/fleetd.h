@@ -79,6 +79,7 @@ struct fleet_node {
         /* ids the node reports that are pinned to another node (array): each id's presence is
          * one occurrence of the "misplaced" alarm, audited when it begins */
         json_t *misplaced_vms;
+        bool dispatch_busy;     /* a dispatch worker is calling this node */
 };
 
 enum hb_drop {
@@ -178,6 +179,7 @@ struct fleetd {
         pthread_t dispatcher;
         pthread_cond_t wake;
         bool dispatcher_running, stopping;
+        unsigned dispatch_workers; /* worker threads calling nodes (dispatch.c) */
         struct timespec roster_mtime;
         uint64_t started_ms;
         uint64_t verb_events; /* counts starts and ends of verb calls to nodes (under lock) */

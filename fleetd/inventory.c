@@ -170,25 +170,30 @@ static void inventory_integrity(struct fleetd *f, struct fleet_vm *vm, json_t *i
         bool changed_root =
             vm->integrity_obj && (root ? !old_root || strcmp(root, old_root) : old_root != NULL);
         bool persist = st && strcmp(st, vm->integrity) != 0;
+        const char *kind = NULL;
+        json_t *detail = NULL;
 
         if (is && (!was || changed_root)) {
                 f->metrics.integrity_mismatches++;
                 log_warn("integrity mismatch in VM '%s' on node '%s' (entity '%s')", vm->id,
                          vm->node_id, vm->entity);
-                audit_append(f->store, false, "integrity.mismatch", vm->id, "fleetd",
-                             json_pack("{s:s, s:s, s:O}", "node_id", vm->node_id, "entity",
-                                       vm->entity, "integrity", integ));
+                kind = "integrity.mismatch";
+                detail = json_pack("{s:s, s:s, s:O}", "node_id", vm->node_id, "entity", vm->entity,
+                                   "integrity", integ);
         } else if (was && st && !is) {
                 log_info("VM '%s' integrity is now '%s'", vm->id, st);
-                audit_append(f->store, false, "integrity.status", vm->id, "fleetd",
-                             json_pack("{s:s, s:s}", "node_id", vm->node_id, "status", st));
+                kind = "integrity.status";
+                detail = json_pack("{s:s, s:s}", "node_id", vm->node_id, "status", st);
         }
         if (st)
                 snprintf(vm->integrity, sizeof(vm->integrity), "%s", st);
         json_decref(vm->integrity_obj);
         vm->integrity_obj = json_deep_copy(integ);
+        /* the stored status and the entry that says why it changed commit together */
         if (persist)
-                store_vm_update(f->store, vm);
+                store_vm_update_audited(f->store, vm, kind, "fleetd", detail);
+        else if (kind)
+                audit_append(f->store, false, kind, vm->id, "fleetd", detail);
 }
 
 /* Follows the node's lifecycle. Returns true when the inventory may predate a verb call to the
@@ -197,6 +202,7 @@ static bool inventory_lifecycle(struct fleetd *f, const struct fleet_node *node,
                                 struct fleet_vm *vm, const char *lc)
 {
         enum vm_lifecycle l, was = vm->lifecycle;
+        json_t *detail;
 
         if (!lc || vm_lifecycle_parse(lc, &l) < 0)
                 return false;
@@ -214,12 +220,11 @@ static bool inventory_lifecycle(struct fleetd *f, const struct fleet_node *node,
         log_warn("VM '%s': node '%s' says it is '%s', fleetd had '%s'%s%s; corrected", vm->id,
                  vm->node_id, lc, vm_lifecycle_name(was), vm->lc_unsure[0] ? " after " : "",
                  vm->lc_unsure);
-        audit_append(f->store, false, "vm.lifecycle", vm->id, "fleetd",
-                     json_pack("{s:s, s:s, s:s, s:s, s:s?}", "source", "inventory", "node_id",
-                               vm->node_id, "was", vm_lifecycle_name(was), "lifecycle", lc, "after",
-                               vm->lc_unsure[0] ? vm->lc_unsure : NULL));
+        detail = json_pack("{s:s, s:s, s:s, s:s, s:s?}", "source", "inventory", "node_id",
+                           vm->node_id, "was", vm_lifecycle_name(was), "lifecycle", lc, "after",
+                           vm->lc_unsure[0] ? vm->lc_unsure : NULL);
         vm->lc_unsure[0] = '\0';
-        store_vm_update(f->store, vm);
+        store_vm_update_audited(f->store, vm, "vm.lifecycle", "fleetd", detail);
         return false;
 }
 
@@ -278,6 +283,17 @@ static void inventory_verification(struct fleetd *f, struct fleet_vm *vm, json_t
                               json_object_get(agent, "last_report_ms"));
 }
 
+/* Started, or used since: a domain that should run and never did (its start failed) is not a
+ * created VM; while fleetd creates it, the retry starts it or answers why it cannot. */
+static bool inventory_vm_started(json_t *v)
+{
+        const char *st = json_string_value(json_object_get(v, "state"));
+        const char *lc = json_string_value(json_object_get(v, "lifecycle"));
+
+        return (st && (strcmp(st, "running") == 0 || strcmp(st, "paused") == 0)) ||
+               (lc && strcmp(lc, "active") != 0);
+}
+
 static bool inventory_known_vm(struct fleetd *f, struct fleet_node *node, struct fleet_vm *vm,
                                json_t *v)
 {
@@ -293,13 +309,13 @@ static bool inventory_known_vm(struct fleetd *f, struct fleet_node *node, struct
                 audit_append(f->store, false, "vm.found", vm->id, "fleetd",
                              json_pack("{s:s}", "node_id", node_id));
         }
-        if (vm->status != VM_ACTIVE) {
+        if (vm->status != VM_ACTIVE && inventory_vm_started(v)) {
                 /* the node holds it: a lost answer, a restart, or a creation given up on */
                 vm->status = VM_ACTIVE;
                 vm->reason[0] = '\0';
-                store_vm_update(f->store, vm);
-                audit_append(f->store, false, "vm.created", vm->id, "fleetd",
-                             json_pack("{s:s, s:s}", "node_id", node_id, "source", "inventory"));
+                store_vm_update_audited(
+                    f->store, vm, "vm.created", "fleetd",
+                    json_pack("{s:s, s:s}", "node_id", node_id, "source", "inventory"));
         }
         snprintf(vm->observed, sizeof(vm->observed), "%s", state ? state : "");
         again =

@@ -133,6 +133,25 @@ static long plans_choose(struct fleetd *f, const struct plan_request *req, struc
 }
 
 /* Without f->lock: writes the plan (or the refusal) and records it. */
+/* The plan row and its audit entry, in one transaction. */
+static int plans_insert(struct fleetd *f, const struct plan_row *p, const char *actor)
+{
+        int r = store_begin(f->store);
+
+        if (r < 0)
+                return r;
+        r = store_plan_insert(f->store, p);
+        r = r
+                ?: audit_append(f->store, true, "plan.created", p->id, actor,
+                                json_pack("{s:s, s:s, s:I}", "entity", p->req.entity, "node_id",
+                                          p->node_id, "memory_mib", (json_int_t)p->req.memory_mib));
+        if (r < 0) {
+                store_rollback(f->store);
+                return r;
+        }
+        return store_commit(f->store);
+}
+
 static void plans_quote(struct fleetd *f, const struct plan_request *req, const char *actor,
                         struct plan_cand *c, size_t n, const char *chosen, struct plan_outcome *o)
 {
@@ -155,10 +174,7 @@ static void plans_quote(struct fleetd *f, const struct plan_request *req, const 
         p.expires_ms = p.created_ms + f->cfg.plan_ttl_ms;
         o->body = plan_body(f, &p, plan_candidates_json(c, n));
         p.body = json_dumps(o->body, JSON_COMPACT);
-        if (!p.body || store_plan_insert(f->store, &p) < 0 ||
-            audit_append(f->store, false, "plan.created", p.id, actor,
-                         json_pack("{s:s, s:s, s:I}", "entity", req->entity, "node_id", p.node_id,
-                                   "memory_mib", (json_int_t)req->memory_mib)) < 0) {
+        if (!p.body || plans_insert(f, &p, actor) < 0) {
                 json_decref(o->body);
                 o->body = NULL;
                 plan_fail(o, 500, "store-failed", "cannot record the plan");

@@ -271,6 +271,27 @@ int store_vm_update(struct store *s, const struct fleet_vm *v)
             v->integrity[0] ? v->integrity : "unknown", v->id));
 }
 
+int store_vm_update_audited(struct store *s, const struct fleet_vm *vm, const char *kind,
+                            const char *actor, json_t *detail)
+{
+        int r;
+
+        if (!s || store_begin(s) < 0) {
+                json_decref(detail);
+                return s ? -EIO : -ENODEV;
+        }
+        r = store_vm_update(s, vm);
+        if (r == 0 && kind)
+                r = audit_append(s, true, kind, vm->id, actor, detail);
+        else
+                json_decref(detail);
+        if (r < 0) {
+                store_rollback(s);
+                return r;
+        }
+        return store_commit(s);
+}
+
 static void store_vm_from_row(sqlite3_stmt *st, struct fleet_vm *v)
 {
         char status[16], lc[16];
@@ -427,9 +448,12 @@ int store_token_check(struct store *s, const char *token, char *ret_name)
 
 json_t *store_token_list(struct store *s)
 {
-        sqlite3_stmt *st = store_prepare(
-            s, "SELECT name, created_ms, revoked_ms FROM tokens ORDER BY created_ms, name", "");
+        sqlite3_stmt *st;
         json_t *a = json_array();
+
+        pthread_mutex_lock(&s->mu);
+        st = store_prepare(
+            s, "SELECT name, created_ms, revoked_ms FROM tokens ORDER BY created_ms, name", "");
 
         while (st && sqlite3_step(st) == SQLITE_ROW) {
                 json_t *o = json_pack("{s:s, s:I}", "name", sqlite3_column_text(st, 0),

@@ -53,6 +53,10 @@ int store_plan_prune(struct store *s, uint64_t before_ms);
 /* VMs. */
 int store_vm_insert(struct store *s, const struct fleet_vm *vm);
 int store_vm_update(struct store *s, const struct fleet_vm *vm);
+/* Records vm's stored fields and, when kind is not NULL, its audit entry (subject vm->id, detail
+ * stolen) in one transaction: a crash keeps both or neither. */
+int store_vm_update_audited(struct store *s, const struct fleet_vm *vm, const char *kind,
+                            const char *actor, json_t *detail);
 /* Calls fn for every stored VM, in creation order. */
 int store_vm_load(struct store *s, int (*fn)(void *ctx, const struct fleet_vm *vm), void *ctx);
 

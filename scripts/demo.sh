@@ -13,10 +13,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 case "${1:-}" in -h|--help) sed -n '2,13p' "$0"; exit 0 ;; esac
-if [ "$(id -u)" -ne 0 ]; then
-  echo "demo: needs root (network namespaces, WireGuard, libvirt); run it with sudo" >&2
-  exit 2
-fi
+# shellcheck source=scripts/lib/as-root.sh
+. scripts/lib/as-root.sh
+as_root "$PWD/scripts/demo.sh" "$@"
 
 bash scripts/install-deps.sh
 cmake -S . -B build >/dev/null

@@ -463,9 +463,12 @@ def demo(args):
         vm_id = vm["id"]
         log(f"confirmed: VM '{vm_id}' is being created on {vm['node_id']}")
         t0 = time.time()
-        wait(lambda: (v := fleet.vm(vm_id)) and v["status"] == "active" and v, 300,
-             f"VM {vm_id} active")
-        log(f"VM '{vm_id}' active after {time.time() - t0:.1f} s; waiting for its agent")
+        v = wait(lambda: (v := fleet.vm(vm_id)) and v["status"] != "creating" and v, 300,
+                 f"the creation of VM {vm_id}")
+        if v["status"] != "active":
+            raise FleetError(f"VM '{vm_id}' {v['status']} on {v['node_id']}: {v.get('reason')}")
+        log(f"VM '{vm_id}' active after {time.time() - t0:.1f} s (node {v['node_id']} reports it "
+            f"'{v.get('state')}'); waiting for its agent")
         v = wait(lambda: (v := fleet.vm(vm_id)) and (v.get("integrity") or {}).get("status")
                  in ("ok", "mismatch") and v, 300, "the agent's first report")
         log(f"agent's first report after {time.time() - t0:.1f} s: integrity "

@@ -10,11 +10,6 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 mapfile -t PACKAGES < <(sed 's/#.*//' "$here"/packages/*.txt | tr -s ' \t' '\n' | sed '/^$/d' | sort -u)
 
-# Node.js and npm drive the browser tests; use the machine's own when it has one.
-if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-  PACKAGES+=(nodejs npm)
-fi
-
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

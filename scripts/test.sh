@@ -4,11 +4,12 @@
 # Set TOTEBOX_TEST_ARGS to pass other ctest arguments (e.g. "-LE slow" to skip slow tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib/as-root.sh
+. scripts/lib/as-root.sh
+as_root "$PWD/scripts/test.sh" "$@"
 start=$(date +%s)
 
 bash scripts/install-deps.sh
-# playwright-core for the browser tests, pinned by tests/browser/package-lock.json
-npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 
 cmake -S . -B build -DTOTEBOX_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$(nproc)"

@@ -181,11 +181,17 @@ static int vms_memory_check(struct vmhost *vh, uint64_t want, struct vm_problem 
         return 0;
 }
 
-/* The domain exists already: the same request is answered again, another is a conflict. */
+static int vms_do_start(struct vmhost *vh, virDomainPtr dom, struct vm_meta *m,
+                        struct vm_problem *p);
+
+/* The domain exists already: the same request is answered again, another is a conflict. The
+ * answer is what is true: a domain that should run (lifecycle active) and does not, because its
+ * start failed or it stopped since, is started first, and a start that fails is the answer. */
 static int vms_create_again(struct vmhost *vh, virDomainPtr dom, const struct vm_create_req *q,
                             json_t **ret_vm, struct vm_problem *p)
 {
         struct vm_meta m;
+        int r;
 
         if (inventory_vm_meta(dom, &m) < 0)
                 return vms_problem(p, 409, "vm-exists", "domain '%s' exists and is not a Totebox",
@@ -194,6 +200,23 @@ static int vms_create_again(struct vmhost *vh, virDomainPtr dom, const struct vm
                 return vms_problem(p, 409, "vm-exists",
                                    "VM '%s' exists, created by request '%s', not '%s'", q->vm_id,
                                    m.request_id, q->request_id);
+        if (m.lifecycle == VM_LC_ACTIVE && virDomainIsActive(dom) != 1) {
+                log_info("VM '%s' (request '%s') is defined but not running; starting it", q->vm_id,
+                         q->request_id);
+                virt_touch(vh);
+                r = vms_do_start(vh, dom, &m, p);
+                if (r < 0 && p->status != 500)
+                        return r; /* refused (pinned elsewhere): that is the answer */
+                if (r < 0) {
+                        char why[sizeof(p->detail)];
+
+                        snprintf(why, sizeof(why), "%s", p->detail);
+                        return vms_problem(p, 500, "start",
+                                           "VM '%s' is defined but did not start: %.400s", q->vm_id,
+                                           why);
+                }
+                agent_chan_sync(vh, q->vm_id, &m, true);
+        }
         *ret_vm = vms_vm_json(vh, dom, &m);
         return *ret_vm ? 200 : vms_problem(p, 500, "internal", "cannot describe '%s'", q->vm_id);
 }

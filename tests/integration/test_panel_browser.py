@@ -1,6 +1,6 @@
 # ctest-labels: slow browser
-"""The F9 panel in a real headless Chromium (tests/browser/panel.test.mjs, playwright-core with
-Debian's chromium) against real daemons on loopback: a private fleetd serving the repo's panel/,
+"""The F9 panel in a real headless Chromium (tests/browser/panel.py: Debian's chromium, driven
+through Debian's chromium-driver and python3-selenium) against real daemons on loopback: a private fleetd serving the repo's panel/,
 a roster of three nodes, two of them real vmhosts (qemu:///embed under TCG, node APIs on
 127.1.0.1 and 127.1.0.2) with the small test image carrying the real agent. The browser logs in
 (a wrong token refused first), watches the nodes, plans and confirms a VM, waits for the agent's
@@ -21,7 +21,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 import test_fleetd_harness as F  # noqa: E402
 import test_vmhost_harness as V  # noqa: E402
 
-BROWSER_DIR = os.path.join(F.SOURCE, "tests", "browser")
+sys.path.insert(0, os.path.join(F.SOURCE, "tests", "browser"))
+import panel  # noqa: E402
+
 AGENT = os.path.join(F.BUILD, "agent", "totebox-agent")
 IMAGE = "totebox-test"
 
@@ -105,11 +107,10 @@ def tamper(node, vm_id, tmpdir):
 
 @pytest.fixture
 def fleet():
-    for need in ("/usr/bin/chromium", "/usr/sbin/debugfs", AGENT, V.VMHOST, F.FLEETD):
+    for need in (panel.CHROMIUM, panel.CHROMEDRIVER, "/usr/sbin/debugfs", AGENT, V.VMHOST,
+                 F.FLEETD):
         if not os.path.exists(need):
-            pytest.fail("missing %s" % need)
-    if not os.path.isdir(os.path.join(BROWSER_DIR, "node_modules", "playwright-core")):
-        pytest.fail("playwright-core is not installed: npm ci --prefix tests/browser")
+            pytest.fail("missing %s (scripts/install-deps.sh installs it)" % need)
     tmp = tempfile.mkdtemp(prefix="tbx-panel-")
     os.chmod(tmp, 0o755)
     f = F.Fleetd(nodes=3, settings={"panel_dir": os.path.join(F.SOURCE, "panel"),
@@ -152,34 +153,11 @@ def fleet():
 
 def test_panel_in_chromium(fleet):
     f, nodes, tmp = fleet
-    env = dict(os.environ, PANEL_URL="http://127.0.0.1:%d/" % f.api_port, PANEL_TOKEN=f.token,
-               PANEL_IMAGE=IMAGE)
     start = time.monotonic()
-    proc = subprocess.Popen(["node", os.path.join(BROWSER_DIR, "panel.test.mjs")], env=env,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
-    out = []
-    try:
-        for line in proc.stdout:
-            out.append(line)
-            sys.stdout.write(line)
-            verb, *args = line.split() or [""]
-            if verb in ("SETTLE", "TAMPER"):
-                vm_id, node_id = args
-                {"SETTLE": settle, "TAMPER": tamper}[verb](nodes[node_id], vm_id, tmp)
-                proc.stdin.write("done\n")
-                proc.stdin.flush()
-        rc = proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.terminate()  # playwright closes the browser on SIGTERM
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    panel.run_panel("http://127.0.0.1:%d/" % f.api_port, f.token, IMAGE,
+                    settle=lambda vm, node: settle(nodes[node], vm, tmp),
+                    tamper=lambda vm, node: tamper(nodes[node], vm, tmp))
     print("browser test: %.1f s" % (time.monotonic() - start))
-    assert rc == 0, "browser test failed:\n" + "".join(out)
-    assert any("all steps passed" in line for line in out)
     # What the browser showed is what fleetd recorded.
     entries = f.audit("integrity.mismatch")
     assert entries and any(m["kind"] == "unrecorded-file"

@@ -2,6 +2,7 @@
 on free loopback ports with its own state directory and qemu:///embed root, call its node API,
 and clean up every domain it started. As root, vmhost runs as 'nobody' (the embedded QEMU
 driver refuses root without a libvirt-qemu user)."""
+import atexit
 import hashlib
 import http.client
 import json
@@ -51,6 +52,31 @@ def run_as():
     return pw.pw_uid, pw.pw_gid
 
 
+_RUNNABLE = {}
+
+
+def runnable(path):
+    """path, or a copy of it that run_as()'s user can execute. A clone under /root (mode 0700,
+    where a root user on a minimal Debian clones) is not traversable by nobody; the copy, in a
+    directory of its own, is removed when this process ends."""
+    ids = run_as()
+    if not ids or _RUNNABLE.get(path) == path:
+        return path
+    if path not in _RUNNABLE:
+        probe = subprocess.run(["test", "-x", path], user=ids[0], group=ids[1])
+        if probe.returncode == 0:
+            _RUNNABLE[path] = path
+        else:
+            d = tempfile.mkdtemp(prefix="tbx-bin-")
+            os.chmod(d, 0o755)
+            copy = os.path.join(d, os.path.basename(path))
+            shutil.copy2(path, copy)
+            os.chmod(copy, 0o755)
+            atexit.register(shutil.rmtree, d, True)
+            _RUNNABLE[path] = copy
+    return _RUNNABLE[path]
+
+
 def give(path):
     ids = run_as()
     if ids:
@@ -93,7 +119,7 @@ class Vmhost:
         opts.update(settings)
         self.address = opts["node_api_listen"]
         self.port = int(opts["node_api_port"])
-        args = [VMHOST]
+        args = [runnable(VMHOST)]
         for k, v in opts.items():
             args += ["--set", "%s=%s" % (k, v)]
         ids = run_as()

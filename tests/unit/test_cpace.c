@@ -1,4 +1,4 @@
-/* CPace: every ristretto255 vector of draft-irtf-cfrg-cpace-21 (../shared/vectors/), read from the
+/* CPace: every ristretto255 vector of draft-irtf-cfrg-cpace-21 (tests/vectors/), read from the
  * JSON file at run time, plus the string-utility vectors, invalid points, and a full
  * initiator/responder run with matching and mismatching codes. */
 #include <errno.h>
@@ -46,7 +46,7 @@ static int setup(void **state)
 {
         json_error_t e;
 
-        vectors = json_load_file(TOTEBOX_SHARED_DIR "/vectors/cpace-testvectors.json", 0, &e);
+        vectors = json_load_file(TOTEBOX_VECTORS_DIR "/cpace-testvectors.json", 0, &e);
         assert_non_null(vectors);
         assert_int_equal(sodium_init() < 0, 0);
         return 0;

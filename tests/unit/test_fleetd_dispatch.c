@@ -696,6 +696,281 @@ static void test_inventory_overlapping_a_call_is_not_believed(void **state)
         assert_int_equal(n1->inv, INV_WANTED); /* its digest is not the heartbeat's: once more */
 }
 
+/* n1 as a node whose inventory is current: no inventory traffic unless its digest changes. */
+static void n1_quiet(struct fleetd *f, uint64_t now)
+{
+        tfu_heartbeat(&f->table, 1, 1, 16000, 10, NULL, now);
+        node_table_find(&f->table, "n1")->inv = INV_OK;
+        memcpy(node_table_find(&f->table, "n1")->inv_digest,
+               node_table_find(&f->table, "n1")->hb.inventory_digest, DIGEST_HEX_LEN + 1);
+}
+
+/* The status stored for vm_id (what a restarted fleetd would load). */
+static enum vm_status stored_status(struct fleetd *f, const char *vm_id);
+
+#define START_FAILED                                                                               \
+        "{\"type\":\"https://totebox.example/problems/start\",\"title\":\"start\",\"status\":500," \
+        "\"detail\":\"VM 'x' is defined but did not start: Could not open kernel: Permission "     \
+        "denied\"}"
+
+/* The node defined the VM and QEMU would not start it: failed at once with the node's reason,
+ * audited as vm.failed, never vm.created; its inventory (the domain defined, shut off) does not
+ * turn it into a created VM, and shows what the node observes. */
+static void test_start_failure_is_failed_with_reason(void **state)
+{
+        struct fixture *fx = *state;
+        struct fleetd *f = &fx->f;
+        uint64_t now = clock_monotonic_ms();
+        struct fleet_vm *vm;
+        char inv[512], digest[65];
+
+        n1_quiet(f, now);
+        vm = confirm_one(f, "acme");
+        fake.script[0].status = 500;
+        fake.script[0].body = START_FAILED;
+        dispatch_run_once(f, now);
+        assert_int_equal(fake.calls, 1);
+        assert_int_equal(vm->status, VM_FAILED);
+        assert_non_null(strstr(vm->reason, "could not start"));
+        assert_non_null(strstr(vm->reason, "Could not open kernel"));
+        assert_int_equal(stored_status(f, vm->id), VM_FAILED);
+        assert_int_equal(audit_count(f, "vm.failed"), 1);
+        assert_int_equal(audit_count(f, "vm.created"), 0);
+        assert_false(vm->reserved);
+        memset(digest, '7', 64);
+        digest[64] = '\0';
+        tfu_heartbeat(&f->table, 1, 2, 16000, 10, digest, now + 100);
+        snprintf(inv, sizeof(inv),
+                 "{\"node\":\"n1\",\"digest\":\"%s\",\"vms\":[{\"id\":\"%s\",\"state\":"
+                 "\"shutoff\",\"lifecycle\":\"active\"}]}",
+                 digest, vm->id);
+        fake.script[1].status = 200;
+        fake.script[1].body = inv;
+        dispatch_run_once(f, now + 100);
+        assert_int_equal(fake.calls, 2);
+        assert_int_equal(vm->status, VM_FAILED);
+        assert_string_equal(vm->observed, "shutoff");
+        assert_int_equal(audit_count(f, "vm.created"), 0);
+        assert_int_equal(stored_status(f, vm->id), VM_FAILED);
+}
+
+/* A node that answers a retry with 200 for a domain that should run and does not (the old
+ * behaviour this guards against): not a created VM. */
+static void test_held_but_not_running_is_not_created(void **state)
+{
+        struct fixture *fx = *state;
+        struct fleetd *f = &fx->f;
+        uint64_t now = clock_monotonic_ms();
+        struct fleet_vm *vm;
+
+        n1_quiet(f, now);
+        vm = confirm_one(f, "acme");
+        fake.script[0].err = -ETIMEDOUT; /* the first answer is lost */
+        fake.script[1].status = 200;
+        fake.script[1].body = "{\"state\":\"shutoff\",\"lifecycle\":\"active\"}";
+        dispatch_run_once(f, now);
+        assert_int_equal(vm->status, VM_CREATING);
+        dispatch_run_once(f, now + 1000);
+        assert_int_equal(fake.calls, 2);
+        assert_int_equal(vm->status, VM_FAILED);
+        assert_non_null(strstr(vm->reason, "'shutoff', not running"));
+        assert_int_equal(audit_count(f, "vm.created"), 0);
+        /* the node running it is a created VM, and shows as running */
+        vm = confirm_one(f, "beta");
+        fake.script[2].status = 200;
+        fake.script[2].body = "{\"state\":\"running\",\"lifecycle\":\"active\"}";
+        dispatch_run_once(f, now + 2000);
+        assert_int_equal(vm->status, VM_ACTIVE);
+        assert_string_equal(vm->observed, "running");
+}
+
+/* While a creation is retried, an inventory holding the domain shut off does not make it
+ * created; one holding it running does. */
+static void test_inventory_promotes_only_a_running_vm(void **state)
+{
+        struct fixture *fx = *state;
+        struct fleetd *f = &fx->f;
+        uint64_t now = clock_monotonic_ms();
+        struct fleet_vm *vm;
+        char inv[2][512], d0[65], d1[65];
+        char *digest[2] = {d0, d1};
+        const char *states[2] = {"shutoff", "running"};
+
+        n1_quiet(f, now);
+        vm = confirm_one(f, "acme");
+        fake.script[0].status = 503;
+        dispatch_run_once(f, now);
+        assert_int_equal(vm->status, VM_CREATING);
+        for (int i = 0; i < 2; i++) {
+                memset(digest[i], 'a' + i, 64);
+                digest[i][64] = '\0';
+                snprintf(inv[i], sizeof(inv[i]),
+                         "{\"node\":\"n1\",\"digest\":\"%s\",\"vms\":[{\"id\":\"%s\",\"state\":"
+                         "\"%s\",\"lifecycle\":\"active\"}]}",
+                         digest[i], vm->id, states[i]);
+                fake.script[1 + i].status = 200;
+                fake.script[1 + i].body = inv[i];
+                tfu_heartbeat(&f->table, 1, 2 + (uint64_t)i, 16000, 10, digest[i], now + 10);
+                vm->next_attempt_ms = UINT64_MAX; /* only the inventory speaks here */
+                dispatch_run_once(f, now + 10 + (uint64_t)i);
+                assert_int_equal(fake.calls, 2 + i);
+                assert_string_equal(fake.path[1 + i], "/v1/inventory");
+                assert_int_equal(vm->status, i == 0 ? VM_CREATING : VM_ACTIVE);
+        }
+        assert_int_equal(audit_count(f, "vm.created"), 1);
+}
+
+static int stored_find(void *ctx, const struct fleet_vm *vm)
+{
+        struct fleet_vm *want = ctx;
+
+        if (strcmp(vm->id, want->id) == 0)
+                want->status = vm->status;
+        return 0;
+}
+
+static enum vm_status stored_status(struct fleetd *f, const char *vm_id)
+{
+        struct fleet_vm want = {.status = (enum vm_status) - 1};
+
+        snprintf(want.id, sizeof(want.id), "%s", vm_id);
+        assert_int_equal(store_vm_load(f->store, stored_find, &want), 0);
+        return want.status;
+}
+
+/* An audit entry that cannot be written takes its state change with it: the outcome is either
+ * stored with its entry or not at all (what a crash between the two writes would leave). */
+static void test_outcome_and_audit_commit_together(void **state)
+{
+        struct fixture *fx = *state;
+        struct fleetd *f = &fx->f;
+        uint64_t now = clock_monotonic_ms();
+        struct fleet_vm *vm;
+
+        n1_quiet(f, now);
+        vm = confirm_one(f, "acme");
+        assert_int_equal(sqlite3_exec(f->store->db,
+                                      "CREATE TEMP TRIGGER no_created BEFORE INSERT ON main.audit"
+                                      " WHEN NEW.kind = 'vm.created'"
+                                      " BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+                                      NULL, NULL, NULL),
+                         SQLITE_OK);
+        fake.script[0].status = 201;
+        fake.script[0].body = "{}";
+        dispatch_run_once(f, now);
+        assert_int_equal(stored_status(f, vm->id), VM_CREATING); /* not active without its entry */
+        assert_int_equal(vm->status, VM_CREATING);               /* nor shown as active */
+        assert_int_equal(audit_count(f, "vm.created"), 0);
+        assert_int_equal(
+            sqlite3_exec(f->store->db, "DROP TRIGGER temp.no_created", NULL, NULL, NULL),
+            SQLITE_OK);
+        fake.script[1].status = 200; /* asked again after the backoff: recorded with its entry */
+        fake.script[1].body = "{}";
+        dispatch_run_once(f, now + 1000);
+        assert_int_equal(fake.calls, 2);
+        assert_int_equal(stored_status(f, vm->id), VM_ACTIVE);
+        assert_int_equal(vm->status, VM_ACTIVE);
+        assert_int_equal(audit_count(f, "vm.created"), 1);
+        assert_int_equal(audit_verify(f->store, &(uint64_t){0}, (char[128]){0}, 128), 0);
+}
+
+/* The real dispatcher threads, with n1 wedged (its call answers only when its 5 s bound runs
+ * out) and n2 healthy: n2's creation is delivered and recorded while n1's call is still in
+ * flight. A dispatcher that batches calls and waits for the slowest would send n2's creation
+ * only after n1's call returned. */
+static struct {
+        pthread_mutex_t mu;
+        pthread_cond_t cv;
+        struct fleetd *f;
+        char vm_b[VM_ID_MAX + 1];
+        bool n1_in_flight, n1_returned, n2_called;
+        bool n2_called_while_n1_in_flight, b_active_while_n1_in_flight;
+} wedge = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
+
+static bool wedge_b_active(void)
+{
+        struct fleet_vm *b;
+        bool active;
+
+        pthread_mutex_lock(&wedge.f->lock);
+        b = vm_table_find(wedge.f, wedge.vm_b);
+        active = b && b->status == VM_ACTIVE;
+        pthread_mutex_unlock(&wedge.f->lock);
+        return active;
+}
+
+static int wedge_call(void *ctx, const char *address, uint16_t port, const char *method,
+                      const char *path, const char *body, uint64_t timeout_ms, long *ret_status,
+                      char **ret_body)
+{
+        uint64_t bound = clock_monotonic_ms() + 5000;
+
+        (void)ctx, (void)port, (void)method, (void)path, (void)body, (void)timeout_ms;
+        if (strcmp(address, "127.1.0.2") == 0) {
+                pthread_mutex_lock(&wedge.mu);
+                wedge.n2_called = true;
+                wedge.n2_called_while_n1_in_flight = wedge.n1_in_flight && !wedge.n1_returned;
+                pthread_cond_broadcast(&wedge.cv);
+                pthread_mutex_unlock(&wedge.mu);
+                *ret_status = 201;
+                *ret_body = strdup("{\"state\":\"running\",\"lifecycle\":\"active\"}");
+                return 0;
+        }
+        pthread_mutex_lock(&wedge.mu);
+        wedge.n1_in_flight = true;
+        pthread_cond_broadcast(&wedge.cv);
+        pthread_mutex_unlock(&wedge.mu);
+        /* wedged: no answer until the bound, unless n2's creation is recorded meanwhile */
+        while (clock_monotonic_ms() < bound && !wedge_b_active())
+                usleep(1000);
+        pthread_mutex_lock(&wedge.mu);
+        wedge.b_active_while_n1_in_flight = wedge_b_active();
+        wedge.n1_returned = true;
+        pthread_cond_broadcast(&wedge.cv);
+        pthread_mutex_unlock(&wedge.mu);
+        return -ETIMEDOUT;
+}
+
+static void test_wedged_node_delays_only_itself(void **state)
+{
+        struct fixture *fx = *state;
+        struct fleetd *f = &fx->f;
+        uint64_t now = clock_monotonic_ms();
+        struct fleet_vm *a, *b;
+
+        wedge.f = f;
+        f->transport.call = wedge_call;
+        n1_quiet(f, now);
+        a = confirm_one(f, "acme");
+        assert_string_equal(a->node_id, "n1");
+        assert_int_equal(dispatch_start(f), 0);
+        pthread_mutex_lock(&wedge.mu);
+        while (!wedge.n1_in_flight)
+                pthread_cond_wait(&wedge.cv, &wedge.mu);
+        pthread_mutex_unlock(&wedge.mu);
+        /* n1's call is in flight: now a creation for the healthy n2 */
+        tfu_heartbeat(&f->table, 2, 1, 30000, 10, NULL, clock_monotonic_ms());
+        pthread_mutex_lock(&f->lock);
+        node_table_find(&f->table, "n2")->inv = INV_OK;
+        memcpy(node_table_find(&f->table, "n2")->inv_digest,
+               node_table_find(&f->table, "n2")->hb.inventory_digest, DIGEST_HEX_LEN + 1);
+        pthread_mutex_unlock(&f->lock);
+        b = confirm_one(f, "beta");
+        assert_string_equal(b->node_id, "n2");
+        snprintf(wedge.vm_b, sizeof(wedge.vm_b), "%s", b->id);
+        pthread_mutex_lock(&wedge.mu);
+        while (!wedge.n1_returned)
+                pthread_cond_wait(&wedge.cv, &wedge.mu);
+        pthread_mutex_unlock(&wedge.mu);
+        dispatch_stop(f);
+        assert_true(wedge.n2_called);
+        assert_true(wedge.n2_called_while_n1_in_flight);
+        assert_true(wedge.b_active_while_n1_in_flight);
+        a = vm_table_find(f, a->id);
+        assert_int_equal(a->status, VM_CREATING);
+        assert_non_null(strstr(a->reason, "retrying"));
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -715,6 +990,15 @@ int main(void)
                                             teardown),
             cmocka_unit_test_setup_teardown(test_inventory_overlapping_a_call_is_not_believed,
                                             setup, teardown),
+            cmocka_unit_test_setup_teardown(test_start_failure_is_failed_with_reason, setup,
+                                            teardown),
+            cmocka_unit_test_setup_teardown(test_held_but_not_running_is_not_created, setup,
+                                            teardown),
+            cmocka_unit_test_setup_teardown(test_inventory_promotes_only_a_running_vm, setup,
+                                            teardown),
+            cmocka_unit_test_setup_teardown(test_outcome_and_audit_commit_together, setup,
+                                            teardown),
+            cmocka_unit_test_setup_teardown(test_wedged_node_delays_only_itself, setup, teardown),
         };
 
         log_init("test", LOG_LEVEL_ERROR);

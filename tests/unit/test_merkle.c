@@ -1,4 +1,4 @@
-/* Unit tests for common/merkle: the RFC 6962/9162 vectors in shared/vectors/merkle-vectors.txt
+/* Unit tests for common/merkle: the RFC 6962/9162 vectors in tests/vectors/merkle-vectors.txt
  * (single hashes, roots, inclusion and consistency proofs, generated and verified), all 196
  * golden probes of merkle-golden-probes.json (positive and negative), and the frontier against
  * the recursive definition for every size up to 300. */
@@ -17,8 +17,8 @@
 
 #include "common/merkle.h"
 
-#define VECTORS_TXT   TOTEBOX_SHARED_DIR "/vectors/merkle-vectors.txt"
-#define VECTORS_PROBE TOTEBOX_SHARED_DIR "/vectors/merkle-golden-probes.json"
+#define VECTORS_TXT   TOTEBOX_VECTORS_DIR "/merkle-vectors.txt"
+#define VECTORS_PROBE TOTEBOX_VECTORS_DIR "/merkle-golden-probes.json"
 #define MAX_LEAVES    8
 
 static void hex_decode32(const char *hex, merkle_hash out)

@@ -1,0 +1,345 @@
+"""The F9 panel driven in Debian's Chromium through Debian's ChromeDriver and Selenium.
+
+Used by tests/integration/test_panel_browser.py, which starts the daemons and passes in two
+callbacks for what happens outside the browser: `settle(vm, node)` once the agent reported (the
+harness waits until the guest's file system is on the disk image) and `tamper(vm, node)` once
+the VM is suspended (the harness changes the vault disk offline). Every step asserts on the
+page's content and keeps a full-page screenshot under tests/browser/artifacts/; a failed step
+raises with the page's text and keeps a screenshot named fail-*.
+
+The browser's own dialogs (the panel asks before every lifecycle action) are answered here, not
+by the driver: each is recorded in `self.dialogs` as "confirm: text" or "alert: text" and
+accepted, so a step can check what it was asked and that no error was shown.
+"""
+import base64
+import os
+import re
+import shutil
+import tempfile
+import time
+
+from selenium import webdriver
+from selenium.common.exceptions import (NoAlertPresentException, NoSuchElementException,
+                                        StaleElementReferenceException,
+                                        UnexpectedAlertPresentException, WebDriverException)
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+
+ARTIFACTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "artifacts")
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
+# This machine's network is closed: without these Chromium keeps opening connections that are
+# refused, many at a time, and looks up Google's hosts at every start.
+CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--window-size=1280,900"]
+
+
+class StepFailed(AssertionError):
+    pass
+
+
+def check(cond, what):
+    if not cond:
+        raise StepFailed("assertion failed: %s" % what)
+
+
+class Browser:
+    """One headless Chromium with a fresh profile; ends it (and its profile) on close()."""
+
+    def __init__(self):
+        os.makedirs(ARTIFACTS, exist_ok=True)
+        self.profile = tempfile.mkdtemp(prefix="tbx-chromium-")
+        opts = webdriver.ChromeOptions()
+        opts.binary_location = CHROMIUM
+        for flag in CHROMIUM_FLAGS + ["--user-data-dir=" + self.profile]:
+            opts.add_argument(flag)
+        # Dialogs stay open until this module answers them (see accept_dialogs).
+        opts.set_capability("unhandledPromptBehavior", "ignore")
+        opts.set_capability("goog:loggingPrefs", {"browser": "SEVERE"})
+        self.driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+        self.dialogs = []
+        self.t0 = time.monotonic()
+
+    def close(self):
+        try:
+            self.driver.quit()
+        finally:
+            shutil.rmtree(self.profile, ignore_errors=True)
+
+    def log(self, msg):
+        print("[%.1fs] %s" % (time.monotonic() - self.t0, msg), flush=True)
+
+    # --- dialogs and waiting -------------------------------------------------------------
+
+    def accept_dialogs(self):
+        """Records and accepts every open dialog (confirm or alert)."""
+        while True:
+            try:
+                alert = self.driver.switch_to.alert
+                text = alert.text
+            except NoAlertPresentException:
+                return
+            # WebDriver does not say which kind a dialog is: the panel's confirmations read
+            # "<verb> <vm>?" (panel/app.js), anything else is an alert (an error shown).
+            kind = "confirm" if re.match(r"^\w+ \S+\?( |$)", text) else "alert"
+            self.dialogs.append("%s: %s" % (kind, text))
+            alert.accept()
+
+    def until(self, fn, timeout, what):
+        """Polls fn until it returns a truthy value; raises with the last value after timeout.
+        A re-rendered element (stale) or an open dialog is retried, as a person would."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while True:
+            self.accept_dialogs()
+            try:
+                last = fn()
+                if last:
+                    return last
+            except (StaleElementReferenceException, NoSuchElementException, IndexError,
+                    UnexpectedAlertPresentException) as e:
+                last = "%s: %s" % (type(e).__name__, e)
+            if time.monotonic() > deadline:
+                raise StepFailed("timed out after %d s waiting for %s (last: %r)"
+                                 % (timeout, what, last))
+            time.sleep(0.25)
+
+    # --- queries (each looks the element up afresh: the panel re-renders live) -------------
+
+    def all(self, sel):
+        return self.driver.find_elements(By.CSS_SELECTOR, sel)
+
+    def one(self, sel):
+        return self.driver.find_element(By.CSS_SELECTOR, sel)
+
+    def count(self, sel):
+        return len(self.all(sel))
+
+    def text(self, sel):
+        found = self.all(sel)
+        return found[0].text if found else ""
+
+    def visible(self, sel):
+        found = self.all(sel)
+        return bool(found) and found[0].is_displayed()
+
+    def cells(self, row_sel):
+        return [td.text for td in self.all(row_sel + " td")]
+
+    def attr(self, sel, name):
+        found = self.all(sel)
+        return found[0].get_attribute(name) if found else None
+
+    def wait_visible(self, sel, timeout=10, visible=True):
+        self.until(lambda: self.visible(sel) == visible, timeout,
+                   "%s to be %s" % (sel, "visible" if visible else "hidden"))
+
+    # --- actions -------------------------------------------------------------------------
+
+    def click(self, sel):
+        self.until(lambda: self.one(sel).click() or True, 10, "a click on %s" % sel)
+
+    def fill(self, sel, value):
+        el = self.one(sel)
+        el.clear()
+        el.send_keys(value)
+
+    def press(self, key):
+        ActionChains(self.driver).send_keys(key).perform()
+
+    def shot(self, name):
+        """A full-page screenshot through the DevTools protocol (WebDriver's is viewport-only)."""
+        png = self.driver.execute_cdp_cmd("Page.captureScreenshot",
+                                          {"format": "png", "captureBeyondViewport": True})
+        with open(os.path.join(ARTIFACTS, name + ".png"), "wb") as f:
+            f.write(base64.b64decode(png["data"]))
+
+    def step(self, name, fn):
+        self.log("step " + name)
+        try:
+            fn()
+        except (StepFailed, WebDriverException) as e:
+            try:
+                self.accept_dialogs()
+                self.shot("fail-" + name)
+                body = self.text("body")
+            except WebDriverException:
+                body = ""
+            raise StepFailed("step '%s' failed: %s\n--- page text ---\n%s" % (name, e, body))
+        self.accept_dialogs()
+        self.shot(name)
+
+
+def run_panel(url, token, image, settle, tamper, entity="acme"):
+    """Every step of the panel test; returns (vm_id, node_id)."""
+    b = Browser()
+    try:
+        return _steps(b, url, token, image, entity, settle, tamper)
+    finally:
+        for entry in b.driver.get_log("browser"):
+            b.log("browser console: %s" % entry.get("message"))
+        b.close()
+
+
+def _steps(b, url, token, image, entity, settle, tamper):
+    state = {}
+
+    def login_refused():
+        b.driver.get(url)
+        b.wait_visible("#login-form")
+        check(not b.visible("#main-view"), "the fleet is hidden before login")
+        b.fill("#token", "tbx_" + "A" * 43)
+        b.click("#login-form button[type=submit]")
+        b.until(lambda: re.search("not valid", b.text("#login-error")), 5, "the refusal")
+        check(not b.visible("#main-view"), "a wrong token shows nothing")
+
+    def nodes():
+        b.fill("#token", token)
+        b.click("#login-form button[type=submit]")
+        b.wait_visible("#main-view")
+        # The roster: the controller's own entry (no vmhost), n1 and n2 (real vmhosts), n3 (none).
+        b.until(lambda: b.count("#nodes tbody tr") == 4, 10, "four roster nodes")
+        for nid in ("n1", "n2"):
+            row = "#nodes tr[data-node=%s]" % nid
+            c = b.until(lambda: (lambda c: len(c) > 6 and c[2] == "alive" and c)(b.cells(row)),
+                        20, "node %s alive" % nid)
+            check(re.match(r"^\d+\.\d % of \d+$", c[3]), "%s CPU shown (%s)" % (nid, c[3]))
+            check(re.match(r"^\d+ MiB of \d+ MiB$", c[4]), "%s RAM shown (%s)" % (nid, c[4]))
+            check(c[6].endswith("ago"), "%s heartbeat age shown (%s)" % (nid, c[6]))
+        n3 = b.cells("#nodes tr[data-node=n3]")
+        check(n3[2] == "unseen" and n3[6] == "never", "n3 (no vmhost) is unseen (%s)" % n3)
+        check(b.cells("#nodes tr[data-node=ctl]")[1] == "cloud", "the controller's role")
+        # The view updates live: the heartbeat age of n1 changes without any action.
+        first = b.cells("#nodes tr[data-node=n1]")[6]
+        b.until(lambda: b.cells("#nodes tr[data-node=n1]")[6] != first, 10,
+                "the heartbeat age to change")
+        check(re.search("ok|waiting", b.text("#fleet-health")), "fleet health shown")
+
+    def create_form():
+        check(not b.visible("#create"), "the form starts closed")
+        b.click("#new-vm")
+        b.wait_visible("#create")
+        b.click("#create-cancel")
+        b.wait_visible("#create", visible=False)
+        b.press(Keys.F9)
+        b.wait_visible("#create")
+        focused = b.driver.execute_script("return document.activeElement.name")
+        check(focused == "entity", "F9 focuses the entity (%s)" % focused)
+        for name, value in (("entity", entity), ("memory_mib", "256"), ("vcpus", "1"),
+                            ("image", image), ("vault_disk_mib", "64")):
+            b.fill("#plan-form [name=%s]" % name, value)
+
+    def plan():
+        b.click("#plan-form button[type=submit]")
+        b.wait_visible("#plan")
+        summary = b.text("#plan-summary")
+        m = re.search(r"Chosen node: (n[12])\b", summary)
+        check(m, "a chosen node in the summary (%s)" % summary)
+        state["node"] = m.group(1)
+        check("expires" in summary and re.search(r"\d{4}-\d\d-\d\dT", summary),
+              "the expiry (%s)" % summary)
+        check(b.count("#candidates tbody tr") == 4, "every node is a candidate")
+        chosen = b.cells("#candidates tr[data-candidate=%s]" % state["node"])
+        check("chosen" in chosen[0] and "MiB" in chosen[1], "the chosen row (%s)" % chosen)
+        for nid in ("ctl", "n1", "n2", "n3"):
+            c = b.cells("#candidates tr[data-candidate=%s]" % nid)
+            check(re.search(r"\S+: \S+", c[3]), "candidate %s has a verdict and a reason (%s)"
+                  % (nid, c[3]))
+        check("chosen" not in b.cells("#candidates tr[data-candidate=n3]")[0],
+              "the unseen node is not chosen")
+        check("512 MiB" in b.text("#plan-margin"), "the safety margin")
+        check(not b.one("#plan-confirm").is_enabled(), "confirm needs the acknowledgement")
+        check(b.count("#vms tbody tr") == 0, "a plan creates nothing")
+
+    def vm_active():
+        if not b.one("#plan-ack").is_selected():
+            b.click("#plan-ack")
+        check(b.one("#plan-confirm").is_enabled(), "acknowledged: confirm enabled")
+        b.click("#plan-confirm")
+        b.until(lambda: b.count("#vms tbody tr") == 1, 10, "the VM row")
+        vm = b.attr("#vms tbody tr", "data-vm")
+        check(vm and vm.startswith("tbx-%s-" % entity), "the VM id (%s)" % vm)
+        state["vm"] = vm
+        b.until(lambda: (lambda c: len(c) > 3 and c[3].startswith("active")
+                         and c[2] == state["node"])(b.cells("#vms tbody tr")),
+                90, "the VM to become active on the chosen node")
+        check("vm.confirmed" in b.text("#audit tbody"), "the confirmation is in the audit record")
+
+    def row():
+        return '#vms tr[data-vm="%s"]' % state["vm"]
+
+    def integrity_ok():
+        b.until(lambda: (lambda c: len(c) > 5 and c[5] == "ok" and "running" in c[3])(
+            b.cells(row())), 120, "the agent's first report (integrity ok)")
+        b.until(lambda: "integrity: ok" in b.text("#fleet-health"), 10, "a green badge")
+        check(re.search(r"\bok\b", b.attr("#fleet-health", "class")), "badge is green")
+        check(not b.visible("#misplaced-banner"), "no misplaced banner")
+
+    def verified():
+        check(b.count(row() + " button[data-action=resume]") == 0, "no resume on an active VM")
+        before = len(b.dialogs)
+        b.click(row() + " button[data-action=verify]")
+        b.until(lambda: re.search(r"verified .*\(request, ", b.text(row() + " .verification")),
+                60, "the requested verification's result on the VM")
+        check(len(b.dialogs) == before,
+              "verify asked nothing and showed no error (%s)" % b.dialogs[before:])
+        b.until(lambda: b.count("#audit tr[data-kind='vm.verified']") >= 1, 10,
+                "the verification in the audit record")
+
+    def suspended():
+        b.click(row() + " button[data-action=suspend]")
+        b.until(lambda: (lambda c: len(c) > 4 and c[4] == "suspended" and "saved" in c[3])(
+            b.cells(row())), 60, "the VM to be suspended (managed save)")
+        check(any(d.startswith("confirm: suspend %s" % state["vm"]) for d in b.dialogs),
+              "the action asked for confirmation (%s)" % b.dialogs)
+        check(not any(d.startswith("alert") for d in b.dialogs), "no error shown (%s)" % b.dialogs)
+
+    def resumed():
+        resume = row() + " button[data-action=resume]"
+        b.until(lambda: b.count(resume) == 1 and b.cells(row())[2] == state["node"]
+                and b.cells("#nodes tr[data-node=%s]" % state["node"])[2] == "alive", 30,
+                "the node back after its vmhost restarted")
+        b.click(resume)
+        b.until(lambda: (lambda c: c[4] == "active" and "running" in c[3])(b.cells(row())), 60,
+                "the VM resumed (running, active)")
+
+    def mismatch():
+        b.until(lambda: "mismatch" in b.cells(row())[5], 120, "the integrity mismatch on the VM")
+        check("highlight-mismatch" in b.attr(row(), "class"), "the VM row is highlighted")
+        check(b.count(row() + " .integrity-mismatch") == 1, "the mismatch badge in the row")
+        title = b.all(row() + " td")[5].get_attribute("title")
+        check("unrecorded-file" in title, "the mismatch kind on the VM (%s)" % title)
+        shown = b.cells(row())[5]
+        check(re.search(r"unrecorded-file assets/smuggled\.bin", shown),
+              "the mismatch named in the row (%s)" % shown)
+        audit = "#audit tr[data-kind='integrity.mismatch']"
+        b.until(lambda: b.count(audit) == 1, 10, "the audit entry")
+        check("highlight-mismatch" in b.attr(audit, "class"), "the audit entry is highlighted")
+        entry = b.text(audit)
+        check(state["vm"] in entry and re.search(r"unrecorded-file assets/smuggled\.bin", entry),
+              "the audit entry names the VM and the mismatch (%s)" % entry)
+        b.until(lambda: "MISMATCH" in b.text("#fleet-health"), 10, "the badge")
+        check(re.search(r"\bbad\b", b.attr("#fleet-health", "class")), "the badge is red")
+        color = b.driver.execute_script("return getComputedStyle(arguments[0]).backgroundColor",
+                                        b.one("#fleet-health"))
+        check(color == "rgb(179, 38, 30)", "the badge's colour (%s)" % color)
+
+    b.step("01-login-refused", login_refused)
+    b.step("02-nodes", nodes)
+    b.step("03-create-form", create_form)
+    b.step("04-plan", plan)
+    b.step("05-vm-active", vm_active)
+    b.step("06-integrity-ok", integrity_ok)
+    b.step("06b-verified", verified)
+    settle(state["vm"], state["node"])
+    b.step("07-suspended", suspended)
+    # The harness stops the node's vmhost, discards the saved RAM (so the guest boots cold and
+    # reads its disk), smuggles a file into the vault's sealed assets, and restarts vmhost.
+    tamper(state["vm"], state["node"])
+    b.step("08-resumed", resumed)
+    b.step("09-mismatch", mismatch)
+    b.log("all steps passed (VM %s on %s)" % (state["vm"], state["node"]))
+    return state["vm"], state["node"]
