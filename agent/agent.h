@@ -2,6 +2,7 @@
  * entry per sealed record), sealing, full verification, the host channel and reports. One file
  * per concern; see docs/agent.md for the formats and the design. */
 #pragma once
+#include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -21,6 +22,9 @@
 #define AGENT_REPORT_MISMATCH 48    /* sent in one report line (65536 bytes at most) */
 #define CHANNEL_LINE_MAX      65536
 #define CHANNEL_ID_MAX        128
+/* What vault_open_regular returns for a path that exists but is not a regular file (a FIFO, a
+ * device, a directory): no open(2) or fstat(2) returns it, so it cannot be mistaken. */
+#define AGENT_ENOTREG EMEDIUMTYPE
 
 /* ---- configuration (config.c) ---- */
 struct agent_config {
@@ -85,30 +89,72 @@ int ledger_entry_format(const struct ledger_entry *e, char *buf, size_t size);
 void ledger_line_hash(const char *line, size_t len, uint8_t ret[32]);
 /* Asset paths are "assets/NAME" with NAME of [A-Za-z0-9._-], no leading dot. */
 bool ledger_path_valid(const char *path);
+/* The path rule of an entry: "assets/" + its own seq as "%08" PRIu64 + "-" + NAME, so no two
+ * entries can name one asset and an asset's name says which entry recorded it. */
+bool ledger_path_matches_seq(const char *path, uint64_t seq);
 
+/* What full verification keeps of an entry that parsed (the path index): about 60 bytes plus
+ * the path, where a struct ledger_entry is about 400. Lines that do not parse keep nothing. */
+struct ledger_record {
+        uint64_t seq;
+        uint64_t size;
+        uint64_t line; /* 0-based line index in the file */
+        uint8_t hash[AGENT_HASH_LEN];
+        uint32_t path_off; /* into ledger.paths: "assets/..." NUL-terminated */
+        uint8_t protect;   /* enum ledger_protect */
+};
+
+#define LEDGER_MARKS 4
+
+/* Two uses. The daemon's copy (seq_only) keeps every line's leaf hash and sequence number, for
+ * consistency proofs (40 bytes a line). Full verification keeps no per-line array at all: the
+ * records of entries that parsed, the Merkle frontier, and the roots at the sizes it asked for
+ * with ledger_mark() before loading; so its memory is bounded by the tree's frontier and the path
+ * index, not by the ledger's length. */
 struct ledger {
-        struct ledger_entry *entries; /* parsed lines (a bad line: seq 0); NULL when seq_only */
-        uint64_t *seqs;               /* seq_only: just the sequence numbers */
-        bool seq_only;                /* the daemon's copy: leaves and seqs, no entries */
-        merkle_hash *leaves;          /* one per line, over the line's exact bytes */
-        size_t n, cap;
+        struct ledger_record *recs; /* verification: entries that parsed, in file order */
+        size_t nrecs, recs_cap;
+        char *paths; /* the records' paths */
+        size_t paths_len, paths_cap;
+        uint64_t *seqs;      /* seq_only: one per kept line (0: did not parse) */
+        bool seq_only;       /* the daemon's copy: leaves and seqs */
+        merkle_hash *leaves; /* seq_only: one per kept line, over the line's exact bytes */
+        size_t n, cap;       /* n: lines; cap: of seqs/leaves */
+        /* seq_only: the first kept lines (kept <= n); lines from keep_max on are not kept, so
+         * a hostile ledger past the signed head costs the daemon nothing per line either */
+        size_t kept;
+        uint64_t keep_max;
         struct merkle_frontier frontier;
+        uint64_t mark_size[LEDGER_MARKS]; /* roots remembered while loading */
+        merkle_hash mark_root[LEDGER_MARKS];
+        size_t nmarks;
+        /* set before loading: lines from signed_size on are reported `unsigned` (UINT64_MAX:
+         * no valid signed head to compare with); pending_leaf: an interrupted seal's line */
+        uint64_t signed_size;
+        bool have_pending;
+        merkle_hash pending_leaf[2];
+        uint64_t first_immutable_line; /* UINT64_MAX: no entry says "immutable" */
         uint8_t last_line_hash[32];
-        uint64_t next_seq; /* one above the highest sequence seen */
-        uint64_t bytes;    /* sum of recorded sizes */
-        bool ends_clean;   /* empty or ends with a newline */
+        uint64_t next_seq;  /* one above the highest sequence seen */
+        uint64_t bytes;     /* sum of recorded sizes */
+        uint64_t file_size; /* bytes of the file as loaded and appended to */
+        bool ends_clean;    /* empty or ends with a newline */
         bool exists;
 };
 
 void ledger_init(struct ledger *l);
 uint64_t ledger_seq_at(const struct ledger *l, size_t i);
+const char *ledger_record_path(const struct ledger *l, const struct ledger_record *r);
 void ledger_done(struct ledger *l);
+/* Asks for the root at size to be kept while loading (at most LEDGER_MARKS sizes). */
+void ledger_mark(struct ledger *l, uint64_t size);
 /* Reads the ledger file at path. Structural problems become mismatches (edited, deleted,
- * reordered, truncated); only an unreadable file is an error (-errno). */
+ * reordered, truncated, unsigned); an unreadable file is an error (-errno, AGENT_ENOTREG). */
 int ledger_load(struct ledger *l, const char *path, struct mismatch_list *mm);
 /* Adds one formatted line (already written to disk) to the in-memory ledger: O(log n). */
 int ledger_push(struct ledger *l, const struct ledger_entry *e, const char *line, size_t len);
-void ledger_root(const struct ledger *l, uint64_t size, merkle_hash ret);
+/* The root of the first size lines: 0, or -ENOENT when neither kept leaves nor a mark has it. */
+int ledger_root(const struct ledger *l, uint64_t size, merkle_hash ret);
 
 /* ---- the vault on disk (vault.c) ---- */
 struct vault {
@@ -116,7 +162,9 @@ struct vault {
         int dir_fd, inbox_fd, assets_fd, ledger_dir_fd, state_fd;
         int ledger_fd; /* O_APPEND writer; -1 in read-only mode */
         bool read_only;
-        bool ledger_append_only; /* FS_APPEND_FL is set on the ledger */
+        bool ledger_append_only; /* FS_APPEND_FL is set on the ledger (as found, not vault.json) */
+        uid_t owner_uid;         /* the owner of the state directory: everything is the agent's */
+        gid_t owner_gid;
         bool have_key;
         uint8_t pk[STH_PUBLIC_KEY_LEN];
         uint8_t sk[STH_SECRET_KEY_LEN];
@@ -124,6 +172,12 @@ struct vault {
         bool have_sth;
         struct ledger ledger;
         bool intent_pending; /* a seal intent is stored and not yet resolved */
+        /* The trust anchor: every line of the in-memory ledger is covered by the stored signed
+         * tree head or was appended by this agent. Only then is a head stored or a record
+         * sealed; otherwise head_why says why, and the old head is kept as evidence. */
+        bool head_ok;
+        bool head_one_past; /* exactly one line past the head: maybe an interrupted seal's */
+        char head_why[200];
 };
 
 /* Opens (and in writable mode creates) the skeleton, the key and the ledger. key_file "" means
@@ -131,13 +185,28 @@ struct vault {
 int vault_open(struct vault *v, const char *dir, const char *key_file, bool read_only,
                struct mismatch_list *mm, char *err, size_t errlen);
 void vault_close(struct vault *v);
-/* Signs a tree head over the whole ledger now; stores it when store is true. */
+/* Signs a tree head over the whole ledger now; stores it when store is true. Storing is
+ * refused (-ENOTRECOVERABLE) unless head_ok: a ledger inconsistent with the last signed head is
+ * evidence, never covered by a new head. */
 int vault_sign_sth(struct vault *v, uint64_t time_ms, bool store, struct sth *ret);
+/* The head a report carries: a fresh one (stored) when head_ok, else the stored head unchanged,
+ * else an unstored head of the empty tree. */
+int vault_report_sth(struct vault *v, uint64_t time_ms, struct sth *ret);
+/* Checks the in-memory ledger against the stored signed head; sets head_ok / head_why. */
+void vault_check_head(struct vault *v);
+/* openat(dir_fd, name, flags | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC) that never blocks on a FIFO
+ * or a device and returns only a regular file: fd, -errno, or -AGENT_ENOTREG. */
+int vault_open_regular(int dir_fd, const char *name, int flags);
+/* strerror(-r), with "not a regular file" for -AGENT_ENOTREG. */
+const char *agent_strerror(int r);
 /* Best effort: sets FS_IMMUTABLE_FL (or FS_APPEND_FL) on fd. 0 when set. */
 int vault_set_flag(int fd, int flag);
 int vault_get_flags(int fd, int *ret_flags);
 /* Reads DIR/.totebox-agent/sth.json into s (signature unchecked). */
 int vault_sth_load(int state_fd, struct sth *s);
+/* The tree-head loader's parser (sth.json's text, strict keys and types); exposed for fuzzing. */
+int vault_sth_parse(const char *buf, size_t len, struct sth *ret);
+int vault_sth_format(const struct sth *s, char *buf, size_t size);
 /* Writes a small file in the state directory atomically and durably (temporary name, fsync,
  * rename, fsync of the directory). */
 int vault_write_state(int state_fd, const char *name, const void *data, size_t len, mode_t mode);
@@ -162,11 +231,16 @@ void agent_fault_point(const char *point);
 struct seal_intent {
         struct ledger_entry e; /* protect is decided after the move; stored as "immutable" */
         char inbox[256];       /* the record's name in the inbox */
+        uint8_t signature[64]; /* the vault key's, over the first two lines (intent_load checks) */
+        size_t signed_len;
 };
 
-int intent_store(int state_fd, const struct seal_intent *in);
-/* -ENOENT when there is none, -EINVAL when it does not parse. */
-int intent_load(int state_fd, struct seal_intent *ret);
+int intent_store(int state_fd, const struct seal_intent *in, const uint8_t sk[STH_SECRET_KEY_LEN]);
+/* -ENOENT when there is none, -EINVAL when it does not parse, -AGENT_ENOTREG, -EKEYREJECTED
+ * when pk (NULL: no key to check with) did not sign it. */
+int intent_load(int state_fd, const uint8_t *pk, struct seal_intent *ret);
+/* The intent file's parser (exposed for fuzzing). */
+int intent_parse(const char *buf, size_t len, struct seal_intent *ret);
 int intent_remove(int state_fd);
 /* Renames an intent that cannot be acted on to intent.bad (kept as evidence). */
 int intent_set_aside(int state_fd);
@@ -188,6 +262,8 @@ int seal_protect(int fd, struct ledger_entry *e);
  * in-memory ledger. from > 0 completes a torn line this agent started. */
 int seal_append_line(struct vault *v, const struct ledger_entry *e, const char *line, size_t len,
                      size_t from);
+/* Signs and stores a tree head over the in-memory ledger (refused unless head_ok). */
+int seal_store_head(struct vault *v);
 /* Completes or abandons a seal cut short by a crash (recover.c); called before every inbox pass.
  * Notes what it did in log (kinds "seal-recovered", "seal-abandoned", "seal-failed"). */
 int seal_recover(struct vault *v, struct mismatch_list *log);

@@ -47,13 +47,20 @@ static int verify_parse_sth(const char *path, struct sth *s)
         int fd, r;
 
         snprintf(dir, sizeof(dir), "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".");
-        if (strcmp(name, "sth.json") != 0)
+        if (strcmp(name, "sth.json") != 0) {
+                fprintf(stderr,
+                        "totebox-agent verify: --trusted-sth '%s': not a file named "
+                        "sth.json\n",
+                        path);
                 return -EINVAL;
+        }
         fd = open(dir[0] ? dir : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd < 0)
-                return -errno;
-        r = vault_sth_load(fd, s);
-        close(fd);
+        r = fd < 0 ? -errno : vault_sth_load(fd, s); /* a regular file only, never blocking */
+        if (fd >= 0)
+                close(fd);
+        if (r < 0)
+                fprintf(stderr, "totebox-agent verify: --trusted-sth '%s': %s\n", path,
+                        r == -EINVAL ? "not a signed tree head" : agent_strerror(r));
         return r;
 }
 
@@ -203,6 +210,16 @@ int agent_cmd_seal(int argc, char **argv)
                 fprintf(stderr, "totebox-agent seal: %s\n", err);
         } else {
                 r = seal_scan_inbox(&v, UINT64_MAX / 2, &sr, &log);
+                if (r == -ENOTRECOVERABLE || (r == 0 && !v.head_ok))
+                        fprintf(stderr,
+                                "totebox-agent seal: the ledger does not verify against the last "
+                                "signed tree head (%s); nothing sealed, the head is kept\n",
+                                v.head_why);
+                else if (r == -EUCLEAN)
+                        fprintf(stderr, "totebox-agent seal: the ledger does not end with a "
+                                        "newline; nothing sealed\n");
+                else if (r < 0)
+                        fprintf(stderr, "totebox-agent seal: %s\n", agent_strerror(r));
                 if (r == 0)
                         r = vault_sign_sth(&v, clock_realtime_ms(), true, &s);
                 for (size_t i = 0; i < log.n; i++)

@@ -45,6 +45,14 @@ bool ledger_path_valid(const char *path)
         return true;
 }
 
+bool ledger_path_matches_seq(const char *path, uint64_t seq)
+{
+        char prefix[40];
+        int n = snprintf(prefix, sizeof(prefix), "assets/%08" PRIu64 "-", seq);
+
+        return ledger_path_valid(path) && strncmp(path, prefix, (size_t)n) == 0;
+}
+
 int ledger_entry_format(const struct ledger_entry *e, char *buf, size_t size)
 {
         char hash[2 * AGENT_HASH_LEN + 1], prev[65], sup[24];
@@ -103,6 +111,11 @@ static int ledger_get_fields(const json_t *o, struct ledger_entry *e, struct jso
                 return r;
         if (!ledger_path_valid(e->path))
                 return json_input_fail(err, "field 'path' ('%s') is not an asset path", e->path);
+        if (!ledger_path_matches_seq(e->path, e->seq))
+                return json_input_fail(err,
+                                       "field 'path' ('%.64s') does not start with "
+                                       "'assets/%08" PRIu64 "-', the entry's own sequence number",
+                                       e->path, e->seq);
         if (strcmp(protect, "immutable") == 0)
                 e->protect = LEDGER_PROTECT_IMMUTABLE;
         else if (strcmp(protect, "read-only") == 0)
@@ -232,7 +245,7 @@ int ledger_entry_parse_canonical(const char *line, size_t len, struct ledger_ent
         p = q ? q : ledger_lit(p, end, "read-only\"");
         p = ledger_hex(ledger_lit(p, end, ",\"prev\":\""), end, e.prev, 32);
         p = ledger_lit(p, end, "}");
-        if (p != end || e.seq < 1 || !ledger_path_valid(e.path) ||
+        if (p != end || e.seq < 1 || !ledger_path_matches_seq(e.path, e.seq) ||
             (e.supersedes && e.supersedes >= e.seq))
                 return -EINVAL;
         for (const char *t = e.time; *t; t++)
@@ -259,6 +272,9 @@ void ledger_init(struct ledger *l)
         merkle_frontier_init(&l->frontier);
         l->next_seq = 1;
         l->ends_clean = true;
+        l->signed_size = UINT64_MAX;
+        l->first_immutable_line = UINT64_MAX;
+        l->keep_max = UINT64_MAX;
 }
 
 void ledger_done(struct ledger *l)
@@ -268,7 +284,8 @@ void ledger_done(struct ledger *l)
         if (!l)
                 return;
         seq_only = l->seq_only;
-        free(l->entries);
+        free(l->recs);
+        free(l->paths);
         free(l->seqs);
         free(l->leaves);
         ledger_init(l);
@@ -277,31 +294,73 @@ void ledger_done(struct ledger *l)
 
 uint64_t ledger_seq_at(const struct ledger *l, size_t i)
 {
-        return l->seq_only ? l->seqs[i] : l->entries[i].seq;
+        return l->seq_only && i < l->kept ? l->seqs[i] : 0;
+}
+
+const char *ledger_record_path(const struct ledger *l, const struct ledger_record *r)
+{
+        return l->paths + r->path_off;
+}
+
+void ledger_mark(struct ledger *l, uint64_t size)
+{
+        for (size_t i = 0; i < l->nmarks; i++)
+                if (l->mark_size[i] == size)
+                        return;
+        if (l->nmarks < LEDGER_MARKS)
+                l->mark_size[l->nmarks++] = size;
 }
 
 static int ledger_grow(struct ledger *l)
 {
         size_t cap = l->cap ? l->cap * 2 : 256;
-        struct ledger_entry *e;
+        uint64_t *q;
         merkle_hash *h;
 
-        if (l->seq_only) {
-                uint64_t *q = realloc(l->seqs, cap * sizeof(*q));
-                if (!q)
-                        return -ENOMEM;
-                l->seqs = q;
-        } else {
-                e = realloc(l->entries, cap * sizeof(*e));
-                if (!e)
-                        return -ENOMEM;
-                l->entries = e;
-        }
+        q = realloc(l->seqs, cap * sizeof(*q));
+        if (!q)
+                return -ENOMEM;
+        l->seqs = q;
         h = realloc(l->leaves, cap * sizeof(*h));
         if (!h)
                 return -ENOMEM;
         l->leaves = h;
         l->cap = cap;
+        return 0;
+}
+
+/* The path index: one compact record per entry that parsed. */
+static int ledger_add_record(struct ledger *l, const struct ledger_entry *e)
+{
+        size_t plen = strlen(e->path) + 1;
+
+        if (l->nrecs == l->recs_cap) {
+                size_t cap = l->recs_cap ? l->recs_cap * 2 : 256;
+                struct ledger_record *r = realloc(l->recs, cap * sizeof(*r));
+                if (!r)
+                        return -ENOMEM;
+                l->recs = r;
+                l->recs_cap = cap;
+        }
+        if (l->paths_len + plen > l->paths_cap) {
+                size_t cap = l->paths_cap ? l->paths_cap * 2 : 8192;
+                char *p;
+
+                while (cap < l->paths_len + plen)
+                        cap *= 2;
+                if (cap > UINT32_MAX || !(p = realloc(l->paths, cap)))
+                        return -ENOMEM;
+                l->paths = p;
+                l->paths_cap = cap;
+        }
+        memcpy(l->paths + l->paths_len, e->path, plen);
+        l->recs[l->nrecs++] = (struct ledger_record){.seq = e->seq,
+                                                     .size = e->size,
+                                                     .line = l->n,
+                                                     .path_off = (uint32_t)l->paths_len,
+                                                     .protect = (uint8_t)e->protect};
+        memcpy(l->recs[l->nrecs - 1].hash, e->hash, AGENT_HASH_LEN);
+        l->paths_len += plen;
         return 0;
 }
 
@@ -312,16 +371,25 @@ static int ledger_add_hashed(struct ledger *l, const struct ledger_entry *e, con
 {
         int r;
 
-        if (l->n == l->cap && (r = ledger_grow(l)) < 0)
+        if (l->seq_only) {
+                if (l->kept == l->n && l->n < l->keep_max) {
+                        if (l->kept == l->cap && (r = ledger_grow(l)) < 0)
+                                return r;
+                        l->seqs[l->kept] = e->seq;
+                        memcpy(l->leaves[l->kept++], leaf, MERKLE_HASH_LEN);
+                }
+        } else if (e->seq && (r = ledger_add_record(l, e)) < 0) {
                 return r;
-        if (l->seq_only)
-                l->seqs[l->n] = e->seq;
-        else
-                l->entries[l->n] = *e;
-        memcpy(l->leaves[l->n], leaf, MERKLE_HASH_LEN);
+        }
+        if (e->seq && e->protect == LEDGER_PROTECT_IMMUTABLE &&
+            l->first_immutable_line == UINT64_MAX)
+                l->first_immutable_line = l->n;
         merkle_frontier_append(&l->frontier, leaf);
         memcpy(l->last_line_hash, line_hash, 32);
         l->n++;
+        for (size_t i = 0; i < l->nmarks; i++)
+                if (l->mark_size[i] == l->n)
+                        merkle_frontier_root(&l->frontier, l->mark_root[i]);
         if (e->seq >= l->next_seq)
                 l->next_seq = e->seq + 1;
         l->bytes += e->size;
@@ -335,15 +403,26 @@ int ledger_push(struct ledger *l, const struct ledger_entry *e, const char *line
 
         merkle_leaf_hash((const uint8_t *)line, len, leaf);
         ledger_line_hash(line, len, h);
+        l->file_size += len + 1;
         return ledger_add_hashed(l, e, leaf, h);
 }
 
-void ledger_root(const struct ledger *l, uint64_t size, merkle_hash ret)
+int ledger_root(const struct ledger *l, uint64_t size, merkle_hash ret)
 {
-        if (size == l->n)
+        if (size == l->n) {
                 merkle_frontier_root(&l->frontier, ret);
-        else
+                return 0;
+        }
+        if (size == 0 || (l->seq_only && size <= l->kept)) {
                 merkle_root(l->leaves, size, ret);
+                return 0;
+        }
+        for (size_t i = 0; i < l->nmarks; i++)
+                if (l->mark_size[i] == size && size < l->n) {
+                        memcpy(ret, l->mark_root[i], MERKLE_HASH_LEN);
+                        return 0;
+                }
+        return -ENOENT;
 }
 
 /* Loading runs in batches of lines: each line is parsed and hashed (its Merkle leaf and its
@@ -382,6 +461,29 @@ struct ledger_loader {
         char prev_path[LEDGER_PATH_MAX + 1];
 };
 
+/* A line the stored signed tree head does not cover: nothing the agent signed records it. The
+ * one exception that is the agent's own is an interrupted seal's line, named as such. */
+static void ledger_note_unsigned(struct ledger_loader *ld, const struct ledger_line *ln)
+{
+        const struct ledger *l = ld->l;
+        bool pending = l->have_pending && l->n == l->signed_size &&
+                       (!memcmp(ln->leaf, l->pending_leaf[0], MERKLE_HASH_LEN) ||
+                        !memcmp(ln->leaf, l->pending_leaf[1], MERKLE_HASH_LEN));
+
+        if (pending)
+                mismatch_add(ld->mm, "unsigned", ln->e.path,
+                             "line %" PRIu64 " is an interrupted seal (.totebox-agent/intent) "
+                             "that no signed tree head covers yet; the agent signs it when it "
+                             "next starts",
+                             ld->lineno);
+        else
+                mismatch_add(ld->mm, "unsigned", ln->parsed ? ln->e.path : "ledger/" LEDGER_FILE,
+                             "line %" PRIu64 " (seq %" PRIu64
+                             ") is past the last signed tree head (size %" PRIu64
+                             "): the agent did not append it",
+                             ld->lineno, ln->e.seq, l->signed_size);
+}
+
 static void ledger_check_line(struct ledger_loader *ld, const char *line,
                               const struct ledger_line *ln)
 {
@@ -411,6 +513,8 @@ static void ledger_check_line(struct ledger_loader *ld, const char *line,
                              "entry seq %" PRIu64 " at line %" PRIu64
                              " comes after entry seq %" PRIu64,
                              e.seq, ld->lineno, ld->max_seq);
+        if (ld->l->n >= ld->l->signed_size)
+                ledger_note_unsigned(ld, ln);
         if (e.seq > ld->max_seq)
                 ld->max_seq = e.seq;
         ld->last_seq = e.seq;
@@ -431,15 +535,18 @@ static int ledger_cmp_u64(const void *a, const void *b)
 /* After all lines: duplicate sequence numbers and gaps (entries deleted from the middle). */
 static void ledger_check_sequence(struct ledger *l, struct mismatch_list *mm)
 {
-        uint64_t *seqs = malloc((l->n ? l->n : 1) * sizeof(*seqs));
+        size_t total = l->seq_only ? l->kept : l->nrecs;
+        uint64_t *seqs = malloc((total ? total : 1) * sizeof(*seqs));
         size_t k = 0;
         uint64_t expect = 1;
 
         if (!seqs)
                 return;
-        for (size_t i = 0; i < l->n; i++)
-                if (ledger_seq_at(l, i))
-                        seqs[k++] = ledger_seq_at(l, i);
+        for (size_t i = 0; i < total; i++) {
+                uint64_t q = l->seq_only ? l->seqs[i] : l->recs[i].seq;
+                if (q)
+                        seqs[k++] = q;
+        }
         qsort(seqs, k, sizeof(*seqs), ledger_cmp_u64);
         for (size_t i = 0; i < k; i++) {
                 if (i > 0 && seqs[i] == seqs[i - 1]) {
@@ -555,9 +662,9 @@ int ledger_load(struct ledger *l, const char *path, struct mismatch_list *mm)
 
         if ((r = ledger_batch_init(&b)) < 0)
                 goto cleanup;
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        fd = vault_open_regular(AT_FDCWD, path, O_RDONLY);
         if (fd < 0) {
-                r = -errno;
+                r = fd;
                 goto cleanup;
         }
         l->exists = true;
@@ -569,6 +676,7 @@ int ledger_load(struct ledger *l, const char *path, struct mismatch_list *mm)
                         goto cleanup;
                 }
                 any = true;
+                l->file_size += (uint64_t)n;
                 ledger_feed(&ld, &b, buf, (size_t)n);
         }
         ledger_batch_run(&ld, &b);

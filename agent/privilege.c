@@ -5,7 +5,8 @@
  * seal (docs/agent.md says why each): CAP_LINUX_IMMUTABLE (FS_IMMUTABLE_FL on each new asset),
  * CAP_FOWNER (chmod and flags on a producer's files), CAP_DAC_OVERRIDE (read a producer's 0600
  * files, reopen the channel), CAP_LEASE (the "still open for writing" test on a producer's
- * files). verify keeps CAP_DAC_READ_SEARCH only. */
+ * files), CAP_CHOWN (give a producer's record to the agent: everything in a vault is its own).
+ * verify keeps CAP_DAC_READ_SEARCH only. */
 #include <errno.h>
 #include <linux/capability.h>
 #include <linux/securebits.h>
@@ -17,7 +18,8 @@
 
 #include "agent/agent.h"
 
-const int agent_caps_daemon[] = {CAP_LINUX_IMMUTABLE, CAP_FOWNER, CAP_DAC_OVERRIDE, CAP_LEASE, -1};
+const int agent_caps_daemon[] = {CAP_LINUX_IMMUTABLE, CAP_FOWNER, CAP_DAC_OVERRIDE,
+                                 CAP_LEASE,           CAP_CHOWN,  -1};
 const int agent_caps_verify[] = {CAP_DAC_READ_SEARCH, -1};
 
 static uint64_t privilege_mask(const int *keep)

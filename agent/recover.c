@@ -38,14 +38,14 @@ static int recover_line(const struct seal_intent *in, enum ledger_protect p,
         return ledger_entry_format(ret_e, line, size);
 }
 
-/* Is the intent's line already in the ledger (under either protect value)? */
-static bool recover_in_ledger(const struct ledger *l, const struct seal_intent *in)
+/* Where the intent's line is in the ledger (under either protect value): its index, or -1. */
+static ssize_t recover_in_ledger(const struct ledger *l, const struct seal_intent *in)
 {
         char line[LEDGER_LINE_MAX + 1];
         struct ledger_entry e;
         merkle_hash leaf;
 
-        for (size_t i = l->n; i-- > 0;) {
+        for (size_t i = l->kept; i-- > 0;) {
                 if (ledger_seq_at(l, i) != in->e.seq)
                         continue;
                 for (int p = 0; p < 2; p++) {
@@ -54,10 +54,10 @@ static bool recover_in_ledger(const struct ledger *l, const struct seal_intent *
                                 continue;
                         merkle_leaf_hash((const uint8_t *)line, (size_t)n, leaf);
                         if (memcmp(leaf, l->leaves[i], MERKLE_HASH_LEN) == 0)
-                                return true;
+                                return (ssize_t)i;
                 }
         }
-        return false;
+        return -1;
 }
 
 /* Opens the asset the intent names when it holds exactly the intended content: fd, -ENOENT
@@ -88,10 +88,10 @@ static ssize_t recover_torn_tail(const struct vault *v, char *buf, size_t size)
         ssize_t n;
         off_t from;
         char *nl;
-        int fd = openat(v->ledger_dir_fd, LEDGER_FILE, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        int fd = vault_open_regular(v->ledger_dir_fd, LEDGER_FILE, O_RDONLY);
 
         if (fd < 0)
-                return -errno;
+                return fd;
         if (fstat(fd, &st) < 0) {
                 close(fd);
                 return -errno;
@@ -171,6 +171,12 @@ static int recover_pending(struct vault *v, const struct seal_intent *in, struct
                              "intent set aside as intent.bad");
                 return recover_drop(v, true);
         }
+        if (!v->head_ok) {
+                recover_note(log, "seal-failed", in->e.path,
+                             "the ledger does not verify against the last signed tree head; the "
+                             "interrupted seal is left as it is");
+                return -ENOTRECOVERABLE;
+        }
         fd = recover_open_asset(v, in);
         if (fd == -ENOENT && !torn) {
                 recover_note(log, "seal-abandoned", in->inbox,
@@ -186,6 +192,8 @@ static int recover_pending(struct vault *v, const struct seal_intent *in, struct
         }
         r = recover_finish(v, in, fd, torn);
         close(fd);
+        if (r == 0)
+                r = seal_store_head(v);
         if (r < 0) {
                 recover_note(log, "seal-failed", in->e.path,
                              torn ? "the ledger ends in a torn line that is not this seal's "
@@ -202,7 +210,8 @@ static int recover_pending(struct vault *v, const struct seal_intent *in, struct
 int seal_recover(struct vault *v, struct mismatch_list *log)
 {
         struct seal_intent in;
-        int r = intent_load(v->state_fd, &in);
+        ssize_t at;
+        int r = intent_load(v->state_fd, v->pk, &in);
 
         if (r == -ENOENT) {
                 v->intent_pending = false;
@@ -210,12 +219,28 @@ int seal_recover(struct vault *v, struct mismatch_list *log)
         }
         v->intent_pending = true;
         if (r < 0) {
-                recover_note(log, "seal-abandoned", AGENT_STATE_DIR "/intent",
-                             "the seal intent is unreadable; set aside as intent.bad");
+                recover_note(
+                    log, "seal-abandoned", AGENT_STATE_DIR "/intent",
+                    "the seal intent is unreadable or not signed by the vault key; set aside as "
+                    "intent.bad");
                 return recover_drop(v, true);
         }
-        if (in.e.seq < v->ledger.next_seq && v->ledger.ends_clean &&
-            recover_in_ledger(&v->ledger, &in))
+        at = in.e.seq < v->ledger.next_seq && v->ledger.ends_clean
+                 ? recover_in_ledger(&v->ledger, &in)
+                 : -1;
+        if (at >= 0 && v->head_one_past && (size_t)at + 1 == v->ledger.n) {
+                /* appended, not yet covered by a head: the one line past the head is provably
+                 * this agent's (the intent names its exact bytes); sign it now */
+                v->head_ok = true;
+                v->head_one_past = false;
+                r = seal_store_head(v);
+                if (r < 0)
+                        return r;
+                recover_note(log, "seal-recovered", in.e.path,
+                             "an interrupted seal was completed (its tree head signed)");
+                return recover_drop(v, false);
+        }
+        if (at >= 0)
                 return recover_drop(v, false); /* completed; only the removal was lost */
         return recover_pending(v, &in, log);
 }

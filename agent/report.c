@@ -98,7 +98,8 @@ char *report_answer_consistency(const struct ledger *l, const struct agent_reque
                          req->from_size, req->to_size, l->n);
                 return NULL;
         }
-        if (merkle_consistency_proof(l->leaves, req->to_size, req->from_size, proof, &len) < 0) {
+        if (!l->leaves || req->to_size > l->kept ||
+            merkle_consistency_proof(l->leaves, req->to_size, req->from_size, proof, &len) < 0) {
                 snprintf(err, errlen, "cannot build the proof");
                 return NULL;
         }

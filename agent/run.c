@@ -29,6 +29,8 @@ struct agent {
         int inotify_fd;
         uint64_t next_scan_ms, next_verify_ms;
         char vault_id[128];
+        int last_scan_error; /* logged once until it changes: a refusal lasts until an operator acts
+                              */
 };
 
 static void agent_send(struct agent *a, char *line, const char *what)
@@ -43,25 +45,13 @@ static void agent_send(struct agent *a, char *line, const char *what)
         channel_flush(&a->ch, clock_monotonic_ms());
 }
 
-/* Stores the new head only when it extends the stored one, so evidence of a cut is kept. */
-static bool agent_sth_extends(const struct vault *v)
-{
-        merkle_hash root;
-
-        if (!v->have_sth)
-                return true;
-        if (v->last_sth.size > v->ledger.n)
-                return false;
-        ledger_root(&v->ledger, v->last_sth.size, root);
-        return sodium_memcmp(root, v->last_sth.root, MERKLE_HASH_LEN) == 0;
-}
-
 static void agent_report(struct agent *a, const char *trigger, const char *request_id,
                          const struct verify_result *vr)
 {
         struct sth s;
 
-        if (vault_sign_sth(&a->v, clock_realtime_ms(), agent_sth_extends(&a->v), &s) < 0)
+        /* a ledger that does not verify against the stored head keeps that head: evidence */
+        if (vault_report_sth(&a->v, clock_realtime_ms(), &s) < 0)
                 log_warn("cannot store the signed tree head in '%s/" AGENT_STATE_DIR "'", a->v.dir);
         agent_send(a, report_build(trigger, request_id, a->vault_id, a->v.pk, &s, vr), "report");
 }
@@ -77,6 +67,15 @@ static void agent_verify(struct agent *a, const char *trigger, const char *reque
         for (size_t i = 0; i < vr.mm.n && i < 20; i++)
                 log_warn("mismatch %s '%s': %s", vr.mm.items[i].kind, vr.mm.items[i].path,
                          vr.mm.items[i].detail);
+        if (a->v.head_ok &&
+            (mismatch_has_ledger_kind(&vr.mm) || mismatch_count_kind(&vr.mm, "unsigned"))) {
+                a->v.head_ok = false;
+                snprintf(a->v.head_why, sizeof(a->v.head_why),
+                         "the ledger on disk differs from what the agent sealed");
+                log_error("vault '%s': the ledger on disk differs from what the agent sealed; "
+                          "sealing stops and the signed tree head is kept",
+                          a->v.dir);
+        }
         verify_result_done(&a->last);
         a->last = vr;
         malloc_trim(0); /* the re-read ledger and hash buffers are gone; give the pages back */
@@ -94,11 +93,17 @@ static void agent_scan(struct agent *a)
 
         mismatch_list_init(&log);
         r = seal_scan_inbox(&a->v, a->cfg.max_record_bytes, &sr, &log);
-        if (r < 0 && r != -EROFS)
+        if (r < 0 && r != -EROFS && r != a->last_scan_error)
                 log_warn("inbox of '%s' not sealed: %s", a->v.dir,
                          r == -EUCLEAN  ? "the ledger does not end with a newline"
                          : r == -EAGAIN ? "an interrupted seal is not resolved"
-                                        : strerror(-r));
+                         : r == -ENOTRECOVERABLE
+                             ? "the ledger does not verify against the last signed tree head"
+                             : agent_strerror(r));
+        if (r == -ENOTRECOVERABLE && r != a->last_scan_error)
+                log_warn("vault '%s': %s; nothing is sealed and the head is kept", a->v.dir,
+                         a->v.head_why);
+        a->last_scan_error = r;
         for (size_t i = 0; i < log.n; i++) {
                 const struct mismatch *m = &log.items[i];
 
@@ -221,7 +226,8 @@ static int agent_setup(struct agent *a)
                 log_error("%s", err);
                 return r;
         }
-        log_info("capabilities kept: 0x%" PRIx64 " (of immutable, fowner, dac_override, lease); "
+        log_info("capabilities kept: 0x%" PRIx64
+                 " (of immutable, fowner, dac_override, lease, chown); "
                  "no_new_privs set",
                  kept);
         if (a->cfg.vault_id[0])

@@ -84,7 +84,7 @@ static bool seal_writer_open(int fd)
 
 static bool seal_supersedes_known(const struct ledger *l, uint64_t seq)
 {
-        for (size_t i = l->n; i-- > 0;)
+        for (size_t i = l->kept; i-- > 0;)
                 if (ledger_seq_at(l, i) == seq)
                         return true;
         return false;
@@ -110,6 +110,7 @@ int seal_append_line(struct vault *v, const struct ledger_entry *e, const char *
                 v->ledger.ends_clean = false;
                 return errno ? -errno : -EIO;
         }
+        v->ledger.file_size -= from; /* counted when loaded; ledger_push adds the whole line */
         agent_fault_point("appended");
         if (fdatasync(v->ledger_fd) < 0)
                 return -errno;
@@ -117,8 +118,18 @@ int seal_append_line(struct vault *v, const struct ledger_entry *e, const char *
         return ledger_push(&v->ledger, e, line, len);
 }
 
+int seal_store_head(struct vault *v)
+{
+        struct sth s;
+
+        return vault_sign_sth(v, clock_realtime_ms(), true, &s);
+}
+
 int seal_protect(int fd, struct ledger_entry *e)
 {
+        /* the agent's own, read-only; best effort (unprivileged, the record is already ours
+         * or verification names it) */
+        (void)!fchown(fd, geteuid(), getegid());
         fchmod(fd, 0444);
         e->protect = vault_set_flag(fd, FS_IMMUTABLE_FL) == 0 ? LEDGER_PROTECT_IMMUTABLE
                                                               : LEDGER_PROTECT_READ_ONLY;
@@ -153,7 +164,7 @@ static int seal_commit(struct vault *v, int fd, const char *name, struct ledger_
                 return -errno;
         agent_fault_point("hashed");
         snprintf(in.inbox, sizeof(in.inbox), "%s", name);
-        r = intent_store(v->state_fd, &in);
+        r = intent_store(v->state_fd, &in, v->sk);
         if (r < 0)
                 return r;
         v->intent_pending = true;
@@ -178,6 +189,11 @@ static int seal_commit(struct vault *v, int fd, const char *name, struct ledger_
         if (r < 0)
                 return r;
         agent_fault_point("synced");
+        /* the head covers the line before the intent goes: after a crash in between, recovery
+         * finds the intent's line just past the head and signs it; no other line ever is */
+        r = seal_store_head(v);
+        if (r < 0)
+                return r;
         r = intent_remove(v->state_fd);
         if (r == 0)
                 v->intent_pending = false;
@@ -259,6 +275,22 @@ static int seal_list_inbox(int inbox_fd, char ***ret, size_t *ret_n)
         return 0;
 }
 
+/* Lines appended or cut behind the agent's back while it runs: the ledger file is not the size
+ * the agent made it. Sealing on top would cover them with the agent's next head. */
+static void seal_check_ledger_size(struct vault *v)
+{
+        struct stat st;
+
+        if (!v->head_ok || fstat(v->ledger_fd, &st) < 0 ||
+            (uint64_t)st.st_size == v->ledger.file_size)
+                return;
+        v->head_ok = false;
+        snprintf(v->head_why, sizeof(v->head_why),
+                 "the ledger is %lld bytes on disk but the agent wrote %" PRIu64
+                 "; it changed behind the agent's back",
+                 (long long)st.st_size, v->ledger.file_size);
+}
+
 int seal_scan_inbox(struct vault *v, uint64_t max_bytes, struct seal_result *ret,
                     struct mismatch_list *log)
 {
@@ -269,9 +301,12 @@ int seal_scan_inbox(struct vault *v, uint64_t max_bytes, struct seal_result *ret
         memset(ret, 0, sizeof(*ret));
         if (v->read_only || v->ledger_fd < 0 || v->inbox_fd < 0 || v->state_fd < 0)
                 return -EROFS;
+        seal_check_ledger_size(v);
         seal_recover(v, log);
         if (!v->ledger.ends_clean)
                 return -EUCLEAN;
+        if (!v->head_ok)
+                return -ENOTRECOVERABLE;
         if (v->intent_pending)
                 return -EAGAIN;
         r = seal_list_inbox(v->inbox_fd, &names, &n);

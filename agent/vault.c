@@ -63,7 +63,10 @@ int vault_write_state(int state_fd, const char *name, const void *data, size_t l
         int fd, r = 0;
 
         snprintf(tmp, sizeof(tmp), ".%s.tmp", name);
-        fd = openat(state_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+        /* whatever is left under the temporary name (a FIFO would block the open) goes first */
+        if (unlinkat(state_fd, tmp, 0) < 0 && errno != ENOENT)
+                return -errno;
+        fd = openat(state_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
         if (fd < 0)
                 return -errno;
         if (write(fd, data, len) != (ssize_t)len || fsync(fd) < 0)
@@ -77,13 +80,37 @@ int vault_write_state(int state_fd, const char *name, const void *data, size_t l
         return r;
 }
 
+int vault_open_regular(int dir_fd, const char *name, int flags)
+{
+        struct stat st;
+        int fd = openat(dir_fd, name, flags | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+
+        if (fd < 0)
+                return errno == ELOOP || errno == ENXIO ? -AGENT_ENOTREG : -errno;
+        if (fstat(fd, &st) < 0) {
+                int r = -errno;
+                close(fd);
+                return r;
+        }
+        if (!S_ISREG(st.st_mode)) {
+                close(fd);
+                return -AGENT_ENOTREG;
+        }
+        return fd;
+}
+
+const char *agent_strerror(int r)
+{
+        return r == -AGENT_ENOTREG ? "not a regular file" : strerror(-r);
+}
+
 static ssize_t vault_read_small(int dir_fd, const char *name, char *buf, size_t size)
 {
-        int fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        int fd = vault_open_regular(dir_fd, name, O_RDONLY);
         ssize_t n;
 
         if (fd < 0)
-                return -errno;
+                return fd;
         n = read(fd, buf, size - 1);
         if (n < 0)
                 n = -errno;
@@ -118,7 +145,7 @@ static int vault_key_load(struct vault *v, const char *path, char *err, size_t e
         ssize_t n;
         int fd, r = 0;
 
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
         if (fd < 0)
                 return -errno;
         if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (st.st_mode & 077) ||
@@ -203,50 +230,70 @@ int sth_to_json_fields(const struct sth *s, char *root_hex, char *sig_b64)
         return 0;
 }
 
-static int vault_sth_store(struct vault *v, const struct sth *s)
+int vault_sth_format(const struct sth *s, char *buf, size_t size)
 {
-        char root[65], sig[96], buf[512];
+        char root[65], sig[96];
         int n;
 
         sth_to_json_fields(s, root, sig);
-        n = snprintf(buf, sizeof(buf),
+        n = snprintf(buf, size,
                      "{\"size\":%" PRIu64 ",\"root\":\"%s\",\"time_ms\":%" PRIu64
                      ",\"signature\":\"%s\"}\n",
                      s->size, root, s->time_ms, sig);
+        return n < 0 || (size_t)n >= size ? -ENOSPC : n;
+}
+
+static int vault_sth_store(struct vault *v, const struct sth *s)
+{
+        char buf[512];
+        int n = vault_sth_format(s, buf, sizeof(buf));
+
+        if (n < 0)
+                return n;
         return vault_write_state(v->state_fd, "sth.json", buf, (size_t)n, 0644);
 }
 
-int vault_sth_load(int state_fd, struct sth *s)
+int vault_sth_parse(const char *buf, size_t n, struct sth *ret)
 {
         static const char *const keys[] = {"size", "root", "time_ms", "signature", NULL};
         struct json_input_error jerr;
-        char buf[1024];
         const char *root = NULL, *sig = NULL;
+        struct sth s;
         size_t len = 0;
         json_t *o;
         int r = -EINVAL;
-        ssize_t n = vault_read_small(state_fd, "sth.json", buf, sizeof(buf));
 
-        if (n < 0)
-                return (int)n;
-        o = json_input_parse(buf, (size_t)n, sizeof(buf), 2, &jerr);
+        memset(&s, 0, sizeof(s));
+        o = json_input_parse(buf, n, 1023, 2, &jerr);
         if (!o || !json_is_object(o) || json_input_check_keys(o, keys, &jerr) < 0 ||
-            json_input_get_uint(o, "size", true, 0, INT64_MAX, &s->size, &jerr) < 0 ||
-            json_input_get_uint(o, "time_ms", true, 0, INT64_MAX, &s->time_ms, &jerr) < 0 ||
+            json_input_get_uint(o, "size", true, 0, INT64_MAX, &s.size, &jerr) < 0 ||
+            json_input_get_uint(o, "time_ms", true, 0, INT64_MAX, &s.time_ms, &jerr) < 0 ||
             json_input_get_string(o, "root", true, 64, &root, &jerr) < 0 ||
             json_input_get_string(o, "signature", true, 88, &sig, &jerr) < 0)
                 goto cleanup;
-        if (sodium_hex2bin(s->root, MERKLE_HASH_LEN, root, strlen(root), NULL, &len, NULL) != 0 ||
+        if (strlen(root) != 2 * MERKLE_HASH_LEN ||
+            sodium_hex2bin(s.root, MERKLE_HASH_LEN, root, strlen(root), NULL, &len, NULL) != 0 ||
             len != MERKLE_HASH_LEN)
                 goto cleanup;
-        if (sodium_base642bin(s->signature, STH_SIGNATURE_LEN, sig, strlen(sig), NULL, &len, NULL,
+        if (sodium_base642bin(s.signature, STH_SIGNATURE_LEN, sig, strlen(sig), NULL, &len, NULL,
                               sodium_base64_VARIANT_ORIGINAL) != 0 ||
             len != STH_SIGNATURE_LEN)
                 goto cleanup;
+        *ret = s;
         r = 0;
 cleanup:
         json_decref(o);
         return r;
+}
+
+int vault_sth_load(int state_fd, struct sth *s)
+{
+        char buf[1024];
+        ssize_t n = vault_read_small(state_fd, "sth.json", buf, sizeof(buf));
+
+        if (n < 0)
+                return (int)n;
+        return vault_sth_parse(buf, (size_t)n, s);
 }
 
 static void vault_meta_store(struct vault *v)
@@ -256,14 +303,6 @@ static void vault_meta_store(struct vault *v)
                          v->ledger_append_only ? "true" : "false");
 
         vault_write_state(v->state_fd, "vault.json", buf, (size_t)n, 0644);
-}
-
-static void vault_meta_load(struct vault *v)
-{
-        char buf[256];
-
-        if (vault_read_small(v->state_fd, "vault.json", buf, sizeof(buf)) > 0)
-                v->ledger_append_only = strstr(buf, "\"ledger_append_only\":true") != NULL;
 }
 
 /* Creates an empty ledger (first start) and makes it append-only where the file system lets us. */
@@ -301,13 +340,32 @@ static bool vault_dir_empty(int dir_fd)
         return empty;
 }
 
+/* Read-only mode: only whether the ledger can be read at all; a FIFO or a device is left for
+ * verification to name (it is a mismatch, not an unreadable vault). */
 static int vault_ledger_readable(const char *path)
 {
-        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        int fd = vault_open_regular(AT_FDCWD, path, O_RDONLY);
+
+        if (fd == -AGENT_ENOTREG)
+                return 0;
+        if (fd < 0)
+                return fd;
+        close(fd);
+        return 0;
+}
+
+/* Writable mode: the O_APPEND writer, and FS_APPEND_FL set again where allowed (best effort,
+ * idempotent), so an agent that can make assets immutable has an append-only ledger too. */
+static int vault_ledger_writer(struct vault *v)
+{
+        int fd = vault_open_regular(v->ledger_dir_fd, LEDGER_FILE, O_WRONLY | O_APPEND), flags = 0;
 
         if (fd < 0)
-                return -errno;
-        close(fd);
+                return fd;
+        if (vault_get_flags(fd, &flags) == 0 && !(flags & FS_APPEND_FL))
+                vault_set_flag(fd, FS_APPEND_FL);
+        v->ledger_append_only = vault_get_flags(fd, &flags) == 0 && (flags & FS_APPEND_FL);
+        v->ledger_fd = fd;
         return 0;
 }
 
@@ -317,8 +375,16 @@ static int vault_ledger_open(struct vault *v, struct mismatch_list *mm, char *er
         int r;
 
         snprintf(path, sizeof(path), "%s/" VAULT_LEDGER "/" LEDGER_FILE, v->dir);
+        /* the daemon keeps leaves up to one past a head that verifies: nothing after that can
+         * ever be signed or proven (vault_check_head refuses it) */
+        if (v->have_sth)
+                v->ledger.keep_max =
+                    v->have_key && sth_verify(&v->last_sth, v->pk) == 0 ? v->last_sth.size + 1 : 0;
+        else
+                v->ledger.keep_max = 1;
         /* read-only (the offline verifier): verify_vault reads the ledger once, itself */
         r = v->read_only ? vault_ledger_readable(path) : ledger_load(&v->ledger, path, mm);
+        v->ledger.keep_max = UINT64_MAX; /* own appends are kept while nothing was dropped */
         if (r == -ENOENT) {
                 bool fresh = vault_dir_empty(v->assets_fd) && (!v->have_sth || !v->last_sth.size);
 
@@ -332,18 +398,17 @@ static int vault_ledger_open(struct vault *v, struct mismatch_list *mm, char *er
                         v->ledger.exists = true;
         }
         if (r < 0) {
-                snprintf(err, errlen, "cannot read the ledger '%s': %s", path, strerror(-r));
+                snprintf(err, errlen, "cannot read the ledger '%s': %s", path, agent_strerror(r));
                 return r;
         }
         if (!v->read_only) {
-                v->ledger_fd = openat(v->ledger_dir_fd, LEDGER_FILE,
-                                      O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW);
-                if (v->ledger_fd < 0) {
-                        r = -errno;
+                r = vault_ledger_writer(v);
+                if (r < 0) {
                         snprintf(err, errlen, "cannot open the ledger '%s' for appending: %s", path,
-                                 strerror(-r));
+                                 agent_strerror(r));
                         return r;
                 }
+                vault_check_head(v);
         }
         return 0;
 }
@@ -388,6 +453,18 @@ fail:
         return r;
 }
 
+/* Everything in a vault belongs to the agent: the owner of its state directory (or, on a copy
+ * without one, of the vault directory). Sealing gives each asset to it. */
+static void vault_owner(struct vault *v)
+{
+        struct stat st;
+
+        if (fstat(v->state_fd >= 0 ? v->state_fd : v->dir_fd, &st) == 0) {
+                v->owner_uid = st.st_uid;
+                v->owner_gid = st.st_gid;
+        }
+}
+
 int vault_open(struct vault *v, const char *dir, const char *key_file, bool read_only,
                struct mismatch_list *mm, char *err, size_t errlen)
 {
@@ -404,12 +481,12 @@ int vault_open(struct vault *v, const char *dir, const char *key_file, bool read
         r = vault_layout(v, err, errlen);
         if (r < 0)
                 return r;
+        vault_owner(v);
         if (v->state_fd >= 0) {
                 v->have_sth = vault_sth_load(v->state_fd, &v->last_sth) == 0;
                 if (!v->have_sth && faccessat(v->state_fd, "sth.json", F_OK, 0) == 0)
                         mismatch_add(mm, "forged-tree-head", AGENT_STATE_DIR "/sth.json",
                                      "the stored signed tree head is not readable");
-                vault_meta_load(v);
                 r = vault_keys(v, key_file, err, errlen);
                 if (r < 0)
                         return r;
@@ -440,6 +517,8 @@ int vault_sign_sth(struct vault *v, uint64_t time_ms, bool store, struct sth *re
 
         if (!v->have_key || v->read_only)
                 return -ENOKEY;
+        if (store && !v->head_ok)
+                return -ENOTRECOVERABLE;
         memset(&s, 0, sizeof(s));
         s.size = v->ledger.n;
         ledger_root(&v->ledger, s.size, s.root);
@@ -454,4 +533,70 @@ int vault_sign_sth(struct vault *v, uint64_t time_ms, bool store, struct sth *re
         }
         *ret = s;
         return r;
+}
+
+int vault_report_sth(struct vault *v, uint64_t time_ms, struct sth *ret)
+{
+        struct sth s;
+
+        if (v->head_ok)
+                return vault_sign_sth(v, time_ms, true, ret);
+        if (v->have_sth && v->have_key && sth_verify(&v->last_sth, v->pk) == 0) {
+                *ret = v->last_sth;
+                return 0;
+        }
+        if (!v->have_key)
+                return -ENOKEY;
+        memset(&s, 0, sizeof(s));
+        merkle_root(NULL, 0, s.root);
+        s.time_ms = time_ms;
+        sth_sign(&s, v->sk);
+        *ret = s;
+        return 0;
+}
+
+static void vault_head_refuse(struct vault *v, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void vault_head_refuse(struct vault *v, const char *fmt, ...)
+{
+        va_list ap;
+
+        v->head_ok = false;
+        va_start(ap, fmt);
+        vsnprintf(v->head_why, sizeof(v->head_why), fmt, ap);
+        va_end(ap);
+}
+
+void vault_check_head(struct vault *v)
+{
+        const struct sth *h = &v->last_sth;
+        uint64_t size = 0;
+        merkle_hash root;
+
+        v->head_ok = true;
+        v->head_one_past = false;
+        v->head_why[0] = '\0';
+        if (v->have_sth) {
+                if (!v->have_key || sth_verify(h, v->pk) < 0)
+                        return vault_head_refuse(v, "the stored head's signature is not the "
+                                                    "vault key's");
+                size = h->size;
+        } else if (faccessat(v->state_fd, "sth.json", F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
+                return vault_head_refuse(v, "the stored head is not readable");
+        }
+        if (v->ledger.n < size)
+                return vault_head_refuse(v,
+                                         "the ledger holds %zu entries but the head covers "
+                                         "%" PRIu64,
+                                         v->ledger.n, size);
+        if (ledger_root(&v->ledger, size, root) < 0 ||
+            (v->have_sth && sodium_memcmp(root, h->root, MERKLE_HASH_LEN) != 0))
+                return vault_head_refuse(v, "the first %" PRIu64 " entries differ from the head",
+                                         size);
+        if (v->ledger.n == size)
+                return;
+        v->head_one_past = v->ledger.n == size + 1;
+        vault_head_refuse(v, "%" PRIu64 " entries past the head were not appended by the agent",
+                          v->ledger.n - size);
 }

@@ -52,10 +52,14 @@ cleanup:
 
 /* One asset to check; filled by a worker, judged by the main thread. */
 struct verify_job {
-        const struct ledger_entry *e;
+        const struct ledger_record *e;
+        const char *path;
         int status; /* 0, or -errno of open/read */
         bool regular;
         mode_t mode;
+        uid_t uid;
+        gid_t gid;
+        nlink_t nlink;
         int flags;
         bool have_flags;
         uint64_t size;
@@ -91,7 +95,7 @@ static int verify_lane_open(struct verify_lane *ln, struct verify_job *j, int as
 {
         struct stat st;
 
-        ln->fd = openat(assets_fd, j->e->path + 7, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        ln->fd = openat(assets_fd, j->path + 7, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
         if (ln->fd < 0) {
                 j->status = -errno;
                 return 0;
@@ -102,6 +106,9 @@ static int verify_lane_open(struct verify_lane *ln, struct verify_job *j, int as
         }
         j->regular = S_ISREG(st.st_mode);
         j->mode = st.st_mode;
+        j->uid = st.st_uid;
+        j->gid = st.st_gid;
+        j->nlink = st.st_nlink;
         j->have_flags = vault_get_flags(ln->fd, &j->flags) == 0;
         if (!j->regular)
                 goto cleanup;
@@ -276,57 +283,88 @@ static int verify_run_pool(struct verify_pool *p, unsigned threads)
         return 0;
 }
 
-static void verify_judge(const struct verify_job *j, struct mismatch_list *mm)
+/* What an asset, the ledger and the two directories must look like on disk. The rules are
+ * built in (nothing unsigned on the vault can relax them): everything belongs to the agent (the
+ * owner of the state directory), has one link, and has exactly the mode sealing gave it. */
+struct verify_owner {
+        uid_t uid;
+        gid_t gid;
+};
+
+static void verify_meta(const char *path, mode_t mode, mode_t want, uid_t uid, gid_t gid,
+                        nlink_t nlink, bool is_dir, const struct verify_owner *o,
+                        struct mismatch_list *mm)
 {
-        const struct ledger_entry *e = j->e;
+        mode_t perm = mode & 07777;
+        bool asset = want == 0444; /* its write bits are flag-cleared; it must stay readable */
+        mode_t extra = perm & ~want & ~(asset ? (mode_t)0222 : 0);
+
+        if (extra || (asset && (perm & 0444) != 0444))
+                mismatch_add(mm, "mode-changed", path, "mode %04o, sealed as %04o", (unsigned)perm,
+                             (unsigned)want);
+        if (uid != o->uid || gid != o->gid)
+                mismatch_add(mm, "owner-changed", path,
+                             "owned by %u:%u, but everything in the vault is the agent's (%u:%u)",
+                             (unsigned)uid, (unsigned)gid, (unsigned)o->uid, (unsigned)o->gid);
+        if (!is_dir && nlink != 1)
+                mismatch_add(mm, "hard-linked", path,
+                             "%u names link to this file: another one outside the vault's "
+                             "records reaches it",
+                             (unsigned)nlink);
+}
+
+static void verify_judge(const struct verify_job *j, const struct verify_owner *o,
+                         struct mismatch_list *mm)
+{
+        const struct ledger_record *e = j->e;
         char want[65], got[65];
 
         if (j->status == -ENOENT) {
-                mismatch_add(mm, "deleted-asset", e->path, "recorded as seq %" PRIu64 " but gone",
+                mismatch_add(mm, "deleted-asset", j->path, "recorded as seq %" PRIu64 " but gone",
                              e->seq);
                 return;
         }
         if (j->status < 0 || !j->regular) {
-                mismatch_add(mm, "modified-asset", e->path, "cannot be read as a file: %s",
+                mismatch_add(mm, "modified-asset", j->path, "cannot be read as a file: %s",
                              j->status < 0 ? strerror(-j->status) : "not a regular file");
                 return;
         }
         if (j->size != e->size || sodium_memcmp(j->hash, e->hash, AGENT_HASH_LEN) != 0) {
                 sodium_bin2hex(want, sizeof(want), e->hash, AGENT_HASH_LEN);
                 sodium_bin2hex(got, sizeof(got), j->hash, AGENT_HASH_LEN);
-                mismatch_add(mm, "modified-asset", e->path,
+                mismatch_add(mm, "modified-asset", j->path,
                              "content is %" PRIu64 " bytes blake2b-256 '%.16s...' but seq %" PRIu64
                              " recorded %" PRIu64 " bytes '%.16s...'",
                              j->size, got, e->seq, e->size, want);
         }
         if (e->protect == LEDGER_PROTECT_IMMUTABLE &&
             !(j->have_flags && (j->flags & FS_IMMUTABLE_FL)))
-                mismatch_add(mm, "flag-cleared", e->path, "the immutable flag is not set");
+                mismatch_add(mm, "flag-cleared", j->path, "the immutable flag is not set");
         if (j->mode & 0222)
-                mismatch_add(mm, "flag-cleared", e->path, "writable (mode %04o), sealed read-only",
+                mismatch_add(mm, "flag-cleared", j->path, "writable (mode %04o), sealed read-only",
                              (unsigned)(j->mode & 07777));
+        verify_meta(j->path, j->mode, 0444, j->uid, j->gid, j->nlink, false, o, mm);
 }
 
 static int verify_assets(const struct ledger *l, int assets_fd, unsigned threads,
-                         struct verify_result *ret)
+                         const struct verify_owner *o, struct verify_result *ret)
 {
         struct verify_pool p = {.assets_fd = assets_fd};
         int r = -ENOMEM;
 
-        p.jobs = calloc(l->n ? l->n : 1, sizeof(*p.jobs));
-        p.order = calloc(l->n ? l->n : 1, sizeof(*p.order));
+        p.jobs = calloc(l->nrecs ? l->nrecs : 1, sizeof(*p.jobs));
+        p.order = calloc(l->nrecs ? l->nrecs : 1, sizeof(*p.order));
         if (!p.jobs || !p.order)
                 goto cleanup;
-        for (size_t i = 0; i < l->n; i++) {
-                if (!l->entries[i].seq)
-                        continue;
-                p.jobs[p.n++].e = &l->entries[i];
+        for (size_t i = 0; i < l->nrecs; i++) {
+                p.jobs[p.n].e = &l->recs[i];
+                p.jobs[p.n++].path = ledger_record_path(l, &l->recs[i]);
                 ret->records++;
-                ret->bytes += l->entries[i].size;
+                ret->bytes += l->recs[i].size;
         }
         verify_run_pool(&p, threads);
         for (size_t i = 0; i < p.n; i++)
-                verify_judge(&p.jobs[i], &ret->mm);
+                verify_judge(&p.jobs[i], o, &ret->mm);
         r = 0;
 cleanup:
         free(p.jobs);
@@ -376,17 +414,16 @@ static void verify_unrecorded(int dir_fd, const char **names, size_t n, const ch
 static void verify_unrecorded_all(const struct vault *v, const struct ledger *l,
                                   struct mismatch_list *mm)
 {
-        const char **names = calloc(l->n ? l->n : 1, sizeof(*names));
+        const char **names = calloc(l->nrecs ? l->nrecs : 1, sizeof(*names));
         const char *ledger_names[] = {LEDGER_FILE};
         struct seal_intent in;
-        bool pending = intent_load(v->state_fd, &in) == 0;
+        bool pending = intent_load(v->state_fd, v->have_key ? v->pk : NULL, &in) == 0;
         size_t n = 0;
 
         if (!names)
                 return;
-        for (size_t i = 0; i < l->n; i++)
-                if (l->entries[i].seq)
-                        names[n++] = l->entries[i].path + 7;
+        for (size_t i = 0; i < l->nrecs; i++)
+                names[n++] = ledger_record_path(l, &l->recs[i]) + 7;
         qsort(names, n, sizeof(*names), verify_cmp_str);
         verify_unrecorded(v->assets_fd, names, n, "assets/", pending ? in.e.path + 7 : NULL, mm);
         verify_unrecorded(v->ledger_dir_fd, ledger_names, 1, "ledger/", NULL, mm);
@@ -407,9 +444,9 @@ static void verify_against_sealed(const struct ledger *disk, const struct ledger
                              sealed->n);
                 return;
         }
-        ledger_root(disk, sealed->n, a);
         ledger_root(sealed, sealed->n, b);
-        if (sodium_memcmp(a, b, MERKLE_HASH_LEN) != 0 && !mismatch_has_ledger_kind(mm))
+        if ((ledger_root(disk, sealed->n, a) < 0 || sodium_memcmp(a, b, MERKLE_HASH_LEN) != 0) &&
+            !mismatch_has_ledger_kind(mm))
                 mismatch_add(mm, "ledger-edited", "ledger/" LEDGER_FILE,
                              "the first %zu lines differ from what the agent sealed", sealed->n);
 }
@@ -426,8 +463,8 @@ static void verify_tree_head(const struct ledger *l, const struct sth *s, bool t
                              l->n, s->size);
                 return;
         }
-        ledger_root(l, s->size, root);
-        if (sodium_memcmp(root, s->root, MERKLE_HASH_LEN) == 0)
+        if (ledger_root(l, s->size, root) == 0 &&
+            sodium_memcmp(root, s->root, MERKLE_HASH_LEN) == 0)
                 return;
         if (trusted)
                 mismatch_add(mm, "inconsistent-tree-head", "ledger/" LEDGER_FILE,
@@ -442,16 +479,19 @@ static void verify_tree_head(const struct ledger *l, const struct sth *s, bool t
 }
 
 static void verify_heads(const struct vault *v, const struct ledger *l, const uint8_t *trusted_pk,
-                         const struct sth *trusted_sth, struct mismatch_list *mm)
+                         const struct sth *trusted_sth, const struct sth *stored_in, int r,
+                         struct mismatch_list *mm)
 {
         const uint8_t *pk = trusted_pk ? trusted_pk : v->pk;
-        struct sth stored;
-        int r = v->state_fd >= 0 ? vault_sth_load(v->state_fd, &stored) : -ENOENT;
+        struct sth stored = *stored_in;
 
         if (trusted_pk && (!v->have_key || sodium_memcmp(trusted_pk, v->pk, 32) != 0))
                 mismatch_add(mm, "key-changed", AGENT_STATE_DIR "/vault.pub",
                              "the vault key is not the trusted one");
-        if (r < 0 && l->n > 0)
+        if (r == -AGENT_ENOTREG)
+                mismatch_add(mm, "forged-tree-head", AGENT_STATE_DIR "/sth.json",
+                             "not a regular file: no signed tree head can be read from it");
+        else if (r < 0 && l->n > 0)
                 mismatch_add(mm, "forged-tree-head", AGENT_STATE_DIR "/sth.json",
                              "no readable signed tree head for %zu entries", l->n);
         if (r == 0 && (!v->have_key || sth_verify(&stored, v->pk) < 0))
@@ -468,19 +508,86 @@ static void verify_heads(const struct vault *v, const struct ledger *l, const ui
                 verify_tree_head(l, trusted_sth, true, mm);
 }
 
-static void verify_ledger_flag(const struct vault *v, struct mismatch_list *mm)
+/* The ledger file: mode, owner, links, and FS_APPEND_FL. The flag is required whenever a signed
+ * entry says "immutable" (the agent could set flags then, and it sets the ledger's at every
+ * start): what vault.json says does not count, it is not signed. */
+static void verify_ledger_file(const struct vault *v, const struct ledger *l,
+                               const struct verify_owner *o, struct mismatch_list *mm)
 {
-        int fd, flags = 0;
+        int fd = vault_open_regular(v->ledger_dir_fd, LEDGER_FILE, O_RDONLY), flags = 0;
+        bool need = l->first_immutable_line < l->signed_size ||
+                    (l->signed_size == UINT64_MAX && l->first_immutable_line != UINT64_MAX);
+        struct stat st;
 
-        if (!v->ledger_append_only)
-                return;
-        fd = openat(v->ledger_dir_fd, LEDGER_FILE, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0)
                 return;
-        if (vault_get_flags(fd, &flags) < 0 || !(flags & FS_APPEND_FL))
+        if (fstat(fd, &st) == 0)
+                verify_meta("ledger/" LEDGER_FILE, st.st_mode, 0644, st.st_uid, st.st_gid,
+                            st.st_nlink, false, o, mm);
+        if (need && (vault_get_flags(fd, &flags) < 0 || !(flags & FS_APPEND_FL)))
                 mismatch_add(mm, "flag-cleared", "ledger/" LEDGER_FILE,
-                             "the append-only flag is not set");
+                             "the append-only flag is not set (the agent sealed immutable records, "
+                             "so it had set it)");
         close(fd);
+}
+
+static void verify_dir(int fd, const char *path, const struct verify_owner *o,
+                       struct mismatch_list *mm)
+{
+        struct stat st;
+
+        if (fd >= 0 && fstat(fd, &st) == 0)
+                verify_meta(path, st.st_mode, 0755, st.st_uid, st.st_gid, 1, true, o, mm);
+}
+
+/* The agent's own state files are read only when they are regular files; anything else there
+ * (a FIFO, a device, a directory) is named, never opened. */
+static void verify_state_files(const struct vault *v, struct mismatch_list *mm)
+{
+        static const char *const names[] = {"vault.key", "vault.pub",  "vault.json", "sth.json",
+                                            "intent",    "intent.bad", NULL};
+        char path[64];
+        struct stat st;
+
+        if (v->state_fd < 0)
+                return;
+        for (const char *const *n = names; *n; n++) {
+                if (fstatat(v->state_fd, *n, &st, AT_SYMLINK_NOFOLLOW) < 0 || S_ISREG(st.st_mode))
+                        continue;
+                snprintf(path, sizeof(path), AGENT_STATE_DIR "/%s", *n);
+                mismatch_add(mm, "mode-changed", path,
+                             "not a regular file (mode %06o): never opened", (unsigned)st.st_mode);
+        }
+}
+
+/* Before the ledger is read: the sizes whose roots must be kept, the signed size past which
+ * lines are `unsigned`, and the interrupted seal's line (both protect values). */
+static void verify_prepare(const struct vault *v, struct ledger *disk, const struct sth *stored,
+                           bool stored_ok, const struct sth *trusted_sth)
+{
+        struct seal_intent in;
+
+        if (stored_ok) {
+                ledger_mark(disk, stored->size);
+                disk->signed_size = stored->size;
+        }
+        if (trusted_sth)
+                ledger_mark(disk, trusted_sth->size);
+        if (!v->read_only)
+                ledger_mark(disk, v->ledger.n);
+        if (intent_load(v->state_fd, v->have_key ? v->pk : NULL, &in) == 0) {
+                for (int p = 0; p < 2; p++) {
+                        char line[LEDGER_LINE_MAX + 1];
+                        int n;
+
+                        in.e.protect = (enum ledger_protect)p;
+                        n = ledger_entry_format(&in.e, line, sizeof(line));
+                        if (n > 0)
+                                merkle_leaf_hash((const uint8_t *)line, (size_t)n,
+                                                 disk->pending_leaf[p]);
+                }
+                disk->have_pending = true;
+        }
 }
 
 int verify_vault(struct vault *v, unsigned threads, const uint8_t *trusted_pk,
@@ -488,8 +595,10 @@ int verify_vault(struct vault *v, unsigned threads, const uint8_t *trusted_pk,
 {
         uint64_t start = clock_monotonic_ms();
         struct ledger own, *disk = v->read_only ? &v->ledger : &own;
+        struct verify_owner o = {v->owner_uid, v->owner_gid};
+        struct sth stored;
         char path[4200];
-        int r;
+        int r, sr;
 
         memset(ret, 0, sizeof(*ret));
         mismatch_list_init(&ret->mm);
@@ -498,6 +607,11 @@ int verify_vault(struct vault *v, unsigned threads, const uint8_t *trusted_pk,
                 ledger_init(&own);
         else
                 ledger_done(disk); /* empties it (read-only mode never loaded it) */
+        disk->seq_only = false;
+        memset(&stored, 0, sizeof(stored));
+        sr = v->state_fd >= 0 ? vault_sth_load(v->state_fd, &stored) : -ENOENT;
+        verify_prepare(v, disk, &stored, sr == 0 && v->have_key && sth_verify(&stored, v->pk) == 0,
+                       trusted_sth);
         snprintf(path, sizeof(path), "%s/ledger/" LEDGER_FILE, v->dir);
         r = ledger_load(disk, path, &ret->mm);
         if (r == -ENOENT)
@@ -505,12 +619,15 @@ int verify_vault(struct vault *v, unsigned threads, const uint8_t *trusted_pk,
                              "the ledger file is missing");
         else if (r < 0)
                 mismatch_add(&ret->mm, "ledger-edited", "ledger/" LEDGER_FILE,
-                             "the ledger cannot be read: %s", strerror(-r));
+                             "the ledger cannot be read: %s", agent_strerror(r));
         if (!v->read_only)
                 verify_against_sealed(disk, &v->ledger, &ret->mm);
-        verify_heads(v, disk, trusted_pk, trusted_sth, &ret->mm);
-        verify_ledger_flag(v, &ret->mm);
-        r = verify_assets(disk, v->assets_fd, threads, ret);
+        verify_heads(v, disk, trusted_pk, trusted_sth, &stored, sr, &ret->mm);
+        verify_ledger_file(v, disk, &o, &ret->mm);
+        verify_dir(v->assets_fd, "assets/", &o, &ret->mm);
+        verify_dir(v->ledger_dir_fd, "ledger/", &o, &ret->mm);
+        verify_state_files(v, &ret->mm);
+        r = verify_assets(disk, v->assets_fd, threads, &o, ret);
         verify_unrecorded_all(v, disk, &ret->mm);
         if (disk == &own)
                 ledger_done(&own);

@@ -13,7 +13,7 @@
 #define CPACE_SCALAR_LEN 32
 #define CPACE_ISK_LEN    64
 #define CPACE_TAG_LEN    64
-#define CPACE_AD_MAX     128
+#define CPACE_AD_MAX     256 /* totebox-pair/2 binds ids, roles, WireGuard keys, endpoints */
 #define CPACE_SID_MAX    64
 #define CPACE_CI_MAX     256
 

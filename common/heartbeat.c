@@ -25,9 +25,9 @@ int node_id_valid(const char *id)
         return 1;
 }
 
-static int digest_hex_valid(const char *s)
+static int hex_valid(const char *s, size_t len)
 {
-        if (strlen(s) != DIGEST_HEX_LEN)
+        if (strlen(s) != len)
                 return 0;
         for (const char *p = s; *p; p++)
                 if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
@@ -40,16 +40,19 @@ int heartbeat_encode(const struct heartbeat *hb, char *buf, size_t size)
         json_t *o;
         size_t n;
 
-        if (!node_id_valid(hb->node_id) || !digest_hex_valid(hb->inventory_digest))
+        if (!node_id_valid(hb->node_id) || !hex_valid(hb->inventory_digest, DIGEST_HEX_LEN) ||
+            (hb->boot[0] && !hex_valid(hb->boot, HEARTBEAT_BOOT_LEN)))
                 return -EINVAL;
         o = json_pack(
-            "{s:i, s:s, s:I, s:I, s:I, s:i, s:f, s:I, s:I, s:I, s:I, s:i, s:s}", "v",
-            HEARTBEAT_VERSION, "node", hb->node_id, "epoch", (json_int_t)hb->epoch, "seq",
-            (json_int_t)hb->seq, "interval_ms", (json_int_t)hb->interval_ms, "cpus", (int)hb->cpus,
-            "cpu_percent", hb->cpu_percent, "mem_total_mib", (json_int_t)hb->mem_total_mib,
-            "mem_available_mib", (json_int_t)hb->mem_available_mib, "mem_committed_mib",
+            "{s:i, s:s, s:I, s:s*, s:I, s:I, s:i, s:f, s:I, s:I, s:I, s:I, s:i, s:s, s:I}", "v",
+            HEARTBEAT_VERSION, "node", hb->node_id, "epoch", (json_int_t)hb->epoch, "boot",
+            hb->boot[0] ? hb->boot : NULL, "seq", (json_int_t)hb->seq, "interval_ms",
+            (json_int_t)hb->interval_ms, "cpus", (int)hb->cpus, "cpu_percent", hb->cpu_percent,
+            "mem_total_mib", (json_int_t)hb->mem_total_mib, "mem_available_mib",
+            (json_int_t)hb->mem_available_mib, "mem_committed_mib",
             (json_int_t)hb->mem_committed_mib, "libvirt_age_ms", (json_int_t)hb->libvirt_age_ms,
-            "vm_count", (int)hb->vm_count, "inventory_digest", hb->inventory_digest);
+            "vm_count", (int)hb->vm_count, "inventory_digest", hb->inventory_digest, "creations",
+            (json_int_t)hb->creations);
         if (!o)
                 return -EINVAL;
         n = json_dumpb(o, buf, size, JSON_COMPACT | JSON_REAL_PRECISION(4));
@@ -62,6 +65,7 @@ int heartbeat_encode(const struct heartbeat *hb, char *buf, size_t size)
 const char *const heartbeat_fields[HEARTBEAT_FIELDS + 1] = {"v",
                                                             "node",
                                                             "epoch",
+                                                            "boot",
                                                             "seq",
                                                             "interval_ms",
                                                             "cpus",
@@ -72,6 +76,7 @@ const char *const heartbeat_fields[HEARTBEAT_FIELDS + 1] = {"v",
                                                             "libvirt_age_ms",
                                                             "vm_count",
                                                             "inventory_digest",
+                                                            "creations",
                                                             NULL};
 
 static int heartbeat_decode_fields(const json_t *o, struct heartbeat *hb,
@@ -91,6 +96,10 @@ static int heartbeat_decode_fields(const json_t *o, struct heartbeat *hb,
         if (r == 0 && !node_id_valid(hb->node_id))
                 return json_input_fail(err, "field 'node' is not a valid node id");
         r = r ?: json_input_get_uint(o, "epoch", true, 1, INT64_MAX, &hb->epoch, err);
+        r = r ?: json_input_copy_string(o, "boot", false, hb->boot, sizeof(hb->boot), err);
+        if (r == 0 && json_object_get(o, "boot") && !hex_valid(hb->boot, HEARTBEAT_BOOT_LEN))
+                return json_input_fail(err, "field 'boot' is not %d hex digits",
+                                       HEARTBEAT_BOOT_LEN);
         r = r ?: json_input_get_uint(o, "seq", true, 1, INT64_MAX, &hb->seq, err);
         r = r ?: json_input_get_uint(o, "interval_ms", true, 100, 3600000, &hb->interval_ms, err);
         r = r ?: json_input_get_uint(o, "cpus", true, 1, 4096, &cpus, err);
@@ -108,9 +117,10 @@ static int heartbeat_decode_fields(const json_t *o, struct heartbeat *hb,
         r = r
                 ?: json_input_copy_string(o, "inventory_digest", true, hb->inventory_digest,
                                           sizeof(hb->inventory_digest), err);
+        r = r ?: json_input_get_uint(o, "creations", true, 0, INT64_MAX, &hb->creations, err);
         if (r < 0)
                 return r;
-        if (!digest_hex_valid(hb->inventory_digest))
+        if (!hex_valid(hb->inventory_digest, DIGEST_HEX_LEN))
                 return json_input_fail(err, "field 'inventory_digest' is not 64 hex digits");
         age_v = json_object_get(o, "libvirt_age_ms");
         if (!json_is_integer(age_v) || (age = json_integer_value(age_v)) < -1)

@@ -8,11 +8,15 @@
 #define HEARTBEAT_MAX_BYTES 1200
 #define NODE_ID_MAX         63
 #define DIGEST_HEX_LEN      64
+#define HEARTBEAT_BOOT_LEN  16 /* hex digits of the boot id */
 
 struct heartbeat {
         char node_id[NODE_ID_MAX + 1];
-        uint64_t epoch;       /* vmhost start, wall-clock ms: a restart starts a new epoch */
-        uint64_t seq;         /* increases within an epoch; old or repeated ones are dropped */
+        uint64_t epoch; /* vmhost start, wall-clock ms: a restart starts a new epoch */
+        uint64_t seq;   /* increases within a boot; old or repeated ones are dropped */
+        /* vmhost's random boot id (64 bits, hex), drawn at start; "" when the sender has none,
+         * and then the epoch alone names the boot. fleetd orders seq within a boot only. */
+        char boot[HEARTBEAT_BOOT_LEN + 1];
         uint64_t interval_ms; /* the sender's heartbeat interval */
         uint32_t cpus;        /* online CPUs */
         double cpu_percent;   /* utilisation over the last interval, 0..100 of all CPUs */
@@ -22,10 +26,14 @@ struct heartbeat {
         int64_t libvirt_age_ms;     /* since vmhost's last successful libvirt call; -1 if none */
         uint32_t vm_count;
         char inventory_digest[DIGEST_HEX_LEN + 1]; /* hex SHA-256 of the inventory */
+        /* the node's creation counter when the figures above were sampled: durable, it never
+         * goes back, and it increases after every domain vmhost defines and at every vmhost
+         * start, so figures carrying N reflect every creation acknowledged with N or less */
+        uint64_t creations;
 };
 
 /* The heartbeat's field names in wire order, NULL-terminated (fleetd's fast decoder indexes it). */
-#define HEARTBEAT_FIELDS 13
+#define HEARTBEAT_FIELDS 15
 extern const char *const heartbeat_fields[HEARTBEAT_FIELDS + 1];
 
 /* Encodes hb into buf; returns the length, or -EMSGSIZE / -EINVAL. */

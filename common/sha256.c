@@ -9,6 +9,7 @@
 #include <string.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define SHA256_HAVE_NI 1
 #endif
@@ -131,9 +132,12 @@ static size_t sha256_chosen;
 static bool sha256_cpu_has(const char *name)
 {
 #ifdef SHA256_HAVE_NI
-        __builtin_cpu_init();
+        /* CPUID itself: clang 14's __builtin_cpu_supports() does not know "sha". */
+        unsigned a, b, c, d;
+
         if (strcmp(name, "sha-ni") == 0)
-                return __builtin_cpu_supports("sha") && __builtin_cpu_supports("sse4.1");
+                return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_SSE4_1) &&
+                       __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & bit_SHA);
 #endif
         return strcmp(name, "generic") == 0;
 }

@@ -4,6 +4,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#define CTL_WITNESS_MAX 64
+
+struct store;
+
 struct ctl {
         const char *url;       /* fleetd's REST API */
         const char *token;     /* bearer token */
@@ -11,7 +15,12 @@ struct ctl {
         bool json, yes;
         const char *entity, *image, *kind;
         const char *memory, *vcpus, *disk, *after, *limit;
-        int argc; /* positional arguments after the command */
+        /* audit verify: checkpoints to hold the record against, and fleetd's key */
+        const char *witness_files[CTL_WITNESS_MAX], *witness_nodes[CTL_WITNESS_MAX];
+        unsigned n_witness_files, n_witness_nodes;
+        const char *audit_key;
+        bool via_fleetd; /* audit verify: the nodes' checkpoints as fleetd relays them */
+        int argc;        /* positional arguments after the command */
         char **argv;
 };
 
@@ -52,3 +61,5 @@ int ctl_cmd_health(struct ctl *c);
 int ctl_cmd_roster(struct ctl *c);
 int ctl_cmd_token(struct ctl *c);
 int ctl_cmd_audit_verify(struct ctl *c);
+/* local.c: opens fleetd's store in c->state_dir (message printed on failure). */
+int ctl_open_store(struct ctl *c, bool create, struct store **ret);

@@ -1,6 +1,6 @@
 /* fleetctl's commands on fleetd's state directory (run on the controller, as the user that owns
- * the state): token create/revoke/list and audit verify. A token is printed once; only its
- * SHA-256 is stored. These work whether fleetd runs or not (SQLite WAL). */
+ * the state): token create/revoke/list (audit verify is audit_verify.c). A token is printed once;
+ * only its SHA-256 is stored. These work whether fleetd runs or not (SQLite WAL). */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -9,7 +9,7 @@
 #include "fleetctl/fleetctl.h"
 #include "fleetd/store.h"
 
-static int ctl_open_store(struct ctl *c, bool create, struct store **ret)
+int ctl_open_store(struct ctl *c, bool create, struct store **ret)
 {
         char path[4200];
         int r;
@@ -84,27 +84,4 @@ int ctl_cmd_token(struct ctl *c)
         }
         store_close(s);
         return r;
-}
-
-int ctl_cmd_audit_verify(struct ctl *c)
-{
-        struct store *s = NULL;
-        char err[256] = "";
-        uint64_t n = 0;
-        int r;
-
-        if (ctl_open_store(c, false, &s) < 0)
-                return 1;
-        r = audit_verify(s, &n, err, sizeof(err));
-        store_close(s);
-        if (r < 0) {
-                fprintf(stderr, "fleetctl: audit record BROKEN: %s\n", err);
-                return 1;
-        }
-        if (c->json)
-                printf("{\"ok\": true, \"entries\": %llu}\n", (unsigned long long)n);
-        else
-                printf("audit record intact: %llu entries, every hash links to the one before\n",
-                       (unsigned long long)n);
-        return 0;
 }

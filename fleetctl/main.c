@@ -21,8 +21,11 @@ const struct ctl_command ctl_commands[] = {
     {"archive", ctl_cmd_verb, "archive VM", "archive a VM (kept with its disks, never started)"},
     {"verify", ctl_cmd_verb, "verify VM",
      "ask the VM's node for a full verification of its vault (result: 'vms VM')"},
-    {"audit", ctl_cmd_audit, "audit [--after N] [--limit N] [--kind K] | audit verify",
-     "read the audit record, or verify its hash chain (state dir)"},
+    {"audit", ctl_cmd_audit,
+     "audit [--after N] [--limit N] [--kind K] | audit verify [--node ADDR:PORT]... "
+     "[--witness FILE]... [--via-fleetd] [--key VKEY]",
+     "read the audit record, or verify it (state dir) against fleetd's signed checkpoints and "
+     "those the nodes witnessed"},
     {"health", ctl_cmd_health, "health", "fleet health, integrity first"},
     {"roster", ctl_cmd_roster, "roster", "the roster fleetd uses"},
     {"token", ctl_cmd_token, "token create NAME | token revoke NAME | token list",
@@ -61,6 +64,10 @@ static int ctl_parse(struct ctl *c, int argc, char **argv)
                                              {"after", required_argument, NULL, 'a'},
                                              {"limit", required_argument, NULL, 'l'},
                                              {"kind", required_argument, NULL, 'k'},
+                                             {"node", required_argument, NULL, 'N'},
+                                             {"witness", required_argument, NULL, 'W'},
+                                             {"key", required_argument, NULL, 'K'},
+                                             {"via-fleetd", no_argument, NULL, 'V'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
         int o;
@@ -105,6 +112,25 @@ static int ctl_parse(struct ctl *c, int argc, char **argv)
                         break;
                 case 'k':
                         c->kind = optarg;
+                        break;
+                case 'N':
+                case 'W':
+                        if ((o == 'N' ? c->n_witness_nodes : c->n_witness_files) ==
+                            CTL_WITNESS_MAX) {
+                                fprintf(stderr, "fleetctl: at most %d --node and %d --witness\n",
+                                        CTL_WITNESS_MAX, CTL_WITNESS_MAX);
+                                return -1;
+                        }
+                        if (o == 'N')
+                                c->witness_nodes[c->n_witness_nodes++] = optarg;
+                        else
+                                c->witness_files[c->n_witness_files++] = optarg;
+                        break;
+                case 'K':
+                        c->audit_key = optarg;
+                        break;
+                case 'V':
+                        c->via_fleetd = true;
                         break;
                 case 'h':
                         ctl_usage(stdout);

@@ -21,27 +21,132 @@
 #include "common/log.h"
 #include "fleetd/store.h"
 
+#define Q(...)                                                                                     \
+        {                                                                                          \
+                __VA_ARGS__, NULL                                                                  \
+        }
 const struct api_route api_routes[] = {
-    {"GET", "/v1/nodes", api_nodes_list, true, "list nodes with state and figures"},
-    {"GET", "/v1/nodes/{id}", api_nodes_get, true, "one node"},
-    {"GET", "/v1/vms", api_vms_list, true, "list Totebox VMs"},
-    {"GET", "/v1/vms/{id}", api_vms_get, true, "one VM"},
-    {"POST", "/v1/vms/{id}/{verb}", api_vms_verb, true, "suspend, resume, archive or verify a VM"},
-    {"POST", "/v1/plans", api_plans_create, true, "ask for a placement plan (changes nothing)"},
-    {"GET", "/v1/plans/{id}", api_plans_get, true, "one plan"},
-    {"DELETE", "/v1/plans/{id}", api_plans_drop, true, "drop an unconfirmed plan"},
-    {"POST", "/v1/plans/{id}/confirm", api_plans_confirm, true, "confirm: create the VM"},
-    {"GET", "/v1/audit", api_audit_list, true, "the audit record"},
-    {"GET", "/v1/roster", api_roster_get, true, "the roster fleetd uses"},
-    {"GET", "/v1/health", api_health_get, true, "fleet health, integrity first"},
-    {"GET", "/v1/openapi.json", api_openapi_get, false, "this API's OpenAPI 3.1 document"},
-    {"GET", "/metrics", api_metrics_get, true, "Prometheus metrics"},
-    {NULL, NULL, NULL, false, NULL},
+    {"GET", "/v1/nodes", api_nodes_list, true, API_BODY_NONE, Q("state", "role", "after", "limit"),
+     true, "list nodes with state and figures (by id; filters, pages)"},
+    {"GET", "/v1/nodes/{id}", api_nodes_get, true, API_BODY_NONE, {NULL}, false, "one node"},
+    {"GET", "/v1/vms", api_vms_list, true, API_BODY_NONE,
+     Q("node", "status", "lifecycle", "entity", "after", "limit"), true,
+     "list Totebox VMs (by id; filters, pages)"},
+    {"GET", "/v1/vms/{id}", api_vms_get, true, API_BODY_NONE, {NULL}, false, "one VM"},
+    {"POST",
+     "/v1/vms/{id}/{verb}",
+     api_vms_verb,
+     true,
+     API_BODY_JSON,
+     {NULL},
+     false,
+     "suspend, resume, archive or verify a VM"},
+    {"GET", "/v1/plans", api_plans_list, true, API_BODY_NONE, Q("state", "after", "limit"), true,
+     "list plans, oldest first (filters, pages)"},
+    {"POST",
+     "/v1/plans",
+     api_plans_create,
+     true,
+     API_BODY_JSON,
+     {NULL},
+     false,
+     "ask for a placement plan (changes nothing)"},
+    {"GET", "/v1/plans/{id}", api_plans_get, true, API_BODY_NONE, {NULL}, false, "one plan"},
+    {"DELETE",
+     "/v1/plans/{id}",
+     api_plans_drop,
+     true,
+     API_BODY_NONE,
+     {NULL},
+     false,
+     "drop an unconfirmed plan"},
+    {"POST",
+     "/v1/plans/{id}/confirm",
+     api_plans_confirm,
+     true,
+     API_BODY_JSON,
+     {NULL},
+     false,
+     "confirm: create the VM"},
+    {"GET", "/v1/audit", api_audit_list, true, API_BODY_NONE, Q("after", "limit", "kind"), true,
+     "the audit record"},
+    {"GET", "/v1/audit/checkpoint", api_audit_checkpoint_get, true, API_BODY_NONE, {NULL}, false,
+     "the latest signed audit checkpoint and what each node witnessed"},
+    {"GET", "/v1/audit/witnesses", api_audit_witnesses_get, true, API_BODY_NONE, {NULL}, false,
+     "each node's witnessed audit checkpoint, fetched from its node API now"},
+    {"GET",
+     "/v1/roster",
+     api_roster_get,
+     true,
+     API_BODY_NONE,
+     {NULL},
+     false,
+     "the roster fleetd uses"},
+    {"GET",
+     "/v1/health",
+     api_health_get,
+     true,
+     API_BODY_NONE,
+     {NULL},
+     false,
+     "fleet health, integrity first"},
+    {"GET",
+     "/v1/openapi.json",
+     api_openapi_get,
+     false,
+     API_BODY_NONE,
+     {NULL},
+     false,
+     "this API's OpenAPI 3.1 document"},
+    {"GET", "/metrics", api_metrics_get, true, API_BODY_NONE, {NULL}, false, "Prometheus metrics"},
+    {NULL, NULL, NULL, false, API_BODY_NONE, {NULL}, false, NULL},
 };
+#undef Q
 
 struct api_conn {
         struct http_body body;
 };
+
+/* Length of the well-formed UTF-8 sequence at s (RFC 3629: no overlong forms, no surrogates,
+ * nothing past U+10FFFF), or 0. */
+static size_t api_utf8_seq(const unsigned char *s)
+{
+        unsigned char c = s[0];
+        size_t n = c < 0x80                 ? 1
+                   : c >= 0xc2 && c <= 0xdf ? 2
+                   : c >= 0xe0 && c <= 0xef ? 3
+                   : c >= 0xf0 && c <= 0xf4 ? 4
+                                            : 0;
+        unsigned char lo = 0x80, hi = 0xbf;
+
+        if (c == 0xe0)
+                lo = 0xa0;
+        else if (c == 0xed)
+                hi = 0x9f;
+        else if (c == 0xf0)
+                lo = 0x90;
+        else if (c == 0xf4)
+                hi = 0x8f;
+        for (size_t i = 1; i < n; i++) {
+                if (s[i] < (i == 1 ? lo : 0x80) || s[i] > (i == 1 ? hi : 0xbf))
+                        return 0;
+        }
+        return n;
+}
+
+void api_utf8_sanitise(char *s)
+{
+        unsigned char *p = (unsigned char *)s;
+
+        while (*p) {
+                size_t n = api_utf8_seq(p);
+
+                if (n == 0)
+                        *p++ = '?';
+                else
+                        p += n;
+        }
+}
 
 void api_problem(struct api_response *resp, unsigned status, const char *type, const char *fmt, ...)
 {
@@ -60,6 +165,7 @@ void api_problem(struct api_response *resp, unsigned status, const char *type, c
                       {415, "Unsupported Media Type"},
                       {422, "Unprocessable Content"},
                       {429, "Too Many Requests"},
+                      {431, "Request Header Fields Too Large"},
                       {500, "Internal Server Error"},
                       {502, "Bad Gateway"},
                       {503, "Service Unavailable"},
@@ -74,12 +180,28 @@ void api_problem(struct api_response *resp, unsigned status, const char *type, c
         va_start(ap, fmt);
         vsnprintf(detail, sizeof(detail), fmt, ap);
         va_end(ap);
+        api_utf8_sanitise(detail); /* echoed paths, ids and names may be any bytes */
         snprintf(type_uri, sizeof(type_uri), "https://totebox.example/problems/%s", type);
         json_decref(resp->body);
         resp->status = status;
         resp->content_type = "application/problem+json";
         resp->body = json_pack("{s:s, s:s, s:i, s:s}", "type", type_uri, "title", title, "status",
                                (int)status, "detail", detail);
+}
+
+/* True when the body is well-formed JSON within the limits whose only fault is an integer
+ * beyond 64 bits: that is a value out of range (422), as -2^63 or a negative memory size is,
+ * not malformed JSON (400). */
+static bool api_body_only_overflows(const struct api_request *req)
+{
+        json_t *o;
+
+        if (json_input_depth(req->body, req->body_len) > req->f->cfg.max_json_depth)
+                return false;
+        o = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL,
+                       NULL);
+        json_decref(o);
+        return o != NULL;
 }
 
 json_t *api_body_object(struct api_request *req, struct api_response *resp, bool allow_empty)
@@ -101,6 +223,11 @@ json_t *api_body_object(struct api_request *req, struct api_response *resp, bool
         }
         o = json_input_parse(req->body, req->body_len, req->f->cfg.max_body_bytes,
                              (unsigned)req->f->cfg.max_json_depth, &e);
+        if (!o && api_body_only_overflows(req)) {
+                api_problem(resp, 422, "invalid-request", "a number is outside -2^63..2^63-1 (%s)",
+                            e.text);
+                return NULL;
+        }
         if (!o) {
                 api_problem(resp, 400, "invalid-json", "%s", e.text);
                 return NULL;
@@ -118,10 +245,24 @@ bool api_body_empty(struct api_request *req, struct api_response *resp)
         json_t *o = api_body_object(req, resp, true);
         bool ok = o && json_object_size(o) == 0;
 
-        if (o && !ok)
+        /* any field is the mistake here, whatever its value (even an integer past 64 bits) */
+        if ((o && !ok) || (!o && resp->status == 422))
                 api_problem(resp, 400, "unexpected-body", "this call takes no fields");
         json_decref(o);
         return ok;
+}
+
+bool api_query_string(struct api_request *req, struct api_response *resp, const char *name,
+                      bool (*valid)(const char *), const char *what, const char **ret)
+{
+        const char *v = MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+
+        if (v && !valid(v)) {
+                api_problem(resp, 400, "invalid-query", "query '%s' must be %s", name, what);
+                return false;
+        }
+        *ret = v;
+        return true;
 }
 
 bool api_query_uint(struct api_request *req, struct api_response *resp, const char *name,
@@ -230,30 +371,105 @@ static bool api_is_panel_path(const char *path)
                strncmp(path, "/panel/", 7) == 0;
 }
 
+struct api_query_scan {
+        const struct api_route *route;
+        unsigned seen; /* bit i: route->query[i] was given */
+        char bad[80];  /* the first unknown or repeated name, or "" */
+        bool repeated;
+        size_t bytes;
+};
+
+static enum MHD_Result api_query_one(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value)
+{
+        struct api_query_scan *q = cls;
+        unsigned i;
+
+        q->bytes += strlen(key) + (value ? strlen(value) : 0) + 2;
+        if (q->bad[0])
+                return MHD_YES;
+        for (i = 0; i < API_QUERY_MAX && q->route->query[i]; i++)
+                if (strcmp(q->route->query[i], key) == 0)
+                        break;
+        if (i < API_QUERY_MAX && q->route->query[i] && !(q->seen & (1u << i))) {
+                q->seen |= 1u << i;
+                return MHD_YES;
+        }
+        q->repeated = i < API_QUERY_MAX && q->route->query[i];
+        snprintf(q->bad, sizeof(q->bad), "%.64s", key);
+        return MHD_YES;
+}
+
+/* Every query parameter must be one the route takes, once. */
+static bool api_query_check(const struct api_route *r, struct api_request *req,
+                            struct api_response *resp)
+{
+        struct api_query_scan q = {.route = r};
+        char takes[128] = "";
+
+        MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, api_query_one, &q);
+        if (!q.bad[0])
+                return true;
+        for (unsigned i = 0; i < API_QUERY_MAX && r->query[i]; i++)
+                snprintf(takes + strlen(takes), sizeof(takes) - strlen(takes), "%s%s",
+                         i ? ", " : "", r->query[i]);
+        if (q.repeated)
+                api_problem(resp, 400, "invalid-query", "query '%s' is given more than once",
+                            q.bad);
+        else
+                api_problem(resp, 400, "unknown-query", "unknown query parameter '%s' (%s %s: %s)",
+                            q.bad, r->method, r->pattern, takes[0] ? takes : "takes none");
+        return false;
+}
+
+static void api_run(const struct api_route *r, struct api_request *req, struct api_response *resp)
+{
+        if (r->auth && !api_authorize(req, resp))
+                return;
+        if (!api_query_check(r, req, resp))
+                return;
+        if (r->body == API_BODY_NONE && req->body_len > 0) {
+                api_problem(resp, 400, "unexpected-body", "%s %s takes no request body",
+                            req->method, r->pattern);
+                return;
+        }
+        resp->etag = r->etag;
+        r->handler(req, resp);
+}
+
+static void api_allow_add(struct api_response *resp, const char *method)
+{
+        size_t used = strlen(resp->allow);
+
+        if (used + strlen(method) + 3 < sizeof(resp->allow))
+                snprintf(resp->allow + used, sizeof(resp->allow) - used, "%s%s", used ? ", " : "",
+                         method);
+}
+
 static void api_dispatch(struct api_request *req, struct api_response *resp)
 {
+        /* HEAD is GET without the body (libmicrohttpd sends only the headers) */
+        const char *method = strcmp(req->method, "HEAD") == 0 ? "GET" : req->method;
         bool path_known = false;
 
         if (api_is_panel_path(req->path)) {
-                if (strcmp(req->method, "GET") == 0) {
+                if (strcmp(method, "GET") == 0) {
                         api_panel_get(req, resp);
                         return;
                 }
-                snprintf(resp->allow, sizeof(resp->allow), "GET");
+                snprintf(resp->allow, sizeof(resp->allow), "GET, HEAD");
                 path_known = true;
         }
         for (const struct api_route *r = api_routes; r->pattern; r++) {
                 if (!api_match(r->pattern, req->path, req))
                         continue;
-                if (strcmp(r->method, req->method) == 0) {
-                        if (!r->auth || api_authorize(req, resp))
-                                r->handler(req, resp);
+                if (strcmp(r->method, method) == 0) {
+                        api_run(r, req, resp);
                         return;
                 }
-                if (strlen(resp->allow) + strlen(r->method) + 3 < sizeof(resp->allow))
-                        snprintf(resp->allow + strlen(resp->allow),
-                                 sizeof(resp->allow) - strlen(resp->allow), "%s%s",
-                                 resp->allow[0] ? ", " : "", r->method);
+                api_allow_add(resp, r->method);
+                if (strcmp(r->method, "GET") == 0)
+                        api_allow_add(resp, "HEAD");
                 path_known = true;
         }
         if (path_known) {
@@ -264,6 +480,36 @@ static void api_dispatch(struct api_request *req, struct api_response *resp)
         } else {
                 api_problem(resp, 404, "not-found", "no resource at '%.128s'", req->path);
         }
+}
+
+static enum MHD_Result api_header_bytes(void *cls, enum MHD_ValueKind kind, const char *key,
+                                        const char *value)
+{
+        *(size_t *)cls += strlen(key) + (value ? strlen(value) : 0) + 4;
+        return MHD_YES;
+}
+
+/* The request's own size limits, before anything else looks at it: fleetd's answer, as
+ * problem+json, for what libmicrohttpd's buffer still held. */
+static bool api_request_fits(struct api_request *req, struct api_response *resp)
+{
+        size_t headers = 0, query = 0;
+
+        MHD_get_connection_values(req->conn, MHD_HEADER_KIND, api_header_bytes, &headers);
+        MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, api_header_bytes, &query);
+        if (strlen(req->path) + query > API_PATH_MAX) {
+                api_problem(resp, 414, "uri-too-long",
+                            "the request target exceeds %d bytes (path '%.64s...')", API_PATH_MAX,
+                            req->path);
+                return false;
+        }
+        if (headers > API_HEADERS_MAX) {
+                api_problem(resp, 431, "headers-too-large",
+                            "the request headers take %zu bytes, more than %d", headers,
+                            API_HEADERS_MAX);
+                return false;
+        }
+        return true;
 }
 
 static void api_new_request_id(struct MHD_Connection *conn, char *buf, size_t size)
@@ -283,38 +529,148 @@ static void api_new_request_id(struct MHD_Connection *conn, char *buf, size_t si
         sodium_bin2hex(buf, size, raw, sizeof(raw));
 }
 
-static enum MHD_Result api_send(struct MHD_Connection *conn, struct api_request *req,
-                                struct api_response *resp)
+/* The answer as text (takes resp->raw); a body that cannot be encoded is a 500 problem, never
+ * an empty or schema-less answer. */
+static char *api_text(struct api_response *resp, size_t *ret_len)
 {
-        struct MHD_Response *r;
-        enum MHD_Result ret;
-        char *text = NULL;
-        size_t len;
+        char *text;
 
         if (resp->raw) {
                 text = resp->raw;
-                len = resp->raw_len;
+                *ret_len = resp->raw_len;
                 resp->raw = NULL;
-        } else {
-                text = resp->body ? json_dumps(resp->body, JSON_COMPACT) : strdup("{}");
-                len = text ? strlen(text) : 0;
+                return text;
         }
-        if (!text)
-                return MHD_NO;
-        r = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
-        if (!r) {
+        text = resp->body ? json_dumps(resp->body, JSON_COMPACT) : NULL;
+        if (!text) {
+                api_problem(resp, 500, "unencodable-answer", "the answer could not be encoded");
+                text = resp->body ? json_dumps(resp->body, JSON_COMPACT) : NULL;
+        }
+        *ret_len = text ? strlen(text) : 0;
+        return text;
+}
+
+/* A strong ETag: BLAKE2b-128 of the answer's bytes, quoted. */
+static void api_etag(const char *text, size_t len, char buf[35]);
+
+struct api_shared *api_shared_new(char *text, size_t len)
+{
+        struct api_shared *s = text ? malloc(sizeof(*s)) : NULL;
+
+        if (!s) {
                 free(text);
-                return MHD_NO;
+                return NULL;
         }
-        MHD_add_response_header(r, "Content-Type",
-                                resp->content_type ? resp->content_type : "application/json");
+        s->refs = 1;
+        s->len = len;
+        s->text = text;
+        api_etag(s->text, len, s->etag);
+        return s;
+}
+
+struct api_shared *api_shared_ref(struct api_shared *s)
+{
+        __atomic_add_fetch(&s->refs, 1, __ATOMIC_RELAXED);
+        return s;
+}
+
+void api_shared_unref(void *p)
+{
+        struct api_shared *s = p;
+
+        if (s && __atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+                free(s->text);
+                free(s);
+        }
+}
+
+static void api_etag(const char *text, size_t len, char buf[35])
+{
+        uint8_t h[16];
+
+        crypto_generichash(h, sizeof(h), (const unsigned char *)text, len, NULL, 0);
+        buf[0] = '"';
+        sodium_bin2hex(buf + 1, 33, h, sizeof(h));
+        buf[33] = '"';
+        buf[34] = '\0';
+}
+
+static bool api_etag_matches(struct MHD_Connection *conn, const char *etag)
+{
+        const char *inm = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "If-None-Match");
+
+        return inm && (strcmp(inm, "*") == 0 || strstr(inm, etag) != NULL);
+}
+
+static enum MHD_Result api_send(struct MHD_Connection *conn, struct api_request *req,
+                                struct api_response *resp)
+{
+        unsigned status = resp->status ? resp->status : 200;
+        bool tagged = resp->etag && status == 200;
+        struct MHD_Response *r;
+        enum MHD_Result ret;
+        char etag[35];
+        size_t len = 0;
+        char *text = resp->shared ? NULL : api_text(resp, &len);
+
+        if (!text && !resp->shared)
+                return MHD_NO;
+        if (tagged && resp->shared)
+                memcpy(etag, resp->shared->etag, sizeof(etag));
+        else if (tagged)
+                api_etag(text, len, etag);
+        if (tagged && api_etag_matches(conn, etag)) {
+                free(text);
+                text = NULL;
+                api_shared_unref(resp->shared);
+                resp->shared = NULL;
+                status = 304;
+        }
+        if (resp->shared) {
+                r = MHD_create_response_from_buffer_with_free_callback_cls(
+                    resp->shared->len, resp->shared->text, api_shared_unref, resp->shared);
+                if (r)
+                        resp->shared = NULL; /* the response holds the reference now */
+        } else {
+                r = text ? MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE)
+                         : MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+                if (!r)
+                        free(text);
+        }
+        if (!r)
+                return MHD_NO;
+        if (status != 304)
+                MHD_add_response_header(r, "Content-Type",
+                                        resp->content_type ? resp->content_type
+                                                           : "application/json");
         MHD_add_response_header(r, "X-Request-Id", req->request_id);
-        MHD_add_response_header(r, "Cache-Control", "no-store");
+        MHD_add_response_header(r, "Cache-Control", tagged ? "no-cache" : "no-store");
         MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+        if (tagged)
+                MHD_add_response_header(r, "ETag", etag);
         if (resp->header_name)
                 MHD_add_response_header(r, resp->header_name, resp->header_value);
-        ret = MHD_queue_response(conn, resp->status ? resp->status : 200, r);
+        ret = MHD_queue_response(conn, status, r);
         MHD_destroy_response(r);
+        return ret;
+}
+
+static enum MHD_Result api_answer(struct fleetd *f, struct MHD_Connection *conn,
+                                  struct api_request *req, struct api_response *resp,
+                                  const struct timespec *t0)
+{
+        bool big = json_array_size(json_object_get(resp->body, "candidates")) > 1000;
+        enum MHD_Result ret = api_send(conn, req, resp);
+        struct timespec t1;
+
+        json_decref(resp->body);
+        free(resp->raw);
+        api_shared_unref(resp->shared);
+        if (big)
+                malloc_trim(0); /* give a big answer's memory back to the system */
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        metrics_observe_latency(f, (double)(t1.tv_sec - t0->tv_sec) +
+                                       (double)(t1.tv_nsec - t0->tv_nsec) / 1e9);
         return ret;
 }
 
@@ -326,20 +682,22 @@ static enum MHD_Result api_access(void *cls, struct MHD_Connection *conn, const 
         struct api_conn *c = *con_cls;
         struct api_request req = {.f = f, .method = method, .path = url, .body = "", .conn = conn};
         struct api_response resp = {0};
-        enum MHD_Result ret;
-        struct timespec t0, t1;
-        bool big;
+        struct timespec t0;
 
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         if (!c) {
                 c = calloc(1, sizeof(*c));
                 if (!c)
                         return MHD_NO;
                 *con_cls = c;
-                return MHD_YES;
+                if (api_request_fits(&req, &resp))
+                        return MHD_YES;
+                /* answered before its body is read; libmicrohttpd then closes the connection */
+                api_new_request_id(conn, req.request_id, sizeof(req.request_id));
+                return api_answer(f, conn, &req, &resp, &t0);
         }
         if (!http_body_feed(&c->body, upload_data, upload_data_size, f->cfg.max_body_bytes))
                 return MHD_YES;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
         api_new_request_id(conn, req.request_id, sizeof(req.request_id));
         if (c->body.too_large) {
                 api_problem(&resp, 413, "body-too-large", "request body exceeds %llu bytes",
@@ -349,16 +707,7 @@ static enum MHD_Result api_access(void *cls, struct MHD_Connection *conn, const 
                 req.body_len = c->body.len;
                 api_dispatch(&req, &resp);
         }
-        big = json_array_size(json_object_get(resp.body, "candidates")) > 1000;
-        ret = api_send(conn, &req, &resp);
-        json_decref(resp.body);
-        free(resp.raw);
-        if (big)
-                malloc_trim(0); /* give a big answer's memory back to the system */
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-        metrics_observe_latency(f, (double)(t1.tv_sec - t0.tv_sec) +
-                                       (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
-        return ret;
+        return api_answer(f, conn, &req, &resp, &t0);
 }
 
 static void api_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -385,7 +734,7 @@ static int api_listen_one(struct fleetd *f, const char *address)
             MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION, 0, NULL, NULL,
             api_access, f, MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_NOTIFY_COMPLETED, api_completed, f,
             MHD_OPTION_CONNECTION_LIMIT, (unsigned)64, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
-            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)65536, MHD_OPTION_END);
+            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)API_CONN_MEMORY, MHD_OPTION_END);
         if (!d)
                 return -EADDRNOTAVAIL;
         f->http[f->n_http++] = d;
@@ -394,6 +743,10 @@ static int api_listen_one(struct fleetd *f, const char *address)
 
 int api_start(struct fleetd *f)
 {
+        /* answers of megabytes (lists of 10,000 nodes) are mapped and unmapped whole, and a few
+         * arenas serve the connection threads: memory goes back to the system after a burst */
+        mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+        mallopt(M_ARENA_MAX, 4);
         char list[sizeof(f->cfg.api_listen)], *save = NULL;
 
         snprintf(list, sizeof(list), "%s", f->cfg.api_listen);

@@ -8,6 +8,7 @@
 #include "fleetd/fleetd.h"
 
 #define API_MAX_PARAMS 2
+#define API_LIST_MAX   100000 /* the largest page of a list (and its default, but for plans) */
 
 struct api_request {
         struct fleetd *f;
@@ -22,25 +23,54 @@ struct api_request {
         char actor[64]; /* the token's name, "anonymous" when auth is off */
 };
 
+/* An answer's bytes shared by every request that sends them (the cached node list): counted
+ * references, the ETag computed once. */
+struct api_shared {
+        int refs;
+        size_t len;
+        char etag[35];
+        char *text; /* owned */
+};
+/* Takes ownership of text (malloc'd, len bytes), also on failure; one reference, or NULL. */
+struct api_shared *api_shared_new(char *text, size_t len);
+struct api_shared *api_shared_ref(struct api_shared *s);
+void api_shared_unref(void *s); /* accepts NULL; the last reference frees */
+
 struct api_response {
         unsigned status;
         json_t *body; /* owned; JSON object */
         char *raw;    /* owned; a non-JSON body (metrics, files), sent instead of body */
+        struct api_shared *shared; /* one reference; sent instead of body and raw */
         size_t raw_len;
         const char *content_type;
         const char *header_name, *header_value; /* one extra header (Allow, WWW-Authenticate) */
+        bool etag; /* a list route's 200: tagged, and 304 when If-None-Match names the tag */
         char allow[64];
 };
 
 typedef void (*api_handler)(struct api_request *req, struct api_response *resp);
+
+/* What a route takes as a body: none (a body is refused: 400 unexpected-body), or JSON. */
+enum api_body { API_BODY_NONE, API_BODY_JSON };
+
+#define API_QUERY_MAX 8
 
 struct api_route {
         const char *method;
         const char *pattern; /* "/v1/nodes/{id}" */
         api_handler handler;
         bool auth; /* needs a bearer token (when the auth key is on) */
+        enum api_body body;
+        const char *query[API_QUERY_MAX]; /* the query parameters it takes; any other is a 400 */
+        bool etag; /* a list: answers carry an ETag, If-None-Match gets a 304 */
         const char *summary;
 };
+
+/* Longest path and largest request header block fleetd answers; longer ones get 414 / 431 as
+ * problem+json (libmicrohttpd's own HTML page only past API_CONN_MEMORY, its buffer limit). */
+#define API_PATH_MAX    4096
+#define API_HEADERS_MAX 16384
+#define API_CONN_MEMORY (512 * 1024)
 
 extern const struct api_route api_routes[];
 
@@ -54,6 +84,9 @@ void api_ok(struct api_response *resp, json_t *body);
 json_t *api_body_object(struct api_request *req, struct api_response *resp, bool allow_empty);
 /* A verb's body: empty or {}; false (problem in resp) otherwise. */
 bool api_body_empty(struct api_request *req, struct api_response *resp);
+/* Query argument as a string matching valid (or absent: *ret NULL); false with a problem. */
+bool api_query_string(struct api_request *req, struct api_response *resp, const char *name,
+                      bool (*valid)(const char *), const char *what, const char **ret);
 /* Query argument as an unsigned integer in min..max (def when absent); false with a problem. */
 bool api_query_uint(struct api_request *req, struct api_response *resp, const char *name,
                     uint64_t def, uint64_t min, uint64_t max, uint64_t *ret);
@@ -62,19 +95,24 @@ void api_from_outcome(struct api_response *resp, struct plan_outcome *o);
 /* api_nodes.c */
 void api_nodes_list(struct api_request *req, struct api_response *resp);
 void api_nodes_get(struct api_request *req, struct api_response *resp);
-json_t *api_node_to_json(const struct fleet_node *n, const struct fleetd_config *cfg,
-                         uint64_t now_ms);
 /* api_vms.c */
 void api_vms_list(struct api_request *req, struct api_response *resp);
 void api_vms_get(struct api_request *req, struct api_response *resp);
 void api_vms_verb(struct api_request *req, struct api_response *resp);
+/* Makes s valid UTF-8 in place: a byte that does not start or continue a well-formed sequence
+ * (including a sequence cut short by truncation) becomes '?'. */
+void api_utf8_sanitise(char *s);
+
 /* api_plans.c */
+void api_plans_list(struct api_request *req, struct api_response *resp);
 void api_plans_create(struct api_request *req, struct api_response *resp);
 void api_plans_get(struct api_request *req, struct api_response *resp);
 void api_plans_confirm(struct api_request *req, struct api_response *resp);
 void api_plans_drop(struct api_request *req, struct api_response *resp);
 /* api_fleet.c */
 void api_audit_list(struct api_request *req, struct api_response *resp);
+void api_audit_checkpoint_get(struct api_request *req, struct api_response *resp);
+void api_audit_witnesses_get(struct api_request *req, struct api_response *resp);
 void api_roster_get(struct api_request *req, struct api_response *resp);
 void api_health_get(struct api_request *req, struct api_response *resp);
 void api_openapi_get(struct api_request *req, struct api_response *resp);

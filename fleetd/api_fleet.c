@@ -42,6 +42,16 @@ void api_audit_list(struct api_request *req, struct api_response *resp)
                              : (json_int_t)after));
 }
 
+void api_audit_checkpoint_get(struct api_request *req, struct api_response *resp)
+{
+        api_ok(resp, audit_status_json(req->f));
+}
+
+void api_audit_witnesses_get(struct api_request *req, struct api_response *resp)
+{
+        api_ok(resp, audit_witnesses_fetch(req->f));
+}
+
 void api_roster_get(struct api_request *req, struct api_response *resp)
 {
         struct fleetd *f = req->f;
@@ -72,6 +82,7 @@ void api_health_get(struct api_request *req, struct api_response *resp)
          * defined on another node) outranks a vault that failed its own checks */
         status = json_array_size(misplaced)           ? "misplaced"
                  : strcmp(integrity, "mismatch") == 0 ? "integrity-mismatch"
+                 : audit_diverged(f)                  ? "audit-diverged"
                  : by_state[NODE_SUSPECT] || by_state[NODE_EVICTED] || by_state[NODE_UNHEALTHY]
                      ? "degraded"
                      : "ok";

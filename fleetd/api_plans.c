@@ -28,10 +28,60 @@ void api_plans_create(struct api_request *req, struct api_response *resp)
         api_from_outcome(resp, &o);
 }
 
+static bool api_plan_state_valid(const char *s)
+{
+        static const char *const states[] = {"open", "expired", "confirmed", "dropped"};
+
+        for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++)
+                if (strcmp(s, states[i]) == 0)
+                        return true;
+        return false;
+}
+
+static bool api_plan_id_valid(const char *s)
+{
+        size_t n = strlen(s);
+
+        for (size_t i = 0; i < n; i++)
+                if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+                        return false;
+        return n == PLAN_ID_LEN;
+}
+
+/* GET /v1/plans[?state=S&after=ID&limit=N]: oldest first, 100 a page by default. */
+void api_plans_list(struct api_request *req, struct api_response *resp)
+{
+        const char *state, *after;
+        struct plan_outcome o;
+        uint64_t limit;
+
+        if (!api_query_string(req, resp, "state", api_plan_state_valid,
+                              "open, expired, confirmed or dropped", &state) ||
+            !api_query_string(req, resp, "after", api_plan_id_valid, "a plan id (32 hex digits)",
+                              &after) ||
+            !api_query_uint(req, resp, "limit", 100, 1, 1000, &limit))
+                return;
+        plans_list(req->f, after, state, (unsigned)limit, &o);
+        api_from_outcome(resp, &o);
+}
+
+/* A malformed plan id is bad input (400), as a malformed node or VM id is; a well-formed one
+ * that names no plan is 404. */
+static bool api_plan_param(struct api_request *req, struct api_response *resp)
+{
+        if (api_plan_id_valid(req->params[0]))
+                return true;
+        api_problem(resp, 400, "invalid-plan-id", "'%.64s' is not a plan id (32 hex digits)",
+                    req->params[0]);
+        return false;
+}
+
 void api_plans_get(struct api_request *req, struct api_response *resp)
 {
         struct plan_outcome o;
 
+        if (!api_plan_param(req, resp))
+                return;
         plans_get(req->f, req->params[0], &o);
         api_from_outcome(resp, &o);
 }
@@ -40,7 +90,7 @@ void api_plans_confirm(struct api_request *req, struct api_response *resp)
 {
         struct plan_outcome o;
 
-        if (!api_body_empty(req, resp))
+        if (!api_plan_param(req, resp) || !api_body_empty(req, resp))
                 return;
         plans_confirm(req->f, req->params[0], req->actor, &o);
         api_from_outcome(resp, &o);
@@ -50,6 +100,8 @@ void api_plans_drop(struct api_request *req, struct api_response *resp)
 {
         struct plan_outcome o;
 
+        if (!api_plan_param(req, resp))
+                return;
         plans_drop(req->f, req->params[0], req->actor, &o);
         api_from_outcome(resp, &o);
 }

@@ -1,7 +1,9 @@
-/* The consolidated audit record: append-only (SQLite triggers refuse UPDATE and DELETE) and
- * hash-chained, so that a rewritten history is detectable even by someone who drops the triggers.
- * Entry hash = SHA-256(canonical JSON of {seq, time_ms, kind, subject, actor, detail, prev_hash}),
- * canonical = sorted keys, compact; the first entry's prev_hash is 64 zeros. */
+/* The consolidated audit record: append-only (SQLite triggers refuse UPDATE and DELETE),
+ * hash-chained, and the leaves of an RFC 9162 Merkle tree whose checkpoints fleetd signs and the
+ * nodes witness (audit_log.c), so that a rewritten, cut or rolled-back history is detectable
+ * even by someone who drops the triggers. Entry bytes = canonical JSON of {seq, time_ms, kind,
+ * subject, actor, detail, prev_hash} (sorted keys, compact); entry hash = SHA-256(bytes), the
+ * first entry's prev_hash is 64 zeros; leaf hash = SHA-256(0x00 || bytes), kept in the row. */
 #include <errno.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -9,15 +11,16 @@
 #include <string.h>
 
 #include "common/clock.h"
+#include "common/merkle.h"
 #include "fleetd/store.h"
 
 static const char audit_genesis[] =
     "0000000000000000000000000000000000000000000000000000000000000000";
 
-/* Computes the entry hash; detail is borrowed. */
+/* Computes the entry hash and the leaf hash; detail is borrowed. */
 static int audit_hash(uint64_t seq, uint64_t time_ms, const char *kind, const char *subject,
                       const char *actor, json_t *detail, const char *prev,
-                      char out[AUDIT_HASH_HEX + 1])
+                      char out[AUDIT_HASH_HEX + 1], merkle_hash ret_leaf)
 {
         uint8_t h[crypto_hash_sha256_BYTES];
         json_t *o = json_pack("{s:I, s:I, s:s, s:s, s:s, s:O, s:s}", "seq", (json_int_t)seq,
@@ -30,6 +33,7 @@ static int audit_hash(uint64_t seq, uint64_t time_ms, const char *kind, const ch
                 return -ENOMEM;
         crypto_hash_sha256(h, (const uint8_t *)text, strlen(text));
         sodium_bin2hex(out, AUDIT_HASH_HEX + 1, h, sizeof(h));
+        merkle_leaf_hash((const uint8_t *)text, strlen(text), ret_leaf);
         free(text);
         return 0;
 }
@@ -58,13 +62,14 @@ static int audit_insert(struct store *s, const char *kind, const char *subject, 
 {
         uint64_t seq, now = clock_realtime_ms();
         char hash[AUDIT_HASH_HEX + 1], *text;
+        merkle_hash leaf;
         sqlite3_stmt *st = NULL;
         int r = audit_load_head(s); /* fleetctl (another process) may have appended since */
 
         if (r < 0)
                 return r;
         seq = s->last_seq + 1;
-        r = audit_hash(seq, now, kind, subject, actor, detail, s->last_hash, hash);
+        r = audit_hash(seq, now, kind, subject, actor, detail, s->last_hash, hash, leaf);
         if (r < 0)
                 return r;
         text = json_dumps(detail, JSON_SORT_KEYS | JSON_COMPACT);
@@ -73,7 +78,7 @@ static int audit_insert(struct store *s, const char *kind, const char *subject, 
         r = -EIO;
         if (sqlite3_prepare_v2(s->db,
                                "INSERT INTO audit(seq, time_ms, kind, subject, actor, detail,"
-                               " prev_hash, hash) VALUES (?,?,?,?,?,?,?,?)",
+                               " prev_hash, hash, leaf) VALUES (?,?,?,?,?,?,?,?,?)",
                                -1, &st, NULL) == SQLITE_OK) {
                 sqlite3_bind_int64(st, 1, (sqlite3_int64)seq);
                 sqlite3_bind_int64(st, 2, (sqlite3_int64)now);
@@ -83,6 +88,7 @@ static int audit_insert(struct store *s, const char *kind, const char *subject, 
                 sqlite3_bind_text(st, 6, text, -1, SQLITE_STATIC);
                 sqlite3_bind_text(st, 7, s->last_hash, -1, SQLITE_STATIC);
                 sqlite3_bind_text(st, 8, hash, -1, SQLITE_STATIC);
+                sqlite3_bind_blob(st, 9, leaf, MERKLE_HASH_LEN, SQLITE_STATIC);
                 if (sqlite3_step(st) == SQLITE_DONE)
                         r = 0;
         }
@@ -165,69 +171,212 @@ json_t *audit_list(struct store *s, uint64_t after, unsigned limit, const char *
         return a;
 }
 
-static int audit_verify_row(sqlite3_stmt *st, uint64_t expect_seq, char prev[AUDIT_HASH_HEX + 1],
-                            char *err, size_t errsize)
+struct audit_walk {
+        char prev[AUDIT_HASH_HEX + 1];
+        merkle_hash *leaves; /* from the rows' content, not from their leaf column */
+        uint64_t n, cap;
+        char *err;
+        size_t errsize;
+        bool broken, gap;
+};
+
+static void audit_walk_fail(struct audit_walk *w, unsigned long long seq, const char *why)
+{
+        if (!w->broken)
+                snprintf(w->err, w->errsize, "entry %llu %s", seq, why);
+        w->broken = true;
+}
+
+/* Checks one row (columns as in audit_walk_locked) and appends its leaf to w. */
+static int audit_walk_row(sqlite3_stmt *st, struct audit_walk *w)
 {
         uint64_t seq = (uint64_t)sqlite3_column_int64(st, 0);
         const char *stored_prev = (const char *)sqlite3_column_text(st, 6);
         const char *stored = (const char *)sqlite3_column_text(st, 7);
+        const void *stored_leaf = sqlite3_column_blob(st, 8);
         json_t *detail = json_loads((const char *)sqlite3_column_text(st, 5), 0, NULL);
+        const char *col[3] = {(const char *)sqlite3_column_text(st, 2),
+                              (const char *)sqlite3_column_text(st, 3),
+                              (const char *)sqlite3_column_text(st, 4)};
         char hash[AUDIT_HASH_HEX + 1];
-        int r = -EBADMSG;
 
-        if (seq != expect_seq)
-                snprintf(err, errsize, "entry %llu is missing (found %llu next)",
-                         (unsigned long long)expect_seq, (unsigned long long)seq);
-        else if (!detail || !stored_prev || strcmp(stored_prev, prev) != 0)
-                snprintf(err, errsize, "entry %llu does not link to the previous entry's hash",
-                         (unsigned long long)seq);
-        else if (audit_hash(seq, (uint64_t)sqlite3_column_int64(st, 1),
-                            (const char *)sqlite3_column_text(st, 2),
-                            (const char *)sqlite3_column_text(st, 3),
-                            (const char *)sqlite3_column_text(st, 4), detail, prev, hash) < 0 ||
-                 !stored || strcmp(hash, stored) != 0)
-                snprintf(err, errsize, "entry %llu does not match its hash (rewritten)",
-                         (unsigned long long)seq);
-        else
-                r = 0;
-        if (r == 0)
-                memcpy(prev, hash, sizeof(hash));
+        if (w->n == w->cap) {
+                uint64_t cap = w->cap ? 2 * w->cap : 1024;
+                merkle_hash *nl = realloc(w->leaves, cap * sizeof(*nl));
+
+                if (!nl) {
+                        json_decref(detail);
+                        return -ENOMEM;
+                }
+                w->leaves = nl;
+                w->cap = cap;
+        }
+        if (seq != w->n + 1) {
+                w->gap = true;
+                audit_walk_fail(w, (unsigned long long)w->n + 1,
+                                "is missing (tampered: rows were removed from the middle)");
+        }
+        if (!detail || !col[0] || !col[1] || !col[2] ||
+            audit_hash(seq, (uint64_t)sqlite3_column_int64(st, 1), col[0], col[1], col[2], detail,
+                       stored_prev ? stored_prev : "", hash, w->leaves[w->n]) < 0) {
+                /* unreadable: a leaf no content hashes to, so the tree shows it too */
+                memset(w->leaves[w->n], 0, MERKLE_HASH_LEN);
+                audit_walk_fail(w, seq, "cannot be read (tampered)");
+        } else if (!stored_prev || strcmp(stored_prev, w->prev) != 0)
+                audit_walk_fail(w, seq, "does not link to the previous entry's hash (tampered)");
+        else if (!stored || strcmp(hash, stored) != 0)
+                audit_walk_fail(w, seq, "does not match its hash (tampered: edited)");
+        else if (sqlite3_column_bytes(st, 8) != MERKLE_HASH_LEN || !stored_leaf ||
+                 memcmp(stored_leaf, w->leaves[w->n], MERKLE_HASH_LEN) != 0)
+                audit_walk_fail(w, seq, "does not match its leaf hash (tampered: edited)");
         json_decref(detail);
+        snprintf(w->prev, sizeof(w->prev), "%s", stored ? stored : "");
+        w->n++;
+        return 0;
+}
+
+static int audit_walk_locked(struct store *s, struct audit_walk *w)
+{
+        sqlite3_stmt *st = NULL;
+        int r = 0, rc;
+
+        snprintf(w->prev, sizeof(w->prev), "%s", audit_genesis);
+        if (sqlite3_prepare_v2(s->db,
+                               "SELECT seq, time_ms, kind, subject, actor, detail, prev_hash, hash,"
+                               " leaf FROM audit ORDER BY seq",
+                               -1, &st, NULL) != SQLITE_OK) {
+                snprintf(w->err, w->errsize, "cannot read the audit record");
+                return -EIO;
+        }
+        while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW)
+                r = audit_walk_row(st, w);
+        sqlite3_finalize(st);
+        if (r == -ENOMEM)
+                snprintf(w->err, w->errsize, "out of memory reading the audit record");
         return r;
 }
 
-static int audit_verify_locked(struct store *s, uint64_t *ret_count, char *err, size_t errsize)
+int audit_walk(struct store *s, merkle_hash **ret_leaves, uint64_t *ret_n, char *err,
+               size_t errsize)
 {
-        char prev[AUDIT_HASH_HEX + 1];
-        sqlite3_stmt *st = NULL;
-        uint64_t n = 0;
-        int r = 0;
+        struct audit_walk w = {.err = err, .errsize = errsize};
+        int r;
 
-        snprintf(prev, sizeof(prev), "%s", audit_genesis);
-        if (sqlite3_prepare_v2(s->db,
-                               "SELECT seq, time_ms, kind, subject, actor, detail, prev_hash, hash"
-                               " FROM audit ORDER BY seq",
-                               -1, &st, NULL) != SQLITE_OK) {
-                snprintf(err, errsize, "cannot read the audit record");
-                return -EIO;
+        pthread_mutex_lock(&s->mu);
+        r = audit_walk_locked(s, &w);
+        pthread_mutex_unlock(&s->mu);
+        if (r == -EIO || r == -ENOMEM) {
+                free(w.leaves);
+                return r;
         }
-        while (r == 0 && sqlite3_step(st) == SQLITE_ROW) {
-                r = audit_verify_row(st, n + 1, prev, err, errsize);
-                if (r == 0)
-                        n++;
-        }
-        sqlite3_finalize(st);
+        *ret_leaves = w.leaves;
+        *ret_n = w.n;
+        return w.broken || r < 0 ? -EBADMSG : 0;
+}
+
+int audit_verify(struct store *s, uint64_t *ret_count, char *err, size_t errsize)
+{
+        merkle_hash *leaves = NULL;
+        uint64_t n = 0;
+        int r = audit_walk(s, &leaves, &n, err, errsize);
+
+        free(leaves);
         if (r == 0)
                 *ret_count = n;
         return r;
 }
 
-int audit_verify(struct store *s, uint64_t *ret_count, char *err, size_t errsize)
+int audit_leaves_load(struct store *s, uint64_t after, merkle_hash **ret_leaves, uint64_t *ret_n)
 {
-        int r;
+        sqlite3_stmt *st = NULL;
+        merkle_hash *leaves = NULL;
+        uint64_t n = 0, cap = 0;
+        int r = 0;
 
         pthread_mutex_lock(&s->mu);
-        r = audit_verify_locked(s, ret_count, err, errsize);
+        if (sqlite3_prepare_v2(s->db, "SELECT seq, leaf FROM audit WHERE seq > ? ORDER BY seq", -1,
+                               &st, NULL) != SQLITE_OK)
+                r = -EIO;
+        else
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)after);
+        while (r == 0 && sqlite3_step(st) == SQLITE_ROW) {
+                if (n == cap) {
+                        merkle_hash *nl =
+                            realloc(leaves, (cap = cap ? 2 * cap : 1024) * sizeof(*nl));
+
+                        if (!nl) {
+                                r = -ENOMEM;
+                                break;
+                        }
+                        leaves = nl;
+                }
+                if ((uint64_t)sqlite3_column_int64(st, 0) != after + n + 1 ||
+                    sqlite3_column_bytes(st, 1) != MERKLE_HASH_LEN)
+                        r = -EBADMSG;
+                else
+                        memcpy(leaves[n++], sqlite3_column_blob(st, 1), MERKLE_HASH_LEN);
+        }
+        sqlite3_finalize(st);
         pthread_mutex_unlock(&s->mu);
+        if (r < 0) {
+                free(leaves);
+                return r;
+        }
+        *ret_leaves = leaves;
+        *ret_n = n;
+        return 0;
+}
+
+/* Schema 2: the leaf column, filled for the rows of the hash-chain record (schema 1), which
+ * become the tree's first leaves in their order. The update trigger is lifted for this one
+ * transaction only. */
+static int audit_migrate_rows(struct store *s)
+{
+        struct audit_walk w = {.err = (char[128]){0}, .errsize = 128};
+        sqlite3_stmt *st = NULL;
+        int r = audit_walk_locked(s, &w);
+
+        if (r == 0 && w.gap)
+                r = -EBADMSG; /* a record with holes cannot be given leaf positions */
+        if (r == 0 && sqlite3_prepare_v2(s->db, "UPDATE audit SET leaf = ? WHERE seq = ?", -1, &st,
+                                         NULL) != SQLITE_OK)
+                r = -EIO;
+        for (uint64_t i = 0; r == 0 && i < w.n; i++) {
+                sqlite3_bind_blob(st, 1, w.leaves[i], MERKLE_HASH_LEN, SQLITE_STATIC);
+                sqlite3_bind_int64(st, 2, (sqlite3_int64)(i + 1));
+                if (sqlite3_step(st) != SQLITE_DONE)
+                        r = -EIO;
+                sqlite3_reset(st);
+        }
+        sqlite3_finalize(st);
+        free(w.leaves);
+        return r;
+}
+
+int audit_migrate(struct store *s)
+{
+        sqlite3_stmt *probe = NULL;
+        int r;
+
+        if (sqlite3_prepare_v2(s->db, "SELECT leaf FROM audit LIMIT 0", -1, &probe, NULL) ==
+            SQLITE_OK) {
+                sqlite3_finalize(probe);
+                return 0; /* schema 2 already */
+        }
+        r = store_begin(s);
+        if (r < 0)
+                return r;
+        if (sqlite3_exec(s->db,
+                         "DROP TRIGGER IF EXISTS audit_no_update;"
+                         " ALTER TABLE audit ADD COLUMN leaf BLOB;",
+                         NULL, NULL, NULL) != SQLITE_OK)
+                r = -EIO;
+        if (r == 0)
+                r = audit_migrate_rows(s);
+        if (r == 0 && sqlite3_exec(s->db, AUDIT_NO_UPDATE_TRIGGER, NULL, NULL, NULL) != SQLITE_OK)
+                r = -EIO;
+        if (r == 0)
+                return store_commit(s);
+        store_rollback(s);
         return r;
 }

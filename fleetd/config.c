@@ -22,7 +22,7 @@ const struct config_key fleetd_config_table[] = {
     K("heartbeat_interval", CONFIG_DURATION, heartbeat_interval_ms, 100, 3600000, "10s",
       "expected heartbeat interval"),
     K("suspect_after", CONFIG_DURATION, suspect_after_ms, 100, 86400000, "20s",
-      "a node silent for longer than this is suspect"),
+      "a node silent for longer than this, plus a quarter interval of jitter, is suspect"),
     K("evict_after", CONFIG_DURATION, evict_after_ms, 100, 86400000, "30s",
       "a node silent for longer than this is evicted from placement"),
     K("safety_margin_mib", CONFIG_UINT, safety_margin_mib, 0, 1048576, "512",

@@ -108,8 +108,8 @@ static size_t dispatch_collect_creations(struct fleetd *f, const struct fleet_no
 
 /* Records the outcome with its audit entry first: what fleetd shows is what it has recorded. A
  * store that refuses leaves the VM creating, asked again after the backoff. */
-static void dispatch_vm_outcome(struct fleetd *f, struct fleet_vm *vm, enum vm_status st,
-                                const char *reason, const char *kind, uint64_t now)
+static int dispatch_vm_outcome(struct fleetd *f, struct fleet_vm *vm, enum vm_status st,
+                               const char *reason, const char *kind, uint64_t now)
 {
         struct fleet_vm next = *vm;
 
@@ -121,18 +121,19 @@ static void dispatch_vm_outcome(struct fleetd *f, struct fleet_vm *vm, enum vm_s
                 log_error("cannot record the outcome of VM '%s' ('%s'); asked again later", vm->id,
                           vm_status_name(st));
                 vm->next_attempt_ms = now + dispatch_backoff(&f->cfg, vm->attempts);
-                return;
+                return -EIO;
         }
         vm->status = st;
         snprintf(vm->reason, sizeof(vm->reason), "%s", reason);
         if (st == VM_FAILED) {
-                vm_release(f, vm);
+                /* the caller decides about the reservation: the node may hold the VM */
                 f->metrics.dispatch_failures++;
                 log_warn("creation of VM '%s' on node '%s' failed: %s", vm->id, vm->node_id,
                          reason);
         } else {
                 log_info("VM '%s' created on node '%s'", vm->id, vm->node_id);
         }
+        return 0;
 }
 
 /* What a node's answer says: its problem type without the URI prefix, and the state and lifecycle
@@ -165,6 +166,8 @@ static void dispatch_apply_held(struct fleetd *f, struct fleet_vm *vm, const cha
         struct node_reply rep;
         char reason[REASON_MAX];
 
+        /* running or not, the domain is defined: figures at the node's counter count it */
+        vm_acknowledged(f, vm, answer);
         dispatch_reply_parse(answer, &rep);
         if (rep.state[0])
                 snprintf(vm->observed, sizeof(vm->observed), "%s", rep.state);
@@ -196,7 +199,8 @@ static void dispatch_apply_creation(struct fleetd *f, struct dispatch_job *j, ui
                 dispatch_answer_detail(j->answer, detail, sizeof(detail));
                 snprintf(reason, sizeof(reason), "node '%s' refused the creation (%ld %.150s)",
                          vm->node_id, j->status, detail);
-                dispatch_vm_outcome(f, vm, VM_FAILED, reason, "vm.failed", now);
+                if (dispatch_vm_outcome(f, vm, VM_FAILED, reason, "vm.failed", now) == 0)
+                        vm_release(f, vm); /* refused: the node holds nothing for it */
                 return;
         }
         dispatch_reply_parse(j->err ? NULL : j->answer, &rep);
@@ -205,7 +209,9 @@ static void dispatch_apply_creation(struct fleetd *f, struct dispatch_job *j, ui
                 dispatch_answer_tail(j->answer, detail, 181);
                 snprintf(reason, sizeof(reason), "node '%.40s' could not start the VM: %.180s",
                          vm->node_id, detail);
-                dispatch_vm_outcome(f, vm, VM_FAILED, reason, "vm.failed", now);
+                /* the domain is defined: the node's figures count it until it says otherwise */
+                if (dispatch_vm_outcome(f, vm, VM_FAILED, reason, "vm.failed", now) == 0)
+                        vm_hold_until_listed(f, vm);
                 return;
         }
         if (j->err)
@@ -221,7 +227,8 @@ static void dispatch_apply_creation(struct fleetd *f, struct dispatch_job *j, ui
 
                 snprintf(final, sizeof(final), "gave up after %u attempts; last: %.200s",
                          vm->attempts, reason);
-                dispatch_vm_outcome(f, vm, VM_FAILED, final, "vm.failed", now);
+                if (dispatch_vm_outcome(f, vm, VM_FAILED, final, "vm.failed", now) == 0)
+                        vm_hold_until_listed(f, vm); /* the node may hold it all the same */
                 return;
         }
         snprintf(vm->reason, sizeof(vm->reason), "retrying: %.230s", reason);
@@ -249,6 +256,7 @@ static size_t dispatch_collect_fetch(struct fleetd *f, struct fleet_node *node, 
         snprintf(j->id, sizeof(j->id), "%s", node->rn->id);
         snprintf(j->address, sizeof(j->address), "%s", node->rn->mesh_address);
         node->inv_verb_mark = f->verb_events;
+        node->inv_fetch_sent = ++node->inv_fetches;
         /* until it answers, do not ask again sooner than the backoff */
         node->inv_next_ms = now + dispatch_backoff(&f->cfg, node->inv_failures + 1);
         f->metrics.inventory_fetches++;

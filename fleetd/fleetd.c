@@ -1,6 +1,8 @@
 /* Start-up and shutdown of fleetd's state: the store, the roster, the VM table rebuilt from the
- * store (creations still in flight get their reservation back and are dispatched again with the
- * same request id, so kill -9 neither loses nor doubles one), and the dispatcher. */
+ * store (creations still in flight are dispatched again with the same request id, so kill -9
+ * neither loses nor doubles one), and the dispatcher. Every VM gets its reservation back: the
+ * store does not say which ones the nodes' figures reflect, so each node's next inventory and
+ * heartbeat tell (docs/fleetd.md, "Reservations"). */
 #include <curl/curl.h>
 #include <errno.h>
 #include <sodium.h>
@@ -17,8 +19,8 @@ static int fleetd_load_vm(void *ctx, const struct fleet_vm *vm)
 
         if (!added)
                 return -ENOMEM;
+        vm_reserve_again(f, added);
         if (added->status == VM_CREATING) {
-                vm_reserve(f, added);
                 log_info("VM '%s' was being created on node '%s': dispatching again", added->id,
                          added->node_id);
         }
@@ -45,6 +47,9 @@ int fleetd_open(struct fleetd *f)
                          "refuses the creations it dispatches until the genesis publishes it "
                          "(totebox-pair controller-key)",
                          f->pin_pk);
+        r = audit_open(f);
+        if (r < 0)
+                return r;
         if (!f->transport.call) {
                 struct fleet_node *self = node_table_find(&f->table, f->table.roster->controller);
 
@@ -67,6 +72,7 @@ int fleetd_open(struct fleetd *f)
 void fleetd_close(struct fleetd *f)
 {
         dispatch_stop(f);
+        audit_close(f);
         vm_table_free(f);
         node_table_done(&f->table);
         store_close(f->store);

@@ -58,6 +58,18 @@ enum node_state {
 
 enum inventory_status { INV_NONE, INV_WANTED, INV_OK, INV_FAILED };
 
+/* Replay protection: the last accepted seq of each of a node's last few boots (boot id and
+ * epoch), so that a datagram of any boot still known is ordered within its own boot. */
+#define NODE_BOOTS     4
+#define NODE_FRESH_SEQ 3 /* a new boot may start at most this far in, plus its silence */
+struct node_boot {
+        char boot[HEARTBEAT_BOOT_LEN + 1];
+        uint64_t epoch;
+        uint64_t seq;      /* the last accepted */
+        uint64_t accepted; /* heartbeats accepted from this boot */
+        uint64_t last_ms;  /* monotonic: when its last one was accepted; 0: slot unused */
+};
+
 struct fleet_node {
         /* what placement reads, first, so that a scan of 10,000 nodes touches one cache line
          * per node */
@@ -80,6 +92,14 @@ struct fleet_node {
          * one occurrence of the "misplaced" alarm, audited when it begins */
         json_t *misplaced_vms;
         bool dispatch_busy;     /* a dispatch worker is calling this node */
+        struct node_boot boots[NODE_BOOTS];
+        uint64_t inv_fetches;    /* inventory fetches sent to the node since fleetd started */
+        uint64_t inv_fetch_sent; /* the number of the fetch in flight (or last sent); one
+                                    fetch per node is in flight at a time */
+        bool counter_reset; /* the node's creation counter went back for good (set by ingest) */
+        unsigned
+            low_beats;     /* heartbeats in a row from one boot with a counter below the figures' */
+        unsigned low_boot; /* that boot's slot in boots[] */
 };
 
 enum hb_drop {
@@ -103,6 +123,7 @@ struct node_table {
         uint64_t received;
         uint64_t accepted;
         uint64_t dropped[HB_DROP_MAX];
+        uint32_t last_accepted; /* the node of the last accepted heartbeat */
 };
 
 enum vm_status { VM_CREATING, VM_ACTIVE, VM_FAILED };
@@ -123,6 +144,10 @@ struct fleet_vm {
         unsigned attempts;
         uint64_t next_attempt_ms; /* monotonic */
         bool reserved;            /* memory_mib counted in its node's reserved_mib */
+        uint64_t reserve_until;   /* the node's creation counter whose figures reflect the VM;
+                                     0 while not known */
+        uint64_t settle_fetch;    /* not 0: an inventory of fetch number >= this that lacks the
+                                     VM shows that it holds no memory there */
         bool missing;             /* the node's inventory lacks it */
         char observed[16];        /* libvirt state from the last inventory, "" if none */
         char integrity[16];       /* unknown / ok / mismatch */
@@ -163,6 +188,7 @@ struct fleet_metrics {
 };
 
 struct store;
+struct audit_log;
 
 struct fleetd {
         struct fleetd_config cfg;
@@ -182,7 +208,8 @@ struct fleetd {
         unsigned dispatch_workers; /* worker threads calling nodes (dispatch.c) */
         struct timespec roster_mtime;
         uint64_t started_ms;
-        uint64_t verb_events; /* counts starts and ends of verb calls to nodes (under lock) */
+        uint64_t verb_events;    /* counts starts and ends of verb calls to nodes (under lock) */
+        struct audit_log *audit; /* audit_push.c: the key, checkpoints, the nodes' witness */
         /* the pin key (pin_sign.c): Ed25519, its public half named by the roster */
         uint8_t pin_sk[64];
         char pin_pk[WG_KEY_B64_LEN + 1];
@@ -210,8 +237,20 @@ static inline uint64_t node_heartbeat_age(const struct fleet_node *n, uint64_t n
         return now_ms > n->last_seen_ms ? now_ms - n->last_seen_ms : 0;
 }
 
-/* Silent for more than evict_after: evicted; more than suspect_after: suspect; heartbeats whose
- * libvirt_age_ms is -1 or older than 3 intervals: unhealthy (a wedged vmhost); else alive. */
+/* How long a node may be silent before it is suspect: suspect_after plus a quarter interval for
+ * jitter (a heartbeat sent late, or delivered late, after one that was lost: suspect_after is
+ * meant as "missed two", so one lost datagram with jitter must stay below it), never past
+ * evict_after. */
+static inline uint64_t node_suspect_bound(const struct fleetd_config *cfg)
+{
+        uint64_t b = cfg->suspect_after_ms + cfg->heartbeat_interval_ms / 4;
+
+        return b < cfg->evict_after_ms ? b : cfg->evict_after_ms;
+}
+
+/* Silent for more than evict_after: evicted; more than node_suspect_bound: suspect; heartbeats
+ * whose libvirt_age_ms is -1 or older than 3 intervals: unhealthy (a wedged vmhost); else
+ * alive. */
 static inline enum node_state node_state_at(const struct fleet_node *n,
                                             const struct fleetd_config *cfg, uint64_t now_ms)
 {
@@ -222,7 +261,7 @@ static inline enum node_state node_state_at(const struct fleet_node *n,
         age = node_heartbeat_age(n, now_ms);
         if (age > cfg->evict_after_ms)
                 return NODE_EVICTED;
-        if (age > cfg->suspect_after_ms)
+        if (age > node_suspect_bound(cfg))
                 return NODE_SUSPECT;
         if (n->hb_libvirt_age_ms < 0 ||
             (uint64_t)n->hb_libvirt_age_ms > 3 * cfg->heartbeat_interval_ms)
@@ -282,6 +321,22 @@ struct fleet_vm *vm_table_add(struct fleetd *f, const struct fleet_vm *vm);
 void vm_table_free(struct fleetd *f);
 void vm_reserve(struct fleetd *f, struct fleet_vm *vm);
 void vm_release(struct fleetd *f, struct fleet_vm *vm);
+/* The node acknowledged the creation with answer (its JSON body): the reservation lasts until a
+ * heartbeat's creation counter reaches the one the answer names. */
+void vm_acknowledged(struct fleetd *f, struct fleet_vm *vm, const char *answer);
+/* The node listed the VM in an inventory whose creation counter was creations (0: none). */
+void vm_listed(struct fleetd *f, struct fleet_vm *vm, uint64_t creations);
+/* The creation was given up without a clear answer: the node may hold the VM, so its memory
+ * stays reserved until an inventory fetched from now on lists it (then as vm_listed) or lacks
+ * it (then released). */
+void vm_hold_until_listed(struct fleetd *f, struct fleet_vm *vm);
+/* Reserves vm again as if fleetd had just started: what reflects it is not known any more; the
+ * node's next inventory (and, for a creation in flight, its acknowledgement) tells. */
+void vm_reserve_again(struct fleetd *f, struct fleet_vm *vm);
+/* Releases the reservations on node n that its last heartbeat's figures reflect, and those
+ * that the inventory of fetch number fetch (0: none) shows to hold nothing; vms_listed is that
+ * inventory's vms array (or NULL). */
+void vm_settle_node(struct fleetd *f, struct fleet_node *n, uint64_t fetch, json_t *vms_listed);
 json_t *vm_to_json(struct fleetd *f, const struct fleet_vm *vm, uint64_t now_ms);
 const char *vm_status_name(enum vm_status s);
 /* A VM id fleetd could have made: 1..VM_ID_MAX of [a-z0-9-]. */
@@ -300,6 +355,9 @@ void plans_confirm(struct fleetd *f, const char *plan_id, const char *actor,
                    struct plan_outcome *ret);
 void plans_drop(struct fleetd *f, const char *plan_id, const char *actor, struct plan_outcome *ret);
 void plans_get(struct fleetd *f, const char *plan_id, struct plan_outcome *ret);
+/* Plans in creation order (summaries without candidates): {plans, next_after}. */
+void plans_list(struct fleetd *f, const char *after, const char *state, unsigned limit,
+                struct plan_outcome *ret);
 
 /* dispatch.c: creations and inventory fetches, retried with backoff, off the request threads */
 int dispatch_start(struct fleetd *f);
@@ -344,6 +402,10 @@ int heartbeat_decode_fast(const char *buf, size_t len, struct heartbeat *ret);
 /* heartbeat_listener.c */
 int heartbeat_listener_open(const struct fleetd_config *cfg, int *ret_fd);
 void heartbeat_listener_drain(struct fleetd *f);
+/* Applies one datagram (with f->lock held): node_table_ingest, then the reservations its
+ * figures now reflect are released. Returns what node_table_ingest returned. */
+int heartbeat_listener_apply(struct fleetd *f, const char *buf, size_t len, struct in_addr src,
+                             uint64_t now_ms, char *err, size_t errsize);
 
 /* roster_watch.c */
 /* Reloads the roster when forced or when the file's mtime changed; keeps the old one on error. */
@@ -352,6 +414,24 @@ int roster_reload(struct fleetd *f, bool force);
 /* metrics.c */
 void metrics_observe_latency(struct fleetd *f, double seconds);
 char *metrics_render(struct fleetd *f);
+
+/* audit_push.c: the audit record's key and checkpoints, witnessed by the nodes */
+/* Loads (or makes) the key and checks the record against fleetd's own last checkpoints:
+ * -EBADMSG (logged, finding by finding) when they disagree, and fleetd does not start. */
+int audit_open(struct fleetd *f);
+/* The thread that signs a checkpoint when the record grew and pushes it to every node. */
+int audit_push_start(struct fleetd *f);
+/* One pass of it (unit tests call this directly). */
+void audit_push_run_once(struct fleetd *f, uint64_t now_ms);
+/* {key, size, checkpoint, witnesses: [{node, held, diverged}]} (new reference). */
+json_t *audit_status_json(struct fleetd *f);
+/* {witnesses: [{node, answer} | {node, error}]}: each live node's GET /v1/audit-checkpoint,
+ * fetched now (one call per node, in turn). */
+json_t *audit_witnesses_fetch(struct fleetd *f);
+/* True when a node holds a checkpoint this record does not extend, or the record lost entries
+ * while fleetd ran. */
+bool audit_diverged(struct fleetd *f);
+void audit_close(struct fleetd *f);
 
 /* api.c */
 int api_start(struct fleetd *f);

@@ -16,6 +16,7 @@ enum hb_field {
         F_V,
         F_NODE,
         F_EPOCH,
+        F_BOOT,
         F_SEQ,
         F_INTERVAL,
         F_CPUS,
@@ -26,12 +27,15 @@ enum hb_field {
         F_LIBVIRT_AGE,
         F_VM_COUNT,
         F_DIGEST,
+        F_CREATIONS,
         F_MAX
 };
 
 /* F_* follow the codec's wire order: hb_fast_names[F_X] is the field's name. */
 #define hb_fast_names heartbeat_fields
 _Static_assert(F_MAX == HEARTBEAT_FIELDS, "the fast path knows every heartbeat field");
+/* the fields a heartbeat must carry: all but the optional ones */
+#define HB_REQUIRED (((1u << F_MAX) - 1) & ~(1u << F_BOOT))
 
 struct hb_cursor {
         const char *p, *end;
@@ -169,6 +173,22 @@ static bool hb_uint_in(int64_t v, uint64_t min, uint64_t max)
         return v >= 0 && (uint64_t)v >= min && (uint64_t)v <= max;
 }
 
+/* A string of exactly len lowercase hex digits, copied into out (len + 1 bytes). */
+static bool hb_hex(struct hb_cursor *c, size_t len, char *out)
+{
+        const char *s;
+        size_t n;
+
+        if (!hb_string(c, &s, &n) || n != len)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+                        return false;
+        memcpy(out, s, n);
+        out[n] = '\0';
+        return true;
+}
+
 static bool hb_value(struct hb_cursor *c, enum hb_field f, struct heartbeat *hb, int64_t *ints)
 {
         const char *s;
@@ -181,15 +201,10 @@ static bool hb_value(struct hb_cursor *c, enum hb_field f, struct heartbeat *hb,
                 memcpy(hb->node_id, s, n);
                 hb->node_id[n] = '\0';
                 return node_id_valid(hb->node_id);
+        case F_BOOT:
+                return hb_hex(c, HEARTBEAT_BOOT_LEN, hb->boot);
         case F_DIGEST:
-                if (!hb_string(c, &s, &n) || n != DIGEST_HEX_LEN)
-                        return false;
-                for (size_t i = 0; i < n; i++)
-                        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-                                return false;
-                memcpy(hb->inventory_digest, s, n);
-                hb->inventory_digest[n] = '\0';
-                return true;
+                return hb_hex(c, DIGEST_HEX_LEN, hb->inventory_digest);
         case F_CPU_PERCENT:
                 return hb_number(c, &hb->cpu_percent) && hb->cpu_percent >= 0 &&
                        hb->cpu_percent <= 100;
@@ -205,7 +220,8 @@ static bool hb_check(struct heartbeat *hb, const int64_t *v)
             !hb_uint_in(v[F_CPUS], 1, 4096) || !hb_uint_in(v[F_MEM_TOTAL], 1, 1ull << 32) ||
             !hb_uint_in(v[F_MEM_AVAILABLE], 0, (uint64_t)v[F_MEM_TOTAL]) ||
             !hb_uint_in(v[F_MEM_COMMITTED], 0, 1ull << 32) ||
-            !hb_uint_in(v[F_VM_COUNT], 0, 100000) || v[F_LIBVIRT_AGE] < -1)
+            !hb_uint_in(v[F_VM_COUNT], 0, 100000) || v[F_LIBVIRT_AGE] < -1 ||
+            !hb_uint_in(v[F_CREATIONS], 0, INT64_MAX))
                 return false;
         hb->epoch = (uint64_t)v[F_EPOCH];
         hb->seq = (uint64_t)v[F_SEQ];
@@ -216,6 +232,7 @@ static bool hb_check(struct heartbeat *hb, const int64_t *v)
         hb->mem_committed_mib = (uint64_t)v[F_MEM_COMMITTED];
         hb->libvirt_age_ms = v[F_LIBVIRT_AGE];
         hb->vm_count = (uint32_t)v[F_VM_COUNT];
+        hb->creations = (uint64_t)v[F_CREATIONS];
         return true;
 }
 
@@ -241,7 +258,7 @@ int heartbeat_decode_fast(const char *buf, size_t len, struct heartbeat *ret)
         if (!hb_eat(&c, '}'))
                 return 0;
         hb_ws(&c);
-        if (c.p != c.end || seen != (1u << F_MAX) - 1 || !hb_check(&hb, ints))
+        if (c.p != c.end || (seen & HB_REQUIRED) != HB_REQUIRED || !hb_check(&hb, ints))
                 return 0;
         *ret = hb;
         return 1;

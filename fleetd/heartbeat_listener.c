@@ -36,6 +36,16 @@ int heartbeat_listener_open(const struct fleetd_config *cfg, int *ret_fd)
         return 0;
 }
 
+int heartbeat_listener_apply(struct fleetd *f, const char *buf, size_t len, struct in_addr src,
+                             uint64_t now_ms, char *err, size_t errsize)
+{
+        int r = node_table_ingest(&f->table, buf, len, src, now_ms, err, errsize);
+
+        if (r == 0)
+                vm_settle_node(f, &f->table.nodes[f->table.last_accepted], 0, NULL);
+        return r;
+}
+
 void heartbeat_listener_drain(struct fleetd *f)
 {
         static char bufs[HB_BATCH][HB_BUF];
@@ -65,8 +75,8 @@ void heartbeat_listener_drain(struct fleetd *f)
 
                         if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC)
                                 len = HB_BUF + 1;
-                        if (node_table_ingest(&f->table, bufs[i], len, from[i].sin_addr, now, err,
-                                              sizeof(err)) < 0) {
+                        if (heartbeat_listener_apply(f, bufs[i], len, from[i].sin_addr, now, err,
+                                                     sizeof(err)) < 0) {
                                 inet_ntop(AF_INET, &from[i].sin_addr, addr, sizeof(addr));
                                 log_debug("heartbeat from '%s' dropped: %s", addr, err);
                         }

@@ -134,14 +134,16 @@ static int inventory_check_vm(const json_t *v, struct json_input_error *e)
 
 static int inventory_check(const json_t *o, const char *node_id, struct json_input_error *e)
 {
-        static const char *const fields[] = {"node", "digest", "vms", NULL};
+        static const char *const fields[] = {"node", "digest", "vms", "creations", NULL};
         const char *node = NULL, *digest = NULL;
         json_t *vms = json_object_get(o, "vms");
+        uint64_t creations;
         int r = 0;
 
         r = r ?: json_input_check_keys(o, fields, e);
         r = r ?: json_input_get_string(o, "node", true, NODE_ID_MAX, &node, e);
         r = r ?: json_input_get_string(o, "digest", true, DIGEST_HEX_LEN, &digest, e);
+        r = r ?: json_input_get_uint(o, "creations", false, 0, INT64_MAX, &creations, e);
         if (r < 0)
                 return r;
         if (strcmp(node, node_id) != 0)
@@ -295,14 +297,14 @@ static bool inventory_vm_started(json_t *v)
 }
 
 static bool inventory_known_vm(struct fleetd *f, struct fleet_node *node, struct fleet_vm *vm,
-                               json_t *v)
+                               json_t *v, uint64_t creations)
 {
         const char *node_id = node->rn->id;
         const char *state = json_string_value(json_object_get(v, "state"));
         json_t *integ = json_object_get(v, "integrity");
         bool again;
 
-        vm_release(f, vm); /* the node's figures now include it */
+        vm_listed(f, vm, creations); /* held until a heartbeat at that counter */
         if (vm->missing) {
                 vm->missing = false;
                 log_info("VM '%s' is back in node '%s''s inventory", vm->id, node_id);
@@ -379,7 +381,8 @@ static void inventory_misplaced_end(struct fleet_node *node, json_t *misplaced)
 }
 
 /* Returns true when the inventory must be fetched again (see inventory_lifecycle). */
-static bool inventory_reconcile(struct fleetd *f, struct fleet_node *node, json_t *vms)
+static bool inventory_reconcile(struct fleetd *f, struct fleet_node *node, json_t *vms,
+                                uint64_t creations)
 {
         const char *node_id = node->rn->id;
         json_t *unknown = json_array(), *misplaced = json_array();
@@ -395,7 +398,7 @@ static bool inventory_reconcile(struct fleetd *f, struct fleet_node *node, json_
                         continue;
                 }
                 if (vm) {
-                        again |= inventory_known_vm(f, node, vm, v);
+                        again |= inventory_known_vm(f, node, vm, v, creations);
                         continue;
                 }
                 json_array_append_new(unknown, json_string(id));
@@ -445,7 +448,10 @@ int inventory_apply(struct fleetd *f, const char *node_id, const char *expected_
                 r = -ENOENT;
         } else {
                 const char *digest = json_string_value(json_object_get(o, "digest"));
-                bool again = inventory_reconcile(f, node, json_object_get(o, "vms"));
+                json_t *c = json_object_get(o, "creations");
+                json_t *vms = json_object_get(o, "vms");
+                bool again =
+                    inventory_reconcile(f, node, vms, c ? (uint64_t)json_integer_value(c) : 0);
 
                 snprintf(node->inv_digest, sizeof(node->inv_digest), "%s", digest);
                 node->inv =
@@ -457,6 +463,7 @@ int inventory_apply(struct fleetd *f, const char *node_id, const char *expected_
                 }
                 if (again)
                         node->inv = INV_WANTED; /* after the backoff set when it was sent */
+                vm_settle_node(f, node, node->inv_fetch_sent, vms);
         }
         pthread_mutex_unlock(&f->lock);
         json_decref(o);

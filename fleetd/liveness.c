@@ -1,6 +1,6 @@
 /* Liveness: a node's state is a pure function of its last heartbeat and "now" (node_state_at,
  * inline in fleetd.h because placement scans every node with it; unit tests drive it with a fake
- * clock). Silent for more than suspect_after: suspect; more than
+ * clock). Silent for more than suspect_after plus a quarter interval of jitter: suspect; more than
  * evict_after: evicted; heartbeats arriving but libvirt_age_ms older than 3 intervals (or no
  * libvirt call yet): unhealthy. The tick notices changes and logs and audits each one once. */
 #include <errno.h>

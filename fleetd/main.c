@@ -33,6 +33,8 @@ static int fleetd_setup(struct fleetd *f)
         log_info("heartbeats on UDP '%s' port %llu", f->cfg.heartbeat_listen,
                  (unsigned long long)f->cfg.heartbeat_port);
         r = dispatch_start(f);
+        if (r == 0)
+                r = audit_push_start(f);
         return r < 0 ? r : api_start(f);
 }
 

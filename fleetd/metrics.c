@@ -153,6 +153,35 @@ static void metrics_latency(struct fleetd *f, FILE *out)
                 (unsigned long long)m->latency_count);
 }
 
+/* The audit log: the size fleetd last signed and its witnesses by what they hold. */
+static void metrics_audit(struct fleetd *f, FILE *out)
+{
+        json_t *st = audit_status_json(f), *w;
+        json_int_t size = json_integer_value(json_object_get(st, "size"));
+        unsigned current = 0, behind = 0, diverged = 0;
+        size_t i;
+
+        json_array_foreach(json_object_get(st, "witnesses"), i, w)
+        {
+                if (json_is_true(json_object_get(w, "diverged")))
+                        diverged++;
+                else if (json_integer_value(json_object_get(w, "held")) == size)
+                        current++;
+                else
+                        behind++;
+        }
+        metrics_head(out, "totebox_fleetd_audit_checkpoint_size", "gauge",
+                     "Entries covered by the last audit checkpoint fleetd signed.");
+        fprintf(out, "totebox_fleetd_audit_checkpoint_size %lld\n", (long long)size);
+        metrics_head(out, "totebox_fleetd_audit_witnesses", "gauge",
+                     "Nodes by the audit checkpoint they hold: the last one, an older one, or one "
+                     "this record does not extend.");
+        fprintf(out, "totebox_fleetd_audit_witnesses{state=\"current\"} %u\n", current);
+        fprintf(out, "totebox_fleetd_audit_witnesses{state=\"behind\"} %u\n", behind);
+        fprintf(out, "totebox_fleetd_audit_witnesses{state=\"diverged\"} %u\n", diverged);
+        json_decref(st);
+}
+
 char *metrics_render(struct fleetd *f)
 {
         char *buf = NULL;
@@ -165,6 +194,7 @@ char *metrics_render(struct fleetd *f)
         metrics_nodes(f, out, clock_monotonic_ms());
         metrics_vms(f, out);
         metrics_latency(f, out);
+        metrics_audit(f, out);
         pthread_mutex_unlock(&f->lock);
         fclose(out);
         return buf;

@@ -109,10 +109,88 @@ void node_refresh_figures(struct fleet_node *n)
         n->hb_libvirt_age_ms = n->hb.libvirt_age_ms;
 }
 
+#define NODE_RESET_BEATS 3 /* heartbeats in a row of one boot with a lower counter: a reset */
+
+/* A heartbeat whose creation counter is lower than the one of the figures fleetd holds was
+ * sampled before them (the counter never goes back; an earlier boot's datagram may arrive late):
+ * it counts for liveness, but the newer figures stay, so that no reservation released against
+ * them comes back uncovered. When one boot keeps sending lower counters, the node lost its
+ * counter file: its figures are taken and every reservation on the node is taken again, as
+ * after a fleetd restart (vm_settle_node). */
+static void node_keep_figures(struct heartbeat *hb, const struct heartbeat *old)
+{
+        hb->mem_total_mib = old->mem_total_mib;
+        hb->mem_available_mib = old->mem_available_mib;
+        hb->mem_committed_mib = old->mem_committed_mib;
+        hb->creations = old->creations;
+}
+
 static int node_table_drop(struct node_table *t, enum hb_drop reason)
 {
         t->dropped[reason]++;
         return -(1 + (int)reason);
+}
+
+static bool node_boot_same(const struct node_boot *b, const struct heartbeat *hb)
+{
+        return b->last_ms && b->epoch == hb->epoch && strcmp(b->boot, hb->boot) == 0;
+}
+
+/* The slot a new boot takes: a free one, else the least recently heard, but never the boot
+ * that has been heard most (the node's real one), so that no datagram, nor a handful of
+ * datagrams naming fresh boots, pushes out the boot whose heartbeats keep coming. */
+static struct node_boot *node_boot_slot(struct fleet_node *n)
+{
+        struct node_boot *est = &n->boots[0], *lru = NULL;
+
+        for (unsigned i = 0; i < NODE_BOOTS; i++) {
+                if (!n->boots[i].last_ms)
+                        return &n->boots[i];
+                if (n->boots[i].accepted > est->accepted)
+                        est = &n->boots[i];
+        }
+        for (unsigned i = 0; i < NODE_BOOTS; i++)
+                if (&n->boots[i] != est && (!lru || n->boots[i].last_ms < lru->last_ms))
+                        lru = &n->boots[i];
+        return lru;
+}
+
+/* Replay check. Within a known boot, seq must grow. A boot not known is a restart: it is
+ * taken only with a fresh seq, at most NODE_FRESH_SEQ plus two per interval of the node's
+ * silence (a vmhost that restarted while fleetd could not hear it has counted on), so an old
+ * boot's datagram replayed later is refused. Neither the epoch's value nor the node's clock
+ * orders anything: a far-future epoch is just another boot. */
+static struct node_boot *node_boot_admit(struct fleet_node *n, const struct heartbeat *hb,
+                                         uint64_t now_ms, char *err, size_t errsize)
+{
+        uint64_t interval = n->hb.interval_ms >= 100 ? n->hb.interval_ms : 100, fresh;
+        struct node_boot *b;
+
+        if (!n->seen)
+                memset(n->boots, 0, sizeof(n->boots));
+        for (unsigned i = 0; i < NODE_BOOTS; i++) {
+                b = &n->boots[i];
+                if (!node_boot_same(b, hb))
+                        continue;
+                if (hb->seq > b->seq)
+                        return b;
+                snprintf(err, errsize, "seq %llu of boot '%s' epoch %llu is not newer than %llu",
+                         (unsigned long long)hb->seq, hb->boot, (unsigned long long)hb->epoch,
+                         (unsigned long long)b->seq);
+                return NULL;
+        }
+        fresh = NODE_FRESH_SEQ + 2 * (node_heartbeat_age(n, now_ms) / interval);
+        if (n->seen && hb->seq > fresh) {
+                snprintf(err, errsize,
+                         "new boot '%s' epoch %llu starts at seq %llu, past the fresh bound %llu",
+                         hb->boot, (unsigned long long)hb->epoch, (unsigned long long)hb->seq,
+                         (unsigned long long)fresh);
+                return NULL;
+        }
+        b = node_boot_slot(n);
+        *b = (struct node_boot){.epoch = hb->epoch};
+        memcpy(b->boot, hb->boot, sizeof(b->boot));
+        return b;
 }
 
 int node_table_ingest(struct node_table *t, const char *buf, size_t len, struct in_addr src,
@@ -120,6 +198,7 @@ int node_table_ingest(struct node_table *t, const char *buf, size_t len, struct 
 {
         const struct roster_node *rn;
         struct fleet_node *n;
+        struct node_boot *boot;
         struct heartbeat hb;
 
         t->received++;
@@ -142,17 +221,30 @@ int node_table_ingest(struct node_table *t, const char *buf, size_t len, struct 
                 return node_table_drop(t, HB_DROP_NODE_MISMATCH);
         }
         n = &t->nodes[rn - t->roster->nodes];
-        if (n->seen &&
-            (hb.epoch < n->hb.epoch || (hb.epoch == n->hb.epoch && hb.seq <= n->hb.seq))) {
-                snprintf(err, errsize, "epoch %llu seq %llu is not newer than %llu/%llu",
-                         (unsigned long long)hb.epoch, (unsigned long long)hb.seq,
-                         (unsigned long long)n->hb.epoch, (unsigned long long)n->hb.seq);
+        boot = node_boot_admit(n, &hb, now_ms, err, errsize);
+        if (!boot)
                 return node_table_drop(t, HB_DROP_REPLAYED);
-        }
+        boot->seq = hb.seq;
+        boot->accepted++;
+        boot->last_ms = now_ms ? now_ms : 1;
         if (strcmp(hb.inventory_digest, n->inv_digest) != 0 && n->inv != INV_WANTED &&
             n->inv != INV_FAILED) {
                 n->inv = INV_WANTED;
                 n->inv_next_ms = now_ms;
+        }
+        if (n->seen && hb.creations < n->hb.creations) {
+                unsigned slot = (unsigned)(boot - n->boots);
+
+                n->low_beats = n->low_beats && n->low_boot == slot ? n->low_beats + 1 : 1;
+                n->low_boot = slot;
+                if (n->low_beats < NODE_RESET_BEATS) {
+                        node_keep_figures(&hb, &n->hb);
+                } else {
+                        n->counter_reset = true;
+                        n->low_beats = 0;
+                }
+        } else {
+                n->low_beats = 0;
         }
         n->hb = hb;
         node_refresh_figures(n);
@@ -160,5 +252,6 @@ int node_table_ingest(struct node_table *t, const char *buf, size_t len, struct 
         n->last_seen_ms = now_ms;
         n->heartbeats++;
         t->accepted++;
+        t->last_accepted = (uint32_t)(rn - t->roster->nodes);
         return 0;
 }

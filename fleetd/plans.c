@@ -434,3 +434,35 @@ void plans_get(struct fleetd *f, const char *plan_id, struct plan_outcome *o)
         }
         plan_row_done(&p);
 }
+
+static int plans_list_one(void *ctx, const struct plan_row *p)
+{
+        char created[40], expires[40];
+        json_t *o;
+
+        clock_format_rfc3339(p->created_ms, created, sizeof(created));
+        clock_format_rfc3339(p->expires_ms, expires, sizeof(expires));
+        o = json_pack("{s:s, s:s, s:o, s:s, s:s, s:s, s:I, s:o}", "id", p->id, "state", p->state,
+                      "request", plan_request_json(&p->req), "node_id", p->node_id, "created_at",
+                      created, "expires_at", expires, "expires_ms", (json_int_t)p->expires_ms,
+                      "vm_id", p->vm_id[0] ? json_string(p->vm_id) : json_null());
+        return o && json_array_append_new(ctx, o) == 0 ? 0 : -ENOMEM;
+}
+
+void plans_list(struct fleetd *f, const char *after, const char *state, unsigned limit,
+                struct plan_outcome *o)
+{
+        json_t *plans = json_array(), *last;
+
+        memset(o, 0, sizeof(*o));
+        if (!plans || store_plan_list(f->store, after, state, clock_realtime_ms(), limit,
+                                      plans_list_one, plans) < 0) {
+                json_decref(plans);
+                plan_fail(o, 500, "store-failed", "the plans cannot be read");
+                return;
+        }
+        last = json_array_size(plans) == limit ? json_array_get(plans, limit - 1) : NULL;
+        o->status = 200;
+        o->body = json_pack("{s:o, s:O}", "plans", plans, "next_after",
+                            last ? json_object_get(last, "id") : json_null());
+}

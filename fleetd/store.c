@@ -32,9 +32,10 @@ static const char store_schema[] =
     " WHERE status != 'failed';"
     "CREATE TABLE IF NOT EXISTS audit(seq INTEGER PRIMARY KEY, time_ms INTEGER NOT NULL,"
     " kind TEXT NOT NULL, subject TEXT NOT NULL, actor TEXT NOT NULL, detail TEXT NOT NULL,"
-    " prev_hash TEXT NOT NULL, hash TEXT NOT NULL);"
-    "CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit"
-    " BEGIN SELECT RAISE(ABORT, 'the audit record is append-only'); END;"
+    " prev_hash TEXT NOT NULL, hash TEXT NOT NULL, leaf BLOB);"
+    "CREATE TABLE IF NOT EXISTS audit_checkpoint(id INTEGER PRIMARY KEY CHECK (id = 1),"
+    " size INTEGER NOT NULL, note TEXT NOT NULL, signed_ms INTEGER NOT "
+    "NULL);" AUDIT_NO_UPDATE_TRIGGER
     "CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit"
     " BEGIN SELECT RAISE(ABORT, 'the audit record is append-only'); END;";
 
@@ -76,6 +77,8 @@ int store_open(const char *dir, struct store **ret)
                           " PRAGMA foreign_keys=ON;");
         if (r == 0)
                 r = store_exec(s, store_schema);
+        if (r == 0)
+                r = audit_migrate(s);
         if (r == 0)
                 r = audit_load_head(s);
 cleanup:
@@ -206,6 +209,44 @@ static int store_plan_get_locked(struct store *s, const char *id, struct plan_ro
                 return -ENOMEM;
         *ret = p;
         return 0;
+}
+
+int store_plan_list(struct store *s, const char *after, const char *state, uint64_t now_ms,
+                    unsigned limit, int (*fn)(void *ctx, const struct plan_row *p), void *ctx)
+{
+        sqlite3_stmt *st;
+        int rc, r = 0;
+
+        pthread_mutex_lock(&s->mu);
+        st = store_prepare(
+            s,
+            "SELECT id, entity, memory_mib, vcpus, image, vault_disk_mib, node_id, st, vm_id,"
+            " created_ms, expires_ms FROM (SELECT *, rowid AS rid, CASE WHEN state = 'open' AND"
+            " expires_ms < ?3 THEN 'expired' ELSE state END AS st FROM plans)"
+            " WHERE (?1 IS NULL OR rid > (SELECT rowid FROM plans WHERE id = ?1))"
+            " AND (?2 IS NULL OR st = ?2) ORDER BY rid LIMIT ?4",
+            "ttii", after, state, now_ms, (uint64_t)limit);
+        while (st && r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+                struct plan_row p = {{0}};
+
+                store_copy_col(st, 0, p.id, sizeof(p.id));
+                store_copy_col(st, 1, p.req.entity, sizeof(p.req.entity));
+                p.req.memory_mib = (uint64_t)sqlite3_column_int64(st, 2);
+                p.req.vcpus = (uint64_t)sqlite3_column_int64(st, 3);
+                store_copy_col(st, 4, p.req.image, sizeof(p.req.image));
+                p.req.vault_disk_mib = (uint64_t)sqlite3_column_int64(st, 5);
+                store_copy_col(st, 6, p.node_id, sizeof(p.node_id));
+                store_copy_col(st, 7, p.state, sizeof(p.state));
+                store_copy_col(st, 8, p.vm_id, sizeof(p.vm_id));
+                p.created_ms = (uint64_t)sqlite3_column_int64(st, 9);
+                p.expires_ms = (uint64_t)sqlite3_column_int64(st, 10);
+                r = fn(ctx, &p);
+        }
+        if (!st || (r == 0 && rc != SQLITE_DONE))
+                r = -EIO;
+        sqlite3_finalize(st);
+        pthread_mutex_unlock(&s->mu);
+        return r;
 }
 
 int store_plan_get(struct store *s, const char *id, struct plan_row *ret)

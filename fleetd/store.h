@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/merkle.h"
 #include "fleetd/fleetd.h"
 
 #define STORE_FILE     "fleetd.db"
@@ -46,6 +47,11 @@ int store_plan_insert(struct store *s, const struct plan_row *p);
 int store_plan_get(struct store *s, const char *id, struct plan_row *ret);
 int store_plan_set_state(struct store *s, const char *id, const char *state, const char *vm_id);
 void plan_row_done(struct plan_row *p);
+/* Calls fn for at most limit plans in creation order, after the plan named after (NULL: from
+ * the first), whose state is state (NULL: any; "expired" is an open plan past its expiry at
+ * now_ms, and "open" one that is not); ret->body is not filled. */
+int store_plan_list(struct store *s, const char *after, const char *state, uint64_t now_ms,
+                    unsigned limit, int (*fn)(void *ctx, const struct plan_row *p), void *ctx);
 /* Drops the stored answers (candidate lists) of plans never confirmed that expired before
  * before_ms; their rows stay. Returns how many. */
 int store_plan_prune(struct store *s, uint64_t before_ms);
@@ -69,7 +75,13 @@ json_t *store_token_list(struct store *s);
 bool token_name_valid(const char *name);
 
 /* audit.c: the append-only hash-chained record. Each entry's hash is SHA-256 over the canonical
- * JSON of {seq, time_ms, kind, subject, actor, detail, prev_hash}. */
+ * JSON of {seq, time_ms, kind, subject, actor, detail, prev_hash}; its RFC 9162 leaf hash
+ * (SHA-256 of 0x00 and the same bytes) is kept in the row's leaf column. Checkpoints over the
+ * leaves, their signing and their witnesses are audit_log.h's. */
+#define AUDIT_NO_UPDATE_TRIGGER                                                                    \
+        "CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit"                      \
+        " BEGIN SELECT RAISE(ABORT, 'the audit record is append-only'); END;"
+
 /* Appends one entry (detail: an object, reference stolen; may be NULL). Takes s->mu unless
  * called inside store_begin/commit (in_tx). */
 int audit_append(struct store *s, bool in_tx, const char *kind, const char *subject,
@@ -80,3 +92,13 @@ json_t *audit_list(struct store *s, uint64_t after, unsigned limit, const char *
 int audit_verify(struct store *s, uint64_t *ret_count, char *err, size_t errsize);
 /* Loads the chain head into s (at open). */
 int audit_load_head(struct store *s);
+/* Walks every row as audit_verify does and returns the leaf hashes computed from the rows'
+ * content (malloc'd, in seq order), also when a row is broken: then -EBADMSG with the first
+ * problem in err. -EIO / -ENOMEM leave the out-parameters untouched. */
+int audit_walk(struct store *s, merkle_hash **ret_leaves, uint64_t *ret_n, char *err,
+               size_t errsize);
+/* The stored leaf column of the entries after seq `after`, in seq order (malloc'd, NULL when
+ * none); -EBADMSG if seqs have holes. */
+int audit_leaves_load(struct store *s, uint64_t after, merkle_hash **ret_leaves, uint64_t *ret_n);
+/* Schema 1 (hash chain) to 2 (leaf column): existing entries become the first leaves. */
+int audit_migrate(struct store *s);

@@ -1,11 +1,15 @@
 /* The VM table: every VM fleetd confirmed, mirrored from the store, plus what the last inventory
- * of its node said (soft state). A VM is pinned to node_id for life. Reservations: a VM being
- * created holds its memory on its node until the node's inventory shows it (or it fails). */
+ * of its node said (soft state). A VM is pinned to node_id for life. Reservations: a confirmed
+ * VM holds its memory on its node until the node's figures reflect it, that is until a heartbeat
+ * carries a creation counter at least the one the node's acknowledgement (or an inventory that
+ * lists the VM) named; a listing alone is not enough, since the figures may be older than it.
+ * The rule and why it never oversubscribes a node: docs/fleetd.md, "Reservations". */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/clock.h"
+#include "common/log.h"
 #include "fleetd/fleetd.h"
 
 static const char *const vm_status_names[] = {"creating", "active", "failed"};
@@ -79,6 +83,8 @@ void vm_reserve(struct fleetd *f, struct fleet_vm *vm)
                 return;
         n->reserved_mib += vm->memory_mib;
         vm->reserved = true;
+        vm->reserve_until = 0;
+        vm->settle_fetch = 0;
 }
 
 void vm_release(struct fleetd *f, struct fleet_vm *vm)
@@ -91,6 +97,109 @@ void vm_release(struct fleetd *f, struct fleet_vm *vm)
         if (n)
                 n->reserved_mib =
                     n->reserved_mib > vm->memory_mib ? n->reserved_mib - vm->memory_mib : 0;
+}
+
+/* The lowest counter known to reflect the VM wins: each one named is sound. */
+static void vm_reflect_at(struct fleet_vm *vm, uint64_t creations)
+{
+        if (!vm->reserved || creations == 0)
+                return;
+        if (!vm->reserve_until || creations < vm->reserve_until)
+                vm->reserve_until = creations;
+        vm->settle_fetch = 0;
+}
+
+static uint64_t vm_answer_creations(const char *answer)
+{
+        json_t *o = answer ? json_loads(answer, JSON_REJECT_DUPLICATES, NULL) : NULL;
+        json_t *c = json_object_get(o, "creations");
+        uint64_t v =
+            json_is_integer(c) && json_integer_value(c) > 0 ? (uint64_t)json_integer_value(c) : 0;
+
+        json_decref(o);
+        return v;
+}
+
+void vm_acknowledged(struct fleetd *f, struct fleet_vm *vm, const char *answer)
+{
+        struct fleet_node *n = node_table_find(&f->table, vm->node_id);
+
+        vm_reflect_at(vm, vm_answer_creations(answer));
+        if (n)
+                vm_settle_node(f, n, 0, NULL);
+}
+
+void vm_listed(struct fleetd *f, struct fleet_vm *vm, uint64_t creations)
+{
+        if (!vm->reserved && vm->status == VM_FAILED)
+                vm_reserve(f, vm); /* refused, yet there: it holds memory after all */
+        vm_reflect_at(vm, creations);
+}
+
+void vm_hold_until_listed(struct fleetd *f, struct fleet_vm *vm)
+{
+        struct fleet_node *n = node_table_find(&f->table, vm->node_id);
+
+        if (!vm->reserved || vm->reserve_until)
+                return;
+        if (!n) {
+                vm_release(f, vm);
+                return;
+        }
+        vm->settle_fetch = n->inv_fetches + 1;
+        if (n->inv == INV_OK || n->inv == INV_NONE) {
+                n->inv = INV_WANTED;
+                n->inv_next_ms = 0;
+        }
+}
+
+void vm_reserve_again(struct fleetd *f, struct fleet_vm *vm)
+{
+        struct fleet_node *n = node_table_find(&f->table, vm->node_id);
+
+        vm_reserve(f, vm);
+        vm->reserve_until = 0;
+        /* a creation in flight is dispatched again: its acknowledgement gives the counter */
+        vm->settle_fetch = vm->status == VM_CREATING || !n ? 0 : n->inv_fetches + 1;
+        if (n && n->seen) {
+                n->inv = INV_WANTED;
+                n->inv_next_ms = 0;
+        }
+}
+
+static bool vm_listed_in(json_t *vms, const char *id)
+{
+        for (size_t i = 0; i < json_array_size(vms); i++)
+                if (strcmp(json_string_value(json_object_get(json_array_get(vms, i), "id")), id) ==
+                    0)
+                        return true;
+        return false;
+}
+
+void vm_settle_node(struct fleetd *f, struct fleet_node *n, uint64_t fetch, json_t *vms_listed)
+{
+        if (n->counter_reset) {
+                /* its counter file was lost: values before and after do not compare */
+                n->counter_reset = false;
+                log_warn("node '%s' restarted with creation counter %llu, lower than before: "
+                         "its counter was reset (state_dir lost?); its VMs are reserved again "
+                         "until its inventory tells",
+                         n->rn->id, (unsigned long long)n->hb.creations);
+                for (size_t i = 0; i < f->n_vms; i++)
+                        if (strcmp(f->vms[i].node_id, n->rn->id) == 0)
+                                vm_reserve_again(f, &f->vms[i]);
+        }
+        for (size_t i = 0; n->reserved_mib && i < f->n_vms; i++) {
+                struct fleet_vm *vm = &f->vms[i];
+
+                if (!vm->reserved || strcmp(vm->node_id, n->rn->id) != 0)
+                        continue;
+                if (vm->reserve_until && n->hb.creations >= vm->reserve_until)
+                        vm_release(f, vm);
+                else if (fetch && vm->settle_fetch && fetch >= vm->settle_fetch &&
+                         !vm_listed_in(vms_listed, vm->id))
+                        vm_release(f, vm);
+        }
 }
 
 static const char *vm_observed_state(struct fleetd *f, const struct fleet_vm *vm,

@@ -1,11 +1,13 @@
 /* The pairing session: short codes, CPace (common/cpace.c) with the ceremony's PRS, CI, sid and
- * AD, explicit key confirmation, and the key schedule from the ISK:
+ * AD (each side's id, role, WireGuard public key and endpoint), the genesis' commitment to its
+ * share (so that the side that speaks last chose its share before it saw the other's: the SAS
+ * cannot be ground), explicit key confirmation, and the key schedule from the ISK:
  *   PRK       = HKDF-Extract(salt = sid, IKM = ISK)            (HKDF-SHA-512)
- *   k_i2r     = HKDF-Expand(PRK, "totebox-pair/1 key initiator->responder", 32)
- *   k_r2i     = HKDF-Expand(PRK, "totebox-pair/1 key responder->initiator", 32)
- *   SAS       = u32be(HKDF-Expand(PRK, "totebox-pair/1 sas", 4)) mod 10^6, shown "123 456"
+ *   k_i2r     = HKDF-Expand(PRK, "totebox-pair/2 key initiator->responder", 32)
+ *   k_r2i     = HKDF-Expand(PRK, "totebox-pair/2 key responder->initiator", 32)
+ *   SAS       = u32be(HKDF-Expand(PRK, "totebox-pair/2 sas", 4)) mod 10^6, shown "123 456"
  * Sealed messages are XChaCha20-Poly1305 with the nonce = seq (u64 little-endian, zero padded)
- * and AD = "totebox-pair/1" || u64be(seq): out-of-order, replayed or reflected boxes fail. */
+ * and AD = "totebox-pair/2" || u64be(seq): out-of-order, replayed or reflected boxes fail. */
 #include "provision/pairing.h"
 
 #include <errno.h>
@@ -77,9 +79,52 @@ void pair_session_wipe(struct pair_session *s)
                 sodium_memzero(s, sizeof(*s));
 }
 
-const char *pair_ad_for(bool initiator)
+/* lv_cat of n items into out; the length or -ENOSPC. */
+static ssize_t pair_lv_cat(uint8_t *out, size_t cap, const uint8_t *const *items,
+                           const size_t *lens, size_t n)
 {
-        return initiator ? PAIR_PROTO ";initiator" : PAIR_PROTO ";responder";
+        size_t off = 0;
+
+        for (size_t i = 0; i < n; i++) {
+                ssize_t k = cpace_prepend_len(out + off, cap - off, items[i], lens[i]);
+
+                if (k < 0)
+                        return k;
+                off += (size_t)k;
+        }
+        return (ssize_t)off;
+}
+
+ssize_t pair_ad_build(uint8_t out[CPACE_AD_MAX], bool initiator, const char *id,
+                      const struct pair_binding *b)
+{
+        const char *cpace_role = initiator ? "initiator" : "responder";
+        const char *role = roster_role_name(b->role);
+        uint8_t key[WG_KEY_LEN];
+        const uint8_t *items[] = {(const uint8_t *)PAIR_PROTO,
+                                  (const uint8_t *)cpace_role,
+                                  (const uint8_t *)id,
+                                  (const uint8_t *)role,
+                                  key,
+                                  (const uint8_t *)b->endpoint};
+        const size_t lens[] = {strlen(PAIR_PROTO), strlen(cpace_role), strlen(id),
+                               strlen(role),       sizeof(key),        strlen(b->endpoint)};
+
+        if (wg_key_from_base64(key, b->wg_public_key) < 0)
+                return -EINVAL;
+        return pair_lv_cat(out, CPACE_AD_MAX, items, lens, sizeof(lens) / sizeof(lens[0]));
+}
+
+void pair_commitment(uint8_t out[PAIR_COMMIT_LEN], const uint8_t *sid, size_t sid_len,
+                     const uint8_t y[CPACE_POINT_LEN], const uint8_t *ad, size_t ad_len)
+{
+        static const char dsi[] = PAIR_PROTO " commit";
+        uint8_t buf[2 * 10 + sizeof(dsi) + CPACE_SID_MAX + CPACE_POINT_LEN + CPACE_AD_MAX];
+        const uint8_t *items[] = {(const uint8_t *)dsi, sid, y, ad};
+        const size_t lens[] = {sizeof(dsi) - 1, sid_len, CPACE_POINT_LEN, ad_len};
+        ssize_t n = pair_lv_cat(buf, sizeof(buf), items, lens, 4);
+
+        crypto_hash_sha512(out, buf, n < 0 ? 0 : (size_t)n);
 }
 
 /* sid = initiator nonce || responder nonce; CI = lv_cat("joiner:" id, "genesis:" id). */
@@ -100,33 +145,57 @@ static ssize_t pair_ci(const struct pair_session *s, uint8_t *ci, size_t cap)
 }
 
 int pair_session_start(struct pair_session *s, const char *code, const char *peer_id,
-                       const uint8_t peer_nonce[PAIR_NONCE_LEN])
+                       const uint8_t peer_nonce[PAIR_NONCE_LEN], const struct pair_binding *self,
+                       const uint8_t *peer_commit)
 {
         char prs[PAIR_CODE_CHARS + 1];
         uint8_t sid[2 * PAIR_NONCE_LEN], ci[CPACE_CI_MAX];
-        const char *ad = pair_ad_for(s->initiator);
-        ssize_t ci_len;
+        ssize_t ci_len, ad_len;
         int ret;
 
-        /* A party never runs against its own nonce (loopback/reflection). */
-        if (sodium_memcmp(peer_nonce, s->nonce_self, PAIR_NONCE_LEN) == 0)
+        /* A party never runs against its own nonce (loopback/reflection); the joiner never
+         * sends its share before the genesis committed to its own. */
+        if (sodium_memcmp(peer_nonce, s->nonce_self, PAIR_NONCE_LEN) == 0 ||
+            (s->initiator && !peer_commit))
                 return -EINVAL;
         if (pair_code_normalize(code, prs) < 0)
                 return -EINVAL;
         snprintf(s->peer_id, sizeof(s->peer_id), "%s", peer_id);
         memcpy(s->nonce_peer, peer_nonce, PAIR_NONCE_LEN);
+        s->bind_self = *self;
+        ad_len = pair_ad_build(s->ad_self, s->initiator, s->self_id, self);
         pair_sid(s, sid);
         ci_len = pair_ci(s, ci, sizeof(ci));
-        if (ci_len < 0) {
-                ret = (int)ci_len;
+        if (ci_len < 0 || ad_len < 0) {
+                ret = ci_len < 0 ? (int)ci_len : (int)ad_len;
                 goto cleanup;
         }
+        s->ad_self_len = (size_t)ad_len;
         ret = cpace_start(&s->cpace, s->initiator ? CPACE_INITIATOR : CPACE_RESPONDER,
                           (const uint8_t *)prs, strlen(prs), ci, (size_t)ci_len, sid, sizeof(sid),
-                          (const uint8_t *)ad, strlen(ad), NULL, s->point_self);
+                          s->ad_self, s->ad_self_len, NULL, s->point_self);
+        if (ret == 0 && s->initiator)
+                memcpy(s->commit, peer_commit, PAIR_COMMIT_LEN);
+        else if (ret == 0)
+                pair_commitment(s->commit, sid, sizeof(sid), s->point_self, s->ad_self,
+                                s->ad_self_len);
 cleanup:
         sodium_memzero(prs, sizeof(prs));
         return ret;
+}
+
+void pair_session_share(const struct pair_session *s, struct pair_msg *ret)
+{
+        memset(ret, 0, sizeof(*ret));
+        ret->type = PAIR_MSG_SHARE;
+        memcpy(ret->point, s->point_self, CPACE_POINT_LEN);
+        ret->role = s->bind_self.role;
+        snprintf(ret->wg_public_key, sizeof(ret->wg_public_key), "%s", s->bind_self.wg_public_key);
+        snprintf(ret->endpoint, sizeof(ret->endpoint), "%s", s->bind_self.endpoint);
+        if (!s->initiator) {
+                ret->has_tag = true;
+                pair_session_tag(s, true, ret->tag);
+        }
 }
 
 static int pair_session_keys(struct pair_session *s)
@@ -159,15 +228,30 @@ static int pair_session_keys(struct pair_session *s)
 
 int pair_session_finish(struct pair_session *s, const struct pair_msg *share)
 {
-        const char *want = pair_ad_for(!s->initiator);
+        uint8_t ad[CPACE_AD_MAX], sid[2 * PAIR_NONCE_LEN], want[PAIR_COMMIT_LEN];
+        ssize_t ad_len;
         int ret;
 
-        if (share->ad_len != strlen(want) || memcmp(share->ad, want, share->ad_len) != 0) {
+        s->bind_peer.role = share->role;
+        snprintf(s->bind_peer.wg_public_key, sizeof(s->bind_peer.wg_public_key), "%s",
+                 share->wg_public_key);
+        snprintf(s->bind_peer.endpoint, sizeof(s->bind_peer.endpoint), "%s", share->endpoint);
+        ad_len = pair_ad_build(ad, !s->initiator, s->peer_id, &s->bind_peer);
+        if (ad_len < 0) {
                 cpace_wipe(&s->cpace);
-                return -EPROTONOSUPPORT;
+                return -EINVAL;
+        }
+        if (s->initiator) {
+                /* The genesis chose its share before it saw ours: it must open what it sent. */
+                pair_sid(s, sid);
+                pair_commitment(want, sid, sizeof(sid), share->point, ad, (size_t)ad_len);
+                if (sodium_memcmp(want, s->commit, PAIR_COMMIT_LEN) != 0) {
+                        cpace_wipe(&s->cpace);
+                        return -EBADE;
+                }
         }
         memcpy(s->point_peer, share->point, CPACE_POINT_LEN);
-        ret = cpace_finish(&s->cpace, share->point, share->ad, share->ad_len, s->isk);
+        ret = cpace_finish(&s->cpace, share->point, ad, (size_t)ad_len, s->isk);
         cpace_wipe(&s->cpace);
         if (ret < 0)
                 return ret;
@@ -178,13 +262,13 @@ int pair_session_finish(struct pair_session *s, const struct pair_msg *share)
 
 void pair_session_tag(const struct pair_session *s, bool own, uint8_t tag[CPACE_TAG_LEN])
 {
-        uint8_t sid[2 * PAIR_NONCE_LEN];
-        bool ini = own ? s->initiator : !s->initiator;
-        const char *ad = pair_ad_for(ini);
+        uint8_t sid[2 * PAIR_NONCE_LEN], peer_ad[CPACE_AD_MAX];
+        ssize_t n = own ? 0 : pair_ad_build(peer_ad, !s->initiator, s->peer_id, &s->bind_peer);
 
         pair_sid(s, sid);
         cpace_confirmation_tag(tag, sid, sizeof(sid), s->isk, own ? s->point_self : s->point_peer,
-                               (const uint8_t *)ad, strlen(ad));
+                               own ? s->ad_self : peer_ad,
+                               own ? s->ad_self_len : (size_t)(n < 0 ? 0 : n));
 }
 
 int pair_session_check_tag(const struct pair_session *s, const uint8_t tag[CPACE_TAG_LEN])

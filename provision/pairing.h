@@ -13,8 +13,11 @@
 #include "common/roster.h"
 #include "common/wg.h"
 
-#define PAIR_PROTO        "totebox-pair/1"
+#define PAIR_PROTO        "totebox-pair/2"
+#define PAIR_VERSION      2 /* the "v" of every frame; see docs/mesh.md for what changed */
 #define PAIR_FRAME_MAX    (64 * 1024) /* a join-accept carries the whole roster */
+#define PAIR_COMMIT_LEN   64          /* SHA-512 */
+#define PAIR_CONN_MAX     16 /* connections served at once; the oldest unguessed is dropped */
 #define PAIR_JSON_DEPTH   8
 #define PAIR_NONCE_LEN    16
 #define PAIR_DEFAULT_PORT 9173
@@ -54,13 +57,16 @@ enum pair_error {
 
 struct pair_msg {
         enum pair_msg_type type;
+        unsigned v; /* the frame's version as decoded (0: PAIR_VERSION when encoding) */
         /* hello */
         char id[NODE_ID_MAX + 1];
         uint8_t nonce[PAIR_NONCE_LEN];
-        /* share */
+        /* hello (genesis): the commitment to its share, opened by its share */
+        bool has_commit;
+        uint8_t commit[PAIR_COMMIT_LEN];
+        /* share: the point and what the sender binds into the transcript (its role, WireGuard
+         * public key and endpoint: the fields below, shared with join-request) */
         uint8_t point[CPACE_POINT_LEN];
-        uint8_t ad[CPACE_AD_MAX];
-        size_t ad_len;
         /* share (responder) and confirm */
         bool has_tag;
         uint8_t tag[CPACE_TAG_LEN];
@@ -71,7 +77,7 @@ struct pair_msg {
         /* error and abort */
         enum pair_error error;
         char detail[PAIR_DETAIL_MAX + 1];
-        /* join-request */
+        /* join-request (name) and the binding of share and join-request (the rest) */
         char name[NODE_ID_MAX + 1];
         enum roster_role role;
         char wg_public_key[WG_KEY_B64_LEN + 1];
@@ -93,10 +99,16 @@ int pair_msg_decode(const char *buf, size_t len, struct pair_msg *ret,
 void pair_msg_clear(struct pair_msg *m);
 /* Encodes m as compact JSON (malloc'd). */
 char *pair_msg_encode(const struct pair_msg *m);
-/* Frames: u32 big-endian length (1..PAIR_FRAME_MAX) then the bytes. -ETIMEDOUT after timeout_ms
- * without progress; -EPROTO on a bad length; -ECONNRESET on EOF. */
+/* Frames: u32 big-endian length (1..PAIR_FRAME_MAX) then the bytes. Reads end at an absolute
+ * deadline (pair_clock_ms() time), however slowly the bytes trickle in: -ETIMEDOUT; -EPROTO on
+ * a bad length (*ret_len then holds the length and ret_head the 4 bytes); -ECONNRESET on EOF. */
 int pair_frame_write(int fd, const char *buf, size_t len);
-int pair_frame_read(int fd, int timeout_ms, char **ret_buf, size_t *ret_len);
+int pair_frame_read(int fd, int64_t deadline_ms, char **ret_buf, size_t *ret_len,
+                    uint8_t ret_head[4]);
+/* CLOCK_MONOTONIC in milliseconds; deadlines are points on this clock. */
+int64_t pair_clock_ms(void);
+/* What is left until deadline (0 when past), for poll(). */
+int pair_remaining_ms(int64_t deadline_ms);
 
 /* --- the session (pairing.c) --- */
 
@@ -105,9 +117,22 @@ void pair_code_generate(char out[PAIR_CODE_SIZE]);
 /* Canonical form (upper case, no separators, I/L->1, O->0); -EINVAL when not a code. */
 int pair_code_normalize(const char *in, char out[PAIR_CODE_CHARS + 1]);
 
+/* What a side binds into the CPace transcript (its AD) besides its id: the node's role, its
+ * WireGuard public key and endpoint. */
+struct pair_binding {
+        enum roster_role role;
+        char wg_public_key[WG_KEY_B64_LEN + 1];
+        char endpoint[ROSTER_ENDPOINT_MAX + 1];
+};
+
 struct pair_session {
         bool initiator; /* the joiner */
         char self_id[NODE_ID_MAX + 1], peer_id[NODE_ID_MAX + 1];
+        struct pair_binding bind_self, bind_peer;
+        uint8_t ad_self[CPACE_AD_MAX];
+        size_t ad_self_len;
+        /* responder: its commitment (sent in its hello); initiator: the one it received */
+        uint8_t commit[PAIR_COMMIT_LEN];
         uint8_t nonce_self[PAIR_NONCE_LEN], nonce_peer[PAIR_NONCE_LEN];
         struct cpace_ctx cpace;
         uint8_t point_self[CPACE_POINT_LEN], point_peer[CPACE_POINT_LEN];
@@ -120,13 +145,25 @@ struct pair_session {
 
 void pair_session_init(struct pair_session *s, bool initiator, const char *self_id);
 void pair_session_wipe(struct pair_session *s);
-/* The AD each role sends: the protocol version and the role. */
-const char *pair_ad_for(bool initiator);
-/* After both hellos: computes this side's share from the code. */
+/* A side's AD: lv_cat of the protocol, the CPace role, the id, the node role, the WireGuard
+ * public key (32 bytes) and the endpoint. Returns the length or a negative errno. */
+ssize_t pair_ad_build(uint8_t out[CPACE_AD_MAX], bool initiator, const char *id,
+                      const struct pair_binding *b);
+/* The responder's commitment: SHA-512(lv_cat("totebox-pair/2 commit", sid, Y, AD)). */
+void pair_commitment(uint8_t out[PAIR_COMMIT_LEN], const uint8_t *sid, size_t sid_len,
+                     const uint8_t y[CPACE_POINT_LEN], const uint8_t *ad, size_t ad_len);
+/* After the peer's hello: computes this side's share from the code and what it binds. The
+ * responder (genesis) also computes its commitment into s->commit, to send in its hello; the
+ * initiator (joiner) must pass the commitment the genesis sent (peer_commit), which its share
+ * must open later. -EINVAL on a bad code, a reflected nonce or a missing commitment. */
 int pair_session_start(struct pair_session *s, const char *code, const char *peer_id,
-                       const uint8_t peer_nonce[PAIR_NONCE_LEN]);
-/* From the peer's share: ISK, then the AEAD keys and SAS. -EINVAL on a bad point,
- * -EPROTONOSUPPORT when the peer's AD names another protocol version. */
+                       const uint8_t peer_nonce[PAIR_NONCE_LEN], const struct pair_binding *self,
+                       const uint8_t *peer_commit);
+/* The share this side sends (point and binding; the responder adds its tag). */
+void pair_session_share(const struct pair_session *s, struct pair_msg *ret);
+/* From the peer's share: ISK, then the AEAD keys and SAS. -EINVAL on a bad binding, an invalid
+ * or identity point or our own share reflected (no guess was made: nothing about the code was
+ * computed); initiator: -EBADE when the share does not open the genesis' commitment. */
 int pair_session_finish(struct pair_session *s, const struct pair_msg *share);
 void pair_session_tag(const struct pair_session *s, bool own, uint8_t tag[CPACE_TAG_LEN]);
 /* 0 when the peer's key confirmation tag is right, else -EBADMSG (wrong code or MITM). */
@@ -192,7 +229,7 @@ void pair_roster_push(const struct roster *r, const char *self_id, const char *j
 int pair_controller_key_set(const char *state_dir, const char *pin_key, unsigned node_api_port,
                             bool no_wg, FILE *out);
 
-/* Runs one ceremony: one code, one attempt; returns 0 after a successful join, else a negative
+/* Runs one ceremony: one code, one guess; returns 0 after a successful join, else a negative
  * errno (the reason has been printed). */
 int pair_server_run(const struct pair_server_opts *o);
 
@@ -216,14 +253,19 @@ int pair_join_run(const struct pair_join_opts *o);
 
 /* --- shared by both roles (pairing_io.c) --- */
 
-/* Sends one message / reads and decodes one (err describes a bad message). */
+/* Sends one message / reads and decodes one before deadline_ms; err always says why a read
+ * failed (never empty). */
 int pair_send(int fd, const struct pair_msg *m);
-int pair_recv(int fd, int timeout_ms, struct pair_msg *ret, char *err, size_t errsize);
+int pair_recv(int fd, int64_t deadline_ms, struct pair_msg *ret, char *err, size_t errsize);
 int pair_send_sealed(int fd, struct pair_session *s, const struct pair_msg *inner);
 /* Reads a sealed message and decodes what is inside. */
-int pair_recv_sealed(int fd, int timeout_ms, struct pair_session *s, struct pair_msg *ret,
+int pair_recv_sealed(int fd, int64_t deadline_ms, struct pair_session *s, struct pair_msg *ret,
                      char *err, size_t errsize);
 int pair_send_error(int fd, struct pair_session *s, enum pair_error e, const char *detail);
+/* A clear-text error framed in version v (a peer speaking an older version can read it). */
+int pair_send_error_v(int fd, unsigned v, enum pair_error e, const char *detail);
+/* Replaces all but printable ASCII in s (text quoting what a peer sent) with '?'. */
+void pair_printable(char *s);
 /* Shuts down writing, drains what the peer still sends (briefly), closes. */
 void pair_close_gently(int fd);
 /* Reads one line from fd into buf (no stdio buffering, so it mixes with poll()). -ETIMEDOUT,

@@ -7,9 +7,11 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,16 +23,40 @@
 struct pair_join {
         const struct pair_join_opts *o;
         struct pair_session s;
-        int fd, io_ms;
+        struct pair_binding self;
+        int fd;
+        int64_t deadline; /* the handshake's, then the exchange's: absolute */
         char err[256];
 };
 
-static int pair_connect(const char *target, int timeout_ms)
+static int pair_connect_wait(int fd, const struct sockaddr *sa, socklen_t len, int64_t deadline)
+{
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        socklen_t elen = sizeof(int);
+        int k, e = 0;
+
+        if (connect(fd, sa, len) == 0)
+                return 0;
+        if (errno != EINPROGRESS)
+                return -errno;
+        do {
+                k = poll(&p, 1, pair_remaining_ms(deadline));
+        } while (k < 0 && errno == EINTR);
+        if (k < 0)
+                return -errno;
+        if (k == 0)
+                return -ETIMEDOUT;
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &elen) < 0)
+                return -errno;
+        return -e;
+}
+
+/* A non-blocking connect bounded by the deadline (a black-holed genesis answers nothing). */
+static int pair_connect(const char *target, int64_t deadline)
 {
         char host[256], port[8] = "9173";
         const char *colon = strrchr(target, ':');
         struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *ai = NULL;
-        struct timeval tv = {.tv_sec = timeout_ms / 1000};
         int fd, ret;
 
         if (colon) {
@@ -44,14 +70,16 @@ static int pair_connect(const char *target, int timeout_ms)
         }
         if (getaddrinfo(host, port, &hints, &ai) != 0)
                 return -EHOSTUNREACH;
-        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (fd < 0) {
                 ret = -errno;
                 goto cleanup;
         }
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-        if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+        ret = pair_connect_wait(fd, ai->ai_addr, ai->ai_addrlen, deadline);
+        /* Blocking again: every later read and write is bounded by poll() and the deadline. */
+        if (ret == 0 && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0)
                 ret = -errno;
+        if (ret < 0) {
                 close(fd);
                 goto cleanup;
         }
@@ -65,7 +93,10 @@ static enum pair_error pair_join_fail(struct pair_join *j, enum pair_error e, co
 {
         if (e != PAIR_ERR_NONE && j->fd >= 0)
                 pair_send_error(j->fd, j->s.keyed ? &j->s : NULL, e, NULL);
-        snprintf(j->err, sizeof(j->err), "%s", detail ? detail : pair_error_text(e));
+        if (detail != j->err) /* the caller may pass our own buffer back */
+                snprintf(j->err, sizeof(j->err), "%s", detail ? detail : pair_error_text(e));
+        if (!j->err[0])
+                snprintf(j->err, sizeof(j->err), "%s", pair_error_text(e));
         return e;
 }
 
@@ -73,15 +104,39 @@ static enum pair_error pair_join_fail(struct pair_join *j, enum pair_error e, co
 static enum pair_error pair_join_refused(struct pair_join *j, struct pair_msg *m)
 {
         enum pair_error e = m->error;
+        bool more = m->detail[0] && strcmp(m->detail, pair_error_text(e)) != 0;
 
-        snprintf(j->err, sizeof(j->err), "%s", pair_error_text(e));
+        snprintf(j->err, sizeof(j->err), "%s%s%s", pair_error_text(e), more ? ": " : "",
+                 more ? m->detail : "");
+        pair_printable(j->err);
         pair_msg_clear(m);
         return e;
+}
+
+/* Reads the next clear-text message of the handshake: a refusal, or one of type want. */
+static enum pair_error pair_join_expect(struct pair_join *j, enum pair_msg_type want,
+                                        const char *what, struct pair_msg *m)
+{
+        int r = pair_recv(j->fd, j->deadline, m, j->err, sizeof(j->err));
+
+        if (r == 0 && m->type == PAIR_MSG_ERROR)
+                return pair_join_refused(j, m);
+        if (r == -EPROTONOSUPPORT)
+                return pair_join_fail(j, PAIR_ERR_VERSION, j->err);
+        if (r < 0)
+                return pair_join_fail(j, PAIR_ERR_PROTOCOL, j->err);
+        if (m->type != want) {
+                pair_msg_clear(m);
+                snprintf(j->err, sizeof(j->err), "expected '%s' from the genesis", what);
+                return pair_join_fail(j, PAIR_ERR_PROTOCOL, j->err);
+        }
+        return PAIR_ERR_NONE;
 }
 
 static enum pair_error pair_join_handshake(struct pair_join *j)
 {
         struct pair_msg m, out = {.type = PAIR_MSG_HELLO};
+        enum pair_error e;
         int r;
 
         pair_session_init(&j->s, true, j->o->name);
@@ -89,42 +144,34 @@ static enum pair_error pair_join_handshake(struct pair_join *j)
         memcpy(out.nonce, j->s.nonce_self, PAIR_NONCE_LEN);
         /* A refusal may already be waiting even when the send fails: read it either way. */
         pair_send(j->fd, &out);
-        r = pair_recv(j->fd, j->io_ms, &m, j->err, sizeof(j->err));
-        if (r == 0 && m.type == PAIR_MSG_ERROR)
-                return pair_join_refused(j, &m);
-        if (r == -EPROTONOSUPPORT)
-                return pair_join_fail(j, PAIR_ERR_VERSION, NULL);
-        if (r < 0 || m.type != PAIR_MSG_HELLO) {
+        e = pair_join_expect(j, PAIR_MSG_HELLO, "hello", &m);
+        if (e != PAIR_ERR_NONE)
+                return e;
+        if (!m.has_commit) {
                 pair_msg_clear(&m);
-                return pair_join_fail(j, PAIR_ERR_PROTOCOL, r < 0 ? j->err : "expected 'hello'");
+                return pair_join_fail(j, PAIR_ERR_PROTOCOL,
+                                      "the genesis' hello carries no commitment to its share");
         }
-        r = pair_session_start(&j->s, j->o->code, m.id, m.nonce);
+        r = pair_session_start(&j->s, j->o->code, m.id, m.nonce, &j->self, m.commit);
         pair_msg_clear(&m);
         if (r < 0)
                 return pair_join_fail(j, PAIR_ERR_PROTOCOL, "reflected nonce");
-        memset(&out, 0, sizeof(out));
-        out.type = PAIR_MSG_SHARE;
-        memcpy(out.point, j->s.point_self, CPACE_POINT_LEN);
-        out.ad_len = strlen(pair_ad_for(true));
-        memcpy(out.ad, pair_ad_for(true), out.ad_len);
+        pair_session_share(&j->s, &out);
         if (pair_send(j->fd, &out) < 0)
                 return pair_join_fail(j, PAIR_ERR_PROTOCOL, "cannot send share");
-        r = pair_recv(j->fd, j->io_ms, &m, j->err, sizeof(j->err));
-        if (r == 0 && m.type == PAIR_MSG_ERROR)
-                return pair_join_refused(j, &m);
-        if (r < 0 || m.type != PAIR_MSG_SHARE || !m.has_tag) {
-                pair_msg_clear(&m);
-                return pair_join_fail(j, PAIR_ERR_PROTOCOL, r < 0 ? j->err : "expected 'share'");
-        }
-        r = pair_session_finish(&j->s, &m);
-        if (r == -EPROTONOSUPPORT) {
-                pair_msg_clear(&m);
-                return pair_join_fail(j, PAIR_ERR_VERSION, NULL);
-        }
+        e = pair_join_expect(j, PAIR_MSG_SHARE, "share", &m);
+        if (e != PAIR_ERR_NONE)
+                return e;
+        r = m.has_tag ? pair_session_finish(&j->s, &m) : -EINVAL;
         if (r < 0) {
                 pair_msg_clear(&m);
                 return pair_join_fail(j, PAIR_ERR_PROTOCOL,
-                                      "invalid or identity point, or our own share reflected");
+                                      r == -EBADE
+                                          ? "the genesis' share does not open the commitment "
+                                            "in its hello (a man in the middle choosing its "
+                                            "share after seeing ours?)"
+                                          : "invalid or identity point, a bad binding or our "
+                                            "own share reflected");
         }
         r = pair_session_check_tag(&j->s, m.tag);
         pair_msg_clear(&m);
@@ -167,7 +214,7 @@ static enum pair_error pair_join_store(struct pair_join *j, const struct pair_ms
 {
         const struct pair_join_opts *o = j->o;
         struct pair_node_conf c = {0};
-        const struct roster_node *self;
+        const struct roster_node *self, *gen;
         uint8_t pk[32], old[32];
         struct roster *r;
         char *s = json_dumps(acc->roster, JSON_COMPACT);
@@ -184,6 +231,12 @@ static enum pair_error pair_join_store(struct pair_join *j, const struct pair_ms
                    strcmp(self->wg_public_key, pub64) != 0 ||
                    strcmp(self->mesh_address, acc->mesh_address) != 0) {
                 snprintf(j->err, sizeof(j->err), "the roster does not list this node as sent");
+        } else if (!(gen = roster_find_by_id(r, j->s.peer_id)) ||
+                   strcmp(gen->wg_public_key, j->s.bind_peer.wg_public_key) != 0) {
+                snprintf(j->err, sizeof(j->err),
+                         "the roster lists genesis '%s' with another WireGuard key than the "
+                         "one bound in the handshake",
+                         j->s.peer_id);
         } else if (pair_genesis_pub_load(o->state_dir, old) == 0 && memcmp(old, pk, 32) != 0) {
                 snprintf(j->err, sizeof(j->err), "this node already belongs to another fleet");
         } else if (pair_genesis_pub_save(o->state_dir, pk) < 0 ||
@@ -216,15 +269,17 @@ static enum pair_error pair_join_exchange(struct pair_join *j)
         enum pair_error e;
         int r;
 
+        j->deadline =
+            pair_clock_ms() + (int64_t)o->sas_timeout_s * 1000 + (int64_t)o->io_timeout_s * 1000;
         e = pair_confirm_sas(&j->s, fileno(o->confirm_in), j->fd, (int)o->sas_timeout_s * 1000,
                              o->out, &peer_spoke);
         if (peer_spoke) {
-                r = pair_recv_sealed(j->fd, j->io_ms, &j->s, &acc, j->err, sizeof(j->err));
-                e = r == 0 && (acc.type == PAIR_MSG_ABORT || acc.type == PAIR_MSG_ERROR)
-                        ? acc.error
-                        : PAIR_ERR_PROTOCOL;
-                if (r == 0)
-                        pair_msg_clear(&acc);
+                r = pair_recv_sealed(j->fd, j->deadline, &j->s, &acc, j->err, sizeof(j->err));
+                if (r < 0)
+                        return PAIR_ERR_PROTOCOL;
+                e = acc.type == PAIR_MSG_ABORT || acc.type == PAIR_MSG_ERROR ? acc.error
+                                                                             : PAIR_ERR_PROTOCOL;
+                pair_msg_clear(&acc);
                 snprintf(j->err, sizeof(j->err), "the genesis node refused: %s",
                          pair_error_text(e));
                 return e;
@@ -232,16 +287,14 @@ static enum pair_error pair_join_exchange(struct pair_join *j)
         if (e != PAIR_ERR_NONE)
                 return pair_join_fail(j, e, NULL);
         snprintf(req.name, sizeof(req.name), "%s", o->name);
-        req.role = o->role;
-        snprintf(req.endpoint, sizeof(req.endpoint), "%s", o->endpoint ? o->endpoint : "");
-        if (pair_state_mkdir(o->state_dir) < 0 || pair_join_wg_key(o, req.wg_public_key) < 0)
-                return pair_join_fail(j, PAIR_ERR_INTERNAL, "cannot create this node's key");
+        req.role = j->self.role;
+        snprintf(req.wg_public_key, sizeof(req.wg_public_key), "%s", j->self.wg_public_key);
+        snprintf(req.endpoint, sizeof(req.endpoint), "%s", j->self.endpoint);
         /* If the genesis refused meanwhile, the send may fail: its reason is read below. */
         pair_send_sealed(j->fd, &j->s, &req);
         fprintf(o->out, "SAS confirmed here; waiting for the genesis operator\n");
         fflush(o->out);
-        r = pair_recv_sealed(j->fd, (int)o->sas_timeout_s * 1000 + j->io_ms, &j->s, &acc, j->err,
-                             sizeof(j->err));
+        r = pair_recv_sealed(j->fd, j->deadline, &j->s, &acc, j->err, sizeof(j->err));
         if (r < 0)
                 return PAIR_ERR_PROTOCOL;
         if (acc.type != PAIR_MSG_JOIN_ACCEPT) {
@@ -259,7 +312,7 @@ static enum pair_error pair_join_exchange(struct pair_join *j)
 
 int pair_join_run(const struct pair_join_opts *o)
 {
-        struct pair_join j = {.o = o, .fd = -1, .io_ms = (int)o->io_timeout_s * 1000};
+        struct pair_join j = {.o = o, .fd = -1};
         enum pair_error e;
         char norm[PAIR_CODE_CHARS + 1];
         int ret = 0;
@@ -271,18 +324,32 @@ int pair_join_run(const struct pair_join_opts *o)
                         "<code>");
                 return -EINVAL;
         }
-        j.fd = pair_connect(o->genesis, j.io_ms);
+        /* The key is bound into the handshake: it exists before the first message. */
+        j.self.role = o->role;
+        snprintf(j.self.endpoint, sizeof(j.self.endpoint), "%s", o->endpoint ? o->endpoint : "");
+        if (pair_state_mkdir(o->state_dir) < 0 || pair_join_wg_key(o, j.self.wg_public_key) < 0) {
+                fprintf(stderr, "join failed: internal: cannot create this node's key in '%s'\n",
+                        o->state_dir);
+                return -EIO;
+        }
+        /* One deadline for connecting and the whole handshake, however slow the other side. */
+        j.deadline = pair_clock_ms() + (int64_t)o->io_timeout_s * 1000;
+        j.fd = pair_connect(o->genesis, j.deadline);
         if (j.fd < 0) {
                 fprintf(stderr,
-                        "join failed: cannot reach the genesis pairing server at '%s': %s\n",
-                        o->genesis, strerror(-j.fd));
+                        "join failed: cannot reach the genesis pairing server at '%s': %s%s\n",
+                        o->genesis, strerror(-j.fd),
+                        j.fd == -ETIMEDOUT ? " (no answer: is 'totebox-pair serve' running there "
+                                             "and the port open?)"
+                                           : "");
                 return j.fd;
         }
         e = pair_join_handshake(&j);
         if (e == PAIR_ERR_NONE)
                 e = pair_join_exchange(&j);
         if (e != PAIR_ERR_NONE) {
-                fprintf(stderr, "join failed: %s: %s\n", pair_error_name(e), j.err);
+                fprintf(stderr, "join failed: %s: %s\n", pair_error_name(e),
+                        j.err[0] ? j.err : pair_error_text(e));
                 ret = -EACCES;
         }
         pair_session_wipe(&j.s);

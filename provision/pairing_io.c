@@ -24,24 +24,58 @@ int pair_send(int fd, const struct pair_msg *m)
         return ret;
 }
 
-int pair_recv(int fd, int timeout_ms, struct pair_msg *ret, char *err, size_t errsize)
+/* Why a frame could not be read, for the operator: never an empty string. */
+static void pair_frame_error(int r, size_t len, const uint8_t head[4], char *err, size_t errsize)
+{
+        static const char *const http[] = {"GET ", "POST", "HEAD", "PUT ", "OPTI", "DELE", NULL};
+
+        if (r == -ETIMEDOUT) {
+                snprintf(err, errsize, "timed out: no complete message before the deadline");
+        } else if (r == -ECONNRESET) {
+                snprintf(err, errsize, "the other side closed the connection");
+        } else if (r == -EPROTO) {
+                for (size_t i = 0; http[i]; i++) {
+                        if (memcmp(head, http[i], 4) == 0) {
+                                snprintf(err, errsize,
+                                         "an HTTP request on the pairing port (not a "
+                                         "totebox-pair client)");
+                                return;
+                        }
+                }
+                snprintf(err, errsize, "bad frame length %zu (1..%d allowed)", len, PAIR_FRAME_MAX);
+        } else {
+                snprintf(err, errsize, "cannot read from the other side: %s", strerror(-r));
+        }
+}
+
+/* The decoder may quote the peer's bytes: only printable ASCII reaches a console or a frame. */
+void pair_printable(char *s)
+{
+        for (; *s; s++) {
+                if (*s < 0x20 || *s > 0x7e)
+                        *s = '?';
+        }
+}
+
+int pair_recv(int fd, int64_t deadline_ms, struct pair_msg *ret, char *err, size_t errsize)
 {
         struct json_input_error jerr = {{0}};
+        uint8_t head[4] = {0};
         char *buf = NULL;
         size_t len = 0;
-        int r = pair_frame_read(fd, timeout_ms, &buf, &len);
+        int r = pair_frame_read(fd, deadline_ms, &buf, &len, head);
 
         if (r < 0) {
-                snprintf(err, errsize, "%s",
-                         r == -ETIMEDOUT    ? "timed out waiting for the other side"
-                         : r == -ECONNRESET ? "the other side closed the connection"
-                         : r == -EPROTO     ? "bad frame length"
-                                            : strerror(-r));
+                memset(ret, 0, sizeof(*ret));
+                pair_frame_error(r, len, head, err, errsize);
                 return r;
         }
         r = pair_msg_decode(buf, len, ret, &jerr);
-        if (r < 0)
-                snprintf(err, errsize, "malformed message: %s", jerr.text);
+        if (r < 0) {
+                snprintf(err, errsize, "malformed message: %s",
+                         jerr.text[0] ? jerr.text : "undecodable");
+                pair_printable(err);
+        }
         free(buf);
         return r;
 }
@@ -64,14 +98,14 @@ int pair_send_sealed(int fd, struct pair_session *s, const struct pair_msg *inne
         return ret;
 }
 
-int pair_recv_sealed(int fd, int timeout_ms, struct pair_session *s, struct pair_msg *ret,
+int pair_recv_sealed(int fd, int64_t deadline_ms, struct pair_session *s, struct pair_msg *ret,
                      char *err, size_t errsize)
 {
         struct json_input_error jerr = {{0}};
         struct pair_msg box;
         char *plain = NULL;
         size_t len = 0;
-        int r = pair_recv(fd, timeout_ms, &box, err, errsize);
+        int r = pair_recv(fd, deadline_ms, &box, err, errsize);
 
         if (r < 0)
                 return r;
@@ -88,8 +122,11 @@ int pair_recv_sealed(int fd, int timeout_ms, struct pair_session *s, struct pair
                 return -EBADMSG;
         }
         r = pair_msg_decode(plain, len, ret, &jerr);
-        if (r < 0)
-                snprintf(err, errsize, "malformed sealed message: %s", jerr.text);
+        if (r < 0) {
+                snprintf(err, errsize, "malformed sealed message: %s",
+                         jerr.text[0] ? jerr.text : "undecodable");
+                pair_printable(err);
+        }
         sodium_memzero(plain, len);
         free(plain);
         return r;
@@ -102,6 +139,14 @@ int pair_send_error(int fd, struct pair_session *s, enum pair_error e, const cha
         snprintf(m.detail, sizeof(m.detail), "%s", detail ? detail : pair_error_text(e));
         if (s && s->keyed)
                 return pair_send_sealed(fd, s, &m);
+        return pair_send(fd, &m);
+}
+
+int pair_send_error_v(int fd, unsigned v, enum pair_error e, const char *detail)
+{
+        struct pair_msg m = {.type = PAIR_MSG_ERROR, .v = v, .error = e};
+
+        snprintf(m.detail, sizeof(m.detail), "%s", detail ? detail : pair_error_text(e));
         return pair_send(fd, &m);
 }
 

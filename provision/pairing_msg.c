@@ -5,11 +5,13 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdint.h>
 #include <poll.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 static const char *const pair_type_names[] = {"hello", "share",        "confirm",     "sealed",
@@ -79,7 +81,7 @@ static int pair_get_b64(const json_t *o, const char *key, uint8_t *out, size_t m
 
 static int pair_decode_hello(const json_t *o, struct pair_msg *m, struct json_input_error *err)
 {
-        static const char *const keys[] = {"v", "type", "proto", "id", "nonce", NULL};
+        static const char *const keys[] = {"v", "type", "proto", "id", "nonce", "commit", NULL};
         const char *proto = NULL;
         int r = 0;
 
@@ -87,25 +89,53 @@ static int pair_decode_hello(const json_t *o, struct pair_msg *m, struct json_in
         r = r ?: json_input_get_string(o, "proto", true, 32, &proto, err);
         r = r ?: json_input_copy_string(o, "id", true, m->id, sizeof(m->id), err);
         r = r ?: pair_get_b64(o, "nonce", m->nonce, PAIR_NONCE_LEN, PAIR_NONCE_LEN, NULL, err);
+        if (r == 0 && json_object_get(o, "commit")) {
+                r = pair_get_b64(o, "commit", m->commit, PAIR_COMMIT_LEN, PAIR_COMMIT_LEN, NULL,
+                                 err);
+                m->has_commit = r == 0;
+        }
         if (r < 0)
                 return r;
         if (!node_id_valid(m->id))
                 return json_input_fail(err, "field 'id' is not a valid node id");
         if (strcmp(proto, PAIR_PROTO) != 0) {
-                json_input_fail(err, "protocol version '%s' is not '%s'", proto, PAIR_PROTO);
+                json_input_fail(err, "protocol '%s' is not '%s'", proto, PAIR_PROTO);
                 return -EPROTONOSUPPORT;
         }
         return 0;
 }
 
+/* role, wg_public_key and endpoint: what a share binds and a join-request repeats. */
+static int pair_decode_binding(const json_t *o, struct pair_msg *m, struct json_input_error *err)
+{
+        char role[8] = "";
+        uint8_t key[WG_KEY_LEN];
+        int r = 0;
+
+        r = r ?: json_input_copy_string(o, "role", true, role, sizeof(role), err);
+        r = r
+                ?: json_input_copy_string(o, "wg_public_key", true, m->wg_public_key,
+                                          sizeof(m->wg_public_key), err);
+        r = r ?: json_input_copy_string(o, "endpoint", true, m->endpoint, sizeof(m->endpoint), err);
+        if (r < 0)
+                return r;
+        if (roster_role_parse(role, &m->role) < 0)
+                return json_input_fail(err, "unknown role '%s'", role);
+        if (strlen(m->wg_public_key) != WG_KEY_B64_LEN ||
+            wg_key_from_base64(key, m->wg_public_key) < 0)
+                return json_input_fail(err, "field 'wg_public_key' is not a WireGuard key");
+        return 0;
+}
+
 static int pair_decode_share(const json_t *o, struct pair_msg *m, struct json_input_error *err)
 {
-        static const char *const keys[] = {"v", "type", "point", "ad", "tag", NULL};
+        static const char *const keys[] = {"v",        "type", "point", "role", "wg_public_key",
+                                           "endpoint", "tag",  NULL};
         int r = 0;
 
         r = r ?: json_input_check_keys(o, keys, err);
         r = r ?: pair_get_b64(o, "point", m->point, CPACE_POINT_LEN, CPACE_POINT_LEN, NULL, err);
-        r = r ?: pair_get_b64(o, "ad", m->ad, 1, CPACE_AD_MAX, &m->ad_len, err);
+        r = r ?: pair_decode_binding(o, m, err);
         if (r == 0 && json_object_get(o, "tag")) {
                 r = pair_get_b64(o, "tag", m->tag, CPACE_TAG_LEN, CPACE_TAG_LEN, NULL, err);
                 m->has_tag = r == 0;
@@ -159,30 +189,14 @@ static int pair_decode_join_request(const json_t *o, struct pair_msg *m,
 {
         static const char *const keys[] = {"v",        "type", "name", "role", "wg_public_key",
                                            "endpoint", NULL};
-        char role[8] = "";
-        uint8_t key[32];
-        size_t len = 0;
         int r = 0;
 
         r = r ?: json_input_check_keys(o, keys, err);
         r = r ?: json_input_copy_string(o, "name", true, m->name, sizeof(m->name), err);
-        r = r ?: json_input_copy_string(o, "role", true, role, sizeof(role), err);
-        r = r
-                ?: json_input_copy_string(o, "wg_public_key", true, m->wg_public_key,
-                                          sizeof(m->wg_public_key), err);
-        r = r ?: json_input_copy_string(o, "endpoint", true, m->endpoint, sizeof(m->endpoint), err);
-        if (r < 0)
-                return r;
-        if (!node_id_valid(m->name))
+        r = r ?: pair_decode_binding(o, m, err);
+        if (r == 0 && !node_id_valid(m->name))
                 return json_input_fail(err, "field 'name' is not a valid node id");
-        if (roster_role_parse(role, &m->role) < 0)
-                return json_input_fail(err, "unknown role '%s'", role);
-        if (strlen(m->wg_public_key) != WG_KEY_B64_LEN ||
-            sodium_base642bin(key, sizeof(key), m->wg_public_key, WG_KEY_B64_LEN, NULL, &len, NULL,
-                              sodium_base64_VARIANT_ORIGINAL) != 0 ||
-            len != sizeof(key))
-                return json_input_fail(err, "field 'wg_public_key' is not a WireGuard key");
-        return 0;
+        return r;
 }
 
 static int pair_decode_join_accept(const json_t *o, struct pair_msg *m,
@@ -234,7 +248,15 @@ int pair_msg_decode(const char *buf, size_t len, struct pair_msg *ret, struct js
                 r = json_input_fail(err, "a message must be a JSON object");
                 goto cleanup;
         }
-        r = r ?: json_input_get_uint(o, "v", true, 1, 1, &v, err);
+        r = r ?: json_input_get_uint(o, "v", true, 1, UINT32_MAX, &v, err);
+        if (r == 0 && v != PAIR_VERSION) {
+                json_input_fail(err,
+                                "pairing protocol version %llu is not supported: this side "
+                                "speaks version %d (%s)",
+                                (unsigned long long)v, PAIR_VERSION, PAIR_PROTO);
+                r = -EPROTONOSUPPORT;
+                goto cleanup;
+        }
         r = r ?: json_input_get_string(o, "type", true, 32, &type, err);
         if (r < 0)
                 goto cleanup;
@@ -251,6 +273,7 @@ cleanup:
         json_decref(o);
         if (r < 0)
                 pair_msg_clear(ret);
+        ret->v = (unsigned)v; /* kept on failure: a refusal is answered in the peer's version */
         return r;
 }
 
@@ -280,44 +303,66 @@ static json_t *pair_b64(const uint8_t *d, size_t len)
         return j;
 }
 
-static json_t *pair_msg_object(const struct pair_msg *m)
+static json_t *pair_binding_pack(json_t *o, const struct pair_msg *m)
 {
-        const char *type = pair_type_names[m->type];
+        if (o && json_object_set_new(o, "role", json_string(roster_role_name(m->role))) == 0 &&
+            json_object_set_new(o, "wg_public_key", json_string(m->wg_public_key)) == 0 &&
+            json_object_set_new(o, "endpoint", json_string(m->endpoint)) == 0)
+                return o;
+        json_decref(o);
+        return NULL;
+}
 
+static json_t *pair_msg_fields(const struct pair_msg *m)
+{
         switch (m->type) {
         case PAIR_MSG_HELLO:
-                return json_pack("{s:i, s:s, s:s, s:s, s:o}", "v", 1, "type", type, "proto",
-                                 PAIR_PROTO, "id", m->id, "nonce",
+                if (m->has_commit)
+                        return json_pack("{s:s, s:s, s:o, s:o}", "proto", PAIR_PROTO, "id", m->id,
+                                         "nonce", pair_b64(m->nonce, PAIR_NONCE_LEN), "commit",
+                                         pair_b64(m->commit, PAIR_COMMIT_LEN));
+                return json_pack("{s:s, s:s, s:o}", "proto", PAIR_PROTO, "id", m->id, "nonce",
                                  pair_b64(m->nonce, PAIR_NONCE_LEN));
         case PAIR_MSG_SHARE:
                 if (m->has_tag)
-                        return json_pack("{s:i, s:s, s:o, s:o, s:o}", "v", 1, "type", type, "point",
-                                         pair_b64(m->point, CPACE_POINT_LEN), "ad",
-                                         pair_b64(m->ad, m->ad_len), "tag",
-                                         pair_b64(m->tag, CPACE_TAG_LEN));
-                return json_pack("{s:i, s:s, s:o, s:o}", "v", 1, "type", type, "point",
-                                 pair_b64(m->point, CPACE_POINT_LEN), "ad",
-                                 pair_b64(m->ad, m->ad_len));
+                        return pair_binding_pack(json_pack("{s:o, s:o}", "point",
+                                                           pair_b64(m->point, CPACE_POINT_LEN),
+                                                           "tag", pair_b64(m->tag, CPACE_TAG_LEN)),
+                                                 m);
+                return pair_binding_pack(
+                    json_pack("{s:o}", "point", pair_b64(m->point, CPACE_POINT_LEN)), m);
         case PAIR_MSG_CONFIRM:
-                return json_pack("{s:i, s:s, s:o}", "v", 1, "type", type, "tag",
-                                 pair_b64(m->tag, CPACE_TAG_LEN));
+                return json_pack("{s:o}", "tag", pair_b64(m->tag, CPACE_TAG_LEN));
         case PAIR_MSG_SEALED:
-                return json_pack("{s:i, s:s, s:I, s:o}", "v", 1, "type", type, "seq",
-                                 (json_int_t)m->seq, "box", pair_b64(m->box, m->box_len));
+                return json_pack("{s:I, s:o}", "seq", (json_int_t)m->seq, "box",
+                                 pair_b64(m->box, m->box_len));
         case PAIR_MSG_ERROR:
         case PAIR_MSG_ABORT:
-                return json_pack("{s:i, s:s, s:s, s:s}", "v", 1, "type", type, "code",
-                                 pair_error_name(m->error), "detail", m->detail);
+                return json_pack("{s:s, s:s}", "code", pair_error_name(m->error), "detail",
+                                 m->detail);
         case PAIR_MSG_JOIN_REQUEST:
-                return json_pack("{s:i, s:s, s:s, s:s, s:s, s:s}", "v", 1, "type", type, "name",
-                                 m->name, "role", roster_role_name(m->role), "wg_public_key",
-                                 m->wg_public_key, "endpoint", m->endpoint);
+                return pair_binding_pack(json_pack("{s:s}", "name", m->name), m);
         case PAIR_MSG_JOIN_ACCEPT:
-                return json_pack("{s:i, s:s, s:s, s:s, s:s, s:O}", "v", 1, "type", type, "node_id",
-                                 m->node_id, "mesh_address", m->mesh_address, "genesis_public_key",
-                                 m->genesis_public_key, "roster", m->roster);
+                return json_pack("{s:s, s:s, s:s, s:O}", "node_id", m->node_id, "mesh_address",
+                                 m->mesh_address, "genesis_public_key", m->genesis_public_key,
+                                 "roster", m->roster);
         }
         return NULL;
+}
+
+/* Every frame carries its version; only a clear-text error may be framed in an older one (so
+ * that a peer of that version can read the refusal). */
+static json_t *pair_msg_object(const struct pair_msg *m)
+{
+        unsigned v = m->type == PAIR_MSG_ERROR && m->v ? m->v : PAIR_VERSION;
+        json_t *o = pair_msg_fields(m);
+
+        if (o && (json_object_set_new(o, "v", json_integer(v)) < 0 ||
+                  json_object_set_new(o, "type", json_string(pair_type_names[m->type])) < 0)) {
+                json_decref(o);
+                return NULL;
+        }
+        return o;
 }
 
 char *pair_msg_encode(const struct pair_msg *m)
@@ -329,13 +374,28 @@ char *pair_msg_encode(const struct pair_msg *m)
         return s;
 }
 
-static int pair_wait(int fd, short events, int timeout_ms)
+int64_t pair_clock_ms(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int pair_remaining_ms(int64_t deadline_ms)
+{
+        int64_t left = deadline_ms - pair_clock_ms();
+
+        return left <= 0 ? 0 : left > INT32_MAX ? INT32_MAX : (int)left;
+}
+
+static int pair_wait(int fd, short events, int64_t deadline_ms)
 {
         struct pollfd p = {.fd = fd, .events = events};
         int n;
 
         do {
-                n = poll(&p, 1, timeout_ms);
+                n = poll(&p, 1, pair_remaining_ms(deadline_ms));
         } while (n < 0 && errno == EINTR);
         if (n < 0)
                 return -errno;
@@ -359,7 +419,8 @@ static int pair_write_all(int fd, const void *buf, size_t len)
         return 0;
 }
 
-static int pair_read_all(int fd, void *buf, size_t len, int timeout_ms)
+/* The deadline holds for the whole read: a peer trickling one byte at a time gains nothing. */
+static int pair_read_all(int fd, void *buf, size_t len, int64_t deadline_ms)
 {
         char *p = buf;
         int r;
@@ -367,7 +428,7 @@ static int pair_read_all(int fd, void *buf, size_t len, int timeout_ms)
         while (len > 0) {
                 ssize_t n;
 
-                r = pair_wait(fd, POLLIN, timeout_ms);
+                r = pair_wait(fd, POLLIN, deadline_ms);
                 if (r < 0)
                         return r;
                 n = read(fd, p, len);
@@ -394,22 +455,26 @@ int pair_frame_write(int fd, const char *buf, size_t len)
         return r < 0 ? r : pair_write_all(fd, buf, len);
 }
 
-int pair_frame_read(int fd, int timeout_ms, char **ret_buf, size_t *ret_len)
+int pair_frame_read(int fd, int64_t deadline_ms, char **ret_buf, size_t *ret_len,
+                    uint8_t ret_head[4])
 {
         uint32_t be;
         size_t len;
         char *buf;
-        int r = pair_read_all(fd, &be, sizeof(be), timeout_ms);
+        int r = pair_read_all(fd, &be, sizeof(be), deadline_ms);
 
         if (r < 0)
                 return r;
         len = ntohl(be);
-        if (len == 0 || len > PAIR_FRAME_MAX)
+        if (len == 0 || len > PAIR_FRAME_MAX) {
+                *ret_len = len;
+                memcpy(ret_head, &be, sizeof(be));
                 return -EPROTO;
+        }
         buf = malloc(len + 1);
         if (!buf)
                 return -ENOMEM;
-        r = pair_read_all(fd, buf, len, timeout_ms);
+        r = pair_read_all(fd, buf, len, deadline_ms);
         if (r < 0) {
                 free(buf);
                 return r;

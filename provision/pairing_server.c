@@ -1,8 +1,10 @@
-/* The genesis side: creating the mesh (keys, address plan, genesis key, roster version 1) and
- * the pairing server. One server run is one ceremony: one code, good for one attempt, one join
- * at a time, expiring after code_ttl_s. The ceremony runs on a worker thread; the accept loop
- * answers "busy", "used" or "expired" to anyone else. After a join the new roster (signed by the
- * genesis key) is stored, applied to the local interface and pushed to every member's vmhost. */
+/* The genesis side: creating the mesh (keys, address plan, genesis key, roster version 1; a
+ * WireGuard port in use is named first, a failed genesis undone) and the pairing server. One
+ * server run is one ceremony: one code, good for one guess, one join at a time, expiring after
+ * code_ttl_s. Every connection has its own worker and absolute deadlines; the code is claimed
+ * when a well-formed share arrives and spent once it has been processed, so junk never burns it
+ * (docs/mesh.md). After a join the new roster (signed by the genesis key) is stored, applied to
+ * the local interface and pushed to every member's vmhost. */
 #include "provision/pairing.h"
 
 #include <arpa/inet.h>
@@ -21,28 +23,33 @@
 
 #include "common/mesh.h"
 
-enum pair_code_state { PAIR_CODE_FRESH, PAIR_CODE_IN_USE, PAIR_CODE_BURNED, PAIR_CODE_USED };
+/* FRESH until a connection's share is processed (a guess); CLAIMED while that ceremony runs
+ * (a share that turns out invalid releases the claim: no guess was made); then USED or BURNED. */
+enum pair_code_state { PAIR_CODE_FRESH, PAIR_CODE_CLAIMED, PAIR_CODE_BURNED, PAIR_CODE_USED };
+
+/* One connection being served. Slots are twice PAIR_CONN_MAX so that a dropped connection
+ * keeps its slot until its worker has closed the socket. */
+struct pair_conn {
+        int fd;
+        uint32_t addr; /* the peer's IPv4 address */
+        int64_t started;
+        bool active, dropped, claimed;
+        char peer[INET_ADDRSTRLEN];
+};
 
 struct pair_server {
         const struct pair_server_opts *o;
         struct pair_node_conf conf;
+        struct pair_binding bind; /* the genesis' own role, WireGuard key and endpoint */
         pthread_mutex_t lock;
+        pthread_cond_t idle;
         enum pair_code_state state;
         enum pair_error burned_by;
-        time_t expires;
+        int64_t expires;
         char code[PAIR_CODE_SIZE];
-        pthread_t worker;
-        bool worker_running;
-        int worker_fd;
+        struct pair_conn conns[2 * PAIR_CONN_MAX];
+        size_t n_active;
 };
-
-static time_t pair_now(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return ts.tv_sec;
-}
 
 /* --- genesis init --- */
 
@@ -124,13 +131,54 @@ static int pair_genesis_create(const struct pair_genesis_opts *o)
         return ret;
 }
 
+/* 0 when UDP port is free on this host (for the interface's socket), else -EADDRINUSE. */
+static int pair_udp_port_free(unsigned port)
+{
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+        int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), ret = 0;
+
+        if (fd < 0)
+                return -errno;
+        if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+                ret = -errno;
+        close(fd);
+        return ret;
+}
+
+/* Undoes a genesis that could not bring its interface up: no half-made fleet stays behind. */
+static void pair_genesis_undo(const struct pair_genesis_opts *o, bool had_interface)
+{
+        static const char *const files[] = {"node.conf",   "roster.json", "genesis.pub",
+                                            "genesis.key", "wg.key",      NULL};
+        char path[4096];
+
+        for (size_t i = 0; files[i]; i++) {
+                if (pair_state_path(o->state_dir, files[i], path, sizeof(path)) == 0)
+                        unlink(path);
+        }
+        rmdir(o->state_dir); /* only when it holds nothing else */
+        if (!had_interface)
+                wg_interface_delete(o->ifname);
+}
+
 int pair_genesis_init(const struct pair_genesis_opts *o)
 {
         struct pair_node_conf c;
         uint8_t sk[64];
         char err[256];
-        int ret = pair_state_mkdir(o->state_dir);
+        bool created = false, had_interface = o->no_wg || if_nametoindex(o->ifname) != 0;
+        int ret;
 
+        /* A port held by someone else would only show as a failure deep in the WireGuard
+         * set-up, after the state was written: check first. */
+        if (!had_interface && pair_udp_port_free(o->wg_port) == -EADDRINUSE) {
+                fprintf(stderr,
+                        "cannot create the mesh: WireGuard port %u/udp is already in use on this "
+                        "host; choose another with --wg-port\n",
+                        o->wg_port);
+                return -EADDRINUSE;
+        }
+        ret = pair_state_mkdir(o->state_dir);
         if (ret < 0)
                 return ret;
         if (pair_conf_load(o->state_dir, &c) == 0 && pair_genesis_key_load(o->state_dir, sk) == 0) {
@@ -143,14 +191,17 @@ int pair_genesis_init(const struct pair_genesis_opts *o)
                 fprintf(o->out, "fleet already created in '%s'; reusing it\n", o->state_dir);
         } else {
                 ret = pair_genesis_create(o);
-                if (ret < 0)
-                        return ret;
+                created = true;
         }
-        if (o->no_wg)
-                return 0;
-        ret = pair_mesh_up(o->state_dir, err, sizeof(err));
-        if (ret < 0)
-                fprintf(stderr, "cannot set up the mesh interface: %s\n", err);
+        if (ret == 0 && !o->no_wg) {
+                ret = pair_mesh_up(o->state_dir, err, sizeof(err));
+                if (ret < 0)
+                        fprintf(stderr, "cannot set up the mesh interface: %s\n", err);
+        }
+        if (ret < 0 && created) {
+                pair_genesis_undo(o, had_interface);
+                fprintf(stderr, "genesis undone: nothing was kept in '%s'\n", o->state_dir);
+        }
         return ret;
 }
 
@@ -272,71 +323,124 @@ void pair_roster_push(const struct roster *r, const char *self_id, const char *j
 
 struct pair_ceremony {
         struct pair_server *sv;
+        struct pair_conn *conn;
         struct pair_session s;
         int fd, io_ms;
+        int64_t deadline; /* the handshake's (io_timeout after accept), then the SAS phase's */
+        bool guessed;     /* a share was processed: whatever happens now, the code is spent */
+        enum pair_error refused; /* busy, used or expired: told, nothing else done */
         char err[256];
 };
 
 static enum pair_error pair_fail(struct pair_ceremony *c, enum pair_error e, const char *detail)
 {
-        pair_send_error(c->fd, c->s.keyed ? &c->s : NULL, e, NULL);
+        pair_send_error(c->fd, c->s.keyed ? &c->s : NULL, e, detail);
         if (detail != c->err) /* the caller may pass our own buffer back */
                 snprintf(c->err, sizeof(c->err), "%s", detail ? detail : pair_error_text(e));
         return e;
 }
 
-/* hello, shares, key confirmation. */
+/* Under sv->lock: why the code cannot serve a ceremony now, or PAIR_ERR_NONE. */
+static enum pair_error pair_code_refusal(const struct pair_server *sv)
+{
+        if (sv->state == PAIR_CODE_CLAIMED)
+                return PAIR_ERR_BUSY;
+        if (sv->state != PAIR_CODE_FRESH)
+                return PAIR_ERR_USED;
+        return pair_clock_ms() >= sv->expires ? PAIR_ERR_EXPIRED : PAIR_ERR_NONE;
+}
+
+/* Tells a refusal (busy, used, expired) or, with claim, takes the code for this connection. */
+static enum pair_error pair_code_check(struct pair_ceremony *c, bool claim)
+{
+        enum pair_error e;
+
+        pthread_mutex_lock(&c->sv->lock);
+        e = pair_code_refusal(c->sv);
+        if (e == PAIR_ERR_NONE && claim) {
+                c->sv->state = PAIR_CODE_CLAIMED;
+                c->conn->claimed = true;
+        }
+        pthread_mutex_unlock(&c->sv->lock);
+        if (e != PAIR_ERR_NONE) {
+                c->refused = e;
+                pair_fail(c, e, NULL);
+        }
+        return e;
+}
+
+/* Reads the next clear-text message, of type want. */
+static enum pair_error pair_expect(struct pair_ceremony *c, enum pair_msg_type want,
+                                   const char *what, struct pair_msg *m)
+{
+        int r = pair_recv(c->fd, c->deadline, m, c->err, sizeof(c->err));
+
+        if (r == -EPROTONOSUPPORT) {
+                /* Answered in the peer's own version when it is older, so that it can read it. */
+                pair_send_error_v(c->fd, m->v && m->v < PAIR_VERSION ? m->v : PAIR_VERSION,
+                                  PAIR_ERR_VERSION, c->err);
+                return PAIR_ERR_VERSION;
+        }
+        if (r < 0)
+                return pair_fail(c, PAIR_ERR_PROTOCOL, c->err);
+        if (m->type == PAIR_MSG_ERROR && c->guessed) {
+                snprintf(c->err, sizeof(c->err), "the joiner reports: %s",
+                         pair_error_text(m->error));
+                return m->error == PAIR_ERR_WRONG_CODE ? PAIR_ERR_WRONG_CODE : PAIR_ERR_PROTOCOL;
+        }
+        if (m->type != want) {
+                pair_msg_clear(m);
+                snprintf(c->err, sizeof(c->err), "expected '%s'", what);
+                return pair_fail(c, PAIR_ERR_PROTOCOL, c->err);
+        }
+        return PAIR_ERR_NONE;
+}
+
+/* hello (ours commits to our share), shares, key confirmation. The code is claimed only when a
+ * well-formed share arrives, and spent only once that share has been processed. */
 static enum pair_error pair_handshake(struct pair_ceremony *c, const char *code)
 {
-        struct pair_msg m, out = {0};
+        struct pair_msg m, out = {.type = PAIR_MSG_HELLO};
+        enum pair_error e;
         int r;
 
-        r = pair_recv(c->fd, c->io_ms, &m, c->err, sizeof(c->err));
-        if (r == -EPROTONOSUPPORT)
-                return pair_fail(c, PAIR_ERR_VERSION, NULL);
-        if (r < 0 || m.type != PAIR_MSG_HELLO)
-                return pair_fail(c, PAIR_ERR_PROTOCOL, r < 0 ? c->err : "expected 'hello'");
+        e = pair_expect(c, PAIR_MSG_HELLO, "hello", &m);
+        if (e != PAIR_ERR_NONE || pair_code_check(c, false) != PAIR_ERR_NONE) {
+                pair_msg_clear(&m);
+                return e != PAIR_ERR_NONE ? e : c->refused;
+        }
         pair_session_init(&c->s, false, c->sv->conf.node_id);
-        out.type = PAIR_MSG_HELLO;
-        snprintf(out.id, sizeof(out.id), "%s", c->s.self_id);
-        memcpy(out.nonce, c->s.nonce_self, PAIR_NONCE_LEN);
-        r = pair_session_start(&c->s, code, m.id, m.nonce);
+        r = pair_session_start(&c->s, code, m.id, m.nonce, &c->sv->bind, NULL);
         pair_msg_clear(&m);
         if (r < 0)
                 return pair_fail(c, PAIR_ERR_PROTOCOL, "reflected nonce or bad code");
+        snprintf(out.id, sizeof(out.id), "%s", c->s.self_id);
+        memcpy(out.nonce, c->s.nonce_self, PAIR_NONCE_LEN);
+        out.has_commit = true;
+        memcpy(out.commit, c->s.commit, PAIR_COMMIT_LEN);
         if (pair_send(c->fd, &out) < 0)
                 return pair_fail(c, PAIR_ERR_PROTOCOL, "cannot send hello");
-        r = pair_recv(c->fd, c->io_ms, &m, c->err, sizeof(c->err));
-        if (r < 0 || m.type != PAIR_MSG_SHARE || m.has_tag) {
+        e = pair_expect(c, PAIR_MSG_SHARE, "share", &m);
+        if (e == PAIR_ERR_NONE && m.has_tag) {
                 pair_msg_clear(&m);
-                return pair_fail(c, PAIR_ERR_PROTOCOL, r < 0 ? c->err : "expected 'share'");
+                return pair_fail(c, PAIR_ERR_PROTOCOL, "a joiner's share carries no tag");
+        }
+        if (e != PAIR_ERR_NONE || pair_code_check(c, true) != PAIR_ERR_NONE) {
+                pair_msg_clear(&m);
+                return e != PAIR_ERR_NONE ? e : c->refused;
         }
         r = pair_session_finish(&c->s, &m);
         pair_msg_clear(&m);
-        if (r == -EPROTONOSUPPORT)
-                return pair_fail(c, PAIR_ERR_VERSION, NULL);
-        if (r < 0)
+        if (r < 0) /* nothing was computed from the code: no guess, the claim is released */
                 return pair_fail(c, PAIR_ERR_PROTOCOL,
                                  "invalid or identity point, or our own share reflected");
-        memset(&out, 0, sizeof(out));
-        out.type = PAIR_MSG_SHARE;
-        memcpy(out.point, c->s.point_self, CPACE_POINT_LEN);
-        out.ad_len = strlen(pair_ad_for(false));
-        memcpy(out.ad, pair_ad_for(false), out.ad_len);
-        out.has_tag = true;
-        pair_session_tag(&c->s, true, out.tag);
+        c->guessed = true;
+        pair_session_share(&c->s, &out);
         if (pair_send(c->fd, &out) < 0)
                 return pair_fail(c, PAIR_ERR_PROTOCOL, "cannot send share");
-        r = pair_recv(c->fd, c->io_ms, &m, c->err, sizeof(c->err));
-        if (r == 0 && m.type == PAIR_MSG_ERROR) {
-                snprintf(c->err, sizeof(c->err), "the joiner reports: %s",
-                         pair_error_text(m.error));
-                return m.error == PAIR_ERR_WRONG_CODE ? PAIR_ERR_WRONG_CODE : PAIR_ERR_PROTOCOL;
-        }
-        if (r < 0 || m.type != PAIR_MSG_CONFIRM) {
-                pair_msg_clear(&m);
-                return pair_fail(c, PAIR_ERR_PROTOCOL, r < 0 ? c->err : "expected 'confirm'");
-        }
+        e = pair_expect(c, PAIR_MSG_CONFIRM, "confirm", &m);
+        if (e != PAIR_ERR_NONE)
+                return e;
         r = pair_session_check_tag(&c->s, m.tag);
         pair_msg_clear(&m);
         if (r < 0) {
@@ -344,6 +448,14 @@ static enum pair_error pair_handshake(struct pair_ceremony *c, const char *code)
                 return pair_fail(c, PAIR_ERR_WRONG_CODE, NULL);
         }
         return PAIR_ERR_NONE;
+}
+
+/* The join request repeats what the joiner bound into the handshake; nothing else is taken. */
+static bool pair_request_as_bound(const struct pair_session *s, const struct pair_msg *req)
+{
+        return strcmp(req->name, s->peer_id) == 0 && req->role == s->bind_peer.role &&
+               strcmp(req->wg_public_key, s->bind_peer.wg_public_key) == 0 &&
+               strcmp(req->endpoint, s->bind_peer.endpoint) == 0;
 }
 
 static enum pair_error pair_admit(struct pair_ceremony *c, const struct pair_msg *req)
@@ -356,14 +468,15 @@ static enum pair_error pair_admit(struct pair_ceremony *c, const struct pair_msg
         enum pair_error e = PAIR_ERR_INTERNAL;
 
         cur = pair_roster_load(sv->o->state_dir, err, sizeof(err));
-        if (!cur || pair_genesis_key_load(sv->o->state_dir, sk) < 0)
+        if (!cur || pair_genesis_key_load(sv->o->state_dir, sk) < 0) {
+                roster_free(cur);
                 return pair_fail(c, PAIR_ERR_INTERNAL, "cannot load the roster or genesis key");
+        }
         crypto_sign_ed25519_sk_to_pk(pk, sk);
-        /* The name was bound into CPace's CI through the hello: it may not change now. */
-        if (strcmp(req->name, c->s.peer_id) != 0) {
+        if (!pair_request_as_bound(&c->s, req)) {
                 e = pair_fail(c, PAIR_ERR_PROTOCOL,
-                              "the join request names another node than "
-                              "the hello");
+                              "the join request differs from what the handshake bound (name, "
+                              "role, WireGuard key or endpoint)");
                 goto cleanup;
         }
         if (roster_find_by_id(cur, req->name)) {
@@ -412,13 +525,14 @@ static enum pair_error pair_ceremony_run(struct pair_ceremony *c, const char *co
 
         if (e != PAIR_ERR_NONE)
                 return e;
+        /* The SAS phase waits for people: its own absolute deadline. */
+        c->deadline = pair_clock_ms() + (int64_t)o->sas_timeout_s * 1000 + c->io_ms;
         e = pair_confirm_sas(&c->s, fileno(o->confirm_in), c->fd, (int)o->sas_timeout_s * 1000,
                              o->out, &peer_spoke);
         if (!peer_spoke && e != PAIR_ERR_NONE)
                 return pair_fail(c, e, NULL);
         /* The joiner's sealed request (or its refusal) comes after its own operator confirms. */
-        r = pair_recv_sealed(c->fd, (int)o->sas_timeout_s * 1000, &c->s, &req, c->err,
-                             sizeof(c->err));
+        r = pair_recv_sealed(c->fd, c->deadline, &c->s, &req, c->err, sizeof(c->err));
         if (r < 0)
                 return pair_fail(c, PAIR_ERR_PROTOCOL, c->err);
         if (req.type == PAIR_MSG_ABORT || req.type == PAIR_MSG_ERROR) {
@@ -430,8 +544,8 @@ static enum pair_error pair_ceremony_run(struct pair_ceremony *c, const char *co
         }
         if (peer_spoke) {
                 /* The request arrived first; now our operator must still confirm. */
-                e = pair_confirm_sas(&c->s, fileno(o->confirm_in), -1, (int)o->sas_timeout_s * 1000,
-                                     o->out, &peer_spoke);
+                e = pair_confirm_sas(&c->s, fileno(o->confirm_in), -1,
+                                     pair_remaining_ms(c->deadline), o->out, &peer_spoke);
                 if (e != PAIR_ERR_NONE) {
                         pair_msg_clear(&req);
                         return pair_fail(c, e, NULL);
@@ -446,31 +560,58 @@ static enum pair_error pair_ceremony_run(struct pair_ceremony *c, const char *co
         return e;
 }
 
-static void *pair_worker(void *arg)
+/* The code's new state after a connection, under sv->lock. */
+static void pair_code_settle(struct pair_server *sv, const struct pair_ceremony *c,
+                             enum pair_error e)
 {
-        struct pair_server *sv = arg;
-        struct pair_ceremony c = {.sv = sv, .fd = sv->worker_fd};
-        enum pair_error e;
-
-        c.io_ms = (int)sv->o->io_timeout_s * 1000;
-        e = pair_ceremony_run(&c, sv->code);
-        pthread_mutex_lock(&sv->lock);
-        if (e == PAIR_ERR_NONE) {
+        if (c->guessed && e == PAIR_ERR_NONE) {
                 sv->state = PAIR_CODE_USED;
-        } else if (e == PAIR_ERR_VERSION) {
-                sv->state = PAIR_CODE_FRESH; /* never reached the code */
-        } else {
+        } else if (c->guessed) {
                 sv->state = PAIR_CODE_BURNED;
                 sv->burned_by = e;
+        } else if (c->conn->claimed) {
+                sv->state = PAIR_CODE_FRESH; /* claimed, but the share was invalid */
         }
+}
+
+static void pair_report(const struct pair_ceremony *c, enum pair_error e)
+{
+        FILE *out = c->sv->o->out;
+
+        if (e == PAIR_ERR_NONE)
+                return;
+        if (c->guessed)
+                fprintf(out, "pairing failed: %s: %s; the code is burned\n", pair_error_name(e),
+                        c->err);
+        else if (c->refused != PAIR_ERR_NONE)
+                fprintf(out, "pairing attempt from '%s' refused: %s\n", c->conn->peer,
+                        pair_error_text(e));
+        else
+                fprintf(out,
+                        "pairing attempt from '%s' rejected before any guess: %s: %s; the code "
+                        "is still valid\n",
+                        c->conn->peer, pair_error_name(e), c->err);
+        fflush(out);
+}
+
+static void *pair_worker(void *arg)
+{
+        struct pair_ceremony *c = arg;
+        struct pair_server *sv = c->sv;
+        enum pair_error e = pair_ceremony_run(c, sv->code);
+
+        pthread_mutex_lock(&sv->lock);
+        pair_code_settle(sv, c, e);
         pthread_mutex_unlock(&sv->lock);
-        if (e != PAIR_ERR_NONE) {
-                fprintf(sv->o->out, "pairing failed: %s: %s%s\n", pair_error_name(e), c.err,
-                        e == PAIR_ERR_VERSION ? "" : "; the code is burned");
-                fflush(sv->o->out);
-        }
-        pair_session_wipe(&c.s);
-        pair_close_gently(c.fd);
+        pair_report(c, e);
+        pair_session_wipe(&c->s);
+        pair_close_gently(c->fd);
+        pthread_mutex_lock(&sv->lock);
+        c->conn->active = false;
+        sv->n_active--;
+        pthread_cond_broadcast(&sv->idle);
+        pthread_mutex_unlock(&sv->lock);
+        free(c);
         return NULL;
 }
 
@@ -485,7 +626,7 @@ static int pair_listen(const struct pair_server_opts *o)
         if (fd < 0)
                 return -errno;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 8) < 0) {
+        if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 64) < 0) {
                 int e = -errno;
 
                 close(fd);
@@ -494,62 +635,156 @@ static int pair_listen(const struct pair_server_opts *o)
         return fd;
 }
 
-/* Answers a connection that cannot run a ceremony: busy, used or expired. */
-static void pair_refuse(int fd, enum pair_error e)
+/* Under sv->lock: how many live connections come from k's address. */
+static size_t pair_conn_same_source(const struct pair_server *sv, const struct pair_conn *k)
 {
-        char *buf = NULL;
-        size_t len = 0;
+        size_t n = 0;
 
-        /* Take the hello first (briefly) so the joiner's send never meets a closed socket. */
-        if (pair_frame_read(fd, 1000, &buf, &len) == 0)
-                free(buf);
-        pair_send_error(fd, NULL, e, NULL);
-        pair_close_gently(fd);
+        for (size_t i = 0; i < 2 * PAIR_CONN_MAX; i++) {
+                const struct pair_conn *o = &sv->conns[i];
+
+                n += o->active && !o->dropped && o->addr == k->addr;
+        }
+        return n;
 }
 
-static void pair_on_connection(struct pair_server *sv, int fd)
+/* Under sv->lock: a free slot for a new connection. When PAIR_CONN_MAX connections are being
+ * served, one that has not claimed the code is dropped (shut down; its worker ends): the oldest
+ * of the address that holds the most. Junk from one address can so only ever push out its own
+ * connections, and junk from many can delay a real joiner by its own handshake, never block
+ * it. */
+static struct pair_conn *pair_conn_slot(struct pair_server *sv)
 {
-        enum pair_error refuse = PAIR_ERR_NONE;
+        struct pair_conn *free_slot = NULL, *victim = NULL;
+        size_t live = 0, victim_n = 0;
+
+        for (size_t i = 0; i < 2 * PAIR_CONN_MAX; i++) {
+                struct pair_conn *k = &sv->conns[i];
+                size_t n;
+
+                if (!k->active) {
+                        free_slot = free_slot ? free_slot : k;
+                        continue;
+                }
+                if (k->dropped)
+                        continue;
+                live++;
+                n = pair_conn_same_source(sv, k);
+                if (!k->claimed &&
+                    (!victim || n > victim_n || (n == victim_n && k->started < victim->started))) {
+                        victim = k;
+                        victim_n = n;
+                }
+        }
+        if (live < PAIR_CONN_MAX)
+                return free_slot;
+        if (!victim)
+                return NULL;
+        shutdown(victim->fd, SHUT_RDWR);
+        victim->dropped = true;
+        return free_slot;
+}
+
+static void pair_on_connection(struct pair_server *sv, int fd, const struct sockaddr_in *from)
+{
+        struct pair_ceremony *c = calloc(1, sizeof(*c));
+        struct pair_conn *k = NULL;
+        pthread_attr_t attr;
+        pthread_t t;
+        int r = -ENOMEM;
 
         pthread_mutex_lock(&sv->lock);
-        if (sv->state == PAIR_CODE_IN_USE)
-                refuse = PAIR_ERR_BUSY;
-        else if (sv->state != PAIR_CODE_FRESH)
-                refuse = PAIR_ERR_USED;
-        else if (pair_now() >= sv->expires)
-                refuse = PAIR_ERR_EXPIRED;
-        else
-                sv->state = PAIR_CODE_IN_USE;
+        if (c && (k = pair_conn_slot(sv))) {
+                *k = (struct pair_conn){.fd = fd,
+                                        .addr = from->sin_addr.s_addr,
+                                        .started = pair_clock_ms(),
+                                        .active = true};
+                inet_ntop(AF_INET, &from->sin_addr, k->peer, sizeof(k->peer));
+                *c = (struct pair_ceremony){.sv = sv, .conn = k, .fd = fd};
+                c->io_ms = (int)sv->o->io_timeout_s * 1000;
+                c->deadline = k->started + c->io_ms;
+                pthread_attr_init(&attr);
+                pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+                r = -pthread_create(&t, &attr, pair_worker, c);
+                pthread_attr_destroy(&attr);
+                if (r == 0)
+                        sv->n_active++;
+                else
+                        k->active = false;
+        }
         pthread_mutex_unlock(&sv->lock);
-        if (refuse != PAIR_ERR_NONE) {
-                fprintf(sv->o->out, "pairing attempt refused: %s\n", pair_error_text(refuse));
-                fflush(sv->o->out);
-                pair_refuse(fd, refuse);
-                return;
-        }
-        if (sv->worker_running)
-                pthread_join(sv->worker, NULL);
-        sv->worker_fd = fd;
-        sv->worker_running = pthread_create(&sv->worker, NULL, pair_worker, sv) == 0;
-        if (!sv->worker_running) {
+        if (r < 0) { /* no slot (a flood) or no thread: this connection is not served */
+                free(c);
                 close(fd);
-                pthread_mutex_lock(&sv->lock);
-                sv->state = PAIR_CODE_FRESH;
-                pthread_mutex_unlock(&sv->lock);
         }
+}
+
+/* Ends the connections still served (junk, or late joiners) and waits for their workers. */
+static void pair_server_drain(struct pair_server *sv)
+{
+        pthread_mutex_lock(&sv->lock);
+        for (size_t i = 0; i < 2 * PAIR_CONN_MAX; i++) {
+                if (sv->conns[i].active && !sv->conns[i].claimed)
+                        shutdown(sv->conns[i].fd, SHUT_RDWR);
+        }
+        while (sv->n_active > 0)
+                pthread_cond_wait(&sv->idle, &sv->lock);
+        pthread_mutex_unlock(&sv->lock);
+}
+
+/* The genesis' own binding: role, WireGuard public key (from wg.key) and endpoint. */
+static int pair_server_binding(struct pair_server *sv)
+{
+        uint8_t k[WG_KEY_LEN], pub[WG_KEY_LEN];
+        char path[4096];
+        int ret = pair_state_path(sv->o->state_dir, "wg.key", path, sizeof(path));
+
+        ret = ret ?: wg_key_load(path, k);
+        ret = ret ?: roster_role_parse(sv->conf.role, &sv->bind.role);
+        if (ret == 0) {
+                wg_key_public_from_private(pub, k);
+                wg_key_to_base64(sv->bind.wg_public_key, pub);
+                snprintf(sv->bind.endpoint, sizeof(sv->bind.endpoint), "%s", sv->conf.endpoint);
+        }
+        sodium_memzero(k, sizeof(k));
+        return ret;
+}
+
+/* Whether the accept loop is done: 0 to go on, else the server's result. */
+static int pair_server_done(struct pair_server *sv, int64_t *linger_until)
+{
+        enum pair_code_state st;
+
+        pthread_mutex_lock(&sv->lock);
+        st = sv->state;
+        pthread_mutex_unlock(&sv->lock);
+        if (st == PAIR_CODE_USED)
+                return 1;
+        /* A burned code is announced for a short while, then the ceremony is over. */
+        if (st == PAIR_CODE_BURNED && *linger_until > pair_clock_ms() + 30000)
+                *linger_until = pair_clock_ms() + 30000;
+        if (st == PAIR_CODE_CLAIMED || pair_clock_ms() < *linger_until)
+                return 0;
+        fprintf(sv->o->out, "pairing server closed: %s\n",
+                st == PAIR_CODE_BURNED ? "the code was burned" : "the code expired unused");
+        return st == PAIR_CODE_BURNED ? -EACCES : -ETIMEDOUT;
 }
 
 int pair_server_run(const struct pair_server_opts *o)
 {
         struct pair_server sv = {.o = o, .state = PAIR_CODE_FRESH};
         char norm[PAIR_CODE_CHARS + 1];
-        time_t linger_until;
+        int64_t linger_until;
         int lfd, ret = 0;
 
         if (pair_conf_load(o->state_dir, &sv.conf) < 0 || !sv.conf.subnet[0]) {
                 fprintf(stderr, "'%s' holds no genesis state; run 'totebox-pair genesis' first\n",
                         o->state_dir);
                 return -ENOENT;
+        }
+        if (pair_server_binding(&sv) < 0) {
+                fprintf(stderr, "cannot read the genesis WireGuard key in '%s'\n", o->state_dir);
+                return -ENOKEY;
         }
         if (o->code && pair_code_normalize(o->code, norm) < 0)
                 return -EINVAL;
@@ -560,48 +795,35 @@ int pair_server_run(const struct pair_server_opts *o)
                 return lfd;
         }
         pthread_mutex_init(&sv.lock, NULL);
+        pthread_cond_init(&sv.idle, NULL);
         if (o->code)
                 snprintf(sv.code, sizeof(sv.code), "%s", o->code);
         else
                 pair_code_generate(sv.code);
-        sv.expires = pair_now() + (time_t)o->code_ttl_s;
+        sv.expires = pair_clock_ms() + (int64_t)o->code_ttl_s * 1000;
         /* After expiry the server stays a little to say "expired" rather than go silent. */
-        linger_until = sv.expires + 60;
-        fprintf(o->out, "pairing code: %s (expires in %u s, good for one attempt)\n", sv.code,
+        linger_until = sv.expires + 60000;
+        fprintf(o->out, "pairing code: %s (expires in %u s, good for one guess)\n", sv.code,
                 o->code_ttl_s);
         fprintf(o->out, "pairing server listening on %s:%u\n", o->listen_addr, o->port);
         fflush(o->out);
-        for (;;) {
+        while ((ret = pair_server_done(&sv, &linger_until)) == 0) {
                 struct pollfd p = {.fd = lfd, .events = POLLIN};
-                enum pair_code_state st;
+                struct sockaddr_in from = {0};
+                socklen_t flen = sizeof(from);
                 int fd;
 
-                pthread_mutex_lock(&sv.lock);
-                st = sv.state;
-                pthread_mutex_unlock(&sv.lock);
-                if (st == PAIR_CODE_USED)
-                        break;
-                /* A burned code is announced for a short while, then the ceremony is over. */
-                if (st == PAIR_CODE_BURNED && linger_until > pair_now() + 30)
-                        linger_until = pair_now() + 30;
-                if (st != PAIR_CODE_IN_USE && pair_now() >= linger_until) {
-                        ret = st == PAIR_CODE_BURNED ? -EACCES : -ETIMEDOUT;
-                        fprintf(o->out, "pairing server closed: %s\n",
-                                st == PAIR_CODE_BURNED ? "the code was burned"
-                                                       : "the code expired unused");
-                        break;
-                }
                 if (poll(&p, 1, 200) <= 0)
                         continue;
-                fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+                fd = accept4(lfd, (struct sockaddr *)&from, &flen, SOCK_CLOEXEC);
                 if (fd >= 0)
-                        pair_on_connection(&sv, fd);
+                        pair_on_connection(&sv, fd, &from);
         }
         close(lfd);
-        if (sv.worker_running)
-                pthread_join(sv.worker, NULL);
+        pair_server_drain(&sv);
         sodium_memzero(sv.code, sizeof(sv.code));
+        pthread_cond_destroy(&sv.idle);
         pthread_mutex_destroy(&sv.lock);
         fflush(o->out);
-        return ret;
+        return ret > 0 ? 0 : ret;
 }

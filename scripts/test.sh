@@ -16,6 +16,10 @@ cmake --build build -j"$(nproc)"
 cmake -S . -B build-asan -DTOTEBOX_WERROR=ON -DTOTEBOX_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
 cmake --build build-asan -j"$(nproc)"
 
+echo "== libFuzzer targets (clang, ASan+UBSan) over their seed corpora"
+bash tests/fuzz/run-fuzzers.sh 0
+echo "run-fuzzers: every seed passed"
+
 echo "== unit tests under ASan+UBSan"
 (cd build-asan && ctest -L unit --output-on-failure)
 

@@ -12,13 +12,24 @@
 #define AGENT_MAX_DEPTH 4
 #define AGENT_STR_MAX   4096
 
-static const char *const agent_mismatch_kinds[] = {"modified-asset",         "deleted-asset",
-                                                   "unrecorded-file",        "ledger-edited",
-                                                   "ledger-truncated",       "ledger-reordered",
-                                                   "ledger-deleted",         "flag-cleared",
-                                                   "forged-tree-head",       "rollback",
-                                                   "inconsistent-tree-head", "key-changed",
-                                                   "malformed-report",       NULL};
+static const char *const agent_mismatch_kinds[] = {"modified-asset",
+                                                   "deleted-asset",
+                                                   "unrecorded-file",
+                                                   "ledger-edited",
+                                                   "ledger-truncated",
+                                                   "ledger-reordered",
+                                                   "ledger-deleted",
+                                                   "flag-cleared",
+                                                   "forged-tree-head",
+                                                   "rollback",
+                                                   "inconsistent-tree-head",
+                                                   "key-changed",
+                                                   "malformed-report",
+                                                   "unsigned",
+                                                   "mode-changed",
+                                                   "owner-changed",
+                                                   "hard-linked",
+                                                   NULL};
 
 bool agent_mismatch_kind_valid(const char *kind)
 {

@@ -43,6 +43,9 @@ const struct config_key vmhost_config_table[] = {
     K("mesh_state_dir", CONFIG_STRING, mesh_state_dir, 4096, 4096, "",
       "the node's mesh state (totebox-pair --state-dir): the genesis key learned at pairing and "
       "the roster; accepted rosters are stored there too"),
+    K("audit_key", CONFIG_STRING, audit_key, 256, 256, "",
+      "fleetd's audit verifier key (C2SP vkey, state_dir/audit.pub on the controller); empty: "
+      "the key of the first audit checkpoint accepted is pinned"),
     K("wg_interface", CONFIG_STRING, wg_interface, 32, 32, "",
       "WireGuard interface rosters are applied to; empty: none"),
     K("archive_grace", CONFIG_DURATION, archive_grace_ms, 0, 3600000, "60s",

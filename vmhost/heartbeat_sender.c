@@ -1,13 +1,23 @@
-/* The heartbeat sender: one UDP socket connected to fleetd, one datagram per interval. The
- * epoch (start time) and sequence let fleetd drop replayed or reordered heartbeats. */
+/* The heartbeat sender: one UDP socket connected to fleetd, one datagram per interval. A random
+ * boot id, drawn at start, and the sequence let fleetd drop replayed or reordered heartbeats
+ * whatever the node's clock does; the epoch (start time) is informational. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <sodium.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "common/clock.h"
 #include "vmhost/vmhost.h"
+
+static void heartbeat_sender_draw_boot(struct heartbeat_sender *s)
+{
+        uint8_t raw[HEARTBEAT_BOOT_LEN / 2];
+
+        randombytes_buf(raw, sizeof(raw));
+        sodium_bin2hex(s->boot, sizeof(s->boot), raw, sizeof(raw));
+}
 
 int heartbeat_sender_open(struct heartbeat_sender *s, const struct vmhost_config *cfg)
 {
@@ -34,6 +44,7 @@ int heartbeat_sender_open(struct heartbeat_sender *s, const struct vmhost_config
         s->fd = fd;
         s->dst = dst;
         s->epoch = clock_realtime_ms();
+        heartbeat_sender_draw_boot(s);
         sample_read_cpu(&s->last_cpu);
         return 0;
 }
@@ -73,6 +84,7 @@ int heartbeat_sender_sample(struct heartbeat_sender *s, const struct vmhost_conf
         memset(hb, 0, sizeof(*hb));
         snprintf(hb->node_id, sizeof(hb->node_id), "%s", cfg->node_id);
         hb->epoch = s->epoch;
+        memcpy(hb->boot, s->boot, sizeof(hb->boot));
         hb->seq = ++s->seq;
         hb->interval_ms = cfg->heartbeat_interval_ms;
         hb->cpus = cpus > 0 ? (uint32_t)cpus : 1;

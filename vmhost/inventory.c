@@ -168,7 +168,7 @@ int inventory_refresh(struct vmhost *vh)
 {
         virConnectPtr c = virt_conn_ref(vh);
         char digest[DIGEST_HEX_LEN + 1];
-        uint64_t committed = 0;
+        uint64_t committed = 0, creations = creations_current(vh); /* before the listing */
         json_t *vms;
 
         if (!c)
@@ -180,6 +180,13 @@ int inventory_refresh(struct vmhost *vh)
                 return -EIO;
         }
         pthread_mutex_lock(&vh->state_lock);
+        if (creations < vh->cache_creations) {
+                /* a refresh that started before a newer one stored its listing */
+                pthread_mutex_unlock(&vh->state_lock);
+                json_decref(vms);
+                return 0;
+        }
+        vh->cache_creations = creations;
         if (strcmp(digest, vh->digest) != 0)
                 log_debug("inventory digest now %s (%zu VMs)", digest, json_array_size(vms));
         json_decref(vh->vms);

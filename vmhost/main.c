@@ -47,6 +47,7 @@ static void vmhost_beat(struct vmhost *vh, struct heartbeat_sender *s)
                 memcpy(hb.inventory_digest, vh->digest, sizeof(hb.inventory_digest));
                 hb.mem_committed_mib = vh->committed_mib;
                 hb.vm_count = vh->vm_count;
+                hb.creations = vh->cache_creations;
                 pthread_mutex_unlock(&vh->state_lock);
                 hb.libvirt_age_ms = virt_age_ms(vh);
                 r = heartbeat_sender_send(s, &hb);
@@ -136,10 +137,14 @@ static int vmhost_check_config(struct vmhost *vh)
  * and keeps retrying; only what cannot be retried is fatal here. */
 static int vmhost_start(struct vmhost *vh)
 {
-        int r = roster_update_start(vh);
+        int r = roster_update_start(vh), e;
 
         if (r == 0 && images_prepare_dirs(vh) == 0 && virt_embed_prepare(vh->cfg.libvirt_uri) < 0)
                 log_warn("cannot write the qemu.conf of '%s'", vh->cfg.libvirt_uri);
+        if (r == 0 && (e = creations_start(vh)) < 0)
+                log_error("cannot store the creation counter in '%s': %s; creations are refused "
+                          "until it can",
+                          vh->cfg.state_dir, strerror(-e));
         r = r ?: virt_start(vh);
         r = r ?: agent_chan_start(vh);
         if (r < 0) {

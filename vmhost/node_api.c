@@ -70,8 +70,9 @@ static void node_inventory(struct node_req *q, struct node_resp *resp)
 
         inventory_refresh(vh);
         pthread_mutex_lock(&vh->state_lock);
-        o = json_pack("{s:s, s:s, s:O}", "node", vh->cfg.node_id, "digest", vh->digest, "vms",
-                      vh->vms ? vh->vms : json_array());
+        o = json_pack("{s:s, s:s, s:O, s:I}", "node", vh->cfg.node_id, "digest", vh->digest, "vms",
+                      vh->vms ? vh->vms : json_array(), "creations",
+                      (json_int_t)vh->cache_creations);
         pthread_mutex_unlock(&vh->state_lock);
         node_json(resp, 200, o);
 }
@@ -194,6 +195,22 @@ static void node_roster(struct node_req *q, struct node_resp *resp)
                 node_json(resp, 200, o);
 }
 
+static void node_audit_get(struct node_req *q, struct node_resp *resp)
+{
+        node_json(resp, 200, audit_witness_state(q->vh));
+}
+
+static void node_audit_post(struct node_req *q, struct node_resp *resp)
+{
+        struct vm_problem p;
+        json_t *o = NULL;
+
+        if (audit_witness_accept(q->vh, q->body, q->body_len, &o, &p) < 0)
+                node_problem(resp, &p);
+        else
+                node_json(resp, 200, o);
+}
+
 static const struct node_route node_routes[] = {
     {"GET", "/v1/inventory", NULL, node_inventory, "every Totebox VM of this node"},
     {"POST", "/v1/vms", NULL, node_vm_create, "create a VM (idempotent by request_id)"},
@@ -207,6 +224,9 @@ static const struct node_route node_routes[] = {
     {"POST", "/v1/images", NULL, node_images_import, "import a base image (checksum verified)"},
     {"DELETE", "/v1/images/", "", node_images_remove, "remove an image no VM uses"},
     {"POST", "/v1/roster", NULL, node_roster, "a signed roster from the genesis key"},
+    {"GET", "/v1/audit-checkpoint", NULL, node_audit_get, "fleetd's audit checkpoint held here"},
+    {"POST", "/v1/audit-checkpoint", NULL, node_audit_post,
+     "witness fleetd's audit checkpoint (consistency proof checked)"},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -50,6 +50,7 @@ struct vmhost_config {
         char genesis_public_key[64]; /* base64 Ed25519 */
         char wg_interface[32];       /* empty: no WireGuard interface to apply rosters to */
         char mesh_state_dir[4096];   /* totebox-pair's state: genesis.pub and roster.json */
+        char audit_key[256];         /* fleetd's audit verifier key (C2SP vkey); empty: pin */
         uint64_t archive_grace_ms;
         char log_level[16];
 };
@@ -79,6 +80,7 @@ struct heartbeat_sender {
         int fd;
         struct sockaddr_in dst; /* the controller's heartbeat address */
         uint64_t epoch;
+        char boot[HEARTBEAT_BOOT_LEN + 1]; /* random, drawn at open: names this run */
         uint64_t seq;
         struct cpu_sample last_cpu;
 };
@@ -264,6 +266,10 @@ struct vmhost {
         char digest[DIGEST_HEX_LEN + 1];
         uint64_t committed_mib;
         uint32_t vm_count;
+        uint64_t cache_creations; /* the creation counter read before the listing above */
+        /* the creation counter (creations.c): written by creation requests under ops_lock */
+        atomic_uint_fast64_t creations;
+        bool creations_loaded;
         /* agent channels, under state_lock */
         struct agent_chan *chans;
         int chan_timer;
@@ -284,6 +290,13 @@ void virt_request_refresh(struct vmhost *vh);
 int virt_embed_prepare(const char *uri);
 /* Resolves virt_type auto against this machine. */
 const char *virt_resolve_type(const char *configured);
+
+/* creations.c: the node's durable creation counter */
+/* Loads the counter and increases it once (a restart counts as a creation); before any refresh. */
+int creations_start(struct vmhost *vh);
+/* Increases it after a creation request, durably; with ops_lock held. */
+int creations_bump(struct vmhost *vh, uint64_t *ret);
+uint64_t creations_current(struct vmhost *vh);
 
 /* inventory.c */
 int inventory_digest(json_t *vms, char hex[DIGEST_HEX_LEN + 1]);
@@ -339,6 +352,15 @@ int vms_action(struct vmhost *vh, const char *id, const char *verb, json_t **ret
 void vms_archive_timers(struct vmhost *vh);
 int vms_problem(struct vm_problem *p, unsigned status, const char *type, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* audit_witness.c: this node as a witness of fleetd's audit log */
+/* POST /v1/audit-checkpoint: 200 with the held state in *ret_state, or a problem (409
+ * audit-inconsistent / audit-key-mismatch: refused and kept as evidence). */
+int audit_witness_accept(struct vmhost *vh, const char *body, size_t len, json_t **ret_state,
+                         struct vm_problem *p);
+/* GET /v1/audit-checkpoint: {v, node, key, checkpoint, size, received_ms, refused_total,
+ * refused: [{reason, received_ms, checkpoint}]} (new reference). */
+json_t *audit_witness_state(struct vmhost *vh);
 
 /* images.c: the base-image store. */
 struct image_info {

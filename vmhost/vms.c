@@ -266,6 +266,27 @@ static int vms_create_locked(struct vmhost *vh, virConnectPtr c, const struct vm
         return r;
 }
 
+/* Every creation request increases the node's creation counter once it is done, whatever it
+ * did (a failed start leaves a defined domain behind); an acknowledgement carries the value, and
+ * is refused when it cannot be stored (docs/contracts.md). */
+static int vms_create_count(struct vmhost *vh, int r, json_t **ret_vm, struct vm_problem *p)
+{
+        uint64_t n;
+        int e = creations_bump(vh, &n);
+
+        if (r < 0)
+                return r;
+        if (e < 0) {
+                json_decref(*ret_vm);
+                *ret_vm = NULL;
+                return vms_problem(p, 500, "creation-counter",
+                                   "cannot store the creation counter in '%s': %s",
+                                   vh->cfg.state_dir, strerror(-e));
+        }
+        json_object_set_new(*ret_vm, "creations", json_integer((json_int_t)n));
+        return r;
+}
+
 int vms_create(struct vmhost *vh, const struct vm_create_req *q, json_t **ret_vm,
                struct vm_problem *p)
 {
@@ -276,6 +297,7 @@ int vms_create(struct vmhost *vh, const struct vm_create_req *q, json_t **ret_vm
                 return vms_problem(p, 503, "libvirt-unavailable", "no libvirt connection");
         pthread_mutex_lock(&vh->ops_lock);
         r = vms_create_locked(vh, c, q, ret_vm, p);
+        r = vms_create_count(vh, r, ret_vm, p);
         pthread_mutex_unlock(&vh->ops_lock);
         virConnectClose(c);
         if (r == 201)

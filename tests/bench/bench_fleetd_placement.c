@@ -73,34 +73,6 @@ static void bench_inprocess(unsigned nodes)
         node_table_done(&t);
 }
 
-static uint16_t free_port(int type)
-{
-        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr = {htonl(INADDR_LOOPBACK)}};
-        socklen_t sl = sizeof(sa);
-        int fd = socket(AF_INET, type | SOCK_CLOEXEC, 0);
-
-        bind(fd, (struct sockaddr *)&sa, sizeof(sa));
-        getsockname(fd, (struct sockaddr *)&sa, &sl);
-        close(fd);
-        return ntohs(sa.sin_port);
-}
-
-static long rss_kib(pid_t pid)
-{
-        char path[64], line[256];
-        long kib = -1;
-        FILE *f;
-
-        snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-        f = fopen(path, "r");
-        while (f && fgets(line, sizeof(line), f))
-                if (strncmp(line, "VmRSS:", 6) == 0)
-                        kib = strtol(line + 6, NULL, 10);
-        if (f)
-                fclose(f);
-        return kib;
-}
-
 static size_t discard(char *p, size_t s, size_t n, void *arg)
 {
         *(size_t *)arg += s * n;
@@ -135,55 +107,24 @@ static double http_plan(uint16_t port, unsigned i, size_t *ret_bytes, long *ret_
 
 static int bench_daemon(unsigned nodes)
 {
-        char exe[PATH_MAX], fleetd[PATH_MAX + 32], dir[] = "/tmp/fleetd-bench-XXXXXX";
-        char roster_path[PATH_MAX], o[8][PATH_MAX + 32], *args[20];
-        uint16_t api = free_port(SOCK_STREAM), hbp = free_port(SOCK_DGRAM);
-        ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+        char cmd[PATH_MAX + 16], dir[] = "/tmp/fleetd-bench-XXXXXX";
+        uint16_t api = bench_free_port(SOCK_STREAM), hbp = bench_free_port(SOCK_DGRAM);
         struct bench_flood fl;
-        char *text;
-        FILE *fp;
         pid_t pid;
-        int a = 0;
 
-        if (n < 0 || !mkdtemp(dir))
+        if (!mkdtemp(dir))
                 return -1;
-        exe[n] = '\0';
-        snprintf(fleetd, sizeof(fleetd), "%s/../../fleetd/fleetd", dirname(exe));
-        snprintf(roster_path, sizeof(roster_path), "%s/roster.json", dir);
-        text = bench_roster(nodes);
-        fp = fopen(roster_path, "w");
-        fputs(text, fp);
-        fclose(fp);
-        free(text);
-        snprintf(o[0], sizeof(o[0]), "roster_file=%s", roster_path);
-        snprintf(o[1], sizeof(o[1]), "state_dir=%s/state", dir);
-        snprintf(o[2], sizeof(o[2]), "api_port=%u", api);
-        snprintf(o[3], sizeof(o[3]), "heartbeat_port=%u", hbp);
-        snprintf(o[4], sizeof(o[4]), "heartbeat_listen=127.0.0.1");
-        snprintf(o[5], sizeof(o[5]), "auth=false");
-        snprintf(o[6], sizeof(o[6]), "log_level=warn");
-        snprintf(o[7], sizeof(o[7]), "dispatch_backoff=60s");
-        args[a++] = fleetd;
-        for (int i = 0; i < 8; i++) {
-                args[a++] = "--set";
-                args[a++] = o[i];
-        }
-        args[a] = NULL;
-        pid = fork();
-        if (pid == 0) {
-                execv(fleetd, args);
-                _exit(127);
-        }
+        pid = bench_fleetd_start(nodes, dir, api, hbp);
         usleep(500000);
         printf("fleetd (pid %d) with a %u-node roster: VmRSS %ld KiB before heartbeats\n", (int)pid,
-               nodes, rss_kib(pid));
+               nodes, bench_proc_kib(pid, "VmRSS:"));
         bench_flood_init(&fl, nodes, 1);
         bench_flood_send(&fl, hbp);
         usleep(1500000);            /* the liveness tick audits every node's first state change */
         bench_flood_send(&fl, hbp); /* replays: dropped, not stored */
         usleep(500000);
         printf("fleetd with %u nodes alive: VmRSS %ld KiB = %.1f MiB (target < 64 MiB)\n", nodes,
-               rss_kib(pid), (double)rss_kib(pid) / 1024);
+               bench_proc_kib(pid, "VmRSS:"), (double)bench_proc_kib(pid, "VmRSS:") / 1024);
         for (unsigned i = 0; i < 5; i++) {
                 size_t bytes;
                 long st = 0;
@@ -192,12 +133,12 @@ static int bench_daemon(unsigned nodes)
                 printf("  POST /v1/plans over HTTP: %ld in %.1f ms (%zu bytes, %u candidates)\n",
                        st, s * 1e3, bytes, nodes + 1);
         }
-        printf("fleetd after 5 plans: VmRSS %ld KiB = %.1f MiB\n", rss_kib(pid),
-               (double)rss_kib(pid) / 1024);
+        printf("fleetd after 5 plans: VmRSS %ld KiB = %.1f MiB\n", bench_proc_kib(pid, "VmRSS:"),
+               (double)bench_proc_kib(pid, "VmRSS:") / 1024);
         kill(pid, SIGTERM);
         waitpid(pid, NULL, 0);
-        snprintf(exe, sizeof(exe), "rm -rf '%s'", dir);
-        return system(exe);
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+        return system(cmd);
 }
 
 int main(int argc, char **argv)

@@ -2,6 +2,8 @@
  * UDP port from many 127.x source addresses through one socket (IP_PKTINFO picks the source). */
 #pragma once
 #include <arpa/inet.h>
+#include <libgen.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -99,8 +101,9 @@ static inline int bench_flood_init(struct bench_flood *fl, unsigned nodes, unsig
         return 0;
 }
 
-/* Sends every pre-encoded datagram to port on 127.0.0.1, each from its node's address. */
-static inline double bench_flood_send(const struct bench_flood *fl, uint16_t port)
+/* Sends pre-encoded datagrams k0..k1-1 to port on 127.0.0.1, each from its node's address. */
+static inline double bench_flood_send_range(const struct bench_flood *fl, uint16_t port, size_t k0,
+                                            size_t k1)
 {
         enum { BATCH = 64 };
         int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -109,10 +112,10 @@ static inline double bench_flood_send(const struct bench_flood *fl, uint16_t por
         struct mmsghdr msgs[BATCH];
         struct iovec iov[BATCH];
         char cbuf[BATCH][CMSG_SPACE(sizeof(struct in_pktinfo))];
-        size_t total = (size_t)fl->nodes * fl->rounds;
+        size_t total = k1;
         double t0 = bench_now();
 
-        for (size_t k = 0; k < total;) {
+        for (size_t k = k0; k < total;) {
                 unsigned n = 0;
 
                 memset(msgs, 0, sizeof(msgs));
@@ -142,4 +145,94 @@ static inline double bench_flood_send(const struct bench_flood *fl, uint16_t por
         }
         close(fd);
         return bench_now() - t0;
+}
+
+/* Sends every pre-encoded datagram. */
+static inline double bench_flood_send(const struct bench_flood *fl, uint16_t port)
+{
+        return bench_flood_send_range(fl, port, 0, (size_t)fl->nodes * fl->rounds);
+}
+
+static inline uint16_t bench_free_port(int type)
+{
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr = {htonl(INADDR_LOOPBACK)}};
+        socklen_t sl = sizeof(sa);
+        int fd = socket(AF_INET, type | SOCK_CLOEXEC, 0);
+
+        bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+        getsockname(fd, (struct sockaddr *)&sa, &sl);
+        close(fd);
+        return ntohs(sa.sin_port);
+}
+
+/* A field of /proc/PID/status in KiB ("VmRSS:", "VmHWM:"), or -1. */
+static inline long bench_proc_kib(pid_t pid, const char *field)
+{
+        char path[64], line[256];
+        long kib = -1;
+        FILE *f;
+
+        snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+        f = fopen(path, "r");
+        while (f && fgets(line, sizeof(line), f))
+                if (strncmp(line, field, strlen(field)) == 0)
+                        kib = strtol(line + strlen(field), NULL, 10);
+        if (f)
+                fclose(f);
+        return kib;
+}
+
+/* Starts the real fleetd on loopback (auth off, state in dir); returns its pid. */
+static inline pid_t bench_fleetd_spawn(const char *fleetd, const char *roster_path, const char *dir,
+                                       uint16_t api, uint16_t hbp)
+{
+        char o[8][PATH_MAX + 32], *args[20];
+        int a = 0;
+        pid_t pid;
+
+        snprintf(o[0], sizeof(o[0]), "roster_file=%s", roster_path);
+        snprintf(o[1], sizeof(o[1]), "state_dir=%s/state", dir);
+        snprintf(o[2], sizeof(o[2]), "api_port=%u", api);
+        snprintf(o[3], sizeof(o[3]), "heartbeat_port=%u", hbp);
+        snprintf(o[4], sizeof(o[4]), "heartbeat_listen=127.0.0.1");
+        snprintf(o[5], sizeof(o[5]), "auth=false");
+        snprintf(o[6], sizeof(o[6]), "log_level=warn");
+        snprintf(o[7], sizeof(o[7]), "dispatch_backoff=60s");
+        args[a++] = (char *)fleetd;
+        for (int i = 0; i < 8; i++) {
+                args[a++] = "--set";
+                args[a++] = o[i];
+        }
+        args[a] = NULL;
+        pid = fork();
+        if (pid == 0) {
+                execv(fleetd, args);
+                _exit(127);
+        }
+        return pid;
+}
+
+/* Writes an n-node roster into dir and starts the fleetd binary built beside this benchmark
+ * (../../fleetd/fleetd from the bench's own path) on it; returns its pid, or -1. */
+static inline pid_t bench_fleetd_start(unsigned nodes, const char *dir, uint16_t api, uint16_t hbp)
+{
+        char exe[PATH_MAX], fleetd[PATH_MAX + 32], roster_path[PATH_MAX + 16];
+        ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+        char *text = bench_roster(nodes);
+        FILE *fp;
+
+        if (n < 0 || !text) {
+                free(text);
+                return -1;
+        }
+        exe[n] = '\0';
+        snprintf(fleetd, sizeof(fleetd), "%s/../../fleetd/fleetd", dirname(exe));
+        snprintf(roster_path, sizeof(roster_path), "%s/roster.json", dir);
+        fp = fopen(roster_path, "w");
+        if (fp) {
+                fputs(text, fp);
+                fclose(fp);
+        }
+        free(text);
+        return fp ? bench_fleetd_spawn(fleetd, roster_path, dir, api, hbp) : -1;
 }

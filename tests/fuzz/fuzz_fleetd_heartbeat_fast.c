@@ -23,9 +23,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (heartbeat_decode((const char *)data, size, &slow, err, sizeof(err)) < 0)
                 abort(); /* the fast path accepted what the strict decoder refuses */
         if (strcmp(fast.node_id, slow.node_id) || fast.epoch != slow.epoch ||
-            fast.seq != slow.seq || fast.interval_ms != slow.interval_ms ||
-            fast.cpus != slow.cpus || fast.cpu_percent != slow.cpu_percent ||
-            fast.mem_total_mib != slow.mem_total_mib ||
+            fast.seq != slow.seq || strcmp(fast.boot, slow.boot) ||
+            fast.interval_ms != slow.interval_ms || fast.cpus != slow.cpus ||
+            fast.cpu_percent != slow.cpu_percent || fast.mem_total_mib != slow.mem_total_mib ||
             fast.mem_available_mib != slow.mem_available_mib ||
             fast.mem_committed_mib != slow.mem_committed_mib ||
             fast.libvirt_age_ms != slow.libvirt_age_ms || fast.vm_count != slow.vm_count ||

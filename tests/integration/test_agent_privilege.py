@@ -15,7 +15,7 @@ import pytest
 
 BUILD = os.environ.get("TOTEBOX_BUILD_DIR", "build")
 AGENT = os.path.join(BUILD, "agent", "totebox-agent")
-KEEP = (1 << 9) | (1 << 3) | (1 << 1) | (1 << 28)  # immutable, fowner, dac_override, lease
+KEEP = (1 << 9) | (1 << 3) | (1 << 1) | (1 << 28) | (1 << 0)  # immutable, fowner, dac_override, lease, chown
 
 
 def status(pid):

@@ -131,14 +131,14 @@ def test_bad_input_changes_nothing(fleet):
                  json.dumps({"entity": "x" * 5000}).encode()):
         req_status, problem = _raw_post(fleet, "/v1/plans", body)
         assert 400 <= req_status < 500, (body, req_status, problem)
-    assert fleet.api_raw("POST", "/v1/plans/nope/confirm")[0] == 404
+    assert fleet.api_raw("POST", "/v1/plans/nope/confirm")[0] == 400  # a malformed plan id
     assert fleet.api_raw("GET", "/v1/nodes", token="tbx_" + "x" * 43)[0] == 401
     assert fleet.api_raw("POST", "/v1/vms/" + STATE["a"]["id"] + "/migrate")[0] in (400, 404)
     # a heartbeat forged from laptop-a's namespace in cloud's name is dropped
     forged = json.dumps({"v": 1, "node": "cloud", "epoch": 1, "seq": 1, "interval_ms": 2000,
                          "cpus": 1, "cpu_percent": 99.0, "mem_total_mib": 1,
                          "mem_available_mib": 1, "mem_committed_mib": 0, "libvirt_age_ms": 1,
-                         "vm_count": 0, "inventory_digest": "0" * 64})
+                         "vm_count": 0, "inventory_digest": "0" * 64, "creations": 0})
     sh(*fleet.in_ns("laptop-a", "bash", "-c",
                     f"printf '%s' '{forged}' > /dev/udp/{fleet.nodes['cloud']['mesh']}/9171"))
     time.sleep(1)

@@ -114,6 +114,8 @@ def test_heartbeat_output_matches_schema(fleet, tmp_path):
             out.wait()
     assert len(data) <= 1200
     validate(json.loads(data), "heartbeat.schema.json")
+    boot = json.loads(data)["boot"]  # vmhost names its run with a random boot id
+    assert len(boot) == 16 and int(boot, 16) >= 0
 
 
 def _send(port, payload, source="127.0.0.1"):
@@ -125,7 +127,8 @@ def _send(port, payload, source="127.0.0.1"):
 def _hb(node, seq, epoch=1, **kw):
     hb = {"v": 1, "node": node, "epoch": epoch, "seq": seq, "interval_ms": 10000, "cpus": 1,
           "cpu_percent": 1.0, "mem_total_mib": 1000, "mem_available_mib": 900,
-          "mem_committed_mib": 0, "libvirt_age_ms": 100, "vm_count": 0, "inventory_digest": DIGEST}
+          "mem_committed_mib": 0, "libvirt_age_ms": 100, "vm_count": 0, "inventory_digest": DIGEST,
+          "creations": 0}
     hb.update(kw)
     return json.dumps(hb).encode()
 
@@ -155,13 +158,21 @@ def test_bad_heartbeats_dropped_and_counted(fleet):
     # a heartbeat whose vmhost never reached libvirt makes the node unhealthy, not alive
     _send(port, _hb("node2", 4, epoch=6, libvirt_age_ms=-1), source="127.0.0.2")
     wait_for(lambda: _node(base, "node2")["state"] == "unhealthy", what="node2 unhealthy")
-    # a good heartbeat from node2's address is accepted; a replay of it is dropped
-    _send(port, _hb("node2", 5, epoch=7), source="127.0.0.2")
+    # a good heartbeat from node2's address (a restart: new epoch, fresh seq) is accepted; a
+    # replay of it is dropped
+    boot = "0123456789abcdef"
+    _send(port, _hb("node2", 2, epoch=7, boot=boot), source="127.0.0.2")
     wait_for(lambda: _node(base, "node2")["state"] == "alive", what="node2 alive")
-    _send(port, _hb("node2", 5, epoch=7, mem_available_mib=1), source="127.0.0.2")
-    _send(port, _hb("node2", 4, epoch=7, mem_available_mib=1), source="127.0.0.2")
+    _send(port, _hb("node2", 2, epoch=7, boot=boot, mem_available_mib=1), source="127.0.0.2")
+    _send(port, _hb("node2", 1, epoch=7, boot=boot, mem_available_mib=1), source="127.0.0.2")
     wait_for(lambda: fleet["fleetd"].text().count("is not newer than") >= 2, what="replays dropped")
     assert _node(base, "node2")["mem_available_mib"] == 900
+    # one datagram with a far-future epoch does not lock node2 out
+    _send(port, _hb("node2", 1, epoch=2**62, boot="f" * 16, mem_available_mib=800),
+          source="127.0.0.2")
+    wait_for(lambda: _node(base, "node2")["mem_available_mib"] == 800, what="far-future taken")
+    _send(port, _hb("node2", 3, epoch=7, boot=boot, mem_available_mib=700), source="127.0.0.2")
+    wait_for(lambda: _node(base, "node2")["mem_available_mib"] == 700, what="real one after it")
 
 
 def test_rest_errors_are_problem_json(fleet):

@@ -273,8 +273,8 @@ def test_bad_ids(fleet):
     check_problem(st, h, body, 400)
     st, h, body = fleet.request("GET", "/v1/nodes/n999")
     check_problem(st, h, body, 404)
-    for path in ("/v1/vms/nope", "/v1/vms/" + "x" * 100):
-        check_problem(*fleet.request("GET", path), expect=404)
+    check_problem(*fleet.request("GET", "/v1/vms/nope"), expect=404)
+    check_problem(*fleet.request("GET", "/v1/vms/" + "x" * 100), expect=400)  # malformed
     for verb in ("suspend", "resume", "archive", "verify"):
         check_problem(*fleet.request("POST", "/v1/vms/nope/" + verb, raw=b""), expect=404)
         check_problem(*fleet.request("POST", "/v1/vms/nope/" + verb, raw=b'{"force":true}'), expect=400)
@@ -288,10 +288,11 @@ def test_bad_ids(fleet):
     check_problem(*fleet.request("DELETE", "/v1/vms/nope/verify"), expect=405)
     check_problem(*fleet.request("POST", "/v1/vms/nope/verify/now", raw=b""), expect=404)
     assert fleet.audit("vm.verify") == []  # bad input changes nothing
-    for pid in ("nothex", "0" * 31, "0" * 33, "G" * 32):
-        check_problem(*fleet.request("GET", "/v1/plans/" + pid), expect=404)
-        check_problem(*fleet.request("POST", "/v1/plans/%s/confirm" % pid, raw=b""), expect=404)
-        check_problem(*fleet.request("DELETE", "/v1/plans/" + pid), expect=404)
+    for pid in ("nothex", "0" * 31, "0" * 33, "G" * 32):  # malformed: 400, as for nodes and VMs
+        check_problem(*fleet.request("GET", "/v1/plans/" + pid), expect=400)
+        check_problem(*fleet.request("POST", "/v1/plans/%s/confirm" % pid, raw=b""), expect=400)
+        check_problem(*fleet.request("DELETE", "/v1/plans/" + pid), expect=400)
+    check_problem(*fleet.request("GET", "/v1/plans/" + "0" * 32), expect=404)
     check_problem(*fleet.request("POST", "/v1/plans/%s/confirm" % ("0" * 32), raw=b"[]"), expect=400)
 
 
@@ -304,7 +305,7 @@ def test_bad_plan_bodies(fleet):
         (json.dumps({k: v for k, v in good.items() if k != "image"}).encode(), 422),
         (json.dumps(dict(good, memory_mib="2048")).encode(), 422),
         (json.dumps(dict(good, memory_mib=-5)).encode(), 422),
-        (json.dumps(dict(good, memory_mib=2**70)).encode(), 400),
+        (json.dumps(dict(good, memory_mib=2**70)).encode(), 422),  # out of range, as -5 is
         (json.dumps(dict(good, memory_mib=1.5)).encode(), 422),
         (json.dumps(dict(good, vcpus=0)).encode(), 422),
         (json.dumps(dict(good, entity="UPPER")).encode(), 422),
@@ -356,7 +357,7 @@ def test_inventory_integrity_and_lifecycle_end_to_end():
     node = H.FakeNode(H.node_address(1), f.node_api_port, "n1")
     try:
         f.start()
-        beat = lambda: f.hb(1, avail=16000, digest=node.digest())
+        beat = lambda: f.hb(1, avail=16000, **node.figures())
         beat()
         f.wait(lambda: f.node("n1")["state"] == "alive")
         _, plan = f.json("POST", "/v1/plans", plan_body("acme", 1024), expect=201)

@@ -39,11 +39,11 @@ def roster_doc(n, version=1, extra=()):
 
 
 def heartbeat(node, seq, avail=16000, total=32768, committed=0, libvirt_age=10, digest=ZERO_DIGEST,
-              epoch=1000, interval=10000):
+              epoch=1000, interval=10000, creations=0):
     return {"v": 1, "node": node, "epoch": epoch, "seq": seq, "interval_ms": interval, "cpus": 4,
             "cpu_percent": 3.5, "mem_total_mib": total, "mem_available_mib": avail,
             "mem_committed_mib": committed, "libvirt_age_ms": libvirt_age, "vm_count": 0,
-            "inventory_digest": digest}
+            "inventory_digest": digest, "creations": creations}
 
 
 class Fleetd:
@@ -187,7 +187,12 @@ def inventory_digest(vms):
 
 
 class FakeNode(http.server.ThreadingHTTPServer):
-    """The node API of one node: POST /v1/vms (idempotent by request_id), GET /v1/inventory."""
+    """The node API of one node: POST /v1/vms (idempotent by request_id), GET /v1/inventory.
+    creations is the node's creation counter (docs/contracts.md): increased by every POST to
+    /v1/vms, carried by its answers and inventories; heartbeats should carry it too (figures()),
+    as vmhost's do."""
+
+    creations = 1  # as after vmhost's start-up increase (also for subclasses' own __init__)
 
     def __init__(self, address, port, node_id):
         self.node_id = node_id
@@ -201,6 +206,13 @@ class FakeNode(http.server.ThreadingHTTPServer):
         vms = sorted(self.vms.values(), key=lambda v: v["id"])
         canon = json.dumps(vms, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canon.encode()).hexdigest()
+
+    def figures(self):
+        """Heartbeat keywords for what the node holds now: digest, committed memory, counter."""
+        with self.lock:
+            committed = sum(v.get("memory_mib", 0) for v in self.vms.values())
+            return {"digest": self.digest(), "committed": committed,
+                    "creations": self.creations}
 
 
 class FakeNodeHandler(http.server.BaseHTTPRequestHandler):
@@ -219,7 +231,8 @@ class FakeNodeHandler(http.server.BaseHTTPRequestHandler):
         s = self.server
         with s.lock:
             vms = sorted(s.vms.values(), key=lambda v: v["id"])
-            self.answer(200, {"node": s.node_id, "digest": s.digest(), "vms": vms})
+            self.answer(200, {"node": s.node_id, "digest": s.digest(), "vms": vms,
+                              "creations": s.creations})
 
     def do_POST(self):
         s = self.server
@@ -238,13 +251,14 @@ class FakeNodeHandler(http.server.BaseHTTPRequestHandler):
             old = s.vms.get(req["vm_id"])
             if old and old["request_id"] != req["request_id"]:
                 return self.answer(409, {"type": "exists", "detail": "other request"})
+            s.creations += 1
             if old:
-                return self.answer(200, old)
+                return self.answer(200, dict(old, creations=s.creations))
             vm = {"id": req["vm_id"], "entity": req["entity"], "state": "running",
                   "lifecycle": "active", "memory_mib": req["memory_mib"],
                   "request_id": req["request_id"], "integrity": {"status": "ok"}}
             s.vms[req["vm_id"]] = vm
-            self.answer(201, vm)
+            self.answer(201, dict(vm, creations=s.creations))
 
 
 

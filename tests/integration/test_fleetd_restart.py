@@ -51,7 +51,7 @@ def test_kill9_during_confirm_loses_nothing_and_doubles_nothing():
 
         def beat():
             seq[0] += 1
-            f.hb(1, seq=seq[0], avail=1000000, total=2000000, digest=node.digest())
+            f.hb(1, seq=seq[0], avail=1000000, total=2000000, **node.figures())
 
         beat()
         f.wait(lambda: f.node("n1")["state"] == "alive")

@@ -69,6 +69,9 @@ def test_create_boots_and_is_in_inventory(env):
     assert body["entity"] == CREATE["entity"]
     status, again, _ = vh.call("POST", "/v1/vms", create)
     assert status == 200 and again["uuid"] == body["uuid"]
+    # the node's creation counter: past the start-up increase, and up again for every request
+    assert body["creations"] >= 2 and again["creations"] > body["creations"], (body, again)
+    env["acked"] = body["creations"]
     status, other, _ = vh.call("POST", "/v1/vms",
                                env["trust"].create(dict(CREATE, request_id="req-b"), "node1"))
     assert status == 409 and other["type"].endswith("/vm-exists"), other
@@ -82,6 +85,7 @@ def test_create_boots_and_is_in_inventory(env):
     status, inv, _ = vh.call("GET", "/v1/inventory")
     validate(inv, "inventory.schema.json")
     assert [v["id"] for v in inv["vms"]] == ["vm-a"]
+    assert inv["creations"] > again["creations"]  # the 409 counted too
     canonical = json.dumps(inv["vms"], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     assert inv["digest"] == hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -105,8 +109,9 @@ def test_heartbeat_carries_libvirt_and_inventory(env):
     status, inv, _ = env["vh"].call("GET", "/v1/inventory")
     for _ in range(30):
         hb = json.loads(env["hb"].recv(2048))
-        if hb["inventory_digest"] == inv["digest"]:
+        if hb["inventory_digest"] == inv["digest"] and hb["creations"] >= env["acked"]:
             break
+    assert hb["creations"] >= env["acked"], hb  # figures that reflect the creation
     assert hb["node"] == "node1"
     assert hb["vm_count"] == 1
     assert hb["mem_committed_mib"] == 256

@@ -105,6 +105,15 @@ static void test_paths_and_supersedes(void **state)
         assert_false(ledger_path_valid("assets/a/b"));
         assert_false(ledger_path_valid("ledger/x"));
         assert_false(ledger_path_valid("assets/a b"));
+        /* the path rule: the entry's own sequence number, as the agent names the asset */
+        assert_true(ledger_path_matches_seq("assets/00000001-a.txt", 1));
+        assert_true(ledger_path_matches_seq("assets/00000007-", 7));
+        assert_true(ledger_path_matches_seq("assets/123456789-a", 123456789));
+        assert_false(ledger_path_matches_seq("assets/00000001-a.txt", 2));
+        assert_false(ledger_path_matches_seq("assets/0000001-a.txt", 1));
+        assert_false(ledger_path_matches_seq("assets/000000010-a", 10));
+        assert_false(ledger_path_matches_seq("assets/00000001a.txt", 1));
+        assert_false(ledger_path_matches_seq("assets/00000001-a/b", 1));
         assert_int_equal(seal_parse_supersedes("report.pdf.supersedes-12", name, sizeof(name)), 12);
         assert_string_equal(name, "report.pdf");
         assert_int_equal(seal_parse_supersedes("report.pdf", name, sizeof(name)), 0);
@@ -166,15 +175,16 @@ static void test_load_across_batches(void **state)
         close(fd);
         ledger_file_write(path, 5000, 0, 0);
         ledger_init(&l);
+        l.seq_only = true; /* the daemon's copy: every leaf kept */
         mismatch_list_init(&mm);
         assert_int_equal(ledger_load(&l, path, &mm), 0);
         assert_int_equal(mm.n, 0);
         assert_int_equal(l.n, 5000);
-        ledger_root(&l, 5000, a); /* the frontier, appended to in order */
+        assert_int_equal(ledger_root(&l, 5000, a), 0); /* the frontier, appended to in order */
         merkle_root(l.leaves, 5000, b);
         assert_memory_equal(a, b, sizeof(a));
         for (size_t i = 0; i < l.n; i++)
-                assert_int_equal(l.entries[i].seq, i + 1);
+                assert_int_equal(l.seqs[i], i + 1);
         ledger_done(&l);
         mismatch_list_done(&mm);
 
@@ -185,10 +195,55 @@ static void test_load_across_batches(void **state)
         assert_int_equal(l.n, 4999); /* the overlong line is not a leaf */
         assert_true(mismatch_named(&mm, "ledger-edited", "line 2048 is not a ledger entry"));
         assert_true(mismatch_named(&mm, "ledger-edited", "line 2049 is longer than"));
-        assert_int_equal(l.entries[2046].seq, 2047);
-        assert_int_equal(l.entries[2047].seq, 0);
-        assert_int_equal(l.entries[2048].seq, 2050);
+        assert_int_equal(l.nrecs, 4998); /* only entries that parsed are kept */
+        assert_int_equal(l.recs[2046].seq, 2047);
+        assert_int_equal(l.recs[2047].seq, 2050);
+        assert_int_equal(l.recs[2047].line, 2048);
+        assert_string_equal(ledger_record_path(&l, &l.recs[2047]), "assets/00002050-x.txt");
+        assert_null(l.leaves);
         ledger_done(&l);
+        mismatch_list_done(&mm);
+        unlink(path);
+}
+
+/* Verification's read keeps no per-line array: the roots it asked for are remembered on the
+ * way, and every line past the signed size is named `unsigned`. */
+static void test_marks_and_unsigned(void **state)
+{
+        char path[] = "/tmp/totebox-ledger-test-XXXXXX";
+        int fd = mkstemp(path);
+        struct mismatch_list mm;
+        struct ledger full, l;
+        merkle_hash a, b;
+
+        (void)state;
+        assert_true(fd >= 0);
+        close(fd);
+        ledger_file_write(path, 10, 0, 0);
+        ledger_init(&full);
+        full.seq_only = true;
+        mismatch_list_init(&mm);
+        assert_int_equal(ledger_load(&full, path, &mm), 0);
+        ledger_init(&l);
+        ledger_mark(&l, 3);
+        ledger_mark(&l, 7);
+        l.signed_size = 7;
+        assert_int_equal(ledger_load(&l, path, &mm), 0);
+        assert_int_equal(mismatch_count_kind(&mm, "unsigned"), 3);
+        assert_true(mismatch_named(&mm, "unsigned", "line 8 (seq 8) is past the last signed"));
+        for (uint64_t size = 0; size <= 10; size++) {
+                int r = ledger_root(&l, size, a);
+
+                if (size != 0 && size != 3 && size != 7 && size != 10) {
+                        assert_int_equal(r, -ENOENT);
+                        continue;
+                }
+                assert_int_equal(r, 0);
+                assert_int_equal(ledger_root(&full, size, b), 0);
+                assert_memory_equal(a, b, sizeof(a));
+        }
+        ledger_done(&l);
+        ledger_done(&full);
         mismatch_list_done(&mm);
         unlink(path);
 }
@@ -228,6 +283,7 @@ static void test_consistency_answer_and_report(void **state)
 
         assert_true(sodium_init() >= 0);
         ledger_init(&l);
+        l.seq_only = true; /* the daemon's copy keeps the leaves proofs need */
         for (uint64_t i = 1; i <= 7; i++) {
                 entry_fill(&e, i);
                 int n = ledger_entry_format(&e, line, sizeof(line));
@@ -286,6 +342,7 @@ int main(void)
             cmocka_unit_test(test_hostile_lines),
             cmocka_unit_test(test_paths_and_supersedes),
             cmocka_unit_test(test_load_across_batches),
+            cmocka_unit_test(test_marks_and_unsigned),
             cmocka_unit_test(test_requests),
             cmocka_unit_test(test_consistency_answer_and_report),
             cmocka_unit_test(test_queue_bounded),

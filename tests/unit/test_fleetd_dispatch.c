@@ -187,11 +187,114 @@ static void test_gives_up_after_attempts(void **state)
         vm = confirm_one(f, "acme");
         for (int i = 0; i < 3; i++)
                 fake.script[i].err = -ETIMEDOUT;
-        for (uint64_t t = now; t < now + 10000; t += 500)
+        for (uint64_t t = now; t < now + 3000; t += 500)
                 dispatch_run_once(f, t);
-        assert_int_equal(fake.calls, 3);
+        assert_int_equal(fake.calls, 2);
+        /* the last attempt gets no answer either: the node may hold the VM all the same, so its
+         * memory stays reserved until an inventory asked for from now on tells */
+        fake.script[3].status = 200;
+        fake.script[3].body = "{\"node\":\"n1\",\"digest\":"
+                              "\"0000000000000000000000000000000000000000000000000000000000000000\""
+                              ",\"vms\":[],\"creations\":9}";
+        fake.hook = NULL;
+        f->cfg.dispatch_backoff_ms = 100000; /* one fetch only */
+        dispatch_run_once(f, now + 3000);
+        assert_int_equal(fake.calls, 4);
+        assert_string_equal(fake.path[2], "/v1/vms");
+        assert_string_equal(fake.path[3], "/v1/inventory");
         assert_int_equal(vm->status, VM_FAILED);
         assert_non_null(strstr(vm->reason, "gave up after 3 attempts"));
+        assert_false(vm->reserved); /* the node's inventory lacks it */
+        assert_int_equal(node_table_find(&f->table, "n1")->reserved_mib, 0);
+}
+
+/* The same, but the node did create the VM: its listing names the counter that reflects it. */
+static void test_gave_up_but_created(void **state)
+{
+        struct fixture *fx = *state;
+        struct fleetd *f = &fx->f;
+        struct fleet_vm *vm;
+        uint64_t now = clock_monotonic_ms();
+        char inv[512];
+
+        f->cfg.dispatch_attempts = 1;
+        f->cfg.dispatch_backoff_ms = 100000;
+        tfu_heartbeat_f(f, 1, 1, 16000, 0, 5, NULL, now);
+        node_table_find(&f->table, "n1")->inv = INV_OK;
+        memcpy(node_table_find(&f->table, "n1")->inv_digest,
+               node_table_find(&f->table, "n1")->hb.inventory_digest, DIGEST_HEX_LEN + 1);
+        vm = confirm_one(f, "acme");
+        fake.script[0].err = -ETIMEDOUT;
+        snprintf(inv, sizeof(inv),
+                 "{\"node\":\"n1\",\"digest\":\"%064d\",\"vms\":[{\"id\":\"%s\","
+                 "\"state\":\"running\"}],\"creations\":6}",
+                 1, vm->id);
+        fake.script[1].status = 200;
+        fake.script[1].body = inv;
+        dispatch_run_once(f, now);
+        assert_int_equal(fake.calls, 2);
+        assert_int_equal(vm->status, VM_ACTIVE); /* the node holds it */
+        assert_true(vm->reserved);               /* the figures (counter 5) predate it */
+        assert_int_equal(vm->reserve_until, 6);
+        tfu_heartbeat_f(f, 1, 2, 16000, 0, 5, NULL, now + 10);
+        assert_true(vm->reserved);
+        tfu_heartbeat_f(f, 1, 3, 14000, 1024, 6, NULL, now + 20);
+        assert_false(vm->reserved);
+        assert_int_equal(node_available_mib(node_table_find(&f->table, "n1")), 14000);
+}
+
+/* A heartbeat of n1 from vmhost run epoch, through fleetd's own path. */
+static void beat_n1(struct fleetd *f, uint64_t epoch, uint64_t seq, uint64_t avail,
+                    uint64_t committed, uint64_t creations, uint64_t now)
+{
+        char buf[HEARTBEAT_MAX_BYTES], err[256];
+        int len = tfu_heartbeat_encode(1, epoch, seq, avail, committed, creations, 10, NULL, buf);
+
+        assert_true(len > 0);
+        pthread_mutex_lock(&f->lock);
+        assert_int_equal(
+            heartbeat_listener_apply(f, buf, (size_t)len, tfu_addr(1), now, err, sizeof(err)), 0);
+        pthread_mutex_unlock(&f->lock);
+}
+
+/* Figures never go back to a sample older than the ones a reservation was released against;
+ * a counter that went back across a vmhost restart takes every reservation on the node again. */
+static void test_figures_never_go_back(void **state)
+{
+        struct fixture *fx = *state;
+        struct fleetd *f = &fx->f;
+        struct fleet_node *n1 = node_table_find(&f->table, "n1");
+        struct fleet_vm *vm;
+        uint64_t now = clock_monotonic_ms();
+
+        beat_n1(f, 1000, 1, 16000, 0, 5, now);
+        n1->inv = INV_OK;
+        memcpy(n1->inv_digest, n1->hb.inventory_digest, DIGEST_HEX_LEN + 1);
+        vm = confirm_one(f, "acme");
+        fake.script[0].status = 201;
+        fake.script[0].body = "{\"creations\":6}";
+        dispatch_run_once(f, now);
+        assert_int_equal(vm->status, VM_ACTIVE);
+        assert_true(vm->reserved);
+        assert_int_equal(node_available_mib(n1), 16000 - 1024);
+        beat_n1(f, 1000, 2, 15000, 1024, 6, now + 10); /* sampled after: reflects it */
+        assert_false(vm->reserved);
+        assert_int_equal(node_available_mib(n1), 15000);
+        beat_n1(f, 1000, 3, 16000, 0, 5, now + 20); /* an older sample: liveness only */
+        assert_int_equal(node_available_mib(n1), 15000);
+        assert_int_equal(n1->last_seen_ms, now + 20);
+        /* a new vmhost run whose counter went back (its file was lost): a late datagram of an
+         * earlier boot is no different at first, so the figures stay for two heartbeats */
+        beat_n1(f, 2000, 1, 15000, 1024, 2, now + 30);
+        beat_n1(f, 2000, 2, 15000, 1024, 2, now + 40);
+        assert_false(vm->reserved);
+        assert_int_equal(n1->hb.creations, 6);
+        beat_n1(f, 2000, 3, 15000, 1024, 2, now + 50); /* the third: a reset */
+        assert_int_equal(n1->hb.creations, 2);
+        assert_true(vm->reserved);
+        assert_int_equal(vm->reserve_until, 0);
+        assert_int_equal(node_available_mib(n1), 15000 - 1024);
+        assert_int_equal(n1->inv, INV_WANTED);
 }
 
 #define INV_FMT                                                                                    \
@@ -199,7 +302,7 @@ static void test_gives_up_after_attempts(void **state)
         "{\"id\":\"%s\",\"state\":\"running\",\"lifecycle\":\"active\","                           \
         "\"integrity\":{\"status\":\"%s\",\"root\":\"%s\",\"tree_size\":3,"                        \
         "\"mismatches\":[]}},"                                                                     \
-        "{\"id\":\"stranger\",\"state\":\"running\"}]}"
+        "{\"id\":\"stranger\",\"state\":\"running\"}],\"creations\":4}"
 
 static void test_inventory_reconcile(void **state)
 {
@@ -226,7 +329,8 @@ static void test_inventory_reconcile(void **state)
         other = &f->vms[1];
         assert_int_equal(vm->status, VM_ACTIVE);
         assert_string_equal(fake.path[2], "/v1/inventory");
-        assert_false(vm->reserved); /* reflected */
+        assert_true(vm->reserved); /* listed, but the figures may predate it */
+        assert_int_equal(vm->reserve_until, 4);
         assert_string_equal(vm->observed, "running");
         assert_true(other->missing); /* created, but the node lacks it */
         assert_int_equal(audit_count(f, "vm.missing"), 1);
@@ -236,7 +340,8 @@ static void test_inventory_reconcile(void **state)
         json_decref(bad);
 
         /* a new digest, the same VM now reports a mismatch */
-        tfu_heartbeat(&f->table, 1, 2, 16000, 10, d2, now + 100);
+        tfu_heartbeat_f(f, 1, 2, 16000, 0, 3, d2, now + 100);
+        assert_true(vm->reserved); /* sampled before the creation that made counter 4 */
         snprintf(inv2, sizeof(inv2), INV_FMT, d2, vm->id, "mismatch", "bb");
         fake.script[3].status = 200;
         fake.script[3].body = inv2;
@@ -250,13 +355,15 @@ static void test_inventory_reconcile(void **state)
         assert_int_equal(f->metrics.integrity_mismatches, 1);
 
         /* the same mismatch again is not new */
-        tfu_heartbeat(&f->table, 1, 3, 16000, 10, d3, now + 200);
+        tfu_heartbeat_f(f, 1, 3, 16000, 1024, 4, d3, now + 200);
+        assert_false(vm->reserved); /* reflected */
         snprintf(inv3, sizeof(inv3), INV_FMT, d3, vm->id, "mismatch", "bb");
         fake.script[4].status = 200;
         fake.script[4].body = inv3;
         dispatch_run_once(f, now + 200);
         assert_int_equal(fake.calls, 5);
         assert_int_equal(audit_count(f, "integrity.mismatch"), 1);
+        assert_false(vm->reserved);
 }
 
 static void test_inventory_hostile(void **state)
@@ -726,32 +833,36 @@ static void test_start_failure_is_failed_with_reason(void **state)
 
         n1_quiet(f, now);
         vm = confirm_one(f, "acme");
+        memset(digest, '7', 64);
+        digest[64] = '\0';
         fake.script[0].status = 500;
         fake.script[0].body = START_FAILED;
+        /* the domain is defined: its memory stays reserved and the node's inventory is asked at
+         * once; it lists the domain, shut off */
+        snprintf(inv, sizeof(inv),
+                 "{\"node\":\"n1\",\"digest\":\"%s\",\"vms\":[{\"id\":\"%s\",\"state\":"
+                 "\"shutoff\",\"lifecycle\":\"active\"}],\"creations\":4}",
+                 digest, vm->id);
+        fake.script[1].status = 200;
+        fake.script[1].body = inv;
         dispatch_run_once(f, now);
-        assert_int_equal(fake.calls, 1);
+        assert_int_equal(fake.calls, 2);
+        assert_string_equal(fake.path[1], "/v1/inventory");
         assert_int_equal(vm->status, VM_FAILED);
         assert_non_null(strstr(vm->reason, "could not start"));
         assert_non_null(strstr(vm->reason, "Could not open kernel"));
         assert_int_equal(stored_status(f, vm->id), VM_FAILED);
         assert_int_equal(audit_count(f, "vm.failed"), 1);
         assert_int_equal(audit_count(f, "vm.created"), 0);
-        assert_false(vm->reserved);
-        memset(digest, '7', 64);
-        digest[64] = '\0';
-        tfu_heartbeat(&f->table, 1, 2, 16000, 10, digest, now + 100);
-        snprintf(inv, sizeof(inv),
-                 "{\"node\":\"n1\",\"digest\":\"%s\",\"vms\":[{\"id\":\"%s\",\"state\":"
-                 "\"shutoff\",\"lifecycle\":\"active\"}]}",
-                 digest, vm->id);
-        fake.script[1].status = 200;
-        fake.script[1].body = inv;
-        dispatch_run_once(f, now + 100);
-        assert_int_equal(fake.calls, 2);
-        assert_int_equal(vm->status, VM_FAILED);
+        /* the inventory does not turn it into a created VM, and shows what the node observes */
         assert_string_equal(vm->observed, "shutoff");
+        assert_int_equal(vm->status, VM_FAILED);
+        /* listed: its memory is in the node's figures from counter 4 on */
+        assert_true(vm->reserved);
+        assert_int_equal(vm->reserve_until, 4);
+        tfu_heartbeat_f(f, 1, 2, 16000, 1024, 4, digest, now + 200);
+        assert_false(vm->reserved);
         assert_int_equal(audit_count(f, "vm.created"), 0);
-        assert_int_equal(stored_status(f, vm->id), VM_FAILED);
 }
 
 /* A node that answers a retry with 200 for a domain that should run and does not (the old
@@ -977,6 +1088,8 @@ int main(void)
             cmocka_unit_test_setup_teardown(test_retry_then_active, setup, teardown),
             cmocka_unit_test_setup_teardown(test_refused_fails_with_reason, setup, teardown),
             cmocka_unit_test_setup_teardown(test_gives_up_after_attempts, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_gave_up_but_created, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_figures_never_go_back, setup, teardown),
             cmocka_unit_test_setup_teardown(test_inventory_reconcile, setup, teardown),
             cmocka_unit_test_setup_teardown(test_inventory_hostile, setup, teardown),
             cmocka_unit_test_setup_teardown(test_lifecycle, setup, teardown),

@@ -62,27 +62,56 @@ static inline struct in_addr tfu_addr(unsigned i)
         return a;
 }
 
-static inline int tfu_heartbeat(struct node_table *t, unsigned i, uint64_t seq, uint64_t avail,
-                                int64_t libvirt_age, const char *digest, uint64_t now)
+/* Encodes a heartbeat of node i (vmhost run epoch) into buf (HEARTBEAT_MAX_BYTES); returns its
+ * length. */
+static inline int tfu_heartbeat_encode(unsigned i, uint64_t epoch, uint64_t seq, uint64_t avail,
+                                       uint64_t committed, uint64_t creations, int64_t libvirt_age,
+                                       const char *digest, char *buf)
 {
-        struct heartbeat hb = {.epoch = 1000,
+        struct heartbeat hb = {.epoch = epoch,
                                .seq = seq,
                                .interval_ms = 10000,
                                .cpus = 4,
                                .mem_total_mib = 32768,
                                .mem_available_mib = avail,
-                               .libvirt_age_ms = libvirt_age};
-        char buf[HEARTBEAT_MAX_BYTES], err[256];
-        int len;
+                               .mem_committed_mib = committed,
+                               .libvirt_age_ms = libvirt_age,
+                               .creations = creations};
 
         snprintf(hb.node_id, sizeof(hb.node_id), "n%u", i);
         snprintf(hb.inventory_digest, sizeof(hb.inventory_digest), "%s",
                  digest ? digest
                         : "0000000000000000000000000000000000000000000000000000000000000000");
-        len = heartbeat_encode(&hb, buf, sizeof(buf));
+        return heartbeat_encode(&hb, buf, HEARTBEAT_MAX_BYTES);
+}
+
+static inline int tfu_heartbeat(struct node_table *t, unsigned i, uint64_t seq, uint64_t avail,
+                                int64_t libvirt_age, const char *digest, uint64_t now)
+{
+        char buf[HEARTBEAT_MAX_BYTES], err[256];
+        int len = tfu_heartbeat_encode(i, 1000, seq, avail, 0, 0, libvirt_age, digest, buf);
+
         if (len < 0)
                 return len;
         return node_table_ingest(t, buf, (size_t)len, tfu_addr(i), now, err, sizeof(err));
+}
+
+/* A heartbeat through fleetd's own path (heartbeat_listener_apply), carrying a creation counter;
+ * with f->lock not held. */
+static inline int tfu_heartbeat_f(struct fleetd *f, unsigned i, uint64_t seq, uint64_t avail,
+                                  uint64_t committed, uint64_t creations, const char *digest,
+                                  uint64_t now)
+{
+        char buf[HEARTBEAT_MAX_BYTES], err[256];
+        int len = tfu_heartbeat_encode(i, 1000, seq, avail, committed, creations, 10, digest, buf);
+        int r;
+
+        if (len < 0)
+                return len;
+        pthread_mutex_lock(&f->lock);
+        r = heartbeat_listener_apply(f, buf, (size_t)len, tfu_addr(i), now, err, sizeof(err));
+        pthread_mutex_unlock(&f->lock);
+        return r;
 }
 
 static inline int tfu_fleetd_open(struct fleetd *f, char *dir, unsigned n_nodes,

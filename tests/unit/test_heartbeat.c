@@ -25,9 +25,11 @@ static struct heartbeat sample_hb(void)
                                .mem_available_mib = 20000,
                                .mem_committed_mib = 1024,
                                .libvirt_age_ms = 150,
-                               .vm_count = 1};
+                               .vm_count = 1,
+                               .creations = 7};
 
         strcpy(hb.node_id, "laptop-a");
+        strcpy(hb.boot, "5a1e0c0ffee0b007");
         strcpy(hb.inventory_digest, DIGEST);
         return hb;
 }
@@ -73,6 +75,7 @@ static void test_roundtrip(void **state)
         assert_int_equal(out.libvirt_age_ms, 150);
         assert_true(out.cpu_percent == 12.5);
         assert_string_equal(out.inventory_digest, DIGEST);
+        assert_string_equal(out.boot, "5a1e0c0ffee0b007");
 }
 
 static void expect_reject(const char *text, const char *reason)
@@ -89,7 +92,8 @@ static void expect_reject(const char *text, const char *reason)
 
 #define HB_PREFIX "{\"v\":1,\"node\":\"n1\",\"epoch\":1,\"seq\":1,\"interval_ms\":10000,\"cpus\":2,"
 #define HB_MEM    "\"mem_total_mib\":100,\"mem_available_mib\":50,\"mem_committed_mib\":0,"
-#define HB_TAIL   "\"libvirt_age_ms\":-1,\"vm_count\":0,\"inventory_digest\":\"" DIGEST "\"}"
+#define HB_TAIL0  "\"libvirt_age_ms\":-1,\"vm_count\":0,\"inventory_digest\":\"" DIGEST "\""
+#define HB_TAIL   HB_TAIL0 ",\"creations\":0}"
 
 static void test_strict_decoding(void **state)
 {
@@ -103,10 +107,35 @@ static void test_strict_decoding(void **state)
         expect_reject(HB_PREFIX "\"cpu_percent\":1,\"mem_total_mib\":100,\"mem_available_mib\":"
                                 "200,\"mem_committed_mib\":0," HB_TAIL,
                       "'mem_available_mib' = 200");
+        expect_reject(HB_PREFIX "\"cpu_percent\":1," HB_MEM HB_TAIL0 "}", "'creations'");
+        expect_reject(HB_PREFIX "\"cpu_percent\":1," HB_MEM HB_TAIL0 ",\"creations\":-1}",
+                      "'creations'");
         expect_reject("{\"v\":2}", "unsupported heartbeat version 2");
         expect_reject("{\"v\":1,\"node\":\"Bad Id\"}", "not a valid node id");
         expect_reject("{\"v\":1,\"node\":\"n1\",\"node\":\"n2\"}", "malformed JSON");
         expect_reject("{\"v\":[[[1]]]}", "nested deeper");
+        expect_reject("{\"v\":1,\"node\":\"n1\",\"epoch\":1,\"boot\":\"ABCDEF0123456789\"}",
+                      "'boot' is not 16 hex digits");
+        expect_reject("{\"v\":1,\"node\":\"n1\",\"epoch\":1,\"boot\":\"0123\"}",
+                      "'boot' is not 16 hex digits");
+        expect_reject("{\"v\":1,\"node\":\"n1\",\"epoch\":1,\"boot\":7}", "'boot'");
+}
+
+/* boot is optional: a sender without one (older vmhost, test tools) still decodes */
+static void test_boot_optional(void **state)
+{
+        static const char text[] = HB_PREFIX "\"cpu_percent\":1," HB_MEM HB_TAIL;
+        struct heartbeat hb = sample_hb(), out;
+        char buf[HEARTBEAT_MAX_BYTES], err[256];
+        int n;
+
+        assert_int_equal(heartbeat_decode(text, strlen(text), &out, err, sizeof(err)), 0);
+        assert_string_equal(out.boot, "");
+        hb.boot[0] = '\0';
+        n = heartbeat_encode(&hb, buf, sizeof(buf));
+        assert_true(n > 0);
+        buf[n] = '\0';
+        assert_null(strstr(buf, "boot"));
 }
 
 static void test_oversized_refused(void **state)
@@ -133,6 +162,9 @@ static void test_encode_refuses_bad_fields(void **state)
         hb.inventory_digest[3] = 'x';
         assert_int_equal(heartbeat_encode(&hb, buf, sizeof(buf)), -EINVAL);
         hb = sample_hb();
+        strcpy(hb.boot, "0123");
+        assert_int_equal(heartbeat_encode(&hb, buf, sizeof(buf)), -EINVAL);
+        hb = sample_hb();
         assert_int_equal(heartbeat_encode(&hb, buf, 20), -EMSGSIZE);
 }
 
@@ -153,6 +185,7 @@ int main(void)
             cmocka_unit_test(test_encode_golden),
             cmocka_unit_test(test_roundtrip),
             cmocka_unit_test(test_strict_decoding),
+            cmocka_unit_test(test_boot_optional),
             cmocka_unit_test(test_oversized_refused),
             cmocka_unit_test(test_encode_refuses_bad_fields),
             cmocka_unit_test(test_node_id_rules),

@@ -160,6 +160,21 @@ static void test_agent_mismatches_are_kept(void **state)
         assert_string_equal(last_kind(&in), "modified-asset");
         integrity_clear(&in);
         free(r);
+        /* the kinds issue 14 added pass through too */
+        for (const char *const *k = (const char *const[]){"unsigned", "mode-changed",
+                                                          "owner-changed", "hard-linked", NULL};
+             *k; k++) {
+                char list[128];
+
+                snprintf(list, sizeof(list), "[{\"kind\":\"%s\",\"path\":\"p\",\"detail\":\"d\"}]",
+                         *k);
+                r = report_line(1, 1, pk, sk, list);
+                integrity_init(&in);
+                feed(&in, r);
+                assert_string_equal(last_kind(&in), *k);
+                integrity_clear(&in);
+                free(r);
+        }
 }
 
 static void test_consistency_request_flow(void **state)

@@ -1,0 +1,65 @@
+/* Whole-file reads and atomic writes of small state files (see the header). */
+#include "common/small_file.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int small_file_read(const char *path, size_t max, bool private, char **ret, size_t *ret_len)
+{
+        struct stat st;
+        char *buf = NULL;
+        ssize_t n = 0;
+        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK), r = 0;
+
+        if (fd < 0)
+                return -errno;
+        if (fstat(fd, &st) < 0)
+                r = -errno;
+        else if (!S_ISREG(st.st_mode))
+                r = -EINVAL;
+        else if (private && (st.st_mode & 077))
+                r = -EPERM;
+        else if ((size_t)st.st_size > max)
+                r = -EFBIG;
+        else if (!(buf = malloc((size_t)st.st_size + 1)))
+                r = -ENOMEM;
+        if (r == 0) {
+                n = read(fd, buf, (size_t)st.st_size);
+                if (n < 0 || (size_t)n != (size_t)st.st_size)
+                        r = n < 0 ? -errno : -EIO;
+        }
+        close(fd);
+        if (r < 0) {
+                free(buf);
+                return r;
+        }
+        buf[n] = '\0';
+        *ret = buf;
+        *ret_len = (size_t)n;
+        return 0;
+}
+
+int small_file_write(const char *path, const char *buf, size_t len, mode_t mode)
+{
+        char tmp[4200];
+        int fd, r = 0;
+
+        if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+                return -ENAMETOOLONG;
+        unlink(tmp);
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+        if (fd < 0)
+                return -errno;
+        if (fchmod(fd, mode) < 0 || write(fd, buf, len) != (ssize_t)len || fsync(fd) < 0)
+                r = -EIO;
+        close(fd);
+        if (r == 0 && rename(tmp, path) < 0)
+                r = -errno;
+        if (r < 0)
+                unlink(tmp);
+        return r;
+}
