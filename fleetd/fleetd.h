@@ -91,7 +91,7 @@ struct fleet_node {
         /* ids the node reports that are pinned to another node (array): each id's presence is
          * one occurrence of the "misplaced" alarm, audited when it begins */
         json_t *misplaced_vms;
-        bool dispatch_busy;     /* a dispatch worker is calling this node */
+        bool dispatch_busy; /* a dispatch worker is calling this node */
         struct node_boot boots[NODE_BOOTS];
         uint64_t inv_fetches;    /* inventory fetches sent to the node since fleetd started */
         uint64_t inv_fetch_sent; /* the number of the fetch in flight (or last sent); one
