@@ -142,8 +142,8 @@ static int roster_parse_signature(const json_t *o, struct roster *r, struct json
 static int roster_parse_object(const json_t *o, struct roster *r, struct json_input_error *err)
 {
         static const char *const fields[] = {
-            "v",     "version",   "fleet_id", "controller", "genesis_public_key",
-            "nodes", "signature", NULL};
+            "v",     "version",   "fleet_id",           "controller", "genesis_public_key",
+            "nodes", "signature", "controller_pin_key", NULL};
         json_t *nodes;
         uint64_t v;
         int ret = 0;
@@ -160,6 +160,9 @@ static int roster_parse_object(const json_t *o, struct roster *r, struct json_in
         ret = ret
                   ?: json_input_copy_string(o, "genesis_public_key", false, r->genesis_public_key,
                                             sizeof(r->genesis_public_key), err);
+        ret = ret
+                  ?: json_input_copy_string(o, "controller_pin_key", false, r->controller_pin_key,
+                                            sizeof(r->controller_pin_key), err);
         ret = ret ?: roster_parse_signature(o, r, err);
         if (ret < 0)
                 return ret;
@@ -271,6 +274,8 @@ static json_t *roster_to_json_unsigned(const struct roster *r)
         o = json_pack("{s:i, s:I, s:s, s:s, s:s, s:o}", "v", 1, "version", (json_int_t)r->version,
                       "fleet_id", r->fleet_id, "controller", r->controller, "genesis_public_key",
                       r->genesis_public_key, "nodes", nodes);
+        if (o && r->controller_pin_key[0])
+                json_object_set_new(o, "controller_pin_key", json_string(r->controller_pin_key));
         return o;
 }
 

@@ -33,6 +33,10 @@ struct roster {
         char fleet_id[NODE_ID_MAX + 1];
         char controller[NODE_ID_MAX + 1];            /* node id running fleetd */
         char genesis_public_key[WG_KEY_B64_LEN + 1]; /* base64 Ed25519, informative */
+        /* base64 Ed25519: the key the controller signs pins with (common/pin.h); empty when the
+         * genesis has named none. Signed like the rest; absent from the canonical form when empty,
+         * so rosters from before the field verify unchanged. */
+        char controller_pin_key[WG_KEY_B64_LEN + 1];
         size_t n_nodes;
         struct roster_node *nodes;
         bool signed_;

@@ -1,4 +1,4 @@
-/* fleetctl health (integrity first) and roster. */
+/* fleetctl health (misplaced VMs and integrity first) and roster. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,9 +9,19 @@
 static void ctl_show_health(json_t *a)
 {
         json_t *integ = json_object_get(a, "integrity"), *v;
+        json_t *mis = json_object_get(a, "misplaced"), *pin = json_object_get(a, "pin_key");
         size_t i;
 
-        printf("fleet: %s\nintegrity: %s\n", ctl_str(a, "status"), ctl_str(integ, "status"));
+        printf("fleet: %s\n", ctl_str(a, "status"));
+        if (mis) {
+                printf("misplaced: %s\n", ctl_str(mis, "status"));
+                json_array_foreach(json_object_get(mis, "vms"), i, v)
+                    printf("  MISPLACED: VM '%s' (entity '%s') pinned to node '%s' is reported by "
+                           "node '%s'\n",
+                           ctl_str(v, "vm_id"), ctl_str(v, "entity"), ctl_str(v, "pinned_to"),
+                           ctl_str(v, "reported_by"));
+        }
+        printf("integrity: %s\n", ctl_str(integ, "status"));
         json_array_foreach(json_object_get(integ, "mismatched_vms"), i, v)
             printf("  MISMATCH: VM '%s' (entity '%s') on node '%s'\n", ctl_str(v, "vm_id"),
                    ctl_str(v, "entity"), ctl_str(v, "node_id"));
@@ -24,6 +34,11 @@ static void ctl_show_health(json_t *a)
                     printf(" %s=%lld", key, (long long)json_integer_value(n));
                 printf("\nvms: %s   roster version: %s\n", ctl_str(a, "vms"),
                        ctl_str(a, "roster_version"));
+                if (pin)
+                        printf("pin key: %s (%s)\n", ctl_str(pin, "public_key"),
+                               json_is_true(json_object_get(pin, "in_roster"))
+                                   ? "named by the roster"
+                                   : "NOT named by the roster: nodes refuse new VMs");
         }
 }
 

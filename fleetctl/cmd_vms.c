@@ -17,10 +17,25 @@ static const char *ctl_verified(json_t *v)
         return ctl_str(json_object_get(ver, "last"), "at");
 }
 
+/* "-", or the nodes that report the VM while it is pinned elsewhere ("MISPLACED:n2,n3"). */
+static const char *ctl_misplaced(json_t *v, char *buf, size_t size)
+{
+        json_t *on = json_object_get(v, "misplaced_on"), *n;
+        size_t i, len;
+
+        if (!json_array_size(on))
+                return "-";
+        len = (size_t)snprintf(buf, size, "MISPLACED:");
+        json_array_foreach(on, i, n) if (len < size) len +=
+            (size_t)snprintf(buf + len, size - len, "%s%s", i ? "," : "", json_string_value(n));
+        return buf;
+}
+
 static void ctl_show_vms(json_t *a)
 {
         static const char *const h[] = {"ID",    "ENTITY",    "NODE",     "STATUS", "LIFECYCLE",
-                                        "STATE", "INTEGRITY", "VERIFIED", "REASON"};
+                                        "STATE", "INTEGRITY", "VERIFIED", "PIN",    "REASON"};
+        char mis[256];
         json_t *vms = json_object_get(a, "vms"), *rows = json_array(), *v;
         size_t i;
 
@@ -29,11 +44,11 @@ static void ctl_show_vms(json_t *a)
         else
                 json_incref(vms);
         json_array_foreach(vms, i, v) json_array_append_new(
-            rows, ctl_row(9, ctl_str(v, "id"), ctl_str(v, "entity"), ctl_str(v, "node_id"),
+            rows, ctl_row(10, ctl_str(v, "id"), ctl_str(v, "entity"), ctl_str(v, "node_id"),
                           ctl_str(v, "status"), ctl_str(v, "lifecycle"), ctl_str(v, "state"),
                           ctl_str(json_object_get(v, "integrity"), "status"), ctl_verified(v),
-                          ctl_str(v, "reason")));
-        ctl_table(h, 9, rows);
+                          ctl_misplaced(v, mis, sizeof(mis)), ctl_str(v, "reason")));
+        ctl_table(h, 10, rows);
         json_decref(rows);
         json_decref(vms);
 }

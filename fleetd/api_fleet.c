@@ -1,5 +1,5 @@
-/* Fleet-wide reads: GET /v1/audit, /v1/roster, /v1/health (integrity first), /v1/openapi.json
- * and /metrics. */
+/* Fleet-wide reads: GET /v1/audit, /v1/roster, /v1/health (misplaced VMs, then integrity, first),
+ * /v1/openapi.json and /metrics. */
 #include <microhttpd.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,18 +67,22 @@ void api_health_get(struct api_request *req, struct api_response *resp)
 {
         struct fleetd *f = req->f;
         uint64_t now = clock_monotonic_ms(), by_state[NODE_STATE_MAX] = {0};
-        json_t *mismatched, *nodes = json_object(), *o;
+        json_t *mismatched, *misplaced, *nodes = json_object(), *o;
         const char *integrity, *status;
 
         pthread_mutex_lock(&f->lock);
         integrity = fleet_integrity_status(f, &mismatched);
+        misplaced = fleet_misplaced_vms(f);
         for (size_t i = 0; i < f->table.roster->n_nodes; i++)
                 by_state[node_state_at(&f->table.nodes[i], &f->cfg, now)]++;
         for (unsigned s = 0; s < NODE_STATE_MAX; s++)
                 json_object_set_new(nodes, node_state_name((enum node_state)s),
                                     json_integer((json_int_t)by_state[s]));
-        status = strcmp(integrity, "mismatch") == 0 ? "integrity-mismatch"
-                 : audit_diverged(f)                ? "audit-diverged"
+        /* worst first: a VM where it is not pinned (a copy of an entity's vault running or
+         * defined on another node) outranks a vault that failed its own checks */
+        status = json_array_size(misplaced)           ? "misplaced"
+                 : strcmp(integrity, "mismatch") == 0 ? "integrity-mismatch"
+                 : audit_diverged(f)                  ? "audit-diverged"
                  : by_state[NODE_SUSPECT] || by_state[NODE_EVICTED] || by_state[NODE_UNHEALTHY]
                      ? "degraded"
                      : "ok";
@@ -86,6 +90,13 @@ void api_health_get(struct api_request *req, struct api_response *resp)
                       "status", integrity, "mismatched_vms", mismatched, "nodes", nodes, "vms",
                       (json_int_t)f->n_vms, "roster_version", (json_int_t)f->table.roster->version,
                       "uptime_ms", (json_int_t)(now - f->started_ms), "version", TOTEBOX_VERSION);
+        json_object_set_new(o, "misplaced",
+                            json_pack("{s:s, s:o}", "status",
+                                      json_array_size(misplaced) ? "misplaced" : "ok", "vms",
+                                      misplaced));
+        json_object_set_new(
+            o, "pin_key",
+            json_pack("{s:s, s:b}", "public_key", f->pin_pk, "in_roster", pin_key_in_roster(f)));
         pthread_mutex_unlock(&f->lock);
         api_ok(resp, o);
 }

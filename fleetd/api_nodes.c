@@ -121,6 +121,12 @@ static void api_node_write(struct api_buf *b, const struct fleet_node *n,
                         ab_put(b, ",", 1);
                 ab_str(b, json_string_value(json_array_get(n->unknown_vms, i)) ?: "");
         }
+        ab_lit(b, "],\"misplaced_vms\":[");
+        for (size_t i = 0; i < json_array_size(n->misplaced_vms); i++) {
+                if (i)
+                        ab_put(b, ",", 1);
+                ab_str(b, json_string_value(json_array_get(n->misplaced_vms, i)) ?: "");
+        }
         if (!n->seen) {
                 ab_lit(b, "],\"heartbeat_age_ms\":null}");
                 return;

@@ -46,7 +46,11 @@ static char *dispatch_create_body(const struct fleetd *f, const struct fleet_vm 
                               (json_int_t)vm->memory_mib, "vcpus", (json_int_t)vm->vcpus, "image",
                               vm->image, "vault_disk_mib", (json_int_t)vm->vault_disk_mib,
                               "fleet_id", f->table.roster ? f->table.roster->fleet_id : "");
-        char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+        char *s;
+
+        if (o)
+                json_object_set_new(o, "pin", pin_sign_vm(f, vm));
+        s = o ? json_dumps(o, JSON_COMPACT) : NULL;
 
         json_decref(o);
         return s;

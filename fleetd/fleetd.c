@@ -5,6 +5,7 @@
  * heartbeat tell (docs/fleetd.md, "Reservations"). */
 #include <curl/curl.h>
 #include <errno.h>
+#include <sodium.h>
 #include <string.h>
 
 #include "common/clock.h"
@@ -37,9 +38,15 @@ int fleetd_open(struct fleetd *f)
                           strerror(-r));
                 return r;
         }
-        r = roster_reload(f, true);
+        r = sodium_init() < 0 ? -EIO : pin_key_open(f);
+        r = r ?: roster_reload(f, true);
         if (r < 0)
                 return r;
+        if (!pin_key_in_roster(f))
+                log_warn("the roster does not name this controller's pin key '%s': every vmhost "
+                         "refuses the creations it dispatches until the genesis publishes it "
+                         "(totebox-pair controller-key)",
+                         f->pin_pk);
         r = audit_open(f);
         if (r < 0)
                 return r;

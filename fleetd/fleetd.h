@@ -88,7 +88,10 @@ struct fleet_node {
         unsigned inv_failures;
         json_t *unknown_vms;    /* ids the node reports that fleetd never placed (array) */
         uint64_t inv_verb_mark; /* f->verb_events when the fetch in flight was sent */
-        bool dispatch_busy;     /* a dispatch worker is calling this node */
+        /* ids the node reports that are pinned to another node (array): each id's presence is
+         * one occurrence of the "misplaced" alarm, audited when it begins */
+        json_t *misplaced_vms;
+        bool dispatch_busy; /* a dispatch worker is calling this node */
         struct node_boot boots[NODE_BOOTS];
         uint64_t inv_fetches;    /* inventory fetches sent to the node since fleetd started */
         uint64_t inv_fetch_sent; /* the number of the fetch in flight (or last sent); one
@@ -178,6 +181,7 @@ struct fleet_metrics {
         uint64_t dispatch_attempts, dispatch_failures, inventory_fetches, inventory_failures;
         uint64_t integrity_mismatches, state_changes, requests;
         uint64_t verify_requests, verify_failures, lifecycle_corrections;
+        uint64_t misplaced_occurrences;
         uint64_t latency_bucket[LATENCY_BUCKETS + 1]; /* cumulative at render time */
         double latency_sum_s;
         uint64_t latency_count;
@@ -206,6 +210,9 @@ struct fleetd {
         uint64_t started_ms;
         uint64_t verb_events;    /* counts starts and ends of verb calls to nodes (under lock) */
         struct audit_log *audit; /* audit_push.c: the key, checkpoints, the nodes' witness */
+        /* the pin key (pin_sign.c): Ed25519, its public half named by the roster */
+        uint8_t pin_sk[64];
+        char pin_pk[WG_KEY_B64_LEN + 1];
 };
 
 /* nodes.c */
@@ -370,6 +377,20 @@ bool dispatch_verb_known(const char *verb);
 int inventory_apply(struct fleetd *f, const char *node_id, const char *expected_digest,
                     const char *text, size_t len, char *err, size_t errsize);
 const char *fleet_integrity_status(struct fleetd *f, json_t **ret_mismatched);
+/* Every (VM, node) pair a node reports while the VM is pinned elsewhere: [{vm_id, entity,
+ * pinned_to, reported_by}] (new reference); under f->lock. */
+json_t *fleet_misplaced_vms(struct fleetd *f);
+/* The nodes that report vm while it is pinned elsewhere (new array); under f->lock. */
+json_t *fleet_vm_misplaced_on(struct fleetd *f, const char *vm_id);
+
+/* pin_sign.c: the controller's pin key and the pins it signs at dispatch */
+/* Loads state_dir/pin.key (the Ed25519 seed, 0600), creating it at first start, and writes its
+ * public half to state_dir/pin.pub for the operator to give the genesis. */
+int pin_key_open(struct fleetd *f);
+/* True when the roster names this controller's pin key. */
+bool pin_key_in_roster(const struct fleetd *f);
+/* The signed pin of vm for its node (new reference); NULL when out of memory. Under f->lock. */
+json_t *pin_sign_vm(const struct fleetd *f, const struct fleet_vm *vm);
 
 /* node_client.c: the libcurl transport; calls leave from source (an IPv4 address) when set */
 void node_client_init(struct fleet_transport *t, const char *source);

@@ -1,11 +1,13 @@
 /* Inventory reconciliation: what a node's vmhost says it holds against what fleetd placed there.
  * A VM the node reports that fleetd never placed is flagged "unknown" (never adopted); a VM
  * fleetd created there that the node lacks is flagged "missing" (never dropped). A VM pinned
- * elsewhere is flagged "misplaced". A new integrity mismatch is appended to the audit record and
- * raised at fleet level (/v1/health, /metrics). Each flag is logged and audited once. The node
- * is the source of truth for a VM's lifecycle: fleetd's record follows it (audited) unless the
- * inventory may predate a verb call to that VM. The last full verification the agent reported is
- * kept, and the one fleetd asked for is audited when it arrives. */
+ * elsewhere is "misplaced", a fleet-level alarm (health, metrics, the VM and node views) for as
+ * long as the node reports it: one occurrence, audited once when it begins. A new integrity
+ * mismatch is appended to the audit record and raised at fleet level (/v1/health, /metrics). Each
+ * flag is logged and audited once. The node is the source of truth for a VM's lifecycle: fleetd's
+ * record follows it (audited) unless the inventory may predate a verb call to that VM. The last
+ * full verification the agent reported is kept, and the one fleetd asked for is audited when it
+ * arrives. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -302,14 +304,6 @@ static bool inventory_known_vm(struct fleetd *f, struct fleet_node *node, struct
         json_t *integ = json_object_get(v, "integrity");
         bool again;
 
-        if (strcmp(vm->node_id, node_id) != 0) {
-                log_warn("node '%s' reports VM '%s', which is pinned to node '%s'", node_id, vm->id,
-                         vm->node_id);
-                audit_append(
-                    f->store, false, "vm.misplaced", vm->id, "fleetd",
-                    json_pack("{s:s, s:s}", "reported_by", node_id, "pinned_to", vm->node_id));
-                return false;
-        }
         vm_listed(f, vm, creations); /* held until a heartbeat at that counter */
         if (vm->missing) {
                 vm->missing = false;
@@ -351,12 +345,47 @@ static bool json_array_has_string(json_t *a, const char *s)
         return false;
 }
 
+/* A node reports a VM pinned to another node: a copy of its disks and definition, or worse.
+ * Audited when the occurrence begins (the id is not in the node's last misplaced list). */
+static void inventory_misplaced(struct fleetd *f, struct fleet_node *node, struct fleet_vm *vm,
+                                json_t *v, json_t *misplaced)
+{
+        const char *state = json_string_value(json_object_get(v, "state"));
+
+        json_array_append_new(misplaced, json_string(vm->id));
+        if (json_array_has_string(node->misplaced_vms, vm->id))
+                return;
+        f->metrics.misplaced_occurrences++;
+        log_error("node '%s' reports VM '%s' (entity '%s', state '%s'), which is pinned to node "
+                  "'%s': misplaced",
+                  node->rn->id, vm->id, vm->entity, state ? state : "unknown", vm->node_id);
+        audit_append(f->store, false, "vm.misplaced", vm->id, "fleetd",
+                     json_pack("{s:s, s:s, s:s, s:s}", "reported_by", node->rn->id, "pinned_to",
+                               vm->node_id, "entity", vm->entity, "state",
+                               state ? state : "unknown"));
+}
+
+/* The occurrences that ended: ids of the node's last misplaced list it no longer reports. */
+static void inventory_misplaced_end(struct fleet_node *node, json_t *misplaced)
+{
+        for (size_t i = 0; i < json_array_size(node->misplaced_vms); i++) {
+                const char *id = json_string_value(json_array_get(node->misplaced_vms, i));
+
+                if (!json_array_has_string(misplaced, id))
+                        log_warn("node '%s' no longer reports VM '%s', which is pinned elsewhere; "
+                                 "the misplaced alarm for it ends",
+                                 node->rn->id, id);
+        }
+        json_decref(node->misplaced_vms);
+        node->misplaced_vms = misplaced;
+}
+
 /* Returns true when the inventory must be fetched again (see inventory_lifecycle). */
 static bool inventory_reconcile(struct fleetd *f, struct fleet_node *node, json_t *vms,
                                 uint64_t creations)
 {
         const char *node_id = node->rn->id;
-        json_t *unknown = json_array();
+        json_t *unknown = json_array(), *misplaced = json_array();
         bool again = false;
 
         for (size_t i = 0; i < json_array_size(vms); i++) {
@@ -364,6 +393,10 @@ static bool inventory_reconcile(struct fleetd *f, struct fleet_node *node, json_
                 const char *id = json_string_value(json_object_get(v, "id"));
                 struct fleet_vm *vm = vm_table_find(f, id);
 
+                if (vm && strcmp(vm->node_id, node_id) != 0) {
+                        inventory_misplaced(f, node, vm, v, misplaced);
+                        continue;
+                }
                 if (vm) {
                         again |= inventory_known_vm(f, node, vm, v, creations);
                         continue;
@@ -379,6 +412,7 @@ static bool inventory_reconcile(struct fleetd *f, struct fleet_node *node, json_
         }
         json_decref(node->unknown_vms);
         node->unknown_vms = unknown;
+        inventory_misplaced_end(node, misplaced);
         for (size_t i = 0; i < f->n_vms; i++) {
                 struct fleet_vm *vm = &f->vms[i];
 
@@ -455,4 +489,34 @@ const char *fleet_integrity_status(struct fleetd *f, json_t **ret_mismatched)
         if (json_array_size(bad))
                 return "mismatch";
         return unknown ? "unknown" : "ok";
+}
+
+json_t *fleet_misplaced_vms(struct fleetd *f)
+{
+        json_t *out = json_array();
+
+        for (size_t i = 0; f->table.roster && i < f->table.roster->n_nodes; i++) {
+                const struct fleet_node *n = &f->table.nodes[i];
+
+                for (size_t k = 0; k < json_array_size(n->misplaced_vms); k++) {
+                        const char *id = json_string_value(json_array_get(n->misplaced_vms, k));
+                        const struct fleet_vm *vm = vm_table_find(f, id);
+
+                        json_array_append_new(out, json_pack("{s:s, s:s, s:s, s:s}", "vm_id", id,
+                                                             "entity", vm ? vm->entity : "",
+                                                             "pinned_to", vm ? vm->node_id : "",
+                                                             "reported_by", n->rn->id));
+                }
+        }
+        return out;
+}
+
+json_t *fleet_vm_misplaced_on(struct fleetd *f, const char *vm_id)
+{
+        json_t *out = json_array();
+
+        for (size_t i = 0; f->table.roster && i < f->table.roster->n_nodes; i++)
+                if (json_array_has_string(f->table.nodes[i].misplaced_vms, vm_id))
+                        json_array_append_new(out, json_string(f->table.nodes[i].rn->id));
+        return out;
 }

@@ -63,6 +63,10 @@ static void metrics_vms(struct fleetd *f, FILE *out)
 {
         uint64_t by_status[3] = {0}, by_lc[3] = {0}, bad = 0;
         const struct fleet_metrics *m = &f->metrics;
+        size_t misplaced = 0;
+
+        for (size_t i = 0; f->table.roster && i < f->table.roster->n_nodes; i++)
+                misplaced += json_array_size(f->table.nodes[i].misplaced_vms);
 
         for (size_t i = 0; i < f->n_vms; i++) {
                 by_status[f->vms[i].status]++;
@@ -84,6 +88,13 @@ static void metrics_vms(struct fleetd *f, FILE *out)
                      "New integrity mismatches raised.");
         fprintf(out, "totebox_fleetd_integrity_mismatches_total %llu\n",
                 (unsigned long long)m->integrity_mismatches);
+        metrics_head(out, "totebox_fleetd_misplaced_vms", "gauge",
+                     "VMs a node reports while they are pinned to another node (per node).");
+        fprintf(out, "totebox_fleetd_misplaced_vms %zu\n", misplaced);
+        metrics_head(out, "totebox_fleetd_misplaced_total", "counter",
+                     "Occurrences of a VM reported from a node it is not pinned to.");
+        fprintf(out, "totebox_fleetd_misplaced_total %llu\n",
+                (unsigned long long)m->misplaced_occurrences);
         metrics_head(out, "totebox_fleetd_plans_total", "counter", "Plans asked for, by outcome.");
         fprintf(out, "totebox_fleetd_plans_total{outcome=\"created\"} %llu\n",
                 (unsigned long long)m->plans_created);

@@ -56,8 +56,10 @@ int node_table_init(struct node_table *t, struct roster *roster)
 void node_table_done(struct node_table *t)
 {
         if (t->nodes && t->roster)
-                for (size_t i = 0; i < t->roster->n_nodes; i++)
+                for (size_t i = 0; i < t->roster->n_nodes; i++) {
                         json_decref(t->nodes[i].unknown_vms);
+                        json_decref(t->nodes[i].misplaced_vms);
+                }
         free(t->nodes);
         free(t->by_id);
         roster_free(t->roster);
@@ -91,6 +93,7 @@ void node_table_carry(struct node_table *t, const struct node_table *old)
                 *n = *o;
                 n->rn = rn;
                 n->unknown_vms = json_incref(o->unknown_vms);
+                n->misplaced_vms = json_incref(o->misplaced_vms);
                 /* a node that moved to another address must prove itself again */
                 if (strcmp(rn->mesh_address, o->rn->mesh_address) != 0)
                         n->inv = n->seen ? INV_WANTED : INV_NONE;

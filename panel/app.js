@@ -96,7 +96,8 @@ function renderVms(vms) {
     return el("tr", { "data-vm": vm.id, class: integrity === "mismatch" ? "highlight-mismatch" : "" },
       el("td", {}, vm.id),
       el("td", {}, vm.entity),
-      el("td", { class: vm.node_state ? `state-${vm.node_state}` : "" }, vm.node_id || (vm.pin && vm.pin.node_id) || "—"),
+      el("td", { class: vm.node_state ? `state-${vm.node_state}` : "" }, vm.node_id || (vm.pin && vm.pin.node_id) || "—",
+        (vm.misplaced_on || []).length ? el("div", { class: "integrity-mismatch" }, `MISPLACED: also on ${vm.misplaced_on.join(", ")}`) : ""),
       el("td", { class: `status-${vm.status}`, title: vm.reason || "" }, vm.status + (vm.state && vm.state !== vm.status ? ` (${vm.state})` : "") + (vm.reason ? ` — ${vm.reason}` : "")),
       el("td", {}, vm.lifecycle),
       el("td", { title: mismatches.map(mismatchText).join("\n") },
@@ -112,7 +113,7 @@ function auditClass(e) {
   const text = `${e.kind} ${JSON.stringify(e.detail || {})}`;
   // a verification's result counts its mismatches: highlighted only when there are some
   if (e.kind === "vm.verified") return (e.detail && e.detail.result && e.detail.result.mismatches) ? "highlight-mismatch" : "";
-  if (/mismatch/.test(text)) return "highlight-mismatch";
+  if (/mismatch|misplaced/.test(text)) return "highlight-mismatch";
   if (/evict/.test(text)) return "highlight-eviction";
   return "";
 }
@@ -149,9 +150,21 @@ async function refreshAudit() {
     el("td", {}, auditDetail(e.detail)))));
 }
 
+/* The misplaced banner: a VM reported by a node it is not pinned to (a copy of its disks and
+ * definition, or worse) is the fleet's first alarm, shown above everything until it ends. */
+function renderMisplaced(h) {
+  const banner = $("#misplaced-banner");
+  const vms = (h && h.misplaced && h.misplaced.vms) || [];
+  banner.hidden = vms.length === 0;
+  banner.textContent = vms.length
+    ? `MISPLACED: ${vms.map((v) => `VM ${v.vm_id} (entity ${v.entity}) pinned to node ${v.pinned_to} is reported by node ${v.reported_by}`).join("; ")}`
+    : "";
+}
+
 /* The fleet badge: an integrity mismatch is red and comes first; a VM whose agent has not
  * reported yet (integrity "unknown") or a suspect, evicted or unhealthy node is amber; else green. */
 function renderHealth(h) {
+  renderMisplaced(h);
   const b = $("#fleet-health");
   const integrity = h && h.integrity ? h.integrity.status : "unknown";
   const bad = (h && h.integrity && h.integrity.mismatched_vms) || [];

@@ -260,6 +260,13 @@ static int cmd_apply_roster(const struct pair_args *a, const char *arg)
         return ret;
 }
 
+static int cmd_controller_key(const struct pair_args *a, const char *arg)
+{
+        if (pair_need(arg, "PIN-PUBLIC-KEY") < 0)
+                return -EINVAL;
+        return pair_controller_key_set(a->state_dir, arg, a->node_api_port, a->no_wg, stdout);
+}
+
 static int cmd_up(const struct pair_args *a, const char *arg)
 {
         char err[320];
@@ -277,10 +284,11 @@ static int cmd_show(const struct pair_args *a, const char *arg)
         struct roster *r;
         const struct roster_node *ctl;
         char err[256], version[24];
-        const char *fields[][2] = {
-            {"node_id", c.node_id},           {"ifname", c.ifname},        {"role", c.role},
-            {"mesh_address", c.mesh_address}, {"endpoint", c.endpoint},    {"controller", ""},
-            {"controller_address", ""},       {"roster_version", version}, {"fleet_id", ""}};
+        const char *fields[][2] = {{"node_id", c.node_id},     {"ifname", c.ifname},
+                                   {"role", c.role},           {"mesh_address", c.mesh_address},
+                                   {"endpoint", c.endpoint},   {"controller", ""},
+                                   {"controller_address", ""}, {"roster_version", version},
+                                   {"fleet_id", ""},           {"controller_pin_key", ""}};
 
         if (pair_conf_load(a->state_dir, &c) < 0) {
                 fprintf(stderr, "show: no node state in '%s'\n", a->state_dir);
@@ -293,6 +301,7 @@ static int cmd_show(const struct pair_args *a, const char *arg)
                 fields[5][1] = r->controller;
                 fields[6][1] = ctl ? ctl->mesh_address : "";
                 fields[8][1] = r->fleet_id;
+                fields[9][1] = r->controller_pin_key;
         }
         for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
                 if (!a->field)
@@ -358,6 +367,8 @@ static const struct pair_command {
      "join CODE|- --genesis HOST[:9173] --name N [--role node|relay|cloud] "
      "[--endpoint IP:PORT] [--ifname wg0] [--wg-port 51820] [--no-wg]"},
     {"apply-roster", 1, cmd_apply_roster, "apply-roster ROSTER-FILE [--no-wg]"},
+    {"controller-key", 1, cmd_controller_key,
+     "controller-key PIN-PUBLIC-KEY [--node-api-port 9172] (genesis: publish fleetd's pin key)"},
     {"up", 0, cmd_up, "up (create the interface from the state and apply the stored roster)"},
     {"peers", 0, cmd_peers, "peers (the interface's peers and their latest handshakes)"},
     {"show", 0, cmd_show,

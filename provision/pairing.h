@@ -220,6 +220,15 @@ struct pair_server_opts {
         const char *code;       /* tests: a fixed code instead of a fresh one */
 };
 
+/* Pushes r to every member's vmhost (POST /v1/roster) but self_id and joiner (may be NULL);
+ * best effort, each outcome printed to out. */
+void pair_roster_push(const struct roster *r, const char *self_id, const char *joiner,
+                      unsigned node_api_port, FILE *out);
+/* Genesis: names the fleet controller's pin key (base64 Ed25519) in a new roster version,
+ * signs, stores, applies and pushes it (pairing_controller.c). */
+int pair_controller_key_set(const char *state_dir, const char *pin_key, unsigned node_api_port,
+                            bool no_wg, FILE *out);
+
 /* Runs one ceremony: one code, one guess; returns 0 after a successful join, else a negative
  * errno (the reason has been printed). */
 int pair_server_run(const struct pair_server_opts *o);

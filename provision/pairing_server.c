@@ -248,8 +248,12 @@ static struct roster *pair_roster_with(const struct roster *cur, const struct pa
                                         "wg_public_key", req->wg_public_key, "mesh_address", addr,
                                         "endpoint", req->endpoint));
         /* The cloud node runs the fleet controller once it has joined. */
-        if (req->role == ROSTER_ROLE_CLOUD)
+        if (req->role == ROSTER_ROLE_CLOUD) {
                 json_object_set_new(o, "controller", json_string(req->name));
+                /* the old controller's pin key names no one now: the new controller's fleetd
+                 * has its own, published with 'totebox-pair controller-key' */
+                json_object_del(o, "controller_pin_key");
+        }
         s = json_dumps(o, JSON_COMPACT);
         json_decref(o);
         if (s)
@@ -269,8 +273,8 @@ static size_t pair_discard(void *p, size_t size, size_t n, void *u)
 
 /* Pushes the roster to every member but self and the joiner (who has it): vmhost's
  * POST /v1/roster on the node API. Best effort: a member that is down catches up later. */
-static void pair_push_roster(const struct pair_server *sv, const struct roster *r,
-                             const char *joiner)
+void pair_roster_push(const struct roster *r, const char *self_id, const char *joiner,
+                      unsigned node_api_port, FILE *out)
 {
         json_t *o = roster_to_json(r);
         char *body = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
@@ -284,13 +288,13 @@ static void pair_push_roster(const struct pair_server *sv, const struct roster *
                 long code = 0;
                 CURLcode cr;
 
-                if (strcmp(n->id, sv->conf.node_id) == 0 || strcmp(n->id, joiner) == 0 || !c) {
+                if (strcmp(n->id, self_id) == 0 || (joiner && strcmp(n->id, joiner) == 0) || !c) {
                         curl_slist_free_all(h);
                         curl_easy_cleanup(c);
                         continue;
                 }
                 snprintf(url, sizeof(url), "http://%s:%u/v1/roster", n->mesh_address,
-                         sv->o->node_api_port);
+                         node_api_port);
                 curl_easy_setopt(c, CURLOPT_URL, url);
                 curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
                 curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
@@ -300,10 +304,10 @@ static void pair_push_roster(const struct pair_server *sv, const struct roster *
                 cr = curl_easy_perform(c);
                 curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
                 if (cr == CURLE_OK && code >= 200 && code < 300)
-                        fprintf(sv->o->out, "roster version %llu pushed to '%s' (%s)\n",
+                        fprintf(out, "roster version %llu pushed to '%s' (%s)\n",
                                 (unsigned long long)r->version, n->id, n->mesh_address);
                 else
-                        fprintf(sv->o->out,
+                        fprintf(out,
                                 "roster version %llu not pushed to '%s' at '%s': %s; apply it "
                                 "there with 'totebox-pair apply-roster'\n",
                                 (unsigned long long)r->version, n->id, url,
@@ -311,7 +315,7 @@ static void pair_push_roster(const struct pair_server *sv, const struct roster *
                 curl_slist_free_all(h);
                 curl_easy_cleanup(c);
         }
-        fflush(sv->o->out);
+        fflush(out);
         free(body);
 }
 
@@ -503,7 +507,7 @@ static enum pair_error pair_admit(struct pair_ceremony *c, const struct pair_msg
         fprintf(sv->o->out, "joined: node '%s' role %s mesh address %s roster version %llu\n",
                 req->name, roster_role_name(req->role), addr, (unsigned long long)next->version);
         fflush(sv->o->out);
-        pair_push_roster(sv, next, req->name);
+        pair_roster_push(next, sv->conf.node_id, req->name, sv->o->node_api_port, sv->o->out);
 cleanup:
         sodium_memzero(sk, sizeof(sk));
         roster_free(cur);

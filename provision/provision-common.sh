@@ -386,6 +386,32 @@ start_daemons() {
         return 0
 }
 
+# The controller's fleetd signs every VM's pin with its own key (state_dir/pin.pub); vmhost
+# starts only VMs whose pin verifies under the key the genesis-signed roster names. The operator
+# runs the printed command on the genesis: naming the controller's key is the genesis' decision
+# (like admitting a node), so no script takes it on its own.
+announce_pin_key() {
+        local pub="$STATE_DIR/fleetd/pin.pub" key
+        [ "$IS_CONTROLLER" -eq 1 ] && [ "$UNITS_ONLY" -eq 0 ] || return 0
+        for _ in $(seq 1 50); do
+                [ -s "$pub" ] && break
+                sleep 0.2
+        done
+        [ -s "$pub" ] || { say "warning: fleetd wrote no pin key to '$pub' (see its log)"; return 0; }
+        key=$(cat "$pub")
+        if [ "$(pair show --field controller_pin_key)" = "$key" ]; then
+                say "fleetd pin key $key is named by the roster"
+        else
+                say "fleetd pin key: $key"
+                if [ -f "$MESH_DIR/genesis.key" ]; then
+                        say "ACTION (this is the genesis): $PAIR_BIN controller-key $key --state-dir $MESH_DIR"
+                else
+                        say "ACTION on the genesis node: totebox-pair controller-key $key --state-dir <its mesh state dir>"
+                fi
+                say "(until then every vmhost refuses the VMs fleetd creates: the roster names no pin key)"
+        fi
+}
+
 # main ROLE_DEFAULT
 provision_main() {
         local role_default=$1
@@ -397,6 +423,7 @@ provision_main() {
         run_ceremony "$ROLE"
         write_configs
         start_daemons
+        announce_pin_key
         if [ "$MODE" = genesis ] && [ "$NO_PAIR" -eq 0 ]; then
                 say "opening the pairing ceremony on $PAIR_LISTEN:$PAIR_PORT"
                 pair serve --listen "$PAIR_LISTEN" --pair-port "$PAIR_PORT" \

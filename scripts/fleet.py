@@ -308,8 +308,26 @@ class Fleet:
         log("mesh addresses: " + ", ".join(f"{k} {v['mesh']}" for k, v in self.nodes.items()))
         self.forward()
         self.create_token()
+        self.publish_pin_key()
         wait(self.nodes_alive, 60, "three nodes alive in fleetd")
         log(f"fleetd on {self.controller()} sees three alive nodes")
+
+    def publish_pin_key(self):
+        """The genesis names the controller's pin key (fleetd's pin.pub on the cloud node) in a
+        new roster version and pushes it to every node: what the cloud's provision script asks
+        the operator to do. Until then every vmhost refuses the VMs fleetd creates."""
+        ctl, gname = self.controller(), NODES[0][0]
+        pub = os.path.join(self.nodes[ctl]["state"], "fleetd", "pin.pub")
+        wait(lambda: os.path.exists(pub) and os.path.getsize(pub) > 0, 30, "fleetd's pin key")
+        key = open(pub).read().strip()
+        r = sh(*self.in_ns(gname, os.path.join(BUILD, "provision", "totebox-pair"),
+                           "controller-key", key, "--state-dir",
+                           os.path.join(self.nodes[gname]["state"], "mesh")), check=False)
+        if r.returncode != 0 or len(re.findall(r"version \d+ pushed to '", r.stdout)) < len(self.nodes):
+            raise FleetError(f"publishing the pin key failed:\n{r.stdout}{r.stderr}")
+        wait(lambda: (self.api_raw("GET", "/v1/health")[1] or {}).get("pin_key", {})
+             .get("in_roster"), 30, "fleetd to see its pin key in the roster")
+        log(f"{gname}: roster names {ctl}'s fleetd pin key {key}")
 
     def daemons(self):
         """(node, name, pid) of every daemon the provision scripts started for us."""

@@ -1,6 +1,7 @@
 /* The node API (docs/contracts.md section 2): HTTP/JSON on libmicrohttpd, one thread, TCP 9172
  * on the mesh address. A connection is accepted only from the controller's address (the
- * roster's controller, or node_api_allow); others are dropped at accept. Routes are a table;
+ * roster's controller, or node_api_allow) or another roster member's, which may only relay a
+ * genesis-signed roster (POST /v1/roster); others are dropped at accept. Routes are a table;
  * bodies are bounded (max_body_bytes); errors are application/problem+json (RFC 9457). There is
  * no migrate, undefine or disk-delete route, and none may be added. */
 #include <arpa/inet.h>
@@ -18,6 +19,7 @@
 
 struct node_req {
         struct vmhost *vh;
+        bool controller; /* the caller is the controller (or node_api_allow), not only a member */
         const char *method;
         const char *param; /* the {…} segment, if any */
         char param_buf[128];
@@ -258,10 +260,18 @@ static void node_dispatch(struct node_req *q, const char *url, struct node_resp 
                 if (!node_match(rt, url, q))
                         continue;
                 known = true;
-                if (strcmp(rt->method, q->method) == 0) {
-                        rt->handler(q, resp);
+                if (strcmp(rt->method, q->method) != 0)
+                        continue;
+                /* a genesis-signed roster is authentic whoever relays it (the genesis after
+                 * the controller moved to the cloud node); everything else is the controller's */
+                if (!q->controller && rt->handler != node_roster) {
+                        vms_problem(&p, 403, "not-the-controller",
+                                    "only the fleet controller may call '%s %s'", q->method, url);
+                        node_problem(resp, &p);
                         return;
                 }
+                rt->handler(q, resp);
+                return;
         }
         if (known)
                 vms_problem(&p, 405, "method-not-allowed", "method '%s' is not allowed on '%s'",
@@ -274,6 +284,8 @@ static void node_dispatch(struct node_req *q, const char *url, struct node_resp 
 struct node_conn {
         struct http_body body;
 };
+
+static bool node_caller_is_controller(struct vmhost *vh, const struct sockaddr *sa);
 
 static enum MHD_Result node_send(struct MHD_Connection *conn, struct node_resp *resp)
 {
@@ -298,6 +310,8 @@ static enum MHD_Result node_access(void *cls, struct MHD_Connection *conn, const
         struct vmhost *vh = cls;
         struct node_conn *c = *con_cls;
         struct node_req q = {.vh = vh, .method = method, .body = ""};
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
         struct node_resp resp = {0};
         struct vm_problem p;
         enum MHD_Result ret;
@@ -314,6 +328,7 @@ static enum MHD_Result node_access(void *cls, struct MHD_Connection *conn, const
                             (unsigned long long)vh->cfg.max_body_bytes);
                 node_problem(&resp, &p);
         } else {
+                q.controller = ci && node_caller_is_controller(vh, ci->client_addr);
                 q.body = http_body_text(&c->body);
                 q.body_len = c->body.len;
                 node_dispatch(&q, url, &resp);
@@ -346,6 +361,18 @@ bool node_api_address_allowed(const char *allow_list, const char *addr)
         return false;
 }
 
+static bool node_caller_is_controller(struct vmhost *vh, const struct sockaddr *sa)
+{
+        char addr[INET_ADDRSTRLEN] = "";
+
+        if (!sa || sa->sa_family != AF_INET)
+                return false;
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, addr, sizeof(addr));
+        return vh->cfg.node_api_allow[0] ? node_api_address_allowed(vh->cfg.node_api_allow, addr)
+                                         : roster_update_allowed(vh, addr);
+}
+
+/* The controller, and any roster member (which may only relay a signed roster). */
 static enum MHD_Result node_accept(void *cls, const struct sockaddr *sa, socklen_t len)
 {
         struct vmhost *vh = cls;
@@ -355,8 +382,7 @@ static enum MHD_Result node_accept(void *cls, const struct sockaddr *sa, socklen
         if (sa->sa_family != AF_INET)
                 return MHD_NO;
         inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, addr, sizeof(addr));
-        ok = vh->cfg.node_api_allow[0] ? node_api_address_allowed(vh->cfg.node_api_allow, addr)
-                                       : roster_update_allowed(vh, addr);
+        ok = node_caller_is_controller(vh, sa) || roster_member_address(vh, addr);
         if (!ok)
                 log_warn("node API connection from '%s' refused: not the controller", addr);
         return ok ? MHD_YES : MHD_NO;

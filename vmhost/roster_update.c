@@ -3,6 +3,7 @@
  * a version higher than the stored one; it is then written to state_dir/roster.json (0600,
  * atomically) and handed to the WireGuard side, roster_apply_wireguard(). The roster also says
  * who the controller is, which the node API answers. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sodium.h>
@@ -180,6 +181,37 @@ int roster_update_apply(struct vmhost *vh, const char *body, size_t len, json_t 
                          "interface", vh->cfg.wg_interface);
         roster_install(vh, r);
         return 0;
+}
+
+int roster_pin_key(struct vmhost *vh, uint8_t ret_pk[32], char ret_fleet_id[NODE_ID_MAX + 1])
+{
+        uint8_t gk[32], pk[32];
+        int r = roster_genesis_key(vh, gk);
+
+        /* the roster vmhost started from was read from disk: it counts only when it verifies */
+        pthread_mutex_lock(&vh->state_lock);
+        if (r == 0 && (!vh->roster || roster_verify(vh->roster, gk) < 0 ||
+                       pin_roster_key(vh->roster, pk) < 0))
+                r = -ENOKEY;
+        if (r == 0)
+                memcpy(ret_fleet_id, vh->roster->fleet_id, sizeof(vh->roster->fleet_id));
+        pthread_mutex_unlock(&vh->state_lock);
+        if (r == 0)
+                memcpy(ret_pk, pk, sizeof(pk));
+        return r;
+}
+
+bool roster_member_address(struct vmhost *vh, const char *addr)
+{
+        struct in_addr a;
+        bool ok = false;
+
+        if (inet_pton(AF_INET, addr, &a) != 1)
+                return false;
+        pthread_mutex_lock(&vh->state_lock);
+        ok = vh->roster && roster_find_by_address(vh->roster, a) != NULL;
+        pthread_mutex_unlock(&vh->state_lock);
+        return ok;
 }
 
 bool roster_update_allowed(struct vmhost *vh, const char *addr)

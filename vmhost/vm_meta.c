@@ -1,6 +1,7 @@
 /* The Totebox metadata element of a domain, in its own XML namespace: the pin (fleet id, node
  * id), the entity, the create request id, the image, the lifecycle, the vault's identity and, once
- * the agent has reported, its public key and the last accepted tree head. All attributes on one
+ * the agent has reported, its public key and the last accepted tree head; and the signed pin
+ * (common/pin.h) as compact JSON in the attribute "pin". All attributes on one
  * element, so parsing is a flat, strict walk (libxml2, no network, no entity expansion). */
 #include <errno.h>
 #include <libxml/parser.h>
@@ -110,6 +111,12 @@ char *vm_meta_format(const struct vm_meta *m)
                 r = r ?: vm_meta_put(&buf, &len, &cap, "sth-root", hex);
                 r = r ?: vm_meta_put(&buf, &len, &cap, "sth-time", num[1]);
         }
+        if (r == 0 && m->has_pin) {
+                char *pin = pin_format(&m->pin);
+
+                r = pin ? vm_meta_put(&buf, &len, &cap, "pin", pin) : -ENOMEM;
+                free(pin);
+        }
         if (r == 0 && len + 4 > cap)
                 r = -ENOMEM;
         if (r < 0) {
@@ -172,6 +179,12 @@ static int vm_meta_attr(struct vm_meta *m, const char *name, const char *val)
         if (strcmp(name, "sth-size") == 0) {
                 m->has_sth = true;
                 return vm_meta_u64(val, &m->sth_size);
+        }
+        if (strcmp(name, "pin") == 0) {
+                /* kept apart: a domain with a broken pin is still listed, it just never starts */
+                m->has_pin = pin_parse(val, strlen(val), &m->pin, NULL, 0) == 0;
+                m->pin_bad = !m->has_pin;
+                return 0;
         }
         if (strcmp(name, "sth-time") == 0)
                 return vm_meta_u64(val, &m->sth_time_ms);

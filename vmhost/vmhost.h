@@ -16,6 +16,7 @@
 #include "common/config.h"
 #include "common/heartbeat.h"
 #include "common/vm_lifecycle.h"
+#include "common/pin.h"
 #include "common/roster.h"
 #include "common/sth.h"
 
@@ -110,6 +111,9 @@ struct vm_meta {
         uint64_t sth_size;
         uint8_t sth_root[MERKLE_HASH_LEN];
         uint64_t sth_time_ms;
+        bool has_pin; /* a pin that parsed; pin_bad when the attribute was there but did not */
+        bool pin_bad;
+        struct pin pin;
 };
 
 /* The element (without namespace declaration prefix handling: libvirt adds it). malloc'd. */
@@ -334,6 +338,8 @@ struct vm_create_req {
         char image[IMAGE_NAME_MAX + 1];
         char fleet_id[NODE_ID_MAX + 1];
         uint64_t memory_mib, vcpus, vault_disk_mib;
+        bool has_pin;
+        struct pin pin; /* signed by the controller (common/pin.h) */
 };
 
 int vm_create_req_parse(const char *body, size_t len, struct vm_create_req *ret,
@@ -381,11 +387,26 @@ int images_copy_hash(const char *src, const char *dst, uint64_t max_bytes,
 
 /* roster_update.c */
 int roster_update_start(struct vmhost *vh);
+/* The controller's pin key and the fleet id from the current roster, only when the roster
+ * verifies under the genesis key; -ENOKEY otherwise. */
+int roster_pin_key(struct vmhost *vh, uint8_t ret_pk[32], char ret_fleet_id[NODE_ID_MAX + 1]);
 int roster_update_apply(struct vmhost *vh, const char *body, size_t len, json_t **ret,
                         struct vm_problem *p);
 /* The WireGuard side: applies r's peers to cfg.wg_interface (a no-op when empty). */
 int roster_apply_wireguard(struct vmhost *vh, const struct roster *r);
 bool roster_update_allowed(struct vmhost *vh, const char *addr);
+/* True when addr is the mesh address of a node of the current roster. */
+bool roster_member_address(struct vmhost *vh, const char *addr);
+
+/* pin_gate.c: the one check every start path makes (create, start, resume). 0 when the pin
+ * verifies under the roster's controller key and names this fleet, this VM (the domain name),
+ * this node id, this node's own WireGuard key, the entity and the image; else a problem with
+ * status (409 pinned-elsewhere when it names another node, else pin-refused). */
+int pin_gate_check(struct vmhost *vh, const char *vm_id, const struct pin *pin, bool pin_bad,
+                   const char *entity, const char *image, unsigned status, struct vm_problem *p);
+/* This node's WireGuard public key (base64): from wg_interface when set, else the private key
+ * in mesh_state_dir/wg.key; -ENOKEY when neither is readable. */
+int pin_gate_own_wg_key(struct vmhost *vh, char ret[WG_KEY_B64_LEN + 1]);
 
 /* node_api.c */
 int node_api_start(struct vmhost *vh);

@@ -38,12 +38,13 @@ int vms_problem(struct vm_problem *p, unsigned status, const char *type, const c
 int vm_create_req_parse(const char *body, size_t len, struct vm_create_req *ret,
                         struct vm_problem *p)
 {
-        static const char *const fields[] = {"request_id",     "vm_id",    "entity",
-                                             "memory_mib",     "vcpus",    "image",
-                                             "vault_disk_mib", "fleet_id", NULL};
+        static const char *const fields[] = {"request_id", "vm_id", "entity",         "memory_mib",
+                                             "vcpus",      "image", "vault_disk_mib", "fleet_id",
+                                             "pin",        NULL};
         struct json_input_error err = {{0}};
         struct vm_create_req q = {0};
-        json_t *o = json_input_parse(body, len, 65536, 2, &err);
+        json_t *o = json_input_parse(body, len, 65536, 2, &err), *pin;
+        char pin_err[256] = "";
         int r = o && json_is_object(o) ? 0 : -EINVAL;
 
         if (o && r < 0)
@@ -61,6 +62,10 @@ int vm_create_req_parse(const char *body, size_t len, struct vm_create_req *ret,
         r = r
                 ?: json_input_get_uint(o, "vault_disk_mib", true, 16, 16777216, &q.vault_disk_mib,
                                        &err);
+        pin = r == 0 ? json_object_get(o, "pin") : NULL;
+        q.has_pin = pin != NULL;
+        if (pin && pin_from_json(pin, &q.pin, pin_err, sizeof(pin_err)) < 0)
+                r = json_input_fail(&err, "field 'pin': %s", pin_err);
         json_decref(o);
         if (r < 0)
                 return vms_problem(p, 400, "bad-request", "%s", err.text);
@@ -95,6 +100,8 @@ static void vms_meta_new(struct vmhost *vh, const struct vm_create_req *q, struc
         randombytes_buf(raw, sizeof(raw));
         sodium_bin2hex(m->vault_id, sizeof(m->vault_id), raw, sizeof(raw));
         m->lifecycle = VM_LC_ACTIVE;
+        m->has_pin = q->has_pin;
+        m->pin = q->pin;
 }
 
 static int vms_define(struct vmhost *vh, virConnectPtr c, const struct vm_create_req *q,
@@ -228,7 +235,10 @@ static int vms_create_locked(struct vmhost *vh, virConnectPtr c, const struct vm
                 virDomainFree(dom);
                 return r;
         }
-        r = vms_memory_check(vh, q->memory_mib, p);
+        /* the pin first: nothing is made for a VM this node may not run */
+        r = pin_gate_check(vh, q->vm_id, q->has_pin ? &q->pin : NULL, false, q->entity, q->image,
+                           403, p);
+        r = r ?: vms_memory_check(vh, q->memory_mib, p);
         if (r == 0 && images_lookup(vh, q->image, &img) < 0)
                 r = vms_problem(p, 422, "unknown-image", "no base image '%s' on node '%s'",
                                 q->image, vh->cfg.node_id);
@@ -310,6 +320,9 @@ static int vms_set_lifecycle(virDomainPtr dom, struct vm_meta *m, enum vm_lifecy
 static int vms_refuse_start(struct vmhost *vh, const char *id, const struct vm_meta *m,
                             struct vm_problem *p)
 {
+        if (m && pin_gate_check(vh, id, m->has_pin ? &m->pin : NULL, m->pin_bad, m->entity,
+                                m->image, 409, p) < 0)
+                return -EINVAL;
         switch (policy_check_start(m, vh->cfg.node_id)) {
         case REFUSE_NONE:
                 return 0;

@@ -20,7 +20,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
-from test_vmhost_harness import (Vmhost, build_image, give, make_root, remove_root,  # noqa: E402
+from test_vmhost_harness import (FleetTrust, Vmhost, build_image, give, make_root, remove_root,  # noqa: E402
                                  run_as, sha256)
 
 
@@ -45,7 +45,9 @@ def virsh(env, *args):
 
 
 def bench_vmhost(root, env, manifest, runs):
-    vh = Vmhost(root, libvirt_uri="qemu:///session", log_level="info", env=env)
+    trust = FleetTrust()
+    vh = Vmhost(root, libvirt_uri="qemu:///session", log_level="info", env=env,
+                mesh_state_dir=trust.mesh_dir(root, "node1"))
     times, floor = [], []
     try:
         status, body, _ = vh.call("POST", "/v1/images", {"name": "bench", "path": manifest,
@@ -56,7 +58,7 @@ def bench_vmhost(root, env, manifest, runs):
                    "entity": "bench", "memory_mib": 256, "vcpus": 1, "image": "bench",
                    "vault_disk_mib": 64}
             t0 = time.monotonic()
-            status, body, _ = vh.call("POST", "/v1/vms", req)
+            status, body, _ = vh.call("POST", "/v1/vms", trust.create(req, "node1"))
             dt = time.monotonic() - t0
             assert status == 201 and body["state"] == "running", body
             r = virsh(env, "destroy", req["vm_id"])

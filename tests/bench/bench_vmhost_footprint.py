@@ -16,7 +16,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 sys.path.insert(0, HERE)
 from bench_vmhost_create import session_env, virsh  # noqa: E402
-from test_vmhost_harness import (Vmhost, build_image, destroy_all, make_root, remove_root,  # noqa: E402
+from test_vmhost_harness import (FleetTrust, Vmhost, build_image, destroy_all, make_root, remove_root,  # noqa: E402
                                  sha256)
 
 
@@ -43,12 +43,14 @@ def measure(label, uri, idle, extra_env=None):
     try:
         manifest = build_image(root + "/image")
         opts = {"libvirt_uri": uri, "env": env} if uri else {}
-        vh = Vmhost(root, log_level="info", heartbeat_interval="10s", **opts)
+        trust = FleetTrust()
+        vh = Vmhost(root, log_level="info", heartbeat_interval="10s",
+                    mesh_state_dir=trust.mesh_dir(root, "node1"), **opts)
         vh.call("POST", "/v1/images", {"name": "t", "path": manifest, "sha256": sha256(manifest)})
         for i in range(3):
-            s, body, _ = vh.call("POST", "/v1/vms", {
+            s, body, _ = vh.call("POST", "/v1/vms", trust.create({
                 "request_id": "f%d" % i, "vm_id": "foot-%d" % i, "entity": "e",
-                "memory_mib": 128, "vcpus": 1, "image": "t", "vault_disk_mib": 32})
+                "memory_mib": 128, "vcpus": 1, "image": "t", "vault_disk_mib": 32}, "node1"))
             assert s == 201, body
         time.sleep(20)  # guests boot, agents report, vmhost settles
         pid = vh.proc.pid

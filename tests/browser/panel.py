@@ -276,6 +276,7 @@ def _steps(b, url, token, image, entity, settle, tamper):
             b.cells(row())), 120, "the agent's first report (integrity ok)")
         b.until(lambda: "integrity: ok" in b.text("#fleet-health"), 10, "a green badge")
         check(re.search(r"\bok\b", b.attr("#fleet-health", "class")), "badge is green")
+        check(not b.visible("#misplaced-banner"), "no misplaced banner")
 
     def verified():
         check(b.count(row() + " button[data-action=resume]") == 0, "no resume on an active VM")

@@ -67,7 +67,10 @@ def test_three_nodes_joined_and_heartbeating(fleet):
     assert sorted(v["mesh_address"] for v in ns.values()) == ["10.77.0.1", "10.77.0.2",
                                                               "10.77.0.3"]
     roster = fleet.api("GET", "/v1/roster")
-    assert roster["version"] == 3 and roster["controller"] == "cloud"
+    # 1 genesis, 2 and 3 the joins (the controller moves to the cloud), 4 the cloud fleetd's
+    # pin key named by the genesis
+    assert roster["version"] == 4 and roster["controller"] == "cloud"
+    assert roster["controller_pin_key"] == fleet.api("GET", "/v1/health")["pin_key"]["public_key"]
     # every node reaches every other over the mesh
     for src in fleet.nodes:
         for dst in fleet.nodes.values():
@@ -157,7 +160,10 @@ def _raw_post(fleet, path, raw):
 
 
 def test_copied_vm_refused_on_another_node(fleet):
-    """Copy a VM's disks and definition to another node and try to start it there."""
+    """Copy a VM's disks and definition to another node, edit the metadata's node attribute
+    (what made the old check pass), and try to start it there: the pin, signed by the cloud's
+    fleetd for the VM's own node and its WireGuard key, refuses it; fleetd raises 'misplaced'
+    once for the occurrence, which ends when the copy is gone."""
     vm = STATE["b"]
     src = fleet.nodes[vm["node_id"]]
     dst_name = next(n for n in fleet.nodes if n not in (vm["node_id"], STATE["a"]["node_id"]))
@@ -167,6 +173,7 @@ def test_copied_vm_refused_on_another_node(fleet):
         xml_src = next(os.path.join(d, f) for d, _, fs in os.walk(os.path.join(src["state"], "libvirt"))
                        for f in fs if f == vm["id"] + ".xml")
     xml = open(xml_src).read().replace(src["state"], dst["state"])
+    xml = xml.replace(f' node="{vm["node_id"]}"', f' node="{dst_name}"', 1)
     os.makedirs(os.path.join(dst["state"], "vmhost", "vms"), exist_ok=True)
     for f in os.listdir(os.path.join(src["state"], "vmhost", "vms")):
         if f.startswith(vm["id"]):
@@ -183,11 +190,37 @@ def test_copied_vm_refused_on_another_node(fleet):
          f"{dst_name}'s node API back")
     status, problem = fleet.node_api(dst_name, "POST", f"/v1/vms/{vm['id']}/start")
     assert status == 409 and "pinned" in json.dumps(problem), (status, problem)
+    assert f"pinned to node '{vm['node_id']}'" in problem["detail"], problem
     # not running there, and the real VM is untouched on its own node
     qemus = [p for p in fleet.qemu_pids()
              if dst["state"] in open(f"/proc/{p}/cmdline", "rb").read().decode(errors="replace")]
     assert not qemus
     assert fleet.vm(vm["id"])["node_id"] == vm["node_id"]
+    # a fleet-level alarm, once for the occurrence
+    health = wait(lambda: (h := fleet.api("GET", "/v1/health"))["status"] == "misplaced" and h,
+                  60, "health 'misplaced'")
+    assert health["misplaced"]["vms"] == [{"vm_id": vm["id"], "entity": vm["entity"],
+                                           "pinned_to": vm["node_id"], "reported_by": dst_name}]
+    assert fleet.vm(vm["id"])["misplaced_on"] == [dst_name]
+    metrics = fleet.api_raw("GET", "/metrics")[1]
+    assert "\ntotebox_fleetd_misplaced_total 1\n" in metrics, metrics
+    assert [e for e in audit(fleet) if e["kind"] == "vm.misplaced"][0]["detail"]["reported_by"] \
+        == dst_name
+    assert len([e for e in audit(fleet) if e["kind"] == "vm.misplaced"]) == 1
+    # the copy goes (the definition and the disks): the alarm ends, nothing more is audited
+    fleet.stop_daemon(dst_name, "vmhost")
+    os.unlink(xml_dst)
+    for f in os.listdir(os.path.join(dst["state"], "vmhost", "vms")):
+        if f.startswith(vm["id"]):
+            os.unlink(os.path.join(dst["state"], "vmhost", "vms", f))
+    fleet.refresh(dst_name)  # restarts fleetd too when dst is the cloud node
+    # every node heard from again (the next test needs each one seen), and dst's inventory
+    # fetched without the copy
+    wait(fleet.nodes_alive, 60, "three nodes alive")
+    wait(lambda: nodes(fleet)[dst_name]["inventory"] == "ok" and
+         fleet.api("GET", "/v1/health")["misplaced"]["status"] == "ok", 60,
+         "the misplaced alarm to end")
+    assert len([e for e in audit(fleet) if e["kind"] == "vm.misplaced"]) == 1
 
 
 def test_silent_node_is_evicted_and_its_vm_stays(fleet):

@@ -10,8 +10,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 import test_fleetd_harness as H  # noqa: E402
-from test_vmhost_harness import (Vmhost, build_image, destroy_all, make_root, remove_root,  # noqa: E402
-                                 sha256)
+from test_vmhost_harness import (FleetTrust, Vmhost, build_image, destroy_all,  # noqa: E402
+                                 make_root, remove_root, sha256)
 
 ENTITY = "no-start"
 
@@ -23,15 +23,18 @@ def vm_where(f, vm_id, cond):
 def test_start_failure_is_shown_failed_and_a_retry_tells_the_truth():
     root = make_root("tbx-nostart-")
     f = H.Fleetd(nodes=0, settings={"heartbeat_interval": "1s", "node_api_timeout": "60s"})
-    # the controller on 127.0.0.2, the node (vmhost) on 127.0.0.1 where its node API listens
-    f.write_roster({"v": 1, "version": 1, "fleet_id": "f1", "controller": "ctl",
-                    "nodes": [{"id": "ctl", "role": "cloud", "mesh_address": "127.0.0.2"},
-                              {"id": "n1", "role": "node", "mesh_address": "127.0.0.1"}]})
+    # the controller on 127.0.0.2, the node (vmhost) on 127.0.0.1 where its node API listens;
+    # a genesis-signed roster naming fleetd's pin key (vmhost's heartbeats go to the roster's
+    # controller address, so fleetd listens on every loopback address)
+    trust = FleetTrust(nodes=("n1",), fleet_id="f1", controller="ctl",
+                       addresses={"ctl": "127.0.0.2", "n1": "127.0.0.1"})
+    trust.give_fleetd(f)
+    f.settings["heartbeat_listen"] = "0.0.0.0"
     vh = None
     try:
         manifest = build_image(os.path.join(root, "image"))
         vh = Vmhost(root, node_id="n1", hb_port=f.hb_port, fleet_id="f1",
-                    node_api_allow="127.0.0.1,127.0.0.2")
+                    node_api_allow="127.0.0.1,127.0.0.2", mesh_state_dir=trust.mesh_dir(root, "n1"))
         st, body, _ = vh.call("POST", "/v1/images", {"name": "test", "path": manifest,
                                                       "sha256": sha256(manifest)})
         assert st == 201, body

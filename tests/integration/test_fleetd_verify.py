@@ -21,7 +21,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import test_fleetd_harness as H  # noqa: E402
-from test_vmhost_harness import (VMHOST, Vmhost, build_image, destroy_all, make_root,  # noqa: E402
+from test_vmhost_harness import (VMHOST, FleetTrust, Vmhost, build_image, destroy_all, make_root,  # noqa: E402
                                  remove_root, sha256)
 
 
@@ -86,8 +86,12 @@ def fleet():
     f = H.Fleetd(nodes=1, settings={"heartbeat_interval": "2s", "suspect_after": "6s",
                                     "evict_after": "10s", "node_api_timeout": "2s",
                                     "dispatch_backoff": "200ms"})
+    trust = FleetTrust(nodes=("ctl", "n1"), fleet_id="f1", controller="ctl",
+                       addresses={"ctl": "127.0.0.1", "n1": H.node_address(1)})
+    trust.give_fleetd(f)
     vh = Vmhost(root, node_id="n1", hb_port=f.hb_port, fleetd_address="127.0.0.1",
-                heartbeat_source=H.node_address(1), fleet_id="f1")
+                heartbeat_source=H.node_address(1), fleet_id="f1",
+                mesh_state_dir=trust.mesh_dir(root, "n1"))
     relay = Relay(H.node_address(1), f.node_api_port, vh.port)
     state = {"f": f, "vh": vh, "relay": relay, "root": root}
     try:

@@ -119,6 +119,12 @@ def fleet():
                                     # 2-core machine takes longer than the harness's 2 s
                                     "node_api_timeout": "60s"})
     nodes = {}
+    # the genesis' part: a signed roster naming fleetd's pin key (the harness's nodes and
+    # addresses), each node's WireGuard key in its mesh state
+    trust = V.FleetTrust(nodes=("ctl", "n1", "n2", "n3"), fleet_id="f1", controller="ctl",
+                         addresses=dict({"ctl": "127.0.0.1"},
+                                        **{"n%d" % i: F.node_address(i) for i in (1, 2, 3)}))
+    trust.give_fleetd(f)
     try:
         manifest = build_image(os.path.join(tmp, "image"))
         for i in (1, 2):
@@ -126,7 +132,8 @@ def fleet():
             root = V.make_root("tbx-panel-%s-" % nid)
             args = {"node_id": nid, "address": F.node_address(i), "port": f.node_api_port,
                     "hb_port": f.hb_port, "fleetd_address": "127.0.0.1", "fleet_id": "f1",
-                    "node_api_allow": "127.0.0.1", "log_level": "info"}
+                    "node_api_allow": "127.0.0.1", "log_level": "info",
+                    "mesh_state_dir": trust.mesh_dir(root, nid)}
             nodes[nid] = {"root": root, "args": args, "vh": None}
             nodes[nid]["vh"] = NodeVmhost(root, **args)
             st, body, _ = nodes[nid]["vh"].call("POST", "/v1/images", {

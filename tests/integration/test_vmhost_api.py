@@ -62,11 +62,14 @@ def test_body_limit(vh):
     assert (status, kind) == (413, "body-too-large")
 
 
-def test_unknown_image_is_refused(vh):
+def test_create_without_a_roster_key_is_refused(vh):
+    # no roster names a controller pin key here: no pin can verify, nothing is made
+    # (test_vmhost_pin_api.py has the pin cases and unknown-image behind a valid pin)
     body = {"request_id": "r", "vm_id": "v", "entity": "e", "memory_mib": 256, "vcpus": 1,
             "image": "nope", "vault_disk_mib": 64}
-    status, kind, _ = problem(vh, "POST", "/v1/vms", body)
-    assert (status, kind) == (422, "unknown-image")
+    status, kind, detail = problem(vh, "POST", "/v1/vms", body)
+    assert (status, kind) == (403, "pin-refused")
+    assert "roster names no controller pin key" in detail
     assert vh.call("GET", "/v1/inventory")[1]["vms"] == []
 
 

@@ -117,6 +117,8 @@ class Vmhost:
                 "node_api_allow": "127.0.0.1", "fleetd_port": self.hb_port,
                 "heartbeat_interval": "1s", "archive_grace": "2s", "log_level": "debug"}
         opts.update(settings)
+        self.address = opts["node_api_listen"]
+        self.port = int(opts["node_api_port"])
         args = [runnable(VMHOST)]
         for k, v in opts.items():
             args += ["--set", "%s=%s" % (k, v)]
@@ -145,7 +147,7 @@ class Vmhost:
             return f.read()
 
     def call(self, method, path, body=None, source=None, timeout=120):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout,
+        conn = http.client.HTTPConnection(self.address, self.port, timeout=timeout,
                                           source_address=(source, 0) if source else None)
         data = body if isinstance(body, (bytes, str)) or body is None else json.dumps(body)
         conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
@@ -202,6 +204,116 @@ def wait_for(fn, timeout, what):
             return last
         time.sleep(0.5)
     raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
+
+
+def _b64(raw):
+    import base64
+    return base64.b64encode(raw).decode()
+
+
+def canonical(doc):
+    """jansson's JSON_SORT_KEYS | JSON_COMPACT, what rosters and pins are signed over."""
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+PIN_DOMAIN = b"totebox-pin-v1\n"
+
+
+class FleetTrust:
+    """What the fleet gives its nodes, made here: a genesis key, the controller's pin key, each
+    node's WireGuard key, a genesis-signed roster naming the pin key, and pins signed with it.
+    Tests that call a vmhost's node API directly play fleetd with it. pin_public: name another
+    controller key in the roster (a real fleetd's, from its pin.pub) instead of our own."""
+
+    def __init__(self, nodes=("node1",), fleet_id="fleet-t", controller="ctl", pin_public=None,
+                 addresses=None):
+        """nodes: the vmhost nodes; the controller, unless one of them, is one more node at
+        127.0.0.1 (where the tests' heartbeat sockets listen: vmhost sends its heartbeats to
+        the roster's controller)."""
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+        self.fleet_id = fleet_id
+        self.nodes = ([] if controller in nodes else [controller]) + list(nodes)
+        self.controller = controller
+        self.addresses = addresses or dict(
+            {n: "10.255.0.%d" % (i + 1) for i, n in enumerate(nodes)}, **{controller: "127.0.0.1"})
+        self.genesis = Ed25519PrivateKey.generate()
+        self.pin_key = Ed25519PrivateKey.generate()
+        self.pin_public = pin_public or _b64(self._raw_public(self.pin_key))
+        self.wg = {n: X25519PrivateKey.generate() for n in self.nodes}
+        self.version = 1
+
+    @staticmethod
+    def _raw_public(key):
+        from cryptography.hazmat.primitives import serialization
+        return key.public_key().public_bytes(serialization.Encoding.Raw,
+                                             serialization.PublicFormat.Raw)
+
+    def wg_public(self, node):
+        return _b64(self._raw_public(self.wg[node]))
+
+    def wg_private(self, node):
+        from cryptography.hazmat.primitives import serialization
+        return _b64(self.wg[node].private_bytes(serialization.Encoding.Raw,
+                                                serialization.PrivateFormat.Raw,
+                                                serialization.NoEncryption()))
+
+    def roster(self, version=None):
+        doc = {"v": 1, "version": version or self.version, "fleet_id": self.fleet_id,
+               "controller": self.controller,
+               "genesis_public_key": _b64(self._raw_public(self.genesis)),
+               "controller_pin_key": self.pin_public,
+               "nodes": [{"id": n, "name": n, "role": "cloud" if n == self.controller else "node",
+                          "wg_public_key": self.wg_public(n), "mesh_address": self.addresses[n],
+                          "endpoint": ""} for n in self.nodes]}
+        doc["signature"] = _b64(self.genesis.sign(canonical(doc)))
+        return doc
+
+    def mesh_dir(self, root, node):
+        """The node's mesh state (what totebox-pair leaves): genesis.pub, roster.json, wg.key
+        (0600, owned by the user vmhost runs as)."""
+        d = os.path.join(root, "mesh-" + node)
+        os.makedirs(d, exist_ok=True)
+        files = {"genesis.pub": (_b64(self._raw_public(self.genesis)) + "\n", 0o644),
+                 "roster.json": (json.dumps(self.roster()), 0o644),
+                 "wg.key": (self.wg_private(node) + "\n", 0o600)}
+        for name, (text, mode) in files.items():
+            path = os.path.join(d, name)
+            with open(path, "w") as f:
+                f.write(text)
+            os.chmod(path, mode)
+            give(path)
+        give(d)
+        return d
+
+    def pin(self, vm_id, node, entity, image, request_id, key=None, wg=None, edit=None):
+        """A pin as fleetd signs it (key: another signer; wg: name another WireGuard key);
+        edit: fields changed after signing (the adversary)."""
+        doc = {"v": 1, "fleet_id": self.fleet_id, "vm_id": vm_id, "node_id": node,
+               "node_wg_key": wg or self.wg_public(node), "entity": entity, "image": image,
+               "request_id": request_id}
+        doc["signature"] = _b64((key or self.pin_key).sign(PIN_DOMAIN + canonical(doc)))
+        doc.update(edit or {})
+        return doc
+
+    def give_fleetd(self, fleetd):
+        """Makes our pin key a fleetd's (state_dir/pin.key, before it starts) and its roster
+        ours, as the genesis would after `totebox-pair controller-key`."""
+        from cryptography.hazmat.primitives import serialization
+        seed = self.pin_key.private_bytes(serialization.Encoding.Raw,
+                                          serialization.PrivateFormat.Raw,
+                                          serialization.NoEncryption())
+        os.makedirs(fleetd.state_dir, exist_ok=True)
+        path = os.path.join(fleetd.state_dir, "pin.key")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.write(fd, (_b64(seed) + "\n").encode())
+        os.close(fd)
+        fleetd.write_roster(self.roster())
+
+    def create(self, body, node):
+        """A create body with the pin fleetd would add."""
+        return dict(body, pin=self.pin(body["vm_id"], node, body["entity"], body["image"],
+                                       body["request_id"]))
 
 
 def test_build_test_image_manifest_matches_files():

@@ -12,7 +12,7 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from test_vmhost_harness import (Vmhost, build_image, give, make_root, remove_root,  # noqa: E402
+from test_vmhost_harness import (FleetTrust, Vmhost, build_image, give, make_root, remove_root,  # noqa: E402
                                  run_as, sha256, wait_for)
 import subprocess  # noqa: E402
 
@@ -57,8 +57,10 @@ def env():
     hb.bind(("127.0.0.1", 0))
     hb.settimeout(5)
     manifest = build_image(os.path.join(root, "image"))
-    vh = Vmhost(root, libvirt_uri="qemu:///session", env=senv, hb_port=hb.getsockname()[1])
-    state = {"root": root, "vh": vh, "env": senv, "hb": hb, "manifest": manifest}
+    trust = FleetTrust()
+    vh = Vmhost(root, libvirt_uri="qemu:///session", env=senv, hb_port=hb.getsockname()[1],
+                mesh_state_dir=trust.mesh_dir(root, "node1"))
+    state = {"root": root, "vh": vh, "env": senv, "hb": hb, "manifest": manifest, "trust": trust}
     yield state
     vh.stop()
     for name in virsh(senv, "list", "--name").stdout.split():
@@ -81,9 +83,9 @@ def test_disks_are_pool_volumes(env):
     status, body, _ = vh.call("POST", "/v1/images", {"name": "t", "path": env["manifest"],
                                                       "sha256": sha256(env["manifest"])})
     assert status == 201, body
-    status, body, _ = vh.call("POST", "/v1/vms", {
+    status, body, _ = vh.call("POST", "/v1/vms", env["trust"].create({
         "request_id": "s1", "vm_id": "sess-1", "entity": "e", "memory_mib": 128, "vcpus": 1,
-        "image": "t", "vault_disk_mib": 32})
+        "image": "t", "vault_disk_mib": 32}, "node1"))
     assert status == 201 and body["state"] == "running", body
     vols = virsh(env["env"], "vol-list", "totebox-vms").stdout
     assert "sess-1-os.qcow2" in vols and "sess-1-vault.img" in vols

@@ -13,8 +13,8 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from test_vmhost_harness import (Vmhost, build_image, destroy_all, make_root, remove_root,  # noqa: E402
-                                 sha256, validate, wait_for)
+from test_vmhost_harness import (FleetTrust, Vmhost, build_image, destroy_all,  # noqa: E402
+                                 make_root, remove_root, sha256, validate, wait_for)
 
 FIXED_KEY = "IVL40Zt5HSRFMkLhXy6rbLfP+ntqXtMAl5YOBpiB2xI="
 CREATE = {"request_id": "req-a", "vm_id": "vm-a", "entity": "Acme <&> \"Co\"", "memory_mib": 256,
@@ -28,8 +28,9 @@ def env():
     hb.bind(("127.0.0.1", 0))
     hb.settimeout(5)
     manifest = build_image(os.path.join(root, "image"))
-    vh = Vmhost(root, hb_port=hb.getsockname()[1])
-    state = {"root": root, "vh": vh, "manifest": manifest, "hb": hb}
+    trust = FleetTrust(nodes=("node1", "node2"))
+    vh = Vmhost(root, hb_port=hb.getsockname()[1], mesh_state_dir=trust.mesh_dir(root, "node1"))
+    state = {"root": root, "vh": vh, "manifest": manifest, "hb": hb, "trust": trust}
     yield state
     state["vh"].stop()
     destroy_all(root)
@@ -60,18 +61,19 @@ def test_image_import_checks_the_checksum(env):
 
 
 def test_create_boots_and_is_in_inventory(env):
-    vh = env["vh"]
-    status, body, _ = vh.call("POST", "/v1/vms", CREATE)
+    vh, create = env["vh"], env["trust"].create(CREATE, "node1")
+    status, body, _ = vh.call("POST", "/v1/vms", create)
     assert status == 201, body
     assert body["state"] == "running" and body["lifecycle"] == "active"
     assert body["pin"] == {"fleet_id": "fleet-t", "node_id": "node1"}
     assert body["entity"] == CREATE["entity"]
-    status, again, _ = vh.call("POST", "/v1/vms", CREATE)
+    status, again, _ = vh.call("POST", "/v1/vms", create)
     assert status == 200 and again["uuid"] == body["uuid"]
     # the node's creation counter: past the start-up increase, and up again for every request
     assert body["creations"] >= 2 and again["creations"] > body["creations"], (body, again)
     env["acked"] = body["creations"]
-    status, other, _ = vh.call("POST", "/v1/vms", dict(CREATE, request_id="req-b"))
+    status, other, _ = vh.call("POST", "/v1/vms",
+                               env["trust"].create(dict(CREATE, request_id="req-b"), "node1"))
     assert status == 409 and other["type"].endswith("/vm-exists"), other
     seed = os.path.join(env["root"], "state", "seeds", "vm-a.iso")
     label = subprocess.run(["isoinfo", "-d", "-i", seed], capture_output=True, text=True).stdout
@@ -118,8 +120,9 @@ def test_heartbeat_carries_libvirt_and_inventory(env):
 
 def test_refusals_memory_and_image_in_use(env):
     vh = env["vh"]
-    status, body, _ = vh.call("POST", "/v1/vms", dict(CREATE, request_id="r-big", vm_id="vm-big",
-                                                       memory_mib=1048576))
+    big = env["trust"].create(dict(CREATE, request_id="r-big", vm_id="vm-big",
+                                   memory_mib=1048576), "node1")
+    status, body, _ = vh.call("POST", "/v1/vms", big)
     assert status == 422 and body["type"].endswith("/insufficient-memory"), body
     status, body, _ = vh.call("DELETE", "/v1/images/test")
     assert status == 409 and body["type"].endswith("/image-in-use"), body
@@ -149,7 +152,8 @@ def test_archive_then_start_is_refused(env):
 
 def test_pinned_elsewhere_is_refused(env):
     env["vh"].stop()
-    env["vh"] = Vmhost(env["root"], node_id="node2", hb_port=env["hb"].getsockname()[1])
+    env["vh"] = Vmhost(env["root"], node_id="node2", hb_port=env["hb"].getsockname()[1],
+                       mesh_state_dir=env["trust"].mesh_dir(env["root"], "node2"))
     status, body, _ = env["vh"].call("POST", "/v1/vms/vm-a/start")
     assert status == 409 and body["type"].endswith("/pinned-elsewhere"), body
     assert "pinned to node 'node1'" in body["detail"]
