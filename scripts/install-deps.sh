@@ -32,3 +32,20 @@ if ! getent passwd libvirt-qemu >/dev/null; then
     --shell /usr/sbin/nologin --user-group libvirt-qemu
   echo "install-deps: created the system user 'libvirt-qemu'"
 fi
+
+# promtool lints fleetd's /metrics in the tests. Debian ships it only inside the prometheus
+# package, whose installation would add (and on systemd start) a Prometheus server: take the
+# one binary out of Debian's .deb instead (dpkg-deb -x), checked by apt as any download.
+PROMTOOL=/usr/local/libexec/totebox/promtool
+if [ ! -x "$PROMTOOL" ]; then
+  tmp=$(mktemp -d)
+  (
+    cd "$tmp" || exit 1
+    $SUDO apt-get download -q prometheus >/dev/null 2>&1 ||
+      { $SUDO apt-get update -q >/dev/null && $SUDO apt-get download -q prometheus >/dev/null; }
+  )
+  dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x"
+  $SUDO install -D -m 0755 "$tmp/x/usr/bin/promtool" "$PROMTOOL"
+  rm -rf "$tmp"
+  echo "install-deps: promtool from Debian's prometheus package at $PROMTOOL"
+fi

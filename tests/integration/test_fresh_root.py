@@ -24,7 +24,7 @@ SCRIPT = os.path.join(SOURCE, "tests", "fresh", "fresh-root.sh")
 
 def test_readme_commands_on_a_fresh_debian_root():
     if os.path.exists("/etc/totebox-fresh-root"):
-        pytest.skip("inside a fresh root made by tests/fresh/fresh-root.sh: the outer run "
+        pytest.skip("by design: inside a fresh root made by tests/fresh/fresh-root.sh: the outer run "
                     "makes the roots")
     work = tempfile.mkdtemp(prefix="totebox-fresh-", dir="/var/tmp")
     start = time.monotonic()

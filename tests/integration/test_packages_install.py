@@ -67,7 +67,7 @@ def test_packages_build_install_configure_and_purge_in_a_debian_root():
     if not shutil.which("mmdebstrap"):
         pytest.skip("mmdebstrap not installed")
     if os.path.exists("/etc/totebox-fresh-root"):
-        pytest.skip("inside a fresh root: the outer run installs the packages")
+        pytest.skip("by design: inside a fresh root: the outer run installs the packages")
     os.makedirs(CACHE, exist_ok=True)
     work = tempfile.mkdtemp(prefix="totebox-pkgroot-", dir="/var/tmp")
     root, src = os.path.join(work, "root"), os.path.join(work, "src")
