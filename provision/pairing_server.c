@@ -34,6 +34,7 @@ struct pair_conn {
         uint32_t addr; /* the peer's IPv4 address */
         int64_t started;
         bool active, dropped, claimed;
+        bool spoke; /* a well-formed hello came: a joiner's connection, or junk that works */
         char peer[INET_ADDRSTRLEN];
 };
 
@@ -357,6 +358,7 @@ static enum pair_error pair_code_check(struct pair_ceremony *c, bool claim)
 
         pthread_mutex_lock(&c->sv->lock);
         e = pair_code_refusal(c->sv);
+        c->conn->spoke = true; /* called only once a well-formed frame has arrived */
         if (e == PAIR_ERR_NONE && claim) {
                 c->sv->state = PAIR_CODE_CLAIMED;
                 c->conn->claimed = true;
@@ -649,10 +651,12 @@ static size_t pair_conn_same_source(const struct pair_server *sv, const struct p
 }
 
 /* Under sv->lock: a free slot for a new connection. When PAIR_CONN_MAX connections are being
- * served, one that has not claimed the code is dropped (shut down; its worker ends): the oldest
- * of the address that holds the most. Junk from one address can so only ever push out its own
- * connections, and junk from many can delay a real joiner by its own handshake, never block
- * it. */
+ * served, one that has not claimed the code is dropped (shut down; its worker ends): a silent
+ * one before one that sent a well-formed hello, then the oldest of the address that holds the
+ * most. Junk from one address can so only ever push out its own connections, silent junk never
+ * pushes out a joiner that has spoken (a late silent connection from the joiner's own address
+ * did, while the joiner waited for its share's answer), and junk from many can delay a real
+ * joiner by its own handshake, never block it. */
 static struct pair_conn *pair_conn_slot(struct pair_server *sv)
 {
         struct pair_conn *free_slot = NULL, *victim = NULL;
@@ -671,7 +675,9 @@ static struct pair_conn *pair_conn_slot(struct pair_server *sv)
                 live++;
                 n = pair_conn_same_source(sv, k);
                 if (!k->claimed &&
-                    (!victim || n > victim_n || (n == victim_n && k->started < victim->started))) {
+                    (!victim || (victim->spoke && !k->spoke) ||
+                     (victim->spoke == k->spoke &&
+                      (n > victim_n || (n == victim_n && k->started < victim->started))))) {
                         victim = k;
                         victim_n = n;
                 }

@@ -240,7 +240,11 @@ def test_silent_node_is_evicted_and_its_vm_stays(fleet):
         st, plan = fleet.plan("e2e-gamma", memory_mib=256)
         assert st in (200, 201) and plan["node_id"] != node
         fleet.api("DELETE", f"/v1/plans/{plan['id']}")
-        assert any(e["subject"] == node and "evicted" in json.dumps(e) for e in audit(fleet))
+        # fleetd's liveness tick records the change; read the record until it shows it
+        wait(lambda: any(e["subject"] == node and e["kind"] == "node.state" and
+                         e["detail"].get("to") == "evicted" for e in audit(fleet)), 20,
+             f"{node}'s eviction in the audit record "
+             f"({[e for e in audit(fleet) if e['subject'] == node][-5:]})")
     finally:
         # the node comes back with its next heartbeat and reconciles; its VM is still there
         fleet.refresh(node)
