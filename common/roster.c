@@ -313,6 +313,25 @@ int roster_sign(struct roster *r, const uint8_t sk[64])
         return 0;
 }
 
+struct roster *roster_from_json_signed(json_t *o, const uint8_t sk[64], char *err, size_t errsize)
+{
+        struct roster *r = NULL;
+        char *s = json_dumps(o, JSON_COMPACT);
+
+        json_decref(o);
+        if (s)
+                r = roster_parse(s, strlen(s), err, errsize);
+        else
+                snprintf(err, errsize, "out of memory");
+        free(s);
+        if (r && roster_sign(r, sk) < 0) {
+                snprintf(err, errsize, "cannot sign the roster");
+                roster_free(r);
+                r = NULL;
+        }
+        return r;
+}
+
 int roster_verify(const struct roster *r, const uint8_t pk[32])
 {
         char *msg;

@@ -64,5 +64,8 @@ json_t *roster_to_json(const struct roster *r);
 char *roster_canonical(const struct roster *r);
 /* Signs with a 64-byte Ed25519 secret key. */
 int roster_sign(struct roster *r, const uint8_t sk[64]);
+/* A new roster from its JSON form o (consumed: its reference is dropped), checked as any roster
+ * is and signed with sk; NULL with err set when it does not parse, or when signing fails. */
+struct roster *roster_from_json_signed(json_t *o, const uint8_t sk[64], char *err, size_t errsize);
 /* 0 when signed by pk, else -EBADMSG (or -ENOKEY when unsigned). */
 int roster_verify(const struct roster *r, const uint8_t pk[32]);

@@ -14,22 +14,11 @@ static struct roster *pair_roster_with_pin_key(const struct roster *cur, const c
                                                const uint8_t sk[64], char *err, size_t errsize)
 {
         json_t *o = roster_to_json(cur);
-        struct roster *r = NULL;
-        char *s;
 
         json_object_del(o, "signature");
         json_object_set_new(o, "version", json_integer((json_int_t)cur->version + 1));
         json_object_set_new(o, "controller_pin_key", json_string(pin_key));
-        s = json_dumps(o, JSON_COMPACT);
-        json_decref(o);
-        if (s)
-                r = roster_parse(s, strlen(s), err, errsize);
-        free(s);
-        if (r && roster_sign(r, sk) < 0) {
-                roster_free(r);
-                r = NULL;
-        }
-        return r;
+        return roster_from_json_signed(o, sk, err, errsize);
 }
 
 int pair_controller_key_set(const char *state_dir, const char *pin_key, unsigned node_api_port,

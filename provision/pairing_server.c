@@ -238,8 +238,6 @@ static struct roster *pair_roster_with(const struct roster *cur, const struct pa
                                        size_t errsize)
 {
         json_t *o = roster_to_json(cur);
-        struct roster *r = NULL;
-        char *s;
 
         json_object_del(o, "signature");
         json_object_set_new(o, "version", json_integer((json_int_t)cur->version + 1));
@@ -255,16 +253,7 @@ static struct roster *pair_roster_with(const struct roster *cur, const struct pa
                  * has its own, published with 'totebox-pair controller-key' */
                 json_object_del(o, "controller_pin_key");
         }
-        s = json_dumps(o, JSON_COMPACT);
-        json_decref(o);
-        if (s)
-                r = roster_parse(s, strlen(s), err, errsize);
-        free(s);
-        if (r && roster_sign(r, sk) < 0) {
-                roster_free(r);
-                r = NULL;
-        }
-        return r;
+        return roster_from_json_signed(o, sk, err, errsize);
 }
 
 static size_t pair_discard(void *p, size_t size, size_t n, void *u)
