@@ -99,15 +99,6 @@ static struct fleet_vm *confirm_one(struct fleetd *f, const char *entity)
         return vm_table_find(f, f->vms[f->n_vms - 1].id);
 }
 
-static unsigned audit_count(struct fleetd *f, const char *kind)
-{
-        json_t *a = audit_list(f->store, 0, 1000, kind);
-        unsigned n = (unsigned)json_array_size(a);
-
-        json_decref(a);
-        return n;
-}
-
 static void test_retry_then_active(void **state)
 {
         struct fixture *fx = *state;
@@ -144,7 +135,7 @@ static void test_retry_then_active(void **state)
                 assert_string_equal(fake.path[i], "/v1/vms");
                 assert_non_null(strstr(fake.body[i], vm->request_id));
         }
-        assert_int_equal(audit_count(f, "vm.created"), 1);
+        assert_int_equal(tfu_audit_count(f, "vm.created"), 1);
         /* still reserved until the node's inventory shows it */
         assert_true(vm->reserved);
 }
@@ -333,8 +324,8 @@ static void test_inventory_reconcile(void **state)
         assert_int_equal(vm->reserve_until, 4);
         assert_string_equal(vm->observed, "running");
         assert_true(other->missing); /* created, but the node lacks it */
-        assert_int_equal(audit_count(f, "vm.missing"), 1);
-        assert_int_equal(audit_count(f, "vm.unknown"), 1);
+        assert_int_equal(tfu_audit_count(f, "vm.missing"), 1);
+        assert_int_equal(tfu_audit_count(f, "vm.unknown"), 1);
         assert_int_equal(json_array_size(node_table_find(&f->table, "n1")->unknown_vms), 1);
         assert_string_equal(fleet_integrity_status(f, &bad), "unknown");
         json_decref(bad);
@@ -347,8 +338,8 @@ static void test_inventory_reconcile(void **state)
         fake.script[3].body = inv2;
         dispatch_run_once(f, now + 100);
         assert_string_equal(vm->integrity, "mismatch");
-        assert_int_equal(audit_count(f, "integrity.mismatch"), 1);
-        assert_int_equal(audit_count(f, "vm.unknown"), 1); /* flagged once */
+        assert_int_equal(tfu_audit_count(f, "integrity.mismatch"), 1);
+        assert_int_equal(tfu_audit_count(f, "vm.unknown"), 1); /* flagged once */
         assert_string_equal(fleet_integrity_status(f, &bad), "mismatch");
         assert_int_equal(json_array_size(bad), 1);
         json_decref(bad);
@@ -362,7 +353,7 @@ static void test_inventory_reconcile(void **state)
         fake.script[4].body = inv3;
         dispatch_run_once(f, now + 200);
         assert_int_equal(fake.calls, 5);
-        assert_int_equal(audit_count(f, "integrity.mismatch"), 1);
+        assert_int_equal(tfu_audit_count(f, "integrity.mismatch"), 1);
         assert_false(vm->reserved);
 }
 
@@ -392,7 +383,7 @@ static void test_inventory_hostile(void **state)
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
                 assert_true(
                     inventory_apply(f, "n1", NULL, bad[i], strlen(bad[i]), err, sizeof(err)) < 0);
-        assert_int_equal(audit_count(f, "vm.unknown"), 0);
+        assert_int_equal(tfu_audit_count(f, "vm.unknown"), 0);
 }
 
 static void test_lifecycle(void **state)
@@ -542,7 +533,7 @@ static void test_verify_forwarded_and_reported(void **state)
         assert_int_equal(
             json_integer_value(json_object_get(json_object_get(a, "last"), "mismatches")), 0);
         json_decref(j);
-        assert_int_equal(audit_count(f, "vm.verified"), 1);
+        assert_int_equal(tfu_audit_count(f, "vm.verified"), 1);
         /* the same report again is not audited twice */
         tfu_heartbeat(&f->table, 1, 4, 16000, 10,
                       "4444444444444444444444444444444444444444444444444444444444444444", now + 30);
@@ -550,7 +541,7 @@ static void test_verify_forwarded_and_reported(void **state)
         fake.script[4].body = inv_text("4", vm->id, "active", "request", "0a1b2c3d4e5f6071");
         dispatch_run_once(f, now + 30);
         assert_int_equal(fake.calls, 5);
-        assert_int_equal(audit_count(f, "vm.verified"), 1);
+        assert_int_equal(tfu_audit_count(f, "vm.verified"), 1);
 }
 
 /* An inventory whose last report is a scheduled one, with the requested one kept apart by vmhost
@@ -601,7 +592,7 @@ static void test_verify_report_kept_apart_by_the_node(void **state)
                 fake.script[k].status = 200;
                 fake.script[k].body = inv_text_both(d, vm->id, "77aa");
                 dispatch_run_once(f, now + 10 * k);
-                assert_int_equal(audit_count(f, "vm.verified"), 1);
+                assert_int_equal(tfu_audit_count(f, "vm.verified"), 1);
                 j = vm_to_json(f, vm, now);
                 v = json_object_get(j, "verification");
                 assert_false(json_is_true(json_object_get(v, "pending")));
@@ -647,7 +638,7 @@ static void test_verify_refusals(void **state)
                 assert_string_equal(o.problem, cases[i].problem);
                 assert_null(o.body);
         }
-        assert_int_equal(audit_count(f, "vm.verify"), 6); /* each failed forward is recorded */
+        assert_int_equal(tfu_audit_count(f, "vm.verify"), 6); /* each failed forward is recorded */
         assert_string_equal(vm->verify_request_id, "");
         calls = fake.calls;
         /* refused before any call: unknown, suspended, archived, node evicted */
@@ -667,7 +658,7 @@ static void test_verify_refusals(void **state)
         assert_int_equal(o.status, 409);
         assert_string_equal(o.problem, "node-unreachable");
         assert_int_equal(fake.calls, calls);
-        assert_int_equal(audit_count(f, "vm.verify"), 6);
+        assert_int_equal(tfu_audit_count(f, "vm.verify"), 6);
         assert_true(dispatch_verb_known("verify"));
         assert_false(dispatch_verb_known("migrate"));
         assert_false(dispatch_verb_known("delete"));
@@ -852,8 +843,8 @@ static void test_start_failure_is_failed_with_reason(void **state)
         assert_non_null(strstr(vm->reason, "could not start"));
         assert_non_null(strstr(vm->reason, "Could not open kernel"));
         assert_int_equal(stored_status(f, vm->id), VM_FAILED);
-        assert_int_equal(audit_count(f, "vm.failed"), 1);
-        assert_int_equal(audit_count(f, "vm.created"), 0);
+        assert_int_equal(tfu_audit_count(f, "vm.failed"), 1);
+        assert_int_equal(tfu_audit_count(f, "vm.created"), 0);
         /* the inventory does not turn it into a created VM, and shows what the node observes */
         assert_string_equal(vm->observed, "shutoff");
         assert_int_equal(vm->status, VM_FAILED);
@@ -862,7 +853,7 @@ static void test_start_failure_is_failed_with_reason(void **state)
         assert_int_equal(vm->reserve_until, 4);
         tfu_heartbeat_f(f, 1, 2, 16000, 1024, 4, digest, now + 200);
         assert_false(vm->reserved);
-        assert_int_equal(audit_count(f, "vm.created"), 0);
+        assert_int_equal(tfu_audit_count(f, "vm.created"), 0);
 }
 
 /* A node that answers a retry with 200 for a domain that should run and does not (the old
@@ -885,7 +876,7 @@ static void test_held_but_not_running_is_not_created(void **state)
         assert_int_equal(fake.calls, 2);
         assert_int_equal(vm->status, VM_FAILED);
         assert_non_null(strstr(vm->reason, "'shutoff', not running"));
-        assert_int_equal(audit_count(f, "vm.created"), 0);
+        assert_int_equal(tfu_audit_count(f, "vm.created"), 0);
         /* the node running it is a created VM, and shows as running */
         vm = confirm_one(f, "beta");
         fake.script[2].status = 200;
@@ -928,7 +919,7 @@ static void test_inventory_promotes_only_a_running_vm(void **state)
                 assert_string_equal(fake.path[1 + i], "/v1/inventory");
                 assert_int_equal(vm->status, i == 0 ? VM_CREATING : VM_ACTIVE);
         }
-        assert_int_equal(audit_count(f, "vm.created"), 1);
+        assert_int_equal(tfu_audit_count(f, "vm.created"), 1);
 }
 
 static int stored_find(void *ctx, const struct fleet_vm *vm)
@@ -971,7 +962,7 @@ static void test_outcome_and_audit_commit_together(void **state)
         dispatch_run_once(f, now);
         assert_int_equal(stored_status(f, vm->id), VM_CREATING); /* not active without its entry */
         assert_int_equal(vm->status, VM_CREATING);               /* nor shown as active */
-        assert_int_equal(audit_count(f, "vm.created"), 0);
+        assert_int_equal(tfu_audit_count(f, "vm.created"), 0);
         assert_int_equal(
             sqlite3_exec(f->store->db, "DROP TRIGGER temp.no_created", NULL, NULL, NULL),
             SQLITE_OK);
@@ -981,7 +972,7 @@ static void test_outcome_and_audit_commit_together(void **state)
         assert_int_equal(fake.calls, 2);
         assert_int_equal(stored_status(f, vm->id), VM_ACTIVE);
         assert_int_equal(vm->status, VM_ACTIVE);
-        assert_int_equal(audit_count(f, "vm.created"), 1);
+        assert_int_equal(tfu_audit_count(f, "vm.created"), 1);
         assert_int_equal(audit_verify(f->store, &(uint64_t){0}, (char[128]){0}, 128), 0);
 }
 

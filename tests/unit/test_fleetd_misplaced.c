@@ -97,15 +97,6 @@ static struct fleet_vm *create_on_n1(struct fleetd *f, uint64_t now)
         return &f->vms[f->n_vms - 1];
 }
 
-static unsigned audit_count(struct fleetd *f, const char *kind)
-{
-        json_t *a = audit_list(f->store, 0, 1000, kind);
-        unsigned n = (unsigned)json_array_size(a);
-
-        json_decref(a);
-        return n;
-}
-
 static void test_dispatch_carries_a_signed_pin(void **state)
 {
         struct fixture *fx = *state;
@@ -167,7 +158,7 @@ static void test_misplaced_is_one_occurrence(void **state)
         /* the copy shows up on n2 and stays there for five inventories */
         for (int i = 0; i < 5; i++)
                 apply(f, "n2", id);
-        assert_int_equal(audit_count(f, "vm.misplaced"), 1);
+        assert_int_equal(tfu_audit_count(f, "vm.misplaced"), 1);
         assert_int_equal(f->metrics.misplaced_occurrences, 1);
         m = fleet_misplaced_vms(f);
         assert_int_equal(json_array_size(m), 1);
@@ -188,20 +179,20 @@ static void test_misplaced_is_one_occurrence(void **state)
         /* n2 stops reporting it: the occurrence ends, nothing more is audited */
         apply(f, "n2", NULL);
         assert_int_equal(misplaced_now(f), 0);
-        assert_int_equal(audit_count(f, "vm.misplaced"), 1);
+        assert_int_equal(tfu_audit_count(f, "vm.misplaced"), 1);
         metrics = metrics_render(f);
         assert_non_null(strstr(metrics, "\ntotebox_fleetd_misplaced_vms 0\n"));
         free(metrics);
         /* and reports it again: a second occurrence, audited once more */
         apply(f, "n2", id);
         apply(f, "n2", id);
-        assert_int_equal(audit_count(f, "vm.misplaced"), 2);
+        assert_int_equal(tfu_audit_count(f, "vm.misplaced"), 2);
         assert_int_equal(f->metrics.misplaced_occurrences, 2);
         /* the node table survives a roster reload with the alarm in it */
         assert_int_equal(write_roster(f, fx->dir), 0);
         assert_int_equal(misplaced_now(f), 1);
         apply(f, "n2", id);
-        assert_int_equal(audit_count(f, "vm.misplaced"), 2);
+        assert_int_equal(tfu_audit_count(f, "vm.misplaced"), 2);
 }
 
 int main(void)

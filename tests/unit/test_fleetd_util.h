@@ -114,6 +114,16 @@ static inline int tfu_heartbeat_f(struct fleetd *f, unsigned i, uint64_t seq, ui
         return r;
 }
 
+/* How many audit entries of kind the store holds (the first 1,000). */
+static inline unsigned tfu_audit_count(struct fleetd *f, const char *kind)
+{
+        json_t *a = audit_list(f->store, 0, 1000, kind);
+        unsigned n = (unsigned)json_array_size(a);
+
+        json_decref(a);
+        return n;
+}
+
 static inline int tfu_fleetd_open(struct fleetd *f, char *dir, unsigned n_nodes,
                                   const struct fleet_transport *tr)
 {
