@@ -303,8 +303,9 @@ int agent_request_parse(const char *line, size_t len, struct agent_request *ret,
                         size_t errlen);
 
 /* Each returns a malloc'ed JSON line without the newline, or NULL. */
+/* sk: the vault key (seed || public key), which also signs the report's checkpoint note. */
 char *report_build(const char *trigger, const char *request_id, const char *vault_id,
-                   const uint8_t pk[STH_PUBLIC_KEY_LEN], const struct sth *sth,
+                   const uint8_t sk[STH_SECRET_KEY_LEN], const struct sth *sth,
                    const struct verify_result *vr);
 char *report_build_consistency(const char *request_id, uint64_t from, uint64_t to,
                                const merkle_hash *proof, size_t len);

@@ -44,10 +44,12 @@ static json_t *report_mismatches(const struct mismatch_list *mm)
 }
 
 char *report_build(const char *trigger, const char *request_id, const char *vault_id,
-                   const uint8_t pk[STH_PUBLIC_KEY_LEN], const struct sth *sth,
+                   const uint8_t sk[STH_SECRET_KEY_LEN], const struct sth *sth,
                    const struct verify_result *vr)
 {
         char pkb[sodium_base64_ENCODED_LEN(STH_PUBLIC_KEY_LEN, sodium_base64_VARIANT_ORIGINAL)];
+        char note[1024];
+        const uint8_t *pk = sk + 32;
         json_t *o;
 
         sodium_bin2base64(pkb, sizeof(pkb), pk, STH_PUBLIC_KEY_LEN, sodium_base64_VARIANT_ORIGINAL);
@@ -58,6 +60,10 @@ char *report_build(const char *trigger, const char *request_id, const char *vaul
                       "mismatches", report_mismatches(&vr->mm));
         if (o && request_id && request_id[0])
                 json_object_set_new(o, "request_id", json_string(request_id));
+        /* the same head as a C2SP checkpoint (for every head, the empty tree's included), which
+         * the host and the fleet cosign as witnesses */
+        if (o && sth_checkpoint_sign(sth, sk, note, sizeof(note)) > 0)
+                json_object_set_new(o, "checkpoint", json_string(note));
         return report_dump(o);
 }
 

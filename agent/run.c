@@ -53,7 +53,7 @@ static void agent_report(struct agent *a, const char *trigger, const char *reque
         /* a ledger that does not verify against the stored head keeps that head: evidence */
         if (vault_report_sth(&a->v, clock_realtime_ms(), &s) < 0)
                 log_warn("cannot store the signed tree head in '%s/" AGENT_STATE_DIR "'", a->v.dir);
-        agent_send(a, report_build(trigger, request_id, a->vault_id, a->v.pk, &s, vr), "report");
+        agent_send(a, report_build(trigger, request_id, a->vault_id, a->v.sk, &s, vr), "report");
 }
 
 static void agent_verify(struct agent *a, const char *trigger, const char *request_id)

@@ -8,9 +8,12 @@
 #include <sodium.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define TLOG_ALG_ED25519 0x01
+#define TLOG_ALG_COSIG   0x04 /* tlog-cosignature cosignature/v1, Ed25519 */
+#define TLOG_COSIG_HEAD  "cosignature/v1\ntime "
 #define TLOG_SIG_PREFIX  "\xe2\x80\x94 " /* U+2014 EM DASH, space */
 
 int tlog_name_valid(const char *name)
@@ -26,12 +29,12 @@ int tlog_name_valid(const char *name)
         return 1;
 }
 
-void tlog_key_id(const char *name, const uint8_t pk[TLOG_PUBLIC_KEY_LEN],
-                 uint8_t ret[TLOG_KEY_ID_LEN])
+static void tlog_key_id_alg(const char *name, uint8_t alg, const uint8_t pk[TLOG_PUBLIC_KEY_LEN],
+                            uint8_t ret[TLOG_KEY_ID_LEN])
 {
         crypto_hash_sha256_state st;
         uint8_t h[crypto_hash_sha256_BYTES];
-        const uint8_t sep[2] = {'\n', TLOG_ALG_ED25519};
+        const uint8_t sep[2] = {'\n', alg};
 
         crypto_hash_sha256_init(&st);
         crypto_hash_sha256_update(&st, (const uint8_t *)name, strlen(name));
@@ -41,7 +44,20 @@ void tlog_key_id(const char *name, const uint8_t pk[TLOG_PUBLIC_KEY_LEN],
         memcpy(ret, h, TLOG_KEY_ID_LEN);
 }
 
-int tlog_key_init(const char *name, const uint8_t pk[TLOG_PUBLIC_KEY_LEN], struct tlog_key *ret)
+void tlog_key_id(const char *name, const uint8_t pk[TLOG_PUBLIC_KEY_LEN],
+                 uint8_t ret[TLOG_KEY_ID_LEN])
+{
+        tlog_key_id_alg(name, TLOG_ALG_ED25519, pk, ret);
+}
+
+void tlog_cosig_key_id(const char *name, const uint8_t pk[TLOG_PUBLIC_KEY_LEN],
+                       uint8_t ret[TLOG_KEY_ID_LEN])
+{
+        tlog_key_id_alg(name, TLOG_ALG_COSIG, pk, ret);
+}
+
+static int tlog_key_init_alg(const char *name, uint8_t alg, const uint8_t pk[TLOG_PUBLIC_KEY_LEN],
+                             struct tlog_key *ret)
 {
         size_t n = strnlen(name, TLOG_NAME_MAX + 1);
 
@@ -50,8 +66,19 @@ int tlog_key_init(const char *name, const uint8_t pk[TLOG_PUBLIC_KEY_LEN], struc
         memmove(ret->name, name, n); /* name may be ret->name */
         ret->name[n] = '\0';
         memmove(ret->pk, pk, TLOG_PUBLIC_KEY_LEN);
-        tlog_key_id(name, pk, ret->id);
+        tlog_key_id_alg(ret->name, alg, ret->pk, ret->id);
         return 0;
+}
+
+int tlog_key_init(const char *name, const uint8_t pk[TLOG_PUBLIC_KEY_LEN], struct tlog_key *ret)
+{
+        return tlog_key_init_alg(name, TLOG_ALG_ED25519, pk, ret);
+}
+
+int tlog_cosig_key_init(const char *name, const uint8_t pk[TLOG_PUBLIC_KEY_LEN],
+                        struct tlog_key *ret)
+{
+        return tlog_key_init_alg(name, TLOG_ALG_COSIG, pk, ret);
 }
 
 /* Decodes standard base64 of exactly want bytes, refusing any non-canonical spelling. */
@@ -60,7 +87,7 @@ static int tlog_b64_decode(const char *text, size_t len, uint8_t *out, size_t wa
         char again[128];
         size_t got = 0;
 
-        if (want > 64 + TLOG_KEY_ID_LEN ||
+        if (want > TLOG_COSIG_BLOB_LEN ||
             len != sodium_base64_ENCODED_LEN(want, sodium_base64_VARIANT_ORIGINAL) - 1)
                 return -EBADMSG;
         if (sodium_base642bin(out, want, text, len, NULL, &got, NULL,
@@ -72,14 +99,14 @@ static int tlog_b64_decode(const char *text, size_t len, uint8_t *out, size_t wa
 }
 
 /* "<name>+<hex id>+<base64(0x01 || 32 bytes)>" after an optional prefix. */
-static int tlog_keytext_format(const char *prefix, const char *name, const uint8_t id[4],
-                               const uint8_t key[32], char *buf, size_t size)
+static int tlog_keytext_format(const char *prefix, uint8_t alg, const char *name,
+                               const uint8_t id[4], const uint8_t key[32], char *buf, size_t size)
 {
         uint8_t raw[33];
         char b64[64], hex[9];
         int n;
 
-        raw[0] = TLOG_ALG_ED25519;
+        raw[0] = alg;
         memcpy(raw + 1, key, 32);
         sodium_bin2base64(b64, sizeof(b64), raw, sizeof(raw), sodium_base64_VARIANT_ORIGINAL);
         sodium_bin2hex(hex, sizeof(hex), id, TLOG_KEY_ID_LEN);
@@ -89,8 +116,8 @@ static int tlog_keytext_format(const char *prefix, const char *name, const uint8
         return n < 0 || (size_t)n >= size ? -ENOSPC : 0;
 }
 
-static int tlog_keytext_parse(const char *text, char name[TLOG_NAME_MAX + 1], uint8_t id[4],
-                              uint8_t key[32])
+static int tlog_keytext_parse(const char *text, uint8_t alg, char name[TLOG_NAME_MAX + 1],
+                              uint8_t id[4], uint8_t key[32])
 {
         const char *p1 = strchr(text, '+'), *p2;
         uint8_t raw[33];
@@ -113,7 +140,7 @@ static int tlog_keytext_parse(const char *text, char name[TLOG_NAME_MAX + 1], ui
             bin_len != TLOG_KEY_ID_LEN)
                 return -EBADMSG;
         r = tlog_b64_decode(p2 + 1, strlen(p2 + 1), raw, sizeof(raw));
-        if (r == 0 && raw[0] != TLOG_ALG_ED25519)
+        if (r == 0 && raw[0] != alg)
                 r = -EBADMSG;
         if (r == 0)
                 memcpy(key, raw + 1, 32);
@@ -123,21 +150,36 @@ static int tlog_keytext_parse(const char *text, char name[TLOG_NAME_MAX + 1], ui
 
 int tlog_vkey_format(const struct tlog_key *k, char *buf, size_t size)
 {
-        return tlog_keytext_format("", k->name, k->id, k->pk, buf, size);
+        return tlog_keytext_format("", TLOG_ALG_ED25519, k->name, k->id, k->pk, buf, size);
 }
 
-int tlog_vkey_parse(const char *text, struct tlog_key *ret)
+static int tlog_vkey_parse_alg(const char *text, uint8_t alg, struct tlog_key *ret)
 {
         struct tlog_key k;
         uint8_t want[TLOG_KEY_ID_LEN];
 
-        if (tlog_keytext_parse(text, k.name, k.id, k.pk) < 0)
+        if (tlog_keytext_parse(text, alg, k.name, k.id, k.pk) < 0)
                 return -EBADMSG;
-        tlog_key_id(k.name, k.pk, want);
+        tlog_key_id_alg(k.name, alg, k.pk, want);
         if (memcmp(want, k.id, TLOG_KEY_ID_LEN) != 0)
                 return -EBADMSG;
         *ret = k;
         return 0;
+}
+
+int tlog_vkey_parse(const char *text, struct tlog_key *ret)
+{
+        return tlog_vkey_parse_alg(text, TLOG_ALG_ED25519, ret);
+}
+
+int tlog_cosig_vkey_format(const struct tlog_key *k, char *buf, size_t size)
+{
+        return tlog_keytext_format("", TLOG_ALG_COSIG, k->name, k->id, k->pk, buf, size);
+}
+
+int tlog_cosig_vkey_parse(const char *text, struct tlog_key *ret)
+{
+        return tlog_vkey_parse_alg(text, TLOG_ALG_COSIG, ret);
 }
 
 int tlog_skey_format(const char *name, const uint8_t sk[TLOG_SECRET_KEY_LEN], char *buf,
@@ -148,7 +190,7 @@ int tlog_skey_format(const char *name, const uint8_t sk[TLOG_SECRET_KEY_LEN], ch
         if (!tlog_name_valid(name))
                 return -EINVAL;
         tlog_key_id(name, sk + 32, id);
-        return tlog_keytext_format("PRIVATE+KEY+", name, id, sk, buf, size);
+        return tlog_keytext_format("PRIVATE+KEY+", TLOG_ALG_ED25519, name, id, sk, buf, size);
 }
 
 int tlog_skey_parse(const char *text, struct tlog_key *ret_key, uint8_t ret_sk[TLOG_SECRET_KEY_LEN])
@@ -160,7 +202,7 @@ int tlog_skey_parse(const char *text, struct tlog_key *ret_key, uint8_t ret_sk[T
 
         if (strncmp(text, prefix, sizeof(prefix) - 1) != 0)
                 return -EBADMSG;
-        if (tlog_keytext_parse(text + sizeof(prefix) - 1, k.name, id, seed) < 0)
+        if (tlog_keytext_parse(text + sizeof(prefix) - 1, TLOG_ALG_ED25519, k.name, id, seed) < 0)
                 goto cleanup;
         crypto_sign_seed_keypair(pk, sk, seed);
         if (tlog_key_init(k.name, pk, &k) < 0 || memcmp(id, k.id, TLOG_KEY_ID_LEN) != 0)
@@ -289,12 +331,13 @@ static bool tlog_text_clean(const uint8_t *s, size_t len)
 
 struct tlog_sig {
         char name[TLOG_NAME_MAX + 1];
-        uint8_t blob[TLOG_KEY_ID_LEN + crypto_sign_BYTES];
+        uint8_t blob[TLOG_COSIG_BLOB_LEN];
         size_t blob_len;
 };
 
-/* One signature line "— name base64" (without '\n'). Any blob of 5..68 bytes is well formed
- * (other algorithms have other lengths); only Ed25519's is ever verified. */
+/* One signature line "— name base64" (without '\n'). Any blob of 5..76 bytes is well formed
+ * (other algorithms have other lengths); only Ed25519's (68) and cosignature/v1's (76) are ever
+ * verified. */
 static int tlog_sig_parse(const char *line, size_t n, struct tlog_sig *ret)
 {
         const size_t plen = sizeof(TLOG_SIG_PREFIX) - 1;
@@ -322,7 +365,76 @@ static int tlog_sig_parse(const char *line, size_t n, struct tlog_sig *ret)
         return 0;
 }
 
-int tlog_note_verify(const char *note, size_t len, const struct tlog_key *key, size_t *ret_text_len)
+static void tlog_put_u64be(uint8_t *p, uint64_t v)
+{
+        for (int i = 7; i >= 0; i--, v >>= 8)
+                p[i] = (uint8_t)(v & 0xff);
+}
+
+static uint64_t tlog_get_u64be(const uint8_t *p)
+{
+        uint64_t v = 0;
+
+        for (int i = 0; i < 8; i++)
+                v = v << 8 | p[i];
+        return v;
+}
+
+/* The cosignature/v1 signed message, "cosignature/v1\ntime <t>\n" || text (malloc'd). */
+static uint8_t *tlog_cosig_message(uint64_t t, const char *text, size_t len, size_t *ret_len)
+{
+        char head[48];
+        int hl = snprintf(head, sizeof(head), TLOG_COSIG_HEAD "%llu\n", (unsigned long long)t);
+        uint8_t *msg = malloc((size_t)hl + len);
+
+        if (!msg)
+                return NULL;
+        memcpy(msg, head, (size_t)hl);
+        memcpy(msg + hl, text, len);
+        *ret_len = (size_t)hl + len;
+        return msg;
+}
+
+static int tlog_cosig_check(const struct tlog_sig *sig, const char *text, size_t len,
+                            const struct tlog_key *key, uint64_t *ret_time)
+{
+        size_t mlen = 0;
+        uint8_t *msg;
+        uint64_t t;
+        int r;
+
+        if (sig->blob_len != TLOG_COSIG_BLOB_LEN)
+                return -EKEYREJECTED;
+        t = tlog_get_u64be(sig->blob + TLOG_KEY_ID_LEN);
+        if (t > INT64_MAX)
+                return -EKEYREJECTED;
+        msg = tlog_cosig_message(t, text, len, &mlen);
+        if (!msg)
+                return -ENOMEM;
+        r = crypto_sign_verify_detached(sig->blob + TLOG_KEY_ID_LEN + 8, msg, mlen, key->pk);
+        free(msg);
+        if (r != 0)
+                return -EKEYREJECTED;
+        *ret_time = t;
+        return 0;
+}
+
+static int tlog_sig_check(const struct tlog_sig *sig, const char *text, size_t len,
+                          const struct tlog_key *key, bool cosig, uint64_t *ret_time)
+{
+        if (cosig)
+                return tlog_cosig_check(sig, text, len, key, ret_time);
+        return sig->blob_len == TLOG_KEY_ID_LEN + crypto_sign_BYTES &&
+                       crypto_sign_verify_detached(sig->blob + TLOG_KEY_ID_LEN,
+                                                   (const uint8_t *)text, len, key->pk) == 0
+                   ? 0
+                   : -EKEYREJECTED;
+}
+
+/* Splits a note and checks every signature line; the first line of key (when not NULL)
+ * decides. */
+static int tlog_note_scan(const char *note, size_t len, const struct tlog_key *key, bool cosig,
+                          size_t *ret_text_len, uint64_t *ret_time)
 {
         const char *split = NULL, *p, *end = note + len, *line;
         struct tlog_sig sig;
@@ -347,17 +459,61 @@ int tlog_note_verify(const char *note, size_t len, const struct tlog_key *key, s
                     memcmp(sig.blob, key->id, TLOG_KEY_ID_LEN) != 0)
                         continue;
                 decided = true; /* the first line of the key decides */
-                r = sig.blob_len == TLOG_KEY_ID_LEN + crypto_sign_BYTES &&
-                            crypto_sign_verify_detached(sig.blob + TLOG_KEY_ID_LEN,
-                                                        (const uint8_t *)note, text_len,
-                                                        key->pk) == 0
-                        ? 0
-                        : -EKEYREJECTED;
+                r = tlog_sig_check(&sig, note, text_len, key, cosig, ret_time);
         }
         if (count == 0)
                 return -EBADMSG;
         *ret_text_len = text_len;
         return r;
+}
+
+int tlog_note_verify(const char *note, size_t len, const struct tlog_key *key, size_t *ret_text_len)
+{
+        uint64_t unused = 0;
+
+        return tlog_note_scan(note, len, key, false, ret_text_len, &unused);
+}
+
+int tlog_note_cosig_verify(const char *note, size_t len, const struct tlog_key *key,
+                           uint64_t *ret_time_s)
+{
+        size_t text_len = 0;
+        uint64_t t = 0;
+        int r = tlog_note_scan(note, len, key, true, &text_len, &t);
+
+        if (r == 0)
+                *ret_time_s = t;
+        return r;
+}
+
+int tlog_note_cosign(char *buf, size_t len, size_t size, const struct tlog_key *key,
+                     const uint8_t sk[TLOG_SECRET_KEY_LEN], uint64_t time_s)
+{
+        uint8_t blob[TLOG_COSIG_BLOB_LEN], *msg;
+        char b64[sodium_base64_ENCODED_LEN(sizeof(blob), sodium_base64_VARIANT_ORIGINAL)];
+        size_t text_len = 0, mlen = 0;
+        int m;
+
+        if (time_s > INT64_MAX)
+                return -EINVAL;
+        if (tlog_note_verify(buf, len, NULL, &text_len) < 0)
+                return -EBADMSG;
+        msg = tlog_cosig_message(time_s, buf, text_len, &mlen);
+        if (!msg)
+                return -ENOMEM;
+        memcpy(blob, key->id, TLOG_KEY_ID_LEN);
+        tlog_put_u64be(blob + TLOG_KEY_ID_LEN, time_s);
+        crypto_sign_detached(blob + TLOG_KEY_ID_LEN + 8, NULL, msg, mlen, sk);
+        free(msg);
+        sodium_bin2base64(b64, sizeof(b64), blob, sizeof(blob), sodium_base64_VARIANT_ORIGINAL);
+        if (len >= size)
+                return -ENOSPC;
+        m = snprintf(buf + len, size - len, TLOG_SIG_PREFIX "%s %s\n", key->name, b64);
+        if (m < 0 || (size_t)m >= size - len || len + (size_t)m > TLOG_NOTE_MAX) {
+                buf[len] = '\0';
+                return -ENOSPC;
+        }
+        return (int)len + m;
 }
 
 int tlog_checkpoint_open(const char *note, size_t len, const struct tlog_key *key,

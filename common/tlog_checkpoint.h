@@ -83,3 +83,27 @@ int tlog_checkpoint_open(const char *note, size_t len, const struct tlog_key *ke
 /* The same without a key: only the syntax and the checkpoint (for a fuzz target, and to name
  * what an untrusted note claims). */
 int tlog_checkpoint_open_unverified(const char *note, size_t len, struct tlog_checkpoint *ret);
+
+/* C2SP tlog-cosignature cosignature/v1 (Ed25519): a witness's note signature line
+ * "— <name> base64(key id || u64be(time) || signature)" where key id =
+ * SHA-256(name || 0x0A || 0x04 || public key)[:4] and the signature covers
+ * "cosignature/v1\ntime <secs>\n" || the note text. A cosigner key is a struct tlog_key whose
+ * id is the cosignature key id (tlog_cosig_key_init). */
+#define TLOG_COSIG_BLOB_LEN (TLOG_KEY_ID_LEN + 8 + 64)
+
+void tlog_cosig_key_id(const char *name, const uint8_t pk[TLOG_PUBLIC_KEY_LEN],
+                       uint8_t ret[TLOG_KEY_ID_LEN]);
+int tlog_cosig_key_init(const char *name, const uint8_t pk[TLOG_PUBLIC_KEY_LEN],
+                        struct tlog_key *ret);
+/* Verifier key text with signature type 0x04: "<name>+<hex id>+<base64(0x04 || pk)>". */
+int tlog_cosig_vkey_format(const struct tlog_key *k, char *buf, size_t size);
+int tlog_cosig_vkey_parse(const char *text, struct tlog_key *ret);
+/* Appends key's cosignature line over the signed note's text to the note in buf (len bytes,
+ * NUL-terminated on return); returns the new length or a negative errno (-EBADMSG: buf holds no
+ * well-formed note; -ENOSPC). time_s must be at most 2^63 - 1. */
+int tlog_note_cosign(char *buf, size_t len, size_t size, const struct tlog_key *key,
+                     const uint8_t sk[TLOG_SECRET_KEY_LEN], uint64_t time_s);
+/* 0 when the first line of key (name and cosignature key id) verifies; *ret_time_s is its
+ * timestamp. -EBADMSG (malformed note), -ENOKEY (no line from key), -EKEYREJECTED. */
+int tlog_note_cosig_verify(const char *note, size_t len, const struct tlog_key *key,
+                           uint64_t *ret_time_s);

@@ -277,11 +277,14 @@ static void test_consistency_answer_and_report(void **state)
         struct agent_request req = {.type = AGENT_REQ_CONSISTENCY, .from_size = 3, .to_size = 7};
         struct verify_result vr;
         struct sth s = {.size = 7};
-        uint8_t pk[32] = {0};
+        uint8_t pk[32], sk[64];
+        struct tlog_checkpoint cp;
+        const char *note;
         char line[LEDGER_LINE_MAX], err[256], *out;
         json_t *o;
 
         assert_true(sodium_init() >= 0);
+        crypto_sign_keypair(pk, sk);
         ledger_init(&l);
         l.seq_only = true; /* the daemon's copy keeps the leaves proofs need */
         for (uint64_t i = 1; i <= 7; i++) {
@@ -307,9 +310,20 @@ static void test_consistency_answer_and_report(void **state)
         mismatch_list_init(&vr.mm);
         for (int i = 0; i < 1000; i++)
                 mismatch_add(&vr.mm, "modified-asset", "assets/\x01\xff-long-name", "%0250d", i);
-        out = report_build("schedule", NULL, "vault", pk, &s, &vr);
+        out = report_build("schedule", NULL, "vault", sk, &s, &vr);
         assert_non_null(out);
         assert_true(strlen(out) < CHANNEL_LINE_MAX);
+        /* the head also comes as a C2SP checkpoint signed by the vault key, origin its key */
+        o = json_loads(out, 0, NULL);
+        note = json_string_value(json_object_get(o, "checkpoint"));
+        assert_non_null(note);
+        assert_int_equal(sth_checkpoint_open(note, strlen(note), pk, &cp), 0);
+        assert_int_equal(cp.size, 7);
+        assert_memory_equal(cp.root, s.root, 32);
+        assert_int_equal(strncmp(cp.origin, "totebox.vault/", 14), 0);
+        pk[0] ^= 1;
+        assert_int_equal(sth_checkpoint_open(note, strlen(note), pk, &cp), -ENOKEY);
+        json_decref(o);
         assert_null(strchr(out, '\x01'));
         free(out);
         assert_int_equal(vr.mm.total, 1000);

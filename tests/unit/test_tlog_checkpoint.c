@@ -2,7 +2,12 @@
  * reference vector byte for byte (key id, verifier and signer keys, signature line), checkpoints
  * round-trip, and a forger's notes are refused: a changed byte, a note signed by another key
  * under the same name, a wrong key id, extra or malformed signature lines, non-canonical
- * base64, control bytes, an oversized note, sizes with leading zeros or past 2^63. */
+ * base64, control bytes, an oversized note, sizes with leading zeros or past 2^63.
+ * Cosignatures (c2sp.org/tlog-cosignature cosignature/v1): a vector computed by hand with an
+ * independent implementation (Python's cryptography package: Go's PeterNeumann seed as the
+ * cosigner "witness.example.com/w1", key id SHA-256(name || "\n" || 0x04 || pk)[:4], time
+ * 1679315147 over the tlog-checkpoint example) matches byte for byte, and every forgery of one
+ * (other time, other text, a note signature in its place, a truncated blob) is refused. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -204,6 +209,88 @@ static void test_note_limits(void **state)
         assert_int_equal(tlog_checkpoint_open_unverified(big, (size_t)n, &got), -EBADMSG);
 }
 
+/* the hand-computed cosignature vector (see the top of the file) */
+static const char cosig_vkey[] =
+    "witness.example.com/w1+d46a2b1b+BBpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW";
+static const char cosig_line[] =
+    "\xe2\x80\x94 witness.example.com/w1 1GorGwAAAABkGFDLJeR//pqzhnEKVvEm2wWbh2RJ6oru5+cUUfm5X9N"
+    "nlaGr8aSH9QE5RVZD4QGlxl2F5UpVIIi94p178KLfqPPsAA==\n";
+
+static void test_cosignature_vector(void **state)
+{
+        struct tlog_key go, w, parsed, wrong_alg;
+        uint8_t sk[TLOG_SECRET_KEY_LEN];
+        char note[TLOG_NOTE_MAX + 1], text[TLOG_VKEY_MAX + 1];
+        size_t base = sizeof(c2sp_example) - 1;
+        uint64_t t = 0;
+        int n;
+
+        (void)state;
+        assert_int_equal(tlog_skey_parse(go_skey, &go, sk), 0);
+        assert_int_equal(tlog_cosig_key_init("witness.example.com/w1", go.pk, &w), 0);
+        assert_memory_equal(w.id, "\xd4\x6a\x2b\x1b", 4);
+        assert_int_equal(tlog_cosig_vkey_format(&w, text, sizeof(text)), 0);
+        assert_string_equal(text, cosig_vkey);
+        assert_int_equal(tlog_cosig_vkey_parse(cosig_vkey, &parsed), 0);
+        assert_memory_equal(parsed.id, w.id, 4);
+        /* a 0x04 key is not a note key and the other way round */
+        assert_int_equal(tlog_vkey_parse(cosig_vkey, &wrong_alg), -EBADMSG);
+        assert_int_equal(tlog_cosig_vkey_parse(go_vkey, &wrong_alg), -EBADMSG);
+
+        memcpy(note, c2sp_example, base + 1);
+        n = tlog_note_cosign(note, base, sizeof(note), &w, sk, 1679315147);
+        assert_int_equal(n, (int)(base + sizeof(cosig_line) - 1));
+        assert_string_equal(note + base, cosig_line);
+        assert_int_equal(tlog_note_cosig_verify(note, (size_t)n, &parsed, &t), 0);
+        assert_int_equal(t, 1679315147);
+        /* the log's own signature line is still there and still verifies as a checkpoint */
+        assert_int_equal(
+            tlog_checkpoint_open_unverified(note, (size_t)n, &(struct tlog_checkpoint){0}), 0);
+        /* the same key as a note key (id with 0x01) finds no line of its own */
+        assert_int_equal(tlog_note_cosig_verify(note, (size_t)n, &go, &t), -ENOKEY);
+}
+
+static void test_cosignature_forgeries(void **state)
+{
+        struct tlog_key go, w;
+        uint8_t sk[TLOG_SECRET_KEY_LEN];
+        char note[TLOG_NOTE_MAX + 1], forged[TLOG_NOTE_MAX + 1];
+        size_t base = sizeof(c2sp_example) - 1;
+        uint64_t t = 0;
+        char *p;
+        int n;
+
+        (void)state;
+        assert_int_equal(tlog_skey_parse(go_skey, &go, sk), 0);
+        assert_int_equal(tlog_cosig_key_init("witness.example.com/w1", go.pk, &w), 0);
+        memcpy(note, c2sp_example, base + 1);
+        n = tlog_note_cosign(note, base, sizeof(note), &w, sk, 1679315147);
+        assert_true(n > 0);
+        /* another time in the blob: the signature covered the first */
+        memcpy(forged, note, (size_t)n + 1);
+        p = strstr(forged, "1GorGwAAAABkGFDL");
+        p[15] = 'M';
+        assert_int_equal(tlog_note_cosig_verify(forged, (size_t)n, &w, &t), -EKEYREJECTED);
+        /* another size in the text */
+        memcpy(forged, note, (size_t)n + 1);
+        forged[sizeof("example.com/behind-the-sofa\n2085216") - 1] = '4';
+        assert_int_equal(tlog_note_cosig_verify(forged, (size_t)n, &w, &t), -EKEYREJECTED);
+        /* a plain note signature (68 bytes) under the cosigner's name and cosignature id */
+        memcpy(forged, c2sp_example, base + 1);
+        n = tlog_note_sign(c2sp_example, (size_t)(strstr(c2sp_example, "\n\n") - c2sp_example) + 1,
+                           &w, sk, forged, sizeof(forged));
+        assert_true(n > 0);
+        assert_int_equal(tlog_note_cosig_verify(forged, (size_t)n, &w, &t), -EKEYREJECTED);
+        /* a time past 2^63 - 1 is never signed */
+        memcpy(note, c2sp_example, base + 1);
+        assert_int_equal(
+            tlog_note_cosign(note, base, sizeof(note), &w, sk, (uint64_t)INT64_MAX + 1), -EINVAL);
+        /* no room */
+        assert_int_equal(tlog_note_cosign(note, base, base + 10, &w, sk, 1), -ENOSPC);
+        /* not a note */
+        assert_int_equal(tlog_note_cosign(note, 5, sizeof(note), &w, sk, 1), -EBADMSG);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -213,6 +300,8 @@ int main(void)
             cmocka_unit_test(test_roundtrip_and_forgeries),
             cmocka_unit_test(test_text_rules),
             cmocka_unit_test(test_note_limits),
+            cmocka_unit_test(test_cosignature_vector),
+            cmocka_unit_test(test_cosignature_forgeries),
         };
 
         if (sodium_init() < 0)
