@@ -67,12 +67,13 @@ void api_health_get(struct api_request *req, struct api_response *resp)
 {
         struct fleetd *f = req->f;
         uint64_t now = clock_monotonic_ms(), by_state[NODE_STATE_MAX] = {0};
-        json_t *mismatched, *misplaced, *nodes = json_object(), *o;
-        const char *integrity, *status;
+        json_t *mismatched, *misplaced, *nodes = json_object(), *o, *alarms, *stalled;
+        const char *integrity, *status, *vault;
 
         pthread_mutex_lock(&f->lock);
         integrity = fleet_integrity_status(f, &mismatched);
         misplaced = fleet_misplaced_vms(f);
+        vault = fleet_vault_status(f, clock_realtime_ms(), &alarms, &stalled);
         for (size_t i = 0; i < f->table.roster->n_nodes; i++)
                 by_state[node_state_at(&f->table.nodes[i], &f->cfg, now)]++;
         for (unsigned s = 0; s < NODE_STATE_MAX; s++)
@@ -81,8 +82,12 @@ void api_health_get(struct api_request *req, struct api_response *resp)
         /* worst first: a VM where it is not pinned (a copy of an entity's vault running or
          * defined on another node) outranks a vault that failed its own checks */
         status = json_array_size(misplaced)           ? "misplaced"
+                 : strcmp(vault, "lying-host") == 0   ? "lying-host"
+                 : strcmp(vault, "rollback") == 0     ? "vault-rollback"
+                 : strcmp(vault, "fork") == 0         ? "vault-fork"
                  : strcmp(integrity, "mismatch") == 0 ? "integrity-mismatch"
                  : audit_diverged(f)                  ? "audit-diverged"
+                 : json_array_size(stalled)           ? "stalled"
                  : by_state[NODE_SUSPECT] || by_state[NODE_EVICTED] || by_state[NODE_UNHEALTHY]
                      ? "degraded"
                      : "ok";
@@ -94,6 +99,11 @@ void api_health_get(struct api_request *req, struct api_response *resp)
                             json_pack("{s:s, s:o}", "status",
                                       json_array_size(misplaced) ? "misplaced" : "ok", "vms",
                                       misplaced));
+        json_object_set_new(o, "vault_witness",
+                            json_pack("{s:s, s:o}", "status", vault, "vms", alarms));
+        json_object_set_new(o, "stalled",
+                            json_pack("{s:s, s:o}", "status",
+                                      json_array_size(stalled) ? "stalled" : "ok", "vms", stalled));
         json_object_set_new(
             o, "pin_key",
             json_pack("{s:s, s:b}", "public_key", f->pin_pk, "in_roster", pin_key_in_roster(f)));

@@ -391,6 +391,7 @@ void audit_push_run_once(struct fleetd *f, uint64_t now)
                         audit_push_peer(f, a, p, t[i].address, now);
         }
         free(t);
+        vault_witness_push(f); /* the same thread tells nodes which vault checkpoints it holds */
 }
 
 static void *audit_push_main(void *arg)

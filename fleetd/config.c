@@ -47,6 +47,10 @@ const struct config_key fleetd_config_table[] = {
       "largest REST request body accepted"),
     K("max_json_depth", CONFIG_UINT, max_json_depth, 2, 64, "8",
       "deepest JSON nesting accepted in a REST body"),
+    K("vault_verify_interval", CONFIG_DURATION, vault_verify_interval_ms, 1000, 604800000, "1h",
+      "the agents' full verification schedule (their verify_interval)"),
+    K("vault_stall_grace", CONFIG_DURATION, vault_stall_grace_ms, 0, 604800000, "15m",
+      "a Totebox whose last full verification is older than the schedule plus this is stalled"),
     K("log_level", CONFIG_STRING, log_level, 16, 16, "info", "error, warn, info or debug"),
     {0},
 };

@@ -32,6 +32,7 @@ int fleetd_open(struct fleetd *f)
         int r;
 
         f->started_ms = clock_monotonic_ms();
+        f->started_wall_ms = clock_realtime_ms();
         r = store_open(f->cfg.state_dir, &f->store);
         if (r < 0) {
                 log_error("cannot open the state database in '%s': %s", f->cfg.state_dir,
@@ -50,6 +51,7 @@ int fleetd_open(struct fleetd *f)
         r = audit_open(f);
         if (r < 0)
                 return r;
+        vault_witness_open(f); /* without its key fleetd still checks, and cosigns nothing */
         if (!f->transport.call) {
                 struct fleet_node *self = node_table_find(&f->table, f->table.roster->controller);
 

@@ -12,6 +12,7 @@
 #include "common/heartbeat.h"
 #include "common/vm_lifecycle.h"
 #include "common/roster.h"
+#include "common/witness_key.h"
 
 #define FLEETD_LISTEN_MAX 4
 #define ENTITY_MAX        48
@@ -39,6 +40,7 @@ struct fleetd_config {
         uint64_t dispatch_backoff_max_ms;
         uint64_t max_body_bytes;
         uint64_t max_json_depth;
+        uint64_t vault_verify_interval_ms, vault_stall_grace_ms;
         bool auth;
         char panel_dir[4096];
         char log_level[16];
@@ -164,6 +166,13 @@ struct fleet_vm {
         uint64_t verify_requested_ms;  /* wall clock */
         uint64_t verify_poll_until_ms; /* monotonic: fetch the inventory until then, or 0 */
         json_t *verification;          /* {trigger, request_id, at_ms, duration_ms, ...} or NULL */
+        /* the vault's witness (vault_witness.c): the durable part is the vault_witness row */
+        char witness[16]; /* none / ok / pending / fork / rollback / lying-host */
+        char witness_detail[240];
+        uint64_t witness_size, witness_cosigned_ms, witness_alarms, witness_evidence_seen;
+        uint8_t witness_last_alarm[16];
+        bool witness_post;               /* tell the node the checkpoint fleetd holds */
+        uint64_t clean_count, clean_day; /* clean scheduled verifications, audited daily */
 };
 
 struct fleet_transport {
@@ -182,6 +191,7 @@ struct fleet_metrics {
         uint64_t integrity_mismatches, state_changes, requests;
         uint64_t verify_requests, verify_failures, lifecycle_corrections;
         uint64_t misplaced_occurrences;
+        uint64_t vault_cosignatures, vault_witness_alarms;
         uint64_t latency_bucket[LATENCY_BUCKETS + 1]; /* cumulative at render time */
         double latency_sum_s;
         uint64_t latency_count;
@@ -208,11 +218,15 @@ struct fleetd {
         unsigned dispatch_workers; /* worker threads calling nodes (dispatch.c) */
         struct timespec roster_mtime;
         uint64_t started_ms;
+        uint64_t started_wall_ms;
         uint64_t verb_events;    /* counts starts and ends of verb calls to nodes (under lock) */
         struct audit_log *audit; /* audit_push.c: the key, checkpoints, the nodes' witness */
         /* the pin key (pin_sign.c): Ed25519, its public half named by the roster */
         uint8_t pin_sk[64];
         char pin_pk[WG_KEY_B64_LEN + 1];
+        /* the key fleetd cosigns vault checkpoints with (state_dir/vault-witness.key) */
+        struct witness_key vault_witness;
+        bool have_vault_witness;
 };
 
 /* nodes.c */
@@ -432,6 +446,23 @@ json_t *audit_witnesses_fetch(struct fleetd *f);
  * while fleetd ran. */
 bool audit_diverged(struct fleetd *f);
 void audit_close(struct fleetd *f);
+
+/* vault_witness.c: the fleet as a witness of every vault's checkpoints */
+int vault_witness_open(struct fleetd *f);
+/* One inventory entry (under f->lock): evidence, the node-cosigned checkpoint, fleetd's own. */
+void vault_witness_on_vm(struct fleetd *f, struct fleet_vm *vm, const json_t *v);
+/* Posts fleetd's cosigned checkpoints to the nodes that need them (takes f->lock briefly). */
+void vault_witness_push(struct fleetd *f);
+/* A Totebox whose last full verification is overdue (wall clock now_ms). */
+bool vault_vm_stalled(const struct fleetd *f, const struct fleet_vm *vm, uint64_t now_ms);
+/* A clean scheduled verification: counted, audited once per VM per UTC day. */
+void vault_note_clean(struct fleetd *f, struct fleet_vm *vm, uint64_t at_ms, json_t *result);
+json_t *vault_witness_vm_json(const struct fleetd *f, const struct fleet_vm *vm, uint64_t now_ms);
+/* "fork", "rollback", "lying-host", or NULL. */
+const char *vault_witness_alarm(const struct fleet_vm *vm);
+/* The worst alarm ("ok" when none), the VMs with one, and the stalled ones (under f->lock). */
+const char *fleet_vault_status(struct fleetd *f, uint64_t now_ms, json_t **ret_alarms,
+                               json_t **ret_stalled);
 
 /* api.c */
 int api_start(struct fleetd *f);

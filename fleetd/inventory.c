@@ -265,6 +265,9 @@ static void inventory_take_report(struct fleetd *f, struct fleet_vm *vm, json_t 
                              json_pack("{s:s, s:s, s:O}", "node_id", vm->node_id, "requested_by",
                                        vm->verify_actor, "result", n));
         }
+        if (strcmp(trigger, "schedule") == 0 &&
+            json_integer_value(json_object_get(n, "mismatches")) == 0)
+                vault_note_clean(f, vm, (uint64_t)at_ms, n);
         json_decref(vm->verification);
         vm->verification = n;
 }
@@ -325,6 +328,7 @@ static bool inventory_known_vm(struct fleetd *f, struct fleet_node *node, struct
         if (json_is_object(integ))
                 inventory_integrity(f, vm, integ);
         inventory_verification(f, vm, v);
+        vault_witness_on_vm(f, vm, v);
         return again;
 }
 

@@ -59,6 +59,37 @@ static void metrics_nodes(struct fleetd *f, FILE *out, uint64_t now)
                 (unsigned long long)f->metrics.state_changes);
 }
 
+/* The vault witness: VMs by alarm, stalled Toteboxes, cosignatures and alarms raised. */
+static void metrics_vaults(struct fleetd *f, FILE *out)
+{
+        static const char *const kinds[] = {"fork", "rollback", "lying-host"};
+        uint64_t by_kind[3] = {0}, stalled = 0, now = clock_realtime_ms();
+
+        for (size_t i = 0; i < f->n_vms; i++) {
+                const char *a = vault_witness_alarm(&f->vms[i]);
+
+                for (unsigned k = 0; a && k < 3; k++)
+                        by_kind[k] += strcmp(a, kinds[k]) == 0;
+                stalled += vault_vm_stalled(f, &f->vms[i], now);
+        }
+        metrics_head(out, "totebox_fleetd_vault_witness_alarm_vms", "gauge",
+                     "VMs whose vault checkpoints are named a fork, a rollback or a lying host.");
+        for (unsigned k = 0; k < 3; k++)
+                fprintf(out, "totebox_fleetd_vault_witness_alarm_vms{kind=\"%s\"} %llu\n", kinds[k],
+                        (unsigned long long)by_kind[k]);
+        metrics_head(out, "totebox_fleetd_vaults_stalled", "gauge",
+                     "Toteboxes whose full verification is overdue (schedule plus grace).");
+        fprintf(out, "totebox_fleetd_vaults_stalled %llu\n", (unsigned long long)stalled);
+        metrics_head(out, "totebox_fleetd_vault_cosignatures_total", "counter",
+                     "Vault checkpoints fleetd cosigned as a witness.");
+        fprintf(out, "totebox_fleetd_vault_cosignatures_total %llu\n",
+                (unsigned long long)f->metrics.vault_cosignatures);
+        metrics_head(out, "totebox_fleetd_vault_witness_alarms_total", "counter",
+                     "Vault witness alarms raised (each piece of evidence once).");
+        fprintf(out, "totebox_fleetd_vault_witness_alarms_total %llu\n",
+                (unsigned long long)f->metrics.vault_witness_alarms);
+}
+
 static void metrics_vms(struct fleetd *f, FILE *out)
 {
         uint64_t by_status[3] = {0}, by_lc[3] = {0}, bad = 0;
@@ -95,6 +126,7 @@ static void metrics_vms(struct fleetd *f, FILE *out)
                      "Occurrences of a VM reported from a node it is not pinned to.");
         fprintf(out, "totebox_fleetd_misplaced_total %llu\n",
                 (unsigned long long)m->misplaced_occurrences);
+        metrics_vaults(f, out);
         metrics_head(out, "totebox_fleetd_plans_total", "counter", "Plans asked for, by outcome.");
         fprintf(out, "totebox_fleetd_plans_total{outcome=\"created\"} %llu\n",
                 (unsigned long long)m->plans_created);

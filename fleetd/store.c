@@ -36,6 +36,17 @@ static const char store_schema[] =
     "CREATE TABLE IF NOT EXISTS audit_checkpoint(id INTEGER PRIMARY KEY CHECK (id = 1),"
     " size INTEGER NOT NULL, note TEXT NOT NULL, signed_ms INTEGER NOT "
     "NULL);" AUDIT_NO_UPDATE_TRIGGER
+    /* the vault witness (vault_witness.c): the latest checkpoint fleetd cosigned per vault, and
+     * the evidence; created on open of a database from before (the migration adds nothing
+     * else) */
+    "CREATE TABLE IF NOT EXISTS vault_witness(vm_id TEXT PRIMARY KEY, node_id TEXT NOT NULL,"
+    " vault_key TEXT NOT NULL, host_key TEXT NOT NULL, size INTEGER NOT NULL, root TEXT NOT NULL,"
+    " note TEXT NOT NULL, state TEXT NOT NULL, evidence_seen INTEGER NOT NULL DEFAULT 0,"
+    " updated_ms INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS vault_evidence(id INTEGER PRIMARY KEY, vm_id TEXT NOT NULL,"
+    " node_id TEXT NOT NULL, kind TEXT NOT NULL, size INTEGER NOT NULL,"
+    " held_size INTEGER NOT NULL, note TEXT NOT NULL, detail TEXT NOT NULL,"
+    " at_ms INTEGER NOT NULL);"
     "CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit"
     " BEGIN SELECT RAISE(ABORT, 'the audit record is append-only'); END;";
 

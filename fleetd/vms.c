@@ -263,5 +263,6 @@ json_t *vm_to_json(struct fleetd *f, const struct fleet_vm *vm, uint64_t now_ms)
         json_object_set_new(o, "lifecycle_unconfirmed",
                             vm->lc_unsure[0] ? json_string(vm->lc_unsure) : json_null());
         json_object_set_new(o, "misplaced_on", fleet_vm_misplaced_on(f, vm->id));
+        json_object_set_new(o, "witness", vault_witness_vm_json(f, vm, clock_realtime_ms()));
         return o;
 }

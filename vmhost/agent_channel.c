@@ -34,6 +34,7 @@ struct agent_chan {
         bool discarding;
         struct integrity in;
         bool meta_dirty;
+        bool refresh_wanted; /* the witness state changed: the inventory shows it */
         uint64_t lines, last_report_ms;
         json_t *last_report;
         /* the last report answering a verify-request: a scheduled report may follow it before
@@ -77,6 +78,7 @@ static struct agent_chan *chan_get(struct vmhost *vh, const char *id)
         c->fd = -1;
         c->watch = -1;
         integrity_init(&c->in);
+        c->in.signer = vh->have_witness ? &vh->witness : NULL;
         c->next = vh->chans;
         vh->chans = c;
         return c;
@@ -95,6 +97,20 @@ static void chan_send(struct agent_chan *c, json_t *msg)
         }
         free(text);
         json_decref(msg);
+}
+
+static void chan_ask_proof(struct agent_chan *c, enum verify_action a)
+{
+        if (a == VERIFY_NEED_CONSISTENCY)
+                chan_send(c, json_pack("{s:i, s:s, s:s, s:I, s:I}", "v", 1, "type",
+                                       "consistency-request", "request_id", c->in.pending_id,
+                                       "from_size", (json_int_t)c->in.sth.size, "to_size",
+                                       (json_int_t)c->in.pending_sth.size));
+        else if (a == VERIFY_NEED_FLEET_PROOF)
+                chan_send(c, json_pack("{s:i, s:s, s:s, s:I, s:I}", "v", 1, "type",
+                                       "consistency-request", "request_id", c->in.fleet_rid,
+                                       "from_size", (json_int_t)c->in.fleet_size, "to_size",
+                                       (json_int_t)c->in.sth.size));
 }
 
 static void chan_on_report(struct vmhost *vh, struct agent_chan *c, const struct agent_msg *m,
@@ -120,19 +136,48 @@ static void chan_on_report(struct vmhost *vh, struct agent_chan *c, const struct
                 log_warn("VM '%s': integrity mismatch '%s'", c->id,
                          json_string_value(
                              json_object_get(json_array_get(c->in.mismatches, before), "kind")));
-        if (a == VERIFY_NEED_CONSISTENCY)
-                chan_send(c, json_pack("{s:i, s:s, s:s, s:I, s:I}", "v", 1, "type",
-                                       "consistency-request", "request_id", c->in.pending_id,
-                                       "from_size", (json_int_t)c->in.sth.size, "to_size",
-                                       (json_int_t)c->in.pending_sth.size));
+        chan_ask_proof(c, a);
 }
 
-/* Mismatches are kept across vmhost restarts: state_dir/integrity/ID.json. */
+/* Mismatches are kept across vmhost restarts: state_dir/integrity/ID.json; the witness state
+ * (the cosigned checkpoint and the refused ones) in ID.witness.json. */
 static char *chan_integrity_path(struct vmhost *vh, const char *id)
 {
         char *p = NULL;
 
         return asprintf(&p, "%s/integrity/%s.json", vh->cfg.state_dir, id) < 0 ? NULL : p;
+}
+
+static char *chan_witness_path(struct vmhost *vh, const char *id)
+{
+        char *p = NULL;
+
+        return asprintf(&p, "%s/integrity/%s.witness.json", vh->cfg.state_dir, id) < 0 ? NULL : p;
+}
+
+static void chan_save_witness(struct vmhost *vh, struct agent_chan *c)
+{
+        char *path = chan_witness_path(vh, c->id), tmp[4400];
+        json_t *o = integrity_witness_save(&c->in);
+
+        if (path && o) {
+                snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+                if (json_dump_file(o, tmp, JSON_COMPACT) != 0 || rename(tmp, path) != 0)
+                        log_warn("VM '%s': cannot keep its witness state in '%s'", c->id, path);
+        }
+        json_decref(o);
+        free(path);
+}
+
+static void chan_load_witness(struct vmhost *vh, struct agent_chan *c)
+{
+        char *path = chan_witness_path(vh, c->id);
+        json_t *o = path ? json_load_file(path, JSON_REJECT_DUPLICATES, NULL) : NULL;
+
+        if (json_is_object(o))
+                integrity_witness_load(&c->in, o);
+        json_decref(o);
+        free(path);
 }
 
 static void chan_save_mismatches(struct vmhost *vh, struct agent_chan *c)
@@ -165,9 +210,14 @@ static void chan_on_line(struct vmhost *vh, struct agent_chan *c, const char *li
 {
         size_t before = json_array_size(c->in.mismatches);
 
+        c->in.witness_changed = false;
         chan_handle_line(vh, c, line, len);
         if (json_array_size(c->in.mismatches) != before)
                 chan_save_mismatches(vh, c);
+        if (c->in.witness_changed) {
+                chan_save_witness(vh, c);
+                c->refresh_wanted = true;
+        }
 }
 
 static void chan_handle_line(struct vmhost *vh, struct agent_chan *c, const char *line, size_t len)
@@ -184,7 +234,8 @@ static void chan_handle_line(struct vmhost *vh, struct agent_chan *c, const char
         if (m.type == AGENT_MSG_REPORT)
                 chan_on_report(vh, c, &m, line, len);
         else if (m.type == AGENT_MSG_CONSISTENCY) {
-                integrity_on_consistency(&c->in, &m, clock_realtime_ms());
+                c->in.sth_accepted_now = false;
+                chan_ask_proof(c, integrity_on_consistency(&c->in, &m, clock_realtime_ms()));
                 c->meta_dirty = c->meta_dirty || c->in.sth_accepted_now;
         } else
                 log_warn("VM '%s': agent error: %s", c->id, m.detail);
@@ -239,7 +290,9 @@ static void chan_io(int watch, int fd, int events, void *opaque)
                 log_info("VM '%s': agent channel closed", c->id);
                 chan_close(c);
         }
-        dirty = c && c->meta_dirty;
+        dirty = c && (c->meta_dirty || c->refresh_wanted);
+        if (c)
+                c->refresh_wanted = false;
         pthread_mutex_unlock(&vh->state_lock);
         if (dirty)
                 virt_request_refresh(vh);
@@ -320,6 +373,7 @@ void agent_chan_sync(struct vmhost *vh, const char *id, const struct vm_meta *m,
                 memcpy(c->in.sth.root, m->sth_root, sizeof(c->in.sth.root));
                 c->in.sth.time_ms = m->sth_time_ms;
                 chan_load_mismatches(vh, c);
+                chan_load_witness(vh, c);
         }
         if (c) {
                 c->running = running;
@@ -408,6 +462,28 @@ int agent_chan_request_verify(struct vmhost *vh, const char *id, char *ret_reque
                 r = 0;
         }
         pthread_mutex_unlock(&vh->state_lock);
+        return r;
+}
+
+int agent_chan_fleet_note(struct vmhost *vh, const char *id, const char *body, size_t len,
+                          json_t **ret)
+{
+        struct agent_chan *c;
+        enum verify_action a;
+        int r = -ENOENT;
+
+        pthread_mutex_lock(&vh->state_lock);
+        c = chan_find(vh, id);
+        if (c) {
+                a = integrity_on_fleet_note(&c->in, body, len, &r);
+                if (r == 0) {
+                        chan_ask_proof(c, a);
+                        *ret = integrity_to_json(&c->in);
+                }
+        }
+        pthread_mutex_unlock(&vh->state_lock);
+        if (r == 0)
+                virt_request_refresh(vh);
         return r;
 }
 

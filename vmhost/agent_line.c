@@ -9,8 +9,9 @@
 #include "common/json_input.h"
 #include "vmhost/vmhost.h"
 
-#define AGENT_MAX_DEPTH 4
-#define AGENT_STR_MAX   4096
+#define AGENT_MAX_DEPTH      4
+#define AGENT_STR_MAX        4096
+#define AGENT_CHECKPOINT_MAX 1024 /* a vault checkpoint: origin, size, root, one signature */
 
 static const char *const agent_mismatch_kinds[] = {"modified-asset",
                                                    "deleted-asset",
@@ -45,6 +46,8 @@ void agent_msg_clear(struct agent_msg *m)
                 return;
         json_decref(m->mismatches);
         m->mismatches = NULL;
+        free(m->checkpoint);
+        m->checkpoint = NULL;
 }
 
 static int agent_get_b64(const json_t *o, const char *key, uint8_t *out, size_t n,
@@ -112,11 +115,12 @@ static int agent_parse_mismatch(const json_t *o, struct json_input_error *err)
 
 static int agent_parse_report(const json_t *o, struct agent_msg *m, struct json_input_error *err)
 {
-        static const char *const fields[] = {"v",        "type",        "trigger",    "request_id",
-                                             "vault_id", "public_key",  "sth",        "records",
-                                             "bytes",    "duration_ms", "mismatches", NULL};
+        static const char *const fields[] = {
+            "v",       "type",  "trigger",     "request_id", "vault_id",   "public_key", "sth",
+            "records", "bytes", "duration_ms", "mismatches", "checkpoint", NULL};
         static const char *const triggers[] = {"start", "seal", "schedule", "request", NULL};
         json_t *mm = json_object_get(o, "mismatches");
+        const char *note = NULL;
         int r = 0;
 
         r = r ?: json_input_check_keys(o, fields, err);
@@ -130,8 +134,11 @@ static int agent_parse_report(const json_t *o, struct agent_msg *m, struct json_
         r = r ?: json_input_get_uint(o, "records", true, 0, INT64_MAX, &m->records, err);
         r = r ?: json_input_get_uint(o, "bytes", true, 0, INT64_MAX, &m->bytes, err);
         r = r ?: json_input_get_uint(o, "duration_ms", true, 0, INT64_MAX, &m->duration_ms, err);
+        r = r ?: json_input_get_string(o, "checkpoint", false, AGENT_CHECKPOINT_MAX, &note, err);
         if (r < 0)
                 return r;
+        if (note && !(m->checkpoint = strdup(note)))
+                return json_input_fail(err, "out of memory");
         r = -EINVAL;
         for (const char *const *t = triggers; *t; t++)
                 if (strcmp(*t, m->trigger) == 0)

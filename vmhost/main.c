@@ -133,6 +133,20 @@ static int vmhost_check_config(struct vmhost *vh)
         return 0;
 }
 
+/* The key this node cosigns vault checkpoints with (C2SP tlog-cosignature), named after the
+ * node; without it the node still checks every head but cosigns none. */
+static void vmhost_witness_start(struct vmhost *vh)
+{
+        char path[4200], name[TLOG_NAME_MAX + 1], err[4400];
+
+        snprintf(path, sizeof(path), "%s/vault-witness.key", vh->cfg.state_dir);
+        snprintf(name, sizeof(name), "totebox.host/%s", vh->cfg.node_id);
+        if (witness_key_load(path, name, true, &vh->witness, err, sizeof(err)) == 0)
+                vh->have_witness = true;
+        else
+                log_error("%s; this node cosigns no vault checkpoint", err);
+}
+
 /* Without its state directory or libvirt, vmhost still sends heartbeats (libvirt_age_ms -1)
  * and keeps retrying; only what cannot be retried is fatal here. */
 static int vmhost_start(struct vmhost *vh)
@@ -145,6 +159,8 @@ static int vmhost_start(struct vmhost *vh)
                 log_error("cannot store the creation counter in '%s': %s; creations are refused "
                           "until it can",
                           vh->cfg.state_dir, strerror(-e));
+        if (r == 0)
+                vmhost_witness_start(vh);
         r = r ?: virt_start(vh);
         r = r ?: agent_chan_start(vh);
         if (r < 0) {
@@ -164,6 +180,7 @@ static void vmhost_stop(struct vmhost *vh)
         virt_stop(vh);
         json_decref(vh->vms);
         roster_free(vh->roster);
+        witness_key_wipe(&vh->witness);
 }
 
 int main(int argc, char **argv)

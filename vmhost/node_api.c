@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "common/http_body.h"
+#include "common/json_input.h"
 #include "common/log.h"
 #include "vmhost/vmhost.h"
 
@@ -158,6 +159,33 @@ static void node_vm_verify(struct node_req *q, struct node_resp *resp)
         json_decref(vm);
 }
 
+/* fleetd's cosigned checkpoint of the VM's vault (docs/contracts.md section 2). */
+static void node_vm_witness(struct node_req *q, struct node_resp *resp)
+{
+        struct json_input_error jerr = {{0}};
+        static const char *const fields[] = {"v", "checkpoint", NULL};
+        json_t *o = json_input_parse(q->body, q->body_len, 16384, 2, &jerr), *w = NULL;
+        const char *note = NULL;
+        struct vm_problem p;
+        int r = o ? 0 : -EINVAL;
+
+        r = r ?: json_input_check_keys(o, fields, &jerr);
+        r = r ?: json_input_get_string(o, "checkpoint", true, 8192, &note, &jerr);
+        if (r < 0)
+                vms_problem(&p, 400, "bad-request", "%s", jerr.text);
+        else if ((r = agent_chan_fleet_note(q->vh, q->param, note, strlen(note), &w)) == -ENOENT)
+                vms_problem(&p, 404, "not-found", "no agent channel state for VM '%s'", q->param);
+        else if (r < 0)
+                vms_problem(&p, 422, "not-this-vault",
+                            "the checkpoint is not one of VM '%s''s vault (origin or syntax)",
+                            q->param);
+        if (r < 0)
+                node_problem(resp, &p);
+        else
+                node_json(resp, 200, w);
+        json_decref(o);
+}
+
 static void node_images_list(struct node_req *q, struct node_resp *resp)
 {
         node_json(resp, 200, json_pack("{s:o}", "images", images_list(q->vh)));
@@ -220,6 +248,7 @@ static const struct node_route node_routes[] = {
     {"POST", "/v1/vms/", "/resume", node_vm_resume, "resume from suspend"},
     {"POST", "/v1/vms/", "/archive", node_vm_archive, "shut down and keep; never starts again"},
     {"POST", "/v1/vms/", "/verify", node_vm_verify, "ask the agent for a full verification"},
+    {"POST", "/v1/vms/", "/witness", node_vm_witness, "fleetd's cosigned vault checkpoint"},
     {"GET", "/v1/images", NULL, node_images_list, "base images and their manifests"},
     {"POST", "/v1/images", NULL, node_images_import, "import a base image (checksum verified)"},
     {"DELETE", "/v1/images/", "", node_images_remove, "remove an image no VM uses"},

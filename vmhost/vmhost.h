@@ -19,6 +19,7 @@
 #include "common/pin.h"
 #include "common/roster.h"
 #include "common/sth.h"
+#include "common/witness_key.h"
 
 #define VM_ID_MAX           63
 #define VM_ENTITY_MAX       128
@@ -199,6 +200,7 @@ struct agent_msg {
         size_t proof_len;
         merkle_hash proof[MERKLE_MAX_PROOF];
         char detail[512];
+        char *checkpoint; /* report: the head as a C2SP checkpoint note, or NULL; owned */
 };
 
 int agent_line_parse(const char *line, size_t len, struct agent_msg *ret, char *err,
@@ -206,7 +208,12 @@ int agent_line_parse(const char *line, size_t len, struct agent_msg *ret, char *
 void agent_msg_clear(struct agent_msg *m);
 bool agent_mismatch_kind_valid(const char *kind);
 
-/* agent_verify.c: the checks on a report, as a state machine without I/O. */
+/* agent_verify.c: the checks on a report, as a state machine without I/O. The host is a
+ * witness of the vault's checkpoints (C2SP tlog-witness): it cosigns a checkpoint only once it
+ * accepted that head (first use, same head, or a verified consistency proof from the last one)
+ * and keeps every refused one, signed by the vault, as evidence. */
+#define WITNESS_EVIDENCE_KEPT 16
+
 struct integrity {
         bool has_key;
         uint8_t key[STH_PUBLIC_KEY_LEN];
@@ -221,9 +228,25 @@ struct integrity {
         json_t *mismatches;  /* kept: array of {kind, path, detail} */
         bool key_pinned_now; /* set when this report pinned the key (TOFU) */
         bool sth_accepted_now;
+        /* the witness */
+        const struct witness_key *signer; /* NULL: this host cosigns nothing */
+        char *note;                       /* the accepted head's checkpoint + our cosignature */
+        char *pending_note;               /* the checkpoint waiting for its proof */
+        uint64_t fwd_from;                /* the proof forwarded to fleetd: from this size */
+        size_t fwd_len;
+        merkle_hash fwd_proof[MERKLE_MAX_PROOF];
+        bool fleet_known; /* the size fleetd cosigned last (it says so), for its proof */
+        uint64_t fleet_size;
+        merkle_hash fleet_root;
+        char *fleet_note;
+        bool fleet_pending;
+        char fleet_rid[REQUEST_ID_MAX + 1];
+        json_t *evidence; /* refused checkpoints: [{reason, size, held_size, checkpoint, ...}] */
+        uint64_t evidence_total;
+        bool witness_changed; /* set when anything above changed (for the inventory and disk) */
 };
 
-enum verify_action { VERIFY_DONE, VERIFY_NEED_CONSISTENCY };
+enum verify_action { VERIFY_DONE, VERIFY_NEED_CONSISTENCY, VERIFY_NEED_FLEET_PROOF };
 
 void integrity_init(struct integrity *in);
 void integrity_clear(struct integrity *in);
@@ -233,8 +256,18 @@ void integrity_add_mismatch(struct integrity *in, const char *kind, const char *
  * in->pending_id from in->sth.size to in->pending_sth.size. */
 enum verify_action integrity_on_report(struct integrity *in, const struct agent_msg *m,
                                        uint64_t now_ms);
-void integrity_on_consistency(struct integrity *in, const struct agent_msg *m, uint64_t now_ms);
+/* VERIFY_NEED_FLEET_PROOF: send a consistency-request with in->fleet_rid from in->fleet_size to
+ * in->sth.size (the proof fleetd needs from the checkpoint it holds). */
+enum verify_action integrity_on_consistency(struct integrity *in, const struct agent_msg *m,
+                                            uint64_t now_ms);
+/* fleetd's cosigned checkpoint of this vault (its latest): -EBADMSG when it is no checkpoint
+ * of this vault. May ask for the proof fleetd needs next. */
+enum verify_action integrity_on_fleet_note(struct integrity *in, const char *note, size_t len,
+                                           int *ret_err);
 json_t *integrity_to_json(const struct integrity *in);
+/* The witness part kept across restarts (the cosigned note, the evidence) and back. */
+json_t *integrity_witness_save(const struct integrity *in);
+void integrity_witness_load(struct integrity *in, const json_t *o);
 
 /* seed.c: the cloud-init NoCloud seed (genisoimage, label cidata). */
 int seed_build(const char *path, const char *vm_id, const struct vm_meta *meta, char *err,
@@ -273,8 +306,10 @@ struct vmhost {
         /* agent channels, under state_lock */
         struct agent_chan *chans;
         int chan_timer;
-        struct roster *roster; /* the accepted roster, under state_lock */
-        void *http;            /* struct MHD_Daemon * */
+        struct roster *roster;      /* the accepted roster, under state_lock */
+        struct witness_key witness; /* cosigns vault checkpoints (state_dir/vault-witness.key) */
+        bool have_witness;
+        void *http; /* struct MHD_Daemon * */
 };
 
 /* virt.c: the libvirt connection and its event loop. */
@@ -322,6 +357,10 @@ bool agent_chan_take_meta(struct vmhost *vh, const char *id, struct vm_meta *m);
 json_t *agent_chan_integrity(struct vmhost *vh, const char *id);
 json_t *agent_chan_status(struct vmhost *vh, const char *id);
 int agent_chan_request_verify(struct vmhost *vh, const char *id, char *ret_request_id, size_t size);
+/* fleetd's cosigned checkpoint for id (POST /v1/vms/{id}/witness): -ENOENT (no such channel),
+ * -EBADMSG (not this vault's checkpoint); *ret is the witness state. */
+int agent_chan_fleet_note(struct vmhost *vh, const char *id, const char *body, size_t len,
+                          json_t **ret);
 char *agent_chan_socket_path(const struct vmhost *vh, const char *id);
 
 /* vms.c: the verbs. Each fills a problem (status, type, detail) on refusal. */
