@@ -440,8 +440,12 @@ static int vault_layout(struct vault *v, char *err, size_t errlen)
                 goto fail;
         }
         /* the skeleton must survive a power cut right after the first start: the new
-         * directory entries are durable only once the vault directory itself is synced */
-        if (create && fsync(v->dir_fd) < 0)
+         * directory entries are durable only once the vault directory itself is synced, and on
+         * a file system without a journal (ext2) each new directory's own inode only once it is
+         * synced too (else fsck finds entries naming unused inodes and drops them) */
+        if (create && (fsync(v->assets_fd) < 0 || fsync(v->ledger_dir_fd) < 0 ||
+                       (v->state_fd >= 0 && fsync(v->state_fd) < 0) || fsync(v->inbox_fd) < 0 ||
+                       fsync(v->dir_fd) < 0))
                 goto fail;
         return 0;
 fail:

@@ -31,11 +31,32 @@ static const char *ctl_misplaced(json_t *v, char *buf, size_t size)
         return buf;
 }
 
+/* The vault witness: its state, or every alarm named ("ROLLBACK,FORK"), and ",STALLED". */
+static const char *ctl_witness(json_t *v, char *buf, size_t size)
+{
+        json_t *w = json_object_get(v, "witness"), *named = json_object_get(w, "named"), *n;
+        size_t i, len = 0;
+
+        if (!w)
+                return "-";
+        if (!json_array_size(named))
+                len = (size_t)snprintf(buf, size, "%s", ctl_str(w, "state"));
+        json_array_foreach(named, i, n) if (len < size) len +=
+            (size_t)snprintf(buf + len, size - len, "%s%s", i ? "," : "", json_string_value(n));
+        if (json_is_true(json_object_get(w, "stalled")) && len < size)
+                snprintf(buf + len, size - len, ",stalled");
+        for (char *p = buf; *p && json_array_size(named); p++)
+                if (*p >= 'a' && *p <= 'z')
+                        *p = (char)(*p - 'a' + 'A'); /* an alarm is shouted */
+        return buf;
+}
+
 static void ctl_show_vms(json_t *a)
 {
-        static const char *const h[] = {"ID",    "ENTITY",    "NODE",     "STATUS", "LIFECYCLE",
-                                        "STATE", "INTEGRITY", "VERIFIED", "PIN",    "REASON"};
-        char mis[256];
+        static const char *const h[] = {"ID",        "ENTITY", "NODE",      "STATUS",
+                                        "LIFECYCLE", "STATE",  "INTEGRITY", "CHECKPOINTS",
+                                        "VERIFIED",  "PIN",    "REASON"};
+        char mis[256], wit[128];
         json_t *vms = json_object_get(a, "vms"), *rows = json_array(), *v;
         size_t i;
 
@@ -44,11 +65,12 @@ static void ctl_show_vms(json_t *a)
         else
                 json_incref(vms);
         json_array_foreach(vms, i, v) json_array_append_new(
-            rows, ctl_row(10, ctl_str(v, "id"), ctl_str(v, "entity"), ctl_str(v, "node_id"),
+            rows, ctl_row(11, ctl_str(v, "id"), ctl_str(v, "entity"), ctl_str(v, "node_id"),
                           ctl_str(v, "status"), ctl_str(v, "lifecycle"), ctl_str(v, "state"),
-                          ctl_str(json_object_get(v, "integrity"), "status"), ctl_verified(v),
+                          ctl_str(json_object_get(v, "integrity"), "status"),
+                          ctl_witness(v, wit, sizeof(wit)), ctl_verified(v),
                           ctl_misplaced(v, mis, sizeof(mis)), ctl_str(v, "reason")));
-        ctl_table(h, 10, rows);
+        ctl_table(h, 11, rows);
         json_decref(rows);
         json_decref(vms);
 }

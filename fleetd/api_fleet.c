@@ -69,6 +69,7 @@ void api_health_get(struct api_request *req, struct api_response *resp)
         uint64_t now = clock_monotonic_ms(), by_state[NODE_STATE_MAX] = {0};
         json_t *mismatched, *misplaced, *nodes = json_object(), *o, *alarms, *stalled;
         const char *integrity, *status, *vault;
+        char vkey[TLOG_VKEY_MAX + 1];
 
         pthread_mutex_lock(&f->lock);
         integrity = fleet_integrity_status(f, &mismatched);
@@ -99,8 +100,12 @@ void api_health_get(struct api_request *req, struct api_response *resp)
                             json_pack("{s:s, s:o}", "status",
                                       json_array_size(misplaced) ? "misplaced" : "ok", "vms",
                                       misplaced));
+        if (!f->have_vault_witness ||
+            tlog_cosig_vkey_format(&f->vault_witness.pub, vkey, sizeof(vkey)) < 0)
+                vkey[0] = '\0';
         json_object_set_new(o, "vault_witness",
-                            json_pack("{s:s, s:o}", "status", vault, "vms", alarms));
+                            json_pack("{s:s, s:s?, s:o}", "status", vault, "key",
+                                      vkey[0] ? vkey : NULL, "vms", alarms));
         json_object_set_new(o, "stalled",
                             json_pack("{s:s, s:o}", "status",
                                       json_array_size(stalled) ? "stalled" : "ok", "vms", stalled));

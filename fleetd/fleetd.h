@@ -171,7 +171,8 @@ struct fleet_vm {
         char witness_detail[240];
         uint64_t witness_size, witness_cosigned_ms, witness_alarms, witness_evidence_seen;
         uint8_t witness_last_alarm[16];
-        bool witness_post;               /* tell the node the checkpoint fleetd holds */
+        unsigned witness_named; /* bit per alarm ever named: 1 fork, 2 rollback, 4 lying-host */
+        bool witness_post;      /* tell the node the checkpoint fleetd holds */
         uint64_t clean_count, clean_day; /* clean scheduled verifications, audited daily */
 };
 

@@ -13,7 +13,7 @@
  * Every alarm is sticky, kept in vault_evidence, audited once per piece of evidence, shown in the
  * VM view, /v1/health and /metrics. A Totebox whose last full verification is older than
  * vault_verify_interval + vault_stall_grace is `stalled`. Clean scheduled verifications are
- * audited compactly: one `vm.verifications-clean` entry per VM per UTC day. */
+ * audited compactly: one `vm.verifications_clean` entry per VM per UTC day. */
 #include <errno.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -200,11 +200,15 @@ static void vw_alarm(struct fleetd *f, struct fleet_vm *vm, struct vw_row *row, 
         vw_evidence_store(f->store, vm->id, vm->node_id, kind, size, row->size, note, detail);
         if (vw_rank_of(kind) > vw_rank_of(row->state))
                 snprintf(row->state, sizeof(row->state), "%s", kind);
+        vm->witness_named |= 1u << (vw_rank_of(kind) - vw_rank_of("fork"));
         snprintf(vm->witness, sizeof(vm->witness), "%s", row->state);
         snprintf(vm->witness_detail, sizeof(vm->witness_detail), "%s", detail);
         vm->witness_alarms++;
         f->metrics.vault_witness_alarms++;
         snprintf(audit_kind, sizeof(audit_kind), "vault.%s", kind);
+        for (char *c = audit_kind; *c; c++)
+                if (*c == '-')
+                        *c = '_'; /* audit kinds are [a-z_] words: vault.lying_host */
         audit_append(f->store, false, audit_kind, vm->id, "fleetd",
                      json_pack("{s:s, s:I, s:I, s:s, s:s?}", "node_id", vm->node_id, "size",
                                (json_int_t)size, "held_size", (json_int_t)row->size, "detail",
@@ -482,7 +486,7 @@ void vault_note_clean(struct fleetd *f, struct fleet_vm *vm, uint64_t at_ms, jso
         vm->clean_count++;
         if (vm->clean_day == day)
                 return;
-        audit_append(f->store, false, "vm.verifications-clean", vm->id, "fleetd",
+        audit_append(f->store, false, "vm.verifications_clean", vm->id, "fleetd",
                      json_pack("{s:s, s:I, s:I, s:O}", "node_id", vm->node_id, "count",
                                (json_int_t)vm->clean_count, "day", (json_int_t)day, "last",
                                result));
@@ -490,13 +494,34 @@ void vault_note_clean(struct fleetd *f, struct fleet_vm *vm, uint64_t at_ms, jso
         vm->clean_count = 0;
 }
 
+static json_t *vw_named(const struct fleet_vm *vm)
+{
+        json_t *a = json_array();
+
+        for (int k = 0; k < 3; k++)
+                if (vm->witness_named & (1u << k))
+                        json_array_append_new(a, json_string(vw_rank[vw_rank_of("fork") + k]));
+        return a;
+}
+
+/* The VM view's "witness": the state (the worst alarm, else ok/pending/none), every alarm named
+ * so far, and the checkpoint fleetd holds (the vault's note with the node's and fleetd's
+ * cosignatures). */
 json_t *vault_witness_vm_json(const struct fleetd *f, const struct fleet_vm *vm, uint64_t now_ms)
 {
-        return json_pack(
-            "{s:s, s:I, s:s?, s:I, s:b}", "state", vm->witness[0] ? vm->witness : "none", "size",
-            (json_int_t)vm->witness_size, "detail",
+        struct vw_row *row = malloc(sizeof(*row));
+        json_t *o = json_pack(
+            "{s:s, s:o, s:I, s:s?, s:I, s:b}", "state", vm->witness[0] ? vm->witness : "none",
+            "named", vw_named(vm), "size", (json_int_t)vm->witness_size, "detail",
             vm->witness_detail[0] ? vm->witness_detail : NULL, "alarms",
             (json_int_t)vm->witness_alarms, "stalled", vault_vm_stalled(f, vm, now_ms));
+
+        if (o && row && vw_row_load(f->store, vm->id, row) == 0 && row->have)
+                json_object_set_new(o, "checkpoint", json_string(row->note));
+        else if (o)
+                json_object_set_new(o, "checkpoint", json_null());
+        free(row);
+        return o;
 }
 
 const char *vault_witness_alarm(const struct fleet_vm *vm)
@@ -515,9 +540,9 @@ const char *fleet_vault_status(struct fleetd *f, uint64_t now_ms, json_t **ret_a
                 const char *a = vault_witness_alarm(vm);
 
                 if (a) {
-                        json_array_append_new(alarms,
-                                              json_pack("{s:s, s:s, s:s}", "id", vm->id, "node_id",
-                                                        vm->node_id, "state", a));
+                        json_array_append_new(alarms, json_pack("{s:s, s:s, s:s, s:o}", "id",
+                                                                vm->id, "node_id", vm->node_id,
+                                                                "state", a, "named", vw_named(vm)));
                         if (vw_rank_of(a) > worst)
                                 worst = vw_rank_of(a);
                 }

@@ -102,6 +102,8 @@ function renderVms(vms) {
       el("td", {}, vm.lifecycle),
       el("td", { title: mismatches.map(mismatchText).join("\n") },
         el("span", { class: `integrity-${integrity}` }, integrity + (mismatches.length ? ` (${mismatches.length})` : "")),
+        vm.witness && (vm.witness.named || []).length ? el("div", { class: "integrity-mismatch" }, `checkpoints: ${vm.witness.named.join(", ")}`) : "",
+        vm.witness && vm.witness.stalled ? el("div", { class: "integrity-unknown" }, "stalled: verification overdue") : "",
         mismatches.length ? el("div", { class: "mismatch-list" }, ...mismatches.slice(0, 3).map((m) =>
           el("div", {}, `${m.kind}${m.path ? ` ${m.path}` : ""}`))) : ""),
       el("td", {}, ...vmActions(vm),
@@ -113,7 +115,7 @@ function auditClass(e) {
   const text = `${e.kind} ${JSON.stringify(e.detail || {})}`;
   // a verification's result counts its mismatches: highlighted only when there are some
   if (e.kind === "vm.verified") return (e.detail && e.detail.result && e.detail.result.mismatches) ? "highlight-mismatch" : "";
-  if (/mismatch|misplaced/.test(text)) return "highlight-mismatch";
+  if (/mismatch|misplaced|^vault\.(fork|rollback|lying_host)/.test(text)) return "highlight-mismatch";
   if (/evict/.test(text)) return "highlight-eviction";
   return "";
 }
@@ -161,10 +163,25 @@ function renderMisplaced(h) {
     : "";
 }
 
+/* The vault witness's alarms (a lying host, a rolled-back or forked vault: red) and the stalled
+ * Toteboxes, whose full verification is overdue (amber), each a banner until an operator acts. */
+function renderVaults(h) {
+  const w = $("#witness-banner"), s = $("#stalled-banner");
+  const alarms = (h && h.vault_witness && h.vault_witness.vms) || [];
+  const stalled = (h && h.stalled && h.stalled.vms) || [];
+  w.hidden = alarms.length === 0;
+  w.textContent = alarms.length
+    ? `VAULT CHECKPOINTS: ${alarms.map((v) => `VM ${v.id} on node ${v.node_id}: ${(v.named || [v.state]).join(", ").toUpperCase()}`).join("; ")}`
+    : "";
+  s.hidden = stalled.length === 0;
+  s.textContent = stalled.length ? `STALLED (verification overdue): ${stalled.join(", ")}` : "";
+}
+
 /* The fleet badge: an integrity mismatch is red and comes first; a VM whose agent has not
  * reported yet (integrity "unknown") or a suspect, evicted or unhealthy node is amber; else green. */
 function renderHealth(h) {
   renderMisplaced(h);
+  renderVaults(h);
   const b = $("#fleet-health");
   const integrity = h && h.integrity ? h.integrity.status : "unknown";
   const bad = (h && h.integrity && h.integrity.mismatched_vms) || [];

@@ -357,6 +357,16 @@ static int images_from_manifest(const char *path, const char *text, size_t len,
         return r;
 }
 
+int images_manifest_check(const char *path, const char *text, size_t len, struct vm_problem *p)
+{
+        struct image_file files[3] = {{0}};
+        char cmdline[512];
+
+        if (path[0] != '/')
+                return vms_problem(p, 400, "bad-request", "the manifest path must be absolute");
+        return images_from_manifest(path, text, len, files, cmdline, sizeof(cmdline), p);
+}
+
 static int images_write_manifest(struct vmhost *vh, const char *name, json_t *m)
 {
         char *path = images_manifest_path(vh, name), tmp[4400];
@@ -429,8 +439,8 @@ static void images_pool_refresh(struct vmhost *vh)
                 virConnectClose(c);
 }
 
-static int images_parse_import(const char *body, size_t len, char *name, char *path, char *sum,
-                               struct vm_problem *p)
+int images_parse_import(const char *body, size_t len, char *name, char *path, char *sum,
+                        struct vm_problem *p)
 {
         static const char *const fields[] = {"name", "path", "sha256", NULL};
         struct json_input_error jerr = {{0}};

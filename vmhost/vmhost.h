@@ -420,6 +420,11 @@ json_t *images_list(struct vmhost *vh);
 int images_import(struct vmhost *vh, const char *body, size_t len, json_t **ret,
                   struct vm_problem *p);
 int images_remove(struct vmhost *vh, const char *name, struct vm_problem *p);
+/* The import body's and a manifest's parsers, exposed for the fuzz target: name holds
+ * IMAGE_NAME_MAX + 1 bytes, path 4000, sum DIGEST_HEX_LEN + 1; path must be absolute. */
+int images_parse_import(const char *body, size_t len, char *name, char *path, char *sum,
+                        struct vm_problem *p);
+int images_manifest_check(const char *path, const char *text, size_t len, struct vm_problem *p);
 /* Streams path into a new file dst (O_EXCL) and returns its SHA-256 in hex. */
 int images_copy_hash(const char *src, const char *dst, uint64_t max_bytes,
                      char hex[DIGEST_HEX_LEN + 1]);

@@ -336,6 +336,121 @@ static void test_allow_list(void **state)
         assert_false(node_api_address_allowed("", "127.0.0.1"));
 }
 
+/* The line with its head also as a checkpoint note signed by note_sk (the vault's, or not). */
+static char *with_checkpoint(char *line, const uint8_t *note_sk)
+{
+        json_t *o = json_loads(line, 0, NULL), *sth = json_object_get(o, "sth");
+        struct sth s = {.size = (uint64_t)json_integer_value(json_object_get(sth, "size"))};
+        char note[1024], *out;
+        size_t n = 0;
+
+        assert_int_equal(sodium_hex2bin(s.root, 32, json_string_value(json_object_get(sth, "root")),
+                                        64, NULL, &n, NULL),
+                         0);
+        assert_true(sth_checkpoint_sign(&s, note_sk, note, sizeof(note)) > 0);
+        json_object_set_new(o, "checkpoint", json_string(note));
+        out = json_dumps(o, JSON_COMPACT);
+        json_decref(o);
+        free(line);
+        return out;
+}
+
+static void answer_proof(struct integrity *in, const char *rid, const merkle_hash *leaves,
+                         uint64_t from, uint64_t to, enum verify_action want)
+{
+        merkle_hash proof[MERKLE_MAX_PROOF];
+        char line[4096], err[256], hex[65];
+        struct agent_msg m;
+        size_t len = 0, o;
+
+        assert_int_equal(merkle_consistency_proof(leaves, to, from, proof, &len), 0);
+        o = (size_t)snprintf(line, sizeof(line),
+                             "{\"v\":1,\"type\":\"consistency\",\"request_id\":\"%s\","
+                             "\"from_size\":%llu,\"to_size\":%llu,\"proof\":[",
+                             rid, (unsigned long long)from, (unsigned long long)to);
+        for (size_t i = 0; i < len; i++) {
+                sodium_bin2hex(hex, sizeof(hex), proof[i], 32);
+                o += (size_t)snprintf(line + o, sizeof(line) - o, "%s\"%s\"", i ? "," : "", hex);
+        }
+        snprintf(line + o, sizeof(line) - o, "]}");
+        assert_int_equal(agent_line_parse(line, strlen(line), &m, err, sizeof(err)), 0);
+        assert_int_equal(integrity_on_consistency(in, &m, 9), want);
+        agent_msg_clear(&m);
+}
+
+/* The host as a witness: it cosigns only accepted heads, keeps refused checkpoints (signed by
+ * the vault) as evidence, refuses a checkpoint the vault key did not sign, and asks the agent
+ * for the proof fleetd needs from the size fleetd holds. */
+static void test_witness_cosigns_and_keeps_evidence(void **state)
+{
+        struct witness_key wk;
+        struct integrity in;
+        struct tlog_checkpoint cp;
+        merkle_hash leaves[7];
+        uint8_t wpk[32];
+        uint64_t t = 0;
+        char *five = with_checkpoint(report_line(5, 1, pk, sk, NULL), sk);
+        char *three = with_checkpoint(report_line(3, 1, pk, sk, NULL), sk);
+        char *fork = with_checkpoint(report_line(5, 2, pk, sk, NULL), sk);
+        char *forged = with_checkpoint(report_line(5, 1, pk, sk, NULL), sk2);
+        char fleet[1024];
+        struct sth s1 = {.size = 1};
+        int err = 0;
+
+        crypto_sign_keypair(wpk, wk.sk);
+        assert_int_equal(tlog_cosig_key_init("totebox.host/n1", wpk, &wk.pub), 0);
+        integrity_init(&in);
+        in.signer = &wk;
+        feed(&in, five);
+        assert_non_null(in.note);
+        assert_int_equal(tlog_note_cosig_verify(in.note, strlen(in.note), &wk.pub, &t), 0);
+        assert_int_equal(sth_checkpoint_open(in.note, strlen(in.note), pk, &cp), 0);
+        assert_int_equal(cp.size, 5);
+        feed(&in, three);
+        feed(&in, fork);
+        assert_int_equal(in.evidence_total, 2);
+        assert_string_equal(
+            json_string_value(json_object_get(json_array_get(in.evidence, 0), "reason")),
+            "rollback");
+        assert_string_equal(
+            json_string_value(json_object_get(json_array_get(in.evidence, 1), "reason")), "fork");
+        assert_int_equal(sth_checkpoint_open(in.note, strlen(in.note), pk, &cp), 0);
+        assert_int_equal(cp.size, 5); /* the cosigned head did not move */
+        feed(&in, forged);
+        assert_string_equal(last_kind(&in), "forged-tree-head");
+        /* fleetd's note must be this vault's */
+        assert_int_equal(integrity_on_fleet_note(&in, "x\n", 2, &err), VERIFY_DONE);
+        assert_int_equal(err, -EBADMSG);
+        integrity_clear(&in);
+
+        /* fleetd holds size 1; the host accepted 3 then 7 (proof 3 -> 7): it asks for 1 -> 7 */
+        for (uint8_t i = 0; i < 7; i++)
+                merkle_leaf_hash(&i, 1, leaves[i]);
+        free(three);
+        three = with_checkpoint(report_root(leaves, 3), sk);
+        free(five);
+        five = with_checkpoint(report_root(leaves, 7), sk);
+        integrity_init(&in);
+        in.signer = &wk;
+        feed(&in, three);
+        assert_int_equal(feed(&in, five), VERIFY_NEED_CONSISTENCY);
+        answer_proof(&in, in.pending_id, leaves, 3, 7, VERIFY_DONE);
+        assert_int_equal(in.fwd_from, 3);
+        merkle_root(leaves, 1, s1.root);
+        assert_true(sth_checkpoint_sign(&s1, sk, fleet, sizeof(fleet)) > 0);
+        assert_int_equal(integrity_on_fleet_note(&in, fleet, strlen(fleet), &err),
+                         VERIFY_NEED_FLEET_PROOF);
+        assert_int_equal(err, 0);
+        assert_int_equal(in.fleet_size, 1);
+        answer_proof(&in, in.fleet_rid, leaves, 1, 7, VERIFY_DONE);
+        assert_int_equal(in.fwd_from, 1);
+        assert_true(in.fwd_len > 0);
+        assert_int_equal(
+            merkle_verify_consistency(1, 7, s1.root, in.sth.root, in.fwd_proof, in.fwd_len), 0);
+        integrity_clear(&in);
+        free(three), free(five), free(fork), free(forged);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -345,6 +460,7 @@ int main(void)
             cmocka_unit_test(test_agent_mismatches_are_kept),
             cmocka_unit_test(test_consistency_request_flow),
             cmocka_unit_test(test_consistency_valid_proof),
+            cmocka_unit_test(test_witness_cosigns_and_keeps_evidence),
             cmocka_unit_test(test_policy),
             cmocka_unit_test(test_create_request),
             cmocka_unit_test(test_inventory_digest),
