@@ -101,7 +101,8 @@ static void integrity_accept(struct integrity *in, const struct sth *s, const ch
         if (!same) {
                 in->fwd_from = from;
                 in->fwd_len = len;
-                memcpy(in->fwd_proof, proof, len * sizeof(merkle_hash));
+                if (len > 0)
+                        memcpy(in->fwd_proof, proof, len * sizeof(merkle_hash));
                 in->fleet_pending = false;
         }
         if (!note || !in->signer || n >= sizeof(buf))

@@ -15,7 +15,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         struct vm_problem p;
 
         (void)images_parse_import((const char *)data, size, name, path, sum, &p);
-        (void)images_manifest_check("/srv/images/test/manifest.json", (const char *)data, size,
-                                    &p);
+        (void)images_manifest_check("/srv/images/test/manifest.json", (const char *)data, size, &p);
         return 0;
 }
