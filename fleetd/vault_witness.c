@@ -151,6 +151,29 @@ cleanup:
         return r;
 }
 
+/* The alarms named in the stored evidence (after a restart the VM's soft state has none). */
+static unsigned vw_named_load(struct store *s, const char *vm_id)
+{
+        sqlite3_stmt *st = NULL;
+        unsigned mask = 0;
+
+        pthread_mutex_lock(&s->mu);
+        if (sqlite3_prepare_v2(s->db, "SELECT DISTINCT kind FROM vault_evidence WHERE vm_id = ?",
+                               -1, &st, NULL) == SQLITE_OK) {
+                sqlite3_bind_text(st, 1, vm_id, -1, SQLITE_STATIC);
+                while (sqlite3_step(st) == SQLITE_ROW) {
+                        int k = vw_rank_of((const char *)sqlite3_column_text(st, 0)) -
+                                vw_rank_of("fork");
+
+                        if (k >= 0)
+                                mask |= 1u << k;
+                }
+        }
+        sqlite3_finalize(st);
+        pthread_mutex_unlock(&s->mu);
+        return mask;
+}
+
 static void vw_evidence_store(struct store *s, const char *vm_id, const char *node_id,
                               const char *kind, uint64_t size, uint64_t held, const char *note,
                               const char *detail)
@@ -400,6 +423,8 @@ void vault_witness_on_vm(struct fleetd *f, struct fleet_vm *vm, const json_t *v)
                                  "the node reports another vault key than the one fleetd pinned");
                 goto cleanup;
         }
+        if (!vm->witness_named && vw_rank_of(row->state) >= vw_rank_of("fork"))
+                vm->witness_named = vw_named_load(f->store, vm->id);
         vw_take_evidence(f, vm, row, &c);
         pending = vw_take_checkpoint(f, vm, row, &c);
         fs = json_object_get(c.w, "fleet_size");

@@ -9,71 +9,16 @@ whose answer is lost: an HTTP relay between fleetd and vmhost passes the call to
 the answer past fleetd's node_api_timeout, so fleetd answers 504 while the node did suspend the
 VM; fleetd then corrects its record from the node's inventory and audits the correction.
 Refusals: verify on a suspended and on an archived VM (409, nothing forwarded or audited)."""
-import http.client
-import http.server
 import os
-import socketserver
 import sys
-import threading
 import time
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import test_fleetd_harness as H  # noqa: E402
-from test_vmhost_harness import (VMHOST, FleetTrust, Vmhost, build_image, destroy_all, make_root,  # noqa: E402
-                                 remove_root, sha256)
-
-
-class Relay(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    """Listens where fleetd expects node n1's API and relays each call to vmhost. While
-    `hold` is set, a call whose path ends with it reaches vmhost, but its answer is held for
-    `hold_s` seconds and then dropped: the node acted, fleetd never hears of it."""
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, listen, port, target_port):
-        self.target_port = target_port
-        self.hold = None
-        self.hold_s = 0
-        self.held = []
-        super().__init__((listen, port), RelayHandler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.shutdown()
-        self.server_close()
-
-
-class RelayHandler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *a):
-        pass
-
-    def relay(self):
-        hold = self.server.hold  # as it was when the call came in
-        n = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(n) if n else None
-        conn = http.client.HTTPConnection("127.0.0.1", self.server.target_port, timeout=120)
-        conn.request(self.command, self.path, body=body,
-                     headers={"Content-Type": "application/json"})
-        r = conn.getresponse()
-        payload = r.read()
-        conn.close()
-        if hold and self.path.endswith(hold):
-            self.server.held.append((self.path, r.status))
-            time.sleep(self.server.hold_s)
-            self.close_connection = True
-            return
-        self.send_response(r.status)
-        self.send_header("Content-Type", r.getheader("Content-Type") or "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    do_GET = relay
-    do_POST = relay
+from test_vmhost_harness import (VMHOST, FleetTrust, NodeRelay as Relay, Vmhost,  # noqa: E402
+                                 build_image, destroy_all, make_root, remove_root, sha256)
 
 
 @pytest.fixture(scope="module")

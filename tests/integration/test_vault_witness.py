@@ -23,80 +23,24 @@ Each name shows in the VM view, /v1/health, /metrics and one audit entry per pie
 import base64
 import glob
 import hashlib
-import http.client
-import http.server
-import json
 import os
 import re
 import shutil
-import socketserver
 import struct
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import test_fleetd_harness as H  # noqa: E402
-from test_vmhost_harness import (VMHOST, FleetTrust, Vmhost, build_image, destroy_all, give,  # noqa: E402
-                                 make_root, remove_root, sha256)
+from test_vmhost_harness import (VMHOST, FleetTrust, NodeRelay, Vmhost, build_image,  # noqa: E402
+                                 destroy_all, give, make_root, remove_root, sha256)
 
 ed = pytest.importorskip("cryptography.hazmat.primitives.asymmetric.ed25519")
 serialization = pytest.importorskip("cryptography.hazmat.primitives.serialization")
 EM = "\u2014 "
-
-
-class Relay(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    """Where fleetd expects node n1's API: relays to vmhost; `rewrite` (when set) edits the
-    inventory answers, as a node's root account can."""
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, listen, port, target_port):
-        self.target_port = target_port
-        self.rewrite = None
-        super().__init__((listen, port), RelayHandler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.shutdown()
-        self.server_close()
-
-
-class RelayHandler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *a):
-        pass
-
-    def relay(self):
-        n = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(n) if n else None
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", self.server.target_port, timeout=60)
-            conn.request(self.command, self.path, body=body,
-                         headers={"Content-Type": "application/json"})
-            r = conn.getresponse()
-            status, ctype, payload = r.status, r.getheader("Content-Type"), r.read()
-            conn.close()
-        except OSError:
-            self.send_response(502)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        rw = self.server.rewrite
-        if rw and self.path == "/v1/inventory" and status == 200:
-            payload = json.dumps(rw(json.loads(payload))).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", ctype or "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    do_GET = relay
-    do_POST = relay
 
 
 # --- an independent C2SP reader -----------------------------------------------------------
@@ -185,7 +129,7 @@ def fleet():
 
     state["start_vmhost"] = start_vmhost
     start_vmhost()
-    state["relay"] = Relay(H.node_address(1), f.node_api_port, state["vh"].port)
+    state["relay"] = NodeRelay(H.node_address(1), f.node_api_port, state["vh"].port)
     try:
         st, body, _ = state["vh"].call("POST", "/v1/images", {"name": "test", "path": manifest,
                                                               "sha256": sha256(manifest)})
@@ -374,6 +318,19 @@ def test_a_host_that_cosigns_an_older_checkpoint_is_a_lying_host(fleet):
     # fleetctl's VM view names every alarm
     out = f.ctl("vms", fleet["vm"]).stdout
     assert "CHECKPOINTS" in out and "FORK,ROLLBACK,LYING-HOST" in out, out
+
+
+def test_what_fleetd_holds_and_names_survives_its_restart(fleet):
+    f = fleet["f"]
+    before = vm_of(f, fleet["vm"])["witness"]
+    counts = {k: len(f.audit(k)) for k in ("vault.rollback", "vault.fork", "vault.lying_host")}
+    f.stop()
+    f.start()
+    w = witness_of(fleet, lambda w: w["state"] == "lying-host")
+    assert set(w["named"]) == set(before["named"]) and w["size"] == before["size"]
+    assert w["checkpoint"] == before["checkpoint"]  # the durable row: the same cosigned note
+    time.sleep(3)  # more inventories: the evidence the node keeps is not audited again
+    assert {k: len(f.audit(k)) for k in counts} == counts
 
 
 def test_an_overdue_verification_is_stalled_until_one_arrives(fleet):

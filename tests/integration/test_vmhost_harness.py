@@ -5,6 +5,9 @@ driver refuses root without a libvirt-qemu user)."""
 import atexit
 import hashlib
 import http.client
+import threading
+import socketserver
+import http.server
 import json
 import os
 import pwd
@@ -204,6 +207,63 @@ def wait_for(fn, timeout, what):
             return last
         time.sleep(0.5)
     raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
+
+
+
+class NodeRelay(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    """Listens where fleetd expects a node's API and relays each call to vmhost (target_port),
+    playing the network or the node's root account between them:
+    - while `hold` is set, a call whose path ends with it reaches vmhost, but its answer is held
+      for `hold_s` seconds and then dropped (the node acted, fleetd never hears of it; `held`
+      lists them);
+    - while `rewrite` is set, each GET /v1/inventory answer is passed through it (a node that
+      lies in its answers)."""
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, listen, port, target_port):
+        self.target_port = target_port
+        self.hold, self.hold_s, self.held = None, 0, []
+        self.rewrite = None
+        super().__init__((listen, port), _NodeRelayHandler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.shutdown()
+        self.server_close()
+
+
+class _NodeRelayHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a):
+        pass
+
+    def relay(self):
+        hold, rewrite = self.server.hold, self.server.rewrite  # as when the call came in
+        n = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(n) if n else None
+        conn = http.client.HTTPConnection("127.0.0.1", self.server.target_port, timeout=120)
+        conn.request(self.command, self.path, body=body,
+                     headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        payload = r.read()
+        conn.close()
+        if hold and self.path.endswith(hold):
+            self.server.held.append((self.path, r.status))
+            time.sleep(self.server.hold_s)
+            self.close_connection = True
+            return
+        if rewrite and self.path == "/v1/inventory" and r.status == 200:
+            payload = json.dumps(rewrite(json.loads(payload))).encode()
+        self.send_response(r.status)
+        self.send_header("Content-Type", r.getheader("Content-Type") or "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = relay
+    do_POST = relay
 
 
 def _b64(raw):
