@@ -440,12 +440,8 @@ static int vault_layout(struct vault *v, char *err, size_t errlen)
                 goto fail;
         }
         /* the skeleton must survive a power cut right after the first start: the new
-         * directory entries are durable only once the vault directory itself is synced, and on
-         * a file system without a journal (ext2) each new directory's own inode only once it is
-         * synced too (else fsck finds entries naming unused inodes and drops them) */
-        if (create && (fsync(v->assets_fd) < 0 || fsync(v->ledger_dir_fd) < 0 ||
-                       (v->state_fd >= 0 && fsync(v->state_fd) < 0) || fsync(v->inbox_fd) < 0 ||
-                       fsync(v->dir_fd) < 0))
+         * directory entries are durable only once the vault directory itself is synced */
+        if (create && fsync(v->dir_fd) < 0)
                 goto fail;
         return 0;
 fail:
@@ -495,7 +491,14 @@ int vault_open(struct vault *v, const char *dir, const char *key_file, bool read
                 if (r < 0)
                         return r;
         }
-        return vault_ledger_open(v, mm, err, errlen);
+        r = vault_ledger_open(v, mm, err, errlen);
+        /* Everything the first start made (skeleton, keys, ledger) is synced file by file, but on
+         * a file system without a journal (ext2) the new inodes' allocation bitmaps only reach
+         * the disk with the file system: without this a power cut leaves entries naming inodes
+         * the disk calls free, which fsck drops and the next allocation reuses. Once per start. */
+        if (r == 0 && !read_only && syncfs(v->dir_fd) < 0)
+                r = -errno;
+        return r;
 }
 
 void vault_close(struct vault *v)
