@@ -163,8 +163,15 @@ def vault_disk(fleet):
 
 
 def stop_vm(fleet):
+    """A power cut: vmhost stopped, the domain destroyed. The guest's vault is ext2 (no journal):
+    the agent synced every file it wrote, but the allocation bitmaps of what it wrote since it
+    opened the vault may be stale on the disk, so the disk is checked (e2fsck -fy) as an
+    operator would before anyone copies or changes it; else a later allocation reuses a block
+    the ledger holds."""
     fleet["vh"].stop()
     destroy_all(fleet["root"])
+    fsck = subprocess.run(["e2fsck", "-fy", vault_disk(fleet)], capture_output=True, text=True)
+    assert fsck.returncode in (0, 1), fsck.stdout + fsck.stderr
 
 
 def start_vm(fleet):
@@ -174,14 +181,11 @@ def start_vm(fleet):
 
 
 def put_record(fleet, name, data):
-    """Root on the node, VM stopped: a record into the vault's inbox, for the agent to seal. The
-    guest's ext2 was powered off, not unmounted: e2fsck first, as an operator would (the agent
-    synced everything it wrote; only the allocation maps are stale)."""
+    """Root on the node, VM stopped (and its disk checked): a record into the vault's inbox,
+    for the agent to seal at its next start."""
     src = os.path.join(fleet["root"], "rec-" + name)
     with open(src, "wb") as fh:
         fh.write(data)
-    fsck = subprocess.run(["e2fsck", "-fy", vault_disk(fleet)], capture_output=True, text=True)
-    assert fsck.returncode in (0, 1), fsck.stdout + fsck.stderr
     r = subprocess.run(["debugfs", "-w", "-R", "write %s app-console-input/%s" % (src, name),
                         vault_disk(fleet)], capture_output=True, text=True)
     assert r.returncode == 0 and "Allocated inode" in r.stdout + r.stderr, r.stdout + r.stderr
