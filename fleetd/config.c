@@ -27,6 +27,10 @@ const struct config_key fleetd_config_table[] = {
       "a node silent for longer than this is evicted from placement"),
     K("safety_margin_mib", CONFIG_UINT, safety_margin_mib, 0, 1048576, "512",
       "available RAM (MiB) that must remain on a node after a new VM"),
+    K("placement_prefer_roles", CONFIG_STRING, placement_prefer_roles, 64, 64, "node+relay,cloud",
+      "placement policy: node roles in order of preference, tiers separated by ',', roles of "
+      "one tier by '+' (the default puts a Totebox on an on-premises node before the cloud "
+      "node; empty: most available RAM only)"),
     K("plan_ttl", CONFIG_DURATION, plan_ttl_ms, 1000, 86400000, "5m",
       "how long a plan (placement quote) can be confirmed"),
     K("node_api_port", CONFIG_UINT, node_api_port, 1, 65535, "9172",

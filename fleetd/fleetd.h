@@ -31,6 +31,7 @@ struct fleetd_config {
         uint64_t suspect_after_ms;
         uint64_t evict_after_ms;
         uint64_t safety_margin_mib;
+        char placement_prefer_roles[64]; /* role tiers, best first: "node+relay,cloud" */
         uint64_t plan_ttl_ms;
         uint64_t node_api_port;
         uint64_t node_api_timeout_ms;
@@ -276,11 +277,13 @@ struct plan_request {
         char entity[ENTITY_MAX + 1];
         uint64_t memory_mib, vcpus, vault_disk_mib;
         char image[IMAGE_MAX + 1];
+        char node[NODE_ID_MAX + 1]; /* the operator's target node, "" when the fleet chooses */
 };
 
 enum cand_verdict {
         CAND_CHOSEN,
-        CAND_FITS, /* fits, but another node has more room */
+        CAND_FITS,      /* fits, but another node has more room */
+        CAND_FITS_ROLE, /* fits, but a node of a role the policy prefers fits too */
         CAND_NOT_ALIVE,
         CAND_UNHEALTHY,
         CAND_STALE,
@@ -294,6 +297,7 @@ struct plan_candidate {
         int64_t available_mib; /* after reservations */
         int64_t left_mib;      /* available - the VM */
         uint64_t heartbeat_age_ms;
+        unsigned tier; /* the node role's place in placement_prefer_roles (0: first) */
         enum cand_verdict verdict;
 };
 
@@ -306,6 +310,11 @@ long placement_choose(const struct node_table *t, const struct fleetd_config *cf
 void placement_check_node(const struct fleet_node *n, const struct fleetd_config *cfg,
                           uint64_t memory_mib, uint64_t now_ms, struct plan_candidate *ret);
 const char *cand_verdict_reason(enum cand_verdict v);
+/* The tier of role in policy (placement_prefer_roles: tiers separated by ',', roles of one tier
+ * by '+', best first); a role the policy does not name comes after every tier. */
+unsigned placement_role_tier(const char *policy, enum roster_role role);
+/* 0, or -EINVAL with the first unknown or repeated role named in err. */
+int placement_policy_check(const char *policy, char *err, size_t errsize);
 static inline int64_t node_available_mib(const struct fleet_node *n)
 {
         return n->hb_avail_mib - (int64_t)n->reserved_mib;

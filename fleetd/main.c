@@ -86,6 +86,7 @@ int main(int argc, char **argv)
             .default_config = "/etc/totebox/fleetd.conf",
         };
         enum log_level level = LOG_LEVEL_INFO;
+        char err[128];
         int r, sfd;
 
         r = daemon_parse_args(&args, argc, argv);
@@ -93,6 +94,11 @@ int main(int argc, char **argv)
                 return r < 0 ? 2 : 0;
         if (log_level_parse(f.cfg.log_level, &level) < 0) {
                 fprintf(stderr, "fleetd: unknown log_level '%s'\n", f.cfg.log_level);
+                return 2;
+        }
+        if (placement_policy_check(f.cfg.placement_prefer_roles, err, sizeof(err)) < 0) {
+                fprintf(stderr, "fleetd: placement_prefer_roles '%s': %s\n",
+                        f.cfg.placement_prefer_roles, err);
                 return 2;
         }
         log_init("fleetd", level);

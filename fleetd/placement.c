@@ -2,8 +2,10 @@
  * (total - memory of defined Totebox domains), minus memory promised to confirmed creations that
  * its heartbeats do not reflect yet: guests that have not touched their memory still count (the
  * Shaken Fist lesson). Candidates are nodes that are alive (healthy libvirt) with a heartbeat no
- * older than two intervals; a VM fits where available - memory >= the safety margin. The most
- * available RAM wins; ties go to the smallest node id. Pure functions of the table and "now". */
+ * older than two intervals; a VM fits where available - memory >= the safety margin. Among the
+ * nodes where it fits, the operator's policy (placement_prefer_roles) ranks the roles first (by
+ * default an on-premises node before the cloud node); within the best tier the most available
+ * RAM wins; ties go to the smallest node id. Pure functions of the table, the config and "now". */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -14,6 +16,7 @@
 static const char *const cand_reasons[] = {
     [CAND_CHOSEN] = "chosen: most available RAM among the nodes where the VM fits",
     [CAND_FITS] = "fits, but another node has more available RAM",
+    [CAND_FITS_ROLE] = "fits, but a node of a role placement_prefer_roles puts first fits too",
     [CAND_NOT_ALIVE] = "not alive (suspect or evicted)",
     [CAND_UNHEALTHY] = "unhealthy: vmhost's last successful libvirt call is too old",
     [CAND_STALE] = "last heartbeat older than two intervals",
@@ -25,6 +28,92 @@ static const char *const cand_reasons[] = {
 const char *cand_verdict_reason(enum cand_verdict v)
 {
         return cand_reasons[v];
+}
+
+/* Calls fn(role, tier) for each role the policy names; stops at fn's first non-zero. */
+static int placement_policy_walk(const char *policy, int (*fn)(void *, const char *, unsigned),
+                                 void *ctx)
+{
+        char word[16];
+        unsigned tier = 0;
+        size_t n = 0;
+
+        for (const char *p = policy;; p++) {
+                if (*p != ',' && *p != '+' && *p != '\0' && *p != ' ') {
+                        if (n + 1 < sizeof(word))
+                                word[n] = *p;
+                        n++;
+                        continue;
+                }
+                if (n) {
+                        int r;
+
+                        word[n < sizeof(word) ? n : sizeof(word) - 1] = '\0';
+                        r = fn(ctx, word, tier);
+                        if (r)
+                                return r;
+                }
+                n = 0;
+                if (*p == ',')
+                        tier++;
+                if (*p == '\0')
+                        return 0;
+        }
+}
+
+struct policy_find {
+        enum roster_role role;
+        unsigned tier, tiers;
+        bool found;
+        unsigned seen; /* bit per role, for the check */
+        char *err;
+        size_t errsize;
+};
+
+static int policy_find_one(void *ctx, const char *word, unsigned tier)
+{
+        struct policy_find *q = ctx;
+        enum roster_role r;
+
+        q->tiers = tier + 1;
+        if (!q->found && roster_role_parse(word, &r) == 0 && r == q->role) {
+                q->tier = tier;
+                q->found = true;
+        }
+        return 0;
+}
+
+unsigned placement_role_tier(const char *policy, enum roster_role role)
+{
+        struct policy_find q = {.role = role};
+
+        placement_policy_walk(policy, policy_find_one, &q);
+        return q.found ? q.tier : q.tiers;
+}
+
+static int policy_check_one(void *ctx, const char *word, unsigned tier)
+{
+        struct policy_find *q = ctx;
+        enum roster_role r;
+
+        (void)tier;
+        if (roster_role_parse(word, &r) < 0) {
+                snprintf(q->err, q->errsize, "unknown node role '%s' (node, relay or cloud)", word);
+                return -EINVAL;
+        }
+        if (q->seen & (1u << r)) {
+                snprintf(q->err, q->errsize, "node role '%s' is named twice", word);
+                return -EINVAL;
+        }
+        q->seen |= 1u << r;
+        return 0;
+}
+
+int placement_policy_check(const char *policy, char *err, size_t errsize)
+{
+        struct policy_find q = {.err = err, .errsize = errsize};
+
+        return placement_policy_walk(policy, policy_check_one, &q);
 }
 
 void placement_check_node(const struct fleet_node *n, const struct fleetd_config *cfg,
@@ -51,8 +140,11 @@ void placement_check_node(const struct fleet_node *n, const struct fleetd_config
 long placement_choose(const struct node_table *t, const struct fleetd_config *cfg,
                       const struct plan_request *req, uint64_t now_ms, struct plan_candidate *cands)
 {
+        unsigned tiers[ROSTER_ROLE_CLOUD + 1];
         long best = -1;
 
+        for (unsigned r = 0; r <= ROSTER_ROLE_CLOUD; r++)
+                tiers[r] = placement_role_tier(cfg->placement_prefer_roles, (enum roster_role)r);
         for (size_t i = 0; i < t->roster->n_nodes; i++) {
                 struct plan_candidate *c = &cands[i];
 
@@ -60,15 +152,22 @@ long placement_choose(const struct node_table *t, const struct fleetd_config *cf
                         __builtin_prefetch(&t->nodes[i + 8]);
                 c->node = (uint32_t)i;
                 placement_check_node(&t->nodes[i], cfg, req->memory_mib, now_ms, c);
+                c->tier = tiers[t->roster->nodes[i].role];
                 if (c->verdict != CAND_FITS)
                         continue;
-                if (best < 0 || c->available_mib > cands[best].available_mib ||
-                    (c->available_mib == cands[best].available_mib &&
-                     strcmp(t->roster->nodes[i].id, t->roster->nodes[best].id) < 0))
+                if (best < 0 || c->tier < cands[best].tier ||
+                    (c->tier == cands[best].tier &&
+                     (c->available_mib > cands[best].available_mib ||
+                      (c->available_mib == cands[best].available_mib &&
+                       strcmp(t->roster->nodes[i].id, t->roster->nodes[best].id) < 0))))
                         best = (long)i;
         }
-        if (best >= 0)
-                cands[best].verdict = CAND_CHOSEN;
+        if (best < 0)
+                return best;
+        for (size_t i = 0; i < t->roster->n_nodes; i++)
+                if (cands[i].verdict == CAND_FITS && cands[i].tier > cands[best].tier)
+                        cands[i].verdict = CAND_FITS_ROLE;
+        cands[best].verdict = CAND_CHOSEN;
         return best;
 }
 
@@ -99,8 +198,8 @@ static bool image_valid(const char *s)
 
 static int plan_request_fields(const json_t *o, struct plan_request *p, struct json_input_error *e)
 {
-        static const char *const fields[] = {"entity", "memory_mib",     "vcpus",
-                                             "image",  "vault_disk_mib", NULL};
+        static const char *const fields[] = {"entity",         "memory_mib", "vcpus", "image",
+                                             "vault_disk_mib", "node",       NULL};
         int r = 0;
 
         r = r ?: json_input_check_keys(o, fields, e);
@@ -111,8 +210,11 @@ static int plan_request_fields(const json_t *o, struct plan_request *p, struct j
         r = r
                 ?: json_input_get_uint(o, "vault_disk_mib", true, 16, 16777216, &p->vault_disk_mib,
                                        e);
+        r = r ?: json_input_copy_string(o, "node", false, p->node, sizeof(p->node), e);
         if (r < 0)
                 return r;
+        if (p->node[0] && !node_id_valid(p->node))
+                return json_input_fail(e, "field 'node' must be a node id");
         if (!entity_valid(p->entity))
                 return json_input_fail(e,
                                        "field 'entity' must be 1..%d of [a-z0-9-], not "

@@ -46,20 +46,42 @@ static bool plan_id_valid(const char *id)
 struct plan_cand {
         struct plan_candidate c;
         bool seen;
+        enum roster_role role;
         char id[NODE_ID_MAX + 1];
 };
+
+static bool cand_fits(enum cand_verdict v)
+{
+        return v == CAND_CHOSEN || v == CAND_FITS || v == CAND_FITS_ROLE;
+}
 
 static json_t *plan_candidate_json(const struct plan_cand *x)
 {
         const struct plan_candidate *c = &x->c;
 
-        return json_pack("{s:s, s:s, s:I, s:I, s:o, s:b, s:s, s:s}", "node_id", x->id, "state",
-                         node_state_name(c->state), "available_mib", (json_int_t)c->available_mib,
-                         "left_after_mib", (json_int_t)c->left_mib, "heartbeat_age_ms",
+        return json_pack("{s:s, s:s, s:s, s:I, s:I, s:o, s:b, s:s, s:s}", "node_id", x->id, "role",
+                         roster_role_name(x->role), "state", node_state_name(c->state),
+                         "available_mib", (json_int_t)c->available_mib, "left_after_mib",
+                         (json_int_t)c->left_mib, "heartbeat_age_ms",
                          x->seen ? json_integer((json_int_t)c->heartbeat_age_ms) : json_null(),
                          "chosen", c->verdict == CAND_CHOSEN, "verdict",
-                         c->verdict == CAND_CHOSEN || c->verdict == CAND_FITS ? "fits" : "refused",
-                         "reason", cand_verdict_reason(c->verdict));
+                         cand_fits(c->verdict) ? "fits" : "refused", "reason",
+                         cand_verdict_reason(c->verdict));
+}
+
+/* Under f->lock: the figures behind node n's verdict c for memory_mib, as the quote of a target
+ * node and a refused confirmation show them (new reference). */
+static json_t *plan_node_figures(const struct fleetd *f, const struct fleet_node *n,
+                                 const struct plan_candidate *c, uint64_t memory_mib)
+{
+        return json_pack(
+            "{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I}", "node_id", n->rn->id, "role",
+            roster_role_name(n->rn->role), "state", node_state_name(c->state), "verdict",
+            cand_fits(c->verdict) ? "fits" : "does-not-fit", "reason",
+            cand_verdict_reason(c->verdict), "available_mib", (json_int_t)c->available_mib,
+            "committed_mib", (json_int_t)(n->seen ? n->hb.mem_committed_mib : 0), "reserved_mib",
+            (json_int_t)n->reserved_mib, "needed_mib", (json_int_t)memory_mib, "margin_mib",
+            (json_int_t)f->cfg.safety_margin_mib, "left_after_mib", (json_int_t)c->left_mib);
 }
 
 static int plan_cand_cmp(const void *a, const void *b)
@@ -85,9 +107,13 @@ static json_t *plan_candidates_json(struct plan_cand *c, size_t n)
 
 static json_t *plan_request_json(const struct plan_request *r)
 {
-        return json_pack("{s:s, s:I, s:I, s:s, s:I}", "entity", r->entity, "memory_mib",
-                         (json_int_t)r->memory_mib, "vcpus", (json_int_t)r->vcpus, "image",
-                         r->image, "vault_disk_mib", (json_int_t)r->vault_disk_mib);
+        json_t *o = json_pack("{s:s, s:I, s:I, s:s, s:I}", "entity", r->entity, "memory_mib",
+                              (json_int_t)r->memory_mib, "vcpus", (json_int_t)r->vcpus, "image",
+                              r->image, "vault_disk_mib", (json_int_t)r->vault_disk_mib);
+
+        if (o && r->node[0])
+                json_object_set_new(o, "node", json_string(r->node));
+        return o;
 }
 
 static json_t *plan_body(struct fleetd *f, const struct plan_row *p, json_t *cands)
@@ -122,6 +148,7 @@ static long plans_choose(struct fleetd *f, const struct plan_request *req, struc
         for (size_t i = 0; i < n; i++) {
                 x[i].c = c[i];
                 x[i].seen = f->table.nodes[c[i].node].seen;
+                x[i].role = f->table.roster->nodes[c[i].node].role;
                 memcpy(x[i].id, f->table.roster->nodes[c[i].node].id, sizeof(x[i].id));
         }
         if (best >= 0)
@@ -143,8 +170,10 @@ static int plans_insert(struct fleetd *f, const struct plan_row *p, const char *
         r = store_plan_insert(f->store, p);
         r = r
                 ?: audit_append(f->store, true, "plan.created", p->id, actor,
-                                json_pack("{s:s, s:s, s:I}", "entity", p->req.entity, "node_id",
-                                          p->node_id, "memory_mib", (json_int_t)p->req.memory_mib));
+                                json_pack("{s:s, s:s, s:I, s:b}", "entity", p->req.entity,
+                                          "node_id", p->node_id, "memory_mib",
+                                          (json_int_t)p->req.memory_mib, "override",
+                                          p->req.node[0] != '\0'));
         if (r < 0) {
                 store_rollback(f->store);
                 return r;
@@ -152,13 +181,16 @@ static int plans_insert(struct fleetd *f, const struct plan_row *p, const char *
         return store_commit(f->store);
 }
 
+/* target: the figures of the operator's target node (stolen), or NULL when the fleet chooses;
+ * chosen: the fleet's own choice, or NULL. */
 static void plans_quote(struct fleetd *f, const struct plan_request *req, const char *actor,
-                        struct plan_cand *c, size_t n, const char *chosen, struct plan_outcome *o)
+                        struct plan_cand *c, size_t n, const char *chosen, json_t *target,
+                        struct plan_outcome *o)
 {
         struct plan_row p = {.req = *req};
         uint8_t raw[PLAN_ID_LEN / 2];
 
-        if (!chosen) {
+        if (!chosen && !target) {
                 plan_fail(o, 422, "no-node-fits",
                           "no node can hold %llu MiB with a safety margin of %llu MiB",
                           (unsigned long long)req->memory_mib,
@@ -168,11 +200,13 @@ static void plans_quote(struct fleetd *f, const struct plan_request *req, const 
         }
         randombytes_buf(raw, sizeof(raw));
         sodium_bin2hex(p.id, sizeof(p.id), raw, sizeof(raw));
-        snprintf(p.node_id, sizeof(p.node_id), "%s", chosen);
+        snprintf(p.node_id, sizeof(p.node_id), "%s", target ? req->node : chosen);
         snprintf(p.state, sizeof(p.state), "open");
         p.created_ms = clock_realtime_ms();
         p.expires_ms = p.created_ms + f->cfg.plan_ttl_ms;
         o->body = plan_body(f, &p, plan_candidates_json(c, n));
+        json_object_set_new(o->body, "fleet_choice", chosen ? json_string(chosen) : json_null());
+        json_object_set_new(o->body, "target", target ? target : json_null());
         p.body = json_dumps(o->body, JSON_COMPACT);
         if (!p.body || plans_insert(f, &p, actor) < 0) {
                 json_decref(o->body);
@@ -186,11 +220,27 @@ static void plans_quote(struct fleetd *f, const struct plan_request *req, const 
         free(p.body);
 }
 
+/* Under f->lock: the target node's verdict among the candidates c (in node table order), or
+ * NULL with a 422 in o when the roster has no such node. */
+static json_t *plans_target(struct fleetd *f, const struct plan_request *req,
+                            const struct plan_cand *c, struct plan_outcome *o)
+{
+        struct fleet_node *t = node_table_find(&f->table, req->node);
+
+        if (!t) {
+                plan_fail(o, 422, "unknown-node", "no node '%s' in the roster (version %llu)",
+                          req->node, (unsigned long long)f->table.roster->version);
+                return NULL;
+        }
+        return plan_node_figures(f, t, &c[t - f->table.nodes].c, req->memory_mib);
+}
+
 void plans_create(struct fleetd *f, const struct plan_request *req, const char *actor,
                   struct plan_outcome *o)
 {
         char chosen[NODE_ID_MAX + 1] = "";
         struct plan_cand *c = NULL;
+        json_t *target = NULL;
         struct fleet_vm *vm;
         long best = -1;
         size_t n = 0;
@@ -204,11 +254,13 @@ void plans_create(struct fleetd *f, const struct plan_request *req, const char *
                           vm->id, vm->node_id);
         else
                 best = plans_choose(f, req, &c, &n, chosen);
+        if (best >= -1 && !vm && req->node[0])
+                target = plans_target(f, req, c, o);
         pthread_mutex_unlock(&f->lock);
         if (best == -2)
                 plan_fail(o, 500, "out-of-memory", "cannot allocate the candidates");
-        else if (!vm)
-                plans_quote(f, req, actor, c, n, best >= 0 ? chosen : NULL, o);
+        else if (!vm && !o->problem)
+                plans_quote(f, req, actor, c, n, best >= 0 ? chosen : NULL, target, o);
         free(c);
         pthread_mutex_lock(&f->lock);
         if (o->status == 201)
@@ -250,9 +302,13 @@ static bool plans_recheck(struct fleetd *f, const struct plan_row *p, struct pla
         placement_check_node(n, &f->cfg, p->req.memory_mib, clock_monotonic_ms(), &c);
         if (c.verdict != CAND_FITS) {
                 plan_fail(o, 409, "plan-stale",
-                          "node '%s' no longer fits the VM (%s; %lld MiB available after "
-                          "reservations); ask for a new plan",
-                          p->node_id, cand_verdict_reason(c.verdict), (long long)c.available_mib);
+                          "node '%s' does not fit the VM (%s; %lld MiB available after "
+                          "reservations, %llu needed, margin %llu MiB); ask for a new plan",
+                          p->node_id, cand_verdict_reason(c.verdict), (long long)c.available_mib,
+                          (unsigned long long)p->req.memory_mib,
+                          (unsigned long long)f->cfg.safety_margin_mib);
+                o->body =
+                    json_pack("{s:o}", "figures", plan_node_figures(f, n, &c, p->req.memory_mib));
                 return false;
         }
         return true;

@@ -88,8 +88,12 @@ def test_back_to_back_confirms_never_oversubscribe(fleet):
     # both quotes were made before any confirmation: both pick the node with the most RAM
     assert plan_a["node_id"] == plan_b["node_id"]
     chosen = plan_a["node_id"]
+    # the default policy (placement_prefer_roles) puts the on-premises nodes (node, relay)
+    # before the cloud node; among them the most available RAM wins
     fits = [c for c in plan_a["candidates"] if c["verdict"] == "fits"]
-    assert max(fits, key=lambda c: c["available_mib"])["available_mib"] == \
+    onprem = [c for c in fits if c["role"] in ("node", "relay")] or fits
+    assert {c["node_id"]: c for c in fits}[chosen]["role"] in ("node", "relay")
+    assert max(onprem, key=lambda c: c["available_mib"])["available_mib"] == \
         {c["node_id"]: c for c in fits}[chosen]["available_mib"]
     st, vm_a = fleet.confirm(plan_a["id"])
     assert st in (200, 201), vm_a
