@@ -1,9 +1,11 @@
 /* A Totebox VM's lifecycle, the same words in fleetd, vmhost and the node API: active,
  * suspended (RAM freed, resumable) and archived (kept with its disks, never started again).
- * There is no "deleted". */
+ * fleetd alone uses retired: a VM whose creation failed, set aside by the operator (its record
+ * and audit trail stay, nothing on its node is deleted); no node reports it. There is no
+ * "deleted". */
 #pragma once
 
-enum vm_lifecycle { VM_LC_ACTIVE, VM_LC_SUSPENDED, VM_LC_ARCHIVED };
+enum vm_lifecycle { VM_LC_ACTIVE, VM_LC_SUSPENDED, VM_LC_ARCHIVED, VM_LC_RETIRED };
 
 const char *vm_lifecycle_name(enum vm_lifecycle l);
 /* 0, or -EINVAL for any other word. */

@@ -1,11 +1,34 @@
-/* fleetctl plan (shows the plan with every candidate and asks y/N; --yes for scripts),
- * confirm PLAN and drop PLAN. */
+/* fleetctl plan (shows the plan with every candidate and asks y/N; --yes for scripts; --node N
+ * names a target node, whose verdict shows beside the fleet's choice), plan list, confirm PLAN
+ * and drop PLAN. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "fleetctl/fleetctl.h"
+
+static void ctl_show_figures(json_t *t)
+{
+        printf("node '%s' (%s): %s: %s\n  available %s MiB, committed %s MiB, reserved %s MiB, "
+               "needed %s MiB, margin %s MiB, left after %s MiB\n",
+               ctl_str(t, "node_id"), ctl_str(t, "role"), ctl_str(t, "verdict"),
+               ctl_str(t, "reason"), ctl_str(t, "available_mib"), ctl_str(t, "committed_mib"),
+               ctl_str(t, "reserved_mib"), ctl_str(t, "needed_mib"), ctl_str(t, "margin_mib"),
+               ctl_str(t, "left_after_mib"));
+}
+
+/* The operator's target node beside the fleet's own choice. */
+static void ctl_show_target(json_t *p)
+{
+        json_t *t = json_object_get(p, "target");
+
+        if (!json_is_object(t))
+                return;
+        printf("\ntarget ");
+        ctl_show_figures(t);
+        printf("the fleet's own choice: %s\n", ctl_str(p, "fleet_choice"));
+}
 
 static void ctl_show_plan(json_t *p)
 {
@@ -31,6 +54,7 @@ static void ctl_show_plan(json_t *p)
                           ctl_str(cand, "reason")));
         ctl_table(h, 7, rows);
         json_decref(rows);
+        ctl_show_target(p);
 }
 
 static bool ctl_ask(const char *question)
@@ -56,6 +80,8 @@ static int ctl_confirm_id(struct ctl *c, const char *id)
                 return 3;
         if (st != 200 && st != 201) {
                 ctl_problem(st, a);
+                if (!c->json && json_is_object(json_object_get(a, "figures")))
+                        ctl_show_figures(json_object_get(a, "figures"));
                 json_decref(a);
                 return 1;
         }
@@ -69,12 +95,54 @@ static int ctl_confirm_id(struct ctl *c, const char *id)
         return 0;
 }
 
+static void ctl_show_plans(json_t *a)
+{
+        static const char *const h[] = {"ID",   "STATE",   "ENTITY",  "MEMORY_MIB",
+                                        "NODE", "CREATED", "EXPIRES", "VM"};
+        json_t *rows = json_array(), *p;
+        size_t i;
+
+        json_array_foreach(json_object_get(a, "plans"), i, p)
+        {
+                json_t *req = json_object_get(p, "request");
+
+                json_array_append_new(rows,
+                                      ctl_row(8, ctl_str(p, "id"), ctl_str(p, "state"),
+                                              ctl_str(req, "entity"), ctl_str(req, "memory_mib"),
+                                              ctl_str(p, "node_id"), ctl_str(p, "created_at"),
+                                              ctl_str(p, "expires_at"), ctl_str(p, "vm_id")));
+        }
+        ctl_table(h, 8, rows);
+        json_decref(rows);
+        if (json_is_string(json_object_get(a, "next_after")))
+                printf("(more: fleetctl plan list --after %s)\n", ctl_str(a, "next_after"));
+}
+
+static int ctl_plan_list(struct ctl *c)
+{
+        char path[160];
+
+        snprintf(path, sizeof(path), "/v1/plans?limit=%.8s%s%.40s", c->limit ? c->limit : "100",
+                 c->after ? "&after=" : "", c->after ? c->after : "");
+        return ctl_get(c, path, ctl_show_plans);
+}
+
 int ctl_cmd_plan(struct ctl *c)
 {
         json_t *body, *a = NULL;
         long st;
         int r = 0;
 
+        if (c->argc == 1 && strcmp(c->argv[0], "list") == 0)
+                return ctl_plan_list(c);
+        if (c->argc != 0) {
+                fprintf(stderr, "fleetctl: plan takes options, or 'list'\n");
+                return 2;
+        }
+        if (c->n_witness_nodes > 1) {
+                fprintf(stderr, "fleetctl: plan takes one --node\n");
+                return 2;
+        }
         if (!c->entity || !c->memory || !c->vcpus || !c->image || !c->disk) {
                 fprintf(stderr, "fleetctl: plan needs --entity, --memory, --vcpus, --image and "
                                 "--disk\n");
@@ -84,6 +152,8 @@ int ctl_cmd_plan(struct ctl *c)
                          (json_int_t)strtoll(c->memory, NULL, 10), "vcpus",
                          (json_int_t)strtoll(c->vcpus, NULL, 10), "image", c->image,
                          "vault_disk_mib", (json_int_t)strtoll(c->disk, NULL, 10));
+        if (c->n_witness_nodes == 1)
+                json_object_set_new(body, "node", json_string(c->witness_nodes[0]));
         st = ctl_call(c, "POST", "/v1/plans", body, &a);
         json_decref(body);
         if (st < 0)
@@ -94,6 +164,15 @@ int ctl_cmd_plan(struct ctl *c)
                 r = ctl_problem(st, a);
         } else if (c->json && !c->yes) {
                 ctl_print_json(a);
+        } else if (json_is_object(json_object_get(a, "target")) &&
+                   strcmp(ctl_str(json_object_get(a, "target"), "verdict"), "fits") != 0) {
+                if (!c->json)
+                        ctl_show_plan(a);
+                fprintf(stderr,
+                        "fleetctl: target node '%s' does not fit the VM; not confirmed (plan %s "
+                        "expires at %s)\n",
+                        ctl_str(a, "node_id"), ctl_str(a, "id"), ctl_str(a, "expires_at"));
+                r = 1;
         } else {
                 if (!c->json)
                         ctl_show_plan(a);

@@ -15,7 +15,8 @@ struct ctl {
         bool json, yes;
         const char *entity, *image, *kind;
         const char *memory, *vcpus, *disk, *after, *limit;
-        /* audit verify: checkpoints to hold the record against, and fleetd's key */
+        /* audit verify: checkpoints to hold the record against, and fleetd's key; plan: the
+         * one --node is the target node */
         const char *witness_files[CTL_WITNESS_MAX], *witness_nodes[CTL_WITNESS_MAX];
         unsigned n_witness_files, n_witness_nodes;
         const char *audit_key;

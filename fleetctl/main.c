@@ -12,13 +12,18 @@
 const struct ctl_command ctl_commands[] = {
     {"nodes", ctl_cmd_nodes, "nodes [ID]", "list nodes (or one) with liveness and RAM"},
     {"vms", ctl_cmd_vms, "vms [ID]", "list Totebox VMs (or one)"},
-    {"plan", ctl_cmd_plan, "plan --entity E --memory MIB --vcpus N --image NAME --disk MIB [--yes]",
-     "ask for a plan, show it, and confirm it on 'y' (or --yes)"},
+    {"plan", ctl_cmd_plan,
+     "plan --entity E --memory MIB --vcpus N --image NAME --disk MIB [--node N] [--yes] | "
+     "plan list [--after ID] [--limit N]",
+     "ask for a plan (on node N when given), show it, and confirm it on 'y' (or --yes); or "
+     "list the plans"},
     {"confirm", ctl_cmd_confirm, "confirm PLAN", "confirm a plan: create the VM"},
     {"drop", ctl_cmd_drop, "drop PLAN", "drop an unconfirmed plan"},
     {"suspend", ctl_cmd_verb, "suspend VM", "suspend an active VM"},
     {"resume", ctl_cmd_verb, "resume VM", "resume a suspended VM"},
     {"archive", ctl_cmd_verb, "archive VM", "archive a VM (kept with its disks, never started)"},
+    {"retire", ctl_cmd_verb, "retire VM",
+     "retire a failed VM (its record and audit trail stay; nothing is deleted)"},
     {"verify", ctl_cmd_verb, "verify VM",
      "ask the VM's node for a full verification of its vault (result: 'vms VM')"},
     {"audit", ctl_cmd_audit,

@@ -1,4 +1,4 @@
-/* GET /v1/vms[/{id}] and POST /v1/vms/{id}/suspend|resume|archive|verify. There is no delete
+/* GET /v1/vms[/{id}] and POST /v1/vms/{id}/suspend|resume|archive|verify|retire. There is no delete
  * and no migrate: a Totebox VM keeps its disks and stays on its node for life. */
 #include <stdlib.h>
 #include <string.h>
@@ -52,7 +52,7 @@ static bool api_vm_query(struct api_request *req, struct api_response *resp,
                api_query_string(req, resp, "status", api_vm_status_valid,
                                 "creating, active or failed", &q->status) &&
                api_query_string(req, resp, "lifecycle", api_vm_lifecycle_valid,
-                                "active, suspended or archived", &q->lifecycle) &&
+                                "active, suspended, archived or retired", &q->lifecycle) &&
                api_query_string(req, resp, "entity", entity_valid, "an entity name", &q->entity) &&
                api_query_string(req, resp, "after", fleet_vm_id_valid, "a VM id", &q->after) &&
                api_query_uint(req, resp, "limit", API_LIST_MAX, 1, API_LIST_MAX, limit);
@@ -128,8 +128,8 @@ void api_vms_verb(struct api_request *req, struct api_response *resp)
 
         if (!dispatch_verb_known(verb)) {
                 api_problem(resp, 404, "not-found",
-                            "no verb '%.32s' on a VM (suspend, resume, archive, verify; there is "
-                            "no delete or migrate)",
+                            "no verb '%.32s' on a VM (suspend, resume, archive, verify, retire; "
+                            "there is no delete or migrate)",
                             verb);
                 return;
         }

@@ -571,7 +571,7 @@ static const struct vm_verb *verb_find(const char *name)
 
 bool dispatch_verb_known(const char *verb)
 {
-        return verb_find(verb) != NULL;
+        return verb_find(verb) != NULL || strcmp(verb, "retire") == 0;
 }
 
 static void verb_problem(struct plan_outcome *o, unsigned status, const char *problem,
@@ -746,6 +746,44 @@ static void verb_apply_verify(struct fleetd *f, struct fleet_vm *vm, const struc
         json_decref(answer);
 }
 
+/* Retire: fleetd's own verb, under f->lock; no node is called and nothing is deleted. Only a
+ * failed VM: one that exists, or may, on its node is suspended or archived there instead. */
+static void verb_retire(struct fleetd *f, const char *vm_id, const char *actor,
+                        struct plan_outcome *o)
+{
+        struct fleet_vm *vm = vm_table_find(f, vm_id);
+
+        if (!vm) {
+                verb_problem(o, 404, "unknown-vm", "no VM '%.64s'", vm_id);
+                return;
+        }
+        if (vm->lifecycle == VM_LC_RETIRED) {
+                o->status = 200; /* idempotent */
+        } else if (vm->status != VM_FAILED) {
+                verb_problem(o, 409, "vm-not-failed",
+                             "cannot retire VM '%s': it is '%s' ('%s'); only a failed VM is "
+                             "retired (archive keeps an active one with its disks)",
+                             vm->id, vm_status_name(vm->status), vm_lifecycle_name(vm->lifecycle));
+                return;
+        } else {
+                vm->lifecycle = VM_LC_RETIRED;
+                if (store_vm_update_audited(f->store, vm, "vm.retired", actor,
+                                            json_pack("{s:s, s:s}", "node_id", vm->node_id,
+                                                      "reason", vm->reason)) < 0) {
+                        vm->lifecycle = VM_LC_ACTIVE;
+                        verb_problem(o, 500, "store-failed",
+                                     "cannot record the retirement of VM "
+                                     "'%s'",
+                                     vm->id);
+                        return;
+                }
+                log_info("VM '%s' (failed: %s) retired by '%s'; its record stays", vm->id,
+                         vm->reason, actor);
+                o->status = 200;
+        }
+        o->body = vm_to_json(f, vm, clock_monotonic_ms());
+}
+
 void dispatch_vm_verb(struct fleetd *f, const char *vm_id, const char *verb, const char *actor,
                       struct plan_outcome *o)
 {
@@ -755,6 +793,12 @@ void dispatch_vm_verb(struct fleetd *f, const char *vm_id, const char *verb, con
         char path[128];
 
         memset(o, 0, sizeof(*o));
+        if (!v && strcmp(verb, "retire") == 0) {
+                pthread_mutex_lock(&f->lock);
+                verb_retire(f, vm_id, actor, o);
+                pthread_mutex_unlock(&f->lock);
+                return;
+        }
         if (!v) {
                 verb_problem(o, 404, "unknown-verb", "no verb '%.32s'", verb);
                 return;

@@ -374,7 +374,9 @@ void dispatch_stop(struct fleetd *f);
 void dispatch_wake(struct fleetd *f);
 /* One pass of the dispatcher at now (unit tests call this directly). */
 void dispatch_run_once(struct fleetd *f, uint64_t now_ms);
-/* Runs one verb on the VM's node synchronously: the lifecycle verbs suspend, resume, archive
+/* retire (fleetd's own verb, for a failed VM: 200 with the VM; nothing on the node is touched)
+ * runs at once; every other verb runs on the VM's node synchronously: the lifecycle verbs
+ * suspend, resume, archive
  * (200 with the VM) and verify (202 with the node's request id). */
 void dispatch_vm_verb(struct fleetd *f, const char *vm_id, const char *verb, const char *actor,
                       struct plan_outcome *ret);

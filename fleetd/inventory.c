@@ -112,7 +112,7 @@ static int inventory_check_vm(const json_t *v, struct json_input_error *e)
         if (lc) {
                 enum vm_lifecycle l;
 
-                if (vm_lifecycle_parse(lc, &l) < 0)
+                if (vm_lifecycle_parse(lc, &l) < 0 || l == VM_LC_RETIRED)
                         return json_input_fail(e, "VM '%s': lifecycle '%.16s' is unknown", id, lc);
         }
         r = inventory_check_report(v, id, e);
@@ -206,8 +206,9 @@ static bool inventory_lifecycle(struct fleetd *f, const struct fleet_node *node,
         enum vm_lifecycle l, was = vm->lifecycle;
         json_t *detail;
 
-        if (!lc || vm_lifecycle_parse(lc, &l) < 0)
-                return false;
+        if (!lc || vm_lifecycle_parse(lc, &l) < 0 || l == VM_LC_RETIRED ||
+            vm->lifecycle == VM_LC_RETIRED)
+                return false; /* retired is fleetd's own word, and final */
         if (vm->verb_busy || vm->verb_mark > node->inv_verb_mark)
                 return l != vm->lifecycle;
         if (l == was) {
@@ -311,7 +312,7 @@ static bool inventory_known_vm(struct fleetd *f, struct fleet_node *node, struct
                 audit_append(f->store, false, "vm.found", vm->id, "fleetd",
                              json_pack("{s:s}", "node_id", node_id));
         }
-        if (vm->status != VM_ACTIVE && inventory_vm_started(v)) {
+        if (vm->status != VM_ACTIVE && vm->lifecycle != VM_LC_RETIRED && inventory_vm_started(v)) {
                 /* the node holds it: a lost answer, a restart, or a creation given up on */
                 vm->status = VM_ACTIVE;
                 vm->reason[0] = '\0';

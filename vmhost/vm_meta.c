@@ -166,8 +166,9 @@ static int vm_meta_attr(struct vm_meta *m, const char *name, const char *val)
                 return vm_meta_copy(m->image, sizeof(m->image), val);
         if (strcmp(name, "vault-id") == 0)
                 return vm_meta_copy(m->vault_id, sizeof(m->vault_id), val);
-        if (strcmp(name, "lifecycle") == 0)
-                return vm_lifecycle_parse(val, &m->lifecycle);
+        if (strcmp(name, "lifecycle") == 0) /* retired is fleetd's word, never a node's */
+                return strcmp(val, "retired") == 0 ? -EINVAL
+                                                   : vm_lifecycle_parse(val, &m->lifecycle);
         if (strcmp(name, "vault-key") == 0) {
                 m->has_vault_key = true;
                 return sodium_base642bin(m->vault_key, sizeof(m->vault_key), val, strlen(val), NULL,

@@ -132,3 +132,83 @@ def test_role_policy_is_checked_at_start():
         assert r.returncode == 2 and "unknown node role 'onprem'" in r.stderr, r.stderr
     finally:
         f.close()
+
+
+def test_retire_failed_vm_never_an_active_one():
+    """A creation that failed (its node refuses every call) is retired: it stays listed with its
+    audit trail, survives a restart, and frees its entity; an active VM is never retired."""
+    f = H.Fleetd(nodes=2, settings={"dispatch_attempts": "1", "dispatch_backoff": "10ms"})
+    f.start()
+    try:
+        node = H.FakeNode(H.node_address(2), f.node_api_port, "n2")
+        f.hb(1, avail=9000)
+        f.hb(2, avail=6000)
+        f.wait(lambda: f.node("n2")["state"] == "alive")
+        _, p = f.json("POST", "/v1/plans", body("alpha", node="n1"), expect=201)
+        _, vm = f.json("POST", "/v1/plans/%s/confirm" % p["id"], expect=201)
+        failed = f.wait(lambda: (lambda v: v if v["status"] == "failed" else None)(
+            f.json("GET", "/v1/vms/" + vm["id"], expect=200)[1]), what="creation failed")
+        _, p = f.json("POST", "/v1/plans", body("beta", node="n2"), expect=201)
+        _, active = f.json("POST", "/v1/plans/%s/confirm" % p["id"], expect=201)
+        f.wait(lambda: f.json("GET", "/v1/vms/" + active["id"])[1]["status"] == "active",
+               what="beta active")
+        # an active VM: refused, unchanged
+        st, problem = f.json("POST", "/v1/vms/%s/retire" % active["id"], expect=409)
+        assert problem["type"].endswith("/vm-not-failed") and "'active'" in problem["detail"]
+        assert f.json("GET", "/v1/vms/" + active["id"])[1]["lifecycle"] == "active"
+        # a body is refused as on every verb
+        f.json("POST", "/v1/vms/%s/retire" % failed["id"], body={"force": True}, expect=400)
+        st, r = f.json("POST", "/v1/vms/%s/retire" % failed["id"], expect=200)
+        assert r["lifecycle"] == "retired" and r["status"] == "failed" and r["reason"], r
+        schema("vm-resource.schema.json").validate(r)
+        st, again = f.json("POST", "/v1/vms/%s/retire" % failed["id"], expect=200)  # idempotent
+        assert again["lifecycle"] == "retired"
+        entries = f.audit("vm.retired")
+        assert [e["subject"] for e in entries] == [failed["id"]], entries
+        # no other verb applies to it; it stays in the list and under ?lifecycle=retired
+        f.json("POST", "/v1/vms/%s/resume" % failed["id"], expect=409)
+        _, lst = f.json("GET", "/v1/vms?lifecycle=retired", expect=200)
+        assert [v["id"] for v in lst["vms"]] == [failed["id"]]
+        r = f.ctl("vms")
+        assert "retired" in r.stdout
+        f.stop()
+        f.start()
+        assert f.json("GET", "/v1/vms/" + failed["id"])[1]["lifecycle"] == "retired"
+        # its entity may have a new VM
+        f.hb(1, avail=9000)
+        f.wait(lambda: f.node("n1")["state"] == "alive")
+        f.json("POST", "/v1/plans", body("alpha"), expect=201)
+        node.shutdown()
+        node.server_close()
+    finally:
+        f.close()
+
+
+def test_fleetctl_plan_node_list_and_retire():
+    f = H.Fleetd(nodes=2, settings={"dispatch_attempts": "1", "dispatch_backoff": "10ms"})
+    f.start()
+    try:
+        f.hb(1, avail=3000)
+        f.hb(2, avail=9000)
+        f.wait(lambda: f.node("n2")["state"] == "alive")
+        args = ["plan", "--entity", "alpha", "--memory", "2600", "--vcpus", "1", "--image",
+                "base", "--disk", "64", "--yes"]
+        r = f.ctl(*args, "--node", "n1", check=False)
+        assert r.returncode == 1, r
+        assert "target node 'n1' does not fit" in r.stderr
+        assert "target node 'n1' (node): does-not-fit" in r.stdout, r.stdout
+        assert "left after 400 MiB" in r.stdout and "the fleet's own choice: n2" in r.stdout
+        r = f.ctl("plan", "list")
+        assert r.stdout.count("alpha") == 1 and "open" in r.stdout, r.stdout
+        r = f.ctl(*args[:4], "1024", *args[5:], "--node", "n1")  # fits: confirmed
+        assert "being created on node 'n1'" in r.stdout, r.stdout
+        vm_id = f.json("GET", "/v1/vms")[1]["vms"][0]["id"]
+        f.wait(lambda: f.json("GET", "/v1/vms/" + vm_id)[1]["status"] == "failed",
+               what="creation failed (no node API)")
+        r = f.ctl("retire", vm_id)
+        assert "is now 'retired'" in r.stdout
+        r = f.ctl("plan", "--entity", "x", "--node", "ghost", "--memory", "64", "--vcpus", "1",
+                  "--image", "b", "--disk", "16", "--yes", check=False)
+        assert r.returncode == 1 and "ghost" in r.stderr
+    finally:
+        f.close()
