@@ -172,6 +172,7 @@ void api_problem(struct api_response *resp, unsigned status, const char *type, c
                       {405, "Method Not Allowed"},
                       {409, "Conflict"},
                       {410, "Gone"},
+                      {412, "Precondition Failed"},
                       {413, "Content Too Large"},
                       {414, "URI Too Long"},
                       {415, "Unsupported Media Type"},
@@ -316,8 +317,14 @@ void api_from_outcome(struct api_response *resp, struct plan_outcome *o)
         } else {
                 api_ok(resp, o->body ? o->body : json_object());
                 resp->status = o->status;
+                memcpy(resp->tag, o->etag, sizeof(resp->tag));
         }
         o->body = NULL;
+}
+
+const char *api_if_match(struct api_request *req)
+{
+        return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "If-Match");
 }
 
 void api_ok(struct api_response *resp, json_t *body)
@@ -598,13 +605,7 @@ void api_shared_unref(void *p)
 
 static void api_etag(const char *text, size_t len, char buf[35])
 {
-        uint8_t h[16];
-
-        crypto_generichash(h, sizeof(h), (const unsigned char *)text, len, NULL, 0);
-        buf[0] = '"';
-        sodium_bin2hex(buf + 1, 33, h, sizeof(h));
-        buf[33] = '"';
-        buf[34] = '\0';
+        fleet_etag(text, len, buf);
 }
 
 static bool api_etag_matches(struct MHD_Connection *conn, const char *etag)
@@ -660,6 +661,8 @@ static enum MHD_Result api_send(struct MHD_Connection *conn, struct api_request 
         MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
         if (tagged)
                 MHD_add_response_header(r, "ETag", etag);
+        else if (resp->tag[0] && status < 300)
+                MHD_add_response_header(r, "ETag", resp->tag);
         if (resp->header_name)
                 MHD_add_response_header(r, resp->header_name, resp->header_value);
         ret = MHD_queue_response(conn, status, r);

@@ -45,6 +45,7 @@ struct api_response {
         const char *content_type;
         const char *header_name, *header_value; /* one extra header (Allow, WWW-Authenticate) */
         bool etag; /* a list route's 200: tagged, and 304 when If-None-Match names the tag */
+        char tag[FLEET_ETAG_SIZE]; /* one resource's revision (etag.c), sent as its ETag */
         char allow[64];
 };
 
@@ -91,6 +92,8 @@ bool api_query_string(struct api_request *req, struct api_response *resp, const 
 bool api_query_uint(struct api_request *req, struct api_response *resp, const char *name,
                     uint64_t def, uint64_t min, uint64_t max, uint64_t *ret);
 void api_from_outcome(struct api_response *resp, struct plan_outcome *o);
+/* The request's If-Match header, or NULL. */
+const char *api_if_match(struct api_request *req);
 
 /* api_nodes.c */
 void api_nodes_list(struct api_request *req, struct api_response *resp);

@@ -92,7 +92,7 @@ void api_plans_confirm(struct api_request *req, struct api_response *resp)
 
         if (!api_plan_param(req, resp) || !api_body_empty(req, resp))
                 return;
-        plans_confirm(req->f, req->params[0], req->actor, &o);
+        plans_confirm_if(req->f, req->params[0], req->actor, api_if_match(req), &o);
         api_from_outcome(resp, &o);
 }
 
@@ -102,6 +102,6 @@ void api_plans_drop(struct api_request *req, struct api_response *resp)
 
         if (!api_plan_param(req, resp))
                 return;
-        plans_drop(req->f, req->params[0], req->actor, &o);
+        plans_drop_if(req->f, req->params[0], req->actor, api_if_match(req), &o);
         api_from_outcome(resp, &o);
 }

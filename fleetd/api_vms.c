@@ -102,6 +102,7 @@ void api_vms_get(struct api_request *req, struct api_response *resp)
 {
         struct fleetd *f = req->f;
         struct fleet_vm *vm;
+        char tag[FLEET_ETAG_SIZE] = "";
         json_t *o = NULL;
 
         if (!fleet_vm_id_valid(req->params[0])) {
@@ -112,12 +113,15 @@ void api_vms_get(struct api_request *req, struct api_response *resp)
         }
         pthread_mutex_lock(&f->lock);
         vm = vm_table_find(f, req->params[0]);
-        if (vm)
+        if (vm) {
                 o = vm_to_json(f, vm, clock_monotonic_ms());
+                vm_etag(vm, tag);
+        }
         pthread_mutex_unlock(&f->lock);
-        if (o)
+        if (o) {
                 api_ok(resp, o);
-        else
+                memcpy(resp->tag, tag, sizeof(tag));
+        } else
                 api_problem(resp, 404, "unknown-vm", "no VM '%s'", req->params[0]);
 }
 
@@ -141,6 +145,6 @@ void api_vms_verb(struct api_request *req, struct api_response *resp)
         }
         if (!api_body_empty(req, resp))
                 return;
-        dispatch_vm_verb(req->f, req->params[0], verb, req->actor, &o);
+        dispatch_vm_verb_if(req->f, req->params[0], verb, req->actor, api_if_match(req), &o);
         api_from_outcome(resp, &o);
 }

@@ -589,9 +589,27 @@ static void verb_problem(struct plan_outcome *o, unsigned status, const char *pr
         va_end(ap);
 }
 
+/* 412 when the VM has moved past the revision the operator read; true when the verb may run. */
+static bool verb_precondition(const struct fleet_vm *vm, const char *if_match,
+                              struct plan_outcome *o)
+{
+        char tag[FLEET_ETAG_SIZE];
+
+        vm_etag(vm, tag);
+        if (etag_if_match(if_match, tag))
+                return true;
+        verb_problem(o, 412, "precondition-failed",
+                     "VM '%s' changed since it was read (it is '%s', '%s'%s now, ETag %s); read it "
+                     "again",
+                     vm->id, vm_status_name(vm->status), vm_lifecycle_name(vm->lifecycle),
+                     vm->verb_busy ? ", a call to its node in flight" : "", tag);
+        o->body = json_pack("{s:s}", "etag", tag);
+        return false;
+}
+
 /* Checks the verb under f->lock; fills job and marks the VM busy on success. */
 static int verb_check(struct fleetd *f, const char *vm_id, const struct vm_verb *v,
-                      struct dispatch_job *job, struct plan_outcome *o)
+                      const char *if_match, struct dispatch_job *job, struct plan_outcome *o)
 {
         struct fleet_vm *vm = vm_table_find(f, vm_id);
         struct fleet_node *node;
@@ -601,6 +619,8 @@ static int verb_check(struct fleetd *f, const char *vm_id, const struct vm_verb 
                 verb_problem(o, 404, "unknown-vm", "no VM '%.64s'", vm_id);
                 return -ENOENT;
         }
+        if (!verb_precondition(vm, if_match, o))
+                return -EBUSY;
         node = node_table_find(&f->table, vm->node_id);
         ns = node ? node_state_at(node, &f->cfg, clock_monotonic_ms()) : NODE_UNSEEN;
         if (vm->status != VM_ACTIVE)
@@ -749,7 +769,7 @@ static void verb_apply_verify(struct fleetd *f, struct fleet_vm *vm, const struc
 /* Retire: fleetd's own verb, under f->lock; no node is called and nothing is deleted. Only a
  * failed VM: one that exists, or may, on its node is suspended or archived there instead. */
 static void verb_retire(struct fleetd *f, const char *vm_id, const char *actor,
-                        struct plan_outcome *o)
+                        const char *if_match, struct plan_outcome *o)
 {
         struct fleet_vm *vm = vm_table_find(f, vm_id);
 
@@ -757,6 +777,8 @@ static void verb_retire(struct fleetd *f, const char *vm_id, const char *actor,
                 verb_problem(o, 404, "unknown-vm", "no VM '%.64s'", vm_id);
                 return;
         }
+        if (!verb_precondition(vm, if_match, o))
+                return;
         if (vm->lifecycle == VM_LC_RETIRED) {
                 o->status = 200; /* idempotent */
         } else if (vm->status != VM_FAILED) {
@@ -782,10 +804,17 @@ static void verb_retire(struct fleetd *f, const char *vm_id, const char *actor,
                 o->status = 200;
         }
         o->body = vm_to_json(f, vm, clock_monotonic_ms());
+        vm_etag(vm, o->etag);
 }
 
 void dispatch_vm_verb(struct fleetd *f, const char *vm_id, const char *verb, const char *actor,
                       struct plan_outcome *o)
+{
+        dispatch_vm_verb_if(f, vm_id, verb, actor, NULL, o);
+}
+
+void dispatch_vm_verb_if(struct fleetd *f, const char *vm_id, const char *verb, const char *actor,
+                         const char *if_match, struct plan_outcome *o)
 {
         const struct vm_verb *v = verb_find(verb);
         struct dispatch_job job = {{0}};
@@ -795,7 +824,7 @@ void dispatch_vm_verb(struct fleetd *f, const char *vm_id, const char *verb, con
         memset(o, 0, sizeof(*o));
         if (!v && strcmp(verb, "retire") == 0) {
                 pthread_mutex_lock(&f->lock);
-                verb_retire(f, vm_id, actor, o);
+                verb_retire(f, vm_id, actor, if_match, o);
                 pthread_mutex_unlock(&f->lock);
                 return;
         }
@@ -804,7 +833,7 @@ void dispatch_vm_verb(struct fleetd *f, const char *vm_id, const char *verb, con
                 return;
         }
         pthread_mutex_lock(&f->lock);
-        if (verb_check(f, vm_id, v, &job, o) < 0) {
+        if (verb_check(f, vm_id, v, if_match, &job, o) < 0) {
                 pthread_mutex_unlock(&f->lock);
                 return;
         }
@@ -817,6 +846,7 @@ void dispatch_vm_verb(struct fleetd *f, const char *vm_id, const char *verb, con
         vm->verb_busy = false;
         vm->verb_mark = ++f->verb_events;
         v->apply(f, vm, v, &job, actor, o);
+        vm_etag(vm, o->etag);
         pthread_mutex_unlock(&f->lock);
         dispatch_jobs_free(&job, 1);
 }

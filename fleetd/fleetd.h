@@ -351,18 +351,34 @@ const char *vm_status_name(enum vm_status s);
 /* A VM id fleetd could have made: 1..VM_ID_MAX of [a-z0-9-]. */
 bool fleet_vm_id_valid(const char *s);
 
+/* etag.c: the revisions of what operators change, and If-Match */
+#define FLEET_ETAG_SIZE 35 /* a quoted BLAKE2b-128 in hex, and its NUL */
+struct plan_row;
+void fleet_etag(const char *text, size_t len, char buf[FLEET_ETAG_SIZE]);
+/* Under f->lock. */
+void vm_etag(const struct fleet_vm *vm, char buf[FLEET_ETAG_SIZE]);
+void plan_etag(const struct plan_row *p, char buf[FLEET_ETAG_SIZE]);
+/* True when an If-Match header (NULL: none) lets a change to the resource tagged etag run. */
+bool etag_if_match(const char *header, const char *etag);
+
 /* plans.c: plan, confirm, drop (the operator's placement verbs) */
 struct plan_outcome {
         unsigned status;     /* HTTP status */
         const char *problem; /* NULL on success */
         char detail[512];
-        json_t *body; /* the plan or the VM (new reference) */
+        json_t *body;               /* the plan or the VM (new reference) */
+        char etag[FLEET_ETAG_SIZE]; /* the resource's revision after the call, or "" */
 };
 void plans_create(struct fleetd *f, const struct plan_request *req, const char *actor,
                   struct plan_outcome *ret);
 void plans_confirm(struct fleetd *f, const char *plan_id, const char *actor,
                    struct plan_outcome *ret);
 void plans_drop(struct fleetd *f, const char *plan_id, const char *actor, struct plan_outcome *ret);
+/* As plans_confirm and plans_drop, run only while the plan matches if_match (412 otherwise). */
+void plans_confirm_if(struct fleetd *f, const char *plan_id, const char *actor,
+                      const char *if_match, struct plan_outcome *ret);
+void plans_drop_if(struct fleetd *f, const char *plan_id, const char *actor, const char *if_match,
+                   struct plan_outcome *ret);
 void plans_get(struct fleetd *f, const char *plan_id, struct plan_outcome *ret);
 /* Plans in creation order (summaries without candidates): {plans, next_after}. */
 void plans_list(struct fleetd *f, const char *after, const char *state, unsigned limit,
@@ -380,6 +396,9 @@ void dispatch_run_once(struct fleetd *f, uint64_t now_ms);
  * (200 with the VM) and verify (202 with the node's request id). */
 void dispatch_vm_verb(struct fleetd *f, const char *vm_id, const char *verb, const char *actor,
                       struct plan_outcome *ret);
+/* As dispatch_vm_verb, run only while the VM matches if_match (412 otherwise). */
+void dispatch_vm_verb_if(struct fleetd *f, const char *vm_id, const char *verb, const char *actor,
+                         const char *if_match, struct plan_outcome *ret);
 /* True when verb is one dispatch_vm_verb knows. */
 bool dispatch_verb_known(const char *verb);
 

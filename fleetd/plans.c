@@ -31,6 +31,22 @@ static void plan_fail(struct plan_outcome *o, unsigned status, const char *probl
         va_end(ap);
 }
 
+/* 412 when the plan has moved past the revision the operator read; true when it may run. */
+static bool plan_precondition(const struct plan_row *p, const char *if_match,
+                              struct plan_outcome *o)
+{
+        char tag[FLEET_ETAG_SIZE];
+
+        plan_etag(p, tag);
+        if (etag_if_match(if_match, tag))
+                return true;
+        plan_fail(o, 412, "precondition-failed",
+                  "plan '%s' changed since it was read (it is '%s' now, ETag %s); read it again",
+                  p->id, p->state, tag);
+        o->body = json_pack("{s:s}", "etag", tag);
+        return false;
+}
+
 static bool plan_id_valid(const char *id)
 {
         if (strlen(id) != PLAN_ID_LEN)
@@ -344,9 +360,10 @@ static void plans_confirm_locked(struct fleetd *f, struct plan_row *p, const cha
 
                 store_rollback(f->store);
                 o->status = 200; /* idempotent: the same VM again */
-                if (v)
+                if (v) {
                         o->body = vm_to_json(f, v, clock_monotonic_ms());
-                else
+                        vm_etag(v, o->etag);
+                } else
                         plan_fail(o, 409, "plan-confirmed", "plan '%s' created VM '%s'", p->id,
                                   p->vm_id);
                 return;
@@ -385,9 +402,16 @@ static void plans_confirm_locked(struct fleetd *f, struct plan_row *p, const cha
                  vm.id, vm.entity, vm.node_id);
         o->status = 201;
         o->body = vm_to_json(f, added ? added : &vm, clock_monotonic_ms());
+        vm_etag(added ? added : &vm, o->etag);
 }
 
 void plans_confirm(struct fleetd *f, const char *plan_id, const char *actor, struct plan_outcome *o)
+{
+        plans_confirm_if(f, plan_id, actor, NULL, o);
+}
+
+void plans_confirm_if(struct fleetd *f, const char *plan_id, const char *actor,
+                      const char *if_match, struct plan_outcome *o)
 {
         struct plan_row p = {{0}};
         int r;
@@ -407,6 +431,8 @@ void plans_confirm(struct fleetd *f, const char *plan_id, const char *actor, str
                                 plan_fail(o, 404, "unknown-plan", "no plan '%s'", plan_id);
                         else
                                 plan_fail(o, 500, "store-failed", "cannot read plan '%s'", plan_id);
+                } else if (!plan_precondition(&p, if_match, o)) {
+                        store_rollback(f->store);
                 } else {
                         plans_confirm_locked(f, &p, actor, o);
                 }
@@ -420,6 +446,12 @@ void plans_confirm(struct fleetd *f, const char *plan_id, const char *actor, str
 }
 
 void plans_drop(struct fleetd *f, const char *plan_id, const char *actor, struct plan_outcome *o)
+{
+        plans_drop_if(f, plan_id, actor, NULL, o);
+}
+
+void plans_drop_if(struct fleetd *f, const char *plan_id, const char *actor, const char *if_match,
+                   struct plan_outcome *o)
 {
         struct plan_row p = {{0}};
         int r;
@@ -440,6 +472,8 @@ void plans_drop(struct fleetd *f, const char *plan_id, const char *actor, struct
                         plan_fail(o, 404, "unknown-plan", "no plan '%s'", plan_id);
                 else
                         plan_fail(o, 500, "store-failed", "cannot read plan '%s'", plan_id);
+        } else if (!plan_precondition(&p, if_match, o)) {
+                store_rollback(f->store);
         } else if (strcmp(p.state, "confirmed") == 0) {
                 store_rollback(f->store);
                 plan_fail(o, 409, "plan-confirmed",
@@ -455,8 +489,11 @@ void plans_drop(struct fleetd *f, const char *plan_id, const char *actor, struct
         } else {
                 o->status = store_commit(f->store) == 0 ? 200 : 500;
         }
-        if (o->status == 200)
+        if (o->status == 200) {
                 o->body = json_pack("{s:s, s:s}", "id", plan_id, "state", "dropped");
+                snprintf(p.state, sizeof(p.state), "dropped");
+                plan_etag(&p, o->etag);
+        }
         plan_row_done(&p);
 }
 
@@ -479,12 +516,14 @@ void plans_get(struct fleetd *f, const char *plan_id, struct plan_outcome *o)
                                  "expired more than a day ago; its candidate list was dropped");
         }
         if (body) {
+                plan_etag(&p, o->etag); /* of the stored state: expiry is not a change */
                 if (strcmp(p.state, "open") == 0 && clock_realtime_ms() > p.expires_ms)
                         snprintf(p.state, sizeof(p.state), "expired");
                 json_object_set_new(body, "state", json_string(p.state));
                 json_object_set_new(body, "vm_id", p.vm_id[0] ? json_string(p.vm_id) : json_null());
                 o->status = 200;
                 o->body = body;
+
         } else {
                 plan_fail(o, 500, "store-failed", "plan '%s' is unreadable", plan_id);
         }

@@ -212,3 +212,110 @@ def test_fleetctl_plan_node_list_and_retire():
         assert r.returncode == 1 and "ghost" in r.stderr
     finally:
         f.close()
+
+
+def active_vm(f, node, entity="alpha"):
+    _, p = f.json("POST", "/v1/plans", body(entity, 256, node=node), expect=201)
+    _, vm = f.json("POST", "/v1/plans/%s/confirm" % p["id"], expect=201)
+    f.wait(lambda: f.json("GET", "/v1/vms/" + vm["id"])[1]["status"] == "active",
+           what=entity + " active")
+    return vm["id"]
+
+
+def get_tag(f, path):
+    st, h, payload = f.request("GET", path)
+    assert st == 200 and h["etag"].startswith('"'), (st, h)
+    return h["etag"], json.loads(payload)
+
+
+def test_if_match_lost_update_refused():
+    """Operator A suspends; operator B, who read the VM while it was active, archives with
+    If-Match: 412 with the current ETag (without it, archive from suspended would have run)."""
+    f = H.Fleetd(nodes=1)
+    f.start()
+    node = H.FakeNode(H.node_address(1), f.node_api_port, "n1")
+    try:
+        f.hb(1, avail=9000)
+        f.wait(lambda: f.node("n1")["state"] == "alive")
+        vm_id = active_vm(f, "n1")
+        path = "/v1/vms/" + vm_id
+        tag, _ = get_tag(f, path)
+        assert get_tag(f, path)[0] == tag  # stable while nothing changes
+        f.hb(1, avail=8000)  # soft state moves; the revision does not
+        assert get_tag(f, path)[0] == tag
+        st, h, payload = f.request("POST", path + "/suspend", headers={"If-Match": tag})
+        assert st == 200, payload
+        new_tag = h["etag"]
+        assert new_tag != tag and get_tag(f, path)[0] == new_tag
+        st, h, payload = f.request("POST", path + "/archive", headers={"If-Match": tag})
+        problem = json.loads(payload)
+        assert st == 412 and problem["type"].endswith("/precondition-failed"), problem
+        assert problem["etag"] == new_tag and "'suspended'" in problem["detail"]
+        schema("problem.schema.json").validate(problem)
+        assert f.json("GET", path)[1]["lifecycle"] == "suspended"  # nothing changed
+        # weak tags never match; a list of tags or * does
+        st, _, _ = f.request("POST", path + "/resume", headers={"If-Match": "W/" + new_tag})
+        assert st == 412
+        st, _, _ = f.request("POST", path + "/resume",
+                             headers={"If-Match": '"0000", %s' % new_tag})
+        assert st == 200
+        st, _, _ = f.request("POST", path + "/suspend", headers={"If-Match": "*"})
+        assert st == 200
+        # plans: DELETE and confirm with a stale revision
+        _, p = f.json("POST", "/v1/plans", body("beta"), expect=201)
+        ptag, _ = get_tag(f, "/v1/plans/" + p["id"])
+        st, h, _ = f.request("DELETE", "/v1/plans/" + p["id"], headers={"If-Match": ptag})
+        assert st == 200 and h["etag"] != ptag
+        st, _, payload = f.request("POST", "/v1/plans/%s/confirm" % p["id"],
+                                   headers={"If-Match": ptag})
+        assert st == 412, payload
+        # If-None-Match on lists: 304 until the list changes
+        st, h, _ = f.request("GET", "/v1/vms")
+        st2, _, body304 = f.request("GET", "/v1/vms", headers={"If-None-Match": h["etag"]})
+        assert st2 == 304 and body304 == b""
+        st, h, _ = f.request("GET", "/v1/plans")
+        st2, _, _ = f.request("GET", "/v1/plans", headers={"If-None-Match": h["etag"]})
+        assert st2 == 304
+    finally:
+        node.shutdown()
+        node.server_close()
+        f.close()
+
+
+def test_if_match_two_operators_one_wins():
+    """Both operators read one revision and act at once (suspend and archive, over and over):
+    exactly one verb runs each round, the other gets 412; the VM's history shows only winners."""
+    f = H.Fleetd(nodes=1)
+    f.start()
+    node = H.FakeNode(H.node_address(1), f.node_api_port, "n1")
+    try:
+        f.hb(1, avail=9000)
+        f.wait(lambda: f.node("n1")["state"] == "alive")
+        rounds = 0
+        for k in range(6):
+            vm_id = active_vm(f, "n1", "race%d" % k)
+            path = "/v1/vms/" + vm_id
+            tag, _ = get_tag(f, path)
+            barrier = threading.Barrier(2)
+            out = {}
+
+            def act(verb):
+                barrier.wait()
+                out[verb] = f.request("POST", path + "/" + verb, headers={"If-Match": tag})[0]
+            ts = [threading.Thread(target=act, args=(v,)) for v in ("suspend", "archive")]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+            assert sorted(out.values()) == [200, 412], out
+            winner = [v for v, st in out.items() if st == 200][0]
+            lc = f.json("GET", path)[1]["lifecycle"]
+            assert lc == {"suspend": "suspended", "archive": "archived"}[winner], (out, lc)
+            changes = [e for e in f.audit("vm.lifecycle") if e["subject"] == vm_id]
+            assert [e["detail"]["verb"] for e in changes] == [winner], changes
+            rounds += 1
+        assert rounds == 6
+    finally:
+        node.shutdown()
+        node.server_close()
+        f.close()
