@@ -53,6 +53,9 @@ int heartbeat_encode(const struct heartbeat *hb, char *buf, size_t size)
             (json_int_t)hb->mem_committed_mib, "libvirt_age_ms", (json_int_t)hb->libvirt_age_ms,
             "vm_count", (int)hb->vm_count, "inventory_digest", hb->inventory_digest, "creations",
             (json_int_t)hb->creations);
+        if (o && hb->disk_known)
+                json_object_set_new(o, "disk_free_mib",
+                                    json_integer((json_int_t)hb->disk_free_mib));
         if (!o)
                 return -EINVAL;
         n = json_dumpb(o, buf, size, JSON_COMPACT | JSON_REAL_PRECISION(4));
@@ -77,6 +80,7 @@ const char *const heartbeat_fields[HEARTBEAT_FIELDS + 1] = {"v",
                                                             "vm_count",
                                                             "inventory_digest",
                                                             "creations",
+                                                            "disk_free_mib",
                                                             NULL};
 
 static int heartbeat_decode_fields(const json_t *o, struct heartbeat *hb,
@@ -118,8 +122,12 @@ static int heartbeat_decode_fields(const json_t *o, struct heartbeat *hb,
                 ?: json_input_copy_string(o, "inventory_digest", true, hb->inventory_digest,
                                           sizeof(hb->inventory_digest), err);
         r = r ?: json_input_get_uint(o, "creations", true, 0, INT64_MAX, &hb->creations, err);
+        r = r
+                ?: json_input_get_uint(o, "disk_free_mib", false, 0, 1ull << 40, &hb->disk_free_mib,
+                                       err);
         if (r < 0)
                 return r;
+        hb->disk_known = json_object_get(o, "disk_free_mib") != NULL;
         if (!hex_valid(hb->inventory_digest, DIGEST_HEX_LEN))
                 return json_input_fail(err, "field 'inventory_digest' is not 64 hex digits");
         age_v = json_object_get(o, "libvirt_age_ms");

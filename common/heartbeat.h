@@ -2,6 +2,7 @@
  * every interval. Schema: schemas/heartbeat.schema.json. */
 #pragma once
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #define HEARTBEAT_VERSION   1
@@ -30,10 +31,15 @@ struct heartbeat {
          * goes back, and it increases after every domain vmhost defines and at every vmhost
          * start, so figures carrying N reflect every creation acknowledged with N or less */
         uint64_t creations;
+        /* room for VM disks (MiB): free space of the filesystem holding them, less what their
+         * sparse disks may still take; optional on the wire (older senders), disk_known then
+         * false */
+        bool disk_known;
+        uint64_t disk_free_mib;
 };
 
 /* The heartbeat's field names in wire order, NULL-terminated (fleetd's fast decoder indexes it). */
-#define HEARTBEAT_FIELDS 15
+#define HEARTBEAT_FIELDS 16
 extern const char *const heartbeat_fields[HEARTBEAT_FIELDS + 1];
 
 /* Encodes hb into buf; returns the length, or -EMSGSIZE / -EINVAL. */

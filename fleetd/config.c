@@ -31,6 +31,10 @@ const struct config_key fleetd_config_table[] = {
       "placement policy: node roles in order of preference, tiers separated by ',', roles of "
       "one tier by '+' (the default puts a Totebox on an on-premises node before the cloud "
       "node; empty: most available RAM only)"),
+    K("disk_cow_allowance_mib", CONFIG_UINT, disk_cow_allowance_mib, 0, 1048576, "1024",
+      "disk (MiB) placement counts for a new VM's copy-on-write OS overlay, beside its vault disk"),
+    K("disk_margin_mib", CONFIG_UINT, disk_margin_mib, 0, 16777216, "1024",
+      "room for VM disks (MiB) that must remain on a node after a new VM's disks"),
     K("plan_ttl", CONFIG_DURATION, plan_ttl_ms, 1000, 86400000, "5m",
       "how long a plan (placement quote) can be confirmed"),
     K("node_api_port", CONFIG_UINT, node_api_port, 1, 65535, "9172",

@@ -32,6 +32,8 @@ struct fleetd_config {
         uint64_t evict_after_ms;
         uint64_t safety_margin_mib;
         char placement_prefer_roles[64]; /* role tiers, best first: "node+relay,cloud" */
+        uint64_t disk_cow_allowance_mib; /* a new VM's OS overlay may grow this much */
+        uint64_t disk_margin_mib;        /* room for VM disks left on a node after a new VM */
         uint64_t plan_ttl_ms;
         uint64_t node_api_port;
         uint64_t node_api_timeout_ms;
@@ -75,10 +77,11 @@ struct fleet_node {
         /* what placement reads, first, so that a scan of 10,000 nodes touches one cache line
          * per node */
         bool seen;
-        uint64_t last_seen_ms;     /* monotonic */
-        uint64_t reserved_mib;     /* promised to confirmed creations not yet reflected */
-        int64_t hb_avail_mib;      /* min(MemAvailable, total - committed) of the last heartbeat */
-        int64_t hb_libvirt_age_ms; /* of the last heartbeat */
+        uint64_t last_seen_ms;      /* monotonic */
+        uint64_t reserved_mib;      /* promised to confirmed creations not yet reflected */
+        uint64_t reserved_disk_mib; /* their disks, likewise */
+        int64_t hb_avail_mib;       /* min(MemAvailable, total - committed) of the last heartbeat */
+        int64_t hb_libvirt_age_ms;  /* of the last heartbeat */
         const struct roster_node *rn; /* the roster entry; owned by the roster */
         uint64_t heartbeats;
         enum node_state reported; /* the state last logged and audited */
@@ -145,6 +148,7 @@ struct fleet_vm {
         unsigned attempts;
         uint64_t next_attempt_ms; /* monotonic */
         bool reserved;            /* memory_mib counted in its node's reserved_mib */
+        uint64_t reserved_disk;   /* MiB counted in its node's reserved_disk_mib (while reserved) */
         uint64_t reserve_until;   /* the node's creation counter whose figures reflect the VM;
                                      0 while not known */
         uint64_t settle_fetch;    /* not 0: an inventory of fetch number >= this that lacks the
@@ -289,6 +293,7 @@ enum cand_verdict {
         CAND_STALE,
         CAND_NO_HEARTBEAT,
         CAND_BELOW_MARGIN,
+        CAND_NO_DISK,
 };
 
 struct plan_candidate {
@@ -297,7 +302,10 @@ struct plan_candidate {
         int64_t available_mib; /* after reservations */
         int64_t left_mib;      /* available - the VM */
         uint64_t heartbeat_age_ms;
-        unsigned tier; /* the node role's place in placement_prefer_roles (0: first) */
+        unsigned tier;         /* the node role's place in placement_prefer_roles (0: first) */
+        bool disk_known;       /* the node reports its room for VM disks */
+        int64_t disk_free_mib; /* that room, after reservations */
+        int64_t disk_left_mib; /* disk_free - the VM's disks (vault + allowance) */
         enum cand_verdict verdict;
 };
 
@@ -308,7 +316,13 @@ long placement_choose(const struct node_table *t, const struct fleetd_config *cf
                       struct plan_candidate *cands);
 /* Evaluates one node alone (the re-check on confirm). */
 void placement_check_node(const struct fleet_node *n, const struct fleetd_config *cfg,
-                          uint64_t memory_mib, uint64_t now_ms, struct plan_candidate *ret);
+                          const struct plan_request *req, uint64_t now_ms,
+                          struct plan_candidate *ret);
+/* The disk a new VM takes on its node: the vault disk and the copy-on-write allowance. */
+static inline uint64_t placement_disk_mib(const struct fleetd_config *cfg, uint64_t vault_disk_mib)
+{
+        return vault_disk_mib + cfg->disk_cow_allowance_mib;
+}
 const char *cand_verdict_reason(enum cand_verdict v);
 /* The tier of role in policy (placement_prefer_roles: tiers separated by ',', roles of one tier
  * by '+', best first); a role the policy does not name comes after every tier. */

@@ -23,6 +23,8 @@ static const char *const cand_reasons[] = {
     [CAND_NO_HEARTBEAT] = "no heartbeat received yet",
     [CAND_BELOW_MARGIN] = "not enough RAM: what is left after the VM would be below the "
                           "safety margin",
+    [CAND_NO_DISK] = "not enough disk: the room for VM disks left after the vault disk and the "
+                     "copy-on-write allowance would be below disk_margin_mib",
 };
 
 const char *cand_verdict_reason(enum cand_verdict v)
@@ -117,12 +119,17 @@ int placement_policy_check(const char *policy, char *err, size_t errsize)
 }
 
 void placement_check_node(const struct fleet_node *n, const struct fleetd_config *cfg,
-                          uint64_t memory_mib, uint64_t now_ms, struct plan_candidate *c)
+                          const struct plan_request *req, uint64_t now_ms, struct plan_candidate *c)
 {
+        bool disk = n->seen && n->hb.disk_known;
+
         c->state = node_state_at(n, cfg, now_ms);
         c->heartbeat_age_ms = n->seen ? node_heartbeat_age(n, now_ms) : 0;
         c->available_mib = n->seen ? node_available_mib(n) : 0;
-        c->left_mib = c->available_mib - (int64_t)memory_mib;
+        c->left_mib = c->available_mib - (int64_t)req->memory_mib;
+        c->disk_known = disk;
+        c->disk_free_mib = disk ? (int64_t)n->hb.disk_free_mib - (int64_t)n->reserved_disk_mib : 0;
+        c->disk_left_mib = c->disk_free_mib - (int64_t)placement_disk_mib(cfg, req->vault_disk_mib);
         if (c->state == NODE_UNSEEN)
                 c->verdict = CAND_NO_HEARTBEAT;
         else if (c->state == NODE_SUSPECT || c->state == NODE_EVICTED)
@@ -133,6 +140,8 @@ void placement_check_node(const struct fleet_node *n, const struct fleetd_config
                 c->verdict = CAND_STALE;
         else if (c->left_mib < (int64_t)cfg->safety_margin_mib)
                 c->verdict = CAND_BELOW_MARGIN;
+        else if (disk && c->disk_left_mib < (int64_t)cfg->disk_margin_mib)
+                c->verdict = CAND_NO_DISK;
         else
                 c->verdict = CAND_FITS;
 }
@@ -151,7 +160,7 @@ long placement_choose(const struct node_table *t, const struct fleetd_config *cf
                 if (i + 8 < t->roster->n_nodes) /* memory-bound: 10,000 nodes of 368 bytes */
                         __builtin_prefetch(&t->nodes[i + 8]);
                 c->node = (uint32_t)i;
-                placement_check_node(&t->nodes[i], cfg, req->memory_mib, now_ms, c);
+                placement_check_node(&t->nodes[i], cfg, req, now_ms, c);
                 c->tier = tiers[t->roster->nodes[i].role];
                 if (c->verdict != CAND_FITS)
                         continue;

@@ -75,22 +75,24 @@ static json_t *plan_candidate_json(const struct plan_cand *x)
 {
         const struct plan_candidate *c = &x->c;
 
-        return json_pack("{s:s, s:s, s:s, s:I, s:I, s:o, s:b, s:s, s:s}", "node_id", x->id, "role",
-                         roster_role_name(x->role), "state", node_state_name(c->state),
-                         "available_mib", (json_int_t)c->available_mib, "left_after_mib",
-                         (json_int_t)c->left_mib, "heartbeat_age_ms",
-                         x->seen ? json_integer((json_int_t)c->heartbeat_age_ms) : json_null(),
-                         "chosen", c->verdict == CAND_CHOSEN, "verdict",
-                         cand_fits(c->verdict) ? "fits" : "refused", "reason",
-                         cand_verdict_reason(c->verdict));
+        return json_pack(
+            "{s:s, s:o, s:s, s:s, s:I, s:I, s:o, s:b, s:s, s:s}", "node_id", x->id, "disk_free_mib",
+            c->disk_known ? json_integer(c->disk_free_mib) : json_null(), "role",
+            roster_role_name(x->role), "state", node_state_name(c->state), "available_mib",
+            (json_int_t)c->available_mib, "left_after_mib", (json_int_t)c->left_mib,
+            "heartbeat_age_ms",
+            x->seen ? json_integer((json_int_t)c->heartbeat_age_ms) : json_null(), "chosen",
+            c->verdict == CAND_CHOSEN, "verdict", cand_fits(c->verdict) ? "fits" : "refused",
+            "reason", cand_verdict_reason(c->verdict));
 }
 
 /* Under f->lock: the figures behind node n's verdict c for memory_mib, as the quote of a target
  * node and a refused confirmation show them (new reference). */
 static json_t *plan_node_figures(const struct fleetd *f, const struct fleet_node *n,
-                                 const struct plan_candidate *c, uint64_t memory_mib)
+                                 const struct plan_candidate *c, const struct plan_request *req)
 {
-        return json_pack(
+        uint64_t memory_mib = req->memory_mib;
+        json_t *o = json_pack(
             "{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I}", "node_id", n->rn->id, "role",
             roster_role_name(n->rn->role), "state", node_state_name(c->state), "verdict",
             cand_fits(c->verdict) ? "fits" : "does-not-fit", "reason",
@@ -98,6 +100,18 @@ static json_t *plan_node_figures(const struct fleetd *f, const struct fleet_node
             "committed_mib", (json_int_t)(n->seen ? n->hb.mem_committed_mib : 0), "reserved_mib",
             (json_int_t)n->reserved_mib, "needed_mib", (json_int_t)memory_mib, "margin_mib",
             (json_int_t)f->cfg.safety_margin_mib, "left_after_mib", (json_int_t)c->left_mib);
+
+        if (o)
+                json_object_update_new(
+                    o, json_pack("{s:o, s:I, s:I, s:I, s:o}", "disk_free_mib",
+                                 c->disk_known ? json_integer(c->disk_free_mib) : json_null(),
+                                 "disk_reserved_mib", (json_int_t)n->reserved_disk_mib,
+                                 "disk_needed_mib",
+                                 (json_int_t)placement_disk_mib(&f->cfg, req->vault_disk_mib),
+                                 "disk_margin_mib", (json_int_t)f->cfg.disk_margin_mib,
+                                 "disk_left_after_mib",
+                                 c->disk_known ? json_integer(c->disk_left_mib) : json_null()));
+        return o;
 }
 
 static int plan_cand_cmp(const void *a, const void *b)
@@ -248,7 +262,7 @@ static json_t *plans_target(struct fleetd *f, const struct plan_request *req,
                           req->node, (unsigned long long)f->table.roster->version);
                 return NULL;
         }
-        return plan_node_figures(f, t, &c[t - f->table.nodes].c, req->memory_mib);
+        return plan_node_figures(f, t, &c[t - f->table.nodes].c, req);
 }
 
 void plans_create(struct fleetd *f, const struct plan_request *req, const char *actor,
@@ -315,7 +329,7 @@ static bool plans_recheck(struct fleetd *f, const struct plan_row *p, struct pla
                           p->node_id);
                 return false;
         }
-        placement_check_node(n, &f->cfg, p->req.memory_mib, clock_monotonic_ms(), &c);
+        placement_check_node(n, &f->cfg, &p->req, clock_monotonic_ms(), &c);
         if (c.verdict != CAND_FITS) {
                 plan_fail(o, 409, "plan-stale",
                           "node '%s' does not fit the VM (%s; %lld MiB available after "
@@ -324,7 +338,7 @@ static bool plans_recheck(struct fleetd *f, const struct plan_row *p, struct pla
                           (unsigned long long)p->req.memory_mib,
                           (unsigned long long)f->cfg.safety_margin_mib);
                 o->body =
-                    json_pack("{s:o}", "figures", plan_node_figures(f, n, &c, p->req.memory_mib));
+                    json_pack("{s:o}", "figures", plan_node_figures(f, n, &c, &p->req));
                 return false;
         }
         return true;

@@ -82,6 +82,8 @@ void vm_reserve(struct fleetd *f, struct fleet_vm *vm)
         if (vm->reserved || !n)
                 return;
         n->reserved_mib += vm->memory_mib;
+        vm->reserved_disk = placement_disk_mib(&f->cfg, vm->vault_disk_mib);
+        n->reserved_disk_mib += vm->reserved_disk;
         vm->reserved = true;
         vm->reserve_until = 0;
         vm->settle_fetch = 0;
@@ -94,9 +96,13 @@ void vm_release(struct fleetd *f, struct fleet_vm *vm)
         if (!vm->reserved)
                 return;
         vm->reserved = false;
-        if (n)
+        if (n) {
                 n->reserved_mib =
                     n->reserved_mib > vm->memory_mib ? n->reserved_mib - vm->memory_mib : 0;
+                n->reserved_disk_mib = n->reserved_disk_mib > vm->reserved_disk
+                                           ? n->reserved_disk_mib - vm->reserved_disk
+                                           : 0;
+        }
 }
 
 /* The lowest counter known to reflect the VM wins: each one named is sound. */

@@ -74,6 +74,9 @@ int sample_parse_meminfo(const char *buf, struct mem_sample *ret);
 double sample_cpu_percent(const struct cpu_sample *prev, const struct cpu_sample *cur);
 int sample_read_cpu(struct cpu_sample *ret);
 int sample_read_mem(struct mem_sample *ret);
+/* The room for VM disks in dir (fallback when dir is not made yet), in MiB: free space for
+ * unprivileged use less what the sparse files in dir may still take. */
+int sample_read_disk(const char *dir, const char *fallback, uint64_t *ret_free_mib);
 
 /* heartbeat_sender.c */
 struct heartbeat_sender {

@@ -319,3 +319,56 @@ def test_if_match_two_operators_one_wins():
         node.shutdown()
         node.server_close()
         f.close()
+
+
+def beat_disk(f, i, disk, seq=None, **kw):
+    f.seq["n%d" % i] = seq or f.seq.get("n%d" % i, 0) + 1
+    doc = H.heartbeat("n%d" % i, f.seq["n%d" % i], **kw)
+    doc["disk_free_mib"] = disk
+    schema("heartbeat.schema.json").validate(doc)
+    f.send_raw(H.node_address(i), json.dumps(doc).encode())
+
+
+def test_disk_space_checked_with_margin_and_reservations():
+    """n1 has the most RAM but too little room for the vault disk and the copy-on-write
+    allowance; n2 has room for exactly one such VM above the disk margin: the second confirm is
+    refused by the disk reserved for the first, with the figures."""
+    f = H.Fleetd(nodes=3, settings={"disk_cow_allowance_mib": "512", "disk_margin_mib": "1024"})
+    f.start()
+    try:
+        beat_disk(f, 1, 2000, avail=30000)   # 2000 - (1024 + 512) = 464 < 1024
+        beat_disk(f, 2, 4000, avail=9000)    # 4000 - 1536 = 2464: one fits, two do not
+        f.hb(3, avail=4000)                  # reports no disk: not checked
+        f.wait(lambda: all(f.node("n%d" % i)["state"] == "alive" for i in (1, 2, 3)))
+        _, p = f.json("POST", "/v1/plans", body("alpha", 1024, disk=1024), expect=201)
+        schema("plan.schema.json").validate(p)
+        by = {c["node_id"]: c for c in p["candidates"]}
+        assert p["node_id"] == "n2", p
+        assert by["n1"]["verdict"] == "refused" and "not enough disk" in by["n1"]["reason"]
+        assert by["n1"]["disk_free_mib"] == 2000 and by["n3"]["disk_free_mib"] is None
+        # the target n1: refused with the disk figures
+        _, t = f.json("POST", "/v1/plans", body("beta", 1024, node="n1", disk=1024), expect=201)
+        fig = t["target"]
+        assert fig["verdict"] == "does-not-fit", fig
+        assert (fig["disk_free_mib"], fig["disk_needed_mib"], fig["disk_margin_mib"],
+                fig["disk_left_after_mib"]) == (2000, 1536, 1024, 464), fig
+        st, problem = f.json("POST", "/v1/plans/%s/confirm" % t["id"], expect=409)
+        assert problem["figures"]["disk_left_after_mib"] == 464
+        # two quotes on n2, both fit alone; the first confirm reserves its disk
+        _, q = f.json("POST", "/v1/plans", body("gamma", 1024, node="n2", disk=1024), expect=201)
+        assert q["target"]["verdict"] == "fits"
+        f.json("POST", "/v1/plans/%s/confirm" % p["id"], expect=201)
+        st, problem = f.json("POST", "/v1/plans/%s/confirm" % q["id"], expect=409)
+        fig = problem["figures"]
+        assert (fig["disk_reserved_mib"], fig["disk_free_mib"], fig["disk_left_after_mib"]) == \
+            (1536, 4000 - 1536, 4000 - 1536 - 1536), fig
+        assert "not enough disk" in problem["detail"]
+        # a bad value is dropped like any malformed heartbeat: only the good one after it counts
+        before = f.node("n1")["heartbeats"]
+        f.send_raw(H.node_address(1), json.dumps(dict(H.heartbeat("n1", 999), disk_free_mib=-5))
+                   .encode())
+        beat_disk(f, 1, 2000, avail=30000, seq=1000)
+        f.wait(lambda: f.node("n1")["heartbeats"] > before, what="the good heartbeat")
+        assert f.node("n1")["heartbeats"] == before + 1
+    finally:
+        f.close()

@@ -278,6 +278,32 @@ static void test_role_preference(void **state)
         assert_string_equal(chosen_id(f, choose(f, 1024, 0, c)), "n4");
 }
 
+/* The vault disk plus the copy-on-write allowance must leave disk_margin_mib of the node's room
+ * for VM disks, after the disks promised to creations in flight; a node that reports no disk
+ * figure is not checked. */
+static void test_disk_space(void **state)
+{
+        struct fixture *fx = *state;
+        struct fleetd *f = &fx->f;
+        struct fleet_node *n1 = node_table_find(&f->table, "n1");
+        struct plan_candidate c[5];
+
+        tfu_heartbeat(&f->table, 1, 1, 30000, 10, NULL, 0);
+        tfu_heartbeat(&f->table, 2, 1, 8000, 10, NULL, 0);
+        n1->hb.disk_known = true;
+        n1->hb.disk_free_mib = 1024 + 1024 + 1024; /* vault 1024 + allowance 1024 + margin */
+        assert_string_equal(chosen_id(f, choose(f, 1024, 0, c)), "n1"); /* exactly the margin */
+        assert_int_equal(c[1].disk_left_mib, 1024);
+        assert_false(c[2].disk_known);
+        n1->reserved_disk_mib = 1;
+        assert_string_equal(chosen_id(f, choose(f, 1024, 0, c)), "n2");
+        assert_int_equal(c[1].verdict, CAND_NO_DISK);
+        assert_int_equal(c[1].disk_free_mib, 3071);
+        n1->reserved_disk_mib = 0;
+        f->cfg.disk_cow_allowance_mib = 1025;
+        assert_string_equal(chosen_id(f, choose(f, 1024, 0, c)), "n2");
+}
+
 static void test_policy_check(void **state)
 {
         static const char *const good[] = {"", "node+relay,cloud", "cloud", "node, relay, cloud",
@@ -351,6 +377,7 @@ int main(void)
             cmocka_unit_test(test_request_parse),
             cmocka_unit_test_setup_teardown(test_role_preference, setup, teardown),
             cmocka_unit_test(test_policy_check),
+            cmocka_unit_test_setup_teardown(test_disk_space, setup, teardown),
         };
 
         log_init("test", LOG_LEVEL_ERROR);
