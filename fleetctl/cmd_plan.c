@@ -71,27 +71,34 @@ static bool ctl_ask(const char *question)
 static int ctl_confirm_id(struct ctl *c, const char *id)
 {
         char path[128];
-        json_t *a = NULL;
+        json_t *a = NULL, *vm = NULL;
         long st;
+        int r;
 
         snprintf(path, sizeof(path), "/v1/plans/%.40s/confirm", id);
         st = ctl_call(c, "POST", path, NULL, &a);
         if (st < 0)
                 return 3;
-        if (st != 200 && st != 201) {
+        if (st != 202) {
                 ctl_problem(st, a);
                 if (!c->json && json_is_object(json_object_get(a, "figures")))
                         ctl_show_figures(json_object_get(a, "figures"));
                 json_decref(a);
                 return 1;
         }
-        if (c->json)
-                ctl_print_json(a);
-        else
-                printf("VM '%s' for entity '%s' is being created on node '%s' (status '%s')\n",
-                       ctl_str(a, "id"), ctl_str(a, "entity"), ctl_str(a, "node_id"),
-                       ctl_str(a, "status"));
+        if (!c->json)
+                printf("VM '%s' recorded; creating it on its node (operation %s)\n",
+                       ctl_str(a, "vm_id"), ctl_str(a, "id"));
+        r = ctl_operation_outcome(c, a, &vm);
         json_decref(a);
+        if (r >= 0)
+                return r;
+        if (c->json)
+                ctl_print_json(vm);
+        else
+                printf("VM '%s' for entity '%s' is %s on node '%s'\n", ctl_str(vm, "id"),
+                       ctl_str(vm, "entity"), ctl_str(vm, "status"), ctl_str(vm, "node_id"));
+        json_decref(vm);
         return 0;
 }
 

@@ -1,5 +1,6 @@
-/* fleetctl vms [ID], the lifecycle verbs suspend / resume / archive VM, and verify VM (a full
- * verification of the vault, forwarded to the VM's node; its result shows in 'vms'). */
+/* fleetctl vms [ID], the lifecycle verbs suspend / resume / archive VM, verify VM (a full
+ * verification of the vault, forwarded to the VM's node; its result shows in 'vms'), each an
+ * operation followed to its end, and retire VM (a failed one; fleetd's record only). */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,7 +65,7 @@ int ctl_cmd_vms(struct ctl *c)
 int ctl_cmd_verb(struct ctl *c)
 {
         char path[256], base[64];
-        json_t *a = NULL;
+        json_t *a = NULL, *res = NULL;
         long st;
 
         /* argv[-1] is the verb itself: main passes "suspend VM" as the command and its argument */
@@ -80,6 +81,15 @@ int ctl_cmd_verb(struct ctl *c)
         st = ctl_call(c, "POST", path, NULL, &a);
         if (st < 0)
                 return 3;
+        if (st == 202) { /* an operation: followed to its end unless --no-wait */
+                int r = ctl_operation_outcome(c, a, &res);
+
+                json_decref(a);
+                if (r >= 0)
+                        return r;
+                a = res;
+                st = strcmp(c->argv[-1], "verify") == 0 ? 202 : 200;
+        }
         if (st != 200 && st != 202)
                 ctl_problem(st, a);
         else if (c->json)

@@ -13,6 +13,7 @@ struct ctl {
         const char *token;     /* bearer token */
         const char *state_dir; /* for the local commands */
         bool json, yes;
+        bool no_wait; /* answer 202 at once instead of following the operation */
         const char *entity, *image, *kind;
         const char *memory, *vcpus, *disk, *after, *limit;
         /* audit verify: checkpoints to hold the record against, and fleetd's key; plan: the
@@ -44,6 +45,13 @@ int ctl_problem(long status, json_t *answer);
 int ctl_get(struct ctl *c, const char *path, void (*show)(json_t *));
 json_t *ctl_row(int n, ...); /* a table row of n strings */
 int ctl_path_arg(struct ctl *c, const char *base, char *buf, size_t size);
+
+/* cmd_operations.c: follows a 202's operation until it ends (unless --no-wait): 0, 1 or 3 as a
+ * command's exit status when it is shown (running, failed, unreachable); -1 when it succeeded,
+ * its result in *ret_result for the caller to show. */
+int ctl_operation_outcome(struct ctl *c, json_t *op, json_t **ret_result);
+int ctl_operation_follow(struct ctl *c, json_t *op, json_t **ret);
+int ctl_cmd_operations(struct ctl *c);
 
 /* output.c */
 void ctl_table(const char *const *heads, size_t ncols, json_t *rows /* arrays of strings */);

@@ -26,6 +26,8 @@ const struct ctl_command ctl_commands[] = {
      "retire a failed VM (its record and audit trail stay; nothing is deleted)"},
     {"verify", ctl_cmd_verb, "verify VM",
      "ask the VM's node for a full verification of its vault (result: 'vms VM')"},
+    {"operations", ctl_cmd_operations, "operations [ID]",
+     "long operations (confirmations, verbs): state, progress, error"},
     {"audit", ctl_cmd_audit,
      "audit [--after N] [--limit N] [--kind K] | audit verify [--node ADDR:PORT]... "
      "[--witness FILE]... [--via-fleetd] [--key VKEY]",
@@ -48,7 +50,9 @@ static void ctl_usage(FILE *out)
                 "  --token TOKEN    bearer token (env FLEETCTL_TOKEN)\n"
                 "  --state-dir DIR  fleetd's state directory for token and audit verify\n"
                 "                   (env FLEETCTL_STATE_DIR; default /var/lib/totebox/fleetd)\n"
-                "  --json           machine-readable output\n  --yes            do not ask\n\n"
+                "  --json           machine-readable output\n  --yes            do not ask\n"
+                "  --wait           follow an operation (confirm, verbs) to its end (the "
+                "default)\n  --no-wait        return once fleetd accepted it\n\n"
                 "commands:\n");
         for (const struct ctl_command *c = ctl_commands; c->name; c++)
                 fprintf(out, "  %-62s %s\n", c->usage, c->help);
@@ -61,6 +65,8 @@ static int ctl_parse(struct ctl *c, int argc, char **argv)
                                              {"state-dir", required_argument, NULL, 'S'},
                                              {"json", no_argument, NULL, 'j'},
                                              {"yes", no_argument, NULL, 'y'},
+                                             {"wait", no_argument, NULL, 'w'},
+                                             {"no-wait", no_argument, NULL, 'n'},
                                              {"entity", required_argument, NULL, 'e'},
                                              {"memory", required_argument, NULL, 'm'},
                                              {"vcpus", required_argument, NULL, 'c'},
@@ -93,6 +99,10 @@ static int ctl_parse(struct ctl *c, int argc, char **argv)
                         break;
                 case 'y':
                         c->yes = true;
+                        break;
+                case 'w':
+                case 'n':
+                        c->no_wait = o == 'n';
                         break;
                 case 'e':
                         c->entity = optarg;

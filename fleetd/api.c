@@ -68,6 +68,16 @@ const struct api_route api_routes[] = {
      {NULL},
      false,
      "confirm: create the VM"},
+    {"GET", "/v1/operations", api_operations_list, true, API_BODY_NONE,
+     Q("state", "after", "limit"), true, "list long operations, oldest first (filters, pages)"},
+    {"GET",
+     "/v1/operations/{id}",
+     api_operations_get,
+     true,
+     API_BODY_NONE,
+     {NULL},
+     false,
+     "one operation: state, progress, result or error"},
     {"GET", "/v1/audit", api_audit_list, true, API_BODY_NONE, Q("after", "limit", "kind"), true,
      "the audit record"},
     {"GET",
@@ -663,6 +673,8 @@ static enum MHD_Result api_send(struct MHD_Connection *conn, struct api_request 
                 MHD_add_response_header(r, "ETag", etag);
         else if (resp->tag[0] && status < 300)
                 MHD_add_response_header(r, "ETag", resp->tag);
+        if (resp->location[0])
+                MHD_add_response_header(r, "Location", resp->location);
         if (resp->header_name)
                 MHD_add_response_header(r, resp->header_name, resp->header_value);
         ret = MHD_queue_response(conn, status, r);

@@ -46,6 +46,7 @@ struct api_response {
         const char *header_name, *header_value; /* one extra header (Allow, WWW-Authenticate) */
         bool etag; /* a list route's 200: tagged, and 304 when If-None-Match names the tag */
         char tag[FLEET_ETAG_SIZE]; /* one resource's revision (etag.c), sent as its ETag */
+        char location[64];         /* a Location header (202: the operation to poll), or "" */
         char allow[64];
 };
 
@@ -112,6 +113,11 @@ void api_plans_create(struct api_request *req, struct api_response *resp);
 void api_plans_get(struct api_request *req, struct api_response *resp);
 void api_plans_confirm(struct api_request *req, struct api_response *resp);
 void api_plans_drop(struct api_request *req, struct api_response *resp);
+/* api_operations.c */
+void api_operations_list(struct api_request *req, struct api_response *resp);
+void api_operations_get(struct api_request *req, struct api_response *resp);
+/* As api_from_outcome, with Location naming the operation of a 202. */
+void api_operation_accepted(struct api_response *resp, struct plan_outcome *o);
 /* api_fleet.c */
 void api_audit_list(struct api_request *req, struct api_response *resp);
 void api_audit_checkpoint_get(struct api_request *req, struct api_response *resp);

@@ -1,5 +1,6 @@
 /* POST /v1/plans (a quote; changes nothing), GET /v1/plans/{id}, POST /v1/plans/{id}/confirm
  * (the explicit operator action that creates a VM; idempotent), DELETE /v1/plans/{id}. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -88,12 +89,21 @@ void api_plans_get(struct api_request *req, struct api_response *resp)
 
 void api_plans_confirm(struct api_request *req, struct api_response *resp)
 {
+        char vm_id[VM_ID_MAX + 1];
         struct plan_outcome o;
 
         if (!api_plan_param(req, resp) || !api_body_empty(req, resp))
                 return;
         plans_confirm_if(req->f, req->params[0], req->actor, api_if_match(req), &o);
-        api_from_outcome(resp, &o);
+        if (o.problem) {
+                api_from_outcome(resp, &o);
+                return;
+        }
+        /* the VM is recorded; its creation on the node is the operation to poll */
+        snprintf(vm_id, sizeof(vm_id), "%s", json_string_value(json_object_get(o.body, "id")));
+        json_decref(o.body);
+        ops_confirmed(req->f, req->params[0], vm_id, req->actor, &o);
+        api_operation_accepted(resp, &o);
 }
 
 void api_plans_drop(struct api_request *req, struct api_response *resp)

@@ -145,6 +145,12 @@ void api_vms_verb(struct api_request *req, struct api_response *resp)
         }
         if (!api_body_empty(req, resp))
                 return;
-        dispatch_vm_verb_if(req->f, req->params[0], verb, req->actor, api_if_match(req), &o);
-        api_from_outcome(resp, &o);
+        if (strcmp(verb, "retire") == 0) { /* fleetd's own record: done at once */
+                dispatch_vm_verb_if(req->f, req->params[0], verb, req->actor, api_if_match(req),
+                                    &o);
+                api_from_outcome(resp, &o);
+                return;
+        }
+        ops_verb_start(req->f, req->params[0], verb, req->actor, api_if_match(req), &o);
+        api_operation_accepted(resp, &o);
 }

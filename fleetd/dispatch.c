@@ -569,6 +569,16 @@ static const struct vm_verb *verb_find(const char *name)
         return NULL;
 }
 
+bool dispatch_verb_leads_to(const char *verb, enum vm_lifecycle *ret)
+{
+        const struct vm_verb *v = verb_find(verb);
+
+        if (!v || v->apply != verb_apply_lifecycle)
+                return false;
+        *ret = v->to;
+        return true;
+}
+
 bool dispatch_verb_known(const char *verb)
 {
         return verb_find(verb) != NULL || strcmp(verb, "retire") == 0;
@@ -816,37 +826,70 @@ void dispatch_vm_verb(struct fleetd *f, const char *vm_id, const char *verb, con
 void dispatch_vm_verb_if(struct fleetd *f, const char *vm_id, const char *verb, const char *actor,
                          const char *if_match, struct plan_outcome *o)
 {
-        const struct vm_verb *v = verb_find(verb);
-        struct dispatch_job job = {{0}};
-        struct fleet_vm *vm;
-        char path[128];
+        struct verb_call *call;
 
-        memset(o, 0, sizeof(*o));
-        if (!v && strcmp(verb, "retire") == 0) {
+        if (strcmp(verb, "retire") == 0) {
+                memset(o, 0, sizeof(*o));
                 pthread_mutex_lock(&f->lock);
                 verb_retire(f, vm_id, actor, if_match, o);
                 pthread_mutex_unlock(&f->lock);
                 return;
         }
+        call = dispatch_verb_begin(f, vm_id, verb, if_match, o);
+        if (call)
+                dispatch_verb_finish(f, call, actor, o);
+}
+
+struct verb_call {
+        const struct vm_verb *v;
+        struct dispatch_job job;
+};
+
+struct verb_call *dispatch_verb_begin(struct fleetd *f, const char *vm_id, const char *verb,
+                                      const char *if_match, struct plan_outcome *o)
+{
+        const struct vm_verb *v = verb_find(verb);
+        struct verb_call *call;
+
+        memset(o, 0, sizeof(*o));
         if (!v) {
                 verb_problem(o, 404, "unknown-verb", "no verb '%.32s'", verb);
-                return;
+                return NULL;
         }
+        call = calloc(1, sizeof(*call));
+        if (!call) {
+                verb_problem(o, 503, "out-of-memory", "cannot start the %s now", verb);
+                return NULL;
+        }
+        call->v = v;
         pthread_mutex_lock(&f->lock);
-        if (verb_check(f, vm_id, v, if_match, &job, o) < 0) {
+        if (verb_check(f, vm_id, v, if_match, &call->job, o) < 0) {
                 pthread_mutex_unlock(&f->lock);
-                return;
+                free(call);
+                return NULL;
         }
         pthread_mutex_unlock(&f->lock);
-        snprintf(path, sizeof(path), "/v1/vms/%s/%s", job.id, v->name);
-        job.body = strdup("{}");
-        dispatch_call(f, &job, "POST", path);
+        return call;
+}
+
+void dispatch_verb_finish(struct fleetd *f, struct verb_call *call, const char *actor,
+                          struct plan_outcome *o)
+{
+        const struct vm_verb *v = call->v;
+        struct fleet_vm *vm;
+        char path[128];
+
+        memset(o, 0, sizeof(*o));
+        snprintf(path, sizeof(path), "/v1/vms/%s/%s", call->job.id, v->name);
+        call->job.body = strdup("{}");
+        dispatch_call(f, &call->job, "POST", path);
         pthread_mutex_lock(&f->lock);
-        vm = vm_table_find(f, job.id); /* the table may have moved, never shrunk */
+        vm = vm_table_find(f, call->job.id); /* the table may have moved, never shrunk */
         vm->verb_busy = false;
         vm->verb_mark = ++f->verb_events;
-        v->apply(f, vm, v, &job, actor, o);
+        v->apply(f, vm, v, &call->job, actor, o);
         vm_etag(vm, o->etag);
         pthread_mutex_unlock(&f->lock);
-        dispatch_jobs_free(&job, 1);
+        dispatch_jobs_free(&call->job, 1);
+        free(call);
 }

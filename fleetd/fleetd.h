@@ -211,6 +211,7 @@ struct fleetd {
         pthread_cond_t wake;
         bool dispatcher_running, stopping;
         unsigned dispatch_workers; /* worker threads calling nodes (dispatch.c) */
+        unsigned op_threads;       /* operations' verb calls in flight (operations.c) */
         struct timespec roster_mtime;
         uint64_t started_ms;
         uint64_t verb_events;    /* counts starts and ends of verb calls to nodes (under lock) */
@@ -413,6 +414,16 @@ void dispatch_vm_verb(struct fleetd *f, const char *vm_id, const char *verb, con
 /* As dispatch_vm_verb, run only while the VM matches if_match (412 otherwise). */
 void dispatch_vm_verb_if(struct fleetd *f, const char *vm_id, const char *verb, const char *actor,
                          const char *if_match, struct plan_outcome *ret);
+/* A verb in two halves, for operations.c: the check (under f->lock; 404, 409, 412 in ret and
+ * NULL when refused; else the VM is marked busy), then the node call and its outcome (frees
+ * call). Not retire. */
+struct verb_call;
+struct verb_call *dispatch_verb_begin(struct fleetd *f, const char *vm_id, const char *verb,
+                                      const char *if_match, struct plan_outcome *ret);
+void dispatch_verb_finish(struct fleetd *f, struct verb_call *call, const char *actor,
+                          struct plan_outcome *ret);
+/* True with the lifecycle it leads to when verb is a lifecycle verb. */
+bool dispatch_verb_leads_to(const char *verb, enum vm_lifecycle *ret);
 /* True when verb is one dispatch_vm_verb knows. */
 bool dispatch_verb_known(const char *verb);
 
@@ -476,6 +487,27 @@ json_t *audit_witnesses_fetch(struct fleetd *f);
  * while fleetd ran. */
 bool audit_diverged(struct fleetd *f);
 void audit_close(struct fleetd *f);
+
+/* operations.c: long operations (a confirmed creation, a verb on a node), durable, polled at
+ * /v1/operations/{id} */
+#define OP_ID_LEN 32 /* hex */
+/* The operation that follows the creation of vm_id from plan_id (one per plan: a repeated
+ * confirm names the same one); o gets 202 and the operation, or a problem. */
+void ops_confirmed(struct fleetd *f, const char *plan_id, const char *vm_id, const char *actor,
+                   struct plan_outcome *o);
+/* Checks verb on vm_id now (404, 409, 412 in o), then runs it on the VM's node in the
+ * background: o gets 202 and the operation. */
+void ops_verb_start(struct fleetd *f, const char *vm_id, const char *verb, const char *actor,
+                    const char *if_match, struct plan_outcome *o);
+void ops_get(struct fleetd *f, const char *id, struct plan_outcome *o);
+/* {operations, next_after}, oldest first. */
+void ops_list(struct fleetd *f, const char *after, const char *state, unsigned limit,
+              struct plan_outcome *o);
+/* At start, after the VMs are loaded: settles what a restart cut short. */
+void ops_recover(struct fleetd *f);
+/* Waits for the background calls (at shutdown, the REST API stopped). */
+void ops_wait_idle(struct fleetd *f);
+bool op_id_valid(const char *s);
 
 /* api.c */
 int api_start(struct fleetd *f);

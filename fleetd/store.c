@@ -28,6 +28,8 @@ static const char store_schema[] =
     " vault_disk_mib INTEGER NOT NULL, created_ms INTEGER NOT NULL, status TEXT NOT NULL,"
     " lifecycle TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',"
     " integrity TEXT NOT NULL DEFAULT 'unknown');"
+    "CREATE TABLE IF NOT EXISTS operations(id TEXT PRIMARY KEY, state TEXT NOT NULL,"
+    " created_ms INTEGER NOT NULL, doc TEXT NOT NULL);"
     "CREATE UNIQUE INDEX IF NOT EXISTS vms_one_per_entity ON vms(entity)"
     " WHERE status != 'failed';"
     "CREATE TABLE IF NOT EXISTS audit(seq INTEGER PRIMARY KEY, time_ms INTEGER NOT NULL,"
@@ -507,4 +509,87 @@ json_t *store_token_list(struct store *s)
         sqlite3_finalize(st);
         pthread_mutex_unlock(&s->mu);
         return a;
+}
+
+/* Operations: one row per long operation, its JSON document (operations.c owns its shape). */
+int store_op_insert(struct store *s, const char *id, const char *state, uint64_t created_ms,
+                    const char *doc)
+{
+        int r;
+
+        pthread_mutex_lock(&s->mu);
+        r = store_step_done(store_prepare(
+            s, "INSERT OR IGNORE INTO operations(id, state, created_ms, doc) VALUES (?,?,?,?)",
+            "ttit", id, state, created_ms, doc));
+        if (r == 0)
+                r = sqlite3_changes(s->db) == 1;
+        pthread_mutex_unlock(&s->mu);
+        return r;
+}
+
+int store_op_update(struct store *s, const char *id, const char *state, const char *doc)
+{
+        int r;
+
+        pthread_mutex_lock(&s->mu);
+        r = store_step_done(store_prepare(
+            s, "UPDATE operations SET state = ?, doc = ? WHERE id = ?", "ttt", state, doc, id));
+        pthread_mutex_unlock(&s->mu);
+        return r;
+}
+
+int store_op_get(struct store *s, const char *id, char **ret_doc)
+{
+        sqlite3_stmt *st;
+        char *doc = NULL;
+        int rc;
+
+        pthread_mutex_lock(&s->mu);
+        st = store_prepare(s, "SELECT doc FROM operations WHERE id = ?", "t", id);
+        rc = st ? sqlite3_step(st) : SQLITE_ERROR;
+        if (rc == SQLITE_ROW)
+                doc = strdup((const char *)sqlite3_column_text(st, 0));
+        sqlite3_finalize(st);
+        pthread_mutex_unlock(&s->mu);
+        if (rc != SQLITE_ROW)
+                return rc == SQLITE_DONE ? -ENOENT : -EIO;
+        if (!doc)
+                return -ENOMEM;
+        *ret_doc = doc;
+        return 0;
+}
+
+int store_op_list(struct store *s, const char *after, const char *state, unsigned limit,
+                  int (*fn)(void *ctx, const char *doc), void *ctx)
+{
+        sqlite3_stmt *st;
+        int rc = SQLITE_ERROR, r = 0;
+
+        pthread_mutex_lock(&s->mu);
+        st = store_prepare(s,
+                           "SELECT doc FROM operations WHERE (?1 IS NULL OR rowid > (SELECT rowid"
+                           " FROM operations WHERE id = ?1)) AND (?2 IS NULL OR state = ?2)"
+                           " ORDER BY rowid LIMIT ?3",
+                           "tti", after, state, (uint64_t)limit);
+        while (st && r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW)
+                r = fn(ctx, (const char *)sqlite3_column_text(st, 0));
+        if (!st || (r == 0 && rc != SQLITE_DONE))
+                r = -EIO;
+        sqlite3_finalize(st);
+        pthread_mutex_unlock(&s->mu);
+        return r;
+}
+
+int store_op_prune(struct store *s, unsigned keep)
+{
+        int r;
+
+        pthread_mutex_lock(&s->mu);
+        r = store_step_done(store_prepare(
+            s,
+            "DELETE FROM operations WHERE state != 'running' AND rowid <= (SELECT max(rowid)"
+            " FROM operations) - ?",
+            "i", (uint64_t)keep));
+        pthread_mutex_unlock(&s->mu);
+        return r;
 }

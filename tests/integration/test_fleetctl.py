@@ -28,12 +28,15 @@ def test_fleetctl_end_to_end():
         r = f.ctl(*plan_args("acme"), input="n\n")
         assert "CHOSEN" in r.stdout and "not confirmed" in r.stdout
         assert json.loads(f.ctl("--json", "vms").stdout)["vms"] == []
-        # "y" confirms
-        r = f.ctl(*plan_args("acme"), input="y\n")
-        assert "is being created on node 'n2'" in r.stdout
-        # --yes for scripts
-        r = f.ctl("--yes", "--json", *plan_args("beta"))
-        vm = json.loads(r.stdout)
+        # "y" confirms; --no-wait: no node API answers here, the creation stays running
+        r = f.ctl(*plan_args("acme"), "--no-wait", input="y\n")
+        assert "recorded; creating it on its node" in r.stdout and "is running" in r.stdout, r
+        # --yes for scripts: the operation, as JSON
+        r = f.ctl("--yes", "--json", "--no-wait", *plan_args("beta"))
+        op = json.loads(r.stdout)
+        assert op["kind"] == "create" and op["state"] == "running", op
+        assert "running" in f.ctl("operations", op["id"]).stdout
+        vm = f.json("GET", "/v1/vms/" + op["vm_id"], expect=200)[1]
         assert vm["entity"] == "beta" and vm["status"] == "creating"
         vms = json.loads(f.ctl("vms", "--json").stdout)["vms"]
         assert sorted(v["entity"] for v in vms) == ["acme", "beta"]

@@ -110,11 +110,13 @@ def test_plan_confirm_and_schemas():
         assert {c["node_id"] for c in plan["candidates"]} == {"ctl", "n1", "n2", "n3"}
         st, plan_again = f.json("GET", "/v1/plans/" + plan["id"], expect=200)
         assert plan_again["state"] == "open"
-        st, vm = f.json("POST", "/v1/plans/%s/confirm" % plan["id"], expect=201)
+        st, op = f.json("POST", "/v1/plans/%s/confirm" % plan["id"], expect=202)
+        schema("operation.schema.json").validate(op)
+        st, vm = f.json("GET", "/v1/vms/" + op["vm_id"], expect=200)
         schema("vm-resource.schema.json").validate(vm)
         assert vm["status"] == "creating" and vm["node_id"] == "n2"
-        st, vm2 = f.json("POST", "/v1/plans/%s/confirm" % plan["id"], expect=200)
-        assert vm2["id"] == vm["id"]
+        st, op2 = f.json("POST", "/v1/plans/%s/confirm" % plan["id"], expect=202)
+        assert op2["id"] == op["id"] and op2["vm_id"] == vm["id"]
         st, vms = f.json("GET", "/v1/vms", expect=200)
         assert [v["id"] for v in vms["vms"]] == [vm["id"]]
         f.json("DELETE", "/v1/plans/" + plan["id"], expect=409)
@@ -144,7 +146,7 @@ def test_back_to_back_confirms_never_oversubscribe():
         f.wait(lambda: f.node("n1")["state"] == "alive")
         _, a = f.json("POST", "/v1/plans", plan_body("alpha", 3000), expect=201)
         _, b = f.json("POST", "/v1/plans", plan_body("beta", 3000), expect=201)
-        f.json("POST", "/v1/plans/%s/confirm" % a["id"], expect=201)
+        f.json("POST", "/v1/plans/%s/confirm" % a["id"], expect=202)
         st, doc = f.json("POST", "/v1/plans/%s/confirm" % b["id"], expect=409)
         assert doc["type"].endswith("/plan-stale")
 
@@ -361,7 +363,7 @@ def test_inventory_integrity_and_lifecycle_end_to_end():
         beat()
         f.wait(lambda: f.node("n1")["state"] == "alive")
         _, plan = f.json("POST", "/v1/plans", plan_body("acme", 1024), expect=201)
-        _, vm = f.json("POST", "/v1/plans/%s/confirm" % plan["id"], expect=201)
+        _, vm = f.confirm_vm(plan["id"])
         f.wait(lambda: f.json("GET", "/v1/vms/" + vm["id"])[1]["status"] == "active")
         beat()
         f.wait(lambda: f.node("n1")["reserved_mib"] == 0, what="reservation released")
@@ -386,10 +388,11 @@ def test_inventory_integrity_and_lifecycle_end_to_end():
         assert metric(text, "totebox_fleetd_integrity_mismatch_vms") == 1
         assert metric(text, "totebox_fleetd_integrity_mismatches_total") == 1
         # lifecycle through the node
-        _, v = f.json("POST", "/v1/vms/%s/suspend" % vm["id"], expect=200)
-        assert v["lifecycle"] == "suspended"
+        _, op = f.verb(vm["id"], "suspend", expect=202)
+        assert op["state"] == "succeeded" and op["result"]["lifecycle"] == "suspended", op
         f.json("POST", "/v1/vms/%s/suspend" % vm["id"], expect=409)
-        _, v = f.json("POST", "/v1/vms/%s/archive" % vm["id"], expect=200)
+        _, op = f.verb(vm["id"], "archive", expect=202)
+        assert op["result"]["lifecycle"] == "archived", op
         f.json("POST", "/v1/vms/%s/resume" % vm["id"], expect=409)
         _, p = f.json("POST", "/v1/vms/%s/verify" % vm["id"], expect=409)
         assert p["type"].endswith("/archived"), p

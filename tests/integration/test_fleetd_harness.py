@@ -164,6 +164,31 @@ class Fleetd:
             assert st == expect, (st, doc)
         return st, doc
 
+    def confirm_vm(self, plan_id, expect=202):
+        """POST confirm: (202, the VM it records) -- the answer is the operation that follows
+        the VM's creation (Location /v1/operations/ID) -- or (status, problem)."""
+        st, doc = self.json("POST", "/v1/plans/%s/confirm" % plan_id, expect=expect)
+        if st != 202:
+            return st, doc
+        return st, self.json("GET", "/v1/vms/" + doc["vm_id"], expect=200)[1]
+
+    def finish(self, op, timeout=20):
+        """Follows an operation (a 202's document) until it is no longer running."""
+        def done():
+            d = self.json("GET", "/v1/operations/" + op["id"], expect=200)[1]
+            return d if d["state"] != "running" else None
+        return self.wait(done, timeout=timeout, what="operation %s (%s)" % (op["id"], op["kind"]))
+
+    def verb(self, vm_id, verb, expect=None):
+        """POST a VM verb and follow its operation: (status, doc) as the verb's outcome reads,
+        202 with the finished operation, or the refusal it got at once (409, 412, ...)."""
+        st, doc = self.json("POST", "/v1/vms/%s/%s" % (vm_id, verb))
+        if st == 202:
+            doc = self.finish(doc)
+        if expect is not None:
+            assert st == expect, (st, doc)
+        return st, doc
+
     def wait(self, cond, timeout=10, what="condition"):
         deadline = time.time() + timeout
         while time.time() < deadline:

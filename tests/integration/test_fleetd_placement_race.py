@@ -128,7 +128,7 @@ def operator(fleet, entity, tries=8):
         assert st == 201, (st, plan)
         st, doc = fleet.confirm(plan["id"])
         outcomes.append(st)
-        if st == 201:
+        if st == 202:  # accepted: the operation follows the creation
             return outcomes
         assert st == 409, (st, doc)
     return outcomes
@@ -159,7 +159,7 @@ def test_four_operators_plan_and_confirm_at_once():
             outcomes = run_together([lambda e="op%d-%d" % (k, round_): operator(fleet, e)
                                      for k in range(4)])
             fleet.check_one_per_node()
-            placed = [o for o in outcomes if o[-1] == 201]
+            placed = [o for o in outcomes if o[-1] == 202]
             assert len(placed) == 3, outcomes
             assert sum(o[-1] == "no-node-fits" for o in outcomes) == 1, outcomes
             check_full(fleet)
@@ -172,15 +172,15 @@ def test_all_plans_first_then_confirms_together_then_replans():
         confirms = run_together([lambda p=p: fleet.confirm(p["id"]) for _, p in plans])
         statuses = sorted(st for st, _ in confirms)
         # every plan chose from the same figures; confirmations re-check against reservations
-        assert statuses.count(201) >= 1 and set(statuses) <= {201, 409}, confirms
+        assert statuses.count(202) >= 1 and set(statuses) <= {202, 409}, confirms
         fleet.check_one_per_node()
-        fleet.wait_delivered(statuses.count(201))
+        fleet.wait_delivered(statuses.count(202))
         fleet.check_one_per_node()
         # the refused operators plan again, together, while the heartbeats stay stale
         refused = ["op%d" % k for k, (st, _) in enumerate(confirms) if st == 409]
         outcomes = run_together([lambda e=e: operator(fleet, e) for e in refused])
         fleet.check_one_per_node()
-        placed = statuses.count(201) + sum(o[-1] == 201 for o in outcomes)
+        placed = statuses.count(202) + sum(o[-1] == 202 for o in outcomes)
         assert placed == 3, (confirms, outcomes)
         check_full(fleet)
 
@@ -192,12 +192,12 @@ def test_replan_after_409_while_a_listing_arrives():
     with Fleet() as fleet:
         (st1, p1), (st2, p2) = [fleet.plan("first"), fleet.plan("second")]
         assert st1 == st2 == 201 and p1["node_id"] == p2["node_id"] == "n1", (p1, p2)
-        assert fleet.confirm(p1["id"])[0] == 201
+        assert fleet.confirm(p1["id"])[0] == 202
         assert fleet.confirm(p2["id"])[0] == 409
         fleet.wait_delivered(1)
         st, p3 = fleet.plan("second")
         assert st == 201 and p3["node_id"] != "n1", p3
         n1 = [c for c in p3["candidates"] if c["node_id"] == "n1"][0]
         assert n1["verdict"] != "fits", n1
-        assert fleet.confirm(p3["id"])[0] == 201
+        assert fleet.confirm(p3["id"])[0] == 202
         fleet.check_one_per_node()

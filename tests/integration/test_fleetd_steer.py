@@ -59,7 +59,7 @@ def test_target_node_verdicts_and_margin_refusal():
         assert (t["available_mib"], t["needed_mib"], t["margin_mib"], t["left_after_mib"],
                 t["reserved_mib"], t["committed_mib"]) == (30000, 2048, 512, 27952, 0, 0)
         assert p["request"]["node"] == "c1"
-        _, vm = f.json("POST", "/v1/plans/%s/confirm" % p["id"], expect=201)
+        _, vm = f.confirm_vm(p["id"])
         assert vm["node_id"] == "c1"
         created = [e for e in f.audit("plan.created") if e["subject"] == p["id"]]
         assert created and created[0]["detail"]["override"] is True, created
@@ -84,7 +84,7 @@ def test_target_node_verdicts_and_margin_refusal():
         _, p1 = f.json("POST", "/v1/plans", body("gamma", 1500, node="n2"), expect=201)
         _, p2 = f.json("POST", "/v1/plans", body("delta", 7000, node="n2"), expect=201)
         assert p1["target"]["verdict"] == p2["target"]["verdict"] == "fits"
-        f.json("POST", "/v1/plans/%s/confirm" % p1["id"], expect=201)
+        f.json("POST", "/v1/plans/%s/confirm" % p1["id"], expect=202)
         st, problem = f.json("POST", "/v1/plans/%s/confirm" % p2["id"], expect=409)
         assert problem["figures"]["reserved_mib"] == 1500, problem
         assert problem["figures"]["left_after_mib"] == 9000 - 1500 - 7000
@@ -145,11 +145,11 @@ def test_retire_failed_vm_never_an_active_one():
         f.hb(2, avail=6000)
         f.wait(lambda: f.node("n2")["state"] == "alive")
         _, p = f.json("POST", "/v1/plans", body("alpha", node="n1"), expect=201)
-        _, vm = f.json("POST", "/v1/plans/%s/confirm" % p["id"], expect=201)
+        _, vm = f.confirm_vm(p["id"])
         failed = f.wait(lambda: (lambda v: v if v["status"] == "failed" else None)(
             f.json("GET", "/v1/vms/" + vm["id"], expect=200)[1]), what="creation failed")
         _, p = f.json("POST", "/v1/plans", body("beta", node="n2"), expect=201)
-        _, active = f.json("POST", "/v1/plans/%s/confirm" % p["id"], expect=201)
+        _, active = f.confirm_vm(p["id"])
         f.wait(lambda: f.json("GET", "/v1/vms/" + active["id"])[1]["status"] == "active",
                what="beta active")
         # an active VM: refused, unchanged
@@ -200,11 +200,14 @@ def test_fleetctl_plan_node_list_and_retire():
         assert "left after 400 MiB" in r.stdout and "the fleet's own choice: n2" in r.stdout
         r = f.ctl("plan", "list")
         assert r.stdout.count("alpha") == 1 and "open" in r.stdout, r.stdout
-        r = f.ctl(*args[:4], "1024", *args[5:], "--node", "n1")  # fits: confirmed
-        assert "being created on node 'n1'" in r.stdout, r.stdout
+        # fits: confirmed, and fleetctl follows the creation, which fails (no node API)
+        r = f.ctl(*args[:4], "1024", *args[5:], "--node", "n1", check=False)
         vm_id = f.json("GET", "/v1/vms")[1]["vms"][0]["id"]
-        f.wait(lambda: f.json("GET", "/v1/vms/" + vm_id)[1]["status"] == "failed",
-               what="creation failed (no node API)")
+        assert r.returncode == 1 and "VM '%s' recorded" % vm_id in r.stdout, r
+        assert "did not create VM '%s'" % vm_id in r.stderr, r.stderr
+        assert f.json("GET", "/v1/vms/" + vm_id)[1]["status"] == "failed"
+        r = f.ctl("operations")
+        assert "create" in r.stdout and "failed" in r.stdout and vm_id in r.stdout, r.stdout
         r = f.ctl("retire", vm_id)
         assert "is now 'retired'" in r.stdout
         r = f.ctl("plan", "--entity", "x", "--node", "ghost", "--memory", "64", "--vcpus", "1",
@@ -216,7 +219,7 @@ def test_fleetctl_plan_node_list_and_retire():
 
 def active_vm(f, node, entity="alpha"):
     _, p = f.json("POST", "/v1/plans", body(entity, 256, node=node), expect=201)
-    _, vm = f.json("POST", "/v1/plans/%s/confirm" % p["id"], expect=201)
+    _, vm = f.confirm_vm(p["id"])
     f.wait(lambda: f.json("GET", "/v1/vms/" + vm["id"])[1]["status"] == "active",
            what=entity + " active")
     return vm["id"]
@@ -244,9 +247,10 @@ def test_if_match_lost_update_refused():
         f.hb(1, avail=8000)  # soft state moves; the revision does not
         assert get_tag(f, path)[0] == tag
         st, h, payload = f.request("POST", path + "/suspend", headers={"If-Match": tag})
-        assert st == 200, payload
-        new_tag = h["etag"]
-        assert new_tag != tag and get_tag(f, path)[0] == new_tag
+        assert st == 202, payload
+        assert f.finish(json.loads(payload))["state"] == "succeeded"
+        new_tag = get_tag(f, path)[0]
+        assert new_tag != tag
         st, h, payload = f.request("POST", path + "/archive", headers={"If-Match": tag})
         problem = json.loads(payload)
         assert st == 412 and problem["type"].endswith("/precondition-failed"), problem
@@ -256,11 +260,11 @@ def test_if_match_lost_update_refused():
         # weak tags never match; a list of tags or * does
         st, _, _ = f.request("POST", path + "/resume", headers={"If-Match": "W/" + new_tag})
         assert st == 412
-        st, _, _ = f.request("POST", path + "/resume",
-                             headers={"If-Match": '"0000", %s' % new_tag})
-        assert st == 200
-        st, _, _ = f.request("POST", path + "/suspend", headers={"If-Match": "*"})
-        assert st == 200
+        st, _, payload = f.request("POST", path + "/resume",
+                                   headers={"If-Match": '"0000", %s' % new_tag})
+        assert st == 202 and f.finish(json.loads(payload))["state"] == "succeeded"
+        st, _, payload = f.request("POST", path + "/suspend", headers={"If-Match": "*"})
+        assert st == 202 and f.finish(json.loads(payload))["state"] == "succeeded"
         # plans: DELETE and confirm with a stale revision
         _, p = f.json("POST", "/v1/plans", body("beta"), expect=201)
         ptag, _ = get_tag(f, "/v1/plans/" + p["id"])
@@ -297,18 +301,21 @@ def test_if_match_two_operators_one_wins():
             path = "/v1/vms/" + vm_id
             tag, _ = get_tag(f, path)
             barrier = threading.Barrier(2)
-            out = {}
+            out, docs = {}, {}
 
             def act(verb):
                 barrier.wait()
-                out[verb] = f.request("POST", path + "/" + verb, headers={"If-Match": tag})[0]
+                st, _, payload = f.request("POST", path + "/" + verb, headers={"If-Match": tag})
+                out[verb] = st
+                docs[verb] = json.loads(payload)
             ts = [threading.Thread(target=act, args=(v,)) for v in ("suspend", "archive")]
             for t in ts:
                 t.start()
             for t in ts:
                 t.join()
-            assert sorted(out.values()) == [200, 412], out
-            winner = [v for v, st in out.items() if st == 200][0]
+            assert sorted(out.values()) == [202, 412], out
+            winner = [v for v, st in out.items() if st == 202][0]
+            assert f.finish(docs[winner])["state"] == "succeeded"
             lc = f.json("GET", path)[1]["lifecycle"]
             assert lc == {"suspend": "suspended", "archive": "archived"}[winner], (out, lc)
             changes = [e for e in f.audit("vm.lifecycle") if e["subject"] == vm_id]
@@ -357,7 +364,7 @@ def test_disk_space_checked_with_margin_and_reservations():
         # two quotes on n2, both fit alone; the first confirm reserves its disk
         _, q = f.json("POST", "/v1/plans", body("gamma", 1024, node="n2", disk=1024), expect=201)
         assert q["target"]["verdict"] == "fits"
-        f.json("POST", "/v1/plans/%s/confirm" % p["id"], expect=201)
+        f.json("POST", "/v1/plans/%s/confirm" % p["id"], expect=202)
         st, problem = f.json("POST", "/v1/plans/%s/confirm" % q["id"], expect=409)
         fig = problem["figures"]
         assert (fig["disk_reserved_mib"], fig["disk_free_mib"], fig["disk_left_after_mib"]) == \
