@@ -30,6 +30,16 @@ async function api(method, path, body) {
   return data;
 }
 
+/* A 202's operation, polled until it ends; a failed one throws its problem as an ApiError. */
+async function follow(op) {
+  while (op && op.state === "running") {
+    await new Promise((done) => setTimeout(done, 500));
+    op = await api("GET", `/v1/operations/${encodeURIComponent(op.id)}`);
+  }
+  if (op && op.state === "failed") throw new ApiError(op.error.status, op.error);
+  return op;
+}
+
 /* Builds an element: el("td", {class: "x"}, "text", child...). Text is never parsed as HTML. */
 function el(tag, attrs, ...children) {
   const e = document.createElement(tag);
@@ -83,7 +93,9 @@ function vmActions(vm) {
     onclick: async () => {
       // verify changes nothing, so it asks no question; the others change the VM's lifecycle
       if (verb !== "verify" && !confirm(`${verb} ${vm.id}?${verb === "archive" ? " An archived VM keeps its disks but will not start again." : ""}`)) return;
-      try { await api("POST", `/v1/vms/${encodeURIComponent(vm.id)}/${verb}`); } catch (e) { alert(e.message); }
+      const started = api("POST", `/v1/vms/${encodeURIComponent(vm.id)}/${verb}`);
+      started.then(refresh, () => null);
+      try { await follow(await started); } catch (e) { alert(e.message); }
       refresh();
     },
   }, verb));
@@ -240,8 +252,10 @@ async function confirmPlan() {
   if (!currentPlan) return;
   $("#plan-confirm").disabled = true;
   try {
-    await api("POST", `/v1/plans/${encodeURIComponent(currentPlan.id)}/confirm`);
+    const op = await api("POST", `/v1/plans/${encodeURIComponent(currentPlan.id)}/confirm`);
     closeCreate();
+    refresh();
+    follow(op).catch((e) => alert(e.message)).then(refresh);
   } catch (e) {
     $("#create-error").textContent = e.message;
   }
