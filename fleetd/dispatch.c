@@ -603,18 +603,13 @@ static void verb_problem(struct plan_outcome *o, unsigned status, const char *pr
 static bool verb_precondition(const struct fleet_vm *vm, const char *if_match,
                               struct plan_outcome *o)
 {
-        char tag[FLEET_ETAG_SIZE];
+        char tag[FLEET_ETAG_SIZE], what[160];
 
         vm_etag(vm, tag);
-        if (etag_if_match(if_match, tag))
-                return true;
-        verb_problem(o, 412, "precondition-failed",
-                     "VM '%s' changed since it was read (it is '%s', '%s'%s now, ETag %s); read it "
-                     "again",
-                     vm->id, vm_status_name(vm->status), vm_lifecycle_name(vm->lifecycle),
-                     vm->verb_busy ? ", a call to its node in flight" : "", tag);
-        o->body = json_pack("{s:s}", "etag", tag);
-        return false;
+        snprintf(what, sizeof(what), "VM '%s' (now '%s', '%s'%s)", vm->id,
+                 vm_status_name(vm->status), vm_lifecycle_name(vm->lifecycle),
+                 vm->verb_busy ? ", a call to its node in flight" : "");
+        return etag_precondition(if_match, tag, what, o);
 }
 
 /* Checks the verb under f->lock; fills job and marks the VM busy on success. */

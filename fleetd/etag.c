@@ -61,3 +61,16 @@ bool etag_if_match(const char *header, const char *etag)
         }
         return false;
 }
+
+bool etag_precondition(const char *if_match, const char *tag, const char *what,
+                       struct plan_outcome *o)
+{
+        if (etag_if_match(if_match, tag))
+                return true;
+        o->status = 412;
+        o->problem = "precondition-failed";
+        snprintf(o->detail, sizeof(o->detail),
+                 "%s changed since it was read (ETag %s now); read it again", what, tag);
+        o->body = json_pack("{s:s}", "etag", tag);
+        return false;
+}

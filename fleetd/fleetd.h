@@ -375,6 +375,10 @@ void vm_etag(const struct fleet_vm *vm, char buf[FLEET_ETAG_SIZE]);
 void plan_etag(const struct plan_row *p, char buf[FLEET_ETAG_SIZE]);
 /* True when an If-Match header (NULL: none) lets a change to the resource tagged etag run. */
 bool etag_if_match(const char *header, const char *etag);
+/* As etag_if_match; when it does not, a 412 in o naming what (and the current tag in its body). */
+struct plan_outcome;
+bool etag_precondition(const char *if_match, const char *tag, const char *what,
+                       struct plan_outcome *o);
 
 /* plans.c: plan, confirm, drop (the operator's placement verbs) */
 struct plan_outcome {

@@ -35,16 +35,11 @@ static void plan_fail(struct plan_outcome *o, unsigned status, const char *probl
 static bool plan_precondition(const struct plan_row *p, const char *if_match,
                               struct plan_outcome *o)
 {
-        char tag[FLEET_ETAG_SIZE];
+        char tag[FLEET_ETAG_SIZE], what[80];
 
         plan_etag(p, tag);
-        if (etag_if_match(if_match, tag))
-                return true;
-        plan_fail(o, 412, "precondition-failed",
-                  "plan '%s' changed since it was read (it is '%s' now, ETag %s); read it again",
-                  p->id, p->state, tag);
-        o->body = json_pack("{s:s}", "etag", tag);
-        return false;
+        snprintf(what, sizeof(what), "plan '%s' (now '%s')", p->id, p->state);
+        return etag_precondition(if_match, tag, what, o);
 }
 
 static bool plan_id_valid(const char *id)
@@ -337,8 +332,7 @@ static bool plans_recheck(struct fleetd *f, const struct plan_row *p, struct pla
                           p->node_id, cand_verdict_reason(c.verdict), (long long)c.available_mib,
                           (unsigned long long)p->req.memory_mib,
                           (unsigned long long)f->cfg.safety_margin_mib);
-                o->body =
-                    json_pack("{s:o}", "figures", plan_node_figures(f, n, &c, &p->req));
+                o->body = json_pack("{s:o}", "figures", plan_node_figures(f, n, &c, &p->req));
                 return false;
         }
         return true;

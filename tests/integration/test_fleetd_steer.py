@@ -225,6 +225,23 @@ def active_vm(f, node, entity="alpha"):
     return vm["id"]
 
 
+class OneNode:
+    """fleetd with n1 alive and its fake node API."""
+
+    def __enter__(self):
+        self.f = H.Fleetd(nodes=1)
+        self.f.start()
+        self.node = H.FakeNode(H.node_address(1), self.f.node_api_port, "n1")
+        self.f.hb(1, avail=9000)
+        self.f.wait(lambda: self.f.node("n1")["state"] == "alive")
+        return self.f
+
+    def __exit__(self, *exc):
+        self.node.shutdown()
+        self.node.server_close()
+        self.f.close()
+
+
 def get_tag(f, path):
     st, h, payload = f.request("GET", path)
     assert st == 200 and h["etag"].startswith('"'), (st, h)
@@ -234,12 +251,7 @@ def get_tag(f, path):
 def test_if_match_lost_update_refused():
     """Operator A suspends; operator B, who read the VM while it was active, archives with
     If-Match: 412 with the current ETag (without it, archive from suspended would have run)."""
-    f = H.Fleetd(nodes=1)
-    f.start()
-    node = H.FakeNode(H.node_address(1), f.node_api_port, "n1")
-    try:
-        f.hb(1, avail=9000)
-        f.wait(lambda: f.node("n1")["state"] == "alive")
+    with OneNode() as f:
         vm_id = active_vm(f, "n1")
         path = "/v1/vms/" + vm_id
         tag, _ = get_tag(f, path)
@@ -280,21 +292,12 @@ def test_if_match_lost_update_refused():
         st, h, _ = f.request("GET", "/v1/plans")
         st2, _, _ = f.request("GET", "/v1/plans", headers={"If-None-Match": h["etag"]})
         assert st2 == 304
-    finally:
-        node.shutdown()
-        node.server_close()
-        f.close()
 
 
 def test_if_match_two_operators_one_wins():
     """Both operators read one revision and act at once (suspend and archive, over and over):
     exactly one verb runs each round, the other gets 412; the VM's history shows only winners."""
-    f = H.Fleetd(nodes=1)
-    f.start()
-    node = H.FakeNode(H.node_address(1), f.node_api_port, "n1")
-    try:
-        f.hb(1, avail=9000)
-        f.wait(lambda: f.node("n1")["state"] == "alive")
+    with OneNode() as f:
         rounds = 0
         for k in range(6):
             vm_id = active_vm(f, "n1", "race%d" % k)
@@ -322,10 +325,6 @@ def test_if_match_two_operators_one_wins():
             assert [e["detail"]["verb"] for e in changes] == [winner], changes
             rounds += 1
         assert rounds == 6
-    finally:
-        node.shutdown()
-        node.server_close()
-        f.close()
 
 
 def beat_disk(f, i, disk, seq=None, **kw):
