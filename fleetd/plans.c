@@ -42,6 +42,21 @@ static bool plan_precondition(const struct plan_row *p, const char *if_match,
         return etag_precondition(if_match, tag, what, o);
 }
 
+/* True when p was confirmed from the open revision if_match names: a confirm repeated after a
+ * lost answer, which is answered as done (RFC 9110 allows a 2xx for a change already applied). */
+static bool plan_confirmed_from(const struct plan_row *p, const char *if_match)
+{
+        struct plan_row open = *p;
+        char tag[FLEET_ETAG_SIZE];
+
+        if (!if_match || strcmp(p->state, "confirmed") != 0)
+                return false;
+        snprintf(open.state, sizeof(open.state), "open");
+        open.vm_id[0] = '\0';
+        plan_etag(&open, tag);
+        return etag_if_match(if_match, tag) && strcmp(if_match, "*") != 0;
+}
+
 static bool plan_id_valid(const char *id)
 {
         if (strlen(id) != PLAN_ID_LEN)
@@ -439,7 +454,8 @@ void plans_confirm_if(struct fleetd *f, const char *plan_id, const char *actor,
                                 plan_fail(o, 404, "unknown-plan", "no plan '%s'", plan_id);
                         else
                                 plan_fail(o, 500, "store-failed", "cannot read plan '%s'", plan_id);
-                } else if (!plan_precondition(&p, if_match, o)) {
+                } else if (!plan_confirmed_from(&p, if_match) &&
+                           !plan_precondition(&p, if_match, o)) {
                         store_rollback(f->store);
                 } else {
                         plans_confirm_locked(f, &p, actor, o);

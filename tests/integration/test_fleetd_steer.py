@@ -277,6 +277,15 @@ def test_if_match_lost_update_refused():
         assert st == 202 and f.finish(json.loads(payload))["state"] == "succeeded"
         st, _, payload = f.request("POST", path + "/suspend", headers={"If-Match": "*"})
         assert st == 202 and f.finish(json.loads(payload))["state"] == "succeeded"
+        # a confirm repeated with the revision it was confirmed from (a lost answer): the same
+        # operation, not 412
+        _, p = f.json("POST", "/v1/plans", body("gamma", 256), expect=201)
+        otag, _ = get_tag(f, "/v1/plans/" + p["id"])
+        st, _, first = f.request("POST", "/v1/plans/%s/confirm" % p["id"],
+                                 headers={"If-Match": otag})
+        st2, _, again = f.request("POST", "/v1/plans/%s/confirm" % p["id"],
+                                  headers={"If-Match": otag})
+        assert st == st2 == 202 and json.loads(first)["id"] == json.loads(again)["id"]
         # plans: DELETE and confirm with a stale revision
         _, p = f.json("POST", "/v1/plans", body("beta"), expect=201)
         ptag, _ = get_tag(f, "/v1/plans/" + p["id"])
