@@ -156,3 +156,29 @@ def test_operations_survive_kill_9():
     finally:
         silent.close()
         f.close()
+
+
+def test_fleetctl_follows_operations():
+    """fleetctl waits for the operation by default: the creation's end and the verb's outcome are
+    what it prints and what its exit status says; --no-wait returns the running operation."""
+    f = H.Fleetd(nodes=1)
+    f.start()
+    node = H.FakeNode(H.node_address(1), f.node_api_port, "n1")
+    try:
+        alive(f, 1)
+        r = f.ctl("plan", "--entity", "alpha", "--memory", "256", "--vcpus", "1", "--image",
+                  "base", "--disk", "64", "--yes")
+        assert "is active on node 'n1'" in r.stdout, r.stdout
+        vm_id = f.json("GET", "/v1/vms")[1]["vms"][0]["id"]
+        assert "VM '%s' is now 'suspended'" % vm_id in f.ctl("suspend", vm_id).stdout
+        done = json.loads(f.ctl("--json", "resume", vm_id).stdout)
+        assert done["id"] == vm_id and done["lifecycle"] == "active"
+        op = json.loads(f.ctl("--json", "--no-wait", "suspend", vm_id).stdout)
+        assert op["kind"] == "suspend" and op["state"] in ("running", "succeeded"), op
+        assert until_done(f, op["id"])["state"] == "succeeded"
+        node.shutdown()
+        node.server_close()
+        r = f.ctl("resume", vm_id, check=False)  # the node is gone: the operation fails
+        assert r.returncode == 1 and "resume" in r.stderr, r
+    finally:
+        f.close()
