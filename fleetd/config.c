@@ -1,5 +1,7 @@
 /* fleetd's config keys: one table read by the loader, --help, --print-config and the docs. */
+#include <errno.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "fleetd/fleetd.h"
 
@@ -58,3 +60,16 @@ const struct config_key fleetd_config_table[] = {
     K("log_level", CONFIG_STRING, log_level, 16, 16, "info", "error, warn, info or debug"),
     {0},
 };
+
+int fleetd_config_check(const void *cfg, char *err, size_t errsize)
+{
+        const struct fleetd_config *c = cfg;
+        char why[128];
+
+        if (placement_policy_check(c->placement_prefer_roles, why, sizeof(why)) < 0) {
+                snprintf(err, errsize, "placement_prefer_roles '%s': %s", c->placement_prefer_roles,
+                         why);
+                return -EINVAL;
+        }
+        return 0;
+}

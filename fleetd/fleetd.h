@@ -48,6 +48,8 @@ struct fleetd_config {
 };
 
 extern const struct config_key fleetd_config_table[];
+/* Checks across keys (the placement policy's roles); 0 or -EINVAL with the reason in err. */
+int fleetd_config_check(const void *cfg, char *err, size_t errsize);
 
 /* Liveness, worst last. UNHEALTHY: heartbeats arrive but vmhost's libvirt calls do not succeed. */
 enum node_state {

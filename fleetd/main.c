@@ -84,9 +84,9 @@ int main(int argc, char **argv)
             .table = fleetd_config_table,
             .cfg = &f.cfg,
             .default_config = "/etc/totebox/fleetd.conf",
+            .check = fleetd_config_check,
         };
         enum log_level level = LOG_LEVEL_INFO;
-        char err[128];
         int r, sfd;
 
         r = daemon_parse_args(&args, argc, argv);
@@ -94,11 +94,6 @@ int main(int argc, char **argv)
                 return r < 0 ? 2 : 0;
         if (log_level_parse(f.cfg.log_level, &level) < 0) {
                 fprintf(stderr, "fleetd: unknown log_level '%s'\n", f.cfg.log_level);
-                return 2;
-        }
-        if (placement_policy_check(f.cfg.placement_prefer_roles, err, sizeof(err)) < 0) {
-                fprintf(stderr, "fleetd: placement_prefer_roles '%s': %s\n",
-                        f.cfg.placement_prefer_roles, err);
                 return 2;
         }
         log_init("fleetd", level);

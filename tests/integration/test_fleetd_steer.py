@@ -130,6 +130,14 @@ def test_role_policy_is_checked_at_start():
             [H.FLEETD] + sum([["--set", "%s=%s" % kv] for kv in f.settings.items()], []),
             capture_output=True, text=True, timeout=20)
         assert r.returncode == 2 and "unknown node role 'onprem'" in r.stderr, r.stderr
+        r = __import__("subprocess").run(
+            [H.FLEETD, "--check-config", "--set", "placement_prefer_roles=node,cloud+node"],
+            capture_output=True, text=True, timeout=20)
+        assert r.returncode == 2 and "named twice" in r.stderr, r.stderr
+        r = __import__("subprocess").run(
+            [H.FLEETD, "--check-config", "--set", "placement_prefer_roles=relay+node, cloud"],
+            capture_output=True, text=True, timeout=20)
+        assert r.returncode == 0, r.stderr
     finally:
         f.close()
 
