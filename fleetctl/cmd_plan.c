@@ -27,7 +27,7 @@ static void ctl_show_target(json_t *p)
                 return;
         printf("\ntarget ");
         ctl_show_figures(t);
-        printf("the fleet's own choice: %s\n", ctl_str(p, "fleet_choice"));
+        printf("the fleet's own choice (CHOSEN above): %s\n", ctl_str(p, "fleet_choice"));
 }
 
 static void ctl_show_plan(json_t *p)
@@ -40,9 +40,10 @@ static void ctl_show_plan(json_t *p)
 
         if (json_object_get(p, "id"))
                 printf("plan %s: entity '%s', %s MiB, %s vCPUs, image '%s', vault disk %s MiB\n"
-                       "chosen node: %s   safety margin: %s MiB   expires: %s\n\n",
+                       "%s node: %s   safety margin: %s MiB   expires: %s\n\n",
                        ctl_str(p, "id"), ctl_str(req, "entity"), ctl_str(req, "memory_mib"),
                        ctl_str(req, "vcpus"), ctl_str(req, "image"), ctl_str(req, "vault_disk_mib"),
+                       json_is_object(json_object_get(p, "target")) ? "target" : "chosen",
                        ctl_str(p, "node_id"), ctl_str(p, "safety_margin_mib"),
                        ctl_str(p, "expires_at"));
         json_array_foreach(json_object_get(p, "candidates"), i, cand) json_array_append_new(

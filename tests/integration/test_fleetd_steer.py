@@ -205,7 +205,8 @@ def test_fleetctl_plan_node_list_and_retire():
         assert r.returncode == 1, r
         assert "target node 'n1' does not fit" in r.stderr
         assert "target node 'n1' (node): does-not-fit" in r.stdout, r.stdout
-        assert "left after 400 MiB" in r.stdout and "the fleet's own choice: n2" in r.stdout
+        assert "left after 400 MiB" in r.stdout and "the fleet's own choice (CHOSEN above): n2" in r.stdout
+        assert "target node: n1" in r.stdout
         r = f.ctl("plan", "list")
         assert r.stdout.count("alpha") == 1 and "open" in r.stdout, r.stdout
         # fits: confirmed, and fleetctl follows the creation, which fails (no node API)
