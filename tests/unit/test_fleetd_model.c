@@ -15,6 +15,7 @@
  * The property, after every step: on every node fleetd has heard from, the RAM placement
  * believes available (node_available_mib) is at most what is truly free there (total minus the
  * memory of every domain the node has defined), and no node holds more than total - margin.
+ * A third of the plans name their node (the operator's override), whether it fits or not.
  * Seed: TOTEBOX_MODEL_SEED (default 1) and TOTEBOX_MODEL_ROUNDS; a failure prints the seed, the
  * step and the last actions. */
 #include <setjmp.h>
@@ -296,6 +297,8 @@ static void act_plan(struct fleetd *f)
 
         snprintf(r.entity, sizeof(r.entity), "e%u", pick(M_ENTITIES));
         snprintf(r.image, sizeof(r.image), "base");
+        if (chance(30)) /* the operator names the node: the margin must hold all the same */
+                snprintf(r.node, sizeof(r.node), "n%u", 1 + pick(M_NODES));
         plans_create(f, &r, "model", &o);
         if (o.status == 201 && M.n_plans < M_PLANS)
                 snprintf(M.plans[M.n_plans++], PLAN_ID_LEN + 1, "%s",
