@@ -142,6 +142,11 @@ static void api_node_write(struct api_buf *b, const struct fleet_node *n,
         ab_printf(b, ",\"mem_available_mib\":%llu", (unsigned long long)n->hb.mem_available_mib);
         ab_printf(b, ",\"mem_committed_mib\":%llu", (unsigned long long)n->hb.mem_committed_mib);
         ab_printf(b, ",\"available_mib\":%lld", (long long)node_available_mib(n));
+        if (n->hb.disk_known)
+                ab_printf(b, ",\"disk_free_mib\":%llu", (unsigned long long)n->hb.disk_free_mib);
+        else
+                ab_lit(b, ",\"disk_free_mib\":null");
+        ab_printf(b, ",\"disk_reserved_mib\":%llu", (unsigned long long)n->reserved_disk_mib);
         ab_printf(b, ",\"libvirt_age_ms\":%lld", (long long)n->hb.libvirt_age_ms);
         ab_printf(b, ",\"vm_count\":%u,\"inventory_digest\":", n->hb.vm_count);
         ab_str(b, n->hb.inventory_digest);

@@ -387,6 +387,11 @@ def test_disk_space_checked_with_margin_and_reservations():
         assert (fig["disk_reserved_mib"], fig["disk_free_mib"], fig["disk_left_after_mib"]) == \
             (1536, 4000 - 1536, 4000 - 1536 - 1536), fig
         assert "not enough disk" in problem["detail"]
+        # the node view shows the room and what is promised of it
+        n2 = f.node("n2")
+        assert (n2["disk_free_mib"], n2["disk_reserved_mib"]) == (4000, 1536), n2
+        schema("node.schema.json").validate(n2)
+        assert f.node("n3")["disk_free_mib"] is None
         # a bad value is dropped like any malformed heartbeat: only the good one after it counts
         before = f.node("n1")["heartbeats"]
         f.send_raw(H.node_address(1), json.dumps(dict(H.heartbeat("n1", 999), disk_free_mib=-5))
