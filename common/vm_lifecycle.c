@@ -4,7 +4,8 @@
 #include <errno.h>
 #include <string.h>
 
-static const char *const vm_lifecycle_names[] = {"active", "suspended", "archived", "retired"};
+static const char *const vm_lifecycle_names[VM_LIFECYCLES] = {"active", "suspended", "archived",
+                                                              "retired"};
 
 const char *vm_lifecycle_name(enum vm_lifecycle l)
 {

@@ -6,6 +6,7 @@
 #pragma once
 
 enum vm_lifecycle { VM_LC_ACTIVE, VM_LC_SUSPENDED, VM_LC_ARCHIVED, VM_LC_RETIRED };
+#define VM_LIFECYCLES 4 /* how many there are: arrays indexed by lifecycle */
 
 const char *vm_lifecycle_name(enum vm_lifecycle l);
 /* 0, or -EINVAL for any other word. */

@@ -61,7 +61,7 @@ static void metrics_nodes(struct fleetd *f, FILE *out, uint64_t now)
 
 static void metrics_vms(struct fleetd *f, FILE *out)
 {
-        uint64_t by_status[3] = {0}, by_lc[3] = {0}, bad = 0;
+        uint64_t by_status[3] = {0}, by_lc[VM_LIFECYCLES] = {0}, bad = 0;
         const struct fleet_metrics *m = &f->metrics;
         size_t misplaced = 0;
 
@@ -78,7 +78,7 @@ static void metrics_vms(struct fleetd *f, FILE *out)
                 fprintf(out, "totebox_fleetd_vms{status=\"%s\"} %llu\n",
                         vm_status_name((enum vm_status)s), (unsigned long long)by_status[s]);
         metrics_head(out, "totebox_fleetd_vms_lifecycle", "gauge", "Totebox VMs by lifecycle.");
-        for (unsigned s = 0; s < 3; s++)
+        for (unsigned s = 0; s < VM_LIFECYCLES; s++)
                 fprintf(out, "totebox_fleetd_vms_lifecycle{lifecycle=\"%s\"} %llu\n",
                         vm_lifecycle_name((enum vm_lifecycle)s), (unsigned long long)by_lc[s]);
         metrics_head(out, "totebox_fleetd_integrity_mismatch_vms", "gauge",

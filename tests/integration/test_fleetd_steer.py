@@ -179,6 +179,8 @@ def test_retire_failed_vm_never_an_active_one():
         assert [v["id"] for v in lst["vms"]] == [failed["id"]]
         r = f.ctl("vms")
         assert "retired" in r.stdout
+        text = f.request("GET", "/metrics")[2].decode()
+        assert 'totebox_fleetd_vms_lifecycle{lifecycle="retired"} 1' in text
         f.stop()
         f.start()
         assert f.json("GET", "/v1/vms/" + failed["id"])[1]["lifecycle"] == "retired"
