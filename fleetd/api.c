@@ -277,6 +277,20 @@ bool api_query_string(struct api_request *req, struct api_response *resp, const 
         return true;
 }
 
+bool api_query_id(struct api_request *req, struct api_response *resp, const char *name,
+                  enum ident_kind kind, const char **ret)
+{
+        const char *v = MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+
+        if (v && !ident_valid(kind, v)) {
+                api_problem(resp, 400, "invalid-query", "query '%s' must be a %s (%s)", name,
+                            ident_name(kind), ident_pattern(kind));
+                return false;
+        }
+        *ret = v;
+        return true;
+}
+
 bool api_query_uint(struct api_request *req, struct api_response *resp, const char *name,
                     uint64_t def, uint64_t min, uint64_t max, uint64_t *ret)
 {
@@ -528,12 +542,8 @@ static void api_new_request_id(struct MHD_Connection *conn, char *buf, size_t si
 {
         const char *given = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
         uint8_t raw[16];
-        bool ok = given && strlen(given) > 0 && strlen(given) < size;
 
-        for (const char *p = given; ok && *p; p++)
-                ok = (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') ||
-                     (*p >= 'A' && *p <= 'Z') || *p == '-' || *p == '_';
-        if (ok) {
+        if (ident_valid(IDENT_REQUEST, given) && strlen(given) < size) {
                 snprintf(buf, size, "%s", given);
                 return;
         }

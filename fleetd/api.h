@@ -18,7 +18,7 @@ struct api_request {
         char param_buf[512];
         const char *body; /* NUL-terminated, may be empty */
         size_t body_len;
-        char request_id[40];
+        char request_id[IDENT_REQUEST_MAX + 1];
         struct MHD_Connection *conn;
         char actor[64]; /* the token's name, "anonymous" when auth is off */
 };
@@ -87,6 +87,9 @@ bool api_body_empty(struct api_request *req, struct api_response *resp);
 /* Query argument as a string matching valid (or absent: *ret NULL); false with a problem. */
 bool api_query_string(struct api_request *req, struct api_response *resp, const char *name,
                       bool (*valid)(const char *), const char *what, const char **ret);
+/* The query parameter `name` when absent (NULL) or an id of that kind; else answers 400. */
+bool api_query_id(struct api_request *req, struct api_response *resp, const char *name,
+                  enum ident_kind kind, const char **ret);
 /* Query argument as an unsigned integer in min..max (def when absent); false with a problem. */
 bool api_query_uint(struct api_request *req, struct api_response *resp, const char *name,
                     uint64_t def, uint64_t min, uint64_t max, uint64_t *ret);

@@ -177,11 +177,6 @@ static bool api_role_valid(const char *s)
         return roster_role_parse(s, &r) == 0;
 }
 
-static bool api_node_id_valid(const char *s)
-{
-        return node_id_valid(s);
-}
-
 /* Index into t->by_id of the first id after `after` (byte order), or 0 without one. */
 static size_t api_nodes_first(const struct node_table *t, const char *after)
 {
@@ -339,7 +334,7 @@ void api_nodes_list(struct api_request *req, struct api_response *resp)
                               "a node state (unseen, alive, unhealthy, suspect, evicted)",
                               &state) ||
             !api_query_string(req, resp, "role", api_role_valid, "node, relay or cloud", &role) ||
-            !api_query_string(req, resp, "after", api_node_id_valid, "a node id", &after) ||
+            !api_query_id(req, resp, "after", IDENT_NODE, &after) ||
             !api_query_uint(req, resp, "limit", API_LIST_MAX, 1, API_LIST_MAX, &limit))
                 return;
         if (!state && !role && !after && limit == API_LIST_MAX) {
@@ -356,7 +351,7 @@ void api_nodes_get(struct api_request *req, struct api_response *resp)
         struct fleet_node *n;
         struct api_buf out = {0};
 
-        if (!node_id_valid(req->params[0])) {
+        if (!ident_valid(IDENT_NODE, req->params[0])) {
                 api_problem(resp, 400, "invalid-node-id", "'%.64s' is not a valid node id",
                             req->params[0]);
                 return;

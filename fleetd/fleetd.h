@@ -10,14 +10,15 @@
 
 #include "common/config.h"
 #include "common/heartbeat.h"
+#include "common/ident.h"
 #include "common/vm_lifecycle.h"
 #include "common/roster.h"
 
 #define FLEETD_LISTEN_MAX 4
-#define ENTITY_MAX        48
-#define VM_ID_MAX         63
-#define PLAN_ID_LEN       32 /* hex */
-#define IMAGE_MAX         128
+#define ENTITY_MAX        IDENT_ENTITY_MAX
+#define VM_ID_MAX         IDENT_VM_MAX
+#define PLAN_ID_LEN       IDENT_PLAN_LEN /* hex */
+#define IMAGE_MAX         IDENT_IMAGE_MAX
 #define REASON_MAX        256
 
 struct fleetd_config {
@@ -158,8 +159,9 @@ struct fleet_vm {
         uint64_t verb_mark;
         char lc_unsure[REASON_MAX]; /* the last lifecycle call that got no clear answer, or "" */
         /* the last verification fleetd asked for, and the last full one the node reported */
-        char verify_request_id[40];
-        char verify_done_id[40]; /* verify_request_id once its report has arrived */
+        char verify_request_id[IDENT_REQUEST_MAX + 1];
+        char verify_done_id[IDENT_REQUEST_MAX +
+                            1]; /* verify_request_id once its report has arrived */
         char verify_actor[64];
         uint64_t verify_requested_ms;  /* wall clock */
         uint64_t verify_poll_until_ms; /* monotonic: fetch the inventory until then, or 0 */
@@ -312,7 +314,6 @@ static inline int64_t node_available_mib(const struct fleet_node *n)
 }
 int plan_request_parse(const char *body, size_t len, unsigned max_depth, struct plan_request *ret,
                        char *err, size_t errsize);
-bool entity_valid(const char *s);
 
 /* vms.c: the VM table (durable rows mirrored in memory) */
 struct fleet_vm *vm_table_find(struct fleetd *f, const char *id);
@@ -339,8 +340,6 @@ void vm_reserve_again(struct fleetd *f, struct fleet_vm *vm);
 void vm_settle_node(struct fleetd *f, struct fleet_node *n, uint64_t fetch, json_t *vms_listed);
 json_t *vm_to_json(struct fleetd *f, const struct fleet_vm *vm, uint64_t now_ms);
 const char *vm_status_name(enum vm_status s);
-/* A VM id fleetd could have made: 1..VM_ID_MAX of [a-z0-9-]. */
-bool fleet_vm_id_valid(const char *s);
 
 /* plans.c: plan, confirm, drop (the operator's placement verbs) */
 struct plan_outcome {

