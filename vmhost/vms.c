@@ -333,9 +333,12 @@ static int vms_refuse_start(struct vmhost *vh, const char *id, const struct vm_m
         case REFUSE_ARCHIVED:
                 return vms_problem(p, 409, "archived", "VM '%s' is archived and never starts again",
                                    id);
-        default:
-                return vms_problem(p, 409, "wrong-state", "VM '%s' cannot start", id);
+        case REFUSE_INSUFFICIENT_MEMORY:
+        case REFUSE_WRONG_STATE:
+        case REFUSE_NOT_TOTEBOX:
+                break;
         }
+        return vms_problem(p, 409, "wrong-state", "VM '%s' cannot start", id);
 }
 
 static int vms_do_start(struct vmhost *vh, virDomainPtr dom, struct vm_meta *m,
