@@ -273,6 +273,11 @@ struct vmhost {
         int chan_timer;
         struct roster *roster; /* the accepted roster, under state_lock */
         void *http;            /* struct MHD_Daemon * */
+        /* the privileged helper (helper.c): WireGuard; one call at a time */
+        bool helper_up;
+        int helper_fd;
+        pid_t helper_pid;
+        pthread_mutex_t helper_lock;
 };
 
 /* virt.c: the libvirt connection and its event loop. */
@@ -392,6 +397,8 @@ int roster_update_apply(struct vmhost *vh, const char *body, size_t len, json_t 
                         struct vm_problem *p);
 /* The WireGuard side: applies r's peers to cfg.wg_interface (a no-op when empty). */
 int roster_apply_wireguard(struct vmhost *vh, const struct roster *r);
+/* The genesis public key: the config's, else the mesh state's genesis.pub; -ENOKEY. */
+int roster_genesis_key(const struct vmhost *vh, uint8_t pk[32]);
 bool roster_update_allowed(struct vmhost *vh, const char *addr);
 /* True when addr is the mesh address of a node of the current roster. */
 bool roster_member_address(struct vmhost *vh, const char *addr);
