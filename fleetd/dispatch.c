@@ -594,9 +594,8 @@ static void verb_problem(struct plan_outcome *o, unsigned status, const char *pr
 
 /* A start needs room as a placement would: what is available after the reservations (the VM's
  * own, if it has one, given back) minus its memory stays at or above the safety margin. */
-static int verb_room_check(struct fleetd *f, const struct fleet_vm *vm,
-                           const struct fleet_node *n, const struct vm_verb *v,
-                           struct plan_outcome *o)
+static int verb_room_check(struct fleetd *f, const struct fleet_vm *vm, const struct fleet_node *n,
+                           const struct vm_verb *v, struct plan_outcome *o)
 {
         int64_t avail = node_available_mib(n) + (vm->reserved ? (int64_t)vm->memory_mib : 0);
         int64_t left = avail - (int64_t)vm->memory_mib;
@@ -614,9 +613,8 @@ static int verb_room_check(struct fleetd *f, const struct fleet_vm *vm,
         o->body = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I}", "node_id", vm->node_id,
                             "available_mib", (json_int_t)avail, "committed_mib",
                             (json_int_t)n->hb.mem_committed_mib, "reserved_mib",
-                            (json_int_t)n->reserved_mib, "needed_mib",
-                            (json_int_t)vm->memory_mib, "safety_margin_mib",
-                            (json_int_t)f->cfg.safety_margin_mib);
+                            (json_int_t)n->reserved_mib, "needed_mib", (json_int_t)vm->memory_mib,
+                            "safety_margin_mib", (json_int_t)f->cfg.safety_margin_mib);
         return -ENOSPC;
 }
 
@@ -650,7 +648,7 @@ static int verb_check(struct fleetd *f, const char *vm_id, const struct vm_verb 
                              "VM '%s' is pinned to node '%s', which is '%s'; it is not moved",
                              vm->id, vm->node_id, node ? node_state_name(ns) : "not in the roster");
         else if (v->starts && verb_room_check(f, vm, node, v, o) < 0)
-                ;
+                return -ENOSPC;
         else {
                 if (v->starts)
                         vm_reserve_start(f, vm);

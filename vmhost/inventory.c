@@ -149,8 +149,8 @@ static json_t *inventory_build(struct vmhost *vh, virConnectPtr c, uint64_t *com
                         items[k] = inventory_vm_json(doms[i], &m, id, agent_chan_integrity(vh, id),
                                                      agent_chan_status(vh, id));
                         if (items[k] &&
-                            vm_holds_memory(m.lifecycle, json_string_value(json_object_get(
-                                                             items[k], "state"))))
+                            vm_holds_memory(m.lifecycle,
+                                            json_string_value(json_object_get(items[k], "state"))))
                                 *committed += (uint64_t)json_integer_value(
                                     json_object_get(items[k], "memory_mib"));
                         if (items[k])

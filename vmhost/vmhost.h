@@ -267,7 +267,8 @@ struct vmhost {
         uint64_t committed_mib;
         uint32_t vm_count;
         uint64_t cache_creations; /* the creation counter read before the listing above */
-        /* the creation counter (creations.c): written by creations, starts and resumes under ops_lock */
+        /* the creation counter (creations.c): written by creations, starts and resumes under
+         * ops_lock */
         atomic_uint_fast64_t creations;
         bool creations_loaded;
         /* agent channels, under state_lock */

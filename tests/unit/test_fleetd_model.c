@@ -221,8 +221,9 @@ static int m_create(struct m_node *n, const char *body, long *ret_status, char *
                 *ret_body = strdup("{\"type\":\"start\",\"detail\":\"model\"}");
                 return 0;
         }
-        if (asprintf(&ans, "{\"id\":\"%s\",\"state\":\"%s\",\"lifecycle\":\"%s\","
-                           "\"creations\":%llu}",
+        if (asprintf(&ans,
+                     "{\"id\":\"%s\",\"state\":\"%s\",\"lifecycle\":\"%s\","
+                     "\"creations\":%llu}",
                      vm->id, m_state(vm), vm_lifecycle_name(vm->lc),
                      (unsigned long long)n->counter) < 0)
                 return -ENOMEM;
@@ -323,10 +324,11 @@ static int m_verb(struct m_node *n, const char *path, long *ret_status, char **r
         *ret_status = st;
         if (st != 200)
                 *ret_body = strdup("{\"type\":\"wrong-state\",\"detail\":\"model\"}");
-        else if (asprintf(ret_body,
-                          "{\"id\":\"%s\",\"state\":\"%s\",\"lifecycle\":\"%s\",\"creations\":%llu}",
-                          vm->id, m_state(vm), vm_lifecycle_name(vm->lc),
-                          (unsigned long long)n->counter) < 0)
+        else if (asprintf(
+                     ret_body,
+                     "{\"id\":\"%s\",\"state\":\"%s\",\"lifecycle\":\"%s\",\"creations\":%llu}",
+                     vm->id, m_state(vm), vm_lifecycle_name(vm->lc),
+                     (unsigned long long)n->counter) < 0)
                 return -ENOMEM;
         return 0;
 }
@@ -607,9 +609,9 @@ static void m_step(struct fleetd *f)
 {
         unsigned roll = pick(1000), node = pick(M_NODES);
         static const char *const names[] = {
-            "plan",    "confirm", "confirm-all", "drop", "dispatch",       "sample",
-            "deliver", "refresh", "touch",       "time", "vmhost-restart", "fleetd-restart",
-            "verb",    "guest-stop"};
+            "plan",           "confirm",        "confirm-all", "drop",      "dispatch",
+            "sample",         "deliver",        "refresh",     "touch",     "time",
+            "vmhost-restart", "fleetd-restart", "verb",        "guest-stop"};
         unsigned a;
 
         if (roll < 140)
