@@ -267,14 +267,13 @@ bool api_body_empty(struct api_request *req, struct api_response *resp)
 bool api_query_string(struct api_request *req, struct api_response *resp, const char *name,
                       bool (*valid)(const char *), const char *what, const char **ret)
 {
-        const char *v = MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+        struct api_query_error e;
 
-        if (v && !valid(v)) {
-                api_problem(resp, 400, "invalid-query", "query '%s' must be %s", name, what);
-                return false;
-        }
-        *ret = v;
-        return true;
+        if (api_query_parse_string(name, api_query_get(&req->query, name), valid, what, ret, &e) ==
+            0)
+                return true;
+        api_problem(resp, 400, e.type, "%s", e.detail);
+        return false;
 }
 
 bool api_query_id(struct api_request *req, struct api_response *resp, const char *name,
@@ -294,29 +293,13 @@ bool api_query_id(struct api_request *req, struct api_response *resp, const char
 bool api_query_uint(struct api_request *req, struct api_response *resp, const char *name,
                     uint64_t def, uint64_t min, uint64_t max, uint64_t *ret)
 {
-        const char *v = MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
-        unsigned long long n = 0;
-        size_t len = v ? strlen(v) : 0;
+        struct api_query_error e;
 
-        if (!v) {
-                *ret = def;
+        if (api_query_parse_uint(name, api_query_get(&req->query, name), def, min, max, ret, &e) ==
+            0)
                 return true;
-        }
-        for (size_t i = 0; i < len && len <= 19; i++) {
-                if (v[i] < '0' || v[i] > '9') {
-                        len = 0;
-                        break;
-                }
-                n = n * 10 + (unsigned)(v[i] - '0');
-        }
-        if (len == 0 || len > 19 || n < min || n > max) {
-                api_problem(resp, 400, "invalid-query",
-                            "query '%s' must be an integer in %llu..%llu", name,
-                            (unsigned long long)min, (unsigned long long)max);
-                return false;
-        }
-        *ret = n;
-        return true;
+        api_problem(resp, 400, e.type, "%s", e.detail);
+        return false;
 }
 
 void api_from_outcome(struct api_response *resp, struct plan_outcome *o)
@@ -398,53 +381,35 @@ static bool api_is_panel_path(const char *path)
 }
 
 struct api_query_scan {
+        struct api_query *q;
         const struct api_route *route;
-        unsigned seen; /* bit i: route->query[i] was given */
-        char bad[80];  /* the first unknown or repeated name, or "" */
-        bool repeated;
-        size_t bytes;
+        struct api_query_error e;
+        bool bad;
 };
 
 static enum MHD_Result api_query_one(void *cls, enum MHD_ValueKind kind, const char *key,
                                      const char *value)
 {
-        struct api_query_scan *q = cls;
-        unsigned i;
+        struct api_query_scan *s = cls;
 
-        q->bytes += strlen(key) + (value ? strlen(value) : 0) + 2;
-        if (q->bad[0])
-                return MHD_YES;
-        for (i = 0; i < API_QUERY_MAX && q->route->query[i]; i++)
-                if (strcmp(q->route->query[i], key) == 0)
-                        break;
-        if (i < API_QUERY_MAX && q->route->query[i] && !(q->seen & (1u << i))) {
-                q->seen |= 1u << i;
-                return MHD_YES;
-        }
-        q->repeated = i < API_QUERY_MAX && q->route->query[i];
-        snprintf(q->bad, sizeof(q->bad), "%.64s", key);
+        (void)kind;
+        if (!s->bad &&
+            api_query_add(s->q, s->route->method, s->route->pattern, key, value, &s->e) < 0)
+                s->bad = true;
         return MHD_YES;
 }
 
-/* Every query parameter must be one the route takes, once. */
+/* Every query parameter must be one the route takes, once (api_query.c). */
 static bool api_query_check(const struct api_route *r, struct api_request *req,
                             struct api_response *resp)
 {
-        struct api_query_scan q = {.route = r};
-        char takes[128] = "";
+        struct api_query_scan s = {.q = &req->query, .route = r};
 
-        MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, api_query_one, &q);
-        if (!q.bad[0])
+        api_query_init(&req->query, r->query);
+        MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, api_query_one, &s);
+        if (!s.bad)
                 return true;
-        for (unsigned i = 0; i < API_QUERY_MAX && r->query[i]; i++)
-                snprintf(takes + strlen(takes), sizeof(takes) - strlen(takes), "%s%s",
-                         i ? ", " : "", r->query[i]);
-        if (q.repeated)
-                api_problem(resp, 400, "invalid-query", "query '%s' is given more than once",
-                            q.bad);
-        else
-                api_problem(resp, 400, "unknown-query", "unknown query parameter '%s' (%s %s: %s)",
-                            q.bad, r->method, r->pattern, takes[0] ? takes : "takes none");
+        api_problem(resp, 400, s.e.type, "%s", s.e.detail);
         return false;
 }
 

@@ -148,7 +148,11 @@ struct fleet_vm {
         uint64_t reserve_until;   /* the node's creation counter whose figures reflect the VM;
                                      0 while not known */
         uint64_t settle_fetch;    /* not 0: an inventory of fetch number >= this that lacks the
-                                     VM shows that it holds no memory there */
+                                     VM, or lists it holding nothing, shows that it holds no
+                                     memory there */
+        uint64_t reflect_fetch;   /* only an inventory of fetch number >= this may name the
+                                     counter that reflects the VM (0: any; UINT64_MAX: none, a
+                                     start is in flight): older ones may predate the start */
         bool missing;             /* the node's inventory lacks it */
         char observed[16];        /* libvirt state from the last inventory, "" if none */
         char integrity[16];       /* unknown / ok / mismatch */
@@ -325,8 +329,19 @@ void vm_release(struct fleetd *f, struct fleet_vm *vm);
 /* The node acknowledged the creation with answer (its JSON body): the reservation lasts until a
  * heartbeat's creation counter reaches the one the answer names. */
 void vm_acknowledged(struct fleetd *f, struct fleet_vm *vm, const char *answer);
-/* The node listed the VM in an inventory whose creation counter was creations (0: none). */
-void vm_listed(struct fleetd *f, struct fleet_vm *vm, uint64_t creations);
+/* The node listed the VM in the inventory of fetch number fetch, whose creation counter was
+ * creations (0: none); holds: the listing shows it holding memory (vm_listing_holds). */
+void vm_listed(struct fleetd *f, struct fleet_vm *vm, uint64_t creations, uint64_t fetch,
+               bool holds);
+/* Whether an inventory's vm object shows a domain that holds its memory (vm_holds_memory). */
+bool vm_listing_holds(json_t *v);
+/* A start of vm (resume) is about to be sent: its memory is reserved (again) until figures
+ * sampled after the start's acknowledgement; no listing made before the call ends counts. */
+void vm_reserve_start(struct fleetd *f, struct fleet_vm *vm);
+/* The start call is over: answer is the node's body when it said it did it (its counter
+ * tells when the figures reflect it), NULL when it refused or gave no clear answer (then an
+ * inventory asked for from now on decides). */
+void vm_start_done(struct fleetd *f, struct fleet_vm *vm, const char *answer);
 /* The creation was given up without a clear answer: the node may hold the VM, so its memory
  * stays reserved until an inventory fetched from now on lists it (then as vm_listed) or lacks
  * it (then released). */

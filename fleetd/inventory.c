@@ -278,7 +278,9 @@ static bool inventory_known_vm(struct fleetd *f, struct fleet_node *node, struct
         json_t *integ = json_object_get(v, "integrity");
         bool again;
 
-        vm_listed(f, vm, creations); /* held until a heartbeat at that counter */
+        /* held until a heartbeat at that counter, when the listing shows it holding memory and
+         * was asked for after any start of it */
+        vm_listed(f, vm, creations, node->inv_fetch_sent, vm_listing_holds(v));
         if (vm->missing) {
                 vm->missing = false;
                 log_info("VM '%s' is back in node '%s''s inventory", vm->id, node_id);

@@ -265,7 +265,8 @@ struct vmhost {
         uint64_t committed_mib;
         uint32_t vm_count;
         uint64_t cache_creations; /* the creation counter read before the listing above */
-        /* the creation counter (creations.c): written by creation requests under ops_lock */
+        /* the creation counter (creations.c): written by creations, starts and resumes under
+         * ops_lock */
         atomic_uint_fast64_t creations;
         bool creations_loaded;
         /* agent channels, under state_lock */
@@ -297,7 +298,7 @@ const char *virt_resolve_type(const char *configured);
 /* creations.c: the node's durable creation counter */
 /* Loads the counter and increases it once (a restart counts as a creation); before any refresh. */
 int creations_start(struct vmhost *vh);
-/* Increases it after a creation request, durably; with ops_lock held. */
+/* Increases it after a creation request, a start or a resume, durably; with ops_lock held. */
 int creations_bump(struct vmhost *vh, uint64_t *ret);
 uint64_t creations_current(struct vmhost *vh);
 

@@ -265,9 +265,10 @@ static int vms_create_locked(struct vmhost *vh, virConnectPtr c, const struct vm
         return r;
 }
 
-/* Every creation request increases the node's creation counter once it is done, whatever it
- * did (a failed start leaves a defined domain behind); an acknowledgement carries the value, and
- * is refused when it cannot be stored (docs/contracts.md). */
+/* Every creation request (and every start or resume) increases the node's creation counter once
+ * it is done, whatever it did (a failed start leaves a defined domain behind); an
+ * acknowledgement carries the value, and is refused when it cannot be stored
+ * (docs/contracts.md). */
 static int vms_create_count(struct vmhost *vh, int r, json_t **ret_vm, struct vm_problem *p)
 {
         uint64_t n;
@@ -477,6 +478,14 @@ void vms_archive_timers(struct vmhost *vh)
         pthread_mutex_unlock(&vh->ops_lock);
 }
 
+/* A start path (start, resume): like a creation it increases the creation counter once done, and
+ * its answer carries the value, so that fleetd holds the VM's memory until figures at that
+ * counter count it (docs/contracts.md section 1). */
+static bool vms_verb_starts(const char *verb)
+{
+        return strcmp(verb, "start") == 0 || strcmp(verb, "resume") == 0;
+}
+
 static int vms_dispatch(struct vmhost *vh, virDomainPtr dom, struct vm_meta *m, const char *verb,
                         struct vm_problem *p)
 {
@@ -509,6 +518,8 @@ int vms_action(struct vmhost *vh, const char *id, const char *verb, json_t **ret
                 virt_touch(vh);
                 *ret_vm = vms_vm_json(vh, dom, &m);
         }
+        if (dom && vms_verb_starts(verb))
+                r = vms_create_count(vh, r, ret_vm, p);
         pthread_mutex_unlock(&vh->ops_lock);
         if (dom)
                 virDomainFree(dom);
