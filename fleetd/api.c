@@ -279,15 +279,12 @@ bool api_query_string(struct api_request *req, struct api_response *resp, const 
 bool api_query_id(struct api_request *req, struct api_response *resp, const char *name,
                   enum ident_kind kind, const char **ret)
 {
-        const char *v = MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+        struct api_query_error e;
 
-        if (v && !ident_valid(kind, v)) {
-                api_problem(resp, 400, "invalid-query", "query '%s' must be a %s (%s)", name,
-                            ident_name(kind), ident_pattern(kind));
-                return false;
-        }
-        *ret = v;
-        return true;
+        if (api_query_parse_id(name, api_query_get(&req->query, name), kind, ret, &e) == 0)
+                return true;
+        api_problem(resp, 400, e.type, "%s", e.detail);
+        return false;
 }
 
 bool api_query_uint(struct api_request *req, struct api_response *resp, const char *name,

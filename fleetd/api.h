@@ -37,6 +37,8 @@ int api_query_parse_uint(const char *name, const char *v, uint64_t def, uint64_t
 /* v (NULL: absent) when valid accepts it ("what" says what is expected): 0, or -EINVAL. */
 int api_query_parse_string(const char *name, const char *v, bool (*valid)(const char *),
                            const char *what, const char **ret, struct api_query_error *e);
+int api_query_parse_id(const char *name, const char *v, enum ident_kind kind, const char **ret,
+                       struct api_query_error *e);
 #define API_LIST_MAX 100000 /* the largest page of a list (and its default, but for plans) */
 
 struct api_request {

@@ -107,3 +107,15 @@ int api_query_parse_string(const char *name, const char *v, bool (*valid)(const 
         *ret = v;
         return 0;
 }
+
+int api_query_parse_id(const char *name, const char *v, enum ident_kind kind, const char **ret,
+                       struct api_query_error *e)
+{
+        if (v && !ident_valid(kind, v)) {
+                api_query_fail(e, "invalid-query", "query '%s' must be a %s (%s)", name,
+                               ident_name(kind), ident_pattern(kind));
+                return -EINVAL;
+        }
+        *ret = v;
+        return 0;
+}

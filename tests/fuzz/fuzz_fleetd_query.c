@@ -69,11 +69,9 @@ static void fuzz_query_values(const struct api_query *q)
                         fuzz_query_refused(&e);
                 else if (val && (v < 1 || v > 1000))
                         abort();
-                if (api_query_parse_string(q->takes[i], val, fleet_vm_id_valid, "a VM id", &s, &e) <
-                    0)
+                if (api_query_parse_id(q->takes[i], val, IDENT_VM, &s, &e) < 0)
                         fuzz_query_refused(&e);
-                if (api_query_parse_string(q->takes[i], val, entity_valid, "an entity name", &s,
-                                           &e) < 0)
+                if (api_query_parse_id(q->takes[i], val, IDENT_ENTITY, &s, &e) < 0)
                         fuzz_query_refused(&e);
         }
 }
