@@ -364,14 +364,23 @@ static bool api_authorize(struct api_request *req, struct api_response *resp)
                 snprintf(req->actor, sizeof(req->actor), "anonymous");
                 return true;
         }
-        if (h && strncasecmp(h, "Bearer ", 7) == 0 &&
-            store_token_check(req->f->store, h + 7, name) == 0) {
+        int r = h && strncasecmp(h, "Bearer ", 7) == 0
+                    ? store_token_check(req->f->store, h + 7, name)
+                    : -EACCES;
+
+        if (r == 0) {
                 snprintf(req->actor, sizeof(req->actor), "token:%s", name);
                 return true;
         }
-        api_problem(resp, 401, "unauthorized",
-                    h ? "the bearer token is not valid (unknown or revoked)"
-                      : "this call needs 'Authorization: Bearer TOKEN' (fleetctl token create)");
+        if (r == -EKEYEXPIRED)
+                api_problem(resp, 401, "token-expired",
+                            "the bearer token has expired (fleetctl token create NAME --expires "
+                            "DURATION makes a new one)");
+        else
+                api_problem(resp, 401, "unauthorized",
+                            h ? "the bearer token is not valid (unknown or revoked)"
+                              : "this call needs 'Authorization: Bearer TOKEN' (fleetctl token "
+                                "create)");
         resp->header_name = "WWW-Authenticate";
         resp->header_value = "Bearer realm=\"fleetd\"";
         return false;
