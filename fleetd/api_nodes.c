@@ -350,17 +350,23 @@ void api_nodes_list(struct api_request *req, struct api_response *resp)
         api_buf_answer(&out, resp);
 }
 
+/* The {id} of a node route: false (a 400 in resp) when it cannot be a node id. */
+static bool api_node_id_checked(struct api_request *req, struct api_response *resp)
+{
+        if (node_id_valid(req->params[0]))
+                return true;
+        api_problem(resp, 400, "invalid-node-id", "'%.64s' is not a valid node id", req->params[0]);
+        return false;
+}
+
 void api_nodes_get(struct api_request *req, struct api_response *resp)
 {
         struct fleetd *f = req->f;
         struct fleet_node *n;
         struct api_buf out = {0};
 
-        if (!node_id_valid(req->params[0])) {
-                api_problem(resp, 400, "invalid-node-id", "'%.64s' is not a valid node id",
-                            req->params[0]);
+        if (!api_node_id_checked(req, resp))
                 return;
-        }
         pthread_mutex_lock(&f->lock);
         n = node_table_find(&f->table, req->params[0]);
         if (n)
@@ -383,11 +389,8 @@ void api_nodes_history(struct api_request *req, struct api_response *resp)
         json_t *samples = NULL;
         uint64_t interval = 0;
 
-        if (!node_id_valid(req->params[0])) {
-                api_problem(resp, 400, "invalid-node-id", "'%.64s' is not a valid node id",
-                            req->params[0]);
+        if (!api_node_id_checked(req, resp))
                 return;
-        }
         pthread_mutex_lock(&f->lock);
         n = node_table_find(&f->table, req->params[0]);
         if (n) {

@@ -13,6 +13,7 @@ let auditAfter = 0;      /* the last sequence number read (GET /v1/audit?after=N
 const CHAIN_EVERY_MS = 10000; /* the chain check walks the whole record: not every refresh */
 let chainAt = 0;
 let openNodeId = null;   /* the node whose history is shown */
+let chainBroken = null;  /* {seq, problem} while fleetd finds the audit chain broken */
 
 class ApiError extends Error {
   constructor(status, problem) {
@@ -230,6 +231,9 @@ async function refreshChain() {
   }
   box.textContent = parts.join(" ");
   box.className = `chain ${!chain.intact || diverged.length ? "bad" : behind.length ? "warn" : "ok"}`;
+  const m = !chain.intact && /entry (\d+)/.exec(chain.problem || "");
+  chainBroken = chain.intact ? null : { seq: m ? Number(m[1]) : null, problem: chain.problem };
+  renderAuditRows();
 }
 
 /* Reads the audit record forward from the last entry seen; shows the newest 200. */
@@ -242,7 +246,14 @@ async function refreshAudit() {
     auditAfter = r.next_after;
   }
   auditEntries = auditEntries.slice(-200);
-  fill($("#audit tbody"), auditEntries.slice().reverse().map((e) => el("tr", { class: auditClass(e), "data-kind": e.kind },
+  renderAuditRows();
+}
+
+/* The broken entry, when the chain check names one, is marked; its text is what the panel
+ * read before (the record as it was when shown), the chain status says what fleetd finds now. */
+function renderAuditRows() {
+  fill($("#audit tbody"), auditEntries.slice().reverse().map((e) => el("tr", {
+    class: chainBroken && chainBroken.seq === e.seq ? "highlight-mismatch broken" : auditClass(e), "data-kind": e.kind, "data-seq": e.seq },
     el("td", {}, e.seq),
     el("td", { title: e.time }, fmtTime(e.time)),
     el("td", { class: "actor" }, actorText(e.actor)),
@@ -281,6 +292,10 @@ function renderHealth(h) {
     const n = h.nodes || {};
     text += ` · nodes degraded (${["suspect", "evicted", "unhealthy"].filter((s) => n[s]).map((s) => `${n[s]} ${s}`).join(", ")})`;
     if (level === "ok") level = "warn";
+  }
+  if (chainBroken) {
+    text += " · AUDIT CHAIN BROKEN";
+    level = "bad";
   }
   b.textContent = text;
   b.className = `badge ${level}`;

@@ -179,9 +179,14 @@ class Browser:
 
 def run_panel(url, token, image, settle, tamper, entity="acme"):
     """Every step of the panel test; returns (vm_id, node_id)."""
+    return _in_browser(_steps, url, token, image, entity, settle, tamper)
+
+
+def _in_browser(steps, *args):
+    """Runs steps(browser, *args) in a fresh Chromium; logs the console; ends the browser."""
     b = Browser()
     try:
-        return _steps(b, url, token, image, entity, settle, tamper)
+        return steps(b, *args)
     finally:
         for entry in b.driver.get_log("browser"):
             b.log("browser console: %s" % entry.get("message"))
@@ -355,13 +360,7 @@ def run_panel_views(url, token, vms, break_chain):
     and only the actions their state allows, the audit record with its actor, one date format,
     readable details and the chain's status (then broken by the caller: break_chain()), and
     Escape closing each dialog. vms: {"active", "suspended", "archived", "failed"} -> VM id."""
-    b = Browser()
-    try:
-        _views(b, url, token, vms, break_chain)
-    finally:
-        for entry in b.driver.get_log("browser"):
-            b.log("browser console: %s" % entry.get("message"))
-        b.close()
+    _in_browser(_views, url, token, vms, break_chain)
 
 
 def _views(b, url, token, vms, break_chain):
@@ -465,6 +464,11 @@ def _views(b, url, token, vms, break_chain):
         break_chain()
         b.until(lambda: "CHAIN BROKEN" in b.text("#audit-chain"), 30, "the broken chain shown")
         check("bad" in b.attr("#audit-chain", "class"), "chain status red")
+        check("entry 2" in b.text("#audit-chain"), "the broken entry named (%s)" % b.text("#audit-chain"))
+        b.until(lambda: "broken" in (b.attr("#audit tr[data-seq='2']", "class") or ""), 10,
+                "the broken entry marked in the record")
+        b.until(lambda: "AUDIT CHAIN BROKEN" in b.text("#fleet-health"), 10, "the fleet badge")
+        check(re.search(r"\bbad\b", b.attr("#fleet-health", "class")), "the badge is red")
 
     b.step("p01-login", login)
     b.step("p02-node-history", node_history)
