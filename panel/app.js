@@ -172,7 +172,12 @@ const DETAIL_LABELS = { node_id: "node", vm_id: "VM", memory_mib: "memory", vaul
 function detailValue(k, v) {
   if (v === null || v === undefined) return "—";
   if (Array.isArray(v)) return v.length ? v.map((x) => detailValue("", x)).join(", ") : "none";
-  if (typeof v === "object") return Object.entries(v).map(([kk, vv]) => `${DETAIL_LABELS[kk] || kk.replace(/_/g, " ")} ${detailValue(kk, vv)}`).join(", ");
+  if (typeof v === "object") {
+    // "at" and "at_ms" say the same: the one in words is kept
+    return Object.entries(v).filter(([kk]) => !(kk.endsWith("_ms") && kk.slice(0, -3) in v))
+      .map(([kk, vv]) => `${DETAIL_LABELS[kk] || kk.replace(/_/g, " ")} ${detailValue(kk, vv)}`).join(", ");
+  }
+  if (typeof v === "string" && k === "requested_by") return actorText(v);
   if (typeof v === "number" && /_mib$/.test(k)) return gib(v);
   if (typeof v === "number" && /(^at_ms|expires_ms)$/.test(k)) return fmtTime(v);
   if (typeof v === "number" && /_ms$/.test(k)) return /age/.test(k) ? `${dur(v)} before` : dur(v);
@@ -221,7 +226,8 @@ async function refreshChain() {
   const diverged = ws.filter((w) => w.diverged);
   const behind = ws.filter((w) => !w.diverged && w.held !== c.size);
   const parts = [];
-  parts.push(chain.intact ? `Chain intact: ${chain.entries} entries, each hash links to the one before.`
+  parts.push(`Checked ${fmtTime(Date.now())}:`);
+  parts.push(chain.intact ? `chain intact, ${chain.entries} entries, each hash links to the one before.`
     : `CHAIN BROKEN: ${chain.problem || "an entry does not link"}.`);
   if (c.size !== null && c.size !== undefined) parts.push(`Signed checkpoint covers ${c.size} entries.`);
   if (ws.length) {

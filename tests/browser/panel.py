@@ -442,7 +442,8 @@ def _views(b, url, token, vms, break_chain):
     def audit():
         heads = [th.text for th in b.all("#audit thead th")]
         check(heads == ["#", "Time", "Actor", "Event", "Subject", "Details"], "columns %s" % heads)
-        b.until(lambda: "Chain intact" in b.text("#audit-chain"), 20, "the chain's status")
+        b.until(lambda: "chain intact" in b.text("#audit-chain"), 20, "the chain's status")
+        check(re.match("Checked " + TIME_RE, b.text("#audit-chain")), "when it was checked")
         # the fake nodes witness nothing: amber ("behind"), never red while the chain holds
         check("bad" not in b.attr("#audit-chain", "class"), "chain status not red")
         rows = b.until(lambda: (lambda r: len(r) >= 8 and r)(snapshot("#audit tbody tr")), 10,

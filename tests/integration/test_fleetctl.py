@@ -1,3 +1,4 @@
+# ctest-labels: golden
 """fleetctl against a real fleetd: tokens on the state dir (created, last used, expiry), tables,
 CSV, JSON and YAML (the API's objects; golden files in tests/golden/fleetctl/), column selection,
 filters, plan with y/N and --yes, lifecycle verbs refused with the API's reason, problem objects
