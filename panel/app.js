@@ -86,7 +86,8 @@ function verificationText(vm) {
   if (v.pending) return "verification pending";
   if (!v.last) return "";
   const l = v.last;
-  return `${fmtTime(l.at)} (${l.trigger}, ${dur(l.duration_ms)}, ${l.mismatches} mismatch${l.mismatches === 1 ? "" : "es"})`;
+  return `${fmtTime(l.at)} (${l.trigger}, ${dur(l.duration_ms)}, ${l.records} record${l.records === 1 ? "" : "s"}, ` +
+    `${l.mismatches} mismatch${l.mismatches === 1 ? "" : "es"})`;
 }
 
 /* The verbs fleetd would accept now: none before the VM is created, after a failed creation,

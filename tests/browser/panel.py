@@ -428,13 +428,18 @@ def _views(b, url, token, vms, break_chain):
         def rows_ready():
             rows = {r["vm"]: r for r in snapshot("#vms tbody tr")}
             return all(vms[k] in rows and rows[vms[k]]["cells"][4].startswith(w[1])
-                       for k, w in want.items()) and rows
+                       for k, w in want.items()) and "UTC" in rows.get(vms["active"], {
+                           "cells": [""] * 7})["cells"][6] and rows
         rows = b.until(rows_ready, 30, "every VM's state")
         for kind, (lc, st, cls, actions) in want.items():
             r = rows[vms[kind]]
             check(r["cells"][3] == lc, "%s: lifecycle %s (%s)" % (kind, lc, r["cells"]))
             check(cls in r["classes"][4], "%s: state styled %s (%s)" % (kind, cls, r["classes"]))
             check(r["actions"] == actions, "%s: actions %s (shown: %s)" % (kind, actions, r["actions"]))
+        last = rows[vms["active"]]["cells"][6]
+        check(re.fullmatch(TIME_RE + r" \(schedule, 40 ms, 3 records, 0 mismatches\)", last),
+              "the last verification in words (%s)" % last)
+        check(rows[vms["archived"]]["cells"][6] == "never", "never verified")
         colour = rows[vms["archived"]]["colours"][4]
         check(colour != "rgb(30, 107, 53)", "an archived VM's state is not green (%s)" % colour)
         check(rows[vms["active"]]["colours"][4] == "rgb(30, 107, 53)", "a running active VM is green")

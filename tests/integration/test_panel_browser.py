@@ -211,6 +211,11 @@ def test_panel_views_in_chromium():
         with n1.lock:  # what libvirt reports for a saved and an archived domain
             n1.vms[vms["suspended"]]["state"] = "saved"
             n1.vms[vms["archived"]]["state"] = "shutoff"
+            # the active VM's agent ran its scheduled full verification
+            n1.vms[vms["active"]]["agent"] = {"last_report_ms": int(time.time() * 1000) - 60000,
+                                              "last_report": {"trigger": "schedule", "duration_ms": 40,
+                                                              "records": 3, "bytes": 300,
+                                                              "mismatches": []}}
         # n2 has no node API: a creation there fails after its attempts
         beat(2, 5, 15000, interval=10000)
         _, plan = f.json("POST", "/v1/plans", {"entity": "failed", "memory_mib": 512, "vcpus": 1,
