@@ -29,6 +29,14 @@ const struct api_route api_routes[] = {
     {"GET", "/v1/nodes", api_nodes_list, true, API_BODY_NONE, Q("state", "role", "after", "limit"),
      true, "list nodes with state and figures (by id; filters, pages)"},
     {"GET", "/v1/nodes/{id}", api_nodes_get, true, API_BODY_NONE, {NULL}, false, "one node"},
+    {"GET",
+     "/v1/nodes/{id}/history",
+     api_nodes_history,
+     true,
+     API_BODY_NONE,
+     {NULL},
+     false,
+     "the node's CPU and RAM over the last hour"},
     {"GET", "/v1/vms", api_vms_list, true, API_BODY_NONE,
      Q("node", "status", "lifecycle", "entity", "after", "limit"), true,
      "list Totebox VMs (by id; filters, pages)"},
@@ -358,14 +366,23 @@ static bool api_authorize(struct api_request *req, struct api_response *resp)
                 snprintf(req->actor, sizeof(req->actor), "anonymous");
                 return true;
         }
-        if (h && strncasecmp(h, "Bearer ", 7) == 0 &&
-            store_token_check(req->f->store, h + 7, name) == 0) {
+        int r = h && strncasecmp(h, "Bearer ", 7) == 0
+                    ? store_token_check(req->f->store, h + 7, name)
+                    : -EACCES;
+
+        if (r == 0) {
                 snprintf(req->actor, sizeof(req->actor), "token:%s", name);
                 return true;
         }
-        api_problem(resp, 401, "unauthorized",
-                    h ? "the bearer token is not valid (unknown or revoked)"
-                      : "this call needs 'Authorization: Bearer TOKEN' (fleetctl token create)");
+        if (r == -EKEYEXPIRED)
+                api_problem(resp, 401, "token-expired",
+                            "the bearer token has expired (fleetctl token create NAME --expires "
+                            "DURATION makes a new one)");
+        else
+                api_problem(resp, 401, "unauthorized",
+                            h ? "the bearer token is not valid (unknown or revoked)"
+                              : "this call needs 'Authorization: Bearer TOKEN' (fleetctl token "
+                                "create)");
         resp->header_name = "WWW-Authenticate";
         resp->header_value = "Bearer realm=\"fleetd\"";
         return false;
@@ -440,7 +457,9 @@ static void api_dispatch(struct api_request *req, struct api_response *resp)
         const char *method = strcmp(req->method, "HEAD") == 0 ? "GET" : req->method;
         bool path_known = false;
 
+        req->route = METRICS_ROUTE_NONE;
         if (api_is_panel_path(req->path)) {
+                req->route = METRICS_ROUTE_PANEL;
                 if (strcmp(method, "GET") == 0) {
                         api_panel_get(req, resp);
                         return;
@@ -452,6 +471,7 @@ static void api_dispatch(struct api_request *req, struct api_response *resp)
                 if (!api_match(r->pattern, req->path, req))
                         continue;
                 if (strcmp(r->method, method) == 0) {
+                        req->route = (unsigned)(r - api_routes);
                         api_run(r, req, resp);
                         return;
                 }
@@ -623,6 +643,7 @@ static enum MHD_Result api_send(struct MHD_Connection *conn, struct api_request 
         }
         if (!r)
                 return MHD_NO;
+        resp->sent_status = status;
         if (status != 304)
                 MHD_add_response_header(r, "Content-Type",
                                         resp->content_type ? resp->content_type
@@ -653,8 +674,9 @@ static enum MHD_Result api_answer(struct fleetd *f, struct MHD_Connection *conn,
         if (big)
                 malloc_trim(0); /* give a big answer's memory back to the system */
         clock_gettime(CLOCK_MONOTONIC, &t1);
-        metrics_observe_latency(f, (double)(t1.tv_sec - t0->tv_sec) +
-                                       (double)(t1.tv_nsec - t0->tv_nsec) / 1e9);
+        metrics_observe_request(f, req->route, resp->sent_status,
+                                (double)(t1.tv_sec - t0->tv_sec) +
+                                    (double)(t1.tv_nsec - t0->tv_nsec) / 1e9);
         return ret;
 }
 
@@ -664,7 +686,12 @@ static enum MHD_Result api_access(void *cls, struct MHD_Connection *conn, const 
 {
         struct fleetd *f = cls;
         struct api_conn *c = *con_cls;
-        struct api_request req = {.f = f, .method = method, .path = url, .body = "", .conn = conn};
+        struct api_request req = {.f = f,
+                                  .method = method,
+                                  .path = url,
+                                  .body = "",
+                                  .conn = conn,
+                                  .route = METRICS_ROUTE_NONE};
         struct api_response resp = {0};
         struct timespec t0;
 

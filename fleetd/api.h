@@ -53,6 +53,7 @@ struct api_request {
         struct MHD_Connection *conn;
         char actor[64];         /* the token's name, "anonymous" when auth is off */
         struct api_query query; /* checked against the route before its handler runs */
+        unsigned route; /* for /metrics: the api_routes index that matched, or METRICS_ROUTE_* */
 };
 
 /* An answer's bytes shared by every request that sends them (the cached node list): counted
@@ -78,6 +79,7 @@ struct api_response {
         const char *header_name, *header_value; /* one extra header (Allow, WWW-Authenticate) */
         bool etag; /* a list route's 200: tagged, and 304 when If-None-Match names the tag */
         char allow[64];
+        unsigned sent_status; /* the status api_send sent (304 for a matched If-None-Match) */
 };
 
 typedef void (*api_handler)(struct api_request *req, struct api_response *resp);
@@ -128,6 +130,8 @@ void api_from_outcome(struct api_response *resp, struct plan_outcome *o);
 /* api_nodes.c */
 void api_nodes_list(struct api_request *req, struct api_response *resp);
 void api_nodes_get(struct api_request *req, struct api_response *resp);
+#define API_HISTORY_WINDOW_MS (3600 * 1000ull)
+void api_nodes_history(struct api_request *req, struct api_response *resp);
 /* api_vms.c */
 void api_vms_list(struct api_request *req, struct api_response *resp);
 void api_vms_get(struct api_request *req, struct api_response *resp);

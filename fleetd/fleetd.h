@@ -71,6 +71,20 @@ struct node_boot {
         uint64_t last_ms;  /* monotonic: when its last one was accepted; 0: slot unused */
 };
 
+/* One point of a node's history: the figures of a heartbeat, at fleetd's monotonic time. */
+struct node_sample {
+        uint64_t at_ms;
+        float cpu_percent;
+        uint32_t available_mib, committed_mib, total_mib;
+};
+/* Samples kept per node: one per heartbeat interval (10 s by default): an hour. */
+#define NODE_HISTORY_MAX 360
+
+struct node_history {
+        struct node_sample s[NODE_HISTORY_MAX];
+        unsigned next, count; /* ring: s[next] is written next */
+};
+
 struct fleet_node {
         /* what placement reads, first, so that a scan of 10,000 nodes touches one cache line
          * per node */
@@ -101,6 +115,7 @@ struct fleet_node {
         unsigned
             low_beats;     /* heartbeats in a row from one boot with a counter below the figures' */
         unsigned low_boot; /* that boot's slot in boots[] */
+        struct node_history *history; /* owned; allocated at the first accepted heartbeat */
 };
 
 enum hb_drop {
@@ -182,6 +197,12 @@ struct fleet_transport {
 };
 
 #define LATENCY_BUCKETS 10
+/* REST requests are counted by route (api_routes' index; two more slots for the panel's files and
+ * for no route) and by status code among these, the rest as "other": bounded cardinality. */
+#define METRICS_ROUTES_MAX  64
+#define METRICS_ROUTE_PANEL METRICS_ROUTES_MAX
+#define METRICS_ROUTE_NONE  (METRICS_ROUTES_MAX + 1)
+#define METRICS_CODES       24
 struct fleet_metrics {
         uint64_t plans_created, plans_rejected, confirmations, confirm_rejected;
         uint64_t dispatch_attempts, dispatch_failures, inventory_fetches, inventory_failures;
@@ -191,6 +212,8 @@ struct fleet_metrics {
         uint64_t latency_bucket[LATENCY_BUCKETS + 1]; /* cumulative at render time */
         double latency_sum_s;
         uint64_t latency_count;
+        uint64_t state_change[NODE_STATE_MAX][NODE_STATE_MAX]; /* [from][to] */
+        uint64_t http_requests[METRICS_ROUTES_MAX + 2][METRICS_CODES + 1];
 };
 
 struct store;
@@ -236,6 +259,11 @@ int node_table_ingest(struct node_table *t, const char *buf, size_t len, struct 
                       uint64_t now_ms, char *err, size_t errsize);
 const char *node_state_name(enum node_state s);
 const char *hb_drop_name(enum hb_drop d);
+/* The node's samples of the last window_ms, oldest first, as
+ * [{"at": RFC 3339, "cpu_percent", "available_mib", "committed_mib", "total_mib"}];
+ * wall_ms / now_ms: the wall and monotonic clocks now. */
+json_t *node_history_json(const struct fleet_node *n, uint64_t now_ms, uint64_t wall_ms,
+                          uint64_t window_ms);
 
 /* liveness.c */
 static inline uint64_t node_heartbeat_age(const struct fleet_node *n, uint64_t now_ms)
@@ -426,7 +454,9 @@ int heartbeat_listener_apply(struct fleetd *f, const char *buf, size_t len, stru
 int roster_reload(struct fleetd *f, bool force);
 
 /* metrics.c */
-void metrics_observe_latency(struct fleetd *f, double seconds);
+/* One REST request: its route (an api_routes index or METRICS_ROUTE_*), its status code and
+ * how long it took. */
+void metrics_observe_request(struct fleetd *f, unsigned route, unsigned status, double seconds);
 char *metrics_render(struct fleetd *f);
 
 /* audit_push.c: the audit record's key and checkpoints, witnessed by the nodes */

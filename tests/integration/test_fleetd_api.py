@@ -162,7 +162,7 @@ def test_health_metrics_openapi(fleet):
                  "totebox_fleetd_http_request_duration_seconds"):
         assert "# TYPE " + name in text
     for line in text.splitlines():
-        assert line.startswith("#") or re.match(r'^[a-z_]+(\{[a-z_]+="[^"]*"\})? [0-9.e+-]+$', line), line
+        assert line.startswith("#") or re.match(r'^[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? [0-9.e+-]+$', line), line
     st, headers, body = fleet.request("GET", "/v1/openapi.json", token="")
     assert st == 200
     doc = json.loads(body)
