@@ -13,7 +13,10 @@
  * nodes fall silent and are evicted. Operators suspend (a managed save: the RAM is freed),
  * resume (a start: vmhost increases the counter and answers it) and archive VMs (a graceful
  * shutdown: the guest runs on until its grace period is over); guests power off by themselves,
- * and a creation's retry starts a defined domain that does not run.
+ * and a creation's retry starts a defined domain that does not run. While a dispatcher's call is
+ * in flight (an inventory on its way, a creation's answer) operators suspend and resume VMs and
+ * heartbeats are sampled and delivered, as on fleetd's threads: a listing made before a resume
+ * arrives after it.
  *
  * The property, after every step: on every node fleetd has heard from, the RAM placement
  * believes available (node_available_mib) is at most what is truly free there (total minus the
@@ -174,7 +177,13 @@ static struct m_vm *m_find(struct m_node *n, const char *id)
 }
 
 /* POST /v1/vms as vmhost answers it. Returns the transport's result. */
-static int m_create(struct m_node *n, const char *body, long *ret_status, char **ret_body)
+static void m_meanwhile(struct fleetd *f);
+static void m_check(struct fleetd *f);
+static void act_sample(unsigned i);
+static void act_deliver(struct fleetd *f, unsigned i);
+
+static int m_create(struct fleetd *f, struct m_node *n, const char *body, long *ret_status,
+                    char **ret_body)
 {
         json_t *o = json_loads(body, 0, NULL);
         const char *id = json_string_value(json_object_get(o, "vm_id"));
@@ -214,6 +223,8 @@ static int m_create(struct m_node *n, const char *body, long *ret_status, char *
         if (chance(10))
                 m_refresh(n); /* the refresh vmhost asks for, sometimes right away */
         json_decref(o);
+        if (chance(20))
+                m_meanwhile(f); /* done; the answer is on its way */
         if (roll < 24)
                 return -ETIMEDOUT; /* done, but the answer is lost */
         if (roll < 30) {
@@ -233,7 +244,8 @@ static int m_create(struct m_node *n, const char *body, long *ret_status, char *
 }
 
 /* GET /v1/inventory as vmhost answers it: a refresh, then the cache. */
-static int m_inventory(unsigned i, struct m_node *n, long *ret_status, char **ret_body)
+static int m_inventory(struct fleetd *f, unsigned i, struct m_node *n, long *ret_status,
+                       char **ret_body)
 {
         char digest[DIGEST_HEX_LEN + 1], node[16];
         json_t *vms, *o;
@@ -253,6 +265,9 @@ static int m_inventory(unsigned i, struct m_node *n, long *ret_status, char **re
         *ret_body = json_dumps(o, JSON_COMPACT);
         *ret_status = 200;
         json_decref(o);
+        /* the answer is on its way while operators and heartbeats go on */
+        if (chance(30))
+                m_meanwhile(f);
         return 0;
 }
 
@@ -339,15 +354,14 @@ static int m_call(void *ctx, const char *address, uint16_t port, const char *met
 {
         unsigned a, b, c, d;
 
-        (void)ctx;
         (void)port;
         (void)timeout_ms;
         assert_int_equal(sscanf(address, "%u.%u.%u.%u", &a, &b, &c, &d), 4);
         assert_true(d >= 1 && d <= M_NODES);
         if (strcmp(method, "POST") == 0 && strcmp(path, "/v1/vms") == 0)
-                return m_create(&M.nodes[d - 1], body, ret_status, ret_body);
+                return m_create(ctx, &M.nodes[d - 1], body, ret_status, ret_body);
         if (strcmp(method, "GET") == 0 && strcmp(path, "/v1/inventory") == 0)
-                return m_inventory(d - 1, &M.nodes[d - 1], ret_status, ret_body);
+                return m_inventory(ctx, d - 1, &M.nodes[d - 1], ret_status, ret_body);
         if (strcmp(method, "POST") == 0 && strncmp(path, "/v1/vms/", 8) == 0)
                 return m_verb(&M.nodes[d - 1], path, ret_status, ret_body);
         fail_msg("unexpected call %s %s", method, path);
@@ -398,7 +412,7 @@ static void m_configure(struct fleetd *f)
 
 static void m_open(struct fleetd *f)
 {
-        struct fleet_transport tr = {m_call, NULL};
+        struct fleet_transport tr = {m_call, f};
 
         assert_int_equal(tfu_fleetd_open(f, M.dir, M_NODES, &tr), 0);
         m_configure(f);
@@ -569,6 +583,51 @@ static void act_guest_stop(unsigned i)
         vm = &n->vms[pick(n->n_vms)];
         if (vm->lc == VM_LC_ARCHIVED || chance(20))
                 vm->running = false;
+}
+
+/* While a dispatcher's call is in flight (f->lock is not held then): an operator's verb,
+ * heartbeats sampled and delivered. vmhost answers one call at a time, so a verb that reaches
+ * the node now is done after the listing that is on its way. */
+/* An operator suspends a VM and soon resumes it, heartbeats sampled in between. */
+static void act_suspend_resume(struct fleetd *f)
+{
+        char id[VM_ID_MAX + 1];
+        struct plan_outcome o = {0};
+        unsigned node;
+
+        if (!f->n_vms)
+                return;
+        snprintf(id, sizeof(id), "%s", f->vms[pick((unsigned)f->n_vms)].id);
+        node = (unsigned)(id[0] ? strtoul(vm_table_find(f, id)->node_id + 1, NULL, 10) - 1 : 0);
+        dispatch_vm_verb(f, id, "suspend", "model", &o);
+        json_decref(o.body);
+        m_check(f);
+        m_refresh(&M.nodes[node]);
+        act_sample(node);
+        act_deliver(f, node);
+        m_check(f);
+        dispatch_vm_verb(f, id, "resume", "model", &o);
+        json_decref(o.body);
+        act_sample(node); /* sampled before the resume's refresh: the counter before it */
+}
+
+static void m_meanwhile(struct fleetd *f)
+{
+        for (unsigned k = 1 + pick(3); k; k--) {
+                unsigned node = pick(M_NODES), roll = pick(5);
+
+                if (roll == 4)
+                        act_suspend_resume(f);
+                else if (roll == 0)
+                        act_verb(f);
+                else if (roll == 1)
+                        act_sample(node);
+                else if (roll == 2)
+                        act_deliver(f, node);
+                else
+                        m_refresh(&M.nodes[node]);
+                m_check(f);
+        }
 }
 
 static void act_vmhost_restart(unsigned i)
