@@ -33,7 +33,7 @@ int ctl_operation_follow(struct ctl *c, json_t *op, json_t **ret)
                         return 3;
                 }
                 if (st != 200) {
-                        ctl_problem(st, next);
+                        ctl_problem(c, st, next);
                         json_decref(next);
                         json_decref(cur);
                         return 1;
@@ -53,7 +53,7 @@ int ctl_operation_outcome(struct ctl *c, json_t *op, json_t **ret_result)
         if (r)
                 return r;
         if (c->json && (c->no_wait || strcmp(ctl_str(done, "state"), "succeeded") != 0))
-                ctl_print_json(done);
+                ctl_print(c, done);
         if (strcmp(ctl_str(done, "state"), "running") == 0) {
                 if (!c->json)
                         printf("operation %s (%s of VM '%s') is running; follow it with "
@@ -66,7 +66,7 @@ int ctl_operation_outcome(struct ctl *c, json_t *op, json_t **ret_result)
         if (strcmp(ctl_str(done, "state"), "failed") == 0) {
                 json_t *e = json_object_get(done, "error");
 
-                ctl_problem((long)json_integer_value(json_object_get(e, "status")), e);
+                ctl_problem(c, (long)json_integer_value(json_object_get(e, "status")), e);
                 json_decref(done);
                 return 1;
         }
@@ -75,32 +75,27 @@ int ctl_operation_outcome(struct ctl *c, json_t *op, json_t **ret_result)
         return -1; /* succeeded: the caller shows the result */
 }
 
-static void ctl_show_operations(json_t *a)
+static const char *ctl_op_error(json_t *o, char *buf, size_t size)
 {
-        static const char *const h[] = {"ID",       "KIND",    "VM",      "STATE",
-                                        "PROGRESS", "CREATED", "UPDATED", "ERROR"};
-        json_t *ops = json_object_get(a, "operations"), *rows = json_array(), *o;
-        size_t i;
-
-        if (!ops)
-                ops = json_pack("[O]", a);
-        else
-                json_incref(ops);
-        json_array_foreach(ops, i, o) json_array_append_new(
-            rows,
-            ctl_row(8, ctl_str(o, "id"), ctl_str(o, "kind"), ctl_str(o, "vm_id"),
-                    ctl_str(o, "state"), ctl_str(o, "progress"), ctl_str(o, "created_at"),
-                    ctl_str(o, "updated_at"), ctl_str(json_object_get(o, "error"), "detail")));
-        ctl_table(h, 8, rows);
-        json_decref(rows);
-        json_decref(ops);
+        snprintf(buf, size, "%s", ctl_str(json_object_get(o, "error"), "detail"));
+        return buf;
 }
+
+static const struct ctl_column ctl_operation_columns[] = {
+    {"id", "ID", "id", NULL, false},
+    {"kind", "KIND", "kind", NULL, false},
+    {"vm", "VM", "vm_id", NULL, false},
+    {"state", "STATE", "state", NULL, false},
+    {"progress", "PROGRESS", "progress", NULL, false},
+    {"created", "CREATED", "created_at", NULL, false},
+    {"updated", "UPDATED", "updated_at", NULL, false},
+    {"error", "ERROR", NULL, ctl_op_error, false},
+    {NULL, NULL, NULL, NULL, false},
+};
 
 int ctl_cmd_operations(struct ctl *c)
 {
-        char path[256];
+        static const struct ctl_view v = {"operations", ctl_operation_columns, NULL, NULL};
 
-        return ctl_path_arg(c, "/v1/operations", path, sizeof(path)) < 0
-                   ? 2
-                   : ctl_get(c, path, ctl_show_operations);
+        return ctl_get(c, "/v1/operations", &v);
 }

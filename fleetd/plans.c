@@ -57,16 +57,6 @@ static bool plan_confirmed_from(const struct plan_row *p, const char *if_match)
         return etag_if_match(if_match, tag) && strcmp(if_match, "*") != 0;
 }
 
-static bool plan_id_valid(const char *id)
-{
-        if (strlen(id) != PLAN_ID_LEN)
-                return false;
-        for (const char *p = id; *p; p++)
-                if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
-                        return false;
-        return true;
-}
-
 /* A candidate with what its JSON needs, copied under f->lock so that the (large) answer is built
  * and stored without holding it: heartbeats keep flowing while a 10,000-node plan is written. */
 struct plan_cand {
@@ -440,7 +430,7 @@ void plans_confirm_if(struct fleetd *f, const char *plan_id, const char *actor,
         int r;
 
         memset(o, 0, sizeof(*o));
-        if (!plan_id_valid(plan_id)) {
+        if (!ident_valid(IDENT_PLAN, plan_id)) {
                 plan_fail(o, 404, "unknown-plan", "no plan '%.40s'", plan_id);
                 return;
         }
@@ -481,7 +471,7 @@ void plans_drop_if(struct fleetd *f, const char *plan_id, const char *actor, con
         int r;
 
         memset(o, 0, sizeof(*o));
-        if (!plan_id_valid(plan_id)) {
+        if (!ident_valid(IDENT_PLAN, plan_id)) {
                 plan_fail(o, 404, "unknown-plan", "no plan '%.40s'", plan_id);
                 return;
         }
@@ -527,7 +517,7 @@ void plans_get(struct fleetd *f, const char *plan_id, struct plan_outcome *o)
         json_t *body;
 
         memset(o, 0, sizeof(*o));
-        if (!plan_id_valid(plan_id) || store_plan_get(f->store, plan_id, &p) < 0) {
+        if (!ident_valid(IDENT_PLAN, plan_id) || store_plan_get(f->store, plan_id, &p) < 0) {
                 plan_fail(o, 404, "unknown-plan", "no plan '%.40s'", plan_id);
                 return;
         }
