@@ -140,7 +140,7 @@ def fleet():
         _, plan = f.json("POST", "/v1/plans", {"entity": "witness-it", "memory_mib": 256,
                                                 "vcpus": 1, "image": "test",
                                                 "vault_disk_mib": 32}, expect=201)
-        _, vm = f.json("POST", "/v1/plans/%s/confirm" % plan["id"], expect=201)
+        _, vm = f.confirm_vm(plan["id"])
         state["vm"] = vm["id"]
         yield state
     finally:
