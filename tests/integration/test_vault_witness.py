@@ -91,7 +91,7 @@ def check_cosig(note, vkey):
 
 def cosign(note, skey_text, t):
     """What the node's root can do with the host's key file: a valid cosignature/v1."""
-    parts = skey_text.strip().split("+")
+    parts = skey_text.strip().split("+", 4)  # the base64 key may hold "+" too
     name, seed = parts[2], base64.b64decode(parts[4])[1:]
     sk = ed.Ed25519PrivateKey.from_private_bytes(seed)
     pk = sk.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
