@@ -477,15 +477,24 @@ void vms_archive_timers(struct vmhost *vh)
         pthread_mutex_unlock(&vh->ops_lock);
 }
 
+/* The lifecycle verbs: resume is a start (the pin gate and the refusals apply to both). There is
+ * no delete, undefine or migrate row, and no other way to reach one. */
+static const struct vms_verb {
+        const char *name;
+        int (*run)(struct vmhost *vh, virDomainPtr dom, struct vm_meta *m, struct vm_problem *p);
+} vms_verbs[] = {
+    {"start", vms_do_start},
+    {"resume", vms_do_start},
+    {"suspend", vms_do_suspend},
+    {"archive", vms_do_archive},
+};
+
 static int vms_dispatch(struct vmhost *vh, virDomainPtr dom, struct vm_meta *m, const char *verb,
                         struct vm_problem *p)
 {
-        if (strcmp(verb, "start") == 0 || strcmp(verb, "resume") == 0)
-                return vms_do_start(vh, dom, m, p);
-        if (strcmp(verb, "suspend") == 0)
-                return vms_do_suspend(vh, dom, m, p);
-        if (strcmp(verb, "archive") == 0)
-                return vms_do_archive(vh, dom, m, p);
+        for (size_t i = 0; i < sizeof(vms_verbs) / sizeof(vms_verbs[0]); i++)
+                if (strcmp(verb, vms_verbs[i].name) == 0)
+                        return vms_verbs[i].run(vh, dom, m, p);
         return vms_problem(p, 404, "not-found", "no verb '%s'", verb);
 }
 
