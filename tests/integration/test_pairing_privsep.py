@@ -13,14 +13,18 @@ import time
 import pytest
 
 from test_agent_privilege import status  # noqa: E402
-from test_pairing_adversarial import (confirm, finish, free_port, genesis, join, spawn,  # noqa: F401
+from test_pairing_adversarial import (PAIR, confirm, finish, free_port, genesis, join,  # noqa: F401
                                       work)
 
 
-def serve_split(procs, state, port):
-    """Starts the server; returns (process, code, network pid, parent pid)."""
-    p = spawn(procs, "serve", "--state-dir", state, "--listen", "127.0.0.1", "--pair-port",
-              str(port), "--io-timeout", "5", "--sas-timeout", "20")
+def serve_split(procs, state, port, pass_fds=()):
+    """Starts the server (pass_fds: descriptors it inherits); returns (process, code, network
+    pid, uid)."""
+    p = subprocess.Popen([PAIR, "serve", "--state-dir", state, "--listen", "127.0.0.1",
+                          "--pair-port", str(port), "--io-timeout", "5", "--sas-timeout", "20"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, bufsize=1, pass_fds=pass_fds)
+    procs.append(p)
     seen = []
     net = code = None
     while not (net and code):
@@ -100,6 +104,22 @@ def test_network_process_holds_no_key(work):
                             "--clear-groups", "cat", os.path.join(state, "genesis.key")],
                            capture_output=True)
         assert r.returncode != 0 and not r.stdout
+
+
+def test_inherited_descriptors_do_not_reach_the_network_process(work):
+    # an operator's shell (or a service manager) left the key file open in the server's
+    # environment: the parent may hold it, the network process must not
+    d, procs = work
+    state = genesis(d)
+    leaked = os.open(os.path.join(state, "genesis.key"), os.O_RDONLY)
+    try:
+        g, code, pid, uid = serve_split(procs, state, free_port(), pass_fds=(leaked,))
+    finally:
+        os.close(leaked)
+    assert os.readlink("/proc/%d/fd/%d" % (g.pid, leaked)).endswith("genesis.key")
+    held = sorted(int(fd) for fd in os.listdir("/proc/%d/fd" % pid))
+    assert leaked not in held and len(held) == 5, held  # stdio, the listener, the socketpair
+    assert_holds_nothing(pid, uid, state, code)
 
 
 def test_no_key_during_the_ceremony_and_join_works(work):
