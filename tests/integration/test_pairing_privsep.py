@@ -50,20 +50,27 @@ def netlink_inodes():
 
 
 def memory_holds(pid, needles):
-    """Which of needles (bytes) appear anywhere in pid's readable memory."""
+    """Which of needles (bytes) appear anywhere in pid's readable memory. Regions of 1 GiB or
+    more are a sanitizer's shadow or reserve (never this program's data) and are skipped."""
     found = set()
+    overlap = max(len(n) for n in needles)
     with open("/proc/%d/maps" % pid) as maps, open("/proc/%d/mem" % pid, "rb", 0) as mem:
         for line in maps:
             parts = line.split()
             if "r" not in parts[1] or (len(parts) > 5 and parts[5] in ("[vvar]", "[vsyscall]")):
                 continue
             lo, hi = (int(x, 16) for x in parts[0].split("-"))
-            try:
-                mem.seek(lo)
-                chunk = mem.read(hi - lo)
-            except OSError:
+            if hi - lo >= 1 << 30:
                 continue
-            found |= {n for n in needles if n in chunk}
+            prev = b""
+            for at in range(lo, hi, 1 << 20):
+                try:
+                    mem.seek(at)
+                    chunk = prev + mem.read(min(1 << 20, hi - at))
+                except OSError:
+                    break
+                found |= {n for n in needles if n in chunk}
+                prev = chunk[-overlap:]
     return found
 
 
