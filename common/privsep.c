@@ -22,6 +22,24 @@
 #define PRIVSEP_AUDIT_ARCH AUDIT_ARCH_AARCH64
 #endif
 
+void privsep_close_fds_except(const int *keep, size_t n)
+{
+        unsigned from = 3;
+
+        for (;;) {
+                unsigned next = ~0U;
+
+                for (size_t i = 0; i < n; i++)
+                        if (keep[i] >= (int)from && (unsigned)keep[i] < next)
+                                next = (unsigned)keep[i];
+                if (next > from)
+                        close_range(from, next == ~0U ? ~0U : next - 1, 0);
+                if (next == ~0U)
+                        return;
+                from = next + 1;
+        }
+}
+
 int privsep_user_find(const char *user, struct privsep_drop *d)
 {
         struct passwd *pw = getpwnam(user);

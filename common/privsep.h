@@ -18,6 +18,9 @@ struct privsep_drop {
         bool no_sockets; /* seccomp: refuse socket/socketpair/connect/bind/listen with EACCES */
 };
 
+/* Closes every descriptor from 3 up except the n in keep: what the process was started with
+ * (an operator's shell, a service manager) is not handed to the side that reads hostile input. */
+void privsep_close_fds_except(const int *keep, size_t n);
 /* Looks user up (before the drop: it reads /etc/passwd). -ENOENT when there is no such user. */
 int privsep_user_find(const char *user, struct privsep_drop *d);
 /* Drops what d says, in this order: bounding set, supplementary groups, gid, uid (as root with a

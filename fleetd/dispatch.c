@@ -752,19 +752,14 @@ static void verb_apply_lifecycle(struct fleetd *f, struct fleet_vm *vm, const st
         o->body = vm_to_json(f, vm, clock_monotonic_ms());
 }
 
-/* The node's request id: 1..39 of [A-Za-z0-9_-], else the answer makes no sense. */
+/* The node's request id (common/ident.h), else the answer makes no sense. */
 static const char *verb_request_id(const char *answer, json_t **ret_o)
 {
         json_t *o = answer ? json_loads(answer, JSON_REJECT_DUPLICATES, NULL) : NULL;
         const char *rid = json_string_value(json_object_get(o, "request_id"));
-        size_t n = rid ? strlen(rid) : 0;
 
-        for (size_t i = 0; i < n; i++)
-                if (!((rid[i] >= 'a' && rid[i] <= 'z') || (rid[i] >= 'A' && rid[i] <= 'Z') ||
-                      (rid[i] >= '0' && rid[i] <= '9') || rid[i] == '-' || rid[i] == '_'))
-                        n = 0;
         *ret_o = o;
-        return n > 0 && n < 40 ? rid : NULL;
+        return ident_valid(IDENT_REQUEST, rid) ? rid : NULL;
 }
 
 static void verb_apply_verify(struct fleetd *f, struct fleet_vm *vm, const struct vm_verb *v,

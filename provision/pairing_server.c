@@ -669,6 +669,7 @@ static int pair_server_child(struct pair_server *sv, int lfd)
 {
         const struct pair_server_opts *o = sv->o;
         struct privsep_drop d = {.no_files = true, .no_sockets = true};
+        const int keep[] = {lfd, sv->priv_fd};
         char err[256];
         int64_t linger_until;
         int ret;
@@ -678,6 +679,9 @@ static int pair_server_child(struct pair_server *sv, int lfd)
                         PRIVSEP_USER);
                 return EPERM;
         }
+        /* nothing the server was started with but stdio: a descriptor an operator's shell
+         * left open (a key file, a netlink socket) does not reach this process */
+        privsep_close_fds_except(keep, 2);
         if (privsep_drop_now(&d, err, sizeof(err)) < 0) {
                 fprintf(stderr, "pairing server: %s\n", err);
                 return EPERM;

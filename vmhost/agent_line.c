@@ -70,10 +70,7 @@ static int agent_hex32(const char *s, uint8_t out[32])
 {
         size_t bin_len = 0;
 
-        for (const char *p = s; *p; p++)
-                if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
-                        return -EINVAL;
-        if (strlen(s) != 64 || sodium_hex2bin(out, 32, s, 64, NULL, &bin_len, NULL) != 0)
+        if (!ident_hex_valid(s, 64) || sodium_hex2bin(out, 32, s, 64, NULL, &bin_len, NULL) != 0)
                 return -EINVAL;
         return 0;
 }

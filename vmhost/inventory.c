@@ -144,7 +144,9 @@ static json_t *inventory_build(struct vmhost *vh, virConnectPtr c, uint64_t *com
                 struct vm_meta m;
                 const char *id = virDomainGetName(doms[i]);
 
-                if (items && inventory_vm_meta(doms[i], &m) == 0) {
+                /* a domain whose name is no VM id (made by hand) is not a Totebox VM: listing it
+                 * would make fleetd refuse the whole inventory (common/ident.h) */
+                if (items && ident_valid(IDENT_VM, id) && inventory_vm_meta(doms[i], &m) == 0) {
                         inventory_sync_agent(vh, doms[i], id, &m);
                         items[k] = inventory_vm_json(doms[i], &m, id, agent_chan_integrity(vh, id),
                                                      agent_chan_status(vh, id));

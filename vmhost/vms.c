@@ -478,24 +478,36 @@ void vms_archive_timers(struct vmhost *vh)
         pthread_mutex_unlock(&vh->ops_lock);
 }
 
-/* A start path (start, resume): like a creation it increases the creation counter once done, and
- * its answer carries the value, so that fleetd holds the VM's memory until figures at that
- * counter count it (docs/contracts.md section 1). */
-static bool vms_verb_starts(const char *verb)
+/* The lifecycle verbs: resume is a start (the pin gate and the refusals apply to both). There is
+ * no delete, undefine or migrate row, and no other way to reach one. A start path, like a
+ * creation, increases the creation counter once done and its answer carries the value, so that
+ * fleetd holds the VM's memory until figures at that counter count it (docs/contracts.md
+ * section 1). */
+static const struct vms_verb {
+        const char *name;
+        int (*run)(struct vmhost *vh, virDomainPtr dom, struct vm_meta *m, struct vm_problem *p);
+        bool starts;
+} vms_verbs[] = {
+    {"start", vms_do_start, true},
+    {"resume", vms_do_start, true},
+    {"suspend", vms_do_suspend, false},
+    {"archive", vms_do_archive, false},
+};
+
+static const struct vms_verb *vms_verb_find(const char *verb)
 {
-        return strcmp(verb, "start") == 0 || strcmp(verb, "resume") == 0;
+        for (size_t i = 0; i < sizeof(vms_verbs) / sizeof(vms_verbs[0]); i++)
+                if (strcmp(verb, vms_verbs[i].name) == 0)
+                        return &vms_verbs[i];
+        return NULL;
 }
 
 static int vms_dispatch(struct vmhost *vh, virDomainPtr dom, struct vm_meta *m, const char *verb,
                         struct vm_problem *p)
 {
-        if (strcmp(verb, "start") == 0 || strcmp(verb, "resume") == 0)
-                return vms_do_start(vh, dom, m, p);
-        if (strcmp(verb, "suspend") == 0)
-                return vms_do_suspend(vh, dom, m, p);
-        if (strcmp(verb, "archive") == 0)
-                return vms_do_archive(vh, dom, m, p);
-        return vms_problem(p, 404, "not-found", "no verb '%s'", verb);
+        const struct vms_verb *v = vms_verb_find(verb);
+
+        return v ? v->run(vh, dom, m, p) : vms_problem(p, 404, "not-found", "no verb '%s'", verb);
 }
 
 int vms_action(struct vmhost *vh, const char *id, const char *verb, json_t **ret_vm,
@@ -518,7 +530,7 @@ int vms_action(struct vmhost *vh, const char *id, const char *verb, json_t **ret
                 virt_touch(vh);
                 *ret_vm = vms_vm_json(vh, dom, &m);
         }
-        if (dom && vms_verb_starts(verb))
+        if (dom && vms_verb_find(verb) && vms_verb_find(verb)->starts)
                 r = vms_create_count(vh, r, ret_vm, p);
         pthread_mutex_unlock(&vh->ops_lock);
         if (dom)

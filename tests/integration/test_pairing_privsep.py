@@ -13,14 +13,18 @@ import time
 import pytest
 
 from test_agent_privilege import status  # noqa: E402
-from test_pairing_adversarial import (confirm, finish, free_port, genesis, join, spawn,  # noqa: F401
+from test_pairing_adversarial import (PAIR, confirm, finish, free_port, genesis, join,  # noqa: F401
                                       work)
 
 
-def serve_split(procs, state, port):
-    """Starts the server; returns (process, code, network pid, parent pid)."""
-    p = spawn(procs, "serve", "--state-dir", state, "--listen", "127.0.0.1", "--pair-port",
-              str(port), "--io-timeout", "5", "--sas-timeout", "20")
+def serve_split(procs, state, port, pass_fds=()):
+    """Starts the server (pass_fds: descriptors it inherits); returns (process, code, network
+    pid, uid)."""
+    p = subprocess.Popen([PAIR, "serve", "--state-dir", state, "--listen", "127.0.0.1",
+                          "--pair-port", str(port), "--io-timeout", "5", "--sas-timeout", "20"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, bufsize=1, pass_fds=pass_fds)
+    procs.append(p)
     seen = []
     net = code = None
     while not (net and code):
@@ -46,20 +50,27 @@ def netlink_inodes():
 
 
 def memory_holds(pid, needles):
-    """Which of needles (bytes) appear anywhere in pid's readable memory."""
+    """Which of needles (bytes) appear anywhere in pid's readable memory. Regions of 1 GiB or
+    more are a sanitizer's shadow or reserve (never this program's data) and are skipped."""
     found = set()
+    overlap = max(len(n) for n in needles)
     with open("/proc/%d/maps" % pid) as maps, open("/proc/%d/mem" % pid, "rb", 0) as mem:
         for line in maps:
             parts = line.split()
             if "r" not in parts[1] or (len(parts) > 5 and parts[5] in ("[vvar]", "[vsyscall]")):
                 continue
             lo, hi = (int(x, 16) for x in parts[0].split("-"))
-            try:
-                mem.seek(lo)
-                chunk = mem.read(hi - lo)
-            except OSError:
+            if hi - lo >= 1 << 30:
                 continue
-            found |= {n for n in needles if n in chunk}
+            prev = b""
+            for at in range(lo, hi, 1 << 20):
+                try:
+                    mem.seek(at)
+                    chunk = prev + mem.read(min(1 << 20, hi - at))
+                except OSError:
+                    break
+                found |= {n for n in needles if n in chunk}
+                prev = chunk[-overlap:]
     return found
 
 
@@ -100,6 +111,22 @@ def test_network_process_holds_no_key(work):
                             "--clear-groups", "cat", os.path.join(state, "genesis.key")],
                            capture_output=True)
         assert r.returncode != 0 and not r.stdout
+
+
+def test_inherited_descriptors_do_not_reach_the_network_process(work):
+    # an operator's shell (or a service manager) left the key file open in the server's
+    # environment: the parent may hold it, the network process must not
+    d, procs = work
+    state = genesis(d)
+    leaked = os.open(os.path.join(state, "genesis.key"), os.O_RDONLY)
+    try:
+        g, code, pid, uid = serve_split(procs, state, free_port(), pass_fds=(leaked,))
+    finally:
+        os.close(leaked)
+    assert os.readlink("/proc/%d/fd/%d" % (g.pid, leaked)).endswith("genesis.key")
+    held = sorted(int(fd) for fd in os.listdir("/proc/%d/fd" % pid))
+    assert leaked not in held and len(held) == 5, held  # stdio, the listener, the socketpair
+    assert_holds_nothing(pid, uid, state, code)
 
 
 def test_no_key_during_the_ceremony_and_join_works(work):

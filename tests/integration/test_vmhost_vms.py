@@ -6,6 +6,7 @@ RAM, another request for the same id, archived, pinned elsewhere)."""
 import hashlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from test_vmhost_harness import (FleetTrust, Vmhost, build_image, destroy_all,  # noqa: E402
+from test_vmhost_harness import (FleetTrust, Vmhost, build_image, destroy_all, give,  # noqa: E402
                                  make_root, remove_root, sha256, validate, wait_for)
 
 FIXED_KEY = "IVL40Zt5HSRFMkLhXy6rbLfP+ntqXtMAl5YOBpiB2xI="
@@ -187,3 +188,21 @@ def test_pinned_elsewhere_is_refused(env):
     # The pinned key and the accepted tree head survived the restart (domain metadata).
     assert inv["vms"][0]["vault_public_key"] == FIXED_KEY
     assert inv["vms"][0]["integrity"]["tree_size"] == 1
+
+
+def test_domain_named_by_hand_is_not_listed(env):
+    # root on the node defines a copy of vm-a's definition under a name that is no VM id
+    # (common/ident.h): vmhost does not list it, so fleetd, which would refuse an inventory
+    # holding it, keeps taking the node's inventory
+    env["vh"].stop()
+    qemu = os.path.join(env["root"], "libvirt", "etc", "qemu")
+    xml = open(os.path.join(qemu, "vm-a.xml")).read()
+    xml = re.sub(r"<uuid>[^<]*</uuid>", "", xml.replace("<name>vm-a</name>", "<name>Win10</name>"))
+    with open(os.path.join(qemu, "Win10.xml"), "w") as f:
+        f.write(xml)
+    give(os.path.join(qemu, "Win10.xml"))
+    env["vh"] = Vmhost(env["root"], hb_port=env["hb"].getsockname()[1],
+                       mesh_state_dir=env["trust"].mesh_dir(env["root"], "node1"))
+    status, inv, _ = env["vh"].call("GET", "/v1/inventory")
+    assert status == 200 and [v["id"] for v in inv["vms"]] == ["vm-a"], inv
+    validate(inv, "inventory.schema.json")
