@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/fs.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,8 @@
 
 #include "agent/agent.h"
 #include "common/clock.h"
+
+static void seal_check_ledger_size(struct vault *v);
 
 #define SEAL_SUFFIX ".supersedes-"
 
@@ -201,8 +204,11 @@ static int seal_commit(struct vault *v, int fd, const char *name, struct ledger_
         return r;
 }
 
-/* 0 sealed, 1 skipped (not ready or not eligible), <0 failed. */
-static int seal_one(struct vault *v, const char *name, uint64_t max_bytes)
+/* 0 sealed, 1 skipped (not ready or not eligible), <0 failed. plan_name names the asset (and
+ * the superseded record); expect (may be NULL) is the hash the content must have: -EBADMSG
+ * before anything is stored when it differs. */
+static int seal_one_as(struct vault *v, const char *name, const char *plan_name, uint64_t max_bytes,
+                       const uint8_t *expect, struct ledger_entry *ret)
 {
         struct ledger_entry e;
         struct stat st, st2;
@@ -224,15 +230,50 @@ static int seal_one(struct vault *v, const char *name, uint64_t max_bytes)
         if (fstat(fd, &st2) < 0 || st2.st_size != st.st_size || (uint64_t)st.st_size != size ||
             st2.st_mtim.tv_sec != st.st_mtim.tv_sec || st2.st_mtim.tv_nsec != st.st_mtim.tv_nsec)
                 goto cleanup;
+        if (expect && sodium_memcmp(expect, e.hash, AGENT_HASH_LEN) != 0) {
+                r = -EBADMSG;
+                goto cleanup;
+        }
         e.seq = v->ledger.next_seq;
         e.size = size;
         clock_format_rfc3339(clock_realtime_ms(), e.time, sizeof(e.time));
         memcpy(e.prev, v->ledger.n ? v->ledger.last_line_hash : (uint8_t[32]){0}, 32);
-        seal_plan(v, name, &e);
+        seal_plan(v, plan_name, &e);
         r = seal_commit(v, fd, name, &e);
+        if (r == 0 && ret)
+                *ret = e;
 cleanup:
         close(fd);
         return r;
+}
+
+static int seal_one(struct vault *v, const char *name, uint64_t max_bytes)
+{
+        return seal_one_as(v, name, name, max_bytes, NULL, NULL);
+}
+
+int seal_named(struct vault *v, const char *inbox_name, const char *plan_name, uint64_t max_bytes,
+               const uint8_t expect[AGENT_HASH_LEN], struct ledger_entry *ret)
+{
+        int r;
+
+        if (v->read_only || v->ledger_fd < 0 || v->inbox_fd < 0 || v->state_fd < 0)
+                return -EROFS;
+        seal_check_ledger_size(v);
+        seal_recover(v, NULL);
+        if (!v->ledger.ends_clean)
+                return -EUCLEAN;
+        if (!v->head_ok)
+                return -ENOTRECOVERABLE;
+        if (v->intent_pending)
+                return -EAGAIN;
+        r = seal_one_as(v, inbox_name, plan_name, max_bytes, expect, ret);
+        return r > 0 ? -EBUSY : r;
+}
+
+bool seal_supersedes_valid(const struct vault *v, uint64_t seq)
+{
+        return seal_supersedes_known(&v->ledger, seq);
 }
 
 static int seal_cmp_names(const void *a, const void *b)
