@@ -84,7 +84,7 @@ int diode_frame_parse_header(const char *line, size_t len, char ret_id[DIODE_ID_
                         return -EINVAL;
                 p = f[i] + fl[i] + 1;
         }
-        if (fl[0] == 0 || fl[0] > DIODE_ID_MAX)
+        if (fl[0] == 0 || fl[0] > DIODE_ID_MAX || memchr(f[0], '\0', fl[0]))
                 return -EINVAL;
         memcpy(id, f[0], fl[0]);
         id[fl[0]] = '\0';

@@ -21,6 +21,11 @@ struct api_request {
         char request_id[40];
         struct MHD_Connection *conn;
         char actor[64]; /* the token's name, "anonymous" when auth is off */
+        /* API_BODY_FILE: the body in an unlinked spool file (owned by the connection) */
+        int body_fd;
+        bool body_in_file, body_too_large;
+        uint64_t body_size;
+        uint8_t body_hash[32]; /* BLAKE2b-256 of the spooled body */
 };
 
 /* An answer's bytes shared by every request that sends them (the cached node list): counted
@@ -45,13 +50,17 @@ struct api_response {
         const char *content_type;
         const char *header_name, *header_value; /* one extra header (Allow, WWW-Authenticate) */
         bool etag; /* a list route's 200: tagged, and 304 when If-None-Match names the tag */
+        char *header_owned; /* header_value's storage when it is malloc'd (owned) */
+        bool has_file;      /* send file_fd's file_len bytes (the response takes the fd) */
+        int file_fd;
+        uint64_t file_len;
         char allow[64];
 };
 
 typedef void (*api_handler)(struct api_request *req, struct api_response *resp);
 
 /* What a route takes as a body: none (a body is refused: 400 unexpected-body), or JSON. */
-enum api_body { API_BODY_NONE, API_BODY_JSON };
+enum api_body { API_BODY_NONE, API_BODY_JSON, API_BODY_FILE };
 
 #define API_QUERY_MAX 8
 
@@ -99,6 +108,10 @@ void api_nodes_get(struct api_request *req, struct api_response *resp);
 void api_vms_list(struct api_request *req, struct api_response *resp);
 void api_vms_get(struct api_request *req, struct api_response *resp);
 void api_vms_verb(struct api_request *req, struct api_response *resp);
+/* api_records.c: the Diode, forwarded to the VM's node */
+void api_records_deposit(struct api_request *req, struct api_response *resp);
+void api_records_list(struct api_request *req, struct api_response *resp);
+void api_records_read(struct api_request *req, struct api_response *resp);
 /* Makes s valid UTF-8 in place: a byte that does not start or continue a well-formed sequence
  * (including a sequence cut short by truncation) becomes '?'. */
 void api_utf8_sanitise(char *s);
