@@ -145,7 +145,7 @@ static const char *ctl_vault_key(struct ctl *c, json_t *rec)
 static bool ctl_check(struct ctl *c, json_t *rec, uint64_t size, const uint8_t hash[32],
                       const char *what)
 {
-        char why[200];
+        char why[400];
 
         if (diode_record_check(rec, ctl_vault_key(c, rec), why, sizeof(why)) == 0 &&
             diode_record_check_content(rec, size, hash, why, sizeof(why)) == 0)
