@@ -363,15 +363,18 @@ int channel_send_stream(struct channel *c, int fd, uint64_t size, const char *id
 /* ---- the Diode (diode.c): deposits, listing and reading records, on the host's command ---- */
 #define DIODE_NAME_MAX 200 /* bytes of a deposit's name */
 #define DIODE_LIST_MAX 100 /* records in one record-list answer */
+#define DIODE_WBUF     (1u << 20)
 
 struct diode_deposit {
         bool active;
         char id[DIODE_ID_MAX + 1];
         char request_id[CHANNEL_ID_MAX + 1];
         char plan_name[DIODE_NAME_MAX + 32]; /* NAME or NAME.supersedes-N */
-        uint64_t size, received;
+        uint64_t size, received;             /* received: bytes taken, written or in wbuf */
         uint8_t hash[AGENT_HASH_LEN];
-        int fd; /* the part file, written at received */
+        int fd;        /* the part file */
+        uint8_t *wbuf; /* bytes not yet written: a port read is a page, a write per page costs */
+        size_t wlen;   /* they sit at received - wlen */
 };
 
 struct diode {

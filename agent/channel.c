@@ -272,9 +272,10 @@ int channel_read(struct channel *c, uint64_t now_ms, const struct diode_frame_op
 {
         static uint8_t buf[256 * 1024]; /* one channel per agent; deposits arrive in bulk */
 
-        /* at most 16 reads a call, so a deposit in full flow does not starve the loop */
+        /* at most 256 reads a call (a port read is one page), so a deposit in full flow does
+         * not starve the loop */
         for (int i = 0; c->fd >= 0; i++) {
-                ssize_t n = i < 16 ? read(c->fd, buf, sizeof(buf)) : -2;
+                ssize_t n = i < 256 ? read(c->fd, buf, sizeof(buf)) : -2;
 
                 if (n == -2)
                         return 0;

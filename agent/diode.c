@@ -35,18 +35,45 @@ void diode_init(struct diode *d, struct vault *v, struct channel *ch, uint64_t m
         d->dep.fd = -1;
 }
 
+/* Writes the buffered bytes at their offset; -errno (the deposit cannot go on). */
+static int diode_flush(struct diode_deposit *dep)
+{
+        uint64_t off = dep->received - dep->wlen;
+        size_t done = 0;
+
+        while (done < dep->wlen) {
+                ssize_t w =
+                    pwrite(dep->fd, dep->wbuf + done, dep->wlen - done, (off_t)(off + done));
+
+                if (w < 0 && errno == EINTR)
+                        continue;
+                if (w <= 0)
+                        return w < 0 ? -errno : -EIO;
+                done += (size_t)w;
+        }
+        dep->wlen = 0;
+        return 0;
+}
+
+/* Stops the deposit; what was received is written first, so a resume starts after it. */
 static void diode_stop(struct diode *d)
 {
+        if (d->dep.fd >= 0 && d->dep.wlen)
+                diode_flush(&d->dep);
         if (d->dep.fd >= 0)
                 close(d->dep.fd);
         d->dep.fd = -1;
+        d->dep.wlen = 0;
         d->dep.active = false;
 }
 
 void diode_done(struct diode *d)
 {
-        if (d)
-                diode_stop(d);
+        if (!d)
+                return;
+        diode_stop(d);
+        free(d->dep.wbuf);
+        d->dep.wbuf = NULL;
 }
 
 static void diode_send(struct diode *d, json_t *o)
@@ -405,7 +432,13 @@ static void diode_begin(struct diode *d, const json_t *o, const char *request_id
                         close(fd);
                 return;
         }
-        d->dep = (struct diode_deposit){.active = true, .size = b.size, .fd = fd};
+        if (!d->dep.wbuf && !(d->dep.wbuf = malloc(DIODE_WBUF))) {
+                close(fd);
+                diode_error(d, request_id, "agent-failed", "out of memory");
+                return;
+        }
+        d->dep =
+            (struct diode_deposit){.active = true, .size = b.size, .fd = fd, .wbuf = d->dep.wbuf};
         d->dep.received = (uint64_t)st.st_size > b.size ? 0 : (uint64_t)st.st_size;
         snprintf(d->dep.id, sizeof(d->dep.id), "%s", b.deposit_id);
         snprintf(d->dep.request_id, sizeof(d->dep.request_id), "%s", request_id);
@@ -442,18 +475,20 @@ void diode_on_data(struct diode *d, const char *id, uint64_t offset, const uint8
                 return;
         }
         while (n > 0) {
-                ssize_t w = pwrite(dep->fd, p, n, (off_t)offset);
+                size_t k = n < DIODE_WBUF - dep->wlen ? n : DIODE_WBUF - dep->wlen;
+                int r;
 
-                if (w < 0 && errno == EINTR)
-                        continue;
-                if (w <= 0) {
-                        diode_abort(d, w < 0 ? strerror(errno) : "short write");
+                memcpy(dep->wbuf + dep->wlen, p, k);
+                dep->wlen += k;
+                dep->received += k;
+                p += k;
+                n -= k;
+                if (dep->wlen == DIODE_WBUF && (r = diode_flush(dep)) < 0) {
+                        dep->received -= dep->wlen; /* not written: a resume sends them again */
+                        dep->wlen = 0;
+                        diode_abort(d, strerror(-r));
                         return;
                 }
-                p += w;
-                n -= (size_t)w;
-                offset += (uint64_t)w;
-                dep->received += (uint64_t)w;
         }
 }
 
@@ -477,6 +512,13 @@ static int diode_end(struct diode *d, const char *request_id, const char *deposi
                 return 1;
         }
         diode_part_name(dep->id, part, sizeof(part));
+        r = diode_flush(dep);
+        if (r < 0) {
+                diode_error(d, request_id, "agent-failed", "deposit '%s' not written: %s",
+                            deposit_id, strerror(-r));
+                diode_stop(d);
+                return 1;
+        }
         close(dep->fd); /* sealing refuses a record someone holds open for writing */
         dep->fd = -1;
         r = diode_index_store(d->v, dep->id, d->v->ledger.next_seq, dep->hash);

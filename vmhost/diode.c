@@ -248,7 +248,7 @@ static int diode_deposit_try(struct vmhost *vh, const struct diode_deposit_req *
         uint64_t seal_ms = DIODE_ANSWER_MS + req->size / (4u << 20) * 1000;
         struct diode_wait w;
         const char *type;
-        uint64_t from;
+        uint64_t from, t0, t1;
         int r;
 
         diode_wait_init(&w, "dep");
@@ -262,9 +262,11 @@ static int diode_deposit_try(struct vmhost *vh, const struct diode_deposit_req *
         if (r < 0)
                 goto cleanup;
         from = (uint64_t)json_integer_value(json_object_get(w.answer, "offset"));
+        t0 = clock_monotonic_ms();
         r = from > req->size ? -EBADMSG : diode_send_frames(vh, req, data_fd, w.gen, from);
         if (r < 0)
                 goto cleanup;
+        t1 = clock_monotonic_ms();
         diode_wait_done(&w);
         diode_wait_init(&w, "dep");
         r = diode_ask(vh, req->vm_id, &w,
@@ -278,6 +280,10 @@ static int diode_deposit_try(struct vmhost *vh, const struct diode_deposit_req *
         else if (r == 0) {
                 *ret_answer = json_incref(w.answer);
                 r = 1;
+                log_info("VM '%s': deposit '%s': %" PRIu64 " bytes sent from offset %" PRIu64
+                         " in %" PRIu64 " ms; the agent's answer %" PRIu64 " ms later",
+                         req->vm_id, req->deposit_id, req->size - from, from, t1 - t0,
+                         clock_monotonic_ms() - t1);
         }
 cleanup:
         diode_wait_done(&w);
