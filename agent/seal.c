@@ -252,21 +252,27 @@ static int seal_one(struct vault *v, const char *name, uint64_t max_bytes)
         return seal_one_as(v, name, name, max_bytes, NULL, NULL);
 }
 
-int seal_named(struct vault *v, const char *inbox_name, const char *plan_name, uint64_t max_bytes,
-               const uint8_t expect[AGENT_HASH_LEN], struct ledger_entry *ret)
+/* Whether a seal may start: recovery first, then the ledger and its head must allow one. */
+static int seal_ready(struct vault *v, struct mismatch_list *log)
 {
-        int r;
-
         if (v->read_only || v->ledger_fd < 0 || v->inbox_fd < 0 || v->state_fd < 0)
                 return -EROFS;
         seal_check_ledger_size(v);
-        seal_recover(v, NULL);
+        seal_recover(v, log);
         if (!v->ledger.ends_clean)
                 return -EUCLEAN;
         if (!v->head_ok)
                 return -ENOTRECOVERABLE;
-        if (v->intent_pending)
-                return -EAGAIN;
+        return v->intent_pending ? -EAGAIN : 0;
+}
+
+int seal_named(struct vault *v, const char *inbox_name, const char *plan_name, uint64_t max_bytes,
+               const uint8_t expect[AGENT_HASH_LEN], struct ledger_entry *ret)
+{
+        int r = seal_ready(v, NULL);
+
+        if (r < 0)
+                return r;
         r = seal_one_as(v, inbox_name, plan_name, max_bytes, expect, ret);
         return r > 0 ? -EBUSY : r;
 }
@@ -340,16 +346,9 @@ int seal_scan_inbox(struct vault *v, uint64_t max_bytes, struct seal_result *ret
         int r;
 
         memset(ret, 0, sizeof(*ret));
-        if (v->read_only || v->ledger_fd < 0 || v->inbox_fd < 0 || v->state_fd < 0)
-                return -EROFS;
-        seal_check_ledger_size(v);
-        seal_recover(v, log);
-        if (!v->ledger.ends_clean)
-                return -EUCLEAN;
-        if (!v->head_ok)
-                return -ENOTRECOVERABLE;
-        if (v->intent_pending)
-                return -EAGAIN;
+        r = seal_ready(v, log);
+        if (r < 0)
+                return r;
         r = seal_list_inbox(v->inbox_fd, &names, &n);
         if (r < 0)
                 return r;

@@ -4,6 +4,7 @@
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/diode_record.h"
 #include "common/merkle.h"
@@ -81,6 +82,21 @@ int diode_record_check(const json_t *o, const char *pk_b64, char *why, size_t wh
 cleanup:
         json_decref(e);
         return r;
+}
+
+char *diode_record_header(const char *line, size_t len)
+{
+        size_t k = 15;
+        char *v;
+
+        if (len <= 15 || strncasecmp(line, "Totebox-Record:", 15) != 0)
+                return NULL;
+        while (k < len && line[k] == ' ')
+                k++;
+        v = strndup(line + k, len - k);
+        if (v)
+                v[strcspn(v, "\r\n")] = '\0';
+        return v;
 }
 
 int diode_record_check_content(const json_t *o, uint64_t size, const uint8_t hash[32], char *why,

@@ -14,5 +14,8 @@
 int diode_record_check(const json_t *o, const char *pk_b64, char *why, size_t whylen);
 /* The same for bytes that came with it: their size and BLAKE2b-256 (computed by the caller) must
  * be the entry's. */
+/* The value of a "Totebox-Record:" header line (libcurl's header callback hands one line with
+ * its CRLF): malloc'd, or NULL when the line is another header. */
+char *diode_record_header(const char *line, size_t len);
 int diode_record_check_content(const json_t *o, uint64_t size, const uint8_t hash[32], char *why,
                                size_t whylen);

@@ -34,15 +34,10 @@ struct ctl_xfer {
 static size_t ctl_xfer_header(char *data, size_t size, size_t n, void *arg)
 {
         struct ctl_xfer *x = arg;
-        size_t len = size * n, k = 15;
+        size_t len = size * n;
 
-        if (len > 15 && strncasecmp(data, "Totebox-Record:", 15) == 0 && !x->record) {
-                while (k < len && data[k] == ' ')
-                        k++;
-                x->record = strndup(data + k, len - k);
-                if (x->record)
-                        x->record[strcspn(x->record, "\r\n")] = '\0';
-        }
+        if (!x->record)
+                x->record = diode_record_header(data, len);
         return len;
 }
 

@@ -19,6 +19,7 @@
 
 #include "common/clock.h"
 #include "common/diode_frame.h"
+#include "common/diode_record.h"
 #include "common/log.h"
 #include "fleetd/api.h"
 #include "fleetd/store.h"
@@ -35,25 +36,15 @@ struct records_call {
         bool overflow;
         long status;
         char *record; /* the Totebox-Record header */
-        char content_type[64];
 };
 
 static size_t records_header(char *data, size_t size, size_t nmemb, void *arg)
 {
         struct records_call *c = arg;
-        size_t n = size * nmemb, k;
+        size_t n = size * nmemb;
 
-        if (n > 15 && strncasecmp(data, "Totebox-Record:", 15) == 0 && !c->record) {
-                for (k = 15; k < n && data[k] == ' '; k++)
-                        ;
-                c->record = strndup(data + k, n - k);
-                if (c->record)
-                        c->record[strcspn(c->record, "\r\n")] = '\0';
-        } else if (n > 13 && strncasecmp(data, "Content-Type:", 13) == 0) {
-                snprintf(c->content_type, sizeof(c->content_type), "%.*s", (int)(n - 13),
-                         data + 13);
-                c->content_type[strcspn(c->content_type, "\r\n")] = '\0';
-        }
+        if (!c->record)
+                c->record = diode_record_header(data, n);
         return n;
 }
 

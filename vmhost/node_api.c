@@ -418,11 +418,26 @@ static enum MHD_Result node_send_record(struct MHD_Connection *conn, json_t *rec
         return ret;
 }
 
+/* A Diode route's JSON answer (r: its status) or problem. */
+static enum MHD_Result node_answer(struct MHD_Connection *conn, int r, json_t *o,
+                                   const struct vm_problem *p)
+{
+        struct node_resp resp = {0};
+        enum MHD_Result ret;
+
+        if (r < 0)
+                node_problem(&resp, p);
+        else
+                node_json(&resp, (unsigned)r, o);
+        ret = node_send(conn, &resp);
+        json_decref(resp.body);
+        return ret;
+}
+
 /* GET /v1/vms/{id}/records and /records/{seq}: answered from the agent, never from a cache. */
 static enum MHD_Result node_records_get(struct vmhost *vh, struct MHD_Connection *conn,
                                         const char *id, uint64_t seq)
 {
-        struct node_resp resp = {0};
         struct vm_problem p;
         uint64_t after = 0, limit = 50;
         json_t *o = NULL;
@@ -449,13 +464,7 @@ static enum MHD_Result node_records_get(struct vmhost *vh, struct MHD_Connection
                 if (fd >= 0)
                         close(fd);
         }
-        if (r < 0)
-                node_problem(&resp, &p);
-        else
-                node_json(&resp, (unsigned)r, o);
-        ret = node_send(conn, &resp);
-        json_decref(resp.body);
-        return ret;
+        return node_answer(conn, r, o, &p);
 }
 
 /* POST /v1/vms/{id}/records: the body is spooled as it arrives, then deposited. */
@@ -463,11 +472,9 @@ static enum MHD_Result node_deposit(struct vmhost *vh, struct MHD_Connection *co
                                     struct node_conn *c, const char *id, const char *upload,
                                     size_t *upload_size)
 {
-        struct node_resp resp = {0};
         struct diode_deposit_req req;
         struct vm_problem p;
         json_t *o = NULL;
-        enum MHD_Result ret;
         int r;
 
         if (*upload_size) {
@@ -491,13 +498,7 @@ static enum MHD_Result node_deposit(struct vmhost *vh, struct MHD_Connection *co
                                 (unsigned long long)vh->cfg.max_record_bytes);
         else if ((r = node_deposit_req(conn, c, id, &req, &p)) == 0)
                 r = diode_deposit(vh, &req, c->spool_fd, &o, &p);
-        if (r < 0)
-                node_problem(&resp, &p);
-        else
-                node_json(&resp, (unsigned)r, o);
-        ret = node_send(conn, &resp);
-        json_decref(resp.body);
-        return ret;
+        return node_answer(conn, r, o, &p);
 }
 
 static bool node_caller_is_controller(struct vmhost *vh, const struct sockaddr *sa);

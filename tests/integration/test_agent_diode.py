@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 import signal
-import socket
+import sys
 import subprocess
 import tempfile
 
@@ -18,24 +18,20 @@ import jsonschema
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+sys.path.insert(0, os.path.dirname(__file__))
+import test_agent_channel  # noqa: E402
+
 BUILD = os.environ.get("TOTEBOX_BUILD_DIR", "build")
 SOURCE = os.environ.get("TOTEBOX_SOURCE_DIR", ".")
 AGENT = os.path.join(BUILD, "agent", "totebox-agent")
 SCHEMA = json.load(open(os.path.join(SOURCE, "schemas", "agent-message.schema.json")))
 
 
-class Host:
-    def __init__(self, sock_path):
-        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.srv.bind(sock_path)
-        self.srv.listen(1)
-        self.srv.settimeout(20)
-        self.conn = None
-        self.buf = b""
+class Host(test_agent_channel.Host):
+    """test_agent_channel's host, reading the Diode's data frames too."""
 
     def accept(self):
-        self.conn, _ = self.srv.accept()
-        self.conn.settimeout(20)
+        super().accept()
         self.buf = b""
 
     def _fill(self):
@@ -66,10 +62,9 @@ class Host:
                 return m
         raise AssertionError("no %s message" % (types,))
 
-    def send(self, obj):
+    def send_msg(self, obj):
+        jsonschema.validate(obj, SCHEMA)
         self.conn.sendall(json.dumps(obj).encode() + b"\n")
-        if "type" in obj:
-            jsonschema.validate(obj, SCHEMA)
 
     def frames(self, fid, data, offset=0, chunk=256 * 1024):
         for i in range(offset, len(data), chunk):
@@ -152,19 +147,19 @@ def env():
 
 def deposit(host, did, name, data, supersedes=None, rid=None, sizeof=None, hashof=None):
     rid = rid or "r-" + did
-    host.send({"v": 1, "type": "deposit-begin", "request_id": rid, "deposit_id": did,
+    host.send_msg({"v": 1, "type": "deposit-begin", "request_id": rid, "deposit_id": did,
                "name": name, "size": len(data) if sizeof is None else sizeof,
                "blake2b_256": hashof or b2(data), "supersedes": supersedes})
     m = host.recv("deposit-ready", "deposit-receipt", "error", request_id=rid)
     if m["type"] != "deposit-ready":
         return m
     host.frames(did, data, m["offset"])
-    host.send({"v": 1, "type": "deposit-end", "request_id": rid, "deposit_id": did})
+    host.send_msg({"v": 1, "type": "deposit-end", "request_id": rid, "deposit_id": did})
     return host.recv("deposit-receipt", "error", request_id=rid)
 
 
 def read(host, seq, rid="rd1"):
-    host.send({"v": 1, "type": "record-read", "request_id": rid, "seq": seq})
+    host.send_msg({"v": 1, "type": "record-read", "request_id": rid, "seq": seq})
     m = host.recv("record", "error", request_id=rid)
     if m["type"] == "error":
         return m, None
@@ -202,11 +197,11 @@ def test_deposit_receipt_list_read(env):
     for i in range(3, 6):
         assert deposit(host, "dep-%d" % i, "n%d" % i, b"x" * i)["seq"] == i
 
-    host.send({"v": 1, "type": "record-list", "request_id": "l1", "limit": 2})
+    host.send_msg({"v": 1, "type": "record-list", "request_id": "l1", "limit": 2})
     page = host.recv("record-list", request_id="l1")
     assert [x["seq"] for x in page["records"]] == [1, 2] and page["next_after"] == 2
     assert page["total"] == 5
-    host.send({"v": 1, "type": "record-list", "request_id": "l2", "after": 4, "limit": 2})
+    host.send_msg({"v": 1, "type": "record-list", "request_id": "l2", "after": 4, "limit": 2})
     page = host.recv("record-list", request_id="l2")
     assert [x["seq"] for x in page["records"]] == [5] and page["next_after"] is None
 
@@ -221,18 +216,18 @@ def test_dropped_channel_resumes_and_repeats_are_one_record(env):
     d, host, start = env
     start()
     data = os.urandom(1024 * 1024)
-    host.send({"v": 1, "type": "deposit-begin", "request_id": "a1", "deposit_id": "big",
+    host.send_msg({"v": 1, "type": "deposit-begin", "request_id": "a1", "deposit_id": "big",
                "name": "big.bin", "size": len(data), "blake2b_256": b2(data)})
     assert host.recv("deposit-ready", request_id="a1")["offset"] == 0
     host.frames("big", data[:512 * 1024])
     host.conn.close()  # the channel drops mid-deposit
     host.accept()
-    host.send({"v": 1, "type": "deposit-begin", "request_id": "a2", "deposit_id": "big",
+    host.send_msg({"v": 1, "type": "deposit-begin", "request_id": "a2", "deposit_id": "big",
                "name": "big.bin", "size": len(data), "blake2b_256": b2(data)})
     ready = host.recv("deposit-ready", request_id="a2")
     assert 0 < ready["offset"] <= 512 * 1024
     host.frames("big", data, ready["offset"])
-    host.send({"v": 1, "type": "deposit-end", "request_id": "a2", "deposit_id": "big"})
+    host.send_msg({"v": 1, "type": "deposit-end", "request_id": "a2", "deposit_id": "big"})
     r = host.recv("deposit-receipt", request_id="a2")
     check_record(r, data)
     # the same deposit again (the host restarted before it saw the receipt): the same record
@@ -247,11 +242,11 @@ def test_agent_restart_mid_deposit_resumes(env):
     d, host, start = env
     p = start()
     data = os.urandom(600 * 1024)
-    host.send({"v": 1, "type": "deposit-begin", "request_id": "b1", "deposit_id": "k",
+    host.send_msg({"v": 1, "type": "deposit-begin", "request_id": "b1", "deposit_id": "k",
                "name": "k.bin", "size": len(data), "blake2b_256": b2(data)})
     host.recv("deposit-ready", request_id="b1")
     host.frames("k", data[:300 * 1024])
-    host.send({"v": 1, "type": "record-list", "request_id": "sync"})
+    host.send_msg({"v": 1, "type": "record-list", "request_id": "sync"})
     host.recv("record-list", request_id="sync")  # the frames before it were written
     p.send_signal(signal.SIGKILL)
     p.wait()
@@ -287,14 +282,14 @@ def test_refusals_change_nothing(env):
         m = host.recv("error", "deposit-ready", request_id="c%d" % i)
         assert m["type"] == "error" and m["code"] == code, (change, m)
     # frames out of order, past the size, and a malformed header
-    host.send({"v": 1, "type": "deposit-begin", "request_id": "o1", "deposit_id": "o1",
+    host.send_msg({"v": 1, "type": "deposit-begin", "request_id": "o1", "deposit_id": "o1",
                "name": "o", "size": 10, "blake2b_256": b2(b"0123456789")})
     host.recv("deposit-ready", request_id="o1")
     host.conn.sendall(b"!D o1 5 5\n56789")
     assert host.recv("error", request_id="o1")["code"] == "out-of-step"
-    host.send({"v": 1, "type": "deposit-end", "request_id": "o2", "deposit_id": "o1"})
+    host.send_msg({"v": 1, "type": "deposit-end", "request_id": "o2", "deposit_id": "o1"})
     assert host.recv("error", request_id="o2")["code"] == "out-of-step"
-    host.send({"v": 1, "type": "deposit-begin", "request_id": "o3", "deposit_id": "o3",
+    host.send_msg({"v": 1, "type": "deposit-begin", "request_id": "o3", "deposit_id": "o3",
                "name": "o", "size": 3, "blake2b_256": b2(b"abc")})
     host.recv("deposit-ready", request_id="o3")
     host.conn.sendall(b"!D o3 0 00003\nabc")

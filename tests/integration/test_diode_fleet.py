@@ -12,40 +12,21 @@ import http.client
 import http.server
 import json
 import os
-import socketserver
-import subprocess
 import sys
-import threading
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import test_fleetd_harness as H  # noqa: E402
+from test_fleetd_verify import Relay  # noqa: E402
 from test_vmhost_harness import (VMHOST, FleetTrust, Vmhost, build_image, destroy_all,  # noqa: E402
                                  make_root, remove_root, sha256)
 
 
-class Relay(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    """Where fleetd expects node n1's API: relays each call to vmhost, bytes as they are, unless
-    told to flip a byte of a record (`tamper = "body"`), change its proof (`"proof"`), or drop the
-    answer to the next deposit after vmhost made it (`drop_deposit`)."""
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, listen, port, target_port):
-        self.target_port = target_port
-        self.tamper = None
-        self.drop_deposit = 0
-        self.deposits = 0
-        super().__init__((listen, port), RelayHandler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.shutdown()
-        self.server_close()
-
-
-class RelayHandler(http.server.BaseHTTPRequestHandler):
+class DiodeRelayHandler(http.server.BaseHTTPRequestHandler):
+    """Relays each call to vmhost, bytes as they are, unless told to flip a byte of a record
+    (server.tamper = "body"), change its proof ("proof"), or drop the answer to the next deposit
+    after vmhost made it (server.drop_deposit)."""
     protocol_version = "HTTP/1.1"
 
     def log_message(self, *a):
@@ -64,14 +45,15 @@ class RelayHandler(http.server.BaseHTTPRequestHandler):
         conn.close()
         is_read = "/records/" in self.path and r.status == 200
         if self.command == "POST" and "/records" in self.path:
-            self.server.deposits += 1
-            if self.server.drop_deposit:
+            self.server.deposits = getattr(self.server, "deposits", 0) + 1
+            if getattr(self.server, "drop_deposit", 0):
                 self.server.drop_deposit -= 1
                 self.close_connection = True
                 return  # vmhost sealed it; fleetd never hears
-        if is_read and self.server.tamper == "body" and payload:
+        tamper = getattr(self.server, "tamper", None)
+        if is_read and tamper == "body" and payload:
             payload = bytes([payload[0] ^ 1]) + payload[1:]
-        if is_read and self.server.tamper == "proof" and record:
+        if is_read and tamper == "proof" and record:
             doc = json.loads(base64.b64decode(record))
             doc["sth"]["root"] = "%064x" % (int(doc["sth"]["root"], 16) ^ 1)
             record = base64.b64encode(json.dumps(doc).encode()).decode()
@@ -110,7 +92,8 @@ def fleet():
     vh = Vmhost(root, node_id="n1", hb_port=f.hb_port, fleetd_address="127.0.0.1",
                 heartbeat_source=H.node_address(1), fleet_id="f1",
                 mesh_state_dir=trust.mesh_dir(root, "n1"))
-    relay = Relay(H.node_address(1), f.node_api_port, vh.port)
+    relay = Relay(H.node_address(1), f.node_api_port, vh.port, handler=DiodeRelayHandler)
+    relay.tamper, relay.drop_deposit, relay.deposits = None, 0, 0
     state = {"f": f, "vh": vh, "relay": relay, "root": root}
     try:
         st, body, _ = vh.call("POST", "/v1/images", {"name": "test", "path": manifest,

@@ -32,12 +32,12 @@ class Relay(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, listen, port, target_port):
+    def __init__(self, listen, port, target_port, handler=None):
         self.target_port = target_port
         self.hold = None
         self.hold_s = 0
         self.held = []
-        super().__init__((listen, port), RelayHandler)
+        super().__init__((listen, port), handler or RelayHandler)
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
     def close(self):
