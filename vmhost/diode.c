@@ -24,6 +24,7 @@
 
 #define DIODE_TRIES        5
 #define DIODE_RECONNECT_MS 30000
+#define DIODE_CONNECT_MS   10000
 #define DIODE_WRITE_MS     30000
 #define DIODE_ANSWER_MS    30000
 
@@ -107,7 +108,10 @@ static int diode_send_line(struct vmhost *vh, const char *id, uint64_t gen, json
         return r;
 }
 
-/* One request, one answer: 0 with w->answer set, or -ENOTCONN, -ECONNRESET, -ETIMEDOUT. */
+static void diode_wait_reconnect(struct vmhost *vh, const char *id, uint64_t ms);
+
+/* One request, one answer: 0 with w->answer set, or -ENOTCONN, -ECONNRESET, -ETIMEDOUT. A
+ * channel not connected yet (vmhost just started, the agent restarting) gets a few seconds. */
 static int diode_ask(struct vmhost *vh, const char *id, struct diode_wait *w, json_t *msg,
                      uint64_t timeout_ms)
 {
@@ -115,6 +119,10 @@ static int diode_ask(struct vmhost *vh, const char *id, struct diode_wait *w, js
 
         json_object_set_new(msg, "request_id", json_string(w->request_id));
         r = agent_chan_wait_add(vh, id, w);
+        if (r == -ENOTCONN) {
+                diode_wait_reconnect(vh, id, DIODE_CONNECT_MS);
+                r = agent_chan_wait_add(vh, id, w);
+        }
         if (r < 0) {
                 json_decref(msg);
                 return r;
@@ -186,9 +194,9 @@ static int diode_channel_problem(int r, const char *id, struct vm_problem *p)
 }
 
 /* Waits for the channel to come back after a drop (the agent reconnects within seconds). */
-static void diode_wait_reconnect(struct vmhost *vh, const char *id)
+static void diode_wait_reconnect(struct vmhost *vh, const char *id, uint64_t ms)
 {
-        uint64_t until = clock_monotonic_ms() + DIODE_RECONNECT_MS;
+        uint64_t until = clock_monotonic_ms() + ms;
 
         while (clock_monotonic_ms() < until) {
                 json_t *st = agent_chan_status(vh, id);
@@ -262,6 +270,9 @@ static int diode_deposit_try(struct vmhost *vh, const struct diode_deposit_req *
         if (r < 0)
                 goto cleanup;
         from = (uint64_t)json_integer_value(json_object_get(w.answer, "offset"));
+        log_info("VM '%s': deposit '%s': the agent holds %" PRIu64 " of %" PRIu64
+                 " bytes; sending the rest",
+                 req->vm_id, req->deposit_id, from, req->size);
         t0 = clock_monotonic_ms();
         r = from > req->size ? -EBADMSG : diode_send_frames(vh, req, data_fd, w.gen, from);
         if (r < 0)
@@ -305,7 +316,7 @@ int diode_deposit(struct vmhost *vh, const struct diode_deposit_req *req, int da
                         break;
                 log_info("VM '%s': deposit '%s' interrupted (%s); resuming", req->vm_id,
                          req->deposit_id, strerror(-r));
-                diode_wait_reconnect(vh, req->vm_id);
+                diode_wait_reconnect(vh, req->vm_id, DIODE_RECONNECT_MS);
         }
         if (r <= 0)
                 return diode_channel_problem(r, req->vm_id, p);

@@ -1,3 +1,4 @@
+# ctest-labels: slow
 """The Diode with real daemons: a real fleetd, a real vmhost (qemu:///embed, TCG) booting the
 offline test image with the real totebox-agent in two Toteboxes on one node. Records go in
 with `fleetctl deposit` and come back with `fleetctl read`, which checks the hash and the
@@ -5,14 +6,18 @@ inclusion proof before it writes anything. The adversary: one Totebox's records 
 through another's id, an unknown id, a suspended Totebox, a VM the node does not hold; an HTTP
 relay between fleetd and vmhost that changes a record's bytes or its proof on the way (refused,
 nothing written) and that swallows a deposit's answer (fleetd retries with the same deposit id:
-one record); and every limit (size, name, supersedes, page size) as a 4xx."""
+one record); vmhost SIGKILLed mid-deposit (resumed from what the agent holds: one record); and
+every limit (size, name, supersedes, page size) as a 4xx. About 60 s."""
 import base64
 import hashlib
 import http.client
 import http.server
 import json
 import os
+import re
+import subprocess
 import sys
+import time
 
 import pytest
 
@@ -85,7 +90,7 @@ def fleet():
                            agent=os.path.join(H.BUILD, "agent", "totebox-agent"))
     f = H.Fleetd(nodes=1, settings={"heartbeat_interval": "2s", "suspect_after": "6s",
                                     "evict_after": "10s", "dispatch_backoff": "200ms", "node_api_timeout": "60s",
-                                    "max_record_bytes": str(4 << 20)})
+                                    "max_record_bytes": str(64 << 20)})
     trust = FleetTrust(nodes=("ctl", "n1"), fleet_id="f1", controller="ctl",
                        addresses={"ctl": "127.0.0.1", "n1": H.node_address(1)})
     trust.give_fleetd(f)
@@ -94,7 +99,7 @@ def fleet():
                 mesh_state_dir=trust.mesh_dir(root, "n1"))
     relay = Relay(H.node_address(1), f.node_api_port, vh.port, handler=DiodeRelayHandler)
     relay.tamper, relay.drop_deposit, relay.deposits = None, 0, 0
-    state = {"f": f, "vh": vh, "relay": relay, "root": root}
+    state = {"f": f, "vh": vh, "relay": relay, "root": root, "trust": trust}
     try:
         st, body, _ = vh.call("POST", "/v1/images", {"name": "test", "path": manifest,
                                                      "sha256": sha256(manifest)})
@@ -111,7 +116,7 @@ def fleet():
         yield state
     finally:
         relay.close()
-        vh.stop()
+        state["vh"].stop()
         f.close()
         destroy_all(root)
         remove_root(root)
@@ -219,9 +224,44 @@ def test_a_lost_answer_is_retried_into_one_record(fleet):
     assert other.returncode == 1 and "conflict" in other.stderr
 
 
+def test_vmhost_killed_mid_deposit_resumes_into_one_record(fleet):
+    """vmhost is SIGKILLed while it streams a deposit to the agent; the Totebox keeps running,
+    fleetd gets no answer and asks again with the same deposit id once vmhost is back, and the
+    agent resumes from what it holds: one record, verified on the way back."""
+    f, a, old = fleet["f"], fleet["a"], fleet["vh"]
+    before = f.json("GET", "/v1/vms/%s/records" % a, expect=200)[1]["total"]
+    data = os.urandom(48 << 20)
+    path = put(fleet, "killed", data)
+    ctl = subprocess.Popen([H.FLEETCTL, "--json", "deposit", a, path, "--deposit-id", "kill-1"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env=dict(os.environ, FLEETCTL_URL="http://127.0.0.1:%d" % f.api_port,
+                                    FLEETCTL_TOKEN=f.token))
+    f.wait(lambda: "deposit 'kill-1': the agent holds 0 of" in old.read_log(), timeout=60,
+           what="vmhost streaming the deposit")
+    time.sleep(0.5)
+    old.proc.kill()
+    old.proc.wait()
+    old.log.close()
+    fleet["vh"] = Vmhost(fleet["root"], node_id="n1", hb_port=f.hb_port,
+                         fleetd_address="127.0.0.1", heartbeat_source=H.node_address(1),
+                         fleet_id="f1", node_api_port=old.port,
+                         mesh_state_dir=fleet["trust"].mesh_dir(fleet["root"], "n1"))
+    out, err = ctl.communicate(timeout=300)
+    assert ctl.returncode == 0, err
+    receipt = json.loads(out)
+    assert receipt["seq"] == before + 1 and receipt["blake2b_256"] == b2(data)
+    resumed = re.findall(r"deposit 'kill-1': the agent holds (\d+) of", fleet["vh"].read_log())
+    assert resumed and int(resumed[-1]) > 0, resumed  # resumed, not sent again from 0
+    assert f.json("GET", "/v1/vms/%s/records" % a, expect=200)[1]["total"] == before + 1
+    back = os.path.join(fleet["root"], "killed.back")
+    f.ctl("read", a, str(receipt["seq"]), "--output", back)
+    with open(back, "rb") as fh:
+        assert fh.read() == data
+
+
 def test_limits_are_clear_4xx(fleet):
     f, a = fleet["f"], fleet["a"]
-    big = put(fleet, "big", b"\0" * ((4 << 20) + 1))
+    big = put(fleet, "big", b"\0" * ((64 << 20) + 1))
     r = f.ctl("deposit", a, big, check=False)
     assert r.returncode == 1 and "(413)" in r.stderr, r.stderr
     r = f.ctl("deposit", a, put(fleet, "n", b"x"), "--name", "n" * 201, check=False)
