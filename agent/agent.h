@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <sodium.h>
+
 #include "common/config.h"
 #include "common/diode_frame.h"
 #include "common/merkle.h"
@@ -270,11 +272,21 @@ int seal_store_head(struct vault *v);
 int seal_recover(struct vault *v, struct mismatch_list *log);
 /* Splits "NAME.supersedes-N" into the kept name and N; returns 0 when there is no suffix. */
 uint64_t seal_parse_supersedes(const char *name, char *ret_name, size_t size);
+/* What a deposit's content must hash to; known: the agent hashed it as it wrote inode (dev,
+ * ino) of size bytes, so that file need not be read again. */
+struct seal_expect {
+        uint8_t hash[AGENT_HASH_LEN];
+        bool known;
+        dev_t dev;
+        ino_t ino;
+        uint64_t size;
+};
+
 /* Seals one named inbox file now (the Diode's deposits, which wait in the inbox under a dot-name
  * the scanner skips). plan_name names the asset as an inbox name would ("NAME" or
- * "NAME.supersedes-N"); -EBADMSG when the content's hash is not expect (nothing stored). */
+ * "NAME.supersedes-N"); -EBADMSG when the content's hash is not expect's (nothing stored). */
 int seal_named(struct vault *v, const char *inbox_name, const char *plan_name, uint64_t max_bytes,
-               const uint8_t expect[AGENT_HASH_LEN], struct ledger_entry *ret);
+               const struct seal_expect *expect, struct ledger_entry *ret);
 bool seal_supersedes_valid(const struct vault *v, uint64_t seq);
 
 /* ---- full verification (verify.c) ---- */
@@ -375,6 +387,9 @@ struct diode_deposit {
         int fd;        /* the part file */
         uint8_t *wbuf; /* bytes not yet written: a port read is a page, a write per page costs */
         size_t wlen;   /* they sit at received - wlen */
+        crypto_generichash_state hs; /* over the bytes as they were written */
+        dev_t dev;                   /* the part file's inode */
+        ino_t ino;
 };
 
 struct diode {

@@ -384,6 +384,25 @@ static int diode_begin_known(struct diode *d, const struct diode_begin *b)
         return 0;
 }
 
+/* The hash over what an earlier try left in the part file (a resume), read from the file. */
+static int diode_hash_prefix(struct diode_deposit *dep)
+{
+        uint64_t off = 0;
+
+        crypto_generichash_init(&dep->hs, NULL, 0, AGENT_HASH_LEN);
+        while (off < dep->received) {
+                size_t n =
+                    dep->received - off < DIODE_WBUF ? (size_t)(dep->received - off) : DIODE_WBUF;
+                ssize_t got = pread(dep->fd, dep->wbuf, n, (off_t)off);
+
+                if (got <= 0)
+                        return -1;
+                crypto_generichash_update(&dep->hs, dep->wbuf, (size_t)got);
+                off += (uint64_t)got;
+        }
+        return 0;
+}
+
 static void diode_begin(struct diode *d, const json_t *o, const char *request_id)
 {
         struct json_input_error jerr = {{0}};
@@ -437,9 +456,19 @@ static void diode_begin(struct diode *d, const json_t *o, const char *request_id
                 diode_error(d, request_id, "agent-failed", "out of memory");
                 return;
         }
-        d->dep =
-            (struct diode_deposit){.active = true, .size = b.size, .fd = fd, .wbuf = d->dep.wbuf};
+        d->dep = (struct diode_deposit){.active = true,
+                                        .size = b.size,
+                                        .fd = fd,
+                                        .wbuf = d->dep.wbuf,
+                                        .dev = st.st_dev,
+                                        .ino = st.st_ino};
         d->dep.received = (uint64_t)st.st_size > b.size ? 0 : (uint64_t)st.st_size;
+        if (diode_hash_prefix(&d->dep) < 0) {
+                diode_error(d, request_id, "agent-failed", "cannot read the deposit file: %s",
+                            strerror(errno));
+                diode_stop(d);
+                return;
+        }
         snprintf(d->dep.id, sizeof(d->dep.id), "%s", b.deposit_id);
         snprintf(d->dep.request_id, sizeof(d->dep.request_id), "%s", request_id);
         memcpy(d->dep.hash, b.hash, AGENT_HASH_LEN);
@@ -474,6 +503,7 @@ void diode_on_data(struct diode *d, const char *id, uint64_t offset, const uint8
                 diode_abort(d, "a data frame out of order or past the announced size");
                 return;
         }
+        crypto_generichash_update(&dep->hs, p, n);
         while (n > 0) {
                 size_t k = n < DIODE_WBUF - dep->wlen ? n : DIODE_WBUF - dep->wlen;
                 int r;
@@ -496,6 +526,7 @@ void diode_on_data(struct diode *d, const char *id, uint64_t offset, const uint8
 static int diode_end(struct diode *d, const char *request_id, const char *deposit_id)
 {
         struct diode_deposit *dep = &d->dep;
+        struct seal_expect x = {.known = true, .dev = dep->dev, .ino = dep->ino};
         struct ledger_entry e;
         char part[DIODE_ID_MAX + 32], name[DIODE_ID_MAX + 16];
         int r;
@@ -521,9 +552,17 @@ static int diode_end(struct diode *d, const char *request_id, const char *deposi
         }
         close(dep->fd); /* sealing refuses a record someone holds open for writing */
         dep->fd = -1;
+        /* the hash of what was written, kept only when it is the announced one: otherwise the
+         * seal re-reads the file and refuses it */
+        crypto_generichash_final(&dep->hs, x.hash, sizeof(x.hash));
+        x.size = dep->size;
+        if (sodium_memcmp(x.hash, dep->hash, AGENT_HASH_LEN) != 0) {
+                x.known = false;
+                memcpy(x.hash, dep->hash, AGENT_HASH_LEN);
+        }
         r = diode_index_store(d->v, dep->id, d->v->ledger.next_seq, dep->hash);
         if (r == 0)
-                r = seal_named(d->v, part, dep->plan_name, d->max_record_bytes, dep->hash, &e);
+                r = seal_named(d->v, part, dep->plan_name, d->max_record_bytes, &x, &e);
         dep->active = false;
         if (r == -EBADMSG) {
                 /* not what was announced: nothing was stored; the next try starts from 0 */

@@ -204,12 +204,28 @@ static int seal_commit(struct vault *v, int fd, const char *name, struct ledger_
         return r;
 }
 
-/* 0 sealed, 1 skipped (not ready or not eligible), <0 failed. plan_name names the asset (and
- * the superseded record); expect (may be NULL) is the hash the content must have: -EBADMSG
- * before anything is stored when it differs. */
-static int seal_one_as(struct vault *v, const char *name, const char *plan_name, uint64_t max_bytes,
-                       const uint8_t *expect, struct ledger_entry *ret)
+/* The content's hash: the one the agent computed as it wrote the file when the file is still
+ * that inode (its own 0600 file, one link, no writer now: nobody else can have changed it), else
+ * hashed from disk. */
+static int seal_hash(int fd, const struct stat *st, const struct seal_expect *x,
+                     uint8_t ret[AGENT_HASH_LEN], uint64_t *ret_size)
 {
+        if (x && x->known && st->st_dev == x->dev && st->st_ino == x->ino &&
+            (uint64_t)st->st_size == x->size) {
+                memcpy(ret, x->hash, AGENT_HASH_LEN);
+                *ret_size = x->size;
+                return 0;
+        }
+        return verify_hash_fd(fd, ret, ret_size);
+}
+
+/* 0 sealed, 1 skipped (not ready or not eligible), <0 failed. plan_name names the asset (and
+ * the superseded record); x (may be NULL) is the hash the content must have: -EBADMSG before
+ * anything is stored when it differs. */
+static int seal_one_as(struct vault *v, const char *name, const char *plan_name, uint64_t max_bytes,
+                       const struct seal_expect *x, struct ledger_entry *ret)
+{
+        const uint8_t *expect = x ? x->hash : NULL;
         struct ledger_entry e;
         struct stat st, st2;
         uint64_t size = 0;
@@ -223,7 +239,7 @@ static int seal_one_as(struct vault *v, const char *name, const char *plan_name,
             (uint64_t)st.st_size > max_bytes || seal_writer_open(fd) || strlen(name) > 255)
                 goto cleanup;
         memset(&e, 0, sizeof(e));
-        r = verify_hash_fd(fd, e.hash, &size);
+        r = seal_hash(fd, &st, x, e.hash, &size);
         if (r < 0)
                 goto cleanup;
         r = 1;
@@ -267,7 +283,7 @@ static int seal_ready(struct vault *v, struct mismatch_list *log)
 }
 
 int seal_named(struct vault *v, const char *inbox_name, const char *plan_name, uint64_t max_bytes,
-               const uint8_t expect[AGENT_HASH_LEN], struct ledger_entry *ret)
+               const struct seal_expect *expect, struct ledger_entry *ret)
 {
         int r = seal_ready(v, NULL);
 

@@ -297,3 +297,27 @@ def test_refusals_change_nothing(env):
     assert [x["seq"] for x in ledger(d)] == [1]
     r = subprocess.run([AGENT, "verify", os.path.join(d, "vault")], capture_output=True)
     assert r.returncode == 0, r.stdout
+
+
+def test_a_swapped_part_file_is_not_sealed(env):
+    """A producer (who may write into the inbox) replaces the deposit's part file with its own
+    bytes before deposit-end: the agent's own hash is for another inode, so the seal reads the
+    file, finds it is not what was announced and seals nothing."""
+    d, host, start = env
+    start()
+    data = os.urandom(64 * 1024)
+    host.send_msg({"v": 1, "type": "deposit-begin", "request_id": "s1", "deposit_id": "swap",
+                   "name": "s.bin", "size": len(data), "blake2b_256": b2(data)})
+    host.recv("deposit-ready", request_id="s1")
+    host.frames("swap", data)
+    host.send_msg({"v": 1, "type": "record-list", "request_id": "sync"})
+    host.recv("record-list", request_id="sync")
+    inbox = os.path.join(d, "vault", "app-console-input")
+    evil = os.path.join(inbox, ".evil.tmp")
+    with open(evil, "wb") as f:
+        f.write(os.urandom(len(data)))
+    os.rename(evil, os.path.join(inbox, ".deposit-swap.part"))
+    host.send_msg({"v": 1, "type": "deposit-end", "request_id": "s2", "deposit_id": "swap"})
+    m = host.recv("deposit-receipt", "error", request_id="s2")
+    assert m["type"] == "error" and m["code"] == "hash-mismatch", m
+    assert ledger(d) == []
