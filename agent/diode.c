@@ -586,8 +586,11 @@ static int diode_end(struct diode *d, const char *request_id, const char *deposi
 
 /* ---- listing and reading ---- */
 
+#define DIODE_LIST_SLACK 2048 /* the answer's other fields and the entries' JSON quoting */
+
 struct diode_list {
         uint64_t after, limit;
+        size_t bytes;
         json_t *records;
         uint64_t last_seq;
         bool more;
@@ -604,10 +607,13 @@ static int diode_list_line(void *ctx, const char *line, size_t len, uint64_t ind
         if (len > LEDGER_LINE_MAX || ledger_entry_parse(line, len, &e, err, sizeof(err)) < 0 ||
             e.seq <= l->after)
                 return 0;
-        if (json_array_size(l->records) == l->limit) {
+        /* the answer is one channel line: a page stops short of CHANNEL_LINE_MAX */
+        if (json_array_size(l->records) == l->limit ||
+            l->bytes + len > CHANNEL_LINE_MAX - DIODE_LIST_SLACK) {
                 l->more = true;
                 return 1;
         }
+        l->bytes += len + 1;
         o = json_loadb(line, len, 0, NULL);
         if (o)
                 json_array_append_new(l->records, o);

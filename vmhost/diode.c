@@ -214,9 +214,9 @@ static void diode_wait_reconnect(struct vmhost *vh, const char *id, uint64_t ms)
 static int diode_send_frames(struct vmhost *vh, const struct diode_deposit_req *req, int data_fd,
                              uint64_t gen, uint64_t from)
 {
-        static __thread uint8_t buf[DIODE_CHUNK_MAX];
+        uint8_t *buf = malloc(DIODE_CHUNK_MAX);
         char hdr[DIODE_HEADER_MAX];
-        int fd = -1, r = agent_chan_write_begin(vh, req->vm_id, gen, &fd);
+        int fd = -1, r = buf ? agent_chan_write_begin(vh, req->vm_id, gen, &fd) : -ENOMEM;
 
         for (uint64_t off = from; r == 0 && off < req->size;) {
                 size_t n =
@@ -234,6 +234,7 @@ static int diode_send_frames(struct vmhost *vh, const struct diode_deposit_req *
         }
         if (fd >= 0)
                 agent_chan_write_end(vh, req->vm_id, fd);
+        free(buf);
         return r;
 }
 
