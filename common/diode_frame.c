@@ -7,19 +7,11 @@
 #include <string.h>
 
 #include "common/diode_frame.h"
+#include "common/ident.h"
 
 bool diode_id_valid(const char *id)
 {
-        size_t n = 0;
-
-        for (const char *p = id; *p; p++, n++) {
-                char c = *p;
-
-                if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                      c == '-' || c == '_'))
-                        return false;
-        }
-        return n >= 1 && n <= DIODE_ID_MAX;
+        return ident_valid(IDENT_REQUEST, id); /* [A-Za-z0-9_-]{1,64} */
 }
 
 int diode_decoder_init(struct diode_decoder *d, size_t line_max)

@@ -6,42 +6,19 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/ident.h"
 #include "common/json_input.h"
 
 #define HEARTBEAT_MAX_DEPTH 2
-
-int node_id_valid(const char *id)
-{
-        size_t n = strlen(id);
-
-        if (n == 0 || n > NODE_ID_MAX || id[0] == '-')
-                return 0;
-        for (size_t i = 0; i < n; i++) {
-                char c = id[i];
-
-                if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'))
-                        return 0;
-        }
-        return 1;
-}
-
-static int hex_valid(const char *s, size_t len)
-{
-        if (strlen(s) != len)
-                return 0;
-        for (const char *p = s; *p; p++)
-                if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
-                        return 0;
-        return 1;
-}
 
 int heartbeat_encode(const struct heartbeat *hb, char *buf, size_t size)
 {
         json_t *o;
         size_t n;
 
-        if (!node_id_valid(hb->node_id) || !hex_valid(hb->inventory_digest, DIGEST_HEX_LEN) ||
-            (hb->boot[0] && !hex_valid(hb->boot, HEARTBEAT_BOOT_LEN)))
+        if (!ident_valid(IDENT_NODE, hb->node_id) ||
+            !ident_hex_valid(hb->inventory_digest, DIGEST_HEX_LEN) ||
+            (hb->boot[0] && !ident_hex_valid(hb->boot, HEARTBEAT_BOOT_LEN)))
                 return -EINVAL;
         o = json_pack(
             "{s:i, s:s, s:I, s:s*, s:I, s:I, s:i, s:f, s:I, s:I, s:I, s:I, s:i, s:s, s:I}", "v",
@@ -93,11 +70,11 @@ static int heartbeat_decode_fields(const json_t *o, struct heartbeat *hb,
                 return json_input_fail(err, "unsupported heartbeat version %llu",
                                        (unsigned long long)v);
         r = r ?: json_input_copy_string(o, "node", true, hb->node_id, sizeof(hb->node_id), err);
-        if (r == 0 && !node_id_valid(hb->node_id))
+        if (r == 0 && !ident_valid(IDENT_NODE, hb->node_id))
                 return json_input_fail(err, "field 'node' is not a valid node id");
         r = r ?: json_input_get_uint(o, "epoch", true, 1, INT64_MAX, &hb->epoch, err);
         r = r ?: json_input_copy_string(o, "boot", false, hb->boot, sizeof(hb->boot), err);
-        if (r == 0 && json_object_get(o, "boot") && !hex_valid(hb->boot, HEARTBEAT_BOOT_LEN))
+        if (r == 0 && json_object_get(o, "boot") && !ident_hex_valid(hb->boot, HEARTBEAT_BOOT_LEN))
                 return json_input_fail(err, "field 'boot' is not %d hex digits",
                                        HEARTBEAT_BOOT_LEN);
         r = r ?: json_input_get_uint(o, "seq", true, 1, INT64_MAX, &hb->seq, err);
@@ -120,7 +97,7 @@ static int heartbeat_decode_fields(const json_t *o, struct heartbeat *hb,
         r = r ?: json_input_get_uint(o, "creations", true, 0, INT64_MAX, &hb->creations, err);
         if (r < 0)
                 return r;
-        if (!hex_valid(hb->inventory_digest, DIGEST_HEX_LEN))
+        if (!ident_hex_valid(hb->inventory_digest, DIGEST_HEX_LEN))
                 return json_input_fail(err, "field 'inventory_digest' is not 64 hex digits");
         age_v = json_object_get(o, "libvirt_age_ms");
         if (!json_is_integer(age_v) || (age = json_integer_value(age_v)) < -1)

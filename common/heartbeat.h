@@ -4,9 +4,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/ident.h"
+
 #define HEARTBEAT_VERSION   1
 #define HEARTBEAT_MAX_BYTES 1200
-#define NODE_ID_MAX         63
+#define NODE_ID_MAX         IDENT_NODE_MAX
 #define DIGEST_HEX_LEN      64
 #define HEARTBEAT_BOOT_LEN  16 /* hex digits of the boot id */
 
@@ -41,5 +43,3 @@ int heartbeat_encode(const struct heartbeat *hb, char *buf, size_t size);
 /* Decodes one datagram strictly: version, types, bounds, no unknown fields. Returns 0 or
  * -EINVAL with a reason in err (size errsize). ret is untouched on failure. */
 int heartbeat_decode(const char *buf, size_t len, struct heartbeat *ret, char *err, size_t errsize);
-/* True when id is a valid node id: 1..63 of [a-z0-9-], not starting with '-'. */
-int node_id_valid(const char *id);

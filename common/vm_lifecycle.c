@@ -21,3 +21,11 @@ int vm_lifecycle_parse(const char *s, enum vm_lifecycle *ret)
         }
         return -EINVAL;
 }
+
+bool vm_holds_memory(enum vm_lifecycle l, const char *state)
+{
+        if (l == VM_LC_ACTIVE || !state)
+                return true;
+        return strcmp(state, "shutoff") != 0 && strcmp(state, "crashed") != 0 &&
+               strcmp(state, "saved") != 0;
+}

@@ -1,5 +1,5 @@
 /* fleetctl plan (shows the plan with every candidate and asks y/N; --yes for scripts),
- * confirm PLAN and drop PLAN. */
+ * confirm PLAN and drop PLAN. A declined plan exits 1: nothing was created. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,30 +7,37 @@
 
 #include "fleetctl/fleetctl.h"
 
-static void ctl_show_plan(json_t *p)
+static const char *ctl_verdict(json_t *cand, char *buf, size_t size)
 {
-        static const char *const h[] = {
-            "NODE",    "STATE", "AVAILABLE_MIB", "LEFT_AFTER_MIB", "HEARTBEAT_AGE_MS",
-            "VERDICT", "REASON"};
-        json_t *req = json_object_get(p, "request"), *rows = json_array(), *cand;
-        size_t i;
+        snprintf(buf, size, "%s",
+                 json_is_true(json_object_get(cand, "chosen")) ? "CHOSEN"
+                                                               : ctl_str(cand, "verdict"));
+        return buf;
+}
 
-        if (json_object_get(p, "id"))
+static const struct ctl_column ctl_candidate_columns[] = {
+    {"node", "NODE", "node_id", NULL, false},
+    {"state", "STATE", "state", NULL, false},
+    {"available", "AVAILABLE_MIB", "available_mib", NULL, false},
+    {"left", "LEFT_AFTER_MIB", "left_after_mib", NULL, false},
+    {"heartbeat", "HEARTBEAT_AGE_MS", "heartbeat_age_ms", NULL, false},
+    {"verdict", "VERDICT", NULL, ctl_verdict, false},
+    {"reason", "REASON", "reason", NULL, false},
+    {NULL, NULL, NULL, NULL, false},
+};
+
+static void ctl_show_plan(struct ctl *c, json_t *p)
+{
+        json_t *req = json_object_get(p, "request");
+
+        if (json_object_get(p, "id") && c->format == CTL_FORMAT_TABLE)
                 printf("plan %s: entity '%s', %s MiB, %s vCPUs, image '%s', vault disk %s MiB\n"
                        "chosen node: %s   safety margin: %s MiB   expires: %s\n\n",
                        ctl_str(p, "id"), ctl_str(req, "entity"), ctl_str(req, "memory_mib"),
                        ctl_str(req, "vcpus"), ctl_str(req, "image"), ctl_str(req, "vault_disk_mib"),
                        ctl_str(p, "node_id"), ctl_str(p, "safety_margin_mib"),
                        ctl_str(p, "expires_at"));
-        json_array_foreach(json_object_get(p, "candidates"), i, cand) json_array_append_new(
-            rows, ctl_row(7, ctl_str(cand, "node_id"), ctl_str(cand, "state"),
-                          ctl_str(cand, "available_mib"), ctl_str(cand, "left_after_mib"),
-                          ctl_str(cand, "heartbeat_age_ms"),
-                          json_is_true(json_object_get(cand, "chosen")) ? "CHOSEN"
-                                                                        : ctl_str(cand, "verdict"),
-                          ctl_str(cand, "reason")));
-        ctl_table(h, 7, rows);
-        json_decref(rows);
+        ctl_render(c, ctl_candidate_columns, json_object_get(p, "candidates"));
 }
 
 static bool ctl_ask(const char *question)
@@ -55,12 +62,12 @@ static int ctl_confirm_id(struct ctl *c, const char *id)
         if (st < 0)
                 return 3;
         if (st != 200 && st != 201) {
-                ctl_problem(st, a);
+                ctl_problem(c, st, a);
                 json_decref(a);
                 return 1;
         }
         if (c->json)
-                ctl_print_json(a);
+                ctl_print(c, a);
         else
                 printf("VM '%s' for entity '%s' is being created on node '%s' (status '%s')\n",
                        ctl_str(a, "id"), ctl_str(a, "entity"), ctl_str(a, "node_id"),
@@ -75,6 +82,8 @@ int ctl_cmd_plan(struct ctl *c)
         long st;
         int r = 0;
 
+        if (ctl_columns_check(c, ctl_candidate_columns) < 0)
+                return 2;
         if (!c->entity || !c->memory || !c->vcpus || !c->image || !c->disk) {
                 fprintf(stderr, "fleetctl: plan needs --entity, --memory, --vcpus, --image and "
                                 "--disk\n");
@@ -90,19 +99,22 @@ int ctl_cmd_plan(struct ctl *c)
                 return 3;
         if (st != 201) {
                 if (!c->json && json_object_get(a, "candidates"))
-                        ctl_show_plan(a);
-                r = ctl_problem(st, a);
+                        ctl_show_plan(c, a);
+                r = ctl_problem(c, st, a);
         } else if (c->json && !c->yes) {
-                ctl_print_json(a);
+                ctl_print(c, a);
         } else {
                 if (!c->json)
-                        ctl_show_plan(a);
+                        ctl_show_plan(c, a);
                 if (c->yes || ctl_ask("\nCreate this Totebox VM (pinned to the chosen node for "
-                                      "life)?"))
+                                      "life)?")) {
                         r = ctl_confirm_id(c, ctl_str(a, "id"));
-                else
+                } else {
+                        /* declined: nothing was created, and a script must see that */
                         printf("not confirmed; plan %s expires at %s (fleetctl drop %s)\n",
                                ctl_str(a, "id"), ctl_str(a, "expires_at"), ctl_str(a, "id"));
+                        r = 1;
+                }
         }
         json_decref(a);
         return r;
@@ -131,9 +143,9 @@ int ctl_cmd_drop(struct ctl *c)
         if (st < 0)
                 return 3;
         if (st != 200) {
-                ctl_problem(st, a);
+                ctl_problem(c, st, a);
         } else if (c->json) {
-                ctl_print_json(a);
+                ctl_print(c, a);
         } else {
                 printf("plan %s dropped\n", c->argv[0]);
         }

@@ -181,7 +181,7 @@ int ctl_cmd_deposit(struct ctl *c)
         long st;
         int r = 1;
 
-        if (c->argc != 2 || !fleet_vm_id_valid(c->argv[0])) {
+        if (c->argc != 2 || !ident_valid(IDENT_VM, c->argv[0])) {
                 fprintf(stderr, "fleetctl: deposit needs a VM id and a file\n");
                 return 2;
         }
@@ -215,11 +215,11 @@ int ctl_cmd_deposit(struct ctl *c)
         if (st < 0)
                 r = 3;
         else if (st != 201)
-                ctl_problem(st, a);
+                ctl_problem(c, st, a);
         else if (ctl_check(c, a, size, hash, "the receipt")) {
                 r = 0;
                 if (c->json)
-                        ctl_print_json(a);
+                        ctl_print(c, a);
                 else
                         ctl_show_receipt(a);
         }
@@ -228,32 +228,30 @@ int ctl_cmd_deposit(struct ctl *c)
         return r;
 }
 
-static void ctl_show_records(json_t *a)
-{
-        static const char *const h[] = {"SEQ", "PATH", "SIZE", "BLAKE2B-256", "TIME", "SUPERSEDES"};
-        json_t *rows = json_array(), *e;
-        size_t i;
-
-        json_array_foreach(json_object_get(a, "records"), i, e) json_array_append_new(
-            rows, ctl_row(6, ctl_str(e, "seq"), ctl_str(e, "path"), ctl_str(e, "size"),
-                          ctl_str(e, "blake2b_256"), ctl_str(e, "time"), ctl_str(e, "supersedes")));
-        ctl_table(h, 6, rows);
-        json_decref(rows);
-        if (!json_is_null(json_object_get(a, "next_after")))
-                printf("(more: --after %s)\n", ctl_str(a, "next_after"));
-}
+static const struct ctl_column ctl_record_columns[] = {
+    {"seq", "SEQ", "seq", NULL, false},
+    {"path", "PATH", "path", NULL, false},
+    {"size", "SIZE", "size", NULL, false},
+    {"blake2b_256", "BLAKE2B-256", "blake2b_256", NULL, false},
+    {"time", "TIME", "time", NULL, false},
+    {"supersedes", "SUPERSEDES", "supersedes", NULL, false},
+    {"protect", "PROTECT", "protect", NULL, true},
+    {NULL, NULL, NULL, NULL, false},
+};
 
 int ctl_cmd_records(struct ctl *c)
 {
+        static const struct ctl_view v = {"records", ctl_record_columns, NULL, NULL};
         char path[512];
 
-        if (c->argc != 1 || !fleet_vm_id_valid(c->argv[0])) {
+        if (c->argc != 1 || !ident_valid(IDENT_VM, c->argv[0])) {
                 fprintf(stderr, "fleetctl: records needs a VM id\n");
                 return 2;
         }
         snprintf(path, sizeof(path), "/v1/vms/%s/records?after=%s&limit=%s", c->argv[0],
                  c->after ? c->after : "0", c->limit ? c->limit : "50");
-        return ctl_get(c, path, ctl_show_records);
+        c->argc = 0; /* the id is in the path */
+        return ctl_get(c, path, &v);
 }
 
 /* The Totebox-Record header: base64 of the record's entry, proof and head. */
@@ -279,7 +277,7 @@ int ctl_cmd_read(struct ctl *c)
         long st;
         int r = 1;
 
-        if (c->argc != 2 || !fleet_vm_id_valid(c->argv[0]) || !c->output) {
+        if (c->argc != 2 || !ident_valid(IDENT_VM, c->argv[0]) || !c->output) {
                 fprintf(stderr,
                         "fleetctl: read needs a VM id, a record number and --output FILE\n");
                 return 2;
@@ -301,7 +299,7 @@ int ctl_cmd_read(struct ctl *c)
                 r = 3;
         else if (st != 200) {
                 a = x.json ? json_loads(x.json, 0, NULL) : NULL;
-                ctl_problem(st, a);
+                ctl_problem(c, st, a);
         } else if (!(rec = ctl_record_header(x.record)))
                 fprintf(stderr, "fleetctl: %s came without its proof (Totebox-Record)\n", what);
         else if (ctl_check(c, rec, x.bytes, hash, what)) {
@@ -314,7 +312,7 @@ int ctl_cmd_read(struct ctl *c)
         if (r != 0)
                 unlink(part); /* nothing unverified is left behind */
         else if (c->json)
-                ctl_print_json(rec);
+                ctl_print(c, rec);
         else
                 printf("record %s of VM '%s' verified (%s, %llu bytes, blake2b-256 %s) and "
                        "written to '%s'\n",

@@ -8,13 +8,14 @@
 #include "fleetctl/fleetctl.h"
 
 /* When the last full verification ran, or "pending" while the one asked for is awaited. */
-static const char *ctl_verified(json_t *v)
+static const char *ctl_verified(json_t *v, char *buf, size_t size)
 {
         json_t *ver = json_object_get(v, "verification");
 
         if (json_is_true(json_object_get(ver, "pending")))
                 return "pending";
-        return ctl_str(json_object_get(ver, "last"), "at");
+        snprintf(buf, size, "%s", ctl_str(json_object_get(ver, "last"), "at"));
+        return buf;
 }
 
 /* "-", or the nodes that report the VM while it is pinned elsewhere ("MISPLACED:n2,n3"). */
@@ -31,34 +32,38 @@ static const char *ctl_misplaced(json_t *v, char *buf, size_t size)
         return buf;
 }
 
-static void ctl_show_vms(json_t *a)
+static const char *ctl_integrity(json_t *v, char *buf, size_t size)
 {
-        static const char *const h[] = {"ID",    "ENTITY",    "NODE",     "STATUS", "LIFECYCLE",
-                                        "STATE", "INTEGRITY", "VERIFIED", "PIN",    "REASON"};
-        char mis[256];
-        json_t *vms = json_object_get(a, "vms"), *rows = json_array(), *v;
-        size_t i;
-
-        if (!vms)
-                vms = json_pack("[O]", a);
-        else
-                json_incref(vms);
-        json_array_foreach(vms, i, v) json_array_append_new(
-            rows, ctl_row(10, ctl_str(v, "id"), ctl_str(v, "entity"), ctl_str(v, "node_id"),
-                          ctl_str(v, "status"), ctl_str(v, "lifecycle"), ctl_str(v, "state"),
-                          ctl_str(json_object_get(v, "integrity"), "status"), ctl_verified(v),
-                          ctl_misplaced(v, mis, sizeof(mis)), ctl_str(v, "reason")));
-        ctl_table(h, 10, rows);
-        json_decref(rows);
-        json_decref(vms);
+        snprintf(buf, size, "%s", ctl_str(json_object_get(v, "integrity"), "status"));
+        return buf;
 }
+
+static const char *const ctl_vm_filters[] = {"node", "status", "lifecycle", "entity", NULL};
+
+static const struct ctl_column ctl_vm_columns[] = {
+    {"id", "ID", "id", NULL, false},
+    {"entity", "ENTITY", "entity", NULL, false},
+    {"node", "NODE", "node_id", NULL, false},
+    {"status", "STATUS", "status", NULL, false},
+    {"lifecycle", "LIFECYCLE", "lifecycle", NULL, false},
+    {"state", "STATE", "state", NULL, false},
+    {"integrity", "INTEGRITY", NULL, ctl_integrity, false},
+    {"verified", "VERIFIED", NULL, ctl_verified, false},
+    {"pin", "PIN", NULL, ctl_misplaced, false},
+    {"reason", "REASON", "reason", NULL, false},
+    {"image", "IMAGE", "image", NULL, true},
+    {"memory", "MEMORY_MIB", "memory_mib", NULL, true},
+    {"vcpus", "VCPUS", "vcpus", NULL, true},
+    {"disk", "VAULT_DISK_MIB", "vault_disk_mib", NULL, true},
+    {"created", "CREATED", "created_at", NULL, true},
+    {NULL, NULL, NULL, NULL, false},
+};
 
 int ctl_cmd_vms(struct ctl *c)
 {
-        char path[256];
+        static const struct ctl_view v = {"vms", ctl_vm_columns, NULL, ctl_vm_filters};
 
-        return ctl_path_arg(c, "/v1/vms", path, sizeof(path)) < 0 ? 2
-                                                                  : ctl_get(c, path, ctl_show_vms);
+        return ctl_get(c, "/v1/vms", &v);
 }
 
 int ctl_cmd_verb(struct ctl *c)
@@ -81,9 +86,9 @@ int ctl_cmd_verb(struct ctl *c)
         if (st < 0)
                 return 3;
         if (st != 200 && st != 202)
-                ctl_problem(st, a);
+                ctl_problem(c, st, a);
         else if (c->json)
-                ctl_print_json(a);
+                ctl_print(c, a);
         else if (st == 202)
                 printf("verification of VM '%s' requested on node '%s' (request '%s'); its result "
                        "shows in 'fleetctl vms %s'\n",

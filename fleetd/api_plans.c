@@ -38,16 +38,6 @@ static bool api_plan_state_valid(const char *s)
         return false;
 }
 
-static bool api_plan_id_valid(const char *s)
-{
-        size_t n = strlen(s);
-
-        for (size_t i = 0; i < n; i++)
-                if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-                        return false;
-        return n == PLAN_ID_LEN;
-}
-
 /* GET /v1/plans[?state=S&after=ID&limit=N]: oldest first, 100 a page by default. */
 void api_plans_list(struct api_request *req, struct api_response *resp)
 {
@@ -57,8 +47,7 @@ void api_plans_list(struct api_request *req, struct api_response *resp)
 
         if (!api_query_string(req, resp, "state", api_plan_state_valid,
                               "open, expired, confirmed or dropped", &state) ||
-            !api_query_string(req, resp, "after", api_plan_id_valid, "a plan id (32 hex digits)",
-                              &after) ||
+            !api_query_id(req, resp, "after", IDENT_PLAN, &after) ||
             !api_query_uint(req, resp, "limit", 100, 1, 1000, &limit))
                 return;
         plans_list(req->f, after, state, (unsigned)limit, &o);
@@ -69,7 +58,7 @@ void api_plans_list(struct api_request *req, struct api_response *resp)
  * that names no plan is 404. */
 static bool api_plan_param(struct api_request *req, struct api_response *resp)
 {
-        if (api_plan_id_valid(req->params[0]))
+        if (ident_valid(IDENT_PLAN, req->params[0]))
                 return true;
         api_problem(resp, 400, "invalid-plan-id", "'%.64s' is not a plan id (32 hex digits)",
                     req->params[0]);

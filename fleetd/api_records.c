@@ -146,7 +146,7 @@ static int records_target(struct api_request *req, struct api_response *resp, ch
         enum node_state ns;
         int r = -EBUSY;
 
-        if (!fleet_vm_id_valid(id)) {
+        if (!ident_valid(IDENT_VM, id)) {
                 api_problem(resp, 400, "invalid-vm-id",
                             "'%.64s' is not a VM id (1..%d of [a-z0-9-])", id, VM_ID_MAX);
                 return -EINVAL;

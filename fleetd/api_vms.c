@@ -21,11 +21,6 @@ static bool api_vm_lifecycle_valid(const char *s)
         return vm_lifecycle_parse(s, &l) == 0;
 }
 
-static bool api_node_id_valid(const char *s)
-{
-        return node_id_valid(s);
-}
-
 static int api_vm_cmp(const void *a, const void *b)
 {
         return strcmp((*(const struct fleet_vm *const *)a)->id,
@@ -48,13 +43,13 @@ static bool api_vm_wanted(const struct api_vm_filter *q, const struct fleet_vm *
 static bool api_vm_query(struct api_request *req, struct api_response *resp,
                          struct api_vm_filter *q, uint64_t *limit)
 {
-        return api_query_string(req, resp, "node", api_node_id_valid, "a node id", &q->node) &&
+        return api_query_id(req, resp, "node", IDENT_NODE, &q->node) &&
                api_query_string(req, resp, "status", api_vm_status_valid,
                                 "creating, active or failed", &q->status) &&
                api_query_string(req, resp, "lifecycle", api_vm_lifecycle_valid,
                                 "active, suspended or archived", &q->lifecycle) &&
-               api_query_string(req, resp, "entity", entity_valid, "an entity name", &q->entity) &&
-               api_query_string(req, resp, "after", fleet_vm_id_valid, "a VM id", &q->after) &&
+               api_query_id(req, resp, "entity", IDENT_ENTITY, &q->entity) &&
+               api_query_id(req, resp, "after", IDENT_VM, &q->after) &&
                api_query_uint(req, resp, "limit", API_LIST_MAX, 1, API_LIST_MAX, limit);
 }
 
@@ -104,7 +99,7 @@ void api_vms_get(struct api_request *req, struct api_response *resp)
         struct fleet_vm *vm;
         json_t *o = NULL;
 
-        if (!fleet_vm_id_valid(req->params[0])) {
+        if (!ident_valid(IDENT_VM, req->params[0])) {
                 api_problem(resp, 400, "invalid-vm-id",
                             "'%.64s' is not a VM id (1..%d of [a-z0-9-])", req->params[0],
                             VM_ID_MAX);
@@ -133,7 +128,7 @@ void api_vms_verb(struct api_request *req, struct api_response *resp)
                             verb);
                 return;
         }
-        if (!fleet_vm_id_valid(req->params[0])) {
+        if (!ident_valid(IDENT_VM, req->params[0])) {
                 api_problem(resp, 400, "invalid-vm-id",
                             "'%.64s' is not a VM id (1..%d of [a-z0-9-])", req->params[0],
                             VM_ID_MAX);

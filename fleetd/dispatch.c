@@ -6,7 +6,9 @@
  * run, and their outcomes applied under the lock; an outcome is shown once it is recorded with
  * its audit entry. The VM verbs (suspend, resume, archive, verify) run on the request's own
  * thread, since the operator waits for their answer; a lifecycle call without a clear answer asks
- * for the node's inventory, which then decides. */
+ * for the node's inventory, which then decides. A resume is a start: it is refused when the node
+ * has no room for the VM (the placement rule, reservations counted) and otherwise reserves the
+ * VM's memory like a creation (docs/fleetd.md, "Reservations"). */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -544,6 +546,7 @@ struct vm_verb {
         enum vm_lifecycle from_a, from_b, to;
         long success; /* the node's status when it did it */
         vm_verb_apply apply;
+        bool starts; /* it starts the VM: room is checked and its memory reserved */
 };
 
 static void verb_apply_lifecycle(struct fleetd *f, struct fleet_vm *vm, const struct vm_verb *v,
@@ -554,10 +557,10 @@ static void verb_apply_verify(struct fleetd *f, struct fleet_vm *vm, const struc
                               struct plan_outcome *o);
 
 static const struct vm_verb vm_verbs[] = {
-    {"suspend", VM_LC_ACTIVE, VM_LC_ACTIVE, VM_LC_SUSPENDED, 200, verb_apply_lifecycle},
-    {"resume", VM_LC_SUSPENDED, VM_LC_SUSPENDED, VM_LC_ACTIVE, 200, verb_apply_lifecycle},
-    {"archive", VM_LC_ACTIVE, VM_LC_SUSPENDED, VM_LC_ARCHIVED, 200, verb_apply_lifecycle},
-    {"verify", VM_LC_ACTIVE, VM_LC_ACTIVE, VM_LC_ACTIVE, 202, verb_apply_verify},
+    {"suspend", VM_LC_ACTIVE, VM_LC_ACTIVE, VM_LC_SUSPENDED, 200, verb_apply_lifecycle, false},
+    {"resume", VM_LC_SUSPENDED, VM_LC_SUSPENDED, VM_LC_ACTIVE, 200, verb_apply_lifecycle, true},
+    {"archive", VM_LC_ACTIVE, VM_LC_SUSPENDED, VM_LC_ARCHIVED, 200, verb_apply_lifecycle, false},
+    {"verify", VM_LC_ACTIVE, VM_LC_ACTIVE, VM_LC_ACTIVE, 202, verb_apply_verify, false},
 };
 #define N_VM_VERBS (sizeof(vm_verbs) / sizeof(vm_verbs[0]))
 
@@ -589,7 +592,34 @@ static void verb_problem(struct plan_outcome *o, unsigned status, const char *pr
         va_end(ap);
 }
 
-/* Checks the verb under f->lock; fills job and marks the VM busy on success. */
+/* A start needs room as a placement would: what is available after the reservations (the VM's
+ * own, if it has one, given back) minus its memory stays at or above the safety margin. */
+static int verb_room_check(struct fleetd *f, const struct fleet_vm *vm, const struct fleet_node *n,
+                           const struct vm_verb *v, struct plan_outcome *o)
+{
+        int64_t avail = node_available_mib(n) + (vm->reserved ? (int64_t)vm->memory_mib : 0);
+        int64_t left = avail - (int64_t)vm->memory_mib;
+
+        if (left >= (int64_t)f->cfg.safety_margin_mib)
+                return 0;
+        verb_problem(o, 409, "insufficient-memory",
+                     "cannot %s VM '%s': node '%s' has %lld MiB available (%llu MiB committed, "
+                     "%llu MiB reserved), the VM needs %llu MiB, which would leave %lld MiB, "
+                     "below the safety margin of %llu MiB",
+                     v->name, vm->id, vm->node_id, (long long)avail,
+                     (unsigned long long)n->hb.mem_committed_mib,
+                     (unsigned long long)n->reserved_mib, (unsigned long long)vm->memory_mib,
+                     (long long)left, (unsigned long long)f->cfg.safety_margin_mib);
+        o->body = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I}", "node_id", vm->node_id,
+                            "available_mib", (json_int_t)avail, "committed_mib",
+                            (json_int_t)n->hb.mem_committed_mib, "reserved_mib",
+                            (json_int_t)n->reserved_mib, "needed_mib", (json_int_t)vm->memory_mib,
+                            "safety_margin_mib", (json_int_t)f->cfg.safety_margin_mib);
+        return -ENOSPC;
+}
+
+/* Checks the verb under f->lock; fills job and marks the VM busy on success (a start's memory
+ * is reserved then, before the call, as a confirmation's is). */
 static int verb_check(struct fleetd *f, const char *vm_id, const struct vm_verb *v,
                       struct dispatch_job *job, struct plan_outcome *o)
 {
@@ -617,7 +647,11 @@ static int verb_check(struct fleetd *f, const char *vm_id, const struct vm_verb 
                 verb_problem(o, 409, "node-unreachable",
                              "VM '%s' is pinned to node '%s', which is '%s'; it is not moved",
                              vm->id, vm->node_id, node ? node_state_name(ns) : "not in the roster");
+        else if (v->starts && verb_room_check(f, vm, node, v, o) < 0)
+                return -ENOSPC;
         else {
+                if (v->starts)
+                        vm_reserve_start(f, vm);
                 snprintf(job->id, sizeof(job->id), "%s", vm->id);
                 snprintf(job->address, sizeof(job->address), "%s", node->rn->mesh_address);
                 vm->verb_busy = true;
@@ -671,7 +705,11 @@ static void verb_apply_lifecycle(struct fleetd *f, struct fleet_vm *vm, const st
                                  const struct dispatch_job *j, const char *actor,
                                  struct plan_outcome *o)
 {
-        if (j->err || j->status != v->success) {
+        bool done = !j->err && j->status == v->success;
+
+        if (v->starts)
+                vm_start_done(f, vm, done ? j->answer : NULL);
+        if (!done) {
                 verb_failed(vm, v, j, o);
                 verb_lifecycle_unsure(f, vm, v, o);
                 return;

@@ -10,14 +10,15 @@
 
 #include "common/config.h"
 #include "common/heartbeat.h"
+#include "common/ident.h"
 #include "common/vm_lifecycle.h"
 #include "common/roster.h"
 
 #define FLEETD_LISTEN_MAX 4
-#define ENTITY_MAX        48
-#define VM_ID_MAX         63
-#define PLAN_ID_LEN       32 /* hex */
-#define IMAGE_MAX         128
+#define ENTITY_MAX        IDENT_ENTITY_MAX
+#define VM_ID_MAX         IDENT_VM_MAX
+#define PLAN_ID_LEN       IDENT_PLAN_LEN /* hex */
+#define IMAGE_MAX         IDENT_IMAGE_MAX
 #define REASON_MAX        256
 
 struct fleetd_config {
@@ -71,6 +72,20 @@ struct node_boot {
         uint64_t last_ms;  /* monotonic: when its last one was accepted; 0: slot unused */
 };
 
+/* One point of a node's history: the figures of a heartbeat, at fleetd's monotonic time. */
+struct node_sample {
+        uint64_t at_ms;
+        float cpu_percent;
+        uint32_t available_mib, committed_mib, total_mib;
+};
+/* Samples kept per node: one per heartbeat interval (10 s by default): an hour. */
+#define NODE_HISTORY_MAX 360
+
+struct node_history {
+        struct node_sample s[NODE_HISTORY_MAX];
+        unsigned next, count; /* ring: s[next] is written next */
+};
+
 struct fleet_node {
         /* what placement reads, first, so that a scan of 10,000 nodes touches one cache line
          * per node */
@@ -101,6 +116,7 @@ struct fleet_node {
         unsigned
             low_beats;     /* heartbeats in a row from one boot with a counter below the figures' */
         unsigned low_boot; /* that boot's slot in boots[] */
+        struct node_history *history; /* owned; allocated at the first accepted heartbeat */
 };
 
 enum hb_drop {
@@ -148,7 +164,11 @@ struct fleet_vm {
         uint64_t reserve_until;   /* the node's creation counter whose figures reflect the VM;
                                      0 while not known */
         uint64_t settle_fetch;    /* not 0: an inventory of fetch number >= this that lacks the
-                                     VM shows that it holds no memory there */
+                                     VM, or lists it holding nothing, shows that it holds no
+                                     memory there */
+        uint64_t reflect_fetch;   /* only an inventory of fetch number >= this may name the
+                                     counter that reflects the VM (0: any; UINT64_MAX: none, a
+                                     start is in flight): older ones may predate the start */
         bool missing;             /* the node's inventory lacks it */
         char observed[16];        /* libvirt state from the last inventory, "" if none */
         char integrity[16];       /* unknown / ok / mismatch */
@@ -159,8 +179,9 @@ struct fleet_vm {
         uint64_t verb_mark;
         char lc_unsure[REASON_MAX]; /* the last lifecycle call that got no clear answer, or "" */
         /* the last verification fleetd asked for, and the last full one the node reported */
-        char verify_request_id[40];
-        char verify_done_id[40]; /* verify_request_id once its report has arrived */
+        char verify_request_id[IDENT_REQUEST_MAX + 1];
+        char verify_done_id[IDENT_REQUEST_MAX +
+                            1]; /* verify_request_id once its report has arrived */
         char verify_actor[64];
         uint64_t verify_requested_ms;  /* wall clock */
         uint64_t verify_poll_until_ms; /* monotonic: fetch the inventory until then, or 0 */
@@ -177,6 +198,12 @@ struct fleet_transport {
 };
 
 #define LATENCY_BUCKETS 10
+/* REST requests are counted by route (api_routes' index; two more slots for the panel's files and
+ * for no route) and by status code among these, the rest as "other": bounded cardinality. */
+#define METRICS_ROUTES_MAX  64
+#define METRICS_ROUTE_PANEL METRICS_ROUTES_MAX
+#define METRICS_ROUTE_NONE  (METRICS_ROUTES_MAX + 1)
+#define METRICS_CODES       24
 struct fleet_metrics {
         uint64_t plans_created, plans_rejected, confirmations, confirm_rejected;
         uint64_t dispatch_attempts, dispatch_failures, inventory_fetches, inventory_failures;
@@ -186,6 +213,8 @@ struct fleet_metrics {
         uint64_t latency_bucket[LATENCY_BUCKETS + 1]; /* cumulative at render time */
         double latency_sum_s;
         uint64_t latency_count;
+        uint64_t state_change[NODE_STATE_MAX][NODE_STATE_MAX]; /* [from][to] */
+        uint64_t http_requests[METRICS_ROUTES_MAX + 2][METRICS_CODES + 1];
 };
 
 struct store;
@@ -231,6 +260,11 @@ int node_table_ingest(struct node_table *t, const char *buf, size_t len, struct 
                       uint64_t now_ms, char *err, size_t errsize);
 const char *node_state_name(enum node_state s);
 const char *hb_drop_name(enum hb_drop d);
+/* The node's samples of the last window_ms, oldest first, as
+ * [{"at": RFC 3339, "cpu_percent", "available_mib", "committed_mib", "total_mib"}];
+ * wall_ms / now_ms: the wall and monotonic clocks now. */
+json_t *node_history_json(const struct fleet_node *n, uint64_t now_ms, uint64_t wall_ms,
+                          uint64_t window_ms);
 
 /* liveness.c */
 static inline uint64_t node_heartbeat_age(const struct fleet_node *n, uint64_t now_ms)
@@ -313,7 +347,6 @@ static inline int64_t node_available_mib(const struct fleet_node *n)
 }
 int plan_request_parse(const char *body, size_t len, unsigned max_depth, struct plan_request *ret,
                        char *err, size_t errsize);
-bool entity_valid(const char *s);
 
 /* vms.c: the VM table (durable rows mirrored in memory) */
 struct fleet_vm *vm_table_find(struct fleetd *f, const char *id);
@@ -325,8 +358,19 @@ void vm_release(struct fleetd *f, struct fleet_vm *vm);
 /* The node acknowledged the creation with answer (its JSON body): the reservation lasts until a
  * heartbeat's creation counter reaches the one the answer names. */
 void vm_acknowledged(struct fleetd *f, struct fleet_vm *vm, const char *answer);
-/* The node listed the VM in an inventory whose creation counter was creations (0: none). */
-void vm_listed(struct fleetd *f, struct fleet_vm *vm, uint64_t creations);
+/* The node listed the VM in the inventory of fetch number fetch, whose creation counter was
+ * creations (0: none); holds: the listing shows it holding memory (vm_listing_holds). */
+void vm_listed(struct fleetd *f, struct fleet_vm *vm, uint64_t creations, uint64_t fetch,
+               bool holds);
+/* Whether an inventory's vm object shows a domain that holds its memory (vm_holds_memory). */
+bool vm_listing_holds(json_t *v);
+/* A start of vm (resume) is about to be sent: its memory is reserved (again) until figures
+ * sampled after the start's acknowledgement; no listing made before the call ends counts. */
+void vm_reserve_start(struct fleetd *f, struct fleet_vm *vm);
+/* The start call is over: answer is the node's body when it said it did it (its counter
+ * tells when the figures reflect it), NULL when it refused or gave no clear answer (then an
+ * inventory asked for from now on decides). */
+void vm_start_done(struct fleetd *f, struct fleet_vm *vm, const char *answer);
 /* The creation was given up without a clear answer: the node may hold the VM, so its memory
  * stays reserved until an inventory fetched from now on lists it (then as vm_listed) or lacks
  * it (then released). */
@@ -340,8 +384,6 @@ void vm_reserve_again(struct fleetd *f, struct fleet_vm *vm);
 void vm_settle_node(struct fleetd *f, struct fleet_node *n, uint64_t fetch, json_t *vms_listed);
 json_t *vm_to_json(struct fleetd *f, const struct fleet_vm *vm, uint64_t now_ms);
 const char *vm_status_name(enum vm_status s);
-/* A VM id fleetd could have made: 1..VM_ID_MAX of [a-z0-9-]. */
-bool fleet_vm_id_valid(const char *s);
 
 /* plans.c: plan, confirm, drop (the operator's placement verbs) */
 struct plan_outcome {
@@ -413,7 +455,9 @@ int heartbeat_listener_apply(struct fleetd *f, const char *buf, size_t len, stru
 int roster_reload(struct fleetd *f, bool force);
 
 /* metrics.c */
-void metrics_observe_latency(struct fleetd *f, double seconds);
+/* One REST request: its route (an api_routes index or METRICS_ROUTE_*), its status code and
+ * how long it took. */
+void metrics_observe_request(struct fleetd *f, unsigned route, unsigned status, double seconds);
 char *metrics_render(struct fleetd *f);
 
 /* audit_push.c: the audit record's key and checkpoints, witnessed by the nodes */

@@ -200,7 +200,7 @@ static bool hb_value(struct hb_cursor *c, enum hb_field f, struct heartbeat *hb,
                         return false;
                 memcpy(hb->node_id, s, n);
                 hb->node_id[n] = '\0';
-                return node_id_valid(hb->node_id);
+                return ident_valid(IDENT_NODE, hb->node_id);
         case F_BOOT:
                 return hb_hex(c, HEARTBEAT_BOOT_LEN, hb->boot);
         case F_DIGEST:
@@ -208,9 +208,22 @@ static bool hb_value(struct hb_cursor *c, enum hb_field f, struct heartbeat *hb,
         case F_CPU_PERCENT:
                 return hb_number(c, &hb->cpu_percent) && hb->cpu_percent >= 0 &&
                        hb->cpu_percent <= 100;
-        default:
+        case F_V:
+        case F_EPOCH:
+        case F_SEQ:
+        case F_INTERVAL:
+        case F_CPUS:
+        case F_MEM_TOTAL:
+        case F_MEM_AVAILABLE:
+        case F_MEM_COMMITTED:
+        case F_LIBVIRT_AGE:
+        case F_VM_COUNT:
+        case F_CREATIONS:
                 return hb_int(c, f == F_LIBVIRT_AGE, &ints[f]);
+        case F_MAX:
+                break;
         }
+        return false;
 }
 
 static bool hb_check(struct heartbeat *hb, const int64_t *v)

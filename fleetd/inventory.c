@@ -21,32 +21,6 @@
 #define INVENTORY_MAX_DEPTH 8
 #define INVENTORY_MAX_VMS   10000
 
-static bool inventory_vm_id_valid(const char *s)
-{
-        size_t n = strlen(s);
-
-        if (n == 0 || n > VM_ID_MAX)
-                return false;
-        for (size_t i = 0; i < n; i++)
-                if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
-                      (s[i] >= '0' && s[i] <= '9') || s[i] == '-' || s[i] == '_' || s[i] == '.'))
-                        return false;
-        return true;
-}
-
-static bool inventory_request_id_valid(const char *s)
-{
-        size_t n = strlen(s);
-
-        if (n == 0 || n > 39)
-                return false;
-        for (size_t i = 0; i < n; i++)
-                if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
-                      (s[i] >= '0' && s[i] <= '9') || s[i] == '-' || s[i] == '_'))
-                        return false;
-        return true;
-}
-
 /* One of agent.last_report and agent.last_requested_report, when there is one: a report as
  * vmhost received it from the agent; "key" names it, "at_key" its arrival time. */
 static int inventory_check_one_report(const json_t *agent, const char *key, const char *at_key,
@@ -65,13 +39,13 @@ static int inventory_check_one_report(const json_t *agent, const char *key, cons
         if (!json_is_object(rep))
                 return json_input_fail(e, "VM '%s': 'agent.%s' must be an object", id, key);
         r = r ?: json_input_get_string(rep, "trigger", true, 15, &trigger, e);
-        r = r ?: json_input_get_string(rep, "request_id", false, 39, &rid, e);
+        r = r ?: json_input_get_string(rep, "request_id", false, IDENT_REQUEST_MAX, &rid, e);
         r = r ?: json_input_get_uint(rep, "duration_ms", true, 0, UINT64_MAX / 2, &n, e);
         r = r ?: json_input_get_uint(rep, "records", true, 0, UINT64_MAX / 2, &n, e);
         r = r ?: json_input_get_uint(rep, "bytes", true, 0, UINT64_MAX / 2, &n, e);
         if (r < 0)
                 return r;
-        if (rid && !inventory_request_id_valid(rid))
+        if (rid && !ident_valid(IDENT_REQUEST, rid))
                 return json_input_fail(e, "VM '%s': report request id '%.40s' is not valid", id,
                                        rid);
         if (!json_is_array(json_object_get(rep, "mismatches")))
@@ -107,7 +81,7 @@ static int inventory_check_vm(const json_t *v, struct json_input_error *e)
         r = r ?: json_input_get_string(v, "lifecycle", false, 15, &lc, e);
         if (r < 0)
                 return r;
-        if (!inventory_vm_id_valid(id))
+        if (!ident_valid(IDENT_VM, id))
                 return json_input_fail(e, "VM id '%.64s' is not valid", id);
         if (lc) {
                 enum vm_lifecycle l;
@@ -304,7 +278,9 @@ static bool inventory_known_vm(struct fleetd *f, struct fleet_node *node, struct
         json_t *integ = json_object_get(v, "integrity");
         bool again;
 
-        vm_listed(f, vm, creations); /* held until a heartbeat at that counter */
+        /* held until a heartbeat at that counter, when the listing shows it holding memory and
+         * was asked for after any start of it */
+        vm_listed(f, vm, creations, node->inv_fetch_sent, vm_listing_holds(v));
         if (vm->missing) {
                 vm->missing = false;
                 log_info("VM '%s' is back in node '%s''s inventory", vm->id, node_id);

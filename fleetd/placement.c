@@ -72,31 +72,6 @@ long placement_choose(const struct node_table *t, const struct fleetd_config *cf
         return best;
 }
 
-bool entity_valid(const char *s)
-{
-        size_t n = strlen(s);
-
-        if (n == 0 || n > ENTITY_MAX || s[0] == '-' || s[n - 1] == '-')
-                return false;
-        for (size_t i = 0; i < n; i++)
-                if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
-                        return false;
-        return true;
-}
-
-static bool image_valid(const char *s)
-{
-        size_t n = strlen(s);
-
-        if (n == 0 || n > IMAGE_MAX || s[0] == '.' || s[0] == '-')
-                return false;
-        for (size_t i = 0; i < n; i++)
-                if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
-                      (s[i] >= '0' && s[i] <= '9') || s[i] == '-' || s[i] == '_' || s[i] == '.'))
-                        return false;
-        return true;
-}
-
 static int plan_request_fields(const json_t *o, struct plan_request *p, struct json_input_error *e)
 {
         static const char *const fields[] = {"entity", "memory_mib",     "vcpus",
@@ -104,23 +79,16 @@ static int plan_request_fields(const json_t *o, struct plan_request *p, struct j
         int r = 0;
 
         r = r ?: json_input_check_keys(o, fields, e);
-        r = r ?: json_input_copy_string(o, "entity", true, p->entity, sizeof(p->entity), e);
+        r = r
+                ?: json_input_copy_id(o, "entity", true, IDENT_ENTITY, p->entity, sizeof(p->entity),
+                                      e);
         r = r ?: json_input_get_uint(o, "memory_mib", true, 64, 1048576, &p->memory_mib, e);
         r = r ?: json_input_get_uint(o, "vcpus", true, 1, 256, &p->vcpus, e);
-        r = r ?: json_input_copy_string(o, "image", true, p->image, sizeof(p->image), e);
+        r = r ?: json_input_copy_id(o, "image", true, IDENT_IMAGE, p->image, sizeof(p->image), e);
         r = r
                 ?: json_input_get_uint(o, "vault_disk_mib", true, 16, 16777216, &p->vault_disk_mib,
                                        e);
-        if (r < 0)
-                return r;
-        if (!entity_valid(p->entity))
-                return json_input_fail(e,
-                                       "field 'entity' must be 1..%d of [a-z0-9-], not "
-                                       "starting or ending with '-'",
-                                       ENTITY_MAX);
-        if (!image_valid(p->image))
-                return json_input_fail(e, "field 'image' must be a name of [A-Za-z0-9._-]");
-        return 0;
+        return r;
 }
 
 int plan_request_parse(const char *body, size_t len, unsigned max_depth, struct plan_request *ret,

@@ -31,16 +31,6 @@ static void plan_fail(struct plan_outcome *o, unsigned status, const char *probl
         va_end(ap);
 }
 
-static bool plan_id_valid(const char *id)
-{
-        if (strlen(id) != PLAN_ID_LEN)
-                return false;
-        for (const char *p = id; *p; p++)
-                if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
-                        return false;
-        return true;
-}
-
 /* A candidate with what its JSON needs, copied under f->lock so that the (large) answer is built
  * and stored without holding it: heartbeats keep flowing while a 10,000-node plan is written. */
 struct plan_cand {
@@ -337,7 +327,7 @@ void plans_confirm(struct fleetd *f, const char *plan_id, const char *actor, str
         int r;
 
         memset(o, 0, sizeof(*o));
-        if (!plan_id_valid(plan_id)) {
+        if (!ident_valid(IDENT_PLAN, plan_id)) {
                 plan_fail(o, 404, "unknown-plan", "no plan '%.40s'", plan_id);
                 return;
         }
@@ -369,7 +359,7 @@ void plans_drop(struct fleetd *f, const char *plan_id, const char *actor, struct
         int r;
 
         memset(o, 0, sizeof(*o));
-        if (!plan_id_valid(plan_id)) {
+        if (!ident_valid(IDENT_PLAN, plan_id)) {
                 plan_fail(o, 404, "unknown-plan", "no plan '%.40s'", plan_id);
                 return;
         }
@@ -410,7 +400,7 @@ void plans_get(struct fleetd *f, const char *plan_id, struct plan_outcome *o)
         json_t *body;
 
         memset(o, 0, sizeof(*o));
-        if (!plan_id_valid(plan_id) || store_plan_get(f->store, plan_id, &p) < 0) {
+        if (!ident_valid(IDENT_PLAN, plan_id) || store_plan_get(f->store, plan_id, &p) < 0) {
                 plan_fail(o, 404, "unknown-plan", "no plan '%.40s'", plan_id);
                 return;
         }

@@ -68,9 +68,14 @@ int store_vm_load(struct store *s, int (*fn)(void *ctx, const struct fleet_vm *v
 
 /* Tokens: secrets are shown once and stored as SHA-256 hashes. */
 int store_token_create(struct store *s, const char *name, char ret_token[TOKEN_TEXT_LEN + 1]);
+/* The same with an expiry (wall clock, ms; 0: never): from then on the token is refused. */
+int store_token_create_until(struct store *s, const char *name, uint64_t expires_ms,
+                             char ret_token[TOKEN_TEXT_LEN + 1]);
 int store_token_revoke(struct store *s, const char *name);
-/* 0 when token is a live token (its name in ret_name, size >= TOKEN_NAME_MAX + 1), else -EACCES. */
+/* 0 when token is a live token (its name in ret_name, size >= TOKEN_NAME_MAX + 1; its last use
+ * recorded to the minute), -EKEYEXPIRED when it is past its expiry, else -EACCES. */
 int store_token_check(struct store *s, const char *token, char *ret_name);
+/* [{name, created_ms, revoked_ms, expires_ms, last_used_ms}] (null where not set). */
 json_t *store_token_list(struct store *s);
 bool token_name_valid(const char *name);
 

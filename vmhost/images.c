@@ -140,16 +140,6 @@ int images_copy_hash(const char *src, const char *dst, uint64_t max_bytes,
         return 0;
 }
 
-static bool images_hex_valid(const char *s)
-{
-        if (strlen(s) != DIGEST_HEX_LEN)
-                return false;
-        for (; *s; s++)
-                if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f')))
-                        return false;
-        return true;
-}
-
 static char *images_manifest_path(struct vmhost *vh, const char *name)
 {
         char *p = NULL;
@@ -172,7 +162,7 @@ int images_lookup(struct vmhost *vh, const char *name, struct image_info *ret)
         json_t *m, *files;
         const char *v;
 
-        if (!image_name_valid(name) || !(m = images_manifest_load(vh, name)))
+        if (!ident_valid(IDENT_IMAGE, name) || !(m = images_manifest_load(vh, name)))
                 return -ENOENT;
         files = json_object_get(m, "files");
         snprintf(ii.name, sizeof(ii.name), "%s", name);
@@ -340,7 +330,7 @@ static int images_from_manifest(const char *path, const char *text, size_t len,
                 if (!f && i > 0)
                         continue;
                 if (!fp || !sum || strchr(fp, '/') || strcmp(fp, "..") == 0 ||
-                    !images_hex_valid(sum) || (size_t)(dir_end - path) + strlen(fp) + 2 > 4096)
+                    !ident_hex_valid(sum, 64) || (size_t)(dir_end - path) + strlen(fp) + 2 > 4096)
                         r = vms_problem(p, 422, "bad-manifest",
                                         "manifest '%s': files.%s needs a plain 'path' and a hex "
                                         "'sha256'",
@@ -446,7 +436,7 @@ static int images_parse_import(const char *body, size_t len, char *name, char *p
         json_decref(o);
         if (r < 0)
                 return vms_problem(p, 400, "bad-request", "%s", jerr.text);
-        if (!image_name_valid(name) || path[0] != '/' || !images_hex_valid(sum))
+        if (!ident_valid(IDENT_IMAGE, name) || path[0] != '/' || !ident_hex_valid(sum, 64))
                 return vms_problem(p, 400, "bad-request",
                                    "need a valid image name, an absolute path and a lowercase hex "
                                    "sha256");
@@ -560,7 +550,7 @@ int images_remove(struct vmhost *vh, const char *name, struct vm_problem *p)
 
         pthread_mutex_lock(&vh->ops_lock);
         inventory_refresh(vh);
-        m = image_name_valid(name) ? images_manifest_load(vh, name) : NULL;
+        m = ident_valid(IDENT_IMAGE, name) ? images_manifest_load(vh, name) : NULL;
         if (!m)
                 r = vms_problem(p, 404, "not-found", "no image '%s'", name);
         else if (images_in_use(vh, name))

@@ -15,45 +15,6 @@
 
 #define VM_META_MAX_BYTES 8192
 
-static bool vm_chars_valid(const char *s, size_t max, const char *extra)
-{
-        size_t n = strlen(s);
-
-        if (n == 0 || n > max || s[0] == '-' || s[0] == '.')
-                return false;
-        for (size_t i = 0; i < n; i++) {
-                char c = s[i];
-
-                if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
-                      strchr(extra, c)))
-                        return false;
-        }
-        return true;
-}
-
-bool vm_id_valid(const char *id)
-{
-        return vm_chars_valid(id, VM_ID_MAX, "");
-}
-
-bool image_name_valid(const char *s)
-{
-        return vm_chars_valid(s, IMAGE_NAME_MAX, "._") && !strstr(s, "..");
-}
-
-/* An entity is a display name: any UTF-8 without control characters. */
-bool vm_entity_valid(const char *s)
-{
-        size_t n = strlen(s);
-
-        if (n == 0 || n > VM_ENTITY_MAX)
-                return false;
-        for (size_t i = 0; i < n; i++)
-                if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-                        return false;
-        return xmlCheckUTF8((const xmlChar *)s) != 0;
-}
-
 static int vm_meta_put(char **buf, size_t *len, size_t *cap, const char *name, const char *val)
 {
         size_t need = strlen(name) + 6 * strlen(val) + 8;
@@ -209,8 +170,8 @@ static int vm_meta_walk(xmlNode *root, struct vm_meta *m)
                 if (r < 0)
                         return r;
         }
-        if (!node_id_valid(m->node_id) || !node_id_valid(m->fleet_id) ||
-            !vm_entity_valid(m->entity))
+        if (!ident_valid(IDENT_NODE, m->node_id) || !ident_valid(IDENT_NODE, m->fleet_id) ||
+            !ident_valid(IDENT_ENTITY, m->entity))
                 return -EINVAL;
         return 0;
 }

@@ -162,7 +162,7 @@ def test_health_metrics_openapi(fleet):
                  "totebox_fleetd_http_request_duration_seconds"):
         assert "# TYPE " + name in text
     for line in text.splitlines():
-        assert line.startswith("#") or re.match(r'^[a-z_]+(\{[a-z_]+="[^"]*"\})? [0-9.e+-]+$', line), line
+        assert line.startswith("#") or re.match(r'^[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? [0-9.e+-]+$', line), line
     st, headers, body = fleet.request("GET", "/v1/openapi.json", token="")
     assert st == 200
     doc = json.loads(body)
@@ -231,7 +231,7 @@ ROUTES = [("GET", "/v1/nodes"), ("GET", "/v1/nodes/n1"), ("GET", "/v1/vms"), ("G
 
 def check_problem(st, h, body, expect=None):
     assert st < 500, (st, body)
-    assert re.match(r"^[A-Za-z0-9_-]{1,39}$", h.get("x-request-id", "")), h
+    assert re.match(r"^[A-Za-z0-9_-]{1,64}$", h.get("x-request-id", "")), h
     if expect is not None:
         assert st == expect, (st, body)
     if st >= 400:
@@ -321,6 +321,21 @@ def test_bad_plan_bodies(fleet):
     st, h, body = fleet.request("POST", "/v1/plans", raw=json.dumps(good).encode(),
                                 headers={"Content-Type": "text/plain"})
     check_problem(st, h, body, 415)
+
+
+def test_plan_refuses_ids_a_node_would_refuse(fleet):
+    # common/ident.h is the one rule: an image name or entity a vmhost would refuse at dispatch
+    # is refused here, at plan time, with the rule in the problem, and no plan is made.
+    _, before = fleet.json("GET", "/v1/plans")
+    for field, value in (("image", "Ubuntu"), ("image", "_base"), ("image", "a" * 64),
+                         ("image", ".hidden"), ("entity", "Acme Ltd"), ("entity", "acme-")):
+        st, h, body = fleet.request("POST", "/v1/plans",
+                                    raw=json.dumps(dict(plan_body(), **{field: value})).encode())
+        check_problem(st, h, body, 422)
+        detail = json.loads(body)["detail"]
+        assert "field '%s'" % field in detail and "^[a-z0-9]" in detail, detail
+    _, after = fleet.json("GET", "/v1/plans")
+    assert after == before
 
 
 def test_bad_queries(fleet):

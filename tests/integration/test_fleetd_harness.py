@@ -187,10 +187,11 @@ def inventory_digest(vms):
 
 
 class FakeNode(http.server.ThreadingHTTPServer):
-    """The node API of one node: POST /v1/vms (idempotent by request_id), GET /v1/inventory.
-    creations is the node's creation counter (docs/contracts.md): increased by every POST to
-    /v1/vms, carried by its answers and inventories; heartbeats should carry it too (figures()),
-    as vmhost's do."""
+    """The node API of one node: POST /v1/vms (idempotent by request_id), GET /v1/inventory, the
+    lifecycle verbs. creations is the node's creation counter (docs/contracts.md): increased by
+    every POST to /v1/vms and every resume, carried by their answers and inventories; heartbeats
+    should carry it too (figures()), as vmhost's do. A suspend frees the VM's memory (state
+    "saved"); an archived VM runs on (its grace period) until the test stops it."""
 
     creations = 1  # as after vmhost's start-up increase (also for subclasses' own __init__)
 
@@ -210,9 +211,15 @@ class FakeNode(http.server.ThreadingHTTPServer):
     def figures(self):
         """Heartbeat keywords for what the node holds now: digest, committed memory, counter."""
         with self.lock:
-            committed = sum(v.get("memory_mib", 0) for v in self.vms.values())
+            committed = sum(v.get("memory_mib", 0) for v in self.vms.values() if holds(v))
             return {"digest": self.digest(), "committed": committed,
                     "creations": self.creations}
+
+
+def holds(vm):
+    """vmhost's rule (vm_holds_memory): an active VM, or one that runs, holds its memory."""
+    return vm.get("lifecycle", "active") == "active" or \
+        vm.get("state", "running") not in ("shutoff", "crashed", "saved")
 
 
 class FakeNodeHandler(http.server.BaseHTTPRequestHandler):
@@ -243,9 +250,18 @@ class FakeNodeHandler(http.server.BaseHTTPRequestHandler):
                 vm = s.vms.get(parts[3])
                 if not vm:
                     return self.answer(404, {"type": "unknown-vm", "detail": "no such VM"})
+                verb = parts[4]
+                if vm.get("lifecycle") == "archived" and verb != "archive":
+                    return self.answer(409, {"type": "archived", "detail": "archived"})
                 vm["lifecycle"] = {"suspend": "suspended", "resume": "active",
-                                   "archive": "archived"}[parts[4]]
-                return self.answer(200, vm)
+                                   "archive": "archived"}[verb]
+                if verb == "suspend":
+                    vm["state"] = "saved"
+                if verb != "resume":
+                    return self.answer(200, vm)
+                vm["state"] = "running"
+                s.creations += 1
+                return self.answer(200, dict(vm, creations=s.creations))
         with s.lock:
             s.posts.append((req["vm_id"], req["request_id"]))
             old = s.vms.get(req["vm_id"])

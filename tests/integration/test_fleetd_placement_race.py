@@ -7,9 +7,15 @@ heartbeats with its pre-creation figures (nothing committed, the counter before 
 but the digest of its current inventory, so fleetd fetches inventories that already list the new
 VMs: the window in which a listing used to release a reservation while the figures still said
 "empty". Never two VMs on one node, whatever the order: operators that plan and confirm each,
-all plans first then all confirms together, and re-plans after a 409."""
+all plans first then all confirms together, and re-plans after a 409. And a resume racing
+operators on a full node: a suspend freed n1's VM's memory, the operators plan into it while
+its owner resumes it; exactly one of them gets it, whatever the order, and the other is told
+why (409 insufficient-memory with the figures, or no node fits)."""
+import json
 import threading
 import time
+
+import jsonschema
 
 import test_fleetd_harness as H
 
@@ -32,13 +38,17 @@ class Fleet:
                       for i in (1, 2, 3)]
         self.pre = [n.creations for n in self.nodes]  # the counters before any creation
         self.stale = True
+        self.frozen = None  # figures (committed, counter) the heartbeats keep sending, when set
         self.stop = threading.Event()
         self.sender = threading.Thread(target=self.beat_loop, daemon=True)
 
     def beat(self, i):
         node = self.nodes[i - 1]
         fig = node.figures()
-        if self.stale:  # sampled before the creations: nothing committed, the old counter
+        if self.frozen:  # sampled before: the figures and counter then, today's digest
+            fig.update(committed=self.frozen[i - 1]["committed"],
+                       creations=self.frozen[i - 1]["creations"])
+        elif self.stale:  # sampled before the creations: nothing committed, the old counter
             fig.update(committed=0, creations=self.pre[i - 1])
         self.f.hb(i, avail=AVAIL, total=TOTAL, **fig)
 
@@ -201,3 +211,96 @@ def test_replan_after_409_while_a_listing_arrives():
         assert n1["verdict"] != "fits", n1
         assert fleet.confirm(p3["id"])[0] == 201
         fleet.check_one_per_node()
+
+
+def fill_and_suspend(fleet, tag):
+    """One VM on every node, figures that show them; then n1's VM suspended and figures that
+    show its memory free (fleetd believes n1 has room for one VM again)."""
+    fleet.stale = False
+    placed = [operator(fleet, "%s-%d" % (tag, k)) for k in range(3)]
+    assert all(o[-1] == 201 for o in placed), placed
+    fleet.wait_delivered(3)
+    fleet.f.wait(lambda: all(fleet.f.node("n%d" % i)["reserved_mib"] == 0 for i in (1, 2, 3)),
+                 what="reservations released")
+    vm = fleet.vms_by_node()[0]["n1"][0]
+    st, doc = fleet.f.json("POST", "/v1/vms/%s/suspend" % vm)
+    assert st == 200 and doc["lifecycle"] == "suspended", doc
+    fleet.f.wait(lambda: fleet.f.node("n1")["mem_committed_mib"] == 0,
+                 what="n1's figures show the suspend")
+    return vm
+
+
+def holding(node):
+    with node.lock:
+        return sorted(v["id"] for v in node.vms.values() if H.holds(v))
+
+
+def check_resume_race(fleet, vm, resume, outcomes):
+    """Exactly one VM holds n1's room; the loser was told why; while n1's heartbeats still show
+    the figures from before the race, its reservation holds it; then no node fits."""
+    st, doc = resume
+    n1 = holding(fleet.nodes[0])
+    assert len(n1) == 1, (n1, resume, outcomes)
+    placed = [o for o in outcomes if o[-1] == 201]
+    if st == 200:
+        assert n1 == [vm] and not placed, (n1, outcomes)
+    else:
+        assert st == 409 and doc["type"].endswith("/insufficient-memory"), doc
+        assert doc["needed_mib"] == VM_MIB and doc["safety_margin_mib"] == 512, doc
+        assert doc["available_mib"] - VM_MIB < 512, doc
+        assert doc["committed_mib"] == 0 and doc["reserved_mib"] + doc["available_mib"] == AVAIL, doc
+        assert len(placed) == 1, outcomes
+        fleet.wait_delivered(4)
+    time.sleep(0.3)  # stale heartbeats, inventories that list the resumed VM
+    assert fleet.f.node("n1")["reserved_mib"] == VM_MIB
+    assert fleet.plan("late")[0] == 422
+    assert len(holding(fleet.nodes[0])) == 1
+    fleet.frozen = None
+    fleet.f.wait(lambda: fleet.f.node("n1")["reserved_mib"] == 0,
+                 what="n1's reservation released by figures at its counter")
+    assert fleet.plan("later")[0] == 422
+    assert len(holding(fleet.nodes[0])) == 1
+
+
+def test_resume_races_operators_on_a_full_node():
+    for round_ in range(4):
+        with Fleet() as fleet:
+            vm = fill_and_suspend(fleet, "r%d" % round_)
+            fleet.frozen = [n.figures() for n in fleet.nodes]  # from before the race
+            resume = lambda: fleet.f.json("POST", "/v1/vms/%s/resume" % vm)
+            ops = [lambda e="op%d-%d" % (k, round_): operator(fleet, e) for k in range(3)]
+            if round_ % 2:  # the operators a moment ahead
+                out = run_together(ops + [lambda: (time.sleep(0.005), resume())[1]])
+            else:
+                out = run_together([resume] + ops)
+            res = out[-1] if round_ % 2 else out[0]
+            outcomes = out[:-1] if round_ % 2 else out[1:]
+            check_resume_race(fleet, vm, res, outcomes)
+
+
+def test_resume_refused_when_a_confirm_took_the_room_and_taken_first_otherwise():
+    with Fleet() as fleet:
+        vm = fill_and_suspend(fleet, "a")
+        fleet.frozen = [n.figures() for n in fleet.nodes]
+        st, p = fleet.plan("taker")
+        assert st == 201 and p["node_id"] == "n1", p
+        st, taker = fleet.confirm(p["id"])
+        assert st == 201, taker
+        fleet.wait_delivered(4)
+        st, doc = fleet.f.json("POST", "/v1/vms/%s/resume" % vm)
+        assert st == 409 and doc["type"].endswith("/insufficient-memory"), doc
+        api = json.loads(fleet.f.request("GET", "/v1/openapi.json", token="")[2])
+        schema = api["paths"]["/v1/vms/{id}/resume"]["post"]["responses"]["409"]["content"][
+            "application/problem+json"]["schema"]
+        jsonschema.Draft202012Validator(schema, resolver=jsonschema.RefResolver("", api)) \
+            .validate(doc)
+        assert fleet.f.json("GET", "/v1/vms/" + vm)[1]["lifecycle"] == "suspended"
+        assert holding(fleet.nodes[0]) == [taker["id"]]
+    with Fleet() as fleet:
+        vm = fill_and_suspend(fleet, "b")
+        fleet.frozen = [n.figures() for n in fleet.nodes]
+        st, doc = fleet.f.json("POST", "/v1/vms/%s/resume" % vm)
+        assert st == 200 and doc["lifecycle"] == "active" and doc["reserved"], doc
+        st, doc = fleet.plan("taker")
+        assert st == 422, doc  # n1's room is the resumed VM's until its figures show it
+        assert holding(fleet.nodes[0]) == [vm]
