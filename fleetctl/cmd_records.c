@@ -17,6 +17,7 @@
 
 #include "common/diode_frame.h"
 #include "common/diode_record.h"
+#include "common/http_body.h"
 #include "fleetctl/fleetctl.h"
 #include "fleetd/fleetd.h"
 
@@ -24,9 +25,8 @@ struct ctl_xfer {
         FILE *out; /* a read's bytes (when the answer is 200) */
         crypto_generichash_state hs;
         uint64_t bytes;
-        char *json; /* any other answer */
-        size_t json_len;
-        char *record; /* the Totebox-Record header */
+        struct http_body json; /* any other answer, bounded */
+        char *record;          /* the Totebox-Record header */
         long status;
         CURL *e;
 };
@@ -44,8 +44,7 @@ static size_t ctl_xfer_header(char *data, size_t size, size_t n, void *arg)
 static size_t ctl_xfer_write(char *data, size_t size, size_t n, void *arg)
 {
         struct ctl_xfer *x = arg;
-        size_t len = size * n;
-        char *nb;
+        size_t len = size * n, k = len;
 
         if (!x->status)
                 curl_easy_getinfo(x->e, CURLINFO_RESPONSE_CODE, &x->status);
@@ -54,16 +53,8 @@ static size_t ctl_xfer_write(char *data, size_t size, size_t n, void *arg)
                 x->bytes += len;
                 return fwrite(data, 1, len, x->out) == len ? len : 0;
         }
-        if (x->json_len + len > (1u << 20))
-                return 0;
-        nb = realloc(x->json, x->json_len + len + 1);
-        if (!nb)
-                return 0;
-        memcpy(nb + x->json_len, data, len);
-        x->json = nb;
-        x->json_len += len;
-        x->json[x->json_len] = '\0';
-        return len;
+        http_body_feed(&x->json, data, &k, 1u << 20);
+        return x->json.too_large ? 0 : len;
 }
 
 /* One call; in (may be NULL) is the body, of in_len bytes. -1 when fleetd did not answer. */
@@ -109,7 +100,7 @@ static long ctl_xfer(struct ctl *c, const char *method, const char *path, FILE *
 
 static void ctl_xfer_done(struct ctl_xfer *x)
 {
-        free(x->json);
+        http_body_done(&x->json);
         free(x->record);
 }
 
@@ -211,7 +202,7 @@ int ctl_cmd_deposit(struct ctl *c)
         curl_free(ename);
         st = ctl_xfer(c, "POST", path, f, size, &x);
         fclose(f);
-        a = x.json ? json_loads(x.json, 0, NULL) : NULL;
+        a = json_loads(http_body_text(&x.json), 0, NULL);
         if (st < 0)
                 r = 3;
         else if (st != 201)
@@ -298,7 +289,7 @@ int ctl_cmd_read(struct ctl *c)
         if (st < 0)
                 r = 3;
         else if (st != 200) {
-                a = x.json ? json_loads(x.json, 0, NULL) : NULL;
+                a = json_loads(http_body_text(&x.json), 0, NULL);
                 ctl_problem(c, st, a);
         } else if (!(rec = ctl_record_header(x.record)))
                 fprintf(stderr, "fleetctl: %s came without its proof (Totebox-Record)\n", what);

@@ -20,6 +20,7 @@
 #include "common/clock.h"
 #include "common/diode_frame.h"
 #include "common/diode_record.h"
+#include "common/http_body.h"
 #include "common/log.h"
 #include "fleetd/api.h"
 #include "fleetd/store.h"
@@ -31,9 +32,7 @@ struct records_call {
         int out_fd; /* a 200's body goes here (a read); -1: buffered */
         uint64_t out_len;
         uint64_t out_max;
-        char *buf;
-        size_t len;
-        bool overflow;
+        struct http_body answer; /* any other answer: JSON, bounded */
         long status;
         char *record; /* the Totebox-Record header */
 };
@@ -51,8 +50,7 @@ static size_t records_header(char *data, size_t size, size_t nmemb, void *arg)
 static size_t records_write(char *data, size_t size, size_t nmemb, void *arg)
 {
         struct records_call *c = arg;
-        size_t n = size * nmemb;
-        char *nb;
+        size_t n = size * nmemb, k = n;
 
         if (c->out_fd >= 0 && c->record) {
                 if (c->out_len + n > c->out_max ||
@@ -61,18 +59,8 @@ static size_t records_write(char *data, size_t size, size_t nmemb, void *arg)
                 c->out_len += n;
                 return n;
         }
-        if (c->len + n > RECORDS_ANSWER_MAX) {
-                c->overflow = true;
-                return 0;
-        }
-        nb = realloc(c->buf, c->len + n + 1);
-        if (!nb)
-                return 0;
-        memcpy(nb + c->len, data, n);
-        c->buf = nb;
-        c->len += n;
-        c->buf[c->len] = '\0';
-        return n;
+        http_body_feed(&c->answer, data, &k, RECORDS_ANSWER_MAX);
+        return c->answer.too_large ? 0 : n;
 }
 
 /* One call to the node API; 0 when an HTTP answer came back. */
@@ -131,7 +119,7 @@ static int records_http(struct fleetd *f, const char *address, const char *metho
 
 static void records_call_done(struct records_call *c)
 {
-        free(c->buf);
+        http_body_done(&c->answer);
         free(c->record);
 }
 
@@ -178,7 +166,7 @@ static int records_target(struct api_request *req, struct api_response *resp, ch
 /* The node's answer as ours: its JSON (a receipt, a page, or its problem with its status). */
 static void records_pass(struct api_response *resp, struct records_call *c, const char *node)
 {
-        json_t *o = c->buf ? json_loads(c->buf, JSON_REJECT_DUPLICATES, NULL) : NULL;
+        json_t *o = json_loads(http_body_text(&c->answer), JSON_REJECT_DUPLICATES, NULL);
 
         if (!json_is_object(o) || c->status < 200 || c->status > 599) {
                 json_decref(o);
