@@ -9,7 +9,10 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <sodium.h>
+
 #include "common/config.h"
+#include "common/diode_frame.h"
 #include "common/merkle.h"
 #include "common/sth.h"
 
@@ -269,6 +272,22 @@ int seal_store_head(struct vault *v);
 int seal_recover(struct vault *v, struct mismatch_list *log);
 /* Splits "NAME.supersedes-N" into the kept name and N; returns 0 when there is no suffix. */
 uint64_t seal_parse_supersedes(const char *name, char *ret_name, size_t size);
+/* What a deposit's content must hash to; known: the agent hashed it as it wrote inode (dev,
+ * ino) of size bytes, so that file need not be read again. */
+struct seal_expect {
+        uint8_t hash[AGENT_HASH_LEN];
+        bool known;
+        dev_t dev;
+        ino_t ino;
+        uint64_t size;
+};
+
+/* Seals one named inbox file now (the Diode's deposits, which wait in the inbox under a dot-name
+ * the scanner skips). plan_name names the asset as an inbox name would ("NAME" or
+ * "NAME.supersedes-N"); -EBADMSG when the content's hash is not expect's (nothing stored). */
+int seal_named(struct vault *v, const char *inbox_name, const char *plan_name, uint64_t max_bytes,
+               const struct seal_expect *expect, struct ledger_entry *ret);
+bool seal_supersedes_valid(const struct vault *v, uint64_t seq);
 
 /* ---- full verification (verify.c) ---- */
 struct verify_result {
@@ -315,6 +334,8 @@ char *report_answer_consistency(const struct ledger *l, const struct agent_reque
                                 size_t errlen);
 
 /* ---- the host channel (channel.c) ---- */
+#define CHANNEL_FRAME_DATA (64u * 1024) /* record bytes per outgoing data frame */
+
 struct channel {
         char path[4096];
         int fd;
@@ -323,9 +344,14 @@ struct channel {
         char **queue; /* ring of lines, each ending in '\n' */
         size_t q_head, q_count, q_max, q_off;
         uint64_t dropped;
-        char *rbuf;
-        size_t rlen;
-        bool discarding; /* inside an over-long line */
+        struct diode_decoder dec; /* incoming lines and data frames */
+        /* one outgoing record (a record-read answer), sent as data frames between lines */
+        int src_fd;
+        uint64_t src_off, src_size;
+        char src_id[DIODE_ID_MAX + 1];
+        char *src_end; /* the line queued once the last frame is out */
+        uint8_t *fbuf; /* the frame being written */
+        size_t flen, foff;
 };
 
 int channel_init(struct channel *c, const char *path, size_t queue_max);
@@ -339,9 +365,51 @@ int channel_flush(struct channel *c, uint64_t now_ms);
 short channel_poll_events(const struct channel *c);
 /* Closes after a hang-up or error; reopened by channel_ensure_open a second later. */
 void channel_reset(struct channel *c, uint64_t now_ms);
-/* Reads what is there; calls fn for each complete line. Over-long lines call fn with NULL. */
-typedef void (*channel_line_fn)(void *ctx, const char *line, size_t len);
-int channel_read(struct channel *c, uint64_t now_ms, channel_line_fn fn, void *ctx);
+/* Reads what is there; calls ops->line for each complete line (NULL for an over-long one) and
+ * ops->data for data frames. */
+int channel_read(struct channel *c, uint64_t now_ms, const struct diode_frame_ops *ops, void *ctx);
+/* Streams fd's size bytes as data frames named id, then queues end_line (copied). Takes fd.
+ * -EBUSY while another record is being sent. */
+int channel_send_stream(struct channel *c, int fd, uint64_t size, const char *id,
+                        const char *end_line);
+
+/* ---- the Diode (diode.c): deposits, listing and reading records, on the host's command ---- */
+#define DIODE_NAME_MAX 200 /* bytes of a deposit's name */
+#define DIODE_LIST_MAX 100 /* records in one record-list answer */
+#define DIODE_WBUF     (1u << 20)
+
+struct diode_deposit {
+        bool active;
+        char id[DIODE_ID_MAX + 1];
+        char request_id[CHANNEL_ID_MAX + 1];
+        char plan_name[DIODE_NAME_MAX + 32]; /* NAME or NAME.supersedes-N */
+        uint64_t size, received;             /* received: bytes taken, written or in wbuf */
+        uint8_t hash[AGENT_HASH_LEN];
+        int fd;        /* the part file */
+        uint8_t *wbuf; /* bytes not yet written: a port read is a page, a write per page costs */
+        size_t wlen;   /* they sit at received - wlen */
+        crypto_generichash_state hs; /* over the bytes as they were written */
+        dev_t dev;                   /* the part file's inode */
+        ino_t ino;
+};
+
+struct diode {
+        struct vault *v;
+        struct channel *ch;
+        uint64_t max_record_bytes;
+        struct diode_deposit dep;
+};
+
+void diode_init(struct diode *d, struct vault *v, struct channel *ch, uint64_t max_record_bytes);
+void diode_done(struct diode *d);
+/* A host line: 0 when it is not a Diode request (the caller parses it), 1 handled, 2 handled and
+ * a record was sealed (the caller sends a seal report). */
+int diode_on_line(struct diode *d, const char *line, size_t len);
+void diode_on_data(struct diode *d, const char *id, uint64_t offset, const uint8_t *p, size_t n,
+                   bool last);
+/* The stream is out of step (a bad frame header, the channel dropped): the deposit stops; its
+ * part file stays for a resume. */
+void diode_abort(struct diode *d, const char *why);
 
 /* ---- subcommands ---- */
 int agent_cmd_run(int argc, char **argv);

@@ -25,6 +25,7 @@ struct agent {
         struct agent_config cfg;
         struct vault v;
         struct channel ch;
+        struct diode dio;
         struct verify_result last;
         int inotify_fd;
         uint64_t next_scan_ms, next_verify_ms;
@@ -124,6 +125,17 @@ static void agent_scan(struct agent *a)
         agent_report(a, "seal", NULL, &view);
 }
 
+/* After a deposit: the host accepts the new head with a consistency proof, as after a scan. */
+static void agent_seal_report(struct agent *a)
+{
+        struct verify_result view = a->last;
+
+        view.records = a->v.ledger.n;
+        view.bytes = a->v.ledger.bytes;
+        view.duration_ms = 0;
+        agent_report(a, "seal", NULL, &view);
+}
+
 static void agent_on_line(void *ctx, const char *line, size_t len)
 {
         struct agent *a = ctx;
@@ -138,6 +150,15 @@ static void agent_on_line(void *ctx, const char *line, size_t len)
         }
         if (len == 0)
                 return;
+        switch (diode_on_line(&a->dio, line, len)) {
+        case 2:
+                agent_seal_report(a);
+                return;
+        case 1:
+                return;
+        default:
+                break;
+        }
         if (agent_request_parse(line, len, &req, err, sizeof(err)) < 0) {
                 log_warn("bad request from the host: %s", err);
                 agent_send(a, report_build_error(req.request_id, err), "error");
@@ -152,14 +173,35 @@ static void agent_on_line(void *ctx, const char *line, size_t len)
                    answer ? "consistency" : "error");
 }
 
+static void agent_on_data(void *ctx, const char *id, uint64_t offset, const uint8_t *p, size_t n,
+                          bool last)
+{
+        struct agent *a = ctx;
+
+        diode_on_data(&a->dio, id, offset, p, n, last);
+}
+
+static void agent_on_bad(void *ctx, const char *why)
+{
+        struct agent *a = ctx;
+
+        log_warn("bad data frame from the host: %s", why);
+        diode_abort(&a->dio, why);
+}
+
+static const struct diode_frame_ops agent_frame_ops = {
+    .line = agent_on_line, .data = agent_on_data, .bad = agent_on_bad};
+
 static void agent_channel(struct agent *a, short revents)
 {
         uint64_t now = clock_monotonic_ms();
 
         if (revents & POLLIN)
-                channel_read(&a->ch, now, agent_on_line, a);
+                channel_read(&a->ch, now, &agent_frame_ops, a);
         else if (revents & (POLLHUP | POLLERR))
                 channel_reset(&a->ch, now);
+        if (a->ch.fd < 0)
+                diode_abort(&a->dio, "the channel closed");
         if (a->ch.fd >= 0)
                 channel_flush(&a->ch, now);
 }
@@ -239,6 +281,7 @@ static int agent_setup(struct agent *a)
         r = channel_init(&a->ch, a->cfg.channel, a->cfg.queue_max);
         if (r < 0)
                 return r;
+        diode_init(&a->dio, &a->v, &a->ch, a->cfg.max_record_bytes);
         snprintf(inbox, sizeof(inbox), "%s/app-console-input", a->v.dir);
         a->inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
         if (a->inotify_fd < 0 ||
@@ -274,7 +317,8 @@ static int agent_rewrite_args(int argc, char **argv, char **out, char bufs[][420
 
 int agent_cmd_run(int argc, char **argv)
 {
-        static struct agent a = {.inotify_fd = -1, .ch = {.fd = -1}};
+        static struct agent a = {
+            .inotify_fd = -1, .ch = {.fd = -1, .src_fd = -1}, .dio = {.dep = {.fd = -1}}};
         static char bufs[8][4200];
         char *args[128];
         const struct daemon_args d = {
@@ -305,6 +349,7 @@ int agent_cmd_run(int argc, char **argv)
                 channel_flush(&a.ch, clock_monotonic_ms());
                 poll(NULL, 0, 50);
         }
+        diode_done(&a.dio);
         channel_done(&a.ch);
         verify_result_done(&a.last);
         if (a.v.dir[0])

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/fs.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,8 @@
 
 #include "agent/agent.h"
 #include "common/clock.h"
+
+static void seal_check_ledger_size(struct vault *v);
 
 #define SEAL_SUFFIX ".supersedes-"
 
@@ -201,9 +204,28 @@ static int seal_commit(struct vault *v, int fd, const char *name, struct ledger_
         return r;
 }
 
-/* 0 sealed, 1 skipped (not ready or not eligible), <0 failed. */
-static int seal_one(struct vault *v, const char *name, uint64_t max_bytes)
+/* The content's hash: the one the agent computed as it wrote the file when the file is still
+ * that inode (its own 0600 file, one link, no writer now: nobody else can have changed it), else
+ * hashed from disk. */
+static int seal_hash(int fd, const struct stat *st, const struct seal_expect *x,
+                     uint8_t ret[AGENT_HASH_LEN], uint64_t *ret_size)
 {
+        if (x && x->known && st->st_dev == x->dev && st->st_ino == x->ino &&
+            (uint64_t)st->st_size == x->size) {
+                memcpy(ret, x->hash, AGENT_HASH_LEN);
+                *ret_size = x->size;
+                return 0;
+        }
+        return verify_hash_fd(fd, ret, ret_size);
+}
+
+/* 0 sealed, 1 skipped (not ready or not eligible), <0 failed. plan_name names the asset (and
+ * the superseded record); x (may be NULL) is the hash the content must have: -EBADMSG before
+ * anything is stored when it differs. */
+static int seal_one_as(struct vault *v, const char *name, const char *plan_name, uint64_t max_bytes,
+                       const struct seal_expect *x, struct ledger_entry *ret)
+{
+        const uint8_t *expect = x ? x->hash : NULL;
         struct ledger_entry e;
         struct stat st, st2;
         uint64_t size = 0;
@@ -217,22 +239,63 @@ static int seal_one(struct vault *v, const char *name, uint64_t max_bytes)
             (uint64_t)st.st_size > max_bytes || seal_writer_open(fd) || strlen(name) > 255)
                 goto cleanup;
         memset(&e, 0, sizeof(e));
-        r = verify_hash_fd(fd, e.hash, &size);
+        r = seal_hash(fd, &st, x, e.hash, &size);
         if (r < 0)
                 goto cleanup;
         r = 1;
         if (fstat(fd, &st2) < 0 || st2.st_size != st.st_size || (uint64_t)st.st_size != size ||
             st2.st_mtim.tv_sec != st.st_mtim.tv_sec || st2.st_mtim.tv_nsec != st.st_mtim.tv_nsec)
                 goto cleanup;
+        if (expect && sodium_memcmp(expect, e.hash, AGENT_HASH_LEN) != 0) {
+                r = -EBADMSG;
+                goto cleanup;
+        }
         e.seq = v->ledger.next_seq;
         e.size = size;
         clock_format_rfc3339(clock_realtime_ms(), e.time, sizeof(e.time));
         memcpy(e.prev, v->ledger.n ? v->ledger.last_line_hash : (uint8_t[32]){0}, 32);
-        seal_plan(v, name, &e);
+        seal_plan(v, plan_name, &e);
         r = seal_commit(v, fd, name, &e);
+        if (r == 0 && ret)
+                *ret = e;
 cleanup:
         close(fd);
         return r;
+}
+
+static int seal_one(struct vault *v, const char *name, uint64_t max_bytes)
+{
+        return seal_one_as(v, name, name, max_bytes, NULL, NULL);
+}
+
+/* Whether a seal may start: recovery first, then the ledger and its head must allow one. */
+static int seal_ready(struct vault *v, struct mismatch_list *log)
+{
+        if (v->read_only || v->ledger_fd < 0 || v->inbox_fd < 0 || v->state_fd < 0)
+                return -EROFS;
+        seal_check_ledger_size(v);
+        seal_recover(v, log);
+        if (!v->ledger.ends_clean)
+                return -EUCLEAN;
+        if (!v->head_ok)
+                return -ENOTRECOVERABLE;
+        return v->intent_pending ? -EAGAIN : 0;
+}
+
+int seal_named(struct vault *v, const char *inbox_name, const char *plan_name, uint64_t max_bytes,
+               const struct seal_expect *expect, struct ledger_entry *ret)
+{
+        int r = seal_ready(v, NULL);
+
+        if (r < 0)
+                return r;
+        r = seal_one_as(v, inbox_name, plan_name, max_bytes, expect, ret);
+        return r > 0 ? -EBUSY : r;
+}
+
+bool seal_supersedes_valid(const struct vault *v, uint64_t seq)
+{
+        return seal_supersedes_known(&v->ledger, seq);
 }
 
 static int seal_cmp_names(const void *a, const void *b)
@@ -299,16 +362,9 @@ int seal_scan_inbox(struct vault *v, uint64_t max_bytes, struct seal_result *ret
         int r;
 
         memset(ret, 0, sizeof(*ret));
-        if (v->read_only || v->ledger_fd < 0 || v->inbox_fd < 0 || v->state_fd < 0)
-                return -EROFS;
-        seal_check_ledger_size(v);
-        seal_recover(v, log);
-        if (!v->ledger.ends_clean)
-                return -EUCLEAN;
-        if (!v->head_ok)
-                return -ENOTRECOVERABLE;
-        if (v->intent_pending)
-                return -EAGAIN;
+        r = seal_ready(v, log);
+        if (r < 0)
+                return r;
         r = seal_list_inbox(v->inbox_fd, &names, &n);
         if (r < 0)
                 return r;

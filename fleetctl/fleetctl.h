@@ -31,7 +31,10 @@ struct ctl {
         unsigned n_witness_files, n_witness_nodes;
         const char *audit_key;
         bool via_fleetd; /* audit verify: the nodes' checkpoints as fleetd relays them */
-        int argc;        /* positional arguments after the command */
+        /* deposit / read: the record's name, what it corrects, the deposit id to retry with,
+         * where a read goes, the vault key to hold answers against (base64) */
+        const char *name, *supersedes, *deposit_id, *output, *vault_key;
+        int argc; /* positional arguments after the command */
         char **argv;
 };
 
@@ -106,5 +109,8 @@ int ctl_cmd_health(struct ctl *c);
 int ctl_cmd_roster(struct ctl *c);
 int ctl_cmd_token(struct ctl *c);
 int ctl_cmd_audit_verify(struct ctl *c);
+int ctl_cmd_deposit(struct ctl *c);
+int ctl_cmd_records(struct ctl *c);
+int ctl_cmd_read(struct ctl *c);
 /* local.c: opens fleetd's store in c->state_dir (message printed on failure). */
 int ctl_open_store(struct ctl *c, bool create, struct store **ret);

@@ -35,6 +35,13 @@ const struct ctl_command ctl_commands[] = {
      "[--witness FILE]... [--via-fleetd] [--key VKEY]",
      "read the audit record, or verify it (state dir) against fleetd's signed checkpoints and "
      "those the nodes witnessed"},
+    {"deposit", ctl_cmd_deposit,
+     "deposit VM FILE [--name N] [--supersedes SEQ] [--deposit-id ID] [--vault-key B64]",
+     "put a record into the Totebox's vault through the Diode; prints the checked receipt"},
+    {"records", ctl_cmd_records, "records VM [--after SEQ] [--limit N]",
+     "the Totebox's ledger, a page at a time"},
+    {"read", ctl_cmd_read, "read VM SEQ --output FILE [--vault-key B64]",
+     "read a record back; written only when its hash and inclusion proof verify"},
     {"health", ctl_cmd_health, "health", "fleet health, integrity first"},
     {"roster", ctl_cmd_roster, "roster", "the roster fleetd uses"},
     {"token", ctl_cmd_token, "token create NAME [--expires 30d] | token revoke NAME | token list",
@@ -90,11 +97,16 @@ static int ctl_parse(struct ctl *c, int argc, char **argv)
                                              {"witness", required_argument, NULL, 'W'},
                                              {"key", required_argument, NULL, 'K'},
                                              {"via-fleetd", no_argument, NULL, 'V'},
+                                             {"name", required_argument, NULL, 'G'},
+                                             {"supersedes", required_argument, NULL, 's'},
+                                             {"deposit-id", required_argument, NULL, 'D'},
+                                             {"output", required_argument, NULL, 'o'},
+                                             {"vault-key", required_argument, NULL, 'Q'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
         int o;
 
-        while ((o = getopt_long(argc, argv, "u:t:S:f:c:jyh", opts, NULL)) != -1) {
+        while ((o = getopt_long(argc, argv, "u:t:S:f:c:jyho:", opts, NULL)) != -1) {
                 switch (o) {
                 case 'u':
                         c->url = optarg;
@@ -175,6 +187,21 @@ static int ctl_parse(struct ctl *c, int argc, char **argv)
                         break;
                 case 'V':
                         c->via_fleetd = true;
+                        break;
+                case 'G':
+                        c->name = optarg;
+                        break;
+                case 's':
+                        c->supersedes = optarg;
+                        break;
+                case 'D':
+                        c->deposit_id = optarg;
+                        break;
+                case 'o':
+                        c->output = optarg;
+                        break;
+                case 'Q':
+                        c->vault_key = optarg;
                         break;
                 case 'h':
                         ctl_usage(stdout);

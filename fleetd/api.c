@@ -6,6 +6,9 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <malloc.h>
 #include <microhttpd.h>
 #include <sodium.h>
@@ -41,6 +44,19 @@ const struct api_route api_routes[] = {
      Q("node", "status", "lifecycle", "entity", "after", "limit"), true,
      "list Totebox VMs (by id; filters, pages)"},
     {"GET", "/v1/vms/{id}", api_vms_get, true, API_BODY_NONE, {NULL}, false, "one VM"},
+    {"POST", "/v1/vms/{id}/records", api_records_deposit, true, API_BODY_FILE,
+     Q("name", "supersedes", "deposit_id", "blake2b_256"), false,
+     "deposit a record (the body) into the Totebox's vault: a receipt"},
+    {"GET", "/v1/vms/{id}/records", api_records_list, true, API_BODY_NONE, Q("after", "limit"),
+     false, "the Totebox's ledger, a page at a time"},
+    {"GET",
+     "/v1/vms/{id}/records/{seq}",
+     api_records_read,
+     true,
+     API_BODY_NONE,
+     {NULL},
+     false,
+     "one record's bytes; its entry, proof and tree head in Totebox-Record"},
     {"POST",
      "/v1/vms/{id}/{verb}",
      api_vms_verb,
@@ -135,6 +151,12 @@ const struct api_route api_routes[] = {
 
 struct api_conn {
         struct http_body body;
+        /* an API_BODY_FILE route's body: spooled, hashed on the way, bounded */
+        bool spool;
+        int spool_fd;
+        uint64_t spooled;
+        bool too_large;
+        crypto_generichash_state hs;
 };
 
 /* Length of the well-formed UTF-8 sequence at s (RFC 3629: no overlong forms, no surrogates,
@@ -450,6 +472,11 @@ static void api_run(const struct api_route *r, struct api_request *req, struct a
                 return;
         if (!api_query_check(r, req, resp))
                 return;
+        if (r->body != API_BODY_FILE && req->body_in_file) {
+                api_problem(resp, 400, "unexpected-body", "%s %s takes no record body", req->method,
+                            r->pattern);
+                return;
+        }
         if (r->body == API_BODY_NONE && req->body_len > 0) {
                 api_problem(resp, 400, "unexpected-body", "%s %s takes no request body",
                             req->method, r->pattern);
@@ -641,7 +668,12 @@ static enum MHD_Result api_send(struct MHD_Connection *conn, struct api_request 
                 resp->shared = NULL;
                 status = 304;
         }
-        if (resp->shared) {
+        if (resp->has_file) {
+                free(text);
+                r = MHD_create_response_from_fd_at_offset64(resp->file_len, resp->file_fd, 0);
+                if (r)
+                        resp->has_file = false; /* the response owns the fd */
+        } else if (resp->shared) {
                 r = MHD_create_response_from_buffer_with_free_callback_cls(
                     resp->shared->len, resp->shared->text, api_shared_unref, resp->shared);
                 if (r)
@@ -686,6 +718,9 @@ static enum MHD_Result api_answer(struct fleetd *f, struct MHD_Connection *conn,
         json_decref(resp->body);
         free(resp->raw);
         api_shared_unref(resp->shared);
+        if (resp->has_file)
+                close(resp->file_fd);
+        free(resp->header_owned);
         if (big)
                 malloc_trim(0); /* give a big answer's memory back to the system */
         clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -693,6 +728,47 @@ static enum MHD_Result api_answer(struct fleetd *f, struct MHD_Connection *conn,
                                 (double)(t1.tv_sec - t0->tv_sec) +
                                     (double)(t1.tv_nsec - t0->tv_nsec) / 1e9);
         return ret;
+}
+
+/* A route whose body is a record (API_BODY_FILE) spools it to an unlinked file in
+ * state_dir/diode; the caller's token is checked first, so nobody else can fill the disk. */
+static bool api_spool_start(struct fleetd *f, struct api_conn *c, struct api_request *req,
+                            struct api_response *resp)
+{
+        char dir[4200];
+
+        for (const struct api_route *r = api_routes; r->method; r++) {
+                if (r->body != API_BODY_FILE || strcmp(r->method, req->method) != 0 ||
+                    !api_match(r->pattern, req->path, req))
+                        continue;
+                if (r->auth && !api_authorize(req, resp))
+                        return false;
+                snprintf(dir, sizeof(dir), "%s/diode", f->cfg.state_dir);
+                mkdir(dir, 0700);
+                c->spool = true;
+                c->spool_fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+                crypto_generichash_init(&c->hs, NULL, 0, 32);
+                if (c->spool_fd < 0) {
+                        api_problem(resp, 503, "no-spool", "cannot spool the record in '%s': %s",
+                                    dir, strerror(errno));
+                        return false;
+                }
+                return true;
+        }
+        return true;
+}
+
+static void api_spool_feed(struct fleetd *f, struct api_conn *c, const char *data, size_t *size)
+{
+        if (c->spooled + *size > f->cfg.max_record_bytes)
+                c->too_large = true;
+        if (!c->too_large && pwrite(c->spool_fd, data, *size, (off_t)c->spooled) != (ssize_t)*size)
+                c->too_large = true;
+        if (!c->too_large) {
+                crypto_generichash_update(&c->hs, (const uint8_t *)data, *size);
+                c->spooled += *size;
+        }
+        *size = 0;
 }
 
 static enum MHD_Result api_access(void *cls, struct MHD_Connection *conn, const char *url,
@@ -716,16 +792,29 @@ static enum MHD_Result api_access(void *cls, struct MHD_Connection *conn, const 
                 if (!c)
                         return MHD_NO;
                 *con_cls = c;
-                if (api_request_fits(&req, &resp))
+                c->spool_fd = -1;
+                if (api_request_fits(&req, &resp) && api_spool_start(f, c, &req, &resp))
                         return MHD_YES;
                 /* answered before its body is read; libmicrohttpd then closes the connection */
                 api_new_request_id(conn, req.request_id, sizeof(req.request_id));
                 return api_answer(f, conn, &req, &resp, &t0);
         }
-        if (!http_body_feed(&c->body, upload_data, upload_data_size, f->cfg.max_body_bytes))
+        if (c->spool && *upload_data_size) {
+                api_spool_feed(f, c, upload_data, upload_data_size);
+                return MHD_YES;
+        }
+        if (!c->spool &&
+            !http_body_feed(&c->body, upload_data, upload_data_size, f->cfg.max_body_bytes))
                 return MHD_YES;
         api_new_request_id(conn, req.request_id, sizeof(req.request_id));
-        if (c->body.too_large) {
+        if (c->spool) {
+                req.body_in_file = true;
+                req.body_fd = c->spool_fd;
+                req.body_size = c->spooled;
+                req.body_too_large = c->too_large;
+                crypto_generichash_final(&c->hs, req.body_hash, sizeof(req.body_hash));
+                api_dispatch(&req, &resp);
+        } else if (c->body.too_large) {
                 api_problem(&resp, 413, "body-too-large", "request body exceeds %llu bytes",
                             (unsigned long long)f->cfg.max_body_bytes);
         } else {
@@ -743,6 +832,8 @@ static void api_completed(void *cls, struct MHD_Connection *conn, void **con_cls
 
         if (c) {
                 http_body_done(&c->body);
+                if (c->spool_fd >= 0)
+                        close(c->spool_fd);
                 free(c);
                 *con_cls = NULL;
         }

@@ -54,6 +54,11 @@ struct api_request {
         char actor[64];         /* the token's name, "anonymous" when auth is off */
         struct api_query query; /* checked against the route before its handler runs */
         unsigned route; /* for /metrics: the api_routes index that matched, or METRICS_ROUTE_* */
+        /* API_BODY_FILE: the body in an unlinked spool file (owned by the connection) */
+        int body_fd;
+        bool body_in_file, body_too_large;
+        uint64_t body_size;
+        uint8_t body_hash[32]; /* BLAKE2b-256 of the spooled body */
 };
 
 /* An answer's bytes shared by every request that sends them (the cached node list): counted
@@ -80,6 +85,10 @@ struct api_response {
         bool etag; /* a list route's 200: tagged, and 304 when If-None-Match names the tag */
         char tag[FLEET_ETAG_SIZE]; /* one resource's revision (etag.c), sent as its ETag */
         char location[64];         /* a Location header (202: the operation to poll), or "" */
+        char *header_owned; /* header_value's storage when it is malloc'd (owned) */
+        bool has_file;      /* send file_fd's file_len bytes (the response takes the fd) */
+        int file_fd;
+        uint64_t file_len;
         char allow[64];
         unsigned sent_status; /* the status api_send sent (304 for a matched If-None-Match) */
 };
@@ -87,7 +96,7 @@ struct api_response {
 typedef void (*api_handler)(struct api_request *req, struct api_response *resp);
 
 /* What a route takes as a body: none (a body is refused: 400 unexpected-body), or JSON. */
-enum api_body { API_BODY_NONE, API_BODY_JSON };
+enum api_body { API_BODY_NONE, API_BODY_JSON, API_BODY_FILE };
 
 struct api_route {
         const char *method;
@@ -140,6 +149,10 @@ void api_nodes_history(struct api_request *req, struct api_response *resp);
 void api_vms_list(struct api_request *req, struct api_response *resp);
 void api_vms_get(struct api_request *req, struct api_response *resp);
 void api_vms_verb(struct api_request *req, struct api_response *resp);
+/* api_records.c: the Diode, forwarded to the VM's node */
+void api_records_deposit(struct api_request *req, struct api_response *resp);
+void api_records_list(struct api_request *req, struct api_response *resp);
+void api_records_read(struct api_request *req, struct api_response *resp);
 /* Makes s valid UTF-8 in place: a byte that does not start or continue a well-formed sequence
  * (including a sequence cut short by truncation) becomes '?'. */
 void api_utf8_sanitise(char *s);

@@ -55,6 +55,8 @@ const struct config_key fleetd_config_table[] = {
       "directory of the web panel's static files, served at / and /panel/ (empty: off)"),
     K("max_body_bytes", CONFIG_UINT, max_body_bytes, 256, 1048576, "65536",
       "largest REST request body accepted"),
+    K("max_record_bytes", CONFIG_UINT, max_record_bytes, 1, 68719476736ull, "1073741824",
+      "largest record deposited through the Diode (bytes)"),
     K("max_json_depth", CONFIG_UINT, max_json_depth, 2, 64, "8",
       "deepest JSON nesting accepted in a REST body"),
     K("vault_verify_interval", CONFIG_DURATION, vault_verify_interval_ms, 1000, 604800000, "1h",

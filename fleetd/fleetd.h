@@ -43,6 +43,7 @@ struct fleetd_config {
         uint64_t dispatch_backoff_ms;
         uint64_t dispatch_backoff_max_ms;
         uint64_t max_body_bytes;
+        uint64_t max_record_bytes; /* the Diode: largest deposit (spooled in state_dir/diode) */
         uint64_t max_json_depth;
         uint64_t vault_verify_interval_ms, vault_stall_grace_ms;
         bool auth;

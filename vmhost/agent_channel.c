@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -29,9 +31,12 @@ struct agent_chan {
         int fd;
         int watch;
         bool running;
-        char *buf; /* AGENT_LINE_MAX + 1 */
-        size_t len;
-        bool discarding;
+        struct diode_decoder dec; /* lines, and the data frames of record reads */
+        uint64_t gen;             /* connections so far: a Diode transfer is tied to one */
+        pthread_mutex_t wlock;    /* one writer at a time: a frame is never cut by a line */
+        char *pending;            /* lines that found wlock taken, sent when it is released */
+        size_t pending_len;
+        struct diode_wait *waits; /* Diode requests waiting for their answers */
         struct integrity in;
         bool meta_dirty;
         bool refresh_wanted; /* the witness state changed: the inventory shows it */
@@ -69,11 +74,11 @@ static struct agent_chan *chan_get(struct vmhost *vh, const char *id)
         c = calloc(1, sizeof(*c));
         if (!c)
                 return NULL;
-        c->buf = malloc(AGENT_LINE_MAX + 1);
-        if (!c->buf) {
+        if (diode_decoder_init(&c->dec, AGENT_LINE_MAX) < 0) {
                 free(c);
                 return NULL;
         }
+        pthread_mutex_init(&c->wlock, NULL);
         snprintf(c->id, sizeof(c->id), "%s", id);
         c->fd = -1;
         c->watch = -1;
@@ -84,6 +89,24 @@ static struct agent_chan *chan_get(struct vmhost *vh, const char *id)
         return c;
 }
 
+/* Keeps a line for after the Diode transfer that holds the channel (with state_lock held). */
+static void chan_keep_pending(struct agent_chan *c, const char *text, size_t n)
+{
+        char *p = realloc(c->pending, c->pending_len + n);
+
+        if (!p || c->pending_len + n > AGENT_LINE_MAX * 4) {
+                log_warn("VM '%s': a request to the agent was not sent: the channel is busy",
+                         c->id);
+                if (p)
+                        c->pending = p;
+                return;
+        }
+        memcpy(p + c->pending_len, text, n);
+        c->pending = p;
+        c->pending_len += n;
+}
+
+/* With state_lock held; never blocks: a line that finds a transfer writing waits for it. */
 static void chan_send(struct agent_chan *c, json_t *msg)
 {
         char *text = json_dumps(msg, JSON_COMPACT);
@@ -91,9 +114,15 @@ static void chan_send(struct agent_chan *c, json_t *msg)
 
         if (text && c->fd >= 0) {
                 text[n] = '\n'; /* replaces the NUL; length is n + 1 */
-                if (send(c->fd, text, n + 1, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)(n + 1))
-                        log_warn("VM '%s': a request to the agent was not sent: %s", c->id,
-                                 strerror(errno));
+                if (pthread_mutex_trylock(&c->wlock) != 0)
+                        chan_keep_pending(c, text, n + 1);
+                else {
+                        if (send(c->fd, text, n + 1, MSG_NOSIGNAL | MSG_DONTWAIT) !=
+                            (ssize_t)(n + 1))
+                                log_warn("VM '%s': a request to the agent was not sent: %s", c->id,
+                                         strerror(errno));
+                        pthread_mutex_unlock(&c->wlock);
+                }
         }
         free(text);
         json_decref(msg);
@@ -220,12 +249,54 @@ static void chan_on_line(struct vmhost *vh, struct agent_chan *c, const char *li
         }
 }
 
+static struct diode_wait *chan_wait_find(struct agent_chan *c, const char *request_id)
+{
+        for (struct diode_wait *w = c->waits; w; w = w->next)
+                if (strcmp(w->request_id, request_id) == 0)
+                        return w;
+        return NULL;
+}
+
+/* An answer to a Diode request goes to its waiter (1); a Diode answer nobody waits for any more
+ * (it timed out) is dropped (1); anything else is not the Diode's (0). */
+static int chan_diode_line(struct agent_chan *c, const char *line, size_t len)
+{
+        static const char *const types[] = {"deposit-ready", "deposit-receipt", "record",
+                                            "record-end",    "record-list",     NULL};
+        json_t *o = json_loadb(line, len, JSON_REJECT_DUPLICATES, NULL);
+        const char *type = json_string_value(json_object_get(o, "type"));
+        const char *rid = json_string_value(json_object_get(o, "request_id"));
+        struct diode_wait *w = rid ? chan_wait_find(c, rid) : NULL;
+        bool diode_type = false;
+
+        for (int i = 0; type && types[i]; i++)
+                diode_type = diode_type || !strcmp(type, types[i]);
+        /* the Diode's errors carry a code; the reports' do not */
+        diode_type = diode_type || (type && !strcmp(type, "error") && json_object_get(o, "code"));
+        if (!w || !json_is_object(o)) {
+                json_decref(o);
+                return diode_type;
+        }
+        if (!strcmp(type ? type : "", "record")) {
+                json_decref(w->record);
+                w->record = o;
+                return 1;
+        }
+        json_decref(w->answer);
+        w->answer = o;
+        w->done = true;
+        pthread_cond_broadcast(&w->cond);
+        return 1;
+}
+
 static void chan_handle_line(struct vmhost *vh, struct agent_chan *c, const char *line, size_t len)
 {
         struct agent_msg m;
         char err[256];
 
         c->lines++;
+        if (chan_diode_line(c, line, len))
+                return;
         if (agent_line_parse(line, len, &m, err, sizeof(err)) < 0) {
                 c->in.malformed++;
                 log_warn("VM '%s': malformed agent line dropped: %s", c->id, err);
@@ -242,23 +313,56 @@ static void chan_handle_line(struct vmhost *vh, struct agent_chan *c, const char
         agent_msg_clear(&m);
 }
 
-/* Splits buf into lines; an over-long line is dropped up to its newline. */
+struct chan_feed {
+        struct vmhost *vh;
+        struct agent_chan *c;
+};
+
+static void chan_feed_line(void *ctx, const char *line, size_t len)
+{
+        struct chan_feed *f = ctx;
+
+        if (!line)
+                f->c->in.malformed++; /* over-long: dropped up to its newline */
+        else
+                chan_on_line(f->vh, f->c, line, len);
+}
+
+/* A piece of a record being read: into its waiter's spool file, within the announced size. */
+static void chan_feed_data(void *ctx, const char *id, uint64_t offset, const uint8_t *p, size_t n,
+                           bool last)
+{
+        struct chan_feed *f = ctx;
+        struct diode_wait *w = chan_wait_find(f->c, id);
+
+        (void)last;
+        if (!w || w->spool_fd < 0 || w->failed)
+                return;
+        if (offset > w->spool_max || n > w->spool_max - offset ||
+            pwrite(w->spool_fd, p, n, (off_t)offset) != (ssize_t)n) {
+                w->failed = true;
+                return;
+        }
+        if (offset + n > w->spooled)
+                w->spooled = offset + n;
+}
+
+static void chan_feed_bad(void *ctx, const char *why)
+{
+        struct chan_feed *f = ctx;
+
+        f->c->in.malformed++;
+        log_warn("VM '%s': %s from the agent; dropped", f->c->id, why);
+}
+
+static const struct diode_frame_ops chan_frame_ops = {
+    .line = chan_feed_line, .data = chan_feed_data, .bad = chan_feed_bad};
+
 static void chan_consume(struct vmhost *vh, struct agent_chan *c, const char *data, size_t n)
 {
-        for (size_t i = 0; i < n; i++) {
-                if (data[i] == '\n') {
-                        if (c->discarding)
-                                c->in.malformed++;
-                        else if (c->len > 0)
-                                chan_on_line(vh, c, c->buf, c->len);
-                        c->len = 0;
-                        c->discarding = false;
-                } else if (c->len < AGENT_LINE_MAX) {
-                        c->buf[c->len++] = data[i];
-                } else {
-                        c->discarding = true;
-                }
-        }
+        struct chan_feed f = {vh, c};
+
+        diode_decoder_feed(&c->dec, (const uint8_t *)data, n, &chan_frame_ops, &f);
 }
 
 static void chan_close(struct agent_chan *c)
@@ -269,8 +373,14 @@ static void chan_close(struct agent_chan *c)
         if (c->fd >= 0)
                 close(c->fd);
         c->fd = -1;
-        c->len = 0;
-        c->discarding = false;
+        diode_decoder_reset(&c->dec);
+        free(c->pending);
+        c->pending = NULL;
+        c->pending_len = 0;
+        for (struct diode_wait *w = c->waits; w; w = w->next) {
+                w->dropped = true;
+                pthread_cond_broadcast(&w->cond);
+        }
 }
 
 static void chan_io(int watch, int fd, int events, void *opaque)
@@ -314,6 +424,7 @@ static void chan_connect(struct vmhost *vh, struct agent_chan *c)
         if (c->watch < 0)
                 goto cleanup;
         c->fd = fd;
+        c->gen++;
         fd = -1;
         log_info("VM '%s': agent channel connected", c->id);
 cleanup:
@@ -507,9 +618,121 @@ void agent_chan_stop(struct vmhost *vh)
                 integrity_clear(&c->in);
                 json_decref(c->last_report);
                 json_decref(c->last_requested);
-                free(c->buf);
+                diode_decoder_done(&c->dec);
+                pthread_mutex_destroy(&c->wlock);
                 free(c);
         }
         vh->chans = NULL;
         pthread_mutex_unlock(&vh->state_lock);
+}
+
+/* ---- the Diode's use of a channel (vmhost/diode.c) ---- */
+
+int agent_chan_wait_add(struct vmhost *vh, const char *id, struct diode_wait *w)
+{
+        struct agent_chan *c;
+        int r = -ENOTCONN;
+
+        pthread_mutex_lock(&vh->state_lock);
+        c = chan_find(vh, id);
+        if (c && c->fd >= 0 && !chan_wait_find(c, w->request_id)) {
+                w->gen = c->gen;
+                w->next = c->waits;
+                c->waits = w;
+                r = 0;
+        }
+        pthread_mutex_unlock(&vh->state_lock);
+        return r;
+}
+
+void agent_chan_wait_remove(struct vmhost *vh, const char *id, struct diode_wait *w)
+{
+        struct agent_chan *c;
+
+        pthread_mutex_lock(&vh->state_lock);
+        c = chan_find(vh, id);
+        for (struct diode_wait **pp = c ? &c->waits : NULL; pp && *pp; pp = &(*pp)->next)
+                if (*pp == w) {
+                        *pp = w->next;
+                        break;
+                }
+        pthread_mutex_unlock(&vh->state_lock);
+}
+
+int agent_chan_wait(struct vmhost *vh, struct diode_wait *w, uint64_t deadline_mono_ms)
+{
+        int r = 0;
+
+        pthread_mutex_lock(&vh->state_lock);
+        while (!w->done && !w->dropped) {
+                uint64_t now = clock_monotonic_ms();
+                struct timespec ts;
+
+                if (now >= deadline_mono_ms) {
+                        r = -ETIMEDOUT;
+                        break;
+                }
+                clock_gettime(CLOCK_MONOTONIC, &ts);
+                ts.tv_sec += (time_t)((deadline_mono_ms - now) / 1000);
+                ts.tv_nsec += (long)((deadline_mono_ms - now) % 1000) * 1000000L;
+                if (ts.tv_nsec >= 1000000000L) {
+                        ts.tv_sec++;
+                        ts.tv_nsec -= 1000000000L;
+                }
+                pthread_cond_timedwait(&w->cond, &vh->state_lock, &ts);
+        }
+        if (r == 0 && !w->done)
+                r = -ECONNRESET;
+        pthread_mutex_unlock(&vh->state_lock);
+        return r;
+}
+
+int agent_chan_write_begin(struct vmhost *vh, const char *id, uint64_t gen, int *ret_fd)
+{
+        struct agent_chan *c;
+        int fd = -1;
+
+        pthread_mutex_lock(&vh->state_lock);
+        c = chan_find(vh, id);
+        if (c && c->fd >= 0 && c->gen == gen)
+                fd = fcntl(c->fd, F_DUPFD_CLOEXEC, 3);
+        pthread_mutex_unlock(&vh->state_lock);
+        if (fd < 0)
+                return -ECONNRESET;
+        pthread_mutex_lock(&c->wlock); /* chans are freed only at shutdown */
+        *ret_fd = fd;
+        return 0;
+}
+
+/* Takes the lines that waited for the writer; with wlock held. */
+static char *chan_take_pending(struct vmhost *vh, struct agent_chan *c, size_t *ret_len)
+{
+        char *p;
+
+        pthread_mutex_lock(&vh->state_lock);
+        p = c->pending;
+        *ret_len = c->pending_len;
+        c->pending = NULL;
+        c->pending_len = 0;
+        pthread_mutex_unlock(&vh->state_lock);
+        return p;
+}
+
+void agent_chan_write_end(struct vmhost *vh, const char *id, int fd)
+{
+        struct agent_chan *c;
+        size_t n = 0;
+        char *p;
+
+        pthread_mutex_lock(&vh->state_lock);
+        c = chan_find(vh, id);
+        pthread_mutex_unlock(&vh->state_lock);
+        if (!c)
+                return;
+        p = chan_take_pending(vh, c, &n);
+        if (p && send(fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)n)
+                log_warn("VM '%s': requests held during a transfer were not all sent", id);
+        free(p);
+        close(fd);
+        pthread_mutex_unlock(&c->wlock);
 }

@@ -36,6 +36,8 @@ const struct config_key vmhost_config_table[] = {
       "comma-separated client addresses allowed; empty: only the roster's controller"),
     K("max_body_bytes", CONFIG_UINT, max_body_bytes, 1024, 4194304, "1048576",
       "largest node API request body"),
+    K("max_record_bytes", CONFIG_UINT, max_record_bytes, 1, 68719476736ull, "1073741824",
+      "largest record a deposit or read moves through the Diode (bytes)"),
     K("roster_file", CONFIG_STRING, roster_file, 4096, 4096, "",
       "initial roster (used until a newer signed roster is pushed)"),
     K("genesis_public_key", CONFIG_STRING, genesis_public_key, 64, 64, "",

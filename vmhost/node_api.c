@@ -6,6 +6,10 @@
  * no migrate, undefine or disk-delete route, and none may be added. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <sodium.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <microhttpd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -312,7 +316,219 @@ static void node_dispatch(struct node_req *q, const char *url, struct node_resp 
 
 struct node_conn {
         struct http_body body;
+        /* a Diode deposit: the body goes to an unlinked spool file, hashed on the way */
+        bool deposit;
+        int spool_fd;
+        uint64_t spooled;
+        bool too_large;
+        crypto_generichash_state hs;
 };
+
+static enum MHD_Result node_send(struct MHD_Connection *conn, struct node_resp *resp);
+
+/* ---- the Diode's routes: POST/GET /v1/vms/{id}/records, GET /v1/vms/{id}/records/{seq} ---- */
+
+/* The VM id and (for one record) the seq of a records URL; false when url is not one. */
+static bool node_records_url(const char *url, char *ret_id, size_t idsize, uint64_t *ret_seq)
+{
+        const char *p = url + strlen("/v1/vms/"), *slash;
+        char *end;
+
+        if (strncmp(url, "/v1/vms/", 8) != 0 || !(slash = strchr(p, '/')) ||
+            (size_t)(slash - p) >= idsize || slash == p || strncmp(slash, "/records", 8) != 0)
+                return false;
+        memcpy(ret_id, p, (size_t)(slash - p));
+        ret_id[slash - p] = '\0';
+        *ret_seq = 0;
+        if (slash[8] == '\0')
+                return true;
+        if (slash[8] != '/' || slash[9] < '1' || slash[9] > '9')
+                return false;
+        errno = 0;
+        *ret_seq = strtoull(slash + 9, &end, 10);
+        return *end == '\0' && errno == 0 && *ret_seq <= INT64_MAX;
+}
+
+static int node_spool_open(struct vmhost *vh)
+{
+        char dir[4200];
+
+        snprintf(dir, sizeof(dir), "%s/diode", vh->cfg.state_dir);
+        mkdir(dir, 0700);
+        return open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+}
+
+static bool node_query_uint(struct MHD_Connection *conn, const char *key, uint64_t max,
+                            uint64_t *ret)
+{
+        const char *v = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, key);
+        char *end;
+
+        if (!v)
+                return true;
+        errno = 0;
+        *ret = strtoull(v, &end, 10);
+        return v[0] >= '0' && v[0] <= '9' && *end == '\0' && errno == 0 && *ret <= max;
+}
+
+/* The deposit's fields from the query; the hash is the spooled bytes' own. */
+static int node_deposit_req(struct MHD_Connection *conn, struct node_conn *c, const char *id,
+                            struct diode_deposit_req *req, struct vm_problem *p)
+{
+        const char *name = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "name");
+        const char *did = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "deposit_id");
+        const char *hash = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "blake2b_256");
+        uint8_t claimed[32];
+        char hex[65];
+
+        memset(req, 0, sizeof(*req));
+        snprintf(req->vm_id, sizeof(req->vm_id), "%s", id);
+        crypto_generichash_final(&c->hs, req->hash, sizeof(req->hash));
+        req->size = c->spooled;
+        if (!name || !name[0] || strlen(name) > DIODE_NAME_LIMIT)
+                return vms_problem(p, 400, "bad-request",
+                                   "query parameter 'name' must be 1..%d bytes", DIODE_NAME_LIMIT);
+        snprintf(req->name, sizeof(req->name), "%s", name);
+        if (!node_query_uint(conn, "supersedes", INT64_MAX, &req->supersedes))
+                return vms_problem(p, 400, "bad-request", "'supersedes' must be a record number");
+        if (hash &&
+            (strlen(hash) != 64 || sodium_hex2bin(claimed, 32, hash, 64, NULL, NULL, NULL) != 0 ||
+             sodium_memcmp(claimed, req->hash, 32) != 0))
+                return vms_problem(p, 422, "hash-mismatch",
+                                   "the body's BLAKE2b-256 is not the 'blake2b_256' given");
+        if (did && !diode_id_valid(did))
+                return vms_problem(p, 400, "bad-request",
+                                   "'deposit_id' must be 1..64 of [A-Za-z0-9_-]");
+        if (did)
+                snprintf(req->deposit_id, sizeof(req->deposit_id), "%s", did);
+        else {
+                /* no id: the same name, content and correction are the same deposit */
+                uint8_t h[16];
+                crypto_generichash_state st;
+
+                crypto_generichash_init(&st, NULL, 0, sizeof(h));
+                crypto_generichash_update(&st, req->hash, 32);
+                crypto_generichash_update(&st, (const uint8_t *)name, strlen(name) + 1);
+                crypto_generichash_update(&st, (const uint8_t *)&req->supersedes, 8);
+                crypto_generichash_final(&st, h, sizeof(h));
+                sodium_bin2hex(hex, 33, h, sizeof(h));
+                snprintf(req->deposit_id, sizeof(req->deposit_id), "h-%.32s", hex);
+        }
+        return 0;
+}
+
+static enum MHD_Result node_send_record(struct MHD_Connection *conn, json_t *rec, int fd)
+{
+        char *text = json_dumps(rec, JSON_COMPACT);
+        uint64_t size = (uint64_t)json_integer_value(json_object_get(rec, "size"));
+        size_t n = text ? strlen(text) : 0;
+        char *b64 =
+            text ? malloc(sodium_base64_ENCODED_LEN(n, sodium_base64_VARIANT_ORIGINAL)) : NULL;
+        struct MHD_Response *r = NULL;
+        enum MHD_Result ret = MHD_NO;
+
+        if (b64) {
+                sodium_bin2base64(b64, sodium_base64_ENCODED_LEN(n, sodium_base64_VARIANT_ORIGINAL),
+                                  (const uint8_t *)text, n, sodium_base64_VARIANT_ORIGINAL);
+                r = MHD_create_response_from_fd_at_offset64(size, fd, 0);
+        }
+        if (r) {
+                fd = -1; /* the response owns it */
+                MHD_add_response_header(r, "Content-Type", "application/octet-stream");
+                MHD_add_response_header(r, "Cache-Control", "no-store");
+                MHD_add_response_header(r, "Totebox-Record", b64);
+                ret = MHD_queue_response(conn, 200, r);
+                MHD_destroy_response(r);
+        }
+        if (fd >= 0)
+                close(fd);
+        free(b64);
+        free(text);
+        return ret;
+}
+
+/* A Diode route's JSON answer (r: its status) or problem. */
+static enum MHD_Result node_answer(struct MHD_Connection *conn, int r, json_t *o,
+                                   const struct vm_problem *p)
+{
+        struct node_resp resp = {0};
+        enum MHD_Result ret;
+
+        if (r < 0)
+                node_problem(&resp, p);
+        else
+                node_json(&resp, (unsigned)r, o);
+        ret = node_send(conn, &resp);
+        json_decref(resp.body);
+        return ret;
+}
+
+/* GET /v1/vms/{id}/records and /records/{seq}: answered from the agent, never from a cache. */
+static enum MHD_Result node_records_get(struct vmhost *vh, struct MHD_Connection *conn,
+                                        const char *id, uint64_t seq)
+{
+        struct vm_problem p;
+        uint64_t after = 0, limit = 50;
+        json_t *o = NULL;
+        enum MHD_Result ret;
+        int fd, r;
+
+        if (seq == 0) {
+                if (!node_query_uint(conn, "after", INT64_MAX, &after) ||
+                    !node_query_uint(conn, "limit", UINT32_MAX, &limit))
+                        r = vms_problem(&p, 400, "bad-request",
+                                        "'after' and 'limit' must be whole numbers");
+                else
+                        r = diode_list(vh, id, after, limit, &o, &p);
+        } else {
+                fd = node_spool_open(vh);
+                r = fd < 0 ? vms_problem(&p, 503, "no-spool", "cannot open a spool file: %s",
+                                         strerror(errno))
+                           : diode_read(vh, id, seq, fd, &o, &p);
+                if (r == 200) {
+                        ret = node_send_record(conn, o, fd);
+                        json_decref(o);
+                        return ret;
+                }
+                if (fd >= 0)
+                        close(fd);
+        }
+        return node_answer(conn, r, o, &p);
+}
+
+/* POST /v1/vms/{id}/records: the body is spooled as it arrives, then deposited. */
+static enum MHD_Result node_deposit(struct vmhost *vh, struct MHD_Connection *conn,
+                                    struct node_conn *c, const char *id, const char *upload,
+                                    size_t *upload_size)
+{
+        struct diode_deposit_req req;
+        struct vm_problem p;
+        json_t *o = NULL;
+        int r;
+
+        if (*upload_size) {
+                if (c->spooled + *upload_size > vh->cfg.max_record_bytes)
+                        c->too_large = true;
+                if (!c->too_large && c->spool_fd >= 0) {
+                        if (pwrite(c->spool_fd, upload, *upload_size, (off_t)c->spooled) !=
+                            (ssize_t)*upload_size)
+                                c->too_large = true;
+                        crypto_generichash_update(&c->hs, (const uint8_t *)upload, *upload_size);
+                        c->spooled += *upload_size;
+                }
+                *upload_size = 0;
+                return MHD_YES;
+        }
+        if (c->spool_fd < 0)
+                r = vms_problem(&p, 503, "no-spool", "cannot open a spool file");
+        else if (c->too_large)
+                r = vms_problem(&p, 413, "too-large",
+                                "the record exceeds max_record_bytes (%llu bytes)",
+                                (unsigned long long)vh->cfg.max_record_bytes);
+        else if ((r = node_deposit_req(conn, c, id, &req, &p)) == 0)
+                r = diode_deposit(vh, &req, c->spool_fd, &o, &p);
+        return node_answer(conn, r, o, &p);
+}
 
 static bool node_caller_is_controller(struct vmhost *vh, const struct sockaddr *sa);
 
@@ -345,11 +561,39 @@ static enum MHD_Result node_access(void *cls, struct MHD_Connection *conn, const
         struct vm_problem p;
         enum MHD_Result ret;
 
+        char rid[VM_ID_MAX + 1];
+        uint64_t seq = 0;
+        bool records = node_records_url(url, rid, sizeof(rid), &seq);
+
         if (!c) {
                 c = calloc(1, sizeof(*c));
                 *con_cls = c;
-                return c ? MHD_YES : MHD_NO;
+                if (!c)
+                        return MHD_NO;
+                c->spool_fd = -1;
+                c->deposit = records && seq == 0 && strcmp(method, "POST") == 0;
+                if (c->deposit) {
+                        c->spool_fd = node_spool_open(vh);
+                        crypto_generichash_init(&c->hs, NULL, 0, 32);
+                }
+                return MHD_YES;
         }
+        if (records && !(ci && node_caller_is_controller(vh, ci->client_addr))) {
+                if (*upload_data_size) {
+                        *upload_data_size = 0;
+                        return MHD_YES;
+                }
+                vms_problem(&p, 403, "not-the-controller",
+                            "only the fleet controller may call '%s %s'", method, url);
+                node_problem(&resp, &p);
+                ret = node_send(conn, &resp);
+                json_decref(resp.body);
+                return ret;
+        }
+        if (c->deposit)
+                return node_deposit(vh, conn, c, rid, upload_data, upload_data_size);
+        if (records && strcmp(method, "GET") == 0 && !*upload_data_size)
+                return node_records_get(vh, conn, rid, seq);
         if (!http_body_feed(&c->body, upload_data, upload_data_size, vh->cfg.max_body_bytes))
                 return MHD_YES;
         if (c->body.too_large) {
@@ -374,6 +618,8 @@ static void node_completed(void *cls, struct MHD_Connection *conn, void **con_cl
 
         if (c) {
                 http_body_done(&c->body);
+                if (c->spool_fd >= 0)
+                        close(c->spool_fd);
                 free(c);
                 *con_cls = NULL;
         }
@@ -430,10 +676,13 @@ int node_api_start(struct vmhost *vh)
         if (!a || inet_pton(AF_INET, a, &sa.sin_addr) != 1)
                 return -EINVAL;
         vh->http = MHD_start_daemon(
-            MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL_LINUX_ONLY, 0, node_accept, vh,
-            node_access, vh, MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_NOTIFY_COMPLETED, node_completed,
-            vh, MHD_OPTION_CONNECTION_LIMIT, (unsigned)64, MHD_OPTION_CONNECTION_TIMEOUT,
-            (unsigned)30, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)65536, MHD_OPTION_END);
+            /* a thread per connection: a deposit or read waits on its VM's channel for as long
+             * as the record takes, and must not hold up the inventory or another VM */
+            MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL, 0,
+            node_accept, vh, node_access, vh, MHD_OPTION_SOCK_ADDR, &sa,
+            MHD_OPTION_NOTIFY_COMPLETED, node_completed, vh, MHD_OPTION_CONNECTION_LIMIT,
+            (unsigned)64, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
+            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)65536, MHD_OPTION_END);
         if (!vh->http)
                 return -EADDRNOTAVAIL;
         log_info("node API listening on '%s' port %llu", a,

@@ -14,6 +14,7 @@
 #include <sys/types.h>
 
 #include "common/config.h"
+#include "common/diode_frame.h"
 #include "common/heartbeat.h"
 #include "common/ident.h"
 #include "common/vm_lifecycle.h"
@@ -48,6 +49,7 @@ struct vmhost_config {
         uint64_t node_api_port;
         char node_api_allow[256]; /* comma-separated; empty: the roster's controller */
         uint64_t max_body_bytes;
+        uint64_t max_record_bytes;   /* the Diode: largest record in or out */
         char roster_file[4096];      /* initial roster until one is pushed */
         char genesis_public_key[64]; /* base64 Ed25519 */
         char wg_interface[32];       /* empty: no WireGuard interface to apply rosters to */
@@ -370,6 +372,30 @@ int agent_chan_fleet_note(struct vmhost *vh, const char *id, const char *body, s
                           json_t **ret);
 char *agent_chan_socket_path(const struct vmhost *vh, const char *id);
 
+/* The Diode's use of a channel (agent_channel.c; vmhost/diode.c drives it). A waiter gets the
+ * answer line to its request_id; a record's meta line and data frames go to its spool file. */
+struct diode_wait {
+        struct diode_wait *next;
+        char request_id[DIODE_ID_MAX + 1];
+        pthread_cond_t cond; /* CLOCK_MONOTONIC */
+        uint64_t gen;        /* the connection the request went out on */
+        json_t *answer;      /* the answer (owned) once done */
+        json_t *record;      /* record-read: the "record" line before the frames (owned) */
+        int spool_fd;        /* record-read: where the bytes go; -1 otherwise */
+        uint64_t spool_max, spooled;
+        bool done, dropped, failed;
+};
+
+/* Registers w (request_id set) on VM id's connected channel: 0 or -ENOTCONN. */
+int agent_chan_wait_add(struct vmhost *vh, const char *id, struct diode_wait *w);
+void agent_chan_wait_remove(struct vmhost *vh, const char *id, struct diode_wait *w);
+/* 0 when answered, -ECONNRESET when the channel dropped, -ETIMEDOUT. */
+int agent_chan_wait(struct vmhost *vh, struct diode_wait *w, uint64_t deadline_mono_ms);
+/* Holds the channel for one writer: a dup of its fd while it is still connection gen. Other
+ * requests meanwhile wait and go out at agent_chan_write_end. -ECONNRESET. */
+int agent_chan_write_begin(struct vmhost *vh, const char *id, uint64_t gen, int *ret_fd);
+void agent_chan_write_end(struct vmhost *vh, const char *id, int fd);
+
 /* vms.c: the verbs. Each fills a problem (status, type, detail) on refusal. */
 struct vm_problem {
         unsigned status;
@@ -460,6 +486,28 @@ int pin_gate_check(struct vmhost *vh, const char *vm_id, const struct pin *pin, 
 /* This node's WireGuard public key (base64): from wg_interface when set, else the private key
  * in mesh_state_dir/wg.key; -ENOKEY when neither is readable. */
 int pin_gate_own_wg_key(struct vmhost *vh, char ret[WG_KEY_B64_LEN + 1]);
+
+/* diode.c: records in and out of a running Totebox over its own agent channel */
+#define DIODE_LIST_LIMIT 100
+#define DIODE_NAME_LIMIT 200 /* the agent's DIODE_NAME_MAX */
+
+struct diode_deposit_req {
+        char vm_id[VM_ID_MAX + 1];
+        char deposit_id[DIODE_ID_MAX + 1];
+        char name[256];
+        uint64_t size, supersedes;
+        uint8_t hash[32]; /* BLAKE2b-256 of the spooled bytes */
+};
+
+/* 201 and the checked receipt, or a problem. data_fd holds the record's size bytes. */
+int diode_deposit(struct vmhost *vh, const struct diode_deposit_req *req, int data_fd,
+                  json_t **ret_receipt, struct vm_problem *p);
+int diode_list(struct vmhost *vh, const char *id, uint64_t after, uint64_t limit, json_t **ret,
+               struct vm_problem *p);
+/* 200: the record's bytes are in spool_fd (from offset 0) and *ret_record is its checked entry,
+ * proof and head. */
+int diode_read(struct vmhost *vh, const char *id, uint64_t seq, int spool_fd, json_t **ret_record,
+               struct vm_problem *p);
 
 /* node_api.c */
 int node_api_start(struct vmhost *vh);

@@ -202,12 +202,12 @@ def test_panel_views_in_chromium():
             _, plan = f.json("POST", "/v1/plans", {"entity": entity, "memory_mib": 512, "vcpus": 1,
                                                     "image": "base", "vault_disk_mib": 64}, expect=201)
             assert plan["node_id"] == "n1", plan
-            _, vm = f.json("POST", "/v1/plans/%s/confirm" % plan["id"], expect=201)
+            _, vm = f.confirm_vm(plan["id"])
             f.wait(lambda: f.json("GET", "/v1/vms/" + vm["id"])[1]["status"] == "active")
             vms[entity] = vm["id"]
             beat(1, 30, 9000)
-        f.json("POST", "/v1/vms/%s/suspend" % vms["suspended"], expect=200)
-        f.json("POST", "/v1/vms/%s/archive" % vms["archived"], expect=200)
+        f.verb(vms["suspended"], "suspend", expect=202)
+        f.verb(vms["archived"], "archive", expect=202)
         with n1.lock:  # what libvirt reports for a saved and an archived domain
             n1.vms[vms["suspended"]]["state"] = "saved"
             n1.vms[vms["archived"]]["state"] = "shutoff"
@@ -221,7 +221,7 @@ def test_panel_views_in_chromium():
         _, plan = f.json("POST", "/v1/plans", {"entity": "failed", "memory_mib": 512, "vcpus": 1,
                                                 "image": "base", "vault_disk_mib": 64}, expect=201)
         assert plan["node_id"] == "n2", plan
-        _, vm = f.json("POST", "/v1/plans/%s/confirm" % plan["id"], expect=201)
+        _, vm = f.confirm_vm(plan["id"])
         vms["failed"] = vm["id"]
         f.wait(lambda: f.json("GET", "/v1/vms/" + vm["id"])[1]["status"] == "failed", timeout=30)
         for k in range(4):

@@ -221,11 +221,11 @@ class NodeRelay(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, listen, port, target_port):
+    def __init__(self, listen, port, target_port, handler=None):
         self.target_port = target_port
         self.hold, self.hold_s, self.held = None, 0, []
         self.rewrite = None
-        super().__init__((listen, port), _NodeRelayHandler)
+        super().__init__((listen, port), handler or _NodeRelayHandler)
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
     def close(self):
