@@ -13,7 +13,7 @@ struct ctl {
         const char *token;     /* bearer token */
         const char *state_dir; /* for the local commands */
         bool json, yes;
-        const char *entity, *image, *kind;
+        const char *entity, *image, *kind, *name;
         const char *memory, *vcpus, *disk, *after, *limit;
         /* audit verify: checkpoints to hold the record against, and fleetd's key */
         const char *witness_files[CTL_WITNESS_MAX], *witness_nodes[CTL_WITNESS_MAX];
@@ -59,6 +59,7 @@ int ctl_cmd_verb(struct ctl *c);
 int ctl_cmd_audit(struct ctl *c);
 int ctl_cmd_health(struct ctl *c);
 int ctl_cmd_roster(struct ctl *c);
+int ctl_cmd_image(struct ctl *c);
 int ctl_cmd_token(struct ctl *c);
 int ctl_cmd_audit_verify(struct ctl *c);
 /* local.c: opens fleetd's store in c->state_dir (message printed on failure). */

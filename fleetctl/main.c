@@ -26,6 +26,8 @@ const struct ctl_command ctl_commands[] = {
      "[--witness FILE]... [--via-fleetd] [--key VKEY]",
      "read the audit record, or verify it (state dir) against fleetd's signed checkpoints and "
      "those the nodes witnessed"},
+    {"image", ctl_cmd_image, "image push FILE --name NAME [--node N ...] | list | remove NAME",
+     "push a base image to the nodes (checksummed, resumable), list or remove images"},
     {"health", ctl_cmd_health, "health", "fleet health, integrity first"},
     {"roster", ctl_cmd_roster, "roster", "the roster fleetd uses"},
     {"token", ctl_cmd_token, "token create NAME | token revoke NAME | token list",
@@ -64,6 +66,7 @@ static int ctl_parse(struct ctl *c, int argc, char **argv)
                                              {"after", required_argument, NULL, 'a'},
                                              {"limit", required_argument, NULL, 'l'},
                                              {"kind", required_argument, NULL, 'k'},
+                                             {"name", required_argument, NULL, 'n'},
                                              {"node", required_argument, NULL, 'N'},
                                              {"witness", required_argument, NULL, 'W'},
                                              {"key", required_argument, NULL, 'K'},
@@ -112,6 +115,9 @@ static int ctl_parse(struct ctl *c, int argc, char **argv)
                         break;
                 case 'k':
                         c->kind = optarg;
+                        break;
+                case 'n':
+                        c->name = optarg;
                         break;
                 case 'N':
                 case 'W':

@@ -20,7 +20,20 @@ struct api_request {
         size_t body_len;
         char request_id[40];
         struct MHD_Connection *conn;
-        char actor[64]; /* the token's name, "anonymous" when auth is off */
+        char actor[64];            /* the token's name, "anonymous" when auth is off */
+        struct api_upload *upload; /* an API_BODY_STREAM route's connection state */
+};
+
+/* A streamed body (API_BODY_STREAM): the route's handler runs once the headers are in and
+ * either answers (a refusal: the body is never read) or sets feed, end and drop. feed takes
+ * each chunk as it arrives, end answers once the body is complete, drop frees the state when
+ * the connection ends (also when it was cut). */
+struct api_response;
+struct api_upload {
+        void *state;
+        int (*feed)(void *state, const char *data, size_t n);
+        void (*end)(void *state, struct api_request *req, struct api_response *resp);
+        void (*drop)(void *state);
 };
 
 /* An answer's bytes shared by every request that sends them (the cached node list): counted
@@ -51,7 +64,7 @@ struct api_response {
 typedef void (*api_handler)(struct api_request *req, struct api_response *resp);
 
 /* What a route takes as a body: none (a body is refused: 400 unexpected-body), or JSON. */
-enum api_body { API_BODY_NONE, API_BODY_JSON };
+enum api_body { API_BODY_NONE, API_BODY_JSON, API_BODY_STREAM };
 
 #define API_QUERY_MAX 8
 
@@ -109,6 +122,12 @@ void api_plans_create(struct api_request *req, struct api_response *resp);
 void api_plans_get(struct api_request *req, struct api_response *resp);
 void api_plans_confirm(struct api_request *req, struct api_response *resp);
 void api_plans_drop(struct api_request *req, struct api_response *resp);
+/* images.c */
+void api_images_list(struct api_request *req, struct api_response *resp);
+void api_images_upload_get(struct api_request *req, struct api_response *resp);
+void api_images_upload_put(struct api_request *req, struct api_response *resp);
+void api_images_push_get(struct api_request *req, struct api_response *resp);
+void api_images_remove(struct api_request *req, struct api_response *resp);
 /* api_fleet.c */
 void api_audit_list(struct api_request *req, struct api_response *resp);
 void api_audit_checkpoint_get(struct api_request *req, struct api_response *resp);

@@ -47,6 +47,8 @@ const struct config_key fleetd_config_table[] = {
       "largest REST request body accepted"),
     K("max_json_depth", CONFIG_UINT, max_json_depth, 2, 64, "8",
       "deepest JSON nesting accepted in a REST body"),
+    K("image_max_bytes", CONFIG_UINT, image_max_bytes, 4096, 1ULL << 40, "68719476736",
+      "largest base image fleetd stages and pushes (bytes; 64 GiB)"),
     K("log_level", CONFIG_STRING, log_level, 16, 16, "info", "error, warn, info or debug"),
     {0},
 };

@@ -48,6 +48,7 @@ int fleetd_open(struct fleetd *f)
                          "(totebox-pair controller-key)",
                          f->pin_pk);
         r = audit_open(f);
+        r = r ?: images_start(f);
         if (r < 0)
                 return r;
         if (!f->transport.call) {
@@ -71,6 +72,7 @@ int fleetd_open(struct fleetd *f)
 
 void fleetd_close(struct fleetd *f)
 {
+        images_stop(f);
         dispatch_stop(f);
         audit_close(f);
         vm_table_free(f);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "fleetd/fleetd.h"
 
@@ -107,4 +108,104 @@ void node_client_init(struct fleet_transport *t, const char *source)
                 snprintf(iface, sizeof(iface), "host!%s", source);
                 t->ctx = iface;
         }
+}
+
+/* The streamed upload: libcurl reads the file through node_upload_read (pread, so nothing but
+ * curl's own buffer holds the bytes), and a stalled peer is dropped after 30 s below 1 KiB/s. */
+struct node_upload {
+        int fd;
+        uint64_t at, end;
+        uint64_t reported; /* bytes handed to progress */
+        int (*progress)(void *arg, uint64_t sent);
+        void *arg;
+        int err;
+};
+
+static size_t node_upload_read(char *buf, size_t size, size_t nmemb, void *arg)
+{
+        struct node_upload *u = arg;
+        size_t want = size * nmemb;
+        ssize_t n;
+
+        if (want > u->end - u->at)
+                want = (size_t)(u->end - u->at);
+        if (want == 0)
+                return 0;
+        n = pread(u->fd, buf, want, (off_t)u->at);
+        if (n <= 0) {
+                u->err = n < 0 ? -errno : -EIO;
+                return CURL_READFUNC_ABORT;
+        }
+        u->at += (uint64_t)n;
+        return (size_t)n;
+}
+
+static int node_upload_xfer(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                            curl_off_t ulnow)
+{
+        struct node_upload *u = arg;
+        int r;
+
+        (void)dltotal;
+        (void)dlnow;
+        (void)ultotal;
+        if ((uint64_t)ulnow <= u->reported)
+                return 0;
+        r = u->progress ? u->progress(u->arg, (uint64_t)ulnow - u->reported) : 0;
+        u->reported = (uint64_t)ulnow;
+        if (r < 0)
+                u->err = r;
+        return r < 0 ? 1 : 0;
+}
+
+int node_client_upload(void *ctx, const char *address, uint16_t port, const char *path, int fd,
+                       uint64_t offset, uint64_t len, int (*progress)(void *arg, uint64_t sent),
+                       void *arg, long *ret_status, char **ret_body)
+{
+        struct node_upload u = {
+            .fd = fd, .at = offset, .end = offset + len, .progress = progress, .arg = arg};
+        struct node_answer a = {0};
+        struct curl_slist *h = NULL;
+        char url[512];
+        CURL *c = curl_easy_init();
+        CURLcode rc;
+        int r = 0;
+
+        if (!c)
+                return -ENOMEM;
+        snprintf(url, sizeof(url), "http://%s:%u%s", address, (unsigned)port, path);
+        h = curl_slist_append(h, "Content-Type: application/octet-stream");
+        /* the node may refuse before the body (a name held with other content): ask first */
+        h = curl_slist_append(h, "Expect: 100-continue");
+        curl_easy_setopt(c, CURLOPT_EXPECT_100_TIMEOUT_MS, 3000L);
+        curl_easy_setopt(c, CURLOPT_URL, url);
+        if (ctx)
+                curl_easy_setopt(c, CURLOPT_INTERFACE, (const char *)ctx);
+        curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+        curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)len);
+        curl_easy_setopt(c, CURLOPT_READFUNCTION, node_upload_read);
+        curl_easy_setopt(c, CURLOPT_READDATA, &u);
+        curl_easy_setopt(c, CURLOPT_UPLOAD_BUFFERSIZE, 512L * 1024);
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+        curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 3000L);
+        curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
+        curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 30L);
+        curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, node_upload_xfer);
+        curl_easy_setopt(c, CURLOPT_XFERINFODATA, &u);
+        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http");
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, node_client_write);
+        curl_easy_setopt(c, CURLOPT_WRITEDATA, &a);
+        rc = curl_easy_perform(c);
+        if (rc != CURLE_OK) {
+                r = u.err ? u.err : node_client_errno(rc);
+                free(a.buf);
+        } else {
+                curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, ret_status);
+                *ret_body = a.buf;
+        }
+        curl_slist_free_all(h);
+        curl_easy_cleanup(c);
+        return r;
 }

@@ -2,7 +2,8 @@
  * (total - memory of defined Totebox domains), minus memory promised to confirmed creations that
  * its heartbeats do not reflect yet: guests that have not touched their memory still count (the
  * Shaken Fist lesson). Candidates are nodes that are alive (healthy libvirt) with a heartbeat no
- * older than two intervals; a VM fits where available - memory >= the safety margin. The most
+ * older than two intervals, holding the plan's image (or never having said which images they
+ * hold); a VM fits where available - memory >= the safety margin. The most
  * available RAM wins; ties go to the smallest node id. Pure functions of the table and "now". */
 #include <errno.h>
 #include <stdio.h>
@@ -20,6 +21,7 @@ static const char *const cand_reasons[] = {
     [CAND_NO_HEARTBEAT] = "no heartbeat received yet",
     [CAND_BELOW_MARGIN] = "not enough RAM: what is left after the VM would be below the "
                           "safety margin",
+    [CAND_NO_IMAGE] = "does not hold the plan's image (fleetctl image push)",
 };
 
 const char *cand_verdict_reason(enum cand_verdict v)
@@ -60,6 +62,8 @@ long placement_choose(const struct node_table *t, const struct fleetd_config *cf
                         __builtin_prefetch(&t->nodes[i + 8]);
                 c->node = (uint32_t)i;
                 placement_check_node(&t->nodes[i], cfg, req->memory_mib, now_ms, c);
+                if (c->verdict == CAND_FITS && fleet_node_image(&t->nodes[i], req->image) == 0)
+                        c->verdict = CAND_NO_IMAGE;
                 if (c->verdict != CAND_FITS)
                         continue;
                 if (best < 0 || c->available_mib > cands[best].available_mib ||

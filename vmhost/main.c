@@ -163,6 +163,7 @@ static void vmhost_stop(struct vmhost *vh)
         agent_chan_stop(vh);
         virt_stop(vh);
         json_decref(vh->vms);
+        json_decref(vh->images);
         roster_free(vh->roster);
 }
 
@@ -211,7 +212,7 @@ int main(int argc, char **argv)
         }
         memset(vh.digest, '0', DIGEST_HEX_LEN);
         vh.vms = json_array(); /* "[]" until the first refresh */
-        inventory_digest(vh.vms, vh.digest);
+        inventory_digest(vh.vms, NULL, vh.digest);
         r = vmhost_start(&vh);
         if (r == 0) {
                 log_info("node '%s' sends heartbeats to '%s' port %llu every %llu ms",
