@@ -121,6 +121,21 @@ int image_partial_write(struct image_partial *p, const void *buf, size_t n)
         return 0;
 }
 
+long image_file_read_range(int fd, uint64_t *at, uint64_t end, void *buf, size_t want)
+{
+        ssize_t n;
+
+        if (want > end - *at)
+                want = (size_t)(end - *at);
+        if (want == 0)
+                return 0;
+        n = pread(fd, buf, want, (off_t)*at);
+        if (n <= 0)
+                return n < 0 ? -errno : -EIO;
+        *at += (uint64_t)n;
+        return (long)n;
+}
+
 int image_file_sha256(int fd, char ret[IMAGE_TRANSFER_HEX_LEN + 1])
 {
         static const char digits[] = "0123456789abcdef";

@@ -39,5 +39,8 @@ int image_partial_finish(struct image_partial *p, char ret_got[IMAGE_TRANSFER_HE
 void image_partial_close(struct image_partial *p);
 /* Removes the partial file (after it was linked into place or refused). */
 void image_partial_discard(struct image_partial *p);
+/* Reads up to want bytes of fd at *at, never past end, and moves *at on (a libcurl read
+ * callback's body): the bytes read, 0 at end, or a negative errno. */
+long image_file_read_range(int fd, uint64_t *at, uint64_t end, void *buf, size_t want);
 /* SHA-256 of an open file's whole content, as hex. */
 int image_file_sha256(int fd, char ret[IMAGE_TRANSFER_HEX_LEN + 1]);

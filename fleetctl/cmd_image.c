@@ -23,18 +23,9 @@ struct ctl_reader {
 static size_t ctl_image_read(char *buf, size_t size, size_t nmemb, void *arg)
 {
         struct ctl_reader *r = arg;
-        size_t want = size * nmemb;
-        ssize_t n;
+        long n = image_file_read_range(r->fd, &r->at, r->end, buf, size * nmemb);
 
-        if (want > r->end - r->at)
-                want = (size_t)(r->end - r->at);
-        if (want == 0)
-                return 0;
-        n = pread(r->fd, buf, want, (off_t)r->at);
-        if (n <= 0)
-                return CURL_READFUNC_ABORT;
-        r->at += (uint64_t)n;
-        return (size_t)n;
+        return n < 0 ? CURL_READFUNC_ABORT : (size_t)n;
 }
 
 static size_t ctl_image_answer(char *p, size_t size, size_t n, void *arg)

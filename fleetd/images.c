@@ -604,7 +604,17 @@ static void images_stage_free(struct image_stage *s)
         free(s);
 }
 
-/* Under f->lock: the push targets, from the nodes query (or every alive node); a problem
+/* Alive, or unhealthy: its heartbeats arrive and only its libvirt calls are late, which the
+ * image store does not need (a node busy hashing an image under load often is). */
+static bool images_reachable(const struct fleet_node *n, const struct fleetd_config *cfg,
+                             uint64_t now)
+{
+        enum node_state st = node_state_at(n, cfg, now);
+
+        return st == NODE_ALIVE || st == NODE_UNHEALTHY;
+}
+
+/* Under f->lock: the push targets, from the nodes query (or every reachable node); a problem
  * when one is unknown or not alive, or when a node holds name with other content. */
 static bool images_targets(struct fleetd *f, struct image_stage *s, const char *list,
                            struct api_response *resp)
@@ -627,10 +637,11 @@ static bool images_targets(struct fleetd *f, struct image_stage *s, const char *
                         api_problem(resp, 422, "unknown-node", "no node '%.64s' in the roster", id);
                         return false;
                 }
-                if (node_state_at(node, &f->cfg, now) != NODE_ALIVE) {
+                if (!images_reachable(node, &f->cfg, now)) {
                         api_problem(resp, 409, "node-not-alive",
-                                    "node '%s' is '%s': an image is pushed to alive nodes only", id,
-                                    node_state_name(node_state_at(node, &f->cfg, now)));
+                                    "node '%s' is '%s': an image is pushed to nodes whose "
+                                    "heartbeats arrive",
+                                    id, node_state_name(node_state_at(node, &f->cfg, now)));
                         return false;
                 }
                 for (size_t k = 0; k < s->n_targets; k++)
@@ -639,7 +650,7 @@ static bool images_targets(struct fleetd *f, struct image_stage *s, const char *
                         snprintf(s->targets[s->n_targets++], NODE_ID_MAX + 1, "%s", id);
         }
         for (size_t i = 0; !list && i < n; i++)
-                if (node_state_at(&f->table.nodes[i], &f->cfg, now) == NODE_ALIVE)
+                if (images_reachable(&f->table.nodes[i], &f->cfg, now))
                         snprintf(s->targets[s->n_targets++], NODE_ID_MAX + 1, "%s",
                                  f->table.roster->nodes[i].id);
         if (s->n_targets == 0) {

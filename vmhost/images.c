@@ -140,16 +140,6 @@ int images_copy_hash(const char *src, const char *dst, uint64_t max_bytes,
         return 0;
 }
 
-static bool images_hex_valid(const char *s)
-{
-        if (strlen(s) != DIGEST_HEX_LEN)
-                return false;
-        for (; *s; s++)
-                if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f')))
-                        return false;
-        return true;
-}
-
 static char *images_manifest_path(struct vmhost *vh, const char *name)
 {
         char *p = NULL;
@@ -210,38 +200,9 @@ static bool images_in_use(struct vmhost *vh, const char *name)
         return used;
 }
 
-json_t *images_list(struct vmhost *vh)
-{
-        char dir[4200];
-        json_t *list = json_array();
-        struct dirent **ents = NULL;
-        int n;
-
-        snprintf(dir, sizeof(dir), "%s/manifests", vh->cfg.state_dir);
-        inventory_refresh(vh);
-        n = scandir(dir, &ents, NULL, alphasort);
-        for (int i = 0; i < n; i++) {
-                char name[IMAGE_NAME_MAX + 1];
-                size_t len = strlen(ents[i]->d_name);
-                json_t *m;
-
-                if (len > 5 && len - 5 <= IMAGE_NAME_MAX &&
-                    strcmp(ents[i]->d_name + len - 5, ".json") == 0) {
-                        snprintf(name, sizeof(name), "%.*s", (int)(len - 5), ents[i]->d_name);
-                        m = images_manifest_load(vh, name);
-                        if (m) {
-                                json_object_set_new(m, "in_use",
-                                                    json_boolean(images_in_use(vh, name)));
-                                json_array_append_new(list, m);
-                        }
-                }
-                free(ents[i]);
-        }
-        free(ents);
-        return list;
-}
-
-json_t *images_summary(struct vmhost *vh)
+/* The manifests of the store, by name, each through fn (which may return NULL to skip it). */
+static json_t *images_scan(struct vmhost *vh,
+                           json_t *(*fn)(struct vmhost *vh, const char *name, json_t *m))
 {
         char dir[4200];
         json_t *list = json_array();
@@ -260,21 +221,42 @@ json_t *images_summary(struct vmhost *vh)
                         snprintf(name, sizeof(name), "%.*s", (int)(len - 5), ents[i]->d_name);
                         m = images_manifest_load(vh, name);
                 }
-                if (m)
-                        json_array_append_new(
-                            list,
-                            json_pack(
-                                "{s:s, s:s, s:O}", "name", name, "sha256",
-                                json_string_value(json_object_get(m, "source_sha256")) ?: "",
-                                "size",
-                                json_object_get(
-                                    json_object_get(json_object_get(m, "files"), "disk"), "size")
-                                    ?: json_integer(0)));
-                json_decref(m);
+                if (m && (m = fn(vh, name, m)))
+                        json_array_append_new(list, m);
                 free(ents[i]);
         }
         free(ents);
         return list;
+}
+
+static json_t *images_with_use(struct vmhost *vh, const char *name, json_t *m)
+{
+        json_object_set_new(m, "in_use", json_boolean(images_in_use(vh, name)));
+        return m;
+}
+
+json_t *images_list(struct vmhost *vh)
+{
+        inventory_refresh(vh);
+        return images_scan(vh, images_with_use);
+}
+
+static json_t *images_brief(struct vmhost *vh, const char *name, json_t *m)
+{
+        json_t *size =
+            json_object_get(json_object_get(json_object_get(m, "files"), "disk"), "size");
+        json_t *o = json_pack("{s:s, s:s, s:I}", "name", name, "sha256",
+                              json_string_value(json_object_get(m, "source_sha256")) ?: "", "size",
+                              json_integer_value(size));
+
+        (void)vh;
+        json_decref(m);
+        return o;
+}
+
+json_t *images_summary(struct vmhost *vh)
+{
+        return images_scan(vh, images_brief);
 }
 
 /* One file of an import: copied into the pool as NAME.<suffix> and checked against want. */
@@ -376,7 +358,8 @@ static int images_from_manifest(const char *path, const char *text, size_t len,
                 if (!f && i > 0)
                         continue;
                 if (!fp || !sum || strchr(fp, '/') || strcmp(fp, "..") == 0 ||
-                    !images_hex_valid(sum) || (size_t)(dir_end - path) + strlen(fp) + 2 > 4096)
+                    !image_transfer_hex_valid(sum) ||
+                    (size_t)(dir_end - path) + strlen(fp) + 2 > 4096)
                         r = vms_problem(p, 422, "bad-manifest",
                                         "manifest '%s': files.%s needs a plain 'path' and a hex "
                                         "'sha256'",
@@ -482,7 +465,7 @@ static int images_parse_import(const char *body, size_t len, char *name, char *p
         json_decref(o);
         if (r < 0)
                 return vms_problem(p, 400, "bad-request", "%s", jerr.text);
-        if (!image_name_valid(name) || path[0] != '/' || !images_hex_valid(sum))
+        if (!image_name_valid(name) || path[0] != '/' || !image_transfer_hex_valid(sum))
                 return vms_problem(p, 400, "bad-request",
                                    "need a valid image name, an absolute path and a lowercase hex "
                                    "sha256");
