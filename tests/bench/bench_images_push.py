@@ -2,7 +2,8 @@
 """Benchmark: pushing a base image (default 512 MiB) through fleetd to one vmhost on loopback,
 beside the peer: `curl -T` uploading the same file straight to that vmhost's node API upload
 route (what an operator did by hand before), with `sha256sum` for the digest curl's PUT needs.
-Real fleetd, real vmhost (test:///default), real fleetctl; a fresh image name each run.
+Real fleetd, real vmhost (test:///default), real fleetctl; a fresh image name each run. Also
+prints both daemons' peak resident memory: streaming keeps it far below the image's size.
 
 fleetd's path is end to end, as the operator waits for it: fleetctl hashes the file, uploads it
 to fleetd (which stages it and hashes it from disk), fleetd streams it to the node (which hashes
@@ -31,6 +32,12 @@ def timed(args, env=None):
     if r.returncode != 0:
         raise SystemExit("%s failed: %s%s" % (args[0], r.stdout, r.stderr))
     return time.monotonic() - t0, r.stdout
+
+
+def hwm(pid):
+    """Peak resident set (KiB) of a process: what bounded streaming keeps small."""
+    with open("/proc/%d/status" % pid) as fh:
+        return int([ln for ln in fh if ln.startswith("VmHWM:")][0].split()[1])
 
 
 def main():
@@ -73,6 +80,7 @@ def main():
             for name in ("bench-f%d" % run, "bench-c%d" % run):
                 assert v.images()[name]["source_sha256"] == sha
                 v.call("DELETE", "/v1/images/" + name)
+        peak = {name: hwm(proc.pid) for name, proc in (("fleetd", f.proc), ("vmhost", v.proc))}
     finally:
         f.close()
         v.close()
@@ -82,6 +90,8 @@ def main():
     for name, ts in rows.items():
         med = statistics.median(ts)
         print("  %-40s %7.2f s  %7.2f s  %7.0f MiB/s" % (name, med, min(ts), a.mib / med))
+    print("peak resident memory (VmHWM) after every run: fleetd %d KiB, vmhost %d KiB"
+          % (peak["fleetd"], peak["vmhost"]))
 
 
 if __name__ == "__main__":

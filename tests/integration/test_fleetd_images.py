@@ -351,6 +351,9 @@ def test_limits_unknown_nodes_and_bad_names(fleet):
     f, v1 = fleet["f"], fleet["v1"]
     data = b"x" * 4096
     sha = hashlib.sha256(data).hexdigest()
+    st, doc = raw_put(("127.0.0.1", f.api_port),
+                      "/v1/images/x1/upload?sha256=%s&size=4096&offset=0" % sha, data)
+    assert st == 401, doc  # no token: refused before the body
     st, doc = put(f, "huge", data, sha, size=64 * MiB + 1)
     assert st == 413 and doc["type"].endswith("/image-too-large"), doc
     st, doc = put(f, "short", data, sha, size=100)  # the body is longer than the image
