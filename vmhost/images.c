@@ -563,6 +563,8 @@ int images_import(struct vmhost *vh, const char *body, size_t len, json_t **ret,
         r = images_import_locked(vh, name, path, sum, ret, p);
         pthread_mutex_unlock(&vh->ops_lock);
         images_pool_refresh(vh);
+        if (r == 0) /* the digest covers the images: the next heartbeat carries it */
+                inventory_refresh(vh);
         if (r == 0)
                 log_info("image '%s' imported from '%s' (sha256 %s)", name, path, sum);
         else
@@ -603,6 +605,8 @@ int images_remove(struct vmhost *vh, const char *name, struct vm_problem *p)
         images_pool_refresh(vh);
         json_decref(m);
         free(mp);
+        if (r == 0)
+                inventory_refresh(vh);
         if (r == 0)
                 log_info("image '%s' removed", name);
         else
