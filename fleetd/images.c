@@ -842,6 +842,7 @@ void api_images_upload_put(struct api_request *req, struct api_response *resp)
         struct fleetd *f = req->f;
         struct image_stage *s = calloc(1, sizeof(*s));
         const char *nodes = NULL;
+        struct image_push *p;
         uint64_t offset = 0;
         bool ok;
 
@@ -855,8 +856,15 @@ void api_images_upload_put(struct api_request *req, struct api_response *resp)
                 images_stage_free(s);
                 return;
         }
+        pthread_mutex_lock(&f->images->lock);
+        p = images_find_push(f->images, s->name);
+        ok = !p || !p->running;
+        pthread_mutex_unlock(&f->images->lock);
+        if (!ok) /* said before the body, not after it */
+                api_problem(resp, 409, "push-in-progress", "image '%s' is being pushed already",
+                            s->name);
         pthread_mutex_lock(&f->lock);
-        ok = images_targets(f, s, nodes, resp) && images_name_free(f, s, resp);
+        ok = ok && images_targets(f, s, nodes, resp) && images_name_free(f, s, resp);
         pthread_mutex_unlock(&f->lock);
         if (!ok || !images_stage_open(f, s, offset, resp)) {
                 images_stage_free(s);

@@ -302,6 +302,9 @@ def test_push_resumes_after_the_connection_is_cut(fleet):
     assert st == 202, doc
     f.wait(lambda: push_state(f, "cut")["nodes"][0]["bytes_sent"] > 2 * MiB, timeout=30,
            what="the push under way")
+    # another push of the name while this one runs is refused before its body
+    st, doc = put(f, "cut", b"y" * 4096, hashlib.sha256(b"y" * 4096).hexdigest())
+    assert st == 409 and doc["type"].endswith("/push-in-progress"), doc
     proxy.rate = None
     proxy.cut()
     p = wait_push(f, "cut")
