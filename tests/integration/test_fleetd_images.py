@@ -1,5 +1,6 @@
 """Base images through the fleet: a real fleetd and two real vmhosts (test:///default libvirt) on
-loopback. fleetctl pushes an image (SHA-256 checked end to end), the push resumes after fleetd is
+loopback. fleetctl pushes an image (SHA-256 checked end to end), a cut upload to fleetd resumes at
+its offset, the push resumes after fleetd is
 killed mid-stream and after the connection to a node is cut (a throttling proxy in front of node
 n2's API), corrupted bytes are refused with nothing visible, a name reused for other content is
 409 with both digests, oversized uploads, unknown nodes and path-traversal names are 4xx, a plan
@@ -394,3 +395,25 @@ def test_plans_name_only_nodes_with_the_image(fleet):
     assert st == 201 and plan["node_id"] == "n2", plan
     n1 = [c for c in plan["candidates"] if c["node_id"] == "n1"][0]
     assert n1["verdict"] == "refused" and "image" in n1["reason"], n1
+
+
+def test_a_cut_upload_to_fleetd_resumes_at_its_offset(fleet):
+    f = fleet["f"]
+    path, sha = image_file(fleet, "up.raw", 4 * MiB, "up")
+    with open(path, "rb") as fh:
+        data = fh.read()
+    s = socket.create_connection(("127.0.0.1", f.api_port))
+    s.sendall(("PUT /v1/images/up/upload?sha256=%s&size=%d&offset=0 HTTP/1.1\r\nHost: t\r\n"
+               "Authorization: Bearer %s\r\nContent-Length: %d\r\n\r\n"
+               % (sha, len(data), f.token, len(data))).encode() + data[:MiB + 7])
+    time.sleep(0.5)
+    s.close()  # cut in the middle of the body
+    held = f.wait(lambda: (lambda d: d["upload_offset"] or None)(
+        f.json("GET", "/v1/images/up/upload?sha256=" + sha, expect=200)[1]),
+        what="fleetd holding the first bytes")
+    assert 0 < held <= MiB + 7
+    r = f.ctl("image", "push", path, "--name", "up")
+    assert "holds %d bytes already: resuming there" % held in r.stderr, r.stderr
+    assert push_state(f, "up")["state"] == "done"
+    for v in (fleet["v1"], fleet["v2"]):
+        assert node_sha(v, "up") == sha
