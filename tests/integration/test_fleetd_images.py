@@ -1,10 +1,10 @@
 """Base images through the fleet: a real fleetd and two real vmhosts (test:///default libvirt) on
-loopback. fleetctl pushes an image (SHA-256 checked end to end), a cut upload to fleetd resumes at
-its offset, the push resumes after fleetd is
-killed mid-stream and after the connection to a node is cut (a throttling proxy in front of node
-n2's API), corrupted bytes are refused with nothing visible, a name reused for other content is
-409 with both digests, oversized uploads, unknown nodes and path-traversal names are 4xx, a plan
-for an image no node has is refused, and placement chooses only a node that holds the image."""
+loopback. fleetctl pushes an image (SHA-256 checked end to end); a cut upload to fleetd resumes at
+its offset; the push resumes after fleetd is killed mid-stream and after the connection to a node
+is cut (a throttling proxy in front of node n2's API); corrupted bytes are refused with nothing
+visible; a name reused for other content is 409 with both digests; oversized uploads, unknown
+nodes and path-traversal names are 4xx; a plan for an image no node has is refused, and
+placement chooses only a node that holds the image."""
 import hashlib
 import http.client
 import json
