@@ -89,6 +89,15 @@ int daemon_parse_args(const struct daemon_args *d, int argc, char **argv)
         r = daemon_load(d, path, argc, argv);
         if (r < 0)
                 return r;
+        if (d->check) {
+                char err[256] = "";
+
+                r = d->check(d->cfg, err, sizeof(err));
+                if (r < 0) {
+                        fprintf(stderr, "%s: %s\n", d->program, err);
+                        return r;
+                }
+        }
         if (print)
                 config_print(d->table, d->cfg, stdout);
         if (check && !print)

@@ -10,6 +10,9 @@ struct daemon_args {
         const struct config_key *table;
         void *cfg;
         const char *default_config; /* used when present and no --config is given */
+        /* checks across keys once loaded (NULL: none): 0, or -EINVAL with a reason in err;
+         * --check-config reports it too */
+        int (*check)(const void *cfg, char *err, size_t errsize);
 };
 
 /* Returns 0 to run, 1 when the command line asked for something already done (help, check),

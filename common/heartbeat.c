@@ -6,42 +6,19 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/ident.h"
 #include "common/json_input.h"
 
 #define HEARTBEAT_MAX_DEPTH 2
-
-int node_id_valid(const char *id)
-{
-        size_t n = strlen(id);
-
-        if (n == 0 || n > NODE_ID_MAX || id[0] == '-')
-                return 0;
-        for (size_t i = 0; i < n; i++) {
-                char c = id[i];
-
-                if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'))
-                        return 0;
-        }
-        return 1;
-}
-
-static int hex_valid(const char *s, size_t len)
-{
-        if (strlen(s) != len)
-                return 0;
-        for (const char *p = s; *p; p++)
-                if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
-                        return 0;
-        return 1;
-}
 
 int heartbeat_encode(const struct heartbeat *hb, char *buf, size_t size)
 {
         json_t *o;
         size_t n;
 
-        if (!node_id_valid(hb->node_id) || !hex_valid(hb->inventory_digest, DIGEST_HEX_LEN) ||
-            (hb->boot[0] && !hex_valid(hb->boot, HEARTBEAT_BOOT_LEN)))
+        if (!ident_valid(IDENT_NODE, hb->node_id) ||
+            !ident_hex_valid(hb->inventory_digest, DIGEST_HEX_LEN) ||
+            (hb->boot[0] && !ident_hex_valid(hb->boot, HEARTBEAT_BOOT_LEN)))
                 return -EINVAL;
         o = json_pack(
             "{s:i, s:s, s:I, s:s*, s:I, s:I, s:i, s:f, s:I, s:I, s:I, s:I, s:i, s:s, s:I}", "v",
@@ -53,6 +30,9 @@ int heartbeat_encode(const struct heartbeat *hb, char *buf, size_t size)
             (json_int_t)hb->mem_committed_mib, "libvirt_age_ms", (json_int_t)hb->libvirt_age_ms,
             "vm_count", (int)hb->vm_count, "inventory_digest", hb->inventory_digest, "creations",
             (json_int_t)hb->creations);
+        if (o && hb->disk_known)
+                json_object_set_new(o, "disk_free_mib",
+                                    json_integer((json_int_t)hb->disk_free_mib));
         if (!o)
                 return -EINVAL;
         n = json_dumpb(o, buf, size, JSON_COMPACT | JSON_REAL_PRECISION(4));
@@ -77,6 +57,7 @@ const char *const heartbeat_fields[HEARTBEAT_FIELDS + 1] = {"v",
                                                             "vm_count",
                                                             "inventory_digest",
                                                             "creations",
+                                                            "disk_free_mib",
                                                             NULL};
 
 static int heartbeat_decode_fields(const json_t *o, struct heartbeat *hb,
@@ -93,11 +74,11 @@ static int heartbeat_decode_fields(const json_t *o, struct heartbeat *hb,
                 return json_input_fail(err, "unsupported heartbeat version %llu",
                                        (unsigned long long)v);
         r = r ?: json_input_copy_string(o, "node", true, hb->node_id, sizeof(hb->node_id), err);
-        if (r == 0 && !node_id_valid(hb->node_id))
+        if (r == 0 && !ident_valid(IDENT_NODE, hb->node_id))
                 return json_input_fail(err, "field 'node' is not a valid node id");
         r = r ?: json_input_get_uint(o, "epoch", true, 1, INT64_MAX, &hb->epoch, err);
         r = r ?: json_input_copy_string(o, "boot", false, hb->boot, sizeof(hb->boot), err);
-        if (r == 0 && json_object_get(o, "boot") && !hex_valid(hb->boot, HEARTBEAT_BOOT_LEN))
+        if (r == 0 && json_object_get(o, "boot") && !ident_hex_valid(hb->boot, HEARTBEAT_BOOT_LEN))
                 return json_input_fail(err, "field 'boot' is not %d hex digits",
                                        HEARTBEAT_BOOT_LEN);
         r = r ?: json_input_get_uint(o, "seq", true, 1, INT64_MAX, &hb->seq, err);
@@ -118,9 +99,13 @@ static int heartbeat_decode_fields(const json_t *o, struct heartbeat *hb,
                 ?: json_input_copy_string(o, "inventory_digest", true, hb->inventory_digest,
                                           sizeof(hb->inventory_digest), err);
         r = r ?: json_input_get_uint(o, "creations", true, 0, INT64_MAX, &hb->creations, err);
+        r = r
+                ?: json_input_get_uint(o, "disk_free_mib", false, 0, 1ull << 40, &hb->disk_free_mib,
+                                       err);
         if (r < 0)
                 return r;
-        if (!hex_valid(hb->inventory_digest, DIGEST_HEX_LEN))
+        hb->disk_known = json_object_get(o, "disk_free_mib") != NULL;
+        if (!ident_hex_valid(hb->inventory_digest, DIGEST_HEX_LEN))
                 return json_input_fail(err, "field 'inventory_digest' is not 64 hex digits");
         age_v = json_object_get(o, "libvirt_age_ms");
         if (!json_is_integer(age_v) || (age = json_integer_value(age_v)) < -1)

@@ -2,11 +2,14 @@
  * every interval. Schema: schemas/heartbeat.schema.json. */
 #pragma once
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
+
+#include "common/ident.h"
 
 #define HEARTBEAT_VERSION   1
 #define HEARTBEAT_MAX_BYTES 1200
-#define NODE_ID_MAX         63
+#define NODE_ID_MAX         IDENT_NODE_MAX
 #define DIGEST_HEX_LEN      64
 #define HEARTBEAT_BOOT_LEN  16 /* hex digits of the boot id */
 
@@ -30,10 +33,15 @@ struct heartbeat {
          * goes back, and it increases after every domain vmhost defines and at every vmhost
          * start, so figures carrying N reflect every creation acknowledged with N or less */
         uint64_t creations;
+        /* room for VM disks (MiB): free space of the filesystem holding them, less what their
+         * sparse disks may still take; optional on the wire (older senders), disk_known then
+         * false */
+        bool disk_known;
+        uint64_t disk_free_mib;
 };
 
 /* The heartbeat's field names in wire order, NULL-terminated (fleetd's fast decoder indexes it). */
-#define HEARTBEAT_FIELDS 15
+#define HEARTBEAT_FIELDS 16
 extern const char *const heartbeat_fields[HEARTBEAT_FIELDS + 1];
 
 /* Encodes hb into buf; returns the length, or -EMSGSIZE / -EINVAL. */
@@ -41,5 +49,3 @@ int heartbeat_encode(const struct heartbeat *hb, char *buf, size_t size);
 /* Decodes one datagram strictly: version, types, bounds, no unknown fields. Returns 0 or
  * -EINVAL with a reason in err (size errsize). ret is untouched on failure. */
 int heartbeat_decode(const char *buf, size_t len, struct heartbeat *ret, char *err, size_t errsize);
-/* True when id is a valid node id: 1..63 of [a-z0-9-], not starting with '-'. */
-int node_id_valid(const char *id);

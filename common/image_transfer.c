@@ -1,5 +1,5 @@
 /* Partial image files for resumable, checksummed transfers (see image_transfer.h). The file is
- * DIR/.partial-NAME-HEX: the name is checked by image_transfer_name_valid and the digest is hex,
+ * DIR/.partial-NAME-HEX: the name is an IDENT_IMAGE id (common/ident.h) and the digest is hex,
  * so neither can carry a path separator. */
 #include "common/image_transfer.h"
 
@@ -11,38 +11,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/ident.h"
 #include "common/sha256.h"
-
-bool image_transfer_name_valid(const char *s)
-{
-        size_t n = strlen(s);
-
-        if (n == 0 || n > IMAGE_TRANSFER_NAME_MAX || strstr(s, ".."))
-                return false;
-        for (size_t i = 0; i < n; i++) {
-                char c = s[i];
-                bool alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-
-                if (!alnum && (i == 0 || (c != '.' && c != '_' && c != '-')))
-                        return false;
-        }
-        return true;
-}
-
-bool image_transfer_hex_valid(const char *s)
-{
-        if (strlen(s) != IMAGE_TRANSFER_HEX_LEN)
-                return false;
-        for (; *s; s++)
-                if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f')))
-                        return false;
-        return true;
-}
 
 static int image_partial_path(const char *dir, const char *name, const char *hex, char *buf,
                               size_t size)
 {
-        if (!image_transfer_name_valid(name) || !image_transfer_hex_valid(hex))
+        if (!ident_valid(IDENT_IMAGE, name) || !ident_hex_valid(hex, IMAGE_TRANSFER_HEX_LEN))
                 return -EINVAL;
         if ((size_t)snprintf(buf, size, "%s/.partial-%s-%s", dir, name, hex) >= size)
                 return -ENAMETOOLONG;

@@ -7,8 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define IMAGE_TRANSFER_NAME_MAX 63
-#define IMAGE_TRANSFER_HEX_LEN  64
+#define IMAGE_TRANSFER_HEX_LEN 64
 
 struct image_partial {
         int fd; /* -1 when closed */
@@ -18,11 +17,6 @@ struct image_partial {
         uint64_t offset; /* bytes on disk */
 };
 
-/* The one image-name rule of the transfer routes: ^[a-z0-9][a-z0-9._-]{0,62}$ and no "..".
- * (vmhost's store rule; one place, so that a shared identifier module can replace it.) */
-bool image_transfer_name_valid(const char *s);
-/* 64 lowercase hex digits. */
-bool image_transfer_hex_valid(const char *s);
 /* Bytes held on disk for name+hex under dir (0 when none). */
 uint64_t image_partial_held(const char *dir, const char *name, const char *hex);
 /* Opens (creating) and locks the partial file. -EBUSY: another transfer holds it; -ERANGE:

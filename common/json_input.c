@@ -137,6 +137,18 @@ int json_input_copy_string(const json_t *obj, const char *key, bool required, ch
         return 0;
 }
 
+int json_input_copy_id(const json_t *obj, const char *key, bool required, enum ident_kind kind,
+                       char *buf, size_t size, struct json_input_error *err)
+{
+        const json_t *v = json_object_get(obj, key);
+        const char *s = json_string_value(v);
+
+        if (v && s && !ident_valid(kind, s))
+                return json_input_fail(err, "field '%s' = '%.64s' is not a valid %s (%s)", key, s,
+                                       ident_name(kind), ident_pattern(kind));
+        return json_input_copy_string(obj, key, required, buf, size, err);
+}
+
 int json_input_get_uint(const json_t *obj, const char *key, bool required, uint64_t min,
                         uint64_t max, uint64_t *ret, struct json_input_error *err)
 {

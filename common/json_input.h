@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/ident.h"
+
 struct json_input_error {
         char text[256];
 };
@@ -33,6 +35,10 @@ int json_input_get_bool(const json_t *obj, const char *key, bool required, bool 
 /* Copies a string field into a fixed buffer (size includes the NUL). */
 int json_input_copy_string(const json_t *obj, const char *key, bool required, char *buf,
                            size_t size, struct json_input_error *err);
+/* Copies an id field (common/ident.h) into a fixed buffer; a value that is not an id of that
+ * kind is -EINVAL with the rule in the error. */
+int json_input_copy_id(const json_t *obj, const char *key, bool required, enum ident_kind kind,
+                       char *buf, size_t size, struct json_input_error *err);
 /* Error text helper: printf into err, returns -EINVAL. */
 int json_input_fail(struct json_input_error *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

@@ -84,13 +84,14 @@ static int pin_parse_object(const json_t *o, struct pin *p, struct json_input_er
         r = r ?: pin_parse_signature(o, p, e);
         if (r < 0)
                 return r;
-        if (!node_id_valid(p->fleet_id) || !node_id_valid(p->node_id) || !node_id_valid(p->vm_id))
-                return json_input_fail(e, "pin fleet_id, node_id or vm_id is not a valid id");
+        if (!ident_valid(IDENT_NODE, p->fleet_id) || !ident_valid(IDENT_NODE, p->node_id) ||
+            !ident_valid(IDENT_VM, p->vm_id) || !ident_valid(IDENT_ENTITY, p->entity) ||
+            !ident_valid(IDENT_IMAGE, p->image) || !ident_valid(IDENT_REQUEST, p->request_id))
+                return json_input_fail(e, "pin fleet_id, node_id, vm_id, entity, image or "
+                                          "request_id is not a valid id");
         if (!pin_key_b64_valid(p->node_wg_key))
                 return json_input_fail(e, "pin node_wg_key '%.44s' is not a base64 32-byte key",
                                        p->node_wg_key);
-        if (!p->entity[0] || !p->image[0] || !p->request_id[0])
-                return json_input_fail(e, "pin entity, image and request_id must not be empty");
         return 0;
 }
 

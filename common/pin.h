@@ -11,13 +11,14 @@
 #include <stdint.h>
 #include <jansson.h>
 
+#include "common/ident.h"
 #include "common/roster.h"
 
 #define PIN_MAX_BYTES      2048
-#define PIN_VM_ID_MAX      63
-#define PIN_ENTITY_MAX     128
-#define PIN_IMAGE_MAX      128
-#define PIN_REQUEST_ID_MAX 64
+#define PIN_VM_ID_MAX      IDENT_VM_MAX
+#define PIN_ENTITY_MAX     IDENT_ENTITY_MAX
+#define PIN_IMAGE_MAX      IDENT_IMAGE_MAX
+#define PIN_REQUEST_ID_MAX IDENT_REQUEST_MAX
 #define PIN_DOMAIN         "totebox-pin-v1\n"
 
 struct pin {

@@ -63,7 +63,7 @@ static int roster_parse_node(const json_t *o, struct roster_node *n, struct json
                                           err);
         if (r < 0)
                 return r;
-        if (!node_id_valid(n->id))
+        if (!ident_valid(IDENT_NODE, n->id))
                 return json_input_fail(err, "node id '%s' is not valid", n->id);
         if (roster_role_parse(role, &n->role) < 0)
                 return json_input_fail(err, "node '%s' has unknown role '%s'", n->id, role);

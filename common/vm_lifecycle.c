@@ -4,7 +4,8 @@
 #include <errno.h>
 #include <string.h>
 
-static const char *const vm_lifecycle_names[] = {"active", "suspended", "archived"};
+static const char *const vm_lifecycle_names[VM_LIFECYCLES] = {"active", "suspended", "archived",
+                                                              "retired"};
 
 const char *vm_lifecycle_name(enum vm_lifecycle l)
 {
@@ -20,4 +21,12 @@ int vm_lifecycle_parse(const char *s, enum vm_lifecycle *ret)
                 }
         }
         return -EINVAL;
+}
+
+bool vm_holds_memory(enum vm_lifecycle l, const char *state)
+{
+        if (l == VM_LC_ACTIVE || !state)
+                return true;
+        return strcmp(state, "shutoff") != 0 && strcmp(state, "crashed") != 0 &&
+               strcmp(state, "saved") != 0;
 }

@@ -131,8 +131,12 @@ static void ctl_witness_fleetd(struct ctl *c, struct ctl_witnesses *ws)
         size_t i;
 
         if (st != 200) {
-                if (st > 0)
-                        ctl_problem(st, doc);
+                if (st > 0) {
+                        struct ctl text = *c; /* one JSON document on stdout: the report */
+
+                        text.json = false;
+                        ctl_problem(&text, st, doc);
+                }
                 ws->unreadable = true;
         }
         json_array_foreach(json_object_get(doc, "witnesses"), i, w)
@@ -192,7 +196,7 @@ static void ctl_audit_print(struct ctl *c, const struct audit_report *rep, const
                               "entries", (json_int_t)rep->entries, "checkpoints_checked",
                               (int)rep->checked, "largest_checkpoint", (json_int_t)rep->largest,
                               "key", vkey, "findings", f);
-                ctl_print_json(o);
+                ctl_print(c, o);
                 json_decref(o);
         }
         for (unsigned i = 0; i < rep->n_findings; i++)

@@ -61,8 +61,20 @@ long ctl_call(struct ctl *c, const char *method, const char *path, json_t *body,
                 curl_easy_setopt(e, CURLOPT_POSTFIELDS, "");
         rc = curl_easy_perform(e);
         if (rc != CURLE_OK) {
-                fprintf(stderr, "fleetctl: cannot reach fleetd at '%s': %s\n", c->url,
-                        curl_easy_strerror(rc));
+                char detail[2300];
+
+                snprintf(detail, sizeof(detail), "cannot reach fleetd at '%s': %s", c->url,
+                         curl_easy_strerror(rc));
+                if (c->json) {
+                        json_t *p =
+                            json_pack("{s:s, s:s, s:s}", "type", "urn:totebox:fleetctl:unreachable",
+                                      "title", "fleetd unreachable", "detail", detail);
+
+                        ctl_print(c, p);
+                        json_decref(p);
+                } else {
+                        fprintf(stderr, "fleetctl: %s\n", detail);
+                }
         } else {
                 curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
                 *ret = b.data ? json_loads(b.data, 0, NULL) : NULL;
@@ -74,11 +86,22 @@ long ctl_call(struct ctl *c, const char *method, const char *path, json_t *body,
         return status;
 }
 
-int ctl_problem(long status, json_t *answer)
+int ctl_problem(const struct ctl *c, long status, json_t *answer)
 {
         const char *title = json_string_value(json_object_get(answer, "title"));
         const char *detail = json_string_value(json_object_get(answer, "detail"));
 
+        if (c->json) {
+                /* fleetd's problem as it sent it; an answer that is none (a proxy's page) as one */
+                json_t *p = json_is_object(answer) && title
+                                ? json_incref(answer)
+                                : json_pack("{s:s, s:s, s:I}", "type", "about:blank", "title",
+                                            "HTTP error", "status", (json_int_t)status);
+
+                ctl_print(c, p);
+                json_decref(p);
+                return 1;
+        }
         fprintf(stderr, "fleetctl: %s (%ld): %s\n", title ? title : "error", status,
                 detail ? detail : "no detail");
         return 1;

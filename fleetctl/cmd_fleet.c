@@ -44,10 +44,14 @@ static void ctl_show_health(json_t *a)
 
 int ctl_cmd_health(struct ctl *c)
 {
-        return ctl_get(c, "/v1/health", ctl_show_health);
+        static const struct ctl_view v = {NULL, NULL, ctl_show_health, NULL};
+
+        return ctl_get(c, "/v1/health", &v);
 }
 
 int ctl_cmd_roster(struct ctl *c)
 {
-        return ctl_get(c, "/v1/roster", NULL);
+        static const struct ctl_view v = {NULL, NULL, NULL, NULL};
+
+        return ctl_get(c, "/v1/roster", &v);
 }

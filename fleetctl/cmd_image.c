@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/ident.h"
 #include "common/image_transfer.h"
 #include "fleetctl/fleetctl.h"
 
@@ -97,34 +98,30 @@ static void ctl_image_nodes_query(struct ctl *c, char *buf, size_t size)
                                         i ? "," : "&nodes=", c->witness_nodes[i]);
 }
 
-/* The push's outcome as a table (or JSON); 0 when every node has the image. */
+static const struct ctl_column ctl_push_columns[] = {
+    {"node", "NODE", "node", NULL, false},
+    {"state", "STATE", "state", NULL, false},
+    {"sent", "SENT", "bytes_sent", NULL, false},
+    {"total", "TOTAL", "total", NULL, false},
+    {"resumed_from", "RESUMED_FROM", "resumed_from", NULL, false},
+    {"error", "ERROR", "error", NULL, false},
+    {NULL, NULL, NULL, NULL, false},
+};
+
+/* The push's outcome as a table (or JSON / YAML); 0 when every node has the image. */
 static int ctl_image_result(struct ctl *c, json_t *a)
 {
-        static const char *const h[] = {"NODE", "STATE", "SENT", "TOTAL", "RESUMED_FROM", "ERROR"};
-        json_t *rows = json_array(), *n;
-        char sent[32], total[32], from[32];
         int r = strcmp(ctl_str(a, "state"), "done") == 0 ? 0 : 1;
-        size_t i;
 
-        if (c->json)
-                ctl_print_json(a);
-        json_array_foreach(json_object_get(a, "nodes"), i, n)
-        {
-                snprintf(sent, sizeof(sent), "%lld",
-                         (long long)json_integer_value(json_object_get(n, "bytes_sent")));
-                snprintf(total, sizeof(total), "%lld",
-                         (long long)json_integer_value(json_object_get(n, "total")));
-                snprintf(from, sizeof(from), "%lld",
-                         (long long)json_integer_value(json_object_get(n, "resumed_from")));
-                json_array_append_new(rows, ctl_row(6, ctl_str(n, "node"), ctl_str(n, "state"),
-                                                    sent, total, from, ctl_str(n, "error")));
+        if (c->json) {
+                ctl_print(c, a);
+        } else {
+                if (c->format == CTL_FORMAT_TABLE)
+                        printf("image '%s' (sha256 %s): %s\n", ctl_str(a, "name"),
+                               ctl_str(a, "sha256"), ctl_str(a, "state"));
+                if (ctl_render(c, ctl_push_columns, json_object_get(a, "nodes")) < 0)
+                        r = 2;
         }
-        if (!c->json) {
-                printf("image '%s' (sha256 %s): %s\n", ctl_str(a, "name"), ctl_str(a, "sha256"),
-                       ctl_str(a, "state"));
-                ctl_table(h, 6, rows);
-        }
-        json_decref(rows);
         json_decref(a);
         return r;
 }
@@ -147,7 +144,7 @@ static int ctl_image_follow(struct ctl *c, const char *name)
                 a = NULL;
                 st = ctl_call(c, "GET", path, NULL, &a);
                 if (st != 200) {
-                        int r = st < 0 ? 3 : ctl_problem(st, a);
+                        int r = st < 0 ? 3 : ctl_problem(c, st, a);
 
                         json_decref(a);
                         return r;
@@ -200,7 +197,7 @@ static long long ctl_image_offset(struct ctl *c, const char *name, const char *h
         if (st == 200)
                 off = (long long)json_integer_value(json_object_get(a, "upload_offset"));
         else if (st > 0)
-                ctl_problem(st, a);
+                ctl_problem(c, st, a);
         json_decref(a);
         return off;
 }
@@ -218,7 +215,7 @@ static int ctl_image_push(struct ctl *c)
                 fprintf(stderr, "fleetctl: image push FILE --name NAME [--node N ...]\n");
                 return 2;
         }
-        if (!image_transfer_name_valid(c->name)) {
+        if (!ident_valid(IDENT_IMAGE, c->name)) {
                 fprintf(stderr,
                         "fleetctl: image name '%s' must match ^[a-z0-9][a-z0-9._-]{0,62}$\n",
                         c->name);
@@ -252,7 +249,7 @@ static int ctl_image_push(struct ctl *c)
                 return ctl_image_follow(c, c->name);
         }
         if (st > 0 && st != 200)
-                ctl_problem(st, a);
+                ctl_problem(c, st, a);
         else if (st == 200)
                 fprintf(stderr, "fleetctl: fleetd holds %lld of %llu bytes; run the push again\n",
                         (long long)json_integer_value(json_object_get(a, "upload_offset")),
@@ -261,28 +258,28 @@ static int ctl_image_push(struct ctl *c)
         return st < 0 ? 3 : 1;
 }
 
-static void ctl_show_images(json_t *a)
+static const char *ctl_image_sha(json_t *o, char *buf, size_t size)
 {
-        static const char *const h[] = {"NAME", "SHA256", "SIZE", "NODES"};
-        json_t *rows = json_array(), *im, *n;
-        size_t i, k;
-
-        json_array_foreach(json_object_get(a, "images"), i, im)
-        {
-                char sha[16], size[32], nodes[1024] = "";
-                size_t len = 0;
-
-                snprintf(sha, sizeof(sha), "%.12s", ctl_str(im, "sha256"));
-                snprintf(size, sizeof(size), "%lld",
-                         (long long)json_integer_value(json_object_get(im, "size")));
-                json_array_foreach(json_object_get(im, "nodes"), k, n) if (len < sizeof(nodes))
-                    len += (size_t)snprintf(nodes + len, sizeof(nodes) - len, "%s%s", k ? "," : "",
-                                            json_string_value(n));
-                json_array_append_new(rows, ctl_row(4, ctl_str(im, "name"), sha, size, nodes));
-        }
-        ctl_table(h, 4, rows);
-        json_decref(rows);
+        snprintf(buf, size, "%.12s", ctl_str(o, "sha256"));
+        return buf;
 }
+
+static const char *ctl_image_nodes(json_t *o, char *buf, size_t size)
+{
+        size_t len = 0, k;
+        json_t *n;
+
+        buf[0] = '\0';
+        json_array_foreach(json_object_get(o, "nodes"), k, n) if (len < size) len +=
+            (size_t)snprintf(buf + len, size - len, "%s%s", k ? "," : "", json_string_value(n));
+        return buf;
+}
+
+static const struct ctl_column ctl_image_columns[] = {
+    {"name", "NAME", "name", NULL, false}, {"sha256", "SHA256", NULL, ctl_image_sha, false},
+    {"size", "SIZE", "size", NULL, false}, {"nodes", "NODES", NULL, ctl_image_nodes, false},
+    {NULL, NULL, NULL, NULL, false},
+};
 
 static int ctl_image_remove(struct ctl *c)
 {
@@ -290,7 +287,7 @@ static int ctl_image_remove(struct ctl *c)
         json_t *a = NULL;
         long st;
 
-        if (c->argc != 2 || !image_transfer_name_valid(c->argv[1]) || c->n_witness_nodes > 1) {
+        if (c->argc != 2 || !ident_valid(IDENT_IMAGE, c->argv[1]) || c->n_witness_nodes > 1) {
                 fprintf(stderr, "fleetctl: image remove NAME [--node N]\n");
                 return 2;
         }
@@ -300,12 +297,12 @@ static int ctl_image_remove(struct ctl *c)
         if (st < 0)
                 return 3;
         if (c->json)
-                ctl_print_json(a);
+                ctl_print(c, a);
         else if (st == 200)
                 printf("image '%s' removed from %zu nodes\n", c->argv[1],
                        json_array_size(json_object_get(a, "nodes")));
         else
-                ctl_problem(st, a);
+                ctl_problem(c, st, a);
         json_decref(a);
         return st == 200 ? 0 : 1;
 }
@@ -316,8 +313,12 @@ int ctl_cmd_image(struct ctl *c)
 
         if (strcmp(sub, "push") == 0)
                 return ctl_image_push(c);
-        if (strcmp(sub, "list") == 0 && c->argc == 1)
-                return ctl_get(c, "/v1/images", ctl_show_images);
+        if (strcmp(sub, "list") == 0 && c->argc == 1) {
+                static const struct ctl_view v = {"images", ctl_image_columns, NULL, NULL};
+
+                c->argc--, c->argv++;
+                return ctl_get(c, "/v1/images", &v);
+        }
         if (strcmp(sub, "remove") == 0)
                 return ctl_image_remove(c);
         fprintf(stderr, "fleetctl: image push FILE --name NAME [--node N ...] | image list | "

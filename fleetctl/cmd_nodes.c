@@ -1,38 +1,46 @@
-/* fleetctl nodes [ID]: liveness, available RAM after reservations, heartbeat and libvirt ages. */
-#include <stdarg.h>
+/* fleetctl nodes [ID] [state=S] [role=R]: liveness, CPU, RAM (total, available after
+ * reservations), heartbeat age, VMs. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "fleetctl/fleetctl.h"
 
-static void ctl_show_nodes(json_t *a)
+static const char *ctl_node_cpu(json_t *n, char *buf, size_t size)
 {
-        static const char *const h[] = {
-            "ID",  "STATE",  "AVAILABLE_MIB", "RESERVED_MIB", "HEARTBEAT_AGE_MS", "LIBVIRT_AGE_MS",
-            "VMS", "ADDRESS"};
-        json_t *nodes = json_object_get(a, "nodes"), *rows = json_array(), *n;
-        size_t i;
+        json_t *v = json_object_get(n, "cpu_percent");
 
-        if (!nodes)
-                nodes = json_pack("[O]", a);
-        else
-                json_incref(nodes);
-        json_array_foreach(nodes, i, n) json_array_append_new(
-            rows, ctl_row(8, ctl_str(n, "id"), ctl_str(n, "state"), ctl_str(n, "available_mib"),
-                          ctl_str(n, "reserved_mib"), ctl_str(n, "heartbeat_age_ms"),
-                          ctl_str(n, "libvirt_age_ms"), ctl_str(n, "vm_count"),
-                          ctl_str(n, "mesh_address")));
-        ctl_table(h, 8, rows);
-        json_decref(rows);
-        json_decref(nodes);
+        if (!json_is_number(v))
+                return "-";
+        snprintf(buf, size, "%.0f%%", round(json_number_value(v)));
+        return buf;
 }
+
+static const char *const ctl_node_filters[] = {"state", "role", NULL};
+
+static const struct ctl_column ctl_node_columns[] = {
+    {"id", "ID", "id", NULL, false},
+    {"name", "NAME", "name", NULL, true},
+    {"role", "ROLE", "role", NULL, true},
+    {"state", "STATE", "state", NULL, false},
+    {"cpu", "CPU", NULL, ctl_node_cpu, false},
+    {"cpus", "CPUS", "cpus", NULL, true},
+    {"ram", "RAM_MIB", "mem_total_mib", NULL, false},
+    {"available", "AVAILABLE_MIB", "available_mib", NULL, false},
+    {"reserved", "RESERVED_MIB", "reserved_mib", NULL, false},
+    {"committed", "COMMITTED_MIB", "mem_committed_mib", NULL, true},
+    {"heartbeat", "HEARTBEAT_AGE_MS", "heartbeat_age_ms", NULL, false},
+    {"libvirt", "LIBVIRT_AGE_MS", "libvirt_age_ms", NULL, true},
+    {"placeable", "PLACEABLE", "placeable", NULL, true},
+    {"vms", "VMS", "vm_count", NULL, false},
+    {"address", "ADDRESS", "mesh_address", NULL, false},
+    {NULL, NULL, NULL, NULL, false},
+};
 
 int ctl_cmd_nodes(struct ctl *c)
 {
-        char path[256];
+        static const struct ctl_view v = {"nodes", ctl_node_columns, NULL, ctl_node_filters};
 
-        return ctl_path_arg(c, "/v1/nodes", path, sizeof(path)) < 0
-                   ? 2
-                   : ctl_get(c, path, ctl_show_nodes);
+        return ctl_get(c, "/v1/nodes", &v);
 }

@@ -1,5 +1,6 @@
-/* fleetctl vms [ID], the lifecycle verbs suspend / resume / archive VM, and verify VM (a full
- * verification of the vault, forwarded to the VM's node; its result shows in 'vms'). */
+/* fleetctl vms [ID], the lifecycle verbs suspend / resume / archive VM, verify VM (a full
+ * verification of the vault, forwarded to the VM's node; its result shows in 'vms'), each an
+ * operation followed to its end, and retire VM (a failed one; fleetd's record only). */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,13 +9,14 @@
 #include "fleetctl/fleetctl.h"
 
 /* When the last full verification ran, or "pending" while the one asked for is awaited. */
-static const char *ctl_verified(json_t *v)
+static const char *ctl_verified(json_t *v, char *buf, size_t size)
 {
         json_t *ver = json_object_get(v, "verification");
 
         if (json_is_true(json_object_get(ver, "pending")))
                 return "pending";
-        return ctl_str(json_object_get(ver, "last"), "at");
+        snprintf(buf, size, "%s", ctl_str(json_object_get(ver, "last"), "at"));
+        return buf;
 }
 
 /* "-", or the nodes that report the VM while it is pinned elsewhere ("MISPLACED:n2,n3"). */
@@ -31,40 +33,44 @@ static const char *ctl_misplaced(json_t *v, char *buf, size_t size)
         return buf;
 }
 
-static void ctl_show_vms(json_t *a)
+static const char *ctl_integrity(json_t *v, char *buf, size_t size)
 {
-        static const char *const h[] = {"ID",    "ENTITY",    "NODE",     "STATUS", "LIFECYCLE",
-                                        "STATE", "INTEGRITY", "VERIFIED", "PIN",    "REASON"};
-        char mis[256];
-        json_t *vms = json_object_get(a, "vms"), *rows = json_array(), *v;
-        size_t i;
-
-        if (!vms)
-                vms = json_pack("[O]", a);
-        else
-                json_incref(vms);
-        json_array_foreach(vms, i, v) json_array_append_new(
-            rows, ctl_row(10, ctl_str(v, "id"), ctl_str(v, "entity"), ctl_str(v, "node_id"),
-                          ctl_str(v, "status"), ctl_str(v, "lifecycle"), ctl_str(v, "state"),
-                          ctl_str(json_object_get(v, "integrity"), "status"), ctl_verified(v),
-                          ctl_misplaced(v, mis, sizeof(mis)), ctl_str(v, "reason")));
-        ctl_table(h, 10, rows);
-        json_decref(rows);
-        json_decref(vms);
+        snprintf(buf, size, "%s", ctl_str(json_object_get(v, "integrity"), "status"));
+        return buf;
 }
+
+static const char *const ctl_vm_filters[] = {"node", "status", "lifecycle", "entity", NULL};
+
+static const struct ctl_column ctl_vm_columns[] = {
+    {"id", "ID", "id", NULL, false},
+    {"entity", "ENTITY", "entity", NULL, false},
+    {"node", "NODE", "node_id", NULL, false},
+    {"status", "STATUS", "status", NULL, false},
+    {"lifecycle", "LIFECYCLE", "lifecycle", NULL, false},
+    {"state", "STATE", "state", NULL, false},
+    {"integrity", "INTEGRITY", NULL, ctl_integrity, false},
+    {"verified", "VERIFIED", NULL, ctl_verified, false},
+    {"pin", "PIN", NULL, ctl_misplaced, false},
+    {"reason", "REASON", "reason", NULL, false},
+    {"image", "IMAGE", "image", NULL, true},
+    {"memory", "MEMORY_MIB", "memory_mib", NULL, true},
+    {"vcpus", "VCPUS", "vcpus", NULL, true},
+    {"disk", "VAULT_DISK_MIB", "vault_disk_mib", NULL, true},
+    {"created", "CREATED", "created_at", NULL, true},
+    {NULL, NULL, NULL, NULL, false},
+};
 
 int ctl_cmd_vms(struct ctl *c)
 {
-        char path[256];
+        static const struct ctl_view v = {"vms", ctl_vm_columns, NULL, ctl_vm_filters};
 
-        return ctl_path_arg(c, "/v1/vms", path, sizeof(path)) < 0 ? 2
-                                                                  : ctl_get(c, path, ctl_show_vms);
+        return ctl_get(c, "/v1/vms", &v);
 }
 
 int ctl_cmd_verb(struct ctl *c)
 {
         char path[256], base[64];
-        json_t *a = NULL;
+        json_t *a = NULL, *res = NULL;
         long st;
 
         /* argv[-1] is the verb itself: main passes "suspend VM" as the command and its argument */
@@ -80,10 +86,19 @@ int ctl_cmd_verb(struct ctl *c)
         st = ctl_call(c, "POST", path, NULL, &a);
         if (st < 0)
                 return 3;
+        if (st == 202) { /* an operation: followed to its end unless --no-wait */
+                int r = ctl_operation_outcome(c, a, &res);
+
+                json_decref(a);
+                if (r >= 0)
+                        return r;
+                a = res;
+                st = strcmp(c->argv[-1], "verify") == 0 ? 202 : 200;
+        }
         if (st != 200 && st != 202)
-                ctl_problem(st, a);
+                ctl_problem(c, st, a);
         else if (c->json)
-                ctl_print_json(a);
+                ctl_print(c, a);
         else if (st == 202)
                 printf("verification of VM '%s' requested on node '%s' (request '%s'); its result "
                        "shows in 'fleetctl vms %s'\n",

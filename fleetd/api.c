@@ -29,6 +29,14 @@ const struct api_route api_routes[] = {
     {"GET", "/v1/nodes", api_nodes_list, true, API_BODY_NONE, Q("state", "role", "after", "limit"),
      true, "list nodes with state and figures (by id; filters, pages)"},
     {"GET", "/v1/nodes/{id}", api_nodes_get, true, API_BODY_NONE, {NULL}, false, "one node"},
+    {"GET",
+     "/v1/nodes/{id}/history",
+     api_nodes_history,
+     true,
+     API_BODY_NONE,
+     {NULL},
+     false,
+     "the node's CPU and RAM over the last hour"},
     {"GET", "/v1/vms", api_vms_list, true, API_BODY_NONE,
      Q("node", "status", "lifecycle", "entity", "after", "limit"), true,
      "list Totebox VMs (by id; filters, pages)"},
@@ -68,6 +76,16 @@ const struct api_route api_routes[] = {
      {NULL},
      false,
      "confirm: create the VM"},
+    {"GET", "/v1/operations", api_operations_list, true, API_BODY_NONE,
+     Q("state", "after", "limit"), true, "list long operations, oldest first (filters, pages)"},
+    {"GET",
+     "/v1/operations/{id}",
+     api_operations_get,
+     true,
+     API_BODY_NONE,
+     {NULL},
+     false,
+     "one operation: state, progress, result or error"},
     {"GET",
      "/v1/images",
      api_images_list,
@@ -141,7 +159,8 @@ const struct api_route api_routes[] = {
 struct api_conn {
         struct http_body body;
         struct api_upload upload; /* feed set: a streamed body */
-        char request_id[40];
+        unsigned route;           /* a streamed body's route, for /metrics */
+        char request_id[IDENT_REQUEST_MAX + 1];
 };
 
 /* Length of the well-formed UTF-8 sequence at s (RFC 3629: no overlong forms, no surrogates,
@@ -197,6 +216,7 @@ void api_problem(struct api_response *resp, unsigned status, const char *type, c
                       {405, "Method Not Allowed"},
                       {409, "Conflict"},
                       {410, "Gone"},
+                      {412, "Precondition Failed"},
                       {413, "Content Too Large"},
                       {414, "URI Too Long"},
                       {415, "Unsupported Media Type"},
@@ -292,42 +312,36 @@ bool api_body_empty(struct api_request *req, struct api_response *resp)
 bool api_query_string(struct api_request *req, struct api_response *resp, const char *name,
                       bool (*valid)(const char *), const char *what, const char **ret)
 {
-        const char *v = MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+        struct api_query_error e;
 
-        if (v && !valid(v)) {
-                api_problem(resp, 400, "invalid-query", "query '%s' must be %s", name, what);
-                return false;
-        }
-        *ret = v;
-        return true;
+        if (api_query_parse_string(name, api_query_get(&req->query, name), valid, what, ret, &e) ==
+            0)
+                return true;
+        api_problem(resp, 400, e.type, "%s", e.detail);
+        return false;
+}
+
+bool api_query_id(struct api_request *req, struct api_response *resp, const char *name,
+                  enum ident_kind kind, const char **ret)
+{
+        struct api_query_error e;
+
+        if (api_query_parse_id(name, api_query_get(&req->query, name), kind, ret, &e) == 0)
+                return true;
+        api_problem(resp, 400, e.type, "%s", e.detail);
+        return false;
 }
 
 bool api_query_uint(struct api_request *req, struct api_response *resp, const char *name,
                     uint64_t def, uint64_t min, uint64_t max, uint64_t *ret)
 {
-        const char *v = MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
-        unsigned long long n = 0;
-        size_t len = v ? strlen(v) : 0;
+        struct api_query_error e;
 
-        if (!v) {
-                *ret = def;
+        if (api_query_parse_uint(name, api_query_get(&req->query, name), def, min, max, ret, &e) ==
+            0)
                 return true;
-        }
-        for (size_t i = 0; i < len && len <= 19; i++) {
-                if (v[i] < '0' || v[i] > '9') {
-                        len = 0;
-                        break;
-                }
-                n = n * 10 + (unsigned)(v[i] - '0');
-        }
-        if (len == 0 || len > 19 || n < min || n > max) {
-                api_problem(resp, 400, "invalid-query",
-                            "query '%s' must be an integer in %llu..%llu", name,
-                            (unsigned long long)min, (unsigned long long)max);
-                return false;
-        }
-        *ret = n;
-        return true;
+        api_problem(resp, 400, e.type, "%s", e.detail);
+        return false;
 }
 
 void api_from_outcome(struct api_response *resp, struct plan_outcome *o)
@@ -341,8 +355,14 @@ void api_from_outcome(struct api_response *resp, struct plan_outcome *o)
         } else {
                 api_ok(resp, o->body ? o->body : json_object());
                 resp->status = o->status;
+                memcpy(resp->tag, o->etag, sizeof(resp->tag));
         }
         o->body = NULL;
+}
+
+const char *api_if_match(struct api_request *req)
+{
+        return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "If-Match");
 }
 
 void api_ok(struct api_response *resp, json_t *body)
@@ -389,14 +409,23 @@ static bool api_authorize(struct api_request *req, struct api_response *resp)
                 snprintf(req->actor, sizeof(req->actor), "anonymous");
                 return true;
         }
-        if (h && strncasecmp(h, "Bearer ", 7) == 0 &&
-            store_token_check(req->f->store, h + 7, name) == 0) {
+        int r = h && strncasecmp(h, "Bearer ", 7) == 0
+                    ? store_token_check(req->f->store, h + 7, name)
+                    : -EACCES;
+
+        if (r == 0) {
                 snprintf(req->actor, sizeof(req->actor), "token:%s", name);
                 return true;
         }
-        api_problem(resp, 401, "unauthorized",
-                    h ? "the bearer token is not valid (unknown or revoked)"
-                      : "this call needs 'Authorization: Bearer TOKEN' (fleetctl token create)");
+        if (r == -EKEYEXPIRED)
+                api_problem(resp, 401, "token-expired",
+                            "the bearer token has expired (fleetctl token create NAME --expires "
+                            "DURATION makes a new one)");
+        else
+                api_problem(resp, 401, "unauthorized",
+                            h ? "the bearer token is not valid (unknown or revoked)"
+                              : "this call needs 'Authorization: Bearer TOKEN' (fleetctl token "
+                                "create)");
         resp->header_name = "WWW-Authenticate";
         resp->header_value = "Bearer realm=\"fleetd\"";
         return false;
@@ -409,53 +438,35 @@ static bool api_is_panel_path(const char *path)
 }
 
 struct api_query_scan {
+        struct api_query *q;
         const struct api_route *route;
-        unsigned seen; /* bit i: route->query[i] was given */
-        char bad[80];  /* the first unknown or repeated name, or "" */
-        bool repeated;
-        size_t bytes;
+        struct api_query_error e;
+        bool bad;
 };
 
 static enum MHD_Result api_query_one(void *cls, enum MHD_ValueKind kind, const char *key,
                                      const char *value)
 {
-        struct api_query_scan *q = cls;
-        unsigned i;
+        struct api_query_scan *s = cls;
 
-        q->bytes += strlen(key) + (value ? strlen(value) : 0) + 2;
-        if (q->bad[0])
-                return MHD_YES;
-        for (i = 0; i < API_QUERY_MAX && q->route->query[i]; i++)
-                if (strcmp(q->route->query[i], key) == 0)
-                        break;
-        if (i < API_QUERY_MAX && q->route->query[i] && !(q->seen & (1u << i))) {
-                q->seen |= 1u << i;
-                return MHD_YES;
-        }
-        q->repeated = i < API_QUERY_MAX && q->route->query[i];
-        snprintf(q->bad, sizeof(q->bad), "%.64s", key);
+        (void)kind;
+        if (!s->bad &&
+            api_query_add(s->q, s->route->method, s->route->pattern, key, value, &s->e) < 0)
+                s->bad = true;
         return MHD_YES;
 }
 
-/* Every query parameter must be one the route takes, once. */
+/* Every query parameter must be one the route takes, once (api_query.c). */
 static bool api_query_check(const struct api_route *r, struct api_request *req,
                             struct api_response *resp)
 {
-        struct api_query_scan q = {.route = r};
-        char takes[128] = "";
+        struct api_query_scan s = {.q = &req->query, .route = r};
 
-        MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, api_query_one, &q);
-        if (!q.bad[0])
+        api_query_init(&req->query, r->query);
+        MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, api_query_one, &s);
+        if (!s.bad)
                 return true;
-        for (unsigned i = 0; i < API_QUERY_MAX && r->query[i]; i++)
-                snprintf(takes + strlen(takes), sizeof(takes) - strlen(takes), "%s%s",
-                         i ? ", " : "", r->query[i]);
-        if (q.repeated)
-                api_problem(resp, 400, "invalid-query", "query '%s' is given more than once",
-                            q.bad);
-        else
-                api_problem(resp, 400, "unknown-query", "unknown query parameter '%s' (%s %s: %s)",
-                            q.bad, r->method, r->pattern, takes[0] ? takes : "takes none");
+        api_problem(resp, 400, s.e.type, "%s", s.e.detail);
         return false;
 }
 
@@ -489,7 +500,9 @@ static void api_dispatch(struct api_request *req, struct api_response *resp)
         const char *method = strcmp(req->method, "HEAD") == 0 ? "GET" : req->method;
         bool path_known = false;
 
+        req->route = METRICS_ROUTE_NONE;
         if (api_is_panel_path(req->path)) {
+                req->route = METRICS_ROUTE_PANEL;
                 if (strcmp(method, "GET") == 0) {
                         api_panel_get(req, resp);
                         return;
@@ -501,6 +514,7 @@ static void api_dispatch(struct api_request *req, struct api_response *resp)
                 if (!api_match(r->pattern, req->path, req))
                         continue;
                 if (strcmp(r->method, method) == 0) {
+                        req->route = (unsigned)(r - api_routes);
                         api_run(r, req, resp);
                         return;
                 }
@@ -553,12 +567,8 @@ static void api_new_request_id(struct MHD_Connection *conn, char *buf, size_t si
 {
         const char *given = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
         uint8_t raw[16];
-        bool ok = given && strlen(given) > 0 && strlen(given) < size;
 
-        for (const char *p = given; ok && *p; p++)
-                ok = (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') ||
-                     (*p >= 'A' && *p <= 'Z') || *p == '-' || *p == '_';
-        if (ok) {
+        if (ident_valid(IDENT_REQUEST, given) && strlen(given) < size) {
                 snprintf(buf, size, "%s", given);
                 return;
         }
@@ -623,13 +633,7 @@ void api_shared_unref(void *p)
 
 static void api_etag(const char *text, size_t len, char buf[35])
 {
-        uint8_t h[16];
-
-        crypto_generichash(h, sizeof(h), (const unsigned char *)text, len, NULL, 0);
-        buf[0] = '"';
-        sodium_bin2hex(buf + 1, 33, h, sizeof(h));
-        buf[33] = '"';
-        buf[34] = '\0';
+        fleet_etag(text, len, buf);
 }
 
 static bool api_etag_matches(struct MHD_Connection *conn, const char *etag)
@@ -676,6 +680,7 @@ static enum MHD_Result api_send(struct MHD_Connection *conn, struct api_request 
         }
         if (!r)
                 return MHD_NO;
+        resp->sent_status = status;
         if (status != 304)
                 MHD_add_response_header(r, "Content-Type",
                                         resp->content_type ? resp->content_type
@@ -685,6 +690,10 @@ static enum MHD_Result api_send(struct MHD_Connection *conn, struct api_request 
         MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
         if (tagged)
                 MHD_add_response_header(r, "ETag", etag);
+        else if (resp->tag[0] && status < 300)
+                MHD_add_response_header(r, "ETag", resp->tag);
+        if (resp->location[0])
+                MHD_add_response_header(r, "Location", resp->location);
         if (resp->header_name)
                 MHD_add_response_header(r, resp->header_name, resp->header_value);
         ret = MHD_queue_response(conn, status, r);
@@ -706,8 +715,9 @@ static enum MHD_Result api_answer(struct fleetd *f, struct MHD_Connection *conn,
         if (big)
                 malloc_trim(0); /* give a big answer's memory back to the system */
         clock_gettime(CLOCK_MONOTONIC, &t1);
-        metrics_observe_latency(f, (double)(t1.tv_sec - t0->tv_sec) +
-                                       (double)(t1.tv_nsec - t0->tv_nsec) / 1e9);
+        metrics_observe_request(f, req->route, resp->sent_status,
+                                (double)(t1.tv_sec - t0->tv_sec) +
+                                    (double)(t1.tv_nsec - t0->tv_nsec) / 1e9);
         return ret;
 }
 
@@ -720,6 +730,7 @@ static bool api_stream_begin(struct api_conn *c, struct api_request *req, struct
                         continue;
                 api_new_request_id(req->conn, c->request_id, sizeof(c->request_id));
                 memcpy(req->request_id, c->request_id, sizeof(req->request_id));
+                req->route = c->route = (unsigned)(r - api_routes);
                 req->upload = &c->upload;
                 api_run(r, req, resp);
                 if (!c->upload.feed && !resp->status)
@@ -735,7 +746,12 @@ static enum MHD_Result api_access(void *cls, struct MHD_Connection *conn, const 
 {
         struct fleetd *f = cls;
         struct api_conn *c = *con_cls;
-        struct api_request req = {.f = f, .method = method, .path = url, .body = "", .conn = conn};
+        struct api_request req = {.f = f,
+                                  .method = method,
+                                  .path = url,
+                                  .body = "",
+                                  .conn = conn,
+                                  .route = METRICS_ROUTE_NONE};
         struct api_response resp = {0};
         struct timespec t0;
 
@@ -761,6 +777,7 @@ static enum MHD_Result api_access(void *cls, struct MHD_Connection *conn, const 
                         return MHD_YES;
                 }
                 memcpy(req.request_id, c->request_id, sizeof(req.request_id));
+                req.route = c->route;
                 c->upload.end(c->upload.state, &req, &resp);
                 c->upload.feed = NULL; /* answered once */
                 return api_answer(f, conn, &req, &resp, &t0);

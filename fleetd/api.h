@@ -8,7 +8,38 @@
 #include "fleetd/fleetd.h"
 
 #define API_MAX_PARAMS 2
-#define API_LIST_MAX   100000 /* the largest page of a list (and its default, but for plans) */
+#define API_QUERY_MAX  8
+
+/* A request's query parameters (api_query.c): the route's names, which were given, the values
+ * (borrowed from the connection; NULL for a name given without "="). */
+struct api_query {
+        const char *const *takes; /* the route's names, NULL-terminated, at most API_QUERY_MAX */
+        unsigned seen;            /* bit i: takes[i] was given */
+        const char *value[API_QUERY_MAX];
+};
+
+/* Why a query is refused: a problem type ("unknown-query", "invalid-query") and its detail. */
+struct api_query_error {
+        const char *type;
+        char detail[256];
+};
+
+void api_query_init(struct api_query *q, const char *const *takes);
+/* Takes one decoded (name, value) pair of the request's query: 0, or -EINVAL (e filled) for a
+ * name the route does not take or one given twice. method and pattern name the route in e. */
+int api_query_add(struct api_query *q, const char *method, const char *pattern, const char *name,
+                  const char *value, struct api_query_error *e);
+/* The value given for name, or NULL. */
+const char *api_query_get(const struct api_query *q, const char *name);
+/* v (NULL: absent, then def) as an integer in min..max: 0, or -EINVAL with e filled. */
+int api_query_parse_uint(const char *name, const char *v, uint64_t def, uint64_t min, uint64_t max,
+                         uint64_t *ret, struct api_query_error *e);
+/* v (NULL: absent) when valid accepts it ("what" says what is expected): 0, or -EINVAL. */
+int api_query_parse_string(const char *name, const char *v, bool (*valid)(const char *),
+                           const char *what, const char **ret, struct api_query_error *e);
+int api_query_parse_id(const char *name, const char *v, enum ident_kind kind, const char **ret,
+                       struct api_query_error *e);
+#define API_LIST_MAX 100000 /* the largest page of a list (and its default, but for plans) */
 
 struct api_request {
         struct fleetd *f;
@@ -18,9 +49,11 @@ struct api_request {
         char param_buf[512];
         const char *body; /* NUL-terminated, may be empty */
         size_t body_len;
-        char request_id[40];
+        char request_id[IDENT_REQUEST_MAX + 1];
         struct MHD_Connection *conn;
-        char actor[64];            /* the token's name, "anonymous" when auth is off */
+        char actor[64];         /* the token's name, "anonymous" when auth is off */
+        struct api_query query; /* checked against the route before its handler runs */
+        unsigned route; /* for /metrics: the api_routes index that matched, or METRICS_ROUTE_* */
         struct api_upload *upload; /* an API_BODY_STREAM route's connection state */
 };
 
@@ -58,15 +91,16 @@ struct api_response {
         const char *content_type;
         const char *header_name, *header_value; /* one extra header (Allow, WWW-Authenticate) */
         bool etag; /* a list route's 200: tagged, and 304 when If-None-Match names the tag */
+        char tag[FLEET_ETAG_SIZE]; /* one resource's revision (etag.c), sent as its ETag */
+        char location[64];         /* a Location header (202: the operation to poll), or "" */
         char allow[64];
+        unsigned sent_status; /* the status api_send sent (304 for a matched If-None-Match) */
 };
 
 typedef void (*api_handler)(struct api_request *req, struct api_response *resp);
 
 /* What a route takes as a body: none (a body is refused: 400 unexpected-body), or JSON. */
 enum api_body { API_BODY_NONE, API_BODY_JSON, API_BODY_STREAM };
-
-#define API_QUERY_MAX 8
 
 struct api_route {
         const char *method;
@@ -100,14 +134,21 @@ bool api_body_empty(struct api_request *req, struct api_response *resp);
 /* Query argument as a string matching valid (or absent: *ret NULL); false with a problem. */
 bool api_query_string(struct api_request *req, struct api_response *resp, const char *name,
                       bool (*valid)(const char *), const char *what, const char **ret);
+/* The query parameter `name` when absent (NULL) or an id of that kind; else answers 400. */
+bool api_query_id(struct api_request *req, struct api_response *resp, const char *name,
+                  enum ident_kind kind, const char **ret);
 /* Query argument as an unsigned integer in min..max (def when absent); false with a problem. */
 bool api_query_uint(struct api_request *req, struct api_response *resp, const char *name,
                     uint64_t def, uint64_t min, uint64_t max, uint64_t *ret);
 void api_from_outcome(struct api_response *resp, struct plan_outcome *o);
+/* The request's If-Match header, or NULL. */
+const char *api_if_match(struct api_request *req);
 
 /* api_nodes.c */
 void api_nodes_list(struct api_request *req, struct api_response *resp);
 void api_nodes_get(struct api_request *req, struct api_response *resp);
+#define API_HISTORY_WINDOW_MS (3600 * 1000ull)
+void api_nodes_history(struct api_request *req, struct api_response *resp);
 /* api_vms.c */
 void api_vms_list(struct api_request *req, struct api_response *resp);
 void api_vms_get(struct api_request *req, struct api_response *resp);
@@ -128,6 +169,11 @@ void api_images_upload_get(struct api_request *req, struct api_response *resp);
 void api_images_upload_put(struct api_request *req, struct api_response *resp);
 void api_images_push_get(struct api_request *req, struct api_response *resp);
 void api_images_remove(struct api_request *req, struct api_response *resp);
+/* api_operations.c */
+void api_operations_list(struct api_request *req, struct api_response *resp);
+void api_operations_get(struct api_request *req, struct api_response *resp);
+/* As api_from_outcome, with Location naming the operation of a 202. */
+void api_operation_accepted(struct api_response *resp, struct plan_outcome *o);
 /* api_fleet.c */
 void api_audit_list(struct api_request *req, struct api_response *resp);
 void api_audit_checkpoint_get(struct api_request *req, struct api_response *resp);

@@ -142,6 +142,11 @@ static void api_node_write(struct api_buf *b, const struct fleet_node *n,
         ab_printf(b, ",\"mem_available_mib\":%llu", (unsigned long long)n->hb.mem_available_mib);
         ab_printf(b, ",\"mem_committed_mib\":%llu", (unsigned long long)n->hb.mem_committed_mib);
         ab_printf(b, ",\"available_mib\":%lld", (long long)node_available_mib(n));
+        if (n->hb.disk_known)
+                ab_printf(b, ",\"disk_free_mib\":%llu", (unsigned long long)n->hb.disk_free_mib);
+        else
+                ab_lit(b, ",\"disk_free_mib\":null");
+        ab_printf(b, ",\"disk_reserved_mib\":%llu", (unsigned long long)n->reserved_disk_mib);
         ab_printf(b, ",\"libvirt_age_ms\":%lld", (long long)n->hb.libvirt_age_ms);
         ab_printf(b, ",\"vm_count\":%u,\"inventory_digest\":", n->hb.vm_count);
         ab_str(b, n->hb.inventory_digest);
@@ -175,11 +180,6 @@ static bool api_role_valid(const char *s)
         enum roster_role r;
 
         return roster_role_parse(s, &r) == 0;
-}
-
-static bool api_node_id_valid(const char *s)
-{
-        return node_id_valid(s);
 }
 
 /* Index into t->by_id of the first id after `after` (byte order), or 0 without one. */
@@ -339,7 +339,7 @@ void api_nodes_list(struct api_request *req, struct api_response *resp)
                               "a node state (unseen, alive, unhealthy, suspect, evicted)",
                               &state) ||
             !api_query_string(req, resp, "role", api_role_valid, "node, relay or cloud", &role) ||
-            !api_query_string(req, resp, "after", api_node_id_valid, "a node id", &after) ||
+            !api_query_id(req, resp, "after", IDENT_NODE, &after) ||
             !api_query_uint(req, resp, "limit", API_LIST_MAX, 1, API_LIST_MAX, &limit))
                 return;
         if (!state && !role && !after && limit == API_LIST_MAX) {
@@ -350,17 +350,23 @@ void api_nodes_list(struct api_request *req, struct api_response *resp)
         api_buf_answer(&out, resp);
 }
 
+/* The {id} of a node route: false (a 400 in resp) when it cannot be a node id. */
+static bool api_node_id_checked(struct api_request *req, struct api_response *resp)
+{
+        if (ident_valid(IDENT_NODE, req->params[0]))
+                return true;
+        api_problem(resp, 400, "invalid-node-id", "'%.64s' is not a valid node id", req->params[0]);
+        return false;
+}
+
 void api_nodes_get(struct api_request *req, struct api_response *resp)
 {
         struct fleetd *f = req->f;
         struct fleet_node *n;
         struct api_buf out = {0};
 
-        if (!node_id_valid(req->params[0])) {
-                api_problem(resp, 400, "invalid-node-id", "'%.64s' is not a valid node id",
-                            req->params[0]);
+        if (!api_node_id_checked(req, resp))
                 return;
-        }
         pthread_mutex_lock(&f->lock);
         n = node_table_find(&f->table, req->params[0]);
         if (n)
@@ -371,4 +377,38 @@ void api_nodes_get(struct api_request *req, struct api_response *resp)
                             req->params[0]);
         else
                 api_buf_answer(&out, resp);
+}
+
+/* GET /v1/nodes/{id}/history: the node's figures over the last hour, one sample per heartbeat
+ * interval, oldest first (fleetd keeps NODE_HISTORY_MAX per node, in memory: a restart starts
+ * them again). */
+void api_nodes_history(struct api_request *req, struct api_response *resp)
+{
+        struct fleetd *f = req->f;
+        struct fleet_node *n;
+        json_t *samples = NULL;
+        uint64_t interval = 0;
+
+        if (!api_node_id_checked(req, resp))
+                return;
+        pthread_mutex_lock(&f->lock);
+        n = node_table_find(&f->table, req->params[0]);
+        if (n) {
+                samples = node_history_json(n, clock_monotonic_ms(), clock_realtime_ms(),
+                                            API_HISTORY_WINDOW_MS);
+                interval = n->hb.interval_ms;
+        }
+        pthread_mutex_unlock(&f->lock);
+        if (!n) {
+                api_problem(resp, 404, "unknown-node", "no node '%s' in the roster",
+                            req->params[0]);
+                return;
+        }
+        if (!samples) {
+                api_problem(resp, 503, "out-of-memory", "cannot render the answer now");
+                return;
+        }
+        api_ok(resp, json_pack("{s:s, s:I, s:I, s:o}", "node_id", req->params[0], "window_s",
+                               (json_int_t)(API_HISTORY_WINDOW_MS / 1000), "interval_ms",
+                               (json_int_t)interval, "samples", samples));
 }

@@ -1,5 +1,6 @@
 /* POST /v1/plans (a quote; changes nothing), GET /v1/plans/{id}, POST /v1/plans/{id}/confirm
  * (the explicit operator action that creates a VM; idempotent), DELETE /v1/plans/{id}. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,16 +39,6 @@ static bool api_plan_state_valid(const char *s)
         return false;
 }
 
-static bool api_plan_id_valid(const char *s)
-{
-        size_t n = strlen(s);
-
-        for (size_t i = 0; i < n; i++)
-                if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-                        return false;
-        return n == PLAN_ID_LEN;
-}
-
 /* GET /v1/plans[?state=S&after=ID&limit=N]: oldest first, 100 a page by default. */
 void api_plans_list(struct api_request *req, struct api_response *resp)
 {
@@ -57,8 +48,7 @@ void api_plans_list(struct api_request *req, struct api_response *resp)
 
         if (!api_query_string(req, resp, "state", api_plan_state_valid,
                               "open, expired, confirmed or dropped", &state) ||
-            !api_query_string(req, resp, "after", api_plan_id_valid, "a plan id (32 hex digits)",
-                              &after) ||
+            !api_query_id(req, resp, "after", IDENT_PLAN, &after) ||
             !api_query_uint(req, resp, "limit", 100, 1, 1000, &limit))
                 return;
         plans_list(req->f, after, state, (unsigned)limit, &o);
@@ -69,7 +59,7 @@ void api_plans_list(struct api_request *req, struct api_response *resp)
  * that names no plan is 404. */
 static bool api_plan_param(struct api_request *req, struct api_response *resp)
 {
-        if (api_plan_id_valid(req->params[0]))
+        if (ident_valid(IDENT_PLAN, req->params[0]))
                 return true;
         api_problem(resp, 400, "invalid-plan-id", "'%.64s' is not a plan id (32 hex digits)",
                     req->params[0]);
@@ -88,12 +78,21 @@ void api_plans_get(struct api_request *req, struct api_response *resp)
 
 void api_plans_confirm(struct api_request *req, struct api_response *resp)
 {
+        char vm_id[VM_ID_MAX + 1];
         struct plan_outcome o;
 
         if (!api_plan_param(req, resp) || !api_body_empty(req, resp))
                 return;
-        plans_confirm(req->f, req->params[0], req->actor, &o);
-        api_from_outcome(resp, &o);
+        plans_confirm_if(req->f, req->params[0], req->actor, api_if_match(req), &o);
+        if (o.problem) {
+                api_from_outcome(resp, &o);
+                return;
+        }
+        /* the VM is recorded; its creation on the node is the operation to poll */
+        snprintf(vm_id, sizeof(vm_id), "%s", json_string_value(json_object_get(o.body, "id")));
+        json_decref(o.body);
+        ops_confirmed(req->f, req->params[0], vm_id, req->actor, &o);
+        api_operation_accepted(resp, &o);
 }
 
 void api_plans_drop(struct api_request *req, struct api_response *resp)
@@ -102,6 +101,6 @@ void api_plans_drop(struct api_request *req, struct api_response *resp)
 
         if (!api_plan_param(req, resp))
                 return;
-        plans_drop(req->f, req->params[0], req->actor, &o);
+        plans_drop_if(req->f, req->params[0], req->actor, api_if_match(req), &o);
         api_from_outcome(resp, &o);
 }

@@ -1,4 +1,4 @@
-/* GET /v1/vms[/{id}] and POST /v1/vms/{id}/suspend|resume|archive|verify. There is no delete
+/* GET /v1/vms[/{id}] and POST /v1/vms/{id}/suspend|resume|archive|verify|retire. There is no delete
  * and no migrate: a Totebox VM keeps its disks and stays on its node for life. */
 #include <stdlib.h>
 #include <string.h>
@@ -19,11 +19,6 @@ static bool api_vm_lifecycle_valid(const char *s)
         enum vm_lifecycle l;
 
         return vm_lifecycle_parse(s, &l) == 0;
-}
-
-static bool api_node_id_valid(const char *s)
-{
-        return node_id_valid(s);
 }
 
 static int api_vm_cmp(const void *a, const void *b)
@@ -48,13 +43,13 @@ static bool api_vm_wanted(const struct api_vm_filter *q, const struct fleet_vm *
 static bool api_vm_query(struct api_request *req, struct api_response *resp,
                          struct api_vm_filter *q, uint64_t *limit)
 {
-        return api_query_string(req, resp, "node", api_node_id_valid, "a node id", &q->node) &&
+        return api_query_id(req, resp, "node", IDENT_NODE, &q->node) &&
                api_query_string(req, resp, "status", api_vm_status_valid,
                                 "creating, active or failed", &q->status) &&
                api_query_string(req, resp, "lifecycle", api_vm_lifecycle_valid,
-                                "active, suspended or archived", &q->lifecycle) &&
-               api_query_string(req, resp, "entity", entity_valid, "an entity name", &q->entity) &&
-               api_query_string(req, resp, "after", fleet_vm_id_valid, "a VM id", &q->after) &&
+                                "active, suspended, archived or retired", &q->lifecycle) &&
+               api_query_id(req, resp, "entity", IDENT_ENTITY, &q->entity) &&
+               api_query_id(req, resp, "after", IDENT_VM, &q->after) &&
                api_query_uint(req, resp, "limit", API_LIST_MAX, 1, API_LIST_MAX, limit);
 }
 
@@ -102,9 +97,10 @@ void api_vms_get(struct api_request *req, struct api_response *resp)
 {
         struct fleetd *f = req->f;
         struct fleet_vm *vm;
+        char tag[FLEET_ETAG_SIZE] = "";
         json_t *o = NULL;
 
-        if (!fleet_vm_id_valid(req->params[0])) {
+        if (!ident_valid(IDENT_VM, req->params[0])) {
                 api_problem(resp, 400, "invalid-vm-id",
                             "'%.64s' is not a VM id (1..%d of [a-z0-9-])", req->params[0],
                             VM_ID_MAX);
@@ -112,12 +108,15 @@ void api_vms_get(struct api_request *req, struct api_response *resp)
         }
         pthread_mutex_lock(&f->lock);
         vm = vm_table_find(f, req->params[0]);
-        if (vm)
+        if (vm) {
                 o = vm_to_json(f, vm, clock_monotonic_ms());
+                vm_etag(vm, tag);
+        }
         pthread_mutex_unlock(&f->lock);
-        if (o)
+        if (o) {
                 api_ok(resp, o);
-        else
+                memcpy(resp->tag, tag, sizeof(tag));
+        } else
                 api_problem(resp, 404, "unknown-vm", "no VM '%s'", req->params[0]);
 }
 
@@ -128,12 +127,12 @@ void api_vms_verb(struct api_request *req, struct api_response *resp)
 
         if (!dispatch_verb_known(verb)) {
                 api_problem(resp, 404, "not-found",
-                            "no verb '%.32s' on a VM (suspend, resume, archive, verify; there is "
-                            "no delete or migrate)",
+                            "no verb '%.32s' on a VM (suspend, resume, archive, verify, retire; "
+                            "there is no delete or migrate)",
                             verb);
                 return;
         }
-        if (!fleet_vm_id_valid(req->params[0])) {
+        if (!ident_valid(IDENT_VM, req->params[0])) {
                 api_problem(resp, 400, "invalid-vm-id",
                             "'%.64s' is not a VM id (1..%d of [a-z0-9-])", req->params[0],
                             VM_ID_MAX);
@@ -141,6 +140,12 @@ void api_vms_verb(struct api_request *req, struct api_response *resp)
         }
         if (!api_body_empty(req, resp))
                 return;
-        dispatch_vm_verb(req->f, req->params[0], verb, req->actor, &o);
-        api_from_outcome(resp, &o);
+        if (strcmp(verb, "retire") == 0) { /* fleetd's own record: done at once */
+                dispatch_vm_verb_if(req->f, req->params[0], verb, req->actor, api_if_match(req),
+                                    &o);
+                api_from_outcome(resp, &o);
+                return;
+        }
+        ops_verb_start(req->f, req->params[0], verb, req->actor, api_if_match(req), &o);
+        api_operation_accepted(resp, &o);
 }

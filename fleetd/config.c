@@ -1,5 +1,7 @@
 /* fleetd's config keys: one table read by the loader, --help, --print-config and the docs. */
+#include <errno.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "fleetd/fleetd.h"
 
@@ -27,6 +29,14 @@ const struct config_key fleetd_config_table[] = {
       "a node silent for longer than this is evicted from placement"),
     K("safety_margin_mib", CONFIG_UINT, safety_margin_mib, 0, 1048576, "512",
       "available RAM (MiB) that must remain on a node after a new VM"),
+    K("placement_prefer_roles", CONFIG_STRING, placement_prefer_roles, 64, 64, "node+relay,cloud",
+      "placement policy: node roles in order of preference, tiers separated by ',', roles of "
+      "one tier by '+' (the default puts a Totebox on an on-premises node before the cloud "
+      "node; empty: most available RAM only)"),
+    K("disk_cow_allowance_mib", CONFIG_UINT, disk_cow_allowance_mib, 0, 1048576, "1024",
+      "disk (MiB) placement counts for a new VM's copy-on-write OS overlay, beside its vault disk"),
+    K("disk_margin_mib", CONFIG_UINT, disk_margin_mib, 0, 16777216, "1024",
+      "room for VM disks (MiB) that must remain on a node after a new VM's disks"),
     K("plan_ttl", CONFIG_DURATION, plan_ttl_ms, 1000, 86400000, "5m",
       "how long a plan (placement quote) can be confirmed"),
     K("node_api_port", CONFIG_UINT, node_api_port, 1, 65535, "9172",
@@ -52,3 +62,16 @@ const struct config_key fleetd_config_table[] = {
     K("log_level", CONFIG_STRING, log_level, 16, 16, "info", "error, warn, info or debug"),
     {0},
 };
+
+int fleetd_config_check(const void *cfg, char *err, size_t errsize)
+{
+        const struct fleetd_config *c = cfg;
+        char why[128];
+
+        if (placement_policy_check(c->placement_prefer_roles, why, sizeof(why)) < 0) {
+                snprintf(err, errsize, "placement_prefer_roles '%s': %s", c->placement_prefer_roles,
+                         why);
+                return -EINVAL;
+        }
+        return 0;
+}

@@ -6,7 +6,9 @@
  * run, and their outcomes applied under the lock; an outcome is shown once it is recorded with
  * its audit entry. The VM verbs (suspend, resume, archive, verify) run on the request's own
  * thread, since the operator waits for their answer; a lifecycle call without a clear answer asks
- * for the node's inventory, which then decides. */
+ * for the node's inventory, which then decides. A resume is a start: it is refused when the node
+ * has no room for the VM (the placement rule, reservations counted) and otherwise reserves the
+ * VM's memory like a creation (docs/fleetd.md, "Reservations"). */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -544,6 +546,7 @@ struct vm_verb {
         enum vm_lifecycle from_a, from_b, to;
         long success; /* the node's status when it did it */
         vm_verb_apply apply;
+        bool starts; /* it starts the VM: room is checked and its memory reserved */
 };
 
 static void verb_apply_lifecycle(struct fleetd *f, struct fleet_vm *vm, const struct vm_verb *v,
@@ -554,10 +557,10 @@ static void verb_apply_verify(struct fleetd *f, struct fleet_vm *vm, const struc
                               struct plan_outcome *o);
 
 static const struct vm_verb vm_verbs[] = {
-    {"suspend", VM_LC_ACTIVE, VM_LC_ACTIVE, VM_LC_SUSPENDED, 200, verb_apply_lifecycle},
-    {"resume", VM_LC_SUSPENDED, VM_LC_SUSPENDED, VM_LC_ACTIVE, 200, verb_apply_lifecycle},
-    {"archive", VM_LC_ACTIVE, VM_LC_SUSPENDED, VM_LC_ARCHIVED, 200, verb_apply_lifecycle},
-    {"verify", VM_LC_ACTIVE, VM_LC_ACTIVE, VM_LC_ACTIVE, 202, verb_apply_verify},
+    {"suspend", VM_LC_ACTIVE, VM_LC_ACTIVE, VM_LC_SUSPENDED, 200, verb_apply_lifecycle, false},
+    {"resume", VM_LC_SUSPENDED, VM_LC_SUSPENDED, VM_LC_ACTIVE, 200, verb_apply_lifecycle, true},
+    {"archive", VM_LC_ACTIVE, VM_LC_SUSPENDED, VM_LC_ARCHIVED, 200, verb_apply_lifecycle, false},
+    {"verify", VM_LC_ACTIVE, VM_LC_ACTIVE, VM_LC_ACTIVE, 202, verb_apply_verify, false},
 };
 #define N_VM_VERBS (sizeof(vm_verbs) / sizeof(vm_verbs[0]))
 
@@ -569,9 +572,19 @@ static const struct vm_verb *verb_find(const char *name)
         return NULL;
 }
 
+bool dispatch_verb_leads_to(const char *verb, enum vm_lifecycle *ret)
+{
+        const struct vm_verb *v = verb_find(verb);
+
+        if (!v || v->apply != verb_apply_lifecycle)
+                return false;
+        *ret = v->to;
+        return true;
+}
+
 bool dispatch_verb_known(const char *verb)
 {
-        return verb_find(verb) != NULL;
+        return verb_find(verb) != NULL || strcmp(verb, "retire") == 0;
 }
 
 static void verb_problem(struct plan_outcome *o, unsigned status, const char *problem,
@@ -589,9 +602,50 @@ static void verb_problem(struct plan_outcome *o, unsigned status, const char *pr
         va_end(ap);
 }
 
-/* Checks the verb under f->lock; fills job and marks the VM busy on success. */
+/* 412 when the VM has moved past the revision the operator read; true when the verb may run. */
+static bool verb_precondition(const struct fleet_vm *vm, const char *if_match,
+                              struct plan_outcome *o)
+{
+        char tag[FLEET_ETAG_SIZE], what[160];
+
+        vm_etag(vm, tag);
+        snprintf(what, sizeof(what), "VM '%s' (now '%s', '%s'%s)", vm->id,
+                 vm_status_name(vm->status), vm_lifecycle_name(vm->lifecycle),
+                 vm->verb_busy ? ", a call to its node in flight" : "");
+        return etag_precondition(if_match, tag, what, o);
+}
+
+
+/* A start needs room as a placement would: what is available after the reservations (the VM's
+ * own, if it has one, given back) minus its memory stays at or above the safety margin. */
+static int verb_room_check(struct fleetd *f, const struct fleet_vm *vm, const struct fleet_node *n,
+                           const struct vm_verb *v, struct plan_outcome *o)
+{
+        int64_t avail = node_available_mib(n) + (vm->reserved ? (int64_t)vm->memory_mib : 0);
+        int64_t left = avail - (int64_t)vm->memory_mib;
+
+        if (left >= (int64_t)f->cfg.safety_margin_mib)
+                return 0;
+        verb_problem(o, 409, "insufficient-memory",
+                     "cannot %s VM '%s': node '%s' has %lld MiB available (%llu MiB committed, "
+                     "%llu MiB reserved), the VM needs %llu MiB, which would leave %lld MiB, "
+                     "below the safety margin of %llu MiB",
+                     v->name, vm->id, vm->node_id, (long long)avail,
+                     (unsigned long long)n->hb.mem_committed_mib,
+                     (unsigned long long)n->reserved_mib, (unsigned long long)vm->memory_mib,
+                     (long long)left, (unsigned long long)f->cfg.safety_margin_mib);
+        o->body = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I}", "node_id", vm->node_id,
+                            "available_mib", (json_int_t)avail, "committed_mib",
+                            (json_int_t)n->hb.mem_committed_mib, "reserved_mib",
+                            (json_int_t)n->reserved_mib, "needed_mib", (json_int_t)vm->memory_mib,
+                            "safety_margin_mib", (json_int_t)f->cfg.safety_margin_mib);
+        return -ENOSPC;
+}
+
+/* Checks the verb under f->lock; fills job and marks the VM busy on success (a start's memory
+ * is reserved then, before the call, as a confirmation's is). */
 static int verb_check(struct fleetd *f, const char *vm_id, const struct vm_verb *v,
-                      struct dispatch_job *job, struct plan_outcome *o)
+                      const char *if_match, struct dispatch_job *job, struct plan_outcome *o)
 {
         struct fleet_vm *vm = vm_table_find(f, vm_id);
         struct fleet_node *node;
@@ -601,6 +655,8 @@ static int verb_check(struct fleetd *f, const char *vm_id, const struct vm_verb 
                 verb_problem(o, 404, "unknown-vm", "no VM '%.64s'", vm_id);
                 return -ENOENT;
         }
+        if (!verb_precondition(vm, if_match, o))
+                return -EBUSY;
         node = node_table_find(&f->table, vm->node_id);
         ns = node ? node_state_at(node, &f->cfg, clock_monotonic_ms()) : NODE_UNSEEN;
         if (vm->status != VM_ACTIVE)
@@ -617,7 +673,11 @@ static int verb_check(struct fleetd *f, const char *vm_id, const struct vm_verb 
                 verb_problem(o, 409, "node-unreachable",
                              "VM '%s' is pinned to node '%s', which is '%s'; it is not moved",
                              vm->id, vm->node_id, node ? node_state_name(ns) : "not in the roster");
+        else if (v->starts && verb_room_check(f, vm, node, v, o) < 0)
+                return -ENOSPC;
         else {
+                if (v->starts)
+                        vm_reserve_start(f, vm);
                 snprintf(job->id, sizeof(job->id), "%s", vm->id);
                 snprintf(job->address, sizeof(job->address), "%s", node->rn->mesh_address);
                 vm->verb_busy = true;
@@ -671,7 +731,11 @@ static void verb_apply_lifecycle(struct fleetd *f, struct fleet_vm *vm, const st
                                  const struct dispatch_job *j, const char *actor,
                                  struct plan_outcome *o)
 {
-        if (j->err || j->status != v->success) {
+        bool done = !j->err && j->status == v->success;
+
+        if (v->starts)
+                vm_start_done(f, vm, done ? j->answer : NULL);
+        if (!done) {
                 verb_failed(vm, v, j, o);
                 verb_lifecycle_unsure(f, vm, v, o);
                 return;
@@ -746,33 +810,120 @@ static void verb_apply_verify(struct fleetd *f, struct fleet_vm *vm, const struc
         json_decref(answer);
 }
 
+/* Retire: fleetd's own verb, under f->lock; no node is called and nothing is deleted. Only a
+ * failed VM: one that exists, or may, on its node is suspended or archived there instead. */
+static void verb_retire(struct fleetd *f, const char *vm_id, const char *actor,
+                        const char *if_match, struct plan_outcome *o)
+{
+        struct fleet_vm *vm = vm_table_find(f, vm_id);
+
+        if (!vm) {
+                verb_problem(o, 404, "unknown-vm", "no VM '%.64s'", vm_id);
+                return;
+        }
+        if (!verb_precondition(vm, if_match, o))
+                return;
+        if (vm->lifecycle == VM_LC_RETIRED) {
+                o->status = 200; /* idempotent */
+        } else if (vm->status != VM_FAILED) {
+                verb_problem(o, 409, "vm-not-failed",
+                             "cannot retire VM '%s': it is '%s' ('%s'); only a failed VM is "
+                             "retired (archive keeps an active one with its disks)",
+                             vm->id, vm_status_name(vm->status), vm_lifecycle_name(vm->lifecycle));
+                return;
+        } else {
+                vm->lifecycle = VM_LC_RETIRED;
+                if (store_vm_update_audited(f->store, vm, "vm.retired", actor,
+                                            json_pack("{s:s, s:s}", "node_id", vm->node_id,
+                                                      "reason", vm->reason)) < 0) {
+                        vm->lifecycle = VM_LC_ACTIVE;
+                        verb_problem(o, 500, "store-failed",
+                                     "cannot record the retirement of VM "
+                                     "'%s'",
+                                     vm->id);
+                        return;
+                }
+                log_info("VM '%s' (failed: %s) retired by '%s'; its record stays", vm->id,
+                         vm->reason, actor);
+                o->status = 200;
+        }
+        o->body = vm_to_json(f, vm, clock_monotonic_ms());
+        vm_etag(vm, o->etag);
+}
+
 void dispatch_vm_verb(struct fleetd *f, const char *vm_id, const char *verb, const char *actor,
                       struct plan_outcome *o)
 {
+        dispatch_vm_verb_if(f, vm_id, verb, actor, NULL, o);
+}
+
+void dispatch_vm_verb_if(struct fleetd *f, const char *vm_id, const char *verb, const char *actor,
+                         const char *if_match, struct plan_outcome *o)
+{
+        struct verb_call *call;
+
+        if (strcmp(verb, "retire") == 0) {
+                memset(o, 0, sizeof(*o));
+                pthread_mutex_lock(&f->lock);
+                verb_retire(f, vm_id, actor, if_match, o);
+                pthread_mutex_unlock(&f->lock);
+                return;
+        }
+        call = dispatch_verb_begin(f, vm_id, verb, if_match, o);
+        if (call)
+                dispatch_verb_finish(f, call, actor, o);
+}
+
+struct verb_call {
+        const struct vm_verb *v;
+        struct dispatch_job job;
+};
+
+struct verb_call *dispatch_verb_begin(struct fleetd *f, const char *vm_id, const char *verb,
+                                      const char *if_match, struct plan_outcome *o)
+{
         const struct vm_verb *v = verb_find(verb);
-        struct dispatch_job job = {{0}};
-        struct fleet_vm *vm;
-        char path[128];
+        struct verb_call *call;
 
         memset(o, 0, sizeof(*o));
         if (!v) {
                 verb_problem(o, 404, "unknown-verb", "no verb '%.32s'", verb);
-                return;
+                return NULL;
         }
+        call = calloc(1, sizeof(*call));
+        if (!call) {
+                verb_problem(o, 503, "out-of-memory", "cannot start the %s now", verb);
+                return NULL;
+        }
+        call->v = v;
         pthread_mutex_lock(&f->lock);
-        if (verb_check(f, vm_id, v, &job, o) < 0) {
+        if (verb_check(f, vm_id, v, if_match, &call->job, o) < 0) {
                 pthread_mutex_unlock(&f->lock);
-                return;
+                free(call);
+                return NULL;
         }
         pthread_mutex_unlock(&f->lock);
-        snprintf(path, sizeof(path), "/v1/vms/%s/%s", job.id, v->name);
-        job.body = strdup("{}");
-        dispatch_call(f, &job, "POST", path);
+        return call;
+}
+
+void dispatch_verb_finish(struct fleetd *f, struct verb_call *call, const char *actor,
+                          struct plan_outcome *o)
+{
+        const struct vm_verb *v = call->v;
+        struct fleet_vm *vm;
+        char path[128];
+
+        memset(o, 0, sizeof(*o));
+        snprintf(path, sizeof(path), "/v1/vms/%s/%s", call->job.id, v->name);
+        call->job.body = strdup("{}");
+        dispatch_call(f, &call->job, "POST", path);
         pthread_mutex_lock(&f->lock);
-        vm = vm_table_find(f, job.id); /* the table may have moved, never shrunk */
+        vm = vm_table_find(f, call->job.id); /* the table may have moved, never shrunk */
         vm->verb_busy = false;
         vm->verb_mark = ++f->verb_events;
-        v->apply(f, vm, v, &job, actor, o);
+        v->apply(f, vm, v, &call->job, actor, o);
+        vm_etag(vm, o->etag);
         pthread_mutex_unlock(&f->lock);
-        dispatch_jobs_free(&job, 1);
+        dispatch_jobs_free(&call->job, 1);
+        free(call);
 }

@@ -64,6 +64,7 @@ int fleetd_open(struct fleetd *f)
                 return r;
         }
         log_info("%zu VMs loaded from '%s'", f->n_vms, f->cfg.state_dir);
+        ops_recover(f);
         audit_append(
             f->store, false, "fleetd.started", "", "fleetd",
             json_pack("{s:s, s:I}", "version", TOTEBOX_VERSION, "vms", (json_int_t)f->n_vms));
@@ -73,6 +74,7 @@ int fleetd_open(struct fleetd *f)
 void fleetd_close(struct fleetd *f)
 {
         images_stop(f);
+        ops_wait_idle(f);
         dispatch_stop(f);
         audit_close(f);
         vm_table_free(f);

@@ -10,15 +10,16 @@
 
 #include "common/config.h"
 #include "common/heartbeat.h"
+#include "common/ident.h"
 #include "common/image_transfer.h"
 #include "common/vm_lifecycle.h"
 #include "common/roster.h"
 
 #define FLEETD_LISTEN_MAX 4
-#define ENTITY_MAX        48
-#define VM_ID_MAX         63
-#define PLAN_ID_LEN       32 /* hex */
-#define IMAGE_MAX         128
+#define ENTITY_MAX        IDENT_ENTITY_MAX
+#define VM_ID_MAX         IDENT_VM_MAX
+#define PLAN_ID_LEN       IDENT_PLAN_LEN /* hex */
+#define IMAGE_MAX         IDENT_IMAGE_MAX
 #define REASON_MAX        256
 
 struct fleetd_config {
@@ -32,6 +33,9 @@ struct fleetd_config {
         uint64_t suspect_after_ms;
         uint64_t evict_after_ms;
         uint64_t safety_margin_mib;
+        char placement_prefer_roles[64]; /* role tiers, best first: "node+relay,cloud" */
+        uint64_t disk_cow_allowance_mib; /* a new VM's OS overlay may grow this much */
+        uint64_t disk_margin_mib;        /* room for VM disks left on a node after a new VM */
         uint64_t plan_ttl_ms;
         uint64_t node_api_port;
         uint64_t node_api_timeout_ms;
@@ -47,6 +51,8 @@ struct fleetd_config {
 };
 
 extern const struct config_key fleetd_config_table[];
+/* Checks across keys (the placement policy's roles); 0 or -EINVAL with the reason in err. */
+int fleetd_config_check(const void *cfg, char *err, size_t errsize);
 
 /* Liveness, worst last. UNHEALTHY: heartbeats arrive but vmhost's libvirt calls do not succeed. */
 enum node_state {
@@ -72,14 +78,29 @@ struct node_boot {
         uint64_t last_ms;  /* monotonic: when its last one was accepted; 0: slot unused */
 };
 
+/* One point of a node's history: the figures of a heartbeat, at fleetd's monotonic time. */
+struct node_sample {
+        uint64_t at_ms;
+        float cpu_percent;
+        uint32_t available_mib, committed_mib, total_mib;
+};
+/* Samples kept per node: one per heartbeat interval (10 s by default): an hour. */
+#define NODE_HISTORY_MAX 360
+
+struct node_history {
+        struct node_sample s[NODE_HISTORY_MAX];
+        unsigned next, count; /* ring: s[next] is written next */
+};
+
 struct fleet_node {
         /* what placement reads, first, so that a scan of 10,000 nodes touches one cache line
          * per node */
         bool seen;
-        uint64_t last_seen_ms;     /* monotonic */
-        uint64_t reserved_mib;     /* promised to confirmed creations not yet reflected */
-        int64_t hb_avail_mib;      /* min(MemAvailable, total - committed) of the last heartbeat */
-        int64_t hb_libvirt_age_ms; /* of the last heartbeat */
+        uint64_t last_seen_ms;      /* monotonic */
+        uint64_t reserved_mib;      /* promised to confirmed creations not yet reflected */
+        uint64_t reserved_disk_mib; /* their disks, likewise */
+        int64_t hb_avail_mib;       /* min(MemAvailable, total - committed) of the last heartbeat */
+        int64_t hb_libvirt_age_ms;  /* of the last heartbeat */
         const struct roster_node *rn; /* the roster entry; owned by the roster */
         uint64_t heartbeats;
         enum node_state reported; /* the state last logged and audited */
@@ -105,6 +126,7 @@ struct fleet_node {
         unsigned
             low_beats;     /* heartbeats in a row from one boot with a counter below the figures' */
         unsigned low_boot; /* that boot's slot in boots[] */
+        struct node_history *history; /* owned; allocated at the first accepted heartbeat */
 };
 
 enum hb_drop {
@@ -149,10 +171,15 @@ struct fleet_vm {
         unsigned attempts;
         uint64_t next_attempt_ms; /* monotonic */
         bool reserved;            /* memory_mib counted in its node's reserved_mib */
+        uint64_t reserved_disk;   /* MiB counted in its node's reserved_disk_mib (while reserved) */
         uint64_t reserve_until;   /* the node's creation counter whose figures reflect the VM;
                                      0 while not known */
         uint64_t settle_fetch;    /* not 0: an inventory of fetch number >= this that lacks the
-                                     VM shows that it holds no memory there */
+                                     VM, or lists it holding nothing, shows that it holds no
+                                     memory there */
+        uint64_t reflect_fetch;   /* only an inventory of fetch number >= this may name the
+                                     counter that reflects the VM (0: any; UINT64_MAX: none, a
+                                     start is in flight): older ones may predate the start */
         bool missing;             /* the node's inventory lacks it */
         char observed[16];        /* libvirt state from the last inventory, "" if none */
         char integrity[16];       /* unknown / ok / mismatch */
@@ -163,8 +190,9 @@ struct fleet_vm {
         uint64_t verb_mark;
         char lc_unsure[REASON_MAX]; /* the last lifecycle call that got no clear answer, or "" */
         /* the last verification fleetd asked for, and the last full one the node reported */
-        char verify_request_id[40];
-        char verify_done_id[40]; /* verify_request_id once its report has arrived */
+        char verify_request_id[IDENT_REQUEST_MAX + 1];
+        char verify_done_id[IDENT_REQUEST_MAX +
+                            1]; /* verify_request_id once its report has arrived */
         char verify_actor[64];
         uint64_t verify_requested_ms;  /* wall clock */
         uint64_t verify_poll_until_ms; /* monotonic: fetch the inventory until then, or 0 */
@@ -181,6 +209,12 @@ struct fleet_transport {
 };
 
 #define LATENCY_BUCKETS 10
+/* REST requests are counted by route (api_routes' index; two more slots for the panel's files and
+ * for no route) and by status code among these, the rest as "other": bounded cardinality. */
+#define METRICS_ROUTES_MAX  64
+#define METRICS_ROUTE_PANEL METRICS_ROUTES_MAX
+#define METRICS_ROUTE_NONE  (METRICS_ROUTES_MAX + 1)
+#define METRICS_CODES       24
 struct fleet_metrics {
         uint64_t plans_created, plans_rejected, confirmations, confirm_rejected;
         uint64_t dispatch_attempts, dispatch_failures, inventory_fetches, inventory_failures;
@@ -190,6 +224,8 @@ struct fleet_metrics {
         uint64_t latency_bucket[LATENCY_BUCKETS + 1]; /* cumulative at render time */
         double latency_sum_s;
         uint64_t latency_count;
+        uint64_t state_change[NODE_STATE_MAX][NODE_STATE_MAX]; /* [from][to] */
+        uint64_t http_requests[METRICS_ROUTES_MAX + 2][METRICS_CODES + 1];
 };
 
 struct store;
@@ -212,6 +248,7 @@ struct fleetd {
         pthread_cond_t wake;
         bool dispatcher_running, stopping;
         unsigned dispatch_workers; /* worker threads calling nodes (dispatch.c) */
+        unsigned op_threads;       /* operations' verb calls in flight (operations.c) */
         struct timespec roster_mtime;
         uint64_t started_ms;
         uint64_t verb_events;    /* counts starts and ends of verb calls to nodes (under lock) */
@@ -237,6 +274,11 @@ int node_table_ingest(struct node_table *t, const char *buf, size_t len, struct 
                       uint64_t now_ms, char *err, size_t errsize);
 const char *node_state_name(enum node_state s);
 const char *hb_drop_name(enum hb_drop d);
+/* The node's samples of the last window_ms, oldest first, as
+ * [{"at": RFC 3339, "cpu_percent", "available_mib", "committed_mib", "total_mib"}];
+ * wall_ms / now_ms: the wall and monotonic clocks now. */
+json_t *node_history_json(const struct fleet_node *n, uint64_t now_ms, uint64_t wall_ms,
+                          uint64_t window_ms);
 
 /* liveness.c */
 static inline uint64_t node_heartbeat_age(const struct fleet_node *n, uint64_t now_ms)
@@ -283,17 +325,20 @@ struct plan_request {
         char entity[ENTITY_MAX + 1];
         uint64_t memory_mib, vcpus, vault_disk_mib;
         char image[IMAGE_MAX + 1];
+        char node[NODE_ID_MAX + 1]; /* the operator's target node, "" when the fleet chooses */
 };
 
 enum cand_verdict {
         CAND_CHOSEN,
-        CAND_FITS, /* fits, but another node has more room */
+        CAND_FITS,      /* fits, but another node has more room */
+        CAND_FITS_ROLE, /* fits, but a node of a role the policy prefers fits too */
         CAND_NOT_ALIVE,
         CAND_UNHEALTHY,
         CAND_STALE,
         CAND_NO_HEARTBEAT,
         CAND_BELOW_MARGIN,
         CAND_NO_IMAGE, /* the node does not hold the plan's image */
+        CAND_NO_DISK,
 };
 
 struct plan_candidate {
@@ -302,6 +347,10 @@ struct plan_candidate {
         int64_t available_mib; /* after reservations */
         int64_t left_mib;      /* available - the VM */
         uint64_t heartbeat_age_ms;
+        unsigned tier;         /* the node role's place in placement_prefer_roles (0: first) */
+        bool disk_known;       /* the node reports its room for VM disks */
+        int64_t disk_free_mib; /* that room, after reservations */
+        int64_t disk_left_mib; /* disk_free - the VM's disks (vault + allowance) */
         enum cand_verdict verdict;
 };
 
@@ -312,15 +361,25 @@ long placement_choose(const struct node_table *t, const struct fleetd_config *cf
                       struct plan_candidate *cands);
 /* Evaluates one node alone (the re-check on confirm). */
 void placement_check_node(const struct fleet_node *n, const struct fleetd_config *cfg,
-                          uint64_t memory_mib, uint64_t now_ms, struct plan_candidate *ret);
+                          const struct plan_request *req, uint64_t now_ms,
+                          struct plan_candidate *ret);
+/* The disk a new VM takes on its node: the vault disk and the copy-on-write allowance. */
+static inline uint64_t placement_disk_mib(const struct fleetd_config *cfg, uint64_t vault_disk_mib)
+{
+        return vault_disk_mib + cfg->disk_cow_allowance_mib;
+}
 const char *cand_verdict_reason(enum cand_verdict v);
+/* The tier of role in policy (placement_prefer_roles: tiers separated by ',', roles of one tier
+ * by '+', best first); a role the policy does not name comes after every tier. */
+unsigned placement_role_tier(const char *policy, enum roster_role role);
+/* 0, or -EINVAL with the first unknown or repeated role named in err. */
+int placement_policy_check(const char *policy, char *err, size_t errsize);
 static inline int64_t node_available_mib(const struct fleet_node *n)
 {
         return n->hb_avail_mib - (int64_t)n->reserved_mib;
 }
 int plan_request_parse(const char *body, size_t len, unsigned max_depth, struct plan_request *ret,
                        char *err, size_t errsize);
-bool entity_valid(const char *s);
 
 /* vms.c: the VM table (durable rows mirrored in memory) */
 struct fleet_vm *vm_table_find(struct fleetd *f, const char *id);
@@ -332,8 +391,19 @@ void vm_release(struct fleetd *f, struct fleet_vm *vm);
 /* The node acknowledged the creation with answer (its JSON body): the reservation lasts until a
  * heartbeat's creation counter reaches the one the answer names. */
 void vm_acknowledged(struct fleetd *f, struct fleet_vm *vm, const char *answer);
-/* The node listed the VM in an inventory whose creation counter was creations (0: none). */
-void vm_listed(struct fleetd *f, struct fleet_vm *vm, uint64_t creations);
+/* The node listed the VM in the inventory of fetch number fetch, whose creation counter was
+ * creations (0: none); holds: the listing shows it holding memory (vm_listing_holds). */
+void vm_listed(struct fleetd *f, struct fleet_vm *vm, uint64_t creations, uint64_t fetch,
+               bool holds);
+/* Whether an inventory's vm object shows a domain that holds its memory (vm_holds_memory). */
+bool vm_listing_holds(json_t *v);
+/* A start of vm (resume) is about to be sent: its memory is reserved (again) until figures
+ * sampled after the start's acknowledgement; no listing made before the call ends counts. */
+void vm_reserve_start(struct fleetd *f, struct fleet_vm *vm);
+/* The start call is over: answer is the node's body when it said it did it (its counter
+ * tells when the figures reflect it), NULL when it refused or gave no clear answer (then an
+ * inventory asked for from now on decides). */
+void vm_start_done(struct fleetd *f, struct fleet_vm *vm, const char *answer);
 /* The creation was given up without a clear answer: the node may hold the VM, so its memory
  * stays reserved until an inventory fetched from now on lists it (then as vm_listed) or lacks
  * it (then released). */
@@ -347,21 +417,39 @@ void vm_reserve_again(struct fleetd *f, struct fleet_vm *vm);
 void vm_settle_node(struct fleetd *f, struct fleet_node *n, uint64_t fetch, json_t *vms_listed);
 json_t *vm_to_json(struct fleetd *f, const struct fleet_vm *vm, uint64_t now_ms);
 const char *vm_status_name(enum vm_status s);
-/* A VM id fleetd could have made: 1..VM_ID_MAX of [a-z0-9-]. */
-bool fleet_vm_id_valid(const char *s);
+
+/* etag.c: the revisions of what operators change, and If-Match */
+#define FLEET_ETAG_SIZE 35 /* a quoted BLAKE2b-128 in hex, and its NUL */
+struct plan_row;
+void fleet_etag(const char *text, size_t len, char buf[FLEET_ETAG_SIZE]);
+/* Under f->lock. */
+void vm_etag(const struct fleet_vm *vm, char buf[FLEET_ETAG_SIZE]);
+void plan_etag(const struct plan_row *p, char buf[FLEET_ETAG_SIZE]);
+/* True when an If-Match header (NULL: none) lets a change to the resource tagged etag run. */
+bool etag_if_match(const char *header, const char *etag);
+/* As etag_if_match; when it does not, a 412 in o naming what (and the current tag in its body). */
+struct plan_outcome;
+bool etag_precondition(const char *if_match, const char *tag, const char *what,
+                       struct plan_outcome *o);
 
 /* plans.c: plan, confirm, drop (the operator's placement verbs) */
 struct plan_outcome {
         unsigned status;     /* HTTP status */
         const char *problem; /* NULL on success */
         char detail[512];
-        json_t *body; /* the plan or the VM (new reference) */
+        json_t *body;               /* the plan or the VM (new reference) */
+        char etag[FLEET_ETAG_SIZE]; /* the resource's revision after the call, or "" */
 };
 void plans_create(struct fleetd *f, const struct plan_request *req, const char *actor,
                   struct plan_outcome *ret);
 void plans_confirm(struct fleetd *f, const char *plan_id, const char *actor,
                    struct plan_outcome *ret);
 void plans_drop(struct fleetd *f, const char *plan_id, const char *actor, struct plan_outcome *ret);
+/* As plans_confirm and plans_drop, run only while the plan matches if_match (412 otherwise). */
+void plans_confirm_if(struct fleetd *f, const char *plan_id, const char *actor,
+                      const char *if_match, struct plan_outcome *ret);
+void plans_drop_if(struct fleetd *f, const char *plan_id, const char *actor, const char *if_match,
+                   struct plan_outcome *ret);
 void plans_get(struct fleetd *f, const char *plan_id, struct plan_outcome *ret);
 /* Plans in creation order (summaries without candidates): {plans, next_after}. */
 void plans_list(struct fleetd *f, const char *after, const char *state, unsigned limit,
@@ -389,10 +477,25 @@ int node_client_upload(void *ctx, const char *address, uint16_t port, const char
 void dispatch_wake(struct fleetd *f);
 /* One pass of the dispatcher at now (unit tests call this directly). */
 void dispatch_run_once(struct fleetd *f, uint64_t now_ms);
-/* Runs one verb on the VM's node synchronously: the lifecycle verbs suspend, resume, archive
+/* retire (fleetd's own verb, for a failed VM: 200 with the VM; nothing on the node is touched)
+ * runs at once; every other verb runs on the VM's node synchronously: the lifecycle verbs
+ * suspend, resume, archive
  * (200 with the VM) and verify (202 with the node's request id). */
 void dispatch_vm_verb(struct fleetd *f, const char *vm_id, const char *verb, const char *actor,
                       struct plan_outcome *ret);
+/* As dispatch_vm_verb, run only while the VM matches if_match (412 otherwise). */
+void dispatch_vm_verb_if(struct fleetd *f, const char *vm_id, const char *verb, const char *actor,
+                         const char *if_match, struct plan_outcome *ret);
+/* A verb in two halves, for operations.c: the check (under f->lock; 404, 409, 412 in ret and
+ * NULL when refused; else the VM is marked busy), then the node call and its outcome (frees
+ * call). Not retire. */
+struct verb_call;
+struct verb_call *dispatch_verb_begin(struct fleetd *f, const char *vm_id, const char *verb,
+                                      const char *if_match, struct plan_outcome *ret);
+void dispatch_verb_finish(struct fleetd *f, struct verb_call *call, const char *actor,
+                          struct plan_outcome *ret);
+/* True with the lifecycle it leads to when verb is a lifecycle verb. */
+bool dispatch_verb_leads_to(const char *verb, enum vm_lifecycle *ret);
 /* True when verb is one dispatch_vm_verb knows. */
 bool dispatch_verb_known(const char *verb);
 
@@ -436,7 +539,9 @@ int heartbeat_listener_apply(struct fleetd *f, const char *buf, size_t len, stru
 int roster_reload(struct fleetd *f, bool force);
 
 /* metrics.c */
-void metrics_observe_latency(struct fleetd *f, double seconds);
+/* One REST request: its route (an api_routes index or METRICS_ROUTE_*), its status code and
+ * how long it took. */
+void metrics_observe_request(struct fleetd *f, unsigned route, unsigned status, double seconds);
 char *metrics_render(struct fleetd *f);
 
 /* audit_push.c: the audit record's key and checkpoints, witnessed by the nodes */
@@ -456,6 +561,27 @@ json_t *audit_witnesses_fetch(struct fleetd *f);
  * while fleetd ran. */
 bool audit_diverged(struct fleetd *f);
 void audit_close(struct fleetd *f);
+
+/* operations.c: long operations (a confirmed creation, a verb on a node), durable, polled at
+ * /v1/operations/{id} */
+#define OP_ID_LEN 32 /* hex */
+/* The operation that follows the creation of vm_id from plan_id (one per plan: a repeated
+ * confirm names the same one); o gets 202 and the operation, or a problem. */
+void ops_confirmed(struct fleetd *f, const char *plan_id, const char *vm_id, const char *actor,
+                   struct plan_outcome *o);
+/* Checks verb on vm_id now (404, 409, 412 in o), then runs it on the VM's node in the
+ * background: o gets 202 and the operation. */
+void ops_verb_start(struct fleetd *f, const char *vm_id, const char *verb, const char *actor,
+                    const char *if_match, struct plan_outcome *o);
+void ops_get(struct fleetd *f, const char *id, struct plan_outcome *o);
+/* {operations, next_after}, oldest first. */
+void ops_list(struct fleetd *f, const char *after, const char *state, unsigned limit,
+              struct plan_outcome *o);
+/* At start, after the VMs are loaded: settles what a restart cut short. */
+void ops_recover(struct fleetd *f);
+/* Waits for the background calls (at shutdown, the REST API stopped). */
+void ops_wait_idle(struct fleetd *f);
+bool op_id_valid(const char *s);
 
 /* api.c */
 int api_start(struct fleetd *f);

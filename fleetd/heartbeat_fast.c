@@ -28,6 +28,7 @@ enum hb_field {
         F_VM_COUNT,
         F_DIGEST,
         F_CREATIONS,
+        F_DISK_FREE,
         F_MAX
 };
 
@@ -35,7 +36,7 @@ enum hb_field {
 #define hb_fast_names heartbeat_fields
 _Static_assert(F_MAX == HEARTBEAT_FIELDS, "the fast path knows every heartbeat field");
 /* the fields a heartbeat must carry: all but the optional ones */
-#define HB_REQUIRED (((1u << F_MAX) - 1) & ~(1u << F_BOOT))
+#define HB_REQUIRED (((1u << F_MAX) - 1) & ~(1u << F_BOOT) & ~(1u << F_DISK_FREE))
 
 struct hb_cursor {
         const char *p, *end;
@@ -200,7 +201,7 @@ static bool hb_value(struct hb_cursor *c, enum hb_field f, struct heartbeat *hb,
                         return false;
                 memcpy(hb->node_id, s, n);
                 hb->node_id[n] = '\0';
-                return node_id_valid(hb->node_id);
+                return ident_valid(IDENT_NODE, hb->node_id);
         case F_BOOT:
                 return hb_hex(c, HEARTBEAT_BOOT_LEN, hb->boot);
         case F_DIGEST:
@@ -208,9 +209,23 @@ static bool hb_value(struct hb_cursor *c, enum hb_field f, struct heartbeat *hb,
         case F_CPU_PERCENT:
                 return hb_number(c, &hb->cpu_percent) && hb->cpu_percent >= 0 &&
                        hb->cpu_percent <= 100;
-        default:
+        case F_V:
+        case F_EPOCH:
+        case F_SEQ:
+        case F_INTERVAL:
+        case F_CPUS:
+        case F_MEM_TOTAL:
+        case F_MEM_AVAILABLE:
+        case F_MEM_COMMITTED:
+        case F_LIBVIRT_AGE:
+        case F_VM_COUNT:
+        case F_CREATIONS:
+        case F_DISK_FREE:
                 return hb_int(c, f == F_LIBVIRT_AGE, &ints[f]);
+        case F_MAX:
+                break;
         }
+        return false;
 }
 
 static bool hb_check(struct heartbeat *hb, const int64_t *v)
@@ -221,7 +236,7 @@ static bool hb_check(struct heartbeat *hb, const int64_t *v)
             !hb_uint_in(v[F_MEM_AVAILABLE], 0, (uint64_t)v[F_MEM_TOTAL]) ||
             !hb_uint_in(v[F_MEM_COMMITTED], 0, 1ull << 32) ||
             !hb_uint_in(v[F_VM_COUNT], 0, 100000) || v[F_LIBVIRT_AGE] < -1 ||
-            !hb_uint_in(v[F_CREATIONS], 0, INT64_MAX))
+            !hb_uint_in(v[F_CREATIONS], 0, INT64_MAX) || !hb_uint_in(v[F_DISK_FREE], 0, 1ull << 40))
                 return false;
         hb->epoch = (uint64_t)v[F_EPOCH];
         hb->seq = (uint64_t)v[F_SEQ];
@@ -233,6 +248,7 @@ static bool hb_check(struct heartbeat *hb, const int64_t *v)
         hb->libvirt_age_ms = v[F_LIBVIRT_AGE];
         hb->vm_count = (uint32_t)v[F_VM_COUNT];
         hb->creations = (uint64_t)v[F_CREATIONS];
+        hb->disk_free_mib = (uint64_t)v[F_DISK_FREE];
         return true;
 }
 
@@ -260,6 +276,7 @@ int heartbeat_decode_fast(const char *buf, size_t len, struct heartbeat *ret)
         hb_ws(&c);
         if (c.p != c.end || (seen & HB_REQUIRED) != HB_REQUIRED || !hb_check(&hb, ints))
                 return 0;
+        hb.disk_known = (seen & (1u << F_DISK_FREE)) != 0;
         *ret = hb;
         return 1;
 }

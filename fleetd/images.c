@@ -43,7 +43,7 @@ struct push_node {
 };
 
 struct image_push {
-        char name[IMAGE_TRANSFER_NAME_MAX + 1];
+        char name[IDENT_IMAGE_MAX + 1];
         char sha256[IMAGE_TRANSFER_HEX_LEN + 1];
         uint64_t size;
         char staged[4400];
@@ -74,7 +74,7 @@ struct image_stage {
         struct fleetd *f;
         struct image_partial part;
         bool staged; /* the complete, checked file was already there: no body */
-        char name[IMAGE_TRANSFER_NAME_MAX + 1];
+        char name[IDENT_IMAGE_MAX + 1];
         char sha256[IMAGE_TRANSFER_HEX_LEN + 1];
         uint64_t size;
         char actor[64];
@@ -247,7 +247,7 @@ json_t *images_fleet_list(struct fleetd *f)
                         json_t *e = json_array_get(n->images, k);
                         const char *name = json_string_value(json_object_get(e, "name"));
                         const char *sha = json_string_value(json_object_get(e, "sha256"));
-                        char id[IMAGE_TRANSFER_NAME_MAX + IMAGE_TRANSFER_HEX_LEN + 2];
+                        char id[IDENT_IMAGE_MAX + IMAGE_TRANSFER_HEX_LEN + 2];
                         json_t *entry;
 
                         snprintf(id, sizeof(id), "%s %s", name, sha);
@@ -684,21 +684,26 @@ static bool images_name_free(struct fleetd *f, const struct image_stage *s,
         return true;
 }
 
+static bool images_hex_valid(const char *s)
+{
+        return ident_hex_valid(s, IMAGE_TRANSFER_HEX_LEN);
+}
+
 static bool images_stage_query(struct api_request *req, struct api_response *resp,
                                struct image_stage *s, uint64_t *ret_offset, const char **ret_nodes)
 {
         struct fleetd *f = req->f;
-        const char *hex = MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, "sha256");
+        const char *hex = api_query_get(&req->query, "sha256");
         const char *cl = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Content-Length");
         uint64_t len = cl ? strtoull(cl, NULL, 10) : 0;
 
-        if (!image_transfer_name_valid(req->params[0])) {
+        if (!ident_valid(IDENT_IMAGE, req->params[0])) {
                 api_problem(resp, 400, "invalid-image-name",
-                            "image name '%.80s' must match ^[a-z0-9][a-z0-9._-]{0,62}$ (no '..')",
+                            "image name '%.80s' must match ^[a-z0-9][a-z0-9._-]{0,62}$",
                             req->params[0]);
                 return false;
         }
-        if (!hex || !image_transfer_hex_valid(hex)) {
+        if (!hex || !ident_hex_valid(hex, IMAGE_TRANSFER_HEX_LEN)) {
                 api_problem(resp, 400, "invalid-query",
                             "query 'sha256' must be the image's SHA-256, 64 lowercase hex digits");
                 return false;
@@ -724,7 +729,7 @@ static bool images_stage_query(struct api_request *req, struct api_response *res
         snprintf(s->name, sizeof(s->name), "%s", req->params[0]);
         snprintf(s->sha256, sizeof(s->sha256), "%s", hex);
         snprintf(s->actor, sizeof(s->actor), "%s", req->actor);
-        *ret_nodes = MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, "nodes");
+        *ret_nodes = api_query_get(&req->query, "nodes");
         return true;
 }
 
@@ -884,14 +889,14 @@ void api_images_upload_get(struct api_request *req, struct api_response *resp)
         uint64_t held;
         bool complete;
 
-        if (!image_transfer_name_valid(req->params[0])) {
+        if (!ident_valid(IDENT_IMAGE, req->params[0])) {
                 api_problem(resp, 400, "invalid-image-name",
-                            "image name '%.80s' must match ^[a-z0-9][a-z0-9._-]{0,62}$ (no '..')",
+                            "image name '%.80s' must match ^[a-z0-9][a-z0-9._-]{0,62}$",
                             req->params[0]);
                 return;
         }
-        if (!api_query_string(req, resp, "sha256", image_transfer_hex_valid,
-                              "64 lowercase hex digits", &hex))
+        if (!api_query_string(req, resp, "sha256", images_hex_valid, "64 lowercase hex digits",
+                              &hex))
                 return;
         if (!hex) {
                 api_problem(resp, 400, "invalid-query", "query 'sha256' is needed");
@@ -969,13 +974,16 @@ void api_images_remove(struct api_request *req, struct api_response *resp)
         json_t *results = json_array();
         unsigned worst = 200;
 
-        if (!image_transfer_name_valid(name)) {
+        if (!ident_valid(IDENT_IMAGE, name)) {
                 api_problem(resp, 400, "invalid-image-name",
                             "image name '%.80s' must match ^[a-z0-9][a-z0-9._-]{0,62}$", name);
                 json_decref(results);
                 return;
         }
-        only = MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, "node");
+        if (!api_query_id(req, resp, "node", IDENT_NODE, &only)) {
+                json_decref(results);
+                return;
+        }
         pthread_mutex_lock(&f->lock);
         cap = f->table.roster->n_nodes;
         ids = calloc(cap ? cap : 1, sizeof(*ids));

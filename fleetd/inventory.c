@@ -22,32 +22,6 @@
 #define INVENTORY_MAX_VMS    10000
 #define INVENTORY_MAX_IMAGES 1000
 
-static bool inventory_vm_id_valid(const char *s)
-{
-        size_t n = strlen(s);
-
-        if (n == 0 || n > VM_ID_MAX)
-                return false;
-        for (size_t i = 0; i < n; i++)
-                if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
-                      (s[i] >= '0' && s[i] <= '9') || s[i] == '-' || s[i] == '_' || s[i] == '.'))
-                        return false;
-        return true;
-}
-
-static bool inventory_request_id_valid(const char *s)
-{
-        size_t n = strlen(s);
-
-        if (n == 0 || n > 39)
-                return false;
-        for (size_t i = 0; i < n; i++)
-                if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
-                      (s[i] >= '0' && s[i] <= '9') || s[i] == '-' || s[i] == '_'))
-                        return false;
-        return true;
-}
-
 /* One of agent.last_report and agent.last_requested_report, when there is one: a report as
  * vmhost received it from the agent; "key" names it, "at_key" its arrival time. */
 static int inventory_check_one_report(const json_t *agent, const char *key, const char *at_key,
@@ -66,13 +40,13 @@ static int inventory_check_one_report(const json_t *agent, const char *key, cons
         if (!json_is_object(rep))
                 return json_input_fail(e, "VM '%s': 'agent.%s' must be an object", id, key);
         r = r ?: json_input_get_string(rep, "trigger", true, 15, &trigger, e);
-        r = r ?: json_input_get_string(rep, "request_id", false, 39, &rid, e);
+        r = r ?: json_input_get_string(rep, "request_id", false, IDENT_REQUEST_MAX, &rid, e);
         r = r ?: json_input_get_uint(rep, "duration_ms", true, 0, UINT64_MAX / 2, &n, e);
         r = r ?: json_input_get_uint(rep, "records", true, 0, UINT64_MAX / 2, &n, e);
         r = r ?: json_input_get_uint(rep, "bytes", true, 0, UINT64_MAX / 2, &n, e);
         if (r < 0)
                 return r;
-        if (rid && !inventory_request_id_valid(rid))
+        if (rid && !ident_valid(IDENT_REQUEST, rid))
                 return json_input_fail(e, "VM '%s': report request id '%.40s' is not valid", id,
                                        rid);
         if (!json_is_array(json_object_get(rep, "mismatches")))
@@ -108,12 +82,12 @@ static int inventory_check_vm(const json_t *v, struct json_input_error *e)
         r = r ?: json_input_get_string(v, "lifecycle", false, 15, &lc, e);
         if (r < 0)
                 return r;
-        if (!inventory_vm_id_valid(id))
+        if (!ident_valid(IDENT_VM, id))
                 return json_input_fail(e, "VM id '%.64s' is not valid", id);
         if (lc) {
                 enum vm_lifecycle l;
 
-                if (vm_lifecycle_parse(lc, &l) < 0)
+                if (vm_lifecycle_parse(lc, &l) < 0 || l == VM_LC_RETIRED)
                         return json_input_fail(e, "VM '%s': lifecycle '%.16s' is unknown", id, lc);
         }
         r = inventory_check_report(v, id, e);
@@ -150,12 +124,12 @@ static int inventory_check_images(const json_t *images, struct json_input_error 
                     json_is_object(im) ? 0 : json_input_fail(e, "every image must be an object");
 
                 r = r ?: json_input_check_keys(im, fields, e);
-                r = r ?: json_input_get_string(im, "name", true, IMAGE_TRANSFER_NAME_MAX, &name, e);
+                r = r ?: json_input_get_string(im, "name", true, IDENT_IMAGE_MAX, &name, e);
                 r = r ?: json_input_get_string(im, "sha256", true, IMAGE_TRANSFER_HEX_LEN, &sha, e);
                 r = r ?: json_input_get_uint(im, "size", true, 0, INT64_MAX, &size, e);
                 if (r < 0)
                         return r;
-                if (!image_transfer_name_valid(name) || !image_transfer_hex_valid(sha))
+                if (!ident_valid(IDENT_IMAGE, name) || !ident_hex_valid(sha, IMAGE_TRANSFER_HEX_LEN))
                         return json_input_fail(e, "image '%.64s' has an invalid name or sha256",
                                                name);
         }
@@ -236,8 +210,9 @@ static bool inventory_lifecycle(struct fleetd *f, const struct fleet_node *node,
         enum vm_lifecycle l, was = vm->lifecycle;
         json_t *detail;
 
-        if (!lc || vm_lifecycle_parse(lc, &l) < 0)
-                return false;
+        if (!lc || vm_lifecycle_parse(lc, &l) < 0 || l == VM_LC_RETIRED ||
+            vm->lifecycle == VM_LC_RETIRED)
+                return false; /* retired is fleetd's own word, and final */
         if (vm->verb_busy || vm->verb_mark > node->inv_verb_mark)
                 return l != vm->lifecycle;
         if (l == was) {
@@ -334,14 +309,16 @@ static bool inventory_known_vm(struct fleetd *f, struct fleet_node *node, struct
         json_t *integ = json_object_get(v, "integrity");
         bool again;
 
-        vm_listed(f, vm, creations); /* held until a heartbeat at that counter */
+        /* held until a heartbeat at that counter, when the listing shows it holding memory and
+         * was asked for after any start of it */
+        vm_listed(f, vm, creations, node->inv_fetch_sent, vm_listing_holds(v));
         if (vm->missing) {
                 vm->missing = false;
                 log_info("VM '%s' is back in node '%s''s inventory", vm->id, node_id);
                 audit_append(f->store, false, "vm.found", vm->id, "fleetd",
                              json_pack("{s:s}", "node_id", node_id));
         }
-        if (vm->status != VM_ACTIVE && inventory_vm_started(v)) {
+        if (vm->status != VM_ACTIVE && vm->lifecycle != VM_LC_RETIRED && inventory_vm_started(v)) {
                 /* the node holds it: a lost answer, a restart, or a creation given up on */
                 vm->status = VM_ACTIVE;
                 vm->reason[0] = '\0';

@@ -63,6 +63,7 @@ unsigned liveness_tick(struct fleetd *f, uint64_t now_ms)
                 ev[n++] = (struct liveness_event){(uint32_t)i, node->reported, s,
                                                   node_heartbeat_age(node, now_ms),
                                                   node->hb.libvirt_age_ms};
+                f->metrics.state_change[node->reported][s]++;
                 node->reported = s;
         }
         f->metrics.state_changes += n;

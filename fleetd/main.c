@@ -84,6 +84,7 @@ int main(int argc, char **argv)
             .table = fleetd_config_table,
             .cfg = &f.cfg,
             .default_config = "/etc/totebox/fleetd.conf",
+            .check = fleetd_config_check,
         };
         enum log_level level = LOG_LEVEL_INFO;
         int r, sfd;

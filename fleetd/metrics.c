@@ -1,19 +1,37 @@
 /* /metrics: fleetd's counters and gauges in the Prometheus text exposition format (0.0.4).
  * Counters live in f->metrics and the node table, gauges are computed at render time. */
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/clock.h"
+#include "fleetd/api.h"
 #include "fleetd/fleetd.h"
 
 static const double latency_bounds[LATENCY_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01,
                                                        0.025,  0.05,  0.1,    0.5,   1.0};
 
-void metrics_observe_latency(struct fleetd *f, double seconds)
-{
-        unsigned b = 0;
+/* The status codes counted one by one; any other is "other". */
+static const unsigned metrics_codes[METRICS_CODES] = {200, 201, 202, 204, 304, 400, 401, 403,
+                                                      404, 405, 406, 409, 412, 413, 414, 415,
+                                                      422, 428, 429, 431, 500, 502, 503, 504};
 
+static unsigned metrics_code_index(unsigned status)
+{
+        for (unsigned i = 0; i < METRICS_CODES; i++)
+                if (metrics_codes[i] == status)
+                        return i;
+        return METRICS_CODES;
+}
+
+void metrics_observe_request(struct fleetd *f, unsigned route, unsigned status, double seconds)
+{
+        unsigned b = 0, code = metrics_code_index(status);
+
+        if (route > METRICS_ROUTE_NONE ||
+            (route < METRICS_ROUTES_MAX && !api_routes[route].pattern))
+                route = METRICS_ROUTE_NONE;
         while (b < LATENCY_BUCKETS && seconds > latency_bounds[b])
                 b++;
         pthread_mutex_lock(&f->lock);
@@ -21,6 +39,7 @@ void metrics_observe_latency(struct fleetd *f, double seconds)
         f->metrics.latency_sum_s += seconds;
         f->metrics.latency_count++;
         f->metrics.requests++;
+        f->metrics.http_requests[route][code]++;
         pthread_mutex_unlock(&f->lock);
 }
 
@@ -54,14 +73,113 @@ static void metrics_nodes(struct fleetd *f, FILE *out, uint64_t now)
                 fprintf(out, "totebox_fleetd_heartbeats_dropped_total{reason=\"%s\"} %llu\n",
                         hb_drop_name((enum hb_drop)d), (unsigned long long)f->table.dropped[d]);
         metrics_head(out, "totebox_fleetd_node_state_changes_total", "counter",
-                     "Node liveness state changes.");
-        fprintf(out, "totebox_fleetd_node_state_changes_total %llu\n",
-                (unsigned long long)f->metrics.state_changes);
+                     "Node liveness state changes, by the state left and the state entered.");
+        for (unsigned a = 0; a < NODE_STATE_MAX; a++)
+                for (unsigned b = 0; b < NODE_STATE_MAX; b++)
+                        if (a != b)
+                                fprintf(out,
+                                        "totebox_fleetd_node_state_changes_total{from=\"%s\","
+                                        "to=\"%s\"} %llu\n",
+                                        node_state_name((enum node_state)a),
+                                        node_state_name((enum node_state)b),
+                                        (unsigned long long)f->metrics.state_change[a][b]);
+        {
+                uint64_t ev = 0;
+
+                for (unsigned a = 0; a < NODE_STATE_MAX; a++)
+                        ev += f->metrics.state_change[a][NODE_EVICTED];
+                metrics_head(out, "totebox_fleetd_node_evictions_total", "counter",
+                             "Nodes evicted after a silence longer than evict_after.");
+                fprintf(out, "totebox_fleetd_node_evictions_total %llu\n", (unsigned long long)ev);
+        }
+}
+
+/* A label value as the exposition format wants it: backslash, quote and newline escaped. */
+static void metrics_label(FILE *out, const char *v)
+{
+        for (; *v; v++) {
+                if (*v == '\\' || *v == '"')
+                        fputc('\\', out);
+                if (*v == '\n')
+                        fputs("\\n", out);
+                else
+                        fputc(*v, out);
+        }
+}
+
+static void metrics_node_line(FILE *out, const char *name, const struct fleet_node *n, int decimals,
+                              double v)
+{
+        fprintf(out, "%s{node=\"", name);
+        metrics_label(out, n->rn->id);
+        fputs("\"} ", out);
+        fprintf(out, "%.*f", decimals, v);
+        fputc('\n', out);
+}
+
+/* Per node: state (one series per state, 1 for the current one), heartbeat age, memory, and
+ * placement headroom (the largest VM placement would put there now: available after
+ * reservations, less the safety margin). Unseen nodes have state series only. */
+static void metrics_per_node(struct fleetd *f, FILE *out, uint64_t now)
+{
+        static const struct {
+                const char *name, *help;
+        } g[] = {
+            {"totebox_fleetd_node_heartbeat_age_seconds", "Time since the node's last heartbeat."},
+            {"totebox_fleetd_node_memory_total_bytes", "The node's memory (last heartbeat)."},
+            {"totebox_fleetd_node_memory_available_bytes",
+             "The node's MemAvailable (last heartbeat)."},
+            {"totebox_fleetd_node_memory_committed_bytes",
+             "Memory of the node's defined Totebox domains (last heartbeat)."},
+            {"totebox_fleetd_node_memory_reserved_bytes",
+             "Memory promised to confirmed creations the node's figures do not show yet."},
+            {"totebox_fleetd_node_placement_headroom_bytes",
+             "The largest VM placement would put on the node now (available after reservations, "
+             "less the safety margin); negative: none."},
+            {"totebox_fleetd_node_cpu_utilisation_ratio",
+             "CPU utilisation over the last heartbeat interval, 0..1 of all CPUs."},
+        };
+        size_t nn = f->table.roster ? f->table.roster->n_nodes : 0;
+        const double mib = 1048576.0;
+
+        metrics_head(out, "totebox_fleetd_node_state", "gauge",
+                     "1 for the node's liveness state, 0 for the others.");
+        for (size_t i = 0; i < nn; i++) {
+                const struct fleet_node *n = &f->table.nodes[i];
+                enum node_state st = node_state_at(n, &f->cfg, now);
+
+                for (unsigned s = 0; s < NODE_STATE_MAX; s++) {
+                        fputs("totebox_fleetd_node_state{node=\"", out);
+                        metrics_label(out, n->rn->id);
+                        fprintf(out, "\",state=\"%s\"} %d\n", node_state_name((enum node_state)s),
+                                s == st);
+                }
+        }
+        for (unsigned k = 0; k < sizeof(g) / sizeof(g[0]); k++) {
+                metrics_head(out, g[k].name, "gauge", g[k].help);
+                for (size_t i = 0; i < nn; i++) {
+                        const struct fleet_node *n = &f->table.nodes[i];
+                        double v[] = {
+                            (double)node_heartbeat_age(n, now) / 1000.0,
+                            (double)n->hb.mem_total_mib * mib,
+                            (double)n->hb.mem_available_mib * mib,
+                            (double)n->hb.mem_committed_mib * mib,
+                            (double)n->reserved_mib * mib,
+                            ((double)node_available_mib(n) - (double)f->cfg.safety_margin_mib) *
+                                mib,
+                            n->hb.cpu_percent / 100.0,
+                        };
+
+                        if (n->seen)
+                                metrics_node_line(out, g[k].name, n, k == 0 || k == 6 ? 3 : 0,
+                                                  v[k]);
+                }
+        }
 }
 
 static void metrics_vms(struct fleetd *f, FILE *out)
 {
-        uint64_t by_status[3] = {0}, by_lc[3] = {0}, bad = 0;
+        uint64_t by_status[3] = {0}, by_lc[VM_LIFECYCLES] = {0}, bad = 0;
         const struct fleet_metrics *m = &f->metrics;
         size_t misplaced = 0;
 
@@ -78,7 +196,7 @@ static void metrics_vms(struct fleetd *f, FILE *out)
                 fprintf(out, "totebox_fleetd_vms{status=\"%s\"} %llu\n",
                         vm_status_name((enum vm_status)s), (unsigned long long)by_status[s]);
         metrics_head(out, "totebox_fleetd_vms_lifecycle", "gauge", "Totebox VMs by lifecycle.");
-        for (unsigned s = 0; s < 3; s++)
+        for (unsigned s = 0; s < VM_LIFECYCLES; s++)
                 fprintf(out, "totebox_fleetd_vms_lifecycle{lifecycle=\"%s\"} %llu\n",
                         vm_lifecycle_name((enum vm_lifecycle)s), (unsigned long long)by_lc[s]);
         metrics_head(out, "totebox_fleetd_integrity_mismatch_vms", "gauge",
@@ -130,6 +248,103 @@ static void metrics_vms(struct fleetd *f, FILE *out)
                      "VM lifecycles fleetd corrected from its node's inventory.");
         fprintf(out, "totebox_fleetd_lifecycle_corrections_total %llu\n",
                 (unsigned long long)m->lifecycle_corrections);
+}
+
+static bool metrics_vm_misplaced(const struct fleetd *f, const char *vm_id)
+{
+        for (size_t i = 0; f->table.roster && i < f->table.roster->n_nodes; i++) {
+                json_t *a = f->table.nodes[i].misplaced_vms, *v;
+                size_t k;
+
+                json_array_foreach(a, k, v) if (strcmp(json_string_value(v) ?: "", vm_id) ==
+                                                0) return true;
+        }
+        return false;
+}
+
+static void metrics_vm_labels(FILE *out, const char *name, const struct fleet_vm *vm)
+{
+        fprintf(out, "%s{vm=\"", name);
+        metrics_label(out, vm->id);
+        fputs("\",node=\"", out);
+        metrics_label(out, vm->node_id);
+        fputc('"', out);
+}
+
+/* Per VM: integrity (one series per state), the age of the last full verification the node
+ * reported, and whether another node reports it (misplaced). */
+static void metrics_per_vm(struct fleetd *f, FILE *out, uint64_t wall)
+{
+        static const char *const integ[] = {"unknown", "ok", "mismatch"};
+
+        metrics_head(out, "totebox_fleetd_vm_integrity", "gauge",
+                     "1 for the VM's last integrity state (unknown, ok, mismatch), 0 for the "
+                     "others.");
+        for (size_t i = 0; i < f->n_vms; i++)
+                for (unsigned s = 0; s < 3; s++) {
+                        metrics_vm_labels(out, "totebox_fleetd_vm_integrity", &f->vms[i]);
+                        fprintf(out, ",state=\"%s\"} %d\n", integ[s],
+                                strcmp(f->vms[i].integrity, integ[s]) == 0);
+                }
+        metrics_head(out, "totebox_fleetd_vm_last_verification_age_seconds", "gauge",
+                     "Time since the VM's last full verification (VMs that had one).");
+        for (size_t i = 0; i < f->n_vms; i++) {
+                json_t *at = json_object_get(f->vms[i].verification, "at_ms");
+                uint64_t ms = json_is_integer(at) ? (uint64_t)json_integer_value(at) : 0;
+
+                if (!ms)
+                        continue;
+                metrics_vm_labels(out, "totebox_fleetd_vm_last_verification_age_seconds",
+                                  &f->vms[i]);
+                fprintf(out, "} %.3f\n", wall > ms ? (double)(wall - ms) / 1000.0 : 0.0);
+        }
+        metrics_head(out, "totebox_fleetd_vm_misplaced", "gauge",
+                     "1 while a node other than the VM's pinned node reports it.");
+        for (size_t i = 0; i < f->n_vms; i++) {
+                metrics_vm_labels(out, "totebox_fleetd_vm_misplaced", &f->vms[i]);
+                fprintf(out, "} %d\n", metrics_vm_misplaced(f, f->vms[i].id));
+        }
+}
+
+/* REST requests by route (the route table's pattern, so ids never become labels) and code. */
+static void metrics_http(struct fleetd *f, FILE *out)
+{
+        metrics_head(out, "totebox_fleetd_http_requests_total", "counter",
+                     "REST requests by method, route pattern and status code.");
+        for (unsigned r = 0; r <= METRICS_ROUTE_NONE; r++) {
+                const char *method = r < METRICS_ROUTES_MAX ? api_routes[r].method : "";
+                const char *route = r == METRICS_ROUTE_PANEL  ? "/panel"
+                                    : r == METRICS_ROUTE_NONE ? "none"
+                                                              : api_routes[r].pattern;
+
+                if (r < METRICS_ROUTES_MAX && !api_routes[r].pattern) {
+                        r = METRICS_ROUTES_MAX - 1; /* past the table's end: the two slots */
+                        continue;
+                }
+                for (unsigned c = 0; c <= METRICS_CODES; c++) {
+                        char code[8];
+
+                        if (!f->metrics.http_requests[r][c])
+                                continue;
+                        if (c < METRICS_CODES)
+                                snprintf(code, sizeof(code), "%u", metrics_codes[c]);
+                        else
+                                snprintf(code, sizeof(code), "other");
+                        fprintf(out,
+                                "totebox_fleetd_http_requests_total{method=\"%s\",route=\"%s\","
+                                "code=\"%s\"} %llu\n",
+                                method[0] ? method : (r == METRICS_ROUTE_PANEL ? "GET" : "other"),
+                                route, code, (unsigned long long)f->metrics.http_requests[r][c]);
+                }
+        }
+}
+
+static void metrics_build(FILE *out)
+{
+        metrics_head(out, "totebox_fleetd_build_info", "gauge",
+                     "fleetd's version and its libraries' (always 1).");
+        fprintf(out, "totebox_fleetd_build_info{version=\"%s\",jansson=\"%s\",sqlite=\"%s\"} 1\n",
+                TOTEBOX_VERSION, JANSSON_VERSION, sqlite3_libversion());
 }
 
 static void metrics_latency(struct fleetd *f, FILE *out)
@@ -191,8 +406,12 @@ char *metrics_render(struct fleetd *f)
         if (!out)
                 return NULL;
         pthread_mutex_lock(&f->lock);
+        metrics_build(out);
         metrics_nodes(f, out, clock_monotonic_ms());
+        metrics_per_node(f, out, clock_monotonic_ms());
         metrics_vms(f, out);
+        metrics_per_vm(f, out, clock_realtime_ms());
+        metrics_http(f, out);
         metrics_latency(f, out);
         metrics_audit(f, out);
         pthread_mutex_unlock(&f->lock);

@@ -39,18 +39,20 @@ static size_t node_client_write(char *data, size_t size, size_t nmemb, void *arg
         return n;
 }
 
+/* curl's few failures that mean something to a caller; the rest: the node is unreachable. */
 static int node_client_errno(CURLcode rc)
 {
-        switch (rc) {
-        case CURLE_OPERATION_TIMEDOUT:
-                return -ETIMEDOUT;
-        case CURLE_COULDNT_CONNECT:
-                return -ECONNREFUSED;
-        case CURLE_WRITE_ERROR:
-                return -EMSGSIZE;
-        default:
-                return -EHOSTUNREACH;
-        }
+        static const struct {
+                CURLcode rc;
+                int err;
+        } map[] = {{CURLE_OPERATION_TIMEDOUT, -ETIMEDOUT},
+                   {CURLE_COULDNT_CONNECT, -ECONNREFUSED},
+                   {CURLE_WRITE_ERROR, -EMSGSIZE}};
+
+        for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+                if (map[i].rc == rc)
+                        return map[i].err;
+        return -EHOSTUNREACH;
 }
 
 /* What every call sets: the URL, the source address, the headers, the answer's buffer. */

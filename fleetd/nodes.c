@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "fleetd/fleetd.h"
 
 static const char *const node_state_names[] = {"unseen", "alive", "unhealthy", "suspect",
@@ -60,6 +61,7 @@ void node_table_done(struct node_table *t)
                         json_decref(t->nodes[i].unknown_vms);
                         json_decref(t->nodes[i].misplaced_vms);
                         json_decref(t->nodes[i].images);
+                        free(t->nodes[i].history);
                 }
         free(t->nodes);
         free(t->by_id);
@@ -96,6 +98,8 @@ void node_table_carry(struct node_table *t, const struct node_table *old)
                 n->unknown_vms = json_incref(o->unknown_vms);
                 n->misplaced_vms = json_incref(o->misplaced_vms);
                 n->images = json_incref(o->images);
+                /* the history moves: the old table is freed next (node_table_done) */
+                ((struct fleet_node *)o)->history = NULL;
                 /* a node that moved to another address must prove itself again */
                 if (strcmp(rn->mesh_address, o->rn->mesh_address) != 0)
                         n->inv = n->seen ? INV_WANTED : INV_NONE;
@@ -195,6 +199,52 @@ static struct node_boot *node_boot_admit(struct fleet_node *n, const struct hear
         return b;
 }
 
+/* One sample per heartbeat interval (a tenth early for jitter), so that the ring spans
+ * NODE_HISTORY_MAX intervals however fast datagrams come. Without memory, no history. */
+static void node_history_add(struct fleet_node *n, uint64_t now_ms)
+{
+        struct node_history *h = n->history;
+        uint64_t step = n->hb.interval_ms / 10 * 9;
+
+        if (!h)
+                h = n->history = calloc(1, sizeof(*h));
+        if (!h)
+                return;
+        if (h->count &&
+            now_ms < h->s[(h->next + NODE_HISTORY_MAX - 1) % NODE_HISTORY_MAX].at_ms + step)
+                return;
+        h->s[h->next] = (struct node_sample){
+            now_ms, (float)n->hb.cpu_percent, (uint32_t)n->hb.mem_available_mib,
+            (uint32_t)n->hb.mem_committed_mib, (uint32_t)n->hb.mem_total_mib};
+        h->next = (h->next + 1) % NODE_HISTORY_MAX;
+        if (h->count < NODE_HISTORY_MAX)
+                h->count++;
+}
+
+json_t *node_history_json(const struct fleet_node *n, uint64_t now_ms, uint64_t wall_ms,
+                          uint64_t window_ms)
+{
+        const struct node_history *h = n->history;
+        json_t *a = json_array();
+        unsigned first = h ? (h->next + NODE_HISTORY_MAX - h->count) % NODE_HISTORY_MAX : 0;
+
+        for (unsigned i = 0; h && a && i < h->count; i++) {
+                const struct node_sample *p = &h->s[(first + i) % NODE_HISTORY_MAX];
+                uint64_t age = now_ms > p->at_ms ? now_ms - p->at_ms : 0;
+                char when[40];
+
+                if (age > window_ms || age > wall_ms)
+                        continue;
+                clock_format_rfc3339(wall_ms - age, when, sizeof(when));
+                json_array_append_new(a, json_pack("{s:s, s:f, s:I, s:I, s:I}", "at", when,
+                                                   "cpu_percent", (double)p->cpu_percent,
+                                                   "available_mib", (json_int_t)p->available_mib,
+                                                   "committed_mib", (json_int_t)p->committed_mib,
+                                                   "total_mib", (json_int_t)p->total_mib));
+        }
+        return a;
+}
+
 int node_table_ingest(struct node_table *t, const char *buf, size_t len, struct in_addr src,
                       uint64_t now_ms, char *err, size_t errsize)
 {
@@ -253,6 +303,7 @@ int node_table_ingest(struct node_table *t, const char *buf, size_t len, struct 
         n->seen = true;
         n->last_seen_ms = now_ms;
         n->heartbeats++;
+        node_history_add(n, now_ms);
         t->accepted++;
         t->last_accepted = (uint32_t)(rn - t->roster->nodes);
         return 0;

@@ -31,14 +31,30 @@ static void plan_fail(struct plan_outcome *o, unsigned status, const char *probl
         va_end(ap);
 }
 
-static bool plan_id_valid(const char *id)
+/* 412 when the plan has moved past the revision the operator read; true when it may run. */
+static bool plan_precondition(const struct plan_row *p, const char *if_match,
+                              struct plan_outcome *o)
 {
-        if (strlen(id) != PLAN_ID_LEN)
+        char tag[FLEET_ETAG_SIZE], what[80];
+
+        plan_etag(p, tag);
+        snprintf(what, sizeof(what), "plan '%s' (now '%s')", p->id, p->state);
+        return etag_precondition(if_match, tag, what, o);
+}
+
+/* True when p was confirmed from the open revision if_match names: a confirm repeated after a
+ * lost answer, which is answered as done (RFC 9110 allows a 2xx for a change already applied). */
+static bool plan_confirmed_from(const struct plan_row *p, const char *if_match)
+{
+        struct plan_row open = *p;
+        char tag[FLEET_ETAG_SIZE];
+
+        if (!if_match || strcmp(p->state, "confirmed") != 0)
                 return false;
-        for (const char *p = id; *p; p++)
-                if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
-                        return false;
-        return true;
+        snprintf(open.state, sizeof(open.state), "open");
+        open.vm_id[0] = '\0';
+        plan_etag(&open, tag);
+        return etag_if_match(if_match, tag) && strcmp(if_match, "*") != 0;
 }
 
 /* A candidate with what its JSON needs, copied under f->lock so that the (large) answer is built
@@ -46,20 +62,56 @@ static bool plan_id_valid(const char *id)
 struct plan_cand {
         struct plan_candidate c;
         bool seen;
+        enum roster_role role;
         char id[NODE_ID_MAX + 1];
 };
+
+static bool cand_fits(enum cand_verdict v)
+{
+        return v == CAND_CHOSEN || v == CAND_FITS || v == CAND_FITS_ROLE;
+}
 
 static json_t *plan_candidate_json(const struct plan_cand *x)
 {
         const struct plan_candidate *c = &x->c;
 
-        return json_pack("{s:s, s:s, s:I, s:I, s:o, s:b, s:s, s:s}", "node_id", x->id, "state",
-                         node_state_name(c->state), "available_mib", (json_int_t)c->available_mib,
-                         "left_after_mib", (json_int_t)c->left_mib, "heartbeat_age_ms",
-                         x->seen ? json_integer((json_int_t)c->heartbeat_age_ms) : json_null(),
-                         "chosen", c->verdict == CAND_CHOSEN, "verdict",
-                         c->verdict == CAND_CHOSEN || c->verdict == CAND_FITS ? "fits" : "refused",
-                         "reason", cand_verdict_reason(c->verdict));
+        return json_pack(
+            "{s:s, s:o, s:s, s:s, s:I, s:I, s:o, s:b, s:s, s:s}", "node_id", x->id, "disk_free_mib",
+            c->disk_known ? json_integer(c->disk_free_mib) : json_null(), "role",
+            roster_role_name(x->role), "state", node_state_name(c->state), "available_mib",
+            (json_int_t)c->available_mib, "left_after_mib", (json_int_t)c->left_mib,
+            "heartbeat_age_ms",
+            x->seen ? json_integer((json_int_t)c->heartbeat_age_ms) : json_null(), "chosen",
+            c->verdict == CAND_CHOSEN, "verdict", cand_fits(c->verdict) ? "fits" : "refused",
+            "reason", cand_verdict_reason(c->verdict));
+}
+
+/* Under f->lock: the figures behind node n's verdict c for memory_mib, as the quote of a target
+ * node and a refused confirmation show them (new reference). */
+static json_t *plan_node_figures(const struct fleetd *f, const struct fleet_node *n,
+                                 const struct plan_candidate *c, const struct plan_request *req)
+{
+        uint64_t memory_mib = req->memory_mib;
+        json_t *o = json_pack(
+            "{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I}", "node_id", n->rn->id, "role",
+            roster_role_name(n->rn->role), "state", node_state_name(c->state), "verdict",
+            cand_fits(c->verdict) ? "fits" : "does-not-fit", "reason",
+            cand_verdict_reason(c->verdict), "available_mib", (json_int_t)c->available_mib,
+            "committed_mib", (json_int_t)(n->seen ? n->hb.mem_committed_mib : 0), "reserved_mib",
+            (json_int_t)n->reserved_mib, "needed_mib", (json_int_t)memory_mib, "margin_mib",
+            (json_int_t)f->cfg.safety_margin_mib, "left_after_mib", (json_int_t)c->left_mib);
+
+        if (o)
+                json_object_update_new(
+                    o, json_pack("{s:o, s:I, s:I, s:I, s:o}", "disk_free_mib",
+                                 c->disk_known ? json_integer(c->disk_free_mib) : json_null(),
+                                 "disk_reserved_mib", (json_int_t)n->reserved_disk_mib,
+                                 "disk_needed_mib",
+                                 (json_int_t)placement_disk_mib(&f->cfg, req->vault_disk_mib),
+                                 "disk_margin_mib", (json_int_t)f->cfg.disk_margin_mib,
+                                 "disk_left_after_mib",
+                                 c->disk_known ? json_integer(c->disk_left_mib) : json_null()));
+        return o;
 }
 
 static int plan_cand_cmp(const void *a, const void *b)
@@ -85,9 +137,13 @@ static json_t *plan_candidates_json(struct plan_cand *c, size_t n)
 
 static json_t *plan_request_json(const struct plan_request *r)
 {
-        return json_pack("{s:s, s:I, s:I, s:s, s:I}", "entity", r->entity, "memory_mib",
-                         (json_int_t)r->memory_mib, "vcpus", (json_int_t)r->vcpus, "image",
-                         r->image, "vault_disk_mib", (json_int_t)r->vault_disk_mib);
+        json_t *o = json_pack("{s:s, s:I, s:I, s:s, s:I}", "entity", r->entity, "memory_mib",
+                              (json_int_t)r->memory_mib, "vcpus", (json_int_t)r->vcpus, "image",
+                              r->image, "vault_disk_mib", (json_int_t)r->vault_disk_mib);
+
+        if (o && r->node[0])
+                json_object_set_new(o, "node", json_string(r->node));
+        return o;
 }
 
 static json_t *plan_body(struct fleetd *f, const struct plan_row *p, json_t *cands)
@@ -122,6 +178,7 @@ static long plans_choose(struct fleetd *f, const struct plan_request *req, struc
         for (size_t i = 0; i < n; i++) {
                 x[i].c = c[i];
                 x[i].seen = f->table.nodes[c[i].node].seen;
+                x[i].role = f->table.roster->nodes[c[i].node].role;
                 memcpy(x[i].id, f->table.roster->nodes[c[i].node].id, sizeof(x[i].id));
         }
         if (best >= 0)
@@ -143,8 +200,10 @@ static int plans_insert(struct fleetd *f, const struct plan_row *p, const char *
         r = store_plan_insert(f->store, p);
         r = r
                 ?: audit_append(f->store, true, "plan.created", p->id, actor,
-                                json_pack("{s:s, s:s, s:I}", "entity", p->req.entity, "node_id",
-                                          p->node_id, "memory_mib", (json_int_t)p->req.memory_mib));
+                                json_pack("{s:s, s:s, s:I, s:b}", "entity", p->req.entity,
+                                          "node_id", p->node_id, "memory_mib",
+                                          (json_int_t)p->req.memory_mib, "override",
+                                          p->req.node[0] != '\0'));
         if (r < 0) {
                 store_rollback(f->store);
                 return r;
@@ -152,21 +211,23 @@ static int plans_insert(struct fleetd *f, const struct plan_row *p, const char *
         return store_commit(f->store);
 }
 
+/* target: the figures of the operator's target node (stolen), or NULL when the fleet chooses;
+ * chosen: the fleet's own choice, or NULL; no_image: no node holds the plan's image. */
 static void plans_quote(struct fleetd *f, const struct plan_request *req, const char *actor,
-                        struct plan_cand *c, size_t n, const char *chosen, bool no_image,
-                        struct plan_outcome *o)
+                        struct plan_cand *c, size_t n, const char *chosen, json_t *target,
+                        bool no_image, struct plan_outcome *o)
 {
         struct plan_row p = {.req = *req};
         uint8_t raw[PLAN_ID_LEN / 2];
 
-        if (!chosen && no_image) {
+        if (!chosen && !target && no_image) {
                 plan_fail(o, 422, "no-node-has-image",
                           "no node has image '%s' (fleetctl image push FILE --name %s)", req->image,
                           req->image);
                 o->body = json_pack("{s:o}", "candidates", plan_candidates_json(c, n));
                 return;
         }
-        if (!chosen) {
+        if (!chosen && !target) {
                 plan_fail(o, 422, "no-node-fits",
                           "no node can hold %llu MiB with a safety margin of %llu MiB",
                           (unsigned long long)req->memory_mib,
@@ -176,11 +237,13 @@ static void plans_quote(struct fleetd *f, const struct plan_request *req, const 
         }
         randombytes_buf(raw, sizeof(raw));
         sodium_bin2hex(p.id, sizeof(p.id), raw, sizeof(raw));
-        snprintf(p.node_id, sizeof(p.node_id), "%s", chosen);
+        snprintf(p.node_id, sizeof(p.node_id), "%s", target ? req->node : chosen);
         snprintf(p.state, sizeof(p.state), "open");
         p.created_ms = clock_realtime_ms();
         p.expires_ms = p.created_ms + f->cfg.plan_ttl_ms;
         o->body = plan_body(f, &p, plan_candidates_json(c, n));
+        json_object_set_new(o->body, "fleet_choice", chosen ? json_string(chosen) : json_null());
+        json_object_set_new(o->body, "target", target ? target : json_null());
         p.body = json_dumps(o->body, JSON_COMPACT);
         if (!p.body || plans_insert(f, &p, actor) < 0) {
                 json_decref(o->body);
@@ -194,11 +257,27 @@ static void plans_quote(struct fleetd *f, const struct plan_request *req, const 
         free(p.body);
 }
 
+/* Under f->lock: the target node's verdict among the candidates c (in node table order), or
+ * NULL with a 422 in o when the roster has no such node. */
+static json_t *plans_target(struct fleetd *f, const struct plan_request *req,
+                            const struct plan_cand *c, struct plan_outcome *o)
+{
+        struct fleet_node *t = node_table_find(&f->table, req->node);
+
+        if (!t) {
+                plan_fail(o, 422, "unknown-node", "no node '%s' in the roster (version %llu)",
+                          req->node, (unsigned long long)f->table.roster->version);
+                return NULL;
+        }
+        return plan_node_figures(f, t, &c[t - f->table.nodes].c, req);
+}
+
 void plans_create(struct fleetd *f, const struct plan_request *req, const char *actor,
                   struct plan_outcome *o)
 {
         char chosen[NODE_ID_MAX + 1] = "";
         struct plan_cand *c = NULL;
+        json_t *target = NULL;
         struct fleet_vm *vm;
         bool no_image = false;
         long best = -1;
@@ -214,11 +293,13 @@ void plans_create(struct fleetd *f, const struct plan_request *req, const char *
         else
                 best = plans_choose(f, req, &c, &n, chosen);
         no_image = !vm && best < 0 && !fleet_image_anywhere(f, req->image);
+        if (best >= -1 && !vm && req->node[0])
+                target = plans_target(f, req, c, o);
         pthread_mutex_unlock(&f->lock);
         if (best == -2)
                 plan_fail(o, 500, "out-of-memory", "cannot allocate the candidates");
-        else if (!vm)
-                plans_quote(f, req, actor, c, n, best >= 0 ? chosen : NULL, no_image, o);
+        else if (!vm && !o->problem)
+                plans_quote(f, req, actor, c, n, best >= 0 ? chosen : NULL, target, no_image, o);
         free(c);
         pthread_mutex_lock(&f->lock);
         if (o->status == 201)
@@ -257,14 +338,17 @@ static bool plans_recheck(struct fleetd *f, const struct plan_row *p, struct pla
                           p->node_id);
                 return false;
         }
-        placement_check_node(n, &f->cfg, p->req.memory_mib, clock_monotonic_ms(), &c);
+        placement_check_node(n, &f->cfg, &p->req, clock_monotonic_ms(), &c);
         if (c.verdict == CAND_FITS && fleet_node_image(n, p->req.image) == 0)
                 c.verdict = CAND_NO_IMAGE; /* removed from the node since the plan */
         if (c.verdict != CAND_FITS) {
                 plan_fail(o, 409, "plan-stale",
-                          "node '%s' no longer fits the VM (%s; %lld MiB available after "
-                          "reservations); ask for a new plan",
-                          p->node_id, cand_verdict_reason(c.verdict), (long long)c.available_mib);
+                          "node '%s' does not fit the VM (%s; %lld MiB available after "
+                          "reservations, %llu needed, margin %llu MiB); ask for a new plan",
+                          p->node_id, cand_verdict_reason(c.verdict), (long long)c.available_mib,
+                          (unsigned long long)p->req.memory_mib,
+                          (unsigned long long)f->cfg.safety_margin_mib);
+                o->body = json_pack("{s:o}", "figures", plan_node_figures(f, n, &c, &p->req));
                 return false;
         }
         return true;
@@ -300,9 +384,10 @@ static void plans_confirm_locked(struct fleetd *f, struct plan_row *p, const cha
 
                 store_rollback(f->store);
                 o->status = 200; /* idempotent: the same VM again */
-                if (v)
+                if (v) {
                         o->body = vm_to_json(f, v, clock_monotonic_ms());
-                else
+                        vm_etag(v, o->etag);
+                } else
                         plan_fail(o, 409, "plan-confirmed", "plan '%s' created VM '%s'", p->id,
                                   p->vm_id);
                 return;
@@ -341,15 +426,22 @@ static void plans_confirm_locked(struct fleetd *f, struct plan_row *p, const cha
                  vm.id, vm.entity, vm.node_id);
         o->status = 201;
         o->body = vm_to_json(f, added ? added : &vm, clock_monotonic_ms());
+        vm_etag(added ? added : &vm, o->etag);
 }
 
 void plans_confirm(struct fleetd *f, const char *plan_id, const char *actor, struct plan_outcome *o)
+{
+        plans_confirm_if(f, plan_id, actor, NULL, o);
+}
+
+void plans_confirm_if(struct fleetd *f, const char *plan_id, const char *actor,
+                      const char *if_match, struct plan_outcome *o)
 {
         struct plan_row p = {{0}};
         int r;
 
         memset(o, 0, sizeof(*o));
-        if (!plan_id_valid(plan_id)) {
+        if (!ident_valid(IDENT_PLAN, plan_id)) {
                 plan_fail(o, 404, "unknown-plan", "no plan '%.40s'", plan_id);
                 return;
         }
@@ -363,6 +455,9 @@ void plans_confirm(struct fleetd *f, const char *plan_id, const char *actor, str
                                 plan_fail(o, 404, "unknown-plan", "no plan '%s'", plan_id);
                         else
                                 plan_fail(o, 500, "store-failed", "cannot read plan '%s'", plan_id);
+                } else if (!plan_confirmed_from(&p, if_match) &&
+                           !plan_precondition(&p, if_match, o)) {
+                        store_rollback(f->store);
                 } else {
                         plans_confirm_locked(f, &p, actor, o);
                 }
@@ -377,11 +472,17 @@ void plans_confirm(struct fleetd *f, const char *plan_id, const char *actor, str
 
 void plans_drop(struct fleetd *f, const char *plan_id, const char *actor, struct plan_outcome *o)
 {
+        plans_drop_if(f, plan_id, actor, NULL, o);
+}
+
+void plans_drop_if(struct fleetd *f, const char *plan_id, const char *actor, const char *if_match,
+                   struct plan_outcome *o)
+{
         struct plan_row p = {{0}};
         int r;
 
         memset(o, 0, sizeof(*o));
-        if (!plan_id_valid(plan_id)) {
+        if (!ident_valid(IDENT_PLAN, plan_id)) {
                 plan_fail(o, 404, "unknown-plan", "no plan '%.40s'", plan_id);
                 return;
         }
@@ -396,6 +497,8 @@ void plans_drop(struct fleetd *f, const char *plan_id, const char *actor, struct
                         plan_fail(o, 404, "unknown-plan", "no plan '%s'", plan_id);
                 else
                         plan_fail(o, 500, "store-failed", "cannot read plan '%s'", plan_id);
+        } else if (!plan_precondition(&p, if_match, o)) {
+                store_rollback(f->store);
         } else if (strcmp(p.state, "confirmed") == 0) {
                 store_rollback(f->store);
                 plan_fail(o, 409, "plan-confirmed",
@@ -411,8 +514,11 @@ void plans_drop(struct fleetd *f, const char *plan_id, const char *actor, struct
         } else {
                 o->status = store_commit(f->store) == 0 ? 200 : 500;
         }
-        if (o->status == 200)
+        if (o->status == 200) {
                 o->body = json_pack("{s:s, s:s}", "id", plan_id, "state", "dropped");
+                snprintf(p.state, sizeof(p.state), "dropped");
+                plan_etag(&p, o->etag);
+        }
         plan_row_done(&p);
 }
 
@@ -422,7 +528,7 @@ void plans_get(struct fleetd *f, const char *plan_id, struct plan_outcome *o)
         json_t *body;
 
         memset(o, 0, sizeof(*o));
-        if (!plan_id_valid(plan_id) || store_plan_get(f->store, plan_id, &p) < 0) {
+        if (!ident_valid(IDENT_PLAN, plan_id) || store_plan_get(f->store, plan_id, &p) < 0) {
                 plan_fail(o, 404, "unknown-plan", "no plan '%.40s'", plan_id);
                 return;
         }
@@ -435,12 +541,14 @@ void plans_get(struct fleetd *f, const char *plan_id, struct plan_outcome *o)
                                  "expired more than a day ago; its candidate list was dropped");
         }
         if (body) {
+                plan_etag(&p, o->etag); /* of the stored state: expiry is not a change */
                 if (strcmp(p.state, "open") == 0 && clock_realtime_ms() > p.expires_ms)
                         snprintf(p.state, sizeof(p.state), "expired");
                 json_object_set_new(body, "state", json_string(p.state));
                 json_object_set_new(body, "vm_id", p.vm_id[0] ? json_string(p.vm_id) : json_null());
                 o->status = 200;
                 o->body = body;
+
         } else {
                 plan_fail(o, 500, "store-failed", "plan '%s' is unreadable", plan_id);
         }

@@ -17,7 +17,7 @@
 
 static const char store_schema[] =
     "CREATE TABLE IF NOT EXISTS tokens(name TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE,"
-    " created_ms INTEGER NOT NULL, revoked_ms INTEGER);"
+    " created_ms INTEGER NOT NULL, revoked_ms INTEGER, expires_ms INTEGER, last_used_ms INTEGER);"
     "CREATE TABLE IF NOT EXISTS plans(id TEXT PRIMARY KEY, entity TEXT NOT NULL,"
     " memory_mib INTEGER NOT NULL, vcpus INTEGER NOT NULL, image TEXT NOT NULL,"
     " vault_disk_mib INTEGER NOT NULL, node_id TEXT, state TEXT NOT NULL, vm_id TEXT,"
@@ -28,6 +28,8 @@ static const char store_schema[] =
     " vault_disk_mib INTEGER NOT NULL, created_ms INTEGER NOT NULL, status TEXT NOT NULL,"
     " lifecycle TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',"
     " integrity TEXT NOT NULL DEFAULT 'unknown');"
+    "CREATE TABLE IF NOT EXISTS operations(id TEXT PRIMARY KEY, state TEXT NOT NULL,"
+    " created_ms INTEGER NOT NULL, doc TEXT NOT NULL);"
     "CREATE UNIQUE INDEX IF NOT EXISTS vms_one_per_entity ON vms(entity)"
     " WHERE status != 'failed';"
     "CREATE TABLE IF NOT EXISTS audit(seq INTEGER PRIMARY KEY, time_ms INTEGER NOT NULL,"
@@ -42,6 +44,34 @@ static const char store_schema[] =
 static int store_exec(struct store *s, const char *sql)
 {
         return sqlite3_exec(s->db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -EIO;
+}
+
+static bool store_has_column(struct store *s, const char *table, const char *column)
+{
+        char sql[96];
+        sqlite3_stmt *st = NULL;
+        bool found = false;
+
+        snprintf(sql, sizeof(sql), "PRAGMA table_info(%s)", table);
+        if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+                return false;
+        while (!found && sqlite3_step(st) == SQLITE_ROW)
+                found = strcmp((const char *)sqlite3_column_text(st, 1), column) == 0;
+        sqlite3_finalize(st);
+        return found;
+}
+
+/* Stores made before tokens could expire get the two columns (NULL: never expires, never
+ * used); a store of this version is left as it is. */
+static int store_migrate_tokens(struct store *s)
+{
+        int r = 0;
+
+        if (!store_has_column(s, "tokens", "expires_ms"))
+                r = store_exec(s, "ALTER TABLE tokens ADD COLUMN expires_ms INTEGER");
+        if (r == 0 && !store_has_column(s, "tokens", "last_used_ms"))
+                r = store_exec(s, "ALTER TABLE tokens ADD COLUMN last_used_ms INTEGER");
+        return r;
 }
 
 int store_open(const char *dir, struct store **ret)
@@ -77,6 +107,8 @@ int store_open(const char *dir, struct store **ret)
                           " PRAGMA foreign_keys=ON;");
         if (r == 0)
                 r = store_exec(s, store_schema);
+        if (r == 0)
+                r = store_migrate_tokens(s);
         if (r == 0)
                 r = audit_migrate(s);
         if (r == 0)
@@ -415,6 +447,12 @@ static void token_hash_hex(const char *token, char out[65])
 
 int store_token_create(struct store *s, const char *name, char ret_token[TOKEN_TEXT_LEN + 1])
 {
+        return store_token_create_until(s, name, 0, ret_token);
+}
+
+int store_token_create_until(struct store *s, const char *name, uint64_t expires_ms,
+                             char ret_token[TOKEN_TEXT_LEN + 1])
+{
         uint8_t raw[32];
         char token[TOKEN_TEXT_LEN + 8], hash[65];
         int r;
@@ -432,8 +470,13 @@ int store_token_create(struct store *s, const char *name, char ret_token[TOKEN_T
         r = store_step_done(store_prepare(
             s, "INSERT INTO tokens(name, hash, created_ms, revoked_ms) VALUES (?,?,?,NULL)", "tti",
             name, hash, clock_realtime_ms()));
+        if (r == 0 && expires_ms)
+                r = store_step_done(store_prepare(
+                    s, "UPDATE tokens SET expires_ms = ? WHERE name = ?", "it", expires_ms, name));
         if (r == 0)
-                r = audit_append(s, true, "token.created", name, "cli", NULL);
+                r = audit_append(
+                    s, true, "token.created", name, "cli",
+                    expires_ms ? json_pack("{s:I}", "expires_ms", (json_int_t)expires_ms) : NULL);
         if (r == 0)
                 r = store_commit(s);
         else
@@ -464,9 +507,14 @@ int store_token_revoke(struct store *s, const char *name)
         return r;
 }
 
+/* Last use is kept to the minute: a request writes to the store at most once a minute per
+ * token, not on every call. */
+#define TOKEN_LAST_USED_GRAIN_MS 60000
+
 int store_token_check(struct store *s, const char *token, char *ret_name)
 {
-        char hash[65];
+        char hash[65], name[TOKEN_NAME_MAX + 1];
+        uint64_t now = clock_realtime_ms();
         sqlite3_stmt *st;
         int r = -EACCES;
 
@@ -474,14 +522,30 @@ int store_token_check(struct store *s, const char *token, char *ret_name)
                 return -EACCES;
         token_hash_hex(token, hash);
         pthread_mutex_lock(&s->mu);
-        st = store_prepare(s, "SELECT name FROM tokens WHERE hash = ? AND revoked_ms IS NULL", "t",
-                           hash);
+        st = store_prepare(s,
+                           "SELECT name, expires_ms, last_used_ms FROM tokens WHERE hash = ? AND"
+                           " revoked_ms IS NULL",
+                           "t", hash);
         if (st && sqlite3_step(st) == SQLITE_ROW) {
-                store_copy_col(st, 0, ret_name, TOKEN_NAME_MAX + 1);
-                r = 0;
+                bool expires = sqlite3_column_type(st, 1) != SQLITE_NULL;
+                uint64_t last = (uint64_t)sqlite3_column_int64(st, 2);
+
+                store_copy_col(st, 0, name, sizeof(name));
+                if (expires && (uint64_t)sqlite3_column_int64(st, 1) <= now)
+                        r = -EKEYEXPIRED;
+                else
+                        r = last + TOKEN_LAST_USED_GRAIN_MS <= now ? 1 : 0;
         }
         sqlite3_finalize(st);
+        if (r == 1) {
+                /* best effort: a busy store must not refuse a valid token */
+                store_step_done(store_prepare(
+                    s, "UPDATE tokens SET last_used_ms = ? WHERE name = ?", "it", now, name));
+                r = 0;
+        }
         pthread_mutex_unlock(&s->mu);
+        if (r == 0)
+                memcpy(ret_name, name, strlen(name) + 1);
         return r;
 }
 
@@ -492,19 +556,106 @@ json_t *store_token_list(struct store *s)
 
         pthread_mutex_lock(&s->mu);
         st = store_prepare(
-            s, "SELECT name, created_ms, revoked_ms FROM tokens ORDER BY created_ms, name", "");
+            s,
+            "SELECT name, created_ms, revoked_ms, expires_ms, last_used_ms FROM tokens ORDER BY"
+            " created_ms, name",
+            "");
 
         while (st && sqlite3_step(st) == SQLITE_ROW) {
                 json_t *o = json_pack("{s:s, s:I}", "name", sqlite3_column_text(st, 0),
                                       "created_ms", (json_int_t)sqlite3_column_int64(st, 1));
 
-                json_object_set_new(o, "revoked_ms",
-                                    sqlite3_column_type(st, 2) == SQLITE_NULL
-                                        ? json_null()
-                                        : json_integer(sqlite3_column_int64(st, 2)));
+                for (int c = 2; c <= 4; c++)
+                        json_object_set_new(o, sqlite3_column_name(st, c),
+                                            sqlite3_column_type(st, c) == SQLITE_NULL
+                                                ? json_null()
+                                                : json_integer(sqlite3_column_int64(st, c)));
                 json_array_append_new(a, o);
         }
         sqlite3_finalize(st);
         pthread_mutex_unlock(&s->mu);
         return a;
+}
+
+/* Operations: one row per long operation, its JSON document (operations.c owns its shape). */
+int store_op_insert(struct store *s, const char *id, const char *state, uint64_t created_ms,
+                    const char *doc)
+{
+        int r;
+
+        pthread_mutex_lock(&s->mu);
+        r = store_step_done(store_prepare(
+            s, "INSERT OR IGNORE INTO operations(id, state, created_ms, doc) VALUES (?,?,?,?)",
+            "ttit", id, state, created_ms, doc));
+        if (r == 0)
+                r = sqlite3_changes(s->db) == 1;
+        pthread_mutex_unlock(&s->mu);
+        return r;
+}
+
+int store_op_update(struct store *s, const char *id, const char *state, const char *doc)
+{
+        int r;
+
+        pthread_mutex_lock(&s->mu);
+        r = store_step_done(store_prepare(
+            s, "UPDATE operations SET state = ?, doc = ? WHERE id = ?", "ttt", state, doc, id));
+        pthread_mutex_unlock(&s->mu);
+        return r;
+}
+
+int store_op_get(struct store *s, const char *id, char **ret_doc)
+{
+        sqlite3_stmt *st;
+        char *doc = NULL;
+        int rc;
+
+        pthread_mutex_lock(&s->mu);
+        st = store_prepare(s, "SELECT doc FROM operations WHERE id = ?", "t", id);
+        rc = st ? sqlite3_step(st) : SQLITE_ERROR;
+        if (rc == SQLITE_ROW)
+                doc = strdup((const char *)sqlite3_column_text(st, 0));
+        sqlite3_finalize(st);
+        pthread_mutex_unlock(&s->mu);
+        if (rc != SQLITE_ROW)
+                return rc == SQLITE_DONE ? -ENOENT : -EIO;
+        if (!doc)
+                return -ENOMEM;
+        *ret_doc = doc;
+        return 0;
+}
+
+int store_op_list(struct store *s, const char *after, const char *state, unsigned limit,
+                  int (*fn)(void *ctx, const char *doc), void *ctx)
+{
+        sqlite3_stmt *st;
+        int rc = SQLITE_ERROR, r = 0;
+
+        pthread_mutex_lock(&s->mu);
+        st = store_prepare(s,
+                           "SELECT doc FROM operations WHERE (?1 IS NULL OR rowid > (SELECT rowid"
+                           " FROM operations WHERE id = ?1)) AND (?2 IS NULL OR state = ?2)"
+                           " ORDER BY rowid LIMIT ?3",
+                           "tti", after, state, (uint64_t)limit);
+        while (st && r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW)
+                r = fn(ctx, (const char *)sqlite3_column_text(st, 0));
+        if (!st || (r == 0 && rc != SQLITE_DONE))
+                r = -EIO;
+        sqlite3_finalize(st);
+        pthread_mutex_unlock(&s->mu);
+        return r;
+}
+
+int store_op_prune(struct store *s, unsigned keep)
+{
+        int r;
+
+        pthread_mutex_lock(&s->mu);
+        r = store_step_done(store_prepare(
+            s,
+            "DELETE FROM operations WHERE state != 'running' AND rowid <= (SELECT max(rowid)"
+            " FROM operations) - ?",
+            "i", (uint64_t)keep));
+        pthread_mutex_unlock(&s->mu);
+        return r;
 }

@@ -66,11 +66,30 @@ int store_vm_update_audited(struct store *s, const struct fleet_vm *vm, const ch
 /* Calls fn for every stored VM, in creation order. */
 int store_vm_load(struct store *s, int (*fn)(void *ctx, const struct fleet_vm *vm), void *ctx);
 
+/* Operations (operations.c): id, state and the operation's JSON document, in creation order. */
+/* 1 when inserted, 0 when an operation of that id exists (unchanged), or a negative errno. */
+int store_op_insert(struct store *s, const char *id, const char *state, uint64_t created_ms,
+                    const char *doc);
+int store_op_update(struct store *s, const char *id, const char *state, const char *doc);
+/* The document (malloc'd) of operation id; -ENOENT when none. */
+int store_op_get(struct store *s, const char *id, char **ret_doc);
+/* Calls fn for at most limit operations after the one named after (NULL: from the first) whose
+ * state is state (NULL: any), oldest first. */
+int store_op_list(struct store *s, const char *after, const char *state, unsigned limit,
+                  int (*fn)(void *ctx, const char *doc), void *ctx);
+/* Deletes finished operations older than the newest keep rows. */
+int store_op_prune(struct store *s, unsigned keep);
+
 /* Tokens: secrets are shown once and stored as SHA-256 hashes. */
 int store_token_create(struct store *s, const char *name, char ret_token[TOKEN_TEXT_LEN + 1]);
+/* The same with an expiry (wall clock, ms; 0: never): from then on the token is refused. */
+int store_token_create_until(struct store *s, const char *name, uint64_t expires_ms,
+                             char ret_token[TOKEN_TEXT_LEN + 1]);
 int store_token_revoke(struct store *s, const char *name);
-/* 0 when token is a live token (its name in ret_name, size >= TOKEN_NAME_MAX + 1), else -EACCES. */
+/* 0 when token is a live token (its name in ret_name, size >= TOKEN_NAME_MAX + 1; its last use
+ * recorded to the minute), -EKEYEXPIRED when it is past its expiry, else -EACCES. */
 int store_token_check(struct store *s, const char *token, char *ret_name);
+/* [{name, created_ms, revoked_ms, expires_ms, last_used_ms}] (null where not set). */
 json_t *store_token_list(struct store *s);
 bool token_name_valid(const char *name);
 

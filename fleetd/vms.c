@@ -3,6 +3,10 @@
  * VM holds its memory on its node until the node's figures reflect it, that is until a heartbeat
  * carries a creation counter at least the one the node's acknowledgement (or an inventory that
  * lists the VM) named; a listing alone is not enough, since the figures may be older than it.
+ * A resume is a start: the VM's memory is reserved again before the call, until figures at the
+ * counter its acknowledgement names (a listing made before the call ended never counts, since
+ * a VM's memory comes and goes with suspends). A suspend frees nothing here: the node's own
+ * figures show it once they are sampled after it.
  * The rule and why it never oversubscribes a node: docs/fleetd.md, "Reservations". */
 #include <errno.h>
 #include <stdlib.h>
@@ -17,18 +21,6 @@ static const char *const vm_status_names[] = {"creating", "active", "failed"};
 const char *vm_status_name(enum vm_status s)
 {
         return vm_status_names[s];
-}
-
-bool fleet_vm_id_valid(const char *s)
-{
-        size_t n = strlen(s);
-
-        if (n == 0 || n > VM_ID_MAX)
-                return false;
-        for (size_t i = 0; i < n; i++)
-                if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
-                        return false;
-        return true;
 }
 
 struct fleet_vm *vm_table_find(struct fleetd *f, const char *id)
@@ -82,6 +74,8 @@ void vm_reserve(struct fleetd *f, struct fleet_vm *vm)
         if (vm->reserved || !n)
                 return;
         n->reserved_mib += vm->memory_mib;
+        vm->reserved_disk = placement_disk_mib(&f->cfg, vm->vault_disk_mib);
+        n->reserved_disk_mib += vm->reserved_disk;
         vm->reserved = true;
         vm->reserve_until = 0;
         vm->settle_fetch = 0;
@@ -94,9 +88,13 @@ void vm_release(struct fleetd *f, struct fleet_vm *vm)
         if (!vm->reserved)
                 return;
         vm->reserved = false;
-        if (n)
+        if (n) {
                 n->reserved_mib =
                     n->reserved_mib > vm->memory_mib ? n->reserved_mib - vm->memory_mib : 0;
+                n->reserved_disk_mib = n->reserved_disk_mib > vm->reserved_disk
+                                           ? n->reserved_disk_mib - vm->reserved_disk
+                                           : 0;
+        }
 }
 
 /* The lowest counter known to reflect the VM wins: each one named is sound. */
@@ -129,11 +127,48 @@ void vm_acknowledged(struct fleetd *f, struct fleet_vm *vm, const char *answer)
                 vm_settle_node(f, n, 0, NULL);
 }
 
-void vm_listed(struct fleetd *f, struct fleet_vm *vm, uint64_t creations)
+bool vm_listing_holds(json_t *v)
 {
+        const char *lc = json_string_value(json_object_get(v, "lifecycle"));
+        enum vm_lifecycle l = VM_LC_ACTIVE; /* unknown: it may hold */
+
+        if (lc && vm_lifecycle_parse(lc, &l) < 0)
+                l = VM_LC_ACTIVE;
+        return vm_holds_memory(l, json_string_value(json_object_get(v, "state")));
+}
+
+void vm_listed(struct fleetd *f, struct fleet_vm *vm, uint64_t creations, uint64_t fetch,
+               bool holds)
+{
+        /* a listing that shows the VM holding nothing reflects nothing: it may predate a start */
+        if (!holds)
+                return;
         if (!vm->reserved && vm->status == VM_FAILED)
                 vm_reserve(f, vm); /* refused, yet there: it holds memory after all */
-        vm_reflect_at(vm, creations);
+        if (fetch >= vm->reflect_fetch)
+                vm_reflect_at(vm, creations);
+}
+
+void vm_reserve_start(struct fleetd *f, struct fleet_vm *vm)
+{
+        vm_reserve(f, vm);
+        /* an earlier counter (its creation's) says nothing of this start */
+        vm->reserve_until = 0;
+        vm->settle_fetch = 0;
+        vm->reflect_fetch = UINT64_MAX;
+}
+
+void vm_start_done(struct fleetd *f, struct fleet_vm *vm, const char *answer)
+{
+        struct fleet_node *n = node_table_find(&f->table, vm->node_id);
+
+        vm->reflect_fetch = n ? n->inv_fetches + 1 : 0;
+        if (!vm->reserved)
+                vm_reserve(f, vm); /* released meanwhile (its node's counter reset): held again */
+        if (answer)
+                vm_acknowledged(f, vm, answer);
+        /* no counter named (refused, no answer, an older vmhost): an inventory decides */
+        vm_hold_until_listed(f, vm);
 }
 
 void vm_hold_until_listed(struct fleetd *f, struct fleet_vm *vm)
@@ -157,22 +192,28 @@ void vm_reserve_again(struct fleetd *f, struct fleet_vm *vm)
 {
         struct fleet_node *n = node_table_find(&f->table, vm->node_id);
 
+        if (vm->reserved && vm->verb_busy)
+                return; /* a start in flight: its answer decides */
         vm_reserve(f, vm);
         vm->reserve_until = 0;
         /* a creation in flight is dispatched again: its acknowledgement gives the counter */
         vm->settle_fetch = vm->status == VM_CREATING || !n ? 0 : n->inv_fetches + 1;
+        vm->reflect_fetch = vm->settle_fetch;
         if (n && n->seen) {
                 n->inv = INV_WANTED;
                 n->inv_next_ms = 0;
         }
 }
 
-static bool vm_listed_in(json_t *vms, const char *id)
+/* Listed, and holding memory there. */
+static bool vm_listed_holding(json_t *vms, const char *id)
 {
-        for (size_t i = 0; i < json_array_size(vms); i++)
-                if (strcmp(json_string_value(json_object_get(json_array_get(vms, i), "id")), id) ==
-                    0)
-                        return true;
+        for (size_t i = 0; i < json_array_size(vms); i++) {
+                json_t *v = json_array_get(vms, i);
+
+                if (strcmp(json_string_value(json_object_get(v, "id")), id) == 0)
+                        return vm_listing_holds(v);
+        }
         return false;
 }
 
@@ -197,7 +238,7 @@ void vm_settle_node(struct fleetd *f, struct fleet_node *n, uint64_t fetch, json
                 if (vm->reserve_until && n->hb.creations >= vm->reserve_until)
                         vm_release(f, vm);
                 else if (fetch && vm->settle_fetch && fetch >= vm->settle_fetch &&
-                         !vm_listed_in(vms_listed, vm->id))
+                         !vm_listed_holding(vms_listed, vm->id))
                         vm_release(f, vm);
         }
 }

@@ -10,6 +10,10 @@ let currentPlan = null;
 let timer = null;
 let auditEntries = [];   /* the audit record read so far, oldest first */
 let auditAfter = 0;      /* the last sequence number read (GET /v1/audit?after=N) */
+const CHAIN_EVERY_MS = 10000; /* the chain check walks the whole record: not every refresh */
+let chainAt = 0;
+let openNodeId = null;   /* the node whose history is shown */
+let chainBroken = null;  /* {seq, problem} while fleetd finds the audit chain broken */
 
 class ApiError extends Error {
   constructor(status, problem) {
@@ -30,6 +34,16 @@ async function api(method, path, body) {
   return data;
 }
 
+/* A 202's operation, polled until it ends; a failed one throws its problem as an ApiError. */
+async function follow(op) {
+  while (op && op.state === "running") {
+    await new Promise((done) => setTimeout(done, 500));
+    op = await api("GET", `/v1/operations/${encodeURIComponent(op.id)}`);
+  }
+  if (op && op.state === "failed") throw new ApiError(op.error.status, op.error);
+  return op;
+}
+
 /* Builds an element: el("td", {class: "x"}, "text", child...). Text is never parsed as HTML. */
 function el(tag, attrs, ...children) {
   const e = document.createElement(tag);
@@ -46,14 +60,26 @@ function fill(tbody, rows) {
 }
 
 const mib = (v) => (v === undefined || v === null ? "—" : `${v} MiB`);
+const pad = (n) => String(n).padStart(2, "0");
+/* The panel's one date format: "2026-12-02 01:02:03 UTC" (fleetd's clock is UTC, so is this). */
+function fmtTime(t) {
+  if (t === undefined || t === null || t === "") return "—";
+  const d = new Date(t);
+  if (isNaN(d)) return String(t);
+  return `${d.getUTCFullYear()}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())} ` +
+    `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())} UTC`;
+}
+const dur = (ms) => (ms < 1000 ? `${ms} ms` : ms < 120000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms / 60000)} min`);
+const gib = (m) => (m === 0 ? "0" : m >= 1024 ? `${(m / 1024).toFixed(1)} GiB` : `${m} MiB`);
 const age = (ms) => (ms === undefined || ms === null ? "never" : ms < 1000 ? `${ms} ms ago` : `${(ms / 1000).toFixed(1)} s ago`);
 
 function renderNodes(nodes) {
   fill($("#nodes tbody"), nodes.map((n) => el("tr", { "data-node": n.id },
-    el("td", {}, n.name && n.name !== n.id ? `${n.id} (${n.name})` : n.id),
+    el("td", {}, el("button", { class: "link", "data-history": n.id, title: "CPU and RAM over the last hour",
+      onclick: () => openNode(n) }, n.name && n.name !== n.id ? `${n.id} (${n.name})` : n.id)),
     el("td", {}, n.role),
     el("td", { class: `state-${n.state}` }, n.state),
-    el("td", {}, n.cpu_percent === undefined ? "—" : `${n.cpu_percent.toFixed(1)} % of ${n.cpus}`),
+    el("td", {}, n.cpu_percent === undefined ? "—" : `${Math.round(n.cpu_percent)} % of ${n.cpus} CPUs`),
     el("td", {}, n.mem_available_mib === undefined ? "—" : `${mib(n.mem_available_mib)} of ${mib(n.mem_total_mib)}`),
     el("td", {}, n.vm_count ?? "—"),
     el("td", {}, age(n.heartbeat_age_ms)))));
@@ -95,42 +121,72 @@ function verificationText(vm) {
   if (v.pending) return "verification pending";
   if (!v.last) return "";
   const l = v.last;
-  return `verified ${new Date(l.at).toLocaleString()} (${l.trigger}, ${l.duration_ms} ms, ${l.mismatches} mismatches)`;
+  return `${fmtTime(l.at)} (${l.trigger}, ${dur(l.duration_ms)}, ${l.records} record${l.records === 1 ? "" : "s"}, ` +
+    `${l.mismatches} mismatch${l.mismatches === 1 ? "" : "es"})`;
+}
+
+/* The verbs fleetd would accept now: none before the VM is created, after a failed creation,
+ * while its node cannot be reached, or once it is archived (archived is for good). */
+function allowedVerbs(vm) {
+  if (vm.status !== "active" || ["unreachable", "missing"].includes(vm.state)) return [];
+  if (vm.lifecycle === "active") return ["suspend", "verify", "archive"];
+  if (vm.lifecycle === "suspended") return ["resume", "archive"];
+  return [];
 }
 
 function vmActions(vm) {
-  const verbs = [];
-  if (vm.lifecycle === "active") verbs.push("suspend", "verify", "archive");
-  if (vm.lifecycle === "suspended") verbs.push("resume", "archive");
+  const verbs = allowedVerbs(vm);
   return verbs.map((verb) => el("button", {
     "data-action": verb,
     title: verb === "verify" ? "ask the VM's node for a full verification of its vault" : "",
     onclick: async () => {
       // verify changes nothing, so it asks no question; the others change the VM's lifecycle
       if (verb !== "verify" && !confirm(`${verb} ${vm.id}?${verb === "archive" ? " An archived VM keeps its disks but will not start again." : ""}`)) return;
-      try { await api("POST", `/v1/vms/${encodeURIComponent(vm.id)}/${verb}`); } catch (e) { alert(e.message); }
+      const started = api("POST", `/v1/vms/${encodeURIComponent(vm.id)}/${verb}`);
+      started.then(refresh, () => null);
+      try { await follow(await started); } catch (e) { alert(e.message); }
       refresh();
     },
   }, verb));
+}
+
+const STATE_WORDS = { running: "running", paused: "paused", saved: "saved to disk", shutoff: "shut off", shutdown: "shutting down",
+  crashed: "crashed", unreachable: "unreachable (node not heard)", missing: "missing on its node", unknown: "not reported yet" };
+const EXPECTED = { active: ["running"], suspended: ["saved", "paused", "shutoff"], archived: ["shutoff"] };
+
+/* What the VM is doing, apart from what the operator asked of it (its lifecycle): being created,
+ * a failed creation, or the node's report, green only when it is what the lifecycle asks. */
+function runningCell(vm) {
+  if (vm.status === "creating") return el("td", { class: "run-warn", title: vm.reason || "" }, "being created");
+  if (vm.status === "failed") return el("td", { class: "run-bad" }, `creation failed${vm.reason ? `: ${vm.reason}` : ""}`);
+  const st = vm.state || "unknown";
+  const expected = EXPECTED[vm.lifecycle] || [];
+  const cls = expected.includes(st) ? (st === "running" ? "run-ok" : "run-quiet")
+    : ["unknown"].includes(st) ? "run-warn" : "run-bad";
+  const note = !expected.includes(st) && !["unknown", "unreachable", "missing"].includes(st) && expected.length
+    ? ` (should be ${expected.map((e) => STATE_WORDS[e]).join(" or ")})` : "";
+  return el("td", { class: cls, title: vm.reason || "" }, (STATE_WORDS[st] || st) + note);
 }
 
 function renderVms(vms) {
   fill($("#vms tbody"), vms.map((vm) => {
     const integrity = integrityOf(vm);
     const mismatches = (vm.integrity && vm.integrity.mismatches) || [];
+    const never = vm.status === "failed";
     return el("tr", { "data-vm": vm.id, class: integrity === "mismatch" ? "highlight-mismatch" : "" },
       el("td", {}, vm.id),
       el("td", {}, vm.entity),
       el("td", { class: vm.node_state ? `state-${vm.node_state}` : "" }, vm.node_id || (vm.pin && vm.pin.node_id) || "—",
         (vm.misplaced_on || []).length ? el("div", { class: "integrity-mismatch" }, `MISPLACED: also on ${vm.misplaced_on.join(", ")}`) : ""),
-      el("td", { class: `status-${vm.status}`, title: vm.reason || "" }, vm.status + (vm.state && vm.state !== vm.status ? ` (${vm.state})` : "") + (vm.reason ? ` — ${vm.reason}` : "")),
-      el("td", {}, vm.lifecycle),
-      el("td", { title: mismatches.map(mismatchText).join("\n") },
+      vm.status === "failed" ? el("td", { class: "run-quiet", title: "the VM was never created" }, "—")
+        : el("td", { class: `lifecycle-${vm.lifecycle}` }, vm.lifecycle),
+      runningCell(vm),
+      never ? el("td", { class: "run-quiet" }, "—") : el("td", { title: mismatches.map(mismatchText).join("\n") },
         el("span", { class: `integrity-${integrity}` }, integrity + (mismatches.length ? ` (${mismatches.length})` : "")),
         mismatches.length ? el("div", { class: "mismatch-list" }, ...mismatches.slice(0, 3).map((m) =>
           el("div", {}, `${m.kind}${m.path ? ` ${m.path}` : ""}`))) : ""),
-      el("td", {}, ...vmActions(vm),
-        verificationText(vm) ? el("div", { class: "verification" }, verificationText(vm)) : ""));
+      el("td", { class: "verification" }, never ? "—" : verificationText(vm) || "never"),
+      el("td", { class: "actions" }, ...vmActions(vm)));
   }));
 }
 
@@ -145,16 +201,83 @@ function auditClass(e) {
 
 const mismatchText = (m) => `${m.kind}${m.path ? ` ${m.path}` : ""}${m.detail ? ` (${m.detail})` : ""}`;
 
-/* One line per audit entry; an integrity report is shown as its mismatches, not as raw JSON. */
-function auditDetail(d) {
-  if (typeof d === "string") return d;
-  return Object.entries(d || {}).map(([k, v]) => {
-    if (k === "integrity" && v && typeof v === "object") {
-      const ms = v.mismatches || [];
-      return `integrity=${v.status}${ms.length ? `: ${ms.map(mismatchText).join("; ")}` : ""}`;
-    }
-    return `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`;
-  }).join(" ");
+/* An audit entry's detail in words: a node's state change as "alive → evicted", an integrity
+ * report as its mismatches, and any other field as "label: value" with units and dates. */
+const DETAIL_LABELS = { node_id: "node", vm_id: "VM", memory_mib: "memory", vault_disk_mib: "vault disk",
+  heartbeat_age_ms: "last heartbeat", libvirt_age_ms: "libvirt answered", requested_by: "asked by",
+  request_id: "request", duration_ms: "took", expires_ms: "expires", at_ms: "at" };
+
+function detailValue(k, v) {
+  if (v === null || v === undefined) return "—";
+  if (Array.isArray(v)) return v.length ? v.map((x) => detailValue("", x)).join(", ") : "none";
+  if (typeof v === "object") {
+    // "at" and "at_ms" say the same: the one in words is kept
+    return Object.entries(v).filter(([kk]) => !(kk.endsWith("_ms") && kk.slice(0, -3) in v))
+      .map(([kk, vv]) => `${DETAIL_LABELS[kk] || kk.replace(/_/g, " ")} ${detailValue(kk, vv)}`).join(", ");
+  }
+  if (typeof v === "string" && k === "requested_by") return actorText(v);
+  if (typeof v === "number" && /_mib$/.test(k)) return gib(v);
+  if (typeof v === "number" && /(^at_ms|expires_ms)$/.test(k)) return fmtTime(v);
+  if (typeof v === "number" && /_ms$/.test(k)) return /age/.test(k) ? `${dur(v)} before` : dur(v);
+  if (typeof v === "string" && /^\d{4}-\d\d-\d\dT/.test(v)) return fmtTime(v);
+  return String(v);
+}
+
+function auditDetail(e) {
+  const d = e.detail;
+  if (d === null || d === undefined) return "";
+  if (typeof d !== "object") return String(d);
+  const parts = [];
+  const rest = Object.assign({}, d);
+  if ("from" in rest && "to" in rest) {
+    parts.push(`${rest.from} → ${rest.to}`);
+    delete rest.from;
+    delete rest.to;
+  }
+  if (rest.integrity && typeof rest.integrity === "object") {
+    const ms = rest.integrity.mismatches || [];
+    parts.push(`integrity ${rest.integrity.status}${ms.length ? `: ${ms.map(mismatchText).join("; ")}` : ""}`);
+    delete rest.integrity;
+  }
+  for (const [k, v] of Object.entries(rest)) if (v !== "" && v !== null) parts.push(`${DETAIL_LABELS[k] || k.replace(/_/g, " ")}: ${detailValue(k, v)}`);
+  return parts.join(" · ");
+}
+
+/* Who did it: a token's name for an operator ("token:alice" → "alice"), fleetd for its own
+ * observations, fleetctl for what was done on the controller's state directory. */
+function actorText(a) {
+  if (!a) return "—";
+  if (a.startsWith("token:")) return a.slice(6);
+  if (a === "cli") return "fleetctl (on the controller)";
+  return a;
+}
+
+/* The chain's status above the record: fleetd checks every entry's hash now; the signed
+ * checkpoint and what the nodes hold say whether the record was rewritten since. */
+async function refreshChain() {
+  const c = await api("GET", "/v1/audit/checkpoint");
+  const box = $("#audit-chain");
+  if (!c) { box.textContent = "No audit checkpoint yet."; box.className = "chain warn"; return; }
+  const chain = c.chain || {};
+  const ws = c.witnesses || [];
+  const current = ws.filter((w) => !w.diverged && w.held === c.size);
+  const diverged = ws.filter((w) => w.diverged);
+  const behind = ws.filter((w) => !w.diverged && w.held !== c.size);
+  const parts = [];
+  parts.push(`Checked ${fmtTime(Date.now())}:`);
+  parts.push(chain.intact ? `chain intact, ${chain.entries} entries, each hash links to the one before.`
+    : `CHAIN BROKEN: ${chain.problem || "an entry does not link"}.`);
+  if (c.size !== null && c.size !== undefined) parts.push(`Signed checkpoint covers ${c.size} entries.`);
+  if (ws.length) {
+    parts.push(`Witnesses: ${current.length} of ${ws.length} nodes hold it` +
+      (behind.length ? `; behind: ${behind.map((w) => `${w.node} (${w.held === null ? "none yet" : w.held})`).join(", ")}` : "") +
+      (diverged.length ? `; DIVERGED: ${diverged.map((w) => w.node).join(", ")}` : "") + ".");
+  }
+  box.textContent = parts.join(" ");
+  box.className = `chain ${!chain.intact || diverged.length ? "bad" : behind.length ? "warn" : "ok"}`;
+  const m = !chain.intact && /entry (\d+)/.exec(chain.problem || "");
+  chainBroken = chain.intact ? null : { seq: m ? Number(m[1]) : null, problem: chain.problem };
+  renderAuditRows();
 }
 
 /* Reads the audit record forward from the last entry seen; shows the newest 200. */
@@ -167,12 +290,20 @@ async function refreshAudit() {
     auditAfter = r.next_after;
   }
   auditEntries = auditEntries.slice(-200);
-  fill($("#audit tbody"), auditEntries.slice().reverse().map((e) => el("tr", { class: auditClass(e), "data-kind": e.kind },
+  renderAuditRows();
+}
+
+/* The broken entry, when the chain check names one, is marked; its text is what the panel
+ * read before (the record as it was when shown), the chain status says what fleetd finds now. */
+function renderAuditRows() {
+  fill($("#audit tbody"), auditEntries.slice().reverse().map((e) => el("tr", {
+    class: chainBroken && chainBroken.seq === e.seq ? "highlight-mismatch broken" : auditClass(e), "data-kind": e.kind, "data-seq": e.seq },
     el("td", {}, e.seq),
-    el("td", { title: e.time }, (e.time || "").replace("T", " ").replace(/\.\d+Z$/, "Z")),
+    el("td", { title: e.time }, fmtTime(e.time)),
+    el("td", { class: "actor" }, actorText(e.actor)),
     el("td", {}, e.kind),
     el("td", {}, e.subject),
-    el("td", {}, auditDetail(e.detail)))));
+    el("td", { title: JSON.stringify(e.detail || {}) }, auditDetail(e)))));
 }
 
 /* The misplaced banner: a VM reported by a node it is not pinned to (a copy of its disks and
@@ -206,6 +337,10 @@ function renderHealth(h) {
     text += ` · nodes degraded (${["suspect", "evicted", "unhealthy"].filter((s) => n[s]).map((s) => `${n[s]} ${s}`).join(", ")})`;
     if (level === "ok") level = "warn";
   }
+  if (chainBroken) {
+    text += " · AUDIT CHAIN BROKEN";
+    level = "bad";
+  }
   b.textContent = text;
   b.className = `badge ${level}`;
 }
@@ -220,7 +355,9 @@ async function refresh() {
     renderVms(vms.vms || []);
     renderHealth(health);
     await refreshAudit();
-    $("#updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+    if (Date.now() - chainAt > CHAIN_EVERY_MS) { chainAt = Date.now(); await refreshChain(); }
+    if (openNodeId) await refreshNode();
+    $("#updated").textContent = `updated ${fmtTime(Date.now())}`;
   } catch (e) {
     if (e.status === 401) return showLogin("The token was refused; log in again.");
     $("#updated").textContent = `not updated: ${e.message}`;
@@ -235,7 +372,7 @@ function renderPlan(plan, refusal) {
   $("#plan").hidden = false;
   $("#plan-id").textContent = plan.id || "";
   $("#plan-summary").textContent = chosen
-    ? `Chosen node: ${chosen}. The plan expires at ${plan.expires_at}.`
+    ? `Chosen node: ${chosen}. The plan expires at ${fmtTime(plan.expires_at)}.`
     : `No node fits: ${refusal}`;
   fill($("#candidates tbody"), (plan.candidates || []).map((c) => el("tr", { class: c.chosen ? "chosen" : "", "data-candidate": c.node_id },
     el("td", {}, c.chosen ? `${c.node_id} ✔ chosen` : c.node_id),
@@ -266,8 +403,10 @@ async function confirmPlan() {
   if (!currentPlan) return;
   $("#plan-confirm").disabled = true;
   try {
-    await api("POST", `/v1/plans/${encodeURIComponent(currentPlan.id)}/confirm`);
+    const op = await api("POST", `/v1/plans/${encodeURIComponent(currentPlan.id)}/confirm`);
     closeCreate();
+    refresh();
+    follow(op).catch((e) => alert(e.message)).then(refresh);
   } catch (e) {
     $("#create-error").textContent = e.message;
   }
@@ -289,6 +428,80 @@ function openCreate() {
 function closeCreate() {
   currentPlan = null;
   $("#create").hidden = true;
+}
+
+/* A small chart as inline SVG (no library): lines over the last hour, the y axis from 0 to max. */
+const SVGNS = "http://www.w3.org/2000/svg";
+function svg(tag, attrs, ...children) {
+  const e = document.createElementNS(SVGNS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(c));
+  return e;
+}
+
+/* The x axis spans the last hour, or less while the history is younger (after fleetd started):
+ * from the first sample to now, at least a minute, so that a short history is not one line. */
+function chart(title, samples, lines, max, unit) {
+  const W = 360, H = 110, L = 48, R = 8, T = 8, B = 22;
+  const now = Date.now();
+  const span = Math.min(3600 * 1000, Math.max(60 * 1000, now - Date.parse(samples[0].at)));
+  const x = (t) => L + (W - L - R) * Math.max(0, 1 - (now - t) / span);
+  const y = (v) => T + (H - T - B) * (1 - Math.min(v, max) / max);
+  const ago = (ms) => (ms >= 60000 ? `${Math.round(ms / 60000)} min ago` : `${Math.round(ms / 1000)} s ago`);
+  const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img", "aria-label": title, class: "chart" },
+    svg("title", {}, title));
+  for (const f of [0, 0.5, 1]) {
+    root.append(svg("line", { x1: L, x2: W - R, y1: y(max * f), y2: y(max * f), class: "grid" }));
+    root.append(svg("text", { x: L - 4, y: y(max * f) + 4, "text-anchor": "end", class: "axis" }, unit(max * f)));
+  }
+  for (const [label, at, anchor] of [[ago(span), now - span, "start"], [ago(span / 2), now - span / 2, "middle"], ["now", now, "end"]])
+    root.append(svg("text", { x: x(at), y: H - 6, "text-anchor": anchor, class: "axis" }, label));
+  for (const line of lines) {
+    const pts = samples.map((p) => `${x(Date.parse(p.at)).toFixed(1)},${y(line.value(p)).toFixed(1)}`).join(" ");
+    root.append(svg("polyline", { points: pts, class: `series ${line.cls}` }));
+  }
+  return root;
+}
+
+async function refreshNode() {
+  const id = openNodeId;
+  const h = await api("GET", `/v1/nodes/${encodeURIComponent(id)}/history`);
+  if (id !== openNodeId) return;
+  const s = h.samples || [];
+  const box = $("#node-charts");
+  if (s.length < 2) {
+    box.replaceChildren(el("p", { class: "muted" }, s.length
+      ? "One sample so far; the charts start with the next heartbeat."
+      : "No heartbeat from this node since fleetd started: no history yet."));
+    return;
+  }
+  const last = s[s.length - 1];
+  const total = Math.max(...s.map((p) => p.total_mib)) || 1;
+  const peak = Math.max(...s.map((p) => p.cpu_percent));
+  const from = `${fmtTime(s[0].at)}`;
+  box.replaceChildren(
+    el("figure", {}, chart(`CPU of node ${id}, last hour`, s, [{ cls: "cpu", value: (p) => p.cpu_percent }], 100, (v) => `${Math.round(v)} %`),
+      el("figcaption", {}, `CPU: now ${Math.round(last.cpu_percent)} %, peak ${Math.round(peak)} %`)),
+    el("figure", {}, chart(`RAM of node ${id}, last hour`, s, [
+      { cls: "used", value: (p) => p.total_mib - p.available_mib },
+      { cls: "committed", value: (p) => p.committed_mib }], total, (v) => gib(Math.round(v))),
+      el("figcaption", {}, el("span", { class: "key used" }, "■"), ` in use ${gib(last.total_mib - last.available_mib)} of ${gib(last.total_mib)}  `,
+        el("span", { class: "key committed" }, "■"), ` committed to Totebox VMs ${gib(last.committed_mib)}`)),
+    el("p", { class: "muted" }, `${s.length} samples, one per heartbeat, since ${from}.`));
+}
+
+function openNode(n) {
+  openNodeId = n.id;
+  $("#node-detail").hidden = false;
+  $("#node-title").textContent = `Node ${n.id}${n.name && n.name !== n.id ? ` (${n.name})` : ""} — last hour`;
+  $("#node-charts").replaceChildren(el("p", { class: "muted" }, "Loading…"));
+  $("#node-close").focus();
+  refreshNode().catch((e) => { $("#node-charts").textContent = e.message; });
+}
+
+function closeNode() {
+  openNodeId = null;
+  $("#node-detail").hidden = true;
 }
 
 function showLogin(message) {
@@ -325,7 +538,15 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#plan-ack").addEventListener("change", (e) => { $("#plan-confirm").disabled = !e.target.checked; });
   $("#plan-confirm").addEventListener("click", confirmPlan);
   $("#plan-drop").addEventListener("click", dropPlan);
-  document.addEventListener("keydown", (e) => { if (e.key === "F9") { e.preventDefault(); openCreate(); } });
+  $("#node-close").addEventListener("click", closeNode);
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "F9") { e.preventDefault(); openCreate(); }
+    // Escape closes the open dialog, the node's history first (it opens over the rest)
+    if (e.key === "Escape") {
+      if (!$("#node-detail").hidden) closeNode();
+      else if (!$("#create").hidden) closeCreate();
+    }
+  });
   if (token) {
     $("#login-view").hidden = true;
     $("#main-view").hidden = false;

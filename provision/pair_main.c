@@ -189,7 +189,7 @@ static int cmd_genesis(const struct pair_args *a, const char *arg)
 
         if (pair_need(a->name, "--name") < 0 || pair_role(a->role, &o.role) < 0)
                 return -EINVAL;
-        if (!node_id_valid(a->name)) {
+        if (!ident_valid(IDENT_NODE, a->name)) {
                 fprintf(stderr, "'%s' is not a valid node name (a-z, 0-9, '-')\n", a->name);
                 return -EINVAL;
         }

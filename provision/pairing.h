@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "common/cpace.h"
+#include "common/imsg.h"
 #include "common/json_input.h"
 #include "common/roster.h"
 #include "common/wg.h"
@@ -229,6 +230,87 @@ void pair_roster_push(const struct roster *r, const char *self_id, const char *j
 int pair_controller_key_set(const char *state_dir, const char *pin_key, unsigned node_api_port,
                             bool no_wg, FILE *out);
 
+/* --- the privileged half of the pairing server (pairing_priv.c) ---
+ * `totebox-pair serve` runs as two processes. The parent keeps the state directory, the genesis
+ * key and the WireGuard interface; the child reads every network frame, runs CPace and talks to
+ * the operator, as an unprivileged user with no capabilities under a seccomp filter (no files,
+ * no new sockets). The child asks the parent, over a SOCK_SEQPACKET socketpair (common/imsg.h),
+ * to sign the roster with the joiner in it and then to apply it: one struct per message, sizes
+ * and version checked, an unknown message ends the ceremony. The parent signs at most one join
+ * per run, as the code is good for one. */
+#define PAIR_PRIV_VERSION 1
+
+enum pair_priv_type {
+        PAIR_PRIV_SIGN_JOIN = 1, /* child -> parent: struct pair_priv_sign_join */
+        PAIR_PRIV_SIGNED,        /* parent -> child: struct pair_priv_signed + roster JSON */
+        PAIR_PRIV_APPLY,         /* child -> parent: struct pair_priv_apply */
+        PAIR_PRIV_APPLIED,       /* parent -> child: struct pair_priv_applied */
+};
+
+/* The joiner as the handshake bound it (the child checked the join request against it). */
+struct pair_priv_sign_join {
+        char name[NODE_ID_MAX + 1];
+        uint32_t role; /* enum roster_role */
+        char wg_public_key[WG_KEY_B64_LEN + 1];
+        char endpoint[ROSTER_ENDPOINT_MAX + 1];
+};
+
+struct pair_priv_signed {
+        uint32_t error; /* enum pair_error: PAIR_ERR_NONE, or why there is no roster */
+        char detail[PAIR_DETAIL_MAX + 1];
+        uint64_t version;
+        char mesh_address[16];
+        char genesis_public_key[WG_KEY_B64_LEN + 1];
+        uint32_t roster_len;
+        uint32_t reserved; /* 0: the roster starts at sizeof(struct pair_priv_signed) */
+        char roster[];     /* roster_len bytes of the signed roster's JSON, no NUL */
+};
+_Static_assert(offsetof(struct pair_priv_signed, roster) == sizeof(struct pair_priv_signed),
+               "the roster follows the struct");
+
+/* The joiner has been sent the roster: apply it to the interface and push it to the members. */
+struct pair_priv_apply {
+        uint64_t version; /* must be the version the parent signed */
+};
+
+struct pair_priv_applied {
+        int32_t result; /* 0 or a negative errno */
+};
+
+extern const struct imsg_proto pair_priv_proto;
+
+/* Decodes one message from the other process: the framing (common/imsg.h), then the fields of
+ * its struct (terminated strings, ids, enums in range). ret is a copy, the roster of a SIGNED
+ * message a malloc'd NUL-terminated string in *ret_roster (NULL for other types). */
+union pair_priv_msg {
+        struct pair_priv_sign_join sign_join;
+        struct pair_priv_signed signed_;
+        struct pair_priv_apply apply;
+        struct pair_priv_applied applied;
+};
+int pair_priv_decode(const void *buf, size_t n, uint16_t *ret_type, union pair_priv_msg *ret,
+                     char **ret_roster, char *err, size_t errsize);
+
+/* The parent's side. */
+struct pair_priv_parent {
+        const struct pair_server_opts *o;
+        struct pair_node_conf conf;
+        bool signed_once, applied;
+        uint64_t signed_version;
+        char signed_for[NODE_ID_MAX + 1];
+};
+/* Answers one message (already received, n bytes) on fd. A message that does not decode is
+ * -EPROTO (err says why): the caller ends the child. */
+int pair_priv_handle(struct pair_priv_parent *p, int fd, const void *buf, size_t n, char *err,
+                     size_t errsize);
+/* Serves the child until it closes its end; -EPROTO after a bad message. */
+int pair_priv_serve(struct pair_priv_parent *p, int fd);
+
+/* The child's side: one request, its answer. */
+int pair_priv_sign_join(int fd, const struct pair_priv_sign_join *req, struct pair_priv_signed *ret,
+                        char **ret_roster);
+int pair_priv_apply(int fd, uint64_t version);
+
 /* Runs one ceremony: one code, one guess; returns 0 after a successful join, else a negative
  * errno (the reason has been printed). */
 int pair_server_run(const struct pair_server_opts *o);
@@ -291,6 +373,9 @@ struct pair_genesis_opts {
         FILE *out;
 };
 
+/* "10.77.0.0/24": the base address (host bits cleared) and the prefix, 16..30; else -EINVAL. */
+struct in_addr;
+int pair_subnet_parse(const char *s, struct in_addr *ret_base, unsigned *ret_prefix);
 /* Creates the mesh (idempotent: an existing genesis state is reused and its interface set up). */
 int pair_genesis_init(const struct pair_genesis_opts *o);
 /* Verifies, stores and applies a roster (a node's own copy of what the genesis pushed). */

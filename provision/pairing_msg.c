@@ -96,7 +96,7 @@ static int pair_decode_hello(const json_t *o, struct pair_msg *m, struct json_in
         }
         if (r < 0)
                 return r;
-        if (!node_id_valid(m->id))
+        if (!ident_valid(IDENT_NODE, m->id))
                 return json_input_fail(err, "field 'id' is not a valid node id");
         if (strcmp(proto, PAIR_PROTO) != 0) {
                 json_input_fail(err, "protocol '%s' is not '%s'", proto, PAIR_PROTO);
@@ -194,7 +194,7 @@ static int pair_decode_join_request(const json_t *o, struct pair_msg *m,
         r = r ?: json_input_check_keys(o, keys, err);
         r = r ?: json_input_copy_string(o, "name", true, m->name, sizeof(m->name), err);
         r = r ?: pair_decode_binding(o, m, err);
-        if (r == 0 && !node_id_valid(m->name))
+        if (r == 0 && !ident_valid(IDENT_NODE, m->name))
                 return json_input_fail(err, "field 'name' is not a valid node id");
         return r;
 }

@@ -8,7 +8,6 @@
 #include "provision/pairing.h"
 
 #include <arpa/inet.h>
-#include <curl/curl.h>
 #include <errno.h>
 #include <net/if.h>
 #include <netinet/in.h>
@@ -17,11 +16,15 @@
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "common/mesh.h"
+#include "common/privsep.h"
 
 /* FRESH until a connection's share is processed (a guess); CLAIMED while that ceremony runs
  * (a share that turns out invalid releases the claim: no guess was made); then USED or BURNED. */
@@ -50,11 +53,14 @@ struct pair_server {
         char code[PAIR_CODE_SIZE];
         struct pair_conn conns[2 * PAIR_CONN_MAX];
         size_t n_active;
+        int priv_fd; /* to the privileged parent (pairing_priv.c) */
+        pid_t parent;
+        pthread_mutex_t priv_lock;
 };
 
 /* --- genesis init --- */
 
-static int pair_subnet_parse(const char *s, struct in_addr *ret_base, unsigned *ret_prefix)
+int pair_subnet_parse(const char *s, struct in_addr *ret_base, unsigned *ret_prefix)
 {
         char buf[20];
         char *slash;
@@ -206,109 +212,6 @@ int pair_genesis_init(const struct pair_genesis_opts *o)
         return ret;
 }
 
-/* --- the roster change --- */
-
-static int pair_next_address(const struct roster *r, const char *subnet, char out[16])
-{
-        struct in_addr base, a;
-        unsigned prefix;
-        uint32_t hi = 0, lo;
-
-        if (pair_subnet_parse(subnet, &base, &prefix) < 0)
-                return -EINVAL;
-        lo = ntohl(base.s_addr);
-        for (size_t i = 0; i < r->n_nodes; i++) {
-                uint32_t v = ntohl(r->nodes[i].addr.s_addr);
-
-                if (v > hi)
-                        hi = v;
-        }
-        if (hi < lo)
-                hi = lo;
-        if (hi + 1 >= lo + (1u << (32 - prefix)) - 1)
-                return -ENOSPC;
-        a.s_addr = htonl(hi + 1);
-        inet_ntop(AF_INET, &a, out, 16);
-        return 0;
-}
-
-/* The current roster plus the joiner, version + 1, signed. */
-static struct roster *pair_roster_with(const struct roster *cur, const struct pair_msg *req,
-                                       const char *addr, const uint8_t sk[64], char *err,
-                                       size_t errsize)
-{
-        json_t *o = roster_to_json(cur);
-
-        json_object_del(o, "signature");
-        json_object_set_new(o, "version", json_integer((json_int_t)cur->version + 1));
-        json_array_append_new(json_object_get(o, "nodes"),
-                              json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "id", req->name, "name",
-                                        req->name, "role", roster_role_name(req->role),
-                                        "wg_public_key", req->wg_public_key, "mesh_address", addr,
-                                        "endpoint", req->endpoint));
-        /* The cloud node runs the fleet controller once it has joined. */
-        if (req->role == ROSTER_ROLE_CLOUD) {
-                json_object_set_new(o, "controller", json_string(req->name));
-                /* the old controller's pin key names no one now: the new controller's fleetd
-                 * has its own, published with 'totebox-pair controller-key' */
-                json_object_del(o, "controller_pin_key");
-        }
-        return roster_from_json_signed(o, sk, err, errsize);
-}
-
-static size_t pair_discard(void *p, size_t size, size_t n, void *u)
-{
-        return size * n;
-}
-
-/* Pushes the roster to every member but self and the joiner (who has it): vmhost's
- * POST /v1/roster on the node API. Best effort: a member that is down catches up later. */
-void pair_roster_push(const struct roster *r, const char *self_id, const char *joiner,
-                      unsigned node_api_port, FILE *out)
-{
-        json_t *o = roster_to_json(r);
-        char *body = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
-        char url[128];
-
-        json_decref(o);
-        for (size_t i = 0; body && i < r->n_nodes; i++) {
-                const struct roster_node *n = &r->nodes[i];
-                struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-                CURL *c = curl_easy_init();
-                long code = 0;
-                CURLcode cr;
-
-                if (strcmp(n->id, self_id) == 0 || (joiner && strcmp(n->id, joiner) == 0) || !c) {
-                        curl_slist_free_all(h);
-                        curl_easy_cleanup(c);
-                        continue;
-                }
-                snprintf(url, sizeof(url), "http://%s:%u/v1/roster", n->mesh_address,
-                         node_api_port);
-                curl_easy_setopt(c, CURLOPT_URL, url);
-                curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-                curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-                curl_easy_setopt(c, CURLOPT_TIMEOUT, 3L);
-                curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-                curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, pair_discard);
-                cr = curl_easy_perform(c);
-                curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
-                if (cr == CURLE_OK && code >= 200 && code < 300)
-                        fprintf(out, "roster version %llu pushed to '%s' (%s)\n",
-                                (unsigned long long)r->version, n->id, n->mesh_address);
-                else
-                        fprintf(out,
-                                "roster version %llu not pushed to '%s' at '%s': %s; apply it "
-                                "there with 'totebox-pair apply-roster'\n",
-                                (unsigned long long)r->version, n->id, url,
-                                cr == CURLE_OK ? "refused" : curl_easy_strerror(cr));
-                curl_slist_free_all(h);
-                curl_easy_cleanup(c);
-        }
-        fflush(out);
-        free(body);
-}
-
 /* --- the ceremony --- */
 
 struct pair_ceremony {
@@ -449,60 +352,55 @@ static bool pair_request_as_bound(const struct pair_session *s, const struct pai
                strcmp(req->endpoint, s->bind_peer.endpoint) == 0;
 }
 
+/* The roster with the joiner comes from the privileged parent, which holds the genesis key; this
+ * process sends it to the joiner and then asks the parent to apply and push it. */
 static enum pair_error pair_admit(struct pair_ceremony *c, const struct pair_msg *req)
 {
         struct pair_server *sv = c->sv;
         struct pair_msg acc = {.type = PAIR_MSG_JOIN_ACCEPT};
-        struct roster *cur, *next = NULL;
-        uint8_t sk[64], pk[32];
-        char addr[16], err[256];
-        enum pair_error e = PAIR_ERR_INTERNAL;
+        struct pair_priv_sign_join j = {.role = (uint32_t)req->role};
+        struct pair_priv_signed s;
+        char *roster = NULL;
+        json_error_t jerr;
+        enum pair_error e;
+        int r;
 
-        cur = pair_roster_load(sv->o->state_dir, err, sizeof(err));
-        if (!cur || pair_genesis_key_load(sv->o->state_dir, sk) < 0) {
-                roster_free(cur);
-                return pair_fail(c, PAIR_ERR_INTERNAL, "cannot load the roster or genesis key");
-        }
-        crypto_sign_ed25519_sk_to_pk(pk, sk);
-        if (!pair_request_as_bound(&c->s, req)) {
-                e = pair_fail(c, PAIR_ERR_PROTOCOL,
-                              "the join request differs from what the handshake bound (name, "
-                              "role, WireGuard key or endpoint)");
-                goto cleanup;
-        }
-        if (roster_find_by_id(cur, req->name)) {
-                e = pair_fail(c, PAIR_ERR_NAME_TAKEN, NULL);
-                goto cleanup;
-        }
-        if (pair_next_address(cur, sv->conf.subnet, addr) < 0 ||
-            !(next = pair_roster_with(cur, req, addr, sk, err, sizeof(err))) ||
-            pair_roster_store(sv->o->state_dir, next) < 0) {
-                e = pair_fail(c, PAIR_ERR_INTERNAL, "cannot build the new roster");
-                goto cleanup;
-        }
+        if (!pair_request_as_bound(&c->s, req))
+                return pair_fail(c, PAIR_ERR_PROTOCOL,
+                                 "the join request differs from what the handshake bound (name, "
+                                 "role, WireGuard key or endpoint)");
+        snprintf(j.name, sizeof(j.name), "%s", req->name);
+        snprintf(j.wg_public_key, sizeof(j.wg_public_key), "%s", req->wg_public_key);
+        snprintf(j.endpoint, sizeof(j.endpoint), "%s", req->endpoint);
+        pthread_mutex_lock(&sv->priv_lock);
+        r = pair_priv_sign_join(sv->priv_fd, &j, &s, &roster);
+        pthread_mutex_unlock(&sv->priv_lock);
+        if (r < 0)
+                return pair_fail(c, PAIR_ERR_INTERNAL, "the privileged process did not answer");
+        if (s.error != PAIR_ERR_NONE)
+                return pair_fail(c, (enum pair_error)s.error, s.detail[0] ? s.detail : NULL);
         snprintf(acc.node_id, sizeof(acc.node_id), "%s", req->name);
-        snprintf(acc.mesh_address, sizeof(acc.mesh_address), "%s", addr);
-        wg_key_to_base64(acc.genesis_public_key, pk);
-        acc.roster = roster_to_json(next);
-        if (pair_send_sealed(c->fd, &c->s, &acc) < 0) {
+        snprintf(acc.mesh_address, sizeof(acc.mesh_address), "%s", s.mesh_address);
+        snprintf(acc.genesis_public_key, sizeof(acc.genesis_public_key), "%s",
+                 s.genesis_public_key);
+        acc.roster = json_loads(roster, JSON_REJECT_DUPLICATES, &jerr);
+        free(roster);
+        e = PAIR_ERR_NONE;
+        if (!acc.roster || pair_send_sealed(c->fd, &c->s, &acc) < 0) {
                 snprintf(c->err, sizeof(c->err), "cannot send the roster to the joiner");
                 e = PAIR_ERR_PROTOCOL;
-        } else {
-                e = PAIR_ERR_NONE;
         }
         json_decref(acc.roster);
-        if (if_nametoindex(sv->conf.ifname) &&
-            mesh_apply_roster(sv->conf.ifname, next, sv->conf.node_id) < 0)
-                fprintf(sv->o->out, "warning: roster version %llu not applied to '%s'\n",
-                        (unsigned long long)next->version, sv->conf.ifname);
         fprintf(sv->o->out, "joined: node '%s' role %s mesh address %s roster version %llu\n",
-                req->name, roster_role_name(req->role), addr, (unsigned long long)next->version);
+                req->name, roster_role_name(req->role), s.mesh_address,
+                (unsigned long long)s.version);
         fflush(sv->o->out);
-        pair_roster_push(next, sv->conf.node_id, req->name, sv->o->node_api_port, sv->o->out);
-cleanup:
-        sodium_memzero(sk, sizeof(sk));
-        roster_free(cur);
-        roster_free(next);
+        pthread_mutex_lock(&sv->priv_lock);
+        r = pair_priv_apply(sv->priv_fd, s.version);
+        pthread_mutex_unlock(&sv->priv_lock);
+        if (r < 0)
+                fprintf(sv->o->out, "warning: roster version %llu not applied: %s\n",
+                        (unsigned long long)s.version, strerror(-r));
         return e;
 }
 
@@ -765,12 +663,93 @@ static int pair_server_done(struct pair_server *sv, int64_t *linger_until)
         return st == PAIR_CODE_BURNED ? -EACCES : -ETIMEDOUT;
 }
 
+/* The network process: drops privilege, then serves the ceremony; its result is its exit
+ * status (a positive errno). */
+static int pair_server_child(struct pair_server *sv, int lfd)
+{
+        const struct pair_server_opts *o = sv->o;
+        struct privsep_drop d = {.no_files = true, .no_sockets = true};
+        char err[256];
+        int64_t linger_until;
+        int ret;
+
+        if (privsep_user_find(PRIVSEP_USER, &d) < 0 && geteuid() == 0) {
+                fprintf(stderr, "pairing server: no user '%s' to run the network process as\n",
+                        PRIVSEP_USER);
+                return EPERM;
+        }
+        if (privsep_drop_now(&d, err, sizeof(err)) < 0) {
+                fprintf(stderr, "pairing server: %s\n", err);
+                return EPERM;
+        }
+        /* set after the drop (a change of credentials clears it): no ceremony outlives the
+         * process that holds the key */
+        prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+        if (getppid() != sv->parent)
+                return ECONNRESET;
+        pthread_mutex_init(&sv->lock, NULL);
+        pthread_mutex_init(&sv->priv_lock, NULL);
+        pthread_cond_init(&sv->idle, NULL);
+        if (o->code)
+                snprintf(sv->code, sizeof(sv->code), "%s", o->code);
+        else
+                pair_code_generate(sv->code);
+        sv->expires = pair_clock_ms() + (int64_t)o->code_ttl_s * 1000;
+        /* After expiry the server stays a little to say "expired" rather than go silent. */
+        linger_until = sv->expires + 60000;
+        fprintf(o->out,
+                "pairing server: network frames are read by process %d (uid %u, no "
+                "capabilities); the genesis key stays in process %d\n",
+                (int)getpid(), (unsigned)getuid(), (int)sv->parent);
+        fprintf(o->out, "pairing code: %s (expires in %u s, good for one guess)\n", sv->code,
+                o->code_ttl_s);
+        fprintf(o->out, "pairing server listening on %s:%u\n", o->listen_addr, o->port);
+        fflush(o->out);
+        while ((ret = pair_server_done(sv, &linger_until)) == 0) {
+                struct pollfd p = {.fd = lfd, .events = POLLIN};
+                struct sockaddr_in from = {0};
+                socklen_t flen = sizeof(from);
+                int fd;
+
+                if (poll(&p, 1, 200) <= 0)
+                        continue;
+                fd = accept4(lfd, (struct sockaddr *)&from, &flen, SOCK_CLOEXEC);
+                if (fd >= 0)
+                        pair_on_connection(sv, fd, &from);
+        }
+        close(lfd);
+        pair_server_drain(sv);
+        sodium_memzero(sv->code, sizeof(sv->code));
+        fflush(o->out);
+        return ret > 0 ? 0 : -ret;
+}
+
+/* The privileged parent: serves the child's requests until it ends. */
+static int pair_server_parent(struct pair_server *sv, pid_t child, int fd)
+{
+        struct pair_priv_parent p = {.o = sv->o, .conf = sv->conf};
+        int r = pair_priv_serve(&p, fd), status = 0;
+
+        if (r == -EPROTO)
+                kill(child, SIGKILL);
+        close(fd);
+        while (waitpid(child, &status, 0) < 0 && errno == EINTR)
+                ;
+        if (r == -EPROTO)
+                return r;
+        if (WIFEXITED(status))
+                return -WEXITSTATUS(status);
+        fprintf(stderr, "pairing server: the network process ended by signal %d\n",
+                WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+        return -EIO;
+}
+
 int pair_server_run(const struct pair_server_opts *o)
 {
-        struct pair_server sv = {.o = o, .state = PAIR_CODE_FRESH};
+        struct pair_server sv = {.o = o, .state = PAIR_CODE_FRESH, .priv_fd = -1};
         char norm[PAIR_CODE_CHARS + 1];
-        int64_t linger_until;
-        int lfd, ret = 0;
+        int lfd, fds[2];
+        pid_t pid;
 
         if (pair_conf_load(o->state_dir, &sv.conf) < 0 || !sv.conf.subnet[0]) {
                 fprintf(stderr, "'%s' holds no genesis state; run 'totebox-pair genesis' first\n",
@@ -789,36 +768,24 @@ int pair_server_run(const struct pair_server_opts *o)
                         strerror(-lfd));
                 return lfd;
         }
-        pthread_mutex_init(&sv.lock, NULL);
-        pthread_cond_init(&sv.idle, NULL);
-        if (o->code)
-                snprintf(sv.code, sizeof(sv.code), "%s", o->code);
-        else
-                pair_code_generate(sv.code);
-        sv.expires = pair_clock_ms() + (int64_t)o->code_ttl_s * 1000;
-        /* After expiry the server stays a little to say "expired" rather than go silent. */
-        linger_until = sv.expires + 60000;
-        fprintf(o->out, "pairing code: %s (expires in %u s, good for one guess)\n", sv.code,
-                o->code_ttl_s);
-        fprintf(o->out, "pairing server listening on %s:%u\n", o->listen_addr, o->port);
-        fflush(o->out);
-        while ((ret = pair_server_done(&sv, &linger_until)) == 0) {
-                struct pollfd p = {.fd = lfd, .events = POLLIN};
-                struct sockaddr_in from = {0};
-                socklen_t flen = sizeof(from);
-                int fd;
-
-                if (poll(&p, 1, 200) <= 0)
-                        continue;
-                fd = accept4(lfd, (struct sockaddr *)&from, &flen, SOCK_CLOEXEC);
-                if (fd >= 0)
-                        pair_on_connection(&sv, fd, &from);
+        if (imsg_socketpair(fds) < 0) {
+                close(lfd);
+                return -errno;
         }
-        close(lfd);
-        pair_server_drain(&sv);
-        sodium_memzero(sv.code, sizeof(sv.code));
-        pthread_cond_destroy(&sv.idle);
-        pthread_mutex_destroy(&sv.lock);
         fflush(o->out);
-        return ret > 0 ? 0 : ret;
+        fflush(stderr);
+        sv.parent = getpid();
+        pid = fork();
+        if (pid == 0) {
+                close(fds[0]);
+                sv.priv_fd = fds[1];
+                _exit(pair_server_child(&sv, lfd));
+        }
+        close(fds[1]);
+        close(lfd);
+        if (pid < 0) {
+                close(fds[0]);
+                return -errno;
+        }
+        return pair_server_parent(&sv, pid, fds[0]);
 }

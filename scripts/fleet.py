@@ -299,6 +299,7 @@ class Fleet:
                                                   "vault_disk_mib": vault_disk_mib})
 
     def confirm(self, plan_id):
+        """(202, the operation that follows the VM's creation) or (status, problem)."""
         return self.api_raw("POST", f"/v1/plans/{plan_id}/confirm")
 
     def vm(self, vm_id):
@@ -466,11 +467,12 @@ def demo(args):
         log(f"plan {plan['id']}: '{args.entity}' on {plan['node_id']} "
             f"(candidates: " + ", ".join(f"{c['node_id']} {c['available_mib']} MiB {c['verdict']}"
                                           for c in plan["candidates"]) + ")")
-        status, vm = fleet.confirm(plan["id"])
-        if status // 100 != 2:
-            raise FleetError(f"confirm refused: {status} {vm}")
-        vm_id = vm["id"]
-        log(f"confirmed: VM '{vm_id}' is being created on {vm['node_id']}")
+        status, op = fleet.confirm(plan["id"])
+        if status != 202:
+            raise FleetError(f"confirm refused: {status} {op}")
+        vm_id = op["vm_id"]
+        log(f"confirmed: VM '{vm_id}' is being created on {plan['node_id']} "
+            f"(operation {op['id']}, GET /v1/operations/{op['id']})")
         t0 = time.time()
         v = wait(lambda: (v := fleet.vm(vm_id)) and v["status"] != "creating" and v, 300,
                  f"the creation of VM {vm_id}")

@@ -49,3 +49,20 @@ if [ ! -x "$PROMTOOL" ]; then
   rm -rf "$tmp"
   echo "install-deps: promtool from Debian's prometheus package at $PROMTOOL"
 fi
+
+# The tests lint the OpenAPI documents with @redocly/cli (npm), pinned by tests/lint's
+# package-lock.json and installed with 'npm ci' (integrity-checked against the lock) into a
+# cache directory outside the tree; reinstalled only when the lock changes. Debian's nodejs and
+# npm are installed first where no npm is present.
+LINT_DIR=/usr/local/libexec/totebox/lint
+if ! command -v npm >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get install -y -q --no-install-recommends nodejs npm
+fi
+if ! cmp -s "$here/../tests/lint/package-lock.json" "$LINT_DIR/package-lock.json" ||
+  [ ! -x "$LINT_DIR/node_modules/.bin/redocly" ]; then
+  $SUDO mkdir -p "$LINT_DIR"
+  $SUDO cp "$here/../tests/lint/package.json" "$here/../tests/lint/package-lock.json" "$LINT_DIR/"
+  (cd "$LINT_DIR" && $SUDO npm ci --no-audit --no-fund --ignore-scripts --loglevel=error)
+  echo "install-deps: @redocly/cli at $LINT_DIR/node_modules/.bin/redocly"
+fi

@@ -63,7 +63,7 @@ static struct agent_chan *chan_get(struct vmhost *vh, const char *id)
 {
         struct agent_chan *c = chan_find(vh, id);
 
-        if (c || !vm_id_valid(id))
+        if (c || !ident_valid(IDENT_VM, id))
                 return c;
         c = calloc(1, sizeof(*c));
         if (!c)

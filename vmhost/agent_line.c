@@ -122,8 +122,8 @@ static int agent_parse_report(const json_t *o, struct agent_msg *m, struct json_
         r = r ?: json_input_check_keys(o, fields, err);
         r = r ?: json_input_copy_string(o, "trigger", true, m->trigger, sizeof(m->trigger), err);
         r = r
-                ?: json_input_copy_string(o, "request_id", false, m->request_id,
-                                          sizeof(m->request_id), err);
+                ?: json_input_copy_id(o, "request_id", false, IDENT_REQUEST, m->request_id,
+                                      sizeof(m->request_id), err);
         r = r ?: json_input_copy_string(o, "vault_id", true, m->vault_id, sizeof(m->vault_id), err);
         r = r ?: agent_get_b64(o, "public_key", m->public_key, sizeof(m->public_key), err);
         r = r ?: agent_parse_sth(json_object_get(o, "sth"), &m->sth, err);
@@ -158,8 +158,8 @@ static int agent_parse_consistency(const json_t *o, struct agent_msg *m,
 
         r = r ?: json_input_check_keys(o, fields, err);
         r = r
-                ?: json_input_copy_string(o, "request_id", true, m->request_id,
-                                          sizeof(m->request_id), err);
+                ?: json_input_copy_id(o, "request_id", true, IDENT_REQUEST, m->request_id,
+                                      sizeof(m->request_id), err);
         r = r ?: json_input_get_uint(o, "from_size", true, 0, INT64_MAX, &m->from_size, err);
         r = r ?: json_input_get_uint(o, "to_size", true, 0, INT64_MAX, &m->to_size, err);
         if (r < 0)
@@ -184,8 +184,8 @@ static int agent_parse_error(const json_t *o, struct agent_msg *m, struct json_i
 
         r = r ?: json_input_check_keys(o, fields, err);
         r = r
-                ?: json_input_copy_string(o, "request_id", false, m->request_id,
-                                          sizeof(m->request_id), err);
+                ?: json_input_copy_id(o, "request_id", false, IDENT_REQUEST, m->request_id,
+                                      sizeof(m->request_id), err);
         r = r ?: json_input_copy_string(o, "detail", true, m->detail, sizeof(m->detail), err);
         return r;
 }

@@ -1,7 +1,8 @@
 /* The node's creation counter (docs/contracts.md, heartbeat field "creations"): a number kept in
  * state_dir/creations that never goes back. It is increased, and written to disk, after every
- * creation request (whether it defined a domain, found one, or failed after defining it) and at
- * every vmhost start, before the first inventory refresh. A refresh records the value it read
+ * creation request (whether it defined a domain, found one, or failed after defining it), after
+ * every start and resume (a suspended VM takes its memory back), and at every vmhost start,
+ * before the first inventory refresh. A refresh records the value it read
  * before it listed the domains; heartbeats and inventories carry that value with the figures
  * and the listing it produced. So figures carrying N were sampled after every creation whose
  * acknowledgement carried N or less, and fleetd can hold a creation's memory until then.

@@ -159,9 +159,9 @@ char *domain_xml_build(const struct vm_spec *s)
         char *buf = NULL, *meta;
         size_t len = 0;
 
-        if (!s->name || !vm_id_valid(s->name) || !s->meta || !s->os_volume || !s->vault_volume ||
-            !s->seed_path || !s->channel_path || !s->console_log || s->memory_mib == 0 ||
-            s->vcpus == 0 || !s->virt_type)
+        if (!s->name || !ident_valid(IDENT_VM, s->name) || !s->meta || !s->os_volume ||
+            !s->vault_volume || !s->seed_path || !s->channel_path || !s->console_log ||
+            s->memory_mib == 0 || s->vcpus == 0 || !s->virt_type)
                 return NULL;
         meta = vm_meta_format(s->meta);
         x.f = meta ? open_memstream(&buf, &len) : NULL;

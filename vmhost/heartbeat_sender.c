@@ -73,6 +73,7 @@ int heartbeat_sender_sample(struct heartbeat_sender *s, const struct vmhost_conf
 {
         struct cpu_sample cpu;
         struct mem_sample mem;
+        char vms_dir[4200];
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         int r;
 
@@ -92,6 +93,8 @@ int heartbeat_sender_sample(struct heartbeat_sender *s, const struct vmhost_conf
         hb->mem_total_mib = mem.total_kib / 1024;
         hb->mem_available_mib = mem.available_kib / 1024;
         hb->libvirt_age_ms = -1;
+        snprintf(vms_dir, sizeof(vms_dir), "%s/vms", cfg->state_dir);
+        hb->disk_known = sample_read_disk(vms_dir, cfg->state_dir, &hb->disk_free_mib) == 0;
         s->last_cpu = cpu;
         return 0;
 }

@@ -162,7 +162,7 @@ int images_lookup(struct vmhost *vh, const char *name, struct image_info *ret)
         json_t *m, *files;
         const char *v;
 
-        if (!image_name_valid(name) || !(m = images_manifest_load(vh, name)))
+        if (!ident_valid(IDENT_IMAGE, name) || !(m = images_manifest_load(vh, name)))
                 return -ENOENT;
         files = json_object_get(m, "files");
         snprintf(ii.name, sizeof(ii.name), "%s", name);
@@ -358,8 +358,7 @@ static int images_from_manifest(const char *path, const char *text, size_t len,
                 if (!f && i > 0)
                         continue;
                 if (!fp || !sum || strchr(fp, '/') || strcmp(fp, "..") == 0 ||
-                    !image_transfer_hex_valid(sum) ||
-                    (size_t)(dir_end - path) + strlen(fp) + 2 > 4096)
+                    !ident_hex_valid(sum, 64) || (size_t)(dir_end - path) + strlen(fp) + 2 > 4096)
                         r = vms_problem(p, 422, "bad-manifest",
                                         "manifest '%s': files.%s needs a plain 'path' and a hex "
                                         "'sha256'",
@@ -465,7 +464,7 @@ static int images_parse_import(const char *body, size_t len, char *name, char *p
         json_decref(o);
         if (r < 0)
                 return vms_problem(p, 400, "bad-request", "%s", jerr.text);
-        if (!image_name_valid(name) || path[0] != '/' || !image_transfer_hex_valid(sum))
+        if (!ident_valid(IDENT_IMAGE, name) || path[0] != '/' || !ident_hex_valid(sum, 64))
                 return vms_problem(p, 400, "bad-request",
                                    "need a valid image name, an absolute path and a lowercase hex "
                                    "sha256");
@@ -581,7 +580,7 @@ int images_remove(struct vmhost *vh, const char *name, struct vm_problem *p)
 
         pthread_mutex_lock(&vh->ops_lock);
         inventory_refresh(vh);
-        m = image_name_valid(name) ? images_manifest_load(vh, name) : NULL;
+        m = ident_valid(IDENT_IMAGE, name) ? images_manifest_load(vh, name) : NULL;
         if (!m)
                 r = vms_problem(p, 404, "not-found", "no image '%s'", name);
         else if (images_in_use(vh, name))
@@ -625,11 +624,11 @@ static int images_upload_check(struct vmhost *vh, const char *name, const char *
         const char *have;
 
         *ret_existing = NULL;
-        if (!image_name_valid(name) || !image_transfer_name_valid(name))
+        if (!ident_valid(IDENT_IMAGE, name))
                 return vms_problem(p, 400, "bad-request",
                                    "image name '%.80s' must match ^[a-z0-9][a-z0-9._-]{0,62}$",
                                    name);
-        if (!hex || !image_transfer_hex_valid(hex))
+        if (!hex || !ident_hex_valid(hex, IMAGE_TRANSFER_HEX_LEN))
                 return vms_problem(p, 400, "bad-request",
                                    "query 'sha256' must be 64 lowercase hex digits");
         m = images_manifest_load(vh, name);

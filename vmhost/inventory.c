@@ -140,7 +140,9 @@ static int inventory_cmp(const void *a, const void *b)
                       json_string_value(json_object_get(y, "id")));
 }
 
-/* Builds the sorted vms array; *committed sums the memory of active VMs. */
+/* Builds the sorted vms array; *committed sums the memory of the VMs that hold it
+ * (vm_holds_memory): active ones, and any that still runs (an archived VM in its grace period, a
+ * suspend whose managed save is being written). */
 static json_t *inventory_build(struct vmhost *vh, virConnectPtr c, uint64_t *committed)
 {
         virDomainPtr *doms = NULL;
@@ -161,7 +163,9 @@ static json_t *inventory_build(struct vmhost *vh, virConnectPtr c, uint64_t *com
                         inventory_sync_agent(vh, doms[i], id, &m);
                         items[k] = inventory_vm_json(doms[i], &m, id, agent_chan_integrity(vh, id),
                                                      agent_chan_status(vh, id));
-                        if (items[k] && m.lifecycle == VM_LC_ACTIVE)
+                        if (items[k] &&
+                            vm_holds_memory(m.lifecycle,
+                                            json_string_value(json_object_get(items[k], "state"))))
                                 *committed += (uint64_t)json_integer_value(
                                     json_object_get(items[k], "memory_mib"));
                         if (items[k])

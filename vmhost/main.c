@@ -14,6 +14,7 @@
 #include "common/clock.h"
 #include "common/daemon.h"
 #include "common/log.h"
+#include "vmhost/helper.h"
 #include "vmhost/vmhost.h"
 
 /* Heartbeats go to the controller the roster names (it moves when a cloud node joins), else to
@@ -120,7 +121,7 @@ static int vmhost_check_config(struct vmhost *vh)
                         vh->cfg.virt_type);
                 return -EINVAL;
         }
-        if (!node_id_valid(vh->cfg.fleet_id)) {
+        if (!ident_valid(IDENT_NODE, vh->cfg.fleet_id)) {
                 fprintf(stderr, "vmhost: invalid fleet_id '%s'\n", vh->cfg.fleet_id);
                 return -EINVAL;
         }
@@ -137,7 +138,13 @@ static int vmhost_check_config(struct vmhost *vh)
  * and keeps retrying; only what cannot be retried is fatal here. */
 static int vmhost_start(struct vmhost *vh)
 {
-        int r = roster_update_start(vh), e;
+        int r = vmh_start(vh), e;
+
+        if (r < 0) {
+                log_error("cannot start the helper: %s", strerror(-r));
+                return r;
+        }
+        r = roster_update_start(vh);
 
         if (r == 0 && images_prepare_dirs(vh) == 0 && virt_embed_prepare(vh->cfg.libvirt_uri) < 0)
                 log_warn("cannot write the qemu.conf of '%s'", vh->cfg.libvirt_uri);
@@ -162,6 +169,7 @@ static void vmhost_stop(struct vmhost *vh)
         node_api_stop(vh);
         agent_chan_stop(vh);
         virt_stop(vh);
+        vmh_stop(vh);
         json_decref(vh->vms);
         json_decref(vh->images);
         roster_free(vh->roster);
@@ -175,6 +183,8 @@ int main(int argc, char **argv)
             .state_lock = PTHREAD_MUTEX_INITIALIZER,
             .refresh_cond = PTHREAD_COND_INITIALIZER,
             .chan_timer = -1,
+            .helper_fd = -1,
+            .helper_lock = PTHREAD_MUTEX_INITIALIZER,
         };
         const struct daemon_args args = {
             .program = "vmhost",
@@ -190,7 +200,8 @@ int main(int argc, char **argv)
         r = daemon_parse_args(&args, argc, argv);
         if (r != 0)
                 return r < 0 ? 2 : 0;
-        if (log_level_parse(vh.cfg.log_level, &level) < 0 || !node_id_valid(vh.cfg.node_id)) {
+        if (log_level_parse(vh.cfg.log_level, &level) < 0 ||
+            !ident_valid(IDENT_NODE, vh.cfg.node_id)) {
                 fprintf(stderr, "vmhost: invalid log_level '%s' or node_id '%s'\n",
                         vh.cfg.log_level, vh.cfg.node_id);
                 return 2;

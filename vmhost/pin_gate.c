@@ -10,34 +10,13 @@
 #include <string.h>
 
 #include "common/wg.h"
+#include "vmhost/helper.h"
 #include "vmhost/vmhost.h"
 
+/* The key comes from the helper: vmhost neither talks netlink nor reads the private key. */
 int pin_gate_own_wg_key(struct vmhost *vh, char ret[WG_KEY_B64_LEN + 1])
 {
-        uint8_t priv[WG_KEY_LEN], pub[WG_KEY_LEN];
-        char path[PATH_MAX], b64[WG_KEY_B64_SIZE];
-        struct wg_device *d = NULL;
-        int r = -ENOKEY;
-
-        if (vh->cfg.wg_interface[0]) {
-                if (wg_device_get(vh->cfg.wg_interface, &d) == 0 && d->has_public_key) {
-                        memcpy(pub, d->public_key, sizeof(pub));
-                        r = 0;
-                }
-                wg_device_free(d);
-        } else if (vh->cfg.mesh_state_dir[0] &&
-                   snprintf(path, sizeof(path), "%s/wg.key", vh->cfg.mesh_state_dir) <
-                       (int)sizeof(path) &&
-                   wg_key_load(path, priv) == 0) {
-                wg_key_public_from_private(pub, priv);
-                sodium_memzero(priv, sizeof(priv));
-                r = 0;
-        }
-        if (r < 0)
-                return r;
-        wg_key_to_base64(b64, pub);
-        memcpy(ret, b64, WG_KEY_B64_LEN + 1);
-        return 0;
+        return vmh_wg_public_key(vh, ret);
 }
 
 int pin_gate_check(struct vmhost *vh, const char *vm_id, const struct pin *pin, bool pin_bad,

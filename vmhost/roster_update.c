@@ -14,6 +14,7 @@
 
 #include "common/log.h"
 #include "common/mesh.h"
+#include "vmhost/helper.h"
 #include "vmhost/vmhost.h"
 
 static char *roster_state_path(struct vmhost *vh)
@@ -27,10 +28,10 @@ int roster_apply_wireguard(struct vmhost *vh, const struct roster *r)
 {
         if (!vh->cfg.wg_interface[0])
                 return 0;
-        return mesh_apply_roster(vh->cfg.wg_interface, r, vh->cfg.node_id);
+        return vmh_apply_peers(vh, r->version); /* the helper reads and checks the stored copy */
 }
 
-static int roster_genesis_key(struct vmhost *vh, uint8_t pk[32])
+int roster_genesis_key(const struct vmhost *vh, uint8_t pk[32])
 {
         const char *b64 = vh->cfg.genesis_public_key;
         size_t n = 0;

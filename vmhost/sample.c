@@ -1,7 +1,12 @@
 /* Node figures from /proc: CPU utilisation from /proc/stat counter deltas, RAM from
- * /proc/meminfo's MemAvailable (the kernel's estimate of what can be allocated without swap). */
+ * /proc/meminfo's MemAvailable (the kernel's estimate of what can be allocated without swap);
+ * the room for VM disks from statvfs of their directory, less what the sparse disks in it may
+ * still take (their size beyond the blocks they hold), as RAM counts defined guests. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -95,4 +100,39 @@ int sample_read_mem(struct mem_sample *ret)
         int r = sample_read_file("/proc/meminfo", buf, sizeof(buf));
 
         return r < 0 ? r : sample_parse_meminfo(buf, ret);
+}
+
+/* What the sparse files in dir may still take: size beyond the blocks each holds. */
+static uint64_t sample_sparse_rest(const char *dir)
+{
+        DIR *d = opendir(dir);
+        struct dirent *e;
+        uint64_t rest = 0;
+
+        if (!d)
+                return 0;
+        while ((e = readdir(d))) {
+                struct stat st;
+
+                if (e->d_name[0] == '.' || fstatat(dirfd(d), e->d_name, &st, 0) < 0 ||
+                    !S_ISREG(st.st_mode))
+                        continue;
+                if ((uint64_t)st.st_size > (uint64_t)st.st_blocks * 512)
+                        rest += (uint64_t)st.st_size - (uint64_t)st.st_blocks * 512;
+        }
+        closedir(d);
+        return rest;
+}
+
+int sample_read_disk(const char *dir, const char *fallback, uint64_t *ret_free_mib)
+{
+        struct statvfs v;
+        uint64_t free_bytes, rest;
+
+        if (statvfs(dir, &v) < 0 && statvfs(fallback, &v) < 0)
+                return -errno;
+        free_bytes = (uint64_t)v.f_bavail * v.f_frsize;
+        rest = sample_sparse_rest(dir);
+        *ret_free_mib = free_bytes > rest ? (free_bytes - rest) >> 20 : 0;
+        return 0;
 }

@@ -15,45 +15,6 @@
 
 #define VM_META_MAX_BYTES 8192
 
-static bool vm_chars_valid(const char *s, size_t max, const char *extra)
-{
-        size_t n = strlen(s);
-
-        if (n == 0 || n > max || s[0] == '-' || s[0] == '.')
-                return false;
-        for (size_t i = 0; i < n; i++) {
-                char c = s[i];
-
-                if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
-                      strchr(extra, c)))
-                        return false;
-        }
-        return true;
-}
-
-bool vm_id_valid(const char *id)
-{
-        return vm_chars_valid(id, VM_ID_MAX, "");
-}
-
-bool image_name_valid(const char *s)
-{
-        return vm_chars_valid(s, IMAGE_NAME_MAX, "._") && !strstr(s, "..");
-}
-
-/* An entity is a display name: any UTF-8 without control characters. */
-bool vm_entity_valid(const char *s)
-{
-        size_t n = strlen(s);
-
-        if (n == 0 || n > VM_ENTITY_MAX)
-                return false;
-        for (size_t i = 0; i < n; i++)
-                if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-                        return false;
-        return xmlCheckUTF8((const xmlChar *)s) != 0;
-}
-
 static int vm_meta_put(char **buf, size_t *len, size_t *cap, const char *name, const char *val)
 {
         size_t need = strlen(name) + 6 * strlen(val) + 8;
@@ -166,8 +127,9 @@ static int vm_meta_attr(struct vm_meta *m, const char *name, const char *val)
                 return vm_meta_copy(m->image, sizeof(m->image), val);
         if (strcmp(name, "vault-id") == 0)
                 return vm_meta_copy(m->vault_id, sizeof(m->vault_id), val);
-        if (strcmp(name, "lifecycle") == 0)
-                return vm_lifecycle_parse(val, &m->lifecycle);
+        if (strcmp(name, "lifecycle") == 0) /* retired is fleetd's word, never a node's */
+                return strcmp(val, "retired") == 0 ? -EINVAL
+                                                   : vm_lifecycle_parse(val, &m->lifecycle);
         if (strcmp(name, "vault-key") == 0) {
                 m->has_vault_key = true;
                 return sodium_base642bin(m->vault_key, sizeof(m->vault_key), val, strlen(val), NULL,
@@ -209,8 +171,8 @@ static int vm_meta_walk(xmlNode *root, struct vm_meta *m)
                 if (r < 0)
                         return r;
         }
-        if (!node_id_valid(m->node_id) || !node_id_valid(m->fleet_id) ||
-            !vm_entity_valid(m->entity))
+        if (!ident_valid(IDENT_NODE, m->node_id) || !ident_valid(IDENT_NODE, m->fleet_id) ||
+            !ident_valid(IDENT_ENTITY, m->entity))
                 return -EINVAL;
         return 0;
 }

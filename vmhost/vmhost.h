@@ -15,16 +15,17 @@
 
 #include "common/config.h"
 #include "common/heartbeat.h"
+#include "common/ident.h"
 #include "common/image_transfer.h"
 #include "common/vm_lifecycle.h"
 #include "common/pin.h"
 #include "common/roster.h"
 #include "common/sth.h"
 
-#define VM_ID_MAX           63
-#define VM_ENTITY_MAX       128
-#define IMAGE_NAME_MAX      63
-#define REQUEST_ID_MAX      64
+#define VM_ID_MAX           IDENT_VM_MAX
+#define VM_ENTITY_MAX       IDENT_ENTITY_MAX
+#define IMAGE_NAME_MAX      IDENT_IMAGE_MAX
+#define REQUEST_ID_MAX      IDENT_REQUEST_MAX
 #define VMHOST_XMLNS        "https://totebox.example/xmlns/vm/1"
 #define VMHOST_XMLNS_PREFIX "totebox"
 #define AGENT_CHANNEL_NAME  "org.totebox.agent.0"
@@ -75,6 +76,9 @@ int sample_parse_meminfo(const char *buf, struct mem_sample *ret);
 double sample_cpu_percent(const struct cpu_sample *prev, const struct cpu_sample *cur);
 int sample_read_cpu(struct cpu_sample *ret);
 int sample_read_mem(struct mem_sample *ret);
+/* The room for VM disks in dir (fallback when dir is not made yet), in MiB: free space for
+ * unprivileged use less what the sparse files in dir may still take. */
+int sample_read_disk(const char *dir, const char *fallback, uint64_t *ret_free_mib);
 
 /* heartbeat_sender.c */
 struct heartbeat_sender {
@@ -121,9 +125,6 @@ struct vm_meta {
 char *vm_meta_format(const struct vm_meta *m);
 /* Strict: unknown attributes, bad ids or keys are errors. ret untouched on failure. */
 int vm_meta_parse(const char *xml, size_t len, struct vm_meta *ret);
-bool vm_id_valid(const char *id);
-bool vm_entity_valid(const char *s);
-bool image_name_valid(const char *s);
 
 /* domain_xml.c: the domain XML, every value escaped. */
 struct image_info; /* images.h */
@@ -269,7 +270,8 @@ struct vmhost {
         uint64_t committed_mib;
         uint32_t vm_count;
         uint64_t cache_creations; /* the creation counter read before the listing above */
-        /* the creation counter (creations.c): written by creation requests under ops_lock */
+        /* the creation counter (creations.c): written by creations, starts and resumes under
+         * ops_lock */
         atomic_uint_fast64_t creations;
         bool creations_loaded;
         /* agent channels, under state_lock */
@@ -277,6 +279,11 @@ struct vmhost {
         int chan_timer;
         struct roster *roster; /* the accepted roster, under state_lock */
         void *http;            /* struct MHD_Daemon * */
+        /* the privileged helper (helper.c): WireGuard; one call at a time */
+        bool helper_up;
+        int helper_fd;
+        pid_t helper_pid;
+        pthread_mutex_t helper_lock;
 };
 
 /* virt.c: the libvirt connection and its event loop. */
@@ -296,7 +303,7 @@ const char *virt_resolve_type(const char *configured);
 /* creations.c: the node's durable creation counter */
 /* Loads the counter and increases it once (a restart counts as a creation); before any refresh. */
 int creations_start(struct vmhost *vh);
-/* Increases it after a creation request, durably; with ops_lock held. */
+/* Increases it after a creation request, a start or a resume, durably; with ops_lock held. */
 int creations_bump(struct vmhost *vh, uint64_t *ret);
 uint64_t creations_current(struct vmhost *vh);
 
@@ -408,6 +415,8 @@ int roster_update_apply(struct vmhost *vh, const char *body, size_t len, json_t 
                         struct vm_problem *p);
 /* The WireGuard side: applies r's peers to cfg.wg_interface (a no-op when empty). */
 int roster_apply_wireguard(struct vmhost *vh, const struct roster *r);
+/* The genesis public key: the config's, else the mesh state's genesis.pub; -ENOKEY. */
+int roster_genesis_key(const struct vmhost *vh, uint8_t pk[32]);
 bool roster_update_allowed(struct vmhost *vh, const char *addr);
 /* True when addr is the mesh address of a node of the current roster. */
 bool roster_member_address(struct vmhost *vh, const char *addr);

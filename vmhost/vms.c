@@ -51,12 +51,16 @@ int vm_create_req_parse(const char *body, size_t len, struct vm_create_req *ret,
                 json_input_fail(&err, "the body must be a JSON object");
         r = r ?: json_input_check_keys(o, fields, &err);
         r = r
-                ?: json_input_copy_string(o, "request_id", true, q.request_id, sizeof(q.request_id),
-                                          &err);
-        r = r ?: json_input_copy_string(o, "vm_id", true, q.vm_id, sizeof(q.vm_id), &err);
-        r = r ?: json_input_copy_string(o, "entity", true, q.entity, sizeof(q.entity), &err);
-        r = r ?: json_input_copy_string(o, "image", true, q.image, sizeof(q.image), &err);
-        r = r ?: json_input_copy_string(o, "fleet_id", false, q.fleet_id, sizeof(q.fleet_id), &err);
+                ?: json_input_copy_id(o, "request_id", true, IDENT_REQUEST, q.request_id,
+                                      sizeof(q.request_id), &err);
+        r = r ?: json_input_copy_id(o, "vm_id", true, IDENT_VM, q.vm_id, sizeof(q.vm_id), &err);
+        r = r
+                ?: json_input_copy_id(o, "entity", true, IDENT_ENTITY, q.entity, sizeof(q.entity),
+                                      &err);
+        r = r ?: json_input_copy_id(o, "image", true, IDENT_IMAGE, q.image, sizeof(q.image), &err);
+        r = r
+                ?: json_input_copy_id(o, "fleet_id", false, IDENT_NODE, q.fleet_id,
+                                      sizeof(q.fleet_id), &err);
         r = r ?: json_input_get_uint(o, "memory_mib", true, 64, 1048576, &q.memory_mib, &err);
         r = r ?: json_input_get_uint(o, "vcpus", true, 1, 64, &q.vcpus, &err);
         r = r
@@ -69,11 +73,6 @@ int vm_create_req_parse(const char *body, size_t len, struct vm_create_req *ret,
         json_decref(o);
         if (r < 0)
                 return vms_problem(p, 400, "bad-request", "%s", err.text);
-        if (!vm_id_valid(q.vm_id) || !vm_entity_valid(q.entity) || !image_name_valid(q.image) ||
-            (q.fleet_id[0] && !node_id_valid(q.fleet_id)) || !q.request_id[0])
-                return vms_problem(p, 400, "bad-request",
-                                   "vm_id, fleet_id ([a-z0-9-]), image, entity (no control "
-                                   "characters) or request_id is not valid");
         *ret = q;
         return 0;
 }
@@ -266,9 +265,10 @@ static int vms_create_locked(struct vmhost *vh, virConnectPtr c, const struct vm
         return r;
 }
 
-/* Every creation request increases the node's creation counter once it is done, whatever it
- * did (a failed start leaves a defined domain behind); an acknowledgement carries the value, and
- * is refused when it cannot be stored (docs/contracts.md). */
+/* Every creation request (and every start or resume) increases the node's creation counter once
+ * it is done, whatever it did (a failed start leaves a defined domain behind); an
+ * acknowledgement carries the value, and is refused when it cannot be stored
+ * (docs/contracts.md). */
 static int vms_create_count(struct vmhost *vh, int r, json_t **ret_vm, struct vm_problem *p)
 {
         uint64_t n;
@@ -334,9 +334,12 @@ static int vms_refuse_start(struct vmhost *vh, const char *id, const struct vm_m
         case REFUSE_ARCHIVED:
                 return vms_problem(p, 409, "archived", "VM '%s' is archived and never starts again",
                                    id);
-        default:
-                return vms_problem(p, 409, "wrong-state", "VM '%s' cannot start", id);
+        case REFUSE_INSUFFICIENT_MEMORY:
+        case REFUSE_WRONG_STATE:
+        case REFUSE_NOT_TOTEBOX:
+                break;
         }
+        return vms_problem(p, 409, "wrong-state", "VM '%s' cannot start", id);
 }
 
 static int vms_do_start(struct vmhost *vh, virDomainPtr dom, struct vm_meta *m,
@@ -475,6 +478,14 @@ void vms_archive_timers(struct vmhost *vh)
         pthread_mutex_unlock(&vh->ops_lock);
 }
 
+/* A start path (start, resume): like a creation it increases the creation counter once done, and
+ * its answer carries the value, so that fleetd holds the VM's memory until figures at that
+ * counter count it (docs/contracts.md section 1). */
+static bool vms_verb_starts(const char *verb)
+{
+        return strcmp(verb, "start") == 0 || strcmp(verb, "resume") == 0;
+}
+
 static int vms_dispatch(struct vmhost *vh, virDomainPtr dom, struct vm_meta *m, const char *verb,
                         struct vm_problem *p)
 {
@@ -498,7 +509,7 @@ int vms_action(struct vmhost *vh, const char *id, const char *verb, json_t **ret
         if (!c)
                 return vms_problem(p, 503, "libvirt-unavailable", "no libvirt connection");
         pthread_mutex_lock(&vh->ops_lock);
-        dom = vm_id_valid(id) ? virDomainLookupByName(c, id) : NULL;
+        dom = ident_valid(IDENT_VM, id) ? virDomainLookupByName(c, id) : NULL;
         if (!dom || inventory_vm_meta(dom, &m) < 0)
                 r = vms_problem(p, 404, "not-found", "no Totebox VM '%s' on node '%s'", id,
                                 vh->cfg.node_id);
@@ -507,6 +518,8 @@ int vms_action(struct vmhost *vh, const char *id, const char *verb, json_t **ret
                 virt_touch(vh);
                 *ret_vm = vms_vm_json(vh, dom, &m);
         }
+        if (dom && vms_verb_starts(verb))
+                r = vms_create_count(vh, r, ret_vm, p);
         pthread_mutex_unlock(&vh->ops_lock);
         if (dom)
                 virDomainFree(dom);

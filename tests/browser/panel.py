@@ -37,6 +37,10 @@ CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-
                   "--disable-component-update", "--disable-sync", "--window-size=1280,900"]
 
 
+# The panel's one date format (panel/app.js fmtTime).
+TIME_RE = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"
+
+
 class StepFailed(AssertionError):
     pass
 
@@ -175,9 +179,14 @@ class Browser:
 
 def run_panel(url, token, image, settle, tamper, entity="acme"):
     """Every step of the panel test; returns (vm_id, node_id)."""
+    return _in_browser(_steps, url, token, image, entity, settle, tamper)
+
+
+def _in_browser(steps, *args):
+    """Runs steps(browser, *args) in a fresh Chromium; logs the console; ends the browser."""
     b = Browser()
     try:
-        return _steps(b, url, token, image, entity, settle, tamper)
+        return steps(b, *args)
     finally:
         for entry in b.driver.get_log("browser"):
             b.log("browser console: %s" % entry.get("message"))
@@ -206,7 +215,7 @@ def _steps(b, url, token, image, entity, settle, tamper):
             row = "#nodes tr[data-node=%s]" % nid
             c = b.until(lambda: (lambda c: len(c) > 6 and c[2] == "alive" and c)(b.cells(row)),
                         20, "node %s alive" % nid)
-            check(re.match(r"^\d+\.\d % of \d+$", c[3]), "%s CPU shown (%s)" % (nid, c[3]))
+            check(re.match(r"^\d+ % of \d+ CPUs$", c[3]), "%s CPU shown (%s)" % (nid, c[3]))
             check(re.match(r"^\d+ MiB of \d+ MiB$", c[4]), "%s RAM shown (%s)" % (nid, c[4]))
             check(c[6].endswith("ago"), "%s heartbeat age shown (%s)" % (nid, c[6]))
         n3 = b.cells("#nodes tr[data-node=n3]")
@@ -250,7 +259,7 @@ def _steps(b, url, token, image, entity, settle, tamper):
         m = re.search(r"Chosen node: (n[12])\b", summary)
         check(m, "a chosen node in the summary (%s)" % summary)
         state["node"] = m.group(1)
-        check("expires" in summary and re.search(r"\d{4}-\d\d-\d\dT", summary),
+        check("expires" in summary and re.search(TIME_RE, summary),
               "the expiry (%s)" % summary)
         check(b.count("#candidates tbody tr") == 4, "every node is a candidate")
         chosen = b.cells("#candidates tr[data-candidate=%s]" % state["node"])
@@ -274,7 +283,7 @@ def _steps(b, url, token, image, entity, settle, tamper):
         vm = b.attr("#vms tbody tr", "data-vm")
         check(vm and vm.startswith("tbx-%s-" % entity), "the VM id (%s)" % vm)
         state["vm"] = vm
-        b.until(lambda: (lambda c: len(c) > 3 and c[3].startswith("active")
+        b.until(lambda: (lambda c: len(c) > 4 and c[3] == "active" and c[4] != "being created"
                          and c[2] == state["node"])(b.cells("#vms tbody tr")),
                 90, "the VM to become active on the chosen node")
         check("vm.confirmed" in b.text("#audit tbody"), "the confirmation is in the audit record")
@@ -283,7 +292,7 @@ def _steps(b, url, token, image, entity, settle, tamper):
         return '#vms tr[data-vm="%s"]' % state["vm"]
 
     def integrity_ok():
-        b.until(lambda: (lambda c: len(c) > 5 and c[5] == "ok" and "running" in c[3])(
+        b.until(lambda: (lambda c: len(c) > 5 and c[5] == "ok" and "running" in c[4])(
             b.cells(row())), 120, "the agent's first report (integrity ok)")
         b.until(lambda: "integrity: ok" in b.text("#fleet-health"), 10, "a green badge")
         check(re.search(r"\bok\b", b.attr("#fleet-health", "class")), "badge is green")
@@ -293,7 +302,7 @@ def _steps(b, url, token, image, entity, settle, tamper):
         check(b.count(row() + " button[data-action=resume]") == 0, "no resume on an active VM")
         before = len(b.dialogs)
         b.click(row() + " button[data-action=verify]")
-        b.until(lambda: re.search(r"verified .*\(request, ", b.text(row() + " .verification")),
+        b.until(lambda: re.search(r"UTC \(request, ", b.text(row() + " .verification")),
                 60, "the requested verification's result on the VM")
         check(len(b.dialogs) == before,
               "verify asked nothing and showed no error (%s)" % b.dialogs[before:])
@@ -302,7 +311,7 @@ def _steps(b, url, token, image, entity, settle, tamper):
 
     def suspended():
         b.click(row() + " button[data-action=suspend]")
-        b.until(lambda: (lambda c: len(c) > 4 and c[4] == "suspended" and "saved" in c[3])(
+        b.until(lambda: (lambda c: len(c) > 4 and c[3] == "suspended" and "saved" in c[4])(
             b.cells(row())), 60, "the VM to be suspended (managed save)")
         check(any(d.startswith("confirm: suspend %s" % state["vm"]) for d in b.dialogs),
               "the action asked for confirmation (%s)" % b.dialogs)
@@ -314,7 +323,7 @@ def _steps(b, url, token, image, entity, settle, tamper):
                 and b.cells("#nodes tr[data-node=%s]" % state["node"])[2] == "alive", 30,
                 "the node back after its vmhost restarted")
         b.click(resume)
-        b.until(lambda: (lambda c: c[4] == "active" and "running" in c[3])(b.cells(row())), 60,
+        b.until(lambda: (lambda c: c[3] == "active" and "running" in c[4])(b.cells(row())), 60,
                 "the VM resumed (running, active)")
 
     def mismatch():
@@ -355,3 +364,133 @@ def _steps(b, url, token, image, entity, settle, tamper):
     b.step("09-mismatch", mismatch)
     b.log("all steps passed (VM %s on %s)" % (state["vm"], state["node"]))
     return state["vm"], state["node"]
+
+
+def run_panel_views(url, token, vms, break_chain):
+    """The views an operator reads, against a fleet the caller prepared (fake nodes, no guests):
+    the nodes' CPU and RAM charts of the last hour, the VMs' lifecycle and state as two fields
+    and only the actions their state allows, the audit record with its actor, one date format,
+    readable details and the chain's status (then broken by the caller: break_chain()), and
+    Escape closing each dialog. vms: {"active", "suspended", "archived", "failed"} -> VM id."""
+    _in_browser(_views, url, token, vms, break_chain)
+
+
+def _views(b, url, token, vms, break_chain):
+    def row(kind):
+        return '#vms tr[data-vm="%s"]' % vms[kind]
+
+    def login():
+        b.driver.get(url)
+        b.wait_visible("#login-form")
+        b.fill("#token", token)
+        b.click("#login-form button[type=submit]")
+        b.wait_visible("#main-view")
+        b.until(lambda: b.count("#vms tbody tr") == len(vms), 10, "every VM listed")
+        c = b.until(lambda: (lambda c: len(c) > 6 and c[2] == "alive" and c)(
+            b.cells("#nodes tr[data-node=n1]")), 10, "n1 alive")
+        check(re.match(r"^\d+ % of 4 CPUs$", c[3]), "CPU rounded (%s)" % c[3])
+
+    def node_history():
+        check(not b.visible("#node-detail"), "the history starts closed")
+        b.click('#nodes button[data-history="n1"]')
+        b.wait_visible("#node-detail")
+        b.until(lambda: b.count("#node-charts svg.chart") == 2, 10, "two charts")
+        check("Node n1" in b.text("#node-title"), "the node named (%s)" % b.text("#node-title"))
+        for sel in ("#node-charts svg.chart polyline.cpu", "#node-charts svg.chart polyline.used",
+                    "#node-charts svg.chart polyline.committed"):
+            pts = b.attr(sel, "points").split()
+            check(len(pts) >= 8, "%s has the samples (%d points)" % (sel, len(pts)))
+            xs = [float(p.split(",")[0]) for p in pts]
+            check(xs == sorted(xs) and xs[-1] > 300, "%s runs left to right up to now" % sel)
+        caps = b.text("#node-charts")
+        check(re.search(r"CPU: now \d+ %, peak \d+ %", caps), "the CPU caption (%s)" % caps)
+        check(re.search(r"in use [\d.]+ GiB of 16\.0 GiB", caps), "the RAM caption (%s)" % caps)
+        check(re.search(r"samples, one per heartbeat, since " + TIME_RE, caps), "the span")
+        check(b.driver.execute_script("return document.querySelectorAll('script').length") == 1,
+              "no script but the panel's own")
+
+    def history_escape():
+        b.press(Keys.ESCAPE)
+        b.wait_visible("#node-detail", visible=False)
+        b.press(Keys.F9)
+        b.wait_visible("#create")
+        b.press(Keys.ESCAPE)
+        b.wait_visible("#create", visible=False)
+
+    def snapshot(sel):
+        """The rows of a table read in one go (the panel re-renders every two seconds): each
+        row's cell texts, cell classes, actions and computed colours."""
+        return b.driver.execute_script("""
+            return [...document.querySelectorAll(arguments[0])].map((r) => ({
+              vm: r.dataset.vm, kind: r.dataset.kind,
+              cells: [...r.cells].map((c) => c.innerText),
+              classes: [...r.cells].map((c) => c.className),
+              colours: [...r.cells].map((c) => getComputedStyle(c).color),
+              actions: [...r.querySelectorAll('button[data-action]')].map((e) => e.dataset.action)}));
+        """, sel)
+
+    def vm_fields():
+        heads = [th.text for th in b.all("#vms thead th")]
+        check(heads[3:5] == ["Lifecycle", "State"], "two fields (%s)" % heads)
+        want = {"active": ("active", "running", "run-ok", ["suspend", "verify", "archive"]),
+                "suspended": ("suspended", "saved to disk", "run-quiet", ["resume", "archive"]),
+                "archived": ("archived", "shut off", "run-quiet", []),
+                "failed": ("—", "creation failed", "run-bad", [])}
+
+        def rows_ready():
+            rows = {r["vm"]: r for r in snapshot("#vms tbody tr")}
+            return all(vms[k] in rows and rows[vms[k]]["cells"][4].startswith(w[1])
+                       for k, w in want.items()) and "UTC" in rows.get(vms["active"], {
+                           "cells": [""] * 7})["cells"][6] and rows
+        rows = b.until(rows_ready, 30, "every VM's state")
+        for kind, (lc, st, cls, actions) in want.items():
+            r = rows[vms[kind]]
+            check(r["cells"][3] == lc, "%s: lifecycle %s (%s)" % (kind, lc, r["cells"]))
+            check(cls in r["classes"][4], "%s: state styled %s (%s)" % (kind, cls, r["classes"]))
+            check(r["actions"] == actions, "%s: actions %s (shown: %s)" % (kind, actions, r["actions"]))
+        last = rows[vms["active"]]["cells"][6]
+        check(re.fullmatch(TIME_RE + r" \(schedule, 40 ms, 3 records, 0 mismatches\)", last),
+              "the last verification in words (%s)" % last)
+        check(rows[vms["archived"]]["cells"][6] == "never", "never verified")
+        colour = rows[vms["archived"]]["colours"][4]
+        check(colour != "rgb(30, 107, 53)", "an archived VM's state is not green (%s)" % colour)
+        check(rows[vms["active"]]["colours"][4] == "rgb(30, 107, 53)", "a running active VM is green")
+
+    def audit():
+        heads = [th.text for th in b.all("#audit thead th")]
+        check(heads == ["#", "Time", "Actor", "Event", "Subject", "Details"], "columns %s" % heads)
+        b.until(lambda: "chain intact" in b.text("#audit-chain"), 20, "the chain's status")
+        check(re.match("Checked " + TIME_RE, b.text("#audit-chain")), "when it was checked")
+        # the fake nodes witness nothing: amber ("behind"), never red while the chain holds
+        check("bad" not in b.attr("#audit-chain", "class"), "chain status not red")
+        rows = b.until(lambda: (lambda r: len(r) >= 8 and r)(snapshot("#audit tbody tr")), 10,
+                       "the record")
+        for r in rows:
+            c = r["cells"]
+            check(re.fullmatch(TIME_RE, c[1]), "one date format (%s)" % c[1])
+            check("{" not in c[5] and '":' not in c[5], "details in words, not JSON (%s)" % c[5])
+            check(c[2] not in ("", "—"), "an actor on every entry (%s)" % c)
+        by_kind = {r["kind"]: r["cells"] for r in reversed(rows)}  # the first of each kind
+        conf = by_kind["vm.confirmed"]
+        check(conf[2] == "tester", "the operator's token named as actor (%s)" % conf)
+        state = by_kind["node.state"]
+        check(state[2] == "fleetd" and "unseen → alive" in state[5], "a state change in words (%s)" % state)
+        tok = by_kind["token.created"]
+        check(tok[2] == "fleetctl (on the controller)", "fleetctl as actor (%s)" % tok)
+
+    def chain_broken():
+        break_chain()
+        b.until(lambda: "CHAIN BROKEN" in b.text("#audit-chain"), 30, "the broken chain shown")
+        check("bad" in b.attr("#audit-chain", "class"), "chain status red")
+        check("entry 2" in b.text("#audit-chain"), "the broken entry named (%s)" % b.text("#audit-chain"))
+        b.until(lambda: "broken" in (b.attr("#audit tr[data-seq='2']", "class") or ""), 10,
+                "the broken entry marked in the record")
+        b.until(lambda: "AUDIT CHAIN BROKEN" in b.text("#fleet-health"), 10, "the fleet badge")
+        check(re.search(r"\bbad\b", b.attr("#fleet-health", "class")), "the badge is red")
+
+    b.step("p01-login", login)
+    b.step("p02-node-history", node_history)
+    b.step("p03-escape-closes", history_escape)
+    b.step("p04-vm-fields-actions", vm_fields)
+    b.step("p05-audit", audit)
+    b.step("p06-chain-broken", chain_broken)

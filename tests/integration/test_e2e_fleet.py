@@ -88,11 +88,17 @@ def test_back_to_back_confirms_never_oversubscribe(fleet):
     # both quotes were made before any confirmation: both pick the node with the most RAM
     assert plan_a["node_id"] == plan_b["node_id"]
     chosen = plan_a["node_id"]
+    # the default policy (placement_prefer_roles) puts the on-premises nodes (node, relay)
+    # before the cloud node; among them the most available RAM wins
     fits = [c for c in plan_a["candidates"] if c["verdict"] == "fits"]
-    assert max(fits, key=lambda c: c["available_mib"])["available_mib"] == \
+    onprem = [c for c in fits if c["role"] in ("node", "relay")] or fits
+    assert {c["node_id"]: c for c in fits}[chosen]["role"] in ("node", "relay")
+    assert max(onprem, key=lambda c: c["available_mib"])["available_mib"] == \
         {c["node_id"]: c for c in fits}[chosen]["available_mib"]
-    st, vm_a = fleet.confirm(plan_a["id"])
-    assert st in (200, 201), vm_a
+    # confirm answers 202: the operation that follows the creation on the node
+    st, op_a = fleet.confirm(plan_a["id"])
+    assert st == 202 and op_a["kind"] == "create", op_a
+    vm_a = fleet.vm(op_a["vm_id"])
     # confirming the second plan re-checks it: the node no longer fits, nothing is created
     st, problem = fleet.confirm(plan_b["id"])
     assert st == 409, problem
@@ -104,13 +110,16 @@ def test_back_to_back_confirms_never_oversubscribe(fleet):
     assert plan_b2["node_id"] != chosen
     refused = {c["node_id"]: c for c in plan_b2["candidates"]}[chosen]
     assert refused["verdict"] == "refused" and refused["reason"], refused
-    st, vm_b = fleet.confirm(plan_b2["id"])
-    assert st in (200, 201), vm_b
-    # confirm is idempotent: the same VM again
+    st, op_b = fleet.confirm(plan_b2["id"])
+    assert st == 202, op_b
+    vm_b = fleet.vm(op_b["vm_id"])
+    # confirm is idempotent: the same operation (and VM) again
     st, again = fleet.confirm(plan_b2["id"])
-    assert st in (200, 201) and again["id"] == vm_b["id"]
-    for vm in (vm_a, vm_b):
-        vm_when(fleet, vm["id"], lambda v: v["status"] == "active", 300, f"{vm['id']} active")
+    assert st == 202 and again["id"] == op_b["id"] and again["vm_id"] == vm_b["id"]
+    for op in (op_a, op_b):  # the operations end when the nodes hold the VMs
+        done = wait(lambda op=op: (lambda d: d if d["state"] != "running" else None)(
+            fleet.api("GET", "/v1/operations/" + op["id"])), 300, f"operation {op['id']}")
+        assert done["state"] == "succeeded" and done["result"]["status"] == "active", done
     STATE["a"], STATE["b"] = fleet.vm(vm_a["id"]), fleet.vm(vm_b["id"])
     assert STATE["a"]["node_id"] == chosen and STATE["b"]["node_id"] == plan_b2["node_id"]
 

@@ -5,6 +5,7 @@ figures, validates the REST output against schemas/, and checks that bad heartbe
 oversized, unknown address, wrong node id, replayed) are dropped without harm.
 """
 import json
+import os
 import re
 import socket
 import subprocess
@@ -98,6 +99,10 @@ def test_node_appears_with_live_figures(fleet):
 def test_heartbeat_output_matches_schema(fleet, tmp_path):
     """Capture a real heartbeat datagram from vmhost and validate it."""
     port = free_port(socket.SOCK_DGRAM)
+    # a sparse 1 GiB disk in the VM directory: the room for VM disks counts what it may still take
+    os.makedirs(tmp_path / "vms")
+    with open(tmp_path / "vms" / "sparse.raw", "wb") as f:
+        f.truncate(1 << 30)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", port))
         s.settimeout(5)
@@ -114,6 +119,9 @@ def test_heartbeat_output_matches_schema(fleet, tmp_path):
             out.wait()
     assert len(data) <= 1200
     validate(json.loads(data), "heartbeat.schema.json")
+    v = os.statvfs(tmp_path / "vms")
+    free_mib = v.f_bavail * v.f_frsize // (1 << 20)
+    assert abs(json.loads(data)["disk_free_mib"] - (free_mib - 1024)) < 256, (data, free_mib)
     boot = json.loads(data)["boot"]  # vmhost names its run with a random boot id
     assert len(boot) == 16 and int(boot, 16) >= 0
 

@@ -110,11 +110,13 @@ def test_plan_confirm_and_schemas():
         assert {c["node_id"] for c in plan["candidates"]} == {"ctl", "n1", "n2", "n3"}
         st, plan_again = f.json("GET", "/v1/plans/" + plan["id"], expect=200)
         assert plan_again["state"] == "open"
-        st, vm = f.json("POST", "/v1/plans/%s/confirm" % plan["id"], expect=201)
+        st, op = f.json("POST", "/v1/plans/%s/confirm" % plan["id"], expect=202)
+        schema("operation.schema.json").validate(op)
+        st, vm = f.json("GET", "/v1/vms/" + op["vm_id"], expect=200)
         schema("vm-resource.schema.json").validate(vm)
         assert vm["status"] == "creating" and vm["node_id"] == "n2"
-        st, vm2 = f.json("POST", "/v1/plans/%s/confirm" % plan["id"], expect=200)
-        assert vm2["id"] == vm["id"]
+        st, op2 = f.json("POST", "/v1/plans/%s/confirm" % plan["id"], expect=202)
+        assert op2["id"] == op["id"] and op2["vm_id"] == vm["id"]
         st, vms = f.json("GET", "/v1/vms", expect=200)
         assert [v["id"] for v in vms["vms"]] == [vm["id"]]
         f.json("DELETE", "/v1/plans/" + plan["id"], expect=409)
@@ -144,7 +146,7 @@ def test_back_to_back_confirms_never_oversubscribe():
         f.wait(lambda: f.node("n1")["state"] == "alive")
         _, a = f.json("POST", "/v1/plans", plan_body("alpha", 3000), expect=201)
         _, b = f.json("POST", "/v1/plans", plan_body("beta", 3000), expect=201)
-        f.json("POST", "/v1/plans/%s/confirm" % a["id"], expect=201)
+        f.json("POST", "/v1/plans/%s/confirm" % a["id"], expect=202)
         st, doc = f.json("POST", "/v1/plans/%s/confirm" % b["id"], expect=409)
         assert doc["type"].endswith("/plan-stale")
 
@@ -162,7 +164,7 @@ def test_health_metrics_openapi(fleet):
                  "totebox_fleetd_http_request_duration_seconds"):
         assert "# TYPE " + name in text
     for line in text.splitlines():
-        assert line.startswith("#") or re.match(r'^[a-z_]+(\{[a-z_]+="[^"]*"\})? [0-9.e+-]+$', line), line
+        assert line.startswith("#") or re.match(r'^[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? [0-9.e+-]+$', line), line
     st, headers, body = fleet.request("GET", "/v1/openapi.json", token="")
     assert st == 200
     doc = json.loads(body)
@@ -231,7 +233,7 @@ ROUTES = [("GET", "/v1/nodes"), ("GET", "/v1/nodes/n1"), ("GET", "/v1/vms"), ("G
 
 def check_problem(st, h, body, expect=None):
     assert st < 500, (st, body)
-    assert re.match(r"^[A-Za-z0-9_-]{1,39}$", h.get("x-request-id", "")), h
+    assert re.match(r"^[A-Za-z0-9_-]{1,64}$", h.get("x-request-id", "")), h
     if expect is not None:
         assert st == expect, (st, body)
     if st >= 400:
@@ -323,6 +325,21 @@ def test_bad_plan_bodies(fleet):
     check_problem(st, h, body, 415)
 
 
+def test_plan_refuses_ids_a_node_would_refuse(fleet):
+    # common/ident.h is the one rule: an image name or entity a vmhost would refuse at dispatch
+    # is refused here, at plan time, with the rule in the problem, and no plan is made.
+    _, before = fleet.json("GET", "/v1/plans")
+    for field, value in (("image", "Ubuntu"), ("image", "_base"), ("image", "a" * 64),
+                         ("image", ".hidden"), ("entity", "Acme Ltd"), ("entity", "acme-")):
+        st, h, body = fleet.request("POST", "/v1/plans",
+                                    raw=json.dumps(dict(plan_body(), **{field: value})).encode())
+        check_problem(st, h, body, 422)
+        detail = json.loads(body)["detail"]
+        assert "field '%s'" % field in detail and "^[a-z0-9]" in detail, detail
+    _, after = fleet.json("GET", "/v1/plans")
+    assert after == before
+
+
 def test_bad_queries(fleet):
     for q in ("limit=abc", "limit=0", "limit=1001", "limit=-1", "after=x", "after=99999999999999999999",
               "kind=DROP%20TABLE", "kind=" + "a" * 40):
@@ -361,7 +378,7 @@ def test_inventory_integrity_and_lifecycle_end_to_end():
         beat()
         f.wait(lambda: f.node("n1")["state"] == "alive")
         _, plan = f.json("POST", "/v1/plans", plan_body("acme", 1024), expect=201)
-        _, vm = f.json("POST", "/v1/plans/%s/confirm" % plan["id"], expect=201)
+        _, vm = f.confirm_vm(plan["id"])
         f.wait(lambda: f.json("GET", "/v1/vms/" + vm["id"])[1]["status"] == "active")
         beat()
         f.wait(lambda: f.node("n1")["reserved_mib"] == 0, what="reservation released")
@@ -386,10 +403,11 @@ def test_inventory_integrity_and_lifecycle_end_to_end():
         assert metric(text, "totebox_fleetd_integrity_mismatch_vms") == 1
         assert metric(text, "totebox_fleetd_integrity_mismatches_total") == 1
         # lifecycle through the node
-        _, v = f.json("POST", "/v1/vms/%s/suspend" % vm["id"], expect=200)
-        assert v["lifecycle"] == "suspended"
+        _, op = f.verb(vm["id"], "suspend", expect=202)
+        assert op["state"] == "succeeded" and op["result"]["lifecycle"] == "suspended", op
         f.json("POST", "/v1/vms/%s/suspend" % vm["id"], expect=409)
-        _, v = f.json("POST", "/v1/vms/%s/archive" % vm["id"], expect=200)
+        _, op = f.verb(vm["id"], "archive", expect=202)
+        assert op["result"]["lifecycle"] == "archived", op
         f.json("POST", "/v1/vms/%s/resume" % vm["id"], expect=409)
         _, p = f.json("POST", "/v1/vms/%s/verify" % vm["id"], expect=409)
         assert p["type"].endswith("/archived"), p

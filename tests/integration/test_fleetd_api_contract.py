@@ -246,7 +246,7 @@ def test_plans_list_vm_filters_and_etags(fleet):
     for e in ("p-one", "p-two", "p-three"):
         made.append(fleet.json("POST", "/v1/plans", json.loads(plan(e, 1024)), expect=201)[1])
     fleet.json("DELETE", "/v1/plans/" + made[1]["id"], expect=200)
-    _, vm = fleet.json("POST", "/v1/plans/%s/confirm" % made[2]["id"], expect=201)
+    _, vm = fleet.confirm_vm(made[2]["id"])
     _, lst = fleet.json("GET", "/v1/plans?limit=1000", expect=200)
     by_id = {p["id"]: p for p in lst["plans"]}
     assert [by_id[p["id"]]["state"] for p in made] == ["open", "dropped", "confirmed"]

@@ -70,7 +70,7 @@ def test_wedged_node_delays_only_itself():
         f.wait(lambda: f.node("n1")["state"] == "alive")
         _, plan_a = f.json("POST", "/v1/plans", dict(PLAN, entity="slow-e"), expect=201)
         assert plan_a["node_id"] == "n1"
-        _, vm_a = f.json("POST", "/v1/plans/%s/confirm" % plan_a["id"], expect=201)
+        _, vm_a = f.confirm_vm(plan_a["id"])
         seen["a_id"] = vm_a["id"]
         assert n1_called.wait(10), "the wedged node never got its creation"
         # the wedged node's call is in flight: now a creation for the healthy node
@@ -78,7 +78,7 @@ def test_wedged_node_delays_only_itself():
         f.wait(lambda: f.node("n2")["state"] == "alive")
         _, plan_b = f.json("POST", "/v1/plans", dict(PLAN, entity="fast-e"), expect=201)
         assert plan_b["node_id"] == "n2"
-        _, vm_b = f.json("POST", "/v1/plans/%s/confirm" % plan_b["id"], expect=201)
+        _, vm_b = f.confirm_vm(plan_b["id"])
         b = f.wait(lambda: (lambda v: v if v["status"] == "active" else None)(
             f.json("GET", "/v1/vms/" + vm_b["id"], expect=200)[1]), timeout=20,
             what="the healthy node's VM active")

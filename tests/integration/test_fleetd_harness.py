@@ -164,6 +164,31 @@ class Fleetd:
             assert st == expect, (st, doc)
         return st, doc
 
+    def confirm_vm(self, plan_id, expect=202):
+        """POST confirm: (202, the VM it records) -- the answer is the operation that follows
+        the VM's creation (Location /v1/operations/ID) -- or (status, problem)."""
+        st, doc = self.json("POST", "/v1/plans/%s/confirm" % plan_id, expect=expect)
+        if st != 202:
+            return st, doc
+        return st, self.json("GET", "/v1/vms/" + doc["vm_id"], expect=200)[1]
+
+    def finish(self, op, timeout=20):
+        """Follows an operation (a 202's document) until it is no longer running."""
+        def done():
+            d = self.json("GET", "/v1/operations/" + op["id"], expect=200)[1]
+            return d if d["state"] != "running" else None
+        return self.wait(done, timeout=timeout, what="operation %s (%s)" % (op["id"], op["kind"]))
+
+    def verb(self, vm_id, verb, expect=None):
+        """POST a VM verb and follow its operation: (status, doc) as the verb's outcome reads,
+        202 with the finished operation, or the refusal it got at once (409, 412, ...)."""
+        st, doc = self.json("POST", "/v1/vms/%s/%s" % (vm_id, verb))
+        if st == 202:
+            doc = self.finish(doc)
+        if expect is not None:
+            assert st == expect, (st, doc)
+        return st, doc
+
     def wait(self, cond, timeout=10, what="condition"):
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -187,10 +212,11 @@ def inventory_digest(vms):
 
 
 class FakeNode(http.server.ThreadingHTTPServer):
-    """The node API of one node: POST /v1/vms (idempotent by request_id), GET /v1/inventory.
-    creations is the node's creation counter (docs/contracts.md): increased by every POST to
-    /v1/vms, carried by its answers and inventories; heartbeats should carry it too (figures()),
-    as vmhost's do."""
+    """The node API of one node: POST /v1/vms (idempotent by request_id), GET /v1/inventory, the
+    lifecycle verbs. creations is the node's creation counter (docs/contracts.md): increased by
+    every POST to /v1/vms and every resume, carried by their answers and inventories; heartbeats
+    should carry it too (figures()), as vmhost's do. A suspend frees the VM's memory (state
+    "saved"); an archived VM runs on (its grace period) until the test stops it."""
 
     creations = 1  # as after vmhost's start-up increase (also for subclasses' own __init__)
 
@@ -210,9 +236,15 @@ class FakeNode(http.server.ThreadingHTTPServer):
     def figures(self):
         """Heartbeat keywords for what the node holds now: digest, committed memory, counter."""
         with self.lock:
-            committed = sum(v.get("memory_mib", 0) for v in self.vms.values())
+            committed = sum(v.get("memory_mib", 0) for v in self.vms.values() if holds(v))
             return {"digest": self.digest(), "committed": committed,
                     "creations": self.creations}
+
+
+def holds(vm):
+    """vmhost's rule (vm_holds_memory): an active VM, or one that runs, holds its memory."""
+    return vm.get("lifecycle", "active") == "active" or \
+        vm.get("state", "running") not in ("shutoff", "crashed", "saved")
 
 
 class FakeNodeHandler(http.server.BaseHTTPRequestHandler):
@@ -243,9 +275,18 @@ class FakeNodeHandler(http.server.BaseHTTPRequestHandler):
                 vm = s.vms.get(parts[3])
                 if not vm:
                     return self.answer(404, {"type": "unknown-vm", "detail": "no such VM"})
+                verb = parts[4]
+                if vm.get("lifecycle") == "archived" and verb != "archive":
+                    return self.answer(409, {"type": "archived", "detail": "archived"})
                 vm["lifecycle"] = {"suspend": "suspended", "resume": "active",
-                                   "archive": "archived"}[parts[4]]
-                return self.answer(200, vm)
+                                   "archive": "archived"}[verb]
+                if verb == "suspend":
+                    vm["state"] = "saved"
+                if verb != "resume":
+                    return self.answer(200, vm)
+                vm["state"] = "running"
+                s.creations += 1
+                return self.answer(200, dict(vm, creations=s.creations))
         with s.lock:
             s.posts.append((req["vm_id"], req["request_id"]))
             old = s.vms.get(req["vm_id"])

@@ -20,7 +20,7 @@ def test_restart_keeps_state_and_rebuilds_soft_state():
         f.wait(lambda: f.node("n1")["state"] == "alive")
         _, plan = f.json("POST", "/v1/plans", {"entity": "acme", "memory_mib": 1024, "vcpus": 1,
                                                 "image": "base", "vault_disk_mib": 64}, expect=201)
-        _, vm = f.json("POST", "/v1/plans/%s/confirm" % plan["id"], expect=201)
+        _, vm = f.confirm_vm(plan["id"])
         n_audit = len(f.audit())
         f.stop()
         f.start()
@@ -34,7 +34,7 @@ def test_restart_keeps_state_and_rebuilds_soft_state():
         assert time.time() - t0 < 1.0  # within one heartbeat interval
         assert len(f.audit()) > n_audit
         assert "intact" in f.ctl("audit", "verify").stdout
-        f.json("POST", "/v1/plans/%s/confirm" % plan["id"], expect=200)
+        f.json("POST", "/v1/plans/%s/confirm" % plan["id"], expect=202)
     finally:
         f.close()
 
@@ -76,20 +76,20 @@ def test_kill9_during_confirm_loses_nothing_and_doubles_nothing():
             time.sleep(rng.uniform(0, 0.02))
             f.stop(signal.SIGKILL)
             t.join()
-            if result.get("st") in (200, 201):
-                answered[pid] = result["doc"]["id"]
+            if result.get("st") == 202:  # the operation names the VM
+                answered[pid] = result["doc"]["vm_id"]
             f.start()
             beat()
             f.wait(lambda: f.node("n1")["state"] == "alive", what="alive after restart")
             if i % 3 == 0:  # sometimes the operator repeats the confirm after the crash
                 st, doc = f.json("POST", "/v1/plans/%s/confirm" % pid)
-                assert st in (200, 201), doc
-                assert answered.setdefault(pid, doc["id"]) == doc["id"]
+                assert st == 202, doc
+                assert answered.setdefault(pid, doc["vm_id"]) == doc["vm_id"]
         # every plan that was answered is there, once; confirm the rest now
         for pid in plans:
             st, doc = f.json("POST", "/v1/plans/%s/confirm" % pid)
-            assert st in (200, 201), doc
-            assert answered.setdefault(pid, doc["id"]) == doc["id"]
+            assert st == 202, doc
+            assert answered.setdefault(pid, doc["vm_id"]) == doc["vm_id"]
 
         def all_active():
             beat()

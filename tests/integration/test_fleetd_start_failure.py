@@ -48,7 +48,7 @@ def test_start_failure_is_shown_failed_and_a_retry_tells_the_truth():
         _, plan = f.json("POST", "/v1/plans", {"entity": ENTITY, "memory_mib": 256, "vcpus": 1,
                                                 "image": "test", "vault_disk_mib": 64},
                          expect=201)
-        _, vm = f.json("POST", "/v1/plans/%s/confirm" % plan["id"], expect=201)
+        _, vm = f.confirm_vm(plan["id"])
         done = f.wait(lambda: vm_where(f, vm["id"], lambda v: v["status"] != "creating"),
                       timeout=120, what="the creation's outcome")
         assert done["status"] == "failed", done

@@ -104,7 +104,7 @@ def fleet():
         _, plan = f.json("POST", "/v1/plans", {"entity": "verify-it", "memory_mib": 256,
                                                 "vcpus": 1, "image": "test",
                                                 "vault_disk_mib": 64}, expect=201)
-        _, vm = f.json("POST", "/v1/plans/%s/confirm" % plan["id"], expect=201)
+        _, vm = f.confirm_vm(plan["id"])
         state["vm"] = vm["id"]
         yield state
     finally:
@@ -126,7 +126,9 @@ def test_verify_round_trip(fleet):
                timeout=150, what="the agent's first report in fleetd's view")
     assert v["status"] == "active" and v["lifecycle"] == "active"
     t0 = time.time()
-    _, ans = f.json("POST", "/v1/vms/%s/verify" % vm_id, expect=202)
+    _, op = f.verb(vm_id, "verify", expect=202)  # an operation, followed to its end
+    assert op["state"] == "succeeded", op
+    ans = op["result"]
     rid = ans["request_id"]
     assert ans["vm_id"] == vm_id and ans["node_id"] == "n1" and rid
     assert ans["vm"]["verification"]["requested"]["request_id"] == rid
@@ -159,10 +161,12 @@ def test_lost_suspend_answer_is_corrected_from_the_inventory(fleet):
            what="the agent's first report")
     relay.hold, relay.hold_s = "/suspend", 3.0  # longer than node_api_timeout (2 s)
     try:
-        st, p = f.json("POST", "/v1/vms/%s/suspend" % vm_id)
+        st, op = f.verb(vm_id, "suspend")
     finally:
         relay.hold = None
-    assert st == 504 and p["type"].endswith("/node-timeout"), (st, p)
+    p = op["error"]
+    assert st == 202 and op["state"] == "failed", op
+    assert p["status"] == 504 and p["type"].endswith("/node-timeout"), op
     # the node did suspend it (a managed save under TCG may outlast fleetd's timeout)
     f.wait(lambda: relay.held, timeout=60, what="vmhost's answer to the held suspend")
     assert relay.held == [("/v1/vms/%s/suspend" % vm_id, 200)]
@@ -181,8 +185,8 @@ def test_lost_suspend_answer_is_corrected_from_the_inventory(fleet):
     n = len(f.audit("vm.verify"))
     _, p = f.json("POST", "/v1/vms/%s/verify" % vm_id, expect=409)
     assert p["type"].endswith("/wrong-lifecycle"), p
-    _, v = f.json("POST", "/v1/vms/%s/archive" % vm_id, expect=200)
-    assert v["lifecycle"] == "archived"
+    _, op = f.verb(vm_id, "archive", expect=202)
+    assert op["state"] == "succeeded" and op["result"]["lifecycle"] == "archived", op
     _, p = f.json("POST", "/v1/vms/%s/verify" % vm_id, expect=409)
     assert p["type"].endswith("/archived"), p
     f.json("POST", "/v1/vms/tbx-nobody-000000/verify", expect=404)

@@ -82,7 +82,7 @@ def test_fleetd_with_real_vmhost():
         _, plan = f.json("POST", "/v1/plans", req)
         if plan.get("status") == 422:
             pytest.skip("the node has no room for a 64 MiB VM: " + plan["detail"])
-        _, vm = f.json("POST", "/v1/plans/%s/confirm" % plan["id"], expect=201)
+        _, vm = f.confirm_vm(plan["id"])
         done = f.wait(lambda: (lambda v: v if v["status"] != "creating" else None)(
             f.json("GET", "/v1/vms/" + vm["id"], expect=200)[1]), timeout=60, what="dispatch")
         assert done["status"] in ("active", "failed")

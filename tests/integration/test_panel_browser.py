@@ -164,3 +164,93 @@ def test_panel_in_chromium(fleet):
                            for e in entries
                            for m in e["detail"]["integrity"].get("mismatches", [])), entries
     assert f.json("GET", "/v1/health", expect=200)[1]["status"] == "integrity-mismatch"
+
+
+def test_panel_views_in_chromium():
+    """The operator's views without guests: fleetd with the repo's panel/, fake node APIs on
+    n1 and n2 (harness FakeNode), heartbeats with changing CPU and RAM for n1's charts, VMs in
+    each lifecycle, and the audit record, whose chain this test then breaks under fleetd (a row
+    rewritten in SQLite) for the panel to show."""
+    import json
+    import sqlite3
+    for need in (panel.CHROMIUM, panel.CHROMEDRIVER, F.FLEETD):
+        if not os.path.exists(need):
+            pytest.fail("missing %s (scripts/install-deps.sh installs it)" % need)
+    f = F.Fleetd(nodes=3, settings={"panel_dir": os.path.join(F.SOURCE, "panel"),
+                                    "dispatch_attempts": "2", "dispatch_backoff": "50ms"})
+    n1 = F.FakeNode(F.node_address(1), f.node_api_port, "n1")
+    try:
+        f.start()
+
+        def beat(i, cpu, avail, interval=100):
+            node = "n%d" % i
+            f.seq[node] = f.seq.get(node, 0) + 1
+            fig = n1.figures() if i == 1 else {}
+            doc = F.heartbeat(node, f.seq[node], avail=avail, total=16384, interval=interval,
+                              committed=fig.get("committed", 0),
+                              digest=fig.get("digest", F.ZERO_DIGEST),
+                              creations=fig.get("creations", 0))
+            doc["cpu_percent"] = cpu
+            f.send_raw(F.node_address(i), json.dumps(doc).encode())
+
+        for k in range(14):  # n1's last hour, quickly: a sample per (short) interval
+            beat(1, 10 + 5 * k, 12000 - 300 * k)
+            beat(2, 5, 6000)
+            time.sleep(0.12)
+        vms = {}
+        for entity in ("active", "suspended", "archived"):
+            _, plan = f.json("POST", "/v1/plans", {"entity": entity, "memory_mib": 512, "vcpus": 1,
+                                                    "image": "base", "vault_disk_mib": 64}, expect=201)
+            assert plan["node_id"] == "n1", plan
+            _, vm = f.json("POST", "/v1/plans/%s/confirm" % plan["id"], expect=201)
+            f.wait(lambda: f.json("GET", "/v1/vms/" + vm["id"])[1]["status"] == "active")
+            vms[entity] = vm["id"]
+            beat(1, 30, 9000)
+        f.json("POST", "/v1/vms/%s/suspend" % vms["suspended"], expect=200)
+        f.json("POST", "/v1/vms/%s/archive" % vms["archived"], expect=200)
+        with n1.lock:  # what libvirt reports for a saved and an archived domain
+            n1.vms[vms["suspended"]]["state"] = "saved"
+            n1.vms[vms["archived"]]["state"] = "shutoff"
+            # the active VM's agent ran its scheduled full verification
+            n1.vms[vms["active"]]["agent"] = {"last_report_ms": int(time.time() * 1000) - 60000,
+                                              "last_report": {"trigger": "schedule", "duration_ms": 40,
+                                                              "records": 3, "bytes": 300,
+                                                              "mismatches": []}}
+        # n2 has no node API: a creation there fails after its attempts
+        beat(2, 5, 15000, interval=10000)
+        _, plan = f.json("POST", "/v1/plans", {"entity": "failed", "memory_mib": 512, "vcpus": 1,
+                                                "image": "base", "vault_disk_mib": 64}, expect=201)
+        assert plan["node_id"] == "n2", plan
+        _, vm = f.json("POST", "/v1/plans/%s/confirm" % plan["id"], expect=201)
+        vms["failed"] = vm["id"]
+        f.wait(lambda: f.json("GET", "/v1/vms/" + vm["id"])[1]["status"] == "failed", timeout=30)
+        for k in range(4):
+            beat(1, 40, 9000, interval=10000)
+        f.wait(lambda: all(v["state"] in ("running", "saved", "shutoff") for v in
+                           f.json("GET", "/v1/vms")[1]["vms"] if v["status"] == "active"),
+               what="the node's inventory read")
+
+        def break_chain():
+            db = sqlite3.connect(f.state_dir + "/fleetd.db")
+            db.executescript("DROP TRIGGER audit_no_update;"
+                             "UPDATE audit SET actor='someone-else' WHERE seq=2;")
+            db.close()
+
+        keep_beating = True
+
+        def beater():
+            while keep_beating:
+                beat(1, 40, 9000, interval=10000)
+                beat(2, 5, 15000, interval=10000)
+                time.sleep(1)
+        import threading
+        t = threading.Thread(target=beater, daemon=True)
+        t.start()
+        try:
+            panel.run_panel_views("http://127.0.0.1:%d/" % f.api_port, f.token, vms, break_chain)
+        finally:
+            keep_beating = False
+            t.join()
+    finally:
+        n1.shutdown()
+        f.close()

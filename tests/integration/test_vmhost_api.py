@@ -51,6 +51,13 @@ def test_empty_inventory(vh):
     '{"request_id":"r","vm_id":"v","entity":"e","memory_mib":256,"vcpus":1,"image":"i",'
     '"vault_disk_mib":64,"node":"elsewhere"}',
     '{"a":' * 40 + '1' + '}' * 40,
+    # ids by common/ident.h, as fleetd checks them at plan time
+    '{"request_id":"r","vm_id":"v","entity":"Acme <&>","memory_mib":256,"vcpus":1,"image":"i",'
+    '"vault_disk_mib":64}',
+    '{"request_id":"r","vm_id":"v","entity":"e","memory_mib":256,"vcpus":1,"image":"Ubuntu",'
+    '"vault_disk_mib":64}',
+    '{"request_id":"r 1","vm_id":"v","entity":"e","memory_mib":256,"vcpus":1,"image":"i",'
+    '"vault_disk_mib":64}',
 ])
 def test_bad_create_bodies(vh, body):
     status, kind, _ = problem(vh, "POST", "/v1/vms", body)

@@ -13,7 +13,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from test_vmhost_harness import (FleetTrust, Vmhost, destroy_all, make_root,  # noqa: E402
                                  remove_root, validate)
 
-BODY = {"request_id": "req-p", "vm_id": "vm-p", "entity": "Acme é", "memory_mib": 128,
+BODY = {"request_id": "req-p", "vm_id": "vm-p", "entity": "acme-e", "memory_mib": 128,
         "vcpus": 1, "image": "nope", "vault_disk_mib": 16, "fleet_id": "fleet-t"}
 
 
@@ -71,7 +71,7 @@ def test_pin_signed_by_another_key(env):
 def test_edited_pin_field(env, field, value):
     t = env["trust"]
     # signed for something else, then edited to match this request
-    orig = {"node_id": "node2", "vm_id": "vm-q", "entity": "Other", "image": "other"}
+    orig = {"node_id": "node2", "vm_id": "vm-q", "entity": "other", "image": "other"}
     args = {"vm_id": "vm-p", "node": "node1", "entity": BODY["entity"], "image": "nope"}
     args[{"node_id": "node"}.get(field, field)] = orig[field]
     pin = t.pin(args["vm_id"], args["node"], args["entity"], args["image"], "req-p",
@@ -90,7 +90,7 @@ def test_pin_of_another_vm(env):
 
 def test_pin_for_another_entity_or_image(env):
     t = env["trust"]
-    for entity, image, word in (("Other", "nope", "other-entity"),
+    for entity, image, word in (("other", "nope", "other-entity"),
                                 (BODY["entity"], "other", "other-image")):
         pin = t.pin("vm-p", "node1", entity, image, "req-p")
         status, kind, detail = refused(env, dict(BODY, pin=pin))

@@ -17,7 +17,7 @@ from test_vmhost_harness import (FleetTrust, Vmhost, build_image, destroy_all,  
                                  make_root, remove_root, sha256, validate, wait_for)
 
 FIXED_KEY = "IVL40Zt5HSRFMkLhXy6rbLfP+ntqXtMAl5YOBpiB2xI="
-CREATE = {"request_id": "req-a", "vm_id": "vm-a", "entity": "Acme <&> \"Co\"", "memory_mib": 256,
+CREATE = {"request_id": "req-a", "vm_id": "vm-a", "entity": "acme-co", "memory_mib": 256,
           "vcpus": 1, "image": "test", "vault_disk_mib": 64, "fleet_id": "fleet-t"}
 
 
@@ -81,7 +81,7 @@ def test_create_boots_and_is_in_inventory(env):
     user_data = subprocess.run(["isoinfo", "-R", "-i", seed, "-x", "/user-data"],
                                capture_output=True, text=True).stdout
     assert user_data.startswith("#cloud-config\n")
-    assert 'entity: "Acme <&> \\"Co\\""' in user_data  # escaped as a JSON (YAML) string
+    assert 'entity: "acme-co"' in user_data  # written as a JSON (YAML) string
     status, inv, _ = vh.call("GET", "/v1/inventory")
     validate(inv, "inventory.schema.json")
     assert [v["id"] for v in inv["vms"]] == ["vm-a"]
@@ -132,25 +132,50 @@ def test_refusals_memory_and_image_in_use(env):
     assert "insufficient-memory" in vh.read_log()
 
 
+def beat_until(env, pred, what):
+    """The next heartbeat for which pred holds (within 30)."""
+    for _ in range(30):
+        hb = json.loads(env["hb"].recv(2048))
+        if pred(hb):
+            return hb
+    raise AssertionError("no heartbeat with " + what + ": " + json.dumps(hb))
+
+
 def test_suspend_and_resume(env):
+    """A suspend frees the VM's memory in the figures; a resume takes it back, increases the
+    creation counter and answers it: heartbeats at that counter count the VM again."""
     vh = env["vh"]
     status, body, _ = vh.call("POST", "/v1/vms/vm-a/suspend")
     assert status == 200, body
     assert body["state"] == "saved" and body["lifecycle"] == "suspended"
     validate(body, "vm.schema.json")
+    hb = beat_until(env, lambda h: h["mem_committed_mib"] == 0, "the suspend's memory freed")
     status, body, _ = vh.call("POST", "/v1/vms/vm-a/resume")
     assert status == 200, body
     assert body["state"] == "running" and body["lifecycle"] == "active"
+    validate(body, "vm.schema.json")
+    assert body["creations"] > hb["creations"], (body, hb)
+    beat_until(env, lambda h: h["creations"] >= body["creations"], "the resume's counter")
+    hb = json.loads(env["hb"].recv(2048))
+    assert hb["mem_committed_mib"] == 256, hb  # every figure at that counter counts it
 
 
 def test_archive_then_start_is_refused(env):
+    """An archived VM is never started again; while it runs out its grace period its memory is
+    still counted, and only once it stopped is it free."""
     vh = env["vh"]
     status, body, _ = vh.call("POST", "/v1/vms/vm-a/archive")
     assert status == 200 and body["lifecycle"] == "archived", body
     status, body, _ = vh.call("POST", "/v1/vms/vm-a/start")
     assert status == 409 and body["type"].endswith("/archived"), body
+    inv = vh.call("GET", "/v1/inventory")[1]
+    assert [v["state"] for v in inv["vms"] if v["id"] == "vm-a"] == ["running"], inv  # grace
+    hb = beat_until(env, lambda h: h["creations"] >= inv["creations"], "the archive's listing")
+    if vm(env)["state"] == "running":  # the heartbeat came within the grace period
+        assert hb["mem_committed_mib"] == 256, hb
     # The guest ignores ACPI; after the grace period vmhost powers it off (kept, not undefined).
     wait_for(lambda: vm(env)["state"] == "shutoff", 60, "the archived VM to power off")
+    beat_until(env, lambda h: h["mem_committed_mib"] == 0, "the archived VM's memory freed")
 
 
 def test_pinned_elsewhere_is_refused(env):

@@ -367,6 +367,35 @@ static void test_id_index(void **state)
         table_free(t);
 }
 
+/* The history ring: one sample per interval (datagrams in between add none), NODE_HISTORY_MAX
+ * kept (the oldest dropped first), oldest first, and only the window asked for. */
+static void test_history_ring(void **state)
+{
+        struct node_table *t = table_new(1);
+        uint64_t now = 1000000, seq = 1;
+        json_t *a;
+
+        for (unsigned i = 0; i < NODE_HISTORY_MAX + 40; i++) {
+                assert_int_equal(hb_boot(t, BOOT_A, 5, seq++, now), 0);
+                assert_int_equal(hb_boot(t, BOOT_A, 5, seq++, now + 100), 0); /* too soon */
+                now += 10000;
+        }
+        a = node_history_json(node_table_find(t, "n1"), now, 1800000000000ull, 3600 * 1000ull * 2);
+        assert_int_equal(json_array_size(a), NODE_HISTORY_MAX);
+        json_decref(a);
+        a = node_history_json(node_table_find(t, "n1"), now, 1800000000000ull, 60 * 1000);
+        assert_int_equal(json_array_size(a), 6); /* 10 s apart, the last 10 s ago */
+        /* wall clock now 1800000000000 ms; the last sample 10 s before */
+        assert_string_equal(json_string_value(json_object_get(json_array_get(a, 5), "at")),
+                            "2027-01-15T07:59:50.000Z");
+        assert_string_equal(json_string_value(json_object_get(json_array_get(a, 0), "at")),
+                            "2027-01-15T07:59:00.000Z");
+        assert_int_equal(json_integer_value(json_object_get(json_array_get(a, 0), "total_mib")),
+                         100);
+        json_decref(a);
+        table_free(t);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -382,6 +411,7 @@ int main(void)
             cmocka_unit_test(test_digest_change_wants_inventory),
             cmocka_unit_test(test_tick_logs_once),
             cmocka_unit_test(test_id_index),
+            cmocka_unit_test(test_history_ring),
         };
 
         log_init("test", LOG_LEVEL_ERROR);

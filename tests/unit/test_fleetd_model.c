@@ -10,11 +10,20 @@
  * live, which misses untouched guest memory) and are delivered late, reordered, duplicated or
  * not at all; inventories refresh first; answers get lost either way; vmhosts restart (a new
  * epoch, the start-up increase). fleetd restarts too (the store is re-opened), plans expire,
- * nodes fall silent and are evicted.
+ * nodes fall silent and are evicted. Operators suspend (a managed save: the RAM is freed),
+ * resume (a start: vmhost increases the counter and answers it) and archive VMs (a graceful
+ * shutdown: the guest runs on until its grace period is over); guests power off by themselves,
+ * and a creation's retry starts a defined domain that does not run. While a dispatcher's call is
+ * in flight (an inventory on its way, a creation's answer) operators suspend and resume VMs and
+ * heartbeats are sampled and delivered, as on fleetd's threads: a listing made before a resume
+ * arrives after it.
  *
  * The property, after every step: on every node fleetd has heard from, the RAM placement
  * believes available (node_available_mib) is at most what is truly free there (total minus the
- * memory of every domain the node has defined), and no node holds more than total - margin.
+ * memory of every domain that runs, or that is active and may be started at any time), and no
+ * node holds more than total - margin. The model node's figures count memory the way vmhost's
+ * do (vm_holds_memory); the truth is the model's own. A third of the plans name their node
+ * (the operator's override), whether it fits or not.
  * Seed: TOTEBOX_MODEL_SEED (default 1) and TOTEBOX_MODEL_ROUNDS; a failure prints the seed, the
  * step and the last actions. */
 #include <setjmp.h>
@@ -53,6 +62,8 @@ struct m_vm {
         char request_id[PLAN_ID_LEN + 1];
         uint64_t mib;
         bool touched; /* the guest has used its memory: MemAvailable sees it */
+        bool running; /* QEMU runs it: it holds its memory */
+        enum vm_lifecycle lc;
 };
 
 struct m_node {
@@ -76,6 +87,7 @@ struct model {
         const char *history[M_HISTORY];
         unsigned long long steps, total_steps;
         unsigned long long confirms, creations, heartbeats, restarts, give_ups, evictions;
+        unsigned long long suspends, resumes, resumes_refused, archives, starts;
         unsigned seed;
         char dir[256];
 };
@@ -103,12 +115,15 @@ static bool chance(unsigned percent)
         return pick(100) < percent;
 }
 
-static uint64_t m_committed(const struct m_node *n)
+/* The truth: a domain holds its memory while it runs, and an active one that does not run may
+ * be started at any time (a creation's retry), so it is spoken for too. */
+static uint64_t m_held(const struct m_node *n)
 {
         uint64_t c = 0;
 
         for (unsigned i = 0; i < n->n_vms; i++)
-                c += n->vms[i].mib;
+                if (n->vms[i].running || n->vms[i].lc == VM_LC_ACTIVE)
+                        c += n->vms[i].mib;
         return c;
 }
 
@@ -117,7 +132,26 @@ static uint64_t m_touched(const struct m_node *n)
         uint64_t c = 0;
 
         for (unsigned i = 0; i < n->n_vms; i++)
-                c += n->vms[i].touched ? n->vms[i].mib : 0;
+                c += n->vms[i].touched && n->vms[i].running ? n->vms[i].mib : 0;
+        return c;
+}
+
+/* libvirt's state as vmhost names it */
+static const char *m_state(const struct m_vm *vm)
+{
+        if (vm->running)
+                return "running";
+        return vm->lc == VM_LC_SUSPENDED ? "saved" : "shutoff";
+}
+
+/* vmhost's mem_committed_mib: what its refresh counts */
+static uint64_t m_vmhost_committed(const struct m_node *n)
+{
+        uint64_t c = 0;
+
+        for (unsigned i = 0; i < n->n_vms; i++)
+                if (vm_holds_memory(n->vms[i].lc, m_state(&n->vms[i])))
+                        c += n->vms[i].mib;
         return c;
 }
 
@@ -130,7 +164,7 @@ static void m_digest(unsigned count, char out[DIGEST_HEX_LEN + 1])
 static void m_refresh(struct m_node *n)
 {
         n->cache_creations = n->counter;
-        n->cache_committed = m_committed(n);
+        n->cache_committed = m_vmhost_committed(n);
         n->cache_n = n->n_vms;
         n->cached = true;
 }
@@ -144,7 +178,13 @@ static struct m_vm *m_find(struct m_node *n, const char *id)
 }
 
 /* POST /v1/vms as vmhost answers it. Returns the transport's result. */
-static int m_create(struct m_node *n, const char *body, long *ret_status, char **ret_body)
+static void m_meanwhile(struct fleetd *f);
+static void m_check(struct fleetd *f);
+static void act_sample(unsigned i);
+static void act_deliver(struct fleetd *f, unsigned i);
+
+static int m_create(struct fleetd *f, struct m_node *n, const char *body, long *ret_status,
+                    char **ret_body)
 {
         json_t *o = json_loads(body, 0, NULL);
         const char *id = json_string_value(json_object_get(o, "vm_id"));
@@ -173,12 +213,19 @@ static int m_create(struct m_node *n, const char *body, long *ret_status, char *
                 snprintf(vm->id, sizeof(vm->id), "%s", id);
                 snprintf(vm->request_id, sizeof(vm->request_id), "%s", req);
                 vm->mib = mib;
+                vm->lc = VM_LC_ACTIVE;
+                vm->running = roll >= 30; /* else its start fails, below */
                 M.creations++;
+        } else if (vm->lc == VM_LC_ACTIVE && !vm->running && roll >= 30) {
+                vm->running = true; /* the retry starts a defined domain that does not run */
+                M.starts++;
         }
         n->counter++; /* after the definition, before the answer */
         if (chance(10))
                 m_refresh(n); /* the refresh vmhost asks for, sometimes right away */
         json_decref(o);
+        if (chance(20))
+                m_meanwhile(f); /* done; the answer is on its way */
         if (roll < 24)
                 return -ETIMEDOUT; /* done, but the answer is lost */
         if (roll < 30) {
@@ -186,7 +233,10 @@ static int m_create(struct m_node *n, const char *body, long *ret_status, char *
                 *ret_body = strdup("{\"type\":\"start\",\"detail\":\"model\"}");
                 return 0;
         }
-        if (asprintf(&ans, "{\"id\":\"%s\",\"creations\":%llu}", vm->id,
+        if (asprintf(&ans,
+                     "{\"id\":\"%s\",\"state\":\"%s\",\"lifecycle\":\"%s\","
+                     "\"creations\":%llu}",
+                     vm->id, m_state(vm), vm_lifecycle_name(vm->lc),
                      (unsigned long long)n->counter) < 0)
                 return -ENOMEM;
         *ret_status = 201;
@@ -195,7 +245,8 @@ static int m_create(struct m_node *n, const char *body, long *ret_status, char *
 }
 
 /* GET /v1/inventory as vmhost answers it: a refresh, then the cache. */
-static int m_inventory(unsigned i, struct m_node *n, long *ret_status, char **ret_body)
+static int m_inventory(struct fleetd *f, unsigned i, struct m_node *n, long *ret_status,
+                       char **ret_body)
 {
         char digest[DIGEST_HEX_LEN + 1], node[16];
         json_t *vms, *o;
@@ -206,7 +257,8 @@ static int m_inventory(unsigned i, struct m_node *n, long *ret_status, char **re
         vms = json_array();
         for (unsigned k = 0; k < n->cache_n; k++)
                 json_array_append_new(vms, json_pack("{s:s, s:s, s:s}", "id", n->vms[k].id, "state",
-                                                     "running", "lifecycle", "active"));
+                                                     m_state(&n->vms[k]), "lifecycle",
+                                                     vm_lifecycle_name(n->vms[k].lc)));
         m_digest(n->cache_n, digest);
         snprintf(node, sizeof(node), "n%u", i + 1);
         o = json_pack("{s:s, s:s, s:o, s:I}", "node", node, "digest", digest, "vms", vms,
@@ -214,6 +266,86 @@ static int m_inventory(unsigned i, struct m_node *n, long *ret_status, char **re
         *ret_body = json_dumps(o, JSON_COMPACT);
         *ret_status = 200;
         json_decref(o);
+        /* the answer is on its way while operators and heartbeats go on */
+        if (chance(30))
+                m_meanwhile(f);
+        return 0;
+}
+
+/* The VM's part of a verb as vmhost does it (vmhost/vms.c), under its ops lock. */
+static int m_verb_do(struct m_node *n, struct m_vm *vm, const char *verb)
+{
+        if (strcmp(verb, "suspend") == 0) {
+                if (vm->lc == VM_LC_ARCHIVED || (!vm->running && vm->lc != VM_LC_SUSPENDED))
+                        return 409;
+                if (vm->running) {
+                        vm->lc = VM_LC_SUSPENDED; /* recorded first, then the managed save */
+                        if (chance(15))
+                                m_refresh(n); /* a refresh while the save is written */
+                        vm->running = false;
+                        M.suspends++;
+                }
+                return 200;
+        }
+        if (strcmp(verb, "resume") == 0) {
+                if (vm->lc == VM_LC_ARCHIVED)
+                        return 409;
+                if (!vm->running) {
+                        vm->running = true;
+                        if (chance(15))
+                                m_refresh(n); /* a refresh before the lifecycle is recorded */
+                        vm->lc = VM_LC_ACTIVE;
+                        M.resumes++;
+                }
+                n->counter++; /* every start path, after the start */
+                return 200;
+        }
+        if (strcmp(verb, "archive") == 0) {
+                if (vm->lc != VM_LC_ARCHIVED)
+                        M.archives++;
+                vm->lc = VM_LC_ARCHIVED; /* it runs on until its grace period is over */
+                return 200;
+        }
+        fail_msg("unexpected verb '%s'", verb);
+        return 500;
+}
+
+/* POST /v1/vms/{id}/{verb} as vmhost answers it. */
+static int m_verb(struct m_node *n, const char *path, long *ret_status, char **ret_body)
+{
+        char id[VM_ID_MAX + 1] = "", verb[16] = "";
+        struct m_vm *vm;
+        unsigned roll = pick(100);
+        long st;
+
+        assert_int_equal(sscanf(path, "/v1/vms/%63[^/]/%15s", id, verb), 2);
+        if (roll < 6)
+                return -ETIMEDOUT; /* lost on the way */
+        vm = m_find(n, id);
+        if (!vm) {
+                *ret_status = 404;
+                *ret_body = strdup("{\"type\":\"not-found\",\"detail\":\"model\"}");
+                return 0;
+        }
+        st = m_verb_do(n, vm, verb);
+        if (chance(10))
+                m_refresh(n);
+        if (roll < 16)
+                return -ETIMEDOUT; /* done, the answer is lost */
+        if (roll < 19) {
+                *ret_status = 500;
+                *ret_body = strdup("{\"type\":\"libvirt\",\"detail\":\"model\"}");
+                return 0;
+        }
+        *ret_status = st;
+        if (st != 200)
+                *ret_body = strdup("{\"type\":\"wrong-state\",\"detail\":\"model\"}");
+        else if (asprintf(
+                     ret_body,
+                     "{\"id\":\"%s\",\"state\":\"%s\",\"lifecycle\":\"%s\",\"creations\":%llu}",
+                     vm->id, m_state(vm), vm_lifecycle_name(vm->lc),
+                     (unsigned long long)n->counter) < 0)
+                return -ENOMEM;
         return 0;
 }
 
@@ -223,15 +355,16 @@ static int m_call(void *ctx, const char *address, uint16_t port, const char *met
 {
         unsigned a, b, c, d;
 
-        (void)ctx;
         (void)port;
         (void)timeout_ms;
         assert_int_equal(sscanf(address, "%u.%u.%u.%u", &a, &b, &c, &d), 4);
         assert_true(d >= 1 && d <= M_NODES);
         if (strcmp(method, "POST") == 0 && strcmp(path, "/v1/vms") == 0)
-                return m_create(&M.nodes[d - 1], body, ret_status, ret_body);
+                return m_create(ctx, &M.nodes[d - 1], body, ret_status, ret_body);
         if (strcmp(method, "GET") == 0 && strcmp(path, "/v1/inventory") == 0)
-                return m_inventory(d - 1, &M.nodes[d - 1], ret_status, ret_body);
+                return m_inventory(ctx, d - 1, &M.nodes[d - 1], ret_status, ret_body);
+        if (strcmp(method, "POST") == 0 && strncmp(path, "/v1/vms/", 8) == 0)
+                return m_verb(&M.nodes[d - 1], path, ret_status, ret_body);
         fail_msg("unexpected call %s %s", method, path);
         return -EINVAL;
 }
@@ -258,7 +391,7 @@ static void m_check(struct fleetd *f)
         for (unsigned i = 0; i < M_NODES; i++) {
                 char id[8];
                 struct fleet_node *n;
-                int64_t truth = (int64_t)M.nodes[i].total - (int64_t)m_committed(&M.nodes[i]);
+                int64_t truth = (int64_t)M.nodes[i].total - (int64_t)m_held(&M.nodes[i]);
 
                 snprintf(id, sizeof(id), "n%u", i + 1);
                 n = node_table_find(&f->table, id);
@@ -280,7 +413,7 @@ static void m_configure(struct fleetd *f)
 
 static void m_open(struct fleetd *f)
 {
-        struct fleet_transport tr = {m_call, NULL};
+        struct fleet_transport tr = {m_call, f};
 
         assert_int_equal(tfu_fleetd_open(f, M.dir, M_NODES, &tr), 0);
         m_configure(f);
@@ -296,6 +429,8 @@ static void act_plan(struct fleetd *f)
 
         snprintf(r.entity, sizeof(r.entity), "e%u", pick(M_ENTITIES));
         snprintf(r.image, sizeof(r.image), "base");
+        if (chance(30)) /* the operator names the node: the margin must hold all the same */
+                snprintf(r.node, sizeof(r.node), "n%u", 1 + pick(M_NODES));
         plans_create(f, &r, "model", &o);
         if (o.status == 201 && M.n_plans < M_PLANS)
                 snprintf(M.plans[M.n_plans++], PLAN_ID_LEN + 1, "%s",
@@ -414,6 +549,90 @@ static void act_touch(unsigned i)
                 n->vms[pick(n->n_vms)].touched = true;
 }
 
+/* An operator's lifecycle verb on one of fleetd's VMs (suspend, resume, archive). */
+static void act_verb(struct fleetd *f)
+{
+        char id[VM_ID_MAX + 1];
+        struct plan_outcome o = {0};
+        const struct fleet_vm *vm;
+        const char *verb;
+
+        if (!f->n_vms)
+                return;
+        vm = &f->vms[pick((unsigned)f->n_vms)];
+        snprintf(id, sizeof(id), "%s", vm->id);
+        /* mostly what the operator would ask of it, sometimes anything */
+        if (chance(20))
+                verb = chance(50) ? "resume" : chance(80) ? "suspend" : "archive";
+        else if (vm->lifecycle == VM_LC_SUSPENDED)
+                verb = chance(90) ? "resume" : "archive";
+        else
+                verb = chance(90) ? "suspend" : "archive";
+        dispatch_vm_verb(f, id, verb, "model", &o);
+        if (o.problem && strcmp(o.problem, "insufficient-memory") == 0)
+                M.resumes_refused++;
+        json_decref(o.body);
+}
+
+/* Guests stop by themselves: an archived one at the end of its grace period, an active one
+ * that powers off (vmhost still counts it: a retry may start it). */
+static void act_guest_stop(unsigned i)
+{
+        struct m_node *n = &M.nodes[i];
+        struct m_vm *vm;
+
+        if (!n->n_vms)
+                return;
+        vm = &n->vms[pick(n->n_vms)];
+        if (vm->lc == VM_LC_ARCHIVED || chance(20))
+                vm->running = false;
+}
+
+/* While a dispatcher's call is in flight (f->lock is not held then): an operator's verb,
+ * heartbeats sampled and delivered. vmhost answers one call at a time, so a verb that reaches
+ * the node now is done after the listing that is on its way. */
+/* An operator suspends a VM and soon resumes it, heartbeats sampled in between. */
+static void act_suspend_resume(struct fleetd *f)
+{
+        char id[VM_ID_MAX + 1];
+        struct plan_outcome o = {0};
+        unsigned node;
+
+        if (!f->n_vms)
+                return;
+        snprintf(id, sizeof(id), "%s", f->vms[pick((unsigned)f->n_vms)].id);
+        node = (unsigned)(id[0] ? strtoul(vm_table_find(f, id)->node_id + 1, NULL, 10) - 1 : 0);
+        dispatch_vm_verb(f, id, "suspend", "model", &o);
+        json_decref(o.body);
+        m_check(f);
+        m_refresh(&M.nodes[node]);
+        act_sample(node);
+        act_deliver(f, node);
+        m_check(f);
+        dispatch_vm_verb(f, id, "resume", "model", &o);
+        json_decref(o.body);
+        act_sample(node); /* sampled before the resume's refresh: the counter before it */
+}
+
+static void m_meanwhile(struct fleetd *f)
+{
+        for (unsigned k = 1 + pick(3); k; k--) {
+                unsigned node = pick(M_NODES), roll = pick(5);
+
+                if (roll == 4)
+                        act_suspend_resume(f);
+                else if (roll == 0)
+                        act_verb(f);
+                else if (roll == 1)
+                        act_sample(node);
+                else if (roll == 2)
+                        act_deliver(f, node);
+                else
+                        m_refresh(&M.nodes[node]);
+                m_check(f);
+        }
+}
+
 static void act_vmhost_restart(unsigned i)
 {
         struct m_node *n = &M.nodes[i];
@@ -452,14 +671,19 @@ static void m_step(struct fleetd *f)
 {
         unsigned roll = pick(1000), node = pick(M_NODES);
         static const char *const names[] = {
-            "plan",    "confirm", "confirm-all", "drop", "dispatch",       "sample",
-            "deliver", "refresh", "touch",       "time", "vmhost-restart", "fleetd-restart"};
+            "plan",           "confirm",        "confirm-all", "drop",      "dispatch",
+            "sample",         "deliver",        "refresh",     "touch",     "time",
+            "vmhost-restart", "fleetd-restart", "verb",        "guest-stop"};
         unsigned a;
 
         if (roll < 140)
                 a = 0, act_plan(f);
-        else if (roll < 260)
+        else if (roll < 200)
                 a = 1, act_confirm(f);
+        else if (roll < 250)
+                a = 12, act_verb(f);
+        else if (roll < 260)
+                a = 13, act_guest_stop(node);
         else if (roll < 275)
                 a = 2, act_confirm_all(f);
         else if (roll < 300)
@@ -526,10 +750,12 @@ static void test_model(void **state)
                 m_round(first + k);
         printf("model: %u rounds (seeds %u..%u), %llu steps, %llu confirmations, %llu VMs "
                "defined, %llu heartbeats delivered, %llu creations given up, %llu fleetd "
-               "restarts, %llu silences: 0 oversubscriptions, placement never believed more "
-               "free than was free\n",
+               "restarts, %llu silences, %llu suspends, %llu resumes (%llu refused for room), "
+               "%llu archives, %llu starts by a retry: 0 oversubscriptions, placement never "
+               "believed more free than was free\n",
                rounds, first, first + rounds - 1, M.total_steps, M.confirms, M.creations,
-               M.heartbeats, M.give_ups, M.restarts, M.evictions);
+               M.heartbeats, M.give_ups, M.restarts, M.evictions, M.suspends, M.resumes,
+               M.resumes_refused, M.archives, M.starts);
         fflush(stdout);
 }
 

@@ -280,12 +280,88 @@ static void test_drop_and_expired(void **state)
         assert_int_equal(o.status, 404);
 }
 
+/* The policy ranks roles before RAM: an on-premises node (role node) wins over a cloud node
+ * with more room, the cloud node's verdict says why, and the policy can say otherwise. */
+static void test_role_preference(void **state)
+{
+        struct fixture *fx = *state;
+        struct fleetd *f = &fx->f;
+        struct plan_candidate c[5];
+
+        f->table.roster->nodes[4].role = ROSTER_ROLE_CLOUD; /* n4 */
+        f->table.roster->nodes[3].role = ROSTER_ROLE_RELAY; /* n3 */
+        tfu_heartbeat(&f->table, 1, 1, 4000, 10, NULL, 0);
+        tfu_heartbeat(&f->table, 3, 1, 6000, 10, NULL, 0);
+        tfu_heartbeat(&f->table, 4, 1, 30000, 10, NULL, 0);
+        assert_string_equal(f->cfg.placement_prefer_roles, "node+relay,cloud");
+        assert_string_equal(chosen_id(f, choose(f, 1024, 0, c)), "n3"); /* on-prem, most RAM */
+        assert_int_equal(c[1].verdict, CAND_FITS);
+        assert_int_equal(c[4].verdict, CAND_FITS_ROLE);
+        assert_int_equal(c[4].tier, 1);
+        /* the preferred tier full: the cloud node takes it */
+        assert_string_equal(chosen_id(f, choose(f, 8192, 0, c)), "n4");
+        snprintf(f->cfg.placement_prefer_roles, sizeof(f->cfg.placement_prefer_roles), "node");
+        assert_string_equal(chosen_id(f, choose(f, 1024, 0, c)), "n1"); /* relay unnamed: after */
+        snprintf(f->cfg.placement_prefer_roles, sizeof(f->cfg.placement_prefer_roles), "%s", "");
+        assert_string_equal(chosen_id(f, choose(f, 1024, 0, c)), "n4"); /* most RAM only */
+        snprintf(f->cfg.placement_prefer_roles, sizeof(f->cfg.placement_prefer_roles),
+                 "cloud,node+relay");
+        assert_string_equal(chosen_id(f, choose(f, 1024, 0, c)), "n4");
+}
+
+/* The vault disk plus the copy-on-write allowance must leave disk_margin_mib of the node's room
+ * for VM disks, after the disks promised to creations in flight; a node that reports no disk
+ * figure is not checked. */
+static void test_disk_space(void **state)
+{
+        struct fixture *fx = *state;
+        struct fleetd *f = &fx->f;
+        struct fleet_node *n1 = node_table_find(&f->table, "n1");
+        struct plan_candidate c[5];
+
+        tfu_heartbeat(&f->table, 1, 1, 30000, 10, NULL, 0);
+        tfu_heartbeat(&f->table, 2, 1, 8000, 10, NULL, 0);
+        n1->hb.disk_known = true;
+        n1->hb.disk_free_mib = 1024 + 1024 + 1024; /* vault 1024 + allowance 1024 + margin */
+        assert_string_equal(chosen_id(f, choose(f, 1024, 0, c)), "n1"); /* exactly the margin */
+        assert_int_equal(c[1].disk_left_mib, 1024);
+        assert_false(c[2].disk_known);
+        n1->reserved_disk_mib = 1;
+        assert_string_equal(chosen_id(f, choose(f, 1024, 0, c)), "n2");
+        assert_int_equal(c[1].verdict, CAND_NO_DISK);
+        assert_int_equal(c[1].disk_free_mib, 3071);
+        n1->reserved_disk_mib = 0;
+        f->cfg.disk_cow_allowance_mib = 1025;
+        assert_string_equal(chosen_id(f, choose(f, 1024, 0, c)), "n2");
+}
+
+static void test_policy_check(void **state)
+{
+        static const char *const good[] = {"", "node+relay,cloud", "cloud", "node, relay, cloud",
+                                           "relay+cloud+node"};
+        static const char *const bad[] = {"onprem,cloud", "node,node", "node+cloud,cloud", "nodes"};
+        char err[128];
+
+        (void)state;
+        for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+                assert_int_equal(placement_policy_check(good[i], err, sizeof(err)), 0);
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+                assert_int_equal(placement_policy_check(bad[i], err, sizeof(err)), -EINVAL);
+        assert_non_null(strstr(err, "'nodes'"));
+        assert_int_equal(placement_role_tier("node+relay,cloud", ROSTER_ROLE_RELAY), 0);
+        assert_int_equal(placement_role_tier("node+relay,cloud", ROSTER_ROLE_CLOUD), 1);
+        assert_int_equal(placement_role_tier("node", ROSTER_ROLE_CLOUD), 1);
+        assert_int_equal(placement_role_tier("", ROSTER_ROLE_CLOUD), 0);
+}
+
 static void test_request_parse(void **state)
 {
         struct plan_request r;
         char err[256];
         const char *ok = "{\"entity\":\"acme-1\",\"memory_mib\":2048,\"vcpus\":2,\"image\":"
                          "\"base.qcow2\",\"vault_disk_mib\":1024}";
+        const char *target = "{\"entity\":\"acme-1\",\"memory_mib\":2048,\"vcpus\":2,"
+                             "\"image\":\"b\",\"vault_disk_mib\":1024,\"node\":\"n1\"}";
         const char *bad[] = {
             "{\"entity\":\"Acme\",\"memory_mib\":2048,\"vcpus\":2,\"image\":\"b\","
             "\"vault_disk_mib\":1024}",
@@ -294,7 +370,11 @@ static void test_request_parse(void **state)
             "{\"entity\":\"a\",\"memory_mib\":2048,\"vcpus\":2,\"image\":\"../x\","
             "\"vault_disk_mib\":1024}",
             "{\"entity\":\"a\",\"memory_mib\":2048,\"vcpus\":2,\"image\":\"b\","
-            "\"vault_disk_mib\":1024,\"node\":\"n1\"}",
+            "\"vault_disk_mib\":1024,\"node\":\"N1\"}",
+            "{\"entity\":\"a\",\"memory_mib\":2048,\"vcpus\":2,\"image\":\"b\","
+            "\"vault_disk_mib\":1024,\"node\":7}",
+            "{\"entity\":\"a\",\"memory_mib\":2048,\"vcpus\":2,\"image\":\"b\","
+            "\"vault_disk_mib\":1024,\"zone\":\"n1\"}",
             "{\"entity\":\"a\",\"memory_mib\":\"2048\",\"vcpus\":2,\"image\":\"b\","
             "\"vault_disk_mib\":1024}",
             "[1]",
@@ -304,6 +384,9 @@ static void test_request_parse(void **state)
 
         assert_int_equal(plan_request_parse(ok, strlen(ok), 8, &r, err, sizeof(err)), 0);
         assert_string_equal(r.entity, "acme-1");
+        assert_string_equal(r.node, "");
+        assert_int_equal(plan_request_parse(target, strlen(target), 8, &r, err, sizeof(err)), 0);
+        assert_string_equal(r.node, "n1");
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
                 assert_int_equal(
                     plan_request_parse(bad[i], strlen(bad[i]), 8, &r, err, sizeof(err)), -EINVAL);
@@ -324,6 +407,9 @@ int main(void)
             cmocka_unit_test_setup_teardown(test_drop_and_expired, setup, teardown),
             cmocka_unit_test_setup_teardown(test_image_holders, setup, teardown),
             cmocka_unit_test(test_request_parse),
+            cmocka_unit_test_setup_teardown(test_role_preference, setup, teardown),
+            cmocka_unit_test(test_policy_check),
+            cmocka_unit_test_setup_teardown(test_disk_space, setup, teardown),
         };
 
         log_init("test", LOG_LEVEL_ERROR);

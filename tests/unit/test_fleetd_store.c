@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "test_fleetd_util.h"
 
@@ -87,6 +88,49 @@ static void test_tokens(void **state)
         assert_int_equal(store_token_check(s, token, name), -EACCES);
         assert_int_equal(store_token_revoke(s, "alice"), -ENOENT);
         assert_int_equal(store_token_check(s, "", name), -EACCES);
+        store_close(s);
+        tfu_rmdir(dir);
+}
+
+/* A store made before tokens could expire (no expires_ms / last_used_ms columns) opens with its
+ * tokens intact and gains the columns; an expired token is refused with -EKEYEXPIRED. */
+static void test_token_migration_and_expiry(void **state)
+{
+        char *dir = tfu_tmpdir(), path[4200];
+        char token[TOKEN_TEXT_LEN + 1], old[TOKEN_TEXT_LEN + 1], name[TOKEN_NAME_MAX + 1];
+        struct store *s = NULL;
+        sqlite3 *db;
+        json_t *list;
+
+        assert_int_equal(store_open(dir, &s), 0);
+        assert_int_equal(store_token_create(s, "old", old), 0);
+        store_close(s);
+        /* back to the previous schema: the tokens table as it was */
+        snprintf(path, sizeof(path), "%s/%s", dir, STORE_FILE);
+        assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+        assert_int_equal(sqlite3_exec(db,
+                                      "CREATE TABLE t2(name TEXT PRIMARY KEY, hash TEXT NOT NULL"
+                                      " UNIQUE, created_ms INTEGER NOT NULL, revoked_ms INTEGER);"
+                                      "INSERT INTO t2 SELECT name, hash, created_ms, revoked_ms"
+                                      " FROM tokens; DROP TABLE tokens;"
+                                      "ALTER TABLE t2 RENAME TO tokens;",
+                                      NULL, NULL, NULL),
+                         SQLITE_OK);
+        sqlite3_close(db);
+
+        assert_int_equal(store_open(dir, &s), 0);
+        assert_int_equal(store_token_check(s, old, name), 0);
+        assert_string_equal(name, "old");
+        list = store_token_list(s);
+        assert_true(json_is_integer(json_object_get(json_array_get(list, 0), "last_used_ms")));
+        assert_true(json_is_null(json_object_get(json_array_get(list, 0), "expires_ms")));
+        json_decref(list);
+
+        assert_int_equal(store_token_create_until(s, "later", clock_realtime_ms() + 3600000, token),
+                         0);
+        assert_int_equal(store_token_check(s, token, name), 0);
+        assert_int_equal(store_token_create_until(s, "past", clock_realtime_ms() - 1, token), 0);
+        assert_int_equal(store_token_check(s, token, name), -EKEYEXPIRED);
         store_close(s);
         tfu_rmdir(dir);
 }
@@ -233,6 +277,7 @@ int main(void)
             cmocka_unit_test(test_audit_chain),
             cmocka_unit_test(test_audit_deleted_entry),
             cmocka_unit_test(test_tokens),
+            cmocka_unit_test(test_token_migration_and_expiry),
             cmocka_unit_test(test_restart_keeps_creation),
             cmocka_unit_test(test_roster_reload_keeps_state),
             cmocka_unit_test(test_plan_prune),

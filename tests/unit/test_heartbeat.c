@@ -170,13 +170,13 @@ static void test_encode_refuses_bad_fields(void **state)
 
 static void test_node_id_rules(void **state)
 {
-        assert_true(node_id_valid("laptop-a"));
-        assert_true(node_id_valid("n1"));
-        assert_false(node_id_valid(""));
-        assert_false(node_id_valid("-a"));
-        assert_false(node_id_valid("a_b"));
-        assert_false(
-            node_id_valid("0123456789012345678901234567890123456789012345678901234567890123"));
+        assert_true(ident_valid(IDENT_NODE, "laptop-a"));
+        assert_true(ident_valid(IDENT_NODE, "n1"));
+        assert_false(ident_valid(IDENT_NODE, ""));
+        assert_false(ident_valid(IDENT_NODE, "-a"));
+        assert_false(ident_valid(IDENT_NODE, "a_b"));
+        assert_false(ident_valid(
+            IDENT_NODE, "0123456789012345678901234567890123456789012345678901234567890123"));
 }
 
 int main(void)

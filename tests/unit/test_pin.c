@@ -39,7 +39,7 @@ static struct pin make_pin(const char *vm_id, const char *node, const char *wg)
         snprintf(p.vm_id, sizeof(p.vm_id), "%s", vm_id);
         snprintf(p.node_id, sizeof(p.node_id), "%s", node);
         snprintf(p.node_wg_key, sizeof(p.node_wg_key), "%s", wg);
-        snprintf(p.entity, sizeof(p.entity), "Acme <&> \"Co\" é");
+        snprintf(p.entity, sizeof(p.entity), "acme-co");
         snprintf(p.image, sizeof(p.image), "test");
         snprintf(p.request_id, sizeof(p.request_id), "0123456789abcdef0123456789abcdef");
         assert_int_equal(pin_sign(&p, sk), 0);
@@ -50,7 +50,7 @@ static const struct pin_expect expect_a = {.fleet_id = "fleet-1",
                                            .vm_id = "vm-a",
                                            .node_id = "node-a",
                                            .node_wg_key = WG_A,
-                                           .entity = "Acme <&> \"Co\" é",
+                                           .entity = "acme-co",
                                            .image = "test"};
 
 /* Formats, parses back, and checks: what vmhost does with the metadata attribute. */
@@ -94,7 +94,7 @@ static void test_wrong_key_node_wg(void **state)
         e.fleet_id = "fleet-2";
         assert_int_equal(pin_check(&p, pk, &e), PIN_OTHER_FLEET);
         e = expect_a;
-        e.entity = "Other";
+        e.entity = "other";
         assert_int_equal(pin_check(&p, pk, &e), PIN_OTHER_ENTITY);
         e = expect_a;
         e.image = "other";
@@ -114,7 +114,7 @@ static void test_edited_fields(void **state)
             {"\"fleet_id\":\"fleet-1\"", "\"fleet_id\":\"fleet-2\""},
             {WG_A, WG_B},
             {"\"image\":\"test\"", "\"image\":\"tesu\""},
-            {"Acme", "Acne"},
+            {"acme-co", "acne-co"},
             {"0123456789abcdef0123", "f123456789abcdef0123"},
         };
         struct pin p = make_pin("vm-a", "node-a", WG_A);
@@ -259,7 +259,7 @@ static void test_metadata_attribute(void **state)
 
         snprintf(m.fleet_id, sizeof(m.fleet_id), "fleet-1");
         snprintf(m.node_id, sizeof(m.node_id), "node-a");
-        snprintf(m.entity, sizeof(m.entity), "Acme <&> \"Co\" é");
+        snprintf(m.entity, sizeof(m.entity), "acme-co");
         snprintf(m.request_id, sizeof(m.request_id), "r1");
         snprintf(m.image, sizeof(m.image), "test");
         m.has_pin = true;

@@ -283,17 +283,24 @@ static void test_policy(void **state)
 
 static void test_create_request(void **state)
 {
-        static const char ok[] = "{\"request_id\":\"r1\",\"vm_id\":\"vm-1\",\"entity\":\"Acme\","
+        static const char ok[] = "{\"request_id\":\"r1\",\"vm_id\":\"vm-1\",\"entity\":\"acme\","
                                  "\"memory_mib\":512,\"vcpus\":1,\"image\":\"img\","
                                  "\"vault_disk_mib\":64,\"fleet_id\":\"f\"}";
         static const char *const bad[] = {
-            "{\"request_id\":\"r1\",\"vm_id\":\"VM\",\"entity\":\"A\",\"memory_mib\":512,"
+            "{\"request_id\":\"r1\",\"vm_id\":\"VM\",\"entity\":\"a\",\"memory_mib\":512,"
             "\"vcpus\":1,\"image\":\"i\",\"vault_disk_mib\":64}",
-            "{\"request_id\":\"r1\",\"vm_id\":\"v\",\"entity\":\"A\",\"memory_mib\":1,"
+            "{\"request_id\":\"r1\",\"vm_id\":\"v\",\"entity\":\"a\",\"memory_mib\":1,"
             "\"vcpus\":1,\"image\":\"i\",\"vault_disk_mib\":64}",
-            "{\"request_id\":\"r1\",\"vm_id\":\"v\",\"entity\":\"A\",\"memory_mib\":512,"
+            "{\"request_id\":\"r1\",\"vm_id\":\"v\",\"entity\":\"a\",\"memory_mib\":512,"
             "\"vcpus\":1,\"image\":\"i\",\"vault_disk_mib\":64,\"migrate\":true}",
-            "{\"request_id\":\"\",\"vm_id\":\"v\",\"entity\":\"A\",\"memory_mib\":512,"
+            "{\"request_id\":\"\",\"vm_id\":\"v\",\"entity\":\"a\",\"memory_mib\":512,"
+            "\"vcpus\":1,\"image\":\"i\",\"vault_disk_mib\":64}",
+            /* ids by common/ident.h: what fleetd would have refused at plan time */
+            "{\"request_id\":\"r1\",\"vm_id\":\"v\",\"entity\":\"Acme Ltd\",\"memory_mib\":512,"
+            "\"vcpus\":1,\"image\":\"i\",\"vault_disk_mib\":64}",
+            "{\"request_id\":\"r1\",\"vm_id\":\"v\",\"entity\":\"a\",\"memory_mib\":512,"
+            "\"vcpus\":1,\"image\":\"Ubuntu\",\"vault_disk_mib\":64}",
+            "{\"request_id\":\"r 1\",\"vm_id\":\"v\",\"entity\":\"a\",\"memory_mib\":512,"
             "\"vcpus\":1,\"image\":\"i\",\"vault_disk_mib\":64}",
             "[]",
         };

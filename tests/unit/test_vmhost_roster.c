@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "common/roster.h"
+#include "vmhost/helper.h"
 #include "vmhost/vmhost.h"
 
 static uint8_t gpk[32], gsk[64], opk[32], osk[64];
@@ -38,6 +39,15 @@ static char *roster_text(uint64_t version, const uint8_t *sk)
         return text;
 }
 
+static void store_text(const char *path, const char *text)
+{
+        FILE *f = fopen(path, "w");
+
+        assert_non_null(f);
+        assert_int_equal(fputs(text, f) >= 0, 1);
+        assert_int_equal(fclose(f), 0);
+}
+
 static int apply(struct vmhost *vh, const char *text, struct vm_problem *p)
 {
         json_t *ret = NULL;
@@ -50,7 +60,9 @@ static int apply(struct vmhost *vh, const char *text, struct vm_problem *p)
 static void test_roster_push(void **state)
 {
         static struct vmhost vh = {.ops_lock = PTHREAD_MUTEX_INITIALIZER,
-                                   .state_lock = PTHREAD_MUTEX_INITIALIZER};
+                                   .state_lock = PTHREAD_MUTEX_INITIALIZER,
+                                   .helper_lock = PTHREAD_MUTEX_INITIALIZER,
+                                   .helper_fd = -1};
         char dir[] = "/tmp/tbx-roster-XXXXXX", path[128];
         char *v2 = roster_text(2, gsk), *v1 = roster_text(1, gsk), *forged = roster_text(3, osk);
         char *unsigned_ = roster_text(4, NULL);
@@ -79,10 +91,22 @@ static void test_roster_push(void **state)
         assert_int_equal(apply(&vh, "{\"v\":1}", &p), -EINVAL);
         assert_string_equal(p.type, "bad-roster");
         assert_int_equal(vh.roster->version, 2); /* nothing changed */
-        /* With an interface configured, the roster goes to mesh_apply_roster(): an interface
-         * that does not exist is an error the caller reports (the roster stays stored). */
+        /* With an interface configured, the roster goes to the helper process, which reads the
+         * stored copy, checks it and calls mesh_apply_roster(): an interface that does not exist
+         * is an error the caller reports (the roster stays stored). Without the helper: none. */
         snprintf(vh.cfg.wg_interface, sizeof(vh.cfg.wg_interface), "tbx-none0");
+        assert_int_equal(roster_apply_wireguard(&vh, vh.roster), -ENOTCONN);
+        assert_int_equal(vmh_start(&vh), 0);
         assert_int_equal(roster_apply_wireguard(&vh, vh.roster), -ENOENT);
+        /* the helper trusts the stored file no more than the network: another version than
+         * asked, or a copy not signed by the genesis key, is never applied */
+        assert_int_equal(vmh_apply_peers(&vh, 3), -ESTALE);
+        store_text(path, forged);
+        assert_int_equal(vmh_apply_peers(&vh, 3), -EBADMSG);
+        store_text(path, unsigned_);
+        assert_int_equal(vmh_apply_peers(&vh, 4), -EBADMSG);
+        vmh_stop(&vh);
+        assert_int_equal(vmh_apply_peers(&vh, 2), -ENOTCONN);
         unlink(path);
         rmdir(dir);
         roster_free(vh.roster);

@@ -1,0 +1,111 @@
+/* The message layer between privilege-separated processes (common/imsg.h). SOCK_SEQPACKET keeps
+ * message boundaries, so a short or long read is a size error, not a framing state to resync. */
+#include "common/imsg.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+const struct imsg_type *imsg_type_find(const struct imsg_proto *p, uint16_t type)
+{
+        for (size_t i = 0; i < p->n_types; i++)
+                if (p->types[i].type == type)
+                        return &p->types[i];
+        return NULL;
+}
+
+static int imsg_fail(char *err, size_t errsize, int r, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int imsg_fail(char *err, size_t errsize, int r, const char *fmt, ...)
+{
+        va_list ap;
+
+        if (err && errsize) {
+                va_start(ap, fmt);
+                vsnprintf(err, errsize, fmt, ap);
+                va_end(ap);
+        }
+        return r;
+}
+
+int imsg_check(const struct imsg_proto *p, const void *buf, size_t n, struct imsg_hdr *ret_hdr,
+               const void **ret_payload, char *err, size_t errsize)
+{
+        const struct imsg_type *t;
+        struct imsg_hdr h;
+
+        if (n < sizeof(h))
+                return imsg_fail(err, errsize, -EPROTO, "%s message of %zu bytes has no header",
+                                 p->name, n);
+        memcpy(&h, buf, sizeof(h));
+        if (h.version != p->version)
+                return imsg_fail(err, errsize, -EPROTONOSUPPORT,
+                                 "%s message version %u, expected %u", p->name, h.version,
+                                 p->version);
+        t = imsg_type_find(p, h.type);
+        if (!t)
+                return imsg_fail(err, errsize, -EBADMSG, "unknown %s message type %u", p->name,
+                                 h.type);
+        if (h.len != n - sizeof(h) || h.len < t->min_len || h.len > t->max_len)
+                return imsg_fail(err, errsize, -EMSGSIZE,
+                                 "%s message '%s' of %zu payload bytes (header says %u), needs "
+                                 "%u..%u",
+                                 p->name, t->name, n - sizeof(h), h.len, t->min_len, t->max_len);
+        *ret_hdr = h;
+        *ret_payload = (const char *)buf + sizeof(h);
+        return 0;
+}
+
+int imsg_send(int fd, const struct imsg_proto *p, uint16_t type, const void *payload, size_t len)
+{
+        const struct imsg_type *t = imsg_type_find(p, type);
+        struct imsg_hdr h = {.version = p->version, .type = type, .len = (uint32_t)len};
+        struct iovec iov[2] = {{&h, sizeof(h)}, {(void *)payload, len}};
+        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = len ? 2 : 1};
+        ssize_t w;
+
+        if (!t || len < t->min_len || len > t->max_len)
+                return -EINVAL;
+        do
+                w = sendmsg(fd, &mh, MSG_NOSIGNAL);
+        while (w < 0 && errno == EINTR);
+        if (w < 0)
+                return -errno;
+        return (size_t)w == sizeof(h) + len ? 0 : -EIO;
+}
+
+ssize_t imsg_recv(int fd, void *buf, size_t size, int timeout_ms)
+{
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        ssize_t n;
+        int r;
+
+        do
+                r = poll(&pfd, 1, timeout_ms);
+        while (r < 0 && errno == EINTR);
+        if (r < 0)
+                return -errno;
+        if (r == 0)
+                return -ETIMEDOUT;
+        do
+                n = recv(fd, buf, size, MSG_TRUNC);
+        while (n < 0 && errno == EINTR);
+        if (n < 0)
+                return -errno;
+        return (size_t)n > size ? -EMSGSIZE : n;
+}
+
+int imsg_socketpair(int ret_fds[2])
+{
+        return socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ret_fds) < 0 ? -errno : 0;
+}
+
+bool imsg_string_ok(const char *s, size_t size)
+{
+        return memchr(s, '\0', size) != NULL;
+}

@@ -1,0 +1,166 @@
+/* Operations left running by a crash, settled at start from what the store recorded: a verb
+ * whose lifecycle was written had been answered by the node (succeeded, the VM as result); one
+ * whose lifecycle was not is failed as interrupted; a creation follows its VM (running while it
+ * is dispatched, succeeded when active, failed with the reason when given up). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "common/log.h"
+#include "test_fleetd_util.h"
+
+struct fixture {
+        char *dir;
+        struct fleetd f;
+};
+
+static int setup(void **state)
+{
+        struct fixture *fx = calloc(1, sizeof(*fx));
+
+        fx->dir = tfu_tmpdir();
+        if (tfu_fleetd_open(&fx->f, fx->dir, 2, NULL) < 0)
+                return -1;
+        *state = fx;
+        return 0;
+}
+
+static int teardown(void **state)
+{
+        struct fixture *fx = *state;
+
+        fleetd_close(&fx->f);
+        tfu_rmdir(fx->dir);
+        free(fx);
+        return 0;
+}
+
+static void add_vm(struct fleetd *f, const char *id, enum vm_status st, enum vm_lifecycle lc)
+{
+        struct fleet_vm vm = {.status = st, .lifecycle = lc, .memory_mib = 256};
+
+        snprintf(vm.id, sizeof(vm.id), "%s", id);
+        snprintf(vm.entity, sizeof(vm.entity), "%s", id);
+        snprintf(vm.node_id, sizeof(vm.node_id), "n1");
+        snprintf(vm.reason, sizeof(vm.reason), "%s", st == VM_FAILED ? "image missing" : "");
+        assert_non_null(vm_table_add(f, &vm));
+}
+
+/* A running operation as fleetd stores it, id made of c. */
+static void add_op(struct fleetd *f, char c, const char *kind, const char *vm_id)
+{
+        char id[OP_ID_LEN + 1], *text;
+        json_t *doc;
+
+        memset(id, c, OP_ID_LEN);
+        id[OP_ID_LEN] = '\0';
+        doc = json_pack("{s:s, s:s, s:s, s:i, s:s, s:n, s:s, s:n, s:n, s:s, s:I, s:s, s:I}", "id",
+                        id, "kind", kind, "state", "running", "progress", 0, "vm_id", vm_id,
+                        "plan_id", "actor", "test", "result", "error", "created_at",
+                        "2026-12-02T00:00:00.000Z", "created_ms", (json_int_t)1, "updated_at",
+                        "2026-12-02T00:00:00.000Z", "updated_ms", (json_int_t)1);
+        text = json_dumps(doc, JSON_COMPACT);
+        assert_int_equal(store_op_insert(f->store, id, "running", 1, text), 1);
+        assert_int_equal(store_op_insert(f->store, id, "running", 1, text), 0); /* once */
+        free(text);
+        json_decref(doc);
+}
+
+static json_t *get_op(struct fleetd *f, char c)
+{
+        char id[OP_ID_LEN + 1];
+        struct plan_outcome o;
+
+        memset(id, c, OP_ID_LEN);
+        id[OP_ID_LEN] = '\0';
+        ops_get(f, id, &o);
+        assert_int_equal(o.status, 200);
+        return o.body;
+}
+
+static const char *str(json_t *o, const char *k)
+{
+        return json_string_value(json_object_get(o, k));
+}
+
+static void test_recover(void **state)
+{
+        struct fixture *fx = *state;
+        struct fleetd *f = &fx->f;
+        json_t *o;
+
+        add_vm(f, "tbx-a-000001", VM_ACTIVE, VM_LC_SUSPENDED); /* suspend recorded */
+        add_vm(f, "tbx-b-000002", VM_ACTIVE, VM_LC_SUSPENDED); /* resume not recorded */
+        add_vm(f, "tbx-c-000003", VM_CREATING, VM_LC_ACTIVE);
+        add_vm(f, "tbx-d-000004", VM_FAILED, VM_LC_ACTIVE);
+        add_op(f, 'a', "suspend", "tbx-a-000001");
+        add_op(f, 'b', "resume", "tbx-b-000002");
+        add_op(f, 'c', "create", "tbx-c-000003");
+        add_op(f, 'd', "create", "tbx-d-000004");
+        add_op(f, 'e', "verify", "tbx-a-000001");
+        ops_recover(f);
+
+        o = get_op(f, 'a');
+        assert_string_equal(str(o, "state"), "succeeded");
+        assert_string_equal(str(json_object_get(o, "result"), "lifecycle"), "suspended");
+        json_decref(o);
+        o = get_op(f, 'b');
+        assert_string_equal(str(o, "state"), "failed");
+        assert_non_null(strstr(str(json_object_get(o, "error"), "type"), "/interrupted"));
+        assert_int_equal(json_integer_value(json_object_get(json_object_get(o, "error"), "status")),
+                         503);
+        json_decref(o);
+        o = get_op(f, 'e'); /* a verification cut short is not known to have been asked */
+        assert_string_equal(str(o, "state"), "failed");
+        json_decref(o);
+        o = get_op(f, 'c');
+        assert_string_equal(str(o, "state"), "running");
+        assert_int_equal(json_integer_value(json_object_get(o, "progress")), 10);
+        json_decref(o);
+        o = get_op(f, 'd');
+        assert_string_equal(str(o, "state"), "failed");
+        assert_non_null(strstr(str(json_object_get(o, "error"), "detail"), "image missing"));
+        json_decref(o);
+
+        /* the creation ends when its VM does, and the end is stored */
+        vm_table_find(f, "tbx-c-000003")->status = VM_ACTIVE;
+        o = get_op(f, 'c');
+        assert_string_equal(str(o, "state"), "succeeded");
+        json_decref(o);
+        {
+                struct plan_outcome l;
+
+                ops_list(f, NULL, "running", 100, &l);
+                assert_int_equal(l.status, 200);
+                assert_int_equal(json_array_size(json_object_get(l.body, "operations")), 0);
+                json_decref(l.body);
+                ops_list(f, NULL, NULL, 2, &l);
+                assert_int_equal(json_array_size(json_object_get(l.body, "operations")), 2);
+                assert_string_equal(str(l.body, "next_after"), "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb");
+                json_decref(l.body);
+        }
+}
+
+static void test_unknown(void **state)
+{
+        struct fixture *fx = *state;
+        struct plan_outcome o;
+
+        ops_get(&fx->f, "0123456789abcdef0123456789abcdef", &o);
+        assert_int_equal(o.status, 404);
+        assert_false(op_id_valid("0123"));
+        assert_false(op_id_valid("0123456789ABCDEF0123456789abcdef"));
+        assert_true(op_id_valid("0123456789abcdef0123456789abcdef"));
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+            cmocka_unit_test_setup_teardown(test_recover, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_unknown, setup, teardown),
+        };
+
+        log_init("test", LOG_LEVEL_ERROR);
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
