@@ -107,6 +107,7 @@ int ctl_cmd_verb(struct ctl *c);
 int ctl_cmd_audit(struct ctl *c);
 int ctl_cmd_health(struct ctl *c);
 int ctl_cmd_roster(struct ctl *c);
+int ctl_cmd_image(struct ctl *c);
 int ctl_cmd_token(struct ctl *c);
 int ctl_cmd_audit_verify(struct ctl *c);
 int ctl_cmd_deposit(struct ctl *c);

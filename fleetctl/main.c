@@ -42,6 +42,8 @@ const struct ctl_command ctl_commands[] = {
      "the Totebox's ledger, a page at a time"},
     {"read", ctl_cmd_read, "read VM SEQ --output FILE [--vault-key B64]",
      "read a record back; written only when its hash and inclusion proof verify"},
+    {"image", ctl_cmd_image, "image push FILE --name NAME [--node N ...] | list | remove NAME",
+     "push a base image to the nodes (checksummed, resumable), list or remove images"},
     {"health", ctl_cmd_health, "health", "fleet health, integrity first"},
     {"roster", ctl_cmd_roster, "roster", "the roster fleetd uses"},
     {"token", ctl_cmd_token, "token create NAME [--expires 30d] | token revoke NAME | token list",
@@ -93,11 +95,11 @@ static int ctl_parse(struct ctl *c, int argc, char **argv)
                                              {"after", required_argument, NULL, 'a'},
                                              {"limit", required_argument, NULL, 'l'},
                                              {"kind", required_argument, NULL, 'k'},
+                                             {"name", required_argument, NULL, 'A'},
                                              {"node", required_argument, NULL, 'N'},
                                              {"witness", required_argument, NULL, 'W'},
                                              {"key", required_argument, NULL, 'K'},
                                              {"via-fleetd", no_argument, NULL, 'V'},
-                                             {"name", required_argument, NULL, 'G'},
                                              {"supersedes", required_argument, NULL, 's'},
                                              {"deposit-id", required_argument, NULL, 'D'},
                                              {"output", required_argument, NULL, 'o'},
@@ -169,6 +171,9 @@ static int ctl_parse(struct ctl *c, int argc, char **argv)
                 case 'k':
                         c->kind = optarg;
                         break;
+                case 'A':
+                        c->name = optarg;
+                        break;
                 case 'N':
                 case 'W':
                         if ((o == 'N' ? c->n_witness_nodes : c->n_witness_files) ==
@@ -187,9 +192,6 @@ static int ctl_parse(struct ctl *c, int argc, char **argv)
                         break;
                 case 'V':
                         c->via_fleetd = true;
-                        break;
-                case 'G':
-                        c->name = optarg;
                         break;
                 case 's':
                         c->supersedes = optarg;

@@ -102,6 +102,29 @@ const struct api_route api_routes[] = {
      {NULL},
      false,
      "one operation: state, progress, result or error"},
+    {"GET",
+     "/v1/images",
+     api_images_list,
+     true,
+     API_BODY_NONE,
+     {NULL},
+     false,
+     "base images the nodes hold, and the pushes since fleetd started"},
+    {"GET", "/v1/images/{name}/upload", api_images_upload_get, true, API_BODY_NONE, Q("sha256"),
+     false, "how many bytes of an upload (name + sha256) fleetd holds"},
+    {"PUT", "/v1/images/{name}/upload", api_images_upload_put, true, API_BODY_STREAM,
+     Q("sha256", "size", "offset", "nodes"), false,
+     "stream an image from an offset; checked, then pushed to the nodes"},
+    {"GET",
+     "/v1/images/{name}/push",
+     api_images_push_get,
+     true,
+     API_BODY_NONE,
+     {NULL},
+     false,
+     "a push's progress per node"},
+    {"DELETE", "/v1/images/{name}", api_images_remove, true, API_BODY_NONE, Q("node"), false,
+     "remove an image from the nodes (refused where a VM uses it)"},
     {"GET", "/v1/audit", api_audit_list, true, API_BODY_NONE, Q("after", "limit", "kind"), true,
      "the audit record"},
     {"GET",
@@ -157,6 +180,9 @@ struct api_conn {
         uint64_t spooled;
         bool too_large;
         crypto_generichash_state hs;
+        struct api_upload upload; /* feed set: a streamed body */
+        unsigned route;           /* a streamed body's route, for /metrics */
+        char request_id[IDENT_REQUEST_MAX + 1];
 };
 
 /* Length of the well-formed UTF-8 sequence at s (RFC 3629: no overlong forms, no surrogates,
@@ -771,6 +797,25 @@ static void api_spool_feed(struct fleetd *f, struct api_conn *c, const char *dat
         *size = 0;
 }
 
+/* A streamed route's start, with only the headers in: true when it takes the body. */
+static bool api_stream_begin(struct api_conn *c, struct api_request *req, struct api_response *resp)
+{
+        for (const struct api_route *r = api_routes; r->pattern; r++) {
+                if (r->body != API_BODY_STREAM || strcmp(r->method, req->method) != 0 ||
+                    !api_match(r->pattern, req->path, req))
+                        continue;
+                api_new_request_id(req->conn, c->request_id, sizeof(c->request_id));
+                memcpy(req->request_id, c->request_id, sizeof(req->request_id));
+                req->route = c->route = (unsigned)(r - api_routes);
+                req->upload = &c->upload;
+                api_run(r, req, resp);
+                if (!c->upload.feed && !resp->status)
+                        api_problem(resp, 500, "internal", "the upload was not taken");
+                return c->upload.feed != NULL;
+        }
+        return false;
+}
+
 static enum MHD_Result api_access(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
@@ -793,10 +838,25 @@ static enum MHD_Result api_access(void *cls, struct MHD_Connection *conn, const 
                         return MHD_NO;
                 *con_cls = c;
                 c->spool_fd = -1;
-                if (api_request_fits(&req, &resp) && api_spool_start(f, c, &req, &resp))
+                if (api_request_fits(&req, &resp) && api_spool_start(f, c, &req, &resp) &&
+                    (api_stream_begin(c, &req, &resp) || !c->request_id[0]))
                         return MHD_YES;
+                if (c->request_id[0]) /* a streamed route refused before the body */
+                        return api_answer(f, conn, &req, &resp, &t0);
                 /* answered before its body is read; libmicrohttpd then closes the connection */
                 api_new_request_id(conn, req.request_id, sizeof(req.request_id));
+                return api_answer(f, conn, &req, &resp, &t0);
+        }
+        if (c->upload.feed) {
+                if (*upload_data_size) {
+                        c->upload.feed(c->upload.state, upload_data, *upload_data_size);
+                        *upload_data_size = 0;
+                        return MHD_YES;
+                }
+                memcpy(req.request_id, c->request_id, sizeof(req.request_id));
+                req.route = c->route;
+                c->upload.end(c->upload.state, &req, &resp);
+                c->upload.feed = NULL; /* answered once */
                 return api_answer(f, conn, &req, &resp, &t0);
         }
         if (c->spool && *upload_data_size) {
@@ -834,6 +894,8 @@ static void api_completed(void *cls, struct MHD_Connection *conn, void **con_cls
                 http_body_done(&c->body);
                 if (c->spool_fd >= 0)
                         close(c->spool_fd);
+                if (c->upload.drop)
+                        c->upload.drop(c->upload.state);
                 free(c);
                 *con_cls = NULL;
         }

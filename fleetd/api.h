@@ -58,7 +58,20 @@ struct api_request {
         int body_fd;
         bool body_in_file, body_too_large;
         uint64_t body_size;
-        uint8_t body_hash[32]; /* BLAKE2b-256 of the spooled body */
+        uint8_t body_hash[32];     /* BLAKE2b-256 of the spooled body */
+        struct api_upload *upload; /* an API_BODY_STREAM route's connection state */
+};
+
+/* A streamed body (API_BODY_STREAM): the route's handler runs once the headers are in and
+ * either answers (a refusal: the body is never read) or sets feed, end and drop. feed takes
+ * each chunk as it arrives, end answers once the body is complete, drop frees the state when
+ * the connection ends (also when it was cut). */
+struct api_response;
+struct api_upload {
+        void *state;
+        int (*feed)(void *state, const char *data, size_t n);
+        void (*end)(void *state, struct api_request *req, struct api_response *resp);
+        void (*drop)(void *state);
 };
 
 /* An answer's bytes shared by every request that sends them (the cached node list): counted
@@ -85,8 +98,8 @@ struct api_response {
         bool etag; /* a list route's 200: tagged, and 304 when If-None-Match names the tag */
         char tag[FLEET_ETAG_SIZE]; /* one resource's revision (etag.c), sent as its ETag */
         char location[64];         /* a Location header (202: the operation to poll), or "" */
-        char *header_owned; /* header_value's storage when it is malloc'd (owned) */
-        bool has_file;      /* send file_fd's file_len bytes (the response takes the fd) */
+        char *header_owned;        /* header_value's storage when it is malloc'd (owned) */
+        bool has_file;             /* send file_fd's file_len bytes (the response takes the fd) */
         int file_fd;
         uint64_t file_len;
         char allow[64];
@@ -96,7 +109,7 @@ struct api_response {
 typedef void (*api_handler)(struct api_request *req, struct api_response *resp);
 
 /* What a route takes as a body: none (a body is refused: 400 unexpected-body), or JSON. */
-enum api_body { API_BODY_NONE, API_BODY_JSON, API_BODY_FILE };
+enum api_body { API_BODY_NONE, API_BODY_JSON, API_BODY_FILE, API_BODY_STREAM };
 
 struct api_route {
         const char *method;
@@ -163,6 +176,12 @@ void api_plans_create(struct api_request *req, struct api_response *resp);
 void api_plans_get(struct api_request *req, struct api_response *resp);
 void api_plans_confirm(struct api_request *req, struct api_response *resp);
 void api_plans_drop(struct api_request *req, struct api_response *resp);
+/* images.c */
+void api_images_list(struct api_request *req, struct api_response *resp);
+void api_images_upload_get(struct api_request *req, struct api_response *resp);
+void api_images_upload_put(struct api_request *req, struct api_response *resp);
+void api_images_push_get(struct api_request *req, struct api_response *resp);
+void api_images_remove(struct api_request *req, struct api_response *resp);
 /* api_operations.c */
 void api_operations_list(struct api_request *req, struct api_response *resp);
 void api_operations_get(struct api_request *req, struct api_response *resp);

@@ -63,6 +63,8 @@ const struct config_key fleetd_config_table[] = {
       "the agents' full verification schedule (their verify_interval)"),
     K("vault_stall_grace", CONFIG_DURATION, vault_stall_grace_ms, 0, 604800000, "15m",
       "a Totebox whose last full verification is older than the schedule plus this is stalled"),
+    K("image_max_bytes", CONFIG_UINT, image_max_bytes, 4096, 1ULL << 40, "68719476736",
+      "largest base image fleetd stages and pushes (bytes; 64 GiB)"),
     K("log_level", CONFIG_STRING, log_level, 16, 16, "info", "error, warn, info or debug"),
     {0},
 };

@@ -49,6 +49,7 @@ int fleetd_open(struct fleetd *f)
                          "(totebox-pair controller-key)",
                          f->pin_pk);
         r = audit_open(f);
+        r = r ?: images_start(f);
         if (r < 0)
                 return r;
         vault_witness_open(f); /* without its key fleetd still checks, and cosigns nothing */
@@ -74,6 +75,7 @@ int fleetd_open(struct fleetd *f)
 
 void fleetd_close(struct fleetd *f)
 {
+        images_stop(f);
         ops_wait_idle(f);
         dispatch_stop(f);
         audit_close(f);

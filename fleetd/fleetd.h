@@ -11,6 +11,7 @@
 #include "common/config.h"
 #include "common/heartbeat.h"
 #include "common/ident.h"
+#include "common/image_transfer.h"
 #include "common/vm_lifecycle.h"
 #include "common/roster.h"
 #include "common/witness_key.h"
@@ -46,6 +47,7 @@ struct fleetd_config {
         uint64_t max_record_bytes; /* the Diode: largest deposit (spooled in state_dir/diode) */
         uint64_t max_json_depth;
         uint64_t vault_verify_interval_ms, vault_stall_grace_ms;
+        uint64_t image_max_bytes;
         bool auth;
         char panel_dir[4096];
         char log_level[16];
@@ -121,6 +123,9 @@ struct fleet_node {
         uint64_t inv_fetch_sent; /* the number of the fetch in flight (or last sent); one
                                     fetch per node is in flight at a time */
         bool counter_reset; /* the node's creation counter went back for good (set by ingest) */
+        /* the base images the node's last inventory listed ([{name, sha256, size}]), or NULL
+         * when it never listed any (a vmhost without image reports: holdings unknown) */
+        json_t *images;
         unsigned
             low_beats;     /* heartbeats in a row from one boot with a counter below the figures' */
         unsigned low_boot; /* that boot's slot in boots[] */
@@ -237,6 +242,7 @@ struct fleet_metrics {
 
 struct store;
 struct audit_log;
+struct fleet_images;
 
 struct fleetd {
         struct fleetd_config cfg;
@@ -260,6 +266,7 @@ struct fleetd {
         uint64_t started_wall_ms;
         uint64_t verb_events;    /* counts starts and ends of verb calls to nodes (under lock) */
         struct audit_log *audit; /* audit_push.c: the key, checkpoints, the nodes' witness */
+        struct fleet_images *images; /* images.c: staged uploads and pushes to nodes */
         /* the pin key (pin_sign.c): Ed25519, its public half named by the roster */
         uint8_t pin_sk[64];
         char pin_pk[WG_KEY_B64_LEN + 1];
@@ -346,6 +353,7 @@ enum cand_verdict {
         CAND_STALE,
         CAND_NO_HEARTBEAT,
         CAND_BELOW_MARGIN,
+        CAND_NO_IMAGE, /* the node does not hold the plan's image */
         CAND_NO_DISK,
 };
 
@@ -466,6 +474,22 @@ void plans_list(struct fleetd *f, const char *after, const char *state, unsigned
 /* dispatch.c: creations and inventory fetches, retried with backoff, off the request threads */
 int dispatch_start(struct fleetd *f);
 void dispatch_stop(struct fleetd *f);
+
+/* images.c: base images staged from the operator and pushed to nodes (docs/fleetd.md). */
+int images_start(struct fleetd *f);
+void images_stop(struct fleetd *f); /* waits for the push workers; accepts a stopped state */
+/* Under f->lock: 1 the node holds image name, 0 it does not, -1 it never reported its images. */
+int fleet_node_image(const struct fleet_node *n, const char *name);
+/* Under f->lock: some node holds name, or might (heard from, but never listed its images). */
+bool fleet_image_anywhere(struct fleetd *f, const char *name);
+json_t *images_fleet_list(struct fleetd *f);
+json_t *images_push_get(struct fleetd *f, const char *name); /* NULL: no such push */
+
+/* node_client.c: a streamed PUT of len bytes of fd from offset (no whole-file buffer); progress
+ * gets the bytes sent since its last call and aborts the transfer with a negative return. */
+int node_client_upload(void *ctx, const char *address, uint16_t port, const char *path, int fd,
+                       uint64_t offset, uint64_t len, int (*progress)(void *arg, uint64_t sent),
+                       void *arg, long *ret_status, char **ret_body);
 void dispatch_wake(struct fleetd *f);
 /* One pass of the dispatcher at now (unit tests call this directly). */
 void dispatch_run_once(struct fleetd *f, uint64_t now_ms);

@@ -17,9 +17,10 @@
 #include "common/log.h"
 #include "fleetd/store.h"
 
-#define INVENTORY_MAX_BYTES (8u * 1024 * 1024)
-#define INVENTORY_MAX_DEPTH 8
-#define INVENTORY_MAX_VMS   10000
+#define INVENTORY_MAX_BYTES  (8u * 1024 * 1024)
+#define INVENTORY_MAX_DEPTH  8
+#define INVENTORY_MAX_VMS    10000
+#define INVENTORY_MAX_IMAGES 1000
 
 /* One of agent.last_report and agent.last_requested_report, when there is one: a report as
  * vmhost received it from the agent; "key" names it, "at_key" its arrival time. */
@@ -106,9 +107,38 @@ static int inventory_check_vm(const json_t *v, struct json_input_error *e)
         return 0;
 }
 
+/* The base images a node holds (optional: a vmhost without image reports sends none). */
+static int inventory_check_images(const json_t *images, struct json_input_error *e)
+{
+        if (!images)
+                return 0;
+        if (!json_is_array(images) || json_array_size(images) > INVENTORY_MAX_IMAGES)
+                return json_input_fail(e, "field 'images' must be an array of at most %d images",
+                                       INVENTORY_MAX_IMAGES);
+        for (size_t i = 0; i < json_array_size(images); i++) {
+                static const char *const fields[] = {"name", "sha256", "size", NULL};
+                json_t *im = json_array_get(images, i);
+                const char *name = NULL, *sha = NULL;
+                uint64_t size;
+                int r =
+                    json_is_object(im) ? 0 : json_input_fail(e, "every image must be an object");
+
+                r = r ?: json_input_check_keys(im, fields, e);
+                r = r ?: json_input_get_string(im, "name", true, IDENT_IMAGE_MAX, &name, e);
+                r = r ?: json_input_get_string(im, "sha256", true, IMAGE_TRANSFER_HEX_LEN, &sha, e);
+                r = r ?: json_input_get_uint(im, "size", true, 0, INT64_MAX, &size, e);
+                if (r < 0)
+                        return r;
+                if (!ident_valid(IDENT_IMAGE, name) || !ident_hex_valid(sha, IMAGE_TRANSFER_HEX_LEN))
+                        return json_input_fail(e, "image '%.64s' has an invalid name or sha256",
+                                               name);
+        }
+        return 0;
+}
+
 static int inventory_check(const json_t *o, const char *node_id, struct json_input_error *e)
 {
-        static const char *const fields[] = {"node", "digest", "vms", "creations", NULL};
+        static const char *const fields[] = {"node", "digest", "vms", "creations", "images", NULL};
         const char *node = NULL, *digest = NULL;
         json_t *vms = json_object_get(o, "vms");
         uint64_t creations;
@@ -133,7 +163,7 @@ static int inventory_check(const json_t *o, const char *node_id, struct json_inp
                 if (r < 0)
                         return r;
         }
-        return 0;
+        return inventory_check_images(json_object_get(o, "images"), e);
 }
 
 static void inventory_integrity(struct fleetd *f, struct fleet_vm *vm, json_t *integ)
@@ -435,6 +465,10 @@ int inventory_apply(struct fleetd *f, const char *node_id, const char *expected_
                     inventory_reconcile(f, node, vms, c ? (uint64_t)json_integer_value(c) : 0);
 
                 snprintf(node->inv_digest, sizeof(node->inv_digest), "%s", digest);
+                if (json_object_get(o, "images")) {
+                        json_decref(node->images);
+                        node->images = json_incref(json_object_get(o, "images"));
+                }
                 node->inv =
                     expected_digest && strcmp(expected_digest, digest) ? INV_WANTED : INV_OK;
                 node->inv_failures = 0;

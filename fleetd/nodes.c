@@ -60,6 +60,7 @@ void node_table_done(struct node_table *t)
                 for (size_t i = 0; i < t->roster->n_nodes; i++) {
                         json_decref(t->nodes[i].unknown_vms);
                         json_decref(t->nodes[i].misplaced_vms);
+                        json_decref(t->nodes[i].images);
                         free(t->nodes[i].history);
                 }
         free(t->nodes);
@@ -96,6 +97,7 @@ void node_table_carry(struct node_table *t, const struct node_table *old)
                 n->rn = rn;
                 n->unknown_vms = json_incref(o->unknown_vms);
                 n->misplaced_vms = json_incref(o->misplaced_vms);
+                n->images = json_incref(o->images);
                 /* the history moves: the old table is freed next (node_table_done) */
                 ((struct fleet_node *)o)->history = NULL;
                 /* a node that moved to another address must prove itself again */

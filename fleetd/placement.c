@@ -2,10 +2,11 @@
  * (total - memory of defined Totebox domains), minus memory promised to confirmed creations that
  * its heartbeats do not reflect yet: guests that have not touched their memory still count (the
  * Shaken Fist lesson). Candidates are nodes that are alive (healthy libvirt) with a heartbeat no
- * older than two intervals; a VM fits where available - memory >= the safety margin. Among the
- * nodes where it fits, the operator's policy (placement_prefer_roles) ranks the roles first (by
- * default an on-premises node before the cloud node); within the best tier the most available
- * RAM wins; ties go to the smallest node id. Pure functions of the table, the config and "now". */
+ * older than two intervals, holding the plan's image (or never having said which images they
+ * hold); a VM fits where available - memory >= the safety margin. Among the nodes where it fits,
+ * the operator's policy (placement_prefer_roles) ranks the roles first (by default an
+ * on-premises node before the cloud node); within the best tier the most available RAM wins;
+ * ties go to the smallest node id. Pure functions of the table, the config and "now". */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -25,6 +26,7 @@ static const char *const cand_reasons[] = {
                           "safety margin",
     [CAND_NO_DISK] = "not enough disk: the room for VM disks left after the vault disk and the "
                      "copy-on-write allowance would be below disk_margin_mib",
+    [CAND_NO_IMAGE] = "does not hold the plan's image (fleetctl image push)",
 };
 
 const char *cand_verdict_reason(enum cand_verdict v)
@@ -161,6 +163,8 @@ long placement_choose(const struct node_table *t, const struct fleetd_config *cf
                         __builtin_prefetch(&t->nodes[i + 8]);
                 c->node = (uint32_t)i;
                 placement_check_node(&t->nodes[i], cfg, req, now_ms, c);
+                if (c->verdict == CAND_FITS && fleet_node_image(&t->nodes[i], req->image) == 0)
+                        c->verdict = CAND_NO_IMAGE;
                 c->tier = tiers[t->roster->nodes[i].role];
                 if (c->verdict != CAND_FITS)
                         continue;

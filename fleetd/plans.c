@@ -212,14 +212,21 @@ static int plans_insert(struct fleetd *f, const struct plan_row *p, const char *
 }
 
 /* target: the figures of the operator's target node (stolen), or NULL when the fleet chooses;
- * chosen: the fleet's own choice, or NULL. */
+ * chosen: the fleet's own choice, or NULL; no_image: no node holds the plan's image. */
 static void plans_quote(struct fleetd *f, const struct plan_request *req, const char *actor,
                         struct plan_cand *c, size_t n, const char *chosen, json_t *target,
-                        struct plan_outcome *o)
+                        bool no_image, struct plan_outcome *o)
 {
         struct plan_row p = {.req = *req};
         uint8_t raw[PLAN_ID_LEN / 2];
 
+        if (!chosen && !target && no_image) {
+                plan_fail(o, 422, "no-node-has-image",
+                          "no node has image '%s' (fleetctl image push FILE --name %s)", req->image,
+                          req->image);
+                o->body = json_pack("{s:o}", "candidates", plan_candidates_json(c, n));
+                return;
+        }
         if (!chosen && !target) {
                 plan_fail(o, 422, "no-node-fits",
                           "no node can hold %llu MiB with a safety margin of %llu MiB",
@@ -272,6 +279,7 @@ void plans_create(struct fleetd *f, const struct plan_request *req, const char *
         struct plan_cand *c = NULL;
         json_t *target = NULL;
         struct fleet_vm *vm;
+        bool no_image = false;
         long best = -1;
         size_t n = 0;
 
@@ -284,13 +292,14 @@ void plans_create(struct fleetd *f, const struct plan_request *req, const char *
                           vm->id, vm->node_id);
         else
                 best = plans_choose(f, req, &c, &n, chosen);
+        no_image = !vm && best < 0 && !fleet_image_anywhere(f, req->image);
         if (best >= -1 && !vm && req->node[0])
                 target = plans_target(f, req, c, o);
         pthread_mutex_unlock(&f->lock);
         if (best == -2)
                 plan_fail(o, 500, "out-of-memory", "cannot allocate the candidates");
         else if (!vm && !o->problem)
-                plans_quote(f, req, actor, c, n, best >= 0 ? chosen : NULL, target, o);
+                plans_quote(f, req, actor, c, n, best >= 0 ? chosen : NULL, target, no_image, o);
         free(c);
         pthread_mutex_lock(&f->lock);
         if (o->status == 201)
@@ -330,6 +339,8 @@ static bool plans_recheck(struct fleetd *f, const struct plan_row *p, struct pla
                 return false;
         }
         placement_check_node(n, &f->cfg, &p->req, clock_monotonic_ms(), &c);
+        if (c.verdict == CAND_FITS && fleet_node_image(n, p->req.image) == 0)
+                c.verdict = CAND_NO_IMAGE; /* removed from the node since the plan */
         if (c.verdict != CAND_FITS) {
                 plan_fail(o, 409, "plan-stale",
                           "node '%s' does not fit the VM (%s; %lld MiB available after "

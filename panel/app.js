@@ -85,6 +85,31 @@ function renderNodes(nodes) {
     el("td", {}, age(n.heartbeat_age_ms)))));
 }
 
+const bytes = (n) => (n >= 1 << 30 ? `${(n / (1 << 30)).toFixed(1)} GiB` : `${(n / (1 << 20)).toFixed(1)} MiB`);
+
+/* A push as one line: "done on 2/2 nodes", or each node's progress while it runs. */
+function pushText(p) {
+  if (!p) return "—";
+  if (p.state !== "running") return `${p.state} on ${p.nodes_done}/${p.nodes.length} nodes`;
+  return p.nodes.map((n) => `${n.node} ${n.state} ${Math.floor((100 * (n.offset + n.bytes_sent)) / Math.max(1, n.total))} %`).join(", ");
+}
+
+/* The images the nodes hold, with the last push of each name; the plan form's image picker. */
+function renderImages(doc) {
+  const pushes = new Map((doc.pushes || []).map((p) => [p.name, p]));
+  const rows = (doc.images || []).map((i) => ({ ...i, push: pushes.get(i.name) }));
+  for (const p of pushes.values())
+    if (!rows.some((r) => r.name === p.name)) rows.push({ name: p.name, sha256: p.sha256, size: p.size, nodes: [], push: p });
+  fill($("#images tbody"), rows.map((r) => el("tr", { "data-image": r.name },
+    el("td", {}, r.name),
+    el("td", { title: r.sha256 }, r.sha256.slice(0, 12)),
+    el("td", {}, bytes(r.size)),
+    el("td", {}, r.nodes.length ? r.nodes.join(", ") : "—"),
+    el("td", {}, pushText(r.push)))));
+  const names = [...new Set((doc.images || []).map((i) => i.name))];
+  fill($("#image-names"), names.map((n) => el("option", { value: n })));
+}
+
 function integrityOf(vm) {
   const i = vm.integrity || {};
   return i.status || "unknown";
@@ -340,9 +365,10 @@ function renderHealth(h) {
 async function refresh() {
   clearTimeout(timer);
   try {
-    const [nodes, vms, health] = await Promise.all([
-      api("GET", "/v1/nodes"), api("GET", "/v1/vms"), api("GET", "/v1/health")]);
+    const [nodes, vms, health, images] = await Promise.all([
+      api("GET", "/v1/nodes"), api("GET", "/v1/vms"), api("GET", "/v1/health"), api("GET", "/v1/images")]);
     renderNodes(nodes.nodes || []);
+    renderImages(images);
     renderVms(vms.vms || []);
     renderHealth(health);
     await refreshAudit();

@@ -283,6 +283,15 @@ class Fleet:
                                      {"name": name, "path": manifest, "sha256": sha})
         if status not in (200, 201, 409):
             raise FleetError(f"image import on {node}: {status} {body}")
+        # placement names only nodes that hold a plan's image: wait until fleetd's view (the
+        # node's next heartbeat and inventory) lists it there
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            listed = self.api("GET", "/v1/images")["images"]
+            if any(i["name"] == name and node in i["nodes"] for i in listed):
+                return
+            time.sleep(0.5)
+        raise FleetError(f"fleetd does not list image '{name}' on {node} after 60 s")
 
     def plan(self, entity, memory_mib=256, vcpus=1, image="totebox-test", vault_disk_mib=64):
         return self.api_raw("POST", "/v1/plans", {"entity": entity, "memory_mib": memory_mib,

@@ -200,7 +200,9 @@ static bool images_in_use(struct vmhost *vh, const char *name)
         return used;
 }
 
-json_t *images_list(struct vmhost *vh)
+/* The manifests of the store, by name, each through fn (which may return NULL to skip it). */
+static json_t *images_scan(struct vmhost *vh,
+                           json_t *(*fn)(struct vmhost *vh, const char *name, json_t *m))
 {
         char dir[4200];
         json_t *list = json_array();
@@ -208,27 +210,53 @@ json_t *images_list(struct vmhost *vh)
         int n;
 
         snprintf(dir, sizeof(dir), "%s/manifests", vh->cfg.state_dir);
-        inventory_refresh(vh);
         n = scandir(dir, &ents, NULL, alphasort);
         for (int i = 0; i < n; i++) {
                 char name[IMAGE_NAME_MAX + 1];
                 size_t len = strlen(ents[i]->d_name);
-                json_t *m;
+                json_t *m = NULL;
 
                 if (len > 5 && len - 5 <= IMAGE_NAME_MAX &&
                     strcmp(ents[i]->d_name + len - 5, ".json") == 0) {
                         snprintf(name, sizeof(name), "%.*s", (int)(len - 5), ents[i]->d_name);
                         m = images_manifest_load(vh, name);
-                        if (m) {
-                                json_object_set_new(m, "in_use",
-                                                    json_boolean(images_in_use(vh, name)));
-                                json_array_append_new(list, m);
-                        }
                 }
+                if (m && (m = fn(vh, name, m)))
+                        json_array_append_new(list, m);
                 free(ents[i]);
         }
         free(ents);
         return list;
+}
+
+static json_t *images_with_use(struct vmhost *vh, const char *name, json_t *m)
+{
+        json_object_set_new(m, "in_use", json_boolean(images_in_use(vh, name)));
+        return m;
+}
+
+json_t *images_list(struct vmhost *vh)
+{
+        inventory_refresh(vh);
+        return images_scan(vh, images_with_use);
+}
+
+static json_t *images_brief(struct vmhost *vh, const char *name, json_t *m)
+{
+        json_t *size =
+            json_object_get(json_object_get(json_object_get(m, "files"), "disk"), "size");
+        json_t *o = json_pack("{s:s, s:s, s:I}", "name", name, "sha256",
+                              json_string_value(json_object_get(m, "source_sha256")) ?: "", "size",
+                              json_integer_value(size));
+
+        (void)vh;
+        json_decref(m);
+        return o;
+}
+
+json_t *images_summary(struct vmhost *vh)
+{
+        return images_scan(vh, images_brief);
 }
 
 /* One file of an import: copied into the pool as NAME.<suffix> and checked against want. */
@@ -544,6 +572,8 @@ int images_import(struct vmhost *vh, const char *body, size_t len, json_t **ret,
         r = images_import_locked(vh, name, path, sum, ret, p);
         pthread_mutex_unlock(&vh->ops_lock);
         images_pool_refresh(vh);
+        if (r == 0) /* the digest covers the images: the next heartbeat carries it */
+                inventory_refresh(vh);
         if (r == 0)
                 log_info("image '%s' imported from '%s' (sha256 %s)", name, path, sum);
         else
@@ -585,8 +615,166 @@ int images_remove(struct vmhost *vh, const char *name, struct vm_problem *p)
         json_decref(m);
         free(mp);
         if (r == 0)
+                inventory_refresh(vh);
+        if (r == 0)
                 log_info("image '%s' removed", name);
         else
                 log_warn("image '%s' not removed: %s", name, p->detail);
+        return r;
+}
+
+/* Uploads (PUT /v1/images/{name}/upload, fleetd's push): the bytes go into a partial file keyed
+ * by name and checksum under images/, which a later upload resumes at the offset it holds; once
+ * every byte is there the file is hashed from disk, and only a match is linked into the pool as
+ * the image's disk volume with its manifest. A name already held with other content is 409. */
+static int images_upload_check(struct vmhost *vh, const char *name, const char *hex,
+                               json_t **ret_existing, struct vm_problem *p)
+{
+        json_t *m;
+        const char *have;
+
+        *ret_existing = NULL;
+        if (!ident_valid(IDENT_IMAGE, name))
+                return vms_problem(p, 400, "bad-request",
+                                   "image name '%.80s' must match ^[a-z0-9][a-z0-9._-]{0,62}$",
+                                   name);
+        if (!hex || !ident_hex_valid(hex, IMAGE_TRANSFER_HEX_LEN))
+                return vms_problem(p, 400, "bad-request",
+                                   "query 'sha256' must be 64 lowercase hex digits");
+        m = images_manifest_load(vh, name);
+        if (!m)
+                return 0;
+        have = json_string_value(json_object_get(m, "source_sha256")) ?: "";
+        if (strcmp(have, hex) != 0) {
+                vms_problem(p, 409, "image-exists",
+                            "image '%s' exists with SHA-256 %s; this upload has SHA-256 %s; a "
+                            "name is never reused for other content",
+                            name, have, hex);
+                json_decref(m);
+                return -EEXIST;
+        }
+        *ret_existing = m;
+        return 0;
+}
+
+int images_upload_status(struct vmhost *vh, const char *name, const char *hex, json_t **ret,
+                         struct vm_problem *p)
+{
+        char dir[4200];
+        json_t *m = NULL;
+        int r = images_upload_check(vh, name, hex, &m, p);
+
+        if (r < 0)
+                return r;
+        snprintf(dir, sizeof(dir), "%s/images", vh->cfg.state_dir);
+        if (m) {
+                json_int_t size = json_integer_value(
+                    json_object_get(json_object_get(json_object_get(m, "files"), "disk"), "size"));
+
+                *ret = json_pack("{s:s, s:s, s:I, s:b}", "name", name, "sha256", hex, "offset",
+                                 size, "complete", 1);
+                json_decref(m);
+        } else {
+                *ret = json_pack("{s:s, s:s, s:I, s:b}", "name", name, "sha256", hex, "offset",
+                                 (json_int_t)image_partial_held(dir, name, hex), "complete", 0);
+        }
+        return 0;
+}
+
+int images_upload_begin(struct vmhost *vh, const char *name, const char *hex, uint64_t size,
+                        uint64_t offset, struct image_partial *part, json_t **ret_done,
+                        struct vm_problem *p)
+{
+        char dir[4200];
+        uint64_t held = 0;
+        json_t *m = NULL;
+        int r = images_upload_check(vh, name, hex, &m, p);
+
+        part->fd = -1;
+        *ret_done = m;
+        if (r < 0 || m)
+                return r;
+        if (size == 0 || size > IMAGE_FILE_MAX)
+                return vms_problem(p, 413, "image-too-large",
+                                   "an image is 1..%llu bytes; this one says %llu",
+                                   (unsigned long long)IMAGE_FILE_MAX, (unsigned long long)size);
+        snprintf(dir, sizeof(dir), "%s/images", vh->cfg.state_dir);
+        r = image_partial_open(part, dir, name, hex, size, offset, &held);
+        if (r == -ERANGE)
+                return vms_problem(p, 409, "offset-mismatch",
+                                   "image '%s': this node holds %llu bytes of it, the upload "
+                                   "starts at %llu",
+                                   name, (unsigned long long)held, (unsigned long long)offset);
+        if (r == -EBUSY)
+                return vms_problem(p, 409, "upload-in-progress",
+                                   "image '%s' is being uploaded by another connection", name);
+        if (r < 0)
+                return vms_problem(p, r == -EFBIG ? 400 : 500, "bad-request",
+                                   "cannot take an upload of image '%s' at offset %llu: %s", name,
+                                   (unsigned long long)offset, strerror(-r));
+        return 0;
+}
+
+/* Links the checked partial file into the pool and writes the manifest (under ops_lock). */
+static int images_upload_adopt(struct vmhost *vh, const char *name, struct image_partial *part,
+                               json_t **ret, struct vm_problem *p)
+{
+        struct image_file files[3] = {{0}};
+        char dst[4400];
+        json_t *man;
+
+        files[0].role = "disk";
+        snprintf(files[0].src, sizeof(files[0].src), "upload");
+        snprintf(files[0].want, sizeof(files[0].want), "%s", part->want);
+        images_disk_format(part->path, files[0].format, sizeof(files[0].format));
+        snprintf(files[0].volume, sizeof(files[0].volume), "%.63s.disk.%.7s", name,
+                 files[0].format);
+        snprintf(dst, sizeof(dst), "%s/images/%s", vh->cfg.state_dir, files[0].volume);
+        if ((man = images_manifest_load(vh, name))) {
+                json_decref(man);
+                return vms_problem(p, 409, "image-exists", "image '%s' appeared meanwhile", name);
+        }
+        if (link(part->path, dst) < 0)
+                return vms_problem(p, 409, "image-exists", "volume '%s' exists: %s",
+                                   files[0].volume, strerror(errno));
+        files[0].size = part->size;
+        man = images_manifest_new(name, "upload", part->want, "", files,
+                                  images_virtual_size(vh, files[0].volume));
+        if (!man || images_write_manifest(vh, name, man) < 0) {
+                unlink(dst);
+                json_decref(man);
+                return vms_problem(p, 500, "internal", "cannot write the manifest of '%s'", name);
+        }
+        *ret = man;
+        return 0;
+}
+
+int images_upload_complete(struct vmhost *vh, const char *name, struct image_partial *part,
+                           json_t **ret, struct vm_problem *p)
+{
+        char got[IMAGE_TRANSFER_HEX_LEN + 1] = "";
+        int r = image_partial_finish(part, got);
+
+        if (r == -EBADMSG) {
+                log_warn("image '%s' upload refused: its %llu bytes have SHA-256 %s, expected %s",
+                         name, (unsigned long long)part->size, got, part->want);
+                return vms_problem(p, 422, "checksum-mismatch",
+                                   "image '%s': the %llu bytes received have SHA-256 %s, "
+                                   "expected %s; refused, nothing kept",
+                                   name, (unsigned long long)part->size, got, part->want);
+        }
+        if (r < 0)
+                return vms_problem(p, 500, "internal", "cannot check image '%s': %s", name,
+                                   strerror(-r));
+        pthread_mutex_lock(&vh->ops_lock);
+        r = images_upload_adopt(vh, name, part, ret, p);
+        pthread_mutex_unlock(&vh->ops_lock);
+        image_partial_discard(part);
+        images_pool_refresh(vh);
+        if (r == 0) {
+                inventory_refresh(vh);
+                log_info("image '%s' uploaded (%llu bytes, sha256 %s)", name,
+                         (unsigned long long)part->size, part->want);
+        }
         return r;
 }

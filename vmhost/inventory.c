@@ -1,6 +1,8 @@
 /* The node's VM inventory: every domain that carries Totebox metadata, as vm objects
  * (schemas/vm.schema.json) sorted by id, cached with its digest for heartbeats and the node API.
- * The digest is the hex SHA-256 of json_dumps(vms, JSON_SORT_KEYS | JSON_COMPACT). */
+ * The digest is the hex SHA-256 of json_dumps(vms, JSON_SORT_KEYS | JSON_COMPACT), followed,
+ * when the node holds base images, by a newline and json_dumps(images) the same way: an image
+ * that arrives or goes changes the digest, so fleetd fetches the inventory again. */
 #include <errno.h>
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
@@ -11,16 +13,29 @@
 #include "common/log.h"
 #include "vmhost/vmhost.h"
 
-int inventory_digest(json_t *vms, char hex[DIGEST_HEX_LEN + 1])
+int inventory_digest(json_t *vms, json_t *images, char hex[DIGEST_HEX_LEN + 1])
 {
         uint8_t d[crypto_hash_sha256_BYTES];
+        crypto_hash_sha256_state st;
         char *text = json_dumps(vms, JSON_SORT_KEYS | JSON_COMPACT);
+        char *itext =
+            json_array_size(images) ? json_dumps(images, JSON_SORT_KEYS | JSON_COMPACT) : NULL;
 
-        if (!text)
+        if (!text || (json_array_size(images) && !itext)) {
+                free(text);
+                free(itext);
                 return -ENOMEM;
-        crypto_hash_sha256(d, (const uint8_t *)text, strlen(text));
+        }
+        crypto_hash_sha256_init(&st);
+        crypto_hash_sha256_update(&st, (const uint8_t *)text, strlen(text));
+        if (itext) { /* a node with no image keeps the digest of its VMs alone */
+                crypto_hash_sha256_update(&st, (const uint8_t *)"\n", 1);
+                crypto_hash_sha256_update(&st, (const uint8_t *)itext, strlen(itext));
+        }
+        crypto_hash_sha256_final(&st, d);
         sodium_bin2hex(hex, DIGEST_HEX_LEN + 1, d, sizeof(d));
         free(text);
+        free(itext);
         return 0;
 }
 
@@ -175,14 +190,16 @@ int inventory_refresh(struct vmhost *vh)
         virConnectPtr c = virt_conn_ref(vh);
         char digest[DIGEST_HEX_LEN + 1];
         uint64_t committed = 0, creations = creations_current(vh); /* before the listing */
-        json_t *vms;
+        json_t *vms, *images;
 
         if (!c)
                 return -ENOTCONN;
         vms = inventory_build(vh, c, &committed);
         virConnectClose(c);
-        if (!vms || inventory_digest(vms, digest) < 0) {
+        images = images_summary(vh);
+        if (!vms || !images || inventory_digest(vms, images, digest) < 0) {
                 json_decref(vms);
+                json_decref(images);
                 return -EIO;
         }
         pthread_mutex_lock(&vh->state_lock);
@@ -190,6 +207,7 @@ int inventory_refresh(struct vmhost *vh)
                 /* a refresh that started before a newer one stored its listing */
                 pthread_mutex_unlock(&vh->state_lock);
                 json_decref(vms);
+                json_decref(images);
                 return 0;
         }
         vh->cache_creations = creations;
@@ -197,6 +215,8 @@ int inventory_refresh(struct vmhost *vh)
                 log_debug("inventory digest now %s (%zu VMs)", digest, json_array_size(vms));
         json_decref(vh->vms);
         vh->vms = vms;
+        json_decref(vh->images);
+        vh->images = images;
         memcpy(vh->digest, digest, sizeof(digest));
         vh->committed_mib = committed;
         vh->vm_count = (uint32_t)json_array_size(vms);

@@ -187,6 +187,7 @@ static void vmhost_stop(struct vmhost *vh)
         virt_stop(vh);
         vmh_stop(vh);
         json_decref(vh->vms);
+        json_decref(vh->images);
         roster_free(vh->roster);
         witness_key_wipe(&vh->witness);
 }
@@ -239,7 +240,7 @@ int main(int argc, char **argv)
         }
         memset(vh.digest, '0', DIGEST_HEX_LEN);
         vh.vms = json_array(); /* "[]" until the first refresh */
-        inventory_digest(vh.vms, vh.digest);
+        inventory_digest(vh.vms, NULL, vh.digest);
         r = vmhost_start(&vh);
         if (r == 0) {
                 log_info("node '%s' sends heartbeats to '%s' port %llu every %llu ms",

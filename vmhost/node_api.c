@@ -30,6 +30,7 @@ struct node_req {
         char param_buf[128];
         const char *body;
         size_t body_len;
+        const char *sha256; /* the query argument, if any */
 };
 
 struct node_resp {
@@ -75,9 +76,10 @@ static void node_inventory(struct node_req *q, struct node_resp *resp)
 
         inventory_refresh(vh);
         pthread_mutex_lock(&vh->state_lock);
-        o = json_pack("{s:s, s:s, s:O, s:I}", "node", vh->cfg.node_id, "digest", vh->digest, "vms",
-                      vh->vms ? vh->vms : json_array(), "creations",
-                      (json_int_t)vh->cache_creations);
+        o = json_pack("{s:s, s:s, s:O, s:I, s:o}", "node", vh->cfg.node_id, "digest", vh->digest,
+                      "vms", vh->vms ? vh->vms : json_array(), "creations",
+                      (json_int_t)vh->cache_creations, "images",
+                      vh->images ? json_incref(vh->images) : json_array());
         pthread_mutex_unlock(&vh->state_lock);
         node_json(resp, 200, o);
 }
@@ -216,6 +218,26 @@ static void node_images_remove(struct node_req *q, struct node_resp *resp)
                 node_json(resp, 200, json_pack("{s:s, s:b}", "image", q->param, "removed", 1));
 }
 
+static void node_images_upload_get(struct node_req *q, struct node_resp *resp)
+{
+        struct vm_problem p;
+        json_t *o = NULL;
+
+        if (images_upload_status(q->vh, q->param, q->sha256, &o, &p) < 0)
+                node_problem(resp, &p);
+        else
+                node_json(resp, 200, o);
+}
+
+/* PUT /v1/images/{name}/upload is streamed (node_upload_*); the table row names it for 405s. */
+static void node_images_upload_put(struct node_req *q, struct node_resp *resp)
+{
+        struct vm_problem p;
+
+        vms_problem(&p, 500, "internal", "the upload of '%s' was not streamed", q->param);
+        node_problem(resp, &p);
+}
+
 static void node_roster(struct node_req *q, struct node_resp *resp)
 {
         struct vm_problem p;
@@ -256,6 +278,10 @@ static const struct node_route node_routes[] = {
     {"GET", "/v1/images", NULL, node_images_list, "base images and their manifests"},
     {"POST", "/v1/images", NULL, node_images_import, "import a base image (checksum verified)"},
     {"DELETE", "/v1/images/", "", node_images_remove, "remove an image no VM uses"},
+    {"GET", "/v1/images/", "/upload", node_images_upload_get,
+     "how many bytes of an upload (name + sha256) this node holds"},
+    {"PUT", "/v1/images/", "/upload", node_images_upload_put,
+     "stream an image's bytes from an offset; checked against sha256 when complete"},
     {"POST", "/v1/roster", NULL, node_roster, "a signed roster from the genesis key"},
     {"GET", "/v1/audit-checkpoint", NULL, node_audit_get, "fleetd's audit checkpoint held here"},
     {"POST", "/v1/audit-checkpoint", NULL, node_audit_post,
@@ -322,6 +348,10 @@ struct node_conn {
         uint64_t spooled;
         bool too_large;
         crypto_generichash_state hs;
+        bool upload; /* a streamed PUT /v1/images/{name}/upload */
+        char name[128];
+        struct image_partial part;
+        struct vm_problem failed; /* status 0 while the upload goes well */
 };
 
 static enum MHD_Result node_send(struct MHD_Connection *conn, struct node_resp *resp);
@@ -548,6 +578,99 @@ static enum MHD_Result node_send(struct MHD_Connection *conn, struct node_resp *
         return ret;
 }
 
+static uint64_t node_query_size(struct MHD_Connection *conn, const char *name, bool *ok)
+{
+        const char *v = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, name);
+        char *end = NULL;
+        unsigned long long n;
+
+        if (!v || !*v || *v == '-') {
+                *ok = *ok && v == NULL && strcmp(name, "offset") == 0;
+                return 0;
+        }
+        errno = 0;
+        n = strtoull(v, &end, 10);
+        if (errno || *end)
+                *ok = false;
+        return n;
+}
+
+/* The start of a streamed upload: the caller, the query and the declared length are checked,
+ * and the partial file opened, before any byte is read. Answers at once when refused. */
+static bool node_upload_start(struct vmhost *vh, struct MHD_Connection *conn, struct node_conn *c,
+                              const char *url, const struct sockaddr *sa, struct node_resp *resp)
+{
+        const char *hex = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "sha256");
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+        bool ok = true;
+        uint64_t size = node_query_size(conn, "size", &ok),
+                 off = node_query_size(conn, "offset", &ok);
+        uint64_t len = cl ? strtoull(cl, NULL, 10) : UINT64_MAX;
+        json_t *done = NULL;
+        struct vm_problem p;
+
+        c->upload = true;
+        c->part.fd = -1;
+        if (!node_caller_is_controller(vh, sa))
+                vms_problem(&p, 403, "not-the-controller",
+                            "only the fleet controller may upload images");
+        else if (!ok || !cl || off > size || len > size - off)
+                vms_problem(&p, 400, "bad-request",
+                            "an upload needs query 'sha256', 'size' and 'offset' (integers) and a "
+                            "Content-Length of at most size - offset");
+        else if (images_upload_begin(vh, c->name, hex, size, off, &c->part, &done, &p) == 0) {
+                if (!done)
+                        return true;
+                node_json(resp, 200, done); /* already held with that checksum */
+                return false;
+        }
+        node_problem(resp, &p);
+        return false;
+}
+
+/* One chunk, or (size 0) the end of the body. true: more to come. */
+static bool node_upload_feed(struct vmhost *vh, struct node_conn *c, const char *data, size_t *size,
+                             struct node_resp *resp)
+{
+        json_t *m = NULL;
+        int r;
+
+        if (*size) {
+                if (!c->failed.status && (r = image_partial_write(&c->part, data, *size)) < 0)
+                        vms_problem(&c->failed, r == -EFBIG ? 413 : 500, "upload-failed",
+                                    "image '%s': cannot take these bytes: %s", c->name,
+                                    strerror(-r));
+                *size = 0;
+                return true;
+        }
+        if (c->failed.status)
+                node_problem(resp, &c->failed);
+        else if (c->part.offset < c->part.size)
+                node_json(resp, 202,
+                          json_pack("{s:s, s:s, s:I, s:I, s:b}", "name", c->name, "sha256",
+                                    c->part.want, "offset", (json_int_t)c->part.offset, "size",
+                                    (json_int_t)c->part.size, "complete", 0));
+        else if (images_upload_complete(vh, c->name, &c->part, &m, &c->failed) < 0)
+                node_problem(resp, &c->failed);
+        else
+                node_json(resp, 201, m);
+        image_partial_close(&c->part);
+        return false;
+}
+
+static bool node_is_upload(const char *method, const char *url, char *name, size_t size)
+{
+        const char *seg = url + strlen("/v1/images/"), *end;
+
+        if (strcmp(method, "PUT") != 0 || strncmp(url, "/v1/images/", 11) != 0)
+                return false;
+        end = strchr(seg, '/');
+        if (!end || strcmp(end, "/upload") != 0 || end == seg || (size_t)(end - seg) >= size)
+                return false;
+        snprintf(name, size, "%.*s", (int)(end - seg), seg);
+        return true;
+}
+
 static enum MHD_Result node_access(void *cls, struct MHD_Connection *conn, const char *url,
                                    const char *method, const char *version, const char *upload_data,
                                    size_t *upload_data_size, void **con_cls)
@@ -571,12 +694,26 @@ static enum MHD_Result node_access(void *cls, struct MHD_Connection *conn, const
                 if (!c)
                         return MHD_NO;
                 c->spool_fd = -1;
+                c->part.fd = -1;
                 c->deposit = records && seq == 0 && strcmp(method, "POST") == 0;
                 if (c->deposit) {
                         c->spool_fd = node_spool_open(vh);
                         crypto_generichash_init(&c->hs, NULL, 0, 32);
                 }
-                return MHD_YES;
+                if (!node_is_upload(method, url, c->name, sizeof(c->name)) ||
+                    node_upload_start(vh, conn, c, url, ci ? ci->client_addr : NULL, &resp))
+                        return MHD_YES;
+                /* refused before its body is read; libmicrohttpd then closes the connection */
+                ret = node_send(conn, &resp);
+                json_decref(resp.body);
+                return ret;
+        }
+        if (c->upload) {
+                if (node_upload_feed(vh, c, upload_data, upload_data_size, &resp))
+                        return MHD_YES;
+                ret = node_send(conn, &resp);
+                json_decref(resp.body);
+                return ret;
         }
         if (records && !(ci && node_caller_is_controller(vh, ci->client_addr))) {
                 if (*upload_data_size) {
@@ -604,6 +741,7 @@ static enum MHD_Result node_access(void *cls, struct MHD_Connection *conn, const
                 q.controller = ci && node_caller_is_controller(vh, ci->client_addr);
                 q.body = http_body_text(&c->body);
                 q.body_len = c->body.len;
+                q.sha256 = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "sha256");
                 node_dispatch(&q, url, &resp);
         }
         ret = node_send(conn, &resp);
@@ -620,6 +758,7 @@ static void node_completed(void *cls, struct MHD_Connection *conn, void **con_cl
                 http_body_done(&c->body);
                 if (c->spool_fd >= 0)
                         close(c->spool_fd);
+                image_partial_close(&c->part); /* a cut upload keeps its bytes for a resume */
                 free(c);
                 *con_cls = NULL;
         }
@@ -675,6 +814,9 @@ int node_api_start(struct vmhost *vh)
         /* One address: the mesh address (a second would need a second daemon). */
         if (!a || inet_pton(AF_INET, a, &sa.sin_addr) != 1)
                 return -EINVAL;
+        /* poll, not epoll: libmicrohttpd 0.9.75's edge-triggered epoll loop left a connection
+         * whose peer closed in the middle of a slow upload in CLOSE-WAIT until the 30 s timeout
+         * (the partial image stayed locked, and a resume got 409); poll sees the end at once */
         vh->http = MHD_start_daemon(
             /* a thread per connection: a deposit or read waits on its VM's channel for as long
              * as the record takes, and must not hold up the inventory or another VM */

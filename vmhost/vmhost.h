@@ -17,6 +17,7 @@
 #include "common/diode_frame.h"
 #include "common/heartbeat.h"
 #include "common/ident.h"
+#include "common/image_transfer.h"
 #include "common/vm_lifecycle.h"
 #include "common/pin.h"
 #include "common/roster.h"
@@ -298,7 +299,8 @@ struct vmhost {
         pthread_cond_t refresh_cond;
         bool refresh_wanted;
         /* inventory cache, under state_lock */
-        json_t *vms; /* sorted by id */
+        json_t *vms;    /* sorted by id */
+        json_t *images; /* images_summary() at the last refresh */
         char digest[DIGEST_HEX_LEN + 1];
         uint64_t committed_mib;
         uint32_t vm_count;
@@ -343,7 +345,8 @@ int creations_bump(struct vmhost *vh, uint64_t *ret);
 uint64_t creations_current(struct vmhost *vh);
 
 /* inventory.c */
-int inventory_digest(json_t *vms, char hex[DIGEST_HEX_LEN + 1]);
+/* images may be NULL or empty: then the digest is that of the VMs alone. */
+int inventory_digest(json_t *vms, json_t *images, char hex[DIGEST_HEX_LEN + 1]);
 int inventory_refresh(struct vmhost *vh);
 /* A new reference to the vm object for id from the cache, or NULL. */
 json_t *inventory_get(struct vmhost *vh, const char *id);
@@ -458,6 +461,17 @@ int images_remove(struct vmhost *vh, const char *name, struct vm_problem *p);
 int images_parse_import(const char *body, size_t len, char *name, char *path, char *sum,
                         struct vm_problem *p);
 int images_manifest_check(const char *path, const char *text, size_t len, struct vm_problem *p);
+/* What the store holds, for the inventory: [{name, sha256, size}] sorted by name. New ref. */
+json_t *images_summary(struct vmhost *vh);
+/* Uploads: GET and PUT /v1/images/{name}/upload (see images.c). begin sets *ret_done (a new
+ * reference to the manifest) when the image is already held with that checksum. */
+int images_upload_status(struct vmhost *vh, const char *name, const char *hex, json_t **ret,
+                         struct vm_problem *p);
+int images_upload_begin(struct vmhost *vh, const char *name, const char *hex, uint64_t size,
+                        uint64_t offset, struct image_partial *part, json_t **ret_done,
+                        struct vm_problem *p);
+int images_upload_complete(struct vmhost *vh, const char *name, struct image_partial *part,
+                           json_t **ret, struct vm_problem *p);
 /* Streams path into a new file dst (O_EXCL) and returns its SHA-256 in hex. */
 int images_copy_hash(const char *src, const char *dst, uint64_t max_bytes,
                      char hex[DIGEST_HEX_LEN + 1]);

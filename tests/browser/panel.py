@@ -227,6 +227,17 @@ def _steps(b, url, token, image, entity, settle, tamper):
                 "the heartbeat age to change")
         check(re.search("ok|waiting", b.text("#fleet-health")), "fleet health shown")
 
+    def images():
+        # both vmhosts imported the test image: the fleet's list names it on n1 and n2
+        row = "#images tr[data-image=%s]" % image
+        c = b.until(lambda: (lambda c: len(c) > 4 and c[3] == "n1, n2" and c)(b.cells(row)),
+                    20, "image %s listed on n1 and n2" % image)
+        check(re.match(r"^[0-9a-f]{12}$", c[1]) and c[2].endswith("iB"),
+              "the image's digest and size (%s)" % c)
+        options = b.driver.execute_script(
+            "return [...document.querySelectorAll('#image-names option')].map(o => o.value)")
+        check(image in options, "the plan form's image picker offers %s (%s)" % (image, options))
+
     def create_form():
         check(not b.visible("#create"), "the form starts closed")
         b.click("#new-vm")
@@ -338,6 +349,7 @@ def _steps(b, url, token, image, entity, settle, tamper):
 
     b.step("01-login-refused", login_refused)
     b.step("02-nodes", nodes)
+    b.step("02b-images", images)
     b.step("03-create-form", create_form)
     b.step("04-plan", plan)
     b.step("05-vm-active", vm_active)

@@ -71,8 +71,15 @@ def test_fleetd_with_real_vmhost():
         f.wait(lambda: f.node("n1")["inventory"] == "ok", timeout=15, what="inventory fetched")
         if f.node("n1")["state"] != "alive":
             pytest.skip("vmhost's libvirt is not healthy here; placement refuses the node")
-        _, plan = f.json("POST", "/v1/plans", {"entity": "itest", "memory_mib": 64, "vcpus": 1,
-                                                "image": "base", "vault_disk_mib": 16})
+        req = {"entity": "itest", "memory_mib": 64, "vcpus": 1, "image": "base",
+               "vault_disk_mib": 16}
+        st, plan = f.json("POST", "/v1/plans", req)  # no node has it yet: refused, not failed later
+        assert st == 422 and plan["type"].endswith("/no-node-has-image"), plan
+        disk = os.path.join(tmp.name, "base.raw")
+        with open(disk, "wb") as out:
+            out.write(b"\0" * (1 << 20))
+        f.ctl("image", "push", disk, "--name", "base")
+        _, plan = f.json("POST", "/v1/plans", req)
         if plan.get("status") == 422:
             pytest.skip("the node has no room for a 64 MiB VM: " + plan["detail"])
         _, vm = f.confirm_vm(plan["id"])

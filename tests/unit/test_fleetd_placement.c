@@ -221,6 +221,37 @@ static void test_no_fit_says_why(void **state)
         json_decref(p.body);
 }
 
+/* Nodes that list their images are candidates only with the plan's image; one that never listed
+ * any (an older vmhost) is not ruled out; with no node holding it the plan is refused by name. */
+static void test_image_holders(void **state)
+{
+        struct fixture *fx = *state;
+        struct fleetd *f = &fx->f;
+        struct plan_request a = req_of("alpha", 1024);
+        struct plan_candidate c[5];
+        struct plan_outcome p;
+
+        heartbeat_now(f, 1, 1, 16000);
+        heartbeat_now(f, 2, 1, 8000);
+        f->table.nodes[1].images =
+            json_pack("[{s:s, s:s, s:i}]", "name", "other", "sha256", "00", "size", 1);
+        f->table.nodes[2].images =
+            json_pack("[{s:s, s:s, s:i}]", "name", "base", "sha256", "00", "size", 1);
+        assert_string_equal(chosen_id(f, choose(f, 1024, clock_monotonic_ms(), c)), "n2");
+        assert_int_equal(c[1].verdict, CAND_NO_IMAGE); /* more RAM, but not the image */
+        json_array_clear(f->table.nodes[2].images);
+        plans_create(f, &a, "test", &p);
+        assert_int_equal(p.status, 422);
+        assert_string_equal(p.problem, "no-node-has-image");
+        assert_non_null(strstr(p.detail, "no node has image 'base'"));
+        json_decref(p.body);
+        json_decref(f->table.nodes[2].images);
+        f->table.nodes[2].images = NULL; /* heard from, images never listed: might hold it */
+        plans_create(f, &a, "test", &p);
+        assert_int_equal(p.status, 201);
+        json_decref(p.body);
+}
+
 static void test_drop_and_expired(void **state)
 {
         struct fixture *fx = *state;
@@ -374,6 +405,7 @@ int main(void)
                                             teardown),
             cmocka_unit_test_setup_teardown(test_no_fit_says_why, setup, teardown),
             cmocka_unit_test_setup_teardown(test_drop_and_expired, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_image_holders, setup, teardown),
             cmocka_unit_test(test_request_parse),
             cmocka_unit_test_setup_teardown(test_role_preference, setup, teardown),
             cmocka_unit_test(test_policy_check),
