@@ -745,6 +745,31 @@ static int pair_server_binding(struct pair_server *sv)
         return ret;
 }
 
+/* The genesis behind NAT dials the joiner (which waits with 'join --listen'): one connection at a
+ * time while the code is fresh, tried again every second until one is served; that ceremony
+ * then runs as an accepted one would. */
+static void pair_server_dial(struct pair_server *sv)
+{
+        struct sockaddr_in from = {0};
+        socklen_t flen = sizeof(from);
+        bool busy;
+        int fd;
+
+        pthread_mutex_lock(&sv->lock);
+        busy = sv->n_active > 0 || sv->state != PAIR_CODE_FRESH;
+        pthread_mutex_unlock(&sv->lock);
+        if (!busy) {
+                fd = pair_connect(sv->o->connect, pair_clock_ms() + 2000);
+                if (fd >= 0 && getpeername(fd, (struct sockaddr *)&from, &flen) == 0) {
+                        pair_on_connection(sv, fd, &from);
+                        return;
+                }
+                if (fd >= 0)
+                        close(fd);
+        }
+        sleep(1);
+}
+
 /* Whether the accept loop is done: 0 to go on, else the server's result. */
 static int pair_server_done(struct pair_server *sv, int64_t *linger_until)
 {
@@ -783,8 +808,8 @@ int pair_server_run(const struct pair_server_opts *o)
         }
         if (o->code && pair_code_normalize(o->code, norm) < 0)
                 return -EINVAL;
-        lfd = pair_listen(o);
-        if (lfd < 0) {
+        lfd = o->connect ? -1 : pair_listen(o);
+        if (lfd < 0 && !o->connect) {
                 fprintf(stderr, "cannot listen on '%s:%u': %s\n", o->listen_addr, o->port,
                         strerror(-lfd));
                 return lfd;
@@ -800,10 +825,18 @@ int pair_server_run(const struct pair_server_opts *o)
         linger_until = sv.expires + 60000;
         fprintf(o->out, "pairing code: %s (expires in %u s, good for one guess)\n", sv.code,
                 o->code_ttl_s);
-        fprintf(o->out, "pairing server listening on %s:%u\n", o->listen_addr, o->port);
+        if (o->connect)
+                fprintf(o->out, "pairing: dialling the joiner at %s\n", o->connect);
+        else
+                fprintf(o->out, "pairing server listening on %s:%u\n", o->listen_addr, o->port);
         fflush(o->out);
         while ((ret = pair_server_done(&sv, &linger_until)) == 0) {
                 struct pollfd p = {.fd = lfd, .events = POLLIN};
+
+                if (o->connect) {
+                        pair_server_dial(&sv);
+                        continue;
+                }
                 struct sockaddr_in from = {0};
                 socklen_t flen = sizeof(from);
                 int fd;
@@ -814,7 +847,8 @@ int pair_server_run(const struct pair_server_opts *o)
                 if (fd >= 0)
                         pair_on_connection(&sv, fd, &from);
         }
-        close(lfd);
+        if (lfd >= 0)
+                close(lfd);
         pair_server_drain(&sv);
         sodium_memzero(sv.code, sizeof(sv.code));
         pthread_cond_destroy(&sv.idle);

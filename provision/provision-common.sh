@@ -19,6 +19,8 @@ IFNAME=wg0
 WG_PORT=51820
 SUBNET=10.77.0.0/24
 PAIR_LISTEN=0.0.0.0
+PAIR_LISTEN_SET=0
+PAIR_CONNECT=""
 PAIR_PORT=9173
 CODE_TTL=600
 SAS_TIMEOUT=300
@@ -54,7 +56,11 @@ Options:
   --ifname NAME             WireGuard interface (default wg0)
   --wg-port PORT            WireGuard UDP port (default 51820)
   --subnet CIDR             genesis: mesh address plan (default 10.77.0.0/24)
-  --pair-listen ADDR        genesis: pairing server address (default 0.0.0.0)
+  --pair-listen ADDR        genesis: pairing server address (default 0.0.0.0); with --join:
+                            wait here for a genesis that dials in (it sits behind NAT)
+  --pair-connect HOST[:PORT]  genesis: dial the joiner waiting with --join CODE --pair-listen
+                            (a genesis behind NAT with no inbound port; the joiner must be
+                            reachable, e.g. the cloud node)
   --pair-port PORT          pairing server port (default 9173)
   --code-ttl SECONDS        genesis: code lifetime (default 600)
   --no-pair                 genesis: create the mesh but open no ceremony now
@@ -84,7 +90,8 @@ parse_common() {
                 --ifname) IFNAME=${2:?}; shift ;;
                 --wg-port) WG_PORT=${2:?}; shift ;;
                 --subnet) SUBNET=${2:?}; shift ;;
-                --pair-listen) PAIR_LISTEN=${2:?}; shift ;;
+                --pair-listen) PAIR_LISTEN=${2:?}; PAIR_LISTEN_SET=1; shift ;;
+                --pair-connect) PAIR_CONNECT=${2:?}; shift ;;
                 --pair-port) PAIR_PORT=${2:?}; shift ;;
                 --code-ttl) CODE_TTL=${2:?}; shift ;;
                 --sas-timeout) SAS_TIMEOUT=${2:?}; shift ;;
@@ -111,8 +118,8 @@ parse_common() {
         MESH_DIR=$STATE_DIR/mesh
         [ -n "$MODE" ] || { usage >&2; die "one of --genesis, --join CODE or --refresh is required"; }
         [[ "$NAME" =~ ^[a-z0-9][a-z0-9-]{0,62}$ ]] || die "node name '$NAME' must match [a-z0-9][a-z0-9-]*"
-        if [ "$MODE" = join ] && [ -z "$GENESIS_ENDPOINT" ]; then
-                die "--join needs --genesis-endpoint HOST[:PORT] (the genesis node's address)"
+        if [ "$MODE" = join ] && [ -z "$GENESIS_ENDPOINT" ] && [ "$PAIR_LISTEN_SET" -eq 0 ]; then
+                die "--join needs --genesis-endpoint HOST[:PORT] (the genesis node's address) or --pair-listen ADDR (the genesis dials in)"
         fi
         [ "$(id -u)" -eq 0 ] || die "run as root (WireGuard and the daemons' units need it)"
 }
@@ -172,7 +179,9 @@ run_ceremony() {
                         pair up || die "setting up the mesh interface failed"
                         return 0
                 fi
-                pair join "$CODE" --genesis "$GENESIS_ENDPOINT" --name "$NAME" --role "$role" \
+                local how=(--genesis "$GENESIS_ENDPOINT")
+                [ "$PAIR_LISTEN_SET" -eq 0 ] || how=(--listen "$PAIR_LISTEN" --pair-port "$PAIR_PORT")
+                pair join "$CODE" "${how[@]}" --name "$NAME" --role "$role" \
                         --endpoint "$ENDPOINT" --ifname "$IFNAME" --wg-port "$WG_PORT" \
                         --sas-timeout "$SAS_TIMEOUT" || die "joining the mesh failed (see above)"
                 ;;
@@ -425,8 +434,14 @@ provision_main() {
         start_daemons
         announce_pin_key
         if [ "$MODE" = genesis ] && [ "$NO_PAIR" -eq 0 ]; then
-                say "opening the pairing ceremony on $PAIR_LISTEN:$PAIR_PORT"
-                pair serve --listen "$PAIR_LISTEN" --pair-port "$PAIR_PORT" \
+                local how=(--listen "$PAIR_LISTEN" --pair-port "$PAIR_PORT")
+                if [ -n "$PAIR_CONNECT" ]; then
+                        how=(--connect "$PAIR_CONNECT")
+                        say "opening the pairing ceremony: dialling the joiner at $PAIR_CONNECT"
+                else
+                        say "opening the pairing ceremony on $PAIR_LISTEN:$PAIR_PORT"
+                fi
+                pair serve "${how[@]}" \
                         --code-ttl "$CODE_TTL" --sas-timeout "$SAS_TIMEOUT" ||
                         die "the pairing ceremony did not complete"
                 # The roster changed: the controller may have moved.
