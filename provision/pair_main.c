@@ -13,6 +13,7 @@
 
 #include <curl/curl.h>
 
+#include "common/mesh.h"
 #include "provision/pairing.h"
 
 struct pair_args {
@@ -289,18 +290,25 @@ static int cmd_up(const struct pair_args *a, const char *arg)
         return ret;
 }
 
-/* Prints node.conf and what the roster says (controller and its mesh address). */
+/* Prints node.conf and what the roster says (controller and its mesh address, the hub that
+ * forwards between nodes without an endpoint). */
 static int cmd_show(const struct pair_args *a, const char *arg)
 {
         struct pair_node_conf c;
         struct roster *r;
         const struct roster_node *ctl;
         char err[256], version[24];
-        const char *fields[][2] = {{"node_id", c.node_id},     {"ifname", c.ifname},
-                                   {"role", c.role},           {"mesh_address", c.mesh_address},
-                                   {"endpoint", c.endpoint},   {"controller", ""},
-                                   {"controller_address", ""}, {"roster_version", version},
-                                   {"fleet_id", ""},           {"controller_pin_key", ""}};
+        const char *fields[][2] = {{"node_id", c.node_id},
+                                   {"ifname", c.ifname},
+                                   {"role", c.role},
+                                   {"mesh_address", c.mesh_address},
+                                   {"endpoint", c.endpoint},
+                                   {"controller", ""},
+                                   {"controller_address", ""},
+                                   {"roster_version", version},
+                                   {"fleet_id", ""},
+                                   {"controller_pin_key", ""},
+                                   {"hub", ""}};
 
         if (pair_conf_load(a->state_dir, &c) < 0) {
                 fprintf(stderr, "show: no node state in '%s'\n", a->state_dir);
@@ -314,6 +322,7 @@ static int cmd_show(const struct pair_args *a, const char *arg)
                 fields[6][1] = ctl ? ctl->mesh_address : "";
                 fields[8][1] = r->fleet_id;
                 fields[9][1] = r->controller_pin_key;
+                fields[10][1] = mesh_hub(r) ? mesh_hub(r)->id : "";
         }
         for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
                 if (!a->field)

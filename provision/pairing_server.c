@@ -759,8 +759,16 @@ static void pair_server_dial(struct pair_server *sv)
         busy = sv->n_active > 0 || sv->state != PAIR_CODE_FRESH;
         pthread_mutex_unlock(&sv->lock);
         if (!busy) {
+                struct sockaddr_in self = {0};
+                socklen_t slen = sizeof(self);
+
                 fd = pair_connect(sv->o->connect, pair_clock_ms() + 2000);
-                if (fd >= 0 && getpeername(fd, (struct sockaddr *)&from, &flen) == 0) {
+                /* A local port no one listens on can connect to itself (TCP simultaneous open
+                 * when the source port the kernel picks is that port): that is no joiner. */
+                if (fd >= 0 && getpeername(fd, (struct sockaddr *)&from, &flen) == 0 &&
+                    getsockname(fd, (struct sockaddr *)&self, &slen) == 0 &&
+                    (self.sin_port != from.sin_port ||
+                     self.sin_addr.s_addr != from.sin_addr.s_addr)) {
                         pair_on_connection(sv, fd, &from);
                         return;
                 }
