@@ -7,6 +7,8 @@
 # /run and /tmp), enters it with pivot_root and execs systemd as PID 1 (container=other).
 # Usage: boot-machine.sh BASE MACHINE_DIR
 set -euo pipefail
+# shellcheck source=tests/fresh/root-fs.sh
+. "$(dirname "$0")/../fresh/root-fs.sh"
 base=$1 dir=$2
 root=$dir/root
 mkdir -p "$dir/upper" "$dir/work" "$root"
@@ -16,13 +18,7 @@ mount -t overlay overlay -o "lowerdir=$base,upperdir=$dir/upper,workdir=$dir/wor
 mount -t proc proc "$root/proc"
 mount -t sysfs sysfs "$root/sys"
 mount --rbind /sys/fs/cgroup "$root/sys/fs/cgroup"
-mount -t devtmpfs devtmpfs "$root/dev"
-mkdir -p "$root/dev/pts" "$root/dev/shm"
-mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts "$root/dev/pts"
-mount --bind "$root/dev/pts/ptmx" "$root/dev/ptmx"
-mount -t tmpfs -o mode=1777 tmpfs "$root/dev/shm"
-mount -t tmpfs -o mode=0755 tmpfs "$root/run"
-mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
+mount_dev_run_tmp "$root"
 
 cd "$root"
 mkdir -p .oldroot
