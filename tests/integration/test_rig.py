@@ -109,7 +109,7 @@ def fleet():
             r, "provision-vm-infrastructure-onprem.sh --genesis --name laptop-a --no-install "
             "%s --pair-connect cloud.example" % hb,
             "cloud", "provision-vm-infrastructure-cloud.sh --join CODE --pair-listen 0.0.0.0 "
-            "--name cloud --endpoint 203.0.113.10:51820 --no-install %s" % hb)
+            "--name cloud --endpoint cloud.example:51820 --no-install %s" % hb)
         r.out_b_genesis, r.out_b_join = ceremony(
             r, "provision-vm-infrastructure-onprem.sh --genesis --name laptop-a --no-install %s"
             % hb, "laptop-b", "provision-vm-infrastructure-onprem.sh --join CODE "
@@ -262,10 +262,21 @@ def test_d_cloud_joined_a_genesis_behind_nat_with_no_inbound_port(fleet):
     assert "joined: node 'cloud' role cloud" in r.out_cloud_genesis
 
 
-def test_e_endpoints_as_hostnames_in_the_ceremony(fleet):
-    """Hostnames: both ceremonies named the other side by name (/etc/hosts). WireGuard endpoints
-    in the roster are IPv4 literals only today (common/wg.c wg_endpoint_parse): a roster
-    endpoint as a hostname or an IPv6 literal is not supported, so it is not tested here."""
+def test_e_endpoints_as_hostnames(fleet):
+    """Host names, resolved by the system's resolver (/etc/hosts here, as DNS would): the
+    genesis dialled the cloud by name, laptop-b joined the genesis by name, and the cloud's
+    WireGuard endpoint in the roster is a name. The laptops have no endpoint, so every session
+    with the cloud was started by a laptop, towards the address that name resolved to. IPv6
+    literals are not supported: endpoints are IPv4 (common/wg.h; wg_endpoint_resolve refuses
+    "[2001:db8::1]:51820", tests/unit/test_wg_uapi.c)."""
     r = fleet
     assert "dialling the joiner at cloud.example" in r.out_cloud_genesis
     assert "joined: fleet" in r.out_b_join
+    assert r.sh("cloud", "totebox-pair show --field endpoint").stdout.strip() == \
+        "cloud.example:51820"
+    roster = json.loads(r.sh("laptop-a", "cat /var/lib/totebox/mesh/roster.json").stdout)
+    cloud = [n for n in roster["nodes"] if n["id"] == "cloud"][0]
+    assert cloud["endpoint"] == "cloud.example:51820", cloud
+    for laptop in ("laptop-a", "laptop-b"):
+        eps = r.sh(laptop, "wg show wg0 endpoints").stdout
+        assert "203.0.113.10:51820" in eps, (laptop, eps)
