@@ -211,7 +211,12 @@ class Rig:
             f.write(uuid.uuid4().hex + "\n")
 
     def cgroup_dirs(self, name):
-        return ["/sys/fs/cgroup/%s/totebox-rig-%s-%s" % (h, self.tag, name)
+        """The machine's own cgroups: below the named systemd hierarchy and the unified one
+        (this machine's hybrid layout), or below the root of a pure cgroup2 mount."""
+        leaf = "totebox-rig-%s-%s" % (self.tag, name)
+        if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+            return [os.path.join("/sys/fs/cgroup", leaf)]
+        return [os.path.join("/sys/fs/cgroup", h, leaf)
                 for h in ("systemd", "unified") if os.path.isdir("/sys/fs/cgroup/" + h)]
 
     def boot(self, name):
