@@ -3,6 +3,7 @@
  * topology is unit-tested; mesh_apply_roster diffs it against the live interface, so unchanged
  * peers keep their sessions. */
 #include "common/mesh.h"
+#include "common/log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -57,9 +58,17 @@ static int mesh_peer_for(struct wg_device *d, const struct roster_node *n, bool 
                         return -E2BIG;
                 memcpy(p->public_key, key, WG_KEY_LEN);
                 if (n->endpoint[0]) {
-                        if (wg_endpoint_parse(n->endpoint, &p->endpoint) < 0)
+                        /* A host name is resolved now; one that does not resolve leaves the
+                         * peer without an endpoint until the next apply (it can still reach
+                         * us), a malformed endpoint fails the roster. */
+                        int r = wg_endpoint_resolve(n->endpoint, &p->endpoint);
+
+                        if (r == -EINVAL)
                                 return -EINVAL;
-                        p->has_endpoint = true;
+                        if (r < 0)
+                                log_warn("mesh: endpoint '%s' of '%s' does not resolve: %s",
+                                         n->endpoint, n->id, strerror(-r));
+                        p->has_endpoint = r == 0;
                 }
                 if (!self_reachable && n->endpoint[0])
                         p->keepalive_s = MESH_KEEPALIVE_S;

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <netdb.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -158,25 +159,56 @@ int wg_peer_add_allowed_ip(struct wg_peer *p, struct in_addr addr, uint8_t cidr)
         return 0;
 }
 
-int wg_endpoint_parse(const char *s, struct sockaddr_in *ret)
+/* Splits "host:port" (the last colon) into host and a port in 1..65535. */
+static int wg_endpoint_split(const char *s, char *host, size_t size, uint16_t *port)
 {
-        char host[INET_ADDRSTRLEN];
         const char *colon = strrchr(s, ':');
-        struct sockaddr_in sa = {.sin_family = AF_INET};
         char *end;
-        unsigned long port;
+        unsigned long p;
 
-        if (!colon || (size_t)(colon - s) >= sizeof(host) || colon == s)
+        if (!colon || (size_t)(colon - s) >= size || colon == s)
                 return -EINVAL;
         memcpy(host, s, (size_t)(colon - s));
         host[colon - s] = '\0';
         errno = 0;
-        port = strtoul(colon + 1, &end, 10);
-        if (!colon[1] || *end || errno || port == 0 || port > 65535 ||
+        p = strtoul(colon + 1, &end, 10);
+        if (!colon[1] || *end || errno || p == 0 || p > 65535)
+                return -EINVAL;
+        *port = (uint16_t)p;
+        return 0;
+}
+
+int wg_endpoint_parse(const char *s, struct sockaddr_in *ret)
+{
+        char host[INET_ADDRSTRLEN];
+        struct sockaddr_in sa = {.sin_family = AF_INET};
+        uint16_t port;
+
+        if (wg_endpoint_split(s, host, sizeof(host), &port) < 0 ||
             inet_pton(AF_INET, host, &sa.sin_addr) != 1)
                 return -EINVAL;
-        sa.sin_port = htons((uint16_t)port);
+        sa.sin_port = htons(port);
         *ret = sa;
+        return 0;
+}
+
+int wg_endpoint_resolve(const char *s, struct sockaddr_in *ret)
+{
+        struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_DGRAM}, *ai = NULL;
+        char host[256];
+        uint16_t port;
+        int r;
+
+        if (wg_endpoint_parse(s, ret) == 0)
+                return 0;
+        if (wg_endpoint_split(s, host, sizeof(host), &port) < 0 || !host[0] || host[0] == '[')
+                return -EINVAL;
+        r = getaddrinfo(host, NULL, &hints, &ai);
+        if (r != 0 || !ai)
+                return r == EAI_NONAME || r == EAI_NODATA ? -ENOENT : -EAGAIN;
+        memcpy(ret, ai->ai_addr, sizeof(*ret));
+        ret->sin_port = htons(port);
+        freeaddrinfo(ai);
         return 0;
 }
 

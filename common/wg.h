@@ -71,6 +71,10 @@ struct wg_peer *wg_device_add_peer(struct wg_device *d);
 int wg_peer_add_allowed_ip(struct wg_peer *p, struct in_addr addr, uint8_t cidr);
 /* Parses "a.b.c.d:port"; -EINVAL otherwise. */
 int wg_endpoint_parse(const char *s, struct sockaddr_in *ret);
+/* "a.b.c.d:port", or "hostname:port" resolved to its first IPv4 address now (the system's
+ * resolver, /etc/hosts first): -EINVAL when malformed (an IPv6 literal included: endpoints are
+ * IPv4), -ENOENT when the name has no IPv4 address, -EAGAIN when the resolver failed. */
+int wg_endpoint_resolve(const char *s, struct sockaddr_in *ret);
 
 /* Interfaces and configuration; the backend is found from the interface. */
 enum wg_backend wg_backend_detect(const char *ifname);

@@ -13,11 +13,13 @@
 
 #include <curl/curl.h>
 
+#include "common/mesh.h"
 #include "provision/pairing.h"
 
 struct pair_args {
         const char *state_dir, *name, *endpoint, *role, *ifname, *subnet, *fleet_id, *listen;
-        const char *genesis, *code, *field;
+        const char *genesis, *code, *field, *connect;
+        bool listen_set;
         unsigned wg_port, pair_port, code_ttl, sas_timeout, io_timeout, node_api_port;
         bool no_wg;
 };
@@ -41,6 +43,7 @@ enum {
         OPT_CODE,
         OPT_NO_WG,
         OPT_FIELD,
+        OPT_CONNECT,
 };
 
 static const struct option pair_options[] = {
@@ -62,6 +65,7 @@ static const struct option pair_options[] = {
     {"code", required_argument, NULL, OPT_CODE},
     {"no-wg", no_argument, NULL, OPT_NO_WG},
     {"field", required_argument, NULL, OPT_FIELD},
+    {"connect", required_argument, NULL, OPT_CONNECT},
     {NULL, 0, NULL, 0},
 };
 
@@ -124,6 +128,10 @@ static int pair_parse_args(int argc, char **argv, struct pair_args *a)
                         break;
                 case OPT_LISTEN:
                         a->listen = optarg;
+                        a->listen_set = true;
+                        break;
+                case OPT_CONNECT:
+                        a->connect = optarg;
                         break;
                 case OPT_PAIR_PORT:
                         r = pair_parse_uint(optarg, 1, 65535, &a->pair_port);
@@ -207,7 +215,8 @@ static int cmd_serve(const struct pair_args *a, const char *arg)
                                      .node_api_port = a->node_api_port,
                                      .out = stdout,
                                      .confirm_in = stdin,
-                                     .code = a->code};
+                                     .code = a->code,
+                                     .connect = a->connect};
 
         return pair_server_run(&o);
 }
@@ -217,6 +226,8 @@ static int cmd_join(const struct pair_args *a, const char *arg)
         const char *code = arg;
         struct pair_join_opts o = {.state_dir = a->state_dir,
                                    .genesis = a->genesis,
+                                   .listen = a->listen_set ? a->listen : NULL,
+                                   .listen_port = a->pair_port,
                                    .name = a->name,
                                    .endpoint = a->endpoint,
                                    .ifname = a->ifname,
@@ -229,7 +240,9 @@ static int cmd_join(const struct pair_args *a, const char *arg)
         char line[64];
         int ret;
 
-        if (pair_need(code, "CODE") < 0 || pair_need(a->genesis, "--genesis HOST[:PORT]") < 0 ||
+        if (pair_need(code, "CODE") < 0 ||
+            (!a->listen_set &&
+             pair_need(a->genesis, "--genesis HOST[:PORT] or --listen ADDR") < 0) ||
             pair_need(a->name, "--name") < 0 || pair_role(a->role, &o.role) < 0)
                 return -EINVAL;
         if (strcmp(code, "-") == 0) {
@@ -277,18 +290,25 @@ static int cmd_up(const struct pair_args *a, const char *arg)
         return ret;
 }
 
-/* Prints node.conf and what the roster says (controller and its mesh address). */
+/* Prints node.conf and what the roster says (controller and its mesh address, the hub that
+ * forwards between nodes without an endpoint). */
 static int cmd_show(const struct pair_args *a, const char *arg)
 {
         struct pair_node_conf c;
         struct roster *r;
         const struct roster_node *ctl;
         char err[256], version[24];
-        const char *fields[][2] = {{"node_id", c.node_id},     {"ifname", c.ifname},
-                                   {"role", c.role},           {"mesh_address", c.mesh_address},
-                                   {"endpoint", c.endpoint},   {"controller", ""},
-                                   {"controller_address", ""}, {"roster_version", version},
-                                   {"fleet_id", ""},           {"controller_pin_key", ""}};
+        const char *fields[][2] = {{"node_id", c.node_id},
+                                   {"ifname", c.ifname},
+                                   {"role", c.role},
+                                   {"mesh_address", c.mesh_address},
+                                   {"endpoint", c.endpoint},
+                                   {"controller", ""},
+                                   {"controller_address", ""},
+                                   {"roster_version", version},
+                                   {"fleet_id", ""},
+                                   {"controller_pin_key", ""},
+                                   {"hub", ""}};
 
         if (pair_conf_load(a->state_dir, &c) < 0) {
                 fprintf(stderr, "show: no node state in '%s'\n", a->state_dir);
@@ -302,6 +322,7 @@ static int cmd_show(const struct pair_args *a, const char *arg)
                 fields[6][1] = ctl ? ctl->mesh_address : "";
                 fields[8][1] = r->fleet_id;
                 fields[9][1] = r->controller_pin_key;
+                fields[10][1] = mesh_hub(r) ? mesh_hub(r)->id : "";
         }
         for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
                 if (!a->field)
@@ -361,10 +382,11 @@ static const struct pair_command {
      "[--ifname wg0] [--wg-port 51820] [--subnet 10.77.0.0/24] [--fleet-id ID] "
      "[--no-wg]"},
     {"serve", 0, cmd_serve,
-     "serve [--listen 0.0.0.0] [--pair-port 9173] [--code-ttl 600] "
+     "serve [--listen 0.0.0.0] [--pair-port 9173] [--connect HOST[:9173]] [--code-ttl 600] "
      "[--sas-timeout 300] [--io-timeout 30] [--node-api-port 9172]"},
     {"join", 1, cmd_join,
-     "join CODE|- --genesis HOST[:9173] --name N [--role node|relay|cloud] "
+     "join CODE|- --genesis HOST[:9173]|--listen ADDR [--pair-port 9173] --name N "
+     "[--role node|relay|cloud] "
      "[--endpoint IP:PORT] [--ifname wg0] [--wg-port 51820] [--no-wg]"},
     {"apply-roster", 1, cmd_apply_roster, "apply-roster ROSTER-FILE [--no-wg]"},
     {"controller-key", 1, cmd_controller_key,

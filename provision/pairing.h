@@ -106,6 +106,13 @@ char *pair_msg_encode(const struct pair_msg *m);
 int pair_frame_write(int fd, const char *buf, size_t len);
 int pair_frame_read(int fd, int64_t deadline_ms, char **ret_buf, size_t *ret_len,
                     uint8_t ret_head[4]);
+/* A TCP connection to HOST[:PORT] (port 9173 by default), bounded by the deadline. */
+int pair_connect(const char *target, int64_t deadline);
+/* target ("host[:port]") resolved to "a.b.c.d:port" (the dialling genesis resolves before its
+ * network process, which opens no files, starts). */
+int pair_resolve(const char *target, char *out, size_t size);
+/* Listens on ADDR:PORT and returns the first connection accepted before the deadline. */
+int pair_accept_one(const char *addr, unsigned port, int64_t deadline);
 /* CLOCK_MONOTONIC in milliseconds; deadlines are points on this clock. */
 int64_t pair_clock_ms(void);
 /* What is left until deadline (0 when past), for poll(). */
@@ -219,6 +226,7 @@ struct pair_server_opts {
         FILE *out;              /* announcements: code, SAS, results */
         FILE *confirm_in;       /* the operator's SAS confirmation */
         const char *code;       /* tests: a fixed code instead of a fresh one */
+        const char *connect;    /* HOST[:PORT]: dial a joiner that waits (genesis behind NAT) */
 };
 
 /* Pushes r to every member's vmhost (POST /v1/roster) but self_id and joiner (may be NULL);
@@ -319,6 +327,8 @@ struct pair_join_opts {
         const char *state_dir;
         const char *code;
         const char *genesis; /* host[:port] */
+        const char *listen;  /* instead: wait on this address for the genesis to dial in */
+        unsigned listen_port;
         const char *name;
         enum roster_role role;
         const char *endpoint; /* this node's WireGuard endpoint, may be empty */

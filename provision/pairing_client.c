@@ -29,66 +29,6 @@ struct pair_join {
         char err[256];
 };
 
-static int pair_connect_wait(int fd, const struct sockaddr *sa, socklen_t len, int64_t deadline)
-{
-        struct pollfd p = {.fd = fd, .events = POLLOUT};
-        socklen_t elen = sizeof(int);
-        int k, e = 0;
-
-        if (connect(fd, sa, len) == 0)
-                return 0;
-        if (errno != EINPROGRESS)
-                return -errno;
-        do {
-                k = poll(&p, 1, pair_remaining_ms(deadline));
-        } while (k < 0 && errno == EINTR);
-        if (k < 0)
-                return -errno;
-        if (k == 0)
-                return -ETIMEDOUT;
-        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &elen) < 0)
-                return -errno;
-        return -e;
-}
-
-/* A non-blocking connect bounded by the deadline (a black-holed genesis answers nothing). */
-static int pair_connect(const char *target, int64_t deadline)
-{
-        char host[256], port[8] = "9173";
-        const char *colon = strrchr(target, ':');
-        struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *ai = NULL;
-        int fd, ret;
-
-        if (colon) {
-                if ((size_t)(colon - target) >= sizeof(host) || strlen(colon + 1) >= sizeof(port))
-                        return -EINVAL;
-                memcpy(host, target, (size_t)(colon - target));
-                host[colon - target] = '\0';
-                snprintf(port, sizeof(port), "%s", colon + 1);
-        } else {
-                snprintf(host, sizeof(host), "%s", target);
-        }
-        if (getaddrinfo(host, port, &hints, &ai) != 0)
-                return -EHOSTUNREACH;
-        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        if (fd < 0) {
-                ret = -errno;
-                goto cleanup;
-        }
-        ret = pair_connect_wait(fd, ai->ai_addr, ai->ai_addrlen, deadline);
-        /* Blocking again: every later read and write is bounded by poll() and the deadline. */
-        if (ret == 0 && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0)
-                ret = -errno;
-        if (ret < 0) {
-                close(fd);
-                goto cleanup;
-        }
-        ret = fd;
-cleanup:
-        freeaddrinfo(ai);
-        return ret;
-}
-
 static enum pair_error pair_join_fail(struct pair_join *j, enum pair_error e, const char *detail)
 {
         if (e != PAIR_ERR_NONE && j->fd >= 0)
@@ -332,9 +272,25 @@ int pair_join_run(const struct pair_join_opts *o)
                         o->state_dir);
                 return -EIO;
         }
-        /* One deadline for connecting and the whole handshake, however slow the other side. */
-        j.deadline = pair_clock_ms() + (int64_t)o->io_timeout_s * 1000;
-        j.fd = pair_connect(o->genesis, j.deadline);
+        if (o->listen) {
+                /* The genesis dials in (it sits behind NAT): wait for it as long as for a SAS,
+                 * then the handshake has its own deadline. */
+                fprintf(o->out, "waiting on %s:%u for the genesis to connect\n", o->listen,
+                        o->listen_port);
+                fflush(o->out);
+                j.fd = pair_accept_one(o->listen, o->listen_port,
+                                       pair_clock_ms() + (int64_t)o->sas_timeout_s * 1000);
+                j.deadline = pair_clock_ms() + (int64_t)o->io_timeout_s * 1000;
+                if (j.fd < 0) {
+                        fprintf(stderr, "join failed: no genesis connected to %s:%u: %s\n",
+                                o->listen, o->listen_port, strerror(-j.fd));
+                        return j.fd;
+                }
+        } else {
+                /* One deadline for connecting and the whole handshake. */
+                j.deadline = pair_clock_ms() + (int64_t)o->io_timeout_s * 1000;
+                j.fd = pair_connect(o->genesis, j.deadline);
+        }
         if (j.fd < 0) {
                 fprintf(stderr,
                         "join failed: cannot reach the genesis pairing server at '%s': %s%s\n",

@@ -3,13 +3,131 @@
  * watched so that a refusal from the other side is reported at once. */
 #include "provision/pairing.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+static int pair_connect_wait(int fd, const struct sockaddr *sa, socklen_t len, int64_t deadline)
+{
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        socklen_t elen = sizeof(int);
+        int k, e = 0;
+
+        if (connect(fd, sa, len) == 0)
+                return 0;
+        if (errno != EINPROGRESS)
+                return -errno;
+        do {
+                k = poll(&p, 1, pair_remaining_ms(deadline));
+        } while (k < 0 && errno == EINTR);
+        if (k < 0)
+                return -errno;
+        if (k == 0)
+                return -ETIMEDOUT;
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &elen) < 0)
+                return -errno;
+        return -e;
+}
+
+/* target ("host[:port]", port 9173 by default) as one IPv4 address; 0 or a negative errno. */
+static int pair_lookup(const char *target, struct addrinfo **ret)
+{
+        char host[256], port[8] = "9173";
+        const char *colon = strrchr(target, ':');
+        struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM};
+
+        if (colon) {
+                if ((size_t)(colon - target) >= sizeof(host) || strlen(colon + 1) >= sizeof(port))
+                        return -EINVAL;
+                memcpy(host, target, (size_t)(colon - target));
+                host[colon - target] = '\0';
+                snprintf(port, sizeof(port), "%s", colon + 1);
+        } else {
+                snprintf(host, sizeof(host), "%s", target);
+        }
+        return getaddrinfo(host, port, &hints, ret) == 0 ? 0 : -EHOSTUNREACH;
+}
+
+int pair_resolve(const char *target, char *out, size_t size)
+{
+        struct addrinfo *ai = NULL;
+        const struct sockaddr_in *sin;
+        char addr[INET_ADDRSTRLEN];
+        int r = pair_lookup(target, &ai);
+
+        if (r < 0)
+                return r;
+        sin = (const struct sockaddr_in *)ai->ai_addr;
+        inet_ntop(AF_INET, &sin->sin_addr, addr, sizeof(addr));
+        snprintf(out, size, "%s:%u", addr, (unsigned)ntohs(sin->sin_port));
+        freeaddrinfo(ai);
+        return 0;
+}
+
+/* A non-blocking connect bounded by the deadline (a black-holed genesis answers nothing). */
+int pair_connect(const char *target, int64_t deadline)
+{
+        struct addrinfo *ai = NULL;
+        int fd, ret = pair_lookup(target, &ai);
+
+        if (ret < 0)
+                return ret;
+        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0) {
+                ret = -errno;
+                goto cleanup;
+        }
+        ret = pair_connect_wait(fd, ai->ai_addr, ai->ai_addrlen, deadline);
+        /* Blocking again: every later read and write is bounded by poll() and the deadline. */
+        if (ret == 0 && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0)
+                ret = -errno;
+        if (ret < 0) {
+                close(fd);
+                goto cleanup;
+        }
+        ret = fd;
+cleanup:
+        freeaddrinfo(ai);
+        return ret;
+}
+
+/* The joiner's side of a dialling genesis (one behind NAT): listens on addr:port and takes the
+ * first connection before the deadline; the listening socket is closed either way. */
+int pair_accept_one(const char *addr, unsigned port, int64_t deadline)
+{
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+        struct pollfd p = {.events = POLLIN};
+        int one = 1, k, fd = -1;
+
+        if (inet_pton(AF_INET, addr, &sa.sin_addr) != 1)
+                return -EINVAL;
+        p.fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (p.fd < 0)
+                return -errno;
+        setsockopt(p.fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (bind(p.fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(p.fd, 1) < 0) {
+                fd = -errno;
+                goto cleanup;
+        }
+        do {
+                k = poll(&p, 1, pair_remaining_ms(deadline));
+        } while (k < 0 && errno == EINTR);
+        if (k <= 0)
+                fd = k < 0 ? -errno : -ETIMEDOUT;
+        else if ((fd = accept4(p.fd, NULL, NULL, SOCK_CLOEXEC)) < 0)
+                fd = -errno;
+cleanup:
+        close(p.fd);
+        return fd;
+}
 
 int pair_send(int fd, const struct pair_msg *m)
 {

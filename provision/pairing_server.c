@@ -44,7 +44,8 @@ struct pair_conn {
 struct pair_server {
         const struct pair_server_opts *o;
         struct pair_node_conf conf;
-        struct pair_binding bind; /* the genesis' own role, WireGuard key and endpoint */
+        struct pair_binding bind;       /* the genesis' own role, WireGuard key and endpoint */
+        char dial[INET_ADDRSTRLEN + 8]; /* --connect resolved: the joiner's "address:port" */
         pthread_mutex_t lock;
         pthread_cond_t idle;
         enum pair_code_state state;
@@ -643,6 +644,39 @@ static int pair_server_binding(struct pair_server *sv)
         return ret;
 }
 
+/* The genesis behind NAT dials the joiner (which waits with 'join --listen'): one connection at a
+ * time while the code is fresh, tried again every second until one is served; that ceremony
+ * then runs as an accepted one would. */
+static void pair_server_dial(struct pair_server *sv)
+{
+        struct sockaddr_in from = {0};
+        socklen_t flen = sizeof(from);
+        bool busy;
+        int fd;
+
+        pthread_mutex_lock(&sv->lock);
+        busy = sv->n_active > 0 || sv->state != PAIR_CODE_FRESH;
+        pthread_mutex_unlock(&sv->lock);
+        if (!busy) {
+                struct sockaddr_in self = {0};
+                socklen_t slen = sizeof(self);
+
+                fd = pair_connect(sv->dial, pair_clock_ms() + 2000);
+                /* A local port no one listens on can connect to itself (TCP simultaneous open
+                 * when the source port the kernel picks is that port): that is no joiner. */
+                if (fd >= 0 && getpeername(fd, (struct sockaddr *)&from, &flen) == 0 &&
+                    getsockname(fd, (struct sockaddr *)&self, &slen) == 0 &&
+                    (self.sin_port != from.sin_port ||
+                     self.sin_addr.s_addr != from.sin_addr.s_addr)) {
+                        pair_on_connection(sv, fd, &from);
+                        return;
+                }
+                if (fd >= 0)
+                        close(fd);
+        }
+        sleep(1);
+}
+
 /* Whether the accept loop is done: 0 to go on, else the server's result. */
 static int pair_server_done(struct pair_server *sv, int64_t *linger_until)
 {
@@ -668,7 +702,9 @@ static int pair_server_done(struct pair_server *sv, int64_t *linger_until)
 static int pair_server_child(struct pair_server *sv, int lfd)
 {
         const struct pair_server_opts *o = sv->o;
-        struct privsep_drop d = {.no_files = true, .no_sockets = true};
+        /* a genesis that dials (behind NAT) makes its connections here, to the address the
+         * parent resolved: sockets, but still no file opens */
+        struct privsep_drop d = {.no_files = true, .no_sockets = !o->connect};
         const int keep[] = {lfd, sv->priv_fd};
         char err[256];
         int64_t linger_until;
@@ -707,10 +743,18 @@ static int pair_server_child(struct pair_server *sv, int lfd)
                 (int)getpid(), (unsigned)getuid(), (int)sv->parent);
         fprintf(o->out, "pairing code: %s (expires in %u s, good for one guess)\n", sv->code,
                 o->code_ttl_s);
-        fprintf(o->out, "pairing server listening on %s:%u\n", o->listen_addr, o->port);
+        if (o->connect)
+                fprintf(o->out, "pairing: dialling the joiner at %s (%s)\n", o->connect, sv->dial);
+        else
+                fprintf(o->out, "pairing server listening on %s:%u\n", o->listen_addr, o->port);
         fflush(o->out);
         while ((ret = pair_server_done(sv, &linger_until)) == 0) {
                 struct pollfd p = {.fd = lfd, .events = POLLIN};
+
+                if (o->connect) {
+                        pair_server_dial(sv);
+                        continue;
+                }
                 struct sockaddr_in from = {0};
                 socklen_t flen = sizeof(from);
                 int fd;
@@ -721,7 +765,8 @@ static int pair_server_child(struct pair_server *sv, int lfd)
                 if (fd >= 0)
                         pair_on_connection(sv, fd, &from);
         }
-        close(lfd);
+        if (lfd >= 0)
+                close(lfd);
         pair_server_drain(sv);
         sodium_memzero(sv->code, sizeof(sv->code));
         fflush(o->out);
@@ -766,14 +811,19 @@ int pair_server_run(const struct pair_server_opts *o)
         }
         if (o->code && pair_code_normalize(o->code, norm) < 0)
                 return -EINVAL;
-        lfd = pair_listen(o);
-        if (lfd < 0) {
+        if (o->connect && pair_resolve(o->connect, sv.dial, sizeof(sv.dial)) < 0) {
+                fprintf(stderr, "cannot resolve the joiner's address '%s'\n", o->connect);
+                return -EHOSTUNREACH;
+        }
+        lfd = o->connect ? -1 : pair_listen(o);
+        if (lfd < 0 && !o->connect) {
                 fprintf(stderr, "cannot listen on '%s:%u': %s\n", o->listen_addr, o->port,
                         strerror(-lfd));
                 return lfd;
         }
         if (imsg_socketpair(fds) < 0) {
-                close(lfd);
+                if (lfd >= 0)
+                        close(lfd);
                 return -errno;
         }
         fflush(o->out);
@@ -786,7 +836,8 @@ int pair_server_run(const struct pair_server_opts *o)
                 _exit(pair_server_child(&sv, lfd));
         }
         close(fds[1]);
-        close(lfd);
+        if (lfd >= 0)
+                close(lfd);
         if (pid < 0) {
                 close(fds[0]);
                 return -errno;

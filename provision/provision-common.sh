@@ -19,6 +19,8 @@ IFNAME=wg0
 WG_PORT=51820
 SUBNET=10.77.0.0/24
 PAIR_LISTEN=0.0.0.0
+PAIR_LISTEN_SET=0
+PAIR_CONNECT=""
 PAIR_PORT=9173
 CODE_TTL=600
 SAS_TIMEOUT=300
@@ -54,7 +56,11 @@ Options:
   --ifname NAME             WireGuard interface (default wg0)
   --wg-port PORT            WireGuard UDP port (default 51820)
   --subnet CIDR             genesis: mesh address plan (default 10.77.0.0/24)
-  --pair-listen ADDR        genesis: pairing server address (default 0.0.0.0)
+  --pair-listen ADDR        genesis: pairing server address (default 0.0.0.0); with --join:
+                            wait here for a genesis that dials in (it sits behind NAT)
+  --pair-connect HOST[:PORT]  genesis: dial the joiner waiting with --join CODE --pair-listen
+                            (a genesis behind NAT with no inbound port; the joiner must be
+                            reachable, e.g. the cloud node)
   --pair-port PORT          pairing server port (default 9173)
   --code-ttl SECONDS        genesis: code lifetime (default 600)
   --no-pair                 genesis: create the mesh but open no ceremony now
@@ -84,7 +90,8 @@ parse_common() {
                 --ifname) IFNAME=${2:?}; shift ;;
                 --wg-port) WG_PORT=${2:?}; shift ;;
                 --subnet) SUBNET=${2:?}; shift ;;
-                --pair-listen) PAIR_LISTEN=${2:?}; shift ;;
+                --pair-listen) PAIR_LISTEN=${2:?}; PAIR_LISTEN_SET=1; shift ;;
+                --pair-connect) PAIR_CONNECT=${2:?}; shift ;;
                 --pair-port) PAIR_PORT=${2:?}; shift ;;
                 --code-ttl) CODE_TTL=${2:?}; shift ;;
                 --sas-timeout) SAS_TIMEOUT=${2:?}; shift ;;
@@ -111,8 +118,8 @@ parse_common() {
         MESH_DIR=$STATE_DIR/mesh
         [ -n "$MODE" ] || { usage >&2; die "one of --genesis, --join CODE or --refresh is required"; }
         [[ "$NAME" =~ ^[a-z0-9][a-z0-9-]{0,62}$ ]] || die "node name '$NAME' must match [a-z0-9][a-z0-9-]*"
-        if [ "$MODE" = join ] && [ -z "$GENESIS_ENDPOINT" ]; then
-                die "--join needs --genesis-endpoint HOST[:PORT] (the genesis node's address)"
+        if [ "$MODE" = join ] && [ -z "$GENESIS_ENDPOINT" ] && [ "$PAIR_LISTEN_SET" -eq 0 ]; then
+                die "--join needs --genesis-endpoint HOST[:PORT] (the genesis node's address) or --pair-listen ADDR (the genesis dials in)"
         fi
         [ "$(id -u)" -eq 0 ] || die "run as root (WireGuard and the daemons' units need it)"
 }
@@ -172,7 +179,9 @@ run_ceremony() {
                         pair up || die "setting up the mesh interface failed"
                         return 0
                 fi
-                pair join "$CODE" --genesis "$GENESIS_ENDPOINT" --name "$NAME" --role "$role" \
+                local how=(--genesis "$GENESIS_ENDPOINT")
+                [ "$PAIR_LISTEN_SET" -eq 0 ] || how=(--listen "$PAIR_LISTEN" --pair-port "$PAIR_PORT")
+                pair join "$CODE" "${how[@]}" --name "$NAME" --role "$role" \
                         --endpoint "$ENDPOINT" --ifname "$IFNAME" --wg-port "$WG_PORT" \
                         --sas-timeout "$SAS_TIMEOUT" || die "joining the mesh failed (see above)"
                 ;;
@@ -181,10 +190,51 @@ run_ceremony() {
                 pair up || die "setting up the mesh interface failed"
                 ;;
         esac
-        if [ "$role" = relay ]; then
-                # The relay is the hub for nodes that cannot reach each other: it forwards.
-                sysctl -q -w net.ipv4.ip_forward=1 || die "cannot enable IPv4 forwarding on the relay"
+}
+
+# The hub (docs/mesh.md: the relay with an endpoint, else the controller with one) carries the
+# traffic between nodes that have no endpoint (laptops behind NAT): it forwards from the mesh
+# interface to itself. On a real host (the default paths) that survives a reboot: a sysctl.d
+# file, and a drop-in that lets the mesh's packets through a FORWARD chain whose policy is DROP
+# each time totebox-mesh.service starts (after the host's own firewall has loaded).
+HUB_SYSCTL=/etc/sysctl.d/60-totebox-hub.conf
+HUB_DROPIN_DIR=/etc/systemd/system/totebox-mesh.service.d
+HUB_MARK="# Written by the Totebox provision scripts: this node is the mesh's hub"
+
+hub_forward_rule() {
+        command -v iptables >/dev/null 2>&1 || return 0
+        iptables -C FORWARD -i "$IFNAME" -o "$IFNAME" -j ACCEPT 2>/dev/null ||
+                iptables -I FORWARD -i "$IFNAME" -o "$IFNAME" -j ACCEPT ||
+                die "cannot let the mesh's traffic through the FORWARD chain"
+}
+
+hub_forwarding() {
+        local hub
+        hub=$(pair show --field hub)
+        if [ "$hub" != "$(pair show --field node_id)" ] && [ "$ROLE" != relay ]; then
+                if [ "$CONF_DIR" = /etc/totebox ] && [ -f "$HUB_SYSCTL" ] &&
+                        head -n 1 "$HUB_SYSCTL" | grep -qF "$HUB_MARK"; then
+                        rm -f "$HUB_SYSCTL" "$HUB_DROPIN_DIR/hub.conf"
+                        say "no longer the hub: removed $HUB_SYSCTL and the forwarding drop-in"
+                fi
+                return 0
         fi
+        sysctl -q -w net.ipv4.ip_forward=1 || die "cannot enable IPv4 forwarding on the hub"
+        hub_forward_rule
+        [ "$CONF_DIR" = /etc/totebox ] || return 0
+        printf '%s\nnet.ipv4.ip_forward = 1\n' "$HUB_MARK" | write_file "$HUB_SYSCTL" 0644
+        if [ "$NO_SYSTEMD" -eq 0 ] && [ -d /run/systemd/system ]; then
+                mkdir -p "$HUB_DROPIN_DIR"
+                write_file "$HUB_DROPIN_DIR/hub.conf" 0644 <<UNIT
+$HUB_MARK (forwarding between nodes behind NAT); re-run with --refresh.
+[Unit]
+After=netfilter-persistent.service nftables.service firewalld.service
+[Service]
+ExecStartPost=+/bin/sh -c 'command -v iptables >/dev/null || exit 0; iptables -C FORWARD -i $IFNAME -o $IFNAME -j ACCEPT 2>/dev/null || iptables -I FORWARD -i $IFNAME -o $IFNAME -j ACCEPT'
+UNIT
+                systemctl daemon-reload
+        fi
+        say "this node is the mesh's hub: forwarding on ($HUB_SYSCTL), FORWARD accepts $IFNAME to $IFNAME"
 }
 
 write_file() {
@@ -393,6 +443,7 @@ start_daemons() {
 announce_pin_key() {
         local pub="$STATE_DIR/fleetd/pin.pub" key
         [ "$IS_CONTROLLER" -eq 1 ] && [ "$UNITS_ONLY" -eq 0 ] || return 0
+        [ -n "$(find_bin fleetd fleetd)" ] || return 0 # no controller package: no fleetd here
         for _ in $(seq 1 50); do
                 [ -s "$pub" ] && break
                 sleep 0.2
@@ -422,15 +473,23 @@ provision_main() {
         check_wireguard
         run_ceremony "$ROLE"
         write_configs
+        hub_forwarding
         start_daemons
         announce_pin_key
         if [ "$MODE" = genesis ] && [ "$NO_PAIR" -eq 0 ]; then
-                say "opening the pairing ceremony on $PAIR_LISTEN:$PAIR_PORT"
-                pair serve --listen "$PAIR_LISTEN" --pair-port "$PAIR_PORT" \
+                local how=(--listen "$PAIR_LISTEN" --pair-port "$PAIR_PORT")
+                if [ -n "$PAIR_CONNECT" ]; then
+                        how=(--connect "$PAIR_CONNECT")
+                        say "opening the pairing ceremony: dialling the joiner at $PAIR_CONNECT"
+                else
+                        say "opening the pairing ceremony on $PAIR_LISTEN:$PAIR_PORT"
+                fi
+                pair serve "${how[@]}" \
                         --code-ttl "$CODE_TTL" --sas-timeout "$SAS_TIMEOUT" ||
                         die "the pairing ceremony did not complete"
-                # The roster changed: the controller may have moved.
+                # The roster changed: the controller (and so the hub) may have moved.
                 write_configs
+                hub_forwarding
                 start_daemons
         fi
         say "done: node '$(pair show --field node_id)' mesh address $(pair show --field mesh_address)"

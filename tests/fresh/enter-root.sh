@@ -6,6 +6,8 @@
 # environment. Exit status: 3 when the demo failed, 4 when the tests failed.
 # Usage: enter-root.sh ROOT DEMO_DURATION HOST:INSIDE...
 set -euo pipefail
+# shellcheck source=tests/fresh/root-fs.sh
+. "$(dirname "$0")/root-fs.sh"
 root=$1 duration=$2
 shift 2
 
@@ -14,13 +16,7 @@ mount --bind "$root" "$root"
 mount -t proc proc "$root/proc"
 mount --rbind /sys "$root/sys"
 mount --make-rslave "$root/sys"
-mount -t devtmpfs devtmpfs "$root/dev"
-mkdir -p "$root/dev/pts" "$root/dev/shm"
-mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts "$root/dev/pts"
-mount --bind "$root/dev/pts/ptmx" "$root/dev/ptmx"
-mount -t tmpfs -o mode=1777 tmpfs "$root/dev/shm"
-mount -t tmpfs -o mode=0755 tmpfs "$root/run"
-mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
+mount_dev_run_tmp "$root"
 for pair in "$@"; do
   mount --bind "${pair%%:*}" "$root${pair#*:}"
 done

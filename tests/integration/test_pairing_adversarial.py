@@ -5,7 +5,7 @@ joins, replayed and reflected messages, SAS not confirmed or mismatched, rosters
 another key or older, a man in the middle guessing (or knowing) the code, the SAS-grinding man
 in the middle (pair_mitm), a relay swapping bound keys, junk and floods that must not burn the
 code or block a joiner, trickles cut at the deadline, a black-holed genesis and a WireGuard port
-in use."""
+in use; and the other direction (a genesis behind NAT dials a listening joiner)."""
 import base64
 import json
 import os
@@ -85,6 +85,24 @@ def join(procs, d, code, port, name="n1", role="node"):
                  "127.0.0.2:51820", "--no-wg", "--io-timeout", "5", "--sas-timeout", "20")
 
 
+def dial(procs, state, port):
+    """The genesis behind NAT: serve --connect, dialling a joiner that listens."""
+    p = spawn(procs, "serve", "--state-dir", state, "--connect", "127.0.0.1:%d" % port,
+              "--io-timeout", "5", "--sas-timeout", "20")
+    code = read_until(p, r"pairing code: (\S+)").group(1)
+    read_until(p, r"dialling the joiner")
+    return p, code
+
+
+def listen_join(procs, d, code, port, name="n1"):
+    j = spawn(procs, "join", code, "--listen", "127.0.0.1", "--pair-port", str(port),
+              "--state-dir", os.path.join(d, name), "--name", name, "--role", "cloud",
+              "--endpoint", "127.0.0.2:51820", "--no-wg", "--io-timeout", "5",
+              "--sas-timeout", "20")
+    read_until(j, r"waiting on 127.0.0.1:%d" % port)
+    return j
+
+
 def confirm(g, j):
     """Both operators type the SAS the other side shows; returns both SAS."""
     sas_j = read_until(j, r"SAS: (\d{3} \d{3})").group(1)
@@ -105,12 +123,19 @@ def roster_version(state):
     return json.load(open(os.path.join(state, "roster.json")))["version"]
 
 
-def test_successful_join(work):
+@pytest.mark.parametrize("direction", ["joiner-connects", "genesis-dials"])
+def test_successful_join(work, direction):
+    """Either direction (genesis-dials: a genesis behind NAT, serve --connect to a joiner's
+    join --listen): the same ceremony, SAS and roster."""
     d, procs = work
     state = genesis(d)
     port = free_port()
-    g, code = serve(procs, state, port)
-    j = join(procs, d, code, port)
+    if direction == "genesis-dials":
+        g, code = dial(procs, state, port)
+        j = listen_join(procs, d, code, port)
+    else:
+        g, code = serve(procs, state, port)
+        j = join(procs, d, code, port)
     sas_g, sas_j = confirm(g, j)
     assert sas_g == sas_j
     rc, out = finish(j)
@@ -885,3 +910,30 @@ def test_failed_interface_undoes_the_genesis(work, netns):
     assert "cannot set up the mesh interface" in r.stderr and "genesis undone" in r.stderr, \
         r.stderr
     assert not os.path.exists(state) or os.listdir(state) == [], os.listdir(state)
+
+
+
+def test_impostor_dialling_a_listening_joiner_gets_one_wrong_guess_and_no_member(work):
+    """Anyone can dial a listening joiner. An impostor genesis (its own mesh, so its own code)
+    that connects first gets one guess: the joiner fails with wrong-code and joins nothing;
+    the real genesis' code was never guessed at, and a new join run with it succeeds."""
+    d, procs = work
+    real, evil = genesis(d), genesis(d, name="evil")
+    port = free_port()
+    g, code = dial(procs, real, port)
+    g.send_signal(19)  # SIGSTOP: the real genesis is slow; the impostor dials first
+    try:
+        j = listen_join(procs, d, code, port)
+        e, _ = dial(procs, evil, port)
+        rc, out = finish(j)
+        assert rc != 0 and "wrong-code" in out, out
+        assert not os.path.exists(os.path.join(d, "n1", "roster.json"))
+        read_until(e, r"pairing failed: wrong-code.*burned")
+    finally:
+        g.send_signal(18)  # SIGCONT
+    assert roster_version(real) == 1
+    j = listen_join(procs, d, code, port, name="n2")
+    confirm(g, j)
+    rc, out = finish(j)
+    assert rc == 0 and "joined: fleet" in out, out
+    assert roster_version(real) == 2

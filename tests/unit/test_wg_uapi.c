@@ -175,6 +175,13 @@ static void test_endpoint(void **state)
         assert_int_equal(wg_endpoint_parse("10.0.0.1:65536", &sa), -EINVAL);
         assert_int_equal(wg_endpoint_parse("host:1", &sa), -EINVAL);
         assert_int_equal(wg_endpoint_parse(":1", &sa), -EINVAL);
+        /* Resolving: literals as parsed, IPv6 literals and malformed input refused with no
+         * lookup (a host name is resolved through /etc/hosts in tests/integration/test_rig.py). */
+        assert_int_equal(wg_endpoint_resolve("10.0.0.1:51820", &sa), 0);
+        assert_int_equal(sa.sin_addr.s_addr, htonl(0x0a000001));
+        assert_int_equal(wg_endpoint_resolve("[2001:db8::1]:51820", &sa), -EINVAL);
+        assert_int_equal(wg_endpoint_resolve("localhost:0", &sa), -EINVAL);
+        assert_int_equal(wg_endpoint_resolve("localhost", &sa), -EINVAL);
 }
 
 int main(void)

@@ -1,0 +1,282 @@
+# ctest-labels: slow packages rig
+# ctest-timeout: 1500
+"""The real-host rig (tests/integration/rig.py): three booted Debian 12 machines on this one, each
+systemd as PID 1 in its own namespaces, on an overlay of one base root; laptop-a and laptop-b in
+an office LAN behind a NAT router with no port forward, the cloud node on an "internet" segment
+with its own address, a home LAN behind a second NAT. Each machine installs the packages built
+from this tree with apt (a local repository inside the rig; Debian's packages come with it from
+the mirror's lists and archives fetched while the base was made), then its operator runs the
+provision scripts as docs/operations.md writes them, in a login shell entered with nsenter. The
+machines are shared by the cases, in order; each case leaves the fleet working for the next.
+
+The ceremony's direction: the genesis (laptop-a) sits behind NAT with no inbound port, so for
+the cloud node it dials out (--genesis --pair-connect cloud) to the cloud's join, which waits
+(--join CODE --pair-listen 0.0.0.0); laptop-b in the same office joins the usual way, to the
+genesis' pairing server on the LAN. Names come from /etc/hosts, as DNS would give them."""
+import json
+import os
+import re
+import shutil
+import threading
+import time
+
+import pytest
+
+import rig
+from rig import MACHINES, Rig, wait
+
+HB = 2  # the heartbeat interval the operators choose (--heartbeat-interval 2s)
+KEEPALIVE = 25  # common/mesh.h MESH_KEEPALIVE_S
+HOSTS = "10.1.0.10 laptop-a.office\n10.1.0.11 laptop-b.office\n203.0.113.10 cloud.example\n"
+
+
+def ceremony(r, genesis_cmd, join_node, join_cmd):
+    """The genesis operator opens a ceremony and reads out the code; the joiner's operator
+    types it into the join; each types the SAS the other machine shows."""
+    g = r.popen("laptop-a", genesis_cmd)
+    code = g.read_until(r"pairing code: (\S+)").group(1)
+    j = r.popen(join_node, join_cmd.replace("CODE", code))
+    sas_g = g.read_until(r"SAS: (\d{3} \d{3})").group(1)
+    sas_j = j.read_until(r"SAS: (\d{3} \d{3})").group(1)
+    assert sas_g == sas_j, (sas_g, sas_j)
+    j.type(sas_g)
+    g.type(sas_j)
+    rc_j, out_j = j.wait()
+    rc_g, out_g = g.wait()
+    assert rc_j == 0 and rc_g == 0, out_j + "\n--- genesis:\n" + out_g
+    return out_g, out_j
+
+
+def install(r):
+    """Each operator: apt-get install the role's packages (in parallel, as three people would)."""
+    outs, threads = {}, []
+
+    def one(name):
+        pkgs = rig.CLOUD_PACKAGES if name == "cloud" else rig.NODE_PACKAGES
+        outs[name] = r.sh(name, "apt-get install -y -q --no-install-recommends " + pkgs,
+                          check=False, timeout=900)
+    for name in MACHINES:
+        t = threading.Thread(target=one, args=(name,))
+        t.start()
+        threads.append(t)
+    for t in threads:
+        t.join()
+    for name, res in outs.items():
+        assert res.returncode == 0, (name, res.stdout[-3000:], res.stderr[-3000:])
+
+
+def nodes(r):
+    out = r.sh("cloud", "fleetctl --json nodes", check=False)
+    if out.returncode != 0:
+        return {}
+    return {n["id"]: n for n in json.loads(out.stdout)["nodes"]}
+
+
+def all_alive(r, n=3):
+    ns = nodes(r)
+    return ns if len(ns) == n and all(v["state"] == "alive" for v in ns.values()) else None
+
+
+def ping(r, src, dst_mesh, count=3):
+    return r.sh(src, "ping -c %d -W 2 -i 0.3 %s" % (count, dst_mesh), check=False).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    for tool in ("mmdebstrap", "dpkg-buildpackage", "dpkg-scanpackages", "nsenter", "unshare",
+                 "iptables"):
+        if not shutil.which(tool):
+            pytest.skip("%s not installed (scripts/install-deps.sh)" % tool)
+    if os.path.exists("/etc/totebox-fresh-root"):
+        pytest.skip("by design: inside a fresh root: the outer run boots the rig")
+    r = Rig()
+    t_start = time.time()
+    try:
+        r.build_debs()
+        r.make_base()
+        r.net_up()
+        for name in MACHINES:
+            r.boot(name)
+        t0 = time.time()
+        install(r)
+        r.phase("apt-get install on three machines", t0)
+        for name in MACHINES:  # the operators' name service
+            r.sh(name, "cat >> /etc/hosts", input=HOSTS)
+        t0 = time.time()
+        hb = "--heartbeat-interval %ds" % HB
+        # The cloud first: it is the hub the laptops (no endpoint) reach each other through.
+        r.out_cloud_genesis, r.out_cloud_join = ceremony(
+            r, "provision-vm-infrastructure-onprem.sh --genesis --name laptop-a --no-install "
+            "%s --pair-connect cloud.example" % hb,
+            "cloud", "provision-vm-infrastructure-cloud.sh --join CODE --pair-listen 0.0.0.0 "
+            "--name cloud --endpoint cloud.example:51820 --no-install %s" % hb)
+        r.out_b_genesis, r.out_b_join = ceremony(
+            r, "provision-vm-infrastructure-onprem.sh --genesis --name laptop-a --no-install %s"
+            % hb, "laptop-b", "provision-vm-infrastructure-onprem.sh --join CODE "
+            "--genesis-endpoint laptop-a.office --name laptop-b --no-install %s" % hb)
+        # The cloud's script printed the genesis' next step: name fleetd's pin key.
+        key = re.search(r"controller-key (\S+)", r.out_cloud_join).group(1)
+        r.out_key = r.sh("laptop-a", "totebox-pair controller-key %s" % key).stdout
+        r.phase("provision (two ceremonies, the pin key)", t0)
+        r.sh("cloud", "fleetctl token create operator > /root/token.txt")
+        tok = re.search(r"(tbx_[A-Za-z0-9_-]{43})", r.sh("cloud", "cat /root/token.txt").stdout)
+        r.sh("cloud", "echo 'export FLEETCTL_TOKEN=%s' >> /root/.profile" % tok.group(1))
+        r.mesh = {n: r.sh(n, "totebox-pair show --field mesh_address").stdout.strip()
+                  for n in MACHINES}
+        yield r
+    finally:
+        r.times["module so far"] = round(time.time() - t_start, 1)
+        print("\nrig phases (s): %s" % json.dumps(r.times))
+        r.down()
+
+
+def test_a_office_laptops_and_cloud_join_mesh_up_heartbeats_three_alive(fleet):
+    r = fleet
+    # The genesis never took a connection: it dialled the cloud, and laptop-b joined over the LAN.
+    assert "dialling the joiner at cloud.example" in r.out_cloud_genesis
+    assert "waiting on 0.0.0.0:9173 for the genesis to connect" in r.out_cloud_join
+    assert "pushed to '" in r.out_key
+    for name in MACHINES:
+        units = "totebox-mesh totebox-vmhost" + (" totebox-fleetd" if name == "cloud" else "")
+        assert r.sh(name, "systemctl is-active %s" % units, check=False).stdout.split() == \
+            ["active"] * len(units.split()), name
+        assert r.sh(name, "systemctl is-active libvirtd").stdout.strip() == "active"
+        assert r.sh(name, "systemctl is-enabled totebox-mesh totebox-vmhost").stdout.split() \
+            == ["enabled", "enabled"]
+    assert r.sh("laptop-a", "systemctl is-enabled totebox-fleetd", check=False).stdout.strip() \
+        != "enabled"  # not installed on a laptop
+    # The mesh: each laptop reaches the cloud directly, and the other laptop through the hub.
+    assert r.sh("laptop-a", "totebox-pair show --field hub").stdout.strip() == "cloud"
+    for a, b in (("laptop-a", "cloud"), ("laptop-b", "cloud"), ("laptop-a", "laptop-b"),
+                 ("laptop-b", "laptop-a"), ("cloud", "laptop-a")):
+        assert wait(lambda: ping(r, a, r.mesh[b]), 30, "%s to reach %s" % (a, b))
+    peers = r.sh("laptop-a", "wg show wg0 allowed-ips").stdout
+    assert len(peers.strip().splitlines()) == 1 and r.mesh["laptop-b"] + "/32" in peers
+    # Heartbeats reach fleetd: three alive, recent, and counting.
+    first = wait(lambda: all_alive(r), 60, "three alive nodes in fleetd")
+    time.sleep(3 * HB)
+    later = nodes(r)
+    for n in MACHINES:
+        assert later[n]["heartbeats"] > first[n]["heartbeats"], (n, first[n], later[n])
+        assert later[n]["heartbeat_age_ms"] < 3 * HB * 1000, later[n]
+    table = r.sh("cloud", "fleetctl nodes").stdout
+    assert sorted(line.split()[0] for line in table.splitlines()[1:]) == sorted(MACHINES)
+    assert all(line.split()[1] == "alive" for line in table.splitlines()[1:]), table
+
+
+def heartbeats_resume(r, name, since, timeout):
+    """Seconds until fleetd counts a heartbeat from name newer than `since` (a count)."""
+    t0 = time.time()
+    def resumed():
+        n = nodes(r).get(name) or {}
+        return (n.get("heartbeats") or 0) > since and n.get("state") == "alive"
+    wait(resumed, timeout, "heartbeats from " + name, step=0.25)
+    return time.time() - t0
+
+
+def test_reboot_a_laptop_comes_back_with_mesh_heartbeats_and_fleetd_reconciled(fleet):
+    r = fleet
+    before = nodes(r)["laptop-b"]["heartbeats"]
+    t0 = time.time()
+    took = r.reboot("laptop-b")
+    r.times["reboot laptop-b: running again"] = took
+    # Back by itself: the units came up from their enabled state, no one ran a script.
+    assert r.sh("laptop-b", "systemctl is-active totebox-mesh totebox-vmhost").stdout.split() \
+        == ["active", "active"]
+    # Counted from the moment the machine is up again: these come from the rebooted vmhost.
+    booted = nodes(r)["laptop-b"]["heartbeats"]
+    assert booted >= before
+    heartbeats_resume(r, "laptop-b", booted, 60)
+    r.times["reboot laptop-b: heartbeats again"] = round(time.time() - t0, 1)
+    assert wait(lambda: ping(r, "laptop-a", r.mesh["laptop-b"]), 30, "laptop-a to laptop-b")
+    # fleetd reconciles the node's inventory from its new heartbeats: all alive again.
+    assert wait(lambda: all_alive(r), 30, "three alive nodes after the reboot")
+    log = r.sh("laptop-b", "journalctl -b -u totebox-vmhost --no-pager", check=False).stdout
+    assert "vmhost" in log
+
+
+def test_c_laptop_changing_address_heals_within_one_keepalive(fleet):
+    r = fleet
+    before = nodes(r)["laptop-a"]["heartbeats"]
+    t0 = time.time()
+    r.readdress("laptop-a", "10.1.0.20")  # a new DHCP lease behind the same NAT
+    heal = heartbeats_resume(r, "laptop-a", before + 1, KEEPALIVE + 5)
+    r.times["address change: heartbeats again"] = round(time.time() - t0, 1)
+    assert heal < KEEPALIVE, heal
+    # And the other way: the cloud reaches the laptop at its new NAT mapping.
+    assert wait(lambda: ping(r, "cloud", r.mesh["laptop-a"], 1), KEEPALIVE, "cloud to laptop-a")
+    assert time.time() - t0 < KEEPALIVE + 5
+
+
+def test_b_laptop_moved_home_goes_through_the_hub_forward_drop_and_reboot(fleet):
+    r = fleet
+    # The cloud's operator runs a firewall that drops forwarded traffic (loaded at every boot).
+    r.sh("cloud", "cat > /etc/systemd/system/firewall.service && systemctl daemon-reload && "
+         "systemctl enable --now firewall.service", input="""[Unit]
+Description=The operator's firewall: nothing is forwarded unless a rule says so
+DefaultDependencies=no
+Before=network-pre.target
+Wants=network-pre.target
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/sbin/iptables -P FORWARD DROP
+[Install]
+WantedBy=multi-user.target
+""")
+    # The hub's own rule is not in the firewall's way: re-apply the roster's state (refresh).
+    r.sh("cloud", "provision-vm-infrastructure-cloud.sh --refresh --no-install")
+    before = wait(lambda: all_alive(r), 60, "three alive after fleetd restarted")["laptop-b"][
+        "heartbeats"]
+    r.move("laptop-b", "home", "10.2.0.11", "10.2.0.1")
+    heartbeats_resume(r, "laptop-b", before + 1, KEEPALIVE + 10)
+    # laptop-b at home and laptop-a in the office: no direct path, both behind NAT; the hub.
+    for a, b in (("laptop-a", "laptop-b"), ("laptop-b", "laptop-a")):
+        assert wait(lambda: ping(r, a, r.mesh[b]), 40, "%s to reach %s via the hub" % (a, b))
+    fwd = r.sh("cloud", "iptables -S FORWARD").stdout
+    assert "-P FORWARD DROP" in fwd and "-A FORWARD -i wg0 -o wg0 -j ACCEPT" in fwd, fwd
+    # Forwarding survives the hub's reboot: sysctl.d and the mesh unit's drop-in, no script.
+    r.times["reboot cloud (the hub)"] = r.reboot("cloud")
+    assert r.sh("cloud", "sysctl -n net.ipv4.ip_forward").stdout.strip() == "1"
+    fwd = r.sh("cloud", "iptables -S FORWARD").stdout
+    assert "-P FORWARD DROP" in fwd and "-A FORWARD -i wg0 -o wg0 -j ACCEPT" in fwd, fwd
+    assert r.sh("cloud", "systemctl is-active totebox-mesh totebox-vmhost totebox-fleetd") \
+        .stdout.split() == ["active"] * 3
+    for a, b in (("laptop-a", "laptop-b"), ("laptop-b", "laptop-a")):
+        assert wait(lambda: ping(r, a, r.mesh[b]), 60, "%s to %s after the hub rebooted" % (a, b))
+    assert wait(lambda: all_alive(r), 60, "three alive nodes after the hub rebooted")
+
+
+def test_d_cloud_joined_a_genesis_behind_nat_with_no_inbound_port(fleet):
+    r = fleet
+    # No port forward on the office router, and no way in from the internet to the genesis.
+    nat = r.in_ns(r.ns("office"), "iptables", "-t", "nat", "-S").stdout
+    assert "DNAT" not in nat and "REDIRECT" not in nat, nat
+    probe = r.sh("cloud", "timeout 3 bash -c 'exec 3<>/dev/tcp/203.0.113.1/9173'", check=False)
+    assert probe.returncode != 0
+    probe = r.sh("cloud", "timeout 3 bash -c 'exec 3<>/dev/tcp/10.1.0.10/9173'", check=False)
+    assert probe.returncode != 0
+    # Yet the cloud is in the roster with its endpoint, and it is the controller.
+    show = r.sh("laptop-a", "totebox-pair show").stdout
+    assert "controller=cloud" in show and "hub=cloud" in show, show
+    assert "joined: node 'cloud' role cloud" in r.out_cloud_genesis
+
+
+def test_e_endpoints_as_hostnames(fleet):
+    """Host names, resolved by the system's resolver (/etc/hosts here, as DNS would): the
+    genesis dialled the cloud by name, laptop-b joined the genesis by name, and the cloud's
+    WireGuard endpoint in the roster is a name. The laptops have no endpoint, so every session
+    with the cloud was started by a laptop, towards the address that name resolved to. IPv6
+    literals are not supported: endpoints are IPv4 (common/wg.h; wg_endpoint_resolve refuses
+    "[2001:db8::1]:51820", tests/unit/test_wg_uapi.c)."""
+    r = fleet
+    assert "dialling the joiner at cloud.example" in r.out_cloud_genesis
+    assert "joined: fleet" in r.out_b_join
+    assert r.sh("cloud", "totebox-pair show --field endpoint").stdout.strip() == \
+        "cloud.example:51820"
+    roster = json.loads(r.sh("laptop-a", "cat /var/lib/totebox/mesh/roster.json").stdout)
+    cloud = [n for n in roster["nodes"] if n["id"] == "cloud"][0]
+    assert cloud["endpoint"] == "cloud.example:51820", cloud
+    for laptop in ("laptop-a", "laptop-b"):
+        eps = r.sh(laptop, "wg show wg0 endpoints").stdout
+        assert "203.0.113.10:51820" in eps, (laptop, eps)
