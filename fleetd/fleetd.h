@@ -81,18 +81,27 @@ struct node_boot {
         uint64_t last_ms;  /* monotonic: when its last one was accepted; 0: slot unused */
 };
 
-/* One point of a node's history: the figures of a heartbeat, at fleetd's monotonic time. */
+/* One point of a node's history: the figures of a heartbeat, at fleetd's monotonic time (in
+ * tenths of a second: 13 years of uptime). 16 bytes: at 10,000 nodes the whole history stays within
+ * NODE_HISTORY_BUDGET. */
 struct node_sample {
-        uint64_t at_ms;
-        float cpu_percent;
-        uint32_t available_mib, committed_mib, total_mib;
+        uint32_t at_ds;
+        uint16_t cpu_centi; /* CPU utilisation in hundredths of a percent */
+        uint16_t unused;
+        uint32_t available_mib, committed_mib;
 };
-/* Samples kept per node: one per heartbeat interval (10 s by default): an hour. */
-#define NODE_HISTORY_MAX 360
+/* At most one sample per heartbeat interval for NODE_HISTORY_MAX intervals (an hour at the
+ * default 10 s). A fleet too large for NODE_HISTORY_BUDGET bytes of history keeps fewer samples
+ * per node, spaced further apart, over the same span (node_history_capacity). */
+#define NODE_HISTORY_MAX    360
+#define NODE_HISTORY_MIN    12
+#define NODE_HISTORY_BUDGET (4u << 20)
 
 struct node_history {
-        struct node_sample s[NODE_HISTORY_MAX];
+        uint32_t total_mib;   /* the node's total memory at its last sample */
+        unsigned capacity;    /* samples kept: NODE_HISTORY_MIN..NODE_HISTORY_MAX */
         unsigned next, count; /* ring: s[next] is written next */
+        struct node_sample s[];
 };
 
 struct fleet_node {
@@ -293,6 +302,7 @@ const char *hb_drop_name(enum hb_drop d);
 /* The node's samples of the last window_ms, oldest first, as
  * [{"at": RFC 3339, "cpu_percent", "available_mib", "committed_mib", "total_mib"}];
  * wall_ms / now_ms: the wall and monotonic clocks now. */
+unsigned node_history_capacity(size_t n);
 json_t *node_history_json(const struct fleet_node *n, uint64_t now_ms, uint64_t wall_ms,
                           uint64_t window_ms);
 

@@ -199,25 +199,47 @@ static struct node_boot *node_boot_admit(struct fleet_node *n, const struct hear
         return b;
 }
 
-/* One sample per heartbeat interval (a tenth early for jitter), so that the ring spans
- * NODE_HISTORY_MAX intervals however fast datagrams come. Without memory, no history. */
-static void node_history_add(struct fleet_node *n, uint64_t now_ms)
+/* Samples per node for a fleet of n nodes: NODE_HISTORY_MAX while the whole history fits in
+ * NODE_HISTORY_BUDGET, else as many as fit (at least NODE_HISTORY_MIN). */
+unsigned node_history_capacity(size_t n)
+{
+        size_t per = NODE_HISTORY_BUDGET / (n ? n : 1) / sizeof(struct node_sample);
+
+        return per >= NODE_HISTORY_MAX   ? NODE_HISTORY_MAX
+               : per <= NODE_HISTORY_MIN ? NODE_HISTORY_MIN
+                                         : (unsigned)per;
+}
+
+/* One sample per heartbeat interval (a tenth early for jitter) -- per NODE_HISTORY_MAX /
+ * capacity intervals when the ring is smaller -- so that it spans NODE_HISTORY_MAX intervals
+ * however fast datagrams come. Without memory, no history. */
+static void node_history_add(struct fleet_node *n, size_t fleet_size, uint64_t now_ms)
 {
         struct node_history *h = n->history;
-        uint64_t step = n->hb.interval_ms / 10 * 9;
+        uint64_t step;
+        double cpu = n->hb.cpu_percent * 100.0;
 
-        if (!h)
-                h = n->history = calloc(1, sizeof(*h));
-        if (!h)
-                return;
+        if (!h) {
+                unsigned cap = node_history_capacity(fleet_size);
+
+                h = n->history = calloc(1, sizeof(*h) + cap * sizeof(h->s[0]));
+                if (!h)
+                        return;
+                h->capacity = cap;
+        }
+        step = n->hb.interval_ms / 10 * 9 * (NODE_HISTORY_MAX / h->capacity);
         if (h->count &&
-            now_ms < h->s[(h->next + NODE_HISTORY_MAX - 1) % NODE_HISTORY_MAX].at_ms + step)
+            now_ms < (uint64_t)h->s[(h->next + h->capacity - 1) % h->capacity].at_ds * 100 + step)
                 return;
-        h->s[h->next] = (struct node_sample){
-            now_ms, (float)n->hb.cpu_percent, (uint32_t)n->hb.mem_available_mib,
-            (uint32_t)n->hb.mem_committed_mib, (uint32_t)n->hb.mem_total_mib};
-        h->next = (h->next + 1) % NODE_HISTORY_MAX;
-        if (h->count < NODE_HISTORY_MAX)
+        h->total_mib = (uint32_t)n->hb.mem_total_mib;
+        h->s[h->next] = (struct node_sample){(uint32_t)(now_ms / 100),
+                                             (uint16_t)(cpu < 0       ? 0
+                                                        : cpu > 10000 ? 10000
+                                                                      : cpu + 0.5),
+                                             0, (uint32_t)n->hb.mem_available_mib,
+                                             (uint32_t)n->hb.mem_committed_mib};
+        h->next = (h->next + 1) % h->capacity;
+        if (h->count < h->capacity)
                 h->count++;
 }
 
@@ -226,21 +248,22 @@ json_t *node_history_json(const struct fleet_node *n, uint64_t now_ms, uint64_t 
 {
         const struct node_history *h = n->history;
         json_t *a = json_array();
-        unsigned first = h ? (h->next + NODE_HISTORY_MAX - h->count) % NODE_HISTORY_MAX : 0;
+        unsigned first = h ? (h->next + h->capacity - h->count) % h->capacity : 0;
 
         for (unsigned i = 0; h && a && i < h->count; i++) {
-                const struct node_sample *p = &h->s[(first + i) % NODE_HISTORY_MAX];
-                uint64_t age = now_ms > p->at_ms ? now_ms - p->at_ms : 0;
+                const struct node_sample *p = &h->s[(first + i) % h->capacity];
+                uint64_t at_ms = (uint64_t)p->at_ds * 100;
+                uint64_t age = now_ms > at_ms ? now_ms - at_ms : 0;
                 char when[40];
 
                 if (age > window_ms || age > wall_ms)
                         continue;
                 clock_format_rfc3339(wall_ms - age, when, sizeof(when));
                 json_array_append_new(a, json_pack("{s:s, s:f, s:I, s:I, s:I}", "at", when,
-                                                   "cpu_percent", (double)p->cpu_percent,
+                                                   "cpu_percent", p->cpu_centi / 100.0,
                                                    "available_mib", (json_int_t)p->available_mib,
                                                    "committed_mib", (json_int_t)p->committed_mib,
-                                                   "total_mib", (json_int_t)p->total_mib));
+                                                   "total_mib", (json_int_t)h->total_mib));
         }
         return a;
 }
@@ -303,7 +326,7 @@ int node_table_ingest(struct node_table *t, const char *buf, size_t len, struct 
         n->seen = true;
         n->last_seen_ms = now_ms;
         n->heartbeats++;
-        node_history_add(n, now_ms);
+        node_history_add(n, t->roster->n_nodes, now_ms);
         t->accepted++;
         t->last_accepted = (uint32_t)(rn - t->roster->nodes);
         return 0;
