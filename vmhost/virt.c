@@ -199,11 +199,17 @@ static int virt_ensure(struct vmhost *vh)
 static void *virt_refresh_main(void *arg)
 {
         struct vmhost *vh = arg;
+        bool autostarted = false;
 
         while (!atomic_load(&vh->stopping)) {
                 struct timespec ts;
                 int r = virt_ensure(vh);
 
+                /* once, at the first connection: the VMs that should run (vms_autostart) */
+                if (r == 0 && !autostarted) {
+                        autostarted = true;
+                        vms_autostart(vh);
+                }
                 if (r == 0 && inventory_refresh(vh) == 0)
                         virt_touch(vh);
                 if (r == 0)

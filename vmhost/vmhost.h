@@ -425,6 +425,7 @@ int vms_create(struct vmhost *vh, const struct vm_create_req *req, json_t **ret_
 int vms_action(struct vmhost *vh, const char *id, const char *verb, json_t **ret_vm,
                struct vm_problem *p);
 void vms_archive_timers(struct vmhost *vh);
+void vms_autostart(struct vmhost *vh);
 int vms_problem(struct vm_problem *p, unsigned status, const char *type, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 

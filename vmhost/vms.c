@@ -478,6 +478,59 @@ void vms_archive_timers(struct vmhost *vh)
         pthread_mutex_unlock(&vh->ops_lock);
 }
 
+/* Once, at the first libvirt connection after vmhost starts (a reboot, a power cut, a vmhost
+ * restart): vmhost, not libvirt's autostart flag, starts every Totebox whose lifecycle is active
+ * and which is not running, through the start verb's path (the pin gate, the refusals, the
+ * creation counter), so a copied domain whose pin does not name this node never starts. A VM
+ * suspended or archived stays as it is. One line per domain says what was decided and why. */
+void vms_autostart(struct vmhost *vh)
+{
+        virConnectPtr c = virt_conn_ref(vh);
+        virDomainPtr *doms = NULL;
+        int n;
+
+        if (!c)
+                return;
+        pthread_mutex_lock(&vh->ops_lock);
+        n = virConnectListAllDomains(c, &doms, 0);
+        if (n < 0)
+                log_warn("autostart: cannot list the domains: %s", virGetLastErrorMessage());
+        for (int i = 0; i < n; i++) {
+                const char *id = virDomainGetName(doms[i]);
+                struct vm_problem p = {0};
+                struct vm_meta m;
+                uint64_t count;
+                int e;
+
+                if (!ident_valid(IDENT_VM, id) || inventory_vm_meta(doms[i], &m) < 0) {
+                        log_info("autostart: domain '%s' is not a Totebox; left alone", id);
+                } else if (m.lifecycle != VM_LC_ACTIVE) {
+                        log_info("autostart: VM '%s' is %s; left as it is", id,
+                                 vm_lifecycle_name(m.lifecycle));
+                } else if (virDomainIsActive(doms[i]) == 1) {
+                        log_info("autostart: VM '%s' is active and already running", id);
+                } else {
+                        /* a start path: the counter goes up whatever it did, as for `start` */
+                        if (vms_do_start(vh, doms[i], &m, &p) < 0)
+                                log_warn("autostart: VM '%s' is active but not started: %s: %s", id,
+                                         p.type, p.detail);
+                        else
+                                log_info("autostart: VM '%s' is active and its pin names this "
+                                         "node; started",
+                                         id);
+                        virt_touch(vh);
+                        if ((e = creations_bump(vh, &count)) < 0)
+                                log_error("cannot store the creation counter in '%s': %s",
+                                          vh->cfg.state_dir, strerror(-e));
+                }
+                virDomainFree(doms[i]);
+        }
+        free(doms);
+        pthread_mutex_unlock(&vh->ops_lock);
+        virConnectClose(c);
+        virt_request_refresh(vh);
+}
+
 /* The lifecycle verbs: resume is a start (the pin gate and the refusals apply to both). There is
  * no delete, undefine or migrate row, and no other way to reach one. A start path, like a
  * creation, increases the creation counter once done and its answer carries the value, so that
