@@ -117,7 +117,7 @@ def test_power_cut_brings_back_the_active_vm_only(env):
     give(qemu_path(root, "vm-c", ".xml"))
 
     vh = env["start"]()
-    a = wait_for(lambda: (lambda v: v if v["state"] == "running" else None)(vm(vh, "vm-a")), 30,
+    a = wait_for(lambda: (lambda v: v if v["state"] == "running" else None)(vm(vh, "vm-a")), 60,
                  "vm-a to run again")
     assert a["lifecycle"] == "active"
     # the guest really boots again: its agent reports over the channel to the new vmhost
