@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -111,24 +112,35 @@ long image_file_read_range(int fd, uint64_t *at, uint64_t end, void *buf, size_t
         return (long)n;
 }
 
+/* The read buffer is the call's own (not a __thread array: glibc zeroes a thread's static TLS
+ * at every pthread_create, so 128 KiB there cost each of fleetd's REST and dispatch threads
+ * 128 KiB resident, ~10 MiB under load). */
+#define IMAGE_SHA256_CHUNK (1u << 17)
 int image_file_sha256(int fd, char ret[IMAGE_TRANSFER_HEX_LEN + 1])
 {
         static const char digits[] = "0123456789abcdef";
-        static __thread unsigned char buf[1 << 17];
+        unsigned char *buf = malloc(IMAGE_SHA256_CHUNK);
         uint8_t d[SHA256_LEN];
         struct sha256 st;
         off_t at = 0;
         ssize_t n;
 
+        if (!buf)
+                return -ENOMEM;
         sha256_init(&st);
-        while ((n = pread(fd, buf, sizeof(buf), at)) != 0) {
+        while ((n = pread(fd, buf, IMAGE_SHA256_CHUNK, at)) != 0) {
                 if (n < 0 && errno == EINTR)
                         continue;
-                if (n < 0)
-                        return -errno;
+                if (n < 0) {
+                        int r = -errno;
+
+                        free(buf);
+                        return r;
+                }
                 sha256_update(&st, buf, (size_t)n);
                 at += n;
         }
+        free(buf);
         sha256_final(&st, d);
         for (unsigned i = 0; i < SHA256_LEN; i++) {
                 ret[2 * i] = digits[d[i] >> 4];
