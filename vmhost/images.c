@@ -102,7 +102,9 @@ int images_copy_hash(const char *src, const char *dst, uint64_t max_bytes,
 {
         struct sha256 st;
         uint8_t d[SHA256_LEN];
-        static __thread char buf[1 << 16];
+        /* the call's own buffer: a __thread array is zeroed into every thread vmhost starts
+         * (one per node API connection), 64 KiB each, used or not */
+        char *buf = malloc(1 << 16);
         uint64_t total = 0;
         struct stat sb;
         int in = open(src, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW), out = -1, r = 0;
@@ -114,8 +116,10 @@ int images_copy_hash(const char *src, const char *dst, uint64_t max_bytes,
                 r = -EINVAL;
         else if ((out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0)
                 r = -errno;
+        if (r == 0 && !buf)
+                r = -ENOMEM;
         sha256_init(&st);
-        while (r == 0 && (n = read(in, buf, sizeof(buf))) != 0) {
+        while (r == 0 && (n = read(in, buf, 1 << 16)) != 0) {
                 if (n < 0 || (total += (uint64_t)n) > max_bytes) {
                         r = n < 0 ? -errno : -EFBIG;
                         break;
@@ -130,6 +134,7 @@ int images_copy_hash(const char *src, const char *dst, uint64_t max_bytes,
                 close(in);
         if (out >= 0)
                 close(out);
+        free(buf);
         if (r < 0) {
                 if (out >= 0)
                         unlink(dst);
