@@ -79,7 +79,10 @@ def snapshot(src_dir, dst_dir):
     for name in os.listdir(src_dir):
         if name.startswith("fleetd.db") or name.endswith(".tmp"):
             continue
-        shutil.copy2(os.path.join(src_dir, name), os.path.join(dst_dir, name))
+        if os.path.isdir(os.path.join(src_dir, name)):  # images/, diode/: spools
+            shutil.copytree(os.path.join(src_dir, name), os.path.join(dst_dir, name))
+        else:
+            shutil.copy2(os.path.join(src_dir, name), os.path.join(dst_dir, name))
     src = sqlite3.connect(os.path.join(src_dir, "fleetd.db"))
     dst = sqlite3.connect(os.path.join(dst_dir, "fleetd.db"))
     src.backup(dst)
