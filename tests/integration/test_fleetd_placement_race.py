@@ -240,6 +240,8 @@ def check_resume_race(fleet, vm, resume, outcomes):
     """Exactly one VM holds n1's room; the loser was told why; while n1's heartbeats still show
     the figures from before the race, its reservation holds it; then no node fits."""
     st, doc = resume
+    if st == 202:  # accepted: the node's resume follows, as the operation's call
+        assert fleet.f.finish(doc)["state"] == "succeeded", doc
     n1 = holding(fleet.nodes[0])
     assert len(n1) == 1, (n1, resume, outcomes)
     placed = [o for o in outcomes if o[-1] == 202]
