@@ -615,7 +615,6 @@ static bool verb_precondition(const struct fleet_vm *vm, const char *if_match,
         return etag_precondition(if_match, tag, what, o);
 }
 
-
 /* A start needs room as a placement would: what is available after the reservations (the VM's
  * own, if it has one, given back) minus its memory stays at or above the safety margin. */
 static int verb_room_check(struct fleetd *f, const struct fleet_vm *vm, const struct fleet_node *n,

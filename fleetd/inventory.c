@@ -129,7 +129,8 @@ static int inventory_check_images(const json_t *images, struct json_input_error 
                 r = r ?: json_input_get_uint(im, "size", true, 0, INT64_MAX, &size, e);
                 if (r < 0)
                         return r;
-                if (!ident_valid(IDENT_IMAGE, name) || !ident_hex_valid(sha, IMAGE_TRANSFER_HEX_LEN))
+                if (!ident_valid(IDENT_IMAGE, name) ||
+                    !ident_hex_valid(sha, IMAGE_TRANSFER_HEX_LEN))
                         return json_input_fail(e, "image '%.64s' has an invalid name or sha256",
                                                name);
         }
