@@ -1,5 +1,7 @@
 """Black-box test harness: start the real daemons on private ports and directories.
 
+The one home of the helpers every test module shares (ports, waiting, commands, schema
+validation); test_fleetd_harness.py and test_vmhost_harness.py build the daemon fixtures on it.
 Every daemon started here is ended by its PID when the test finishes (never by name).
 """
 import json
@@ -69,7 +71,19 @@ def http(method, url, body=None, headers=None, timeout=5):
         return status, hdrs, raw.decode(errors="replace")
 
 
-def wait_for(predicate, timeout=10.0, interval=0.05, what="condition"):
+def run(args, check=False, timeout=120, **kw):
+    """Runs a command with its output captured as text; check=True raises on a non-zero exit."""
+    return subprocess.run(list(args), capture_output=True, text=True, check=check, timeout=timeout,
+                          **kw)
+
+
+def sh(*args, check=True, timeout=120, **kw):
+    """run() with the command given as arguments, checked by default."""
+    return run(args, check=check, timeout=timeout, **kw)
+
+
+def wait_for(predicate, timeout=10.0, what="condition", interval=0.05):
+    """Polls predicate until it returns something true and returns that, or fails the test."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:

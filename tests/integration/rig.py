@@ -28,6 +28,7 @@ import time
 import uuid
 
 from test_packages import SRC, copy_tree
+import harness
 
 CACHE = "/var/cache/totebox-rig"
 BOOT = os.path.join(SRC, "tests", "rig", "boot-machine.sh")
@@ -53,7 +54,7 @@ class RigError(Exception):
 
 
 def run(args, check=True, timeout=120, **kw):
-    r = subprocess.run(args, capture_output=True, text=True, timeout=timeout, **kw)
+    r = harness.run(args, timeout=timeout, **kw)
     if check and r.returncode != 0:
         raise RigError("%s: exit %d\n%s%s" % (" ".join(args), r.returncode, r.stdout[-3000:],
                                                r.stderr[-3000:]))
@@ -61,13 +62,10 @@ def run(args, check=True, timeout=120, **kw):
 
 
 def wait(pred, timeout, what, step=0.5):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    raise RigError("timed out after %s s waiting for %s" % (timeout, what))
+    try:
+        return harness.wait_for(pred, timeout, what, interval=step)
+    except AssertionError as e:
+        raise RigError(str(e)) from None
 
 
 class Rig:

@@ -17,6 +17,8 @@ import time
 
 import pytest
 
+from harness import sh
+
 BUILD = os.environ.get("TOTEBOX_BUILD_DIR", "build")
 AGENT = os.path.join(BUILD, "agent", "totebox-agent")
 POINTS = ["hashed", "state-tmp", "intent", "renamed", "protected", "torn", "appended", "synced",
@@ -27,7 +29,7 @@ def run(*args, env=None):
     e = dict(os.environ)
     e.pop("TOTEBOX_AGENT_CRASH_AT", None)
     e.update(env or {})
-    return subprocess.run(list(args), capture_output=True, text=True, timeout=60, env=e)
+    return sh(*args, check=False, timeout=60, env=e)
 
 
 @pytest.fixture

@@ -5,17 +5,14 @@ removed in every case."""
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 
 import pytest
 
+from harness import sh
+
 BUILD = os.environ.get("TOTEBOX_BUILD_DIR", "build")
 AGENT = os.path.join(BUILD, "agent", "totebox-agent")
-
-
-def sh(*args, check=True):
-    return subprocess.run(list(args), capture_output=True, text=True, check=check, timeout=60)
 
 
 @pytest.fixture

@@ -9,9 +9,10 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 
 import pytest
+
+from harness import wait_for
 
 BUILD = os.environ.get("TOTEBOX_BUILD_DIR", "build")
 AGENT = os.path.join(BUILD, "agent", "totebox-agent")
@@ -33,15 +34,6 @@ def tmp():
     yield d
     subprocess.run(["chattr", "-R", "-i", "-a", d], capture_output=True)
     shutil.rmtree(d, ignore_errors=True)
-
-
-def wait_for(pred, timeout=10):
-    end = time.time() + timeout
-    while time.time() < end:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to hold capabilities")

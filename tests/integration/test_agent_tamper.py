@@ -17,13 +17,15 @@ import time
 import jsonschema
 import pytest
 
+from harness import sh
+
 BUILD = os.environ.get("TOTEBOX_BUILD_DIR", "build")
 SOURCE = os.environ.get("TOTEBOX_SOURCE_DIR", ".")
 AGENT = os.path.join(BUILD, "agent", "totebox-agent")
 
 
 def run(*args, check=False):
-    return subprocess.run(list(args), capture_output=True, text=True, timeout=60, check=check)
+    return sh(*args, check=check, timeout=60)
 
 
 def unprotect(path):

@@ -14,17 +14,11 @@ import tempfile
 import threading
 import time
 
-BUILD = os.environ.get("TOTEBOX_BUILD_DIR", os.path.join(os.path.dirname(__file__), "../../build"))
-SOURCE = os.environ.get("TOTEBOX_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "../.."))
+from harness import BUILD, SOURCE, free_port  # noqa: F401 (the test modules use H.free_port)
+
 FLEETD = os.path.join(BUILD, "fleetd", "fleetd")
 FLEETCTL = os.path.join(BUILD, "fleetctl", "fleetctl")
 ZERO_DIGEST = "0" * 64
-
-
-def free_port(kind=socket.SOCK_STREAM):
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def node_address(i):

@@ -9,12 +9,13 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import threading
 
 import jsonschema
 import pytest
+
+from harness import run
 
 SRC = os.environ.get("TOTEBOX_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
 IMAGES = os.path.join(SRC, "images")
@@ -22,10 +23,6 @@ BUILD = os.path.join(IMAGES, "build-totebox-image")
 SCHEMA = os.path.join(SRC, "schemas", "image-manifest.schema.json")
 PINNED_FPR = "D2EB44626FDDC30B513D5BB71A5D6C4C7DB87C81"
 SHA_A = "a" * 64
-
-
-def run(args, **kw):
-    return subprocess.run(args, capture_output=True, text=True, timeout=kw.pop("timeout", 120), **kw)
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,8 @@ import time
 
 import pytest
 
+from harness import sh
+
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "scripts"))
 from fleet import Fleet  # noqa: E402
 
@@ -25,10 +27,6 @@ CLOUD = os.path.join(SOURCE, "provision", "provision-vm-infrastructure-cloud.sh"
 PAIR = os.path.join(BUILD, "provision", "totebox-pair")
 TAG = "%04d" % (os.getpid() % 10000)
 NODES = {"genesis": "192.168.77.1", "relay": "192.168.77.2", "cloud": "192.168.77.3"}
-
-
-def sh(*args, check=True, **kw):
-    return subprocess.run(list(args), check=check, capture_output=True, text=True, **kw)
 
 
 def ns(node):

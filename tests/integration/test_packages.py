@@ -19,6 +19,8 @@ import tempfile
 
 import pytest
 
+import harness
+
 SRC = os.path.abspath(os.environ.get("TOTEBOX_SOURCE_DIR",
                                      os.path.join(os.path.dirname(__file__), "..", "..")))
 BUILD = os.environ.get("TOTEBOX_BUILD_DIR", os.path.join(SRC, "build"))
@@ -85,7 +87,7 @@ DEBIAN_ONLY = re.compile(r"^usr/share/(doc|man|lintian)/")
 
 
 def run(args, timeout=300, **kw):
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, **kw)
+    return harness.run(args, timeout=timeout, **kw)
 
 
 def tree_state():

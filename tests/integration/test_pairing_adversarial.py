@@ -22,20 +22,14 @@ import time
 
 import pytest
 
+from harness import free_port
+
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "scripts"))
 from fleet import Fleet  # noqa: E402
 
 BUILD = os.environ.get("TOTEBOX_BUILD_DIR", "build")
 PAIR = os.path.join(BUILD, "provision", "totebox-pair")
 WRONG = "00000-00000"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 @pytest.fixture

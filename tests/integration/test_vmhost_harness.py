@@ -18,33 +18,14 @@ import subprocess
 import tempfile
 import time
 
-SRC = os.environ.get("TOTEBOX_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
-BUILD = os.environ.get("TOTEBOX_BUILD_DIR", os.path.join(SRC, "build"))
+import harness
+from harness import BUILD, free_port, validate  # noqa: F401 (the test modules import them here)
+from harness import SOURCE as SRC
+
 VMHOST = os.path.join(BUILD, "vmhost", "vmhost")
 # The kernel .deb cache, fixed at import: some tests and benchmarks change HOME later.
 DEB_CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
                          "totebox", "debs")
-
-
-def validate(instance, schema_name):
-    """Validates against schemas/<schema_name>, resolving references between our schemas."""
-    import jsonschema
-    d = os.path.join(SRC, "schemas")
-    store = {}
-    for name in os.listdir(d):
-        if name.endswith(".schema.json"):
-            with open(os.path.join(d, name)) as f:
-                doc = json.load(f)
-            store[doc["$id"]] = doc
-    schema = store["https://totebox.example/schemas/" + schema_name]
-    resolver = jsonschema.RefResolver.from_schema(schema, store=store)
-    jsonschema.Draft202012Validator(schema, resolver=resolver).validate(instance)
-
-
-def free_port(kind=socket.SOCK_STREAM):
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_as():
@@ -199,14 +180,8 @@ def remove_root(root):
 
 
 def wait_for(fn, timeout, what):
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
+    """harness.wait_for at a slower pace: these predicates ask vmhost, virsh or debugfs."""
+    return harness.wait_for(fn, timeout, what, interval=0.5)
 
 
 
