@@ -3,6 +3,7 @@
  * Exit status: 0 done, 1 refused, declined or failed, 2 usage, 3 fleetd unreachable. */
 #include <curl/curl.h>
 #include <getopt.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,167 +52,188 @@ const struct ctl_command ctl_commands[] = {
     {NULL, NULL, NULL, NULL},
 };
 
+/* The options: one row drives getopt, the assignment and the usage text. A STRING stores its
+ * argument in the field at offset; a FLAG stores value into the bool at offset; a LIST appends
+ * to the array at offset (CTL_WITNESS_MAX long) counted at count; an ACTION is handled by
+ * ctl_option_action. Rows without help are command options, shown in the commands' usage. */
+enum ctl_option_kind { CTL_OPT_STRING, CTL_OPT_FLAG, CTL_OPT_LIST, CTL_OPT_ACTION };
+
+struct ctl_option {
+        const char *name;
+        int key; /* getopt's value, and the short option's letter where has_short */
+        bool has_short;
+        enum ctl_option_kind kind;
+        size_t offset, count;
+        bool value;
+        const char *usage, *help;
+};
+
+#define CTL_STR(n, k, field)                                                                       \
+        {                                                                                          \
+                .name = n, .key = k, .kind = CTL_OPT_STRING, .offset = offsetof(struct ctl, field) \
+        }
+#define CTL_LIST(n, k, field, cnt)                                                                 \
+        {                                                                                          \
+                .name = n, .key = k, .kind = CTL_OPT_LIST, .offset = offsetof(struct ctl, field),  \
+                .count = offsetof(struct ctl, cnt)                                                 \
+        }
+
+static const struct ctl_option ctl_options[] = {
+    {"url", 'u', true, CTL_OPT_STRING, offsetof(struct ctl, url), 0, false, "--url URL",
+     "fleetd's REST API (env FLEETCTL_URL; default http://127.0.0.1:9170)"},
+    {"token", 't', true, CTL_OPT_STRING, offsetof(struct ctl, token), 0, false, "--token TOKEN",
+     "bearer token (env FLEETCTL_TOKEN)"},
+    {"state-dir", 'S', true, CTL_OPT_STRING, offsetof(struct ctl, state_dir), 0, false,
+     "--state-dir DIR",
+     "fleetd's state directory for token and audit verify (env FLEETCTL_STATE_DIR; default "
+     "/var/lib/totebox/fleetd)"},
+    {"format", 'f', true, CTL_OPT_ACTION, 0, 0, false, "-f, --format F",
+     "table (default), csv, or json / yaml: the API's objects (errors too, as problem objects "
+     "on stdout)"},
+    {"json", 'j', true, CTL_OPT_ACTION, 0, 0, false, "--json", "the same as -f json"},
+    {"columns", 'c', true, CTL_OPT_STRING, offsetof(struct ctl, columns), 0, false,
+     "-c, --columns L",
+     "the table's or CSV's columns, e.g. -c id,state,cpu,ram (an unknown name lists the "
+     "command's columns)"},
+    {"yes", 'y', true, CTL_OPT_FLAG, offsetof(struct ctl, yes), 0, true, "--yes", "do not ask"},
+    {"wait", 'w', false, CTL_OPT_FLAG, offsetof(struct ctl, no_wait), 0, false, "--wait",
+     "follow an operation (confirm, verbs) to its end (the default)"},
+    {"no-wait", 'n', false, CTL_OPT_FLAG, offsetof(struct ctl, no_wait), 0, true, "--no-wait",
+     "return once fleetd accepted it"},
+    {"version", 'R', false, CTL_OPT_ACTION, 0, 0, false, "--version", "fleetctl's version"},
+    {"help", 'h', true, CTL_OPT_ACTION, 0, 0, false, "-h, --help", "this text"},
+    CTL_STR("expires", 'E', expires),
+    CTL_STR("entity", 'e', entity),
+    CTL_STR("memory", 'm', memory),
+    CTL_STR("vcpus", 'P', vcpus),
+    CTL_STR("image", 'i', image),
+    CTL_STR("disk", 'd', disk),
+    CTL_STR("after", 'a', after),
+    CTL_STR("limit", 'l', limit),
+    CTL_STR("kind", 'k', kind),
+    CTL_STR("name", 'A', name),
+    CTL_LIST("node", 'N', witness_nodes, n_witness_nodes),
+    CTL_LIST("witness", 'W', witness_files, n_witness_files),
+    CTL_STR("key", 'K', audit_key),
+    {"via-fleetd", 'V', false, CTL_OPT_FLAG, offsetof(struct ctl, via_fleetd), 0, true, NULL, NULL},
+    CTL_STR("supersedes", 's', supersedes),
+    CTL_STR("deposit-id", 'D', deposit_id),
+    {"output", 'o', true, CTL_OPT_STRING, offsetof(struct ctl, output), 0, false, NULL, NULL},
+    CTL_STR("vault-key", 'Q', vault_key),
+};
+
+#define CTL_N_OPTIONS (sizeof(ctl_options) / sizeof(ctl_options[0]))
+
+/* "  USAGE            HELP", the help wrapped at word boundaries under itself. */
+static void ctl_usage_line(FILE *out, const char *usage, const char *help)
+{
+        enum { INDENT = 19, WIDTH = 98 };
+        int col = fprintf(out, "  %-16s", usage);
+
+        while (*help) {
+                size_t word = strcspn(help, " ");
+
+                if (col + 1 + (int)word > WIDTH && col > INDENT)
+                        col = fprintf(out, "\n%*s", INDENT - 1, "") - 1;
+                col += fprintf(out, " %.*s", (int)word, help);
+                help += word;
+                help += strspn(help, " ");
+        }
+        fputc('\n', out);
+}
+
 static void ctl_usage(FILE *out)
 {
-        fprintf(out,
-                "usage: fleetctl [--url URL] [--token TOKEN] [--state-dir DIR] [-f FORMAT] "
-                "[-c COLUMNS] COMMAND ...\n\n"
-                "  --url URL        fleetd's REST API (env FLEETCTL_URL; default "
-                "http://127.0.0.1:9170)\n"
-                "  --token TOKEN    bearer token (env FLEETCTL_TOKEN)\n"
-                "  --state-dir DIR  fleetd's state directory for token and audit verify\n"
-                "                   (env FLEETCTL_STATE_DIR; default /var/lib/totebox/fleetd)\n"
-                "  -f, --format F   table (default), csv, or json / yaml: the API's objects\n"
-                "                   (errors too, as problem objects on stdout)\n"
-                "  --json           the same as -f json\n"
-                "  -c, --columns L  the table's or CSV's columns, e.g. -c id,state,cpu,ram\n"
-                "                   (an unknown name lists the command's columns)\n"
-                "  --yes            do not ask\n  --version        fleetctl's version\n"
-                "  --wait           follow an operation (confirm, verbs) to its end (the "
-                "default)\n  --no-wait        return once fleetd accepted it\n\n"
-                "commands:\n");
+        fprintf(out, "usage: fleetctl [OPTION]... COMMAND ...\n\n");
+        for (size_t i = 0; i < CTL_N_OPTIONS; i++)
+                if (ctl_options[i].help)
+                        ctl_usage_line(out, ctl_options[i].usage, ctl_options[i].help);
+        fprintf(out, "\ncommands:\n");
         for (const struct ctl_command *c = ctl_commands; c->name; c++)
                 fprintf(out, "  %-62s %s\n", c->usage, c->help);
 }
 
+/* -f, --json, --version, --help. 1: done (exit 0), -1: usage error. */
+static int ctl_option_action(struct ctl *c, int key)
+{
+        switch (key) {
+        case 'f':
+                if (ctl_format_parse(optarg, &c->format) == 0)
+                        return 0;
+                fprintf(stderr, "fleetctl: format '%s' is not one of table, json, yaml, csv\n",
+                        optarg);
+                return -1;
+        case 'j':
+                c->format = CTL_FORMAT_JSON;
+                return 0;
+        case 'R':
+                printf("fleetctl %s\n", TOTEBOX_VERSION);
+                return 1;
+        default:
+                ctl_usage(stdout);
+                return 1;
+        }
+}
+
+static int ctl_option_set(struct ctl *c, const struct ctl_option *o)
+{
+        char *base = (char *)c;
+        unsigned *n;
+
+        switch (o->kind) {
+        case CTL_OPT_STRING:
+                *(const char **)(base + o->offset) = optarg;
+                return 0;
+        case CTL_OPT_FLAG:
+                *(bool *)(base + o->offset) = o->value;
+                return 0;
+        case CTL_OPT_LIST:
+                n = (unsigned *)(base + o->count);
+                if (*n == CTL_WITNESS_MAX) {
+                        fprintf(stderr, "fleetctl: --%s at most %d times\n", o->name,
+                                CTL_WITNESS_MAX);
+                        return -1;
+                }
+                ((const char **)(base + o->offset))[(*n)++] = optarg;
+                return 0;
+        case CTL_OPT_ACTION:
+                return ctl_option_action(c, o->key);
+        }
+        return -1;
+}
+
 static int ctl_parse(struct ctl *c, int argc, char **argv)
 {
-        static const struct option opts[] = {{"url", required_argument, NULL, 'u'},
-                                             {"token", required_argument, NULL, 't'},
-                                             {"state-dir", required_argument, NULL, 'S'},
-                                             {"json", no_argument, NULL, 'j'},
-                                             {"format", required_argument, NULL, 'f'},
-                                             {"columns", required_argument, NULL, 'c'},
-                                             {"expires", required_argument, NULL, 'E'},
-                                             {"version", no_argument, NULL, 'R'},
-                                             {"yes", no_argument, NULL, 'y'},
-                                             {"wait", no_argument, NULL, 'w'},
-                                             {"no-wait", no_argument, NULL, 'n'},
-                                             {"entity", required_argument, NULL, 'e'},
-                                             {"memory", required_argument, NULL, 'm'},
-                                             {"vcpus", required_argument, NULL, 'P'},
-                                             {"image", required_argument, NULL, 'i'},
-                                             {"disk", required_argument, NULL, 'd'},
-                                             {"after", required_argument, NULL, 'a'},
-                                             {"limit", required_argument, NULL, 'l'},
-                                             {"kind", required_argument, NULL, 'k'},
-                                             {"name", required_argument, NULL, 'A'},
-                                             {"node", required_argument, NULL, 'N'},
-                                             {"witness", required_argument, NULL, 'W'},
-                                             {"key", required_argument, NULL, 'K'},
-                                             {"via-fleetd", no_argument, NULL, 'V'},
-                                             {"supersedes", required_argument, NULL, 's'},
-                                             {"deposit-id", required_argument, NULL, 'D'},
-                                             {"output", required_argument, NULL, 'o'},
-                                             {"vault-key", required_argument, NULL, 'Q'},
-                                             {"help", no_argument, NULL, 'h'},
-                                             {NULL, 0, NULL, 0}};
+        struct option opts[CTL_N_OPTIONS + 1] = {{0}};
+        char shorts[3 * CTL_N_OPTIONS + 1], *sp = shorts;
         int o;
 
-        while ((o = getopt_long(argc, argv, "u:t:S:f:c:jyho:", opts, NULL)) != -1) {
-                switch (o) {
-                case 'u':
-                        c->url = optarg;
-                        break;
-                case 't':
-                        c->token = optarg;
-                        break;
-                case 'S':
-                        c->state_dir = optarg;
-                        break;
-                case 'j':
-                        c->format = CTL_FORMAT_JSON;
-                        break;
-                case 'f':
-                        if (ctl_format_parse(optarg, &c->format) < 0) {
-                                fprintf(stderr,
-                                        "fleetctl: format '%s' is not one of table, json, "
-                                        "yaml, csv\n",
-                                        optarg);
-                                return -1;
-                        }
-                        break;
-                case 'c':
-                        c->columns = optarg;
-                        break;
-                case 'E':
-                        c->expires = optarg;
-                        break;
-                case 'R':
-                        printf("fleetctl %s\n", TOTEBOX_VERSION);
-                        return 1;
-                case 'y':
-                        c->yes = true;
-                        break;
-                case 'w':
-                case 'n':
-                        c->no_wait = o == 'n';
-                        break;
-                case 'e':
-                        c->entity = optarg;
-                        break;
-                case 'm':
-                        c->memory = optarg;
-                        break;
-                case 'P':
-                        c->vcpus = optarg;
-                        break;
-                case 'i':
-                        c->image = optarg;
-                        break;
-                case 'd':
-                        c->disk = optarg;
-                        break;
-                case 'a':
-                        c->after = optarg;
-                        break;
-                case 'l':
-                        c->limit = optarg;
-                        break;
-                case 'k':
-                        c->kind = optarg;
-                        break;
-                case 'A':
-                        c->name = optarg;
-                        break;
-                case 'N':
-                case 'W':
-                        if ((o == 'N' ? c->n_witness_nodes : c->n_witness_files) ==
-                            CTL_WITNESS_MAX) {
-                                fprintf(stderr, "fleetctl: at most %d --node and %d --witness\n",
-                                        CTL_WITNESS_MAX, CTL_WITNESS_MAX);
-                                return -1;
-                        }
-                        if (o == 'N')
-                                c->witness_nodes[c->n_witness_nodes++] = optarg;
-                        else
-                                c->witness_files[c->n_witness_files++] = optarg;
-                        break;
-                case 'K':
-                        c->audit_key = optarg;
-                        break;
-                case 'V':
-                        c->via_fleetd = true;
-                        break;
-                case 's':
-                        c->supersedes = optarg;
-                        break;
-                case 'D':
-                        c->deposit_id = optarg;
-                        break;
-                case 'o':
-                        c->output = optarg;
-                        break;
-                case 'Q':
-                        c->vault_key = optarg;
-                        break;
-                case 'h':
-                        ctl_usage(stdout);
-                        return 1;
-                default:
+        for (size_t i = 0; i < CTL_N_OPTIONS; i++) {
+                const struct ctl_option *t = &ctl_options[i];
+                bool arg = t->kind == CTL_OPT_STRING || t->kind == CTL_OPT_LIST || t->key == 'f';
+
+                opts[i] =
+                    (struct option){t->name, arg ? required_argument : no_argument, NULL, t->key};
+                if (t->has_short) {
+                        *sp++ = (char)t->key;
+                        if (arg)
+                                *sp++ = ':';
+                }
+        }
+        *sp = '\0';
+        while ((o = getopt_long(argc, argv, shorts, opts, NULL)) != -1) {
+                size_t i = 0;
+
+                while (i < CTL_N_OPTIONS && ctl_options[i].key != o)
+                        i++;
+                if (i == CTL_N_OPTIONS) {
                         ctl_usage(stderr);
                         return -1;
                 }
+                int r = ctl_option_set(c, &ctl_options[i]);
+
+                if (r != 0)
+                        return r;
         }
         return 0;
 }
