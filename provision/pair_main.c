@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <signal.h>
 #include <sodium.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,55 +20,57 @@
 struct pair_args {
         const char *state_dir, *name, *endpoint, *role, *ifname, *subnet, *fleet_id, *listen;
         const char *genesis, *code, *field, *connect;
-        bool listen_set;
         unsigned wg_port, pair_port, code_ttl, sas_timeout, io_timeout, node_api_port;
         bool no_wg;
 };
 
-enum {
-        OPT_STATE = 1000,
-        OPT_NAME,
-        OPT_ENDPOINT,
-        OPT_ROLE,
-        OPT_IFNAME,
-        OPT_PORT,
-        OPT_SUBNET,
-        OPT_FLEET,
-        OPT_LISTEN,
-        OPT_PAIR_PORT,
-        OPT_TTL,
-        OPT_SAS_TIMEOUT,
-        OPT_IO_TIMEOUT,
-        OPT_NODE_API,
-        OPT_GENESIS,
-        OPT_CODE,
-        OPT_NO_WG,
-        OPT_FIELD,
-        OPT_CONNECT,
+/* The options: one row drives getopt, the bounds and the default. A STRING stores its argument
+ * in the field at offset (def: the default, NULL for none); a UINT parses a number in min..max
+ * into the unsigned at offset (dflt); a FLAG sets the bool at offset. */
+enum pair_option_kind { PAIR_OPT_STRING, PAIR_OPT_UINT, PAIR_OPT_FLAG };
+
+struct pair_option {
+        const char *name;
+        enum pair_option_kind kind;
+        size_t offset;
+        const char *def;
+        unsigned dflt, min, max;
 };
 
-static const struct option pair_options[] = {
-    {"state-dir", required_argument, NULL, OPT_STATE},
-    {"name", required_argument, NULL, OPT_NAME},
-    {"endpoint", required_argument, NULL, OPT_ENDPOINT},
-    {"role", required_argument, NULL, OPT_ROLE},
-    {"ifname", required_argument, NULL, OPT_IFNAME},
-    {"wg-port", required_argument, NULL, OPT_PORT},
-    {"subnet", required_argument, NULL, OPT_SUBNET},
-    {"fleet-id", required_argument, NULL, OPT_FLEET},
-    {"listen", required_argument, NULL, OPT_LISTEN},
-    {"pair-port", required_argument, NULL, OPT_PAIR_PORT},
-    {"code-ttl", required_argument, NULL, OPT_TTL},
-    {"sas-timeout", required_argument, NULL, OPT_SAS_TIMEOUT},
-    {"io-timeout", required_argument, NULL, OPT_IO_TIMEOUT},
-    {"node-api-port", required_argument, NULL, OPT_NODE_API},
-    {"genesis", required_argument, NULL, OPT_GENESIS},
-    {"code", required_argument, NULL, OPT_CODE},
-    {"no-wg", no_argument, NULL, OPT_NO_WG},
-    {"field", required_argument, NULL, OPT_FIELD},
-    {"connect", required_argument, NULL, OPT_CONNECT},
-    {NULL, 0, NULL, 0},
+#define PAIR_STR(n, field, d)                                                                      \
+        {                                                                                          \
+                n, PAIR_OPT_STRING, offsetof(struct pair_args, field), d, 0, 0, 0                  \
+        }
+#define PAIR_UINT(n, field, d, lo, hi)                                                             \
+        {                                                                                          \
+                n, PAIR_OPT_UINT, offsetof(struct pair_args, field), NULL, d, lo, hi               \
+        }
+
+static const struct pair_option pair_options[] = {
+    PAIR_STR("state-dir", state_dir, "/var/lib/totebox/mesh"),
+    PAIR_STR("name", name, NULL),
+    PAIR_STR("endpoint", endpoint, NULL),
+    PAIR_STR("role", role, "node"),
+    PAIR_STR("ifname", ifname, "wg0"),
+    PAIR_UINT("wg-port", wg_port, 51820, 1, 65535),
+    PAIR_STR("subnet", subnet, "10.77.0.0/24"),
+    PAIR_STR("fleet-id", fleet_id, NULL),
+    /* join: given, the joiner listens for the genesis; serve: the address it listens on */
+    PAIR_STR("listen", listen, NULL),
+    PAIR_UINT("pair-port", pair_port, PAIR_DEFAULT_PORT, 1, 65535),
+    PAIR_UINT("code-ttl", code_ttl, 600, 1, 86400),
+    PAIR_UINT("sas-timeout", sas_timeout, 300, 1, 3600),
+    PAIR_UINT("io-timeout", io_timeout, 30, 1, 600),
+    PAIR_UINT("node-api-port", node_api_port, 9172, 1, 65535),
+    PAIR_STR("genesis", genesis, NULL),
+    PAIR_STR("code", code, NULL),
+    {"no-wg", PAIR_OPT_FLAG, offsetof(struct pair_args, no_wg), NULL, 0, 0, 0},
+    PAIR_STR("field", field, NULL),
+    PAIR_STR("connect", connect, NULL),
 };
+
+#define PAIR_N_OPTIONS (sizeof(pair_options) / sizeof(pair_options[0]))
+#define PAIR_OPT_KEY   1000 /* getopt's value for row i: PAIR_OPT_KEY + i, past every letter */
 
 static int pair_parse_uint(const char *s, unsigned min, unsigned max, unsigned *ret)
 {
@@ -84,85 +87,47 @@ static int pair_parse_uint(const char *s, unsigned min, unsigned max, unsigned *
         return 0;
 }
 
+static int pair_option_set(struct pair_args *a, const struct pair_option *o, const char *value)
+{
+        char *field = (char *)a + o->offset;
+
+        switch (o->kind) {
+        case PAIR_OPT_STRING:
+                *(const char **)field = value;
+                return 0;
+        case PAIR_OPT_UINT:
+                if (!value) {
+                        *(unsigned *)field = o->dflt;
+                        return 0;
+                }
+                return pair_parse_uint(value, o->min, o->max, (unsigned *)field);
+        case PAIR_OPT_FLAG:
+                *(bool *)field = value != NULL;
+                return 0;
+        }
+        return -EINVAL;
+}
+
 static int pair_parse_args(int argc, char **argv, struct pair_args *a)
 {
+        struct option opts[PAIR_N_OPTIONS + 1] = {{0}};
         int c, r = 0;
 
-        *a = (struct pair_args){.state_dir = "/var/lib/totebox/mesh",
-                                .role = "node",
-                                .ifname = "wg0",
-                                .subnet = "10.77.0.0/24",
-                                .listen = "0.0.0.0",
-                                .wg_port = 51820,
-                                .pair_port = PAIR_DEFAULT_PORT,
-                                .code_ttl = 600,
-                                .sas_timeout = 300,
-                                .io_timeout = 30,
-                                .node_api_port = 9172};
+        *a = (struct pair_args){0};
+        for (size_t i = 0; i < PAIR_N_OPTIONS; i++) {
+                const struct pair_option *o = &pair_options[i];
+
+                opts[i] = (struct option){
+                    o->name, o->kind == PAIR_OPT_FLAG ? no_argument : required_argument, NULL,
+                    PAIR_OPT_KEY + (int)i};
+                if (o->kind != PAIR_OPT_FLAG)
+                        pair_option_set(a, o, o->def);
+        }
         optind = 1;
-        while (r == 0 && (c = getopt_long(argc, argv, "", pair_options, NULL)) != -1) {
-                switch (c) {
-                case OPT_STATE:
-                        a->state_dir = optarg;
-                        break;
-                case OPT_NAME:
-                        a->name = optarg;
-                        break;
-                case OPT_ENDPOINT:
-                        a->endpoint = optarg;
-                        break;
-                case OPT_ROLE:
-                        a->role = optarg;
-                        break;
-                case OPT_IFNAME:
-                        a->ifname = optarg;
-                        break;
-                case OPT_PORT:
-                        r = pair_parse_uint(optarg, 1, 65535, &a->wg_port);
-                        break;
-                case OPT_SUBNET:
-                        a->subnet = optarg;
-                        break;
-                case OPT_FLEET:
-                        a->fleet_id = optarg;
-                        break;
-                case OPT_LISTEN:
-                        a->listen = optarg;
-                        a->listen_set = true;
-                        break;
-                case OPT_CONNECT:
-                        a->connect = optarg;
-                        break;
-                case OPT_PAIR_PORT:
-                        r = pair_parse_uint(optarg, 1, 65535, &a->pair_port);
-                        break;
-                case OPT_TTL:
-                        r = pair_parse_uint(optarg, 1, 86400, &a->code_ttl);
-                        break;
-                case OPT_SAS_TIMEOUT:
-                        r = pair_parse_uint(optarg, 1, 3600, &a->sas_timeout);
-                        break;
-                case OPT_IO_TIMEOUT:
-                        r = pair_parse_uint(optarg, 1, 600, &a->io_timeout);
-                        break;
-                case OPT_NODE_API:
-                        r = pair_parse_uint(optarg, 1, 65535, &a->node_api_port);
-                        break;
-                case OPT_GENESIS:
-                        a->genesis = optarg;
-                        break;
-                case OPT_CODE:
-                        a->code = optarg;
-                        break;
-                case OPT_NO_WG:
-                        a->no_wg = true;
-                        break;
-                case OPT_FIELD:
-                        a->field = optarg;
-                        break;
-                default:
-                        r = -EINVAL;
-                }
+        while (r == 0 && (c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+                if (c < PAIR_OPT_KEY || (size_t)(c - PAIR_OPT_KEY) >= PAIR_N_OPTIONS)
+                        return -EINVAL;
+                r = pair_option_set(a, &pair_options[c - PAIR_OPT_KEY], optarg ? optarg : "");
         }
         return r;
 }
@@ -207,7 +172,7 @@ static int cmd_genesis(const struct pair_args *a, const char *arg)
 static int cmd_serve(const struct pair_args *a, const char *arg)
 {
         struct pair_server_opts o = {.state_dir = a->state_dir,
-                                     .listen_addr = a->listen,
+                                     .listen_addr = a->listen ? a->listen : "0.0.0.0",
                                      .port = a->pair_port,
                                      .code_ttl_s = a->code_ttl,
                                      .sas_timeout_s = a->sas_timeout,
@@ -226,7 +191,7 @@ static int cmd_join(const struct pair_args *a, const char *arg)
         const char *code = arg;
         struct pair_join_opts o = {.state_dir = a->state_dir,
                                    .genesis = a->genesis,
-                                   .listen = a->listen_set ? a->listen : NULL,
+                                   .listen = a->listen,
                                    .listen_port = a->pair_port,
                                    .name = a->name,
                                    .endpoint = a->endpoint,
@@ -241,8 +206,7 @@ static int cmd_join(const struct pair_args *a, const char *arg)
         int ret;
 
         if (pair_need(code, "CODE") < 0 ||
-            (!a->listen_set &&
-             pair_need(a->genesis, "--genesis HOST[:PORT] or --listen ADDR") < 0) ||
+            (!a->listen && pair_need(a->genesis, "--genesis HOST[:PORT] or --listen ADDR") < 0) ||
             pair_need(a->name, "--name") < 0 || pair_role(a->role, &o.role) < 0)
                 return -EINVAL;
         if (strcmp(code, "-") == 0) {
