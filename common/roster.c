@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "common/json_input.h"
+#include "common/wg.h"
 
 static const char *const roster_role_names[] = {"node", "relay", "cloud"};
 
@@ -70,6 +71,11 @@ static int roster_parse_node(const json_t *o, struct roster_node *n, struct json
         if (inet_pton(AF_INET, n->mesh_address, &n->addr) != 1)
                 return json_input_fail(err, "node '%s' has invalid mesh_address '%s'", n->id,
                                        n->mesh_address);
+        if (n->endpoint[0] && !wg_endpoint_syntax_ok(n->endpoint))
+                return json_input_fail(err,
+                                       "node '%s' has endpoint '%s', not IPV4:PORT, [IPV6]:PORT "
+                                       "or HOSTNAME:PORT",
+                                       n->id, n->endpoint);
         if (!n->name[0])
                 memcpy(n->name, n->id, sizeof(n->id));
         return 0;

@@ -178,38 +178,95 @@ static int wg_endpoint_split(const char *s, char *host, size_t size, uint16_t *p
         return 0;
 }
 
-int wg_endpoint_parse(const char *s, struct sockaddr_in *ret)
+int wg_endpoint_parse(const char *s, union wg_endpoint *ret)
 {
-        char host[INET_ADDRSTRLEN];
-        struct sockaddr_in sa = {.sin_family = AF_INET};
+        char host[INET6_ADDRSTRLEN + 2];
+        union wg_endpoint e = {0};
         uint16_t port;
+        size_t n;
 
-        if (wg_endpoint_split(s, host, sizeof(host), &port) < 0 ||
-            inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+        if (wg_endpoint_split(s, host, sizeof(host), &port) < 0)
                 return -EINVAL;
-        sa.sin_port = htons(port);
-        *ret = sa;
+        n = strlen(host);
+        if (host[0] == '[') {
+                if (n < 3 || host[n - 1] != ']')
+                        return -EINVAL;
+                host[n - 1] = '\0';
+                if (inet_pton(AF_INET6, host + 1, &e.in6.sin6_addr) != 1)
+                        return -EINVAL;
+                e.in6.sin6_family = AF_INET6;
+                e.in6.sin6_port = htons(port);
+        } else {
+                if (inet_pton(AF_INET, host, &e.in.sin_addr) != 1)
+                        return -EINVAL;
+                e.in.sin_family = AF_INET;
+                e.in.sin_port = htons(port);
+        }
+        *ret = e;
         return 0;
 }
 
-int wg_endpoint_resolve(const char *s, struct sockaddr_in *ret)
+int wg_endpoint_resolve(const char *s, union wg_endpoint *ret)
 {
-        struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_DGRAM}, *ai = NULL;
+        struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_DGRAM}, *ai = NULL;
         char host[256];
         uint16_t port;
         int r;
 
         if (wg_endpoint_parse(s, ret) == 0)
                 return 0;
-        if (wg_endpoint_split(s, host, sizeof(host), &port) < 0 || !host[0] || host[0] == '[')
-                return -EINVAL;
+        if (wg_endpoint_split(s, host, sizeof(host), &port) < 0 || !host[0] || host[0] == '[' ||
+            strchr(host, ':'))
+                return -EINVAL; /* a bad literal, or an IPv6 literal without its brackets */
         r = getaddrinfo(host, NULL, &hints, &ai);
         if (r != 0 || !ai)
                 return r == EAI_NONAME || r == EAI_NODATA ? -ENOENT : -EAGAIN;
-        memcpy(ret, ai->ai_addr, sizeof(*ret));
-        ret->sin_port = htons(port);
+        *ret = (union wg_endpoint){0};
+        if (ai->ai_family == AF_INET6) {
+                memcpy(&ret->in6, ai->ai_addr, sizeof(ret->in6));
+                ret->in6.sin6_port = htons(port);
+        } else {
+                memcpy(&ret->in, ai->ai_addr, sizeof(ret->in));
+                ret->in.sin_port = htons(port);
+        }
         freeaddrinfo(ai);
         return 0;
+}
+
+bool wg_endpoint_syntax_ok(const char *s)
+{
+        union wg_endpoint e;
+        char host[254];
+        uint16_t port;
+        size_t n;
+
+        if (wg_endpoint_parse(s, &e) == 0)
+                return true;
+        if (wg_endpoint_split(s, host, sizeof(host), &port) < 0)
+                return false;
+        n = strlen(host);
+        if (n == 0 || strchr("-.", host[0]) || strchr("-.", host[n - 1]))
+                return false;
+        return strspn(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.") ==
+               n;
+}
+
+void wg_endpoint_format(const union wg_endpoint *e, char out[WG_ENDPOINT_STR_SIZE])
+{
+        char a[INET6_ADDRSTRLEN] = "?";
+
+        if (e->sa.sa_family == AF_INET6) {
+                inet_ntop(AF_INET6, &e->in6.sin6_addr, a, sizeof(a));
+                snprintf(out, WG_ENDPOINT_STR_SIZE, "[%s]:%u", a, ntohs(e->in6.sin6_port));
+        } else {
+                inet_ntop(AF_INET, &e->in.sin_addr, a, sizeof(a));
+                snprintf(out, WG_ENDPOINT_STR_SIZE, "%s:%u", a, ntohs(e->in.sin_port));
+        }
+}
+
+size_t wg_endpoint_len(const union wg_endpoint *e)
+{
+        return e->sa.sa_family == AF_INET6 ? sizeof(e->in6) : sizeof(e->in);
 }
 
 static int wg_uapi_path(const char *ifname, char *buf, size_t size)

@@ -1,7 +1,8 @@
 /* WireGuard control: one API over two backends, chosen automatically. The kernel module is driven
  * over generic netlink (libmnl) and links/addresses over rtnetlink; where the module is missing,
  * userspace wireguard-go is started and driven over its UAPI socket
- * /var/run/wireguard/IFNAME.sock. IPv4 only (the mesh plan is IPv4). Private keys are generated
+ * /var/run/wireguard/IFNAME.sock. The mesh inside is IPv4 (allowed IPs, addresses); endpoints,
+ * the underlay a peer is reached at, are IPv4 or IPv6. Private keys are generated
  * with libsodium, stored 0600, never logged, and wiped: wg_device_free() zeroes them. Callers
  * must have called sodium_init() (UAPI buffers come from sodium_malloc). */
 #pragma once
@@ -27,11 +28,21 @@ struct wg_allowed_ip {
         uint8_t cidr;
 };
 
+/* A peer's endpoint: sa.sa_family says which member holds it (AF_INET or AF_INET6). */
+union wg_endpoint {
+        struct sockaddr sa;
+        struct sockaddr_in in;
+        struct sockaddr_in6 in6;
+};
+
+/* "a.b.c.d:port" or "[v6]:port", and the NUL. */
+#define WG_ENDPOINT_STR_SIZE (INET6_ADDRSTRLEN + 8)
+
 struct wg_peer {
         uint8_t public_key[WG_KEY_LEN];
         bool remove; /* wg_device_set: remove this peer */
         bool has_endpoint;
-        struct sockaddr_in endpoint;
+        union wg_endpoint endpoint;
         uint16_t keepalive_s; /* 0: off */
         size_t n_allowed_ips;
         struct wg_allowed_ip allowed_ips[WG_PEER_ALLOWED_MAX];
@@ -69,12 +80,20 @@ void wg_device_free(struct wg_device *d);
 /* Appends a zeroed peer; NULL when WG_PEERS_MAX is reached or out of memory. */
 struct wg_peer *wg_device_add_peer(struct wg_device *d);
 int wg_peer_add_allowed_ip(struct wg_peer *p, struct in_addr addr, uint8_t cidr);
-/* Parses "a.b.c.d:port"; -EINVAL otherwise. */
-int wg_endpoint_parse(const char *s, struct sockaddr_in *ret);
-/* "a.b.c.d:port", or "hostname:port" resolved to its first IPv4 address now (the system's
- * resolver, /etc/hosts first): -EINVAL when malformed (an IPv6 literal included: endpoints are
- * IPv4), -ENOENT when the name has no IPv4 address, -EAGAIN when the resolver failed. */
-int wg_endpoint_resolve(const char *s, struct sockaddr_in *ret);
+/* Parses "a.b.c.d:port" or "[v6]:port" (a literal; no scope id); -EINVAL otherwise. */
+int wg_endpoint_parse(const char *s, union wg_endpoint *ret);
+/* A literal as wg_endpoint_parse takes it, or "hostname:port" resolved now to the first address
+ * the system's resolver gives (/etc/hosts first; IPv4 or IPv6): -EINVAL when malformed, -ENOENT
+ * when the name has no address, -EAGAIN when the resolver failed. */
+int wg_endpoint_resolve(const char *s, union wg_endpoint *ret);
+/* Whether s has an endpoint's shape, resolving nothing: a literal wg_endpoint_parse takes, or
+ * "hostname:port" (letters, digits, '-' and '.', at most 253, not starting or ending in '-' or
+ * '.'). What the roster and the pairing messages carry. */
+bool wg_endpoint_syntax_ok(const char *s);
+/* Writes e as wg_endpoint_parse reads it back ("[v6]:port" for IPv6). */
+void wg_endpoint_format(const union wg_endpoint *e, char out[WG_ENDPOINT_STR_SIZE]);
+/* The bytes of e that the kernel takes (WGPEER_A_ENDPOINT): sizeof of its family's sockaddr. */
+size_t wg_endpoint_len(const union wg_endpoint *e);
 
 /* Interfaces and configuration; the backend is found from the interface. */
 enum wg_backend wg_backend_detect(const char *ifname);

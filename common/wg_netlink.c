@@ -62,8 +62,9 @@ static bool wg_nl_put_peer(struct nlmsghdr *nlh, size_t cap, const struct wg_pee
             !mnl_attr_put_u32_check(nlh, cap, WGPEER_A_FLAGS, flags))
                 return false;
         if (!p->remove) {
-                if (p->has_endpoint && !mnl_attr_put_check(nlh, cap, WGPEER_A_ENDPOINT,
-                                                           sizeof(p->endpoint), &p->endpoint))
+                if (p->has_endpoint &&
+                    !mnl_attr_put_check(nlh, cap, WGPEER_A_ENDPOINT, wg_endpoint_len(&p->endpoint),
+                                        &p->endpoint))
                         return false;
                 if (!mnl_attr_put_u16_check(nlh, cap, WGPEER_A_PERSISTENT_KEEPALIVE_INTERVAL,
                                             p->keepalive_s) ||
@@ -165,9 +166,15 @@ static int wg_nl_parse_peer_attr(const struct nlattr *a, struct wg_peer *p)
 
         switch (mnl_attr_get_type(a)) {
         case WGPEER_A_ENDPOINT:
-                if (mnl_attr_get_payload_len(a) == sizeof(struct sockaddr_in)) {
-                        memcpy(&p->endpoint, mnl_attr_get_payload(a), sizeof(p->endpoint));
-                        p->has_endpoint = p->endpoint.sin_family == AF_INET;
+                /* The kernel sends a sockaddr_in or a sockaddr_in6, each at its own size. */
+                p->endpoint = (union wg_endpoint){0};
+                if (mnl_attr_get_payload_len(a) == sizeof(struct sockaddr_in) ||
+                    mnl_attr_get_payload_len(a) == sizeof(struct sockaddr_in6)) {
+                        memcpy(&p->endpoint, mnl_attr_get_payload(a), mnl_attr_get_payload_len(a));
+                        p->has_endpoint =
+                            wg_endpoint_len(&p->endpoint) == mnl_attr_get_payload_len(a) &&
+                            (p->endpoint.sa.sa_family == AF_INET ||
+                             p->endpoint.sa.sa_family == AF_INET6);
                 }
                 return 0;
         case WGPEER_A_PERSISTENT_KEEPALIVE_INTERVAL:

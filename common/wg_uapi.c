@@ -66,7 +66,7 @@ static void wg_uapi_hex(char out[2 * WG_KEY_LEN + 1], const uint8_t key[WG_KEY_L
 
 static void wg_uapi_format_peer(struct wg_uapi_buf *b, const struct wg_peer *p)
 {
-        char hex[2 * WG_KEY_LEN + 1], addr[INET_ADDRSTRLEN];
+        char hex[2 * WG_KEY_LEN + 1], addr[INET_ADDRSTRLEN], ep[WG_ENDPOINT_STR_SIZE];
 
         wg_uapi_hex(hex, p->public_key);
         wg_uapi_printf(b, "public_key=%s\n", hex);
@@ -75,8 +75,8 @@ static void wg_uapi_format_peer(struct wg_uapi_buf *b, const struct wg_peer *p)
                 return;
         }
         if (p->has_endpoint) {
-                inet_ntop(AF_INET, &p->endpoint.sin_addr, addr, sizeof(addr));
-                wg_uapi_printf(b, "endpoint=%s:%u\n", addr, ntohs(p->endpoint.sin_port));
+                wg_endpoint_format(&p->endpoint, ep);
+                wg_uapi_printf(b, "endpoint=%s\n", ep);
         }
         wg_uapi_printf(b, "persistent_keepalive_interval=%u\nreplace_allowed_ips=true\n",
                        p->keepalive_s);
@@ -173,8 +173,6 @@ static int wg_uapi_parse_peer_key(struct wg_uapi_parser *p, const char *key, con
         if (!peer)
                 return -EINVAL;
         if (strcmp(key, "endpoint") == 0) {
-                if (v[0] == '[')
-                        return 0; /* IPv6 endpoint: not used by the mesh */
                 peer->has_endpoint = wg_endpoint_parse(v, &peer->endpoint) == 0;
                 return peer->has_endpoint ? 0 : -EINVAL;
         }

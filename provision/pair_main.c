@@ -140,6 +140,16 @@ static int pair_need(const char *value, const char *option)
         return -EINVAL;
 }
 
+/* This node's --endpoint goes into the roster: refused here, before anything is made, unless it
+ * has an endpoint's shape (docs/mesh.md). */
+static int pair_endpoint(const char *s)
+{
+        if (!s || !*s || wg_endpoint_syntax_ok(s))
+                return 0;
+        fprintf(stderr, "--endpoint '%s' is not IPV4:PORT, [IPV6]:PORT or HOSTNAME:PORT\n", s);
+        return -EINVAL;
+}
+
 static int pair_role(const char *s, enum roster_role *ret)
 {
         if (roster_role_parse(s, ret) == 0)
@@ -160,7 +170,8 @@ static int cmd_genesis(const struct pair_args *a, const char *arg)
                                       .no_wg = a->no_wg,
                                       .out = stdout};
 
-        if (pair_need(a->name, "--name") < 0 || pair_role(a->role, &o.role) < 0)
+        if (pair_need(a->name, "--name") < 0 || pair_role(a->role, &o.role) < 0 ||
+            pair_endpoint(a->endpoint) < 0)
                 return -EINVAL;
         if (!ident_valid(IDENT_NODE, a->name)) {
                 fprintf(stderr, "'%s' is not a valid node name (a-z, 0-9, '-')\n", a->name);
@@ -207,7 +218,8 @@ static int cmd_join(const struct pair_args *a, const char *arg)
 
         if (pair_need(code, "CODE") < 0 ||
             (!a->listen && pair_need(a->genesis, "--genesis HOST[:PORT] or --listen ADDR") < 0) ||
-            pair_need(a->name, "--name") < 0 || pair_role(a->role, &o.role) < 0)
+            pair_need(a->name, "--name") < 0 || pair_role(a->role, &o.role) < 0 ||
+            pair_endpoint(a->endpoint) < 0)
                 return -EINVAL;
         if (strcmp(code, "-") == 0) {
                 /* The code from the first line of stdin keeps it out of the process list. */
@@ -321,8 +333,10 @@ static int cmd_peers(const struct pair_args *a, const char *arg)
                 wg_key_to_base64(key, p->public_key);
                 printf("peer %s", key);
                 if (p->has_endpoint) {
-                        inet_ntop(AF_INET, &p->endpoint.sin_addr, addr, sizeof(addr));
-                        printf(" endpoint %s:%u", addr, ntohs(p->endpoint.sin_port));
+                        char ep[WG_ENDPOINT_STR_SIZE];
+
+                        wg_endpoint_format(&p->endpoint, ep);
+                        printf(" endpoint %s", ep);
                 }
                 for (size_t k = 0; k < p->n_allowed_ips; k++) {
                         inet_ntop(AF_INET, &p->allowed_ips[k].addr, addr, sizeof(addr));
@@ -342,7 +356,7 @@ static const struct pair_command {
         const char *usage;
 } pair_commands[] = {
     {"genesis", 0, cmd_genesis,
-     "genesis --name N [--endpoint IP:PORT] [--role node|relay|cloud] "
+     "genesis --name N [--endpoint HOST:PORT] [--role node|relay|cloud] "
      "[--ifname wg0] [--wg-port 51820] [--subnet 10.77.0.0/24] [--fleet-id ID] "
      "[--no-wg]"},
     {"serve", 0, cmd_serve,
@@ -351,7 +365,7 @@ static const struct pair_command {
     {"join", 1, cmd_join,
      "join CODE|- --genesis HOST[:9173]|--listen ADDR [--pair-port 9173] --name N "
      "[--role node|relay|cloud] "
-     "[--endpoint IP:PORT] [--ifname wg0] [--wg-port 51820] [--no-wg]"},
+     "[--endpoint HOST:PORT] [--ifname wg0] [--wg-port 51820] [--no-wg]"},
     {"apply-roster", 1, cmd_apply_roster, "apply-roster ROSTER-FILE [--no-wg]"},
     {"controller-key", 1, cmd_controller_key,
      "controller-key PIN-PUBLIC-KEY [--node-api-port 9172] (genesis: publish fleetd's pin key)"},

@@ -124,6 +124,9 @@ static int pair_decode_binding(const json_t *o, struct pair_msg *m, struct json_
         if (strlen(m->wg_public_key) != WG_KEY_B64_LEN ||
             wg_key_from_base64(key, m->wg_public_key) < 0)
                 return json_input_fail(err, "field 'wg_public_key' is not a WireGuard key");
+        if (m->endpoint[0] && !wg_endpoint_syntax_ok(m->endpoint))
+                return json_input_fail(err, "field 'endpoint' is not IPV4:PORT, [IPV6]:PORT or "
+                                            "HOSTNAME:PORT");
         return 0;
 }
 

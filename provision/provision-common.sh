@@ -49,7 +49,7 @@ usage_common() {
         cat <<USAGE
 Options:
   --name NAME               this node's name in the roster (default: short hostname)
-  --endpoint IP:PORT        this node's WireGuard endpoint as the others reach it (empty: behind NAT)
+  --endpoint HOST:PORT      this node's WireGuard endpoint as the others reach it (empty: behind NAT)
   --genesis-endpoint HOST[:PORT]  the genesis pairing server (with --join; port 9173 by default)
   --state-dir DIR           all state of this node (default /var/lib/totebox); configs in DIR/etc
                             when given, else /etc/totebox

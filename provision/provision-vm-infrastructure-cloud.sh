@@ -8,8 +8,8 @@ PROG=provision-vm-infrastructure-cloud
 
 usage() {
         cat <<USAGE
-usage: $PROG --join CODE --genesis-endpoint HOST[:9173] --name NAME --endpoint IP:PORT [options]
-       $PROG --join CODE --pair-listen ADDR --name NAME --endpoint IP:PORT [options]
+usage: $PROG --join CODE --genesis-endpoint HOST[:9173] --name NAME --endpoint HOST:PORT [options]
+       $PROG --join CODE --pair-listen ADDR --name NAME --endpoint HOST:PORT [options]
          (the genesis is behind NAT: it runs --genesis --pair-connect THIS-HOST and dials in)
        $PROG --refresh [options]
 USAGE

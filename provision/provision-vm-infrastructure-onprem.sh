@@ -9,7 +9,7 @@ PROG=provision-vm-infrastructure-onprem
 
 usage() {
         cat <<USAGE
-usage: $PROG --genesis --name NAME [--endpoint IP:PORT] [options]
+usage: $PROG --genesis --name NAME [--endpoint HOST:PORT] [options]
        $PROG --join CODE --genesis-endpoint HOST[:9173] --name NAME [--role node|relay] [options]
        $PROG --refresh [options]
 Re-run --genesis on an existing genesis node to open a new ceremony (one code per join).

@@ -1,7 +1,8 @@
 /* wg_kernel_probe: drives the project's WireGuard control code (common/wg*.c) against whatever
  * kernel it runs on, as vmhost-helper and totebox-pair do: create wg0, give it an address, set
  * a private key, a port and PEERS peers, read them back, then change the set (remove every third
- * peer, move one endpoint, drop a keepalive) and read it back again. test_wg_kernel.py runs it
+ * peer, move two endpoints, one of them from IPv4 to IPv6, drop a keepalive; a quarter of the
+ * endpoints are IPv6) and read it back again. test_wg_kernel.py runs it
  * inside a small TCG guest whose kernel has the real wireguard module, and holds what it set
  * against what it read and against `wg show wg0 dump` (wireguard-tools, a separate reader).
  *
@@ -24,13 +25,12 @@
 
 static void print_peer(const char *what, int phase, const struct wg_peer *p)
 {
-        char key[WG_KEY_B64_SIZE], ep[INET_ADDRSTRLEN] = "(none)";
+        char key[WG_KEY_B64_SIZE], ep[WG_ENDPOINT_STR_SIZE] = "(none)";
 
         wg_key_to_base64(key, p->public_key);
         if (p->has_endpoint)
-                inet_ntop(AF_INET, &p->endpoint.sin_addr, ep, sizeof(ep));
-        printf("%s %d %s %s:%u %u ", what, phase, key, ep,
-               p->has_endpoint ? ntohs(p->endpoint.sin_port) : 0, p->keepalive_s);
+                wg_endpoint_format(&p->endpoint, ep);
+        printf("%s %d %s %s %u ", what, phase, key, ep, p->keepalive_s);
         for (size_t i = 0; i < p->n_allowed_ips; i++) {
                 char a[INET_ADDRSTRLEN];
 
@@ -65,15 +65,19 @@ static int fill(struct wg_device *d)
         for (unsigned i = 0; i < PEERS; i++) {
                 struct wg_peer *p = wg_device_add_peer(d);
                 uint8_t priv[WG_KEY_LEN];
+                char ep[WG_ENDPOINT_STR_SIZE];
 
                 if (!p)
                         return -ENOMEM;
                 wg_key_generate_private(priv);
                 wg_key_public_from_private(p->public_key, priv);
-                p->has_endpoint = true;
-                p->endpoint.sin_family = AF_INET;
-                p->endpoint.sin_addr.s_addr = htonl(0x0a4e0000u | (i + 1)); /* 10.78.x.y */
-                p->endpoint.sin_port = htons((uint16_t)(40000 + i));
+                /* Every fourth endpoint is IPv6: [fd00:78::N]:PORT, else 10.78.x.y:PORT. */
+                snprintf(ep, sizeof(ep), i % 4 == 3 ? "[fd00:78::%x]:%u" : "10.78.%u.%u:%u",
+                         i % 4 == 3 ? i + 1 : (i + 1) / 256, i % 4 == 3 ? 40000 + i : (i + 1) % 256,
+                         40000 + i);
+                p->has_endpoint = wg_endpoint_parse(ep, &p->endpoint) == 0;
+                if (!p->has_endpoint)
+                        return -EINVAL;
                 p->keepalive_s = i % 2 ? 0 : 25;
                 for (unsigned a = 0; a < ALLOWED_PER; a++) {
                         struct in_addr ip = {htonl(0x0a640000u | (i << 4) | (a << 2))};
@@ -122,7 +126,9 @@ int main(void)
         d->has_private_key = d->has_listen_port = false;
         for (size_t i = 0; i < d->n_peers; i++)
                 d->peers[i].remove = i % 3 == 0;
-        d->peers[1].endpoint.sin_addr.s_addr = htonl(0x0a4f0001u); /* 10.79.0.1 */
+        if (wg_endpoint_parse("10.79.0.1:40001", &d->peers[1].endpoint) < 0 ||
+            wg_endpoint_parse("[fd00:79::4]:40004", &d->peers[4].endpoint) < 0)
+                return 1; /* one endpoint moved within IPv4, one from IPv4 to IPv6 */
         d->peers[2].keepalive_s = 0;
         if ((r = wg_device_set(d)) < 0) {
                 fprintf(stderr, "set 2: %s\n", strerror(-r));

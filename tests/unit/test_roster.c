@@ -68,6 +68,10 @@ static void test_rejects(void **state)
                    "{\"id\":\"a\",\"role\":\"king\",\"mesh_address\":\"10.0.0.1\"}]}",
                    "unknown role 'king'");
         expect_bad("{\"v\":1,\"version\":1,\"fleet_id\":\"f\",\"controller\":\"a\",\"nodes\":["
+                   "{\"id\":\"a\",\"role\":\"node\",\"mesh_address\":\"10.0.0.1\","
+                   "\"endpoint\":\"2001:db8::1:51820\"}]}",
+                   "not IPV4:PORT, [IPV6]:PORT or HOSTNAME:PORT");
+        expect_bad("{\"v\":1,\"version\":1,\"fleet_id\":\"f\",\"controller\":\"a\",\"nodes\":["
                    "{\"id\":\"a\",\"role\":\"node\",\"mesh_address\":\"10.0.0.300\"}]}",
                    "invalid mesh_address");
         expect_bad("{\"v\":1,\"version\":0,\"fleet_id\":\"f\",\"controller\":\"a\",\"nodes\":[]}",

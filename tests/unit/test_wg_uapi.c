@@ -166,22 +166,63 @@ static void test_keys(void **state)
 
 static void test_endpoint(void **state)
 {
-        struct sockaddr_in sa;
+        static const char *const bad[] = {"10.0.0.1",
+                                          "10.0.0.1:0",
+                                          "10.0.0.1:65536",
+                                          "host:1",
+                                          ":1",
+                                          "2001:db8::1:51820",
+                                          "[2001:db8::1]",
+                                          "[2001:db8::1:51820",
+                                          "2001:db8::1]:51820",
+                                          "[]:1",
+                                          "[10.0.0.1]:1",
+                                          "[fe80::1%eth0]:1",
+                                          "[2001:db8::1]:",
+                                          "[[::1]]:1",
+                                          "[::1]x:1"};
+        union wg_endpoint e;
+        char out[WG_ENDPOINT_STR_SIZE];
 
-        assert_int_equal(wg_endpoint_parse("10.0.0.1:51820", &sa), 0);
-        assert_int_equal(ntohs(sa.sin_port), 51820);
-        assert_int_equal(wg_endpoint_parse("10.0.0.1", &sa), -EINVAL);
-        assert_int_equal(wg_endpoint_parse("10.0.0.1:0", &sa), -EINVAL);
-        assert_int_equal(wg_endpoint_parse("10.0.0.1:65536", &sa), -EINVAL);
-        assert_int_equal(wg_endpoint_parse("host:1", &sa), -EINVAL);
-        assert_int_equal(wg_endpoint_parse(":1", &sa), -EINVAL);
-        /* Resolving: literals as parsed, IPv6 literals and malformed input refused with no
-         * lookup (a host name is resolved through /etc/hosts in tests/integration/test_rig.py). */
-        assert_int_equal(wg_endpoint_resolve("10.0.0.1:51820", &sa), 0);
-        assert_int_equal(sa.sin_addr.s_addr, htonl(0x0a000001));
-        assert_int_equal(wg_endpoint_resolve("[2001:db8::1]:51820", &sa), -EINVAL);
-        assert_int_equal(wg_endpoint_resolve("localhost:0", &sa), -EINVAL);
-        assert_int_equal(wg_endpoint_resolve("localhost", &sa), -EINVAL);
+        assert_int_equal(wg_endpoint_parse("10.0.0.1:51820", &e), 0);
+        assert_int_equal(e.sa.sa_family, AF_INET);
+        assert_int_equal(ntohs(e.in.sin_port), 51820);
+        assert_int_equal(wg_endpoint_len(&e), sizeof(struct sockaddr_in));
+        wg_endpoint_format(&e, out);
+        assert_string_equal(out, "10.0.0.1:51820");
+        assert_int_equal(wg_endpoint_parse("[2001:db8::1]:51820", &e), 0);
+        assert_int_equal(e.sa.sa_family, AF_INET6);
+        assert_int_equal(ntohs(e.in6.sin6_port), 51820);
+        assert_int_equal(e.in6.sin6_addr.s6_addr[15], 1);
+        assert_int_equal(wg_endpoint_len(&e), sizeof(struct sockaddr_in6));
+        wg_endpoint_format(&e, out);
+        assert_string_equal(out, "[2001:db8::1]:51820");
+        assert_int_equal(wg_endpoint_parse("[::ffff:10.0.0.1]:1", &e), 0);
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+                assert_int_equal(wg_endpoint_parse(bad[i], &e), -EINVAL);
+        /* Resolving: literals as parsed (IPv6 too), malformed input and a bare IPv6 literal
+         * refused with no lookup (a host name is resolved through /etc/hosts in
+         * tests/integration/test_rig.py). */
+        assert_int_equal(wg_endpoint_resolve("10.0.0.1:51820", &e), 0);
+        assert_int_equal(e.in.sin_addr.s_addr, htonl(0x0a000001));
+        assert_int_equal(wg_endpoint_resolve("[2001:db8::1]:51820", &e), 0);
+        assert_int_equal(e.sa.sa_family, AF_INET6);
+        assert_int_equal(wg_endpoint_resolve("2001:db8::1:51820", &e), -EINVAL);
+        assert_int_equal(wg_endpoint_resolve("[2001:db8::1]:0", &e), -EINVAL);
+        assert_int_equal(wg_endpoint_resolve("localhost:0", &e), -EINVAL);
+        assert_int_equal(wg_endpoint_resolve("localhost", &e), -EINVAL);
+        /* The shape the roster and the pairing messages are held to. */
+        assert_true(wg_endpoint_syntax_ok("10.0.0.1:51820"));
+        assert_true(wg_endpoint_syntax_ok("[2001:db8::1]:51820"));
+        assert_true(wg_endpoint_syntax_ok("cloud-1.example.net:51820"));
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+                if (strcmp(bad[i], "host:1") != 0)
+                        assert_false(wg_endpoint_syntax_ok(bad[i]));
+        assert_false(wg_endpoint_syntax_ok("-host:1"));
+        assert_false(wg_endpoint_syntax_ok("host.:1"));
+        assert_false(wg_endpoint_syntax_ok("a b:1"));
+        assert_false(wg_endpoint_syntax_ok("a;reboot:1"));
+        assert_false(wg_endpoint_syntax_ok("host:0"));
 }
 
 int main(void)
