@@ -309,24 +309,29 @@ struct size_figures {
         struct run_figures full, inm, peer;
 };
 
+/* A peer forked at the start, before the bench allocates anything (so that its RSS is its own),
+ * waiting for the bytes of one fleet size on its pipe. */
+struct peer {
+        pid_t pid;
+        uint16_t port;
+        int fd; /* the pipe's writing end */
+};
+
 /* One fleet size: fleetd's two runs, then the peer's with the bytes fleetd served. */
-static int bench_size(unsigned nodes, unsigned clients, double seconds, struct size_figures *sf)
+static int bench_size(unsigned nodes, unsigned clients, double seconds, struct peer *pe,
+                      struct size_figures *sf)
 {
         char dir[] = "/tmp/fleetd-bench-XXXXXX", cmd[PATH_MAX + 16];
         uint16_t api = bench_free_port(SOCK_STREAM), hbp = bench_free_port(SOCK_DGRAM);
-        uint16_t peer_port = bench_free_port(SOCK_STREAM);
+        uint16_t peer_port = pe->port;
         struct hb_feed feed = {.port = hbp};
         pthread_t hb;
         size_t len = 0;
         char *body, (*bufs0)[HEARTBEAT_MAX_BYTES];
         int *lens0;
-        pid_t pid, peer;
-        int pipefd[2];
+        pid_t pid, peer = pe->pid;
 
         *sf = (struct size_figures){.nodes = nodes};
-        if (pipe(pipefd) < 0)
-                return 1;
-        peer = peer_spawn(pipefd[0], peer_port);
         if (!mkdtemp(dir))
                 return 2;
         pid = bench_fleetd_start(nodes, dir, api, hbp);
@@ -356,15 +361,15 @@ static int bench_size(unsigned nodes, unsigned clients, double seconds, struct s
         body = fetch_nodes(api, &len);
         kill(pid, SIGTERM);
         waitpid(pid, NULL, 0);
-        if (body && write(pipefd[1], &len, sizeof(len)) == sizeof(len) &&
-            write(pipefd[1], body, len) == (ssize_t)len) {
+        if (body && write(pe->fd, &len, sizeof(len)) == sizeof(len) &&
+            write(pe->fd, body, len) == (ssize_t)len) {
                 usleep(300000);
                 sf->peer_base = (double)bench_proc_kib(peer, "VmRSS:") / 1024;
                 printf("peer before the clients: VmRSS %.1f MiB\n", sf->peer_base);
                 sf->peer = bench_clients("peer: MHD static, same bytes", peer, peer_port, clients,
                                          seconds, false);
         }
-        close(pipefd[1]);
+        close(pe->fd);
         kill(peer, SIGTERM);
         waitpid(peer, NULL, 0);
         free(body);
@@ -380,18 +385,29 @@ int main(int argc, char **argv)
         unsigned clients = argc > 2 ? (unsigned)atoi(argv[2]) : 20;
         double seconds = argc > 3 ? atof(argv[3]) : 10;
         struct size_figures sf[8];
-        unsigned n = 0;
+        struct peer peers[8];
+        unsigned nodes[8], n = 0;
         int rc = 0;
 
         if (clients < 1 || clients > MAX_CLIENTS || seconds <= 0 || seconds > 120)
                 return 2;
         for (const char *p = sizes; *p && n < 8; p = strchr(p, ',') ? strchr(p, ',') + 1 : "") {
-                unsigned nodes = (unsigned)atoi(p);
-
-                if (nodes < 1 || nodes > 100000)
+                nodes[n] = (unsigned)atoi(p);
+                if (nodes[n] < 1 || nodes[n] > 100000)
                         return 2;
-                rc |= bench_size(nodes, clients, seconds, &sf[n++]);
+                n++;
         }
+        for (unsigned i = 0; i < n; i++) {
+                int pipefd[2];
+
+                if (pipe(pipefd) < 0)
+                        return 1;
+                peers[i].port = bench_free_port(SOCK_STREAM);
+                peers[i].pid = peer_spawn(pipefd[0], peers[i].port);
+                peers[i].fd = pipefd[1];
+        }
+        for (unsigned i = 0; i < n; i++)
+                rc |= bench_size(nodes[i], clients, seconds, &peers[i], &sf[i]);
         printf("\nsummary, %u clients (peak RSS: VmHWM; base RSS: VmRSS before the clients)\n",
                clients);
         for (unsigned i = 0; i < n; i++)
