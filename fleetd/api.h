@@ -126,7 +126,7 @@ struct api_route {
  * problem+json (libmicrohttpd's own HTML page only past API_CONN_MEMORY, its buffer limit). */
 #define API_PATH_MAX    4096
 #define API_HEADERS_MAX 16384
-#define API_CONN_MEMORY (512 * 1024)
+#define API_CONN_MEMORY (128 * 1024)
 
 extern const struct api_route api_routes[];
 

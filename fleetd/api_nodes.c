@@ -301,10 +301,14 @@ static void api_nodes_cached(struct fleetd *f, struct api_response *resp)
          * renders again) */
         if (!api_nodes_cache_serves(f, arrival, fp, now)) {
                 __atomic_add_fetch(&api_nodes_cache.started, 1, __ATOMIC_RELEASE);
+                /* the superseded answer goes first: every request that would take it waits on
+                 * the cache lock for the new one, so unless a connection is still sending it,
+                 * only one answer is alive while the next renders (5.3 MB at 10,000 nodes) */
+                api_shared_unref(api_nodes_cache.answer);
+                api_nodes_cache.answer = NULL;
                 out.p = malloc(api_nodes_cache.last_len + 65536); /* no regrowth on the way */
                 out.cap = out.p ? api_nodes_cache.last_len + 65536 : 0;
                 api_nodes_render(f, NULL, NULL, NULL, API_LIST_MAX, now, &out);
-                api_shared_unref(api_nodes_cache.answer);
                 api_nodes_cache.answer = out.oom ? NULL : api_shared_new(out.p, out.len);
                 if (out.oom)
                         free(out.p);

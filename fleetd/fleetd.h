@@ -104,10 +104,30 @@ struct node_history {
         struct node_sample s[];
 };
 
+/* What fleetd keeps of a node's last accepted heartbeat: the figures, without the node id (the
+ * roster's, checked at ingest) and the boot id (in boots[]): 160 bytes instead of struct
+ * heartbeat's 256. The names are struct heartbeat's. */
+struct node_figures {
+        uint64_t epoch, seq, interval_ms;
+        uint64_t mem_total_mib, mem_available_mib, mem_committed_mib;
+        int64_t libvirt_age_ms;
+        uint64_t creations;
+        uint64_t disk_free_mib;
+        double cpu_percent;
+        uint32_t cpus, vm_count;
+        bool disk_known;
+        char inventory_digest[DIGEST_HEX_LEN + 1];
+};
+
+/* One per roster node; 10,000 of them at 10,000 nodes, so the small fields are packed together
+ * (see docs/fleetd.md, "Memory budget"). */
 struct fleet_node {
         /* what placement reads, first, so that a scan of 10,000 nodes touches one cache line
          * per node */
         bool seen;
+        bool dispatch_busy; /* a dispatch worker is calling this node */
+        bool counter_reset; /* the node's creation counter went back for good (set by ingest) */
+        enum node_state reported;   /* the state last logged and audited */
         uint64_t last_seen_ms;      /* monotonic */
         uint64_t reserved_mib;      /* promised to confirmed creations not yet reflected */
         uint64_t reserved_disk_mib; /* their disks, likewise */
@@ -115,23 +135,20 @@ struct fleet_node {
         int64_t hb_libvirt_age_ms;  /* of the last heartbeat */
         const struct roster_node *rn; /* the roster entry; owned by the roster */
         uint64_t heartbeats;
-        enum node_state reported; /* the state last logged and audited */
-        struct heartbeat hb;      /* the last accepted heartbeat */
+        struct node_figures hb; /* of the last accepted heartbeat */
         enum inventory_status inv;
+        unsigned inv_failures;
         char inv_digest[DIGEST_HEX_LEN + 1]; /* digest of the inventory last reconciled */
         uint64_t inv_next_ms;                /* monotonic: next fetch attempt */
-        unsigned inv_failures;
         json_t *unknown_vms;    /* ids the node reports that fleetd never placed (array) */
         uint64_t inv_verb_mark; /* f->verb_events when the fetch in flight was sent */
         /* ids the node reports that are pinned to another node (array): each id's presence is
          * one occurrence of the "misplaced" alarm, audited when it begins */
         json_t *misplaced_vms;
-        bool dispatch_busy; /* a dispatch worker is calling this node */
         struct node_boot boots[NODE_BOOTS];
         uint64_t inv_fetches;    /* inventory fetches sent to the node since fleetd started */
         uint64_t inv_fetch_sent; /* the number of the fetch in flight (or last sent); one
                                     fetch per node is in flight at a time */
-        bool counter_reset; /* the node's creation counter went back for good (set by ingest) */
         /* the base images the node's last inventory listed ([{name, sha256, size}]), or NULL
          * when it never listed any (a vmhost without image reports: holdings unknown) */
         json_t *images;

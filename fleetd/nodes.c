@@ -123,7 +123,7 @@ void node_refresh_figures(struct fleet_node *n)
  * them comes back uncovered. When one boot keeps sending lower counters, the node lost its
  * counter file: its figures are taken and every reservation on the node is taken again, as
  * after a fleetd restart (vm_settle_node). */
-static void node_keep_figures(struct heartbeat *hb, const struct heartbeat *old)
+static void node_keep_figures(struct heartbeat *hb, const struct node_figures *old)
 {
         hb->mem_total_mib = old->mem_total_mib;
         hb->mem_available_mib = old->mem_available_mib;
@@ -321,7 +321,20 @@ int node_table_ingest(struct node_table *t, const char *buf, size_t len, struct 
         } else {
                 n->low_beats = 0;
         }
-        n->hb = hb;
+        n->hb = (struct node_figures){.epoch = hb.epoch,
+                                      .seq = hb.seq,
+                                      .interval_ms = hb.interval_ms,
+                                      .mem_total_mib = hb.mem_total_mib,
+                                      .mem_available_mib = hb.mem_available_mib,
+                                      .mem_committed_mib = hb.mem_committed_mib,
+                                      .libvirt_age_ms = hb.libvirt_age_ms,
+                                      .creations = hb.creations,
+                                      .disk_free_mib = hb.disk_free_mib,
+                                      .cpu_percent = hb.cpu_percent,
+                                      .cpus = hb.cpus,
+                                      .vm_count = hb.vm_count,
+                                      .disk_known = hb.disk_known};
+        memcpy(n->hb.inventory_digest, hb.inventory_digest, sizeof(n->hb.inventory_digest));
         node_refresh_figures(n);
         n->seen = true;
         n->last_seen_ms = now_ms;

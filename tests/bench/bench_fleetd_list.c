@@ -1,14 +1,17 @@
-/* GET /v1/nodes under load, beside a named peer. The real fleetd binary with an N-node roster,
- * every node heartbeating once per 10 s over UDP (spread evenly), and C clients on keep-alive
- * connections polling GET /v1/nodes for S seconds each run:
+/* GET /v1/nodes under load, beside a named peer. For each fleet size N (1,000 and 10,000 by
+ * default), the real fleetd binary with an N-node roster, every node heartbeating once per 10 s
+ * over UDP (spread evenly), and C clients on keep-alive connections polling GET /v1/nodes for
+ * S seconds each run:
  *   1. fleetd, full answers;
  *   2. fleetd, each client sending back the ETag of its last answer (If-None-Match);
  *   3. the peer: a libmicrohttpd daemon set up as fleetd's (thread per connection, the same
  *      limits), in its own process, serving the same bytes as a static buffer.
- * Prints requests/s, p50/p99 latency, the server's CPU and its peak RSS (VmHWM) for each.
- * Targets: p99 < 50 ms with 20 clients at 1,000 nodes; fleetd's RSS < 48 MiB at 10,000.
+ * Prints requests/s, p50/p99 latency, the server's CPU and its peak RSS (VmHWM) for each, then
+ * per fleet size the base RSS (VmRSS before the clients: fleetd with every node heard once, the
+ * peer holding its bytes) and the peak RSS (VmHWM) of fleetd beside the peer's.
+ * Targets: p99 < 50 ms with 20 clients at 1,000 nodes; fleetd's peak RSS < 48 MiB at 10,000.
  * Loopback only; every loop is bounded by the run's time.
- * usage: bench_fleetd_list [NODES] [CLIENTS] [SECONDS] */
+ * usage: bench_fleetd_list [NODES[,NODES...]] [CLIENTS] [SECONDS] */
 #include <errno.h>
 #include <microhttpd.h>
 #include <pthread.h>
@@ -17,6 +20,7 @@
 #include <sys/wait.h>
 
 #include "bench_fleetd_util.h"
+#include "fleetd/api.h"
 
 #define MAX_CLIENTS 64
 #define MAX_SAMPLES 200000
@@ -140,13 +144,16 @@ static double proc_cpu_s(pid_t pid)
 }
 
 /* C clients for `seconds` against port; prints one line of figures for `name`. */
-static void bench_clients(const char *name, pid_t server, uint16_t port, unsigned clients,
-                          double seconds, bool etag)
+static struct run_figures {
+        double req_s, p50_ms, p99_ms, peak_mib;
+} bench_clients(const char *name, pid_t server, uint16_t port, unsigned clients, double seconds,
+                bool etag)
 {
         struct client c[MAX_CLIENTS];
         pthread_t th[MAX_CLIENTS];
         double cpu0 = proc_cpu_s(server), t0 = bench_now(), wall, *all;
         size_t total = 0, nm = 0, errors = 0, bytes = 0, k = 0;
+        struct run_figures fig;
 
         for (unsigned i = 0; i < clients; i++) {
                 c[i] = (struct client){.port = port, .etag = etag, .until = t0 + seconds};
@@ -168,6 +175,9 @@ static void bench_clients(const char *name, pid_t server, uint16_t port, unsigne
                 free(c[i].lat);
         }
         qsort(all, total, sizeof(double), cmp_double);
+        fig = (struct run_figures){(double)total / wall, total ? all[total / 2] * 1e3 : 0,
+                                   total ? all[total * 99 / 100] * 1e3 : 0,
+                                   (double)bench_proc_kib(server, "VmHWM:") / 1024};
         printf("%-34s %7.0f req/s  p50 %7.2f ms  p99 %7.2f ms  cpu %5.1f%%  peak RSS %6.1f MiB  "
                "%zu req, %zu 304, %zu errors, %.0f KB/answer\n",
                name, (double)total / wall, total ? all[total / 2] * 1e3 : 0,
@@ -175,6 +185,7 @@ static void bench_clients(const char *name, pid_t server, uint16_t port, unsigne
                (double)bench_proc_kib(server, "VmHWM:") / 1024, total, nm, errors,
                total - nm ? (double)bytes / (double)(total - nm) / 1000 : 0);
         free(all);
+        return fig;
 }
 
 /* The peer: the same bytes as a persistent buffer, behind libmicrohttpd set up as fleetd's. */
@@ -219,7 +230,7 @@ static pid_t peer_spawn(int fd, uint16_t port)
                         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION, 0, NULL,
                         NULL, peer_access, r, MHD_OPTION_SOCK_ADDR, &sa,
                         MHD_OPTION_CONNECTION_LIMIT, (unsigned)64, MHD_OPTION_CONNECTION_TIMEOUT,
-                        (unsigned)30, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(512 * 1024),
+                        (unsigned)30, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)API_CONN_MEMORY,
                         MHD_OPTION_END))
                         _exit(1);
                 pause();
@@ -291,28 +302,37 @@ static char *fetch_nodes(uint16_t port, size_t *ret_len)
         return body;
 }
 
-int main(int argc, char **argv)
+/* What one fleet size measured, for the summary. */
+struct size_figures {
+        unsigned nodes;
+        double fleetd_base, peer_base;
+        struct run_figures full, inm, peer;
+};
+
+/* A peer forked at the start, before the bench allocates anything (so that its RSS is its own),
+ * waiting for the bytes of one fleet size on its pipe. */
+struct peer {
+        pid_t pid;
+        uint16_t port;
+        int fd; /* the pipe's writing end */
+};
+
+/* One fleet size: fleetd's two runs, then the peer's with the bytes fleetd served. */
+static int bench_size(unsigned nodes, unsigned clients, double seconds, struct peer *pe,
+                      struct size_figures *sf)
 {
-        unsigned nodes = argc > 1 ? (unsigned)atoi(argv[1]) : 1000;
-        unsigned clients = argc > 2 ? (unsigned)atoi(argv[2]) : 20;
-        double seconds = argc > 3 ? atof(argv[3]) : 10;
         char dir[] = "/tmp/fleetd-bench-XXXXXX", cmd[PATH_MAX + 16];
         uint16_t api = bench_free_port(SOCK_STREAM), hbp = bench_free_port(SOCK_DGRAM);
-        uint16_t peer_port = bench_free_port(SOCK_STREAM);
+        uint16_t peer_port = pe->port;
         struct hb_feed feed = {.port = hbp};
         pthread_t hb;
         size_t len = 0;
         char *body, (*bufs0)[HEARTBEAT_MAX_BYTES];
         int *lens0;
-        pid_t pid, peer;
+        pid_t pid, peer = pe->pid;
 
-        int pipefd[2];
-
-        if (pipe(pipefd) < 0)
-                return 1;
-        peer = peer_spawn(pipefd[0], peer_port);
-        if (!mkdtemp(dir) || clients < 1 || clients > MAX_CLIENTS || seconds <= 0 ||
-            seconds > 120 || nodes < 1 || nodes > 100000)
+        *sf = (struct size_figures){.nodes = nodes};
+        if (!mkdtemp(dir))
                 return 2;
         pid = bench_fleetd_start(nodes, dir, api, hbp);
         usleep(500000);
@@ -327,26 +347,29 @@ int main(int argc, char **argv)
         feed.fl.bufs += nodes; /* round 1 is sent */
         feed.fl.lens += nodes;
         feed.fl.rounds--;
-        printf("fleetd before the clients: VmRSS %.1f MiB, VmHWM %.1f MiB\n",
-               (double)bench_proc_kib(pid, "VmRSS:") / 1024,
+        sf->fleetd_base = (double)bench_proc_kib(pid, "VmRSS:") / 1024;
+        printf("fleetd before the clients: VmRSS %.1f MiB, VmHWM %.1f MiB\n", sf->fleetd_base,
                (double)bench_proc_kib(pid, "VmHWM:") / 1024);
         pthread_create(&hb, NULL, hb_run, &feed);
         printf("bench_fleetd_list: %u nodes heartbeating every 10 s, %u clients on keep-alive "
                "connections, %.0f s a run, GET /v1/nodes\n",
                nodes, clients, seconds);
-        bench_clients("fleetd GET /v1/nodes", pid, api, clients, seconds, false);
-        bench_clients("fleetd GET /v1/nodes If-None-Match", pid, api, clients, seconds, true);
+        sf->full = bench_clients("fleetd GET /v1/nodes", pid, api, clients, seconds, false);
+        sf->inm =
+            bench_clients("fleetd GET /v1/nodes If-None-Match", pid, api, clients, seconds, true);
         pthread_join(hb, NULL);
         body = fetch_nodes(api, &len);
         kill(pid, SIGTERM);
         waitpid(pid, NULL, 0);
-        if (body && write(pipefd[1], &len, sizeof(len)) == sizeof(len) &&
-            write(pipefd[1], body, len) == (ssize_t)len) {
+        if (body && write(pe->fd, &len, sizeof(len)) == sizeof(len) &&
+            write(pe->fd, body, len) == (ssize_t)len) {
                 usleep(300000);
-                bench_clients("peer: MHD static, same bytes", peer, peer_port, clients, seconds,
-                              false);
+                sf->peer_base = (double)bench_proc_kib(peer, "VmRSS:") / 1024;
+                printf("peer before the clients: VmRSS %.1f MiB\n", sf->peer_base);
+                sf->peer = bench_clients("peer: MHD static, same bytes", peer, peer_port, clients,
+                                         seconds, false);
         }
-        close(pipefd[1]);
+        close(pe->fd);
         kill(peer, SIGTERM);
         waitpid(peer, NULL, 0);
         free(body);
@@ -354,4 +377,48 @@ int main(int argc, char **argv)
         free(lens0);
         snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
         return system(cmd) == 0 ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+        const char *sizes = argc > 1 ? argv[1] : "1000,10000";
+        unsigned clients = argc > 2 ? (unsigned)atoi(argv[2]) : 20;
+        double seconds = argc > 3 ? atof(argv[3]) : 10;
+        struct size_figures sf[8];
+        struct peer peers[8];
+        unsigned nodes[8], n = 0;
+        int rc = 0;
+
+        if (clients < 1 || clients > MAX_CLIENTS || seconds <= 0 || seconds > 120)
+                return 2;
+        for (const char *p = sizes; *p && n < 8; p = strchr(p, ',') ? strchr(p, ',') + 1 : "") {
+                nodes[n] = (unsigned)atoi(p);
+                if (nodes[n] < 1 || nodes[n] > 100000)
+                        return 2;
+                n++;
+        }
+        for (unsigned i = 0; i < n; i++) {
+                int pipefd[2];
+
+                if (pipe(pipefd) < 0)
+                        return 1;
+                peers[i].port = bench_free_port(SOCK_STREAM);
+                peers[i].pid = peer_spawn(pipefd[0], peers[i].port);
+                peers[i].fd = pipefd[1];
+        }
+        for (unsigned i = 0; i < n; i++)
+                rc |= bench_size(nodes[i], clients, seconds, &peers[i], &sf[i]);
+        printf("\nsummary, %u clients (peak RSS: VmHWM; base RSS: VmRSS before the clients)\n",
+               clients);
+        for (unsigned i = 0; i < n; i++)
+                printf(
+                    "%6u nodes: fleetd base %5.1f MiB, peak %5.1f MiB; full answers %6.0f req/s, "
+                    "p50 %6.2f ms, p99 %7.2f ms; If-None-Match %6.0f req/s, p99 %7.2f ms | "
+                    "peer base %5.1f MiB, peak %5.1f MiB; %6.0f req/s, p50 %6.2f ms, p99 %7.2f "
+                    "ms\n",
+                    sf[i].nodes, sf[i].fleetd_base, sf[i].inm.peak_mib, sf[i].full.req_s,
+                    sf[i].full.p50_ms, sf[i].full.p99_ms, sf[i].inm.req_s, sf[i].inm.p99_ms,
+                    sf[i].peer_base, sf[i].peer.peak_mib, sf[i].peer.req_s, sf[i].peer.p50_ms,
+                    sf[i].peer.p99_ms);
+        return rc;
 }

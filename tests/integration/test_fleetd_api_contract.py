@@ -192,6 +192,20 @@ def test_long_path_and_big_header_are_problem_json(fleet):
     assert fleet.json("GET", "/v1/health")[0] == 200
 
 
+def test_problem_json_up_to_the_connection_buffer(fleet):
+    """libmicrohttpd's buffer is 128 KiB a connection (API_CONN_MEMORY, docs/fleetd.md): a
+    request line or a header of 120 KiB is still fleetd's own problem, on a keep-alive
+    connection too, and the connection after it is served."""
+    auth = b"Authorization: Bearer " + fleet.token.encode() + b"\r\n"
+    head = b"GET /v1/nodes/" + b"a" * (120 * 1024) + b" HTTP/1.1\r\nHost: x\r\n" + auth + \
+        b"Connection: close\r\n\r\n"
+    assert_problem(*raw_request(fleet.api_port, head), 414, "uri-too-long")
+    head = b"GET /v1/nodes HTTP/1.1\r\nHost: x\r\n" + auth + b"X-Big: " + b"b" * (120 * 1024) + \
+        b"\r\n\r\n"
+    assert_problem(*raw_request(fleet.api_port, head), 431, "headers-too-large")
+    assert fleet.json("GET", "/v1/nodes")[0] == 200
+
+
 def test_delete_with_a_body_changes_nothing(fleet):
     st, p = fleet.json("POST", "/v1/plans", json.loads(plan("delta")), expect=201)
     st, h, body = fleet.request("DELETE", "/v1/plans/" + p["id"], raw=b"{not json")
