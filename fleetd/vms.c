@@ -16,13 +16,6 @@
 #include "common/log.h"
 #include "fleetd/fleetd.h"
 
-static const char *const vm_status_names[] = {"creating", "active", "failed"};
-
-const char *vm_status_name(enum vm_status s)
-{
-        return vm_status_names[s];
-}
-
 struct fleet_vm *vm_table_find(struct fleetd *f, const char *id)
 {
         for (size_t i = 0; i < f->n_vms; i++)
