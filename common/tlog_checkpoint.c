@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/sha256.h"
+
 #define TLOG_ALG_ED25519 0x01
 #define TLOG_ALG_COSIG   0x04 /* tlog-cosignature cosignature/v1, Ed25519 */
 #define TLOG_COSIG_HEAD  "cosignature/v1\ntime "
@@ -32,15 +34,15 @@ int tlog_name_valid(const char *name)
 static void tlog_key_id_alg(const char *name, uint8_t alg, const uint8_t pk[TLOG_PUBLIC_KEY_LEN],
                             uint8_t ret[TLOG_KEY_ID_LEN])
 {
-        crypto_hash_sha256_state st;
-        uint8_t h[crypto_hash_sha256_BYTES];
+        struct sha256 st;
+        uint8_t h[SHA256_LEN];
         const uint8_t sep[2] = {'\n', alg};
 
-        crypto_hash_sha256_init(&st);
-        crypto_hash_sha256_update(&st, (const uint8_t *)name, strlen(name));
-        crypto_hash_sha256_update(&st, sep, sizeof(sep));
-        crypto_hash_sha256_update(&st, pk, TLOG_PUBLIC_KEY_LEN);
-        crypto_hash_sha256_final(&st, h);
+        sha256_init(&st);
+        sha256_update(&st, (const uint8_t *)name, strlen(name));
+        sha256_update(&st, sep, sizeof(sep));
+        sha256_update(&st, pk, TLOG_PUBLIC_KEY_LEN);
+        sha256_final(&st, h);
         memcpy(ret, h, TLOG_KEY_ID_LEN);
 }
 

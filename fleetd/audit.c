@@ -12,6 +12,7 @@
 
 #include "common/clock.h"
 #include "common/merkle.h"
+#include "common/sha256.h"
 #include "fleetd/store.h"
 
 static const char audit_genesis[] =
@@ -22,7 +23,7 @@ static int audit_hash(uint64_t seq, uint64_t time_ms, const char *kind, const ch
                       const char *actor, json_t *detail, const char *prev,
                       char out[AUDIT_HASH_HEX + 1], merkle_hash ret_leaf)
 {
-        uint8_t h[crypto_hash_sha256_BYTES];
+        uint8_t h[SHA256_LEN];
         json_t *o = json_pack("{s:I, s:I, s:s, s:s, s:s, s:O, s:s}", "seq", (json_int_t)seq,
                               "time_ms", (json_int_t)time_ms, "kind", kind, "subject", subject,
                               "actor", actor, "detail", detail, "prev_hash", prev);
@@ -31,7 +32,7 @@ static int audit_hash(uint64_t seq, uint64_t time_ms, const char *kind, const ch
         json_decref(o);
         if (!text)
                 return -ENOMEM;
-        crypto_hash_sha256(h, (const uint8_t *)text, strlen(text));
+        sha256_digest((const uint8_t *)text, strlen(text), h);
         sodium_bin2hex(out, AUDIT_HASH_HEX + 1, h, sizeof(h));
         merkle_leaf_hash((const uint8_t *)text, strlen(text), ret_leaf);
         free(text);

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/sha256.h"
 
 static const char store_schema[] =
     "CREATE TABLE IF NOT EXISTS tokens(name TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE,"
@@ -450,9 +451,9 @@ bool token_name_valid(const char *name)
 
 static void token_hash_hex(const char *token, char out[65])
 {
-        uint8_t h[crypto_hash_sha256_BYTES];
+        uint8_t h[SHA256_LEN];
 
-        crypto_hash_sha256(h, (const uint8_t *)token, strlen(token));
+        sha256_digest((const uint8_t *)token, strlen(token), h);
         sodium_bin2hex(out, 65, h, sizeof(h));
 }
 

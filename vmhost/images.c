@@ -516,12 +516,12 @@ static int images_import_locked(struct vmhost *vh, const char *name, const char 
                                    name);
         }
         if (len > 5 && strcmp(path + len - 5, ".json") == 0) {
-                uint8_t d[crypto_hash_sha256_BYTES];
+                uint8_t d[SHA256_LEN];
 
                 if (images_read_small(path, &text, &tlen) < 0)
                         return vms_problem(p, 422, "image-unreadable", "cannot read manifest '%s'",
                                            path);
-                crypto_hash_sha256(d, (const uint8_t *)text, tlen);
+                sha256_digest((const uint8_t *)text, tlen, d);
                 sodium_bin2hex(got, sizeof(got), d, sizeof(d));
                 if (strcmp(got, sum) != 0)
                         r = vms_problem(p, 422, "checksum-mismatch",

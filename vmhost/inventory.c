@@ -11,12 +11,13 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/sha256.h"
 #include "vmhost/vmhost.h"
 
 int inventory_digest(json_t *vms, json_t *images, char hex[DIGEST_HEX_LEN + 1])
 {
-        uint8_t d[crypto_hash_sha256_BYTES];
-        crypto_hash_sha256_state st;
+        uint8_t d[SHA256_LEN];
+        struct sha256 st;
         char *text = json_dumps(vms, JSON_SORT_KEYS | JSON_COMPACT);
         char *itext =
             json_array_size(images) ? json_dumps(images, JSON_SORT_KEYS | JSON_COMPACT) : NULL;
@@ -26,13 +27,13 @@ int inventory_digest(json_t *vms, json_t *images, char hex[DIGEST_HEX_LEN + 1])
                 free(itext);
                 return -ENOMEM;
         }
-        crypto_hash_sha256_init(&st);
-        crypto_hash_sha256_update(&st, (const uint8_t *)text, strlen(text));
+        sha256_init(&st);
+        sha256_update(&st, (const uint8_t *)text, strlen(text));
         if (itext) { /* a node with no image keeps the digest of its VMs alone */
-                crypto_hash_sha256_update(&st, (const uint8_t *)"\n", 1);
-                crypto_hash_sha256_update(&st, (const uint8_t *)itext, strlen(itext));
+                sha256_update(&st, (const uint8_t *)"\n", 1);
+                sha256_update(&st, (const uint8_t *)itext, strlen(itext));
         }
-        crypto_hash_sha256_final(&st, d);
+        sha256_final(&st, d);
         sodium_bin2hex(hex, DIGEST_HEX_LEN + 1, d, sizeof(d));
         free(text);
         free(itext);
