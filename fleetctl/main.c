@@ -46,6 +46,12 @@ const struct ctl_command ctl_commands[] = {
      "push a base image to the nodes (checksummed, resumable), list or remove images"},
     {"health", ctl_cmd_health, "health", "fleet health, integrity first"},
     {"roster", ctl_cmd_roster, "roster", "the roster fleetd uses"},
+    {"backup", ctl_cmd_backup, "backup FILE [--passphrase-file F]",
+     "a consistent copy of fleetd's state, taken online (keys included: 0600, or sealed with "
+     "the passphrase)"},
+    {"restore", ctl_cmd_restore, "restore FILE [--passphrase-file F] [--roster FILE]",
+     "restore a backup into an empty --state-dir, after checking it (integrity, schema, audit "
+     "chain, fleet id)"},
     {"token", ctl_cmd_token, "token create NAME [--expires 30d] | token revoke NAME | token list",
      "API tokens (state dir; the token is printed once; list: created, last used, expiry)"},
     {NULL, NULL, NULL, NULL},
@@ -104,6 +110,8 @@ static int ctl_parse(struct ctl *c, int argc, char **argv)
                                              {"deposit-id", required_argument, NULL, 'D'},
                                              {"output", required_argument, NULL, 'o'},
                                              {"vault-key", required_argument, NULL, 'Q'},
+                                             {"passphrase-file", required_argument, NULL, 'p'},
+                                             {"roster", required_argument, NULL, 'r'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
         int o;
@@ -204,6 +212,12 @@ static int ctl_parse(struct ctl *c, int argc, char **argv)
                         break;
                 case 'Q':
                         c->vault_key = optarg;
+                        break;
+                case 'p':
+                        c->passphrase_file = optarg;
+                        break;
+                case 'r':
+                        c->roster_file = optarg;
                         break;
                 case 'h':
                         ctl_usage(stdout);
