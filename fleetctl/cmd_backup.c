@@ -361,8 +361,7 @@ static int ctl_restore_check(const struct ctl *c, const char *dir, const struct 
         return r;
 }
 
-/* True when dir is absent or an empty directory; remove then removes the empty one. */
-static bool ctl_dir_empty_or_absent(const char *dir, bool remove)
+bool ctl_dir_empty_or_absent(const char *dir, bool remove)
 {
         struct stat st;
         DIR *d;

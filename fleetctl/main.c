@@ -52,6 +52,9 @@ const struct ctl_command ctl_commands[] = {
     {"restore", ctl_cmd_restore, "restore FILE [--passphrase-file F] [--roster FILE]",
      "restore a backup into an empty --state-dir, after checking it (integrity, schema, audit "
      "chain, fleet id)"},
+    {"rebuild", ctl_cmd_rebuild, "rebuild --roster FILE [--node-port N]",
+     "with no backup: rebuild the state in an empty --state-dir from the nodes' inventories and "
+     "pins (run on the new controller); names what could not be recovered"},
     {"token", ctl_cmd_token, "token create NAME [--expires 30d] | token revoke NAME | token list",
      "API tokens (state dir; the token is printed once; list: created, last used, expiry)"},
     {NULL, NULL, NULL, NULL},
@@ -112,6 +115,7 @@ static int ctl_parse(struct ctl *c, int argc, char **argv)
                                              {"vault-key", required_argument, NULL, 'Q'},
                                              {"passphrase-file", required_argument, NULL, 'p'},
                                              {"roster", required_argument, NULL, 'r'},
+                                             {"node-port", required_argument, NULL, 'O'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
         int o;
@@ -218,6 +222,9 @@ static int ctl_parse(struct ctl *c, int argc, char **argv)
                         break;
                 case 'r':
                         c->roster_file = optarg;
+                        break;
+                case 'O':
+                        c->node_port = optarg;
                         break;
                 case 'h':
                         ctl_usage(stdout);
