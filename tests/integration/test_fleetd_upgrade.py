@@ -51,3 +51,45 @@ def test_heartbeat_versions_one_step_either_side():
         log = f.read_log()
         assert "heartbeat version 3 is outside the versions 1..2 this build reads" in log, log
         assert "WARN" in log.split("heartbeat version 3")[0].splitlines()[-1].upper()
+
+
+class VersionedNode(H.FakeNode):
+    """A node API whose inventory carries a protocol version and a field fleetd does not know."""
+    version = 2
+
+    def __init__(self, *a):
+        super().__init__(*a)
+        self.RequestHandlerClass = VersionedHandler
+
+
+class VersionedHandler(H.FakeNodeHandler):
+    def do_GET(self):
+        s = self.server
+        self.answer(200, {"v": s.version, "node": s.node_id, "digest": s.digest(), "vms": [],
+                          "creations": s.creations, "gpus": [{"model": "x"}]})
+
+
+def test_inventory_versions():
+    with H.Fleetd(nodes=2) as f:
+        newer = VersionedNode(H.node_address(1), f.node_api_port, "n1")
+        far = VersionedNode(H.node_address(2), f.node_api_port, "n2")
+        far.version = 3
+        try:
+            def beat():
+                for i, n in ((1, newer), (2, far)):
+                    f.hb(i, **n.figures())
+                return True
+
+            f.wait(lambda: beat() and f.node("n1")["inventory"] == "ok", what="n1's inventory")
+            f.wait(lambda: beat() and "inventory version 3" in f.read_log(),
+                   what="n2's inventory refused")
+            assert f.node("n2")["inventory"] != "ok"
+            log = f.read_log()
+            assert "inventory version 3 is outside the versions 1..2 this fleetd reads" in log
+            line = [x for x in log.splitlines() if "inventory version 3" in x][0]
+            assert "warn" in line.lower(), line
+            assert "inventory version 2" not in log
+        finally:
+            for n in (newer, far):
+                n.shutdown()
+                n.server_close()
