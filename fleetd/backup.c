@@ -158,7 +158,12 @@ static int backup_collect(const char *dir, struct backup_set *b, char *err, size
                 struct stat st;
                 struct backup_file *bf;
 
-                if (e->d_name[0] == '.' || backup_name_is_db(e->d_name))
+                size_t len = strlen(e->d_name);
+
+                /* hidden files, the database and its journals, and small_file.c's half-written
+                 * ".tmp" files (renamed over the real one when complete) */
+                if (e->d_name[0] == '.' || backup_name_is_db(e->d_name) ||
+                    (len > 4 && strcmp(e->d_name + len - 4, ".tmp") == 0))
                         continue;
                 snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
                 if (lstat(path, &st) < 0)
@@ -271,19 +276,21 @@ int backup_write(struct fleetd *f, int fd, char *err, size_t errsize)
                       "fleet_id", f->table.roster->fleet_id, "schema", STORE_SCHEMA_VERSION,
                       "fleetd", TOTEBOX_VERSION, "created_ms", (json_int_t)clock_realtime_ms());
         pthread_mutex_unlock(&f->lock);
-        r = backup_copy_db(f->cfg.state_dir, tmpdir);
-        if (r < 0)
+        /* the other files first: the audit checkpoint file must not be newer than the copy of
+         * the record (fleetd refuses to start on a record shorter than its checkpoint), and one
+         * read before the snapshot is older or the same */
+        b.n = 1; /* files[0] is the database, read below */
+        snprintf(b.files[0].name, sizeof(b.files[0].name), "%s", STORE_FILE);
+        r = backup_collect(f->cfg.state_dir, &b, err, errsize);
+        if (r == 0 && (r = backup_copy_db(f->cfg.state_dir, tmpdir)) < 0)
                 snprintf(err, errsize, "cannot copy the state database");
         r = r ?: backup_check_copy(tmpdir, manifest, err, errsize);
         snprintf(db_path, sizeof(db_path), "%s/%s", tmpdir, STORE_FILE);
-        snprintf(b.files[0].name, sizeof(b.files[0].name), "%s", STORE_FILE);
         if (r == 0) {
                 r = backup_read_file(db_path, BACKUP_DB_MAX, &b.files[0].data, &b.files[0].size);
-                b.n = r == 0 ? 1 : 0;
                 if (r < 0)
                         snprintf(err, errsize, "cannot read the copy: %s", strerror(-r));
         }
-        r = r ?: backup_collect(f->cfg.state_dir, &b, err, errsize);
         files = json_array();
         for (size_t i = 0; r == 0 && i < b.n; i++)
                 json_array_append_new(files, backup_file_entry(&b.files[i]));
