@@ -68,11 +68,20 @@ static int heartbeat_decode_fields(const json_t *o, struct heartbeat *hb,
         json_t *age_v;
         int r = 0;
 
-        r = r ?: json_input_check_keys(o, heartbeat_fields, err);
+        if (!json_is_object(o))
+                return json_input_fail(err, "expected a JSON object");
         r = r ?: json_input_get_uint(o, "v", true, 0, UINT32_MAX, &v, err);
-        if (r == 0 && v != HEARTBEAT_VERSION)
-                return json_input_fail(err, "unsupported heartbeat version %llu",
-                                       (unsigned long long)v);
+        if (r == 0 && (v < HEARTBEAT_VERSION_MIN || v > HEARTBEAT_VERSION_MAX)) {
+                json_input_fail(err,
+                                "heartbeat version %llu is outside the versions %d..%d this "
+                                "build reads",
+                                (unsigned long long)v, HEARTBEAT_VERSION_MIN,
+                                HEARTBEAT_VERSION_MAX);
+                return -EPROTO;
+        }
+        if (r == 0 && v <= HEARTBEAT_VERSION)
+                r = json_input_check_keys(o, heartbeat_fields, err);
+        hb->version = (uint32_t)v;
         r = r ?: json_input_copy_string(o, "node", true, hb->node_id, sizeof(hb->node_id), err);
         if (r == 0 && !ident_valid(IDENT_NODE, hb->node_id))
                 return json_input_fail(err, "field 'node' is not a valid node id");
@@ -119,7 +128,7 @@ static int heartbeat_decode_fields(const json_t *o, struct heartbeat *hb,
 int heartbeat_decode(const char *buf, size_t len, struct heartbeat *ret, char *err, size_t errsize)
 {
         struct json_input_error jerr = {{0}};
-        struct heartbeat hb = {{0}};
+        struct heartbeat hb = {0};
         json_t *o;
         int r;
 

@@ -7,13 +7,21 @@
 
 #include "common/ident.h"
 
-#define HEARTBEAT_VERSION   1
-#define HEARTBEAT_MAX_BYTES 1200
-#define NODE_ID_MAX         IDENT_NODE_MAX
-#define DIGEST_HEX_LEN      64
-#define HEARTBEAT_BOOT_LEN  16 /* hex digits of the boot id */
+#define HEARTBEAT_VERSION 1
+/* The versions a receiver reads (docs/contracts.md, "Protocol versions"): its own and one step
+ * either side. A newer heartbeat is read by the fields this version knows, its unknown fields
+ * ignored (a version step only adds fields, and never changes the meaning or bounds of one);
+ * one of this version or older must hold only known fields. Any other version is refused with
+ * -EPROTO, never read. */
+#define HEARTBEAT_VERSION_MIN (HEARTBEAT_VERSION > 1 ? HEARTBEAT_VERSION - 1 : 1)
+#define HEARTBEAT_VERSION_MAX (HEARTBEAT_VERSION + 1)
+#define HEARTBEAT_MAX_BYTES   1200
+#define NODE_ID_MAX           IDENT_NODE_MAX
+#define DIGEST_HEX_LEN        64
+#define HEARTBEAT_BOOT_LEN    16 /* hex digits of the boot id */
 
 struct heartbeat {
+        uint32_t version; /* the sender's protocol version ("v"), in the range read */
         char node_id[NODE_ID_MAX + 1];
         uint64_t epoch; /* vmhost start, wall-clock ms: a restart starts a new epoch */
         uint64_t seq;   /* increases within a boot; old or repeated ones are dropped */
@@ -46,6 +54,7 @@ extern const char *const heartbeat_fields[HEARTBEAT_FIELDS + 1];
 
 /* Encodes hb into buf; returns the length, or -EMSGSIZE / -EINVAL. */
 int heartbeat_encode(const struct heartbeat *hb, char *buf, size_t size);
-/* Decodes one datagram strictly: version, types, bounds, no unknown fields. Returns 0 or
- * -EINVAL with a reason in err (size errsize). ret is untouched on failure. */
+/* Decodes one datagram strictly: version, types, bounds, no unknown fields (but in a newer
+ * version's). Returns 0, -EPROTO for a version outside HEARTBEAT_VERSION_MIN..MAX, or -EINVAL,
+ * with a reason in err (size errsize). ret is untouched on failure. */
 int heartbeat_decode(const char *buf, size_t len, struct heartbeat *ret, char *err, size_t errsize);

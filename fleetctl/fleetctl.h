@@ -34,7 +34,10 @@ struct ctl {
         /* deposit / read: the record's name, what it corrects, the deposit id to retry with,
          * where a read goes, the vault key to hold answers against (base64) */
         const char *name, *supersedes, *deposit_id, *output, *vault_key;
-        int argc; /* positional arguments after the command */
+        /* backup / restore: the passphrase's file, the roster the restore must match */
+        const char *passphrase_file, *roster_file;
+        const char *node_port; /* rebuild: the nodes' node API port */
+        int argc;              /* positional arguments after the command */
         char **argv;
 };
 
@@ -113,5 +116,10 @@ int ctl_cmd_audit_verify(struct ctl *c);
 int ctl_cmd_deposit(struct ctl *c);
 int ctl_cmd_records(struct ctl *c);
 int ctl_cmd_read(struct ctl *c);
+int ctl_cmd_backup(struct ctl *c); /* cmd_backup.c */
+int ctl_cmd_restore(struct ctl *c);
+int ctl_cmd_rebuild(struct ctl *c); /* cmd_rebuild.c */
+/* True when dir is absent or an empty directory; remove then removes the empty one. */
+bool ctl_dir_empty_or_absent(const char *dir, bool remove);
 /* local.c: opens fleetd's store in c->state_dir (message printed on failure). */
 int ctl_open_store(struct ctl *c, bool create, struct store **ret);

@@ -47,6 +47,15 @@ const struct ctl_command ctl_commands[] = {
      "push a base image to the nodes (checksummed, resumable), list or remove images"},
     {"health", ctl_cmd_health, "health", "fleet health, integrity first"},
     {"roster", ctl_cmd_roster, "roster", "the roster fleetd uses"},
+    {"backup", ctl_cmd_backup, "backup FILE [--passphrase-file F]",
+     "a consistent copy of fleetd's state, taken online (keys included: 0600, or sealed with "
+     "the passphrase)"},
+    {"restore", ctl_cmd_restore, "restore FILE [--passphrase-file F] [--roster FILE]",
+     "restore a backup into an empty --state-dir, after checking it (integrity, schema, audit "
+     "chain, fleet id)"},
+    {"rebuild", ctl_cmd_rebuild, "rebuild --roster FILE [--node-port N]",
+     "with no backup: rebuild the state in an empty --state-dir from the nodes' inventories and "
+     "pins (run on the new controller); names what could not be recovered"},
     {"token", ctl_cmd_token, "token create NAME [--expires 30d] | token revoke NAME | token list",
      "API tokens (state dir; the token is printed once; list: created, last used, expiry)"},
     {NULL, NULL, NULL, NULL},
@@ -120,6 +129,9 @@ static const struct ctl_option ctl_options[] = {
     CTL_STR("deposit-id", 'D', deposit_id),
     {"output", 'o', true, CTL_OPT_STRING, offsetof(struct ctl, output), 0, false, NULL, NULL},
     CTL_STR("vault-key", 'Q', vault_key),
+    CTL_STR("passphrase-file", 'p', passphrase_file),
+    CTL_STR("roster", 'r', roster_file),
+    CTL_STR("node-port", 'O', node_port),
 };
 
 #define CTL_N_OPTIONS (sizeof(ctl_options) / sizeof(ctl_options[0]))

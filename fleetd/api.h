@@ -195,6 +195,8 @@ void api_roster_get(struct api_request *req, struct api_response *resp);
 void api_health_get(struct api_request *req, struct api_response *resp);
 void api_openapi_get(struct api_request *req, struct api_response *resp);
 void api_metrics_get(struct api_request *req, struct api_response *resp);
+/* backup.c: GET /v1/backup, the archive as a file answer */
+void api_backup_get(struct api_request *req, struct api_response *resp);
 /* api_panel.c: static files of the web panel */
 void api_panel_get(struct api_request *req, struct api_response *resp);
 /* the OpenAPI document, embedded at build time from schemas/openapi.json */

@@ -120,6 +120,11 @@ void api_health_get(struct api_request *req, struct api_response *resp)
         json_object_set_new(o, "stalled",
                             json_pack("{s:s, s:o}", "status",
                                       json_array_size(stalled) ? "stalled" : "ok", "vms", stalled));
+        json_object_set_new(o, "heartbeat_protocol",
+                            json_pack("{s:i, s:[i, i], s:I, s:I}", "version", HEARTBEAT_VERSION,
+                                      "reads", HEARTBEAT_VERSION_MIN, HEARTBEAT_VERSION_MAX,
+                                      "newer_accepted", (json_int_t)f->table.newer, "refused",
+                                      (json_int_t)f->table.dropped[HB_DROP_VERSION]));
         json_object_set_new(
             o, "pin_key",
             json_pack("{s:s, s:b}", "public_key", f->pin_pk, "in_roster", pin_key_in_roster(f)));

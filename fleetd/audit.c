@@ -357,27 +357,20 @@ static int audit_migrate_rows(struct store *s)
 int audit_migrate(struct store *s)
 {
         sqlite3_stmt *probe = NULL;
-        int r;
+        int r = 0;
 
         if (sqlite3_prepare_v2(s->db, "SELECT leaf FROM audit LIMIT 0", -1, &probe, NULL) ==
             SQLITE_OK) {
                 sqlite3_finalize(probe);
                 return 0; /* schema 2 already */
         }
-        r = store_begin(s);
-        if (r < 0)
-                return r;
         if (sqlite3_exec(s->db,
                          "DROP TRIGGER IF EXISTS audit_no_update;"
                          " ALTER TABLE audit ADD COLUMN leaf BLOB;",
                          NULL, NULL, NULL) != SQLITE_OK)
                 r = -EIO;
-        if (r == 0)
-                r = audit_migrate_rows(s);
+        r = r ?: audit_migrate_rows(s);
         if (r == 0 && sqlite3_exec(s->db, AUDIT_NO_UPDATE_TRIGGER, NULL, NULL, NULL) != SQLITE_OK)
                 r = -EIO;
-        if (r == 0)
-                return store_commit(s);
-        store_rollback(s);
         return r;
 }

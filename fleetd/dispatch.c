@@ -288,7 +288,10 @@ static void dispatch_apply_fetch(struct fleetd *f, struct dispatch_job *j, uint6
                 node->inv_next_ms = now + dispatch_backoff(&f->cfg, node->inv_failures);
         }
         pthread_mutex_unlock(&f->lock);
-        log_debug("inventory of node '%s' at '%s' not fetched: %s", j->id, j->address, err);
+        if (strstr(err, "inventory version")) /* an upgrade two steps apart: the operator's */
+                log_warn("inventory of node '%s' at '%s' refused: %s", j->id, j->address, err);
+        else
+                log_debug("inventory of node '%s' at '%s' not fetched: %s", j->id, j->address, err);
 }
 
 static void dispatch_call(struct fleetd *f, struct dispatch_job *j, const char *method,

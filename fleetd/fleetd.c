@@ -27,20 +27,50 @@ static int fleetd_load_vm(void *ctx, const struct fleet_vm *vm)
         return 0;
 }
 
+static int fleetd_open_store(struct fleetd *f)
+{
+        int v = 0, r = store_open(f->cfg.state_dir, &f->store);
+
+        if (r == -EPROTONOSUPPORT && store_file_version(f->cfg.state_dir, &v) == 0) {
+                log_error("the state database in '%s' has schema version %d, newer than this "
+                          "fleetd (%s) knows (%d): refusing to start; run the fleetd that wrote "
+                          "it, or restore a backup made for this version (docs/operations.md)",
+                          f->cfg.state_dir, v, TOTEBOX_VERSION, STORE_SCHEMA_VERSION);
+                return r;
+        }
+        if (r < 0)
+                log_error("cannot open the state database in '%s': %s", f->cfg.state_dir,
+                          strerror(-r));
+        return r;
+}
+
+/* The store belongs to the fleet whose roster it first ran with: a state directory (or a
+ * restored backup) of another fleet is refused rather than mixed into this one. */
+static int fleetd_check_fleet_id(struct fleetd *f)
+{
+        const char *want = f->table.roster->fleet_id;
+        char held[128];
+        int r = store_meta_claim(f->store, "fleet_id", want, held, sizeof(held));
+
+        if (r == -EXDEV)
+                log_error("the state database in '%s' belongs to fleet '%s' but the roster names "
+                          "fleet '%s': refusing to start",
+                          f->cfg.state_dir, held, want);
+        else if (r < 0)
+                log_error("cannot record the fleet id in the state database: %s", strerror(-r));
+        return r;
+}
+
 int fleetd_open(struct fleetd *f)
 {
         int r;
 
         f->started_ms = clock_monotonic_ms();
         f->started_wall_ms = clock_realtime_ms();
-        r = store_open(f->cfg.state_dir, &f->store);
-        if (r < 0) {
-                log_error("cannot open the state database in '%s': %s", f->cfg.state_dir,
-                          strerror(-r));
-                return r;
-        }
-        r = sodium_init() < 0 ? -EIO : pin_key_open(f);
+        r = fleetd_open_store(f);
+        r = r ?: (sodium_init() < 0 ? -EIO : pin_key_open(f));
         r = r ?: roster_reload(f, true);
+        r = r ?: fleetd_check_fleet_id(f);
         if (r < 0)
                 return r;
         if (!pin_key_in_roster(f))

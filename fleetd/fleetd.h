@@ -164,6 +164,7 @@ enum hb_drop {
         HB_DROP_UNKNOWN_ADDRESS,
         HB_DROP_NODE_MISMATCH,
         HB_DROP_REPLAYED,
+        HB_DROP_VERSION, /* a protocol version outside what this fleetd reads */
         HB_DROP_MAX
 };
 
@@ -179,6 +180,7 @@ struct node_table {
         uint64_t received;
         uint64_t accepted;
         uint64_t dropped[HB_DROP_MAX];
+        uint64_t newer; /* accepted heartbeats of a newer protocol version (an upgrade under way) */
         uint32_t last_accepted; /* the node of the last accepted heartbeat */
 };
 

@@ -238,6 +238,7 @@ static bool hb_check(struct heartbeat *hb, const int64_t *v)
             !hb_uint_in(v[F_VM_COUNT], 0, 100000) || v[F_LIBVIRT_AGE] < -1 ||
             !hb_uint_in(v[F_CREATIONS], 0, INT64_MAX) || !hb_uint_in(v[F_DISK_FREE], 0, 1ull << 40))
                 return false;
+        hb->version = HEARTBEAT_VERSION;
         hb->epoch = (uint64_t)v[F_EPOCH];
         hb->seq = (uint64_t)v[F_SEQ];
         hb->interval_ms = (uint64_t)v[F_INTERVAL];
@@ -255,7 +256,7 @@ static bool hb_check(struct heartbeat *hb, const int64_t *v)
 int heartbeat_decode_fast(const char *buf, size_t len, struct heartbeat *ret)
 {
         struct hb_cursor c = {buf, buf + len};
-        struct heartbeat hb = {{0}};
+        struct heartbeat hb = {0};
         int64_t ints[F_MAX] = {0};
         unsigned seen = 0;
 

@@ -1,5 +1,6 @@
 /* The UDP heartbeat listener: receives datagrams in batches (recvmmsg) and hands each to the
- * node table. A dropped heartbeat is counted and logged at debug level, never fatal. */
+ * node table. A dropped heartbeat is counted and logged at debug level (a refused protocol
+ * version as a warning), never fatal. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <string.h>
@@ -46,6 +47,23 @@ int heartbeat_listener_apply(struct fleetd *f, const char *buf, size_t len, stru
         return r;
 }
 
+/* A refused version is an operator's matter (a node upgraded two steps, or fleetd left behind):
+ * a warning, at the 1st, 2nd, 4th, 8th ... refusal so a steady stream does not flood the log;
+ * every other drop at debug level. */
+static void heartbeat_listener_log(struct fleetd *f, int r, const char *addr, const char *err)
+{
+        uint64_t n = f->table.dropped[HB_DROP_VERSION];
+
+        if (r != -(1 + (int)HB_DROP_VERSION)) {
+                log_debug("heartbeat from '%s' dropped: %s", addr, err);
+                return;
+        }
+        if ((n & (n - 1)) == 0)
+                log_warn("heartbeat from '%s' dropped: %s (refusal %llu; see "
+                         "docs/operations.md, \"Upgrade\")",
+                         addr, err, (unsigned long long)n);
+}
+
 void heartbeat_listener_drain(struct fleetd *f)
 {
         static char bufs[HB_BATCH][HB_BUF];
@@ -75,10 +93,12 @@ void heartbeat_listener_drain(struct fleetd *f)
 
                         if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC)
                                 len = HB_BUF + 1;
-                        if (heartbeat_listener_apply(f, bufs[i], len, from[i].sin_addr, now, err,
-                                                     sizeof(err)) < 0) {
+                        int r = heartbeat_listener_apply(f, bufs[i], len, from[i].sin_addr, now,
+                                                         err, sizeof(err));
+
+                        if (r < 0) {
                                 inet_ntop(AF_INET, &from[i].sin_addr, addr, sizeof(addr));
-                                log_debug("heartbeat from '%s' dropped: %s", addr, err);
+                                heartbeat_listener_log(f, r, addr, err);
                         }
                 }
                 pthread_mutex_unlock(&f->lock);

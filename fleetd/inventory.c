@@ -137,15 +137,39 @@ static int inventory_check_images(const json_t *images, struct json_input_error 
         return 0;
 }
 
+/* The inventory's protocol version, by the heartbeat's rule (docs/contracts.md, "Protocol
+ * versions"): "v" absent is version 1 (every vmhost so far); one step newer is read by the fields
+ * known here, its other top-level fields ignored; anything else is refused, naming the version. */
+#define INVENTORY_VERSION 1
+
+static int inventory_check_version(const json_t *o, struct json_input_error *e, bool *ret_newer)
+{
+        uint64_t v = INVENTORY_VERSION;
+        int r = json_input_get_uint(o, "v", false, 0, UINT32_MAX, &v, e);
+
+        if (r == 0 && (v < INVENTORY_VERSION || v > INVENTORY_VERSION + 1))
+                return json_input_fail(e,
+                                       "inventory version %llu is outside the versions %d..%d "
+                                       "this fleetd reads",
+                                       (unsigned long long)v, INVENTORY_VERSION,
+                                       INVENTORY_VERSION + 1);
+        *ret_newer = v > INVENTORY_VERSION;
+        return r;
+}
+
 static int inventory_check(const json_t *o, const char *node_id, struct json_input_error *e)
 {
-        static const char *const fields[] = {"node", "digest", "vms", "creations", "images", NULL};
+        static const char *const fields[] = {"v",         "node",   "digest", "vms",
+                                             "creations", "images", NULL};
         const char *node = NULL, *digest = NULL;
         json_t *vms = json_object_get(o, "vms");
         uint64_t creations;
-        int r = 0;
+        bool newer = false;
+        int r = json_is_object(o) ? 0 : json_input_fail(e, "expected a JSON object");
 
-        r = r ?: json_input_check_keys(o, fields, e);
+        r = r ?: inventory_check_version(o, e, &newer);
+        if (r == 0 && !newer)
+                r = json_input_check_keys(o, fields, e);
         r = r ?: json_input_get_string(o, "node", true, NODE_ID_MAX, &node, e);
         r = r ?: json_input_get_string(o, "digest", true, DIGEST_HEX_LEN, &digest, e);
         r = r ?: json_input_get_uint(o, "creations", false, 0, INT64_MAX, &creations, e);

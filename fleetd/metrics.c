@@ -67,6 +67,10 @@ static void metrics_nodes(struct fleetd *f, FILE *out, uint64_t now)
                      "Heartbeats accepted.");
         fprintf(out, "totebox_fleetd_heartbeats_accepted_total %llu\n",
                 (unsigned long long)f->table.accepted);
+        metrics_head(out, "totebox_fleetd_heartbeats_newer_version_total", "counter",
+                     "Heartbeats accepted from a sender of the next protocol version.");
+        fprintf(out, "totebox_fleetd_heartbeats_newer_version_total %llu\n",
+                (unsigned long long)f->table.newer);
         metrics_head(out, "totebox_fleetd_heartbeats_dropped_total", "counter",
                      "Heartbeats dropped, by reason.");
         for (unsigned d = 0; d < HB_DROP_MAX; d++)

@@ -12,8 +12,8 @@
 
 static const char *const node_state_names[] = {"unseen", "alive", "unhealthy", "suspect",
                                                "evicted"};
-static const char *const hb_drop_names[] = {"malformed", "oversized", "unknown_address",
-                                            "node_mismatch", "replayed"};
+static const char *const hb_drop_names[] = {"malformed",     "oversized", "unknown_address",
+                                            "node_mismatch", "replayed",  "version"};
 
 const char *node_state_name(enum node_state s)
 {
@@ -85,6 +85,7 @@ void node_table_carry(struct node_table *t, const struct node_table *old)
         t->received = old->received;
         t->accepted = old->accepted;
         memcpy(t->dropped, old->dropped, sizeof(t->dropped));
+        t->newer = old->newer;
         for (size_t i = 0; old->roster && i < old->roster->n_nodes; i++) {
                 const struct fleet_node *o = &old->nodes[i];
                 struct fleet_node *n = node_table_find(t, o->rn->id);
@@ -287,9 +288,13 @@ int node_table_ingest(struct node_table *t, const char *buf, size_t len, struct 
                 snprintf(err, errsize, "address is not in the roster");
                 return node_table_drop(t, HB_DROP_UNKNOWN_ADDRESS);
         }
-        if (!heartbeat_decode_fast(buf, len, &hb) &&
-            heartbeat_decode(buf, len, &hb, err, errsize) < 0)
-                return node_table_drop(t, HB_DROP_MALFORMED);
+        if (!heartbeat_decode_fast(buf, len, &hb)) {
+                int r = heartbeat_decode(buf, len, &hb, err, errsize);
+
+                if (r < 0)
+                        return node_table_drop(t,
+                                               r == -EPROTO ? HB_DROP_VERSION : HB_DROP_MALFORMED);
+        }
         if (strcmp(hb.node_id, rn->id) != 0) {
                 snprintf(err, errsize, "names node '%s' but the roster says '%s'", hb.node_id,
                          rn->id);
@@ -341,6 +346,7 @@ int node_table_ingest(struct node_table *t, const char *buf, size_t len, struct 
         n->heartbeats++;
         node_history_add(n, t->roster->n_nodes, now_ms);
         t->accepted++;
+        t->newer += hb.version > HEARTBEAT_VERSION;
         t->last_accepted = (uint32_t)(rn - t->roster->nodes);
         return 0;
 }

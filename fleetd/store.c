@@ -86,6 +86,100 @@ static int store_migrate_tokens(struct store *s)
         return r;
 }
 
+/* Step 1: the tables as every unversioned store (user_version 0, before 0.9) has them, with
+ * what earlier stores lack added (token expiry, audit leaves); on an empty file it creates all. */
+static int store_migrate_v1(struct store *s)
+{
+        int r = store_exec(s, store_schema);
+
+        r = r ?: store_migrate_tokens(s);
+        return r ?: audit_migrate(s);
+}
+
+/* Step 2: a key/value table naming what the store belongs to (the fleet id). */
+static int store_migrate_v2(struct store *s)
+{
+        return store_exec(
+            s, "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);");
+}
+
+/* The migrations, one row per schema version in order: row i takes version i to i + 1. */
+static const struct store_migration {
+        int (*run)(struct store *s);
+        const char *what;
+} store_migrations[STORE_SCHEMA_VERSION] = {
+    {store_migrate_v1, "the unversioned tables, token expiry and audit leaves"},
+    {store_migrate_v2, "the meta table (fleet id)"},
+};
+
+static int store_user_version(sqlite3 *db, int *ret)
+{
+        sqlite3_stmt *st = NULL;
+        int r = -EIO;
+
+        if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK &&
+            sqlite3_step(st) == SQLITE_ROW) {
+                *ret = sqlite3_column_int(st, 0);
+                r = 0;
+        }
+        sqlite3_finalize(st);
+        return r;
+}
+
+/* Runs each step from the file's version on, each in its own transaction with the version it
+ * reaches, so a crash leaves the store at a version it had. */
+static int store_migrate(struct store *s)
+{
+        int v, r = store_user_version(s->db, &v);
+
+        if (r < 0)
+                return r;
+        if (v > STORE_SCHEMA_VERSION || v < 0)
+                return -EPROTONOSUPPORT;
+        for (; r == 0 && v < STORE_SCHEMA_VERSION; v++) {
+                char sql[48];
+
+                r = store_begin(s);
+                if (r < 0)
+                        return r;
+                snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", v + 1);
+                r = store_migrations[v].run(s);
+                r = r ?: store_exec(s, sql);
+                if (r < 0) {
+                        store_rollback(s);
+                        return r;
+                }
+                r = store_commit(s);
+        }
+        return r;
+}
+
+int store_file_version(const char *dir, int *ret)
+{
+        char path[4200];
+        sqlite3 *db = NULL;
+        int v, r;
+
+        snprintf(path, sizeof(path), "%s/%s", dir, STORE_FILE);
+        if (access(path, F_OK) < 0)
+                return -errno;
+        if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+                sqlite3_close(db);
+                return -EIO;
+        }
+        r = store_user_version(db, &v);
+        sqlite3_close(db);
+        if (r == 0)
+                *ret = v;
+        return r;
+}
+
+const char *store_migration_what(int version)
+{
+        return version >= 1 && version <= STORE_SCHEMA_VERSION ? store_migrations[version - 1].what
+                                                               : NULL;
+}
+
 int store_open(const char *dir, struct store **ret)
 {
         char path[4200];
@@ -117,14 +211,8 @@ int store_open(const char *dir, struct store **ret)
         sqlite3_busy_timeout(s->db, 5000);
         r = store_exec(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
                           " PRAGMA foreign_keys=ON;");
-        if (r == 0)
-                r = store_exec(s, store_schema);
-        if (r == 0)
-                r = store_migrate_tokens(s);
-        if (r == 0)
-                r = audit_migrate(s);
-        if (r == 0)
-                r = audit_load_head(s);
+        r = r ?: store_migrate(s);
+        r = r ?: audit_load_head(s);
 cleanup:
         if (r < 0) {
                 store_close(s);
@@ -669,5 +757,50 @@ int store_op_prune(struct store *s, unsigned keep)
             " FROM operations) - ?",
             "i", (uint64_t)keep));
         pthread_mutex_unlock(&s->mu);
+        return r;
+}
+
+static int store_meta_get_locked(struct store *s, const char *key, char *buf, size_t size)
+{
+        sqlite3_stmt *st = store_prepare(s, "SELECT value FROM meta WHERE key = ?", "t", key);
+        int rc = st ? sqlite3_step(st) : SQLITE_ERROR;
+        int r = rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : -EIO;
+
+        if (r == 0)
+                store_copy_col(st, 0, buf, size);
+        sqlite3_finalize(st);
+        return r;
+}
+
+int store_meta_get(struct store *s, const char *key, char *buf, size_t size)
+{
+        int r;
+
+        pthread_mutex_lock(&s->mu);
+        r = store_meta_get_locked(s, key, buf, size);
+        pthread_mutex_unlock(&s->mu);
+        return r;
+}
+
+int store_meta_claim(struct store *s, const char *key, const char *value, char *ret_held,
+                     size_t size)
+{
+        int r = store_begin(s);
+
+        if (r < 0)
+                return r;
+        r = store_meta_get_locked(s, key, ret_held, size);
+        if (r == -ENOENT) {
+                r = store_step_done(store_prepare(s, "INSERT INTO meta(key, value) VALUES (?, ?)",
+                                                  "tt", key, value));
+                snprintf(ret_held, size, "%s", value);
+        }
+        if (r < 0) {
+                store_rollback(s);
+                return r;
+        }
+        r = store_commit(s);
+        if (r == 0 && strcmp(ret_held, value) != 0)
+                return -EXDEV;
         return r;
 }

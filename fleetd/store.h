@@ -34,8 +34,21 @@ struct plan_row {
         char *body;                      /* the plan as answered (malloc'd) */
 };
 
-/* Opens (creating when absent, mode 0700 dir / 0600 file) dir/fleetd.db. */
+/* The schema version this build writes (PRAGMA user_version). store_open migrates an older
+ * store step by step, each step in its own transaction; a newer one is -EPROTONOSUPPORT. */
+#define STORE_SCHEMA_VERSION 2
+
+/* Opens (creating when absent, mode 0700 dir / 0600 file) dir/fleetd.db, migrating it. */
 int store_open(const char *dir, struct store **ret);
+/* The schema version of dir/fleetd.db without changing it; -ENOENT when there is none. */
+int store_file_version(const char *dir, int *ret);
+/* What the migration to version did (for logs and docs), NULL outside 1..STORE_SCHEMA_VERSION. */
+const char *store_migration_what(int version);
+/* meta: a value per key ("fleet_id"). get: -ENOENT when unset. claim: sets key to value when
+ * unset; the value held is in ret_held either way, and -EXDEV when it differs from value. */
+int store_meta_get(struct store *s, const char *key, char *buf, size_t size);
+int store_meta_claim(struct store *s, const char *key, const char *value, char *ret_held,
+                     size_t size);
 void store_close(struct store *s);
 int store_begin(struct store *s);  /* takes s->mu and BEGIN IMMEDIATE */
 int store_commit(struct store *s); /* COMMIT and releases s->mu */
@@ -119,5 +132,6 @@ int audit_walk(struct store *s, merkle_hash **ret_leaves, uint64_t *ret_n, char 
 /* The stored leaf column of the entries after seq `after`, in seq order (malloc'd, NULL when
  * none); -EBADMSG if seqs have holes. */
 int audit_leaves_load(struct store *s, uint64_t after, merkle_hash **ret_leaves, uint64_t *ret_n);
-/* Schema 1 (hash chain) to 2 (leaf column): existing entries become the first leaves. */
+/* Audit schema 1 (hash chain) to 2 (leaf column): existing entries become the first leaves;
+ * run inside the store's migration transaction. */
 int audit_migrate(struct store *s);

@@ -41,7 +41,7 @@ static void test_migration_from_hash_chain(void **state)
                          " detail TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);"
                          "INSERT INTO old SELECT seq, time_ms, kind, subject, actor, detail,"
                          " prev_hash, hash FROM audit; DROP TABLE audit;"
-                         "ALTER TABLE old RENAME TO audit;",
+                         "ALTER TABLE old RENAME TO audit; PRAGMA user_version = 0;",
                          NULL, NULL, NULL),
             SQLITE_OK);
         store_close(s);

@@ -113,7 +113,8 @@ static void test_token_migration_and_expiry(void **state)
                                       " UNIQUE, created_ms INTEGER NOT NULL, revoked_ms INTEGER);"
                                       "INSERT INTO t2 SELECT name, hash, created_ms, revoked_ms"
                                       " FROM tokens; DROP TABLE tokens;"
-                                      "ALTER TABLE t2 RENAME TO tokens;",
+                                      "ALTER TABLE t2 RENAME TO tokens;"
+                                      "PRAGMA user_version = 0;", /* unversioned */
                                       NULL, NULL, NULL),
                          SQLITE_OK);
         sqlite3_close(db);

@@ -110,7 +110,6 @@ static void test_strict_decoding(void **state)
         expect_reject(HB_PREFIX "\"cpu_percent\":1," HB_MEM HB_TAIL0 "}", "'creations'");
         expect_reject(HB_PREFIX "\"cpu_percent\":1," HB_MEM HB_TAIL0 ",\"creations\":-1}",
                       "'creations'");
-        expect_reject("{\"v\":2}", "unsupported heartbeat version 2");
         expect_reject("{\"v\":1,\"node\":\"Bad Id\"}", "not a valid node id");
         expect_reject("{\"v\":1,\"node\":\"n1\",\"node\":\"n2\"}", "malformed JSON");
         expect_reject("{\"v\":[[[1]]]}", "nested deeper");
@@ -119,6 +118,43 @@ static void test_strict_decoding(void **state)
         expect_reject("{\"v\":1,\"node\":\"n1\",\"epoch\":1,\"boot\":\"0123\"}",
                       "'boot' is not 16 hex digits");
         expect_reject("{\"v\":1,\"node\":\"n1\",\"epoch\":1,\"boot\":7}", "'boot'");
+}
+
+static void expect_version_refused(const char *text, const char *reason)
+{
+        struct heartbeat out;
+        char err[256] = "";
+
+        assert_int_equal(heartbeat_decode(text, strlen(text), &out, err, sizeof(err)), -EPROTO);
+        if (!strstr(err, reason))
+                fail_msg("'%s' refused with '%s', expected '%s'", text, err, reason);
+}
+
+/* One version step either side is read (common/heartbeat.h): version N+1 with fields this build
+ * does not know, as a newer vmhost sends it, is read by the fields it knows; N-1 (a 0.x vmhost's
+ * heartbeat: version 1 without boot or disk_free_mib) is read as before; two steps away is
+ * refused as a version, not as malformed, whatever else it holds. */
+static void test_versions(void **state)
+{
+        static const char newer[] =
+            "{\"v\":2,\"node\":\"n1\",\"epoch\":1,\"seq\":1,"
+            "\"interval_ms\":10000,\"cpus\":2,\"cpu_percent\":1,"
+            "\"gpu_percent\":7," HB_MEM HB_TAIL0 ",\"creations\":0,\"numa\":[1,2]}";
+        static const char older[] = HB_PREFIX "\"cpu_percent\":1," HB_MEM HB_TAIL;
+        struct heartbeat out;
+        char err[256] = "";
+
+        assert_int_equal(heartbeat_decode(newer, strlen(newer), &out, err, sizeof(err)), 0);
+        assert_int_equal(out.version, 2);
+        assert_int_equal(out.mem_available_mib, 50);
+        assert_false(out.disk_known);
+        assert_int_equal(heartbeat_decode(older, strlen(older), &out, err, sizeof(err)), 0);
+        assert_int_equal(out.version, 1);
+        /* a newer version's known fields keep their bounds */
+        expect_reject("{\"v\":2,\"node\":\"n1\",\"epoch\":0}", "'epoch'");
+        expect_version_refused("{\"v\":3,\"node\":\"n1\",\"future\":1}",
+                               "heartbeat version 3 is outside the versions 1..2");
+        expect_version_refused("{\"v\":0}", "version 0 is outside");
 }
 
 /* boot is optional: a sender without one (older vmhost, test tools) still decodes */
@@ -186,6 +222,7 @@ int main(void)
             cmocka_unit_test(test_roundtrip),
             cmocka_unit_test(test_strict_decoding),
             cmocka_unit_test(test_boot_optional),
+            cmocka_unit_test(test_versions),
             cmocka_unit_test(test_oversized_refused),
             cmocka_unit_test(test_encode_refuses_bad_fields),
             cmocka_unit_test(test_node_id_rules),
