@@ -111,8 +111,8 @@ static void test_parse_hostile(void **state)
             "public_key=zz\n",
             "noequals\n",
             "=x\n",
-            "public_key=0101010101010101010101010101010101010101010101010101010101010101\n"
-            "allowed_ip=10.77.0.2/33\n",
+            ("public_key=0101010101010101010101010101010101010101010101010101010101010101\n"
+             "allowed_ip=10.77.0.2/33\n"), /* one entry: a peer, then its bad allowed IP */
             "errno=abc\n",
         };
         char longline[1024];
