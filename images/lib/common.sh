@@ -117,8 +117,9 @@ img_source_date_epoch() {
   elif sde=$(git -c safe.directory='*' -C "$top" log -1 --format=%ct 2>/dev/null) && [ -n "$sde" ]; then
     :
   elif [ -f "$top/debian/changelog" ] &&
-    sde=$(dpkg-parsechangelog -l "$top/debian/changelog" -STimestamp 2>/dev/null) && [ -n "$sde" ]; then
-    :
+    sde=$(sed -n 's/^ -- .*>  //p' "$top/debian/changelog" | head -n1 | xargs -r -I{} date -u -d {} +%s 2>/dev/null) &&
+    [ -n "$sde" ]; then
+    : # the trailer line of the newest entry, as dpkg-parsechangelog -STimestamp reads it
   else
     img_die "cannot derive SOURCE_DATE_EPOCH (no git history, no debian/changelog); set it"
   fi

@@ -224,3 +224,28 @@ def test_a_bad_source_date_epoch_is_refused_and_writes_nothing(tmp, bad):
     assert r.returncode != 0
     assert f"SOURCE_DATE_EPOCH '{bad}' is not a number of seconds" in r.stderr
     assert not os.path.exists(out)
+
+
+def test_the_default_epoch_is_the_last_commit_else_the_changelog(tmp):
+    """Without SOURCE_DATE_EPOCH: the source tree's last commit; in a tree without git history
+    (a tarball), the newest debian/changelog entry, as dpkg-parsechangelog reads it."""
+    env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
+    git = subprocess.run(["git", "-c", "safe.directory=*", "-C", SRC, "log", "-1", "--format=%ct"],
+                         capture_output=True, text=True)
+    if git.returncode == 0 and git.stdout.strip():
+        out = os.path.join(tmp, "default-git")
+        subprocess.run([BUILD, out, "--cache", DEB_CACHE], env=env, check=True,
+                       capture_output=True, timeout=600)
+        m = json.load(open(os.path.join(out, "manifest.json")))
+        assert m["source_date_epoch"] == int(git.stdout)
+    tree = os.path.join(tmp, "tarball")
+    shutil.copytree(os.path.join(SRC, "images"), os.path.join(tree, "images"))
+    os.makedirs(os.path.join(tree, "debian"))
+    shutil.copy(os.path.join(SRC, "debian", "changelog"), os.path.join(tree, "debian"))
+    out = os.path.join(tmp, "default-changelog")
+    subprocess.run([os.path.join(tree, "images", "build-test-image"), out, "--cache", DEB_CACHE],
+                   env=env, check=True, capture_output=True, timeout=600)
+    m = json.load(open(os.path.join(out, "manifest.json")))
+    want = subprocess.run(["dpkg-parsechangelog", "-l", os.path.join(tree, "debian", "changelog"),
+                           "-STimestamp"], capture_output=True, text=True, check=True).stdout
+    assert m["source_date_epoch"] == int(want)
