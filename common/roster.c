@@ -38,6 +38,7 @@ void roster_free(struct roster *r)
         if (!r)
                 return;
         free(r->nodes);
+        free(r->revoked);
         free(r->by_addr);
         free(r);
 }
@@ -81,16 +82,89 @@ static int roster_parse_node(const json_t *o, struct roster_node *n, struct json
         return 0;
 }
 
+static int roster_id_cmp(const void *a, const void *b)
+{
+        return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static int roster_parse_revoked_one(const json_t *o, struct roster_revoked *v,
+                                    struct json_input_error *err)
+{
+        static const char *const fields[] = {"id", "wg_public_key", "mesh_address", NULL};
+        int r = 0;
+
+        r = r ?: json_input_check_keys(o, fields, err);
+        r = r ?: json_input_copy_string(o, "id", true, v->id, sizeof(v->id), err);
+        r = r
+                ?: json_input_copy_string(o, "wg_public_key", false, v->wg_public_key,
+                                          sizeof(v->wg_public_key), err);
+        r = r
+                ?: json_input_copy_string(o, "mesh_address", true, v->mesh_address,
+                                          sizeof(v->mesh_address), err);
+        if (r < 0)
+                return r;
+        if (!ident_valid(IDENT_NODE, v->id))
+                return json_input_fail(err, "revoked node id '%s' is not valid", v->id);
+        if (inet_pton(AF_INET, v->mesh_address, &v->addr) != 1)
+                return json_input_fail(err, "revoked node '%s' has invalid mesh_address '%s'",
+                                       v->id, v->mesh_address);
+        return 0;
+}
+
+/* No id twice among members and revoked nodes together (sorted, O(n log n): the roster is
+ * parsed before its signature is checked). */
+static int roster_check_revoked_ids(const struct roster *r, struct json_input_error *err)
+{
+        size_t n = r->n_nodes + r->n_revoked;
+        const char **ids = calloc(n ? n : 1, sizeof(*ids));
+        int ret = 0;
+
+        if (!ids)
+                return -ENOMEM;
+        for (size_t i = 0; i < r->n_nodes; i++)
+                ids[i] = r->nodes[i].id;
+        for (size_t i = 0; i < r->n_revoked; i++)
+                ids[r->n_nodes + i] = r->revoked[i].id;
+        qsort(ids, n, sizeof(*ids), roster_id_cmp);
+        for (size_t i = 1; i < n && ret == 0; i++)
+                if (strcmp(ids[i], ids[i - 1]) == 0)
+                        ret = json_input_fail(err, "revoked node '%s' is a member or revoked twice",
+                                              ids[i]);
+        free(ids);
+        return ret;
+}
+
+/* "revoked": optional; no id twice, and no id or address that is also a member's. */
+static int roster_parse_revoked(const json_t *o, struct roster *r, struct json_input_error *err)
+{
+        json_t *a = json_object_get(o, "revoked");
+        int ret;
+
+        if (!a)
+                return 0;
+        if (!json_is_array(a) || json_array_size(a) > ROSTER_MAX_NODES)
+                return json_input_fail(err, "field 'revoked' must be an array of at most %d nodes",
+                                       ROSTER_MAX_NODES);
+        r->n_revoked = json_array_size(a);
+        r->revoked = calloc(r->n_revoked ? r->n_revoked : 1, sizeof(*r->revoked));
+        if (!r->revoked)
+                return -ENOMEM;
+        for (size_t i = 0; i < r->n_revoked; i++) {
+                ret = roster_parse_revoked_one(json_array_get(a, i), &r->revoked[i], err);
+                if (ret < 0)
+                        return ret;
+                if (roster_find_by_address(r, r->revoked[i].addr))
+                        return json_input_fail(err, "revoked node '%s' has a member's address '%s'",
+                                               r->revoked[i].id, r->revoked[i].mesh_address);
+        }
+        return roster_check_revoked_ids(r, err);
+}
+
 static int roster_index_cmp(const void *a, const void *b)
 {
         const struct roster_addr_index *x = a, *y = b;
 
         return x->addr < y->addr ? -1 : x->addr > y->addr;
-}
-
-static int roster_id_cmp(const void *a, const void *b)
-{
-        return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
 static int roster_check_unique_ids(const struct roster *r)
@@ -149,7 +223,7 @@ static int roster_parse_object(const json_t *o, struct roster *r, struct json_in
 {
         static const char *const fields[] = {
             "v",     "version",   "fleet_id",           "controller", "genesis_public_key",
-            "nodes", "signature", "controller_pin_key", NULL};
+            "nodes", "signature", "controller_pin_key", "revoked",    NULL};
         json_t *nodes;
         uint64_t v;
         int ret = 0;
@@ -186,6 +260,7 @@ static int roster_parse_object(const json_t *o, struct roster *r, struct json_in
                         return ret;
         }
         ret = roster_build_index(r, err);
+        ret = ret ?: roster_parse_revoked(o, r, err);
         if (ret == 0 && !roster_find_by_id(r, r->controller))
                 return json_input_fail(err, "controller '%s' is not a node of the roster",
                                        r->controller);
@@ -263,6 +338,23 @@ const struct roster_node *roster_find_by_id(const struct roster *r, const char *
         return NULL;
 }
 
+const struct roster_revoked *roster_find_revoked(const struct roster *r, const char *id)
+{
+        for (size_t i = 0; i < r->n_revoked; i++)
+                if (strcmp(r->revoked[i].id, id) == 0)
+                        return &r->revoked[i];
+        return NULL;
+}
+
+const struct roster_revoked *roster_find_revoked_by_address(const struct roster *r,
+                                                            struct in_addr addr)
+{
+        for (size_t i = 0; i < r->n_revoked; i++)
+                if (r->revoked[i].addr.s_addr == addr.s_addr)
+                        return &r->revoked[i];
+        return NULL;
+}
+
 static json_t *roster_node_to_json(const struct roster_node *n)
 {
         return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "id", n->id, "name", n->name, "role",
@@ -282,6 +374,16 @@ static json_t *roster_to_json_unsigned(const struct roster *r)
                       r->genesis_public_key, "nodes", nodes);
         if (o && r->controller_pin_key[0])
                 json_object_set_new(o, "controller_pin_key", json_string(r->controller_pin_key));
+        if (o && r->n_revoked) {
+                json_t *a = json_array();
+
+                for (size_t i = 0; i < r->n_revoked; i++)
+                        json_array_append_new(
+                            a, json_pack("{s:s, s:s, s:s}", "id", r->revoked[i].id, "wg_public_key",
+                                         r->revoked[i].wg_public_key, "mesh_address",
+                                         r->revoked[i].mesh_address));
+                json_object_set_new(o, "revoked", a);
+        }
         return o;
 }
 

@@ -28,6 +28,16 @@ struct roster_node {
         char endpoint[ROSTER_ENDPOINT_MAX + 1]; /* "host:port" or empty when not reachable */
 };
 
+/* A node the genesis removed (totebox-pair remove-node): kept in the roster so that every
+ * member can tell a revoked node from a stranger (fleetd counts its heartbeats as `revoked`,
+ * its VMs show as on a removed node) and so that its mesh address is never handed out again. */
+struct roster_revoked {
+        char id[NODE_ID_MAX + 1];
+        char wg_public_key[WG_KEY_B64_LEN + 1];
+        char mesh_address[INET_ADDRSTRLEN];
+        struct in_addr addr;
+};
+
 struct roster {
         uint64_t version;
         char fleet_id[NODE_ID_MAX + 1];
@@ -39,6 +49,10 @@ struct roster {
         char controller_pin_key[WG_KEY_B64_LEN + 1];
         size_t n_nodes;
         struct roster_node *nodes;
+        /* removed nodes; absent from the canonical form when there are none, so rosters from
+         * before the field verify unchanged */
+        size_t n_revoked;
+        struct roster_revoked *revoked;
         bool signed_;
         uint8_t signature[64];
         struct roster_addr_index *by_addr; /* sorted by address for lookups */
@@ -55,6 +69,11 @@ struct roster *roster_load_file(const char *path, char *err, size_t errsize);
 void roster_free(struct roster *r);
 const struct roster_node *roster_find_by_address(const struct roster *r, struct in_addr addr);
 const struct roster_node *roster_find_by_id(const struct roster *r, const char *id);
+/* The revoked entry with this id, or NULL. */
+const struct roster_revoked *roster_find_revoked(const struct roster *r, const char *id);
+/* The revoked entry with this mesh address, or NULL. */
+const struct roster_revoked *roster_find_revoked_by_address(const struct roster *r,
+                                                            struct in_addr addr);
 const char *roster_role_name(enum roster_role role);
 int roster_role_parse(const char *s, enum roster_role *ret);
 /* Serialises to JSON (a new reference), with the signature when signed. */

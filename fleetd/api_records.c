@@ -153,7 +153,8 @@ static int records_target(struct api_request *req, struct api_response *resp, ch
         else if (!node || ns != NODE_ALIVE)
                 api_problem(resp, 409, "node-unreachable",
                             "VM '%s' is pinned to node '%s', which is '%s'; it is not moved", id,
-                            vm->node_id, node ? node_state_name(ns) : "not in the roster");
+                            vm->node_id,
+                            node ? node_state_name(ns) : node_absent_name(&f->table, vm->node_id));
         else {
                 snprintf(ret_address, size, "%s", node->rn->mesh_address);
                 snprintf(ret_node, nsize, "%s", vm->node_id);

@@ -674,7 +674,8 @@ static int verb_check(struct fleetd *f, const char *vm_id, const struct vm_verb 
         else if (!node || ns == NODE_EVICTED || ns == NODE_UNSEEN || ns == NODE_SUSPECT)
                 verb_problem(o, 409, "node-unreachable",
                              "VM '%s' is pinned to node '%s', which is '%s'; it is not moved",
-                             vm->id, vm->node_id, node ? node_state_name(ns) : "not in the roster");
+                             vm->id, vm->node_id,
+                             node ? node_state_name(ns) : node_absent_name(&f->table, vm->node_id));
         else if (v->starts && verb_room_check(f, vm, node, v, o) < 0)
                 return -ENOSPC;
         else {

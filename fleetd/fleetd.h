@@ -165,6 +165,7 @@ enum hb_drop {
         HB_DROP_NODE_MISMATCH,
         HB_DROP_REPLAYED,
         HB_DROP_VERSION, /* a protocol version outside what this fleetd reads */
+        HB_DROP_REVOKED, /* from the address of a node the genesis removed */
         HB_DROP_MAX
 };
 
@@ -317,6 +318,9 @@ void node_refresh_figures(struct fleet_node *n);
 int node_table_ingest(struct node_table *t, const char *buf, size_t len, struct in_addr src,
                       uint64_t now_ms, char *err, size_t errsize);
 const char *node_state_name(enum node_state s);
+/* What a node id that has no entry in the table is: "removed" when the roster lists it as
+ * revoked, else "not-in-roster". */
+const char *node_absent_name(const struct node_table *t, const char *id);
 const char *hb_drop_name(enum hb_drop d);
 /* The node's samples of the last window_ms, oldest first, as
  * [{"at": RFC 3339, "cpu_percent", "available_mib", "committed_mib", "total_mib"}];

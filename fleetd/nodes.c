@@ -12,8 +12,8 @@
 
 static const char *const node_state_names[] = {"unseen", "alive", "unhealthy", "suspect",
                                                "evicted"};
-static const char *const hb_drop_names[] = {"malformed",     "oversized", "unknown_address",
-                                            "node_mismatch", "replayed",  "version"};
+static const char *const hb_drop_names[] = {
+    "malformed", "oversized", "unknown_address", "node_mismatch", "replayed", "version", "revoked"};
 
 const char *node_state_name(enum node_state s)
 {
@@ -23,6 +23,11 @@ const char *node_state_name(enum node_state s)
 const char *hb_drop_name(enum hb_drop d)
 {
         return hb_drop_names[d];
+}
+
+const char *node_absent_name(const struct node_table *t, const char *id)
+{
+        return t->roster && roster_find_revoked(t->roster, id) ? "removed" : "not-in-roster";
 }
 
 static int node_id_index_cmp(const void *a, const void *b)
@@ -284,6 +289,11 @@ int node_table_ingest(struct node_table *t, const char *buf, size_t len, struct 
                 return node_table_drop(t, HB_DROP_OVERSIZED);
         }
         rn = roster_find_by_address(t->roster, src);
+        if (!rn && roster_find_revoked_by_address(t->roster, src)) {
+                snprintf(err, errsize, "node '%s' was removed from the roster",
+                         roster_find_revoked_by_address(t->roster, src)->id);
+                return node_table_drop(t, HB_DROP_REVOKED);
+        }
         if (!rn) {
                 snprintf(err, errsize, "address is not in the roster");
                 return node_table_drop(t, HB_DROP_UNKNOWN_ADDRESS);

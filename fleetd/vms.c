@@ -283,9 +283,9 @@ json_t *vm_to_json(struct fleetd *f, const struct fleet_vm *vm, uint64_t now_ms)
                       (json_int_t)vm->vault_disk_mib, "created_at", when, "status",
                       vm_status_name(vm->status), "lifecycle", vm_lifecycle_name(vm->lifecycle),
                       "state", vm_observed_state(f, vm, ns), "node_state",
-                      n ? node_state_name(ns) : "not-in-roster", "pin", "fleet_id",
-                      f->table.roster ? f->table.roster->fleet_id : "", "node_id", vm->node_id,
-                      "reserved", vm->reserved);
+                      n ? node_state_name(ns) : node_absent_name(&f->table, vm->node_id), "pin",
+                      "fleet_id", f->table.roster ? f->table.roster->fleet_id : "", "node_id",
+                      vm->node_id, "reserved", vm->reserved);
         json_object_set_new(o, "reason", vm->reason[0] ? json_string(vm->reason) : json_null());
         if (vm->integrity_obj)
                 json_object_set(o, "integrity", vm->integrity_obj);

@@ -256,6 +256,13 @@ static int cmd_controller_key(const struct pair_args *a, const char *arg)
         return pair_controller_key_set(a->state_dir, arg, a->node_api_port, a->no_wg, stdout);
 }
 
+static int cmd_remove_node(const struct pair_args *a, const char *arg)
+{
+        if (pair_need(arg, "NODE-ID") < 0)
+                return -EINVAL;
+        return pair_node_remove(a->state_dir, arg, a->node_api_port, a->no_wg, stdout);
+}
+
 static int cmd_up(const struct pair_args *a, const char *arg)
 {
         char err[320];
@@ -369,6 +376,9 @@ static const struct pair_command {
     {"apply-roster", 1, cmd_apply_roster, "apply-roster ROSTER-FILE [--no-wg]"},
     {"controller-key", 1, cmd_controller_key,
      "controller-key PIN-PUBLIC-KEY [--node-api-port 9172] (genesis: publish fleetd's pin key)"},
+    {"remove-node", 1, cmd_remove_node,
+     "remove-node NODE-ID [--node-api-port 9172] [--no-wg] (genesis: revoke a node; its key "
+     "leaves every peer)"},
     {"up", 0, cmd_up, "up (create the interface from the state and apply the stored roster)"},
     {"peers", 0, cmd_peers, "peers (the interface's peers and their latest handshakes)"},
     {"show", 0, cmd_show,

@@ -237,6 +237,12 @@ void pair_roster_push(const struct roster *r, const char *self_id, const char *j
  * signs, stores, applies and pushes it (pairing_controller.c). */
 int pair_controller_key_set(const char *state_dir, const char *pin_key, unsigned node_api_port,
                             bool no_wg, FILE *out);
+/* Genesis: removes (revokes) node id: a new roster version without it and with it in `revoked`,
+ * signed, stored, applied to this node's interface (unless no_wg) and pushed to every member
+ * (pairing_remove.c). Refuses the genesis itself, the controller and an unknown id; an id
+ * already revoked is reported and left as it is (0). */
+int pair_node_remove(const char *state_dir, const char *id, unsigned node_api_port, bool no_wg,
+                     FILE *out);
 
 /* --- the privileged half of the pairing server (pairing_priv.c) ---
  * `totebox-pair serve` runs as two processes. The parent keeps the state directory, the genesis

@@ -124,6 +124,10 @@ static int pair_next_address(const struct roster *r, const char *subnet, char ou
                 if (v > hi)
                         hi = v;
         }
+        /* a removed node's address is never handed out again */
+        for (size_t i = 0; i < r->n_revoked; i++)
+                if (ntohl(r->revoked[i].addr.s_addr) > hi)
+                        hi = ntohl(r->revoked[i].addr.s_addr);
         if (hi < lo)
                 hi = lo;
         if (hi + 1 >= lo + (1u << (32 - prefix)) - 1)
@@ -147,6 +151,15 @@ static struct roster *pair_roster_with(const struct roster *cur, const struct pa
                                         req->name, "role", roster_role_name(req->role),
                                         "wg_public_key", req->wg_public_key, "mesh_address", addr,
                                         "endpoint", req->endpoint));
+        /* A node rejoining under a removed name (a reinstall, admitted through a new SAS-checked
+         * ceremony) is a member again: its old entry leaves the revoked list. */
+        json_t *revoked = json_object_get(o, "revoked");
+        for (size_t i = json_array_size(revoked); i-- > 0;)
+                if (strcmp(json_string_value(json_object_get(json_array_get(revoked, i), "id")),
+                           req->name) == 0)
+                        json_array_remove(revoked, i);
+        if (revoked && json_array_size(revoked) == 0)
+                json_object_del(o, "revoked");
         /* The cloud node runs the fleet controller once it has joined. */
         if (req->role == ROSTER_ROLE_CLOUD) {
                 json_object_set_new(o, "controller", json_string(req->name));

@@ -105,3 +105,42 @@ img_pick_accel() {
     *) img_die "unknown accelerator '$1' (auto, kvm or tcg)" ;;
   esac
 }
+
+# The build's SOURCE_DATE_EPOCH (reproducible-builds.org): every timestamp an image holds is
+# this instant or clamped to it, so two builds from the same inputs are bit-for-bit identical.
+# Taken from the environment when set; else the source tree's last commit; else the date of
+# debian/changelog's newest entry (a tarball without .git). $1 is the source tree's root.
+img_source_date_epoch() {
+  local top=$1 sde=${SOURCE_DATE_EPOCH:-}
+  if [ -n "$sde" ]; then
+    [[ $sde =~ ^[0-9]{1,12}$ ]] || img_die "SOURCE_DATE_EPOCH '$sde' is not a number of seconds"
+  elif sde=$(git -c safe.directory='*' -C "$top" log -1 --format=%ct 2>/dev/null) && [ -n "$sde" ]; then
+    :
+  elif [ -f "$top/debian/changelog" ] &&
+    sde=$(sed -n 's/^ -- .*>  //p' "$top/debian/changelog" | head -n1 | xargs -r -I{} date -u -d {} +%s 2>/dev/null) &&
+    [ -n "$sde" ]; then
+    : # the trailer line of the newest entry, as dpkg-parsechangelog -STimestamp reads it
+  else
+    img_die "cannot derive SOURCE_DATE_EPOCH (no git history, no debian/changelog); set it"
+  fi
+  echo "$sde"
+}
+
+# A file-system UUID derived from a string: the same image name gives the same UUID in every
+# build (a random one would differ each time). Shaped as an RFC 4122 version 4 UUID.
+img_uuid_from() {
+  local h
+  h=$(printf '%s' "$1" | sha256sum | cut -c1-32)
+  printf '%s-%s-4%s-8%s-%s\n' "${h:0:8}" "${h:8:4}" "${h:13:3}" "${h:17:3}" "${h:20:12}"
+}
+
+# Clamps every mtime under DIR to EPOCH (files newer than it get it), then sets the
+# directories' own mtimes, which adding entries changed, to EPOCH as well.
+img_clamp_mtimes() {
+  local dir=$1 epoch=$2
+  find "$dir" -newermt "@$epoch" -print0 | xargs -0r touch -h -d "@$epoch"
+  find "$dir" -type d -print0 | xargs -0r touch -h -d "@$epoch"
+}
+
+# The installed Debian version of PACKAGE, or "unknown" when dpkg does not know it.
+img_pkg_version() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo unknown; }

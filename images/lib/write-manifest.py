@@ -2,6 +2,7 @@
 """images/lib/write-manifest.py: writes a Totebox image manifest (schemas/image-manifest.schema.json)
 from key=value arguments given by build-totebox-image. It owns the manifest's shape: types are
 enforced here (integers, booleans, nulls), so the shell never writes JSON by hand. Stdlib only."""
+import hashlib
 import json
 import os
 import sys
@@ -26,12 +27,30 @@ def opt(value):
     return value if value else None
 
 
+def packages(a):
+    """The image's Debian packages as seal.sh listed them: {name: version}, the count the guest
+    gave, and whether the list is complete (as many lines as it said). None without a list."""
+    path = a.get("packages_file")
+    if not path:
+        return None
+    listed = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            name, _, version = line.strip().partition(" ")
+            if name and version:
+                listed[name] = version
+    said = int(a["packages_said"]) if a.get("packages_said") else None
+    text = "".join(f"{k} {v}\n" for k, v in sorted(listed.items()))
+    return {"count": len(listed), "said": said, "complete": said == len(listed),
+            "sha256": hashlib.sha256(text.encode()).hexdigest(), "versions": listed}
+
+
 def build(a):
     stages = []
     for item in filter(None, a.get("stages", "").split(";")):
         name, _, secs = item.rpartition("=")
         stages.append({"name": name, "seconds": float(secs)})
-    return {
+    out = {
         "manifest_version": 1,
         "name": a["name"],
         "image": {
@@ -68,6 +87,10 @@ def build(a):
             "stages": stages,
         },
     }
+    pk = packages(a)
+    if pk is not None:
+        out["packages"] = pk
+    return out
 
 
 def main():

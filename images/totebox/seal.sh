@@ -18,6 +18,13 @@ rm -f /var/lib/dbus/machine-id /etc/ssh/ssh_host_* /var/lib/systemd/random-seed
 journalctl --rotate >/dev/null 2>&1 || true
 journalctl --vacuum-time=1s >/dev/null 2>&1 || true
 rm -rf /tmp/* /var/tmp/* 2>/dev/null || true
+# The image's package versions, for its manifest (one line each, then the count, so that the host
+# can tell a complete list from one the console garbled).
+n=$(dpkg-query -W -f='${binary:Package} ${Version}\n' 2>/dev/null | while read -r pkg ver; do
+  say "package $pkg $ver"
+  echo x
+done | wc -l)
+say "packages $n"
 sync
 fstrim -a >/dev/null 2>&1 || true
 say "sealed"

@@ -1,4 +1,5 @@
 # ctest-labels: slow image-build
+# ctest-timeout: 2400
 """End to end, under QEMU/TCG: build the offline Debian base image (images/build-debian-base),
 turn it into a Totebox image through the real entry point (images/build-totebox-image --base),
 boot the result with a blank vault disk and the agent's virtio-serial channel, and wait for the
@@ -162,6 +163,12 @@ def test_totebox_image_manifest_and_stages(totebox_image, debian_base, agent):
                            "signature": {"verified": False, "fingerprint": None}}
     agent_sha = subprocess.run(["sha256sum", agent[0]], capture_output=True, text=True, check=True).stdout.split()[0]
     assert m["agent"]["sha256"] == agent_sha
+    # The inputs a rebuild needs: the package versions seal.sh listed, complete; systemd and
+    # cloud-init are in every such image.
+    pk = m["packages"]
+    assert pk["complete"] and pk["count"] == pk["said"] and pk["count"] > 50, \
+        {k: v for k, v in pk.items() if k != "versions"}
+    assert "systemd" in pk["versions"] and "cloud-init" in pk["versions"]
     names = [s["name"] for s in m["build"]["stages"]]
     assert names[0] == "agent" and "customise (boot under tcg)" in names and names[-1] == "manifest"
     # Every stage is announced with its time on stderr.

@@ -4,6 +4,7 @@ mismatch, a SHA256SUMS signed by the wrong key, a boot that never finishes keeps
 log), and vault-format's rule (format only a blank disk) on a real loop device.
 Runs real scripts and tools; nothing is mocked. The Ubuntu "mirror" is a loopback HTTP server."""
 import functools
+import hashlib
 import http.server
 import json
 import os
@@ -60,6 +61,29 @@ def test_manifest_writer_output_matches_schema(schema, tmp_path):
     schema.validate(m)
     assert m["source"]["release"] is None and m["build"]["seconds"] == 120.0
     assert m["build"]["stages"][1] == {"name": "customise (boot under tcg)", "seconds": 100.5}
+
+
+def test_manifest_records_the_package_versions(schema, tmp_path):
+    """The package list seal.sh printed: versions by name, a digest a rebuild compares, and
+    'complete' only when the guest's own count matches (a garbled console is not hidden)."""
+    lst = tmp_path / "packages.txt"
+    lst.write_text("libc6:amd64 2.36-9+deb12u4\nsystemd 252.19-1~deb12u1\n")
+    m = write_manifest(tmp_path, packages_file=str(lst), packages_said="2")
+    schema.validate(m)
+    assert m["packages"]["versions"] == {"libc6:amd64": "2.36-9+deb12u4",
+                                         "systemd": "252.19-1~deb12u1"}
+    assert m["packages"]["count"] == 2 and m["packages"]["complete"] is True
+    want = hashlib.sha256(b"libc6:amd64 2.36-9+deb12u4\nsystemd 252.19-1~deb12u1\n").hexdigest()
+    assert m["packages"]["sha256"] == want
+    m = write_manifest(tmp_path, packages_file=str(lst), packages_said="3")
+    assert m["packages"]["complete"] is False and m["packages"]["said"] == 3
+    m = write_manifest(tmp_path, packages_file=str(lst), packages_said="")
+    assert m["packages"]["complete"] is False and m["packages"]["said"] is None
+    schema.validate(m)
+    bad = json.loads(json.dumps(m))
+    bad["packages"]["versions"]["evil pkg"] = "1"
+    assert not schema.is_valid(bad)
+    assert "packages" not in write_manifest(tmp_path)
 
 
 def test_manifest_schema_rejects_bad_documents(schema, tmp_path):

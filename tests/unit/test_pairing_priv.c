@@ -227,6 +227,48 @@ static void test_name_taken(void **state)
         assert_null(roster);
 }
 
+/* A node the genesis removed (revoked, address 10.77.0.5) rejoins under its name after a
+ * reinstall: it is a member again, out of the revoked list, and gets a fresh address above
+ * every member's and revoked one (a removed address is never handed out again). */
+static void test_rejoin_after_removal(void **state)
+{
+        struct fx *fx = *state;
+        struct pair_priv_sign_join j = joiner("old");
+        union pair_priv_msg m;
+        struct roster *cur, *v2, *r;
+        char *roster = NULL, err[256];
+        uint8_t buf[1024], sk[64];
+        json_t *o;
+
+        cur = pair_roster_load(fx->dir, err, sizeof(err));
+        assert_non_null(cur);
+        assert_int_equal(pair_genesis_key_load(fx->dir, sk), 0);
+        o = roster_to_json(cur);
+        json_object_del(o, "signature");
+        json_object_set_new(o, "version", json_integer(2));
+        json_object_set_new(o, "revoked",
+                            json_pack("[{s:s, s:s, s:s}]", "id", "old", "wg_public_key", "",
+                                      "mesh_address", "10.77.0.5"));
+        v2 = roster_from_json_signed(o, sk, err, sizeof(err));
+        assert_non_null(v2);
+        assert_int_equal(pair_roster_store(fx->dir, v2), 0);
+        assert_int_equal(
+            handle(fx, buf, raw(buf, 1, PAIR_PRIV_SIGN_JOIN, sizeof(j), &j, sizeof(j)), err), 0);
+        assert_int_equal(reply(fx, &m, &roster), PAIR_PRIV_SIGNED);
+        assert_int_equal(m.signed_.error, PAIR_ERR_NONE);
+        assert_int_equal(m.signed_.version, 3);
+        assert_string_equal(m.signed_.mesh_address, "10.77.0.6");
+        r = roster_parse(roster, strlen(roster), err, sizeof(err));
+        assert_non_null(r);
+        assert_non_null(roster_find_by_id(r, "old"));
+        assert_int_equal(r->n_revoked, 0);
+        assert_null(strstr(roster, "revoked"));
+        roster_free(r);
+        roster_free(v2);
+        roster_free(cur);
+        free(roster);
+}
+
 /* The network process's decoder: a SIGNED reply whose roster length disagrees. */
 static void test_reply_lengths(void **state)
 {
@@ -264,6 +306,7 @@ int main(void)
             cmocka_unit_test_setup_teardown(test_malformed_refused, setup, teardown),
             cmocka_unit_test_setup_teardown(test_sign_once_then_apply, setup, teardown),
             cmocka_unit_test_setup_teardown(test_name_taken, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_rejoin_after_removal, setup, teardown),
             cmocka_unit_test(test_reply_lengths),
         };
 

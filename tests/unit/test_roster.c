@@ -115,12 +115,73 @@ static void test_sign_verify(void **state)
         roster_free(r);
 }
 
+#define ROSTER_REVOKED                                                                             \
+        "{\"v\":1,\"version\":4,\"fleet_id\":\"fleet\",\"controller\":\"cloud\",\"nodes\":["       \
+        "{\"id\":\"laptop-a\",\"role\":\"node\",\"mesh_address\":\"10.77.0.1\"},"                  \
+        "{\"id\":\"cloud\",\"role\":\"cloud\",\"mesh_address\":\"10.77.0.3\"}],"                   \
+        "\"revoked\":[{\"id\":\"laptop-b\",\"wg_public_key\":\"\",\"mesh_address\":\"10.77.0.2\"}" \
+        "]}"
+
+/* A removed node: found by id and by address, not a member; the list is signed with the rest
+ * and left out of the canonical form when empty (older rosters verify unchanged). */
+static void test_revoked(void **state)
+{
+        uint8_t pk[32], sk[64];
+        char err[256] = "", *canon;
+        struct roster *r = parse(ROSTER_REVOKED, err), *plain = parse(ROSTER3, err);
+        struct in_addr a;
+
+        assert_non_null(r);
+        assert_non_null(plain);
+        assert_int_equal(r->n_revoked, 1);
+        inet_pton(AF_INET, "10.77.0.2", &a);
+        assert_null(roster_find_by_address(r, a));
+        assert_null(roster_find_by_id(r, "laptop-b"));
+        assert_string_equal(roster_find_revoked_by_address(r, a)->id, "laptop-b");
+        assert_string_equal(roster_find_revoked(r, "laptop-b")->mesh_address, "10.77.0.2");
+        assert_null(roster_find_revoked(r, "laptop-a"));
+        canon = roster_canonical(plain);
+        assert_null(strstr(canon, "revoked"));
+        free(canon);
+        assert_int_equal(sodium_init() >= 0, 1);
+        crypto_sign_keypair(pk, sk);
+        assert_int_equal(roster_sign(r, sk), 0);
+        assert_int_equal(roster_verify(r, pk), 0);
+        r->n_revoked = 0; /* dropping the entry (re-admitting the node) breaks the signature */
+        assert_int_equal(roster_verify(r, pk), -EBADMSG);
+        r->n_revoked = 1;
+        roster_free(r);
+        roster_free(plain);
+}
+
+static void test_revoked_rejects(void **state)
+{
+#define HEAD                                                                                       \
+        "{\"v\":1,\"version\":2,\"fleet_id\":\"f\",\"controller\":\"a\",\"nodes\":["               \
+        "{\"id\":\"a\",\"role\":\"node\",\"mesh_address\":\"10.0.0.1\"}],"
+        expect_bad(HEAD "\"revoked\":[{\"id\":\"a\",\"mesh_address\":\"10.0.0.9\"}]}",
+                   "revoked node 'a' is a member or revoked twice");
+        expect_bad(HEAD "\"revoked\":[{\"id\":\"b\",\"mesh_address\":\"10.0.0.1\"}]}",
+                   "revoked node 'b' has a member's address '10.0.0.1'");
+        expect_bad(HEAD "\"revoked\":[{\"id\":\"b\",\"mesh_address\":\"10.0.0.2\"},"
+                        "{\"id\":\"b\",\"mesh_address\":\"10.0.0.3\"}]}",
+                   "revoked node 'b' is a member or revoked twice");
+        expect_bad(HEAD "\"revoked\":[{\"id\":\"b\",\"mesh_address\":\"10.0.0.2\",\"x\":1}]}",
+                   "unknown field 'x'");
+        expect_bad(HEAD "\"revoked\":[{\"id\":\"b\",\"mesh_address\":\"nowhere\"}]}",
+                   "revoked node 'b' has invalid mesh_address");
+        expect_bad(HEAD "\"revoked\":[{\"id\":\"../b\",\"mesh_address\":\"10.0.0.2\"}]}",
+                   "revoked node id '../b' is not valid");
+        expect_bad(HEAD "\"revoked\":{}}", "field 'revoked' must be an array");
+#undef HEAD
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test(test_parse_and_lookup),
-            cmocka_unit_test(test_rejects),
-            cmocka_unit_test(test_sign_verify),
+            cmocka_unit_test(test_parse_and_lookup), cmocka_unit_test(test_rejects),
+            cmocka_unit_test(test_sign_verify),      cmocka_unit_test(test_revoked),
+            cmocka_unit_test(test_revoked_rejects),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
