@@ -280,7 +280,7 @@ int seal_scan_inbox(struct vault *v, uint64_t max_bytes, struct seal_result *ret
 /* Makes a moved record read-only and immutable where allowed, durably; sets e->protect. Shared
  * by sealing and recovery. */
 int seal_protect(int fd, struct ledger_entry *e);
-/* Appends line[from..len) and a newline with one write() and fdatasync, then adds e to the
+/* Appends line[from..len) and a newline with one write() and a syncfs, then adds e to the
  * in-memory ledger. from > 0 completes a torn line this agent started. */
 int seal_append_line(struct vault *v, const struct ledger_entry *e, const char *line, size_t len,
                      size_t from);
