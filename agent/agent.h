@@ -40,6 +40,7 @@ struct agent_config {
         uint64_t verify_threads;
         uint64_t queue_max;
         uint64_t max_record_bytes;
+        uint64_t seal_batch;
         char log_level[16];
 };
 extern const struct config_key agent_config_table[];
@@ -132,10 +133,11 @@ struct ledger {
         merkle_hash mark_root[LEDGER_MARKS];
         size_t nmarks;
         /* set before loading: lines from signed_size on are reported `unsigned` (UINT64_MAX:
-         * no valid signed head to compare with); pending_leaf: an interrupted seal's line */
+         * no valid signed head to compare with); pending_leaf: an interrupted seal's lines,
+         * [k][protect] the leaf of the k-th line past the head (owned) */
         uint64_t signed_size;
-        bool have_pending;
-        merkle_hash pending_leaf[2];
+        size_t npending;
+        merkle_hash (*pending_leaf)[2];
         uint64_t first_immutable_line; /* UINT64_MAX: no entry says "immutable" */
         uint8_t last_line_hash[32];
         uint64_t next_seq;  /* one above the highest sequence seen */
@@ -179,7 +181,9 @@ struct vault {
          * tree head or was appended by this agent. Only then is a head stored or a record
          * sealed; otherwise head_why says why, and the old head is kept as evidence. */
         bool head_ok;
-        bool head_one_past; /* exactly one line past the head: maybe an interrupted seal's */
+        /* lines past the head when the lines it covers match it: maybe an interrupted seal's */
+        size_t head_past;
+        unsigned seal_batch; /* records one seal may carry (1..SEAL_BATCH_MAX) */
         char head_why[200];
 };
 
@@ -231,19 +235,34 @@ void agent_fault_die(void) __attribute__((noreturn));
 void agent_fault_point(const char *point);
 
 /* ---- the seal intent (intent.c) ---- */
+#define SEAL_BATCH_MAX 256 /* records one seal (one intent, one ledger write) may carry */
+
+/* One record of a seal: its ledger entry (protect is decided after the move and stored as
+ * "immutable"; prev is the planned chain, recovery recomputes it from the ledger) and its name in
+ * the inbox. */
 struct seal_intent {
-        struct ledger_entry e; /* protect is decided after the move; stored as "immutable" */
-        char inbox[256];       /* the record's name in the inbox */
-        uint8_t signature[64]; /* the vault key's, over the first two lines (intent_load checks) */
+        struct ledger_entry e;
+        char inbox[256];
+};
+
+/* The intent of one seal of n records (1..SEAL_BATCH_MAX) with consecutive sequence numbers. */
+struct seal_intent_set {
+        struct seal_intent *items; /* owned; intent_set_done frees */
+        size_t n;
+        uint8_t signature[64]; /* the vault key's, over everything before it (intent_load checks) */
         size_t signed_len;
 };
 
-int intent_store(int state_fd, const struct seal_intent *in, const uint8_t sk[STH_SECRET_KEY_LEN]);
+int intent_store(int state_fd, const struct seal_intent *items, size_t n,
+                 const uint8_t sk[STH_SECRET_KEY_LEN]);
 /* -ENOENT when there is none, -EINVAL when it does not parse, -AGENT_ENOTREG, -EKEYREJECTED
- * when pk (NULL: no key to check with) did not sign it. */
-int intent_load(int state_fd, const uint8_t *pk, struct seal_intent *ret);
-/* The intent file's parser (exposed for fuzzing). */
-int intent_parse(const char *buf, size_t len, struct seal_intent *ret);
+ * when pk (NULL: no key to check with) did not sign it. ret is untouched on failure. */
+int intent_load(int state_fd, const uint8_t *pk, struct seal_intent_set *ret);
+/* The intent file's parser (exposed for fuzzing). ret is untouched on failure. */
+int intent_parse(const char *buf, size_t len, struct seal_intent_set *ret);
+void intent_set_done(struct seal_intent_set *s);
+/* Whether assets/NAME is one of the set's assets (s may be NULL). */
+bool intent_set_has_asset(const struct seal_intent_set *s, const char *name);
 int intent_remove(int state_fd);
 /* Renames an intent that cannot be acted on to intent.bad (kept as evidence). */
 int intent_set_aside(int state_fd);
@@ -261,7 +280,7 @@ int seal_scan_inbox(struct vault *v, uint64_t max_bytes, struct seal_result *ret
 /* Makes a moved record read-only and immutable where allowed, durably; sets e->protect. Shared
  * by sealing and recovery. */
 int seal_protect(int fd, struct ledger_entry *e);
-/* Appends line[from..len) and a newline with one write() and fdatasync, then adds e to the
+/* Appends line[from..len) and a newline with one write() and a syncfs, then adds e to the
  * in-memory ledger. from > 0 completes a torn line this agent started. */
 int seal_append_line(struct vault *v, const struct ledger_entry *e, const char *line, size_t len,
                      size_t from);

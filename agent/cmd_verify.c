@@ -193,17 +193,29 @@ int agent_cmd_seal(int argc, char **argv)
         struct mismatch_list scratch, log;
         struct seal_result sr = {0};
         struct vault v;
+        unsigned long batch = SEAL_BATCH_MAX;
         struct sth s;
-        char err[512];
+        char err[512], *end = NULL;
         int r;
 
-        if (argc != 2) {
-                fprintf(stderr, "usage: totebox-agent seal VAULT_DIR  (one pass over the inbox)\n");
+        int at = 1;
+
+        if (argc == 4 && strcmp(argv[1], "--batch") == 0) {
+                errno = 0;
+                batch = strtoul(argv[2], &end, 10);
+                at = errno || *end || batch < 1 || batch > SEAL_BATCH_MAX ? 0 : 3;
+        }
+        if (at == 0 || argc != at + 1) {
+                fprintf(stderr,
+                        "usage: totebox-agent seal [--batch N] VAULT_DIR  (one pass over "
+                        "the inbox; N records a seal, 1..%d, default %d)\n",
+                        SEAL_BATCH_MAX, SEAL_BATCH_MAX);
                 return 2;
         }
         mismatch_list_init(&scratch);
         mismatch_list_init(&log);
-        r = vault_open(&v, argv[1], "", false, &scratch, err, sizeof(err));
+        r = vault_open(&v, argv[at], "", false, &scratch, err, sizeof(err));
+        v.seal_batch = (unsigned)batch;
         if (r == 0)
                 r = agent_drop_privileges(agent_caps_daemon, NULL, err, sizeof(err));
         if (r < 0) {

@@ -29,6 +29,8 @@ const struct config_key agent_config_table[] = {
       "messages queued for the host before the oldest is dropped"),
     K("max_record_bytes", CONFIG_UINT, max_record_bytes, 1, UINT64_MAX / 2, "68719476736",
       "largest record sealed; bigger ones stay in the inbox"),
+    K("seal_batch", CONFIG_UINT, seal_batch, 1, 256, "256",
+      "records sealed together (one intent, one ledger write, one head); 1: one at a time"),
     K("log_level", CONFIG_STRING, log_level, 16, 16, "info", "error, warn, info or debug"),
     {0},
 };

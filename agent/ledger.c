@@ -288,6 +288,7 @@ void ledger_done(struct ledger *l)
         free(l->paths);
         free(l->seqs);
         free(l->leaves);
+        free(l->pending_leaf);
         ledger_init(l);
         l->seq_only = seq_only;
 }
@@ -466,9 +467,10 @@ struct ledger_loader {
 static void ledger_note_unsigned(struct ledger_loader *ld, const struct ledger_line *ln)
 {
         const struct ledger *l = ld->l;
-        bool pending = l->have_pending && l->n == l->signed_size &&
-                       (!memcmp(ln->leaf, l->pending_leaf[0], MERKLE_HASH_LEN) ||
-                        !memcmp(ln->leaf, l->pending_leaf[1], MERKLE_HASH_LEN));
+        uint64_t k = l->n - l->signed_size;
+        bool pending = l->pending_leaf && l->n >= l->signed_size && k < l->npending &&
+                       (!memcmp(ln->leaf, l->pending_leaf[k][0], MERKLE_HASH_LEN) ||
+                        !memcmp(ln->leaf, l->pending_leaf[k][1], MERKLE_HASH_LEN));
 
         if (pending)
                 mismatch_add(ld->mm, "unsigned", ln->e.path,

@@ -281,6 +281,7 @@ static int agent_setup(struct agent *a)
         r = channel_init(&a->ch, a->cfg.channel, a->cfg.queue_max);
         if (r < 0)
                 return r;
+        a->v.seal_batch = (unsigned)a->cfg.seal_batch;
         diode_init(&a->dio, &a->v, &a->ch, a->cfg.max_record_bytes);
         snprintf(inbox, sizeof(inbox), "%s/app-console-input", a->v.dir);
         a->inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);

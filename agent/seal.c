@@ -115,10 +115,69 @@ int seal_append_line(struct vault *v, const struct ledger_entry *e, const char *
         }
         v->ledger.file_size -= from; /* counted when loaded; ledger_push adds the whole line */
         agent_fault_point("appended");
-        if (fdatasync(v->ledger_fd) < 0)
+        if (syncfs(v->ledger_fd) < 0) /* not fdatasync: see seal_append_lines */
                 return -errno;
         v->ledger.ends_clean = true;
         return ledger_push(&v->ledger, e, line, len);
+}
+
+/* The lines of a seal's n records, chained (each prev the hash of the line before, the first
+ * the ledger's last), appended with one write() and one syncfs; then added in memory. The
+ * entries' prev fields are set to what was written. */
+static int seal_append_lines(struct vault *v, struct seal_intent *ins, size_t n)
+{
+        static const uint8_t zero[32];
+        char *buf = malloc(n * (LEDGER_LINE_MAX + 1));
+        size_t *ends = calloc(n, sizeof(*ends)), len = 0;
+        uint8_t prev[32];
+        int r = 0;
+
+        if (!buf || !ends) {
+                r = -ENOMEM;
+                goto cleanup;
+        }
+        memcpy(prev, v->ledger.n ? v->ledger.last_line_hash : zero, 32);
+        for (size_t i = 0; i < n; i++) {
+                int m;
+
+                memcpy(ins[i].e.prev, prev, 32);
+                m = ledger_entry_format(&ins[i].e, buf + len, LEDGER_LINE_MAX);
+                if (m < 0) {
+                        r = m;
+                        goto cleanup;
+                }
+                ledger_line_hash(buf + len, (size_t)m, prev);
+                len += (size_t)m;
+                buf[len++] = '\n';
+                ends[i] = len;
+        }
+        if (agent_fault_hit("torn")) {
+                if (write(v->ledger_fd, buf, len / 2 + 1) >= 0)
+                        fdatasync(v->ledger_fd);
+                agent_fault_die();
+        }
+        errno = 0;
+        if (write(v->ledger_fd, buf, len) != (ssize_t)len) {
+                v->ledger.ends_clean = false;
+                r = errno ? -errno : -EIO;
+                goto cleanup;
+        }
+        agent_fault_point("appended");
+        /* syncfs, not fdatasync: on the test image's vault (ext2, mounted by the ext4 driver
+         * without a journal) an fdatasync after an O_APPEND write was seen to leave the old size
+         * on disk across a guest power cut (tests/integration/test_e2e_fleet.py, a deposit's
+         * line lost while its head and asset survived); syncfs writes the inode table too */
+        if (syncfs(v->ledger_fd) < 0) {
+                r = -errno;
+                goto cleanup;
+        }
+        v->ledger.ends_clean = true;
+        for (size_t i = 0, from = 0; i < n && r == 0; from = ends[i++])
+                r = ledger_push(&v->ledger, &ins[i].e, buf + from, ends[i] - from - 1);
+cleanup:
+        free(buf);
+        free(ends);
+        return r;
 }
 
 int seal_store_head(struct vault *v)
@@ -128,7 +187,8 @@ int seal_store_head(struct vault *v)
         return vault_sign_sth(v, clock_realtime_ms(), true, &s);
 }
 
-int seal_protect(int fd, struct ledger_entry *e)
+/* Read-only and immutable where allowed; not yet durable (the caller syncs). */
+static void seal_protect_mark(int fd, struct ledger_entry *e)
 {
         /* the agent's own, read-only; best effort (unprivileged, the record is already ours
          * or verification names it) */
@@ -136,6 +196,11 @@ int seal_protect(int fd, struct ledger_entry *e)
         fchmod(fd, 0444);
         e->protect = vault_set_flag(fd, FS_IMMUTABLE_FL) == 0 ? LEDGER_PROTECT_IMMUTABLE
                                                               : LEDGER_PROTECT_READ_ONLY;
+}
+
+int seal_protect(int fd, struct ledger_entry *e)
+{
+        seal_protect_mark(fd, e);
         return fsync(fd) < 0 ? -errno : 0;
 }
 
@@ -153,55 +218,105 @@ static void seal_plan(const struct vault *v, const char *name, struct ledger_ent
         snprintf(e->path, sizeof(e->path), "assets/%.*s", LEDGER_PATH_MAX - 7, asset);
 }
 
-/* The durable part of a seal, in the order recovery relies on: the content is on disk, the
- * intent is on disk, the move is on disk (both directories), the protection is on disk, the
- * ledger line is on disk, and only then is the intent removed. A kill between any two steps
- * leaves a state recover.c completes or abandons. */
-static int seal_commit(struct vault *v, int fd, const char *name, struct ledger_entry *e)
-{
-        struct seal_intent in = {.e = *e};
-        char line[LEDGER_LINE_MAX + 1];
-        int r, len;
+/* The records of one seal: hashed, their inbox files open, their entries planned with
+ * consecutive sequence numbers. */
+struct seal_batch {
+        struct seal_intent *ins;
+        int *fds;
+        size_t n, max;
+        uint8_t prev[32]; /* the planned hash of the last planned line */
+};
 
-        if (fdatasync(fd) < 0)
+static int seal_batch_init(struct seal_batch *b, const struct vault *v, size_t max)
+{
+        static const uint8_t zero[32];
+
+        memset(b, 0, sizeof(*b));
+        b->ins = calloc(max, sizeof(*b->ins));
+        b->fds = calloc(max, sizeof(*b->fds));
+        if (!b->ins || !b->fds) {
+                free(b->ins);
+                free(b->fds);
+                return -ENOMEM;
+        }
+        b->max = max;
+        memcpy(b->prev, v->ledger.n ? v->ledger.last_line_hash : zero, 32);
+        return 0;
+}
+
+/* Closes the files; the batch is empty again (planning continues from the ledger). */
+static void seal_batch_clear(struct seal_batch *b, const struct vault *v)
+{
+        static const uint8_t zero[32];
+
+        for (size_t i = 0; i < b->n; i++)
+                close(b->fds[i]);
+        b->n = 0;
+        memcpy(b->prev, v->ledger.n ? v->ledger.last_line_hash : zero, 32);
+}
+
+static void seal_batch_done(struct seal_batch *b, const struct vault *v)
+{
+        seal_batch_clear(b, v);
+        free(b->ins);
+        free(b->fds);
+}
+
+/* The durable part of a seal of n records, in the order recovery relies on (docs/agent.md, "Crash
+ * safety"): every record's content is on disk (one syncfs), the intent naming all of them is on
+ * disk, the moves and protections are on disk (one syncfs), the ledger lines are on disk (one
+ * write, one syncfs), the head covering them is on disk, and only then is the intent removed.
+ * A kill between any two steps leaves a state recover.c completes or abandons. Returns the
+ * records sealed (a move that fails ends the seal at that record: the rest stay in the inbox),
+ * or <0 when none was. */
+static ssize_t seal_commit(struct vault *v, struct seal_batch *b, int *ret_move_err)
+{
+        size_t n = b->n;
+        int r;
+
+        *ret_move_err = 0;
+        if (syncfs(v->inbox_fd) < 0)
                 return -errno;
-        agent_fault_point("hashed");
-        snprintf(in.inbox, sizeof(in.inbox), "%s", name);
-        r = intent_store(v->state_fd, &in, v->sk);
+        r = intent_store(v->state_fd, b->ins, n, v->sk);
         if (r < 0)
                 return r;
         v->intent_pending = true;
         agent_fault_point("intent");
-        if (renameat2(v->inbox_fd, name, v->assets_fd, e->path + 7, RENAME_NOREPLACE) < 0) {
-                r = -errno;
+        for (size_t i = 0; i < n; i++) {
+                if (renameat2(v->inbox_fd, b->ins[i].inbox, v->assets_fd, b->ins[i].e.path + 7,
+                              RENAME_NOREPLACE) < 0) {
+                        *ret_move_err = -errno;
+                        n = i;
+                        break;
+                }
+                agent_fault_point("renamed");
+        }
+        if (n == 0) {
                 if (intent_remove(v->state_fd) == 0)
                         v->intent_pending = false;
-                return r;
+                return *ret_move_err;
         }
-        if (fsync(v->assets_fd) < 0 || fsync(v->inbox_fd) < 0)
+        for (size_t i = 0; i < n; i++) {
+                seal_protect_mark(b->fds[i], &b->ins[i].e);
+                agent_fault_point("protected");
+        }
+        if (syncfs(v->assets_fd) < 0)
                 return -errno;
-        agent_fault_point("renamed");
-        r = seal_protect(fd, e);
-        if (r < 0)
-                return r;
-        agent_fault_point("protected");
-        len = ledger_entry_format(e, line, sizeof(line) - 1);
-        if (len < 0)
-                return len;
-        r = seal_append_line(v, e, line, (size_t)len, 0);
+        r = seal_append_lines(v, b->ins, n);
         if (r < 0)
                 return r;
         agent_fault_point("synced");
-        /* the head covers the line before the intent goes: after a crash in between, recovery
-         * finds the intent's line just past the head and signs it; no other line ever is */
+        /* the head covers the lines before the intent goes: after a crash in between, recovery
+         * finds the intent's lines just past the head and signs them; no other line ever is */
         r = seal_store_head(v);
         if (r < 0)
                 return r;
         r = intent_remove(v->state_fd);
-        if (r == 0)
-                v->intent_pending = false;
+        if (r < 0)
+                return r;
+        v->intent_pending = false;
         agent_fault_point("done");
-        return r;
+        return (ssize_t)n;
 }
 
 /* The content's hash: the one the agent computed as it wrote the file when the file is still
@@ -219,53 +334,60 @@ static int seal_hash(int fd, const struct stat *st, const struct seal_expect *x,
         return verify_hash_fd(fd, ret, ret_size);
 }
 
-/* 0 sealed, 1 skipped (not ready or not eligible), <0 failed. plan_name names the asset (and
- * the superseded record); x (may be NULL) is the hash the content must have: -EBADMSG before
- * anything is stored when it differs. */
-static int seal_one_as(struct vault *v, const char *name, const char *plan_name, uint64_t max_bytes,
-                       const struct seal_expect *x, struct ledger_entry *ret)
+/* Adds one record to the batch: 0 added, 1 skipped (not ready or not eligible), <0 failed.
+ * plan_name names the asset (and the superseded record); x (may be NULL) is the hash the content
+ * must have: -EBADMSG before anything is stored when it differs. */
+static int seal_add(struct vault *v, struct seal_batch *b, const char *name, const char *plan_name,
+                    uint64_t max_bytes, const struct seal_expect *x)
 {
         const uint8_t *expect = x ? x->hash : NULL;
-        struct ledger_entry e;
+        struct seal_intent *in = &b->ins[b->n];
+        struct ledger_entry *e = &in->e;
+        char line[LEDGER_LINE_MAX + 1];
         struct stat st, st2;
         uint64_t size = 0;
-        int fd, r;
+        int fd, r, len;
 
+        if (b->n == b->max || strlen(name) > 255)
+                return 1;
         fd = openat(v->inbox_fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
         if (fd < 0)
                 return 1;
         r = 1;
         if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1 ||
-            (uint64_t)st.st_size > max_bytes || seal_writer_open(fd) || strlen(name) > 255)
-                goto cleanup;
-        memset(&e, 0, sizeof(e));
-        r = seal_hash(fd, &st, x, e.hash, &size);
+            (uint64_t)st.st_size > max_bytes || seal_writer_open(fd))
+                goto fail;
+        memset(in, 0, sizeof(*in));
+        r = seal_hash(fd, &st, x, e->hash, &size);
         if (r < 0)
-                goto cleanup;
+                goto fail;
         r = 1;
         if (fstat(fd, &st2) < 0 || st2.st_size != st.st_size || (uint64_t)st.st_size != size ||
             st2.st_mtim.tv_sec != st.st_mtim.tv_sec || st2.st_mtim.tv_nsec != st.st_mtim.tv_nsec)
-                goto cleanup;
-        if (expect && sodium_memcmp(expect, e.hash, AGENT_HASH_LEN) != 0) {
+                goto fail;
+        if (expect && sodium_memcmp(expect, e->hash, AGENT_HASH_LEN) != 0) {
                 r = -EBADMSG;
-                goto cleanup;
+                goto fail;
         }
-        e.seq = v->ledger.next_seq;
-        e.size = size;
-        clock_format_rfc3339(clock_realtime_ms(), e.time, sizeof(e.time));
-        memcpy(e.prev, v->ledger.n ? v->ledger.last_line_hash : (uint8_t[32]){0}, 32);
-        seal_plan(v, plan_name, &e);
-        r = seal_commit(v, fd, name, &e);
-        if (r == 0 && ret)
-                *ret = e;
-cleanup:
+        e->seq = v->ledger.next_seq + b->n;
+        e->size = size;
+        clock_format_rfc3339(clock_realtime_ms(), e->time, sizeof(e->time));
+        memcpy(e->prev, b->prev, 32);
+        seal_plan(v, plan_name, e);
+        e->protect = LEDGER_PROTECT_IMMUTABLE; /* the plan; the move decides */
+        len = ledger_entry_format(e, line, sizeof(line) - 1);
+        if (len < 0) {
+                r = len;
+                goto fail;
+        }
+        ledger_line_hash(line, (size_t)len, b->prev);
+        snprintf(in->inbox, sizeof(in->inbox), "%s", name);
+        b->fds[b->n++] = fd;
+        agent_fault_point("hashed");
+        return 0;
+fail:
         close(fd);
         return r;
-}
-
-static int seal_one(struct vault *v, const char *name, uint64_t max_bytes)
-{
-        return seal_one_as(v, name, name, max_bytes, NULL, NULL);
 }
 
 /* Whether a seal may start: recovery first, then the ledger and its head must allow one. */
@@ -285,11 +407,23 @@ static int seal_ready(struct vault *v, struct mismatch_list *log)
 int seal_named(struct vault *v, const char *inbox_name, const char *plan_name, uint64_t max_bytes,
                const struct seal_expect *expect, struct ledger_entry *ret)
 {
-        int r = seal_ready(v, NULL);
+        struct seal_batch b;
+        ssize_t n;
+        int r = seal_ready(v, NULL), move_err;
 
         if (r < 0)
                 return r;
-        r = seal_one_as(v, inbox_name, plan_name, max_bytes, expect, ret);
+        r = seal_batch_init(&b, v, 1);
+        if (r < 0)
+                return r;
+        r = seal_add(v, &b, inbox_name, plan_name, max_bytes, expect);
+        if (r == 0) {
+                n = seal_commit(v, &b, &move_err);
+                r = n < 0 ? (int)n : 0;
+                if (r == 0 && ret)
+                        *ret = b.ins[0].e;
+        }
+        seal_batch_done(&b, v);
         return r > 0 ? -EBUSY : r;
 }
 
@@ -354,9 +488,37 @@ static void seal_check_ledger_size(struct vault *v)
                  (long long)st.st_size, v->ledger.file_size);
 }
 
+/* Commits the batch; counts and logs what happened to its records. */
+static void seal_flush(struct vault *v, struct seal_batch *b, struct seal_result *ret,
+                       struct mismatch_list *log)
+{
+        int move_err = 0;
+        ssize_t n;
+
+        if (b->n == 0)
+                return;
+        n = seal_commit(v, b, &move_err);
+        if (n < 0) {
+                ret->failed += b->n;
+                for (size_t i = 0; log && i < b->n; i++)
+                        mismatch_add(log, "seal-failed", b->ins[i].inbox, "%s", strerror((int)-n));
+        } else {
+                ret->sealed += (size_t)n;
+                if ((size_t)n < b->n) { /* the move that failed; the rest stay for next time */
+                        ret->failed++;
+                        ret->skipped += b->n - (size_t)n - 1;
+                        if (log)
+                                mismatch_add(log, "seal-failed", b->ins[n].inbox, "%s",
+                                             strerror(-move_err));
+                }
+        }
+        seal_batch_clear(b, v);
+}
+
 int seal_scan_inbox(struct vault *v, uint64_t max_bytes, struct seal_result *ret,
                     struct mismatch_list *log)
 {
+        struct seal_batch b;
         char **names = NULL;
         size_t n = 0;
         int r;
@@ -368,24 +530,27 @@ int seal_scan_inbox(struct vault *v, uint64_t max_bytes, struct seal_result *ret
         r = seal_list_inbox(v->inbox_fd, &names, &n);
         if (r < 0)
                 return r;
+        r = seal_batch_init(&b, v, v->seal_batch ? v->seal_batch : 1);
         for (size_t i = 0; i < n; i++) {
-                /* a seal that failed after storing its intent stops the batch: the next pass
-                 * resolves it before the sequence number is used again */
-                int s = v->ledger.ends_clean && !v->intent_pending
-                            ? seal_one(v, names[i], max_bytes)
+                /* a seal that failed after storing its intent stops the pass: the next pass
+                 * resolves it before the sequence numbers are used again */
+                int s = r == 0 && v->ledger.ends_clean && !v->intent_pending
+                            ? seal_add(v, &b, names[i], names[i], max_bytes, NULL)
                             : 1;
 
-                if (s == 0)
-                        ret->sealed++;
-                else if (s > 0)
+                if (s > 0)
                         ret->skipped++;
-                else {
+                else if (s < 0) {
                         ret->failed++;
                         if (log)
                                 mismatch_add(log, "seal-failed", names[i], "%s", strerror(-s));
                 }
+                if (r == 0 && (b.n == b.max || i + 1 == n))
+                        seal_flush(v, &b, ret, log);
                 free(names[i]);
         }
         free(names);
-        return 0;
+        if (r == 0)
+                seal_batch_done(&b, v);
+        return r;
 }

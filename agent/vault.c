@@ -375,13 +375,15 @@ static int vault_ledger_open(struct vault *v, struct mismatch_list *mm, char *er
         int r;
 
         snprintf(path, sizeof(path), "%s/" VAULT_LEDGER "/" LEDGER_FILE, v->dir);
-        /* the daemon keeps leaves up to one past a head that verifies: nothing after that can
-         * ever be signed or proven (vault_check_head refuses it) */
+        /* the daemon keeps leaves up to one seal (SEAL_BATCH_MAX lines) past a head that
+         * verifies: nothing after that can ever be signed or proven (vault_check_head refuses
+         * it) */
         if (v->have_sth)
-                v->ledger.keep_max =
-                    v->have_key && sth_verify(&v->last_sth, v->pk) == 0 ? v->last_sth.size + 1 : 0;
+                v->ledger.keep_max = v->have_key && sth_verify(&v->last_sth, v->pk) == 0
+                                         ? v->last_sth.size + SEAL_BATCH_MAX
+                                         : 0;
         else
-                v->ledger.keep_max = 1;
+                v->ledger.keep_max = SEAL_BATCH_MAX;
         /* read-only (the offline verifier): verify_vault reads the ledger once, itself */
         r = v->read_only ? vault_ledger_readable(path) : ledger_load(&v->ledger, path, mm);
         v->ledger.keep_max = UINT64_MAX; /* own appends are kept while nothing was dropped */
@@ -474,6 +476,7 @@ int vault_open(struct vault *v, const char *dir, const char *key_file, bool read
         v->dir_fd = v->inbox_fd = v->assets_fd = v->ledger_dir_fd = v->state_fd = -1;
         v->ledger_fd = -1;
         v->read_only = read_only;
+        v->seal_batch = SEAL_BATCH_MAX;
         ledger_init(&v->ledger);
         v->ledger.seq_only = !read_only; /* the daemon re-reads entries when it verifies */
         err[0] = '\0';
@@ -582,7 +585,7 @@ void vault_check_head(struct vault *v)
         merkle_hash root;
 
         v->head_ok = true;
-        v->head_one_past = false;
+        v->head_past = 0;
         v->head_why[0] = '\0';
         if (v->have_sth) {
                 if (!v->have_key || sth_verify(h, v->pk) < 0)
@@ -603,7 +606,7 @@ void vault_check_head(struct vault *v)
                                          size);
         if (v->ledger.n == size)
                 return;
-        v->head_one_past = v->ledger.n == size + 1;
+        v->head_past = v->ledger.n - size;
         vault_head_refuse(v, "%" PRIu64 " entries past the head were not appended by the agent",
                           v->ledger.n - size);
 }

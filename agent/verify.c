@@ -377,10 +377,10 @@ static int verify_cmp_str(const void *a, const void *b)
         return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* Names in dir_fd that are not in names[] (sorted); prefix makes the reported path. pending is
- * the asset name of an interrupted seal (or NULL), which gets a detail saying so. */
+/* Names in dir_fd that are not in names[] (sorted); prefix makes the reported path. pending (or
+ * NULL) is an interrupted seal, whose assets get a detail saying so. */
 static void verify_unrecorded(int dir_fd, const char **names, size_t n, const char *prefix,
-                              const char *pending, struct mismatch_list *mm)
+                              const struct seal_intent_set *pending, struct mismatch_list *mm)
 {
         int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
@@ -400,7 +400,7 @@ static void verify_unrecorded(int dir_fd, const char **names, size_t n, const ch
                 if (n && bsearch(&key, names, n, sizeof(*names), verify_cmp_str))
                         continue;
                 snprintf(path, sizeof(path), "%s%.*s", prefix, LEDGER_PATH_MAX, key);
-                if (pending && !strcmp(key, pending))
+                if (intent_set_has_asset(pending, key))
                         mismatch_add(mm, "unrecorded-file", path,
                                      "an interrupted seal (.totebox-agent/intent); the agent "
                                      "completes it when it next starts");
@@ -416,17 +416,20 @@ static void verify_unrecorded_all(const struct vault *v, const struct ledger *l,
 {
         const char **names = calloc(l->nrecs ? l->nrecs : 1, sizeof(*names));
         const char *ledger_names[] = {LEDGER_FILE};
-        struct seal_intent in;
+        struct seal_intent_set in = {0};
         bool pending = intent_load(v->state_fd, v->have_key ? v->pk : NULL, &in) == 0;
         size_t n = 0;
 
-        if (!names)
+        if (!names) {
+                intent_set_done(&in);
                 return;
+        }
         for (size_t i = 0; i < l->nrecs; i++)
                 names[n++] = ledger_record_path(l, &l->recs[i]) + 7;
         qsort(names, n, sizeof(*names), verify_cmp_str);
-        verify_unrecorded(v->assets_fd, names, n, "assets/", pending ? in.e.path + 7 : NULL, mm);
+        verify_unrecorded(v->assets_fd, names, n, "assets/", pending ? &in : NULL, mm);
         verify_unrecorded(v->ledger_dir_fd, ledger_names, 1, "ledger/", NULL, mm);
+        intent_set_done(&in);
         free(names);
 }
 
@@ -560,12 +563,44 @@ static void verify_state_files(const struct vault *v, struct mismatch_list *mm)
         }
 }
 
+/* The lines an interrupted seal may have appended past the head, for both protect values (all
+ * its records protected alike; a seal whose records came out differently is named as plain
+ * unsigned lines until the agent completes it). */
+static void verify_pending_lines(const struct seal_intent_set *in, struct ledger *disk)
+{
+        free(disk->pending_leaf);
+        disk->npending = 0;
+        disk->pending_leaf = calloc(in->n, sizeof(*disk->pending_leaf));
+        if (!disk->pending_leaf)
+                return;
+        for (int p = 0; p < 2; p++) {
+                uint8_t prev[32];
+
+                memcpy(prev, in->items[0].e.prev, 32);
+                for (size_t k = 0; k < in->n; k++) {
+                        char line[LEDGER_LINE_MAX + 1];
+                        struct ledger_entry e = in->items[k].e;
+                        int n;
+
+                        e.protect = (enum ledger_protect)p;
+                        memcpy(e.prev, prev, 32);
+                        n = ledger_entry_format(&e, line, sizeof(line));
+                        if (n <= 0)
+                                break;
+                        merkle_leaf_hash((const uint8_t *)line, (size_t)n,
+                                         disk->pending_leaf[k][p]);
+                        ledger_line_hash(line, (size_t)n, prev);
+                }
+        }
+        disk->npending = in->n;
+}
+
 /* Before the ledger is read: the sizes whose roots must be kept, the signed size past which
- * lines are `unsigned`, and the interrupted seal's line (both protect values). */
+ * lines are `unsigned`, and the interrupted seal's lines. */
 static void verify_prepare(const struct vault *v, struct ledger *disk, const struct sth *stored,
                            bool stored_ok, const struct sth *trusted_sth)
 {
-        struct seal_intent in;
+        struct seal_intent_set in;
 
         if (stored_ok) {
                 ledger_mark(disk, stored->size);
@@ -576,17 +611,8 @@ static void verify_prepare(const struct vault *v, struct ledger *disk, const str
         if (!v->read_only)
                 ledger_mark(disk, v->ledger.n);
         if (intent_load(v->state_fd, v->have_key ? v->pk : NULL, &in) == 0) {
-                for (int p = 0; p < 2; p++) {
-                        char line[LEDGER_LINE_MAX + 1];
-                        int n;
-
-                        in.e.protect = (enum ledger_protect)p;
-                        n = ledger_entry_format(&in.e, line, sizeof(line));
-                        if (n > 0)
-                                merkle_leaf_hash((const uint8_t *)line, (size_t)n,
-                                                 disk->pending_leaf[p]);
-                }
-                disk->have_pending = true;
+                verify_pending_lines(&in, disk);
+                intent_set_done(&in);
         }
 }
 

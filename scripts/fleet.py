@@ -218,6 +218,19 @@ class Fleet:
         return sh(os.path.join(BUILD, "fleetctl", "fleetctl"), "--state-dir",
                   os.path.join(ctl["state"], "fleetd"), *args, check=check)
 
+    def ctl(self, *args, check=True, timeout=300):
+        """fleetctl as an operator runs it: through the REST API with the fleet's token."""
+        return sh(*self.ctl_argv(*args), check=check, timeout=timeout)
+
+    def ctl_argv(self, *args):
+        return [os.path.join(BUILD, "fleetctl", "fleetctl"), "--url", self.url,
+                "--token", self.token, *args]
+
+    def deposit(self, vm_id, path, name=None):
+        """Deposits a file into a Totebox through the Diode; the receipt (JSON)."""
+        extra = ["--name", name] if name else []
+        return json.loads(self.ctl("--json", "deposit", vm_id, path, *extra).stdout)
+
     def create_token(self, name="demo"):
         out = self.fleetctl("token", "create", name).stdout
         m = re.search(r"(tbx_[A-Za-z0-9_-]{43})", out)
@@ -451,6 +464,23 @@ def wait(predicate, timeout, what, interval=0.5):
     raise FleetError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
 
 
+def demo_records(fleet, vm_id):
+    """Three records into the demo Totebox through the Diode, one read back and checked."""
+    receipts = []
+    for i, text in enumerate(["deed of sale, plot 7\n", "lease, unit 3\n", "minutes, 2026-12-01\n"]):
+        path = os.path.join(fleet.dir, f"record-{i + 1}.txt")
+        with open(path, "w") as f:
+            f.write(text)
+        r = fleet.deposit(vm_id, path)
+        receipts.append(r)
+        log(f"deposited {path}: seq {r['seq']}, {r['path']}, {r['size']} bytes, "
+            f"BLAKE2b-256 {r['blake2b_256'][:16]}..., covered by checkpoint size {r['sth']['size']}")
+    back = os.path.join(fleet.dir, "record-1.back")
+    out = fleet.ctl("read", vm_id, str(receipts[0]["seq"]), "--output", back).stdout.strip()
+    log(f"read back seq {receipts[0]['seq']} into {back}: {out}")
+    return receipts
+
+
 def demo(args):
     fleet = Fleet(heartbeat=args.heartbeat, keep=args.keep)
     stopping = []
@@ -484,14 +514,20 @@ def demo(args):
                  in ("ok", "mismatch") and v, 300, "the agent's first report")
         log(f"agent's first report after {time.time() - t0:.1f} s: integrity "
             f"{v['integrity']['status']}, tree size {v['integrity'].get('tree_size')}")
+        records = demo_records(fleet, vm_id)
+        ctl = " ".join(fleet.ctl_argv())
         print(f"""
-Totebox Fleet is running: three nodes joined over WireGuard, one Totebox VM.
+Totebox Fleet is running: three nodes joined over WireGuard, one Totebox VM ('{vm_id}') holding
+{len(records)} records deposited through the Diode.
 
   F9 panel     {fleet.url}/   (token: {fleet.token})
   REST API     {fleet.url}/v1/nodes   (Authorization: Bearer {fleet.token})
-  fleetctl     {BUILD}/fleetctl/fleetctl --url {fleet.url} --token {fleet.token} nodes
-               {BUILD}/fleetctl/fleetctl --url {fleet.url} --token {fleet.token} vms
-               {BUILD}/fleetctl/fleetctl --url {fleet.url} --token {fleet.token} audit
+  fleetctl     {ctl} nodes
+               {ctl} vms
+               {ctl} audit
+  the Diode    {ctl} deposit {vm_id} FILE --name NAME
+               {ctl} records {vm_id}
+               {ctl} read {vm_id} 1 --output FILE   (checks the hash and the inclusion proof)
   work dir     {fleet.dir}
 
 Ctrl-C stops everything.""", flush=True)

@@ -69,25 +69,71 @@ def check_vault(vault, records):
     assert not os.path.exists(os.path.join(vault, ".totebox-agent", "intent.bad"))
 
 
+# points reached once a record; the others once a seal (a batch of up to --batch records)
+PER_RECORD = {"hashed", "renamed", "protected", "recover-protected"}
+
+
+def crash_round(vault, point, nth, count, batch):
+    seal = [AGENT, "seal", "--batch", str(batch), vault]
+    assert run(*seal).returncode == 0
+    records = {}
+    for i in range(count):
+        records["r%d-%s.txt" % (i, point)] = os.urandom(100 + 977 * i)
+    for name, data in records.items():
+        put(vault, name, data)
+    first = run(*seal, env={"TOTEBOX_AGENT_CRASH_AT": "%s:%d" % (point, nth)})
+    if point != "recover-protected":
+        assert first.returncode == -signal.SIGKILL, (point, nth, first)
+    # a second crash, this time during the recovery (or the next seal)
+    again = run(*seal, env={"TOTEBOX_AGENT_CRASH_AT": point + ":1"})
+    assert again.returncode in (0, -signal.SIGKILL), again
+    final = run(*seal)
+    assert final.returncode == 0, final.stdout + final.stderr
+    check_vault(vault, records)
+
+
 @pytest.mark.parametrize("point", POINTS)
 def test_kill_at_every_point(tmp, point):
+    """One record a seal: every point is passed once a record."""
     for nth in (1, 2, 4):
-        vault = os.path.join(tmp, "v%d" % nth)
-        assert run(AGENT, "seal", vault).returncode == 0
-        records = {}
-        for i in range(4):
-            records["r%d-%s.txt" % (i, point)] = os.urandom(100 + 977 * i)
-        for name, data in records.items():
-            put(vault, name, data)
-        first = run(AGENT, "seal", vault, env={"TOTEBOX_AGENT_CRASH_AT": "%s:%d" % (point, nth)})
-        if point != "recover-protected":
-            assert first.returncode == -signal.SIGKILL, (point, nth, first)
-        # a second crash, this time during the recovery (or the next seal)
-        again = run(AGENT, "seal", vault, env={"TOTEBOX_AGENT_CRASH_AT": point + ":1"})
-        assert again.returncode in (0, -signal.SIGKILL), again
-        final = run(AGENT, "seal", vault)
-        assert final.returncode == 0, final.stdout + final.stderr
-        check_vault(vault, records)
+        crash_round(os.path.join(tmp, "v%d" % nth), point, nth, 4, 1)
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_kill_at_every_point_in_batches(tmp, point):
+    """Twelve records, five a seal (seals of 5, 5 and 2): killed in the first, second and last
+    seal, or at the first, sixth and twelfth record of the pass."""
+    for nth in (1, 6, 12) if point in PER_RECORD else (1, 2, 3):
+        crash_round(os.path.join(tmp, "v%d" % nth), point, nth, 12, 5)
+
+
+def test_random_sigkill_during_large_batches(tmp):
+    """A pass over 600 records (seals of 256) SIGKILLed at random moments, eight times; after
+    each kill, offline verification names only the interrupted seal (never a record sealed
+    half-way under another name), and the final pass leaves every record exactly once."""
+    vault = os.path.join(tmp, "v")
+    assert run(AGENT, "seal", vault).returncode == 0
+    rng = random.Random(15)
+    records = {}
+    for rnd in range(8):
+        for i in range(600 if rnd == 0 else 80):
+            name = "big%02d-%03d.bin" % (rnd, i)
+            records[name] = os.urandom(rng.randrange(1, 300))
+            put(vault, name, records[name])
+        p = subprocess.Popen([AGENT, "seal", vault], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.01, 0.4))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        r = run(AGENT, "verify", "--json", vault)
+        out = json.loads(r.stdout)
+        for m in out["mismatches"]:
+            assert m["kind"] in ("unsigned", "unrecorded-file", "ledger-truncated"), m
+            if m["kind"] != "ledger-truncated":
+                assert "interrupted seal" in m["detail"], m
+    final = run(AGENT, "seal", vault)
+    assert final.returncode == 0, final.stdout + final.stderr
+    check_vault(vault, records)
 
 
 def test_random_sigkill_of_the_daemon(tmp):
