@@ -265,12 +265,12 @@ def _steps(b, url, token, image, entity, settle, tamper, deposit):
               "the expiry (%s)" % summary)
         check(b.count("#candidates tbody tr") == 4, "every node is a candidate")
         chosen = b.cells("#candidates tr[data-candidate=%s]" % state["node"])
-        check("chosen" in chosen[0] and "MiB" in chosen[1], "the chosen row (%s)" % chosen)
+        check("fleet's choice" in chosen[0] and "MiB" in chosen[1], "the chosen row (%s)" % chosen)
         for nid in ("ctl", "n1", "n2", "n3"):
             c = b.cells("#candidates tr[data-candidate=%s]" % nid)
             check(re.match(r"(chosen|fits|refused)\b\W+\w+", c[3]), "candidate %s has a verdict and a reason (%s)"
                   % (nid, c[3]))
-        check("chosen" not in b.cells("#candidates tr[data-candidate=n3]")[0],
+        check("choice" not in b.cells("#candidates tr[data-candidate=n3]")[0],
               "the unseen node is not chosen")
         check("512 MiB" in b.text("#plan-margin"), "the safety margin")
         check(not b.one("#plan-confirm").is_enabled(), "confirm needs the acknowledgement")

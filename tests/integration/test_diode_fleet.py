@@ -159,6 +159,37 @@ def test_deposit_list_read_and_correct(fleet):
     assert audit[0]["actor"] == "token:tester" and audit[0]["subject"] == a
 
 
+def test_deposit_is_a_long_operation(fleet):
+    """A deposit answers 202 with Location /v1/operations/ID once fleetd checked and spooled
+    it; the operation ends with the receipt as its result, or with the agent's refusal as its
+    error; fleetctl follows it (and with --no-wait prints the running operation)."""
+    f, a = fleet["f"], fleet["a"]
+    data = b"through an operation\n"
+    st, h, payload = f.request("POST", "/v1/vms/%s/records?name=op.txt&blake2b_256=%s" % (a, b2(data)),
+                               raw=data, headers={"Content-Type": "application/octet-stream"})
+    op = json.loads(payload)
+    assert st == 202 and h["location"] == "/v1/operations/" + op["id"], (st, op)
+    assert op["kind"] == "deposit" and op["vm_id"] == a and op["resources"] == {"vm": "/v1/vms/" + a}
+    done = f.finish(op, timeout=120)
+    assert done["state"] == "succeeded", done
+    receipt = done["result"]
+    assert receipt["blake2b_256"] == b2(data) and receipt["path"].endswith("-op.txt"), receipt
+    assert receipt["size"] == len(data) and receipt["sth"]["size"] >= receipt["seq"]
+    # refused by the agent (no such record to supersede): the operation fails with its problem
+    st, _, payload = f.request("POST", "/v1/vms/%s/records?name=bad.txt&supersedes=999" % a,
+                               raw=b"x", headers={"Content-Type": "application/octet-stream"})
+    assert st == 202, payload
+    failed = f.finish(json.loads(payload), timeout=120)
+    assert failed["state"] == "failed" and failed["error"]["status"] == 400, failed
+    assert "999" in failed["error"]["detail"], failed
+    total = f.json("GET", "/v1/vms/%s/records" % a, expect=200)[1]["total"]
+    assert total == receipt["seq"], total  # nothing sealed for the refused one
+    r = f.ctl("--no-wait", "deposit", a, put(fleet, "nw", b"no wait\n"), "--name", "nw.txt")
+    assert "is running" in r.stdout and "fleetctl operations" in r.stdout, r.stdout
+    op_id = r.stdout.split()[1]
+    assert f.finish({"id": op_id, "kind": "deposit"}, timeout=120)["state"] == "succeeded"
+
+
 def test_records_reach_the_named_totebox_only(fleet):
     f, a, b, vh = fleet["f"], fleet["a"], fleet["b"], fleet["vh"]
     before = f.json("GET", "/v1/vms/%s/records" % a, expect=200)[1]["total"]

@@ -300,7 +300,10 @@ def test_push_resumes_after_the_connection_is_cut(fleet):
     proxy.rate = 3 * MiB
     with open(path, "rb") as fh:
         st, doc = put(f, "cut", fh.read(), sha, nodes="n2")
-    assert st == 202, doc
+    # the push is a long operation: 202 and the operation that follows it
+    assert st == 202 and doc["kind"] == "image-push" and doc["vm_id"] is None, doc
+    assert doc["resources"] == {"push": "/v1/images/cut/push"}, doc
+    op = doc
     f.wait(lambda: push_state(f, "cut")["nodes"][0]["bytes_sent"] > 2 * MiB, timeout=30,
            what="the push under way")
     # another push of the name while this one runs is refused before its body
@@ -313,6 +316,9 @@ def test_push_resumes_after_the_connection_is_cut(fleet):
     assert p["state"] == "done" and node["attempts"] >= 2, p
     assert 0 < node["offset"] < size  # the last attempt started where the node's bytes ended
     assert node_sha(v2, "cut") == sha
+    done = f.finish(op)
+    assert done["state"] == "succeeded" and done["progress"] == 100, done
+    assert done["result"]["state"] == "done" and done["result"]["name"] == "cut", done
 
 
 def test_corrupted_bytes_are_refused_and_nothing_is_visible(fleet):
