@@ -206,7 +206,9 @@ function runningCell(vm) {
 function renderVms(vms) {
   fill($("#vms tbody"), vms.map((vm) => {
     const integrity = integrityOf(vm);
-    const mismatches = (vm.integrity && vm.integrity.mismatches) || [];
+    const found = (vm.integrity && vm.integrity.mismatches) || [];
+    const mismatches = mismatchLines(found);
+    const short = mismatchLines(found, (m) => `${m.kind}${m.path ? ` ${m.path}` : ""}`);
     const never = vm.status === "failed";
     return el("tr", { "data-vm": vm.id, class: integrity === "mismatch" ? "highlight-mismatch" : "" },
       el("td", {}, vm.id),
@@ -217,12 +219,12 @@ function renderVms(vms) {
         title: "the VM was never created" }, vm.lifecycle === "retired" ? "retired" : "—")
         : el("td", { class: `lifecycle-${vm.lifecycle}` }, vm.lifecycle),
       runningCell(vm),
-      never ? el("td", { class: "run-quiet" }, "—") : el("td", { title: mismatches.map(mismatchText).join("\n") },
+      never ? el("td", { class: "run-quiet" }, "—") : el("td", { title: mismatches.join("\n") },
         el("span", { class: `integrity-${integrity}` }, integrity + (mismatches.length ? ` (${mismatches.length})` : "")),
         vm.witness && (vm.witness.named || []).length ? el("div", { class: "integrity-mismatch" }, `checkpoints: ${vm.witness.named.join(", ")}`) : "",
         vm.witness && vm.witness.stalled ? el("div", { class: "integrity-unknown" }, "stalled: verification overdue") : "",
-        mismatches.length ? el("div", { class: "mismatch-list" }, ...mismatches.slice(0, 3).map((m) =>
-          el("div", {}, `${m.kind}${m.path ? ` ${m.path}` : ""}`))) : ""),
+        short.length ? el("div", { class: "mismatch-list" }, ...short.slice(0, 3).map((m) => el("div", {}, m)),
+          short.length > 3 ? el("div", {}, `and ${short.length - 3} more`) : "") : ""),
       el("td", { class: "verification" }, never ? "—" : verificationText(vm) || "never"),
       el("td", { class: "actions" }, recordsButton(vm), ...vmActions(vm)));
   }));
@@ -239,6 +241,13 @@ function auditClass(e) {
 }
 
 const mismatchText = (m) => `${m.kind}${m.path ? ` ${m.path}` : ""}${m.detail ? ` (${m.detail})` : ""}`;
+/* The same mismatch reported again and again (every verification finds it) is one line with its
+ * count, not one line per report. */
+function mismatchLines(ms, text = mismatchText) {
+  const seen = new Map();
+  for (const m of ms || []) { const t = text(m); seen.set(t, (seen.get(t) || 0) + 1); }
+  return [...seen].map(([t, n]) => (n > 1 ? `${t} (reported ${n} times)` : t));
+}
 
 /* An audit entry's detail in words: a node's state change as "alive → evicted", an integrity
  * report as its mismatches, and any other field as "label: value" with units and dates. */
@@ -275,7 +284,7 @@ function auditDetail(e) {
   }
   if (rest.integrity && typeof rest.integrity === "object") {
     const ms = rest.integrity.mismatches || [];
-    parts.push(`integrity ${rest.integrity.status}${ms.length ? `: ${ms.map(mismatchText).join("; ")}` : ""}`);
+    parts.push(`integrity ${rest.integrity.status}${ms.length ? `: ${mismatchLines(ms).join("; ")}` : ""}`);
     delete rest.integrity;
   }
   for (const [k, v] of Object.entries(rest)) if (v !== "" && v !== null) parts.push(`${DETAIL_LABELS[k] || k.replace(/_/g, " ")}: ${detailValue(k, v)}`);

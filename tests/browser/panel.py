@@ -155,6 +155,17 @@ class Browser:
     def press(self, key):
         ActionChains(self.driver).send_keys(key).perform()
 
+    def shot_element(self, name, sel):
+        """One element's screenshot, at full resolution and whole even where it is taller than
+        the window (a dialog read on its own)."""
+        r = self.driver.execute_script(
+            "const b = document.querySelector(arguments[0]).getBoundingClientRect();"
+            "return {x: b.left + scrollX, y: b.top + scrollY, width: b.width, height: b.height}", sel)
+        png = self.driver.execute_cdp_cmd("Page.captureScreenshot", {
+            "format": "png", "captureBeyondViewport": True, "clip": dict(r, scale=1)})
+        with open(os.path.join(ARTIFACTS, name + ".png"), "wb") as f:
+            f.write(base64.b64decode(png["data"]))
+
     def shot(self, name):
         """A full-page screenshot through the DevTools protocol (WebDriver's is viewport-only)."""
         png = self.driver.execute_cdp_cmd("Page.captureScreenshot",
@@ -349,11 +360,16 @@ def _steps(b, url, token, image, entity, settle, tamper, deposit):
                                         b.one("#fleet-health"))
         check(color == "rgb(179, 38, 30)", "the badge's colour (%s)" % color)
 
+    # read in one script each: the records view re-renders with every refresh
     def fact(name):
-        return b.text("#records-summary [data-fact=%s]" % name)
+        return b.driver.execute_script(
+            "const e = document.querySelector(arguments[0]); return e ? e.innerText : ''",
+            "#records-summary [data-fact=%s]" % name)
 
     def seqs():
-        return [int(r.get_attribute("data-seq")) for r in b.all("#records-list tbody tr[data-seq]")]
+        return b.driver.execute_script(
+            "return [...document.querySelectorAll('#records-list tbody tr[data-seq]')]"
+            ".map((r) => Number(r.dataset.seq))")
 
     def records_view():
         deposit(state["vm"], 11)
@@ -372,6 +388,7 @@ def _steps(b, url, token, image, entity, settle, tamper, deposit):
         check(seqs() == [11] and b.text("#records-page") == "records 11–11 of 11", "the newest page (%s, %s)"
               % (seqs(), b.text("#records-page")))
         check(not b.one("#records-newer").is_enabled(), "nothing newer than the newest page")
+        b.shot_element("10-records-dialog", "#records")
 
     def records_older():
         b.click("#records-older")
@@ -414,6 +431,7 @@ def _steps(b, url, token, image, entity, settle, tamper, deposit):
         check(b.cells('#records-list tr[data-seq="12"]')[5] == "#3", "the correction shown")
         b.until(lambda: b.count("#audit tr[data-kind='vm.deposit']") == 12, 20,
                 "every deposit in the audit record")
+        b.shot_element("12-deposit-receipt-dialog", "#records")
 
     def records_refused():
         # a record the agent refuses (a supersedes that is not in the ledger): the error, no receipt
@@ -430,6 +448,7 @@ def _steps(b, url, token, image, entity, settle, tamper, deposit):
             os.unlink(path)
         check(not b.visible("#receipt"), "no receipt for a refused deposit")
         check(fact("count") == "12", "nothing sealed")
+        b.shot_element("13-deposit-refused-dialog", "#records")
 
     def records_close():
         b.press(Keys.ESCAPE)
