@@ -637,7 +637,7 @@ async function refreshRecords() {
   facts($("#records-summary"), [
     ["Records", `${total}`, { "data-fact": "count" }],
     ["Last sealed", last ? `${fmtTime(last.time)} (#${last.seq}, ${last.path})` : "nothing sealed yet", { "data-fact": "last" }],
-    ["Last verification", verificationText(shownVm) || "never", { "data-fact": "verified" }],
+    ["Last verification", lastVerification(shownVm, total), { "data-fact": "verified" }],
     ["Signed checkpoint", sth.root ? `covers ${sth.size} record${sth.size === 1 ? "" : "s"}, root ${shortHash(sth.root)}, signed ${fmtTime(sth.time_ms)}` : "—",
       { "data-fact": "checkpoint", class: "mono", title: sth.root || "" }],
   ]);
@@ -652,6 +652,15 @@ async function refreshRecords() {
   $("#records-older").disabled = after === 0;
   recordsShown = after;
   recordsAfter = after === newest ? null : after; /* on the newest page: follow new deposits */
+}
+
+/* The last full verification, and how many records were sealed after it (not yet re-verified). */
+function lastVerification(vm, total) {
+  const text = verificationText(vm);
+  const l = vm.verification && vm.verification.last;
+  if (!text) return "never";
+  const since = l && total > l.records ? total - l.records : 0;
+  return since ? `${text}; ${since} record${since === 1 ? "" : "s"} sealed since` : text;
 }
 
 function openRecords(vm) {
@@ -691,6 +700,8 @@ function showReceipt(r) {
     ["Inclusion proof", `leaf ${r.leaf_index}, ${(r.proof || []).length} hash${(r.proof || []).length === 1 ? "" : "es"} (checked by the node against the vault key)`,
       { "data-receipt": "proof" }],
     ["Supersedes", r.supersedes ? `#${r.supersedes}` : "nothing", { "data-receipt": "supersedes" }],
+    ["Deposit id", r.deposit_id || "—", { "data-receipt": "deposit_id", class: "mono",
+      title: "a retry with this id is sealed once (fleetctl deposit --deposit-id)" }],
   ]);
 }
 

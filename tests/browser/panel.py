@@ -381,7 +381,8 @@ def _steps(b, url, token, image, entity, settle, tamper, deposit):
               "the title names the VM and its node (%s)" % b.text("#records-title"))
         check(re.fullmatch(TIME_RE + r" \(#11, assets/00000011-api-11\.txt\)", fact("last")),
               "the last sealed record (%s)" % fact("last"))
-        check(re.match(TIME_RE + r" \(", fact("verified")), "the last verification (%s)" % fact("verified"))
+        check(re.match(TIME_RE + r" \(.*\); 11 records sealed since$", fact("verified")),
+              "the last verification, before the deposits (%s)" % fact("verified"))
         check(re.match(r"covers 11 records, root [0-9a-f]{16}…, signed " + TIME_RE, fact("checkpoint")),
               "the signed checkpoint (%s)" % fact("checkpoint"))
         # pages of ten, the newest first: 11 alone, then 10..1
@@ -426,6 +427,8 @@ def _steps(b, url, token, image, entity, settle, tamper, deposit):
         check(re.match(r"signed tree head over 12 records, root [0-9a-f]{64}, signed " + TIME_RE,
                        got["checkpoint"]), "the checkpoint that covers it (%s)" % got)
         check(got["supersedes"] == "#3" and got["proof"].startswith("leaf 11,"), "(%s)" % got)
+        check(re.fullmatch(r"f-[0-9a-f]{32}", b.text("#receipt-fields [data-receipt=deposit_id]")),
+              "the deposit id fleetd drew, for a retry")
         check("Sealed as #12" in b.text("#deposit-status"), "the status line")
         b.until(lambda: fact("count") == "12" and seqs() == [12, 11], 20, "the list updated")
         check(b.cells('#records-list tr[data-seq="12"]')[5] == "#3", "the correction shown")

@@ -23,6 +23,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import test_fleetd_harness as H  # noqa: E402
+from test_fleetd_api import schema  # noqa: E402
 from test_vmhost_harness import NodeRelay as Relay  # noqa: E402
 from test_vmhost_harness import (VMHOST, FleetTrust, Vmhost, build_image, destroy_all,  # noqa: E402
                                  make_root, remove_root, sha256)
@@ -165,23 +166,19 @@ def test_deposit_is_a_long_operation(fleet):
     error; fleetctl follows it (and with --no-wait prints the running operation)."""
     f, a = fleet["f"], fleet["a"]
     data = b"through an operation\n"
-    st, h, payload = f.request("POST", "/v1/vms/%s/records?name=op.txt&blake2b_256=%s" % (a, b2(data)),
-                               raw=data, headers={"Content-Type": "application/octet-stream"})
-    op = json.loads(payload)
-    assert st == 202 and h["location"] == "/v1/operations/" + op["id"], (st, op)
-    assert op["kind"] == "deposit" and op["vm_id"] == a and op["resources"] == {"vm": "/v1/vms/" + a}
-    done = f.finish(op, timeout=120)
-    assert done["state"] == "succeeded", done
+    st, done = f.deposit(a, "op.txt", data, blake2b_256=b2(data))  # follows Location
+    assert st == 202 and done["state"] == "succeeded", done
+    assert done["kind"] == "deposit" and done["vm_id"] == a, done
+    assert done["resources"] == {"vm": "/v1/vms/" + a}, done
+    schema("operation.schema.json").validate(done)
     receipt = done["result"]
     assert receipt["blake2b_256"] == b2(data) and receipt["path"].endswith("-op.txt"), receipt
     assert receipt["size"] == len(data) and receipt["sth"]["size"] >= receipt["seq"]
     # refused by the agent (no such record to supersede): the operation fails with its problem
-    st, _, payload = f.request("POST", "/v1/vms/%s/records?name=bad.txt&supersedes=999" % a,
-                               raw=b"x", headers={"Content-Type": "application/octet-stream"})
-    assert st == 202, payload
-    failed = f.finish(json.loads(payload), timeout=120)
-    assert failed["state"] == "failed" and failed["error"]["status"] == 400, failed
+    st, failed = f.deposit(a, "bad.txt", b"x", supersedes=999)
+    assert st == 202 and failed["state"] == "failed" and failed["error"]["status"] == 400, failed
     assert "999" in failed["error"]["detail"], failed
+    schema("operation.schema.json").validate(failed)
     total = f.json("GET", "/v1/vms/%s/records" % a, expect=200)[1]["total"]
     assert total == receipt["seq"], total  # nothing sealed for the refused one
     r = f.ctl("--no-wait", "deposit", a, put(fleet, "nw", b"no wait\n"), "--name", "nw.txt")

@@ -284,6 +284,11 @@ def test_push_resumes_after_fleetd_is_killed_mid_stream(fleet):
     cut_at = doc["offset"]
     proxy.rate = None
     f.start()
+    # the push's operation was cut short with fleetd: failed as interrupted, never left running
+    ops = [o for o in f.json("GET", "/v1/operations", expect=200)[1]["operations"]
+           if o["kind"] == "image-push" and o["resources"] == {"push": "/v1/images/big/push"}]
+    assert len(ops) == 1 and ops[0]["state"] == "failed", ops
+    assert ops[0]["error"]["status"] == 503 and "push it again" in ops[0]["error"]["detail"], ops
     f.wait(lambda: f.node("n2")["state"] == "alive", timeout=20, what="n2 alive again")
     r = f.ctl("image", "push", path, "--name", "big", "--node", "n2", check=False)
     p = push_state(f, "big")
@@ -319,6 +324,8 @@ def test_push_resumes_after_the_connection_is_cut(fleet):
     done = f.finish(op)
     assert done["state"] == "succeeded" and done["progress"] == 100, done
     assert done["result"]["state"] == "done" and done["result"]["name"] == "cut", done
+    from test_fleetd_api import schema
+    schema("operation.schema.json").validate(done)
 
 
 def test_corrupted_bytes_are_refused_and_nothing_is_visible(fleet):

@@ -106,19 +106,11 @@ def tamper(node, vm_id, tmpdir):
 
 
 def deposit(f, vm, n):
-    """n small records into vm through fleetd's REST API (api-1.txt ... api-N.txt); a 202 is
-    followed to its operation's end."""
+    """n small records into vm through fleetd's REST API (api-1.txt ... api-N.txt), each
+    operation followed to its end."""
     for i in range(1, n + 1):
-        st, _, payload = f.request("POST", "/v1/vms/%s/records?name=api-%d.txt" % (vm, i),
-                                   raw=b"record %d\n" % i,
-                                   headers={"Content-Type": "application/octet-stream"})
-        import json
-        doc = json.loads(payload)
-        if st == 202:
-            doc = f.finish(doc, timeout=120)
-            assert doc["state"] == "succeeded", doc
-        else:
-            assert st == 201, (st, doc)
+        st, op = f.deposit(vm, "api-%d.txt" % i, b"record %d\n" % i)
+        assert st == 202 and op["state"] == "succeeded", (st, op)
 
 
 @pytest.fixture
