@@ -31,8 +31,9 @@ from test_vmhost_harness import (VMHOST, FleetTrust, Vmhost, build_image, destro
 
 class DiodeRelayHandler(http.server.BaseHTTPRequestHandler):
     """Relays each call to vmhost, bytes as they are, unless told to flip a byte of a record
-    (server.tamper = "body"), change its proof ("proof"), or drop the answer to the next deposit
-    after vmhost made it (server.drop_deposit)."""
+    (server.tamper = "body"), change its proof ("proof"), drop the answer to the next deposit
+    after vmhost made it (server.drop_deposit), or hold deposits until an event is set
+    (server.hold, server.held once one waits)."""
     protocol_version = "HTTP/1.1"
 
     def log_message(self, *a):
@@ -41,6 +42,10 @@ class DiodeRelayHandler(http.server.BaseHTTPRequestHandler):
     def relay(self):
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n) if n else None
+        hold = getattr(self.server, "hold", None)
+        if hold is not None and self.command == "POST" and "/records" in self.path:
+            self.server.held = True  # a deposit at the node's door, until the test opens it
+            hold.wait(60)
         conn = http.client.HTTPConnection("127.0.0.1", self.server.target_port, timeout=300)
         conn.request(self.command, self.path, body=body,
                      headers={"Content-Type": self.headers.get("Content-Type") or
@@ -100,6 +105,7 @@ def fleet():
                 mesh_state_dir=trust.mesh_dir(root, "n1"))
     relay = Relay(H.node_address(1), f.node_api_port, vh.port, handler=DiodeRelayHandler)
     relay.tamper, relay.drop_deposit, relay.deposits = None, 0, 0
+    relay.hold, relay.held = None, False
     state = {"f": f, "vh": vh, "relay": relay, "root": root, "trust": trust}
     try:
         st, body, _ = vh.call("POST", "/v1/images", {"name": "test", "path": manifest,
@@ -304,3 +310,38 @@ def test_limits_are_clear_4xx(fleet):
     st, h, _ = f.request("POST", "/v1/vms/%s/records?name=x" % a, raw=b"abc", token="wrong",
                          headers={"Content-Type": "application/octet-stream"})
     assert st == 401
+
+
+def test_fleetd_killed_mid_deposit_fails_its_operation_and_a_retry_seals_once(fleet):
+    """fleetd is SIGKILLed while its deposit operation waits at the node: after the restart the
+    operation is failed as interrupted (never left running), naming the retry; the node sealed
+    the record meanwhile, and the operator's retry with the same deposit id gets that record
+    again, not a second one."""
+    import signal
+    import threading
+    f, a, relay = fleet["f"], fleet["a"], fleet["relay"]
+    before = f.json("GET", "/v1/vms/%s/records" % a, expect=200)[1]["total"]
+    data = b"sealed while fleetd was down\n"
+    gate = threading.Event()
+    relay.hold, relay.held = gate, False
+    try:
+        st, h, payload = f.request("POST", "/v1/vms/%s/records?name=down.txt&deposit_id=down-1" % a,
+                                   raw=data, headers={"Content-Type": "application/octet-stream"})
+        op = json.loads(payload)
+        assert st == 202 and op["state"] == "running", (st, op)
+        f.wait(lambda: relay.held, timeout=30, what="the deposit at the node")
+        f.stop(sig=signal.SIGKILL)
+    finally:
+        relay.hold = None
+        gate.set()  # the held call goes on: vmhost seals it, no fleetd hears the answer
+    f.start()
+    f.wait(lambda: f.node("n1")["state"] == "alive", timeout=30, what="n1 alive again")
+    done = f.json("GET", "/v1/operations/" + op["id"], expect=200)[1]
+    assert done["state"] == "failed" and done["error"]["status"] == 503, done
+    assert "same deposit_id" in done["error"]["detail"], done
+    f.wait(lambda: f.json("GET", "/v1/vms/" + a, expect=200)[1]["state"] == "running",
+           timeout=30, what="the VM's state read again")
+    st, again = f.deposit(a, "down.txt", data, deposit_id="down-1")
+    assert st == 202 and again["state"] == "succeeded", again
+    assert again["result"]["seq"] == before + 1 and again["result"]["blake2b_256"] == b2(data)
+    assert f.json("GET", "/v1/vms/%s/records" % a, expect=200)[1]["total"] == before + 1
