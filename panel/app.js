@@ -204,6 +204,9 @@ function runningCell(vm) {
 }
 
 function renderVms(vms) {
+  if (!vms.length)
+    return fill($("#vms tbody"), [el("tr", {}, el("td", { colspan: 8, class: "muted" },
+      "No Totebox VMs yet: New VM (F9) plans one; nothing is created before you confirm the plan."))]);
   fill($("#vms tbody"), vms.map((vm) => {
     const integrity = integrityOf(vm);
     const found = (vm.integrity && vm.integrity.mismatches) || [];

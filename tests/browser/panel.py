@@ -285,19 +285,20 @@ def _steps(b, url, token, image, entity, settle, tamper, deposit):
               "the unseen node is not chosen")
         check("512 MiB" in b.text("#plan-margin"), "the safety margin")
         check(not b.one("#plan-confirm").is_enabled(), "confirm needs the acknowledgement")
-        check(b.count("#vms tbody tr") == 0, "a plan creates nothing")
+        check(b.count("#vms tbody tr[data-vm]") == 0, "a plan creates nothing")
+        check("No Totebox VMs yet" in b.text("#vms tbody"), "the empty list says so")
 
     def vm_active():
         if not b.one("#plan-ack").is_selected():
             b.click("#plan-ack")
         check(b.one("#plan-confirm").is_enabled(), "acknowledged: confirm enabled")
         b.click("#plan-confirm")
-        b.until(lambda: b.count("#vms tbody tr") == 1, 10, "the VM row")
-        vm = b.attr("#vms tbody tr", "data-vm")
+        b.until(lambda: b.count("#vms tbody tr[data-vm]") == 1, 10, "the VM row")
+        vm = b.attr("#vms tbody tr[data-vm]", "data-vm")
         check(vm and vm.startswith("tbx-%s-" % entity), "the VM id (%s)" % vm)
         state["vm"] = vm
         b.until(lambda: (lambda c: len(c) > 4 and c[3] == "active" and c[4] != "being created"
-                         and c[2] == state["node"])(b.cells("#vms tbody tr")),
+                         and c[2] == state["node"])(b.cells("#vms tbody tr[data-vm]")),
                 90, "the VM to become active on the chosen node")
         check("vm.confirmed" in b.text("#audit tbody"), "the confirmation is in the audit record")
 
@@ -500,7 +501,7 @@ def _views(b, url, token, vms, break_chain):
         b.fill("#token", token)
         b.click("#login-form button[type=submit]")
         b.wait_visible("#main-view")
-        b.until(lambda: b.count("#vms tbody tr") == len(vms), 10, "every VM listed")
+        b.until(lambda: b.count("#vms tbody tr[data-vm]") == len(vms), 10, "every VM listed")
         c = b.until(lambda: (lambda c: len(c) > 6 and c[2] == "alive" and c)(
             b.cells("#nodes tr[data-node=n1]")), 10, "n1 alive")
         check(re.match(r"^\d+ % of 4 CPUs$", c[3]), "CPU rounded (%s)" % c[3])
@@ -553,7 +554,7 @@ def _views(b, url, token, vms, break_chain):
                 "failed": ("—", "creation failed", "run-bad", ["retire"])}
 
         def rows_ready():
-            rows = {r["vm"]: r for r in snapshot("#vms tbody tr")}
+            rows = {r["vm"]: r for r in snapshot("#vms tbody tr[data-vm]")}
             return all(vms[k] in rows and rows[vms[k]]["cells"][4].startswith(w[1])
                        for k, w in want.items()) and "UTC" in rows.get(vms["active"], {
                            "cells": [""] * 7})["cells"][6] and rows
@@ -656,7 +657,7 @@ def _views(b, url, token, vms, break_chain):
         b.click("#plan-ack")
         b.click("#plan-confirm")
         b.until(lambda: "n1" in b.text("#create-error"), 10, "the refusal with the node named")
-        check(b.count('#vms tbody tr') == len(vms), "nothing created (%s)" % b.text("#create-error"))
+        check(b.count('#vms tbody tr[data-vm]') == len(vms), "nothing created (%s)" % b.text("#create-error"))
 
     def plan_target_close():
         b.press(Keys.ESCAPE)
