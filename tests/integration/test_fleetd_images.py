@@ -9,6 +9,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -259,6 +260,23 @@ def test_push_to_every_alive_node_list_and_remove(fleet):
     assert "base-a" not in v1.images() and "base-a" in v2.images()
     st, doc = f.json("DELETE", "/v1/images/base-a?node=n1")
     assert st == 404, doc
+
+
+def test_push_no_wait_prints_its_operation(fleet):
+    """fleetctl image push --no-wait returns once fleetd holds the image, printing the push's
+    operation; the operation, read later, ends with the push record."""
+    f, proxy = fleet["f"], fleet["proxy"]
+    path, sha = image_file(fleet, "nw.raw", 4 * MiB, "nw")
+    proxy.rate = 2 * MiB  # n2's copy takes a second or two: still running when fleetctl ends
+    try:
+        r = f.ctl("--no-wait", "image", "push", path, "--name", "nw", "--node", "n2")
+    finally:
+        proxy.rate = None
+    m = re.search(r"^operation ([0-9a-f]{32}) \(image-push, /v1/images/nw/push\) is running", r.stdout,
+                  re.M)
+    assert m, r.stdout + r.stderr
+    done = f.finish({"id": m.group(1), "kind": "image-push"}, timeout=60)
+    assert done["state"] == "succeeded" and done["result"]["sha256"] == sha, done
 
 
 def test_push_resumes_after_fleetd_is_killed_mid_stream(fleet):
