@@ -639,6 +639,7 @@ def _views(b, url, token, vms, break_chain):
         check("your target" in b.cells("#candidates tr[data-candidate=n1]")[0] and
               "fleet's choice" in b.cells("#candidates tr[data-candidate=n2]")[0],
               "the candidates mark both")
+        b.shot_element("p07-plan-target-dialog", "#create")
 
     def plan_target_refused():
         b.click("#plan-drop")  # the first plan, dropped (after its screenshot)
@@ -650,6 +651,7 @@ def _views(b, url, token, vms, break_chain):
         check(rows["Your target"][2].startswith("does not fit"), "the target does not fit (%s)" % rows)
         check(rows["Your target"][4].startswith("−3000 MiB (must stay ≥ 512 MiB)"), "short of the margin (%s)" % rows)
         check("on node n1 (my target" in b.text("label.confirm"), "the acknowledgement names the target")
+        b.shot_element("p08-plan-target-dialog", "#create")
         check(rows["Fleet's choice"][1] == "n2", "the fleet would choose n2 (%s)" % rows)
         check("does NOT fit" in b.text("#plan-summary"), "said in the summary")
         check("verdict-does-not-fit" in b.attr("#plan-compare tr[data-compare=target] td:nth-child(3)", "class"),
