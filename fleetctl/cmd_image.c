@@ -244,9 +244,14 @@ static int ctl_image_push(struct ctl *c)
                         break; /* an offset that moved meanwhile is asked again, once */
         }
         close(fd);
-        if (st == 202) {
+        if (st == 202) { /* the push's operation: followed through the push's own resource,
+                          * which has each node's progress */
+                json_t *res = NULL;
+                int k = c->no_wait ? ctl_operation_outcome(c, a, &res) : -1;
+
                 json_decref(a);
-                return ctl_image_follow(c, c->name);
+                json_decref(res);
+                return k >= 0 ? k : ctl_image_follow(c, c->name);
         }
         if (st > 0 && st != 200)
                 ctl_problem(c, st, a);

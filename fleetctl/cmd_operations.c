@@ -55,7 +55,14 @@ int ctl_operation_outcome(struct ctl *c, json_t *op, json_t **ret_result)
         if (c->json && (c->no_wait || strcmp(ctl_str(done, "state"), "succeeded") != 0))
                 ctl_print(c, done);
         if (strcmp(ctl_str(done, "state"), "running") == 0) {
-                if (!c->json)
+                json_t *img = json_object_get(json_object_get(done, "resources"), "push");
+
+                if (!c->json && img) /* an image push names no VM */
+                        printf("operation %s (%s, %s) is running; follow it with "
+                               "'fleetctl operations %s'\n",
+                               ctl_str(done, "id"), ctl_str(done, "kind"), json_string_value(img),
+                               ctl_str(done, "id"));
+                else if (!c->json)
                         printf("operation %s (%s of VM '%s') is running; follow it with "
                                "'fleetctl operations %s'\n",
                                ctl_str(done, "id"), ctl_str(done, "kind"), ctl_str(done, "vm_id"),

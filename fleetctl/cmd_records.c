@@ -203,6 +203,18 @@ int ctl_cmd_deposit(struct ctl *c)
         st = ctl_xfer(c, "POST", path, f, size, &x);
         fclose(f);
         a = json_loads(http_body_text(&x.json), 0, NULL);
+        if (st == 202) { /* the operation that forwards it: its result is the receipt */
+                json_t *res = NULL;
+                int k = ctl_operation_outcome(c, a, &res);
+
+                json_decref(a);
+                a = res;
+                if (k >= 0) {
+                        ctl_xfer_done(&x);
+                        return k;
+                }
+                st = 201;
+        }
         if (st < 0)
                 r = 3;
         else if (st != 201)

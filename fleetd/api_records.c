@@ -1,6 +1,8 @@
 /* The Diode at the fleet (docs/fleetd.md "Records"): POST /v1/vms/{id}/records deposits the
  * spooled body into that Totebox, GET /v1/vms/{id}/records lists its ledger, GET
- * /v1/vms/{id}/records/{seq} reads one record back. fleetd only forwards, to the node the VM is
+ * /v1/vms/{id}/records/{seq} reads one record back. A deposit is a long operation (202 and
+ * /v1/operations/{id}, the receipt its result): what fleetd can check it answers at once (4xx),
+ * then a thread of its own forwards the spooled body. fleetd only forwards, to the node the VM is
  * pinned to and for that VM's id only: the node answers from that VM's own agent channel. A
  * deposit is retried with the same deposit id when the node does not answer (a vmhost restart),
  * which the agent makes idempotent; every deposit is audited (vm.deposit). Read answers are
@@ -252,55 +254,109 @@ static bool records_deposit_args(struct api_request *req, struct api_response *r
         return true;
 }
 
-static void records_audit(struct api_request *req, const char *node, const char *deposit_id,
+/* A deposit checked and spooled, forwarded on the operation's own thread. */
+struct records_deposit {
+        int fd; /* the spooled body (a dup of the request's) */
+        uint64_t size;
+        uint8_t hash[32];
+        char vm[VM_ID_MAX + 1], actor[64], address[64], node[64];
+        char did[DIODE_ID_MAX + 1], path[1024];
+};
+
+static void records_audit(struct fleetd *f, const struct records_deposit *d,
                           const struct api_response *resp)
 {
         json_t *b = resp->body;
         char hex[65];
 
-        sodium_bin2hex(hex, sizeof(hex), req->body_hash, sizeof(req->body_hash));
-        audit_append(req->f->store, false, "vm.deposit", req->params[0], req->actor,
-                     json_pack("{s:s, s:s, s:s, s:I, s:I, s:o, s:o}", "node_id", node, "deposit_id",
-                               deposit_id, "blake2b_256", hex, "size", (json_int_t)req->body_size,
-                               "status", (json_int_t)resp->status, "seq",
+        sodium_bin2hex(hex, sizeof(hex), d->hash, sizeof(d->hash));
+        audit_append(f->store, false, "vm.deposit", d->vm, d->actor,
+                     json_pack("{s:s, s:s, s:s, s:I, s:I, s:o, s:o}", "node_id", d->node,
+                               "deposit_id", d->did, "blake2b_256", hex, "size",
+                               (json_int_t)d->size, "status", (json_int_t)resp->status, "seq",
                                json_incref(json_object_get(b, "seq")) ?: json_null(), "path",
                                json_incref(json_object_get(b, "path")) ?: json_null()));
 }
 
-void api_records_deposit(struct api_request *req, struct api_response *resp)
+/* The node's answer (resp) as the operation's outcome: the receipt, or the problem. */
+static void records_outcome(struct api_response *resp, struct plan_outcome *o)
 {
-        char address[64], node[64], did[DIODE_ID_MAX + 1], path[1024];
+        o->status = resp->status;
+        if (resp->status >= 400) {
+                o->problem = "node-error"; /* the node's own type, title and detail win */
+                snprintf(o->detail, sizeof(o->detail), "%s",
+                         json_string_value(json_object_get(resp->body, "detail")) ?: "");
+        }
+        o->body = resp->body;
+        resp->body = NULL;
+}
+
+static void records_deposit_run(struct fleetd *f, void *arg, struct plan_outcome *o)
+{
+        struct records_deposit *d = arg;
         struct records_call c = {.out_fd = -1};
+        struct api_response resp = {0};
         int r = -EIO;
 
-        if (records_target(req, resp, address, sizeof(address), node, sizeof(node)) < 0 ||
-            !records_deposit_args(req, resp, did, sizeof(did)))
-                return;
-        if (records_query_path(req, did, path, sizeof(path)) < 0) {
-                api_problem(resp, 414, "uri-too-long", "the record's name is too long");
-                return;
-        }
+        memset(o, 0, sizeof(*o));
         /* the same deposit id again after no answer: the agent seals it once */
         for (int i = 0; i < RECORDS_TRIES; i++) {
                 records_call_done(&c);
                 c = (struct records_call){.out_fd = -1};
-                r = records_http(req->f, address, "POST", path, req->body_fd, req->body_size, &c,
-                                 120000 + req->body_size / (1u << 20) * 1000);
+                r = records_http(f, d->address, "POST", d->path, d->fd, d->size, &c,
+                                 120000 + d->size / (1u << 20) * 1000);
                 if (r == 0 && c.status != 503 && c.status != 504)
                         break;
-                log_info("deposit '%s' into VM '%s': node '%s' %s; trying again", did,
-                         req->params[0], node, r < 0 ? "did not answer" : "is busy");
+                log_info("deposit '%s' into VM '%s': node '%s' %s; trying again", d->did, d->vm,
+                         d->node, r < 0 ? "did not answer" : "is busy");
                 usleep((useconds_t)(500000u << i));
         }
         if (r < 0)
-                records_unreachable(resp, r, node);
+                records_unreachable(&resp, r, d->node);
         else
-                records_pass(resp, &c, node);
+                records_pass(&resp, &c, d->node);
         records_call_done(&c);
-        records_audit(req, node, did, resp);
-        if (resp->status == 201)
-                log_info("record deposited into VM '%s' ('%s', by '%s')", req->params[0], did,
-                         req->actor);
+        records_audit(f, d, &resp);
+        if (resp.status == 201)
+                log_info("record deposited into VM '%s' ('%s', by '%s')", d->vm, d->did, d->actor);
+        records_outcome(&resp, o);
+        close(d->fd);
+        free(d);
+}
+
+void api_records_deposit(struct api_request *req, struct api_response *resp)
+{
+        struct records_deposit *d = calloc(1, sizeof(*d));
+        struct plan_outcome o;
+
+        if (!d) {
+                api_problem(resp, 503, "out-of-memory", "cannot take the deposit now");
+                return;
+        }
+        if (records_target(req, resp, d->address, sizeof(d->address), d->node, sizeof(d->node)) <
+                0 ||
+            !records_deposit_args(req, resp, d->did, sizeof(d->did))) {
+                free(d);
+                return;
+        }
+        if (records_query_path(req, d->did, d->path, sizeof(d->path)) < 0) {
+                api_problem(resp, 414, "uri-too-long", "the record's name is too long");
+                free(d);
+                return;
+        }
+        d->fd = fcntl(req->body_fd, F_DUPFD_CLOEXEC, 0);
+        if (d->fd < 0) {
+                api_problem(resp, 503, "no-spool", "cannot keep the spooled record: %s",
+                            strerror(errno));
+                free(d);
+                return;
+        }
+        d->size = req->body_size;
+        memcpy(d->hash, req->body_hash, sizeof(d->hash));
+        snprintf(d->vm, sizeof(d->vm), "%s", req->params[0]);
+        snprintf(d->actor, sizeof(d->actor), "%s", req->actor);
+        ops_task_start(req->f, "deposit", d->vm, d->actor, records_deposit_run, d, &o);
+        api_operation_accepted(resp, &o);
 }
 
 void api_records_list(struct api_request *req, struct api_response *resp)

@@ -140,10 +140,12 @@ void api_vms_verb(struct api_request *req, struct api_response *resp)
         }
         if (!api_body_empty(req, resp))
                 return;
-        if (strcmp(verb, "retire") == 0) { /* fleetd's own record: done at once */
+        if (strcmp(verb, "retire") == 0) { /* fleetd's own record: done at once, an operation */
                 dispatch_vm_verb_if(req->f, req->params[0], verb, req->actor, api_if_match(req),
                                     &o);
-                api_from_outcome(resp, &o);
+                if (!o.problem)
+                        ops_finished(req->f, verb, req->params[0], req->actor, &o);
+                api_operation_accepted(resp, &o);
                 return;
         }
         ops_verb_start(req->f, req->params[0], verb, req->actor, api_if_match(req), &o);

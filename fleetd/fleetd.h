@@ -639,6 +639,20 @@ void ops_confirmed(struct fleetd *f, const char *plan_id, const char *vm_id, con
  * background: o gets 202 and the operation. */
 void ops_verb_start(struct fleetd *f, const char *vm_id, const char *verb, const char *actor,
                     const char *if_match, struct plan_outcome *o);
+/* A task (a deposit) run on its own thread; it fills its outcome as a verb call does and owns
+ * arg. */
+typedef void (*ops_task_fn)(struct fleetd *f, void *arg, struct plan_outcome *ret);
+/* Runs run(f, arg) in the background as operation kind of vm_id: o gets 202 and the operation
+ * (or, when it cannot be recorded, run's own outcome, run here). */
+void ops_task_start(struct fleetd *f, const char *kind, const char *vm_id, const char *actor,
+                    ops_task_fn run, void *arg, struct plan_outcome *o);
+/* A call already done with success in o (retire): recorded as a succeeded operation, o then 202
+ * and the operation (its body stolen); o unchanged when it cannot be recorded. */
+void ops_finished(struct fleetd *f, const char *kind, const char *vm_id, const char *actor,
+                  struct plan_outcome *o);
+/* The operation that follows image name's push, just started (NULL when it cannot be
+ * recorded). */
+json_t *ops_image_push(struct fleetd *f, const char *name, const char *actor);
 void ops_get(struct fleetd *f, const char *id, struct plan_outcome *o);
 /* {operations, next_after}, oldest first. */
 void ops_list(struct fleetd *f, const char *after, const char *state, unsigned limit,

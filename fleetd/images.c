@@ -828,12 +828,21 @@ static void images_stage_end(void *state, struct api_request *req, struct api_re
                 image_partial_close(&s->part);
         }
         images_push_start(req->f, s, resp);
-        if (resp->status == 202) {
-                static __thread char location[128];
+        if (resp->status == 202) { /* the operation that follows the push */
+                json_t *op = ops_image_push(req->f, s->name, s->actor);
 
-                snprintf(location, sizeof(location), "/v1/images/%s/push", s->name);
-                resp->header_name = "Location";
-                resp->header_value = location;
+                if (op) {
+                        json_decref(resp->body);
+                        resp->body = op;
+                        snprintf(resp->location, sizeof(resp->location), "/v1/operations/%s",
+                                 json_string_value(json_object_get(op, "id")));
+                } else {
+                        static __thread char location[128];
+
+                        snprintf(location, sizeof(location), "/v1/images/%s/push", s->name);
+                        resp->header_name = "Location";
+                        resp->header_value = location;
+                }
         }
 }
 

@@ -1,12 +1,14 @@
 /* Long operations, as Incus's /1.0/operations and Proxmox's task ids: a confirmation (the VM's
- * creation on its node) and a verb on a VM's node answer 202 with Location
- * /v1/operations/{id}, and the operation says running, succeeded or failed, with progress, the
- * result (the VM) or the error (a problem document). Operations are rows of the store, so they
- * outlive fleetd: a creation's operation follows the VM's dispatch state (the dispatcher resumes
- * it after a restart); a verb call cut short by a restart is settled at start from what the
- * store recorded (its lifecycle written means the node did it) or failed as interrupted, the
- * node's next inventory then telling fleetd what happened. Finished ones beyond OPS_KEEP are
- * pruned. */
+ * creation on its node), a verb on a VM's node, a retirement, a deposit through the Diode and an
+ * image push answer 202 with Location /v1/operations/{id}, and the operation says running,
+ * succeeded or failed, with progress, the result (the VM, a receipt, the push) or the error (a
+ * problem document). An image push's operation follows the push (images.c), as a creation's
+ * follows its VM; a deposit runs on its own thread, as a verb call does. Operations are rows of the
+ * store, so they outlive fleetd: a creation's operation follows the VM's dispatch state (the
+ * dispatcher resumes it after a restart); a verb call cut short by a restart is settled at start
+ * from what the store recorded (its lifecycle written means the node did it) or failed as
+ * interrupted, the node's next inventory then telling fleetd what happened. Finished ones beyond
+ * OPS_KEEP are pruned. */
 #include <errno.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -39,18 +41,23 @@ static void op_stamp(json_t *doc, const char *key_at, const char *key_ms, uint64
         json_object_set_new(doc, key_ms, json_integer((json_int_t)ms));
 }
 
+/* vm_id NULL: an image push, whose resources name the push (image) instead of a VM. */
 static json_t *op_new(const char *id, const char *kind, const char *vm_id, const char *plan_id,
-                      const char *actor)
+                      const char *actor, const char *image)
 {
-        char vm_path[96];
+        char path[128];
         json_t *doc;
         uint64_t now = clock_realtime_ms();
 
-        snprintf(vm_path, sizeof(vm_path), "/v1/vms/%s", vm_id);
-        doc = json_pack("{s:s, s:s, s:s, s:i, s:s, s:o, s:s, s:n, s:n, s:{s:s}}", "id", id, "kind",
-                        kind, "state", "running", "progress", 0, "vm_id", vm_id, "plan_id",
+        if (vm_id)
+                snprintf(path, sizeof(path), "/v1/vms/%s", vm_id);
+        else
+                snprintf(path, sizeof(path), "/v1/images/%s/push", image);
+        doc = json_pack("{s:s, s:s, s:s, s:i, s:o, s:o, s:s, s:n, s:n, s:{s:s}}", "id", id, "kind",
+                        kind, "state", "running", "progress", 0, "vm_id",
+                        vm_id ? json_string(vm_id) : json_null(), "plan_id",
                         plan_id ? json_string(plan_id) : json_null(), "actor", actor, "result",
-                        "error", "resources", "vm", vm_path);
+                        "error", "resources", vm_id ? "vm" : "push", path);
         if (doc) {
                 op_stamp(doc, "created_at", "created_ms", now);
                 op_stamp(doc, "updated_at", "updated_ms", now);
@@ -126,17 +133,73 @@ static bool op_follow_create(struct fleetd *f, json_t *doc)
         return true;
 }
 
-/* Brings running creations up to date (and stores what moved); without f->lock. */
+/* A running image push's operation from the push (images.c); true when it ended. The push is
+ * fleetd's memory only: gone, or a newer one of the name, means a restart cut this one short. */
+static bool op_follow_push(struct fleetd *f, json_t *doc)
+{
+        const char *path =
+            json_string_value(json_object_get(json_object_get(doc, "resources"), "push")) ?: "";
+        char name[80] = "", detail[320];
+        json_t *p, *n;
+        uint64_t done = 0, total = 0;
+        size_t i;
+
+        sscanf(path, "/v1/images/%79[^/]/push", name);
+        p = images_push_get(f, name);
+        if (!p || strcmp(json_string_value(json_object_get(p, "started_at")) ?: "",
+                         op_str(doc, "created_at")) > 0) { /* none, or a later push */
+                json_decref(p);
+                snprintf(detail, sizeof(detail),
+                         "the push of image '%s' this operation followed is gone (fleetd "
+                         "restarted, or a later push replaced it); push it again: fleetd keeps "
+                         "the uploaded image and each node resumes where it stopped",
+                         name);
+                op_set(doc, "failed", 100, NULL, op_problem(503, "interrupted", detail, NULL));
+                return true;
+        }
+        json_array_foreach(json_object_get(p, "nodes"), i, n)
+        {
+                done += (uint64_t)json_integer_value(json_object_get(n, "offset")) +
+                        (uint64_t)json_integer_value(json_object_get(n, "bytes_sent"));
+                total += (uint64_t)json_integer_value(json_object_get(n, "total"));
+        }
+        if (strcmp(op_str(p, "state"), "running") == 0) {
+                json_object_set_new(doc, "progress",
+                                    json_integer(total ? (json_int_t)(done * 99 / total) : 0));
+                json_decref(p);
+                return false;
+        }
+        if (strcmp(op_str(p, "state"), "done") == 0) {
+                op_set(doc, "succeeded", 100, p, NULL);
+                return true;
+        }
+        snprintf(detail, sizeof(detail), "image '%s' reached %lld of %zu nodes; see 'nodes'", name,
+                 (long long)json_integer_value(json_object_get(p, "nodes_done")),
+                 json_array_size(json_object_get(p, "nodes")));
+        op_set(doc, "failed", 100, NULL,
+               op_problem(502, "push-failed", detail,
+                          json_pack("{s:O}", "nodes", json_object_get(p, "nodes"))));
+        json_decref(p);
+        return true;
+}
+
+/* Brings running creations and image pushes up to date (and stores what moved); without
+ * f->lock. */
 static void op_refresh(struct fleetd *f, json_t *doc)
 {
         bool moved;
 
-        if (strcmp(op_str(doc, "state"), "running") != 0 ||
-            strcmp(op_str(doc, "kind"), "create") != 0)
+        if (strcmp(op_str(doc, "state"), "running") != 0)
                 return;
-        pthread_mutex_lock(&f->lock);
-        moved = op_follow_create(f, doc);
-        pthread_mutex_unlock(&f->lock);
+        if (strcmp(op_str(doc, "kind"), "image-push") == 0)
+                moved = op_follow_push(f, doc);
+        else if (strcmp(op_str(doc, "kind"), "create") != 0)
+                return;
+        else {
+                pthread_mutex_lock(&f->lock);
+                moved = op_follow_create(f, doc);
+                pthread_mutex_unlock(&f->lock);
+        }
         if (moved && op_store(f, doc) < 0)
                 log_error("cannot record the end of operation '%s'", op_str(doc, "id"));
 }
@@ -182,7 +245,7 @@ void ops_confirmed(struct fleetd *f, const char *plan_id, const char *vm_id, con
         snprintf(key, sizeof(key), "create\n%s", plan_id);
         crypto_generichash(h, sizeof(h), (const unsigned char *)key, strlen(key), NULL, 0);
         sodium_bin2hex(id, sizeof(id), h, sizeof(h));
-        doc = op_new(id, "create", vm_id, plan_id, actor);
+        doc = op_new(id, "create", vm_id, plan_id, actor, NULL);
         r = doc ? op_insert(f, doc) : -ENOMEM;
         if (r == 0) { /* a repeated confirm: the operation its first one started */
                 json_decref(doc);
@@ -201,7 +264,9 @@ void ops_confirmed(struct fleetd *f, const char *plan_id, const char *vm_id, con
 
 struct op_call {
         struct fleetd *f;
-        struct verb_call *call;
+        struct verb_call *call; /* a verb; or: */
+        ops_task_fn run;        /* a task, with its argument */
+        void *arg;
         json_t *doc;
         char actor[64];
 };
@@ -210,7 +275,10 @@ static void op_call_run(struct op_call *c)
 {
         struct plan_outcome vo;
 
-        dispatch_verb_finish(c->f, c->call, c->actor, &vo);
+        if (c->run)
+                c->run(c->f, c->arg, &vo);
+        else
+                dispatch_verb_finish(c->f, c->call, c->actor, &vo);
         if (vo.problem)
                 op_set(c->doc, "failed", 100, NULL,
                        op_problem(vo.status, vo.problem, vo.detail, vo.body));
@@ -255,12 +323,28 @@ static void op_call_spawn(struct fleetd *f, struct op_call *c)
                 op_call_thread(c);
 }
 
+/* A new operation's id and document, inserted; NULL when it cannot be recorded. */
+static json_t *op_begin(struct fleetd *f, const char *kind, const char *vm_id, const char *actor,
+                        const char *image)
+{
+        char id[OP_ID_LEN + 1];
+        uint8_t raw[OP_ID_LEN / 2];
+        json_t *doc;
+
+        randombytes_buf(raw, sizeof(raw));
+        sodium_bin2hex(id, sizeof(id), raw, sizeof(raw));
+        doc = op_new(id, kind, vm_id, NULL, actor, image);
+        if (doc && op_insert(f, doc) != 1) {
+                json_decref(doc);
+                doc = NULL;
+        }
+        return doc;
+}
+
 void ops_verb_start(struct fleetd *f, const char *vm_id, const char *verb, const char *actor,
                     const char *if_match, struct plan_outcome *o)
 {
         struct op_call *c = calloc(1, sizeof(*c));
-        char id[OP_ID_LEN + 1];
-        uint8_t raw[OP_ID_LEN / 2];
         json_t *doc;
 
         memset(o, 0, sizeof(*o));
@@ -273,21 +357,63 @@ void ops_verb_start(struct fleetd *f, const char *vm_id, const char *verb, const
                 free(c);
                 return;
         }
-        randombytes_buf(raw, sizeof(raw));
-        sodium_bin2hex(id, sizeof(id), raw, sizeof(raw));
-        doc = op_new(id, verb, vm_id, NULL, actor);
-        if (!doc || op_insert(f, doc) != 1) {
+        doc = op_begin(f, verb, vm_id, actor, NULL);
+        if (!doc) {
                 /* not recorded: run it here, and answer as before operations */
-                json_decref(doc);
                 dispatch_verb_finish(f, c->call, actor, o);
                 free(c);
                 return;
         }
         c->f = f;
-        c->doc = json_incref(doc);
+        c->doc = doc; /* the thread's; the answer is a copy, written while the thread runs */
         snprintf(c->actor, sizeof(c->actor), "%s", actor);
-        op_answer(o, doc);
+        op_answer(o, json_deep_copy(doc));
         op_call_spawn(f, c);
+}
+
+void ops_task_start(struct fleetd *f, const char *kind, const char *vm_id, const char *actor,
+                    ops_task_fn run, void *arg, struct plan_outcome *o)
+{
+        struct op_call *c = calloc(1, sizeof(*c));
+        json_t *doc = c ? op_begin(f, kind, vm_id, actor, NULL) : NULL;
+
+        memset(o, 0, sizeof(*o));
+        if (!doc) {
+                free(c);
+                run(f, arg, o); /* not recorded: run here, and answer as before operations */
+                return;
+        }
+        c->f = f;
+        c->run = run;
+        c->arg = arg;
+        c->doc = doc; /* the thread's; the answer is a copy, written while the thread runs */
+        snprintf(c->actor, sizeof(c->actor), "%s", actor);
+        op_answer(o, json_deep_copy(doc));
+        op_call_spawn(f, c);
+}
+
+void ops_finished(struct fleetd *f, const char *kind, const char *vm_id, const char *actor,
+                  struct plan_outcome *o)
+{
+        json_t *doc = op_begin(f, kind, vm_id, actor, NULL);
+
+        if (!doc)
+                return; /* not recorded: o answers as before operations */
+        op_set(doc, "succeeded", 100, o->body, NULL);
+        o->body = NULL;
+        if (op_store(f, doc) < 0)
+                log_error("cannot record the end of operation '%s'", op_str(doc, "id"));
+        o->etag[0] = '\0';
+        op_answer(o, doc);
+}
+
+json_t *ops_image_push(struct fleetd *f, const char *name, const char *actor)
+{
+        json_t *doc = op_begin(f, "image-push", NULL, actor, name);
+
+        if (doc)
+                op_refresh(f, doc);
+        return doc;
 }
 
 void ops_get(struct fleetd *f, const char *id, struct plan_outcome *o)
@@ -349,10 +475,16 @@ static void op_settle_verb(struct fleetd *f, json_t *doc)
                 op_set(doc, "succeeded", 100, vm_to_json(f, vm, clock_monotonic_ms()), NULL);
                 return;
         }
-        snprintf(detail, sizeof(detail),
-                 "fleetd restarted while the %s of VM '%s' was in flight; the node's next "
-                 "inventory shows whether it ran (GET /v1/vms/%s)",
-                 op_str(doc, "kind"), op_str(doc, "vm_id"), op_str(doc, "vm_id"));
+        if (strcmp(op_str(doc, "kind"), "deposit") == 0)
+                snprintf(detail, sizeof(detail),
+                         "fleetd restarted while a deposit into VM '%s' was in flight; deposit "
+                         "again with the same deposit_id: the agent seals a deposit id once",
+                         op_str(doc, "vm_id"));
+        else
+                snprintf(detail, sizeof(detail),
+                         "fleetd restarted while the %s of VM '%s' was in flight; the node's "
+                         "next inventory shows whether it ran (GET /v1/vms/%s)",
+                         op_str(doc, "kind"), op_str(doc, "vm_id"), op_str(doc, "vm_id"));
         op_set(doc, "failed", 100, NULL, op_problem(503, "interrupted", detail, NULL));
 }
 
@@ -369,7 +501,8 @@ void ops_recover(struct fleetd *f)
         }
         json_array_foreach(ops, i, doc)
         {
-                if (strcmp(op_str(doc, "kind"), "create") == 0) {
+                if (strcmp(op_str(doc, "kind"), "create") == 0 ||
+                    strcmp(op_str(doc, "kind"), "image-push") == 0) {
                         op_refresh(f, doc);
                         continue;
                 }

@@ -13,7 +13,8 @@ let auditAfter = 0;      /* the last sequence number read (GET /v1/audit?after=N
 const CHAIN_EVERY_MS = 10000; /* the chain check walks the whole record: not every refresh */
 let chainAt = 0;
 let openNodeId = null;   /* the node whose history is shown */
-let chainBroken = null;  /* {seq, problem} while fleetd finds the audit chain broken */
+let chainBroken = null;
+let lastVms = [];        /* the VMs as last read */  /* {seq, problem} while fleetd finds the audit chain broken */
 
 class ApiError extends Error {
   constructor(status, problem) {
@@ -25,8 +26,9 @@ class ApiError extends Error {
 
 async function api(method, path, body) {
   const headers = { Authorization: `Bearer ${token}` };
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  const r = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const raw = body instanceof Blob; /* a file picked for a deposit goes as its bytes */
+  if (body !== undefined) headers["Content-Type"] = raw ? "application/octet-stream" : "application/json";
+  const r = await fetch(path, { method, headers, body: body === undefined ? undefined : raw ? body : JSON.stringify(body) });
   const text = await r.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch (e) { data = null; }
@@ -73,7 +75,20 @@ const dur = (ms) => (ms < 1000 ? `${ms} ms` : ms < 120000 ? `${(ms / 1000).toFix
 const gib = (m) => (m === 0 ? "0" : m >= 1024 ? `${(m / 1024).toFixed(1)} GiB` : `${m} MiB`);
 const age = (ms) => (ms === undefined || ms === null ? "never" : ms < 1000 ? `${ms} ms ago` : `${(ms / 1000).toFixed(1)} s ago`);
 
+/* The plan form's target picker: the roster's nodes, the operator's pick kept across redraws. */
+function renderNodePicker(nodes) {
+  const pick = $("#plan-node");
+  const ids = nodes.map((n) => n.id).join(" ");
+  if (pick.dataset.ids === ids) return;
+  const keep = pick.value;
+  pick.dataset.ids = ids;
+  fill(pick, [el("option", { value: "" }, "fleet's choice"),
+    ...nodes.map((n) => el("option", { value: n.id }, `${n.id} (${n.role}, ${n.state})`))]);
+  pick.value = nodes.some((n) => n.id === keep) ? keep : "";
+}
+
 function renderNodes(nodes) {
+  renderNodePicker(nodes);
   fill($("#nodes tbody"), nodes.map((n) => el("tr", { "data-node": n.id },
     el("td", {}, el("button", { class: "link", "data-history": n.id, title: "CPU and RAM over the last hour",
       onclick: () => openNode(n) }, n.name && n.name !== n.id ? `${n.id} (${n.name})` : n.id)),
@@ -128,20 +143,38 @@ function verificationText(vm) {
 /* The verbs fleetd would accept now: none before the VM is created, after a failed creation,
  * while its node cannot be reached, or once it is archived (archived is for good). */
 function allowedVerbs(vm) {
+  // a failed creation left nothing to keep on its node: it may be retired (its record stays)
+  if (vm.status === "failed") return vm.lifecycle === "retired" ? [] : ["retire"];
   if (vm.status !== "active" || ["unreachable", "missing"].includes(vm.state)) return [];
   if (vm.lifecycle === "active") return ["suspend", "verify", "archive"];
   if (vm.lifecycle === "suspended") return ["resume", "archive"];
   return [];
 }
 
+const VERB_TITLES = {
+  verify: "ask the VM's node for a full verification of its vault",
+  retire: "the creation failed: take the VM out of the list of live VMs; its audit record stays",
+};
+const VERB_WARNINGS = {
+  archive: " An archived VM keeps its disks but will not start again.",
+  retire: " Its creation failed; it leaves the live VMs for good. Nothing on its node is deleted and it stays in the audit record.",
+};
+
+/* The records view for a VM whose records can move now (active, and its node heard). */
+function recordsButton(vm) {
+  if (vm.status !== "active" || vm.lifecycle !== "active" || ["unreachable", "missing"].includes(vm.state)) return "";
+  return el("button", { "data-records": vm.id, title: "the Totebox's records: list, last sealed, deposit",
+    onclick: () => openRecords(vm) }, "Records");
+}
+
 function vmActions(vm) {
   const verbs = allowedVerbs(vm);
   return verbs.map((verb) => el("button", {
     "data-action": verb,
-    title: verb === "verify" ? "ask the VM's node for a full verification of its vault" : "",
+    title: VERB_TITLES[verb] || "",
     onclick: async () => {
       // verify changes nothing, so it asks no question; the others change the VM's lifecycle
-      if (verb !== "verify" && !confirm(`${verb} ${vm.id}?${verb === "archive" ? " An archived VM keeps its disks but will not start again." : ""}`)) return;
+      if (verb !== "verify" && !confirm(`${verb} ${vm.id}?${VERB_WARNINGS[verb] || ""}`)) return;
       const started = api("POST", `/v1/vms/${encodeURIComponent(vm.id)}/${verb}`);
       started.then(refresh, () => null);
       try { await follow(await started); } catch (e) { alert(e.message); }
@@ -158,7 +191,9 @@ const EXPECTED = { active: ["running"], suspended: ["saved", "paused", "shutoff"
  * a failed creation, or the node's report, green only when it is what the lifecycle asks. */
 function runningCell(vm) {
   if (vm.status === "creating") return el("td", { class: "run-warn", title: vm.reason || "" }, "being created");
-  if (vm.status === "failed") return el("td", { class: "run-bad" }, `creation failed${vm.reason ? `: ${vm.reason}` : ""}`);
+  // a retired one was dealt with: its reason stays readable, no longer an alarm
+  if (vm.status === "failed") return el("td", { class: vm.lifecycle === "retired" ? "run-quiet" : "run-bad" },
+    `creation failed${vm.reason ? `: ${vm.reason}` : ""}`);
   const st = vm.state || "unknown";
   const expected = EXPECTED[vm.lifecycle] || [];
   const cls = expected.includes(st) ? (st === "running" ? "run-ok" : "run-quiet")
@@ -169,32 +204,39 @@ function runningCell(vm) {
 }
 
 function renderVms(vms) {
+  if (!vms.length)
+    return fill($("#vms tbody"), [el("tr", {}, el("td", { colspan: 8, class: "muted" },
+      "No Totebox VMs yet: New VM (F9) plans one; nothing is created before you confirm the plan."))]);
   fill($("#vms tbody"), vms.map((vm) => {
     const integrity = integrityOf(vm);
-    const mismatches = (vm.integrity && vm.integrity.mismatches) || [];
+    const found = (vm.integrity && vm.integrity.mismatches) || [];
+    const mismatches = mismatchLines(found);
+    const short = mismatchLines(found, (m) => `${m.kind}${m.path ? ` ${m.path}` : ""}`);
     const never = vm.status === "failed";
     return el("tr", { "data-vm": vm.id, class: integrity === "mismatch" ? "highlight-mismatch" : "" },
       el("td", {}, vm.id),
       el("td", {}, vm.entity),
       el("td", { class: vm.node_state ? `state-${vm.node_state}` : "" }, vm.node_id || (vm.pin && vm.pin.node_id) || "—",
         (vm.misplaced_on || []).length ? el("div", { class: "integrity-mismatch" }, `MISPLACED: also on ${vm.misplaced_on.join(", ")}`) : ""),
-      vm.status === "failed" ? el("td", { class: "run-quiet", title: "the VM was never created" }, "—")
+      vm.status === "failed" ? el("td", { class: vm.lifecycle === "retired" ? "lifecycle-retired" : "run-quiet",
+        title: "the VM was never created" }, vm.lifecycle === "retired" ? "retired" : "—")
         : el("td", { class: `lifecycle-${vm.lifecycle}` }, vm.lifecycle),
       runningCell(vm),
-      never ? el("td", { class: "run-quiet" }, "—") : el("td", { title: mismatches.map(mismatchText).join("\n") },
+      never ? el("td", { class: "run-quiet" }, "—") : el("td", { title: mismatches.join("\n") },
         el("span", { class: `integrity-${integrity}` }, integrity + (mismatches.length ? ` (${mismatches.length})` : "")),
         vm.witness && (vm.witness.named || []).length ? el("div", { class: "integrity-mismatch" }, `checkpoints: ${vm.witness.named.join(", ")}`) : "",
         vm.witness && vm.witness.stalled ? el("div", { class: "integrity-unknown" }, "stalled: verification overdue") : "",
-        mismatches.length ? el("div", { class: "mismatch-list" }, ...mismatches.slice(0, 3).map((m) =>
-          el("div", {}, `${m.kind}${m.path ? ` ${m.path}` : ""}`))) : ""),
+        short.length ? el("div", { class: "mismatch-list" }, ...short.slice(0, 3).map((m) => el("div", {}, m)),
+          short.length > 3 ? el("div", {}, `and ${short.length - 3} more`) : "") : ""),
       el("td", { class: "verification" }, never ? "—" : verificationText(vm) || "never"),
-      el("td", { class: "actions" }, ...vmActions(vm)));
+      el("td", { class: "actions" }, recordsButton(vm), ...vmActions(vm)));
   }));
 }
 
 function auditClass(e) {
   const text = `${e.kind} ${JSON.stringify(e.detail || {})}`;
   // a verification's result counts its mismatches: highlighted only when there are some
+  if (e.kind === "vm.verifications_clean") return ""; /* a day's clean verifications, counted */
   if (e.kind === "vm.verified") return (e.detail && e.detail.result && e.detail.result.mismatches) ? "highlight-mismatch" : "";
   if (/mismatch|misplaced|^vault\.(fork|rollback|lying_host)/.test(text)) return "highlight-mismatch";
   if (/evict/.test(text)) return "highlight-eviction";
@@ -202,6 +244,13 @@ function auditClass(e) {
 }
 
 const mismatchText = (m) => `${m.kind}${m.path ? ` ${m.path}` : ""}${m.detail ? ` (${m.detail})` : ""}`;
+/* The same mismatch reported again and again (every verification finds it) is one line with its
+ * count, not one line per report. */
+function mismatchLines(ms, text = mismatchText) {
+  const seen = new Map();
+  for (const m of ms || []) { const t = text(m); seen.set(t, (seen.get(t) || 0) + 1); }
+  return [...seen].map(([t, n]) => (n > 1 ? `${t} (reported ${n} times)` : t));
+}
 
 /* An audit entry's detail in words: a node's state change as "alive → evicted", an integrity
  * report as its mismatches, and any other field as "label: value" with units and dates. */
@@ -238,7 +287,7 @@ function auditDetail(e) {
   }
   if (rest.integrity && typeof rest.integrity === "object") {
     const ms = rest.integrity.mismatches || [];
-    parts.push(`integrity ${rest.integrity.status}${ms.length ? `: ${ms.map(mismatchText).join("; ")}` : ""}`);
+    parts.push(`integrity ${rest.integrity.status}${ms.length ? `: ${mismatchLines(ms).join("; ")}` : ""}`);
     delete rest.integrity;
   }
   for (const [k, v] of Object.entries(rest)) if (v !== "" && v !== null) parts.push(`${DETAIL_LABELS[k] || k.replace(/_/g, " ")}: ${detailValue(k, v)}`);
@@ -286,7 +335,8 @@ async function refreshChain() {
 async function refreshAudit() {
   for (let page = 0; page < 20; page++) {
     const r = await api("GET", `/v1/audit?after=${auditAfter}`);
-    const entries = r.entries || [];
+    // two refreshes may overlap (an action's own and the timer's): keep each entry once
+    const entries = (r.entries || []).filter((e) => e.seq > auditAfter);
     if (!entries.length) break;
     auditEntries.push(...entries);
     auditAfter = r.next_after;
@@ -369,11 +419,13 @@ async function refresh() {
       api("GET", "/v1/nodes"), api("GET", "/v1/vms"), api("GET", "/v1/health"), api("GET", "/v1/images")]);
     renderNodes(nodes.nodes || []);
     renderImages(images);
-    renderVms(vms.vms || []);
+    lastVms = vms.vms || [];
+    renderVms(lastVms);
     renderHealth(health);
     await refreshAudit();
     if (Date.now() - chainAt > CHAIN_EVERY_MS) { chainAt = Date.now(); await refreshChain(); }
     if (openNodeId) await refreshNode();
+    if (recordsVm) await refreshRecords().catch((e) => { $("#records-error").textContent = e.message; });
     $("#updated").textContent = `updated ${fmtTime(Date.now())}`;
   } catch (e) {
     if (e.status === 401) return showLogin("The token was refused; log in again.");
@@ -388,25 +440,66 @@ function renderPlan(plan, refusal) {
   const chosen = refusal ? null : plan.node_id;
   $("#plan").hidden = false;
   $("#plan-id").textContent = plan.id || "";
-  $("#plan-summary").textContent = chosen
-    ? `Chosen node: ${chosen}. The plan expires at ${fmtTime(plan.expires_at)}.`
-    : `No node fits: ${refusal}`;
-  fill($("#candidates tbody"), (plan.candidates || []).map((c) => el("tr", { class: c.chosen ? "chosen" : "", "data-candidate": c.node_id },
-    el("td", {}, c.chosen ? `${c.node_id} ✔ chosen` : c.node_id),
+  const target = refusal ? null : plan.target;
+  const fleet = refusal ? null : plan.fleet_choice;
+  $("#plan-summary").textContent = !chosen ? `No node fits: ${refusal}`
+    : target ? `Your target: node ${target.node_id}, which ${target.verdict === "fits" ? "fits" : "does NOT fit"}. ` +
+      `The fleet would choose ${fleet ? `node ${fleet}` : "no node"}. Confirming creates the VM on ${target.node_id}` +
+      `${target.verdict === "fits" ? "" : " only if it fits by then: fleetd refuses an override that breaks the node's margin"}. ` +
+      `The plan expires at ${fmtTime(plan.expires_at)}.`
+    : `Chosen node: ${chosen} (the fleet's choice). The plan expires at ${fmtTime(plan.expires_at)}.`;
+  renderCompare(target, fleet, plan.candidates || []);
+  fill($("#candidates tbody"), (plan.candidates || []).map((c) => el("tr", {
+    class: [c.chosen ? "chosen" : "", target && c.node_id === target.node_id ? "target" : ""].join(" ").trim(), "data-candidate": c.node_id },
+    el("td", {}, c.node_id + (c.chosen ? " ✔ fleet's choice" : "") + (target && c.node_id === target.node_id ? " ◆ your target" : "")),
     el("td", {}, c.state === "unseen" ? "—" : `${mib(c.available_mib)} (${mib(c.left_after_mib)} left after)`),
     el("td", {}, age(c.heartbeat_age_ms)),
-    el("td", {}, `${c.verdict}: ${c.reason}`))));
+    el("td", {}, verdictText(c.verdict, c.reason)))));
   $("#plan-margin").textContent = `Safety margin: ${mib(plan.safety_margin_mib)} must stay available after the VM.`;
+  $("#plan-ack-text").textContent = target ? ` I have read the plan; create this VM on node ${target.node_id} (my target, not the fleet's choice).`
+    : ` I have read the plan; create this VM on the chosen node${chosen ? ` (${chosen})` : ""}.`;
   $("#plan-ack").checked = false;
   $("#plan-ack").disabled = !chosen;
   $("#plan-confirm").disabled = true;
+}
+
+/* A verdict and its reason in one phrase ("fits, but another node has more available RAM", not
+ * "fits: fits, but ..."). */
+function verdictText(verdict, reason) {
+  const v = verdict === "does-not-fit" ? "does not fit" : verdict;
+  return !reason ? v : reason.startsWith(v) || reason.startsWith("chosen") ? reason : `${v}: ${reason}`;
+}
+
+/* What stays available after the VM, against the margin that must stay. */
+const leftText = (left, margin) => `${left < 0 ? "−" : ""}${mib(Math.abs(left))} (must stay ≥ ${mib(margin)})`;
+
+/* With a target node: its verdict and figures beside the fleet's own choice, one row each. */
+function renderCompare(target, fleet, candidates) {
+  const table = $("#plan-compare");
+  table.hidden = !target;
+  if (!target) return fill($("#plan-compare tbody"), []);
+  const fc = candidates.find((c) => c.node_id === fleet);
+  const rows = [el("tr", { "data-compare": "target", class: "target" },
+    el("td", {}, "Your target"), el("td", {}, target.node_id),
+    el("td", { class: `verdict-${target.verdict}` }, verdictText(target.verdict, target.reason)),
+    el("td", {}, mib(target.available_mib)), el("td", {}, leftText(target.left_after_mib, target.margin_mib)),
+    el("td", {}, target.disk_left_after_mib === null ? "not reported" : mib(target.disk_left_after_mib)))];
+  rows.push(el("tr", { "data-compare": "fleet" },
+    el("td", {}, "Fleet's choice"), el("td", {}, fleet || "—"),
+    el("td", { class: fc ? "verdict-fits" : "verdict-does-not-fit" }, fc ? verdictText(fc.verdict, fc.reason) : "no node fits"),
+    el("td", {}, fc ? mib(fc.available_mib) : "—"), el("td", {}, fc ? leftText(fc.left_after_mib, target.margin_mib) : "—"),
+    el("td", {}, fc && fc.disk_free_mib !== null ? `${mib(fc.disk_free_mib)} free now` : "—")));
+  fill($("#plan-compare tbody"), rows);
 }
 
 async function submitPlan(ev) {
   ev.preventDefault();
   const f = new FormData(ev.target);
   const body = {};
-  for (const [k, v] of f.entries()) body[k] = ["entity", "image"].includes(k) ? v : Number(v);
+  for (const [k, v] of f.entries()) {
+    if (k === "node" && !v) continue; /* the fleet chooses */
+    body[k] = ["entity", "image", "node"].includes(k) ? v : Number(v);
+  }
   $("#create-error").textContent = "";
   try {
     renderPlan(await api("POST", "/v1/plans", body));
@@ -521,6 +614,130 @@ function closeNode() {
   $("#node-detail").hidden = true;
 }
 
+/* ---- a Totebox's records (the Diode): its ledger a page at a time, newest first, and deposits */
+const RECORDS_PAGE = 10;
+let recordsVm = null;    /* the VM whose records are shown */
+let recordsAfter = null; /* the page shown: records with seq > recordsAfter; null: the newest */
+let recordsShown = 0;    /* the first record of the page shown is recordsShown + 1 */
+
+const shortHash = (h) => (h ? `${h.slice(0, 16)}…` : "—");
+function facts(dl, pairs) {
+  fill(dl, pairs.flatMap(([k, v, attrs]) => [el("dt", {}, k), el("dd", attrs || {}, v)]));
+}
+
+async function refreshRecords() {
+  const vm = recordsVm;
+  const path = `/v1/vms/${encodeURIComponent(vm.id)}/records`;
+  const head = await api("GET", `${path}?after=0&limit=1`);
+  const total = head.total;
+  const newest = total ? Math.floor((total - 1) / RECORDS_PAGE) * RECORDS_PAGE : 0; /* pages 1–10, 11–20, … */
+  const after = recordsAfter === null ? newest : Math.min(recordsAfter, newest);
+  const page = total ? await api("GET", `${path}?after=${after}&limit=${RECORDS_PAGE}`) : head;
+  const last = total ? (after === newest ? page : await api("GET", `${path}?after=${total - 1}&limit=1`)).records.slice(-1)[0] : null;
+  if (vm !== recordsVm) return;
+  const shownVm = (lastVms || []).find((v) => v.id === vm.id) || vm;
+  const sth = page.sth || {};
+  facts($("#records-summary"), [
+    ["Records", `${total}`, { "data-fact": "count" }],
+    ["Last sealed", last ? `${fmtTime(last.time)} (#${last.seq}, ${last.path})` : "nothing sealed yet", { "data-fact": "last" }],
+    ["Last verification", lastVerification(shownVm, total), { "data-fact": "verified" }],
+    ["Signed checkpoint", sth.root ? `covers ${sth.size} record${sth.size === 1 ? "" : "s"}, root ${shortHash(sth.root)}, signed ${fmtTime(sth.time_ms)}` : "—",
+      { "data-fact": "checkpoint", class: "mono", title: sth.root || "" }],
+  ]);
+  fill($("#records-list tbody"), (page.records || []).slice().reverse().map((r) => el("tr", { "data-seq": r.seq },
+    el("td", {}, r.seq), el("td", {}, fmtTime(r.time)), el("td", { class: "mono" }, r.path),
+    el("td", {}, `${r.size} B`), el("td", { class: "mono", title: r.blake2b_256 }, shortHash(r.blake2b_256)),
+    el("td", {}, r.supersedes ? `#${r.supersedes}` : "—"))));
+  if (!total) fill($("#records-list tbody"), [el("tr", {}, el("td", { colspan: 6, class: "muted" }, "No records in this vault yet."))]);
+  const from = total ? after + 1 : 0, to = Math.min(total, after + RECORDS_PAGE);
+  $("#records-page").textContent = total ? `records ${from}–${to} of ${total}` : "";
+  $("#records-newer").disabled = after >= newest;
+  $("#records-older").disabled = after === 0;
+  recordsShown = after;
+  recordsAfter = after === newest ? null : after; /* on the newest page: follow new deposits */
+}
+
+/* The last full verification, and how many records were sealed after it (not yet re-verified). */
+function lastVerification(vm, total) {
+  const text = verificationText(vm);
+  const l = vm.verification && vm.verification.last;
+  if (!text) return "never";
+  const since = l && total > l.records ? total - l.records : 0;
+  return since ? `${text}; ${since} record${since === 1 ? "" : "s"} sealed since` : text;
+}
+
+function openRecords(vm) {
+  recordsVm = vm;
+  recordsAfter = null;
+  $("#records").hidden = false;
+  $("#records-title").textContent = `Records of ${vm.id} (entity ${vm.entity}, node ${vm.node_id || (vm.pin && vm.pin.node_id)})`;
+  $("#receipt").hidden = true;
+  $("#records-error").textContent = "";
+  $("#deposit-status").textContent = "";
+  $("#deposit-form").reset();
+  fill($("#records-list tbody"), [el("tr", {}, el("td", { colspan: 6, class: "muted" }, "Loading…"))]);
+  $("#records-close").focus();
+  refreshRecords().catch((e) => { $("#records-error").textContent = e.message; });
+}
+
+function closeRecords() {
+  recordsVm = null;
+  $("#records").hidden = true;
+}
+
+function pageRecords(older) {
+  recordsAfter = older ? Math.max(0, recordsShown - RECORDS_PAGE) : recordsShown + RECORDS_PAGE;
+  refreshRecords().catch((e) => { $("#records-error").textContent = e.message; });
+}
+
+function showReceipt(r) {
+  const sth = r.sth || {};
+  $("#receipt").hidden = false;
+  facts($("#receipt-fields"), [
+    ["Sequence", `#${r.seq}`, { "data-receipt": "seq" }],
+    ["Path", r.path, { "data-receipt": "path", class: "mono" }],
+    ["Size", `${r.size} bytes`, { "data-receipt": "size" }],
+    ["BLAKE2b-256", r.blake2b_256, { "data-receipt": "blake2b_256", class: "mono" }],
+    ["Checkpoint", `signed tree head over ${sth.size} records, root ${sth.root}, signed ${fmtTime(sth.time_ms)}`,
+      { "data-receipt": "checkpoint", class: "mono" }],
+    ["Inclusion proof", `leaf ${r.leaf_index}, ${(r.proof || []).length} hash${(r.proof || []).length === 1 ? "" : "es"} (checked by the node against the vault key)`,
+      { "data-receipt": "proof" }],
+    ["Supersedes", r.supersedes ? `#${r.supersedes}` : "nothing", { "data-receipt": "supersedes" }],
+    ["Deposit id", r.deposit_id || "—", { "data-receipt": "deposit_id", class: "mono",
+      title: "a retry with this id is sealed once (fleetctl deposit --deposit-id)" }],
+  ]);
+}
+
+async function deposit(ev) {
+  ev.preventDefault();
+  const vm = recordsVm;
+  const file = $("#deposit-file").files[0];
+  if (!vm || !file) return;
+  const name = $("#deposit-name").value.trim() || file.name;
+  const sup = $("#deposit-supersedes").value;
+  const q = new URLSearchParams({ name });
+  if (sup) q.set("supersedes", sup);
+  $("#records-error").textContent = "";
+  $("#receipt").hidden = true;
+  $("#deposit-submit").disabled = true;
+  $("#deposit-status").textContent = `Depositing ${file.size} bytes as "${name}"…`;
+  try {
+    let r = await api("POST", `/v1/vms/${encodeURIComponent(vm.id)}/records?${q}`, file);
+    if (r && r.state) {
+      $("#deposit-status").textContent = "Uploaded; the agent is sealing it…";
+      r = (await follow(r)).result;
+    }
+    $("#deposit-status").textContent = `Sealed as #${r.seq}.`;
+    showReceipt(r);
+    recordsAfter = null;
+    await refreshRecords();
+  } catch (e) {
+    $("#deposit-status").textContent = "";
+    $("#records-error").textContent = `Not deposited: ${e.message}`;
+  }
+  $("#deposit-submit").disabled = false;
+}
+
 function showLogin(message) {
   clearTimeout(timer);
   token = "";
@@ -556,11 +773,16 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#plan-confirm").addEventListener("click", confirmPlan);
   $("#plan-drop").addEventListener("click", dropPlan);
   $("#node-close").addEventListener("click", closeNode);
+  $("#records-close").addEventListener("click", closeRecords);
+  $("#records-newer").addEventListener("click", () => pageRecords(false));
+  $("#records-older").addEventListener("click", () => pageRecords(true));
+  $("#deposit-form").addEventListener("submit", deposit);
   document.addEventListener("keydown", (e) => {
     if (e.key === "F9") { e.preventDefault(); openCreate(); }
     // Escape closes the open dialog, the node's history first (it opens over the rest)
     if (e.key === "Escape") {
       if (!$("#node-detail").hidden) closeNode();
+      else if (!$("#records").hidden) closeRecords();
       else if (!$("#create").hidden) closeCreate();
     }
   });

@@ -26,6 +26,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import Select
 
 ARTIFACTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "artifacts")
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -154,6 +155,17 @@ class Browser:
     def press(self, key):
         ActionChains(self.driver).send_keys(key).perform()
 
+    def shot_element(self, name, sel):
+        """One element's screenshot, at full resolution and whole even where it is taller than
+        the window (a dialog read on its own)."""
+        r = self.driver.execute_script(
+            "const b = document.querySelector(arguments[0]).getBoundingClientRect();"
+            "return {x: b.left + scrollX, y: b.top + scrollY, width: b.width, height: b.height}", sel)
+        png = self.driver.execute_cdp_cmd("Page.captureScreenshot", {
+            "format": "png", "captureBeyondViewport": True, "clip": dict(r, scale=1)})
+        with open(os.path.join(ARTIFACTS, name + ".png"), "wb") as f:
+            f.write(base64.b64decode(png["data"]))
+
     def shot(self, name):
         """A full-page screenshot through the DevTools protocol (WebDriver's is viewport-only)."""
         png = self.driver.execute_cdp_cmd("Page.captureScreenshot",
@@ -177,9 +189,10 @@ class Browser:
         self.shot(name)
 
 
-def run_panel(url, token, image, settle, tamper, entity="acme"):
-    """Every step of the panel test; returns (vm_id, node_id)."""
-    return _in_browser(_steps, url, token, image, entity, settle, tamper)
+def run_panel(url, token, image, settle, tamper, deposit, entity="acme"):
+    """Every step of the panel test; returns (vm_id, node_id). deposit(vm, n) puts n records
+    into the VM through fleetd's REST API (so that the records view has more than one page)."""
+    return _in_browser(_steps, url, token, image, entity, settle, tamper, deposit)
 
 
 def _in_browser(steps, *args):
@@ -193,7 +206,7 @@ def _in_browser(steps, *args):
         b.close()
 
 
-def _steps(b, url, token, image, entity, settle, tamper):
+def _steps(b, url, token, image, entity, settle, tamper, deposit):
     state = {}
 
     def login_refused():
@@ -263,28 +276,29 @@ def _steps(b, url, token, image, entity, settle, tamper):
               "the expiry (%s)" % summary)
         check(b.count("#candidates tbody tr") == 4, "every node is a candidate")
         chosen = b.cells("#candidates tr[data-candidate=%s]" % state["node"])
-        check("chosen" in chosen[0] and "MiB" in chosen[1], "the chosen row (%s)" % chosen)
+        check("fleet's choice" in chosen[0] and "MiB" in chosen[1], "the chosen row (%s)" % chosen)
         for nid in ("ctl", "n1", "n2", "n3"):
             c = b.cells("#candidates tr[data-candidate=%s]" % nid)
-            check(re.search(r"\S+: \S+", c[3]), "candidate %s has a verdict and a reason (%s)"
+            check(re.match(r"(chosen|fits|refused)\b\W+\w+", c[3]), "candidate %s has a verdict and a reason (%s)"
                   % (nid, c[3]))
-        check("chosen" not in b.cells("#candidates tr[data-candidate=n3]")[0],
+        check("choice" not in b.cells("#candidates tr[data-candidate=n3]")[0],
               "the unseen node is not chosen")
         check("512 MiB" in b.text("#plan-margin"), "the safety margin")
         check(not b.one("#plan-confirm").is_enabled(), "confirm needs the acknowledgement")
-        check(b.count("#vms tbody tr") == 0, "a plan creates nothing")
+        check(b.count("#vms tbody tr[data-vm]") == 0, "a plan creates nothing")
+        check("No Totebox VMs yet" in b.text("#vms tbody"), "the empty list says so")
 
     def vm_active():
         if not b.one("#plan-ack").is_selected():
             b.click("#plan-ack")
         check(b.one("#plan-confirm").is_enabled(), "acknowledged: confirm enabled")
         b.click("#plan-confirm")
-        b.until(lambda: b.count("#vms tbody tr") == 1, 10, "the VM row")
-        vm = b.attr("#vms tbody tr", "data-vm")
+        b.until(lambda: b.count("#vms tbody tr[data-vm]") == 1, 10, "the VM row")
+        vm = b.attr("#vms tbody tr[data-vm]", "data-vm")
         check(vm and vm.startswith("tbx-%s-" % entity), "the VM id (%s)" % vm)
         state["vm"] = vm
         b.until(lambda: (lambda c: len(c) > 4 and c[3] == "active" and c[4] != "being created"
-                         and c[2] == state["node"])(b.cells("#vms tbody tr")),
+                         and c[2] == state["node"])(b.cells("#vms tbody tr[data-vm]")),
                 90, "the VM to become active on the chosen node")
         check("vm.confirmed" in b.text("#audit tbody"), "the confirmation is in the audit record")
 
@@ -347,6 +361,103 @@ def _steps(b, url, token, image, entity, settle, tamper):
                                         b.one("#fleet-health"))
         check(color == "rgb(179, 38, 30)", "the badge's colour (%s)" % color)
 
+    # read in one script each: the records view re-renders with every refresh
+    def fact(name):
+        return b.driver.execute_script(
+            "const e = document.querySelector(arguments[0]); return e ? e.innerText : ''",
+            "#records-summary [data-fact=%s]" % name)
+
+    def seqs():
+        return b.driver.execute_script(
+            "return [...document.querySelectorAll('#records-list tbody tr[data-seq]')]"
+            ".map((r) => Number(r.dataset.seq))")
+
+    def records_view():
+        deposit(state["vm"], 11)
+        check(b.count(row() + " button[data-records]") == 1, "a records button on the active VM")
+        b.click(row() + " button[data-records]")
+        b.wait_visible("#records")
+        b.until(lambda: fact("count") == "11", 60, "the vault's 11 records counted")
+        check(state["vm"] in b.text("#records-title") and state["node"] in b.text("#records-title"),
+              "the title names the VM and its node (%s)" % b.text("#records-title"))
+        check(re.fullmatch(TIME_RE + r" \(#11, assets/00000011-api-11\.txt\)", fact("last")),
+              "the last sealed record (%s)" % fact("last"))
+        check(re.match(TIME_RE + r" \(.*\); 11 records sealed since$", fact("verified")),
+              "the last verification, before the deposits (%s)" % fact("verified"))
+        check(re.match(r"covers 11 records, root [0-9a-f]{16}…, signed " + TIME_RE, fact("checkpoint")),
+              "the signed checkpoint (%s)" % fact("checkpoint"))
+        # pages of ten, the newest first: 11 alone, then 10..1
+        check(seqs() == [11] and b.text("#records-page") == "records 11–11 of 11", "the newest page (%s, %s)"
+              % (seqs(), b.text("#records-page")))
+        check(not b.one("#records-newer").is_enabled(), "nothing newer than the newest page")
+        b.shot_element("10-records-dialog", "#records")
+
+    def records_older():
+        b.click("#records-older")
+        b.until(lambda: seqs() == list(range(10, 0, -1)), 20, "the older page")
+        check(b.text("#records-page") == "records 1–10 of 11", "the page's span (%s)" % b.text("#records-page"))
+        check(not b.one("#records-older").is_enabled(), "nothing older than record 1")
+        cells = b.cells('#records-list tr[data-seq="1"]')
+        check(cells[2] == "assets/00000001-api-1.txt" and cells[3] == "9 B" and cells[5] == "—",
+              "a ledger row in words (%s)" % cells)
+        check(re.fullmatch(TIME_RE, cells[1]), "the sealing time (%s)" % cells[1])
+        b.click("#records-newer")
+        b.until(lambda: seqs() == [11], 20, "back to the newest page")
+
+    def records_deposit():
+        import hashlib
+        data = b"an operator's note, deposited from the F9 panel\n" * 40
+        fd, path = tempfile.mkstemp(prefix="tbx-deposit-", suffix=".txt")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        try:
+            b.one("#deposit-file").send_keys(path)
+            b.fill("#deposit-name", "operator note.txt")
+            b.fill("#deposit-supersedes", "3")
+            b.click("#deposit-submit")
+            b.until(lambda: b.visible("#receipt"), 120, "the receipt")
+        finally:
+            os.unlink(path)
+        got = {k: b.text("#receipt-fields [data-receipt=%s]" % k)
+               for k in ("seq", "path", "size", "blake2b_256", "checkpoint", "proof", "supersedes")}
+        check(got["seq"] == "#12" and got["path"] == "assets/00000012-operator_note.txt",
+              "the receipt's number and path (%s)" % got)
+        check(got["size"] == "%d bytes" % len(data), "the size (%s)" % got)
+        check(got["blake2b_256"] == hashlib.blake2b(data, digest_size=32).hexdigest(),
+              "the BLAKE2b-256 of what was picked (%s)" % got)
+        check(re.match(r"signed tree head over 12 records, root [0-9a-f]{64}, signed " + TIME_RE,
+                       got["checkpoint"]), "the checkpoint that covers it (%s)" % got)
+        check(got["supersedes"] == "#3" and got["proof"].startswith("leaf 11,"), "(%s)" % got)
+        check(re.fullmatch(r"f-[0-9a-f]{32}", b.text("#receipt-fields [data-receipt=deposit_id]")),
+              "the deposit id fleetd drew, for a retry")
+        check("Sealed as #12" in b.text("#deposit-status"), "the status line")
+        b.until(lambda: fact("count") == "12" and seqs() == [12, 11], 20, "the list updated")
+        check(b.cells('#records-list tr[data-seq="12"]')[5] == "#3", "the correction shown")
+        b.until(lambda: b.count("#audit tr[data-kind='vm.deposit']") == 12, 20,
+                "every deposit in the audit record")
+        b.shot_element("12-deposit-receipt-dialog", "#records")
+
+    def records_refused():
+        # a record the agent refuses (a supersedes that is not in the ledger): the error, no receipt
+        fd, path = tempfile.mkstemp(prefix="tbx-deposit-", suffix=".txt")
+        os.write(fd, b"x")
+        os.close(fd)
+        try:
+            b.one("#deposit-file").send_keys(path)
+            b.fill("#deposit-name", "")
+            b.fill("#deposit-supersedes", "999")
+            b.click("#deposit-submit")
+            b.until(lambda: b.text("#records-error").startswith("Not deposited:"), 60, "the refusal")
+        finally:
+            os.unlink(path)
+        check(not b.visible("#receipt"), "no receipt for a refused deposit")
+        check(fact("count") == "12", "nothing sealed")
+        b.shot_element("13-deposit-refused-dialog", "#records")
+
+    def records_close():
+        b.press(Keys.ESCAPE)
+        b.wait_visible("#records", visible=False)
+
     b.step("01-login-refused", login_refused)
     b.step("02-nodes", nodes)
     b.step("02b-images", images)
@@ -362,6 +473,11 @@ def _steps(b, url, token, image, entity, settle, tamper):
     tamper(state["vm"], state["node"])
     b.step("08-resumed", resumed)
     b.step("09-mismatch", mismatch)
+    b.step("10-records", records_view)
+    b.step("11-records-older", records_older)
+    b.step("12-deposit-receipt", records_deposit)
+    b.step("13-deposit-refused", records_refused)
+    b.step("14-records-close", records_close)
     b.log("all steps passed (VM %s on %s)" % (state["vm"], state["node"]))
     return state["vm"], state["node"]
 
@@ -385,7 +501,7 @@ def _views(b, url, token, vms, break_chain):
         b.fill("#token", token)
         b.click("#login-form button[type=submit]")
         b.wait_visible("#main-view")
-        b.until(lambda: b.count("#vms tbody tr") == len(vms), 10, "every VM listed")
+        b.until(lambda: b.count("#vms tbody tr[data-vm]") == len(vms), 10, "every VM listed")
         c = b.until(lambda: (lambda c: len(c) > 6 and c[2] == "alive" and c)(
             b.cells("#nodes tr[data-node=n1]")), 10, "n1 alive")
         check(re.match(r"^\d+ % of 4 CPUs$", c[3]), "CPU rounded (%s)" % c[3])
@@ -435,10 +551,10 @@ def _views(b, url, token, vms, break_chain):
         want = {"active": ("active", "running", "run-ok", ["suspend", "verify", "archive"]),
                 "suspended": ("suspended", "saved to disk", "run-quiet", ["resume", "archive"]),
                 "archived": ("archived", "shut off", "run-quiet", []),
-                "failed": ("—", "creation failed", "run-bad", [])}
+                "failed": ("—", "creation failed", "run-bad", ["retire"])}
 
         def rows_ready():
-            rows = {r["vm"]: r for r in snapshot("#vms tbody tr")}
+            rows = {r["vm"]: r for r in snapshot("#vms tbody tr[data-vm]")}
             return all(vms[k] in rows and rows[vms[k]]["cells"][4].startswith(w[1])
                        for k, w in want.items()) and "UTC" in rows.get(vms["active"], {
                            "cells": [""] * 7})["cells"][6] and rows
@@ -488,9 +604,90 @@ def _views(b, url, token, vms, break_chain):
         b.until(lambda: "AUDIT CHAIN BROKEN" in b.text("#fleet-health"), 10, "the fleet badge")
         check(re.search(r"\bbad\b", b.attr("#fleet-health", "class")), "the badge is red")
 
+    def plan_form(entity, memory, target):
+        if not b.visible("#create"):
+            b.press(Keys.F9)
+            b.wait_visible("#create")
+        for name, value in (("entity", entity), ("memory_mib", str(memory)), ("vcpus", "1"),
+                            ("image", "base"), ("vault_disk_mib", "64")):
+            b.fill("#plan-form [name=%s]" % name, value)
+        picker = Select(b.one("#plan-node"))
+        offered = [o.get_attribute("value") for o in picker.options]
+        check(offered[0] == "" and {"n1", "n2", "n3"} <= set(offered),
+              "the target picker offers the fleet's choice and every node (%s)" % offered)
+        picker.select_by_value(target)
+        b.click("#plan-form button[type=submit]")
+        b.until(lambda: b.visible("#plan") and b.count("#plan-compare tbody tr") == 2, 10,
+                "the plan with the target beside the fleet's choice")
+
+    def compare():
+        return {r["cells"][0]: r["cells"] for r in b.driver.execute_script("""
+            return [...document.querySelectorAll('#plan-compare tbody tr')].map((r) => ({
+              cells: [...r.cells].map((c) => c.innerText)}));""")}
+
+    def plan_target_fits():
+        # n2 has the most RAM available: the fleet's choice; the operator names n1, which fits
+        plan_form("steered", 512, "n1")
+        rows = compare()
+        check(rows["Your target"][1] == "n1" and rows["Your target"][2].startswith("fits"),
+              "the target's verdict (%s)" % rows)
+        check(rows["Fleet's choice"][1] == "n2" and rows["Fleet's choice"][2].startswith("chosen: "),
+              "the fleet's own choice beside it (%s)" % rows)
+        summary = b.text("#plan-summary")
+        check("Your target: node n1, which fits" in summary and "fleet would choose node n2" in summary,
+              "the summary names both (%s)" % summary)
+        check("your target" in b.cells("#candidates tr[data-candidate=n1]")[0] and
+              "fleet's choice" in b.cells("#candidates tr[data-candidate=n2]")[0],
+              "the candidates mark both")
+        b.shot_element("p07-plan-target-dialog", "#create")
+
+    def plan_target_refused():
+        b.click("#plan-drop")  # the first plan, dropped (after its screenshot)
+        b.wait_visible("#create", visible=False)
+        # 12000 MiB on n1 (9000 available) would break its margin: the quote says so, and the
+        # confirmation is refused with the figures
+        plan_form("steered", 12000, "n1")
+        rows = compare()
+        check(rows["Your target"][2].startswith("does not fit"), "the target does not fit (%s)" % rows)
+        check(rows["Your target"][4].startswith("−3000 MiB (must stay ≥ 512 MiB)"), "short of the margin (%s)" % rows)
+        check("on node n1 (my target" in b.text("label.confirm"), "the acknowledgement names the target")
+        b.shot_element("p08-plan-target-dialog", "#create")
+        check(rows["Fleet's choice"][1] == "n2", "the fleet would choose n2 (%s)" % rows)
+        check("does NOT fit" in b.text("#plan-summary"), "said in the summary")
+        check("verdict-does-not-fit" in b.attr("#plan-compare tr[data-compare=target] td:nth-child(3)", "class"),
+              "the verdict in red")
+        b.click("#plan-ack")
+        b.click("#plan-confirm")
+        b.until(lambda: "n1" in b.text("#create-error"), 10, "the refusal with the node named")
+        check(b.count('#vms tbody tr[data-vm]') == len(vms), "nothing created (%s)" % b.text("#create-error"))
+
+    def plan_target_close():
+        b.press(Keys.ESCAPE)
+        b.wait_visible("#create", visible=False)
+
+    def retire():
+        r = row("failed")
+        check(b.count(r + " button[data-action=retire]") == 1, "retire offered on the failed VM")
+        for kind in ("active", "suspended", "archived"):
+            check(b.count(row(kind) + " button[data-action=retire]") == 0, "no retire on %s" % kind)
+        before = len(b.dialogs)
+        b.click(r + " button[data-action=retire]")
+        b.until(lambda: b.cells(r)[3] == "retired", 20, "the failed VM retired")
+        asked = b.dialogs[before:]
+        check(asked and asked[0].startswith("confirm: retire %s?" % vms["failed"]) and
+              "stays in the audit record" in asked[0], "retire asked first (%s)" % asked)
+        check(not any(d.startswith("alert") for d in asked), "no error shown (%s)" % asked)
+        check(b.count(r + " button[data-action]") == 0, "nothing more to do on a retired VM")
+        check("run-quiet" in b.attr(r + " td:nth-child(5)", "class"), "no longer shown as an alarm")
+        b.until(lambda: b.count("#audit tr[data-kind='vm.retired']") == 1, 10, "audited")
+
     b.step("p01-login", login)
     b.step("p02-node-history", node_history)
     b.step("p03-escape-closes", history_escape)
     b.step("p04-vm-fields-actions", vm_fields)
     b.step("p05-audit", audit)
+    b.step("p07-plan-target-fits", plan_target_fits)
+    b.step("p08-plan-target-refused", plan_target_refused)
+    b.step("p09-plan-target-close", plan_target_close)
+    b.step("p10-retire", retire)
     b.step("p06-chain-broken", chain_broken)

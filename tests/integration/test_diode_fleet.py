@@ -23,6 +23,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import test_fleetd_harness as H  # noqa: E402
+from test_fleetd_api import schema  # noqa: E402
 from test_vmhost_harness import NodeRelay as Relay  # noqa: E402
 from test_vmhost_harness import (VMHOST, FleetTrust, Vmhost, build_image, destroy_all,  # noqa: E402
                                  make_root, remove_root, sha256)
@@ -30,8 +31,9 @@ from test_vmhost_harness import (VMHOST, FleetTrust, Vmhost, build_image, destro
 
 class DiodeRelayHandler(http.server.BaseHTTPRequestHandler):
     """Relays each call to vmhost, bytes as they are, unless told to flip a byte of a record
-    (server.tamper = "body"), change its proof ("proof"), or drop the answer to the next deposit
-    after vmhost made it (server.drop_deposit)."""
+    (server.tamper = "body"), change its proof ("proof"), drop the answer to the next deposit
+    after vmhost made it (server.drop_deposit), or hold deposits until an event is set
+    (server.hold, server.held once one waits)."""
     protocol_version = "HTTP/1.1"
 
     def log_message(self, *a):
@@ -40,6 +42,10 @@ class DiodeRelayHandler(http.server.BaseHTTPRequestHandler):
     def relay(self):
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n) if n else None
+        hold = getattr(self.server, "hold", None)
+        if hold is not None and self.command == "POST" and "/records" in self.path:
+            self.server.held = True  # a deposit at the node's door, until the test opens it
+            hold.wait(60)
         conn = http.client.HTTPConnection("127.0.0.1", self.server.target_port, timeout=300)
         conn.request(self.command, self.path, body=body,
                      headers={"Content-Type": self.headers.get("Content-Type") or
@@ -99,6 +105,7 @@ def fleet():
                 mesh_state_dir=trust.mesh_dir(root, "n1"))
     relay = Relay(H.node_address(1), f.node_api_port, vh.port, handler=DiodeRelayHandler)
     relay.tamper, relay.drop_deposit, relay.deposits = None, 0, 0
+    relay.hold, relay.held = None, False
     state = {"f": f, "vh": vh, "relay": relay, "root": root, "trust": trust}
     try:
         st, body, _ = vh.call("POST", "/v1/images", {"name": "test", "path": manifest,
@@ -157,6 +164,33 @@ def test_deposit_list_read_and_correct(fleet):
     audit = f.audit("vm.deposit")
     assert [e["detail"]["seq"] for e in audit] == [1, 2]
     assert audit[0]["actor"] == "token:tester" and audit[0]["subject"] == a
+
+
+def test_deposit_is_a_long_operation(fleet):
+    """A deposit answers 202 with Location /v1/operations/ID once fleetd checked and spooled
+    it; the operation ends with the receipt as its result, or with the agent's refusal as its
+    error; fleetctl follows it (and with --no-wait prints the running operation)."""
+    f, a = fleet["f"], fleet["a"]
+    data = b"through an operation\n"
+    st, done = f.deposit(a, "op.txt", data, blake2b_256=b2(data))  # follows Location
+    assert st == 202 and done["state"] == "succeeded", done
+    assert done["kind"] == "deposit" and done["vm_id"] == a, done
+    assert done["resources"] == {"vm": "/v1/vms/" + a}, done
+    schema("operation.schema.json").validate(done)
+    receipt = done["result"]
+    assert receipt["blake2b_256"] == b2(data) and receipt["path"].endswith("-op.txt"), receipt
+    assert receipt["size"] == len(data) and receipt["sth"]["size"] >= receipt["seq"]
+    # refused by the agent (no such record to supersede): the operation fails with its problem
+    st, failed = f.deposit(a, "bad.txt", b"x", supersedes=999)
+    assert st == 202 and failed["state"] == "failed" and failed["error"]["status"] == 400, failed
+    assert "999" in failed["error"]["detail"], failed
+    schema("operation.schema.json").validate(failed)
+    total = f.json("GET", "/v1/vms/%s/records" % a, expect=200)[1]["total"]
+    assert total == receipt["seq"], total  # nothing sealed for the refused one
+    r = f.ctl("--no-wait", "deposit", a, put(fleet, "nw", b"no wait\n"), "--name", "nw.txt")
+    assert "is running" in r.stdout and "fleetctl operations" in r.stdout, r.stdout
+    op_id = r.stdout.split()[1]
+    assert f.finish({"id": op_id, "kind": "deposit"}, timeout=120)["state"] == "succeeded"
 
 
 def test_records_reach_the_named_totebox_only(fleet):
@@ -276,3 +310,38 @@ def test_limits_are_clear_4xx(fleet):
     st, h, _ = f.request("POST", "/v1/vms/%s/records?name=x" % a, raw=b"abc", token="wrong",
                          headers={"Content-Type": "application/octet-stream"})
     assert st == 401
+
+
+def test_fleetd_killed_mid_deposit_fails_its_operation_and_a_retry_seals_once(fleet):
+    """fleetd is SIGKILLed while its deposit operation waits at the node: after the restart the
+    operation is failed as interrupted (never left running), naming the retry; the node sealed
+    the record meanwhile, and the operator's retry with the same deposit id gets that record
+    again, not a second one."""
+    import signal
+    import threading
+    f, a, relay = fleet["f"], fleet["a"], fleet["relay"]
+    before = f.json("GET", "/v1/vms/%s/records" % a, expect=200)[1]["total"]
+    data = b"sealed while fleetd was down\n"
+    gate = threading.Event()
+    relay.hold, relay.held = gate, False
+    try:
+        st, h, payload = f.request("POST", "/v1/vms/%s/records?name=down.txt&deposit_id=down-1" % a,
+                                   raw=data, headers={"Content-Type": "application/octet-stream"})
+        op = json.loads(payload)
+        assert st == 202 and op["state"] == "running", (st, op)
+        f.wait(lambda: relay.held, timeout=30, what="the deposit at the node")
+        f.stop(sig=signal.SIGKILL)
+    finally:
+        relay.hold = None
+        gate.set()  # the held call goes on: vmhost seals it, no fleetd hears the answer
+    f.start()
+    f.wait(lambda: f.node("n1")["state"] == "alive", timeout=30, what="n1 alive again")
+    done = f.json("GET", "/v1/operations/" + op["id"], expect=200)[1]
+    assert done["state"] == "failed" and done["error"]["status"] == 503, done
+    assert "same deposit_id" in done["error"]["detail"], done
+    f.wait(lambda: f.json("GET", "/v1/vms/" + a, expect=200)[1]["state"] == "running",
+           timeout=30, what="the VM's state read again")
+    st, again = f.deposit(a, "down.txt", data, deposit_id="down-1")
+    assert st == 202 and again["state"] == "succeeded", again
+    assert again["result"]["seq"] == before + 1 and again["result"]["blake2b_256"] == b2(data)
+    assert f.json("GET", "/v1/vms/%s/records" % a, expect=200)[1]["total"] == before + 1

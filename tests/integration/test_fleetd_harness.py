@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.parse
 
 from harness import BUILD, SOURCE, free_port  # noqa: F401 (the test modules use H.free_port)
 
@@ -182,6 +183,19 @@ class Fleetd:
         if expect is not None:
             assert st == expect, (st, doc)
         return st, doc
+
+    def deposit(self, vm_id, name, data, timeout=120, **query):
+        """POST a record through the Diode and follow its operation: the finished operation
+        (its result the receipt), or (status, problem) of a refusal answered at once."""
+        q = "&".join(["name=" + urllib.parse.quote(name)] +
+                     ["%s=%s" % kv for kv in sorted(query.items())])
+        st, h, payload = self.request("POST", "/v1/vms/%s/records?%s" % (vm_id, q), raw=data,
+                                      headers={"Content-Type": "application/octet-stream"})
+        doc = json.loads(payload) if payload else None
+        if st != 202:
+            return st, doc
+        assert h["location"] == "/v1/operations/" + doc["id"], (h, doc)
+        return st, self.finish(doc, timeout=timeout)
 
     def wait(self, cond, timeout=10, what="condition"):
         deadline = time.time() + timeout

@@ -9,6 +9,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -261,6 +262,23 @@ def test_push_to_every_alive_node_list_and_remove(fleet):
     assert st == 404, doc
 
 
+def test_push_no_wait_prints_its_operation(fleet):
+    """fleetctl image push --no-wait returns once fleetd holds the image, printing the push's
+    operation; the operation, read later, ends with the push record."""
+    f, proxy = fleet["f"], fleet["proxy"]
+    path, sha = image_file(fleet, "nw.raw", 4 * MiB, "nw")
+    proxy.rate = 2 * MiB  # n2's copy takes a second or two: still running when fleetctl ends
+    try:
+        r = f.ctl("--no-wait", "image", "push", path, "--name", "nw", "--node", "n2")
+    finally:
+        proxy.rate = None
+    m = re.search(r"^operation ([0-9a-f]{32}) \(image-push, /v1/images/nw/push\) is running", r.stdout,
+                  re.M)
+    assert m, r.stdout + r.stderr
+    done = f.finish({"id": m.group(1), "kind": "image-push"}, timeout=60)
+    assert done["state"] == "succeeded" and done["result"]["sha256"] == sha, done
+
+
 def test_push_resumes_after_fleetd_is_killed_mid_stream(fleet):
     f, v2, proxy = fleet["f"], fleet["v2"], fleet["proxy"]
     size = 12 * MiB
@@ -284,6 +302,11 @@ def test_push_resumes_after_fleetd_is_killed_mid_stream(fleet):
     cut_at = doc["offset"]
     proxy.rate = None
     f.start()
+    # the push's operation was cut short with fleetd: failed as interrupted, never left running
+    ops = [o for o in f.json("GET", "/v1/operations", expect=200)[1]["operations"]
+           if o["kind"] == "image-push" and o["resources"] == {"push": "/v1/images/big/push"}]
+    assert len(ops) == 1 and ops[0]["state"] == "failed", ops
+    assert ops[0]["error"]["status"] == 503 and "push it again" in ops[0]["error"]["detail"], ops
     f.wait(lambda: f.node("n2")["state"] == "alive", timeout=20, what="n2 alive again")
     r = f.ctl("image", "push", path, "--name", "big", "--node", "n2", check=False)
     p = push_state(f, "big")
@@ -300,7 +323,10 @@ def test_push_resumes_after_the_connection_is_cut(fleet):
     proxy.rate = 3 * MiB
     with open(path, "rb") as fh:
         st, doc = put(f, "cut", fh.read(), sha, nodes="n2")
-    assert st == 202, doc
+    # the push is a long operation: 202 and the operation that follows it
+    assert st == 202 and doc["kind"] == "image-push" and doc["vm_id"] is None, doc
+    assert doc["resources"] == {"push": "/v1/images/cut/push"}, doc
+    op = doc
     f.wait(lambda: push_state(f, "cut")["nodes"][0]["bytes_sent"] > 2 * MiB, timeout=30,
            what="the push under way")
     # another push of the name while this one runs is refused before its body
@@ -313,6 +339,11 @@ def test_push_resumes_after_the_connection_is_cut(fleet):
     assert p["state"] == "done" and node["attempts"] >= 2, p
     assert 0 < node["offset"] < size  # the last attempt started where the node's bytes ended
     assert node_sha(v2, "cut") == sha
+    done = f.finish(op)
+    assert done["state"] == "succeeded" and done["progress"] == 100, done
+    assert done["result"]["state"] == "done" and done["result"]["name"] == "cut", done
+    from test_fleetd_api import schema
+    schema("operation.schema.json").validate(done)
 
 
 def test_corrupted_bytes_are_refused_and_nothing_is_visible(fleet):

@@ -166,11 +166,18 @@ def test_retire_failed_vm_never_an_active_one():
         assert f.json("GET", "/v1/vms/" + active["id"])[1]["lifecycle"] == "active"
         # a body is refused as on every verb
         f.json("POST", "/v1/vms/%s/retire" % failed["id"], body={"force": True}, expect=400)
-        st, r = f.json("POST", "/v1/vms/%s/retire" % failed["id"], expect=200)
+        # an operation as every verb is (202, Location), succeeded when answered: fleetd's own
+        # record, no node is called
+        st, h, payload = f.request("POST", "/v1/vms/%s/retire" % failed["id"])
+        op = json.loads(payload)
+        assert st == 202 and h["location"] == "/v1/operations/" + op["id"], (st, op)
+        assert op["kind"] == "retire" and op["state"] == "succeeded", op
+        schema("operation.schema.json").validate(op)
+        r = f.json("GET", h["location"], expect=200)[1]["result"]
         assert r["lifecycle"] == "retired" and r["status"] == "failed" and r["reason"], r
         schema("vm-resource.schema.json").validate(r)
-        st, again = f.json("POST", "/v1/vms/%s/retire" % failed["id"], expect=200)  # idempotent
-        assert again["lifecycle"] == "retired"
+        st, again = f.verb(failed["id"], "retire", expect=202)  # idempotent
+        assert again["result"]["lifecycle"] == "retired"
         entries = f.audit("vm.retired")
         assert [e["subject"] for e in entries] == [failed["id"]], entries
         # no other verb applies to it; it stays in the list and under ?lifecycle=retired

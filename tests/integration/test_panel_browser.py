@@ -105,6 +105,14 @@ def tamper(node, vm_id, tmpdir):
     node["vh"] = NodeVmhost(node["root"], **node["args"])
 
 
+def deposit(f, vm, n):
+    """n small records into vm through fleetd's REST API (api-1.txt ... api-N.txt), each
+    operation followed to its end."""
+    for i in range(1, n + 1):
+        st, op = f.deposit(vm, "api-%d.txt" % i, b"record %d\n" % i)
+        assert st == 202 and op["state"] == "succeeded", (st, op)
+
+
 @pytest.fixture
 def fleet():
     for need in (panel.CHROMIUM, panel.CHROMEDRIVER, "/usr/sbin/debugfs", AGENT, V.VMHOST,
@@ -156,7 +164,8 @@ def test_panel_in_chromium(fleet):
     start = time.monotonic()
     panel.run_panel("http://127.0.0.1:%d/" % f.api_port, f.token, IMAGE,
                     settle=lambda vm, node: settle(nodes[node], vm, tmp),
-                    tamper=lambda vm, node: tamper(nodes[node], vm, tmp))
+                    tamper=lambda vm, node: tamper(nodes[node], vm, tmp),
+                    deposit=lambda vm, n: deposit(f, vm, n))
     print("browser test: %.1f s" % (time.monotonic() - start))
     # What the browser showed is what fleetd recorded.
     entries = f.audit("integrity.mismatch")

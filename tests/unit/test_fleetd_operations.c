@@ -1,7 +1,10 @@
 /* Operations left running by a crash, settled at start from what the store recorded: a verb
  * whose lifecycle was written had been answered by the node (succeeded, the VM as result); one
  * whose lifecycle was not is failed as interrupted; a creation follows its VM (running while it
- * is dispatched, succeeded when active, failed with the reason when given up). */
+ * is dispatched, succeeded when active, failed with the reason when given up); a deposit names
+ * the retry that seals it once. Tasks (a deposit) end with their outcome, the node's problem as
+ * the error; a call done at once (retire) is a succeeded operation; an image push fleetd no longer
+ * holds is failed as interrupted. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -142,6 +145,107 @@ static void test_recover(void **state)
         }
 }
 
+/* A deposit's task: its outcome is what records_deposit_run makes of the node's answer. */
+static void task_sealed(struct fleetd *f, void *arg, struct plan_outcome *o)
+{
+        (void)f;
+        memset(o, 0, sizeof(*o));
+        o->status = 201;
+        o->body = json_pack("{s:s, s:i}", "vm", (const char *)arg, "seq", 7);
+}
+
+static void task_refused(struct fleetd *f, void *arg, struct plan_outcome *o)
+{
+        (void)f;
+        (void)arg;
+        memset(o, 0, sizeof(*o));
+        o->status = 400;
+        o->problem = "node-error";
+        snprintf(o->detail, sizeof(o->detail), "record 999 to supersede is not in the ledger");
+        o->body = json_pack("{s:s, s:s}", "type", "https://totebox.example/problems/bad-supersedes",
+                            "detail", "record 999 to supersede is not in the ledger");
+}
+
+static json_t *ended(struct fleetd *f, const char *id)
+{
+        struct plan_outcome o;
+
+        ops_wait_idle(f);
+        ops_get(f, id, &o);
+        assert_int_equal(o.status, 200);
+        return o.body;
+}
+
+static void test_tasks(void **state)
+{
+        struct fixture *fx = *state;
+        struct fleetd *f = &fx->f;
+        struct plan_outcome o;
+        json_t *doc;
+
+        /* a task's answer: 202 and the operation, running; it ends with the task's outcome */
+        ops_task_start(f, "deposit", "tbx-a-000001", "token:t", task_sealed, "tbx-a-000001", &o);
+        assert_int_equal(o.status, 202);
+        assert_string_equal(str(o.body, "kind"), "deposit");
+        assert_string_equal(str(o.body, "state"), "running"); /* a copy: the thread's is its own */
+        doc = ended(f, str(o.body, "id"));
+        assert_string_equal(str(doc, "state"), "succeeded");
+        assert_int_equal(json_integer_value(json_object_get(json_object_get(doc, "result"), "seq")),
+                         7);
+        json_decref(doc);
+        json_decref(o.body);
+
+        /* refused by the node: failed, the node's problem (type, detail, status) as the error */
+        ops_task_start(f, "deposit", "tbx-a-000001", "token:t", task_refused, NULL, &o);
+        doc = ended(f, str(o.body, "id"));
+        assert_string_equal(str(doc, "state"), "failed");
+        assert_string_equal(str(json_object_get(doc, "error"), "type"),
+                            "https://totebox.example/problems/bad-supersedes");
+        assert_int_equal(
+            json_integer_value(json_object_get(json_object_get(doc, "error"), "status")), 400);
+        assert_true(json_is_null(json_object_get(doc, "result")));
+        json_decref(doc);
+        json_decref(o.body);
+
+        /* done at once (retire): a succeeded operation, its result the body given */
+        memset(&o, 0, sizeof(o));
+        o.status = 200;
+        o.body = json_pack("{s:s}", "lifecycle", "retired");
+        ops_finished(f, "retire", "tbx-d-000004", "token:t", &o);
+        assert_int_equal(o.status, 202);
+        assert_string_equal(str(o.body, "state"), "succeeded");
+        assert_string_equal(str(json_object_get(o.body, "result"), "lifecycle"), "retired");
+        doc = ended(f, str(o.body, "id"));
+        assert_string_equal(str(doc, "state"), "succeeded");
+        json_decref(doc);
+        json_decref(o.body);
+
+        /* an image push fleetd no longer knows (a restart): failed as interrupted, no VM */
+        doc = ops_image_push(f, "base", "token:t");
+        assert_non_null(doc);
+        assert_true(json_is_null(json_object_get(doc, "vm_id")));
+        assert_string_equal(str(json_object_get(doc, "resources"), "push"), "/v1/images/base/push");
+        assert_string_equal(str(doc, "state"), "failed");
+        assert_non_null(strstr(str(json_object_get(doc, "error"), "type"), "/interrupted"));
+        json_decref(doc);
+}
+
+/* A deposit cut short by a restart names the retry that seals it once. */
+static void test_recover_deposit(void **state)
+{
+        struct fixture *fx = *state;
+        struct fleetd *f = &fx->f;
+        json_t *o;
+
+        add_vm(f, "tbx-a-000001", VM_ACTIVE, VM_LC_ACTIVE);
+        add_op(f, 'f', "deposit", "tbx-a-000001");
+        ops_recover(f);
+        o = get_op(f, 'f');
+        assert_string_equal(str(o, "state"), "failed");
+        assert_non_null(strstr(str(json_object_get(o, "error"), "detail"), "same deposit_id"));
+        json_decref(o);
+}
+
 static void test_unknown(void **state)
 {
         struct fixture *fx = *state;
@@ -158,6 +262,8 @@ int main(void)
 {
         const struct CMUnitTest tests[] = {
             cmocka_unit_test_setup_teardown(test_recover, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_tasks, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_recover_deposit, setup, teardown),
             cmocka_unit_test_setup_teardown(test_unknown, setup, teardown),
         };
 
