@@ -75,6 +75,11 @@ def runnable(path):
             copy = os.path.join(d, os.path.basename(path))
             shutil.copy2(path, copy)
             os.chmod(copy, 0o755)
+            # vmhost runs its helper program from beside itself
+            helper = os.path.join(os.path.dirname(path), "vmhost-helper")
+            if os.path.basename(path) == "vmhost" and os.path.exists(helper):
+                shutil.copy2(helper, os.path.join(d, "vmhost-helper"))
+                os.chmod(os.path.join(d, "vmhost-helper"), 0o755)
             atexit.register(shutil.rmtree, d, True)
             _RUNNABLE[path] = copy
     return _RUNNABLE[path]
