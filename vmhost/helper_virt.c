@@ -33,7 +33,11 @@ struct hv {
         pthread_t loop;
         const char *virt_type; /* resolved: kvm or qemu */
         bool fallback_logged;  /* auto: KVM could not start a guest; TCG from then on */
+        bool kvm_proven;       /* auto: a KVM guest showed progress; later ones are not watched */
 };
+
+#define HV_KVM_GRACE_MS   20000
+#define HV_KVM_GRACE_TEXT "20 s"
 
 static struct hv hv_state = {.lock = PTHREAD_MUTEX_INITIALIZER, .lifecycle_cb = -1};
 
@@ -431,24 +435,109 @@ static int hv_fallback(struct hv *h, virDomainPtr dom, const char *why)
         return r;
 }
 
-static bool hv_is_kvm(virDomainPtr dom)
+static bool hv_is_kvm(virDomainPtr dom, bool *ret_direct_kernel)
 {
         char *xml = virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_INACTIVE);
         bool kvm = xml && strstr(xml, "<domain type='kvm'");
 
+        *ret_direct_kernel = xml && strstr(xml, "<kernel>");
         free(xml);
         return kvm;
 }
 
+/* What file f holds past offset (at most size - 1 bytes, NUL-terminated); its size goes to
+ * *ret_end. An absent file is empty. */
+static void hv_read_from(const char *path, long offset, char *buf, size_t size, long *ret_end)
+{
+        FILE *f = fopen(path, "re");
+        size_t n = 0;
+
+        buf[0] = '\0';
+        *ret_end = 0;
+        if (!f)
+                return;
+        if (fseek(f, 0, SEEK_END) == 0)
+                *ret_end = ftell(f);
+        if (*ret_end > offset && fseek(f, offset, SEEK_SET) == 0)
+                n = fread(buf, 1, size - 1, f);
+        buf[n] = '\0';
+        fclose(f);
+}
+
+/* QEMU's own log of the domain: an embedded driver's root/log/qemu, else the system one. */
+static void hv_qemu_log(struct hv *h, const char *name, char *buf, size_t size)
+{
+        static const char prefix[] = "qemu:///embed?root=";
+        const char *uri = h->vh->cfg.libvirt_uri;
+
+        if (strncmp(uri, prefix, sizeof(prefix) - 1) == 0)
+                snprintf(buf, size, "%s/log/qemu/%s.log", uri + sizeof(prefix) - 1, name);
+        else
+                snprintf(buf, size, "/var/log/libvirt/qemu/%s.log", name);
+}
+
+/* KVM on some hosts starts QEMU and then hangs the guest, or fails inside it without QEMU
+ * exiting (docs/vmhost.md): the first KVM guest is watched, as the image builder watches its
+ * boots, until it shows progress on its console (any output of a direct-kernel guest, which has
+ * no bootloader; a kernel's or systemd's line otherwise). NULL: KVM works; else why not. */
+static const char *hv_kvm_watch(struct hv *h, virDomainPtr dom, bool direct, long console0,
+                                long qemu0)
+{
+        char console[4200], qlog[4200], text[8192];
+        long end;
+
+        snprintf(console, sizeof(console), "%s/console/%s.log", h->vh->cfg.state_dir,
+                 virDomainGetName(dom));
+        hv_qemu_log(h, virDomainGetName(dom), qlog, sizeof(qlog));
+        for (int i = 0; i < HV_KVM_GRACE_MS / 250; i++) {
+                if (virDomainIsActive(dom) != 1)
+                        return NULL; /* it stopped: not a hang; the caller sees the state */
+                hv_read_from(qlog, qemu0, text, sizeof(text), &end);
+                if (strstr(text, "KVM internal error") || strstr(text, "failed to set MSR"))
+                        return "QEMU reported a KVM error";
+                hv_read_from(console, console0, text, sizeof(text), &end);
+                if ((direct && text[0]) || strstr(text, "Linux version") ||
+                    strstr(text, "systemd") || strstr(text, "Welcome"))
+                        return NULL;
+                usleep(250 * 1000);
+        }
+        return "no guest output within " HV_KVM_GRACE_TEXT;
+}
+
+static long hv_size(const char *path)
+{
+        struct stat st;
+
+        return stat(path, &st) == 0 ? (long)st.st_size : 0;
+}
+
 static int hv_start(struct hv *h, virDomainPtr dom, struct vmh_done *done)
 {
-        char why[VMH_DETAIL_MAX];
+        bool auto_kvm, direct = false;
+        char why[VMH_DETAIL_MAX], path[4200];
+        const char *hang;
+        long console0, qemu0;
 
-        if (virDomainCreate(dom) == 0)
-                return 0;
-        snprintf(why, sizeof(why), "%s", virGetLastErrorMessage() ?: "unknown error");
-        if (strcmp(h->vh->cfg.virt_type, "auto") == 0 && hv_is_kvm(dom) &&
-            hv_fallback(h, dom, why) == 0)
+        auto_kvm = strcmp(h->vh->cfg.virt_type, "auto") == 0 && hv_is_kvm(dom, &direct);
+        snprintf(path, sizeof(path), "%s/console/%s.log", h->vh->cfg.state_dir,
+                 virDomainGetName(dom));
+        console0 = hv_size(path);
+        hv_qemu_log(h, virDomainGetName(dom), path, sizeof(path));
+        qemu0 = hv_size(path);
+        if (virDomainCreate(dom) == 0) {
+                if (!auto_kvm || h->kvm_proven)
+                        return 0;
+                hang = hv_kvm_watch(h, dom, direct, console0, qemu0);
+                if (!hang) {
+                        h->kvm_proven = true;
+                        return 0;
+                }
+                virDomainDestroy(dom);
+                snprintf(why, sizeof(why), "%s", hang);
+        } else {
+                snprintf(why, sizeof(why), "%s", virGetLastErrorMessage());
+        }
+        if (auto_kvm && hv_fallback(h, dom, why) == 0)
                 return 0;
         done->result = -EIO;
         snprintf(done->detail, sizeof(done->detail), "start: %.240s", why);

@@ -118,6 +118,8 @@ class Vmhost:
         self.port = free_port()
         self.hb_port = settings.pop("hb_port", None) or free_port(socket.SOCK_DGRAM)
         extra_env = settings.pop("env", None) or {}
+        # as_root: the process's own user even as root (QEMU then runs as root too)
+        ids = None if settings.pop("as_root", False) else run_as()
         self.uri = "qemu:///embed?root=%s/libvirt" % root
         self.log_path = os.path.join(root, "vmhost-%s.log" % node_id)
         opts = {"node_id": node_id, "libvirt_uri": self.uri, "state_dir": root + "/state",
@@ -130,7 +132,6 @@ class Vmhost:
         args = [runnable(VMHOST)]
         for k, v in opts.items():
             args += ["--set", "%s=%s" % (k, v)]
-        ids = run_as()
         for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):  # sanitizer runs
             if k in os.environ:
                 extra_env.setdefault(k, os.environ[k])
