@@ -176,21 +176,21 @@ class Vmhost:
         self.log.close()
 
 
-def virsh(root, *args):
-    ids = run_as()
+def virsh(root, *args, as_root=False):
+    ids = None if as_root else run_as()
     return subprocess.run(["virsh", "-q", "-c", "qemu:///embed?root=%s/libvirt" % root] +
                           list(args), capture_output=True, text=True,
                           user=ids[0] if ids else None, group=ids[1] if ids else None,
                           env={"PATH": "/usr/bin:/bin", "HOME": root})
 
 
-def destroy_all(root):
+def destroy_all(root, as_root=False):
     """Powers off every domain of the embed root (vmhost must be stopped)."""
     if not os.path.isdir(os.path.join(root, "libvirt")):
         return
-    names = virsh(root, "list", "--name").stdout.split()
+    names = virsh(root, "list", "--name", as_root=as_root).stdout.split()
     for name in names:
-        virsh(root, "destroy", name)
+        virsh(root, "destroy", name, as_root=as_root)
 
 
 def make_root(prefix):
