@@ -64,12 +64,35 @@ static bool vmh_name_ok(const char *name, size_t size)
         return imsg_string_ok(name, size) && ident_valid(IDENT_VM, name);
 }
 
-/* A metadata element vmhost may write: it parses strictly (vm_meta_parse). */
-static bool vmh_meta_ok(const char *meta, size_t size)
+/* A byte of a received struct that is a bool: 0 or 1, read as a byte (another value would be
+ * undefined as a bool). */
+static bool vmh_bool_ok(const void *field)
 {
-        struct vm_meta m;
+        uint8_t b;
 
-        return imsg_string_ok(meta, size) && vm_meta_parse(meta, strlen(meta), &m) == 0;
+        memcpy(&b, field, 1);
+        return b <= 1;
+}
+
+bool vmh_vm_meta_ok(const struct vm_meta *m)
+{
+        const struct pin *p = &m->pin;
+        int lc;
+
+        memcpy(&lc, &m->lifecycle, sizeof(lc));
+        /* retired is fleetd's word, never a node's (as vm_meta_parse) */
+        if (lc < VM_LC_ACTIVE || lc > VM_LC_ARCHIVED || !vmh_bool_ok(&m->has_vault_key) ||
+            !vmh_bool_ok(&m->has_sth) || !vmh_bool_ok(&m->has_pin) || !vmh_bool_ok(&m->pin_bad) ||
+            !vmh_bool_ok(&p->signed_))
+                return false;
+        if (!VMH_STR_OK(m->fleet_id) || !VMH_STR_OK(m->node_id) || !VMH_STR_OK(m->entity) ||
+            !VMH_STR_OK(m->request_id) || !VMH_STR_OK(m->image) || !VMH_STR_OK(m->vault_id) ||
+            !VMH_STR_OK(p->fleet_id) || !VMH_STR_OK(p->vm_id) || !VMH_STR_OK(p->node_id) ||
+            !VMH_STR_OK(p->node_wg_key) || !VMH_STR_OK(p->entity) || !VMH_STR_OK(p->image) ||
+            !VMH_STR_OK(p->request_id))
+                return false;
+        return ident_valid(IDENT_NODE, m->node_id) && ident_valid(IDENT_NODE, m->fleet_id) &&
+               ident_valid(IDENT_ENTITY, m->entity);
 }
 
 static bool vmh_image_ok(const struct vmh_image *i)
@@ -95,7 +118,9 @@ static bool vmh_domain_ok(const struct vmh_domain *d)
                 return false;
         if (d->result < 0)
                 return true;
-        if (!VMH_STR_OK(d->state) || !VMH_STR_OK(d->uuid) || !VMH_STR_OK(d->meta) ||
+        if ((d->flags & VMH_DOM_META) && !vmh_vm_meta_ok(&d->meta))
+                return false;
+        if (!VMH_STR_OK(d->state) || !VMH_STR_OK(d->uuid) ||
             !vmh_name_ok(d->name, sizeof(d->name)) || (d->flags & ~(VMH_DOM_ACTIVE | VMH_DOM_META)))
                 return false;
         for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++)
@@ -140,11 +165,10 @@ static bool vmh_fields_ok(uint16_t type, const union vmh_msg *m)
                 return vmh_name_ok(m->define.name, sizeof(m->define.name)) &&
                        m->define.memory_mib >= 64 && m->define.memory_mib <= 1048576 &&
                        m->define.vcpus >= 1 && m->define.vcpus <= 64 &&
-                       vmh_meta_ok(m->define.meta, sizeof(m->define.meta)) &&
-                       vmh_image_ok(&m->define.image);
+                       vmh_vm_meta_ok(&m->define.meta) && vmh_image_ok(&m->define.image);
         case VMH_SET_META:
                 return vmh_name_ok(m->set_meta.name, sizeof(m->set_meta.name)) &&
-                       vmh_meta_ok(m->set_meta.meta, sizeof(m->set_meta.meta));
+                       vmh_vm_meta_ok(&m->set_meta.meta);
         case VMH_DOMAIN:
                 return vmh_domain_ok(&m->domain);
         case VMH_DONE:
@@ -603,20 +627,18 @@ int vmh_define(struct vmhost *vh, const char *name, uint64_t memory_mib, uint64_
                const struct vm_meta *meta, const struct image_info *img, char *detail, size_t size)
 {
         struct vmh_define *q = calloc(1, sizeof(*q));
-        char *xml = vm_meta_format(meta);
-        int r = q && xml ? vmh_image_copy(img, &q->image) : -ENOMEM;
+        int r = q ? vmh_image_copy(img, &q->image) : -ENOMEM;
 
-        if (r == 0 && (snprintf(q->name, sizeof(q->name), "%s", name) >= (int)sizeof(q->name) ||
-                       snprintf(q->meta, sizeof(q->meta), "%s", xml) >= (int)sizeof(q->meta)))
+        if (r == 0 && snprintf(q->name, sizeof(q->name), "%s", name) >= (int)sizeof(q->name))
                 r = -ENAMETOOLONG;
         if (q) {
                 q->memory_mib = memory_mib;
                 q->vcpus = vcpus;
+                q->meta = *meta;
         }
         if (r < 0)
                 snprintf(detail, size, "%s", strerror(-r));
         r = r ?: vmh_call_done(vh, VMH_DEFINE, q, sizeof(*q), detail, size);
-        free(xml);
         free(q);
         return r;
 }
@@ -624,14 +646,13 @@ int vmh_define(struct vmhost *vh, const char *name, uint64_t memory_mib, uint64_
 int vmh_set_meta(struct vmhost *vh, const char *name, const struct vm_meta *meta)
 {
         struct vmh_set_meta *q = calloc(1, sizeof(*q));
-        char *xml = vm_meta_format(meta);
-        int r = q && xml ? 0 : -ENOMEM;
+        int r = q ? 0 : -ENOMEM;
 
-        if (r == 0 && (snprintf(q->name, sizeof(q->name), "%s", name) >= (int)sizeof(q->name) ||
-                       snprintf(q->meta, sizeof(q->meta), "%s", xml) >= (int)sizeof(q->meta)))
+        if (r == 0 && snprintf(q->name, sizeof(q->name), "%s", name) >= (int)sizeof(q->name))
                 r = -ENAMETOOLONG;
+        if (q)
+                q->meta = *meta;
         r = r ?: vmh_call_done(vh, VMH_SET_META, q, sizeof(*q), NULL, 0);
-        free(xml);
         free(q);
         return r;
 }

@@ -7,7 +7,8 @@
  * socketpair (fd 4). The helper trusts vmhost no more than the network: it applies only a roster
  * that verifies under the genesis key, never an older one than it has applied; it defines only a
  * domain whose spec it validated itself (ids, sizes, metadata that parses strictly, image files
- * inside the image store) and writes the domain XML itself. */
+ * inside the image store) and writes the domain XML itself. The Totebox metadata crosses as a
+ * struct (the helper parses and writes its XML): vmhost links no XML parser. */
 #pragma once
 #include <stdbool.h>
 #include <stdint.h>
@@ -19,7 +20,6 @@
 #include "vmhost/vmhost.h"
 
 #define VMH_VERSION    2
-#define VMH_META_MAX   8192 /* the Totebox metadata element (vm_meta_format) */
 #define VMH_PATH_MAX   4096
 #define VMH_DETAIL_MAX 256
 
@@ -114,18 +114,18 @@ struct vmh_disks_req {
 struct vmh_define {
         char name[IDENT_VM_MAX + 1];
         uint64_t memory_mib, vcpus;
-        char meta[VMH_META_MAX]; /* the element vm_meta_format writes; must parse strictly */
+        struct vm_meta meta; /* the helper writes it (vm_meta_format); it must parse back */
         struct vmh_image image;
 };
 
 struct vmh_set_meta {
         char name[IDENT_VM_MAX + 1];
-        char meta[VMH_META_MAX];
+        struct vm_meta meta;
 };
 
 /* One domain, as vmhost's inventory needs it. */
 #define VMH_DOM_ACTIVE 1u
-#define VMH_DOM_META   2u /* meta holds the Totebox metadata element */
+#define VMH_DOM_META   2u /* meta holds the Totebox metadata (parsed by the helper) */
 struct vmh_domain {
         int32_t result; /* 0, or -ENOENT / -ENOTCONN / -EIO */
         uint32_t flags;
@@ -134,7 +134,7 @@ struct vmh_domain {
         char state[16]; /* running, paused, crashed, saved, shutoff */
         uint64_t max_mem_kib;
         uint32_t vcpus;
-        char meta[VMH_META_MAX];
+        struct vm_meta meta;
 };
 
 struct vmh_done {
@@ -187,8 +187,10 @@ int vmh_handle(struct vmh_helper *h, int fd, const void *buf, size_t n, char *er
 /* Serves requests on fd until EOF or a message that does not decode. */
 int vmh_serve(struct vmh_helper *h, int fd);
 
-/* The helper's checks on what vmhost sends, beyond the message's framing (helper.c): a VM id, a
- * metadata element that parses strictly, image files inside state_dir/images. */
+/* The helper's checks on what vmhost sends, beyond the message's framing (helper.c): a VM id,
+ * metadata fields in range (the helper also writes and parses it back), image files inside
+ * state_dir/images. */
+bool vmh_vm_meta_ok(const struct vm_meta *m);
 int vmh_check_image(const struct vmhost_config *cfg, const struct vmh_image *img);
 /* The program's path: vmhost-helper beside the running vmhost, or $VMHOST_HELPER. */
 int vmh_program(char *buf, size_t size);

@@ -252,10 +252,13 @@ static int hv_describe(virDomainPtr dom, struct vmh_domain *d)
         if (virDomainIsActive(dom) == 1)
                 d->flags |= VMH_DOM_ACTIVE;
         meta = virDomainGetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, VMHOST_XMLNS, 0);
-        if (meta && strlen(meta) < sizeof(d->meta)) {
-                memcpy(d->meta, meta, strlen(meta) + 1);
+        if (!meta)
+                virResetLastError();
+        /* parsed here, strictly: vmhost gets the struct, never XML */
+        if (meta && vm_meta_parse(meta, strlen(meta), &d->meta) == 0)
                 d->flags |= VMH_DOM_META;
-        }
+        else
+                memset(&d->meta, 0, sizeof(d->meta));
         free(meta);
         return 0;
 }
@@ -378,20 +381,31 @@ static char *hv_domain_xml(struct hv *h, virConnectPtr c, const struct vmh_defin
         return xml;
 }
 
+/* The metadata vmhost sent, as the helper writes it, parses back strictly (the same checks as
+ * for what libvirt holds). */
+static bool hv_meta_round_trip(const struct vm_meta *m)
+{
+        static struct vm_meta back;
+        char *xml = vm_meta_format(m);
+        bool ok = xml && vm_meta_parse(xml, strlen(xml), &back) == 0;
+
+        free(xml);
+        return ok;
+}
+
 static void hv_define(struct hv *h, virConnectPtr c, const struct vmh_define *q,
                       struct vmh_done *done)
 {
-        static struct vm_meta m;
+        const struct vm_meta *m = &q->meta;
         virDomainPtr dom;
         char *xml;
 
-        if (vmh_check_image(&h->vh->cfg, &q->image) < 0 ||
-            vm_meta_parse(q->meta, strlen(q->meta), &m) < 0) {
+        if (vmh_check_image(&h->vh->cfg, &q->image) < 0 || !hv_meta_round_trip(m)) {
                 done->result = -EPERM;
                 snprintf(done->detail, sizeof(done->detail), "the spec is refused");
                 return;
         }
-        xml = hv_domain_xml(h, c, q, &m);
+        xml = hv_domain_xml(h, c, q, m);
         dom = xml ? virDomainDefineXML(c, xml) : NULL;
         if (!xml) {
                 done->result = -EINVAL;
@@ -544,15 +558,22 @@ static int hv_start(struct hv *h, virDomainPtr dom, struct vmh_done *done)
         return -EIO;
 }
 
-static void hv_set_meta(virDomainPtr dom, const char *meta, struct vmh_done *done)
+static void hv_set_meta(virDomainPtr dom, const struct vm_meta *m, struct vmh_done *done)
 {
         unsigned flags = VIR_DOMAIN_AFFECT_CONFIG;
+        char *xml = hv_meta_round_trip(m) ? vm_meta_format(m) : NULL;
 
+        if (!xml) {
+                done->result = -EPERM;
+                snprintf(done->detail, sizeof(done->detail), "the metadata is refused");
+                return;
+        }
         if (virDomainIsActive(dom) == 1)
                 flags |= VIR_DOMAIN_AFFECT_LIVE;
-        if (virDomainSetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, meta, VMHOST_XMLNS_PREFIX,
+        if (virDomainSetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, xml, VMHOST_XMLNS_PREFIX,
                                  VMHOST_XMLNS, flags) < 0)
                 hv_fail(done, -EIO, "metadata");
+        free(xml);
 }
 
 static int hv_managed_save(virDomainPtr dom)
@@ -585,7 +606,7 @@ static void hv_domain_op(struct hv *h, virConnectPtr c, uint16_t type, const uni
         if (type == VMH_START)
                 hv_start(h, dom, done);
         else if (type == VMH_SET_META)
-                hv_set_meta(dom, m->set_meta.meta, done);
+                hv_set_meta(dom, &m->set_meta.meta, done);
         for (size_t i = 0; i < sizeof(hv_ops) / sizeof(hv_ops[0]); i++)
                 if (hv_ops[i].type == type && hv_ops[i].call(dom) < 0)
                         hv_fail(done, -EIO, hv_ops[i].what);

@@ -1,8 +1,9 @@
 /* vmhost's helper protocol (vmhost/helper.h), played by a hostile vmhost: every libvirt message
- * with a field out of range, a name that is no VM id, a metadata element that does not parse or
- * an image path outside the image store is refused by the decoder or the helper's checks; the
- * valid ones pass. With TBX_WRITE_SEEDS=DIR set, the messages built here are also written to DIR
- * as seeds for fuzz_vmhost_helper (how tests/fuzz/corpus/fuzz_vmhost_helper/ was made). */
+ * with a field out of range, a name that is no VM id, metadata out of range (ids, lifecycle,
+ * bools, unterminated strings) or an image path outside the image store is refused by the decoder
+ * or the helper's checks; the valid ones pass. With TBX_WRITE_SEEDS=DIR set, the messages built
+ * here are also written to DIR as seeds for fuzz_vmhost_helper (how
+ * tests/fuzz/corpus/fuzz_vmhost_helper/ was made). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -59,7 +60,7 @@ static int decode(uint16_t type, const void *payload, size_t len, const char *se
         return r;
 }
 
-static char *meta_xml(void)
+static struct vm_meta meta(void)
 {
         struct vm_meta m = {.lifecycle = VM_LC_ACTIVE};
 
@@ -69,7 +70,7 @@ static char *meta_xml(void)
         strcpy(m.request_id, "req-1");
         strcpy(m.image, "tiny");
         strcpy(m.vault_id, "00112233445566778899aabbccddeeff");
-        return vm_meta_format(&m);
+        return m;
 }
 
 static void image(struct vmh_image *i, const char *disk)
@@ -84,13 +85,13 @@ static void test_define(void **state)
 {
         static struct vmh_define d;
         static struct vmhost_config cfg = {.state_dir = "/var/lib/tbx"};
-        char *meta = meta_xml();
+        int bad = 7;
 
         memset(&d, 0, sizeof(d));
         snprintf(d.name, sizeof(d.name), "vm-1");
         d.memory_mib = 128;
         d.vcpus = 1;
-        snprintf(d.meta, sizeof(d.meta), "%s", meta);
+        d.meta = meta();
         image(&d.image, "/var/lib/tbx/images/tiny.disk.qcow2");
         assert_int_equal(decode(VMH_DEFINE, &d, sizeof(d), "define"), 0);
         assert_int_equal(vmh_check_image(&cfg, &out.define.image), 0);
@@ -117,13 +118,24 @@ static void test_define(void **state)
         d.vcpus = 65;
         assert_int_equal(decode(VMH_DEFINE, &d, sizeof(d), NULL), -EBADMSG);
         d.vcpus = 1;
-        snprintf(d.meta, sizeof(d.meta), "<totebox:vm><devices/></totebox:vm>");
+        /* metadata out of range: an entity that is no id, a lifecycle that does not exist or is
+         * fleetd's (retired), a bool that is neither 0 nor 1, a string not terminated */
+        snprintf(d.meta.entity, sizeof(d.meta.entity), "Acme Co'/>");
         assert_int_equal(decode(VMH_DEFINE, &d, sizeof(d), "define-bad-meta"), -EBADMSG);
-        memset(d.meta, 'a', sizeof(d.meta)); /* not terminated */
+        d.meta = meta();
+        memcpy(&d.meta.lifecycle, &bad, sizeof(bad));
         assert_int_equal(decode(VMH_DEFINE, &d, sizeof(d), NULL), -EBADMSG);
+        d.meta.lifecycle = VM_LC_RETIRED;
+        assert_int_equal(decode(VMH_DEFINE, &d, sizeof(d), NULL), -EBADMSG);
+        d.meta = meta();
+        memset(&d.meta.has_pin, 2, 1);
+        assert_int_equal(decode(VMH_DEFINE, &d, sizeof(d), NULL), -EBADMSG);
+        d.meta = meta();
+        memset(d.meta.pin.node_wg_key, 'a', sizeof(d.meta.pin.node_wg_key));
+        assert_int_equal(decode(VMH_DEFINE, &d, sizeof(d), NULL), -EBADMSG);
+        d.meta = meta();
         /* a size other than the struct's is refused before any field is read */
         assert_int_equal(decode(VMH_DEFINE, &d, sizeof(d) - 1, NULL), -EMSGSIZE);
-        free(meta);
 }
 
 static void test_domain_ops(void **state)
@@ -136,7 +148,6 @@ static void test_domain_ops(void **state)
         struct vmh_list_req l = {0};
         static struct vmh_disks_req dq;
         static struct vmh_set_meta sm;
-        char *meta = meta_xml();
 
         for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
                 memset(&q, 0, sizeof(q));
@@ -158,11 +169,10 @@ static void test_domain_ops(void **state)
         assert_int_equal(decode(VMH_MAKE_DISKS, &dq, sizeof(dq), NULL), -EBADMSG);
         memset(&sm, 0, sizeof(sm));
         snprintf(sm.name, sizeof(sm.name), "vm-1");
-        snprintf(sm.meta, sizeof(sm.meta), "%s", meta);
+        sm.meta = meta();
         assert_int_equal(decode(VMH_SET_META, &sm, sizeof(sm), "set-meta"), 0);
-        snprintf(sm.meta, sizeof(sm.meta), "%.20s", meta);
+        snprintf(sm.meta.node_id, sizeof(sm.meta.node_id), "../x");
         assert_int_equal(decode(VMH_SET_META, &sm, sizeof(sm), NULL), -EBADMSG);
-        free(meta);
 }
 
 static void test_answers_and_events(void **state)
@@ -171,13 +181,12 @@ static void test_answers_and_events(void **state)
         struct vmh_done done = {.result = -EIO};
         struct vmh_event e = {.event = VMH_EV_STARTED};
         struct vmh_result res = {0};
-        char *meta = meta_xml();
 
         memset(&d, 0, sizeof(d));
         snprintf(d.name, sizeof(d.name), "vm-1");
         snprintf(d.uuid, sizeof(d.uuid), "0f6c1f2e-8d2b-4c1a-9a53-1b2c3d4e5f60");
         snprintf(d.state, sizeof(d.state), "running");
-        snprintf(d.meta, sizeof(d.meta), "%s", meta);
+        d.meta = meta();
         d.flags = VMH_DOM_ACTIVE | VMH_DOM_META;
         d.max_mem_kib = 131072;
         d.vcpus = 1;
@@ -196,7 +205,6 @@ static void test_answers_and_events(void **state)
         assert_int_equal(decode(VMH_EVENT, &e, sizeof(e), "event"), 0);
         e.event = VMH_EV_COUNT;
         assert_int_equal(decode(VMH_EVENT, &e, sizeof(e), "event-bad"), -EBADMSG);
-        free(meta);
 }
 
 /* A helper without a libvirt side answers every libvirt request, with -ENOTSUP, in a message its
