@@ -407,7 +407,7 @@ static bool chan_io(struct vmhost *vh, int fd)
 
 static void chan_wake(struct vmhost *vh)
 {
-        if (vh->chan_wake[1] >= 0 && write(vh->chan_wake[1], "", 1) < 0 && errno != EAGAIN)
+        if (vh->chan_up && write(vh->chan_wake[1], "", 1) < 0 && errno != EAGAIN)
                 log_debug("agent channels: cannot wake the poll loop: %s", strerror(errno));
 }
 
@@ -655,24 +655,29 @@ int agent_chan_start(struct vmhost *vh)
 
         if (pipe2(vh->chan_wake, O_CLOEXEC | O_NONBLOCK) < 0)
                 return -errno;
+        vh->chan_up = true;
         r = pthread_create(&vh->chan_thread, NULL, chan_main, vh);
-        return r == 0 ? 0 : -r;
+        if (r != 0) {
+                vh->chan_up = false;
+                close(vh->chan_wake[0]);
+                close(vh->chan_wake[1]);
+        }
+        return -r;
 }
 
 void agent_chan_stop(struct vmhost *vh)
 {
         struct agent_chan *c, *next;
 
-        if (vh->chan_thread) {
+        if (vh->chan_up) {
                 atomic_store(&vh->stopping, true);
                 chan_wake(vh);
                 pthread_join(vh->chan_thread, NULL);
-                vh->chan_thread = 0;
+                vh->chan_up = false;
+                close(vh->chan_wake[0]);
+                close(vh->chan_wake[1]);
+                vh->chan_wake[0] = vh->chan_wake[1] = -1;
         }
-        for (int i = 0; i < 2; i++)
-                if (vh->chan_wake[i] >= 0)
-                        close(vh->chan_wake[i]);
-        vh->chan_wake[0] = vh->chan_wake[1] = -1;
         pthread_mutex_lock(&vh->state_lock);
         for (c = vh->chans; c; c = next) {
                 next = c->next;

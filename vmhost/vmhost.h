@@ -310,7 +310,8 @@ struct vmhost {
         bool creations_loaded;
         /* agent channels, under state_lock */
         struct agent_chan *chans;
-        int chan_wake[2]; /* a pipe that wakes the channels' poll loop */
+        int chan_wake[2]; /* a pipe that wakes the channels' poll loop (while chan_up) */
+        bool chan_up;
         pthread_t chan_thread;
         struct roster *roster;      /* the accepted roster, under state_lock */
         struct witness_key witness; /* cosigns vault checkpoints (state_dir/vault-witness.key) */
