@@ -4,6 +4,7 @@
  * set before exec). SIGTERM and SIGINT are ignored: a service manager's stop reaches vmhost,
  * which closes the socket, and the embedded driver is shut down in order. */
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -41,6 +42,8 @@ int main(void)
         enum log_level level = LOG_LEVEL_INFO;
         int r;
 
+        /* libvirt's threads, a small heap: one arena keeps the idle footprint down (as vmhost) */
+        mallopt(M_ARENA_MAX, 1);
         signal(SIGTERM, SIG_IGN);
         signal(SIGINT, SIG_IGN);
         signal(SIGPIPE, SIG_IGN);
@@ -51,6 +54,8 @@ int main(void)
         h.have_genesis = roster_genesis_key(&vh, h.genesis_pk) == 0;
         if (vh.cfg.libvirt_uri[0] && (r = hv_start_virt(&h, &vh, 4)) < 0)
                 log_error("helper: no libvirt side: %s", strerror(-r));
+        /* start-up (libvirt's capabilities probe) leaves freed heap behind; give it back */
+        malloc_trim(0);
         r = vmh_serve(&h, 3);
         hv_stop_virt();
         return r < 0 ? 1 : 0;
