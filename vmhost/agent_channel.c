@@ -1,11 +1,14 @@
 /* The agent channels: one unix socket per VM, bound by QEMU under state_dir/channels (mode
  * 0700, so only vmhost's user can open it), connected by vmhost when the domain starts and
- * retried every two seconds while it runs. I/O runs on libvirt's event loop. Lines longer than
+ * retried every two seconds while it runs (the channel's path is vmhost's own: state_dir,
+ * channels, the VM id; the helper writes the same into the domain XML). I/O runs on the
+ * channels' own poll thread (chan_main). Lines longer than
  * AGENT_LINE_MAX are discarded to their newline; malformed lines are counted and dropped;
  * reports go through agent_verify.c. The pinned key and the last accepted tree head are written
  * back to the domain metadata by the refresher thread (agent_chan_take_meta). */
 #include <errno.h>
-#include <libvirt/libvirt.h>
+#include <poll.h>
+#include <stdatomic.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +32,6 @@ struct agent_chan {
         struct agent_chan *next;
         char id[VM_ID_MAX + 1];
         int fd;
-        int watch;
         bool running;
         struct diode_decoder dec; /* lines, and the data frames of record reads */
         uint64_t gen;             /* connections so far: a Diode transfer is tied to one */
@@ -81,7 +83,6 @@ static struct agent_chan *chan_get(struct vmhost *vh, const char *id)
         pthread_mutex_init(&c->wlock, NULL);
         snprintf(c->id, sizeof(c->id), "%s", id);
         c->fd = -1;
-        c->watch = -1;
         integrity_init(&c->in);
         c->in.signer = vh->have_witness ? &vh->witness : NULL;
         c->next = vh->chans;
@@ -367,9 +368,6 @@ static void chan_consume(struct vmhost *vh, struct agent_chan *c, const char *da
 
 static void chan_close(struct agent_chan *c)
 {
-        if (c->watch >= 0)
-                virEventRemoveHandle(c->watch);
-        c->watch = -1;
         if (c->fd >= 0)
                 close(c->fd);
         c->fd = -1;
@@ -383,29 +381,34 @@ static void chan_close(struct agent_chan *c)
         }
 }
 
-static void chan_io(int watch, int fd, int events, void *opaque)
+/* Reads what arrived on fd (with state_lock held: the channel may close meanwhile). */
+static bool chan_io(struct vmhost *vh, int fd)
 {
-        struct vmhost *vh = opaque;
         struct agent_chan *c;
         char data[8192];
-        ssize_t n = read(fd, data, sizeof(data));
-        bool dirty = false;
+        ssize_t n;
+        bool dirty;
 
-        pthread_mutex_lock(&vh->state_lock);
-        for (c = vh->chans; c && c->watch != watch; c = c->next)
+        for (c = vh->chans; c && c->fd != fd; c = c->next)
                 ;
-        if (c && n > 0)
+        if (!c)
+                return false;
+        n = read(fd, data, sizeof(data));
+        if (n > 0)
                 chan_consume(vh, c, data, (size_t)n);
-        else if (c && (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))) {
+        else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
                 log_info("VM '%s': agent channel closed", c->id);
                 chan_close(c);
         }
-        dirty = c && (c->meta_dirty || c->refresh_wanted);
-        if (c)
-                c->refresh_wanted = false;
-        pthread_mutex_unlock(&vh->state_lock);
-        if (dirty)
-                virt_request_refresh(vh);
+        dirty = c->meta_dirty || c->refresh_wanted;
+        c->refresh_wanted = false;
+        return dirty;
+}
+
+static void chan_wake(struct vmhost *vh)
+{
+        if (vh->chan_up && write(vh->chan_wake[1], "", 1) < 0 && errno != EAGAIN)
+                log_debug("agent channels: cannot wake the poll loop: %s", strerror(errno));
 }
 
 static void chan_connect(struct vmhost *vh, struct agent_chan *c)
@@ -420,10 +423,8 @@ static void chan_connect(struct vmhost *vh, struct agent_chan *c)
         fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
                 goto cleanup;
-        c->watch = virEventAddHandle(fd, VIR_EVENT_HANDLE_READABLE, chan_io, vh, NULL);
-        if (c->watch < 0)
-                goto cleanup;
         c->fd = fd;
+        chan_wake(vh);
         c->gen++;
         fd = -1;
         log_info("VM '%s': agent channel connected", c->id);
@@ -433,15 +434,65 @@ cleanup:
         free(path);
 }
 
-static void chan_timer(int timer, void *opaque)
+static void chan_retry(struct vmhost *vh)
 {
-        struct vmhost *vh = opaque;
-
-        pthread_mutex_lock(&vh->state_lock);
         for (struct agent_chan *c = vh->chans; c; c = c->next)
                 if (c->running && c->fd < 0)
                         chan_connect(vh, c);
-        pthread_mutex_unlock(&vh->state_lock);
+}
+
+/* The channels' poll loop: what each connected channel reads, and every CHAN_RETRY_MS the
+ * connects of running VMs whose channel is not connected yet. */
+static void *chan_main(void *arg)
+{
+        struct vmhost *vh = arg;
+        uint64_t next = clock_monotonic_ms() + CHAN_RETRY_MS;
+        struct pollfd *pfd = NULL;
+        size_t cap = 0;
+
+        while (!atomic_load(&vh->stopping)) {
+                uint64_t now = clock_monotonic_ms();
+                size_t n = 1;
+                bool dirty = false;
+                char drain[64];
+
+                pthread_mutex_lock(&vh->state_lock);
+                if (now >= next) {
+                        chan_retry(vh);
+                        next = now + CHAN_RETRY_MS;
+                }
+                for (struct agent_chan *c = vh->chans; c; c = c->next)
+                        n += c->fd >= 0;
+                if (n > cap) {
+                        struct pollfd *p = realloc(pfd, n * sizeof(*pfd));
+
+                        if (p) {
+                                pfd = p;
+                                cap = n;
+                        }
+                }
+                n = 0;
+                if (cap > 0)
+                        pfd[n++] = (struct pollfd){.fd = vh->chan_wake[0], .events = POLLIN};
+                for (struct agent_chan *c = vh->chans; c && n < cap; c = c->next)
+                        if (c->fd >= 0)
+                                pfd[n++] = (struct pollfd){.fd = c->fd, .events = POLLIN};
+                pthread_mutex_unlock(&vh->state_lock);
+                if (n == 0 || poll(pfd, n, (int)(next - now)) <= 0)
+                        continue;
+                if (pfd[0].revents)
+                        while (read(vh->chan_wake[0], drain, sizeof(drain)) > 0)
+                                ;
+                pthread_mutex_lock(&vh->state_lock);
+                for (size_t i = 1; i < n; i++)
+                        if (pfd[i].revents)
+                                dirty = chan_io(vh, pfd[i].fd) || dirty;
+                pthread_mutex_unlock(&vh->state_lock);
+                if (dirty)
+                        virt_request_refresh(vh);
+        }
+        free(pfd);
+        return NULL;
 }
 
 void agent_chan_domain_started(struct vmhost *vh, const char *id)
@@ -600,17 +651,33 @@ int agent_chan_fleet_note(struct vmhost *vh, const char *id, const char *body, s
 
 int agent_chan_start(struct vmhost *vh)
 {
-        vh->chan_timer = virEventAddTimeout(CHAN_RETRY_MS, chan_timer, vh, NULL);
-        return vh->chan_timer < 0 ? -EIO : 0;
+        int r;
+
+        if (pipe2(vh->chan_wake, O_CLOEXEC | O_NONBLOCK) < 0)
+                return -errno;
+        vh->chan_up = true;
+        r = pthread_create(&vh->chan_thread, NULL, chan_main, vh);
+        if (r != 0) {
+                vh->chan_up = false;
+                close(vh->chan_wake[0]);
+                close(vh->chan_wake[1]);
+        }
+        return -r;
 }
 
 void agent_chan_stop(struct vmhost *vh)
 {
         struct agent_chan *c, *next;
 
-        if (vh->chan_timer >= 0)
-                virEventRemoveTimeout(vh->chan_timer);
-        vh->chan_timer = -1;
+        if (vh->chan_up) {
+                atomic_store(&vh->stopping, true);
+                chan_wake(vh);
+                pthread_join(vh->chan_thread, NULL);
+                vh->chan_up = false;
+                close(vh->chan_wake[0]);
+                close(vh->chan_wake[1]);
+                vh->chan_wake[0] = vh->chan_wake[1] = -1;
+        }
         pthread_mutex_lock(&vh->state_lock);
         for (c = vh->chans; c; c = next) {
                 next = c->next;

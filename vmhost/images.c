@@ -2,12 +2,11 @@
  * image's volumes (NAME.disk.qcow2 or .raw, and for a direct-kernel-boot image NAME.vmlinuz and
  * NAME.initrd), and state_dir/manifests/NAME.json its manifest. Import copies the files in while
  * hashing them and refuses any checksum mismatch; a name is never reused (a new version is a new
- * image), and an image a VM uses cannot be removed. The same file ensures both storage pools. */
+ * image), and an image a VM uses cannot be removed. The helper (helper_virt.c) ensures both
+ * storage pools. */
 #include <errno.h>
 #include <dirent.h>
 #include <fcntl.h>
-#include <libvirt/libvirt.h>
-#include <libvirt/virterror.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +18,7 @@
 #include "common/json_input.h"
 #include "common/log.h"
 #include "common/sha256.h"
+#include "vmhost/helper.h"
 #include "vmhost/vmhost.h"
 
 #define IMAGE_MANIFEST_MAX (64 * 1024)
@@ -36,30 +36,6 @@ static int images_mkdir(const char *state, const char *sub, mode_t mode)
         return chmod(p, mode) < 0 ? -errno : 0;
 }
 
-static int images_pool(virConnectPtr c, const char *name, const char *path)
-{
-        virStoragePoolPtr p = virStoragePoolLookupByName(c, name);
-        char xml[4400], esc[4200];
-        int r = 0;
-
-        if (!p) {
-                if (xml_escape(path, esc, sizeof(esc)) < 0)
-                        return -EINVAL;
-                snprintf(xml, sizeof(xml),
-                         "<pool type='dir'><name>%s</name><target><path>%s</path>"
-                         "<permissions><mode>0700</mode></permissions></target></pool>",
-                         name, esc);
-                p = virStoragePoolDefineXML(c, xml, 0);
-                if (!p)
-                        return -EIO;
-                virStoragePoolSetAutostart(p, 1);
-        }
-        if (virStoragePoolIsActive(p) != 1 && virStoragePoolCreate(p, 0) < 0)
-                r = -EIO;
-        virStoragePoolFree(p);
-        return r;
-}
-
 int images_prepare_dirs(struct vmhost *vh)
 {
         static const char *const dirs[] = {"",        "vms",   "images",    "manifests", "channels",
@@ -71,29 +47,6 @@ int images_prepare_dirs(struct vmhost *vh)
         if (r < 0)
                 log_error("cannot create the directories under '%s': %s", vh->cfg.state_dir,
                           strerror(-r));
-        return r;
-}
-
-int images_start(struct vmhost *vh)
-{
-        virConnectPtr c = vh->conn;
-        char path[4200];
-        int r = images_prepare_dirs(vh);
-
-        if (r < 0)
-                return r;
-        snprintf(path, sizeof(path), "%s/vms", vh->cfg.state_dir);
-        r = images_pool(c, VMHOST_POOL_VMS, path);
-        snprintf(path, sizeof(path), "%s/images", vh->cfg.state_dir);
-        r = r ?: images_pool(c, VMHOST_POOL_IMAGES, path);
-        if (r < 0 && virGetLastErrorCode() == VIR_ERR_NO_SUPPORT) {
-                log_info("libvirt '%s' has no storage driver: disks are made with qemu-img in "
-                         "the same layout",
-                         vh->cfg.libvirt_uri);
-                return 0;
-        }
-        if (r < 0)
-                log_error("cannot set up the storage pools: %s", virGetLastErrorMessage());
         return r;
 }
 
@@ -448,18 +401,11 @@ static uint64_t images_virtual_size(struct vmhost *vh, const char *volume)
         return v;
 }
 
-/* Tells libvirt's storage driver (when there is one) that volumes came or went. */
+/* Tells libvirt's storage driver (when there is one, through the helper) that volumes came or
+ * went. */
 static void images_pool_refresh(struct vmhost *vh)
 {
-        virConnectPtr c = virt_conn_ref(vh);
-        virStoragePoolPtr pool = c ? virStoragePoolLookupByName(c, VMHOST_POOL_IMAGES) : NULL;
-
-        if (pool) {
-                virStoragePoolRefresh(pool, 0);
-                virStoragePoolFree(pool);
-        }
-        if (c)
-                virConnectClose(c);
+        vmh_pool_refresh(vh);
 }
 
 int images_parse_import(const char *body, size_t len, char *name, char *path, char *sum,

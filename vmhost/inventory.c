@@ -4,14 +4,13 @@
  * when the node holds base images, by a newline and json_dumps(images) the same way: an image
  * that arrives or goes changes the digest, so fleetd fetches the inventory again. */
 #include <errno.h>
-#include <libvirt/libvirt.h>
-#include <libvirt/virterror.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/log.h"
 #include "common/sha256.h"
+#include "vmhost/helper.h"
 #include "vmhost/vmhost.h"
 
 int inventory_digest(json_t *vms, json_t *images, char hex[DIGEST_HEX_LEN + 1])
@@ -40,85 +39,42 @@ int inventory_digest(json_t *vms, json_t *images, char hex[DIGEST_HEX_LEN + 1])
         return 0;
 }
 
-int inventory_vm_meta(void *dom, struct vm_meta *ret)
+int inventory_vm_meta(const struct vmh_domain *dom, struct vm_meta *ret)
 {
-        char *xml = virDomainGetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, VMHOST_XMLNS, 0);
-        int r;
-
-        if (!xml)
+        if (!(dom->flags & VMH_DOM_META))
                 return -ENOENT;
-        r = vm_meta_parse(xml, strlen(xml), ret);
-        free(xml);
-        return r;
+        *ret = dom->meta; /* checked when it was decoded (vmh_vm_meta_ok) */
+        return 0;
 }
 
-int inventory_set_meta(void *dom, const struct vm_meta *m)
+int inventory_set_meta(struct vmhost *vh, const char *id, const struct vm_meta *m)
 {
-        char *xml = vm_meta_format(m);
-        unsigned flags = VIR_DOMAIN_AFFECT_CONFIG;
-        int r;
-
-        if (!xml)
-                return -ENOMEM;
-        if (virDomainIsActive(dom) == 1)
-                flags |= VIR_DOMAIN_AFFECT_LIVE;
-        r = virDomainSetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, xml, VMHOST_XMLNS_PREFIX,
-                                 VMHOST_XMLNS, flags);
-        free(xml);
-        return r < 0 ? -EIO : 0;
+        return vmh_set_meta(vh, id, m) < 0 ? -EIO : 0;
 }
 
 /* Keeps the agent channel table in step with the domain and writes back what the agent
  * channel learned (the pinned key, the accepted tree head). */
-static void inventory_sync_agent(struct vmhost *vh, virDomainPtr dom, const char *id,
-                                 struct vm_meta *m)
+static void inventory_sync_agent(struct vmhost *vh, const struct vmh_domain *dom, struct vm_meta *m)
 {
-        agent_chan_sync(vh, id, m, virDomainIsActive(dom) == 1);
-        if (agent_chan_take_meta(vh, id, m) && inventory_set_meta(dom, m) < 0)
-                log_warn("VM '%s': cannot record the vault key and tree head in its metadata: %s",
-                         id, virGetLastErrorMessage());
+        agent_chan_sync(vh, dom->name, m, dom->flags & VMH_DOM_ACTIVE);
+        if (agent_chan_take_meta(vh, dom->name, m) && inventory_set_meta(vh, dom->name, m) < 0)
+                log_warn("VM '%s': cannot record the vault key and tree head in its metadata",
+                         dom->name);
 }
 
-static const char *inventory_state_name(virDomainPtr dom, int state)
-{
-        switch (state) {
-        case VIR_DOMAIN_RUNNING:
-        case VIR_DOMAIN_BLOCKED:
-                return "running";
-        case VIR_DOMAIN_PAUSED:
-        case VIR_DOMAIN_PMSUSPENDED:
-                return "paused";
-        case VIR_DOMAIN_SHUTDOWN:
-                return "running"; /* shutting down: still holds its RAM */
-        case VIR_DOMAIN_CRASHED:
-                return "crashed";
-        default:
-                return virDomainHasManagedSaveImage(dom, 0) == 1 ? "saved" : "shutoff";
-        }
-}
-
-json_t *inventory_vm_json(void *dom, const struct vm_meta *m, const char *id, json_t *integrity,
+json_t *inventory_vm_json(const struct vmh_domain *dom, const struct vm_meta *m, json_t *integrity,
                           json_t *agent)
 {
-        char uuid[VIR_UUID_STRING_BUFLEN] = "", key[64];
-        virDomainInfo info = {0};
-        int state = VIR_DOMAIN_NOSTATE, reason = 0;
+        char key[64];
         json_t *o;
 
-        if (virDomainGetUUIDString(dom, uuid) < 0 || virDomainGetInfo(dom, &info) < 0 ||
-            virDomainGetState(dom, &state, &reason, 0) < 0) {
-                json_decref(integrity);
-                json_decref(agent);
-                return NULL;
-        }
         if (!integrity)
                 integrity = json_pack("{s:s, s:n, s:n, s:n, s:[]}", "status", "unknown",
                                       "tree_size", "root", "checked_at_ms", "mismatches");
         o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:i, s:s, s:{s:s, s:s}, s:s, s:o, s:o*}",
-                      "id", id, "uuid", uuid, "entity", m->entity, "state",
-                      inventory_state_name(dom, state), "lifecycle",
-                      vm_lifecycle_name(m->lifecycle), "memory_mib",
-                      (json_int_t)(info.maxMem / 1024), "vcpus", (int)info.nrVirtCpu, "image",
+                      "id", dom->name, "uuid", dom->uuid, "entity", m->entity, "state", dom->state,
+                      "lifecycle", vm_lifecycle_name(m->lifecycle), "memory_mib",
+                      (json_int_t)(dom->max_mem_kib / 1024), "vcpus", (int)dom->vcpus, "image",
                       m->image, "pin", "fleet_id", m->fleet_id, "node_id", m->node_id, "request_id",
                       m->request_id, "integrity", integrity, "agent", agent);
         if (!o)
@@ -141,43 +97,79 @@ static int inventory_cmp(const void *a, const void *b)
                       json_string_value(json_object_get(y, "id")));
 }
 
+/* The helper's listing, kept while the helper lock is held: the metadata write-back and the
+ * agent channels' state come after it. */
+struct inventory_listing {
+        struct vmh_domain *doms;
+        size_t n, cap;
+        bool failed;
+};
+
+static void inventory_collect(void *ctx, const struct vmh_domain *d)
+{
+        struct inventory_listing *l = ctx;
+        struct vmh_domain *p;
+
+        if (l->n == l->cap) {
+                p = realloc(l->doms, (l->cap ? l->cap * 2 : 8) * sizeof(*p));
+                if (!p) {
+                        l->failed = true;
+                        return;
+                }
+                l->doms = p;
+                l->cap = l->cap ? l->cap * 2 : 8;
+        }
+        l->doms[l->n++] = *d;
+}
+
+/* The helper's domains (new array, *ret_n of them); the helper lists only valid VM ids. */
+int inventory_list(struct vmhost *vh, struct vmh_domain **ret, size_t *ret_n)
+{
+        struct inventory_listing l = {0};
+        int r = vmh_list(vh, inventory_collect, &l);
+
+        if (r == 0 && l.failed)
+                r = -ENOMEM;
+        if (r < 0) {
+                free(l.doms);
+                return r;
+        }
+        *ret = l.doms;
+        *ret_n = l.n;
+        return 0;
+}
+
 /* Builds the sorted vms array; *committed sums the memory of the VMs that hold it
  * (vm_holds_memory): active ones, and any that still runs (an archived VM in its grace period, a
  * suspend whose managed save is being written). */
-static json_t *inventory_build(struct vmhost *vh, virConnectPtr c, uint64_t *committed)
+static json_t *inventory_build(struct vmhost *vh, uint64_t *committed)
 {
-        virDomainPtr *doms = NULL;
-        json_t **items, *vms = json_array();
-        int n = virConnectListAllDomains(c, &doms, 0);
-        size_t k = 0;
+        struct vmh_domain *doms = NULL;
+        size_t n = 0, k = 0;
+        json_t **items, *vms;
 
-        if (n < 0 || !vms) {
-                json_decref(vms);
+        if (inventory_list(vh, &doms, &n) < 0)
                 return NULL;
-        }
-        items = calloc((size_t)n + 1, sizeof(*items));
-        for (int i = 0; i < n; i++) {
+        vms = json_array();
+        items = calloc(n + 1, sizeof(*items));
+        for (size_t i = 0; vms && items && i < n; i++) {
                 struct vm_meta m;
-                const char *id = virDomainGetName(doms[i]);
+                const char *id = doms[i].name;
 
-                /* a domain whose name is no VM id (made by hand) is not a Totebox VM: listing it
-                 * would make fleetd refuse the whole inventory (common/ident.h) */
-                if (items && ident_valid(IDENT_VM, id) && inventory_vm_meta(doms[i], &m) == 0) {
-                        inventory_sync_agent(vh, doms[i], id, &m);
-                        items[k] = inventory_vm_json(doms[i], &m, id, agent_chan_integrity(vh, id),
-                                                     agent_chan_status(vh, id));
-                        if (items[k] &&
-                            vm_holds_memory(m.lifecycle,
-                                            json_string_value(json_object_get(items[k], "state"))))
-                                *committed += (uint64_t)json_integer_value(
-                                    json_object_get(items[k], "memory_mib"));
-                        if (items[k])
-                                k++;
-                }
-                virDomainFree(doms[i]);
+                if (inventory_vm_meta(&doms[i], &m) < 0)
+                        continue;
+                inventory_sync_agent(vh, &doms[i], &m);
+                items[k] = inventory_vm_json(&doms[i], &m, agent_chan_integrity(vh, id),
+                                             agent_chan_status(vh, id));
+                if (items[k] && vm_holds_memory(m.lifecycle, json_string_value(json_object_get(
+                                                                 items[k], "state"))))
+                        *committed +=
+                            (uint64_t)json_integer_value(json_object_get(items[k], "memory_mib"));
+                if (items[k])
+                        k++;
         }
         free(doms);
-        if (items) {
+        if (items && vms) {
                 qsort(items, k, sizeof(*items), inventory_cmp);
                 for (size_t i = 0; i < k; i++)
                         json_array_append_new(vms, items[i]);
@@ -188,15 +180,11 @@ static json_t *inventory_build(struct vmhost *vh, virConnectPtr c, uint64_t *com
 
 int inventory_refresh(struct vmhost *vh)
 {
-        virConnectPtr c = virt_conn_ref(vh);
         char digest[DIGEST_HEX_LEN + 1];
         uint64_t committed = 0, creations = creations_current(vh); /* before the listing */
         json_t *vms, *images;
 
-        if (!c)
-                return -ENOTCONN;
-        vms = inventory_build(vh, c, &committed);
-        virConnectClose(c);
+        vms = inventory_build(vh, &committed);
         images = images_summary(vh);
         if (!vms || !images || inventory_digest(vms, images, digest) < 0) {
                 json_decref(vms);

@@ -115,7 +115,8 @@ static int vmhost_check_config(struct vmhost *vh)
         size_t n = 0;
         const char *gk = vh->cfg.genesis_public_key;
 
-        vh->virt_type = virt_resolve_type(vh->cfg.virt_type);
+        /* resolved by the helper, which starts the guests (auto: KVM, else TCG) */
+        vh->virt_type = policy_virt_type(vh->cfg.virt_type, false, false);
         if (!vh->virt_type) {
                 fprintf(stderr, "vmhost: virt_type '%s' is not kvm, qemu or auto\n",
                         vh->cfg.virt_type);
@@ -149,19 +150,21 @@ static void vmhost_witness_start(struct vmhost *vh)
 }
 
 /* Without its state directory or libvirt, vmhost still sends heartbeats (libvirt_age_ms -1)
- * and keeps retrying; only what cannot be retried is fatal here. */
+ * and keeps retrying; only what cannot be retried (no helper) is fatal here. */
 static int vmhost_start(struct vmhost *vh)
 {
-        int r = vmh_start(vh), e;
+        int r, e;
 
+        /* the state directory before the helper, which makes the embedded driver's root and
+         * the storage pools in it */
+        images_prepare_dirs(vh);
+        r = vmh_start(vh);
         if (r < 0) {
                 log_error("cannot start the helper: %s", strerror(-r));
                 return r;
         }
         r = roster_update_start(vh);
 
-        if (r == 0 && images_prepare_dirs(vh) == 0 && virt_embed_prepare(vh->cfg.libvirt_uri) < 0)
-                log_warn("cannot write the qemu.conf of '%s'", vh->cfg.libvirt_uri);
         if (r == 0 && (e = creations_start(vh)) < 0)
                 log_error("cannot store the creation counter in '%s': %s; creations are refused "
                           "until it can",
@@ -195,12 +198,12 @@ static void vmhost_stop(struct vmhost *vh)
 int main(int argc, char **argv)
 {
         static struct vmhost vh = {
-            .conn_lock = PTHREAD_MUTEX_INITIALIZER,
             .ops_lock = PTHREAD_MUTEX_INITIALIZER,
             .state_lock = PTHREAD_MUTEX_INITIALIZER,
             .refresh_cond = PTHREAD_COND_INITIALIZER,
-            .chan_timer = -1,
+            .chan_wake = {-1, -1},
             .helper_fd = -1,
+            .helper_event_fd = -1,
             .helper_lock = PTHREAD_MUTEX_INITIALIZER,
         };
         const struct daemon_args args = {

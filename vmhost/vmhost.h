@@ -1,10 +1,11 @@
 /* vmhost's shared state and the interfaces between its files.
  *
- * Threads: main (signals, heartbeats), the libvirt event loop (lifecycle events, agent channel
- * I/O, timers), the refresher (rebuilds the inventory and its digest, reconnects libvirt) and the
- * node API (libmicrohttpd, one thread). Locks: ops_lock serialises the verbs (create, start, ...)
- * and may be held across libvirt calls; state_lock guards the inventory cache and the agent
- * channel table and is never held across a libvirt call that could wait on the event loop. */
+ * Threads: main (signals, heartbeats), the helper's events (virt.c), the agent channels' poll
+ * loop (agent_channel.c), the refresher (rebuilds the inventory and its digest from the helper's
+ * listing) and the node API. vmhost does not link libvirt: the helper (helper.h) calls it. Locks:
+ * ops_lock serialises the verbs (create, start, ...) and may be held across helper calls;
+ * helper_lock makes a helper call one request and its answers; state_lock guards the inventory
+ * cache and the agent channel table and is never held across a helper call. */
 #pragma once
 #include <jansson.h>
 #include <pthread.h>
@@ -157,7 +158,8 @@ char *domain_xml_build(const struct vm_spec *spec);
 
 struct vmhost;
 
-/* storage.c: the disks of a VM (pool volumes, or qemu-img files without a storage driver). */
+/* storage.c (the helper's): the disks of a VM (pool volumes, or qemu-img files without a storage
+ * driver). */
 struct vm_disks {
         bool in_pool;
         char os_volume[VM_ID_MAX + 16];
@@ -286,14 +288,11 @@ struct agent_chan;
 
 struct vmhost {
         struct vmhost_config cfg;
-        const char *virt_type; /* resolved: "kvm" or "qemu" */
-        void *conn;            /* virConnectPtr; NULL while disconnected */
-        pthread_mutex_t conn_lock;
+        const char *virt_type;          /* resolved: "kvm" or "qemu" */
         atomic_int_fast64_t last_ok_ms; /* monotonic ms of the last successful libvirt call */
         atomic_bool conn_closed;
         atomic_bool stopping;
         pthread_t loop_thread, refresh_thread;
-        int lifecycle_cb;
         pthread_mutex_t ops_lock;
         pthread_mutex_t state_lock;
         pthread_cond_t refresh_cond;
@@ -311,31 +310,27 @@ struct vmhost {
         bool creations_loaded;
         /* agent channels, under state_lock */
         struct agent_chan *chans;
-        int chan_timer;
+        int chan_wake[2]; /* a pipe that wakes the channels' poll loop (while chan_up) */
+        bool chan_up;
+        pthread_t chan_thread;
         struct roster *roster;      /* the accepted roster, under state_lock */
         struct witness_key witness; /* cosigns vault checkpoints (state_dir/vault-witness.key) */
         bool have_witness;
         void *http; /* struct MHD_Daemon * */
-        /* the privileged helper (helper.c): WireGuard; one call at a time */
+        /* the privileged helper (helper.c): libvirt and WireGuard; one call at a time */
         bool helper_up;
         int helper_fd;
+        int helper_event_fd; /* domain events, up */
         pid_t helper_pid;
         pthread_mutex_t helper_lock;
 };
 
-/* virt.c: the libvirt connection and its event loop. */
+/* virt.c: the domain events from the helper and the refresher (libvirt itself is the helper's). */
 int virt_start(struct vmhost *vh);
 void virt_stop(struct vmhost *vh);
 void virt_touch(struct vmhost *vh);
 int64_t virt_age_ms(struct vmhost *vh);
-/* Returns a new reference to the connection (virConnectPtr) or NULL when disconnected. */
-void *virt_conn_ref(struct vmhost *vh);
 void virt_request_refresh(struct vmhost *vh);
-/* For qemu:///embed?root=DIR: writes DIR/etc/qemu.conf (QEMU runs as vmhost's own user, console
- * logs straight to files) unless the operator wrote one. */
-int virt_embed_prepare(const char *uri);
-/* Resolves virt_type auto against this machine. */
-const char *virt_resolve_type(const char *configured);
 
 /* creations.c: the node's durable creation counter */
 /* Loads the counter and increases it once (a restart counts as a creation); before any refresh. */
@@ -350,11 +345,14 @@ int inventory_digest(json_t *vms, json_t *images, char hex[DIGEST_HEX_LEN + 1]);
 int inventory_refresh(struct vmhost *vh);
 /* A new reference to the vm object for id from the cache, or NULL. */
 json_t *inventory_get(struct vmhost *vh, const char *id);
-json_t *inventory_vm_json(void *dom, const struct vm_meta *m, const char *id, json_t *integrity,
+struct vmh_domain; /* helper.h: one domain as the helper describes it */
+json_t *inventory_vm_json(const struct vmh_domain *dom, const struct vm_meta *m, json_t *integrity,
                           json_t *agent);
-int inventory_vm_meta(void *dom, struct vm_meta *ret);
-/* Writes m as the domain's metadata (live and persistent). */
-int inventory_set_meta(void *dom, const struct vm_meta *m);
+int inventory_vm_meta(const struct vmh_domain *dom, struct vm_meta *ret);
+/* The helper's listing (a new array of *ret_n domains): -ENOTCONN without libvirt. */
+int inventory_list(struct vmhost *vh, struct vmh_domain **ret, size_t *ret_n);
+/* Writes m as the domain's metadata (live and persistent), through the helper. */
+int inventory_set_meta(struct vmhost *vh, const char *id, const struct vm_meta *m);
 
 /* agent_channel.c */
 int agent_chan_start(struct vmhost *vh);
@@ -450,8 +448,6 @@ struct image_info {
 };
 
 int images_prepare_dirs(struct vmhost *vh);
-/* Ensures the storage pools; called on every (re)connect. */
-int images_start(struct vmhost *vh);
 int images_lookup(struct vmhost *vh, const char *name, struct image_info *ret);
 json_t *images_list(struct vmhost *vh);
 int images_import(struct vmhost *vh, const char *body, size_t len, json_t **ret,

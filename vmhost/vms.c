@@ -3,8 +3,6 @@
  * again). There is no migrate, no undefine and no disk delete here, and none may be added.
  * Every refusal is logged once and returned as a problem (status, type, detail). */
 #include <errno.h>
-#include <libvirt/libvirt.h>
-#include <libvirt/virterror.h>
 #include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -14,6 +12,7 @@
 #include "common/clock.h"
 #include "common/json_input.h"
 #include "common/log.h"
+#include "vmhost/helper.h"
 #include "vmhost/vmhost.h"
 
 #define VMS_MAX_ARCHIVING 64
@@ -77,12 +76,17 @@ int vm_create_req_parse(const char *body, size_t len, struct vm_create_req *ret,
         return 0;
 }
 
-static json_t *vms_vm_json(struct vmhost *vh, virDomainPtr dom, const struct vm_meta *m)
+/* The vm object of id as it is now (after a verb: the helper's state, not the one before). */
+static json_t *vms_vm_json(struct vmhost *vh, const char *id, const struct vm_meta *m)
 {
-        const char *id = virDomainGetName(dom);
+        struct vmh_domain *dom = malloc(sizeof(*dom));
+        json_t *o = NULL;
 
-        return inventory_vm_json(dom, m, id, agent_chan_integrity(vh, id),
-                                 agent_chan_status(vh, id));
+        if (dom && vmh_lookup(vh, id, dom) == 0)
+                o = inventory_vm_json(dom, m, agent_chan_integrity(vh, id),
+                                      agent_chan_status(vh, id));
+        free(dom);
+        return o;
 }
 
 static void vms_meta_new(struct vmhost *vh, const struct vm_create_req *q, struct vm_meta *m)
@@ -103,64 +107,32 @@ static void vms_meta_new(struct vmhost *vh, const struct vm_create_req *q, struc
         m->pin = q->pin;
 }
 
-static int vms_define(struct vmhost *vh, virConnectPtr c, const struct vm_create_req *q,
-                      const struct image_info *img, virDomainPtr *ret, struct vm_problem *p)
+/* The disks (made by the helper) while the seed is built here, then the definition: the helper
+ * checks the spec and writes the domain XML. */
+static int vms_define(struct vmhost *vh, const struct vm_create_req *q,
+                      const struct image_info *img, struct vm_problem *p)
 {
-        char seed[4200], console[4200], err[256], err2[256];
-        struct vm_disks d;
+        char seed[4200], err[VMH_DETAIL_MAX], err2[256];
         pid_t seed_pid;
-        int r2;
-        char *chan = agent_chan_socket_path(vh, q->vm_id), *xml = NULL;
         struct vm_meta m;
-        struct vm_spec s;
-        int r;
+        int r, r2;
 
         vms_meta_new(vh, q, &m);
         snprintf(seed, sizeof(seed), "%s/seeds/%s.iso", vh->cfg.state_dir, q->vm_id);
-        snprintf(console, sizeof(console), "%s/console/%s.log", vh->cfg.state_dir, q->vm_id);
         r = seed_start(seed, q->vm_id, &m, &seed_pid, err, sizeof(err));
-        if (r < 0) {
-                vms_problem(p, 500, "seed", "cannot build the seed of '%s': %s", q->vm_id, err);
-                goto cleanup;
-        }
-        r = storage_make_disks(vh, c, q->vm_id, img, q->vault_disk_mib, &d, err, sizeof(err));
+        if (r < 0)
+                return vms_problem(p, 500, "seed", "cannot build the seed of '%s': %s", q->vm_id,
+                                   err);
+        r = vmh_make_disks(vh, q->vm_id, img, q->vault_disk_mib, err, sizeof(err));
         r2 = seed_wait(seed_pid, err2, sizeof(err2)); /* always reaped */
-        if (r < 0) {
-                vms_problem(p, 500, "storage", "cannot create the disks of '%s': %s", q->vm_id,
-                            err);
-                goto cleanup;
-        }
-        r = r2;
-        if (r < 0) {
-                snprintf(err, sizeof(err), "%s", err2);
-                vms_problem(p, 500, "seed", "cannot build the seed of '%s': %s", q->vm_id, err);
-                goto cleanup;
-        }
-        s = (struct vm_spec){.name = q->vm_id,
-                             .virt_type = vh->virt_type,
-                             .memory_mib = q->memory_mib,
-                             .vcpus = q->vcpus,
-                             .meta = &m,
-                             .in_pool = d.in_pool,
-                             .os_volume = d.in_pool ? d.os_volume : d.os_path,
-                             .vault_volume = d.in_pool ? d.vault_volume : d.vault_path,
-                             .seed_path = seed,
-                             .channel_path = chan,
-                             .console_log = console};
-        if (img->kernel_path[0]) {
-                s.kernel_path = img->kernel_path;
-                s.initrd_path = img->initrd_path[0] ? img->initrd_path : NULL;
-                s.cmdline = img->cmdline;
-        }
-        xml = chan ? domain_xml_build(&s) : NULL;
-        *ret = xml ? virDomainDefineXML(c, xml) : NULL;
-        r = *ret ? 0
-                 : vms_problem(p, 500, "define", "cannot define '%s': %s", q->vm_id,
-                               xml ? virGetLastErrorMessage() : "invalid domain XML");
-cleanup:
-        free(chan);
-        free(xml);
-        return r;
+        if (r < 0)
+                return vms_problem(p, 500, "storage", "cannot create the disks of '%s': %s",
+                                   q->vm_id, err);
+        if (r2 < 0)
+                return vms_problem(p, 500, "seed", "cannot build the seed of '%s': %s", q->vm_id,
+                                   err2);
+        r = vmh_define(vh, q->vm_id, q->memory_mib, q->vcpus, &m, img, err, sizeof(err));
+        return r < 0 ? vms_problem(p, 500, "define", "cannot define '%s': %s", q->vm_id, err) : 0;
 }
 
 static int vms_memory_check(struct vmhost *vh, uint64_t want, struct vm_problem *p)
@@ -180,14 +152,14 @@ static int vms_memory_check(struct vmhost *vh, uint64_t want, struct vm_problem 
         return 0;
 }
 
-static int vms_do_start(struct vmhost *vh, virDomainPtr dom, struct vm_meta *m,
+static int vms_do_start(struct vmhost *vh, const struct vmh_domain *dom, struct vm_meta *m,
                         struct vm_problem *p);
 
 /* The domain exists already: the same request is answered again, another is a conflict. The
  * answer is what is true: a domain that should run (lifecycle active) and does not, because its
  * start failed or it stopped since, is started first, and a start that fails is the answer. */
-static int vms_create_again(struct vmhost *vh, virDomainPtr dom, const struct vm_create_req *q,
-                            json_t **ret_vm, struct vm_problem *p)
+static int vms_create_again(struct vmhost *vh, const struct vmh_domain *dom,
+                            const struct vm_create_req *q, json_t **ret_vm, struct vm_problem *p)
 {
         struct vm_meta m;
         int r;
@@ -199,7 +171,7 @@ static int vms_create_again(struct vmhost *vh, virDomainPtr dom, const struct vm
                 return vms_problem(p, 409, "vm-exists",
                                    "VM '%s' exists, created by request '%s', not '%s'", q->vm_id,
                                    m.request_id, q->request_id);
-        if (m.lifecycle == VM_LC_ACTIVE && virDomainIsActive(dom) != 1) {
+        if (m.lifecycle == VM_LC_ACTIVE && !(dom->flags & VMH_DOM_ACTIVE)) {
                 log_info("VM '%s' (request '%s') is defined but not running; starting it", q->vm_id,
                          q->request_id);
                 virt_touch(vh);
@@ -216,24 +188,21 @@ static int vms_create_again(struct vmhost *vh, virDomainPtr dom, const struct vm
                 }
                 agent_chan_sync(vh, q->vm_id, &m, true);
         }
-        *ret_vm = vms_vm_json(vh, dom, &m);
+        *ret_vm = vms_vm_json(vh, q->vm_id, &m);
         return *ret_vm ? 200 : vms_problem(p, 500, "internal", "cannot describe '%s'", q->vm_id);
 }
 
-static int vms_create_locked(struct vmhost *vh, virConnectPtr c, const struct vm_create_req *q,
-                             json_t **ret_vm, struct vm_problem *p)
+static int vms_create_locked(struct vmhost *vh, const struct vmh_domain *dom,
+                             const struct vm_create_req *q, json_t **ret_vm, struct vm_problem *p)
 {
-        virDomainPtr dom = virDomainLookupByName(c, q->vm_id);
         uint64_t t0 = clock_monotonic_ms(), t1, t2;
+        char err[VMH_DETAIL_MAX];
         struct image_info img;
         struct vm_meta m;
         int r;
 
-        if (dom) {
-                r = vms_create_again(vh, dom, q, ret_vm, p);
-                virDomainFree(dom);
-                return r;
-        }
+        if (dom)
+                return vms_create_again(vh, dom, q, ret_vm, p);
         /* the pin first: nothing is made for a VM this node may not run */
         r = pin_gate_check(vh, q->vm_id, q->has_pin ? &q->pin : NULL, false, q->entity, q->image,
                            403, p);
@@ -241,28 +210,34 @@ static int vms_create_locked(struct vmhost *vh, virConnectPtr c, const struct vm
         if (r == 0 && images_lookup(vh, q->image, &img) < 0)
                 r = vms_problem(p, 422, "unknown-image", "no base image '%s' on node '%s'",
                                 q->image, vh->cfg.node_id);
-        r = r ?: vms_define(vh, c, q, &img, &dom, p);
+        r = r ?: vms_define(vh, q, &img, p);
         if (r < 0)
                 return r;
-        virt_touch(vh);
         t1 = clock_monotonic_ms();
-        r = virDomainCreate(dom);
+        r = vmh_domain_op(vh, VMH_START, q->vm_id, err, sizeof(err));
         t2 = clock_monotonic_ms();
         log_info("VM '%s': disks, seed and definition in %llu ms, started in %llu ms", q->vm_id,
                  (unsigned long long)(t1 - t0), (unsigned long long)(t2 - t1));
-        if (r < 0) {
-                r = vms_problem(p, 500, "start", "VM '%s' is defined but did not start: %s",
-                                q->vm_id, virGetLastErrorMessage());
-        } else if (inventory_vm_meta(dom, &m) == 0) {
-                agent_chan_sync(vh, q->vm_id, &m, true);
-                agent_chan_domain_started(vh, q->vm_id);
-                *ret_vm = vms_vm_json(vh, dom, &m);
-                r = 201;
-        } else {
-                r = vms_problem(p, 500, "internal", "VM '%s' has no readable metadata", q->vm_id);
+        if (r < 0)
+                return vms_problem(p, 500, "start", "VM '%s' is defined but did not start: %s",
+                                   q->vm_id, err);
+        vms_meta_new(vh, q, &m); /* replaced by what the domain holds */
+        {
+                struct vmh_domain *d = malloc(sizeof(*d));
+
+                r = d && vmh_lookup(vh, q->vm_id, d) == 0 ? inventory_vm_meta(d, &m) : -EIO;
+                if (r == 0) {
+                        agent_chan_sync(vh, q->vm_id, &m, true);
+                        agent_chan_domain_started(vh, q->vm_id);
+                        *ret_vm = inventory_vm_json(d, &m, agent_chan_integrity(vh, q->vm_id),
+                                                    agent_chan_status(vh, q->vm_id));
+                }
+                free(d);
         }
-        virDomainFree(dom);
-        return r;
+        if (r < 0 || !*ret_vm)
+                return vms_problem(p, 500, "internal", "VM '%s' has no readable metadata",
+                                   q->vm_id);
+        return 201;
 }
 
 /* Every creation request (and every start or resume) increases the node's creation counter once
@@ -290,16 +265,22 @@ static int vms_create_count(struct vmhost *vh, int r, json_t **ret_vm, struct vm
 int vms_create(struct vmhost *vh, const struct vm_create_req *q, json_t **ret_vm,
                struct vm_problem *p)
 {
-        virConnectPtr c = virt_conn_ref(vh);
-        int r;
+        struct vmh_domain *dom = malloc(sizeof(*dom));
+        int r, e;
 
-        if (!c)
-                return vms_problem(p, 503, "libvirt-unavailable", "no libvirt connection");
+        if (!dom)
+                return vms_problem(p, 500, "internal", "out of memory");
         pthread_mutex_lock(&vh->ops_lock);
-        r = vms_create_locked(vh, c, q, ret_vm, p);
+        e = vmh_lookup(vh, q->vm_id, dom);
+        if (e < 0 && e != -ENOENT) {
+                pthread_mutex_unlock(&vh->ops_lock);
+                free(dom);
+                return vms_problem(p, 503, "libvirt-unavailable", "no libvirt connection");
+        }
+        r = vms_create_locked(vh, e == 0 ? dom : NULL, q, ret_vm, p);
         r = vms_create_count(vh, r, ret_vm, p);
         pthread_mutex_unlock(&vh->ops_lock);
-        virConnectClose(c);
+        free(dom);
         if (r == 201)
                 log_info("VM '%s' created for entity '%s' by request '%s' (%llu MiB, image '%s')",
                          q->vm_id, q->entity, q->request_id, (unsigned long long)q->memory_mib,
@@ -311,10 +292,11 @@ int vms_create(struct vmhost *vh, const struct vm_create_req *q, json_t **ret_vm
         return r;
 }
 
-static int vms_set_lifecycle(virDomainPtr dom, struct vm_meta *m, enum vm_lifecycle l)
+static int vms_set_lifecycle(struct vmhost *vh, const char *id, struct vm_meta *m,
+                             enum vm_lifecycle l)
 {
         m->lifecycle = l;
-        return inventory_set_meta(dom, m);
+        return inventory_set_meta(vh, id, m);
 }
 
 static int vms_refuse_start(struct vmhost *vh, const char *id, const struct vm_meta *m,
@@ -342,47 +324,45 @@ static int vms_refuse_start(struct vmhost *vh, const char *id, const struct vm_m
         return vms_problem(p, 409, "wrong-state", "VM '%s' cannot start", id);
 }
 
-static int vms_do_start(struct vmhost *vh, virDomainPtr dom, struct vm_meta *m,
+static int vms_do_start(struct vmhost *vh, const struct vmh_domain *dom, struct vm_meta *m,
                         struct vm_problem *p)
 {
-        const char *id = virDomainGetName(dom);
-        int state = 0, reason = 0;
+        const char *id = dom->name;
+        char err[VMH_DETAIL_MAX];
         int r = vms_refuse_start(vh, id, m, p);
 
         if (r < 0)
                 return r;
-        if (virDomainGetState(dom, &state, &reason, 0) < 0)
-                return vms_problem(p, 500, "libvirt", "%s", virGetLastErrorMessage());
-        if (state == VIR_DOMAIN_PAUSED && virDomainResume(dom) < 0)
-                return vms_problem(p, 500, "libvirt", "cannot resume '%s': %s", id,
-                                   virGetLastErrorMessage());
-        /* virDomainCreate restores a managed save when there is one. */
-        if (virDomainIsActive(dom) != 1 && virDomainCreate(dom) < 0)
-                return vms_problem(p, 500, "libvirt", "cannot start '%s': %s", id,
-                                   virGetLastErrorMessage());
-        if (m->lifecycle != VM_LC_ACTIVE && vms_set_lifecycle(dom, m, VM_LC_ACTIVE) < 0)
-                return vms_problem(p, 500, "libvirt", "cannot record '%s' as active: %s", id,
-                                   virGetLastErrorMessage());
+        if (strcmp(dom->state, "paused") == 0 &&
+            vmh_domain_op(vh, VMH_RESUME, id, err, sizeof(err)) < 0)
+                return vms_problem(p, 500, "libvirt", "cannot resume '%s': %s", id, err);
+        /* a start restores a managed save when there is one */
+        if (!(dom->flags & VMH_DOM_ACTIVE) &&
+            vmh_domain_op(vh, VMH_START, id, err, sizeof(err)) < 0)
+                return vms_problem(p, 500, "libvirt", "cannot start '%s': %s", id, err);
+        if (m->lifecycle != VM_LC_ACTIVE && vms_set_lifecycle(vh, id, m, VM_LC_ACTIVE) < 0)
+                return vms_problem(p, 500, "libvirt", "cannot record '%s' as active", id);
         agent_chan_domain_started(vh, id);
         return 0;
 }
 
-static int vms_do_suspend(struct vmhost *vh, virDomainPtr dom, struct vm_meta *m,
+static int vms_do_suspend(struct vmhost *vh, const struct vmh_domain *dom, struct vm_meta *m,
                           struct vm_problem *p)
 {
-        const char *id = virDomainGetName(dom);
+        const char *id = dom->name;
+        char err[VMH_DETAIL_MAX] = "cannot record the lifecycle";
 
         if (m->lifecycle == VM_LC_ARCHIVED)
                 return vms_problem(p, 409, "archived", "VM '%s' is archived", id);
-        if (virDomainIsActive(dom) != 1) {
+        if (!(dom->flags & VMH_DOM_ACTIVE)) {
                 if (m->lifecycle == VM_LC_SUSPENDED)
                         return 0;
                 return vms_problem(p, 409, "wrong-state", "VM '%s' is not running", id);
         }
         /* Recorded first, so the saved live definition already says "suspended". */
-        if (vms_set_lifecycle(dom, m, VM_LC_SUSPENDED) < 0 || virDomainManagedSave(dom, 0) < 0)
-                return vms_problem(p, 500, "libvirt", "cannot suspend '%s': %s", id,
-                                   virGetLastErrorMessage());
+        if (vms_set_lifecycle(vh, id, m, VM_LC_SUSPENDED) < 0 ||
+            vmh_domain_op(vh, VMH_MANAGED_SAVE, id, err, sizeof(err)) < 0)
+                return vms_problem(p, 500, "libvirt", "cannot suspend '%s': %s", id, err);
         agent_chan_domain_stopped(vh, id);
         return 0;
 }
@@ -400,18 +380,17 @@ static void vms_archive_track(const char *id, uint64_t deadline)
         }
 }
 
-static int vms_do_archive(struct vmhost *vh, virDomainPtr dom, struct vm_meta *m,
+static int vms_do_archive(struct vmhost *vh, const struct vmh_domain *dom, struct vm_meta *m,
                           struct vm_problem *p)
 {
-        const char *id = virDomainGetName(dom);
+        const char *id = dom->name;
+        char err[VMH_DETAIL_MAX];
 
-        if (m->lifecycle != VM_LC_ARCHIVED && vms_set_lifecycle(dom, m, VM_LC_ARCHIVED) < 0)
-                return vms_problem(p, 500, "libvirt", "cannot record '%s' as archived: %s", id,
-                                   virGetLastErrorMessage());
-        if (virDomainIsActive(dom) == 1) {
-                if (virDomainShutdown(dom) < 0)
-                        log_warn("VM '%s': graceful shutdown not requested: %s", id,
-                                 virGetLastErrorMessage());
+        if (m->lifecycle != VM_LC_ARCHIVED && vms_set_lifecycle(vh, id, m, VM_LC_ARCHIVED) < 0)
+                return vms_problem(p, 500, "libvirt", "cannot record '%s' as archived", id);
+        if (dom->flags & VMH_DOM_ACTIVE) {
+                if (vmh_domain_op(vh, VMH_SHUTDOWN, id, err, sizeof(err)) < 0)
+                        log_warn("VM '%s': graceful shutdown not requested: %s", id, err);
                 vms_archive_track(id, clock_monotonic_ms() + vh->cfg.archive_grace_ms);
                 if (vh->cfg.archive_grace_ms == 0)
                         vms_archive_expire(vh);
@@ -422,28 +401,25 @@ static int vms_do_archive(struct vmhost *vh, virDomainPtr dom, struct vm_meta *m
 /* Powers off archived VMs whose grace period is over; the caller holds ops_lock. */
 static void vms_archive_expire(struct vmhost *vh)
 {
-        virConnectPtr c = virt_conn_ref(vh);
         uint64_t now = clock_monotonic_ms();
+        struct vmh_domain *dom = NULL;
 
-        for (unsigned i = 0; c && i < VMS_MAX_ARCHIVING; i++) {
-                virDomainPtr dom;
-
+        for (unsigned i = 0; i < VMS_MAX_ARCHIVING; i++) {
                 if (!vms_archiving[i].id[0] || vms_archiving[i].deadline_ms > now)
                         continue;
-                dom = virDomainLookupByName(c, vms_archiving[i].id);
+                if (!dom && !(dom = malloc(sizeof(*dom))))
+                        return;
                 /* Power-off, not undefine: the domain and its disks stay. */
-                if (dom && virDomainIsActive(dom) == 1) {
+                if (vmh_lookup(vh, vms_archiving[i].id, dom) == 0 &&
+                    (dom->flags & VMH_DOM_ACTIVE)) {
                         log_info("VM '%s': not shut down within the archive grace period; "
                                  "powering it off",
                                  vms_archiving[i].id);
-                        virDomainDestroy(dom);
+                        vmh_domain_op(vh, VMH_DESTROY, vms_archiving[i].id, NULL, 0);
                 }
-                if (dom)
-                        virDomainFree(dom);
                 vms_archiving[i].id[0] = '\0';
         }
-        if (c)
-                virConnectClose(c);
+        free(dom);
 }
 
 /* Archived VMs still running (e.g. after a vmhost restart) get a grace period from now. */
@@ -485,49 +461,44 @@ void vms_archive_timers(struct vmhost *vh)
  * suspended or archived stays as it is. One line per domain says what was decided and why. */
 void vms_autostart(struct vmhost *vh)
 {
-        virConnectPtr c = virt_conn_ref(vh);
-        virDomainPtr *doms = NULL;
-        int n;
+        struct vmh_domain *doms = NULL;
+        size_t n = 0;
+        int r;
 
-        if (!c)
-                return;
         pthread_mutex_lock(&vh->ops_lock);
-        n = virConnectListAllDomains(c, &doms, 0);
-        if (n < 0)
-                log_warn("autostart: cannot list the domains: %s", virGetLastErrorMessage());
-        for (int i = 0; i < n; i++) {
-                const char *id = virDomainGetName(doms[i]);
+        r = inventory_list(vh, &doms, &n);
+        if (r < 0)
+                log_warn("autostart: cannot list the domains: %s", strerror(-r));
+        for (size_t i = 0; i < n; i++) {
+                const char *id = doms[i].name;
                 struct vm_problem p = {0};
                 struct vm_meta m;
                 uint64_t count;
                 int e;
 
-                if (!ident_valid(IDENT_VM, id) || inventory_vm_meta(doms[i], &m) < 0) {
+                if (inventory_vm_meta(&doms[i], &m) < 0) {
                         log_info("autostart: domain '%s' is not a Totebox; left alone", id);
                 } else if (m.lifecycle != VM_LC_ACTIVE) {
                         log_info("autostart: VM '%s' is %s; left as it is", id,
                                  vm_lifecycle_name(m.lifecycle));
-                } else if (virDomainIsActive(doms[i]) == 1) {
+                } else if (doms[i].flags & VMH_DOM_ACTIVE) {
                         log_info("autostart: VM '%s' is active and already running", id);
                 } else {
                         /* a start path: the counter goes up whatever it did, as for `start` */
-                        if (vms_do_start(vh, doms[i], &m, &p) < 0)
+                        if (vms_do_start(vh, &doms[i], &m, &p) < 0)
                                 log_warn("autostart: VM '%s' is active but not started: %s: %s", id,
                                          p.type, p.detail);
                         else
                                 log_info("autostart: VM '%s' is active and its pin names this "
                                          "node; started",
                                          id);
-                        virt_touch(vh);
                         if ((e = creations_bump(vh, &count)) < 0)
                                 log_error("cannot store the creation counter in '%s': %s",
                                           vh->cfg.state_dir, strerror(-e));
                 }
-                virDomainFree(doms[i]);
         }
         free(doms);
         pthread_mutex_unlock(&vh->ops_lock);
-        virConnectClose(c);
         virt_request_refresh(vh);
 }
 
@@ -538,7 +509,8 @@ void vms_autostart(struct vmhost *vh)
  * section 1). */
 static const struct vms_verb {
         const char *name;
-        int (*run)(struct vmhost *vh, virDomainPtr dom, struct vm_meta *m, struct vm_problem *p);
+        int (*run)(struct vmhost *vh, const struct vmh_domain *dom, struct vm_meta *m,
+                   struct vm_problem *p);
         bool starts;
 } vms_verbs[] = {
     {"start", vms_do_start, true},
@@ -555,8 +527,8 @@ static const struct vms_verb *vms_verb_find(const char *verb)
         return NULL;
 }
 
-static int vms_dispatch(struct vmhost *vh, virDomainPtr dom, struct vm_meta *m, const char *verb,
-                        struct vm_problem *p)
+static int vms_dispatch(struct vmhost *vh, const struct vmh_domain *dom, struct vm_meta *m,
+                        const char *verb, struct vm_problem *p)
 {
         const struct vms_verb *v = vms_verb_find(verb);
 
@@ -566,29 +538,30 @@ static int vms_dispatch(struct vmhost *vh, virDomainPtr dom, struct vm_meta *m, 
 int vms_action(struct vmhost *vh, const char *id, const char *verb, json_t **ret_vm,
                struct vm_problem *p)
 {
-        virConnectPtr c = virt_conn_ref(vh);
-        virDomainPtr dom = NULL;
+        struct vmh_domain *dom = malloc(sizeof(*dom));
+        bool found = false;
         struct vm_meta m;
-        int r = 0;
+        int r = 0, e;
 
-        if (!c)
-                return vms_problem(p, 503, "libvirt-unavailable", "no libvirt connection");
+        if (!dom)
+                return vms_problem(p, 500, "internal", "out of memory");
         pthread_mutex_lock(&vh->ops_lock);
-        dom = ident_valid(IDENT_VM, id) ? virDomainLookupByName(c, id) : NULL;
-        if (!dom || inventory_vm_meta(dom, &m) < 0)
+        e = ident_valid(IDENT_VM, id) ? vmh_lookup(vh, id, dom) : -ENOENT;
+        found = e == 0 && inventory_vm_meta(dom, &m) == 0;
+        if (e < 0 && e != -ENOENT)
+                r = vms_problem(p, 503, "libvirt-unavailable", "no libvirt connection");
+        else if (!found)
                 r = vms_problem(p, 404, "not-found", "no Totebox VM '%s' on node '%s'", id,
                                 vh->cfg.node_id);
         r = r ?: vms_dispatch(vh, dom, &m, verb, p);
-        if (r == 0) {
-                virt_touch(vh);
-                *ret_vm = vms_vm_json(vh, dom, &m);
-        }
-        if (dom && vms_verb_find(verb) && vms_verb_find(verb)->starts)
+        if (r == 0)
+                *ret_vm = vms_vm_json(vh, id, &m);
+        if (r == 0 && !*ret_vm)
+                r = vms_problem(p, 500, "internal", "cannot describe '%s'", id);
+        if (e == 0 && vms_verb_find(verb) && vms_verb_find(verb)->starts)
                 r = vms_create_count(vh, r, ret_vm, p);
         pthread_mutex_unlock(&vh->ops_lock);
-        if (dom)
-                virDomainFree(dom);
-        virConnectClose(c);
+        free(dom);
         if (r == 0)
                 log_info("VM '%s': %s done", id, verb);
         else

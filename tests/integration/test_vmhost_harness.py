@@ -56,6 +56,11 @@ def runnable(path):
             copy = os.path.join(d, os.path.basename(path))
             shutil.copy2(path, copy)
             os.chmod(copy, 0o755)
+            # vmhost runs its helper program from beside itself
+            helper = os.path.join(os.path.dirname(path), "vmhost-helper")
+            if os.path.basename(path) == "vmhost" and os.path.exists(helper):
+                shutil.copy2(helper, os.path.join(d, "vmhost-helper"))
+                os.chmod(os.path.join(d, "vmhost-helper"), 0o755)
             atexit.register(shutil.rmtree, d, True)
             _RUNNABLE[path] = copy
     return _RUNNABLE[path]
@@ -94,6 +99,8 @@ class Vmhost:
         self.port = free_port()
         self.hb_port = settings.pop("hb_port", None) or free_port(socket.SOCK_DGRAM)
         extra_env = settings.pop("env", None) or {}
+        # as_root: the process's own user even as root (QEMU then runs as root too)
+        ids = None if settings.pop("as_root", False) else run_as()
         self.uri = "qemu:///embed?root=%s/libvirt" % root
         self.log_path = os.path.join(root, "vmhost-%s.log" % node_id)
         opts = {"node_id": node_id, "libvirt_uri": self.uri, "state_dir": root + "/state",
@@ -106,7 +113,6 @@ class Vmhost:
         args = [runnable(VMHOST)]
         for k, v in opts.items():
             args += ["--set", "%s=%s" % (k, v)]
-        ids = run_as()
         for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):  # sanitizer runs
             if k in os.environ:
                 extra_env.setdefault(k, os.environ[k])
@@ -151,21 +157,21 @@ class Vmhost:
         self.log.close()
 
 
-def virsh(root, *args):
-    ids = run_as()
+def virsh(root, *args, as_root=False):
+    ids = None if as_root else run_as()
     return subprocess.run(["virsh", "-q", "-c", "qemu:///embed?root=%s/libvirt" % root] +
                           list(args), capture_output=True, text=True,
                           user=ids[0] if ids else None, group=ids[1] if ids else None,
                           env={"PATH": "/usr/bin:/bin", "HOME": root})
 
 
-def destroy_all(root):
+def destroy_all(root, as_root=False):
     """Powers off every domain of the embed root (vmhost must be stopped)."""
     if not os.path.isdir(os.path.join(root, "libvirt")):
         return
-    names = virsh(root, "list", "--name").stdout.split()
+    names = virsh(root, "list", "--name", as_root=as_root).stdout.split()
     for name in names:
-        virsh(root, "destroy", name)
+        virsh(root, "destroy", name, as_root=as_root)
 
 
 def make_root(prefix):

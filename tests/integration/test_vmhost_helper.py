@@ -1,7 +1,8 @@
-"""vmhost's privileged helper (vmhost/helper.c), seen from outside: vmhost runs it as a second
-process that holds nothing of vmhost's but the socketpair and stderr (no node API listener, no
-heartbeat socket, no libvirt connection), that answers the pin gate's key lookups (here from
-the mesh state's wg.key, which vmhost itself no longer reads), and that dies with vmhost."""
+"""vmhost's privileged helper (vmhost/helper.c, the program vmhost-helper), seen from outside:
+vmhost runs it as a second process that holds nothing of vmhost's (no node API listener, no
+heartbeat socket: no socket of vmhost's at all) but its ends of the two socketpairs and stderr,
+that is the only one of the two that maps libvirt, that answers the pin gate's key lookups (here
+from the mesh state's wg.key, which vmhost itself no longer reads), and that dies with vmhost."""
 import os
 import signal
 import sys
@@ -44,10 +45,18 @@ def test_helper_holds_nothing_of_vmhost_and_dies_with_it():
                    if open("/proc/%d/comm" % c).read().strip() == "vmhost-helper"]
         assert len(helpers) == 1, children(vh.proc.pid)
         helper = helpers[0]
-        assert "helper: process %d applies WireGuard peers" % helper in vh.read_log()
+        assert "helper: process %d (" % helper in vh.read_log()
         held = fds(helper)
-        assert sorted(held) == [0, 1, 2, 3], held
-        assert held[3].startswith("socket:"), held
+        assert held[3].startswith("socket:") and held[4].startswith("socket:"), held
+        # not one socket of vmhost's went to the helper (an inherited one has the same inode)
+        mine = {v for v in fds(vh.proc.pid).values() if v.startswith("socket:")}
+        theirs = {v for v in held.values() if v.startswith("socket:")}
+        assert not mine & theirs, (mine, theirs)
+        # libvirt is the helper's alone
+        with open("/proc/%d/maps" % vh.proc.pid) as f:
+            assert "libvirt" not in f.read()
+        with open("/proc/%d/maps" % helper) as f:
+            assert "libvirt" in f.read()
         # the pin gate asks the helper for this node's key: a create with a pin for node1's key
         # passes the gate (and fails later only for want of an image)
         s, body, _ = vh.call("POST", "/v1/vms", trust.create({
