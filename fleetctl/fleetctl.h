@@ -113,5 +113,6 @@ int ctl_cmd_audit_verify(struct ctl *c);
 int ctl_cmd_deposit(struct ctl *c);
 int ctl_cmd_records(struct ctl *c);
 int ctl_cmd_read(struct ctl *c);
+int ctl_cmd_export(struct ctl *c);
 /* local.c: opens fleetd's store in c->state_dir (message printed on failure). */
 int ctl_open_store(struct ctl *c, bool create, struct store **ret);

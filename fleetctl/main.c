@@ -42,6 +42,8 @@ const struct ctl_command ctl_commands[] = {
      "the Totebox's ledger, a page at a time"},
     {"read", ctl_cmd_read, "read VM SEQ --output FILE [--vault-key B64]",
      "read a record back; written only when its hash and inclusion proof verify"},
+    {"export", ctl_cmd_export, "export VM",
+     "write a suspended or archived Totebox as one signed file on its node"},
     {"image", ctl_cmd_image, "image push FILE --name NAME [--node N ...] | list | remove NAME",
      "push a base image to the nodes (checksummed, resumable), list or remove images"},
     {"health", ctl_cmd_health, "health", "fleet health, integrity first"},

@@ -468,6 +468,9 @@ struct plan_outcome {
 };
 void plans_create(struct fleetd *f, const struct plan_request *req, const char *actor,
                   struct plan_outcome *ret);
+/* Fills o with a problem: status, type and the formatted detail. */
+void plan_outcome_fail(struct plan_outcome *o, unsigned status, const char *problem,
+                       const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 void plans_confirm(struct fleetd *f, const char *plan_id, const char *actor,
                    struct plan_outcome *ret);
 void plans_drop(struct fleetd *f, const char *plan_id, const char *actor, struct plan_outcome *ret);
@@ -599,6 +602,10 @@ bool vault_vm_stalled(const struct fleetd *f, const struct fleet_vm *vm, uint64_
 /* A clean scheduled verification: counted, audited once per VM per UTC day. */
 void vault_note_clean(struct fleetd *f, struct fleet_vm *vm, uint64_t at_ms, json_t *result);
 json_t *vault_witness_vm_json(const struct fleetd *f, const struct fleet_vm *vm, uint64_t now_ms);
+/* The checkpoint fleetd holds for vm_id (its cosigned note, NUL-terminated in note) and its
+ * size: 0, -ENOENT (none), -ENOSPC, -EIO. */
+int vault_witness_held(struct fleetd *f, const char *vm_id, char *note, size_t size,
+                       uint64_t *ret_size);
 /* "fork", "rollback", "lying-host", or NULL. */
 const char *vault_witness_alarm(const struct fleet_vm *vm);
 /* The worst alarm ("ok" when none), the VMs with one, and the stalled ones (under f->lock). */
@@ -616,6 +623,12 @@ void ops_confirmed(struct fleetd *f, const char *plan_id, const char *vm_id, con
  * background: o gets 202 and the operation. */
 void ops_verb_start(struct fleetd *f, const char *vm_id, const char *verb, const char *actor,
                     const char *if_match, struct plan_outcome *o);
+/* Runs task(f, arg, actor, outcome) in the background as an operation of kind on vm_id: o gets
+ * 202 and the operation (whose result or error is the task's outcome); task owns arg. */
+typedef void (*ops_task_fn)(struct fleetd *f, void *arg, const char *actor,
+                            struct plan_outcome *ret);
+void ops_task_start(struct fleetd *f, const char *vm_id, const char *kind, const char *actor,
+                    ops_task_fn task, void *arg, struct plan_outcome *o);
 void ops_get(struct fleetd *f, const char *id, struct plan_outcome *o);
 /* {operations, next_after}, oldest first. */
 void ops_list(struct fleetd *f, const char *after, const char *state, unsigned limit,
@@ -625,6 +638,11 @@ void ops_recover(struct fleetd *f);
 /* Waits for the background calls (at shutdown, the REST API stopped). */
 void ops_wait_idle(struct fleetd *f);
 bool op_id_valid(const char *s);
+
+/* export.c: a Totebox as one file (POST /v1/vms/{id}/export) */
+void export_start(struct fleetd *f, const char *vm_id, const char *actor, struct plan_outcome *o);
+/* The fleet's Ed25519 public key (the pin key) as a PEM SubjectPublicKeyInfo, for openssl. */
+int export_public_pem(const struct fleetd *f, char *buf, size_t size);
 
 /* api.c */
 int api_start(struct fleetd *f);

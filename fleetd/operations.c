@@ -202,6 +202,8 @@ void ops_confirmed(struct fleetd *f, const char *plan_id, const char *vm_id, con
 struct op_call {
         struct fleetd *f;
         struct verb_call *call;
+        ops_task_fn task; /* instead of call: a task of another file (export.c) */
+        void *task_arg;
         json_t *doc;
         char actor[64];
 };
@@ -210,7 +212,10 @@ static void op_call_run(struct op_call *c)
 {
         struct plan_outcome vo;
 
-        dispatch_verb_finish(c->f, c->call, c->actor, &vo);
+        if (c->task)
+                c->task(c->f, c->task_arg, c->actor, &vo);
+        else
+                dispatch_verb_finish(c->f, c->call, c->actor, &vo);
         if (vo.problem)
                 op_set(c->doc, "failed", 100, NULL,
                        op_problem(vo.status, vo.problem, vo.detail, vo.body));
@@ -284,6 +289,33 @@ void ops_verb_start(struct fleetd *f, const char *vm_id, const char *verb, const
                 return;
         }
         c->f = f;
+        c->doc = json_incref(doc);
+        snprintf(c->actor, sizeof(c->actor), "%s", actor);
+        op_answer(o, doc);
+        op_call_spawn(f, c);
+}
+
+void ops_task_start(struct fleetd *f, const char *vm_id, const char *kind, const char *actor,
+                    ops_task_fn task, void *arg, struct plan_outcome *o)
+{
+        struct op_call *c = calloc(1, sizeof(*c));
+        char id[OP_ID_LEN + 1];
+        uint8_t raw[OP_ID_LEN / 2];
+        json_t *doc;
+
+        memset(o, 0, sizeof(*o));
+        randombytes_buf(raw, sizeof(raw));
+        sodium_bin2hex(id, sizeof(id), raw, sizeof(raw));
+        doc = c ? op_new(id, kind, vm_id, NULL, actor) : NULL;
+        if (!doc || op_insert(f, doc) != 1) {
+                json_decref(doc);
+                free(c);
+                task(f, arg, actor, o); /* not recorded: run it here and answer its outcome */
+                return;
+        }
+        c->f = f;
+        c->task = task;
+        c->task_arg = arg;
         c->doc = json_incref(doc);
         snprintf(c->actor, sizeof(c->actor), "%s", actor);
         op_answer(o, doc);

@@ -151,6 +151,24 @@ cleanup:
         return r;
 }
 
+int vault_witness_held(struct fleetd *f, const char *vm_id, char *note, size_t size,
+                       uint64_t *ret_size)
+{
+        struct vw_row *row = malloc(sizeof(*row));
+        int r = row ? vw_row_load(f->store, vm_id, row) : -ENOMEM;
+
+        if (r == 0 && (!row->have || !row->note[0]))
+                r = -ENOENT;
+        if (r == 0 && strlen(row->note) >= size)
+                r = -ENOSPC;
+        if (r == 0) {
+                memcpy(note, row->note, strlen(row->note) + 1);
+                *ret_size = row->size;
+        }
+        free(row);
+        return r;
+}
+
 /* The alarms named in the stored evidence (after a restart the VM's soft state has none). */
 static unsigned vw_named_load(struct store *s, const char *vm_id)
 {
@@ -390,7 +408,8 @@ static bool vw_take_checkpoint(struct fleetd *f, struct fleet_vm *vm, struct vw_
         }
         if (cp.size == row->size)
                 return false; /* the same head, cosigned again */
-        if (from < 0 || (uint64_t)from != row->size) {
+        /* from the empty tree no proof is needed (and the node asks for none: fleet_size 0) */
+        if (row->size != 0 && (from < 0 || (uint64_t)from != row->size)) {
                 vm->witness_post = true; /* tell the node which size we hold: it gets that proof */
                 return true;
         }

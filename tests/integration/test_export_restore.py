@@ -1,0 +1,284 @@
+# ctest-labels: slow
+"""A Totebox as one file, with real daemons: a real fleetd, two real vmhosts (qemu:///embed, TCG,
+each with its own state directory and port) and the real totebox-agent in the offline test image.
+Records go in through the Diode; the Totebox is suspended and exported on its node; the export is
+checked offline with stock tools only (tar, sha256sum, b2sum -l 256, openssl, debugfs) and the
+static `totebox-agent verify`. The adversary: one byte of the vault disk changed inside the
+export, a signature by another key (offline, and handed to the node), an interrupted export whose
+partial file was also damaged, and an export of a running Totebox (refused, nothing written)."""
+import base64
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+import test_fleetd_harness as H  # noqa: E402
+from test_vmhost_harness import NodeRelay as Relay  # noqa: E402
+from test_vmhost_harness import (VMHOST, FleetTrust, Vmhost, build_image, destroy_all,  # noqa: E402
+                                 make_root, remove_root, sha256)
+
+AGENT = os.path.join(H.BUILD, "agent", "totebox-agent")
+
+
+def run(*args, check=True, **kw):
+    r = subprocess.run(list(args), capture_output=True, text=True, **kw)
+    if check:
+        assert r.returncode == 0, (args, r.stdout, r.stderr)
+    return r
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    if not os.access(VMHOST, os.X_OK):
+        pytest.skip("by design: no vmhost binary in the build")
+    for tool in ("debugfs", "openssl", "b2sum", "sha256sum"):
+        if not shutil.which(tool):
+            pytest.skip("by design: no %s on this machine" % tool)
+    roots = [make_root("tbx-export-1-"), make_root("tbx-export-2-")]
+    manifest = build_image(os.path.join(roots[0], "image"), agent=AGENT)
+    f = H.Fleetd(nodes=2, settings={"heartbeat_interval": "2s", "suspect_after": "6s",
+                                    "evict_after": "10s", "dispatch_backoff": "200ms",
+                                    "node_api_timeout": "60s"})
+    trust = FleetTrust(nodes=("ctl", "n1", "n2"), fleet_id="f1", controller="ctl",
+                       addresses={"ctl": "127.0.0.1", "n1": H.node_address(1),
+                                  "n2": H.node_address(2)})
+    trust.give_fleetd(f)
+    state = {"f": f, "roots": roots, "vh": {}, "relays": []}
+    try:
+        for i, node in ((1, "n1"), (2, "n2")):
+            vh = Vmhost(roots[i - 1], node_id=node, hb_port=f.hb_port, fleetd_address="127.0.0.1",
+                        heartbeat_source=H.node_address(i), fleet_id="f1",
+                        mesh_state_dir=trust.mesh_dir(roots[i - 1], node))
+            state["vh"][node] = vh
+            state["relays"].append(Relay(H.node_address(i), f.node_api_port, vh.port))
+            st, body = vh.call("POST", "/v1/images", {"name": "test", "path": manifest,
+                                                      "sha256": sha256(manifest)})[:2]
+            assert st == 201, body
+        f.start()
+        for node in ("n1", "n2"):
+            f.wait(lambda: f.node(node)["state"] == "alive" and f.node(node)["inventory"] == "ok",
+                   timeout=30, what="%s's heartbeats and inventory" % node)
+        _, plan = f.json("POST", "/v1/plans", {"entity": "acme", "memory_mib": 256, "vcpus": 1,
+                                                "image": "test", "vault_disk_mib": 64,
+                                                "node": "n1"}, expect=201)
+        _, vm = f.confirm_vm(plan["id"])
+        state["a"] = vm["id"]
+        f.wait(lambda: vmget(f, vm["id"])["integrity"]["status"] == "ok", timeout=180,
+               what="the agent's first report")
+        yield state
+    finally:
+        for relay in state["relays"]:
+            relay.close()
+        for vh in state["vh"].values():
+            vh.stop()
+        f.close()
+        for root in roots:
+            destroy_all(root)
+            remove_root(root)
+
+
+def vmget(f, vm_id):
+    return f.json("GET", "/v1/vms/" + vm_id, expect=200)[1]
+
+
+def put(root, name, data):
+    path = os.path.join(root, name)
+    with open(path, "wb") as fh:
+        fh.write(data)
+    return path
+
+
+def export_dir(fleet, node="n1"):
+    return os.path.join(fleet["vh"][node].root, "state", "exports")
+
+
+def pem_file(fleet, text):
+    return put(fleet["roots"][0], "fleet.pem", text.encode())
+
+
+def vault_dir_of(disk, into):
+    """The vault inside an export's disk, as files: the ext4 journal replayed on this copy first
+    (a suspended guest's last transactions may be only in the journal), then debugfs rdump."""
+    r = run("e2fsck", "-E", "journal_only", "-y", str(disk), check=False)
+    assert r.returncode in (0, 1), r.stdout + r.stderr
+    os.makedirs(into)
+    run("debugfs", "-R", "rdump / %s" % into, str(disk))
+    return str(into)
+
+
+def ctl_json(f, *args):
+    r = f.ctl("--json", *args, check=False)
+    assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
+    return json.loads(r.stdout)
+
+
+def suspended_with_records(fleet):
+    """Two records deposited, witnessed by fleetd, then the Totebox suspended."""
+    f, a = fleet["f"], fleet["a"]
+    if vmget(f, a)["lifecycle"] == "active":
+        for i in (1, 2):
+            f.ctl("deposit", a, put(fleet["roots"][0], "rec%d" % i,
+                                    b"EXPORT-RECORD-%d " % i * 400), "--name", "deed-%d.txt" % i)
+        f.json("POST", "/v1/vms/%s/verify" % a, expect=202)
+        try:
+            f.wait(lambda: vmget(f, a)["witness"]["size"] >= 2, timeout=120,
+                   what="fleetd witnessed the checkpoint that covers both records")
+        except AssertionError:
+            print("fleet view:", json.dumps(vmget(f, a), indent=1))
+            print("node view:", json.dumps(fleet["vh"]["n1"].call("GET", "/v1/vms/" + a)[1],
+                                           indent=1))
+            print(fleet["vh"]["n1"].read_log()[-4000:])
+            raise
+        # FOUND BY THIS TEST (reported, not fixed here): on the offline test image's vault (ext2,
+        # formatted by busybox mke2fs in the guest) the ledger's new size is on the disk only
+        # after the guest kernel's periodic inode writeback, not at the agent's fdatasync: a disk
+        # read right after the receipt holds the new line's bytes but the old file size. Until the
+        # agent or the image fixes that, the test lets the guest's writeback (30 s expiry) run.
+        time.sleep(float(os.environ.get("TOTEBOX_EXPORT_SETTLE", "40")))
+        verb = os.environ.get("TOTEBOX_EXPORT_VERB", "suspend")
+        st, _ = f.json("POST", "/v1/vms/%s/%s" % (a, verb))
+        assert st == 202
+        f.wait(lambda: vmget(f, a)["lifecycle"] == {"suspend": "suspended", "archive": "archived"}[verb] and vmget(f, a)["state"] != "running",
+               timeout=120, what=verb)
+    return a
+
+
+def test_export_of_a_running_totebox_is_refused(fleet):
+    f, a = fleet["f"], fleet["a"]
+    assert vmget(f, a)["lifecycle"] == "active"
+    r = f.ctl("export", a, check=False)
+    assert r.returncode == 1 and "(409)" in r.stderr and "suspend or archive" in r.stderr, r.stderr
+    assert not os.path.exists(os.path.join(export_dir(fleet), a + ".tar"))
+    st, doc = f.json("POST", "/v1/vms/no-such-vm/export")
+    assert st == 404 and doc["type"].endswith("/unknown-vm"), doc
+
+
+def test_export_then_offline_check_with_stock_tools(fleet, tmp_path):
+    f = fleet["f"]
+    a = suspended_with_records(fleet)
+    out = ctl_json(f, "export", a)
+    d = export_dir(fleet)
+    tar = os.path.join(d, a + ".tar")
+    assert out["file"] == tar and out["size"] == os.path.getsize(tar)
+    assert out["checkpoint_size"] >= 2
+    fleet["export"] = out
+    # the table form prints the size and checksums too
+    text = f.ctl("export", a).stdout
+    assert out["sha256"] in text and "%d bytes" % out["size"] in text
+    # the checksum, the BLAKE2b and the fleet's signature, with stock tools
+    run("sha256sum", "-c", a + ".tar.sha256", cwd=d)
+    assert run("b2sum", "-l", "256", tar).stdout.split()[0] == out["blake2b_256"]
+    pem = pem_file(fleet, out["fleet_public_key_pem"])
+    v = run("openssl", "pkeyutl", "-verify", "-pubin", "-inkey", pem, "-rawin",
+            "-in", tar + ".sha256", "-sigfile", tar + ".sig")
+    assert "Signature Verified Successfully" in v.stdout
+    # the pin key the roster names is the one that signed
+    assert out["fleet_public_key_pem"].startswith("-----BEGIN PUBLIC KEY-----")
+    # the archive: sorted members, each as the manifest says
+    with tarfile.open(tar) as t:
+        assert t.getnames() == ["checkpoint", "manifest.json", "vault.img"]
+        t.extractall(tmp_path)
+    m = json.loads((tmp_path / "manifest.json").read_text())
+    assert m["vm_id"] == a and m["entity"] == "acme" and m["fleet_id"] == "f1"
+    assert m["image"] == "test" and m["node_id"] == "n1" and m["pin"]["node_id"] == "n1"
+    assert [h["node_id"] for h in m["pin_history"]] == ["n1"]
+    for member in m["members"]:
+        path = tmp_path / member["name"]
+        assert os.path.getsize(path) == member["size"]
+        assert run("sha256sum", str(path)).stdout.split()[0] == member["sha256"]
+        assert run("b2sum", "-l", "256", str(path)).stdout.split()[0] == member["blake2b_256"]
+    # the vault inside the disk against the witnessed checkpoint, offline, no fleet needed
+    vault = vault_dir_of(tmp_path / "vault.img", tmp_path / "vault")
+    key = vmget(f, a)["integrity"].get("vault_key") or vmget(f, a).get("vault_key")
+    args = [AGENT, "verify", "--copied", "--checkpoint", str(tmp_path / "checkpoint"),
+            "--witness-key", m["fleet_witness_vkey"]]
+    if key:
+        args += ["--public-key", key]
+    v = run(*args, vault, check=False)
+    if v.returncode != 0 and os.environ.get("TOTEBOX_EXPORT_DEBUG"):
+        shutil.copytree(str(tmp_path), os.environ["TOTEBOX_EXPORT_DEBUG"], dirs_exist_ok=True)
+    assert v.returncode == 0, v.stdout + v.stderr
+    assert "result: OK" in v.stdout and "%d records" % m["checkpoint_size"] in v.stdout
+    fleet["extracted"] = str(tmp_path)
+    assert any(e["subject"] == a and e["detail"]["sha256"] == out["sha256"]
+               for e in f.audit("vm.exported"))
+
+
+def test_one_byte_changed_in_the_vault_disk_is_caught(fleet, tmp_path):
+    out = fleet.get("export") or pytest.skip("needs the export")
+    tar = out["file"]
+    bad = str(tmp_path / os.path.basename(tar))
+    shutil.copyfile(tar, bad)
+    shutil.copyfile(tar + ".sha256", bad + ".sha256")
+    with open(bad, "r+b") as fh:
+        data = fh.read()
+        at = data.index(b"EXPORT-RECORD-1 ")  # inside vault.img: a sealed record's bytes
+        fh.seek(at)
+        fh.write(b"X")
+    assert run("sha256sum", "-c", os.path.basename(bad) + ".sha256", cwd=str(tmp_path),
+               check=False).returncode != 0
+    with tarfile.open(bad) as t:
+        t.extractall(tmp_path / "x")
+    m = json.loads((tmp_path / "x" / "manifest.json").read_text())
+    disk = [x for x in m["members"] if x["name"] == "vault.img"][0]
+    assert run("sha256sum", str(tmp_path / "x" / "vault.img")).stdout.split()[0] != disk["sha256"]
+    vault = vault_dir_of(tmp_path / "x" / "vault.img", tmp_path / "vault")
+    v = run(AGENT, "verify", "--copied", "--checkpoint", str(tmp_path / "x" / "checkpoint"),
+            vault, check=False)
+    assert v.returncode == 1 and "MISMATCH modified-asset" in v.stdout, v.stdout
+
+
+def test_a_signature_by_another_key_is_refused(fleet, tmp_path):
+    out = fleet.get("export") or pytest.skip("needs the export")
+    tar, a = out["file"], fleet["a"]
+    other = str(tmp_path / "other.key")
+    run("openssl", "genpkey", "-algorithm", "ed25519", "-out", other)
+    forged = str(tmp_path / "forged.sig")
+    run("openssl", "pkeyutl", "-sign", "-inkey", other, "-rawin", "-in", tar + ".sha256",
+        "-out", forged)
+    pem = pem_file(fleet, out["fleet_public_key_pem"])
+    v = run("openssl", "pkeyutl", "-verify", "-pubin", "-inkey", pem, "-rawin",
+            "-in", tar + ".sha256", "-sigfile", forged, check=False)
+    assert v.returncode != 0 and "Signature Verified Successfully" not in v.stdout
+    # the node takes a signature only under the roster's controller key: nothing is written
+    with open(tar + ".sig", "rb") as fh:
+        good = fh.read()
+    with open(forged, "rb") as fh:
+        sig = base64.b64encode(fh.read()).decode()
+    st, doc = fleet["vh"]["n1"].call("POST", "/v1/vms/%s/export-signature" % a,
+                                     {"signature": sig})[:2]
+    assert st == 422 and doc["type"].endswith("/bad-signature"), doc
+    with open(tar + ".sig", "rb") as fh:
+        assert fh.read() == good
+
+
+def test_an_interrupted_export_resumes_to_the_same_bytes(fleet):
+    out = fleet.get("export") or pytest.skip("needs the export")
+    f, a, tar = fleet["f"], fleet["a"], out["file"]
+    part = tar + ".part"
+    with open(tar, "rb") as fh:
+        whole = fh.read()
+    half = len(whole) // 2
+    # what a kill mid-write leaves (the node's own file, cut short), with one damaged byte in it
+    os.rename(tar, part)
+    os.truncate(part, half)
+    with open(part, "r+b") as fh:
+        fh.seek(half // 2)
+        fh.write(bytes([whole[half // 2] ^ 0xFF]))
+    again = ctl_json(f, "export", a)
+    assert again["sha256"] == out["sha256"] and again["size"] == out["size"]
+    # kept up to the damaged byte's block (compared a buffer at a time), the rest rewritten
+    assert 0 < again["resumed_bytes"] <= half // 2
+    assert not os.path.exists(part)
+    with open(tar, "rb") as fh:
+        assert hashlib.sha256(fh.read()).hexdigest() == out["sha256"]
+    # a finished export asked for again is checked and kept whole
+    third = ctl_json(f, "export", a)
+    assert third["sha256"] == out["sha256"] and third["resumed_bytes"] == out["size"]
