@@ -114,5 +114,8 @@ int ctl_cmd_deposit(struct ctl *c);
 int ctl_cmd_records(struct ctl *c);
 int ctl_cmd_read(struct ctl *c);
 int ctl_cmd_export(struct ctl *c);
+int ctl_cmd_import(struct ctl *c);
+/* cmd_plan.c: asks question on stdout and reads y/N from stdin. */
+bool ctl_ask(const char *question);
 /* local.c: opens fleetd's store in c->state_dir (message printed on failure). */
 int ctl_open_store(struct ctl *c, bool create, struct store **ret);

@@ -44,6 +44,8 @@ const struct ctl_command ctl_commands[] = {
      "read a record back; written only when its hash and inclusion proof verify"},
     {"export", ctl_cmd_export, "export VM",
      "write a suspended or archived Totebox as one signed file on its node"},
+    {"import", ctl_cmd_import, "import FILE --node N [--yes]",
+     "re-home a Totebox from its export, already put on node N by hand (a plan, then y/N)"},
     {"image", ctl_cmd_image, "image push FILE --name NAME [--node N ...] | list | remove NAME",
      "push a base image to the nodes (checksummed, resumable), list or remove images"},
     {"health", ctl_cmd_health, "health", "fleet health, integrity first"},

@@ -163,3 +163,26 @@ void api_vms_export(struct api_request *req, struct api_response *resp)
         export_start(req->f, req->params[0], req->actor, &o);
         api_operation_accepted(resp, &o);
 }
+
+void api_imports_plan(struct api_request *req, struct api_response *resp)
+{
+        struct plan_outcome o;
+
+        import_plan(req->f, req->body, req->body_len, req->actor, &o);
+        api_from_outcome(resp, &o);
+}
+
+void api_imports_confirm(struct api_request *req, struct api_response *resp)
+{
+        struct plan_outcome o;
+
+        if (!ident_valid(IDENT_PLAN, req->params[0])) {
+                api_problem(resp, 400, "invalid-plan-id", "'%.64s' is not a plan id",
+                            req->params[0]);
+                return;
+        }
+        if (!api_body_empty(req, resp))
+                return;
+        import_confirm(req->f, req->params[0], req->actor, &o);
+        api_operation_accepted(resp, &o);
+}

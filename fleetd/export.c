@@ -13,7 +13,10 @@
 #include <string.h>
 
 #include "common/clock.h"
+#include "common/json_input.h"
 #include "common/log.h"
+#include "common/sth.h"
+#include "common/tlog_checkpoint.h"
 #include "fleetd/api.h"
 #include "fleetd/store.h"
 
@@ -146,7 +149,7 @@ static json_t *export_call(struct fleetd *f, struct export_task *t, const char *
         if (r < 0 || !json_is_object(a)) {
                 plan_outcome_fail(o, 502, "node-unavailable", "node '%s' gave no answer to %s",
                                   t->node_id, path);
-        } else if (status != 200) {
+        } else if (status != 200 && status != 201) {
                 o->status = status >= 400 && status < 600 ? (unsigned)status : 502;
                 o->problem = "export-failed";
                 snprintf(o->detail, sizeof(o->detail), "node '%s': %s", t->node_id,
@@ -265,4 +268,337 @@ void export_start(struct fleetd *f, const char *vm_id, const char *actor, struct
         }
         json_decref(t->record);
         free(t);
+}
+
+/* ---- import: the operator re-homes a Totebox from its export, already on the target node ----
+ * POST /v1/imports {file, node} asks that node to check the file (the fleet's signature, the
+ * checksum, the layout) and checks the export's checkpoint against the one fleetd witnessed
+ * last: the same size and root, or it is refused (smaller: rollback; same size, another root:
+ * fork; larger: never witnessed). The answer is a plan (kind import), kept in memory for
+ * IMPORT_PLAN_TTL; nothing happens until it is confirmed. The confirmation is an operation
+ * (kind import): the node copies the vault disk in and creates the VM with a new pin for itself;
+ * fleetd re-pins the VM to that node and retires the old pin in the audit record (vm.rehomed),
+ * then archives the VM on the old node when it answers, so that node never starts it again. */
+#define IMPORT_PLANS    16
+#define IMPORT_PLAN_TTL 600000 /* ms */
+
+struct import_plan {
+        char id[PLAN_ID_LEN + 1];
+        char vm_id[VM_ID_MAX + 1], from_node[NODE_ID_MAX + 1], node[NODE_ID_MAX + 1];
+        char file[256], sha256[65];
+        uint64_t cp_size, expires_ms;
+        bool used;
+};
+
+static struct import_plan import_plans[IMPORT_PLANS];
+static pthread_mutex_t import_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static json_t *import_plan_json(const struct import_plan *p)
+{
+        char when[40];
+
+        clock_format_rfc3339(p->expires_ms, when, sizeof(when));
+        return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:s}", "id", p->id, "kind",
+                         "import", "vm_id", p->vm_id, "from_node", p->from_node, "node", p->node,
+                         "file", p->file, "sha256", p->sha256, "checkpoint_size",
+                         (json_int_t)p->cp_size, "expires_at", when);
+}
+
+/* The export's checkpoint against the held one: 0 when they are the same tree head. */
+static int import_consistent(struct fleetd *f, const char *vm_id, const char *note,
+                             struct plan_outcome *o, uint64_t *ret_size)
+{
+        char held[EXPORT_NOTE_MAX], key[64];
+        struct tlog_checkpoint h, c;
+        uint8_t pk[STH_PUBLIC_KEY_LEN];
+        uint64_t hs = 0;
+        size_t n = 0;
+
+        if (vault_witness_held(f, vm_id, held, sizeof(held), &hs) < 0 ||
+            vault_witness_rehome(f, vm_id, NULL, key) < 0 ||
+            tlog_checkpoint_open_unverified(held, strlen(held), &h) < 0) {
+                plan_outcome_fail(o, 409, "no-witnessed-checkpoint",
+                                  "fleetd holds no checkpoint of VM '%s''s vault to check the "
+                                  "export against",
+                                  vm_id);
+                return -EINVAL;
+        }
+        if (sodium_base642bin(pk, sizeof(pk), key, strlen(key), NULL, &n, NULL,
+                              sodium_base64_VARIANT_ORIGINAL) != 0 ||
+            n != sizeof(pk) || sth_checkpoint_open(note, strlen(note), pk, &c) < 0) {
+                plan_outcome_fail(o, 422, "bad-checkpoint",
+                                  "the export's checkpoint is not signed by VM '%s''s vault key",
+                                  vm_id);
+                return -EINVAL;
+        }
+        *ret_size = c.size;
+        if (c.size < h.size)
+                plan_outcome_fail(o, 409, "rollback",
+                                  "the export's vault checkpoint (size %" PRIu64
+                                  ") is older than the one the fleet witnessed (size %" PRIu64
+                                  "): refused, a rollback",
+                                  c.size, h.size);
+        else if (c.size == h.size && sodium_memcmp(c.root, h.root, MERKLE_HASH_LEN) != 0)
+                plan_outcome_fail(o, 409, "fork",
+                                  "the export's vault checkpoint has size %" PRIu64
+                                  " with another root than the one the fleet witnessed: "
+                                  "refused, a fork",
+                                  c.size);
+        else if (c.size > h.size)
+                plan_outcome_fail(o, 409, "unwitnessed-checkpoint",
+                                  "the export's vault checkpoint (size %" PRIu64
+                                  ") is newer than any the fleet witnessed (size %" PRIu64
+                                  "), with no proof: refused",
+                                  c.size, h.size);
+        return o->problem ? -EINVAL : 0;
+}
+
+/* Under f->lock: the VM may be re-homed to node now. */
+static int import_vm_check(struct fleetd *f, const char *vm_id, const char *node,
+                           struct import_plan *p, struct plan_outcome *o)
+{
+        struct fleet_vm *vm = vm_table_find(f, vm_id);
+        struct fleet_node *n = node_table_find(&f->table, node);
+
+        if (!vm)
+                plan_outcome_fail(o, 404, "unknown-vm",
+                                  "the export names VM '%s', which this fleet does not record",
+                                  vm_id);
+        else if (vm->lifecycle != VM_LC_SUSPENDED && vm->lifecycle != VM_LC_ARCHIVED)
+                plan_outcome_fail(o, 409, "vm-not-stopped",
+                                  "VM '%s' is '%s': only a suspended or archived Totebox is "
+                                  "re-homed",
+                                  vm_id, vm_lifecycle_name(vm->lifecycle));
+        else if (strcmp(vm->node_id, node) == 0)
+                plan_outcome_fail(o, 409, "same-node", "VM '%s' is already pinned to node '%s'",
+                                  vm_id, node);
+        else if (!n || node_state_at(n, &f->cfg, clock_monotonic_ms()) != NODE_ALIVE)
+                plan_outcome_fail(o, 409, "node-unreachable", "node '%s' is not alive", node);
+        else if (p)
+                snprintf(p->from_node, sizeof(p->from_node), "%s", vm->node_id);
+        return o->problem ? -EINVAL : 0;
+}
+
+static int import_node_address(struct fleetd *f, const char *node, struct export_task *t)
+{
+        struct fleet_node *n;
+        int r = -ENOENT;
+
+        pthread_mutex_lock(&f->lock);
+        n = node_table_find(&f->table, node);
+        if (n) {
+                snprintf(t->address, sizeof(t->address), "%s", n->rn->mesh_address);
+                snprintf(t->node_id, sizeof(t->node_id), "%s", node);
+                r = 0;
+        }
+        pthread_mutex_unlock(&f->lock);
+        return r;
+}
+
+static void import_plan_store(struct import_plan *p, struct plan_outcome *o)
+{
+        uint64_t now = clock_realtime_ms();
+        uint8_t raw[PLAN_ID_LEN / 2];
+        struct import_plan *slot = NULL;
+
+        randombytes_buf(raw, sizeof(raw));
+        sodium_bin2hex(p->id, sizeof(p->id), raw, sizeof(raw));
+        p->expires_ms = now + IMPORT_PLAN_TTL;
+        pthread_mutex_lock(&import_lock);
+        for (size_t i = 0; i < IMPORT_PLANS && !slot; i++)
+                if (!import_plans[i].used || import_plans[i].expires_ms < now)
+                        slot = &import_plans[i];
+        if (slot) {
+                *slot = *p;
+                slot->used = true;
+        }
+        pthread_mutex_unlock(&import_lock);
+        if (!slot) {
+                plan_outcome_fail(o, 503, "too-many-plans", "%d import plans are open",
+                                  IMPORT_PLANS);
+                return;
+        }
+        o->status = 201;
+        o->body = import_plan_json(p);
+}
+
+void import_plan(struct fleetd *f, const char *body, size_t len, const char *actor,
+                 struct plan_outcome *o)
+{
+        static const char *const fields[] = {"file", "node", NULL};
+        struct json_input_error jerr = {{0}};
+        struct import_plan p = {0};
+        struct export_task t = {0};
+        json_t *in = json_input_parse(body, len, 4096, 2, &jerr), *a = NULL, *req;
+        const char *file = NULL, *vm_id, *note;
+        int r = in ? 0 : -EINVAL;
+
+        memset(o, 0, sizeof(*o));
+        r = r ?: json_input_check_keys(in, fields, &jerr);
+        r = r ?: json_input_get_string(in, "file", true, 200, &file, &jerr);
+        r = r ?: json_input_copy_id(in, "node", true, IDENT_NODE, p.node, sizeof(p.node), &jerr);
+        if (r < 0) {
+                plan_outcome_fail(o, 400, "bad-request", "%s", jerr.text);
+                json_decref(in);
+                return;
+        }
+        snprintf(p.file, sizeof(p.file), "%s", file);
+        json_decref(in);
+        if (import_node_address(f, p.node, &t) < 0) {
+                plan_outcome_fail(o, 404, "unknown-node", "no node '%s' in the roster", p.node);
+                return;
+        }
+        req = json_pack("{s:s}", "file", p.file);
+        a = req ? export_call(f, &t, "/v1/imports/inspect", req, o) : NULL;
+        json_decref(req);
+        vm_id = json_string_value(json_object_get(json_object_get(a, "manifest"), "vm_id"));
+        note = json_string_value(json_object_get(a, "checkpoint"));
+        if (a && (!vm_id || !note || !ident_valid(IDENT_VM, vm_id)))
+                plan_outcome_fail(o, 422, "not-an-export", "'%s' names no VM", p.file);
+        if (a && !o->problem) {
+                snprintf(p.vm_id, sizeof(p.vm_id), "%s", vm_id);
+                snprintf(p.sha256, sizeof(p.sha256), "%s",
+                         json_string_value(json_object_get(a, "sha256")) ?: "");
+                pthread_mutex_lock(&f->lock);
+                r = import_vm_check(f, vm_id, p.node, &p, o);
+                pthread_mutex_unlock(&f->lock);
+                if (r == 0 && import_consistent(f, vm_id, note, o, &p.cp_size) == 0)
+                        import_plan_store(&p, o);
+        }
+        if (o->problem)
+                log_warn("import of '%s' on node '%s' refused (by '%s'): %s", p.file, p.node, actor,
+                         o->detail);
+        json_decref(a);
+}
+
+/* The create request for the new node, with a pin for it (under f->lock). */
+static json_t *import_create_req(struct fleetd *f, const struct import_plan *p)
+{
+        struct fleet_vm *vm = vm_table_find(f, p->vm_id), next;
+
+        if (!vm)
+                return NULL;
+        next = *vm;
+        snprintf(next.node_id, sizeof(next.node_id), "%s", p->node);
+        return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:o*}", "request_id",
+                         vm->request_id, "vm_id", vm->id, "entity", vm->entity, "image", vm->image,
+                         "fleet_id", f->table.roster ? f->table.roster->fleet_id : "", "memory_mib",
+                         (json_int_t)vm->memory_mib, "vcpus", (json_int_t)vm->vcpus,
+                         "vault_disk_mib", (json_int_t)vm->vault_disk_mib, "pin",
+                         pin_sign_vm(f, &next));
+}
+
+/* Re-pins the VM (audited, with the retired pin), then archives it on the old node. */
+static int import_repin(struct fleetd *f, const struct import_plan *p, const char *actor)
+{
+        struct fleet_vm *vm, next;
+        json_t *old_pin;
+        int r = -ENOENT;
+
+        pthread_mutex_lock(&f->lock);
+        vm = vm_table_find(f, p->vm_id);
+        if (vm) {
+                old_pin = pin_sign_vm(f, vm);
+                next = *vm;
+                snprintf(next.node_id, sizeof(next.node_id), "%s", p->node);
+                next.lifecycle = VM_LC_ACTIVE;
+                r = store_vm_update_audited(
+                    f->store, &next, "vm.rehomed", actor,
+                    json_pack("{s:s, s:s, s:s, s:s, s:I, s:o*}", "node_id", p->node, "from_node",
+                              p->from_node, "file", p->file, "sha256", p->sha256, "checkpoint_size",
+                              (json_int_t)p->cp_size, "retired_pin", old_pin));
+                if (r == 0) {
+                        snprintf(vm->node_id, sizeof(vm->node_id), "%s", p->node);
+                        vm->lifecycle = VM_LC_ACTIVE;
+                }
+        }
+        pthread_mutex_unlock(&f->lock);
+        if (r == 0)
+                vault_witness_rehome(f, p->vm_id, p->node, NULL);
+        return r;
+}
+
+static void import_retire_old(struct fleetd *f, const struct import_plan *p)
+{
+        struct export_task t = {0};
+        struct plan_outcome o = {0};
+        char path[160];
+        json_t *body = json_object(), *a = NULL;
+
+        snprintf(path, sizeof(path), "/v1/vms/%s/archive", p->vm_id);
+        if (import_node_address(f, p->from_node, &t) == 0)
+                a = export_call(f, &t, path, body, &o);
+        if (a)
+                log_info("VM '%s' archived on its old node '%s': it never starts there again",
+                         p->vm_id, p->from_node);
+        else
+                log_warn("VM '%s' not archived on its old node '%s' (%s); its pin there is retired "
+                         "in the audit record and fleetd sends it nothing",
+                         p->vm_id, p->from_node, o.detail);
+        json_decref(a);
+        json_decref(o.body);
+        json_decref(body);
+}
+
+static void import_run(struct fleetd *f, void *arg, const char *actor, struct plan_outcome *o)
+{
+        struct import_plan *p = arg;
+        struct export_task t = {0};
+        json_t *create, *body = NULL, *a = NULL;
+
+        memset(o, 0, sizeof(*o));
+        pthread_mutex_lock(&f->lock);
+        create =
+            import_vm_check(f, p->vm_id, p->node, NULL, o) == 0 ? import_create_req(f, p) : NULL;
+        pthread_mutex_unlock(&f->lock);
+        if (create && import_node_address(f, p->node, &t) == 0)
+                body = json_pack("{s:s, s:o}", "file", p->file, "create", create);
+        else
+                json_decref(create);
+        a = body ? export_call(f, &t, "/v1/imports", body, o) : NULL;
+        if (!a && !o->problem)
+                plan_outcome_fail(o, 409, "import-refused", "VM '%s' cannot be imported now",
+                                  p->vm_id);
+        if (a && import_repin(f, p, actor) < 0)
+                plan_outcome_fail(o, 500, "store-failed",
+                                  "VM '%s' was created on node '%s' but its new pin is not "
+                                  "recorded",
+                                  p->vm_id, p->node);
+        if (a && !o->problem) {
+                import_retire_old(f, p);
+                log_info("VM '%s' re-homed from node '%s' to node '%s' (by '%s')", p->vm_id,
+                         p->from_node, p->node, actor);
+                o->status = 200;
+                o->body = json_pack("{s:O, s:s, s:s}", "vm", a, "from_node", p->from_node,
+                                    "node_id", p->node);
+        }
+        json_decref(a);
+        json_decref(body);
+        free(p);
+}
+
+void import_confirm(struct fleetd *f, const char *plan_id, const char *actor,
+                    struct plan_outcome *o)
+{
+        struct import_plan *p = malloc(sizeof(*p));
+        bool found = false;
+
+        memset(o, 0, sizeof(*o));
+        pthread_mutex_lock(&import_lock);
+        for (size_t i = 0; p && i < IMPORT_PLANS && !found; i++)
+                if (import_plans[i].used && strcmp(import_plans[i].id, plan_id) == 0 &&
+                    import_plans[i].expires_ms >= clock_realtime_ms()) {
+                        *p = import_plans[i];
+                        import_plans[i].used = false; /* one confirmation per plan */
+                        found = true;
+                }
+        pthread_mutex_unlock(&import_lock);
+        if (!found) {
+                free(p);
+                plan_outcome_fail(o, 404, "unknown-plan",
+                                  "no open import plan '%s' (plans expire after %d s)", plan_id,
+                                  IMPORT_PLAN_TTL / 1000);
+                return;
+        }
+        ops_task_start(f, p->vm_id, "import", actor, import_run, p, o);
 }

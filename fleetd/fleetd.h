@@ -606,6 +606,11 @@ json_t *vault_witness_vm_json(const struct fleetd *f, const struct fleet_vm *vm,
  * size: 0, -ENOENT (none), -ENOSPC, -EIO. */
 int vault_witness_held(struct fleetd *f, const char *vm_id, char *note, size_t size,
                        uint64_t *ret_size);
+/* The vault key fleetd pinned for vm_id (base64, into ret_vault_key when not NULL) and, when
+ * node_id is not NULL, the VM re-homed there: the held checkpoint is kept, the node's cosigner key
+ * is pinned again at its first checkpoint. 0, -ENOENT, -EIO. */
+int vault_witness_rehome(struct fleetd *f, const char *vm_id, const char *node_id,
+                         char ret_vault_key[64]);
 /* "fork", "rollback", "lying-host", or NULL. */
 const char *vault_witness_alarm(const struct fleet_vm *vm);
 /* The worst alarm ("ok" when none), the VMs with one, and the stalled ones (under f->lock). */
@@ -641,6 +646,12 @@ bool op_id_valid(const char *s);
 
 /* export.c: a Totebox as one file (POST /v1/vms/{id}/export) */
 void export_start(struct fleetd *f, const char *vm_id, const char *actor, struct plan_outcome *o);
+/* POST /v1/imports {file, node}: a plan (kind import, 201) after the node checked the file and
+ * fleetd its checkpoint against the one it witnessed; POST /v1/imports/{id}/confirm runs it. */
+void import_plan(struct fleetd *f, const char *body, size_t len, const char *actor,
+                 struct plan_outcome *o);
+void import_confirm(struct fleetd *f, const char *plan_id, const char *actor,
+                    struct plan_outcome *o);
 /* The fleet's Ed25519 public key (the pin key) as a PEM SubjectPublicKeyInfo, for openssl. */
 int export_public_pem(const struct fleetd *f, char *buf, size_t size);
 

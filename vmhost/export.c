@@ -439,3 +439,291 @@ cleanup:
         json_decref(o);
         return r;
 }
+
+/* ---- import: an export already on this node (exports/NAME), checked, then created here ---- */
+
+struct import_info {
+        char path[4400];
+        uint64_t size;
+        char sha256[65];
+        char *note; /* the checkpoint member (malloc'd) */
+        json_t *manifest;
+        uint64_t disk_off, disk_size;
+        char disk_sha256[65];
+};
+
+static void import_info_done(struct import_info *ii)
+{
+        free(ii->note);
+        json_decref(ii->manifest);
+}
+
+/* One ustar header: its name and size; -EBADMSG when it is not one of ours. */
+static int import_header(const uint8_t blk[EXPORT_BLOCK], const char *want, uint64_t *ret_size)
+{
+        char size[13];
+        uint64_t v = 0;
+
+        if (strncmp((const char *)blk, want, 100) != 0 || memcmp(blk + 257, "ustar", 5) != 0 ||
+            blk[156] != '0')
+                return -EBADMSG;
+        memcpy(size, blk + 124, 12);
+        size[12] = '\0';
+        for (const char *c = size; *c >= '0' && *c <= '7'; c++)
+                v = v * 8 + (uint64_t)(*c - '0');
+        *ret_size = v;
+        return 0;
+}
+
+/* Reads a small member at *off (header included) into a malloc'd NUL-terminated buffer. */
+static int import_small(int fd, uint64_t *off, const char *name, size_t max, char **ret)
+{
+        uint8_t blk[EXPORT_BLOCK];
+        uint64_t size;
+        char *buf;
+
+        if (pread(fd, blk, sizeof(blk), (off_t)*off) != EXPORT_BLOCK ||
+            import_header(blk, name, &size) < 0 || size > max)
+                return -EBADMSG;
+        buf = malloc(size + 1);
+        if (!buf)
+                return -ENOMEM;
+        if (pread(fd, buf, size, (off_t)(*off + EXPORT_BLOCK)) != (ssize_t)size) {
+                free(buf);
+                return -EBADMSG;
+        }
+        buf[size] = '\0';
+        *off += EXPORT_BLOCK + size + export_pad(size);
+        *ret = buf;
+        return 0;
+}
+
+/* The archive's layout: checkpoint, manifest.json, vault.img (where its bytes are). */
+static int import_layout(int fd, struct import_info *ii)
+{
+        uint8_t blk[EXPORT_BLOCK];
+        uint64_t off = 0;
+        char *text = NULL;
+        int r = import_small(fd, &off, "checkpoint", EXPORT_NOTE_MAX, &ii->note);
+
+        r = r ?: import_small(fd, &off, "manifest.json", EXPORT_MANIFEST, &text);
+        if (r == 0) {
+                ii->manifest = json_loads(text, JSON_REJECT_DUPLICATES, NULL);
+                r = json_is_object(ii->manifest) ? 0 : -EBADMSG;
+        }
+        free(text);
+        if (r == 0 && (pread(fd, blk, sizeof(blk), (off_t)off) != EXPORT_BLOCK ||
+                       import_header(blk, "vault.img", &ii->disk_size) < 0))
+                r = -EBADMSG;
+        ii->disk_off = off + EXPORT_BLOCK;
+        if (r == 0 && ii->disk_off + ii->disk_size > ii->size)
+                r = -EBADMSG;
+        return r;
+}
+
+/* Hashes the whole archive and the disk member; copies the member to out_fd when >= 0. */
+static int import_hash(int fd, struct import_info *ii, int out_fd, uint8_t *buf)
+{
+        struct sha256 all, disk;
+        uint8_t h[32];
+        uint64_t off = 0;
+        ssize_t n;
+
+        sha256_init(&all);
+        sha256_init(&disk);
+        while ((n = pread(fd, buf, EXPORT_BUF, (off_t)off)) > 0) {
+                uint64_t lo = off > ii->disk_off ? off : ii->disk_off;
+                uint64_t hi = off + (uint64_t)n < ii->disk_off + ii->disk_size
+                                  ? off + (uint64_t)n
+                                  : ii->disk_off + ii->disk_size;
+
+                sha256_update(&all, buf, (size_t)n);
+                if (lo < hi) {
+                        sha256_update(&disk, buf + (lo - off), (size_t)(hi - lo));
+                        if (out_fd >= 0 && pwrite(out_fd, buf + (lo - off), (size_t)(hi - lo),
+                                                  (off_t)(lo - ii->disk_off)) != (ssize_t)(hi - lo))
+                                return -EIO;
+                }
+                off += (uint64_t)n;
+        }
+        if (n < 0)
+                return -errno;
+        sha256_final(&all, h);
+        sodium_bin2hex(ii->sha256, sizeof(ii->sha256), h, 32);
+        sha256_final(&disk, h);
+        sodium_bin2hex(ii->disk_sha256, sizeof(ii->disk_sha256), h, 32);
+        return 0;
+}
+
+/* The fleet's signature over the archive's sha256sum line, the line against the bytes, the
+ * layout, and the disk member against the manifest; the member copied to out_fd when >= 0. */
+static int import_check(struct vmhost *vh, const char *name, struct import_info *ii, int out_fd,
+                        struct vm_problem *p)
+{
+        char path[4500], *line = NULL, *sig = NULL, fleet_id[NODE_ID_MAX + 1];
+        size_t llen = 0, slen = 0;
+        uint8_t pk[32], *buf = NULL;
+        struct stat st;
+        const char *want;
+        json_t *m;
+        int fd = -1, r = 0;
+
+        snprintf(ii->path, sizeof(ii->path), "%s/exports/%s", vh->cfg.state_dir, name);
+        snprintf(path, sizeof(path), "%s.sha256", ii->path);
+        fd = open(ii->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+                r = vms_problem(p, 404, "no-export-file",
+                                "no export '%s' on node '%s' (it must be put in %s/exports by "
+                                "hand: fleetd never transfers it)",
+                                name, vh->cfg.node_id, vh->cfg.state_dir);
+                goto cleanup;
+        }
+        ii->size = (uint64_t)st.st_size;
+        if (small_file_read(path, 256, false, &line, &llen) < 0) {
+                r = vms_problem(p, 422, "no-checksum", "no '%s.sha256' beside the export", name);
+                goto cleanup;
+        }
+        snprintf(path, sizeof(path), "%s.sig", ii->path);
+        if (small_file_read(path, 128, false, &sig, &slen) < 0 || slen != crypto_sign_BYTES ||
+            roster_pin_key(vh, pk, fleet_id) < 0 ||
+            crypto_sign_verify_detached((const uint8_t *)sig, (const uint8_t *)line, llen, pk) !=
+                0) {
+                r = vms_problem(p, 422, "bad-signature",
+                                "'%s.sig' is not the fleet's signature of '%s.sha256' (the "
+                                "roster's controller key)",
+                                name, name);
+                goto cleanup;
+        }
+        if (import_layout(fd, ii) < 0) {
+                r = vms_problem(p, 422, "not-an-export", "'%s' is not a Totebox export", name);
+                goto cleanup;
+        }
+        buf = malloc(EXPORT_BUF);
+        if (!buf || import_hash(fd, ii, out_fd, buf) < 0) {
+                r = vms_problem(p, 500, "import-failed", "cannot read '%s'", name);
+                goto cleanup;
+        }
+        m = json_array_get(json_object_get(ii->manifest, "members"), 1);
+        want = json_string_value(json_object_get(m, "sha256"));
+        if (llen < 64 || strncmp(line, ii->sha256, 64) != 0 || !want ||
+            strcmp(want, ii->disk_sha256) != 0)
+                r = vms_problem(p, 422, "tampered-export",
+                                "'%s' does not hold the bytes the fleet signed (SHA-256 '%s')",
+                                name, ii->sha256);
+cleanup:
+        if (fd >= 0)
+                close(fd);
+        free(line);
+        free(sig);
+        free(buf);
+        return r;
+}
+
+static int import_parse(const char *body, size_t len, char *name, size_t nsize, json_t **ret_create,
+                        struct vm_problem *p)
+{
+        static const char *const fields[] = {"v", "file", "create", NULL};
+        struct json_input_error jerr = {{0}};
+        json_t *o = json_input_parse(body, len, 65536, 4, &jerr);
+        const char *file = NULL;
+        int r = o ? 0 : -EINVAL;
+
+        r = r ?: json_input_check_keys(o, fields, &jerr);
+        r = r ?: json_input_get_string(o, "file", true, 200, &file, &jerr);
+        if (r == 0 && (!file[0] || file[0] == '.' || strchr(file, '/') || strlen(file) < 5 ||
+                       strcmp(file + strlen(file) - 4, ".tar") != 0))
+                r = json_input_fail(&jerr, "'file' must be the name of a .tar under exports/");
+        if (r < 0) {
+                json_decref(o);
+                return vms_problem(p, 400, "bad-request", "%s", jerr.text);
+        }
+        snprintf(name, nsize, "%s", file);
+        if (ret_create)
+                *ret_create = json_incref(json_object_get(o, "create"));
+        json_decref(o);
+        return 0;
+}
+
+int export_inspect(struct vmhost *vh, const char *body, size_t len, json_t **ret,
+                   struct vm_problem *p)
+{
+        struct import_info ii = {0};
+        char name[256];
+        int r = import_parse(body, len, name, sizeof(name), NULL, p);
+
+        r = r ?: import_check(vh, name, &ii, -1, p);
+        if (r == 0) {
+                *ret = json_pack("{s:s, s:I, s:s, s:O, s:s}", "file", ii.path, "size",
+                                 (json_int_t)ii.size, "sha256", ii.sha256, "manifest", ii.manifest,
+                                 "checkpoint", ii.note);
+                r = *ret ? 0 : vms_problem(p, 503, "out-of-memory", "no answer");
+        }
+        import_info_done(&ii);
+        return r;
+}
+
+/* The disk member into vms/{id}-vault.img (never over an existing disk), then the domain. */
+static int import_disk(struct vmhost *vh, const char *name, const struct vm_create_req *q,
+                       struct import_info *ii, struct vm_problem *p)
+{
+        char disk[4300], tmp[4400];
+        int fd, r;
+
+        snprintf(disk, sizeof(disk), "%s/vms/%s-vault.img", vh->cfg.state_dir, q->vm_id);
+        snprintf(tmp, sizeof(tmp), "%s.import", disk);
+        if (access(disk, F_OK) == 0)
+                return vms_problem(p, 409, "vault-disk-exists",
+                                   "node '%s' already holds a vault disk for VM '%s'; it is never "
+                                   "overwritten",
+                                   vh->cfg.node_id, q->vm_id);
+        unlink(tmp); /* a copy an earlier attempt left: never a disk in use */
+        fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return vms_problem(p, 500, "import-failed", "cannot create '%s': %s", tmp,
+                                   strerror(errno));
+        r = import_check(vh, name, ii, fd, p);
+        if (r == 0 &&
+            (fsync(fd) < 0 || json_string_value(json_object_get(ii->manifest, "vm_id")) == NULL ||
+             strcmp(json_string_value(json_object_get(ii->manifest, "vm_id")), q->vm_id) != 0))
+                r = vms_problem(p, 422, "not-this-vm", "'%s' is not an export of VM '%s'", name,
+                                q->vm_id);
+        close(fd);
+        if (r == 0 && rename(tmp, disk) < 0)
+                r = vms_problem(p, 500, "import-failed", "cannot rename '%s'", tmp);
+        if (r < 0)
+                unlink(tmp);
+        return r;
+}
+
+int export_import(struct vmhost *vh, const char *body, size_t len, json_t **ret,
+                  struct vm_problem *p)
+{
+        struct import_info ii = {0};
+        struct vm_create_req q;
+        char name[256], *text = NULL;
+        json_t *create = NULL;
+        int r = import_parse(body, len, name, sizeof(name), &create, p);
+
+        if (r == 0) {
+                text = json_is_object(create) ? json_dumps(create, JSON_COMPACT) : NULL;
+                r = text ? vm_create_req_parse(text, strlen(text), &q, p)
+                         : vms_problem(p, 400, "bad-request", "'create' must be an object");
+        }
+        free(text);
+        json_decref(create);
+        if (r < 0)
+                return r;
+        pthread_mutex_lock(&vh->ops_lock);
+        r = pin_gate_check(vh, q.vm_id, q.has_pin ? &q.pin : NULL, false, q.entity, q.image, 403,
+                           p);
+        r = r ?: import_disk(vh, name, &q, &ii, p);
+        pthread_mutex_unlock(&vh->ops_lock);
+        import_info_done(&ii);
+        if (r < 0) {
+                log_warn("import of '%s' refused: %s: %s", name, p->type, p->detail);
+                return r;
+        }
+        log_info("VM '%s': vault disk imported from '%s'", q.vm_id, name);
+        r = vms_create(vh, &q, ret, p);
+        return r < 0 ? r : 201;
+}

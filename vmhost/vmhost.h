@@ -486,6 +486,14 @@ int export_write(struct vmhost *vh, const char *id, const char *body, size_t len
  * roster's controller key, written to {id}.tar.sig. */
 int export_sign(struct vmhost *vh, const char *id, const char *body, size_t len, json_t **ret,
                 struct vm_problem *p);
+/* POST /v1/imports/inspect {file}: checks exports/FILE (signature, checksum, layout) and
+ * answers {file, size, sha256, manifest, checkpoint}. */
+int export_inspect(struct vmhost *vh, const char *body, size_t len, json_t **ret,
+                   struct vm_problem *p);
+/* POST /v1/imports {file, create}: the same checks, the vault disk copied into vms/ (never over
+ * one), then the VM created as POST /v1/vms does (the pin must name this node). */
+int export_import(struct vmhost *vh, const char *body, size_t len, json_t **ret,
+                  struct vm_problem *p);
 
 /* roster_update.c */
 int roster_update_start(struct vmhost *vh);

@@ -53,9 +53,11 @@ def fleet():
     state = {"f": f, "roots": roots, "vh": {}, "relays": []}
     try:
         for i, node in ((1, "n1"), (2, "n2")):
-            vh = Vmhost(roots[i - 1], node_id=node, hb_port=f.hb_port, fleetd_address="127.0.0.1",
-                        heartbeat_source=H.node_address(i), fleet_id="f1",
-                        mesh_state_dir=trust.mesh_dir(roots[i - 1], node))
+            state["start_" + node] = (lambda i=i, node=node: Vmhost(
+                roots[i - 1], node_id=node, hb_port=f.hb_port, fleetd_address="127.0.0.1",
+                heartbeat_source=H.node_address(i), fleet_id="f1",
+                mesh_state_dir=trust.mesh_dir(roots[i - 1], node)))
+            vh = state["start_" + node]()
             state["vh"][node] = vh
             state["relays"].append(Relay(H.node_address(i), f.node_api_port, vh.port))
             st, body = vh.call("POST", "/v1/images", {"name": "test", "path": manifest,
@@ -78,6 +80,8 @@ def fleet():
             relay.close()
         for vh in state["vh"].values():
             vh.stop()
+        for relay in state.get("late_relays", []):
+            relay.close()
         f.close()
         for root in roots:
             destroy_all(root)
@@ -282,3 +286,107 @@ def test_an_interrupted_export_resumes_to_the_same_bytes(fleet):
     # a finished export asked for again is checked and kept whole
     third = ctl_json(f, "export", a)
     assert third["sha256"] == out["sha256"] and third["resumed_bytes"] == out["size"]
+
+
+# --- import: the restore test and its adversary ------------------------------------------------
+
+def carry(src_tar, node_exports, name=None, mutate=None):
+    """The operator's hands: the export (tar, .sha256, .sig) copied to a node's exports/."""
+    os.makedirs(node_exports, exist_ok=True)
+    give_dir = os.path.dirname(node_exports)
+    name = name or os.path.basename(src_tar)
+    for ext in ("", ".sha256", ".sig"):
+        dst = os.path.join(node_exports, name + ext)
+        shutil.copyfile(src_tar + ext, dst)
+        os.chmod(dst, 0o644)
+    if mutate:
+        mutate(os.path.join(node_exports, name))
+    subprocess.run(["chown", "-R", "--reference=" + give_dir, node_exports], check=False)
+
+
+def plan_import(f, name, node):
+    return f.json("POST", "/v1/imports", {"file": name, "node": node})
+
+
+def test_restore_on_another_node_after_the_node_is_wiped(fleet, tmp_path):
+    out = fleet.get("export") or pytest.skip("needs the export")
+    f, a = fleet["f"], fleet["a"]
+    usb = str(tmp_path / "usb")
+    os.makedirs(usb)
+    for ext in ("", ".sha256", ".sig"):
+        shutil.copyfile(out["file"] + ext, os.path.join(usb, a + ".tar" + ext))
+    fleet["usb"] = os.path.join(usb, a + ".tar")
+    # the old node's state is wiped: its vmhost stopped, its domains and state directory gone
+    n1 = fleet["vh"].pop("n1")
+    n1.stop()
+    destroy_all(n1.root)
+    shutil.rmtree(os.path.join(n1.root, "state"))
+    shutil.rmtree(os.path.join(n1.root, "libvirt"), ignore_errors=True)
+    name = a + ".tar"
+    n2x = os.path.join(fleet["vh"]["n2"].root, "state", "exports")
+    # on a node without the file: refused, and fleetd does not send it
+    st, doc = plan_import(f, name, "n2")
+    assert st == 404 and "never transfers" in doc["detail"], doc
+    # one byte of the vault disk changed in the file on the node: refused by the node's check
+    def flip(path):
+        with open(path, "r+b") as fh:
+            data = fh.read()
+            fh.seek(data.index(b"EXPORT-RECORD-2 "))
+            fh.write(b"Y")
+    carry(fleet["usb"], n2x, mutate=flip)
+    st, doc = plan_import(f, name, "n2")
+    assert st == 422 and "does not hold the bytes the fleet signed" in doc["detail"], doc
+    # a signature by another key beside the right bytes: refused
+    carry(fleet["usb"], n2x)
+    other = str(tmp_path / "other.key")
+    run("openssl", "genpkey", "-algorithm", "ed25519", "-out", other)
+    run("openssl", "pkeyutl", "-sign", "-inkey", other, "-rawin", "-in",
+        os.path.join(n2x, name + ".sha256"), "-out", os.path.join(n2x, name + ".sig"))
+    st, doc = plan_import(f, name, "n2")
+    assert st == 422 and "not the fleet's signature" in doc["detail"], doc
+    assert vmget(f, a)["node_id"] == "n1"  # nothing changed
+    # the real file: a plan, then the operator's confirmation
+    carry(fleet["usb"], n2x)
+    r = f.ctl("import", os.path.join(n2x, name), "--node", "n2", input="n\n")
+    assert "not confirmed" in r.stdout and vmget(f, a)["node_id"] == "n1"
+    r = f.ctl("import", os.path.join(n2x, name), "--node", "n2", "--yes")
+    assert "re-homed to node 'n2'" in r.stdout, r.stdout + r.stderr
+    v = vmget(f, a)
+    assert v["node_id"] == "n2" and v["lifecycle"] == "active"
+    rehomed = [e for e in f.audit("vm.rehomed") if e["subject"] == a]
+    assert len(rehomed) == 1 and rehomed[0]["detail"]["from_node"] == "n1"
+    assert rehomed[0]["detail"]["retired_pin"]["node_id"] == "n1"
+    # it boots on n2 with the vault it left with: the old records read back, a new one goes in
+    f.wait(lambda: (vmget(f, a)["integrity"] or {}).get("status") == "ok" and
+           vmget(f, a)["integrity"].get("tree_size") == 2, timeout=240,
+           what="the imported Totebox's first report on n2")
+    f.wait(lambda: fleet["vh"]["n2"].call("GET", "/v1/vms/" + a)[1].get("vault_public_key"),
+           timeout=60, what="n2 pinned the vault key of the imported Totebox")
+    back = str(tmp_path / "back1")
+    assert "verified" in f.ctl("read", a, "1", "--output", back).stdout
+    with open(back, "rb") as fh:
+        assert fh.read() == b"EXPORT-RECORD-1 " * 400
+    f.ctl("deposit", a, put(str(tmp_path), "rec3", b"after the move\n"), "--name", "deed-3.txt")
+    back3 = str(tmp_path / "back3")
+    assert "verified" in f.ctl("read", a, "3", "--output", back3).stdout
+    f.wait(lambda: vmget(f, a)["witness"]["size"] >= 3 and vmget(f, a)["witness"]["state"] == "ok",
+           timeout=120, what="fleetd witnessed the new record from n2")
+    assert vmget(f, a)["integrity"]["status"] == "ok"
+
+
+def test_an_older_export_after_a_newer_checkpoint_is_a_rollback(fleet):
+    usb = fleet.get("usb") or pytest.skip("needs the restore")
+    f, a = fleet["f"], fleet["a"]
+    assert vmget(f, a)["witness"]["size"] >= 3
+    st, _ = f.json("POST", "/v1/vms/%s/suspend" % a)
+    assert st == 202
+    f.wait(lambda: vmget(f, a)["lifecycle"] == "suspended", timeout=120, what="suspended on n2")
+    # the wiped node comes back empty; the old export (size 2) is put on it by hand
+    vh = fleet["start_n1"]()
+    fleet["vh"]["n1"] = vh
+    fleet["relays"][0].target_port = vh.port
+    f.wait(lambda: f.node("n1")["state"] == "alive", timeout=60, what="n1 back")
+    carry(usb, os.path.join(vh.root, "state", "exports"))
+    st, doc = plan_import(f, a + ".tar", "n1")
+    assert st == 409 and doc["type"].endswith("/rollback"), doc
+    assert vmget(f, a)["node_id"] == "n2"
