@@ -20,6 +20,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import test_fleetd_harness as H  # noqa: E402
+from test_diode_fleet import DiodeRelayHandler  # noqa: E402  (passes Totebox-Record on)
 from test_vmhost_harness import NodeRelay as Relay  # noqa: E402
 from test_vmhost_harness import (VMHOST, FleetTrust, Vmhost, build_image, destroy_all,  # noqa: E402
                                  make_root, remove_root, sha256)
@@ -59,7 +60,9 @@ def fleet():
                 mesh_state_dir=trust.mesh_dir(roots[i - 1], node)))
             vh = state["start_" + node]()
             state["vh"][node] = vh
-            state["relays"].append(Relay(H.node_address(i), f.node_api_port, vh.port))
+            relay = Relay(H.node_address(i), f.node_api_port, vh.port, handler=DiodeRelayHandler)
+            relay.tamper, relay.drop_deposit, relay.deposits = None, 0, 0
+            state["relays"].append(relay)
             st, body = vh.call("POST", "/v1/images", {"name": "test", "path": manifest,
                                                       "sha256": sha256(manifest)})[:2]
             assert st == 201, body
