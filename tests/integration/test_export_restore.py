@@ -51,7 +51,7 @@ def fleet():
                        addresses={"ctl": "127.0.0.1", "n1": H.node_address(1),
                                   "n2": H.node_address(2)})
     trust.give_fleetd(f)
-    state = {"f": f, "roots": roots, "vh": {}, "relays": []}
+    state = {"f": f, "roots": roots, "vh": {}, "relays": [], "manifest": manifest}
     try:
         for i, node in ((1, "n1"), (2, "n2")):
             state["start_" + node] = (lambda i=i, node=node: Vmhost(
@@ -393,3 +393,32 @@ def test_an_older_export_after_a_newer_checkpoint_is_a_rollback(fleet):
     st, doc = plan_import(f, a + ".tar", "n1")
     assert st == 409 and doc["type"].endswith("/rollback"), doc
     assert vmget(f, a)["node_id"] == "n2"
+
+
+def test_the_old_node_can_no_longer_start_it(fleet, tmp_path):
+    """A second re-homing, back to n1, while n2 still holds the domain: n2's copy is archived
+    (its pin retired in the audit record) and n2 refuses to start it; fleetd sends n2 nothing."""
+    f, a = fleet["f"], fleet["a"]
+    if "n1" not in fleet["vh"] or vmget(f, a)["node_id"] != "n2":
+        pytest.skip("needs the rollback test's state")
+    n1, n2 = fleet["vh"]["n1"], fleet["vh"]["n2"]
+    m = fleet["manifest"]
+    st, body = n1.call("POST", "/v1/images", {"name": "test", "path": m, "sha256": sha256(m)})[:2]
+    assert st == 201, body
+    out = ctl_json(f, "export", a)  # on n2 now, the newer vault (three records)
+    assert out["node_id"] == "n2" and out["checkpoint_size"] >= 3
+    with tarfile.open(out["file"]) as t:
+        man = json.load(t.extractfile("manifest.json"))
+    assert [(h["kind"], h["node_id"]) for h in man["pin_history"]] == [
+        ("vm.created", "n1"), ("vm.rehomed", "n2")]
+    carry(out["file"], os.path.join(n1.root, "state", "exports"))
+    f.ctl("import", a + ".tar", "--node", "n1", "--yes")
+    assert vmget(f, a)["node_id"] == "n1"
+    st, vm = n2.call("GET", "/v1/vms/" + a)[:2]
+    assert st == 200 and vm["lifecycle"] == "archived", vm
+    st, doc = n2.call("POST", "/v1/vms/%s/start" % a)[:2]
+    assert st == 409, doc  # archived: never started again
+    assert n2.call("GET", "/v1/vms/" + a)[1]["state"] != "running"
+    f.wait(lambda: (vmget(f, a)["integrity"] or {}).get("tree_size") == out["checkpoint_size"],
+           timeout=240, what="the Totebox's report from n1")
+    assert len([e for e in f.audit("vm.rehomed") if e["subject"] == a]) == 2
