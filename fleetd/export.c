@@ -502,8 +502,8 @@ static int import_repin(struct fleetd *f, const struct import_plan *p, const cha
                 next = *vm;
                 snprintf(next.node_id, sizeof(next.node_id), "%s", p->node);
                 next.lifecycle = VM_LC_ACTIVE;
-                r = store_vm_update_audited(
-                    f->store, &next, "vm.rehomed", actor,
+                r = store_vm_rehome_audited(
+                    f->store, &next, actor,
                     json_pack("{s:s, s:s, s:s, s:s, s:I, s:o*}", "node_id", p->node, "from_node",
                               p->from_node, "file", p->file, "sha256", p->sha256, "checkpoint_size",
                               (json_int_t)p->cp_size, "retired_pin", old_pin));

@@ -422,3 +422,7 @@ def test_the_old_node_can_no_longer_start_it(fleet, tmp_path):
     f.wait(lambda: (vmget(f, a)["integrity"] or {}).get("tree_size") == out["checkpoint_size"],
            timeout=240, what="the Totebox's report from n1")
     assert len([e for e in f.audit("vm.rehomed") if e["subject"] == a]) == 2
+    # the new pin is fleetd's durable record: it survives a restart
+    f.stop()
+    f.start()
+    assert vmget(f, a)["node_id"] == "n1"
