@@ -214,6 +214,17 @@ def test_export_then_offline_check_with_stock_tools(fleet, tmp_path):
     assert v.returncode == 0, v.stdout + v.stderr
     assert "result: OK" in v.stdout and "%d records" % m["checkpoint_size"] in v.stdout
     fleet["extracted"] = str(tmp_path)
+    # a checkpoint with its root changed, or a witness that did not cosign: refused (exit 1)
+    note = (tmp_path / "checkpoint").read_text().split("\n")
+    note[2] = ("A" if note[2][0] != "A" else "B") + note[2][1:]
+    (tmp_path / "forged-checkpoint").write_text("\n".join(note))
+    v = run(AGENT, "verify", "--copied", "--checkpoint", str(tmp_path / "forged-checkpoint"),
+            vault, check=False)
+    assert v.returncode == 1 and "not a checkpoint signed by the vault key" in v.stderr, v.stderr
+    other = m["fleet_witness_vkey"].replace("totebox.fleet/f1", "totebox.fleet/other", 1)
+    v = run(AGENT, "verify", "--copied", "--checkpoint", str(tmp_path / "checkpoint"),
+            "--witness-key", other, vault, check=False)
+    assert v.returncode == 1, v.stdout + v.stderr
     assert any(e["subject"] == a and e["detail"]["sha256"] == out["sha256"]
                for e in f.audit("vm.exported"))
 
