@@ -147,8 +147,8 @@ static json_t *export_call(struct fleetd *f, struct export_task *t, const char *
                 a = json_loads(answer ? answer : "", JSON_REJECT_DUPLICATES, NULL);
         free(answer);
         if (r < 0 || !json_is_object(a)) {
-                plan_outcome_fail(o, 502, "node-unavailable", "node '%s' gave no answer to %s",
-                                  t->node_id, path);
+                plan_fail(o, 502, "node-unavailable", "node '%s' gave no answer to %s", t->node_id,
+                          path);
         } else if (status != 200 && status != 201) {
                 o->status = status >= 400 && status < 600 ? (unsigned)status : 502;
                 o->problem = "export-failed";
@@ -173,8 +173,8 @@ static json_t *export_sign(struct fleetd *f, struct export_task *t, json_t *w,
         int n;
 
         if (!sha || strlen(sha) != 64) {
-                plan_outcome_fail(o, 502, "node-error", "node '%s' named no SHA-256 for %s",
-                                  t->node_id, t->vm_id);
+                plan_fail(o, 502, "node-error", "node '%s' named no SHA-256 for %s", t->node_id,
+                          t->vm_id);
                 return NULL;
         }
         n = snprintf(line, sizeof(line), "%s  %s.tar\n", sha, t->vm_id);
@@ -243,7 +243,7 @@ void export_start(struct fleetd *f, const char *vm_id, const char *actor, struct
 
         memset(o, 0, sizeof(*o));
         if (!t) {
-                plan_outcome_fail(o, 503, "out-of-memory", "cannot export '%s' now", vm_id);
+                plan_fail(o, 503, "out-of-memory", "cannot export '%s' now", vm_id);
                 return;
         }
         pthread_mutex_lock(&f->lock);
@@ -252,11 +252,10 @@ void export_start(struct fleetd *f, const char *vm_id, const char *actor, struct
         if (r == 0) {
                 r = vault_witness_held(f, vm_id, t->note, sizeof(t->note), &t->cp_size);
                 if (r < 0)
-                        plan_outcome_fail(
-                            o, 409, "no-witnessed-checkpoint",
-                            "fleetd holds no witnessed checkpoint of VM '%s''s vault: "
-                            "it is exported only with one",
-                            vm_id);
+                        plan_fail(o, 409, "no-witnessed-checkpoint",
+                                  "fleetd holds no witnessed checkpoint of VM '%s''s vault: "
+                                  "it is exported only with one",
+                                  vm_id);
         }
         if (r == 0) {
                 json_object_set_new(t->record, "pin_history", export_pin_history(f, vm_id));
@@ -317,39 +316,38 @@ static int import_consistent(struct fleetd *f, const char *vm_id, const char *no
         if (vault_witness_held(f, vm_id, held, sizeof(held), &hs) < 0 ||
             vault_witness_rehome(f, vm_id, NULL, key) < 0 ||
             tlog_checkpoint_open_unverified(held, strlen(held), &h) < 0) {
-                plan_outcome_fail(o, 409, "no-witnessed-checkpoint",
-                                  "fleetd holds no checkpoint of VM '%s''s vault to check the "
-                                  "export against",
-                                  vm_id);
+                plan_fail(o, 409, "no-witnessed-checkpoint",
+                          "fleetd holds no checkpoint of VM '%s''s vault to check the "
+                          "export against",
+                          vm_id);
                 return -EINVAL;
         }
         if (sodium_base642bin(pk, sizeof(pk), key, strlen(key), NULL, &n, NULL,
                               sodium_base64_VARIANT_ORIGINAL) != 0 ||
             n != sizeof(pk) || sth_checkpoint_open(note, strlen(note), pk, &c) < 0) {
-                plan_outcome_fail(o, 422, "bad-checkpoint",
-                                  "the export's checkpoint is not signed by VM '%s''s vault key",
-                                  vm_id);
+                plan_fail(o, 422, "bad-checkpoint",
+                          "the export's checkpoint is not signed by VM '%s''s vault key", vm_id);
                 return -EINVAL;
         }
         *ret_size = c.size;
         if (c.size < h.size)
-                plan_outcome_fail(o, 409, "rollback",
-                                  "the export's vault checkpoint (size %" PRIu64
-                                  ") is older than the one the fleet witnessed (size %" PRIu64
-                                  "): refused, a rollback",
-                                  c.size, h.size);
+                plan_fail(o, 409, "rollback",
+                          "the export's vault checkpoint (size %" PRIu64
+                          ") is older than the one the fleet witnessed (size %" PRIu64
+                          "): refused, a rollback",
+                          c.size, h.size);
         else if (c.size == h.size && sodium_memcmp(c.root, h.root, MERKLE_HASH_LEN) != 0)
-                plan_outcome_fail(o, 409, "fork",
-                                  "the export's vault checkpoint has size %" PRIu64
-                                  " with another root than the one the fleet witnessed: "
-                                  "refused, a fork",
-                                  c.size);
+                plan_fail(o, 409, "fork",
+                          "the export's vault checkpoint has size %" PRIu64
+                          " with another root than the one the fleet witnessed: "
+                          "refused, a fork",
+                          c.size);
         else if (c.size > h.size)
-                plan_outcome_fail(o, 409, "unwitnessed-checkpoint",
-                                  "the export's vault checkpoint (size %" PRIu64
-                                  ") is newer than any the fleet witnessed (size %" PRIu64
-                                  "), with no proof: refused",
-                                  c.size, h.size);
+                plan_fail(o, 409, "unwitnessed-checkpoint",
+                          "the export's vault checkpoint (size %" PRIu64
+                          ") is newer than any the fleet witnessed (size %" PRIu64
+                          "), with no proof: refused",
+                          c.size, h.size);
         return o->problem ? -EINVAL : 0;
 }
 
@@ -361,19 +359,18 @@ static int import_vm_check(struct fleetd *f, const char *vm_id, const char *node
         struct fleet_node *n = node_table_find(&f->table, node);
 
         if (!vm)
-                plan_outcome_fail(o, 404, "unknown-vm",
-                                  "the export names VM '%s', which this fleet does not record",
-                                  vm_id);
+                plan_fail(o, 404, "unknown-vm",
+                          "the export names VM '%s', which this fleet does not record", vm_id);
         else if (vm->lifecycle != VM_LC_SUSPENDED && vm->lifecycle != VM_LC_ARCHIVED)
-                plan_outcome_fail(o, 409, "vm-not-stopped",
-                                  "VM '%s' is '%s': only a suspended or archived Totebox is "
-                                  "re-homed",
-                                  vm_id, vm_lifecycle_name(vm->lifecycle));
+                plan_fail(o, 409, "vm-not-stopped",
+                          "VM '%s' is '%s': only a suspended or archived Totebox is "
+                          "re-homed",
+                          vm_id, vm_lifecycle_name(vm->lifecycle));
         else if (strcmp(vm->node_id, node) == 0)
-                plan_outcome_fail(o, 409, "same-node", "VM '%s' is already pinned to node '%s'",
-                                  vm_id, node);
+                plan_fail(o, 409, "same-node", "VM '%s' is already pinned to node '%s'", vm_id,
+                          node);
         else if (!n || node_state_at(n, &f->cfg, clock_monotonic_ms()) != NODE_ALIVE)
-                plan_outcome_fail(o, 409, "node-unreachable", "node '%s' is not alive", node);
+                plan_fail(o, 409, "node-unreachable", "node '%s' is not alive", node);
         else if (p)
                 snprintf(p->from_node, sizeof(p->from_node), "%s", vm->node_id);
         return o->problem ? -EINVAL : 0;
@@ -414,8 +411,7 @@ static void import_plan_store(struct import_plan *p, struct plan_outcome *o)
         }
         pthread_mutex_unlock(&import_lock);
         if (!slot) {
-                plan_outcome_fail(o, 503, "too-many-plans", "%d import plans are open",
-                                  IMPORT_PLANS);
+                plan_fail(o, 503, "too-many-plans", "%d import plans are open", IMPORT_PLANS);
                 return;
         }
         o->status = 201;
@@ -438,14 +434,14 @@ void import_plan(struct fleetd *f, const char *body, size_t len, const char *act
         r = r ?: json_input_get_string(in, "file", true, 200, &file, &jerr);
         r = r ?: json_input_copy_id(in, "node", true, IDENT_NODE, p.node, sizeof(p.node), &jerr);
         if (r < 0) {
-                plan_outcome_fail(o, 400, "bad-request", "%s", jerr.text);
+                plan_fail(o, 400, "bad-request", "%s", jerr.text);
                 json_decref(in);
                 return;
         }
         snprintf(p.file, sizeof(p.file), "%s", file);
         json_decref(in);
         if (import_node_address(f, p.node, &t) < 0) {
-                plan_outcome_fail(o, 404, "unknown-node", "no node '%s' in the roster", p.node);
+                plan_fail(o, 404, "unknown-node", "no node '%s' in the roster", p.node);
                 return;
         }
         req = json_pack("{s:s}", "file", p.file);
@@ -454,7 +450,7 @@ void import_plan(struct fleetd *f, const char *body, size_t len, const char *act
         vm_id = json_string_value(json_object_get(json_object_get(a, "manifest"), "vm_id"));
         note = json_string_value(json_object_get(a, "checkpoint"));
         if (a && (!vm_id || !note || !ident_valid(IDENT_VM, vm_id)))
-                plan_outcome_fail(o, 422, "not-an-export", "'%s' names no VM", p.file);
+                plan_fail(o, 422, "not-an-export", "'%s' names no VM", p.file);
         if (a && !o->problem) {
                 snprintf(p.vm_id, sizeof(p.vm_id), "%s", vm_id);
                 snprintf(p.sha256, sizeof(p.sha256), "%s",
@@ -557,13 +553,12 @@ static void import_run(struct fleetd *f, void *arg, const char *actor, struct pl
                 json_decref(create);
         a = body ? export_call(f, &t, "/v1/imports", body, o) : NULL;
         if (!a && !o->problem)
-                plan_outcome_fail(o, 409, "import-refused", "VM '%s' cannot be imported now",
-                                  p->vm_id);
+                plan_fail(o, 409, "import-refused", "VM '%s' cannot be imported now", p->vm_id);
         if (a && import_repin(f, p, actor) < 0)
-                plan_outcome_fail(o, 500, "store-failed",
-                                  "VM '%s' was created on node '%s' but its new pin is not "
-                                  "recorded",
-                                  p->vm_id, p->node);
+                plan_fail(o, 500, "store-failed",
+                          "VM '%s' was created on node '%s' but its new pin is not "
+                          "recorded",
+                          p->vm_id, p->node);
         if (a && !o->problem) {
                 import_retire_old(f, p);
                 log_info("VM '%s' re-homed from node '%s' to node '%s' (by '%s')", p->vm_id,
@@ -595,9 +590,9 @@ void import_confirm(struct fleetd *f, const char *plan_id, const char *actor,
         pthread_mutex_unlock(&import_lock);
         if (!found) {
                 free(p);
-                plan_outcome_fail(o, 404, "unknown-plan",
-                                  "no open import plan '%s' (plans expire after %d s)", plan_id,
-                                  IMPORT_PLAN_TTL / 1000);
+                plan_fail(o, 404, "unknown-plan",
+                          "no open import plan '%s' (plans expire after %d s)", plan_id,
+                          IMPORT_PLAN_TTL / 1000);
                 return;
         }
         ops_task_start(f, p->vm_id, "import", actor, import_run, p, o);

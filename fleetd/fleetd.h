@@ -469,8 +469,8 @@ struct plan_outcome {
 void plans_create(struct fleetd *f, const struct plan_request *req, const char *actor,
                   struct plan_outcome *ret);
 /* Fills o with a problem: status, type and the formatted detail. */
-void plan_outcome_fail(struct plan_outcome *o, unsigned status, const char *problem,
-                       const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void plan_fail(struct plan_outcome *o, unsigned status, const char *problem, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 void plans_confirm(struct fleetd *f, const char *plan_id, const char *actor,
                    struct plan_outcome *ret);
 void plans_drop(struct fleetd *f, const char *plan_id, const char *actor, struct plan_outcome *ret);

@@ -16,8 +16,7 @@
 #include "common/log.h"
 #include "fleetd/store.h"
 
-void plan_outcome_fail(struct plan_outcome *o, unsigned status, const char *problem,
-                       const char *fmt, ...)
+void plan_fail(struct plan_outcome *o, unsigned status, const char *problem, const char *fmt, ...)
 {
         va_list ap;
 
@@ -218,17 +217,17 @@ static void plans_quote(struct fleetd *f, const struct plan_request *req, const 
         uint8_t raw[PLAN_ID_LEN / 2];
 
         if (!chosen && !target && no_image) {
-                plan_outcome_fail(o, 422, "no-node-has-image",
-                                  "no node has image '%s' (fleetctl image push FILE --name %s)",
-                                  req->image, req->image);
+                plan_fail(o, 422, "no-node-has-image",
+                          "no node has image '%s' (fleetctl image push FILE --name %s)", req->image,
+                          req->image);
                 o->body = json_pack("{s:o}", "candidates", plan_candidates_json(c, n));
                 return;
         }
         if (!chosen && !target) {
-                plan_outcome_fail(o, 422, "no-node-fits",
-                                  "no node can hold %llu MiB with a safety margin of %llu MiB",
-                                  (unsigned long long)req->memory_mib,
-                                  (unsigned long long)f->cfg.safety_margin_mib);
+                plan_fail(o, 422, "no-node-fits",
+                          "no node can hold %llu MiB with a safety margin of %llu MiB",
+                          (unsigned long long)req->memory_mib,
+                          (unsigned long long)f->cfg.safety_margin_mib);
                 o->body = json_pack("{s:o}", "candidates", plan_candidates_json(c, n));
                 return;
         }
@@ -245,7 +244,7 @@ static void plans_quote(struct fleetd *f, const struct plan_request *req, const 
         if (!p.body || plans_insert(f, &p, actor) < 0) {
                 json_decref(o->body);
                 o->body = NULL;
-                plan_outcome_fail(o, 500, "store-failed", "cannot record the plan");
+                plan_fail(o, 500, "store-failed", "cannot record the plan");
         } else {
                 o->status = 201;
                 /* a 10,000-node plan is 2 MB: keep old unconfirmed ones' rows, not their lists */
@@ -262,9 +261,8 @@ static json_t *plans_target(struct fleetd *f, const struct plan_request *req,
         struct fleet_node *t = node_table_find(&f->table, req->node);
 
         if (!t) {
-                plan_outcome_fail(o, 422, "unknown-node",
-                                  "no node '%s' in the roster (version %llu)", req->node,
-                                  (unsigned long long)f->table.roster->version);
+                plan_fail(o, 422, "unknown-node", "no node '%s' in the roster (version %llu)",
+                          req->node, (unsigned long long)f->table.roster->version);
                 return NULL;
         }
         return plan_node_figures(f, t, &c[t - f->table.nodes].c, req);
@@ -285,9 +283,9 @@ void plans_create(struct fleetd *f, const struct plan_request *req, const char *
         pthread_mutex_lock(&f->lock);
         vm = vm_table_find_entity(f, req->entity);
         if (vm)
-                plan_outcome_fail(o, 409, "entity-has-vm",
-                                  "entity '%s' already has Totebox VM '%s' on node '%s'",
-                                  req->entity, vm->id, vm->node_id);
+                plan_fail(o, 409, "entity-has-vm",
+                          "entity '%s' already has Totebox VM '%s' on node '%s'", req->entity,
+                          vm->id, vm->node_id);
         else
                 best = plans_choose(f, req, &c, &n, chosen);
         no_image = !vm && best < 0 && !fleet_image_anywhere(f, req->image);
@@ -295,7 +293,7 @@ void plans_create(struct fleetd *f, const struct plan_request *req, const char *
                 target = plans_target(f, req, c, o);
         pthread_mutex_unlock(&f->lock);
         if (best == -2)
-                plan_outcome_fail(o, 500, "out-of-memory", "cannot allocate the candidates");
+                plan_fail(o, 500, "out-of-memory", "cannot allocate the candidates");
         else if (!vm && !o->problem)
                 plans_quote(f, req, actor, c, n, best >= 0 ? chosen : NULL, target, no_image, o);
         free(c);
@@ -315,38 +313,37 @@ static bool plans_recheck(struct fleetd *f, const struct plan_row *p, struct pla
         struct fleet_vm *vm;
 
         if (strcmp(p->state, "dropped") == 0) {
-                plan_outcome_fail(o, 410, "plan-dropped", "plan '%s' was dropped", p->id);
+                plan_fail(o, 410, "plan-dropped", "plan '%s' was dropped", p->id);
                 return false;
         }
         if (clock_realtime_ms() > p->expires_ms) {
-                plan_outcome_fail(o, 410, "plan-expired", "plan '%s' expired; ask for a new plan",
-                                  p->id);
+                plan_fail(o, 410, "plan-expired", "plan '%s' expired; ask for a new plan", p->id);
                 return false;
         }
         vm = vm_table_find_entity(f, p->req.entity);
         if (vm) {
-                plan_outcome_fail(o, 409, "entity-has-vm",
-                                  "entity '%s' already has Totebox VM '%s' on node '%s'",
-                                  p->req.entity, vm->id, vm->node_id);
+                plan_fail(o, 409, "entity-has-vm",
+                          "entity '%s' already has Totebox VM '%s' on node '%s'", p->req.entity,
+                          vm->id, vm->node_id);
                 return false;
         }
         if (!n) {
-                plan_outcome_fail(o, 409, "plan-stale",
-                                  "node '%s' is no longer in the roster; ask for "
-                                  "a new plan",
-                                  p->node_id);
+                plan_fail(o, 409, "plan-stale",
+                          "node '%s' is no longer in the roster; ask for "
+                          "a new plan",
+                          p->node_id);
                 return false;
         }
         placement_check_node(n, &f->cfg, &p->req, clock_monotonic_ms(), &c);
         if (c.verdict == CAND_FITS && fleet_node_image(n, p->req.image) == 0)
                 c.verdict = CAND_NO_IMAGE; /* removed from the node since the plan */
         if (c.verdict != CAND_FITS) {
-                plan_outcome_fail(o, 409, "plan-stale",
-                                  "node '%s' does not fit the VM (%s; %lld MiB available after "
-                                  "reservations, %llu needed, margin %llu MiB); ask for a new plan",
-                                  p->node_id, cand_verdict_reason(c.verdict),
-                                  (long long)c.available_mib, (unsigned long long)p->req.memory_mib,
-                                  (unsigned long long)f->cfg.safety_margin_mib);
+                plan_fail(o, 409, "plan-stale",
+                          "node '%s' does not fit the VM (%s; %lld MiB available after "
+                          "reservations, %llu needed, margin %llu MiB); ask for a new plan",
+                          p->node_id, cand_verdict_reason(c.verdict), (long long)c.available_mib,
+                          (unsigned long long)p->req.memory_mib,
+                          (unsigned long long)f->cfg.safety_margin_mib);
                 o->body = json_pack("{s:o}", "figures", plan_node_figures(f, n, &c, &p->req));
                 return false;
         }
@@ -387,8 +384,8 @@ static void plans_confirm_locked(struct fleetd *f, struct plan_row *p, const cha
                         o->body = vm_to_json(f, v, clock_monotonic_ms());
                         vm_etag(v, o->etag);
                 } else
-                        plan_outcome_fail(o, 409, "plan-confirmed", "plan '%s' created VM '%s'",
-                                          p->id, p->vm_id);
+                        plan_fail(o, 409, "plan-confirmed", "plan '%s' created VM '%s'", p->id,
+                                  p->vm_id);
                 return;
         }
         if (!plans_recheck(f, p, o)) {
@@ -407,14 +404,14 @@ static void plans_confirm_locked(struct fleetd *f, struct plan_row *p, const cha
                                           "image", vm.image));
         if (r < 0) {
                 store_rollback(f->store);
-                plan_outcome_fail(o, r == -EEXIST ? 409 : 500,
-                                  r == -EEXIST ? "entity-has-vm" : "store-failed",
-                                  "cannot record the confirmation of plan '%s'", p->id);
+                plan_fail(o, r == -EEXIST ? 409 : 500,
+                          r == -EEXIST ? "entity-has-vm" : "store-failed",
+                          "cannot record the confirmation of plan '%s'", p->id);
                 return;
         }
         if (store_commit(f->store) < 0) {
-                plan_outcome_fail(o, 500, "store-failed",
-                                  "cannot commit the confirmation of plan '%s'", p->id);
+                plan_fail(o, 500, "store-failed", "cannot commit the confirmation of plan '%s'",
+                          p->id);
                 return;
         }
         added = vm_table_add(f, &vm);
@@ -441,7 +438,7 @@ void plans_confirm_if(struct fleetd *f, const char *plan_id, const char *actor,
 
         memset(o, 0, sizeof(*o));
         if (!ident_valid(IDENT_PLAN, plan_id)) {
-                plan_outcome_fail(o, 404, "unknown-plan", "no plan '%.40s'", plan_id);
+                plan_fail(o, 404, "unknown-plan", "no plan '%.40s'", plan_id);
                 return;
         }
         pthread_mutex_lock(&f->lock);
@@ -451,10 +448,9 @@ void plans_confirm_if(struct fleetd *f, const char *plan_id, const char *actor,
                 if (r < 0) {
                         store_rollback(f->store);
                         if (r == -ENOENT)
-                                plan_outcome_fail(o, 404, "unknown-plan", "no plan '%s'", plan_id);
+                                plan_fail(o, 404, "unknown-plan", "no plan '%s'", plan_id);
                         else
-                                plan_outcome_fail(o, 500, "store-failed", "cannot read plan '%s'",
-                                                  plan_id);
+                                plan_fail(o, 500, "store-failed", "cannot read plan '%s'", plan_id);
                 } else if (!plan_confirmed_from(&p, if_match) &&
                            !plan_precondition(&p, if_match, o)) {
                         store_rollback(f->store);
@@ -462,7 +458,7 @@ void plans_confirm_if(struct fleetd *f, const char *plan_id, const char *actor,
                         plans_confirm_locked(f, &p, actor, o);
                 }
         } else {
-                plan_outcome_fail(o, 500, "store-failed", "cannot open a transaction");
+                plan_fail(o, 500, "store-failed", "cannot open a transaction");
         }
         pthread_mutex_unlock(&f->lock);
         plan_row_done(&p);
@@ -483,35 +479,34 @@ void plans_drop_if(struct fleetd *f, const char *plan_id, const char *actor, con
 
         memset(o, 0, sizeof(*o));
         if (!ident_valid(IDENT_PLAN, plan_id)) {
-                plan_outcome_fail(o, 404, "unknown-plan", "no plan '%.40s'", plan_id);
+                plan_fail(o, 404, "unknown-plan", "no plan '%.40s'", plan_id);
                 return;
         }
         if (store_begin(f->store) < 0) {
-                plan_outcome_fail(o, 500, "store-failed", "cannot open a transaction");
+                plan_fail(o, 500, "store-failed", "cannot open a transaction");
                 return;
         }
         r = store_plan_get(f->store, plan_id, &p);
         if (r < 0) {
                 store_rollback(f->store);
                 if (r == -ENOENT)
-                        plan_outcome_fail(o, 404, "unknown-plan", "no plan '%s'", plan_id);
+                        plan_fail(o, 404, "unknown-plan", "no plan '%s'", plan_id);
                 else
-                        plan_outcome_fail(o, 500, "store-failed", "cannot read plan '%s'", plan_id);
+                        plan_fail(o, 500, "store-failed", "cannot read plan '%s'", plan_id);
         } else if (!plan_precondition(&p, if_match, o)) {
                 store_rollback(f->store);
         } else if (strcmp(p.state, "confirmed") == 0) {
                 store_rollback(f->store);
-                plan_outcome_fail(
-                    o, 409, "plan-confirmed",
-                    "plan '%s' was confirmed (VM '%s'); a Totebox VM is never deleted", plan_id,
-                    p.vm_id);
+                plan_fail(o, 409, "plan-confirmed",
+                          "plan '%s' was confirmed (VM '%s'); a Totebox VM is never deleted",
+                          plan_id, p.vm_id);
         } else if (strcmp(p.state, "dropped") == 0) {
                 store_rollback(f->store);
                 o->status = 200;
         } else if (store_plan_set_state(f->store, plan_id, "dropped", NULL) < 0 ||
                    audit_append(f->store, true, "plan.dropped", plan_id, actor, NULL) < 0) {
                 store_rollback(f->store);
-                plan_outcome_fail(o, 500, "store-failed", "cannot drop plan '%s'", plan_id);
+                plan_fail(o, 500, "store-failed", "cannot drop plan '%s'", plan_id);
         } else {
                 o->status = store_commit(f->store) == 0 ? 200 : 500;
         }
@@ -530,7 +525,7 @@ void plans_get(struct fleetd *f, const char *plan_id, struct plan_outcome *o)
 
         memset(o, 0, sizeof(*o));
         if (!ident_valid(IDENT_PLAN, plan_id) || store_plan_get(f->store, plan_id, &p) < 0) {
-                plan_outcome_fail(o, 404, "unknown-plan", "no plan '%.40s'", plan_id);
+                plan_fail(o, 404, "unknown-plan", "no plan '%.40s'", plan_id);
                 return;
         }
         body = json_loads(p.body, 0, NULL);
@@ -551,7 +546,7 @@ void plans_get(struct fleetd *f, const char *plan_id, struct plan_outcome *o)
                 o->body = body;
 
         } else {
-                plan_outcome_fail(o, 500, "store-failed", "plan '%s' is unreadable", plan_id);
+                plan_fail(o, 500, "store-failed", "plan '%s' is unreadable", plan_id);
         }
         plan_row_done(&p);
 }
@@ -579,7 +574,7 @@ void plans_list(struct fleetd *f, const char *after, const char *state, unsigned
         if (!plans || store_plan_list(f->store, after, state, clock_realtime_ms(), limit,
                                       plans_list_one, plans) < 0) {
                 json_decref(plans);
-                plan_outcome_fail(o, 500, "store-failed", "the plans cannot be read");
+                plan_fail(o, 500, "store-failed", "the plans cannot be read");
                 return;
         }
         last = json_array_size(plans) == limit ? json_array_get(plans, limit - 1) : NULL;
