@@ -167,6 +167,7 @@ struct vault {
         int dir_fd, inbox_fd, assets_fd, ledger_dir_fd, state_fd;
         int ledger_fd; /* O_APPEND writer; -1 in read-only mode */
         bool read_only;
+        bool copied; /* verify --copied: a file copy of the vault, whose inode flags were lost */
         bool ledger_append_only; /* FS_APPEND_FL is set on the ledger (as found, not vault.json) */
         uid_t owner_uid;         /* the owner of the state directory: everything is the agent's */
         gid_t owner_gid;
@@ -322,6 +323,10 @@ struct verify_result {
  * accepted state (the host, or an operator's --public-key/--trusted-sth). */
 int verify_vault(struct vault *v, unsigned threads, const uint8_t *trusted_pk,
                  const struct sth *trusted_sth, struct verify_result *ret);
+/* The same; trusted_checked: trusted_sth's size and root come from a note whose signature the
+ * caller checked (a C2SP checkpoint), so only its size and root are compared. */
+int verify_vault_at(struct vault *v, unsigned threads, const uint8_t *trusted_pk,
+                    const struct sth *trusted_sth, bool trusted_checked, struct verify_result *ret);
 void verify_result_done(struct verify_result *r);
 /* Hashes a file with BLAKE2b-256; exposed for the seal path and tests. */
 int verify_hash_fd(int fd, uint8_t ret[AGENT_HASH_LEN], uint64_t *ret_size);

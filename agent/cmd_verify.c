@@ -16,14 +16,22 @@
 
 #include "agent/agent.h"
 #include "common/clock.h"
+#include "common/small_file.h"
+#include "common/tlog_checkpoint.h"
+
+#define VERIFY_WITNESSES_MAX 8
 
 struct verify_opts {
         bool json;
+        bool copied;
         unsigned threads;
         bool have_pk;
         uint8_t pk[STH_PUBLIC_KEY_LEN];
         bool have_sth;
         struct sth sth;
+        const char *checkpoint; /* --checkpoint FILE: a C2SP checkpoint of the vault key */
+        const char *witness[VERIFY_WITNESSES_MAX]; /* --witness-key VKEY: must have cosigned it */
+        unsigned n_witness;
         const char *dir;
 };
 
@@ -66,10 +74,18 @@ static int verify_parse_sth(const char *path, struct sth *s)
 
 static void verify_usage(FILE *out)
 {
-        fprintf(out, "usage: totebox-agent verify [--json] [--threads N] [--public-key BASE64]\n"
-                     "                            [--trusted-sth DIR/sth.json] VAULT_DIR\n"
-                     "Checks a vault offline; exit 0 when everything checks, 1 on mismatches,\n"
-                     "2 when the vault cannot be read.\n");
+        fprintf(
+            out,
+            "usage: totebox-agent verify [--json] [--threads N] [--public-key BASE64]\n"
+            "                            [--trusted-sth DIR/sth.json]\n"
+            "                            [--checkpoint FILE [--witness-key VKEY]...] [--copied]\n"
+            "                            VAULT_DIR\n"
+            "Checks a vault offline; exit 0 when everything checks, 1 on mismatches,\n"
+            "2 when the vault cannot be read. --checkpoint: a C2SP checkpoint signed by\n"
+            "the vault key (an export's 'checkpoint' member), which the ledger must\n"
+            "extend; each --witness-key (a cosigner's vkey) must have cosigned it.\n"
+            "--copied: VAULT_DIR is a file copy (debugfs rdump of an export's disk):\n"
+            "inode flags, which no copy keeps, are not checked.\n");
 }
 
 static int verify_parse_args(int argc, char **argv, struct verify_opts *o)
@@ -78,12 +94,15 @@ static int verify_parse_args(int argc, char **argv, struct verify_opts *o)
                                              {"threads", required_argument, NULL, 't'},
                                              {"public-key", required_argument, NULL, 'k'},
                                              {"trusted-sth", required_argument, NULL, 's'},
+                                             {"checkpoint", required_argument, NULL, 'c'},
+                                             {"copied", no_argument, NULL, 'C'},
+                                             {"witness-key", required_argument, NULL, 'w'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
         int c;
 
         optind = 1;
-        while ((c = getopt_long(argc, argv, "jt:k:s:h", opts, NULL)) != -1) {
+        while ((c = getopt_long(argc, argv, "jt:k:s:c:Cw:h", opts, NULL)) != -1) {
                 if (c == 'j')
                         o->json = true;
                 else if (c == 't')
@@ -92,6 +111,12 @@ static int verify_parse_args(int argc, char **argv, struct verify_opts *o)
                         o->have_pk = true;
                 else if (c == 's' && verify_parse_sth(optarg, &o->sth) == 0)
                         o->have_sth = true;
+                else if (c == 'C')
+                        o->copied = true;
+                else if (c == 'c' && !o->have_sth)
+                        o->checkpoint = optarg;
+                else if (c == 'w' && o->n_witness < VERIFY_WITNESSES_MAX)
+                        o->witness[o->n_witness++] = optarg;
                 else {
                         if (c != 'h')
                                 fprintf(stderr, "totebox-agent verify: bad option or value\n");
@@ -99,7 +124,8 @@ static int verify_parse_args(int argc, char **argv, struct verify_opts *o)
                         return c == 'h' ? 1 : -EINVAL;
                 }
         }
-        if (optind + 1 != argc) {
+        if (optind + 1 != argc || (o->n_witness && !o->checkpoint) ||
+            (o->checkpoint && o->have_sth)) {
                 verify_usage(stderr);
                 return -EINVAL;
         }
@@ -156,6 +182,58 @@ static void verify_print_json(const struct vault *v, const struct verify_result 
         json_decref(o);
 }
 
+/* --checkpoint: opens the note with the vault key (the trusted one, else the vault's own) and
+ * each witness's cosignature; the checkpoint's size and root become the trusted tree head.
+ * -1 with a message when the note cannot stand for the vault (exit 1: a mismatch, not a read
+ * failure: the vault was read, the evidence does not match it). */
+static int verify_load_checkpoint(const struct vault *v, struct verify_opts *o)
+{
+        const uint8_t *pk = o->have_pk ? o->pk : v->pk;
+        struct tlog_checkpoint cp;
+        struct tlog_key wk;
+        char *note = NULL;
+        size_t len = 0;
+        uint64_t t;
+        int r;
+
+        r = small_file_read(o->checkpoint, TLOG_NOTE_MAX, false, &note, &len);
+        if (r < 0) {
+                fprintf(stderr, "totebox-agent verify: --checkpoint '%s': %s\n", o->checkpoint,
+                        strerror(-r));
+                return -2;
+        }
+        r = o->have_pk || v->have_key ? sth_checkpoint_open(note, len, pk, &cp) : -ENOKEY;
+        if (r < 0)
+                fprintf(stderr,
+                        "totebox-agent verify: --checkpoint '%s': not a checkpoint signed by the "
+                        "vault key (%s)\n",
+                        o->checkpoint,
+                        r == -EKEYREJECTED ? "bad signature"
+                        : r == -ENOKEY     ? "no signature by that key"
+                                           : "malformed");
+        for (unsigned i = 0; r == 0 && i < o->n_witness; i++) {
+                r = tlog_cosig_vkey_parse(o->witness[i], &wk);
+                if (r < 0)
+                        fprintf(stderr,
+                                "totebox-agent verify: --witness-key '%s': not a "
+                                "cosignature verifier key\n",
+                                o->witness[i]);
+                else if ((r = tlog_note_cosig_verify(note, len, &wk, &t)) < 0)
+                        fprintf(stderr,
+                                "totebox-agent verify: --checkpoint '%s': witness '%s' %s\n",
+                                o->checkpoint, wk.name,
+                                r == -ENOKEY ? "did not cosign it" : "has a bad cosignature");
+        }
+        free(note);
+        if (r < 0)
+                return -1;
+        memset(&o->sth, 0, sizeof(o->sth));
+        o->sth.size = cp.size;
+        memcpy(o->sth.root, cp.root, MERKLE_HASH_LEN);
+        o->have_sth = true;
+        return 0;
+}
+
 int agent_cmd_verify(int argc, char **argv)
 {
         struct verify_opts o = {0};
@@ -169,6 +247,7 @@ int agent_cmd_verify(int argc, char **argv)
                 return r < 0 ? 2 : 0;
         mismatch_list_init(&scratch);
         r = vault_open(&v, o.dir, "", true, &scratch, err, sizeof(err));
+        v.copied = o.copied;
         if (r == 0)
                 r = agent_drop_privileges(agent_caps_verify, NULL, err, sizeof(err));
         mismatch_list_done(&scratch);
@@ -177,7 +256,12 @@ int agent_cmd_verify(int argc, char **argv)
                 vault_close(&v);
                 return 2;
         }
-        verify_vault(&v, o.threads, o.have_pk ? o.pk : NULL, o.have_sth ? &o.sth : NULL, &vr);
+        if (o.checkpoint && (r = verify_load_checkpoint(&v, &o)) < 0) {
+                vault_close(&v);
+                return r == -2 ? 2 : 1;
+        }
+        verify_vault_at(&v, o.threads, o.have_pk ? o.pk : NULL, o.have_sth ? &o.sth : NULL,
+                        o.checkpoint != NULL, &vr);
         if (o.json)
                 verify_print_json(&v, &vr);
         else

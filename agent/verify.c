@@ -289,6 +289,7 @@ static int verify_run_pool(struct verify_pool *p, unsigned threads)
 struct verify_owner {
         uid_t uid;
         gid_t gid;
+        bool copied; /* no inode flag survives a file copy: they are not checked */
 };
 
 static void verify_meta(const char *path, mode_t mode, mode_t want, uid_t uid, gid_t gid,
@@ -337,7 +338,7 @@ static void verify_judge(const struct verify_job *j, const struct verify_owner *
                              " recorded %" PRIu64 " bytes '%.16s...'",
                              j->size, got, e->seq, e->size, want);
         }
-        if (e->protect == LEDGER_PROTECT_IMMUTABLE &&
+        if (e->protect == LEDGER_PROTECT_IMMUTABLE && !o->copied &&
             !(j->have_flags && (j->flags & FS_IMMUTABLE_FL)))
                 mismatch_add(mm, "flag-cleared", j->path, "the immutable flag is not set");
         if (j->mode & 0222)
@@ -482,8 +483,8 @@ static void verify_tree_head(const struct ledger *l, const struct sth *s, bool t
 }
 
 static void verify_heads(const struct vault *v, const struct ledger *l, const uint8_t *trusted_pk,
-                         const struct sth *trusted_sth, const struct sth *stored_in, int r,
-                         struct mismatch_list *mm)
+                         const struct sth *trusted_sth, bool trusted_checked,
+                         const struct sth *stored_in, int r, struct mismatch_list *mm)
 {
         const uint8_t *pk = trusted_pk ? trusted_pk : v->pk;
         struct sth stored = *stored_in;
@@ -504,7 +505,7 @@ static void verify_heads(const struct vault *v, const struct ledger *l, const ui
                 verify_tree_head(l, &stored, false, mm);
         if (!trusted_sth)
                 return;
-        if (sth_verify(trusted_sth, pk) < 0)
+        if (!trusted_checked && sth_verify(trusted_sth, pk) < 0)
                 mismatch_add(mm, "forged-tree-head", "",
                              "the trusted tree head's signature does not verify");
         else
@@ -527,7 +528,7 @@ static void verify_ledger_file(const struct vault *v, const struct ledger *l,
         if (fstat(fd, &st) == 0)
                 verify_meta("ledger/" LEDGER_FILE, st.st_mode, 0644, st.st_uid, st.st_gid,
                             st.st_nlink, false, o, mm);
-        if (need && (vault_get_flags(fd, &flags) < 0 || !(flags & FS_APPEND_FL)))
+        if (need && !o->copied && (vault_get_flags(fd, &flags) < 0 || !(flags & FS_APPEND_FL)))
                 mismatch_add(mm, "flag-cleared", "ledger/" LEDGER_FILE,
                              "the append-only flag is not set (the agent sealed immutable records, "
                              "so it had set it)");
@@ -619,9 +620,15 @@ static void verify_prepare(const struct vault *v, struct ledger *disk, const str
 int verify_vault(struct vault *v, unsigned threads, const uint8_t *trusted_pk,
                  const struct sth *trusted_sth, struct verify_result *ret)
 {
+        return verify_vault_at(v, threads, trusted_pk, trusted_sth, false, ret);
+}
+
+int verify_vault_at(struct vault *v, unsigned threads, const uint8_t *trusted_pk,
+                    const struct sth *trusted_sth, bool trusted_checked, struct verify_result *ret)
+{
         uint64_t start = clock_monotonic_ms();
         struct ledger own, *disk = v->read_only ? &v->ledger : &own;
-        struct verify_owner o = {v->owner_uid, v->owner_gid};
+        struct verify_owner o = {v->owner_uid, v->owner_gid, v->copied};
         struct sth stored;
         char path[4200];
         int r, sr;
@@ -648,7 +655,7 @@ int verify_vault(struct vault *v, unsigned threads, const uint8_t *trusted_pk,
                              "the ledger cannot be read: %s", agent_strerror(r));
         if (!v->read_only)
                 verify_against_sealed(disk, &v->ledger, &ret->mm);
-        verify_heads(v, disk, trusted_pk, trusted_sth, &stored, sr, &ret->mm);
+        verify_heads(v, disk, trusted_pk, trusted_sth, trusted_checked, &stored, sr, &ret->mm);
         verify_ledger_file(v, disk, &o, &ret->mm);
         verify_dir(v->assets_fd, "assets/", &o, &ret->mm);
         verify_dir(v->ledger_dir_fd, "ledger/", &o, &ret->mm);

@@ -66,7 +66,7 @@ static void ctl_show_plan(struct ctl *c, json_t *p)
                 ctl_show_target(p);
 }
 
-static bool ctl_ask(const char *question)
+bool ctl_ask(const char *question)
 {
         char line[16];
 

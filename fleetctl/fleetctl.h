@@ -121,5 +121,9 @@ int ctl_cmd_restore(struct ctl *c);
 int ctl_cmd_rebuild(struct ctl *c); /* cmd_rebuild.c */
 /* True when dir is absent or an empty directory; remove then removes the empty one. */
 bool ctl_dir_empty_or_absent(const char *dir, bool remove);
+int ctl_cmd_export(struct ctl *c);
+int ctl_cmd_import(struct ctl *c);
+/* cmd_plan.c: asks question on stdout and reads y/N from stdin. */
+bool ctl_ask(const char *question);
 /* local.c: opens fleetd's store in c->state_dir (message printed on failure). */
 int ctl_open_store(struct ctl *c, bool create, struct store **ret);

@@ -291,8 +291,10 @@ static void records_outcome(struct api_response *resp, struct plan_outcome *o)
         resp->body = NULL;
 }
 
-static void records_deposit_run(struct fleetd *f, void *arg, struct plan_outcome *o)
+static void records_deposit_run(struct fleetd *f, void *arg, const char *actor,
+                                struct plan_outcome *o)
 {
+        (void)actor; /* the deposit carries its own (d->actor) */
         struct records_deposit *d = arg;
         struct records_call c = {.out_fd = -1};
         struct api_response resp = {0};

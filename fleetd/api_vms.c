@@ -93,6 +93,16 @@ void api_vms_list(struct api_request *req, struct api_response *resp)
         api_ok(resp, json_pack("{s:o, s:o}", "vms", vms, "next_after", next));
 }
 
+/* 400 unless the path's VM id is an id. */
+static bool api_vm_id_ok(struct api_request *req, struct api_response *resp)
+{
+        if (ident_valid(IDENT_VM, req->params[0]))
+                return true;
+        api_problem(resp, 400, "invalid-vm-id", "'%.64s' is not a VM id (1..%d of [a-z0-9-])",
+                    req->params[0], VM_ID_MAX);
+        return false;
+}
+
 void api_vms_get(struct api_request *req, struct api_response *resp)
 {
         struct fleetd *f = req->f;
@@ -100,12 +110,8 @@ void api_vms_get(struct api_request *req, struct api_response *resp)
         char tag[FLEET_ETAG_SIZE] = "";
         json_t *o = NULL;
 
-        if (!ident_valid(IDENT_VM, req->params[0])) {
-                api_problem(resp, 400, "invalid-vm-id",
-                            "'%.64s' is not a VM id (1..%d of [a-z0-9-])", req->params[0],
-                            VM_ID_MAX);
+        if (!api_vm_id_ok(req, resp))
                 return;
-        }
         pthread_mutex_lock(&f->lock);
         vm = vm_table_find(f, req->params[0]);
         if (vm) {
@@ -132,12 +138,8 @@ void api_vms_verb(struct api_request *req, struct api_response *resp)
                             verb);
                 return;
         }
-        if (!ident_valid(IDENT_VM, req->params[0])) {
-                api_problem(resp, 400, "invalid-vm-id",
-                            "'%.64s' is not a VM id (1..%d of [a-z0-9-])", req->params[0],
-                            VM_ID_MAX);
+        if (!api_vm_id_ok(req, resp))
                 return;
-        }
         if (!api_body_empty(req, resp))
                 return;
         if (strcmp(verb, "retire") == 0) { /* fleetd's own record: done at once, an operation */
@@ -149,5 +151,40 @@ void api_vms_verb(struct api_request *req, struct api_response *resp)
                 return;
         }
         ops_verb_start(req->f, req->params[0], verb, req->actor, api_if_match(req), &o);
+        api_operation_accepted(resp, &o);
+}
+
+void api_vms_export(struct api_request *req, struct api_response *resp)
+{
+        struct plan_outcome o;
+
+        if (!api_vm_id_ok(req, resp))
+                return;
+        if (!api_body_empty(req, resp))
+                return;
+        export_start(req->f, req->params[0], req->actor, &o);
+        api_operation_accepted(resp, &o);
+}
+
+void api_imports_plan(struct api_request *req, struct api_response *resp)
+{
+        struct plan_outcome o;
+
+        import_plan(req->f, req->body, req->body_len, req->actor, &o);
+        api_from_outcome(resp, &o);
+}
+
+void api_imports_confirm(struct api_request *req, struct api_response *resp)
+{
+        struct plan_outcome o;
+
+        if (!ident_valid(IDENT_PLAN, req->params[0])) {
+                api_problem(resp, 400, "invalid-plan-id", "'%.64s' is not a plan id",
+                            req->params[0]);
+                return;
+        }
+        if (!api_body_empty(req, resp))
+                return;
+        import_confirm(req->f, req->params[0], req->actor, &o);
         api_operation_accepted(resp, &o);
 }

@@ -491,6 +491,9 @@ struct plan_outcome {
 };
 void plans_create(struct fleetd *f, const struct plan_request *req, const char *actor,
                   struct plan_outcome *ret);
+/* Fills o with a problem: status, type and the formatted detail. */
+void plan_fail(struct plan_outcome *o, unsigned status, const char *problem, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 void plans_confirm(struct fleetd *f, const char *plan_id, const char *actor,
                    struct plan_outcome *ret);
 void plans_drop(struct fleetd *f, const char *plan_id, const char *actor, struct plan_outcome *ret);
@@ -622,6 +625,15 @@ bool vault_vm_stalled(const struct fleetd *f, const struct fleet_vm *vm, uint64_
 /* A clean scheduled verification: counted, audited once per VM per UTC day. */
 void vault_note_clean(struct fleetd *f, struct fleet_vm *vm, uint64_t at_ms, json_t *result);
 json_t *vault_witness_vm_json(const struct fleetd *f, const struct fleet_vm *vm, uint64_t now_ms);
+/* The checkpoint fleetd holds for vm_id (its cosigned note, NUL-terminated in note) and its
+ * size: 0, -ENOENT (none), -ENOSPC, -EIO. */
+int vault_witness_held(struct fleetd *f, const char *vm_id, char *note, size_t size,
+                       uint64_t *ret_size);
+/* The vault key fleetd pinned for vm_id (base64, into ret_vault_key when not NULL) and, when
+ * node_id is not NULL, the VM re-homed there: the held checkpoint is kept, the node's cosigner key
+ * is pinned again at its first checkpoint. 0, -ENOENT, -EIO. */
+int vault_witness_rehome(struct fleetd *f, const char *vm_id, const char *node_id,
+                         char ret_vault_key[64]);
 /* "fork", "rollback", "lying-host", or NULL. */
 const char *vault_witness_alarm(const struct fleet_vm *vm);
 /* The worst alarm ("ok" when none), the VMs with one, and the stalled ones (under f->lock). */
@@ -639,9 +651,10 @@ void ops_confirmed(struct fleetd *f, const char *plan_id, const char *vm_id, con
  * background: o gets 202 and the operation. */
 void ops_verb_start(struct fleetd *f, const char *vm_id, const char *verb, const char *actor,
                     const char *if_match, struct plan_outcome *o);
-/* A task (a deposit) run on its own thread; it fills its outcome as a verb call does and owns
- * arg. */
-typedef void (*ops_task_fn)(struct fleetd *f, void *arg, struct plan_outcome *ret);
+/* A task (a deposit, an export, an import) run on its own thread, for actor; it fills its outcome
+ * as a verb call does and owns arg. */
+typedef void (*ops_task_fn)(struct fleetd *f, void *arg, const char *actor,
+                            struct plan_outcome *ret);
 /* Runs run(f, arg) in the background as operation kind of vm_id: o gets 202 and the operation
  * (or, when it cannot be recorded, run's own outcome, run here). */
 void ops_task_start(struct fleetd *f, const char *kind, const char *vm_id, const char *actor,
@@ -662,6 +675,17 @@ void ops_recover(struct fleetd *f);
 /* Waits for the background calls (at shutdown, the REST API stopped). */
 void ops_wait_idle(struct fleetd *f);
 bool op_id_valid(const char *s);
+
+/* export.c: a Totebox as one file (POST /v1/vms/{id}/export) */
+void export_start(struct fleetd *f, const char *vm_id, const char *actor, struct plan_outcome *o);
+/* POST /v1/imports {file, node}: a plan (kind import, 201) after the node checked the file and
+ * fleetd its checkpoint against the one it witnessed; POST /v1/imports/{id}/confirm runs it. */
+void import_plan(struct fleetd *f, const char *body, size_t len, const char *actor,
+                 struct plan_outcome *o);
+void import_confirm(struct fleetd *f, const char *plan_id, const char *actor,
+                    struct plan_outcome *o);
+/* The fleet's Ed25519 public key (the pin key) as a PEM SubjectPublicKeyInfo, for openssl. */
+int export_public_pem(const struct fleetd *f, char *buf, size_t size);
 
 /* api.c */
 int api_start(struct fleetd *f);

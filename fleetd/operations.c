@@ -276,7 +276,7 @@ static void op_call_run(struct op_call *c)
         struct plan_outcome vo;
 
         if (c->run)
-                c->run(c->f, c->arg, &vo);
+                c->run(c->f, c->arg, c->actor, &vo);
         else
                 dispatch_verb_finish(c->f, c->call, c->actor, &vo);
         if (vo.problem)
@@ -380,7 +380,7 @@ void ops_task_start(struct fleetd *f, const char *kind, const char *vm_id, const
         memset(o, 0, sizeof(*o));
         if (!doc) {
                 free(c);
-                run(f, arg, o); /* not recorded: run here, and answer as before operations */
+                run(f, arg, actor, o); /* not recorded: run here, and answer as before operations */
                 return;
         }
         c->f = f;

@@ -16,11 +16,7 @@
 #include "common/log.h"
 #include "fleetd/store.h"
 
-static void plan_fail(struct plan_outcome *o, unsigned status, const char *problem, const char *fmt,
-                      ...) __attribute__((format(printf, 4, 5)));
-
-static void plan_fail(struct plan_outcome *o, unsigned status, const char *problem, const char *fmt,
-                      ...)
+void plan_fail(struct plan_outcome *o, unsigned status, const char *problem, const char *fmt, ...)
 {
         va_list ap;
 

@@ -463,6 +463,29 @@ int store_vm_update_audited(struct store *s, const struct fleet_vm *vm, const ch
         return store_commit(s);
 }
 
+int store_vm_rehome_audited(struct store *s, const struct fleet_vm *vm, const char *actor,
+                            json_t *detail)
+{
+        int r;
+
+        if (!s || store_begin(s) < 0) {
+                json_decref(detail);
+                return s ? -EIO : -ENODEV;
+        }
+        r = store_step_done(
+            store_prepare(s, "UPDATE vms SET node_id = ? WHERE id = ?", "tt", vm->node_id, vm->id));
+        r = r ?: store_vm_update(s, vm);
+        if (r == 0)
+                r = audit_append(s, true, "vm.rehomed", vm->id, actor, detail);
+        else
+                json_decref(detail);
+        if (r < 0) {
+                store_rollback(s);
+                return r;
+        }
+        return store_commit(s);
+}
+
 static void store_vm_from_row(sqlite3_stmt *st, struct fleet_vm *v)
 {
         char status[16], lc[16];

@@ -76,6 +76,9 @@ int store_vm_update(struct store *s, const struct fleet_vm *vm);
  * stolen) in one transaction: a crash keeps both or neither. */
 int store_vm_update_audited(struct store *s, const struct fleet_vm *vm, const char *kind,
                             const char *actor, json_t *detail);
+/* The same for a re-homing (import): vm->node_id too, audited vm.rehomed (detail stolen). */
+int store_vm_rehome_audited(struct store *s, const struct fleet_vm *vm, const char *actor,
+                            json_t *detail);
 /* Calls fn for every stored VM, in creation order. */
 int store_vm_load(struct store *s, int (*fn)(void *ctx, const struct fleet_vm *vm), void *ctx);
 

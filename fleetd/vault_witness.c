@@ -151,6 +151,42 @@ cleanup:
         return r;
 }
 
+int vault_witness_held(struct fleetd *f, const char *vm_id, char *note, size_t size,
+                       uint64_t *ret_size)
+{
+        struct vw_row *row = malloc(sizeof(*row));
+        int r = row ? vw_row_load(f->store, vm_id, row) : -ENOMEM;
+
+        if (r == 0 && (!row->have || !row->note[0]))
+                r = -ENOENT;
+        if (r == 0 && strlen(row->note) >= size)
+                r = -ENOSPC;
+        if (r == 0) {
+                memcpy(note, row->note, strlen(row->note) + 1);
+                *ret_size = row->size;
+        }
+        free(row);
+        return r;
+}
+
+int vault_witness_rehome(struct fleetd *f, const char *vm_id, const char *node_id,
+                         char ret_vault_key[64])
+{
+        struct vw_row *row = malloc(sizeof(*row));
+        int r = row ? vw_row_load(f->store, vm_id, row) : -ENOMEM;
+
+        if (r == 0 && !row->have)
+                r = -ENOENT;
+        if (r == 0 && ret_vault_key)
+                memcpy(ret_vault_key, row->vault_key, sizeof(row->vault_key));
+        if (r == 0 && node_id) {
+                row->host_key[0] = '\0'; /* the next node's cosigner key is pinned at first use */
+                r = vw_row_store(f->store, vm_id, node_id, row);
+        }
+        free(row);
+        return r;
+}
+
 /* The alarms named in the stored evidence (after a restart the VM's soft state has none). */
 static unsigned vw_named_load(struct store *s, const char *vm_id)
 {
@@ -368,6 +404,8 @@ static bool vw_take_checkpoint(struct fleetd *f, struct fleet_vm *vm, struct vw_
         if (!note || sth_checkpoint_open(note, strlen(note), c->pk, &cp) < 0 ||
             tlog_note_cosig_verify(note, strlen(note), &c->host, &t) < 0)
                 return false; /* not the vault's, or not cosigned by the node: nothing to witness */
+        if (row->have && !row->host_key[0]) /* re-homed: the new node's key is pinned now */
+                snprintf(row->host_key, sizeof(row->host_key), "%s", c->host_vkey);
         if (row->have && strcmp(row->host_key, c->host_vkey) != 0) {
                 vw_alarm(f, vm, row, "lying-host", cp.size, note,
                          "the node cosigns with another key than the one fleetd pinned");
@@ -390,7 +428,8 @@ static bool vw_take_checkpoint(struct fleetd *f, struct fleet_vm *vm, struct vw_
         }
         if (cp.size == row->size)
                 return false; /* the same head, cosigned again */
-        if (from < 0 || (uint64_t)from != row->size) {
+        /* from the empty tree no proof is needed (and the node asks for none: fleet_size 0) */
+        if (row->size != 0 && (from < 0 || (uint64_t)from != row->size)) {
                 vm->witness_post = true; /* tell the node which size we hold: it gets that proof */
                 return true;
         }

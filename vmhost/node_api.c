@@ -265,6 +265,51 @@ static void node_audit_post(struct node_req *q, struct node_resp *resp)
                 node_json(resp, 200, o);
 }
 
+static void node_vm_export(struct node_req *q, struct node_resp *resp)
+{
+        struct vm_problem p;
+        json_t *o = NULL;
+
+        if (export_write(q->vh, q->param, q->body, q->body_len, &o, &p) < 0)
+                node_problem(resp, &p);
+        else
+                node_json(resp, 200, o);
+}
+
+static void node_vm_export_sign(struct node_req *q, struct node_resp *resp)
+{
+        struct vm_problem p;
+        json_t *o = NULL;
+
+        if (export_sign(q->vh, q->param, q->body, q->body_len, &o, &p) < 0)
+                node_problem(resp, &p);
+        else
+                node_json(resp, 200, o);
+}
+
+static void node_import_inspect(struct node_req *q, struct node_resp *resp)
+{
+        struct vm_problem p;
+        json_t *o = NULL;
+
+        if (export_inspect(q->vh, q->body, q->body_len, &o, &p) < 0)
+                node_problem(resp, &p);
+        else
+                node_json(resp, 200, o);
+}
+
+static void node_import(struct node_req *q, struct node_resp *resp)
+{
+        struct vm_problem p;
+        json_t *o = NULL;
+        int r = export_import(q->vh, q->body, q->body_len, &o, &p);
+
+        if (r < 0)
+                node_problem(resp, &p);
+        else
+                node_json(resp, (unsigned)r, o);
+}
+
 static const struct node_route node_routes[] = {
     {"GET", "/v1/inventory", NULL, node_inventory, "every Totebox VM of this node"},
     {"POST", "/v1/vms", NULL, node_vm_create, "create a VM (idempotent by request_id)"},
@@ -275,6 +320,14 @@ static const struct node_route node_routes[] = {
     {"POST", "/v1/vms/", "/archive", node_vm_archive, "shut down and keep; never starts again"},
     {"POST", "/v1/vms/", "/verify", node_vm_verify, "ask the agent for a full verification"},
     {"POST", "/v1/vms/", "/witness", node_vm_witness, "fleetd's cosigned vault checkpoint"},
+    {"POST", "/v1/vms/", "/export", node_vm_export,
+     "write the stopped Totebox as one file under exports/ (resumable)"},
+    {"POST", "/v1/vms/", "/export-signature", node_vm_export_sign,
+     "the fleet's signature of an export (checked under the controller key)"},
+    {"POST", "/v1/imports/inspect", NULL, node_import_inspect,
+     "check an export put on this node by hand (signature, checksum, layout)"},
+    {"POST", "/v1/imports", NULL, node_import,
+     "create a VM from an export on this node (checked again; never over a disk)"},
     {"GET", "/v1/images", NULL, node_images_list, "base images and their manifests"},
     {"POST", "/v1/images", NULL, node_images_import, "import a base image (checksum verified)"},
     {"DELETE", "/v1/images/", "", node_images_remove, "remove an image no VM uses"},

@@ -473,6 +473,24 @@ int images_upload_complete(struct vmhost *vh, const char *name, struct image_par
 int images_copy_hash(const char *src, const char *dst, uint64_t max_bytes,
                      char hex[DIGEST_HEX_LEN + 1]);
 
+/* export.c: a Totebox as one file, state_dir/exports/{id}.tar (see export.c) */
+/* POST /v1/vms/{id}/export: {manifest (fleetd's record), checkpoint}: 200 with {file, size,
+ * sha256, blake2b_256, resumed_bytes}, or a problem (409 vm-not-stopped). */
+int export_write(struct vmhost *vh, const char *id, const char *body, size_t len, json_t **ret,
+                 struct vm_problem *p);
+/* POST /v1/vms/{id}/export-signature: {signature} over {id}.tar.sha256, checked under the
+ * roster's controller key, written to {id}.tar.sig. */
+int export_sign(struct vmhost *vh, const char *id, const char *body, size_t len, json_t **ret,
+                struct vm_problem *p);
+/* POST /v1/imports/inspect {file}: checks exports/FILE (signature, checksum, layout) and
+ * answers {file, size, sha256, manifest, checkpoint}. */
+int export_inspect(struct vmhost *vh, const char *body, size_t len, json_t **ret,
+                   struct vm_problem *p);
+/* POST /v1/imports {file, create}: the same checks, the vault disk copied into vms/ (never over
+ * one), then the VM created as POST /v1/vms does (the pin must name this node). */
+int export_import(struct vmhost *vh, const char *body, size_t len, json_t **ret,
+                  struct vm_problem *p);
+
 /* roster_update.c */
 int roster_update_start(struct vmhost *vh);
 /* The controller's pin key and the fleet id from the current roster, only when the roster

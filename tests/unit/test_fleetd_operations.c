@@ -146,17 +146,19 @@ static void test_recover(void **state)
 }
 
 /* A deposit's task: its outcome is what records_deposit_run makes of the node's answer. */
-static void task_sealed(struct fleetd *f, void *arg, struct plan_outcome *o)
+static void task_sealed(struct fleetd *f, void *arg, const char *actor, struct plan_outcome *o)
 {
         (void)f;
+        (void)actor;
         memset(o, 0, sizeof(*o));
         o->status = 201;
         o->body = json_pack("{s:s, s:i}", "vm", (const char *)arg, "seq", 7);
 }
 
-static void task_refused(struct fleetd *f, void *arg, struct plan_outcome *o)
+static void task_refused(struct fleetd *f, void *arg, const char *actor, struct plan_outcome *o)
 {
         (void)f;
+        (void)actor;
         (void)arg;
         memset(o, 0, sizeof(*o));
         o->status = 400;
