@@ -42,13 +42,27 @@ void integrity_clear(struct integrity *in)
         in->note = in->pending_note = in->fleet_note = NULL;
 }
 
+static bool integrity_field_is(const json_t *o, const char *key, const char *want)
+{
+        const char *v = json_string_value(json_object_get(o, key));
+
+        return strcmp(v ? v : "", want ? want : "") == 0;
+}
+
+/* A mismatch is kept once: the agent repeats what it still finds in every report (a file that
+ * is still unrecorded, a key that is still another), and a repeat is no new fact. */
 void integrity_add_mismatch(struct integrity *in, const char *kind, const char *path,
                             const char *detail)
 {
         json_t *o;
+        size_t i;
 
         if (!in->mismatches || json_array_size(in->mismatches) >= INTEGRITY_MAX_KEPT)
                 return; /* the first ones are kept; the status already says mismatch */
+        json_array_foreach(in->mismatches, i,
+                           o) if (integrity_field_is(o, "kind", kind) &&
+                                  integrity_field_is(o, "path", path) &&
+                                  integrity_field_is(o, "detail", detail)) return;
         o = json_pack("{s:s, s:s, s:s}", "kind", kind, "path", path ? path : "", "detail",
                       detail ? detail : "");
         if (o)

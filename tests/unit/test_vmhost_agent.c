@@ -158,6 +158,12 @@ static void test_agent_mismatches_are_kept(void **state)
         integrity_init(&in);
         feed(&in, r);
         assert_string_equal(last_kind(&in), "modified-asset");
+        feed(&in, r); /* the agent repeats what it still finds: kept once */
+        feed(&in, r);
+        assert_int_equal(json_array_size(in.mismatches), 1);
+        integrity_add_mismatch(&in, "modified-asset", "/vault/a", "y"); /* another detail */
+        integrity_add_mismatch(&in, "modified-asset", "/vault/b", "x"); /* another path */
+        assert_int_equal(json_array_size(in.mismatches), 3);
         integrity_clear(&in);
         free(r);
         /* the kinds issue 14 added pass through too */
