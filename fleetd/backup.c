@@ -174,7 +174,7 @@ static int backup_collect(const char *dir, struct backup_set *b, char *err, size
                         continue;
                 }
                 bf = &b->files[b->n];
-                snprintf(bf->name, sizeof(bf->name), "%s", e->d_name);
+                memcpy(bf->name, e->d_name, strlen(e->d_name) + 1); /* ≤ BACKUP_NAME_MAX */
                 r = backup_read_file(path, BACKUP_SMALL_MAX, &bf->data, &bf->size);
                 if (r < 0)
                         snprintf(err, errsize, "cannot read '%s': %s", path, strerror(-r));
