@@ -5,6 +5,7 @@
  * a wedged connection shows. */
 #include <errno.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/clock.h"
@@ -14,6 +15,27 @@
 
 #define VIRT_REFRESH_MS   5000
 #define VIRT_RECONNECT_MS 2000
+
+/* fleetd calls a node unhealthy when the libvirt age in its heartbeat passes three heartbeat
+ * intervals (docs/fleetd.md). The listing is refreshed at least once per interval, so the age a
+ * heartbeat carries stays below one interval plus the time of one listing, however short the
+ * interval is set. */
+static uint64_t virt_refresh_ms(const struct vmhost *vh)
+{
+        uint64_t every = vh->cfg.heartbeat_interval_ms;
+
+        return every && every < VIRT_REFRESH_MS ? every : VIRT_REFRESH_MS;
+}
+
+static void timespec_add_ms(struct timespec *ts, uint64_t ms)
+{
+        ts->tv_sec += (time_t)(ms / 1000);
+        ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+        if (ts->tv_nsec >= 1000000000L) {
+                ts->tv_sec++;
+                ts->tv_nsec -= 1000000000L;
+        }
+}
 
 void virt_touch(struct vmhost *vh)
 {
@@ -82,7 +104,7 @@ static void *virt_refresh_main(void *arg)
                 if (r == 0)
                         vms_archive_timers(vh);
                 clock_gettime(CLOCK_REALTIME, &ts);
-                ts.tv_sec += (r == 0 ? VIRT_REFRESH_MS : VIRT_RECONNECT_MS) / 1000;
+                timespec_add_ms(&ts, r == 0 ? virt_refresh_ms(vh) : VIRT_RECONNECT_MS);
                 pthread_mutex_lock(&vh->state_lock);
                 while (!vh->refresh_wanted && !atomic_load(&vh->stopping))
                         if (pthread_cond_timedwait(&vh->refresh_cond, &vh->state_lock, &ts) != 0)

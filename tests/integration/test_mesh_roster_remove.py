@@ -88,9 +88,9 @@ def test_a_totebox_runs_on_the_node_to_be_removed(fleet):
     done = wait(lambda: (lambda d: d if d["state"] != "running" else None)(
         fleet.api("GET", "/v1/operations/" + op["id"])), 300, "the creation on laptop-b")
     assert done["state"] == "succeeded", done
-    vm = wait(lambda: (v := fleet.vm(op["vm_id"])) and v["state"] == "running" and v, 120,
-              "the VM running on laptop-b")
-    assert vm["node_id"] == GONE and vm["node_state"] == "alive"
+    vm = wait(lambda: (v := fleet.vm(op["vm_id"])) and v["state"] == "running"
+              and v["node_state"] == "alive" and v, 120, "the VM running on laptop-b, alive")
+    assert vm["node_id"] == GONE
     STATE["vm"] = vm["id"]
     for node in (GENESIS, CTL):
         assert STATE["key"] in wg_peers(fleet, node)
