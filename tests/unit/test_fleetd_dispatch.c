@@ -52,32 +52,12 @@ static int fake_call(void *ctx, const char *address, uint16_t port, const char *
         return 0;
 }
 
-struct fixture {
-        char *dir;
-        struct fleetd f;
-};
-
 static int setup(void **state)
 {
-        struct fixture *fx = calloc(1, sizeof(*fx));
         struct fleet_transport tr = {fake_call, NULL};
 
         memset(&fake, 0, sizeof(fake));
-        fx->dir = tfu_tmpdir();
-        if (tfu_fleetd_open(&fx->f, fx->dir, 2, &tr) < 0)
-                return -1;
-        *state = fx;
-        return 0;
-}
-
-static int teardown(void **state)
-{
-        struct fixture *fx = *state;
-
-        fleetd_close(&fx->f);
-        tfu_rmdir(fx->dir);
-        free(fx);
-        return 0;
+        return tfu_setup(state, 2, &tr);
 }
 
 /* Confirms a plan for entity on n1; returns the VM. */
@@ -101,7 +81,7 @@ static struct fleet_vm *confirm_one(struct fleetd *f, const char *entity)
 
 static void test_retry_then_active(void **state)
 {
-        struct fixture *fx = *state;
+        struct tfu_fixture *fx = *state;
         struct fleetd *f = &fx->f;
         struct fleet_vm *vm;
         uint64_t now = clock_monotonic_ms();
@@ -142,7 +122,7 @@ static void test_retry_then_active(void **state)
 
 static void test_refused_fails_with_reason(void **state)
 {
-        struct fixture *fx = *state;
+        struct tfu_fixture *fx = *state;
         struct fleetd *f = &fx->f;
         struct fleet_vm *vm;
         uint64_t now = clock_monotonic_ms();
@@ -165,7 +145,7 @@ static void test_refused_fails_with_reason(void **state)
 
 static void test_gives_up_after_attempts(void **state)
 {
-        struct fixture *fx = *state;
+        struct tfu_fixture *fx = *state;
         struct fleetd *f = &fx->f;
         struct fleet_vm *vm;
         uint64_t now = clock_monotonic_ms();
@@ -202,7 +182,7 @@ static void test_gives_up_after_attempts(void **state)
 /* The same, but the node did create the VM: its listing names the counter that reflects it. */
 static void test_gave_up_but_created(void **state)
 {
-        struct fixture *fx = *state;
+        struct tfu_fixture *fx = *state;
         struct fleetd *f = &fx->f;
         struct fleet_vm *vm;
         uint64_t now = clock_monotonic_ms();
@@ -252,7 +232,7 @@ static void beat_n1(struct fleetd *f, uint64_t epoch, uint64_t seq, uint64_t ava
  * a counter that went back across a vmhost restart takes every reservation on the node again. */
 static void test_figures_never_go_back(void **state)
 {
-        struct fixture *fx = *state;
+        struct tfu_fixture *fx = *state;
         struct fleetd *f = &fx->f;
         struct fleet_node *n1 = node_table_find(&f->table, "n1");
         struct fleet_vm *vm;
@@ -297,7 +277,7 @@ static void test_figures_never_go_back(void **state)
 
 static void test_inventory_reconcile(void **state)
 {
-        struct fixture *fx = *state;
+        struct tfu_fixture *fx = *state;
         struct fleetd *f = &fx->f;
         const char *d1 = "1111111111111111111111111111111111111111111111111111111111111111";
         const char *d2 = "2222222222222222222222222222222222222222222222222222222222222222";
@@ -359,7 +339,7 @@ static void test_inventory_reconcile(void **state)
 
 static void test_inventory_hostile(void **state)
 {
-        struct fixture *fx = *state;
+        struct tfu_fixture *fx = *state;
         struct fleetd *f = &fx->f;
         const char *bad[] = {
             "",
@@ -388,7 +368,7 @@ static void test_inventory_hostile(void **state)
 
 static void test_lifecycle(void **state)
 {
-        struct fixture *fx = *state;
+        struct tfu_fixture *fx = *state;
         struct fleetd *f = &fx->f;
         struct plan_outcome o;
         struct fleet_vm *vm;
@@ -476,7 +456,7 @@ static struct fleet_vm *active_vm(struct fleetd *f, uint64_t now)
 
 static void test_verify_forwarded_and_reported(void **state)
 {
-        struct fixture *fx = *state;
+        struct tfu_fixture *fx = *state;
         struct fleetd *f = &fx->f;
         uint64_t now = clock_monotonic_ms();
         struct fleet_vm *vm = active_vm(f, now);
@@ -571,7 +551,7 @@ static const char *inv_text_both(const char *digest_char, const char *vm_id, con
 
 static void test_verify_report_kept_apart_by_the_node(void **state)
 {
-        struct fixture *fx = *state;
+        struct tfu_fixture *fx = *state;
         struct fleetd *f = &fx->f;
         uint64_t now = clock_monotonic_ms();
         struct fleet_vm *vm = active_vm(f, now);
@@ -607,7 +587,7 @@ static void test_verify_report_kept_apart_by_the_node(void **state)
 
 static void test_verify_refusals(void **state)
 {
-        struct fixture *fx = *state;
+        struct tfu_fixture *fx = *state;
         struct fleetd *f = &fx->f;
         uint64_t now = clock_monotonic_ms();
         struct fleet_vm *vm = active_vm(f, now);
@@ -678,7 +658,7 @@ static unsigned corrections(struct fleetd *f)
 
 static void test_lifecycle_timeout_corrected_by_inventory(void **state)
 {
-        struct fixture *fx = *state;
+        struct tfu_fixture *fx = *state;
         struct fleetd *f = &fx->f;
         uint64_t now = clock_monotonic_ms();
         struct fleet_vm *vm = active_vm(f, now);
@@ -727,7 +707,7 @@ static void test_lifecycle_timeout_corrected_by_inventory(void **state)
 
 static void test_lifecycle_timeout_confirmed_by_inventory(void **state)
 {
-        struct fixture *fx = *state;
+        struct tfu_fixture *fx = *state;
         struct fleetd *f = &fx->f;
         uint64_t now = clock_monotonic_ms();
         struct fleet_vm *vm = active_vm(f, now);
@@ -763,7 +743,7 @@ static void hook_suspend(void)
 
 static void test_inventory_overlapping_a_call_is_not_believed(void **state)
 {
-        struct fixture *fx = *state;
+        struct tfu_fixture *fx = *state;
         struct fleetd *f = &fx->f;
         uint64_t now = clock_monotonic_ms();
         struct fleet_vm *vm = active_vm(f, now);
@@ -816,7 +796,7 @@ static enum vm_status stored_status(struct fleetd *f, const char *vm_id);
  * turn it into a created VM, and shows what the node observes. */
 static void test_start_failure_is_failed_with_reason(void **state)
 {
-        struct fixture *fx = *state;
+        struct tfu_fixture *fx = *state;
         struct fleetd *f = &fx->f;
         uint64_t now = clock_monotonic_ms();
         struct fleet_vm *vm;
@@ -860,7 +840,7 @@ static void test_start_failure_is_failed_with_reason(void **state)
  * behaviour this guards against): not a created VM. */
 static void test_held_but_not_running_is_not_created(void **state)
 {
-        struct fixture *fx = *state;
+        struct tfu_fixture *fx = *state;
         struct fleetd *f = &fx->f;
         uint64_t now = clock_monotonic_ms();
         struct fleet_vm *vm;
@@ -890,7 +870,7 @@ static void test_held_but_not_running_is_not_created(void **state)
  * created; one holding it running does. */
 static void test_inventory_promotes_only_a_running_vm(void **state)
 {
-        struct fixture *fx = *state;
+        struct tfu_fixture *fx = *state;
         struct fleetd *f = &fx->f;
         uint64_t now = clock_monotonic_ms();
         struct fleet_vm *vm;
@@ -944,7 +924,7 @@ static enum vm_status stored_status(struct fleetd *f, const char *vm_id)
  * stored with its entry or not at all (what a crash between the two writes would leave). */
 static void test_outcome_and_audit_commit_together(void **state)
 {
-        struct fixture *fx = *state;
+        struct tfu_fixture *fx = *state;
         struct fleetd *f = &fx->f;
         uint64_t now = clock_monotonic_ms();
         struct fleet_vm *vm;
@@ -1035,7 +1015,7 @@ static int wedge_call(void *ctx, const char *address, uint16_t port, const char 
 
 static void test_wedged_node_delays_only_itself(void **state)
 {
-        struct fixture *fx = *state;
+        struct tfu_fixture *fx = *state;
         struct fleetd *f = &fx->f;
         uint64_t now = clock_monotonic_ms();
         struct fleet_vm *a, *b;
@@ -1076,33 +1056,35 @@ static void test_wedged_node_delays_only_itself(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test_setup_teardown(test_retry_then_active, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_refused_fails_with_reason, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_gives_up_after_attempts, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_gave_up_but_created, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_figures_never_go_back, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_inventory_reconcile, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_inventory_hostile, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_lifecycle, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_retry_then_active, setup, tfu_teardown),
+            cmocka_unit_test_setup_teardown(test_refused_fails_with_reason, setup, tfu_teardown),
+            cmocka_unit_test_setup_teardown(test_gives_up_after_attempts, setup, tfu_teardown),
+            cmocka_unit_test_setup_teardown(test_gave_up_but_created, setup, tfu_teardown),
+            cmocka_unit_test_setup_teardown(test_figures_never_go_back, setup, tfu_teardown),
+            cmocka_unit_test_setup_teardown(test_inventory_reconcile, setup, tfu_teardown),
+            cmocka_unit_test_setup_teardown(test_inventory_hostile, setup, tfu_teardown),
+            cmocka_unit_test_setup_teardown(test_lifecycle, setup, tfu_teardown),
             cmocka_unit_test_setup_teardown(test_verify_report_kept_apart_by_the_node, setup,
-                                            teardown),
-            cmocka_unit_test_setup_teardown(test_verify_forwarded_and_reported, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_verify_refusals, setup, teardown),
+                                            tfu_teardown),
+            cmocka_unit_test_setup_teardown(test_verify_forwarded_and_reported, setup,
+                                            tfu_teardown),
+            cmocka_unit_test_setup_teardown(test_verify_refusals, setup, tfu_teardown),
             cmocka_unit_test_setup_teardown(test_lifecycle_timeout_corrected_by_inventory, setup,
-                                            teardown),
+                                            tfu_teardown),
             cmocka_unit_test_setup_teardown(test_lifecycle_timeout_confirmed_by_inventory, setup,
-                                            teardown),
+                                            tfu_teardown),
             cmocka_unit_test_setup_teardown(test_inventory_overlapping_a_call_is_not_believed,
-                                            setup, teardown),
+                                            setup, tfu_teardown),
             cmocka_unit_test_setup_teardown(test_start_failure_is_failed_with_reason, setup,
-                                            teardown),
+                                            tfu_teardown),
             cmocka_unit_test_setup_teardown(test_held_but_not_running_is_not_created, setup,
-                                            teardown),
+                                            tfu_teardown),
             cmocka_unit_test_setup_teardown(test_inventory_promotes_only_a_running_vm, setup,
-                                            teardown),
+                                            tfu_teardown),
             cmocka_unit_test_setup_teardown(test_outcome_and_audit_commit_together, setup,
-                                            teardown),
-            cmocka_unit_test_setup_teardown(test_wedged_node_delays_only_itself, setup, teardown),
+                                            tfu_teardown),
+            cmocka_unit_test_setup_teardown(test_wedged_node_delays_only_itself, setup,
+                                            tfu_teardown),
         };
 
         log_init("test", LOG_LEVEL_ERROR);

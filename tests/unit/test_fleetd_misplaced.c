@@ -28,11 +28,6 @@ static int fake_call(void *ctx, const char *address, uint16_t port, const char *
         return 0;
 }
 
-struct fixture {
-        char *dir;
-        struct fleetd f;
-};
-
 /* The roster of tfu_fleetd_open with WireGuard keys and this fleetd's pin key named. */
 static int write_roster(struct fleetd *f, const char *dir)
 {
@@ -57,24 +52,13 @@ static int write_roster(struct fleetd *f, const char *dir)
 
 static int setup(void **state)
 {
-        struct fixture *fx = calloc(1, sizeof(*fx));
         struct fleet_transport tr = {fake_call, NULL};
+        struct tfu_fixture *fx;
 
-        fx->dir = tfu_tmpdir();
-        if (tfu_fleetd_open(&fx->f, fx->dir, 2, &tr) < 0 || write_roster(&fx->f, fx->dir) < 0)
+        if (tfu_setup(state, 2, &tr) < 0)
                 return -1;
-        *state = fx;
-        return 0;
-}
-
-static int teardown(void **state)
-{
-        struct fixture *fx = *state;
-
-        fleetd_close(&fx->f);
-        tfu_rmdir(fx->dir);
-        free(fx);
-        return 0;
+        fx = *state;
+        return write_roster(&fx->f, fx->dir);
 }
 
 static struct fleet_vm *create_on_n1(struct fleetd *f, uint64_t now)
@@ -99,7 +83,7 @@ static struct fleet_vm *create_on_n1(struct fleetd *f, uint64_t now)
 
 static void test_dispatch_carries_a_signed_pin(void **state)
 {
-        struct fixture *fx = *state;
+        struct tfu_fixture *fx = *state;
         struct fleetd *f = &fx->f;
         struct fleet_vm *vm;
         json_t *body;
@@ -145,7 +129,7 @@ static size_t misplaced_now(struct fleetd *f)
 
 static void test_misplaced_is_one_occurrence(void **state)
 {
-        struct fixture *fx = *state;
+        struct tfu_fixture *fx = *state;
         struct fleetd *f = &fx->f;
         struct fleet_vm *vm = create_on_n1(f, clock_monotonic_ms());
         char id[VM_ID_MAX + 1];
@@ -198,8 +182,9 @@ static void test_misplaced_is_one_occurrence(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test_setup_teardown(test_dispatch_carries_a_signed_pin, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_misplaced_is_one_occurrence, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_dispatch_carries_a_signed_pin, setup,
+                                            tfu_teardown),
+            cmocka_unit_test_setup_teardown(test_misplaced_is_one_occurrence, setup, tfu_teardown),
         };
 
         if (sodium_init() < 0)

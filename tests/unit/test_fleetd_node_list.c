@@ -13,37 +13,16 @@
 #include "fleetd/api.h"
 #include "test_fleetd_util.h"
 
-struct fixture {
-        char *dir;
-        struct fleetd f;
-};
-
 static int setup(void **state)
 {
-        struct fixture *fx = calloc(1, sizeof(*fx));
-
-        fx->dir = tfu_tmpdir();
-        if (tfu_fleetd_open(&fx->f, fx->dir, 3, NULL) < 0)
-                return -1;
-        *state = fx;
-        return 0;
-}
-
-static int teardown(void **state)
-{
-        struct fixture *fx = *state;
-
-        fleetd_close(&fx->f);
-        tfu_rmdir(fx->dir);
-        free(fx);
-        return 0;
+        return tfu_setup(state, 3, NULL);
 }
 
 /* A heartbeat with a distinct value in every field: each one reaches the node, and the boot id
  * its replay slot. */
 static void test_every_figure_kept(void **state)
 {
-        struct fixture *fx = *state;
+        struct tfu_fixture *fx = *state;
         struct heartbeat hb = {.epoch = 1234,
                                .seq = 7,
                                .boot = "0123456789abcdef",
@@ -116,7 +95,7 @@ static void beat_all(struct fleetd *f, uint64_t seq)
 
 static void test_list_answer_shared(void **state)
 {
-        struct fixture *fx = *state;
+        struct tfu_fixture *fx = *state;
         uint64_t t0;
         struct api_shared *a, *b, *c, *d;
         char *copy;
@@ -155,8 +134,8 @@ static void test_list_answer_shared(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test_setup_teardown(test_every_figure_kept, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_list_answer_shared, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_every_figure_kept, setup, tfu_teardown),
+            cmocka_unit_test_setup_teardown(test_list_answer_shared, setup, tfu_teardown),
         };
 
         log_init("test", LOG_LEVEL_ERROR);

@@ -13,30 +13,9 @@
 #include "common/log.h"
 #include "test_fleetd_util.h"
 
-struct fixture {
-        char *dir;
-        struct fleetd f;
-};
-
 static int setup(void **state)
 {
-        struct fixture *fx = calloc(1, sizeof(*fx));
-
-        fx->dir = tfu_tmpdir();
-        if (tfu_fleetd_open(&fx->f, fx->dir, 2, NULL) < 0)
-                return -1;
-        *state = fx;
-        return 0;
-}
-
-static int teardown(void **state)
-{
-        struct fixture *fx = *state;
-
-        fleetd_close(&fx->f);
-        tfu_rmdir(fx->dir);
-        free(fx);
-        return 0;
+        return tfu_setup(state, 2, NULL);
 }
 
 static void add_vm(struct fleetd *f, const char *id, enum vm_status st, enum vm_lifecycle lc)
@@ -89,7 +68,7 @@ static const char *str(json_t *o, const char *k)
 
 static void test_recover(void **state)
 {
-        struct fixture *fx = *state;
+        struct tfu_fixture *fx = *state;
         struct fleetd *f = &fx->f;
         json_t *o;
 
@@ -180,7 +159,7 @@ static json_t *ended(struct fleetd *f, const char *id)
 
 static void test_tasks(void **state)
 {
-        struct fixture *fx = *state;
+        struct tfu_fixture *fx = *state;
         struct fleetd *f = &fx->f;
         struct plan_outcome o;
         json_t *doc;
@@ -235,7 +214,7 @@ static void test_tasks(void **state)
 /* A deposit cut short by a restart names the retry that seals it once. */
 static void test_recover_deposit(void **state)
 {
-        struct fixture *fx = *state;
+        struct tfu_fixture *fx = *state;
         struct fleetd *f = &fx->f;
         json_t *o;
 
@@ -250,7 +229,7 @@ static void test_recover_deposit(void **state)
 
 static void test_unknown(void **state)
 {
-        struct fixture *fx = *state;
+        struct tfu_fixture *fx = *state;
         struct plan_outcome o;
 
         ops_get(&fx->f, "0123456789abcdef0123456789abcdef", &o);
@@ -263,10 +242,10 @@ static void test_unknown(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test_setup_teardown(test_recover, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_tasks, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_recover_deposit, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_unknown, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_recover, setup, tfu_teardown),
+            cmocka_unit_test_setup_teardown(test_tasks, setup, tfu_teardown),
+            cmocka_unit_test_setup_teardown(test_recover_deposit, setup, tfu_teardown),
+            cmocka_unit_test_setup_teardown(test_unknown, setup, tfu_teardown),
         };
 
         log_init("test", LOG_LEVEL_ERROR);

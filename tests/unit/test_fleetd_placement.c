@@ -9,11 +9,6 @@
 #include "common/log.h"
 #include "test_fleetd_util.h"
 
-struct fixture {
-        char *dir;
-        struct fleetd f;
-};
-
 static int fake_refuse(void *ctx, const char *address, uint16_t port, const char *method,
                        const char *path, const char *body, uint64_t timeout_ms, long *ret_status,
                        char **ret_body)
@@ -23,24 +18,9 @@ static int fake_refuse(void *ctx, const char *address, uint16_t port, const char
 
 static int setup(void **state)
 {
-        struct fixture *fx = calloc(1, sizeof(*fx));
         struct fleet_transport tr = {fake_refuse, NULL};
 
-        fx->dir = tfu_tmpdir();
-        if (tfu_fleetd_open(&fx->f, fx->dir, 4, &tr) < 0)
-                return -1;
-        *state = fx;
-        return 0;
-}
-
-static int teardown(void **state)
-{
-        struct fixture *fx = *state;
-
-        fleetd_close(&fx->f);
-        tfu_rmdir(fx->dir);
-        free(fx);
-        return 0;
+        return tfu_setup(state, 4, &tr);
 }
 
 static struct plan_request req_of(const char *entity, uint64_t mib)
@@ -66,7 +46,7 @@ static const char *chosen_id(struct fleetd *f, long idx)
 
 static void test_most_ram_and_ties(void **state)
 {
-        struct fixture *fx = *state;
+        struct tfu_fixture *fx = *state;
         struct fleetd *f = &fx->f;
         struct plan_candidate c[5];
 
@@ -84,7 +64,7 @@ static void test_most_ram_and_ties(void **state)
 
 static void test_margin_exact(void **state)
 {
-        struct fixture *fx = *state;
+        struct tfu_fixture *fx = *state;
         struct fleetd *f = &fx->f;
         struct plan_candidate c[5];
 
@@ -99,7 +79,7 @@ static void test_margin_exact(void **state)
 
 static void test_committed_memory_counts(void **state)
 {
-        struct fixture *fx = *state;
+        struct tfu_fixture *fx = *state;
         struct fleetd *f = &fx->f;
         struct fleet_node *n1 = node_table_find(&f->table, "n1");
         struct plan_candidate c[5];
@@ -113,7 +93,7 @@ static void test_committed_memory_counts(void **state)
 
 static void test_reservations(void **state)
 {
-        struct fixture *fx = *state;
+        struct tfu_fixture *fx = *state;
         struct fleetd *f = &fx->f;
         struct plan_candidate c[5];
 
@@ -126,7 +106,7 @@ static void test_reservations(void **state)
 
 static void test_stale_and_unhealthy(void **state)
 {
-        struct fixture *fx = *state;
+        struct tfu_fixture *fx = *state;
         struct fleetd *f = &fx->f;
         struct plan_candidate c[5];
 
@@ -150,7 +130,7 @@ static void heartbeat_now(struct fleetd *f, unsigned i, uint64_t seq, uint64_t a
 
 static void test_back_to_back_confirms(void **state)
 {
-        struct fixture *fx = *state;
+        struct tfu_fixture *fx = *state;
         struct fleetd *f = &fx->f;
         struct plan_request a = req_of("alpha", 3000), b = req_of("beta", 3000);
         struct plan_outcome pa, pb, ca, cb;
@@ -179,7 +159,7 @@ static void test_back_to_back_confirms(void **state)
 
 static void test_confirm_idempotent_and_one_per_entity(void **state)
 {
-        struct fixture *fx = *state;
+        struct tfu_fixture *fx = *state;
         struct fleetd *f = &fx->f;
         struct plan_request a = req_of("alpha", 1024);
         struct plan_outcome p, c1, c2, p2;
@@ -208,7 +188,7 @@ static void test_confirm_idempotent_and_one_per_entity(void **state)
 
 static void test_no_fit_says_why(void **state)
 {
-        struct fixture *fx = *state;
+        struct tfu_fixture *fx = *state;
         struct fleetd *f = &fx->f;
         struct plan_request a = req_of("alpha", 100000);
         struct plan_outcome p;
@@ -225,7 +205,7 @@ static void test_no_fit_says_why(void **state)
  * any (an older vmhost) is not ruled out; with no node holding it the plan is refused by name. */
 static void test_image_holders(void **state)
 {
-        struct fixture *fx = *state;
+        struct tfu_fixture *fx = *state;
         struct fleetd *f = &fx->f;
         struct plan_request a = req_of("alpha", 1024);
         struct plan_candidate c[5];
@@ -254,7 +234,7 @@ static void test_image_holders(void **state)
 
 static void test_drop_and_expired(void **state)
 {
-        struct fixture *fx = *state;
+        struct tfu_fixture *fx = *state;
         struct fleetd *f = &fx->f;
         struct plan_row row = {.id = "00000000000000000000000000000001",
                                .node_id = "n1",
@@ -284,7 +264,7 @@ static void test_drop_and_expired(void **state)
  * with more room, the cloud node's verdict says why, and the policy can say otherwise. */
 static void test_role_preference(void **state)
 {
-        struct fixture *fx = *state;
+        struct tfu_fixture *fx = *state;
         struct fleetd *f = &fx->f;
         struct plan_candidate c[5];
 
@@ -314,7 +294,7 @@ static void test_role_preference(void **state)
  * figure is not checked. */
 static void test_disk_space(void **state)
 {
-        struct fixture *fx = *state;
+        struct tfu_fixture *fx = *state;
         struct fleetd *f = &fx->f;
         struct fleet_node *n1 = node_table_find(&f->table, "n1");
         struct plan_candidate c[5];
@@ -395,21 +375,21 @@ static void test_request_parse(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test_setup_teardown(test_most_ram_and_ties, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_margin_exact, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_committed_memory_counts, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_reservations, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_stale_and_unhealthy, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_back_to_back_confirms, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_most_ram_and_ties, setup, tfu_teardown),
+            cmocka_unit_test_setup_teardown(test_margin_exact, setup, tfu_teardown),
+            cmocka_unit_test_setup_teardown(test_committed_memory_counts, setup, tfu_teardown),
+            cmocka_unit_test_setup_teardown(test_reservations, setup, tfu_teardown),
+            cmocka_unit_test_setup_teardown(test_stale_and_unhealthy, setup, tfu_teardown),
+            cmocka_unit_test_setup_teardown(test_back_to_back_confirms, setup, tfu_teardown),
             cmocka_unit_test_setup_teardown(test_confirm_idempotent_and_one_per_entity, setup,
-                                            teardown),
-            cmocka_unit_test_setup_teardown(test_no_fit_says_why, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_drop_and_expired, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_image_holders, setup, teardown),
+                                            tfu_teardown),
+            cmocka_unit_test_setup_teardown(test_no_fit_says_why, setup, tfu_teardown),
+            cmocka_unit_test_setup_teardown(test_drop_and_expired, setup, tfu_teardown),
+            cmocka_unit_test_setup_teardown(test_image_holders, setup, tfu_teardown),
             cmocka_unit_test(test_request_parse),
-            cmocka_unit_test_setup_teardown(test_role_preference, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_role_preference, setup, tfu_teardown),
             cmocka_unit_test(test_policy_check),
-            cmocka_unit_test_setup_teardown(test_disk_space, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_disk_space, setup, tfu_teardown),
         };
 
         log_init("test", LOG_LEVEL_ERROR);

@@ -147,3 +147,30 @@ static inline int tfu_fleetd_open(struct fleetd *f, char *dir, unsigned n_nodes,
                 f->transport = *tr;
         return fleetd_open(f);
 }
+
+/* The cmocka fixture most fleetd tests share: a fleetd of n_nodes on its own directory. */
+struct tfu_fixture {
+        char *dir;
+        struct fleetd f;
+};
+
+static inline int tfu_setup(void **state, unsigned n_nodes, const struct fleet_transport *tr)
+{
+        struct tfu_fixture *fx = calloc(1, sizeof(*fx));
+
+        fx->dir = tfu_tmpdir();
+        if (tfu_fleetd_open(&fx->f, fx->dir, n_nodes, tr) < 0)
+                return -1;
+        *state = fx;
+        return 0;
+}
+
+static inline int tfu_teardown(void **state)
+{
+        struct tfu_fixture *fx = *state;
+
+        fleetd_close(&fx->f);
+        tfu_rmdir(fx->dir);
+        free(fx);
+        return 0;
+}
