@@ -34,3 +34,14 @@ void http_body_done(struct http_body *b)
         b->data = NULL;
         b->len = 0;
 }
+
+size_t http_answer_write(char *chunk, size_t size, size_t n, void *arg)
+{
+        struct http_answer *a = arg;
+        size_t len = size * n, left = len;
+
+        if (len == 0)
+                return 0;
+        http_body_feed(&a->body, chunk, &left, a->limit);
+        return a->body.too_large ? 0 : len;
+}

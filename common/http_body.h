@@ -16,3 +16,12 @@ bool http_body_feed(struct http_body *b, const char *chunk, size_t *size, size_t
 /* The body as a string ("" when empty). */
 const char *http_body_text(const struct http_body *b);
 void http_body_done(struct http_body *b);
+
+/* An answer a libcurl client collects: http_answer_write is its CURLOPT_WRITEFUNCTION, with the
+ * struct as CURLOPT_WRITEDATA. The body is kept up to limit; more stops the transfer, with
+ * too_large set in the body to say why. */
+struct http_answer {
+        struct http_body body;
+        size_t limit;
+};
+size_t http_answer_write(char *chunk, size_t size, size_t n, void *arg);

@@ -5,35 +5,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/http_body.h"
 #include "fleetctl/fleetctl.h"
 
 #define CTL_ANSWER_MAX (64u * 1024 * 1024)
 
-struct ctl_buf {
-        char *data;
-        size_t len;
-};
-
-static size_t ctl_write(char *p, size_t size, size_t n, void *arg)
-{
-        struct ctl_buf *b = arg;
-        char *nb;
-
-        if (b->len + size * n > CTL_ANSWER_MAX)
-                return 0;
-        nb = realloc(b->data, b->len + size * n + 1);
-        if (!nb)
-                return 0;
-        memcpy(nb + b->len, p, size * n);
-        b->data = nb;
-        b->len += size * n;
-        b->data[b->len] = '\0';
-        return size * n;
-}
-
 long ctl_call(struct ctl *c, const char *method, const char *path, json_t *body, json_t **ret)
 {
-        struct ctl_buf b = {0};
+        struct http_answer b = {.limit = CTL_ANSWER_MAX};
         struct curl_slist *h = NULL;
         char url[2048], auth[256];
         char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
@@ -53,7 +32,7 @@ long ctl_call(struct ctl *c, const char *method, const char *path, json_t *body,
         curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
         curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
         curl_easy_setopt(e, CURLOPT_TIMEOUT, 60L);
-        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, ctl_write);
+        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, http_answer_write);
         curl_easy_setopt(e, CURLOPT_WRITEDATA, &b);
         if (text)
                 curl_easy_setopt(e, CURLOPT_POSTFIELDS, text);
@@ -77,9 +56,9 @@ long ctl_call(struct ctl *c, const char *method, const char *path, json_t *body,
                 }
         } else {
                 curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
-                *ret = b.data ? json_loads(b.data, 0, NULL) : NULL;
+                *ret = b.body.data ? json_loads(b.body.data, 0, NULL) : NULL;
         }
-        free(b.data);
+        http_body_done(&b.body);
         free(text);
         curl_slist_free_all(h);
         curl_easy_cleanup(e);

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/http_body.h"
 #include "common/roster.h"
 #include "fleetctl/fleetctl.h"
 #include "fleetd/backup.h"
@@ -23,32 +24,8 @@
 #define CTL_BACKUP_MAX (1024u * 1024 * 1024)
 #define CTL_PASS_MAX   1024
 
-struct ctl_dl {
-        uint8_t *data;
-        size_t len;
-        bool too_large;
-};
-
-static size_t ctl_dl_write(char *p, size_t size, size_t n, void *arg)
-{
-        struct ctl_dl *d = arg;
-        uint8_t *nd;
-
-        if (d->len + size * n > CTL_BACKUP_MAX) {
-                d->too_large = true;
-                return 0;
-        }
-        nd = realloc(d->data, d->len + size * n + 1);
-        if (!nd)
-                return 0;
-        memcpy(nd + d->len, p, size * n);
-        d->data = nd;
-        d->len += size * n;
-        return size * n;
-}
-
 /* GET path into d; the HTTP status, or -1 (printed) when fleetd cannot be reached. */
-static long ctl_download(struct ctl *c, const char *path, struct ctl_dl *d)
+static long ctl_download(struct ctl *c, const char *path, struct http_answer *d)
 {
         struct curl_slist *h = NULL;
         char url[2048], auth[256];
@@ -64,14 +41,14 @@ static long ctl_download(struct ctl *c, const char *path, struct ctl_dl *d)
         curl_easy_setopt(e, CURLOPT_URL, url);
         curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
         curl_easy_setopt(e, CURLOPT_TIMEOUT, 600L);
-        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, ctl_dl_write);
+        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, http_answer_write);
         curl_easy_setopt(e, CURLOPT_WRITEDATA, d);
         rc = curl_easy_perform(e);
         if (rc == CURLE_OK)
                 curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
         else
                 fprintf(stderr, "fleetctl: cannot reach fleetd at '%s': %s\n", c->url,
-                        d->too_large ? "the backup exceeds 1 GiB" : curl_easy_strerror(rc));
+                        d->body.too_large ? "the backup exceeds 1 GiB" : curl_easy_strerror(rc));
         curl_slist_free_all(h);
         curl_easy_cleanup(e);
         return status;
@@ -134,7 +111,8 @@ static int ctl_write_new(const char *path, const uint8_t *data, size_t len)
 
 int ctl_cmd_backup(struct ctl *c)
 {
-        struct ctl_dl d = {0};
+        struct http_answer dl = {.limit = CTL_BACKUP_MAX};
+        struct http_body *d = &dl.body;
         struct backup_archive a = {0};
         uint8_t *sealed = NULL;
         size_t sealed_len = 0;
@@ -155,27 +133,28 @@ int ctl_cmd_backup(struct ctl *c)
                         c->argv[0]);
                 goto cleanup;
         }
-        status = ctl_download(c, "/v1/backup", &d);
+        status = ctl_download(c, "/v1/backup", &dl);
         if (status < 0) {
                 r = 3;
                 goto cleanup;
         }
         if (status != 200) {
-                json_t *p = d.data ? json_loadb((char *)d.data, d.len, 0, NULL) : NULL;
+                json_t *p = d->data ? json_loadb(d->data, d->len, 0, NULL) : NULL;
 
                 r = ctl_problem(c, status, p);
                 json_decref(p);
                 goto cleanup;
         }
-        if (backup_parse(d.data, d.len, &a, err, sizeof(err)) < 0) {
+        if (backup_parse((const uint8_t *)d->data, d->len, &a, err, sizeof(err)) < 0) {
                 fprintf(stderr, "fleetctl: fleetd's answer is no valid backup: %s\n", err);
                 goto cleanup;
         }
-        if (pass && backup_seal(d.data, d.len, pass, &sealed, &sealed_len) < 0) {
+        if (pass && backup_seal((const uint8_t *)d->data, d->len, pass, &sealed, &sealed_len) < 0) {
                 fprintf(stderr, "fleetctl: cannot seal the backup (out of memory?)\n");
                 goto cleanup;
         }
-        r = ctl_write_new(c->argv[0], sealed ? sealed : d.data, sealed ? sealed_len : d.len);
+        r = ctl_write_new(c->argv[0], sealed ? sealed : (const uint8_t *)d->data,
+                          sealed ? sealed_len : d->len);
         if (r < 0) {
                 fprintf(stderr, "fleetctl: cannot write '%s': %s\n", c->argv[0], strerror(-r));
                 r = 1;
@@ -192,7 +171,7 @@ int ctl_cmd_backup(struct ctl *c)
         r = 0;
 cleanup:
         backup_archive_done(&a);
-        free(d.data);
+        http_body_done(d);
         free(sealed);
         if (pass)
                 sodium_free(pass);

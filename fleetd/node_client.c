@@ -9,35 +9,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/http_body.h"
 #include "fleetd/fleetd.h"
 
 #define NODE_ANSWER_MAX (8u * 1024 * 1024)
-
-struct node_answer {
-        char *buf;
-        size_t len;
-        bool too_large;
-};
-
-static size_t node_client_write(char *data, size_t size, size_t nmemb, void *arg)
-{
-        struct node_answer *a = arg;
-        size_t n = size * nmemb;
-        char *nb;
-
-        if (a->len + n > NODE_ANSWER_MAX) {
-                a->too_large = true;
-                return 0;
-        }
-        nb = realloc(a->buf, a->len + n + 1);
-        if (!nb)
-                return 0;
-        memcpy(nb + a->len, data, n);
-        a->buf = nb;
-        a->len += n;
-        a->buf[a->len] = '\0';
-        return n;
-}
 
 /* curl's few failures that mean something to a caller; the rest: the node is unreachable. */
 static int node_client_errno(CURLcode rc)
@@ -57,7 +32,7 @@ static int node_client_errno(CURLcode rc)
 
 /* What every call sets: the URL, the source address, the headers, the answer's buffer. */
 static void node_client_setup(CURL *c, void *ctx, const char *address, uint16_t port,
-                              const char *path, struct curl_slist *h, struct node_answer *a)
+                              const char *path, struct curl_slist *h, struct http_answer *a)
 {
         char url[512];
 
@@ -69,12 +44,12 @@ static void node_client_setup(CURL *c, void *ctx, const char *address, uint16_t 
         curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
         curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http");
         curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
-        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, node_client_write);
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, http_answer_write);
         curl_easy_setopt(c, CURLOPT_WRITEDATA, a);
 }
 
 /* Runs the call and hands back the answer; err (when not 0) names why it was aborted. */
-static int node_client_perform(CURL *c, struct curl_slist *h, struct node_answer *a, int *err,
+static int node_client_perform(CURL *c, struct curl_slist *h, struct http_answer *a, int *err,
                                long *ret_status, char **ret_body)
 {
         CURLcode rc = curl_easy_perform(c);
@@ -82,10 +57,10 @@ static int node_client_perform(CURL *c, struct curl_slist *h, struct node_answer
 
         if (rc != CURLE_OK) {
                 r = err && *err ? *err : node_client_errno(rc);
-                free(a->buf);
+                http_body_done(&a->body);
         } else {
                 curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, ret_status);
-                *ret_body = a->buf;
+                *ret_body = a->body.data;
         }
         curl_slist_free_all(h);
         curl_easy_cleanup(c);
@@ -96,7 +71,7 @@ static int node_client_call(void *ctx, const char *address, uint16_t port, const
                             const char *path, const char *body, uint64_t timeout_ms,
                             long *ret_status, char **ret_body)
 {
-        struct node_answer a = {0};
+        struct http_answer a = {.limit = NODE_ANSWER_MAX};
         struct curl_slist *h = NULL;
         CURL *c = curl_easy_init();
 
@@ -172,7 +147,7 @@ int node_client_upload(void *ctx, const char *address, uint16_t port, const char
 {
         struct node_upload u = {
             .fd = fd, .at = offset, .end = offset + len, .progress = progress, .arg = arg};
-        struct node_answer a = {0};
+        struct http_answer a = {.limit = NODE_ANSWER_MAX};
         struct curl_slist *h = NULL;
         CURL *c = curl_easy_init();
 
