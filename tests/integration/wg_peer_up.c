@@ -51,12 +51,14 @@ int main(int argc, char **argv)
             cidr(argv[7], &allowed, &allowed_prefix) < 0 ||
             wg_peer_add_allowed_ip(p, allowed, allowed_prefix) < 0) {
                 fprintf(stderr, "wg_peer_up: bad arguments\n");
+                wg_device_free(d);
                 return 2;
         }
         if (strcmp(argv[6], "-") != 0) {
                 r = wg_endpoint_resolve(argv[6], &p->endpoint);
                 if (r < 0) {
                         fprintf(stderr, "wg_peer_up: endpoint '%s': %s\n", argv[6], strerror(-r));
+                        wg_device_free(d);
                         return 1;
                 }
                 p->has_endpoint = true;
@@ -68,6 +70,7 @@ int main(int argc, char **argv)
             (r = wg_interface_set_address(argv[1], addr, prefix)) < 0 ||
             (r = wg_device_set(d)) < 0 || (r = wg_device_get(argv[1], &got)) < 0) {
                 fprintf(stderr, "wg_peer_up: %s: %s\n", argv[1], strerror(-r));
+                wg_device_free(d);
                 return 1;
         }
         if (got->n_peers == 1 && got->peers[0].has_endpoint)
