@@ -258,8 +258,12 @@ def test_boot_with_vault_and_agent_reports(work, totebox_image, agent):
          f"({'real agent' if agent[1] else 'STAND-IN agent'})")
     with open(console, errors="replace") as f:
         log = f.read()
-    assert "Mounted vault.mount" in log or "Mounted \x1b[0;1;39mvault.mount" in log
-    assert "Started totebox-agent.service" in log or "Started \x1b[0;1;39mtotebox-agent.service" in log
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", log)
+    assert "Mounted vault.mount" in text
+    # The report read above is the agent's own word that its unit runs. systemd's "Started
+    # totebox-agent.service" line is not looked for: on a loaded machine the console lost it
+    # once while the agent reported (the fresh root, 326 s to the first report).
+    assert "Failed to start totebox-agent" not in text and "totebox-agent.service: Failed" not in text
     if not agent[1]:
         assert report["vault_mounted"] is True  # the skeleton's ledger/ is there and writable
     assert "totebox-build" not in log  # nothing of the build boot leaks into an instance
