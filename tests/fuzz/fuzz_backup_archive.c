@@ -1,13 +1,15 @@
 /* Fuzz target: fleetctl restore's readers of a backup file (hostile: anyone may hand an operator
- * a file). The plain archive's parser, and the sealed archive's opener for inputs that declare
- * libsodium's minimum Argon2id limits (others would cost 256 MiB and a second per input; their
- * limits are checked before any derivation, which the parse of every input exercises). */
+ * a file). The plain archive's parser, and the sealed archive's opener (common/pwseal.h) for inputs
+ * that declare libsodium's minimum Argon2id limits (others would cost 256 MiB and a second per
+ * input; their limits are checked before any derivation, which the parse of every input exercises).
+ */
 #include <sodium.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/pwseal.h"
 #include "fleetd/backup.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -35,7 +37,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 backup_archive_done(&a);
         if (size >= limits + 16 && fuzz_be64(data + limits) == crypto_pwhash_OPSLIMIT_MIN &&
             fuzz_be64(data + limits + 8) == crypto_pwhash_MEMLIMIT_MIN &&
-            backup_unseal(data, size, "fuzz passphrase", &plain, &plain_len) == 0) {
+            pwseal_open(BACKUP_SEALED_MAGIC, NULL, 0, data, size, "fuzz passphrase", &plain,
+                        &plain_len) == 0) {
                 if (backup_parse(plain, plain_len, &a, err, sizeof(err)) == 0)
                         backup_archive_done(&a);
                 free(plain);
