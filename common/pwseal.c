@@ -49,6 +49,15 @@ static uint64_t pwseal_be64(const uint8_t *p)
         return v;
 }
 
+int pwseal_limits_get(const uint8_t *sealed, size_t len, struct pwseal_limits *ret)
+{
+        if (len < PWSEAL_HEAD_LEN)
+                return -EBADMSG;
+        ret->ops = pwseal_be64(sealed + PWSEAL_MAGIC_LEN + PWSEAL_SALT);
+        ret->mem = pwseal_be64(sealed + PWSEAL_MAGIC_LEN + PWSEAL_SALT + 8);
+        return 0;
+}
+
 static bool pwseal_limits_ok(uint64_t ops, uint64_t mem)
 {
         return ops >= crypto_pwhash_OPSLIMIT_MIN && ops <= crypto_pwhash_OPSLIMIT_SENSITIVE &&
@@ -175,25 +184,24 @@ int pwseal_open(const char magic[PWSEAL_MAGIC_LEN], const uint8_t *ad, size_t ad
 {
         uint8_t key[PWSEAL_KEY], *first_ad = NULL, *out = NULL;
         crypto_secretstream_xchacha20poly1305_state st;
-        const uint8_t *salt = sealed + PWSEAL_MAGIC_LEN;
+        struct pwseal_limits l;
         int r;
 
-        if (len < PWSEAL_HEAD_LEN || memcmp(sealed, magic, PWSEAL_MAGIC_LEN) != 0 ||
-            !pwseal_limits_ok(pwseal_be64(salt + PWSEAL_SALT), pwseal_be64(salt + PWSEAL_SALT + 8)))
+        if (pwseal_limits_get(sealed, len, &l) < 0 ||
+            memcmp(sealed, magic, PWSEAL_MAGIC_LEN) != 0 || !pwseal_limits_ok(l.ops, l.mem))
                 return -EBADMSG;
         out = malloc(len);
         first_ad = pwseal_first_ad(sealed, ad, ad_len);
         r = out && first_ad ? 0 : -ENOMEM;
-        r = r
-                ?: pwseal_derive(key, passphrase, salt, pwseal_be64(salt + PWSEAL_SALT),
-                                 pwseal_be64(salt + PWSEAL_SALT + 8));
+        if (r == 0)
+                r = pwseal_derive(key, passphrase, sealed + PWSEAL_MAGIC_LEN, l.ops, l.mem);
         if (r == 0 && crypto_secretstream_xchacha20poly1305_init_pull(
                           &st, sealed + PWSEAL_HEAD_LEN - PWSEAL_HDR, key) != 0)
                 r = -EACCES;
         sodium_memzero(key, sizeof(key));
-        r = r
-                ?: pwseal_pull_chunks(&st, sealed, len, first_ad, PWSEAL_HEAD_LEN + ad_len, out,
-                                      ret_len);
+        if (r == 0)
+                r = pwseal_pull_chunks(&st, sealed, len, first_ad, PWSEAL_HEAD_LEN + ad_len, out,
+                                       ret_len);
         sodium_memzero(&st, sizeof(st));
         free(first_ad);
         if (r < 0) {

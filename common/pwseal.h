@@ -36,6 +36,9 @@ int pwseal_seal(const char magic[PWSEAL_MAGIC_LEN], const uint8_t *ad, size_t ad
 int pwseal_open(const char magic[PWSEAL_MAGIC_LEN], const uint8_t *ad, size_t ad_len,
                 const uint8_t *sealed, size_t len, const char *passphrase, uint8_t **ret,
                 size_t *ret_len);
+/* The limits a sealed file declares (not yet checked against any bound); -EBADMSG when it is
+ * shorter than the head. Fuzz targets use it to open only what is cheap to open. */
+int pwseal_limits_get(const uint8_t *sealed, size_t len, struct pwseal_limits *ret);
 /* The passphrase: the first line of path, in sodium_malloc'd memory (*ret, sodium_free it).
  * -errno when unreadable, -EINVAL when shorter than PWSEAL_PASS_MIN characters. */
 int pwseal_passphrase_load(const char *path, char **ret);

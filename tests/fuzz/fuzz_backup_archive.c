@@ -14,19 +14,10 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static uint64_t fuzz_be64(const uint8_t *p)
-{
-        uint64_t v = 0;
-
-        for (int i = 0; i < 8; i++)
-                v = v << 8 | p[i];
-        return v;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
         struct backup_archive a;
-        size_t limits = BACKUP_MAGIC_LEN + crypto_pwhash_SALTBYTES;
+        struct pwseal_limits l;
         uint8_t *plain = NULL;
         size_t plain_len = 0;
         char err[512];
@@ -35,8 +26,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 return 0;
         if (backup_parse(data, size, &a, err, sizeof(err)) == 0)
                 backup_archive_done(&a);
-        if (size >= limits + 16 && fuzz_be64(data + limits) == crypto_pwhash_OPSLIMIT_MIN &&
-            fuzz_be64(data + limits + 8) == crypto_pwhash_MEMLIMIT_MIN &&
+        if (pwseal_limits_get(data, size, &l) == 0 && l.ops == crypto_pwhash_OPSLIMIT_MIN &&
+            l.mem == crypto_pwhash_MEMLIMIT_MIN &&
             pwseal_open(BACKUP_SEALED_MAGIC, NULL, 0, data, size, "fuzz passphrase", &plain,
                         &plain_len) == 0) {
                 if (backup_parse(plain, plain_len, &a, err, sizeof(err)) == 0)
