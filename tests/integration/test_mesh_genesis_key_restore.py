@@ -18,10 +18,8 @@ another fleet, of a truncated or altered file, or on a node that holds a key alr
 and leaves the node's state as it was. Prints the backup's and the restore's times (Argon2id at
 libsodium's moderate limits: 3 passes, 256 MiB)."""
 import hashlib
-import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,27 +47,6 @@ def fleet():
         f.down()
 
 
-def mesh_state(f, node):
-    return os.path.join(f.nodes[node]["state"], "mesh")
-
-
-def pair(f, node, *args):
-    return sh(*f.in_ns(node, PAIR, *args, "--state-dir", mesh_state(f, node)), check=False)
-
-
-def roster(f, node):
-    with open(os.path.join(mesh_state(f, node), "roster.json")) as fh:
-        return json.load(fh)
-
-
-def wg_key(f, node):
-    return sh(*f.in_ns(node, "wg", "show", f.nodes[node]["ifname"], "public-key")).stdout.strip()
-
-
-def wg_peers(f, node):
-    return sh(*f.in_ns(node, "wg", "show", f.nodes[node]["ifname"], "peers")).stdout.split()
-
-
 def snapshot(directory):
     """Every file of a state directory: name, mode and SHA-256 (nothing written on refusal)."""
     out = {}
@@ -93,11 +70,11 @@ def test_backup_refusals(fleet):
     passfile = write(fleet, "pass", PASSPHRASE + "\n")
     STATE["pass"] = passfile
     out = os.path.join(fleet.dir, "refused.backup")
-    r = pair(fleet, CTL, "backup-genesis-key", out, "--passphrase-file", passfile)
+    r = fleet.pair(CTL, "backup-genesis-key", out, "--passphrase-file", passfile)
     assert r.returncode != 0 and "no genesis key" in r.stderr, r.stderr
-    r = pair(fleet, OLD, "backup-genesis-key", out)
+    r = fleet.pair(OLD, "backup-genesis-key", out)
     assert r.returncode != 0 and "missing --passphrase-file" in r.stderr, r.stderr
-    r = pair(fleet, OLD, "backup-genesis-key", out, "--passphrase-file",
+    r = fleet.pair(OLD, "backup-genesis-key", out, "--passphrase-file",
              write(fleet, "short", "short\n"))
     assert r.returncode != 0 and "shorter than 8 characters" in r.stderr, r.stderr
     assert not os.path.exists(out)
@@ -106,21 +83,21 @@ def test_backup_refusals(fleet):
 def test_backup_right_after_genesis(fleet):
     backup = os.path.join(fleet.dir, "genesis.backup")
     t0 = time.time()
-    r = pair(fleet, OLD, "backup-genesis-key", backup, "--passphrase-file", STATE["pass"])
+    r = fleet.pair(OLD, "backup-genesis-key", backup, "--passphrase-file", STATE["pass"])
     STATE["backup_s"] = time.time() - t0
     assert r.returncode == 0, r.stdout + r.stderr
-    ros = roster(fleet, OLD)
+    ros = fleet.roster(OLD)
     assert f"genesis key of fleet '{ros['fleet_id']}'" in r.stdout, r.stdout
     assert os.stat(backup).st_mode & 0o777 == 0o600
     text = open(backup).read()
     # what it is, in clear; the key itself only sealed
     assert f"\nfleet_id={ros['fleet_id']}\n" in text, text
     assert f"\ngenesis_public_key={ros['genesis_public_key']}\n" in text, text
-    secret = open(os.path.join(mesh_state(fleet, OLD), "genesis.key")).read().strip()
+    secret = open(os.path.join(fleet.mesh_dir(OLD), "genesis.key")).read().strip()
     assert secret not in text and secret[:20] not in text
     # never over a file
     before = open(backup, "rb").read()
-    r = pair(fleet, OLD, "backup-genesis-key", backup, "--passphrase-file", STATE["pass"])
+    r = fleet.pair(OLD, "backup-genesis-key", backup, "--passphrase-file", STATE["pass"])
     assert r.returncode != 0 and "never overwrites" in r.stderr, r.stderr
     assert open(backup, "rb").read() == before
     STATE["backup"] = backup
@@ -154,46 +131,46 @@ def test_restore_refusals_change_nothing(fleet):
         (write(fleet, "relabelled.backup", text.replace("made_on=laptop-a", "made_on=laptop-x")),
          STATE["pass"], "wrong passphrase, or the file was altered"),
     ]
-    before = snapshot(mesh_state(fleet, NEW))
+    before = snapshot(fleet.mesh_dir(NEW))
     for path, passfile, why in cases:
-        r = pair(fleet, NEW, "restore-genesis-key", path, "--passphrase-file", passfile)
+        r = fleet.pair(NEW, "restore-genesis-key", path, "--passphrase-file", passfile)
         assert r.returncode != 0 and why in r.stderr, (path, r.stdout, r.stderr)
-    assert snapshot(mesh_state(fleet, NEW)) == before
+    assert snapshot(fleet.mesh_dir(NEW)) == before
     # the genesis itself holds a key: never replaced
-    before = snapshot(mesh_state(fleet, OLD))
-    r = pair(fleet, OLD, "restore-genesis-key", STATE["backup"], "--passphrase-file",
+    before = snapshot(fleet.mesh_dir(OLD))
+    r = fleet.pair(OLD, "restore-genesis-key", STATE["backup"], "--passphrase-file",
              STATE["pass"])
     assert r.returncode != 0 and "holds a genesis key already" in r.stderr, r.stderr
-    assert snapshot(mesh_state(fleet, OLD)) == before
+    assert snapshot(fleet.mesh_dir(OLD)) == before
 
 
 def test_lose_the_genesis_restore_on_laptop_b_and_remove_it(fleet):
-    STATE["old_key"] = wg_key(fleet, OLD)
+    STATE["old_key"] = fleet.wg_key(OLD)
     # laptop-a dies: its daemons stop, its genesis key is gone with its disk
     fleet.stop_daemon(OLD, "vmhost")
-    os.unlink(os.path.join(mesh_state(fleet, OLD), "genesis.key"))
-    r = pair(fleet, OLD, "remove-node", NEW)
+    os.unlink(os.path.join(fleet.mesh_dir(OLD), "genesis.key"))
+    r = fleet.pair(OLD, "remove-node", NEW)
     assert r.returncode != 0 and "no genesis key" in r.stderr, r.stderr
-    version = roster(fleet, CTL)["version"]
+    version = fleet.roster(CTL)["version"]
     t0 = time.time()
-    r = pair(fleet, NEW, "restore-genesis-key", STATE["backup"], "--passphrase-file",
+    r = fleet.pair(NEW, "restore-genesis-key", STATE["backup"], "--passphrase-file",
              STATE["pass"])
     restore_s = time.time() - t0
     assert r.returncode == 0, r.stdout + r.stderr
     assert "restored on 'laptop-b'" in r.stdout, r.stdout
-    key = os.path.join(mesh_state(fleet, NEW), "genesis.key")
+    key = os.path.join(fleet.mesh_dir(NEW), "genesis.key")
     assert os.stat(key).st_mode & 0o777 == 0o600
     print(f"\nrestore-genesis-key took {restore_s:.2f} s (Argon2id, 3 passes, 256 MiB)")
     # laptop-b signs the next roster version; the cloud's vmhost accepts it
-    r = pair(fleet, NEW, "remove-node", OLD)
+    r = fleet.pair(NEW, "remove-node", OLD)
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"roster version {version + 1} removes node '{OLD}'" in r.stdout, r.stdout
     assert f"roster version {version + 1} pushed to '{CTL}'" in r.stdout, r.stdout
-    ros = roster(fleet, CTL)
+    ros = fleet.roster(CTL)
     assert ros["version"] == version + 1
     assert OLD not in [n["id"] for n in ros["nodes"]]
     assert [x["id"] for x in ros["revoked"]] == [OLD]
-    assert STATE["old_key"] not in wg_peers(fleet, CTL)
+    assert STATE["old_key"] not in fleet.wg_peers(CTL)
     wait(lambda: fleet.api("GET", "/v1/roster")["version"] == version + 1, 30,
          "fleetd to take the roster laptop-b signed")
     ids = [n["id"] for n in fleet.api("GET", "/v1/nodes")["nodes"]]
@@ -202,33 +179,24 @@ def test_lose_the_genesis_restore_on_laptop_b_and_remove_it(fleet):
 
 def test_the_new_genesis_admits_a_node(fleet):
     """laptop-a's machine, reinstalled under a new name, joins through laptop-b's ceremony."""
-    version = roster(fleet, CTL)["version"]
+    version = fleet.roster(CTL)["version"]
     state = os.path.join(fleet.dir, "laptop-c-mesh")
     ifname = f"tbx{fleet.tag}w9"
     g = fleet.popen(NEW, [PAIR, "serve", "--listen", fleet.nodes[NEW]["underlay"],
-                          "--state-dir", mesh_state(fleet, NEW), "--code-ttl", "120"])
+                          "--state-dir", fleet.mesh_dir(NEW), "--code-ttl", "120"])
     code = Fleet.read_until(g, r"pairing code: (\S+)").group(1)
     j = fleet.popen(OLD, [PAIR, "join", code, "--genesis",
                           f"{fleet.nodes[NEW]['underlay']}:{PAIR_PORT}", "--name", "laptop-c",
                           "--state-dir", state, "--ifname", ifname, "--wg-port", "51821",
                           "--endpoint", fleet.nodes[OLD]["underlay"] + ":51821"])
     try:
-        sas_j = Fleet.read_until(j, r"SAS: (\d{3} \d{3})").group(1)
-        sas_g = Fleet.read_until(g, r"SAS: (\d{3} \d{3})").group(1)
-        assert sas_j == sas_g
-        j.stdin.write(sas_g + "\n")
-        j.stdin.flush()
-        g.stdin.write(sas_j + "\n")
-        g.stdin.flush()
-        out_j, _ = j.communicate(timeout=120)
-        out_g, _ = g.communicate(timeout=120)
+        out_j, out_g = fleet.confirm_sas(j, g)
         assert j.returncode == 0 and g.returncode == 0, out_j + "\n---\n" + out_g
         assert f"roster version {version + 1} pushed to '{CTL}'" in out_g, out_g
-        ros = roster(fleet, CTL)
+        ros = fleet.roster(CTL)
         assert ros["version"] == version + 1
         assert "laptop-c" in [n["id"] for n in ros["nodes"]]
-        new_key = sh(*fleet.in_ns(OLD, "wg", "show", ifname, "public-key")).stdout.strip()
-        assert new_key in wg_peers(fleet, CTL)
+        assert fleet.wg_key(OLD, ifname) in fleet.wg_peers(CTL)
     finally:
         sh(*fleet.in_ns(OLD, "ip", "link", "del", ifname), check=False)
         sock = f"/var/run/wireguard/{ifname}.sock"
