@@ -224,16 +224,19 @@ static int pair_genkey_genesis_state(const char *state_dir, struct pair_genkey_f
 {
         struct pair_node_conf c;
         struct roster *r;
+        struct in_addr base;
+        unsigned prefix;
         char err[256];
         int ret = pair_genesis_key_require("backup-genesis-key", state_dir, sk);
 
         if (ret < 0)
                 return ret;
         r = pair_roster_load(state_dir, err, sizeof(err));
-        if (pair_conf_load(state_dir, &c) < 0 || !r || roster_verify(r, sk + 32) < 0) {
+        if (pair_conf_load(state_dir, &c) < 0 || pair_subnet_parse(c.subnet, &base, &prefix) < 0 ||
+            !r || roster_verify(r, sk + 32) < 0) {
                 fprintf(stderr,
-                        "backup-genesis-key: the state in '%s' has no node.conf or no roster "
-                        "signed by its genesis key\n",
+                        "backup-genesis-key: the state in '%s' has no node.conf with an address "
+                        "plan or no roster signed by its genesis key\n",
                         state_dir);
                 roster_free(r);
                 return -ENOENT;
