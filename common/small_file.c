@@ -43,12 +43,13 @@ int small_file_read(const char *path, size_t max, bool private, char **ret, size
         return 0;
 }
 
-int small_file_write(const char *path, const char *buf, size_t len, mode_t mode)
+/* Writes buf to path.tmp, fsync'd, mode exactly; 0 or -errno (the temporary file removed). */
+static int small_file_write_tmp(const char *path, char tmp[4200], const char *buf, size_t len,
+                                mode_t mode)
 {
-        char tmp[4200];
         int fd, r = 0;
 
-        if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+        if (snprintf(tmp, 4200, "%s.tmp", path) >= 4200)
                 return -ENAMETOOLONG;
         unlink(tmp);
         fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
@@ -57,9 +58,32 @@ int small_file_write(const char *path, const char *buf, size_t len, mode_t mode)
         if (fchmod(fd, mode) < 0 || write(fd, buf, len) != (ssize_t)len || fsync(fd) < 0)
                 r = -EIO;
         close(fd);
-        if (r == 0 && rename(tmp, path) < 0)
-                r = -errno;
         if (r < 0)
                 unlink(tmp);
+        return r;
+}
+
+int small_file_write(const char *path, const char *buf, size_t len, mode_t mode)
+{
+        char tmp[4200];
+        int r = small_file_write_tmp(path, tmp, buf, len, mode);
+
+        if (r == 0 && rename(tmp, path) < 0) {
+                r = -errno;
+                unlink(tmp);
+        }
+        return r;
+}
+
+int small_file_create(const char *path, const char *buf, size_t len, mode_t mode)
+{
+        char tmp[4200];
+        int r = small_file_write_tmp(path, tmp, buf, len, mode);
+
+        if (r < 0)
+                return r;
+        if (link(tmp, path) < 0)
+                r = -errno;
+        unlink(tmp);
         return r;
 }

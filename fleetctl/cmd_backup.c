@@ -16,13 +16,13 @@
 #include <unistd.h>
 
 #include "common/http_body.h"
+#include "common/pwseal.h"
 #include "common/roster.h"
 #include "fleetctl/fleetctl.h"
 #include "fleetd/backup.h"
 #include "fleetd/store.h"
 
 #define CTL_BACKUP_MAX (1024u * 1024 * 1024)
-#define CTL_PASS_MAX   1024
 
 /* GET path into d; the HTTP status, or -1 (printed) when fleetd cannot be reached. */
 static long ctl_download(struct ctl *c, const char *path, struct http_answer *d)
@@ -57,32 +57,16 @@ static long ctl_download(struct ctl *c, const char *path, struct http_answer *d)
 /* The passphrase from --passphrase-file (its first line); NULL with a message on error. */
 static char *ctl_passphrase(const struct ctl *c)
 {
-        uint8_t *buf = NULL;
-        size_t len = 0;
-        FILE *fp = fopen(c->passphrase_file, "re");
-        char *nl;
+        char *pass = NULL;
+        int r = pwseal_passphrase_load(c->passphrase_file, &pass);
 
-        if (fp) {
-                buf = sodium_malloc(CTL_PASS_MAX + 1);
-                len = buf ? fread(buf, 1, CTL_PASS_MAX, fp) : 0;
-                fclose(fp);
-        }
-        if (!buf) {
+        if (r == -EINVAL)
+                fprintf(stderr, "fleetctl: the passphrase in '%s' is shorter than %d characters\n",
+                        c->passphrase_file, PWSEAL_PASS_MIN);
+        else if (r < 0)
                 fprintf(stderr, "fleetctl: cannot read the passphrase file '%s': %s\n",
-                        c->passphrase_file, strerror(errno));
-                return NULL;
-        }
-        buf[len] = '\0';
-        nl = strchr((char *)buf, '\n');
-        if (nl)
-                *nl = '\0';
-        if (strlen((char *)buf) < 8) {
-                fprintf(stderr, "fleetctl: the passphrase in '%s' is shorter than 8 characters\n",
-                        c->passphrase_file);
-                sodium_free(buf);
-                return NULL;
-        }
-        return (char *)buf;
+                        c->passphrase_file, strerror(-r));
+        return r < 0 ? NULL : pass;
 }
 
 static int ctl_write_new(const char *path, const uint8_t *data, size_t len)
@@ -149,7 +133,8 @@ int ctl_cmd_backup(struct ctl *c)
                 fprintf(stderr, "fleetctl: fleetd's answer is no valid backup: %s\n", err);
                 goto cleanup;
         }
-        if (pass && backup_seal((const uint8_t *)d->data, d->len, pass, &sealed, &sealed_len) < 0) {
+        if (pass && pwseal_seal(BACKUP_SEALED_MAGIC, NULL, 0, (const uint8_t *)d->data, d->len,
+                                pass, &pwseal_moderate, &sealed, &sealed_len) < 0) {
                 fprintf(stderr, "fleetctl: cannot seal the backup (out of memory?)\n");
                 goto cleanup;
         }
@@ -212,7 +197,9 @@ static int ctl_restore_open(const struct ctl *c, uint8_t **ret, size_t *ret_len)
                 goto cleanup;
         }
         pass = ctl_passphrase(c);
-        r = pass ? backup_unseal(buf, (size_t)st.st_size, pass, &plain, &plain_len) : -EINVAL;
+        r = pass ? pwseal_open(BACKUP_SEALED_MAGIC, NULL, 0, buf, (size_t)st.st_size, pass, &plain,
+                               &plain_len)
+                 : -EINVAL;
         if (r == -EACCES)
                 fprintf(stderr,
                         "fleetctl: cannot open '%s': wrong passphrase, or the file is "

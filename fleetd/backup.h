@@ -8,7 +8,7 @@
 #include <stdint.h>
 
 #define BACKUP_MAGIC        "TBXFBK1\n" /* a plain archive */
-#define BACKUP_SEALED_MAGIC "TBXFBKS1"  /* a passphrase-sealed one */
+#define BACKUP_SEALED_MAGIC "TBXFBKS1"  /* sealed with a passphrase (common/pwseal.h) */
 #define BACKUP_MAGIC_LEN    8
 #define BACKUP_FILES_MAX    32
 #define BACKUP_FILE_MAX     (64u * 1024 * 1024 * 1024ull) /* the database */
@@ -41,10 +41,3 @@ int backup_write(struct fleetd *f, int fd, char *err, size_t errsize);
 int backup_parse(const uint8_t *buf, size_t len, struct backup_archive *ret, char *err,
                  size_t errsize);
 void backup_archive_done(struct backup_archive *a);
-/* Seals plain with the passphrase into a malloc'd *ret (Argon2id, moderate limits). */
-int backup_seal(const uint8_t *plain, size_t len, const char *passphrase, uint8_t **ret,
-                size_t *ret_len);
-/* Opens a sealed archive: -EACCES for a wrong passphrase or a damaged file, -EBADMSG for one
- * cut short or not sealed. *ret is malloc'd. */
-int backup_unseal(const uint8_t *sealed, size_t len, const char *passphrase, uint8_t **ret,
-                  size_t *ret_len);

@@ -19,7 +19,7 @@
 
 struct pair_args {
         const char *state_dir, *name, *endpoint, *role, *ifname, *subnet, *fleet_id, *listen;
-        const char *genesis, *code, *field, *connect;
+        const char *genesis, *code, *field, *connect, *passphrase_file;
         unsigned wg_port, pair_port, code_ttl, sas_timeout, io_timeout, node_api_port;
         bool no_wg;
 };
@@ -67,6 +67,8 @@ static const struct pair_option pair_options[] = {
     {"no-wg", PAIR_OPT_FLAG, offsetof(struct pair_args, no_wg), NULL, 0, 0, 0},
     PAIR_STR("field", field, NULL),
     PAIR_STR("connect", connect, NULL),
+    /* backup-genesis-key, restore-genesis-key: the passphrase is this file's first line */
+    PAIR_STR("passphrase-file", passphrase_file, NULL),
 };
 
 #define PAIR_N_OPTIONS (sizeof(pair_options) / sizeof(pair_options[0]))
@@ -263,6 +265,24 @@ static int cmd_remove_node(const struct pair_args *a, const char *arg)
         return pair_node_remove(a->state_dir, arg, a->node_api_port, a->no_wg, stdout);
 }
 
+/* backup-genesis-key and restore-genesis-key: FILE and --passphrase-file F */
+static int pair_need_sealed(const struct pair_args *a, const char *file)
+{
+        return pair_need(file, "FILE") ?: pair_need(a->passphrase_file, "--passphrase-file F");
+}
+
+static int cmd_backup_genesis_key(const struct pair_args *a, const char *arg)
+{
+        return pair_need_sealed(a, arg)
+                   ?: pair_genkey_backup(a->state_dir, arg, a->passphrase_file, stdout);
+}
+
+static int cmd_restore_genesis_key(const struct pair_args *a, const char *arg)
+{
+        return pair_need_sealed(a, arg)
+                   ?: pair_genkey_restore(a->state_dir, arg, a->passphrase_file, stdout);
+}
+
 static int cmd_up(const struct pair_args *a, const char *arg)
 {
         char err[320];
@@ -379,6 +399,12 @@ static const struct pair_command {
     {"remove-node", 1, cmd_remove_node,
      "remove-node NODE-ID [--node-api-port 9172] [--no-wg] (genesis: revoke a node; its key "
      "leaves every peer)"},
+    {"backup-genesis-key", 1, cmd_backup_genesis_key,
+     "backup-genesis-key FILE --passphrase-file F (genesis: seal its key into FILE, never over "
+     "a file)"},
+    {"restore-genesis-key", 1, cmd_restore_genesis_key,
+     "restore-genesis-key FILE --passphrase-file F (a member, after losing the genesis: this "
+     "node signs the roster from now on)"},
     {"up", 0, cmd_up, "up (create the interface from the state and apply the stored roster)"},
     {"peers", 0, cmd_peers, "peers (the interface's peers and their latest handshakes)"},
     {"show", 0, cmd_show,

@@ -203,6 +203,10 @@ int pair_conf_load(const char *dir, struct pair_node_conf *c);
 /* Genesis key (Ed25519): secret key file 0600 (refused when readable by others), public key. */
 int pair_genesis_key_save(const char *dir, const uint8_t sk[64]);
 int pair_genesis_key_load(const char *dir, uint8_t sk[64]);
+/* pair_genesis_key_load for command cmd, which says on stderr when there is no key. */
+int pair_genesis_key_require(const char *cmd, const char *dir, uint8_t sk[64]);
+/* Like pair_genesis_key_save, but -EEXIST (nothing written) when the node holds a key already. */
+int pair_genesis_key_create(const char *dir, const uint8_t sk[64]);
 int pair_genesis_pub_save(const char *dir, const uint8_t pk[32]);
 int pair_genesis_pub_load(const char *dir, uint8_t pk[32]);
 /* The stored roster, or NULL (err filled). */
@@ -212,6 +216,51 @@ struct roster *pair_roster_load(const char *dir, char *err, size_t errsize);
 int pair_roster_accept(const char *dir, const struct roster *r, char *err, size_t errsize);
 /* Writes without checks (genesis: version 1). */
 int pair_roster_store(const char *dir, const struct roster *r);
+
+/* --- the genesis key's backup (pairing_genkey.c) ---
+ * A text file: a comment, then `key=value` lines naming in clear what it is (the format, the
+ * fleet id, the genesis public key, the address plan, the node it was made on), and last the
+ * line `sealed=` with the base64 of the secret key sealed by common/pwseal.h under the
+ * passphrase, everything before that line bound as additional data: a changed byte anywhere
+ * does not open. */
+#define PAIR_GENKEY_FORMAT     "totebox-genesis-key/1"
+#define PAIR_GENKEY_MAGIC      "TBXGKEY1" /* the sealed bytes' magic */
+#define PAIR_GENKEY_FILE_MAX   4096
+#define PAIR_GENKEY_SEALED_MAX 256 /* a 64-byte key sealed is 149 bytes */
+
+struct pair_genkey_file {
+        char fleet_id[NODE_ID_MAX + 1];
+        char genesis_public_key[WG_KEY_B64_LEN + 1];
+        uint8_t pk[32]; /* genesis_public_key decoded */
+        char subnet[20];
+        char made_on[NODE_ID_MAX + 1];
+        size_t ad_len; /* the file's bytes before the sealed line: the additional data */
+        uint8_t sealed[PAIR_GENKEY_SEALED_MAX];
+        size_t sealed_len;
+};
+
+struct pwseal_limits;
+/* The backup's text for f's clear fields (ad_len and sealed are set in f) and the secret key,
+ * sealed with passphrase under limits: a malloc'd string in *ret. */
+int pair_genkey_format(struct pair_genkey_file *f, const uint8_t sk[64], const char *passphrase,
+                       const struct pwseal_limits *limits, char **ret, size_t *ret_len);
+/* Strict parse of a backup's text (hostile input: anyone may hand an operator a file): every
+ * field once, in order, nothing unknown, the sealed line last. -EBADMSG with err filled. */
+int pair_genkey_parse(const char *buf, size_t len, struct pair_genkey_file *ret, char *err,
+                      size_t errsize);
+/* Opens a parsed backup (buf: the text it was parsed from) into sk: -EACCES for a wrong
+ * passphrase or an altered file, -EBADMSG when what is sealed is no key of the public key the
+ * file names. sk is untouched on failure. */
+int pair_genkey_unseal(const char *buf, const struct pair_genkey_file *f, const char *passphrase,
+                       uint8_t sk[64]);
+/* Genesis: writes the backup of its key to path (never over a file, 0600). */
+int pair_genkey_backup(const char *state_dir, const char *path, const char *passphrase_file,
+                       FILE *out);
+/* A member without the genesis key: checks the backup at path against this node's verified
+ * roster (fleet id, genesis public key), opens it, and only then stores genesis.key (and the
+ * address plan in node.conf, so that this node can admit joins). A refusal writes nothing. */
+int pair_genkey_restore(const char *state_dir, const char *path, const char *passphrase_file,
+                        FILE *out);
 
 /* --- the roles (pairing_server.c, pairing_client.c) --- */
 

@@ -38,14 +38,9 @@ int pair_controller_key_set(const char *state_dir, const char *pin_key, unsigned
                         pin_key);
                 return -EINVAL;
         }
-        ret = pair_genesis_key_load(state_dir, sk);
-        if (ret < 0) {
-                fprintf(stderr,
-                        "controller-key: no genesis key in '%s' (run this on the genesis "
-                        "node): %s\n",
-                        state_dir, strerror(-ret));
+        ret = pair_genesis_key_require("controller-key", state_dir, sk);
+        if (ret < 0)
                 return ret;
-        }
         cur = pair_roster_load(state_dir, err, sizeof(err));
         if (cur && strcmp(cur->controller_pin_key, pin_key) == 0) {
                 fprintf(out, "roster version %llu already names controller pin key %s\n",

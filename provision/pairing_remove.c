@@ -81,14 +81,10 @@ static int pair_remove_sign(const char *state_dir, const struct roster *cur, con
         struct roster *next = NULL;
         char err[256] = "";
         uint8_t sk[64];
-        int ret = pair_genesis_key_load(state_dir, sk);
+        int ret = pair_genesis_key_require("remove-node", state_dir, sk);
 
-        if (ret < 0) {
-                fprintf(stderr,
-                        "remove-node: no genesis key in '%s' (run this on the genesis): %s\n",
-                        state_dir, strerror(-ret));
+        if (ret < 0)
                 return ret;
-        }
         next = pair_roster_without(cur, roster_find_by_id(cur, id), sk, err, sizeof(err));
         sodium_memzero(sk, sizeof(sk));
         ret = next ? pair_roster_store(state_dir, next) : -EINVAL;

@@ -17,6 +17,7 @@
 
 #include "common/config.h"
 #include "common/mesh.h"
+#include "common/small_file.h"
 
 #define K(name, type, field, min, max, def, help)                                                  \
         {                                                                                          \
@@ -137,15 +138,21 @@ int pair_conf_load(const char *dir, struct pair_node_conf *c)
         return 0;
 }
 
+/* replace false: -EEXIST when the file exists (a restored genesis key never replaces one). */
 static int pair_key_save(const char *dir, const char *name, const uint8_t *key, size_t len,
-                         mode_t mode)
+                         mode_t mode, bool replace)
 {
         char b64[sodium_base64_ENCODED_LEN(64, sodium_base64_VARIANT_ORIGINAL) + 1];
+        char path[PATH_MAX];
         int ret;
 
         sodium_bin2base64(b64, sizeof(b64) - 1, key, len, sodium_base64_VARIANT_ORIGINAL);
         strcat(b64, "\n");
-        ret = pair_state_write(dir, name, b64, strlen(b64), mode);
+        if (replace)
+                ret = pair_state_write(dir, name, b64, strlen(b64), mode);
+        else
+                ret = pair_state_path(dir, name, path, sizeof(path))
+                          ?: small_file_create(path, b64, strlen(b64), mode);
         sodium_memzero(b64, sizeof(b64));
         return ret;
 }
@@ -170,7 +177,22 @@ static int pair_key_load(const char *dir, const char *name, bool secret, uint8_t
 
 int pair_genesis_key_save(const char *dir, const uint8_t sk[64])
 {
-        return pair_key_save(dir, "genesis.key", sk, 64, 0600);
+        return pair_key_save(dir, "genesis.key", sk, 64, 0600, true);
+}
+
+int pair_genesis_key_require(const char *cmd, const char *dir, uint8_t sk[64])
+{
+        int ret = pair_genesis_key_load(dir, sk);
+
+        if (ret < 0)
+                fprintf(stderr, "%s: no genesis key in '%s' (run this on the genesis node): %s\n",
+                        cmd, dir, strerror(-ret));
+        return ret;
+}
+
+int pair_genesis_key_create(const char *dir, const uint8_t sk[64])
+{
+        return pair_key_save(dir, "genesis.key", sk, 64, 0600, false);
 }
 
 int pair_genesis_key_load(const char *dir, uint8_t sk[64])
@@ -180,7 +202,7 @@ int pair_genesis_key_load(const char *dir, uint8_t sk[64])
 
 int pair_genesis_pub_save(const char *dir, const uint8_t pk[32])
 {
-        return pair_key_save(dir, "genesis.pub", pk, 32, 0644);
+        return pair_key_save(dir, "genesis.pub", pk, 32, 0644, true);
 }
 
 int pair_genesis_pub_load(const char *dir, uint8_t pk[32])

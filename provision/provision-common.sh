@@ -172,6 +172,7 @@ run_ceremony() {
                 pair genesis --name "$NAME" --role "$role" --endpoint "$ENDPOINT" \
                         --ifname "$IFNAME" --wg-port "$WG_PORT" --subnet "$SUBNET" ||
                         die "creating the mesh failed"
+                say "this node holds the genesis key: back it up now, sealed with a passphrase, and keep the file and the passphrase apart: $PAIR_BIN backup-genesis-key FILE --passphrase-file F --state-dir $MESH_DIR (docs/operations.md, \"Backing up the genesis key\")"
                 ;;
         join)
                 if [ -f "$MESH_DIR/roster.json" ]; then

@@ -136,9 +136,17 @@ class Fleet:
         j = self.popen(node, ["bash", n["script"], "--join", code, "--genesis-endpoint",
                               f"{self.nodes[gname]['underlay']}:{PAIR_PORT}", "--role", n["role"]]
                        + self.script_args(node))
+        out_j, out_g = self.confirm_sas(j, g, f"{node}: SAS on {node} is '%s', on {gname} '%s'")
+        if j.returncode != 0 or g.returncode != 0:
+            raise FleetError(f"join of {node} failed:\n{out_j}\n--- genesis:\n{out_g}")
+        log(f"{node}: joined as {n['role']} in {time.time() - t0:.1f} s")
+
+    def confirm_sas(self, j, g, what="SAS on the joiner '%s', on the genesis '%s'"):
+        """Types each side's SAS into the other, as the operators would, when they agree; waits
+        for both ceremonies to end and returns their outputs (joiner, genesis)."""
         sas_j = self.read_until(j, r"SAS: (\d{3} \d{3})").group(1)
         sas_g = self.read_until(g, r"SAS: (\d{3} \d{3})").group(1)
-        log(f"{node}: SAS on {node} is '{sas_j}', on {gname} '{sas_g}'; confirming both")
+        log((what % (sas_j, sas_g)) + "; confirming both")
         if sas_j != sas_g:
             raise FleetError(f"SAS differ ('{sas_j}' vs '{sas_g}'): not confirming")
         j.stdin.write(sas_g + "\n")
@@ -147,9 +155,29 @@ class Fleet:
         g.stdin.flush()
         out_j, _ = j.communicate(timeout=180)
         out_g, _ = g.communicate(timeout=180)
-        if j.returncode != 0 or g.returncode != 0:
-            raise FleetError(f"join of {node} failed:\n{out_j}\n--- genesis:\n{out_g}")
-        log(f"{node}: joined as {n['role']} in {time.time() - t0:.1f} s")
+        return out_j, out_g
+
+    # --- a node's mesh state, for tests of the roster ------------------------------------
+
+    def mesh_dir(self, node):
+        return os.path.join(self.nodes[node]["state"], "mesh")
+
+    def pair(self, node, *args):
+        """totebox-pair ARGS on node's mesh state, inside its namespace (not checked)."""
+        return sh(*self.in_ns(node, os.path.join(BUILD, "provision", "totebox-pair"), *args,
+                              "--state-dir", self.mesh_dir(node)), check=False)
+
+    def roster(self, node):
+        with open(os.path.join(self.mesh_dir(node), "roster.json")) as fh:
+            return json.load(fh)
+
+    def wg_key(self, node, ifname=None):
+        return sh(*self.in_ns(node, "wg", "show", ifname or self.nodes[node]["ifname"],
+                              "public-key")).stdout.strip()
+
+    def wg_peers(self, node):
+        return sh(*self.in_ns(node, "wg", "show", self.nodes[node]["ifname"],
+                              "peers")).stdout.split()
 
     def mesh_address(self, node):
         return sh(os.path.join(BUILD, "provision", "totebox-pair"), "show", "--state-dir",

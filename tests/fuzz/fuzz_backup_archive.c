@@ -1,30 +1,23 @@
 /* Fuzz target: fleetctl restore's readers of a backup file (hostile: anyone may hand an operator
- * a file). The plain archive's parser, and the sealed archive's opener for inputs that declare
- * libsodium's minimum Argon2id limits (others would cost 256 MiB and a second per input; their
- * limits are checked before any derivation, which the parse of every input exercises). */
+ * a file). The plain archive's parser, and the sealed archive's opener (common/pwseal.h) for inputs
+ * that declare libsodium's minimum Argon2id limits (others would cost 256 MiB and a second per
+ * input; their limits are checked before any derivation, which the parse of every input exercises).
+ */
 #include <sodium.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/pwseal.h"
 #include "fleetd/backup.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static uint64_t fuzz_be64(const uint8_t *p)
-{
-        uint64_t v = 0;
-
-        for (int i = 0; i < 8; i++)
-                v = v << 8 | p[i];
-        return v;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
         struct backup_archive a;
-        size_t limits = BACKUP_MAGIC_LEN + crypto_pwhash_SALTBYTES;
+        struct pwseal_limits l;
         uint8_t *plain = NULL;
         size_t plain_len = 0;
         char err[512];
@@ -33,9 +26,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 return 0;
         if (backup_parse(data, size, &a, err, sizeof(err)) == 0)
                 backup_archive_done(&a);
-        if (size >= limits + 16 && fuzz_be64(data + limits) == crypto_pwhash_OPSLIMIT_MIN &&
-            fuzz_be64(data + limits + 8) == crypto_pwhash_MEMLIMIT_MIN &&
-            backup_unseal(data, size, "fuzz passphrase", &plain, &plain_len) == 0) {
+        if (pwseal_limits_get(data, size, &l) == 0 && l.ops == crypto_pwhash_OPSLIMIT_MIN &&
+            l.mem == crypto_pwhash_MEMLIMIT_MIN &&
+            pwseal_open(BACKUP_SEALED_MAGIC, NULL, 0, data, size, "fuzz passphrase", &plain,
+                        &plain_len) == 0) {
                 if (backup_parse(plain, plain_len, &a, err, sizeof(err)) == 0)
                         backup_archive_done(&a);
                 free(plain);

@@ -23,11 +23,10 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "scripts"))
-from fleet import BUILD, Fleet, sh, wait  # noqa: E402
+from fleet import Fleet, sh, wait  # noqa: E402
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, WireGuard)")
 
-PAIR = os.path.join(BUILD, "provision", "totebox-pair")
 GENESIS, GONE, CTL = "laptop-a", "laptop-b", "cloud"
 STATE = {}
 
@@ -44,27 +43,6 @@ def fleet():
         f.down()
 
 
-def mesh_state(f, node):
-    return os.path.join(f.nodes[node]["state"], "mesh")
-
-
-def pair(f, node, *args):
-    return sh(*f.in_ns(node, PAIR, *args, "--state-dir", mesh_state(f, node)), check=False)
-
-
-def roster(f, node):
-    with open(os.path.join(mesh_state(f, node), "roster.json")) as fh:
-        return json.load(fh)
-
-
-def wg_key(f, node):
-    return sh(*f.in_ns(node, "wg", "show", f.nodes[node]["ifname"], "public-key")).stdout.strip()
-
-
-def wg_peers(f, node):
-    return sh(*f.in_ns(node, "wg", "show", f.nodes[node]["ifname"], "peers")).stdout.split()
-
-
 def dropped(f, reason):
     status, text = f.api_raw("GET", "/metrics")
     assert status == 200, text
@@ -74,7 +52,7 @@ def dropped(f, reason):
 
 
 def test_a_totebox_runs_on_the_node_to_be_removed(fleet):
-    STATE["key"] = wg_key(fleet, GONE)
+    STATE["key"] = fleet.wg_key(GONE)
     # laptop-b may be briefly unhealthy after the image import (its libvirt probe under load)
     deadline = time.time() + 90
     while True:
@@ -93,29 +71,29 @@ def test_a_totebox_runs_on_the_node_to_be_removed(fleet):
     assert vm["node_id"] == GONE
     STATE["vm"] = vm["id"]
     for node in (GENESIS, CTL):
-        assert STATE["key"] in wg_peers(fleet, node)
+        assert STATE["key"] in fleet.wg_peers(node)
 
 
 def test_refusals_change_nothing(fleet):
-    before = roster(fleet, GENESIS)
+    before = fleet.roster(GENESIS)
     for node, why in ((GENESIS, "it is the genesis"), (CTL, "runs the fleet controller"),
                       ("no-such-node", "is not in roster version")):
-        r = pair(fleet, GENESIS, "remove-node", node)
+        r = fleet.pair(GENESIS, "remove-node", node)
         assert r.returncode != 0 and why in r.stderr, (node, r.stdout, r.stderr)
-    r = pair(fleet, GENESIS, "remove-node", "../etc")
+    r = fleet.pair(GENESIS, "remove-node", "../etc")
     assert r.returncode != 0 and "is not a node id" in r.stderr, r.stderr
     # the cloud node holds no genesis key: it cannot remove anyone
-    r = pair(fleet, CTL, "remove-node", GONE)
+    r = fleet.pair(CTL, "remove-node", GONE)
     assert r.returncode != 0 and "no genesis key" in r.stderr, r.stderr
     for node in fleet.nodes:
-        assert roster(fleet, node)["version"] == before["version"]
-    assert STATE["key"] in wg_peers(fleet, GENESIS)
+        assert fleet.roster(node)["version"] == before["version"]
+    assert STATE["key"] in fleet.wg_peers(GENESIS)
 
 
 def test_remove_node_takes_its_key_off_every_peer(fleet):
-    version = roster(fleet, GENESIS)["version"]
+    version = fleet.roster(GENESIS)["version"]
     t0 = time.time()
-    r = pair(fleet, GENESIS, "remove-node", GONE)
+    r = fleet.pair(GENESIS, "remove-node", GONE)
     elapsed = time.time() - t0
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"roster version {version + 1} removes node '{GONE}' (10.77.0.2)" in r.stdout, r.stdout
@@ -123,12 +101,12 @@ def test_remove_node_takes_its_key_off_every_peer(fleet):
         assert f"roster version {version + 1} pushed to '{node}'" in r.stdout, r.stdout
     assert f"pushed to '{GONE}'" not in r.stdout
     # the push is synchronous: when the command returns, the key is gone everywhere
-    gone_at = {node: STATE["key"] not in wg_peers(fleet, node) for node in (GENESIS, CTL)}
+    gone_at = {node: STATE["key"] not in fleet.wg_peers(node) for node in (GENESIS, CTL)}
     print(f"\nremove-node returned in {elapsed:.2f} s (heartbeat interval 2 s); "
           f"key absent on return: {gone_at}")
     assert all(gone_at.values()), gone_at
     for node in (GENESIS, CTL):
-        r5 = roster(fleet, node)
+        r5 = fleet.roster(node)
         assert r5["version"] == version + 1
         assert GONE not in [n["id"] for n in r5["nodes"]]
         assert r5["revoked"] == [{"id": GONE, "wg_public_key": STATE["key"],
@@ -142,7 +120,7 @@ def test_remove_node_takes_its_key_off_every_peer(fleet):
 
 
 def test_fleetd_shows_the_vm_on_a_removed_node_and_never_moves_it(fleet):
-    version = roster(fleet, GENESIS)["version"]
+    version = fleet.roster(GENESIS)["version"]
     wait(lambda: fleet.api("GET", "/v1/roster")["version"] == version, 30,
          "fleetd to take the new roster")
     ids = [n["id"] for n in fleet.api("GET", "/v1/nodes")["nodes"]]
@@ -177,7 +155,7 @@ def test_heartbeats_of_the_removed_node_are_refused_as_revoked(fleet):
 
 
 def test_a_roster_readmitting_the_node_without_the_genesis_is_refused(fleet):
-    r = roster(fleet, CTL)
+    r = fleet.roster(CTL)
     forged = dict(r, version=r["version"] + 1, revoked=[])
     del forged["revoked"]
     forged["nodes"] = r["nodes"] + [{"id": GONE, "name": GONE, "role": "relay",
@@ -185,12 +163,12 @@ def test_a_roster_readmitting_the_node_without_the_genesis_is_refused(fleet):
                                      "endpoint": fleet.nodes[GONE]["underlay"] + ":51820"}]
     st, problem = fleet.node_api(CTL, "POST", "/v1/roster", forged)
     assert st == 403 and "bad-signature" in json.dumps(problem), (st, problem)
-    assert roster(fleet, CTL)["version"] == r["version"]
-    assert STATE["key"] not in wg_peers(fleet, CTL)
+    assert fleet.roster(CTL)["version"] == r["version"]
+    assert STATE["key"] not in fleet.wg_peers(CTL)
 
 
 def test_removing_again_changes_nothing(fleet):
-    version = roster(fleet, GENESIS)["version"]
-    r = pair(fleet, GENESIS, "remove-node", GONE)
+    version = fleet.roster(GENESIS)["version"]
+    r = fleet.pair(GENESIS, "remove-node", GONE)
     assert r.returncode == 0 and f"node '{GONE}' was already removed" in r.stdout, r.stdout
-    assert roster(fleet, GENESIS)["version"] == version
+    assert fleet.roster(GENESIS)["version"] == version
