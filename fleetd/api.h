@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/problem.h"
 #include "fleetd/fleetd.h"
 
 #define API_MAX_PARAMS 2
@@ -133,15 +134,10 @@ extern const struct api_route api_routes[];
 /* api_problems.c: the problem types domain code produces and their HTTP statuses, the one place
  * a domain outcome becomes a status (docs/fleetd.md, "Errors"). err 0 in a row matches any
  * errno. */
-struct api_problem_row {
-        const char *type;
-        int err;
-        unsigned status;
-};
-extern const struct api_problem_row api_problem_table[];
+extern const struct problem_row api_problem_table[];
 extern const size_t api_problem_table_len;
 /* The row for type with err, or NULL when the table has no such type. */
-const struct api_problem_row *api_problem_find(const char *type, int err);
+const struct problem_row *api_problem_find(const char *type, int err);
 /* Fills resp with an RFC 9457 problem: type is a short slug ("not-found"). For what the edge
  * itself refuses (a malformed request); a domain problem goes through api_fail. */
 void api_problem(struct api_response *resp, unsigned status, const char *type, const char *fmt, ...)

@@ -13,7 +13,7 @@
 #include "fleetd/api.h"
 
 /* Sorted by type; rows of one type with a specific errno before its err 0 row. */
-const struct api_problem_row api_problem_table[] = {
+const struct problem_row api_problem_table[] = {
     {"archived", 0, 409},
     {"backup-failed", 0, 500},
     {"bad-checkpoint", 0, 422},
@@ -78,18 +78,14 @@ const struct api_problem_row api_problem_table[] = {
 };
 const size_t api_problem_table_len = sizeof(api_problem_table) / sizeof(api_problem_table[0]);
 
-const struct api_problem_row *api_problem_find(const char *type, int err)
+const struct problem_row *api_problem_find(const char *type, int err)
 {
-        for (size_t i = 0; type && i < api_problem_table_len; i++)
-                if (strcmp(api_problem_table[i].type, type) == 0 &&
-                    (api_problem_table[i].err == 0 || api_problem_table[i].err == err))
-                        return &api_problem_table[i];
-        return NULL;
+        return problem_row_find(api_problem_table, api_problem_table_len, type, err, false);
 }
 
 unsigned api_problem_status(const char *type, int err)
 {
-        const struct api_problem_row *row = api_problem_find(type, err);
+        const struct problem_row *row = api_problem_find(type, err);
 
         return row && row->status ? row->status : 500;
 }
