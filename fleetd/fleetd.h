@@ -520,7 +520,8 @@ void plans_create(struct fleetd *f, const struct plan_request *req, const char *
 void plans_confirm(struct fleetd *f, const char *plan_id, const char *actor,
                    struct plan_outcome *ret);
 void plans_drop(struct fleetd *f, const char *plan_id, const char *actor, struct plan_outcome *ret);
-/* As plans_confirm and plans_drop, run only while the plan matches if_match (412 otherwise). */
+/* As plans_confirm and plans_drop, run only while the plan matches if_match (precondition-failed
+ * otherwise). */
 void plans_confirm_if(struct fleetd *f, const char *plan_id, const char *actor,
                       const char *if_match, struct plan_outcome *ret);
 void plans_drop_if(struct fleetd *f, const char *plan_id, const char *actor, const char *if_match,
@@ -558,10 +559,11 @@ void dispatch_run_once(struct fleetd *f, uint64_t now_ms);
  * (200 with the VM) and verify (202 with the node's request id). */
 void dispatch_vm_verb(struct fleetd *f, const char *vm_id, const char *verb, const char *actor,
                       struct plan_outcome *ret);
-/* As dispatch_vm_verb, run only while the VM matches if_match (412 otherwise). */
+/* As dispatch_vm_verb, run only while the VM matches if_match (precondition-failed
+ * otherwise). */
 void dispatch_vm_verb_if(struct fleetd *f, const char *vm_id, const char *verb, const char *actor,
                          const char *if_match, struct plan_outcome *ret);
-/* A verb in two halves, for operations.c: the check (under f->lock; 404, 409, 412 in ret and
+/* A verb in two halves, for operations.c: the check (under f->lock; a problem in ret and
  * NULL when refused; else the VM is marked busy), then the node call and its outcome (frees
  * call). Not retire. */
 struct verb_call;
@@ -670,7 +672,7 @@ const char *fleet_vault_status(struct fleetd *f, uint64_t now_ms, json_t **ret_a
  * confirm names the same one); o gets 202 and the operation, or a problem. */
 void ops_confirmed(struct fleetd *f, const char *plan_id, const char *vm_id, const char *actor,
                    struct plan_outcome *o);
-/* Checks verb on vm_id now (404, 409, 412 in o), then runs it on the VM's node in the
+/* Checks verb on vm_id now (a problem in o), then runs it on the VM's node in the
  * background: o gets 202 and the operation. */
 void ops_verb_start(struct fleetd *f, const char *vm_id, const char *verb, const char *actor,
                     const char *if_match, struct plan_outcome *o);

@@ -421,7 +421,7 @@ struct vm_create_req {
 
 int vm_create_req_parse(const char *body, size_t len, struct vm_create_req *ret,
                         struct vm_problem *p);
-/* 201 created, 200 done before; *ret_vm is a new reference. */
+/* VMS_CREATED created, 0 done before; *ret_vm is a new reference. */
 int vms_create(struct vmhost *vh, const struct vm_create_req *req, json_t **ret_vm,
                struct vm_problem *p);
 int vms_action(struct vmhost *vh, const char *id, const char *verb, json_t **ret_vm,
@@ -441,8 +441,8 @@ const struct problem_row *node_problem_find(const char *type, int err);
 unsigned node_problem_status(const struct vm_problem *p);
 
 /* audit_witness.c: this node as a witness of fleetd's audit log */
-/* POST /v1/audit-checkpoint: 200 with the held state in *ret_state, or a problem (409
- * audit-inconsistent / audit-key-mismatch: refused and kept as evidence). */
+/* POST /v1/audit-checkpoint: 0 with the held state in *ret_state, or a problem
+ * (audit-inconsistent / audit-key-mismatch: refused and kept as evidence). */
 int audit_witness_accept(struct vmhost *vh, const char *body, size_t len, json_t **ret_state,
                          struct vm_problem *p);
 /* GET /v1/audit-checkpoint: {v, node, key, checkpoint, size, received_ms, refused_total,
@@ -542,12 +542,12 @@ struct diode_deposit_req {
         uint8_t hash[32]; /* BLAKE2b-256 of the spooled bytes */
 };
 
-/* 201 and the checked receipt, or a problem. data_fd holds the record's size bytes. */
+/* VMS_CREATED and the checked receipt, or a problem. data_fd holds the record's size bytes. */
 int diode_deposit(struct vmhost *vh, const struct diode_deposit_req *req, int data_fd,
                   json_t **ret_receipt, struct vm_problem *p);
 int diode_list(struct vmhost *vh, const char *id, uint64_t after, uint64_t limit, json_t **ret,
                struct vm_problem *p);
-/* 200: the record's bytes are in spool_fd (from offset 0) and *ret_record is its checked entry,
+/* 0: the record's bytes are in spool_fd (from offset 0) and *ret_record is its checked entry,
  * proof and head. */
 int diode_read(struct vmhost *vh, const char *id, uint64_t seq, int spool_fd, json_t **ret_record,
                struct vm_problem *p);
