@@ -258,48 +258,6 @@ void api_utf8_sanitise(char *s)
         }
 }
 
-void api_problem(struct api_response *resp, unsigned status, const char *type, const char *fmt, ...)
-{
-        static const struct {
-                unsigned status;
-                const char *title;
-        } titles[] = {{400, "Bad Request"},
-                      {401, "Unauthorized"},
-                      {403, "Forbidden"},
-                      {404, "Not Found"},
-                      {405, "Method Not Allowed"},
-                      {409, "Conflict"},
-                      {410, "Gone"},
-                      {412, "Precondition Failed"},
-                      {413, "Content Too Large"},
-                      {414, "URI Too Long"},
-                      {415, "Unsupported Media Type"},
-                      {422, "Unprocessable Content"},
-                      {429, "Too Many Requests"},
-                      {431, "Request Header Fields Too Large"},
-                      {500, "Internal Server Error"},
-                      {502, "Bad Gateway"},
-                      {503, "Service Unavailable"},
-                      {504, "Gateway Timeout"}};
-        const char *title = "Error";
-        char detail[512], type_uri[128];
-        va_list ap;
-
-        for (size_t i = 0; i < sizeof(titles) / sizeof(titles[0]); i++)
-                if (titles[i].status == status)
-                        title = titles[i].title;
-        va_start(ap, fmt);
-        vsnprintf(detail, sizeof(detail), fmt, ap);
-        va_end(ap);
-        api_utf8_sanitise(detail); /* echoed paths, ids and names may be any bytes */
-        snprintf(type_uri, sizeof(type_uri), "https://totebox.example/problems/%s", type);
-        json_decref(resp->body);
-        resp->status = status;
-        resp->content_type = "application/problem+json";
-        resp->body = json_pack("{s:s, s:s, s:i, s:s}", "type", type_uri, "title", title, "status",
-                               (int)status, "detail", detail);
-}
-
 /* True when the body is well-formed JSON within the limits whose only fault is an integer
  * beyond 64 bits: that is a value out of range (422), as -2^63 or a negative memory size is,
  * not malformed JSON (400). */
@@ -398,22 +356,6 @@ bool api_query_uint(struct api_request *req, struct api_response *resp, const ch
         return false;
 }
 
-void api_from_outcome(struct api_response *resp, struct plan_outcome *o)
-{
-        if (o->problem) {
-                api_problem(resp, o->status, o->problem, "%s", o->detail);
-                if (o->body) {
-                        json_object_update(resp->body, o->body);
-                        json_decref(o->body);
-                }
-        } else {
-                api_ok(resp, o->body ? o->body : json_object());
-                resp->status = o->status;
-                memcpy(resp->tag, o->etag, sizeof(resp->tag));
-        }
-        o->body = NULL;
-}
-
 const char *api_if_match(struct api_request *req)
 {
         return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "If-Match");
@@ -425,6 +367,12 @@ void api_ok(struct api_response *resp, json_t *body)
         resp->status = 200;
         resp->content_type = "application/json";
         resp->body = body;
+}
+
+void api_accepted(struct api_response *resp, json_t *body)
+{
+        api_ok(resp, body);
+        resp->status = 202;
 }
 
 /* Matches path against pattern; copies {…} segments into req->params. */

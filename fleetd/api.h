@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/problem.h"
 #include "fleetd/fleetd.h"
 
 #define API_MAX_PARAMS 2
@@ -130,11 +131,24 @@ struct api_route {
 
 extern const struct api_route api_routes[];
 
-/* Fills resp with an RFC 9457 problem: type is a short slug ("not-found"). */
+/* api_problems.c: the problem types domain code produces and their HTTP statuses, the one place
+ * a domain outcome becomes a status (docs/fleetd.md, "Errors"). err 0 in a row matches any
+ * errno. */
+extern const struct problem_row api_problem_table[];
+extern const size_t api_problem_table_len;
+/* The row for type with err, or NULL when the table has no such type. */
+const struct problem_row *api_problem_find(const char *type, int err);
+/* Fills resp with an RFC 9457 problem: type is a short slug ("not-found"). For what the edge
+ * itself refuses (a malformed request); a domain problem goes through api_fail. */
 void api_problem(struct api_response *resp, unsigned status, const char *type, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* As api_problem, the status from the table for type and err (a negative errno). */
+void api_fail(struct api_response *resp, int err, const char *type, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* Fills resp with 200 and body (takes the reference). */
 void api_ok(struct api_response *resp, json_t *body);
+/* As api_ok, with 202: the work goes on after the answer. */
+void api_accepted(struct api_response *resp, json_t *body);
 
 /* Parses the body as a JSON object within the limits; a problem in resp and NULL on error. */
 json_t *api_body_object(struct api_request *req, struct api_response *resp, bool allow_empty);

@@ -1,5 +1,6 @@
 /* GET /v1/operations[?state=&after=&limit=] and GET /v1/operations/{id}: the long operations
  * that confirm and the VM verbs start (operations.c). */
+#include <errno.h>
 #include <string.h>
 
 #include "fleetd/api.h"
@@ -35,7 +36,7 @@ void api_operations_get(struct api_request *req, struct api_response *resp)
                 return;
         }
         ops_get(req->f, req->params[0], &o);
-        if (o.status == 404)
+        if (o.err == -ENOENT)
                 snprintf(o.detail, sizeof(o.detail), "no operation '%s'", req->params[0]);
         api_from_outcome(resp, &o);
 }
@@ -44,7 +45,7 @@ void api_operation_accepted(struct api_response *resp, struct plan_outcome *o)
 {
         const char *id = json_string_value(json_object_get(o->body, "id"));
 
-        if (o->status == 202 && id)
+        if (o->done == OUTCOME_ACCEPTED && id)
                 snprintf(resp->location, sizeof(resp->location), "/v1/operations/%s", id);
         api_from_outcome(resp, o);
 }

@@ -281,11 +281,13 @@ static void records_audit(struct fleetd *f, const struct records_deposit *d,
 /* The node's answer (resp) as the operation's outcome: the receipt, or the problem. */
 static void records_outcome(struct api_response *resp, struct plan_outcome *o)
 {
-        o->status = resp->status;
         if (resp->status >= 400) {
-                o->problem = "node-error"; /* the node's own type, title and detail win */
-                snprintf(o->detail, sizeof(o->detail), "%s",
-                         json_string_value(json_object_get(resp->body, "detail")) ?: "");
+                /* the node's own type, title and detail win, and its status is relayed */
+                outcome_fail(o, -EPROTO, "node-error", "%s",
+                             json_string_value(json_object_get(resp->body, "detail")) ?: "");
+                o->node_status = resp->status;
+        } else {
+                o->done = resp->status == 201 ? OUTCOME_CREATED : OUTCOME_OK;
         }
         o->body = resp->body;
         resp->body = NULL;

@@ -314,8 +314,8 @@ void api_backup_get(struct api_request *req, struct api_response *resp)
                 r = -errno;
         if (r < 0) {
                 log_error("backup for '%s' failed: %s", req->actor, err[0] ? err : strerror(-r));
-                api_problem(resp, 500, "backup-failed", "the backup failed: %s",
-                            err[0] ? err : strerror(-r));
+                api_fail(resp, r, "backup-failed", "the backup failed: %s",
+                         err[0] ? err : strerror(-r));
                 if (fd >= 0)
                         close(fd);
                 return;

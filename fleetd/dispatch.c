@@ -590,22 +590,8 @@ bool dispatch_verb_known(const char *verb)
         return verb_find(verb) != NULL || strcmp(verb, "retire") == 0;
 }
 
-static void verb_problem(struct plan_outcome *o, unsigned status, const char *problem,
-                         const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-
-static void verb_problem(struct plan_outcome *o, unsigned status, const char *problem,
-                         const char *fmt, ...)
-{
-        va_list ap;
-
-        o->status = status;
-        o->problem = problem;
-        va_start(ap, fmt);
-        vsnprintf(o->detail, sizeof(o->detail), fmt, ap);
-        va_end(ap);
-}
-
-/* 412 when the VM has moved past the revision the operator read; true when the verb may run. */
+/* precondition-failed when the VM has moved past the revision the operator read; true when the verb
+ * may run. */
 static bool verb_precondition(const struct fleet_vm *vm, const char *if_match,
                               struct plan_outcome *o)
 {
@@ -628,7 +614,7 @@ static int verb_room_check(struct fleetd *f, const struct fleet_vm *vm, const st
 
         if (left >= (int64_t)f->cfg.safety_margin_mib)
                 return 0;
-        verb_problem(o, 409, "insufficient-memory",
+        outcome_fail(o, -ENOSPC, "insufficient-memory",
                      "cannot %s VM '%s': node '%s' has %lld MiB available (%llu MiB committed, "
                      "%llu MiB reserved), the VM needs %llu MiB, which would leave %lld MiB, "
                      "below the safety margin of %llu MiB",
@@ -654,7 +640,7 @@ static int verb_check(struct fleetd *f, const char *vm_id, const struct vm_verb 
         enum node_state ns;
 
         if (!vm) {
-                verb_problem(o, 404, "unknown-vm", "no VM '%.64s'", vm_id);
+                outcome_fail(o, -ENOENT, "unknown-vm", "no VM '%.64s'", vm_id);
                 return -ENOENT;
         }
         if (!verb_precondition(vm, if_match, o))
@@ -662,17 +648,18 @@ static int verb_check(struct fleetd *f, const char *vm_id, const struct vm_verb 
         node = node_table_find(&f->table, vm->node_id);
         ns = node ? node_state_at(node, &f->cfg, clock_monotonic_ms()) : NODE_UNSEEN;
         if (vm->status != VM_ACTIVE)
-                verb_problem(o, 409, "vm-not-active", "VM '%s' is '%s', not created yet", vm->id,
+                outcome_fail(o, -EBUSY, "vm-not-active", "VM '%s' is '%s', not created yet", vm->id,
                              vm_status_name(vm->status));
         else if (vm->lifecycle != v->from_a && vm->lifecycle != v->from_b)
-                verb_problem(o, 409,
+                outcome_fail(o, -EBUSY,
                              vm->lifecycle == VM_LC_ARCHIVED ? "archived" : "wrong-lifecycle",
                              "cannot %s VM '%s': it is '%s'", v->name, vm->id,
                              vm_lifecycle_name(vm->lifecycle));
         else if (vm->verb_busy)
-                verb_problem(o, 409, "vm-busy", "VM '%s' has a call to its node in flight", vm->id);
+                outcome_fail(o, -EBUSY, "vm-busy", "VM '%s' has a call to its node in flight",
+                             vm->id);
         else if (!node || ns == NODE_EVICTED || ns == NODE_UNSEEN || ns == NODE_SUSPECT)
-                verb_problem(o, 409, "node-unreachable",
+                outcome_fail(o, -EHOSTUNREACH, "node-unreachable",
                              "VM '%s' is pinned to node '%s', which is '%s'; it is not moved",
                              vm->id, vm->node_id,
                              node ? node_state_name(ns) : node_absent_name(&f->table, vm->node_id));
@@ -690,27 +677,28 @@ static int verb_check(struct fleetd *f, const char *vm_id, const struct vm_verb 
         return -EBUSY;
 }
 
-/* A call that did not do the verb: the node's refusal is a 409 with its reason; no answer is
- * 504 (timed out) or 502 (no connection, a 5xx, or an answer that makes no sense). */
+/* A call that did not do the verb: the node's refusal (node-refused) with its reason; no answer
+ * (node-timeout, or node-unavailable with the connection's errno), or a 5xx or an answer that
+ * makes no sense (node-error). */
 static void verb_failed(const struct fleet_vm *vm, const struct vm_verb *v,
                         const struct dispatch_job *j, struct plan_outcome *o)
 {
         char detail[240];
 
         if (j->err == -ETIMEDOUT) {
-                verb_problem(o, 504, "node-timeout",
+                outcome_fail(o, -ETIMEDOUT, "node-timeout",
                              "node '%s' did not answer the %s of VM '%s' in time", vm->node_id,
                              v->name, vm->id);
         } else if (j->err) {
-                verb_problem(o, 502, "node-unavailable", "node '%s' did not %s VM '%s': %s",
+                outcome_fail(o, j->err, "node-unavailable", "node '%s' did not %s VM '%s': %s",
                              vm->node_id, v->name, vm->id, strerror(-j->err));
         } else if (j->status >= 400 && j->status < 500) {
                 dispatch_answer_detail(j->answer, detail, sizeof(detail));
-                verb_problem(o, 409, "node-refused", "node '%s' refused to %s VM '%s' (%ld %s)",
+                outcome_fail(o, -EPERM, "node-refused", "node '%s' refused to %s VM '%s' (%ld %s)",
                              vm->node_id, v->name, vm->id, j->status, detail);
         } else {
                 dispatch_answer_detail(j->answer, detail, sizeof(detail));
-                verb_problem(o, 502, "node-error",
+                outcome_fail(o, -EPROTO, "node-error",
                              "node '%s' answered the %s of VM '%s' with %ld (%s)", vm->node_id,
                              v->name, vm->id, j->status, detail);
         }
@@ -751,7 +739,7 @@ static void verb_apply_lifecycle(struct fleetd *f, struct fleet_vm *vm, const st
                                               vm_lifecycle_name(vm->lifecycle))) < 0)
                 log_error("cannot record the lifecycle of VM '%s'", vm->id);
         log_info("VM '%s' is now '%s' (by '%s')", vm->id, vm_lifecycle_name(vm->lifecycle), actor);
-        o->status = 200;
+        o->done = OUTCOME_OK;
         o->body = vm_to_json(f, vm, clock_monotonic_ms());
 }
 
@@ -777,7 +765,7 @@ static void verb_apply_verify(struct fleetd *f, struct fleet_vm *vm, const struc
                 rid = verb_request_id(j->answer, &answer);
         if (!rid) {
                 if (!j->err && j->status == v->success)
-                        verb_problem(o, 502, "node-error",
+                        outcome_fail(o, -EPROTO, "node-error",
                                      "node '%s' accepted the verification of VM '%s' but gave no "
                                      "valid request id",
                                      vm->node_id, vm->id);
@@ -786,8 +774,8 @@ static void verb_apply_verify(struct fleetd *f, struct fleet_vm *vm, const struc
                 f->metrics.verify_failures++;
                 audit_append(f->store, false, "vm.verify", vm->id, actor,
                              json_pack("{s:s, s:s, s:I, s:s}", "node_id", vm->node_id, "outcome",
-                                       o->problem, "status", (json_int_t)o->status, "detail",
-                                       o->detail));
+                                       o->problem, "status", (json_int_t)api_outcome_status(o),
+                                       "detail", o->detail));
                 log_warn("verification of VM '%s' not requested (by '%s'): %s", vm->id, actor,
                          o->detail);
                 json_decref(answer);
@@ -802,7 +790,7 @@ static void verb_apply_verify(struct fleetd *f, struct fleet_vm *vm, const struc
                                "request_id", rid));
         log_info("verification of VM '%s' requested on node '%s' ('%s', by '%s')", vm->id,
                  vm->node_id, rid, actor);
-        o->status = 202;
+        o->done = OUTCOME_ACCEPTED;
         o->body = json_pack("{s:s, s:s, s:s, s:o}", "vm_id", vm->id, "node_id", vm->node_id,
                             "request_id", rid, "vm", vm_to_json(f, vm, clock_monotonic_ms()));
         json_decref(answer);
@@ -816,15 +804,15 @@ static void verb_retire(struct fleetd *f, const char *vm_id, const char *actor,
         struct fleet_vm *vm = vm_table_find(f, vm_id);
 
         if (!vm) {
-                verb_problem(o, 404, "unknown-vm", "no VM '%.64s'", vm_id);
+                outcome_fail(o, -ENOENT, "unknown-vm", "no VM '%.64s'", vm_id);
                 return;
         }
         if (!verb_precondition(vm, if_match, o))
                 return;
         if (vm->lifecycle == VM_LC_RETIRED) {
-                o->status = 200; /* idempotent */
+                o->done = OUTCOME_OK; /* idempotent */
         } else if (vm->status != VM_FAILED) {
-                verb_problem(o, 409, "vm-not-failed",
+                outcome_fail(o, -EBUSY, "vm-not-failed",
                              "cannot retire VM '%s': it is '%s' ('%s'); only a failed VM is "
                              "retired (archive keeps an active one with its disks)",
                              vm->id, vm_status_name(vm->status), vm_lifecycle_name(vm->lifecycle));
@@ -835,7 +823,7 @@ static void verb_retire(struct fleetd *f, const char *vm_id, const char *actor,
                                             json_pack("{s:s, s:s}", "node_id", vm->node_id,
                                                       "reason", vm->reason)) < 0) {
                         vm->lifecycle = VM_LC_ACTIVE;
-                        verb_problem(o, 500, "store-failed",
+                        outcome_fail(o, -EIO, "store-failed",
                                      "cannot record the retirement of VM "
                                      "'%s'",
                                      vm->id);
@@ -843,7 +831,7 @@ static void verb_retire(struct fleetd *f, const char *vm_id, const char *actor,
                 }
                 log_info("VM '%s' (failed: %s) retired by '%s'; its record stays", vm->id,
                          vm->reason, actor);
-                o->status = 200;
+                o->done = OUTCOME_OK;
         }
         o->body = vm_to_json(f, vm, clock_monotonic_ms());
         vm_etag(vm, o->etag);
@@ -885,12 +873,12 @@ struct verb_call *dispatch_verb_begin(struct fleetd *f, const char *vm_id, const
 
         memset(o, 0, sizeof(*o));
         if (!v) {
-                verb_problem(o, 404, "unknown-verb", "no verb '%.32s'", verb);
+                outcome_fail(o, -ENOENT, "unknown-verb", "no verb '%.32s'", verb);
                 return NULL;
         }
         call = calloc(1, sizeof(*call));
         if (!call) {
-                verb_problem(o, 503, "out-of-memory", "cannot start the %s now", verb);
+                outcome_fail(o, -EAGAIN, "out-of-memory", "cannot start the %s now", verb);
                 return NULL;
         }
         call->v = v;

@@ -4,7 +4,8 @@
  * bytes, whose soft fields (heartbeat figures, libvirt state) move on their own. A verb or a
  * DELETE that carries If-Match runs only while the resource is still at that revision, checked
  * under the same lock as the change: of two operators who read one revision, one wins and the
- * other gets 412 with the current ETag. */
+ * other gets precondition-failed (412) with the current ETag. */
+#include <errno.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
@@ -67,10 +68,8 @@ bool etag_precondition(const char *if_match, const char *tag, const char *what,
 {
         if (etag_if_match(if_match, tag))
                 return true;
-        o->status = 412;
-        o->problem = "precondition-failed";
-        snprintf(o->detail, sizeof(o->detail),
-                 "%s changed since it was read (ETag %s now); read it again", what, tag);
+        outcome_fail(o, -ESTALE, "precondition-failed",
+                     "%s changed since it was read (ETag %s now); read it again", what, tag);
         o->body = json_pack("{s:s}", "etag", tag);
         return false;
 }

@@ -91,29 +91,22 @@ static int export_prepare(struct fleetd *f, const char *vm_id, struct export_tas
         enum node_state ns =
             node ? node_state_at(node, &f->cfg, clock_monotonic_ms()) : NODE_UNSEEN;
 
-        o->status = 409;
-        if (!vm) {
-                o->status = 404;
-                o->problem = "unknown-vm";
-                snprintf(o->detail, sizeof(o->detail), "no VM '%s'", vm_id);
-        } else if (vm->lifecycle != VM_LC_SUSPENDED && vm->lifecycle != VM_LC_ARCHIVED) {
-                o->problem = "vm-not-stopped";
-                snprintf(o->detail, sizeof(o->detail),
-                         "VM '%s' is '%s': only a suspended or archived Totebox is exported "
-                         "(suspend or archive it first)",
-                         vm_id, vm_lifecycle_name(vm->lifecycle));
-        } else if (vm->verb_busy) {
-                o->problem = "vm-busy";
-                snprintf(o->detail, sizeof(o->detail), "VM '%s' has a verb call in flight", vm_id);
-        } else if (!node || ns != NODE_ALIVE) {
-                o->problem = "node-unreachable";
-                snprintf(o->detail, sizeof(o->detail),
-                         "VM '%s' is pinned to node '%s', which is '%s'; its export is written "
-                         "there",
-                         vm_id, vm->node_id, node ? node_state_name(ns) : "not in the roster");
-        }
+        if (!vm)
+                outcome_fail(o, -ENOENT, "unknown-vm", "no VM '%s'", vm_id);
+        else if (vm->lifecycle != VM_LC_SUSPENDED && vm->lifecycle != VM_LC_ARCHIVED)
+                outcome_fail(o, -EBUSY, "vm-not-stopped",
+                             "VM '%s' is '%s': only a suspended or archived Totebox is exported "
+                             "(suspend or archive it first)",
+                             vm_id, vm_lifecycle_name(vm->lifecycle));
+        else if (vm->verb_busy)
+                outcome_fail(o, -EBUSY, "vm-busy", "VM '%s' has a verb call in flight", vm_id);
+        else if (!node || ns != NODE_ALIVE)
+                outcome_fail(o, -EHOSTUNREACH, "node-unreachable",
+                             "VM '%s' is pinned to node '%s', which is '%s'; its export is "
+                             "written there",
+                             vm_id, vm->node_id, node ? node_state_name(ns) : "not in the roster");
         if (o->problem)
-                return -EINVAL;
+                return o->err;
         snprintf(t->vm_id, sizeof(t->vm_id), "%s", vm->id);
         snprintf(t->node_id, sizeof(t->node_id), "%s", vm->node_id);
         snprintf(t->address, sizeof(t->address), "%s", node->rn->mesh_address);
@@ -124,7 +117,6 @@ static int export_prepare(struct fleetd *f, const char *vm_id, struct export_tas
                       (json_int_t)vm->memory_mib, "vcpus", (json_int_t)vm->vcpus, "vault_disk_mib",
                       (json_int_t)vm->vault_disk_mib, "created_ms", (json_int_t)vm->created_ms,
                       "lifecycle", vm_lifecycle_name(vm->lifecycle), "pin", pin_sign_vm(f, vm));
-        o->status = 0;
         return t->record ? 0 : -ENOMEM;
 }
 
@@ -147,13 +139,12 @@ static json_t *export_call(struct fleetd *f, struct export_task *t, const char *
                 a = json_loads(answer ? answer : "", JSON_REJECT_DUPLICATES, NULL);
         free(answer);
         if (r < 0 || !json_is_object(a)) {
-                plan_fail(o, 502, "node-unavailable", "node '%s' gave no answer to %s", t->node_id,
-                          path);
+                outcome_fail(o, -ECONNREFUSED, "node-unavailable", "node '%s' gave no answer to %s",
+                             t->node_id, path);
         } else if (status != 200 && status != 201) {
-                o->status = status >= 400 && status < 600 ? (unsigned)status : 502;
-                o->problem = "export-failed";
-                snprintf(o->detail, sizeof(o->detail), "node '%s': %s", t->node_id,
-                         json_string_value(json_object_get(a, "detail")) ?: "no detail");
+                outcome_fail(o, -EPROTO, "export-failed", "node '%s': %s", t->node_id,
+                             json_string_value(json_object_get(a, "detail")) ?: "no detail");
+                o->node_status = status; /* the node's refusal is relayed as it came */
                 o->body = json_pack("{s:O?}", "node_problem", a);
         } else {
                 return a;
@@ -173,8 +164,8 @@ static json_t *export_sign(struct fleetd *f, struct export_task *t, json_t *w,
         int n;
 
         if (!sha || strlen(sha) != 64) {
-                plan_fail(o, 502, "node-error", "node '%s' named no SHA-256 for %s", t->node_id,
-                          t->vm_id);
+                outcome_fail(o, -EPROTO, "node-error", "node '%s' named no SHA-256 for %s",
+                             t->node_id, t->vm_id);
                 return NULL;
         }
         n = snprintf(line, sizeof(line), "%s  %s.tar\n", sha, t->vm_id);
@@ -215,9 +206,12 @@ static void export_run(struct fleetd *f, void *arg, const char *actor, struct pl
                                        json_object_get(w, "sha256"), "checkpoint_size",
                                        (json_int_t)t->cp_size));
                 log_info("VM '%s' exported on node '%s' (by '%s')", t->vm_id, t->node_id, actor);
-                o->status = 200;
+                o->done = OUTCOME_OK;
                 o->body = json_incref(w);
         } else {
+                if (!o->problem) /* no body to send */
+                        outcome_fail(o, -ENOMEM, "out-of-memory", "cannot export VM '%s'",
+                                     t->vm_id);
                 log_warn("export of VM '%s' failed: %s", t->vm_id, o->detail);
         }
         json_decref(w);
@@ -243,7 +237,7 @@ void export_start(struct fleetd *f, const char *vm_id, const char *actor, struct
 
         memset(o, 0, sizeof(*o));
         if (!t) {
-                plan_fail(o, 503, "out-of-memory", "cannot export '%s' now", vm_id);
+                outcome_fail(o, -EAGAIN, "out-of-memory", "cannot export '%s' now", vm_id);
                 return;
         }
         pthread_mutex_lock(&f->lock);
@@ -252,10 +246,10 @@ void export_start(struct fleetd *f, const char *vm_id, const char *actor, struct
         if (r == 0) {
                 r = vault_witness_held(f, vm_id, t->note, sizeof(t->note), &t->cp_size);
                 if (r < 0)
-                        plan_fail(o, 409, "no-witnessed-checkpoint",
-                                  "fleetd holds no witnessed checkpoint of VM '%s''s vault: "
-                                  "it is exported only with one",
-                                  vm_id);
+                        outcome_fail(o, -ENOENT, "no-witnessed-checkpoint",
+                                     "fleetd holds no witnessed checkpoint of VM '%s''s vault: "
+                                     "it is exported only with one",
+                                     vm_id);
         }
         if (r == 0) {
                 json_object_set_new(t->record, "pin_history", export_pin_history(f, vm_id));
@@ -265,6 +259,8 @@ void export_start(struct fleetd *f, const char *vm_id, const char *actor, struct
                 ops_task_start(f, "export", vm_id, actor, export_run, t, o);
                 return;
         }
+        if (!o->problem) /* export_prepare could not build the record */
+                outcome_fail(o, -ENOMEM, "out-of-memory", "cannot describe VM '%s'", vm_id);
         json_decref(t->record);
         free(t);
 }
@@ -316,38 +312,38 @@ static int import_consistent(struct fleetd *f, const char *vm_id, const char *no
         if (vault_witness_held(f, vm_id, held, sizeof(held), &hs) < 0 ||
             vault_witness_rehome(f, vm_id, NULL, key) < 0 ||
             tlog_checkpoint_open_unverified(held, strlen(held), &h) < 0) {
-                plan_fail(o, 409, "no-witnessed-checkpoint",
-                          "fleetd holds no checkpoint of VM '%s''s vault to check the "
-                          "export against",
-                          vm_id);
+                outcome_fail(o, -ENOENT, "no-witnessed-checkpoint",
+                             "fleetd holds no checkpoint of VM '%s''s vault to check the "
+                             "export against",
+                             vm_id);
                 return -EINVAL;
         }
         if (sodium_base642bin(pk, sizeof(pk), key, strlen(key), NULL, &n, NULL,
                               sodium_base64_VARIANT_ORIGINAL) != 0 ||
             n != sizeof(pk) || sth_checkpoint_open(note, strlen(note), pk, &c) < 0) {
-                plan_fail(o, 422, "bad-checkpoint",
-                          "the export's checkpoint is not signed by VM '%s''s vault key", vm_id);
+                outcome_fail(o, -EINVAL, "bad-checkpoint",
+                             "the export's checkpoint is not signed by VM '%s''s vault key", vm_id);
                 return -EINVAL;
         }
         *ret_size = c.size;
         if (c.size < h.size)
-                plan_fail(o, 409, "rollback",
-                          "the export's vault checkpoint (size %" PRIu64
-                          ") is older than the one the fleet witnessed (size %" PRIu64
-                          "): refused, a rollback",
-                          c.size, h.size);
+                outcome_fail(o, -EBADMSG, "rollback",
+                             "the export's vault checkpoint (size %" PRIu64
+                             ") is older than the one the fleet witnessed (size %" PRIu64
+                             "): refused, a rollback",
+                             c.size, h.size);
         else if (c.size == h.size && sodium_memcmp(c.root, h.root, MERKLE_HASH_LEN) != 0)
-                plan_fail(o, 409, "fork",
-                          "the export's vault checkpoint has size %" PRIu64
-                          " with another root than the one the fleet witnessed: "
-                          "refused, a fork",
-                          c.size);
+                outcome_fail(o, -EBADMSG, "fork",
+                             "the export's vault checkpoint has size %" PRIu64
+                             " with another root than the one the fleet witnessed: "
+                             "refused, a fork",
+                             c.size);
         else if (c.size > h.size)
-                plan_fail(o, 409, "unwitnessed-checkpoint",
-                          "the export's vault checkpoint (size %" PRIu64
-                          ") is newer than any the fleet witnessed (size %" PRIu64
-                          "), with no proof: refused",
-                          c.size, h.size);
+                outcome_fail(o, -EBADMSG, "unwitnessed-checkpoint",
+                             "the export's vault checkpoint (size %" PRIu64
+                             ") is newer than any the fleet witnessed (size %" PRIu64
+                             "), with no proof: refused",
+                             c.size, h.size);
         return o->problem ? -EINVAL : 0;
 }
 
@@ -359,18 +355,18 @@ static int import_vm_check(struct fleetd *f, const char *vm_id, const char *node
         struct fleet_node *n = node_table_find(&f->table, node);
 
         if (!vm)
-                plan_fail(o, 404, "unknown-vm",
-                          "the export names VM '%s', which this fleet does not record", vm_id);
+                outcome_fail(o, -ENOENT, "unknown-vm",
+                             "the export names VM '%s', which this fleet does not record", vm_id);
         else if (vm->lifecycle != VM_LC_SUSPENDED && vm->lifecycle != VM_LC_ARCHIVED)
-                plan_fail(o, 409, "vm-not-stopped",
-                          "VM '%s' is '%s': only a suspended or archived Totebox is "
-                          "re-homed",
-                          vm_id, vm_lifecycle_name(vm->lifecycle));
+                outcome_fail(o, -EBUSY, "vm-not-stopped",
+                             "VM '%s' is '%s': only a suspended or archived Totebox is "
+                             "re-homed",
+                             vm_id, vm_lifecycle_name(vm->lifecycle));
         else if (strcmp(vm->node_id, node) == 0)
-                plan_fail(o, 409, "same-node", "VM '%s' is already pinned to node '%s'", vm_id,
-                          node);
+                outcome_fail(o, -EEXIST, "same-node", "VM '%s' is already pinned to node '%s'",
+                             vm_id, node);
         else if (!n || node_state_at(n, &f->cfg, clock_monotonic_ms()) != NODE_ALIVE)
-                plan_fail(o, 409, "node-unreachable", "node '%s' is not alive", node);
+                outcome_fail(o, -EHOSTUNREACH, "node-unreachable", "node '%s' is not alive", node);
         else if (p)
                 snprintf(p->from_node, sizeof(p->from_node), "%s", vm->node_id);
         return o->problem ? -EINVAL : 0;
@@ -411,10 +407,11 @@ static void import_plan_store(struct import_plan *p, struct plan_outcome *o)
         }
         pthread_mutex_unlock(&import_lock);
         if (!slot) {
-                plan_fail(o, 503, "too-many-plans", "%d import plans are open", IMPORT_PLANS);
+                outcome_fail(o, -EAGAIN, "too-many-plans", "%d import plans are open",
+                             IMPORT_PLANS);
                 return;
         }
-        o->status = 201;
+        o->done = OUTCOME_CREATED;
         o->body = import_plan_json(p);
 }
 
@@ -434,14 +431,14 @@ void import_plan(struct fleetd *f, const char *body, size_t len, const char *act
         r = r ?: json_input_get_string(in, "file", true, 200, &file, &jerr);
         r = r ?: json_input_copy_id(in, "node", true, IDENT_NODE, p.node, sizeof(p.node), &jerr);
         if (r < 0) {
-                plan_fail(o, 400, "bad-request", "%s", jerr.text);
+                outcome_fail(o, -EINVAL, "bad-request", "%s", jerr.text);
                 json_decref(in);
                 return;
         }
         snprintf(p.file, sizeof(p.file), "%s", file);
         json_decref(in);
         if (import_node_address(f, p.node, &t) < 0) {
-                plan_fail(o, 404, "unknown-node", "no node '%s' in the roster", p.node);
+                outcome_fail(o, -ENOENT, "unknown-node", "no node '%s' in the roster", p.node);
                 return;
         }
         req = json_pack("{s:s}", "file", p.file);
@@ -450,7 +447,7 @@ void import_plan(struct fleetd *f, const char *body, size_t len, const char *act
         vm_id = json_string_value(json_object_get(json_object_get(a, "manifest"), "vm_id"));
         note = json_string_value(json_object_get(a, "checkpoint"));
         if (a && (!vm_id || !note || !ident_valid(IDENT_VM, vm_id)))
-                plan_fail(o, 422, "not-an-export", "'%s' names no VM", p.file);
+                outcome_fail(o, -EINVAL, "not-an-export", "'%s' names no VM", p.file);
         if (a && !o->problem) {
                 snprintf(p.vm_id, sizeof(p.vm_id), "%s", vm_id);
                 snprintf(p.sha256, sizeof(p.sha256), "%s",
@@ -553,17 +550,18 @@ static void import_run(struct fleetd *f, void *arg, const char *actor, struct pl
                 json_decref(create);
         a = body ? export_call(f, &t, "/v1/imports", body, o) : NULL;
         if (!a && !o->problem)
-                plan_fail(o, 409, "import-refused", "VM '%s' cannot be imported now", p->vm_id);
+                outcome_fail(o, -EBUSY, "import-refused", "VM '%s' cannot be imported now",
+                             p->vm_id);
         if (a && import_repin(f, p, actor) < 0)
-                plan_fail(o, 500, "store-failed",
-                          "VM '%s' was created on node '%s' but its new pin is not "
-                          "recorded",
-                          p->vm_id, p->node);
+                outcome_fail(o, -EIO, "store-failed",
+                             "VM '%s' was created on node '%s' but its new pin is not "
+                             "recorded",
+                             p->vm_id, p->node);
         if (a && !o->problem) {
                 import_retire_old(f, p);
                 log_info("VM '%s' re-homed from node '%s' to node '%s' (by '%s')", p->vm_id,
                          p->from_node, p->node, actor);
-                o->status = 200;
+                o->done = OUTCOME_OK;
                 o->body = json_pack("{s:O, s:s, s:s}", "vm", a, "from_node", p->from_node,
                                     "node_id", p->node);
         }
@@ -590,9 +588,9 @@ void import_confirm(struct fleetd *f, const char *plan_id, const char *actor,
         pthread_mutex_unlock(&import_lock);
         if (!found) {
                 free(p);
-                plan_fail(o, 404, "unknown-plan",
-                          "no open import plan '%s' (plans expire after %d s)", plan_id,
-                          IMPORT_PLAN_TTL / 1000);
+                outcome_fail(o, -ENOENT, "unknown-plan",
+                             "no open import plan '%s' (plans expire after %d s)", plan_id,
+                             IMPORT_PLAN_TTL / 1000);
                 return;
         }
         ops_task_start(f, "import", p->vm_id, actor, import_run, p, o);

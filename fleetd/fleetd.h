@@ -476,28 +476,52 @@ void vm_etag(const struct fleet_vm *vm, char buf[FLEET_ETAG_SIZE]);
 void plan_etag(const struct plan_row *p, char buf[FLEET_ETAG_SIZE]);
 /* True when an If-Match header (NULL: none) lets a change to the resource tagged etag run. */
 bool etag_if_match(const char *header, const char *etag);
-/* As etag_if_match; when it does not, a 412 in o naming what (and the current tag in its body). */
+/* As etag_if_match; when it does not, a precondition-failed problem in o naming what (and the
+ * current tag in its body). */
 struct plan_outcome;
 bool etag_precondition(const char *if_match, const char *tag, const char *what,
                        struct plan_outcome *o);
 
-/* plans.c: plan, confirm, drop (the operator's placement verbs) */
+/* outcome.c: what a domain call did, for the API edge. The domain says what happened (done, or
+ * a negative errno with a problem type and its detail); api_problems.c alone chooses the HTTP
+ * status (docs/fleetd.md, "Errors"). */
+enum outcome_done {
+        OUTCOME_NONE,     /* nothing said yet */
+        OUTCOME_OK,       /* done, or already done (an idempotent repeat) */
+        OUTCOME_CREATED,  /* a new resource (a plan, a VM) */
+        OUTCOME_ACCEPTED, /* started; an operation or a request id follows it */
+        OUTCOME_FAILED,   /* err and problem say why */
+};
 struct plan_outcome {
-        unsigned status;     /* HTTP status */
-        const char *problem; /* NULL on success */
+        enum outcome_done done;
+        int err;             /* 0, or a negative errno when done is OUTCOME_FAILED */
+        const char *problem; /* the problem type (a docs/fleetd.md slug); NULL on success */
         char detail[512];
         json_t *body;               /* the plan or the VM (new reference) */
         char etag[FLEET_ETAG_SIZE]; /* the resource's revision after the call, or "" */
+        long node_status; /* a node's refusal this problem relays (its HTTP status), or 0 */
 };
+/* Fills o with a problem: a negative errno, its type and the formatted detail. */
+void outcome_fail(struct plan_outcome *o, int err, const char *problem, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* The HTTP status api_problems.c gives a problem type with err (500 for a type it does not
+ * know); for the few records that keep the status beside the type (operations, audit). */
+unsigned api_problem_status(const char *type, int err);
+/* The HTTP status of an outcome: its problem's, or 200, 201 or 202 for what it did. */
+unsigned api_outcome_status(const struct plan_outcome *o);
+/* A problem document (RFC 9457) of type with err's status and detail (new reference). */
+json_t *api_problem_doc(const char *type, int err, const char *detail);
+/* The problem document of a failed outcome (new reference). */
+json_t *api_outcome_problem(const struct plan_outcome *o);
+
+/* plans.c: plan, confirm, drop (the operator's placement verbs) */
 void plans_create(struct fleetd *f, const struct plan_request *req, const char *actor,
                   struct plan_outcome *ret);
-/* Fills o with a problem: status, type and the formatted detail. */
-void plan_fail(struct plan_outcome *o, unsigned status, const char *problem, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
 void plans_confirm(struct fleetd *f, const char *plan_id, const char *actor,
                    struct plan_outcome *ret);
 void plans_drop(struct fleetd *f, const char *plan_id, const char *actor, struct plan_outcome *ret);
-/* As plans_confirm and plans_drop, run only while the plan matches if_match (412 otherwise). */
+/* As plans_confirm and plans_drop, run only while the plan matches if_match (precondition-failed
+ * otherwise). */
 void plans_confirm_if(struct fleetd *f, const char *plan_id, const char *actor,
                       const char *if_match, struct plan_outcome *ret);
 void plans_drop_if(struct fleetd *f, const char *plan_id, const char *actor, const char *if_match,
@@ -535,10 +559,11 @@ void dispatch_run_once(struct fleetd *f, uint64_t now_ms);
  * (200 with the VM) and verify (202 with the node's request id). */
 void dispatch_vm_verb(struct fleetd *f, const char *vm_id, const char *verb, const char *actor,
                       struct plan_outcome *ret);
-/* As dispatch_vm_verb, run only while the VM matches if_match (412 otherwise). */
+/* As dispatch_vm_verb, run only while the VM matches if_match (precondition-failed
+ * otherwise). */
 void dispatch_vm_verb_if(struct fleetd *f, const char *vm_id, const char *verb, const char *actor,
                          const char *if_match, struct plan_outcome *ret);
-/* A verb in two halves, for operations.c: the check (under f->lock; 404, 409, 412 in ret and
+/* A verb in two halves, for operations.c: the check (under f->lock; a problem in ret and
  * NULL when refused; else the VM is marked busy), then the node call and its outcome (frees
  * call). Not retire. */
 struct verb_call;
@@ -647,7 +672,7 @@ const char *fleet_vault_status(struct fleetd *f, uint64_t now_ms, json_t **ret_a
  * confirm names the same one); o gets 202 and the operation, or a problem. */
 void ops_confirmed(struct fleetd *f, const char *plan_id, const char *vm_id, const char *actor,
                    struct plan_outcome *o);
-/* Checks verb on vm_id now (404, 409, 412 in o), then runs it on the VM's node in the
+/* Checks verb on vm_id now (a problem in o), then runs it on the VM's node in the
  * background: o gets 202 and the operation. */
 void ops_verb_start(struct fleetd *f, const char *vm_id, const char *verb, const char *actor,
                     const char *if_match, struct plan_outcome *o);

@@ -80,7 +80,7 @@ struct image_stage {
         char actor[64];
         size_t n_targets;
         char (*targets)[NODE_ID_MAX + 1];
-        unsigned fail_status;
+        int fail_err; /* why the bytes could not be staged (0: they could) */
         char fail_detail[256];
 };
 
@@ -536,8 +536,8 @@ static struct image_push *images_push_new(struct fleetd *f, const struct image_s
         return p;
 }
 
-/* Starts the workers; answers the push record (202) or a problem. */
-static void images_push_start(struct fleetd *f, const struct image_stage *s,
+/* Starts the workers; answers the push record (202) and true, or a problem and false. */
+static bool images_push_start(struct fleetd *f, const struct image_stage *s,
                               struct api_response *resp)
 {
         struct fleet_images *im = f->images;
@@ -545,18 +545,18 @@ static void images_push_start(struct fleetd *f, const struct image_stage *s,
         pthread_attr_t attr;
 
         if (!p) {
-                api_problem(resp, 500, "out-of-memory", "cannot record the push");
-                return;
+                api_fail(resp, -ENOMEM, "out-of-memory", "cannot record the push");
+                return false;
         }
         pthread_mutex_lock(&im->lock);
         slot = images_slot(im, s->name);
         if (!slot || im->stopping) {
                 pthread_mutex_unlock(&im->lock);
                 images_push_free(p);
-                api_problem(resp, 409, "push-in-progress",
-                            "image '%s' is being pushed already (or %d pushes run)", s->name,
-                            PUSH_RECORDS_MAX);
-                return;
+                api_fail(resp, -EBUSY, "push-in-progress",
+                         "image '%s' is being pushed already (or %d pushes run)", s->name,
+                         PUSH_RECORDS_MAX);
+                return false;
         }
         if (*slot && *slot != p)
                 images_push_free(*slot);
@@ -586,11 +586,11 @@ static void images_push_start(struct fleetd *f, const struct image_stage *s,
         pthread_attr_destroy(&attr);
         if (p->running == 0)
                 images_push_finished(f, p);
-        api_ok(resp, images_push_json(p));
+        api_accepted(resp, images_push_json(p));
         pthread_mutex_unlock(&im->lock);
-        resp->status = 202;
         log_info("image '%s' (sha256 %s, %llu bytes) pushed to %zu nodes by '%s'", s->name,
                  s->sha256, (unsigned long long)s->size, p->n_nodes, s->actor);
+        return true;
 }
 
 /* ---- the upload (staging) ---- */
@@ -625,7 +625,7 @@ static bool images_targets(struct fleetd *f, struct image_stage *s, const char *
 
         s->targets = calloc(n ? n : 1, sizeof(*s->targets));
         if (!s->targets) {
-                api_problem(resp, 500, "out-of-memory", "cannot list the nodes");
+                api_fail(resp, -ENOMEM, "out-of-memory", "cannot list the nodes");
                 return false;
         }
         snprintf(buf, sizeof(buf), "%s", list ? list : "");
@@ -634,14 +634,15 @@ static bool images_targets(struct fleetd *f, struct image_stage *s, const char *
                 bool dup = false;
 
                 if (!node) {
-                        api_problem(resp, 422, "unknown-node", "no node '%.64s' in the roster", id);
+                        api_fail(resp, -EINVAL, "unknown-node", "no node '%.64s' in the roster",
+                                 id);
                         return false;
                 }
                 if (!images_reachable(node, &f->cfg, now)) {
-                        api_problem(resp, 409, "node-not-alive",
-                                    "node '%s' is '%s': an image is pushed to nodes whose "
-                                    "heartbeats arrive",
-                                    id, node_state_name(node_state_at(node, &f->cfg, now)));
+                        api_fail(resp, -EHOSTUNREACH, "node-not-alive",
+                                 "node '%s' is '%s': an image is pushed to nodes whose "
+                                 "heartbeats arrive",
+                                 id, node_state_name(node_state_at(node, &f->cfg, now)));
                         return false;
                 }
                 for (size_t k = 0; k < s->n_targets; k++)
@@ -654,8 +655,8 @@ static bool images_targets(struct fleetd *f, struct image_stage *s, const char *
                         snprintf(s->targets[s->n_targets++], NODE_ID_MAX + 1, "%s",
                                  f->table.roster->nodes[i].id);
         if (s->n_targets == 0) {
-                api_problem(resp, 409, "no-alive-node", "no alive node to push image '%s' to",
-                            s->name);
+                api_fail(resp, -EHOSTUNREACH, "no-alive-node",
+                         "no alive node to push image '%s' to", s->name);
                 return false;
         }
         return true;
@@ -670,10 +671,10 @@ static bool images_name_free(struct fleetd *f, const struct image_stage *s,
 
                 if (images_node_holds(&f->table.nodes[i], s->name, &have) == 0 &&
                     strcmp(have, s->sha256) != 0) {
-                        api_problem(resp, 409, "image-name-reused",
-                                    "node '%s' holds image '%s' with SHA-256 %s; this upload "
-                                    "has SHA-256 %s; a name is never reused for other content",
-                                    f->table.roster->nodes[i].id, s->name, have, s->sha256);
+                        api_fail(resp, -EEXIST, "image-name-reused",
+                                 "node '%s' holds image '%s' with SHA-256 %s; this upload "
+                                 "has SHA-256 %s; a name is never reused for other content",
+                                 f->table.roster->nodes[i].id, s->name, have, s->sha256);
                         json_object_set_new(resp->body, "existing_sha256", json_string(have));
                         json_object_set_new(resp->body, "sha256", json_string(s->sha256));
                         json_object_set_new(resp->body, "node",
@@ -698,32 +699,31 @@ static bool images_stage_query(struct api_request *req, struct api_response *res
         uint64_t len = cl ? strtoull(cl, NULL, 10) : 0;
 
         if (!ident_valid(IDENT_IMAGE, req->params[0])) {
-                api_problem(resp, 400, "invalid-image-name",
-                            "image name '%.80s' must match ^[a-z0-9][a-z0-9._-]{0,62}$",
-                            req->params[0]);
+                api_fail(resp, -EINVAL, "invalid-image-name",
+                         "image name '%.80s' must match ^[a-z0-9][a-z0-9._-]{0,62}$",
+                         req->params[0]);
                 return false;
         }
         if (!hex || !ident_hex_valid(hex, IMAGE_TRANSFER_HEX_LEN)) {
-                api_problem(resp, 400, "invalid-query",
-                            "query 'sha256' must be the image's SHA-256, 64 lowercase hex digits");
+                api_fail(resp, -EINVAL, "invalid-query",
+                         "query 'sha256' must be the image's SHA-256, 64 lowercase hex digits");
                 return false;
         }
         if (!api_query_uint(req, resp, "size", 0, 0, UINT64_MAX / 2, &s->size) ||
             !api_query_uint(req, resp, "offset", 0, 0, UINT64_MAX / 2, ret_offset))
                 return false;
         if (s->size == 0 || s->size > f->cfg.image_max_bytes) {
-                api_problem(resp, 413, "image-too-large",
-                            "an image is 1..%llu bytes (config key image_max_bytes); query "
-                            "'size' says %llu",
-                            (unsigned long long)f->cfg.image_max_bytes,
-                            (unsigned long long)s->size);
+                api_fail(resp, -EFBIG, "image-too-large",
+                         "an image is 1..%llu bytes (config key image_max_bytes); query "
+                         "'size' says %llu",
+                         (unsigned long long)f->cfg.image_max_bytes, (unsigned long long)s->size);
                 return false;
         }
         if (!cl || *ret_offset > s->size || len > s->size - *ret_offset) {
-                api_problem(resp, cl ? 413 : 411, cl ? "body-too-large" : "length-required",
-                            "the body must have a Content-Length of at most size - offset (%llu)",
-                            (unsigned long long)(s->size -
-                                                 (*ret_offset > s->size ? s->size : *ret_offset)));
+                api_fail(resp, cl ? -EFBIG : -EINVAL, cl ? "body-too-large" : "length-required",
+                         "the body must have a Content-Length of at most size - offset (%llu)",
+                         (unsigned long long)(s->size -
+                                              (*ret_offset > s->size ? s->size : *ret_offset)));
                 return false;
         }
         snprintf(s->name, sizeof(s->name), "%s", req->params[0]);
@@ -736,9 +736,9 @@ static bool images_stage_query(struct api_request *req, struct api_response *res
 static void images_offset_problem(struct api_response *resp, const struct image_stage *s,
                                   uint64_t held, uint64_t offset)
 {
-        api_problem(resp, 409, "offset-mismatch",
-                    "fleetd holds %llu bytes of image '%s' (sha256 %s); the upload starts at %llu",
-                    (unsigned long long)held, s->name, s->sha256, (unsigned long long)offset);
+        api_fail(resp, -ERANGE, "offset-mismatch",
+                 "fleetd holds %llu bytes of image '%s' (sha256 %s); the upload starts at %llu",
+                 (unsigned long long)held, s->name, s->sha256, (unsigned long long)offset);
         json_object_set_new(resp->body, "upload_offset", json_integer((json_int_t)held));
 }
 
@@ -765,11 +765,11 @@ static bool images_stage_open(struct fleetd *f, struct image_stage *s, uint64_t 
         if (r == -ERANGE)
                 images_offset_problem(resp, s, held, offset);
         else if (r == -EBUSY)
-                api_problem(resp, 409, "upload-in-progress",
-                            "image '%s' is being uploaded on another connection", s->name);
+                api_fail(resp, -EBUSY, "upload-in-progress",
+                         "image '%s' is being uploaded on another connection", s->name);
         else if (r < 0)
-                api_problem(resp, 500, "staging-failed", "cannot stage image '%s': %s", s->name,
-                            strerror(-r));
+                api_fail(resp, -EIO, "staging-failed", "cannot stage image '%s': %s", s->name,
+                         strerror(-r));
         return r == 0;
 }
 
@@ -778,11 +778,11 @@ static int images_stage_feed(void *state, const char *data, size_t n)
         struct image_stage *s = state;
         int r;
 
-        if (s->fail_status)
+        if (s->fail_err)
                 return 0;
         r = s->staged ? -EFBIG : image_partial_write(&s->part, data, n);
         if (r < 0) {
-                s->fail_status = r == -EFBIG ? 413 : 500;
+                s->fail_err = r;
                 snprintf(s->fail_detail, sizeof(s->fail_detail),
                          "image '%s': cannot stage these bytes: %s", s->name, strerror(-r));
         }
@@ -795,8 +795,8 @@ static void images_stage_end(void *state, struct api_request *req, struct api_re
         char got[IMAGE_TRANSFER_HEX_LEN + 1] = "", staged[4400];
         int r;
 
-        if (s->fail_status) {
-                api_problem(resp, s->fail_status, "upload-failed", "%s", s->fail_detail);
+        if (s->fail_err) {
+                api_fail(resp, s->fail_err, "upload-failed", "%s", s->fail_detail);
                 return;
         }
         if (!s->staged && s->part.offset < s->size) {
@@ -811,24 +811,23 @@ static void images_stage_end(void *state, struct api_request *req, struct api_re
                         log_warn("image '%s' upload refused: its bytes have SHA-256 %s, "
                                  "expected %s",
                                  s->name, got, s->sha256);
-                        api_problem(resp, 422, "checksum-mismatch",
-                                    "image '%s': the %llu bytes received have SHA-256 %s, "
-                                    "expected %s; refused, nothing kept or pushed",
-                                    s->name, (unsigned long long)s->size, got, s->sha256);
+                        api_fail(resp, -EBADMSG, "checksum-mismatch",
+                                 "image '%s': the %llu bytes received have SHA-256 %s, "
+                                 "expected %s; refused, nothing kept or pushed",
+                                 s->name, (unsigned long long)s->size, got, s->sha256);
                         json_object_set_new(resp->body, "sha256", json_string(s->sha256));
                         json_object_set_new(resp->body, "received_sha256", json_string(got));
                         return;
                 }
                 images_staged_path(req->f, s->name, s->sha256, staged, sizeof(staged));
                 if (r < 0 || rename(s->part.path, staged) < 0) {
-                        api_problem(resp, 500, "staging-failed", "cannot stage image '%s': %s",
-                                    s->name, strerror(r < 0 ? -r : errno));
+                        api_fail(resp, -EIO, "staging-failed", "cannot stage image '%s': %s",
+                                 s->name, strerror(r < 0 ? -r : errno));
                         return;
                 }
                 image_partial_close(&s->part);
         }
-        images_push_start(req->f, s, resp);
-        if (resp->status == 202) { /* the operation that follows the push */
+        if (images_push_start(req->f, s, resp)) { /* the operation that follows the push */
                 json_t *op = ops_image_push(req->f, s->name, s->actor);
 
                 if (op) {
@@ -861,7 +860,7 @@ void api_images_upload_put(struct api_request *req, struct api_response *resp)
         bool ok;
 
         if (!s) {
-                api_problem(resp, 500, "out-of-memory", "cannot take the upload");
+                api_fail(resp, -ENOMEM, "out-of-memory", "cannot take the upload");
                 return;
         }
         s->f = f;
@@ -875,8 +874,8 @@ void api_images_upload_put(struct api_request *req, struct api_response *resp)
         ok = !p || !p->running;
         pthread_mutex_unlock(&f->images->lock);
         if (!ok) /* said before the body, not after it */
-                api_problem(resp, 409, "push-in-progress", "image '%s' is being pushed already",
-                            s->name);
+                api_fail(resp, -EBUSY, "push-in-progress", "image '%s' is being pushed already",
+                         s->name);
         pthread_mutex_lock(&f->lock);
         ok = ok && images_targets(f, s, nodes, resp) && images_name_free(f, s, resp);
         pthread_mutex_unlock(&f->lock);
@@ -899,16 +898,16 @@ void api_images_upload_get(struct api_request *req, struct api_response *resp)
         bool complete;
 
         if (!ident_valid(IDENT_IMAGE, req->params[0])) {
-                api_problem(resp, 400, "invalid-image-name",
-                            "image name '%.80s' must match ^[a-z0-9][a-z0-9._-]{0,62}$",
-                            req->params[0]);
+                api_fail(resp, -EINVAL, "invalid-image-name",
+                         "image name '%.80s' must match ^[a-z0-9][a-z0-9._-]{0,62}$",
+                         req->params[0]);
                 return;
         }
         if (!api_query_string(req, resp, "sha256", images_hex_valid, "64 lowercase hex digits",
                               &hex))
                 return;
         if (!hex) {
-                api_problem(resp, 400, "invalid-query", "query 'sha256' is needed");
+                api_fail(resp, -EINVAL, "invalid-query", "query 'sha256' is needed");
                 return;
         }
         images_dir(req->f, dir, sizeof(dir));
@@ -931,8 +930,8 @@ void api_images_push_get(struct api_request *req, struct api_response *resp)
         if (o)
                 api_ok(resp, o);
         else
-                api_problem(resp, 404, "not-found", "no push of image '%.80s' since fleetd started",
-                            req->params[0]);
+                api_fail(resp, -ENOENT, "not-found",
+                         "no push of image '%.80s' since fleetd started", req->params[0]);
 }
 
 /* ---- removal ---- */
@@ -981,11 +980,11 @@ void api_images_remove(struct api_request *req, struct api_response *resp)
         char(*ids)[NODE_ID_MAX + 1] = NULL, (*addrs)[INET_ADDRSTRLEN] = NULL;
         size_t n = 0, cap = f->table.roster ? f->table.roster->n_nodes : 0;
         json_t *results = json_array();
-        unsigned worst = 200;
+        bool unknown = false, everywhere = true;
 
         if (!ident_valid(IDENT_IMAGE, name)) {
-                api_problem(resp, 400, "invalid-image-name",
-                            "image name '%.80s' must match ^[a-z0-9][a-z0-9._-]{0,62}$", name);
+                api_fail(resp, -EINVAL, "invalid-image-name",
+                         "image name '%.80s' must match ^[a-z0-9][a-z0-9._-]{0,62}$", name);
                 json_decref(results);
                 return;
         }
@@ -1008,28 +1007,28 @@ void api_images_remove(struct api_request *req, struct api_response *resp)
                          f->table.roster->nodes[i].mesh_address);
         }
         if (only && !node_table_find(&f->table, only))
-                worst = 422;
+                unknown = true;
         pthread_mutex_unlock(&f->lock);
-        if (worst == 422)
-                api_problem(resp, 422, "unknown-node", "no node '%.64s' in the roster", only);
+        if (unknown)
+                api_fail(resp, -EINVAL, "unknown-node", "no node '%.64s' in the roster", only);
         else if (n == 0)
-                api_problem(resp, 404, "not-found", "no node%s%s holds image '%s'", only ? " " : "",
-                            only ? only : "", name);
+                api_fail(resp, -ENOENT, "not-found", "no node%s%s holds image '%s'",
+                         only ? " " : "", only ? only : "", name);
         for (size_t i = 0; i < n; i++) {
                 json_t *o = images_remove_one(f, ids[i], addrs[i], name);
 
                 if (!json_is_true(json_object_get(o, "removed")))
-                        worst = 409;
+                        everywhere = false;
                 json_array_append_new(results, o);
         }
         if (n > 0) {
-                api_ok(resp, json_pack("{s:s, s:b, s:O}", "image", name, "removed", worst == 200,
+                api_ok(resp, json_pack("{s:s, s:b, s:O}", "image", name, "removed", everywhere,
                                        "nodes", results));
-                if (worst != 200) {
-                        api_problem(resp, 409, "not-removed-everywhere",
-                                    "image '%s' was not removed from every node (in use, or the "
-                                    "node did not answer)",
-                                    name);
+                if (!everywhere) {
+                        api_fail(resp, -EBUSY, "not-removed-everywhere",
+                                 "image '%s' was not removed from every node (in use, or the "
+                                 "node did not answer)",
+                                 name);
                         json_object_set(resp->body, "nodes", results);
                 }
         }

@@ -65,15 +65,12 @@ static json_t *op_new(const char *id, const char *kind, const char *vm_id, const
         return doc;
 }
 
-/* A problem document as the REST API writes it (new reference). */
-static json_t *op_problem(unsigned status, const char *type, const char *detail, json_t *extra)
+/* A problem document as the REST API writes it, with extra's fields (new reference). */
+static json_t *op_problem(json_t *doc, json_t *extra)
 {
-        struct api_response r = {0};
-
-        api_problem(&r, status, type, "%s", detail);
-        if (r.body && extra)
-                json_object_update(r.body, extra);
-        return r.body;
+        if (doc && extra)
+                json_object_update(doc, extra);
+        return doc;
 }
 
 /* Moves doc to state with progress, result and error (references stolen). */
@@ -111,7 +108,8 @@ static bool op_follow_create(struct fleetd *f, json_t *doc)
 
         if (!vm) {
                 op_set(doc, "failed", 100, NULL,
-                       op_problem(404, "unknown-vm", "the VM of this operation is not recorded",
+                       op_problem(api_problem_doc("unknown-vm", -ENOENT,
+                                                  "the VM of this operation is not recorded"),
                                   NULL));
                 return true;
         }
@@ -129,7 +127,8 @@ static bool op_follow_create(struct fleetd *f, json_t *doc)
         }
         snprintf(detail, sizeof(detail), "node '%s' did not create VM '%s': %s", vm->node_id,
                  vm->id, vm->reason);
-        op_set(doc, "failed", 100, NULL, op_problem(502, "creation-failed", detail, NULL));
+        op_set(doc, "failed", 100, NULL,
+               op_problem(api_problem_doc("creation-failed", -EIO, detail), NULL));
         return true;
 }
 
@@ -154,7 +153,8 @@ static bool op_follow_push(struct fleetd *f, json_t *doc)
                          "restarted, or a later push replaced it); push it again: fleetd keeps "
                          "the uploaded image and each node resumes where it stopped",
                          name);
-                op_set(doc, "failed", 100, NULL, op_problem(503, "interrupted", detail, NULL));
+                op_set(doc, "failed", 100, NULL,
+                       op_problem(api_problem_doc("interrupted", -EINTR, detail), NULL));
                 return true;
         }
         json_array_foreach(json_object_get(p, "nodes"), i, n)
@@ -177,7 +177,7 @@ static bool op_follow_push(struct fleetd *f, json_t *doc)
                  (long long)json_integer_value(json_object_get(p, "nodes_done")),
                  json_array_size(json_object_get(p, "nodes")));
         op_set(doc, "failed", 100, NULL,
-               op_problem(502, "push-failed", detail,
+               op_problem(api_problem_doc("push-failed", -EIO, detail),
                           json_pack("{s:O}", "nodes", json_object_get(p, "nodes"))));
         json_decref(p);
         return true;
@@ -206,16 +206,8 @@ static void op_refresh(struct fleetd *f, json_t *doc)
 
 static void op_answer(struct plan_outcome *o, json_t *doc)
 {
-        o->status = 202;
+        o->done = OUTCOME_ACCEPTED;
         o->body = doc;
-}
-
-static void op_fail(struct plan_outcome *o, unsigned status, const char *problem,
-                    const char *detail)
-{
-        o->status = status;
-        o->problem = problem;
-        snprintf(o->detail, sizeof(o->detail), "%s", detail);
 }
 
 /* Inserts doc (a new operation); 1, 0 when one of its id exists, or a negative errno. */
@@ -255,7 +247,7 @@ void ops_confirmed(struct fleetd *f, const char *plan_id, const char *vm_id, con
         }
         if (r < 0) {
                 json_decref(doc);
-                op_fail(o, 500, "store-failed", "cannot record the operation");
+                outcome_fail(o, -EIO, "store-failed", "cannot record the operation");
                 return;
         }
         op_refresh(f, doc);
@@ -280,8 +272,7 @@ static void op_call_run(struct op_call *c)
         else
                 dispatch_verb_finish(c->f, c->call, c->actor, &vo);
         if (vo.problem)
-                op_set(c->doc, "failed", 100, NULL,
-                       op_problem(vo.status, vo.problem, vo.detail, vo.body));
+                op_set(c->doc, "failed", 100, NULL, op_problem(api_outcome_problem(&vo), vo.body));
         else
                 op_set(c->doc, "succeeded", 100, vo.body ? vo.body : json_object(), NULL);
         if (vo.problem)
@@ -349,7 +340,7 @@ void ops_verb_start(struct fleetd *f, const char *vm_id, const char *verb, const
 
         memset(o, 0, sizeof(*o));
         if (!c) {
-                op_fail(o, 503, "out-of-memory", "cannot start the operation now");
+                outcome_fail(o, -EAGAIN, "out-of-memory", "cannot start the operation now");
                 return;
         }
         c->call = dispatch_verb_begin(f, vm_id, verb, if_match, o);
@@ -428,13 +419,13 @@ void ops_get(struct fleetd *f, const char *id, struct plan_outcome *o)
         free(text);
         if (!doc) {
                 if (r == -ENOENT)
-                        op_fail(o, 404, "unknown-operation", "no such operation");
+                        outcome_fail(o, -ENOENT, "unknown-operation", "no such operation");
                 else
-                        op_fail(o, 500, "store-failed", "the operation cannot be read");
+                        outcome_fail(o, -EIO, "store-failed", "the operation cannot be read");
                 return;
         }
         op_refresh(f, doc);
-        o->status = 200;
+        o->done = OUTCOME_OK;
         o->body = doc;
 }
 
@@ -454,12 +445,12 @@ void ops_list(struct fleetd *f, const char *after, const char *state, unsigned l
         memset(o, 0, sizeof(*o));
         if (!ops || store_op_list(f->store, after, state, limit, ops_list_one, ops) < 0) {
                 json_decref(ops);
-                op_fail(o, 500, "store-failed", "the operations cannot be read");
+                outcome_fail(o, -EIO, "store-failed", "the operations cannot be read");
                 return;
         }
         json_array_foreach(ops, i, doc) op_refresh(f, doc);
         last = json_array_size(ops) == limit ? json_array_get(ops, limit - 1) : NULL;
-        o->status = 200;
+        o->done = OUTCOME_OK;
         o->body = json_pack("{s:o, s:O}", "operations", ops, "next_after",
                             last ? json_object_get(last, "id") : json_null());
 }
@@ -485,7 +476,8 @@ static void op_settle_verb(struct fleetd *f, json_t *doc)
                          "fleetd restarted while the %s of VM '%s' was in flight; the node's "
                          "next inventory shows whether it ran (GET /v1/vms/%s)",
                          op_str(doc, "kind"), op_str(doc, "vm_id"), op_str(doc, "vm_id"));
-        op_set(doc, "failed", 100, NULL, op_problem(503, "interrupted", detail, NULL));
+        op_set(doc, "failed", 100, NULL,
+               op_problem(api_problem_doc("interrupted", -EINTR, detail), NULL));
 }
 
 void ops_recover(struct fleetd *f)

@@ -16,18 +16,8 @@
 #include "common/log.h"
 #include "fleetd/store.h"
 
-void plan_fail(struct plan_outcome *o, unsigned status, const char *problem, const char *fmt, ...)
-{
-        va_list ap;
-
-        o->status = status;
-        o->problem = problem;
-        va_start(ap, fmt);
-        vsnprintf(o->detail, sizeof(o->detail), fmt, ap);
-        va_end(ap);
-}
-
-/* 412 when the plan has moved past the revision the operator read; true when it may run. */
+/* precondition-failed when the plan has moved past the revision the operator read; true when it may
+ * run. */
 static bool plan_precondition(const struct plan_row *p, const char *if_match,
                               struct plan_outcome *o)
 {
@@ -217,17 +207,17 @@ static void plans_quote(struct fleetd *f, const struct plan_request *req, const 
         uint8_t raw[PLAN_ID_LEN / 2];
 
         if (!chosen && !target && no_image) {
-                plan_fail(o, 422, "no-node-has-image",
-                          "no node has image '%s' (fleetctl image push FILE --name %s)", req->image,
-                          req->image);
+                outcome_fail(o, -ENOENT, "no-node-has-image",
+                             "no node has image '%s' (fleetctl image push FILE --name %s)",
+                             req->image, req->image);
                 o->body = json_pack("{s:o}", "candidates", plan_candidates_json(c, n));
                 return;
         }
         if (!chosen && !target) {
-                plan_fail(o, 422, "no-node-fits",
-                          "no node can hold %llu MiB with a safety margin of %llu MiB",
-                          (unsigned long long)req->memory_mib,
-                          (unsigned long long)f->cfg.safety_margin_mib);
+                outcome_fail(o, -ENOSPC, "no-node-fits",
+                             "no node can hold %llu MiB with a safety margin of %llu MiB",
+                             (unsigned long long)req->memory_mib,
+                             (unsigned long long)f->cfg.safety_margin_mib);
                 o->body = json_pack("{s:o}", "candidates", plan_candidates_json(c, n));
                 return;
         }
@@ -244,9 +234,9 @@ static void plans_quote(struct fleetd *f, const struct plan_request *req, const 
         if (!p.body || plans_insert(f, &p, actor) < 0) {
                 json_decref(o->body);
                 o->body = NULL;
-                plan_fail(o, 500, "store-failed", "cannot record the plan");
+                outcome_fail(o, -EIO, "store-failed", "cannot record the plan");
         } else {
-                o->status = 201;
+                o->done = OUTCOME_CREATED;
                 /* a 10,000-node plan is 2 MB: keep old unconfirmed ones' rows, not their lists */
                 store_plan_prune(f->store, p.created_ms - 24 * 3600 * 1000);
         }
@@ -254,15 +244,16 @@ static void plans_quote(struct fleetd *f, const struct plan_request *req, const 
 }
 
 /* Under f->lock: the target node's verdict among the candidates c (in node table order), or
- * NULL with a 422 in o when the roster has no such node. */
+ * NULL with unknown-node (a field naming no node: -EINVAL) in o when the roster has none. */
 static json_t *plans_target(struct fleetd *f, const struct plan_request *req,
                             const struct plan_cand *c, struct plan_outcome *o)
 {
         struct fleet_node *t = node_table_find(&f->table, req->node);
 
         if (!t) {
-                plan_fail(o, 422, "unknown-node", "no node '%s' in the roster (version %llu)",
-                          req->node, (unsigned long long)f->table.roster->version);
+                outcome_fail(o, -EINVAL, "unknown-node",
+                             "no node '%s' in the roster (version %llu)", req->node,
+                             (unsigned long long)f->table.roster->version);
                 return NULL;
         }
         return plan_node_figures(f, t, &c[t - f->table.nodes].c, req);
@@ -283,9 +274,9 @@ void plans_create(struct fleetd *f, const struct plan_request *req, const char *
         pthread_mutex_lock(&f->lock);
         vm = vm_table_find_entity(f, req->entity);
         if (vm)
-                plan_fail(o, 409, "entity-has-vm",
-                          "entity '%s' already has Totebox VM '%s' on node '%s'", req->entity,
-                          vm->id, vm->node_id);
+                outcome_fail(o, -EEXIST, "entity-has-vm",
+                             "entity '%s' already has Totebox VM '%s' on node '%s'", req->entity,
+                             vm->id, vm->node_id);
         else
                 best = plans_choose(f, req, &c, &n, chosen);
         no_image = !vm && best < 0 && !fleet_image_anywhere(f, req->image);
@@ -293,12 +284,12 @@ void plans_create(struct fleetd *f, const struct plan_request *req, const char *
                 target = plans_target(f, req, c, o);
         pthread_mutex_unlock(&f->lock);
         if (best == -2)
-                plan_fail(o, 500, "out-of-memory", "cannot allocate the candidates");
+                outcome_fail(o, -ENOMEM, "out-of-memory", "cannot allocate the candidates");
         else if (!vm && !o->problem)
                 plans_quote(f, req, actor, c, n, best >= 0 ? chosen : NULL, target, no_image, o);
         free(c);
         pthread_mutex_lock(&f->lock);
-        if (o->status == 201)
+        if (o->done == OUTCOME_CREATED)
                 f->metrics.plans_created++;
         else
                 f->metrics.plans_rejected++;
@@ -313,37 +304,38 @@ static bool plans_recheck(struct fleetd *f, const struct plan_row *p, struct pla
         struct fleet_vm *vm;
 
         if (strcmp(p->state, "dropped") == 0) {
-                plan_fail(o, 410, "plan-dropped", "plan '%s' was dropped", p->id);
+                outcome_fail(o, -ECANCELED, "plan-dropped", "plan '%s' was dropped", p->id);
                 return false;
         }
         if (clock_realtime_ms() > p->expires_ms) {
-                plan_fail(o, 410, "plan-expired", "plan '%s' expired; ask for a new plan", p->id);
+                outcome_fail(o, -ETIME, "plan-expired", "plan '%s' expired; ask for a new plan",
+                             p->id);
                 return false;
         }
         vm = vm_table_find_entity(f, p->req.entity);
         if (vm) {
-                plan_fail(o, 409, "entity-has-vm",
-                          "entity '%s' already has Totebox VM '%s' on node '%s'", p->req.entity,
-                          vm->id, vm->node_id);
+                outcome_fail(o, -EEXIST, "entity-has-vm",
+                             "entity '%s' already has Totebox VM '%s' on node '%s'", p->req.entity,
+                             vm->id, vm->node_id);
                 return false;
         }
         if (!n) {
-                plan_fail(o, 409, "plan-stale",
-                          "node '%s' is no longer in the roster; ask for "
-                          "a new plan",
-                          p->node_id);
+                outcome_fail(o, -ESTALE, "plan-stale",
+                             "node '%s' is no longer in the roster; ask for "
+                             "a new plan",
+                             p->node_id);
                 return false;
         }
         placement_check_node(n, &f->cfg, &p->req, clock_monotonic_ms(), &c);
         if (c.verdict == CAND_FITS && fleet_node_image(n, p->req.image) == 0)
                 c.verdict = CAND_NO_IMAGE; /* removed from the node since the plan */
         if (c.verdict != CAND_FITS) {
-                plan_fail(o, 409, "plan-stale",
-                          "node '%s' does not fit the VM (%s; %lld MiB available after "
-                          "reservations, %llu needed, margin %llu MiB); ask for a new plan",
-                          p->node_id, cand_verdict_reason(c.verdict), (long long)c.available_mib,
-                          (unsigned long long)p->req.memory_mib,
-                          (unsigned long long)f->cfg.safety_margin_mib);
+                outcome_fail(o, -ESTALE, "plan-stale",
+                             "node '%s' does not fit the VM (%s; %lld MiB available after "
+                             "reservations, %llu needed, margin %llu MiB); ask for a new plan",
+                             p->node_id, cand_verdict_reason(c.verdict), (long long)c.available_mib,
+                             (unsigned long long)p->req.memory_mib,
+                             (unsigned long long)f->cfg.safety_margin_mib);
                 o->body = json_pack("{s:o}", "figures", plan_node_figures(f, n, &c, &p->req));
                 return false;
         }
@@ -379,13 +371,13 @@ static void plans_confirm_locked(struct fleetd *f, struct plan_row *p, const cha
                 struct fleet_vm *v = vm_table_find(f, p->vm_id);
 
                 store_rollback(f->store);
-                o->status = 200; /* idempotent: the same VM again */
+                o->done = OUTCOME_OK; /* idempotent: the same VM again */
                 if (v) {
                         o->body = vm_to_json(f, v, clock_monotonic_ms());
                         vm_etag(v, o->etag);
                 } else
-                        plan_fail(o, 409, "plan-confirmed", "plan '%s' created VM '%s'", p->id,
-                                  p->vm_id);
+                        outcome_fail(o, -EALREADY, "plan-confirmed", "plan '%s' created VM '%s'",
+                                     p->id, p->vm_id);
                 return;
         }
         if (!plans_recheck(f, p, o)) {
@@ -404,14 +396,13 @@ static void plans_confirm_locked(struct fleetd *f, struct plan_row *p, const cha
                                           "image", vm.image));
         if (r < 0) {
                 store_rollback(f->store);
-                plan_fail(o, r == -EEXIST ? 409 : 500,
-                          r == -EEXIST ? "entity-has-vm" : "store-failed",
-                          "cannot record the confirmation of plan '%s'", p->id);
+                outcome_fail(o, r, r == -EEXIST ? "entity-has-vm" : "store-failed",
+                             "cannot record the confirmation of plan '%s'", p->id);
                 return;
         }
         if (store_commit(f->store) < 0) {
-                plan_fail(o, 500, "store-failed", "cannot commit the confirmation of plan '%s'",
-                          p->id);
+                outcome_fail(o, -EIO, "store-failed", "cannot commit the confirmation of plan '%s'",
+                             p->id);
                 return;
         }
         added = vm_table_add(f, &vm);
@@ -420,7 +411,7 @@ static void plans_confirm_locked(struct fleetd *f, struct plan_row *p, const cha
         f->metrics.confirmations++;
         log_info("plan '%s' confirmed by '%s': VM '%s' for entity '%s' on node '%s'", p->id, actor,
                  vm.id, vm.entity, vm.node_id);
-        o->status = 201;
+        o->done = OUTCOME_CREATED;
         o->body = vm_to_json(f, added ? added : &vm, clock_monotonic_ms());
         vm_etag(added ? added : &vm, o->etag);
 }
@@ -438,7 +429,7 @@ void plans_confirm_if(struct fleetd *f, const char *plan_id, const char *actor,
 
         memset(o, 0, sizeof(*o));
         if (!ident_valid(IDENT_PLAN, plan_id)) {
-                plan_fail(o, 404, "unknown-plan", "no plan '%.40s'", plan_id);
+                outcome_fail(o, -ENOENT, "unknown-plan", "no plan '%.40s'", plan_id);
                 return;
         }
         pthread_mutex_lock(&f->lock);
@@ -448,9 +439,10 @@ void plans_confirm_if(struct fleetd *f, const char *plan_id, const char *actor,
                 if (r < 0) {
                         store_rollback(f->store);
                         if (r == -ENOENT)
-                                plan_fail(o, 404, "unknown-plan", "no plan '%s'", plan_id);
+                                outcome_fail(o, -ENOENT, "unknown-plan", "no plan '%s'", plan_id);
                         else
-                                plan_fail(o, 500, "store-failed", "cannot read plan '%s'", plan_id);
+                                outcome_fail(o, -EIO, "store-failed", "cannot read plan '%s'",
+                                             plan_id);
                 } else if (!plan_confirmed_from(&p, if_match) &&
                            !plan_precondition(&p, if_match, o)) {
                         store_rollback(f->store);
@@ -458,11 +450,11 @@ void plans_confirm_if(struct fleetd *f, const char *plan_id, const char *actor,
                         plans_confirm_locked(f, &p, actor, o);
                 }
         } else {
-                plan_fail(o, 500, "store-failed", "cannot open a transaction");
+                outcome_fail(o, -EIO, "store-failed", "cannot open a transaction");
         }
         pthread_mutex_unlock(&f->lock);
         plan_row_done(&p);
-        if (o->status == 201)
+        if (o->done == OUTCOME_CREATED)
                 dispatch_wake(f);
 }
 
@@ -479,38 +471,41 @@ void plans_drop_if(struct fleetd *f, const char *plan_id, const char *actor, con
 
         memset(o, 0, sizeof(*o));
         if (!ident_valid(IDENT_PLAN, plan_id)) {
-                plan_fail(o, 404, "unknown-plan", "no plan '%.40s'", plan_id);
+                outcome_fail(o, -ENOENT, "unknown-plan", "no plan '%.40s'", plan_id);
                 return;
         }
         if (store_begin(f->store) < 0) {
-                plan_fail(o, 500, "store-failed", "cannot open a transaction");
+                outcome_fail(o, -EIO, "store-failed", "cannot open a transaction");
                 return;
         }
         r = store_plan_get(f->store, plan_id, &p);
         if (r < 0) {
                 store_rollback(f->store);
                 if (r == -ENOENT)
-                        plan_fail(o, 404, "unknown-plan", "no plan '%s'", plan_id);
+                        outcome_fail(o, -ENOENT, "unknown-plan", "no plan '%s'", plan_id);
                 else
-                        plan_fail(o, 500, "store-failed", "cannot read plan '%s'", plan_id);
+                        outcome_fail(o, -EIO, "store-failed", "cannot read plan '%s'", plan_id);
         } else if (!plan_precondition(&p, if_match, o)) {
                 store_rollback(f->store);
         } else if (strcmp(p.state, "confirmed") == 0) {
                 store_rollback(f->store);
-                plan_fail(o, 409, "plan-confirmed",
-                          "plan '%s' was confirmed (VM '%s'); a Totebox VM is never deleted",
-                          plan_id, p.vm_id);
+                outcome_fail(o, -EALREADY, "plan-confirmed",
+                             "plan '%s' was confirmed (VM '%s'); a Totebox VM is never deleted",
+                             plan_id, p.vm_id);
         } else if (strcmp(p.state, "dropped") == 0) {
                 store_rollback(f->store);
-                o->status = 200;
+                o->done = OUTCOME_OK;
         } else if (store_plan_set_state(f->store, plan_id, "dropped", NULL) < 0 ||
                    audit_append(f->store, true, "plan.dropped", plan_id, actor, NULL) < 0) {
                 store_rollback(f->store);
-                plan_fail(o, 500, "store-failed", "cannot drop plan '%s'", plan_id);
+                outcome_fail(o, -EIO, "store-failed", "cannot drop plan '%s'", plan_id);
+        } else if (store_commit(f->store) < 0) {
+                outcome_fail(o, -EIO, "store-failed", "cannot commit the drop of plan '%s'",
+                             plan_id);
         } else {
-                o->status = store_commit(f->store) == 0 ? 200 : 500;
+                o->done = OUTCOME_OK;
         }
-        if (o->status == 200) {
+        if (o->done == OUTCOME_OK) {
                 o->body = json_pack("{s:s, s:s}", "id", plan_id, "state", "dropped");
                 snprintf(p.state, sizeof(p.state), "dropped");
                 plan_etag(&p, o->etag);
@@ -525,7 +520,7 @@ void plans_get(struct fleetd *f, const char *plan_id, struct plan_outcome *o)
 
         memset(o, 0, sizeof(*o));
         if (!ident_valid(IDENT_PLAN, plan_id) || store_plan_get(f->store, plan_id, &p) < 0) {
-                plan_fail(o, 404, "unknown-plan", "no plan '%.40s'", plan_id);
+                outcome_fail(o, -ENOENT, "unknown-plan", "no plan '%.40s'", plan_id);
                 return;
         }
         body = json_loads(p.body, 0, NULL);
@@ -542,11 +537,11 @@ void plans_get(struct fleetd *f, const char *plan_id, struct plan_outcome *o)
                         snprintf(p.state, sizeof(p.state), "expired");
                 json_object_set_new(body, "state", json_string(p.state));
                 json_object_set_new(body, "vm_id", p.vm_id[0] ? json_string(p.vm_id) : json_null());
-                o->status = 200;
+                o->done = OUTCOME_OK;
                 o->body = body;
 
         } else {
-                plan_fail(o, 500, "store-failed", "plan '%s' is unreadable", plan_id);
+                outcome_fail(o, -EIO, "store-failed", "plan '%s' is unreadable", plan_id);
         }
         plan_row_done(&p);
 }
@@ -574,11 +569,11 @@ void plans_list(struct fleetd *f, const char *after, const char *state, unsigned
         if (!plans || store_plan_list(f->store, after, state, clock_realtime_ms(), limit,
                                       plans_list_one, plans) < 0) {
                 json_decref(plans);
-                plan_fail(o, 500, "store-failed", "the plans cannot be read");
+                outcome_fail(o, -EIO, "store-failed", "the plans cannot be read");
                 return;
         }
         last = json_array_size(plans) == limit ? json_array_get(plans, limit - 1) : NULL;
-        o->status = 200;
+        o->done = OUTCOME_OK;
         o->body = json_pack("{s:o, s:O}", "plans", plans, "next_after",
                             last ? json_object_get(last, "id") : json_null());
 }

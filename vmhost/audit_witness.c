@@ -270,19 +270,19 @@ static int witness_decide_held(struct vmhost *vh, const struct witness_held *h,
 
         r = tlog_checkpoint_open(w->note, w->note_len, &w->key, &w->cp);
         if (r < 0 || strcmp(w->cp.origin, w->key.name) != 0)
-                return vms_problem(p, 422, "audit-bad-signature",
+                return vms_problem(p, -EINVAL, "audit-bad-signature",
                                    "the checkpoint is not a C2SP checkpoint of origin '%s' "
                                    "signed by that key",
                                    w->key.name);
         if (!witness_key_ok(vh, h, w)) {
                 witness_keep(vh, h, body, len, "signed by another key than fleetd's");
-                return vms_problem(p, 409, "audit-key-mismatch",
+                return vms_problem(p, -EBUSY, "audit-key-mismatch",
                                    "the checkpoint is signed by '%s', not by the key this node "
                                    "witnesses ('%s'); kept as evidence",
                                    w->vkey, vh->cfg.audit_key[0] ? vh->cfg.audit_key : h->vkey);
         }
         if (h->have && w->cp.size > h->cp.size && w->old_size != h->cp.size)
-                return vms_problem(p, 409, "audit-stale",
+                return vms_problem(p, -ESTALE, "audit-stale",
                                    "the proof starts at %llu entries; this node holds %llu",
                                    (unsigned long long)w->old_size, (unsigned long long)h->cp.size);
         why = h->have ? witness_inconsistent(h, w) : NULL;
@@ -291,19 +291,19 @@ static int witness_decide_held(struct vmhost *vh, const struct witness_held *h,
                 log_error("audit checkpoint of %llu entries refused and kept as evidence: %s "
                           "(this node holds %llu)",
                           (unsigned long long)w->cp.size, why, (unsigned long long)h->cp.size);
-                return vms_problem(p, 409, "audit-inconsistent",
+                return vms_problem(p, -EBUSY, "audit-inconsistent",
                                    "checkpoint of %llu entries refused: %s; this node holds %llu "
                                    "and keeps the refused one as evidence",
                                    (unsigned long long)w->cp.size, why,
                                    (unsigned long long)h->cp.size);
         }
         if (h->have && w->cp.size == h->cp.size)
-                return 200; /* the same checkpoint (or a re-signature of the same tree) */
+                return 0; /* the same checkpoint (or a re-signature of the same tree) */
         r = witness_store(vh, h, w);
         if (r < 0)
-                return vms_problem(p, 500, "storage", "cannot keep the checkpoint: %s",
+                return vms_problem(p, -EIO, "storage", "cannot keep the checkpoint: %s",
                                    strerror(-r));
-        return 200;
+        return 0;
 }
 
 static int witness_decide(struct vmhost *vh, struct witness_push *w, const char *body, size_t len,
@@ -387,7 +387,7 @@ int audit_witness_accept(struct vmhost *vh, const char *body, size_t len, json_t
         int r;
 
         if (!w || !o || witness_parse(o, w, &e) < 0) {
-                r = vms_problem(p, 400, "bad-request", "audit checkpoint: %s",
+                r = vms_problem(p, -EINVAL, "bad-request", "audit checkpoint: %s",
                                 w ? e.text : "out of memory");
         } else {
                 pthread_mutex_lock(&witness_lock);

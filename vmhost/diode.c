@@ -145,17 +145,17 @@ static int diode_vm(struct vmhost *vh, const char *id, char *ret_pk, size_t pksi
         int r = 0;
 
         if (!vm)
-                return vms_problem(p, 404, "not-found", "no Totebox VM '%s' on this node", id);
+                return vms_problem(p, -ENOENT, "not-found", "no Totebox VM '%s' on this node", id);
         lc = json_string_value(json_object_get(vm, "lifecycle"));
         state = json_string_value(json_object_get(vm, "state"));
         pk = json_string_value(json_object_get(vm, "vault_public_key"));
         if (!lc || strcmp(lc, "active") != 0 || !state || strcmp(state, "running") != 0)
-                r = vms_problem(p, 409, "not-running",
+                r = vms_problem(p, -EBUSY, "not-running",
                                 "VM '%s' is %s and %s; records go in and out of a running, "
                                 "active Totebox only",
                                 id, lc ? lc : "?", state ? state : "?");
         else if (!pk)
-                r = vms_problem(p, 409, "agent-not-connected",
+                r = vms_problem(p, -ENOTCONN, "agent-not-connected",
                                 "VM '%s' has no pinned vault key yet (no report from its agent)",
                                 id);
         else
@@ -164,33 +164,24 @@ static int diode_vm(struct vmhost *vh, const char *id, char *ret_pk, size_t pksi
         return r;
 }
 
-/* The agent's refusal as an HTTP problem. */
+/* The agent's refusal, its code as the problem type (-EREMOTEIO: node_api.c's agent rows give
+ * its status). */
 static int diode_agent_problem(const json_t *err, const char *id, struct vm_problem *p)
 {
-        static const struct {
-                const char *code;
-                unsigned status;
-        } map[] = {{"bad-request", 400},   {"too-large", 413},     {"not-found", 404},
-                   {"conflict", 409},      {"vault-refuses", 409}, {"not-covered", 409},
-                   {"hash-mismatch", 422}, {"busy", 503},          {"out-of-step", 503}};
         const char *code = json_string_value(json_object_get(err, "code"));
         const char *detail = json_string_value(json_object_get(err, "detail"));
-        unsigned status = 502;
 
-        for (size_t i = 0; code && i < sizeof(map) / sizeof(*map); i++)
-                if (!strcmp(code, map[i].code))
-                        status = map[i].status;
-        return vms_problem(p, status, code ? code : "agent-failed", "VM '%s': %s", id,
+        return vms_problem(p, -EREMOTEIO, code ? code : "agent-failed", "VM '%s': %s", id,
                            detail ? detail : "the agent refused");
 }
 
 static int diode_channel_problem(int r, const char *id, struct vm_problem *p)
 {
         if (r == -ENOTCONN)
-                return vms_problem(p, 409, "agent-not-connected",
+                return vms_problem(p, -ENOTCONN, "agent-not-connected",
                                    "VM '%s' has no connected agent channel", id);
-        return vms_problem(p, 504, "agent-timeout", "VM '%s': the agent did not answer (%s)", id,
-                           strerror(-r));
+        return vms_problem(p, -ETIMEDOUT, "agent-timeout", "VM '%s': the agent did not answer (%s)",
+                           id, strerror(-r));
 }
 
 /* Waits for the channel to come back after a drop (the agent reconnects within seconds). */
@@ -330,7 +321,7 @@ int diode_deposit(struct vmhost *vh, const struct diode_deposit_req *req, int da
                 log_warn("VM '%s': deposit '%s': the agent's receipt fails its checks: %s",
                          req->vm_id, req->deposit_id, why);
                 json_decref(answer);
-                return vms_problem(p, 502, "bad-receipt", "VM '%s': the agent's receipt %s",
+                return vms_problem(p, -EPROTO, "bad-receipt", "VM '%s': the agent's receipt %s",
                                    req->vm_id, why);
         }
         json_object_del(answer, "v");
@@ -341,7 +332,7 @@ int diode_deposit(struct vmhost *vh, const struct diode_deposit_req *req, int da
                  req->deposit_id, (uint64_t)json_integer_value(json_object_get(answer, "seq")),
                  json_string_value(json_object_get(answer, "path")));
         *ret_receipt = answer;
-        return 201;
+        return VMS_CREATED;
 }
 
 /* ---- listing and reading ---- */
@@ -356,7 +347,8 @@ int diode_list(struct vmhost *vh, const char *id, uint64_t after, uint64_t limit
         if (r < 0)
                 return r;
         if (limit < 1 || limit > DIODE_LIST_LIMIT)
-                return vms_problem(p, 400, "bad-request", "limit must be 1..%d", DIODE_LIST_LIMIT);
+                return vms_problem(p, -EINVAL, "bad-request", "limit must be 1..%d",
+                                   DIODE_LIST_LIMIT);
         diode_wait_init(&w, "lst");
         r = diode_ask(vh, id, &w,
                       json_pack("{s:i, s:s, s:I, s:I}", "v", 1, "type", "record-list", "after",
@@ -372,7 +364,7 @@ int diode_list(struct vmhost *vh, const char *id, uint64_t after, uint64_t limit
                 json_object_del(*ret, "type");
                 json_object_del(*ret, "request_id");
                 json_object_set_new(*ret, "vm", json_string(id));
-                r = 200;
+                r = 0;
         }
         diode_wait_done(&w);
         return r;
@@ -410,7 +402,7 @@ int diode_read(struct vmhost *vh, const char *id, uint64_t seq, int spool_fd, js
                         snprintf(why, sizeof(why),
                                  "came back incomplete (%" PRIu64 " of %" PRIu64 " bytes)",
                                  w.spooled, size);
-                r = vms_problem(p, 502, "bad-record", "VM '%s': record %" PRIu64 " %s", id, seq,
+                r = vms_problem(p, -EPROTO, "bad-record", "VM '%s': record %" PRIu64 " %s", id, seq,
                                 why);
                 goto cleanup;
         }
@@ -421,7 +413,7 @@ int diode_read(struct vmhost *vh, const char *id, uint64_t seq, int spool_fd, js
         json_object_del(*ret_record, "type");
         json_object_del(*ret_record, "request_id");
         json_object_set_new(*ret_record, "vm", json_string(id));
-        r = 200;
+        r = 0;
 cleanup:
         diode_wait_done(&w);
         return r;

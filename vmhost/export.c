@@ -254,11 +254,11 @@ static int export_check_vm(struct vmhost *vh, const char *id, struct vm_problem 
         int r = 0;
 
         if (!vm)
-                r = vms_problem(p, 404, "not-found", "no Totebox VM '%s' on node '%s'", id,
+                r = vms_problem(p, -ENOENT, "not-found", "no Totebox VM '%s' on node '%s'", id,
                                 vh->cfg.node_id);
         else if (!lc || (strcmp(lc, "suspended") != 0 && strcmp(lc, "archived") != 0) || !state ||
                  (strcmp(state, "shutoff") != 0 && strcmp(state, "saved") != 0))
-                r = vms_problem(p, 409, "vm-not-stopped",
+                r = vms_problem(p, -EBUSY, "vm-not-stopped",
                                 "VM '%s' is '%s' and '%s': only a suspended or archived Totebox "
                                 "that is not running is exported",
                                 id, lc ? lc : "?", state ? state : "?");
@@ -276,24 +276,24 @@ static int export_open(struct export_job *j, struct vm_problem *p)
         snprintf(j->final, sizeof(j->final), "%s/%s.tar", j->dir, j->vm_id);
         j->disk_fd = open(j->disk, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
         if (j->disk_fd < 0 || fstat(j->disk_fd, &st) < 0 || !S_ISREG(st.st_mode))
-                return vms_problem(p, 500, "no-vault-disk", "the vault disk '%s' cannot be read",
+                return vms_problem(p, -EIO, "no-vault-disk", "the vault disk '%s' cannot be read",
                                    j->disk);
         j->disk_size = (uint64_t)st.st_size;
         j->mtime_s = (uint64_t)st.st_mtime;
         if (mkdir(j->dir, 0750) < 0 && errno != EEXIST)
-                return vms_problem(p, 500, "export-failed", "cannot make '%s': %s", j->dir,
+                return vms_problem(p, -EIO, "export-failed", "cannot make '%s': %s", j->dir,
                                    strerror(errno));
         /* a finished export of the same bytes is re-checked as a partial one, then kept */
         if (access(j->final, F_OK) == 0 && rename(j->final, j->part) < 0)
-                return vms_problem(p, 500, "export-failed", "cannot reopen '%s'", j->final);
+                return vms_problem(p, -EIO, "export-failed", "cannot reopen '%s'", j->final);
         j->out_fd = open(j->part, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
         if (j->out_fd < 0 || fstat(j->out_fd, &st) < 0)
-                return vms_problem(p, 500, "export-failed", "cannot open '%s': %s", j->part,
+                return vms_problem(p, -EIO, "export-failed", "cannot open '%s': %s", j->part,
                                    strerror(errno));
         j->keep = (uint64_t)st.st_size;
         j->buf = malloc(EXPORT_BUF);
         j->cmp = malloc(EXPORT_BUF);
-        return j->buf && j->cmp ? 0 : vms_problem(p, 503, "out-of-memory", "no buffer");
+        return j->buf && j->cmp ? 0 : vms_problem(p, -EAGAIN, "out-of-memory", "no buffer");
 }
 
 static void export_close(struct export_job *j)
@@ -315,21 +315,21 @@ static int export_finish(struct export_job *j, json_t **ret, struct vm_problem *
         int n;
 
         if (j->keep > j->total && ftruncate(j->out_fd, (off_t)j->total) < 0)
-                return vms_problem(p, 500, "export-failed", "cannot cut '%s'", j->part);
+                return vms_problem(p, -EIO, "export-failed", "cannot cut '%s'", j->part);
         sha256_final(&j->sha, h);
         sodium_bin2hex(sha_hex, sizeof(sha_hex), h, 32);
         crypto_generichash_final(&j->b2, h, 32);
         sodium_bin2hex(b2_hex, sizeof(b2_hex), h, 32);
         if (rename(j->part, j->final) < 0)
-                return vms_problem(p, 500, "export-failed", "cannot rename '%s'", j->part);
+                return vms_problem(p, -EIO, "export-failed", "cannot rename '%s'", j->part);
         n = snprintf(line, sizeof(line), "%s  %s.tar\n", sha_hex, j->vm_id);
         snprintf(path, sizeof(path), "%s.sha256", j->final);
         if (small_file_write(path, line, (size_t)n, 0640) < 0)
-                return vms_problem(p, 500, "export-failed", "cannot write '%s'", path);
+                return vms_problem(p, -EIO, "export-failed", "cannot write '%s'", path);
         *ret = json_pack("{s:s, s:s, s:s, s:I, s:s, s:s, s:I}", "vm_id", j->vm_id, "file", j->final,
                          "sha256_file", path, "size", (json_int_t)j->total, "sha256", sha_hex,
                          "blake2b_256", b2_hex, "resumed_bytes", (json_int_t)j->resumed);
-        return *ret ? 0 : vms_problem(p, 503, "out-of-memory", "no answer");
+        return *ret ? 0 : vms_problem(p, -EAGAIN, "out-of-memory", "no answer");
 }
 
 static int export_parse(const char *body, size_t len, json_t **ret_o, json_t **ret_record,
@@ -348,7 +348,7 @@ static int export_parse(const char *body, size_t len, json_t **ret_o, json_t **r
         }
         if (r < 0) {
                 json_decref(o);
-                return vms_problem(p, 400, "bad-request", "%s", jerr.text);
+                return vms_problem(p, -EINVAL, "bad-request", "%s", jerr.text);
         }
         *ret_o = o;
         *ret_record = json_object_get(o, "manifest");
@@ -370,13 +370,14 @@ int export_write(struct vmhost *vh, const char *id, const char *body, size_t len
         r = export_check_vm(vh, id, p);
         r = r ?: export_open(&j, p);
         if (r == 0 && export_build_head(&j, record, note, j.mtime_s) < 0)
-                r = vms_problem(p, 500, "export-failed", "cannot read the vault disk '%s'", j.disk);
+                r = vms_problem(p, -EIO, "export-failed", "cannot read the vault disk '%s'",
+                                j.disk);
         if (r == 0) {
                 sha256_init(&j.sha);
                 crypto_generichash_init(&j.b2, NULL, 0, 32);
                 if ((r = export_stream(&j)) < 0)
-                        r = vms_problem(p, 507, "export-failed", "cannot write '%s': %s", j.part,
-                                        strerror(-r));
+                        r = vms_problem(p, -ENOSPC, "export-failed", "cannot write '%s': %s",
+                                        j.part, strerror(-r));
         }
         r = r ?: export_finish(&j, ret, p);
         pthread_mutex_unlock(&vh->ops_lock);
@@ -409,19 +410,19 @@ int export_sign(struct vmhost *vh, const char *id, const char *body, size_t len,
             sodium_base642bin(sig, sizeof(sig), b64, strlen(b64), NULL, &n, NULL,
                               sodium_base64_VARIANT_ORIGINAL) != 0 ||
             n != sizeof(sig)) {
-                r = vms_problem(p, 400, "bad-request", "%s",
+                r = vms_problem(p, -EINVAL, "bad-request", "%s",
                                 r < 0 ? jerr.text : "'signature' is not 64 bytes of base64");
                 goto cleanup;
         }
         snprintf(path, sizeof(path), "%s/exports/%s.tar.sha256", vh->cfg.state_dir, id);
         if (small_file_read(path, 256, false, &line, &llen) < 0) {
-                r = vms_problem(p, 404, "no-export", "VM '%s' has no export on node '%s'", id,
+                r = vms_problem(p, -ENOENT, "no-export", "VM '%s' has no export on node '%s'", id,
                                 vh->cfg.node_id);
                 goto cleanup;
         }
         if (roster_pin_key(vh, pk, fleet_id) < 0 ||
             crypto_sign_verify_detached(sig, (const uint8_t *)line, llen, pk) != 0) {
-                r = vms_problem(p, 422, "bad-signature",
+                r = vms_problem(p, -EBADMSG, "bad-signature",
                                 "the signature of '%s' does not verify under the roster's "
                                 "controller key",
                                 path);
@@ -429,11 +430,11 @@ int export_sign(struct vmhost *vh, const char *id, const char *body, size_t len,
         }
         snprintf(path, sizeof(path), "%s/exports/%s.tar.sig", vh->cfg.state_dir, id);
         if (small_file_write(path, (const char *)sig, sizeof(sig), 0640) < 0) {
-                r = vms_problem(p, 500, "export-failed", "cannot write '%s'", path);
+                r = vms_problem(p, -EIO, "export-failed", "cannot write '%s'", path);
                 goto cleanup;
         }
         *ret = json_pack("{s:s, s:s}", "vm_id", id, "signature_file", path);
-        r = *ret ? 0 : vms_problem(p, 503, "out-of-memory", "no answer");
+        r = *ret ? 0 : vms_problem(p, -EAGAIN, "out-of-memory", "no answer");
 cleanup:
         free(line);
         json_decref(o);
@@ -572,7 +573,7 @@ static int import_check(struct vmhost *vh, const char *name, struct import_info 
         snprintf(path, sizeof(path), "%s.sha256", ii->path);
         fd = open(ii->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
         if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-                r = vms_problem(p, 404, "no-export-file",
+                r = vms_problem(p, -ENOENT, "no-export-file",
                                 "no export '%s' on node '%s' (it must be put in %s/exports by "
                                 "hand: fleetd never transfers it)",
                                 name, vh->cfg.node_id, vh->cfg.state_dir);
@@ -580,7 +581,8 @@ static int import_check(struct vmhost *vh, const char *name, struct import_info 
         }
         ii->size = (uint64_t)st.st_size;
         if (small_file_read(path, 256, false, &line, &llen) < 0) {
-                r = vms_problem(p, 422, "no-checksum", "no '%s.sha256' beside the export", name);
+                r = vms_problem(p, -EINVAL, "no-checksum", "no '%s.sha256' beside the export",
+                                name);
                 goto cleanup;
         }
         snprintf(path, sizeof(path), "%s.sig", ii->path);
@@ -588,26 +590,26 @@ static int import_check(struct vmhost *vh, const char *name, struct import_info 
             roster_pin_key(vh, pk, fleet_id) < 0 ||
             crypto_sign_verify_detached((const uint8_t *)sig, (const uint8_t *)line, llen, pk) !=
                 0) {
-                r = vms_problem(p, 422, "bad-signature",
+                r = vms_problem(p, -EBADMSG, "bad-signature",
                                 "'%s.sig' is not the fleet's signature of '%s.sha256' (the "
                                 "roster's controller key)",
                                 name, name);
                 goto cleanup;
         }
         if (import_layout(fd, ii) < 0) {
-                r = vms_problem(p, 422, "not-an-export", "'%s' is not a Totebox export", name);
+                r = vms_problem(p, -EINVAL, "not-an-export", "'%s' is not a Totebox export", name);
                 goto cleanup;
         }
         buf = malloc(EXPORT_BUF);
         if (!buf || import_hash(fd, ii, out_fd, buf) < 0) {
-                r = vms_problem(p, 500, "import-failed", "cannot read '%s'", name);
+                r = vms_problem(p, -EIO, "import-failed", "cannot read '%s'", name);
                 goto cleanup;
         }
         m = json_array_get(json_object_get(ii->manifest, "members"), 1);
         want = json_string_value(json_object_get(m, "sha256"));
         if (llen < 64 || strncmp(line, ii->sha256, 64) != 0 || !want ||
             strcmp(want, ii->disk_sha256) != 0)
-                r = vms_problem(p, 422, "tampered-export",
+                r = vms_problem(p, -EBADMSG, "tampered-export",
                                 "'%s' does not hold the bytes the fleet signed (SHA-256 '%s')",
                                 name, ii->sha256);
 cleanup:
@@ -635,7 +637,7 @@ static int import_parse(const char *body, size_t len, char *name, size_t nsize, 
                 r = json_input_fail(&jerr, "'file' must be the name of a .tar under exports/");
         if (r < 0) {
                 json_decref(o);
-                return vms_problem(p, 400, "bad-request", "%s", jerr.text);
+                return vms_problem(p, -EINVAL, "bad-request", "%s", jerr.text);
         }
         snprintf(name, nsize, "%s", file);
         if (ret_create)
@@ -656,7 +658,7 @@ int export_inspect(struct vmhost *vh, const char *body, size_t len, json_t **ret
                 *ret = json_pack("{s:s, s:I, s:s, s:O, s:s}", "file", ii.path, "size",
                                  (json_int_t)ii.size, "sha256", ii.sha256, "manifest", ii.manifest,
                                  "checkpoint", ii.note);
-                r = *ret ? 0 : vms_problem(p, 503, "out-of-memory", "no answer");
+                r = *ret ? 0 : vms_problem(p, -EAGAIN, "out-of-memory", "no answer");
         }
         import_info_done(&ii);
         return r;
@@ -672,24 +674,24 @@ static int import_disk(struct vmhost *vh, const char *name, const struct vm_crea
         snprintf(disk, sizeof(disk), "%s/vms/%s-vault.img", vh->cfg.state_dir, q->vm_id);
         snprintf(tmp, sizeof(tmp), "%s.import", disk);
         if (access(disk, F_OK) == 0)
-                return vms_problem(p, 409, "vault-disk-exists",
+                return vms_problem(p, -EEXIST, "vault-disk-exists",
                                    "node '%s' already holds a vault disk for VM '%s'; it is never "
                                    "overwritten",
                                    vh->cfg.node_id, q->vm_id);
         unlink(tmp); /* a copy an earlier attempt left: never a disk in use */
         fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (fd < 0)
-                return vms_problem(p, 500, "import-failed", "cannot create '%s': %s", tmp,
+                return vms_problem(p, -EIO, "import-failed", "cannot create '%s': %s", tmp,
                                    strerror(errno));
         r = import_check(vh, name, ii, fd, p);
         if (r == 0 &&
             (fsync(fd) < 0 || json_string_value(json_object_get(ii->manifest, "vm_id")) == NULL ||
              strcmp(json_string_value(json_object_get(ii->manifest, "vm_id")), q->vm_id) != 0))
-                r = vms_problem(p, 422, "not-this-vm", "'%s' is not an export of VM '%s'", name,
+                r = vms_problem(p, -EINVAL, "not-this-vm", "'%s' is not an export of VM '%s'", name,
                                 q->vm_id);
         close(fd);
         if (r == 0 && rename(tmp, disk) < 0)
-                r = vms_problem(p, 500, "import-failed", "cannot rename '%s'", tmp);
+                r = vms_problem(p, -EIO, "import-failed", "cannot rename '%s'", tmp);
         if (r < 0)
                 unlink(tmp);
         return r;
@@ -707,15 +709,15 @@ int export_import(struct vmhost *vh, const char *body, size_t len, json_t **ret,
         if (r == 0) {
                 text = json_is_object(create) ? json_dumps(create, JSON_COMPACT) : NULL;
                 r = text ? vm_create_req_parse(text, strlen(text), &q, p)
-                         : vms_problem(p, 400, "bad-request", "'create' must be an object");
+                         : vms_problem(p, -EINVAL, "bad-request", "'create' must be an object");
         }
         free(text);
         json_decref(create);
         if (r < 0)
                 return r;
         pthread_mutex_lock(&vh->ops_lock);
-        r = pin_gate_check(vh, q.vm_id, q.has_pin ? &q.pin : NULL, false, q.entity, q.image, 403,
-                           p);
+        r = pin_gate_check(vh, q.vm_id, q.has_pin ? &q.pin : NULL, false, q.entity, q.image,
+                           -EACCES, p);
         r = r ?: import_disk(vh, name, &q, &ii, p);
         pthread_mutex_unlock(&vh->ops_lock);
         import_info_done(&ii);
@@ -725,5 +727,5 @@ int export_import(struct vmhost *vh, const char *body, size_t len, json_t **ret,
         }
         log_info("VM '%s': vault disk imported from '%s'", q.vm_id, name);
         r = vms_create(vh, &q, ret, p);
-        return r < 0 ? r : 201;
+        return r < 0 ? r : VMS_CREATED;
 }

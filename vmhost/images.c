@@ -238,11 +238,11 @@ static int images_fetch(struct vmhost *vh, struct image_file *f, struct vm_probl
         unlink(tmp);
         r = images_copy_hash(f->src, tmp, IMAGE_FILE_MAX, got);
         if (r < 0)
-                return vms_problem(p, 422, "image-unreadable", "cannot read %s '%s': %s", f->role,
-                                   f->src, strerror(-r));
+                return vms_problem(p, -EINVAL, "image-unreadable", "cannot read %s '%s': %s",
+                                   f->role, f->src, strerror(-r));
         if (sodium_memcmp(got, f->want, DIGEST_HEX_LEN) != 0) {
                 unlink(tmp);
-                return vms_problem(p, 422, "checksum-mismatch",
+                return vms_problem(p, -EBADMSG, "checksum-mismatch",
                                    "%s '%s' has SHA-256 %s, expected %s; refused", f->role, f->src,
                                    got, f->want);
         }
@@ -251,7 +251,7 @@ static int images_fetch(struct vmhost *vh, struct image_file *f, struct vm_probl
         if (link(tmp, dst) < 0) { /* never replaces an existing volume */
                 r = -errno;
                 unlink(tmp);
-                return vms_problem(p, 409, "image-exists", "volume '%s' exists: %s", f->volume,
+                return vms_problem(p, -EEXIST, "image-exists", "volume '%s' exists: %s", f->volume,
                                    strerror(-r));
         }
         unlink(tmp);
@@ -305,7 +305,7 @@ static int images_from_manifest(const char *path, const char *text, size_t len,
         int r = 0;
 
         if (!m || !json_is_object(fs = json_object_get(m, "files")))
-                r = vms_problem(p, 422, "bad-manifest", "manifest '%s': %s", path,
+                r = vms_problem(p, -EINVAL, "bad-manifest", "manifest '%s': %s", path,
                                 m ? "no 'files' object" : jerr.text);
         for (unsigned i = 0; r == 0 && i < 3; i++) {
                 json_t *f = json_object_get(fs, image_roles[i]);
@@ -317,7 +317,7 @@ static int images_from_manifest(const char *path, const char *text, size_t len,
                         continue;
                 if (!fp || !sum || strchr(fp, '/') || strcmp(fp, "..") == 0 ||
                     !ident_hex_valid(sum, 64) || (size_t)(dir_end - path) + strlen(fp) + 2 > 4096)
-                        r = vms_problem(p, 422, "bad-manifest",
+                        r = vms_problem(p, -EINVAL, "bad-manifest",
                                         "manifest '%s': files.%s needs a plain 'path' and a hex "
                                         "'sha256'",
                                         path, image_roles[i]);
@@ -339,7 +339,7 @@ int images_manifest_check(const char *path, const char *text, size_t len, struct
         char cmdline[512];
 
         if (path[0] != '/')
-                return vms_problem(p, 400, "bad-request", "the manifest path must be absolute");
+                return vms_problem(p, -EINVAL, "bad-request", "the manifest path must be absolute");
         return images_from_manifest(path, text, len, files, cmdline, sizeof(cmdline), p);
 }
 
@@ -424,9 +424,9 @@ int images_parse_import(const char *body, size_t len, char *name, char *path, ch
         r = r ?: json_input_copy_string(o, "sha256", true, sum, DIGEST_HEX_LEN + 1, &jerr);
         json_decref(o);
         if (r < 0)
-                return vms_problem(p, 400, "bad-request", "%s", jerr.text);
+                return vms_problem(p, -EINVAL, "bad-request", "%s", jerr.text);
         if (!ident_valid(IDENT_IMAGE, name) || path[0] != '/' || !ident_hex_valid(sum, 64))
-                return vms_problem(p, 400, "bad-request",
+                return vms_problem(p, -EINVAL, "bad-request",
                                    "need a valid image name, an absolute path and a lowercase hex "
                                    "sha256");
         return 0;
@@ -456,7 +456,7 @@ static int images_import_locked(struct vmhost *vh, const char *name, const char 
 
         if ((man = images_manifest_load(vh, name))) {
                 json_decref(man);
-                return vms_problem(p, 409, "image-exists",
+                return vms_problem(p, -EEXIST, "image-exists",
                                    "image '%s' exists and is never replaced in place; import the "
                                    "new version under a new name",
                                    name);
@@ -465,12 +465,12 @@ static int images_import_locked(struct vmhost *vh, const char *name, const char 
                 uint8_t d[SHA256_LEN];
 
                 if (images_read_small(path, &text, &tlen) < 0)
-                        return vms_problem(p, 422, "image-unreadable", "cannot read manifest '%s'",
-                                           path);
+                        return vms_problem(p, -EINVAL, "image-unreadable",
+                                           "cannot read manifest '%s'", path);
                 sha256_digest((const uint8_t *)text, tlen, d);
                 sodium_bin2hex(got, sizeof(got), d, sizeof(d));
                 if (strcmp(got, sum) != 0)
-                        r = vms_problem(p, 422, "checksum-mismatch",
+                        r = vms_problem(p, -EBADMSG, "checksum-mismatch",
                                         "manifest '%s' has SHA-256 %s, expected %s; refused", path,
                                         got, sum);
                 r = r ?: images_from_manifest(path, text, tlen, files, cmdline, sizeof(cmdline), p);
@@ -488,7 +488,7 @@ static int images_import_locked(struct vmhost *vh, const char *name, const char 
                 else
                         snprintf(files[i].format, sizeof(files[i].format), "raw");
                 if (strlen(name) > IMAGE_NAME_MAX) {
-                        r = vms_problem(p, 400, "bad-request", "image name too long");
+                        r = vms_problem(p, -EINVAL, "bad-request", "image name too long");
                         break;
                 }
                 snprintf(files[i].volume, sizeof(files[i].volume), "%.63s.%s%s%.7s", name,
@@ -499,7 +499,7 @@ static int images_import_locked(struct vmhost *vh, const char *name, const char 
                 man = images_manifest_new(name, path, sum, cmdline, files,
                                           images_virtual_size(vh, files[0].volume));
                 if (!man || images_write_manifest(vh, name, man) < 0)
-                        r = vms_problem(p, 500, "internal", "cannot write the manifest of '%s'",
+                        r = vms_problem(p, -EIO, "internal", "cannot write the manifest of '%s'",
                                         name);
         }
         if (r < 0) {
@@ -543,9 +543,9 @@ int images_remove(struct vmhost *vh, const char *name, struct vm_problem *p)
         inventory_refresh(vh);
         m = ident_valid(IDENT_IMAGE, name) ? images_manifest_load(vh, name) : NULL;
         if (!m)
-                r = vms_problem(p, 404, "not-found", "no image '%s'", name);
+                r = vms_problem(p, -ENOENT, "not-found", "no image '%s'", name);
         else if (images_in_use(vh, name))
-                r = vms_problem(p, 409, "image-in-use",
+                r = vms_problem(p, -EBUSY, "image-in-use",
                                 "image '%s' is the base of at least one VM and cannot be removed",
                                 name);
         if (r == 0) {
@@ -586,18 +586,18 @@ static int images_upload_check(struct vmhost *vh, const char *name, const char *
 
         *ret_existing = NULL;
         if (!ident_valid(IDENT_IMAGE, name))
-                return vms_problem(p, 400, "bad-request",
+                return vms_problem(p, -EINVAL, "bad-request",
                                    "image name '%.80s' must match ^[a-z0-9][a-z0-9._-]{0,62}$",
                                    name);
         if (!hex || !ident_hex_valid(hex, IMAGE_TRANSFER_HEX_LEN))
-                return vms_problem(p, 400, "bad-request",
+                return vms_problem(p, -EINVAL, "bad-request",
                                    "query 'sha256' must be 64 lowercase hex digits");
         m = images_manifest_load(vh, name);
         if (!m)
                 return 0;
         have = json_string_value(json_object_get(m, "source_sha256")) ?: "";
         if (strcmp(have, hex) != 0) {
-                vms_problem(p, 409, "image-exists",
+                vms_problem(p, -EEXIST, "image-exists",
                             "image '%s' exists with SHA-256 %s; this upload has SHA-256 %s; a "
                             "name is never reused for other content",
                             name, have, hex);
@@ -646,21 +646,21 @@ int images_upload_begin(struct vmhost *vh, const char *name, const char *hex, ui
         if (r < 0 || m)
                 return r;
         if (size == 0 || size > IMAGE_FILE_MAX)
-                return vms_problem(p, 413, "image-too-large",
+                return vms_problem(p, -EFBIG, "image-too-large",
                                    "an image is 1..%llu bytes; this one says %llu",
                                    (unsigned long long)IMAGE_FILE_MAX, (unsigned long long)size);
         snprintf(dir, sizeof(dir), "%s/images", vh->cfg.state_dir);
         r = image_partial_open(part, dir, name, hex, size, offset, &held);
         if (r == -ERANGE)
-                return vms_problem(p, 409, "offset-mismatch",
+                return vms_problem(p, -ERANGE, "offset-mismatch",
                                    "image '%s': this node holds %llu bytes of it, the upload "
                                    "starts at %llu",
                                    name, (unsigned long long)held, (unsigned long long)offset);
         if (r == -EBUSY)
-                return vms_problem(p, 409, "upload-in-progress",
+                return vms_problem(p, -EBUSY, "upload-in-progress",
                                    "image '%s' is being uploaded by another connection", name);
         if (r < 0)
-                return vms_problem(p, r == -EFBIG ? 400 : 500, "bad-request",
+                return vms_problem(p, r == -EFBIG ? r : -EIO, "bad-request",
                                    "cannot take an upload of image '%s' at offset %llu: %s", name,
                                    (unsigned long long)offset, strerror(-r));
         return 0;
@@ -683,10 +683,11 @@ static int images_upload_adopt(struct vmhost *vh, const char *name, struct image
         snprintf(dst, sizeof(dst), "%s/images/%s", vh->cfg.state_dir, files[0].volume);
         if ((man = images_manifest_load(vh, name))) {
                 json_decref(man);
-                return vms_problem(p, 409, "image-exists", "image '%s' appeared meanwhile", name);
+                return vms_problem(p, -EEXIST, "image-exists", "image '%s' appeared meanwhile",
+                                   name);
         }
         if (link(part->path, dst) < 0)
-                return vms_problem(p, 409, "image-exists", "volume '%s' exists: %s",
+                return vms_problem(p, -EEXIST, "image-exists", "volume '%s' exists: %s",
                                    files[0].volume, strerror(errno));
         files[0].size = part->size;
         man = images_manifest_new(name, "upload", part->want, "", files,
@@ -694,7 +695,7 @@ static int images_upload_adopt(struct vmhost *vh, const char *name, struct image
         if (!man || images_write_manifest(vh, name, man) < 0) {
                 unlink(dst);
                 json_decref(man);
-                return vms_problem(p, 500, "internal", "cannot write the manifest of '%s'", name);
+                return vms_problem(p, -EIO, "internal", "cannot write the manifest of '%s'", name);
         }
         *ret = man;
         return 0;
@@ -709,13 +710,13 @@ int images_upload_complete(struct vmhost *vh, const char *name, struct image_par
         if (r == -EBADMSG) {
                 log_warn("image '%s' upload refused: its %llu bytes have SHA-256 %s, expected %s",
                          name, (unsigned long long)part->size, got, part->want);
-                return vms_problem(p, 422, "checksum-mismatch",
+                return vms_problem(p, -EBADMSG, "checksum-mismatch",
                                    "image '%s': the %llu bytes received have SHA-256 %s, "
                                    "expected %s; refused, nothing kept",
                                    name, (unsigned long long)part->size, got, part->want);
         }
         if (r < 0)
-                return vms_problem(p, 500, "internal", "cannot check image '%s': %s", name,
+                return vms_problem(p, -EIO, "internal", "cannot check image '%s': %s", name,
                                    strerror(-r));
         pthread_mutex_lock(&vh->ops_lock);
         r = images_upload_adopt(vh, name, part, ret, p);

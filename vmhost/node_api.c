@@ -49,16 +49,114 @@ struct node_route {
         const char *summary;
 };
 
+/* Every problem type vmhost answers and its status, the one place one is chosen (docs/vmhost.md).
+ * Sorted by type within each group; rows of one type with a specific errno before its err 0
+ * row. */
+const struct problem_row node_problem_table[] = {
+    /* a guest agent's refusal (diode.c), relayed with its code (one not listed: 502) */
+    {"agent-failed", -EREMOTEIO, 502}, /* it named no code */
+    {"bad-request", -EREMOTEIO, 400},
+    {"busy", -EREMOTEIO, 503},
+    {"conflict", -EREMOTEIO, 409},
+    {"hash-mismatch", -EREMOTEIO, 422},
+    {"not-covered", -EREMOTEIO, 409},
+    {"not-found", -EREMOTEIO, 404},
+    {"out-of-step", -EREMOTEIO, 503},
+    {"too-large", -EREMOTEIO, 413},
+    {"vault-refuses", -EREMOTEIO, 409},
+    /* vmhost's own */
+    {"agent-not-connected", 0, 409},
+    {"agent-timeout", 0, 504},
+    {"archived", 0, 409},
+    {"audit-bad-signature", 0, 422},
+    {"audit-inconsistent", 0, 409},
+    {"audit-key-mismatch", 0, 409},
+    {"audit-stale", 0, 409},
+    {"bad-manifest", 0, 422},
+    {"bad-receipt", 0, 502},
+    {"bad-record", 0, 502},
+    {"bad-request", -EIO, 500}, /* an upload vmhost cannot take for its own reasons */
+    {"bad-request", 0, 400},
+    {"bad-roster", 0, 400},
+    {"bad-signature", -EACCES, 403}, /* a roster's */
+    {"bad-signature", 0, 422},       /* an export's */
+    {"body-too-large", 0, 413},
+    {"checksum-mismatch", 0, 422},
+    {"creation-counter", 0, 500},
+    {"define", 0, 500},
+    {"export-failed", -ENOSPC, 507},
+    {"export-failed", 0, 500},
+    {"hash-mismatch", 0, 422},
+    {"image-exists", 0, 409},
+    {"image-in-use", 0, 409},
+    {"image-too-large", 0, 413},
+    {"image-unreadable", 0, 422},
+    {"import-failed", 0, 500},
+    {"insufficient-memory", 0, 422},
+    {"internal", 0, 500},
+    {"libvirt", 0, 500},
+    {"libvirt-unavailable", 0, 503},
+    {"method-not-allowed", 0, 405},
+    {"no-checksum", 0, 422},
+    {"no-export", 0, 404},
+    {"no-export-file", 0, 404},
+    {"no-genesis-key", 0, 403},
+    {"no-spool", 0, 503},
+    {"no-vault-disk", 0, 500},
+    {"not-an-export", 0, 422},
+    {"not-found", 0, 404},
+    {"not-running", 0, 409},
+    {"not-the-controller", 0, 403},
+    {"not-this-vault", 0, 422},
+    {"not-this-vm", 0, 422},
+    {"offset-mismatch", 0, 409},
+    {"out-of-memory", 0, 503},
+    {"pin-refused", -EACCES, 403}, /* a request's pin */
+    {"pin-refused", 0, 409},       /* a start's, from the domain */
+    {"pinned-elsewhere", 0, 409},
+    {"seed", 0, 500},
+    {"stale-roster", 0, 409},
+    {"start", 0, 500},
+    {"storage", 0, 500},
+    {"tampered-export", 0, 422},
+    {"too-large", 0, 413},
+    {"unknown-image", 0, 422},
+    {"upload-failed", -EFBIG, 413},
+    {"upload-failed", 0, 500},
+    {"upload-in-progress", 0, 409},
+    {"vault-disk-exists", 0, 409},
+    {"vm-exists", 0, 409},
+    {"vm-not-stopped", 0, 409},
+    {"wrong-state", 0, 409},
+};
+const size_t node_problem_table_len = sizeof(node_problem_table) / sizeof(node_problem_table[0]);
+
+const struct problem_row *node_problem_find(const char *type, int err)
+{
+        /* an agent's code matches the agent rows only; vmhost's own never match those */
+        return problem_row_find(node_problem_table, node_problem_table_len, type, err,
+                                err == -EREMOTEIO);
+}
+
+unsigned node_problem_status(const struct vm_problem *p)
+{
+        const struct problem_row *row = node_problem_find(p->type, p->err);
+
+        return row ? row->status : p->err == -EREMOTEIO ? 502 : 500;
+}
+
+/* The one builder of vmhost's problem documents (RFC 9457). */
 static void node_problem(struct node_resp *resp, const struct vm_problem *p)
 {
+        unsigned status = node_problem_status(p);
         char type[128];
 
         snprintf(type, sizeof(type), "https://totebox.example/problems/%s", p->type);
         json_decref(resp->body);
-        resp->status = p->status;
+        resp->status = status;
         resp->content_type = "application/problem+json";
         resp->body = json_pack("{s:s, s:s, s:i, s:s}", "type", type, "title", p->type, "status",
-                               (int)p->status, "detail", p->detail);
+                               (int)status, "detail", p->detail);
 }
 
 static void node_json(struct node_resp *resp, unsigned status, json_t *body)
@@ -94,7 +192,7 @@ static void node_vm_get(struct node_req *q, struct node_resp *resp)
         if (vm)
                 node_json(resp, 200, vm);
         else {
-                vms_problem(&p, 404, "not-found", "no Totebox VM '%s'", q->param);
+                vms_problem(&p, -ENOENT, "not-found", "no Totebox VM '%s'", q->param);
                 node_problem(resp, &p);
         }
 }
@@ -111,7 +209,7 @@ static void node_vm_create(struct node_req *q, struct node_resp *resp)
         if (r < 0)
                 node_problem(resp, &p);
         else
-                node_json(resp, (unsigned)r, vm);
+                node_json(resp, r == VMS_CREATED ? 201 : 200, vm);
 }
 
 static void node_vm_verb(struct node_req *q, struct node_resp *resp, const char *verb)
@@ -152,10 +250,10 @@ static void node_vm_verify(struct node_req *q, struct node_resp *resp)
         json_t *vm = inventory_get(q->vh, q->param);
 
         if (!vm) {
-                vms_problem(&p, 404, "not-found", "no Totebox VM '%s'", q->param);
+                vms_problem(&p, -ENOENT, "not-found", "no Totebox VM '%s'", q->param);
                 node_problem(resp, &p);
         } else if (agent_chan_request_verify(q->vh, q->param, rid, sizeof(rid)) < 0) {
-                vms_problem(&p, 409, "agent-not-connected",
+                vms_problem(&p, -ENOTCONN, "agent-not-connected",
                             "VM '%s' has no connected agent channel", q->param);
                 node_problem(resp, &p);
         } else {
@@ -178,11 +276,12 @@ static void node_vm_witness(struct node_req *q, struct node_resp *resp)
         r = r ?: json_input_check_keys(o, fields, &jerr);
         r = r ?: json_input_get_string(o, "checkpoint", true, 8192, &note, &jerr);
         if (r < 0)
-                vms_problem(&p, 400, "bad-request", "%s", jerr.text);
+                vms_problem(&p, -EINVAL, "bad-request", "%s", jerr.text);
         else if ((r = agent_chan_fleet_note(q->vh, q->param, note, strlen(note), &w)) == -ENOENT)
-                vms_problem(&p, 404, "not-found", "no agent channel state for VM '%s'", q->param);
+                vms_problem(&p, -ENOENT, "not-found", "no agent channel state for VM '%s'",
+                            q->param);
         else if (r < 0)
-                vms_problem(&p, 422, "not-this-vault",
+                vms_problem(&p, -EINVAL, "not-this-vault",
                             "the checkpoint is not one of VM '%s''s vault (origin or syntax)",
                             q->param);
         if (r < 0)
@@ -234,7 +333,7 @@ static void node_images_upload_put(struct node_req *q, struct node_resp *resp)
 {
         struct vm_problem p;
 
-        vms_problem(&p, 500, "internal", "the upload of '%s' was not streamed", q->param);
+        vms_problem(&p, -EIO, "internal", "the upload of '%s' was not streamed", q->param);
         node_problem(resp, &p);
 }
 
@@ -307,7 +406,7 @@ static void node_import(struct node_req *q, struct node_resp *resp)
         if (r < 0)
                 node_problem(resp, &p);
         else
-                node_json(resp, (unsigned)r, o);
+                node_json(resp, r == VMS_CREATED ? 201 : 200, o);
 }
 
 static const struct node_route node_routes[] = {
@@ -377,7 +476,7 @@ static void node_dispatch(struct node_req *q, const char *url, struct node_resp 
                 /* a genesis-signed roster is authentic whoever relays it (the genesis after
                  * the controller moved to the cloud node); everything else is the controller's */
                 if (!q->controller && rt->handler != node_roster) {
-                        vms_problem(&p, 403, "not-the-controller",
+                        vms_problem(&p, -EACCES, "not-the-controller",
                                     "only the fleet controller may call '%s %s'", q->method, url);
                         node_problem(resp, &p);
                         return;
@@ -386,10 +485,10 @@ static void node_dispatch(struct node_req *q, const char *url, struct node_resp 
                 return;
         }
         if (known)
-                vms_problem(&p, 405, "method-not-allowed", "method '%s' is not allowed on '%s'",
-                            q->method, url);
+                vms_problem(&p, -EOPNOTSUPP, "method-not-allowed",
+                            "method '%s' is not allowed on '%s'", q->method, url);
         else
-                vms_problem(&p, 404, "not-found", "no resource at '%s'", url);
+                vms_problem(&p, -ENOENT, "not-found", "no resource at '%s'", url);
         node_problem(resp, &p);
 }
 
@@ -404,7 +503,7 @@ struct node_conn {
         bool upload; /* a streamed PUT /v1/images/{name}/upload */
         char name[128];
         struct image_partial part;
-        struct vm_problem failed; /* status 0 while the upload goes well */
+        struct vm_problem failed; /* err 0 while the upload goes well */
 };
 
 static enum MHD_Result node_send(struct MHD_Connection *conn, struct node_resp *resp);
@@ -469,18 +568,19 @@ static int node_deposit_req(struct MHD_Connection *conn, struct node_conn *c, co
         crypto_generichash_final(&c->hs, req->hash, sizeof(req->hash));
         req->size = c->spooled;
         if (!name || !name[0] || strlen(name) > DIODE_NAME_LIMIT)
-                return vms_problem(p, 400, "bad-request",
+                return vms_problem(p, -EINVAL, "bad-request",
                                    "query parameter 'name' must be 1..%d bytes", DIODE_NAME_LIMIT);
         snprintf(req->name, sizeof(req->name), "%s", name);
         if (!node_query_uint(conn, "supersedes", INT64_MAX, &req->supersedes))
-                return vms_problem(p, 400, "bad-request", "'supersedes' must be a record number");
+                return vms_problem(p, -EINVAL, "bad-request",
+                                   "'supersedes' must be a record number");
         if (hash &&
             (strlen(hash) != 64 || sodium_hex2bin(claimed, 32, hash, 64, NULL, NULL, NULL) != 0 ||
              sodium_memcmp(claimed, req->hash, 32) != 0))
-                return vms_problem(p, 422, "hash-mismatch",
+                return vms_problem(p, -EBADMSG, "hash-mismatch",
                                    "the body's BLAKE2b-256 is not the 'blake2b_256' given");
         if (did && !diode_id_valid(did))
-                return vms_problem(p, 400, "bad-request",
+                return vms_problem(p, -EINVAL, "bad-request",
                                    "'deposit_id' must be 1..64 of [A-Za-z0-9_-]");
         if (did)
                 snprintf(req->deposit_id, sizeof(req->deposit_id), "%s", did);
@@ -530,7 +630,7 @@ static enum MHD_Result node_send_record(struct MHD_Connection *conn, json_t *rec
         return ret;
 }
 
-/* A Diode route's JSON answer (r: its status) or problem. */
+/* A Diode route's JSON answer (r: 0, or VMS_CREATED for a deposit) or problem. */
 static enum MHD_Result node_answer(struct MHD_Connection *conn, int r, json_t *o,
                                    const struct vm_problem *p)
 {
@@ -540,7 +640,7 @@ static enum MHD_Result node_answer(struct MHD_Connection *conn, int r, json_t *o
         if (r < 0)
                 node_problem(&resp, p);
         else
-                node_json(&resp, (unsigned)r, o);
+                node_json(&resp, r == VMS_CREATED ? 201 : 200, o);
         ret = node_send(conn, &resp);
         json_decref(resp.body);
         return ret;
@@ -559,16 +659,16 @@ static enum MHD_Result node_records_get(struct vmhost *vh, struct MHD_Connection
         if (seq == 0) {
                 if (!node_query_uint(conn, "after", INT64_MAX, &after) ||
                     !node_query_uint(conn, "limit", UINT32_MAX, &limit))
-                        r = vms_problem(&p, 400, "bad-request",
+                        r = vms_problem(&p, -EINVAL, "bad-request",
                                         "'after' and 'limit' must be whole numbers");
                 else
                         r = diode_list(vh, id, after, limit, &o, &p);
         } else {
                 fd = node_spool_open(vh);
-                r = fd < 0 ? vms_problem(&p, 503, "no-spool", "cannot open a spool file: %s",
+                r = fd < 0 ? vms_problem(&p, -EAGAIN, "no-spool", "cannot open a spool file: %s",
                                          strerror(errno))
                            : diode_read(vh, id, seq, fd, &o, &p);
-                if (r == 200) {
+                if (r == 0) {
                         ret = node_send_record(conn, o, fd);
                         json_decref(o);
                         return ret;
@@ -603,9 +703,9 @@ static enum MHD_Result node_deposit(struct vmhost *vh, struct MHD_Connection *co
                 return MHD_YES;
         }
         if (c->spool_fd < 0)
-                r = vms_problem(&p, 503, "no-spool", "cannot open a spool file");
+                r = vms_problem(&p, -EAGAIN, "no-spool", "cannot open a spool file");
         else if (c->too_large)
-                r = vms_problem(&p, 413, "too-large",
+                r = vms_problem(&p, -EFBIG, "too-large",
                                 "the record exceeds max_record_bytes (%llu bytes)",
                                 (unsigned long long)vh->cfg.max_record_bytes);
         else if ((r = node_deposit_req(conn, c, id, &req, &p)) == 0)
@@ -665,10 +765,10 @@ static bool node_upload_start(struct vmhost *vh, struct MHD_Connection *conn, st
         c->upload = true;
         c->part.fd = -1;
         if (!node_caller_is_controller(vh, sa))
-                vms_problem(&p, 403, "not-the-controller",
+                vms_problem(&p, -EACCES, "not-the-controller",
                             "only the fleet controller may upload images");
         else if (!ok || !cl || off > size || len > size - off)
-                vms_problem(&p, 400, "bad-request",
+                vms_problem(&p, -EINVAL, "bad-request",
                             "an upload needs query 'sha256', 'size' and 'offset' (integers) and a "
                             "Content-Length of at most size - offset");
         else if (images_upload_begin(vh, c->name, hex, size, off, &c->part, &done, &p) == 0) {
@@ -689,14 +789,14 @@ static bool node_upload_feed(struct vmhost *vh, struct node_conn *c, const char 
         int r;
 
         if (*size) {
-                if (!c->failed.status && (r = image_partial_write(&c->part, data, *size)) < 0)
-                        vms_problem(&c->failed, r == -EFBIG ? 413 : 500, "upload-failed",
+                if (!c->failed.err && (r = image_partial_write(&c->part, data, *size)) < 0)
+                        vms_problem(&c->failed, r, "upload-failed",
                                     "image '%s': cannot take these bytes: %s", c->name,
                                     strerror(-r));
                 *size = 0;
                 return true;
         }
-        if (c->failed.status)
+        if (c->failed.err)
                 node_problem(resp, &c->failed);
         else if (c->part.offset < c->part.size)
                 node_json(resp, 202,
@@ -773,7 +873,7 @@ static enum MHD_Result node_access(void *cls, struct MHD_Connection *conn, const
                         *upload_data_size = 0;
                         return MHD_YES;
                 }
-                vms_problem(&p, 403, "not-the-controller",
+                vms_problem(&p, -EACCES, "not-the-controller",
                             "only the fleet controller may call '%s %s'", method, url);
                 node_problem(&resp, &p);
                 ret = node_send(conn, &resp);
@@ -787,7 +887,7 @@ static enum MHD_Result node_access(void *cls, struct MHD_Connection *conn, const
         if (!http_body_feed(&c->body, upload_data, upload_data_size, vh->cfg.max_body_bytes))
                 return MHD_YES;
         if (c->body.too_large) {
-                vms_problem(&p, 413, "body-too-large", "request body exceeds %llu bytes",
+                vms_problem(&p, -EFBIG, "body-too-large", "request body exceeds %llu bytes",
                             (unsigned long long)vh->cfg.max_body_bytes);
                 node_problem(&resp, &p);
         } else {

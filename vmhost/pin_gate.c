@@ -20,7 +20,7 @@ int pin_gate_own_wg_key(struct vmhost *vh, char ret[WG_KEY_B64_LEN + 1])
 }
 
 int pin_gate_check(struct vmhost *vh, const char *vm_id, const struct pin *pin, bool pin_bad,
-                   const char *entity, const char *image, unsigned status, struct vm_problem *p)
+                   const char *entity, const char *image, int err, struct vm_problem *p)
 {
         char fleet_id[NODE_ID_MAX + 1] = "", wg[WG_KEY_B64_LEN + 1] = "";
         uint8_t pk[32];
@@ -34,7 +34,7 @@ int pin_gate_check(struct vmhost *vh, const char *vm_id, const struct pin *pin, 
         enum pin_verdict v;
 
         if (have_key && pin_gate_own_wg_key(vh, wg) < 0)
-                return vms_problem(p, status, "pin-refused",
+                return vms_problem(p, err, "pin-refused",
                                    "VM '%s' not started: node '%s' cannot read its own WireGuard "
                                    "key to check the pin",
                                    vm_id, vh->cfg.node_id);
@@ -42,17 +42,17 @@ int pin_gate_check(struct vmhost *vh, const char *vm_id, const struct pin *pin, 
         if (v == PIN_OK)
                 return 0;
         if (v == PIN_OTHER_NODE || v == PIN_OTHER_WG_KEY)
-                return vms_problem(p, 409, "pinned-elsewhere",
+                return vms_problem(p, -EPERM, "pinned-elsewhere",
                                    "VM '%s' is pinned to node '%s' (WireGuard key '%s') of fleet "
                                    "'%s'; this is node '%s'; refused",
                                    vm_id, pin->node_id, pin->node_wg_key, pin->fleet_id,
                                    vh->cfg.node_id);
         if (v == PIN_NO_KEY)
-                return vms_problem(p, status, "pin-refused",
+                return vms_problem(p, err, "pin-refused",
                                    "VM '%s' not started: the roster names no controller pin key "
                                    "(or does not verify under the genesis key)",
                                    vm_id);
-        return vms_problem(p, status, "pin-refused", "VM '%s' not started: its pin is '%s'%s",
-                           vm_id, pin_bad ? "malformed" : pin_verdict_name(v),
+        return vms_problem(p, err, "pin-refused", "VM '%s' not started: its pin is '%s'%s", vm_id,
+                           pin_bad ? "malformed" : pin_verdict_name(v),
                            v == PIN_MISSING ? " (a domain without a signed pin never starts)" : "");
 }

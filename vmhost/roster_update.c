@@ -131,10 +131,10 @@ static int roster_check(struct vmhost *vh, const struct roster *r, struct vm_pro
         uint64_t have = 0;
 
         if (roster_genesis_key(vh, pk) < 0)
-                return vms_problem(p, 403, "no-genesis-key",
+                return vms_problem(p, -ENOKEY, "no-genesis-key",
                                    "this node has no genesis key configured; rosters are refused");
         if (roster_verify(r, pk) < 0)
-                return vms_problem(p, 403, "bad-signature",
+                return vms_problem(p, -EACCES, "bad-signature",
                                    "roster version %llu is not signed by the genesis key",
                                    (unsigned long long)r->version);
         pthread_mutex_lock(&vh->state_lock);
@@ -142,7 +142,7 @@ static int roster_check(struct vmhost *vh, const struct roster *r, struct vm_pro
                 have = vh->roster->version;
         pthread_mutex_unlock(&vh->state_lock);
         if (r->version <= have)
-                return vms_problem(p, 409, "stale-roster",
+                return vms_problem(p, -ESTALE, "stale-roster",
                                    "roster version %llu is not newer than %llu",
                                    (unsigned long long)r->version, (unsigned long long)have);
         return 0;
@@ -156,11 +156,11 @@ int roster_update_apply(struct vmhost *vh, const char *body, size_t len, json_t 
         int ret_code, wg;
 
         if (!r)
-                return vms_problem(p, 400, "bad-roster", "%s", err);
+                return vms_problem(p, -EINVAL, "bad-roster", "%s", err);
         pthread_mutex_lock(&vh->ops_lock);
         ret_code = roster_check(vh, r, p);
         if (ret_code == 0 && roster_store(vh, body, len) < 0)
-                ret_code = vms_problem(p, 500, "internal", "cannot store the roster");
+                ret_code = vms_problem(p, -EIO, "internal", "cannot store the roster");
         pthread_mutex_unlock(&vh->ops_lock);
         if (ret_code < 0) {
                 log_warn("roster version %llu refused: %s", (unsigned long long)r->version,

@@ -18,6 +18,7 @@
 #include "common/diode_frame.h"
 #include "common/heartbeat.h"
 #include "common/ident.h"
+#include "common/problem.h"
 #include "common/image_transfer.h"
 #include "common/vm_lifecycle.h"
 #include "common/pin.h"
@@ -397,12 +398,15 @@ int agent_chan_wait(struct vmhost *vh, struct diode_wait *w, uint64_t deadline_m
 int agent_chan_write_begin(struct vmhost *vh, const char *id, uint64_t gen, int *ret_fd);
 void agent_chan_write_end(struct vmhost *vh, const char *id, int fd);
 
-/* vms.c: the verbs. Each fills a problem (status, type, detail) on refusal. */
+/* vms.c: the verbs. Each fills a problem (a negative errno, a type, a detail) on refusal and
+ * returns the errno; node_api.c alone chooses the HTTP status (docs/vmhost.md). A call that
+ * makes something new returns VMS_CREATED, one that did what was asked (or had done it) 0. */
 struct vm_problem {
-        unsigned status;
+        int err;
         char type[48];
         char detail[512];
 };
+#define VMS_CREATED 1
 
 struct vm_create_req {
         char request_id[REQUEST_ID_MAX + 1];
@@ -417,19 +421,28 @@ struct vm_create_req {
 
 int vm_create_req_parse(const char *body, size_t len, struct vm_create_req *ret,
                         struct vm_problem *p);
-/* 201 created, 200 done before; *ret_vm is a new reference. */
+/* VMS_CREATED created, 0 done before; *ret_vm is a new reference. */
 int vms_create(struct vmhost *vh, const struct vm_create_req *req, json_t **ret_vm,
                struct vm_problem *p);
 int vms_action(struct vmhost *vh, const char *id, const char *verb, json_t **ret_vm,
                struct vm_problem *p);
 void vms_archive_timers(struct vmhost *vh);
 void vms_autostart(struct vmhost *vh);
-int vms_problem(struct vm_problem *p, unsigned status, const char *type, const char *fmt, ...)
+int vms_problem(struct vm_problem *p, int err, const char *type, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* node_api.c: the problem types vmhost produces and their HTTP statuses. err 0 in a row matches
+ * any errno; a type relayed from a guest agent carries -EREMOTEIO and only the agent's rows (an
+ * agent code they lack is 502). */
+extern const struct problem_row node_problem_table[];
+extern const size_t node_problem_table_len;
+const struct problem_row *node_problem_find(const char *type, int err);
+/* The status of p (500 for a type the table lacks). */
+unsigned node_problem_status(const struct vm_problem *p);
+
 /* audit_witness.c: this node as a witness of fleetd's audit log */
-/* POST /v1/audit-checkpoint: 200 with the held state in *ret_state, or a problem (409
- * audit-inconsistent / audit-key-mismatch: refused and kept as evidence). */
+/* POST /v1/audit-checkpoint: 0 with the held state in *ret_state, or a problem
+ * (audit-inconsistent / audit-key-mismatch: refused and kept as evidence). */
 int audit_witness_accept(struct vmhost *vh, const char *body, size_t len, json_t **ret_state,
                          struct vm_problem *p);
 /* GET /v1/audit-checkpoint: {v, node, key, checkpoint, size, received_ms, refused_total,
@@ -508,10 +521,11 @@ bool roster_member_address(struct vmhost *vh, const char *addr);
 
 /* pin_gate.c: the one check every start path makes (create, start, resume). 0 when the pin
  * verifies under the roster's controller key and names this fleet, this VM (the domain name),
- * this node id, this node's own WireGuard key, the entity and the image; else a problem with
- * status (409 pinned-elsewhere when it names another node, else pin-refused). */
+ * this node id, this node's own WireGuard key, the entity and the image; else a problem:
+ * pinned-elsewhere when it names another node, else pin-refused with err (-EACCES where a
+ * request brings the pin: 403; -EPERM where a start finds it on the domain: 409). */
 int pin_gate_check(struct vmhost *vh, const char *vm_id, const struct pin *pin, bool pin_bad,
-                   const char *entity, const char *image, unsigned status, struct vm_problem *p);
+                   const char *entity, const char *image, int err, struct vm_problem *p);
 /* This node's WireGuard public key (base64): from wg_interface when set, else the private key
  * in mesh_state_dir/wg.key; -ENOKEY when neither is readable. */
 int pin_gate_own_wg_key(struct vmhost *vh, char ret[WG_KEY_B64_LEN + 1]);
@@ -528,12 +542,12 @@ struct diode_deposit_req {
         uint8_t hash[32]; /* BLAKE2b-256 of the spooled bytes */
 };
 
-/* 201 and the checked receipt, or a problem. data_fd holds the record's size bytes. */
+/* VMS_CREATED and the checked receipt, or a problem. data_fd holds the record's size bytes. */
 int diode_deposit(struct vmhost *vh, const struct diode_deposit_req *req, int data_fd,
                   json_t **ret_receipt, struct vm_problem *p);
 int diode_list(struct vmhost *vh, const char *id, uint64_t after, uint64_t limit, json_t **ret,
                struct vm_problem *p);
-/* 200: the record's bytes are in spool_fd (from offset 0) and *ret_record is its checked entry,
+/* 0: the record's bytes are in spool_fd (from offset 0) and *ret_record is its checked entry,
  * proof and head. */
 int diode_read(struct vmhost *vh, const char *id, uint64_t seq, int spool_fd, json_t **ret_record,
                struct vm_problem *p);

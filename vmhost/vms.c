@@ -22,16 +22,16 @@ static struct {
         uint64_t deadline_ms;
 } vms_archiving[VMS_MAX_ARCHIVING];
 
-int vms_problem(struct vm_problem *p, unsigned status, const char *type, const char *fmt, ...)
+int vms_problem(struct vm_problem *p, int err, const char *type, const char *fmt, ...)
 {
         va_list ap;
 
-        p->status = status;
+        p->err = err < 0 ? err : -EIO;
         snprintf(p->type, sizeof(p->type), "%s", type);
         va_start(ap, fmt);
         vsnprintf(p->detail, sizeof(p->detail), fmt, ap);
         va_end(ap);
-        return -EINVAL;
+        return p->err;
 }
 
 int vm_create_req_parse(const char *body, size_t len, struct vm_create_req *ret,
@@ -71,7 +71,7 @@ int vm_create_req_parse(const char *body, size_t len, struct vm_create_req *ret,
                 r = json_input_fail(&err, "field 'pin': %s", pin_err);
         json_decref(o);
         if (r < 0)
-                return vms_problem(p, 400, "bad-request", "%s", err.text);
+                return vms_problem(p, -EINVAL, "bad-request", "%s", err.text);
         *ret = q;
         return 0;
 }
@@ -121,18 +121,18 @@ static int vms_define(struct vmhost *vh, const struct vm_create_req *q,
         snprintf(seed, sizeof(seed), "%s/seeds/%s.iso", vh->cfg.state_dir, q->vm_id);
         r = seed_start(seed, q->vm_id, &m, &seed_pid, err, sizeof(err));
         if (r < 0)
-                return vms_problem(p, 500, "seed", "cannot build the seed of '%s': %s", q->vm_id,
+                return vms_problem(p, -EIO, "seed", "cannot build the seed of '%s': %s", q->vm_id,
                                    err);
         r = vmh_make_disks(vh, q->vm_id, img, q->vault_disk_mib, err, sizeof(err));
         r2 = seed_wait(seed_pid, err2, sizeof(err2)); /* always reaped */
         if (r < 0)
-                return vms_problem(p, 500, "storage", "cannot create the disks of '%s': %s",
+                return vms_problem(p, -EIO, "storage", "cannot create the disks of '%s': %s",
                                    q->vm_id, err);
         if (r2 < 0)
-                return vms_problem(p, 500, "seed", "cannot build the seed of '%s': %s", q->vm_id,
+                return vms_problem(p, -EIO, "seed", "cannot build the seed of '%s': %s", q->vm_id,
                                    err2);
         r = vmh_define(vh, q->vm_id, q->memory_mib, q->vcpus, &m, img, err, sizeof(err));
-        return r < 0 ? vms_problem(p, 500, "define", "cannot define '%s': %s", q->vm_id, err) : 0;
+        return r < 0 ? vms_problem(p, -EIO, "define", "cannot define '%s': %s", q->vm_id, err) : 0;
 }
 
 static int vms_memory_check(struct vmhost *vh, uint64_t want, struct vm_problem *p)
@@ -140,10 +140,10 @@ static int vms_memory_check(struct vmhost *vh, uint64_t want, struct vm_problem 
         struct mem_sample mem;
 
         if (sample_read_mem(&mem) < 0)
-                return vms_problem(p, 500, "internal", "cannot read /proc/meminfo");
+                return vms_problem(p, -EIO, "internal", "cannot read /proc/meminfo");
         if (policy_check_memory(mem.available_kib / 1024, want, vh->cfg.safety_margin_mib) !=
             REFUSE_NONE)
-                return vms_problem(p, 422, "insufficient-memory",
+                return vms_problem(p, -ENOSPC, "insufficient-memory",
                                    "available RAM %llu MiB minus %llu MiB would fall below the "
                                    "safety margin of %llu MiB",
                                    (unsigned long long)(mem.available_kib / 1024),
@@ -165,10 +165,10 @@ static int vms_create_again(struct vmhost *vh, const struct vmh_domain *dom,
         int r;
 
         if (inventory_vm_meta(dom, &m) < 0)
-                return vms_problem(p, 409, "vm-exists", "domain '%s' exists and is not a Totebox",
-                                   q->vm_id);
+                return vms_problem(p, -EEXIST, "vm-exists",
+                                   "domain '%s' exists and is not a Totebox", q->vm_id);
         if (strcmp(m.request_id, q->request_id) != 0)
-                return vms_problem(p, 409, "vm-exists",
+                return vms_problem(p, -EEXIST, "vm-exists",
                                    "VM '%s' exists, created by request '%s', not '%s'", q->vm_id,
                                    m.request_id, q->request_id);
         if (m.lifecycle == VM_LC_ACTIVE && !(dom->flags & VMH_DOM_ACTIVE)) {
@@ -176,20 +176,20 @@ static int vms_create_again(struct vmhost *vh, const struct vmh_domain *dom,
                          q->request_id);
                 virt_touch(vh);
                 r = vms_do_start(vh, dom, &m, p);
-                if (r < 0 && p->status != 500)
+                if (r < 0 && node_problem_status(p) != 500)
                         return r; /* refused (pinned elsewhere): that is the answer */
                 if (r < 0) {
                         char why[sizeof(p->detail)];
 
                         snprintf(why, sizeof(why), "%s", p->detail);
-                        return vms_problem(p, 500, "start",
+                        return vms_problem(p, -EIO, "start",
                                            "VM '%s' is defined but did not start: %.400s", q->vm_id,
                                            why);
                 }
                 agent_chan_sync(vh, q->vm_id, &m, true);
         }
         *ret_vm = vms_vm_json(vh, q->vm_id, &m);
-        return *ret_vm ? 200 : vms_problem(p, 500, "internal", "cannot describe '%s'", q->vm_id);
+        return *ret_vm ? 0 : vms_problem(p, -EIO, "internal", "cannot describe '%s'", q->vm_id);
 }
 
 static int vms_create_locked(struct vmhost *vh, const struct vmh_domain *dom,
@@ -205,10 +205,10 @@ static int vms_create_locked(struct vmhost *vh, const struct vmh_domain *dom,
                 return vms_create_again(vh, dom, q, ret_vm, p);
         /* the pin first: nothing is made for a VM this node may not run */
         r = pin_gate_check(vh, q->vm_id, q->has_pin ? &q->pin : NULL, false, q->entity, q->image,
-                           403, p);
+                           -EACCES, p);
         r = r ?: vms_memory_check(vh, q->memory_mib, p);
         if (r == 0 && images_lookup(vh, q->image, &img) < 0)
-                r = vms_problem(p, 422, "unknown-image", "no base image '%s' on node '%s'",
+                r = vms_problem(p, -ENOENT, "unknown-image", "no base image '%s' on node '%s'",
                                 q->image, vh->cfg.node_id);
         r = r ?: vms_define(vh, q, &img, p);
         if (r < 0)
@@ -219,7 +219,7 @@ static int vms_create_locked(struct vmhost *vh, const struct vmh_domain *dom,
         log_info("VM '%s': disks, seed and definition in %llu ms, started in %llu ms", q->vm_id,
                  (unsigned long long)(t1 - t0), (unsigned long long)(t2 - t1));
         if (r < 0)
-                return vms_problem(p, 500, "start", "VM '%s' is defined but did not start: %s",
+                return vms_problem(p, -EIO, "start", "VM '%s' is defined but did not start: %s",
                                    q->vm_id, err);
         vms_meta_new(vh, q, &m); /* replaced by what the domain holds */
         {
@@ -235,9 +235,9 @@ static int vms_create_locked(struct vmhost *vh, const struct vmh_domain *dom,
                 free(d);
         }
         if (r < 0 || !*ret_vm)
-                return vms_problem(p, 500, "internal", "VM '%s' has no readable metadata",
+                return vms_problem(p, -EIO, "internal", "VM '%s' has no readable metadata",
                                    q->vm_id);
-        return 201;
+        return VMS_CREATED;
 }
 
 /* Every creation request (and every start or resume) increases the node's creation counter once
@@ -254,7 +254,7 @@ static int vms_create_count(struct vmhost *vh, int r, json_t **ret_vm, struct vm
         if (e < 0) {
                 json_decref(*ret_vm);
                 *ret_vm = NULL;
-                return vms_problem(p, 500, "creation-counter",
+                return vms_problem(p, -EIO, "creation-counter",
                                    "cannot store the creation counter in '%s': %s",
                                    vh->cfg.state_dir, strerror(-e));
         }
@@ -269,19 +269,19 @@ int vms_create(struct vmhost *vh, const struct vm_create_req *q, json_t **ret_vm
         int r, e;
 
         if (!dom)
-                return vms_problem(p, 500, "internal", "out of memory");
+                return vms_problem(p, -EIO, "internal", "out of memory");
         pthread_mutex_lock(&vh->ops_lock);
         e = vmh_lookup(vh, q->vm_id, dom);
         if (e < 0 && e != -ENOENT) {
                 pthread_mutex_unlock(&vh->ops_lock);
                 free(dom);
-                return vms_problem(p, 503, "libvirt-unavailable", "no libvirt connection");
+                return vms_problem(p, -ENOTCONN, "libvirt-unavailable", "no libvirt connection");
         }
         r = vms_create_locked(vh, e == 0 ? dom : NULL, q, ret_vm, p);
         r = vms_create_count(vh, r, ret_vm, p);
         pthread_mutex_unlock(&vh->ops_lock);
         free(dom);
-        if (r == 201)
+        if (r == VMS_CREATED)
                 log_info("VM '%s' created for entity '%s' by request '%s' (%llu MiB, image '%s')",
                          q->vm_id, q->entity, q->request_id, (unsigned long long)q->memory_mib,
                          q->image);
@@ -303,25 +303,25 @@ static int vms_refuse_start(struct vmhost *vh, const char *id, const struct vm_m
                             struct vm_problem *p)
 {
         if (m && pin_gate_check(vh, id, m->has_pin ? &m->pin : NULL, m->pin_bad, m->entity,
-                                m->image, 409, p) < 0)
+                                m->image, -EPERM, p) < 0)
                 return -EINVAL;
         switch (policy_check_start(m, vh->cfg.node_id)) {
         case REFUSE_NONE:
                 return 0;
         case REFUSE_PINNED_ELSEWHERE:
-                return vms_problem(p, 409, "pinned-elsewhere",
+                return vms_problem(p, -EPERM, "pinned-elsewhere",
                                    "VM '%s' is pinned to node '%s' of fleet '%s'; this is node "
                                    "'%s'; refused",
                                    id, m->node_id, m->fleet_id, vh->cfg.node_id);
         case REFUSE_ARCHIVED:
-                return vms_problem(p, 409, "archived", "VM '%s' is archived and never starts again",
-                                   id);
+                return vms_problem(p, -EBUSY, "archived",
+                                   "VM '%s' is archived and never starts again", id);
         case REFUSE_INSUFFICIENT_MEMORY:
         case REFUSE_WRONG_STATE:
         case REFUSE_NOT_TOTEBOX:
                 break;
         }
-        return vms_problem(p, 409, "wrong-state", "VM '%s' cannot start", id);
+        return vms_problem(p, -EBUSY, "wrong-state", "VM '%s' cannot start", id);
 }
 
 static int vms_do_start(struct vmhost *vh, const struct vmh_domain *dom, struct vm_meta *m,
@@ -335,13 +335,13 @@ static int vms_do_start(struct vmhost *vh, const struct vmh_domain *dom, struct 
                 return r;
         if (strcmp(dom->state, "paused") == 0 &&
             vmh_domain_op(vh, VMH_RESUME, id, err, sizeof(err)) < 0)
-                return vms_problem(p, 500, "libvirt", "cannot resume '%s': %s", id, err);
+                return vms_problem(p, -EIO, "libvirt", "cannot resume '%s': %s", id, err);
         /* a start restores a managed save when there is one */
         if (!(dom->flags & VMH_DOM_ACTIVE) &&
             vmh_domain_op(vh, VMH_START, id, err, sizeof(err)) < 0)
-                return vms_problem(p, 500, "libvirt", "cannot start '%s': %s", id, err);
+                return vms_problem(p, -EIO, "libvirt", "cannot start '%s': %s", id, err);
         if (m->lifecycle != VM_LC_ACTIVE && vms_set_lifecycle(vh, id, m, VM_LC_ACTIVE) < 0)
-                return vms_problem(p, 500, "libvirt", "cannot record '%s' as active", id);
+                return vms_problem(p, -EIO, "libvirt", "cannot record '%s' as active", id);
         agent_chan_domain_started(vh, id);
         return 0;
 }
@@ -353,16 +353,16 @@ static int vms_do_suspend(struct vmhost *vh, const struct vmh_domain *dom, struc
         char err[VMH_DETAIL_MAX] = "cannot record the lifecycle";
 
         if (m->lifecycle == VM_LC_ARCHIVED)
-                return vms_problem(p, 409, "archived", "VM '%s' is archived", id);
+                return vms_problem(p, -EBUSY, "archived", "VM '%s' is archived", id);
         if (!(dom->flags & VMH_DOM_ACTIVE)) {
                 if (m->lifecycle == VM_LC_SUSPENDED)
                         return 0;
-                return vms_problem(p, 409, "wrong-state", "VM '%s' is not running", id);
+                return vms_problem(p, -EBUSY, "wrong-state", "VM '%s' is not running", id);
         }
         /* Recorded first, so the saved live definition already says "suspended". */
         if (vms_set_lifecycle(vh, id, m, VM_LC_SUSPENDED) < 0 ||
             vmh_domain_op(vh, VMH_MANAGED_SAVE, id, err, sizeof(err)) < 0)
-                return vms_problem(p, 500, "libvirt", "cannot suspend '%s': %s", id, err);
+                return vms_problem(p, -EIO, "libvirt", "cannot suspend '%s': %s", id, err);
         agent_chan_domain_stopped(vh, id);
         return 0;
 }
@@ -387,7 +387,7 @@ static int vms_do_archive(struct vmhost *vh, const struct vmh_domain *dom, struc
         char err[VMH_DETAIL_MAX];
 
         if (m->lifecycle != VM_LC_ARCHIVED && vms_set_lifecycle(vh, id, m, VM_LC_ARCHIVED) < 0)
-                return vms_problem(p, 500, "libvirt", "cannot record '%s' as archived", id);
+                return vms_problem(p, -EIO, "libvirt", "cannot record '%s' as archived", id);
         if (dom->flags & VMH_DOM_ACTIVE) {
                 if (vmh_domain_op(vh, VMH_SHUTDOWN, id, err, sizeof(err)) < 0)
                         log_warn("VM '%s': graceful shutdown not requested: %s", id, err);
@@ -532,7 +532,8 @@ static int vms_dispatch(struct vmhost *vh, const struct vmh_domain *dom, struct 
 {
         const struct vms_verb *v = vms_verb_find(verb);
 
-        return v ? v->run(vh, dom, m, p) : vms_problem(p, 404, "not-found", "no verb '%s'", verb);
+        return v ? v->run(vh, dom, m, p)
+                 : vms_problem(p, -ENOENT, "not-found", "no verb '%s'", verb);
 }
 
 int vms_action(struct vmhost *vh, const char *id, const char *verb, json_t **ret_vm,
@@ -544,20 +545,20 @@ int vms_action(struct vmhost *vh, const char *id, const char *verb, json_t **ret
         int r = 0, e;
 
         if (!dom)
-                return vms_problem(p, 500, "internal", "out of memory");
+                return vms_problem(p, -EIO, "internal", "out of memory");
         pthread_mutex_lock(&vh->ops_lock);
         e = ident_valid(IDENT_VM, id) ? vmh_lookup(vh, id, dom) : -ENOENT;
         found = e == 0 && inventory_vm_meta(dom, &m) == 0;
         if (e < 0 && e != -ENOENT)
-                r = vms_problem(p, 503, "libvirt-unavailable", "no libvirt connection");
+                r = vms_problem(p, -ENOTCONN, "libvirt-unavailable", "no libvirt connection");
         else if (!found)
-                r = vms_problem(p, 404, "not-found", "no Totebox VM '%s' on node '%s'", id,
+                r = vms_problem(p, -ENOENT, "not-found", "no Totebox VM '%s' on node '%s'", id,
                                 vh->cfg.node_id);
         r = r ?: vms_dispatch(vh, dom, &m, verb, p);
         if (r == 0)
                 *ret_vm = vms_vm_json(vh, id, &m);
         if (r == 0 && !*ret_vm)
-                r = vms_problem(p, 500, "internal", "cannot describe '%s'", id);
+                r = vms_problem(p, -EIO, "internal", "cannot describe '%s'", id);
         if (e == 0 && vms_verb_find(verb) && vms_verb_find(verb)->starts)
                 r = vms_create_count(vh, r, ret_vm, p);
         pthread_mutex_unlock(&vh->ops_lock);

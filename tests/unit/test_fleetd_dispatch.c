@@ -70,10 +70,10 @@ static struct fleet_vm *confirm_one(struct fleetd *f, const char *entity)
         snprintf(r.entity, sizeof(r.entity), "%s", entity);
         snprintf(r.image, sizeof(r.image), "base");
         plans_create(f, &r, "test", &p);
-        assert_int_equal(p.status, 201);
+        assert_int_equal(api_outcome_status(&p), 201);
         snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(p.body, "id")));
         plans_confirm(f, id, "test", &c);
-        assert_int_equal(c.status, 201);
+        assert_int_equal(api_outcome_status(&c), 201);
         json_decref(p.body);
         json_decref(c.body);
         return vm_table_find(f, f->vms[f->n_vms - 1].id);
@@ -380,13 +380,13 @@ static void test_lifecycle(void **state)
                node_table_find(&f->table, "n1")->hb.inventory_digest, DIGEST_HEX_LEN + 1);
         vm = confirm_one(f, "acme");
         dispatch_vm_verb(f, vm->id, "suspend", "test", &o);
-        assert_int_equal(o.status, 409); /* still creating */
+        assert_int_equal(api_outcome_status(&o), 409); /* still creating */
         assert_string_equal(o.problem, "vm-not-active");
         fake.script[0].status = 201;
         dispatch_run_once(f, now);
         fake.script[1].status = 200;
         dispatch_vm_verb(f, vm->id, "suspend", "test", &o);
-        assert_int_equal(o.status, 200);
+        assert_int_equal(api_outcome_status(&o), 200);
         json_decref(o.body);
         assert_int_equal(vm->lifecycle, VM_LC_SUSPENDED);
         {
@@ -396,20 +396,20 @@ static void test_lifecycle(void **state)
                 assert_string_equal(fake.path[1], want);
         }
         dispatch_vm_verb(f, vm->id, "suspend", "test", &o); /* already suspended */
-        assert_int_equal(o.status, 409);
+        assert_int_equal(api_outcome_status(&o), 409);
         assert_string_equal(o.problem, "wrong-lifecycle");
         fake.script[2].status = 200;
         dispatch_vm_verb(f, vm->id, "archive", "test", &o);
-        assert_int_equal(o.status, 200);
+        assert_int_equal(api_outcome_status(&o), 200);
         json_decref(o.body);
         dispatch_vm_verb(f, vm->id, "resume", "test", &o);
-        assert_int_equal(o.status, 409);
+        assert_int_equal(api_outcome_status(&o), 409);
         assert_string_equal(o.problem, "archived");
         assert_int_equal(fake.calls, 3);
         fake.script[3].status = 409;
         fake.script[3].body = "{\"type\":\"pinned-elsewhere\",\"detail\":\"no\"}";
         dispatch_vm_verb(f, "nope", "suspend", "test", &o);
-        assert_int_equal(o.status, 404);
+        assert_int_equal(api_outcome_status(&o), 404);
 }
 
 /* An inventory of n1 holding vm_id with that lifecycle and, when trigger is set, an agent report.
@@ -467,7 +467,7 @@ static void test_verify_forwarded_and_reported(void **state)
         fake.script[1].status = 202;
         fake.script[1].body = "{\"vm\":\"x\",\"request_id\":\"0a1b2c3d4e5f6071\"}";
         dispatch_vm_verb(f, vm->id, "verify", "token:ops", &o);
-        assert_int_equal(o.status, 202);
+        assert_int_equal(api_outcome_status(&o), 202);
         assert_null(o.problem);
         assert_string_equal(json_string_value(json_object_get(o.body, "request_id")),
                             "0a1b2c3d4e5f6071");
@@ -561,7 +561,7 @@ static void test_verify_report_kept_apart_by_the_node(void **state)
         fake.script[1].status = 202;
         fake.script[1].body = "{\"vm\":\"x\",\"request_id\":\"77aa\"}";
         dispatch_vm_verb(f, vm->id, "verify", "token:ops", &o);
-        assert_int_equal(o.status, 202);
+        assert_int_equal(api_outcome_status(&o), 202);
         json_decref(o.body);
         for (unsigned k = 2; k <= 3; k++) { /* the same inventory twice: one audit entry */
                 char d[2] = {(char)('0' + k), 0}, digest[65];
@@ -614,7 +614,7 @@ static void test_verify_refusals(void **state)
                 fake.script[1 + i].status = cases[i].status;
                 fake.script[1 + i].body = cases[i].body;
                 dispatch_vm_verb(f, vm->id, "verify", "test", &o);
-                assert_int_equal(o.status, cases[i].want);
+                assert_int_equal(api_outcome_status(&o), cases[i].want);
                 assert_string_equal(o.problem, cases[i].problem);
                 assert_null(o.body);
         }
@@ -623,19 +623,19 @@ static void test_verify_refusals(void **state)
         calls = fake.calls;
         /* refused before any call: unknown, suspended, archived, node evicted */
         dispatch_vm_verb(f, "tbx-nope-000000", "verify", "test", &o);
-        assert_int_equal(o.status, 404);
+        assert_int_equal(api_outcome_status(&o), 404);
         vm->lifecycle = VM_LC_SUSPENDED;
         dispatch_vm_verb(f, vm->id, "verify", "test", &o);
-        assert_int_equal(o.status, 409);
+        assert_int_equal(api_outcome_status(&o), 409);
         assert_string_equal(o.problem, "wrong-lifecycle");
         vm->lifecycle = VM_LC_ARCHIVED;
         dispatch_vm_verb(f, vm->id, "verify", "test", &o);
-        assert_int_equal(o.status, 409);
+        assert_int_equal(api_outcome_status(&o), 409);
         assert_string_equal(o.problem, "archived");
         vm->lifecycle = VM_LC_ACTIVE;
         node_table_find(&f->table, "n1")->last_seen_ms = now - 31000;
         dispatch_vm_verb(f, vm->id, "verify", "test", &o);
-        assert_int_equal(o.status, 409);
+        assert_int_equal(api_outcome_status(&o), 409);
         assert_string_equal(o.problem, "node-unreachable");
         assert_int_equal(fake.calls, calls);
         assert_int_equal(tfu_audit_count(f, "vm.verify"), 6);
@@ -668,7 +668,7 @@ static void test_lifecycle_timeout_corrected_by_inventory(void **state)
 
         fake.script[1].err = -ETIMEDOUT; /* the node suspended it, but the answer never came */
         dispatch_vm_verb(f, vm->id, "suspend", "token:ops", &o);
-        assert_int_equal(o.status, 504);
+        assert_int_equal(api_outcome_status(&o), 504);
         assert_string_equal(o.problem, "node-timeout");
         assert_int_equal(vm->lifecycle, VM_LC_ACTIVE);
         assert_non_null(strstr(vm->lc_unsure, "suspend"));
@@ -715,7 +715,7 @@ static void test_lifecycle_timeout_confirmed_by_inventory(void **state)
 
         fake.script[1].err = -ECONNREFUSED; /* never reached the node */
         dispatch_vm_verb(f, vm->id, "archive", "test", &o);
-        assert_int_equal(o.status, 502);
+        assert_int_equal(api_outcome_status(&o), 502);
         assert_string_equal(o.problem, "node-unavailable");
         fake.script[2].status = 200;
         fake.script[2].body = inv_text("1", vm->id, "active", NULL, NULL);
@@ -737,7 +737,7 @@ static void hook_suspend(void)
 
         fake.hook = NULL;
         dispatch_vm_verb(hook_f, hook_vm, "suspend", "test", &o);
-        assert_int_equal(o.status, 200);
+        assert_int_equal(api_outcome_status(&o), 200);
         json_decref(o.body);
 }
 

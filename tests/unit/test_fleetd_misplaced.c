@@ -71,10 +71,10 @@ static struct fleet_vm *create_on_n1(struct fleetd *f, uint64_t now)
         snprintf(r.entity, sizeof(r.entity), "acme");
         snprintf(r.image, sizeof(r.image), "base");
         plans_create(f, &r, "test", &p);
-        assert_int_equal(p.status, 201);
+        assert_int_equal(api_outcome_status(&p), 201);
         snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(p.body, "id")));
         plans_confirm(f, id, "test", &c);
-        assert_int_equal(c.status, 201);
+        assert_int_equal(api_outcome_status(&c), 201);
         json_decref(p.body);
         json_decref(c.body);
         dispatch_run_once(f, now);

@@ -432,7 +432,7 @@ static void act_plan(struct fleetd *f)
         if (chance(30)) /* the operator names the node: the margin must hold all the same */
                 snprintf(r.node, sizeof(r.node), "n%u", 1 + pick(M_NODES));
         plans_create(f, &r, "model", &o);
-        if (o.status == 201 && M.n_plans < M_PLANS)
+        if (api_outcome_status(&o) == 201 && M.n_plans < M_PLANS)
                 snprintf(M.plans[M.n_plans++], PLAN_ID_LEN + 1, "%s",
                          json_string_value(json_object_get(o.body, "id")));
         json_decref(o.body);
@@ -453,11 +453,11 @@ static void act_confirm(struct fleetd *f)
                 return;
         k = pick(M.n_plans);
         plans_confirm(f, M.plans[k], "model", &o);
-        if (o.status == 201)
+        if (api_outcome_status(&o) == 201)
                 M.confirms++;
-        if (o.status != 201 && o.status != 200 && chance(50))
+        if (api_outcome_status(&o) != 201 && api_outcome_status(&o) != 200 && chance(50))
                 act_plan(f); /* the operator asks again after a 409 or 410 */
-        if (o.status != 409 || chance(30))
+        if (api_outcome_status(&o) != 409 || chance(30))
                 m_forget_plan(k);
         json_decref(o.body);
 }

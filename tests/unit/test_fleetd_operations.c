@@ -57,7 +57,7 @@ static json_t *get_op(struct fleetd *f, char c)
         memset(id, c, OP_ID_LEN);
         id[OP_ID_LEN] = '\0';
         ops_get(f, id, &o);
-        assert_int_equal(o.status, 200);
+        assert_int_equal(api_outcome_status(&o), 200);
         return o.body;
 }
 
@@ -114,7 +114,7 @@ static void test_recover(void **state)
                 struct plan_outcome l;
 
                 ops_list(f, NULL, "running", 100, &l);
-                assert_int_equal(l.status, 200);
+                assert_int_equal(api_outcome_status(&l), 200);
                 assert_int_equal(json_array_size(json_object_get(l.body, "operations")), 0);
                 json_decref(l.body);
                 ops_list(f, NULL, NULL, 2, &l);
@@ -130,7 +130,7 @@ static void task_sealed(struct fleetd *f, void *arg, const char *actor, struct p
         (void)f;
         (void)actor;
         memset(o, 0, sizeof(*o));
-        o->status = 201;
+        o->done = OUTCOME_CREATED;
         o->body = json_pack("{s:s, s:i}", "vm", (const char *)arg, "seq", 7);
 }
 
@@ -140,9 +140,8 @@ static void task_refused(struct fleetd *f, void *arg, const char *actor, struct 
         (void)actor;
         (void)arg;
         memset(o, 0, sizeof(*o));
-        o->status = 400;
-        o->problem = "node-error";
-        snprintf(o->detail, sizeof(o->detail), "record 999 to supersede is not in the ledger");
+        outcome_fail(o, -EPROTO, "node-error", "record 999 to supersede is not in the ledger");
+        o->node_status = 400; /* the node's refusal, relayed */
         o->body = json_pack("{s:s, s:s}", "type", "https://totebox.example/problems/bad-supersedes",
                             "detail", "record 999 to supersede is not in the ledger");
 }
@@ -153,7 +152,7 @@ static json_t *ended(struct fleetd *f, const char *id)
 
         ops_wait_idle(f);
         ops_get(f, id, &o);
-        assert_int_equal(o.status, 200);
+        assert_int_equal(api_outcome_status(&o), 200);
         return o.body;
 }
 
@@ -166,7 +165,7 @@ static void test_tasks(void **state)
 
         /* a task's answer: 202 and the operation, running; it ends with the task's outcome */
         ops_task_start(f, "deposit", "tbx-a-000001", "token:t", task_sealed, "tbx-a-000001", &o);
-        assert_int_equal(o.status, 202);
+        assert_int_equal(api_outcome_status(&o), 202);
         assert_string_equal(str(o.body, "kind"), "deposit");
         assert_string_equal(str(o.body, "state"), "running"); /* a copy: the thread's is its own */
         doc = ended(f, str(o.body, "id"));
@@ -190,10 +189,10 @@ static void test_tasks(void **state)
 
         /* done at once (retire): a succeeded operation, its result the body given */
         memset(&o, 0, sizeof(o));
-        o.status = 200;
+        o.done = OUTCOME_OK;
         o.body = json_pack("{s:s}", "lifecycle", "retired");
         ops_finished(f, "retire", "tbx-d-000004", "token:t", &o);
-        assert_int_equal(o.status, 202);
+        assert_int_equal(api_outcome_status(&o), 202);
         assert_string_equal(str(o.body, "state"), "succeeded");
         assert_string_equal(str(json_object_get(o.body, "result"), "lifecycle"), "retired");
         doc = ended(f, str(o.body, "id"));
@@ -233,7 +232,7 @@ static void test_unknown(void **state)
         struct plan_outcome o;
 
         ops_get(&fx->f, "0123456789abcdef0123456789abcdef", &o);
-        assert_int_equal(o.status, 404);
+        assert_int_equal(api_outcome_status(&o), 404);
         assert_false(op_id_valid("0123"));
         assert_false(op_id_valid("0123456789ABCDEF0123456789abcdef"));
         assert_true(op_id_valid("0123456789abcdef0123456789abcdef"));

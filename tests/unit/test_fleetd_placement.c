@@ -139,16 +139,16 @@ static void test_back_to_back_confirms(void **state)
         heartbeat_now(f, 1, 1, 6000); /* room for one 3000 MiB VM with a 512 margin, not two */
         plans_create(f, &a, "test", &pa);
         plans_create(f, &b, "test", &pb);
-        assert_int_equal(pa.status, 201);
-        assert_int_equal(pb.status, 201);
+        assert_int_equal(api_outcome_status(&pa), 201);
+        assert_int_equal(api_outcome_status(&pb), 201);
         snprintf(ida, sizeof(ida), "%s", json_string_value(json_object_get(pa.body, "id")));
         snprintf(idb, sizeof(idb), "%s", json_string_value(json_object_get(pb.body, "id")));
         assert_string_equal(json_string_value(json_object_get(pa.body, "node_id")), "n1");
         assert_string_equal(json_string_value(json_object_get(pb.body, "node_id")), "n1");
         plans_confirm(f, ida, "test", &ca);
-        assert_int_equal(ca.status, 201);
+        assert_int_equal(api_outcome_status(&ca), 201);
         plans_confirm(f, idb, "test", &cb);
-        assert_int_equal(cb.status, 409);
+        assert_int_equal(api_outcome_status(&cb), 409);
         assert_string_equal(cb.problem, "plan-stale");
         assert_int_equal(node_table_find(&f->table, "n1")->reserved_mib, 3000);
         json_decref(pa.body);
@@ -167,18 +167,18 @@ static void test_confirm_idempotent_and_one_per_entity(void **state)
 
         heartbeat_now(f, 1, 1, 16000);
         plans_create(f, &a, "test", &p);
-        assert_int_equal(p.status, 201);
+        assert_int_equal(api_outcome_status(&p), 201);
         snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(p.body, "id")));
         plans_confirm(f, id, "test", &c1);
         plans_confirm(f, id, "test", &c2);
-        assert_int_equal(c1.status, 201);
-        assert_int_equal(c2.status, 200);
+        assert_int_equal(api_outcome_status(&c1), 201);
+        assert_int_equal(api_outcome_status(&c2), 200);
         assert_string_equal(json_string_value(json_object_get(c1.body, "id")),
                             json_string_value(json_object_get(c2.body, "id")));
         assert_int_equal(f->n_vms, 1);
         assert_int_equal(node_table_find(&f->table, "n1")->reserved_mib, 1024);
         plans_create(f, &a, "test", &p2); /* one Totebox VM per entity */
-        assert_int_equal(p2.status, 409);
+        assert_int_equal(api_outcome_status(&p2), 409);
         assert_string_equal(p2.problem, "entity-has-vm");
         json_decref(p.body);
         json_decref(c1.body);
@@ -195,7 +195,7 @@ static void test_no_fit_says_why(void **state)
 
         heartbeat_now(f, 1, 1, 16000);
         plans_create(f, &a, "test", &p);
-        assert_int_equal(p.status, 422);
+        assert_int_equal(api_outcome_status(&p), 422);
         assert_string_equal(p.problem, "no-node-fits");
         assert_int_equal(json_array_size(json_object_get(p.body, "candidates")), 5);
         json_decref(p.body);
@@ -221,14 +221,14 @@ static void test_image_holders(void **state)
         assert_int_equal(c[1].verdict, CAND_NO_IMAGE); /* more RAM, but not the image */
         json_array_clear(f->table.nodes[2].images);
         plans_create(f, &a, "test", &p);
-        assert_int_equal(p.status, 422);
+        assert_int_equal(api_outcome_status(&p), 422);
         assert_string_equal(p.problem, "no-node-has-image");
         assert_non_null(strstr(p.detail, "no node has image 'base'"));
         json_decref(p.body);
         json_decref(f->table.nodes[2].images);
         f->table.nodes[2].images = NULL; /* heard from, images never listed: might hold it */
         plans_create(f, &a, "test", &p);
-        assert_int_equal(p.status, 201);
+        assert_int_equal(api_outcome_status(&p), 201);
         json_decref(p.body);
 }
 
@@ -248,16 +248,16 @@ static void test_drop_and_expired(void **state)
         heartbeat_now(f, 1, 1, 16000);
         assert_int_equal(store_plan_insert(f->store, &row), 0);
         plans_confirm(f, row.id, "test", &o);
-        assert_int_equal(o.status, 410);
+        assert_int_equal(api_outcome_status(&o), 410);
         assert_string_equal(o.problem, "plan-expired");
         plans_drop(f, row.id, "test", &o);
-        assert_int_equal(o.status, 200);
+        assert_int_equal(api_outcome_status(&o), 200);
         json_decref(o.body);
         plans_confirm(f, row.id, "test", &o);
-        assert_int_equal(o.status, 410);
+        assert_int_equal(api_outcome_status(&o), 410);
         assert_string_equal(o.problem, "plan-dropped");
         plans_confirm(f, "not-hex", "test", &o);
-        assert_int_equal(o.status, 404);
+        assert_int_equal(api_outcome_status(&o), 404);
 }
 
 /* The policy ranks roles before RAM: an on-premises node (role node) wins over a cloud node

@@ -318,7 +318,7 @@ static void test_create_request(void **state)
         assert_int_equal(q.memory_mib, 512);
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
                 assert_int_equal(vm_create_req_parse(bad[i], strlen(bad[i]), &q, &p), -EINVAL);
-                assert_int_equal(p.status, 400);
+                assert_int_equal(node_problem_status(&p), 400);
         }
 }
 

@@ -113,7 +113,7 @@ static unsigned push(struct fx *fx, char *body, char type[48])
         free(body);
         json_decref(st);
         snprintf(type, 48, "%s", r < 0 ? p.type : "");
-        return r < 0 ? p.status : 200;
+        return r < 0 ? node_problem_status(&p) : 200;
 }
 
 static uint64_t held_size(struct fx *fx, uint64_t *ret_refused)

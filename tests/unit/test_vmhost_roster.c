@@ -70,7 +70,7 @@ static void test_roster_push(void **state)
 
         assert_non_null(mkdtemp(dir));
         snprintf(vh.cfg.state_dir, sizeof(vh.cfg.state_dir), "%s", dir);
-        assert_int_equal(apply(&vh, v2, &p), -EINVAL); /* no genesis key configured */
+        assert_int_equal(apply(&vh, v2, &p), -ENOKEY); /* no genesis key configured */
         assert_string_equal(p.type, "no-genesis-key");
         sodium_bin2base64(vh.cfg.genesis_public_key, sizeof(vh.cfg.genesis_public_key), gpk, 32,
                           sodium_base64_VARIANT_ORIGINAL);
@@ -80,13 +80,13 @@ static void test_roster_push(void **state)
         assert_int_equal(access(path, R_OK), 0);
         assert_true(roster_update_allowed(&vh, "10.77.0.1"));  /* the controller */
         assert_false(roster_update_allowed(&vh, "10.77.0.2")); /* a node, not the controller */
-        assert_int_equal(apply(&vh, v1, &p), -EINVAL);
+        assert_int_equal(apply(&vh, v1, &p), -ESTALE);
         assert_string_equal(p.type, "stale-roster");
-        assert_int_equal(apply(&vh, v2, &p), -EINVAL);
+        assert_int_equal(apply(&vh, v2, &p), -ESTALE);
         assert_string_equal(p.type, "stale-roster");
-        assert_int_equal(apply(&vh, forged, &p), -EINVAL);
+        assert_int_equal(apply(&vh, forged, &p), -EACCES);
         assert_string_equal(p.type, "bad-signature");
-        assert_int_equal(apply(&vh, unsigned_, &p), -EINVAL);
+        assert_int_equal(apply(&vh, unsigned_, &p), -EACCES);
         assert_string_equal(p.type, "bad-signature");
         assert_int_equal(apply(&vh, "{\"v\":1}", &p), -EINVAL);
         assert_string_equal(p.type, "bad-roster");
