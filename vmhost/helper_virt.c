@@ -127,17 +127,15 @@ static void hv_closed(virConnectPtr conn, int reason, void *opaque)
 static int hv_pool(virConnectPtr c, const char *name, const char *path)
 {
         virStoragePoolPtr p = virStoragePoolLookupByName(c, name);
-        char xml[4400], esc[4200];
         int r = 0;
 
         if (!p) {
-                if (xml_escape(path, esc, sizeof(esc)) < 0)
+                char *xml = storage_pool_xml(name, path);
+
+                if (!xml)
                         return -EINVAL;
-                snprintf(xml, sizeof(xml),
-                         "<pool type='dir'><name>%s</name><target><path>%s</path>"
-                         "<permissions><mode>0700</mode></permissions></target></pool>",
-                         name, esc);
                 p = virStoragePoolDefineXML(c, xml, 0);
+                free(xml);
                 if (!p)
                         return -EIO;
                 virStoragePoolSetAutostart(p, 1);
