@@ -43,13 +43,11 @@ int small_file_read(const char *path, size_t max, bool private, char **ret, size
         return 0;
 }
 
-int small_file_write(const char *path, const char *buf, size_t len, mode_t mode)
+static int small_file_write_via(const char *path, const char *tmp, const char *buf, size_t len,
+                                mode_t mode)
 {
-        char tmp[4200];
         int fd, r = 0;
 
-        if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
-                return -ENAMETOOLONG;
         unlink(tmp);
         fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
         if (fd < 0)
@@ -62,4 +60,23 @@ int small_file_write(const char *path, const char *buf, size_t len, mode_t mode)
         if (r < 0)
                 unlink(tmp);
         return r;
+}
+
+int small_file_write(const char *path, const char *buf, size_t len, mode_t mode)
+{
+        char *tmp = NULL;
+        int r;
+
+        if (asprintf(&tmp, "%s.tmp", path) < 0)
+                return -ENOMEM;
+        r = small_file_write_via(path, tmp, buf, len, mode);
+        free(tmp);
+        return r;
+}
+
+char *small_file_path(const char *dir, const char *name)
+{
+        char *p = NULL;
+
+        return asprintf(&p, "%s/%s", dir, name) < 0 ? NULL : p;
 }

@@ -11,3 +11,6 @@
  * -EPERM: private and readable by group or others; else -errno. */
 int small_file_read(const char *path, size_t max, bool private, char **ret, size_t *ret_len);
 int small_file_write(const char *path, const char *buf, size_t len, mode_t mode);
+/* "dir/name", malloc'd, or NULL without memory: a path built on the heap, so that no function
+ * carries a PATH_MAX buffer in its frame (-Wframe-larger-than=2048). */
+char *small_file_path(const char *dir, const char *name);

@@ -424,7 +424,7 @@ void import_plan(struct fleetd *f, const char *body, size_t len, const char *act
         static const char *const fields[] = {"file", "node", NULL};
         struct json_input_error jerr = {{0}};
         struct import_plan p = {0};
-        struct export_task t = {0};
+        struct export_task *t = calloc(1, sizeof(*t)); /* 8 KiB note: not on the stack */
         json_t *in = json_input_parse(body, len, 4096, 2, &jerr), *a = NULL, *req;
         const char *file = NULL, *vm_id, *note;
         int r = in ? 0 : -EINVAL;
@@ -436,16 +436,21 @@ void import_plan(struct fleetd *f, const char *body, size_t len, const char *act
         if (r < 0) {
                 plan_fail(o, 400, "bad-request", "%s", jerr.text);
                 json_decref(in);
+                free(t);
                 return;
         }
         snprintf(p.file, sizeof(p.file), "%s", file);
         json_decref(in);
-        if (import_node_address(f, p.node, &t) < 0) {
-                plan_fail(o, 404, "unknown-node", "no node '%s' in the roster", p.node);
+        if (!t || import_node_address(f, p.node, t) < 0) {
+                if (t)
+                        plan_fail(o, 404, "unknown-node", "no node '%s' in the roster", p.node);
+                else
+                        plan_fail(o, 500, "internal", "out of memory");
+                free(t);
                 return;
         }
         req = json_pack("{s:s}", "file", p.file);
-        a = req ? export_call(f, &t, "/v1/imports/inspect", req, o) : NULL;
+        a = req ? export_call(f, t, "/v1/imports/inspect", req, o) : NULL;
         json_decref(req);
         vm_id = json_string_value(json_object_get(json_object_get(a, "manifest"), "vm_id"));
         note = json_string_value(json_object_get(a, "checkpoint"));
@@ -465,6 +470,7 @@ void import_plan(struct fleetd *f, const char *body, size_t len, const char *act
                 log_warn("import of '%s' on node '%s' refused (by '%s'): %s", p.file, p.node, actor,
                          o->detail);
         json_decref(a);
+        free(t);
 }
 
 /* The create request for the new node, with a pin for it (under f->lock). */
@@ -516,14 +522,15 @@ static int import_repin(struct fleetd *f, const struct import_plan *p, const cha
 
 static void import_retire_old(struct fleetd *f, const struct import_plan *p)
 {
-        struct export_task t = {0};
+        struct export_task *t = calloc(1, sizeof(*t));
         struct plan_outcome o = {0};
         char path[160];
         json_t *body = json_object(), *a = NULL;
 
         snprintf(path, sizeof(path), "/v1/vms/%s/archive", p->vm_id);
-        if (import_node_address(f, p->from_node, &t) == 0)
-                a = export_call(f, &t, path, body, &o);
+        if (t && import_node_address(f, p->from_node, t) == 0)
+                a = export_call(f, t, path, body, &o);
+        free(t);
         if (a)
                 log_info("VM '%s' archived on its old node '%s': it never starts there again",
                          p->vm_id, p->from_node);
@@ -539,7 +546,7 @@ static void import_retire_old(struct fleetd *f, const struct import_plan *p)
 static void import_run(struct fleetd *f, void *arg, const char *actor, struct plan_outcome *o)
 {
         struct import_plan *p = arg;
-        struct export_task t = {0};
+        struct export_task *t = calloc(1, sizeof(*t));
         json_t *create, *body = NULL, *a = NULL;
 
         memset(o, 0, sizeof(*o));
@@ -547,11 +554,12 @@ static void import_run(struct fleetd *f, void *arg, const char *actor, struct pl
         create =
             import_vm_check(f, p->vm_id, p->node, NULL, o) == 0 ? import_create_req(f, p) : NULL;
         pthread_mutex_unlock(&f->lock);
-        if (create && import_node_address(f, p->node, &t) == 0)
+        if (create && t && import_node_address(f, p->node, t) == 0)
                 body = json_pack("{s:s, s:o}", "file", p->file, "create", create);
         else
                 json_decref(create);
-        a = body ? export_call(f, &t, "/v1/imports", body, o) : NULL;
+        a = body ? export_call(f, t, "/v1/imports", body, o) : NULL;
+        free(t);
         if (!a && !o->problem)
                 plan_fail(o, 409, "import-refused", "VM '%s' cannot be imported now", p->vm_id);
         if (a && import_repin(f, p, actor) < 0)
