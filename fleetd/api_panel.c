@@ -75,16 +75,20 @@ static int panel_resolve(const char *dir, const char *rel, char **ret_real)
         size_t n = realdir ? strlen(realdir) : 0;
         int r = -ENOENT;
 
-        if (!realdir || asprintf(&path, "%.3000s/%.600s", dir, rel[0] ? rel : "index.html") < 0)
+        if (!realdir || asprintf(&path, "%.3000s/%.600s", dir, rel[0] ? rel : "index.html") < 0) {
+                path = NULL; /* asprintf leaves it undefined on failure */
                 goto cleanup;
+        }
         real = realpath(path, NULL);
         if (!real || strncmp(real, realdir, n) != 0 || real[n] != '/')
                 goto cleanup;
         if (stat(real, &st) == 0 && S_ISDIR(st.st_mode)) {
                 free(path);
                 path = NULL;
-                if (asprintf(&path, "%s/index.html", real) < 0)
+                if (asprintf(&path, "%s/index.html", real) < 0) {
+                        path = NULL;
                         goto cleanup;
+                }
                 free(real);
                 real = realpath(path, NULL);
                 if (!real || strncmp(real, realdir, n) != 0)

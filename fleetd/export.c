@@ -307,15 +307,22 @@ static json_t *import_plan_json(const struct import_plan *p)
 static int import_consistent(struct fleetd *f, const char *vm_id, const char *note,
                              struct plan_outcome *o, uint64_t *ret_size)
 {
-        char held[EXPORT_NOTE_MAX], key[64];
+        char *held = malloc(EXPORT_NOTE_MAX), key[64]; /* 8 KiB: not on the stack */
         struct tlog_checkpoint h, c;
         uint8_t pk[STH_PUBLIC_KEY_LEN];
         uint64_t hs = 0;
         size_t n = 0;
+        int r;
 
-        if (vault_witness_held(f, vm_id, held, sizeof(held), &hs) < 0 ||
-            vault_witness_rehome(f, vm_id, NULL, key) < 0 ||
-            tlog_checkpoint_open_unverified(held, strlen(held), &h) < 0) {
+        r = !held                                                          ? -ENOMEM
+            : vault_witness_held(f, vm_id, held, EXPORT_NOTE_MAX, &hs) < 0 ? -ENOENT
+                                                                           : 0;
+        if (r == 0 && vault_witness_rehome(f, vm_id, NULL, key) < 0)
+                r = -ENOENT;
+        if (r == 0 && tlog_checkpoint_open_unverified(held, strlen(held), &h) < 0)
+                r = -EINVAL;
+        free(held);
+        if (r < 0) {
                 plan_fail(o, 409, "no-witnessed-checkpoint",
                           "fleetd holds no checkpoint of VM '%s''s vault to check the "
                           "export against",

@@ -577,10 +577,10 @@ static int import_check(struct vmhost *vh, const char *name, struct import_info 
         json_t *m;
         int fd = -1, r = 0;
 
-        if (asprintf(&ii->path, "%s/exports/%s", vh->cfg.state_dir, name) < 0 ||
-            asprintf(&path, "%s.sha256", ii->path) < 0) {
-                ii->path = NULL;
-                path = NULL;
+        if (asprintf(&ii->path, "%s/exports/%s", vh->cfg.state_dir, name) < 0)
+                ii->path = NULL; /* asprintf leaves it undefined on failure */
+        if (!ii->path || asprintf(&path, "%s.sha256", ii->path) < 0) {
+                path = NULL; /* ii->path, if any, goes with import_info_done */
                 r = vms_problem(p, 500, "internal", "out of memory");
                 goto cleanup;
         }

@@ -18,6 +18,7 @@
 
 #include "common/log.h"
 #include "common/mesh.h"
+#include "common/small_file.h"
 #include "vmhost/vmhost.h"
 
 #define VMH_CALL_TIMEOUT_MS 10000
@@ -267,7 +268,7 @@ static void vmh_on_wg_key(struct vmh_helper *h, struct vmh_wg_key *out)
                 }
                 wg_device_free(d);
         } else if (cfg->mesh_state_dir[0] &&
-                   asprintf(&path, "%s/wg.key", cfg->mesh_state_dir) >= 0 &&
+                   (path = small_file_path(cfg->mesh_state_dir, "wg.key")) &&
                    wg_key_load(path, priv) == 0) {
                 wg_key_public_from_private(pub, priv);
                 sodium_memzero(priv, sizeof(priv));
