@@ -239,36 +239,41 @@ int agent_cmd_verify(int argc, char **argv)
         struct verify_opts o = {0};
         struct mismatch_list scratch;
         struct verify_result vr;
-        struct vault v;
+        struct vault *v = calloc(1, sizeof(*v)); /* 4 KiB of path and more: not on the stack */
         char err[512];
         int r = verify_parse_args(argc, argv, &o);
 
-        if (r != 0)
-                return r < 0 ? 2 : 0;
+        if (r != 0 || !v) {
+                free(v);
+                return r < 0 || !v ? 2 : 0;
+        }
         mismatch_list_init(&scratch);
-        r = vault_open(&v, o.dir, "", true, &scratch, err, sizeof(err));
-        v.copied = o.copied;
+        r = vault_open(v, o.dir, "", true, &scratch, err, sizeof(err));
+        v->copied = o.copied;
         if (r == 0)
                 r = agent_drop_privileges(agent_caps_verify, NULL, err, sizeof(err));
         mismatch_list_done(&scratch);
         if (r < 0) {
                 fprintf(stderr, "totebox-agent verify: %s\n", err);
-                vault_close(&v);
+                vault_close(v);
+                free(v);
                 return 2;
         }
-        if (o.checkpoint && (r = verify_load_checkpoint(&v, &o)) < 0) {
-                vault_close(&v);
+        if (o.checkpoint && (r = verify_load_checkpoint(v, &o)) < 0) {
+                vault_close(v);
+                free(v);
                 return r == -2 ? 2 : 1;
         }
-        verify_vault_at(&v, o.threads, o.have_pk ? o.pk : NULL, o.have_sth ? &o.sth : NULL,
+        verify_vault_at(v, o.threads, o.have_pk ? o.pk : NULL, o.have_sth ? &o.sth : NULL,
                         o.checkpoint != NULL, &vr);
         if (o.json)
-                verify_print_json(&v, &vr);
+                verify_print_json(v, &vr);
         else
-                verify_print_human(&v, &vr);
+                verify_print_human(v, &vr);
         r = vr.mm.total == 0 ? 0 : 1;
         verify_result_done(&vr);
-        vault_close(&v);
+        vault_close(v);
+        free(v);
         return r;
 }
 
@@ -276,7 +281,7 @@ int agent_cmd_seal(int argc, char **argv)
 {
         struct mismatch_list scratch, log;
         struct seal_result sr = {0};
-        struct vault v;
+        struct vault *v = calloc(1, sizeof(*v)); /* as verify's */
         unsigned long batch = SEAL_BATCH_MAX;
         struct sth s;
         char err[512], *end = NULL;
@@ -296,36 +301,41 @@ int agent_cmd_seal(int argc, char **argv)
                         SEAL_BATCH_MAX, SEAL_BATCH_MAX);
                 return 2;
         }
+        if (!v) {
+                fprintf(stderr, "totebox-agent seal: out of memory\n");
+                return 1;
+        }
         mismatch_list_init(&scratch);
         mismatch_list_init(&log);
-        r = vault_open(&v, argv[at], "", false, &scratch, err, sizeof(err));
-        v.seal_batch = (unsigned)batch;
+        r = vault_open(v, argv[at], "", false, &scratch, err, sizeof(err));
+        v->seal_batch = (unsigned)batch;
         if (r == 0)
                 r = agent_drop_privileges(agent_caps_daemon, NULL, err, sizeof(err));
         if (r < 0) {
                 fprintf(stderr, "totebox-agent seal: %s\n", err);
         } else {
-                r = seal_scan_inbox(&v, UINT64_MAX / 2, &sr, &log);
-                if (r == -ENOTRECOVERABLE || (r == 0 && !v.head_ok))
+                r = seal_scan_inbox(v, UINT64_MAX / 2, &sr, &log);
+                if (r == -ENOTRECOVERABLE || (r == 0 && !v->head_ok))
                         fprintf(stderr,
                                 "totebox-agent seal: the ledger does not verify against the last "
                                 "signed tree head (%s); nothing sealed, the head is kept\n",
-                                v.head_why);
+                                v->head_why);
                 else if (r == -EUCLEAN)
                         fprintf(stderr, "totebox-agent seal: the ledger does not end with a "
                                         "newline; nothing sealed\n");
                 else if (r < 0)
                         fprintf(stderr, "totebox-agent seal: %s\n", agent_strerror(r));
                 if (r == 0)
-                        r = vault_sign_sth(&v, clock_realtime_ms(), true, &s);
+                        r = vault_sign_sth(v, clock_realtime_ms(), true, &s);
                 for (size_t i = 0; i < log.n; i++)
                         fprintf(stderr, "%s '%s': %s\n", log.items[i].kind, log.items[i].path,
                                 log.items[i].detail);
                 printf("sealed %zu, skipped %zu, failed %zu; ledger size %zu\n", sr.sealed,
-                       sr.skipped, sr.failed, v.ledger.n);
+                       sr.skipped, sr.failed, v->ledger.n);
         }
         mismatch_list_done(&scratch);
         mismatch_list_done(&log);
-        vault_close(&v);
+        vault_close(v);
+        free(v);
         return r < 0 || sr.failed ? 1 : 0;
 }

@@ -653,24 +653,31 @@ static void ledger_batch_done(struct ledger_batch *b)
         free(b->text);
 }
 
+#define LEDGER_READ_CHUNK 65536
+
 int ledger_load(struct ledger *l, const char *path, struct mismatch_list *mm)
 {
         struct ledger_loader ld = {.l = l, .mm = mm};
         struct ledger_batch b;
-        char buf[65536];
+        char *buf = NULL; /* LEDGER_READ_CHUNK, on the heap: the frame stays small */
         bool any = false;
         ssize_t n;
         int fd = -1, r;
 
         if ((r = ledger_batch_init(&b)) < 0)
                 goto cleanup;
+        buf = malloc(LEDGER_READ_CHUNK);
+        if (!buf) {
+                r = -ENOMEM;
+                goto cleanup;
+        }
         fd = vault_open_regular(AT_FDCWD, path, O_RDONLY);
         if (fd < 0) {
                 r = fd;
                 goto cleanup;
         }
         l->exists = true;
-        while ((n = read(fd, buf, sizeof(buf))) != 0) {
+        while ((n = read(fd, buf, LEDGER_READ_CHUNK)) != 0) {
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
@@ -692,6 +699,7 @@ int ledger_load(struct ledger *l, const char *path, struct mismatch_list *mm)
 cleanup:
         if (fd >= 0)
                 close(fd);
+        free(buf);
         ledger_batch_done(&b);
         return r;
 }

@@ -630,7 +630,7 @@ int verify_vault_at(struct vault *v, unsigned threads, const uint8_t *trusted_pk
         struct ledger own, *disk = v->read_only ? &v->ledger : &own;
         struct verify_owner o = {v->owner_uid, v->owner_gid, v->copied};
         struct sth stored;
-        char path[4200];
+        char *path = NULL;
         int r, sr;
 
         memset(ret, 0, sizeof(*ret));
@@ -645,8 +645,11 @@ int verify_vault_at(struct vault *v, unsigned threads, const uint8_t *trusted_pk
         sr = v->state_fd >= 0 ? vault_sth_load(v->state_fd, &stored) : -ENOENT;
         verify_prepare(v, disk, &stored, sr == 0 && v->have_key && sth_verify(&stored, v->pk) == 0,
                        trusted_sth);
-        snprintf(path, sizeof(path), "%s/ledger/" LEDGER_FILE, v->dir);
-        r = ledger_load(disk, path, &ret->mm);
+        r = asprintf(&path, "%s/ledger/" LEDGER_FILE, v->dir) < 0 ? -ENOMEM : 0;
+        if (r == 0) {
+                r = ledger_load(disk, path, &ret->mm);
+                free(path);
+        }
         if (r == -ENOENT)
                 mismatch_add(&ret->mm, "ledger-deleted", "ledger/" LEDGER_FILE,
                              "the ledger file is missing");

@@ -27,13 +27,15 @@ static int image_partial_path(const char *dir, const char *name, const char *hex
 
 uint64_t image_partial_held(const char *dir, const char *name, const char *hex)
 {
-        char path[4352];
+        struct image_partial *p = malloc(sizeof(*p)); /* its path buffer: not on the stack */
         struct stat st;
+        uint64_t held = 0;
 
-        if (image_partial_path(dir, name, hex, path, sizeof(path)) < 0 || lstat(path, &st) < 0 ||
-            !S_ISREG(st.st_mode))
-                return 0;
-        return (uint64_t)st.st_size;
+        if (p && image_partial_path(dir, name, hex, p->path, sizeof(p->path)) == 0 &&
+            lstat(p->path, &st) == 0 && S_ISREG(st.st_mode))
+                held = (uint64_t)st.st_size;
+        free(p);
+        return held;
 }
 
 int image_partial_open(struct image_partial *p, const char *dir, const char *name, const char *hex,

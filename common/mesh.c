@@ -16,6 +16,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/small_file.h"
+
 const struct roster_node *mesh_hub(const struct roster *r)
 {
         const struct roster_node *ctl = roster_find_by_id(r, r->controller);
@@ -198,34 +200,14 @@ int mesh_genesis_pub_load(const char *state_dir, uint8_t pk[32])
 
 int mesh_roster_store(const char *state_dir, const struct roster *r)
 {
-        char path[PATH_MAX], tmp[PATH_MAX];
         json_t *o = roster_to_json(r);
         char *s = o ? json_dumps(o, JSON_SORT_KEYS | JSON_INDENT(2)) : NULL;
-        size_t len = s ? strlen(s) : 0;
-        int fd = -1, ret = 0;
+        char *path = small_file_path(state_dir, "roster.json");
+        int ret = s && path ? small_file_write(path, s, strlen(s), 0644) : -ENOMEM;
 
         json_decref(o);
-        if (!s)
-                return -ENOMEM;
-        if (snprintf(path, sizeof(path), "%s/roster.json", state_dir) >= (int)sizeof(path) ||
-            snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp)) {
-                ret = -ENAMETOOLONG;
-                goto cleanup;
-        }
-        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
-        if (fd < 0) {
-                ret = -errno;
-                goto cleanup;
-        }
-        if (fchmod(fd, 0644) < 0 || write(fd, s, len) != (ssize_t)len || fsync(fd) < 0 ||
-            rename(tmp, path) < 0)
-                ret = errno ? -errno : -EIO;
-cleanup:
-        if (fd >= 0)
-                close(fd);
-        if (ret < 0 && fd >= 0)
-                unlink(tmp);
         free(s);
+        free(path);
         return ret;
 }
 

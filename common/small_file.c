@@ -43,14 +43,12 @@ int small_file_read(const char *path, size_t max, bool private, char **ret, size
         return 0;
 }
 
-/* Writes buf to path.tmp, fsync'd, mode exactly; 0 or -errno (the temporary file removed). */
-static int small_file_write_tmp(const char *path, char tmp[4200], const char *buf, size_t len,
-                                mode_t mode)
+/* Writes buf to tmp (path's temporary name), fsync'd, mode exactly; 0 or -errno (the temporary
+ * file removed). */
+static int small_file_write_tmp(const char *tmp, const char *buf, size_t len, mode_t mode)
 {
         int fd, r = 0;
 
-        if (snprintf(tmp, 4200, "%s.tmp", path) >= 4200)
-                return -ENAMETOOLONG;
         unlink(tmp);
         fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
         if (fd < 0)
@@ -63,27 +61,38 @@ static int small_file_write_tmp(const char *path, char tmp[4200], const char *bu
         return r;
 }
 
+/* path's file from buf, put in place by rename (replacing) or, with exclusive, by link (never
+ * over an existing file: -EEXIST). */
+static int small_file_put(const char *path, const char *buf, size_t len, mode_t mode,
+                          bool exclusive)
+{
+        char *tmp = NULL;
+        int r;
+
+        if (asprintf(&tmp, "%s.tmp", path) < 0)
+                return -ENOMEM;
+        r = small_file_write_tmp(tmp, buf, len, mode);
+        if (r == 0 && (exclusive ? link(tmp, path) : rename(tmp, path)) < 0)
+                r = -errno;
+        if (r < 0 || exclusive) /* a rename leaves no temporary file; a link does */
+                unlink(tmp);
+        free(tmp);
+        return r;
+}
+
 int small_file_write(const char *path, const char *buf, size_t len, mode_t mode)
 {
-        char tmp[4200];
-        int r = small_file_write_tmp(path, tmp, buf, len, mode);
-
-        if (r == 0 && rename(tmp, path) < 0) {
-                r = -errno;
-                unlink(tmp);
-        }
-        return r;
+        return small_file_put(path, buf, len, mode, false);
 }
 
 int small_file_create(const char *path, const char *buf, size_t len, mode_t mode)
 {
-        char tmp[4200];
-        int r = small_file_write_tmp(path, tmp, buf, len, mode);
+        return small_file_put(path, buf, len, mode, true);
+}
 
-        if (r < 0)
-                return r;
-        if (link(tmp, path) < 0)
-                r = -errno;
-        unlink(tmp);
-        return r;
+char *small_file_path(const char *dir, const char *name)
+{
+        char *p = NULL;
+
+        return asprintf(&p, "%s/%s", dir, name) < 0 ? NULL : p;
 }

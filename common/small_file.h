@@ -14,3 +14,6 @@ int small_file_read(const char *path, size_t max, bool private, char **ret, size
 int small_file_write(const char *path, const char *buf, size_t len, mode_t mode);
 /* Like small_file_write, but -EEXIST when path exists (and nothing written). */
 int small_file_create(const char *path, const char *buf, size_t len, mode_t mode);
+/* "dir/name", malloc'd, or NULL without memory: a path built on the heap, so that no function
+ * carries a PATH_MAX buffer in its frame (-Wframe-larger-than=2048). */
+char *small_file_path(const char *dir, const char *name);

@@ -18,6 +18,7 @@
 #include "common/http_body.h"
 #include "common/pwseal.h"
 #include "common/roster.h"
+#include "common/small_file.h"
 #include "fleetctl/fleetctl.h"
 #include "fleetd/backup.h"
 #include "fleetd/store.h"
@@ -226,28 +227,27 @@ cleanup:
 static int ctl_restore_write(const char *dir, const struct backup_archive *a)
 {
         for (size_t i = 0; i < a->n_files; i++) {
-                char path[4400];
-                int r;
+                char *path = small_file_path(dir, a->files[i].name);
+                int r = path ? ctl_write_new(path, a->files[i].data, a->files[i].size) : -ENOMEM;
 
-                snprintf(path, sizeof(path), "%s/%s", dir, a->files[i].name);
-                r = ctl_write_new(path, a->files[i].data, a->files[i].size);
-                if (r < 0) {
-                        fprintf(stderr, "fleetctl: cannot write '%s': %s\n", path, strerror(-r));
+                if (r < 0)
+                        fprintf(stderr, "fleetctl: cannot write '%s/%s': %s\n", dir,
+                                a->files[i].name, strerror(-r));
+                free(path);
+                if (r < 0)
                         return r;
-                }
         }
         return 0;
 }
 
 static int ctl_restore_integrity(const char *dir)
 {
-        char path[4400];
+        char *path = small_file_path(dir, STORE_FILE);
         sqlite3 *db = NULL;
         sqlite3_stmt *st = NULL;
         int r = -EBADMSG;
 
-        snprintf(path, sizeof(path), "%s/%s", dir, STORE_FILE);
-        if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+        if (path && sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
             sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL) == SQLITE_OK &&
             sqlite3_step(st) == SQLITE_ROW &&
             strcmp((const char *)sqlite3_column_text(st, 0), "ok") == 0)
@@ -260,6 +260,7 @@ static int ctl_restore_integrity(const char *dir)
                                                          : sqlite3_errmsg(db));
         sqlite3_finalize(st);
         sqlite3_close(db);
+        free(path);
         return r;
 }
 
@@ -346,12 +347,14 @@ bool ctl_dir_empty_or_absent(const char *dir, bool remove)
 
 static void ctl_rm_journals(const char *dir)
 {
-        char path[4400];
         static const char *const extra[] = {STORE_FILE "-wal", STORE_FILE "-shm",
                                             STORE_FILE "-journal"};
         for (size_t i = 0; i < sizeof(extra) / sizeof(extra[0]); i++) {
-                snprintf(path, sizeof(path), "%s/%s", dir, extra[i]);
-                unlink(path);
+                char *path = small_file_path(dir, extra[i]);
+
+                if (path)
+                        unlink(path);
+                free(path);
         }
 }
 
@@ -360,7 +363,7 @@ int ctl_cmd_restore(struct ctl *c)
         struct backup_archive a = {0};
         uint8_t *plain = NULL;
         size_t len = 0;
-        char err[512], tmp[4200];
+        char err[512], *tmp = NULL;
         int r;
 
         if (c->argc != 1) {
@@ -384,11 +387,12 @@ int ctl_cmd_restore(struct ctl *c)
                 fprintf(stderr, "fleetctl: '%s' is refused: %s\n", c->argv[0], err);
                 goto cleanup;
         }
-        snprintf(tmp, sizeof(tmp), "%s.restore-XXXXXX", c->state_dir);
-        if (!mkdtemp(tmp)) {
-                fprintf(stderr, "fleetctl: cannot make a directory beside '%s': %s\n", c->state_dir,
-                        strerror(errno));
+        if (asprintf(&tmp, "%s.restore-XXXXXX", c->state_dir) < 0)
+                tmp = NULL; /* asprintf leaves it undefined on failure */
+        if (!tmp || !mkdtemp(tmp)) {
                 r = -errno;
+                fprintf(stderr, "fleetctl: cannot make a directory beside '%s': %s\n", c->state_dir,
+                        strerror(-r));
                 goto cleanup;
         }
         r = ctl_restore_write(tmp, &a);
@@ -408,14 +412,16 @@ int ctl_cmd_restore(struct ctl *c)
         }
         if (r < 0) {
                 for (size_t i = 0; i < a.n_files; i++) {
-                        char path[4400];
+                        char *path = small_file_path(tmp, a.files[i].name);
 
-                        snprintf(path, sizeof(path), "%s/%s", tmp, a.files[i].name);
-                        unlink(path);
+                        if (path)
+                                unlink(path);
+                        free(path);
                 }
                 rmdir(tmp);
         }
 cleanup:
+        free(tmp);
         backup_archive_done(&a);
         if (plain) {
                 sodium_memzero(plain, len);

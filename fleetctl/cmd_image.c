@@ -129,13 +129,16 @@ static int ctl_image_result(struct ctl *c, json_t *a)
 /* Follows the push until no node is sending; prints each node's progress as it changes. */
 static int ctl_image_follow(struct ctl *c, const char *name)
 {
-        char path[256], last[4096] = "";
+        /* the progress line and the last one printed: 8 KiB, on the heap */
+        enum { CTL_LINE_MAX = 4096 };
+        char path[256], *last = calloc(2, CTL_LINE_MAX), *line = last ? last + CTL_LINE_MAX : NULL;
         json_t *a = NULL;
 
+        if (!last)
+                return 1;
         snprintf(path, sizeof(path), "/v1/images/%s/push", name);
         for (;;) {
                 struct timespec ts = {0, 300 * 1000000L};
-                char line[4096] = "";
                 size_t len = 0, i;
                 json_t *n;
                 long st;
@@ -147,21 +150,24 @@ static int ctl_image_follow(struct ctl *c, const char *name)
                         int r = st < 0 ? 3 : ctl_problem(c, st, a);
 
                         json_decref(a);
+                        free(last);
                         return r;
                 }
-                json_array_foreach(json_object_get(a, "nodes"), i, n) if (len < sizeof(line)) len +=
+                line[0] = '\0';
+                json_array_foreach(json_object_get(a, "nodes"), i, n) if (len < CTL_LINE_MAX) len +=
                     (size_t)snprintf(
-                        line + len, sizeof(line) - len, "%s%s %s %lld/%lld", i ? ", " : "",
+                        line + len, CTL_LINE_MAX - len, "%s%s %s %lld/%lld", i ? ", " : "",
                         ctl_str(n, "node"), ctl_str(n, "state"),
                         (long long)json_integer_value(json_object_get(n, "bytes_sent")),
                         (long long)json_integer_value(json_object_get(n, "total")));
                 if (!c->json && strcmp(line, last) != 0)
                         fprintf(stderr, "push '%s': %s\n", name, line);
-                snprintf(last, sizeof(last), "%s", line);
+                memcpy(last, line, CTL_LINE_MAX);
                 if (strcmp(ctl_str(a, "state"), "running") != 0)
                         break;
                 nanosleep(&ts, NULL);
         }
+        free(last);
         return ctl_image_result(c, a);
 }
 
@@ -204,7 +210,7 @@ static long long ctl_image_offset(struct ctl *c, const char *name, const char *h
 
 static int ctl_image_push(struct ctl *c)
 {
-        char hex[IMAGE_TRANSFER_HEX_LEN + 1], path[2048], nodes[1024];
+        char hex[IMAGE_TRANSFER_HEX_LEN + 1], *path = NULL, nodes[1024];
         uint64_t size = 0;
         long long off;
         json_t *a = NULL;
@@ -233,9 +239,13 @@ static int ctl_image_push(struct ctl *c)
                         break;
                 if (off > 0 && !c->json)
                         fprintf(stderr, "fleetd holds %lld bytes already: resuming there\n", off);
-                snprintf(path, sizeof(path),
-                         "/v1/images/%s/upload?sha256=%s&size=%llu&offset=%lld%s", c->name, hex,
-                         (unsigned long long)size, off, nodes);
+                free(path);
+                if (asprintf(&path, "/v1/images/%s/upload?sha256=%s&size=%llu&offset=%lld%s",
+                             c->name, hex, (unsigned long long)size, off, nodes) < 0) {
+                        path = NULL;
+                        st = -1;
+                        break;
+                }
                 json_decref(a);
                 a = NULL;
                 st = ctl_image_put(c, path, fd, (uint64_t)off, size - (uint64_t)off, &a);
@@ -244,6 +254,7 @@ static int ctl_image_push(struct ctl *c)
                         break; /* an offset that moved meanwhile is asked again, once */
         }
         close(fd);
+        free(path);
         if (st == 202) { /* the push's operation: followed through the push's own resource,
                           * which has each node's progress */
                 json_t *res = NULL;

@@ -18,6 +18,7 @@
 #include "common/clock.h"
 #include "common/pin.h"
 #include "common/roster.h"
+#include "common/small_file.h"
 #include "common/vm_lifecycle.h"
 #include "fleetctl/fleetctl.h"
 #include "fleetd/store.h"
@@ -232,7 +233,7 @@ static int ctl_rebuild_run(struct ctl *c, struct ctl_rebuild *b, const char *dir
 int ctl_cmd_rebuild(struct ctl *c)
 {
         struct ctl_rebuild b = {.port = 9172};
-        char err[256], tmp[4200];
+        char err[256], *tmp = NULL;
         struct roster *ro = NULL;
         int r = -EINVAL;
 
@@ -265,8 +266,9 @@ int ctl_cmd_rebuild(struct ctl *c)
                                 "can be checked, so nothing would be recovered\n");
                 goto cleanup;
         }
-        snprintf(tmp, sizeof(tmp), "%s.rebuild-XXXXXX", c->state_dir);
-        if (!mkdtemp(tmp)) {
+        if (asprintf(&tmp, "%s.rebuild-XXXXXX", c->state_dir) < 0)
+                tmp = NULL; /* asprintf leaves it undefined on failure */
+        if (!tmp || !mkdtemp(tmp)) {
                 fprintf(stderr, "fleetctl: cannot make a directory beside '%s': %s\n", c->state_dir,
                         strerror(errno));
                 goto cleanup;
@@ -280,13 +282,15 @@ int ctl_cmd_rebuild(struct ctl *c)
                 r = -EEXIST;
         }
         if (r < 0) {
-                char cmd[4300];
+                char *db = small_file_path(tmp, STORE_FILE);
 
-                snprintf(cmd, sizeof(cmd), "%s/%s", tmp, STORE_FILE);
-                unlink(cmd);
+                if (db)
+                        unlink(db);
+                free(db);
                 rmdir(tmp);
         }
 cleanup:
+        free(tmp);
         json_decref(b.nodes);
         json_decref(b.recovered);
         json_decref(b.refused);

@@ -66,23 +66,54 @@ static bool panel_rel_valid(const char *rel)
         return true;
 }
 
-static int panel_read(const char *dir, const char *rel, struct api_response *resp, char *ret_path,
-                      size_t size)
+/* The file under dir that rel names, resolved with realpath(3) (malloc'd: three PATH_MAX
+ * buffers do not belong in a frame) and refused outside dir; *ret_real is malloc'd. */
+static int panel_resolve(const char *dir, const char *rel, char **ret_real)
 {
-        char path[PATH_MAX], real[PATH_MAX], realdir[PATH_MAX];
+        char *realdir = realpath(dir, NULL), *path = NULL, *real = NULL;
+        struct stat st;
+        size_t n = realdir ? strlen(realdir) : 0;
+        int r = -ENOENT;
+
+        if (!realdir || asprintf(&path, "%.3000s/%.600s", dir, rel[0] ? rel : "index.html") < 0) {
+                path = NULL; /* asprintf leaves it undefined on failure */
+                goto cleanup;
+        }
+        real = realpath(path, NULL);
+        if (!real || strncmp(real, realdir, n) != 0 || real[n] != '/')
+                goto cleanup;
+        if (stat(real, &st) == 0 && S_ISDIR(st.st_mode)) {
+                free(path);
+                path = NULL;
+                if (asprintf(&path, "%s/index.html", real) < 0) {
+                        path = NULL;
+                        goto cleanup;
+                }
+                free(real);
+                real = realpath(path, NULL);
+                if (!real || strncmp(real, realdir, n) != 0)
+                        goto cleanup;
+        }
+        *ret_real = real;
+        real = NULL;
+        r = 0;
+cleanup:
+        free(realdir);
+        free(path);
+        free(real);
+        return r;
+}
+
+static int panel_read(const char *dir, const char *rel, struct api_response *resp, char **ret_path)
+{
+        char *real = NULL;
         struct stat st;
         ssize_t n;
-        int fd, r = -ENOENT;
+        int fd = -1, r = panel_resolve(dir, rel, &real);
 
-        snprintf(path, sizeof(path), "%.3000s/%.600s", dir, rel[0] ? rel : "index.html");
-        if (!realpath(dir, realdir) || !realpath(path, real) ||
-            strncmp(real, realdir, strlen(realdir)) != 0 || real[strlen(realdir)] != '/')
-                return -ENOENT;
-        if (stat(real, &st) == 0 && S_ISDIR(st.st_mode)) {
-                snprintf(path, sizeof(path), "%.4000s/index.html", real);
-                if (!realpath(path, real) || strncmp(real, realdir, strlen(realdir)) != 0)
-                        return -ENOENT;
-        }
+        if (r < 0)
+                return r;
+        r = -ENOENT;
         fd = open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
         if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > PANEL_FILE_MAX)
                 goto cleanup;
@@ -96,11 +127,13 @@ static int panel_read(const char *dir, const char *rel, struct api_response *res
                 goto cleanup;
         }
         resp->raw_len = (size_t)n;
-        snprintf(ret_path, size, "%s", real);
+        *ret_path = real;
+        real = NULL;
         r = 0;
 cleanup:
         if (fd >= 0)
                 close(fd);
+        free(real);
         return r;
 }
 
@@ -108,7 +141,7 @@ void api_panel_get(struct api_request *req, struct api_response *resp)
 {
         const char *dir = req->f->cfg.panel_dir;
         const char *rel = "";
-        char served[PATH_MAX];
+        char *served = NULL;
 
         if (!dir[0]) {
                 api_problem(resp, 404, "not-found", "no web panel is configured (panel_dir)");
@@ -120,10 +153,11 @@ void api_panel_get(struct api_request *req, struct api_response *resp)
                 api_problem(resp, 404, "not-found", "no file at '%.128s'", req->path);
                 return;
         }
-        if (panel_read(dir, rel, resp, served, sizeof(served)) < 0) {
+        if (panel_read(dir, rel, resp, &served) < 0) {
                 api_problem(resp, 404, "not-found", "no file at '%.128s'", req->path);
                 return;
         }
         resp->status = 200;
         resp->content_type = panel_content_type(served);
+        free(served);
 }

@@ -16,9 +16,10 @@
 #include "common/small_file.h"
 #include "fleetd/store.h"
 
-static void audit_path(char *buf, size_t size, const char *dir, const char *name)
+/* dir/name on the heap (small_file_path): no 4 KiB path in these frames. */
+static char *audit_path(const char *dir, const char *name)
 {
-        snprintf(buf, size, "%s/%s", dir, name);
+        return small_file_path(dir, name);
 }
 
 /* Reads a small file into buf (NUL-terminated); returns its length. */
@@ -47,24 +48,29 @@ static void audit_chomp(char *s)
 /* audit.pub follows audit.key: written when absent or when it names another key. */
 static int audit_pub_sync(const char *dir, const struct tlog_key *pub)
 {
-        char path[4200], want[TLOG_VKEY_MAX + 2], have[TLOG_VKEY_MAX + 8];
+        char *path, want[TLOG_VKEY_MAX + 2], have[TLOG_VKEY_MAX + 8];
         int r;
 
         r = tlog_vkey_format(pub, want, sizeof(want) - 1);
         if (r < 0)
                 return r;
         strcat(want, "\n");
-        audit_path(path, sizeof(path), dir, AUDIT_PUB_FILE);
+        path = audit_path(dir, AUDIT_PUB_FILE);
+        if (!path)
+                return -ENOMEM;
         r = audit_read_small(path, false, have, sizeof(have));
         if (r >= 0 && strcmp(have, want) == 0)
-                return 0;
-        return small_file_write(path, want, strlen(want), 0644);
+                r = 0;
+        else
+                r = small_file_write(path, want, strlen(want), 0644);
+        free(path);
+        return r;
 }
 
 static int audit_key_create(const char *dir, const char *fleet_id, struct audit_key *ret, char *err,
                             size_t errsize)
 {
-        char name[TLOG_NAME_MAX + 1], text[TLOG_SKEY_MAX + 2], path[4200];
+        char name[TLOG_NAME_MAX + 1], text[TLOG_SKEY_MAX + 2], *path;
         uint8_t pk[TLOG_PUBLIC_KEY_LEN];
         int r;
 
@@ -78,22 +84,23 @@ static int audit_key_create(const char *dir, const char *fleet_id, struct audit_
                 return -EINVAL;
         }
         strcat(text, "\n");
-        audit_path(path, sizeof(path), dir, AUDIT_KEY_FILE);
-        r = small_file_write(path, text, strlen(text), 0600);
+        path = audit_path(dir, AUDIT_KEY_FILE);
+        r = path ? small_file_write(path, text, strlen(text), 0600) : -ENOMEM;
         sodium_memzero(text, sizeof(text));
         if (r < 0)
-                snprintf(err, errsize, "cannot write '%s': %s", path, strerror(-r));
+                snprintf(err, errsize, "cannot write '%s/%s': %s", dir, AUDIT_KEY_FILE,
+                         strerror(-r));
+        free(path);
         return r;
 }
 
-int audit_key_load(const char *dir, bool create, const char *fleet_id, struct audit_key *ret,
-                   char *err, size_t errsize)
+static int audit_key_load_from(const char *dir, const char *path, bool create, const char *fleet_id,
+                               struct audit_key *ret, char *err, size_t errsize)
 {
-        char path[4200], text[TLOG_SKEY_MAX + 8];
+        char text[TLOG_SKEY_MAX + 8];
         struct audit_key k;
         int r;
 
-        audit_path(path, sizeof(path), dir, AUDIT_KEY_FILE);
         r = audit_read_small(path, true, text, sizeof(text));
         if (r == -ENOENT && create) {
                 r = audit_key_create(dir, fleet_id, &k, err, errsize);
@@ -126,6 +133,19 @@ int audit_key_load(const char *dir, bool create, const char *fleet_id, struct au
         return 0;
 }
 
+int audit_key_load(const char *dir, bool create, const char *fleet_id, struct audit_key *ret,
+                   char *err, size_t errsize)
+{
+        char *path = audit_path(dir, AUDIT_KEY_FILE);
+        int r =
+            path ? audit_key_load_from(dir, path, create, fleet_id, ret, err, errsize) : -ENOMEM;
+
+        if (!path)
+                snprintf(err, errsize, "out of memory");
+        free(path);
+        return r;
+}
+
 void audit_key_wipe(struct audit_key *k)
 {
         if (k)
@@ -134,22 +154,22 @@ void audit_key_wipe(struct audit_key *k)
 
 int audit_pub_load(const char *dir, struct tlog_key *ret, char *err, size_t errsize)
 {
-        char path[4200], text[TLOG_VKEY_MAX + 8];
-        int r;
+        char *path = audit_path(dir, AUDIT_PUB_FILE), text[TLOG_VKEY_MAX + 8];
+        int r = path ? audit_read_small(path, false, text, sizeof(text)) : -ENOMEM;
 
-        audit_path(path, sizeof(path), dir, AUDIT_PUB_FILE);
-        r = audit_read_small(path, false, text, sizeof(text));
         if (r < 0) {
-                snprintf(err, errsize, "cannot read fleetd's audit key '%s': %s", path,
-                         strerror(-r));
-                return r;
+                snprintf(err, errsize, "cannot read fleetd's audit key '%s/%s': %s", dir,
+                         AUDIT_PUB_FILE, strerror(-r));
+        } else {
+                audit_chomp(text);
+                r = 0;
+                if (tlog_vkey_parse(text, ret) < 0) {
+                        snprintf(err, errsize, "'%s' is not a C2SP verifier key", path);
+                        r = -EBADMSG;
+                }
         }
-        audit_chomp(text);
-        if (tlog_vkey_parse(text, ret) < 0) {
-                snprintf(err, errsize, "'%s' is not a C2SP verifier key", path);
-                return -EBADMSG;
-        }
-        return 0;
+        free(path);
+        return r;
 }
 
 static int audit_checkpoint_store_row(struct store *s, uint64_t size, const char *note)
@@ -179,7 +199,7 @@ int audit_checkpoint_sign(struct store *s, const char *dir, const struct audit_k
                           const merkle_hash *leaves, uint64_t n, char *buf, size_t size)
 {
         struct tlog_checkpoint c = {.size = n};
-        char path[4200];
+        char *path;
         int len, r;
 
         snprintf(c.origin, sizeof(c.origin), "%s", k->pub.name);
@@ -189,8 +209,9 @@ int audit_checkpoint_sign(struct store *s, const char *dir, const struct audit_k
                 return len;
         r = audit_checkpoint_store_row(s, n, buf);
         if (r == 0 && dir) {
-                audit_path(path, sizeof(path), dir, AUDIT_CHECKPOINT_FILE);
-                r = small_file_write(path, buf, (size_t)len, 0644);
+                path = audit_path(dir, AUDIT_CHECKPOINT_FILE);
+                r = path ? small_file_write(path, buf, (size_t)len, 0644) : -ENOMEM;
+                free(path);
         }
         return r;
 }
@@ -324,13 +345,15 @@ static void audit_check_one(struct audit_check *c, const struct audit_witness *w
 
 static void audit_check_file(struct audit_check *c, const char *dir)
 {
-        char path[4200], *note = malloc(TLOG_NOTE_MAX + 1);
+        char *path = audit_path(dir, AUDIT_CHECKPOINT_FILE), *note = malloc(TLOG_NOTE_MAX + 1);
         struct audit_witness w = {.holder = "the checkpoint file " AUDIT_CHECKPOINT_FILE};
         int n;
 
-        if (!note)
+        if (!note || !path) {
+                free(note);
+                free(path);
                 return;
-        audit_path(path, sizeof(path), dir, AUDIT_CHECKPOINT_FILE);
+        }
         n = audit_read_small(path, false, note, TLOG_NOTE_MAX + 1);
         if (n >= 0) {
                 w.note = note;
@@ -340,6 +363,7 @@ static void audit_check_file(struct audit_check *c, const char *dir)
                 audit_report_add(c->rep, AUDIT_BAD_WITNESS, "cannot read '%s': %s", path,
                                  strerror(-n));
         free(note);
+        free(path);
 }
 
 int audit_log_check(struct store *s, const char *dir, const struct tlog_key *key,

@@ -49,10 +49,36 @@ struct audit_log {
         bool shrunk; /* the record lost entries while fleetd ran (under mu) */
 };
 
+/* The record against fleetd's own checkpoint; the report (its findings) on the heap. */
+static int audit_open_check(struct fleetd *f, struct audit_log *a)
+{
+        struct audit_report *rep = malloc(sizeof(*rep));
+        int r =
+            rep ? audit_log_check(f->store, f->cfg.state_dir, &a->key.pub, NULL, 0, rep) : -ENOMEM;
+
+        if (r == -EBADMSG) {
+                for (unsigned i = 0; i < rep->n_findings; i++)
+                        log_error("audit record inconsistent with fleetd's own checkpoint (%s): %s",
+                                  audit_finding_name(rep->findings[i].kind), rep->findings[i].text);
+                log_error("refusing to start: the audit record in '%s' is not the one fleetd "
+                          "signed (keep the state directory as evidence; see docs/fleetd.md)",
+                          f->cfg.state_dir);
+        } else if (r < 0) {
+                log_error("cannot read the audit record: %s", strerror(-r));
+        } else {
+                r = 0;
+                log_info(
+                    "audit record: %llu entries, consistent with fleetd's checkpoint of %llu; key "
+                    "'%s'",
+                    (unsigned long long)rep->entries, (unsigned long long)rep->largest, a->vkey);
+        }
+        free(rep);
+        return r;
+}
+
 int audit_open(struct fleetd *f)
 {
         struct audit_log *a = calloc(1, sizeof(*a));
-        struct audit_report rep;
         char err[512];
         int r;
 
@@ -68,24 +94,7 @@ int audit_open(struct fleetd *f)
                 return r;
         }
         tlog_vkey_format(&a->key.pub, a->vkey, sizeof(a->vkey));
-        r = audit_log_check(f->store, f->cfg.state_dir, &a->key.pub, NULL, 0, &rep);
-        if (r == -EBADMSG) {
-                for (unsigned i = 0; i < rep.n_findings; i++)
-                        log_error("audit record inconsistent with fleetd's own checkpoint (%s): %s",
-                                  audit_finding_name(rep.findings[i].kind), rep.findings[i].text);
-                log_error("refusing to start: the audit record in '%s' is not the one fleetd "
-                          "signed (keep the state directory as evidence; see docs/fleetd.md)",
-                          f->cfg.state_dir);
-                return r;
-        }
-        if (r < 0) {
-                log_error("cannot read the audit record: %s", strerror(-r));
-                return r;
-        }
-        log_info("audit record: %llu entries, consistent with fleetd's checkpoint of %llu; key "
-                 "'%s'",
-                 (unsigned long long)rep.entries, (unsigned long long)rep.largest, a->vkey);
-        return 0;
+        return audit_open_check(f, a);
 }
 
 /* Appends the leaves committed since the last tick; a record that shrank is not followed. */

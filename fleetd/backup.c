@@ -20,6 +20,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/sha256.h"
+#include "common/small_file.h"
 #include "fleetd/api.h"
 #include "fleetd/store.h"
 
@@ -78,13 +79,14 @@ cleanup:
 /* Copies dir/fleetd.db into tmpdir/fleetd.db through a read-only connection of its own. */
 static int backup_copy_db(const char *dir, const char *tmpdir)
 {
-        char src_path[4400], dst_path[4400];
+        char *src_path = small_file_path(dir, STORE_FILE);
+        char *dst_path = small_file_path(tmpdir, STORE_FILE);
         sqlite3 *src = NULL, *dst = NULL;
         sqlite3_backup *b;
         int r = -EIO;
 
-        snprintf(src_path, sizeof(src_path), "%s/%s", dir, STORE_FILE);
-        snprintf(dst_path, sizeof(dst_path), "%s/%s", tmpdir, STORE_FILE);
+        if (!src_path || !dst_path)
+                goto cleanup;
         if (sqlite3_open_v2(src_path, &src, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
             sqlite3_open_v2(dst_path, &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
                 SQLITE_OK)
@@ -102,6 +104,8 @@ cleanup:
         sqlite3_close(src);
         if (r == 0)
                 chmod(dst_path, 0600);
+        free(src_path);
+        free(dst_path);
         return r;
 }
 
@@ -149,20 +153,23 @@ static int backup_collect(const char *dir, struct backup_set *b, char *err, size
                 return -errno;
         }
         while (r == 0 && (e = readdir(d))) {
-                char path[4400];
+                char *path;
                 struct stat st;
                 struct backup_file *bf;
-
                 size_t len = strlen(e->d_name);
+                int lr;
 
                 /* hidden files, the database and its journals, and small_file.c's half-written
                  * ".tmp" files (renamed over the real one when complete) */
                 if (e->d_name[0] == '.' || backup_name_is_db(e->d_name) ||
                     (len > 4 && strcmp(e->d_name + len - 4, ".tmp") == 0))
                         continue;
-                snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-                if (lstat(path, &st) < 0)
+                path = small_file_path(dir, e->d_name);
+                lr = path ? lstat(path, &st) : -1;
+                if (lr < 0) {
+                        free(path);
                         continue;
+                }
                 if (!S_ISREG(st.st_mode) || strlen(e->d_name) > BACKUP_NAME_MAX ||
                     (uint64_t)st.st_size > BACKUP_SMALL_MAX || b->n == BACKUP_FILES_MAX - 1) {
                         json_array_append_new(
@@ -171,6 +178,7 @@ static int backup_collect(const char *dir, struct backup_set *b, char *err, size
                                       S_ISDIR(st.st_mode) ? "a directory (see docs/operations.md)"
                                       : !S_ISREG(st.st_mode) ? "not a regular file"
                                                              : "too large or too many files"));
+                        free(path);
                         continue;
                 }
                 bf = &b->files[b->n];
@@ -180,6 +188,7 @@ static int backup_collect(const char *dir, struct backup_set *b, char *err, size
                         snprintf(err, errsize, "cannot read '%s': %s", path, strerror(-r));
                 else
                         b->n++;
+                free(path);
         }
         closedir(d);
         return r;
@@ -240,31 +249,35 @@ static int backup_emit(int fd, json_t *manifest, const struct backup_set *b)
 
 static void backup_rm_tmp(const char *tmpdir)
 {
-        char path[4400];
         static const char *const names[] = {STORE_FILE, STORE_FILE "-wal", STORE_FILE "-shm",
                                             STORE_FILE "-journal"};
 
         for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-                snprintf(path, sizeof(path), "%s/%s", tmpdir, names[i]);
-                unlink(path);
+                char *path = small_file_path(tmpdir, names[i]);
+
+                if (path)
+                        unlink(path);
+                free(path);
         }
         rmdir(tmpdir);
 }
 
 int backup_write(struct fleetd *f, int fd, char *err, size_t errsize)
 {
-        struct backup_set b = {.left_out = json_array()};
-        char tmpdir[4200], db_path[4300];
+        struct backup_set *b = calloc(1, sizeof(*b)); /* the files' table: not on the stack */
+        char *tmpdir = small_file_path(f->cfg.state_dir, ".backup-XXXXXX"), *db_path;
         json_t *manifest = NULL, *files;
         int r;
 
-        snprintf(tmpdir, sizeof(tmpdir), "%s/.backup-XXXXXX", f->cfg.state_dir);
-        if (!mkdtemp(tmpdir)) {
+        if (!b || !tmpdir || !mkdtemp(tmpdir)) {
+                r = b && tmpdir ? -errno : -ENOMEM;
                 snprintf(err, errsize, "cannot make a directory in '%s': %s", f->cfg.state_dir,
-                         strerror(errno));
-                json_decref(b.left_out);
-                return -errno;
+                         strerror(-r));
+                free(b);
+                free(tmpdir);
+                return r;
         }
+        b->left_out = json_array();
         pthread_mutex_lock(&f->lock);
         manifest =
             json_pack("{s:i, s:s, s:s, s:i, s:s, s:I}", "v", 1, "kind", "totebox-fleetd-backup",
@@ -274,31 +287,36 @@ int backup_write(struct fleetd *f, int fd, char *err, size_t errsize)
         /* the other files first: the audit checkpoint file must not be newer than the copy of
          * the record (fleetd refuses to start on a record shorter than its checkpoint), and one
          * read before the snapshot is older or the same */
-        b.n = 1; /* files[0] is the database, read below */
-        snprintf(b.files[0].name, sizeof(b.files[0].name), "%s", STORE_FILE);
-        r = backup_collect(f->cfg.state_dir, &b, err, errsize);
+        b->n = 1; /* files[0] is the database, read below */
+        snprintf(b->files[0].name, sizeof(b->files[0].name), "%s", STORE_FILE);
+        r = backup_collect(f->cfg.state_dir, b, err, errsize);
         if (r == 0 && (r = backup_copy_db(f->cfg.state_dir, tmpdir)) < 0)
                 snprintf(err, errsize, "cannot copy the state database");
         r = r ?: backup_check_copy(tmpdir, manifest, err, errsize);
-        snprintf(db_path, sizeof(db_path), "%s/%s", tmpdir, STORE_FILE);
+        db_path = small_file_path(tmpdir, STORE_FILE);
+        if (r == 0 && !db_path)
+                r = -ENOMEM;
         if (r == 0) {
-                r = backup_read_file(db_path, BACKUP_DB_MAX, &b.files[0].data, &b.files[0].size);
+                r = backup_read_file(db_path, BACKUP_DB_MAX, &b->files[0].data, &b->files[0].size);
                 if (r < 0)
                         snprintf(err, errsize, "cannot read the copy: %s", strerror(-r));
         }
         files = json_array();
-        for (size_t i = 0; r == 0 && i < b.n; i++)
-                json_array_append_new(files, backup_file_entry(&b.files[i]));
+        for (size_t i = 0; r == 0 && i < b->n; i++)
+                json_array_append_new(files, backup_file_entry(&b->files[i]));
         json_object_set_new(manifest, "files", files);
-        json_object_set(manifest, "left_out", b.left_out);
+        json_object_set(manifest, "left_out", b->left_out);
         if (r == 0) {
-                r = backup_emit(fd, manifest, &b);
+                r = backup_emit(fd, manifest, b);
                 if (r < 0)
                         snprintf(err, errsize, "cannot write the archive: %s", strerror(-r));
         }
         json_decref(manifest);
-        backup_set_done(&b);
+        backup_set_done(b);
+        free(b);
         backup_rm_tmp(tmpdir);
+        free(db_path);
+        free(tmpdir);
         return r;
 }
 

@@ -341,10 +341,12 @@ static void dispatch_poll_verifications(struct fleetd *f, uint64_t now)
  * after another, each outcome applied as soon as its call returns. Returns how many calls. */
 static size_t dispatch_node_round(struct fleetd *f, const char *node_id, uint64_t now)
 {
-        struct dispatch_job jobs[DISPATCH_BATCH];
+        struct dispatch_job *jobs = calloc(DISPATCH_BATCH, sizeof(*jobs)); /* 8 KiB */
         struct fleet_node *node;
         size_t n = 0, k = 0;
 
+        if (!jobs)
+                return 0; /* the next round tries again */
         pthread_mutex_lock(&f->lock);
         node = f->stopping ? NULL : node_table_find(&f->table, node_id);
         if (node)
@@ -367,6 +369,7 @@ static size_t dispatch_node_round(struct fleetd *f, const char *node_id, uint64_
                 dispatch_apply_fetch(f, jobs, now);
                 dispatch_jobs_free(jobs, 1);
         }
+        free(jobs);
         return n + k;
 }
 

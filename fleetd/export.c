@@ -303,15 +303,22 @@ static json_t *import_plan_json(const struct import_plan *p)
 static int import_consistent(struct fleetd *f, const char *vm_id, const char *note,
                              struct plan_outcome *o, uint64_t *ret_size)
 {
-        char held[EXPORT_NOTE_MAX], key[64];
+        char *held = malloc(EXPORT_NOTE_MAX), key[64]; /* 8 KiB: not on the stack */
         struct tlog_checkpoint h, c;
         uint8_t pk[STH_PUBLIC_KEY_LEN];
         uint64_t hs = 0;
         size_t n = 0;
+        int r;
 
-        if (vault_witness_held(f, vm_id, held, sizeof(held), &hs) < 0 ||
-            vault_witness_rehome(f, vm_id, NULL, key) < 0 ||
-            tlog_checkpoint_open_unverified(held, strlen(held), &h) < 0) {
+        r = !held                                                          ? -ENOMEM
+            : vault_witness_held(f, vm_id, held, EXPORT_NOTE_MAX, &hs) < 0 ? -ENOENT
+                                                                           : 0;
+        if (r == 0 && vault_witness_rehome(f, vm_id, NULL, key) < 0)
+                r = -ENOENT;
+        if (r == 0 && tlog_checkpoint_open_unverified(held, strlen(held), &h) < 0)
+                r = -EINVAL;
+        free(held);
+        if (r < 0) {
                 outcome_fail(o, -ENOENT, "no-witnessed-checkpoint",
                              "fleetd holds no checkpoint of VM '%s''s vault to check the "
                              "export against",
@@ -421,7 +428,7 @@ void import_plan(struct fleetd *f, const char *body, size_t len, const char *act
         static const char *const fields[] = {"file", "node", NULL};
         struct json_input_error jerr = {{0}};
         struct import_plan p = {0};
-        struct export_task t = {0};
+        struct export_task *t = calloc(1, sizeof(*t)); /* 8 KiB note: not on the stack */
         json_t *in = json_input_parse(body, len, 4096, 2, &jerr), *a = NULL, *req;
         const char *file = NULL, *vm_id, *note;
         int r = in ? 0 : -EINVAL;
@@ -433,16 +440,22 @@ void import_plan(struct fleetd *f, const char *body, size_t len, const char *act
         if (r < 0) {
                 outcome_fail(o, -EINVAL, "bad-request", "%s", jerr.text);
                 json_decref(in);
+                free(t);
                 return;
         }
         snprintf(p.file, sizeof(p.file), "%s", file);
         json_decref(in);
-        if (import_node_address(f, p.node, &t) < 0) {
-                outcome_fail(o, -ENOENT, "unknown-node", "no node '%s' in the roster", p.node);
+        if (!t || import_node_address(f, p.node, t) < 0) {
+                if (t)
+                        outcome_fail(o, -ENOENT, "unknown-node", "no node '%s' in the roster",
+                                     p.node);
+                else
+                        outcome_fail(o, -ENOMEM, "out-of-memory", "out of memory");
+                free(t);
                 return;
         }
         req = json_pack("{s:s}", "file", p.file);
-        a = req ? export_call(f, &t, "/v1/imports/inspect", req, o) : NULL;
+        a = req ? export_call(f, t, "/v1/imports/inspect", req, o) : NULL;
         json_decref(req);
         vm_id = json_string_value(json_object_get(json_object_get(a, "manifest"), "vm_id"));
         note = json_string_value(json_object_get(a, "checkpoint"));
@@ -462,6 +475,7 @@ void import_plan(struct fleetd *f, const char *body, size_t len, const char *act
                 log_warn("import of '%s' on node '%s' refused (by '%s'): %s", p.file, p.node, actor,
                          o->detail);
         json_decref(a);
+        free(t);
 }
 
 /* The create request for the new node, with a pin for it (under f->lock). */
@@ -513,14 +527,15 @@ static int import_repin(struct fleetd *f, const struct import_plan *p, const cha
 
 static void import_retire_old(struct fleetd *f, const struct import_plan *p)
 {
-        struct export_task t = {0};
+        struct export_task *t = calloc(1, sizeof(*t));
         struct plan_outcome o = {0};
         char path[160];
         json_t *body = json_object(), *a = NULL;
 
         snprintf(path, sizeof(path), "/v1/vms/%s/archive", p->vm_id);
-        if (import_node_address(f, p->from_node, &t) == 0)
-                a = export_call(f, &t, path, body, &o);
+        if (t && import_node_address(f, p->from_node, t) == 0)
+                a = export_call(f, t, path, body, &o);
+        free(t);
         if (a)
                 log_info("VM '%s' archived on its old node '%s': it never starts there again",
                          p->vm_id, p->from_node);
@@ -536,7 +551,7 @@ static void import_retire_old(struct fleetd *f, const struct import_plan *p)
 static void import_run(struct fleetd *f, void *arg, const char *actor, struct plan_outcome *o)
 {
         struct import_plan *p = arg;
-        struct export_task t = {0};
+        struct export_task *t = calloc(1, sizeof(*t));
         json_t *create, *body = NULL, *a = NULL;
 
         memset(o, 0, sizeof(*o));
@@ -544,11 +559,12 @@ static void import_run(struct fleetd *f, void *arg, const char *actor, struct pl
         create =
             import_vm_check(f, p->vm_id, p->node, NULL, o) == 0 ? import_create_req(f, p) : NULL;
         pthread_mutex_unlock(&f->lock);
-        if (create && import_node_address(f, p->node, &t) == 0)
+        if (create && t && import_node_address(f, p->node, t) == 0)
                 body = json_pack("{s:s, s:o}", "file", p->file, "create", create);
         else
                 json_decref(create);
-        a = body ? export_call(f, &t, "/v1/imports", body, o) : NULL;
+        a = body ? export_call(f, t, "/v1/imports", body, o) : NULL;
+        free(t);
         if (!a && !o->problem)
                 outcome_fail(o, -EBUSY, "import-refused", "VM '%s' cannot be imported now",
                              p->vm_id);

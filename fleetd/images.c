@@ -20,6 +20,7 @@
 #include "common/clock.h"
 #include "common/json_input.h"
 #include "common/log.h"
+#include "common/small_file.h"
 #include "fleetd/api.h"
 #include "fleetd/store.h"
 
@@ -95,22 +96,31 @@ static void images_staged_path(const struct fleetd *f, const char *name, const c
         snprintf(buf, size, "%s/images/.staged-%s-%s", f->cfg.state_dir, name, hex);
 }
 
+/* The staging directory and a staged file's path: 8.6 KiB, malloc'd rather than in a frame. */
+#define IMAGES_STAGED_MAX 4400
+struct images_paths {
+        char dir[4200], staged[IMAGES_STAGED_MAX];
+};
+
 int images_start(struct fleetd *f)
 {
-        char dir[4200];
+        char *dir;
+        int r = 0;
 
         f->images = calloc(1, sizeof(*f->images));
         if (!f->images)
                 return -ENOMEM;
         pthread_mutex_init(&f->images->lock, NULL);
         pthread_cond_init(&f->images->idle, NULL);
-        images_dir(f, dir, sizeof(dir));
+        dir = small_file_path(f->cfg.state_dir, "images");
+        if (!dir)
+                return -ENOMEM;
         if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
-                log_error("cannot create the image staging directory '%s': %s", dir,
-                          strerror(errno));
-                return -errno;
+                r = -errno;
+                log_error("cannot create the image staging directory '%s': %s", dir, strerror(-r));
         }
-        return 0;
+        free(dir);
+        return r;
 }
 
 static void images_push_free(struct image_push *p)
@@ -743,16 +753,15 @@ static void images_offset_problem(struct api_response *resp, const struct image_
 }
 
 /* Opens the staging file, or finds the complete one. */
-static bool images_stage_open(struct fleetd *f, struct image_stage *s, uint64_t offset,
-                              struct api_response *resp)
+static bool images_stage_open_in(struct fleetd *f, struct image_stage *s, uint64_t offset,
+                                 struct api_response *resp, struct images_paths *pp)
 {
-        char dir[4200], staged[4400];
         struct stat st;
         uint64_t held = 0;
         int r;
 
-        images_staged_path(f, s->name, s->sha256, staged, sizeof(staged));
-        if (lstat(staged, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size == s->size) {
+        images_staged_path(f, s->name, s->sha256, pp->staged, sizeof(pp->staged));
+        if (lstat(pp->staged, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size == s->size) {
                 if (offset != s->size) {
                         images_offset_problem(resp, s, s->size, offset);
                         return false;
@@ -760,8 +769,8 @@ static bool images_stage_open(struct fleetd *f, struct image_stage *s, uint64_t 
                 s->staged = true;
                 return true;
         }
-        images_dir(f, dir, sizeof(dir));
-        r = image_partial_open(&s->part, dir, s->name, s->sha256, s->size, offset, &held);
+        images_dir(f, pp->dir, sizeof(pp->dir));
+        r = image_partial_open(&s->part, pp->dir, s->name, s->sha256, s->size, offset, &held);
         if (r == -ERANGE)
                 images_offset_problem(resp, s, held, offset);
         else if (r == -EBUSY)
@@ -771,6 +780,19 @@ static bool images_stage_open(struct fleetd *f, struct image_stage *s, uint64_t 
                 api_fail(resp, -EIO, "staging-failed", "cannot stage image '%s': %s", s->name,
                          strerror(-r));
         return r == 0;
+}
+
+static bool images_stage_open(struct fleetd *f, struct image_stage *s, uint64_t offset,
+                              struct api_response *resp)
+{
+        struct images_paths *pp = malloc(sizeof(*pp));
+        bool ok = pp && images_stage_open_in(f, s, offset, resp, pp);
+
+        if (!pp)
+                api_fail(resp, -ENOMEM, "staging-failed", "cannot stage image '%s': %s", s->name,
+                         strerror(ENOMEM));
+        free(pp);
+        return ok;
 }
 
 static int images_stage_feed(void *state, const char *data, size_t n)
@@ -792,7 +814,7 @@ static int images_stage_feed(void *state, const char *data, size_t n)
 static void images_stage_end(void *state, struct api_request *req, struct api_response *resp)
 {
         struct image_stage *s = state;
-        char got[IMAGE_TRANSFER_HEX_LEN + 1] = "", staged[4400];
+        char got[IMAGE_TRANSFER_HEX_LEN + 1] = "", *staged = NULL;
         int r;
 
         if (s->fail_err) {
@@ -819,12 +841,17 @@ static void images_stage_end(void *state, struct api_request *req, struct api_re
                         json_object_set_new(resp->body, "received_sha256", json_string(got));
                         return;
                 }
-                images_staged_path(req->f, s->name, s->sha256, staged, sizeof(staged));
+                if (r == 0 && !(staged = malloc(IMAGES_STAGED_MAX)))
+                        r = -ENOMEM;
+                if (r == 0)
+                        images_staged_path(req->f, s->name, s->sha256, staged, IMAGES_STAGED_MAX);
                 if (r < 0 || rename(s->part.path, staged) < 0) {
                         api_fail(resp, -EIO, "staging-failed", "cannot stage image '%s': %s",
                                  s->name, strerror(r < 0 ? -r : errno));
+                        free(staged);
                         return;
                 }
+                free(staged);
                 image_partial_close(&s->part);
         }
         if (images_push_start(req->f, s, resp)) { /* the operation that follows the push */
@@ -891,7 +918,7 @@ void api_images_upload_put(struct api_request *req, struct api_response *resp)
 
 void api_images_upload_get(struct api_request *req, struct api_response *resp)
 {
-        char dir[4200], staged[4400];
+        struct images_paths *pp = NULL;
         const char *hex = NULL;
         struct stat st;
         uint64_t held;
@@ -910,10 +937,16 @@ void api_images_upload_get(struct api_request *req, struct api_response *resp)
                 api_fail(resp, -EINVAL, "invalid-query", "query 'sha256' is needed");
                 return;
         }
-        images_dir(req->f, dir, sizeof(dir));
-        images_staged_path(req->f, req->params[0], hex, staged, sizeof(staged));
-        complete = lstat(staged, &st) == 0 && S_ISREG(st.st_mode);
-        held = complete ? (uint64_t)st.st_size : image_partial_held(dir, req->params[0], hex);
+        pp = malloc(sizeof(*pp));
+        if (!pp) {
+                api_fail(resp, -ENOMEM, "out-of-memory", "out of memory");
+                return;
+        }
+        images_dir(req->f, pp->dir, sizeof(pp->dir));
+        images_staged_path(req->f, req->params[0], hex, pp->staged, sizeof(pp->staged));
+        complete = lstat(pp->staged, &st) == 0 && S_ISREG(st.st_mode);
+        held = complete ? (uint64_t)st.st_size : image_partial_held(pp->dir, req->params[0], hex);
+        free(pp);
         api_ok(resp, json_pack("{s:s, s:s, s:I, s:b}", "name", req->params[0], "sha256", hex,
                                "upload_offset", (json_int_t)held, "complete", complete));
 }

@@ -14,36 +14,39 @@
 
 #include "common/log.h"
 #include "common/pin.h"
+#include "common/small_file.h"
 #include "common/wg.h"
 #include "fleetd/fleetd.h"
 
 static int pin_key_write_public(const char *dir, const char *b64)
 {
-        char path[PATH_MAX], tmp[PATH_MAX + 8];
-        int fd, r = 0;
+        char *path = small_file_path(dir, "pin.pub"), *tmp = small_file_path(dir, "pin.pub.tmp");
+        int fd = -1, r = 0;
 
-        if (snprintf(path, sizeof(path), "%s/pin.pub", dir) >= (int)sizeof(path))
-                return -ENAMETOOLONG;
-        snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
-        if (fd < 0)
-                return -errno;
-        if (dprintf(fd, "%s\n", b64) < 0 || fsync(fd) < 0)
-                r = -EIO;
-        close(fd);
-        if (r == 0 && rename(tmp, path) < 0)
+        if (!path || !tmp)
+                r = -ENOMEM;
+        else if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644)) < 0)
                 r = -errno;
+        if (fd >= 0) {
+                if (dprintf(fd, "%s\n", b64) < 0 || fsync(fd) < 0)
+                        r = -EIO;
+                close(fd);
+                if (r == 0 && rename(tmp, path) < 0)
+                        r = -errno;
+        }
+        free(path);
+        free(tmp);
         return r;
 }
 
 int pin_key_open(struct fleetd *f)
 {
         uint8_t seed[32], pk[32];
-        char path[PATH_MAX];
+        char *path = small_file_path(f->cfg.state_dir, "pin.key");
         int r;
 
-        if (snprintf(path, sizeof(path), "%s/pin.key", f->cfg.state_dir) >= (int)sizeof(path))
-                return -ENAMETOOLONG;
+        if (!path)
+                return -ENOMEM;
         r = wg_key_load(path, seed); /* the same file format: base64 of 32 bytes, 0600 */
         if (r == -ENOENT) {
                 randombytes_buf(seed, sizeof(seed));
@@ -54,8 +57,10 @@ int pin_key_open(struct fleetd *f)
         if (r < 0) {
                 log_error("cannot load or make the pin key '%s': %s", path, strerror(-r));
                 sodium_memzero(seed, sizeof(seed));
+                free(path);
                 return r;
         }
+        free(path);
         crypto_sign_seed_keypair(pk, f->pin_sk, seed);
         sodium_memzero(seed, sizeof(seed));
         sodium_bin2base64(f->pin_pk, sizeof(f->pin_pk), pk, sizeof(pk),

@@ -22,6 +22,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/small_file.h"
 #include "common/sth.h"
 #include "common/witness_key.h"
 #include "fleetd/store.h"
@@ -62,13 +63,18 @@ static int vw_rank_of(const char *state)
 
 int vault_witness_open(struct fleetd *f)
 {
-        char path[4200], name[TLOG_NAME_MAX + 1], err[4400];
+        /* the message names the path: 1 KiB of it is enough for a log line */
+        char *path = small_file_path(f->cfg.state_dir, "vault-witness.key");
+        char name[TLOG_NAME_MAX + 1], err[1024] = "out of memory";
+        int r;
 
-        snprintf(path, sizeof(path), "%s/vault-witness.key", f->cfg.state_dir);
         snprintf(name, sizeof(name), "totebox.fleet/%s",
                  f->table.roster && f->table.roster->fleet_id[0] ? f->table.roster->fleet_id
                                                                  : "fleet");
-        if (witness_key_load(path, name, true, &f->vault_witness, err, sizeof(err)) < 0) {
+        r = path ? witness_key_load(path, name, true, &f->vault_witness, err, sizeof(err))
+                 : -ENOMEM;
+        free(path);
+        if (r < 0) {
                 log_error("%s; fleetd cosigns no vault checkpoint", err);
                 return -EIO;
         }

@@ -49,29 +49,15 @@ int pair_state_mkdir(const char *dir)
         return chmod(dir, 0711) < 0 ? -errno : 0; /* traverse only: fleetd reads roster.json */
 }
 
-/* Writes buf to dir/name atomically with the given mode. */
+/* Writes buf to dir/name atomically with the given mode (small_file_write: a temporary file,
+ * fsync'd, renamed over the old one). */
 static int pair_state_write(const char *dir, const char *name, const char *buf, size_t len,
                             mode_t mode)
 {
-        char path[PATH_MAX], tmp[PATH_MAX];
-        int fd = -1, ret = 0;
+        char *path = small_file_path(dir, name);
+        int ret = path ? small_file_write(path, buf, len, mode) : -ENOMEM;
 
-        if (pair_state_path(dir, name, path, sizeof(path)) < 0 ||
-            snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
-                return -ENAMETOOLONG;
-        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
-        if (fd < 0)
-                return -errno;
-        if (fchmod(fd, mode) < 0 || write(fd, buf, len) != (ssize_t)len || fsync(fd) < 0) {
-                ret = errno ? -errno : -EIO;
-                goto cleanup;
-        }
-        if (rename(tmp, path) < 0)
-                ret = -errno;
-cleanup:
-        close(fd);
-        if (ret < 0)
-                unlink(tmp);
+        free(path);
         return ret;
 }
 
@@ -89,8 +75,12 @@ static int pair_state_read(const char *dir, const char *name, bool secret, char 
         fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
         if (fd < 0)
                 return -errno;
-        if (fstat(fd, &st) < 0 || (secret && ((st.st_mode & 077) || st.st_uid != geteuid()))) {
-                ret = errno ? -errno : -EPERM;
+        if (fstat(fd, &st) < 0) {
+                ret = -errno;
+                goto cleanup;
+        }
+        if (secret && ((st.st_mode & 077) || st.st_uid != geteuid())) {
+                ret = -EPERM; /* not errno: it holds whatever an earlier call left there */
                 goto cleanup;
         }
         n = read(fd, buf, max - 1);

@@ -185,16 +185,26 @@ static char *chan_witness_path(struct vmhost *vh, const char *id)
         return asprintf(&p, "%s/integrity/%s.witness.json", vh->cfg.state_dir, id) < 0 ? NULL : p;
 }
 
+/* o into path through path.tmp and a rename. */
+static int chan_dump(json_t *o, const char *path)
+{
+        char *tmp = NULL;
+        int r;
+
+        if (asprintf(&tmp, "%s.tmp", path) < 0)
+                return -ENOMEM;
+        r = json_dump_file(o, tmp, JSON_COMPACT) == 0 && rename(tmp, path) == 0 ? 0 : -EIO;
+        free(tmp);
+        return r;
+}
+
 static void chan_save_witness(struct vmhost *vh, struct agent_chan *c)
 {
-        char *path = chan_witness_path(vh, c->id), tmp[4400];
+        char *path = chan_witness_path(vh, c->id);
         json_t *o = integrity_witness_save(&c->in);
 
-        if (path && o) {
-                snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-                if (json_dump_file(o, tmp, JSON_COMPACT) != 0 || rename(tmp, path) != 0)
-                        log_warn("VM '%s': cannot keep its witness state in '%s'", c->id, path);
-        }
+        if (path && o && chan_dump(o, path) < 0)
+                log_warn("VM '%s': cannot keep its witness state in '%s'", c->id, path);
         json_decref(o);
         free(path);
 }
@@ -212,14 +222,10 @@ static void chan_load_witness(struct vmhost *vh, struct agent_chan *c)
 
 static void chan_save_mismatches(struct vmhost *vh, struct agent_chan *c)
 {
-        char *path = chan_integrity_path(vh, c->id), tmp[4400];
+        char *path = chan_integrity_path(vh, c->id);
 
-        if (path) {
-                snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-                if (json_dump_file(c->in.mismatches, tmp, JSON_COMPACT) != 0 ||
-                    rename(tmp, path) != 0)
-                        log_warn("VM '%s': cannot keep its mismatches in '%s'", c->id, path);
-        }
+        if (path && chan_dump(c->in.mismatches, path) < 0)
+                log_warn("VM '%s': cannot keep its mismatches in '%s'", c->id, path);
         free(path);
 }
 
@@ -384,8 +390,8 @@ static void chan_close(struct agent_chan *c)
 /* Reads what arrived on fd (with state_lock held: the channel may close meanwhile). */
 static bool chan_io(struct vmhost *vh, int fd)
 {
+        static char data[8192]; /* guarded by state_lock, which every caller holds */
         struct agent_chan *c;
-        char data[8192];
         ssize_t n;
         bool dirty;
 

@@ -54,9 +54,14 @@ struct witness_push {
         size_t proof_len;
 };
 
-static void witness_path(const struct vmhost *vh, const char *name, char *buf, size_t size)
+/* state_dir/NAME[/FILE] (malloc'd; NULL without memory): paths stay out of the frames. */
+static char *witness_path(const struct vmhost *vh, const char *name, const char *file)
 {
-        snprintf(buf, size, "%s/%s", vh->cfg.state_dir, name);
+        char *p = NULL;
+
+        if (asprintf(&p, "%s/%s%s%s", vh->cfg.state_dir, name, file ? "/" : "", file ?: "") < 0)
+                return NULL;
+        return p;
 }
 
 static char *witness_read(const char *path, size_t max, size_t *ret_len)
@@ -75,17 +80,18 @@ static int witness_write(const char *path, const char *text)
  * is logged (it cannot be trusted, and refusing every push would blind the witness). */
 static void witness_load(const struct vmhost *vh, struct witness_held *h)
 {
-        char path[4200];
+        char *path = witness_path(vh, WITNESS_FILE, NULL);
         size_t len = 0;
         char *text;
         json_t *o;
         const char *vkey, *note;
 
         memset(h, 0, sizeof(*h));
-        witness_path(vh, WITNESS_FILE, path, sizeof(path));
-        text = witness_read(path, WITNESS_STATE_MAX, &len);
-        if (!text)
+        text = path ? witness_read(path, WITNESS_STATE_MAX, &len) : NULL;
+        if (!text) {
+                free(path);
                 return;
+        }
         o = json_loadb(text, len, 0, NULL);
         free(text);
         vkey = json_string_value(json_object_get(o, "key"));
@@ -102,6 +108,7 @@ static void witness_load(const struct vmhost *vh, struct witness_held *h)
         } else
                 log_error("'%s' does not hold a verifiable audit checkpoint; ignored", path);
         json_decref(o);
+        free(path);
 }
 
 static void witness_held_done(struct witness_held *h)
@@ -115,7 +122,7 @@ static void witness_held_done(struct witness_held *h)
 static int witness_store(const struct vmhost *vh, const struct witness_held *h,
                          const struct witness_push *w)
 {
-        char path[4200], *text;
+        char *path, *text;
         json_t *proof = json_array(), *o;
         int r;
 
@@ -134,21 +141,22 @@ static int witness_store(const struct vmhost *vh, const struct witness_held *h,
         json_decref(o);
         if (!text)
                 return -ENOMEM;
-        witness_path(vh, WITNESS_FILE, path, sizeof(path));
-        r = witness_write(path, text);
+        path = witness_path(vh, WITNESS_FILE, NULL);
+        r = path ? witness_write(path, text) : -ENOMEM;
+        free(path);
         free(text);
         return r;
 }
 
 static unsigned witness_evidence_count(const struct vmhost *vh)
 {
-        char path[4200];
+        char *path = witness_path(vh, WITNESS_EVIDENCE, NULL);
         struct dirent *e;
         unsigned n = 0;
         DIR *d;
 
-        witness_path(vh, WITNESS_EVIDENCE, path, sizeof(path));
-        d = opendir(path);
+        d = path ? opendir(path) : NULL;
+        free(path);
         while (d && (e = readdir(d)))
                 if (strstr(e->d_name, ".json") && !strstr(e->d_name, ".tmp"))
                         n++;
@@ -161,7 +169,7 @@ static unsigned witness_evidence_count(const struct vmhost *vh)
 static void witness_keep(const struct vmhost *vh, const struct witness_held *h, const char *body,
                          size_t len, const char *reason)
 {
-        char dir[4200], path[4400], *text;
+        char *dir, *path, *text, file[64];
         unsigned n = witness_evidence_count(vh);
         uint64_t now = clock_realtime_ms();
         json_t *o;
@@ -172,18 +180,23 @@ static void witness_keep(const struct vmhost *vh, const struct witness_held *h, 
                           reason, n);
                 return;
         }
-        witness_path(vh, WITNESS_EVIDENCE, dir, sizeof(dir));
-        if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+        dir = witness_path(vh, WITNESS_EVIDENCE, NULL);
+        if (!dir || (mkdir(dir, 0700) < 0 && errno != EEXIST)) {
+                free(dir);
                 return;
-        snprintf(path, sizeof(path), "%s/%013llu-%03u.json", dir, (unsigned long long)now, n);
+        }
+        free(dir);
+        snprintf(file, sizeof(file), "%013llu-%03u.json", (unsigned long long)now, n);
+        path = witness_path(vh, WITNESS_EVIDENCE, file);
         o = json_pack("{s:i, s:s, s:I, s:s#, s:o}", "v", 1, "reason", reason, "received_ms",
                       (json_int_t)now, "body", body, (int)len, "held",
                       h->have ? json_string(h->note) : json_null());
         text = o ? json_dumps(o, JSON_COMPACT) : NULL;
         json_decref(o);
-        if (!text || witness_write(path, text) < 0)
-                log_error("cannot keep the refused audit checkpoint in '%s'", path);
+        if (!text || !path || witness_write(path, text) < 0)
+                log_error("cannot keep the refused audit checkpoint in '%s'", path ?: file);
         free(text);
+        free(path);
 }
 
 static int witness_parse_proof(json_t *arr, struct witness_push *w, struct json_input_error *e)
@@ -309,25 +322,28 @@ static int witness_decide_held(struct vmhost *vh, const struct witness_held *h,
 static int witness_decide(struct vmhost *vh, struct witness_push *w, const char *body, size_t len,
                           struct vm_problem *p)
 {
-        struct witness_held h;
+        struct witness_held *h = malloc(sizeof(*h)); /* 8 KiB: not on the stack */
         int r;
 
-        witness_load(vh, &h);
-        r = witness_decide_held(vh, &h, w, body, len, p);
-        witness_held_done(&h);
+        if (!h)
+                return vms_problem(p, -ENOMEM, "internal", "out of memory");
+        witness_load(vh, h);
+        r = witness_decide_held(vh, h, w, body, len, p);
+        witness_held_done(h);
+        free(h);
         return r;
 }
 
 /* The newest pieces of evidence, newest first. */
 static json_t *witness_evidence_json(const struct vmhost *vh)
 {
-        char dir[4200], path[4500];
+        char *dir = witness_path(vh, WITNESS_EVIDENCE, NULL), *path;
         struct dirent **names = NULL;
         json_t *a = json_array();
         int n, shown = 0;
 
-        witness_path(vh, WITNESS_EVIDENCE, dir, sizeof(dir));
-        n = scandir(dir, &names, NULL, alphasort);
+        n = dir ? scandir(dir, &names, NULL, alphasort) : -1;
+        free(dir);
         for (int i = n - 1; i >= 0; i--) {
                 size_t len = 0;
                 char *text = NULL;
@@ -335,8 +351,9 @@ static json_t *witness_evidence_json(const struct vmhost *vh)
 
                 if (shown < WITNESS_SHOW_MAX && strstr(names[i]->d_name, ".json") &&
                     !strstr(names[i]->d_name, ".tmp")) {
-                        snprintf(path, sizeof(path), "%s/%s", dir, names[i]->d_name);
-                        text = witness_read(path, 4 * WITNESS_STATE_MAX, &len);
+                        path = witness_path(vh, WITNESS_EVIDENCE, names[i]->d_name);
+                        text = path ? witness_read(path, 4 * WITNESS_STATE_MAX, &len) : NULL;
+                        free(path);
                 }
                 o = text ? json_loadb(text, len, 0, NULL) : NULL;
                 body = o ? json_loads(json_string_value(json_object_get(o, "body")) ?: "", 0, NULL)
@@ -360,21 +377,24 @@ static json_t *witness_evidence_json(const struct vmhost *vh)
 
 json_t *audit_witness_state(struct vmhost *vh)
 {
-        struct witness_held h;
+        struct witness_held *h = malloc(sizeof(*h)); /* 8 KiB: not on the stack */
         json_t *o;
 
+        if (!h)
+                return NULL;
         pthread_mutex_lock(&witness_lock);
-        witness_load(vh, &h);
+        witness_load(vh, h);
         o = json_pack("{s:i, s:s, s:o, s:o, s:o, s:o, s:O, s:O, s:i, s:o}", "v", 1, "node",
-                      vh->cfg.node_id, "key", h.have ? json_string(h.vkey) : json_null(),
-                      "checkpoint", h.have ? json_string(h.note) : json_null(), "size",
-                      h.have ? json_integer((json_int_t)h.cp.size) : json_null(), "received_ms",
-                      h.have ? json_integer((json_int_t)h.received_ms) : json_null(), "previous",
-                      h.previous ? h.previous : json_null(), "proof",
-                      h.proof ? h.proof : json_null(), "refused_total",
+                      vh->cfg.node_id, "key", h->have ? json_string(h->vkey) : json_null(),
+                      "checkpoint", h->have ? json_string(h->note) : json_null(), "size",
+                      h->have ? json_integer((json_int_t)h->cp.size) : json_null(), "received_ms",
+                      h->have ? json_integer((json_int_t)h->received_ms) : json_null(), "previous",
+                      h->previous ? h->previous : json_null(), "proof",
+                      h->proof ? h->proof : json_null(), "refused_total",
                       (int)witness_evidence_count(vh), "refused", witness_evidence_json(vh));
-        witness_held_done(&h);
+        witness_held_done(h);
         pthread_mutex_unlock(&witness_lock);
+        free(h);
         return o;
 }
 

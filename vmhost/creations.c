@@ -19,27 +19,32 @@
 
 #define CREATIONS_FILE "creations"
 
-static int creations_path(const struct vmhost *vh, const char *suffix, char *buf, size_t size)
+/* state_dir/creations SUFFIX, malloc'd (NULL without memory): no path buffer in the frames. */
+static char *creations_path(const struct vmhost *vh, const char *suffix)
 {
-        int n = snprintf(buf, size, "%s/%s%s", vh->cfg.state_dir, CREATIONS_FILE, suffix);
+        char *p = NULL;
 
-        return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
+        if (asprintf(&p, "%s/%s%s", vh->cfg.state_dir, CREATIONS_FILE, suffix) < 0)
+                return NULL;
+        return p;
 }
 
 /* Reads the stored value; a missing file is 0, anything but digits and a newline is refused. */
 static int creations_read(const struct vmhost *vh, uint64_t *ret)
 {
-        char path[4200], buf[32];
+        char *path = creations_path(vh, ""), buf[32];
         uint64_t v = 0;
         ssize_t n;
-        int fd, r = creations_path(vh, "", path, sizeof(path));
+        int fd, r;
 
-        if (r < 0)
-                return r;
+        if (!path)
+                return -ENOMEM;
         fd = open(path, O_RDONLY | O_CLOEXEC);
+        r = fd < 0 ? -errno : 0;
+        free(path);
         if (fd < 0) {
-                if (errno != ENOENT)
-                        return -errno;
+                if (r != -ENOENT)
+                        return r;
                 *ret = 0;
                 return 0;
         }
@@ -65,16 +70,13 @@ static int creations_read(const struct vmhost *vh, uint64_t *ret)
 }
 
 /* Writes v durably: a new file, fsync, rename over the old one, fsync of the directory. */
-static int creations_write(const struct vmhost *vh, uint64_t v)
+static int creations_write_via(const struct vmhost *vh, const char *path, const char *tmp,
+                               uint64_t v)
 {
-        char path[4200], tmp[4200], buf[32];
+        char buf[32];
         int len = snprintf(buf, sizeof(buf), "%llu\n", (unsigned long long)v);
-        int fd, dfd, r;
+        int fd, dfd, r = 0;
 
-        r = creations_path(vh, "", path, sizeof(path));
-        r = r ?: creations_path(vh, ".new", tmp, sizeof(tmp));
-        if (r < 0)
-                return r;
         fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
         if (fd < 0)
                 return -errno;
@@ -93,6 +95,16 @@ static int creations_write(const struct vmhost *vh, uint64_t v)
                 return -errno;
         r = fsync(dfd) < 0 ? -errno : 0;
         close(dfd);
+        return r;
+}
+
+static int creations_write(const struct vmhost *vh, uint64_t v)
+{
+        char *path = creations_path(vh, ""), *tmp = creations_path(vh, ".new");
+        int r = path && tmp ? creations_write_via(vh, path, tmp, v) : -ENOMEM;
+
+        free(path);
+        free(tmp);
         return r;
 }
 

@@ -358,36 +358,43 @@ static int export_parse(const char *body, size_t len, json_t **ret_o, json_t **r
 int export_write(struct vmhost *vh, const char *id, const char *body, size_t len, json_t **ret,
                  struct vm_problem *p)
 {
-        struct export_job j = {.vh = vh, .disk_fd = -1, .out_fd = -1};
+        struct export_job *j; /* 17 KiB of paths: on the heap */
         json_t *o = NULL, *record = NULL;
         const char *note = NULL;
         int r = export_parse(body, len, &o, &record, &note, p);
 
         if (r < 0)
                 return r;
-        snprintf(j.vm_id, sizeof(j.vm_id), "%s", id);
+        j = malloc(sizeof(*j));
+        if (!j) {
+                json_decref(o);
+                return vms_problem(p, -ENOMEM, "internal", "out of memory");
+        }
+        *j = (struct export_job){.vh = vh, .disk_fd = -1, .out_fd = -1};
+        snprintf(j->vm_id, sizeof(j->vm_id), "%s", id);
         pthread_mutex_lock(&vh->ops_lock);
         r = export_check_vm(vh, id, p);
-        r = r ?: export_open(&j, p);
-        if (r == 0 && export_build_head(&j, record, note, j.mtime_s) < 0)
+        r = r ?: export_open(j, p);
+        if (r == 0 && export_build_head(j, record, note, j->mtime_s) < 0)
                 r = vms_problem(p, -EIO, "export-failed", "cannot read the vault disk '%s'",
-                                j.disk);
+                                j->disk);
         if (r == 0) {
-                sha256_init(&j.sha);
-                crypto_generichash_init(&j.b2, NULL, 0, 32);
-                if ((r = export_stream(&j)) < 0)
+                sha256_init(&j->sha);
+                crypto_generichash_init(&j->b2, NULL, 0, 32);
+                if ((r = export_stream(j)) < 0)
                         r = vms_problem(p, -ENOSPC, "export-failed", "cannot write '%s': %s",
-                                        j.part, strerror(-r));
+                                        j->part, strerror(-r));
         }
-        r = r ?: export_finish(&j, ret, p);
+        r = r ?: export_finish(j, ret, p);
         pthread_mutex_unlock(&vh->ops_lock);
         if (r == 0)
                 log_info("VM '%s': exported to '%s' (%" PRIu64 " bytes, %" PRIu64 " kept from a "
                          "partial file)",
-                         id, j.final, j.total, j.resumed);
+                         id, j->final, j->total, j->resumed);
         else
                 log_warn("VM '%s': export refused: %s: %s", id, p->type, p->detail);
-        export_close(&j);
+        export_close(j);
+        free(j);
         json_decref(o);
         return r;
 }
@@ -444,7 +451,7 @@ cleanup:
 /* ---- import: an export already on this node (exports/NAME), checked, then created here ---- */
 
 struct import_info {
-        char path[4400];
+        char *path; /* malloc'd */
         uint64_t size;
         char sha256[65];
         char *note; /* the checkpoint member (malloc'd) */
@@ -456,6 +463,7 @@ struct import_info {
 static void import_info_done(struct import_info *ii)
 {
         free(ii->note);
+        free(ii->path);
         json_decref(ii->manifest);
 }
 
@@ -561,7 +569,7 @@ static int import_hash(int fd, struct import_info *ii, int out_fd, uint8_t *buf)
 static int import_check(struct vmhost *vh, const char *name, struct import_info *ii, int out_fd,
                         struct vm_problem *p)
 {
-        char path[4500], *line = NULL, *sig = NULL, fleet_id[NODE_ID_MAX + 1];
+        char *path = NULL, *line = NULL, *sig = NULL, fleet_id[NODE_ID_MAX + 1];
         size_t llen = 0, slen = 0;
         uint8_t pk[32], *buf = NULL;
         struct stat st;
@@ -569,8 +577,13 @@ static int import_check(struct vmhost *vh, const char *name, struct import_info 
         json_t *m;
         int fd = -1, r = 0;
 
-        snprintf(ii->path, sizeof(ii->path), "%s/exports/%s", vh->cfg.state_dir, name);
-        snprintf(path, sizeof(path), "%s.sha256", ii->path);
+        if (asprintf(&ii->path, "%s/exports/%s", vh->cfg.state_dir, name) < 0)
+                ii->path = NULL; /* asprintf leaves it undefined on failure */
+        if (!ii->path || asprintf(&path, "%s.sha256", ii->path) < 0) {
+                path = NULL; /* ii->path, if any, goes with import_info_done */
+                r = vms_problem(p, -ENOMEM, "internal", "out of memory");
+                goto cleanup;
+        }
         fd = open(ii->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
         if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
                 r = vms_problem(p, -ENOENT, "no-export-file",
@@ -585,9 +598,11 @@ static int import_check(struct vmhost *vh, const char *name, struct import_info 
                                 name);
                 goto cleanup;
         }
-        snprintf(path, sizeof(path), "%s.sig", ii->path);
-        if (small_file_read(path, 128, false, &sig, &slen) < 0 || slen != crypto_sign_BYTES ||
-            roster_pin_key(vh, pk, fleet_id) < 0 ||
+        free(path);
+        if (asprintf(&path, "%s.sig", ii->path) < 0)
+                path = NULL;
+        if (!path || small_file_read(path, 128, false, &sig, &slen) < 0 ||
+            slen != crypto_sign_BYTES || roster_pin_key(vh, pk, fleet_id) < 0 ||
             crypto_sign_verify_detached((const uint8_t *)sig, (const uint8_t *)line, llen, pk) !=
                 0) {
                 r = vms_problem(p, -EBADMSG, "bad-signature",
@@ -615,6 +630,7 @@ static int import_check(struct vmhost *vh, const char *name, struct import_info 
 cleanup:
         if (fd >= 0)
                 close(fd);
+        free(path);
         free(line);
         free(sig);
         free(buf);
@@ -664,15 +680,13 @@ int export_inspect(struct vmhost *vh, const char *body, size_t len, json_t **ret
         return r;
 }
 
-/* The disk member into vms/{id}-vault.img (never over an existing disk), then the domain. */
-static int import_disk(struct vmhost *vh, const char *name, const struct vm_create_req *q,
-                       struct import_info *ii, struct vm_problem *p)
+/* import_disk with its two paths. */
+static int import_disk_to(struct vmhost *vh, const char *name, const struct vm_create_req *q,
+                          struct import_info *ii, const char *disk, const char *tmp,
+                          struct vm_problem *p)
 {
-        char disk[4300], tmp[4400];
         int fd, r;
 
-        snprintf(disk, sizeof(disk), "%s/vms/%s-vault.img", vh->cfg.state_dir, q->vm_id);
-        snprintf(tmp, sizeof(tmp), "%s.import", disk);
         if (access(disk, F_OK) == 0)
                 return vms_problem(p, -EEXIST, "vault-disk-exists",
                                    "node '%s' already holds a vault disk for VM '%s'; it is never "
@@ -694,6 +708,24 @@ static int import_disk(struct vmhost *vh, const char *name, const struct vm_crea
                 r = vms_problem(p, -EIO, "import-failed", "cannot rename '%s'", tmp);
         if (r < 0)
                 unlink(tmp);
+        return r;
+}
+
+/* The disk member into vms/{id}-vault.img (never over an existing disk), then the domain. */
+static int import_disk(struct vmhost *vh, const char *name, const struct vm_create_req *q,
+                       struct import_info *ii, struct vm_problem *p)
+{
+        char *disk = NULL, *tmp = NULL;
+        int r;
+
+        if (asprintf(&disk, "%s/vms/%s-vault.img", vh->cfg.state_dir, q->vm_id) < 0)
+                disk = NULL;
+        if (disk && asprintf(&tmp, "%s.import", disk) < 0)
+                tmp = NULL;
+        r = disk && tmp ? import_disk_to(vh, name, q, ii, disk, tmp, p)
+                        : vms_problem(p, -ENOMEM, "internal", "out of memory");
+        free(disk);
+        free(tmp);
         return r;
 }
 

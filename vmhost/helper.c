@@ -18,6 +18,7 @@
 
 #include "common/log.h"
 #include "common/mesh.h"
+#include "common/small_file.h"
 #include "vmhost/vmhost.h"
 
 #define VMH_CALL_TIMEOUT_MS 10000
@@ -224,7 +225,7 @@ int vmh_check_image(const struct vmhost_config *cfg, const struct vmh_image *img
 static int vmh_on_apply(struct vmh_helper *h, const struct vmh_apply_peers *a)
 {
         const struct vmhost_config *cfg = &h->vh->cfg;
-        char path[PATH_MAX], err[256];
+        char *path = NULL, err[256];
         struct roster *r;
         int ret;
 
@@ -234,9 +235,10 @@ static int vmh_on_apply(struct vmh_helper *h, const struct vmh_apply_peers *a)
                 return -ENOKEY;
         if (a->version < h->applied_version)
                 return -ESTALE;
-        if (snprintf(path, sizeof(path), "%s/roster.json", cfg->state_dir) >= (int)sizeof(path))
-                return -ENAMETOOLONG;
+        if (asprintf(&path, "%s/roster.json", cfg->state_dir) < 0)
+                return -ENOMEM;
         r = roster_load_file(path, err, sizeof(err));
+        free(path);
         if (!r)
                 return -ENOENT;
         if (r->version != a->version)
@@ -255,7 +257,7 @@ static void vmh_on_wg_key(struct vmh_helper *h, struct vmh_wg_key *out)
 {
         const struct vmhost_config *cfg = &h->vh->cfg;
         uint8_t priv[WG_KEY_LEN], pub[WG_KEY_LEN];
-        char path[PATH_MAX];
+        char *path = NULL;
         struct wg_device *d = NULL;
 
         out->result = -ENOKEY;
@@ -266,13 +268,13 @@ static void vmh_on_wg_key(struct vmh_helper *h, struct vmh_wg_key *out)
                 }
                 wg_device_free(d);
         } else if (cfg->mesh_state_dir[0] &&
-                   snprintf(path, sizeof(path), "%s/wg.key", cfg->mesh_state_dir) <
-                       (int)sizeof(path) &&
+                   (path = small_file_path(cfg->mesh_state_dir, "wg.key")) &&
                    wg_key_load(path, priv) == 0) {
                 wg_key_public_from_private(pub, priv);
                 sodium_memzero(priv, sizeof(priv));
                 out->result = 0;
         }
+        free(path);
         if (out->result == 0)
                 wg_key_to_base64(out->key, pub);
 }
@@ -355,22 +357,29 @@ int vmh_serve(struct vmh_helper *h, int fd)
 
 int vmh_program(char *buf, size_t size)
 {
+        static const char name[] = "/vmhost-helper";
         const char *env = getenv("VMHOST_HELPER");
-        char self[PATH_MAX];
         ssize_t n;
         char *slash;
 
         if (env && env[0])
                 return snprintf(buf, size, "%s", env) < (int)size ? 0 : -ENAMETOOLONG;
-        n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+        if (size < sizeof(name))
+                return -ENAMETOOLONG;
+        /* read straight into buf: no second PATH_MAX buffer on the stack */
+        n = readlink("/proc/self/exe", buf, size - 1);
         if (n <= 0)
                 return -errno;
-        self[n] = '\0';
-        slash = strrchr(self, '/');
+        if ((size_t)n == size - 1)
+                return -ENAMETOOLONG; /* perhaps cut short */
+        buf[n] = '\0';
+        slash = strrchr(buf, '/');
         if (!slash)
                 return -ENOENT;
-        *slash = '\0';
-        return snprintf(buf, size, "%s/vmhost-helper", self) < (int)size ? 0 : -ENAMETOOLONG;
+        if ((size_t)(slash - buf) + sizeof(name) > size)
+                return -ENAMETOOLONG;
+        memcpy(slash, name, sizeof(name));
+        return 0;
 }
 
 /* In the child: the two sockets become fds 3 and 4, nothing else of vmhost's stays open. */
@@ -394,7 +403,7 @@ static int vmh_call(struct vmhost *vh, uint16_t type, const void *req, size_t le
 int vmh_start(struct vmhost *vh)
 {
         pid_t parent = getpid(), pid;
-        char program[PATH_MAX];
+        static char program[PATH_MAX]; /* as c: vmh_start runs once, from main */
         static struct vmh_config c;
         union vmh_msg *m;
         int fds[2], efds[2] = {-1, -1}, r = vmh_program(program, sizeof(program));
@@ -512,22 +521,25 @@ static int vmh_call(struct vmhost *vh, uint16_t type, const void *req, size_t le
 int vmh_apply_peers(struct vmhost *vh, uint64_t version)
 {
         struct vmh_apply_peers a = {.version = version};
-        union vmh_msg m;
-        int r = vmh_call(vh, VMH_APPLY_PEERS, &a, sizeof(a), VMH_APPLIED, &m);
+        union vmh_msg *m = malloc(sizeof(*m)); /* 14 KiB: as vmh_call_done's */
+        int r = m ? vmh_call(vh, VMH_APPLY_PEERS, &a, sizeof(a), VMH_APPLIED, m) : -ENOMEM;
 
-        return r < 0 ? r : m.result.result;
+        r = r < 0 ? r : m->result.result;
+        free(m);
+        return r;
 }
 
 int vmh_wg_public_key(struct vmhost *vh, char ret[WG_KEY_B64_LEN + 1])
 {
         struct vmh_wg_key_req q = {0};
-        union vmh_msg m;
-        int r = vmh_call(vh, VMH_WG_KEY, &q, sizeof(q), VMH_WG_KEY_IS, &m);
+        union vmh_msg *m = malloc(sizeof(*m));
+        int r = m ? vmh_call(vh, VMH_WG_KEY, &q, sizeof(q), VMH_WG_KEY_IS, m) : -ENOMEM;
 
-        if (r == 0 && m.wg_key.result < 0)
-                r = m.wg_key.result;
+        if (r == 0 && m->wg_key.result < 0)
+                r = m->wg_key.result;
         if (r == 0)
-                memcpy(ret, m.wg_key.key, WG_KEY_B64_LEN + 1);
+                memcpy(ret, m->wg_key.key, WG_KEY_B64_LEN + 1);
+        free(m);
         return r;
 }
 

@@ -63,16 +63,19 @@ static int hv_embed_prepare(const char *uri)
         static const char prefix[] = "qemu:///embed?root=";
         struct passwd *pw = getpwuid(getuid());
         struct group *gr = getgrgid(getgid());
-        char path[4200];
-        FILE *f;
+        char *path = NULL;
+        FILE *f = NULL;
+        int r = 0;
 
         if (strncmp(uri, prefix, sizeof(prefix) - 1) != 0 || !pw || !gr)
                 return 0;
-        snprintf(path, sizeof(path), "%s/etc/qemu.conf", uri + sizeof(prefix) - 1);
-        if (access(path, F_OK) == 0)
-                return 0;
-        if (hv_mkdirs(path) < 0 || !(f = fopen(path, "wxe")))
-                return -errno;
+        if (asprintf(&path, "%s/etc/qemu.conf", uri + sizeof(prefix) - 1) < 0)
+                return -ENOMEM;
+        if (access(path, F_OK) != 0 && (hv_mkdirs(path) < 0 || !(f = fopen(path, "wxe"))))
+                r = -errno;
+        free(path);
+        if (!f)
+                return r;
         fprintf(f,
                 "# written by vmhost for an embedded driver: QEMU runs as vmhost's user\n"
                 "user = \"%s\"\ngroup = \"%s\"\nstdio_handler = \"file\"\n",
@@ -127,17 +130,15 @@ static void hv_closed(virConnectPtr conn, int reason, void *opaque)
 static int hv_pool(virConnectPtr c, const char *name, const char *path)
 {
         virStoragePoolPtr p = virStoragePoolLookupByName(c, name);
-        char xml[4400], esc[4200];
         int r = 0;
 
         if (!p) {
-                if (xml_escape(path, esc, sizeof(esc)) < 0)
+                char *xml = storage_pool_xml(name, path);
+
+                if (!xml)
                         return -EINVAL;
-                snprintf(xml, sizeof(xml),
-                         "<pool type='dir'><name>%s</name><target><path>%s</path>"
-                         "<permissions><mode>0700</mode></permissions></target></pool>",
-                         name, esc);
                 p = virStoragePoolDefineXML(c, xml, 0);
+                free(xml);
                 if (!p)
                         return -EIO;
                 virStoragePoolSetAutostart(p, 1);
@@ -152,13 +153,19 @@ static int hv_pool(virConnectPtr c, const char *name, const char *path)
  * files with qemu-img (storage.c). */
 static void hv_pools(struct hv *h, virConnectPtr c)
 {
-        char path[4200];
-        int r;
+        char *vms = NULL, *images = NULL;
+        int r = -ENOMEM;
 
-        snprintf(path, sizeof(path), "%s/vms", h->vh->cfg.state_dir);
-        r = hv_pool(c, VMHOST_POOL_VMS, path);
-        snprintf(path, sizeof(path), "%s/images", h->vh->cfg.state_dir);
-        r = r ?: hv_pool(c, VMHOST_POOL_IMAGES, path);
+        if (asprintf(&vms, "%s/vms", h->vh->cfg.state_dir) < 0)
+                vms = NULL;
+        if (asprintf(&images, "%s/images", h->vh->cfg.state_dir) < 0)
+                images = NULL;
+        if (vms && images) {
+                r = hv_pool(c, VMHOST_POOL_VMS, vms);
+                r = r ?: hv_pool(c, VMHOST_POOL_IMAGES, images);
+        }
+        free(vms);
+        free(images);
         if (r < 0 && virGetLastErrorCode() == VIR_ERR_NO_SUPPORT)
                 log_info("libvirt '%s' has no storage driver: disks are made with qemu-img in "
                          "the same layout",
@@ -320,7 +327,7 @@ static void hv_make_disks(struct hv *h, virConnectPtr c, const struct vmh_disks_
                           struct vmh_done *done)
 {
         static struct image_info img;
-        struct vm_disks d;
+        static struct vm_disks d; /* 8 KiB; the helper serves one request at a time */
 
         if (vmh_check_image(&h->vh->cfg, &q->image) < 0) {
                 done->result = -EPERM;
@@ -494,28 +501,54 @@ static void hv_qemu_log(struct hv *h, const char *name, char *buf, size_t size)
  * exiting (docs/vmhost.md): the first KVM guest is watched, as the image builder watches its
  * boots, until it shows progress on its console (any output of a direct-kernel guest, which has
  * no bootloader; a kernel's or systemd's line otherwise). NULL: KVM works; else why not. */
-static const char *hv_kvm_watch(struct hv *h, virDomainPtr dom, bool direct, long console0,
-                                long qemu0)
-{
+/* The two log paths and what was read of them: 16 KiB, on the heap. */
+struct hv_logs {
         char console[4200], qlog[4200], text[8192];
+};
+
+static struct hv_logs *hv_logs_new(struct hv *h, virDomainPtr dom)
+{
+        struct hv_logs *b = malloc(sizeof(*b));
+
+        if (!b)
+                return NULL;
+        snprintf(b->console, sizeof(b->console), "%s/console/%s.log", h->vh->cfg.state_dir,
+                 virDomainGetName(dom));
+        hv_qemu_log(h, virDomainGetName(dom), b->qlog, sizeof(b->qlog));
+        return b;
+}
+
+static const char *hv_kvm_watch_logs(struct hv_logs *b, virDomainPtr dom, bool direct,
+                                     long console0, long qemu0)
+{
+        char *text = b->text;
+        size_t tsize = sizeof(b->text);
         long end;
 
-        snprintf(console, sizeof(console), "%s/console/%s.log", h->vh->cfg.state_dir,
-                 virDomainGetName(dom));
-        hv_qemu_log(h, virDomainGetName(dom), qlog, sizeof(qlog));
         for (int i = 0; i < HV_KVM_GRACE_MS / 250; i++) {
                 if (virDomainIsActive(dom) != 1)
                         return NULL; /* it stopped: not a hang; the caller sees the state */
-                hv_read_from(qlog, qemu0, text, sizeof(text), &end);
+                hv_read_from(b->qlog, qemu0, text, tsize, &end);
                 if (strstr(text, "KVM internal error") || strstr(text, "failed to set MSR"))
                         return "QEMU reported a KVM error";
-                hv_read_from(console, console0, text, sizeof(text), &end);
+                hv_read_from(b->console, console0, text, tsize, &end);
                 if ((direct && text[0]) || strstr(text, "Linux version") ||
                     strstr(text, "systemd") || strstr(text, "Welcome"))
                         return NULL;
                 usleep(250 * 1000);
         }
         return "no guest output within " HV_KVM_GRACE_TEXT;
+}
+
+static const char *hv_kvm_watch(struct hv *h, virDomainPtr dom, bool direct, long console0,
+                                long qemu0)
+{
+        struct hv_logs *b = hv_logs_new(h, dom);
+        const char *hang = b ? hv_kvm_watch_logs(b, dom, direct, console0, qemu0)
+                             : "out of memory watching the first KVM guest";
+
+        free(b);
+        return hang;
 }
 
 static long hv_size(const char *path)
@@ -528,16 +561,13 @@ static long hv_size(const char *path)
 static int hv_start(struct hv *h, virDomainPtr dom, struct vmh_done *done)
 {
         bool auto_kvm, direct = false;
-        char why[VMH_DETAIL_MAX], path[4200];
+        char why[VMH_DETAIL_MAX];
+        struct hv_logs *b = hv_logs_new(h, dom);
         const char *hang;
-        long console0, qemu0;
+        long console0 = b ? hv_size(b->console) : 0, qemu0 = b ? hv_size(b->qlog) : 0;
 
+        free(b);
         auto_kvm = strcmp(h->vh->cfg.virt_type, "auto") == 0 && hv_is_kvm(dom, &direct);
-        snprintf(path, sizeof(path), "%s/console/%s.log", h->vh->cfg.state_dir,
-                 virDomainGetName(dom));
-        console0 = hv_size(path);
-        hv_qemu_log(h, virDomainGetName(dom), path, sizeof(path));
-        qemu0 = hv_size(path);
         if (virDomainCreate(dom) == 0) {
                 if (!auto_kvm || h->kvm_proven)
                         return 0;

@@ -18,6 +18,7 @@
 #include "common/json_input.h"
 #include "common/log.h"
 #include "common/sha256.h"
+#include "common/small_file.h"
 #include "vmhost/helper.h"
 #include "vmhost/vmhost.h"
 
@@ -28,12 +29,15 @@ static const char *const image_roles[] = {"disk", "kernel", "initrd"};
 
 static int images_mkdir(const char *state, const char *sub, mode_t mode)
 {
-        char p[4200];
+        char *p = NULL;
+        int r = 0;
 
-        snprintf(p, sizeof(p), "%s%s%s", state, sub[0] ? "/" : "", sub);
-        if (mkdir(p, mode) < 0 && errno != EEXIST)
-                return -errno;
-        return chmod(p, mode) < 0 ? -errno : 0;
+        if (asprintf(&p, "%s%s%s", state, sub[0] ? "/" : "", sub) < 0)
+                return -ENOMEM;
+        if ((mkdir(p, mode) < 0 && errno != EEXIST) || chmod(p, mode) < 0)
+                r = -errno;
+        free(p);
+        return r;
 }
 
 int images_prepare_dirs(struct vmhost *vh)
@@ -105,6 +109,14 @@ static char *images_manifest_path(struct vmhost *vh, const char *name)
         return asprintf(&p, "%s/manifests/%s.json", vh->cfg.state_dir, name) < 0 ? NULL : p;
 }
 
+/* state_dir/images/PREFIX VOLUME (malloc'd): paths go to the heap, not into 4 KiB frames. */
+static char *images_volume_path(struct vmhost *vh, const char *prefix, const char *volume)
+{
+        char *p = NULL;
+
+        return asprintf(&p, "%s/images/%s%s", vh->cfg.state_dir, prefix, volume) < 0 ? NULL : p;
+}
+
 static json_t *images_manifest_load(struct vmhost *vh, const char *name)
 {
         char *p = images_manifest_path(vh, name);
@@ -116,32 +128,40 @@ static json_t *images_manifest_load(struct vmhost *vh, const char *name)
 
 int images_lookup(struct vmhost *vh, const char *name, struct image_info *ret)
 {
-        struct image_info ii = {0};
+        struct image_info *ii; /* 25 KiB: not on the stack; ret untouched on failure */
         json_t *m, *files;
         const char *v;
+        int r = 0;
 
         if (!ident_valid(IDENT_IMAGE, name) || !(m = images_manifest_load(vh, name)))
                 return -ENOENT;
+        ii = calloc(1, sizeof(*ii));
+        if (!ii) {
+                json_decref(m);
+                return -ENOMEM;
+        }
         files = json_object_get(m, "files");
-        snprintf(ii.name, sizeof(ii.name), "%s", name);
-        snprintf(ii.kind, sizeof(ii.kind), "%s",
+        snprintf(ii->name, sizeof(ii->name), "%s", name);
+        snprintf(ii->kind, sizeof(ii->kind), "%s",
                  json_string_value(json_object_get(m, "kind")) ?: "disk");
-        snprintf(ii.cmdline, sizeof(ii.cmdline), "%s",
+        snprintf(ii->cmdline, sizeof(ii->cmdline), "%s",
                  json_string_value(json_object_get(m, "cmdline")) ?: "");
-        ii.virtual_size = (uint64_t)json_integer_value(json_object_get(m, "virtual_size"));
+        ii->virtual_size = (uint64_t)json_integer_value(json_object_get(m, "virtual_size"));
         for (unsigned i = 0; i < 3; i++) {
-                char *dst = i == 0 ? ii.disk_path : i == 1 ? ii.kernel_path : ii.initrd_path;
+                char *dst = i == 0 ? ii->disk_path : i == 1 ? ii->kernel_path : ii->initrd_path;
 
                 v = json_string_value(
                     json_object_get(json_object_get(files, image_roles[i]), "volume"));
                 if (v)
-                        snprintf(dst, sizeof(ii.disk_path), "%s/images/%s", vh->cfg.state_dir, v);
+                        snprintf(dst, sizeof(ii->disk_path), "%s/images/%s", vh->cfg.state_dir, v);
         }
         json_decref(m);
-        if (!ii.disk_path[0])
-                return -ENOENT;
-        *ret = ii;
-        return 0;
+        if (!ii->disk_path[0])
+                r = -ENOENT;
+        else
+                *ret = *ii;
+        free(ii);
+        return r;
 }
 
 static bool images_in_use(struct vmhost *vh, const char *name)
@@ -162,13 +182,15 @@ static bool images_in_use(struct vmhost *vh, const char *name)
 static json_t *images_scan(struct vmhost *vh,
                            json_t *(*fn)(struct vmhost *vh, const char *name, json_t *m))
 {
-        char dir[4200];
+        char *dir = NULL;
         json_t *list = json_array();
         struct dirent **ents = NULL;
-        int n;
+        int n = -1;
 
-        snprintf(dir, sizeof(dir), "%s/manifests", vh->cfg.state_dir);
-        n = scandir(dir, &ents, NULL, alphasort);
+        if (asprintf(&dir, "%s/manifests", vh->cfg.state_dir) >= 0) {
+                n = scandir(dir, &ents, NULL, alphasort);
+                free(dir);
+        }
         for (int i = 0; i < n; i++) {
                 char name[IMAGE_NAME_MAX + 1];
                 size_t len = strlen(ents[i]->d_name);
@@ -227,14 +249,13 @@ struct image_file {
         uint64_t size;
 };
 
-static int images_fetch(struct vmhost *vh, struct image_file *f, struct vm_problem *p)
+static int images_fetch_to(struct image_file *f, const char *tmp, const char *dst,
+                           struct vm_problem *p)
 {
-        char tmp[4400], dst[4400], got[DIGEST_HEX_LEN + 1];
+        char got[DIGEST_HEX_LEN + 1];
         struct stat st;
         int r;
 
-        snprintf(tmp, sizeof(tmp), "%s/images/.import-%s", vh->cfg.state_dir, f->volume);
-        snprintf(dst, sizeof(dst), "%s/images/%s", vh->cfg.state_dir, f->volume);
         unlink(tmp);
         r = images_copy_hash(f->src, tmp, IMAGE_FILE_MAX, got);
         if (r < 0)
@@ -257,6 +278,18 @@ static int images_fetch(struct vmhost *vh, struct image_file *f, struct vm_probl
         unlink(tmp);
         f->size = (uint64_t)st.st_size; /* from now on, a failed import removes it */
         return 0;
+}
+
+static int images_fetch(struct vmhost *vh, struct image_file *f, struct vm_problem *p)
+{
+        char *tmp = images_volume_path(vh, ".import-", f->volume);
+        char *dst = images_volume_path(vh, "", f->volume);
+        int r = tmp && dst ? images_fetch_to(f, tmp, dst, p)
+                           : vms_problem(p, -ENOMEM, "internal", "out of memory");
+
+        free(tmp);
+        free(dst);
+        return r;
 }
 
 static int images_read_small(const char *path, char **ret, size_t *ret_len)
@@ -335,25 +368,30 @@ static int images_from_manifest(const char *path, const char *text, size_t len,
 
 int images_manifest_check(const char *path, const char *text, size_t len, struct vm_problem *p)
 {
-        struct image_file files[3] = {{0}};
+        struct image_file *files; /* 12 KiB: on the heap */
         char cmdline[512];
+        int r;
 
         if (path[0] != '/')
                 return vms_problem(p, -EINVAL, "bad-request", "the manifest path must be absolute");
-        return images_from_manifest(path, text, len, files, cmdline, sizeof(cmdline), p);
+        files = calloc(3, sizeof(*files));
+        r = files ? images_from_manifest(path, text, len, files, cmdline, sizeof(cmdline), p)
+                  : vms_problem(p, -ENOMEM, "internal", "out of memory");
+        free(files);
+        return r;
 }
 
 static int images_write_manifest(struct vmhost *vh, const char *name, json_t *m)
 {
-        char *path = images_manifest_path(vh, name), tmp[4400];
+        char *path = images_manifest_path(vh, name), *tmp = NULL;
         int r = -ENOMEM;
 
-        if (path) {
-                snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+        if (path && asprintf(&tmp, "%s.tmp", path) >= 0) {
                 r = json_dump_file(m, tmp, JSON_INDENT(2) | JSON_SORT_KEYS) == 0 &&
                             rename(tmp, path) == 0
                         ? 0
                         : -EIO;
+                free(tmp);
         }
         free(path);
         return r;
@@ -382,14 +420,14 @@ static json_t *images_manifest_new(const char *name, const char *src, const char
  * the file size of a raw disk. */
 static uint64_t images_virtual_size(struct vmhost *vh, const char *volume)
 {
-        char path[4400];
+        char *path = images_volume_path(vh, "", volume);
         uint8_t h[32];
         struct stat st;
         uint64_t v = 0;
         int fd;
 
-        snprintf(path, sizeof(path), "%s/images/%s", vh->cfg.state_dir, volume);
-        fd = open(path, O_RDONLY | O_CLOEXEC);
+        fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+        free(path);
         if (fd < 0)
                 return 0;
         if (read(fd, h, sizeof(h)) == (ssize_t)sizeof(h) && memcmp(h, "QFI\xfb", 4) == 0)
@@ -434,21 +472,23 @@ int images_parse_import(const char *body, size_t len, char *name, char *path, ch
 
 static void images_unlink_volumes(struct vmhost *vh, struct image_file *files)
 {
-        char dst[4400];
-
         for (unsigned i = 0; i < 3; i++) {
+                char *dst;
+
                 if (!files[i].volume[0] || !files[i].size)
                         continue;
-                snprintf(dst, sizeof(dst), "%s/images/%s", vh->cfg.state_dir, files[i].volume);
-                unlink(dst);
+                dst = images_volume_path(vh, "", files[i].volume);
+                if (dst)
+                        unlink(dst);
+                free(dst);
         }
 }
 
-static int images_import_locked(struct vmhost *vh, const char *name, const char *path,
-                                const char *sum, json_t **ret, struct vm_problem *p)
+static int images_import_files(struct vmhost *vh, const char *name, const char *path,
+                               const char *sum, struct image_file *files, json_t **ret,
+                               struct vm_problem *p)
 {
         static const char *const suffix[] = {"disk", "vmlinuz", "initrd"};
-        struct image_file files[3] = {{0}};
         char cmdline[512] = "", *text = NULL, got[DIGEST_HEX_LEN + 1];
         size_t len = strlen(path), tlen = 0;
         json_t *man = NULL;
@@ -511,6 +551,18 @@ static int images_import_locked(struct vmhost *vh, const char *name, const char 
         return 0;
 }
 
+/* The three files' descriptions (12 KiB of paths) on the heap. */
+static int images_import_locked(struct vmhost *vh, const char *name, const char *path,
+                                const char *sum, json_t **ret, struct vm_problem *p)
+{
+        struct image_file *files = calloc(3, sizeof(*files));
+        int r = files ? images_import_files(vh, name, path, sum, files, ret, p)
+                      : vms_problem(p, -ENOMEM, "internal", "out of memory");
+
+        free(files);
+        return r;
+}
+
 int images_import(struct vmhost *vh, const char *body, size_t len, json_t **ret,
                   struct vm_problem *p)
 {
@@ -551,11 +603,12 @@ int images_remove(struct vmhost *vh, const char *name, struct vm_problem *p)
         if (r == 0) {
                 json_object_foreach(json_object_get(m, "files"), k, f)
                 {
-                        char path[4400];
+                        char *path = images_volume_path(
+                            vh, "", json_string_value(json_object_get(f, "volume")) ?: ".none");
 
-                        snprintf(path, sizeof(path), "%s/images/%s", vh->cfg.state_dir,
-                                 json_string_value(json_object_get(f, "volume")) ?: ".none");
-                        unlink(path);
+                        if (path)
+                                unlink(path);
+                        free(path);
                 }
                 mp = images_manifest_path(vh, name);
                 if (mp)
@@ -611,13 +664,12 @@ static int images_upload_check(struct vmhost *vh, const char *name, const char *
 int images_upload_status(struct vmhost *vh, const char *name, const char *hex, json_t **ret,
                          struct vm_problem *p)
 {
-        char dir[4200];
+        char *dir;
         json_t *m = NULL;
         int r = images_upload_check(vh, name, hex, &m, p);
 
         if (r < 0)
                 return r;
-        snprintf(dir, sizeof(dir), "%s/images", vh->cfg.state_dir);
         if (m) {
                 json_int_t size = json_integer_value(
                     json_object_get(json_object_get(json_object_get(m, "files"), "disk"), "size"));
@@ -626,8 +678,12 @@ int images_upload_status(struct vmhost *vh, const char *name, const char *hex, j
                                  size, "complete", 1);
                 json_decref(m);
         } else {
+                dir = small_file_path(vh->cfg.state_dir, "images");
+                if (!dir)
+                        return vms_problem(p, -ENOMEM, "internal", "out of memory");
                 *ret = json_pack("{s:s, s:s, s:I, s:b}", "name", name, "sha256", hex, "offset",
                                  (json_int_t)image_partial_held(dir, name, hex), "complete", 0);
+                free(dir);
         }
         return 0;
 }
@@ -636,7 +692,7 @@ int images_upload_begin(struct vmhost *vh, const char *name, const char *hex, ui
                         uint64_t offset, struct image_partial *part, json_t **ret_done,
                         struct vm_problem *p)
 {
-        char dir[4200];
+        char *dir;
         uint64_t held = 0;
         json_t *m = NULL;
         int r = images_upload_check(vh, name, hex, &m, p);
@@ -649,8 +705,9 @@ int images_upload_begin(struct vmhost *vh, const char *name, const char *hex, ui
                 return vms_problem(p, -EFBIG, "image-too-large",
                                    "an image is 1..%llu bytes; this one says %llu",
                                    (unsigned long long)IMAGE_FILE_MAX, (unsigned long long)size);
-        snprintf(dir, sizeof(dir), "%s/images", vh->cfg.state_dir);
-        r = image_partial_open(part, dir, name, hex, size, offset, &held);
+        dir = small_file_path(vh->cfg.state_dir, "images");
+        r = dir ? image_partial_open(part, dir, name, hex, size, offset, &held) : -ENOMEM;
+        free(dir);
         if (r == -ERANGE)
                 return vms_problem(p, -ERANGE, "offset-mismatch",
                                    "image '%s': this node holds %llu bytes of it, the upload "
@@ -666,13 +723,13 @@ int images_upload_begin(struct vmhost *vh, const char *name, const char *hex, ui
         return 0;
 }
 
-/* Links the checked partial file into the pool and writes the manifest (under ops_lock). */
-static int images_upload_adopt(struct vmhost *vh, const char *name, struct image_partial *part,
-                               json_t **ret, struct vm_problem *p)
+/* images_upload_adopt: the link into the pool, then the manifest. */
+static int images_upload_link(struct vmhost *vh, const char *name, struct image_partial *part,
+                              struct image_file *files, json_t **ret, struct vm_problem *p)
 {
-        struct image_file files[3] = {{0}};
-        char dst[4400];
+        char *dst;
         json_t *man;
+        int r = 0;
 
         files[0].role = "disk";
         snprintf(files[0].src, sizeof(files[0].src), "upload");
@@ -680,25 +737,45 @@ static int images_upload_adopt(struct vmhost *vh, const char *name, struct image
         images_disk_format(part->path, files[0].format, sizeof(files[0].format));
         snprintf(files[0].volume, sizeof(files[0].volume), "%.63s.disk.%.7s", name,
                  files[0].format);
-        snprintf(dst, sizeof(dst), "%s/images/%s", vh->cfg.state_dir, files[0].volume);
         if ((man = images_manifest_load(vh, name))) {
                 json_decref(man);
                 return vms_problem(p, -EEXIST, "image-exists", "image '%s' appeared meanwhile",
                                    name);
         }
-        if (link(part->path, dst) < 0)
-                return vms_problem(p, -EEXIST, "image-exists", "volume '%s' exists: %s",
-                                   files[0].volume, strerror(errno));
+        dst = images_volume_path(vh, "", files[0].volume);
+        if (!dst)
+                return vms_problem(p, -ENOMEM, "internal", "out of memory");
+        if (link(part->path, dst) < 0) {
+                r = vms_problem(p, -EEXIST, "image-exists", "volume '%s' exists: %s",
+                                files[0].volume, strerror(errno));
+                free(dst);
+                return r;
+        }
         files[0].size = part->size;
         man = images_manifest_new(name, "upload", part->want, "", files,
                                   images_virtual_size(vh, files[0].volume));
         if (!man || images_write_manifest(vh, name, man) < 0) {
                 unlink(dst);
                 json_decref(man);
-                return vms_problem(p, -EIO, "internal", "cannot write the manifest of '%s'", name);
+                r = vms_problem(p, -EIO, "internal", "cannot write the manifest of '%s'", name);
+        } else {
+                *ret = man;
         }
-        *ret = man;
-        return 0;
+        free(dst);
+        return r;
+}
+
+/* Links the checked partial file into the pool and writes the manifest (under ops_lock); the
+ * files' descriptions on the heap. */
+static int images_upload_adopt(struct vmhost *vh, const char *name, struct image_partial *part,
+                               json_t **ret, struct vm_problem *p)
+{
+        struct image_file *files = calloc(3, sizeof(*files));
+        int r = files ? images_upload_link(vh, name, part, files, ret, p)
+                      : vms_problem(p, -ENOMEM, "internal", "out of memory");
+
+        free(files);
+        return r;
 }
 
 int images_upload_complete(struct vmhost *vh, const char *name, struct image_partial *part,

@@ -14,6 +14,7 @@
 #include "common/clock.h"
 #include "common/daemon.h"
 #include "common/log.h"
+#include "common/small_file.h"
 #include "vmhost/helper.h"
 #include "vmhost/vmhost.h"
 
@@ -139,14 +140,16 @@ static int vmhost_check_config(struct vmhost *vh)
  * node; without it the node still checks every head but cosigns none. */
 static void vmhost_witness_start(struct vmhost *vh)
 {
-        char path[4200], name[TLOG_NAME_MAX + 1], err[4400];
+        /* the path on the heap; the message names it, and 1 KiB of it is enough for a log line */
+        char *path = small_file_path(vh->cfg.state_dir, "vault-witness.key");
+        char name[TLOG_NAME_MAX + 1], err[1024] = "out of memory";
 
-        snprintf(path, sizeof(path), "%s/vault-witness.key", vh->cfg.state_dir);
         snprintf(name, sizeof(name), "totebox.host/%s", vh->cfg.node_id);
-        if (witness_key_load(path, name, true, &vh->witness, err, sizeof(err)) == 0)
+        if (path && witness_key_load(path, name, true, &vh->witness, err, sizeof(err)) == 0)
                 vh->have_witness = true;
         else
                 log_error("%s; this node cosigns no vault checkpoint", err);
+        free(path);
 }
 
 /* Without its state directory or libvirt, vmhost still sends heartbeats (libvirt_age_ms -1)

@@ -20,15 +20,18 @@ extern char **environ;
 
 static int seed_write(const char *dir, const char *name, const char *text)
 {
-        char path[4200];
+        char *path = NULL;
         FILE *f;
         int r = 0;
 
-        snprintf(path, sizeof(path), "%s/%s", dir, name);
+        if (asprintf(&path, "%s/%s", dir, name) < 0)
+                return -ENOMEM;
         unlink(path);
         f = fopen(path, "wxe");
+        r = f ? 0 : -errno;
+        free(path);
         if (!f)
-                return -errno;
+                return r;
         if (fputs(text, f) < 0)
                 r = -EIO;
         if (fclose(f) != 0 && r == 0)
@@ -77,23 +80,28 @@ cleanup:
 
 static int seed_spawn(const char *iso, const char *dir, pid_t *ret_pid, char *err, size_t errsize)
 {
-        char ud[4200], md[4200], nc[4200];
+        char *ud = NULL, *md = NULL, *nc = NULL;
         char *argv[] = {"genisoimage", "-quiet", "-output", (char *)iso, "-volid", "cidata",
-                        "-joliet",     "-rock",  ud,        md,          nc,       NULL};
+                        "-joliet",     "-rock",  NULL,      NULL,        NULL,     NULL};
         posix_spawn_file_actions_t fa;
         int r;
 
-        if (snprintf(ud, sizeof(ud), "%s/user-data", dir) >= (int)sizeof(ud) ||
-            snprintf(md, sizeof(md), "%s/meta-data", dir) >= (int)sizeof(md) ||
-            snprintf(nc, sizeof(nc), "%s/network-config", dir) >= (int)sizeof(nc)) {
-                snprintf(err, errsize, "seed directory path too long");
-                return -ENAMETOOLONG;
+        if (asprintf(&ud, "%s/user-data", dir) < 0)
+                ud = NULL;
+        if (asprintf(&md, "%s/meta-data", dir) < 0)
+                md = NULL;
+        if (asprintf(&nc, "%s/network-config", dir) < 0)
+                nc = NULL;
+        r = ENOMEM;
+        if (ud && md && nc) {
+                argv[8] = ud, argv[9] = md, argv[10] = nc;
+                posix_spawn_file_actions_init(&fa);
+                posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+                posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+                r = posix_spawnp(ret_pid, "genisoimage", &fa, NULL, argv, environ);
+                posix_spawn_file_actions_destroy(&fa);
         }
-        posix_spawn_file_actions_init(&fa);
-        posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-        posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-        r = posix_spawnp(ret_pid, "genisoimage", &fa, NULL, argv, environ);
-        posix_spawn_file_actions_destroy(&fa);
+        free(ud), free(md), free(nc);
         if (r != 0) {
                 snprintf(err, errsize, "cannot run genisoimage: %s", strerror(r));
                 return -r;
@@ -118,13 +126,18 @@ int seed_wait(pid_t pid, char *err, size_t errsize)
 int seed_start(const char *path, const char *vm_id, const struct vm_meta *meta, pid_t *ret_pid,
                char *err, size_t errsize)
 {
-        char dir[4200];
+        char *dir = NULL;
         int r;
 
-        snprintf(dir, sizeof(dir), "%s.d", path);
+        if (asprintf(&dir, "%s.d", path) < 0) {
+                snprintf(err, errsize, "out of memory");
+                return -ENOMEM;
+        }
         if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
-                snprintf(err, errsize, "cannot create '%s': %s", dir, strerror(errno));
-                return -errno;
+                r = -errno;
+                snprintf(err, errsize, "cannot create '%s': %s", dir, strerror(-r));
+                free(dir);
+                return r;
         }
         unlink(path);
         r = seed_texts(dir, vm_id, meta);
@@ -133,6 +146,7 @@ int seed_start(const char *path, const char *vm_id, const struct vm_meta *meta, 
                          strerror(-r));
         else
                 r = seed_spawn(path, dir, ret_pid, err, errsize);
+        free(dir);
         return r;
 }
 

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "vmhost/vmhost.h"
+#include "vmhost/xml_out.h"
 
 extern char **environ;
 
@@ -84,29 +85,110 @@ static int storage_pool_volume(virStoragePoolPtr pool, const char *name, const c
         return 0;
 }
 
-static int storage_pool_make(virStoragePoolPtr pool, const struct vm_disks *d, const char *base_esc,
+/* <target>: the volume's (or pool's) format when given, and its mode. */
+static void storage_xml_target(struct xml_out *x, const char *path, const char *format,
+                               const char *mode)
+{
+        xml_out_start(x, "target");
+        if (path)
+                xml_out_element(x, "path", path);
+        if (format) {
+                xml_out_start(x, "format");
+                xml_out_attr(x, "type", format);
+                xml_out_end(x);
+        }
+        xml_out_start(x, "permissions");
+        xml_out_element(x, "mode", mode);
+        xml_out_end(x);
+        xml_out_end(x);
+}
+
+static void storage_xml_capacity(struct xml_out *x, const char *unit, uint64_t value)
+{
+        char num[24];
+
+        snprintf(num, sizeof(num), "%llu", (unsigned long long)value);
+        xml_out_start(x, "capacity");
+        xml_out_attr(x, "unit", unit);
+        xml_out_text(x, num);
+        xml_out_end(x);
+}
+
+char *storage_pool_xml(const char *name, const char *path)
+{
+        struct xml_out x;
+
+        if (xml_out_init(&x, false) < 0)
+                return NULL;
+        xml_out_start(&x, "pool");
+        xml_out_attr(&x, "type", "dir");
+        xml_out_element(&x, "name", name);
+        storage_xml_target(&x, path, NULL, "0700");
+        xml_out_end(&x);
+        return xml_out_finish(&x);
+}
+
+/* <volume>: its name and capacity. */
+static int storage_xml_volume(struct xml_out *x, const char *name, const char *unit,
+                              uint64_t capacity)
+{
+        int r = xml_out_init(x, false);
+
+        if (r < 0)
+                return r;
+        xml_out_start(x, "volume");
+        xml_out_element(x, "name", name);
+        storage_xml_capacity(x, unit, capacity);
+        return 0;
+}
+
+/* The OS disk: a qcow2 overlay whose backing store is the base image. */
+static char *storage_os_xml(const struct vm_disks *d, const char *base, const char *fmt,
+                            uint64_t base_size)
+{
+        struct xml_out x;
+
+        if (storage_xml_volume(&x, d->os_volume, "bytes", base_size) < 0)
+                return NULL;
+        storage_xml_target(&x, NULL, "qcow2", "0600");
+        xml_out_start(&x, "backingStore");
+        xml_out_element(&x, "path", base);
+        xml_out_start(&x, "format");
+        xml_out_attr(&x, "type", fmt);
+        xml_out_end(&x);
+        xml_out_end(&x);
+        xml_out_end(&x);
+        return xml_out_finish(&x);
+}
+
+/* The vault: a sparse raw volume. */
+static char *storage_vault_xml(const struct vm_disks *d, uint64_t vault_mib)
+{
+        struct xml_out x;
+
+        if (storage_xml_volume(&x, d->vault_volume, "MiB", vault_mib) < 0)
+                return NULL;
+        xml_out_element(&x, "allocation", "0");
+        storage_xml_target(&x, NULL, "raw", "0600");
+        xml_out_end(&x);
+        return xml_out_finish(&x);
+}
+
+static int storage_pool_make(virStoragePoolPtr pool, const struct vm_disks *d, const char *base,
                              const char *fmt, uint64_t base_size, uint64_t vault_mib)
 {
-        char *xml = NULL;
+        char *xml = storage_os_xml(d, base, fmt, base_size);
         int r;
 
-        if (asprintf(&xml,
-                     "<volume><name>%s</name><capacity unit='bytes'>%llu</capacity>"
-                     "<target><format type='qcow2'/><permissions><mode>0600</mode></permissions>"
-                     "</target><backingStore><path>%s</path><format type='%s'/></backingStore>"
-                     "</volume>",
-                     d->os_volume, (unsigned long long)base_size, base_esc, fmt) < 0)
-                return -ENOMEM;
+        if (!xml)
+                return -EINVAL;
         r = storage_pool_volume(pool, d->os_volume, xml);
         free(xml);
         if (r < 0)
                 return r;
-        if (asprintf(&xml,
-                     "<volume><name>%s</name><capacity unit='MiB'>%llu</capacity>"
-                     "<allocation>0</allocation><target><format type='raw'/><permissions>"
-                     "<mode>0600</mode></permissions></target></volume>",
-                     d->vault_volume, (unsigned long long)vault_mib) < 0)
-                return -ENOMEM;
+        xml = storage_vault_xml(d, vault_mib);
+        if (!xml)
+                return -EINVAL;
         r = storage_pool_volume(pool, d->vault_volume, xml);
         free(xml);
         return r;
@@ -119,7 +201,6 @@ int storage_make_disks(struct vmhost *vh, void *conn, const char *vm_id,
         const char *fmt = strstr(img->disk_path, ".raw") ? "raw" : "qcow2";
         uint64_t base_size = img->virtual_size ? img->virtual_size : 1ULL << 30;
         virStoragePoolPtr pool = virStoragePoolLookupByName(conn, VMHOST_POOL_VMS);
-        char esc[8192 * 6];
         int r;
 
         snprintf(d->os_volume, sizeof(d->os_volume), "%s-os.qcow2", vm_id);
@@ -129,8 +210,7 @@ int storage_make_disks(struct vmhost *vh, void *conn, const char *vm_id,
                  d->vault_volume);
         d->in_pool = pool != NULL;
         if (pool) {
-                r = xml_escape(img->disk_path, esc, sizeof(esc));
-                r = r < 0 ? r : storage_pool_make(pool, d, esc, fmt, base_size, vault_mib);
+                r = storage_pool_make(pool, d, img->disk_path, fmt, base_size, vault_mib);
                 virStoragePoolFree(pool);
                 if (r < 0)
                         snprintf(err, errsize, "%s", virGetLastErrorMessage());

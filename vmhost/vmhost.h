@@ -126,12 +126,13 @@ struct vm_meta {
         struct pin pin;
 };
 
-/* The element (without namespace declaration prefix handling: libvirt adds it). malloc'd. */
+/* The element (without namespace declaration prefix handling: libvirt adds it), malloc'd; NULL
+ * when a value cannot be written (vm_meta.c is the helper's: vmhost_xml, libxml2's writer). */
 char *vm_meta_format(const struct vm_meta *m);
 /* Strict: unknown attributes, bad ids or keys are errors. ret untouched on failure. */
 int vm_meta_parse(const char *xml, size_t len, struct vm_meta *ret);
 
-/* domain_xml.c: the domain XML, every value escaped. */
+/* domain_xml.c (vmhost_xml, the helper's): the domain XML, written with libxml2's xmlTextWriter. */
 struct image_info; /* images.h */
 
 struct vm_spec {
@@ -152,9 +153,8 @@ struct vm_spec {
         const char *console_log;
 };
 
-/* Appends text to buf with XML escaping of & < > " '. */
-int xml_escape(const char *text, char *buf, size_t size);
-/* Returns the domain XML (malloc'd) or NULL on invalid input/ENOMEM. */
+/* Returns the domain XML (malloc'd) or NULL on invalid input (a value XML cannot carry: control
+ * characters, invalid UTF-8) or ENOMEM. */
 char *domain_xml_build(const struct vm_spec *spec);
 
 struct vmhost;
@@ -172,6 +172,8 @@ struct vm_disks {
 int storage_make_disks(struct vmhost *vh, void *conn, const char *vm_id,
                        const struct image_info *img, uint64_t vault_mib, struct vm_disks *d,
                        char *err, size_t errsize);
+/* A dir pool's XML (malloc'd), or NULL when path cannot be written as XML. */
+char *storage_pool_xml(const char *name, const char *path);
 
 /* policy.c: the refusals, as pure functions (unit-tested). */
 enum refusal {

@@ -112,14 +112,16 @@ static void vms_meta_new(struct vmhost *vh, const struct vm_create_req *q, struc
 static int vms_define(struct vmhost *vh, const struct vm_create_req *q,
                       const struct image_info *img, struct vm_problem *p)
 {
-        char seed[4200], err[VMH_DETAIL_MAX], err2[256];
+        char *seed = NULL, err[VMH_DETAIL_MAX], err2[256];
         pid_t seed_pid;
         struct vm_meta m;
         int r, r2;
 
         vms_meta_new(vh, q, &m);
-        snprintf(seed, sizeof(seed), "%s/seeds/%s.iso", vh->cfg.state_dir, q->vm_id);
+        if (asprintf(&seed, "%s/seeds/%s.iso", vh->cfg.state_dir, q->vm_id) < 0)
+                return vms_problem(p, -ENOMEM, "internal", "out of memory");
         r = seed_start(seed, q->vm_id, &m, &seed_pid, err, sizeof(err));
+        free(seed);
         if (r < 0)
                 return vms_problem(p, -EIO, "seed", "cannot build the seed of '%s': %s", q->vm_id,
                                    err);
@@ -192,12 +194,28 @@ static int vms_create_again(struct vmhost *vh, const struct vmh_domain *dom,
         return *ret_vm ? 0 : vms_problem(p, -EIO, "internal", "cannot describe '%s'", q->vm_id);
 }
 
+/* The base image (its 25 KiB description on the heap, not the stack) and the definition. */
+static int vms_define_image(struct vmhost *vh, const struct vm_create_req *q, struct vm_problem *p)
+{
+        struct image_info *img = malloc(sizeof(*img));
+        int r;
+
+        if (!img)
+                return vms_problem(p, -ENOMEM, "internal", "out of memory");
+        if (images_lookup(vh, q->image, img) < 0)
+                r = vms_problem(p, -ENOENT, "unknown-image", "no base image '%s' on node '%s'",
+                                q->image, vh->cfg.node_id);
+        else
+                r = vms_define(vh, q, img, p);
+        free(img);
+        return r;
+}
+
 static int vms_create_locked(struct vmhost *vh, const struct vmh_domain *dom,
                              const struct vm_create_req *q, json_t **ret_vm, struct vm_problem *p)
 {
         uint64_t t0 = clock_monotonic_ms(), t1, t2;
         char err[VMH_DETAIL_MAX];
-        struct image_info img;
         struct vm_meta m;
         int r;
 
@@ -207,10 +225,7 @@ static int vms_create_locked(struct vmhost *vh, const struct vmh_domain *dom,
         r = pin_gate_check(vh, q->vm_id, q->has_pin ? &q->pin : NULL, false, q->entity, q->image,
                            -EACCES, p);
         r = r ?: vms_memory_check(vh, q->memory_mib, p);
-        if (r == 0 && images_lookup(vh, q->image, &img) < 0)
-                r = vms_problem(p, -ENOENT, "unknown-image", "no base image '%s' on node '%s'",
-                                q->image, vh->cfg.node_id);
-        r = r ?: vms_define(vh, q, &img, p);
+        r = r ?: vms_define_image(vh, q, p);
         if (r < 0)
                 return r;
         t1 = clock_monotonic_ms();

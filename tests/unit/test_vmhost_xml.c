@@ -1,4 +1,5 @@
-/* vmhost: domain XML generation and escaping, and the metadata element's round trip. */
+/* vmhost: domain XML generation (libxml2's writer) and what it refuses, hostile values in the
+ * domain and metadata XML, and the metadata element's round trip. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,16 +11,30 @@
 #include <string.h>
 
 #include "vmhost/vmhost.h"
+#include "vmhost/xml_out.h"
 
-static void test_escape(void **state)
+static void test_text_valid(void **state)
 {
-        char buf[64];
+        static const char *const good[] = {
+            "", "a<b>&\"'", "tab\tand\nnewline", "caf\xc3\xa9", "\xf0\x9f\x93\xa6", "\xef\xbf\xbd"};
+        static const char *const bad[] = {"ctl\x01",
+                                          "esc\x1b[0m",
+                                          "cr\r",
+                                          "\x7f\xff",
+                                          "\xc3",
+                                          "\xc0\x80",
+                                          "\xc1\x81",
+                                          "\xe0\x80\xaf",
+                                          "\xed\xa0\x80",
+                                          "\xef\xbf\xbe",
+                                          "\xf4\x90\x80\x80",
+                                          "\x80",
+                                          "\xf8\x88\x80\x80\x80"};
 
-        assert_int_equal(xml_escape("a<b>&\"'", buf, sizeof(buf)), 27);
-        assert_string_equal(buf, "a&lt;b&gt;&amp;&quot;&apos;");
-        assert_int_equal(xml_escape("", buf, sizeof(buf)), 0);
-        assert_int_equal(xml_escape("ctl\x01", buf, sizeof(buf)), -EINVAL);
-        assert_int_equal(xml_escape("&&&&", buf, 8), -ENOSPC);
+        for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+                assert_true(xml_text_valid(good[i]));
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+                assert_false(xml_text_valid(bad[i]));
 }
 
 static struct vm_meta test_meta(void)
@@ -64,15 +79,21 @@ static void test_domain_xml_well_formed(void **state)
         doc = xmlReadMemory(xml, (int)strlen(xml), "d.xml", NULL, XML_PARSE_NONET);
         assert_non_null(doc); /* escaping kept it well-formed */
         xmlFreeDoc(doc);
-        assert_non_null(strstr(xml, "<domain type='qemu'>"));
+        assert_non_null(strstr(xml, "<domain type=\"qemu\">"));
         assert_non_null(strstr(xml, "<cmdline>console=ttyS0 a=&lt;b&gt;&amp;c</cmdline>"));
         assert_non_null(strstr(xml, "entity=\"acme-co\""));
-        assert_non_null(strstr(xml, "name='org.totebox.agent.0'"));
-        assert_non_null(strstr(xml, "<source mode='bind' path='/var/lib/t/channels/vm-1.sock'/>"));
-        assert_non_null(strstr(xml, "<rng model='virtio'>"));
+        assert_non_null(strstr(xml, "name=\"org.totebox.agent.0\""));
+        assert_non_null(
+            strstr(xml, "<source mode=\"bind\" path=\"/var/lib/t/channels/vm-1.sock\"/>"));
+        assert_non_null(strstr(xml, "<rng model=\"virtio\">"));
         assert_non_null(strstr(xml, "<serial>vault</serial>"));
-        assert_non_null(strstr(xml, "<source pool='totebox-vms' volume='vm-1-os.qcow2'/>"));
-        assert_non_null(strstr(xml, "xmlns:totebox='https://totebox.example/xmlns/vm/1'"));
+        assert_non_null(strstr(xml, "<source pool=\"totebox-vms\" volume=\"vm-1-os.qcow2\"/>"));
+        assert_non_null(strstr(xml, "<source file=\"/var/lib/t/seeds/vm-1.iso\"/>"));
+        assert_non_null(strstr(xml, "<memory unit=\"MiB\">512</memory>"));
+        assert_non_null(strstr(xml, "<vcpu>2</vcpu>"));
+        assert_non_null(strstr(xml, "<readonly/>"));
+        assert_non_null(strstr(xml, "<totebox:vm "));
+        assert_non_null(strstr(xml, "xmlns:totebox=\"https://totebox.example/xmlns/vm/1\""));
         assert_null(strstr(xml, "<interface")); /* no network */
         free(xml);
 }
@@ -88,8 +109,8 @@ static void test_domain_xml_files_and_disk_boot(void **state)
         s.kernel_path = NULL;
         xml = domain_xml_build(&s);
         assert_non_null(xml);
-        assert_non_null(strstr(xml, "<source file='/x/vm-1-os.qcow2'/>"));
-        assert_non_null(strstr(xml, "<boot dev='hd'/>"));
+        assert_non_null(strstr(xml, "<source file=\"/x/vm-1-os.qcow2\"/>"));
+        assert_non_null(strstr(xml, "<boot dev=\"hd\"/>"));
         assert_null(strstr(xml, "<kernel>"));
         free(xml);
 }
@@ -107,6 +128,95 @@ static void test_domain_xml_refuses_bad_input(void **state)
         s = test_spec(&m);
         s.memory_mib = 0;
         assert_null(domain_xml_build(&s));
+}
+
+/* The first element named name at or under n, depth first. */
+static xmlNode *test_xml_find(xmlNode *n, const char *name)
+{
+        for (; n; n = n->next) {
+                xmlNode *c;
+
+                if (n->type == XML_ELEMENT_NODE && strcmp((const char *)n->name, name) == 0)
+                        return n;
+                c = test_xml_find(n->children, name);
+                if (c)
+                        return c;
+        }
+        return NULL;
+}
+
+/* The text of element (below parent's element when parent is not NULL), or its attribute attr. */
+static void test_xml_expect(xmlDoc *doc, const char *parent, const char *name, const char *attr,
+                            const char *want)
+{
+        xmlNode *n = xmlDocGetRootElement(doc);
+        char *got;
+
+        if (parent) {
+                n = test_xml_find(n, parent);
+                assert_non_null(n);
+                n = n->children;
+        }
+        n = test_xml_find(n, name);
+        assert_non_null(n);
+        got = (char *)(attr ? xmlGetProp(n, BAD_CAST attr) : xmlNodeGetContent(n));
+        assert_non_null(got);
+        assert_string_equal(got, want);
+        xmlFree(got);
+}
+
+/* Quotes, angle brackets, ampersands, tabs, newlines and non-ASCII in text and attributes come
+ * back from a parser exactly as given; what XML cannot carry is refused, never written. */
+static void test_domain_xml_hostile_values(void **state)
+{
+        static const char cmdline[] = "a=\"x\" b='y' <c> &amp; d&e \t\n caf\xc3\xa9";
+        static const char path[] = "/var/lib/t/channels/'\"><x a=\"&amp;\t\n.sock";
+        static const char *const refused[] = {"a\x01", "a\x1b", "a\r", "a\xff", "a\xc0\x80"};
+        struct vm_meta m = test_meta();
+        struct vm_spec s = test_spec(&m);
+        char *xml;
+        xmlDoc *doc;
+
+        s.cmdline = cmdline;
+        s.channel_path = path;
+        xml = domain_xml_build(&s);
+        assert_non_null(xml);
+        doc = xmlReadMemory(xml, (int)strlen(xml), "d.xml", NULL, XML_PARSE_NONET);
+        assert_non_null(doc);
+        test_xml_expect(doc, NULL, "cmdline", NULL, cmdline);
+        test_xml_expect(doc, "channel", "source", "path", path);
+        test_xml_expect(doc, "channel", "target", "name", AGENT_CHANNEL_NAME);
+        test_xml_expect(doc, NULL, "vm", "request", "req-1");
+        xmlFreeDoc(doc);
+        free(xml);
+        for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+                s = test_spec(&m);
+                s.cmdline = refused[i];
+                assert_null(domain_xml_build(&s));
+                s = test_spec(&m);
+                s.console_log = refused[i];
+                assert_null(domain_xml_build(&s));
+        }
+}
+
+static void test_meta_hostile_values(void **state)
+{
+        static const char req[] = "r\"'<>&\t\n\xc3\xa9";
+        struct vm_meta m = test_meta(), back;
+        char *xml;
+
+        strcpy(m.request_id, req);
+        xml = vm_meta_format(&m);
+        assert_non_null(xml);
+        assert_non_null(strstr(xml, "request=\"r&quot;'&lt;&gt;&amp;&#9;&#10;"));
+        assert_int_equal(vm_meta_parse(xml, strlen(xml), &back), 0);
+        assert_string_equal(back.request_id, req);
+        free(xml);
+        strcpy(m.request_id, "r\x02");
+        assert_null(vm_meta_format(&m));
+        strcpy(m.request_id, "req-1");
+        strcpy(m.image, "ubuntu\xfe");
+        assert_null(vm_meta_format(&m));
 }
 
 static void test_meta_round_trip(void **state)
@@ -154,10 +264,12 @@ static void test_meta_strict(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test(test_escape),
+            cmocka_unit_test(test_text_valid),
             cmocka_unit_test(test_domain_xml_well_formed),
             cmocka_unit_test(test_domain_xml_files_and_disk_boot),
             cmocka_unit_test(test_domain_xml_refuses_bad_input),
+            cmocka_unit_test(test_domain_xml_hostile_values),
+            cmocka_unit_test(test_meta_hostile_values),
             cmocka_unit_test(test_meta_round_trip),
             cmocka_unit_test(test_meta_strict),
         };
