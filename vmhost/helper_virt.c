@@ -316,11 +316,17 @@ static void hv_image_info(const struct vmh_image *i, struct image_info *ret)
         ret->virtual_size = i->virtual_size;
 }
 
+static char *hv_path(struct hv *h, const char *dir, const char *id, const char *ext);
+
+/* The disks while the seed is built (genisoimage, the helper's: vmhost may not exec). */
 static void hv_make_disks(struct hv *h, virConnectPtr c, const struct vmh_disks_req *q,
                           struct vmh_done *done)
 {
         static struct image_info img;
+        char err[VMH_DETAIL_MAX] = "", *seed = NULL;
         struct vm_disks d;
+        pid_t pid;
+        int r;
 
         if (vmh_check_image(&h->vh->cfg, &q->image) < 0) {
                 done->result = -EPERM;
@@ -329,9 +335,22 @@ static void hv_make_disks(struct hv *h, virConnectPtr c, const struct vmh_disks_
                          "image store");
                 return;
         }
+        seed = hv_path(h, "seeds", q->name, ".iso");
+        r = seed ? seed_start(seed, q->name, &q->meta, &pid, err, sizeof(err)) : -ENOMEM;
+        free(seed);
+        if (r < 0) {
+                done->result = r;
+                snprintf(done->detail, sizeof(done->detail), "cannot build the seed: %s", err);
+                return;
+        }
         hv_image_info(&q->image, &img);
         done->result = storage_make_disks(h->vh, c, q->name, &img, q->vault_mib, &d, done->detail,
                                           sizeof(done->detail));
+        r = seed_wait(pid, err, sizeof(err)); /* always reaped */
+        if (done->result == 0 && r < 0) {
+                done->result = r;
+                snprintf(done->detail, sizeof(done->detail), "cannot build the seed: %s", err);
+        }
 }
 
 static char *hv_path(struct hv *h, const char *dir, const char *id, const char *ext)
