@@ -17,6 +17,7 @@ import pwd
 import sys
 
 import pytest
+from harness import proc_status as status
 
 sys.path.insert(0, os.path.dirname(__file__))
 from test_vmhost_harness import (VMHOST, FleetTrust, Vmhost, build_image, destroy_all,  # noqa: E402
@@ -25,15 +26,6 @@ from test_vmhost_helper import children, fds  # noqa: E402
 
 BASE = {"entity": "acme-co", "memory_mib": 128, "vcpus": 1, "image": "test",
         "vault_disk_mib": 16, "fleet_id": "fleet-t"}
-
-
-def status(pid):
-    out = {}
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            out[k] = v.strip()
-    return out
 
 
 def vm(vh, vm_id):
@@ -63,10 +55,7 @@ def test_vmhost_drops_privilege_and_still_works():
     vh = None
     try:
         manifest = build_image(os.path.join(root, "image"))
-        mesh = trust.mesh_dir(root, "node1")
-        for d, dirs, files in os.walk(mesh):  # root's, as totebox-pair leaves it
-            for n in dirs + files + [""]:
-                os.chown(os.path.join(d, n), 0, 0)
+        mesh = trust.mesh_dir(root, "node1", owner=(0, 0))  # root's, as totebox-pair leaves it
         os.chmod(mesh, 0o700)
         vh = Vmhost(root, as_root=True, mesh_state_dir=mesh)
         log = vh.read_log()
