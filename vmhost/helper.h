@@ -123,6 +123,7 @@ struct vmh_image {
 };
 
 /* The disks and the cloud-init seed (the helper runs genisoimage: vmhost may not exec). */
+#define VMH_SEED_FAILED "cannot build the seed" /* how a DONE detail of the seed's begins */
 struct vmh_disks_req {
         char name[IDENT_VM_MAX + 1];
         uint64_t vault_mib;

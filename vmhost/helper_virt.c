@@ -323,7 +323,7 @@ static void hv_make_disks(struct hv *h, virConnectPtr c, const struct vmh_disks_
                           struct vmh_done *done)
 {
         static struct image_info img;
-        char err[VMH_DETAIL_MAX] = "", *seed = NULL;
+        char err[VMH_DETAIL_MAX - sizeof(VMH_SEED_FAILED ": ")] = "", *seed = NULL;
         struct vm_disks d;
         pid_t pid;
         int r;
@@ -340,7 +340,7 @@ static void hv_make_disks(struct hv *h, virConnectPtr c, const struct vmh_disks_
         free(seed);
         if (r < 0) {
                 done->result = r;
-                snprintf(done->detail, sizeof(done->detail), "cannot build the seed: %s", err);
+                snprintf(done->detail, sizeof(done->detail), VMH_SEED_FAILED ": %s", err);
                 return;
         }
         hv_image_info(&q->image, &img);
@@ -349,7 +349,7 @@ static void hv_make_disks(struct hv *h, virConnectPtr c, const struct vmh_disks_
         r = seed_wait(pid, err, sizeof(err)); /* always reaped */
         if (done->result == 0 && r < 0) {
                 done->result = r;
-                snprintf(done->detail, sizeof(done->detail), "cannot build the seed: %s", err);
+                snprintf(done->detail, sizeof(done->detail), VMH_SEED_FAILED ": %s", err);
         }
 }
 

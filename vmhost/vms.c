@@ -119,9 +119,11 @@ static int vms_define(struct vmhost *vh, const struct vm_create_req *q,
         vms_meta_new(vh, q, &m);
         r = vmh_make_disks(vh, q->vm_id, img, q->vault_disk_mib, &m, err, sizeof(err));
         if (r < 0)
-                return vms_problem(
-                    p, 500, strncmp(err, "cannot build the seed", 21) == 0 ? "seed" : "storage",
-                    "cannot create the disks of '%s': %s", q->vm_id, err);
+                return vms_problem(p, 500,
+                                   strncmp(err, VMH_SEED_FAILED, strlen(VMH_SEED_FAILED)) == 0
+                                       ? "seed"
+                                       : "storage",
+                                   "cannot create the disks of '%s': %s", q->vm_id, err);
         r = vmh_define(vh, q->vm_id, q->memory_mib, q->vcpus, &m, img, err, sizeof(err));
         return r < 0 ? vms_problem(p, 500, "define", "cannot define '%s': %s", q->vm_id, err) : 0;
 }

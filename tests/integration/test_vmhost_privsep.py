@@ -107,6 +107,11 @@ def test_vmhost_drops_privilege_and_still_works():
         # and after all that, still unprivileged
         me = status(vh.proc.pid)
         assert "0" not in me["Uid"].split() and int(me["CapEff"], 16) == 0
+        # an unprivileged vmhost still shuts down in order: the helper ends, vmhost exits 0
+        helper_pid = helpers[0]
+        vh.stop()
+        assert vh.proc.returncode == 0, vh.read_log()[-2000:]
+        assert not os.path.exists("/proc/%d" % helper_pid)
     finally:
         if vh:
             vh.stop()
