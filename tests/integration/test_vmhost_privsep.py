@@ -99,6 +99,11 @@ def test_vmhost_drops_privilege_and_still_works():
         wait_for(lambda: (vm(vh, "vm-p1")["agent"] or {}).get("reports", 0) >= 1, 180,
                  "vm-p1's agent's first report over the passed channel")
         assert "VM 'vm-p1': agent channel connected" in vh.read_log()
+        # what vmhost holds of the guest is the channel socket the helper passed, never a
+        # descriptor into the helper's directories or the mesh state
+        held = fds(vh.proc.pid).values()
+        for d in (mesh, os.path.join(state, "vms"), os.path.join(state, "channels")):
+            assert not [t for t in held if t.startswith(d + "/")], (d, sorted(held))
         # a pushed roster: vmhost stores its copy, the helper the mesh state's (root's, 0700)
         st, body, _ = vh.call("POST", "/v1/roster", trust.roster(version=2))
         assert st == 200 and body["version"] == 2, body
