@@ -229,6 +229,20 @@ int vmh_check_image(const struct vmhost_config *cfg, const struct vmh_image *img
         return 0;
 }
 
+int vmh_image_files_real(const struct vmh_image *img)
+{
+        const char *const paths[] = {img->disk_path, img->kernel_path, img->initrd_path};
+        struct stat st;
+
+        /* images/ is vmhost's user's: a link there could name any file of root's to QEMU (and
+         * to libvirt's relabelling); checked again at each use, so what is left is the window
+         * between this lstat and libvirt's open */
+        for (size_t i = 0; i < 3; i++)
+                if (paths[i][0] && (lstat(paths[i], &st) < 0 || !S_ISREG(st.st_mode)))
+                        return -EPERM;
+        return 0;
+}
+
 /* --- the helper --- */
 
 static int vmh_on_apply(struct vmh_helper *h, const struct vmh_apply_peers *a)

@@ -218,6 +218,8 @@ int vmh_serve(struct vmh_helper *h, int fd);
  * state_dir/images. */
 bool vmh_vm_meta_ok(const struct vm_meta *m);
 int vmh_check_image(const struct vmhost_config *cfg, const struct vmh_image *img);
+/* At use: each named image file is a regular file, not a link (-EPERM). */
+int vmh_image_files_real(const struct vmh_image *img);
 /* The program's path: vmhost-helper beside the running vmhost, or $VMHOST_HELPER. */
 int vmh_program(char *buf, size_t size);
 

@@ -328,7 +328,7 @@ static void hv_make_disks(struct hv *h, virConnectPtr c, const struct vmh_disks_
         pid_t pid;
         int r;
 
-        if (vmh_check_image(&h->vh->cfg, &q->image) < 0) {
+        if (vmh_check_image(&h->vh->cfg, &q->image) < 0 || vmh_image_files_real(&q->image) < 0) {
                 done->result = -EPERM;
                 snprintf(done->detail, sizeof(done->detail),
                          "the image's files are not in the "
@@ -419,7 +419,8 @@ static void hv_define(struct hv *h, virConnectPtr c, const struct vmh_define *q,
         virDomainPtr dom;
         char *xml;
 
-        if (vmh_check_image(&h->vh->cfg, &q->image) < 0 || !hv_meta_round_trip(m)) {
+        if (vmh_check_image(&h->vh->cfg, &q->image) < 0 || vmh_image_files_real(&q->image) < 0 ||
+            !hv_meta_round_trip(m)) {
                 done->result = -EPERM;
                 snprintf(done->detail, sizeof(done->detail), "the spec is refused");
                 return;

@@ -346,6 +346,19 @@ static void test_files(void **state)
         assert_memory_equal(path, "disk", 4);
         close(fd);
         assert_int_equal(file_call(&h, VMH_FILE_VAULT_DROP, "vm-1", &fd), 0);
+        /* an image file vmhost's user made a link (to root's file) is refused at use */
+        {
+                static struct vmh_image img;
+
+                memset(&img, 0, sizeof(img));
+                snprintf(img.disk_path, sizeof(img.disk_path), "%s/vms/vm-1-vault.img", dir);
+                assert_int_equal(vmh_image_files_real(&img), 0);
+                snprintf(img.disk_path, sizeof(img.disk_path), "%s/channels", dir);
+                assert_int_equal(vmh_image_files_real(&img), -EPERM);
+                snprintf(img.disk_path, sizeof(img.disk_path), "%s/link.qcow2", dir);
+                assert_int_equal(symlink("/etc/passwd", img.disk_path), 0);
+                assert_int_equal(vmh_image_files_real(&img), -EPERM);
+        }
         /* a vault that is a link is not opened */
         snprintf(path, sizeof(path), "%s/vms/vm-2-vault.img", dir);
         assert_int_equal(symlink("/etc/passwd", path), 0);
