@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 static void daemon_usage(const struct daemon_args *d, FILE *out)
@@ -117,4 +119,25 @@ int daemon_signalfd(void)
                 return -errno;
         signal(SIGPIPE, SIG_IGN);
         return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+}
+
+int daemon_unix_connect(const char *path, int flags)
+{
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        size_t n = strlen(path);
+        int fd;
+
+        if (n >= sizeof(sa.sun_path))
+                return -ENAMETOOLONG;
+        memcpy(sa.sun_path, path, n + 1);
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | flags, 0);
+        if (fd < 0)
+                return -errno;
+        if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+                int e = -errno;
+
+                close(fd);
+                return e;
+        }
+        return fd;
 }

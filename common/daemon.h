@@ -20,3 +20,6 @@ struct daemon_args {
 int daemon_parse_args(const struct daemon_args *d, int argc, char **argv);
 /* Blocks SIGINT, SIGTERM, SIGHUP and returns a signalfd that reports them. */
 int daemon_signalfd(void);
+/* A SOCK_STREAM unix socket connected to path (flags: SOCK_NONBLOCK and the like, beside
+ * SOCK_CLOEXEC): the descriptor, or -ENAMETOOLONG / a negative errno. */
+int daemon_unix_connect(const char *path, int flags);

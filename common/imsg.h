@@ -41,9 +41,15 @@ int imsg_check(const struct imsg_proto *p, const void *buf, size_t n, struct ims
                const void **ret_payload, char *err, size_t errsize);
 /* Sends one message; the type and size are checked against the table first (-EINVAL). */
 int imsg_send(int fd, const struct imsg_proto *p, uint16_t type, const void *payload, size_t len);
+/* The same with a descriptor passed along (SCM_RIGHTS), the vmd way; pass_fd < 0: none. */
+int imsg_send_fd(int fd, const struct imsg_proto *p, uint16_t type, const void *payload, size_t len,
+                 int pass_fd);
 /* Receives one datagram into buf (at most size bytes; a longer one is -EMSGSIZE and dropped);
  * waits at most timeout_ms (< 0: forever). Returns its length, 0 at EOF, or a negative errno. */
 ssize_t imsg_recv(int fd, void *buf, size_t size, int timeout_ms);
+/* The same, and the descriptor the datagram carried in *ret_fd (close-on-exec; -1 when none;
+ * any further ones are closed). Which messages may carry one is the protocol's to check. */
+ssize_t imsg_recv_fd(int fd, void *buf, size_t size, int timeout_ms, int *ret_fd);
 /* A socketpair for one protocol: SOCK_SEQPACKET, close-on-exec. */
 int imsg_socketpair(int ret_fds[2]);
 /* True when the fixed char array s (size bytes) holds a NUL: a string field is terminated. */

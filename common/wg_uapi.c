@@ -2,6 +2,7 @@
  * /var/run/wireguard/IFNAME.sock ("set=1" / "get=1", key=value lines, an empty line, then
  * "errno=N"). Keys travel as hex; every buffer that held a private key is wiped. */
 #include "common/wg.h"
+#include "common/daemon.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -267,22 +268,11 @@ cleanup:
 
 static int wg_uapi_connect(const char *ifname)
 {
-        struct sockaddr_un sa = {.sun_family = AF_UNIX};
-        int fd;
+        char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 
-        if (snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s.sock", WG_UAPI_DIR, ifname) >=
-            (int)sizeof(sa.sun_path))
+        if (snprintf(path, sizeof(path), "%s/%s.sock", WG_UAPI_DIR, ifname) >= (int)sizeof(path))
                 return -ENAMETOOLONG;
-        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-                return -errno;
-        if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-                int e = -errno;
-
-                close(fd);
-                return e;
-        }
-        return fd;
+        return daemon_unix_connect(path, 0);
 }
 
 static int wg_uapi_write_all(int fd, const char *buf, size_t len)

@@ -33,6 +33,14 @@ if ! getent passwd libvirt-qemu >/dev/null; then
   echo "install-deps: created the system user 'libvirt-qemu'"
 fi
 
+# vmhost, started as root, drops to 'totebox-vmhost' (the totebox-node package makes it; without
+# it vmhost falls back to nobody, which the tests accept): the same user as the package's.
+if ! getent passwd totebox-vmhost >/dev/null; then
+  $SUDO useradd --system --no-create-home --home-dir /nonexistent \
+    --shell /usr/sbin/nologin --user-group totebox-vmhost
+  echo "install-deps: created the system user 'totebox-vmhost'"
+fi
+
 # promtool lints fleetd's /metrics in the tests. Debian ships it only inside the prometheus
 # package, whose installation would add (and on systemd start) a Prometheus server: take the
 # one binary out of Debian's .deb instead (dpkg-deb -x), checked by apt as any download.

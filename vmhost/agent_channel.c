@@ -1,7 +1,8 @@
 /* The agent channels: one unix socket per VM, bound by QEMU under state_dir/channels (mode
- * 0700, so only vmhost's user can open it), connected by vmhost when the domain starts and
- * retried every two seconds while it runs (the channel's path is vmhost's own: state_dir,
- * channels, the VM id; the helper writes the same into the domain XML). I/O runs on the
+ * 0700, the helper's user's): the helper connects it and passes the descriptor up (VMH_FILE,
+ * the vmd way), when the domain starts and every two seconds while it runs and is not
+ * connected (the helper derives the path from the VM id, as it does in the domain XML; vmhost,
+ * unprivileged, could not open it and names no path). I/O runs on the
  * channels' own poll thread (chan_main). Lines longer than
  * AGENT_LINE_MAX are discarded to their newline; malformed lines are counted and dropped;
  * reports go through agent_verify.c. The pinned key and the last accepted tree head are written
@@ -21,6 +22,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "vmhost/helper.h"
 #include "vmhost/vmhost.h"
 
 #define CHAN_RETRY_MS 2000
@@ -49,15 +51,6 @@ struct agent_chan {
         uint64_t last_requested_ms;
         json_t *last_requested;
 };
-
-char *agent_chan_socket_path(const struct vmhost *vh, const char *id)
-{
-        char *p = NULL;
-
-        if (asprintf(&p, "%s/channels/%s.sock", vh->cfg.state_dir, id) < 0)
-                return NULL;
-        return p;
-}
 
 static struct agent_chan *chan_find(struct vmhost *vh, const char *id)
 {
@@ -417,38 +410,51 @@ static void chan_wake(struct vmhost *vh)
                 log_debug("agent channels: cannot wake the poll loop: %s", strerror(errno));
 }
 
-static void chan_connect(struct vmhost *vh, struct agent_chan *c)
+/* Installs fd as id's connection when the VM still runs and has none (state_lock held). */
+static void chan_install(struct vmhost *vh, const char *id, int fd)
 {
-        struct sockaddr_un sa = {.sun_family = AF_UNIX};
-        char *path = agent_chan_socket_path(vh, c->id);
-        int fd = -1;
+        struct agent_chan *c = chan_find(vh, id);
 
-        if (c->fd >= 0 || !path || strlen(path) >= sizeof(sa.sun_path))
-                goto cleanup;
-        memcpy(sa.sun_path, path, strlen(path) + 1);
-        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-                goto cleanup;
-        c->fd = fd;
-        chan_wake(vh);
-        c->gen++;
-        fd = -1;
-        log_info("VM '%s': agent channel connected", c->id);
-cleanup:
-        if (fd >= 0)
+        if (!c || !c->running || c->fd >= 0) {
                 close(fd);
-        free(path);
+                return;
+        }
+        c->fd = fd;
+        c->gen++;
+        log_info("VM '%s': agent channel connected", c->id);
 }
 
+/* Asks the helper for the channels of running VMs that are not connected: the ids are taken
+ * under state_lock, the helper is called without it (it is never held across a helper call),
+ * and only when no other call holds the helper (a long managed save must not stop the loop:
+ * the next round tries again). */
 static void chan_retry(struct vmhost *vh)
 {
+        char(*ids)[VM_ID_MAX + 1] = NULL;
+        size_t n = 0, cap = 0;
+
+        pthread_mutex_lock(&vh->state_lock);
         for (struct agent_chan *c = vh->chans; c; c = c->next)
+                cap += c->running && c->fd < 0;
+        ids = cap ? calloc(cap, sizeof(*ids)) : NULL;
+        for (struct agent_chan *c = vh->chans; ids && c && n < cap; c = c->next)
                 if (c->running && c->fd < 0)
-                        chan_connect(vh, c);
+                        snprintf(ids[n++], sizeof(ids[0]), "%s", c->id);
+        pthread_mutex_unlock(&vh->state_lock);
+        for (size_t i = 0; i < n; i++) {
+                int fd = -1;
+
+                if (vmh_file(vh, VMH_FILE_CHANNEL, ids[i], true, &fd) < 0)
+                        continue;
+                pthread_mutex_lock(&vh->state_lock);
+                chan_install(vh, ids[i], fd);
+                pthread_mutex_unlock(&vh->state_lock);
+        }
+        free(ids);
 }
 
-/* The channels' poll loop: what each connected channel reads, and every CHAN_RETRY_MS the
- * connects of running VMs whose channel is not connected yet. */
+/* The channels' poll loop: what each connected channel reads, and every CHAN_RETRY_MS (or when
+ * a domain started) the connects of running VMs whose channel is not connected yet. */
 static void *chan_main(void *arg)
 {
         struct vmhost *vh = arg;
@@ -461,12 +467,18 @@ static void *chan_main(void *arg)
                 size_t n = 1;
                 bool dirty = false;
                 char drain[64];
+                bool retry;
 
                 pthread_mutex_lock(&vh->state_lock);
-                if (now >= next) {
+                retry = now >= next || vh->chan_retry_now;
+                vh->chan_retry_now = false;
+                pthread_mutex_unlock(&vh->state_lock);
+                if (retry) {
                         chan_retry(vh);
+                        now = clock_monotonic_ms();
                         next = now + CHAN_RETRY_MS;
                 }
+                pthread_mutex_lock(&vh->state_lock);
                 for (struct agent_chan *c = vh->chans; c; c = c->next)
                         n += c->fd >= 0;
                 if (n > cap) {
@@ -509,7 +521,8 @@ void agent_chan_domain_started(struct vmhost *vh, const char *id)
         c = chan_get(vh, id);
         if (c) {
                 c->running = true;
-                chan_connect(vh, c);
+                vh->chan_retry_now = true; /* the loop asks the helper, now */
+                chan_wake(vh);
         }
         pthread_mutex_unlock(&vh->state_lock);
 }

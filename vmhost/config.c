@@ -52,6 +52,9 @@ const struct config_key vmhost_config_table[] = {
       "WireGuard interface rosters are applied to; empty: none"),
     K("archive_grace", CONFIG_DURATION, archive_grace_ms, 0, 3600000, "60s",
       "how long an archived VM may take to shut down before it is powered off"),
+    K("user", CONFIG_STRING, user, 33, 33, VMHOST_USER,
+      "the user vmhost runs as once its helper is started, when started as root (no user of that "
+      "name: nobody); the helper stays root"),
     K("log_level", CONFIG_STRING, log_level, 16, 16, "info", "error, warn, info or debug"),
     {0},
 };

@@ -24,6 +24,7 @@
 #include "common/log.h"
 #include "common/sha256.h"
 #include "common/small_file.h"
+#include "vmhost/helper.h"
 #include "vmhost/vmhost.h"
 
 #define EXPORT_BLOCK      512
@@ -274,7 +275,9 @@ static int export_open(struct export_job *j, struct vm_problem *p)
         snprintf(j->dir, sizeof(j->dir), "%s/exports", j->vh->cfg.state_dir);
         snprintf(j->part, sizeof(j->part), "%s/%s.tar.part", j->dir, j->vm_id);
         snprintf(j->final, sizeof(j->final), "%s/%s.tar", j->dir, j->vm_id);
-        j->disk_fd = open(j->disk, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        /* vms/ is the helper's: it opens the disk and passes the descriptor up */
+        if (vmh_file(j->vh, VMH_FILE_VAULT, j->vm_id, false, &j->disk_fd) < 0)
+                j->disk_fd = -1;
         if (j->disk_fd < 0 || fstat(j->disk_fd, &st) < 0 || !S_ISREG(st.st_mode))
                 return vms_problem(p, -EIO, "no-vault-disk", "the vault disk '%s' cannot be read",
                                    j->disk);
@@ -680,23 +683,23 @@ int export_inspect(struct vmhost *vh, const char *body, size_t len, json_t **ret
         return r;
 }
 
-/* import_disk with its two paths. */
-static int import_disk_to(struct vmhost *vh, const char *name, const struct vm_create_req *q,
-                          struct import_info *ii, const char *disk, const char *tmp,
-                          struct vm_problem *p)
+/* The disk member into vms/{id}-vault.img (never over an existing disk), then the domain. The
+ * helper creates vms/{id}-vault.img.import (vms/ is its directory) and passes the descriptor up;
+ * the copy is renamed into place by the helper, never over a disk. */
+static int import_disk(struct vmhost *vh, const char *name, const struct vm_create_req *q,
+                       struct import_info *ii, struct vm_problem *p)
 {
-        int fd, r;
+        int fd = -1, r = vmh_file(vh, VMH_FILE_VAULT_NEW, q->vm_id, false, &fd), unused;
 
-        if (access(disk, F_OK) == 0)
+        if (r == -EEXIST)
                 return vms_problem(p, -EEXIST, "vault-disk-exists",
                                    "node '%s' already holds a vault disk for VM '%s'; it is never "
                                    "overwritten",
                                    vh->cfg.node_id, q->vm_id);
-        unlink(tmp); /* a copy an earlier attempt left: never a disk in use */
-        fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (fd < 0)
-                return vms_problem(p, -EIO, "import-failed", "cannot create '%s': %s", tmp,
-                                   strerror(errno));
+        if (r < 0)
+                return vms_problem(p, -EIO, "import-failed",
+                                   "cannot create the vault disk of '%s': %s", q->vm_id,
+                                   strerror(-r));
         r = import_check(vh, name, ii, fd, p);
         if (r == 0 &&
             (fsync(fd) < 0 || json_string_value(json_object_get(ii->manifest, "vm_id")) == NULL ||
@@ -704,28 +707,16 @@ static int import_disk_to(struct vmhost *vh, const char *name, const struct vm_c
                 r = vms_problem(p, -EINVAL, "not-this-vm", "'%s' is not an export of VM '%s'", name,
                                 q->vm_id);
         close(fd);
-        if (r == 0 && rename(tmp, disk) < 0)
-                r = vms_problem(p, -EIO, "import-failed", "cannot rename '%s'", tmp);
+        if (r == 0 && (r = vmh_file(vh, VMH_FILE_VAULT_COMMIT, q->vm_id, false, &unused)) < 0)
+                r = r == -EEXIST ? vms_problem(p, -EEXIST, "vault-disk-exists",
+                                               "node '%s' already holds a vault disk for VM '%s'; "
+                                               "it is never overwritten",
+                                               vh->cfg.node_id, q->vm_id)
+                                 : vms_problem(p, -EIO, "import-failed",
+                                               "cannot rename the vault disk of '%s': %s", q->vm_id,
+                                               strerror(-r));
         if (r < 0)
-                unlink(tmp);
-        return r;
-}
-
-/* The disk member into vms/{id}-vault.img (never over an existing disk), then the domain. */
-static int import_disk(struct vmhost *vh, const char *name, const struct vm_create_req *q,
-                       struct import_info *ii, struct vm_problem *p)
-{
-        char *disk = NULL, *tmp = NULL;
-        int r;
-
-        if (asprintf(&disk, "%s/vms/%s-vault.img", vh->cfg.state_dir, q->vm_id) < 0)
-                disk = NULL;
-        if (disk && asprintf(&tmp, "%s.import", disk) < 0)
-                tmp = NULL;
-        r = disk && tmp ? import_disk_to(vh, name, q, ii, disk, tmp, p)
-                        : vms_problem(p, -ENOMEM, "internal", "out of memory");
-        free(disk);
-        free(tmp);
+                vmh_file(vh, VMH_FILE_VAULT_DROP, q->vm_id, false, &unused);
         return r;
 }
 

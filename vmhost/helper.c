@@ -13,9 +13,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common/daemon.h"
 #include "common/log.h"
 #include "common/mesh.h"
 #include "common/small_file.h"
@@ -49,6 +53,8 @@ static const struct imsg_type vmh_types[] = {
     VMH_FIXED(VMH_LIST_END, struct vmh_result, "list-end"),
     VMH_FIXED(VMH_DONE, struct vmh_done, "done"),
     VMH_FIXED(VMH_EVENT, struct vmh_event, "event"),
+    VMH_FIXED(VMH_FILE, struct vmh_file, "file"),
+    VMH_FIXED(VMH_FILE_IS, struct vmh_result, "file-is"),
 };
 
 const struct imsg_proto vmh_proto = {
@@ -139,7 +145,11 @@ static bool vmh_fields_ok(uint16_t type, const union vmh_msg *m)
                 return m->apply_peers.version != 0;
         case VMH_APPLIED:
         case VMH_LIST_END:
+        case VMH_FILE_IS:
                 return m->result.result <= 0;
+        case VMH_FILE:
+                return m->file.op >= VMH_FILE_CHANNEL && m->file.op < VMH_FILE_OP_COUNT &&
+                       vmh_name_ok(m->file.name, sizeof(m->file.name));
         case VMH_WG_KEY:
                 return m->wg_key_req.reserved == 0;
         case VMH_WG_KEY_IS:
@@ -161,7 +171,7 @@ static bool vmh_fields_ok(uint16_t type, const union vmh_msg *m)
         case VMH_MAKE_DISKS:
                 return vmh_name_ok(m->disks.name, sizeof(m->disks.name)) &&
                        m->disks.vault_mib >= 16 && m->disks.vault_mib <= 16777216 &&
-                       vmh_image_ok(&m->disks.image);
+                       vmh_image_ok(&m->disks.image) && vmh_vm_meta_ok(&m->disks.meta);
         case VMH_DEFINE:
                 return vmh_name_ok(m->define.name, sizeof(m->define.name)) &&
                        m->define.memory_mib >= 64 && m->define.memory_mib <= 1048576 &&
@@ -220,6 +230,20 @@ int vmh_check_image(const struct vmhost_config *cfg, const struct vmh_image *img
         return 0;
 }
 
+int vmh_image_files_real(const struct vmh_image *img)
+{
+        const char *const paths[] = {img->disk_path, img->kernel_path, img->initrd_path};
+        struct stat st;
+
+        /* images/ is vmhost's user's: a link there could name any file of root's to QEMU (and
+         * to libvirt's relabelling); checked again at each use, so what is left is the window
+         * between this lstat and libvirt's open */
+        for (size_t i = 0; i < 3; i++)
+                if (paths[i][0] && (lstat(paths[i], &st) < 0 || !S_ISREG(st.st_mode)))
+                        return -EPERM;
+        return 0;
+}
+
 /* --- the helper --- */
 
 static int vmh_on_apply(struct vmh_helper *h, const struct vmh_apply_peers *a)
@@ -229,7 +253,7 @@ static int vmh_on_apply(struct vmh_helper *h, const struct vmh_apply_peers *a)
         struct roster *r;
         int ret;
 
-        if (!cfg->wg_interface[0])
+        if (!cfg->wg_interface[0] && !cfg->mesh_state_dir[0])
                 return 0;
         if (!h->have_genesis)
                 return -ENOKEY;
@@ -246,11 +270,125 @@ static int vmh_on_apply(struct vmh_helper *h, const struct vmh_apply_peers *a)
         else if (roster_verify(r, h->genesis_pk) < 0)
                 ret = -EBADMSG;
         else
-                ret = mesh_apply_roster(cfg->wg_interface, r, cfg->node_id);
+                ret = cfg->wg_interface[0] ? mesh_apply_roster(cfg->wg_interface, r, cfg->node_id)
+                                           : 0;
+        /* the mesh tool's copy too (root's directory), so that 'totebox-pair up' restores this
+         * version */
+        if (ret == 0 && cfg->mesh_state_dir[0] && mesh_roster_store(cfg->mesh_state_dir, r) < 0)
+                log_warn("helper: roster version %llu not written to the mesh state '%s'",
+                         (unsigned long long)r->version, cfg->mesh_state_dir);
         if (ret == 0)
                 h->applied_version = r->version;
         roster_free(r);
         return ret;
+}
+
+/* state_dir/sub, opened without following a link and only when the helper's user owns it: the
+ * state directory itself is vmhost's user's, which may put anything in it but cannot make a
+ * directory of root's. */
+static int vmh_dir_open(const struct vmhost_config *cfg, const char *sub)
+{
+        char path[PATH_MAX];
+        struct stat st;
+        int fd;
+
+        if (snprintf(path, sizeof(path), "%s/%s", cfg->state_dir, sub) >= (int)sizeof(path))
+                return -ENAMETOOLONG;
+        fd = open(path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        if (fstat(fd, &st) < 0 || st.st_uid != geteuid() || (st.st_mode & 022)) {
+                close(fd);
+                return -EPERM;
+        }
+        return fd;
+}
+
+/* A connected socket to QEMU's end of the agent channel, through the pinned directory. */
+static int vmh_channel_connect(int dfd, const char *name)
+{
+        char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+
+        if (snprintf(path, sizeof(path), "/proc/self/fd/%d/%s.sock", dfd, name) >=
+            (int)sizeof(path))
+                return -ENAMETOOLONG;
+        return daemon_unix_connect(path, SOCK_NONBLOCK);
+}
+
+static int vmh_vault_open(int dfd, const char *name, bool create)
+{
+        char disk[IDENT_VM_MAX + 32], tmp[IDENT_VM_MAX + 40];
+        struct stat st;
+        int fd;
+
+        snprintf(disk, sizeof(disk), "%s-vault.img", name);
+        snprintf(tmp, sizeof(tmp), "%s.import", disk);
+        if (!create) {
+                fd = openat(dfd, disk, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+                if (fd >= 0 && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))) {
+                        close(fd);
+                        return -EINVAL;
+                }
+                return fd < 0 ? -errno : fd;
+        }
+        if (faccessat(dfd, disk, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+                return -EEXIST;
+        unlinkat(dfd, tmp, 0); /* a copy an earlier attempt left: never a disk in use */
+        fd = openat(dfd, tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+        return fd < 0 ? -errno : fd;
+}
+
+int vmh_file_do(const struct vmhost_config *cfg, const struct vmh_file *f, int *ret_fd)
+{
+        char disk[IDENT_VM_MAX + 32], tmp[IDENT_VM_MAX + 40];
+        int dfd = vmh_dir_open(cfg, f->op == VMH_FILE_CHANNEL ? "channels" : "vms"), r;
+
+        *ret_fd = -1;
+        if (dfd < 0)
+                return dfd;
+        snprintf(disk, sizeof(disk), "%s-vault.img", f->name);
+        snprintf(tmp, sizeof(tmp), "%s.import", disk);
+        switch ((enum vmh_file_op)f->op) {
+        case VMH_FILE_CHANNEL:
+                r = vmh_channel_connect(dfd, f->name);
+                break;
+        case VMH_FILE_VAULT:
+        case VMH_FILE_VAULT_NEW:
+                r = vmh_vault_open(dfd, f->name, f->op == VMH_FILE_VAULT_NEW);
+                break;
+        case VMH_FILE_VAULT_COMMIT:
+                r = renameat2(dfd, tmp, dfd, disk, RENAME_NOREPLACE) < 0 ? -errno : 0;
+                break;
+        case VMH_FILE_VAULT_DROP:
+                r = unlinkat(dfd, tmp, 0) < 0 && errno != ENOENT ? -errno : 0;
+                break;
+        case VMH_FILE_OP_COUNT:
+        default:
+                r = -EINVAL;
+                break;
+        }
+        close(dfd);
+        if (r > 0) {
+                *ret_fd = r;
+                r = 0;
+        }
+        return r;
+}
+
+static int vmh_on_file(int fd, const struct vmh_file *f, const struct vmhost_config *cfg)
+{
+        struct vmh_result res = {0};
+        int got = -1, r;
+
+        res.result = vmh_file_do(cfg, f, &got);
+        if (res.result < 0 && res.result != -ENOENT && res.result != -ECONNREFUSED)
+                log_warn("helper: file '%s' of VM '%s' refused: %s",
+                         f->op == VMH_FILE_CHANNEL ? "channel" : "vault", f->name,
+                         strerror(-res.result));
+        r = imsg_send_fd(fd, &vmh_proto, VMH_FILE_IS, &res, sizeof(res), got);
+        if (got >= 0)
+                close(got);
+        return r;
 }
 
 static void vmh_on_wg_key(struct vmh_helper *h, struct vmh_wg_key *out)
@@ -311,6 +449,8 @@ int vmh_handle(struct vmh_helper *h, int fd, const void *buf, size_t n, char *er
                 memset(&key, 0, sizeof(key));
                 vmh_on_wg_key(h, &key);
                 return imsg_send(fd, &vmh_proto, VMH_WG_KEY_IS, &key, sizeof(key));
+        case VMH_FILE:
+                return vmh_on_file(fd, &m.file, &h->vh->cfg);
         case VMH_LIST:
         case VMH_LOOKUP:
         case VMH_MAKE_DISKS:
@@ -332,6 +472,7 @@ int vmh_handle(struct vmh_helper *h, int fd, const void *buf, size_t n, char *er
         case VMH_LIST_END:
         case VMH_DONE:
         case VMH_EVENT:
+        case VMH_FILE_IS:
                 break;
         }
         snprintf(err, errsize, "%s message '%s' goes from the helper, not to it", vmh_proto.name,
@@ -466,15 +607,21 @@ void vmh_stop(struct vmhost *vh)
 
 /* Sends one request and receives its answers until one of type want; other answers (a domain of
  * a listing) go to each_fn. A late answer to a call that timed out is dropped first. */
+/* Sends one request and receives its answers until one of type want; other answers (a domain of
+ * a listing) go to each_fn. A late answer to a call that timed out is dropped first. Only
+ * VMH_FILE_IS brings a descriptor (to *ret_fd); one on any other answer is closed. */
 static int vmh_exchange(struct vmhost *vh, uint16_t type, const void *req, size_t len,
                         uint16_t want, union vmh_msg *ret,
-                        void (*each_fn)(void *ctx, const struct vmh_domain *d), void *ctx)
+                        void (*each_fn)(void *ctx, const struct vmh_domain *d), void *ctx,
+                        int *ret_fd)
 {
         static char buf[VMH_BUF];
         char err[256];
         uint16_t got = 0;
         ssize_t n;
-        int r, timeout = type == VMH_APPLY_PEERS || type == VMH_WG_KEY || type == VMH_CONFIG
+        int r, fd = -1,
+               timeout = type == VMH_APPLY_PEERS || type == VMH_WG_KEY || type == VMH_CONFIG ||
+                                 type == VMH_FILE
                              ? VMH_CALL_TIMEOUT_MS
                              : VMH_LONG_TIMEOUT_MS;
 
@@ -482,7 +629,9 @@ static int vmh_exchange(struct vmhost *vh, uint16_t type, const void *req, size_
                 log_warn("helper: a late answer dropped");
         r = imsg_send(vh->helper_fd, &vmh_proto, type, req, len);
         for (;;) {
-                n = r == 0 ? imsg_recv(vh->helper_fd, buf, sizeof(buf), timeout) : r;
+                if (fd >= 0)
+                        close(fd);
+                n = r == 0 ? imsg_recv_fd(vh->helper_fd, buf, sizeof(buf), timeout, &fd) : r;
                 if (n <= 0)
                         return n == 0 ? -ECONNRESET : (int)n;
                 r = vmh_decode(buf, (size_t)n, &got, ret, err, sizeof(err));
@@ -494,6 +643,12 @@ static int vmh_exchange(struct vmhost *vh, uint16_t type, const void *req, size_
                         r = -EBADMSG;
                 if (r < 0)
                         log_error("helper: bad answer: %s", r == -EBADMSG ? "unexpected" : err);
+                if (r == 0 && got == VMH_FILE_IS && ret_fd) {
+                        *ret_fd = fd;
+                        fd = -1;
+                }
+                if (fd >= 0)
+                        close(fd);
                 return r;
         }
 }
@@ -507,7 +662,7 @@ static int vmh_call_each(struct vmhost *vh, uint16_t type, const void *req, size
         if (!vh->helper_up)
                 return -ENOTCONN;
         pthread_mutex_lock(&vh->helper_lock);
-        r = vmh_exchange(vh, type, req, len, want, ret, each_fn, ctx);
+        r = vmh_exchange(vh, type, req, len, want, ret, each_fn, ctx, NULL);
         pthread_mutex_unlock(&vh->helper_lock);
         return r;
 }
@@ -516,6 +671,41 @@ static int vmh_call(struct vmhost *vh, uint16_t type, const void *req, size_t le
                     union vmh_msg *ret)
 {
         return vmh_call_each(vh, type, req, len, want, ret, NULL, NULL);
+}
+
+int vmh_file(struct vmhost *vh, enum vmh_file_op op, const char *name, bool try, int *ret_fd)
+{
+        struct vmh_file q = {.op = (uint32_t)op};
+        union vmh_msg *m;
+        int fd = -1, r;
+
+        if (!vh->helper_up)
+                return -ENOTCONN;
+        if (snprintf(q.name, sizeof(q.name), "%s", name) >= (int)sizeof(q.name))
+                return -ENAMETOOLONG;
+        m = malloc(sizeof(*m)); /* 14 KiB: as vmh_call_done's */
+        if (!m)
+                return -ENOMEM;
+        if (try) {
+                if (pthread_mutex_trylock(&vh->helper_lock) != 0) {
+                        free(m);
+                        return -EBUSY;
+                }
+        } else {
+                pthread_mutex_lock(&vh->helper_lock);
+        }
+        r = vmh_exchange(vh, VMH_FILE, &q, sizeof(q), VMH_FILE_IS, m, NULL, NULL, &fd);
+        pthread_mutex_unlock(&vh->helper_lock);
+        r = r ?: m->result.result;
+        free(m);
+        /* an open answered without its descriptor, or a commit with one, is the helper's fault */
+        if (r == 0 && (fd >= 0) != (op <= VMH_FILE_VAULT_NEW))
+                r = -EBADMSG;
+        if (r < 0 && fd >= 0)
+                close(fd);
+        if (r == 0)
+                *ret_fd = fd;
+        return r;
 }
 
 int vmh_apply_peers(struct vmhost *vh, uint64_t version)
@@ -619,15 +809,17 @@ static int vmh_image_copy(const struct image_info *img, struct vmh_image *ret)
 }
 
 int vmh_make_disks(struct vmhost *vh, const char *name, const struct image_info *img,
-                   uint64_t vault_mib, char *detail, size_t size)
+                   uint64_t vault_mib, const struct vm_meta *meta, char *detail, size_t size)
 {
         struct vmh_disks_req *q = calloc(1, sizeof(*q));
         int r = q ? vmh_image_copy(img, &q->image) : -ENOMEM;
 
         if (r == 0 && snprintf(q->name, sizeof(q->name), "%s", name) >= (int)sizeof(q->name))
                 r = -ENAMETOOLONG;
-        if (q)
+        if (q) {
                 q->vault_mib = vault_mib;
+                q->meta = *meta;
+        }
         r = r ?: vmh_call_done(vh, VMH_MAKE_DISKS, q, sizeof(*q), detail, size);
         if (r < 0 && !q)
                 snprintf(detail, size, "%s", strerror(-r));

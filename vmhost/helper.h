@@ -19,7 +19,7 @@
 #include "common/wg.h"
 #include "vmhost/vmhost.h"
 
-#define VMH_VERSION    2
+#define VMH_VERSION    3
 #define VMH_PATH_MAX   4096
 #define VMH_DETAIL_MAX 256
 
@@ -45,6 +45,22 @@ enum vmh_type {
         VMH_LIST_END,     /* helper -> vmhost: struct vmh_result */
         VMH_DONE,         /* helper -> vmhost: struct vmh_done */
         VMH_EVENT,        /* helper -> vmhost, on the event socket: struct vmh_event */
+        /* the files vmhost's user cannot open itself (version 3) */
+        VMH_FILE,    /* vmhost -> helper: struct vmh_file: VMH_FILE_IS */
+        VMH_FILE_IS, /* helper -> vmhost: struct vmh_result, with a descriptor for the opens */
+};
+
+/* What VMH_FILE asks for, on the VM named: the helper derives every path itself, opens the
+ * directory without following a link and refuses one it does not own, and passes the descriptor
+ * up (SCM_RIGHTS). */
+enum vmh_file_op {
+        VMH_FILE_CHANNEL = 1,  /* connect state_dir/channels/ID.sock (QEMU's agent channel) */
+        VMH_FILE_VAULT,        /* open state_dir/vms/ID-vault.img read-only (an export) */
+        VMH_FILE_VAULT_NEW,    /* create vms/ID-vault.img.import read-write (an import); -EEXIST
+                                  while vms/ID-vault.img exists */
+        VMH_FILE_VAULT_COMMIT, /* rename the .import to ID-vault.img, never over one: no fd */
+        VMH_FILE_VAULT_DROP,   /* remove the .import: no fd */
+        VMH_FILE_OP_COUNT,
 };
 
 /* libvirt's lifecycle events (virDomainEventType), as the helper passes them up */
@@ -61,8 +77,9 @@ enum vmh_event_kind {
         VMH_EV_COUNT,
 };
 
-/* Apply the roster vmhost stored (state_dir/roster.json) to the interface: it must be this
- * version, signed by the genesis key, and not older than what the helper applied before. */
+/* Apply the roster vmhost stored (state_dir/roster.json) to the interface and store it in the
+ * mesh state (mesh_state_dir, root's): it must be this version, signed by the genesis key, and
+ * not older than what the helper applied before. */
 struct vmh_apply_peers {
         uint64_t version;
 };
@@ -105,10 +122,18 @@ struct vmh_image {
         uint64_t virtual_size;
 };
 
+/* The disks and the cloud-init seed (the helper runs genisoimage: vmhost may not exec). */
+#define VMH_SEED_FAILED "cannot build the seed" /* how a DONE detail of the seed's begins */
 struct vmh_disks_req {
         char name[IDENT_VM_MAX + 1];
         uint64_t vault_mib;
         struct vmh_image image;
+        struct vm_meta meta; /* what the seed says (seed.c) */
+};
+
+struct vmh_file {
+        uint32_t op; /* enum vmh_file_op */
+        char name[IDENT_VM_MAX + 1];
 };
 
 struct vmh_define {
@@ -162,6 +187,7 @@ union vmh_msg {
         struct vmh_result result;
         struct vmh_wg_key_req wg_key_req;
         struct vmh_wg_key wg_key;
+        struct vmh_file file;
 };
 
 extern const struct imsg_proto vmh_proto;
@@ -192,6 +218,8 @@ int vmh_serve(struct vmh_helper *h, int fd);
  * state_dir/images. */
 bool vmh_vm_meta_ok(const struct vm_meta *m);
 int vmh_check_image(const struct vmhost_config *cfg, const struct vmh_image *img);
+/* At use: each named image file is a regular file, not a link (-EPERM). */
+int vmh_image_files_real(const struct vmh_image *img);
 /* The program's path: vmhost-helper beside the running vmhost, or $VMHOST_HELPER. */
 int vmh_program(char *buf, size_t size);
 
@@ -207,7 +235,7 @@ int vmh_lookup(struct vmhost *vh, const char *name, struct vmh_domain *ret);
  * the helper); -ENOTCONN while libvirt is not there. */
 int vmh_list(struct vmhost *vh, void (*fn)(void *ctx, const struct vmh_domain *d), void *ctx);
 int vmh_make_disks(struct vmhost *vh, const char *name, const struct image_info *img,
-                   uint64_t vault_mib, char *detail, size_t size);
+                   uint64_t vault_mib, const struct vm_meta *meta, char *detail, size_t size);
 int vmh_define(struct vmhost *vh, const char *name, uint64_t memory_mib, uint64_t vcpus,
                const struct vm_meta *meta, const struct image_info *img, char *detail, size_t size);
 int vmh_set_meta(struct vmhost *vh, const char *name, const struct vm_meta *meta);
@@ -215,3 +243,8 @@ int vmh_pool_refresh(struct vmhost *vh);
 /* Reads one event from the event socket (waits at most timeout_ms): 1 with *ret, 0 at timeout,
  * -ECONNRESET when the helper is gone. */
 int vmh_next_event(struct vmhost *vh, int timeout_ms, struct vmh_event *ret);
+/* VMH_FILE: 0 with *ret_fd (for the opens; -1 for commit and drop), or a negative errno. With
+ * try, -EBUSY instead of waiting while another call holds the helper (the channel loop). */
+int vmh_file(struct vmhost *vh, enum vmh_file_op op, const char *name, bool try, int *ret_fd);
+/* The helper's side of VMH_FILE (helper.c): the descriptor in *ret_fd, or -1. */
+int vmh_file_do(const struct vmhost_config *cfg, const struct vmh_file *f, int *ret_fd);

@@ -323,22 +323,41 @@ static void hv_image_info(const struct vmh_image *i, struct image_info *ret)
         ret->virtual_size = i->virtual_size;
 }
 
+static char *hv_path(struct hv *h, const char *dir, const char *id, const char *ext);
+
+/* The disks while the seed is built (genisoimage, the helper's: vmhost may not exec). */
 static void hv_make_disks(struct hv *h, virConnectPtr c, const struct vmh_disks_req *q,
                           struct vmh_done *done)
 {
         static struct image_info img;
         static struct vm_disks d; /* 8 KiB; the helper serves one request at a time */
+        char err[VMH_DETAIL_MAX - sizeof(VMH_SEED_FAILED ": ")] = "", *seed = NULL;
+        pid_t pid;
+        int r;
 
-        if (vmh_check_image(&h->vh->cfg, &q->image) < 0) {
+        if (vmh_check_image(&h->vh->cfg, &q->image) < 0 || vmh_image_files_real(&q->image) < 0) {
                 done->result = -EPERM;
                 snprintf(done->detail, sizeof(done->detail),
                          "the image's files are not in the "
                          "image store");
                 return;
         }
+        seed = hv_path(h, "seeds", q->name, ".iso");
+        r = seed ? seed_start(seed, q->name, &q->meta, &pid, err, sizeof(err)) : -ENOMEM;
+        free(seed);
+        if (r < 0) {
+                done->result = r;
+                snprintf(done->detail, sizeof(done->detail), VMH_SEED_FAILED ": %s", err);
+                return;
+        }
         hv_image_info(&q->image, &img);
         done->result = storage_make_disks(h->vh, c, q->name, &img, q->vault_mib, &d, done->detail,
                                           sizeof(done->detail));
+        r = seed_wait(pid, err, sizeof(err)); /* always reaped */
+        if (done->result == 0 && r < 0) {
+                done->result = r;
+                snprintf(done->detail, sizeof(done->detail), VMH_SEED_FAILED ": %s", err);
+        }
 }
 
 static char *hv_path(struct hv *h, const char *dir, const char *id, const char *ext)
@@ -407,7 +426,8 @@ static void hv_define(struct hv *h, virConnectPtr c, const struct vmh_define *q,
         virDomainPtr dom;
         char *xml;
 
-        if (vmh_check_image(&h->vh->cfg, &q->image) < 0 || !hv_meta_round_trip(m)) {
+        if (vmh_check_image(&h->vh->cfg, &q->image) < 0 || vmh_image_files_real(&q->image) < 0 ||
+            !hv_meta_round_trip(m)) {
                 done->result = -EPERM;
                 snprintf(done->detail, sizeof(done->detail), "the spec is refused");
                 return;

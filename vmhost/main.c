@@ -174,10 +174,13 @@ static int vmhost_start(struct vmhost *vh)
                           vh->cfg.state_dir, strerror(-e));
         if (r == 0)
                 vmhost_witness_start(vh);
+        /* root's part is done (the helper, the mesh state read): the rest, and every thread,
+         * runs unprivileged */
+        r = r ?: vmhost_privdrop(vh);
         r = r ?: virt_start(vh);
         r = r ?: agent_chan_start(vh);
         if (r < 0) {
-                log_error("cannot start the libvirt side: %s", strerror(-r));
+                log_error("cannot start: %s", strerror(-r));
                 return r;
         }
         vmhost_api_retry(vh);

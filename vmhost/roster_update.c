@@ -26,15 +26,22 @@ static char *roster_state_path(struct vmhost *vh)
 
 int roster_apply_wireguard(struct vmhost *vh, const struct roster *r)
 {
-        if (!vh->cfg.wg_interface[0])
+        /* the helper reads and checks the stored copy, applies it and writes the mesh state's */
+        if (!vh->cfg.wg_interface[0] && !vh->cfg.mesh_state_dir[0])
                 return 0;
-        return vmh_apply_peers(vh, r->version); /* the helper reads and checks the stored copy */
+        return vmh_apply_peers(vh, r->version);
 }
 
 int roster_genesis_key(const struct vmhost *vh, uint8_t pk[32])
 {
         const char *b64 = vh->cfg.genesis_public_key;
         size_t n = 0;
+
+        /* read before vmhost dropped privilege (the mesh state is root's) */
+        if (vh->have_genesis) {
+                memcpy(pk, vh->genesis_pk, 32);
+                return 0;
+        }
 
         /* the key learned at pairing, unless the config names one */
         if (!b64[0] && vh->cfg.mesh_state_dir[0])
@@ -104,6 +111,7 @@ int roster_update_start(struct vmhost *vh)
         char err[256], *path = roster_state_path(vh);
         struct roster *r = NULL;
 
+        vh->have_genesis = roster_genesis_key(vh, vh->genesis_pk) == 0;
         if (vh->cfg.mesh_state_dir[0])
                 r = roster_load_newest(vh, path, err, sizeof(err));
         else if (path && access(path, R_OK) == 0)
@@ -168,10 +176,6 @@ int roster_update_apply(struct vmhost *vh, const char *body, size_t len, json_t 
                 roster_free(r);
                 return ret_code;
         }
-        /* the mesh tool's copy too, so that 'totebox-pair up' restores this version */
-        if (vh->cfg.mesh_state_dir[0] && mesh_roster_store(vh->cfg.mesh_state_dir, r) < 0)
-                log_warn("roster version %llu not written to the mesh state '%s'",
-                         (unsigned long long)r->version, vh->cfg.mesh_state_dir);
         wg = roster_apply_wireguard(vh, r);
         if (wg < 0)
                 log_warn("roster version %llu stored but not applied to '%s': %s",

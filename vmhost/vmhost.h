@@ -59,8 +59,11 @@ struct vmhost_config {
         char mesh_state_dir[4096];   /* totebox-pair's state: genesis.pub and roster.json */
         char audit_key[256];         /* fleetd's audit verifier key (C2SP vkey); empty: pin */
         uint64_t archive_grace_ms;
+        char user[33]; /* who vmhost runs as after start, when started as root */
         char log_level[16];
 };
+
+#define VMHOST_USER "totebox-vmhost" /* made by the totebox-node package */
 
 extern const struct config_key vmhost_config_table[];
 
@@ -315,8 +318,11 @@ struct vmhost {
         struct agent_chan *chans;
         int chan_wake[2]; /* a pipe that wakes the channels' poll loop (while chan_up) */
         bool chan_up;
+        bool chan_retry_now; /* a domain started: connect its channel without waiting */
         pthread_t chan_thread;
-        struct roster *roster;      /* the accepted roster, under state_lock */
+        struct roster *roster;  /* the accepted roster, under state_lock */
+        uint8_t genesis_pk[32]; /* roster_genesis_key's, read at start (before the drop) */
+        bool have_genesis;
         struct witness_key witness; /* cosigns vault checkpoints (state_dir/vault-witness.key) */
         bool have_witness;
         void *http; /* struct MHD_Daemon * */
@@ -327,6 +333,10 @@ struct vmhost {
         pid_t helper_pid;
         pthread_mutex_t helper_lock;
 };
+
+/* privdrop.c: after the helper is started, vmhost gives its state directory to cfg.user and drops
+ * to it: no capabilities, no_new_privs, a seccomp filter (common/privsep.h). Before any thread. */
+int vmhost_privdrop(struct vmhost *vh);
 
 /* virt.c: the domain events from the helper and the refresher (libvirt itself is the helper's). */
 int virt_start(struct vmhost *vh);
@@ -374,7 +384,6 @@ int agent_chan_request_verify(struct vmhost *vh, const char *id, char *ret_reque
  * -EBADMSG (not this vault's checkpoint); *ret is the witness state. */
 int agent_chan_fleet_note(struct vmhost *vh, const char *id, const char *body, size_t len,
                           json_t **ret);
-char *agent_chan_socket_path(const struct vmhost *vh, const char *id);
 
 /* The Diode's use of a channel (agent_channel.c; vmhost/diode.c drives it). A waiter gets the
  * answer line to its request_id; a record's meta line and data frames go to its spool file. */
@@ -515,7 +524,8 @@ int roster_update_apply(struct vmhost *vh, const char *body, size_t len, json_t 
                         struct vm_problem *p);
 /* The WireGuard side: applies r's peers to cfg.wg_interface (a no-op when empty). */
 int roster_apply_wireguard(struct vmhost *vh, const struct roster *r);
-/* The genesis public key: the config's, else the mesh state's genesis.pub; -ENOKEY. */
+/* The genesis public key: the one read at start, else the config's, else the mesh state's
+ * genesis.pub; -ENOKEY. */
 int roster_genesis_key(const struct vmhost *vh, uint8_t pk[32]);
 bool roster_update_allowed(struct vmhost *vh, const char *addr);
 /* True when addr is the mesh address of a node of the current roster. */

@@ -107,32 +107,23 @@ static void vms_meta_new(struct vmhost *vh, const struct vm_create_req *q, struc
         m->pin = q->pin;
 }
 
-/* The disks (made by the helper) while the seed is built here, then the definition: the helper
- * checks the spec and writes the domain XML. */
+/* The disks and the seed (made by the helper), then the definition: the helper checks the spec
+ * and writes the domain XML. */
 static int vms_define(struct vmhost *vh, const struct vm_create_req *q,
                       const struct image_info *img, struct vm_problem *p)
 {
-        char *seed = NULL, err[VMH_DETAIL_MAX], err2[256];
-        pid_t seed_pid;
+        char err[VMH_DETAIL_MAX];
         struct vm_meta m;
-        int r, r2;
+        int r;
 
         vms_meta_new(vh, q, &m);
-        if (asprintf(&seed, "%s/seeds/%s.iso", vh->cfg.state_dir, q->vm_id) < 0)
-                return vms_problem(p, -ENOMEM, "internal", "out of memory");
-        r = seed_start(seed, q->vm_id, &m, &seed_pid, err, sizeof(err));
-        free(seed);
+        r = vmh_make_disks(vh, q->vm_id, img, q->vault_disk_mib, &m, err, sizeof(err));
         if (r < 0)
-                return vms_problem(p, -EIO, "seed", "cannot build the seed of '%s': %s", q->vm_id,
-                                   err);
-        r = vmh_make_disks(vh, q->vm_id, img, q->vault_disk_mib, err, sizeof(err));
-        r2 = seed_wait(seed_pid, err2, sizeof(err2)); /* always reaped */
-        if (r < 0)
-                return vms_problem(p, -EIO, "storage", "cannot create the disks of '%s': %s",
-                                   q->vm_id, err);
-        if (r2 < 0)
-                return vms_problem(p, -EIO, "seed", "cannot build the seed of '%s': %s", q->vm_id,
-                                   err2);
+                return vms_problem(p, -EIO,
+                                   strncmp(err, VMH_SEED_FAILED, strlen(VMH_SEED_FAILED)) == 0
+                                       ? "seed"
+                                       : "storage",
+                                   "cannot create the disks of '%s': %s", q->vm_id, err);
         r = vmh_define(vh, q->vm_id, q->memory_mib, q->vcpus, &m, img, err, sizeof(err));
         return r < 0 ? vms_problem(p, -EIO, "define", "cannot define '%s': %s", q->vm_id, err) : 0;
 }

@@ -8,7 +8,8 @@ adds, where Private_Clean holds the clean pages of libraries no other process ma
 libvirt client runs) and Private_Dirty the memory the process itself wrote (heap, stacks, data);
 PSS splits the shared pages between the processes that map them. Both processes are
 printed: vmhost and its privileged helper (vmhost-helper: libvirt, and with embed the QEMU driver,
-and WireGuard), and whether each maps libvirt. Targets (issue 18): the unprivileged vmhost < 6 MiB RSS without libvirt, < 8 MiB
+and WireGuard), whether each maps libvirt, and who each runs as (uid, effective capabilities,
+seccomp mode: the network-facing vmhost drops to its own user once the helper runs). Targets (issue 18): the unprivileged vmhost < 6 MiB RSS without libvirt, < 8 MiB
 private memory for both together.
 
 usage: tests/bench/bench_vmhost_footprint.py [--idle SECONDS]
@@ -22,6 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 sys.path.insert(0, HERE)
 from bench_vmhost_create import session_env, virsh  # noqa: E402
+from harness import proc_status  # noqa: E402
 from test_vmhost_harness import (FleetTrust, Vmhost, build_image, destroy_all, make_root, remove_root,  # noqa: E402
                                  sha256)
 
@@ -53,6 +55,12 @@ def helpers(pid):
 def maps_libvirt(pid):
     with open("/proc/%d/maps" % pid) as f:
         return "libvirt" in f.read()
+
+
+def who(pid):
+    st = proc_status(pid)
+    return "uid %s caps %x seccomp %s" % (st["Uid"].split()[0], int(st["CapEff"], 16),
+                                          st["Seccomp"])
 
 
 def cpu_seconds(pid):
@@ -92,9 +100,9 @@ def measure(label, uri, idle, extra_env=None):
             if p == pid:
                 own_rss, own_libvirt = m["Rss"] / 1024, maps_libvirt(p)
             print("%-30s %-7s RSS %5.1f MiB  PSS %5.1f MiB  private %4.1f MiB (dirty %4.1f)  "
-                  "libvirt %-3s  idle CPU %.3f %% of one core"
+                  "libvirt %-3s  idle CPU %.3f %% of one core  (%s)"
                   % (label, name, m["Rss"] / 1024, m["Pss"] / 1024, private,
-                     m["Private_Dirty"] / 1024, "yes" if maps_libvirt(p) else "no", cpu))
+                     m["Private_Dirty"] / 1024, "yes" if maps_libvirt(p) else "no", cpu, who(p)))
         print("%-30s private memory of both: %.1f MiB, dirty %.1f MiB (target < 8 MiB: %s for "
               "private, %s for dirty); vmhost RSS %.1f MiB (target < 6 MiB without libvirt: %s)"
               % (label, total, dirty, "met" if total < 8 else "NOT met",

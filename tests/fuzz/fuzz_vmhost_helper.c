@@ -4,7 +4,8 @@
  * vmhost may send goes through the helper's handler too (a node without an interface or keys and
  * without libvirt: nothing is applied, read or defined, every libvirt request is answered). A
  * define or make-disks request that decodes goes through the helper's image check, and one the
- * check lets through must name files inside the image store. */
+ * check lets through must name files inside the image store. A file request (VMH_FILE) runs
+ * against a state directory that does not exist: refused, and answered without a descriptor. */
 #include <stdint.h>
 #include <string.h>
 #include <unistd.h>
@@ -16,7 +17,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-        static struct vmhost vh = {.cfg.state_dir = "/var/lib/tbx"};
+        static struct vmhost vh = {.cfg.state_dir = "/var/lib/tbx"}; /* absent */
         struct vmh_helper h = {.vh = &vh};
         static union vmh_msg m;
         static char back[sizeof(struct imsg_hdr) + sizeof(union vmh_msg)];
@@ -24,7 +25,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         uint16_t type = 0;
         char err[256];
         ssize_t n;
-        int fds[2];
+        int fds[2], passed = -1;
 
         if (vmh_decode(data, size, &type, &m, err, sizeof(err)) == 0)
                 img = type == VMH_DEFINE       ? &m.define.image
@@ -38,9 +39,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (imsg_socketpair(fds) < 0)
                 return 0;
         if (vmh_handle(&h, fds[0], data, size, err, sizeof(err)) >= 0 &&
-            (n = imsg_recv(fds[1], back, sizeof(back), 0)) > 0 &&
-            vmh_decode(back, (size_t)n, &type, &m, err, sizeof(err)) < 0)
-                __builtin_trap(); /* the helper's own answer must decode */
+            (n = imsg_recv_fd(fds[1], back, sizeof(back), 0, &passed)) > 0 &&
+            (vmh_decode(back, (size_t)n, &type, &m, err, sizeof(err)) < 0 || passed >= 0))
+                __builtin_trap(); /* the helper's own answer must decode, and no file opens */
         close(fds[0]);
         close(fds[1]);
         return 0;

@@ -94,6 +94,16 @@ def wait_for(predicate, timeout=10.0, what="condition", interval=0.05):
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+def proc_status(pid):
+    """/proc/PID/status as a dict (Uid, CapEff, NoNewPrivs, Seccomp ...)."""
+    out = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            out[k] = v.strip()
+    return out
+
+
 def load_schema_registry():
     """All schemas under schemas/, keyed by file name, for jsonschema's RefResolver."""
     schemas = {}

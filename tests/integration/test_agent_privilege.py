@@ -12,20 +12,11 @@ import tempfile
 
 import pytest
 
-from harness import wait_for
+from harness import proc_status as status, wait_for
 
 BUILD = os.environ.get("TOTEBOX_BUILD_DIR", "build")
 AGENT = os.path.join(BUILD, "agent", "totebox-agent")
 KEEP = (1 << 9) | (1 << 3) | (1 << 1) | (1 << 28) | (1 << 0)  # immutable, fowner, dac_override, lease, chown
-
-
-def status(pid):
-    out = {}
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            out[k] = v.strip()
-    return out
 
 
 @pytest.fixture

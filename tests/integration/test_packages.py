@@ -57,6 +57,7 @@ PACKAGE_FILES = {
                            "usr/share/man/man8/fleetd.8.gz"],
     "totebox-node": ["usr/sbin/vmhost", "usr/sbin/vmhost-helper",
                      "lib/systemd/system/totebox-vmhost.service",
+                     "usr/lib/sysusers.d/totebox-vmhost.conf",
                      "etc/totebox/vmhost.env", "usr/share/totebox/examples/vmhost.conf.example",
                      "usr/share/man/man8/vmhost.8.gz"],
     "totebox-mesh": ["usr/sbin/totebox-pair", "lib/systemd/system/totebox-mesh.service",
@@ -275,6 +276,11 @@ def test_maintainer_scripts_make_users_directories_and_enable_units(built):
     assert re.search(r"^u totebox-fleetd ", sysusers, re.M)
     unit = open(os.path.join(built.root, "lib/systemd/system/totebox-fleetd.service")).read()
     assert re.search(r"^User=totebox-fleetd$", unit, re.M)
+    # vmhost starts as root (its helper stays root) and drops to its own user
+    node = built.control("totebox-node", "postinst")
+    assert "systemd-sysusers" in node and "totebox-vmhost.conf" in node
+    sysusers = open(os.path.join(built.root, "usr/lib/sysusers.d/totebox-vmhost.conf")).read()
+    assert re.search(r"^u totebox-vmhost ", sysusers, re.M)
     mesh = built.control("totebox-mesh", "postinst")
     assert "systemd-tmpfiles" in mesh and "totebox.conf" in mesh
     tmpfiles = open(os.path.join(built.root, "usr/lib/tmpfiles.d/totebox.conf")).read()

@@ -310,9 +310,9 @@ class FleetTrust:
         doc["signature"] = _b64(self.genesis.sign(canonical(doc)))
         return doc
 
-    def mesh_dir(self, root, node):
+    def mesh_dir(self, root, node, owner=None):
         """The node's mesh state (what totebox-pair leaves): genesis.pub, roster.json, wg.key
-        (0600, owned by the user vmhost runs as)."""
+        (0600, owned by the user vmhost runs as, or by owner: (uid, gid))."""
         d = os.path.join(root, "mesh-" + node)
         os.makedirs(d, exist_ok=True)
         files = {"genesis.pub": (_b64(self._raw_public(self.genesis)) + "\n", 0o644),
@@ -323,8 +323,11 @@ class FleetTrust:
             with open(path, "w") as f:
                 f.write(text)
             os.chmod(path, mode)
-            give(path)
-        give(d)
+        for path in [os.path.join(d, name) for name in files] + [d]:
+            if owner:
+                os.chown(path, *owner)
+            else:
+                give(path)
         return d
 
     def pin(self, vm_id, node, entity, image, request_id, key=None, wg=None, edit=None):

@@ -52,10 +52,8 @@ def test_auto_falls_back_to_tcg_once():
     vh = None
     try:
         manifest = build_image(os.path.join(root, "image"))
-        mesh = trust.mesh_dir(root, "node1")
-        for d, dirs, files in os.walk(mesh):  # the helper reads wg.key as its own user
-            for n in dirs + files + [""]:
-                os.chown(os.path.join(d, n), 0, 0)
+        # the helper reads wg.key as its own user
+        mesh = trust.mesh_dir(root, "node1", owner=(0, 0))
         vh = Vmhost(root, virt_type="auto", as_root=True, mesh_state_dir=mesh)
         st, body, _ = vh.call("POST", "/v1/images", {"name": "test", "path": manifest,
                                                      "sha256": sha256(manifest)})

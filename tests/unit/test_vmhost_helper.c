@@ -1,8 +1,9 @@
 /* vmhost's helper protocol (vmhost/helper.h), played by a hostile vmhost: every libvirt message
  * with a field out of range, a name that is no VM id, metadata out of range (ids, lifecycle,
  * bools, unterminated strings) or an image path outside the image store is refused by the decoder
- * or the helper's checks; the valid ones pass. With TBX_WRITE_SEEDS=DIR set, the messages built
- * here are also written to DIR as seeds for fuzz_vmhost_helper (how
+ * or the helper's checks; the valid ones pass. The file requests (VMH_FILE) run against a real
+ * directory with the traps a vmhost that owns state_dir could lay. With TBX_WRITE_SEEDS=DIR set,
+ * the messages built here are also written to DIR as seeds for fuzz_vmhost_helper (how
  * tests/fuzz/corpus/fuzz_vmhost_helper/ was made). */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,6 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "vmhost/helper.h"
@@ -163,8 +167,13 @@ static void test_domain_ops(void **state)
         memset(&dq, 0, sizeof(dq));
         snprintf(dq.name, sizeof(dq.name), "vm-1");
         dq.vault_mib = 32;
+        dq.meta = meta();
         image(&dq.image, "/var/lib/tbx/images/tiny.disk.qcow2");
         assert_int_equal(decode(VMH_MAKE_DISKS, &dq, sizeof(dq), "make-disks"), 0);
+        /* the seed's metadata is checked as a define's */
+        snprintf(dq.meta.entity, sizeof(dq.meta.entity), "Acme'/>");
+        assert_int_equal(decode(VMH_MAKE_DISKS, &dq, sizeof(dq), "make-disks-bad-meta"), -EBADMSG);
+        dq.meta = meta();
         dq.vault_mib = 1ULL << 40;
         assert_int_equal(decode(VMH_MAKE_DISKS, &dq, sizeof(dq), NULL), -EBADMSG);
         memset(&sm, 0, sizeof(sm));
@@ -237,6 +246,127 @@ static void test_handle_without_libvirt(void **state)
         close(fds[1]);
 }
 
+/* Sends one VMH_FILE to a helper (no libvirt) and returns its result; *ret_fd the descriptor. */
+static int file_call(struct vmh_helper *h, uint32_t op, const char *name, int *ret_fd)
+{
+        struct vmh_file f = {.op = op};
+        static char back[sizeof(buf)];
+        char err[256];
+        uint16_t type = 0;
+        int fds[2];
+        ssize_t n;
+
+        snprintf(f.name, sizeof(f.name), "%s", name);
+        assert_int_equal(imsg_socketpair(fds), 0);
+        assert_int_equal(
+            vmh_handle(h, fds[0], buf, frame(VMH_FILE, &f, sizeof(f)), err, sizeof(err)), 0);
+        n = imsg_recv_fd(fds[1], back, sizeof(back), 1000, ret_fd);
+        assert_true(n > 0);
+        assert_int_equal(vmh_decode(back, (size_t)n, &type, &out, err, sizeof(err)), 0);
+        assert_int_equal(type, VMH_FILE_IS);
+        close(fds[0]);
+        close(fds[1]);
+        if (out.result.result < 0)
+                assert_int_equal(*ret_fd, -1);
+        return out.result.result;
+}
+
+static int listen_at(const char *path)
+{
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+        assert_true(strlen(path) < sizeof(sa.sun_path));
+        memcpy(sa.sun_path, path, strlen(path) + 1);
+        assert_true(fd >= 0);
+        assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+        assert_int_equal(listen(fd, 4), 0);
+        return fd;
+}
+
+/* VMH_FILE, as a hostile vmhost (which owns state_dir) would use it: the helper connects the
+ * channel and opens the vault through the directories it owns only, never through a link or a
+ * directory others may write; the import never lands over a disk. */
+static void test_files(void **state)
+{
+        static struct vmhost vh;
+        struct vmh_helper h = {.vh = &vh};
+        char dir[] = "/tmp/tbx-helper-files-XXXXXX", path[4300];
+        struct vmh_file f = {.op = VMH_FILE_CHANNEL};
+        int lfd, fd = -1, a;
+
+        assert_non_null(mkdtemp(dir));
+        snprintf(vh.cfg.state_dir, sizeof(vh.cfg.state_dir), "%s", dir);
+        /* the decoder: an op out of range or a name that is no VM id */
+        snprintf(f.name, sizeof(f.name), "vm-1");
+        assert_int_equal(decode(VMH_FILE, &f, sizeof(f), "file-channel"), 0);
+        f.op = VMH_FILE_OP_COUNT;
+        assert_int_equal(decode(VMH_FILE, &f, sizeof(f), "file-bad-op"), -EBADMSG);
+        f.op = VMH_FILE_VAULT;
+        snprintf(f.name, sizeof(f.name), "../vms");
+        assert_int_equal(decode(VMH_FILE, &f, sizeof(f), "file-bad-name"), -EBADMSG);
+        /* no channels directory yet; then one that is a link to another directory */
+        assert_int_equal(file_call(&h, VMH_FILE_CHANNEL, "vm-1", &fd), -ENOENT);
+        snprintf(path, sizeof(path), "%s/elsewhere", dir);
+        assert_int_equal(mkdir(path, 0700), 0);
+        snprintf(path, sizeof(path), "%s/channels", dir);
+        assert_int_equal(symlink("elsewhere", path), 0);
+        assert_true(file_call(&h, VMH_FILE_CHANNEL, "vm-1", &fd) < 0);
+        assert_int_equal(unlink(path), 0);
+        /* one others may write to */
+        assert_int_equal(mkdir(path, 0700), 0);
+        assert_int_equal(chmod(path, 0777), 0);
+        assert_int_equal(file_call(&h, VMH_FILE_CHANNEL, "vm-1", &fd), -EPERM);
+        assert_int_equal(chmod(path, 0700), 0);
+        /* the real one: a connected socket comes up */
+        snprintf(path, sizeof(path), "%s/channels/vm-1.sock", dir);
+        lfd = listen_at(path);
+        assert_int_equal(file_call(&h, VMH_FILE_CHANNEL, "vm-1", &fd), 0);
+        assert_true(fd >= 0);
+        a = accept(lfd, NULL, NULL);
+        assert_true(a >= 0);
+        assert_int_equal(write(a, "x", 1), 1);
+        usleep(10000);
+        assert_int_equal(read(fd, path, 1), 1);
+        close(a);
+        close(fd);
+        close(lfd);
+        /* the vault: none, then an import made, committed, and never a second over it */
+        snprintf(path, sizeof(path), "%s/vms", dir);
+        assert_int_equal(mkdir(path, 0700), 0);
+        assert_int_equal(file_call(&h, VMH_FILE_VAULT, "vm-1", &fd), -ENOENT);
+        assert_int_equal(file_call(&h, VMH_FILE_VAULT_NEW, "vm-1", &fd), 0);
+        assert_int_equal(write(fd, "disk", 4), 4);
+        close(fd);
+        assert_int_equal(file_call(&h, VMH_FILE_VAULT_COMMIT, "vm-1", &fd), 0);
+        assert_int_equal(fd, -1);
+        assert_int_equal(file_call(&h, VMH_FILE_VAULT_NEW, "vm-1", &fd), -EEXIST);
+        assert_int_equal(file_call(&h, VMH_FILE_VAULT, "vm-1", &fd), 0);
+        assert_int_equal(read(fd, path, 4), 4);
+        assert_memory_equal(path, "disk", 4);
+        close(fd);
+        assert_int_equal(file_call(&h, VMH_FILE_VAULT_DROP, "vm-1", &fd), 0);
+        /* an image file vmhost's user made a link (to root's file) is refused at use */
+        {
+                static struct vmh_image img;
+
+                memset(&img, 0, sizeof(img));
+                snprintf(img.disk_path, sizeof(img.disk_path), "%s/vms/vm-1-vault.img", dir);
+                assert_int_equal(vmh_image_files_real(&img), 0);
+                snprintf(img.disk_path, sizeof(img.disk_path), "%s/channels", dir);
+                assert_int_equal(vmh_image_files_real(&img), -EPERM);
+                snprintf(img.disk_path, sizeof(img.disk_path), "%s/link.qcow2", dir);
+                assert_int_equal(symlink("/etc/passwd", img.disk_path), 0);
+                assert_int_equal(vmh_image_files_real(&img), -EPERM);
+        }
+        /* a vault that is a link is not opened */
+        snprintf(path, sizeof(path), "%s/vms/vm-2-vault.img", dir);
+        assert_int_equal(symlink("/etc/passwd", path), 0);
+        assert_true(file_call(&h, VMH_FILE_VAULT, "vm-2", &fd) < 0);
+        snprintf(path, sizeof(path), "rm -rf '%s'", dir);
+        assert_int_equal(system(path), 0);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -244,6 +374,7 @@ int main(void)
             cmocka_unit_test(test_domain_ops),
             cmocka_unit_test(test_answers_and_events),
             cmocka_unit_test(test_handle_without_libvirt),
+            cmocka_unit_test(test_files),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);
