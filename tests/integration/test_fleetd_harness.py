@@ -71,6 +71,8 @@ class Fleetd:
         os.replace(tmp, self.roster_file)
 
     def start(self, wait=True):
+        if self.proc and self.proc.poll() is None:
+            raise RuntimeError("fleetd is already running (pid %d)" % self.proc.pid)
         args = [FLEETD]
         for k, v in self.settings.items():
             args += ["--set", "%s=%s" % (k, v)]
@@ -105,8 +107,8 @@ class Fleetd:
         self.stop()
         self.tmp.cleanup()
 
-    def __enter__(self):
-        return self.start()
+    def __enter__(self):  # a fleetd already started is used as it is
+        return self if self.proc and self.proc.poll() is None else self.start()
 
     def __exit__(self, *exc):
         self.close()
