@@ -52,6 +52,7 @@ class Fleet:
     def __init__(self, workdir=None, tag=None, heartbeat="2s", keep=False, extra_fleetd=None):
         self.tag = tag or "%04d" % (os.getpid() % 10000)
         self.dir = workdir or tempfile.mkdtemp(prefix=f"totebox-fleet-{self.tag}-")
+        os.chmod(self.dir, 0o755)  # each vmhost drops to its own user, which must reach its state
         self.heartbeat = heartbeat
         self.keep = keep
         self.extra_fleetd = extra_fleetd or {}

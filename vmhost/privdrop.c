@@ -145,6 +145,16 @@ int vmhost_privdrop(struct vmhost *vh)
                 log_error("%s", err);
                 return r;
         }
+        /* the state directory is the user's now, but a directory above it may be closed to it
+         * (a root-only 0700 parent): say so at start, not as missing figures later */
+        if (access(vh->cfg.state_dir, R_OK | W_OK | X_OK) < 0 &&
+            (errno == EACCES || errno == EPERM)) {
+                r = -errno;
+                log_error("vmhost (uid %u) cannot use its state directory '%s': %s; every "
+                          "directory above it must be searchable by that user",
+                          (unsigned)getuid(), vh->cfg.state_dir, strerror(-r));
+                return r;
+        }
         log_info("vmhost runs as uid %u gid %u: no capabilities, no_new_privs, seccomp (no exec, "
                  "ptrace, mount, namespaces, bpf, modules or keyrings); the helper stays uid %u",
                  (unsigned)getuid(), (unsigned)getgid(), (unsigned)was);

@@ -131,9 +131,12 @@ def validate(instance, schema_name, fragment=None):
 
 
 class Workdir:
+    """A temporary directory that vmhost's unprivileged user can search (0755, in /tmp):
+    vmhost started as root drops to its own user, which must reach its state directory."""
     def __init__(self, prefix="totebox-test-"):
-        self.tmp = tempfile.TemporaryDirectory(prefix=prefix)
+        self.tmp = tempfile.TemporaryDirectory(prefix=prefix, dir="/tmp")
         self.path = self.tmp.name
+        os.chmod(self.path, 0o755)
 
     def write(self, name, text):
         p = os.path.join(self.path, name)

@@ -6,6 +6,7 @@ oversized, unknown address, wrong node id, replayed) are dropped without harm.
 """
 import json
 import os
+import pathlib
 import re
 import socket
 import subprocess
@@ -96,8 +97,10 @@ def test_node_appears_with_live_figures(fleet):
     wait_for(lambda: _node(base, "node1")["heartbeats"] > first + 2, what="more heartbeats")
 
 
-def test_heartbeat_output_matches_schema(fleet, tmp_path):
+def test_heartbeat_output_matches_schema(fleet):
     """Capture a real heartbeat datagram from vmhost and validate it."""
+    work = Workdir("totebox-hb-")  # vmhost's user (it drops when started as root) must reach it
+    tmp_path = pathlib.Path(work.path)
     port = free_port(socket.SOCK_DGRAM)
     # a sparse 1 GiB disk in the VM directory: the room for VM disks counts what it may still take
     os.makedirs(tmp_path / "vms")

@@ -141,7 +141,7 @@ def fleet():
     if not os.access(VMHOST, os.X_OK):
         pytest.skip("no vmhost binary")
     f = H.Fleetd(nodes=NODES, settings={"heartbeat_interval": "1s"})
-    tmp = tempfile.mkdtemp(prefix="audit-witness-")
+    tmp = V.make_root("audit-witness-")  # searchable by the user vmhost drops to
     procs = []
     try:
         for i in range(1, NODES + 1):

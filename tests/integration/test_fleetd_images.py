@@ -93,7 +93,8 @@ class ThrottleProxy:
 class Vmhost:
     def __init__(self, node, hb_address, api_listen, api_port, fleetd):
         self.node, self.api = node, (api_listen, api_port)
-        self.tmp = tempfile.TemporaryDirectory(prefix="vmhost-img-")
+        self.tmp = tempfile.TemporaryDirectory(prefix="vmhost-img-", dir="/tmp")
+        os.chmod(self.tmp.name, 0o755)  # searchable by the user vmhost drops to
         self.state = os.path.join(self.tmp.name, "state")
         settings = {"node_id": node, "fleetd_address": "127.0.0.1",
                     "fleetd_port": fleetd.hb_port, "heartbeat_source": hb_address,
