@@ -61,6 +61,7 @@ def kill_group(p):
 class Mesh:
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="tbmesh-")
+        os.chmod(self.dir, 0o755)  # each vmhost drops to its own user, which must reach its state
         self.lan = "tbm%s-lan" % TAG
         self.procs = []
 
