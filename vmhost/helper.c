@@ -128,7 +128,8 @@ static bool vmh_domain_ok(const struct vmh_domain *d)
         if ((d->flags & VMH_DOM_META) && !vmh_vm_meta_ok(&d->meta))
                 return false;
         if (!VMH_STR_OK(d->state) || !VMH_STR_OK(d->uuid) ||
-            !vmh_name_ok(d->name, sizeof(d->name)) || (d->flags & ~(VMH_DOM_ACTIVE | VMH_DOM_META)))
+            !vmh_name_ok(d->name, sizeof(d->name)) ||
+            (d->flags & ~(VMH_DOM_ACTIVE | VMH_DOM_META | VMH_DOM_SETTLING)))
                 return false;
         for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++)
                 state = state || strcmp(d->state, states[i]) == 0;

@@ -151,6 +151,9 @@ struct vmh_set_meta {
 /* One domain, as vmhost's inventory needs it. */
 #define VMH_DOM_ACTIVE 1u
 #define VMH_DOM_META   2u /* meta holds the Totebox metadata (parsed by the helper) */
+/* Active, and libvirt holds a job on it (virDomainGetControlInfo is not OK): after a restart,
+ * its reconnect to the QEMU, which may have died meanwhile (the domain is then shut off). */
+#define VMH_DOM_SETTLING 4u
 struct vmh_domain {
         int32_t result; /* 0, or -ENOENT / -ENOTCONN / -EIO */
         uint32_t flags;

@@ -256,8 +256,16 @@ static int hv_describe(virDomainPtr dom, struct vmh_domain *d)
         snprintf(d->state, sizeof(d->state), "%s", hv_state_name(dom, state));
         d->max_mem_kib = info.maxMem;
         d->vcpus = info.nrVirtCpu;
-        if (virDomainIsActive(dom) == 1)
+        if (virDomainIsActive(dom) == 1) {
+                virDomainControlInfo ctl = {0};
+
                 d->flags |= VMH_DOM_ACTIVE;
+                if (virDomainGetControlInfo(dom, &ctl, 0) < 0 ||
+                    ctl.state != VIR_DOMAIN_CONTROL_OK) {
+                        d->flags |= VMH_DOM_SETTLING;
+                        virResetLastError();
+                }
+        }
         meta = virDomainGetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, VMHOST_XMLNS, 0);
         if (!meta)
                 virResetLastError();

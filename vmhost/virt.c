@@ -15,6 +15,10 @@
 
 #define VIRT_REFRESH_MS   5000
 #define VIRT_RECONNECT_MS 2000
+/* The start-up pass waits this long at most for libvirt to settle the domains it had running,
+ * asking again at this pace. */
+#define AUTOSTART_SETTLE_MS 60000
+#define AUTOSTART_AGAIN_MS  250
 
 /* fleetd calls a node unhealthy when the libvirt age in its heartbeat passes three heartbeat
  * intervals (docs/fleetd.md). The listing is refreshed at least once per interval, so the age a
@@ -88,23 +92,30 @@ static void *virt_events_main(void *arg)
 static void *virt_refresh_main(void *arg)
 {
         struct vmhost *vh = arg;
-        bool autostarted = false;
+        struct autostart_wait aw = {0};
+        uint64_t settle_until = 0;
+        bool autostarting = true;
 
         while (!atomic_load(&vh->stopping)) {
                 struct timespec ts;
                 int r = inventory_refresh(vh);
+                uint64_t next = r == 0 ? virt_refresh_ms(vh) : VIRT_RECONNECT_MS;
 
                 if (r == 0)
                         virt_touch(vh);
-                /* once, at the first listing: the VMs that should run (vms_autostart) */
-                if (r == 0 && !autostarted) {
-                        autostarted = true;
-                        vms_autostart(vh);
+                /* at the first listings: the VMs that should run (vms_autostart) */
+                if (r == 0 && autostarting) {
+                        uint64_t now = clock_monotonic_ms();
+
+                        settle_until = settle_until ?: now + AUTOSTART_SETTLE_MS;
+                        autostarting = vms_autostart(vh, &aw, now >= settle_until) > 0;
+                        if (autostarting)
+                                next = AUTOSTART_AGAIN_MS;
                 }
                 if (r == 0)
                         vms_archive_timers(vh);
                 clock_gettime(CLOCK_REALTIME, &ts);
-                timespec_add_ms(&ts, r == 0 ? virt_refresh_ms(vh) : VIRT_RECONNECT_MS);
+                timespec_add_ms(&ts, next);
                 pthread_mutex_lock(&vh->state_lock);
                 while (!vh->refresh_wanted && !atomic_load(&vh->stopping))
                         if (pthread_cond_timedwait(&vh->refresh_cond, &vh->state_lock, &ts) != 0)
@@ -112,6 +123,7 @@ static void *virt_refresh_main(void *arg)
                 vh->refresh_wanted = false;
                 pthread_mutex_unlock(&vh->state_lock);
         }
+        free(aw.names);
         return NULL;
 }
 

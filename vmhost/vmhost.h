@@ -438,7 +438,17 @@ int vms_create(struct vmhost *vh, const struct vm_create_req *req, json_t **ret_
 int vms_action(struct vmhost *vh, const char *id, const char *verb, json_t **ret_vm,
                struct vm_problem *p);
 void vms_archive_timers(struct vmhost *vh);
-void vms_autostart(struct vmhost *vh);
+/* The domains vmhost's start-up pass (vms_autostart) has still to decide: those libvirt was
+ * still settling (its reconnect after a restart holds a job on each domain it had running, and
+ * lists it as running even when its QEMU died meanwhile). */
+struct autostart_wait {
+        bool begun;
+        size_t n;
+        char (*names)[IDENT_VM_MAX + 1];
+};
+/* Decides the domains w leaves (all, the first time); returns how many it left for a later
+ * listing. final: decide every domain as listed, settled or not. */
+size_t vms_autostart(struct vmhost *vh, struct autostart_wait *w, bool final);
 int vms_problem(struct vm_problem *p, int err, const char *type, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 

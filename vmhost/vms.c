@@ -460,52 +460,91 @@ void vms_archive_timers(struct vmhost *vh)
         pthread_mutex_unlock(&vh->ops_lock);
 }
 
-/* Once, at the first libvirt connection after vmhost starts (a reboot, a power cut, a vmhost
- * restart): vmhost, not libvirt's autostart flag, starts every Totebox whose lifecycle is active
- * and which is not running, through the start verb's path (the pin gate, the refusals, the
- * creation counter), so a copied domain whose pin does not name this node never starts. A VM
- * suspended or archived stays as it is. One line per domain says what was decided and why. */
-void vms_autostart(struct vmhost *vh)
+static bool autostart_waits_for(const struct autostart_wait *w, const char *id)
+{
+        if (!w->begun)
+                return true;
+        for (size_t i = 0; i < w->n; i++)
+                if (strcmp(w->names[i], id) == 0)
+                        return true;
+        return false;
+}
+
+/* One domain of the start-up pass: what vmhost decides, and one line saying why. */
+static void autostart_one(struct vmhost *vh, struct vmh_domain *dom)
+{
+        const char *id = dom->name;
+        struct vm_problem p = {0};
+        struct vm_meta m;
+        uint64_t count;
+        int e;
+
+        if (inventory_vm_meta(dom, &m) < 0) {
+                log_info("autostart: domain '%s' is not a Totebox; left alone", id);
+        } else if (m.lifecycle != VM_LC_ACTIVE) {
+                log_info("autostart: VM '%s' is %s; left as it is", id,
+                         vm_lifecycle_name(m.lifecycle));
+        } else if (dom->flags & VMH_DOM_ACTIVE) {
+                log_info("autostart: VM '%s' is active and already running", id);
+        } else {
+                /* a start path: the counter goes up whatever it did, as for `start` */
+                if (vms_do_start(vh, dom, &m, &p) < 0)
+                        log_warn("autostart: VM '%s' is active but not started: %s: %s", id, p.type,
+                                 p.detail);
+                else
+                        log_info("autostart: VM '%s' is active and its pin names this node; "
+                                 "started",
+                                 id);
+                if ((e = creations_bump(vh, &count)) < 0)
+                        log_error("cannot store the creation counter in '%s': %s",
+                                  vh->cfg.state_dir, strerror(-e));
+        }
+}
+
+/* At the first libvirt listings after vmhost starts (a reboot, a power cut, a vmhost restart):
+ * vmhost, not libvirt's autostart flag, starts every Totebox whose lifecycle is active and which
+ * is not running, through the start verb's path (the pin gate, the refusals, the creation
+ * counter), so a copied domain whose pin does not name this node never starts. A VM suspended
+ * or archived stays as it is. One line per domain says what was decided and why. A domain libvirt
+ * lists as running while it still settles it (VMH_DOM_SETTLING: its reconnect to a QEMU that may
+ * have died while no one watched) is decided at a later listing, once libvirt knows. */
+size_t vms_autostart(struct vmhost *vh, struct autostart_wait *w, bool final)
 {
         struct vmh_domain *doms = NULL;
-        size_t n = 0;
+        char(*wait)[IDENT_VM_MAX + 1] = NULL;
+        size_t n = 0, n_wait = 0;
         int r;
 
         pthread_mutex_lock(&vh->ops_lock);
         r = inventory_list(vh, &doms, &n);
-        if (r < 0)
+        if (r < 0) {
                 log_warn("autostart: cannot list the domains: %s", strerror(-r));
+                n = 0;
+        }
+        if (n > 0 && !final)
+                wait = calloc(n, sizeof(*wait));
         for (size_t i = 0; i < n; i++) {
-                const char *id = doms[i].name;
-                struct vm_problem p = {0};
-                struct vm_meta m;
-                uint64_t count;
-                int e;
-
-                if (inventory_vm_meta(&doms[i], &m) < 0) {
-                        log_info("autostart: domain '%s' is not a Totebox; left alone", id);
-                } else if (m.lifecycle != VM_LC_ACTIVE) {
-                        log_info("autostart: VM '%s' is %s; left as it is", id,
-                                 vm_lifecycle_name(m.lifecycle));
-                } else if (doms[i].flags & VMH_DOM_ACTIVE) {
-                        log_info("autostart: VM '%s' is active and already running", id);
-                } else {
-                        /* a start path: the counter goes up whatever it did, as for `start` */
-                        if (vms_do_start(vh, &doms[i], &m, &p) < 0)
-                                log_warn("autostart: VM '%s' is active but not started: %s: %s", id,
-                                         p.type, p.detail);
-                        else
-                                log_info("autostart: VM '%s' is active and its pin names this "
-                                         "node; started",
-                                         id);
-                        if ((e = creations_bump(vh, &count)) < 0)
-                                log_error("cannot store the creation counter in '%s': %s",
-                                          vh->cfg.state_dir, strerror(-e));
+                if (!autostart_waits_for(w, doms[i].name))
+                        continue;
+                if (wait && (doms[i].flags & VMH_DOM_ACTIVE) &&
+                    (doms[i].flags & VMH_DOM_SETTLING)) {
+                        snprintf(wait[n_wait++], sizeof(*wait), "%s", doms[i].name);
+                        log_debug("autostart: libvirt still settles domain '%s'; asked again",
+                                  doms[i].name);
+                        continue;
                 }
+                if (final && (doms[i].flags & VMH_DOM_SETTLING))
+                        log_warn("autostart: libvirt still settles domain '%s'; decided as it is "
+                                 "listed",
+                                 doms[i].name);
+                autostart_one(vh, &doms[i]);
         }
         free(doms);
+        free(w->names);
+        *w = (struct autostart_wait){.begun = true, .n = n_wait, .names = wait};
         pthread_mutex_unlock(&vh->ops_lock);
         virt_request_refresh(vh);
+        return n_wait;
 }
 
 /* The lifecycle verbs: resume is a start (the pin gate and the refusals apply to both). There is

@@ -1,7 +1,8 @@
 # ctest-labels: slow
 """A power cut with real libvirt (qemu:///embed, TCG, the small test image): vmhost creates two
-VMs and archives one; then vmhost stops and the QEMU processes this test started are killed
-(SIGKILL, by PID), and root on the node plants a copy of the active VM under another name with
+VMs and archives one; then vmhost stops, the QEMU this test started for the active VM is frozen
+(SIGSTOP) and killed (SIGKILL, by PID) only once the new vmhost runs and libvirt's reconnect to
+it still waits (libvirt lists the VM as running until then), and root on the node plants a copy of the active VM under another name with
 its pin edited (the signature kept). vmhost starts again on the same state: the active VM runs
 again (its guest agent reports again, the creation counter went up), the archived one and the
 copy stay shut off, and one log line per VM says why. Then the guest's QEMU dies under a running
@@ -98,11 +99,12 @@ def test_power_cut_brings_back_the_active_vm_only(env):
     wait_for(lambda: vm(vh, "vm-b")["state"] == "shutoff", 60, "the archived VM to power off")
     before = vh.call("GET", "/v1/inventory")[1]["creations"]
 
-    # the power cut: vmhost stops, the QEMU still running (vm-a's, ours) dies with SIGKILL
+    # the power cut, as vmhost sees it: vmhost stops; vm-a's QEMU (ours) is frozen (SIGSTOP)
+    # and dies with SIGKILL only once the new vmhost runs, while libvirt's reconnect to it waits
     pid = qemu_pid(root, "vm-a")
     assert not os.path.exists(qemu_path(root, "vm-b", ".pid"))
     vh.stop()
-    kill_qemu(pid)
+    os.kill(pid, signal.SIGSTOP)
     # root on the node: a copy of vm-a as vm-c, disks and all, its pin edited to name vm-c
     for sub, sfx in (("vms", "-os.qcow2"), ("vms", "-vault.img"), ("seeds", ".iso")):
         target = os.path.join(root, "state", sub, "vm-c" + sfx)
@@ -117,8 +119,17 @@ def test_power_cut_brings_back_the_active_vm_only(env):
     give(qemu_path(root, "vm-c", ".xml"))
 
     vh = env["start"]()
-    a = wait_for(lambda: (lambda v: v if v["state"] == "running" else None)(vm(vh, "vm-a")), 60,
-                 "vm-a to run again")
+    # libvirt lists vm-a as running until its reconnect fails: vmhost must not decide then
+    wait_for(lambda: "autostart: libvirt still settles domain 'vm-a'" in vh.read_log(), 30,
+             "vmhost to wait for libvirt's reconnect to vm-a")
+    time.sleep(1)
+    assert "autostart: VM 'vm-a'" not in vh.read_log()
+    kill_qemu(pid)
+    try:
+        a = wait_for(lambda: (lambda v: v if v["state"] == "running" else None)(vm(vh, "vm-a")),
+                     90, "vm-a to run again")
+    except AssertionError as e:
+        raise AssertionError("%s\nvmhost's log:\n%s" % (e, vh.read_log()[-6000:]))
     assert a["lifecycle"] == "active"
     # the guest really boots again: its agent reports over the channel to the new vmhost
     wait_for(lambda: agent_reports(vh, "vm-a") >= 1, 120, "vm-a's agent reporting again")
@@ -129,6 +140,7 @@ def test_power_cut_brings_back_the_active_vm_only(env):
     assert not os.path.exists(qemu_path(root, "vm-b", ".pid"))
     log = vh.read_log()
     assert "autostart: VM 'vm-a' is active and its pin names this node; started" in log, log
+    assert "autostart: VM 'vm-a' is active and already running" not in log, log
     assert "autostart: VM 'vm-b' is archived; left as it is" in log, log
     m = re.search(r"autostart: VM 'vm-c' is active but not started: pin-refused: .*", log)
     assert m and "bad-signature" in m.group(0), log
