@@ -538,14 +538,32 @@ static size_t pair_conn_same_source(const struct pair_server *sv, const struct p
         return n;
 }
 
-/* Under sv->lock: a free slot for a new connection. When PAIR_CONN_MAX connections are being
- * served, one that has not claimed the code is dropped (shut down; its worker ends): a silent
- * one before one that sent a well-formed hello, then the oldest of the address that holds the
- * most. Junk from one address can so only ever push out its own connections, silent junk never
- * pushes out a joiner that has spoken (a late silent connection from the joiner's own address
- * did, while the joiner waited for its share's answer), and junk from many can delay a real
- * joiner by its own handshake, never block it. */
-static struct pair_conn *pair_conn_slot(struct pair_server *sv)
+/* Under sv->lock: whether silent connection k goes before the current victim v (n: live
+ * connections from k's address, vn: from v's, each counting the newcomer for its address). */
+static bool pair_conn_before(const struct pair_conn *k, size_t n, const struct pair_conn *v,
+                             size_t vn, uint32_t newcomer)
+{
+        if (!v)
+                return true;
+        if (v->spoke != k->spoke)
+                return !k->spoke;
+        if (n != vn)
+                return n > vn;
+        if ((k->addr == newcomer) != (v->addr == newcomer))
+                return k->addr == newcomer;
+        return k->started < v->started;
+}
+
+/* Under sv->lock: a free slot for a new connection from newcomer. When PAIR_CONN_MAX
+ * connections are being served, one that has not claimed the code is dropped (shut down; its
+ * worker ends): a silent one before one that sent a well-formed hello, then one of the address
+ * that holds the most (the newcomer counted for its own), the newcomer's own address on a tie,
+ * then the oldest. Junk from one address so only ever pushes out its own connections once it
+ * holds as many as any other address (a flood from a second address pushed out a joiner that
+ * had not yet spoken, in CI), silent junk never pushes out a joiner that has spoken, and junk
+ * from many can delay a real joiner by its own handshake, never block it. NULL when every slot is
+ * taken (dropped connections whose workers have not yet ended). */
+static struct pair_conn *pair_conn_slot(struct pair_server *sv, uint32_t newcomer)
 {
         struct pair_conn *free_slot = NULL, *victim = NULL;
         size_t live = 0, victim_n = 0;
@@ -561,11 +579,8 @@ static struct pair_conn *pair_conn_slot(struct pair_server *sv)
                 if (k->dropped)
                         continue;
                 live++;
-                n = pair_conn_same_source(sv, k);
-                if (!k->claimed &&
-                    (!victim || (victim->spoke && !k->spoke) ||
-                     (victim->spoke == k->spoke &&
-                      (n > victim_n || (n == victim_n && k->started < victim->started))))) {
+                n = pair_conn_same_source(sv, k) + (k->addr == newcomer);
+                if (!k->claimed && pair_conn_before(k, n, victim, victim_n, newcomer)) {
                         victim = k;
                         victim_n = n;
                 }
@@ -579,6 +594,24 @@ static struct pair_conn *pair_conn_slot(struct pair_server *sv)
         return free_slot;
 }
 
+/* Under sv->lock: a slot for a connection from newcomer, waiting up to a second for the worker
+ * of a dropped connection to end when every slot is taken (under load the workers of a flood's
+ * dropped connections end late; a joiner arriving then was closed at once, in CI). */
+static struct pair_conn *pair_conn_wait_slot(struct pair_server *sv, uint32_t newcomer)
+{
+        struct pair_conn *k = pair_conn_slot(sv, newcomer);
+        struct timespec until;
+
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 1;
+        while (!k && sv->n_active > 0) {
+                if (pthread_cond_timedwait(&sv->idle, &sv->lock, &until) != 0)
+                        return pair_conn_slot(sv, newcomer);
+                k = pair_conn_slot(sv, newcomer);
+        }
+        return k;
+}
+
 static void pair_on_connection(struct pair_server *sv, int fd, const struct sockaddr_in *from)
 {
         struct pair_ceremony *c = calloc(1, sizeof(*c));
@@ -588,7 +621,7 @@ static void pair_on_connection(struct pair_server *sv, int fd, const struct sock
         int r = -ENOMEM;
 
         pthread_mutex_lock(&sv->lock);
-        if (c && (k = pair_conn_slot(sv))) {
+        if (c && (k = pair_conn_wait_slot(sv, from->sin_addr.s_addr))) {
                 *k = (struct pair_conn){.fd = fd,
                                         .addr = from->sin_addr.s_addr,
                                         .started = pair_clock_ms(),

@@ -769,6 +769,39 @@ def test_junk_flood_does_not_block_a_real_joiner(work):
     print("\nflood: %d silent connections from a second address during the join" % len(flood))
 
 
+def closed_by_server(s):
+    """Whether the server shut connection s down (EOF waiting), without blocking."""
+    r, _, _ = select.select([s], [], [], 0)
+    return bool(r) and s.recv(1, socket.MSG_PEEK) == b""
+
+
+def test_a_flood_from_one_address_pushes_out_only_its_own(work):
+    """8 silent connections from the joiner's address (one of them a joiner yet to speak), then
+    16 from a second address, one at a time: once the slots are full each newcomer from the
+    second address pushes out one of its own, never one of the first address's (with ties
+    broken by age, the first address's oldest went at the 9th)."""
+    d, procs = work
+    state = genesis(d)
+    port = free_port()
+    g, code = serve(procs, state, port, "--io-timeout", "30")
+    first = []
+    for _ in range(8):
+        first.append(socket.create_connection(("127.0.0.1", port)))
+        time.sleep(0.05)
+    second = []
+    for _ in range(16):
+        second.append(socket.create_connection(("127.0.0.1", port),
+                                                source_address=("127.0.0.2", 0)))
+        time.sleep(0.1)
+    time.sleep(0.5)
+    lost_first = sum(closed_by_server(s) for s in first)
+    lost_second = sum(closed_by_server(s) for s in second)
+    for s in first + second:
+        s.close()
+    assert lost_first == 0, "the second address's flood pushed out %d of the first's" % lost_first
+    assert lost_second == 8, lost_second
+
+
 def fake_genesis(reply):
     """A one-connection server that reads the joiner's hello and answers reply (bytes)."""
     ls = socket.socket()
