@@ -270,10 +270,11 @@ void export_start(struct fleetd *f, const char *vm_id, const char *actor, struct
  * checksum, the layout) and checks the export's checkpoint against the one fleetd witnessed
  * last: the same size and root, or it is refused (smaller: rollback; same size, another root:
  * fork; larger: never witnessed). The answer is a plan (kind import), kept in memory for
- * IMPORT_PLAN_TTL; nothing happens until it is confirmed. The confirmation is an operation
- * (kind import): the node copies the vault disk in and creates the VM with a new pin for itself;
- * fleetd re-pins the VM to that node and retires the old pin in the audit record (vm.rehomed),
- * then archives the VM on the old node when it answers, so that node never starts it again. */
+ * IMPORT_PLAN_TTL in the store (a restart loses none); nothing happens until it is confirmed. The
+ * confirmation is an operation (kind import): the node copies the vault disk in and creates the VM
+ * with a new pin for itself; fleetd re-pins the VM to that node and retires the old pin in the
+ * audit record (vm.rehomed), then archives the VM on the old node when it answers, so that node
+ * never starts it again. */
 #define IMPORT_PLANS    16
 #define IMPORT_PLAN_TTL 600000 /* ms */
 
@@ -282,11 +283,7 @@ struct import_plan {
         char vm_id[VM_ID_MAX + 1], from_node[NODE_ID_MAX + 1], node[NODE_ID_MAX + 1];
         char file[256], sha256[65];
         uint64_t cp_size, expires_ms;
-        bool used;
 };
-
-static struct import_plan import_plans[IMPORT_PLANS];
-static pthread_mutex_t import_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static json_t *import_plan_json(const struct import_plan *p)
 {
@@ -297,6 +294,32 @@ static json_t *import_plan_json(const struct import_plan *p)
                          "import", "vm_id", p->vm_id, "from_node", p->from_node, "node", p->node,
                          "file", p->file, "sha256", p->sha256, "checkpoint_size",
                          (json_int_t)p->cp_size, "expires_at", when);
+}
+
+/* A stored plan's document back into p (the store wrote what import_plan_json made). */
+static int import_plan_from_json(const char *doc, struct import_plan *p)
+{
+        json_t *j = json_loads(doc, JSON_REJECT_DUPLICATES, NULL);
+        const char *id = NULL, *vm_id = NULL, *from = NULL, *node = NULL, *file = NULL, *sha = NULL;
+        json_int_t cp = -1;
+        int r = json_unpack(j, "{s:s, s:s, s:s, s:s, s:s, s:s, s:I}", "id", &id, "vm_id", &vm_id,
+                            "from_node", &from, "node", &node, "file", &file, "sha256", &sha,
+                            "checkpoint_size", &cp) == 0 &&
+                        cp >= 0 && ident_valid(IDENT_VM, vm_id)
+                    ? 0
+                    : -EPROTO;
+
+        if (r == 0) {
+                *p = (struct import_plan){.cp_size = (uint64_t)cp};
+                snprintf(p->id, sizeof(p->id), "%s", id);
+                snprintf(p->vm_id, sizeof(p->vm_id), "%s", vm_id);
+                snprintf(p->from_node, sizeof(p->from_node), "%s", from);
+                snprintf(p->node, sizeof(p->node), "%s", node);
+                snprintf(p->file, sizeof(p->file), "%s", file);
+                snprintf(p->sha256, sizeof(p->sha256), "%s", sha);
+        }
+        json_decref(j);
+        return r;
 }
 
 /* The export's checkpoint against the held one: 0 when they are the same tree head. */
@@ -395,31 +418,34 @@ static int import_node_address(struct fleetd *f, const char *node, struct export
         return r;
 }
 
-static void import_plan_store(struct import_plan *p, struct plan_outcome *o)
+static void import_plan_store(struct fleetd *f, struct import_plan *p, struct plan_outcome *o)
 {
         uint64_t now = clock_realtime_ms();
         uint8_t raw[PLAN_ID_LEN / 2];
-        struct import_plan *slot = NULL;
+        json_t *doc;
+        char *text;
+        int r;
 
         randombytes_buf(raw, sizeof(raw));
         sodium_bin2hex(p->id, sizeof(p->id), raw, sizeof(raw));
         p->expires_ms = now + IMPORT_PLAN_TTL;
-        pthread_mutex_lock(&import_lock);
-        for (size_t i = 0; i < IMPORT_PLANS && !slot; i++)
-                if (!import_plans[i].used || import_plans[i].expires_ms < now)
-                        slot = &import_plans[i];
-        if (slot) {
-                *slot = *p;
-                slot->used = true;
-        }
-        pthread_mutex_unlock(&import_lock);
-        if (!slot) {
+        doc = import_plan_json(p);
+        text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+        r = text ? store_import_plan_put(f->store, p->id, text, p->expires_ms, now, IMPORT_PLANS)
+                 : -ENOMEM;
+        free(text);
+        if (r == -ENOSPC)
                 outcome_fail(o, -EAGAIN, "too-many-plans", "%d import plans are open",
                              IMPORT_PLANS);
+        else if (r < 0)
+                outcome_fail(o, -EIO, "store-failed", "the import plan is not recorded: %s",
+                             strerror(-r));
+        if (r < 0) {
+                json_decref(doc);
                 return;
         }
         o->done = OUTCOME_CREATED;
-        o->body = import_plan_json(p);
+        o->body = doc;
 }
 
 void import_plan(struct fleetd *f, const char *body, size_t len, const char *actor,
@@ -469,7 +495,7 @@ void import_plan(struct fleetd *f, const char *body, size_t len, const char *act
                 r = import_vm_check(f, vm_id, p.node, &p, o);
                 pthread_mutex_unlock(&f->lock);
                 if (r == 0 && import_consistent(f, vm_id, note, o, &p.cp_size) == 0)
-                        import_plan_store(&p, o);
+                        import_plan_store(f, &p, o);
         }
         if (o->problem)
                 log_warn("import of '%s' on node '%s' refused (by '%s'): %s", p.file, p.node, actor,
@@ -590,23 +616,21 @@ void import_confirm(struct fleetd *f, const char *plan_id, const char *actor,
                     struct plan_outcome *o)
 {
         struct import_plan *p = malloc(sizeof(*p));
-        bool found = false;
+        char *doc = NULL;
+        int r = p ? store_import_plan_take(f->store, plan_id, clock_realtime_ms(), &doc) : -ENOMEM;
 
         memset(o, 0, sizeof(*o));
-        pthread_mutex_lock(&import_lock);
-        for (size_t i = 0; p && i < IMPORT_PLANS && !found; i++)
-                if (import_plans[i].used && strcmp(import_plans[i].id, plan_id) == 0 &&
-                    import_plans[i].expires_ms >= clock_realtime_ms()) {
-                        *p = import_plans[i];
-                        import_plans[i].used = false; /* one confirmation per plan */
-                        found = true;
-                }
-        pthread_mutex_unlock(&import_lock);
-        if (!found) {
+        r = r ?: import_plan_from_json(doc, p);
+        free(doc);
+        if (r < 0) {
                 free(p);
-                outcome_fail(o, -ENOENT, "unknown-plan",
-                             "no open import plan '%s' (plans expire after %d s)", plan_id,
-                             IMPORT_PLAN_TTL / 1000);
+                if (r == -ENOENT)
+                        outcome_fail(o, -ENOENT, "unknown-plan",
+                                     "no open import plan '%s' (plans expire after %d s)", plan_id,
+                                     IMPORT_PLAN_TTL / 1000);
+                else
+                        outcome_fail(o, r == -ENOMEM ? -ENOMEM : -EIO, "store-failed",
+                                     "import plan '%s' cannot be read: %s", plan_id, strerror(-r));
                 return;
         }
         ops_task_start(f, "import", p->vm_id, actor, import_run, p, o);

@@ -103,6 +103,13 @@ static int store_migrate_v2(struct store *s)
             s, "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);");
 }
 
+/* Step 3: import plans that outlive a restart (they were kept in memory). */
+static int store_migrate_v3(struct store *s)
+{
+        return store_exec(s, "CREATE TABLE IF NOT EXISTS import_plans(id TEXT PRIMARY KEY,"
+                             " doc TEXT NOT NULL, expires_ms INTEGER NOT NULL);");
+}
+
 /* The migrations, one row per schema version in order: row i takes version i to i + 1. */
 static const struct store_migration {
         int (*run)(struct store *s);
@@ -110,6 +117,7 @@ static const struct store_migration {
 } store_migrations[STORE_SCHEMA_VERSION] = {
     {store_migrate_v1, "the unversioned tables, token expiry and audit leaves"},
     {store_migrate_v2, "the meta table (fleet id)"},
+    {store_migrate_v3, "the import_plans table (import plans outlive a restart)"},
 };
 
 static int store_user_version(sqlite3 *db, int *ret)
@@ -725,6 +733,61 @@ int store_op_update(struct store *s, const char *id, const char *state, const ch
             s, "UPDATE operations SET state = ?, doc = ? WHERE id = ?", "ttt", state, doc, id));
         pthread_mutex_unlock(&s->mu);
         return r;
+}
+
+int store_import_plan_put(struct store *s, const char *id, const char *doc, uint64_t expires_ms,
+                          uint64_t now_ms, unsigned max)
+{
+        sqlite3_stmt *st;
+        int r = store_begin(s);
+
+        if (r < 0)
+                return r;
+        r = store_step_done(
+            store_prepare(s, "DELETE FROM import_plans WHERE expires_ms < ?", "i", now_ms));
+        st = r == 0 ? store_prepare(s, "SELECT count(*) FROM import_plans", "") : NULL;
+        if (r == 0 && (!st || sqlite3_step(st) != SQLITE_ROW))
+                r = -EIO;
+        if (r == 0 && sqlite3_column_int64(st, 0) >= (sqlite3_int64)max)
+                r = -ENOSPC;
+        sqlite3_finalize(st);
+        r = r
+                ?: store_step_done(store_prepare(
+                       s, "INSERT INTO import_plans(id, doc, expires_ms) VALUES (?,?,?)", "tti", id,
+                       doc, expires_ms));
+        if (r < 0) {
+                store_rollback(s);
+                return r;
+        }
+        return store_commit(s);
+}
+
+int store_import_plan_take(struct store *s, const char *id, uint64_t now_ms, char **ret_doc)
+{
+        sqlite3_stmt *st;
+        char *doc = NULL;
+        int rc;
+
+        pthread_mutex_lock(&s->mu);
+        st = store_prepare(s,
+                           "DELETE FROM import_plans WHERE id = ? AND expires_ms >= ?"
+                           " RETURNING doc",
+                           "ti", id, now_ms);
+        rc = st ? sqlite3_step(st) : SQLITE_ERROR;
+        if (rc == SQLITE_ROW)
+                doc = strdup((const char *)sqlite3_column_text(st, 0));
+        if (rc == SQLITE_ROW && sqlite3_step(st) != SQLITE_DONE)
+                rc = SQLITE_ERROR; /* the delete is done only when the statement ran to its end */
+        sqlite3_finalize(st);
+        pthread_mutex_unlock(&s->mu);
+        if (rc != SQLITE_ROW) {
+                free(doc);
+                return rc == SQLITE_DONE ? -ENOENT : -EIO;
+        }
+        if (!doc)
+                return -ENOMEM;
+        *ret_doc = doc;
+        return 0;
 }
 
 int store_op_get(struct store *s, const char *id, char **ret_doc)

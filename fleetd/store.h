@@ -36,7 +36,7 @@ struct plan_row {
 
 /* The schema version this build writes (PRAGMA user_version). store_open migrates an older
  * store step by step, each step in its own transaction; a newer one is -EPROTONOSUPPORT. */
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 
 /* Opens (creating when absent, mode 0700 dir / 0600 file) dir/fleetd.db, migrating it. */
 int store_open(const char *dir, struct store **ret);
@@ -84,6 +84,13 @@ int store_vm_load(struct store *s, int (*fn)(void *ctx, const struct fleet_vm *v
 
 /* Operations (operations.c): id, state and the operation's JSON document, in creation order. */
 /* 1 when inserted, 0 when an operation of that id exists (unchanged), or a negative errno. */
+/* Import plans (fleetd/export.c), kept until confirmed or expired so that a restart between
+ * plan and confirm loses none. put: -ENOSPC when max plans are open (unexpired) at now_ms.
+ * take: the plan's doc, removed in the same statement (one confirmation per plan); -ENOENT
+ * when there is none open with that id. */
+int store_import_plan_put(struct store *s, const char *id, const char *doc, uint64_t expires_ms,
+                          uint64_t now_ms, unsigned max);
+int store_import_plan_take(struct store *s, const char *id, uint64_t now_ms, char **ret_doc);
 int store_op_insert(struct store *s, const char *id, const char *state, uint64_t created_ms,
                     const char *doc);
 int store_op_update(struct store *s, const char *id, const char *state, const char *doc);

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -363,8 +364,19 @@ def test_restore_on_another_node_after_the_node_is_wiped(fleet, tmp_path):
     carry(fleet["usb"], n2x)
     r = f.ctl("import", os.path.join(n2x, name), "--node", "n2", input="n\n")
     assert "not confirmed" in r.stdout and vmget(f, a)["node_id"] == "n1"
-    r = f.ctl("import", os.path.join(n2x, name), "--node", "n2", "--yes")
-    assert "re-homed to node 'n2'" in r.stdout, r.stdout + r.stderr
+    # a plan, then fleetd killed (SIGKILL) and started again: the plan outlives it, and is
+    # confirmed once (a second confirmation finds no plan)
+    st, plan = plan_import(f, name, "n2")
+    assert st == 201 and plan["kind"] == "import" and plan["vm_id"] == a, plan
+    f.stop(signal.SIGKILL)
+    f.start()
+    f.wait(lambda: f.node("n2")["state"] == "alive", timeout=60, what="n2 alive again")
+    st, op = f.json("POST", "/v1/imports/%s/confirm" % plan["id"])
+    assert st == 202, op
+    st, again = f.json("POST", "/v1/imports/%s/confirm" % plan["id"])
+    assert st == 404 and again["type"].endswith("/unknown-plan"), again
+    done = f.finish(op, timeout=300)
+    assert done["state"] == "succeeded", done
     v = vmget(f, a)
     assert v["node_id"] == "n2" and v["lifecycle"] == "active"
     rehomed = [e for e in f.audit("vm.rehomed") if e["subject"] == a]

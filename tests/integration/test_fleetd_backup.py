@@ -199,19 +199,19 @@ def test_newer_schema_or_other_fleet_keeps_fleetd_from_starting():
         f.stop()
         db = os.path.join(f.state_dir, "fleetd.db")
         con = sqlite3.connect(db)
-        assert con.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert con.execute("PRAGMA user_version").fetchone()[0] == 3
         assert con.execute("SELECT value FROM meta WHERE key='fleet_id'").fetchone()[0] == "f1"
-        con.execute("PRAGMA user_version = 3")
+        con.execute("PRAGMA user_version = 4")
         con.commit()
         con.close()
         try:
             f.start()
             raise AssertionError("fleetd started on a newer schema")
         except RuntimeError as e:
-            assert "schema version 3, newer than this fleetd" in str(e), str(e)[-2000:]
+            assert "schema version 4, newer than this fleetd" in str(e), str(e)[-2000:]
         con = sqlite3.connect(db)
-        assert con.execute("PRAGMA user_version").fetchone()[0] == 3  # untouched
-        con.execute("PRAGMA user_version = 2")
+        assert con.execute("PRAGMA user_version").fetchone()[0] == 4  # untouched
+        con.execute("PRAGMA user_version = 3")
         con.commit()
         con.close()
         doc = H.roster_doc(1)

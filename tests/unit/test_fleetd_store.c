@@ -1,6 +1,7 @@
 /* The store: the audit record's hash chain (intact, rewritten, truncated in the middle), the
  * append-only triggers, tokens stored only as hashes, and a restart that brings back a confirmed
- * creation still in flight with its reservation and the same request id. */
+ * creation still in flight with its reservation and the same request id; import plans that
+ * outlive a restart and are taken once. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -272,6 +273,33 @@ static void test_plan_prune(void **state)
         tfu_rmdir(dir);
 }
 
+/* Import plans outlive a restart, are taken once, expire, and at most max are open. */
+static void test_import_plans(void **state)
+{
+        char *dir = tfu_tmpdir(), *doc = NULL;
+        struct store *s = NULL;
+
+        assert_int_equal(store_open(dir, &s), 0);
+        assert_int_equal(store_import_plan_put(s, "p1", "{\"a\":1}", 2000, 1000, 2), 0);
+        assert_int_equal(store_import_plan_put(s, "p2", "{\"a\":2}", 1500, 1000, 2), 0);
+        assert_int_equal(store_import_plan_put(s, "p3", "{}", 2000, 1000, 2), -ENOSPC);
+        assert_int_equal(store_import_plan_put(s, "p1", "{}", 2000, 1000, 3), -EEXIST);
+        store_close(s);
+        s = NULL;
+        assert_int_equal(store_open(dir, &s), 0); /* a restart between plan and confirm */
+        assert_int_equal(store_import_plan_take(s, "p2", 1600, &doc), -ENOENT); /* expired */
+        /* an expired plan no longer counts against the bound */
+        assert_int_equal(store_import_plan_put(s, "p3", "{}", 3000, 1600, 2), 0);
+        assert_int_equal(store_import_plan_take(s, "p1", 1600, &doc), 0);
+        assert_string_equal(doc, "{\"a\":1}");
+        free(doc);
+        doc = NULL;
+        assert_int_equal(store_import_plan_take(s, "p1", 1600, &doc), -ENOENT); /* once */
+        assert_null(doc);
+        store_close(s);
+        tfu_rmdir(dir);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -282,6 +310,7 @@ int main(void)
             cmocka_unit_test(test_restart_keeps_creation),
             cmocka_unit_test(test_roster_reload_keeps_state),
             cmocka_unit_test(test_plan_prune),
+            cmocka_unit_test(test_import_plans),
             cmocka_unit_test(test_audit_two_writers),
         };
 
