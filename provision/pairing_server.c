@@ -559,10 +559,11 @@ static bool pair_conn_before(const struct pair_conn *k, size_t n, const struct p
  * worker ends): a silent one before one that sent a well-formed hello, then one of the address
  * that holds the most (the newcomer counted for its own), the newcomer's own address on a tie,
  * then the oldest. Junk from one address so only ever pushes out its own connections once it
- * holds as many as any other address (a flood from a second address pushed out a joiner that
- * had not yet spoken, in CI), silent junk never pushes out a joiner that has spoken, and junk
- * from many can delay a real joiner by its own handshake, never block it. NULL when every slot is
- * taken (dropped connections whose workers have not yet ended). */
+ * holds as many as any other address (ties went to the oldest overall, so a flood from a second
+ * address could push out a joiner yet to speak: the likely cause of a CI failure), silent junk
+ * never pushes out a joiner that has spoken, and junk from many can delay a real joiner by its own
+ * handshake, never block it. NULL when every slot is taken (dropped connections whose workers have
+ * not yet ended). */
 static struct pair_conn *pair_conn_slot(struct pair_server *sv, uint32_t newcomer)
 {
         struct pair_conn *free_slot = NULL, *victim = NULL;
@@ -596,7 +597,7 @@ static struct pair_conn *pair_conn_slot(struct pair_server *sv, uint32_t newcome
 
 /* Under sv->lock: a slot for a connection from newcomer, waiting up to a second for the worker
  * of a dropped connection to end when every slot is taken (under load the workers of a flood's
- * dropped connections end late; a joiner arriving then was closed at once, in CI). */
+ * dropped connections end late, and a joiner arriving then was closed at once). */
 static struct pair_conn *pair_conn_wait_slot(struct pair_server *sv, uint32_t newcomer)
 {
         struct pair_conn *k = pair_conn_slot(sv, newcomer);
