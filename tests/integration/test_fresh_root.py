@@ -22,6 +22,15 @@ SOURCE = os.environ.get("TOTEBOX_SOURCE_DIR",
 SCRIPT = os.path.join(SOURCE, "tests", "fresh", "fresh-root.sh")
 
 
+def failed_output(log, limit=40000):
+    """What ctest printed for each failed test (--output-on-failure: the lines after its
+    '***Failed' line up to the next test's start), the start of each kept: the log's end alone
+    cut a failure's message off behind the page text it carried."""
+    blocks = re.findall(r"^.*Test +#\d+: \S+ \.*\*\*\*(?:Failed|Timeout|Exception).*$"
+                        r"(?:\n(?! *Start +\d+:).*)*", log, re.M)
+    return "\n".join(b[:limit] for b in blocks) or "(no failed test's output found)"
+
+
 def test_readme_commands_on_a_fresh_debian_root():
     if os.path.exists("/etc/totebox-fresh-root"):
         pytest.skip("by design: inside a fresh root made by tests/fresh/fresh-root.sh: the outer run "
@@ -39,7 +48,8 @@ def test_readme_commands_on_a_fresh_debian_root():
         tests = open(os.path.join(work, "test.log")).read()
         print("fresh root: %.0f s in all" % (time.monotonic() - start))
         assert r.returncode != 3, "scripts/demo.sh failed in the fresh root:\n" + demo[-6000:]
-        assert r.returncode == 0, "scripts/test.sh failed in the fresh root:\n" + tests[-12000:]
+        assert r.returncode == 0, ("scripts/test.sh failed in the fresh root:\n" + failed_output(tests)
+                                   + "\n--- the log's end ---\n" + tests[-12000:])
         # The demo reached its end: a Totebox VM whose agent reported, then a clean teardown.
         assert "agent's first report after" in demo and "torn down" in demo, demo[-4000:]
         # Every test ran and passed (the sanitizer pass and the full pass), none failed.
