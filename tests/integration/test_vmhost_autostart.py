@@ -1,12 +1,13 @@
 # ctest-labels: slow
-"""A power cut with real libvirt (qemu:///embed, TCG, the small test image): vmhost creates two
-VMs and archives one; then vmhost stops, the QEMU this test started for the active VM is frozen
+"""A power cut with real libvirt (qemu:///embed, TCG, the small test image): vmhost creates two VMs
+and archives one; then vmhost stops, the QEMU this test started for the active VM is frozen
 (SIGSTOP) and killed (SIGKILL, by PID) only once the new vmhost runs and libvirt's reconnect to
-it still waits (libvirt lists the VM as running until then), and root on the node plants a copy of the active VM under another name with
-its pin edited (the signature kept). vmhost starts again on the same state: the active VM runs
-again (its guest agent reports again, the creation counter went up), the archived one and the
-copy stay shut off, and one log line per VM says why. Then the guest's QEMU dies under a running
-vmhost (a guest crash): vmhost leaves it shut off, lifecycle active (docs/vmhost.md)."""
+it still waits (libvirt lists the VM as running until then), and root on the node plants a copy
+of the active VM under another name with its pin edited (the signature kept). vmhost starts
+again on the same state: the active VM runs again (its guest agent reports again, the creation
+counter went up), the archived one and the copy stay shut off, and one log line per VM says why.
+Then the guest's QEMU dies under a running vmhost (a guest crash): vmhost leaves it shut off,
+lifecycle active (docs/vmhost.md)."""
 import os
 import re
 import shutil
