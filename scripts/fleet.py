@@ -348,6 +348,33 @@ class Fleet:
         status, data = self.api_raw("GET", f"/v1/vms/{vm_id}")
         return data if status == 200 else None
 
+    # --- a Totebox as one file ------------------------------------------------------------
+
+    def export(self, vm_id):
+        """fleetctl export of a suspended or archived Totebox: the file it left on the VM's node
+        (path, size, SHA-256, BLAKE2b-256, the fleet key as a PEM), as fleetctl prints it."""
+        return json.loads(self.ctl("--json", "export", vm_id).stdout)
+
+    def exports_dir(self, node):
+        return os.path.join(self.nodes[node]["state"], "vmhost", "exports")
+
+    def carry(self, tar, node):
+        """The operator's hands (a USB stick, scp): an export's three files copied into node's
+        exports/, where an import reads them. fleetd never moves them."""
+        dst_dir = self.exports_dir(node)
+        os.makedirs(dst_dir, exist_ok=True)
+        for ext in ("", ".sha256", ".sig"):
+            dst = os.path.join(dst_dir, os.path.basename(tar) + ext)
+            shutil.copyfile(tar + ext, dst)
+            os.chmod(dst, 0o644)
+        # owned as the node's state directory is (vmhost reads it as its own user)
+        sh("chown", "-R", "--reference=" + os.path.dirname(dst_dir), dst_dir)
+        return os.path.join(dst_dir, os.path.basename(tar))
+
+    def import_file(self, name, node):
+        """fleetctl import NAME --node N --yes: the re-homing plan, then its confirmation."""
+        return self.ctl("import", name, "--node", node, "--yes").stdout
+
     # --- lifecycle ----------------------------------------------------------------------
 
     def up(self, vm_entity=None):
@@ -557,6 +584,8 @@ Totebox Fleet is running: three nodes joined over WireGuard, one Totebox VM ('{v
   the Diode    {ctl} deposit {vm_id} FILE --name NAME
                {ctl} records {vm_id}
                {ctl} read {vm_id} 1 --output FILE   (checks the hash and the inclusion proof)
+  one file     {ctl} suspend {vm_id}; {ctl} export {vm_id}   (VM.tar, .sha256, .sig on its node)
+               {ctl} import {vm_id}.tar --node NODE   (after copying the three files there)
   work dir     {fleet.dir}
 
 Ctrl-C stops everything.""", flush=True)
