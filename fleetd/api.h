@@ -179,6 +179,7 @@ void api_vms_verb(struct api_request *req, struct api_response *resp);
 void api_vms_export(struct api_request *req, struct api_response *resp);
 void api_imports_plan(struct api_request *req, struct api_response *resp);
 void api_imports_confirm(struct api_request *req, struct api_response *resp);
+void api_imports_drop(struct api_request *req, struct api_response *resp);
 /* api_records.c: the Diode, forwarded to the VM's node */
 void api_records_deposit(struct api_request *req, struct api_response *resp);
 void api_records_list(struct api_request *req, struct api_response *resp);

@@ -293,10 +293,11 @@ static void records_outcome(struct api_response *resp, struct plan_outcome *o)
         resp->body = NULL;
 }
 
-static void records_deposit_run(struct fleetd *f, void *arg, const char *actor,
+static void records_deposit_run(struct fleetd *f, void *arg, const char *actor, struct op_call *op,
                                 struct plan_outcome *o)
 {
         (void)actor; /* the deposit carries its own (d->actor) */
+        (void)op;    /* a deposit's bytes went to fleetd's spool before it began */
         struct records_deposit *d = arg;
         struct records_call c = {.out_fd = -1};
         struct api_response resp = {0};

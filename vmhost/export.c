@@ -105,6 +105,7 @@ static int export_hash_disk(struct export_job *j, char sha_hex[65], char b2_hex[
                 sha256_update(&s, j->buf, (size_t)n);
                 crypto_generichash_update(&g, j->buf, (size_t)n);
                 done += (uint64_t)n;
+                atomic_fetch_add(&j->vh->export_done, (uint64_t)n);
         }
         if (n < 0 || done != j->disk_size)
                 return n < 0 ? -errno : -EIO;
@@ -240,6 +241,7 @@ static int export_stream(struct export_job *j)
                         return n < 0 ? -errno : -EIO;
                 r = export_emit(j, j->buf, (size_t)n);
                 done += (uint64_t)n;
+                atomic_fetch_add(&j->vh->export_done, (uint64_t)n);
         }
         memset(j->buf, 0, export_pad(j->disk_size) + 2 * EXPORT_BLOCK);
         r = r ?: export_emit(j, j->buf, export_pad(j->disk_size) + 2 * EXPORT_BLOCK);
@@ -335,6 +337,33 @@ static int export_finish(struct export_job *j, json_t **ret, struct vm_problem *
         return *ret ? 0 : vms_problem(p, -EAGAIN, "out-of-memory", "no answer");
 }
 
+/* The export of j's VM is shown as running (disk known) or as ended (vm NULL). */
+static void export_show(struct export_job *j, const char *vm)
+{
+        pthread_mutex_lock(&j->vh->state_lock);
+        snprintf(j->vh->export_vm, sizeof(j->vh->export_vm), "%s", vm ? vm : "");
+        atomic_store(&j->vh->export_done, 0);
+        atomic_store(&j->vh->export_total, vm ? 2 * j->disk_size : 0);
+        pthread_mutex_unlock(&j->vh->state_lock);
+}
+
+int export_progress(struct vmhost *vh, const char *id, json_t **ret, struct vm_problem *p)
+{
+        bool now;
+
+        pthread_mutex_lock(&vh->state_lock);
+        now = strcmp(vh->export_vm, id) == 0;
+        *ret = now ? json_pack("{s:s, s:I, s:I}", "vm_id", id, "done_bytes",
+                               (json_int_t)atomic_load(&vh->export_done), "total_bytes",
+                               (json_int_t)atomic_load(&vh->export_total))
+                   : NULL;
+        pthread_mutex_unlock(&vh->state_lock);
+        if (!now)
+                return vms_problem(p, -ENOENT, "no-export", "no export of VM '%s' is being written",
+                                   id);
+        return *ret ? 0 : vms_problem(p, -EAGAIN, "out-of-memory", "no answer");
+}
+
 static int export_parse(const char *body, size_t len, json_t **ret_o, json_t **ret_record,
                         const char **ret_note, struct vm_problem *p)
 {
@@ -378,6 +407,8 @@ int export_write(struct vmhost *vh, const char *id, const char *body, size_t len
         pthread_mutex_lock(&vh->ops_lock);
         r = export_check_vm(vh, id, p);
         r = r ?: export_open(j, p);
+        if (r == 0)
+                export_show(j, id);
         if (r == 0 && export_build_head(j, record, note, j->mtime_s) < 0)
                 r = vms_problem(p, -EIO, "export-failed", "cannot read the vault disk '%s'",
                                 j->disk);
@@ -389,6 +420,7 @@ int export_write(struct vmhost *vh, const char *id, const char *body, size_t len
                                         j->part, strerror(-r));
         }
         r = r ?: export_finish(j, ret, p);
+        export_show(j, NULL);
         pthread_mutex_unlock(&vh->ops_lock);
         if (r == 0)
                 log_info("VM '%s': exported to '%s' (%" PRIu64 " bytes, %" PRIu64 " kept from a "

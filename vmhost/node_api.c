@@ -375,6 +375,17 @@ static void node_vm_export(struct node_req *q, struct node_resp *resp)
                 node_json(resp, 200, o);
 }
 
+static void node_vm_export_progress(struct node_req *q, struct node_resp *resp)
+{
+        struct vm_problem p;
+        json_t *o = NULL;
+
+        if (export_progress(q->vh, q->param, &o, &p) < 0)
+                node_problem(resp, &p);
+        else
+                node_json(resp, 200, o);
+}
+
 static void node_vm_export_sign(struct node_req *q, struct node_resp *resp)
 {
         struct vm_problem p;
@@ -421,6 +432,8 @@ static const struct node_route node_routes[] = {
     {"POST", "/v1/vms/", "/witness", node_vm_witness, "fleetd's cosigned vault checkpoint"},
     {"POST", "/v1/vms/", "/export", node_vm_export,
      "write the stopped Totebox as one file under exports/ (resumable)"},
+    {"GET", "/v1/vms/", "/export", node_vm_export_progress,
+     "the export being written now: vault disk bytes read of their total"},
     {"POST", "/v1/vms/", "/export-signature", node_vm_export_sign,
      "the fleet's signature of an export (checked under the controller key)"},
     {"POST", "/v1/imports/inspect", NULL, node_import_inspect,

@@ -332,6 +332,11 @@ struct vmhost {
         int helper_event_fd; /* domain events, up */
         pid_t helper_pid;
         pthread_mutex_t helper_lock;
+        /* the export being written (export.c: one at a time, under ops_lock), for
+         * GET /v1/vms/{id}/export: its VM ("" when none) under state_lock; the vault disk's bytes
+         * read so far over its two passes (hash, then archive) and their total */
+        char export_vm[VM_ID_MAX + 1];
+        atomic_uint_fast64_t export_done, export_total;
 };
 
 /* privdrop.c: after the helper is started, vmhost gives its state directory to cfg.user and drops
@@ -514,6 +519,9 @@ int export_write(struct vmhost *vh, const char *id, const char *body, size_t len
                  struct vm_problem *p);
 /* POST /v1/vms/{id}/export-signature: {signature} over {id}.tar.sha256, checked under the
  * roster's controller key, written to {id}.tar.sig. */
+/* GET /v1/vms/{id}/export: {vm_id, done_bytes, total_bytes} of the export of id being written
+ * now; -ENOENT (no-export) when none is. */
+int export_progress(struct vmhost *vh, const char *id, json_t **ret, struct vm_problem *p);
 int export_sign(struct vmhost *vh, const char *id, const char *body, size_t len, json_t **ret,
                 struct vm_problem *p);
 /* POST /v1/imports/inspect {file}: checks exports/FILE (signature, checksum, layout) and
