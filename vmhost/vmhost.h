@@ -452,7 +452,8 @@ struct autostart_wait {
         char (*names)[IDENT_VM_MAX + 1];
 };
 /* Decides the domains w leaves (all, the first time); returns how many it left for a later
- * listing. final: decide every domain as listed, settled or not. */
+ * listing (at least 1 when it could not list them: all). final: decide every domain as listed,
+ * settled or not. */
 size_t vms_autostart(struct vmhost *vh, struct autostart_wait *w, bool final);
 int vms_problem(struct vm_problem *p, int err, const char *type, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
