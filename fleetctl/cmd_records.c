@@ -62,20 +62,14 @@ static long ctl_xfer(struct ctl *c, const char *method, const char *path, FILE *
                      struct ctl_xfer *x)
 {
         struct curl_slist *h = NULL;
-        char url[4096], auth[256];
         CURLcode rc;
 
         x->e = curl_easy_init();
         crypto_generichash_init(&x->hs, NULL, 0, 32);
-        snprintf(url, sizeof(url), "%s%s", c->url, path);
-        if (c->token) {
-                snprintf(auth, sizeof(auth), "Authorization: Bearer %.200s", c->token);
-                h = curl_slist_append(h, auth);
-        }
+        rc = ctl_curl_target(c, x->e, path, &h);
         h = curl_slist_append(h, "Expect:");
         if (in)
                 h = curl_slist_append(h, "Content-Type: application/octet-stream");
-        curl_easy_setopt(x->e, CURLOPT_URL, url);
         curl_easy_setopt(x->e, CURLOPT_HTTPHEADER, h);
         curl_easy_setopt(x->e, CURLOPT_HEADERFUNCTION, ctl_xfer_header);
         curl_easy_setopt(x->e, CURLOPT_HEADERDATA, x);
@@ -87,7 +81,7 @@ static long ctl_xfer(struct ctl *c, const char *method, const char *path, FILE *
                 curl_easy_setopt(x->e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)in_len);
         } else
                 curl_easy_setopt(x->e, CURLOPT_CUSTOMREQUEST, method);
-        rc = curl_easy_perform(x->e);
+        rc = rc ?: curl_easy_perform(x->e);
         if (rc == CURLE_OK)
                 curl_easy_getinfo(x->e, CURLINFO_RESPONSE_CODE, &x->status);
         else
