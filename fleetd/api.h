@@ -184,6 +184,9 @@ void api_imports_drop(struct api_request *req, struct api_response *resp);
 void api_records_deposit(struct api_request *req, struct api_response *resp);
 void api_records_list(struct api_request *req, struct api_response *resp);
 void api_records_read(struct api_request *req, struct api_response *resp);
+/* A record's spool: an unlinked file in state_dir/diode (made 0700 when absent); the fd, or -1
+ * with errno set. */
+int api_spool_open(const struct fleetd *f);
 /* Makes s valid UTF-8 in place: a byte that does not start or continue a well-formed sequence
  * (including a sequence cut short by truncation) becomes '?'. */
 void api_utf8_sanitise(char *s);
