@@ -160,8 +160,9 @@ static bool vmh_fields_ok(uint16_t type, const union vmh_msg *m)
         case VMH_CONFIG:
                 return vmh_config_ok(&m->config.cfg);
         case VMH_LIST:
+                return (m->list_req.flags & ~VMH_LIST_CONTROL) == 0;
         case VMH_POOL_REFRESH:
-                return m->list_req.reserved == 0;
+                return m->list_req.flags == 0;
         case VMH_LOOKUP:
         case VMH_START:
         case VMH_RESUME:
@@ -782,9 +783,10 @@ int vmh_lookup(struct vmhost *vh, const char *name, struct vmh_domain *ret)
         return r;
 }
 
-int vmh_list(struct vmhost *vh, void (*fn)(void *ctx, const struct vmh_domain *d), void *ctx)
+int vmh_list(struct vmhost *vh, uint32_t flags, void (*fn)(void *ctx, const struct vmh_domain *d),
+             void *ctx)
 {
-        struct vmh_list_req q = {0};
+        struct vmh_list_req q = {.flags = flags};
         union vmh_msg *m = malloc(sizeof(*m));
         int r = m ? vmh_call_each(vh, VMH_LIST, &q, sizeof(q), VMH_LIST_END, m, fn, ctx) : -ENOMEM;
 

@@ -368,7 +368,7 @@ json_t *inventory_vm_json(const struct vmh_domain *dom, const struct vm_meta *m,
                           json_t *agent);
 int inventory_vm_meta(const struct vmh_domain *dom, struct vm_meta *ret);
 /* The helper's listing (a new array of *ret_n domains): -ENOTCONN without libvirt. */
-int inventory_list(struct vmhost *vh, struct vmh_domain **ret, size_t *ret_n);
+int inventory_list(struct vmhost *vh, uint32_t flags, struct vmh_domain **ret, size_t *ret_n);
 /* Writes m as the domain's metadata (live and persistent), through the helper. */
 int inventory_set_meta(struct vmhost *vh, const char *id, const struct vm_meta *m);
 

@@ -521,7 +521,7 @@ size_t vms_autostart(struct vmhost *vh, struct autostart_wait *w, bool final)
         int r;
 
         pthread_mutex_lock(&vh->ops_lock);
-        r = inventory_list(vh, &doms, &n);
+        r = inventory_list(vh, VMH_LIST_CONTROL, &doms, &n);
         if (r < 0) { /* nothing decided: every domain waits for the next listing */
                 pthread_mutex_unlock(&vh->ops_lock);
                 log_warn("autostart: cannot list the domains: %s; asking again", strerror(-r));
