@@ -130,8 +130,8 @@ static enum pair_error pair_join_handshake(struct pair_join *j)
 static int pair_join_wg_key(const struct pair_join_opts *o, char pub64[WG_KEY_B64_SIZE])
 {
         uint8_t k[WG_KEY_LEN], pub[WG_KEY_LEN];
-        char path[PATH_MAX];
-        int ret = pair_state_path(o->state_dir, "wg.key", path, sizeof(path));
+        char *path = NULL;
+        int ret = pair_state_path(o->state_dir, "wg.key", &path);
 
         if (ret < 0)
                 return ret;
@@ -145,6 +145,7 @@ static int pair_join_wg_key(const struct pair_join_opts *o, char pub64[WG_KEY_B6
                 wg_key_to_base64(pub64, pub);
         }
         sodium_memzero(k, sizeof(k));
+        free(path);
         return ret;
 }
 
@@ -322,7 +323,7 @@ int pair_mesh_up(const char *state_dir, char *err, size_t errsize)
         struct pair_node_conf c;
         struct roster *r;
         struct in_addr a;
-        char path[PATH_MAX];
+        char *path = NULL;
         int ret = pair_conf_load(state_dir, &c);
 
         if (ret < 0) {
@@ -333,11 +334,12 @@ int pair_mesh_up(const char *state_dir, char *err, size_t errsize)
         if (!r)
                 return -EINVAL;
         ret = inet_pton(AF_INET, c.mesh_address, &a) == 1 ? 0 : -EINVAL;
-        ret = ret ?: pair_state_path(state_dir, "wg.key", path, sizeof(path));
+        ret = ret ?: pair_state_path(state_dir, "wg.key", &path);
         ret = ret ?: mesh_interface_setup(c.ifname, path, (uint16_t)c.wg_port, a);
         ret = ret ?: mesh_apply_roster(c.ifname, r, c.node_id);
         if (ret < 0)
                 snprintf(err, errsize, "interface '%s': %s", c.ifname, strerror(-ret));
+        free(path);
         roster_free(r);
         return ret;
 }

@@ -83,8 +83,8 @@ int pair_subnet_parse(const char *s, struct in_addr *ret_base, unsigned *ret_pre
 static int pair_genesis_create(const struct pair_genesis_opts *o)
 {
         uint8_t pk[32], sk[64], wgk[WG_KEY_LEN], wgpub[WG_KEY_LEN];
-        char wgpub64[WG_KEY_B64_SIZE], pk64[WG_KEY_B64_SIZE], fleet[NODE_ID_MAX + 1], path[4096];
-        char buf[2048], err[256];
+        char wgpub64[WG_KEY_B64_SIZE], pk64[WG_KEY_B64_SIZE], fleet[NODE_ID_MAX + 1];
+        char *path = NULL, *json = NULL, err[256];
         struct pair_node_conf c = {0};
         struct in_addr base;
         unsigned prefix;
@@ -115,16 +115,17 @@ static int pair_genesis_create(const struct pair_genesis_opts *o)
         inet_ntop(AF_INET, &base, c.mesh_address, sizeof(c.mesh_address));
         snprintf(c.endpoint, sizeof(c.endpoint), "%s", o->endpoint ? o->endpoint : "");
         snprintf(c.subnet, sizeof(c.subnet), "%s", o->subnet);
-        n = snprintf(buf, sizeof(buf),
+        n = asprintf(&json,
                      "{\"v\":1,\"version\":1,\"fleet_id\":\"%s\",\"controller\":\"%s\","
                      "\"genesis_public_key\":\"%s\",\"nodes\":[{\"id\":\"%s\",\"name\":\"%s\","
                      "\"role\":\"%s\",\"wg_public_key\":\"%s\",\"mesh_address\":\"%s\","
                      "\"endpoint\":\"%s\"}]}",
                      fleet, c.node_id, pk64, c.node_id, c.node_id, c.role, wgpub64, c.mesh_address,
                      c.endpoint);
-        r = roster_parse(buf, (size_t)n, err, sizeof(err));
-        ret = r ? roster_sign(r, sk) : -EINVAL;
-        ret = ret ?: pair_state_path(o->state_dir, "wg.key", path, sizeof(path));
+        r = n < 0 ? NULL : roster_parse(json, (size_t)n, err, sizeof(err));
+        free(json);
+        ret = r ? roster_sign(r, sk) : n < 0 ? -ENOMEM : -EINVAL;
+        ret = ret ?: pair_state_path(o->state_dir, "wg.key", &path);
         ret = ret ?: wg_key_save(path, wgk);
         ret = ret ?: pair_genesis_key_save(o->state_dir, sk);
         ret = ret ?: pair_genesis_pub_save(o->state_dir, pk);
@@ -135,6 +136,7 @@ static int pair_genesis_create(const struct pair_genesis_opts *o)
                         fleet, c.node_id, c.mesh_address, prefix);
         sodium_memzero(sk, sizeof(sk));
         sodium_memzero(wgk, sizeof(wgk));
+        free(path);
         roster_free(r);
         return ret;
 }
@@ -158,11 +160,13 @@ static void pair_genesis_undo(const struct pair_genesis_opts *o, bool had_interf
 {
         static const char *const files[] = {"node.conf",   "roster.json", "genesis.pub",
                                             "genesis.key", "wg.key",      NULL};
-        char path[4096];
 
         for (size_t i = 0; files[i]; i++) {
-                if (pair_state_path(o->state_dir, files[i], path, sizeof(path)) == 0)
+                char *path = NULL;
+
+                if (pair_state_path(o->state_dir, files[i], &path) == 0)
                         unlink(path);
+                free(path);
         }
         rmdir(o->state_dir); /* only when it holds nothing else */
         if (!had_interface)
@@ -664,10 +668,11 @@ static void pair_server_drain(struct pair_server *sv)
 static int pair_server_binding(struct pair_server *sv)
 {
         uint8_t k[WG_KEY_LEN], pub[WG_KEY_LEN];
-        char path[4096];
-        int ret = pair_state_path(sv->o->state_dir, "wg.key", path, sizeof(path));
+        char *path = NULL;
+        int ret = pair_state_path(sv->o->state_dir, "wg.key", &path);
 
         ret = ret ?: wg_key_load(path, k);
+        free(path);
         ret = ret ?: roster_role_parse(sv->conf.role, &sv->bind.role);
         if (ret == 0) {
                 wg_key_public_from_private(pub, k);
