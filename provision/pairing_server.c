@@ -362,7 +362,7 @@ static bool pair_request_as_bound(const struct pair_session *s, const struct pai
 static enum pair_error pair_admit(struct pair_ceremony *c, const struct pair_msg *req)
 {
         struct pair_server *sv = c->sv;
-        struct pair_msg acc = {.type = PAIR_MSG_JOIN_ACCEPT};
+        struct pair_msg *acc; /* on the heap: the caller's frame holds the request */
         struct pair_priv_sign_join j = {.role = (uint32_t)req->role};
         struct pair_priv_signed s;
         char *roster = NULL;
@@ -374,28 +374,36 @@ static enum pair_error pair_admit(struct pair_ceremony *c, const struct pair_msg
                 return pair_fail(c, PAIR_ERR_PROTOCOL,
                                  "the join request differs from what the handshake bound (name, "
                                  "role, WireGuard key or endpoint)");
+        acc = calloc(1, sizeof(*acc));
+        if (!acc)
+                return pair_fail(c, PAIR_ERR_INTERNAL, "out of memory");
+        acc->type = PAIR_MSG_JOIN_ACCEPT;
         snprintf(j.name, sizeof(j.name), "%s", req->name);
         snprintf(j.wg_public_key, sizeof(j.wg_public_key), "%s", req->wg_public_key);
         snprintf(j.endpoint, sizeof(j.endpoint), "%s", req->endpoint);
         pthread_mutex_lock(&sv->priv_lock);
         r = pair_priv_sign_join(sv->priv_fd, &j, &s, &roster);
         pthread_mutex_unlock(&sv->priv_lock);
-        if (r < 0)
-                return pair_fail(c, PAIR_ERR_INTERNAL, "the privileged process did not answer");
-        if (s.error != PAIR_ERR_NONE)
+        if (r < 0 || s.error != PAIR_ERR_NONE) {
+                free(acc);
+                if (r < 0)
+                        return pair_fail(c, PAIR_ERR_INTERNAL,
+                                         "the privileged process did not answer");
                 return pair_fail(c, (enum pair_error)s.error, s.detail[0] ? s.detail : NULL);
-        snprintf(acc.node_id, sizeof(acc.node_id), "%s", req->name);
-        snprintf(acc.mesh_address, sizeof(acc.mesh_address), "%s", s.mesh_address);
-        snprintf(acc.genesis_public_key, sizeof(acc.genesis_public_key), "%s",
+        }
+        snprintf(acc->node_id, sizeof(acc->node_id), "%s", req->name);
+        snprintf(acc->mesh_address, sizeof(acc->mesh_address), "%s", s.mesh_address);
+        snprintf(acc->genesis_public_key, sizeof(acc->genesis_public_key), "%s",
                  s.genesis_public_key);
-        acc.roster = json_loads(roster, JSON_REJECT_DUPLICATES, &jerr);
+        acc->roster = json_loads(roster, JSON_REJECT_DUPLICATES, &jerr);
         free(roster);
         e = PAIR_ERR_NONE;
-        if (!acc.roster || pair_send_sealed(c->fd, &c->s, &acc) < 0) {
+        if (!acc->roster || pair_send_sealed(c->fd, &c->s, acc) < 0) {
                 snprintf(c->err, sizeof(c->err), "cannot send the roster to the joiner");
                 e = PAIR_ERR_PROTOCOL;
         }
-        json_decref(acc.roster);
+        json_decref(acc->roster);
+        free(acc);
         fprintf(sv->o->out, "joined: node '%s' role %s mesh address %s roster version %llu\n",
                 req->name, roster_role_name(req->role), s.mesh_address,
                 (unsigned long long)s.version);
@@ -409,22 +417,16 @@ static enum pair_error pair_admit(struct pair_ceremony *c, const struct pair_msg
         return e;
 }
 
-static enum pair_error pair_ceremony_run(struct pair_ceremony *c, const char *code)
+/* After the SAS phase (peer_spoke: the joiner's request came before our operator confirmed):
+ * the joiner's request, then its admission. Apart from pair_handshake, so that the request and
+ * the handshake's messages do not share a frame. */
+static enum pair_error pair_ceremony_join(struct pair_ceremony *c, bool peer_spoke)
 {
         const struct pair_server_opts *o = c->sv->o;
         struct pair_msg req = {0};
-        enum pair_error e = pair_handshake(c, code);
-        bool peer_spoke = false;
+        enum pair_error e;
         int r;
 
-        if (e != PAIR_ERR_NONE)
-                return e;
-        /* The SAS phase waits for people: its own absolute deadline. */
-        c->deadline = pair_clock_ms() + (int64_t)o->sas_timeout_s * 1000 + c->io_ms;
-        e = pair_confirm_sas(&c->s, fileno(o->confirm_in), c->fd, (int)o->sas_timeout_s * 1000,
-                             o->out, &peer_spoke);
-        if (!peer_spoke && e != PAIR_ERR_NONE)
-                return pair_fail(c, e, NULL);
         /* The joiner's sealed request (or its refusal) comes after its own operator confirms. */
         r = pair_recv_sealed(c->fd, c->deadline, &c->s, &req, c->err, sizeof(c->err));
         if (r < 0)
@@ -452,6 +454,23 @@ static enum pair_error pair_ceremony_run(struct pair_ceremony *c, const char *co
         e = pair_admit(c, &req);
         pair_msg_clear(&req);
         return e;
+}
+
+static enum pair_error pair_ceremony_run(struct pair_ceremony *c, const char *code)
+{
+        const struct pair_server_opts *o = c->sv->o;
+        enum pair_error e = pair_handshake(c, code);
+        bool peer_spoke = false;
+
+        if (e != PAIR_ERR_NONE)
+                return e;
+        /* The SAS phase waits for people: its own absolute deadline. */
+        c->deadline = pair_clock_ms() + (int64_t)o->sas_timeout_s * 1000 + c->io_ms;
+        e = pair_confirm_sas(&c->s, fileno(o->confirm_in), c->fd, (int)o->sas_timeout_s * 1000,
+                             o->out, &peer_spoke);
+        if (!peer_spoke && e != PAIR_ERR_NONE)
+                return pair_fail(c, e, NULL);
+        return pair_ceremony_join(c, peer_spoke);
 }
 
 /* The code's new state after a connection, under sv->lock. */
