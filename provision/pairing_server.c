@@ -851,25 +851,26 @@ static int pair_server_parent(struct pair_server *sv, pid_t child, int fd)
         return -EIO;
 }
 
-int pair_server_run(const struct pair_server_opts *o)
+/* pair_server_run with the server's state in sv. */
+static int pair_server_run_in(struct pair_server *sv)
 {
-        struct pair_server sv = {.o = o, .state = PAIR_CODE_FRESH, .priv_fd = -1};
+        const struct pair_server_opts *o = sv->o;
         char norm[PAIR_CODE_CHARS + 1];
         int lfd, fds[2];
         pid_t pid;
 
-        if (pair_conf_load(o->state_dir, &sv.conf) < 0 || !sv.conf.subnet[0]) {
+        if (pair_conf_load(o->state_dir, &sv->conf) < 0 || !sv->conf.subnet[0]) {
                 fprintf(stderr, "'%s' holds no genesis state; run 'totebox-pair genesis' first\n",
                         o->state_dir);
                 return -ENOENT;
         }
-        if (pair_server_binding(&sv) < 0) {
+        if (pair_server_binding(sv) < 0) {
                 fprintf(stderr, "cannot read the genesis WireGuard key in '%s'\n", o->state_dir);
                 return -ENOKEY;
         }
         if (o->code && pair_code_normalize(o->code, norm) < 0)
                 return -EINVAL;
-        if (o->connect && pair_resolve(o->connect, sv.dial, sizeof(sv.dial)) < 0) {
+        if (o->connect && pair_resolve(o->connect, sv->dial, sizeof(sv->dial)) < 0) {
                 fprintf(stderr, "cannot resolve the joiner's address '%s'\n", o->connect);
                 return -EHOSTUNREACH;
         }
@@ -886,12 +887,12 @@ int pair_server_run(const struct pair_server_opts *o)
         }
         fflush(o->out);
         fflush(stderr);
-        sv.parent = getpid();
+        sv->parent = getpid();
         pid = fork();
         if (pid == 0) {
                 close(fds[0]);
-                sv.priv_fd = fds[1];
-                _exit(pair_server_child(&sv, lfd));
+                sv->priv_fd = fds[1];
+                _exit(pair_server_child(sv, lfd));
         }
         close(fds[1]);
         if (lfd >= 0)
@@ -900,5 +901,23 @@ int pair_server_run(const struct pair_server_opts *o)
                 close(fds[0]);
                 return -errno;
         }
-        return pair_server_parent(&sv, pid, fds[0]);
+        return pair_server_parent(sv, pid, fds[0]);
+}
+
+int pair_server_run(const struct pair_server_opts *o)
+{
+        /* On the heap: its table of connections alone is most of a frame. */
+        struct pair_server *sv = calloc(1, sizeof(*sv));
+        int ret;
+
+        if (!sv) {
+                fprintf(stderr, "pairing server: out of memory\n");
+                return -ENOMEM;
+        }
+        sv->o = o;
+        sv->state = PAIR_CODE_FRESH;
+        sv->priv_fd = -1;
+        ret = pair_server_run_in(sv);
+        free(sv);
+        return ret;
 }
