@@ -123,7 +123,8 @@ static int pair_genesis_create(const struct pair_genesis_opts *o)
                      fleet, c.node_id, pk64, c.node_id, c.node_id, c.role, wgpub64, c.mesh_address,
                      c.endpoint);
         r = n < 0 ? NULL : roster_parse(json, (size_t)n, err, sizeof(err));
-        free(json);
+        if (n >= 0) /* json is undefined when asprintf fails */
+                free(json);
         ret = r ? roster_sign(r, sk) : n < 0 ? -ENOMEM : -EINVAL;
         ret = ret ?: pair_state_path(o->state_dir, "wg.key", &path);
         ret = ret ?: wg_key_save(path, wgk);
