@@ -32,13 +32,14 @@
 #define EXPORT_NOTE_MAX   8192
 #define EXPORT_MANIFEST   65536
 #define EXPORT_BODY_DEPTH 6
+#define EXPORT_PATH_MAX   4400 /* state_dir/exports/{id}.tar.sha256, as the job's paths */
 
 /* The archive being written: the head (three headers and two small members) in memory, then the
  * disk, then padding and the two zero blocks. */
 struct export_job {
         struct vmhost *vh;
         char vm_id[VM_ID_MAX + 1];
-        char disk[4200], dir[4200], part[4300], final[4300];
+        char disk[4200], dir[4200], part[4300], final[4300], sums[4400]; /* sums: final.sha256 */
         int disk_fd, out_fd;
         uint64_t disk_size;
         uint64_t mtime_s; /* the disk's: the archive's bytes depend on nothing else that moves */
@@ -315,7 +316,7 @@ static void export_close(struct export_job *j)
 /* {id}.tar.sha256 and the answer. */
 static int export_finish(struct export_job *j, json_t **ret, struct vm_problem *p)
 {
-        char sha_hex[65], b2_hex[65], line[200], path[4400];
+        char sha_hex[65], b2_hex[65], line[200];
         uint8_t h[32];
         int n;
 
@@ -328,11 +329,11 @@ static int export_finish(struct export_job *j, json_t **ret, struct vm_problem *
         if (rename(j->part, j->final) < 0)
                 return vms_problem(p, -EIO, "export-failed", "cannot rename '%s'", j->part);
         n = snprintf(line, sizeof(line), "%s  %s.tar\n", sha_hex, j->vm_id);
-        snprintf(path, sizeof(path), "%s.sha256", j->final);
-        if (small_file_write(path, line, (size_t)n, 0640) < 0)
-                return vms_problem(p, -EIO, "export-failed", "cannot write '%s'", path);
+        snprintf(j->sums, sizeof(j->sums), "%s.sha256", j->final);
+        if (small_file_write(j->sums, line, (size_t)n, 0640) < 0)
+                return vms_problem(p, -EIO, "export-failed", "cannot write '%s'", j->sums);
         *ret = json_pack("{s:s, s:s, s:s, s:I, s:s, s:s, s:I}", "vm_id", j->vm_id, "file", j->final,
-                         "sha256_file", path, "size", (json_int_t)j->total, "sha256", sha_hex,
+                         "sha256_file", j->sums, "size", (json_int_t)j->total, "sha256", sha_hex,
                          "blake2b_256", b2_hex, "resumed_bytes", (json_int_t)j->resumed);
         return *ret ? 0 : vms_problem(p, -EAGAIN, "out-of-memory", "no answer");
 }
@@ -441,11 +442,15 @@ int export_sign(struct vmhost *vh, const char *id, const char *body, size_t len,
         struct json_input_error jerr = {{0}};
         json_t *o = json_input_parse(body, len, 4096, 2, &jerr);
         const char *b64 = NULL;
-        char path[4400], fleet_id[NODE_ID_MAX + 1], *line = NULL;
+        char *path = malloc(EXPORT_PATH_MAX), fleet_id[NODE_ID_MAX + 1], *line = NULL;
         uint8_t sig[crypto_sign_BYTES], pk[32];
         size_t n = 0, llen = 0;
         int r = o ? 0 : -EINVAL;
 
+        if (!path) {
+                r = vms_problem(p, -EAGAIN, "out-of-memory", "no path");
+                goto cleanup;
+        }
         r = r ?: json_input_check_keys(o, fields, &jerr);
         r = r ?: json_input_get_string(o, "signature", true, 200, &b64, &jerr);
         if (r < 0 || !ident_valid(IDENT_VM, id) ||
@@ -456,7 +461,7 @@ int export_sign(struct vmhost *vh, const char *id, const char *body, size_t len,
                                 r < 0 ? jerr.text : "'signature' is not 64 bytes of base64");
                 goto cleanup;
         }
-        snprintf(path, sizeof(path), "%s/exports/%s.tar.sha256", vh->cfg.state_dir, id);
+        snprintf(path, EXPORT_PATH_MAX, "%s/exports/%s.tar.sha256", vh->cfg.state_dir, id);
         if (small_file_read(path, 256, false, &line, &llen) < 0) {
                 r = vms_problem(p, -ENOENT, "no-export", "VM '%s' has no export on node '%s'", id,
                                 vh->cfg.node_id);
@@ -470,7 +475,7 @@ int export_sign(struct vmhost *vh, const char *id, const char *body, size_t len,
                                 path);
                 goto cleanup;
         }
-        snprintf(path, sizeof(path), "%s/exports/%s.tar.sig", vh->cfg.state_dir, id);
+        snprintf(path, EXPORT_PATH_MAX, "%s/exports/%s.tar.sig", vh->cfg.state_dir, id);
         if (small_file_write(path, (const char *)sig, sizeof(sig), 0640) < 0) {
                 r = vms_problem(p, -EIO, "export-failed", "cannot write '%s'", path);
                 goto cleanup;
@@ -478,6 +483,7 @@ int export_sign(struct vmhost *vh, const char *id, const char *body, size_t len,
         *ret = json_pack("{s:s, s:s}", "vm_id", id, "signature_file", path);
         r = *ret ? 0 : vms_problem(p, -EAGAIN, "out-of-memory", "no answer");
 cleanup:
+        free(path);
         free(line);
         json_decref(o);
         return r;

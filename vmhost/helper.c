@@ -290,15 +290,17 @@ static int vmh_on_apply(struct vmh_helper *h, const struct vmh_apply_peers *a)
  * directory of root's. */
 static int vmh_dir_open(const struct vmhost_config *cfg, const char *sub)
 {
-        char path[PATH_MAX];
+        char *path = small_file_path(cfg->state_dir, sub); /* on the heap */
         struct stat st;
-        int fd;
+        int fd = -ENOMEM;
 
-        if (snprintf(path, sizeof(path), "%s/%s", cfg->state_dir, sub) >= (int)sizeof(path))
-                return -ENAMETOOLONG;
-        fd = open(path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (path && strlen(path) >= PATH_MAX)
+                fd = -ENAMETOOLONG; /* as with the PATH_MAX buffer this replaced */
+        else if (path && (fd = open(path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+                fd = -errno;
+        free(path);
         if (fd < 0)
-                return -errno;
+                return fd;
         if (fstat(fd, &st) < 0 || st.st_uid != geteuid() || (st.st_mode & 022)) {
                 close(fd);
                 return -EPERM;

@@ -18,6 +18,7 @@
 #include "common/http_body.h"
 #include "common/json_input.h"
 #include "common/log.h"
+#include "common/small_file.h"
 #include "vmhost/vmhost.h"
 
 #define NODE_API_MAX_LISTEN 4
@@ -544,13 +545,18 @@ static bool node_records_url(const char *url, char *ret_id, size_t idsize, uint6
         return *end == '\0' && errno == 0 && *ret_seq <= INT64_MAX;
 }
 
+/* A descriptor, or -1 (errno set) like open. */
 static int node_spool_open(struct vmhost *vh)
 {
-        char dir[4200];
+        char *dir = small_file_path(vh->cfg.state_dir, "diode"); /* on the heap */
+        int fd;
 
-        snprintf(dir, sizeof(dir), "%s/diode", vh->cfg.state_dir);
+        if (!dir)
+                return -1;
         mkdir(dir, 0700);
-        return open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+        fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+        free(dir);
+        return fd;
 }
 
 static bool node_query_uint(struct MHD_Connection *conn, const char *key, uint64_t max,

@@ -210,7 +210,9 @@ struct agent_msg {
         json_t *mismatches; /* report: array of {kind, path, detail}; owned */
         uint64_t from_size, to_size;
         size_t proof_len;
-        merkle_hash proof[MERKLE_MAX_PROOF];
+        /* consistency: proof_len hashes (at most MERKLE_MAX_PROOF), malloc'd, never NULL once
+         * parsed; owned. On the heap, so that a message fits in a frame beside other things. */
+        merkle_hash *proof;
         char detail[512];
         char *checkpoint; /* report: the head as a C2SP checkpoint note, or NULL; owned */
 };
