@@ -66,10 +66,13 @@ static int privdrop_give(const char *path, uid_t uid, gid_t gid, bool tree)
 }
 
 /* One entry of state_dir: whose it becomes. */
-static int privdrop_entry(const char *state, const struct dirent *e, const struct privsep_drop *d)
+static int privdrop_entry(const struct vmhost *vh, const struct dirent *e,
+                          const struct privsep_drop *d)
 {
+        const char *state = vh->cfg.state_dir;
         char path[4400];
         struct stat st;
+        mode_t mode;
 
         if (snprintf(path, sizeof(path), "%s/%s", state, e->d_name) >= (int)sizeof(path))
                 return -ENAMETOOLONG;
@@ -78,7 +81,10 @@ static int privdrop_entry(const char *state, const struct dirent *e, const struc
         if (S_ISDIR(st.st_mode) && privdrop_listed(privdrop_helper_dirs, e->d_name)) {
                 if (lchown(path, 0, 0) < 0)
                         return -errno;
-                return chmod(path, strcmp(e->d_name, "vms") == 0 ? 0755 : 0700) < 0 ? -errno : 0;
+                mode = strcmp(e->d_name, "vms") == 0
+                           ? 0755
+                           : policy_state_dir_mode(vh->cfg.libvirt_uri, e->d_name);
+                return chmod(path, mode) < 0 ? -errno : 0;
         }
         if (S_ISDIR(st.st_mode) && privdrop_listed(privdrop_own_dirs, e->d_name))
                 return privdrop_give(path, d->uid, d->gid, true);
@@ -98,10 +104,12 @@ static int privdrop_state_dir(const struct vmhost *vh, const struct privsep_drop
                 return -errno;
         while (r == 0 && (e = readdir(dir)))
                 if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
-                        r = privdrop_entry(state, e, d);
+                        r = privdrop_entry(vh, e, d);
         closedir(dir);
         r = r ?: privdrop_give(state, d->uid, d->gid, false);
-        return r ?: (chmod(state, 0700) < 0 ? -errno : 0);
+        if (r == 0 && chmod(state, policy_state_dir_mode(vh->cfg.libvirt_uri, "")) < 0)
+                r = -errno;
+        return r;
 }
 
 /* cfg.user, else nobody (with a warning: a user other daemons share). */
