@@ -47,7 +47,8 @@ int images_prepare_dirs(struct vmhost *vh)
         int r = 0;
 
         for (const char *const *d = dirs; *d && r == 0; d++)
-                r = images_mkdir(vh->cfg.state_dir, *d, 0700);
+                r = images_mkdir(vh->cfg.state_dir, *d,
+                                 policy_state_dir_mode(vh->cfg.libvirt_uri, *d));
         if (r < 0)
                 log_error("cannot create the directories under '%s': %s", vh->cfg.state_dir,
                           strerror(-r));

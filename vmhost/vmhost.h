@@ -193,6 +193,12 @@ enum refusal policy_check_start(const struct vm_meta *m, const char *node_id);
 enum refusal policy_check_memory(uint64_t available_mib, uint64_t want_mib, uint64_t margin_mib);
 /* auto: kvm only when /dev/kvm is usable and is not the PVM flavour (which cannot boot guests). */
 const char *policy_virt_type(const char *configured, bool kvm_usable, bool kvm_pvm);
+/* The mode of state_dir (sub "") or of its directory sub. A system daemon's QEMU runs as another
+ * user (libvirt-qemu) and opens the disks, base images, kernels and seeds by path; libvirt's DAC
+ * driver chowns each such file to that user for the run, never a directory, so state_dir, vms,
+ * images and seeds must be searchable by it: 0711 (as libvirt's own /var/lib/libvirt/images),
+ * listing nothing. Otherwise (embed, session: QEMU is vmhost's user or the helper's) 0700. */
+mode_t policy_state_dir_mode(const char *libvirt_uri, const char *sub);
 
 /* agent_line.c: one line from the agent channel, parsed strictly. */
 enum agent_msg_type { AGENT_MSG_REPORT, AGENT_MSG_CONSISTENCY, AGENT_MSG_ERROR };

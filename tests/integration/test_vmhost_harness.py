@@ -101,6 +101,8 @@ class Vmhost:
         extra_env = settings.pop("env", None) or {}
         # as_root: the process's own user even as root (QEMU then runs as root too)
         ids = None if settings.pop("as_root", False) else run_as()
+        # wrap: a command vmhost is run under that execs it (nsenter into a mount namespace)
+        wrap = list(settings.pop("wrap", None) or [])
         self.uri = "qemu:///embed?root=%s/libvirt" % root
         self.log_path = os.path.join(root, "vmhost-%s.log" % node_id)
         opts = {"node_id": node_id, "libvirt_uri": self.uri, "state_dir": root + "/state",
@@ -110,7 +112,7 @@ class Vmhost:
         opts.update(settings)
         self.address = opts["node_api_listen"]
         self.port = int(opts["node_api_port"])
-        args = [runnable(VMHOST)]
+        args = wrap + [runnable(VMHOST)]
         for k, v in opts.items():
             args += ["--set", "%s=%s" % (k, v)]
         for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):  # sanitizer runs
