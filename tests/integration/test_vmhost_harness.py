@@ -3,6 +3,7 @@ on free loopback ports with its own state directory and qemu:///embed root, call
 and clean up every domain it started. As root, vmhost runs as 'nobody' (the embedded QEMU
 driver refuses root without a libvirt-qemu user)."""
 import atexit
+import glob
 import hashlib
 import http.client
 import threading
@@ -174,6 +175,23 @@ def destroy_all(root, as_root=False):
     names = virsh(root, "list", "--name", as_root=as_root).stdout.split()
     for name in names:
         virsh(root, "destroy", name, as_root=as_root)
+    if as_root:
+        remove_embed_cgroups(names)
+
+
+def remove_embed_cgroups(names):
+    """Removes the empty cgroups an embed driver running as root made for these domains
+    (machine/qemu-embed-HASH-N-NAME.libvirt-qemu in each controller; the destroy from virsh's own
+    embed instance leaves them): the host keeps nothing of a test."""
+    for name in names:
+        for d in glob.glob("/sys/fs/cgroup/*/machine/qemu-embed-*-%s.libvirt-qemu" % name):
+            try:
+                with open(os.path.join(d, "cgroup.procs")) as f:
+                    if f.read().strip():
+                        continue
+                os.rmdir(d)
+            except OSError:
+                pass
 
 
 def make_root(prefix):
