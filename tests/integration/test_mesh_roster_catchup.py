@@ -20,7 +20,7 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "scripts"))
-from fleet import BUILD, NODES, Fleet, sh, wait  # noqa: E402
+from fleet import BUILD, Fleet, sh, wait  # noqa: E402
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, WireGuard)")
 
@@ -38,15 +38,7 @@ def fleetd_log(f):
 def test_a_member_that_missed_a_roster_push_gets_it_from_fleetd():
     f = Fleet(heartbeat="2s")
     try:
-        f.netns_up()
-        f.genesis()
-        for name, _, _ in NODES[1:]:
-            f.join(name)
-        for name in f.nodes:
-            f.nodes[name]["mesh"] = f.mesh_address(name)
-        f.forward()
-        f.create_token()
-        wait(f.nodes_alive, 60, "three nodes alive in fleetd")
+        f.up(pin_key=False)
         before = f.roster(AWAY)["version"]
         # laptop-b is switched off while the genesis names fleetd's pin key in a new version
         f.stop_daemon(AWAY, "vmhost")
