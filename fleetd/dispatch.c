@@ -324,10 +324,11 @@ static void dispatch_jobs_free(struct dispatch_job *jobs, size_t n)
  * answer: again after ROSTER_AGAIN_MS. */
 static bool dispatch_roster_due(const struct fleetd *f, const struct fleet_node *node, uint64_t now)
 {
+        uint64_t want = f->table.roster ? f->table.roster->version : 0;
         enum node_state s;
 
-        if (!f->table.roster || node->roster_synced >= f->table.roster->version ||
-            node->roster_next_ms > now)
+        if (!want || node->roster_synced >= (want < UINT32_MAX ? want : UINT32_MAX) ||
+            (uint64_t)node->roster_next_s * 1000 > now)
                 return false;
         s = node_state_at(node, &f->cfg, now);
         return s == NODE_ALIVE || s == NODE_UNHEALTHY;
@@ -341,7 +342,7 @@ static bool dispatch_collect_roster(struct fleetd *f, struct fleet_node *node, u
 
         if (!dispatch_roster_due(f, node, now))
                 return false;
-        node->roster_next_ms = now + ROSTER_AGAIN_MS;
+        node->roster_next_s = (uint32_t)((now + ROSTER_AGAIN_MS) / 1000);
         o = roster_to_json(f->table.roster);
         memset(j, 0, sizeof(*j));
         j->body = o ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
@@ -376,7 +377,7 @@ static void dispatch_roster_round(struct fleetd *f, const char *node_id, uint64_
                 pthread_mutex_lock(&f->lock);
                 node = node_table_find(&f->table, node_id);
                 if (node && node->roster_synced < version)
-                        node->roster_synced = version;
+                        node->roster_synced = version < UINT32_MAX ? (uint32_t)version : UINT32_MAX;
                 pthread_mutex_unlock(&f->lock);
         }
         dispatch_jobs_free(&j, 1);

@@ -139,7 +139,9 @@ struct fleet_node {
         enum inventory_status inv;
         unsigned inv_failures;
         char inv_digest[DIGEST_HEX_LEN + 1]; /* digest of the inventory last reconciled */
-        uint64_t inv_next_ms;                /* monotonic: next fetch attempt */
+        uint32_t roster_synced; /* roster anti-entropy (dispatch.c): the version the node was
+                                   sent or found to hold (at most UINT32_MAX) */
+        uint64_t inv_next_ms;   /* monotonic: next fetch attempt */
         json_t *unknown_vms;    /* ids the node reports that fleetd never placed (array) */
         uint64_t inv_verb_mark; /* f->verb_events when the fetch in flight was sent */
         /* ids the node reports that are pinned to another node (array): each id's presence is
@@ -149,15 +151,13 @@ struct fleet_node {
         uint64_t inv_fetches;    /* inventory fetches sent to the node since fleetd started */
         uint64_t inv_fetch_sent; /* the number of the fetch in flight (or last sent); one
                                     fetch per node is in flight at a time */
-        /* roster anti-entropy (dispatch.c): the roster version the node was found to hold, or
-         * was sent, and when it may be sent again after no answer (monotonic) */
-        uint64_t roster_synced, roster_next_ms;
         /* the base images the node's last inventory listed ([{name, sha256, size}]), or NULL
          * when it never listed any (a vmhost without image reports: holdings unknown) */
         json_t *images;
         unsigned
             low_beats;     /* heartbeats in a row from one boot with a counter below the figures' */
         unsigned low_boot; /* that boot's slot in boots[] */
+        uint32_t roster_next_s;       /* monotonic seconds: a roster send with no answer waits */
         struct node_history *history; /* owned; allocated at the first accepted heartbeat */
 };
 

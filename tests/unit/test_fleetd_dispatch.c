@@ -27,6 +27,10 @@ struct fake {
                 const char *body;
         } script[FAKE_MAX];
         unsigned next;
+        /* POST /v1/roster (the roster anti-entropy) is answered apart, uncounted above: how
+         * many came, and the answer (0: 409, the node holds it; <0: no answer) */
+        unsigned roster_posts;
+        long roster_status;
         /* run before answering call number hook_at (1-based), with no lock held */
         void (*hook)(void);
         unsigned hook_at;
@@ -38,8 +42,18 @@ static int fake_call(void *ctx, const char *address, uint16_t port, const char *
                      const char *path, const char *body, uint64_t timeout_ms, long *ret_status,
                      char **ret_body)
 {
-        unsigned i = fake.calls++ % FAKE_MAX, a = fake.next++ % FAKE_MAX;
+        unsigned i, a;
 
+        if (strcmp(path, "/v1/roster") == 0) {
+                fake.roster_posts++;
+                if (fake.roster_status < 0)
+                        return -ETIMEDOUT;
+                *ret_status = fake.roster_status ? fake.roster_status : 409;
+                *ret_body = NULL;
+                return 0;
+        }
+        i = fake.calls++ % FAKE_MAX;
+        a = fake.next++ % FAKE_MAX;
         snprintf(fake.method[i], sizeof(fake.method[i]), "%s", method);
         snprintf(fake.path[i], sizeof(fake.path[i]), "%s", path);
         snprintf(fake.body[i], sizeof(fake.body[i]), "%s", body ? body : "");
@@ -77,6 +91,44 @@ static struct fleet_vm *confirm_one(struct fleetd *f, const char *entity)
         json_decref(p.body);
         json_decref(c.body);
         return vm_table_find(f, f->vms[f->n_vms - 1].id);
+}
+
+/* Roster anti-entropy: each alive node is sent the current roster once; one that did not answer
+ * is sent it again after 30 s, not sooner; a new version is sent again to every node. */
+static void test_roster_sent_once_to_each_alive_node(void **state)
+{
+        struct tfu_fixture *fx = *state;
+        struct fleetd *f = &fx->f;
+        uint64_t now = clock_monotonic_ms();
+        struct fleet_node *n1 = node_table_find(&f->table, "n1");
+
+        n1->inv = INV_OK; /* no inventory traffic here */
+        dispatch_run_once(f, now);
+        assert_int_equal(fake.roster_posts, 0); /* no node alive yet */
+        tfu_heartbeat(&f->table, 1, 1, 16000, 10, NULL, now);
+        memcpy(n1->inv_digest, n1->hb.inventory_digest, DIGEST_HEX_LEN + 1);
+        fake.roster_status = -1; /* no answer */
+        dispatch_run_once(f, now);
+        assert_int_equal(fake.roster_posts, 1);
+        dispatch_run_once(f, now + 29000);
+        assert_int_equal(fake.roster_posts, 1);                       /* not before 30 s */
+        fake.roster_status = 200;                                     /* taken */
+        tfu_heartbeat(&f->table, 1, 2, 16000, 10, NULL, now + 31000); /* still alive */
+        dispatch_run_once(f, now + 31000);
+        assert_int_equal(fake.roster_posts, 2);
+        tfu_heartbeat(&f->table, 1, 3, 16000, 10, NULL, now + 70000);
+        dispatch_run_once(f, now + 70000);
+        assert_int_equal(fake.roster_posts, 2); /* sent: never again for this version */
+        assert_int_equal(n1->roster_synced, f->table.roster->version);
+        f->table.roster->version++; /* what a roster reload brings */
+        fake.roster_status = 0;     /* 409: held (or newer) */
+        dispatch_run_once(f, now + 71000);
+        assert_int_equal(fake.roster_posts, 3);
+        tfu_heartbeat(&f->table, 1, 4, 16000, 10, NULL, now + 100000);
+        dispatch_run_once(f, now + 100000);
+        assert_int_equal(fake.roster_posts, 3);
+        for (unsigned i = 0; i < fake.calls; i++) /* the other calls: the heartbeats' fetches */
+                assert_string_equal(fake.path[i], "/v1/inventory");
 }
 
 static void test_retry_then_active(void **state)
@@ -988,6 +1040,11 @@ static int wedge_call(void *ctx, const char *address, uint16_t port, const char 
         uint64_t bound = clock_monotonic_ms() + 5000;
 
         (void)ctx, (void)port, (void)method, (void)path, (void)body, (void)timeout_ms;
+        if (strcmp(path, "/v1/roster") == 0) { /* the roster anti-entropy: held already */
+                *ret_status = 409;
+                *ret_body = NULL;
+                return 0;
+        }
         if (strcmp(address, "127.1.0.2") == 0) {
                 pthread_mutex_lock(&wedge.mu);
                 wedge.n2_called = true;
@@ -1082,6 +1139,8 @@ int main(void)
             cmocka_unit_test_setup_teardown(test_inventory_promotes_only_a_running_vm, setup,
                                             tfu_teardown),
             cmocka_unit_test_setup_teardown(test_outcome_and_audit_commit_together, setup,
+                                            tfu_teardown),
+            cmocka_unit_test_setup_teardown(test_roster_sent_once_to_each_alive_node, setup,
                                             tfu_teardown),
             cmocka_unit_test_setup_teardown(test_wedged_node_delays_only_itself, setup,
                                             tfu_teardown),

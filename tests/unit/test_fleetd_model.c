@@ -365,6 +365,11 @@ static int m_call(void *ctx, const char *address, uint16_t port, const char *met
                 return m_inventory(ctx, d - 1, &M.nodes[d - 1], ret_status, ret_body);
         if (strcmp(method, "POST") == 0 && strncmp(path, "/v1/vms/", 8) == 0)
                 return m_verb(&M.nodes[d - 1], path, ret_status, ret_body);
+        if (strcmp(method, "POST") == 0 && strcmp(path, "/v1/roster") == 0) {
+                *ret_status = 409; /* the roster anti-entropy: the node holds it */
+                *ret_body = NULL;
+                return 0;
+        }
         fail_msg("unexpected call %s %s", method, path);
         return -EINVAL;
 }
