@@ -186,6 +186,10 @@ struct vault {
         size_t head_past;
         unsigned seal_batch; /* records one seal may carry (1..SEAL_BATCH_MAX) */
         char head_why[200];
+        /* writable mode: full verification's fresh read of the ledger file, to compare with
+         * the ledger above; empty between verifications (here, not on the stack: the Merkle
+         * frontier alone is 2 KiB) */
+        struct ledger reread;
 };
 
 /* Opens (and in writable mode creates) the skeleton, the key and the ledger. key_file "" means

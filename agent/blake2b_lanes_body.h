@@ -9,28 +9,28 @@
 B2L_TARGET static void B2L_FN(struct b2l_state *s, const struct b2l_step *step)
 {
         typedef uint64_t vec __attribute__((vector_size(8 * B2L_W)));
+        /* A row of s->h as one vector. v[] is read and written through this type, not memcpy, and
+         * in unrolled loops, so it stays in registers: taking its address or indexing it in a loop
+         * would give it a stack copy (1 KiB with AVX-512). m[] lives on the stack in any case, as
+         * b2l_sigma indexes it at run time. */
+        typedef uint64_t hrow __attribute__((vector_size(8 * B2L_W), aligned(8)));
 
         for (unsigned base = 0; base < B2L_LANES; base += B2L_W) {
-                uint64_t mw[16][B2L_W], tw[B2L_W], fw[B2L_W];
-                vec m[16], v[16], h[8], t, f;
+                vec m[16], v[16], t, f;
 
                 for (unsigned l = 0; l < B2L_W; l++) {
                         const uint8_t *p = step->block[base + l];
 
                         /* a file of 2^64 bytes would carry into the counter's high word; none is */
                         s->t[base + l] += step->len[base + l];
-                        tw[l] = s->t[base + l];
-                        fw[l] = step->last[base + l] ? UINT64_MAX : 0;
+                        t[l] = s->t[base + l];
+                        f[l] = step->last[base + l] ? UINT64_MAX : 0;
                         for (unsigned w = 0; w < 16; w++)
-                                mw[w][l] = b2l_load64(p + 8 * w);
+                                m[w][l] = b2l_load64(p + 8 * w);
                 }
-                for (unsigned w = 0; w < 16; w++)
-                        memcpy(&m[w], mw[w], sizeof(m[w]));
-                memcpy(&t, tw, sizeof(t));
-                memcpy(&f, fw, sizeof(f));
+#pragma GCC unroll 8
                 for (unsigned i = 0; i < 8; i++) {
-                        memcpy(&h[i], &s->h[i][base], sizeof(h[i]));
-                        v[i] = h[i];
+                        v[i] = *(const hrow *)&s->h[i][base];
                         v[i + 8] = (vec){0} + b2l_iv[i];
                 }
                 v[12] ^= t;
@@ -47,10 +47,9 @@ B2L_TARGET static void B2L_FN(struct b2l_state *s, const struct b2l_step *step)
                         B2L_G(v[2], v[7], v[8], v[13], m[sg[12]], m[sg[13]]);
                         B2L_G(v[3], v[4], v[9], v[14], m[sg[14]], m[sg[15]]);
                 }
-                for (unsigned i = 0; i < 8; i++) {
-                        h[i] ^= v[i] ^ v[i + 8];
-                        memcpy(&s->h[i][base], &h[i], sizeof(h[i]));
-                }
+#pragma GCC unroll 8
+                for (unsigned i = 0; i < 8; i++)
+                        *(hrow *)&s->h[i][base] ^= v[i] ^ v[i + 8];
         }
 }
 

@@ -49,12 +49,11 @@ static int verify_parse_pk(const char *b64, uint8_t pk[STH_PUBLIC_KEY_LEN])
 /* --trusted-sth FILE: a tree head the operator accepted earlier, as the host stores it. */
 static int verify_parse_sth(const char *path, struct sth *s)
 {
-        char dir[4096];
         const char *slash = strrchr(path, '/');
         const char *name = slash ? slash + 1 : path;
+        char *dir;
         int fd, r;
 
-        snprintf(dir, sizeof(dir), "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".");
         if (strcmp(name, "sth.json") != 0) {
                 fprintf(stderr,
                         "totebox-agent verify: --trusted-sth '%s': not a file named "
@@ -62,8 +61,15 @@ static int verify_parse_sth(const char *path, struct sth *s)
                         path);
                 return -EINVAL;
         }
+        dir = slash ? strndup(path, (size_t)(slash - path)) : strdup(".");
+        if (!dir) {
+                fprintf(stderr, "totebox-agent verify: --trusted-sth '%s': %s\n", path,
+                        strerror(ENOMEM));
+                return -ENOMEM;
+        }
         fd = open(dir[0] ? dir : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         r = fd < 0 ? -errno : vault_sth_load(fd, s); /* a regular file only, never blocking */
+        free(dir);
         if (fd >= 0)
                 close(fd);
         if (r < 0)

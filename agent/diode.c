@@ -108,6 +108,10 @@ static void diode_error(struct diode *d, const char *request_id, const char *cod
         diode_send(d, o);
 }
 
+/* The request handlers that diode_on_line calls. One runs per line; inlined together, their
+ * locals (a parsed request, an entry, error texts) would make one frame of them all. */
+#define DIODE_HANDLER static __attribute__((noinline))
+
 /* ---- the ledger file, read line by line ---- */
 
 typedef int (*diode_line_fn)(void *ctx, const char *line, size_t len, uint64_t index);
@@ -154,7 +158,7 @@ cleanup:
 
 struct diode_find {
         uint64_t seq;
-        char line[LEDGER_LINE_MAX + 1];
+        char *line; /* malloc'd (diode_find_done frees): the entry's exact ledger line */
         size_t len;
         uint64_t index;
         struct ledger_entry e;
@@ -170,8 +174,9 @@ static int diode_find_line(void *ctx, const char *line, size_t len, uint64_t ind
         if (len > LEDGER_LINE_MAX || ledger_entry_parse(line, len, &e, err, sizeof(err)) < 0 ||
             e.seq != f->seq)
                 return 0;
-        memcpy(f->line, line, len);
-        f->line[len] = '\0';
+        f->line = strndup(line, len);
+        if (!f->line)
+                return -ENOMEM;
         f->len = len;
         f->index = index;
         f->e = e;
@@ -188,6 +193,12 @@ static int diode_find(struct vault *v, uint64_t seq, struct diode_find *ret)
         int r = diode_ledger_each(v, diode_find_line, ret);
 
         return r < 0 ? r : ret->found ? 0 : -ENOENT;
+}
+
+static void diode_find_done(struct diode_find *f)
+{
+        free(f->line);
+        f->line = NULL;
 }
 
 static json_t *diode_sth_json(const struct sth *s)
@@ -213,22 +224,29 @@ static json_t *diode_record_json(struct diode *d, const char *type, const char *
                                  const struct diode_find *f, char *err, size_t errlen)
 {
         const struct sth *s = &d->v->last_sth;
-        merkle_hash proof[MERKLE_MAX_PROOF];
+        merkle_hash *proof = calloc(MERKLE_MAX_PROOF, sizeof(*proof)); /* 2 KiB: not the stack */
         char pkb[sodium_base64_ENCODED_LEN(STH_PUBLIC_KEY_LEN, sodium_base64_VARIANT_ORIGINAL)];
         const char *slash = strchr(f->e.path, '/');
         size_t plen = 0;
         json_t *o, *a;
 
+        if (!proof) {
+                snprintf(err, errlen, "no memory for the inclusion proof of record %" PRIu64,
+                         f->e.seq);
+                return NULL;
+        }
         if (!d->v->have_sth || f->index >= s->size || s->size > d->v->ledger.kept ||
             merkle_inclusion_proof(d->v->ledger.leaves, s->size, f->index, proof, &plen) < 0) {
                 snprintf(err, errlen,
                          "record %" PRIu64 " is not covered by the stored signed tree head",
                          f->e.seq);
+                free(proof);
                 return NULL;
         }
         a = json_array();
         for (size_t i = 0; a && i < plen; i++)
                 json_array_append_new(a, diode_hex(proof[i], MERKLE_HASH_LEN));
+        free(proof);
         sodium_bin2base64(pkb, sizeof(pkb), d->v->pk, STH_PUBLIC_KEY_LEN,
                           sodium_base64_VARIANT_ORIGINAL);
         o = json_pack("{s:i, s:s, s:s, s:I, s:s, s:s, s:I, s:o, s:s, s:I, s:o, s:o, s:s}", "v", 1,
@@ -256,6 +274,7 @@ static void diode_send_record(struct diode *d, const char *type, const char *req
                 return;
         }
         o = diode_record_json(d, type, request_id, &f, err, sizeof(err));
+        diode_find_done(&f);
         if (!o) {
                 diode_error(d, request_id, "not-covered", "%s", err);
                 return;
@@ -374,14 +393,15 @@ static int diode_begin_known(struct diode *d, const struct diode_begin *b)
         uint8_t hash[AGENT_HASH_LEN];
         struct diode_find f;
         uint64_t seq;
+        int r;
 
         if (diode_index_load(d->v, b->deposit_id, &seq, hash) < 0)
                 return 0;
         if (sodium_memcmp(hash, b->hash, AGENT_HASH_LEN) != 0)
                 return -EEXIST;
-        if (diode_find(d->v, seq, &f) == 0 && sodium_memcmp(f.e.hash, hash, AGENT_HASH_LEN) == 0)
-                return 1;
-        return 0;
+        r = diode_find(d->v, seq, &f) == 0 && sodium_memcmp(f.e.hash, hash, AGENT_HASH_LEN) == 0;
+        diode_find_done(&f);
+        return r;
 }
 
 /* The hash over what an earlier try left in the part file (a resume), read from the file. */
@@ -403,7 +423,7 @@ static int diode_hash_prefix(struct diode_deposit *dep)
         return 0;
 }
 
-static void diode_begin(struct diode *d, const json_t *o, const char *request_id)
+DIODE_HANDLER void diode_begin(struct diode *d, const json_t *o, const char *request_id)
 {
         struct json_input_error jerr = {{0}};
         struct diode_begin b = {{0}};
@@ -523,7 +543,7 @@ void diode_on_data(struct diode *d, const char *id, uint64_t offset, const uint8
 }
 
 /* The whole record is in: remember the id with the sequence number it gets, then seal. */
-static int diode_end(struct diode *d, const char *request_id, const char *deposit_id)
+DIODE_HANDLER int diode_end(struct diode *d, const char *request_id, const char *deposit_id)
 {
         struct diode_deposit *dep = &d->dep;
         struct seal_expect x = {.known = true, .dev = dep->dev, .ino = dep->ino};
@@ -621,7 +641,7 @@ static int diode_list_line(void *ctx, const char *line, size_t len, uint64_t ind
         return 0;
 }
 
-static void diode_list(struct diode *d, const json_t *o, const char *request_id)
+DIODE_HANDLER void diode_list(struct diode *d, const json_t *o, const char *request_id)
 {
         static const char *const keys[] = {"v", "type", "request_id", "after", "limit", NULL};
         struct json_input_error jerr = {{0}};
@@ -649,7 +669,7 @@ static void diode_list(struct diode *d, const json_t *o, const char *request_id)
                                 diode_sth_json(&d->v->last_sth)));
 }
 
-static void diode_read(struct diode *d, const json_t *o, const char *request_id)
+DIODE_HANDLER void diode_read(struct diode *d, const json_t *o, const char *request_id)
 {
         static const char *const keys[] = {"v", "type", "request_id", "seq", NULL};
         struct json_input_error jerr = {{0}};
@@ -673,6 +693,7 @@ static void diode_read(struct diode *d, const json_t *o, const char *request_id)
                 return;
         }
         rec = diode_record_json(d, "record", request_id, &f, err, sizeof(err));
+        diode_find_done(&f);
         fd = vault_open_regular(d->v->assets_fd, f.e.path + 7, O_RDONLY);
         if (!rec || fd < 0 || fstat(fd, &st) < 0) {
                 diode_error(d, request_id, rec ? "agent-failed" : "not-covered", "%s",

@@ -23,6 +23,7 @@
 #include <linux/fs.h>
 #include <sodium.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -149,43 +150,59 @@ static ssize_t recover_torn_tail(const struct vault *v, char *buf, size_t size)
         return n;
 }
 
+/* Appends the record's line after prev or, with tail (the t bytes after the ledger's last
+ * newline), finishes the torn line when the tail is a prefix of it. */
+static int recover_append(struct vault *v, const struct seal_intent *in, const uint8_t prev[32],
+                          enum ledger_protect protect, const char *tail, size_t t)
+{
+        char line[LEDGER_LINE_MAX + 1];
+
+        for (int p = 0; p < 2; p++) {
+                /* the protect value as set now first; the other one only for a torn line that
+                 * stops before the field */
+                enum ledger_protect want = p == 0 ? protect
+                                           : protect == LEDGER_PROTECT_IMMUTABLE
+                                               ? LEDGER_PROTECT_READ_ONLY
+                                               : LEDGER_PROTECT_IMMUTABLE;
+                struct ledger_entry f;
+                int len = recover_line(in, prev, want, &f, line, sizeof(line));
+
+                if (len < 0)
+                        return len;
+                if (!tail)
+                        return seal_append_line(v, &f, line, (size_t)len, 0);
+                if (t <= (size_t)len && memcmp(tail, line, t) == 0)
+                        return seal_append_line(v, &f, line, (size_t)len, t);
+        }
+        return -EBADMSG;
+}
+
 /* Protects the asset again (idempotent) and appends the record's line after prev, or finishes a
  * torn one when the ledger's tail is a prefix of it. */
 static int recover_finish(struct vault *v, const struct seal_intent *in, const uint8_t prev[32],
                           int fd, bool torn)
 {
-        char line[LEDGER_LINE_MAX + 1], tail[LEDGER_LINE_MAX + 2];
         struct ledger_entry e = in->e;
-        ssize_t t = 0;
-        int r, len;
+        char *tail;
+        ssize_t t;
+        int r;
 
         r = seal_protect(fd, &e);
         if (r < 0)
                 return r;
         agent_fault_point("recover-protected");
-        if (torn) {
-                t = recover_torn_tail(v, tail, sizeof(tail));
-                if (t <= 0)
-                        return t < 0 ? (int)t : -EBADMSG;
-        }
-        for (int p = 0; p < 2; p++) {
-                /* the protect value as set now first; the other one only for a torn line that
-                 * stops before the field */
-                enum ledger_protect want = p == 0 ? e.protect
-                                           : e.protect == LEDGER_PROTECT_IMMUTABLE
-                                               ? LEDGER_PROTECT_READ_ONLY
-                                               : LEDGER_PROTECT_IMMUTABLE;
-                struct ledger_entry f;
-
-                len = recover_line(in, prev, want, &f, line, sizeof(line));
-                if (len < 0)
-                        return len;
-                if (!torn)
-                        return seal_append_line(v, &f, line, (size_t)len, 0);
-                if ((size_t)t <= (size_t)len && memcmp(tail, line, (size_t)t) == 0)
-                        return seal_append_line(v, &f, line, (size_t)len, (size_t)t);
-        }
-        return -EBADMSG;
+        if (!torn)
+                return recover_append(v, in, prev, e.protect, NULL, 0);
+        tail = malloc(LEDGER_LINE_MAX + 2); /* beside the line to compare, too much for the stack */
+        if (!tail)
+                return -ENOMEM;
+        t = recover_torn_tail(v, tail, LEDGER_LINE_MAX + 2);
+        if (t <= 0)
+                r = t < 0 ? (int)t : -EBADMSG;
+        else
+                r = recover_append(v, in, prev, e.protect, tail, (size_t)t);
+        free(tail);
+        return r;
 }
 
 static int recover_drop(struct vault *v, bool aside)

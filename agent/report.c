@@ -94,8 +94,9 @@ char *report_build_error(const char *request_id, const char *detail)
 char *report_answer_consistency(const struct ledger *l, const struct agent_request *req, char *err,
                                 size_t errlen)
 {
-        merkle_hash proof[MERKLE_MAX_PROOF];
+        merkle_hash *proof; /* MERKLE_MAX_PROOF hashes, 2 KiB: on the heap */
         size_t len = 0;
+        char *ret;
 
         if (req->from_size == 0 || req->from_size > req->to_size || req->to_size > l->n) {
                 snprintf(err, errlen,
@@ -104,10 +105,14 @@ char *report_answer_consistency(const struct ledger *l, const struct agent_reque
                          req->from_size, req->to_size, l->n);
                 return NULL;
         }
-        if (!l->leaves || req->to_size > l->kept ||
+        proof = calloc(MERKLE_MAX_PROOF, sizeof(*proof));
+        if (!proof || !l->leaves || req->to_size > l->kept ||
             merkle_consistency_proof(l->leaves, req->to_size, req->from_size, proof, &len) < 0) {
                 snprintf(err, errlen, "cannot build the proof");
+                free(proof);
                 return NULL;
         }
-        return report_build_consistency(req->request_id, req->from_size, req->to_size, proof, len);
+        ret = report_build_consistency(req->request_id, req->from_size, req->to_size, proof, len);
+        free(proof);
+        return ret;
 }

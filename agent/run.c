@@ -5,6 +5,7 @@
  * arrives meanwhile). */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <malloc.h>
 #include <poll.h>
 #include <signal.h>
@@ -217,13 +218,22 @@ static int agent_timeout(const struct agent *a)
         return next > now ? (int)(next - now) : 0;
 }
 
+/* Empties the inotify queue: its events only say "scan now". A buffer of one event with the
+ * longest name is enough for every read (inotify(7)); the loop reads until none is left. */
+static void agent_inotify_drain(int fd)
+{
+        char buf[sizeof(struct inotify_event) + NAME_MAX + 1];
+
+        while (read(fd, buf, sizeof(buf)) > 0)
+                ;
+}
+
 static int agent_loop(struct agent *a, int sfd)
 {
         for (;;) {
                 struct pollfd fds[3] = {{.fd = sfd, .events = POLLIN},
                                         {.fd = a->inotify_fd, .events = POLLIN},
                                         {.fd = -1}};
-                char buf[4096];
 
                 channel_ensure_open(&a->ch, clock_monotonic_ms());
                 fds[2].fd = a->ch.fd;
@@ -239,8 +249,7 @@ static int agent_loop(struct agent *a, int sfd)
                         }
                 }
                 if (fds[1].revents & POLLIN) {
-                        while (read(a->inotify_fd, buf, sizeof(buf)) > 0)
-                                ;
+                        agent_inotify_drain(a->inotify_fd);
                         agent_scan(a);
                 }
                 if (fds[2].fd >= 0 && fds[2].revents)
@@ -255,7 +264,7 @@ static int agent_loop(struct agent *a, int sfd)
 static int agent_setup(struct agent *a)
 {
         struct mismatch_list scratch;
-        char err[512], inbox[4200];
+        char err[512], *inbox = NULL;
         uint64_t kept = 0;
         int r;
 
@@ -283,12 +292,16 @@ static int agent_setup(struct agent *a)
                 return r;
         a->v.seal_batch = (unsigned)a->cfg.seal_batch;
         diode_init(&a->dio, &a->v, &a->ch, a->cfg.max_record_bytes);
-        snprintf(inbox, sizeof(inbox), "%s/app-console-input", a->v.dir);
+        if (asprintf(&inbox, "%s/app-console-input", a->v.dir) < 0) {
+                log_error("out of memory");
+                return -ENOMEM;
+        }
         a->inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
         if (a->inotify_fd < 0 ||
             inotify_add_watch(a->inotify_fd, inbox, IN_MOVED_TO | IN_CLOSE_WRITE) < 0)
                 log_warn("no inotify on '%s' (%s): rescanning every %" PRIu64 " ms", inbox,
                          strerror(errno), a->cfg.scan_interval_ms);
+        free(inbox);
         channel_ensure_open(&a->ch, clock_monotonic_ms());
         agent_scan(a);
         agent_verify(a, "start", NULL);

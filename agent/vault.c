@@ -9,6 +9,7 @@
 #include <linux/fs.h>
 #include <sodium.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -198,16 +199,18 @@ static int vault_pub_load(struct vault *v)
 
 static int vault_keys(struct vault *v, const char *key_file, char *err, size_t errlen)
 {
-        char path[4200];
+        char *path = NULL;
         int r;
 
-        if (key_file && key_file[0])
-                snprintf(path, sizeof(path), "%s", key_file);
-        else
-                snprintf(path, sizeof(path), "%s/" AGENT_STATE_DIR "/vault.key", v->dir);
         if (v->read_only) {
                 v->have_key = vault_pub_load(v) == 0;
                 return 0;
+        }
+        r = key_file && key_file[0] ? asprintf(&path, "%s", key_file)
+                                    : asprintf(&path, "%s/" AGENT_STATE_DIR "/vault.key", v->dir);
+        if (r < 0) {
+                snprintf(err, errlen, "vault key: %s", strerror(ENOMEM));
+                return -ENOMEM;
         }
         r = vault_key_load(v, path, err, errlen);
         if (r == -ENOENT)
@@ -215,10 +218,13 @@ static int vault_keys(struct vault *v, const char *key_file, char *err, size_t e
         if (r < 0) {
                 if (!err[0])
                         snprintf(err, errlen, "vault key '%s': %s", path, strerror(-r));
-                return r;
+                goto cleanup;
         }
         v->have_key = true;
-        return vault_pub_store(v);
+        r = vault_pub_store(v);
+cleanup:
+        free(path);
+        return r;
 }
 
 int sth_to_json_fields(const struct sth *s, char *root_hex, char *sig_b64)
@@ -371,10 +377,13 @@ static int vault_ledger_writer(struct vault *v)
 
 static int vault_ledger_open(struct vault *v, struct mismatch_list *mm, char *err, size_t errlen)
 {
-        char path[4200];
+        char *path = NULL;
         int r;
 
-        snprintf(path, sizeof(path), "%s/" VAULT_LEDGER "/" LEDGER_FILE, v->dir);
+        if (asprintf(&path, "%s/" VAULT_LEDGER "/" LEDGER_FILE, v->dir) < 0) {
+                snprintf(err, errlen, "cannot read the ledger: %s", strerror(ENOMEM));
+                return -ENOMEM;
+        }
         /* the daemon keeps leaves up to one seal (SEAL_BATCH_MAX lines) past a head that
          * verifies: nothing after that can ever be signed or proven (vault_check_head refuses
          * it) */
@@ -393,7 +402,8 @@ static int vault_ledger_open(struct vault *v, struct mismatch_list *mm, char *er
                 if (v->read_only || !fresh) {
                         mismatch_add(mm, "ledger-deleted", "ledger/" LEDGER_FILE,
                                      "the ledger file is missing");
-                        return 0;
+                        r = 0;
+                        goto cleanup;
                 }
                 r = vault_ledger_create(v);
                 if (r == 0)
@@ -401,18 +411,20 @@ static int vault_ledger_open(struct vault *v, struct mismatch_list *mm, char *er
         }
         if (r < 0) {
                 snprintf(err, errlen, "cannot read the ledger '%s': %s", path, agent_strerror(r));
-                return r;
+                goto cleanup;
         }
         if (!v->read_only) {
                 r = vault_ledger_writer(v);
                 if (r < 0) {
                         snprintf(err, errlen, "cannot open the ledger '%s' for appending: %s", path,
                                  agent_strerror(r));
-                        return r;
+                        goto cleanup;
                 }
                 vault_check_head(v);
         }
-        return 0;
+cleanup:
+        free(path);
+        return r;
 }
 
 static int vault_layout(struct vault *v, char *err, size_t errlen)

@@ -259,7 +259,7 @@ static int verify_cmp_size(const void *a, const void *b, void *arg)
 
 static int verify_run_pool(struct verify_pool *p, unsigned threads)
 {
-        pthread_t tids[256];
+        pthread_t *tids;
         unsigned started = 0;
 
         if (threads == 0) {
@@ -274,12 +274,16 @@ static int verify_run_pool(struct verify_pool *p, unsigned threads)
                 p->order[i] = i;
         qsort_r(p->order, p->n, sizeof(*p->order), verify_cmp_size, p->jobs);
         atomic_store(&p->next, 0);
-        for (unsigned t = 1; t < threads; t++)
+        tids = calloc(threads, sizeof(*tids));
+        /* without memory for them, no more threads: this one hashes everything, as when
+         * pthread_create fails */
+        for (unsigned t = 1; tids && t < threads; t++)
                 if (pthread_create(&tids[started], NULL, verify_worker, p) == 0)
                         started++;
         verify_worker(p);
         for (unsigned t = 0; t < started; t++)
                 pthread_join(tids[t], NULL);
+        free(tids);
         return 0;
 }
 
@@ -627,7 +631,7 @@ int verify_vault_at(struct vault *v, unsigned threads, const uint8_t *trusted_pk
                     const struct sth *trusted_sth, bool trusted_checked, struct verify_result *ret)
 {
         uint64_t start = clock_monotonic_ms();
-        struct ledger own, *disk = v->read_only ? &v->ledger : &own;
+        struct ledger *own = &v->reread, *disk = v->read_only ? &v->ledger : own;
         struct verify_owner o = {v->owner_uid, v->owner_gid, v->copied};
         struct sth stored;
         char *path = NULL;
@@ -636,8 +640,8 @@ int verify_vault_at(struct vault *v, unsigned threads, const uint8_t *trusted_pk
         memset(ret, 0, sizeof(*ret));
         mismatch_list_init(&ret->mm);
         /* the daemon compares a fresh read with what it sealed; offline, the read is the ledger */
-        if (disk == &own)
-                ledger_init(&own);
+        if (disk == own)
+                ledger_init(own);
         else
                 ledger_done(disk); /* empties it (read-only mode never loaded it) */
         disk->seq_only = false;
@@ -665,8 +669,8 @@ int verify_vault_at(struct vault *v, unsigned threads, const uint8_t *trusted_pk
         verify_state_files(v, &ret->mm);
         r = verify_assets(disk, v->assets_fd, threads, &o, ret);
         verify_unrecorded_all(v, disk, &ret->mm);
-        if (disk == &own)
-                ledger_done(&own);
+        if (disk == own)
+                ledger_done(own);
         ret->duration_ms = clock_monotonic_ms() - start;
         return r;
 }

@@ -3,6 +3,7 @@
 #include <inttypes.h>
 #include <sodium.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -38,7 +39,7 @@ static int diode_check_sth(const json_t *o, const uint8_t pk[STH_PUBLIC_KEY_LEN]
 int diode_record_check(const json_t *o, const char *pk_b64, char *why, size_t whylen)
 {
         uint8_t pk[STH_PUBLIC_KEY_LEN], hash[32];
-        merkle_hash leaf, proof[MERKLE_MAX_PROOF];
+        merkle_hash leaf, *proof = NULL; /* up to MERKLE_MAX_PROOF: 2 KiB, on the heap */
         const char *line = json_string_value(json_object_get(o, "line"));
         const char *own = json_string_value(json_object_get(o, "public_key"));
         json_t *a = json_object_get(o, "proof"), *e = NULL, *h;
@@ -66,6 +67,12 @@ int diode_record_check(const json_t *o, const char *pk_b64, char *why, size_t wh
                 snprintf(why, whylen, "the ledger line does not match the answer");
                 goto cleanup;
         }
+        proof = calloc(json_array_size(a) + 1, sizeof(*proof)); /* + 1: never calloc(0) */
+        if (!proof) {
+                snprintf(why, whylen, "out of memory for the inclusion proof");
+                r = -ENOMEM;
+                goto cleanup;
+        }
         json_array_foreach(a, i, h) if (diode_hex32(json_string_value(h), proof[i]) < 0)
         {
                 snprintf(why, whylen, "a proof hash is not 64 hex digits");
@@ -80,6 +87,7 @@ int diode_record_check(const json_t *o, const char *pk_b64, char *why, size_t wh
         }
         r = 0;
 cleanup:
+        free(proof);
         json_decref(e);
         return r;
 }

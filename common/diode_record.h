@@ -10,7 +10,8 @@
 
 /* 0 when the head is signed by pk_b64 (the VM's pinned vault key, base64; it must also be the
  * key the answer names), the line is the entry the answer's seq, size and blake2b_256 describe,
- * and the proof leads from the line's leaf to the head's root. -EBADMSG with why otherwise. */
+ * and the proof leads from the line's leaf to the head's root. -EBADMSG with why otherwise
+ * (-ENOMEM, with why, when the proof finds no memory). */
 int diode_record_check(const json_t *o, const char *pk_b64, char *why, size_t whylen);
 /* The same for bytes that came with it: their size and BLAKE2b-256 (computed by the caller) must
  * be the entry's. */

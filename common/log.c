@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -30,31 +31,53 @@ int log_level_parse(const char *s, enum log_level *ret_level)
         return -EINVAL;
 }
 
-void log_msg(enum log_level level, const char *fmt, ...)
+/* A line is cut at LOG_LINE_MAX bytes with its newline kept. Its buffer is on the heap, not the
+ * stack (frames stay under 2 KiB); without memory, it is cut at LOG_LINE_LOW bytes, not lost. */
+#define LOG_LINE_MAX 2048
+#define LOG_LINE_LOW 256
+
+static void log_format_write(char *line, size_t size, enum log_level level, const char *fmt,
+                             va_list ap)
 {
-        char line[2048];
         struct timespec ts;
         struct tm tm;
-        va_list ap;
         int n, m;
 
-        if (level > log_threshold)
-                return;
         clock_gettime(CLOCK_REALTIME, &ts);
         gmtime_r(&ts.tv_sec, &tm);
-        n = snprintf(line, sizeof(line),
+        n = snprintf(line, size,
                      "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s[%d]: ", tm.tm_year + 1900,
                      tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
                      ts.tv_nsec / 1000000, log_level_names[level], log_program, (int)getpid());
-        va_start(ap, fmt);
-        m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
-        va_end(ap);
+        if (n < 0)
+                n = 0;
+        if ((size_t)n > size - 2) /* a header too long for the buffer is cut like a message */
+                n = (int)size - 2;
+        m = vsnprintf(line + n, size - (size_t)n - 1, fmt, ap);
         if (m < 0)
                 m = 0;
         n += m;
-        if ((size_t)n > sizeof(line) - 2)
-                n = sizeof(line) - 2;
+        if ((size_t)n > size - 2)
+                n = (int)size - 2;
         line[n++] = '\n';
         if (write(STDERR_FILENO, line, (size_t)n) < 0)
                 (void)errno;
+}
+
+void log_msg(enum log_level level, const char *fmt, ...)
+{
+        char low[LOG_LINE_LOW];
+        char *line;
+        va_list ap;
+
+        if (level > log_threshold)
+                return;
+        line = malloc(LOG_LINE_MAX);
+        va_start(ap, fmt);
+        if (line)
+                log_format_write(line, LOG_LINE_MAX, level, fmt, ap);
+        else
+                log_format_write(low, sizeof(low), level, fmt, ap);
+        va_end(ap);
+        free(line);
 }

@@ -75,26 +75,34 @@ void merkle_frontier_root(const struct merkle_frontier *f, merkle_hash ret)
         memcpy(ret, r, MERKLE_HASH_LEN);
 }
 
-void merkle_root(const merkle_hash *leaves, uint64_t n, merkle_hash ret)
-{
-        struct merkle_frontier f;
-
-        merkle_frontier_init(&f);
-        for (uint64_t i = 0; i < n; i++)
-                merkle_frontier_append(&f, leaves[i]);
-        merkle_frontier_root(&f, ret);
-}
-
 /* Largest power of two strictly less than n (n >= 2). */
 static uint64_t merkle_split(uint64_t n)
 {
-        uint64_t k = 1;
-
-        while (k << 1 < n)
-                k <<= 1;
-        return k;
+        return (uint64_t)1 << (63 - __builtin_clzll(n - 1));
 }
 
+/* MTH(D[n]) of RFC 9162 2.1.1, recursively: one level of the tree per call, ceil(log2 n) deep
+ * at most (a frontier would be 2 KiB on the stack whatever n is). */
+void merkle_root(const merkle_hash *leaves, uint64_t n, merkle_hash ret)
+{
+        merkle_hash left, right;
+        uint64_t k;
+
+        if (n <= 1) {
+                if (n == 0)
+                        sha256_digest(NULL, 0, ret);
+                else
+                        memcpy(ret, leaves[0], MERKLE_HASH_LEN);
+                return;
+        }
+        k = merkle_split(n);
+        merkle_root(leaves, k, left);
+        merkle_root(leaves + k, n - k, right);
+        merkle_node_hash(left, right, ret);
+}
+
+/* Where a proof is written; items NULL only counts, so that a proof too long is refused before
+ * anything is written. */
 struct merkle_proof_buf {
         merkle_hash *items;
         size_t len;
@@ -104,7 +112,9 @@ static int merkle_proof_push_root(struct merkle_proof_buf *p, const merkle_hash 
 {
         if (p->len >= MERKLE_MAX_PROOF)
                 return -E2BIG;
-        merkle_root(leaves, n, p->items[p->len++]);
+        if (p->items)
+                merkle_root(leaves, n, p->items[p->len]);
+        p->len++;
         return 0;
 }
 
@@ -147,16 +157,15 @@ static int merkle_subproof(const merkle_hash *leaves, uint64_t n, uint64_t m, bo
 int merkle_inclusion_proof(const merkle_hash *leaves, uint64_t n, uint64_t index,
                            merkle_hash *ret_proof, size_t *ret_len)
 {
-        merkle_hash tmp[MERKLE_MAX_PROOF];
-        struct merkle_proof_buf p = {tmp, 0};
+        struct merkle_proof_buf count = {NULL, 0}, p = {ret_proof, 0};
         int r;
 
         if (index >= n)
                 return -EINVAL;
-        r = merkle_path(leaves, n, index, &p);
+        r = merkle_path(leaves, n, index, &count);
         if (r < 0)
                 return r;
-        memcpy(ret_proof, tmp, p.len * MERKLE_HASH_LEN);
+        merkle_path(leaves, n, index, &p);
         *ret_len = p.len;
         return 0;
 }
@@ -165,16 +174,15 @@ int merkle_inclusion_proof(const merkle_hash *leaves, uint64_t n, uint64_t index
 int merkle_consistency_proof(const merkle_hash *leaves, uint64_t n, uint64_t m,
                              merkle_hash *ret_proof, size_t *ret_len)
 {
-        merkle_hash tmp[MERKLE_MAX_PROOF];
-        struct merkle_proof_buf p = {tmp, 0};
+        struct merkle_proof_buf count = {NULL, 0}, p = {ret_proof, 0};
         int r;
 
         if (m == 0 || m > n)
                 return -EINVAL;
-        r = merkle_subproof(leaves, n, m, true, &p);
+        r = merkle_subproof(leaves, n, m, true, &count);
         if (r < 0)
                 return r;
-        memcpy(ret_proof, tmp, p.len * MERKLE_HASH_LEN);
+        merkle_subproof(leaves, n, m, true, &p);
         *ret_len = p.len;
         return 0;
 }
@@ -184,30 +192,46 @@ static bool merkle_equal(const uint8_t *a, const uint8_t *b)
         return sodium_memcmp(a, b, MERKLE_HASH_LEN) == 0;
 }
 
-/* RFC 9162 2.1.3.2 over fixed-size hashes. */
-int merkle_verify_inclusion(uint64_t index, uint64_t size, const merkle_hash leaf,
-                            const merkle_hash *proof, size_t proof_len, const merkle_hash root)
+/* A proof's hashes as they came: fixed-size hashes, or spans already checked to be exactly
+ * MERKLE_HASH_LEN bytes each. Verification reads them in place, copying none. */
+struct merkle_proof_view {
+        const merkle_hash *hashes;
+        const struct merkle_span *spans;
+        size_t len;
+};
+
+static const uint8_t *merkle_proof_at(const struct merkle_proof_view *v, size_t i)
+{
+        return v->spans ? v->spans[i].data : v->hashes[i];
+}
+
+/* RFC 9162 2.1.3.2. */
+static int merkle_verify_inclusion_view(uint64_t index, uint64_t size, const merkle_hash leaf,
+                                        const struct merkle_proof_view *proof,
+                                        const merkle_hash root)
 {
         uint64_t fn = index, sn;
         merkle_hash r;
 
         if (size == 0 || index >= size)
                 return -EINVAL;
-        if (proof_len > MERKLE_MAX_PROOF)
+        if (proof->len > MERKLE_MAX_PROOF)
                 return -EBADMSG;
         sn = size - 1;
         memcpy(r, leaf, MERKLE_HASH_LEN);
-        for (size_t i = 0; i < proof_len; i++) {
+        for (size_t i = 0; i < proof->len; i++) {
+                const uint8_t *p = merkle_proof_at(proof, i);
+
                 if (sn == 0)
                         return -EBADMSG;
                 if ((fn & 1) || fn == sn) {
-                        merkle_node_hash(proof[i], r, r);
+                        merkle_node_hash(p, r, r);
                         while (!(fn & 1) && fn != 0) {
                                 fn >>= 1;
                                 sn >>= 1;
                         }
                 } else {
-                        merkle_node_hash(r, proof[i], r);
+                        merkle_node_hash(r, p, r);
                 }
                 fn >>= 1;
                 sn >>= 1;
@@ -215,10 +239,19 @@ int merkle_verify_inclusion(uint64_t index, uint64_t size, const merkle_hash lea
         return sn == 0 && merkle_equal(r, root) ? 0 : -EBADMSG;
 }
 
-/* RFC 9162 2.1.4.2 for 0 < size1 < size2; proof[0] is the seed (already prepended). */
+int merkle_verify_inclusion(uint64_t index, uint64_t size, const merkle_hash leaf,
+                            const merkle_hash *proof, size_t proof_len, const merkle_hash root)
+{
+        struct merkle_proof_view v = {proof, NULL, proof_len};
+
+        return merkle_verify_inclusion_view(index, size, leaf, &v, root);
+}
+
+/* RFC 9162 2.1.4.2 for 0 < size1 < size2: seed is the first node of the path, proof from index
+ * first on the rest. */
 static int merkle_verify_consistency_seeded(uint64_t size1, uint64_t size2, const merkle_hash root1,
-                                            const merkle_hash root2, const merkle_hash *proof,
-                                            size_t proof_len)
+                                            const merkle_hash root2, const uint8_t *seed,
+                                            const struct merkle_proof_view *proof, size_t first)
 {
         uint64_t fn = size1 - 1, sn = size2 - 1;
         merkle_hash fr, sr;
@@ -227,20 +260,22 @@ static int merkle_verify_consistency_seeded(uint64_t size1, uint64_t size2, cons
                 fn >>= 1;
                 sn >>= 1;
         }
-        memcpy(fr, proof[0], MERKLE_HASH_LEN);
-        memcpy(sr, proof[0], MERKLE_HASH_LEN);
-        for (size_t i = 1; i < proof_len; i++) {
+        memcpy(fr, seed, MERKLE_HASH_LEN);
+        memcpy(sr, seed, MERKLE_HASH_LEN);
+        for (size_t i = first; i < proof->len; i++) {
+                const uint8_t *p = merkle_proof_at(proof, i);
+
                 if (sn == 0)
                         return -EBADMSG;
                 if ((fn & 1) || fn == sn) {
-                        merkle_node_hash(proof[i], fr, fr);
-                        merkle_node_hash(proof[i], sr, sr);
+                        merkle_node_hash(p, fr, fr);
+                        merkle_node_hash(p, sr, sr);
                         while (!(fn & 1) && fn != 0) {
                                 fn >>= 1;
                                 sn >>= 1;
                         }
                 } else {
-                        merkle_node_hash(sr, proof[i], sr);
+                        merkle_node_hash(sr, p, sr);
                 }
                 fn >>= 1;
                 sn >>= 1;
@@ -248,39 +283,52 @@ static int merkle_verify_consistency_seeded(uint64_t size1, uint64_t size2, cons
         return sn == 0 && merkle_equal(fr, root1) && merkle_equal(sr, root2) ? 0 : -EBADMSG;
 }
 
+/* For 0 < size1 < size2. */
+static int merkle_verify_consistency_view(uint64_t size1, uint64_t size2, const merkle_hash root1,
+                                          const merkle_hash root2,
+                                          const struct merkle_proof_view *proof)
+{
+        if (proof->len == 0 || proof->len > MERKLE_MAX_PROOF)
+                return -EBADMSG;
+        /* When size1 is a power of two, the old root is the first node of the path. */
+        if ((size1 & (size1 - 1)) == 0)
+                return merkle_verify_consistency_seeded(size1, size2, root1, root2, root1, proof,
+                                                        0);
+        return merkle_verify_consistency_seeded(size1, size2, root1, root2,
+                                                merkle_proof_at(proof, 0), proof, 1);
+}
+
 int merkle_verify_consistency(uint64_t size1, uint64_t size2, const merkle_hash root1,
                               const merkle_hash root2, const merkle_hash *proof, size_t proof_len)
 {
-        merkle_hash seeded[MERKLE_MAX_PROOF + 1];
-        size_t n = 0;
+        struct merkle_proof_view v = {proof, NULL, proof_len};
 
         if (size1 == 0 || size1 > size2)
                 return -EINVAL;
         if (size1 == size2)
                 return proof_len == 0 && merkle_equal(root1, root2) ? 0 : -EBADMSG;
-        if (proof_len == 0 || proof_len > MERKLE_MAX_PROOF)
-                return -EBADMSG;
-        /* When size1 is a power of two, the old root is the first node of the path. */
-        if ((size1 & (size1 - 1)) == 0)
-                memcpy(seeded[n++], root1, MERKLE_HASH_LEN);
-        memcpy(seeded + n, proof, proof_len * MERKLE_HASH_LEN);
-        return merkle_verify_consistency_seeded(size1, size2, root1, root2, seeded, n + proof_len);
+        return merkle_verify_consistency_view(size1, size2, root1, root2, &v);
+}
+
+static bool merkle_span_ok(const struct merkle_span *s)
+{
+        return s->len == MERKLE_HASH_LEN && s->data != NULL;
 }
 
 static int merkle_span_copy(const struct merkle_span *s, merkle_hash ret)
 {
-        if (s->len != MERKLE_HASH_LEN || s->data == NULL)
+        if (!merkle_span_ok(s))
                 return -EBADMSG;
         memcpy(ret, s->data, MERKLE_HASH_LEN);
         return 0;
 }
 
-static int merkle_spans_copy(const struct merkle_span *proof, size_t proof_len, merkle_hash *ret)
+static int merkle_spans_check(const struct merkle_span *proof, size_t proof_len)
 {
         if (proof_len > MERKLE_MAX_PROOF)
                 return -EBADMSG;
         for (size_t i = 0; i < proof_len; i++)
-                if (merkle_span_copy(&proof[i], ret[i]) < 0)
+                if (!merkle_span_ok(&proof[i]))
                         return -EBADMSG;
         return 0;
 }
@@ -289,21 +337,23 @@ int merkle_verify_inclusion_span(uint64_t index, uint64_t size, struct merkle_sp
                                  const struct merkle_span *proof, size_t proof_len,
                                  struct merkle_span root)
 {
-        merkle_hash l, r, p[MERKLE_MAX_PROOF];
+        struct merkle_proof_view v = {NULL, proof, proof_len};
+        merkle_hash l, r;
 
         if (size == 0 || index >= size)
                 return -EINVAL;
         if (merkle_span_copy(&leaf, l) < 0 || merkle_span_copy(&root, r) < 0 ||
-            merkle_spans_copy(proof, proof_len, p) < 0)
+            merkle_spans_check(proof, proof_len) < 0)
                 return -EBADMSG;
-        return merkle_verify_inclusion(index, size, l, p, proof_len, r);
+        return merkle_verify_inclusion_view(index, size, l, &v, r);
 }
 
 int merkle_verify_consistency_span(uint64_t size1, uint64_t size2, struct merkle_span root1,
                                    struct merkle_span root2, const struct merkle_span *proof,
                                    size_t proof_len)
 {
-        merkle_hash r1, r2, p[MERKLE_MAX_PROOF];
+        struct merkle_proof_view v = {NULL, proof, proof_len};
+        merkle_hash r1, r2;
 
         if (size1 == 0 || size1 > size2)
                 return -EINVAL;
@@ -315,7 +365,7 @@ int merkle_verify_consistency_span(uint64_t size1, uint64_t size2, struct merkle
                 return 0;
         }
         if (merkle_span_copy(&root1, r1) < 0 || merkle_span_copy(&root2, r2) < 0 ||
-            merkle_spans_copy(proof, proof_len, p) < 0)
+            merkle_spans_check(proof, proof_len) < 0)
                 return -EBADMSG;
-        return merkle_verify_consistency(size1, size2, r1, r2, p, proof_len);
+        return merkle_verify_consistency_view(size1, size2, r1, r2, &v);
 }

@@ -7,7 +7,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <sodium.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -175,14 +174,16 @@ cleanup:
 
 int mesh_genesis_pub_load(const char *state_dir, uint8_t pk[32])
 {
-        char path[PATH_MAX], buf[128];
+        char *path = small_file_path(state_dir, "genesis.pub"), buf[128];
         size_t bin = 0;
         ssize_t n;
         int fd;
 
-        if (snprintf(path, sizeof(path), "%s/genesis.pub", state_dir) >= (int)sizeof(path))
-                return -ENAMETOOLONG;
+        if (!path)
+                return -ENOMEM;
+        /* a path of PATH_MAX or more fails here with -ENAMETOOLONG */
         fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        free(path);
         if (fd < 0)
                 return -errno;
         n = read(fd, buf, sizeof(buf) - 1);
@@ -213,7 +214,7 @@ int mesh_roster_store(const char *state_dir, const struct roster *r)
 
 int mesh_roster_accept(const char *state_dir, const struct roster *r, char *err, size_t errsize)
 {
-        char path[PATH_MAX], e[256];
+        char *path = NULL, e[256];
         struct roster *cur = NULL;
         uint8_t pk[32];
         int ret = mesh_genesis_pub_load(state_dir, pk);
@@ -229,9 +230,15 @@ int mesh_roster_accept(const char *state_dir, const struct roster *r, char *err,
                          (unsigned long long)r->version);
                 return -EBADMSG;
         }
-        if (snprintf(path, sizeof(path), "%s/roster.json", state_dir) < (int)sizeof(path) &&
-            access(path, F_OK) == 0)
+        path = small_file_path(state_dir, "roster.json");
+        if (!path) {
+                snprintf(err, errsize, "cannot store the roster in '%s': %s", state_dir,
+                         strerror(ENOMEM));
+                return -ENOMEM;
+        }
+        if (access(path, F_OK) == 0)
                 cur = roster_load_file(path, e, sizeof(e));
+        free(path);
         if (cur && r->version <= cur->version) {
                 snprintf(err, errsize,
                          "roster version %llu is not newer than the stored version %llu; refused",

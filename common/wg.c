@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -52,11 +53,13 @@ int wg_key_from_base64(uint8_t key[WG_KEY_LEN], const char *b64)
 
 int wg_key_save(const char *path, const uint8_t key[WG_KEY_LEN])
 {
-        char b64[WG_KEY_B64_SIZE + 1], tmp[PATH_MAX];
+        char b64[WG_KEY_B64_SIZE + 1], *tmp = NULL;
         int fd = -1, ret = 0;
 
-        if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+        if (strlen(path) + sizeof(".tmp") > PATH_MAX)
                 return -ENAMETOOLONG;
+        if (asprintf(&tmp, "%s.tmp", path) < 0)
+                return -ENOMEM;
         wg_key_to_base64(b64, key);
         b64[WG_KEY_B64_SIZE - 1] = '\n';
         fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -76,6 +79,7 @@ cleanup:
                 close(fd);
         if (ret < 0)
                 unlink(tmp);
+        free(tmp);
         sodium_memzero(b64, sizeof(b64));
         return ret;
 }
@@ -269,6 +273,10 @@ size_t wg_endpoint_len(const union wg_endpoint *e)
         return e->sa.sa_family == AF_INET6 ? sizeof(e->in6) : sizeof(e->in);
 }
 
+/* A UAPI socket's path fits a sockaddr_un, or wg_uapi_connect could not reach it anyway: that
+ * bound, not PATH_MAX, sizes the buffers below. */
+#define WG_UAPI_PATH_SIZE sizeof(((struct sockaddr_un *)0)->sun_path)
+
 static int wg_uapi_path(const char *ifname, char *buf, size_t size)
 {
         if (snprintf(buf, size, "%s/%s.sock", WG_UAPI_DIR, ifname) >= (int)size)
@@ -278,7 +286,7 @@ static int wg_uapi_path(const char *ifname, char *buf, size_t size)
 
 enum wg_backend wg_backend_detect(const char *ifname)
 {
-        char path[PATH_MAX];
+        char path[WG_UAPI_PATH_SIZE];
         struct stat st;
 
         if (wg_uapi_path(ifname, path, sizeof(path)) == 0 && stat(path, &st) == 0 &&
@@ -296,7 +304,7 @@ const char *wg_backend_name(enum wg_backend b)
 static int wg_userspace_spawn(const char *ifname)
 {
         const char *prog = getenv("TOTEBOX_WIREGUARD_GO");
-        char path[PATH_MAX];
+        char path[WG_UAPI_PATH_SIZE];
         struct stat st;
         int status, devnull;
         pid_t pid;

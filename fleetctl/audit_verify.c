@@ -29,6 +29,8 @@ struct ctl_witnesses {
         json_t *docs[2 * CTL_WITNESS_MAX]; /* answers the notes point into */
         size_t n_docs;
         bool unreadable;
+        struct ctl peer; /* the options as a node's call or a relayed problem sees them: a copy
+                            of 1.2 KiB, here rather than in a frame */
 };
 
 static const char *ctl_keep(struct ctl_witnesses *ws, char *s)
@@ -103,14 +105,15 @@ static void ctl_witness_file(struct ctl_witnesses *ws, const char *path)
 static void ctl_witness_node(struct ctl *c, struct ctl_witnesses *ws, const char *addr)
 {
         char url[300];
-        struct ctl node = *c;
+        struct ctl *node = &ws->peer;
         json_t *doc = NULL;
         long st;
 
         snprintf(url, sizeof(url), "http://%.250s", addr);
-        node.url = url;
-        node.token = NULL;
-        st = ctl_call(&node, "GET", "/v1/audit-checkpoint", NULL, &doc);
+        *node = *c;
+        node->url = url;
+        node->token = NULL;
+        st = ctl_call(node, "GET", "/v1/audit-checkpoint", NULL, &doc);
         if (st != 200 || !json_is_object(doc)) {
                 fprintf(stderr,
                         "fleetctl: no audit checkpoint from the node at '%s' (status %ld)\n", addr,
@@ -132,10 +135,9 @@ static void ctl_witness_fleetd(struct ctl *c, struct ctl_witnesses *ws)
 
         if (st != 200) {
                 if (st > 0) {
-                        struct ctl text = *c; /* one JSON document on stdout: the report */
-
-                        text.json = false;
-                        ctl_problem(&text, st, doc);
+                        ws->peer = *c;
+                        ws->peer.json = false; /* one JSON document on stdout: the report */
+                        ctl_problem(&ws->peer, st, doc);
                 }
                 ws->unreadable = true;
         }

@@ -29,22 +29,15 @@
 static long ctl_download(struct ctl *c, const char *path, struct http_answer *d)
 {
         struct curl_slist *h = NULL;
-        char url[2048], auth[256];
         CURL *e = curl_easy_init();
         long status = -1;
-        CURLcode rc;
+        CURLcode rc = ctl_curl_target(c, e, path, &h);
 
-        snprintf(url, sizeof(url), "%s%s", c->url, path);
-        if (c->token) {
-                snprintf(auth, sizeof(auth), "Authorization: Bearer %.200s", c->token);
-                h = curl_slist_append(h, auth);
-        }
-        curl_easy_setopt(e, CURLOPT_URL, url);
         curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
         curl_easy_setopt(e, CURLOPT_TIMEOUT, 600L);
         curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, http_answer_write);
         curl_easy_setopt(e, CURLOPT_WRITEDATA, d);
-        rc = curl_easy_perform(e);
+        rc = rc ?: curl_easy_perform(e);
         if (rc == CURLE_OK)
                 curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
         else

@@ -49,21 +49,16 @@ static long ctl_image_put(struct ctl *c, const char *path, int fd, uint64_t offs
 {
         struct ctl_reader rd = {.fd = fd, .at = offset, .end = offset + len};
         struct curl_slist *h = NULL;
-        char url[2048], auth[256], *answer = NULL;
+        char *answer = NULL;
         CURL *e = curl_easy_init();
         long status = -1;
         CURLcode rc;
 
-        snprintf(url, sizeof(url), "%s%s", c->url, path);
         h = curl_slist_append(h, "Content-Type: application/octet-stream");
         h = curl_slist_append(h, "Accept: application/json");
         h = curl_slist_append(h, "Expect: 100-continue"); /* a refusal comes before the body */
         curl_easy_setopt(e, CURLOPT_EXPECT_100_TIMEOUT_MS, 5000L);
-        if (c->token) {
-                snprintf(auth, sizeof(auth), "Authorization: Bearer %.200s", c->token);
-                h = curl_slist_append(h, auth);
-        }
-        curl_easy_setopt(e, CURLOPT_URL, url);
+        rc = ctl_curl_target(c, e, path, &h);
         curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
         curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)len);
         curl_easy_setopt(e, CURLOPT_READFUNCTION, ctl_image_read);
@@ -74,7 +69,7 @@ static long ctl_image_put(struct ctl *c, const char *path, int fd, uint64_t offs
         curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, 60L);
         curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, ctl_image_answer);
         curl_easy_setopt(e, CURLOPT_WRITEDATA, &answer);
-        rc = curl_easy_perform(e);
+        rc = rc ?: curl_easy_perform(e);
         if (rc != CURLE_OK)
                 fprintf(stderr, "fleetctl: the upload to '%s' was cut: %s\n", c->url,
                         curl_easy_strerror(rc));

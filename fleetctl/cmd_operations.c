@@ -16,10 +16,25 @@ static void ctl_sleep_ms(long ms)
         nanosleep(&ts, NULL);
 }
 
+/* An operation that counts bytes (an export) shows them on stderr as they move. */
+static void ctl_operation_progress(const struct ctl *c, json_t *op, json_int_t *shown)
+{
+        json_t *b = json_object_get(op, "bytes");
+        json_int_t p = json_integer_value(json_object_get(op, "progress"));
+
+        if (c->json || !json_is_object(b) || p == *shown)
+                return;
+        *shown = p;
+        fprintf(stderr, "%s: %" JSON_INTEGER_FORMAT " %% (%.1f of %.1f MiB)\n", ctl_str(op, "kind"),
+                p, (double)json_integer_value(json_object_get(b, "done")) / (1 << 20),
+                (double)json_integer_value(json_object_get(b, "total")) / (1 << 20));
+}
+
 int ctl_operation_follow(struct ctl *c, json_t *op, json_t **ret)
 {
         char path[96];
         json_t *cur = json_incref(op);
+        json_int_t shown = -1;
 
         snprintf(path, sizeof(path), "/v1/operations/%.40s", ctl_str(op, "id"));
         while (!c->no_wait && strcmp(ctl_str(cur, "state"), "running") == 0) {
@@ -40,6 +55,7 @@ int ctl_operation_follow(struct ctl *c, json_t *op, json_t **ret)
                 }
                 json_decref(cur);
                 cur = next;
+                ctl_operation_progress(c, cur, &shown);
         }
         *ret = cur;
         return 0;

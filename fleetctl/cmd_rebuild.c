@@ -42,7 +42,8 @@ struct ctl_rebuild {
         struct fleet_transport t;
         uint16_t port;
         json_t *nodes, *recovered, *refused;
-        char why[200]; /* the last pin verdict, as a reason */
+        char why[200];       /* the last pin verdict, as a reason */
+        struct fleet_vm *vm; /* the row being recovered: 1.5 KiB, one for the run, on the heap */
 };
 
 static void ctl_rebuild_refuse(struct ctl_rebuild *b, const char *vm, const char *node,
@@ -107,7 +108,7 @@ static const char *ctl_rebuild_vm(struct ctl_rebuild *b, const struct roster_nod
 static void ctl_rebuild_record(struct ctl_rebuild *b, const struct roster_node *rn, json_t *v)
 {
         const char *id = json_string_value(json_object_get(v, "id"));
-        struct fleet_vm vm = {{0}};
+        struct fleet_vm *vm = b->vm;
         const char *why;
         int r;
 
@@ -115,19 +116,20 @@ static void ctl_rebuild_record(struct ctl_rebuild *b, const struct roster_node *
                 ctl_rebuild_refuse(b, "?", rn->id, "an entry without a valid VM id");
                 return;
         }
-        why = ctl_rebuild_vm(b, rn, v, &vm);
+        memset(vm, 0, sizeof(*vm));
+        why = ctl_rebuild_vm(b, rn, v, vm);
         if (why) {
                 ctl_rebuild_refuse(b, id, rn->id, why);
                 return;
         }
         r = store_begin(b->s);
         if (r == 0) {
-                r = store_vm_insert(b->s, &vm);
+                r = store_vm_insert(b->s, vm);
                 r = r
-                        ?: audit_append(b->s, true, "vm.rebuilt", vm.id, "fleetctl rebuild",
-                                        json_pack("{s:s, s:s, s:s}", "node_id", vm.node_id,
-                                                  "entity", vm.entity, "lifecycle",
-                                                  vm_lifecycle_name(vm.lifecycle)));
+                        ?: audit_append(b->s, true, "vm.rebuilt", vm->id, "fleetctl rebuild",
+                                        json_pack("{s:s, s:s, s:s}", "node_id", vm->node_id,
+                                                  "entity", vm->entity, "lifecycle",
+                                                  vm_lifecycle_name(vm->lifecycle)));
                 if (r < 0)
                         store_rollback(b->s);
                 else
@@ -140,7 +142,7 @@ static void ctl_rebuild_record(struct ctl_rebuild *b, const struct roster_node *
                                                 : "the store refused it");
                 return;
         }
-        json_array_append_new(b->recovered, json_string(vm.id));
+        json_array_append_new(b->recovered, json_string(vm->id));
 }
 
 static void ctl_rebuild_node(struct ctl_rebuild *b, const struct roster_node *rn)
@@ -266,6 +268,11 @@ int ctl_cmd_rebuild(struct ctl *c)
                                 "can be checked, so nothing would be recovered\n");
                 goto cleanup;
         }
+        b.vm = malloc(sizeof(*b.vm));
+        if (!b.vm) {
+                fprintf(stderr, "fleetctl: out of memory\n");
+                goto cleanup;
+        }
         if (asprintf(&tmp, "%s.rebuild-XXXXXX", c->state_dir) < 0)
                 tmp = NULL; /* asprintf leaves it undefined on failure */
         if (!tmp || !mkdtemp(tmp)) {
@@ -291,6 +298,7 @@ int ctl_cmd_rebuild(struct ctl *c)
         }
 cleanup:
         free(tmp);
+        free(b.vm);
         json_decref(b.nodes);
         json_decref(b.recovered);
         json_decref(b.refused);

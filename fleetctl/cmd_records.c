@@ -62,20 +62,14 @@ static long ctl_xfer(struct ctl *c, const char *method, const char *path, FILE *
                      struct ctl_xfer *x)
 {
         struct curl_slist *h = NULL;
-        char url[4096], auth[256];
         CURLcode rc;
 
         x->e = curl_easy_init();
         crypto_generichash_init(&x->hs, NULL, 0, 32);
-        snprintf(url, sizeof(url), "%s%s", c->url, path);
-        if (c->token) {
-                snprintf(auth, sizeof(auth), "Authorization: Bearer %.200s", c->token);
-                h = curl_slist_append(h, auth);
-        }
+        rc = ctl_curl_target(c, x->e, path, &h);
         h = curl_slist_append(h, "Expect:");
         if (in)
                 h = curl_slist_append(h, "Content-Type: application/octet-stream");
-        curl_easy_setopt(x->e, CURLOPT_URL, url);
         curl_easy_setopt(x->e, CURLOPT_HTTPHEADER, h);
         curl_easy_setopt(x->e, CURLOPT_HEADERFUNCTION, ctl_xfer_header);
         curl_easy_setopt(x->e, CURLOPT_HEADERDATA, x);
@@ -87,7 +81,7 @@ static long ctl_xfer(struct ctl *c, const char *method, const char *path, FILE *
                 curl_easy_setopt(x->e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)in_len);
         } else
                 curl_easy_setopt(x->e, CURLOPT_CUSTOMREQUEST, method);
-        rc = curl_easy_perform(x->e);
+        rc = rc ?: curl_easy_perform(x->e);
         if (rc == CURLE_OK)
                 curl_easy_getinfo(x->e, CURLINFO_RESPONSE_CODE, &x->status);
         else
@@ -159,15 +153,29 @@ static char *ctl_escape(const char *s)
         return curl_easy_escape(NULL, s, 0);
 }
 
+/* The deposit's POST path (malloc'd; NULL without memory): the record's name is --name, else
+ * the file's own. */
+static char *ctl_deposit_path(const struct ctl *c, const char *did, const uint8_t hash[32])
+{
+        const char *base = strrchr(c->argv[1], '/') ? strrchr(c->argv[1], '/') + 1 : c->argv[1];
+        char hex[65], *ename = ctl_escape(c->name ? c->name : base), *path = NULL;
+
+        sodium_bin2hex(hex, sizeof(hex), hash, 32);
+        if (asprintf(&path, "/v1/vms/%s/records?name=%s&deposit_id=%s&blake2b_256=%s%s%s",
+                     c->argv[0], ename ? ename : "", did, hex, c->supersedes ? "&supersedes=" : "",
+                     c->supersedes ? c->supersedes : "") < 0)
+                path = NULL; /* asprintf leaves it undefined on failure */
+        curl_free(ename);
+        return path;
+}
+
 int ctl_cmd_deposit(struct ctl *c)
 {
-        char path[2048], hex[65], did[DIODE_ID_MAX + 1];
-        const char *base;
+        char did[DIODE_ID_MAX + 1], *path;
         uint8_t hash[32], raw[12];
         struct ctl_xfer x = {0};
         uint64_t size = 0;
         json_t *a = NULL;
-        char *ename;
         FILE *f;
         long st;
         int r = 1;
@@ -193,14 +201,14 @@ int ctl_cmd_deposit(struct ctl *c)
         }
         /* printed first: after an interruption, the same command with --deposit-id resumes */
         fprintf(stderr, "fleetctl: deposit id '%s'\n", did);
-        base = strrchr(c->argv[1], '/') ? strrchr(c->argv[1], '/') + 1 : c->argv[1];
-        ename = ctl_escape(c->name ? c->name : base);
-        sodium_bin2hex(hex, sizeof(hex), hash, sizeof(hash));
-        snprintf(path, sizeof(path), "/v1/vms/%s/records?name=%s&deposit_id=%s&blake2b_256=%s%s%s",
-                 c->argv[0], ename ? ename : "", did, hex, c->supersedes ? "&supersedes=" : "",
-                 c->supersedes ? c->supersedes : "");
-        curl_free(ename);
+        path = ctl_deposit_path(c, did, hash);
+        if (!path) {
+                fprintf(stderr, "fleetctl: out of memory\n");
+                fclose(f);
+                return 1;
+        }
         st = ctl_xfer(c, "POST", path, f, size, &x);
+        free(path);
         fclose(f);
         a = json_loads(http_body_text(&x.json), 0, NULL);
         if (st == 202) { /* the operation that forwards it: its result is the receipt */
@@ -273,7 +281,7 @@ static json_t *ctl_record_header(const char *b64)
 
 int ctl_cmd_read(struct ctl *c)
 {
-        char path[512], part[4200], what[128];
+        char path[512], *part = NULL, what[128];
         uint8_t hash[32];
         struct ctl_xfer x = {0};
         json_t *rec = NULL, *a = NULL;
@@ -285,10 +293,14 @@ int ctl_cmd_read(struct ctl *c)
                         "fleetctl: read needs a VM id, a record number and --output FILE\n");
                 return 2;
         }
-        snprintf(part, sizeof(part), "%s.part", c->output);
+        if (asprintf(&part, "%s.part", c->output) < 0) {
+                fprintf(stderr, "fleetctl: out of memory\n");
+                return 1;
+        }
         x.out = fopen(part, "wbx");
         if (!x.out) {
                 fprintf(stderr, "fleetctl: cannot create '%s': %s\n", part, strerror(errno));
+                free(part);
                 return 1;
         }
         snprintf(path, sizeof(path), "/v1/vms/%s/records/%s", c->argv[0], c->argv[1]);
@@ -324,5 +336,6 @@ int ctl_cmd_read(struct ctl *c)
         json_decref(rec);
         json_decref(a);
         ctl_xfer_done(&x);
+        free(part);
         return r;
 }

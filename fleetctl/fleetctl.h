@@ -1,5 +1,6 @@
 /* fleetctl's shared pieces: options, the HTTP client, table output, the command table. */
 #pragma once
+#include <curl/curl.h>
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -73,6 +74,10 @@ extern const struct ctl_command ctl_commands[];
 /* client.c: one call; *ret is the parsed JSON answer (or NULL). Returns the HTTP status, or -1
  * when fleetd did not answer (message printed). */
 long ctl_call(struct ctl *c, const char *method, const char *path, json_t *body, json_t **ret);
+/* Aims e at fleetd's path (c->url + path, built on the heap: --url has no bound) and appends the
+ * bearer token's header, when there is a token, to *h. CURLE_OUT_OF_MEMORY: the caller reports
+ * it as it reports a failed transfer. */
+CURLcode ctl_curl_target(const struct ctl *c, CURL *e, const char *path, struct curl_slist **h);
 /* Prints a problem+json answer as "fleetctl: TITLE (STATUS): DETAIL" on stderr, or under
  * -f json / yaml the problem object itself on stdout; returns 1. */
 int ctl_problem(const struct ctl *c, long status, json_t *answer);

@@ -10,22 +10,29 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/small_file.h"
 #include "fleetctl/fleetctl.h"
 #include "fleetd/store.h"
 
 int ctl_open_store(struct ctl *c, bool create, struct store **ret)
 {
-        char path[4200];
+        char *path = small_file_path(c->state_dir, STORE_FILE);
         int r;
 
-        snprintf(path, sizeof(path), "%s/%s", c->state_dir, STORE_FILE);
-        if (!create && access(path, R_OK) < 0) {
-                fprintf(stderr, "fleetctl: no fleetd state at '%s': %s\n", path, strerror(errno));
-                return -errno;
+        if (!path) {
+                fprintf(stderr, "fleetctl: cannot open '%s/%s': %s\n", c->state_dir, STORE_FILE,
+                        strerror(ENOMEM));
+                return -ENOMEM;
         }
-        r = store_open(c->state_dir, ret);
-        if (r < 0)
-                fprintf(stderr, "fleetctl: cannot open '%s': %s\n", path, strerror(-r));
+        if (!create && access(path, R_OK) < 0) {
+                r = -errno;
+                fprintf(stderr, "fleetctl: no fleetd state at '%s': %s\n", path, strerror(-r));
+        } else {
+                r = store_open(c->state_dir, ret);
+                if (r < 0)
+                        fprintf(stderr, "fleetctl: cannot open '%s': %s\n", path, strerror(-r));
+        }
+        free(path);
         return r;
 }
 

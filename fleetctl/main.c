@@ -220,10 +220,15 @@ static int ctl_option_set(struct ctl *c, const struct ctl_option *o)
 
 static int ctl_parse(struct ctl *c, int argc, char **argv)
 {
-        struct option opts[CTL_N_OPTIONS + 1] = {{0}};
+        /* on the heap: a row per option would put 1 KiB into main's frame */
+        struct option *opts = calloc(CTL_N_OPTIONS + 1, sizeof(*opts));
         char shorts[3 * CTL_N_OPTIONS + 1], *sp = shorts;
-        int o;
+        int o, r = 0;
 
+        if (!opts) {
+                fprintf(stderr, "fleetctl: out of memory\n");
+                return -1;
+        }
         for (size_t i = 0; i < CTL_N_OPTIONS; i++) {
                 const struct ctl_option *t = &ctl_options[i];
                 bool arg = t->kind == CTL_OPT_STRING || t->kind == CTL_OPT_LIST || t->key == 'f';
@@ -237,21 +242,20 @@ static int ctl_parse(struct ctl *c, int argc, char **argv)
                 }
         }
         *sp = '\0';
-        while ((o = getopt_long(argc, argv, shorts, opts, NULL)) != -1) {
+        while (r == 0 && (o = getopt_long(argc, argv, shorts, opts, NULL)) != -1) {
                 size_t i = 0;
 
                 while (i < CTL_N_OPTIONS && ctl_options[i].key != o)
                         i++;
                 if (i == CTL_N_OPTIONS) {
                         ctl_usage(stderr);
-                        return -1;
+                        r = -1;
+                } else {
+                        r = ctl_option_set(c, &ctl_options[i]);
                 }
-                int r = ctl_option_set(c, &ctl_options[i]);
-
-                if (r != 0)
-                        return r;
         }
-        return 0;
+        free(opts);
+        return r;
 }
 
 int main(int argc, char **argv)

@@ -22,6 +22,7 @@
 #include "common/json_input.h"
 #include "common/http_body.h"
 #include "common/log.h"
+#include "common/small_file.h"
 #include "fleetd/store.h"
 
 #define Q(...)                                                                                     \
@@ -116,6 +117,14 @@ const struct api_route api_routes[] = {
      {NULL},
      false,
      "confirm an import plan: re-home the Totebox (an operation)"},
+    {"DELETE",
+     "/v1/imports/{id}",
+     api_imports_drop,
+     true,
+     API_BODY_NONE,
+     {NULL},
+     false,
+     "drop an unconfirmed import plan (nothing was done)"},
     {"GET", "/v1/operations", api_operations_list, true, API_BODY_NONE,
      Q("state", "after", "limit"), true, "list long operations, oldest first (filters, pages)"},
     {"GET",
@@ -736,27 +745,41 @@ static enum MHD_Result api_answer(struct fleetd *f, struct MHD_Connection *conn,
         return ret;
 }
 
+int api_spool_open(const struct fleetd *f)
+{
+        char *dir = small_file_path(f->cfg.state_dir, "diode");
+        int fd, e;
+
+        if (!dir) {
+                errno = ENOMEM;
+                return -1;
+        }
+        mkdir(dir, 0700);
+        fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+        e = errno;
+        free(dir);
+        errno = e;
+        return fd;
+}
+
 /* A route whose body is a record (API_BODY_FILE) spools it to an unlinked file in
  * state_dir/diode; the caller's token is checked first, so nobody else can fill the disk. */
 static bool api_spool_start(struct fleetd *f, struct api_conn *c, struct api_request *req,
                             struct api_response *resp)
 {
-        char dir[4200];
-
         for (const struct api_route *r = api_routes; r->method; r++) {
                 if (r->body != API_BODY_FILE || strcmp(r->method, req->method) != 0 ||
                     !api_match(r->pattern, req->path, req))
                         continue;
                 if (r->auth && !api_authorize(req, resp))
                         return false;
-                snprintf(dir, sizeof(dir), "%s/diode", f->cfg.state_dir);
-                mkdir(dir, 0700);
                 c->spool = true;
-                c->spool_fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+                c->spool_fd = api_spool_open(f);
                 crypto_generichash_init(&c->hs, NULL, 0, 32);
                 if (c->spool_fd < 0) {
-                        api_problem(resp, 503, "no-spool", "cannot spool the record in '%s': %s",
-                                    dir, strerror(errno));
+                        api_problem(resp, 503, "no-spool",
+                                    "cannot spool the record in '%s/diode': %s", f->cfg.state_dir,
+                                    strerror(errno));
                         return false;
                 }
                 return true;

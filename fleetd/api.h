@@ -179,10 +179,14 @@ void api_vms_verb(struct api_request *req, struct api_response *resp);
 void api_vms_export(struct api_request *req, struct api_response *resp);
 void api_imports_plan(struct api_request *req, struct api_response *resp);
 void api_imports_confirm(struct api_request *req, struct api_response *resp);
+void api_imports_drop(struct api_request *req, struct api_response *resp);
 /* api_records.c: the Diode, forwarded to the VM's node */
 void api_records_deposit(struct api_request *req, struct api_response *resp);
 void api_records_list(struct api_request *req, struct api_response *resp);
 void api_records_read(struct api_request *req, struct api_response *resp);
+/* A record's spool: an unlinked file in state_dir/diode (made 0700 when absent); the fd, or -1
+ * with errno set. */
+int api_spool_open(const struct fleetd *f);
 /* Makes s valid UTF-8 in place: a byte that does not start or continue a well-formed sequence
  * (including a sequence cut short by truncation) becomes '?'. */
 void api_utf8_sanitise(char *s);

@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/clock.h"
@@ -293,10 +292,11 @@ static void records_outcome(struct api_response *resp, struct plan_outcome *o)
         resp->body = NULL;
 }
 
-static void records_deposit_run(struct fleetd *f, void *arg, const char *actor,
+static void records_deposit_run(struct fleetd *f, void *arg, const char *actor, struct op_call *op,
                                 struct plan_outcome *o)
 {
         (void)actor; /* the deposit carries its own (d->actor) */
+        (void)op;    /* a deposit's bytes went to fleetd's spool before it began */
         struct records_deposit *d = arg;
         struct records_call c = {.out_fd = -1};
         struct api_response resp = {0};
@@ -392,7 +392,7 @@ void api_records_list(struct api_request *req, struct api_response *resp)
 void api_records_read(struct api_request *req, struct api_response *resp)
 {
         const char *seq = req->params[1];
-        char address[64], node[64], path[256], dir[4200];
+        char address[64], node[64], path[256];
         struct records_call c = {.out_fd = -1};
         int r;
 
@@ -403,12 +403,11 @@ void api_records_read(struct api_request *req, struct api_response *resp)
                 api_problem(resp, 400, "invalid-seq", "'%.32s' is not a record number", seq);
                 return;
         }
-        snprintf(dir, sizeof(dir), "%s/diode", req->f->cfg.state_dir);
-        mkdir(dir, 0700);
-        c.out_fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+        c.out_fd = api_spool_open(req->f);
         c.out_max = req->f->cfg.max_record_bytes;
         if (c.out_fd < 0) {
-                api_problem(resp, 503, "no-spool", "cannot spool the record in '%s'", dir);
+                api_problem(resp, 503, "no-spool", "cannot spool the record in '%s/diode'",
+                            req->f->cfg.state_dir);
                 return;
         }
         snprintf(path, sizeof(path), "/v1/vms/%s/records/%s", req->params[0], seq);

@@ -174,17 +174,30 @@ void api_imports_plan(struct api_request *req, struct api_response *resp)
         api_from_outcome(resp, &o);
 }
 
+static bool api_import_id_ok(struct api_request *req, struct api_response *resp)
+{
+        if (ident_valid(IDENT_PLAN, req->params[0]))
+                return true;
+        api_problem(resp, 400, "invalid-plan-id", "'%.64s' is not a plan id", req->params[0]);
+        return false;
+}
+
 void api_imports_confirm(struct api_request *req, struct api_response *resp)
 {
         struct plan_outcome o;
 
-        if (!ident_valid(IDENT_PLAN, req->params[0])) {
-                api_problem(resp, 400, "invalid-plan-id", "'%.64s' is not a plan id",
-                            req->params[0]);
-                return;
-        }
-        if (!api_body_empty(req, resp))
+        if (!api_import_id_ok(req, resp) || !api_body_empty(req, resp))
                 return;
         import_confirm(req->f, req->params[0], req->actor, &o);
         api_operation_accepted(resp, &o);
+}
+
+void api_imports_drop(struct api_request *req, struct api_response *resp)
+{
+        struct plan_outcome o;
+
+        if (!api_import_id_ok(req, resp))
+                return;
+        import_drop(req->f, req->params[0], &o);
+        api_from_outcome(resp, &o);
 }

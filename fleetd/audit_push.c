@@ -227,20 +227,21 @@ static int audit_push_held(struct audit_log *a, struct audit_peer *p, const char
         return r;
 }
 
-static char *audit_push_body(struct audit_log *a, uint64_t old)
+/* The consistency proof from old to the record's size, base64 hashes; NULL on failure. The
+ * proof's 2 KiB are on the heap, not in the frame. */
+static json_t *audit_push_proof(struct audit_log *a, uint64_t old)
 {
-        merkle_hash proof[MERKLE_MAX_PROOF];
+        merkle_hash *proof = NULL;
         size_t len = 0;
-        json_t *o, *arr;
-        char *text;
+        json_t *arr = json_array();
 
-        if (a->body && a->body_old == old && a->body_n == a->n)
-                return strdup(a->body);
-        arr = json_array();
-        if (old > 0 && old < a->n &&
-            merkle_consistency_proof(a->leaves, a->n, old, proof, &len) < 0) {
-                json_decref(arr);
-                return NULL;
+        if (old > 0 && old < a->n) {
+                proof = malloc(MERKLE_MAX_PROOF * sizeof(*proof));
+                if (!proof || merkle_consistency_proof(a->leaves, a->n, old, proof, &len) < 0) {
+                        free(proof);
+                        json_decref(arr);
+                        return NULL;
+                }
         }
         for (size_t i = 0; i < len; i++) {
                 char b64[48];
@@ -249,6 +250,20 @@ static char *audit_push_body(struct audit_log *a, uint64_t old)
                                   sodium_base64_VARIANT_ORIGINAL);
                 json_array_append_new(arr, json_string(b64));
         }
+        free(proof);
+        return arr;
+}
+
+static char *audit_push_body(struct audit_log *a, uint64_t old)
+{
+        json_t *o, *arr;
+        char *text;
+
+        if (a->body && a->body_old == old && a->body_n == a->n)
+                return strdup(a->body);
+        arr = audit_push_proof(a, old);
+        if (!arr)
+                return NULL;
         pthread_mutex_lock(&a->mu);
         o = json_pack("{s:i, s:s, s:s, s:I, s:o}", "v", 1, "key", a->vkey, "checkpoint", a->note,
                       "old_size", (json_int_t)old, "proof", arr);

@@ -25,10 +25,11 @@ struct backup_entry {
         uint64_t size;
 };
 
-/* A parsed archive: the manifest (owned) and the entries pointing into the caller's buffer. */
+/* A parsed archive: the manifest and the entries (both owned; the entries on the heap, so that
+ * an archive on the stack stays small), the entries pointing into the caller's buffer. */
 struct backup_archive {
         json_t *manifest;
-        struct backup_entry files[BACKUP_FILES_MAX];
+        struct backup_entry *files; /* n_files of them, at most BACKUP_FILES_MAX */
         size_t n_files;
 };
 
@@ -37,7 +38,8 @@ struct backup_archive {
  * of the state directory that fleetd needs back. 0, or a negative errno with err filled. */
 int backup_write(struct fleetd *f, int fd, char *err, size_t errsize);
 /* Parses and checks a plain archive held in buf (magic, manifest, sizes, every file's SHA-256
- * and the archive's own): 0, or -EBADMSG with what is wrong in err. ret borrows buf. */
+ * and the archive's own): 0, or -EBADMSG (-ENOMEM) with what is wrong in err. ret borrows buf;
+ * backup_archive_done frees it. */
 int backup_parse(const uint8_t *buf, size_t len, struct backup_archive *ret, char *err,
                  size_t errsize);
 void backup_archive_done(struct backup_archive *a);

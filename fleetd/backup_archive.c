@@ -31,6 +31,11 @@ static int backup_parse_files(const uint8_t *buf, size_t off, size_t end, struct
                 snprintf(err, errsize, "the manifest lists no files or too many");
                 return -EBADMSG;
         }
+        a->files = calloc(json_array_size(files), sizeof(*a->files));
+        if (!a->files) {
+                snprintf(err, errsize, "out of memory");
+                return -ENOMEM;
+        }
         for (size_t i = 0; i < json_array_size(files); i++) {
                 json_t *e = json_array_get(files, i);
                 const char *name = json_string_value(json_object_get(e, "name"));
@@ -107,7 +112,7 @@ int backup_parse(const uint8_t *buf, size_t len, struct backup_archive *ret, cha
         }
         r = backup_parse_files(buf, BACKUP_MAGIC_LEN + 4 + mlen, end, &a, err, errsize);
         if (r < 0) {
-                json_decref(a.manifest);
+                backup_archive_done(&a);
                 return r;
         }
         *ret = a;
@@ -120,4 +125,7 @@ void backup_archive_done(struct backup_archive *a)
                 return;
         json_decref(a->manifest);
         a->manifest = NULL;
+        free(a->files);
+        a->files = NULL;
+        a->n_files = 0;
 }

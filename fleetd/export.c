@@ -7,10 +7,12 @@
  * export is audited (vm.exported). The file stays on its node: fleetd never moves it. */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/clock.h"
 #include "common/json_input.h"
@@ -20,9 +22,11 @@
 #include "fleetd/api.h"
 #include "fleetd/store.h"
 
-#define EXPORT_NOTE_MAX     8192
-#define EXPORT_TIMEOUT_MIN  600000 /* a disk is read twice and written once */
-#define EXPORT_HISTORY_PAGE 1000
+#define EXPORT_NOTE_MAX        8192
+#define EXPORT_TIMEOUT_MIN     600000 /* a disk is read twice and written once */
+#define EXPORT_HISTORY_PAGE    1000
+#define EXPORT_RETIRE_AGAIN_MS 30000 /* a retired copy not at rest is asked again after this */
+#define EXPORT_WATCH_MS        1000  /* the node's export progress is asked for this often */
 
 struct export_task {
         char vm_id[VM_ID_MAX + 1];
@@ -180,16 +184,106 @@ static json_t *export_sign(struct fleetd *f, struct export_task *t, json_t *w,
         return a;
 }
 
-static void export_run(struct fleetd *f, void *arg, const char *actor, struct plan_outcome *o)
+/* The node's export followed while export_run waits for its answer: every second its
+ * GET /v1/vms/{id}/export (the vault disk's bytes read, over both passes) becomes the operation's
+ * progress. An older node without it answers 404; the progress then stays at 0 until the end. */
+struct export_watch {
+        struct fleetd *f;
+        const struct export_task *t;
+        struct op_call *op;
+        pthread_mutex_t lock;
+        pthread_cond_t cond; /* CLOCK_MONOTONIC */
+        bool stop;
+        pthread_t thread;
+};
+
+static void export_watch_poll(struct export_watch *w, const char *path)
+{
+        long status = 0;
+        char *answer = NULL;
+        json_t *a = NULL;
+
+        if (w->f->transport.call(w->f->transport.ctx, w->t->address, w->f->cfg.node_api_port, "GET",
+                                 path, NULL, EXPORT_WATCH_MS, &status, &answer) == 0 &&
+            status == 200)
+                a = json_loads(answer ? answer : "", JSON_REJECT_DUPLICATES, NULL);
+        free(answer);
+        if (json_is_integer(json_object_get(a, "done_bytes")) &&
+            json_is_integer(json_object_get(a, "total_bytes")))
+                ops_task_progress(w->op,
+                                  (uint64_t)json_integer_value(json_object_get(a, "done_bytes")),
+                                  (uint64_t)json_integer_value(json_object_get(a, "total_bytes")));
+        json_decref(a);
+}
+
+static void *export_watch_thread(void *arg)
+{
+        struct export_watch *w = arg;
+        char path[160];
+        struct timespec at;
+
+        snprintf(path, sizeof(path), "/v1/vms/%s/export", w->t->vm_id);
+        pthread_mutex_lock(&w->lock);
+        while (!w->stop) {
+                clock_gettime(CLOCK_MONOTONIC, &at);
+                at.tv_sec += EXPORT_WATCH_MS / 1000;
+                pthread_cond_timedwait(&w->cond, &w->lock, &at);
+                if (w->stop)
+                        break;
+                pthread_mutex_unlock(&w->lock);
+                export_watch_poll(w, path);
+                pthread_mutex_lock(&w->lock);
+        }
+        pthread_mutex_unlock(&w->lock);
+        return NULL;
+}
+
+/* 0 when the watcher runs (export_watch_end then stops it); without one the export goes on. */
+static int export_watch_begin(struct export_watch *w)
+{
+        pthread_condattr_t a;
+
+        if (!w->op)
+                return -ENOENT;
+        pthread_mutex_init(&w->lock, NULL);
+        pthread_condattr_init(&a);
+        pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+        pthread_cond_init(&w->cond, &a);
+        pthread_condattr_destroy(&a);
+        if (pthread_create(&w->thread, NULL, export_watch_thread, w) == 0)
+                return 0;
+        pthread_cond_destroy(&w->cond);
+        pthread_mutex_destroy(&w->lock);
+        return -EAGAIN;
+}
+
+static void export_watch_end(struct export_watch *w)
+{
+        pthread_mutex_lock(&w->lock);
+        w->stop = true;
+        pthread_cond_signal(&w->cond);
+        pthread_mutex_unlock(&w->lock);
+        pthread_join(w->thread, NULL);
+        pthread_cond_destroy(&w->cond);
+        pthread_mutex_destroy(&w->lock);
+}
+
+static void export_run(struct fleetd *f, void *arg, const char *actor, struct op_call *op,
+                       struct plan_outcome *o)
 {
         struct export_task *t = arg;
+        struct export_watch watch = {.f = f, .t = t, .op = op};
         char path[160], pem[200];
         json_t *body, *w = NULL, *s = NULL;
+        bool watching;
 
         memset(o, 0, sizeof(*o));
         snprintf(path, sizeof(path), "/v1/vms/%s/export", t->vm_id);
         body = json_pack("{s:O, s:s}", "manifest", t->record, "checkpoint", t->note);
+        watching = body && export_watch_begin(&watch) == 0;
         w = body ? export_call(f, t, path, body, o) : NULL;
+        if (watching)
+                export_watch_end(&watch);
         json_decref(body);
         s = w ? export_sign(f, t, w, o) : NULL;
         if (s) {
@@ -521,6 +615,21 @@ static json_t *import_create_req(struct fleetd *f, const struct import_plan *p)
                          pin_sign_vm(f, &next));
 }
 
+/* Under f->lock: node joins vm's retired nodes (once). */
+static void export_retire_node(struct fleet_vm *vm, const char *node)
+{
+        size_t i;
+        json_t *n;
+
+        if (!node || !*node)
+                return;
+        if (!vm->retired_nodes)
+                vm->retired_nodes = json_array();
+        json_array_foreach(vm->retired_nodes, i,
+                           n) if (strcmp(json_string_value(n), node) == 0) return;
+        json_array_append_new(vm->retired_nodes, json_string(node));
+}
+
 /* Re-pins the VM (audited, with the retired pin), then archives it on the old node. */
 static int import_repin(struct fleetd *f, const struct import_plan *p, const char *actor)
 {
@@ -543,6 +652,7 @@ static int import_repin(struct fleetd *f, const struct import_plan *p, const cha
                 if (r == 0) {
                         snprintf(vm->node_id, sizeof(vm->node_id), "%s", p->node);
                         vm->lifecycle = VM_LC_ACTIVE;
+                        export_retire_node(vm, p->from_node);
                 }
         }
         pthread_mutex_unlock(&f->lock);
@@ -574,8 +684,101 @@ static void import_retire_old(struct fleetd *f, const struct import_plan *p)
         json_decref(body);
 }
 
-static void import_run(struct fleetd *f, void *arg, const char *actor, struct plan_outcome *o)
+int export_load_retired(struct fleetd *f)
 {
+        uint64_t after = 0;
+        size_t i, n;
+        json_t *page, *e;
+
+        do {
+                page = audit_list(f->store, after, EXPORT_HISTORY_PAGE, "vm.rehomed");
+                if (!page)
+                        return -EIO;
+                pthread_mutex_lock(&f->lock);
+                json_array_foreach(page, i, e)
+                {
+                        struct fleet_vm *vm = vm_table_find(
+                            f, json_string_value(json_object_get(e, "subject")) ?: "");
+
+                        after = (uint64_t)json_integer_value(json_object_get(e, "seq"));
+                        if (vm)
+                                export_retire_node(vm,
+                                                   json_string_value(json_object_get(
+                                                       json_object_get(e, "detail"), "from_node")));
+                }
+                pthread_mutex_unlock(&f->lock);
+                n = json_array_size(page);
+                json_decref(page);
+        } while (n == EXPORT_HISTORY_PAGE);
+        return 0;
+}
+
+struct retire_call {
+        struct fleetd *f;
+        struct import_plan p; /* vm_id and from_node */
+};
+
+/* Counted in f->op_threads, so that a stop waits for it (ops_wait_idle). */
+static void *export_retire_thread(void *arg)
+{
+        struct retire_call *c = arg;
+        struct fleetd *f = c->f;
+
+        import_retire_old(f, &c->p);
+        free(c);
+        pthread_mutex_lock(&f->lock);
+        f->op_threads--;
+        pthread_cond_broadcast(&f->wake);
+        pthread_mutex_unlock(&f->lock);
+        return NULL;
+}
+
+bool export_retired_copy(struct fleetd *f, struct fleet_vm *vm, const char *node_id,
+                         const json_t *v)
+{
+        const char *lc = json_string_value(json_object_get(v, "lifecycle")) ?: "";
+        const char *st = json_string_value(json_object_get(v, "state")) ?: "";
+        uint64_t now = clock_monotonic_ms();
+        struct retire_call *c;
+        pthread_attr_t a;
+        pthread_t t;
+        size_t i;
+        json_t *n;
+        bool retired = false;
+
+        json_array_foreach(vm->retired_nodes, i, n) retired |=
+            strcmp(json_string_value(n), node_id) == 0;
+        if (!retired)
+                return false;
+        if (strcmp(lc, "archived") == 0 && strcmp(st, "running") != 0 && strcmp(st, "paused") != 0)
+                return true;
+        if (vm->retire_asked_ms && now - vm->retire_asked_ms < EXPORT_RETIRE_AGAIN_MS)
+                return false;
+        vm->retire_asked_ms = now;
+        c = calloc(1, sizeof(*c));
+        if (!c)
+                return false;
+        c->f = f;
+        snprintf(c->p.vm_id, sizeof(c->p.vm_id), "%s", vm->id);
+        snprintf(c->p.from_node, sizeof(c->p.from_node), "%s", node_id);
+        log_warn("node '%s' holds VM '%s' %s (%s), which was re-homed from it to node '%s': "
+                 "asking it to archive its copy",
+                 node_id, vm->id, *lc ? lc : "in no lifecycle", *st ? st : "no state", vm->node_id);
+        f->op_threads++;
+        pthread_attr_init(&a);
+        pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&t, &a, export_retire_thread, c) != 0) {
+                f->op_threads--;
+                free(c);
+        }
+        pthread_attr_destroy(&a);
+        return false;
+}
+
+static void import_run(struct fleetd *f, void *arg, const char *actor, struct op_call *op,
+                       struct plan_outcome *o)
+{
+        (void)op; /* the node answers once it has copied the disk in */
         struct import_plan *p = arg;
         struct export_task *t = calloc(1, sizeof(*t));
         json_t *create, *body = NULL, *a = NULL;
@@ -634,4 +837,22 @@ void import_confirm(struct fleetd *f, const char *plan_id, const char *actor,
                 return;
         }
         ops_task_start(f, "import", p->vm_id, actor, import_run, p, o);
+}
+
+void import_drop(struct fleetd *f, const char *plan_id, struct plan_outcome *o)
+{
+        char *doc = NULL;
+        int r = store_import_plan_take(f->store, plan_id, clock_realtime_ms(), &doc);
+
+        memset(o, 0, sizeof(*o));
+        free(doc);
+        if (r == -ENOENT)
+                outcome_fail(o, -ENOENT, "unknown-plan", "no open import plan '%s'", plan_id);
+        else if (r < 0)
+                outcome_fail(o, r == -ENOMEM ? -ENOMEM : -EIO, "store-failed",
+                             "import plan '%s' cannot be dropped: %s", plan_id, strerror(-r));
+        else {
+                o->done = OUTCOME_OK;
+                o->body = json_pack("{s:s, s:s}", "id", plan_id, "state", "dropped");
+        }
 }

@@ -96,6 +96,9 @@ int fleetd_open(struct fleetd *f)
                 return r;
         }
         log_info("%zu VMs loaded from '%s'", f->n_vms, f->cfg.state_dir);
+        if (export_load_retired(f) < 0)
+                log_warn("cannot read the re-homings from the audit record: a node that holds a "
+                         "retired copy shows it as misplaced");
         ops_recover(f);
         audit_append(
             f->store, false, "fleetd.started", "", "fleetd",

@@ -237,6 +237,10 @@ struct fleet_vm {
         unsigned witness_named; /* bit per alarm ever named: 1 fork, 2 rollback, 4 lying-host */
         bool witness_post;      /* tell the node the checkpoint fleetd holds */
         uint64_t clean_count, clean_day; /* clean scheduled verifications, audited daily */
+        /* the nodes a re-homing took it from (export.c), each holding a retired copy: NULL, or
+         * an array of node ids from the audit record's vm.rehomed entries */
+        json_t *retired_nodes;
+        uint64_t retire_asked_ms; /* monotonic: the last archive asked of a retired copy */
 };
 
 struct fleet_transport {
@@ -677,9 +681,15 @@ void ops_confirmed(struct fleetd *f, const char *plan_id, const char *vm_id, con
 void ops_verb_start(struct fleetd *f, const char *vm_id, const char *verb, const char *actor,
                     const char *if_match, struct plan_outcome *o);
 /* A task (a deposit, an export, an import) run on its own thread, for actor; it fills its outcome
- * as a verb call does and owns arg. */
-typedef void (*ops_task_fn)(struct fleetd *f, void *arg, const char *actor,
+ * as a verb call does and owns arg. op is its operation, for ops_task_progress (NULL when the
+ * operation could not be recorded and the task runs in the caller). */
+struct op_call;
+typedef void (*ops_task_fn)(struct fleetd *f, void *arg, const char *actor, struct op_call *op,
                             struct plan_outcome *ret);
+/* While op's task runs (from the task's thread or one it joins before it returns): done of total
+ * bytes, shown as the operation's progress (0-99) and `bytes` {done, total}; stored when the
+ * percentage moves. */
+void ops_task_progress(struct op_call *op, uint64_t done, uint64_t total);
 /* Runs run(f, arg) in the background as operation kind of vm_id: o gets 202 and the operation
  * (or, when it cannot be recorded, run's own outcome, run here). */
 void ops_task_start(struct fleetd *f, const char *kind, const char *vm_id, const char *actor,
@@ -709,6 +719,17 @@ void import_plan(struct fleetd *f, const char *body, size_t len, const char *act
                  struct plan_outcome *o);
 void import_confirm(struct fleetd *f, const char *plan_id, const char *actor,
                     struct plan_outcome *o);
+/* DELETE /v1/imports/{id}: the plan is taken out unconfirmed (204); nothing was done, so nothing
+ * is audited. A plan already confirmed, dropped or expired is unknown (404). */
+void import_drop(struct fleetd *f, const char *plan_id, struct plan_outcome *o);
+/* At start, the VMs loaded: each VM's retired_nodes from the audit record (vm.rehomed). */
+int export_load_retired(struct fleetd *f);
+/* Under f->lock, from an inventory: node_id reports vm, which is pinned elsewhere. True when it
+ * is the copy a re-homing left on that node, at rest (archived, not running): no alarm. A
+ * retired copy that is not at rest (its node was away at the re-homing, and has started it
+ * again) is asked to archive, at most every 30 s, and stays misplaced until it is. */
+bool export_retired_copy(struct fleetd *f, struct fleet_vm *vm, const char *node_id,
+                         const json_t *v);
 /* The fleet's Ed25519 public key (the pin key) as a PEM SubjectPublicKeyInfo, for openssl. */
 int export_public_pem(const struct fleetd *f, char *buf, size_t size);
 

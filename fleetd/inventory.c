@@ -191,6 +191,9 @@ static int inventory_check(const json_t *o, const char *node_id, struct json_inp
         return inventory_check_images(json_object_get(o, "images"), e);
 }
 
+/* The node's integrity report for vm. A mismatch stands until a verification says otherwise:
+ * "unknown" (no agent report on that node yet: after a vmhost restart, or on the node a
+ * re-homing moved the Totebox to) leaves it as it is, so the alarm is not lost meanwhile. */
 static void inventory_integrity(struct fleetd *f, struct fleet_vm *vm, json_t *integ)
 {
         const char *st = json_string_value(json_object_get(integ, "status"));
@@ -204,6 +207,8 @@ static void inventory_integrity(struct fleetd *f, struct fleet_vm *vm, json_t *i
         const char *kind = NULL;
         json_t *detail = NULL;
 
+        if (was && st && strcmp(st, "unknown") == 0)
+                return;
         if (is && (!was || changed_root)) {
                 f->metrics.integrity_mismatches++;
                 log_warn("integrity mismatch in VM '%s' on node '%s' (entity '%s')", vm->id,
@@ -430,7 +435,8 @@ static bool inventory_reconcile(struct fleetd *f, struct fleet_node *node, json_
                 struct fleet_vm *vm = vm_table_find(f, id);
 
                 if (vm && strcmp(vm->node_id, node_id) != 0) {
-                        inventory_misplaced(f, node, vm, v, misplaced);
+                        if (!export_retired_copy(f, vm, node_id, v))
+                                inventory_misplaced(f, node, vm, v, misplaced);
                         continue;
                 }
                 if (vm) {

@@ -263,12 +263,29 @@ struct op_call {
         char actor[64];
 };
 
+void ops_task_progress(struct op_call *c, uint64_t done, uint64_t total)
+{
+        json_int_t p;
+
+        if (!c || !total)
+                return;
+        p = done >= total ? 99 : (json_int_t)(done * 99 / total);
+        json_object_set_new(
+            c->doc, "bytes",
+            json_pack("{s:I, s:I}", "done", (json_int_t)done, "total", (json_int_t)total));
+        if (json_integer_value(json_object_get(c->doc, "progress")) == p)
+                return;
+        json_object_set_new(c->doc, "progress", json_integer(p));
+        if (op_store(c->f, c->doc) < 0)
+                log_warn("cannot record the progress of operation '%s'", op_str(c->doc, "id"));
+}
+
 static void op_call_run(struct op_call *c)
 {
         struct plan_outcome vo;
 
         if (c->run)
-                c->run(c->f, c->arg, c->actor, &vo);
+                c->run(c->f, c->arg, c->actor, c, &vo);
         else
                 dispatch_verb_finish(c->f, c->call, c->actor, &vo);
         if (vo.problem)
@@ -371,7 +388,7 @@ void ops_task_start(struct fleetd *f, const char *kind, const char *vm_id, const
         memset(o, 0, sizeof(*o));
         if (!doc) {
                 free(c);
-                run(f, arg, actor, o); /* not recorded: run here, and answer as before operations */
+                run(f, arg, actor, NULL, o); /* not recorded: run here, as before operations */
                 return;
         }
         c->f = f;

@@ -364,7 +364,7 @@ static void plans_vm_from_plan(const struct plan_row *p, struct fleet_vm *vm)
 static void plans_confirm_locked(struct fleetd *f, struct plan_row *p, const char *actor,
                                  struct plan_outcome *o)
 {
-        struct fleet_vm vm, *added;
+        struct fleet_vm *vm, *added;
         int r;
 
         if (strcmp(p->state, "confirmed") == 0) {
@@ -385,35 +385,44 @@ static void plans_confirm_locked(struct fleetd *f, struct plan_row *p, const cha
                 f->metrics.confirm_rejected++;
                 return;
         }
-        plans_vm_from_plan(p, &vm);
-        r = store_vm_insert(f->store, &vm);
-        r = r ?: store_plan_set_state(f->store, p->id, "confirmed", vm.id);
+        vm = malloc(sizeof(*vm)); /* 1.5 KiB: on the heap, not in the frame */
+        if (!vm) {
+                store_rollback(f->store);
+                outcome_fail(o, -ENOMEM, "out-of-memory",
+                             "cannot record the confirmation of plan '%s'", p->id);
+                return;
+        }
+        plans_vm_from_plan(p, vm);
+        r = store_vm_insert(f->store, vm);
+        r = r ?: store_plan_set_state(f->store, p->id, "confirmed", vm->id);
         r = r
-                ?: audit_append(f->store, true, "vm.confirmed", vm.id, actor,
+                ?: audit_append(f->store, true, "vm.confirmed", vm->id, actor,
                                 json_pack("{s:s, s:s, s:s, s:I, s:I, s:s}", "plan_id", p->id,
-                                          "entity", vm.entity, "node_id", vm.node_id, "memory_mib",
-                                          (json_int_t)vm.memory_mib, "vcpus", (json_int_t)vm.vcpus,
-                                          "image", vm.image));
+                                          "entity", vm->entity, "node_id", vm->node_id,
+                                          "memory_mib", (json_int_t)vm->memory_mib, "vcpus",
+                                          (json_int_t)vm->vcpus, "image", vm->image));
         if (r < 0) {
                 store_rollback(f->store);
                 outcome_fail(o, r, r == -EEXIST ? "entity-has-vm" : "store-failed",
                              "cannot record the confirmation of plan '%s'", p->id);
-                return;
+                goto cleanup;
         }
         if (store_commit(f->store) < 0) {
                 outcome_fail(o, -EIO, "store-failed", "cannot commit the confirmation of plan '%s'",
                              p->id);
-                return;
+                goto cleanup;
         }
-        added = vm_table_add(f, &vm);
+        added = vm_table_add(f, vm);
         if (added)
                 vm_reserve(f, added);
         f->metrics.confirmations++;
         log_info("plan '%s' confirmed by '%s': VM '%s' for entity '%s' on node '%s'", p->id, actor,
-                 vm.id, vm.entity, vm.node_id);
+                 vm->id, vm->entity, vm->node_id);
         o->done = OUTCOME_CREATED;
-        o->body = vm_to_json(f, added ? added : &vm, clock_monotonic_ms());
-        vm_etag(added ? added : &vm, o->etag);
+        o->body = vm_to_json(f, added ? added : vm, clock_monotonic_ms());
+        vm_etag(added ? added : vm, o->etag);
+cleanup:
+        free(vm);
 }
 
 void plans_confirm(struct fleetd *f, const char *plan_id, const char *actor, struct plan_outcome *o)

@@ -15,6 +15,7 @@
 
 #include "common/clock.h"
 #include "common/sha256.h"
+#include "common/small_file.h"
 
 static const char store_schema[] =
     "CREATE TABLE IF NOT EXISTS tokens(name TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE,"
@@ -164,19 +165,20 @@ static int store_migrate(struct store *s)
 
 int store_file_version(const char *dir, int *ret)
 {
-        char path[4200];
+        char *path = small_file_path(dir, STORE_FILE);
         sqlite3 *db = NULL;
         int v, r;
 
-        snprintf(path, sizeof(path), "%s/%s", dir, STORE_FILE);
+        if (!path)
+                return -ENOMEM;
         if (access(path, F_OK) < 0)
-                return -errno;
-        if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
-                sqlite3_close(db);
-                return -EIO;
-        }
-        r = store_user_version(db, &v);
+                r = -errno;
+        else if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK)
+                r = -EIO;
+        else
+                r = store_user_version(db, &v);
         sqlite3_close(db);
+        free(path);
         if (r == 0)
                 *ret = v;
         return r;
@@ -190,7 +192,7 @@ const char *store_migration_what(int version)
 
 int store_open(const char *dir, struct store **ret)
 {
-        char path[4200];
+        char *path = NULL;
         struct store *s;
         int r = -ENOMEM;
 
@@ -208,7 +210,9 @@ int store_open(const char *dir, struct store **ret)
                 pthread_mutex_init(&s->mu, &a);
                 pthread_mutexattr_destroy(&a);
         }
-        snprintf(path, sizeof(path), "%s/%s", dir, STORE_FILE);
+        path = small_file_path(dir, STORE_FILE);
+        if (!path)
+                goto cleanup;
         if (sqlite3_open_v2(path, &s->db,
                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
                             NULL) != SQLITE_OK) {
@@ -222,6 +226,7 @@ int store_open(const char *dir, struct store **ret)
         r = r ?: store_migrate(s);
         r = r ?: audit_load_head(s);
 cleanup:
+        free(path);
         if (r < 0) {
                 store_close(s);
                 return r;

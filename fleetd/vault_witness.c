@@ -340,30 +340,44 @@ static void vw_take_evidence(struct fleetd *f, struct fleet_vm *vm, struct vw_ro
         row->evidence_seen = vm->witness_evidence_seen = json_array_size(ev);
 }
 
+/* A proof's hashes, decoded: 3 KiB, so on the heap rather than in vw_proof_check's frame. */
+struct vw_proof {
+        struct merkle_span spans[MERKLE_MAX_PROOF];
+        uint8_t raw[MERKLE_MAX_PROOF][MERKLE_HASH_LEN];
+};
+
+/* 0 when the node's proof leads from the held root to cp's; -EBADMSG when not, -ENOMEM. */
 static int vw_proof_check(const struct vw_row *row, const struct tlog_checkpoint *cp,
                           const json_t *w)
 {
         const json_t *proof = json_object_get(w, "proof");
-        struct merkle_span spans[MERKLE_MAX_PROOF];
-        uint8_t raw[MERKLE_MAX_PROOF][MERKLE_HASH_LEN];
         size_t n = json_array_size(proof);
+        struct vw_proof *p;
+        int r = 0;
 
         if (row->size == 0)
                 return 0; /* the empty tree is a prefix of every tree */
         if (n > MERKLE_MAX_PROOF)
                 return -EBADMSG;
-        for (size_t i = 0; i < n; i++) {
+        p = malloc(sizeof(*p));
+        if (!p)
+                return -ENOMEM;
+        for (size_t i = 0; r == 0 && i < n; i++) {
                 const char *h = json_string_value(json_array_get(proof, i));
                 size_t got = 0;
 
-                if (!h || sodium_base642bin(raw[i], MERKLE_HASH_LEN, h, strlen(h), NULL, &got, NULL,
-                                            sodium_base64_VARIANT_ORIGINAL) != 0)
-                        return -EBADMSG;
-                spans[i] = (struct merkle_span){raw[i], got};
+                if (!h || sodium_base642bin(p->raw[i], MERKLE_HASH_LEN, h, strlen(h), NULL, &got,
+                                            NULL, sodium_base64_VARIANT_ORIGINAL) != 0)
+                        r = -EBADMSG;
+                else
+                        p->spans[i] = (struct merkle_span){p->raw[i], got};
         }
-        return merkle_verify_consistency_span(
-            row->size, cp->size, (struct merkle_span){row->root, MERKLE_HASH_LEN},
-            (struct merkle_span){cp->root, MERKLE_HASH_LEN}, spans, n);
+        r = r
+                ?: merkle_verify_consistency_span(
+                       row->size, cp->size, (struct merkle_span){row->root, MERKLE_HASH_LEN},
+                       (struct merkle_span){cp->root, MERKLE_HASH_LEN}, p->spans, n);
+        free(p);
+        return r;
 }
 
 /* Cosigns the node-cosigned note and keeps it as the vault's latest. */
@@ -406,6 +420,7 @@ static bool vw_take_checkpoint(struct fleetd *f, struct fleet_vm *vm, struct vw_
         struct tlog_checkpoint cp;
         uint64_t t = 0;
         char detail[240];
+        int r;
 
         if (!note || sth_checkpoint_open(note, strlen(note), c->pk, &cp) < 0 ||
             tlog_note_cosig_verify(note, strlen(note), &c->host, &t) < 0)
@@ -439,7 +454,10 @@ static bool vw_take_checkpoint(struct fleetd *f, struct fleet_vm *vm, struct vw_
                 vm->witness_post = true; /* tell the node which size we hold: it gets that proof */
                 return true;
         }
-        if (vw_proof_check(row, &cp, c->w) < 0) {
+        r = vw_proof_check(row, &cp, c->w);
+        if (r == -ENOMEM)
+                return false; /* not checked: the next inventory brings the claim again */
+        if (r < 0) {
                 snprintf(detail, sizeof(detail),
                          "the node cosigned a checkpoint of size %llu whose proof from size %llu "
                          "does not verify against fleetd's root",

@@ -46,6 +46,7 @@ struct fleet_vm *vm_table_add(struct fleetd *f, const struct fleet_vm *vm)
         f->vms[f->n_vms] = *vm;
         f->vms[f->n_vms].integrity_obj = json_incref(vm->integrity_obj);
         f->vms[f->n_vms].verification = json_incref(vm->verification);
+        f->vms[f->n_vms].retired_nodes = json_incref(vm->retired_nodes);
         return &f->vms[f->n_vms++];
 }
 
@@ -54,6 +55,7 @@ void vm_table_free(struct fleetd *f)
         for (size_t i = 0; i < f->n_vms; i++) {
                 json_decref(f->vms[i].integrity_obj);
                 json_decref(f->vms[i].verification);
+                json_decref(f->vms[i].retired_nodes);
         }
         free(f->vms);
         f->vms = NULL;

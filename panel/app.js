@@ -75,20 +75,21 @@ const dur = (ms) => (ms < 1000 ? `${ms} ms` : ms < 120000 ? `${(ms / 1000).toFix
 const gib = (m) => (m === 0 ? "0" : m >= 1024 ? `${(m / 1024).toFixed(1)} GiB` : `${m} MiB`);
 const age = (ms) => (ms === undefined || ms === null ? "never" : ms < 1000 ? `${ms} ms ago` : `${(ms / 1000).toFixed(1)} s ago`);
 
-/* The plan form's target picker: the roster's nodes, the operator's pick kept across redraws. */
-function renderNodePicker(nodes) {
-  const pick = $("#plan-node");
+/* A node picker (the plan's target, the import's node): the roster's nodes, the operator's pick
+ * kept across redraws; first is the option for no pick, or none. */
+function renderNodePicker(pick, nodes, first) {
   const ids = nodes.map((n) => n.id).join(" ");
   if (pick.dataset.ids === ids) return;
   const keep = pick.value;
   pick.dataset.ids = ids;
-  fill(pick, [el("option", { value: "" }, "fleet's choice"),
+  fill(pick, [...(first ? [el("option", { value: "" }, first)] : []),
     ...nodes.map((n) => el("option", { value: n.id }, `${n.id} (${n.role}, ${n.state})`))]);
-  pick.value = nodes.some((n) => n.id === keep) ? keep : "";
+  pick.value = nodes.some((n) => n.id === keep) ? keep : first ? "" : pick.value;
 }
 
 function renderNodes(nodes) {
-  renderNodePicker(nodes);
+  renderNodePicker($("#plan-node"), nodes, "fleet's choice");
+  renderNodePicker($("#import-node"), nodes, null);
   fill($("#nodes tbody"), nodes.map((n) => el("tr", { "data-node": n.id },
     el("td", {}, el("button", { class: "link", "data-history": n.id, title: "CPU and RAM over the last hour",
       onclick: () => openNode(n) }, n.name && n.name !== n.id ? `${n.id} (${n.name})` : n.id)),
@@ -147,16 +148,19 @@ function allowedVerbs(vm) {
   if (vm.status === "failed") return vm.lifecycle === "retired" ? [] : ["retire"];
   if (vm.status !== "active" || ["unreachable", "missing"].includes(vm.state)) return [];
   if (vm.lifecycle === "active") return ["suspend", "verify", "archive"];
-  if (vm.lifecycle === "suspended") return ["resume", "archive"];
+  if (vm.lifecycle === "suspended") return ["resume", "archive", "export"];
+  if (vm.lifecycle === "archived") return ["export"];
   return [];
 }
 
 const VERB_TITLES = {
   verify: "ask the VM's node for a full verification of its vault",
   retire: "the creation failed: take the VM out of the list of live VMs; its audit record stays",
+  export: "write the Totebox as one file on its node (vault disk, manifest, witnessed checkpoint) and sign it",
 };
 const VERB_WARNINGS = {
   archive: " An archived VM keeps its disks but will not start again.",
+  export: " Its node writes it as one signed file in its exports/; nothing leaves the node.",
   retire: " Its creation failed; it leaves the live VMs for good. Nothing on its node is deleted and it stays in the audit record.",
 };
 
@@ -177,7 +181,10 @@ function vmActions(vm) {
       if (verb !== "verify" && !confirm(`${verb} ${vm.id}?${VERB_WARNINGS[verb] || ""}`)) return;
       const started = api("POST", `/v1/vms/${encodeURIComponent(vm.id)}/${verb}`);
       started.then(refresh, () => null);
-      try { await follow(await started); } catch (e) { alert(e.message); }
+      try {
+        const done = await follow(await started);
+        if (verb === "export") showExport(vm, done.result);
+      } catch (e) { alert(e.message); }
       refresh();
     },
   }, verb));
@@ -738,6 +745,104 @@ async function deposit(ev) {
   $("#deposit-submit").disabled = false;
 }
 
+/* ---- a Totebox as one file: the export's result, and an import planned then confirmed */
+
+/* What an export left on the VM's node, and how anyone checks it offline (docs/operations.md). */
+function showExport(vm, r) {
+  const name = r.file.split("/").pop();
+  $("#export-title").textContent = `Exported ${vm.id} on node ${r.node_id}`;
+  facts($("#export-fields"), [
+    ["File", r.file, { "data-export": "file", class: "mono" }],
+    ["Size", `${r.size} bytes`, { "data-export": "size" }],
+    ["SHA-256", r.sha256, { "data-export": "sha256", class: "mono" }],
+    ["BLAKE2b-256", r.blake2b_256, { "data-export": "blake2b_256", class: "mono" }],
+    ["Checkpoint", `the last one the fleet witnessed: ${r.checkpoint_size} record${r.checkpoint_size === 1 ? "" : "s"}`,
+      { "data-export": "checkpoint" }],
+    ["Signature", `${name}.sig, by the fleet's key (below)`, { "data-export": "signature" }],
+    ["Resumed", r.resumed_bytes ? `${r.resumed_bytes} bytes kept from an earlier try` : "written whole",
+      { "data-export": "resumed" }],
+  ]);
+  $("#export-check").textContent = `sha256sum -c ${name}.sha256
+` +
+    `openssl pkeyutl -verify -pubin -inkey fleet.pem -rawin -in ${name}.sha256 -sigfile ${name}.sig
+` +
+    `b2sum -l 256 ${name}
+
+fleet.pem:
+${r.fleet_public_key_pem}`;
+  $("#export").hidden = false;
+}
+
+function closeExport() {
+  $("#export").hidden = true;
+}
+
+let currentImport = null; /* the import plan shown, until confirmed or dropped */
+
+function openImport() {
+  currentImport = null;
+  $("#import").hidden = false;
+  $("#import-plan").hidden = true;
+  $("#import-error").textContent = "";
+  $("#import-status").textContent = "";
+  $("#import-file").focus();
+}
+
+function closeImport() {
+  currentImport = null;
+  $("#import").hidden = true;
+}
+
+async function planImport(ev) {
+  ev.preventDefault();
+  $("#import-error").textContent = "";
+  $("#import-status").textContent = "";
+  $("#import-plan").hidden = true;
+  const body = { file: $("#import-file").value.trim(), node: $("#import-node").value };
+  try {
+    const p = await api("POST", "/v1/imports", body);
+    currentImport = p;
+    facts($("#import-fields"), [
+      ["Totebox", p.vm_id, { "data-import": "vm" }],
+      ["From node", `${p.from_node} (its pin is retired; it keeps its copy archived and never starts it)`,
+        { "data-import": "from" }],
+      ["To node", `${p.node} (the file is there; fleetd moves nothing)`, { "data-import": "to" }],
+      ["File", `${p.file}, SHA-256 ${p.sha256}`, { "data-import": "file", class: "mono" }],
+      ["Checkpoint", `${p.checkpoint_size} record${p.checkpoint_size === 1 ? "" : "s"}, consistent with the last one the fleet witnessed`,
+        { "data-import": "checkpoint" }],
+      ["Plan expires", fmtTime(p.expires_at), { "data-import": "expires" }],
+    ]);
+    $("#import-plan-id").textContent = p.id;
+    $("#import-ack").checked = false;
+    $("#import-confirm").disabled = true;
+    $("#import-plan").hidden = false;
+  } catch (e) {
+    $("#import-error").textContent = `Not planned: ${e.message}`;
+  }
+}
+
+async function confirmImport() {
+  const p = currentImport;
+  if (!p) return;
+  $("#import-confirm").disabled = true;
+  $("#import-status").textContent = `Re-homing ${p.vm_id} on ${p.node}…`;
+  try {
+    const op = await follow(await api("POST", `/v1/imports/${encodeURIComponent(p.id)}/confirm`));
+    currentImport = null;
+    $("#import-plan").hidden = true;
+    $("#import-status").textContent = `${p.vm_id} is pinned to ${op.result.node_id} now (was ${op.result.from_node}).`;
+  } catch (e) {
+    $("#import-status").textContent = "";
+    $("#import-error").textContent = `Not imported: ${e.message}`;
+  }
+  refresh();
+}
+
+async function dropImport() {
+  if (currentImport) await api("DELETE", `/v1/imports/${encodeURIComponent(currentImport.id)}`).catch(() => null);
+  closeImport();
+}
+
 function showLogin(message) {
   clearTimeout(timer);
   token = "";
@@ -777,12 +882,21 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#records-newer").addEventListener("click", () => pageRecords(false));
   $("#records-older").addEventListener("click", () => pageRecords(true));
   $("#deposit-form").addEventListener("submit", deposit);
+  $("#export-close").addEventListener("click", closeExport);
+  $("#import-vm").addEventListener("click", openImport);
+  $("#import-form").addEventListener("submit", planImport);
+  $("#import-cancel").addEventListener("click", closeImport);
+  $("#import-ack").addEventListener("change", (e) => { $("#import-confirm").disabled = !e.target.checked; });
+  $("#import-confirm").addEventListener("click", confirmImport);
+  $("#import-drop").addEventListener("click", dropImport);
   document.addEventListener("keydown", (e) => {
     if (e.key === "F9") { e.preventDefault(); openCreate(); }
     // Escape closes the open dialog, the node's history first (it opens over the rest)
     if (e.key === "Escape") {
       if (!$("#node-detail").hidden) closeNode();
       else if (!$("#records").hidden) closeRecords();
+      else if (!$("#export").hidden) closeExport();
+      else if (!$("#import").hidden) closeImport();
       else if (!$("#create").hidden) closeCreate();
     }
   });

@@ -195,8 +195,9 @@ struct pair_node_conf {
         char subnet[20]; /* genesis only: the address plan, e.g. 10.77.0.0/24 */
 };
 
-/* Paths under the state directory. */
-int pair_state_path(const char *dir, const char *name, char *buf, size_t size);
+/* A path under the state directory, malloc'd in *ret (no PATH_MAX buffer in a frame):
+ * -ENAMETOOLONG when it would not fit PATH_MAX, -ENOMEM. */
+int pair_state_path(const char *dir, const char *name, char **ret);
 int pair_state_mkdir(const char *dir);
 int pair_conf_save(const char *dir, const struct pair_node_conf *c);
 int pair_conf_load(const char *dir, struct pair_node_conf *c);

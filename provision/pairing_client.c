@@ -130,8 +130,8 @@ static enum pair_error pair_join_handshake(struct pair_join *j)
 static int pair_join_wg_key(const struct pair_join_opts *o, char pub64[WG_KEY_B64_SIZE])
 {
         uint8_t k[WG_KEY_LEN], pub[WG_KEY_LEN];
-        char path[PATH_MAX];
-        int ret = pair_state_path(o->state_dir, "wg.key", path, sizeof(path));
+        char *path = NULL;
+        int ret = pair_state_path(o->state_dir, "wg.key", &path);
 
         if (ret < 0)
                 return ret;
@@ -145,6 +145,7 @@ static int pair_join_wg_key(const struct pair_join_opts *o, char pub64[WG_KEY_B6
                 wg_key_to_base64(pub64, pub);
         }
         sodium_memzero(k, sizeof(k));
+        free(path);
         return ret;
 }
 
@@ -250,9 +251,10 @@ static enum pair_error pair_join_exchange(struct pair_join *j)
         return e;
 }
 
-int pair_join_run(const struct pair_join_opts *o)
+/* The join itself; j's session is wiped after the ceremony (it holds no key before). */
+static int pair_join_run_in(struct pair_join *j)
 {
-        struct pair_join j = {.o = o, .fd = -1};
+        const struct pair_join_opts *o = j->o;
         enum pair_error e;
         char norm[PAIR_CODE_CHARS + 1];
         int ret = 0;
@@ -265,9 +267,9 @@ int pair_join_run(const struct pair_join_opts *o)
                 return -EINVAL;
         }
         /* The key is bound into the handshake: it exists before the first message. */
-        j.self.role = o->role;
-        snprintf(j.self.endpoint, sizeof(j.self.endpoint), "%s", o->endpoint ? o->endpoint : "");
-        if (pair_state_mkdir(o->state_dir) < 0 || pair_join_wg_key(o, j.self.wg_public_key) < 0) {
+        j->self.role = o->role;
+        snprintf(j->self.endpoint, sizeof(j->self.endpoint), "%s", o->endpoint ? o->endpoint : "");
+        if (pair_state_mkdir(o->state_dir) < 0 || pair_join_wg_key(o, j->self.wg_public_key) < 0) {
                 fprintf(stderr, "join failed: internal: cannot create this node's key in '%s'\n",
                         o->state_dir);
                 return -EIO;
@@ -278,42 +280,60 @@ int pair_join_run(const struct pair_join_opts *o)
                 fprintf(o->out, "waiting on %s:%u for the genesis to connect\n", o->listen,
                         o->listen_port);
                 fflush(o->out);
-                j.fd = pair_accept_one(o->listen, o->listen_port,
-                                       pair_clock_ms() + (int64_t)o->sas_timeout_s * 1000);
-                j.deadline = pair_clock_ms() + (int64_t)o->io_timeout_s * 1000;
-                if (j.fd < 0) {
+                j->fd = pair_accept_one(o->listen, o->listen_port,
+                                        pair_clock_ms() + (int64_t)o->sas_timeout_s * 1000);
+                j->deadline = pair_clock_ms() + (int64_t)o->io_timeout_s * 1000;
+                if (j->fd < 0) {
                         fprintf(stderr, "join failed: no genesis connected to %s:%u: %s\n",
-                                o->listen, o->listen_port, strerror(-j.fd));
-                        return j.fd;
+                                o->listen, o->listen_port, strerror(-j->fd));
+                        return j->fd;
                 }
         } else {
                 /* One deadline for connecting and the whole handshake. */
-                j.deadline = pair_clock_ms() + (int64_t)o->io_timeout_s * 1000;
-                j.fd = pair_connect(o->genesis, j.deadline);
+                j->deadline = pair_clock_ms() + (int64_t)o->io_timeout_s * 1000;
+                j->fd = pair_connect(o->genesis, j->deadline);
         }
-        if (j.fd < 0) {
+        if (j->fd < 0) {
                 fprintf(stderr,
                         "join failed: cannot reach the genesis pairing server at '%s': %s%s\n",
-                        o->genesis, strerror(-j.fd),
-                        j.fd == -ETIMEDOUT ? " (no answer: is 'totebox-pair serve' running there "
-                                             "and the port open?)"
-                                           : "");
-                return j.fd;
+                        o->genesis, strerror(-j->fd),
+                        j->fd == -ETIMEDOUT ? " (no answer: is 'totebox-pair serve' running there "
+                                              "and the port open?)"
+                                            : "");
+                return j->fd;
         }
-        e = pair_join_handshake(&j);
+        e = pair_join_handshake(j);
         if (e == PAIR_ERR_NONE)
-                e = pair_join_exchange(&j);
+                e = pair_join_exchange(j);
         if (e != PAIR_ERR_NONE) {
                 fprintf(stderr, "join failed: %s: %s\n", pair_error_name(e),
-                        j.err[0] ? j.err : pair_error_text(e));
+                        j->err[0] ? j->err : pair_error_text(e));
                 ret = -EACCES;
         }
-        pair_session_wipe(&j.s);
-        pair_close_gently(j.fd);
-        if (ret == 0 && !o->no_wg && pair_mesh_up(o->state_dir, j.err, sizeof(j.err)) < 0) {
-                fprintf(stderr, "joined, but the mesh interface failed: %s\n", j.err);
+        pair_session_wipe(&j->s);
+        pair_close_gently(j->fd);
+        if (ret == 0 && !o->no_wg && pair_mesh_up(o->state_dir, j->err, sizeof(j->err)) < 0) {
+                fprintf(stderr, "joined, but the mesh interface failed: %s\n", j->err);
                 ret = -EIO;
         }
+        return ret;
+}
+
+int pair_join_run(const struct pair_join_opts *o)
+{
+        /* On the heap: the session, with the messages around it, would not fit in one frame. */
+        struct pair_join *j = calloc(1, sizeof(*j));
+        int ret;
+
+        if (!j) {
+                fprintf(stderr, "join failed: internal: out of memory\n");
+                return -ENOMEM;
+        }
+        j->o = o;
+        j->fd = -1;
+        ret = pair_join_run_in(j);
+        pair_session_wipe(&j->s);
+        free(j);
         return ret;
 }
 
@@ -322,7 +342,7 @@ int pair_mesh_up(const char *state_dir, char *err, size_t errsize)
         struct pair_node_conf c;
         struct roster *r;
         struct in_addr a;
-        char path[PATH_MAX];
+        char *path = NULL;
         int ret = pair_conf_load(state_dir, &c);
 
         if (ret < 0) {
@@ -333,11 +353,12 @@ int pair_mesh_up(const char *state_dir, char *err, size_t errsize)
         if (!r)
                 return -EINVAL;
         ret = inet_pton(AF_INET, c.mesh_address, &a) == 1 ? 0 : -EINVAL;
-        ret = ret ?: pair_state_path(state_dir, "wg.key", path, sizeof(path));
+        ret = ret ?: pair_state_path(state_dir, "wg.key", &path);
         ret = ret ?: mesh_interface_setup(c.ifname, path, (uint16_t)c.wg_port, a);
         ret = ret ?: mesh_apply_roster(c.ifname, r, c.node_id);
         if (ret < 0)
                 snprintf(err, errsize, "interface '%s': %s", c.ifname, strerror(-ret));
+        free(path);
         roster_free(r);
         return ret;
 }

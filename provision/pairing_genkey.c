@@ -318,17 +318,20 @@ static int pair_genkey_restore_check(const char *state_dir, const char *path,
                                      struct pair_node_conf *c, struct pair_genkey_file *f,
                                      char **ret_text)
 {
-        char keypath[PATH_MAX], err[256], *text = NULL;
+        char *keypath = NULL, err[256], *text = NULL;
         const char *why;
         size_t len = 0;
+        bool held;
         int ret;
 
         if (pair_conf_load(state_dir, c) < 0) {
                 fprintf(stderr, "restore-genesis-key: no node.conf in '%s'\n", state_dir);
                 return -ENOENT;
         }
-        if (pair_state_path(state_dir, "genesis.key", keypath, sizeof(keypath)) < 0 ||
-            access(keypath, F_OK) == 0) {
+        held = pair_state_path(state_dir, "genesis.key", &keypath) < 0 ||
+               access(keypath, F_OK) == 0; /* fails closed, as it did on a path too long */
+        free(keypath);
+        if (held) {
                 fprintf(stderr,
                         "restore-genesis-key: '%s' holds a genesis key already; nothing "
                         "restored\n",
@@ -360,15 +363,15 @@ static int pair_genkey_restore_check(const char *state_dir, const char *path,
 static int pair_genkey_store(const char *state_dir, struct pair_node_conf *c,
                              const struct pair_genkey_file *f, const uint8_t sk[64])
 {
-        char keypath[PATH_MAX];
+        char *keypath = NULL;
         int ret = pair_genesis_key_create(state_dir, sk);
 
         if (ret == 0 && !c->subnet[0]) {
                 snprintf(c->subnet, sizeof(c->subnet), "%s", f->subnet);
                 ret = pair_conf_save(state_dir, c);
-                if (ret < 0 &&
-                    pair_state_path(state_dir, "genesis.key", keypath, sizeof(keypath)) == 0)
+                if (ret < 0 && pair_state_path(state_dir, "genesis.key", &keypath) == 0)
                         unlink(keypath);
+                free(keypath);
         }
         if (ret < 0)
                 fprintf(stderr, "restore-genesis-key: cannot store the key in '%s': %s\n",

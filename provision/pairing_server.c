@@ -83,8 +83,8 @@ int pair_subnet_parse(const char *s, struct in_addr *ret_base, unsigned *ret_pre
 static int pair_genesis_create(const struct pair_genesis_opts *o)
 {
         uint8_t pk[32], sk[64], wgk[WG_KEY_LEN], wgpub[WG_KEY_LEN];
-        char wgpub64[WG_KEY_B64_SIZE], pk64[WG_KEY_B64_SIZE], fleet[NODE_ID_MAX + 1], path[4096];
-        char buf[2048], err[256];
+        char wgpub64[WG_KEY_B64_SIZE], pk64[WG_KEY_B64_SIZE], fleet[NODE_ID_MAX + 1];
+        char *path = NULL, *json = NULL, err[256];
         struct pair_node_conf c = {0};
         struct in_addr base;
         unsigned prefix;
@@ -115,16 +115,18 @@ static int pair_genesis_create(const struct pair_genesis_opts *o)
         inet_ntop(AF_INET, &base, c.mesh_address, sizeof(c.mesh_address));
         snprintf(c.endpoint, sizeof(c.endpoint), "%s", o->endpoint ? o->endpoint : "");
         snprintf(c.subnet, sizeof(c.subnet), "%s", o->subnet);
-        n = snprintf(buf, sizeof(buf),
+        n = asprintf(&json,
                      "{\"v\":1,\"version\":1,\"fleet_id\":\"%s\",\"controller\":\"%s\","
                      "\"genesis_public_key\":\"%s\",\"nodes\":[{\"id\":\"%s\",\"name\":\"%s\","
                      "\"role\":\"%s\",\"wg_public_key\":\"%s\",\"mesh_address\":\"%s\","
                      "\"endpoint\":\"%s\"}]}",
                      fleet, c.node_id, pk64, c.node_id, c.node_id, c.role, wgpub64, c.mesh_address,
                      c.endpoint);
-        r = roster_parse(buf, (size_t)n, err, sizeof(err));
-        ret = r ? roster_sign(r, sk) : -EINVAL;
-        ret = ret ?: pair_state_path(o->state_dir, "wg.key", path, sizeof(path));
+        r = n < 0 ? NULL : roster_parse(json, (size_t)n, err, sizeof(err));
+        if (n >= 0) /* json is undefined when asprintf fails */
+                free(json);
+        ret = r ? roster_sign(r, sk) : n < 0 ? -ENOMEM : -EINVAL;
+        ret = ret ?: pair_state_path(o->state_dir, "wg.key", &path);
         ret = ret ?: wg_key_save(path, wgk);
         ret = ret ?: pair_genesis_key_save(o->state_dir, sk);
         ret = ret ?: pair_genesis_pub_save(o->state_dir, pk);
@@ -135,6 +137,7 @@ static int pair_genesis_create(const struct pair_genesis_opts *o)
                         fleet, c.node_id, c.mesh_address, prefix);
         sodium_memzero(sk, sizeof(sk));
         sodium_memzero(wgk, sizeof(wgk));
+        free(path);
         roster_free(r);
         return ret;
 }
@@ -158,11 +161,13 @@ static void pair_genesis_undo(const struct pair_genesis_opts *o, bool had_interf
 {
         static const char *const files[] = {"node.conf",   "roster.json", "genesis.pub",
                                             "genesis.key", "wg.key",      NULL};
-        char path[4096];
 
         for (size_t i = 0; files[i]; i++) {
-                if (pair_state_path(o->state_dir, files[i], path, sizeof(path)) == 0)
+                char *path = NULL;
+
+                if (pair_state_path(o->state_dir, files[i], &path) == 0)
                         unlink(path);
+                free(path);
         }
         rmdir(o->state_dir); /* only when it holds nothing else */
         if (!had_interface)
@@ -358,7 +363,7 @@ static bool pair_request_as_bound(const struct pair_session *s, const struct pai
 static enum pair_error pair_admit(struct pair_ceremony *c, const struct pair_msg *req)
 {
         struct pair_server *sv = c->sv;
-        struct pair_msg acc = {.type = PAIR_MSG_JOIN_ACCEPT};
+        struct pair_msg *acc; /* on the heap: the caller's frame holds the request */
         struct pair_priv_sign_join j = {.role = (uint32_t)req->role};
         struct pair_priv_signed s;
         char *roster = NULL;
@@ -370,28 +375,36 @@ static enum pair_error pair_admit(struct pair_ceremony *c, const struct pair_msg
                 return pair_fail(c, PAIR_ERR_PROTOCOL,
                                  "the join request differs from what the handshake bound (name, "
                                  "role, WireGuard key or endpoint)");
+        acc = calloc(1, sizeof(*acc));
+        if (!acc)
+                return pair_fail(c, PAIR_ERR_INTERNAL, "out of memory");
+        acc->type = PAIR_MSG_JOIN_ACCEPT;
         snprintf(j.name, sizeof(j.name), "%s", req->name);
         snprintf(j.wg_public_key, sizeof(j.wg_public_key), "%s", req->wg_public_key);
         snprintf(j.endpoint, sizeof(j.endpoint), "%s", req->endpoint);
         pthread_mutex_lock(&sv->priv_lock);
         r = pair_priv_sign_join(sv->priv_fd, &j, &s, &roster);
         pthread_mutex_unlock(&sv->priv_lock);
-        if (r < 0)
-                return pair_fail(c, PAIR_ERR_INTERNAL, "the privileged process did not answer");
-        if (s.error != PAIR_ERR_NONE)
+        if (r < 0 || s.error != PAIR_ERR_NONE) {
+                free(acc);
+                if (r < 0)
+                        return pair_fail(c, PAIR_ERR_INTERNAL,
+                                         "the privileged process did not answer");
                 return pair_fail(c, (enum pair_error)s.error, s.detail[0] ? s.detail : NULL);
-        snprintf(acc.node_id, sizeof(acc.node_id), "%s", req->name);
-        snprintf(acc.mesh_address, sizeof(acc.mesh_address), "%s", s.mesh_address);
-        snprintf(acc.genesis_public_key, sizeof(acc.genesis_public_key), "%s",
+        }
+        snprintf(acc->node_id, sizeof(acc->node_id), "%s", req->name);
+        snprintf(acc->mesh_address, sizeof(acc->mesh_address), "%s", s.mesh_address);
+        snprintf(acc->genesis_public_key, sizeof(acc->genesis_public_key), "%s",
                  s.genesis_public_key);
-        acc.roster = json_loads(roster, JSON_REJECT_DUPLICATES, &jerr);
+        acc->roster = json_loads(roster, JSON_REJECT_DUPLICATES, &jerr);
         free(roster);
         e = PAIR_ERR_NONE;
-        if (!acc.roster || pair_send_sealed(c->fd, &c->s, &acc) < 0) {
+        if (!acc->roster || pair_send_sealed(c->fd, &c->s, acc) < 0) {
                 snprintf(c->err, sizeof(c->err), "cannot send the roster to the joiner");
                 e = PAIR_ERR_PROTOCOL;
         }
-        json_decref(acc.roster);
+        json_decref(acc->roster);
+        free(acc);
         fprintf(sv->o->out, "joined: node '%s' role %s mesh address %s roster version %llu\n",
                 req->name, roster_role_name(req->role), s.mesh_address,
                 (unsigned long long)s.version);
@@ -405,22 +418,16 @@ static enum pair_error pair_admit(struct pair_ceremony *c, const struct pair_msg
         return e;
 }
 
-static enum pair_error pair_ceremony_run(struct pair_ceremony *c, const char *code)
+/* After the SAS phase (peer_spoke: the joiner's request came before our operator confirmed):
+ * the joiner's request, then its admission. Apart from pair_handshake, so that the request and
+ * the handshake's messages do not share a frame. */
+static enum pair_error pair_ceremony_join(struct pair_ceremony *c, bool peer_spoke)
 {
         const struct pair_server_opts *o = c->sv->o;
         struct pair_msg req = {0};
-        enum pair_error e = pair_handshake(c, code);
-        bool peer_spoke = false;
+        enum pair_error e;
         int r;
 
-        if (e != PAIR_ERR_NONE)
-                return e;
-        /* The SAS phase waits for people: its own absolute deadline. */
-        c->deadline = pair_clock_ms() + (int64_t)o->sas_timeout_s * 1000 + c->io_ms;
-        e = pair_confirm_sas(&c->s, fileno(o->confirm_in), c->fd, (int)o->sas_timeout_s * 1000,
-                             o->out, &peer_spoke);
-        if (!peer_spoke && e != PAIR_ERR_NONE)
-                return pair_fail(c, e, NULL);
         /* The joiner's sealed request (or its refusal) comes after its own operator confirms. */
         r = pair_recv_sealed(c->fd, c->deadline, &c->s, &req, c->err, sizeof(c->err));
         if (r < 0)
@@ -448,6 +455,23 @@ static enum pair_error pair_ceremony_run(struct pair_ceremony *c, const char *co
         e = pair_admit(c, &req);
         pair_msg_clear(&req);
         return e;
+}
+
+static enum pair_error pair_ceremony_run(struct pair_ceremony *c, const char *code)
+{
+        const struct pair_server_opts *o = c->sv->o;
+        enum pair_error e = pair_handshake(c, code);
+        bool peer_spoke = false;
+
+        if (e != PAIR_ERR_NONE)
+                return e;
+        /* The SAS phase waits for people: its own absolute deadline. */
+        c->deadline = pair_clock_ms() + (int64_t)o->sas_timeout_s * 1000 + c->io_ms;
+        e = pair_confirm_sas(&c->s, fileno(o->confirm_in), c->fd, (int)o->sas_timeout_s * 1000,
+                             o->out, &peer_spoke);
+        if (!peer_spoke && e != PAIR_ERR_NONE)
+                return pair_fail(c, e, NULL);
+        return pair_ceremony_join(c, peer_spoke);
 }
 
 /* The code's new state after a connection, under sv->lock. */
@@ -664,10 +688,11 @@ static void pair_server_drain(struct pair_server *sv)
 static int pair_server_binding(struct pair_server *sv)
 {
         uint8_t k[WG_KEY_LEN], pub[WG_KEY_LEN];
-        char path[4096];
-        int ret = pair_state_path(sv->o->state_dir, "wg.key", path, sizeof(path));
+        char *path = NULL;
+        int ret = pair_state_path(sv->o->state_dir, "wg.key", &path);
 
         ret = ret ?: wg_key_load(path, k);
+        free(path);
         ret = ret ?: roster_role_parse(sv->conf.role, &sv->bind.role);
         if (ret == 0) {
                 wg_key_public_from_private(pub, k);
@@ -827,25 +852,26 @@ static int pair_server_parent(struct pair_server *sv, pid_t child, int fd)
         return -EIO;
 }
 
-int pair_server_run(const struct pair_server_opts *o)
+/* pair_server_run with the server's state in sv. */
+static int pair_server_run_in(struct pair_server *sv)
 {
-        struct pair_server sv = {.o = o, .state = PAIR_CODE_FRESH, .priv_fd = -1};
+        const struct pair_server_opts *o = sv->o;
         char norm[PAIR_CODE_CHARS + 1];
         int lfd, fds[2];
         pid_t pid;
 
-        if (pair_conf_load(o->state_dir, &sv.conf) < 0 || !sv.conf.subnet[0]) {
+        if (pair_conf_load(o->state_dir, &sv->conf) < 0 || !sv->conf.subnet[0]) {
                 fprintf(stderr, "'%s' holds no genesis state; run 'totebox-pair genesis' first\n",
                         o->state_dir);
                 return -ENOENT;
         }
-        if (pair_server_binding(&sv) < 0) {
+        if (pair_server_binding(sv) < 0) {
                 fprintf(stderr, "cannot read the genesis WireGuard key in '%s'\n", o->state_dir);
                 return -ENOKEY;
         }
         if (o->code && pair_code_normalize(o->code, norm) < 0)
                 return -EINVAL;
-        if (o->connect && pair_resolve(o->connect, sv.dial, sizeof(sv.dial)) < 0) {
+        if (o->connect && pair_resolve(o->connect, sv->dial, sizeof(sv->dial)) < 0) {
                 fprintf(stderr, "cannot resolve the joiner's address '%s'\n", o->connect);
                 return -EHOSTUNREACH;
         }
@@ -862,12 +888,12 @@ int pair_server_run(const struct pair_server_opts *o)
         }
         fflush(o->out);
         fflush(stderr);
-        sv.parent = getpid();
+        sv->parent = getpid();
         pid = fork();
         if (pid == 0) {
                 close(fds[0]);
-                sv.priv_fd = fds[1];
-                _exit(pair_server_child(&sv, lfd));
+                sv->priv_fd = fds[1];
+                _exit(pair_server_child(sv, lfd));
         }
         close(fds[1]);
         if (lfd >= 0)
@@ -876,5 +902,23 @@ int pair_server_run(const struct pair_server_opts *o)
                 close(fds[0]);
                 return -errno;
         }
-        return pair_server_parent(&sv, pid, fds[0]);
+        return pair_server_parent(sv, pid, fds[0]);
+}
+
+int pair_server_run(const struct pair_server_opts *o)
+{
+        /* On the heap: its table of connections alone is most of a frame. */
+        struct pair_server *sv = calloc(1, sizeof(*sv));
+        int ret;
+
+        if (!sv) {
+                fprintf(stderr, "pairing server: out of memory\n");
+                return -ENOMEM;
+        }
+        sv->o = o;
+        sv->state = PAIR_CODE_FRESH;
+        sv->priv_fd = -1;
+        ret = pair_server_run_in(sv);
+        free(sv);
+        return ret;
 }

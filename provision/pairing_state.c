@@ -37,9 +37,18 @@ static const struct config_key pair_conf_table[] = {
     {0},
 };
 
-int pair_state_path(const char *dir, const char *name, char *buf, size_t size)
+int pair_state_path(const char *dir, const char *name, char **ret)
 {
-        return snprintf(buf, size, "%s/%s", dir, name) >= (int)size ? -ENAMETOOLONG : 0;
+        char *p = small_file_path(dir, name);
+
+        if (!p)
+                return -ENOMEM;
+        if (strlen(p) >= PATH_MAX) { /* the bound of the PATH_MAX buffers this replaced */
+                free(p);
+                return -ENAMETOOLONG;
+        }
+        *ret = p;
+        return 0;
 }
 
 int pair_state_mkdir(const char *dir)
@@ -65,16 +74,18 @@ static int pair_state_write(const char *dir, const char *name, const char *buf, 
 static int pair_state_read(const char *dir, const char *name, bool secret, char *buf, size_t max,
                            size_t *ret_len)
 {
-        char path[PATH_MAX];
+        char *path = NULL;
         struct stat st;
         ssize_t n;
-        int fd, ret = 0;
+        int fd, ret = pair_state_path(dir, name, &path);
 
-        if (pair_state_path(dir, name, path, sizeof(path)) < 0)
-                return -ENAMETOOLONG;
+        if (ret < 0)
+                return ret;
         fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        ret = fd < 0 ? -errno : 0;
+        free(path);
         if (fd < 0)
-                return -errno;
+                return ret;
         if (fstat(fd, &st) < 0) {
                 ret = -errno;
                 goto cleanup;
@@ -115,17 +126,20 @@ int pair_conf_save(const char *dir, const struct pair_node_conf *c)
 int pair_conf_load(const char *dir, struct pair_node_conf *c)
 {
         struct config_error err;
-        char path[PATH_MAX];
+        char *path = NULL;
+        int ret;
 
         memset(c, 0, sizeof(*c));
-        if (pair_state_path(dir, "node.conf", path, sizeof(path)) < 0)
-                return -ENAMETOOLONG;
+        ret = pair_state_path(dir, "node.conf", &path);
+        if (ret < 0)
+                return ret;
         if (access(path, R_OK) < 0)
-                return -errno;
-        if (config_set_defaults(pair_conf_table, c, &err) < 0 ||
-            config_load_file(pair_conf_table, c, path, &err) < 0)
-                return -EINVAL;
-        return 0;
+                ret = -errno;
+        else if (config_set_defaults(pair_conf_table, c, &err) < 0 ||
+                 config_load_file(pair_conf_table, c, path, &err) < 0)
+                ret = -EINVAL;
+        free(path);
+        return ret;
 }
 
 /* replace false: -EEXIST when the file exists (a restored genesis key never replaces one). */
@@ -133,7 +147,7 @@ static int pair_key_save(const char *dir, const char *name, const uint8_t *key, 
                          mode_t mode, bool replace)
 {
         char b64[sodium_base64_ENCODED_LEN(64, sodium_base64_VARIANT_ORIGINAL) + 1];
-        char path[PATH_MAX];
+        char *path = NULL;
         int ret;
 
         sodium_bin2base64(b64, sizeof(b64) - 1, key, len, sodium_base64_VARIANT_ORIGINAL);
@@ -141,8 +155,9 @@ static int pair_key_save(const char *dir, const char *name, const uint8_t *key, 
         if (replace)
                 ret = pair_state_write(dir, name, b64, strlen(b64), mode);
         else
-                ret = pair_state_path(dir, name, path, sizeof(path))
+                ret = pair_state_path(dir, name, &path)
                           ?: small_file_create(path, b64, strlen(b64), mode);
+        free(path);
         sodium_memzero(b64, sizeof(b64));
         return ret;
 }
@@ -202,13 +217,18 @@ int pair_genesis_pub_load(const char *dir, uint8_t pk[32])
 
 struct roster *pair_roster_load(const char *dir, char *err, size_t errsize)
 {
-        char path[PATH_MAX];
+        char *path = NULL;
+        struct roster *r;
+        int ret = pair_state_path(dir, "roster.json", &path);
 
-        if (pair_state_path(dir, "roster.json", path, sizeof(path)) < 0) {
-                snprintf(err, errsize, "state directory path too long");
+        if (ret < 0) {
+                snprintf(err, errsize, "%s",
+                         ret == -ENOMEM ? "out of memory" : "state directory path too long");
                 return NULL;
         }
-        return roster_load_file(path, err, errsize);
+        r = roster_load_file(path, err, errsize);
+        free(path);
+        return r;
 }
 
 int pair_roster_store(const char *dir, const struct roster *r)

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <sodium.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/json_input.h"
@@ -48,6 +49,8 @@ void agent_msg_clear(struct agent_msg *m)
         m->mismatches = NULL;
         free(m->checkpoint);
         m->checkpoint = NULL;
+        free(m->proof);
+        m->proof = NULL;
 }
 
 static int agent_get_b64(const json_t *o, const char *key, uint8_t *out, size_t n,
@@ -171,6 +174,10 @@ static int agent_parse_consistency(const json_t *o, struct agent_msg *m,
         if (!json_is_array(proof) || json_array_size(proof) > MERKLE_MAX_PROOF)
                 return json_input_fail(err, "field 'proof' must be an array of at most %d hashes",
                                        MERKLE_MAX_PROOF);
+        /* one hash at least: an empty proof is a valid pointer too (memcpy of 0 from it) */
+        m->proof = calloc(json_array_size(proof) ?: 1, sizeof(merkle_hash));
+        if (!m->proof)
+                return json_input_fail(err, "out of memory");
         for (size_t i = 0; i < json_array_size(proof); i++) {
                 const char *h = json_string_value(json_array_get(proof, i));
 

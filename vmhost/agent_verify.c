@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <sodium.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/merkle.h"
@@ -105,7 +106,7 @@ static enum verify_action integrity_fleet_wants(struct integrity *in)
 static void integrity_accept(struct integrity *in, const struct sth *s, const char *note,
                              uint64_t now_ms, uint64_t from, const merkle_hash *proof, size_t len)
 {
-        char buf[WITNESS_NOTE_MAX];
+        char *buf; /* the cosigned note: WITNESS_NOTE_MAX bytes, on the heap */
         size_t n = note ? strlen(note) : 0;
         bool same = in->has_sth && in->sth.size == s->size;
 
@@ -119,14 +120,15 @@ static void integrity_accept(struct integrity *in, const struct sth *s, const ch
                         memcpy(in->fwd_proof, proof, len * sizeof(merkle_hash));
                 in->fleet_pending = false;
         }
-        if (!note || !in->signer || n >= sizeof(buf))
+        if (!note || !in->signer || n >= WITNESS_NOTE_MAX || !(buf = malloc(WITNESS_NOTE_MAX)))
                 return;
         memcpy(buf, note, n + 1);
-        if (witness_key_cosign(in->signer, buf, n, sizeof(buf), now_ms / 1000) < 0)
-                return;
-        free(in->note);
-        in->note = strdup(buf);
-        in->witness_changed = true;
+        if (witness_key_cosign(in->signer, buf, n, WITNESS_NOTE_MAX, now_ms / 1000) >= 0) {
+                free(in->note);
+                in->note = strdup(buf);
+                in->witness_changed = true;
+        }
+        free(buf);
 }
 
 /* A report's checkpoint must be the vault key's note of the report's own head. */

@@ -32,13 +32,14 @@
 #define EXPORT_NOTE_MAX   8192
 #define EXPORT_MANIFEST   65536
 #define EXPORT_BODY_DEPTH 6
+#define EXPORT_PATH_MAX   4400 /* state_dir/exports/{id}.tar.sha256, as the job's paths */
 
 /* The archive being written: the head (three headers and two small members) in memory, then the
  * disk, then padding and the two zero blocks. */
 struct export_job {
         struct vmhost *vh;
         char vm_id[VM_ID_MAX + 1];
-        char disk[4200], dir[4200], part[4300], final[4300];
+        char disk[4200], dir[4200], part[4300], final[4300], sums[4400]; /* sums: final.sha256 */
         int disk_fd, out_fd;
         uint64_t disk_size;
         uint64_t mtime_s; /* the disk's: the archive's bytes depend on nothing else that moves */
@@ -105,6 +106,7 @@ static int export_hash_disk(struct export_job *j, char sha_hex[65], char b2_hex[
                 sha256_update(&s, j->buf, (size_t)n);
                 crypto_generichash_update(&g, j->buf, (size_t)n);
                 done += (uint64_t)n;
+                atomic_fetch_add(&j->vh->export_done, (uint64_t)n);
         }
         if (n < 0 || done != j->disk_size)
                 return n < 0 ? -errno : -EIO;
@@ -240,6 +242,7 @@ static int export_stream(struct export_job *j)
                         return n < 0 ? -errno : -EIO;
                 r = export_emit(j, j->buf, (size_t)n);
                 done += (uint64_t)n;
+                atomic_fetch_add(&j->vh->export_done, (uint64_t)n);
         }
         memset(j->buf, 0, export_pad(j->disk_size) + 2 * EXPORT_BLOCK);
         r = r ?: export_emit(j, j->buf, export_pad(j->disk_size) + 2 * EXPORT_BLOCK);
@@ -313,7 +316,7 @@ static void export_close(struct export_job *j)
 /* {id}.tar.sha256 and the answer. */
 static int export_finish(struct export_job *j, json_t **ret, struct vm_problem *p)
 {
-        char sha_hex[65], b2_hex[65], line[200], path[4400];
+        char sha_hex[65], b2_hex[65], line[200];
         uint8_t h[32];
         int n;
 
@@ -326,12 +329,39 @@ static int export_finish(struct export_job *j, json_t **ret, struct vm_problem *
         if (rename(j->part, j->final) < 0)
                 return vms_problem(p, -EIO, "export-failed", "cannot rename '%s'", j->part);
         n = snprintf(line, sizeof(line), "%s  %s.tar\n", sha_hex, j->vm_id);
-        snprintf(path, sizeof(path), "%s.sha256", j->final);
-        if (small_file_write(path, line, (size_t)n, 0640) < 0)
-                return vms_problem(p, -EIO, "export-failed", "cannot write '%s'", path);
+        snprintf(j->sums, sizeof(j->sums), "%s.sha256", j->final);
+        if (small_file_write(j->sums, line, (size_t)n, 0640) < 0)
+                return vms_problem(p, -EIO, "export-failed", "cannot write '%s'", j->sums);
         *ret = json_pack("{s:s, s:s, s:s, s:I, s:s, s:s, s:I}", "vm_id", j->vm_id, "file", j->final,
-                         "sha256_file", path, "size", (json_int_t)j->total, "sha256", sha_hex,
+                         "sha256_file", j->sums, "size", (json_int_t)j->total, "sha256", sha_hex,
                          "blake2b_256", b2_hex, "resumed_bytes", (json_int_t)j->resumed);
+        return *ret ? 0 : vms_problem(p, -EAGAIN, "out-of-memory", "no answer");
+}
+
+/* The export of j's VM is shown as running (disk known) or as ended (vm NULL). */
+static void export_show(struct export_job *j, const char *vm)
+{
+        pthread_mutex_lock(&j->vh->state_lock);
+        snprintf(j->vh->export_vm, sizeof(j->vh->export_vm), "%s", vm ? vm : "");
+        atomic_store(&j->vh->export_done, 0);
+        atomic_store(&j->vh->export_total, vm ? 2 * j->disk_size : 0);
+        pthread_mutex_unlock(&j->vh->state_lock);
+}
+
+int export_progress(struct vmhost *vh, const char *id, json_t **ret, struct vm_problem *p)
+{
+        bool now;
+
+        pthread_mutex_lock(&vh->state_lock);
+        now = strcmp(vh->export_vm, id) == 0;
+        *ret = now ? json_pack("{s:s, s:I, s:I}", "vm_id", id, "done_bytes",
+                               (json_int_t)atomic_load(&vh->export_done), "total_bytes",
+                               (json_int_t)atomic_load(&vh->export_total))
+                   : NULL;
+        pthread_mutex_unlock(&vh->state_lock);
+        if (!now)
+                return vms_problem(p, -ENOENT, "no-export", "no export of VM '%s' is being written",
+                                   id);
         return *ret ? 0 : vms_problem(p, -EAGAIN, "out-of-memory", "no answer");
 }
 
@@ -378,6 +408,8 @@ int export_write(struct vmhost *vh, const char *id, const char *body, size_t len
         pthread_mutex_lock(&vh->ops_lock);
         r = export_check_vm(vh, id, p);
         r = r ?: export_open(j, p);
+        if (r == 0)
+                export_show(j, id);
         if (r == 0 && export_build_head(j, record, note, j->mtime_s) < 0)
                 r = vms_problem(p, -EIO, "export-failed", "cannot read the vault disk '%s'",
                                 j->disk);
@@ -389,6 +421,7 @@ int export_write(struct vmhost *vh, const char *id, const char *body, size_t len
                                         j->part, strerror(-r));
         }
         r = r ?: export_finish(j, ret, p);
+        export_show(j, NULL);
         pthread_mutex_unlock(&vh->ops_lock);
         if (r == 0)
                 log_info("VM '%s': exported to '%s' (%" PRIu64 " bytes, %" PRIu64 " kept from a "
@@ -409,11 +442,15 @@ int export_sign(struct vmhost *vh, const char *id, const char *body, size_t len,
         struct json_input_error jerr = {{0}};
         json_t *o = json_input_parse(body, len, 4096, 2, &jerr);
         const char *b64 = NULL;
-        char path[4400], fleet_id[NODE_ID_MAX + 1], *line = NULL;
+        char *path = malloc(EXPORT_PATH_MAX), fleet_id[NODE_ID_MAX + 1], *line = NULL;
         uint8_t sig[crypto_sign_BYTES], pk[32];
         size_t n = 0, llen = 0;
         int r = o ? 0 : -EINVAL;
 
+        if (!path) {
+                r = vms_problem(p, -EAGAIN, "out-of-memory", "no path");
+                goto cleanup;
+        }
         r = r ?: json_input_check_keys(o, fields, &jerr);
         r = r ?: json_input_get_string(o, "signature", true, 200, &b64, &jerr);
         if (r < 0 || !ident_valid(IDENT_VM, id) ||
@@ -424,7 +461,7 @@ int export_sign(struct vmhost *vh, const char *id, const char *body, size_t len,
                                 r < 0 ? jerr.text : "'signature' is not 64 bytes of base64");
                 goto cleanup;
         }
-        snprintf(path, sizeof(path), "%s/exports/%s.tar.sha256", vh->cfg.state_dir, id);
+        snprintf(path, EXPORT_PATH_MAX, "%s/exports/%s.tar.sha256", vh->cfg.state_dir, id);
         if (small_file_read(path, 256, false, &line, &llen) < 0) {
                 r = vms_problem(p, -ENOENT, "no-export", "VM '%s' has no export on node '%s'", id,
                                 vh->cfg.node_id);
@@ -438,7 +475,7 @@ int export_sign(struct vmhost *vh, const char *id, const char *body, size_t len,
                                 path);
                 goto cleanup;
         }
-        snprintf(path, sizeof(path), "%s/exports/%s.tar.sig", vh->cfg.state_dir, id);
+        snprintf(path, EXPORT_PATH_MAX, "%s/exports/%s.tar.sig", vh->cfg.state_dir, id);
         if (small_file_write(path, (const char *)sig, sizeof(sig), 0640) < 0) {
                 r = vms_problem(p, -EIO, "export-failed", "cannot write '%s'", path);
                 goto cleanup;
@@ -446,6 +483,7 @@ int export_sign(struct vmhost *vh, const char *id, const char *body, size_t len,
         *ret = json_pack("{s:s, s:s}", "vm_id", id, "signature_file", path);
         r = *ret ? 0 : vms_problem(p, -EAGAIN, "out-of-memory", "no answer");
 cleanup:
+        free(path);
         free(line);
         json_decref(o);
         return r;

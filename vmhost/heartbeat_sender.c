@@ -4,11 +4,13 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <sodium.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/small_file.h"
 #include "vmhost/vmhost.h"
 
 static void heartbeat_sender_draw_boot(struct heartbeat_sender *s)
@@ -73,15 +75,17 @@ int heartbeat_sender_sample(struct heartbeat_sender *s, const struct vmhost_conf
 {
         struct cpu_sample cpu;
         struct mem_sample mem;
-        char vms_dir[4200];
+        char *vms_dir = small_file_path(cfg->state_dir, "vms");
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         int r;
 
-        r = sample_read_cpu(&cpu);
+        r = vms_dir ? sample_read_cpu(&cpu) : -ENOMEM;
         if (r == 0)
                 r = sample_read_mem(&mem);
-        if (r < 0)
+        if (r < 0) {
+                free(vms_dir);
                 return r;
+        }
         memset(hb, 0, sizeof(*hb));
         snprintf(hb->node_id, sizeof(hb->node_id), "%s", cfg->node_id);
         hb->epoch = s->epoch;
@@ -93,8 +97,8 @@ int heartbeat_sender_sample(struct heartbeat_sender *s, const struct vmhost_conf
         hb->mem_total_mib = mem.total_kib / 1024;
         hb->mem_available_mib = mem.available_kib / 1024;
         hb->libvirt_age_ms = -1;
-        snprintf(vms_dir, sizeof(vms_dir), "%s/vms", cfg->state_dir);
         hb->disk_known = sample_read_disk(vms_dir, cfg->state_dir, &hb->disk_free_mib) == 0;
+        free(vms_dir);
         s->last_cpu = cpu;
         return 0;
 }

@@ -160,8 +160,9 @@ static bool vmh_fields_ok(uint16_t type, const union vmh_msg *m)
         case VMH_CONFIG:
                 return vmh_config_ok(&m->config.cfg);
         case VMH_LIST:
+                return (m->list_req.flags & ~VMH_LIST_CONTROL) == 0;
         case VMH_POOL_REFRESH:
-                return m->list_req.reserved == 0;
+                return m->list_req.flags == 0;
         case VMH_LOOKUP:
         case VMH_START:
         case VMH_RESUME:
@@ -289,15 +290,17 @@ static int vmh_on_apply(struct vmh_helper *h, const struct vmh_apply_peers *a)
  * directory of root's. */
 static int vmh_dir_open(const struct vmhost_config *cfg, const char *sub)
 {
-        char path[PATH_MAX];
+        char *path = small_file_path(cfg->state_dir, sub); /* on the heap */
         struct stat st;
-        int fd;
+        int fd = -ENOMEM;
 
-        if (snprintf(path, sizeof(path), "%s/%s", cfg->state_dir, sub) >= (int)sizeof(path))
-                return -ENAMETOOLONG;
-        fd = open(path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (path && strlen(path) >= PATH_MAX)
+                fd = -ENAMETOOLONG; /* as with the PATH_MAX buffer this replaced */
+        else if (path && (fd = open(path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+                fd = -errno;
+        free(path);
         if (fd < 0)
-                return -errno;
+                return fd;
         if (fstat(fd, &st) < 0 || st.st_uid != geteuid() || (st.st_mode & 022)) {
                 close(fd);
                 return -EPERM;
@@ -782,9 +785,10 @@ int vmh_lookup(struct vmhost *vh, const char *name, struct vmh_domain *ret)
         return r;
 }
 
-int vmh_list(struct vmhost *vh, void (*fn)(void *ctx, const struct vmh_domain *d), void *ctx)
+int vmh_list(struct vmhost *vh, uint32_t flags, void (*fn)(void *ctx, const struct vmh_domain *d),
+             void *ctx)
 {
-        struct vmh_list_req q = {0};
+        struct vmh_list_req q = {.flags = flags};
         union vmh_msg *m = malloc(sizeof(*m));
         int r = m ? vmh_call_each(vh, VMH_LIST, &q, sizeof(q), VMH_LIST_END, m, fn, ctx) : -ENOMEM;
 

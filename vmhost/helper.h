@@ -19,7 +19,7 @@
 #include "common/wg.h"
 #include "vmhost/vmhost.h"
 
-#define VMH_VERSION    3
+#define VMH_VERSION    4
 #define VMH_PATH_MAX   4096
 #define VMH_DETAIL_MAX 256
 
@@ -104,8 +104,11 @@ struct vmh_config {
 };
 
 struct vmh_list_req {
-        uint32_t reserved; /* 0 */
+        uint32_t flags; /* VMH_LIST_CONTROL or 0 (VMH_POOL_REFRESH: 0) */
 };
+/* Ask libvirt, for each active domain, whether it holds a job on it (VMH_DOM_SETTLING): one more
+ * call per domain, which only vmhost's start-up pass needs (vms_autostart). */
+#define VMH_LIST_CONTROL 1u
 
 struct vmh_name {
         char name[IDENT_VM_MAX + 1]; /* a VM id (common/ident.h) */
@@ -152,7 +155,8 @@ struct vmh_set_meta {
 #define VMH_DOM_ACTIVE 1u
 #define VMH_DOM_META   2u /* meta holds the Totebox metadata (parsed by the helper) */
 /* Active, and libvirt holds a job on it (virDomainGetControlInfo is not OK): after a restart,
- * its reconnect to the QEMU, which may have died meanwhile (the domain is then shut off). */
+ * its reconnect to the QEMU, which may have died meanwhile (the domain is then shut off). Only in
+ * a listing asked with VMH_LIST_CONTROL. */
 #define VMH_DOM_SETTLING 4u
 struct vmh_domain {
         int32_t result; /* 0, or -ENOENT / -ENOTCONN / -EIO */
@@ -236,7 +240,8 @@ int vmh_domain_op(struct vmhost *vh, uint16_t type, const char *name, char *deta
 int vmh_lookup(struct vmhost *vh, const char *name, struct vmh_domain *ret);
 /* Calls fn for every domain the helper lists (with vmhost's helper lock held: fn must not call
  * the helper); -ENOTCONN while libvirt is not there. */
-int vmh_list(struct vmhost *vh, void (*fn)(void *ctx, const struct vmh_domain *d), void *ctx);
+int vmh_list(struct vmhost *vh, uint32_t flags, void (*fn)(void *ctx, const struct vmh_domain *d),
+             void *ctx);
 int vmh_make_disks(struct vmhost *vh, const char *name, const struct image_info *img,
                    uint64_t vault_mib, const struct vm_meta *meta, char *detail, size_t size);
 int vmh_define(struct vmhost *vh, const char *name, uint64_t memory_mib, uint64_t vcpus,

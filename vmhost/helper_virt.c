@@ -241,7 +241,7 @@ static const char *hv_state_name(virDomainPtr dom, int state)
         }
 }
 
-static int hv_describe(virDomainPtr dom, struct vmh_domain *d)
+static int hv_describe(virDomainPtr dom, struct vmh_domain *d, bool control)
 {
         virDomainInfo info = {0};
         int state = VIR_DOMAIN_NOSTATE, reason = 0;
@@ -260,8 +260,8 @@ static int hv_describe(virDomainPtr dom, struct vmh_domain *d)
                 virDomainControlInfo ctl = {0};
 
                 d->flags |= VMH_DOM_ACTIVE;
-                if (virDomainGetControlInfo(dom, &ctl, 0) < 0 ||
-                    ctl.state != VIR_DOMAIN_CONTROL_OK) {
+                if (control && (virDomainGetControlInfo(dom, &ctl, 0) < 0 ||
+                                ctl.state != VIR_DOMAIN_CONTROL_OK)) {
                         d->flags |= VMH_DOM_SETTLING;
                         virResetLastError();
                 }
@@ -278,7 +278,7 @@ static int hv_describe(virDomainPtr dom, struct vmh_domain *d)
         return 0;
 }
 
-static int hv_list(struct hv *h, int fd)
+static int hv_list(struct hv *h, int fd, uint32_t flags)
 {
         virConnectPtr c = hv_conn(h);
         virDomainPtr *doms = NULL;
@@ -289,7 +289,7 @@ static int hv_list(struct hv *h, int fd)
         if (n < 0)
                 end.result = c ? -EIO : -ENOTCONN;
         for (int i = 0; i < n; i++) {
-                if (r == 0 && hv_describe(doms[i], &d) == 0)
+                if (r == 0 && hv_describe(doms[i], &d, flags & VMH_LIST_CONTROL) == 0)
                         r = imsg_send(fd, &vmh_proto, VMH_DOMAIN, &d, sizeof(d));
                 virDomainFree(doms[i]);
         }
@@ -306,7 +306,7 @@ static int hv_lookup(struct hv *h, int fd, const char *name)
         memset(&d, 0, sizeof(d));
         if (!dom)
                 d.result = c ? -ENOENT : -ENOTCONN;
-        else if (hv_describe(dom, &d) < 0)
+        else if (hv_describe(dom, &d, false) < 0)
                 d = (struct vmh_domain){.result = -EIO};
         if (dom)
                 virDomainFree(dom);
@@ -692,7 +692,8 @@ static int hv_handle(struct vmh_helper *hh, int fd, uint16_t type, const union v
 
         pthread_mutex_lock(&h->lock);
         if (type == VMH_LIST || type == VMH_LOOKUP) {
-                r = type == VMH_LIST ? hv_list(h, fd) : hv_lookup(h, fd, m->name.name);
+                r = type == VMH_LIST ? hv_list(h, fd, m->list_req.flags)
+                                     : hv_lookup(h, fd, m->name.name);
                 pthread_mutex_unlock(&h->lock);
                 return r;
         }

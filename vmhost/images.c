@@ -47,7 +47,8 @@ int images_prepare_dirs(struct vmhost *vh)
         int r = 0;
 
         for (const char *const *d = dirs; *d && r == 0; d++)
-                r = images_mkdir(vh->cfg.state_dir, *d, 0700);
+                r = images_mkdir(vh->cfg.state_dir, *d,
+                                 policy_state_dir_mode(vh->cfg.libvirt_uri, *d));
         if (r < 0)
                 log_error("cannot create the directories under '%s': %s", vh->cfg.state_dir,
                           strerror(-r));
@@ -566,11 +567,15 @@ static int images_import_locked(struct vmhost *vh, const char *name, const char 
 int images_import(struct vmhost *vh, const char *body, size_t len, json_t **ret,
                   struct vm_problem *p)
 {
-        char name[IMAGE_NAME_MAX + 1], path[4000], sum[DIGEST_HEX_LEN + 1];
-        int r = images_parse_import(body, len, name, path, sum, p);
+        /* path: the 4000 bytes images_parse_import takes, on the heap */
+        char name[IMAGE_NAME_MAX + 1], *path = malloc(4000), sum[DIGEST_HEX_LEN + 1];
+        int r = path ? images_parse_import(body, len, name, path, sum, p)
+                     : vms_problem(p, -ENOMEM, "internal", "out of memory");
 
-        if (r < 0)
+        if (r < 0) {
+                free(path);
                 return r;
+        }
         pthread_mutex_lock(&vh->ops_lock);
         r = images_import_locked(vh, name, path, sum, ret, p);
         pthread_mutex_unlock(&vh->ops_lock);
@@ -581,6 +586,7 @@ int images_import(struct vmhost *vh, const char *body, size_t len, json_t **ret,
                 log_info("image '%s' imported from '%s' (sha256 %s)", name, path, sum);
         else
                 log_warn("image '%s' import from '%s' refused: %s", name, path, p->detail);
+        free(path);
         return r;
 }
 

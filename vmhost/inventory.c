@@ -122,11 +122,12 @@ static void inventory_collect(void *ctx, const struct vmh_domain *d)
         l->doms[l->n++] = *d;
 }
 
-/* The helper's domains (new array, *ret_n of them); the helper lists only valid VM ids. */
-int inventory_list(struct vmhost *vh, struct vmh_domain **ret, size_t *ret_n)
+/* The helper's domains (new array, *ret_n of them); the helper lists only valid VM ids. flags:
+ * VMH_LIST_CONTROL to learn which active domains libvirt still settles, or 0. */
+int inventory_list(struct vmhost *vh, uint32_t flags, struct vmh_domain **ret, size_t *ret_n)
 {
         struct inventory_listing l = {0};
-        int r = vmh_list(vh, inventory_collect, &l);
+        int r = vmh_list(vh, flags, inventory_collect, &l);
 
         if (r == 0 && l.failed)
                 r = -ENOMEM;
@@ -148,7 +149,7 @@ static json_t *inventory_build(struct vmhost *vh, uint64_t *committed)
         size_t n = 0, k = 0;
         json_t **items, *vms;
 
-        if (inventory_list(vh, &doms, &n) < 0)
+        if (inventory_list(vh, 0, &doms, &n) < 0)
                 return NULL;
         vms = json_array();
         items = calloc(n + 1, sizeof(*items));

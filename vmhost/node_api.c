@@ -18,6 +18,7 @@
 #include "common/http_body.h"
 #include "common/json_input.h"
 #include "common/log.h"
+#include "common/small_file.h"
 #include "vmhost/vmhost.h"
 
 #define NODE_API_MAX_LISTEN 4
@@ -375,6 +376,17 @@ static void node_vm_export(struct node_req *q, struct node_resp *resp)
                 node_json(resp, 200, o);
 }
 
+static void node_vm_export_progress(struct node_req *q, struct node_resp *resp)
+{
+        struct vm_problem p;
+        json_t *o = NULL;
+
+        if (export_progress(q->vh, q->param, &o, &p) < 0)
+                node_problem(resp, &p);
+        else
+                node_json(resp, 200, o);
+}
+
 static void node_vm_export_sign(struct node_req *q, struct node_resp *resp)
 {
         struct vm_problem p;
@@ -421,6 +433,8 @@ static const struct node_route node_routes[] = {
     {"POST", "/v1/vms/", "/witness", node_vm_witness, "fleetd's cosigned vault checkpoint"},
     {"POST", "/v1/vms/", "/export", node_vm_export,
      "write the stopped Totebox as one file under exports/ (resumable)"},
+    {"GET", "/v1/vms/", "/export", node_vm_export_progress,
+     "the export being written now: vault disk bytes read of their total"},
     {"POST", "/v1/vms/", "/export-signature", node_vm_export_sign,
      "the fleet's signature of an export (checked under the controller key)"},
     {"POST", "/v1/imports/inspect", NULL, node_import_inspect,
@@ -531,13 +545,18 @@ static bool node_records_url(const char *url, char *ret_id, size_t idsize, uint6
         return *end == '\0' && errno == 0 && *ret_seq <= INT64_MAX;
 }
 
+/* A descriptor, or -1 (errno set) like open. */
 static int node_spool_open(struct vmhost *vh)
 {
-        char dir[4200];
+        char *dir = small_file_path(vh->cfg.state_dir, "diode"); /* on the heap */
+        int fd;
 
-        snprintf(dir, sizeof(dir), "%s/diode", vh->cfg.state_dir);
+        if (!dir)
+                return -1;
         mkdir(dir, 0700);
-        return open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+        fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+        free(dir);
+        return fd;
 }
 
 static bool node_query_uint(struct MHD_Connection *conn, const char *key, uint64_t max,

@@ -1,7 +1,9 @@
 /* The refusals vmhost makes on its own authority, as pure functions: a domain pinned to another
  * node or archived never starts here, and a creation that would leave less available RAM than
- * the safety margin is refused (the controller's view may be stale). */
+ * the safety margin is refused (the controller's view may be stale). Also virt_type auto and the
+ * modes of the state directory's directories. */
 #include <string.h>
+#include <sys/stat.h>
 
 #include "vmhost/vmhost.h"
 
@@ -39,4 +41,27 @@ const char *policy_virt_type(const char *configured, bool kvm_usable, bool kvm_p
         if (strcmp(configured, "auto") != 0)
                 return NULL;
         return kvm_usable && !kvm_pvm ? "kvm" : "qemu";
+}
+
+/* qemu:///system, qemu+unix:///system?socket=...: the URI's path, after its authority. */
+static bool policy_uri_is_system(const char *uri)
+{
+        static const char system[] = "/system";
+        const char *p = strstr(uri, "://");
+
+        p = p ? strchr(p + 3, '/') : NULL;
+        return p && strcspn(p, "?") == sizeof(system) - 1 &&
+               strncmp(p, system, sizeof(system) - 1) == 0;
+}
+
+mode_t policy_state_dir_mode(const char *libvirt_uri, const char *sub)
+{
+        static const char *const qemu_opens[] = {"", "vms", "images", "seeds", NULL};
+
+        if (!policy_uri_is_system(libvirt_uri))
+                return 0700;
+        for (const char *const *d = qemu_opens; *d; d++)
+                if (strcmp(*d, sub) == 0)
+                        return 0711;
+        return 0700;
 }

@@ -18,12 +18,14 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/log.h"
 #include "common/privsep.h"
+#include "common/small_file.h"
 #include "vmhost/vmhost.h"
 
 static const char *const privdrop_helper_dirs[] = {"vms", "channels", "console", "seeds", NULL};
@@ -65,26 +67,38 @@ static int privdrop_give(const char *path, uid_t uid, gid_t gid, bool tree)
         return privdrop_chown_one(path, &st, 0, NULL);
 }
 
-/* One entry of state_dir: whose it becomes. */
-static int privdrop_entry(const char *state, const struct dirent *e, const struct privsep_drop *d)
+/* One entry of state_dir (name, at path, for libvirt at uri): whose it becomes. */
+static int privdrop_entry_at(const char *path, const char *name, const char *uri,
+                             const struct privsep_drop *d)
 {
-        char path[4400];
         struct stat st;
+        mode_t mode;
 
-        if (snprintf(path, sizeof(path), "%s/%s", state, e->d_name) >= (int)sizeof(path))
-                return -ENAMETOOLONG;
         if (lstat(path, &st) < 0)
                 return -errno;
-        if (S_ISDIR(st.st_mode) && privdrop_listed(privdrop_helper_dirs, e->d_name)) {
+        if (S_ISDIR(st.st_mode) && privdrop_listed(privdrop_helper_dirs, name)) {
                 if (lchown(path, 0, 0) < 0)
                         return -errno;
-                return chmod(path, strcmp(e->d_name, "vms") == 0 ? 0755 : 0700) < 0 ? -errno : 0;
+                mode = strcmp(name, "vms") == 0 ? 0755 : policy_state_dir_mode(uri, name);
+                return chmod(path, mode) < 0 ? -errno : 0;
         }
-        if (S_ISDIR(st.st_mode) && privdrop_listed(privdrop_own_dirs, e->d_name))
+        if (S_ISDIR(st.st_mode) && privdrop_listed(privdrop_own_dirs, name))
                 return privdrop_give(path, d->uid, d->gid, true);
         if (S_ISREG(st.st_mode))
                 return privdrop_give(path, d->uid, d->gid, false);
         return 0;
+}
+
+static int privdrop_entry(const struct vmhost *vh, const struct dirent *e,
+                          const struct privsep_drop *d)
+{
+        /* On the heap. The 4400-byte buffer it replaces was never too short (state_dir is under
+         * 4096 bytes, a name under 256), so there is no -ENAMETOOLONG to keep. */
+        char *path = small_file_path(vh->cfg.state_dir, e->d_name);
+        int r = path ? privdrop_entry_at(path, e->d_name, vh->cfg.libvirt_uri, d) : -ENOMEM;
+
+        free(path);
+        return r;
 }
 
 static int privdrop_state_dir(const struct vmhost *vh, const struct privsep_drop *d)
@@ -98,10 +112,12 @@ static int privdrop_state_dir(const struct vmhost *vh, const struct privsep_drop
                 return -errno;
         while (r == 0 && (e = readdir(dir)))
                 if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
-                        r = privdrop_entry(state, e, d);
+                        r = privdrop_entry(vh, e, d);
         closedir(dir);
         r = r ?: privdrop_give(state, d->uid, d->gid, false);
-        return r ?: (chmod(state, 0700) < 0 ? -errno : 0);
+        if (r == 0 && chmod(state, policy_state_dir_mode(vh->cfg.libvirt_uri, "")) < 0)
+                r = -errno;
+        return r;
 }
 
 /* cfg.user, else nobody (with a warning: a user other daemons share). */

@@ -56,12 +56,15 @@ int roster_genesis_key(const struct vmhost *vh, uint8_t pk[32])
 
 static int roster_store(struct vmhost *vh, const char *body, size_t len)
 {
-        char *path = roster_state_path(vh), tmp[4400];
+        char *path = roster_state_path(vh), *tmp = NULL;
         int fd = -1, r = -ENOMEM;
 
-        if (!path)
+        /* tmp on the heap (the 4400-byte buffer it replaces always held it: state_dir is under
+         * 4096 bytes) */
+        if (!path || asprintf(&tmp, "%s.tmp", path) < 0) {
+                free(path);
                 return r;
-        snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+        }
         unlink(tmp);
         fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         r = fd < 0 ? -errno : 0;
@@ -71,6 +74,7 @@ static int roster_store(struct vmhost *vh, const char *body, size_t len)
                 close(fd);
         if (r == 0 && rename(tmp, path) < 0)
                 r = -errno;
+        free(tmp);
         free(path);
         return r;
 }

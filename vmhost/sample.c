@@ -9,10 +9,13 @@
 #include <sys/statvfs.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "vmhost/vmhost.h"
+
+#define SAMPLE_MEMINFO_MAX 4096
 
 int sample_parse_stat(const char *buf, struct cpu_sample *ret)
 {
@@ -96,10 +99,12 @@ int sample_read_cpu(struct cpu_sample *ret)
 
 int sample_read_mem(struct mem_sample *ret)
 {
-        char buf[4096];
-        int r = sample_read_file("/proc/meminfo", buf, sizeof(buf));
+        char *buf = malloc(SAMPLE_MEMINFO_MAX); /* on the heap: a page, read in one go */
+        int r = buf ? sample_read_file("/proc/meminfo", buf, SAMPLE_MEMINFO_MAX) : -ENOMEM;
 
-        return r < 0 ? r : sample_parse_meminfo(buf, ret);
+        r = r < 0 ? r : sample_parse_meminfo(buf, ret);
+        free(buf);
+        return r;
 }
 
 /* What the sparse files in dir may still take: size beyond the blocks each holds. */

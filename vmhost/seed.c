@@ -109,6 +109,22 @@ static int seed_spawn(const char *iso, const char *dir, pid_t *ret_pid, char *er
         return 0;
 }
 
+/* The ISO made 0600 before genisoimage writes into it (it keeps the mode of the file it finds):
+ * with qemu:///system the seeds directory is searchable by every user, for QEMU's
+ * (policy_state_dir_mode), and a seed names the VM's entity, fleet and vault; libvirt's DAC
+ * driver makes QEMU's user its owner for the run. */
+static int seed_create(const char *path)
+{
+        int fd;
+
+        unlink(path);
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return -errno;
+        close(fd);
+        return 0;
+}
+
 int seed_wait(pid_t pid, char *err, size_t errsize)
 {
         int status = 0;
@@ -139,9 +155,10 @@ int seed_start(const char *path, const char *vm_id, const struct vm_meta *meta, 
                 free(dir);
                 return r;
         }
-        unlink(path);
-        r = seed_texts(dir, vm_id, meta);
+        r = seed_create(path);
         if (r < 0)
+                snprintf(err, errsize, "cannot create '%s': %s", path, strerror(-r));
+        else if ((r = seed_texts(dir, vm_id, meta)) < 0)
                 snprintf(err, errsize, "cannot write the seed files in '%s': %s", dir,
                          strerror(-r));
         else

@@ -193,6 +193,12 @@ enum refusal policy_check_start(const struct vm_meta *m, const char *node_id);
 enum refusal policy_check_memory(uint64_t available_mib, uint64_t want_mib, uint64_t margin_mib);
 /* auto: kvm only when /dev/kvm is usable and is not the PVM flavour (which cannot boot guests). */
 const char *policy_virt_type(const char *configured, bool kvm_usable, bool kvm_pvm);
+/* The mode of state_dir (sub "") or of its directory sub. A system daemon's QEMU runs as another
+ * user (libvirt-qemu) and opens the disks, base images, kernels and seeds by path; libvirt's DAC
+ * driver chowns each such file to that user for the run, never a directory, so state_dir, vms,
+ * images and seeds must be searchable by it: 0711 (as libvirt's own /var/lib/libvirt/images),
+ * listing nothing. Otherwise (embed, session: QEMU is vmhost's user or the helper's) 0700. */
+mode_t policy_state_dir_mode(const char *libvirt_uri, const char *sub);
 
 /* agent_line.c: one line from the agent channel, parsed strictly. */
 enum agent_msg_type { AGENT_MSG_REPORT, AGENT_MSG_CONSISTENCY, AGENT_MSG_ERROR };
@@ -210,7 +216,9 @@ struct agent_msg {
         json_t *mismatches; /* report: array of {kind, path, detail}; owned */
         uint64_t from_size, to_size;
         size_t proof_len;
-        merkle_hash proof[MERKLE_MAX_PROOF];
+        /* consistency: proof_len hashes (at most MERKLE_MAX_PROOF), malloc'd, never NULL once
+         * parsed; owned. On the heap, so that a message fits in a frame beside other things. */
+        merkle_hash *proof;
         char detail[512];
         char *checkpoint; /* report: the head as a C2SP checkpoint note, or NULL; owned */
 };
@@ -332,6 +340,11 @@ struct vmhost {
         int helper_event_fd; /* domain events, up */
         pid_t helper_pid;
         pthread_mutex_t helper_lock;
+        /* the export being written (export.c: one at a time, under ops_lock), for
+         * GET /v1/vms/{id}/export: its VM ("" when none) under state_lock; the vault disk's bytes
+         * read so far over its two passes (hash, then archive) and their total */
+        char export_vm[VM_ID_MAX + 1];
+        atomic_uint_fast64_t export_done, export_total;
 };
 
 /* privdrop.c: after the helper is started, vmhost gives its state directory to cfg.user and drops
@@ -363,7 +376,7 @@ json_t *inventory_vm_json(const struct vmh_domain *dom, const struct vm_meta *m,
                           json_t *agent);
 int inventory_vm_meta(const struct vmh_domain *dom, struct vm_meta *ret);
 /* The helper's listing (a new array of *ret_n domains): -ENOTCONN without libvirt. */
-int inventory_list(struct vmhost *vh, struct vmh_domain **ret, size_t *ret_n);
+int inventory_list(struct vmhost *vh, uint32_t flags, struct vmh_domain **ret, size_t *ret_n);
 /* Writes m as the domain's metadata (live and persistent), through the helper. */
 int inventory_set_meta(struct vmhost *vh, const char *id, const struct vm_meta *m);
 
@@ -447,7 +460,8 @@ struct autostart_wait {
         char (*names)[IDENT_VM_MAX + 1];
 };
 /* Decides the domains w leaves (all, the first time); returns how many it left for a later
- * listing. final: decide every domain as listed, settled or not. */
+ * listing (at least 1 when it could not list them: all). final: decide every domain as listed,
+ * settled or not. */
 size_t vms_autostart(struct vmhost *vh, struct autostart_wait *w, bool final);
 int vms_problem(struct vm_problem *p, int err, const char *type, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -514,6 +528,9 @@ int export_write(struct vmhost *vh, const char *id, const char *body, size_t len
                  struct vm_problem *p);
 /* POST /v1/vms/{id}/export-signature: {signature} over {id}.tar.sha256, checked under the
  * roster's controller key, written to {id}.tar.sig. */
+/* GET /v1/vms/{id}/export: {vm_id, done_bytes, total_bytes} of the export of id being written
+ * now; -ENOENT (no-export) when none is. */
+int export_progress(struct vmhost *vh, const char *id, json_t **ret, struct vm_problem *p);
 int export_sign(struct vmhost *vh, const char *id, const char *body, size_t len, json_t **ret,
                 struct vm_problem *p);
 /* POST /v1/imports/inspect {file}: checks exports/FILE (signature, checksum, layout) and

@@ -452,9 +452,13 @@ static void vms_archive_adopt(struct vmhost *vh)
         pthread_mutex_unlock(&vh->state_lock);
 }
 
+/* From the refresher, which must never wait behind a verb: while one holds ops_lock (an export
+ * reads a whole vault disk under it) the timers wait for the next refresh, and the listings, and
+ * with them the node's libvirt age in its heartbeats, go on. */
 void vms_archive_timers(struct vmhost *vh)
 {
-        pthread_mutex_lock(&vh->ops_lock);
+        if (pthread_mutex_trylock(&vh->ops_lock) != 0)
+                return;
         vms_archive_adopt(vh);
         vms_archive_expire(vh);
         pthread_mutex_unlock(&vh->ops_lock);
@@ -507,7 +511,8 @@ static void autostart_one(struct vmhost *vh, struct vmh_domain *dom)
  * counter), so a copied domain whose pin does not name this node never starts. A VM suspended
  * or archived stays as it is. One line per domain says what was decided and why. A domain libvirt
  * lists as running while it still settles it (VMH_DOM_SETTLING: its reconnect to a QEMU that may
- * have died while no one watched) is decided at a later listing, once libvirt knows. */
+ * have died while no one watched) is decided at a later listing, once libvirt knows. Returns how
+ * many domains wait for a later listing: at least 1 when this one failed (all of them wait). */
 size_t vms_autostart(struct vmhost *vh, struct autostart_wait *w, bool final)
 {
         struct vmh_domain *doms = NULL;
@@ -516,10 +521,11 @@ size_t vms_autostart(struct vmhost *vh, struct autostart_wait *w, bool final)
         int r;
 
         pthread_mutex_lock(&vh->ops_lock);
-        r = inventory_list(vh, &doms, &n);
-        if (r < 0) {
-                log_warn("autostart: cannot list the domains: %s", strerror(-r));
-                n = 0;
+        r = inventory_list(vh, VMH_LIST_CONTROL, &doms, &n);
+        if (r < 0) { /* nothing decided: every domain waits for the next listing */
+                pthread_mutex_unlock(&vh->ops_lock);
+                log_warn("autostart: cannot list the domains: %s; asking again", strerror(-r));
+                return 1;
         }
         if (n > 0 && !final)
                 wait = calloc(n, sizeof(*wait));

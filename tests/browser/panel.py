@@ -2,8 +2,10 @@
 
 Used by tests/integration/test_panel_browser.py, which starts the daemons and passes in two
 callbacks for what happens outside the browser: `settle(vm, node)` once the agent reported (the
-harness waits until the guest's file system is on the disk image) and `tamper(vm, node)` once
-the VM is suspended (the harness changes the vault disk offline). Every step asserts on the
+harness waits until the guest's file system is on the disk image), `tamper(vm, node)` once
+the VM is suspended (the harness changes the vault disk offline), `written(vm, node, n)` before
+the export (n ledger lines on the disk image) and `carry(vm, node)` after it (the operator copies
+the export to another node; returns that node and the file's SHA-256). Every step asserts on the
 page's content and keeps a full-page screenshot under tests/browser/artifacts/; a failed step
 raises with the page's text and keeps a screenshot named fail-*.
 
@@ -189,10 +191,11 @@ class Browser:
         self.shot(name)
 
 
-def run_panel(url, token, image, settle, tamper, deposit, entity="acme"):
-    """Every step of the panel test; returns (vm_id, node_id). deposit(vm, n) puts n records
-    into the VM through fleetd's REST API (so that the records view has more than one page)."""
-    return _in_browser(_steps, url, token, image, entity, settle, tamper, deposit)
+def run_panel(url, token, image, settle, tamper, deposit, written, carry, entity="acme"):
+    """Every step of the panel test; returns (vm_id, node_id, new node_id). deposit(vm, n) puts
+    n records into the VM through fleetd's REST API (so that the records view has more than one
+    page)."""
+    return _in_browser(_steps, url, token, image, entity, (settle, tamper, deposit, written, carry))
 
 
 def _in_browser(steps, *args):
@@ -206,7 +209,8 @@ def _in_browser(steps, *args):
         b.close()
 
 
-def _steps(b, url, token, image, entity, settle, tamper, deposit):
+def _steps(b, url, token, image, entity, outside):
+    settle, tamper, deposit, written, carry = outside
     state = {}
 
     def login_refused():
@@ -458,6 +462,59 @@ def _steps(b, url, token, image, entity, settle, tamper, deposit):
         b.press(Keys.ESCAPE)
         b.wait_visible("#records", visible=False)
 
+    def exported():
+        b.click(row() + " button[data-action=suspend]")
+        b.until(lambda: (lambda c: len(c) > 4 and c[3] == "suspended" and "saved" in c[4])(
+            b.cells(row())), 60, "the VM suspended for its export")
+        b.until(lambda: b.count(row() + " button[data-action=export]") == 1, 20, "the export action")
+        b.click(row() + " button[data-action=export]")
+        b.until(lambda: b.visible("#export"), 300, "the export's result")
+        check(any(d.startswith("confirm: export %s?" % state["vm"]) for d in b.dialogs),
+              "the export asked for confirmation (%s)" % b.dialogs)
+        got = {k: b.text("#export-fields [data-export=%s]" % k)
+               for k in ("file", "size", "sha256", "blake2b_256", "checkpoint", "signature")}
+        check(got["file"].endswith("/exports/%s.tar" % state["vm"]), "the file on its node (%s)" % got)
+        check(re.fullmatch(r"\d+ bytes", got["size"]), "the size (%s)" % got)
+        check(re.fullmatch(r"[0-9a-f]{64}", got["sha256"]) and
+              re.fullmatch(r"[0-9a-f]{64}", got["blake2b_256"]), "the checksums (%s)" % got)
+        check(re.search(r"witnessed: \d+ records?$", got["checkpoint"]), "the checkpoint (%s)" % got)
+        check(state["node"] in b.text("#export-title"), "the node named (%s)" % b.text("#export-title"))
+        cmds = b.text("#export-check")
+        check("sha256sum -c %s.tar.sha256" % state["vm"] in cmds and "openssl pkeyutl -verify" in cmds
+              and "BEGIN PUBLIC KEY" in cmds, "the offline check's commands (%s)" % cmds)
+        state["export"] = got
+        b.shot_element("15-export-dialog", "#export")
+        b.press(Keys.ESCAPE)
+        b.wait_visible("#export", visible=False)
+
+    def import_planned():
+        b.click("#import-vm")
+        b.wait_visible("#import")
+        b.fill("#import-file", state["vm"] + ".tar")
+        Select(b.one("#import-node")).select_by_value(state["other"])
+        b.click("#import-submit")
+        b.until(lambda: b.visible("#import-plan"), 120, "the import plan")
+        got = {k: b.text("#import-fields [data-import=%s]" % k) for k in ("vm", "from", "to", "file")}
+        check(got["vm"] == state["vm"] and got["from"].startswith(state["node"] + " ") and
+              got["to"].startswith(state["other"] + " "), "the re-homing named (%s)" % got)
+        check(state["export"]["sha256"] in got["file"], "the file the node checked (%s)" % got)
+        check(not b.one("#import-confirm").is_enabled(), "no confirmation before the acknowledgement")
+        check(b.cells(row())[2] == state["node"], "nothing moved by the plan")
+        b.shot_element("16-import-plan-dialog", "#import")
+
+    def import_confirmed():
+        b.click("#import-ack")
+        b.click("#import-confirm")
+        b.until(lambda: "is pinned to %s now" % state["other"] in b.text("#import-status"), 300,
+                "the re-homing")
+        check(not b.text("#import-error"), "no error (%s)" % b.text("#import-error"))
+        b.until(lambda: (lambda c: c[2] == state["other"] and c[3] == "active")(b.cells(row())), 30,
+                "the VM's row on its new node, active")
+        b.until(lambda: b.count("#audit tr[data-kind='vm.rehomed']") == 1, 20,
+                "the re-homing in the audit record")
+        b.press(Keys.ESCAPE)
+        b.wait_visible("#import", visible=False)
+
     b.step("01-login-refused", login_refused)
     b.step("02-nodes", nodes)
     b.step("02b-images", images)
@@ -478,8 +535,14 @@ def _steps(b, url, token, image, entity, settle, tamper, deposit):
     b.step("12-deposit-receipt", records_deposit)
     b.step("13-deposit-refused", records_refused)
     b.step("14-records-close", records_close)
-    b.log("all steps passed (VM %s on %s)" % (state["vm"], state["node"]))
-    return state["vm"], state["node"]
+    written(state["vm"], state["node"], 12)
+    b.step("15-exported", exported)
+    state["other"], sha = carry(state["vm"], state["node"])
+    check(sha == state["export"]["sha256"], "the panel showed the file's SHA-256 (%s)" % sha)
+    b.step("16-import-plan", import_planned)
+    b.step("17-import-confirmed", import_confirmed)
+    b.log("all steps passed (VM %s on %s, re-homed on %s)" % (state["vm"], state["node"], state["other"]))
+    return state["vm"], state["node"], state["other"]
 
 
 def run_panel_views(url, token, vms, break_chain):
@@ -549,8 +612,8 @@ def _views(b, url, token, vms, break_chain):
         heads = [th.text for th in b.all("#vms thead th")]
         check(heads[3:5] == ["Lifecycle", "State"], "two fields (%s)" % heads)
         want = {"active": ("active", "running", "run-ok", ["suspend", "verify", "archive"]),
-                "suspended": ("suspended", "saved to disk", "run-quiet", ["resume", "archive"]),
-                "archived": ("archived", "shut off", "run-quiet", []),
+                "suspended": ("suspended", "saved to disk", "run-quiet", ["resume", "archive", "export"]),
+                "archived": ("archived", "shut off", "run-quiet", ["export"]),
                 "failed": ("—", "creation failed", "run-bad", ["retire"])}
 
         def rows_ready():

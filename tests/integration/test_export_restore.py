@@ -10,6 +10,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -364,6 +365,18 @@ def test_restore_on_another_node_after_the_node_is_wiped(fleet, tmp_path):
     carry(fleet["usb"], n2x)
     r = f.ctl("import", os.path.join(n2x, name), "--node", "n2", input="n\n")
     assert "not confirmed" in r.stdout and vmget(f, a)["node_id"] == "n1"
+    # a plan dropped (the panel's "Drop plan") is gone: confirming it finds nothing
+    st, plan = plan_import(f, name, "n2")
+    assert st == 201, plan
+    st, doc = f.json("DELETE", "/v1/imports/%s" % plan["id"])
+    assert st == 200 and doc == {"id": plan["id"], "state": "dropped"}, doc
+    st, doc = f.json("POST", "/v1/imports/%s/confirm" % plan["id"])
+    assert st == 404 and doc["type"].endswith("/unknown-plan"), doc
+    st, doc = f.json("DELETE", "/v1/imports/%s" % plan["id"])
+    assert st == 404 and doc["type"].endswith("/unknown-plan"), doc
+    st, doc = f.json("DELETE", "/v1/imports/not-a-plan-id")
+    assert st == 400 and doc["type"].endswith("/invalid-plan-id"), doc
+    assert vmget(f, a)["node_id"] == "n1"
     # a plan, then fleetd killed (SIGKILL) and started again: the plan outlives it, and is
     # confirmed once (a second confirmation finds no plan)
     st, plan = plan_import(f, name, "n2")
@@ -449,3 +462,48 @@ def test_the_old_node_can_no_longer_start_it(fleet, tmp_path):
     f.stop()
     f.start()
     assert vmget(f, a)["node_id"] == "n1"
+
+
+def test_a_long_export_shows_its_progress(fleet):
+    """An export whose vault disk takes a while to read: the operation's progress moves between
+    0 and 100 with its bytes (the node's GET /v1/vms/{id}/export, asked every second), the node
+    answers that GET only while it writes, and fleetctl prints the progress on stderr."""
+    f, a = fleet["f"], fleet["a"]
+    if "n1" not in fleet["vh"] or vmget(f, a)["node_id"] != "n1":
+        pytest.skip("needs the re-homing tests' state (the Totebox back on n1)")
+    n1 = fleet["vh"]["n1"]
+    f.wait(lambda: f.node("n1")["state"] == "alive", timeout=60, what="n1 alive")
+    st, _ = f.json("POST", "/v1/vms/%s/suspend" % a)
+    assert st == 202
+    f.wait(lambda: vmget(f, a)["lifecycle"] == "suspended" and vmget(f, a)["state"] != "running",
+           timeout=120, what="suspended on n1")
+    # a big disk, most of it a hole past the file system's end: slow enough to watch, small on disk
+    disk = os.path.join(n1.root, "state", "vms", a + "-vault.img")
+    os.truncate(disk, 3 << 30)
+    st, op = f.json("POST", "/v1/vms/%s/export" % a)
+    assert st == 202 and op["kind"] == "export", op
+    seen, node_seen = [], []
+    while True:
+        _, cur = f.json("GET", "/v1/operations/" + op["id"], expect=200)
+        if cur["state"] != "running":
+            break
+        if "bytes" in cur:
+            seen.append((cur["progress"], cur["bytes"]["done"], cur["bytes"]["total"]))
+        st, p = n1.call("GET", "/v1/vms/%s/export" % a)[:2]
+        if st == 200:
+            node_seen.append(p)
+        time.sleep(0.2)
+    assert cur["state"] == "succeeded" and cur["progress"] == 100, cur
+    assert seen and any(0 < p < 100 for p, _, _ in seen), seen
+    assert all(total == 2 * (3 << 30) for _, _, total in seen), seen
+    assert [p for p, _, _ in seen] == sorted(p for p, _, _ in seen), seen
+    assert node_seen and all(p["vm_id"] == a and p["total_bytes"] == 2 * (3 << 30) and
+                             0 <= p["done_bytes"] <= p["total_bytes"] for p in node_seen), node_seen
+    st, doc = n1.call("GET", "/v1/vms/%s/export" % a)[:2]
+    assert st == 404 and doc["type"].endswith("/no-export"), doc
+    assert cur["result"]["size"] > 3 << 30
+    # asked again: the node compares the finished file as it re-reads the disk; fleetctl shows it
+    r = f.ctl("export", a, check=False)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"^export: \d+ % \([\d.]+ of 6144\.0 MiB\)$", r.stderr, re.M), r.stderr
+    os.unlink(cur["result"]["file"])

@@ -6,7 +6,9 @@ a roster of three nodes, two of them real vmhosts (qemu:///embed under TCG, node
 (a wrong token refused first), watches the nodes, plans and confirms a VM, waits for the agent's
 report, suspends the VM; this module then changes the vault disk offline (a file smuggled into
 the sealed assets, the managed save discarded so the guest boots cold); the browser resumes the
-VM and must see the mismatch on the VM, in the audit record and on the fleet badge.
+VM and must see the mismatch on the VM, in the audit record and on the fleet badge; then it
+suspends and exports the Totebox, this module carries the file to the other node, and the browser
+plans the import there and confirms it.
 Screenshots: tests/browser/artifacts/."""
 import os
 import shutil
@@ -105,6 +107,32 @@ def tamper(node, vm_id, tmpdir):
     node["vh"] = NodeVmhost(node["root"], **node["args"])
 
 
+def written(node, vm_id, n):
+    """Waits until the vault disk image holds n ledger lines: the test image's vault is ext2, where
+    the ledger's new size reaches the disk with the guest's inode writeback, not at the agent's
+    fdatasync (test_export_restore.py); an export made before would hold fewer records than the
+    checkpoint the fleet witnessed. Read-only, while the VM runs (debugfs -c)."""
+    def on_disk():
+        r = subprocess.run(["debugfs", "-c", "-R", "cat /ledger/ledger.jsonl",
+                            vault_image(node, vm_id)], capture_output=True)
+        return r.returncode == 0 and r.stdout.count(b"\n") >= n
+    V.wait_for(on_disk, 120, "%d ledger lines written back to the disk image" % n)
+
+
+def carry(nodes, vm_id, node_id):
+    """The operator's hands: the export's three files copied from its node's exports/ to the
+    other node's; returns that node and the file's SHA-256."""
+    other = "n2" if node_id == "n1" else "n1"
+    src = os.path.join(nodes[node_id]["root"], "state", "exports")
+    dst = os.path.join(nodes[other]["root"], "state", "exports")
+    os.makedirs(dst, exist_ok=True)
+    for ext in ("", ".sha256", ".sig"):
+        shutil.copyfile(os.path.join(src, vm_id + ".tar" + ext), os.path.join(dst, vm_id + ".tar" + ext))
+        os.chmod(os.path.join(dst, vm_id + ".tar" + ext), 0o644)
+    subprocess.run(["chown", "-R", "--reference=" + os.path.dirname(dst), dst], check=True)
+    return other, V.sha256(os.path.join(dst, vm_id + ".tar"))
+
+
 def deposit(f, vm, n):
     """n small records into vm through fleetd's REST API (api-1.txt ... api-N.txt), each
     operation followed to its end."""
@@ -162,10 +190,13 @@ def fleet():
 def test_panel_in_chromium(fleet):
     f, nodes, tmp = fleet
     start = time.monotonic()
-    panel.run_panel("http://127.0.0.1:%d/" % f.api_port, f.token, IMAGE,
-                    settle=lambda vm, node: settle(nodes[node], vm, tmp),
-                    tamper=lambda vm, node: tamper(nodes[node], vm, tmp),
-                    deposit=lambda vm, n: deposit(f, vm, n))
+    vm, node, other = panel.run_panel(
+        "http://127.0.0.1:%d/" % f.api_port, f.token, IMAGE,
+        settle=lambda vm, node: settle(nodes[node], vm, tmp),
+        tamper=lambda vm, node: tamper(nodes[node], vm, tmp),
+        deposit=lambda vm, n: deposit(f, vm, n),
+        written=lambda vm, node, n: written(nodes[node], vm, n),
+        carry=lambda vm, node: carry(nodes, vm, node))
     print("browser test: %.1f s" % (time.monotonic() - start))
     # What the browser showed is what fleetd recorded.
     entries = f.audit("integrity.mismatch")
@@ -173,6 +204,12 @@ def test_panel_in_chromium(fleet):
                            for e in entries
                            for m in e["detail"]["integrity"].get("mismatches", [])), entries
     assert f.json("GET", "/v1/health", expect=200)[1]["status"] == "integrity-mismatch"
+    # the re-homing the browser confirmed: pinned to the new node, the old one holds it archived
+    assert f.json("GET", "/v1/vms/" + vm, expect=200)[1]["node_id"] == other
+    rehomed = [e for e in f.audit("vm.rehomed") if e["subject"] == vm]
+    assert len(rehomed) == 1 and rehomed[0]["detail"]["from_node"] == node, rehomed
+    st, old, _ = nodes[node]["vh"].call("GET", "/v1/vms/" + vm)
+    assert st == 200 and old["lifecycle"] == "archived", old
 
 
 def test_panel_views_in_chromium():

@@ -3,6 +3,7 @@ on free loopback ports with its own state directory and qemu:///embed root, call
 and clean up every domain it started. As root, vmhost runs as 'nobody' (the embedded QEMU
 driver refuses root without a libvirt-qemu user)."""
 import atexit
+import glob
 import hashlib
 import http.client
 import threading
@@ -101,6 +102,8 @@ class Vmhost:
         extra_env = settings.pop("env", None) or {}
         # as_root: the process's own user even as root (QEMU then runs as root too)
         ids = None if settings.pop("as_root", False) else run_as()
+        # wrap: a command vmhost is run under that execs it (nsenter into a mount namespace)
+        wrap = list(settings.pop("wrap", None) or [])
         self.uri = "qemu:///embed?root=%s/libvirt" % root
         self.log_path = os.path.join(root, "vmhost-%s.log" % node_id)
         opts = {"node_id": node_id, "libvirt_uri": self.uri, "state_dir": root + "/state",
@@ -110,7 +113,7 @@ class Vmhost:
         opts.update(settings)
         self.address = opts["node_api_listen"]
         self.port = int(opts["node_api_port"])
-        args = [runnable(VMHOST)]
+        args = wrap + [runnable(VMHOST)]
         for k, v in opts.items():
             args += ["--set", "%s=%s" % (k, v)]
         for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):  # sanitizer runs
@@ -172,6 +175,23 @@ def destroy_all(root, as_root=False):
     names = virsh(root, "list", "--name", as_root=as_root).stdout.split()
     for name in names:
         virsh(root, "destroy", name, as_root=as_root)
+    if as_root:
+        remove_embed_cgroups(names)
+
+
+def remove_embed_cgroups(names):
+    """Removes the empty cgroups an embed driver running as root made for these domains
+    (machine/qemu-embed-HASH-N-NAME.libvirt-qemu in each controller; the destroy from virsh's own
+    embed instance leaves them): the host keeps nothing of a test."""
+    for name in names:
+        for d in glob.glob("/sys/fs/cgroup/*/machine/qemu-embed-*-%s.libvirt-qemu" % name):
+            try:
+                with open(os.path.join(d, "cgroup.procs")) as f:
+                    if f.read().strip():
+                        continue
+                os.rmdir(d)
+            except OSError:
+                pass
 
 
 def make_root(prefix):

@@ -125,25 +125,52 @@ static void test_recover(void **state)
 }
 
 /* A deposit's task: its outcome is what records_deposit_run makes of the node's answer. */
-static void task_sealed(struct fleetd *f, void *arg, const char *actor, struct plan_outcome *o)
+static void task_sealed(struct fleetd *f, void *arg, const char *actor, struct op_call *op,
+                        struct plan_outcome *o)
 {
         (void)f;
         (void)actor;
+        (void)op;
         memset(o, 0, sizeof(*o));
         o->done = OUTCOME_CREATED;
         o->body = json_pack("{s:s, s:i}", "vm", (const char *)arg, "seq", 7);
 }
 
-static void task_refused(struct fleetd *f, void *arg, const char *actor, struct plan_outcome *o)
+static void task_refused(struct fleetd *f, void *arg, const char *actor, struct op_call *op,
+                         struct plan_outcome *o)
 {
         (void)f;
         (void)actor;
         (void)arg;
+        (void)op;
         memset(o, 0, sizeof(*o));
         outcome_fail(o, -EPROTO, "node-error", "record 999 to supersede is not in the ledger");
         o->node_status = 400; /* the node's refusal, relayed */
         o->body = json_pack("{s:s, s:s}", "type", "https://totebox.example/problems/bad-supersedes",
                             "detail", "record 999 to supersede is not in the ledger");
+}
+
+/* What GET /v1/operations showed of a running task after it told its progress (read by the
+ * task's own thread; the test checks it after the task ended). */
+static json_t *seen_running;
+
+static void task_halfway(struct fleetd *f, void *arg, const char *actor, struct op_call *op,
+                         struct plan_outcome *o)
+{
+        struct plan_outcome listed;
+
+        (void)arg;
+        (void)actor;
+        ops_task_progress(op, 1, 0);       /* no total: nothing shown */
+        ops_task_progress(op, 512, 1024);  /* 49 % */
+        ops_task_progress(op, 4096, 1024); /* past the total: 99 % at most while running */
+        ops_task_progress(op, 300 << 20, 1u << 30);
+        ops_list(f, NULL, "running", 10, &listed);
+        seen_running = json_incref(json_array_get(json_object_get(listed.body, "operations"), 0));
+        json_decref(listed.body);
+        memset(o, 0, sizeof(*o));
+        o->done = OUTCOME_OK;
+        o->body = json_object();
 }
 
 static json_t *ended(struct fleetd *f, const char *id)
@@ -184,6 +211,24 @@ static void test_tasks(void **state)
         assert_int_equal(
             json_integer_value(json_object_get(json_object_get(doc, "error"), "status")), 400);
         assert_true(json_is_null(json_object_get(doc, "result")));
+        json_decref(doc);
+        json_decref(o.body);
+
+        /* a task's progress (an export's bytes): shown while it runs, 100 when it ended */
+        ops_task_start(f, "export", "tbx-a-000001", "token:t", task_halfway, NULL, &o);
+        doc = ended(f, str(o.body, "id"));
+        assert_non_null(seen_running);
+        assert_string_equal(str(seen_running, "id"), str(o.body, "id"));
+        assert_int_equal(json_integer_value(json_object_get(seen_running, "progress")), 29);
+        assert_int_equal(
+            json_integer_value(json_object_get(json_object_get(seen_running, "bytes"), "done")),
+            300 << 20);
+        assert_int_equal(
+            json_integer_value(json_object_get(json_object_get(seen_running, "bytes"), "total")),
+            1u << 30);
+        assert_string_equal(str(doc, "state"), "succeeded");
+        assert_int_equal(json_integer_value(json_object_get(doc, "progress")), 100);
+        json_decref(seen_running);
         json_decref(doc);
         json_decref(o.body);
 

@@ -285,6 +285,17 @@ static void test_policy(void **state)
         assert_string_equal(policy_virt_type("auto", false, false), "qemu");
         assert_string_equal(policy_virt_type("kvm", false, false), "kvm");
         assert_null(policy_virt_type("xen", true, false));
+        /* a system daemon's QEMU (libvirt-qemu) must search the directories it opens files in */
+        assert_int_equal(policy_state_dir_mode("qemu:///system", ""), 0711);
+        assert_int_equal(policy_state_dir_mode("qemu:///system", "images"), 0711);
+        assert_int_equal(policy_state_dir_mode("qemu:///system", "seeds"), 0711);
+        assert_int_equal(policy_state_dir_mode("qemu+unix:///system?socket=/s", "vms"), 0711);
+        assert_int_equal(policy_state_dir_mode("qemu:///system", "channels"), 0700);
+        assert_int_equal(policy_state_dir_mode("qemu:///system", "manifests"), 0700);
+        assert_int_equal(policy_state_dir_mode("qemu:///session", "images"), 0700);
+        assert_int_equal(policy_state_dir_mode("qemu:///systemd", ""), 0700);
+        assert_int_equal(policy_state_dir_mode("qemu:///embed?root=/x/system", ""), 0700);
+        assert_int_equal(policy_state_dir_mode("test:///default", ""), 0700);
 }
 
 static void test_create_request(void **state)

@@ -162,7 +162,10 @@ static void test_domain_ops(void **state)
         }
         assert_int_equal(decode(VMH_LIST, &l, sizeof(l), "list"), 0);
         assert_int_equal(decode(VMH_POOL_REFRESH, &l, sizeof(l), "pool-refresh"), 0);
-        l.reserved = 1;
+        l.flags = VMH_LIST_CONTROL; /* the start-up pass's listing */
+        assert_int_equal(decode(VMH_LIST, &l, sizeof(l), "list"), 0);
+        assert_int_equal(decode(VMH_POOL_REFRESH, &l, sizeof(l), NULL), -EBADMSG);
+        l.flags = 2; /* no such flag */
         assert_int_equal(decode(VMH_LIST, &l, sizeof(l), NULL), -EBADMSG);
         memset(&dq, 0, sizeof(dq));
         snprintf(dq.name, sizeof(dq.name), "vm-1");
