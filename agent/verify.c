@@ -668,6 +668,9 @@ int verify_vault_at(struct vault *v, unsigned threads, const uint8_t *trusted_pk
         verify_dir(v->ledger_dir_fd, "ledger/", &o, &ret->mm);
         verify_state_files(v, &ret->mm);
         r = verify_assets(disk, v->assets_fd, threads, &o, ret);
+        if (r < 0) /* never a clean result for assets that were not checked */
+                mismatch_add(&ret->mm, "unverified", "assets/",
+                             "the assets could not be checked: %s", agent_strerror(r));
         verify_unrecorded_all(v, disk, &ret->mm);
         if (disk == own)
                 ledger_done(own);

@@ -143,11 +143,12 @@ static int ctl_plan_list(struct ctl *c)
 
         c->argv++;
         c->argc--;
-        if (c->argc) {
-                fprintf(stderr,
-                        "fleetctl: plan list takes filters only (state=, after=, limit=)\n");
-                return 2;
-        }
+        for (int i = 0; i < c->argc; i++)
+                if (!strchr(c->argv[i], '=')) { /* an id: 'fleetctl plan PLAN' shows one */
+                        fprintf(stderr, "fleetctl: plan list takes filters only (state=, after=, "
+                                        "limit=)\n");
+                        return 2;
+                }
         return ctl_get(c, "/v1/plans", &v);
 }
 

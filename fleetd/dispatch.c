@@ -22,6 +22,7 @@
 #define DISPATCH_BATCH   64     /* creations sent to one node in one round */
 #define DISPATCH_WORKERS 64     /* nodes called at once; beyond that, due nodes wait their turn */
 #define VERIFY_POLL_MS   120000 /* how long an awaited verification's node is polled */
+#define ROSTER_AGAIN_MS  30000  /* a roster send that got no answer is tried again after this */
 
 struct dispatch_job {
         char id[VM_ID_MAX + 1]; /* VM id, or node id for an inventory fetch */
@@ -314,6 +315,73 @@ static void dispatch_jobs_free(struct dispatch_job *jobs, size_t n)
         }
 }
 
+/* Roster anti-entropy (issue 16). The genesis pushes each new roster to every member once; a
+ * member that was switched off or unreachable then keeps its older roster for good, and its
+ * vmhost refuses what the newer one allows (the controller's pin key, a new member). fleetd holds
+ * the roster that names it the controller: to each alive node that was not sent (or found to
+ * hold) the current version, it sends it once (POST /v1/roster; the node checks the genesis'
+ * signature and takes only a newer one: 409 stale-roster says it holds this one or newer). No
+ * answer: again after ROSTER_AGAIN_MS. */
+static bool dispatch_roster_due(const struct fleetd *f, const struct fleet_node *node, uint64_t now)
+{
+        enum node_state s;
+
+        if (!f->table.roster || node->roster_synced >= f->table.roster->version ||
+            node->roster_next_ms > now)
+                return false;
+        s = node_state_at(node, &f->cfg, now);
+        return s == NODE_ALIVE || s == NODE_UNHEALTHY;
+}
+
+/* With f->lock held: j aimed at node with the current roster as its body, or false. */
+static bool dispatch_collect_roster(struct fleetd *f, struct fleet_node *node, uint64_t now,
+                                    struct dispatch_job *j, uint64_t *ret_version)
+{
+        json_t *o;
+
+        if (!dispatch_roster_due(f, node, now))
+                return false;
+        node->roster_next_ms = now + ROSTER_AGAIN_MS;
+        o = roster_to_json(f->table.roster);
+        memset(j, 0, sizeof(*j));
+        j->body = o ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+        json_decref(o);
+        snprintf(j->id, sizeof(j->id), "%s", node->rn->id);
+        snprintf(j->address, sizeof(j->address), "%s", node->rn->mesh_address);
+        *ret_version = f->table.roster->version;
+        return j->body != NULL;
+}
+
+static void dispatch_roster_round(struct fleetd *f, const char *node_id, uint64_t now)
+{
+        struct dispatch_job j;
+        struct fleet_node *node;
+        uint64_t version = 0;
+        bool due;
+
+        pthread_mutex_lock(&f->lock);
+        node = f->stopping ? NULL : node_table_find(&f->table, node_id);
+        due = node && dispatch_collect_roster(f, node, now, &j, &version);
+        pthread_mutex_unlock(&f->lock);
+        if (!due)
+                return;
+        dispatch_call(f, &j, "POST", "/v1/roster");
+        if (j.err == 0 && j.status == 200)
+                log_info("node '%s' held an older roster: sent it version %llu", node_id,
+                         (unsigned long long)version);
+        else if (j.err == 0 && j.status != 409)
+                log_warn("node '%s' refused roster version %llu (%ld): %.200s", node_id,
+                         (unsigned long long)version, j.status, j.answer ? j.answer : "");
+        if (j.err == 0) { /* taken, held already, or refused for good: not sent again */
+                pthread_mutex_lock(&f->lock);
+                node = node_table_find(&f->table, node_id);
+                if (node && node->roster_synced < version)
+                        node->roster_synced = version;
+                pthread_mutex_unlock(&f->lock);
+        }
+        dispatch_jobs_free(&j, 1);
+}
+
 /* A node reports only an agent's last report, and the next scheduled one may replace the one
  * asked for: while a verification is awaited, its node's inventory is fetched every backoff
  * interval rather than only when the digest changes. */
@@ -370,6 +438,7 @@ static size_t dispatch_node_round(struct fleetd *f, const char *node_id, uint64_
                 dispatch_jobs_free(jobs, 1);
         }
         free(jobs);
+        dispatch_roster_round(f, node_id, now);
         return n + k;
 }
 
@@ -393,7 +462,8 @@ static char (*dispatch_due_nodes(struct fleetd *f, uint64_t now, size_t *ret_n))
                         due[node - f->table.nodes] = true;
         }
         for (size_t i = 0; due && i < nn; i++) {
-                due[i] = (due[i] || dispatch_fetch_due(f, &f->table.nodes[i], now)) &&
+                due[i] = (due[i] || dispatch_fetch_due(f, &f->table.nodes[i], now) ||
+                          dispatch_roster_due(f, &f->table.nodes[i], now)) &&
                          !f->table.nodes[i].dispatch_busy;
                 n += due[i];
         }

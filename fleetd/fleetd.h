@@ -149,6 +149,9 @@ struct fleet_node {
         uint64_t inv_fetches;    /* inventory fetches sent to the node since fleetd started */
         uint64_t inv_fetch_sent; /* the number of the fetch in flight (or last sent); one
                                     fetch per node is in flight at a time */
+        /* roster anti-entropy (dispatch.c): the roster version the node was found to hold, or
+         * was sent, and when it may be sent again after no answer (monotonic) */
+        uint64_t roster_synced, roster_next_ms;
         /* the base images the node's last inventory listed ([{name, sha256, size}]), or NULL
          * when it never listed any (a vmhost without image reports: holdings unknown) */
         json_t *images;

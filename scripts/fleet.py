@@ -377,7 +377,9 @@ class Fleet:
 
     # --- lifecycle ----------------------------------------------------------------------
 
-    def up(self, vm_entity=None):
+    def up(self, vm_entity=None, pin_key=True):
+        """The three nodes joined, fleetd alive; pin_key: the genesis names fleetd's pin key
+        (publish_pin_key), which a test may want to do itself."""
         self.netns_up()
         self.genesis()
         for name, _, _ in NODES[1:]:
@@ -387,7 +389,8 @@ class Fleet:
         log("mesh addresses: " + ", ".join(f"{k} {v['mesh']}" for k, v in self.nodes.items()))
         self.forward()
         self.create_token()
-        self.publish_pin_key()
+        if pin_key:
+            self.publish_pin_key()
         wait(self.nodes_alive, 60, "three nodes alive in fleetd")
         log(f"fleetd on {self.controller()} sees three alive nodes")
 

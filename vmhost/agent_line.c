@@ -31,6 +31,7 @@ static const char *const agent_mismatch_kinds[] = {"modified-asset",
                                                    "mode-changed",
                                                    "owner-changed",
                                                    "hard-linked",
+                                                   "unverified",
                                                    NULL};
 
 bool agent_mismatch_kind_valid(const char *kind)

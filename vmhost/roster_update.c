@@ -153,7 +153,11 @@ static int roster_check(struct vmhost *vh, const struct roster *r, struct vm_pro
         if (vh->roster)
                 have = vh->roster->version;
         pthread_mutex_unlock(&vh->state_lock);
-        if (r->version <= have)
+        if (r->version == have) /* sent again (fleetd's anti-entropy, a second push) */
+                return vms_problem(p, -EALREADY, "stale-roster",
+                                   "roster version %llu is the one this node holds",
+                                   (unsigned long long)r->version);
+        if (r->version < have)
                 return vms_problem(p, -ESTALE, "stale-roster",
                                    "roster version %llu is not newer than %llu",
                                    (unsigned long long)r->version, (unsigned long long)have);
@@ -174,9 +178,14 @@ int roster_update_apply(struct vmhost *vh, const char *body, size_t len, json_t 
         if (ret_code == 0 && roster_store(vh, body, len) < 0)
                 ret_code = vms_problem(p, -EIO, "internal", "cannot store the roster");
         pthread_mutex_unlock(&vh->ops_lock);
-        if (ret_code < 0) {
+        if (ret_code == -EALREADY) {
+                log_debug("roster version %llu sent again: %s", (unsigned long long)r->version,
+                          p->detail);
+        } else if (ret_code < 0) {
                 log_warn("roster version %llu refused: %s", (unsigned long long)r->version,
                          p->detail);
+        }
+        if (ret_code < 0) {
                 roster_free(r);
                 return ret_code;
         }

@@ -218,6 +218,13 @@ def test_fleetctl_plan_node_list_and_retire():
         assert "target node: n1" in r.stdout
         r = f.ctl("plan", "list")
         assert r.stdout.count("alpha") == 1 and "open" in r.stdout, r.stdout
+        # filters as docs/fleetd.md writes them (they were refused as arguments)
+        r = f.ctl("plan", "list", "state=open")
+        assert r.returncode == 0 and r.stdout.count("alpha") == 1, r.stdout + r.stderr
+        r = f.ctl("plan", "list", "state=confirmed")
+        assert r.returncode == 0 and "alpha" not in r.stdout, r.stdout + r.stderr
+        r = f.ctl("plan", "list", "some-plan-id", check=False)
+        assert r.returncode == 2 and "takes filters only" in r.stderr, r.stderr
         # fits: confirmed, and fleetctl follows the creation, which fails (no node API)
         r = f.ctl(*args[:4], "1024", *args[5:], "--node", "n1", check=False)
         vm_id = f.json("GET", "/v1/vms")[1]["vms"][0]["id"]
