@@ -264,6 +264,10 @@ def test_boot_with_vault_and_agent_reports(work, totebox_image, agent):
     # totebox-agent.service" line is not looked for: on a loaded machine the console lost it
     # once while the agent reported (the fresh root, 326 s to the first report).
     assert "Failed to start totebox-agent" not in text and "totebox-agent.service: Failed" not in text
+    if agent[1]:
+        # The real agent's vault_id is the host name, which cloud-init's local stage set from
+        # the seed before the agent started (install.sh's step boot leaves only that stage).
+        assert report["vault_id"] == "totebox-test", line
     if not agent[1]:
         assert report["vault_mounted"] is True  # the skeleton's ledger/ is there and writable
     assert "totebox-build" not in log  # nothing of the build boot leaks into an instance
