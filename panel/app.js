@@ -632,8 +632,13 @@ function facts(dl, pairs) {
   fill(dl, pairs.flatMap(([k, v, attrs]) => [el("dt", {}, k), el("dd", attrs || {}, v)]));
 }
 
+/* Each refresh of the records view has a number: only the last one begun may draw, so that a
+ * periodic refresh begun before the operator paged does not answer after it and page back. */
+let recordsGen = 0;
+
 async function refreshRecords() {
   const vm = recordsVm;
+  const gen = ++recordsGen;
   const path = `/v1/vms/${encodeURIComponent(vm.id)}/records`;
   const head = await api("GET", `${path}?after=0&limit=1`);
   const total = head.total;
@@ -641,7 +646,7 @@ async function refreshRecords() {
   const after = recordsAfter === null ? newest : Math.min(recordsAfter, newest);
   const page = total ? await api("GET", `${path}?after=${after}&limit=${RECORDS_PAGE}`) : head;
   const last = total ? (after === newest ? page : await api("GET", `${path}?after=${total - 1}&limit=1`)).records.slice(-1)[0] : null;
-  if (vm !== recordsVm) return;
+  if (vm !== recordsVm || gen !== recordsGen) return;
   const shownVm = (lastVms || []).find((v) => v.id === vm.id) || vm;
   const sth = page.sth || {};
   facts($("#records-summary"), [
