@@ -475,16 +475,26 @@ static bool autostart_waits_for(const struct autostart_wait *w, const char *id)
 }
 
 /* One domain of the start-up pass: what vmhost decides, and one line saying why. */
-static void autostart_one(struct vmhost *vh, struct vmh_domain *dom)
+/* Decides one domain; false when it is to be asked again at the next listing: again is true for
+ * a domain libvirt was still settling at an earlier listing (its metadata may not read yet, its
+ * start may fail while libvirt finishes the crash it noticed), until the pass's last listing. */
+static bool autostart_one(struct vmhost *vh, struct vmh_domain *dom, bool again)
 {
         const char *id = dom->name;
         struct vm_problem p = {0};
         struct vm_meta m;
         uint64_t count;
         int e;
+        bool decided = true;
 
         if (inventory_vm_meta(dom, &m) < 0) {
-                log_info("autostart: domain '%s' is not a Totebox; left alone", id);
+                decided = !again;
+                if (again)
+                        log_info("autostart: domain '%s' shows no Totebox metadata yet; asked "
+                                 "again",
+                                 id);
+                else
+                        log_info("autostart: domain '%s' is not a Totebox; left alone", id);
         } else if (m.lifecycle != VM_LC_ACTIVE) {
                 log_info("autostart: VM '%s' is %s; left as it is", id,
                          vm_lifecycle_name(m.lifecycle));
@@ -492,17 +502,24 @@ static void autostart_one(struct vmhost *vh, struct vmh_domain *dom)
                 log_info("autostart: VM '%s' is active and already running", id);
         } else {
                 /* a start path: the counter goes up whatever it did, as for `start` */
-                if (vms_do_start(vh, dom, &m, &p) < 0)
+                if (vms_do_start(vh, dom, &m, &p) < 0 && again) {
+                        decided = false;
+                        log_info("autostart: VM '%s' is active but not started yet: %s: %s; "
+                                 "asked again",
+                                 id, p.type, p.detail);
+                } else if (p.type[0]) {
                         log_warn("autostart: VM '%s' is active but not started: %s: %s", id, p.type,
                                  p.detail);
-                else
+                } else {
                         log_info("autostart: VM '%s' is active and its pin names this node; "
                                  "started",
                                  id);
+                }
                 if ((e = creations_bump(vh, &count)) < 0)
                         log_error("cannot store the creation counter in '%s': %s",
                                   vh->cfg.state_dir, strerror(-e));
         }
+        return decided;
 }
 
 /* At the first libvirt listings after vmhost starts (a reboot, a power cut, a vmhost restart):
@@ -543,7 +560,8 @@ size_t vms_autostart(struct vmhost *vh, struct autostart_wait *w, bool final)
                         log_warn("autostart: libvirt still settles domain '%s'; decided as it is "
                                  "listed",
                                  doms[i].name);
-                autostart_one(vh, &doms[i]);
+                if (!autostart_one(vh, &doms[i], w->begun && wait != NULL) && wait)
+                        snprintf(wait[n_wait++], sizeof(*wait), "%s", doms[i].name);
         }
         free(doms);
         free(w->names);

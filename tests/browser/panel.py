@@ -499,7 +499,8 @@ def _steps(b, url, token, image, entity, outside):
               got["to"].startswith(state["other"] + " "), "the re-homing named (%s)" % got)
         check(state["export"]["sha256"] in got["file"], "the file the node checked (%s)" % got)
         check(not b.one("#import-confirm").is_enabled(), "no confirmation before the acknowledgement")
-        check(b.cells(row())[2] == state["node"], "nothing moved by the plan")
+        # the VMs table redraws live: read its row as a person would, again if it was redrawn
+        b.until(lambda: b.cells(row())[2] == state["node"], 10, "nothing moved by the plan")
         b.shot_element("16-import-plan-dialog", "#import")
 
     def import_confirmed():

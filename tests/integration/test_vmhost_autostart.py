@@ -130,7 +130,10 @@ def test_power_cut_brings_back_the_active_vm_only(env):
         a = wait_for(lambda: (lambda v: v if v["state"] == "running" else None)(vm(vh, "vm-a")),
                      90, "vm-a to run again")
     except AssertionError as e:
-        raise AssertionError("%s\nvmhost's log:\n%s" % (e, vh.read_log()[-6000:]))
+        log = vh.read_log()
+        raise AssertionError("%s\nvmhost's start-up decisions:\n%s\nvmhost's log, last lines:\n%s"
+                             % (e, "\n".join(l for l in log.splitlines() if "autostart" in l),
+                                log[-3000:]))
     assert a["lifecycle"] == "active"
     # the guest really boots again: its agent reports over the channel to the new vmhost
     wait_for(lambda: agent_reports(vh, "vm-a") >= 1, 120, "vm-a's agent reporting again")
