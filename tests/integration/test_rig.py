@@ -136,14 +136,14 @@ def test_a_office_laptops_and_cloud_join_mesh_up_heartbeats_three_alive(fleet):
     # The genesis never took a connection: it dialled the cloud, and laptop-b joined over the LAN.
     assert "dialling the joiner at cloud.example" in r.out_cloud_genesis
     assert "waiting on 0.0.0.0:9173 for the genesis to connect" in r.out_cloud_join
-    # (The genesis' own vmhost, restarted by its script moments before, may miss the push: it
-    # reads the stored roster when its script restarts it for laptop-b's ceremony.)
-    assert "pushed to 'cloud'" in r.out_key and "not pushed to 'cloud'" not in r.out_key, \
-        r.out_key
-    # Every member holds the roster that names fleetd's pin key (or it refuses the creations).
+    # Every member holds the roster that names fleetd's pin key (or it refuses the creations):
+    # the genesis' push, or for a member it missed (its vmhost restarting, or busy past the
+    # push's 3 s), fleetd's roster anti-entropy within a few heartbeats.
+    assert "roster version" in r.out_key and "pin key" in r.out_key, r.out_key
     pin = r.sh("cloud", "cat /var/lib/totebox/fleetd/pin.pub").stdout.strip()
     for name in MACHINES:
-        assert r.sh(name, "totebox-pair show --field controller_pin_key").stdout.strip() == pin
+        wait(lambda: r.sh(name, "totebox-pair show --field controller_pin_key").stdout.strip()
+             == pin, 60, "%s to hold the roster naming fleetd's pin key" % name)
     for name in MACHINES:
         units = "totebox-mesh totebox-vmhost" + (" totebox-fleetd" if name == "cloud" else "")
         assert r.sh(name, "systemctl is-active %s" % units, check=False).stdout.split() == \
