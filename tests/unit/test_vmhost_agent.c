@@ -167,8 +167,9 @@ static void test_agent_mismatches_are_kept(void **state)
         integrity_clear(&in);
         free(r);
         /* the kinds issue 14 added pass through too */
-        for (const char *const *k = (const char *const[]){"unsigned", "mode-changed",
-                                                          "owner-changed", "hard-linked", "unverified", NULL};
+        for (const char *const *k =
+                 (const char *const[]){"unsigned", "mode-changed", "owner-changed", "hard-linked",
+                                       "unverified", NULL};
              *k; k++) {
                 char list[128];
 
